@@ -1,0 +1,34 @@
+#pragma once
+// Where MUG-V keeps things on disk. All functions are pure lookups except ensure_private_dir.
+//   home      $MUGV_HOME, else $XDG_DATA_HOME/mugv, else ~/.local/share/mugv
+//   runtime   $XDG_RUNTIME_DIR/mugv, else /tmp/mugv-<uid>  (ipc sockets; created 0700)
+//   presets   $MUGV_PRESETS, else <prefix>/share/mugv/presets next to the installed binary,
+//             else the source tree's presets/ (developer builds)
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mugv {
+
+namespace fs = std::filesystem;
+
+fs::path mugv_home();
+fs::path catalog_path();           // home/catalog.sqlite
+fs::path runtime_dir();
+std::vector<fs::path> preset_dirs();  // search order: first match wins
+fs::path user_preset_dir();           // home/presets: user overrides, searched before the built-ins
+fs::path executable_path();
+
+// Creates `dir` (and parents) and sets mode 0700; throws Error(io) naming dir when it cannot,
+// or when an existing dir is owned by someone else.
+void ensure_private_dir(const fs::path& dir);
+
+// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
+// Readers see either the old file or the new one, never a partial write.
+void write_file_atomic(const fs::path& path, const void* bytes, size_t size);
+void write_text_atomic(const fs::path& path, const std::string& text);
+std::string read_text_file(const fs::path& path);
+
+}  // namespace mugv

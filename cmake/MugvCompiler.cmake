@@ -1,0 +1,17 @@
+# Compiler settings shared by every target: warnings, ccache, sanitizers.
+if(MUGV_USE_CCACHE)
+  find_program(MUGV_CCACHE ccache)
+  if(MUGV_CCACHE)
+    set(CMAKE_C_COMPILER_LAUNCHER   "${MUGV_CCACHE}")
+    set(CMAKE_CXX_COMPILER_LAUNCHER "${MUGV_CCACHE}")
+  endif()
+endif()
+
+add_library(mugv_warnings INTERFACE)
+add_library(mugv::warnings ALIAS mugv_warnings)
+target_compile_options(mugv_warnings INTERFACE -Wall -Wextra -Wno-unused-parameter)
+
+if(MUGV_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+endif()

@@ -1,0 +1,51 @@
+#include "support/test_support.h"
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+
+namespace mugv::test {
+
+TempDir::TempDir(const std::string& prefix) {
+  std::random_device rd;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    fs::path candidate = fs::temp_directory_path() / (prefix + "-" + std::to_string(rd()));
+    if (fs::create_directory(candidate)) {
+      path_ = candidate;
+      return;
+    }
+  }
+  throw std::runtime_error("cannot create a temporary directory");
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+std::optional<fs::path> real_data_dir() {
+  if (const char* env = std::getenv("MUGV_REAL_DATA"); env && *env && fs::is_directory(env)) return fs::path(env);
+  fs::path dir = MUGV_REAL_DATA_DIR;
+  if (fs::is_directory(dir)) return fs::weakly_canonical(dir);
+  return std::nullopt;
+}
+
+std::optional<fs::path> real_data_file(const std::string& name) {
+  auto dir = real_data_dir();
+  if (!dir || !fs::exists(*dir / name)) {
+    WARN("skipped: real test video " << name << " not found (expected in ../shared/data/real or $MUGV_REAL_DATA)");
+    return std::nullopt;
+  }
+  return *dir / name;
+}
+
+fs::path binary_dir() { return MUGV_BINARY_DIR; }
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace mugv::test

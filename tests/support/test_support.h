@@ -1,0 +1,38 @@
+#pragma once
+// Helpers shared by the test suites: scratch directories and the location of real test media.
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace mugv::test {
+
+namespace fs = std::filesystem;
+
+// A fresh directory under the system temp dir, removed (recursively) on destruction.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "mugv-test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  fs::path path_;
+};
+
+// ../shared/data/real beside the project, or $MUGV_REAL_DATA; nullopt when absent.
+std::optional<fs::path> real_data_dir();
+// Path of a file in the real data dir; nullopt (after printing a skip message via Catch's WARN)
+// when the data is absent. Use: auto f = real_data_file("counter.mp4"); if (!f) return;
+std::optional<fs::path> real_data_file(const std::string& name);
+
+// The build tree (for locating built executables such as mugv).
+fs::path binary_dir();
+
+// Writes `bytes` to a new file at `path`.
+void write_bytes(const fs::path& path, const std::string& bytes);
+
+}  // namespace mugv::test
