@@ -18,6 +18,8 @@ PACKAGES=(
   libsqlite3-dev sqlite3 libzmq3-dev cppzmq-dev libsodium-dev
   # config + json
   nlohmann-json3-dev libtomlplusplus-dev
+  # tokenizer (trained on captions for small presets; T5 spiece.model for large ones)
+  libsentencepiece-dev
   # tests
   catch2 xvfb xauth
   # monitor

@@ -1,0 +1,119 @@
+#include "command.h"
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <unistd.h>
+
+namespace mugv::cli {
+namespace {
+
+std::string joined(const std::vector<std::string>& words) {
+  std::string s;
+  for (const auto& w : words) s += (s.empty() ? "" : " ") + w;
+  return s;
+}
+
+void print_overview(const std::vector<Command>& commands) {
+  std::cout << "Usage: mugv COMMAND [options]\n\nMUG-V Studio command line, version " << MUGV_VERSION
+            << ".\n\nCommands:\n";
+  for (const auto& c : commands) {
+    std::string name = joined(c.words);
+    std::cout << "  " << name << std::string(name.size() < 18 ? 18 - name.size() : 1, ' ') << c.summary << "\n";
+  }
+  std::cout << "\nRun `mugv COMMAND --help` for a command's options.\n"
+               "Exit codes: 0 ok, 1 failure (reason on stderr), 2 usage error.\n"
+               "Environment: MUGV_HOME (data folder), MUGV_LOG_LEVEL (debug|info|warning|error).\n";
+}
+
+// The command whose words are the longest prefix of args, or nullptr.
+const Command* match(const std::vector<Command>& commands, const std::vector<std::string>& args, size_t* used) {
+  const Command* best = nullptr;
+  for (const auto& c : commands) {
+    if (c.words.size() > args.size()) continue;
+    if (!std::equal(c.words.begin(), c.words.end(), args.begin())) continue;
+    if (!best || c.words.size() > best->words.size()) best = &c;
+  }
+  if (best) *used = best->words.size();
+  return best;
+}
+
+int run_command(const Command& command, const std::vector<std::string>& args) {
+  const std::string name = "mugv " + joined(command.words);
+  ParamRegistry registry;
+  if (command.define) command.define(registry);
+  registry.add(param("cli.json", "--json", ParamType::boolean, false, "print machine-readable JSON on stdout", "output"));
+  registry.add(param("cli.help", "--help", ParamType::boolean, false, "show this help", "output"));
+  try {
+    ParamLayers layers;
+    layers.command_line = parse_command_line(registry, args);
+    layers.environment = process_environment();
+    ParamValues values = resolve(registry, layers);
+    if (values.get_bool("cli.help")) {
+      std::cout << "Usage: " << name << " " << command.usage << "\n\n" << command.summary << "\n\n"
+                << registry.help_text();
+      return 0;
+    }
+    auto& positional = layers.command_line.positional;
+    if (static_cast<int>(positional.size()) < command.min_positional ||
+        static_cast<int>(positional.size()) > command.max_positional)
+      throw Error(ErrorCode::usage, cat("expected ", command.usage, " (got ", positional.size(),
+                                        " argument(s)); see `", name, " --help`"));
+    return command.run(Invocation{values, positional, values.get_bool("cli.json")});
+  } catch (const Error& e) {
+    finish_progress_line();
+    std::string line = e.what();
+    std::replace(line.begin(), line.end(), '\n', ' ');
+    std::cerr << name << ": " << line << "\n";
+    return exit_code_for(e.code());
+  }
+}
+
+bool progress_line_open = false;
+
+}  // namespace
+
+ProgressFn terminal_progress() {
+  if (!::isatty(STDERR_FILENO)) return nullptr;
+  return [](const Progress& p) {
+    std::fprintf(stderr, "\r\033[K%s", render_progress_line(p).c_str());
+    std::fflush(stderr);
+    progress_line_open = true;
+  };
+}
+
+void finish_progress_line() {
+  if (progress_line_open) std::fputc('\n', stderr);
+  progress_line_open = false;
+}
+
+int run_main(const std::vector<Command>& commands, const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    print_overview(commands);
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version") {
+    std::cout << "mugv " << MUGV_VERSION << "\n";
+    return 0;
+  }
+  size_t used = 0;
+  const Command* command = match(commands, args, &used);
+  if (!command) {
+    std::cerr << "mugv: unknown command '" << args[0] << (args.size() > 1 && args[1][0] != '-' ? " " + args[1] : "")
+              << "'; run `mugv --help` for the list\n";
+    return 2;
+  }
+  try {
+    return run_command(*command, std::vector<std::string>(args.begin() + used, args.end()));
+  } catch (const std::exception& e) {
+    finish_progress_line();
+    std::cerr << "mugv " << joined(command->words) << ": internal error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace mugv::cli

@@ -1,0 +1,63 @@
+#pragma once
+// The `mugv` subcommand framework. A Command declares its parameters in a ParamRegistry (so flags,
+// help and presets come from one record each) and runs with the resolved values. The framework adds
+// --help and --json to every command, turns usage errors into exit code 2 and other errors into
+// exit code 1 with one line on stderr ("mugv probe: x.mp4: no video stream").
+
+#include "core/params.h"
+#include "core/progress.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace mugv::cli {
+
+struct Invocation {
+  const ParamValues& values;
+  std::vector<std::string> positional;
+  bool json = false;  // --json: machine-readable output on stdout
+};
+
+struct Command {
+  std::vector<std::string> words;  // {"dataset", "import"}
+  std::string summary;             // one line for `mugv --help`
+  std::string usage;               // "FILE [options]"
+  int min_positional = 0;
+  int max_positional = 0;
+  std::function<void(ParamRegistry&)> define;  // may be empty: no parameters beyond the common ones
+  std::function<int(const Invocation&)> run;   // returns the exit code
+};
+
+// Runs the command whose words prefix `args`; returns the process exit code.
+int run_main(const std::vector<Command>& commands, const std::vector<std::string>& args);
+
+// A ProgressFn drawing a one-line progress bar on stderr (only when stderr is a terminal, so logs and
+// tests stay clean); call finish_progress_line() after the operation.
+ProgressFn terminal_progress();
+void finish_progress_line();
+
+// The commands, one function per file.
+Command probe_command();
+Command make_dataset_command();
+Command dataset_import_command();
+Command dataset_list_command();
+Command dataset_show_command();
+Command export_command();
+
+}  // namespace mugv::cli
+
+namespace mugv::cli {
+// A ParamSpec in one line for the common case.
+inline ParamSpec param(std::string key, std::string flag, ParamType type, nlohmann::json default_value,
+                       std::string help, std::string group = "options") {
+  ParamSpec spec;
+  spec.key = std::move(key);
+  spec.flag = std::move(flag);
+  spec.type = type;
+  spec.default_value = std::move(default_value);
+  spec.help = std::move(help);
+  spec.group = std::move(group);
+  return spec;
+}
+}  // namespace mugv::cli

@@ -1,0 +1,225 @@
+#include "dataset/manifest.h"
+
+#include "core/error.h"
+#include "core/paths.h"
+#include "core/strings.h"
+
+#include <fstream>
+#include <sstream>
+
+namespace mugv {
+namespace {
+
+const char* kKnownFields[] = {"path", "caption", "start", "end", "fps"};
+
+bool is_known_field(const std::string& key) {
+  for (const char* k : kKnownFields)
+    if (key == k) return true;
+  return false;
+}
+
+fs::path resolve(const fs::path& base_dir, const std::string& p) {
+  fs::path path(p);
+  return path.is_absolute() ? path : (base_dir / path).lexically_normal();
+}
+
+std::string relative_if_under(const fs::path& base_dir, const fs::path& p) {
+  fs::path rel = p.lexically_relative(base_dir);
+  if (!rel.empty() && *rel.begin() != "..") return rel.string();
+  return p.string();
+}
+
+std::optional<double> number_field(const nlohmann::json& obj, const char* key) {
+  if (!obj.contains(key) || obj[key].is_null()) return std::nullopt;
+  if (!obj[key].is_number()) throw Error(ErrorCode::format, key, "expected a number");
+  return obj[key].get<double>();
+}
+
+ManifestEntry entry_from_json(const nlohmann::json& obj, const fs::path& base_dir) {
+  if (!obj.is_object()) throw Error(ErrorCode::format, "expected a JSON object");
+  if (!obj.contains("path") || !obj["path"].is_string() || obj["path"].get<std::string>().empty())
+    throw Error(ErrorCode::format, "missing \"path\" (a non-empty string)");
+  ManifestEntry e;
+  e.path = resolve(base_dir, obj["path"].get<std::string>());
+  if (obj.contains("caption")) {
+    if (!obj["caption"].is_string()) throw Error(ErrorCode::format, "caption", "expected a string");
+    e.caption = obj["caption"].get<std::string>();
+  }
+  e.start_s = number_field(obj, "start");
+  e.end_s = number_field(obj, "end");
+  e.fps = number_field(obj, "fps");
+  if (e.start_s && e.end_s && *e.end_s <= *e.start_s)
+    throw Error(ErrorCode::format, cat("end (", *e.end_s, ") is not after start (", *e.start_s, ")"));
+  for (auto it = obj.begin(); it != obj.end(); ++it)
+    if (!is_known_field(it.key())) e.extra[it.key()] = it.value();
+  return e;
+}
+
+nlohmann::json entry_to_json(const ManifestEntry& e, const fs::path& base_dir) {
+  nlohmann::json obj = {{"path", relative_if_under(base_dir, e.path)}, {"caption", e.caption}};
+  if (e.start_s) obj["start"] = *e.start_s;
+  if (e.end_s) obj["end"] = *e.end_s;
+  if (e.fps) obj["fps"] = *e.fps;
+  for (auto it = e.extra.begin(); it != e.extra.end(); ++it) obj[it.key()] = it.value();
+  return obj;
+}
+
+// CSV cells are text; numbers and booleans found in extra columns are kept as JSON numbers.
+nlohmann::json csv_cell_value(const std::string& cell) {
+  if (cell.empty()) return nullptr;
+  char* end = nullptr;
+  double v = std::strtod(cell.c_str(), &end);
+  if (end && *end == '\0') return v;
+  return cell;
+}
+
+std::string render_cell(const nlohmann::json& v) {
+  if (v.is_null()) return "";
+  if (v.is_string()) return csv_escape(v.get<std::string>());
+  return csv_escape(v.dump());
+}
+
+}  // namespace
+
+const char* to_string(ManifestFormat format) {
+  switch (format) {
+    case ManifestFormat::jsonl: return "jsonl";
+    case ManifestFormat::csv: return "csv";
+    default: return "unknown";
+  }
+}
+
+std::optional<ManifestFormat> manifest_format_from_string(const std::string& name) {
+  if (name == "jsonl") return ManifestFormat::jsonl;
+  if (name == "csv") return ManifestFormat::csv;
+  return std::nullopt;
+}
+
+ManifestFormat manifest_format_of(const fs::path& path) {
+  std::string ext = to_lower(path.extension().string());
+  if (ext == ".jsonl" || ext == ".json") return ManifestFormat::jsonl;
+  if (ext == ".csv") return ManifestFormat::csv;
+  return ManifestFormat::unknown;
+}
+
+std::vector<std::string> parse_csv_record(const std::string& line) {
+  std::vector<std::string> fields;
+  std::string field;
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        field += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        field += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.push_back(std::move(field));
+      field.clear();
+    } else if (c != '\r') {
+      field += c;
+    }
+  }
+  if (quoted) throw Error(ErrorCode::format, "unterminated quoted field");
+  fields.push_back(std::move(field));
+  return fields;
+}
+
+std::string csv_escape(const std::string& field) {
+  if (field.find_first_of(",\"\n\r") == std::string::npos) return field;
+  std::string out = "\"";
+  for (char c : field) out += (c == '"') ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+ManifestReadResult read_manifest(const fs::path& path) {
+  ManifestFormat format = manifest_format_of(path);
+  if (format == ManifestFormat::unknown)
+    throw Error(ErrorCode::format, path.string(), "unknown manifest type (expected .jsonl or .csv)");
+  std::istringstream in(read_text_file(path));
+  fs::path base_dir = path.parent_path();
+  ManifestReadResult result;
+  std::string line;
+  int line_no = 0;
+  std::vector<std::string> header;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (trim(line).empty()) continue;
+    try {
+      if (format == ManifestFormat::jsonl) {
+        nlohmann::json obj;
+        try {
+          obj = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::parse_error& e) {
+          throw Error(ErrorCode::format, cat("not valid JSON (", e.what(), ")"));
+        }
+        result.entries.push_back(entry_from_json(obj, base_dir));
+      } else if (header.empty()) {
+        for (auto& h : parse_csv_record(line)) header.push_back(to_lower(trim(h)));
+        if (std::find(header.begin(), header.end(), "path") == header.end())
+          throw Error(ErrorCode::format, path.string(), "CSV manifest has no \"path\" column in its header row");
+      } else {
+        auto cells = parse_csv_record(line);
+        if (cells.size() != header.size())
+          throw Error(ErrorCode::format, cat("has ", cells.size(), " fields, the header has ", header.size()));
+        nlohmann::json obj = nlohmann::json::object();
+        for (size_t i = 0; i < header.size(); ++i)
+          obj[header[i]] = (header[i] == "path" || header[i] == "caption") ? nlohmann::json(cells[i]) : csv_cell_value(cells[i]);
+        result.entries.push_back(entry_from_json(obj, base_dir));
+      }
+    } catch (const Error& e) {
+      if (header.empty() && format == ManifestFormat::csv) throw;
+      result.problems.push_back({line_no, e.what()});
+    }
+  }
+  return result;
+}
+
+void write_manifest(const fs::path& path, const std::vector<ManifestEntry>& entries) {
+  ManifestFormat format = manifest_format_of(path);
+  if (format == ManifestFormat::unknown)
+    throw Error(ErrorCode::invalid_argument, path.string(), "unknown manifest type (expected .jsonl or .csv)");
+  fs::path base_dir = path.parent_path();
+  std::ostringstream out;
+  if (format == ManifestFormat::jsonl) {
+    for (const auto& e : entries) out << entry_to_json(e, base_dir).dump() << '\n';
+  } else {
+    std::vector<std::string> columns = {"path", "caption", "start", "end", "fps"};
+    for (const auto& e : entries)
+      for (auto it = e.extra.begin(); it != e.extra.end(); ++it)
+        if (std::find(columns.begin(), columns.end(), it.key()) == columns.end()) columns.push_back(it.key());
+    for (size_t i = 0; i < columns.size(); ++i) out << (i ? "," : "") << columns[i];
+    out << '\n';
+    for (const auto& e : entries) {
+      nlohmann::json obj = entry_to_json(e, base_dir);
+      for (size_t i = 0; i < columns.size(); ++i)
+        out << (i ? "," : "") << (obj.contains(columns[i]) ? render_cell(obj[columns[i]]) : "");
+      out << '\n';
+    }
+  }
+  write_text_atomic(path, out.str());
+}
+
+std::optional<std::string> read_sidecar_caption(const fs::path& clip) {
+  fs::path txt = clip;
+  txt.replace_extension(".txt");
+  std::error_code ec;
+  if (!fs::is_regular_file(txt, ec)) return std::nullopt;
+  std::string text = trim(read_text_file(txt));
+  if (text.empty()) return std::nullopt;
+  return text;
+}
+
+void write_sidecar_caption(const fs::path& clip, const std::string& caption) {
+  fs::path txt = clip;
+  txt.replace_extension(".txt");
+  write_text_atomic(txt, caption + "\n");
+}
+
+}  // namespace mugv

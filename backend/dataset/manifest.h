@@ -1,0 +1,58 @@
+#pragma once
+// Dataset manifests: the interchange format for clips (path, caption, start, end, fps, scores), read and
+// written as JSONL (one object per line) or CSV (RFC 4180, header row required). Also the kohya/musubi
+// sidecar convention: a clip `x.mp4` may have its caption in `x.txt` beside it.
+//
+// Reading never stops at a bad line: it is reported in ManifestReadResult::problems (line number and
+// reason) and the remaining lines are read. Relative paths are resolved against the manifest's folder.
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mugv {
+
+namespace fs = std::filesystem;
+
+struct ManifestEntry {
+  fs::path path;
+  std::string caption;
+  std::optional<double> start_s, end_s, fps;
+  nlohmann::json extra = nlohmann::json::object();  // any other fields (scores, tags, split, ...)
+};
+
+struct ManifestProblem {
+  int line = 0;  // 1-based line number in the manifest file
+  std::string reason;
+};
+
+struct ManifestReadResult {
+  std::vector<ManifestEntry> entries;
+  std::vector<ManifestProblem> problems;
+};
+
+enum class ManifestFormat { unknown = 0, jsonl, csv };
+const char* to_string(ManifestFormat format);
+std::optional<ManifestFormat> manifest_format_from_string(const std::string& name);
+// By extension: .jsonl/.json → jsonl, .csv → csv, else unknown.
+ManifestFormat manifest_format_of(const fs::path& path);
+
+// Throws Error(not_found/io) when the file cannot be read, Error(format) for an unknown extension or a CSV
+// without the required "path" column; bad lines become problems.
+ManifestReadResult read_manifest(const fs::path& path);
+
+// Writes atomically. Paths are written relative to the manifest's folder when they lie under it.
+void write_manifest(const fs::path& path, const std::vector<ManifestEntry>& entries);
+
+// The sidecar caption of a clip (`clip.txt` beside `clip.mp4`), trimmed; nullopt when there is none.
+std::optional<std::string> read_sidecar_caption(const fs::path& clip);
+void write_sidecar_caption(const fs::path& clip, const std::string& caption);
+
+// Splits one CSV record (RFC 4180 quoting) into fields. Exposed for tests.
+std::vector<std::string> parse_csv_record(const std::string& line);
+std::string csv_escape(const std::string& field);
+
+}  // namespace mugv

@@ -1,0 +1,80 @@
+#include "dataset/manifest.h"
+
+#include "core/error.h"
+#include "support/test_support.h"
+
+#include <catch2/catch.hpp>
+
+using namespace mugv;
+using mugv::test::TempDir;
+
+TEST_CASE("manifests round-trip as JSONL and CSV with relative paths and extra fields", "[unit][dataset]") {
+  TempDir dir;
+  std::vector<ManifestEntry> entries(2);
+  entries[0].path = dir.path() / "clips" / "a.mp4";
+  entries[0].caption = "a \"quoted\", comma caption";
+  entries[0].start_s = 1.5;
+  entries[0].end_s = 3.0;
+  entries[0].fps = 24;
+  entries[0].extra = {{"sharpness", 512.5}, {"split", "train"}};
+  entries[1].path = "/elsewhere/b.mp4";
+  entries[1].caption = "plain";
+  for (const char* name : {"m.jsonl", "m.csv"}) {
+    write_manifest(dir / name, entries);
+    auto read = read_manifest(dir / name);
+    INFO(name);
+    REQUIRE(read.problems.empty());
+    REQUIRE(read.entries.size() == 2);
+    CHECK(read.entries[0].path == entries[0].path);
+    CHECK(read.entries[0].caption == entries[0].caption);
+    CHECK(*read.entries[0].start_s == 1.5);
+    CHECK(*read.entries[0].end_s == 3.0);
+    CHECK(read.entries[0].extra["sharpness"].get<double>() == 512.5);
+    CHECK(read.entries[0].extra["split"] == "train");
+    CHECK(read.entries[1].path == fs::path("/elsewhere/b.mp4"));
+    CHECK_FALSE(read.entries[1].start_s.has_value());
+  }
+  CHECK(mugv::read_text_file(dir / "m.jsonl").find("\"clips/a.mp4\"") != std::string::npos);
+}
+
+TEST_CASE("bad manifest lines are reported with their line number and the rest is read", "[unit][dataset]") {
+  TempDir dir;
+  mugv::test::write_bytes(dir / "m.jsonl",
+                          "{\"path\": \"a.mp4\", \"caption\": \"ok\"}\n"
+                          "not json\n"
+                          "{\"caption\": \"no path\"}\n"
+                          "{\"path\": \"b.mp4\", \"start\": 5, \"end\": 2}\n"
+                          "\n"
+                          "{\"path\": \"c.mp4\"}\n");
+  auto read = read_manifest(dir / "m.jsonl");
+  REQUIRE(read.entries.size() == 2);
+  REQUIRE(read.problems.size() == 3);
+  CHECK(read.problems[0].line == 2);
+  CHECK(read.problems[1].line == 3);
+  CHECK(read.problems[1].reason.find("path") != std::string::npos);
+  CHECK(read.problems[2].line == 4);
+}
+
+TEST_CASE("manifest files that cannot be used at all are refused with the file named", "[unit][dataset]") {
+  TempDir dir;
+  mugv::test::write_bytes(dir / "m.csv", "caption,start\nx,1\n");
+  try {
+    read_manifest(dir / "m.csv");
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::format);
+    CHECK(std::string(e.what()).find("m.csv") != std::string::npos);
+  }
+  CHECK_THROWS_AS(read_manifest(dir / "missing.jsonl"), Error);
+  CHECK_THROWS_AS(read_manifest(dir / "m.txt"), Error);
+}
+
+TEST_CASE("CSV records follow RFC 4180 quoting", "[unit][dataset]") {
+  auto f = parse_csv_record("a,\"b,c\",\"say \"\"hi\"\"\",");
+  REQUIRE(f.size() == 4);
+  CHECK(f[1] == "b,c");
+  CHECK(f[2] == "say \"hi\"");
+  CHECK(f[3].empty());
+  CHECK_THROWS_AS(parse_csv_record("\"open"), Error);
+  CHECK(csv_escape("x,y") == "\"x,y\"");
+}
