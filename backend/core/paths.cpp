@@ -3,14 +3,14 @@
 #include "core/error.h"
 #include "core/strings.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fcntl.h>
 #include <fstream>
 #include <sstream>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace mugv {
 namespace {
@@ -34,7 +34,9 @@ fs::path mugv_home() {
   return user_home() / ".local" / "share" / "mugv";
 }
 
-fs::path catalog_path() { return mugv_home() / "catalog.sqlite"; }
+fs::path catalog_path() {
+  return mugv_home() / "catalog.sqlite";
+}
 
 fs::path runtime_dir() {
   if (auto xdg = env_path("XDG_RUNTIME_DIR")) return *xdg / "mugv";
@@ -47,7 +49,9 @@ fs::path executable_path() {
   return ec ? fs::path() : exe;
 }
 
-fs::path user_preset_dir() { return mugv_home() / "presets"; }
+fs::path user_preset_dir() {
+  return mugv_home() / "presets";
+}
 
 std::vector<fs::path> preset_dirs() {
   std::vector<fs::path> dirs;
@@ -77,43 +81,86 @@ void ensure_private_dir(const fs::path& dir) {
     throw Error(ErrorCode::io, dir.string(), std::string("cannot set mode 0700: ") + std::strerror(errno));
 }
 
-void write_file_atomic(const fs::path& path, const void* bytes, size_t size) {
-  fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+AtomicFileWriter::AtomicFileWriter(fs::path path) : path_(std::move(path)) {
+  fs::path dir = path_.has_parent_path() ? path_.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(dir, ec);
-  std::string tmpl = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
-  int fd = ::mkstemp(tmpl.data());
-  if (fd < 0) throw Error(ErrorCode::io, path.string(), std::string("cannot create: ") + std::strerror(errno));
+  temp_path_ = (dir / ("." + path_.filename().string() + ".tmp-XXXXXX")).string();
+  fd_ = ::mkstemp(temp_path_.data());
+  if (fd_ < 0) {
+    int err = errno;
+    temp_path_.clear();
+    throw Error(ErrorCode::io, path_.string(), std::string("cannot create: ") + std::strerror(err));
+  }
+}
+
+AtomicFileWriter::AtomicFileWriter(AtomicFileWriter&& other) noexcept
+    : path_(std::move(other.path_)),
+      temp_path_(std::move(other.temp_path_)),
+      fd_(other.fd_),
+      bytes_written_(other.bytes_written_) {
+  other.fd_ = -1;
+  other.temp_path_.clear();
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  discard();
+}
+
+void AtomicFileWriter::discard() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  if (!temp_path_.empty()) ::unlink(temp_path_.c_str());
+  temp_path_.clear();
+}
+
+void AtomicFileWriter::write(const void* bytes, size_t size) {
+  if (fd_ < 0) throw Error(ErrorCode::internal, path_.string(), "write after commit or failure");
   const char* p = static_cast<const char*>(bytes);
   size_t left = size;
   while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
+    ssize_t n = ::write(fd_, p, left);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmpl.c_str());
-      throw Error(ErrorCode::io, path.string(), std::string("write failed: ") + std::strerror(err));
+      int err = n < 0 ? errno : EIO;
+      discard();
+      throw Error(ErrorCode::io, path_.string(), std::string("write failed: ") + std::strerror(err));
     }
     p += n;
     left -= static_cast<size_t>(n);
   }
-  ::fchmod(fd, 0644);
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmpl.c_str());
-    throw Error(ErrorCode::io, path.string(), std::string("fsync failed: ") + std::strerror(errno));
+  bytes_written_ += size;
+}
+
+void AtomicFileWriter::commit() {
+  if (fd_ < 0) throw Error(ErrorCode::internal, path_.string(), "commit after commit or failure");
+  ::fchmod(fd_, 0644);
+  int err = ::fsync(fd_) != 0 ? errno : 0;
+  if (::close(fd_) != 0 && err == 0) err = errno;
+  fd_ = -1;
+  if (err != 0) {
+    discard();
+    throw Error(ErrorCode::io, path_.string(), std::string("fsync failed: ") + std::strerror(err));
   }
-  if (::rename(tmpl.c_str(), path.c_str()) != 0) {
+  if (::rename(temp_path_.c_str(), path_.c_str()) != 0) {
     int err = errno;
-    ::unlink(tmpl.c_str());
-    throw Error(ErrorCode::io, path.string(), std::string("rename failed: ") + std::strerror(err));
+    discard();
+    throw Error(ErrorCode::io, path_.string(), std::string("rename failed: ") + std::strerror(err));
   }
+  temp_path_.clear();
   // Persist the rename itself.
+  fs::path dir = path_.has_parent_path() ? path_.parent_path() : fs::path(".");
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
   if (dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+void write_file_atomic(const fs::path& path, const void* bytes, size_t size) {
+  AtomicFileWriter writer(path);
+  writer.write(bytes, size);
+  writer.commit();
 }
 
 void write_text_atomic(const fs::path& path, const std::string& text) {
@@ -122,7 +169,8 @@ void write_text_atomic(const fs::path& path, const std::string& text) {
 
 std::string read_text_file(const fs::path& path) {
   std::error_code ec;
-  if (fs::is_directory(path, ec)) throw Error(ErrorCode::io, path.string(), "is a directory, expected a file");
+  if (fs::is_directory(path, ec))
+    throw Error(ErrorCode::io, path.string(), "is a directory, expected a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     if (!fs::exists(path, ec)) throw Error(ErrorCode::not_found, path.string(), "no such file");

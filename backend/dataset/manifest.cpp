@@ -4,7 +4,7 @@
 #include "core/paths.h"
 #include "core/strings.h"
 
-#include <fstream>
+#include <algorithm>
 #include <sstream>
 
 namespace mugv {
@@ -151,6 +151,17 @@ ManifestReadResult read_manifest(const fs::path& path) {
   while (std::getline(in, line)) {
     ++line_no;
     if (trim(line).empty()) continue;
+    if (format == ManifestFormat::csv && header.empty()) {
+      // Without a usable header row nothing in the file can be read: refuse the whole manifest.
+      try {
+        for (auto& h : parse_csv_record(line)) header.push_back(to_lower(trim(h)));
+      } catch (const Error& e) {
+        throw Error(ErrorCode::format, path.string(), cat("header row: ", e.message()));
+      }
+      if (std::find(header.begin(), header.end(), "path") == header.end())
+        throw Error(ErrorCode::format, path.string(), "CSV manifest has no \"path\" column in its header row");
+      continue;
+    }
     try {
       if (format == ManifestFormat::jsonl) {
         nlohmann::json obj;
@@ -160,10 +171,6 @@ ManifestReadResult read_manifest(const fs::path& path) {
           throw Error(ErrorCode::format, cat("not valid JSON (", e.what(), ")"));
         }
         result.entries.push_back(entry_from_json(obj, base_dir));
-      } else if (header.empty()) {
-        for (auto& h : parse_csv_record(line)) header.push_back(to_lower(trim(h)));
-        if (std::find(header.begin(), header.end(), "path") == header.end())
-          throw Error(ErrorCode::format, path.string(), "CSV manifest has no \"path\" column in its header row");
       } else {
         auto cells = parse_csv_record(line);
         if (cells.size() != header.size())
@@ -174,7 +181,6 @@ ManifestReadResult read_manifest(const fs::path& path) {
         result.entries.push_back(entry_from_json(obj, base_dir));
       }
     } catch (const Error& e) {
-      if (header.empty() && format == ManifestFormat::csv) throw;
       result.problems.push_back({line_no, e.what()});
     }
   }

@@ -1,6 +1,7 @@
 #include "dataset/manifest.h"
 
 #include "core/error.h"
+#include "core/paths.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>

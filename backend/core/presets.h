@@ -1,0 +1,62 @@
+#pragma once
+// Preset files: TOML under <preset dir>/<kind>/<name>.toml, kinds such as "models", "curation",
+// "train", "datasets", "parallel". Directories are searched in core/paths.h preset_dirs() order
+// ($MUGV_PRESETS, the user's dir, the installed dir, the source tree); the first file found for
+// a name wins, so a user preset overrides a built-in one of the same name.
+//
+// A loaded preset is returned as NESTED JSON mirroring the TOML tables ([train] lr = 1e-5 ->
+// {"train": {"lr": 1e-5}}); apply_preset_layer (core/params.h) flattens it to dotted keys.
+// `inherits = "other"` at the top level names a preset of the same kind whose values are the
+// base: tables merge key by key, the child's values win, arrays are replaced whole. Chains are
+// followed to any depth; a cycle is an error. The "inherits" key itself is removed from the
+// result; "description" is kept (free text for lists and tooltips).
+//
+// Kind and preset names are [A-Za-z0-9_.-], not starting with '.'; anything else is
+// Error(invalid_argument). All functions read the file system on every call (no cache) and are
+// thread-safe as long as nobody writes the same files concurrently.
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mugv {
+
+enum class PresetLocation { unknown = 0, user, builtin };
+const char* to_string(PresetLocation location);
+std::optional<PresetLocation> preset_location_from_string(std::string_view name);
+
+struct PresetRef {
+  std::string kind;
+  std::string name;  // file stem
+  std::filesystem::path path;
+  PresetLocation location = PresetLocation::unknown;
+};
+
+// Presets of `kind` across all preset dirs, sorted by name, one entry per name (the winning
+// file). Empty when there are none (an unknown kind is simply empty).
+[[nodiscard]] std::vector<PresetRef> list_presets(std::string_view kind);
+// The file that `kind`/`name` resolves to; nullopt when there is none.
+[[nodiscard]] std::optional<PresetRef> find_preset(std::string_view kind, std::string_view name);
+
+// Loads and resolves inheritance. Throws Error(not_found) listing the available presets of the
+// kind, Error(format) for TOML syntax errors ("file: invalid TOML at line L, column C: ..."),
+// Error(invalid_argument) for an `inherits` that is not a string or that forms a cycle.
+[[nodiscard]] nlohmann::json load_preset(std::string_view kind, std::string_view name);
+// Same, for a file given by path (e.g. --config my.toml); `inherits` resolves among presets of
+// `kind` (pass an empty kind to forbid inherits).
+[[nodiscard]] nlohmann::json load_preset_file(const std::filesystem::path& path, std::string_view kind);
+
+// Writes `values` (nested, or with dotted keys) as TOML to user_preset_dir()/<kind>/<name>.toml
+// atomically and returns the path. Throws Error(invalid_argument) for bad names or values TOML
+// cannot hold (null), Error(io) when the file cannot be written.
+std::filesystem::path save_user_preset(std::string_view kind, std::string_view name,
+                                       const nlohmann::json& values);
+
+// Deep merge used by `inherits`: objects merge recursively, anything else in `over` replaces.
+[[nodiscard]] nlohmann::json merge_presets(const nlohmann::json& base, const nlohmann::json& over);
+
+}  // namespace mugv

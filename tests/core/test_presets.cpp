@@ -1,0 +1,234 @@
+#include "core/json_io.h"
+#include "core/params.h"
+#include "core/paths.h"
+#include "core/presets.h"
+#include "support/test_support.h"
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+
+using namespace mugv;
+
+namespace {
+
+// Points preset lookup at a scratch layout for the duration of a test:
+//   <tmp>/builtin/<kind>/*.toml   ($MUGV_PRESETS)
+//   <tmp>/home/presets/<kind>/    (the user's dir under $MUGV_HOME)
+class PresetSandbox {
+ public:
+  PresetSandbox() {
+    save("MUGV_PRESETS", old_presets_);
+    save("MUGV_HOME", old_home_);
+    ::setenv("MUGV_PRESETS", (dir_ / "builtin").c_str(), 1);
+    ::setenv("MUGV_HOME", (dir_ / "home").c_str(), 1);
+  }
+  ~PresetSandbox() {
+    restore("MUGV_PRESETS", old_presets_);
+    restore("MUGV_HOME", old_home_);
+  }
+  fs::path write(const std::string& relative, const std::string& text) {
+    fs::path p = dir_.path() / relative;
+    fs::create_directories(p.parent_path());
+    test::write_bytes(p, text);
+    return p;
+  }
+  const test::TempDir& dir() const { return dir_; }
+
+ private:
+  static void save(const char* name, std::optional<std::string>& slot) {
+    if (const char* v = std::getenv(name)) slot = v;
+  }
+  static void restore(const char* name, const std::optional<std::string>& slot) {
+    if (slot)
+      ::setenv(name, slot->c_str(), 1);
+    else
+      ::unsetenv(name);
+  }
+  test::TempDir dir_{"mugv-presets"};
+  std::optional<std::string> old_presets_, old_home_;
+};
+
+template <typename Fn>
+Error expect_error(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e;
+  }
+  FAIL("expected mugv::Error");
+  return Error(ErrorCode::unknown, "");
+}
+
+}  // namespace
+
+TEST_CASE("presets are listed across dirs with user presets overriding built-ins", "[unit][core]") {
+  PresetSandbox box;
+  box.write("builtin/train/tiny.toml", "[train]\nlr = 1e-4\n");
+  box.write("builtin/train/base.toml", "[train]\nlr = 1e-5\n");
+  box.write("builtin/train/notes.txt", "not a preset");
+  box.write("home/presets/train/tiny.toml", "[train]\nlr = 3e-4\n");
+  box.write("home/presets/train/mine.toml", "[train]\nsteps = 5\n");
+
+  std::vector<PresetRef> presets = list_presets("train");
+  REQUIRE(presets.size() == 3);
+  CHECK(presets[0].name == "base");
+  CHECK(presets[0].location == PresetLocation::builtin);
+  CHECK(presets[1].name == "mine");
+  CHECK(presets[1].location == PresetLocation::user);
+  CHECK(presets[2].name == "tiny");
+  CHECK(presets[2].location == PresetLocation::builtin);  // $MUGV_PRESETS is searched first
+  CHECK(list_presets("models").empty());
+  CHECK(preset_location_from_string(to_string(PresetLocation::user)) == PresetLocation::user);
+
+  CHECK(load_preset("train", "tiny")["train"]["lr"].get<double>() == Approx(1e-4));
+  CHECK(load_preset("train", "mine")["train"]["steps"] == 5);
+  CHECK(expect_error([&] { (void)list_presets("../etc"); }).code() == ErrorCode::invalid_argument);
+  CHECK(expect_error([&] { (void)load_preset("train", "../x"); }).code() == ErrorCode::invalid_argument);
+}
+
+TEST_CASE("user presets take precedence over installed ones when $MUGV_PRESETS is unset", "[unit][core]") {
+  PresetSandbox box;
+  ::unsetenv("MUGV_PRESETS");
+  box.write("home/presets/curation/strict.toml", "description = \"mine\"\n");
+  std::optional<PresetRef> ref = find_preset("curation", "strict");
+  REQUIRE(ref);
+  CHECK(ref->location == PresetLocation::user);
+  CHECK(ref->path == box.dir().path() / "home/presets/curation/strict.toml");
+}
+
+TEST_CASE("inherits merges tables, child wins, and cycles are detected", "[unit][core]") {
+  PresetSandbox box;
+  box.write("builtin/models/base.toml",
+            "description = \"base\"\n[model]\ndepth = 4\nhidden = 64\nheads = [1, 2]\n[train]\nlr = 1e-4\n");
+  box.write("builtin/models/mid.toml", "inherits = \"base\"\n[model]\nhidden = 128\n");
+  box.write("builtin/models/top.toml", "inherits = \"mid\"\ndescription = \"top\"\n[model]\nheads = [8]\n");
+
+  nlohmann::json top = load_preset("models", "top");
+  CHECK(top["model"]["depth"] == 4);
+  CHECK(top["model"]["hidden"] == 128);
+  CHECK(top["model"]["heads"] == nlohmann::json::array({8}));
+  CHECK(top["train"]["lr"].get<double>() == Approx(1e-4));
+  CHECK(top["description"] == "top");
+  CHECK_FALSE(top.contains("inherits"));
+
+  SECTION("a cycle names the chain") {
+    box.write("builtin/models/a.toml", "inherits = \"b\"\n");
+    box.write("builtin/models/b.toml", "inherits = \"c\"\n");
+    box.write("builtin/models/c.toml", "inherits = \"a\"\n");
+    Error e = expect_error([&] { (void)load_preset("models", "a"); });
+    CHECK(e.code() == ErrorCode::invalid_argument);
+    CHECK_THAT(e.message(), Catch::Contains("cycle: a -> b -> c -> a"));
+    Error self = expect_error([&] {
+      box.write("builtin/models/self.toml", "inherits = \"self\"\n");
+      (void)load_preset("models", "self");
+    });
+    CHECK_THAT(self.message(), Catch::Contains("cycle"));
+  }
+
+  SECTION("inheriting a missing preset lists what exists") {
+    box.write("builtin/models/orphan.toml", "inherits = \"ghost\"\n");
+    Error e = expect_error([&] { (void)load_preset("models", "orphan"); });
+    CHECK(e.code() == ErrorCode::not_found);
+    CHECK_THAT(e.message(), Catch::Contains("'ghost'") && Catch::Contains("base, mid, orphan, top"));
+  }
+
+  SECTION("inherits must be a string") {
+    box.write("builtin/models/num.toml", "inherits = 3\n");
+    CHECK(expect_error([&] { (void)load_preset("models", "num"); }).code() == ErrorCode::invalid_argument);
+  }
+}
+
+TEST_CASE("preset errors: unknown name lists the available ones, syntax errors give line and column",
+          "[unit][core]") {
+  PresetSandbox box;
+  box.write("builtin/train/tiny.toml", "[train]\nlr = 1e-4\n");
+  box.write("builtin/train/small.toml", "[train]\nlr = 1e-4\n");
+  Error unknown = expect_error([&] { (void)load_preset("train", "huge"); });
+  CHECK(unknown.code() == ErrorCode::not_found);
+  CHECK(unknown.subject() == "train/huge");
+  CHECK_THAT(unknown.message(), Catch::Contains("available: small, tiny"));
+
+  fs::path broken = box.write("builtin/train/broken.toml", "[train]\nlr = 1e-4\nsteps = = 3\n");
+  Error syntax = expect_error([&] { (void)load_preset("train", "broken"); });
+  CHECK(syntax.code() == ErrorCode::format);
+  CHECK(syntax.subject() == broken.string());
+  CHECK_THAT(syntax.message(), Catch::StartsWith("invalid TOML at line 3, column"));
+}
+
+TEST_CASE("a loaded preset applies through the registry, unknown keys name the file", "[unit][core]") {
+  PresetSandbox box;
+  ParamRegistry r;
+  ParamSpec lr;
+  lr.key = "train.lr";
+  lr.flag = "--lr";
+  lr.type = ParamType::real;
+  lr.default_value = 1.0;
+  r.add(lr);
+  ParamSpec size;
+  size.key = "data.size";
+  size.type = ParamType::size2d;
+  r.add(size);
+
+  box.write("builtin/train/good.toml", "description = \"ok\"\n[train]\nlr = 0.5\n[data]\nsize = \"16x8\"\n");
+  fs::path bad = box.write("builtin/train/bad.toml", "inherits = \"good\"\n[train]\nlearning_rate = 0.1\n");
+
+  ParamValues v(r);
+  apply_preset_layer(v, load_preset("train", "good"), ParamSource::preset,
+                     find_preset("train", "good")->path.string());
+  CHECK(v.get_real("train.lr") == 0.5);
+  CHECK(v.get_size2d("data.size") == Size2D{16, 8});
+
+  Error e = expect_error([&] {
+    apply_preset_layer(v, load_preset("train", "bad"), ParamSource::preset,
+                       find_preset("train", "bad")->path.string());
+  });
+  CHECK(e.code() == ErrorCode::invalid_argument);
+  CHECK(e.subject() == bad.string());
+  CHECK_THAT(e.message(), Catch::Contains("unknown key 'train.learning_rate'"));
+}
+
+TEST_CASE("saved user presets round-trip and replace atomically", "[unit][core]") {
+  PresetSandbox box;
+  nlohmann::json values = {{"train.lr", 2e-5},
+                           {"train", {{"steps", 100}, {"tags", {"a", "b"}}}},
+                           {"data", {{"size", "64x64"}, {"flip", true}}},
+                           {"description", "saved from the studio"}};
+  fs::path path = save_user_preset("train", "my-run", values);
+  CHECK(path == user_preset_dir() / "train" / "my-run.toml");
+  std::optional<PresetRef> ref = find_preset("train", "my-run");
+  REQUIRE(ref);
+  CHECK(ref->location == PresetLocation::user);
+
+  nlohmann::json loaded = load_preset("train", "my-run");
+  CHECK(loaded["train"]["lr"].get<double>() == Approx(2e-5));
+  CHECK(loaded["train"]["steps"] == 100);
+  CHECK(loaded["train"]["tags"] == nlohmann::json::array({"a", "b"}));
+  CHECK(loaded["data"]["size"] == "64x64");
+  CHECK(loaded["data"]["flip"] == true);
+  CHECK(loaded["description"] == "saved from the studio");
+
+  save_user_preset("train", "my-run", {{"train", {{"steps", 7}}}});
+  CHECK(load_preset("train", "my-run") == nlohmann::json{{"train", {{"steps", 7}}}});
+  CHECK(expect_error([&] {
+          (void)save_user_preset("train", "x", {{"a", nullptr}});
+        }).code() == ErrorCode::invalid_argument);
+  CHECK(expect_error([&] {
+          (void)save_user_preset("train", "a/b", {{"a", 1}});
+        }).code() == ErrorCode::invalid_argument);
+}
+
+TEST_CASE("json files: errors give the position, writes are atomic", "[unit][core]") {
+  test::TempDir dir;
+  fs::path good = dir / "good.json";
+  write_json_atomic(good, {{"a", 1}, {"b", {1, 2}}});
+  CHECK(read_json_file(good) == nlohmann::json{{"a", 1}, {"b", {1, 2}}});
+
+  fs::path bad = dir / "bad.json";
+  test::write_bytes(bad, "{\n  \"a\": 1,\n  \"b\": ]\n}\n");
+  Error e = expect_error([&] { (void)read_json_file(bad); });
+  CHECK(e.code() == ErrorCode::format);
+  CHECK(e.subject() == bad.string());
+  CHECK_THAT(e.message(), Catch::StartsWith("invalid JSON at line 3, column 8"));
+  CHECK(expect_error([&] { (void)read_json_file(dir / "missing.json"); }).code() == ErrorCode::not_found);
+}
