@@ -1,0 +1,82 @@
+#include "train/run_layout.h"
+
+#include "core/error.h"
+#include "core/json_io.h"
+#include "core/paths.h"
+#include "core/strings.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace mugv {
+
+const char* to_string(RunKind kind) {
+  switch (kind) {
+    case RunKind::dit: return "dit";
+    case RunKind::vae: return "vae";
+    default: return "unknown";
+  }
+}
+
+std::optional<RunKind> run_kind_from_string(const std::string& name) {
+  if (name == "dit") return RunKind::dit;
+  if (name == "vae") return RunKind::vae;
+  return std::nullopt;
+}
+
+RunPaths run_paths(const std::string& name) {
+  bool valid = !name.empty() && name != "." && name != ".." &&
+               std::all_of(name.begin(), name.end(), [](char c) {
+                 return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+               });
+  if (!valid) throw Error(ErrorCode::invalid_argument, name, "a run name uses only letters, digits, '.', '_' and '-'");
+  return RunPaths{mugv_home() / "runs" / name};
+}
+
+nlohmann::json to_json(const RunManifest& m) {
+  return {{"name", m.name},       {"kind", to_string(m.kind)}, {"preset", m.preset},
+          {"dataset", m.dataset}, {"vae_run", m.vae_run},      {"config", m.config}};
+}
+
+RunManifest run_manifest_from_json(const nlohmann::json& j, const std::string& subject) {
+  RunManifest m;
+  try {
+    m.name = j.at("name").get<std::string>();
+    auto kind = run_kind_from_string(j.at("kind").get<std::string>());
+    if (!kind) throw Error(ErrorCode::format, subject, "unknown run kind " + j.at("kind").dump());
+    m.kind = *kind;
+    m.preset = j.value("preset", "");
+    m.dataset = j.value("dataset", "");
+    m.vae_run = j.value("vae_run", "");
+    m.config = j.value("config", nlohmann::json::object());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorCode::format, subject, cat("malformed run manifest: ", e.what()));
+  }
+  return m;
+}
+
+void write_run_manifest(const RunPaths& paths, const RunManifest& manifest) {
+  write_json_atomic(paths.manifest(), to_json(manifest));
+}
+
+RunManifest read_run_manifest(const RunPaths& paths) {
+  std::error_code ec;
+  if (!fs::is_regular_file(paths.manifest(), ec)) {
+    std::string known;
+    for (const auto& n : list_run_names()) known += (known.empty() ? "" : ", ") + n;
+    throw Error(ErrorCode::not_found, paths.root.filename().string(),
+                "no such run" + (known.empty() ? std::string() : "; known runs: " + known));
+  }
+  return run_manifest_from_json(read_json_file(paths.manifest()), paths.manifest().string());
+}
+
+std::vector<std::string> list_run_names() {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(mugv_home() / "runs", ec))
+    if (e.is_directory() && fs::exists(e.path() / "run.json")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace mugv
