@@ -45,6 +45,17 @@ Command dataset_list_command();
 Command dataset_show_command();
 Command export_command();
 
+#ifdef MUGV_WITH_TORCH
+// Commands that need LibTorch (files cmd_torch_*.cpp, built only with MUGV_WITH_TORCH).
+Command model_info_command();
+Command encode_command();
+Command train_vae_command();
+Command train_command();
+Command resume_command();
+Command generate_command();
+Command eval_command();
+#endif
+
 }  // namespace mugv::cli
 
 namespace mugv::cli {

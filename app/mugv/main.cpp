@@ -6,9 +6,14 @@
 
 int main(int argc, char** argv) {
   using namespace mugv::cli;
-  const std::vector<Command> commands = {
+  std::vector<Command> commands = {
       probe_command(),          make_dataset_command(), dataset_import_command(),
       dataset_list_command(),   dataset_show_command(), export_command(),
   };
+#ifdef MUGV_WITH_TORCH
+  for (auto make : {model_info_command, encode_command, train_vae_command, train_command, resume_command,
+                    generate_command, eval_command})
+    commands.push_back(make());
+#endif
   return run_main(commands, std::vector<std::string>(argv + 1, argv + argc));
 }

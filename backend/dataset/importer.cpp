@@ -137,7 +137,8 @@ ImportReport import_dataset(Catalog& catalog, const ImportOptions& options, cons
   }
   report.dataset_id = dataset->id;
 
-  ProgressMeter meter(progress, "import", "files", static_cast<int64_t>(entries.size()));
+  // Each file costs a probe, so every file is worth a report (and lets a cancel land between files).
+  ProgressMeter meter(progress, "import", "files", static_cast<int64_t>(entries.size()), std::chrono::milliseconds(0));
   for (const auto& entry : entries) {
     cancel.throw_if_cancelled("import");
     ++report.files_seen;
