@@ -1,0 +1,35 @@
+#pragma once
+// Captions from an external program, run without a shell (no quoting pitfalls): each argument may contain
+// {video}, {start}, {end}, {clip} and {frames} (expands to one argument per keyframe PNG, written to a
+// private temporary folder). The program's stdout, trimmed, is the caption; a non-zero exit, empty output
+// or exceeding the timeout (the process is killed) is a failed clip with the reason and stderr's last line.
+
+#include "caption/captioner.h"
+
+#include <chrono>
+
+namespace mugv {
+
+class CommandCaptioner final : public Captioner {
+ public:
+  CommandCaptioner(std::vector<std::string> argv, std::chrono::milliseconds timeout);
+  CaptionResult caption(const CaptionInput& input) override;
+  std::string producer() const override;
+  CaptionerKind kind() const override { return CaptionerKind::command; }
+
+ private:
+  std::vector<std::string> argv_;
+  std::chrono::milliseconds timeout_;
+};
+
+struct ProcessResult {
+  int exit_code = -1;   // -1 when killed by a signal
+  bool timed_out = false;
+  std::string out, err;
+};
+
+// Runs argv[0] (searched in PATH) with the arguments, capturing stdout and stderr, killing it after
+// `timeout`. Throws Error(not_found) when the program cannot be started.
+ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
+
+}  // namespace mugv
