@@ -44,6 +44,7 @@ Command dataset_import_command();
 Command dataset_list_command();
 Command dataset_show_command();
 Command export_command();
+Command caption_command();
 
 #ifdef MUGV_WITH_TORCH
 // Commands that need LibTorch (files cmd_torch_*.cpp, built only with MUGV_WITH_TORCH).

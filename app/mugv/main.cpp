@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   std::vector<Command> commands = {
       probe_command(),          make_dataset_command(), dataset_import_command(),
       dataset_list_command(),   dataset_show_command(), export_command(),
+      caption_command(),
   };
 #ifdef MUGV_WITH_TORCH
   for (auto make : {model_info_command, encode_command, train_vae_command, train_command, resume_command,

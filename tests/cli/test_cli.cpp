@@ -76,7 +76,7 @@ TEST_CASE("mugv exit codes: 0 ok, 2 usage, 1 failure with a one-line reason", "[
 
 TEST_CASE("every command answers --help", "[cli]") {
   TempDir home;
-  for (const char* cmd : {"probe", "make-dataset", "dataset import", "dataset list", "dataset show", "export"}) {
+  for (const char* cmd : {"probe", "make-dataset", "dataset import", "dataset list", "dataset show", "export", "caption"}) {
     auto r = run_mugv(std::string(cmd) + " --help", home.path());
     INFO(cmd);
     CHECK(r.exit_code == 0);
@@ -160,4 +160,21 @@ TEST_CASE("export writes clips and contact sheets, and refuses unwritable output
   auto bad = run_mugv("export " + quote(clip.string()) + " --out /proc/nope/x.mp4", home.path());
   CHECK(bad.exit_code == 1);
   CHECK(bad.err.find("/proc/nope") != std::string::npos);
+}
+
+TEST_CASE("caption writes template captions and refuses missing options", "[cli]") {
+  TempDir home;
+  fs::path data = home.path() / "shapes";
+  REQUIRE(run_mugv("make-dataset shapes --out " + quote(data.string()) + " --count 2 --size 32 --frames 9",
+                   home.path()).exit_code == 0);
+  REQUIRE(run_mugv("dataset import " + quote(data.string()) + " --name s", home.path()).exit_code == 0);
+  auto no_template = run_mugv("caption --dataset s --captioner template", home.path());
+  CHECK(no_template.exit_code == 2);
+  CHECK(no_template.err.find("--template") != std::string::npos);
+  auto r = run_mugv("caption --dataset s --captioner template --template 'clip {clip_id}' --scope all --json", home.path());
+  REQUIRE(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.out)["captioned"] == 2);
+  auto shown = nlohmann::json::parse(run_mugv("dataset show s --json", home.path()).out);
+  CHECK(shown["clips"][0]["caption"].get<std::string>().rfind("clip ", 0) == 0);
+  CHECK(shown["clips"][0]["caption_origin"] == "template");
 }
