@@ -1,0 +1,91 @@
+#pragma once
+// The MUG-V Studio wire protocol: the single source of truth for every message between clients (studio,
+// monitor, CLI), the server and workers. ZeroMQ multipart messages:
+//
+//   [envelope frames added by ROUTER/DEALER ...] "MUGV" <version> <type> <json header> [binary frames ...]
+//
+// The header is a JSON object; binary payloads (preview frames, thumbnails) travel as raw frames after it,
+// never inside JSON. Every message is checked before it is acted on: magic, version, known type, header
+// size, JSON well-formed and an object, frame count and sizes, and then the header's fields against the
+// type's schema (request_schema.h). A check that fails gives a ProtocolError that the server turns into an
+// `error` reply; nothing malformed reaches a handler.
+//
+// Handshake: a peer's first message is `hello` {"role": "client"|"worker"|"monitor", "version": N,
+// "capabilities": [...]}; the server answers `welcome` or an `error` with code "version_mismatch" naming
+// both versions. Replies to requests are `ok` (payload in the header) or `error` {"code", "message"}.
+// Thread-safety: all functions are pure.
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace mugv::protocol {
+
+inline constexpr int kVersion = 1;
+inline constexpr std::string_view kMagic = "MUGV";
+inline constexpr size_t kMaxHeaderBytes = 1u << 20;      // 1 MiB of JSON
+inline constexpr size_t kMaxBlobBytes = 64u << 20;       // one preview or thumbnail frame
+inline constexpr size_t kMaxBlobs = 64;
+inline constexpr size_t kMaxMessageBytes = 256u << 20;   // everything after the envelope
+
+enum class MessageType {
+  unknown = 0,
+  // handshake and replies
+  hello, welcome, ok, error,
+  // client -> server requests
+  submit_job, cancel_job, pause_job, resume_job, retry_job, reorder_job, list_jobs, get_job, job_logs,
+  list_runs, list_datasets, list_clips, edit_caption, list_prompts, save_prompt, list_generations,
+  sample_now, save_now, shutdown,
+  // worker -> server
+  heartbeat, progress, metrics, log_line, preview, job_finished,
+  // server -> worker
+  control,
+  // server -> subscribers (PUB)
+  event,
+};
+
+const char* to_string(MessageType type);
+std::optional<MessageType> message_type_from_string(std::string_view name);
+// Requests a client may send (each has a schema and gets exactly one reply).
+bool is_client_request(MessageType type);
+
+struct Message {
+  MessageType type = MessageType::unknown;
+  nlohmann::json header = nlohmann::json::object();
+  std::vector<std::string> blobs;
+};
+
+// Why a message was refused; `code` is what the error reply carries.
+enum class ProtocolErrorCode {
+  unknown = 0,
+  bad_magic,         // not our protocol at all
+  version_mismatch,  // our protocol, another version
+  unknown_type,
+  malformed,         // wrong frame count, bad JSON, header not an object
+  too_large,         // a frame or the whole message over the limits
+  invalid_request,   // well-formed but the fields do not match the type's schema
+};
+const char* to_string(ProtocolErrorCode code);
+std::optional<ProtocolErrorCode> protocol_error_code_from_string(std::string_view name);
+
+struct ProtocolError {
+  ProtocolErrorCode code = ProtocolErrorCode::unknown;
+  std::string message;  // for a person: "header field \"job\": expected a positive integer"
+};
+
+// The frames of `message` after the envelope. Never fails for a Message built by our code.
+std::vector<std::string> encode(const Message& message);
+// Checks and parses the frames after the envelope (schema validation included).
+std::variant<Message, ProtocolError> decode(const std::vector<std::string_view>& frames);
+
+// Convenience constructors for replies.
+Message make_ok(nlohmann::json payload = nlohmann::json::object());
+Message make_error(std::string code, std::string message);
+Message make_error(const ProtocolError& error);
+
+}  // namespace mugv::protocol
