@@ -112,7 +112,7 @@ int run(const Invocation& inv) {
   o.concurrency = static_cast<int>(v.get_int("caption.concurrency"));
   o.retries = static_cast<int>(v.get_int("caption.retries"));
   Catalog catalog = Catalog::open(catalog_path());
-  CaptionRunReport r = caption_dataset(catalog, *captioner, o, CancelToken(), terminal_progress());
+  CaptionRunReport r = caption_dataset(catalog, *captioner, o, inv.cancel, inv.progress);
   finish_progress_line();
   if (inv.json) {
     nlohmann::json failures = nlohmann::json::array();

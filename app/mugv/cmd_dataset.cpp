@@ -36,7 +36,7 @@ int run_import(const Invocation& inv) {
   o.input = inv.positional[0];
   o.dataset_name = inv.values.get_text("dataset.name");
   o.description = inv.values.has("dataset.description") ? inv.values.get_text("dataset.description") : "";
-  ImportReport r = import_dataset(catalog, o, CancelToken(), terminal_progress());
+  ImportReport r = import_dataset(catalog, o, inv.cancel, inv.progress);
   finish_progress_line();
   if (inv.json) {
     nlohmann::json failures = nlohmann::json::array();

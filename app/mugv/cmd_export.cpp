@@ -70,7 +70,7 @@ int run(const Invocation& inv) {
     }
     dec.fps = v.get_real("export.fps");
     MediaInfo info = probe(input, ProbeDepth::headers);
-    auto frames = decode_range(input, v.get_real("export.start"), v.get_real("export.end"), dec);
+    auto frames = decode_range(input, v.get_real("export.start"), v.get_real("export.end"), dec, &inv.cancel);
     if (frames.empty()) throw Error(ErrorCode::invalid_argument, input.string(), "no frames in the requested range");
     EncodeOptions enc;
     enc.format = *format;

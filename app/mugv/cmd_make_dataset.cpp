@@ -46,7 +46,7 @@ int run(const Invocation& inv) {
   o.fps = inv.values.get_real("dataset.fps");
   o.seed = static_cast<uint64_t>(inv.values.get_int("dataset.seed"));
   o.held_out_fraction = inv.values.get_real("dataset.held_out");
-  auto result = make_shapes_dataset(o, CancelToken(), terminal_progress());
+  auto result = make_shapes_dataset(o, inv.cancel, inv.progress);
   finish_progress_line();
   if (inv.json) {
     std::cout << nlohmann::json{{"train_clips", result.train_clips},

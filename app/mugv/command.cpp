@@ -30,25 +30,17 @@ void print_overview(const std::vector<Command>& commands) {
                "Environment: MUGV_HOME (data folder), MUGV_LOG_LEVEL (debug|info|warning|error).\n";
 }
 
-// The command whose words are the longest prefix of args, or nullptr.
-const Command* match(const std::vector<Command>& commands, const std::vector<std::string>& args, size_t* used) {
-  const Command* best = nullptr;
-  for (const auto& c : commands) {
-    if (c.words.size() > args.size()) continue;
-    if (!std::equal(c.words.begin(), c.words.end(), args.begin())) continue;
-    if (!best || c.words.size() > best->words.size()) best = &c;
-  }
-  if (best) *used = best->words.size();
-  return best;
+void check_positional(const Command& command, const std::vector<std::string>& positional) {
+  if (static_cast<int>(positional.size()) < command.min_positional ||
+      static_cast<int>(positional.size()) > command.max_positional)
+    throw Error(ErrorCode::usage, cat("expected ", command.usage, " (got ", positional.size(), " argument(s)); see `mugv ",
+                                      joined(command.words), " --help`"));
 }
 
 int run_command(const Command& command, const std::vector<std::string>& args) {
   const std::string name = "mugv " + joined(command.words);
-  ParamRegistry registry;
-  if (command.define) command.define(registry);
-  registry.add(param("cli.json", "--json", ParamType::boolean, false, "print machine-readable JSON on stdout", "output"));
-  registry.add(param("cli.help", "--help", ParamType::boolean, false, "show this help", "output"));
   try {
+    ParamRegistry registry = command_registry(command);
     ParamLayers layers;
     layers.command_line = parse_command_line(registry, args);
     layers.environment = process_environment();
@@ -58,12 +50,9 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
                 << registry.help_text();
       return 0;
     }
-    auto& positional = layers.command_line.positional;
-    if (static_cast<int>(positional.size()) < command.min_positional ||
-        static_cast<int>(positional.size()) > command.max_positional)
-      throw Error(ErrorCode::usage, cat("expected ", command.usage, " (got ", positional.size(),
-                                        " argument(s)); see `", name, " --help`"));
-    return command.run(Invocation{values, positional, values.get_bool("cli.json")});
+    check_positional(command, layers.command_line.positional);
+    return command.run(Invocation{values, layers.command_line.positional, values.get_bool("cli.json"), CancelToken(),
+                                  terminal_progress()});
   } catch (const Error& e) {
     finish_progress_line();
     std::string line = e.what();
@@ -101,7 +90,12 @@ int run_main(const std::vector<Command>& commands, const std::vector<std::string
     return 0;
   }
   size_t used = 0;
-  const Command* command = match(commands, args, &used);
+  const Command* command = nullptr;
+  for (const auto& c : commands) {
+    if (c.words.size() > args.size() || !std::equal(c.words.begin(), c.words.end(), args.begin())) continue;
+    if (!command || c.words.size() > command->words.size()) command = &c;
+  }
+  if (command) used = command->words.size();
   if (!command) {
     std::cerr << "mugv: unknown command '" << args[0] << (args.size() > 1 && args[1][0] != '-' ? " " + args[1] : "")
               << "'; run `mugv --help` for the list\n";
@@ -114,6 +108,52 @@ int run_main(const std::vector<Command>& commands, const std::vector<std::string
     std::cerr << "mugv " << joined(command->words) << ": internal error: " << e.what() << "\n";
     return 1;
   }
+}
+
+const Command* find_command(const std::vector<std::string>& words) {
+  for (const auto& c : all_commands())
+    if (c.words == words) return &c;
+  return nullptr;
+}
+
+const Command* match_command(const std::vector<std::string>& args, size_t* used) {
+  const Command* best = nullptr;
+  for (const auto& c : all_commands()) {
+    if (c.words.size() > args.size() || !std::equal(c.words.begin(), c.words.end(), args.begin())) continue;
+    if (!best || c.words.size() > best->words.size()) best = &c;
+  }
+  if (best && used) *used = best->words.size();
+  return best;
+}
+
+ParamRegistry command_registry(const Command& command) {
+  ParamRegistry registry;
+  if (command.define) command.define(registry);
+  registry.add(param("cli.json", "--json", ParamType::boolean, false, "print machine-readable JSON on stdout", "output"));
+  registry.add(param("cli.help", "--help", ParamType::boolean, false, "show this help", "output"));
+  return registry;
+}
+
+nlohmann::json parse_command_arguments(const Command& command, const std::vector<std::string>& args) {
+  ParamRegistry registry = command_registry(command);
+  CommandLine line = parse_command_line(registry, args);
+  check_positional(command, line.positional);
+  nlohmann::json values = nlohmann::json::object();
+  for (const auto& item : line.values) values[item.key] = item.value;
+  return {{"command", command.words}, {"values", values}, {"positional", line.positional}};
+}
+
+int run_command_from_json(const Command& command, const nlohmann::json& arguments, const ExecutionContext& context) {
+  ParamRegistry registry = command_registry(command);
+  ParamLayers layers;
+  layers.environment = process_environment();
+  ParamValues values = resolve(registry, layers);
+  for (auto it = arguments.at("values").begin(); it != arguments.at("values").end(); ++it)
+    values.set(it.key(), it.value(), ParamSource::command_line, "job parameters");
+  auto positional = arguments.at("positional").get<std::vector<std::string>>();
+  check_positional(command, positional);
+  return command.run(Invocation{values, positional, true, context.cancel,
+                                context.progress ? context.progress : terminal_progress()});
 }
 
 }  // namespace mugv::cli

@@ -17,6 +17,14 @@ struct Invocation {
   const ParamValues& values;
   std::vector<std::string> positional;
   bool json = false;  // --json: machine-readable output on stdout
+  CancelToken cancel;      // fired by Ctrl-C in a terminal, or by the server in a worker
+  ProgressFn progress;     // a terminal bar, or progress events to the server in a worker
+};
+
+// Where a command runs: a terminal (the defaults) or a worker process reporting to the server.
+struct ExecutionContext {
+  CancelToken cancel;
+  ProgressFn progress;  // empty: terminal_progress()
 };
 
 struct Command {
@@ -29,8 +37,24 @@ struct Command {
   std::function<int(const Invocation&)> run;   // returns the exit code
 };
 
+// Every command of this build, in help order.
+const std::vector<Command>& all_commands();
+// The command with exactly these words; nullptr when none.
+const Command* find_command(const std::vector<std::string>& words);
+// The command whose words are the longest prefix of `args`, and how many words it used; nullptr when none.
+const Command* match_command(const std::vector<std::string>& args, size_t* used);
+
 // Runs the command whose words prefix `args`; returns the process exit code.
 int run_main(const std::vector<Command>& commands, const std::vector<std::string>& args);
+
+// The command's full registry (its parameters plus --json and --help).
+ParamRegistry command_registry(const Command& command);
+// Parses a command's arguments as the terminal would (Error(usage) for bad ones): what a client sends when it
+// submits the command as a job. Returns {"values": {key: value set on the command line}, "positional": [...]}.
+nlohmann::json parse_command_arguments(const Command& command, const std::vector<std::string>& args);
+// Runs a command from parse_command_arguments()'s JSON in `context` (a worker). Throws what the command
+// throws; returns its exit code.
+int run_command_from_json(const Command& command, const nlohmann::json& arguments, const ExecutionContext& context);
 
 // A ProgressFn drawing a one-line progress bar on stderr (only when stderr is a terminal, so logs and
 // tests stay clean); call finish_progress_line() after the operation.

@@ -9,13 +9,18 @@ namespace {
 
 using namespace catalog_detail;
 
-constexpr EnumNames<JobKind, 6> kKindNames{{
+constexpr EnumNames<JobKind, 11> kKindNames{{
     {JobKind::unknown, "unknown"},
     {JobKind::curate, "curate"},
     {JobKind::encode, "encode"},
     {JobKind::train, "train"},
     {JobKind::generate, "generate"},
     {JobKind::export_, "export"},
+    {JobKind::make_dataset, "make_dataset"},
+    {JobKind::import, "import"},
+    {JobKind::caption, "caption"},
+    {JobKind::train_vae, "train_vae"},
+    {JobKind::eval, "eval"},
 }};
 
 constexpr EnumNames<JobState, 9> kStateNames{{
