@@ -1,0 +1,111 @@
+#pragma once
+// Shapes of the three networks of a MUG-V model (DiT, video VAE, text encoder) and the named
+// presets that bundle them (presets/models/<name>.toml). Torch-free: the CLI, the parallel
+// planner and the studio read these without linking LibTorch. Plain values, freely copyable.
+//
+// Preset file layout (every key optional except where noted; unknown keys are an error):
+//   description = "..."
+//   [dit]  hidden, depth, heads, head_dim (= hidden / heads when absent), mlp_ratio, in_channels
+//          (= vae.latent_channels), patch = [t, h, w], text_dim (= text.dim), text_tokens
+//          (= text.max_tokens), rope_theta
+//   [vae]  latent_channels, compress = [t, h, w], base_channels, channel_mult = [..],
+//          res_blocks, decoder_window, kl_weight
+//   [text] kind ("small_transformer" | "t5"), vocab_size, dim, layers, heads, head_dim, ff_dim,
+//          max_tokens, relative_buckets, relative_max_distance
+//
+// Parameter counts and FLOPs here are analytic: mugv-10b (10.8 B) cannot be instantiated in the
+// RAM of a workstation, and the planner needs the numbers before anything is allocated. The
+// model tests check each count against the instantiated module for the small presets.
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mugv {
+
+struct DiTConfig {
+  int hidden = 0;
+  int depth = 0;
+  int heads = 0;
+  int head_dim = 0;  // hidden == heads * head_dim
+  int mlp_ratio = 4;
+  int in_channels = 0;  // latent channels of the VAE
+  int patch_t = 1;
+  int patch_h = 2;
+  int patch_w = 2;
+  int text_dim = 0;     // width of the text encoder's output
+  int text_tokens = 0;  // text sequence length (also the shape of the learned null caption)
+  double rope_theta = 10000.0;
+  int frequency_dim = 256;  // sinusoidal width of the timestep / fps embedders
+};
+
+struct VAEConfig {
+  int latent_channels = 0;
+  int compress_t = 0;  // powers of two
+  int compress_h = 0;
+  int compress_w = 0;  // == compress_h
+  int base_channels = 0;
+  std::vector<int> channel_mult;  // one level per entry; at least log2(max compression) levels
+  int res_blocks = 1;             // residual blocks per level
+  int decoder_window = 1;         // latents on each side that the decoder sees for one chunk
+  double kl_weight = 1e-6;
+};
+
+enum class TextEncoderKind { unknown = 0, small_transformer, t5 };
+const char* to_string(TextEncoderKind kind);
+std::optional<TextEncoderKind> text_encoder_kind_from_string(std::string_view name);
+
+struct TextEncoderConfig {
+  TextEncoderKind kind = TextEncoderKind::unknown;
+  int vocab_size = 0;
+  int dim = 0;
+  int layers = 0;
+  int heads = 0;
+  int head_dim = 0;  // T5's d_kv; = dim / heads when absent
+  int ff_dim = 0;
+  int max_tokens = 0;
+  int relative_buckets = 32;        // T5 only
+  int relative_max_distance = 128;  // T5 only
+};
+
+struct ModelPreset {
+  std::string name;
+  std::string description;
+  DiTConfig dit;
+  VAEConfig vae;
+  TextEncoderConfig text;
+};
+
+// Throw Error(invalid_argument) naming `subject` and the first inconsistent value
+// ("tiny: dit.hidden 100 is not heads 3 x head_dim 32").
+void validate(const DiTConfig& config, const std::string& subject);
+void validate(const VAEConfig& config, const std::string& subject);
+void validate(const TextEncoderConfig& config, const std::string& subject);
+void validate(const ModelPreset& preset);
+
+// Builds a preset from the nested JSON that core/presets.h returns; fills defaults derived from
+// the other tables and validates. Throws Error(invalid_argument) naming `subject` and the key for
+// unknown keys, wrong types and inconsistent values.
+[[nodiscard]] ModelPreset model_preset_from_json(const nlohmann::json& values, const std::string& name,
+                                                 const std::string& subject);
+// Loads presets/models/<name>.toml through the preset search path (core/presets.h).
+[[nodiscard]] ModelPreset load_model_preset(std::string_view name);
+// Names of the model presets found on the preset search path, sorted.
+[[nodiscard]] std::vector<std::string> model_preset_names();
+
+// Video tokens of the DiT for a latent of the given shape (patchified, without start/end tokens).
+[[nodiscard]] int64_t dit_video_tokens(const DiTConfig& config, int64_t latent_frames, int64_t latent_height,
+                                       int64_t latent_width);
+// Trainable parameters of DiT(config), counted from the shapes alone.
+[[nodiscard]] int64_t dit_parameter_count(const DiTConfig& config);
+// Training FLOPs per video token (forward + backward) following MUGV.md §6:
+// 6·N + 12·L·d·S + 12·L·d·S_text, where S = video_tokens + 2 (the start and end tokens).
+[[nodiscard]] double dit_flops_per_token(const DiTConfig& config, int64_t video_tokens, int64_t text_tokens);
+[[nodiscard]] int64_t vae_parameter_count(const VAEConfig& config);
+[[nodiscard]] int64_t text_encoder_parameter_count(const TextEncoderConfig& config);
+
+}  // namespace mugv

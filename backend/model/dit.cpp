@@ -1,0 +1,432 @@
+#include "model/dit.h"
+
+#include "core/error.h"
+
+#include <torch/version.h>
+
+#include <cmath>
+#include <string>
+
+namespace mugv {
+
+namespace F = torch::nn::functional;
+
+namespace {
+
+constexpr double kInitStd = 0.014;    // MUGV.md §5
+constexpr double kTimestepScale = 1000.0;  // t in [0, 1] is embedded as a DDPM-style step index
+
+void init_linear(torch::nn::Linear& linear, double std) {
+  torch::NoGradGuard no_grad;
+  if (std > 0) {
+    linear->weight.normal_(0.0, std);
+  } else {
+    linear->weight.zero_();
+  }
+  if (linear->bias.defined()) linear->bias.zero_();
+}
+
+std::string shape_string(const torch::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+[[noreturn]] void bad_input(const std::string& name, const std::string& message) {
+  throw Error(ErrorCode::invalid_argument, name, message);
+}
+
+// x·(1 + scale) + shift, or x·gate when shift is undefined, where scale/shift are per group
+// [B, G, d]: G == 1 broadcasts over every token; otherwise group 0 is the start token, groups
+// 1..T the frames (each covering tokens_per_frame tokens) and group T+1 the end token.
+torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& shift, int64_t frames,
+                       bool gate) {
+  auto apply = [&](const torch::Tensor& part, const torch::Tensor& s, const torch::Tensor& b) {
+    if (gate) return part * s;
+    return torch::addcmul(b, part, 1 + s);
+  };
+  if (scale.size(1) == 1) return apply(x, scale, shift);
+  const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
+  const int64_t per_frame = (tokens - 2) / frames;
+  auto group = [&](const torch::Tensor& v, int64_t begin, int64_t length) {
+    return v.defined() ? v.narrow(1, begin, length) : v;
+  };
+  auto mid_x = x.narrow(1, 1, tokens - 2).view({batch, frames, per_frame, dim});
+  auto mid_shift = shift.defined() ? group(shift, 1, frames).unsqueeze(2) : shift;
+  auto mid = apply(mid_x, group(scale, 1, frames).unsqueeze(2), mid_shift).reshape({batch, tokens - 2, dim});
+  auto first = apply(x.narrow(1, 0, 1), group(scale, 0, 1), group(shift, 0, 1));
+  auto last = apply(x.narrow(1, tokens - 1, 1), group(scale, frames + 1, 1), group(shift, frames + 1, 1));
+  return torch::cat({first, mid, last}, 1);
+}
+
+// Recomputes a block's forward during backward instead of keeping its activations
+// (reentrant checkpointing, as torch.utils.checkpoint does).
+struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor modulation,
+                               torch::Tensor text, torch::Tensor angles, torch::Tensor text_bias, int64_t frames,
+                               int64_t block_address) {
+    ctx->saved_data["block"] = block_address;
+    ctx->saved_data["frames"] = frames;
+    ctx->save_for_backward({x, modulation, text, angles, text_bias});
+    auto* block = reinterpret_cast<DiTBlockImpl*>(block_address);
+    return block->forward(x, BlockContext{modulation, angles, text, text_bias, frames});
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto* block = reinterpret_cast<DiTBlockImpl*>(ctx->saved_data["block"].toInt());
+    const int64_t frames = ctx->saved_data["frames"].toInt();
+    auto leaf = [](const torch::Tensor& t) { return t.detach().requires_grad_(t.requires_grad()); };
+    torch::Tensor x = saved[0].detach().requires_grad_(true);
+    torch::Tensor modulation = leaf(saved[1]);
+    torch::Tensor text = leaf(saved[2]);
+    torch::Tensor out;
+    {
+      torch::AutoGradMode enable_grad(true);
+      out = block->forward(x, BlockContext{modulation, saved[3], text, saved[4], frames});
+    }
+    torch::autograd::backward({out}, {grads[0]});
+    return {x.grad(), modulation.grad(), text.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max_period) {
+  const int64_t half = dim / 2;
+  auto freqs = torch::exp(-std::log(max_period) *
+                          torch::arange(half, torch::TensorOptions().dtype(torch::kFloat32).device(t.device())) /
+                          static_cast<double>(half));
+  auto args = t.to(torch::kFloat32).unsqueeze(1) * freqs.unsqueeze(0);
+  auto embedding = torch::cat({torch::cos(args), torch::sin(args)}, -1);
+  if (dim % 2) embedding = torch::cat({embedding, torch::zeros_like(embedding.narrow(1, 0, 1))}, -1);
+  return embedding;
+}
+
+torch::Tensor rope_angles(const torch::Tensor& positions, int64_t head_dim, double theta) {
+  const int64_t pairs = head_dim / 6;
+  auto options = torch::TensorOptions().dtype(torch::kFloat32).device(positions.device());
+  // freq_j = theta^(-6j / head_dim): each axis gets every third frequency of a 1D RoPE of head_dim.
+  auto freqs = torch::pow(theta, -torch::arange(0, pairs * 6, 6, options) / static_cast<double>(head_dim));
+  auto pos = positions.to(torch::kFloat32);
+  return torch::cat({pos.select(1, 0).unsqueeze(1) * freqs, pos.select(1, 1).unsqueeze(1) * freqs,
+                     pos.select(1, 2).unsqueeze(1) * freqs},
+                    1);
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& angles) {
+  const int64_t head_dim = x.size(-1);
+  const int64_t rotated = angles.size(-1);
+  auto sizes = x.sizes().vec();
+  sizes.back() = head_dim / 2;
+  sizes.push_back(2);
+  auto pairs = x.reshape(sizes);
+  auto cos = torch::cos(angles).to(x.dtype());
+  auto sin = torch::sin(angles).to(x.dtype());
+  auto head = pairs.narrow(-2, 0, rotated);
+  auto a = head.select(-1, 0), b = head.select(-1, 1);
+  auto out = torch::stack({a * cos - b * sin, a * sin + b * cos}, -1);
+  if (rotated < head_dim / 2) out = torch::cat({out, pairs.narrow(-2, rotated, head_dim / 2 - rotated)}, -2);
+  return out.flatten(-2);
+}
+
+torch::Tensor dit_token_positions(int64_t frames, int64_t height, int64_t width) {
+  auto options = torch::TensorOptions().dtype(torch::kFloat32);
+  auto t = torch::arange(1, frames + 1, options).view({frames, 1, 1}).expand({frames, height, width});
+  auto h = torch::arange(height, options).view({1, height, 1}).expand({frames, height, width});
+  auto w = torch::arange(width, options).view({1, 1, width}).expand({frames, height, width});
+  auto grid = torch::stack({h.reshape(-1), w.reshape(-1), t.reshape(-1)}, 1);
+  auto start = torch::zeros({1, 3}, options);
+  auto end = torch::tensor({static_cast<float>(height - 1), static_cast<float>(width - 1),
+                            static_cast<float>(frames + 1)},
+                           options)
+                 .view({1, 3});
+  return torch::cat({start, grid, end}, 0);
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& bias) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(q, k, v, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+#else
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
+  if (bias.defined()) scores = scores + bias;
+  return torch::matmul(torch::softmax(scores, -1), v);
+#endif
+}
+
+torch::Tensor key_padding_bias(const torch::Tensor& mask, torch::ScalarType dtype) {
+  // A large finite negative rather than -inf, so an all-padding row stays finite (uniform) instead of NaN.
+  auto bias = torch::zeros(mask.sizes(), torch::TensorOptions().dtype(dtype).device(mask.device()));
+  bias.masked_fill_(mask.to(torch::kBool).logical_not(), -1e9);
+  return bias.view({mask.size(0), 1, 1, mask.size(1)});
+}
+
+const char* to_string(Checkpointing mode) {
+  switch (mode) {
+    case Checkpointing::none: return "none";
+    case Checkpointing::full: return "full";
+    case Checkpointing::unknown: break;
+  }
+  return "unknown";
+}
+
+std::optional<Checkpointing> checkpointing_from_string(std::string_view name) {
+  if (name == "none") return Checkpointing::none;
+  if (name == "full") return Checkpointing::full;
+  if (name == "unknown") return Checkpointing::unknown;
+  return std::nullopt;
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  auto xf = x.to(torch::kFloat32);
+  auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps_);
+  return weight * normed.to(x.dtype());
+}
+
+ScalarEmbedderImpl::ScalarEmbedderImpl(int64_t hidden, int64_t frequency_dim) : frequency_dim_(frequency_dim) {
+  fc1 = register_module("fc1", torch::nn::Linear(frequency_dim, hidden));
+  fc2 = register_module("fc2", torch::nn::Linear(hidden, hidden));
+  init_linear(fc1, kInitStd);
+  init_linear(fc2, kInitStd);
+}
+
+torch::Tensor ScalarEmbedderImpl::forward(const torch::Tensor& values) {
+  auto freq = timestep_embedding(values.reshape({-1}), frequency_dim_).to(fc1->weight.dtype());
+  return fc2(torch::silu(fc1(freq)));
+}
+
+SelfAttentionImpl::SelfAttentionImpl(int64_t hidden, int64_t heads) : heads_(heads) {
+  qkv = register_module("qkv", torch::nn::Linear(hidden, 3 * hidden));
+  q_norm = register_module("q_norm", RMSNorm(hidden / heads));
+  k_norm = register_module("k_norm", RMSNorm(hidden / heads));
+  proj = register_module("proj", torch::nn::Linear(hidden, hidden));
+  init_linear(qkv, kInitStd);
+  init_linear(proj, kInitStd);
+}
+
+torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& angles) {
+  const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
+  auto qkv_heads = qkv(x).view({batch, tokens, 3, heads_, dim / heads_}).permute({2, 0, 3, 1, 4});
+  auto q = apply_rope(q_norm(qkv_heads[0]), angles);
+  auto k = apply_rope(k_norm(qkv_heads[1]), angles);
+  auto out = attention(q, k, qkv_heads[2]);
+  return proj(out.transpose(1, 2).reshape({batch, tokens, dim}));
+}
+
+CrossAttentionImpl::CrossAttentionImpl(int64_t hidden, int64_t heads) : heads_(heads) {
+  q_linear = register_module("q_linear", torch::nn::Linear(hidden, hidden));
+  kv_linear = register_module("kv_linear", torch::nn::Linear(hidden, 2 * hidden));
+  q_norm = register_module("q_norm", RMSNorm(hidden / heads));
+  k_norm = register_module("k_norm", RMSNorm(hidden / heads));
+  proj = register_module("proj", torch::nn::Linear(hidden, hidden));
+  init_linear(q_linear, kInitStd);
+  init_linear(kv_linear, kInitStd);
+  init_linear(proj, 0.0);  // the ungated residual starts at zero, so a fresh block is the identity
+}
+
+torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context,
+                                          const torch::Tensor& bias) {
+  const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2), text = context.size(1);
+  const int64_t head_dim = dim / heads_;
+  auto q = q_norm(q_linear(x).view({batch, tokens, heads_, head_dim}).transpose(1, 2));
+  auto kv = kv_linear(context).view({batch, text, 2, heads_, head_dim}).permute({2, 0, 3, 1, 4});
+  auto k = k_norm(kv[0]);
+  auto out = attention(q, k, kv[1], bias);
+  return proj(out.transpose(1, 2).reshape({batch, tokens, dim}));
+}
+
+MlpImpl::MlpImpl(int64_t in, int64_t hidden, int64_t out) {
+  fc1 = register_module("fc1", torch::nn::Linear(in, hidden));
+  fc2 = register_module("fc2", torch::nn::Linear(hidden, out));
+  init_linear(fc1, kInitStd);
+  init_linear(fc2, kInitStd);
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  return fc2(F::gelu(fc1(x), F::GELUFuncOptions().approximate("tanh")));
+}
+
+DiTBlockImpl::DiTBlockImpl(int64_t hidden, int64_t heads, int64_t mlp_ratio) {
+  scale_shift_table = register_parameter("scale_shift_table", torch::zeros({6, hidden}));
+  attn = register_module("attn", SelfAttention(hidden, heads));
+  cross_attn_norm = register_module(
+      "cross_attn_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({hidden}).eps(1e-6).elementwise_affine(true)));
+  cross_attn = register_module("cross_attn", CrossAttention(hidden, heads));
+  mlp = register_module("mlp", Mlp(hidden, hidden * mlp_ratio, hidden));
+}
+
+torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const BlockContext& c) {
+  auto m = c.modulation + scale_shift_table.view({1, 1, 6, -1});  // [B, G, 6, d]
+  auto part = [&](int64_t i) { return m.select(2, i); };
+  const int64_t dim = x.size(2);
+  auto norm = [&](const torch::Tensor& v) { return at::layer_norm(v, {dim}, {}, {}, 1e-6); };
+
+  auto h = attn(modulate(norm(x), part(1), part(0), c.frames, false), c.angles);
+  auto out = x + modulate(h, part(2), {}, c.frames, true);
+  out = out + cross_attn(cross_attn_norm(out), c.text, c.text_bias);
+  h = mlp(modulate(norm(out), part(4), part(3), c.frames, false));
+  return out + modulate(h, part(5), {}, c.frames, true);
+}
+
+DiTImpl::DiTImpl(const DiTConfig& config) : config_(config) {
+  validate(config, "dit");
+  const int64_t d = config.hidden;
+  x_embedder = register_module(
+      "x_embedder",
+      torch::nn::Conv3d(torch::nn::Conv3dOptions(config.in_channels, d, {config.patch_t, config.patch_h, config.patch_w})
+                            .stride({config.patch_t, config.patch_h, config.patch_w})));
+  t_embedder = register_module("t_embedder", ScalarEmbedder(d, config.frequency_dim));
+  fps_embedder = register_module("fps_embedder", ScalarEmbedder(d, config.frequency_dim));
+  t_block = register_module("t_block", torch::nn::Linear(d, 6 * d));
+  y_pre_norm = register_module(
+      "y_pre_norm",
+      torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.text_dim}).eps(1e-6).elementwise_affine(false)));
+  y_embedder = register_module("y_embedder", Mlp(config.text_dim, d, d));
+  y_post_norm = register_module(
+      "y_post_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(1e-6).elementwise_affine(false)));
+  null_caption = register_parameter(
+      "null_caption", torch::randn({config.text_tokens, config.text_dim}) / std::sqrt(double(config.text_dim)));
+  start_token = register_parameter("start_token", torch::randn({d}) * 0.02);
+  end_token = register_parameter("end_token", torch::randn({d}) * 0.02);
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int i = 0; i < config.depth; ++i) blocks->push_back(DiTBlock(d, config.heads, config.mlp_ratio));
+  final_scale_shift_table = register_parameter("final_scale_shift_table", torch::zeros({2, d}));
+  const int64_t patch_volume = int64_t(config.patch_t) * config.patch_h * config.patch_w;
+  final_linear = register_module("final_linear", torch::nn::Linear(d, patch_volume * config.in_channels));
+
+  torch::NoGradGuard no_grad;
+  x_embedder->weight.normal_(0.0, kInitStd);
+  x_embedder->bias.zero_();
+  init_linear(t_block, 0.0);
+  init_linear(final_linear, 0.0);
+}
+
+torch::Tensor DiTImpl::condition(const torch::Tensor& t, const torch::Tensor& fps) {
+  return t_embedder(t * kTimestepScale) + fps_embedder(fps);
+}
+
+std::pair<torch::Tensor, torch::Tensor> DiTImpl::drop_captions(const torch::Tensor& text,
+                                                               const torch::Tensor& text_mask,
+                                                               const torch::Tensor& drop) {
+  if (text.dim() != 3 || text.size(1) != config_.text_tokens || text.size(2) != config_.text_dim) {
+    bad_input("text", "expected [B, " + std::to_string(config_.text_tokens) + ", " +
+                          std::to_string(config_.text_dim) + "], got " + shape_string(text));
+  }
+  auto d = drop.to(torch::kBool).to(text.device()).view({-1, 1});
+  auto out_text = torch::where(d.unsqueeze(2), null_caption.to(text.dtype()).unsqueeze(0), text);
+  auto mask = text_mask.defined() ? text_mask : torch::ones({text.size(0), text.size(1)}, text.options());
+  auto out_mask = torch::where(d, torch::ones_like(mask), mask);
+  return {out_text, out_mask};
+}
+
+torch::Tensor DiTImpl::run_block(DiTBlock& block, const torch::Tensor& x, const BlockContext& context) {
+  if (checkpointing_ == Checkpointing::full && torch::GradMode::is_enabled()) {
+    return BlockCheckpoint::apply(x, context.modulation, context.text, context.angles, context.text_bias,
+                                  context.frames, reinterpret_cast<int64_t>(block.get()));
+  }
+  return block->forward(x, context);
+}
+
+torch::Tensor DiTImpl::forward(const torch::Tensor& x_in, const torch::Tensor& t, const torch::Tensor& text,
+                               const torch::Tensor& text_mask, const torch::Tensor& fps,
+                               const torch::Tensor& cond_mask) {
+  if (x_in.dim() != 5 || x_in.size(1) != config_.in_channels) {
+    bad_input("x", "expected a latent [B, " + std::to_string(config_.in_channels) + ", T, H, W], got " +
+                       shape_string(x_in));
+  }
+  const int64_t batch = x_in.size(0);
+  const int64_t frames_in = x_in.size(2), height_in = x_in.size(3), width_in = x_in.size(4);
+  if (t.numel() != batch) bad_input("t", "expected " + std::to_string(batch) + " timesteps, got " + shape_string(t));
+  if (fps.numel() != batch) bad_input("fps", "expected " + std::to_string(batch) + " values, got " + shape_string(fps));
+  if (text.dim() != 3 || text.size(0) != batch || text.size(2) != config_.text_dim) {
+    bad_input("text", "expected [" + std::to_string(batch) + ", S, " + std::to_string(config_.text_dim) + "], got " +
+                          shape_string(text));
+  }
+  if (text_mask.defined() && (text_mask.dim() != 2 || text_mask.size(0) != batch || text_mask.size(1) != text.size(1))) {
+    bad_input("text_mask", "expected [" + std::to_string(batch) + ", " + std::to_string(text.size(1)) + "], got " +
+                               shape_string(text_mask));
+  }
+  if (cond_mask.defined() && (cond_mask.dim() != 2 || cond_mask.size(0) != batch || cond_mask.size(1) != frames_in)) {
+    bad_input("cond_mask", "expected [" + std::to_string(batch) + ", " + std::to_string(frames_in) + "], got " +
+                               shape_string(cond_mask));
+  }
+
+  const auto dtype = x_embedder->weight.scalar_type();
+  const int64_t pt = config_.patch_t, ph = config_.patch_h, pw = config_.patch_w;
+  auto pad = [](int64_t size, int64_t patch) { return (patch - size % patch) % patch; };
+  auto x = x_in.to(dtype);
+  if (pad(frames_in, pt) || pad(height_in, ph) || pad(width_in, pw)) {
+    x = torch::constant_pad_nd(x, {0, pad(width_in, pw), 0, pad(height_in, ph), 0, pad(frames_in, pt)});
+  }
+  const int64_t frames = x.size(2) / pt, height = x.size(3) / ph, width = x.size(4) / pw;
+  const int64_t d = config_.hidden;
+
+  auto c = condition(t.to(dtype), fps.to(dtype));  // [B, d]
+  auto modulation = t_block(torch::silu(c)).view({batch, 1, 6, d});
+  torch::Tensor final_c = c.unsqueeze(1);  // [B, G, d]
+  if (cond_mask.defined()) {
+    auto frame_cond = cond_mask.to(torch::kBool);
+    if (pad(frames_in, pt)) frame_cond = torch::constant_pad_nd(frame_cond.to(torch::kUInt8), {0, pad(frames_in, pt)}).to(torch::kBool);
+    // A patch of several frames is conditioning only when all of its frames are.
+    frame_cond = frame_cond.view({batch, frames, pt}).all(2);
+    auto c0 = condition(torch::zeros_like(t, t.options().dtype(dtype)), fps.to(dtype));
+    auto modulation0 = t_block(torch::silu(c0)).view({batch, 1, 6, d});
+    auto edge = torch::zeros({batch, 1}, frame_cond.options());
+    auto groups = torch::cat({edge, frame_cond, edge}, 1);  // [B, T+2]
+    modulation = torch::where(groups.view({batch, frames + 2, 1, 1}), modulation0, modulation);
+    final_c = torch::where(frame_cond.view({batch, frames, 1}), c0.unsqueeze(1), c.unsqueeze(1));
+  }
+
+  auto y = y_post_norm(y_embedder(y_pre_norm(text.to(dtype))));
+  auto mask = text_mask.defined() ? text_mask : torch::ones({batch, text.size(1)}, text.options());
+  auto text_bias = key_padding_bias(mask, dtype);
+
+  auto tokens = x_embedder(x).flatten(2).transpose(1, 2);  // [B, N, d]
+  tokens = torch::cat({start_token.to(dtype).view({1, 1, d}).expand({batch, 1, d}), tokens,
+                       end_token.to(dtype).view({1, 1, d}).expand({batch, 1, d})},
+                      1);
+  auto angles = rope_angles(dit_token_positions(frames, height, width).to(x.device()), config_.head_dim,
+                            config_.rope_theta);
+
+  BlockContext context{modulation, angles, y, text_bias, frames};
+  for (auto& module : *blocks) {
+    auto block = std::dynamic_pointer_cast<DiTBlockImpl>(module);
+    DiTBlock holder(block);
+    tokens = run_block(holder, tokens, context);
+  }
+
+  auto video = tokens.narrow(1, 1, tokens.size(1) - 2);  // [B, T·H·W, d]
+  auto final_m = final_c.unsqueeze(2) + final_scale_shift_table.view({1, 1, 2, d});  // [B, G, 2, d]
+  auto normed = at::layer_norm(video, {d}, {}, {}, 1e-6);
+  torch::Tensor modulated;
+  if (final_m.size(1) == 1) {
+    modulated = torch::addcmul(final_m.select(2, 0), normed, 1 + final_m.select(2, 1));
+  } else {
+    auto per_frame = normed.view({batch, frames, height * width, d});
+    modulated = torch::addcmul(final_m.select(2, 0).unsqueeze(2), per_frame, 1 + final_m.select(2, 1).unsqueeze(2))
+                    .view({batch, frames * height * width, d});
+  }
+  auto out = final_linear(modulated);  // [B, N, pt·ph·pw·C]
+  const int64_t channels = config_.in_channels;
+  out = out.view({batch, frames, height, width, pt, ph, pw, channels})
+            .permute({0, 7, 1, 4, 2, 5, 3, 6})
+            .reshape({batch, channels, frames * pt, height * ph, width * pw});
+  out = out.narrow(2, 0, frames_in).narrow(3, 0, height_in).narrow(4, 0, width_in);
+  return out.to(x_in.dtype());
+}
+
+int64_t parameter_count(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters(true)) n += p.numel();
+  return n;
+}
+
+}  // namespace mugv

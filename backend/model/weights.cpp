@@ -1,0 +1,177 @@
+#include "model/weights.h"
+
+#include "core/error.h"
+
+#include <cstring>
+#include <set>
+
+namespace mugv {
+
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+std::string name_list(const std::vector<std::string>& names) {
+  std::string s;
+  const size_t shown = std::min<size_t>(names.size(), 5);
+  for (size_t i = 0; i < shown; ++i) s += (i ? ", " : "") + names[i];
+  if (names.size() > shown) s += " (and " + std::to_string(names.size() - shown) + " more)";
+  return s;
+}
+
+std::optional<torch::ScalarType> torch_dtype(DType dtype) {
+  switch (dtype) {
+    case DType::f64: return torch::kFloat64;
+    case DType::f32: return torch::kFloat32;
+    case DType::f16: return torch::kFloat16;
+    case DType::bf16: return torch::kBFloat16;
+    case DType::i64: return torch::kInt64;
+    case DType::i32: return torch::kInt32;
+    case DType::i16: return torch::kInt16;
+    case DType::i8: return torch::kInt8;
+    case DType::u8: return torch::kUInt8;
+    case DType::boolean: return torch::kBool;
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace
+
+const char* to_string(UnexpectedTensors policy) {
+  switch (policy) {
+    case UnexpectedTensors::error: return "error";
+    case UnexpectedTensors::ignore: return "ignore";
+    case UnexpectedTensors::unknown: break;
+  }
+  return "unknown";
+}
+
+std::optional<UnexpectedTensors> unexpected_tensors_from_string(std::string_view name) {
+  if (name == "error") return UnexpectedTensors::error;
+  if (name == "ignore") return UnexpectedTensors::ignore;
+  if (name == "unknown") return UnexpectedTensors::unknown;
+  return std::nullopt;
+}
+
+std::optional<DType> safetensors_dtype(torch::ScalarType type) {
+  switch (type) {
+    case torch::kFloat64: return DType::f64;
+    case torch::kFloat32: return DType::f32;
+    case torch::kFloat16: return DType::f16;
+    case torch::kBFloat16: return DType::bf16;
+    case torch::kInt64: return DType::i64;
+    case torch::kInt32: return DType::i32;
+    case torch::kInt16: return DType::i16;
+    case torch::kInt8: return DType::i8;
+    case torch::kUInt8: return DType::u8;
+    case torch::kBool: return DType::boolean;
+    default: return std::nullopt;
+  }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> module_state(const torch::nn::Module& module) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : module.named_parameters(true)) out.emplace_back(item.key(), item.value());
+  for (const auto& item : module.named_buffers(true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+torch::Tensor tensor_from_view(const TensorView& view, const std::string& subject) {
+  auto type = torch_dtype(view.dtype);
+  if (!type) {
+    throw Error(ErrorCode::unsupported, subject, std::string("dtype ") + to_string(view.dtype) + " is not supported");
+  }
+  auto out = torch::empty(view.shape, torch::TensorOptions().dtype(*type));
+  if (view.size_bytes > 0) std::memcpy(out.data_ptr(), view.data, view.size_bytes);
+  return out;
+}
+
+void save_module(const torch::nn::Module& module, const std::filesystem::path& path,
+                 const std::map<std::string, std::string>& metadata) {
+  SafetensorsWriter writer;
+  std::vector<torch::Tensor> keep_alive;
+  for (const auto& [name, tensor] : module_state(module)) {
+    auto dtype = safetensors_dtype(tensor.scalar_type());
+    if (!dtype) {
+      throw Error(ErrorCode::unsupported, path.string(),
+                  name + ": dtype " + std::string(c10::toString(tensor.scalar_type())) + " cannot be saved");
+    }
+    auto cpu = tensor.detach().to(torch::kCPU).contiguous();
+    keep_alive.push_back(cpu);
+    writer.add_borrowed(name, *dtype, cpu.sizes().vec(), cpu.data_ptr(), cpu.numel() * cpu.element_size());
+  }
+  for (const auto& [key, value] : metadata) writer.set_metadata(key, value);
+  writer.write(path);
+}
+
+LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, const TensorNameMap& names,
+                       UnexpectedTensors unexpected) {
+  if (unexpected == UnexpectedTensors::unknown) {
+    throw Error(ErrorCode::invalid_argument, file.path().string(), "unexpected-tensor policy must be error or ignore");
+  }
+  const std::string subject = file.path().string();
+  struct Match {
+    torch::Tensor target;
+    const TensorView* view;
+    std::string file_name;
+  };
+  std::vector<Match> matches;
+  std::vector<std::string> missing;
+  std::set<std::string> used;
+  for (const auto& [name, tensor] : module_state(module)) {
+    std::vector<std::string> candidates = names ? names(name) : std::vector<std::string>{name};
+    const std::string* found = nullptr;
+    for (const auto& candidate : candidates) {
+      if (file.contains(candidate)) {
+        found = &candidate;
+        break;
+      }
+    }
+    if (!found) {
+      missing.push_back(candidates.empty() ? name : candidates.front());
+      continue;
+    }
+    const TensorView& view = file.at(*found);
+    if (view.shape != tensor.sizes().vec()) {
+      throw Error(ErrorCode::invalid_argument, subject,
+                  *found + " has shape " + shape_string(view.shape) + "; the model expects " +
+                      shape_string(tensor.sizes().vec()));
+    }
+    if (!torch_dtype(view.dtype)) {
+      throw Error(ErrorCode::unsupported, subject,
+                  *found + ": dtype " + std::string(to_string(view.dtype)) + " is not supported");
+    }
+    used.insert(*found);
+    matches.push_back({tensor, &view, *found});
+  }
+  if (!missing.empty()) {
+    throw Error(ErrorCode::not_found, subject,
+                std::to_string(missing.size()) + " tensors the model needs are missing: " + name_list(missing));
+  }
+  LoadReport report;
+  for (const auto& name : file.names()) {
+    if (!used.count(name)) report.ignored.push_back(name);
+  }
+  if (!report.ignored.empty() && unexpected == UnexpectedTensors::error) {
+    throw Error(ErrorCode::format, subject,
+                std::to_string(report.ignored.size()) + " tensors do not belong to this model: " +
+                    name_list(report.ignored));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& match : matches) {
+    match.target.copy_(tensor_from_view(*match.view, subject + ": " + match.file_name));
+    ++report.loaded;
+  }
+  return report;
+}
+
+LoadReport load_module(torch::nn::Module& module, const std::filesystem::path& path, UnexpectedTensors unexpected) {
+  SafetensorsFile file = SafetensorsFile::open(path);
+  return load_module(module, file, {}, unexpected);
+}
+
+}  // namespace mugv

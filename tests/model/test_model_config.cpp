@@ -1,0 +1,218 @@
+#include "core/error.h"
+#include "core/presets.h"
+#include "model/config.h"
+#include "model/info.h"
+#include "model/tokenizer.h"
+#include "support/test_support.h"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+using namespace mugv;
+
+namespace {
+
+ModelPreset source_preset(const std::string& name) {
+  const std::filesystem::path path = std::filesystem::path(MUGV_MODEL_PRESETS_DIR) / (name + ".toml");
+  return model_preset_from_json(load_preset_file(path, "models"), name, path.string());
+}
+
+template <typename Fn>
+Error expect_error(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e;
+  }
+  FAIL("expected mugv::Error");
+  return Error(ErrorCode::unknown, "");
+}
+
+std::vector<std::string> captions() {
+  std::vector<std::string> out;
+  for (const char* color : {"red", "green", "blue", "yellow", "white"}) {
+    for (const char* shape : {"circle", "square", "triangle"}) {
+      for (const char* dir : {"left", "right", "up", "down"}) {
+        out.push_back(std::string("a ") + color + " " + shape + " moving " + dir + " on a black background");
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("model presets load and have the MUG-V family shapes", "[unit][model]") {
+  for (const char* name : {"tiny", "small", "mugv-1b", "mugv-4b", "mugv-10b", "mugv-18b"}) {
+    INFO(name);
+    ModelPreset p = source_preset(name);
+    CHECK(p.dit.hidden == p.dit.heads * p.dit.head_dim);
+    CHECK(p.dit.in_channels == p.vae.latent_channels);
+    CHECK(p.dit.text_dim == p.text.dim);
+    CHECK_FALSE(p.description.empty());
+  }
+  ModelPreset tiny = source_preset("tiny");
+  CHECK(tiny.dit.head_dim % 6 == 0);
+  CHECK(tiny.text.kind == TextEncoderKind::small_transformer);
+  ModelPreset small = source_preset("small");
+  CHECK(small.dit.hidden == 512);
+  CHECK(small.dit.depth == 8);
+  CHECK(small.dit.heads == 8);
+
+  const int64_t hidden[] = {1152, 2304, 3456, 4608};
+  const char* names[] = {"mugv-1b", "mugv-4b", "mugv-10b", "mugv-18b"};
+  int64_t previous = 0;
+  for (int i = 0; i < 4; ++i) {
+    ModelPreset p = source_preset(names[i]);
+    INFO(names[i]);
+    CHECK(p.dit.hidden == hidden[i]);
+    CHECK(p.dit.depth == 56);
+    CHECK(p.dit.head_dim == 72);
+    CHECK(p.vae.latent_channels == 24);
+    CHECK(p.vae.compress_t == 8);
+    CHECK(p.vae.compress_h == 8);
+    CHECK(p.text.kind == TextEncoderKind::t5);
+    CHECK(p.text.dim == 4096);
+    CHECK(p.dit.text_tokens == 300);
+    const int64_t n = dit_parameter_count(p.dit);
+    CHECK(n > previous);
+    previous = n;
+  }
+  const int64_t ten = dit_parameter_count(source_preset("mugv-10b").dit);
+  CHECK(ten > 10'600'000'000LL);
+  CHECK(ten < 11'000'000'000LL);
+  // T5-v1.1-XXL's encoder is ~4.76 B parameters.
+  const int64_t t5 = text_encoder_parameter_count(source_preset("mugv-10b").text);
+  CHECK(t5 > 4'700'000'000LL);
+  CHECK(t5 < 4'800'000'000LL);
+}
+
+TEST_CASE("model presets resolve through the preset search path", "[unit][model]") {
+  ModelPreset tiny = load_model_preset("tiny");
+  CHECK(tiny.name == "tiny");
+  auto names = model_preset_names();
+  CHECK(std::find(names.begin(), names.end(), "mugv-10b") != names.end());
+}
+
+TEST_CASE("model preset errors name the key", "[unit][model]") {
+  nlohmann::json base = {{"dit", {{"hidden", 96}, {"depth", 2}, {"heads", 2}}},
+                         {"vae", {{"latent_channels", 4}, {"compress", {4, 8, 8}}, {"base_channels", 8},
+                                  {"channel_mult", {1, 2, 2}}}},
+                         {"text", {{"kind", "small_transformer"}, {"vocab_size", 64}, {"dim", 32}, {"layers", 1},
+                                   {"heads", 2}, {"ff_dim", 64}, {"max_tokens", 8}}}};
+  ModelPreset ok = model_preset_from_json(base, "t", "t.toml");
+  CHECK(ok.dit.head_dim == 48);
+  CHECK(ok.dit.text_tokens == 8);
+
+  auto typo = base;
+  typo["dit"]["hiden"] = 3;
+  Error e = expect_error([&] { (void)model_preset_from_json(typo, "t", "t.toml"); });
+  CHECK(e.code() == ErrorCode::invalid_argument);
+  CHECK(std::string(e.what()).find("dit.hiden") != std::string::npos);
+
+  auto inconsistent = base;
+  inconsistent["dit"]["head_dim"] = 40;
+  e = expect_error([&] { (void)model_preset_from_json(inconsistent, "t", "t.toml"); });
+  CHECK(std::string(e.what()).find("heads 2 x head_dim 40") != std::string::npos);
+
+  auto shallow = base;
+  shallow["vae"]["channel_mult"] = {1, 2};
+  e = expect_error([&] { (void)model_preset_from_json(shallow, "t", "t.toml"); });
+  CHECK(std::string(e.what()).find("channel_mult") != std::string::npos);
+
+  auto kind = base;
+  kind["text"]["kind"] = "bert";
+  e = expect_error([&] { (void)model_preset_from_json(kind, "t", "t.toml"); });
+  CHECK(std::string(e.what()).find("bert") != std::string::npos);
+}
+
+TEST_CASE("FLOPs per token follow 6N + 12LdS + 12LdS_text", "[unit][model]") {
+  DiTConfig c = source_preset("mugv-10b").dit;
+  const double n = static_cast<double>(dit_parameter_count(c));
+  const double ld = 56.0 * 3456.0;
+  CHECK(dit_flops_per_token(c, 50400, 300) == Approx(6 * n + 12 * ld * 50402 + 12 * ld * 300));
+  // At 720p 5 s attention is most of the compute (MUGV.md §6).
+  CHECK(12 * ld * 50402 > 6 * n);
+  CHECK(dit_flops_per_token(c, 1000, 300) < dit_flops_per_token(c, 2000, 300));
+}
+
+TEST_CASE("describe gives latent shape, tokens and counts", "[unit][model]") {
+  ModelInfo ten = describe(source_preset("mugv-10b"), 105, 720, 1280);
+  CHECK(ten.latent_frames == 14);
+  CHECK(ten.latent_height == 90);
+  CHECK(ten.latent_width == 160);
+  CHECK(ten.video_tokens == 50400);  // MUGV.md §3: 720p 5 s
+  CHECK(ten.latent_channels == 24);
+  CHECK(ten.total_parameters == ten.dit_parameters + ten.vae_parameters + ten.text_parameters);
+  CHECK(ten.flops_per_sample == Approx(ten.flops_per_token * 50400));
+
+  ModelInfo tiny = describe(source_preset("tiny"), 17, 64, 64);
+  CHECK(tiny.latent_frames == 5);
+  CHECK(tiny.latent_height == 8);
+  CHECK(tiny.video_tokens == 5 * 4 * 4);
+
+  CHECK(vae_latent_frames(source_preset("mugv-10b").vae, 17) == 3);
+  CHECK(vae_latent_frames(source_preset("mugv-10b").vae, 16) == 2);
+  Error e = expect_error([&] { (void)describe(source_preset("tiny"), 17, 70, 64); });
+  CHECK(e.code() == ErrorCode::invalid_argument);
+  CHECK(std::string(e.what()).find("height 70 is not a multiple of 8") != std::string::npos);
+  e = expect_error([&] { (void)describe(source_preset("mugv-10b"), 18, 64, 64); });
+  CHECK(std::string(e.what()).find("frames 18") != std::string::npos);
+}
+
+TEST_CASE("tokenizer trains, round-trips, pads and enforces the limit", "[unit][model]") {
+  Tokenizer tok = Tokenizer::train(captions(), 200);
+  CHECK(tok.vocab_size() > 8);
+  CHECK(tok.vocab_size() <= 200);
+  CHECK(tok.pad_id() == 0);
+  CHECK(tok.eos_id() == 2);
+
+  const std::string prompt = "a blue triangle moving up on a black background";
+  INFO("vocab " << tok.vocab_size() << " pieces " << tok.pieces(prompt).size());
+  TokenizedText t = tok.encode(prompt, 32, TokenLimitPolicy::refuse);
+  REQUIRE(t.ids.size() == 32);
+  REQUIRE(t.mask.size() == 32);
+  CHECK(t.length > 1);
+  CHECK(t.length < 32);
+  CHECK_FALSE(t.truncated);
+  CHECK(t.ids[t.length - 1] == tok.eos_id());
+  for (int64_t i = 0; i < 32; ++i) {
+    CHECK(t.mask[i] == (i < t.length ? 1 : 0));
+    if (i >= t.length) CHECK(t.ids[i] == tok.pad_id());
+  }
+  CHECK(tok.decode(t.ids) == prompt);
+
+  // An unseen combination still round-trips (pieces are subwords, not captions).
+  TokenizedText unseen = tok.encode("a yellow triangle moving left", 32, TokenLimitPolicy::refuse);
+  CHECK(tok.decode(unseen.ids) == "a yellow triangle moving left");
+
+  const int64_t needed = t.length;
+  Error e = expect_error([&] { (void)tok.encode(prompt, static_cast<int>(needed - 1), TokenLimitPolicy::refuse); });
+  CHECK(e.code() == ErrorCode::invalid_argument);
+  CHECK(std::string(e.what()).find("the limit is " + std::to_string(needed - 1)) != std::string::npos);
+  TokenizedText cut = tok.encode(prompt, static_cast<int>(needed - 1), TokenLimitPolicy::truncate);
+  CHECK(cut.truncated);
+  CHECK(cut.length == needed - 1);
+  CHECK(cut.ids.back() == tok.eos_id());
+
+  test::TempDir dir("mugv-tokenizer");
+  tok.save(dir / "tok.model");
+  Tokenizer loaded = Tokenizer::from_file(dir / "tok.model");
+  CHECK(loaded.encode(prompt, 32, TokenLimitPolicy::refuse).ids == t.ids);
+  test::write_bytes(dir / "bad.model", "not a model");
+  CHECK(expect_error([&] { (void)Tokenizer::from_file(dir / "bad.model"); }).code() == ErrorCode::format);
+  CHECK(expect_error([&] { (void)Tokenizer::from_file(dir / "absent.model"); }).code() == ErrorCode::not_found);
+}
+
+TEST_CASE("model enums round-trip through strings", "[unit][model]") {
+  for (auto k : {TextEncoderKind::unknown, TextEncoderKind::small_transformer, TextEncoderKind::t5}) {
+    CHECK(text_encoder_kind_from_string(to_string(k)) == k);
+  }
+  for (auto p : {TokenLimitPolicy::unknown, TokenLimitPolicy::truncate, TokenLimitPolicy::refuse}) {
+    CHECK(token_limit_policy_from_string(to_string(p)) == p);
+  }
+  CHECK_FALSE(text_encoder_kind_from_string("bert"));
+}
