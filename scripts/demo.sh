@@ -3,7 +3,7 @@
 # make the shapes dataset -> import it into a catalog -> probe a clip -> export a contact sheet and a gif.
 set -euo pipefail
 BUILD=${1:-build}
-MUGV="$BUILD/app/mugv/mugv"
+MUGV="$BUILD/bin/mugv"
 DEMO=${MUGV_DEMO_DIR:-$PWD/out/demo}
 export MUGV_HOME=${MUGV_HOME:-$DEMO/home}
 rm -rf "$DEMO"

@@ -139,6 +139,7 @@ Command caption_command() {
   c.usage = "--dataset NAME --captioner template|command|openai [options]";
   c.define = define;
   c.run = run;
+  c.job_kind = "caption";
   return c;
 }
 

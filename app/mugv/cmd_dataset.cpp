@@ -143,6 +143,7 @@ Command dataset_import_command() {
     r.add(param("dataset.description", "--description", ParamType::text, nullptr, "free-text description", "dataset"));
   };
   c.run = run_import;
+  c.job_kind = "import";
   return c;
 }
 

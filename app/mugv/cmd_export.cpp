@@ -100,6 +100,7 @@ Command export_command() {
   c.min_positional = c.max_positional = 1;
   c.define = define;
   c.run = run;
+  c.job_kind = "export";
   return c;
 }
 

@@ -76,6 +76,7 @@ Command make_dataset_command() {
   c.min_positional = c.max_positional = 1;
   c.define = define;
   c.run = run;
+  c.job_kind = "make_dataset";
   return c;
 }
 

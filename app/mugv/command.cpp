@@ -27,7 +27,8 @@ void print_overview(const std::vector<Command>& commands) {
   }
   std::cout << "\nRun `mugv COMMAND --help` for a command's options.\n"
                "Exit codes: 0 ok, 1 failure (reason on stderr), 2 usage error.\n"
-               "Environment: MUGV_HOME (data folder), MUGV_LOG_LEVEL (debug|info|warning|error).\n";
+               "Environment: MUGV_HOME (data folder), MUGV_LOG_LEVEL (debug|info|warning|error).\n"
+               "A running server: `mugv --server ENDPOINT submit|jobs|show|watch|cancel|pause|resume|retry|logs ...`.\n";
 }
 
 void check_positional(const Command& command, const std::vector<std::string>& positional) {
@@ -84,6 +85,13 @@ int run_main(const std::vector<Command>& commands, const std::vector<std::string
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_overview(commands);
     return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--server") {
+    if (args.size() < 2) {
+      std::cerr << "mugv: --server needs an endpoint (ipc://PATH or tcp://HOST:PORT)\n";
+      return 2;
+    }
+    return run_remote(args[1], std::vector<std::string>(args.begin() + 2, args.end()));
   }
   if (args[0] == "--version") {
     std::cout << "mugv " << MUGV_VERSION << "\n";

@@ -35,6 +35,7 @@ struct Command {
   int max_positional = 0;
   std::function<void(ParamRegistry&)> define;  // may be empty: no parameters beyond the common ones
   std::function<int(const Invocation&)> run;   // returns the exit code
+  std::string job_kind;  // the catalog job kind when the command can run as a server job; empty otherwise
 };
 
 // Every command of this build, in help order.
@@ -46,6 +47,8 @@ const Command* match_command(const std::vector<std::string>& args, size_t* used)
 
 // Runs the command whose words prefix `args`; returns the process exit code.
 int run_main(const std::vector<Command>& commands, const std::vector<std::string>& args);
+// `mugv --server ENDPOINT COMMAND ...`: talks to a running server (submit, jobs, watch, ...).
+int run_remote(const std::string& endpoint, const std::vector<std::string>& args);
 
 // The command's full registry (its parameters plus --json and --help).
 ParamRegistry command_registry(const Command& command);
@@ -69,6 +72,7 @@ Command dataset_list_command();
 Command dataset_show_command();
 Command export_command();
 Command caption_command();
+Command serve_command();
 
 #ifdef MUGV_WITH_TORCH
 // Commands that need LibTorch (files cmd_torch_*.cpp, built only with MUGV_WITH_TORCH).

@@ -74,7 +74,7 @@ std::map<MessageType, MessageSchema> build() {
        false, 1, kMaxBlobs},
       {T::job_finished,
        {job_id(), one_of(req("state", F::string), {"succeeded", "failed", "cancelled"}), opt("exit_code", F::integer),
-        text("error_code", false, 100), text("message", false, 10000)}},
+        text("error_code", false, 100), text("message", false, 10000), opt("result", F::object)}},
       {T::control, {job_id(), one_of(req("action", F::string), {"cancel", "pause", "resume", "sample_now", "save_now"})}},
       {T::event, {text("topic", true, 200)}, true, 0, kMaxBlobs},
   };

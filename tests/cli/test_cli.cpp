@@ -29,7 +29,7 @@ std::string quote(const std::string& s) {
 RunResult run_mugv(const std::string& args, const fs::path& home) {
   static int counter = 0;
   fs::path err_file = home / ("stderr-" + std::to_string(counter++) + ".txt");
-  std::string cmd = "MUGV_HOME=" + quote(home.string()) + " " + quote((test::binary_dir() / "app/mugv/mugv").string()) +
+  std::string cmd = "MUGV_HOME=" + quote(home.string()) + " " + quote((test::binary_dir() / "bin/mugv").string()) +
                     " " + args + " 2>" + quote(err_file.string());
   RunResult r;
   FILE* pipe = popen(cmd.c_str(), "r");

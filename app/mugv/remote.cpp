@@ -1,0 +1,182 @@
+// `mugv --server ENDPOINT ...`: the client commands. Every message goes through the client library that the
+// studio and the monitor use too.
+#include "command.h"
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "service/client.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <thread>
+
+namespace mugv::cli {
+namespace {
+
+using protocol::MessageType;
+
+const char* kRemoteUsage =
+    "Usage: mugv --server ENDPOINT COMMAND\n\n"
+    "  submit [--priority N] COMMAND ARGS...   queue a command as a job (same options as running it here)\n"
+    "  jobs [--state S] [--json]               the queue and recent jobs\n"
+    "  show ID [--json]                        one job with its events\n"
+    "  watch ID                                live progress, metrics and logs until the job ends\n"
+    "  cancel ID [--force] | pause ID | resume ID | retry ID\n"
+    "  logs ID [--tail N]                      the job's log\n";
+
+int64_t job_id_arg(const std::vector<std::string>& args, size_t i) {
+  if (i >= args.size()) throw Error(ErrorCode::usage, "a job id is required");
+  char* end = nullptr;
+  long long id = std::strtoll(args[i].c_str(), &end, 10);
+  if (!end || *end || id <= 0) throw Error(ErrorCode::usage, args[i], "not a job id");
+  return id;
+}
+
+bool has_flag(const std::vector<std::string>& args, const std::string& flag) {
+  return std::find(args.begin(), args.end(), flag) != args.end();
+}
+
+std::optional<std::string> flag_value(const std::vector<std::string>& args, const std::string& flag) {
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == flag) return args[i + 1];
+  return std::nullopt;
+}
+
+void print_job_line(const nlohmann::json& j) {
+  std::string err = j.value("error_message", "");
+  std::printf("%6lld  %-12s %-11s prio %-4d attempts %d  %s%s\n", static_cast<long long>(j["id"].get<int64_t>()),
+              j["kind"].get<std::string>().c_str(), j["state"].get<std::string>().c_str(), j["priority"].get<int>(),
+              j["attempts"].get<int>(), j["params"].value("command", nlohmann::json::array()).dump().c_str(),
+              err.empty() ? "" : ("  — " + err).c_str());
+}
+
+int exit_code_of_state(const std::string& state) {
+  if (state == "succeeded") return 0;
+  if (state == "cancelled") return 3;
+  return 1;
+}
+
+int watch(Client& client, int64_t id) {
+  auto events = client.events_endpoints();
+  if (events.empty()) throw Error(ErrorCode::protocol, client.endpoint(), "the server published no event endpoint");
+  EventSubscriber sub(events.front(), {cat("job/", id)});
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the subscription reach the server
+  auto state = client.request(MessageType::get_job, {{"job", id}})["job"]["state"].get<std::string>();
+  std::printf("job %lld: %s\n", static_cast<long long>(id), state.c_str());
+  bool terminal = state == "succeeded" || state == "failed" || state == "cancelled" ||
+                  (state == "interrupted");
+  while (!terminal) {
+    auto event = sub.next(std::chrono::milliseconds(1000));
+    if (!event) continue;
+    const auto& h = event->header;
+    std::string type = h.value("type", "");
+    if (type == "progress") {
+      Progress p;
+      p.stage = h.value("stage", "");
+      p.unit = h.value("unit", "");
+      p.done = h.value("done", int64_t(0));
+      p.total = h.value("total", int64_t(0));
+      p.rate_per_s = h.value("rate", 0.0);
+      p.eta_s = h.value("eta_s", -1.0);
+      p.detail = h.value("detail", "");
+      std::fprintf(stderr, "\r\033[K%s", render_progress_line(p).c_str());
+    } else if (type == "log") {
+      std::fprintf(stderr, "\r\033[K[%s] %s\n", h.value("level", "").c_str(), h.value("text", "").c_str());
+    } else if (type == "metrics") {
+      std::fprintf(stderr, "\r\033[Kstep %lld %s\n", static_cast<long long>(h.value("step", int64_t(0))),
+                   h["values"].dump().c_str());
+    } else if (type == "state") {
+      state = h.value("state", "");
+      std::fprintf(stderr, "\r\033[Kjob %lld: %s\n", static_cast<long long>(id), state.c_str());
+      terminal = state == "succeeded" || state == "failed" || state == "cancelled";
+      if (state == "failed") std::fprintf(stderr, "  %s\n", h["job_info"].value("error_message", "").c_str());
+    }
+  }
+  return exit_code_of_state(state);
+}
+
+int dispatch(Client& client, const std::vector<std::string>& args) {
+  const std::string& verb = args[0];
+  bool json = has_flag(args, "--json");
+  if (verb == "submit") {
+    size_t i = 1;
+    int priority = 0;
+    if (i + 1 < args.size() && args[i] == "--priority") {
+      priority = std::atoi(args[i + 1].c_str());
+      i += 2;
+    }
+    std::vector<std::string> rest(args.begin() + static_cast<long>(i), args.end());
+    size_t used = 0;
+    const Command* command = match_command(rest, &used);
+    if (!command) throw Error(ErrorCode::usage, "submit needs a command, e.g. `submit make-dataset shapes --out DIR`");
+    if (command->job_kind.empty())
+      {
+      std::string name;
+      for (const auto& w : command->words) name += (name.empty() ? "" : " ") + w;
+      throw Error(ErrorCode::usage, name, "runs locally only; it cannot be submitted as a job");
+    }
+    auto arguments = parse_command_arguments(*command, std::vector<std::string>(rest.begin() + static_cast<long>(used), rest.end()));
+    auto reply = client.request(MessageType::submit_job, {{"kind", command->job_kind}, {"params", arguments}, {"priority", priority}});
+    if (json) std::cout << reply["job"].dump(2) << "\n";
+    else std::printf("queued job %lld\n", static_cast<long long>(reply["job"]["id"].get<int64_t>()));
+    return 0;
+  }
+  if (verb == "jobs") {
+    nlohmann::json h = nlohmann::json::object();
+    if (auto s = flag_value(args, "--state")) h["state"] = *s;
+    auto reply = client.request(MessageType::list_jobs, h);
+    if (json) std::cout << reply["jobs"].dump(2) << "\n";
+    else for (const auto& j : reply["jobs"]) print_job_line(j);
+    return 0;
+  }
+  if (verb == "show") {
+    auto reply = client.request(MessageType::get_job, {{"job", job_id_arg(args, 1)}});
+    if (json) std::cout << reply.dump(2) << "\n";
+    else {
+      print_job_line(reply["job"]);
+      for (const auto& e : reply["events"])
+        std::printf("  %-9s %s\n", e["type"].get<std::string>().c_str(), e["payload"].dump().c_str());
+    }
+    return 0;
+  }
+  if (verb == "watch") return watch(client, job_id_arg(args, 1));
+  if (verb == "logs") {
+    nlohmann::json h = {{"job", job_id_arg(args, 1)}};
+    if (auto n = flag_value(args, "--tail")) h["tail_lines"] = std::atoll(n->c_str());
+    std::cout << client.request(MessageType::job_logs, h)["text"].get<std::string>();
+    return 0;
+  }
+  static const std::map<std::string, MessageType> simple = {{"cancel", MessageType::cancel_job},
+                                                            {"pause", MessageType::pause_job},
+                                                            {"resume", MessageType::resume_job},
+                                                            {"retry", MessageType::retry_job}};
+  auto it = simple.find(verb);
+  if (it == simple.end()) throw Error(ErrorCode::usage, verb, "unknown server command; see `mugv --server EP --help`");
+  nlohmann::json h = {{"job", job_id_arg(args, 1)}};
+  if (verb == "cancel" && has_flag(args, "--force")) h["force"] = true;
+  auto reply = client.request(it->second, h);
+  if (json) std::cout << reply.dump(2) << "\n";
+  else std::printf("job %lld: %s%s\n", static_cast<long long>(reply["job"]["id"].get<int64_t>()),
+                   reply["job"]["state"].get<std::string>().c_str(), reply.value("cancelling", false) ? " (cancelling)" : "");
+  return 0;
+}
+
+}  // namespace
+
+int run_remote(const std::string& endpoint, const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help") {
+    std::cout << kRemoteUsage;
+    return args.empty() ? 2 : 0;
+  }
+  try {
+    Client client(endpoint);
+    return dispatch(client, args);
+  } catch (const Error& e) {
+    std::cerr << "mugv --server " << endpoint << " " << args[0] << ": " << e.what() << "\n";
+    return exit_code_for(e.code());
+  }
+}
+
+}  // namespace mugv::cli

@@ -1,0 +1,604 @@
+#include "service/server.h"
+
+#include "catalog/captions.h"
+#include "catalog/catalog.h"
+#include "catalog/clips.h"
+#include "catalog/datasets.h"
+#include "catalog/generations.h"
+#include "catalog/jobs.h"
+#include "catalog/prompts.h"
+#include "catalog/runs.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/paths.h"
+#include "core/strings.h"
+#include "service/job_files.h"
+#include "service/job_json.h"
+#include "service/zmq_io.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <deque>
+#include <fstream>
+#include <map>
+#include <optional>
+
+namespace mugv {
+
+using protocol::Message;
+using protocol::MessageType;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct WorkerEntry {
+  int64_t job_id = 0;
+  pid_t pid = 0;
+  bool child = true;                 // false: adopted from a previous server run (not our child)
+  std::string identity;              // ROUTER identity once the worker said hello
+  Clock::time_point started, last_heartbeat;
+  std::optional<Clock::time_point> kill_at;  // after a cancel request
+  bool cancel_requested = false;
+  std::optional<JobState> reported;  // what the worker said in job_finished
+  std::string error_code, message;
+  Clock::time_point last_progress_event{};
+};
+
+std::string host_name() {
+  char buf[256] = {0};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+bool process_alive(int64_t pid) { return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0; }
+
+std::string tail_lines(const fs::path& path, int64_t lines) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return "";
+  std::string text = read_text_file(path);
+  size_t pos = text.size();
+  if (!text.empty() && text.back() == '\n') --pos;
+  for (int64_t n = 0; n < lines && pos != std::string::npos && pos > 0; ++n) {
+    pos = text.rfind('\n', pos - 1);
+  }
+  return pos == std::string::npos || pos == 0 ? text : text.substr(pos + 1);
+}
+
+}  // namespace
+
+struct Server::Impl {
+  ServerOptions o;
+  zmq::context_t context{1};
+  zmq::socket_t router{context, zmq::socket_type::router};
+  zmq::socket_t pub{context, zmq::socket_type::pub};
+  std::optional<Catalog> catalog;
+  std::map<int64_t, WorkerEntry> workers;  // by job id
+  std::map<std::string, std::string> peers;  // identity -> role, after hello
+  std::vector<std::string> events;
+  std::string host = host_name();
+  bool stopping = false;
+
+
+  void bind() {
+    protocol::apply_common_options(router);
+    protocol::apply_common_options(pub);
+    for (const auto& ep : o.listen) {
+      if (starts_with(ep, "ipc://")) ensure_private_dir(fs::path(ep.substr(6)).parent_path());
+      try {
+        router.bind(ep);
+        std::string events_ep = protocol::events_endpoint_for(ep);
+        pub.bind(events_ep);
+        events.push_back(events_ep);
+      } catch (const zmq::error_t& e) {
+        throw Error(ErrorCode::io, ep, cat("cannot listen: ", e.what()));
+      }
+    }
+  }
+
+  void publish_event(int64_t job_id, const std::string& subtopic, nlohmann::json payload,
+                     std::vector<std::string> blobs = {}) {
+    std::string topic = subtopic.empty() ? cat("job/", job_id) : cat("job/", job_id, "/", subtopic);
+    Message m;
+    m.type = MessageType::event;
+    payload["topic"] = topic;
+    payload["job"] = job_id;
+    m.header = std::move(payload);
+    m.blobs = std::move(blobs);
+    protocol::publish(pub, topic, m);
+  }
+
+  void publish_state(const Job& job) {
+    nlohmann::json j = to_json(job);
+    publish_event(job.id, "", {{"type", "state"}, {"state", to_string(job.state)}, {"job_info", j}});
+  }
+
+  Job transition(int64_t id, JobState to, const JobStateChange& change = {}) {
+    Job job = update_job_state(*catalog, id, to, change);
+    publish_state(job);
+    return job;
+  }
+
+  // Jobs whose worker is gone (a crash of the server, a reboot) become interrupted and, by policy, queued.
+  void recover() {
+    for (JobState s : {JobState::starting, JobState::running, JobState::paused}) {
+      for (const Job& job : list_jobs(*catalog, s)) {
+        if (job.worker_pid && process_alive(*job.worker_pid) && job.host == host) {
+          WorkerEntry w;
+          w.job_id = job.id;
+          w.pid = static_cast<pid_t>(*job.worker_pid);
+          w.child = false;
+          w.started = w.last_heartbeat = Clock::now();
+          workers[job.id] = w;
+          log_info(cat("job ", job.id, ": worker ", w.pid, " still running; waiting for it to reconnect"));
+          continue;
+        }
+        if (auto r = read_job_result(o.home, job.id)) {
+          apply_result(job.id, *r, std::nullopt);
+          continue;
+        }
+        JobStateChange c;
+        c.error_code = ErrorCode::internal;
+        c.error_message = "the worker is gone (the server restarted while it ran)";
+        interrupt(job.id, c);
+      }
+    }
+  }
+
+  void interrupt(int64_t id, const JobStateChange& change) {
+    Job job = transition(id, JobState::interrupted, change);
+    if (job.attempts < o.max_attempts) {
+      transition(id, JobState::queued);
+      log_info(cat("job ", id, ": interrupted, requeued (attempt ", job.attempts, " of ", o.max_attempts, ")"));
+    }
+  }
+
+  void spawn(const Job& job) {
+    std::error_code ec;
+    fs::create_directories(job_dir(o.home, job.id), ec);
+    fs::remove(job_result_path(o.home, job.id), ec);  // a previous attempt's result must not answer for this one
+    std::string log_path = job_log_path(o.home, job.id).string();
+    std::string exe = o.worker_executable.string();
+    std::string endpoint = o.listen.front();
+    std::string id = std::to_string(job.id);
+    std::string home = o.home.string();
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setsid();  // workers outlive a server stopped from a terminal
+      int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, STDOUT_FILENO);
+        ::dup2(fd, STDERR_FILENO);
+      }
+      int devnull = ::open("/dev/null", O_RDONLY);
+      if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
+      ::setenv("MUGV_HOME", home.c_str(), 1);
+      ::execl(exe.c_str(), exe.c_str(), "--server", endpoint.c_str(), "--job", id.c_str(), static_cast<char*>(nullptr));
+      std::fprintf(stderr, "cannot start the worker %s\n", exe.c_str());
+      ::_exit(127);
+    }
+    if (pid < 0) {
+      JobStateChange c;
+      c.error_code = ErrorCode::io;
+      c.error_message = "cannot fork a worker process";
+      transition(job.id, JobState::failed, c);
+      return;
+    }
+    WorkerEntry w;
+    w.job_id = job.id;
+    w.pid = pid;
+    w.started = w.last_heartbeat = Clock::now();
+    workers[job.id] = w;
+    log_info(cat("job ", job.id, " (", to_string(job.kind), "): worker pid ", pid));
+  }
+
+  void schedule() {
+    while (!stopping && static_cast<int>(workers.size()) < o.max_local_jobs) {
+      auto job = claim_next_job(*catalog, 0, host);
+      if (!job) return;
+      publish_state(*job);
+      spawn(*job);
+    }
+  }
+
+  void apply_result(int64_t id, const JobResult& r, std::optional<int> exit_code) {
+    JobStateChange c;
+    c.exit_code = exit_code;
+    if (r.state != JobState::succeeded) {
+      c.error_code = error_code_from_string(r.error_code).value_or(ErrorCode::unknown);
+      c.error_message = r.message;
+    }
+    transition(id, r.state, c);
+  }
+
+  // Decides a job's final state from what its worker reported (message or result file) and how it ended.
+  void finish(WorkerEntry& w, std::optional<int> exit_code, std::optional<int> signal) {
+    auto job = get_job(*catalog, w.job_id);
+    if (!job || is_terminal(job->state)) return;
+    if (!w.reported) {
+      if (auto r = read_job_result(o.home, w.job_id)) {
+        w.reported = r->state;
+        w.error_code = r->error_code;
+        w.message = r->message;
+      }
+    }
+    JobStateChange c;
+    c.exit_code = exit_code;
+    if (w.reported) {
+      apply_result(w.job_id, JobResult{*w.reported, w.error_code, w.message, nullptr}, exit_code);
+    } else if (w.cancel_requested) {
+      transition(w.job_id, JobState::cancelled, c);
+    } else if (signal || !exit_code) {
+      c.error_code = ErrorCode::internal;
+      c.error_message = signal ? cat("the worker was killed by signal ", *signal,
+                                     *signal == SIGKILL ? " (SIGKILL: out of memory, or killed)" : "")
+                               : std::string("the worker disappeared without a result");
+      interrupt(w.job_id, c);
+    } else {
+      c.error_code = ErrorCode::internal;
+      c.error_message = cat("the worker exited with code ", exit_code.value_or(-1),
+                            " without reporting a result; see the job log");
+      transition(w.job_id, JobState::failed, c);
+    }
+  }
+
+  void reap() {
+    for (auto it = workers.begin(); it != workers.end();) {
+      WorkerEntry& w = it->second;
+      bool gone = false;
+      std::optional<int> code, sig;
+      if (w.child) {
+        int status = 0;
+        pid_t r = ::waitpid(w.pid, &status, WNOHANG);
+        if (r == w.pid) {
+          gone = true;
+          if (WIFEXITED(status)) code = WEXITSTATUS(status);
+          if (WIFSIGNALED(status)) sig = WTERMSIG(status);
+        }
+      } else {
+        int status = 0;
+        pid_t r = ::waitpid(w.pid, &status, WNOHANG);  // our child after all (same process), or ECHILD
+        if (r == w.pid || !process_alive(w.pid)) {
+          gone = true;
+          if (r == w.pid && WIFEXITED(status)) code = WEXITSTATUS(status);
+          else if (r == w.pid && WIFSIGNALED(status)) sig = WTERMSIG(status);
+        }
+      }
+      if (gone) {
+        finish(w, code, sig);
+        it = workers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void check_liveness() {
+    auto now = Clock::now();
+    auto silence_limit = o.heartbeat_interval * o.missed_heartbeats;
+    auto startup_limit = std::max<Clock::duration>(silence_limit, std::chrono::seconds(60));
+    for (auto& [id, w] : workers) {
+      bool silent = w.identity.empty() ? now - w.started > startup_limit : now - w.last_heartbeat > silence_limit;
+      bool overdue = w.kill_at && now > *w.kill_at;
+      if (silent || overdue) {
+        if (silent && !w.cancel_requested)
+          log_warning(cat("job ", id, ": worker ", w.pid, " missed ", o.missed_heartbeats, " heartbeats; killing it"));
+        ::kill(w.pid, SIGKILL);
+        w.kill_at.reset();
+        w.last_heartbeat = now;  // one kill per silence
+      }
+    }
+  }
+
+  void control(WorkerEntry& w, const std::string& action) {
+    if (w.identity.empty()) return;
+    Message m;
+    m.type = MessageType::control;
+    m.header = {{"job", w.job_id}, {"action", action}};
+    protocol::send(router, {w.identity}, m);
+  }
+
+  WorkerEntry* worker_of(int64_t job_id) {
+    auto it = workers.find(job_id);
+    return it == workers.end() ? nullptr : &it->second;
+  }
+
+  Job job_or_throw(int64_t id) {
+    auto job = get_job(*catalog, id);
+    if (!job) throw Error(ErrorCode::not_found, cat("job ", id), "no such job");
+    return *job;
+  }
+
+  Message handle_request(const Message& m) {
+    const auto& h = m.header;
+    switch (m.type) {
+      case MessageType::submit_job: {
+        Job job;
+        job.kind = *job_kind_from_string(h["kind"].get<std::string>());
+        job.params = h["params"];
+        job.priority = h.value("priority", 0);
+        job = enqueue_job(*catalog, job);
+        publish_state(job);
+        return protocol::make_ok({{"job", to_json(job)}});
+      }
+      case MessageType::cancel_job: {
+        Job job = job_or_throw(h["job"]);
+        if (job.state == JobState::queued) return protocol::make_ok({{"job", to_json(transition(job.id, JobState::cancelled))}});
+        if (is_terminal(job.state)) throw Error(ErrorCode::conflict, cat("job ", job.id), cat("already ", to_string(job.state)));
+        if (WorkerEntry* w = worker_of(job.id)) {
+          w->cancel_requested = true;
+          w->kill_at = Clock::now() + (h.value("force", false) ? std::chrono::milliseconds(0) : o.cancel_grace);
+          control(*w, "cancel");
+        }
+        return protocol::make_ok({{"job", to_json(job)}, {"cancelling", true}});
+      }
+      case MessageType::pause_job:
+      case MessageType::resume_job: {
+        bool pause = m.type == MessageType::pause_job;
+        Job job = job_or_throw(h["job"]);
+        WorkerEntry* w = worker_of(job.id);
+        if (!w || job.state != (pause ? JobState::running : JobState::paused))
+          throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only a ",
+                                                                    pause ? "running" : "paused", " job can be ",
+                                                                    pause ? "paused" : "resumed"));
+        control(*w, pause ? "pause" : "resume");
+        return protocol::make_ok({{"job", to_json(transition(job.id, pause ? JobState::paused : JobState::running))}});
+      }
+      case MessageType::retry_job: {
+        Job job = job_or_throw(h["job"]);
+        if (!is_terminal(job.state) || job.state == JobState::succeeded)
+          throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only failed, cancelled or interrupted jobs can be retried"));
+        return protocol::make_ok({{"job", to_json(transition(job.id, JobState::queued))}});
+      }
+      case MessageType::reorder_job: {
+        Job job = job_or_throw(h["job"]);
+        if (h.contains("priority")) set_job_priority(*catalog, job.id, h["priority"]);
+        if (h.contains("position")) set_job_queue_position(*catalog, job.id, h["position"]);
+        return protocol::make_ok({{"job", to_json(job_or_throw(job.id))}});
+      }
+      case MessageType::list_jobs: {
+        std::optional<JobState> state;
+        if (h.contains("state")) state = job_state_from_string(h["state"].get<std::string>());
+        nlohmann::json list = nlohmann::json::array();
+        auto jobs = list_jobs(*catalog, state);
+        size_t offset = h.value("offset", 0), limit = h.value("limit", 1000);
+        for (size_t i = offset; i < jobs.size() && list.size() < limit; ++i) list.push_back(to_json(jobs[i]));
+        return protocol::make_ok({{"jobs", list}, {"total", jobs.size()}});
+      }
+      case MessageType::get_job: {
+        Job job = job_or_throw(h["job"]);
+        nlohmann::json events = nlohmann::json::array();
+        for (const auto& e : list_job_events(*catalog, job.id)) events.push_back(to_json(e));
+        return protocol::make_ok({{"job", to_json(job)}, {"events", events}});
+      }
+      case MessageType::job_logs: {
+        Job job = job_or_throw(h["job"]);
+        return protocol::make_ok({{"job", job.id}, {"text", tail_lines(job_log_path(o.home, job.id), h.value("tail_lines", 200))}});
+      }
+      case MessageType::list_runs: {
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& r : list_runs(*catalog))
+          list.push_back({{"id", r.id}, {"name", r.name}, {"kind", to_string(r.kind)}, {"preset", r.preset},
+                          {"state", to_string(r.state)}, {"dir", r.dir.string()}, {"created_at_ms", r.created_at_ms}});
+        return protocol::make_ok({{"runs", list}});
+      }
+      case MessageType::list_datasets: {
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& d : list_datasets(*catalog)) {
+          ClipFilter f;
+          f.dataset_id = d.id;
+          list.push_back({{"id", d.id}, {"name", d.name}, {"root", d.root_dir.string()}, {"clips", count_clips(*catalog, f)}});
+        }
+        return protocol::make_ok({{"datasets", list}});
+      }
+      case MessageType::list_clips: {
+        auto d = find_dataset(*catalog, h["dataset"].get<std::string>());
+        if (!d) throw Error(ErrorCode::not_found, h["dataset"].get<std::string>(), "no such dataset");
+        ClipFilter f;
+        f.dataset_id = d->id;
+        if (h.contains("decision")) f.decision = clip_decision_from_string(h["decision"].get<std::string>());
+        if (h.contains("reason")) f.reason = h["reason"].get<std::string>();
+        if (h.contains("tag")) f.tag = h["tag"].get<std::string>();
+        f.limit = h.value("limit", 500);
+        f.offset = h.value("offset", 0);
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& c : list_clips(*catalog, f)) {
+          auto caption = current_caption(*catalog, c.id);
+          list.push_back(to_json(c, caption));
+        }
+        return protocol::make_ok({{"clips", list}, {"total", count_clips(*catalog, f)}});
+      }
+      case MessageType::edit_caption: {
+        Caption c = add_caption(*catalog, h["clip"], h["text"].get<std::string>(), CaptionOrigin::human, "studio");
+        return protocol::make_ok({{"caption", {{"id", c.id}, {"version", c.version}, {"current", c.current}}}});
+      }
+      case MessageType::list_prompts: {
+        PromptQuery q;
+        q.text_contains = h.value("query", "");
+        q.tag = h.value("tag", "");
+        q.limit = h.value("limit", 0);
+        q.offset = h.value("offset", 0);
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& p : list_prompts(*catalog, q))
+          list.push_back({{"id", p.id}, {"text", p.text}, {"negative", p.negative}, {"tags", p.tags}, {"created_at_ms", p.created_at_ms}});
+        return protocol::make_ok({{"prompts", list}});
+      }
+      case MessageType::save_prompt: {
+        Prompt p;
+        p.text = h["text"].get<std::string>();
+        p.negative = h.value("negative", "");
+        if (h.contains("tags")) p.tags = h["tags"].get<std::vector<std::string>>();
+        if (h.contains("id")) {
+          p.id = h["id"];
+          update_prompt(*catalog, p);
+        } else {
+          p = add_prompt(*catalog, p);
+        }
+        return protocol::make_ok({{"prompt", p.id}});
+      }
+      case MessageType::list_generations: {
+        nlohmann::json list = nlohmann::json::array();
+        auto gens = h.contains("prompt") ? list_generations_for_prompt(*catalog, h["prompt"], h.value("limit", 0))
+                                         : list_generations(*catalog, h.value("limit", 0), h.value("offset", 0));
+        for (const auto& g : gens)
+          list.push_back({{"id", g.id}, {"prompt", g.prompt_text}, {"negative", g.negative}, {"seed", g.seed},
+                          {"steps", g.steps}, {"cfg", g.cfg_scale}, {"width", g.width}, {"height", g.height},
+                          {"frames", g.frames}, {"output", g.output_path.string()}, {"settings", g.settings}});
+        return protocol::make_ok({{"generations", list}});
+      }
+      case MessageType::sample_now:
+      case MessageType::save_now: {
+        Job job = job_or_throw(h["job"]);
+        WorkerEntry* w = worker_of(job.id);
+        if (!w || job.kind != JobKind::train)
+          throw Error(ErrorCode::conflict, cat("job ", job.id), "only a running training job can sample or save now");
+        control(*w, m.type == MessageType::sample_now ? "sample_now" : "save_now");
+        return protocol::make_ok({{"job", job.id}});
+      }
+      case MessageType::shutdown:
+        stopping = true;
+        return protocol::make_ok({{"stopping", true}});
+      default:
+        throw Error(ErrorCode::protocol, to_string(m.type), "not a request a client can send");
+    }
+  }
+
+  void handle_worker(const std::string& identity, const Message& m) {
+    int64_t job_id = m.header.value("job", int64_t(0));
+    WorkerEntry* w = worker_of(job_id);
+    if (!w) return;  // a worker of a job this server no longer tracks (already finished)
+    w->last_heartbeat = Clock::now();
+    if (w->identity.empty()) w->identity = identity;
+    switch (m.type) {
+      case MessageType::heartbeat:
+        if (!w->child && m.header.contains("pid")) w->pid = static_cast<pid_t>(m.header["pid"].get<int64_t>());
+        break;
+      case MessageType::progress: {
+        nlohmann::json payload = m.header;
+        payload["type"] = "progress";
+        publish_event(job_id, "", payload);
+        if (Clock::now() - w->last_progress_event > std::chrono::seconds(1)) {
+          (void)append_job_event(*catalog, job_id, "progress", m.header);
+          w->last_progress_event = Clock::now();
+        }
+        break;
+      }
+      case MessageType::metrics:
+        (void)append_job_event(*catalog, job_id, "metrics", m.header);
+        publish_event(job_id, "metrics", {{"type", "metrics"}, {"step", m.header["step"]}, {"values", m.header["values"]}});
+        break;
+      case MessageType::log_line:
+        publish_event(job_id, "log", {{"type", "log"}, {"level", m.header["level"]}, {"text", m.header["text"]}});
+        break;
+      case MessageType::preview: {
+        nlohmann::json payload = m.header;
+        payload["type"] = "preview";
+        publish_event(job_id, "preview", payload, m.blobs);
+        break;
+      }
+      case MessageType::job_finished:
+        w->reported = job_state_from_string(m.header["state"].get<std::string>());
+        w->error_code = m.header.value("error_code", "");
+        w->message = m.header.value("message", "");
+        if (m.header.contains("result")) (void)append_job_event(*catalog, job_id, "result", m.header["result"]);
+        break;
+      default:
+        break;
+    }
+  }
+
+  void on_hello(const std::string& identity, const Message& m) {
+    std::string role = m.header["role"];
+    if (m.header["version"].get<int>() != protocol::kVersion) {
+      protocol::send(router, {identity},
+                     protocol::make_error("version_mismatch", cat("peer speaks protocol version ", m.header["version"].get<int>(),
+                                                                  ", this server speaks ", protocol::kVersion)));
+      return;
+    }
+    peers[identity] = role;
+    if (role == "worker") {
+      int64_t job_id = m.header.value("job", int64_t(0));
+      WorkerEntry* w = worker_of(job_id);
+      if (!w) {
+        protocol::send(router, {identity}, protocol::make_error("not_found", cat("job ", job_id, " is not running here")));
+        return;
+      }
+      w->identity = identity;
+      w->last_heartbeat = Clock::now();
+      auto job = get_job(*catalog, job_id);
+      if (job && job->state == JobState::starting) {
+        JobStateChange c;
+        c.worker_pid = m.header.value("pid", int64_t(w->pid));
+        c.host = host;
+        transition(job_id, JobState::running, c);
+      }
+    }
+    Message welcome;
+    welcome.type = MessageType::welcome;
+    welcome.header = {{"protocol", protocol::kVersion}, {"server", MUGV_SERVICE_VERSION}, {"events", events},
+                      {"heartbeat_ms", o.heartbeat_interval.count()}};
+    protocol::send(router, {identity}, welcome);
+  }
+
+  void on_message(protocol::Incoming& in) {
+    if (in.envelope.empty()) return;
+    const std::string& identity = in.envelope.front();
+    if (auto* err = std::get_if<protocol::ProtocolError>(&in.content)) {
+      protocol::send(router, in.envelope, protocol::make_error(*err));
+      return;
+    }
+    Message& m = std::get<Message>(in.content);
+    if (m.type == MessageType::hello) return on_hello(identity, m);
+    auto peer = peers.find(identity);
+    if (peer == peers.end()) {
+      // A worker that outlived a server restart reconnects and resumes heartbeats: adopt it.
+      if (m.type == MessageType::heartbeat && worker_of(m.header.value("job", int64_t(0)))) {
+        peers[identity] = "worker";
+      } else {
+        protocol::send(router, in.envelope, protocol::make_error("protocol", "say hello first"));
+        return;
+      }
+    }
+    if (peers[identity] == "worker") return handle_worker(identity, m);
+    if (!protocol::is_client_request(m.type)) {
+      protocol::send(router, in.envelope, protocol::make_error("protocol", cat(to_string(m.type), " is not a client request")));
+      return;
+    }
+    try {
+      protocol::send(router, in.envelope, handle_request(m));
+    } catch (const Error& e) {
+      protocol::send(router, in.envelope, protocol::make_error(to_string(e.code()), e.what()));
+    } catch (const std::exception& e) {
+      protocol::send(router, in.envelope, protocol::make_error("internal", e.what()));
+    }
+  }
+};
+
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->o = std::move(options);
+  if (impl_->o.listen.empty()) throw Error(ErrorCode::invalid_argument, "--listen", "no endpoint to listen on");
+  if (impl_->o.worker_executable.empty()) throw Error(ErrorCode::invalid_argument, "worker", "no worker executable");
+}
+
+Server::~Server() = default;
+
+std::vector<std::string> Server::events_endpoints() const { return impl_->events; }
+
+void Server::run(const CancelToken& stop) {
+  Impl& s = *impl_;
+  s.catalog.emplace(Catalog::open(s.o.home / "catalog.sqlite"));
+  s.bind();
+  s.recover();
+  log_info(cat("serving on ", s.o.listen.front(), " (events on ", s.events.front(), "), home ", s.o.home.string()));
+  while (!stop.cancel_requested() && !s.stopping) {
+    if (auto in = protocol::receive(s.router, 1, std::chrono::milliseconds(50))) s.on_message(*in);
+    s.reap();
+    s.check_liveness();
+    s.schedule();
+  }
+  log_info("server stopping; running workers keep running and are picked up by the next start");
+}
+
+}  // namespace mugv

@@ -1,0 +1,256 @@
+// The real server with real worker processes on an ipc socket: job lifecycle, control, faults.
+#include "core/error.h"
+#include "service/client.h"
+#include "service/server.h"
+#include "service/zmq_io.h"
+#include "support/test_support.h"
+
+#include <catch2/catch.hpp>
+
+#include <zmq_addon.hpp>
+
+#include <csignal>
+#include <map>
+#include <cstdlib>
+#include <thread>
+
+using namespace mugv;
+using namespace std::chrono_literals;
+using protocol::MessageType;
+using mugv::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A server on its own thread with its own MUGV_HOME, stopped and joined on destruction.
+class TestServer {
+ public:
+  explicit TestServer(const fs::path& home, int max_attempts = 3, int max_jobs = 1) : home_(home) {
+    ::setenv("MUGV_HOME", home.c_str(), 1);
+    endpoint_ = "ipc://" + (home / "sock" / "mugv.sock").string();
+    ServerOptions o;
+    o.home = home;
+    o.listen = {endpoint_};
+    o.worker_executable = test::binary_dir() / "bin" / "mugv-worker";
+    o.max_local_jobs = max_jobs;
+    o.heartbeat_interval = 200ms;
+    o.cancel_grace = 2000ms;
+    o.max_attempts = max_attempts;
+    server_ = std::make_unique<Server>(o);
+    thread_ = std::thread([this] { server_->run(stop_); });
+    std::this_thread::sleep_for(200ms);
+  }
+  ~TestServer() { stop(); }
+  void stop() {
+    if (!thread_.joinable()) return;
+    stop_.request_cancel();
+    thread_.join();
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  fs::path home_;
+  std::string endpoint_;
+  CancelToken stop_;
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+};
+
+nlohmann::json make_dataset_job(const fs::path& out, int count) {
+  return {{"kind", "make_dataset"},
+          {"params",
+           {{"command", {"make-dataset"}},
+            {"positional", {"shapes"}},
+            {"values", {{"dataset.out", out.string()}, {"dataset.count", count}, {"dataset.size", 32}, {"dataset.frames", 9}}}}}};
+}
+
+std::string state_of(Client& c, int64_t id) {
+  return c.request(MessageType::get_job, {{"job", id}})["job"]["state"].get<std::string>();
+}
+
+// Polls until the job reaches `state` or `timeout` passes; returns the last state seen.
+std::string wait_for(Client& c, int64_t id, const std::string& state, std::chrono::milliseconds timeout = 30000ms) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    s = state_of(c, id);
+    if (s == state) return s;
+    std::this_thread::sleep_for(50ms);
+  }
+  return s;
+}
+
+int64_t submit(Client& c, const nlohmann::json& job) {
+  return c.request(MessageType::submit_job, job)["job"]["id"].get<int64_t>();
+}
+
+int64_t progress_done(Client& c, int64_t id) {
+  int64_t done = -1;
+  auto job = c.request(MessageType::get_job, {{"job", id}});
+  for (const auto& e : job["events"])
+    if (e["type"] == "progress") done = e["payload"]["done"];
+  return done;
+}
+
+}  // namespace
+
+TEST_CASE("a submitted job runs in a worker process; two clients watch its events", "[service][ipc]") {
+  TempDir home;
+  TestServer server(home.path());
+  Client client(server.endpoint());
+  REQUIRE_FALSE(client.events_endpoints().empty());
+  EventSubscriber watcher_a(client.events_endpoints()[0], {"job/"});
+  EventSubscriber watcher_b(client.events_endpoints()[0], {"job/1"});
+  std::this_thread::sleep_for(200ms);
+
+  int64_t id = submit(client, make_dataset_job(home / "shapes", 8));
+  CHECK(wait_for(client, id, "succeeded") == "succeeded");
+  CHECK(fs::exists(home / "shapes" / "manifest.jsonl"));
+
+  auto count_types = [](EventSubscriber& s) {
+    std::map<std::string, int> types;
+    while (auto e = s.next(300ms)) types[e->header.value("type", "")]++;
+    return types;
+  };
+  auto a = count_types(watcher_a);
+  auto b = count_types(watcher_b);
+  CHECK(a["state"] >= 3);  // queued, starting, running, succeeded
+  CHECK(a["progress"] >= 1);
+  CHECK(b["state"] == a["state"]);
+
+  auto job = client.request(MessageType::get_job, {{"job", id}});
+  CHECK(job["job"]["attempts"] == 1);
+  CHECK(job["job"]["exit_code"] == 0);
+  auto logs = client.request(MessageType::job_logs, {{"job", id}});
+  CHECK(logs["text"].get<std::string>().find("make-dataset") != std::string::npos);
+}
+
+TEST_CASE("cancel, pause and resume reach the worker; queued jobs cancel at once", "[service][ipc]") {
+  TempDir home;
+  TestServer server(home.path());
+  Client client(server.endpoint());
+  int64_t long_job = submit(client, make_dataset_job(home / "big", 20000));
+  int64_t queued = submit(client, make_dataset_job(home / "next", 2));
+  REQUIRE(wait_for(client, long_job, "running") == "running");
+  CHECK(state_of(client, queued) == "queued");
+  client.request(MessageType::cancel_job, {{"job", queued}});
+  CHECK(state_of(client, queued) == "cancelled");
+
+  std::this_thread::sleep_for(1500ms);
+  client.request(MessageType::pause_job, {{"job", long_job}});
+  CHECK(state_of(client, long_job) == "paused");
+  std::this_thread::sleep_for(1500ms);  // let in-flight progress land
+  int64_t before = progress_done(client, long_job);
+  std::this_thread::sleep_for(1500ms);
+  CHECK(progress_done(client, long_job) == before);  // paused: no progress
+  client.request(MessageType::resume_job, {{"job", long_job}});
+  CHECK(state_of(client, long_job) == "running");
+
+  client.request(MessageType::cancel_job, {{"job", long_job}});
+  CHECK(wait_for(client, long_job, "cancelled", 10000ms) == "cancelled");
+  CHECK_THROWS_AS(client.request(MessageType::cancel_job, {{"job", long_job}}), Error);
+  // Retry puts it back in the queue.
+  client.request(MessageType::retry_job, {{"job", queued}});
+  CHECK(wait_for(client, queued, "succeeded") == "succeeded");
+}
+
+TEST_CASE("a worker killed with SIGKILL interrupts its job, which is requeued and runs again", "[service][ipc]") {
+  TempDir home;
+  TestServer server(home.path(), /*max_attempts=*/2);
+  Client client(server.endpoint());
+  int64_t id = submit(client, make_dataset_job(home / "big", 20000));
+  REQUIRE(wait_for(client, id, "running") == "running");
+  auto pid = client.request(MessageType::get_job, {{"job", id}})["job"]["worker_pid"].get<int64_t>();
+  REQUIRE(pid > 0);
+  ::kill(static_cast<pid_t>(pid), SIGKILL);
+  // interrupted -> queued -> starting -> running with a second attempt
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  int attempts = 1;
+  while (std::chrono::steady_clock::now() < deadline && attempts < 2) {
+    attempts = client.request(MessageType::get_job, {{"job", id}})["job"]["attempts"];
+    std::this_thread::sleep_for(100ms);
+  }
+  CHECK(attempts == 2);
+  CHECK(wait_for(client, id, "running") == "running");
+  bool saw_interrupted = false;
+  auto events = client.request(MessageType::get_job, {{"job", id}})["events"];
+  for (const auto& e : events)
+    if (e["type"] == "state" && e["payload"].dump().find("interrupted") != std::string::npos) saw_interrupted = true;
+  CHECK(saw_interrupted);
+  client.request(MessageType::cancel_job, {{"job", id}, {"force", true}});
+  CHECK(wait_for(client, id, "cancelled", 10000ms) == "cancelled");
+}
+
+TEST_CASE("bad requests get error replies and the server carries on", "[service][ipc]") {
+  TempDir home;
+  TestServer server(home.path());
+  Client client(server.endpoint());
+  try {
+    client.request(MessageType::get_job, {{"job", 999}});
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::not_found);
+  }
+  CHECK_THROWS_AS(client.request(MessageType::submit_job, {{"kind", "train"}}), Error);
+
+  // Raw garbage and a wrong version on a bare socket.
+  zmq::context_t ctx;
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect(server.endpoint());
+  std::vector<zmq::const_buffer> garbage = {zmq::buffer(std::string("GET / HTTP/1.1"))};
+  zmq::send_multipart(raw, garbage);
+  auto reply = protocol::receive(raw, 0, 2000ms);
+  REQUIRE(reply);
+  REQUIRE(std::holds_alternative<protocol::Message>(reply->content));
+  CHECK(std::get<protocol::Message>(reply->content).header["code"] == "bad_magic");
+  std::vector<std::string> old = {"MUGV", "0", "hello", "{\"role\": \"client\", \"version\": 0}"};
+  std::vector<zmq::const_buffer> old_frames;
+  for (const auto& f : old) old_frames.emplace_back(f.data(), f.size());
+  zmq::send_multipart(raw, old_frames);
+  reply = protocol::receive(raw, 0, 2000ms);
+  REQUIRE(reply);
+  CHECK(std::get<protocol::Message>(reply->content).header["code"] == "version_mismatch");
+  // A request before hello is refused.
+  protocol::Message list;
+  list.type = MessageType::list_jobs;
+  protocol::send(raw, {}, list);
+  reply = protocol::receive(raw, 0, 2000ms);
+  REQUIRE(reply);
+  CHECK(std::get<protocol::Message>(reply->content).type == MessageType::error);
+
+  CHECK(client.request(MessageType::list_jobs)["jobs"].empty());
+}
+
+TEST_CASE("queued jobs survive a server restart and running workers are adopted by the next server",
+          "[service][ipc]") {
+  TempDir home;
+  int64_t blocker = 0, id = 0;
+  {
+    TestServer first(home.path(), 3, /*max_jobs=*/1);
+    Client client(first.endpoint());
+    blocker = submit(client, make_dataset_job(home / "big", 20000));
+    id = submit(client, make_dataset_job(home / "small", 2));
+    REQUIRE(wait_for(client, blocker, "running") == "running");
+    first.stop();  // the blocker's worker keeps running without a server
+  }
+  TestServer second(home.path());
+  Client client(second.endpoint());
+  CHECK(state_of(client, id) == "queued");
+  CHECK(state_of(client, blocker) == "running");
+  std::this_thread::sleep_for(1000ms);  // the worker reconnects and its heartbeats reach the new server
+  client.request(MessageType::cancel_job, {{"job", blocker}});
+  CHECK(wait_for(client, blocker, "cancelled", 15000ms) == "cancelled");
+  CHECK(wait_for(client, id, "succeeded") == "succeeded");
+}
+
+TEST_CASE("an unreachable server is a clear timeout", "[service][ipc]") {
+  TempDir home;
+  try {
+    Client client("ipc://" + (home / "nobody.sock").string(), 300ms);
+    FAIL("expected a timeout");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::timeout);
+    CHECK(std::string(e.what()).find("nobody.sock") != std::string::npos);
+  }
+}
