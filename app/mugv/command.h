@@ -73,6 +73,7 @@ Command dataset_show_command();
 Command export_command();
 Command caption_command();
 Command serve_command();
+Command launch_command();
 
 #ifdef MUGV_WITH_TORCH
 // Commands that need LibTorch (files cmd_torch_*.cpp, built only with MUGV_WITH_TORCH).

@@ -7,6 +7,7 @@ const std::vector<Command>& all_commands() {
     std::vector<Command> list = {
         probe_command(),        make_dataset_command(), dataset_import_command(), dataset_list_command(),
         dataset_show_command(), export_command(),       caption_command(),        serve_command(),
+        launch_command(),
     };
 #ifdef MUGV_WITH_TORCH
     for (auto make : {model_info_command, encode_command, train_vae_command, train_command, resume_command,
