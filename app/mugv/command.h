@@ -72,6 +72,14 @@ Command dataset_list_command();
 Command dataset_show_command();
 Command export_command();
 Command caption_command();
+Command curate_command();
+Command curate_redecide_command();
+Command curate_dedup_command();
+Command curate_balance_command();
+Command curate_merge_command();
+Command clips_list_command();
+Command clips_show_command();
+Command dataset_export_command();
 Command serve_command();
 Command launch_command();
 

@@ -55,7 +55,12 @@ fs::path user_preset_dir() {
 
 std::vector<fs::path> preset_dirs() {
   std::vector<fs::path> dirs;
-  if (auto env = env_path("MUGV_PRESETS")) dirs.push_back(*env);
+  // $MUGV_PRESETS replaces the built-in presets (installed or source tree) rather than adding to them.
+  if (auto env = env_path("MUGV_PRESETS")) {
+    dirs.push_back(*env);
+    dirs.push_back(user_preset_dir());
+    return dirs;
+  }
   dirs.push_back(user_preset_dir());
   fs::path exe = executable_path();
   if (!exe.empty()) {

@@ -2,7 +2,7 @@
 // Where MUG-V keeps things on disk. All functions are pure lookups except ensure_private_dir.
 //   home      $MUGV_HOME, else $XDG_DATA_HOME/mugv, else ~/.local/share/mugv
 //   runtime   $XDG_RUNTIME_DIR/mugv, else /tmp/mugv-<uid>  (ipc sockets; created 0700)
-//   presets   $MUGV_PRESETS, else <prefix>/share/mugv/presets next to the installed binary,
+//   presets   $MUGV_PRESETS (replacing the built-ins), else <prefix>/share/mugv/presets next to the binary,
 //             else the source tree's presets/ (developer builds)
 
 #include <cstddef>

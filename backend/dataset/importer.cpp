@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "dataset/manifest.h"
+#include "dataset/source_ingest.h"
 #include "media/probe.h"
 
 #include <algorithm>
@@ -43,35 +44,10 @@ std::vector<ManifestEntry> scan_folder(const fs::path& dir) {
   return entries;
 }
 
-Source source_from_probe(const fs::path& path, const std::string& hash, const MediaInfo& info) {
-  Source s;
-  s.path = fs::absolute(path);
-  s.content_hash = hash;
-  s.size_bytes = static_cast<int64_t>(fs::file_size(path));
-  s.duration_s = info.duration_s;
-  s.fps = info.fps;
-  s.width = info.width;
-  s.height = info.height;
-  s.variable_frame_rate = info.variable_frame_rate;
-  s.status = SourceStatus::ok;
-  s.info = {{"format", info.container}, {"codec", info.video_codec},   {"frame_count", info.frame_count},
-            {"nominal_fps", info.nominal_fps}, {"rotation", info.rotation_deg}, {"has_audio", info.has_audio}};
-  return s;
-}
-
 // Records a file that could not be used as a failed source (when it can be hashed at all), so the
 // catalog shows it with its reason; returns the failure for the report.
 ImportFailure record_failure(Catalog& catalog, const fs::path& path, const std::string& hash, const std::string& reason) {
-  if (!hash.empty() && !find_source_by_hash(catalog, hash)) {
-    Source s;
-    s.path = fs::absolute(path);
-    s.content_hash = hash;
-    std::error_code ec;
-    s.size_bytes = static_cast<int64_t>(fs::file_size(path, ec));
-    s.status = SourceStatus::pending;
-    s = add_source(catalog, s);
-    mark_source_failed(catalog, s.id, reason);
-  }
+  record_failed_source(catalog, path, hash, reason);
   return {path, reason};
 }
 

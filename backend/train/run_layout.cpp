@@ -10,17 +10,17 @@
 
 namespace mugv {
 
-const char* to_string(RunKind kind) {
+const char* to_string(RunLayoutKind kind) {
   switch (kind) {
-    case RunKind::dit: return "dit";
-    case RunKind::vae: return "vae";
+    case RunLayoutKind::dit: return "dit";
+    case RunLayoutKind::vae: return "vae";
     default: return "unknown";
   }
 }
 
-std::optional<RunKind> run_kind_from_string(const std::string& name) {
-  if (name == "dit") return RunKind::dit;
-  if (name == "vae") return RunKind::vae;
+std::optional<RunLayoutKind> run_layout_kind_from_string(const std::string& name) {
+  if (name == "dit") return RunLayoutKind::dit;
+  if (name == "vae") return RunLayoutKind::vae;
   return std::nullopt;
 }
 
@@ -42,7 +42,7 @@ RunManifest run_manifest_from_json(const nlohmann::json& j, const std::string& s
   RunManifest m;
   try {
     m.name = j.at("name").get<std::string>();
-    auto kind = run_kind_from_string(j.at("kind").get<std::string>());
+    auto kind = run_layout_kind_from_string(j.at("kind").get<std::string>());
     if (!kind) throw Error(ErrorCode::format, subject, "unknown run kind " + j.at("kind").dump());
     m.kind = *kind;
     m.preset = j.value("preset", "");

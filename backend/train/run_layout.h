@@ -25,13 +25,13 @@ namespace mugv {
 
 namespace fs = std::filesystem;
 
-enum class RunKind { unknown = 0, dit, vae };
-const char* to_string(RunKind kind);
-std::optional<RunKind> run_kind_from_string(const std::string& name);
+enum class RunLayoutKind { unknown = 0, dit, vae };
+const char* to_string(RunLayoutKind kind);
+std::optional<RunLayoutKind> run_layout_kind_from_string(const std::string& name);
 
 struct RunManifest {
   std::string name;
-  RunKind kind = RunKind::unknown;
+  RunLayoutKind kind = RunLayoutKind::unknown;
   std::string preset;            // model preset (presets/models/<preset>.toml)
   std::string dataset;           // catalog dataset it trains on
   std::string vae_run;           // DiT runs: the VAE run whose latents it learns

@@ -1,0 +1,132 @@
+// mugv generate --run NAME --prompt "..." --out F: text/image-to-video with a trained run, a progress bar
+// with ETA, and the prompt, seed and model kept in the file's metadata.
+#include "command.h"
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "media/encoder.h"
+#include "sample/sampler.h"
+
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+
+namespace mugv::cli {
+namespace {
+
+void define(ParamRegistry& r) {
+  r.add(param("generate.run", "--run", ParamType::text, nullptr, "the DiT run to sample from", "generate"));
+  r.add(param("generate.prompt", "--prompt", ParamType::text, nullptr, "what the video should show",
+              "generate"));
+  r.add(param("generate.negative", "--negative", ParamType::text, "",
+              "what to steer away from (empty: the learned null caption)", "generate"));
+  r.add(param("generate.image", "--image", ParamType::path, nullptr,
+              "first-frame image (I2V / TI2V); scaled and centre-cropped to --size", "generate"));
+  r.add(param("generate.out", "--out", ParamType::path, nullptr,
+              "output: .mp4 (H.264), .webm (VP9), .gif, or a folder for PNG frames", "generate"));
+  auto frames = param("generate.frames", "--frames", ParamType::integer, 17,
+                      "frames: a multiple of the VAE's time compression, or one more", "generate");
+  frames.min_value = 1;
+  r.add(frames);
+  auto size = param("generate.size", "--size", ParamType::size2d, "64x64",
+                    "video size WxH: multiples of VAE compression x patch", "generate");
+  size.min_value = 1;
+  r.add(size);
+  auto steps = param("generate.steps", "--steps", ParamType::integer, 25, "Euler steps", "generate");
+  steps.min_value = 1;
+  steps.max_value = 1000;
+  r.add(steps);
+  auto cfg = param("generate.cfg", "--cfg", ParamType::real, 4.0, "classifier-free guidance scale (1: off)",
+                   "generate");
+  cfg.min_value = 0.0;
+  r.add(cfg);
+  auto seed = param("generate.seed", "--seed", ParamType::integer, 0,
+                    "noise seed; the same seed gives the same video", "generate");
+  seed.min_value = 0.0;
+  r.add(seed);
+  auto fps = param("generate.fps", "--fps", ParamType::real, 8.0,
+                   "frame rate the model is told and the file gets", "generate");
+  fps.min_value = 0.1;
+  r.add(fps);
+  r.add(param("generate.enhance", "--enhance", ParamType::boolean, false,
+              "refine the result SDEdit-style (noise to 0.3, one step, CFG 2)", "generate"));
+  r.add(param("generate.enhance_run", "--enhance-run", ParamType::text, nullptr,
+              "run used by --enhance (default: the same run)", "generate"));
+  auto crf = param("generate.crf", "--crf", ParamType::integer, 17, "quality for mp4/webm (lower is better)",
+                   "generate");
+  crf.min_value = 0;
+  crf.max_value = 63;
+  r.add(crf);
+}
+
+int run(const Invocation& inv) {
+  const auto& v = inv.values;
+  if (!v.has("generate.run")) throw Error(ErrorCode::usage, "--run", "name the run to sample from");
+  if (!v.has("generate.prompt")) throw Error(ErrorCode::usage, "--prompt", "a prompt is required");
+  if (!v.has("generate.out"))
+    throw Error(ErrorCode::usage, "--out", "give --out FILE.mp4|webm|gif or a folder");
+  const fs::path out = v.get_text("generate.out");
+  if (!format_from_path(out))
+    throw Error(ErrorCode::usage, out.string(),
+                "unknown output type; use .mp4, .webm, .gif or a folder for PNG frames");
+
+  GenerateRequest request;
+  request.prompt = v.get_text("generate.prompt");
+  request.negative_prompt = v.get_text("generate.negative");
+  request.seed = static_cast<uint64_t>(v.get_int("generate.seed"));
+  request.steps = static_cast<int>(v.get_int("generate.steps"));
+  request.cfg_scale = v.get_real("generate.cfg");
+  request.frames = static_cast<int>(v.get_int("generate.frames"));
+  const Size2D size = v.get_size2d("generate.size");
+  request.width = static_cast<int>(size.width);
+  request.height = static_cast<int>(size.height);
+  request.fps = v.get_real("generate.fps");
+  if (v.has("generate.image")) request.first_frame = fs::path(v.get_text("generate.image"));
+
+  ModelBundle bundle = load_for_inference(v.get_text("generate.run"));
+  validate_request(bundle, request);
+  SampleResult result = sample(bundle, request, inv.cancel, nullptr, inv.progress);
+  finish_progress_line();
+  if (v.get_bool("generate.enhance")) {
+    if (v.has("generate.enhance_run") && v.get_text("generate.enhance_run") != bundle.run.name) {
+      ModelBundle enhancer = load_for_inference(v.get_text("generate.enhance_run"));
+      enhance(enhancer, request, EnhanceOptions{}, result, inv.cancel);
+    } else {
+      enhance(bundle, request, EnhanceOptions{}, result, inv.cancel);
+    }
+  }
+  save_video(out, result, request.fps, static_cast<int>(v.get_int("generate.crf")));
+
+  if (inv.json) {
+    nlohmann::json j = {{"out", out.string()},
+                        {"frames", result.frames.size()},
+                        {"width", request.width},
+                        {"height", request.height},
+                        {"checkpoint_step", bundle.checkpoint_step},
+                        {"weights", to_string(bundle.weights)},
+                        {"metadata", result.metadata}};
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << "wrote " << out.string() << "  (" << result.frames.size() << " frames " << request.width
+              << "x" << request.height << ", " << bundle.run.name << " step " << bundle.checkpoint_step
+              << ", seed " << request.seed << ")\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command generate_command() {
+  Command c;
+  c.words = {"generate"};
+  c.summary = "generate a video from a prompt (and optionally a first-frame image) with a trained run";
+  c.usage =
+      "--run NAME --prompt \"...\" --out F.mp4|webm|gif|DIR [--negative --image F --frames --size WxH "
+      "--steps --cfg --seed --fps --enhance]";
+  c.define = define;
+  c.run = run;
+  c.job_kind = "generate";
+  return c;
+}
+
+}  // namespace mugv::cli

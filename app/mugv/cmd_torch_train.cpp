@@ -1,0 +1,122 @@
+// mugv train | resume | train-vae: the DiT and VAE trainers (backend/train) on the command line.
+#include "command.h"
+
+#include "catalog/catalog.h"
+#include "core/error.h"
+#include "core/paths.h"
+#include "core/strings.h"
+#include "train/train_params.h"
+#include "train/trainer.h"
+#include "train/vae_trainer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+namespace mugv::cli {
+namespace {
+
+void print_dit_result(const TrainResult& r, bool json) {
+  nlohmann::json refused = nlohmann::json::array();
+  for (const auto& p : r.refused) refused.push_back({{"checkpoint", p.dir.string()}, {"reason", p.reason}});
+  nlohmann::json out = {{"run", r.paths.root.filename().string()},
+                        {"run_dir", r.paths.root.string()},
+                        {"start_step", r.start_step},
+                        {"last_step", r.last_step},
+                        {"loss", r.last_loss},
+                        {"gemm_flops", r.gemm_flops},
+                        {"checkpoint", r.last_checkpoint ? r.last_checkpoint->dir.string() : ""},
+                        {"refused", refused}};
+  if (json) {
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  for (const auto& p : r.refused) std::printf("refused %s: %s\n", p.dir.c_str(), p.reason.c_str());
+  std::printf("run %s: step %lld, loss %.4f, checkpoint %s\n", out["run"].get<std::string>().c_str(),
+              static_cast<long long>(r.last_step), r.last_loss, out["checkpoint"].get<std::string>().c_str());
+}
+
+int run_train(const Invocation& inv) {
+  ParamValues values = resolve_train_preset(inv.values);
+  TrainOptions options = train_options_from(values, TrainKind::dit);
+  auto result = train_dit(options, values.to_json(), CancelToken(), TrainCallbacks{terminal_progress(), {}, {}, {}});
+  finish_progress_line();
+  print_dit_result(result, inv.json);
+  return 0;
+}
+
+int run_resume(const Invocation& inv) {
+  std::optional<int64_t> steps;
+  if (inv.values.source_of("train.steps") == ParamSource::command_line) steps = inv.values.get_int("train.steps");
+  auto result = resume_dit(inv.positional[0], steps, CancelToken(), TrainCallbacks{terminal_progress(), {}, {}, {}});
+  finish_progress_line();
+  print_dit_result(result, inv.json);
+  return 0;
+}
+
+int run_train_vae(const Invocation& inv) {
+  ParamValues values = resolve_train_preset(inv.values);
+  TrainOptions options = train_options_from(values, TrainKind::vae);
+  Catalog catalog = Catalog::open(catalog_path());
+  auto r = train_vae(catalog, options, values.to_json(), CancelToken(), terminal_progress());
+  finish_progress_line();
+  nlohmann::json failures = nlohmann::json::array();
+  for (const auto& f : r.failures) failures.push_back({{"clip", f.clip_id}, {"reason", f.reason}});
+  nlohmann::json out = {{"run", options.run},       {"run_dir", r.paths.root.string()},
+                        {"steps", r.last_step},     {"loss", r.last_loss},
+                        {"clips", r.clips},         {"failures", failures},
+                        {"latent_mean", r.latent_stats.mean}, {"latent_std", r.latent_stats.std},
+                        {"heldout_clips", r.heldout_clips}};
+  if (r.heldout_psnr_db) out["heldout_psnr_db"] = *r.heldout_psnr_db;
+  if (inv.json) {
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  for (const auto& f : r.failures) std::printf("  skipped clip %lld: %s\n", static_cast<long long>(f.clip_id), f.reason.c_str());
+  std::printf("VAE run %s: %lld steps on %lld clips, loss %.4f", options.run.c_str(), static_cast<long long>(r.last_step),
+              static_cast<long long>(r.clips), r.last_loss);
+  if (r.heldout_psnr_db) std::printf(", held-out PSNR %.2f dB on %lld clips", *r.heldout_psnr_db, static_cast<long long>(r.heldout_clips));
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace
+
+Command train_command() {
+  Command c;
+  c.words = {"train"};
+  c.summary = "train a DiT (rectified flow) on a dataset's cached latents";
+  c.usage = "--preset P --dataset D --vae-run V --run NAME [options]";
+  c.define = [](ParamRegistry& r) { define_train_params(r, TrainKind::dit); };
+  c.run = run_train;
+  return c;
+}
+
+Command resume_command() {
+  Command c;
+  c.words = {"resume"};
+  c.summary = "continue a DiT run from its last good checkpoint";
+  c.usage = "NAME [--steps N]";
+  c.min_positional = c.max_positional = 1;
+  c.define = [](ParamRegistry& r) {
+    auto steps = param("train.steps", "--steps", ParamType::integer, nullptr, "new total step count (default: the run's)",
+                       "training");
+    steps.min_value = 1;
+    r.add(steps);
+  };
+  c.run = run_resume;
+  return c;
+}
+
+Command train_vae_command() {
+  Command c;
+  c.words = {"train-vae"};
+  c.summary = "train the video VAE on a dataset; measures latent statistics and held-out PSNR";
+  c.usage = "--preset P --dataset D --run NAME [--size WxH --frames F --fps R ...]";
+  c.define = [](ParamRegistry& r) { define_train_params(r, TrainKind::vae); };
+  c.run = run_train_vae;
+  return c;
+}
+
+}  // namespace mugv::cli

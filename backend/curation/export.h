@@ -1,0 +1,65 @@
+#pragma once
+// Exporting a curated dataset (`mugv dataset export`): a manifest, or a folder of clip files.
+//
+//  - ExportFormat::jsonl / csv: one manifest line per clip (dataset/manifest.h): path = the SOURCE file,
+//    start, end, fps, the current caption, and the scores (sharpness, motion, aesthetic, clip_id, source
+//    hash, decision, reason, tags). `mugv dataset import FILE` reads it back as the same clips.
+//  - ExportFormat::clips: a folder with one mp4 per clip (clip_<id>.mp4), its caption beside it as
+//    clip_<id>.txt (the kohya/musubi convention) and manifest.jsonl listing the clip files with their
+//    scores and where they came from. Each clip is RE-ENCODED (H.264, CRF 17, the source's frame rate
+//    and size) with the FFmpeg libraries: a stream copy is exact only when the range starts on a
+//    keyframe, which raw footage cut at scene boundaries rarely does, so one path that is always
+//    frame-accurate was chosen over two. Files are written atomically (media/encoder.h).
+//
+// Only kept clips are exported unless ExportSelection::all. A clip whose source cannot be decoded is
+// listed in the report's failures and the export goes on. Checks `cancel` between clips and once per
+// frame; progress: stage "export", unit "clips".
+
+#include "catalog/catalog.h"
+#include "core/progress.h"
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mugv {
+
+namespace fs = std::filesystem;
+
+enum class ExportFormat { unknown = 0, jsonl, csv, clips };
+const char* to_string(ExportFormat format);
+std::optional<ExportFormat> export_format_from_string(std::string_view name);
+// .jsonl/.json -> jsonl, .csv -> csv, anything else (a folder) -> clips.
+[[nodiscard]] ExportFormat export_format_of(const fs::path& out);
+
+enum class ExportSelection { unknown = 0, kept, all };
+const char* to_string(ExportSelection selection);
+std::optional<ExportSelection> export_selection_from_string(std::string_view name);
+
+struct ExportOptions {
+  ExportFormat format = ExportFormat::unknown;  // unknown: export_format_of(out)
+  ExportSelection selection = ExportSelection::kept;
+  int crf = 17;
+};
+
+struct ExportFailure {
+  int64_t clip_id = 0;
+  std::string reason;
+};
+
+struct ExportReport {
+  ExportFormat format = ExportFormat::unknown;
+  fs::path manifest;  // the manifest written
+  int64_t clips = 0;  // clips written
+  int64_t frames_encoded = 0;
+  std::vector<ExportFailure> failures;
+};
+
+// Error(not_found) for an unknown dataset; Error(io) when `out` cannot be written.
+ExportReport export_dataset(Catalog& catalog, std::string_view dataset_name, const fs::path& out,
+                            const ExportOptions& options = {}, const CancelToken& cancel = {},
+                            const ProgressFn& progress = {});
+
+}  // namespace mugv

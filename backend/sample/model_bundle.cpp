@@ -1,0 +1,206 @@
+#include "sample/model_bundle.h"
+
+#include "core/error.h"
+#include "core/json_io.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "model/weights.h"
+
+#include <nlohmann/json.hpp>
+
+namespace mugv {
+namespace {
+
+// The trainer's resolved parameters nest dotted keys ("flow.shift_base" -> {"flow": {"shift_base": ..}}).
+std::optional<double> shift_base_of(const nlohmann::json& config) {
+  if (config.is_object()) {
+    if (auto flow = config.find("flow"); flow != config.end() && flow->is_object())
+      if (auto base = flow->find("shift_base"); base != flow->end() && base->is_number())
+        return base->get<double>();
+    if (auto dotted = config.find("flow.shift_base"); dotted != config.end() && dotted->is_number())
+      return dotted->get<double>();
+  }
+  return std::nullopt;
+}
+
+std::optional<double> find_number(const nlohmann::json& j, const std::string& key) {
+  if (j.is_object()) {
+    if (auto it = j.find(key); it != j.end() && it->is_number()) return it->get<double>();
+    for (const auto& [k, v] : j.items())
+      if (auto found = find_number(v, key)) return found;
+  }
+  return std::nullopt;
+}
+
+CheckpointRef latest_checkpoint(const RunPaths& paths, const std::string& run,
+                                std::vector<CheckpointProblem>* refused) {
+  CheckpointStore store(paths.checkpoints());
+  std::vector<CheckpointProblem> problems;
+  auto ref = store.latest_good([&](const CheckpointProblem& p) {
+    log_warning(cat(p.dir.string(), ": refused: ", p.reason));
+    problems.push_back(p);
+  });
+  refused->insert(refused->end(), problems.begin(), problems.end());
+  if (!ref) {
+    std::string why;
+    for (const auto& p : problems) why += cat("; ", p.dir.filename().string(), ": ", p.reason);
+    throw Error(
+        ErrorCode::not_found, run,
+        problems.empty() ? "the run has no checkpoint yet; train it first" : "no usable checkpoint" + why);
+  }
+  return *ref;
+}
+
+std::vector<float> float_list(const nlohmann::json& j, size_t count, const std::string& subject,
+                              const std::string& key) {
+  if (!j.is_array() || j.size() != count)
+    throw Error(ErrorCode::format, subject, cat("\"", key, "\" must be a list of ", count, " numbers"));
+  std::vector<float> out;
+  for (const auto& v : j) {
+    if (!v.is_number()) throw Error(ErrorCode::format, subject, cat("\"", key, "\" must hold numbers"));
+    out.push_back(v.get<float>());
+  }
+  return out;
+}
+
+void load_latent_stats(VideoVAEImpl& vae, const fs::path& path) {
+  if (!fs::exists(path)) return;
+  const auto j = read_json_file(path);
+  const size_t c = static_cast<size_t>(vae.config().latent_channels);
+  auto mean = float_list(j.value("mean", nlohmann::json()), c, path.string(), "mean");
+  auto stdev = float_list(j.value("std", nlohmann::json()), c, path.string(), "std");
+  vae.set_latent_stats(torch::tensor(mean), torch::tensor(stdev));
+}
+
+void load_latent_rgb(ModelBundle& b, const fs::path& path) {
+  const int64_t c = b.preset.vae.latent_channels;
+  if (fs::exists(path)) {
+    const auto j = read_json_file(path);
+    const auto& rows = j.value("weight", nlohmann::json());
+    if (!rows.is_array() || rows.size() != 3)
+      throw Error(ErrorCode::format, path.string(),
+                  "\"weight\" must be 3 rows (r, g, b) of one number per latent channel");
+    std::vector<float> w;
+    for (const auto& row : rows) {
+      auto r = float_list(row, static_cast<size_t>(c), path.string(), "weight");
+      w.insert(w.end(), r.begin(), r.end());
+    }
+    b.latent_rgb_weight = torch::tensor(w).view({3, c});
+    b.latent_rgb_bias =
+        torch::tensor(float_list(j.value("bias", nlohmann::json()), 3, path.string(), "bias"));
+    const std::string space = j.value("space", "normalized");
+    if (space != "normalized" && space != "raw")
+      throw Error(ErrorCode::format, path.string(),
+                  cat("\"space\" must be \"normalized\" or \"raw\", not \"", space, "\""));
+    b.latent_rgb_space_raw = space == "raw";
+    return;
+  }
+  // Without a fitted map, show the first three channels as r, g, b: enough to see layout and motion.
+  b.latent_rgb_weight = torch::zeros({3, c});
+  for (int64_t k = 0; k < std::min<int64_t>(3, c); ++k) b.latent_rgb_weight[k][k] = 0.5;
+  b.latent_rgb_bias = torch::zeros({3});
+}
+
+}  // namespace
+
+const char* to_string(WeightsKind kind) {
+  switch (kind) {
+    case WeightsKind::ema:
+      return "ema";
+    case WeightsKind::model:
+      return "model";
+    default:
+      return "unknown";
+  }
+}
+
+std::optional<WeightsKind> weights_kind_from_string(std::string_view name) {
+  if (name == "ema") return WeightsKind::ema;
+  if (name == "model") return WeightsKind::model;
+  return std::nullopt;
+}
+
+void load_prefixed(const PrefixedModules& modules, const fs::path& file) {
+  torch::nn::Module holder;
+  for (const auto& [prefix, module] : modules) holder.register_module(prefix, module);
+  load_module(holder, file, UnexpectedTensors::ignore);
+}
+
+ModelBundle load_for_inference(const std::string& run_name, torch::Device device) {
+  ModelBundle b;
+  b.device = device;
+  const RunPaths paths = run_paths(run_name);
+  b.run = read_run_manifest(paths);
+  if (b.run.kind != RunLayoutKind::dit)
+    throw Error(ErrorCode::invalid_argument, run_name,
+                cat("is a ", to_string(b.run.kind), " run; generating needs a DiT run (mugv train)"));
+  if (b.run.vae_run.empty())
+    throw Error(ErrorCode::invalid_argument, run_name, "run.json names no VAE run (vae_run)");
+  b.preset = load_model_preset(b.run.preset);
+
+  if (!fs::exists(paths.tokenizer()))
+    throw Error(ErrorCode::not_found, paths.tokenizer().string(),
+                "the run has no tokenizer; it cannot encode prompts");
+  b.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_file(paths.tokenizer()));
+
+  b.text = make_text_encoder(b.preset.text);
+  b.dit = DiT(b.preset.dit);
+  const CheckpointRef ckpt = latest_checkpoint(paths, run_name, &b.refused);
+  b.checkpoint_step = ckpt.step;
+  const fs::path ema = ckpt.dir / "ema.safetensors", model = ckpt.dir / "model.safetensors";
+  if (!fs::exists(model) && !fs::exists(ema))
+    throw Error(ErrorCode::not_found, ckpt.dir.string(),
+                "checkpoint holds neither ema.safetensors nor model.safetensors");
+  if (fs::exists(model)) {
+    load_prefixed({{"dit", b.dit.ptr()}, {"text", b.text}}, model);
+    b.weights = WeightsKind::model;
+  }
+  if (fs::exists(ema)) {
+    // The EMA may track the DiT alone (a frozen text encoder); the text weights then come from
+    // model.safetensors.
+    try {
+      load_prefixed({{"dit", b.dit.ptr()}, {"text", b.text}}, ema);
+      b.weights = WeightsKind::ema;
+    } catch (const Error&) {
+      if (b.weights == WeightsKind::unknown) throw;
+      try {
+        load_prefixed({{"dit", b.dit.ptr()}}, ema);
+        b.weights = WeightsKind::ema;
+      } catch (const Error& e) {
+        log_warning(cat(ema.string(), ": not usable (", e.what(), "); using model.safetensors"));
+      }
+    }
+  }
+
+  const RunPaths vae_paths = run_paths(b.run.vae_run);
+  b.vae_run = read_run_manifest(vae_paths);
+  if (b.vae_run.kind != RunLayoutKind::vae)
+    throw Error(ErrorCode::invalid_argument, b.run.vae_run,
+                cat("is a ", to_string(b.vae_run.kind), " run, not a VAE run"));
+  b.vae = VideoVAE(b.preset.vae);
+  const CheckpointRef vae_ckpt = latest_checkpoint(vae_paths, b.run.vae_run, &b.refused);
+  b.vae_checkpoint_step = vae_ckpt.step;
+  load_prefixed({{"vae", b.vae.ptr()}}, vae_ckpt.dir / "model.safetensors");
+  load_latent_stats(*b.vae, vae_paths.latent_stats());
+  load_latent_rgb(b, vae_paths.latent_rgb());
+
+  if (auto base = shift_base_of(b.run.config)) {
+    b.shift_base_px = *base;
+  } else if (auto base = find_number(b.run.config, "shift_base_px")) {
+    b.shift_base_px = *base;
+  } else {
+    log_warning(cat(run_name, ": run.json has no flow.shift_base; sampling with MUG-V's 512"));
+  }
+
+  b.dit->to(device);
+  b.text->to(device);
+  b.vae->to(device);
+  b.dit->eval();
+  b.text->eval();
+  b.vae->eval();
+  b.latent_rgb_weight = b.latent_rgb_weight.to(device);
+  b.latent_rgb_bias = b.latent_rgb_bias.to(device);
+  return b;
+}
+
+}  // namespace mugv

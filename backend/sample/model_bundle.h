@@ -1,0 +1,75 @@
+#pragma once
+// Everything a sampler needs from a trained run, loaded once: the preset, tokenizer, text encoder,
+// DiT, the VAE of the run's VAE run with its latent statistics, and the latent → RGB preview map.
+//
+// Sources (train/run_layout.h):
+//   runs/<run>/run.json, tokenizer.model, checkpoints/ (CheckpointStore::latest_good)
+//     ema.safetensors preferred, model.safetensors otherwise; tensors named "dit.*" and "text.*"
+//   runs/<vae_run>/checkpoints/ latest good model.safetensors with "vae.*"
+//   runs/<vae_run>/latent_stats.json   {"mean": [C numbers], "std": [C numbers]} (optional: the
+//                                      VAE's own latent_mean/latent_std buffers are used when absent)
+//   runs/<vae_run>/latent_rgb.json     {"weight": [[C numbers] x 3], "bias": [3 numbers], "space":
+//                                      "normalized" (default) | "raw"}: rgb in [-1, 1] from a latent
+//                                      in that space; optional, the first three normalised channels
+//                                      are shown as r, g, b when absent
+// The flow shift base (schedule.h) is the trainer's "flow.shift_base" from run.json's config (else
+// any "shift_base_px" in it); 512 (MUG-V's value) with a warning when the config has neither.
+//
+// A ModelBundle owns its modules (eval mode, no gradients). Not thread-safe: one sample() at a time.
+
+#include "model/config.h"
+#include "model/dit.h"
+#include "model/text_encoder.h"
+#include "model/tokenizer.h"
+#include "model/vae.h"
+#include "train/checkpoint_store.h"
+#include "train/run_layout.h"
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mugv {
+
+// Which weights of a checkpoint were loaded.
+enum class WeightsKind { unknown = 0, ema, model };
+const char* to_string(WeightsKind kind);
+std::optional<WeightsKind> weights_kind_from_string(std::string_view name);
+
+struct ModelBundle {
+  RunManifest run;
+  RunManifest vae_run;
+  ModelPreset preset;
+  std::shared_ptr<Tokenizer> tokenizer;
+  std::shared_ptr<TextEncoderBase> text;
+  DiT dit{nullptr};
+  VideoVAE vae{nullptr};
+  int64_t checkpoint_step = 0;
+  WeightsKind weights = WeightsKind::unknown;
+  int64_t vae_checkpoint_step = 0;
+  std::vector<CheckpointProblem> refused;  // damaged checkpoints skipped on the way (both runs)
+  torch::Tensor latent_rgb_weight;         // [3, C] float
+  torch::Tensor latent_rgb_bias;           // [3] float
+  bool latent_rgb_space_raw = false;       // the map reads denormalised latents (else normalised ones)
+  double shift_base_px = 512.0;
+  torch::Device device = torch::kCPU;
+};
+
+// Loads run `run_name` for sampling on `device`. Throws Error(not_found) naming the run for an
+// unknown run (listing the known ones), a missing tokenizer, or a run without a usable checkpoint
+// (with the reasons the damaged ones were refused); Error(invalid_argument) for a VAE run or a
+// DiT run that names no VAE run; errors of model/weights.h for weights that do not fit the preset.
+[[nodiscard]] ModelBundle load_for_inference(const std::string& run_name, torch::Device device = torch::kCPU);
+
+// Loads `file` into modules registered under prefixes ("dit", "text", "vae"): tensors named
+// "<prefix>.<path>". Tensors under other prefixes are ignored; a missing or misshapen one throws
+// (model/weights.h) and leaves the modules unchanged.
+using PrefixedModules = std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>;
+void load_prefixed(const PrefixedModules& modules, const std::filesystem::path& file);
+
+}  // namespace mugv

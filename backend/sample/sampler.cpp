@@ -1,0 +1,289 @@
+#include "sample/sampler.h"
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "media/image.h"
+#include "sample/schedule.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace mugv {
+namespace {
+
+struct TextBatch {
+  torch::Tensor features;  // [B, S, text_dim]
+  torch::Tensor mask;      // [B, S] float
+};
+
+TextBatch encode_text(ModelBundle& b, const std::string& text) {
+  auto tok = b.tokenizer->encode(text, b.preset.dit.text_tokens, TokenLimitPolicy::refuse);
+  auto ids = torch::tensor(tok.ids, torch::kLong).view({1, -1}).to(b.device);
+  auto mask = torch::tensor(tok.mask, torch::kLong).view({1, -1}).to(b.device);
+  auto features = b.text->forward(ids, mask);
+  return {features, mask.to(features.dtype())};
+}
+
+// Conditional and unconditional captions stacked as a batch of 2 (cond first).
+TextBatch guidance_text(ModelBundle& b, const GenerateRequest& r, bool with_uncond) {
+  TextBatch cond = encode_text(b, r.prompt);
+  if (!with_uncond) return cond;
+  TextBatch uncond;
+  if (!r.negative_prompt.empty()) {
+    uncond = encode_text(b, r.negative_prompt);
+  } else {
+    auto [text, mask] = b.dit->drop_captions(cond.features, cond.mask, torch::ones({1}, torch::kBool));
+    uncond = {text, mask};
+  }
+  return {torch::cat({cond.features, uncond.features}),
+          torch::cat({cond.mask, uncond.mask.to(cond.mask.dtype())})};
+}
+
+// Guided velocity for x [1, C, n, h, w] at time t.
+torch::Tensor velocity(ModelBundle& b, const torch::Tensor& x, double t, const TextBatch& text, double cfg,
+                       double fps, const torch::Tensor& cond_mask) {
+  const int64_t batch = text.features.size(0);
+  auto opts = torch::TensorOptions().dtype(x.dtype()).device(b.device);
+  auto xb = batch == 1 ? x : x.expand({batch, -1, -1, -1, -1}).contiguous();
+  auto tb = torch::full({batch}, t, opts);
+  auto fb = torch::full({batch}, fps, opts);
+  auto cm = cond_mask.defined() ? cond_mask.expand({batch, -1}).contiguous() : cond_mask;
+  auto v = b.dit->forward(xb, tb, text.features, text.mask, fb, cm);
+  if (batch == 1) return v;
+  auto v_cond = v.narrow(0, 0, 1), v_uncond = v.narrow(0, 1, 1);
+  return v_uncond + cfg * (v_cond - v_uncond);
+}
+
+RgbFrame to_rgb_frame(const torch::Tensor& image /* [3, H, W] in [-1, 1] */) {
+  auto bytes = ((image.to(torch::kCPU, torch::kFloat).clamp(-1, 1) + 1) * 127.5)
+                   .round()
+                   .to(torch::kUInt8)
+                   .permute({1, 2, 0})
+                   .contiguous();
+  RgbFrame f(static_cast<int>(bytes.size(1)), static_cast<int>(bytes.size(0)));
+  std::copy(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel(), f.rgb.begin());
+  return f;
+}
+
+std::vector<RgbFrame> preview_frames(const ModelBundle& b, const torch::Tensor& x0_normalised) {
+  auto z = (b.latent_rgb_space_raw ? b.vae->denormalize(x0_normalised) : x0_normalised)[0].to(torch::kFloat);
+  auto rgb = torch::einsum("kc,cnhw->knhw", {b.latent_rgb_weight.to(torch::kFloat), z}) +
+             b.latent_rgb_bias.to(torch::kFloat).view({3, 1, 1, 1});
+  std::vector<RgbFrame> frames;
+  for (int64_t i = 0; i < rgb.size(1); ++i) frames.push_back(to_rgb_frame(rgb.select(1, i)));
+  return frames;
+}
+
+torch::Tensor image_tensor(const RgbFrame& f, torch::Device device) {
+  auto t = torch::from_blob(const_cast<uint8_t*>(f.rgb.data()), {f.height, f.width, 3}, torch::kUInt8)
+               .to(torch::kFloat)
+               .permute({2, 0, 1});
+  return (t / 127.5 - 1.0).reshape({1, 3, 1, f.height, f.width}).to(device);
+}
+
+void check_multiple(const char* what, int value, int unit) {
+  if (value < unit || value % unit != 0)
+    throw Error(ErrorCode::invalid_argument, what,
+                cat(what, " ", value, " is not a multiple of ", unit, " (VAE compression x DiT patch)"));
+}
+
+std::string format_double(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+// Euler steps over `times` on x, re-pinning conditioning frames after each.
+torch::Tensor integrate(ModelBundle& b, torch::Tensor x, const std::vector<double>& times,
+                        const TextBatch& text, double cfg, double fps, const torch::Tensor& cond_mask,
+                        const torch::Tensor& cond_latent, const CancelToken& cancel, const PreviewFn& preview,
+                        ProgressMeter* meter) {
+  const int total = static_cast<int>(times.size()) - 1;
+  for (int i = 0; i < total; ++i) {
+    cancel.throw_if_cancelled("generate");
+    auto v = velocity(b, x, times[i], text, cfg, fps, cond_mask);
+    if (preview) {
+      auto x0 = x + times[i] * v;
+      if (cond_latent.defined()) x0.narrow(2, 0, 1).copy_(cond_latent);
+      preview(i + 1, total, preview_frames(b, x0));
+    }
+    x = x + (times[i] - times[i + 1]) * v;
+    if (cond_latent.defined()) x.narrow(2, 0, 1).copy_(cond_latent);
+    if (meter) meter->update(i + 1);
+  }
+  return x;
+}
+
+torch::Tensor decode_latent(ModelBundle& b, const torch::Tensor& latent, int frames) {
+  return b.vae->decode(b.vae->denormalize(latent), frames);
+}
+
+}  // namespace
+
+std::vector<RgbFrame> video_to_frames(const torch::Tensor& video) {
+  std::vector<RgbFrame> frames;
+  for (int64_t i = 0; i < video.size(1); ++i) frames.push_back(to_rgb_frame(video.select(1, i)));
+  return frames;
+}
+
+namespace {
+
+// The image as read, after checking that it can be fitted to width x height.
+RgbFrame read_fittable_image(const fs::path& path, int width, int height) {
+  RgbFrame image = read_image(path);
+  const double image_aspect = double(image.width) / image.height, target_aspect = double(width) / height;
+  const double mismatch = std::max(image_aspect / target_aspect, target_aspect / image_aspect);
+  if (mismatch > 2.0)
+    throw Error(ErrorCode::invalid_argument, path.string(),
+                cat("image is ", image.width, "x", image.height,
+                    "; its aspect ratio is too far from the target ", width, "x", height,
+                    " to crop (more than half would be lost); crop it yourself or change --size"));
+  return image;
+}
+
+}  // namespace
+
+RgbFrame load_condition_image(const fs::path& path, int width, int height) {
+  RgbFrame image = read_fittable_image(path, width, height);
+  if (image.width == width && image.height == height) return image;
+  log_info(cat(path.string(), ": ", image.width, "x", image.height, " scaled and centre-cropped to ", width,
+               "x", height));
+  return resize(image, width, height, ResizeMode::center_crop);
+}
+
+void validate_request(const ModelBundle& b, const GenerateRequest& r) {
+  const auto& vae = b.preset.vae;
+  const auto& dit = b.preset.dit;
+  if (r.steps < 1)
+    throw Error(ErrorCode::invalid_argument, "steps", cat("steps must be at least 1, got ", r.steps));
+  if (!(r.cfg_scale >= 0))
+    throw Error(ErrorCode::invalid_argument, "cfg", cat("cfg scale must be >= 0, got ", r.cfg_scale));
+  if (!(r.fps > 0)) throw Error(ErrorCode::invalid_argument, "fps", cat("fps must be positive, got ", r.fps));
+  check_multiple("height", r.height, vae.compress_h * dit.patch_h);
+  check_multiple("width", r.width, vae.compress_w * dit.patch_w);
+  const int ct = vae.compress_t;
+  const bool plus_one = ct > 1 && r.frames % ct == 1;
+  if (r.frames < 1 || (r.frames % ct != 0 && !plus_one))
+    throw Error(ErrorCode::invalid_argument, "frames",
+                cat("frames ", r.frames, " is not k*", ct, " or k*", ct, "+1 (e.g. ", 4 * ct, " or ",
+                    4 * ct + 1, ")"));
+  const int latent_frames = plus_one ? (r.frames - 1) / ct + 1 : r.frames / ct;
+  if (latent_frames % dit.patch_t != 0)
+    throw Error(ErrorCode::invalid_argument, "frames",
+                cat("frames ", r.frames, " gives ", latent_frames,
+                    " latent frames, not a multiple of the patch ", dit.patch_t));
+  if (trim(r.prompt).empty()) throw Error(ErrorCode::invalid_argument, "prompt", "the prompt is empty");
+  for (const auto* text : {&r.prompt, &r.negative_prompt}) {
+    if (text->empty()) continue;
+    try {
+      (void)b.tokenizer->encode(*text, dit.text_tokens, TokenLimitPolicy::refuse);
+    } catch (const Error& e) {
+      throw Error(e.code(), text == &r.prompt ? "prompt" : "negative prompt", e.message());
+    }
+  }
+  if (r.first_frame) (void)read_fittable_image(*r.first_frame, r.width, r.height);
+}
+
+SampleResult sample(ModelBundle& b, const GenerateRequest& r, const CancelToken& cancel,
+                    const PreviewFn& preview, const ProgressFn& progress) {
+  validate_request(b, r);
+  torch::NoGradGuard no_grad;
+  const auto& vae = b.preset.vae;
+  const int ct = vae.compress_t;
+  const int64_t n = (ct > 1 && r.frames % ct == 1) ? (r.frames - 1) / ct + 1 : r.frames / ct;
+  const int64_t h = r.height / vae.compress_h, w = r.width / vae.compress_w, c = vae.latent_channels;
+  const double base = r.shift_base_px.value_or(b.shift_base_px);
+
+  SampleResult result;
+  result.shift_ratio = schedule_shift_ratio(n, r.height, r.width, base);
+  const auto times = euler_timesteps(r.steps, result.shift_ratio);
+
+  auto gen = at::detail::createCPUGenerator(r.seed);
+  auto x = at::randn({1, c, n, h, w}, gen, torch::TensorOptions().dtype(torch::kFloat)).to(b.device);
+
+  torch::Tensor cond_mask;
+  if (r.first_frame) {
+    RgbFrame image = load_condition_image(*r.first_frame, r.width, r.height);
+    auto [mean, logvar] = b.vae->encode(image_tensor(image, b.device));
+    result.cond_latent = b.vae->normalize(mean).to(x.dtype());
+    cond_mask = torch::zeros({1, n}, torch::TensorOptions().dtype(torch::kBool).device(b.device));
+    cond_mask.index_put_({0, 0}, true);
+    x.narrow(2, 0, 1).copy_(result.cond_latent);
+  }
+
+  const bool guided = r.cfg_scale != 1.0;
+  const TextBatch text = guidance_text(b, r, guided);
+  ProgressMeter meter(progress, "generate", "steps", r.steps);
+  x = integrate(b, x, times, text, r.cfg_scale, r.fps, cond_mask, result.cond_latent, cancel, preview,
+                &meter);
+  meter.flush();
+
+  cancel.throw_if_cancelled("generate");
+  result.latent = x;
+  result.frames = video_to_frames(decode_latent(b, x, r.frames)[0]);
+  auto& m = result.metadata;
+  m["title"] = r.prompt;
+  m["prompt"] = r.prompt;
+  m["negative_prompt"] = r.negative_prompt;
+  m["seed"] = std::to_string(r.seed);
+  m["steps"] = std::to_string(r.steps);
+  m["cfg"] = format_double(r.cfg_scale);
+  m["model"] = b.run.preset;
+  m["run"] = b.run.name;
+  m["checkpoint_step"] = std::to_string(b.checkpoint_step);
+  m["weights"] = to_string(b.weights);
+  m["vae_run"] = b.run.vae_run;
+  m["sampler"] = "euler (shifted, r=" + format_double(result.shift_ratio) + ")";
+  if (r.first_frame) m["first_frame"] = r.first_frame->filename().string();
+  m["comment"] = cat("seed ", r.seed, ", ", r.steps, " steps, cfg ", format_double(r.cfg_scale), ", ",
+                     b.run.name, " step ", b.checkpoint_step);
+  return result;
+}
+
+void enhance(ModelBundle& e, const GenerateRequest& r, const EnhanceOptions& o, SampleResult& result,
+             const CancelToken& cancel) {
+  if (!result.latent.defined())
+    throw Error(ErrorCode::invalid_argument, "enhance", "nothing to enhance: no latent");
+  if (e.preset.vae.latent_channels != result.latent.size(1))
+    throw Error(ErrorCode::invalid_argument, e.run.name,
+                cat("enhancer latents have ", e.preset.vae.latent_channels, " channels; the video has ",
+                    result.latent.size(1)));
+  if (o.steps < 1 || !(o.sigma > 0) || o.sigma > 1)
+    throw Error(ErrorCode::invalid_argument, "enhance", "sigma must be in (0, 1] and steps at least 1");
+  torch::NoGradGuard no_grad;
+  const int64_t n = result.latent.size(2);
+  const double ratio = schedule_shift_ratio(n, r.height, r.width, r.shift_base_px.value_or(e.shift_base_px));
+  const auto times = refine_timesteps(o.steps, o.sigma, ratio);
+  // Its own noise stream, derived from the seed so that enhancing stays reproducible.
+  auto gen = at::detail::createCPUGenerator(r.seed ^ 0x5d1f0e2a9b3c4d77ull);
+  auto eps = at::randn(result.latent.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat))
+                 .to(result.latent.device(), result.latent.dtype());
+  auto x = (1.0 - o.sigma) * result.latent + o.sigma * eps;
+  torch::Tensor cond_mask;
+  if (result.cond_latent.defined()) {
+    cond_mask = torch::zeros({1, n}, torch::TensorOptions().dtype(torch::kBool).device(x.device()));
+    cond_mask.index_put_({0, 0}, true);
+    x.narrow(2, 0, 1).copy_(result.cond_latent);
+  }
+  const TextBatch text = guidance_text(e, r, o.cfg_scale != 1.0);
+  x = integrate(e, x, times, text, o.cfg_scale, r.fps, cond_mask, result.cond_latent, cancel, nullptr,
+                nullptr);
+  result.latent = x;
+  result.frames = video_to_frames(decode_latent(e, x, static_cast<int>(result.frames.size()))[0]);
+  result.metadata["enhancer"] = cat(e.run.name, " step ", e.checkpoint_step, ", sigma ",
+                                    format_double(o.sigma), ", cfg ", format_double(o.cfg_scale));
+}
+
+void save_video(const fs::path& path, const SampleResult& result, double fps, int crf) {
+  EncodeOptions options;
+  options.fps = fps;
+  options.crf = crf;
+  options.metadata = result.metadata;
+  encode_video(path, result.frames, options);
+}
+
+}  // namespace mugv

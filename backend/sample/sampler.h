@@ -1,0 +1,98 @@
+#pragma once
+// Text/image-to-video sampling (MUGV.md §4): shifted Euler ODE (schedule.h) with classifier-free
+// guidance, first-frame conditioning, live previews, full VAE decode and export with metadata.
+//
+//   x_1 ~ N(0, I) from a CPU generator seeded by request.seed (same seed, same request, same
+//   bundle → bit-identical output; the global torch RNG is never used)
+//   per step: v = v_uncond + cfg·(v_cond − v_uncond), one batched DiT forward of 2 (cond, uncond);
+//   cfg == 1 runs the conditional branch alone. uncond = the negative prompt, or the DiT's learned
+//   null caption when there is none. x ← x + (t_i − t_{i+1})·v; conditioning latent frames are
+//   re-pinned to their clean value after every step.
+//   I2V / TI2V: the first-frame image is fitted to the target size, VAE-encoded (mean, normalised)
+//   and pinned as latent frame 0 with cond_mask[0] = true.
+//
+// Image fitting (documented choice): an image of a different size is scaled and centre-cropped to
+// the target when the two aspect ratios differ by at most 2× (a note is logged); beyond that it is
+// refused, because cropping would lose more than half of the picture.
+//
+// Errors (mugv::Error, checked before any compute): prompt beyond the text token limit
+// (invalid_argument, "prompt has 41 tokens; the limit is 32"), image missing (not_found), not an
+// image (format), aspect too different (invalid_argument), height/width not a multiple of VAE
+// compression × patch ("height 70 is not a multiple of 16"), frames not k·compress_t or
+// k·compress_t + 1, steps < 1, cfg < 0, fps <= 0; cancelled when the token fires (checked every step).
+//
+// Not thread-safe: one sample() per ModelBundle at a time.
+
+#include "core/progress.h"
+#include "media/encoder.h"
+#include "media/frame.h"
+#include "sample/model_bundle.h"
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mugv {
+
+struct GenerateRequest {
+  std::string prompt;
+  std::string negative_prompt;  // empty: guide against the learned null caption
+  uint64_t seed = 0;
+  int steps = 25;
+  double cfg_scale = 4.0;
+  int frames = 17;
+  int height = 64;
+  int width = 64;
+  double fps = 8;
+  std::optional<std::filesystem::path> first_frame;  // I2V / TI2V conditioning image
+  std::optional<double> shift_base_px;               // overrides the run's value (schedule.h)
+};
+
+// Called once per step with the step just finished (1..total) and the current x0 prediction as
+// one small RGB frame per latent frame (latent height × width), through the run's latent → RGB map.
+using PreviewFn = std::function<void(int step, int total, const std::vector<RgbFrame>& frames)>;
+
+struct SampleResult {
+  torch::Tensor latent;          // final normalised latent [1, C, n, h, w] on the bundle's device
+  torch::Tensor cond_latent;     // pinned conditioning latent [1, C, 1, h, w]; undefined for T2V
+  std::vector<RgbFrame> frames;  // decoded video, request.frames frames of width × height
+  std::map<std::string, std::string> metadata;  // prompt, negative_prompt, seed, steps, cfg, model, run, ...
+  double shift_ratio = 0;
+};
+
+// Checks `request` against the bundle's model (see Errors above) without computing anything.
+void validate_request(const ModelBundle& bundle, const GenerateRequest& request);
+
+// Reads and fits the conditioning image to width × height (see Image fitting above).
+[[nodiscard]] RgbFrame load_condition_image(const std::filesystem::path& path, int width, int height);
+
+// Runs the sampler. `preview` and `progress` may be empty.
+[[nodiscard]] SampleResult sample(ModelBundle& bundle, const GenerateRequest& request,
+                                  const CancelToken& cancel, const PreviewFn& preview = nullptr,
+                                  const ProgressFn& progress = nullptr);
+
+// Enhancer (MUGV.md §4): an SDEdit-style refine of a finished latent with `enhancer` (the same or a
+// second run sharing the VAE latent space): noise to t = sigma, then `steps` Euler steps to 0 with
+// CFG `cfg_scale`, conditioning frames kept. Replaces result.latent and result.frames and records
+// the pass in the metadata. Throws Error(invalid_argument) when the enhancer's latent shape differs.
+struct EnhanceOptions {
+  double sigma = 0.3;
+  int steps = 1;
+  double cfg_scale = 2.0;
+};
+void enhance(ModelBundle& enhancer, const GenerateRequest& request, const EnhanceOptions& options,
+             SampleResult& result, const CancelToken& cancel);
+
+// Writes result.frames to `path` (mp4 / webm / gif / PNG folder, by path) with result.metadata.
+void save_video(const std::filesystem::path& path, const SampleResult& result, double fps, int crf = 17);
+
+// Converts a video tensor [3, T, H, W] in [-1, 1] (any device) to RGB24 frames.
+[[nodiscard]] std::vector<RgbFrame> video_to_frames(const torch::Tensor& video);
+
+}  // namespace mugv

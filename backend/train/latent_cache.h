@@ -1,0 +1,89 @@
+#pragma once
+// The latent cache (`mugv encode`): every kept-or-undecided clip of a dataset that has a caption is
+// decoded once at the VAE run's training size / frame count / fps (the "data.size", "data.frames",
+// "data.fps" values in its run.json config), encoded with the VAE (mean latent, normalised with the
+// run's latent_stats.json) and stored as
+//   $MUGV_HOME/datasets/<dataset>/cache/<vae-run>/clip-<id>.safetensors
+// holding "latent" F32 [C, T, H, W] and metadata: clip_id, caption, caption_sha256, fps, frames,
+// height, width (pixels), vae_run, vae_step. The caption TEXT is stored: the small text encoder is
+// trained jointly with the DiT, so its features are computed in the training loop.
+// A clip whose file exists with the same caption hash and VAE checkpoint step is skipped; a clip that
+// fails (unreadable source, too short) is reported and the rest goes on. Files are written
+// atomically, so an interrupted encode leaves only complete entries.
+// Not thread-safe (one encoder per cache folder); reading a cache is thread-safe.
+
+#include "catalog/catalog.h"
+#include "core/progress.h"
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace mugv {
+
+namespace fs = std::filesystem;
+
+// The clip geometry a VAE run was trained at (its run.json config).
+struct ClipGeometry {
+  int64_t width = 0;
+  int64_t height = 0;
+  int64_t frames = 0;
+  double fps = 0;  // 0: the source's own rate
+};
+// Throws Error(format) naming the run when its config lacks data.size / data.frames.
+[[nodiscard]] ClipGeometry vae_run_geometry(const std::string& vae_run);
+
+fs::path latent_cache_dir(const std::string& dataset, const std::string& vae_run);
+
+struct LatentCacheOptions {
+  std::string dataset;
+  std::string vae_run;
+  int64_t threads = 0;  // torch threads; 0 keeps the current setting
+};
+
+struct ClipFailure {
+  int64_t clip_id = 0;
+  std::string reason;
+};
+
+struct LatentCacheReport {
+  fs::path cache_dir;
+  int64_t clips_total = 0;   // clips in the dataset
+  int64_t rejected = 0;      // not considered: decision reject
+  int64_t uncaptioned = 0;   // not considered: no current caption
+  int64_t encoded = 0;
+  int64_t already_cached = 0;
+  std::vector<ClipFailure> failures;
+};
+
+// Throws Error(not_found) for an unknown dataset or VAE run, Error(invalid_argument) when the dataset
+// has no clip to encode (the message counts rejected and uncaptioned clips), Error(cancelled).
+LatentCacheReport encode_latents(Catalog& catalog, const LatentCacheOptions& options, const CancelToken& cancel,
+                                 const ProgressFn& progress);
+
+// One cache entry, as listed from the file headers (no tensor data read).
+struct CachedClip {
+  int64_t clip_id = 0;
+  fs::path path;
+  std::string caption;
+  double fps = 0;
+  int64_t frames = 0;  // pixel frames, height, width of the decoded clip
+  int64_t height = 0;
+  int64_t width = 0;
+  std::vector<int64_t> latent_shape;  // [C, T, H, W]
+};
+
+// Entries of a cache folder sorted by clip id; unreadable files are skipped with a warning. Empty when
+// the folder is missing or empty.
+[[nodiscard]] std::vector<CachedClip> list_cached_clips(const fs::path& cache_dir);
+// The latent [C, T, H, W] float32. Throws Error(corrupt/format) naming the file.
+[[nodiscard]] torch::Tensor read_cached_latent(const CachedClip& clip);
+// Writes one entry atomically (used by encode_latents, and by tests for synthetic caches).
+void write_cached_clip(const fs::path& cache_dir, const CachedClip& clip, const torch::Tensor& latent,
+                       const std::map<std::string, std::string>& extra_metadata = {});
+
+}  // namespace mugv

@@ -1,0 +1,147 @@
+#include "train/optim.h"
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "model/weights.h"
+
+#include <cmath>
+
+namespace mugv {
+
+void save_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                        const std::filesystem::path& path, const std::map<std::string, std::string>& metadata) {
+  SafetensorsWriter writer;
+  std::vector<torch::Tensor> keep;
+  for (const auto& [name, tensor] : tensors) {
+    auto t = tensor.detach().to(torch::kCPU).contiguous();
+    auto dtype = safetensors_dtype(t.scalar_type());
+    if (!dtype) throw Error(ErrorCode::unsupported, path.string(), cat(name, ": dtype safetensors cannot hold"));
+    keep.push_back(t);
+    writer.add_borrowed(name, *dtype, t.sizes().vec(), t.data_ptr(), t.nbytes());
+  }
+  for (const auto& [k, v] : metadata) writer.set_metadata(k, v);
+  writer.write(path);
+}
+
+void load_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                        const std::filesystem::path& path, const std::string& prefix) {
+  auto file = SafetensorsFile::open(path);
+  std::vector<torch::Tensor> loaded;
+  for (const auto& [name, tensor] : tensors) {
+    const std::string key = prefix + name;
+    if (!file.contains(key)) throw Error(ErrorCode::corrupt, path.string(), cat("tensor ", key, " is missing"));
+    auto t = tensor_from_view(file.at(key), path.string());
+    if (t.sizes() != tensor.sizes())
+      throw Error(ErrorCode::corrupt, path.string(),
+                  cat(key, " has shape ", t.sizes(), "; expected ", tensor.sizes()));
+    loaded.push_back(t);
+  }
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < tensors.size(); ++i) tensors[i].second.copy_(loaded[i]);
+}
+
+AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, AdamWOptions options)
+    : params_(std::move(named_parameters)), options_(options) {
+  for (const auto& [name, p] : params_) {
+    exp_avg_.push_back(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+    exp_avg_sq_.push_back(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& [name, p] : params_)
+    if (p.grad().defined()) p.mutable_grad().zero_();
+}
+
+void AdamW::step(double lr) {
+  torch::NoGradGuard no_grad;
+  ++step_;
+  const double bc1 = 1.0 - std::pow(options_.beta1, double(step_));
+  const double bc2 = 1.0 - std::pow(options_.beta2, double(step_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i].second;
+    if (!p.grad().defined()) continue;
+    const auto& g = p.grad();
+    if (options_.weight_decay != 0) p.mul_(1.0 - lr * options_.weight_decay);
+    exp_avg_[i].mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
+    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
+    auto denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bc2)).add_(options_.eps);
+    p.addcdiv_(exp_avg_[i], denom, -lr / bc1);
+  }
+}
+
+void AdamW::save(const std::filesystem::path& path) const {
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    named.emplace_back("exp_avg." + params_[i].first, exp_avg_[i]);
+    named.emplace_back("exp_avg_sq." + params_[i].first, exp_avg_sq_[i]);
+  }
+  save_named_tensors(named, path,
+                     {{"step", std::to_string(step_)},
+                      {"optimizer", "adamw"},
+                      {"beta1", cat(options_.beta1)},
+                      {"beta2", cat(options_.beta2)},
+                      {"eps", cat(options_.eps)}});
+}
+
+void AdamW::load(const std::filesystem::path& path) {
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  std::vector<torch::Tensor> fresh;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    fresh.push_back(torch::empty_like(exp_avg_[i]));
+    named.emplace_back("exp_avg." + params_[i].first, fresh.back());
+    fresh.push_back(torch::empty_like(exp_avg_sq_[i]));
+    named.emplace_back("exp_avg_sq." + params_[i].first, fresh.back());
+  }
+  load_named_tensors(named, path);
+  auto file = SafetensorsFile::open(path);
+  auto it = file.metadata().find("step");
+  if (it == file.metadata().end()) throw Error(ErrorCode::corrupt, path.string(), "optimizer step is missing");
+  step_ = std::stoll(it->second);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    exp_avg_[i] = fresh[2 * i];
+    exp_avg_sq_[i] = fresh[2 * i + 1];
+  }
+}
+
+Ema::Ema(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters, double decay) : decay_(decay) {
+  for (const auto& [name, p] : named_parameters) shadow_.emplace_back(name, p.detach().clone());
+}
+
+void Ema::update(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < shadow_.size(); ++i) shadow_[i].second.lerp_(named_parameters[i].second.detach(), 1.0 - decay_);
+}
+
+void Ema::save(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata) const {
+  auto meta = metadata;
+  meta["ema_decay"] = cat(decay_);
+  save_named_tensors(shadow_, path, meta);
+}
+
+void Ema::load(const std::filesystem::path& path) { load_named_tensors(shadow_, path); }
+
+const char* to_string(LrSchedule schedule) {
+  switch (schedule) {
+    case LrSchedule::constant: return "constant";
+    case LrSchedule::cosine: return "cosine";
+    default: return "unknown";
+  }
+}
+
+std::optional<LrSchedule> lr_schedule_from_string(std::string_view name) {
+  if (name == "constant") return LrSchedule::constant;
+  if (name == "cosine") return LrSchedule::cosine;
+  return std::nullopt;
+}
+
+double scheduled_lr(int64_t step, double lr, int64_t warmup_steps, int64_t total_steps, LrSchedule schedule,
+                    double min_lr) {
+  if (warmup_steps > 0 && step <= warmup_steps) return lr * double(step) / double(warmup_steps);
+  if (schedule != LrSchedule::cosine || total_steps <= warmup_steps) return lr;
+  double progress = double(step - warmup_steps) / double(total_steps - warmup_steps);
+  progress = std::min(1.0, std::max(0.0, progress));
+  return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+}  // namespace mugv

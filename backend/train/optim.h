@@ -1,0 +1,91 @@
+#pragma once
+// Optimiser pieces of the trainers: AdamW with named, serialisable state, an online EMA of weights,
+// and the learning-rate schedule. Kept here (rather than torch::optim::AdamW) so that the state is
+// keyed by parameter NAME: checkpoints stay readable by other tools and survive module re-creation,
+// and a resumed run continues bit-identically (every tensor is saved and restored exactly).
+//
+// AdamW follows Loshchilov & Hutter (decoupled weight decay) as torch.optim.AdamW does:
+//   p ← p·(1 − lr·wd);  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
+//   p ← p − lr · (m / (1−β1^k)) / (sqrt(v / (1−β2^k)) + eps)
+// Parameters without a gradient in a step are skipped (their state does not advance).
+// Not thread-safe; the parameter tensors are shared with the module (not owned).
+
+#include "core/safetensors.h"
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace mugv {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, AdamWOptions options);
+
+  void zero_grad();
+  void step(double lr);
+  int64_t steps_taken() const { return step_; }
+
+  // State as safetensors: "exp_avg.<name>", "exp_avg_sq.<name>" (F32) and metadata "step".
+  void save(const std::filesystem::path& path) const;
+  // Throws Error(corrupt) naming the file when a tensor is missing or has the wrong shape; the
+  // optimiser is unchanged then.
+  void load(const std::filesystem::path& path);
+  // Bytes of state (moments) per parameter byte: 2 for fp32.
+  static constexpr int kStateCopies = 2;
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+  std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
+  AdamWOptions options_;
+  int64_t step_ = 0;
+};
+
+// Online exponential moving average of a set of named tensors: ema ← decay·ema + (1−decay)·p.
+class Ema {
+ public:
+  Ema(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters, double decay);
+  void update(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters);
+  // The averaged tensors, by the same names (shared, not copies).
+  const std::vector<std::pair<std::string, torch::Tensor>>& tensors() const { return shadow_; }
+  void save(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata) const;
+  void load(const std::filesystem::path& path);
+  double decay() const { return decay_; }
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> shadow_;
+  double decay_;
+};
+
+enum class LrSchedule { unknown = 0, constant, cosine };
+const char* to_string(LrSchedule schedule);
+std::optional<LrSchedule> lr_schedule_from_string(std::string_view name);
+
+// Learning rate of 1-based step `step`: linear warm-up from lr/warmup to lr over `warmup_steps`,
+// then constant, or cosine decay to min_lr at `total_steps`.
+[[nodiscard]] double scheduled_lr(int64_t step, double lr, int64_t warmup_steps, int64_t total_steps,
+                                  LrSchedule schedule, double min_lr = 0.0);
+
+// Writes named tensors (CPU, any dtype safetensors holds) to a safetensors file atomically.
+void save_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                        const std::filesystem::path& path, const std::map<std::string, std::string>& metadata);
+// Copies the file's tensors into `tensors` by name, checking every name and shape first.
+// Throws Error(corrupt) naming the file and the first problem; nothing is copied then.
+void load_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                        const std::filesystem::path& path, const std::string& prefix = {});
+
+}  // namespace mugv

@@ -1,0 +1,202 @@
+#include "train/train_params.h"
+
+#include "core/error.h"
+#include "core/presets.h"
+#include "core/strings.h"
+#include "model/config.h"
+
+#include <thread>
+
+namespace mugv {
+namespace {
+
+ParamSpec spec(std::string key, std::string flag, ParamType type, nlohmann::json default_value, std::string help,
+               std::string group, std::optional<double> min_value = std::nullopt,
+               std::optional<double> max_value = std::nullopt) {
+  ParamSpec s;
+  s.key = std::move(key);
+  s.flag = std::move(flag);
+  s.type = type;
+  s.default_value = std::move(default_value);
+  s.help = std::move(help);
+  s.group = std::move(group);
+  s.min_value = min_value;
+  s.max_value = max_value;
+  return s;
+}
+
+}  // namespace
+
+const char* to_string(TrainKind kind) {
+  switch (kind) {
+    case TrainKind::dit: return "dit";
+    case TrainKind::vae: return "vae";
+    default: return "unknown";
+  }
+}
+
+std::optional<TrainKind> train_kind_from_string(std::string_view name) {
+  if (name == "dit") return TrainKind::dit;
+  if (name == "vae") return TrainKind::vae;
+  return std::nullopt;
+}
+
+void define_train_params(ParamRegistry& r, TrainKind kind) {
+  const bool dit = kind == TrainKind::dit;
+  r.add(spec("train.preset", "--preset", ParamType::text, "tiny",
+             "training preset (presets/train/NAME.toml) or model preset name", "run"));
+  r.add(spec("train.model", "--model", ParamType::text, nullptr, "model preset (default: the training preset's)", "run"));
+  r.add(spec("train.dataset", "--dataset", ParamType::text, nullptr, "catalog dataset to train on", "run"));
+  if (dit) r.add(spec("train.vae_run", "--vae-run", ParamType::text, nullptr, "VAE run whose cached latents to learn", "run"));
+  r.add(spec("train.run", "--run", ParamType::text, nullptr, "name of the new run ($MUGV_HOME/runs/NAME)", "run"));
+
+  r.add(spec("train.steps", "--steps", ParamType::integer, dit ? 1000 : 2000, "optimizer steps in total", "training", 1.0));
+  r.add(spec("train.batch", "--batch", ParamType::integer, 4, "clips per step", "training", 1.0));
+  r.add(spec("train.lr", "--lr", ParamType::real, dit ? 1e-4 : 2e-4, "peak learning rate", "training", 0.0));
+  r.add(spec("train.warmup", "--warmup", ParamType::integer, dit ? 100 : 50, "linear warm-up steps", "training", 0.0));
+  auto schedule = spec("train.schedule", "--schedule", ParamType::choice, "constant",
+                       "learning rate after warm-up", "training");
+  schedule.choices = {"constant", "cosine"};
+  r.add(schedule);
+  r.add(spec("train.min_lr", "--min-lr", ParamType::real, 0.0, "final learning rate of the cosine schedule", "training", 0.0));
+  r.add(spec("train.weight_decay", "--weight-decay", ParamType::real, 0.0, "AdamW decoupled weight decay", "training", 0.0));
+  r.add(spec("train.beta1", "--beta1", ParamType::real, 0.9, "AdamW beta1", "training", 0.0, 1.0));
+  r.add(spec("train.beta2", "--beta2", ParamType::real, 0.999, "AdamW beta2", "training", 0.0, 1.0));
+  r.add(spec("train.adam_eps", "--adam-eps", ParamType::real, 1e-8,
+             "AdamW epsilon (MUG-V uses 1e-10 in bf16 on GPU; 1e-8 on fp32 CPU)", "training", 0.0));
+  r.add(spec("train.grad_clip", "--grad-clip", ParamType::real, 1.0, "gradient norm clip (0: off)", "training", 0.0));
+  if (dit) r.add(spec("train.ema", "--ema", ParamType::real, 0.999, "online EMA decay of the weights", "training", 0.0, 1.0));
+  r.add(spec("train.seed", "--seed", ParamType::integer, 0, "seed of weights, data order and noise", "training", 0.0));
+  r.add(spec("train.save_every", "--save-every", ParamType::integer, 500, "checkpoint every N steps (and at the end)",
+             "checkpoints", 1.0));
+  r.add(spec("train.keep", "--keep", ParamType::integer, 3, "checkpoints kept (older ones are deleted)", "checkpoints", 1.0));
+  if (dit)
+    r.add(spec("train.sample_every", "--sample-every", ParamType::integer, 0, "render samples every N steps (0: never)",
+               "checkpoints", 0.0));
+  r.add(spec("train.threads", "--threads", ParamType::integer, 0, "CPU threads (0: all cores)", "machine", 0.0));
+  r.add(spec("train.max_memory_gb", "--max-memory-gb", ParamType::real, 0.0,
+             "refuse to start when the estimate exceeds this (0: available RAM only)", "machine", 0.0));
+  r.add(spec("train.prefetch", "--prefetch", ParamType::integer, 2, "batches read ahead by the loader thread", "machine", 0.0));
+  if (dit) {
+    r.add(spec("flow.shift_base", "--shift-base", ParamType::real, 512.0,
+               "resolution (pixels) at which the timestep shift is 1 per latent frame", "objective", 1.0));
+    r.add(spec("flow.p_first_frame", "--p-first-frame", ParamType::real, 0.0,
+               "probability of first-frame conditioning (I2V/TI2V training)", "objective", 0.0, 1.0));
+    r.add(spec("flow.caption_dropout", "--caption-dropout", ParamType::real, 0.1,
+               "probability of training on the null caption (for guidance)", "objective", 0.0, 1.0));
+  } else {
+    r.add(spec("data.size", "--size", ParamType::size2d, "64x64", "clip size WxH (centre crop)", "data"));
+    r.add(spec("data.frames", "--frames", ParamType::integer, 17, "frames per clip", "data", 1.0));
+    r.add(spec("data.fps", "--fps", ParamType::real, 8.0, "frame rate clips are resampled to (0: as recorded)", "data", 0.0));
+    r.add(spec("data.heldout_clips", "--heldout-clips", ParamType::integer, 4,
+               "held-out clips (heldout.jsonl beside the dataset) for the reconstruction PSNR", "data", 0.0));
+  }
+}
+
+ParamValues resolve_train_preset(const ParamValues& values) {
+  const ParamRegistry& registry = values.registry();
+  const std::string name = values.get_text("train.preset");
+  ParamLayers layers;
+  if (auto ref = find_preset("train", name)) {
+    layers.preset = load_preset("train", name);
+    layers.preset_origin = ref->path.string();
+  } else if (find_preset("models", name)) {
+    layers.preset = nlohmann::json{{"train", {{"model", name}}}};
+    layers.preset_origin = "presets/models/" + name + ".toml";
+  } else {
+    std::string known;
+    for (const auto& p : list_presets("train")) known += (known.empty() ? "" : ", ") + p.name;
+    for (const auto& p : list_presets("models")) known += (known.empty() ? "" : ", ") + p.name;
+    throw Error(ErrorCode::not_found, name, "no such training or model preset; known: " + known);
+  }
+  // Only the keys this command declares: a preset may carry settings of the other trainer.
+  nlohmann::json filtered = nlohmann::json::object();
+  std::function<void(const nlohmann::json&, const std::string&)> walk = [&](const nlohmann::json& j,
+                                                                            const std::string& prefix) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
+      if (it.value().is_object()) walk(it.value(), key);
+      else if (registry.find_by_key(key)) filtered[key] = it.value();
+    }
+  };
+  walk(layers.preset, "");
+  ParamValues out(registry);
+  for (const auto& s : registry.specs())
+    if (!s.default_value.is_null()) out.set(s.key, s.default_value, ParamSource::builtin_default);
+  apply_preset_layer(out, filtered, ParamSource::preset, layers.preset_origin);
+  for (const auto& [key, entry] : values.entries())
+    if (entry.source == ParamSource::environment || entry.source == ParamSource::command_line ||
+        entry.source == ParamSource::user_file)
+      out.set(key, entry.value, entry.source, entry.origin);
+  return out;
+}
+
+ParamValues values_from_run_config(const ParamRegistry& registry, const nlohmann::json& config,
+                                   const nlohmann::json& overrides, const std::string& origin) {
+  ParamValues out(registry);
+  for (const auto& s : registry.specs())
+    if (!s.default_value.is_null()) out.set(s.key, s.default_value, ParamSource::builtin_default);
+  nlohmann::json filtered = nlohmann::json::object();
+  std::function<void(const nlohmann::json&, const std::string&)> walk = [&](const nlohmann::json& j,
+                                                                            const std::string& prefix) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
+      if (it.value().is_object()) walk(it.value(), key);
+      else if (registry.find_by_key(key)) filtered[key] = it.value();
+    }
+  };
+  walk(config, "");
+  apply_preset_layer(out, filtered, ParamSource::preset, origin);
+  for (auto it = overrides.begin(); it != overrides.end(); ++it)
+    out.set(it.key(), it.value(), ParamSource::command_line, it.key());
+  return out;
+}
+
+TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
+  auto required = [&](const char* key, const char* flag) {
+    if (!v.has(key)) throw Error(ErrorCode::usage, flag, "is required");
+    return v.get_text(key);
+  };
+  auto opt_real = [&](const char* key, double fallback) { return v.registry().find_by_key(key) && v.has(key) ? v.get_real(key) : fallback; };
+  auto opt_int = [&](const char* key, int64_t fallback) { return v.registry().find_by_key(key) && v.has(key) ? v.get_int(key) : fallback; };
+  TrainOptions o;
+  o.run = required("train.run", "--run");
+  o.dataset = required("train.dataset", "--dataset");
+  if (kind == TrainKind::dit) o.vae_run = required("train.vae_run", "--vae-run");
+  o.preset = v.get_text("train.preset");
+  o.model = v.has("train.model") ? v.get_text("train.model") : o.preset;
+  o.steps = v.get_int("train.steps");
+  o.batch = v.get_int("train.batch");
+  o.lr = v.get_real("train.lr");
+  o.warmup_steps = v.get_int("train.warmup");
+  o.schedule = lr_schedule_from_string(v.get_text("train.schedule")).value_or(LrSchedule::constant);
+  o.min_lr = v.get_real("train.min_lr");
+  o.adam.beta1 = v.get_real("train.beta1");
+  o.adam.beta2 = v.get_real("train.beta2");
+  o.adam.eps = v.get_real("train.adam_eps");
+  o.adam.weight_decay = v.get_real("train.weight_decay");
+  o.grad_clip = v.get_real("train.grad_clip");
+  o.ema_decay = opt_real("train.ema", 0.999);
+  o.seed = static_cast<uint64_t>(v.get_int("train.seed"));
+  o.save_every = v.get_int("train.save_every");
+  o.keep_checkpoints = v.get_int("train.keep");
+  o.sample_every = opt_int("train.sample_every", 0);
+  o.threads = v.get_int("train.threads");
+  if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
+  o.max_memory_gb = v.get_real("train.max_memory_gb");
+  o.prefetch = v.get_int("train.prefetch");
+  o.flow.shift_base_px = opt_real("flow.shift_base", 512.0);
+  o.flow.p_first_frame = opt_real("flow.p_first_frame", 0.0);
+  o.flow.p_caption_dropout = opt_real("flow.caption_dropout", 0.1);
+  if (v.registry().find_by_key("data.size")) {
+    Size2D size = v.get_size2d("data.size");
+    o.width = size.width;
+    o.height = size.height;
+    o.frames = v.get_int("data.frames");
+    o.fps = v.get_real("data.fps");
+    o.heldout_clips = v.get_int("data.heldout_clips");
+  }
+  return o;
+}
+
+}  // namespace mugv

@@ -1,0 +1,73 @@
+#pragma once
+// The parameters of `mugv train`, `mugv resume` and `mugv train-vae`, declared once in a registry
+// (core/params.h) so that flags, presets/train/*.toml, run.json configs and the studio's forms agree.
+//
+// Cascade: built-in defaults < presets/train/<preset>.toml < environment < command line. --preset
+// names a training preset; a name that is only a model preset (presets/models/<name>.toml) is used
+// as the model with the built-in training defaults. A run stores its resolved values in run.json
+// ("config"), and `mugv resume` rebuilds its options from there.
+//
+// Keys: train.*  (optimisation, checkpoints, threads), data.* (VAE clip geometry), flow.*
+// (objective), run identity: train.preset, train.model, train.dataset, train.vae_run, train.run.
+// Thread safety: pure functions; the registry they fill follows core/params.h rules.
+
+#include "core/params.h"
+#include "train/flow.h"
+#include "train/optim.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace mugv {
+
+// Which command's parameter set to declare.
+enum class TrainKind { unknown = 0, dit, vae };
+const char* to_string(TrainKind kind);
+std::optional<TrainKind> train_kind_from_string(std::string_view name);
+
+void define_train_params(ParamRegistry& registry, TrainKind kind);
+
+// Re-resolves `values` with the training preset they name (train.preset) inserted below the
+// environment and command line. Throws Error(not_found) listing presets when the name is neither
+// a training nor a model preset.
+[[nodiscard]] ParamValues resolve_train_preset(const ParamValues& values);
+// Values from a run's stored config (run.json), with `overrides` (canonical values by key) on top.
+[[nodiscard]] ParamValues values_from_run_config(const ParamRegistry& registry, const nlohmann::json& config,
+                                                 const nlohmann::json& overrides, const std::string& origin);
+
+struct TrainOptions {
+  std::string run;
+  std::string preset;   // training preset name (as given)
+  std::string model;    // model preset name
+  std::string dataset;
+  std::string vae_run;  // DiT runs
+  int64_t steps = 1000;
+  int64_t batch = 4;
+  double lr = 1e-4;
+  int64_t warmup_steps = 100;
+  LrSchedule schedule = LrSchedule::constant;
+  double min_lr = 0.0;
+  AdamWOptions adam;
+  double grad_clip = 1.0;  // 0: no clipping (the norm is still measured)
+  double ema_decay = 0.999;
+  uint64_t seed = 0;
+  int64_t save_every = 500;
+  int64_t keep_checkpoints = 3;
+  int64_t sample_every = 0;
+  int64_t threads = 0;  // 0: all cores
+  double max_memory_gb = 0;  // 0: only MemAvailable limits
+  int64_t prefetch = 2;
+  FlowOptions flow;
+  // VAE runs: the clip geometry decoded for training and later used by `mugv encode`.
+  int64_t width = 64, height = 64, frames = 17;
+  double fps = 8;
+  int64_t heldout_clips = 4;  // VAE runs: held-out clips for the final PSNR
+};
+
+// Reads the resolved values (of either kind; absent keys keep their defaults). Throws
+// Error(usage) naming the flag when a required identity value (--run, --dataset, --vae-run) is unset.
+[[nodiscard]] TrainOptions train_options_from(const ParamValues& values, TrainKind kind);
+
+}  // namespace mugv

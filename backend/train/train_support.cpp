@@ -1,0 +1,196 @@
+#include "train/train_support.h"
+
+#include "core/error.h"
+#include "core/json_io.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "media/decoder.h"
+#include "model/weights.h"
+#include "train/checkpoint_store.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+
+namespace mugv {
+
+DiTBundleImpl::DiTBundleImpl(const ModelPreset& preset) {
+  dit = register_module("dit", DiT(preset.dit));
+  text = register_module("text", make_text_encoder(preset.text));
+}
+
+VAEBundleImpl::VAEBundleImpl(const VAEConfig& config) { vae = register_module("vae", VideoVAE(config)); }
+
+std::vector<std::pair<std::string, torch::Tensor>> named_parameters(const torch::nn::Module& module) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : module.named_parameters(true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+const char* to_string(WeightSet set) {
+  switch (set) {
+    case WeightSet::model: return "model";
+    case WeightSet::ema: return "ema";
+    default: return "unknown";
+  }
+}
+
+std::optional<WeightSet> weight_set_from_string(std::string_view name) {
+  if (name == "model") return WeightSet::model;
+  if (name == "ema") return WeightSet::ema;
+  return std::nullopt;
+}
+
+std::optional<LatentStats> read_latent_stats(const RunPaths& paths) {
+  std::error_code ec;
+  if (!fs::is_regular_file(paths.latent_stats(), ec)) return std::nullopt;
+  auto j = read_json_file(paths.latent_stats());
+  try {
+    return LatentStats{j.at("mean").get<std::vector<double>>(), j.at("std").get<std::vector<double>>()};
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorCode::format, paths.latent_stats().string(), cat("expected {\"mean\": [...], \"std\": [...]}: ", e.what()));
+  }
+}
+
+void write_latent_stats(const RunPaths& paths, const LatentStats& stats) {
+  write_json_atomic(paths.latent_stats(), {{"mean", stats.mean}, {"std", stats.std}});
+}
+
+VAEBundle load_vae_run(const std::string& run_name, ModelPreset* preset_out) {
+  RunPaths paths = run_paths(run_name);
+  RunManifest manifest = read_run_manifest(paths);
+  if (manifest.kind != RunLayoutKind::vae)
+    throw Error(ErrorCode::invalid_argument, run_name, cat("is a ", to_string(manifest.kind), " run, not a VAE run"));
+  ModelPreset preset = load_model_preset(manifest.preset);
+  CheckpointStore store(paths.checkpoints());
+  auto good = store.latest_good();
+  if (!good) throw Error(ErrorCode::not_found, run_name, "the VAE run has no good checkpoint yet; train it with `mugv train-vae`");
+  VAEBundle bundle(preset.vae);
+  load_module(*bundle, good->dir / "model.safetensors");
+  if (auto stats = read_latent_stats(paths)) {
+    auto opts = torch::TensorOptions().dtype(torch::kFloat32);
+    bundle->vae->set_latent_stats(torch::tensor(stats->mean, opts), torch::tensor(stats->std, opts));
+  }
+  bundle->eval();
+  if (preset_out) *preset_out = preset;
+  return bundle;
+}
+
+torch::Tensor decode_clip_video(const std::filesystem::path& path, double start_s, int64_t frames, int64_t width,
+                                int64_t height, double fps) {
+  DecodeOptions options;
+  options.width = static_cast<int>(width);
+  options.height = static_cast<int>(height);
+  options.fps = fps;
+  VideoDecoder decoder(path, options);
+  if (start_s > 0 && !decoder.seek(start_s))
+    throw Error(ErrorCode::invalid_argument, path.string(), cat("no frame at or after ", start_s, " s"));
+  auto video = torch::empty({frames, height, width, 3}, torch::kUInt8);
+  int64_t got = 0;
+  while (got < frames) {
+    auto frame = decoder.next();
+    if (!frame) break;
+    if (frame->width != width || frame->height != height || frame->rgb.empty())
+      throw Error(ErrorCode::internal, path.string(), "decoder returned a frame of the wrong size");
+    std::memcpy(video[got].data_ptr(), frame->rgb.data(), frame->rgb.size());
+    ++got;
+  }
+  if (got * 2 < frames || got == 0)
+    throw Error(ErrorCode::invalid_argument, path.string(),
+                cat("@ ", start_s, "s: ", got, " frames, ", frames, " needed"));
+  for (int64_t i = got; i < frames; ++i) video[i].copy_(video[got - 1]);
+  return video.permute({3, 0, 1, 2}).to(torch::kFloat32).div_(127.5).sub_(1.0).contiguous();
+}
+
+double measure_gemm_flops(int64_t n, int repeats) {
+  torch::NoGradGuard no_grad;
+  auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  auto c = torch::mm(a, b);  // warm-up: thread pool, BLAS init
+  double best = 0;
+  for (int i = 0; i < repeats; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    c = torch::mm(a, b);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (s > 0) best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s);
+  }
+  return best;
+}
+
+namespace {
+std::optional<int64_t> proc_kib(const char* file, const std::string& key) {
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (starts_with(line, key + ":")) {
+      try {
+        return std::stoll(line.substr(key.size() + 1)) * 1024;
+      } catch (...) {
+        return std::nullopt;
+      }
+    }
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+int64_t peak_rss_bytes() { return proc_kib("/proc/self/status", "VmHWM").value_or(0); }
+
+std::optional<int64_t> available_memory_bytes() { return proc_kib("/proc/meminfo", "MemAvailable"); }
+
+namespace {
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+}
+
+std::string base64_encode(const uint8_t* bytes, size_t size) {
+  std::string out;
+  out.reserve((size + 2) / 3 * 4);
+  for (size_t i = 0; i < size; i += 3) {
+    uint32_t v = uint32_t(bytes[i]) << 16;
+    if (i + 1 < size) v |= uint32_t(bytes[i + 1]) << 8;
+    if (i + 2 < size) v |= bytes[i + 2];
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < size ? kAlphabet[(v >> 6) & 63] : '=';
+    out += i + 2 < size ? kAlphabet[v & 63] : '=';
+  }
+  return out;
+}
+
+std::vector<uint8_t> base64_decode(std::string_view text, const std::string& subject) {
+  std::vector<uint8_t> out;
+  uint32_t v = 0;
+  int bits = 0;
+  for (char ch : text) {
+    if (ch == '=') break;
+    const char* p = std::strchr(kAlphabet, ch);
+    if (!p || ch == '\0') throw Error(ErrorCode::format, subject, "not base64");
+    v = (v << 6) | uint32_t(p - kAlphabet);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(uint8_t((v >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
+std::string torch_rng_state_base64() {
+  auto state = at::detail::getDefaultCPUGenerator().get_state();
+  return base64_encode(state.data_ptr<uint8_t>(), static_cast<size_t>(state.numel()));
+}
+
+void set_torch_rng_state_base64(const std::string& state, const std::string& subject) {
+  auto bytes = base64_decode(state, subject);
+  auto t = torch::empty({int64_t(bytes.size())}, torch::kUInt8);
+  std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
+  try {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(t);
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::corrupt, subject, cat("RNG state rejected: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace mugv

@@ -1,0 +1,98 @@
+#pragma once
+// The DiT trainer (`mugv train`, `mugv resume`): rectified flow (flow.h) over a latent cache
+// (data.h), jointly training the small text encoder, with AdamW, warm-up + constant/cosine LR,
+// gradient clipping and an online EMA (optim.h). The run folder follows run_layout.h exactly:
+//   run.json (kind dit, model preset, dataset, VAE run, resolved config), tokenizer.model (trained
+//   on the cached captions at run start), metrics.jsonl (one line per step: step, loss, lr,
+//   grad_norm, tokens_per_s, flops_per_s, mfu, peak_rss_bytes, data_wait_ms, step_ms), and
+//   checkpoints/step-N/ {model, ema, optimizer}.safetensors + trainer_state.json (step, torch RNG
+//   state in base64, data cursor, seed) committed through CheckpointStore.
+//
+// Exact resume: noise, t, conditioning and dropout are drawn per (seed, step, sample), the loader
+// resumes from its cursor, the optimiser state is restored bit for bit and torch uses the same
+// thread count, so N steps straight and N/2 + stop + resume + N/2 give identical parameters on CPU.
+//
+// Failure behaviour: a NaN/Inf loss or gradient norm stops the run with Error(invalid_argument)
+// naming the step; nothing is saved for that step, so the last good checkpoint stays `latest`.
+// A cancel (token checked every step) saves a checkpoint of the last finished step, then throws
+// Error(cancelled). Before anything is allocated the memory need is estimated and the run refused
+// with Error(out_of_memory) stating the estimate when it exceeds MemAvailable or --max-memory-gb.
+// Resume loads the newest checkpoint that verifies AND loads (a damaged, truncated or other-preset
+// checkpoint is refused with its reason, reported in TrainResult::refused, and an older one used).
+// Not thread-safe: one training per process at a time (torch thread settings are global).
+
+#include "core/progress.h"
+#include "model/config.h"
+#include "train/checkpoint_store.h"
+#include "train/data.h"
+#include "train/train_params.h"
+#include "train/train_support.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mugv {
+
+struct StepMetrics {
+  int64_t step = 0;
+  double loss = 0;
+  double lr = 0;
+  double grad_norm = 0;
+  double tokens_per_s = 0;
+  double flops_per_s = 0;
+  double mfu = 0;  // flops_per_s / measured GEMM rate
+  int64_t peak_rss_bytes = 0;
+  double data_wait_ms = 0;
+  double step_ms = 0;
+  DataCursor cursor;  // the batch this step used
+  nlohmann::json to_json() const;
+};
+
+struct TrainCallbacks {
+  ProgressFn progress;
+  std::function<void(const StepMetrics&)> on_step;
+  // Called before step `step` runs, with the model bundle (tests poison weights or cancel here).
+  std::function<void(int64_t step, DiTBundleImpl& model)> before_step;
+  // Renders samples at --sample-every steps; when empty the trainer logs that it skips them.
+  std::function<void(int64_t step, const RunPaths& run, DiTBundleImpl& model)> sample;
+};
+
+struct TrainResult {
+  int64_t start_step = 0;  // checkpoint step the run continued from (0: fresh)
+  int64_t last_step = 0;
+  double last_loss = 0;
+  std::optional<CheckpointRef> last_checkpoint;
+  std::vector<CheckpointProblem> refused;  // checkpoints skipped on resume, with reasons
+  double gemm_flops = 0;                   // measured GEMM peak used for MFU
+  RunPaths paths;
+};
+
+struct MemoryEstimate {
+  int64_t parameters = 0;
+  int64_t weight_bytes = 0;      // weights + grads + AdamW moments + EMA
+  int64_t activation_bytes = 0;  // one step's saved activations (estimate)
+  int64_t total_bytes = 0;       // + a fixed runtime allowance
+  std::string describe() const;  // "3.1 GiB (weights/optimizer 1.2 GiB, activations 1.6 GiB, runtime 0.3 GiB)"
+};
+[[nodiscard]] MemoryEstimate estimate_dit_training_memory(const ModelPreset& preset, int64_t batch,
+                                                          int64_t video_tokens);
+// Throws Error(out_of_memory) with the estimate when it exceeds `max_bytes` (when > 0) or MemAvailable.
+void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, const std::string& subject);
+
+// Starts a new DiT run. `config` is stored in run.json (the resolved ParamValues::to_json()).
+// Throws Error(conflict) when the run already exists, Error(invalid_argument) when the cache is
+// empty or does not match the model ("run `mugv encode ...` first").
+TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config, const CancelToken& cancel,
+                      const TrainCallbacks& callbacks = {});
+// Continues run `name` from its last good checkpoint up to `steps` total (default: the run's own).
+// Throws Error(not_found) when the run has no usable checkpoint, Error(invalid_argument) when it is
+// already at or past `steps`.
+TrainResult resume_dit(const std::string& name, std::optional<int64_t> steps, const CancelToken& cancel,
+                       const TrainCallbacks& callbacks = {});
+
+}  // namespace mugv

@@ -1,0 +1,98 @@
+// Sampling step time: one guided Euler step = a DiT forward on a batch of 2 (conditional and
+// unconditional caption) plus the CFG combine and the update, with randomly initialised weights.
+// Prints one JSON line. Usage: bench_sample_step [--presets tiny,small] [--size 64x64] [--frames 17]
+//                                                [--steps 5] [--threads N]
+
+#include "core/error.h"
+#include "core/params.h"
+#include "core/strings.h"
+#include "model/config.h"
+#include "model/dit.h"
+#include "model/info.h"
+
+#include <nlohmann/json.hpp>
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <iostream>
+#include <string>
+#include <vector>
+
+using Clock = std::chrono::steady_clock;
+
+int main(int argc, char** argv) {
+  std::vector<std::string> presets = {"tiny", "small"};
+  int64_t width = 64, height = 64, frames = 17;
+  int steps = 5;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      auto next = [&]() -> std::string {
+        if (i + 1 >= argc) throw mugv::Error(mugv::ErrorCode::usage, a, "needs a value");
+        return argv[++i];
+      };
+      if (a == "--presets") {
+        presets = mugv::split(next(), ',');
+      } else if (a == "--size") {
+        auto s = mugv::parse_size2d(next());
+        if (!s) throw mugv::Error(mugv::ErrorCode::usage, a, "expected WxH");
+        width = s->width;
+        height = s->height;
+      } else if (a == "--frames") {
+        frames = std::stoll(next());
+      } else if (a == "--steps") {
+        steps = std::stoi(next());
+      } else if (a == "--threads") {
+        torch::set_num_threads(std::stoi(next()));
+      } else {
+        throw mugv::Error(mugv::ErrorCode::usage, a, "unknown option");
+      }
+    }
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(0);
+    nlohmann::json results = nlohmann::json::array();
+    for (const auto& name : presets) {
+      const mugv::ModelPreset preset = mugv::load_model_preset(name);
+      const mugv::ModelInfo info = mugv::describe(preset, frames, height, width);
+      mugv::DiT dit(preset.dit);
+      dit->eval();
+      const int64_t batch = 2;
+      auto x =
+          torch::randn({1, info.latent_channels, info.latent_frames, info.latent_height, info.latent_width});
+      auto text = torch::randn({batch, preset.dit.text_tokens, preset.dit.text_dim});
+      auto mask = torch::ones({batch, preset.dit.text_tokens});
+      auto fps = torch::full({batch}, 8.0);
+      auto step = [&](double t, double dt) {
+        auto v = dit->forward(x.expand({batch, -1, -1, -1, -1}).contiguous(), torch::full({batch}, t), text,
+                              mask, fps);
+        auto guided = v.narrow(0, 1, 1) + 4.0 * (v.narrow(0, 0, 1) - v.narrow(0, 1, 1));
+        x = x + dt * guided;
+      };
+      step(1.0, 0.0);  // warm-up: allocator and oneDNN primitive caches
+      const auto start = Clock::now();
+      for (int s = 0; s < steps; ++s) step(1.0 - double(s) / steps, 1.0 / steps);
+      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      const double per_step = seconds / steps;
+      results.push_back({{"preset", name},
+                         {"dit_parameters", info.dit_parameters},
+                         {"video_tokens", info.video_tokens},
+                         {"ms_per_step", per_step * 1e3},
+                         {"tokens_per_s", double(batch * info.video_tokens) / per_step}});
+    }
+    std::cout << nlohmann::json{{"bench", "sample_step"},
+                                {"width", width},
+                                {"height", height},
+                                {"frames", frames},
+                                {"cfg_batch", 2},
+                                {"steps", steps},
+                                {"threads", torch::get_num_threads()},
+                                {"results", results}}
+                     .dump()
+              << "\n";
+  } catch (const mugv::Error& e) {
+    std::cerr << "bench_sample_step: " << e.what() << "\n";
+    return mugv::exit_code_for(e.code());
+  }
+  return 0;
+}

@@ -1,0 +1,105 @@
+#include "sample/eval.h"
+
+#include "core/error.h"
+#include "dataset/shapes.h"
+#include "support/test_support.h"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+using namespace mugv;
+
+namespace {
+
+std::vector<shapes::Combo> every_combo() {
+  std::vector<shapes::Combo> all;
+  for (const auto& c : shapes::colors())
+    for (const auto& s : shapes::shape_names())
+      for (const auto& d : shapes::directions()) all.push_back({c.name, s, d});
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("the analyzer reads colour, shape and direction of every rendered combination",
+          "[unit][sample][slow]") {
+  const auto combos = every_combo();
+  int clips = 0, color = 0, shape = 0, direction = 0;
+  std::vector<std::string> misses;
+  // Two draws of backgrounds, radii and start positions per combination.
+  for (uint64_t seed : {1u, 2u}) {
+    for (const auto& spec : shapes::held_out_specs(64, 17, 8, seed, combos)) {
+      auto got = analyze_shapes_clip(shapes::render_clip(spec));
+      ++clips;
+      color += got.color == spec.color;
+      shape += got.shape == spec.shape;
+      direction += got.direction == spec.direction;
+      if (got.shape != spec.shape || got.color != spec.color || got.direction != spec.direction)
+        misses.push_back(shapes::caption_of(spec) + " -> " + got.color + " " + got.shape + " " +
+                         got.direction);
+    }
+  }
+  for (const auto& m : misses) UNSCOPED_INFO(m);
+  INFO("clips " << clips << " colour " << color << " shape " << shape << " direction " << direction);
+  CHECK(color >= 0.98 * clips);
+  CHECK(direction >= 0.98 * clips);
+  CHECK(shape >= 0.90 * clips);
+}
+
+TEST_CASE("the verdict compares the prompt with what the frames show", "[unit][sample]") {
+  shapes::ClipSpec spec;
+  spec.color = "red";
+  spec.shape = "circle";
+  spec.direction = "left";
+  spec.background = "black";
+  spec.start_x = 0.75;
+  const auto frames = shapes::render_clip(spec);
+  auto right = judge_shapes_clip("a red circle moving left on a black background", frames);
+  CHECK(right.all_ok());
+  auto wrong = judge_shapes_clip("a blue square moving up on a black background", frames);
+  CHECK_FALSE(wrong.color_ok);
+  CHECK_FALSE(wrong.shape_ok);
+  CHECK_FALSE(wrong.direction_ok);
+  auto s = score({right, wrong});
+  CHECK(s.clips == 2);
+  CHECK(s.all == 1);
+  CHECK(to_json(s)["all_rate"] == 0.5);
+  CHECK_THROWS_AS(judge_shapes_clip("a cat on a mat", frames), Error);
+}
+
+TEST_CASE("a clip without a foreground or without motion says so", "[unit][sample]") {
+  std::vector<RgbFrame> blank(5, RgbFrame(32, 32));
+  auto none = analyze_shapes_clip(blank);
+  CHECK_FALSE(none.found);
+  CHECK(none.color.empty());
+
+  shapes::ClipSpec still;
+  still.color = "green";
+  still.shape = "square";
+  still.direction = "right";
+  still.background = "navy";
+  still.speed = 0;
+  auto got = analyze_shapes_clip(shapes::render_clip(still));
+  CHECK(got.found);
+  CHECK(got.color == "green");
+  CHECK(got.shape == "square");
+  CHECK(got.direction.empty());
+}
+
+TEST_CASE("held-out prompts are read from heldout.json", "[unit][sample]") {
+  mugv::test::TempDir dir;
+  mugv::test::write_bytes(dir / "heldout.json",
+                          R"({"seed": 1, "prompts": ["a red circle moving left on a black background"]})");
+  auto prompts = read_heldout_prompts(dir / "heldout.json");
+  REQUIRE(prompts.size() == 1);
+  CHECK(prompts[0] == "a red circle moving left on a black background");
+  mugv::test::write_bytes(dir / "bad.json", R"({"combos": []})");
+  CHECK_THROWS_AS(read_heldout_prompts(dir / "bad.json"), Error);
+  try {
+    (void)read_heldout_prompts(dir / "missing.json");
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::not_found);
+  }
+}

@@ -1,0 +1,452 @@
+// The LibTorch parts of training: flow objective, loader, optimiser state, the DiT trainer's
+// checkpoints, exact resume and refusals. Runs on a tiny "micro" preset written into a temporary
+// $MUGV_HOME so every case stays within a few seconds on 2 cores.
+#include "catalog/captions.h"
+#include "catalog/catalog.h"
+#include "catalog/clips.h"
+#include "catalog/datasets.h"
+#include "catalog/sources.h"
+#include "core/error.h"
+#include "core/json_io.h"
+#include "core/paths.h"
+#include "core/strings.h"
+#include "model/weights.h"
+#include "support/test_support.h"
+#include "train/data.h"
+#include "train/flow.h"
+#include "train/latent_cache.h"
+#include "train/optim.h"
+#include "train/trainer.h"
+#include "train/vae_trainer.h"
+#include "dataset/importer.h"
+#include "dataset/starter.h"
+
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <fstream>
+
+using namespace mugv;
+using mugv::test::TempDir;
+
+namespace {
+
+const char* kMicroPreset = R"(description = "test preset"
+[dit]
+hidden = 48
+depth = 2
+heads = 2
+mlp_ratio = 2
+patch = [1, 2, 2]
+[vae]
+latent_channels = 4
+compress = [4, 8, 8]
+base_channels = 8
+channel_mult = [1, 1, 1]
+res_blocks = 1
+decoder_window = 1
+[text]
+kind = "small_transformer"
+vocab_size = 64
+dim = 32
+layers = 1
+heads = 2
+ff_dim = 64
+max_tokens = 12
+)";
+
+// A temporary $MUGV_HOME with the micro preset and a synthetic latent cache of `clips` clips.
+class Home {
+ public:
+  explicit Home(int clips = 6) {
+    ::setenv("MUGV_HOME", dir_.path().c_str(), 1);
+    fs::create_directories(dir_ / "presets/models");
+    std::ofstream(dir_ / "presets/models/micro.toml") << kMicroPreset;
+    const char* colors[] = {"red", "green", "blue"};
+    const char* moves[] = {"left", "right"};
+    for (int i = 0; i < clips; ++i) {
+      CachedClip c;
+      c.clip_id = i + 1;
+      c.caption = cat("a ", colors[i % 3], " circle moving ", moves[(i / 3) % 2]);
+      c.fps = 8;
+      c.frames = 17;
+      c.height = c.width = 32;
+      auto latent = torch::full({4, 5, 4, 4}, 0.5 * (i % 3) - 0.5) +
+                    0.3 * torch::linspace(-1, 1, 5).view({1, 5, 1, 1}) * ((i / 3) % 2 ? 1 : -1);
+      write_cached_clip(latent_cache_dir("shapes", "vae0"), c, latent);
+    }
+  }
+  ~Home() { ::unsetenv("MUGV_HOME"); }
+  const fs::path& path() const { return dir_.path(); }
+
+ private:
+  TempDir dir_;
+};
+
+TrainOptions micro_options(const std::string& run, int64_t steps) {
+  TrainOptions o;
+  o.run = run;
+  o.preset = o.model = "micro";
+  o.dataset = "shapes";
+  o.vae_run = "vae0";
+  o.steps = steps;
+  o.batch = 2;
+  o.lr = 2e-3;
+  o.warmup_steps = 2;
+  o.save_every = 2;
+  o.keep_checkpoints = 10;
+  o.threads = 2;
+  o.seed = 7;
+  o.ema_decay = 0.9;
+  o.flow.shift_base_px = 32;
+  o.flow.p_first_frame = 0.3;
+  o.flow.p_caption_dropout = 0.2;
+  return o;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> load_weights(const fs::path& file) {
+  auto st = SafetensorsFile::open(file);
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& name : st.names()) out.emplace_back(name, tensor_from_view(st.at(name), file.string()));
+  return out;
+}
+
+std::string error_of(const std::function<void()>& fn, ErrorCode* code = nullptr) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    if (code) *code = e.code();
+    return e.what();
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("timestep shift follows r·t / (1 + (r-1)·t) with r from pixels and latent frames", "[unit][train]") {
+  CHECK(flow_shift_ratio(1, 512, 512, 512) == Approx(1.0));
+  CHECK(flow_shift_ratio(14, 720, 1280, 512) == Approx(std::sqrt(720.0 * 1280.0 / (512.0 * 512.0)) * std::sqrt(14.0)));
+  CHECK(flow_shift_ratio(5, 64, 64, 64) == Approx(std::sqrt(5.0)));
+  CHECK(shift_timestep(0.5, 3.0) == Approx(0.75));
+  CHECK(shift_timestep(0.0, 7.0) == 0.0);
+  CHECK(shift_timestep(1.0, 7.0) == Approx(1.0));
+  auto t = torch::tensor({0.25, 0.5});
+  CHECK(shift_timesteps(t, 3.0)[0].item<double>() == Approx(0.75 / 1.5));
+}
+
+TEST_CASE("flow batches: logit-normal t, x_t interpolates, velocity target, seeded per step", "[unit][train]") {
+  FlowOptions o;
+  o.shift_base_px = 1;  // r = 1: no shift, so logit(t) must be standard normal
+  o.p_caption_dropout = 0.25;
+  auto x0 = torch::randn({4000, 1, 1, 1, 1});
+  auto fb = make_flow_batch(x0, 3, 10, 1, 1, o);
+  auto logit = torch::log(fb.t / (1 - fb.t));
+  CHECK(logit.mean().item<double>() == Approx(0.0).margin(0.08));
+  CHECK(logit.std().item<double>() == Approx(1.0).margin(0.08));
+  CHECK(fb.drop_caption.to(torch::kFloat).mean().item<double>() == Approx(0.25).margin(0.04));
+  auto eps = x0 - fb.target;
+  auto tb = fb.t.view({-1, 1, 1, 1, 1});
+  CHECK(torch::allclose(fb.x_t, (1 - tb) * x0 + tb * eps, 1e-5, 1e-6));
+
+  auto again = make_flow_batch(x0, 3, 10, 1, 1, o);
+  CHECK(torch::equal(again.x_t, fb.x_t));
+  auto other = make_flow_batch(x0, 3, 11, 1, 1, o);
+  CHECK_FALSE(torch::equal(other.t, fb.t));
+
+  SECTION("first-frame conditioning keeps the clean latent") {
+    FlowOptions cond;
+    cond.p_first_frame = 1.0;
+    auto x = torch::randn({3, 2, 4, 2, 2});
+    auto b = make_flow_batch(x, 1, 1, 16, 16, cond);
+    CHECK(b.cond_mask.select(1, 0).all().item<bool>());
+    CHECK_FALSE(b.cond_mask.select(1, 1).any().item<bool>());
+    CHECK(torch::equal(b.x_t.select(2, 0), x.select(2, 0)));
+    CHECK_FALSE(torch::equal(b.x_t.select(2, 1), x.select(2, 1)));
+  }
+}
+
+TEST_CASE("masked flow loss ignores conditioning frames", "[unit][train]") {
+  auto target = torch::zeros({2, 3, 4, 2, 2});
+  auto pred = target.clone();
+  pred.select(2, 0).fill_(5.0);  // wrong only in frame 0
+  auto cond = torch::zeros({2, 4}, torch::kBool);
+  cond.select(1, 0).fill_(true);
+  CHECK(masked_flow_loss(pred, target, cond).item<double>() == 0.0);
+  CHECK(masked_flow_loss(pred, target, torch::Tensor()).item<double>() == Approx(25.0 / 4));
+  pred.select(2, 2).fill_(2.0);
+  CHECK(masked_flow_loss(pred, target, cond).item<double>() == Approx(4.0 / 3));
+}
+
+TEST_CASE("the loader buckets by shape, shuffles by (seed, epoch), shards and resumes from its cursor", "[unit][train]") {
+  Home home(6);
+  auto clips = list_cached_clips(latent_cache_dir("shapes", "vae0"));
+  REQUIRE(clips.size() == 6);
+  CachedClip odd = clips[0];
+  odd.clip_id = 100;
+  odd.frames = 9;
+  odd.latent_shape = {4, 3, 4, 4};
+  odd.path = home.path() / "odd.safetensors";
+  write_cached_clip(home.path() / "odd", odd, torch::zeros({4, 3, 4, 4}));
+  odd.path = home.path() / "odd" / "clip-100.safetensors";
+  clips.push_back(odd);
+
+  DataOptions o;
+  o.batch_size = 2;
+  o.seed = 5;
+  LatentLoader loader(clips, o);
+  CHECK(loader.batches_per_epoch() == 4);  // 6 clips -> 3 batches, the odd one alone -> 1
+  std::vector<std::vector<int64_t>> seen;
+  for (int i = 0; i < 6; ++i) {
+    auto b = loader.next();
+    CHECK(b.latents.size(0) == static_cast<int64_t>(b.clip_ids.size()));
+    for (auto id : b.clip_ids) CHECK((id == 100) == (b.frames == 9));
+    seen.push_back(b.clip_ids);
+  }
+  CHECK(loader.cursor() == DataCursor{1, 2});
+  CHECK(loader.epoch_plan(0) != loader.epoch_plan(1));
+
+  LatentLoader resumed(clips, o, DataCursor{1, 0});
+  CHECK(resumed.next().clip_ids == seen[4]);
+  CHECK(resumed.next().clip_ids == seen[5]);
+
+  DataOptions r0 = o, r1 = o;
+  r0.world = r1.world = 2;
+  r1.rank = 1;
+  LatentLoader a(clips, r0), b(clips, r1);
+  std::set<int64_t> ids;
+  for (int i = 0; i < 2; ++i) {
+    for (auto id : a.next().clip_ids) CHECK(ids.insert(id).second);
+    for (auto id : b.next().clip_ids) CHECK(ids.insert(id).second);
+  }
+}
+
+TEST_CASE("AdamW and EMA state round-trip through safetensors exactly", "[unit][train]") {
+  TempDir dir;
+  auto w = torch::randn({3, 4}, torch::requires_grad());
+  AdamW opt({{"w", w}}, {});
+  for (int i = 0; i < 3; ++i) {
+    opt.zero_grad();
+    (w * w).sum().backward();
+    opt.step(0.01);
+  }
+  opt.save(dir / "opt.safetensors");
+  auto w2 = w.detach().clone().requires_grad_(true);
+  AdamW copy({{"w", w2}}, {});
+  copy.load(dir / "opt.safetensors");
+  CHECK(copy.steps_taken() == 3);
+  for (auto* o : {&opt, &copy}) {
+    auto& p = o == &opt ? w : w2;
+    o->zero_grad();
+    (p * p).sum().backward();
+    o->step(0.01);
+  }
+  CHECK(torch::equal(w, w2));
+
+  auto wrong = torch::randn({2, 2}, torch::requires_grad());
+  AdamW bad({{"w", wrong}}, {});
+  CHECK(error_of([&] { bad.load(dir / "opt.safetensors"); }).find("shape") != std::string::npos);
+}
+
+TEST_CASE("a tiny run overfits: the loss falls, metrics and checkpoints follow the run layout", "[train][slow]") {
+  Home home(3);
+  auto o = micro_options("overfit", 60);
+  o.flow.p_first_frame = 0;
+  o.flow.p_caption_dropout = 0;
+  o.lr = 5e-3;
+  o.save_every = 30;
+  std::vector<double> losses;
+  TrainCallbacks cb;
+  cb.on_step = [&](const StepMetrics& m) { losses.push_back(m.loss); };
+  auto result = train_dit(o, {{"train", {{"steps", 60}}}}, CancelToken(), cb);
+  REQUIRE(losses.size() == 60);
+  double first = 0, last = 0;
+  for (int i = 0; i < 10; ++i) first += losses[i] / 10, last += losses[50 + i] / 10;
+  INFO("first " << first << " last " << last);
+  CHECK(last < 0.6 * first);
+
+  RunPaths paths = run_paths("overfit");
+  CHECK(read_run_manifest(paths).kind == RunLayoutKind::dit);
+  CHECK(fs::is_regular_file(paths.tokenizer()));
+  std::ifstream metrics(paths.metrics());
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) {
+    auto j = nlohmann::json::parse(line);
+    for (auto key : {"step", "loss", "lr", "grad_norm", "tokens_per_s", "flops_per_s", "mfu", "peak_rss_bytes",
+                     "data_wait_ms"})
+      CHECK(j.contains(key));
+    ++lines;
+  }
+  CHECK(lines == 60);
+  REQUIRE(result.last_checkpoint);
+  CHECK(result.last_checkpoint->step == 60);
+  for (auto f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors", "trainer_state.json"})
+    CHECK(fs::is_regular_file(result.last_checkpoint->dir / f));
+  auto model = SafetensorsFile::open(result.last_checkpoint->dir / "model.safetensors");
+  CHECK(model.contains("dit.final_linear.weight"));
+  CHECK(model.contains("text.token_embedding.weight"));
+  CHECK(result.gemm_flops > 0);
+}
+
+TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for bit", "[train]") {
+  Home home(6);
+  train_dit(micro_options("straight", 6), {}, CancelToken());
+
+  CancelToken cancel;
+  TrainCallbacks stop;
+  stop.before_step = [&](int64_t step, DiTBundleImpl&) {
+    if (step == 4) cancel.request_cancel();
+  };
+  auto o = micro_options("split", 6);
+  o.save_every = 100;  // the cancel itself must save step 3
+  ErrorCode code = ErrorCode::unknown;
+  error_of([&] { train_dit(o, {{"train", {{"steps", 6}, {"save_every", 100}, {"threads", 2}, {"seed", 7},
+                                          {"batch", 2}, {"lr", 2e-3}, {"warmup", 2}, {"ema", 0.9}, {"keep", 10},
+                                          {"model", "micro"}, {"preset", "micro"}, {"dataset", "shapes"},
+                                          {"vae_run", "vae0"}}},
+                                {"flow", {{"shift_base", 32}, {"p_first_frame", 0.3}, {"caption_dropout", 0.2}}}},
+                           cancel, stop); },
+           &code);
+  REQUIRE(code == ErrorCode::cancelled);
+  auto resumed = resume_dit("split", std::nullopt, CancelToken());
+  CHECK(resumed.start_step == 3);
+  REQUIRE(resumed.last_checkpoint);
+
+  CheckpointStore a(run_paths("straight").checkpoints()), b(run_paths("split").checkpoints());
+  for (auto file : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"}) {
+    auto wa = load_weights(a.open(6).dir / file);
+    auto wb = load_weights(b.open(6).dir / file);
+    REQUIRE(wa.size() == wb.size());
+    for (size_t i = 0; i < wa.size(); ++i) {
+      INFO(file << " " << wa[i].first);
+      CHECK(wa[i].first == wb[i].first);
+      CHECK(torch::equal(wa[i].second, wb[i].second));
+    }
+  }
+}
+
+TEST_CASE("a NaN loss stops the run naming the step and keeps the last good checkpoint", "[train]") {
+  Home home(4);
+  TrainCallbacks poison;
+  poison.before_step = [](int64_t step, DiTBundleImpl& model) {
+    torch::NoGradGuard no_grad;
+    if (step == 3) model.dit->final_linear->weight.fill_(std::nan(""));
+  };
+  ErrorCode code = ErrorCode::unknown;
+  auto message = error_of([&] { train_dit(micro_options("nan", 6), {}, CancelToken(), poison); }, &code);
+  CHECK(message.find("step 3") != std::string::npos);
+  CHECK(message.find("step-2") != std::string::npos);
+  CheckpointStore store(run_paths("nan").checkpoints());
+  auto good = store.latest_good();
+  REQUIRE(good);
+  CHECK(good->step == 2);
+}
+
+TEST_CASE("resume refuses damaged and other-preset checkpoints with a reason and uses the last good one", "[train]") {
+  Home home(4);
+  auto o = micro_options("damaged", 6);
+  train_dit(o, {{"train", {{"model", "micro"}, {"dataset", "shapes"}, {"vae_run", "vae0"}, {"threads", 2},
+                           {"save_every", 2}, {"batch", 2}, {"keep", 10}}}},
+            CancelToken());
+  CheckpointStore store(run_paths("damaged").checkpoints());
+  fs::resize_file(store.dir() / "step-6" / "model.safetensors", 100);
+  auto manifest = read_json_file(store.dir() / "step-4" / "manifest.json");
+  manifest["metadata"]["preset"] = "tiny";
+  write_json_atomic(store.dir() / "step-4" / "manifest.json", manifest);
+
+  auto result = resume_dit("damaged", 8, CancelToken());
+  CHECK(result.start_step == 2);
+  CHECK(result.last_step == 8);
+  REQUIRE(result.refused.size() == 2);
+  CHECK(result.refused[0].reason.find("truncated") != std::string::npos);
+  CHECK(result.refused[1].reason.find("preset 'tiny'") != std::string::npos);
+}
+
+TEST_CASE("training refuses an empty cache, an all-rejected dataset and a run that does not fit in memory", "[train]") {
+  Home home(2);
+  ErrorCode code = ErrorCode::unknown;
+  auto o = micro_options("empty", 2);
+  o.vae_run = "other";
+  auto message = error_of([&] { train_dit(o, {}, CancelToken()); }, &code);
+  CHECK(code == ErrorCode::invalid_argument);
+  CHECK(message.find("mugv encode") != std::string::npos);
+
+  auto big = micro_options("big", 2);
+  big.max_memory_gb = 1e-4;
+  message = error_of([&] { train_dit(big, {}, CancelToken()); }, &code);
+  CHECK(code == ErrorCode::out_of_memory);
+  CHECK(message.find("GiB") != std::string::npos);
+  CHECK_FALSE(fs::exists(run_paths("big").root));
+
+  Catalog catalog = Catalog::open(catalog_path());
+  Dataset d;
+  d.name = "rejected";
+  d.root_dir = home.path();
+  d = create_dataset(catalog, d);
+  Source src;
+  src.path = home.path() / "x.mp4";
+  src.content_hash = "test:1";
+  src = add_source(catalog, src);
+  Clip clip;
+  clip.dataset_id = d.id;
+  clip.source_id = src.id;
+  clip.end_s = 2;
+  clip.end_frame = 16;
+  clip.fps = 8;
+  clip.decision = ClipDecision::reject;
+  clip.reason = "sharpness<200";
+  auto ids = add_clips(catalog, {clip});
+  (void)add_caption(catalog, ids[0], "a red circle", CaptionOrigin::human, "test");
+  LatentCacheOptions lo;
+  lo.dataset = "rejected";
+  lo.vae_run = "vae0";
+  message = error_of([&] { (void)encode_latents(catalog, lo, CancelToken(), nullptr); }, &code);
+  CHECK(code == ErrorCode::invalid_argument);
+  CHECK(message.find("1 rejected") != std::string::npos);
+}
+
+TEST_CASE("train-vae then encode: latent stats, preview map, held-out PSNR and a cache the DiT reads", "[train][media]") {
+  Home home(0);
+  ShapesDatasetOptions shapes;
+  shapes.out_dir = home.path() / "shapes-src";
+  shapes.count = 4;
+  shapes.size = 32;
+  shapes.frames = 9;
+  (void)make_shapes_dataset(shapes, CancelToken(), nullptr);
+  Catalog catalog = Catalog::open(catalog_path());
+  ImportOptions import;
+  import.dataset_name = "starter";
+  import.input = home.path() / "shapes-src" / "manifest.jsonl";
+  (void)import_dataset(catalog, import, CancelToken(), nullptr);
+
+  TrainOptions o = micro_options("vae0", 3);
+  o.dataset = "starter";
+  o.width = o.height = 32;
+  o.frames = 9;
+  o.fps = 8;
+  o.batch = 2;
+  o.heldout_clips = 2;
+  auto r = train_vae(catalog, o, nlohmann::json::object(), CancelToken(), nullptr);
+  CHECK(r.clips == 4);
+  CHECK(r.latent_stats.mean.size() == 4);
+  REQUIRE(r.heldout_psnr_db);
+  CHECK(*r.heldout_psnr_db > 0);
+  auto rgb = read_json_file(r.paths.latent_rgb());
+  CHECK(rgb["weight"].size() == 3);
+  CHECK(rgb["weight"][0].size() == 4);
+
+  LatentCacheOptions lo;
+  lo.dataset = "starter";
+  lo.vae_run = "vae0";
+  auto report = encode_latents(catalog, lo, CancelToken(), nullptr);
+  CHECK(report.encoded == 4);
+  CHECK(report.failures.empty());
+  auto cached = list_cached_clips(report.cache_dir);
+  REQUIRE(cached.size() == 4);
+  CHECK(cached[0].latent_shape == std::vector<int64_t>{4, 3, 4, 4});
+  CHECK_FALSE(cached[0].caption.empty());
+  auto again = encode_latents(catalog, lo, CancelToken(), nullptr);
+  CHECK(again.already_cached == 4);
+  CHECK(again.encoded == 0);
+}
