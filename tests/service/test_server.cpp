@@ -198,7 +198,8 @@ TEST_CASE("bad requests get error replies and the server carries on", "[service]
   zmq::socket_t raw(ctx, zmq::socket_type::dealer);
   raw.set(zmq::sockopt::linger, 0);
   raw.connect(server.endpoint());
-  std::vector<zmq::const_buffer> garbage = {zmq::buffer(std::string("GET / HTTP/1.1"))};
+  const std::string http = "GET / HTTP/1.1";
+  std::vector<zmq::const_buffer> garbage = {zmq::buffer(http)};
   zmq::send_multipart(raw, garbage);
   auto reply = protocol::receive(raw, 0, 2000ms);
   REQUIRE(reply);
