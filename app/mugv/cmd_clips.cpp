@@ -157,7 +157,7 @@ int run_export(const Invocation& inv) {
   if (inv.json) {
     std::cout << nlohmann::json{{"dataset", dataset.name}, {"format", to_string(r.format)},
                                 {"manifest", r.manifest.string()}, {"clips", r.clips},
-                                {"frames", r.frames_encoded}, {"failures", failures}}
+                                {"frames", r.frames_encoded}, {"clips_copied", r.clips_copied}, {"failures", failures}}
                      .dump(2)
               << "\n";
   } else {

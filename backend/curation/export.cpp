@@ -10,6 +10,7 @@
 #include "dataset/manifest.h"
 #include "media/decoder.h"
 #include "media/encoder.h"
+#include "media/remux.h"
 
 #include <map>
 
@@ -152,7 +153,9 @@ ExportReport export_dataset(Catalog& catalog, std::string_view dataset_name, con
     const Source& source = source_of(clip.source_id);
     const fs::path file = out / cat("clip_", clip.id, ".mp4");
     try {
-      report.frames_encoded += write_clip_file(source.path, clip, file, options.crf, cancel);
+      // Stream copy when the clip starts (and ends) on keyframes — scene cuts usually do — else re-encode.
+      if (auto copied = remux_range(source.path, clip.start_s, clip.end_s, file)) ++report.clips_copied;
+      else report.frames_encoded += write_clip_file(source.path, clip, file, options.crf, cancel);
       ManifestEntry e;
       e.path = file;
       if (auto caption = current_caption(catalog, clip.id)) e.caption = caption->text;

@@ -6,10 +6,9 @@
 //    hash, decision, reason, tags). `mugv dataset import FILE` reads it back as the same clips.
 //  - ExportFormat::clips: a folder with one mp4 per clip (clip_<id>.mp4), its caption beside it as
 //    clip_<id>.txt (the kohya/musubi convention) and manifest.jsonl listing the clip files with their
-//    scores and where they came from. Each clip is RE-ENCODED (H.264, CRF 17, the source's frame rate
-//    and size) with the FFmpeg libraries: a stream copy is exact only when the range starts on a
-//    keyframe, which raw footage cut at scene boundaries rarely does, so one path that is always
-//    frame-accurate was chosen over two. Files are written atomically (media/encoder.h).
+//    scores and where they came from. A clip that starts and ends on keyframes is stream-copied
+//    (media/remux.h: exact, fast); any other is re-encoded frame-accurately (H.264, CRF 17, the source's
+//    frame rate and size). Files are written atomically.
 //
 // Only kept clips are exported unless ExportSelection::all. A clip whose source cannot be decoded is
 // listed in the report's failures and the export goes on. Checks `cancel` between clips and once per
@@ -53,7 +52,8 @@ struct ExportReport {
   ExportFormat format = ExportFormat::unknown;
   fs::path manifest;  // the manifest written
   int64_t clips = 0;  // clips written
-  int64_t frames_encoded = 0;
+  int64_t frames_encoded = 0;  // frames of the clips that had to be re-encoded
+  int64_t clips_copied = 0;    // clips stream-copied (cut on keyframes): no re-encode, no quality loss
   std::vector<ExportFailure> failures;
 };
 

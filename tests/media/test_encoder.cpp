@@ -6,6 +6,7 @@
 #include "media/image.h"
 #include "media/media_fixtures.h"
 #include "media/probe.h"
+#include "media/remux.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
@@ -172,4 +173,47 @@ TEST_CASE("container formats from paths and strings", "[media][unit]") {
                             ContainerFormat::gif, ContainerFormat::png_sequence})
     CHECK(container_format_from_string(to_string(f)) == f);
   CHECK_FALSE(container_format_from_string("avi"));
+}
+
+TEST_CASE("a range that starts on a keyframe is stream-copied with identical pictures", "[media]") {
+  mugv::test::TempDir dir;
+  std::vector<mugv::RgbFrame> frames;
+  for (int i = 0; i < 24; ++i) {
+    mugv::RgbFrame f;
+    f.width = 64;
+    f.height = 48;
+    f.rgb.resize(64 * 48 * 3);
+    for (size_t p = 0; p < f.rgb.size(); ++p) f.rgb[p] = static_cast<uint8_t>((p * 7 + i * 13) % 251);
+    frames.push_back(f);
+  }
+  mugv::EncodeOptions o;
+  o.fps = 8;
+  mugv::encode_video(dir / "src.mp4", frames, o);
+  auto copied = mugv::remux_range(dir / "src.mp4", 0.0, 3.0, dir / "copy.mp4");
+  REQUIRE(copied);
+  CHECK(*copied == 24);
+  auto a = mugv::decode_range(dir / "src.mp4", 0, 0);
+  auto b = mugv::decode_range(dir / "copy.mp4", 0, 0);
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) CHECK(a[i].rgb == b[i].rgb);  // bit-identical: nothing re-encoded
+  // Mid-GOP start: no stream copy, and no file is left behind.
+  CHECK_FALSE(mugv::remux_range(dir / "src.mp4", 1.0, 3.0, dir / "mid.mp4"));
+  CHECK_FALSE(fs::exists(dir / "mid.mp4"));
+}
+
+TEST_CASE("a range that ends inside a group of pictures is not stream-copied", "[media]") {
+  mugv::test::TempDir dir;
+  std::vector<mugv::RgbFrame> frames;
+  for (int i = 0; i < 24; ++i) {
+    mugv::RgbFrame f;
+    f.width = 32;
+    f.height = 32;
+    f.rgb.assign(32 * 32 * 3, static_cast<uint8_t>(i * 10));
+    frames.push_back(f);
+  }
+  mugv::EncodeOptions o;
+  o.fps = 8;
+  mugv::encode_video(dir / "src.mp4", frames, o);
+  CHECK_FALSE(mugv::remux_range(dir / "src.mp4", 0.0, 1.0, dir / "head.mp4"));
+  CHECK_FALSE(fs::exists(dir / "head.mp4"));
 }
