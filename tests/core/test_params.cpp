@@ -6,6 +6,7 @@
 #include <map>
 
 using namespace mugv;
+using mugv::test::expect_error;
 
 namespace {
 
@@ -51,17 +52,6 @@ ParamRegistry make_registry() {
   return r;
 }
 
-// Runs `fn` expecting an Error; returns it for inspection.
-template <typename Fn>
-Error expect_error(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e;
-  }
-  FAIL("expected mugv::Error");
-  return Error(ErrorCode::unknown, "");
-}
 
 CommandLine parse(const ParamRegistry& r, std::vector<std::string> args) {
   return parse_command_line(r, args);

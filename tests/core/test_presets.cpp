@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 using namespace mugv;
+using mugv::test::expect_error;
 
 namespace {
 
@@ -49,16 +50,6 @@ class PresetSandbox {
   std::optional<std::string> old_presets_, old_home_;
 };
 
-template <typename Fn>
-Error expect_error(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e;
-  }
-  FAIL("expected mugv::Error");
-  return Error(ErrorCode::unknown, "");
-}
 
 }  // namespace
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 using namespace mugv;
+using mugv::test::expect_error;
 
 namespace {
 
@@ -20,16 +21,6 @@ ModelPreset source_preset(const std::string& name) {
   return model_preset_from_json(load_preset_file(path, "models"), name, path.string());
 }
 
-template <typename Fn>
-Error expect_error(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e;
-  }
-  FAIL("expected mugv::Error");
-  return Error(ErrorCode::unknown, "");
-}
 
 std::vector<std::string> captions() {
   std::vector<std::string> out;

@@ -14,6 +14,7 @@
 #include <string>
 
 using namespace mugv;
+using mugv::test::expect_error;
 
 namespace {
 
@@ -22,16 +23,6 @@ ModelPreset preset(const std::string& name) {
   return model_preset_from_json(load_preset_file(path, "models"), name, path.string());
 }
 
-template <typename Fn>
-Error expect_error(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e;
-  }
-  FAIL("expected mugv::Error");
-  return Error(ErrorCode::unknown, "");
-}
 
 // A DiT small enough for quick checks: 2 blocks, hidden 48 (2 heads x 24).
 DiTConfig micro_dit() {

@@ -1,6 +1,10 @@
 #pragma once
 // Helpers shared by the test suites: scratch directories and the location of real test media.
 
+#include "core/error.h"
+
+#include <catch2/catch.hpp>
+
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -31,6 +35,18 @@ std::optional<fs::path> real_data_file(const std::string& name);
 
 // The build tree (for locating built executables such as mugv).
 fs::path binary_dir();
+
+// Runs `fn` expecting a mugv::Error and returns it for inspection; fails the test when nothing is thrown.
+template <typename Fn>
+mugv::Error expect_error(Fn&& fn) {
+  try {
+    fn();
+  } catch (const mugv::Error& e) {
+    return e;
+  }
+  FAIL("expected mugv::Error");
+  return mugv::Error(mugv::ErrorCode::unknown, "");
+}
 
 // Writes `bytes` to a new file at `path`.
 void write_bytes(const fs::path& path, const std::string& bytes);
