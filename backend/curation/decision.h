@@ -4,7 +4,7 @@
 // decide() is pure and cheap (no I/O, no allocation beyond the reason text), so changing a threshold and
 // re-deciding a whole catalog from its stored scores takes seconds. Thresholds come from
 // presets/curation/<name>.toml (see mugv.toml for every key); missing keys keep the defaults below, which
-// are MUG-V's (MUGV.md §1).
+// are MUG-V's (docs/MUGV.md §1).
 
 #include "curation/scene_detect.h"
 #include "curation/scores.h"

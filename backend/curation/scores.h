@@ -1,5 +1,5 @@
 #pragma once
-// Per-clip quality scores for curation (MUGV.md §1): sharpness, motion, camera shake, a heuristic aesthetic
+// Per-clip quality scores for curation (docs/MUGV.md §1): sharpness, motion, camera shake, a heuristic aesthetic
 // score, artifact indicators and perceptual hashes.
 //
 // ClipScorer is fed the frames of a video (or of one clip) in presentation order and keeps only small

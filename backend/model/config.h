@@ -102,7 +102,7 @@ void validate(const ModelPreset& preset);
                                        int64_t latent_width);
 // Trainable parameters of DiT(config), counted from the shapes alone.
 [[nodiscard]] int64_t dit_parameter_count(const DiTConfig& config);
-// Training FLOPs per video token (forward + backward) following MUGV.md §6:
+// Training FLOPs per video token (forward + backward) following docs/MUGV.md §6:
 // 6·N + 12·L·d·S + 12·L·d·S_text, where S = video_tokens + 2 (the start and end tokens).
 [[nodiscard]] double dit_flops_per_token(const DiTConfig& config, int64_t video_tokens, int64_t text_tokens);
 [[nodiscard]] int64_t vae_parameter_count(const VAEConfig& config);

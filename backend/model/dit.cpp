@@ -13,7 +13,7 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-constexpr double kInitStd = 0.014;    // MUGV.md §5
+constexpr double kInitStd = 0.014;    // docs/MUGV.md §5
 constexpr double kTimestepScale = 1000.0;  // t in [0, 1] is embedded as a DDPM-style step index
 
 void init_linear(torch::nn::Linear& linear, double std) {

@@ -1,5 +1,5 @@
 #pragma once
-// The MUG-V diffusion transformer (MUGV.md §3) as LibTorch modules.
+// The MUG-V diffusion transformer (docs/MUGV.md §3) as LibTorch modules.
 //
 //   latent [B,C,T,H,W] --Conv3d patchify (1,2,2)--> tokens [B, T'·H'·W', d], framed by a learned
 //   start and end token; conditioning c = timestep_embedder(1000·t) + fps_embedder(fps), and
@@ -20,7 +20,7 @@
 // token at (H'-1, W'-1, T'+1). When head_dim is not a multiple of 6 the trailing dimensions pass
 // through unrotated (the `small` benchmark shape has head_dim 64).
 //
-// Initialisation ("adaLN-zero"): linears and the patchify conv ~ N(0, 0.014²) (MUGV.md §5) with
+// Initialisation ("adaLN-zero"): linears and the patchify conv ~ N(0, 0.014²) (docs/MUGV.md §5) with
 // zero bias, but the adaLN-single linear, every adaLN table, the cross-attention output projection
 // and the final linear are zero, so a fresh block is exactly the identity and a fresh model
 // predicts zero velocity.

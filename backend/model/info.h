@@ -21,7 +21,7 @@ struct ModelInfo {
   int64_t latent_width = 0;
   int64_t video_tokens = 0;  // DiT tokens after patchify, without the start/end tokens
   int64_t text_tokens = 0;
-  double flops_per_token = 0.0;   // training (forward + backward), MUGV.md §6
+  double flops_per_token = 0.0;   // training (forward + backward), docs/MUGV.md §6
   double flops_per_sample = 0.0;  // flops_per_token * video_tokens
 };
 

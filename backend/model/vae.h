@@ -1,5 +1,5 @@
 #pragma once
-// The video VAE (MUGV.md §2): a 3D-convolutional encoder / decoder with compress_t × compress_h ×
+// The video VAE (docs/MUGV.md §2): a 3D-convolutional encoder / decoder with compress_t × compress_h ×
 // compress_w compression to `latent_channels` channels.
 //
 // Minimal encoding: the video is cut into chunks of compress_t frames and every chunk is encoded

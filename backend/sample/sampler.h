@@ -1,5 +1,5 @@
 #pragma once
-// Text/image-to-video sampling (MUGV.md §4): shifted Euler ODE (schedule.h) with classifier-free
+// Text/image-to-video sampling (docs/MUGV.md §4): shifted Euler ODE (schedule.h) with classifier-free
 // guidance, first-frame conditioning, live previews, full VAE decode and export with metadata.
 //
 //   x_1 ~ N(0, I) from a CPU generator seeded by request.seed (same seed, same request, same
@@ -77,7 +77,7 @@ void validate_request(const ModelBundle& bundle, const GenerateRequest& request)
                                   const CancelToken& cancel, const PreviewFn& preview = nullptr,
                                   const ProgressFn& progress = nullptr);
 
-// Enhancer (MUGV.md §4): an SDEdit-style refine of a finished latent with `enhancer` (the same or a
+// Enhancer (docs/MUGV.md §4): an SDEdit-style refine of a finished latent with `enhancer` (the same or a
 // second run sharing the VAE latent space): noise to t = sigma, then `steps` Euler steps to 0 with
 // CFG `cfg_scale`, conditioning frames kept. Replaces result.latent and result.frames and records
 // the pass in the metadata. Throws Error(invalid_argument) when the enhancer's latent shape differs.

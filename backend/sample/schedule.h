@@ -1,5 +1,5 @@
 #pragma once
-// The sampling schedule of MUG-V (MUGV.md §4): an Euler ODE solver over N steps on the shifted
+// The sampling schedule of MUG-V (docs/MUGV.md §4): an Euler ODE solver over N steps on the shifted
 // timesteps the trainer draws from (train/flow.h).
 //
 //   u_i = 1 − i/N,  t_i = r·u_i / (1 + (r − 1)·u_i),  i = 0..N     (t_0 = 1 pure noise, t_N = 0 clean)

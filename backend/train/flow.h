@@ -1,5 +1,5 @@
 #pragma once
-// The rectified-flow training objective of MUG-V (MUGV.md §4).
+// The rectified-flow training objective of MUG-V (docs/MUGV.md §4).
 //
 //   t  ~ logit-normal(0, 1)                          (sigmoid of a standard normal draw)
 //   t' = r·t / (1 + (r − 1)·t),  r = sqrt(H·W / base²) · sqrt(T_latent)

@@ -1,5 +1,5 @@
 // bench_train_step: one DiT training step (forward + backward + AdamW) of a model preset on CPU, against the
-// fp32 GEMM rate measured in the same run. FLOPs are counted as MUGV.md §6 does (model/config.h
+// fp32 GEMM rate measured in the same run. FLOPs are counted as docs/MUGV.md §6 does (model/config.h
 // dit_flops_per_token: 6·N + 12·L·d·S + 12·L·d·S_text per video token).
 //   bench_train_step [--preset small] [--latent 4x16x16] [--text-tokens 32] [--batch 4] [--threads 2] [--steps 5]
 // Prints one JSON line.

@@ -125,7 +125,7 @@ TEST_CASE("FLOPs per token follow 6N + 12LdS + 12LdS_text", "[unit][model]") {
   const double n = static_cast<double>(dit_parameter_count(c));
   const double ld = 56.0 * 3456.0;
   CHECK(dit_flops_per_token(c, 50400, 300) == Approx(6 * n + 12 * ld * 50402 + 12 * ld * 300));
-  // At 720p 5 s attention is most of the compute (MUGV.md §6).
+  // At 720p 5 s attention is most of the compute (docs/MUGV.md §6).
   CHECK(12 * ld * 50402 > 6 * n);
   CHECK(dit_flops_per_token(c, 1000, 300) < dit_flops_per_token(c, 2000, 300));
 }
@@ -135,7 +135,7 @@ TEST_CASE("describe gives latent shape, tokens and counts", "[unit][model]") {
   CHECK(ten.latent_frames == 14);
   CHECK(ten.latent_height == 90);
   CHECK(ten.latent_width == 160);
-  CHECK(ten.video_tokens == 50400);  // MUGV.md §3: 720p 5 s
+  CHECK(ten.video_tokens == 50400);  // docs/MUGV.md §3: 720p 5 s
   CHECK(ten.latent_channels == 24);
   CHECK(ten.total_parameters == ten.dit_parameters + ten.vae_parameters + ten.text_parameters);
   CHECK(ten.flops_per_sample == Approx(ten.flops_per_token * 50400));

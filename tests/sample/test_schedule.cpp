@@ -35,7 +35,7 @@ TEST_CASE("the shift ratio follows resolution and length", "[unit][sample]") {
   CHECK(schedule_shift_ratio(1, 512, 512, 512) == Approx(1.0));
   // The tiny starter clips: 64x64, 17 frames -> 5 latent frames, base 64.
   CHECK(schedule_shift_ratio(5, 64, 64, 64) == Approx(std::sqrt(5.0)));
-  // MUG-V at 720p, 5 s: 14 latent frames, base 512 -> r ≈ 7 (MUGV.md §4).
+  // MUG-V at 720p, 5 s: 14 latent frames, base 512 -> r ≈ 7 (docs/MUGV.md §4).
   CHECK(schedule_shift_ratio(14, 720, 1280, 512) == Approx(7.0).epsilon(0.05));
   CHECK_THROWS_AS(schedule_shift_ratio(0, 64, 64, 64), Error);
   CHECK_THROWS_AS(schedule_shift_ratio(5, 64, 64, 0), Error);
