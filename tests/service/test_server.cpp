@@ -1,4 +1,6 @@
 // The real server with real worker processes on an ipc socket: job lifecycle, control, faults.
+#include "catalog/catalog.h"
+#include "catalog/jobs.h"
 #include "core/error.h"
 #include "service/client.h"
 #include "service/server.h"
@@ -40,13 +42,22 @@ class TestServer {
     thread_ = std::thread([this] { server_->run(stop_); });
     std::this_thread::sleep_for(200ms);
   }
-  ~TestServer() { stop(); }
+  // Workers outlive a stopped server by design; a test must not leave any behind, so kill what is left.
+  ~TestServer() {
+    stop();
+    if (keep_workers_) return;
+    Catalog catalog = Catalog::open(home_ / "catalog.sqlite");
+    for (const Job& job : list_jobs(catalog))
+      if (job.worker_pid && *job.worker_pid > 0 && !is_terminal(job.state)) ::kill(static_cast<pid_t>(*job.worker_pid), SIGKILL);
+  }
   void stop() {
     if (!thread_.joinable()) return;
     stop_.request_cancel();
     thread_.join();
   }
   const std::string& endpoint() const { return endpoint_; }
+  // For the restart test: the next server is to adopt the running workers.
+  void keep_workers_on_exit() { keep_workers_ = true; }
 
  private:
   fs::path home_;
@@ -54,6 +65,7 @@ class TestServer {
   CancelToken stop_;
   std::unique_ptr<Server> server_;
   std::thread thread_;
+  bool keep_workers_ = false;
 };
 
 nlohmann::json make_dataset_job(const fs::path& out, int count) {
@@ -233,12 +245,14 @@ TEST_CASE("queued jobs survive a server restart and running workers are adopted 
     blocker = submit(client, make_dataset_job(home / "big", 20000));
     id = submit(client, make_dataset_job(home / "small", 2));
     REQUIRE(wait_for(client, blocker, "running") == "running");
+    first.keep_workers_on_exit();
     first.stop();  // the blocker's worker keeps running without a server
   }
   TestServer second(home.path());
   Client client(second.endpoint());
   CHECK(state_of(client, id) == "queued");
   CHECK(state_of(client, blocker) == "running");
+  CHECK(client.request(MessageType::get_job, {{"job", blocker}})["job"]["attempts"] == 1);  // adopted, not restarted
   std::this_thread::sleep_for(1000ms);  // the worker reconnects and its heartbeats reach the new server
   client.request(MessageType::cancel_job, {{"job", blocker}});
   CHECK(wait_for(client, blocker, "cancelled", 15000ms) == "cancelled");
