@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "model/weights.h"
+#include "train/train_support.h"
 
 #include <nlohmann/json.hpp>
 
@@ -61,15 +62,6 @@ std::vector<float> float_list(const nlohmann::json& j, size_t count, const std::
     out.push_back(v.get<float>());
   }
   return out;
-}
-
-void load_latent_stats(VideoVAEImpl& vae, const fs::path& path) {
-  if (!fs::exists(path)) return;
-  const auto j = read_json_file(path);
-  const size_t c = static_cast<size_t>(vae.config().latent_channels);
-  auto mean = float_list(j.value("mean", nlohmann::json()), c, path.string(), "mean");
-  auto stdev = float_list(j.value("std", nlohmann::json()), c, path.string(), "std");
-  vae.set_latent_stats(torch::tensor(mean), torch::tensor(stdev));
 }
 
 void load_latent_rgb(ModelBundle& b, const fs::path& path) {
@@ -181,7 +173,7 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
   const CheckpointRef vae_ckpt = latest_checkpoint(vae_paths, b.run.vae_run, &b.refused);
   b.vae_checkpoint_step = vae_ckpt.step;
   load_prefixed({{"vae", b.vae.ptr()}}, vae_ckpt.dir / "model.safetensors");
-  load_latent_stats(*b.vae, vae_paths.latent_stats());
+  apply_latent_stats(*b.vae, vae_paths);
   load_latent_rgb(b, vae_paths.latent_rgb());
 
   if (auto base = shift_base_of(b.run.config)) {

@@ -58,6 +58,17 @@ void write_latent_stats(const RunPaths& paths, const LatentStats& stats) {
   write_json_atomic(paths.latent_stats(), {{"mean", stats.mean}, {"std", stats.std}});
 }
 
+void apply_latent_stats(VideoVAEImpl& vae, const RunPaths& paths) {
+  auto stats = read_latent_stats(paths);
+  if (!stats) return;
+  const size_t channels = static_cast<size_t>(vae.config().latent_channels);
+  if (stats->mean.size() != channels || stats->std.size() != channels)
+    throw Error(ErrorCode::format, paths.latent_stats().string(),
+                cat("holds ", stats->mean.size(), " channels; the VAE has ", channels));
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32);
+  vae.set_latent_stats(torch::tensor(stats->mean, opts), torch::tensor(stats->std, opts));
+}
+
 VAEBundle load_vae_run(const std::string& run_name, ModelPreset* preset_out) {
   RunPaths paths = run_paths(run_name);
   RunManifest manifest = read_run_manifest(paths);
@@ -69,10 +80,7 @@ VAEBundle load_vae_run(const std::string& run_name, ModelPreset* preset_out) {
   if (!good) throw Error(ErrorCode::not_found, run_name, "the VAE run has no good checkpoint yet; train it with `mugv train-vae`");
   VAEBundle bundle(preset.vae);
   load_module(*bundle, good->dir / "model.safetensors");
-  if (auto stats = read_latent_stats(paths)) {
-    auto opts = torch::TensorOptions().dtype(torch::kFloat32);
-    bundle->vae->set_latent_stats(torch::tensor(stats->mean, opts), torch::tensor(stats->std, opts));
-  }
+  apply_latent_stats(*bundle->vae, paths);
   bundle->eval();
   if (preset_out) *preset_out = preset;
   return bundle;

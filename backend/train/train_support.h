@@ -60,6 +60,9 @@ struct LatentStats {
 };
 [[nodiscard]] std::optional<LatentStats> read_latent_stats(const RunPaths& paths);
 void write_latent_stats(const RunPaths& paths, const LatentStats& stats);
+// Loads a VAE run's latent_stats.json into `vae` (nothing when the run has none yet). Error(format) naming
+// the file when it is malformed or its channel count differs from the VAE's.
+void apply_latent_stats(VideoVAEImpl& vae, const RunPaths& paths);
 
 // Video of one clip: decodes `frames` frames from start_s at width×height (centre crop) and `fps`
 // (0 = the source rate), as [3, frames, height, width] float in [-1, 1]. A clip shorter than
