@@ -66,7 +66,12 @@ int main(int argc, char** argv) {
     const cli::Command* command = cli::find_command(words);
     if (!command) throw Error(ErrorCode::unsupported, job->params["command"].dump(), "this worker has no such command");
     log_info(cat("job ", job->id, ": mugv ", job->params["command"].dump(), " ", job->params.value("positional", nlohmann::json::array()).dump()));
-    cli::ExecutionContext context{link->cancel_token(), link->progress_fn()};
+    cli::ExecutionContext context{link->cancel_token(), link->progress_fn(), {}};
+    WorkerLink* reporter_link = link.get();
+    context.reporter.metrics = [reporter_link](int64_t step, const nlohmann::json& values) { reporter_link->metrics(step, values); };
+    context.reporter.preview = [reporter_link](int64_t step, const std::vector<RgbFrame>& frames) { reporter_link->preview(step, frames); };
+    context.reporter.take_sample_request = [reporter_link] { return reporter_link->take_sample_request(); };
+    context.reporter.take_save_request = [reporter_link] { return reporter_link->take_save_request(); };
     int code = cli::run_command_from_json(*command, job->params, context);
     std::fflush(stdout);
     if (code == 0) link->finish(JobState::succeeded);

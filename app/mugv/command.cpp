@@ -53,7 +53,7 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
     }
     check_positional(command, layers.command_line.positional);
     return command.run(Invocation{values, layers.command_line.positional, values.get_bool("cli.json"), CancelToken(),
-                                  terminal_progress()});
+                                  terminal_progress(), JobReporter{}});
   } catch (const Error& e) {
     finish_progress_line();
     std::string line = e.what();
@@ -161,7 +161,7 @@ int run_command_from_json(const Command& command, const nlohmann::json& argument
   auto positional = arguments.at("positional").get<std::vector<std::string>>();
   check_positional(command, positional);
   return command.run(Invocation{values, positional, true, context.cancel,
-                                context.progress ? context.progress : terminal_progress()});
+                                context.progress ? context.progress : terminal_progress(), context.reporter});
 }
 
 }  // namespace mugv::cli

@@ -6,6 +6,9 @@
 
 #include "core/params.h"
 #include "core/progress.h"
+#include "media/frame.h"
+
+#include <nlohmann/json.hpp>
 
 #include <functional>
 #include <string>
@@ -13,18 +16,29 @@
 
 namespace mugv::cli {
 
+// What a job reports besides progress, and the requests that come back to it. Every member may be empty
+// (a terminal run): callers check before calling. In a worker they go to the server (service/worker_link.h).
+struct JobReporter {
+  std::function<void(int64_t step, const nlohmann::json& values)> metrics;
+  std::function<void(int64_t step, const std::vector<RgbFrame>& frames)> preview;
+  std::function<bool()> take_sample_request;  // true once after "sample now"
+  std::function<bool()> take_save_request;    // true once after "save now"
+};
+
 struct Invocation {
   const ParamValues& values;
   std::vector<std::string> positional;
   bool json = false;  // --json: machine-readable output on stdout
   CancelToken cancel;      // fired by Ctrl-C in a terminal, or by the server in a worker
   ProgressFn progress;     // a terminal bar, or progress events to the server in a worker
+  JobReporter reporter;    // empty in a terminal
 };
 
 // Where a command runs: a terminal (the defaults) or a worker process reporting to the server.
 struct ExecutionContext {
   CancelToken cancel;
   ProgressFn progress;  // empty: terminal_progress()
+  JobReporter reporter;
 };
 
 struct Command {
