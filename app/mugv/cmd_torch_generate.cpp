@@ -2,7 +2,12 @@
 // with ETA, and the prompt, seed and model kept in the file's metadata.
 #include "command.h"
 
+#include "catalog/catalog.h"
+#include "catalog/generations.h"
+#include "catalog/prompts.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "core/paths.h"
 #include "core/strings.h"
 #include "media/encoder.h"
 #include "sample/sampler.h"
@@ -59,6 +64,36 @@ void define(ParamRegistry& r) {
   r.add(crf);
 }
 
+// Keeps the generation in the catalog's history (the studio's prompt library shows it): linked to the
+// saved prompt with the same text when there is one. A catalog that cannot be written costs the history
+// entry only, never the video.
+void record_generation(const GenerateRequest& request, const ModelBundle& bundle, const fs::path& out,
+                       const SampleResult& result) {
+  try {
+    Catalog catalog = Catalog::open(catalog_path());
+    Generation g;
+    g.prompt_text = request.prompt;
+    g.negative = request.negative_prompt;
+    PromptQuery query;
+    query.text_contains = request.prompt;
+    for (const auto& p : list_prompts(catalog, query))
+      if (p.text == request.prompt) g.prompt_id = p.id;
+    g.seed = request.seed;
+    g.steps = request.steps;
+    g.cfg_scale = request.cfg_scale;
+    g.width = request.width;
+    g.height = request.height;
+    g.frames = request.frames;
+    if (request.first_frame) g.image_path = *request.first_frame;
+    g.output_path = fs::absolute(out);
+    g.settings = {{"run", bundle.run.name}, {"checkpoint_step", bundle.checkpoint_step},
+                  {"weights", to_string(bundle.weights)}, {"fps", request.fps}, {"metadata", result.metadata}};
+    (void)add_generation(catalog, g);
+  } catch (const Error& e) {
+    log_warning(cat("generation not recorded in the catalog: ", e.what()));
+  }
+}
+
 int run(const Invocation& inv) {
   const auto& v = inv.values;
   if (!v.has("generate.run")) throw Error(ErrorCode::usage, "--run", "name the run to sample from");
@@ -85,7 +120,12 @@ int run(const Invocation& inv) {
 
   ModelBundle bundle = load_for_inference(v.get_text("generate.run"));
   validate_request(bundle, request);
-  SampleResult result = sample(bundle, request, inv.cancel, nullptr, inv.progress);
+  PreviewFn preview;
+  if (inv.reporter.preview) {
+    const auto report = inv.reporter.preview;
+    preview = [report](int step, int, const std::vector<RgbFrame>& frames) { report(step, frames); };
+  }
+  SampleResult result = sample(bundle, request, inv.cancel, preview, inv.progress);
   finish_progress_line();
   if (v.get_bool("generate.enhance")) {
     if (v.has("generate.enhance_run") && v.get_text("generate.enhance_run") != bundle.run.name) {
@@ -96,6 +136,7 @@ int run(const Invocation& inv) {
     }
   }
   save_video(out, result, request.fps, static_cast<int>(v.get_int("generate.crf")));
+  record_generation(request, bundle, out, result);
 
   if (inv.json) {
     nlohmann::json j = {{"out", out.string()},

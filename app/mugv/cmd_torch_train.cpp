@@ -4,7 +4,9 @@
 #include "catalog/catalog.h"
 #include "core/error.h"
 #include "core/paths.h"
+#include "core/log.h"
 #include "core/strings.h"
+#include "sample/training_samples.h"
 #include "train/train_params.h"
 #include "train/trainer.h"
 #include "train/vae_trainer.h"
@@ -13,6 +15,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <memory>
 
 namespace mugv::cli {
 namespace {
@@ -37,10 +40,39 @@ void print_dit_result(const TrainResult& r, bool json) {
               static_cast<long long>(r.last_step), r.last_loss, out["checkpoint"].get<std::string>().c_str());
 }
 
+// Metrics and samples go to the job's reporter (the studio's charts and previews) as well as to the run
+// folder. The sampler is built at the first render: the run's tokenizer only exists once training began.
+TrainCallbacks dit_callbacks(const Invocation& inv, const std::string& run, const TrainOptions& options) {
+  TrainCallbacks callbacks;
+  callbacks.progress = inv.progress;
+  const JobReporter reporter = inv.reporter;
+  if (reporter.metrics)
+    callbacks.on_step = [reporter](const StepMetrics& m) { reporter.metrics(m.step, m.to_json()); };
+  callbacks.save_requested = reporter.take_save_request;
+  callbacks.sample_requested = reporter.take_sample_request;
+  TrainingSampleOptions sample_options;
+  sample_options.prompts = options.sample_prompts;
+  sample_options.seed = static_cast<uint64_t>(options.seed);
+  sample_options.steps = static_cast<int>(options.sample_steps);
+  auto sampler = std::make_shared<std::unique_ptr<TrainingSampler>>();
+  CancelToken cancel = inv.cancel;
+  callbacks.sample = [=](int64_t step, const RunPaths&, DiTBundleImpl& model) {
+    try {
+      if (!*sampler) *sampler = std::make_unique<TrainingSampler>(run, sample_options);
+      RenderedSamples rendered = (*sampler)->render(step, model, cancel);
+      if (reporter.preview && !rendered.first_video.empty()) reporter.preview(step, rendered.first_video);
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::cancelled) throw;
+      log_warning(cat("samples of step ", step, " skipped: ", e.what()));  // training goes on
+    }
+  };
+  return callbacks;
+}
+
 int run_train(const Invocation& inv) {
   ParamValues values = resolve_train_preset(inv.values);
   TrainOptions options = train_options_from(values, TrainKind::dit);
-  auto result = train_dit(options, values.to_json(), CancelToken(), TrainCallbacks{terminal_progress(), {}, {}, {}});
+  auto result = train_dit(options, values.to_json(), inv.cancel, dit_callbacks(inv, options.run, options));
   finish_progress_line();
   print_dit_result(result, inv.json);
   return 0;
@@ -49,7 +81,10 @@ int run_train(const Invocation& inv) {
 int run_resume(const Invocation& inv) {
   std::optional<int64_t> steps;
   if (inv.values.source_of("train.steps") == ParamSource::command_line) steps = inv.values.get_int("train.steps");
-  auto result = resume_dit(inv.positional[0], steps, CancelToken(), TrainCallbacks{terminal_progress(), {}, {}, {}});
+  const std::string& run = inv.positional[0];
+  const RunPaths paths = run_paths(run);
+  TrainOptions options = train_options_from(dit_resume_values(paths, read_run_manifest(paths), steps), TrainKind::dit);
+  auto result = resume_dit(run, steps, inv.cancel, dit_callbacks(inv, run, options));
   finish_progress_line();
   print_dit_result(result, inv.json);
   return 0;
@@ -59,7 +94,7 @@ int run_train_vae(const Invocation& inv) {
   ParamValues values = resolve_train_preset(inv.values);
   TrainOptions options = train_options_from(values, TrainKind::vae);
   Catalog catalog = Catalog::open(catalog_path());
-  auto r = train_vae(catalog, options, values.to_json(), CancelToken(), terminal_progress());
+  auto r = train_vae(catalog, options, values.to_json(), inv.cancel, inv.progress);
   finish_progress_line();
   nlohmann::json failures = nlohmann::json::array();
   for (const auto& f : r.failures) failures.push_back({{"clip", f.clip_id}, {"reason", f.reason}});

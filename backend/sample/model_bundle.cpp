@@ -118,9 +118,10 @@ void load_prefixed(const PrefixedModules& modules, const fs::path& file) {
   load_module(holder, file, UnexpectedTensors::ignore);
 }
 
-ModelBundle load_for_inference(const std::string& run_name, torch::Device device) {
-  ModelBundle b;
-  b.device = device;
+namespace {
+
+// Run manifest, preset and tokenizer of DiT run `run_name`.
+void load_run_header(ModelBundle& b, const std::string& run_name) {
   const RunPaths paths = run_paths(run_name);
   b.run = read_run_manifest(paths);
   if (b.run.kind != RunLayoutKind::dit)
@@ -129,12 +130,53 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
   if (b.run.vae_run.empty())
     throw Error(ErrorCode::invalid_argument, run_name, "run.json names no VAE run (vae_run)");
   b.preset = load_model_preset(b.run.preset);
-
   if (!fs::exists(paths.tokenizer()))
     throw Error(ErrorCode::not_found, paths.tokenizer().string(),
                 "the run has no tokenizer; it cannot encode prompts");
   b.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_file(paths.tokenizer()));
+}
 
+// The VAE of the run's VAE run with its latent statistics and preview map, and the flow shift.
+void load_vae_side(ModelBundle& b, const std::string& run_name) {
+  const RunPaths vae_paths = run_paths(b.run.vae_run);
+  b.vae_run = read_run_manifest(vae_paths);
+  if (b.vae_run.kind != RunLayoutKind::vae)
+    throw Error(ErrorCode::invalid_argument, b.run.vae_run,
+                cat("is a ", to_string(b.vae_run.kind), " run, not a VAE run"));
+  b.vae = VideoVAE(b.preset.vae);
+  const CheckpointRef vae_ckpt = latest_checkpoint(vae_paths, b.run.vae_run, &b.refused);
+  b.vae_checkpoint_step = vae_ckpt.step;
+  load_prefixed({{"vae", b.vae.ptr()}}, vae_ckpt.dir / "model.safetensors");
+  apply_latent_stats(*b.vae, vae_paths);
+  load_latent_rgb(b, vae_paths.latent_rgb());
+
+  if (auto base = shift_base_of(b.run.config)) {
+    b.shift_base_px = *base;
+  } else if (auto base = find_number(b.run.config, "shift_base_px")) {
+    b.shift_base_px = *base;
+  } else {
+    log_warning(cat(run_name, ": run.json has no flow.shift_base; sampling with MUG-V's 512"));
+  }
+}
+
+void place(ModelBundle& b, torch::Device device) {
+  b.device = device;
+  b.dit->to(device);
+  b.text->to(device);
+  b.vae->to(device);
+  b.dit->eval();
+  b.text->eval();
+  b.vae->eval();
+  b.latent_rgb_weight = b.latent_rgb_weight.to(device);
+  b.latent_rgb_bias = b.latent_rgb_bias.to(device);
+}
+
+}  // namespace
+
+ModelBundle load_for_inference(const std::string& run_name, torch::Device device) {
+  ModelBundle b;
+  load_run_header(b, run_name);
+  const RunPaths paths = run_paths(run_name);
   b.text = make_text_encoder(b.preset.text);
   b.dit = DiT(b.preset.dit);
   const CheckpointRef ckpt = latest_checkpoint(paths, run_name, &b.refused);
@@ -163,35 +205,25 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
       }
     }
   }
+  load_vae_side(b, run_name);
+  place(b, device);
+  return b;
+}
 
-  const RunPaths vae_paths = run_paths(b.run.vae_run);
-  b.vae_run = read_run_manifest(vae_paths);
-  if (b.vae_run.kind != RunLayoutKind::vae)
-    throw Error(ErrorCode::invalid_argument, b.run.vae_run,
-                cat("is a ", to_string(b.vae_run.kind), " run, not a VAE run"));
-  b.vae = VideoVAE(b.preset.vae);
-  const CheckpointRef vae_ckpt = latest_checkpoint(vae_paths, b.run.vae_run, &b.refused);
-  b.vae_checkpoint_step = vae_ckpt.step;
-  load_prefixed({{"vae", b.vae.ptr()}}, vae_ckpt.dir / "model.safetensors");
-  apply_latent_stats(*b.vae, vae_paths);
-  load_latent_rgb(b, vae_paths.latent_rgb());
-
-  if (auto base = shift_base_of(b.run.config)) {
-    b.shift_base_px = *base;
-  } else if (auto base = find_number(b.run.config, "shift_base_px")) {
-    b.shift_base_px = *base;
-  } else {
-    log_warning(cat(run_name, ": run.json has no flow.shift_base; sampling with MUG-V's 512"));
-  }
-
-  b.dit->to(device);
-  b.text->to(device);
-  b.vae->to(device);
-  b.dit->eval();
-  b.text->eval();
+ModelBundle bundle_for_training_samples(const std::string& run_name, DiT dit,
+                                        std::shared_ptr<TextEncoderBase> text, int64_t step) {
+  ModelBundle b;
+  load_run_header(b, run_name);
+  b.dit = std::move(dit);
+  b.text = std::move(text);
+  b.checkpoint_step = step;
+  b.weights = WeightsKind::model;
+  load_vae_side(b, run_name);
   b.vae->eval();
-  b.latent_rgb_weight = b.latent_rgb_weight.to(device);
-  b.latent_rgb_bias = b.latent_rgb_bias.to(device);
+  b.device = b.dit->parameters().empty() ? torch::Device(torch::kCPU) : b.dit->parameters().front().device();
+  b.vae->to(b.device);
+  b.latent_rgb_weight = b.latent_rgb_weight.to(b.device);
+  b.latent_rgb_bias = b.latent_rgb_bias.to(b.device);
   return b;
 }
 

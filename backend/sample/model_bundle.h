@@ -66,6 +66,12 @@ struct ModelBundle {
 // DiT run that names no VAE run; errors of model/weights.h for weights that do not fit the preset.
 [[nodiscard]] ModelBundle load_for_inference(const std::string& run_name, torch::Device device = torch::kCPU);
 
+// A bundle around the live modules of a training run (shared, not copied; their train/eval mode is left
+// as it is) with the run's tokenizer, VAE, latent statistics and preview map loaded from disk, for the
+// samples rendered during training. `step` is recorded as the checkpoint step. Throws as load_for_inference.
+[[nodiscard]] ModelBundle bundle_for_training_samples(const std::string& run_name, DiT dit,
+                                                      std::shared_ptr<TextEncoderBase> text, int64_t step);
+
 // Loads `file` into modules registered under prefixes ("dit", "text", "vae"): tensors named
 // "<prefix>.<path>". Tensors under other prefixes are ignored; a missing or misshapen one throws
 // (model/weights.h) and leaves the modules unchanged.

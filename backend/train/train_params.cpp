@@ -70,9 +70,14 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
   r.add(spec("train.save_every", "--save-every", ParamType::integer, 500, "checkpoint every N steps (and at the end)",
              "checkpoints", 1.0));
   r.add(spec("train.keep", "--keep", ParamType::integer, 3, "checkpoints kept (older ones are deleted)", "checkpoints", 1.0));
-  if (dit)
+  if (dit) {
     r.add(spec("train.sample_every", "--sample-every", ParamType::integer, 0, "render samples every N steps (0: never)",
                "checkpoints", 0.0));
+    r.add(spec("train.sample_prompts", "--sample-prompts", ParamType::text, "",
+               "prompts of the training samples, separated by '|' (empty: two captions of the dataset)", "checkpoints"));
+    r.add(spec("train.sample_steps", "--sample-steps", ParamType::integer, 10, "sampler steps of the training samples",
+               "checkpoints", 1.0));
+  }
   r.add(spec("train.threads", "--threads", ParamType::integer, 0, "CPU threads (0: all cores)", "machine", 0.0));
   r.add(spec("train.max_memory_gb", "--max-memory-gb", ParamType::real, 0.0,
              "refuse to start when the estimate exceeds this (0: available RAM only)", "machine", 0.0));
@@ -181,6 +186,10 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   o.save_every = v.get_int("train.save_every");
   o.keep_checkpoints = v.get_int("train.keep");
   o.sample_every = opt_int("train.sample_every", 0);
+  o.sample_steps = opt_int("train.sample_steps", 10);
+  if (v.registry().find_by_key("train.sample_prompts") && v.has("train.sample_prompts"))
+    for (const auto& prompt : split(v.get_text("train.sample_prompts"), '|'))
+      if (auto text = trim(prompt); !text.empty()) o.sample_prompts.push_back(text);
   o.threads = v.get_int("train.threads");
   if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
   o.max_memory_gb = v.get_real("train.max_memory_gb");
@@ -197,6 +206,17 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
     o.heldout_clips = v.get_int("data.heldout_clips");
   }
   return o;
+}
+
+ParamValues dit_resume_values(const RunPaths& paths, const RunManifest& manifest, std::optional<int64_t> steps) {
+  ParamRegistry registry;
+  define_train_params(registry, TrainKind::dit);
+  nlohmann::json overrides = {{"train.run", manifest.name},
+                              {"train.model", manifest.preset},
+                              {"train.dataset", manifest.dataset},
+                              {"train.vae_run", manifest.vae_run}};
+  if (steps) overrides["train.steps"] = *steps;
+  return values_from_run_config(registry, manifest.config, overrides, paths.manifest().string());
 }
 
 }  // namespace mugv

@@ -14,10 +14,12 @@
 #include "core/params.h"
 #include "train/flow.h"
 #include "train/optim.h"
+#include "train/run_layout.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace mugv {
@@ -36,6 +38,11 @@ void define_train_params(ParamRegistry& registry, TrainKind kind);
 // Values from a run's stored config (run.json), with `overrides` (canonical values by key) on top.
 [[nodiscard]] ParamValues values_from_run_config(const ParamRegistry& registry, const nlohmann::json& config,
                                                  const nlohmann::json& overrides, const std::string& origin);
+
+// The values a DiT run continues with: its stored config, with the manifest's identity (run, model,
+// dataset, VAE run) and an optional new total step count on top.
+[[nodiscard]] ParamValues dit_resume_values(const RunPaths& paths, const RunManifest& manifest,
+                                            std::optional<int64_t> steps);
 
 struct TrainOptions {
   std::string run;
@@ -56,6 +63,8 @@ struct TrainOptions {
   int64_t save_every = 500;
   int64_t keep_checkpoints = 3;
   int64_t sample_every = 0;
+  int64_t sample_steps = 10;
+  std::vector<std::string> sample_prompts;  // empty: captions of the dataset
   int64_t threads = 0;  // 0: all cores
   double max_memory_gb = 0;  // 0: only MemAvailable limits
   int64_t prefetch = 2;

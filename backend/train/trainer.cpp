@@ -224,11 +224,13 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     if (callbacks.on_step) callbacks.on_step(m);
     meter.update(step, cat("loss ", loss_value));
 
-    if (step % o.save_every == 0 || step == o.steps) {
+    const bool save_requested = callbacks.save_requested && callbacks.save_requested();
+    if (step % o.save_every == 0 || step == o.steps || save_requested) {
       result.last_checkpoint = save_checkpoint(s, loss_value);
       last_saved = step;
     }
-    if (o.sample_every > 0 && step % o.sample_every == 0) {
+    const bool sample_requested = callbacks.sample_requested && callbacks.sample_requested();
+    if ((o.sample_every > 0 && step % o.sample_every == 0) || sample_requested) {
       if (callbacks.sample) {
         callbacks.sample(step, s.paths, *s.model);
       } else if (!sample_notice) {
@@ -337,15 +339,8 @@ TrainResult resume_dit(const std::string& name, std::optional<int64_t> steps, co
   RunManifest manifest = read_run_manifest(s.paths);
   if (manifest.kind != RunLayoutKind::dit)
     throw Error(ErrorCode::invalid_argument, name, cat("is a ", to_string(manifest.kind), " run; resume continues DiT runs"));
-  ParamRegistry registry;
-  define_train_params(registry, TrainKind::dit);
   // The manifest names the run's identity; the config holds everything else.
-  nlohmann::json overrides = {{"train.run", name},
-                              {"train.model", manifest.preset},
-                              {"train.dataset", manifest.dataset},
-                              {"train.vae_run", manifest.vae_run}};
-  if (steps) overrides["train.steps"] = *steps;
-  ParamValues values = values_from_run_config(registry, manifest.config, overrides, s.paths.manifest().string());
+  ParamValues values = dit_resume_values(s.paths, manifest, steps);
   s.options = train_options_from(values, TrainKind::dit);
   s.options.run = name;
   s.preset = load_model_preset(manifest.preset);

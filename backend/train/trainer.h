@@ -60,6 +60,9 @@ struct TrainCallbacks {
   std::function<void(int64_t step, DiTBundleImpl& model)> before_step;
   // Renders samples at --sample-every steps; when empty the trainer logs that it skips them.
   std::function<void(int64_t step, const RunPaths& run, DiTBundleImpl& model)> sample;
+  // Polled after every step: true asks for a checkpoint / samples of that step now ("save now", "sample now").
+  std::function<bool()> save_requested;
+  std::function<bool()> sample_requested;
 };
 
 struct TrainResult {
