@@ -31,8 +31,9 @@ void define_thresholds(ParamRegistry& r) {
   r.add(param("curate.preset", "--preset", ParamType::text, "mugv",
               "curation preset: mugv, lenient, or a .toml file", "curate"));
   auto set = param("curate.set", "--set", ParamType::list, nlohmann::json::array(),
-                   "threshold overrides KEY=VALUE, comma-separated, e.g. thresholds.sharpness_min=100,"
-                   "thresholds.motion_max=30",
+                   "preset overrides KEY=VALUE (repeat the flag or separate with commas), e.g. "
+                   "thresholds.sharpness_min=100, aesthetic.model=laion_head.safetensors (a learned aesthetic "
+                   "predictor instead of the heuristic)",
                    "curate");
   set.item_type = ParamType::text;
   r.add(set);

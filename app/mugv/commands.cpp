@@ -1,5 +1,9 @@
 #include "command.h"
 
+#ifdef MUGV_WITH_TORCH
+#include "curation/torch_aesthetic.h"
+#endif
+
 namespace mugv::cli {
 
 const std::vector<Command>& all_commands() {
@@ -12,6 +16,9 @@ const std::vector<Command>& all_commands() {
         curate_merge_command(), clips_list_command(),   clips_show_command(),     dataset_export_command(),
     };
 #ifdef MUGV_WITH_TORCH
+    // Every process that runs commands (the terminal and workers) asks for the list first, so the
+    // LibTorch readers of user-supplied models are registered here, once.
+    register_torch_aesthetic_loader();
     for (auto make : {model_info_command, encode_command, train_vae_command, train_command, resume_command,
                       generate_command, eval_command})
       list.push_back(make());

@@ -578,6 +578,15 @@ CommandLine parse_command_line(const ParamRegistry& registry, const std::vector<
     }
     ValueCheck check = check_param_value(*spec, raw, ValueForm::text);
     if (!check.problem.empty()) throw Error(ErrorCode::usage, flag, check.problem);
+    // A list flag given again adds to the list ("--set a=1 --set b=2" is "--set a=1,b=2").
+    if (spec->type == ParamType::list) {
+      auto previous = std::find_if(result.values.begin(), result.values.end(),
+                                   [&](const CommandLine::Item& item) { return item.key == spec->key; });
+      if (previous != result.values.end() && previous->value.is_array() && check.value.is_array()) {
+        for (auto& item : check.value) previous->value.push_back(std::move(item));
+        continue;
+      }
+    }
     result.values.push_back(CommandLine::Item{spec->key, flag, std::move(check.value)});
   }
   return result;

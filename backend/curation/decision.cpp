@@ -75,6 +75,12 @@ CurationPreset curation_preset_from_json(const nlohmann::json& values, std::stri
   read(motion, "motion", "min", t.motion_min);
   read(motion, "motion", "max", t.motion_max);
   read(table(values, "aesthetic"), "aesthetic", "min", t.aesthetic_min);
+  if (const nlohmann::json* aesthetic = table(values, "aesthetic")) {
+    if (auto it = aesthetic->find("model"); it != aesthetic->end()) {
+      if (!it->is_string()) throw Error(ErrorCode::invalid_argument, "aesthetic.model", "must be a file path");
+      preset.aesthetic_model = it->get<std::string>();
+    }
+  }
 
   if (const nlohmann::json* artifacts = table(values, "artifacts")) {
     if (auto it = artifacts->find("reject"); it != artifacts->end()) {

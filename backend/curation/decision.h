@@ -38,6 +38,9 @@ struct CurationPreset {
   SceneDetectOptions scene;
   ScoreOptions scores;
   CurationThresholds thresholds;
+  // aesthetic.model: a learned predictor file (aesthetic_model.h), relative to the working directory;
+  // empty: the heuristic score.
+  std::string aesthetic_model;
 };
 
 // Reads a preset from its nested JSON form (what core/presets.h load_preset returns). Unknown keys are

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/presets.h"
 #include "core/strings.h"
+#include "curation/aesthetic_model.h"
 #include "dataset/importer.h"
 #include "dataset/manifest.h"
 #include "dataset/source_ingest.h"
@@ -274,6 +275,7 @@ ClipScores clip_scores_from_analysis(const ClipAnalysis& a, CutKind shot_cut) {
       {"frames", a.frames},
       {"shake_px", a.shake_px},
       {"motion_pairs", {a.motion_pairs[0], a.motion_pairs[1], a.motion_pairs[2]}},
+      {"aesthetic_source", a.aesthetic_source},
       {"aesthetic_parts",
        {{"exposure", a.aesthetic_parts.exposure},
         {"contrast", a.aesthetic_parts.contrast},
@@ -307,6 +309,7 @@ std::optional<ClipAnalysis> clip_analysis_from_scores(const Clip& clip) {
     if (auto flags = artifact_flags_from_string(it->get<std::string>())) a.flags = *flags;
   }
   a.shake_px = x.value("shake_px", 0.0);
+  a.aesthetic_source = x.value("aesthetic_source", std::string("heuristic"));
   a.letterbox_fraction = x.value("letterbox_fraction", 0.0);
   a.pillarbox_fraction = x.value("pillarbox_fraction", 0.0);
   a.overlay_fraction = x.value("overlay_fraction", 0.0);
@@ -403,6 +406,10 @@ CurateReport curate(Catalog& catalog, const CurateOptions& options, const Cancel
   analyze_options.clip_min_len_s = preset.thresholds.min_len_s;
   analyze_options.clip_max_len_s = preset.thresholds.max_len_s;
   analyze_options.decode_threads = std::max(1, options.decode_threads);
+  if (!preset.aesthetic_model.empty()) {
+    analyze_options.scores.aesthetic_model = load_aesthetic_model(preset.aesthetic_model);
+    log_info(cat("aesthetic scores from ", preset.aesthetic_model));
+  }
 
   int64_t frames_before = 0;
   for (size_t i = 0; i < pending.size(); ++i) {

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/strings.h"
+#include "curation/aesthetic_model.h"
 #include "curation/cv_util.h"
 #include "media/decoder.h"
 
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <bitset>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 namespace mugv {
@@ -176,10 +178,19 @@ std::pair<int, int> dark_bars(const cv::Mat& gray, bool rows) {
   return {first, last};
 }
 
+// A packed RGB copy of an 8-bit 3-channel picture.
+RgbFrame frame_of(const cv::Mat& rgb) {
+  RgbFrame f(rgb.cols, rgb.rows);
+  for (int y = 0; y < rgb.rows; ++y)
+    std::memcpy(f.rgb.data() + static_cast<size_t>(y) * rgb.cols * 3, rgb.ptr<uint8_t>(y), static_cast<size_t>(rgb.cols) * 3);
+  return f;
+}
+
 struct Keyframe {
   double pts_s = 0;
   double sharpness = 0;
   AestheticParts aesthetic;
+  double model_aesthetic = 0;  // the user's model's score, when one is set
   double letterbox = -1;  // thinner bar share; -1: frame too dark to tell
   double pillarbox = -1;
   uint64_t phash = 0;
@@ -275,6 +286,7 @@ struct ClipScorer::Impl {
     k.pts_s = pts;
     k.sharpness = laplacian_variance_of(gray);
     k.aesthetic = aesthetic_parts_of(rgb, gray);
+    if (options.aesthetic_model) k.model_aesthetic = options.aesthetic_model->score(frame_of(rgb));
     k.phash = phash_of(gray);
     const auto [top, bottom] = dark_bars(gray, true);
     const auto [left, right] = dark_bars(gray, false);
@@ -359,6 +371,10 @@ struct ClipScorer::Impl {
       }
       a.aesthetic_parts = parts;
       a.aesthetic = aesthetic_score(parts);
+      if (options.aesthetic_model) {
+        a.aesthetic = (picked[0]->model_aesthetic + picked[1]->model_aesthetic + picked[2]->model_aesthetic) / 3;
+        a.aesthetic_source = options.aesthetic_model->source();
+      }
       a.letterbox_fraction = judged_letterbox ? letterbox : 0;
       a.pillarbox_fraction = judged_pillarbox ? pillarbox : 0;
       a.overlay_fraction = overlay_fraction(keys);

@@ -21,7 +21,9 @@
 //    crossing the frame in ~10 s at 25 fps; 20 px/frame crosses it in half a second).
 //  - shake_px: high-frequency jitter of the global (median) flow vector over the clip's flow samples:
 //    mean |g[i] - (g[i-1] + g[i+1]) / 2| in px at 256 wide. A steady pan gives ~0.
-//  - aesthetic: a HEURISTIC stand-in for LAION's CLIP-based predictor, 1..10:
+//  - aesthetic: the user's learned predictor when ScoreOptions::aesthetic_model is set (aesthetic_model.h;
+//    mean of its scores of the three keyframes at 320 px wide), otherwise a HEURISTIC stand-in for
+//    LAION's CLIP-based predictor, 1..10:
 //    1 + 9 * exposure * (0.35 contrast + 0.35 colourfulness + 0.30 composition), each part 0..1 —
 //    exposure (mean luma near 0.45, few clipped pixels), RMS contrast (luma std / 64), colourfulness
 //    (Hasler & Süsstrunk 2003, M / 70), composition (gradient-energy centroid near a rule-of-thirds point
@@ -82,6 +84,8 @@ std::string to_string(ArtifactFlags flags);
 // Parses what to_string writes (also ',' as separator, spaces ignored); nullopt for an unknown name.
 std::optional<ArtifactFlags> artifact_flags_from_string(std::string_view text);
 
+class AestheticModel;
+
 struct ScoreOptions {
   double sample_interval_s = 0.5;  // keyframe samples (sharpness, aesthetics, borders, overlay, pHash)
   double motion_interval_s = 0.2;  // flow pairs (motion, shake, speed change)
@@ -90,6 +94,7 @@ struct ScoreOptions {
   double frozen_min_ratio = 0.15;       // near-identical consecutive frames over all pairs
   double speed_change_min_ratio = 2.5;
   double shake_min_px = 1.5;
+  std::shared_ptr<AestheticModel> aesthetic_model;  // empty: the heuristic aesthetic score
 };
 
 struct AestheticParts {
@@ -108,7 +113,8 @@ struct ClipAnalysis {
   std::array<double, 3> motion_pairs{};  // start, middle, end
   double shake_px = 0;
   double aesthetic = 0;
-  AestheticParts aesthetic_parts;
+  std::string aesthetic_source = "heuristic";  // or the model's AestheticModel::source()
+  AestheticParts aesthetic_parts;              // the heuristic's parts (always measured)
   double letterbox_fraction = 0;   // the thinner of the top/bottom bars, share of the height
   double pillarbox_fraction = 0;   // the thinner of the left/right bars, share of the width
   double overlay_fraction = 0;

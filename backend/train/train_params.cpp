@@ -95,6 +95,12 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
     r.add(spec("data.fps", "--fps", ParamType::real, 8.0, "frame rate clips are resampled to (0: as recorded)", "data", 0.0));
     r.add(spec("data.heldout_clips", "--heldout-clips", ParamType::integer, 4,
                "held-out clips (heldout.jsonl beside the dataset) for the reconstruction PSNR", "data", 0.0));
+    r.add(spec("data.crop_frames", "--crop-frames", ParamType::integer, 0,
+               "train on random windows of this many frames (0: whole clips); the encoder is chunk-local, so "
+               "windows of a few chunks learn the same model faster", "data", 0.0));
+    r.add(spec("data.crop_size", "--crop-size", ParamType::text, "",
+               "train on random WxH crops of the clips (empty: whole frames); fully convolutional, so crops "
+               "learn the same model faster", "data"));
   }
 }
 
@@ -204,6 +210,15 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
     o.frames = v.get_int("data.frames");
     o.fps = v.get_real("data.fps");
     o.heldout_clips = v.get_int("data.heldout_clips");
+    o.crop_frames = v.get_int("data.crop_frames");
+    o.crop_width = o.width;
+    o.crop_height = o.height;
+    if (const std::string crop = v.get_text("data.crop_size"); !crop.empty()) {
+      const auto parsed = parse_size2d(crop);
+      if (!parsed) throw Error(ErrorCode::usage, "--crop-size", cat("'", crop, "' is not WxH"));
+      o.crop_width = parsed->width;
+      o.crop_height = parsed->height;
+    }
   }
   return o;
 }

@@ -73,6 +73,8 @@ struct TrainOptions {
   int64_t width = 64, height = 64, frames = 17;
   double fps = 8;
   int64_t heldout_clips = 4;  // VAE runs: held-out clips for the final PSNR
+  // VAE runs: random training windows (0 / the clip size: whole clips).
+  int64_t crop_frames = 0, crop_width = 64, crop_height = 64;
 };
 
 // Reads the resolved values (of either kind; absent keys keep their defaults). Throws

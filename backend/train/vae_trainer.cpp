@@ -43,6 +43,22 @@ void save_vae_checkpoint(const RunPaths& paths, VAEBundleImpl& model, const Adam
   store.prune(static_cast<int>(keep));
 }
 
+// The part of each clip one training sample sees: the whole clip, or a random window of it.
+struct TrainingWindow {
+  int64_t frames = 0, height = 0, width = 0;
+};
+
+TrainingWindow training_window(const TrainOptions& o, const ModelPreset& preset) {
+  TrainingWindow w{o.crop_frames > 0 ? o.crop_frames : o.frames, o.crop_height > 0 ? o.crop_height : o.height,
+                   o.crop_width > 0 ? o.crop_width : o.width};
+  if (w.frames > o.frames || w.height > o.height || w.width > o.width)
+    throw Error(ErrorCode::invalid_argument, o.run,
+                cat("training window ", w.frames, " frames ", w.width, "x", w.height, " is larger than the clips (",
+                    o.frames, " frames ", o.width, "x", o.height, ")"));
+  (void)describe(preset, w.frames, w.height, w.width);  // the VAE must be able to encode a window on its own
+  return w;
+}
+
 }  // namespace
 
 VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json config, const CancelToken& cancel,
@@ -54,6 +70,7 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
     throw Error(ErrorCode::conflict, o.run, "a run of this name exists; choose another --run");
   ModelPreset preset = load_model_preset(o.model);
   ModelInfo info = describe(preset, o.frames, o.height, o.width);  // validates the geometry
+  const TrainingWindow window = training_window(o, preset);
   auto dataset = find_dataset(catalog, o.dataset);
   if (!dataset) throw Error(ErrorCode::not_found, o.dataset, "no such dataset");
 
@@ -64,7 +81,8 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
   estimate.weight_bytes = info.vae_parameters * 16;
   int64_t widest = 1;
   for (int m : preset.vae.channel_mult) widest = std::max<int64_t>(widest, m);
-  estimate.activation_bytes = 4 * o.batch * (o.frames + 8) * o.height * o.width * preset.vae.base_channels * 24;
+  estimate.activation_bytes =
+      4 * o.batch * (window.frames + 8) * window.height * window.width * preset.vae.base_channels * 24;
   estimate.total_bytes = estimate.weight_bytes + estimate.activation_bytes + (int64_t(300) << 20);
   preflight_memory(estimate, o.max_memory_gb, o.run);
 
@@ -128,7 +146,15 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
     auto start = std::chrono::steady_clock::now();
     std::mt19937_64 pick(sample_seed(o.seed, step, 0));
     std::vector<torch::Tensor> batch;
-    for (int64_t i = 0; i < o.batch; ++i) batch.push_back(to_float(videos[pick() % videos.size()]));
+    for (int64_t i = 0; i < o.batch; ++i) {
+      const torch::Tensor& video = videos[pick() % videos.size()];
+      const int64_t t0 = static_cast<int64_t>(pick() % static_cast<uint64_t>(o.frames - window.frames + 1));
+      const int64_t y0 = static_cast<int64_t>(pick() % static_cast<uint64_t>(o.height - window.height + 1));
+      const int64_t x0 = static_cast<int64_t>(pick() % static_cast<uint64_t>(o.width - window.width + 1));
+      batch.push_back(to_float(video.slice(1, t0, t0 + window.frames)
+                                   .slice(2, y0, y0 + window.height)
+                                   .slice(3, x0, x0 + window.width)));
+    }
     auto loss = model->vae->loss(torch::stack(batch));
     const double value = loss.total.item<double>();
     if (!std::isfinite(value))

@@ -136,6 +136,16 @@ TEST_CASE("command line parses every type and both flag spellings", "[unit][core
   }
 }
 
+TEST_CASE("a list flag given more than once adds to the list", "[unit][core]") {
+  const ParamRegistry r = make_registry();
+  CommandLine cl = parse(r, {"--gpus", "0,1", "--steps", "5", "--gpus=3", "--tags", "x"});
+  REQUIRE(cl.values.size() == 3);
+  CHECK(cl.values[0].key == "parallel.gpus");
+  CHECK(cl.values[0].value == nlohmann::json::array({0, 1, 3}));
+  CHECK(cl.values[2].value == nlohmann::json::array({"x"}));
+  CHECK_THROWS_AS(parse(r, {"--gpus", "0", "--gpus", "-1"}), Error);  // each repetition is checked
+}
+
 TEST_CASE("command line errors are usage errors naming the flag and the problem", "[unit][core]") {
   ParamRegistry r = make_registry();
   struct Case {
