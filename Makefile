@@ -1,4 +1,5 @@
 # Entry points. Each target installs what it needs first (scripts/install-deps.sh is idempotent).
+#   make studio   build and open the studio on its embedded backend (starter dataset offered on first launch)
 #   make demo     headless pipeline on the starter dataset
 #   make test     build + every test (plus the core/media/catalog suites under ASan+UBSan)
 #   make bench    build + benchmarks, results appended to docs/BENCHMARKS.md by hand
@@ -9,7 +10,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: deps configure build test test-asan demo bench package clean format
+.PHONY: deps configure build studio test test-asan demo bench package clean format
 
 deps:
 	@bash scripts/install-deps.sh
@@ -32,6 +33,9 @@ test-asan: deps
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest -j $(JOBS) --output-on-failure --timeout 600
+
+studio: build
+	@bash scripts/studio.sh $(BUILD)
 
 demo: build
 	@bash scripts/demo.sh $(BUILD)

@@ -1,26 +1,67 @@
 #!/usr/bin/env bash
-# The headless pipeline that exists so far, on the starter dataset:
-# make the shapes dataset -> import it into a catalog -> probe a clip -> export a contact sheet and a gif.
+# The whole pipeline, headless, on the starter dataset, with the tiny preset's quality gates:
+#   make the shapes dataset -> import -> train the VAE -> encode latents -> train the DiT (samples during
+#   training) -> generate a held-out prompt -> export a gif and a contact sheet -> evaluate all held-out prompts.
+# Exits 1 when a gate fails (held-out colour >= 90 %, direction >= 80 %, VAE PSNR >= 30 dB), so it can gate
+# a release. Knobs (environment): MUGV_DEMO_DIR, MUGV_DEMO_THREADS, MUGV_DEMO_CLIPS, MUGV_DEMO_VAE_STEPS,
+# MUGV_DEMO_DIT_STEPS.
 set -euo pipefail
 BUILD=${1:-build}
 MUGV="$BUILD/bin/mugv"
 DEMO=${MUGV_DEMO_DIR:-$PWD/out/demo}
+THREADS=${MUGV_DEMO_THREADS:-$(nproc)}
+CLIPS=${MUGV_DEMO_CLIPS:-160}
+VAE_STEPS=${MUGV_DEMO_VAE_STEPS:-2000}
+DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-2500}
 export MUGV_HOME=${MUGV_HOME:-$DEMO/home}
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
+started=$SECONDS
+stage() { echo; echo "== [$(( (SECONDS - started) / 60 ))m$(( (SECONDS - started) % 60 ))s] $*"; }
 
-echo "== make the starter dataset"
-"$MUGV" make-dataset shapes --out "$DEMO/shapes" --count 64 --size 64 --frames 17 --fps 8 --seed 1
-echo "== import it into the catalog at $MUGV_HOME"
+stage "make the starter dataset ($CLIPS clips, 64x64, 17 frames) and import it into $MUGV_HOME"
+"$MUGV" make-dataset shapes --out "$DEMO/shapes" --count "$CLIPS" --size 64 --frames 17 --fps 8 --seed 1
 "$MUGV" dataset import "$DEMO/shapes" --name shapes
-"$MUGV" dataset list
-first=$(ls "$DEMO"/shapes/train/*.mp4 | head -1)
-echo "== probe $first"
-"$MUGV" probe "$first"
-echo "== export"
-"$MUGV" export "$first" --contact-sheet "$DEMO/contact_sheet.png" --tiles 8
-"$MUGV" export "$first" --out "$DEMO/clip.gif" --size 128x128
-"$MUGV" export "$first" --out "$DEMO/clip.webm"
-echo
-echo "demo outputs in $DEMO:"
-ls -la "$DEMO"
+
+stage "train the VAE ($VAE_STEPS steps on random 8-frame 32x32 windows)"
+"$MUGV" train-vae --preset tiny --dataset shapes --run demo-vae --steps "$VAE_STEPS" --threads "$THREADS" --json \
+  > "$DEMO/vae.json"
+psnr=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("heldout_psnr_db", 0))' "$DEMO/vae.json")
+echo "held-out reconstruction PSNR: $psnr dB"
+
+stage "encode the clips into the latent cache"
+"$MUGV" encode --dataset shapes --vae-run demo-vae --threads "$THREADS"
+
+stage "train the DiT ($DIT_STEPS steps; samples every 500 steps in $MUGV_HOME/runs/demo-dit/samples)"
+"$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run demo-dit --steps "$DIT_STEPS" \
+  --threads "$THREADS" --sample-every 500
+
+stage "generate a held-out prompt and export it"
+prompt=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["combos"][0]; print(f"a {c[\"color\"]} {c[\"shape\"]} moving {c[\"direction\"]} on a black background")' "$DEMO/shapes/heldout.json")
+echo "prompt: $prompt"
+"$MUGV" generate --run demo-dit --prompt "$prompt" --out "$DEMO/generated.mp4" --seed 7
+"$MUGV" export "$DEMO/generated.mp4" --out "$DEMO/generated.gif" --size 128x128
+"$MUGV" export "$DEMO/generated.mp4" --contact-sheet "$DEMO/generated_sheet.png" --tiles 8
+
+stage "evaluate every held-out combination"
+"$MUGV" eval --run demo-dit --dataset-dir "$DEMO/shapes" --samples "$DEMO/eval" --json > "$DEMO/eval.json"
+elapsed=$((SECONDS - started))
+
+python3 - "$DEMO/eval.json" "$psnr" "$elapsed" <<'PY'
+import json, sys
+total = json.load(open(sys.argv[1]))["total"]
+psnr, elapsed = float(sys.argv[2]), int(sys.argv[3])
+gates = [("held-out colour", total["color_rate"], 0.90, "{:.0%}"),
+         ("held-out direction", total["direction_rate"], 0.80, "{:.0%}"),
+         ("VAE held-out PSNR (dB)", psnr, 30.0, "{:.2f}"),
+         ("minutes (2 cores)", elapsed / 60, 30.0, "{:.1f}")]
+print()
+failed = False
+for name, value, bound, fmt in gates:
+    ok = value <= bound if name.startswith("minutes") else value >= bound
+    failed |= not ok
+    print(f"  {'ok  ' if ok else 'FAIL'} {name:24s} {fmt.format(value):>7s}  (target {'<=' if name.startswith('minutes') else '>='} {fmt.format(bound)})")
+print(f"  shape (not gated): {total['shape_rate']:.0%}, all three: {total['all_rate']:.0%} of {total['clips']} prompts")
+sys.exit(1 if failed else 0)
+PY
+echo "demo outputs in $DEMO"

@@ -58,6 +58,7 @@ Command encode_command() {
     r.add(threads);
   };
   c.run = run;
+  c.job_kind = "encode";
   return c;
 }
 

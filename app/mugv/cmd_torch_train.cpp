@@ -125,6 +125,7 @@ Command train_command() {
   c.usage = "--preset P --dataset D --vae-run V --run NAME [options]";
   c.define = [](ParamRegistry& r) { define_train_params(r, TrainKind::dit); };
   c.run = run_train;
+  c.job_kind = "train";
   return c;
 }
 
@@ -141,6 +142,7 @@ Command resume_command() {
     r.add(steps);
   };
   c.run = run_resume;
+  c.job_kind = "train";
   return c;
 }
 
@@ -151,6 +153,7 @@ Command train_vae_command() {
   c.usage = "--preset P --dataset D --run NAME [--size WxH --frames F --fps R ...]";
   c.define = [](ParamRegistry& r) { define_train_params(r, TrainKind::vae); };
   c.run = run_train_vae;
+  c.job_kind = "train_vae";
   return c;
 }
 

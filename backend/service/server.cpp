@@ -15,6 +15,7 @@
 #include "service/job_files.h"
 #include "service/job_json.h"
 #include "service/zmq_io.h"
+#include "train/run_layout.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -25,6 +26,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 
 namespace mugv {
 
@@ -379,9 +381,24 @@ struct Server::Impl {
       }
       case MessageType::list_runs: {
         nlohmann::json list = nlohmann::json::array();
-        for (const auto& r : list_runs(*catalog))
+        std::set<std::string> named;
+        for (const auto& r : list_runs(*catalog)) {
+          named.insert(r.name);
           list.push_back({{"id", r.id}, {"name", r.name}, {"kind", to_string(r.kind)}, {"preset", r.preset},
                           {"state", to_string(r.state)}, {"dir", r.dir.string()}, {"created_at_ms", r.created_at_ms}});
+        }
+        // Run folders the trainers wrote ($MUGV_HOME/runs/NAME/run.json) are runs too; a damaged one is skipped.
+        for (const auto& name : list_run_names()) {
+          if (named.count(name)) continue;
+          try {
+            const RunPaths paths = run_paths(name);
+            const RunManifest m = read_run_manifest(paths);
+            list.push_back({{"name", name}, {"kind", to_string(m.kind)}, {"preset", m.preset}, {"dataset", m.dataset},
+                            {"vae_run", m.vae_run}, {"dir", paths.root.string()}});
+          } catch (const Error& e) {
+            log_warning(cat("run ", name, " not listed: ", e.what()));
+          }
+        }
         return protocol::make_ok({{"runs", list}});
       }
       case MessageType::list_datasets: {

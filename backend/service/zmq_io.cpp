@@ -5,6 +5,8 @@
 
 #include <zmq_addon.hpp>
 
+#include <cerrno>
+
 namespace mugv::protocol {
 
 void apply_common_options(zmq::socket_t& socket) {
@@ -14,7 +16,14 @@ void apply_common_options(zmq::socket_t& socket) {
 
 std::optional<Incoming> receive(zmq::socket_t& socket, size_t envelope_frames, std::chrono::milliseconds timeout) {
   zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-  if (zmq::poll(&item, 1, timeout) <= 0) return std::nullopt;
+  try {
+    if (zmq::poll(&item, 1, timeout) <= 0) return std::nullopt;
+  } catch (const zmq::error_t& e) {
+    // A signal (SIGTERM asking the server to stop, SIGCHLD of a worker) interrupts the wait: the caller's
+    // loop checks why and polls again.
+    if (e.num() == EINTR) return std::nullopt;
+    throw;
+  }
   std::vector<zmq::message_t> parts;
   if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) return std::nullopt;
   Incoming in;

@@ -1,0 +1,167 @@
+#include "backend_link.h"
+
+#include "core/error.h"
+#include "service/client.h"
+
+#include <QMetaObject>
+#include <QTimer>
+
+#include <chrono>
+#include <optional>
+
+namespace mugv::studio {
+
+// Owns the sockets; every slot runs on the network thread.
+class NetworkWorker : public QObject {
+  Q_OBJECT
+ public:
+  NetworkWorker() = default;
+
+ public slots:
+  void open(const QString& endpoint) {
+    endpoint_ = endpoint.toStdString();
+    client_.reset();
+    subscriber_.reset();
+    if (!poll_) {
+      poll_ = new QTimer(this);
+      poll_->setInterval(20);
+      connect(poll_, &QTimer::timeout, this, &NetworkWorker::poll);
+      poll_->start();
+      reconnect_ = new QTimer(this);
+      reconnect_->setInterval(2000);
+      connect(reconnect_, &QTimer::timeout, this, &NetworkWorker::try_connect);
+    }
+    try_connect();
+  }
+
+  void request(quint64 tag, int type, const QByteArray& header) {
+    if (!client_) {
+      emit failed(tag, QString("not connected to %1").arg(QString::fromStdString(endpoint_)));
+      return;
+    }
+    try {
+      auto payload = client_->request(static_cast<protocol::MessageType>(type), nlohmann::json::parse(header.toStdString()));
+      emit replied(tag, QByteArray::fromStdString(payload.dump()));
+    } catch (const Error& e) {
+      emit failed(tag, QString::fromStdString(e.what()));
+      if (e.code() == ErrorCode::timeout) lose_connection(QString::fromStdString(e.what()));
+    } catch (const std::exception& e) {
+      emit failed(tag, QString::fromStdString(e.what()));
+    }
+  }
+
+ signals:
+  void connected(const QByteArray& server_info);
+  void disconnected(const QString& message);
+  void replied(quint64 tag, const QByteArray& payload);
+  void failed(quint64 tag, const QString& message);
+  void event(const QString& topic, const QByteArray& header, const QList<QByteArray>& blobs);
+
+ private:
+  void try_connect() {
+    try {
+      client_ = std::make_unique<Client>(endpoint_, std::chrono::milliseconds(3000));
+      const auto& events = client_->events_endpoints();
+      if (!events.empty()) subscriber_ = std::make_unique<EventSubscriber>(events.front(), std::vector<std::string>{"job/"});
+      reconnect_->stop();
+      nlohmann::json info = {{"endpoint", endpoint_}};
+      emit connected(QByteArray::fromStdString(info.dump()));
+    } catch (const std::exception& e) {
+      client_.reset();
+      subscriber_.reset();
+      emit disconnected(QString::fromStdString(e.what()));
+      if (!reconnect_->isActive()) reconnect_->start();
+    }
+  }
+
+  void lose_connection(const QString& message) {
+    client_.reset();
+    subscriber_.reset();
+    emit disconnected(message);
+    if (!reconnect_->isActive()) reconnect_->start();
+  }
+
+  void poll() {
+    if (!subscriber_) return;
+    // Drain what has arrived without waiting; the timer paces the loop.
+    for (int i = 0; i < 200; ++i) {
+      std::optional<protocol::Message> m;
+      try {
+        m = subscriber_->next(std::chrono::milliseconds(0));
+      } catch (const std::exception&) {
+        return;
+      }
+      if (!m) return;
+      QList<QByteArray> blobs;
+      for (const auto& b : m->blobs) blobs.push_back(QByteArray(b.data(), static_cast<qsizetype>(b.size())));
+      emit event(QString::fromStdString(m->header.value("topic", "")), QByteArray::fromStdString(m->header.dump()), blobs);
+    }
+  }
+
+  std::string endpoint_;
+  std::unique_ptr<Client> client_;
+  std::unique_ptr<EventSubscriber> subscriber_;
+  QTimer* poll_ = nullptr;
+  QTimer* reconnect_ = nullptr;
+};
+
+BackendLink::BackendLink(QObject* parent) : QObject(parent) {
+  qRegisterMetaType<nlohmann::json>();
+  worker_ = new NetworkWorker;
+  worker_->moveToThread(&thread_);
+  connect(&thread_, &QThread::finished, worker_, &QObject::deleteLater);
+  connect(worker_, &NetworkWorker::connected, this, [this](const QByteArray& info) {
+    connected_ = true;
+    server_info_ = nlohmann::json::parse(info.toStdString());
+    emit connected();
+  });
+  connect(worker_, &NetworkWorker::disconnected, this, [this](const QString& message) {
+    connected_ = false;
+    emit disconnected(message);
+  });
+  connect(worker_, &NetworkWorker::replied, this, &BackendLink::on_reply);
+  connect(worker_, &NetworkWorker::failed, this, &BackendLink::on_failure);
+  connect(worker_, &NetworkWorker::event, this,
+          [this](const QString& topic, const QByteArray& header, const QList<QByteArray>& blobs) {
+            emit event(topic, nlohmann::json::parse(header.toStdString(), nullptr, false), blobs);
+          });
+  thread_.setObjectName("mugv-network");
+  thread_.start();
+}
+
+BackendLink::~BackendLink() {
+  thread_.quit();
+  thread_.wait();
+}
+
+void BackendLink::open(const QString& endpoint) {
+  endpoint_ = endpoint;
+  QMetaObject::invokeMethod(worker_, "open", Qt::QueuedConnection, Q_ARG(QString, endpoint));
+}
+
+void BackendLink::call(protocol::MessageType type, const nlohmann::json& header, Reply on_reply, Failure on_failure) {
+  const quint64 tag = next_tag_++;
+  pending_[tag] = {std::move(on_reply), std::move(on_failure)};
+  QMetaObject::invokeMethod(worker_, "request", Qt::QueuedConnection, Q_ARG(quint64, tag), Q_ARG(int, static_cast<int>(type)),
+                            Q_ARG(QByteArray, QByteArray::fromStdString(header.is_null() ? "{}" : header.dump())));
+}
+
+void BackendLink::on_reply(quint64 tag, const QByteArray& payload) {
+  auto it = pending_.find(tag);
+  if (it == pending_.end()) return;
+  auto callbacks = std::move(it->second);
+  pending_.erase(it);
+  if (callbacks.first) callbacks.first(nlohmann::json::parse(payload.toStdString()));
+}
+
+void BackendLink::on_failure(quint64 tag, const QString& message) {
+  auto it = pending_.find(tag);
+  if (it == pending_.end()) return;
+  auto callbacks = std::move(it->second);
+  pending_.erase(it);
+  if (callbacks.second) callbacks.second(message);
+}
+
+}  // namespace mugv::studio
+
+#include "backend_link.moc"

@@ -1,0 +1,65 @@
+#pragma once
+// The studio's connection to a MUG-V server. Two objects:
+//   NetworkWorker lives on its own QThread and owns the mugv::Client and the event subscriber, so the UI
+//   thread never blocks on the network (a slow or dead server only delays replies);
+//   BackendLink lives on the UI thread: call() queues a request and runs the callback with the reply (or
+//   the error) later on the UI thread; events arrive as the `event` signal.
+// When a request times out the link reports `disconnected` and reconnects every two seconds; `connected`
+// fires again after a server restart, so pages refresh and running jobs are watched again.
+
+#include "service/protocol.h"
+
+#include <QObject>
+#include <QStringList>
+#include <QThread>
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+
+namespace mugv::studio {
+
+class NetworkWorker;
+
+class BackendLink : public QObject {
+  Q_OBJECT
+ public:
+  using Reply = std::function<void(const nlohmann::json& payload)>;
+  using Failure = std::function<void(const QString& message)>;
+
+  explicit BackendLink(QObject* parent = nullptr);
+  ~BackendLink() override;
+
+  // Connects (asynchronously) to `endpoint`; replaces any previous connection.
+  void open(const QString& endpoint);
+  QString endpoint() const { return endpoint_; }
+  bool is_connected() const { return connected_; }
+  const nlohmann::json& server_info() const { return server_info_; }
+
+  // Sends a request; exactly one of `on_reply` / `on_failure` runs later on the UI thread.
+  void call(protocol::MessageType type, const nlohmann::json& header, Reply on_reply, Failure on_failure = {});
+
+ signals:
+  void connected();
+  void disconnected(const QString& message);
+  // A server event (job state, progress, metrics, log lines, previews) with its raw binary frames.
+  void event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs);
+
+ private:
+  void on_reply(quint64 tag, const QByteArray& payload);
+  void on_failure(quint64 tag, const QString& message);
+
+  QThread thread_;
+  NetworkWorker* worker_ = nullptr;
+  QString endpoint_;
+  bool connected_ = false;
+  nlohmann::json server_info_ = nlohmann::json::object();
+  quint64 next_tag_ = 1;
+  std::map<quint64, std::pair<Reply, Failure>> pending_;
+};
+
+}  // namespace mugv::studio
+
+Q_DECLARE_METATYPE(nlohmann::json)

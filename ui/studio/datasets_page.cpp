@@ -1,0 +1,231 @@
+// Datasets: the catalog's datasets, the starter dataset, imports and curation runs, and the clips of the
+// selected dataset with their scores, decision and reason, filters, and an undoable caption editor.
+#include "job_params.h"
+#include "pages.h"
+
+#include <QDir>
+#include <QFileDialog>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QInputDialog>
+#include <QSplitter>
+#include <QUndoCommand>
+#include <QVBoxLayout>
+
+namespace mugv::studio {
+
+using protocol::MessageType;
+
+void submit_job(BackendLink& link, const nlohmann::json& header, std::function<void(int64_t)> done,
+                std::function<void(const QString&)> failed) {
+  link.call(MessageType::submit_job, header,
+            [done](const nlohmann::json& reply) { done(reply["job"]["id"].get<int64_t>()); }, failed);
+}
+
+namespace {
+
+QTableWidgetItem* cell(const QString& text) {
+  auto* item = new QTableWidgetItem(text);
+  item->setFlags(item->flags() & ~Qt::ItemIsEditable);
+  return item;
+}
+
+QString number(const nlohmann::json& v, int precision = 1) {
+  return v.is_number() ? QString::number(v.get<double>(), 'f', precision) : QString("–");
+}
+
+// A caption edit the undo stack can take back: both directions go through the server (each edit is a new
+// human caption version; nothing is overwritten).
+class CaptionEdit : public QUndoCommand {
+ public:
+  CaptionEdit(DatasetsPage& page, BackendLink& link, int64_t clip, QString before, QString after)
+      : page_(page), link_(link), clip_(clip), before_(std::move(before)), after_(std::move(after)) {
+    setText(QString("caption of clip %1").arg(clip));
+  }
+  void redo() override { send(after_); }
+  void undo() override { send(before_); }
+
+ private:
+  void send(const QString& text) {
+    DatasetsPage* page = &page_;
+    link_.call(MessageType::edit_caption, {{"clip", clip_}, {"text", text.toStdString()}},
+               [page](const nlohmann::json&) { page->refresh(); },
+               [page](const QString& m) { emit page->message("caption not saved: " + m); });
+  }
+  DatasetsPage& page_;
+  BackendLink& link_;
+  int64_t clip_;
+  QString before_, after_;
+};
+
+}  // namespace
+
+DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
+    : QWidget(parent), link_(link), home_(std::move(home)), undo_(new QUndoStack(this)) {
+  datasets_ = new QListWidget(this);
+  datasets_->setToolTip("Datasets in the catalog");
+  auto* starter = new QPushButton("Create starter dataset", this);
+  starter->setToolTip("Generate the shapes starter set (colored shapes moving on plain backgrounds) and import it");
+  auto* import = new QPushButton("Import folder…", this);
+  import->setToolTip("Import a folder of clips or a JSONL/CSV manifest as a dataset");
+  auto* curate = new QPushButton("Curate folder…", this);
+  curate->setToolTip("Split long videos at scene cuts, score every clip and keep or reject it with a reason");
+  preset_ = new QComboBox(this);
+  preset_->addItems({"mugv", "lenient"});
+  preset_->setToolTip("Curation preset: MUG-V's thresholds or lenient ones");
+  auto* redecide = new QPushButton("Re-decide", this);
+  redecide->setToolTip("Apply the preset's thresholds to the stored scores again (no decoding)");
+
+  clips_ = new QTableWidget(0, 9, this);
+  clips_->setHorizontalHeaderLabels({"clip", "start s", "end s", "decision", "reason", "sharpness", "motion", "aesthetic", "caption"});
+  clips_->horizontalHeader()->setStretchLastSection(true);
+  clips_->setSelectionBehavior(QAbstractItemView::SelectRows);
+  clips_->setToolTip("Double-click a caption to edit it (Ctrl+Z undoes)");
+  decision_filter_ = new QComboBox(this);
+  decision_filter_->addItems({"all", "keep", "reject"});
+  decision_filter_->setToolTip("Show clips with this decision");
+  reason_filter_ = new QLineEdit(this);
+  reason_filter_->setPlaceholderText("reason, e.g. sharpness<200");
+  reason_filter_->setToolTip("Show clips rejected for exactly this reason");
+
+  auto* left = new QVBoxLayout;
+  left->addWidget(datasets_, 1);
+  for (QWidget* w : std::initializer_list<QWidget*>{starter, import, curate}) left->addWidget(w);
+  auto* redecide_row = new QHBoxLayout;
+  redecide_row->addWidget(preset_);
+  redecide_row->addWidget(redecide);
+  left->addLayout(redecide_row);
+  auto* left_widget = new QWidget(this);
+  left_widget->setLayout(left);
+  auto* filters = new QHBoxLayout;
+  filters->addWidget(new QLabel("Decision", this));
+  filters->addWidget(decision_filter_);
+  filters->addWidget(new QLabel("Reason", this));
+  filters->addWidget(reason_filter_, 1);
+  auto* right = new QVBoxLayout;
+  right->addLayout(filters);
+  right->addWidget(clips_, 1);
+  auto* right_widget = new QWidget(this);
+  right_widget->setLayout(right);
+  auto* split = new QSplitter(this);
+  split->addWidget(left_widget);
+  split->addWidget(right_widget);
+  split->setStretchFactor(1, 3);
+  auto* layout = new QVBoxLayout(this);
+  layout->addWidget(split);
+
+  connect(starter, &QPushButton::clicked, this, [this] { create_starter_dataset(); });
+  connect(import, &QPushButton::clicked, this, [this] {
+    const QString dir = QFileDialog::getExistingDirectory(this, "Import a folder of clips");
+    if (dir.isEmpty()) return;
+    const QString name = QInputDialog::getText(this, "Dataset name", "Name of the new dataset:", QLineEdit::Normal, QDir(dir).dirName());
+    if (name.isEmpty()) return;
+    submit_job(link_, import_job(dir.toStdString(), name.toStdString()).header(),
+               [this](int64_t id) { emit message(QString("import queued as job %1").arg(id)); },
+               [this](const QString& m) { emit message("import refused: " + m); });
+  });
+  connect(curate, &QPushButton::clicked, this, [this] {
+    const QString dir = QFileDialog::getExistingDirectory(this, "Curate a folder of raw videos");
+    if (dir.isEmpty()) return;
+    const QString name = QInputDialog::getText(this, "Dataset name", "Curated dataset name:", QLineEdit::Normal, QDir(dir).dirName() + "-curated");
+    if (name.isEmpty()) return;
+    submit_job(link_, curate_job(dir.toStdString(), name.toStdString(), preset_->currentText().toStdString()).header(),
+               [this](int64_t id) { emit message(QString("curation queued as job %1").arg(id)); },
+               [this](const QString& m) { emit message("curation refused: " + m); });
+  });
+  connect(redecide, &QPushButton::clicked, this, [this] {
+    if (!datasets_->currentItem()) return;
+    submit_job(link_, redecide_job(datasets_->currentItem()->data(Qt::UserRole).toString().toStdString(), preset_->currentText().toStdString()).header(),
+               [this](int64_t id) { emit message(QString("re-decision queued as job %1").arg(id)); },
+               [this](const QString& m) { emit message("re-decision refused: " + m); });
+  });
+  connect(datasets_, &QListWidget::currentItemChanged, this, [this] { load_clips(); });
+  connect(decision_filter_, &QComboBox::currentIndexChanged, this, [this] { load_clips(); });
+  connect(reason_filter_, &QLineEdit::editingFinished, this, [this] { load_clips(); });
+  connect(clips_, &QTableWidget::cellDoubleClicked, this, [this](int row, int column) {
+    if (column != 8) return;
+    const int64_t clip = clips_->item(row, 0)->text().toLongLong();
+    const QString before = clips_->item(row, 8)->text();
+    bool ok = false;
+    const QString after = QInputDialog::getMultiLineText(this, "Caption", QString("Caption of clip %1:").arg(clip), before, &ok);
+    if (ok && after != before) edit_caption(clip, before, after);
+  });
+  connect(&link_, &BackendLink::connected, this, &DatasetsPage::refresh);
+  connect(&link_, &BackendLink::event, this,
+          [this](const QString& topic, const nlohmann::json& header, const QList<QByteArray>&) { on_event(topic, header); });
+}
+
+void DatasetsPage::refresh() {
+  link_.call(MessageType::list_datasets, {}, [this](const nlohmann::json& reply) {
+    const QString current = datasets_->currentItem() ? datasets_->currentItem()->data(Qt::UserRole).toString() : QString();
+    datasets_->clear();
+    for (const auto& d : reply["datasets"]) {
+      const QString name = QString::fromStdString(d["name"].get<std::string>());
+      auto* item = new QListWidgetItem(QString("%1  (%2 clips)").arg(name).arg(d["clips"].get<int64_t>()), datasets_);
+      item->setData(Qt::UserRole, name);
+      if (name == current || (current.isEmpty() && datasets_->count() == 1)) datasets_->setCurrentItem(item);
+    }
+  }, [this](const QString& m) { emit message(m); });
+}
+
+void DatasetsPage::create_starter_dataset(int clips) {
+  const QString out = QDir(home_).filePath("datasets/shapes-src");
+  submit_job(link_, make_starter_job(out.toStdString(), clips).header(),
+             [this](int64_t id) {
+               follow_up_[id] = "shapes";
+               emit message(QString("making the starter dataset (job %1)").arg(id));
+             },
+             [this](const QString& m) { emit message("starter dataset refused: " + m); });
+}
+
+void DatasetsPage::edit_caption(int64_t clip_id, const QString& old_text, const QString& new_text) {
+  undo_->push(new CaptionEdit(*this, link_, clip_id, old_text, new_text));
+}
+
+void DatasetsPage::load_clips() {
+  if (!datasets_->currentItem()) return;
+  nlohmann::json h = {{"dataset", datasets_->currentItem()->data(Qt::UserRole).toString().toStdString()}, {"limit", 500}};
+  if (decision_filter_->currentText() != "all") h["decision"] = decision_filter_->currentText().toStdString();
+  if (!reason_filter_->text().trimmed().isEmpty()) h["reason"] = reason_filter_->text().trimmed().toStdString();
+  link_.call(MessageType::list_clips, h, [this](const nlohmann::json& reply) {
+    clips_->setRowCount(0);
+    for (const auto& c : reply["clips"]) {
+      const int row = clips_->rowCount();
+      clips_->insertRow(row);
+      const auto& s = c["scores"];
+      clips_->setItem(row, 0, cell(QString::number(c["id"].get<int64_t>())));
+      clips_->setItem(row, 1, cell(QString::number(c["start_s"].get<double>(), 'f', 2)));
+      clips_->setItem(row, 2, cell(QString::number(c["end_s"].get<double>(), 'f', 2)));
+      clips_->setItem(row, 3, cell(QString::fromStdString(c["decision"].get<std::string>())));
+      clips_->setItem(row, 4, cell(QString::fromStdString(c["reason"].get<std::string>())));
+      clips_->setItem(row, 5, cell(number(s["sharpness"], 0)));
+      clips_->setItem(row, 6, cell(number(s["motion"], 2)));
+      clips_->setItem(row, 7, cell(number(s["aesthetic"], 2)));
+      auto* caption = cell(QString::fromStdString(c["caption"].get<std::string>()));
+      caption->setToolTip(QString("origin: %1").arg(QString::fromStdString(c["caption_origin"].get<std::string>())));
+      clips_->setItem(row, 8, caption);
+    }
+  }, [this](const QString& m) { emit message(m); });
+}
+
+void DatasetsPage::on_event(const QString&, const nlohmann::json& header) {
+  if (header.value("type", "") != "state") return;
+  const auto& job = header["job_info"];
+  const int64_t id = job.value("id", int64_t(0));
+  const std::string state = header.value("state", "");
+  if (state != "succeeded" && state != "failed" && state != "cancelled") return;
+  auto follow = follow_up_.find(id);
+  if (follow != follow_up_.end() && state == "succeeded") {
+    const QString dataset = follow->second;
+    const QString source = QDir(home_).filePath("datasets/shapes-src");
+    submit_job(link_, import_job(source.toStdString(), dataset.toStdString()).header(),
+               [this](int64_t job_id) { emit message(QString("importing the starter dataset (job %1)").arg(job_id)); },
+               [this](const QString& m) { emit message("import refused: " + m); });
+  }
+  if (follow != follow_up_.end()) follow_up_.erase(follow);
+  const std::string kind = job.value("kind", "");
+  if (kind == "import" || kind == "curate" || kind == "make_dataset") refresh();
+}
+
+}  // namespace mugv::studio

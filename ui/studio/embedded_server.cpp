@@ -1,0 +1,72 @@
+#include "embedded_server.h"
+
+#include <QDir>
+#include <QFile>
+#include <QFileInfo>
+#include <QThread>
+
+#include <sys/stat.h>
+
+namespace mugv::studio {
+
+EmbeddedServer::EmbeddedServer(QString mugv_binary, QString home, QObject* parent)
+    : QObject(parent), mugv_(std::move(mugv_binary)), home_(std::move(home)) {
+  connect(&process_, &QProcess::finished, this, [this](int code, QProcess::ExitStatus) {
+    if (!stopping_) emit exited(QString("the embedded server stopped (exit code %1); see %2/server.log").arg(code).arg(home_));
+  });
+}
+
+EmbeddedServer::~EmbeddedServer() { stop(); }
+
+QString EmbeddedServer::find_mugv_binary(const QString& studio_dir) {
+  const QByteArray env = qgetenv("MUGV_BIN");
+  if (!env.isEmpty()) return QString::fromLocal8Bit(env);
+  return QDir(studio_dir).filePath("mugv");
+}
+
+QString EmbeddedServer::start() {
+  if (!QFileInfo(mugv_).isExecutable()) {
+    error_ = QString("%1: the mugv binary is missing; the studio needs it to run its embedded server").arg(mugv_);
+    return {};
+  }
+  QDir().mkpath(home_);
+  const QString ipc_dir = QDir(home_).filePath("ipc");
+  QDir().mkpath(ipc_dir);
+  ::chmod(QFile::encodeName(ipc_dir).constData(), 0700);  // the socket is as private as the catalog
+  const QString socket = QDir(ipc_dir).filePath("studio.sock");
+  const QString endpoint = "ipc://" + socket;
+  QFile::remove(socket);
+
+  QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+  env.insert("MUGV_HOME", home_);
+  process_.setProcessEnvironment(env);
+  process_.setStandardOutputFile(QDir(home_).filePath("server.log"), QIODevice::Append);
+  process_.setStandardErrorFile(QDir(home_).filePath("server.log"), QIODevice::Append);
+  process_.start(mugv_, {"serve", "--listen", endpoint, "--home", home_});
+  if (!process_.waitForStarted(5000)) {
+    error_ = QString("%1: could not start the embedded server (%2)").arg(mugv_, process_.errorString());
+    return {};
+  }
+  // The server binds at once; wait (bounded) for the socket so the first connect succeeds.
+  for (int i = 0; i < 100 && !QFileInfo::exists(socket); ++i) {
+    if (process_.state() != QProcess::Running) break;
+    QThread::msleep(50);
+  }
+  if (process_.state() != QProcess::Running) {
+    error_ = QString("the embedded server exited at start; see %1/server.log").arg(home_);
+    return {};
+  }
+  return endpoint;
+}
+
+void EmbeddedServer::stop() {
+  if (process_.state() == QProcess::NotRunning) return;
+  stopping_ = true;
+  process_.terminate();
+  if (!process_.waitForFinished(5000)) {
+    process_.kill();
+    process_.waitForFinished(2000);
+  }
+}
+
+}  // namespace mugv::studio

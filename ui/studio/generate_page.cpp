@@ -1,0 +1,233 @@
+// Generate: prompt, negative prompt, seed, steps, CFG, size, frames and an optional first-frame image; a live
+// animated preview of the denoising while the job runs; a player with scrubbing for the result; export with
+// the prompt, seed and model kept in the file.
+#include "job_params.h"
+#include "pages.h"
+
+#include "core/error.h"
+#include "media/encoder.h"
+
+#include <QDateTime>
+#include <QDir>
+#include <QFileDialog>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QVBoxLayout>
+
+namespace mugv::studio {
+
+using protocol::MessageType;
+
+GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
+    : QWidget(parent), link_(link), home_(std::move(home)) {
+  run_ = new QComboBox(this);
+  run_->setToolTip("The trained DiT run to sample from");
+  prompt_ = new QLineEdit(this);
+  prompt_->setPlaceholderText("a red circle moving right on a black background");
+  prompt_->setToolTip("What the video should show");
+  negative_ = new QLineEdit(this);
+  negative_->setToolTip("What to steer away from (empty: the learned null caption)");
+  seed_ = new QSpinBox(this);
+  seed_->setRange(0, 2147483647);
+  seed_->setToolTip("Noise seed: the same seed gives the same video");
+  steps_ = new QSpinBox(this);
+  steps_->setRange(1, 1000);
+  steps_->setValue(25);
+  steps_->setToolTip("Euler steps on the shifted schedule");
+  cfg_ = new QDoubleSpinBox(this);
+  cfg_->setRange(0, 30);
+  cfg_->setValue(4.0);
+  cfg_->setToolTip("Classifier-free guidance scale");
+  frames_ = new QSpinBox(this);
+  frames_->setRange(1, 1000);
+  frames_->setValue(17);
+  frames_->setToolTip("Frames to generate (the VAE takes multiples of its chunk, or a multiple plus one)");
+  size_ = new QLineEdit("64x64", this);
+  size_->setToolTip("Width x height in pixels (multiples of 16)");
+  image_ = new QLineEdit(this);
+  image_->setPlaceholderText("optional first-frame image (I2V / TI2V)");
+  image_->setToolTip("An image the video starts from; it is scaled and centre-cropped to the size");
+  auto* browse = new QPushButton("…", this);
+  generate_ = new QPushButton("Generate", this);
+  generate_->setToolTip("Queue the generation (Ctrl+Enter)");
+  generate_->setShortcut(QKeySequence("Ctrl+Return"));
+  export_ = new QPushButton("Export…", this);
+  export_->setToolTip("Write the result as mp4, webm, gif or PNG frames with its prompt and seed");
+  export_->setEnabled(false);
+  problem_ = new QLabel(this);
+  problem_->setStyleSheet("color: #d33;");
+  preview_ = new FramePlayer(this);
+  preview_->setToolTip("Live preview: the predicted clean video at each denoising step");
+  player_ = new FramePlayer(this);
+  player_->setToolTip("The result: scrub with the slider, step with Left/Right");
+
+  auto* form = new QFormLayout;
+  form->addRow("Run", run_);
+  form->addRow("Prompt", prompt_);
+  form->addRow("Negative", negative_);
+  form->addRow("Seed", seed_);
+  form->addRow("Steps", steps_);
+  form->addRow("CFG", cfg_);
+  form->addRow("Frames", frames_);
+  form->addRow("Size", size_);
+  auto* image_row = new QHBoxLayout;
+  image_row->addWidget(image_, 1);
+  image_row->addWidget(browse);
+  form->addRow("First frame", image_row);
+  form->addRow(problem_);
+  auto* actions = new QHBoxLayout;
+  actions->addWidget(generate_);
+  actions->addWidget(export_);
+  form->addRow(actions);
+  auto* views = new QHBoxLayout;
+  auto* preview_box = new QVBoxLayout;
+  preview_box->addWidget(new QLabel("Denoising preview", this));
+  preview_box->addWidget(preview_, 1);
+  auto* player_box = new QVBoxLayout;
+  player_box->addWidget(new QLabel("Result", this));
+  player_box->addWidget(player_, 1);
+  views->addLayout(preview_box, 1);
+  views->addLayout(player_box, 1);
+  auto* layout = new QHBoxLayout(this);
+  layout->addLayout(form, 1);
+  layout->addLayout(views, 2);
+
+  connect(browse, &QPushButton::clicked, this, [this] {
+    const QString f = QFileDialog::getOpenFileName(this, "First-frame image", {}, "Images (*.png *.jpg *.jpeg)");
+    if (!f.isEmpty()) image_->setText(f);
+  });
+  for (QLineEdit* e : {prompt_, size_, image_}) connect(e, &QLineEdit::textChanged, this, &GeneratePage::validate_form);
+  connect(run_, &QComboBox::currentTextChanged, this, &GeneratePage::validate_form);
+  connect(generate_, &QPushButton::clicked, this, &GeneratePage::generate);
+  connect(export_, &QPushButton::clicked, this, [this] {
+    const QString path = QFileDialog::getSaveFileName(this, "Export", QDir(home_).filePath("export.mp4"),
+                                                      "Video (*.mp4 *.webm *.gif)");
+    if (path.isEmpty()) return;
+    QString error;
+    emit message(export_to(path, &error) ? "exported " + path : error);
+  });
+  connect(&link_, &BackendLink::connected, this, &GeneratePage::refresh);
+  connect(&link_, &BackendLink::event, this, &GeneratePage::on_event);
+  validate_form();
+}
+
+void GeneratePage::refresh() {
+  link_.call(MessageType::list_runs, {}, [this](const nlohmann::json& reply) {
+    const QString current = run_->currentText();
+    run_->clear();
+    for (const auto& r : reply["runs"])
+      if (r.value("kind", "") == "dit") run_->addItem(QString::fromStdString(r["name"].get<std::string>()));
+    if (!current.isEmpty()) run_->setCurrentText(current);
+    validate_form();
+  }, [this](const QString& m) { emit message(m); });
+}
+
+void GeneratePage::set_prompt(const QString& prompt, const QString& negative) {
+  prompt_->setText(prompt);
+  negative_->setText(negative);
+}
+
+bool GeneratePage::can_generate() const { return generate_->isEnabled(); }
+
+void GeneratePage::validate_form() {
+  GenerateForm f;
+  f.run = run_->currentText().toStdString();
+  f.prompt = prompt_->text().toStdString();
+  f.out = "preview.mp4";
+  const QStringList wh = size_->text().split('x');
+  f.width = wh.size() == 2 ? wh[0].toInt() : 0;
+  f.height = wh.size() == 2 ? wh[1].toInt() : 0;
+  const std::string why = validate(f);
+  problem_->setText(QString::fromStdString(why));
+  generate_->setEnabled(why.empty() && job_ == 0);
+}
+
+void GeneratePage::generate() {
+  if (!can_generate()) return;
+  GenerateForm f;
+  f.run = run_->currentText().toStdString();
+  f.prompt = prompt_->text().toStdString();
+  f.negative = negative_->text().toStdString();
+  f.image = image_->text().toStdString();
+  f.seed = seed_->value();
+  f.steps = steps_->value();
+  f.cfg = cfg_->value();
+  f.frames = frames_->value();
+  const QStringList wh = size_->text().split('x');
+  f.width = wh[0].toInt();
+  f.height = wh[1].toInt();
+  QDir().mkpath(QDir(home_).filePath("generations"));
+  pending_out_ = QDir(home_).filePath(QString("generations/gen-%1.mp4").arg(QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss-zzz")));
+  f.out = pending_out_.toStdString();
+  result_settings_ = {{"prompt", f.prompt}, {"negative_prompt", f.negative}, {"seed", f.seed}, {"model", f.run}};
+  preview_events_ = 0;
+  generate_->setEnabled(false);
+  submit_job(link_, generate_job(f).header(), [this](int64_t id) {
+    job_ = id;
+    emit message(QString("generating (job %1)").arg(id));
+  }, [this](const QString& m) {
+    problem_->setText(m);
+    validate_form();
+  });
+}
+
+void GeneratePage::on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs) {
+  if (job_ == 0 || topic.section('/', 1, 1).toLongLong() != job_) return;
+  const std::string type = header.value("type", "");
+  if (type == "preview") {
+    ++preview_events_;
+    preview_->set_frames(frames_from_rgb24(blobs, header.value("width", 0), header.value("height", 0)), 8.0, true);
+  } else if (type == "state") {
+    const std::string state = header.value("state", "");
+    if (state != "succeeded" && state != "failed" && state != "cancelled") return;
+    job_ = 0;
+    validate_form();
+    if (state != "succeeded") {
+      problem_->setText(QString("generation %1: %2").arg(QString::fromStdString(state),
+                                                         QString::fromStdString(header["job_info"].value("error_message", ""))));
+      emit finished(false);
+      return;
+    }
+    try {
+      double fps = 8;
+      player_->set_frames(load_video_frames(pending_out_, &fps), fps, false);
+      result_ = pending_out_;
+      export_->setEnabled(true);
+      emit message("generated " + result_);
+      emit finished(true);
+    } catch (const Error& e) {
+      problem_->setText(QString::fromStdString(e.what()));
+      emit finished(false);
+    }
+  }
+}
+
+bool GeneratePage::export_to(const QString& path, QString* error) {
+  if (result_.isEmpty()) {
+    if (error) *error = "nothing to export yet: generate a video first";
+    return false;
+  }
+  try {
+    double fps = 8;
+    const QList<QImage> frames = load_video_frames(result_, &fps);
+    std::vector<RgbFrame> out;
+    for (const QImage& image : frames) {
+      const QImage rgb = image.convertToFormat(QImage::Format_RGB888);
+      RgbFrame f(rgb.width(), rgb.height());
+      for (int y = 0; y < rgb.height(); ++y)
+        std::memcpy(f.rgb.data() + size_t(y) * rgb.width() * 3, rgb.constScanLine(y), size_t(rgb.width()) * 3);
+      out.push_back(std::move(f));
+    }
+    EncodeOptions options;
+    options.fps = fps;
+    for (auto it = result_settings_.begin(); it != result_settings_.end(); ++it)
+      options.metadata[it.key()] = it->is_string() ? it->get<std::string>() : it->dump();
+    encode_video(path.toStdString(), out, options);
+    return true;
+  } catch (const Error& e) {
+    if (error) *error = QString("export failed: %1").arg(QString::fromStdString(e.what()));
+    return false;
+  }
+}
+
+}  // namespace mugv::studio

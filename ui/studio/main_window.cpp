@@ -1,0 +1,239 @@
+#include "main_window.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCloseEvent>
+#include <QDir>
+#include <QInputDialog>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QPalette>
+#include <QSettings>
+#include <QShortcut>
+#include <QHBoxLayout>
+#include <QStatusBar>
+#include <QStyleFactory>
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+}
+
+namespace mugv::studio {
+
+using protocol::MessageType;
+
+MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
+  setWindowTitle("MUG-V Studio");
+  sidebar_ = new QListWidget(this);
+  sidebar_->addItems({"Datasets", "Prompts", "Runs", "Generate"});
+  sidebar_->setMaximumWidth(140);
+  stack_ = new QStackedWidget(this);
+  datasets_ = new DatasetsPage(link_, options_.home, stack_);
+  prompts_ = new PromptsPage(link_, stack_);
+  runs_ = new RunsPage(link_, stack_);
+  generate_ = new GeneratePage(link_, options_.home, stack_);
+  for (QWidget* page : std::initializer_list<QWidget*>{datasets_, prompts_, runs_, generate_}) stack_->addWidget(page);
+  auto* central = new QWidget(this);
+  auto* row = new QHBoxLayout(central);
+  row->setContentsMargins(0, 0, 0, 0);
+  row->addWidget(sidebar_);
+  row->addWidget(stack_, 1);
+  setCentralWidget(central);
+  connect(sidebar_, &QListWidget::currentRowChanged, stack_, &QStackedWidget::setCurrentIndex);
+
+  connection_ = new QLabel(this);
+  activity_ = new QLabel(this);
+  progress_ = new QProgressBar(this);
+  progress_->setMaximumWidth(200);
+  progress_->hide();
+  statusBar()->addWidget(connection_);
+  statusBar()->addWidget(activity_, 1);
+  statusBar()->addPermanentWidget(progress_);
+
+  auto show_message = [this](const QString& text) { activity_->setText(text); };
+  connect(datasets_, &DatasetsPage::message, this, show_message);
+  connect(prompts_, &PromptsPage::message, this, show_message);
+  connect(runs_, &RunsPage::message, this, show_message);
+  connect(generate_, &GeneratePage::message, this, show_message);
+  connect(prompts_, &PromptsPage::generate_again, this, [this](const QString& prompt, const QString& negative) {
+    generate_->set_prompt(prompt, negative);
+    show_page(Page::generate);
+  });
+  connect(prompts_, &PromptsPage::use_as_sample_prompt, this, [this](const QString& prompt) {
+    QSettings settings;
+    QStringList prompts = settings.value("sample_prompts").toStringList();
+    prompts << prompt;
+    settings.setValue("sample_prompts", prompts);
+    activity_->setText("added to the sample prompts of new runs");
+  });
+
+  connect(&link_, &BackendLink::connected, this, [this] {
+    connection_->setText("● " + link_.endpoint());
+    connection_->setToolTip("connected");
+    if (options_.offer_starter && !starter_offered_) {
+      starter_offered_ = true;
+      link_.call(MessageType::list_datasets, {}, [this](const nlohmann::json& reply) {
+        if (!reply["datasets"].empty()) return;
+        if (QMessageBox::question(this, "Starter dataset",
+                                  "The catalog has no datasets yet. Create the starter dataset (colored shapes, "
+                                  "about a minute) to try curation, training and generation?") == QMessageBox::Yes)
+          datasets_->create_starter_dataset();
+      });
+    }
+  });
+  connect(&link_, &BackendLink::disconnected, this, [this](const QString& message) {
+    connection_->setText("○ not connected");
+    connection_->setToolTip(message);
+    activity_->setText(message);
+  });
+  connect(&link_, &BackendLink::event, this, [this](const QString&, const nlohmann::json& header, const QList<QByteArray>&) {
+    if (header.value("type", "") != "progress") return;
+    const int64_t total = header.value("total", int64_t(0));
+    progress_->setVisible(total > 0);
+    progress_->setRange(0, static_cast<int>(std::min<int64_t>(total, 1 << 30)));
+    progress_->setValue(static_cast<int>(std::min<int64_t>(header.value("done", int64_t(0)), 1 << 30)));
+    progress_->setFormat(QString::fromStdString(header.value("stage", "")) + " %p%");
+  });
+
+  build_menus();
+  QSettings settings;
+  restoreGeometry(settings.value("window/geometry").toByteArray());
+  restoreState(settings.value("window/state").toByteArray());
+  set_dark_theme(settings.value("view/dark", true).toBool());
+  show_page(Page::datasets);
+
+  QString endpoint = options_.server;
+  if (endpoint.isEmpty()) {
+    embedded_ = std::make_unique<EmbeddedServer>(options_.mugv_binary, options_.home);
+    connect(embedded_.get(), &EmbeddedServer::exited, this, [this](const QString& m) { activity_->setText(m); });
+    endpoint = embedded_->start();
+    if (endpoint.isEmpty()) {
+      connection_->setText("○ no server");
+      activity_->setText(embedded_->error());
+      return;
+    }
+  }
+  connect_to(endpoint);
+}
+
+MainWindow::~MainWindow() = default;
+
+void MainWindow::connect_to(const QString& endpoint) {
+  connection_->setText("… connecting to " + endpoint);
+  link_.open(endpoint);
+}
+
+void MainWindow::show_page(Page page) {
+  sidebar_->setCurrentRow(static_cast<int>(page));
+  stack_->setCurrentIndex(static_cast<int>(page));
+}
+
+QString MainWindow::status_text() const { return connection_->text() + " | " + activity_->text(); }
+
+void MainWindow::build_menus() {
+  QMenu* file = menuBar()->addMenu("&File");
+  QAction* remote = file->addAction("Connect to server…");
+  remote->setToolTip("Use a remote MUG-V server (tcp:// or ipc:// endpoint) instead of the embedded one");
+  connect(remote, &QAction::triggered, this, [this] {
+    bool ok = false;
+    const QString ep = QInputDialog::getText(this, "Server", "Endpoint (e.g. tcp://gpu-box:5555):", QLineEdit::Normal, link_.endpoint(), &ok);
+    if (ok && !ep.isEmpty()) connect_to(ep);
+  });
+  file->addSeparator();
+  QAction* quit = file->addAction("Quit");
+  quit->setShortcut(QKeySequence::Quit);
+  connect(quit, &QAction::triggered, this, &QWidget::close);
+
+  QMenu* view = menuBar()->addMenu("&View");
+  const char* names[] = {"Datasets", "Prompts", "Runs", "Generate"};
+  for (int i = 0; i < 4; ++i) {
+    QAction* a = view->addAction(names[i]);
+    a->setShortcut(QKeySequence(QString("Ctrl+%1").arg(i + 1)));
+    connect(a, &QAction::triggered, this, [this, i] { show_page(static_cast<Page>(i)); });
+  }
+  view->addSeparator();
+  QAction* dark = view->addAction("Dark theme");
+  dark->setCheckable(true);
+  dark->setChecked(QSettings().value("view/dark", true).toBool());
+  connect(dark, &QAction::toggled, this, &MainWindow::set_dark_theme);
+  QAction* refresh = view->addAction("Refresh");
+  refresh->setShortcut(QKeySequence("F5"));
+  connect(refresh, &QAction::triggered, this, [this] {
+    datasets_->refresh();
+    prompts_->refresh();
+    runs_->refresh();
+    generate_->refresh();
+  });
+  QAction* new_run = view->addAction("New run…");
+  new_run->setShortcut(QKeySequence("Ctrl+N"));
+  connect(new_run, &QAction::triggered, this, [this] {
+    show_page(Page::runs);
+    runs_->open_new_run_dialog();
+  });
+  QAction* undo = datasets_->undo_stack()->createUndoAction(this, "Undo caption edit");
+  undo->setShortcut(QKeySequence::Undo);
+  view->addAction(undo);
+  QAction* redo = datasets_->undo_stack()->createRedoAction(this, "Redo caption edit");
+  redo->setShortcut(QKeySequence::Redo);
+  view->addAction(redo);
+
+  QMenu* help = menuBar()->addMenu("&Help");
+  connect(help->addAction("About MUG-V Studio"), &QAction::triggered, this, &MainWindow::show_about);
+}
+
+void MainWindow::show_about() {
+  const auto& info = link_.server_info();
+  QString server = link_.is_connected() ? QString::fromStdString(info.value("endpoint", "")) : QString("not connected");
+  QString torch = "reported by the server: unknown", devices = "unknown";
+  if (info.contains("versions")) {
+    torch = QString::fromStdString(info["versions"].value("libtorch", "unknown"));
+    QStringList list;
+    for (const auto& d : info["versions"].value("devices", nlohmann::json::array())) list << QString::fromStdString(d.get<std::string>());
+    devices = list.join(", ");
+  }
+  QMessageBox::about(this, "About MUG-V Studio",
+                     QString("<b>MUG-V Studio %1</b><br>Qt %2<br>FFmpeg libavcodec %3<br>LibTorch: %4<br>Devices: %5<br>Server: %6")
+                         .arg(MUGV_VERSION, qVersion(), AV_STRINGIFY(LIBAVCODEC_VERSION), torch, devices, server));
+}
+
+void MainWindow::set_dark_theme(bool dark) {
+  QSettings().setValue("view/dark", dark);
+  qApp->setStyle(QStyleFactory::create("Fusion"));
+  QPalette p;
+  if (dark) {
+    p.setColor(QPalette::Window, QColor(37, 37, 38));
+    p.setColor(QPalette::WindowText, QColor(220, 220, 220));
+    p.setColor(QPalette::Base, QColor(30, 30, 30));
+    p.setColor(QPalette::AlternateBase, QColor(45, 45, 48));
+    p.setColor(QPalette::Text, QColor(220, 220, 220));
+    p.setColor(QPalette::Button, QColor(50, 50, 52));
+    p.setColor(QPalette::ButtonText, QColor(220, 220, 220));
+    p.setColor(QPalette::Highlight, QColor(14, 99, 156));
+    p.setColor(QPalette::HighlightedText, Qt::white);
+    p.setColor(QPalette::ToolTipBase, QColor(50, 50, 52));
+    p.setColor(QPalette::ToolTipText, QColor(220, 220, 220));
+  } else {
+    p = qApp->style()->standardPalette();
+  }
+  qApp->setPalette(p);
+}
+
+void MainWindow::save_screenshots(const QString& dir) {
+  QDir().mkpath(dir);
+  const char* names[] = {"datasets", "prompts", "runs", "generate"};
+  for (int i = 0; i < 4; ++i) {
+    show_page(static_cast<Page>(i));
+    QApplication::processEvents();
+    grab().save(QDir(dir).filePath(QString("%1.png").arg(names[i])));
+  }
+}
+
+void MainWindow::closeEvent(QCloseEvent* event) {
+  QSettings settings;
+  settings.setValue("window/geometry", saveGeometry());
+  settings.setValue("window/state", saveState());
+  if (embedded_) embedded_->stop();
+  event->accept();
+}
+
+}  // namespace mugv::studio

@@ -1,0 +1,69 @@
+#pragma once
+// The studio's window: pages Datasets, Prompts, Runs and Generate (Ctrl+1..4) beside a sidebar, the
+// connection and job progress in the status bar, File / View / Help menus, remembered geometry and theme.
+// With no --server it runs on its embedded backend (embedded_server.h) under $MUGV_HOME.
+
+#include "backend_link.h"
+#include "embedded_server.h"
+#include "pages.h"
+
+#include <QLabel>
+#include <QListWidget>
+#include <QMainWindow>
+#include <QProgressBar>
+#include <QStackedWidget>
+
+#include <memory>
+
+namespace mugv::studio {
+
+struct StudioOptions {
+  QString server;       // empty: embedded
+  QString home;         // $MUGV_HOME
+  QString mugv_binary;  // for the embedded server
+  bool offer_starter = true;  // first launch: offer to create the starter dataset
+};
+
+enum class Page { datasets = 0, prompts, runs, generate };
+
+class MainWindow : public QMainWindow {
+  Q_OBJECT
+ public:
+  explicit MainWindow(StudioOptions options);
+  ~MainWindow() override;
+
+  void show_page(Page page);
+  BackendLink& link() { return link_; }
+  DatasetsPage* datasets_page() const { return datasets_; }
+  PromptsPage* prompts_page() const { return prompts_; }
+  RunsPage* runs_page() const { return runs_; }
+  GeneratePage* generate_page() const { return generate_; }
+  QString status_text() const;
+  // Saves a PNG of every page into `dir` (docs/screenshots).
+  void save_screenshots(const QString& dir);
+  void set_dark_theme(bool dark);
+
+ protected:
+  void closeEvent(QCloseEvent* event) override;
+
+ private:
+  void connect_to(const QString& endpoint);
+  void build_menus();
+  void show_about();
+
+  StudioOptions options_;
+  BackendLink link_;
+  std::unique_ptr<EmbeddedServer> embedded_;
+  QListWidget* sidebar_;
+  QStackedWidget* stack_;
+  DatasetsPage* datasets_;
+  PromptsPage* prompts_;
+  RunsPage* runs_;
+  GeneratePage* generate_;
+  QLabel* connection_;
+  QLabel* activity_;
+  QProgressBar* progress_;
+  bool starter_offered_ = false;
+};
+
+}  // namespace mugv::studio

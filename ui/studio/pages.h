@@ -1,0 +1,151 @@
+#pragma once
+// The studio's pages. Each is a client of the server through BackendLink (requests on the network thread,
+// replies and events on the UI thread) and refreshes itself on `connected` and on job events.
+
+#include "backend_link.h"
+#include "widgets.h"
+
+#include <QComboBox>
+#include <QDoubleSpinBox>
+#include <QLabel>
+#include <QLineEdit>
+#include <QListWidget>
+#include <QPlainTextEdit>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QTableWidget>
+#include <QUndoStack>
+#include <QWidget>
+
+#include <map>
+
+namespace mugv::studio {
+
+// Submits a job; `done` gets its id (or the error shown by the caller).
+void submit_job(BackendLink& link, const nlohmann::json& header, std::function<void(int64_t)> done,
+                std::function<void(const QString&)> failed);
+
+class DatasetsPage : public QWidget {
+  Q_OBJECT
+ public:
+  DatasetsPage(BackendLink& link, QString home, QWidget* parent = nullptr);
+  void refresh();
+  // Makes the starter dataset (generate, then import as "shapes").
+  void create_starter_dataset(int clips = 64);
+  QListWidget* datasets() const { return datasets_; }
+  QTableWidget* clips() const { return clips_; }
+  QUndoStack* undo_stack() const { return undo_; }
+  // Saves a caption through the server (undoable).
+  void edit_caption(int64_t clip_id, const QString& old_text, const QString& new_text);
+
+ signals:
+  void message(const QString& text);
+
+ private:
+  void load_clips();
+  void on_event(const QString& topic, const nlohmann::json& header);
+
+  BackendLink& link_;
+  QString home_;
+  QListWidget* datasets_;
+  QTableWidget* clips_;
+  QComboBox* decision_filter_;
+  QLineEdit* reason_filter_;
+  QComboBox* preset_;
+  QUndoStack* undo_;
+  std::map<int64_t, QString> follow_up_;  // job id -> dataset to import when it succeeds
+};
+
+class RunsPage : public QWidget {
+  Q_OBJECT
+ public:
+  RunsPage(BackendLink& link, QWidget* parent = nullptr);
+  void refresh();
+  QTableWidget* jobs() const { return jobs_; }
+  MetricChart* loss_chart() const { return loss_; }
+  int64_t selected_job() const;
+  void select_job(int64_t id);
+  void open_new_run_dialog();
+  // Submits a training run directly (the dialog's action; tests call it too).
+  void start_training(const struct TrainForm& form);
+
+ signals:
+  void message(const QString& text);
+
+ private:
+  void act(protocol::MessageType type);
+  void on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs);
+  void show_job(int64_t id);
+
+  BackendLink& link_;
+  QTableWidget* jobs_;
+  MetricChart *loss_, *lr_, *throughput_, *mfu_;
+  QPlainTextEdit* log_;
+  FramePlayer* samples_;
+  int64_t shown_job_ = 0;
+};
+
+class GeneratePage : public QWidget {
+  Q_OBJECT
+ public:
+  GeneratePage(BackendLink& link, QString home, QWidget* parent = nullptr);
+  void refresh();
+  void set_prompt(const QString& prompt, const QString& negative);
+  void generate();
+  bool can_generate() const;
+  QPushButton* generate_button() const { return generate_; }
+  QComboBox* run() const { return run_; }
+  QLineEdit* prompt() const { return prompt_; }
+  QSpinBox* steps() const { return steps_; }
+  FramePlayer* preview() const { return preview_; }
+  FramePlayer* player() const { return player_; }
+  int preview_events() const { return preview_events_; }
+  QString result_path() const { return result_; }
+  // Writes the shown result to `path` (mp4 / webm / gif / PNG folder by extension) with its prompt and seed.
+  bool export_to(const QString& path, QString* error);
+
+ signals:
+  void message(const QString& text);
+  void finished(bool ok);
+
+ private:
+  void validate_form();
+  void on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs);
+
+  BackendLink& link_;
+  QString home_;
+  QComboBox* run_;
+  QLineEdit *prompt_, *negative_, *image_, *size_;
+  QSpinBox *seed_, *steps_, *frames_;
+  QDoubleSpinBox* cfg_;
+  QPushButton *generate_, *export_;
+  QLabel* problem_;
+  FramePlayer* preview_;
+  FramePlayer* player_;
+  int64_t job_ = 0;
+  int preview_events_ = 0;
+  QString result_, pending_out_;
+  nlohmann::json result_settings_;
+};
+
+class PromptsPage : public QWidget {
+  Q_OBJECT
+ public:
+  PromptsPage(BackendLink& link, QWidget* parent = nullptr);
+  void refresh();
+  void save_prompt(const QString& text, const QString& negative, const QStringList& tags);
+  QTableWidget* prompts() const { return prompts_; }
+
+ signals:
+  void generate_again(const QString& prompt, const QString& negative);
+  void use_as_sample_prompt(const QString& prompt);
+  void message(const QString& text);
+
+ private:
+  void load_history();
+  BackendLink& link_;
+  QLineEdit *search_, *text_, *negative_, *tags_;
+  QTableWidget *prompts_, *history_;
+};
+
+}  // namespace mugv::studio

@@ -1,0 +1,290 @@
+// Runs: the job queue (reorder, pause, resume, cancel, retry), a new-run dialog with the memory estimate,
+// live charts of loss / learning rate / throughput / MFU, the samples rendered during training, and logs.
+#include "job_params.h"
+#include "pages.h"
+
+#include <QDialog>
+#include <QDialogButtonBox>
+#include <QFormLayout>
+#include <QGridLayout>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QSplitter>
+#include <QVBoxLayout>
+
+namespace mugv::studio {
+
+using protocol::MessageType;
+
+namespace {
+
+QTableWidgetItem* cell(const QString& text) {
+  auto* item = new QTableWidgetItem(text);
+  item->setFlags(item->flags() & ~Qt::ItemIsEditable);
+  return item;
+}
+
+QString command_text(const nlohmann::json& params) {
+  QStringList words;
+  for (const auto& w : params.value("command", nlohmann::json::array())) words << QString::fromStdString(w.get<std::string>());
+  for (const auto& p : params.value("positional", nlohmann::json::array())) words << QString::fromStdString(p.get<std::string>());
+  return words.join(' ');
+}
+
+}  // namespace
+
+RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(link) {
+  jobs_ = new QTableWidget(0, 5, this);
+  jobs_->setHorizontalHeaderLabels({"job", "kind", "state", "progress", "command"});
+  jobs_->horizontalHeader()->setStretchLastSection(true);
+  jobs_->setSelectionBehavior(QAbstractItemView::SelectRows);
+  jobs_->setSelectionMode(QAbstractItemView::SingleSelection);
+  auto* buttons = new QHBoxLayout;
+  struct Action {
+    const char* label;
+    const char* tip;
+    MessageType type;
+  };
+  for (const Action& a : {Action{"Pause", "Pause the job at its next step", MessageType::pause_job},
+                          Action{"Resume", "Resume a paused job", MessageType::resume_job},
+                          Action{"Cancel", "Cancel the job (training saves a checkpoint first)", MessageType::cancel_job},
+                          Action{"Retry", "Queue a failed, cancelled or interrupted job again", MessageType::retry_job},
+                          Action{"Move up", "Run this queued job first", MessageType::reorder_job},
+                          Action{"Sample now", "Render the training samples at the next step", MessageType::sample_now},
+                          Action{"Save now", "Write a checkpoint at the next step", MessageType::save_now}}) {
+    auto* b = new QPushButton(a.label, this);
+    b->setToolTip(a.tip);
+    const MessageType type = a.type;
+    connect(b, &QPushButton::clicked, this, [this, type] { act(type); });
+    buttons->addWidget(b);
+  }
+  auto* new_run = new QPushButton("New run…", this);
+  new_run->setToolTip("Start a training run from presets (Ctrl+N)");
+  connect(new_run, &QPushButton::clicked, this, &RunsPage::open_new_run_dialog);
+  buttons->addStretch(1);
+  buttons->addWidget(new_run);
+
+  loss_ = new MetricChart("loss", this);
+  lr_ = new MetricChart("learning rate", this);
+  throughput_ = new MetricChart("tokens / s", this);
+  mfu_ = new MetricChart("MFU", this);
+  auto* charts = new QGridLayout;
+  charts->addWidget(loss_, 0, 0);
+  charts->addWidget(lr_, 0, 1);
+  charts->addWidget(throughput_, 1, 0);
+  charts->addWidget(mfu_, 1, 1);
+  log_ = new QPlainTextEdit(this);
+  log_->setReadOnly(true);
+  log_->setMaximumBlockCount(5000);
+  log_->setToolTip("The selected job's log");
+  samples_ = new FramePlayer(this);
+  samples_->setToolTip("Samples rendered during training (live preview of the first sample prompt)");
+
+  auto* top = new QWidget(this);
+  auto* top_layout = new QVBoxLayout(top);
+  top_layout->addLayout(buttons);
+  top_layout->addWidget(jobs_, 1);
+  auto* bottom = new QWidget(this);
+  auto* bottom_layout = new QHBoxLayout(bottom);
+  auto* chart_box = new QWidget(bottom);
+  chart_box->setLayout(charts);
+  bottom_layout->addWidget(chart_box, 3);
+  auto* side = new QVBoxLayout;
+  side->addWidget(samples_, 1);
+  side->addWidget(log_, 1);
+  bottom_layout->addLayout(side, 2);
+  auto* split = new QSplitter(Qt::Vertical, this);
+  split->addWidget(top);
+  split->addWidget(bottom);
+  auto* layout = new QVBoxLayout(this);
+  layout->addWidget(split);
+
+  connect(jobs_, &QTableWidget::itemSelectionChanged, this, [this] { show_job(selected_job()); });
+  connect(&link_, &BackendLink::connected, this, &RunsPage::refresh);
+  connect(&link_, &BackendLink::event, this, &RunsPage::on_event);
+}
+
+int64_t RunsPage::selected_job() const {
+  const auto rows = jobs_->selectionModel()->selectedRows();
+  return rows.isEmpty() ? 0 : jobs_->item(rows.first().row(), 0)->text().toLongLong();
+}
+
+void RunsPage::select_job(int64_t id) {
+  for (int r = 0; r < jobs_->rowCount(); ++r)
+    if (jobs_->item(r, 0)->text().toLongLong() == id) jobs_->selectRow(r);
+  show_job(id);
+}
+
+void RunsPage::refresh() {
+  link_.call(MessageType::list_jobs, {{"limit", 200}}, [this](const nlohmann::json& reply) {
+    const int64_t keep = selected_job();
+    jobs_->setRowCount(0);
+    for (const auto& j : reply["jobs"]) {
+      const int row = jobs_->rowCount();
+      jobs_->insertRow(row);
+      jobs_->setItem(row, 0, cell(QString::number(j["id"].get<int64_t>())));
+      jobs_->setItem(row, 1, cell(QString::fromStdString(j["kind"].get<std::string>())));
+      jobs_->setItem(row, 2, cell(QString::fromStdString(j["state"].get<std::string>())));
+      jobs_->setItem(row, 3, cell(""));
+      auto* command = cell(command_text(j["params"]));
+      command->setToolTip(QString::fromStdString(j.value("error_message", "")));
+      jobs_->setItem(row, 4, command);
+      if (j["id"].get<int64_t>() == keep) jobs_->selectRow(row);
+    }
+  }, [this](const QString& m) { emit message(m); });
+}
+
+void RunsPage::act(MessageType type) {
+  const int64_t id = selected_job();
+  if (!id) {
+    emit message("select a job first");
+    return;
+  }
+  nlohmann::json h = {{"job", id}};
+  if (type == MessageType::reorder_job) h["position"] = 0;
+  link_.call(type, h, [this](const nlohmann::json&) { refresh(); }, [this](const QString& m) { emit message(m); });
+}
+
+void RunsPage::show_job(int64_t id) {
+  if (id == shown_job_ || id == 0) return;
+  shown_job_ = id;
+  for (MetricChart* c : {loss_, lr_, throughput_, mfu_}) c->clear_points();
+  log_->clear();
+  link_.call(MessageType::job_logs, {{"job", id}, {"tail_lines", 500}}, [this, id](const nlohmann::json& reply) {
+    if (id == shown_job_) log_->setPlainText(QString::fromStdString(reply["text"].get<std::string>()));
+  });
+  // Metrics already reported (the job's stored events), then live ones from events.
+  link_.call(MessageType::get_job, {{"job", id}}, [this, id](const nlohmann::json& reply) {
+    if (id != shown_job_) return;
+    for (const auto& e : reply.value("events", nlohmann::json::array())) {
+      if (e.value("type", "") != "metrics") continue;
+      const auto& p = e["payload"];
+      on_event(QString("job/%1/metrics").arg(id), {{"type", "metrics"}, {"step", p["step"]}, {"values", p["values"]}}, {});
+    }
+  });
+}
+
+void RunsPage::on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs) {
+  const std::string type = header.value("type", "");
+  if (type == "state") {
+    refresh();
+    return;
+  }
+  const int64_t id = topic.section('/', 1, 1).toLongLong();
+  if (type == "progress") {
+    for (int r = 0; r < jobs_->rowCount(); ++r) {
+      if (jobs_->item(r, 0)->text().toLongLong() != id) continue;
+      const double total = header.value("total", 0.0), done = header.value("done", 0.0);
+      jobs_->item(r, 3)->setText(total > 0 ? QString("%1 %2/%3").arg(QString::fromStdString(header.value("stage", ""))).arg(done).arg(total)
+                                           : QString::fromStdString(header.value("stage", "")));
+    }
+    return;
+  }
+  if (id != shown_job_) return;
+  if (type == "metrics") {
+    const auto& v = header["values"];
+    const double step = header.value("step", 0.0);
+    auto add = [&](MetricChart* chart, const char* key) {
+      if (v.contains(key) && v[key].is_number()) chart->add_point(step, v[key].get<double>());
+    };
+    add(loss_, "loss");
+    add(lr_, "lr");
+    add(throughput_, "tokens_per_s");
+    add(mfu_, "mfu");
+  } else if (type == "log") {
+    log_->appendPlainText(QString::fromStdString(header.value("text", "")));
+  } else if (type == "preview") {
+    samples_->set_frames(frames_from_rgb24(blobs, header.value("width", 0), header.value("height", 0)), 8.0, true);
+  }
+}
+
+void RunsPage::start_training(const TrainForm& form) {
+  submit_job(link_, train_job(form).header(), [this](int64_t id) {
+    emit message(QString("training queued as job %1").arg(id));
+    refresh();
+    shown_job_ = 0;
+    select_job(id);
+  }, [this](const QString& m) { emit message("training refused: " + m); });
+}
+
+void RunsPage::open_new_run_dialog() {
+  QDialog dialog(this);
+  dialog.setWindowTitle("New training run");
+  auto* form = new QFormLayout(&dialog);
+  auto* name = new QLineEdit("run-1", &dialog);
+  name->setToolTip("Name of the run folder ($MUGV_HOME/runs/NAME)");
+  auto* dataset = new QComboBox(&dialog);
+  dataset->setEditable(true);
+  dataset->setToolTip("Dataset whose cached latents the DiT learns");
+  auto* vae = new QComboBox(&dialog);
+  vae->setEditable(true);
+  vae->setToolTip("VAE run whose latent space the DiT learns");
+  auto* model = new QComboBox(&dialog);
+  model->addItems({"tiny", "small", "mugv-1b", "mugv-4b", "mugv-10b", "mugv-18b"});
+  model->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
+  auto* steps = new QSpinBox(&dialog);
+  steps->setRange(1, 10000000);
+  steps->setValue(200);
+  steps->setToolTip("Optimizer steps in total");
+  auto* batch = new QSpinBox(&dialog);
+  batch->setRange(1, 4096);
+  batch->setValue(4);
+  batch->setToolTip("Clips per step");
+  auto* sample_every = new QSpinBox(&dialog);
+  sample_every->setRange(0, 1000000);
+  sample_every->setValue(100);
+  sample_every->setToolTip("Render sample videos every N steps (0: never)");
+  auto* memory = new QLabel(&dialog);
+  auto* problem = new QLabel(&dialog);
+  problem->setStyleSheet("color: #d33;");
+  auto* box = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &dialog);
+  box->button(QDialogButtonBox::Ok)->setText("Start");
+  form->addRow("Run name", name);
+  form->addRow("Dataset", dataset);
+  form->addRow("VAE run", vae);
+  form->addRow("Model", model);
+  form->addRow("Steps", steps);
+  form->addRow("Batch", batch);
+  form->addRow("Samples every", sample_every);
+  form->addRow("Memory estimate", memory);
+  form->addRow(problem);
+  form->addRow(box);
+  auto read = [=] {
+    TrainForm f;
+    f.run = name->text().trimmed().toStdString();
+    f.dataset = dataset->currentText().toStdString();
+    f.vae_run = vae->currentText().toStdString();
+    f.model = f.train_preset = model->currentText().toStdString();
+    f.steps = steps->value();
+    f.batch = batch->value();
+    f.sample_every = sample_every->value();
+    return f;
+  };
+  auto update = [=] {
+    const TrainForm f = read();
+    const MemoryEstimate m = estimate_training_memory(f.model, f.batch, 17, 64, 64);
+    memory->setText(m.problem.empty() ? QString("%1 GiB per device at 17×64×64 (%2 M parameters)").arg(m.gib, 0, 'f', 2).arg(m.parameters / 1e6, 0, 'f', 1)
+                                      : QString::fromStdString(m.problem));
+    const std::string why = validate(f);
+    problem->setText(QString::fromStdString(why));
+    box->button(QDialogButtonBox::Ok)->setEnabled(why.empty());
+  };
+  for (auto* w : {name}) connect(w, &QLineEdit::textChanged, &dialog, update);
+  for (auto* c : {dataset, vae, model}) connect(c, &QComboBox::currentTextChanged, &dialog, update);
+  for (auto* s : {steps, batch}) connect(s, &QSpinBox::valueChanged, &dialog, update);
+  link_.call(MessageType::list_datasets, {}, [dataset, update](const nlohmann::json& r) {
+    for (const auto& d : r["datasets"]) dataset->addItem(QString::fromStdString(d["name"].get<std::string>()));
+    update();
+  });
+  link_.call(MessageType::list_runs, {}, [vae, update](const nlohmann::json& r) {
+    for (const auto& run : r["runs"])
+      if (run.value("kind", "") == "vae") vae->addItem(QString::fromStdString(run["name"].get<std::string>()));
+    update();
+  });
+  update();
+  connect(box, &QDialogButtonBox::accepted, &dialog, &QDialog::accept);
+  connect(box, &QDialogButtonBox::rejected, &dialog, &QDialog::reject);
+  if (dialog.exec() == QDialog::Accepted) start_training(read());
+}
+
+}  // namespace mugv::studio
