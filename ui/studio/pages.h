@@ -97,6 +97,8 @@ class GeneratePage : public QWidget {
   QComboBox* run() const { return run_; }
   QLineEdit* prompt() const { return prompt_; }
   QSpinBox* steps() const { return steps_; }
+  QSpinBox* frames() const { return frames_; }
+  QLineEdit* size() const { return size_; }
   FramePlayer* preview() const { return preview_; }
   FramePlayer* player() const { return player_; }
   int preview_events() const { return preview_events_; }
