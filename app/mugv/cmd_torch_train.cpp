@@ -83,7 +83,10 @@ int run_resume(const Invocation& inv) {
   if (inv.values.source_of("train.steps") == ParamSource::command_line) steps = inv.values.get_int("train.steps");
   const std::string& run = inv.positional[0];
   const RunPaths paths = run_paths(run);
-  TrainOptions options = train_options_from(dit_resume_values(paths, read_run_manifest(paths), steps), TrainKind::dit);
+  ParamRegistry registry;
+  define_train_params(registry, TrainKind::dit);
+  TrainOptions options =
+      train_options_from(dit_resume_values(registry, paths, read_run_manifest(paths), steps), TrainKind::dit);
   auto result = resume_dit(run, steps, inv.cancel, dit_callbacks(inv, run, options));
   finish_progress_line();
   print_dit_result(result, inv.json);

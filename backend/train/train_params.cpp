@@ -211,8 +211,6 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
     o.fps = v.get_real("data.fps");
     o.heldout_clips = v.get_int("data.heldout_clips");
     o.crop_frames = v.get_int("data.crop_frames");
-    o.crop_width = o.width;
-    o.crop_height = o.height;
     if (const std::string crop = v.get_text("data.crop_size"); !crop.empty()) {
       const auto parsed = parse_size2d(crop);
       if (!parsed) throw Error(ErrorCode::usage, "--crop-size", cat("'", crop, "' is not WxH"));
@@ -223,9 +221,8 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   return o;
 }
 
-ParamValues dit_resume_values(const RunPaths& paths, const RunManifest& manifest, std::optional<int64_t> steps) {
-  ParamRegistry registry;
-  define_train_params(registry, TrainKind::dit);
+ParamValues dit_resume_values(const ParamRegistry& registry, const RunPaths& paths, const RunManifest& manifest,
+                              std::optional<int64_t> steps) {
   nlohmann::json overrides = {{"train.run", manifest.name},
                               {"train.model", manifest.preset},
                               {"train.dataset", manifest.dataset},

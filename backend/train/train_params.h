@@ -40,9 +40,10 @@ void define_train_params(ParamRegistry& registry, TrainKind kind);
                                                  const nlohmann::json& overrides, const std::string& origin);
 
 // The values a DiT run continues with: its stored config, with the manifest's identity (run, model,
-// dataset, VAE run) and an optional new total step count on top.
-[[nodiscard]] ParamValues dit_resume_values(const RunPaths& paths, const RunManifest& manifest,
-                                            std::optional<int64_t> steps);
+// dataset, VAE run) and an optional new total step count on top. `registry` holds the DiT training
+// parameters (define_train_params) and must outlive the values, which refer to it.
+[[nodiscard]] ParamValues dit_resume_values(const ParamRegistry& registry, const RunPaths& paths,
+                                            const RunManifest& manifest, std::optional<int64_t> steps);
 
 struct TrainOptions {
   std::string run;
@@ -73,8 +74,8 @@ struct TrainOptions {
   int64_t width = 64, height = 64, frames = 17;
   double fps = 8;
   int64_t heldout_clips = 4;  // VAE runs: held-out clips for the final PSNR
-  // VAE runs: random training windows (0 / the clip size: whole clips).
-  int64_t crop_frames = 0, crop_width = 64, crop_height = 64;
+  // VAE runs: random training windows (0: the whole clip along that axis).
+  int64_t crop_frames = 0, crop_width = 0, crop_height = 0;
 };
 
 // Reads the resolved values (of either kind; absent keys keep their defaults). Throws

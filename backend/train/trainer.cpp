@@ -340,7 +340,9 @@ TrainResult resume_dit(const std::string& name, std::optional<int64_t> steps, co
   if (manifest.kind != RunLayoutKind::dit)
     throw Error(ErrorCode::invalid_argument, name, cat("is a ", to_string(manifest.kind), " run; resume continues DiT runs"));
   // The manifest names the run's identity; the config holds everything else.
-  ParamValues values = dit_resume_values(s.paths, manifest, steps);
+  ParamRegistry registry;
+  define_train_params(registry, TrainKind::dit);
+  ParamValues values = dit_resume_values(registry, s.paths, manifest, steps);
   s.options = train_options_from(values, TrainKind::dit);
   s.options.run = name;
   s.preset = load_model_preset(manifest.preset);
