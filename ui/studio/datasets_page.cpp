@@ -25,12 +25,6 @@ void submit_job(BackendLink& link, const nlohmann::json& header, std::function<v
 
 namespace {
 
-QTableWidgetItem* cell(const QString& text) {
-  auto* item = new QTableWidgetItem(text);
-  item->setFlags(item->flags() & ~Qt::ItemIsEditable);
-  return item;
-}
-
 QString number(const nlohmann::json& v, int precision = 1) {
   return v.is_number() ? QString::number(v.get<double>(), 'f', precision) : QString("–");
 }
@@ -194,15 +188,15 @@ void DatasetsPage::load_clips() {
       const int row = clips_->rowCount();
       clips_->insertRow(row);
       const auto& s = c["scores"];
-      clips_->setItem(row, 0, cell(QString::number(c["id"].get<int64_t>())));
-      clips_->setItem(row, 1, cell(QString::number(c["start_s"].get<double>(), 'f', 2)));
-      clips_->setItem(row, 2, cell(QString::number(c["end_s"].get<double>(), 'f', 2)));
-      clips_->setItem(row, 3, cell(QString::fromStdString(c["decision"].get<std::string>())));
-      clips_->setItem(row, 4, cell(QString::fromStdString(c["reason"].get<std::string>())));
-      clips_->setItem(row, 5, cell(number(s["sharpness"], 0)));
-      clips_->setItem(row, 6, cell(number(s["motion"], 2)));
-      clips_->setItem(row, 7, cell(number(s["aesthetic"], 2)));
-      auto* caption = cell(QString::fromStdString(c["caption"].get<std::string>()));
+      clips_->setItem(row, 0, read_only_cell(QString::number(c["id"].get<int64_t>())));
+      clips_->setItem(row, 1, read_only_cell(QString::number(c["start_s"].get<double>(), 'f', 2)));
+      clips_->setItem(row, 2, read_only_cell(QString::number(c["end_s"].get<double>(), 'f', 2)));
+      clips_->setItem(row, 3, read_only_cell(QString::fromStdString(c["decision"].get<std::string>())));
+      clips_->setItem(row, 4, read_only_cell(QString::fromStdString(c["reason"].get<std::string>())));
+      clips_->setItem(row, 5, read_only_cell(number(s["sharpness"], 0)));
+      clips_->setItem(row, 6, read_only_cell(number(s["motion"], 2)));
+      clips_->setItem(row, 7, read_only_cell(number(s["aesthetic"], 2)));
+      auto* caption = read_only_cell(QString::fromStdString(c["caption"].get<std::string>()));
       caption->setToolTip(QString("origin: %1").arg(QString::fromStdString(c["caption_origin"].get<std::string>())));
       clips_->setItem(row, 8, caption);
     }

@@ -11,14 +11,6 @@ namespace mugv::studio {
 
 using protocol::MessageType;
 
-namespace {
-QTableWidgetItem* cell(const QString& text) {
-  auto* item = new QTableWidgetItem(text);
-  item->setFlags(item->flags() & ~Qt::ItemIsEditable);
-  return item;
-}
-}  // namespace
-
 PromptsPage::PromptsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(link) {
   search_ = new QLineEdit(this);
   search_->setPlaceholderText("search prompts");
@@ -88,10 +80,10 @@ void PromptsPage::refresh() {
       prompts_->insertRow(row);
       QStringList tags;
       for (const auto& t : p["tags"]) tags << QString::fromStdString(t.get<std::string>());
-      prompts_->setItem(row, 0, cell(QString::number(p["id"].get<int64_t>())));
-      prompts_->setItem(row, 1, cell(QString::fromStdString(p["text"].get<std::string>())));
-      prompts_->setItem(row, 2, cell(QString::fromStdString(p["negative"].get<std::string>())));
-      prompts_->setItem(row, 3, cell(tags.join(", ")));
+      prompts_->setItem(row, 0, read_only_cell(QString::number(p["id"].get<int64_t>())));
+      prompts_->setItem(row, 1, read_only_cell(QString::fromStdString(p["text"].get<std::string>())));
+      prompts_->setItem(row, 2, read_only_cell(QString::fromStdString(p["negative"].get<std::string>())));
+      prompts_->setItem(row, 3, read_only_cell(tags.join(", ")));
     }
   }, [this](const QString& m) { emit message(m); });
 }
@@ -116,10 +108,10 @@ void PromptsPage::load_history() {
     for (const auto& g : reply["generations"]) {
       const int row = history_->rowCount();
       history_->insertRow(row);
-      history_->setItem(row, 0, cell(QString::number(g["id"].get<int64_t>())));
-      history_->setItem(row, 1, cell(QString::number(g["seed"].get<uint64_t>())));
-      history_->setItem(row, 2, cell(QString::number(g.value("steps", 0))));
-      history_->setItem(row, 3, cell(QString::fromStdString(g.value("output", ""))));
+      history_->setItem(row, 0, read_only_cell(QString::number(g["id"].get<int64_t>())));
+      history_->setItem(row, 1, read_only_cell(QString::number(g["seed"].get<uint64_t>())));
+      history_->setItem(row, 2, read_only_cell(QString::number(g.value("steps", 0))));
+      history_->setItem(row, 3, read_only_cell(QString::fromStdString(g.value("output", ""))));
     }
   });
 }

@@ -18,12 +18,6 @@ using protocol::MessageType;
 
 namespace {
 
-QTableWidgetItem* cell(const QString& text) {
-  auto* item = new QTableWidgetItem(text);
-  item->setFlags(item->flags() & ~Qt::ItemIsEditable);
-  return item;
-}
-
 QString command_text(const nlohmann::json& params) {
   QStringList words;
   for (const auto& w : params.value("command", nlohmann::json::array())) words << QString::fromStdString(w.get<std::string>());
@@ -122,11 +116,11 @@ void RunsPage::refresh() {
     for (const auto& j : reply["jobs"]) {
       const int row = jobs_->rowCount();
       jobs_->insertRow(row);
-      jobs_->setItem(row, 0, cell(QString::number(j["id"].get<int64_t>())));
-      jobs_->setItem(row, 1, cell(QString::fromStdString(j["kind"].get<std::string>())));
-      jobs_->setItem(row, 2, cell(QString::fromStdString(j["state"].get<std::string>())));
-      jobs_->setItem(row, 3, cell(""));
-      auto* command = cell(command_text(j["params"]));
+      jobs_->setItem(row, 0, read_only_cell(QString::number(j["id"].get<int64_t>())));
+      jobs_->setItem(row, 1, read_only_cell(QString::fromStdString(j["kind"].get<std::string>())));
+      jobs_->setItem(row, 2, read_only_cell(QString::fromStdString(j["state"].get<std::string>())));
+      jobs_->setItem(row, 3, read_only_cell(""));
+      auto* command = read_only_cell(command_text(j["params"]));
       command->setToolTip(QString::fromStdString(j.value("error_message", "")));
       jobs_->setItem(row, 4, command);
       if (j["id"].get<int64_t>() == keep) jobs_->selectRow(row);

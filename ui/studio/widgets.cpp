@@ -116,6 +116,12 @@ void FramePlayer::keyPressEvent(QKeyEvent* event) {
   else QWidget::keyPressEvent(event);
 }
 
+QTableWidgetItem* read_only_cell(const QString& text) {
+  auto* item = new QTableWidgetItem(text);
+  item->setFlags(item->flags() & ~Qt::ItemIsEditable);
+  return item;
+}
+
 QList<QImage> frames_from_rgb24(const QList<QByteArray>& blobs, int width, int height) {
   QList<QImage> out;
   for (const auto& b : blobs) {

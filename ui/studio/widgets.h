@@ -13,6 +13,7 @@
 #include <QLineSeries>
 #include <QList>
 #include <QSlider>
+#include <QTableWidgetItem>
 #include <QTimer>
 #include <QToolButton>
 #include <QWidget>
@@ -58,6 +59,9 @@ class FramePlayer : public QWidget {
   int current_ = 0;
   bool loop_ = false;
 };
+
+// A table cell the user cannot edit.
+QTableWidgetItem* read_only_cell(const QString& text);
 
 // rgb24 preview frames of an event (one blob per frame).
 QList<QImage> frames_from_rgb24(const QList<QByteArray>& blobs, int width, int height);
