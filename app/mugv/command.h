@@ -96,6 +96,7 @@ Command clips_show_command();
 Command dataset_export_command();
 Command serve_command();
 Command launch_command();
+Command plan_command();
 
 #ifdef MUGV_WITH_TORCH
 // Commands that need LibTorch (files cmd_torch_*.cpp, built only with MUGV_WITH_TORCH).

@@ -11,7 +11,7 @@ const std::vector<Command>& all_commands() {
     std::vector<Command> list = {
         probe_command(),        make_dataset_command(), dataset_import_command(), dataset_list_command(),
         dataset_show_command(), export_command(),       caption_command(),        serve_command(),
-        launch_command(),
+        launch_command(),       plan_command(),
         curate_command(),       curate_redecide_command(), curate_dedup_command(), curate_balance_command(),
         curate_merge_command(), clips_list_command(),   clips_show_command(),     dataset_export_command(),
     };

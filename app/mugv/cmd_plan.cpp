@@ -1,0 +1,214 @@
+// mugv plan --preset P --gpus N --gpu-mem-gb G --frames F --size WxH [...]: parallel layouts that fit, fastest
+// first, with memory per GPU, step time and predicted MFU (backend/parallel/planner.h; docs/PARALLEL.md).
+#include "command.h"
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "model/config.h"
+#include "parallel/planner.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+namespace mugv::cli {
+namespace {
+
+void define(ParamRegistry& r) {
+  r.add(param("plan.preset", "--preset", ParamType::text, "mugv-10b", "model preset (presets/models/NAME.toml)", "model"));
+  auto frames = param("plan.frames", "--frames", ParamType::integer, 121,
+                      "video frames per sample (a multiple of the VAE's time compression, or one more)", "model");
+  frames.min_value = 1;
+  r.add(frames);
+  r.add(param("plan.size", "--size", ParamType::size2d, "1280x720", "video size WxH", "model"));
+
+  auto gpus = param("plan.gpus", "--gpus", ParamType::integer, 8, "GPUs in the run", "cluster");
+  gpus.min_value = 1;
+  r.add(gpus);
+  auto per_node = param("plan.gpus_per_node", "--gpus-per-node", ParamType::integer, 8,
+                        "GPUs per node (tensor parallel stays inside a node)", "cluster");
+  per_node.min_value = 1;
+  r.add(per_node);
+  auto mem = param("plan.gpu_mem_gb", "--gpu-mem-gb", ParamType::real, 80.0, "memory per GPU in GB (10^9 bytes)",
+                   "cluster");
+  mem.min_value = 0.001;
+  r.add(mem);
+  auto peak = param("plan.peak_tflops", "--peak-tflops", ParamType::real, 989.0,
+                    "dense peak TFLOP/s per GPU in the training dtype (H100 SXM bf16: 989)", "cluster");
+  peak.min_value = 0.001;
+  r.add(peak);
+  auto intra = param("plan.intra_node_gbps", "--intra-node-gbps", ParamType::real, 450.0,
+                     "GB/s per GPU inside a node (NVLink)", "cluster");
+  intra.min_value = 0.001;
+  r.add(intra);
+  auto inter = param("plan.inter_node_gbps", "--inter-node-gbps", ParamType::real, 50.0,
+                     "GB/s per GPU between nodes (network)", "cluster");
+  inter.min_value = 0.001;
+  r.add(inter);
+
+  auto batch = param("plan.global_batch", "--global-batch", ParamType::integer, 0,
+                     "samples per optimizer step (0: one per GPU)", "training");
+  batch.min_value = 0;
+  r.add(batch);
+  auto micro = param("plan.max_micro_batch", "--max-micro-batch", ParamType::integer, 8,
+                     "largest micro-batch tried (1, 2, 4, ... up to this)", "training");
+  micro.min_value = 1;
+  r.add(micro);
+  auto device = param("plan.device", "--device", ParamType::choice, "gpu",
+                      "gpu: bf16 weights with fp32 master, Adam and EMA; cpu: fp32 everything (to compare with a CPU run)",
+                      "training");
+  device.choices = {"gpu", "cpu"};
+  r.add(device);
+  auto attention = param("plan.attention", "--attention", ParamType::choice, "auto",
+                         "attention kernel: fused keeps no scores, math saves them (auto: fused on gpu, math on cpu)",
+                         "training");
+  attention.choices = {"auto", "fused", "math"};
+  r.add(attention);
+  r.add(param("plan.ema", "--ema", ParamType::boolean, true, "keep an fp32 EMA of the weights (as `mugv train` does)",
+              "training"));
+  auto overhead = param("plan.overhead_gb", "--overhead-gb", ParamType::real, nullptr,
+                        "fixed runtime memory per GPU in GB (default: 3 GiB on gpu, 300 MiB on cpu)", "training");
+  overhead.min_value = 0.0;
+  r.add(overhead);
+  auto efficiency = param("plan.max_efficiency", "--max-efficiency", ParamType::real, 0.65,
+                          "fraction of peak that large GEMMs and attention reach", "cost model");
+  efficiency.min_value = 0.01;
+  efficiency.max_value = 1.0;
+  r.add(efficiency);
+
+  auto top = param("plan.top", "--top", ParamType::integer, 10, "layouts to list (0: all)", "output");
+  top.min_value = 0;
+  r.add(top);
+}
+
+// The library names values by their meaning ("height"); the user typed a flag.
+[[noreturn]] void rethrow_with_flag(const Error& e) {
+  static const std::map<std::string, std::string> flags = {
+      {"gpus", "--gpus"},          {"gpus-per-node", "--gpus-per-node"}, {"gpu-mem-gb", "--gpu-mem-gb"},
+      {"height", "--size"},        {"width", "--size"},                  {"frames", "--frames"},
+      {"global-batch", "--global-batch"}, {"peak-tflops", "--peak-tflops"}};
+  auto it = flags.find(e.subject());
+  if (it == flags.end()) throw e;
+  throw Error(e.code(), it->second, e.message());
+}
+
+nlohmann::json to_json(const PlannedLayout& p) {
+  const auto& m = p.memory;
+  const auto& c = p.cost;
+  return {{"tp", p.layout.tp},
+          {"cp", p.layout.cp},
+          {"dp", p.layout.dp},
+          {"layout", to_string(p.layout)},
+          {"zero", p.zero},
+          {"recompute", to_string(p.recompute)},
+          {"micro_batch", p.micro_batch},
+          {"grad_accumulation", p.grad_accumulation},
+          {"memory_gb", double(m.total()) / 1e9},
+          {"memory_bytes",
+           {{"parameters", m.parameters},
+            {"gradients", m.gradients},
+            {"optimizer", m.optimizer},
+            {"activations", m.activations},
+            {"overhead", m.overhead},
+            {"total", m.total()}}},
+          {"step_s", c.step_s},
+          {"mfu", c.mfu},
+          {"samples_per_s", c.samples_per_s},
+          {"efficiency", c.efficiency},
+          {"time_s",
+           {{"compute", c.compute_s},
+            {"recompute", c.recompute_s},
+            {"tp_comm", c.tp_comm_s},
+            {"cp_comm", c.cp_comm_s},
+            {"dp_comm", c.dp_comm_s}}}};
+}
+
+int run(const Invocation& inv) {
+  const auto& v = inv.values;
+  ModelPreset preset = load_model_preset(v.get_text("plan.preset"));
+  const Size2D size = v.get_size2d("plan.size");
+  const auto device = *train_device_from_string(v.get_text("plan.device"));
+
+  PlanRequest request;
+  request.cluster.gpus = static_cast<int>(v.get_int("plan.gpus"));
+  request.cluster.gpus_per_node = static_cast<int>(v.get_int("plan.gpus_per_node"));
+  request.cluster.gpu_memory_bytes = v.get_real("plan.gpu_mem_gb") * 1e9;
+  request.cluster.peak_flops = v.get_real("plan.peak_tflops") * 1e12;
+  request.cluster.intra_node_bytes_per_s = v.get_real("plan.intra_node_gbps") * 1e9;
+  request.cluster.inter_node_bytes_per_s = v.get_real("plan.inter_node_gbps") * 1e9;
+  request.frames = v.get_int("plan.frames");
+  request.height = size.height;
+  request.width = size.width;
+  request.global_batch = v.get_int("plan.global_batch");
+  request.max_micro_batch = static_cast<int>(v.get_int("plan.max_micro_batch"));
+  request.max_efficiency = v.get_real("plan.max_efficiency");
+  request.memory = MemoryOptions::for_device(device, preset);
+  const std::string attention = v.get_text("plan.attention");
+  if (attention != "auto") request.memory.attention = *attention_kernel_from_string(attention);
+  if (!v.get_bool("plan.ema")) request.memory.precision.ema_bytes = 0;
+  if (v.has("plan.overhead_gb"))
+    request.memory.overhead_bytes = static_cast<int64_t>(v.get_real("plan.overhead_gb") * 1e9);
+
+  Plan plan;
+  try {
+    plan = plan_layouts(preset, request);
+  } catch (const Error& e) {
+    rethrow_with_flag(e);
+  }
+  if (plan.fitting.empty()) throw Error(ErrorCode::out_of_memory, no_fit_message(preset, request, plan));
+
+  const int64_t top = v.get_int("plan.top");
+  const size_t shown = top == 0 ? plan.fitting.size() : std::min(plan.fitting.size(), size_t(top));
+  if (inv.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t i = 0; i < shown; ++i) out.push_back(to_json(plan.fitting[i]));
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+
+  const double mem_gb = request.cluster.gpu_memory_bytes / 1e9;
+  std::printf("%s at %lldx%lld, %lld frames: %lld video tokens, %.3g training FLOP per sample (%s)\n",
+              preset.name.c_str(), static_cast<long long>(size.width), static_cast<long long>(size.height),
+              static_cast<long long>(request.frames), static_cast<long long>(plan.video_tokens),
+              plan.flops_per_sample, to_string(device));
+  std::printf("%d GPUs (%d per node), global batch %lld: %lld layouts considered, %lld do not fit in %.0f GB\n",
+              request.cluster.gpus, request.cluster.gpus_per_node, static_cast<long long>(plan.global_batch),
+              static_cast<long long>(plan.considered), static_cast<long long>(plan.too_large), mem_gb);
+  std::printf("\n  tp  cp   dp  zero  recompute  mbs  accum   mem/GPU    step_s    MFU\n");
+  for (size_t i = 0; i < shown; ++i) {
+    const auto& p = plan.fitting[i];
+    std::printf("%4d %3d %4d %5d  %-9s %4d %6lld  %6.1f GB %9.3f  %5.1f%%\n", p.layout.tp, p.layout.cp, p.layout.dp,
+                p.zero, to_string(p.recompute), p.micro_batch, static_cast<long long>(p.grad_accumulation),
+                double(p.memory.total()) / 1e9, p.cost.step_s, 100.0 * p.cost.mfu);
+  }
+  if (shown < plan.fitting.size())
+    std::printf("  ... %zu more that fit (--top 0 lists all)\n", plan.fitting.size() - shown);
+  const auto& best = plan.fitting.front();
+  const auto& m = best.memory;
+  const auto& c = best.cost;
+  std::printf("\nbest %s: parameters %.1f GB, gradients %.1f GB, optimizer %.1f GB, activations %.1f GB, "
+              "overhead %.1f GB\n",
+              to_string(best.layout).c_str(), m.parameters / 1e9, m.gradients / 1e9, m.optimizer / 1e9,
+              m.activations / 1e9, m.overhead / 1e9);
+  std::printf("  step %.3f s: compute %.3f s (recompute %.3f s) at %.0f%% of peak, tp %.3f s, cp %.3f s, dp %.3f s "
+              "exposed\n",
+              c.step_s, c.compute_s, c.recompute_s, 100.0 * c.efficiency, c.tp_comm_s, c.cp_comm_s, c.dp_comm_s);
+  return 0;
+}
+
+}  // namespace
+
+Command plan_command() {
+  Command c;
+  c.words = {"plan"};
+  c.summary = "parallel layouts (tp, cp, dp, ZeRO, recompute, micro-batch) that fit, with memory, step time and MFU";
+  c.usage = "--preset P --gpus N --gpu-mem-gb G --frames F --size WxH [options]";
+  c.define = define;
+  c.run = run;
+  return c;
+}
+
+}  // namespace mugv::cli

@@ -1,0 +1,307 @@
+#include "parallel/memory_model.h"
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "model/info.h"
+
+#include <cmath>
+
+namespace mugv {
+
+namespace {
+
+constexpr int64_t kMiB = int64_t(1) << 20;
+constexpr int64_t kGiB = int64_t(1) << 30;
+
+[[noreturn]] void bad(const std::string& subject, const std::string& message) {
+  throw Error(ErrorCode::invalid_argument, subject, message);
+}
+
+double term_bytes(const ActivationTerm& t, int activation_bytes) {
+  return t.elements * activation_bytes + t.fp32_elements * 4.0;
+}
+
+bool kept_under(ActivationKind kind, Recompute recompute) {
+  switch (recompute) {
+    case Recompute::none: return true;
+    case Recompute::selective:
+      return kind != ActivationKind::attention_scores && kind != ActivationKind::mlp_intermediate;
+    case Recompute::full: return kind == ActivationKind::block_input;
+    case Recompute::unknown: break;
+  }
+  return false;
+}
+
+// RMSNorm computes in fp32. When activations are narrower, it keeps fp32 copies of self-attention q, k (the
+// bf16 qkv output is counted as a term) and of cross-attention q (whose bf16 q_linear output is counted as a
+// term but then freed: only the difference is added). In fp32 the copies are the inputs themselves.
+double upcast_bytes_per_token(const DiTConfig& c, const MemoryOptions& o) {
+  const int a = o.precision.activation_bytes;
+  if (a >= 4) return 0;
+  return 2.0 * c.hidden * 4.0 + double(c.hidden) * (4 - a);
+}
+
+// Bytes per token alive only while one block runs backward: the gradients flowing through it, the
+// materialised score gradients of the math attention path, and whatever recompute re-creates for that block.
+double working_bytes_per_token(const DiTConfig& c, int64_t sequence, int64_t text_tokens,
+                               const MemoryOptions& o) {
+  const double d = c.hidden, f = double(c.hidden) * c.mlp_ratio;
+  const int a = o.precision.activation_bytes;
+  double bytes = (2.0 * d + f) * a;  // gradient of the residual stream and of the widest tensor inside
+  if (o.attention == AttentionKernel::math) bytes += 2.0 * c.heads * double(sequence + text_tokens) * a;
+  if (o.recompute != Recompute::none) {
+    for (const auto& t : block_activation_terms(c, sequence, text_tokens, o.attention))
+      if (!kept_under(t.kind, o.recompute)) bytes += term_bytes(t, a);
+  }
+  if (o.recompute == Recompute::full) bytes += upcast_bytes_per_token(c, o);
+  return bytes;
+}
+
+// Per-sample bytes of one block that do not scale with video tokens: the text keys and values of the
+// cross-attention (kv_linear output, k's fp32 RMSNorm input and normalised copies) and the adaLN modulation
+// of every frame group.
+double block_bytes_per_sample(const DiTConfig& c, int64_t text_tokens, int64_t groups, int tp, int activation_bytes) {
+  const double d = c.hidden, t = double(text_tokens);
+  const double kv = (4.0 * t * d * activation_bytes + t * d * 4.0) / tp;
+  const double modulation = 6.0 * double(groups) * d * activation_bytes;
+  return kv + modulation;
+}
+
+// Per-token bytes outside the blocks: latent input, target and loss in fp32, the final adaLN + linear.
+double outside_bytes_per_token(const DiTConfig& c, int activation_bytes) {
+  const double out = double(c.patch_t) * c.patch_h * c.patch_w * c.in_channels;
+  return 3.0 * c.hidden * activation_bytes + out * activation_bytes + 3.0 * out * 4.0;
+}
+
+// Per-sample bytes of the text path: the caption projection (LN → MLP → LN) and, when trained with the DiT,
+// the text encoder's own layers.
+double text_bytes_per_sample(const ModelPreset& p, const MemoryOptions& o) {
+  const int a = o.precision.activation_bytes;
+  const double t = p.dit.text_tokens;
+  double bytes = t * (2.0 * p.dit.text_dim + 4.0 * p.dit.hidden) * a;
+  if (o.text_encoder == TextEncoderUse::trained) {
+    const auto& e = p.text;
+    const double ff_tensors = e.kind == TextEncoderKind::t5 ? 3.0 : 2.0;  // T5's gated GELU keeps one more
+    double per_layer_token = 10.0 * e.dim + ff_tensors * e.ff_dim;
+    if (o.attention == AttentionKernel::math) per_layer_token += double(e.heads) * e.max_tokens;
+    bytes += t * (per_layer_token * e.layers + e.dim) * a;
+  }
+  return bytes;
+}
+
+}  // namespace
+
+const char* to_string(TrainDevice device) {
+  switch (device) {
+    case TrainDevice::gpu: return "gpu";
+    case TrainDevice::cpu: return "cpu";
+    case TrainDevice::unknown: break;
+  }
+  return "unknown";
+}
+
+std::optional<TrainDevice> train_device_from_string(std::string_view name) {
+  if (name == "gpu" || name == "cuda") return TrainDevice::gpu;
+  if (name == "cpu") return TrainDevice::cpu;
+  if (name == "unknown") return TrainDevice::unknown;
+  return std::nullopt;
+}
+
+const char* to_string(Recompute recompute) {
+  switch (recompute) {
+    case Recompute::none: return "none";
+    case Recompute::selective: return "selective";
+    case Recompute::full: return "full";
+    case Recompute::unknown: break;
+  }
+  return "unknown";
+}
+
+std::optional<Recompute> recompute_from_string(std::string_view name) {
+  if (name == "none") return Recompute::none;
+  if (name == "selective") return Recompute::selective;
+  if (name == "full") return Recompute::full;
+  if (name == "unknown") return Recompute::unknown;
+  return std::nullopt;
+}
+
+const char* to_string(AttentionKernel kernel) {
+  switch (kernel) {
+    case AttentionKernel::fused: return "fused";
+    case AttentionKernel::math: return "math";
+    case AttentionKernel::unknown: break;
+  }
+  return "unknown";
+}
+
+std::optional<AttentionKernel> attention_kernel_from_string(std::string_view name) {
+  if (name == "fused") return AttentionKernel::fused;
+  if (name == "math") return AttentionKernel::math;
+  if (name == "unknown") return AttentionKernel::unknown;
+  return std::nullopt;
+}
+
+const char* to_string(TextEncoderUse use) {
+  switch (use) {
+    case TextEncoderUse::precomputed: return "precomputed";
+    case TextEncoderUse::trained: return "trained";
+    case TextEncoderUse::unknown: break;
+  }
+  return "unknown";
+}
+
+Precision bf16_mixed_precision() { return Precision{2, 2, 4, 4, 4, 2}; }
+
+Precision fp32_precision() { return Precision{4, 4, 0, 4, 4, 4}; }
+
+MemoryOptions MemoryOptions::for_device(TrainDevice device, const ModelPreset& preset) {
+  MemoryOptions o;
+  if (device == TrainDevice::cpu) {
+    o.precision = fp32_precision();
+    // Debian's LibTorch 1.13 has no fused CPU attention: the model's math path saves the probabilities.
+    o.attention = AttentionKernel::math;
+    o.overhead_bytes = 300 * kMiB;
+  } else if (device == TrainDevice::gpu) {
+    o.precision = bf16_mixed_precision();
+    o.attention = AttentionKernel::fused;
+    // CUDA context and kernels (~0.5 GiB), NCCL buffers (~1 GiB), cuBLAS workspaces and allocator slack.
+    o.overhead_bytes = 3 * kGiB;
+  } else {
+    bad("device", "unknown training device");
+  }
+  o.text_encoder = preset.text.kind == TextEncoderKind::t5 ? TextEncoderUse::precomputed : TextEncoderUse::trained;
+  return o;
+}
+
+int64_t dit_tensor_parallel_parameters(const DiTConfig& c) {
+  const int64_t d = c.hidden;
+  const int64_t ff = d * c.mlp_ratio;
+  // Column-parallel (weight + bias split): qkv, cross q, cross kv, fc1. Row-parallel (weight split, bias
+  // replicated): attention proj, cross proj, fc2.
+  const int64_t column = (d * 3 * d + 3 * d) + (d * d + d) + (d * 2 * d + 2 * d) + (d * ff + ff);
+  const int64_t row = d * d + d * d + ff * d;
+  return (column + row) * c.depth;
+}
+
+int64_t parameters_per_rank(const ModelPreset& preset, int tp, TextEncoderUse text_encoder) {
+  if (tp < 1) bad("tp", cat("tp must be at least 1, got ", tp));
+  const int64_t total = dit_parameter_count(preset.dit);
+  const int64_t split = dit_tensor_parallel_parameters(preset.dit);
+  int64_t n = (total - split) + (split + tp - 1) / tp;
+  if (text_encoder == TextEncoderUse::trained) n += text_encoder_parameter_count(preset.text);
+  return n;
+}
+
+std::vector<ActivationTerm> block_activation_terms(const DiTConfig& c, int64_t sequence, int64_t text_tokens,
+                                                   AttentionKernel attention) {
+  const double d = c.hidden, f = double(c.hidden) * c.mlp_ratio, h = c.heads;
+  const bool fused = attention == AttentionKernel::fused;
+  using K = ActivationKind;
+  std::vector<ActivationTerm> t;
+  // Self-attention: AdaLN → attention (QK RMSNorm, RoPE) → gated residual.
+  t.push_back({"block input (adaLN-1 LayerNorm input)", K::block_input, d, 2});
+  t.push_back({"adaLN-1 normalised x (modulate input)", K::kept, d, 0});
+  t.push_back({"qkv input (modulated x)", K::kept, d, 0});
+  t.push_back({"qkv output (kept alive by v and the RMSNorm inputs)", K::kept, 3 * d, 0});
+  t.push_back({"q, k normalised (RMSNorm weight input)", K::kept, 2 * d, 0});
+  t.push_back({"q, k after RoPE (attention inputs)", K::kept, 2 * d, 0});
+  if (fused) {
+    t.push_back({"self-attention output and softmax statistics", K::kept, d, h});
+  } else {
+    t.push_back({"self-attention probabilities", K::attention_scores, h * double(sequence), 0});
+  }
+  t.push_back({"attention proj input", K::kept, d, 0});
+  t.push_back({"attention proj output (gate input)", K::kept, d, 0});
+  // Cross-attention: affine LayerNorm → attention to the text → plain residual.
+  t.push_back({"cross-attention LayerNorm input", K::kept, d, 2});
+  t.push_back({"cross q_linear input", K::kept, d, 0});
+  t.push_back({"cross q_linear output (RMSNorm input)", K::kept, d, 0});
+  t.push_back({"cross q normalised, and q (attention input)", K::kept, 2 * d, 0});
+  if (fused) {
+    t.push_back({"cross-attention output and softmax statistics", K::kept, d, h});
+  } else {
+    t.push_back({"cross-attention probabilities", K::attention_scores, h * double(text_tokens), 0});
+  }
+  t.push_back({"cross proj input", K::kept, d, 0});
+  // MLP: AdaLN → fc1 → GELU(tanh) → fc2 → gated residual.
+  t.push_back({"adaLN-2 LayerNorm input", K::kept, d, 2});
+  t.push_back({"adaLN-2 normalised x", K::kept, d, 0});
+  t.push_back({"fc1 input (modulated x)", K::kept, d, 0});
+  t.push_back({"fc1 output (GELU input)", K::mlp_intermediate, f, 0});
+  t.push_back({"GELU output (fc2 input)", K::mlp_intermediate, f, 0});
+  t.push_back({"fc2 output (gate input)", K::kept, d, 0});
+  t.push_back({"RoPE cos, sin", K::kept, double(c.head_dim), 0});
+  return t;
+}
+
+double block_activation_bytes_per_token(const DiTConfig& c, int64_t sequence, int64_t text_tokens,
+                                        const MemoryOptions& o) {
+  double bytes = 0;
+  for (const auto& t : block_activation_terms(c, sequence, text_tokens, o.attention))
+    if (kept_under(t.kind, o.recompute)) bytes += term_bytes(t, o.precision.activation_bytes);
+  if (o.recompute != Recompute::full) bytes += upcast_bytes_per_token(c, o);
+  return bytes;
+}
+
+void validate_video_shape(const ModelPreset& preset, int64_t frames, int64_t height, int64_t width) {
+  const int64_t step_h = int64_t(preset.vae.compress_h) * preset.dit.patch_h;
+  const int64_t step_w = int64_t(preset.vae.compress_w) * preset.dit.patch_w;
+  // Whole patches only: the model would pad, but the planner's token split over cp ranks assumes none.
+  if (height <= 0 || height % step_h != 0)
+    bad("height", cat("height ", height, " is not a multiple of ", step_h, " (VAE ", preset.vae.compress_h,
+                      " x patch ", preset.dit.patch_h, ")"));
+  if (width <= 0 || width % step_w != 0)
+    bad("width", cat("width ", width, " is not a multiple of ", step_w, " (VAE ", preset.vae.compress_w,
+                     " x patch ", preset.dit.patch_w, ")"));
+  (void)vae_latent_frames(preset.vae, frames);  // throws naming the frame count
+}
+
+MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout& layout, const MemoryOptions& o) {
+  const DiTConfig& c = preset.dit;
+  validate_video_shape(preset, o.frames, o.height, o.width);
+  if (o.micro_batch < 1) bad("micro-batch", cat("micro-batch must be at least 1, got ", o.micro_batch));
+  if (o.zero != 0 && o.zero != 1) bad("zero", cat("ZeRO stage must be 0 or 1, got ", o.zero));
+  if (o.recompute == Recompute::unknown) bad("recompute", "recompute must be none, selective or full");
+  if (o.attention == AttentionKernel::unknown) bad("attention", "attention kernel must be fused or math");
+  if (o.text_encoder == TextEncoderUse::unknown) bad("text encoder", "text encoder must be precomputed or trained");
+  const auto& p = o.precision;
+  if (p.param_bytes <= 0 || p.grad_bytes <= 0 || p.activation_bytes <= 0 || p.master_bytes < 0 ||
+      p.moment_bytes < 0 || p.ema_bytes < 0)
+    bad("precision", "byte sizes must be positive (master, moments and EMA may be 0)");
+  if (layout.tp < 1 || layout.cp < 1 || layout.dp < 1)
+    bad(to_string(layout), "every parallel size must be at least 1");
+  if (c.heads % (layout.tp * layout.cp) != 0)
+    bad(to_string(layout), cat(c.heads, " attention heads cannot be split over tp × cp = ", layout.tp * layout.cp,
+                               " ranks"));
+
+  const ModelInfo info = describe(preset, o.frames, o.height, o.width);
+  if (info.video_tokens % layout.cp != 0)
+    bad(to_string(layout), cat(info.video_tokens, " video tokens cannot be split evenly over cp = ", layout.cp,
+                               " ranks"));
+
+  MemoryBreakdown m;
+  const int64_t n = parameters_per_rank(preset, layout.tp, o.text_encoder);
+  m.parameters = n * p.param_bytes;
+  m.gradients = n * p.grad_bytes;
+  const int64_t shards = o.zero == 1 ? layout.dp : 1;
+  m.optimizer = (n * p.optimizer_bytes() + shards - 1) / shards;
+
+  const int64_t sequence = info.video_tokens + 2;
+  const int64_t text_tokens = c.text_tokens;
+  const int a = p.activation_bytes;
+  // Sequence parallel splits every per-token tensor over tp, Ulysses over cp (the two start/end tokens ride
+  // along on every rank; counting them once per rank is within rounding).
+  const double tokens_per_rank = double(sequence) / double(layout.tp * layout.cp);
+  const double per_token = double(c.depth) * block_activation_bytes_per_token(c, sequence, text_tokens, o) +
+                           working_bytes_per_token(c, sequence, text_tokens, o) + outside_bytes_per_token(c, a);
+  const int64_t groups = info.latent_frames / c.patch_t + 2;
+  const double blocks_with_text_kv = o.recompute == Recompute::full ? 1.0 : double(c.depth);
+  const double per_sample = tokens_per_rank * per_token +
+                            blocks_with_text_kv * block_bytes_per_sample(c, text_tokens, groups, layout.tp, a) +
+                            text_bytes_per_sample(preset, o);
+  m.activations = static_cast<int64_t>(std::ceil(per_sample * o.micro_batch));
+  m.overhead = o.overhead_bytes;
+  return m;
+}
+
+}  // namespace mugv

@@ -1,0 +1,230 @@
+#include "parallel/planner.h"
+
+#include "core/error.h"
+#include "core/strings.h"
+#include "model/info.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace mugv {
+
+namespace {
+
+// GEMMs narrower than this many columns, or shorter than this many rows, run at half their best efficiency
+// (the knee of measured H100 bf16 GEMM throughput curves, as a smooth saturating fit).
+constexpr double kWidthKnee = 128;
+constexpr double kRowsKnee = 512;
+// Fraction of a micro-batch's backward (forward, for the ZeRO-1 parameter gather) that communication can
+// hide behind: NCCL kernels take SMs from the compute they overlap with.
+constexpr double kOverlap = 0.8;
+constexpr double kCollectiveLatencyS = 15e-6;
+
+[[noreturn]] void bad(const std::string& subject, const std::string& message) {
+  throw Error(ErrorCode::invalid_argument, subject, message);
+}
+
+int64_t effective_global_batch(const PlanRequest& r) {
+  return r.global_batch > 0 ? r.global_batch : r.cluster.gpus;
+}
+
+struct Workload {
+  ModelInfo info;
+  int64_t sequence = 0;          // video tokens + start / end
+  double model_flops = 0;        // per sample, forward + backward
+  double recompute_flops = 0;    // per sample, extra forward work of the recompute mode
+};
+
+Workload workload(const ModelPreset& p, const PlanRequest& r, Recompute recompute) {
+  Workload w;
+  w.info = describe(p, r.frames, r.height, r.width);
+  w.sequence = w.info.video_tokens + 2;
+  const double tokens = double(w.info.video_tokens);
+  const double text_tokens = double(p.dit.text_tokens);
+  w.model_flops = w.info.flops_per_sample;
+  if (r.memory.text_encoder == TextEncoderUse::trained)
+    w.model_flops += 6.0 * double(text_encoder_parameter_count(p.text)) * text_tokens;
+  const double d = p.dit.hidden, f = d * p.dit.mlp_ratio, depth = p.dit.depth;
+  if (recompute == Recompute::selective) {
+    // The attention cores (QKᵀ and PV of self- and cross-attention) and fc1, forward only.
+    const double per_token_block = 4.0 * d * (double(w.sequence) + text_tokens) + 2.0 * d * f;
+    w.recompute_flops = per_token_block * depth * tokens;
+  } else if (recompute == Recompute::full) {
+    w.recompute_flops = w.info.flops_per_sample / 3.0;  // one more forward of the DiT
+  }
+  return w;
+}
+
+bool divides(int64_t a, int64_t b) { return a > 0 && b % a == 0; }
+
+void check_layout(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& l, int64_t video_tokens) {
+  const int node = std::min(r.cluster.gpus_per_node, r.cluster.gpus);
+  validate_layout(l, r.cluster.gpus, p.dit.heads);
+  if (!divides(l.tp, node))
+    bad(to_string(l), cat("tp ", l.tp, " does not divide the ", node, " GPUs of a node (tensor parallel stays in a node)"));
+  if (video_tokens % l.cp != 0)
+    bad(to_string(l), cat(video_tokens, " video tokens cannot be split evenly over cp = ", l.cp, " ranks"));
+}
+
+std::string gb(double bytes) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.1f GB", bytes / 1e9);
+  return buffer;
+}
+
+}  // namespace
+
+void validate_request(const ModelPreset& preset, const PlanRequest& r) {
+  const auto& c = r.cluster;
+  if (c.gpus < 1) bad("gpus", cat("the GPU count must be at least 1, got ", c.gpus));
+  if (c.gpus_per_node < 1) bad("gpus-per-node", cat("GPUs per node must be at least 1, got ", c.gpus_per_node));
+  if (c.gpus > c.gpus_per_node && c.gpus % c.gpus_per_node != 0)
+    bad("gpus", cat(c.gpus, " GPUs are not a multiple of ", c.gpus_per_node, " GPUs per node"));
+  if (!(c.gpu_memory_bytes > 0)) bad("gpu-mem-gb", cat("GPU memory must be positive, got ", c.gpu_memory_bytes));
+  if (!(c.peak_flops > 0)) bad("peak-tflops", cat("peak FLOP/s must be positive, got ", c.peak_flops));
+  if (!(c.intra_node_bytes_per_s > 0))
+    bad("intra-node-gbps", cat("bandwidth must be positive, got ", c.intra_node_bytes_per_s));
+  if (!(c.inter_node_bytes_per_s > 0))
+    bad("inter-node-gbps", cat("bandwidth must be positive, got ", c.inter_node_bytes_per_s));
+  if (r.global_batch < 0) bad("global-batch", cat("the global batch must not be negative, got ", r.global_batch));
+  if (r.max_micro_batch < 1)
+    bad("max-micro-batch", cat("the largest micro-batch must be at least 1, got ", r.max_micro_batch));
+  if (!(r.max_efficiency > 0 && r.max_efficiency <= 1))
+    bad("max-efficiency", cat("efficiency must be in (0, 1], got ", r.max_efficiency));
+  validate_video_shape(preset, r.frames, r.height, r.width);
+}
+
+StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& l, int zero,
+                       Recompute recompute, int micro_batch) {
+  validate_request(p, r);
+  if (micro_batch < 1) bad("micro-batch", cat("micro-batch must be at least 1, got ", micro_batch));
+  if (zero != 0 && zero != 1) bad("zero", cat("ZeRO stage must be 0 or 1, got ", zero));
+  if (recompute == Recompute::unknown) bad("recompute", "recompute must be none, selective or full");
+  const Workload w = workload(p, r, recompute);
+  check_layout(p, r, l, w.info.video_tokens);
+  const auto& c = r.cluster;
+  const int64_t batch = effective_global_batch(r);
+  if (batch % (int64_t(l.dp) * micro_batch) != 0)
+    bad("global-batch", cat("global batch ", batch, " is not a multiple of dp ", l.dp, " x micro-batch ", micro_batch));
+  const double accumulation = double(batch / (int64_t(l.dp) * micro_batch));
+
+  StepCost s;
+  const double d = p.dit.hidden, depth = p.dit.depth;
+  const double width = d / l.tp;
+  const double rows = double(micro_batch) * double(w.info.video_tokens) / l.cp;
+  s.efficiency = r.max_efficiency * (width / (width + kWidthKnee)) * (rows / (rows + kRowsKnee));
+  const double rate = c.peak_flops * s.efficiency;
+  const double per_gpu = double(batch) / double(c.gpus);
+  s.compute_s = (w.model_flops + w.recompute_flops) * per_gpu / rate;
+  s.recompute_s = w.recompute_flops * per_gpu / rate;
+
+  const int a = r.memory.precision.activation_bytes;
+  const double local_tokens = double(micro_batch) * double(w.sequence) / l.cp;
+  const bool full = recompute == Recompute::full;
+  if (l.tp > 1) {
+    // Sequence parallel: an all-gather before and a reduce-scatter after each of the block's three sublayers
+    // (self-attention, cross-attention, MLP), forward and backward: 6 all-reduce volumes per block, 9 with a
+    // recomputed forward.
+    const double collectives = depth * (full ? 9.0 : 6.0);
+    const double volume = local_tokens * d * a;
+    const double per = 2.0 * (l.tp - 1) / l.tp * volume / c.intra_node_bytes_per_s + 2 * kCollectiveLatencyS;
+    s.tp_comm_s = collectives * per * accumulation;
+  }
+  if (l.cp > 1) {
+    // Ulysses: q, k, v to head-split layout and the output back, forward (3 + 1 tensors) and backward (1 + 3);
+    // a recomputed forward adds 4. Cross-attention needs none: every rank holds the whole text.
+    const double tensors = depth * (full ? 12.0 : 8.0);
+    const double volume = local_tokens * (d / l.tp) * a;
+    const double bandwidth =
+        l.tp * l.cp <= std::min(c.gpus_per_node, c.gpus) ? c.intra_node_bytes_per_s : c.inter_node_bytes_per_s;
+    const double per = double(l.cp - 1) / l.cp * volume / bandwidth + kCollectiveLatencyS;
+    s.cp_comm_s = tensors * per * accumulation;
+  }
+  const int reducers = l.dp * l.cp;  // parameters are replicated over dp and cp, so gradients are reduced over both
+  if (reducers > 1) {
+    const double n = double(parameters_per_rank(p, l.tp, r.memory.text_encoder));
+    const double bandwidth = c.gpus > c.gpus_per_node ? c.inter_node_bytes_per_s : c.intra_node_bytes_per_s;
+    const double share = double(reducers - 1) / reducers;
+    const double grads = n * r.memory.precision.grad_bytes, params = n * r.memory.precision.param_bytes;
+    // ZeRO-0: all-reduce (2× volume). ZeRO-1: reduce-scatter of gradients, then all-gather of updated weights.
+    const double reduce_s = (zero == 1 ? 1.0 : 2.0) * share * grads / bandwidth;
+    const double gather_s = zero == 1 ? share * params / bandwidth : 0.0;
+    // The reduction overlaps the last micro-batch's backward, the gather the first micro-batch's forward.
+    const double micro_model_s = w.model_flops * micro_batch / double(l.tp * l.cp) / rate;
+    s.dp_comm_s = std::max(0.0, reduce_s - kOverlap * micro_model_s * 2.0 / 3.0) +
+                  std::max(0.0, gather_s - kOverlap * micro_model_s / 3.0);
+  }
+  s.step_s = s.compute_s + s.tp_comm_s + s.cp_comm_s + s.dp_comm_s;
+  s.mfu = w.model_flops * double(batch) / (s.step_s * c.gpus * c.peak_flops);
+  s.samples_per_s = double(batch) / s.step_s;
+  return s;
+}
+
+Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
+  validate_request(p, r);
+  Plan plan;
+  const ModelInfo info = describe(p, r.frames, r.height, r.width);
+  plan.video_tokens = info.video_tokens;
+  plan.global_batch = effective_global_batch(r);
+  plan.flops_per_sample = workload(p, r, Recompute::none).model_flops;
+  const int gpus = r.cluster.gpus;
+  const int node = std::min(r.cluster.gpus_per_node, gpus);
+  const int heads = p.dit.heads;
+
+  for (int tp = 1; tp <= node; ++tp) {
+    if (node % tp != 0 || heads % tp != 0) continue;
+    for (int cp = 1; tp * cp <= gpus; ++cp) {
+      if (gpus % (tp * cp) != 0 || heads % (tp * cp) != 0 || info.video_tokens % cp != 0) continue;
+      const ParallelLayout layout{tp, cp, gpus / (tp * cp)};
+      for (int zero : {0, 1}) {
+        if (zero == 1 && layout.dp == 1) continue;  // nothing to shard
+        for (Recompute recompute : {Recompute::none, Recompute::selective, Recompute::full}) {
+          for (int mbs = 1; mbs <= r.max_micro_batch; mbs *= 2) {
+            if (plan.global_batch % (int64_t(layout.dp) * mbs) != 0) continue;
+            MemoryOptions o = r.memory;
+            o.frames = r.frames;
+            o.height = r.height;
+            o.width = r.width;
+            o.micro_batch = mbs;
+            o.zero = zero;
+            o.recompute = recompute;
+            PlannedLayout candidate;
+            candidate.layout = layout;
+            candidate.zero = zero;
+            candidate.recompute = recompute;
+            candidate.micro_batch = mbs;
+            candidate.grad_accumulation = plan.global_batch / (int64_t(layout.dp) * mbs);
+            candidate.memory = estimate_memory(p, layout, o);
+            ++plan.considered;
+            if (!plan.smallest || candidate.memory.total() < plan.smallest->memory.total()) plan.smallest = candidate;
+            if (double(candidate.memory.total()) > r.cluster.gpu_memory_bytes) {
+              ++plan.too_large;
+              continue;
+            }
+            candidate.cost = estimate_step(p, r, layout, zero, recompute, mbs);
+            plan.fitting.push_back(candidate);
+          }
+        }
+      }
+    }
+  }
+  std::stable_sort(plan.fitting.begin(), plan.fitting.end(), [](const PlannedLayout& a, const PlannedLayout& b) {
+    if (a.cost.step_s != b.cost.step_s) return a.cost.step_s < b.cost.step_s;
+    return a.memory.total() < b.memory.total();
+  });
+  return plan;
+}
+
+std::string no_fit_message(const ModelPreset& p, const PlanRequest& r, const Plan& plan) {
+  const std::string where = cat("no layout of ", p.name, " fits in ", gb(r.cluster.gpu_memory_bytes), " per GPU");
+  if (!plan.smallest)
+    return cat(where, ": the global batch ", plan.global_batch, " cannot be split over any data-parallel size of ",
+               r.cluster.gpus, " GPUs; use a multiple of the GPU count");
+  const auto& s = *plan.smallest;
+  return cat(where, ": the smallest needs ", gb(double(s.memory.total())), " (", to_string(s.layout), ", ZeRO-",
+             s.zero, ", ", to_string(s.recompute), " recompute, micro-batch ", s.micro_batch, "; activations ",
+             gb(double(s.memory.activations)), "); use more GPUs, GPUs with more memory, or a shorter or smaller video");
+}
+
+}  // namespace mugv

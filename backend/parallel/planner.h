@@ -1,0 +1,94 @@
+#pragma once
+// The parallel-layout planner behind `mugv plan` and the studio's new-run dialog: for a model preset, a
+// video size and a cluster, it enumerates tp × cp × dp layouts with ZeRO stage, recompute and micro-batch,
+// keeps those whose memory per GPU (memory_model.h) fits, and ranks them by the step time of a cost model
+// (compute at an efficiency that falls with narrow GEMMs, plus tensor-parallel, context-parallel and
+// data-parallel communication). Predicted MFU counts model FLOPs only (docs/MUGV.md §6), so recompute lowers
+// it. The model and its constants are written out in docs/PARALLEL.md. Torch-free; pure; thread-safe.
+//
+// Rules a layout obeys: tp divides the GPUs of a node (tensor parallel stays inside a node) and tp·cp
+// divides the heads (Ulysses splits heads again); cp divides the video tokens; dp = gpus / (tp·cp); the
+// global batch is a multiple of dp × micro-batch (the rest is gradient accumulation).
+
+#include "model/config.h"
+#include "parallel/layout.h"
+#include "parallel/memory_model.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mugv {
+
+struct ClusterSpec {
+  int gpus = 8;
+  int gpus_per_node = 8;
+  double gpu_memory_bytes = 80e9;
+  double peak_flops = 989e12;               // dense bf16 per GPU (H100 SXM)
+  double intra_node_bytes_per_s = 450e9;    // NVLink, per GPU, one direction
+  double inter_node_bytes_per_s = 50e9;     // network, per GPU (one 400 Gb/s NIC each)
+};
+
+struct PlanRequest {
+  ClusterSpec cluster;
+  int64_t frames = 0, height = 0, width = 0;
+  int64_t global_batch = 0;    // samples per optimizer step; 0 = one per GPU
+  int max_micro_batch = 8;     // micro-batches tried: 1, 2, 4, ... up to this
+  // Precision, attention kernel, text encoder and overhead for every candidate; its video shape, micro-batch,
+  // zero and recompute fields are ignored (the planner sets them).
+  MemoryOptions memory;
+  // Fraction of peak that large GEMMs and attention kernels reach; narrow or short GEMMs reach less.
+  double max_efficiency = 0.65;
+};
+
+struct StepCost {
+  double compute_s = 0;      // model FLOPs + recompute FLOPs at the layout's efficiency
+  double recompute_s = 0;    // the part of compute_s spent re-running forwards
+  double tp_comm_s = 0;      // tensor-parallel all-gathers / reduce-scatters (not overlapped)
+  double cp_comm_s = 0;      // Ulysses all-to-alls (not overlapped)
+  double dp_comm_s = 0;      // gradient reduction and ZeRO-1 parameter gather left after overlap
+  double step_s = 0;
+  double efficiency = 0;     // fraction of peak the compute runs at
+  double mfu = 0;            // model FLOPs / (step_s × gpus × peak)
+  double samples_per_s = 0;
+};
+
+struct PlannedLayout {
+  ParallelLayout layout;
+  int zero = 0;
+  Recompute recompute = Recompute::none;
+  int micro_batch = 1;
+  int64_t grad_accumulation = 1;  // micro-batches per rank per step
+  MemoryBreakdown memory;
+  StepCost cost;
+};
+
+struct Plan {
+  std::vector<PlannedLayout> fitting;         // fit in memory, fastest step first
+  int64_t considered = 0;                     // candidates whose memory was estimated
+  int64_t too_large = 0;                      // of those, how many do not fit
+  std::optional<PlannedLayout> smallest;      // the candidate needing the least memory (set when considered > 0)
+  int64_t video_tokens = 0;
+  int64_t global_batch = 0;                   // the one used (request's, or gpus when it was 0)
+  double flops_per_sample = 0;                // model FLOPs of one sample, training
+};
+
+// Throws Error(invalid_argument) naming the value for: gpus < 1, gpus_per_node < 1, gpus above one node
+// that are not a multiple of gpus_per_node, non-positive memory / peak / bandwidths, a global batch < 0,
+// max_micro_batch < 1, and a bad video shape (validate_video_shape).
+void validate_request(const ModelPreset& preset, const PlanRequest& request);
+
+// The step time of one layout (its memory is not checked). Throws like validate_request, and for a layout
+// that breaks the rules above.
+[[nodiscard]] StepCost estimate_step(const ModelPreset& preset, const PlanRequest& request,
+                                     const ParallelLayout& layout, int zero, Recompute recompute, int micro_batch);
+
+// Every valid layout, estimated; `fitting` is empty when nothing fits (see no_fit_message).
+[[nodiscard]] Plan plan_layouts(const ModelPreset& preset, const PlanRequest& request);
+
+// "no layout of mugv-10b fits in 80 GB per GPU: the smallest needs 93.1 GB (tp8.cp8.dp1, ZeRO-1, full
+// recompute, micro-batch 1); use more GPUs, GPUs with more memory, or a shorter or smaller video".
+[[nodiscard]] std::string no_fit_message(const ModelPreset& preset, const PlanRequest& request, const Plan& plan);
+
+}  // namespace mugv
