@@ -54,7 +54,7 @@ void define(ParamRegistry& r) {
   batch.min_value = 0;
   r.add(batch);
   auto micro = param("plan.max_micro_batch", "--max-micro-batch", ParamType::integer, 8,
-                     "largest micro-batch tried (1, 2, 4, ... up to this)", "training");
+                     "largest micro-batch tried (1, 2, 4, ... up to this, and this)", "training");
   micro.min_value = 1;
   r.add(micro);
   auto device = param("plan.device", "--device", ParamType::choice, "gpu",
@@ -93,6 +93,14 @@ void define(ParamRegistry& r) {
   auto it = flags.find(e.subject());
   if (it == flags.end()) throw e;
   throw Error(e.code(), it->second, e.message());
+}
+
+// GB for the big numbers, MB below 1 GB so that the small presets do not read as zero.
+std::string size_text(int64_t bytes) {
+  char buffer[32];
+  if (bytes >= 1'000'000'000) std::snprintf(buffer, sizeof buffer, "%.1f GB", double(bytes) / 1e9);
+  else std::snprintf(buffer, sizeof buffer, "%.1f MB", double(bytes) / 1e6);
+  return buffer;
 }
 
 nlohmann::json to_json(const PlannedLayout& p) {
@@ -174,13 +182,15 @@ int run(const Invocation& inv) {
               preset.name.c_str(), static_cast<long long>(size.width), static_cast<long long>(size.height),
               static_cast<long long>(request.frames), static_cast<long long>(plan.video_tokens),
               plan.flops_per_sample, to_string(device));
-  std::printf("%d GPUs (%d per node), global batch %lld: %lld layouts considered, %lld do not fit in %.0f GB\n",
-              request.cluster.gpus, request.cluster.gpus_per_node, static_cast<long long>(plan.global_batch),
+  const int gpus = request.cluster.gpus;
+  std::printf("%d GPU%s (%d per node), global batch %lld: %lld layouts considered, %lld do not fit in %.0f GB\n",
+              gpus, gpus == 1 ? "" : "s", std::min(gpus, request.cluster.gpus_per_node),
+              static_cast<long long>(plan.global_batch),
               static_cast<long long>(plan.considered), static_cast<long long>(plan.too_large), mem_gb);
   std::printf("\n  tp  cp   dp  zero  recompute  mbs  accum   mem/GPU    step_s    MFU\n");
   for (size_t i = 0; i < shown; ++i) {
     const auto& p = plan.fitting[i];
-    std::printf("%4d %3d %4d %5d  %-9s %4d %6lld  %6.1f GB %9.3f  %5.1f%%\n", p.layout.tp, p.layout.cp, p.layout.dp,
+    std::printf("%4d %3d %4d %5d  %-9s %4d %6lld  %6.1f GB %9.4g  %5.1f%%\n", p.layout.tp, p.layout.cp, p.layout.dp,
                 p.zero, to_string(p.recompute), p.micro_batch, static_cast<long long>(p.grad_accumulation),
                 double(p.memory.total()) / 1e9, p.cost.step_s, 100.0 * p.cost.mfu);
   }
@@ -189,11 +199,10 @@ int run(const Invocation& inv) {
   const auto& best = plan.fitting.front();
   const auto& m = best.memory;
   const auto& c = best.cost;
-  std::printf("\nbest %s: parameters %.1f GB, gradients %.1f GB, optimizer %.1f GB, activations %.1f GB, "
-              "overhead %.1f GB\n",
-              to_string(best.layout).c_str(), m.parameters / 1e9, m.gradients / 1e9, m.optimizer / 1e9,
-              m.activations / 1e9, m.overhead / 1e9);
-  std::printf("  step %.3f s: compute %.3f s (recompute %.3f s) at %.0f%% of peak, tp %.3f s, cp %.3f s, dp %.3f s "
+  std::printf("\nbest %s: parameters %s, gradients %s, optimizer %s, activations %s, overhead %s\n",
+              to_string(best.layout).c_str(), size_text(m.parameters).c_str(), size_text(m.gradients).c_str(),
+              size_text(m.optimizer).c_str(), size_text(m.activations).c_str(), size_text(m.overhead).c_str());
+  std::printf("  step %.4g s: compute %.4g s (recompute %.3g s) at %.0f%% of peak, tp %.3g s, cp %.3g s, dp %.3g s "
               "exposed\n",
               c.step_s, c.compute_s, c.recompute_s, 100.0 * c.efficiency, c.tp_comm_s, c.cp_comm_s, c.dp_comm_s);
   return 0;

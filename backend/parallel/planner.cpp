@@ -171,6 +171,10 @@ Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
   const int gpus = r.cluster.gpus;
   const int node = std::min(r.cluster.gpus_per_node, gpus);
   const int heads = p.dit.heads;
+  // Powers of two, and the largest allowed itself (so a measured run's batch of 3 or 6 can be matched).
+  std::vector<int> micro_batches;
+  for (int mbs = 1; mbs <= r.max_micro_batch; mbs *= 2) micro_batches.push_back(mbs);
+  if (micro_batches.back() != r.max_micro_batch) micro_batches.push_back(r.max_micro_batch);
 
   for (int tp = 1; tp <= node; ++tp) {
     if (node % tp != 0 || heads % tp != 0) continue;
@@ -180,7 +184,7 @@ Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
       for (int zero : {0, 1}) {
         if (zero == 1 && layout.dp == 1) continue;  // nothing to shard
         for (Recompute recompute : {Recompute::none, Recompute::selective, Recompute::full}) {
-          for (int mbs = 1; mbs <= r.max_micro_batch; mbs *= 2) {
+          for (int mbs : micro_batches) {
             if (plan.global_batch % (int64_t(layout.dp) * mbs) != 0) continue;
             MemoryOptions o = r.memory;
             o.frames = r.frames;

@@ -34,7 +34,7 @@ struct PlanRequest {
   ClusterSpec cluster;
   int64_t frames = 0, height = 0, width = 0;
   int64_t global_batch = 0;    // samples per optimizer step; 0 = one per GPU
-  int max_micro_batch = 8;     // micro-batches tried: 1, 2, 4, ... up to this
+  int max_micro_batch = 8;     // micro-batches tried: 1, 2, 4, ... up to this, and this one
   // Precision, attention kernel, text encoder and overhead for every candidate; its video shape, micro-batch,
   // zero and recompute fields are ignored (the planner sets them).
   MemoryOptions memory;
