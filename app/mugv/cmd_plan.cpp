@@ -1,5 +1,6 @@
-// mugv plan --preset P --gpus N --gpu-mem-gb G --frames F --size WxH [...]: parallel layouts that fit, fastest
-// first, with memory per GPU, step time and predicted MFU (backend/parallel/planner.h; docs/PARALLEL.md).
+// mugv plan --preset P --gpus N --gpu-mem-gb G --frames F --size WxH [...]: parallel layouts that fit,
+// fastest first, with memory per GPU, step time and predicted MFU (backend/parallel/planner.h;
+// docs/PARALLEL.md).
 #include "command.h"
 
 #include "core/error.h"
@@ -18,9 +19,11 @@ namespace mugv::cli {
 namespace {
 
 void define(ParamRegistry& r) {
-  r.add(param("plan.preset", "--preset", ParamType::text, "mugv-10b", "model preset (presets/models/NAME.toml)", "model"));
-  auto frames = param("plan.frames", "--frames", ParamType::integer, 121,
-                      "video frames per sample (a multiple of the VAE's time compression, or one more)", "model");
+  r.add(param("plan.preset", "--preset", ParamType::text, "mugv-10b",
+              "model preset (presets/models/NAME.toml)", "model"));
+  auto frames =
+      param("plan.frames", "--frames", ParamType::integer, 121,
+            "video frames per sample (a multiple of the VAE's time compression, or one more)", "model");
   frames.min_value = 1;
   r.add(frames);
   r.add(param("plan.size", "--size", ParamType::size2d, "1280x720", "video size WxH", "model"));
@@ -32,8 +35,8 @@ void define(ParamRegistry& r) {
                         "GPUs per node (tensor parallel stays inside a node)", "cluster");
   per_node.min_value = 1;
   r.add(per_node);
-  auto mem = param("plan.gpu_mem_gb", "--gpu-mem-gb", ParamType::real, 80.0, "memory per GPU in GB (10^9 bytes)",
-                   "cluster");
+  auto mem = param("plan.gpu_mem_gb", "--gpu-mem-gb", ParamType::real, 80.0,
+                   "memory per GPU in GB (10^9 bytes)", "cluster");
   mem.min_value = 0.001;
   r.add(mem);
   auto peak = param("plan.peak_tflops", "--peak-tflops", ParamType::real, 989.0,
@@ -57,20 +60,23 @@ void define(ParamRegistry& r) {
                      "largest micro-batch tried (1, 2, 4, ... up to this, and this)", "training");
   micro.min_value = 1;
   r.add(micro);
-  auto device = param("plan.device", "--device", ParamType::choice, "gpu",
-                      "gpu: bf16 weights with fp32 master, Adam and EMA; cpu: fp32 everything (to compare with a CPU run)",
-                      "training");
+  auto device = param(
+      "plan.device", "--device", ParamType::choice, "gpu",
+      "gpu: bf16 weights with fp32 master, Adam and EMA; cpu: fp32 everything (to compare with a CPU run)",
+      "training");
   device.choices = {"gpu", "cpu"};
   r.add(device);
-  auto attention = param("plan.attention", "--attention", ParamType::choice, "auto",
-                         "attention kernel: fused keeps no scores, math saves them (auto: fused on gpu, math on cpu)",
-                         "training");
+  auto attention =
+      param("plan.attention", "--attention", ParamType::choice, "auto",
+            "attention kernel: fused keeps no scores, math saves them (auto: fused on gpu, math on cpu)",
+            "training");
   attention.choices = {"auto", "fused", "math"};
   r.add(attention);
-  r.add(param("plan.ema", "--ema", ParamType::boolean, true, "keep an fp32 EMA of the weights (as `mugv train` does)",
-              "training"));
-  auto overhead = param("plan.overhead_gb", "--overhead-gb", ParamType::real, nullptr,
-                        "fixed runtime memory per GPU in GB (default: 3 GiB on gpu, 300 MiB on cpu)", "training");
+  r.add(param("plan.ema", "--ema", ParamType::boolean, true,
+              "keep an fp32 EMA of the weights (as `mugv train` does)", "training"));
+  auto overhead =
+      param("plan.overhead_gb", "--overhead-gb", ParamType::real, nullptr,
+            "fixed runtime memory per GPU in GB (default: 3 GiB on gpu, 300 MiB on cpu)", "training");
   overhead.min_value = 0.0;
   r.add(overhead);
   auto efficiency = param("plan.max_efficiency", "--max-efficiency", ParamType::real, 0.65,
@@ -86,10 +92,14 @@ void define(ParamRegistry& r) {
 
 // The library names values by their meaning ("height"); the user typed a flag.
 [[noreturn]] void rethrow_with_flag(const Error& e) {
-  static const std::map<std::string, std::string> flags = {
-      {"gpus", "--gpus"},          {"gpus-per-node", "--gpus-per-node"}, {"gpu-mem-gb", "--gpu-mem-gb"},
-      {"height", "--size"},        {"width", "--size"},                  {"frames", "--frames"},
-      {"global-batch", "--global-batch"}, {"peak-tflops", "--peak-tflops"}};
+  static const std::map<std::string, std::string> flags = {{"gpus", "--gpus"},
+                                                           {"gpus-per-node", "--gpus-per-node"},
+                                                           {"gpu-mem-gb", "--gpu-mem-gb"},
+                                                           {"height", "--size"},
+                                                           {"width", "--size"},
+                                                           {"frames", "--frames"},
+                                                           {"global-batch", "--global-batch"},
+                                                           {"peak-tflops", "--peak-tflops"}};
   auto it = flags.find(e.subject());
   if (it == flags.end()) throw e;
   throw Error(e.code(), it->second, e.message());
@@ -98,8 +108,10 @@ void define(ParamRegistry& r) {
 // GB for the big numbers, MB below 1 GB so that the small presets do not read as zero.
 std::string size_text(int64_t bytes) {
   char buffer[32];
-  if (bytes >= 1'000'000'000) std::snprintf(buffer, sizeof buffer, "%.1f GB", double(bytes) / 1e9);
-  else std::snprintf(buffer, sizeof buffer, "%.1f MB", double(bytes) / 1e6);
+  if (bytes >= 1'000'000'000)
+    std::snprintf(buffer, sizeof buffer, "%.1f GB", double(bytes) / 1e9);
+  else
+    std::snprintf(buffer, sizeof buffer, "%.1f MB", double(bytes) / 1e6);
   return buffer;
 }
 
@@ -183,16 +195,18 @@ int run(const Invocation& inv) {
               static_cast<long long>(request.frames), static_cast<long long>(plan.video_tokens),
               plan.flops_per_sample, to_string(device));
   const int gpus = request.cluster.gpus;
-  std::printf("%d GPU%s (%d per node), global batch %lld: %lld layouts considered, %lld do not fit in %.0f GB\n",
-              gpus, gpus == 1 ? "" : "s", std::min(gpus, request.cluster.gpus_per_node),
-              static_cast<long long>(plan.global_batch),
-              static_cast<long long>(plan.considered), static_cast<long long>(plan.too_large), mem_gb);
+  std::printf(
+      "%d GPU%s (%d per node), global batch %lld: %lld layouts considered, %lld do not fit in %.0f GB\n",
+      gpus, gpus == 1 ? "" : "s", std::min(gpus, request.cluster.gpus_per_node),
+      static_cast<long long>(plan.global_batch), static_cast<long long>(plan.considered),
+      static_cast<long long>(plan.too_large), mem_gb);
   std::printf("\n  tp  cp   dp  zero  recompute  mbs  accum   mem/GPU    step_s    MFU\n");
   for (size_t i = 0; i < shown; ++i) {
     const auto& p = plan.fitting[i];
-    std::printf("%4d %3d %4d %5d  %-9s %4d %6lld  %6.1f GB %9.4g  %5.1f%%\n", p.layout.tp, p.layout.cp, p.layout.dp,
-                p.zero, to_string(p.recompute), p.micro_batch, static_cast<long long>(p.grad_accumulation),
-                double(p.memory.total()) / 1e9, p.cost.step_s, 100.0 * p.cost.mfu);
+    std::printf("%4d %3d %4d %5d  %-9s %4d %6lld  %6.1f GB %9.4g  %5.1f%%\n", p.layout.tp, p.layout.cp,
+                p.layout.dp, p.zero, to_string(p.recompute), p.micro_batch,
+                static_cast<long long>(p.grad_accumulation), double(p.memory.total()) / 1e9, p.cost.step_s,
+                100.0 * p.cost.mfu);
   }
   if (shown < plan.fitting.size())
     std::printf("  ... %zu more that fit (--top 0 lists all)\n", plan.fitting.size() - shown);
@@ -201,10 +215,12 @@ int run(const Invocation& inv) {
   const auto& c = best.cost;
   std::printf("\nbest %s: parameters %s, gradients %s, optimizer %s, activations %s, overhead %s\n",
               to_string(best.layout).c_str(), size_text(m.parameters).c_str(), size_text(m.gradients).c_str(),
-              size_text(m.optimizer).c_str(), size_text(m.activations).c_str(), size_text(m.overhead).c_str());
-  std::printf("  step %.4g s: compute %.4g s (recompute %.3g s) at %.0f%% of peak, tp %.3g s, cp %.3g s, dp %.3g s "
-              "exposed\n",
-              c.step_s, c.compute_s, c.recompute_s, 100.0 * c.efficiency, c.tp_comm_s, c.cp_comm_s, c.dp_comm_s);
+              size_text(m.optimizer).c_str(), size_text(m.activations).c_str(),
+              size_text(m.overhead).c_str());
+  std::printf(
+      "  step %.4g s: compute %.4g s (recompute %.3g s) at %.0f%% of peak, tp %.3g s, cp %.3g s, dp %.3g s "
+      "exposed\n",
+      c.step_s, c.compute_s, c.recompute_s, 100.0 * c.efficiency, c.tp_comm_s, c.cp_comm_s, c.dp_comm_s);
   return 0;
 }
 
@@ -213,7 +229,8 @@ int run(const Invocation& inv) {
 Command plan_command() {
   Command c;
   c.words = {"plan"};
-  c.summary = "parallel layouts (tp, cp, dp, ZeRO, recompute, micro-batch) that fit, with memory, step time and MFU";
+  c.summary =
+      "parallel layouts (tp, cp, dp, ZeRO, recompute, micro-batch) that fit, with memory, step time and MFU";
   c.usage = "--preset P --gpus N --gpu-mem-gb G --frames F --size WxH [options]";
   c.define = define;
   c.run = run;

@@ -23,11 +23,14 @@ double term_bytes(const ActivationTerm& t, int activation_bytes) {
 
 bool kept_under(ActivationKind kind, Recompute recompute) {
   switch (recompute) {
-    case Recompute::none: return true;
+    case Recompute::none:
+      return true;
     case Recompute::selective:
       return kind != ActivationKind::attention_scores && kind != ActivationKind::mlp_intermediate;
-    case Recompute::full: return kind == ActivationKind::block_input;
-    case Recompute::unknown: break;
+    case Recompute::full:
+      return kind == ActivationKind::block_input;
+    case Recompute::unknown:
+      break;
   }
   return false;
 }
@@ -60,7 +63,8 @@ double working_bytes_per_token(const DiTConfig& c, int64_t sequence, int64_t tex
 // Per-sample bytes of one block that do not scale with video tokens: the text keys and values of the
 // cross-attention (kv_linear output, k's fp32 RMSNorm input and normalised copies) and the adaLN modulation
 // of every frame group.
-double block_bytes_per_sample(const DiTConfig& c, int64_t text_tokens, int64_t groups, int tp, int activation_bytes) {
+double block_bytes_per_sample(const DiTConfig& c, int64_t text_tokens, int64_t groups, int tp,
+                              int activation_bytes) {
   const double d = c.hidden, t = double(text_tokens);
   const double kv = (4.0 * t * d * activation_bytes + t * d * 4.0) / tp;
   const double modulation = 6.0 * double(groups) * d * activation_bytes;
@@ -93,9 +97,12 @@ double text_bytes_per_sample(const ModelPreset& p, const MemoryOptions& o) {
 
 const char* to_string(TrainDevice device) {
   switch (device) {
-    case TrainDevice::gpu: return "gpu";
-    case TrainDevice::cpu: return "cpu";
-    case TrainDevice::unknown: break;
+    case TrainDevice::gpu:
+      return "gpu";
+    case TrainDevice::cpu:
+      return "cpu";
+    case TrainDevice::unknown:
+      break;
   }
   return "unknown";
 }
@@ -109,10 +116,14 @@ std::optional<TrainDevice> train_device_from_string(std::string_view name) {
 
 const char* to_string(Recompute recompute) {
   switch (recompute) {
-    case Recompute::none: return "none";
-    case Recompute::selective: return "selective";
-    case Recompute::full: return "full";
-    case Recompute::unknown: break;
+    case Recompute::none:
+      return "none";
+    case Recompute::selective:
+      return "selective";
+    case Recompute::full:
+      return "full";
+    case Recompute::unknown:
+      break;
   }
   return "unknown";
 }
@@ -127,9 +138,12 @@ std::optional<Recompute> recompute_from_string(std::string_view name) {
 
 const char* to_string(AttentionKernel kernel) {
   switch (kernel) {
-    case AttentionKernel::fused: return "fused";
-    case AttentionKernel::math: return "math";
-    case AttentionKernel::unknown: break;
+    case AttentionKernel::fused:
+      return "fused";
+    case AttentionKernel::math:
+      return "math";
+    case AttentionKernel::unknown:
+      break;
   }
   return "unknown";
 }
@@ -143,16 +157,23 @@ std::optional<AttentionKernel> attention_kernel_from_string(std::string_view nam
 
 const char* to_string(TextEncoderUse use) {
   switch (use) {
-    case TextEncoderUse::precomputed: return "precomputed";
-    case TextEncoderUse::trained: return "trained";
-    case TextEncoderUse::unknown: break;
+    case TextEncoderUse::precomputed:
+      return "precomputed";
+    case TextEncoderUse::trained:
+      return "trained";
+    case TextEncoderUse::unknown:
+      break;
   }
   return "unknown";
 }
 
-Precision bf16_mixed_precision() { return Precision{2, 2, 4, 4, 4, 2}; }
+Precision bf16_mixed_precision() {
+  return Precision{2, 2, 4, 4, 4, 2};
+}
 
-Precision fp32_precision() { return Precision{4, 4, 0, 4, 4, 4}; }
+Precision fp32_precision() {
+  return Precision{4, 4, 0, 4, 4, 4};
+}
 
 MemoryOptions MemoryOptions::for_device(TrainDevice device, const ModelPreset& preset) {
   MemoryOptions o;
@@ -169,7 +190,8 @@ MemoryOptions MemoryOptions::for_device(TrainDevice device, const ModelPreset& p
   } else {
     bad("device", "unknown training device");
   }
-  o.text_encoder = preset.text.kind == TextEncoderKind::t5 ? TextEncoderUse::precomputed : TextEncoderUse::trained;
+  o.text_encoder =
+      preset.text.kind == TextEncoderKind::t5 ? TextEncoderUse::precomputed : TextEncoderUse::trained;
   return o;
 }
 
@@ -256,14 +278,16 @@ void validate_video_shape(const ModelPreset& preset, int64_t frames, int64_t hei
   (void)vae_latent_frames(preset.vae, frames);  // throws naming the frame count
 }
 
-MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout& layout, const MemoryOptions& o) {
+MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout& layout,
+                                const MemoryOptions& o) {
   const DiTConfig& c = preset.dit;
   validate_video_shape(preset, o.frames, o.height, o.width);
   if (o.micro_batch < 1) bad("micro-batch", cat("micro-batch must be at least 1, got ", o.micro_batch));
   if (o.zero != 0 && o.zero != 1) bad("zero", cat("ZeRO stage must be 0 or 1, got ", o.zero));
   if (o.recompute == Recompute::unknown) bad("recompute", "recompute must be none, selective or full");
   if (o.attention == AttentionKernel::unknown) bad("attention", "attention kernel must be fused or math");
-  if (o.text_encoder == TextEncoderUse::unknown) bad("text encoder", "text encoder must be precomputed or trained");
+  if (o.text_encoder == TextEncoderUse::unknown)
+    bad("text encoder", "text encoder must be precomputed or trained");
   const auto& p = o.precision;
   if (p.param_bytes <= 0 || p.grad_bytes <= 0 || p.activation_bytes <= 0 || p.master_bytes < 0 ||
       p.moment_bytes < 0 || p.ema_bytes < 0)
@@ -271,13 +295,13 @@ MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout&
   if (layout.tp < 1 || layout.cp < 1 || layout.dp < 1)
     bad(to_string(layout), "every parallel size must be at least 1");
   if (c.heads % (layout.tp * layout.cp) != 0)
-    bad(to_string(layout), cat(c.heads, " attention heads cannot be split over tp × cp = ", layout.tp * layout.cp,
-                               " ranks"));
+    bad(to_string(layout),
+        cat(c.heads, " attention heads cannot be split over tp × cp = ", layout.tp * layout.cp, " ranks"));
 
   const ModelInfo info = describe(preset, o.frames, o.height, o.width);
   if (info.video_tokens % layout.cp != 0)
-    bad(to_string(layout), cat(info.video_tokens, " video tokens cannot be split evenly over cp = ", layout.cp,
-                               " ranks"));
+    bad(to_string(layout),
+        cat(info.video_tokens, " video tokens cannot be split evenly over cp = ", layout.cp, " ranks"));
 
   MemoryBreakdown m;
   const int64_t n = parameters_per_rank(preset, layout.tp, o.text_encoder);
@@ -293,12 +317,14 @@ MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout&
   // along on every rank; counting them once per rank is within rounding).
   const double tokens_per_rank = double(sequence) / double(layout.tp * layout.cp);
   const double per_token = double(c.depth) * block_activation_bytes_per_token(c, sequence, text_tokens, o) +
-                           working_bytes_per_token(c, sequence, text_tokens, o) + outside_bytes_per_token(c, a);
+                           working_bytes_per_token(c, sequence, text_tokens, o) +
+                           outside_bytes_per_token(c, a);
   const int64_t groups = info.latent_frames / c.patch_t + 2;
   const double blocks_with_text_kv = o.recompute == Recompute::full ? 1.0 : double(c.depth);
-  const double per_sample = tokens_per_rank * per_token +
-                            blocks_with_text_kv * block_bytes_per_sample(c, text_tokens, groups, layout.tp, a) +
-                            text_bytes_per_sample(preset, o);
+  const double per_sample =
+      tokens_per_rank * per_token +
+      blocks_with_text_kv * block_bytes_per_sample(c, text_tokens, groups, layout.tp, a) +
+      text_bytes_per_sample(preset, o);
   m.activations = static_cast<int64_t>(std::ceil(per_sample * o.micro_batch));
   m.overhead = o.overhead_bytes;
   return m;

@@ -26,7 +26,8 @@
 
 namespace mugv {
 
-// Where training runs: decides dtypes, the attention kernel and the runtime overhead (MemoryOptions::for_device).
+// Where training runs: decides dtypes, the attention kernel and the runtime overhead
+// (MemoryOptions::for_device).
 enum class TrainDevice { unknown = 0, gpu, cpu };
 const char* to_string(TrainDevice device);
 std::optional<TrainDevice> train_device_from_string(std::string_view name);
@@ -41,7 +42,8 @@ const char* to_string(Recompute recompute);
 std::optional<Recompute> recompute_from_string(std::string_view name);
 
 // fused: a flash-style kernel keeps only the output and the softmax statistics (CUDA SDPA);
-// math: scores and probabilities are materialised and saved (the reference path, and the safe CPU assumption).
+// math: scores and probabilities are materialised and saved (the reference path, and the safe CPU
+// assumption).
 enum class AttentionKernel { unknown = 0, fused, math };
 const char* to_string(AttentionKernel kernel);
 std::optional<AttentionKernel> attention_kernel_from_string(std::string_view name);
@@ -112,7 +114,8 @@ struct ActivationTerm {
 // The per-token terms of one block for a sequence of `sequence` tokens (video + start/end) attending to
 // `text_tokens` text tokens; no parallelism applied. Sums of these give the numbers in docs/PARALLEL.md.
 [[nodiscard]] std::vector<ActivationTerm> block_activation_terms(const DiTConfig& config, int64_t sequence,
-                                                                 int64_t text_tokens, AttentionKernel attention);
+                                                                 int64_t text_tokens,
+                                                                 AttentionKernel attention);
 // Bytes one block keeps per token until backward under `recompute` (no parallelism applied).
 [[nodiscard]] double block_activation_bytes_per_token(const DiTConfig& config, int64_t sequence,
                                                       int64_t text_tokens, const MemoryOptions& options);

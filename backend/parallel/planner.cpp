@@ -31,9 +31,9 @@ int64_t effective_global_batch(const PlanRequest& r) {
 
 struct Workload {
   ModelInfo info;
-  int64_t sequence = 0;          // video tokens + start / end
-  double model_flops = 0;        // per sample, forward + backward
-  double recompute_flops = 0;    // per sample, extra forward work of the recompute mode
+  int64_t sequence = 0;        // video tokens + start / end
+  double model_flops = 0;      // per sample, forward + backward
+  double recompute_flops = 0;  // per sample, extra forward work of the recompute mode
 };
 
 Workload workload(const ModelPreset& p, const PlanRequest& r, Recompute recompute) {
@@ -56,13 +56,16 @@ Workload workload(const ModelPreset& p, const PlanRequest& r, Recompute recomput
   return w;
 }
 
-bool divides(int64_t a, int64_t b) { return a > 0 && b % a == 0; }
+bool divides(int64_t a, int64_t b) {
+  return a > 0 && b % a == 0;
+}
 
 void check_layout(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& l, int64_t video_tokens) {
   const int node = std::min(r.cluster.gpus_per_node, r.cluster.gpus);
   validate_layout(l, r.cluster.gpus, p.dit.heads);
   if (!divides(l.tp, node))
-    bad(to_string(l), cat("tp ", l.tp, " does not divide the ", node, " GPUs of a node (tensor parallel stays in a node)"));
+    bad(to_string(l),
+        cat("tp ", l.tp, " does not divide the ", node, " GPUs of a node (tensor parallel stays in a node)"));
   if (video_tokens % l.cp != 0)
     bad(to_string(l), cat(video_tokens, " video tokens cannot be split evenly over cp = ", l.cp, " ranks"));
 }
@@ -78,16 +81,19 @@ std::string gb(double bytes) {
 void validate_request(const ModelPreset& preset, const PlanRequest& r) {
   const auto& c = r.cluster;
   if (c.gpus < 1) bad("gpus", cat("the GPU count must be at least 1, got ", c.gpus));
-  if (c.gpus_per_node < 1) bad("gpus-per-node", cat("GPUs per node must be at least 1, got ", c.gpus_per_node));
+  if (c.gpus_per_node < 1)
+    bad("gpus-per-node", cat("GPUs per node must be at least 1, got ", c.gpus_per_node));
   if (c.gpus > c.gpus_per_node && c.gpus % c.gpus_per_node != 0)
     bad("gpus", cat(c.gpus, " GPUs are not a multiple of ", c.gpus_per_node, " GPUs per node"));
-  if (!(c.gpu_memory_bytes > 0)) bad("gpu-mem-gb", cat("GPU memory must be positive, got ", c.gpu_memory_bytes));
+  if (!(c.gpu_memory_bytes > 0))
+    bad("gpu-mem-gb", cat("GPU memory must be positive, got ", c.gpu_memory_bytes));
   if (!(c.peak_flops > 0)) bad("peak-tflops", cat("peak FLOP/s must be positive, got ", c.peak_flops));
   if (!(c.intra_node_bytes_per_s > 0))
     bad("intra-node-gbps", cat("bandwidth must be positive, got ", c.intra_node_bytes_per_s));
   if (!(c.inter_node_bytes_per_s > 0))
     bad("inter-node-gbps", cat("bandwidth must be positive, got ", c.inter_node_bytes_per_s));
-  if (r.global_batch < 0) bad("global-batch", cat("the global batch must not be negative, got ", r.global_batch));
+  if (r.global_batch < 0)
+    bad("global-batch", cat("the global batch must not be negative, got ", r.global_batch));
   if (r.max_micro_batch < 1)
     bad("max-micro-batch", cat("the largest micro-batch must be at least 1, got ", r.max_micro_batch));
   if (!(r.max_efficiency > 0 && r.max_efficiency <= 1))
@@ -106,7 +112,8 @@ StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const Paralle
   const auto& c = r.cluster;
   const int64_t batch = effective_global_batch(r);
   if (batch % (int64_t(l.dp) * micro_batch) != 0)
-    bad("global-batch", cat("global batch ", batch, " is not a multiple of dp ", l.dp, " x micro-batch ", micro_batch));
+    bad("global-batch",
+        cat("global batch ", batch, " is not a multiple of dp ", l.dp, " x micro-batch ", micro_batch));
   const double accumulation = double(batch / (int64_t(l.dp) * micro_batch));
 
   StepCost s;
@@ -132,22 +139,24 @@ StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const Paralle
     s.tp_comm_s = collectives * per * accumulation;
   }
   if (l.cp > 1) {
-    // Ulysses: q, k, v to head-split layout and the output back, forward (3 + 1 tensors) and backward (1 + 3);
-    // a recomputed forward adds 4. Cross-attention needs none: every rank holds the whole text.
+    // Ulysses: q, k, v to head-split layout and the output back, forward (3 + 1 tensors) and backward (1 +
+    // 3); a recomputed forward adds 4. Cross-attention needs none: every rank holds the whole text.
     const double tensors = depth * (full ? 12.0 : 8.0);
     const double volume = local_tokens * (d / l.tp) * a;
-    const double bandwidth =
-        l.tp * l.cp <= std::min(c.gpus_per_node, c.gpus) ? c.intra_node_bytes_per_s : c.inter_node_bytes_per_s;
+    const double bandwidth = l.tp * l.cp <= std::min(c.gpus_per_node, c.gpus) ? c.intra_node_bytes_per_s
+                                                                              : c.inter_node_bytes_per_s;
     const double per = double(l.cp - 1) / l.cp * volume / bandwidth + kCollectiveLatencyS;
     s.cp_comm_s = tensors * per * accumulation;
   }
-  const int reducers = l.dp * l.cp;  // parameters are replicated over dp and cp, so gradients are reduced over both
+  const int reducers =
+      l.dp * l.cp;  // parameters are replicated over dp and cp, so gradients are reduced over both
   if (reducers > 1) {
     const double n = double(parameters_per_rank(p, l.tp, r.memory.text_encoder));
     const double bandwidth = c.gpus > c.gpus_per_node ? c.inter_node_bytes_per_s : c.intra_node_bytes_per_s;
     const double share = double(reducers - 1) / reducers;
     const double grads = n * r.memory.precision.grad_bytes, params = n * r.memory.precision.param_bytes;
-    // ZeRO-0: all-reduce (2× volume). ZeRO-1: reduce-scatter of gradients, then all-gather of updated weights.
+    // ZeRO-0: all-reduce (2× volume). ZeRO-1: reduce-scatter of gradients, then all-gather of updated
+    // weights.
     const double reduce_s = (zero == 1 ? 1.0 : 2.0) * share * grads / bandwidth;
     const double gather_s = zero == 1 ? share * params / bandwidth : 0.0;
     // The reduction overlaps the last micro-batch's backward, the gather the first micro-batch's forward.
@@ -201,7 +210,8 @@ Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
             candidate.grad_accumulation = plan.global_batch / (int64_t(layout.dp) * mbs);
             candidate.memory = estimate_memory(p, layout, o);
             ++plan.considered;
-            if (!plan.smallest || candidate.memory.total() < plan.smallest->memory.total()) plan.smallest = candidate;
+            if (!plan.smallest || candidate.memory.total() < plan.smallest->memory.total())
+              plan.smallest = candidate;
             if (double(candidate.memory.total()) > r.cluster.gpu_memory_bytes) {
               ++plan.too_large;
               continue;
@@ -213,22 +223,26 @@ Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
       }
     }
   }
-  std::stable_sort(plan.fitting.begin(), plan.fitting.end(), [](const PlannedLayout& a, const PlannedLayout& b) {
-    if (a.cost.step_s != b.cost.step_s) return a.cost.step_s < b.cost.step_s;
-    return a.memory.total() < b.memory.total();
-  });
+  std::stable_sort(plan.fitting.begin(), plan.fitting.end(),
+                   [](const PlannedLayout& a, const PlannedLayout& b) {
+                     if (a.cost.step_s != b.cost.step_s) return a.cost.step_s < b.cost.step_s;
+                     return a.memory.total() < b.memory.total();
+                   });
   return plan;
 }
 
 std::string no_fit_message(const ModelPreset& p, const PlanRequest& r, const Plan& plan) {
-  const std::string where = cat("no layout of ", p.name, " fits in ", gb(r.cluster.gpu_memory_bytes), " per GPU");
+  const std::string where =
+      cat("no layout of ", p.name, " fits in ", gb(r.cluster.gpu_memory_bytes), " per GPU");
   if (!plan.smallest)
-    return cat(where, ": the global batch ", plan.global_batch, " cannot be split over any data-parallel size of ",
-               r.cluster.gpus, " GPUs; use a multiple of the GPU count");
+    return cat(where, ": the global batch ", plan.global_batch,
+               " cannot be split over any data-parallel size of ", r.cluster.gpus,
+               " GPUs; use a multiple of the GPU count");
   const auto& s = *plan.smallest;
-  return cat(where, ": the smallest needs ", gb(double(s.memory.total())), " (", to_string(s.layout), ", ZeRO-",
-             s.zero, ", ", to_string(s.recompute), " recompute, micro-batch ", s.micro_batch, "; activations ",
-             gb(double(s.memory.activations)), "); use more GPUs, GPUs with more memory, or a shorter or smaller video");
+  return cat(where, ": the smallest needs ", gb(double(s.memory.total())), " (", to_string(s.layout),
+             ", ZeRO-", s.zero, ", ", to_string(s.recompute), " recompute, micro-batch ", s.micro_batch,
+             "; activations ", gb(double(s.memory.activations)),
+             "); use more GPUs, GPUs with more memory, or a shorter or smaller video");
 }
 
 }  // namespace mugv

@@ -25,16 +25,16 @@ struct ClusterSpec {
   int gpus = 8;
   int gpus_per_node = 8;
   double gpu_memory_bytes = 80e9;
-  double peak_flops = 989e12;               // dense bf16 per GPU (H100 SXM)
-  double intra_node_bytes_per_s = 450e9;    // NVLink, per GPU, one direction
-  double inter_node_bytes_per_s = 50e9;     // network, per GPU (one 400 Gb/s NIC each)
+  double peak_flops = 989e12;             // dense bf16 per GPU (H100 SXM)
+  double intra_node_bytes_per_s = 450e9;  // NVLink, per GPU, one direction
+  double inter_node_bytes_per_s = 50e9;   // network, per GPU (one 400 Gb/s NIC each)
 };
 
 struct PlanRequest {
   ClusterSpec cluster;
   int64_t frames = 0, height = 0, width = 0;
-  int64_t global_batch = 0;    // samples per optimizer step; 0 = one per GPU
-  int max_micro_batch = 8;     // micro-batches tried: 1, 2, 4, ... up to this, and this one
+  int64_t global_batch = 0;  // samples per optimizer step; 0 = one per GPU
+  int max_micro_batch = 8;   // micro-batches tried: 1, 2, 4, ... up to this, and this one
   // Precision, attention kernel, text encoder and overhead for every candidate; its video shape, micro-batch,
   // zero and recompute fields are ignored (the planner sets them).
   MemoryOptions memory;
@@ -43,14 +43,14 @@ struct PlanRequest {
 };
 
 struct StepCost {
-  double compute_s = 0;      // model FLOPs + recompute FLOPs at the layout's efficiency
-  double recompute_s = 0;    // the part of compute_s spent re-running forwards
-  double tp_comm_s = 0;      // tensor-parallel all-gathers / reduce-scatters (not overlapped)
-  double cp_comm_s = 0;      // Ulysses all-to-alls (not overlapped)
-  double dp_comm_s = 0;      // gradient reduction and ZeRO-1 parameter gather left after overlap
+  double compute_s = 0;    // model FLOPs + recompute FLOPs at the layout's efficiency
+  double recompute_s = 0;  // the part of compute_s spent re-running forwards
+  double tp_comm_s = 0;    // tensor-parallel all-gathers / reduce-scatters (not overlapped)
+  double cp_comm_s = 0;    // Ulysses all-to-alls (not overlapped)
+  double dp_comm_s = 0;    // gradient reduction and ZeRO-1 parameter gather left after overlap
   double step_s = 0;
-  double efficiency = 0;     // fraction of peak the compute runs at
-  double mfu = 0;            // model FLOPs / (step_s × gpus × peak)
+  double efficiency = 0;  // fraction of peak the compute runs at
+  double mfu = 0;         // model FLOPs / (step_s × gpus × peak)
   double samples_per_s = 0;
 };
 
@@ -65,13 +65,13 @@ struct PlannedLayout {
 };
 
 struct Plan {
-  std::vector<PlannedLayout> fitting;         // fit in memory, fastest step first
-  int64_t considered = 0;                     // candidates whose memory was estimated
-  int64_t too_large = 0;                      // of those, how many do not fit
-  std::optional<PlannedLayout> smallest;      // the candidate needing the least memory (set when considered > 0)
+  std::vector<PlannedLayout> fitting;     // fit in memory, fastest step first
+  int64_t considered = 0;                 // candidates whose memory was estimated
+  int64_t too_large = 0;                  // of those, how many do not fit
+  std::optional<PlannedLayout> smallest;  // the candidate needing the least memory (set when considered > 0)
   int64_t video_tokens = 0;
-  int64_t global_batch = 0;                   // the one used (request's, or gpus when it was 0)
-  double flops_per_sample = 0;                // model FLOPs of one sample, training
+  int64_t global_batch = 0;     // the one used (request's, or gpus when it was 0)
+  double flops_per_sample = 0;  // model FLOPs of one sample, training
 };
 
 // Throws Error(invalid_argument) naming the value for: gpus < 1, gpus_per_node < 1, gpus above one node
@@ -82,13 +82,15 @@ void validate_request(const ModelPreset& preset, const PlanRequest& request);
 // The step time of one layout (its memory is not checked). Throws like validate_request, and for a layout
 // that breaks the rules above.
 [[nodiscard]] StepCost estimate_step(const ModelPreset& preset, const PlanRequest& request,
-                                     const ParallelLayout& layout, int zero, Recompute recompute, int micro_batch);
+                                     const ParallelLayout& layout, int zero, Recompute recompute,
+                                     int micro_batch);
 
 // Every valid layout, estimated; `fitting` is empty when nothing fits (see no_fit_message).
 [[nodiscard]] Plan plan_layouts(const ModelPreset& preset, const PlanRequest& request);
 
 // "no layout of mugv-10b fits in 80 GB per GPU: the smallest needs 93.1 GB (tp8.cp8.dp1, ZeRO-1, full
 // recompute, micro-batch 1); use more GPUs, GPUs with more memory, or a shorter or smaller video".
-[[nodiscard]] std::string no_fit_message(const ModelPreset& preset, const PlanRequest& request, const Plan& plan);
+[[nodiscard]] std::string no_fit_message(const ModelPreset& preset, const PlanRequest& request,
+                                         const Plan& plan);
 
 }  // namespace mugv

@@ -11,10 +11,10 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <sys/wait.h>
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <sys/wait.h>
 
 using namespace mugv;
 using mugv::test::TempDir;
@@ -151,7 +151,8 @@ TEST_CASE("more recompute: less activation memory, more time", "[unit][parallel]
   }
 }
 
-TEST_CASE("ZeRO-1, tensor, context parallel and micro-batch move memory the right way", "[unit][parallel][planner]") {
+TEST_CASE("ZeRO-1, tensor, context parallel and micro-batch move memory the right way",
+          "[unit][parallel][planner]") {
   const ModelPreset preset = load_model_preset("mugv-10b");
   MemoryOptions o = options_for(preset, TrainDevice::gpu, 121, 720, 1280);
   o.recompute = Recompute::full;
@@ -203,10 +204,12 @@ TEST_CASE("ZeRO-1, tensor, context parallel and micro-batch move memory the righ
   }
 }
 
-TEST_CASE("the cpu device counts fp32 weights, gradients, Adam and EMA with no master copy", "[unit][parallel][planner]") {
+TEST_CASE("the cpu device counts fp32 weights, gradients, Adam and EMA with no master copy",
+          "[unit][parallel][planner]") {
   const ModelPreset tiny = load_model_preset("tiny");
   MemoryOptions o = options_for(tiny, TrainDevice::cpu, 17, 64, 64);
-  CHECK(o.text_encoder == TextEncoderUse::trained);  // `mugv train` trains the small text encoder with the DiT
+  CHECK(o.text_encoder ==
+        TextEncoderUse::trained);  // `mugv train` trains the small text encoder with the DiT
   const int64_t n = dit_parameter_count(tiny.dit) + text_encoder_parameter_count(tiny.text);
   const auto m = estimate_memory(tiny, {1, 1, 1}, o);
   CHECK(m.parameters == 4 * n);
@@ -292,8 +295,9 @@ TEST_CASE("mugv plan lists fitting layouts as a table and as JSON", "[cli][paral
     CHECK(l.at("tp").get<int>() * l.at("cp").get<int>() * l.at("dp").get<int>() == 64);
     CHECK(l.at("memory_gb").get<double>() <= 80.0);
     const auto& m = l.at("memory_bytes");
-    CHECK(m.at("parameters").get<int64_t>() + m.at("gradients").get<int64_t>() + m.at("optimizer").get<int64_t>() +
-              m.at("activations").get<int64_t>() + m.at("overhead").get<int64_t>() ==
+    CHECK(m.at("parameters").get<int64_t>() + m.at("gradients").get<int64_t>() +
+              m.at("optimizer").get<int64_t>() + m.at("activations").get<int64_t>() +
+              m.at("overhead").get<int64_t>() ==
           m.at("total").get<int64_t>());
   }
   CHECK(layouts[0].at("mfu").get<double>() >= 0.2);
@@ -308,7 +312,8 @@ TEST_CASE("mugv plan lists fitting layouts as a table and as JSON", "[cli][paral
   CHECK(nlohmann::json::parse(cpu.out).at(0).at("memory_bytes").at("parameters").get<int64_t>() == 4 * n);
 }
 
-TEST_CASE("mugv plan: bad values and no fit are one-line failures naming the problem", "[cli][parallel][planner]") {
+TEST_CASE("mugv plan: bad values and no fit are one-line failures naming the problem",
+          "[cli][parallel][planner]") {
   TempDir home;
   auto uneven = run_mugv("plan --gpus 12 --frames 121 --size 1280x720", home);
   CHECK(uneven.exit_code == 1);
@@ -324,7 +329,8 @@ TEST_CASE("mugv plan: bad values and no fit are one-line failures naming the pro
 
   auto no_fit = run_mugv("plan --gpus 8 --gpu-mem-gb 16", home);
   CHECK(no_fit.exit_code == 1);
-  CHECK_THAT(no_fit.err, Catch::Contains("no layout of mugv-10b fits in 16.0 GB") && Catch::Contains("smallest needs"));
+  CHECK_THAT(no_fit.err,
+             Catch::Contains("no layout of mugv-10b fits in 16.0 GB") && Catch::Contains("smallest needs"));
   CHECK(std::count(no_fit.err.begin(), no_fit.err.end(), '\n') == 1);
 
   auto usage = run_mugv("plan --device tpu", home);
