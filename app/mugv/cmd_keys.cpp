@@ -15,25 +15,33 @@
 namespace mugv::cli {
 namespace {
 
-fs::path authorized_file() { return authorized_keys_path(mugv_home()); }
+fs::path authorized_file() {
+  return authorized_keys_path(mugv_home());
+}
 
 int run_generate(const Invocation& inv) {
   const KeyRole role = inv.values.get_bool("keys.client") ? KeyRole::client : KeyRole::server;
-  const fs::path dir = inv.values.has("keys.out") ? fs::path(inv.values.get_text("keys.out")) : keys_dir(mugv_home());
+  const fs::path dir =
+      inv.values.has("keys.out") ? fs::path(inv.values.get_text("keys.out")) : keys_dir(mugv_home());
   const CurveKeyPair keys = generate_curve_keypair();
   write_keypair(dir, role, keys, inv.values.get_bool("keys.force"));
   const fs::path key_file = secret_key_path(dir, role), pub_file = public_key_path(dir, role);
   if (inv.json) {
-    std::cout << nlohmann::json{{"role", to_string(role)}, {"public_key", keys.public_key}, {"key_file", key_file.string()},
-                                {"public_key_file", pub_file.string()}}.dump(2)
+    std::cout << nlohmann::json{{"role", to_string(role)},
+                                {"public_key", keys.public_key},
+                                {"key_file", key_file.string()},
+                                {"public_key_file", pub_file.string()}}
+                     .dump(2)
               << "\n";
   } else {
     std::printf("%s key pair written: %s (secret, mode 0600) and %s\npublic key: %s\n", to_string(role),
                 key_file.c_str(), pub_file.c_str(), keys.public_key.c_str());
     if (role == KeyRole::client)
-      std::printf("the server's owner authorises it with: mugv keys authorize %s --name NAME\n", keys.public_key.c_str());
+      std::printf("the server's owner authorises it with: mugv keys authorize %s --name NAME\n",
+                  keys.public_key.c_str());
     else
-      std::printf("clients connect with: mugv --server tcp://HOST:PORT --server-key %s ...\n", keys.public_key.c_str());
+      std::printf("clients connect with: mugv --server tcp://HOST:PORT --server-key %s ...\n",
+                  keys.public_key.c_str());
   }
   return 0;
 }
@@ -43,7 +51,11 @@ int run_authorize(const Invocation& inv) {
   const std::string name = inv.values.has("keys.name") ? inv.values.get_text("keys.name") : "";
   AuthorizedKey added = add_authorized_key(authorized_file(), key, name);
   if (inv.json)
-    std::cout << nlohmann::json{{"public_key", added.public_key}, {"name", added.name}, {"file", authorized_file().string()}}.dump(2) << "\n";
+    std::cout << nlohmann::json{{"public_key", added.public_key},
+                                {"name", added.name},
+                                {"file", authorized_file().string()}}
+                     .dump(2)
+              << "\n";
   else
     std::printf("authorised %s%s in %s (takes effect for the next connection)\n", added.public_key.c_str(),
                 added.name.empty() ? "" : (" as " + added.name).c_str(), authorized_file().c_str());
@@ -66,12 +78,16 @@ int run_list(const Invocation& inv) {
     for (const auto& k : keys) list.push_back({{"public_key", k.public_key}, {"name", k.name}});
     std::cout << nlohmann::json{{"server_public_key", server ? nlohmann::json(*server) : nlohmann::json()},
                                 {"client_public_key", client ? nlohmann::json(*client) : nlohmann::json()},
-                                {"authorized", list}, {"file", authorized_file().string()}}.dump(2)
+                                {"authorized", list},
+                                {"file", authorized_file().string()}}
+                     .dump(2)
               << "\n";
     return 0;
   }
-  std::printf("server key:  %s\n", server ? server->c_str() : "(none yet: made by the first `mugv serve` on tcp://)");
-  std::printf("client key:  %s\n", client ? client->c_str() : "(none yet: made by the first `mugv --server tcp://...`)");
+  std::printf("server key:  %s\n",
+              server ? server->c_str() : "(none yet: made by the first `mugv serve` on tcp://)");
+  std::printf("client key:  %s\n",
+              client ? client->c_str() : "(none yet: made by the first `mugv --server tcp://...`)");
   std::printf("authorised clients (%s):%s\n", authorized_file().c_str(), keys.empty() ? " none" : "");
   for (const auto& k : keys) std::printf("  %s  %s\n", k.public_key.c_str(), k.name.c_str());
   return 0;
@@ -85,8 +101,8 @@ int run_revoke(const Invocation& inv) {
     std::cout << nlohmann::json{{"revoked", list}}.dump(2) << "\n";
   } else {
     for (const auto& k : removed)
-      std::printf("revoked %s%s (new connections are refused; open ones stay until they close)\n", k.public_key.c_str(),
-                  k.name.empty() ? "" : (" (" + k.name + ")").c_str());
+      std::printf("revoked %s%s (new connections are refused; open ones stay until they close)\n",
+                  k.public_key.c_str(), k.name.empty() ? "" : (" (" + k.name + ")").c_str());
   }
   return 0;
 }
@@ -99,8 +115,10 @@ Command keys_generate_command() {
   c.summary = "make a CURVE key pair for a tcp:// server (or, with --client, for connecting to one)";
   c.usage = "[--client] [--out DIR] [--force]";
   c.define = [](ParamRegistry& r) {
-    r.add(param("keys.out", "--out", ParamType::path, nullptr, "folder for the key files (default $MUGV_HOME/keys)", "keys"));
-    r.add(param("keys.client", "--client", ParamType::boolean, false, "write client.key/client.pub instead of server.*", "keys"));
+    r.add(param("keys.out", "--out", ParamType::path, nullptr,
+                "folder for the key files (default $MUGV_HOME/keys)", "keys"));
+    r.add(param("keys.client", "--client", ParamType::boolean, false,
+                "write client.key/client.pub instead of server.*", "keys"));
     r.add(param("keys.force", "--force", ParamType::boolean, false, "replace an existing key pair", "keys"));
   };
   c.run = run_generate;
@@ -110,12 +128,14 @@ Command keys_generate_command() {
 Command keys_authorize_command() {
   Command c;
   c.words = {"keys", "authorize"};
-  c.summary = "let a client key connect to this machine's tcp:// server (takes effect for the next connection)";
+  c.summary =
+      "let a client key connect to this machine's tcp:// server (takes effect for the next connection)";
   c.usage = "PUBKEY|FILE.pub [--name NAME]";
   c.min_positional = c.max_positional = 1;
   c.positional_type = ParamType::text;
   c.define = [](ParamRegistry& r) {
-    r.add(param("keys.name", "--name", ParamType::text, nullptr, "a name for the key (no spaces), e.g. alice-laptop", "keys"));
+    r.add(param("keys.name", "--name", ParamType::text, nullptr,
+                "a name for the key (no spaces), e.g. alice-laptop", "keys"));
   };
   c.run = run_authorize;
   return c;

@@ -124,11 +124,13 @@ struct Client::Impl {
                        ? cat("server at ", endpoint, " does not use CURVE security; is it a MUG-V server?")
                        : cat("server at ", endpoint, " requires CURVE security: pass its public key (--server-key)"));
     }
-    char code[16];
-    std::snprintf(code, sizeof code, "0x%x", e.value);
-    return Error(ErrorCode::protocol,
-                 cat("the security handshake with ", endpoint, " failed (", e.id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol error " : "error ",
-                     code, ")", curve ? "; is --server-key the server's public key?" : ""));
+    // A protocol failure carries a ZMQ_PROTOCOL_ERROR_* code, the others an errno (EPIPE: the server hung up,
+    // which is what a server that cannot decrypt our hello does).
+    char detail[64];
+    if (e.id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) std::snprintf(detail, sizeof detail, "protocol error 0x%x", e.value);
+    else std::snprintf(detail, sizeof detail, "%s", zmq_strerror(static_cast<int>(e.value)));
+    return Error(ErrorCode::protocol, cat("the security handshake with ", endpoint, " failed (", detail, ")",
+                                          curve ? "; is --server-key the server's public key?" : ""));
   }
 
   Error no_answer() const {

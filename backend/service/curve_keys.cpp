@@ -33,7 +33,8 @@ std::optional<std::string> first_key_line(const std::string& text) {
 
 void set_mode(const fs::path& path, mode_t mode) {
   if (::chmod(path.c_str(), mode) != 0)
-    throw Error(ErrorCode::io, path.string(), cat("cannot set mode ", std::oct, mode, ": ", std::strerror(errno)));
+    throw Error(ErrorCode::io, path.string(),
+                cat("cannot set mode ", std::oct, mode, ": ", std::strerror(errno)));
 }
 
 std::string render(const std::vector<AuthorizedKey>& keys) {
@@ -64,9 +65,12 @@ class KeysFileLock {
 
 const char* to_string(KeyRole role) {
   switch (role) {
-    case KeyRole::server: return "server";
-    case KeyRole::client: return "client";
-    default: return "unknown";
+    case KeyRole::server:
+      return "server";
+    case KeyRole::client:
+      return "client";
+    default:
+      return "unknown";
   }
 }
 
@@ -88,15 +92,18 @@ void check_z85_key(std::string_view text, const std::string& what) {
   if (is_z85_key(text)) return;
   std::string shown = text.size() > 60 ? std::string(text.substr(0, 60)) + "..." : std::string(text);
   throw Error(ErrorCode::invalid_argument, what,
-              cat("'", shown, "' is not a CURVE public key (expected 40 Z85 characters, as in a .pub file or "
-                  "`mugv keys list`; got ", text.size(), " characters)"));
+              cat("'", shown,
+                  "' is not a CURVE public key (expected 40 Z85 characters, as in a .pub file or "
+                  "`mugv keys list`; got ",
+                  text.size(), " characters)"));
 }
 
 CurveKeyPair generate_curve_keypair() {
   char pub[41] = {0}, sec[41] = {0};
   if (zmq_curve_keypair(pub, sec) != 0)
-    throw Error(ErrorCode::unsupported, "libzmq", cat("cannot make a CURVE key pair: ", zmq_strerror(zmq_errno()),
-                                                      " (is libzmq built with libsodium?)"));
+    throw Error(ErrorCode::unsupported, "libzmq",
+                cat("cannot make a CURVE key pair: ", zmq_strerror(zmq_errno()),
+                    " (is libzmq built with libsodium?)"));
   return {pub, sec};
 }
 
@@ -104,14 +111,23 @@ std::string curve_public_key(const std::string& secret_key) {
   check_z85_key(secret_key, "secret key");
   char pub[41] = {0};
   if (zmq_curve_public(pub, secret_key.c_str()) != 0)
-    throw Error(ErrorCode::unsupported, "libzmq", cat("cannot derive a CURVE public key: ", zmq_strerror(zmq_errno())));
+    throw Error(ErrorCode::unsupported, "libzmq",
+                cat("cannot derive a CURVE public key: ", zmq_strerror(zmq_errno())));
   return pub;
 }
 
-fs::path keys_dir(const fs::path& home) { return home / "keys"; }
-fs::path secret_key_path(const fs::path& dir, KeyRole role) { return dir / (std::string(to_string(role)) + ".key"); }
-fs::path public_key_path(const fs::path& dir, KeyRole role) { return dir / (std::string(to_string(role)) + ".pub"); }
-fs::path authorized_keys_path(const fs::path& home) { return keys_dir(home) / "authorized_keys"; }
+fs::path keys_dir(const fs::path& home) {
+  return home / "keys";
+}
+fs::path secret_key_path(const fs::path& dir, KeyRole role) {
+  return dir / (std::string(to_string(role)) + ".key");
+}
+fs::path public_key_path(const fs::path& dir, KeyRole role) {
+  return dir / (std::string(to_string(role)) + ".pub");
+}
+fs::path authorized_keys_path(const fs::path& home) {
+  return keys_dir(home) / "authorized_keys";
+}
 
 void write_keypair(const fs::path& dir, KeyRole role, const CurveKeyPair& keys, bool overwrite) {
   ensure_private_dir(dir);
@@ -119,7 +135,8 @@ void write_keypair(const fs::path& dir, KeyRole role, const CurveKeyPair& keys, 
   std::error_code ec;
   if (!overwrite && fs::exists(key_file, ec))
     throw Error(ErrorCode::conflict, key_file.string(),
-                "a key already exists; replacing it locks out everyone who trusts the old one (use --force to replace it)");
+                "a key already exists; replacing it locks out everyone who trusts the old one (use --force "
+                "to replace it)");
   // write_text_atomic's temporary file is created 0600, so the secret is never readable by others.
   write_text_atomic(key_file, keys.secret_key + "\n");
   set_mode(key_file, 0600);
@@ -130,7 +147,8 @@ void write_keypair(const fs::path& dir, KeyRole role, const CurveKeyPair& keys, 
 
 CurveKeyPair read_keypair(const fs::path& key_file) {
   struct stat st {};
-  if (::stat(key_file.c_str(), &st) != 0) throw Error(ErrorCode::not_found, key_file.string(), "no such key file");
+  if (::stat(key_file.c_str(), &st) != 0)
+    throw Error(ErrorCode::not_found, key_file.string(), "no such key file");
   if (st.st_mode & 077)
     throw Error(ErrorCode::forbidden, key_file.string(),
                 cat("a secret key readable by other users (mode ", std::oct, (st.st_mode & 0777),
@@ -154,7 +172,7 @@ CurveKeyPair load_or_create_keypair(const fs::path& dir, KeyRole role, bool* cre
 
 std::string public_key_from_text_or_file(const std::string& text_or_path, const std::string& what) {
   std::string text = trim(text_or_path);
-  if (is_z85_key(text)) return text;
+  // A file first: a 40-character path can also be valid Z85 ("/tmp/.../keys/server.pub").
   std::error_code ec;
   if (!text.empty() && fs::is_regular_file(text, ec)) {
     auto line = first_key_line(read_text_file(text));
@@ -189,18 +207,22 @@ std::vector<AuthorizedKey> read_authorized_keys(const fs::path& file) {
   return keys;
 }
 
-AuthorizedKey add_authorized_key(const fs::path& file, const std::string& public_key, const std::string& name) {
+AuthorizedKey add_authorized_key(const fs::path& file, const std::string& public_key,
+                                 const std::string& name) {
   check_z85_key(public_key, "public key");
   for (char c : name)
     if (std::isspace(static_cast<unsigned char>(c)) || c == '#')
-      throw Error(ErrorCode::invalid_argument, cat("name '", name, "'"), "a key's name has no spaces and no '#'");
+      throw Error(ErrorCode::invalid_argument, cat("name '", name, "'"),
+                  "a key's name has no spaces and no '#'");
   KeysFileLock lock(file);
   auto keys = read_authorized_keys(file);
   for (const auto& k : keys) {
     if (k.public_key == public_key)
-      throw Error(ErrorCode::conflict, public_key, cat("already authorised", k.name.empty() ? "" : " as " + k.name));
+      throw Error(ErrorCode::conflict, public_key,
+                  cat("already authorised", k.name.empty() ? "" : " as " + k.name));
     if (!name.empty() && k.name == name)
-      throw Error(ErrorCode::conflict, cat("name ", name), "already used by another key; pick another --name");
+      throw Error(ErrorCode::conflict, cat("name ", name),
+                  "already used by another key; pick another --name");
   }
   keys.push_back({public_key, name});
   write_text_atomic(file, render(keys));
@@ -212,10 +234,12 @@ std::vector<AuthorizedKey> revoke_authorized_key(const fs::path& file, const std
   KeysFileLock lock(file);
   auto keys = read_authorized_keys(file);
   std::vector<AuthorizedKey> kept, removed;
-  for (auto& k : keys) (k.public_key == name_or_key || (!k.name.empty() && k.name == name_or_key) ? removed : kept).push_back(k);
+  for (auto& k : keys)
+    (k.public_key == name_or_key || (!k.name.empty() && k.name == name_or_key) ? removed : kept).push_back(k);
   if (removed.empty())
-    throw Error(ErrorCode::not_found, name_or_key, cat("no authorised key has this name or key (see `mugv keys list`; file ",
-                                                       file.string(), ")"));
+    throw Error(
+        ErrorCode::not_found, name_or_key,
+        cat("no authorised key has this name or key (see `mugv keys list`; file ", file.string(), ")"));
   write_text_atomic(file, render(kept));
   set_mode(file, 0600);
   return removed;

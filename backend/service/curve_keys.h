@@ -8,8 +8,8 @@
 //                                    ('#' starts a comment; NAME is optional and has no spaces)
 //
 // A .key file holds only the secret key; the public key is derived from it, so the two can never
-// disagree. Files are replaced atomically, so a reader (the server's ZAP handler) sees the old list or the new
-// one; writers of authorized_keys take a lock file, so two `mugv keys` commands at once lose nothing.
+// disagree. Files are replaced atomically, so a reader (the server's ZAP handler) sees the old list or the
+// new one; writers of authorized_keys take a lock file, so two `mugv keys` commands at once lose nothing.
 
 #include <filesystem>
 #include <optional>
@@ -46,10 +46,10 @@ CurveKeyPair generate_curve_keypair();
 // The public key that belongs to a Z85 secret key.
 std::string curve_public_key(const std::string& secret_key);
 
-std::filesystem::path keys_dir(const std::filesystem::path& home);  // home/keys
+std::filesystem::path keys_dir(const std::filesystem::path& home);                      // home/keys
 std::filesystem::path secret_key_path(const std::filesystem::path& dir, KeyRole role);  // dir/server.key
 std::filesystem::path public_key_path(const std::filesystem::path& dir, KeyRole role);  // dir/server.pub
-std::filesystem::path authorized_keys_path(const std::filesystem::path& home);          // home/keys/authorized_keys
+std::filesystem::path authorized_keys_path(const std::filesystem::path& home);  // home/keys/authorized_keys
 
 // Writes role.key (0600) and role.pub (0644) into `dir` (created 0700). Error(conflict) when role.key
 // exists and `overwrite` is false: replacing a server key locks out every client that knows the old one.
@@ -59,7 +59,7 @@ void write_keypair(const std::filesystem::path& dir, KeyRole role, const CurveKe
 CurveKeyPair read_keypair(const std::filesystem::path& key_file);
 // The key pair in dir/role.key, generated and written first when absent. `created` says which happened.
 CurveKeyPair load_or_create_keypair(const std::filesystem::path& dir, KeyRole role, bool* created = nullptr);
-// A public key given as Z85 text or as the path of a file holding one (a .pub file).
+// A public key given as the path of a file holding one (a .pub file; tried first) or as Z85 text.
 std::string public_key_from_text_or_file(const std::string& text_or_path, const std::string& what);
 
 struct AuthorizedKey {
@@ -72,8 +72,10 @@ struct AuthorizedKey {
 std::vector<AuthorizedKey> read_authorized_keys(const std::filesystem::path& file);
 // Appends a key. Error(invalid_argument) for a bad key or a name with whitespace, Error(conflict) when the
 // key or the name is already listed.
-AuthorizedKey add_authorized_key(const std::filesystem::path& file, const std::string& public_key, const std::string& name);
+AuthorizedKey add_authorized_key(const std::filesystem::path& file, const std::string& public_key,
+                                 const std::string& name);
 // Removes the entries whose name or key equals `name_or_key`; returns them. Error(not_found) when none.
-std::vector<AuthorizedKey> revoke_authorized_key(const std::filesystem::path& file, const std::string& name_or_key);
+std::vector<AuthorizedKey> revoke_authorized_key(const std::filesystem::path& file,
+                                                 const std::string& name_or_key);
 
 }  // namespace mugv

@@ -31,7 +31,8 @@ PathConfinement::PathConfinement(std::vector<fs::path> roots, std::vector<fs::pa
   if (roots.empty()) throw Error(ErrorCode::internal, "path confinement", "no allowed roots");
   for (const auto& r : roots) {
     fs::path resolved = resolve(r);
-    if (resolved.empty()) throw Error(ErrorCode::invalid_argument, r.string(), "cannot resolve this allowed root");
+    if (resolved.empty())
+      throw Error(ErrorCode::invalid_argument, r.string(), "cannot resolve this allowed root");
     roots_.push_back(resolved);
   }
   for (const auto& d : denied)
@@ -54,8 +55,10 @@ void PathConfinement::check(const std::string& what, const std::string& path) co
   fs::path resolved = path.empty() ? fs::path() : resolve(path);
   for (const auto& d : denied_)
     if (!resolved.empty() && is_within(resolved, d))
-      throw Error(ErrorCode::forbidden, cat(what, " ", path), cat("inside ", d.string(), ", which no job may touch"));
-  std::string shown = resolved.empty() || resolved == fs::path(path) ? "" : cat(" (resolves to ", resolved.string(), ")");
+      throw Error(ErrorCode::forbidden, cat(what, " ", path),
+                  cat("inside ", d.string(), ", which no job may touch"));
+  std::string shown =
+      resolved.empty() || resolved == fs::path(path) ? "" : cat(" (resolves to ", resolved.string(), ")");
   throw Error(ErrorCode::forbidden, cat(what, " ", path.empty() ? std::string("''") : path),
               cat("outside the folders this server may use", shown, "; allowed: ", describe_roots(),
                   " (start the server with --allow-root DIR to allow another folder)"));

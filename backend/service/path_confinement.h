@@ -21,7 +21,8 @@ class PathConfinement {
  public:
   // `roots` must not be empty; each is resolved as described above. Paths inside `denied` are refused even
   // inside a root (the server's keys: a job writing there could lock everyone out or let anyone in).
-  explicit PathConfinement(std::vector<std::filesystem::path> roots, std::vector<std::filesystem::path> denied = {});
+  explicit PathConfinement(std::vector<std::filesystem::path> roots,
+                           std::vector<std::filesystem::path> denied = {});
 
   // The resolved path when it is inside a root (or is one) and not inside a denied folder, nullopt otherwise.
   std::optional<std::filesystem::path> resolve_inside(const std::filesystem::path& path) const;

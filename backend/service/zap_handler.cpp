@@ -21,7 +21,8 @@ struct Verdict {
 std::string z85(const std::string& raw) {
   if (raw.size() != 32) return "(a " + std::to_string(raw.size()) + "-byte key)";
   char text[41] = {0};
-  if (!zmq_z85_encode(text, reinterpret_cast<const uint8_t*>(raw.data()), raw.size())) return "(unencodable key)";
+  if (!zmq_z85_encode(text, reinterpret_cast<const uint8_t*>(raw.data()), raw.size()))
+    return "(unencodable key)";
   return text;
 }
 
@@ -58,7 +59,8 @@ ZapHandler::ZapHandler(zmq::context_t& context, std::filesystem::path authorized
   try {
     socket_.bind("inproc://zeromq.zap.01");
   } catch (const zmq::error_t& e) {
-    throw Error(ErrorCode::conflict, "inproc://zeromq.zap.01", cat("cannot start the ZAP handler: ", e.what()));
+    throw Error(ErrorCode::conflict, "inproc://zeromq.zap.01",
+                cat("cannot start the ZAP handler: ", e.what()));
   }
   // Handing the bound socket to the new thread is safe: thread creation is a full memory barrier.
   thread_ = std::thread([this] { serve(); });
@@ -88,7 +90,8 @@ void ZapHandler::serve() {
                    request[3].to_string());
       }
       (v.ok ? accepted_ : rejected_)++;
-      std::vector<std::string> reply = {"1.0", request_id, v.ok ? "200" : "400", v.status_text, v.user_id, ""};
+      std::vector<std::string> reply = {"1.0",         request_id, v.ok ? "200" : "400",
+                                        v.status_text, v.user_id,  ""};
       std::vector<zmq::const_buffer> frames;
       for (const auto& f : reply) frames.emplace_back(f.data(), f.size());
       zmq::send_multipart(socket_, frames);

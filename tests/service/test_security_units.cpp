@@ -28,7 +28,9 @@ int mode_of(const fs::path& p) {
   return static_cast<int>(st.st_mode & 0777);
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 // What bash prints for `printf '%s\n' WORDS` where WORDS is `quoted` pasted into the command line.
 std::string bash_printf(const std::string& quoted) {
@@ -89,10 +91,10 @@ TEST_CASE("CURVE key files: Z85 checks, modes, round trip, no silent overwrite",
   CHECK(is_z85_key(keys.secret_key));
   CHECK(curve_public_key(keys.secret_key) == keys.public_key);
 
-  CHECK_FALSE(is_z85_key(keys.public_key.substr(1)));        // 39 characters
-  CHECK_FALSE(is_z85_key(keys.public_key + "a"));            // 41
-  CHECK_FALSE(is_z85_key(std::string(39, 'a') + "~"));      // '~' is not in the Z85 alphabet
-  CHECK_FALSE(is_z85_key(std::string(40, '#')));             // each group overflows 32 bits
+  CHECK_FALSE(is_z85_key(keys.public_key.substr(1)));   // 39 characters
+  CHECK_FALSE(is_z85_key(keys.public_key + "a"));       // 41
+  CHECK_FALSE(is_z85_key(std::string(39, 'a') + "~"));  // '~' is not in the Z85 alphabet
+  CHECK_FALSE(is_z85_key(std::string(40, '#')));        // each group overflows 32 bits
   CHECK_FALSE(is_z85_key(""));
   Error bad = expect_error([] { check_z85_key("not-a-key", "public key"); });
   CHECK(bad.code() == ErrorCode::invalid_argument);
@@ -111,7 +113,8 @@ TEST_CASE("CURVE key files: Z85 checks, modes, round trip, no silent overwrite",
   CHECK(public_key_from_text_or_file((dir / "server.pub").string(), "key") == keys.public_key);
 
   // Replacing a key would lock every client out: only on request.
-  CHECK(expect_error([&] { write_keypair(dir, KeyRole::server, generate_curve_keypair(), false); }).code() == ErrorCode::conflict);
+  CHECK(expect_error([&] { write_keypair(dir, KeyRole::server, generate_curve_keypair(), false); }).code() ==
+        ErrorCode::conflict);
   CHECK(read_keypair(dir / "server.key").public_key == keys.public_key);
   bool created = true;
   CHECK(load_or_create_keypair(dir, KeyRole::server, &created).public_key == keys.public_key);
@@ -143,10 +146,13 @@ TEST_CASE("authorized_keys: add, list, revoke by name or key, clear errors", "[u
   CHECK(mode_of(file) == 0600);
 
   CHECK(expect_error([&] { add_authorized_key(file, alice, "again"); }).code() == ErrorCode::conflict);
-  CHECK(expect_error([&] { add_authorized_key(file, generate_curve_keypair().public_key, "alice"); }).code() == ErrorCode::conflict);
+  CHECK(expect_error([&] {
+          add_authorized_key(file, generate_curve_keypair().public_key, "alice");
+        }).code() == ErrorCode::conflict);
   CHECK(expect_error([&] { add_authorized_key(file, "short", "x"); }).code() == ErrorCode::invalid_argument);
-  CHECK(expect_error([&] { add_authorized_key(file, generate_curve_keypair().public_key, "two words"); }).code() ==
-        ErrorCode::invalid_argument);
+  CHECK(expect_error([&] {
+          add_authorized_key(file, generate_curve_keypair().public_key, "two words");
+        }).code() == ErrorCode::invalid_argument);
 
   CHECK(revoke_authorized_key(file, "alice").size() == 1);
   CHECK(revoke_authorized_key(file, bob).size() == 1);
@@ -167,7 +173,7 @@ TEST_CASE("path confinement: inside is allowed, `..` and symlinks cannot escape"
   fs::create_directories(outside);
   fs::create_directories(extra);
   test::write_bytes(outside / "secret.txt", "x");
-  fs::create_directory_symlink(outside, root / "escape");     // a link out of the root
+  fs::create_directory_symlink(outside, root / "escape");       // a link out of the root
   fs::create_directory_symlink(root / "data", root / "alias");  // a link that stays inside
   fs::create_directory_symlink(root, base / "home-link");       // a root reached through a link
   PathConfinement c({base / "home-link", extra}, {root / "keys"});
@@ -190,7 +196,7 @@ TEST_CASE("path confinement: inside is allowed, `..` and symlinks cannot escape"
     CHECK(e.code() == ErrorCode::forbidden);
     CHECK(contains(e.what(), "--out"));
     CHECK(contains(e.what(), (outside / "x.mp4").string()));  // what it resolves to
-    CHECK(contains(e.what(), root.string()));                  // the allowed roots
+    CHECK(contains(e.what(), root.string()));                 // the allowed roots
     CHECK(contains(e.what(), extra.string()));
   }
   SECTION("symlink escapes") {
@@ -202,7 +208,8 @@ TEST_CASE("path confinement: inside is allowed, `..` and symlinks cannot escape"
   }
   SECTION("the keys folder is never a job's") {
     CHECK_FALSE(c.resolve_inside(root / "keys" / "authorized_keys"));
-    CHECK(expect_error([&] { c.check("--out", (root / "keys" / "server.key").string()); }).code() == ErrorCode::forbidden);
+    CHECK(expect_error([&] { c.check("--out", (root / "keys" / "server.key").string()); }).code() ==
+          ErrorCode::forbidden);
   }
   SECTION("an empty path is refused") {
     CHECK(expect_error([&] { c.check("--out", ""); }).code() == ErrorCode::forbidden);
@@ -211,7 +218,8 @@ TEST_CASE("path confinement: inside is allowed, `..` and symlinks cannot escape"
 
 TEST_CASE("every MUG-V socket has a receive size limit", "[unit][service]") {
   zmq::context_t context;
-  for (auto type : {zmq::socket_type::router, zmq::socket_type::dealer, zmq::socket_type::pub, zmq::socket_type::sub}) {
+  for (auto type :
+       {zmq::socket_type::router, zmq::socket_type::dealer, zmq::socket_type::pub, zmq::socket_type::sub}) {
     zmq::socket_t s(context, type);
     protocol::apply_common_options(s);
     CHECK(s.get(zmq::sockopt::maxmsgsize) == static_cast<int64_t>(protocol::kMaxMessageBytes));
