@@ -129,8 +129,11 @@ struct Client::Impl {
     char detail[64];
     if (e.id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) std::snprintf(detail, sizeof detail, "protocol error 0x%x", e.value);
     else std::snprintf(detail, sizeof detail, "%s", zmq_strerror(static_cast<int>(e.value)));
-    return Error(ErrorCode::protocol, cat("the security handshake with ", endpoint, " failed (", detail, ")",
-                                          curve ? "; is --server-key the server's public key?" : ""));
+    // Which side closed first decides whether a mechanism mismatch arrives as such or as a hang-up.
+    const char* hint = curve              ? "; is --server-key the server's public key?"
+                       : is_tcp(endpoint) ? "; MUG-V servers require CURVE on tcp://: pass their public key (--server-key)"
+                                          : "";
+    return Error(ErrorCode::protocol, cat("the security handshake with ", endpoint, " failed (", detail, ")", hint));
   }
 
   Error no_answer() const {

@@ -253,6 +253,7 @@ TEST_CASE("tcp refuses unauthorised keys, plain clients and a wrong server key, 
   }
   SECTION("a client without CURVE") {
     Refusal r = refusal(ep, std::nullopt);
+    INFO(r.error.what());
     CHECK(r.error.code() == ErrorCode::protocol);
     CHECK(contains(r.error.what(), ep));
     CHECK(contains(r.error.what(), "CURVE"));
@@ -262,6 +263,7 @@ TEST_CASE("tcp refuses unauthorised keys, plain clients and a wrong server key, 
     const CurveKeyPair me = generate_curve_keypair();
     add_authorized_key(authorized_keys_path(home.path()), me.public_key, "");
     Refusal r = refusal(ep, CurveClientKeys{generate_curve_keypair().public_key, me}, 2000ms);
+    INFO(r.error.what());
     CHECK(r.error.code() == ErrorCode::protocol);
     CHECK(contains(r.error.what(), ep));
     CHECK(contains(r.error.what(), "is --server-key the server's public key?"));
