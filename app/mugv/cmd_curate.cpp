@@ -198,6 +198,7 @@ Command curate_command() {
 Command curate_redecide_command() {
   Command c;
   c.words = {"curate", "redecide"};
+  c.job_kind = "curate";  // re-curation runs on a server too (the studio queues it)
   c.summary = "re-decide every clip from its stored scores with new thresholds (no decoding)";
   c.usage = "--dataset NAME [--preset mugv|lenient|FILE] [--set KEY=VALUE,...]";
   c.define = [](ParamRegistry& r) {
@@ -212,6 +213,7 @@ Command curate_redecide_command() {
 Command curate_dedup_command() {
   Command c;
   c.words = {"curate", "dedup"};
+  c.job_kind = "curate";  // re-curation runs on a server too (the studio queues it)
   c.summary = "reject near-duplicate kept clips by perceptual hash, keeping the best of each group";
   c.usage = "--dataset NAME [--max-distance BITS] [--match all|mean]";
   c.define = [](ParamRegistry& r) {
@@ -234,6 +236,7 @@ Command curate_dedup_command() {
 Command curate_balance_command() {
   Command c;
   c.words = {"curate", "balance"};
+  c.job_kind = "curate";  // re-curation runs on a server too (the studio queues it)
   c.summary = "tag clips from their captions and cap the kept clips per tag";
   c.usage = "--dataset NAME --cap N [--categories subject,action] [--seed S] [--vocabulary tags|FILE]";
   c.define = [](ParamRegistry& r) {
@@ -260,6 +263,7 @@ Command curate_balance_command() {
 Command curate_merge_command() {
   Command c;
   c.words = {"curate", "merge"};
+  c.job_kind = "curate";  // re-curation runs on a server too (the studio queues it)
   c.summary = "merge a dataset from shard catalogs into this catalog";
   c.usage = "--dataset NAME --from A.sqlite,B.sqlite [CATALOG...] [--catalog FILE]";
   c.max_positional = 1 << 20;

@@ -77,6 +77,7 @@ Command make_dataset_command() {
   c.define = define;
   c.run = run;
   c.job_kind = "make_dataset";
+  c.positional_type = ParamType::text;  // the generator's name
   return c;
 }
 

@@ -1,10 +1,12 @@
-// mugv serve [--listen ENDPOINT]... [--home DIR] [--max-jobs N]: the headless backend server.
+// mugv serve [--listen ENDPOINT]... [--home DIR] [--allow-root DIR]... [--max-jobs N]: the headless backend
+// server. This layer knows the commands, so it tells the server which of a job's parameters are files.
 #include "command.h"
 
 #include "core/error.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "service/path_confinement.h"
 #include "service/server.h"
 
 #include <csignal>
@@ -26,13 +28,65 @@ fs::path worker_executable() {
   throw Error(ErrorCode::not_found, beside.string(), "the worker program is missing (set MUGV_WORKER to its path)");
 }
 
+std::string joined(const std::vector<std::string>& words) {
+  std::string s;
+  for (const auto& w : words) s += (s.empty() ? "" : " ") + w;
+  return s;
+}
+
+// The files a submitted job names: its command's path parameters and, unless the command says they are
+// names, its positional arguments. Refuses a job whose command is not a job of that kind (`serve`,
+// `launch` or `keys` queued as an "import" would otherwise run with the server's rights), and values its
+// command would reject, before they reach the queue.
+std::vector<JobPath> job_paths(const std::string& kind, const nlohmann::json& params) {
+  auto words_json = params.find("command");
+  if (words_json == params.end() || !words_json->is_array() || words_json->empty())
+    throw Error(ErrorCode::invalid_argument, "params.command", "expected the command's words, e.g. [\"dataset\", \"import\"]");
+  std::vector<std::string> words;
+  for (const auto& w : *words_json) {
+    if (!w.is_string()) throw Error(ErrorCode::invalid_argument, "params.command", "expected a list of strings");
+    words.push_back(w.get<std::string>());
+  }
+  const Command* command = find_command(words);
+  if (!command) throw Error(ErrorCode::not_found, cat("command '", joined(words), "'"), "no such command on this server");
+  if (command->job_kind != kind)
+    throw Error(ErrorCode::forbidden, cat("command '", joined(words), "'"),
+                command->job_kind.empty() ? std::string("cannot run as a job")
+                                          : cat("runs as a ", command->job_kind, " job, not as ", kind));
+  const ParamRegistry registry = command_registry(*command);
+  std::vector<JobPath> paths;
+  const nlohmann::json values = params.value("values", nlohmann::json::object());
+  if (!values.is_object()) throw Error(ErrorCode::invalid_argument, "params.values", "expected an object");
+  for (auto it = values.begin(); it != values.end(); ++it) {
+    const ParamSpec* spec = registry.find_by_key(it.key());
+    if (!spec) throw Error(ErrorCode::invalid_argument, it.key(), cat("not a parameter of mugv ", joined(words)));
+    ValueCheck checked = check_param_value(*spec, it.value(), ValueForm::json);
+    if (!checked.problem.empty()) throw Error(ErrorCode::invalid_argument, spec->flag.empty() ? spec->key : spec->flag, checked.problem);
+    if (spec->type == ParamType::path) paths.push_back({spec->flag, checked.value.get<std::string>()});
+    if (spec->type == ParamType::list && spec->item_type == ParamType::path)
+      for (const auto& item : checked.value) paths.push_back({spec->flag, item.get<std::string>()});
+  }
+  const nlohmann::json positional = params.value("positional", nlohmann::json::array());
+  if (!positional.is_array()) throw Error(ErrorCode::invalid_argument, "params.positional", "expected a list of strings");
+  for (size_t i = 0; i < positional.size(); ++i) {
+    if (!positional[i].is_string()) throw Error(ErrorCode::invalid_argument, "params.positional", "expected a list of strings");
+    if (command->positional_type == ParamType::path) paths.push_back({cat("argument ", i + 1), positional[i].get<std::string>()});
+  }
+  return paths;
+}
+
 void define(ParamRegistry& r) {
   auto listen = param("serve.listen", "--listen", ParamType::list, nullptr,
-                      "endpoints to serve: ipc://PATH or tcp://HOST:PORT (default: an ipc socket in the runtime dir)",
+                      "endpoints to serve: ipc://PATH or tcp://HOST:PORT (CURVE keys required; see `mugv keys`) "
+                      "(default: an ipc socket in the runtime dir)",
                       "server");
   listen.item_type = ParamType::text;
   r.add(listen);
   r.add(param("serve.home", "--home", ParamType::path, nullptr, "data folder (default $MUGV_HOME)", "server"));
+  auto roots = param("serve.allow_root", "--allow-root", ParamType::list, nlohmann::json::array(),
+                     "a folder (besides the home) whose files jobs may read and write; repeat for more", "server");
+  roots.item_type = ParamType::path;
+  r.add(roots);
   auto jobs = param("serve.max_jobs", "--max-jobs", ParamType::integer, 1, "jobs running at once on this machine", "server");
   jobs.min_value = 1;
   jobs.max_value = 256;
@@ -58,6 +112,12 @@ int run(const Invocation& inv) {
   o.max_local_jobs = static_cast<int>(v.get_int("serve.max_jobs"));
   o.heartbeat_interval = std::chrono::milliseconds(v.get_int("serve.heartbeat_ms"));
   o.max_attempts = static_cast<int>(v.get_int("serve.max_attempts"));
+  for (const auto& root : v.get_text_list("serve.allow_root")) {
+    std::error_code ec;
+    if (!fs::is_directory(root, ec)) throw Error(ErrorCode::not_found, cat("--allow-root ", root), "not a folder");
+    o.allowed_roots.emplace_back(root);
+  }
+  o.job_paths = job_paths;
   ensure_private_dir(o.home);
   CancelToken stop = inv.cancel;
   g_stop = &stop;
@@ -75,7 +135,7 @@ Command serve_command() {
   Command c;
   c.words = {"serve"};
   c.summary = "run the backend server: job queue, worker processes, events (headless; stops cleanly on SIGTERM)";
-  c.usage = "[--listen ENDPOINT]... [--home DIR] [--max-jobs N]";
+  c.usage = "[--listen ENDPOINT]... [--home DIR] [--allow-root DIR]... [--max-jobs N]";
   c.define = define;
   c.run = run;
   return c;

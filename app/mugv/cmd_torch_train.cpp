@@ -146,6 +146,7 @@ Command resume_command() {
   };
   c.run = run_resume;
   c.job_kind = "train";
+  c.positional_type = ParamType::text;  // the run's name
   return c;
 }
 

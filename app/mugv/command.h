@@ -50,6 +50,9 @@ struct Command {
   std::function<void(ParamRegistry&)> define;  // may be empty: no parameters beyond the common ones
   std::function<int(const Invocation&)> run;   // returns the exit code
   std::string job_kind;  // the catalog job kind when the command can run as a server job; empty otherwise
+  // What the positional arguments are. A server checks paths against its allowed roots before it queues the
+  // command as a job (cmd_serve.cpp), so a command whose arguments are names or ids says text.
+  ParamType positional_type = ParamType::path;
 };
 
 // Every command of this build, in help order.
@@ -97,6 +100,10 @@ Command dataset_export_command();
 Command serve_command();
 Command launch_command();
 Command plan_command();
+Command keys_generate_command();
+Command keys_authorize_command();
+Command keys_list_command();
+Command keys_revoke_command();
 
 #ifdef MUGV_WITH_TORCH
 // Commands that need LibTorch (files cmd_torch_*.cpp, built only with MUGV_WITH_TORCH).

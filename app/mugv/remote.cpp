@@ -3,8 +3,11 @@
 #include "command.h"
 
 #include "core/error.h"
+#include "core/log.h"
+#include "core/paths.h"
 #include "core/strings.h"
 #include "service/client.h"
+#include "service/curve_keys.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -18,7 +21,10 @@ namespace {
 using protocol::MessageType;
 
 const char* kRemoteUsage =
-    "Usage: mugv --server ENDPOINT COMMAND\n\n"
+    "Usage: mugv --server ENDPOINT [--server-key KEY|FILE.pub] [--client-key FILE.key] COMMAND\n\n"
+    "  tcp:// servers require CURVE: --server-key is the server's public key (printed when it starts;\n"
+    "  `mugv keys list` on the server; or $MUGV_SERVER_KEY); the client key pair defaults to\n"
+    "  $MUGV_HOME/keys/client.key (made on first use), and the server must authorise its public key.\n\n"
     "  submit [--priority N] COMMAND ARGS...   queue a command as a job (same options as running it here)\n"
     "  jobs [--state S] [--json]               the queue and recent jobs\n"
     "  show ID [--json]                        one job with its events\n"
@@ -61,7 +67,7 @@ int exit_code_of_state(const std::string& state) {
 int watch(Client& client, int64_t id) {
   auto events = client.events_endpoints();
   if (events.empty()) throw Error(ErrorCode::protocol, client.endpoint(), "the server published no event endpoint");
-  EventSubscriber sub(events.front(), {cat("job/", id)});
+  EventSubscriber sub(events.front(), {cat("job/", id)}, client.curve());
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the subscription reach the server
   auto state = client.request(MessageType::get_job, {{"job", id}})["job"]["state"].get<std::string>();
   std::printf("job %lld: %s\n", static_cast<long long>(id), state.c_str());
@@ -163,18 +169,63 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
   return 0;
 }
 
+struct KeyOptions {
+  std::optional<std::string> server_key, client_key;
+};
+
+// Takes the leading --server-key / --client-key options out of `args`.
+KeyOptions take_key_options(std::vector<std::string>& args) {
+  KeyOptions o;
+  while (!args.empty() && (args[0] == "--server-key" || args[0] == "--client-key")) {
+    if (args.size() < 2) throw Error(ErrorCode::usage, args[0], "needs a value");
+    (args[0] == "--server-key" ? o.server_key : o.client_key) = args[1];
+    args.erase(args.begin(), args.begin() + 2);
+  }
+  return o;
+}
+
+// The CURVE credentials for a tcp:// endpoint; nullopt for other endpoints.
+std::optional<CurveClientKeys> curve_credentials(const std::string& endpoint, KeyOptions o) {
+  if (!starts_with(endpoint, "tcp://")) {
+    if (o.server_key || o.client_key) throw Error(ErrorCode::usage, endpoint, "--server-key and --client-key are for tcp:// endpoints");
+    return std::nullopt;
+  }
+  if (!o.server_key) {
+    if (const char* env = std::getenv("MUGV_SERVER_KEY"); env && *env) o.server_key = env;
+  }
+  if (!o.server_key)
+    throw Error(ErrorCode::usage, endpoint,
+                "tcp:// servers require CURVE: pass --server-key KEY (the server prints its public key when it starts; "
+                "`mugv keys list` on the server shows it)");
+  CurveClientKeys keys;
+  keys.server_public_key = public_key_from_text_or_file(*o.server_key, "--server-key");
+  if (o.client_key) {
+    keys.client = read_keypair(*o.client_key);
+  } else {
+    bool created = false;
+    const fs::path dir = keys_dir(mugv_home());
+    keys.client = load_or_create_keypair(dir, KeyRole::client, &created);
+    if (created)
+      std::cerr << "mugv: made a client key pair in " << secret_key_path(dir, KeyRole::client).string()
+                << "; the server's owner authorises it with: mugv keys authorize " << keys.client.public_key << "\n";
+  }
+  return keys;
+}
+
 }  // namespace
 
-int run_remote(const std::string& endpoint, const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help") {
-    std::cout << kRemoteUsage;
-    return args.empty() ? 2 : 0;
-  }
+int run_remote(const std::string& endpoint, const std::vector<std::string>& arguments) {
+  std::vector<std::string> args = arguments;
   try {
-    Client client(endpoint);
+    KeyOptions key_options = take_key_options(args);
+    if (args.empty() || args[0] == "--help") {
+      std::cout << kRemoteUsage;
+      return args.empty() ? 2 : 0;
+    }
+    Client client(endpoint, std::chrono::milliseconds(5000), curve_credentials(endpoint, key_options));
     return dispatch(client, args);
   } catch (const Error& e) {
-    std::cerr << "mugv --server " << endpoint << " " << args[0] << ": " << e.what() << "\n";
+    std::cerr << "mugv --server " << endpoint << (args.empty() ? "" : " " + args[0]) << ": " << e.what() << "\n";
     return exit_code_for(e.code());
   }
 }

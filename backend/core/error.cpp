@@ -6,7 +6,7 @@
 namespace mugv {
 namespace {
 
-constexpr std::array<std::pair<ErrorCode, const char*>, 14> kNames{{
+constexpr std::array<std::pair<ErrorCode, const char*>, 15> kNames{{
     {ErrorCode::unknown, "unknown"},
     {ErrorCode::usage, "usage"},
     {ErrorCode::invalid_argument, "invalid_argument"},
@@ -20,6 +20,7 @@ constexpr std::array<std::pair<ErrorCode, const char*>, 14> kNames{{
     {ErrorCode::timeout, "timeout"},
     {ErrorCode::out_of_memory, "out_of_memory"},
     {ErrorCode::protocol, "protocol"},
+    {ErrorCode::forbidden, "forbidden"},
     {ErrorCode::internal, "internal"},
 }};
 

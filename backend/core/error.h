@@ -25,6 +25,7 @@ enum class ErrorCode {
   timeout,
   out_of_memory,
   protocol,       // peer spoke a different or malformed protocol
+  forbidden,      // not allowed for this peer: a path outside the allowed roots, a key not authorised
   internal,       // a bug: an invariant was broken
 };
 

@@ -12,8 +12,10 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "service/curve_keys.h"
 #include "service/job_files.h"
 #include "service/job_json.h"
+#include "service/zap_handler.h"
 #include "service/zmq_io.h"
 #include "train/run_layout.h"
 
@@ -24,6 +26,7 @@
 
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -69,11 +72,24 @@ std::string tail_lines(const fs::path& path, int64_t lines) {
   return pos == std::string::npos || pos == 0 ? text : text.substr(pos + 1);
 }
 
+// Unix socket paths are limited to 107 bytes; a deep home gets its worker socket in the runtime dir instead,
+// named after the home so that a restarted server finds its workers at the same place.
+std::string private_worker_endpoint(const fs::path& home) {
+  fs::path in_home = home / "ipc" / "workers.sock";
+  if (in_home.string().size() < 100) return "ipc://" + in_home.string();
+  return "ipc://" + (runtime_dir() / cat("workers-", std::hash<std::string>{}(home.string()), ".sock")).string();
+}
+
 }  // namespace
 
 struct Server::Impl {
   ServerOptions o;
   zmq::context_t context{1};
+  // Declared before the sockets so that it is destroyed after them: libzmq lets every CURVE client in
+  // while no ZAP handler is bound.
+  std::unique_ptr<ZapHandler> zap;
+  std::optional<PathConfinement> confinement;
+  std::string worker_endpoint;
   zmq::socket_t router{context, zmq::socket_type::router};
   zmq::socket_t pub{context, zmq::socket_type::pub};
   std::optional<Catalog> catalog;
@@ -87,17 +103,75 @@ struct Server::Impl {
   void bind() {
     protocol::apply_common_options(router);
     protocol::apply_common_options(pub);
+    // An endpoint takes the socket's options as they are when it is bound: ipc endpoints are bound first,
+    // before the CURVE options are set for the tcp ones.
+    std::map<std::string, std::string> events_of;
+    std::vector<std::string> secure;
     for (const auto& ep : o.listen) {
-      if (starts_with(ep, "ipc://")) ensure_private_dir(fs::path(ep.substr(6)).parent_path());
-      try {
-        router.bind(ep);
-        std::string events_ep = protocol::events_endpoint_for(ep);
-        pub.bind(events_ep);
-        events.push_back(events_ep);
-      } catch (const zmq::error_t& e) {
-        throw Error(ErrorCode::io, ep, cat("cannot listen: ", e.what()));
+      if (starts_with(ep, "tcp://")) {
+        secure.push_back(ep);
+        continue;
       }
+      if (starts_with(ep, "ipc://")) {
+        ensure_private_dir(fs::path(ep.substr(6)).parent_path());
+        if (worker_endpoint.empty()) worker_endpoint = ep;
+      }
+      events_of[ep] = bind_pair(ep);
     }
+    if (worker_endpoint.empty()) {
+      worker_endpoint = private_worker_endpoint(o.home);
+      ensure_private_dir(fs::path(worker_endpoint.substr(6)).parent_path());
+      bind_one(router, worker_endpoint);
+    }
+    if (!secure.empty()) {
+      require_curve();
+      for (const auto& ep : secure) events_of[ep] = bind_pair(ep);
+    }
+    for (const auto& ep : o.listen) events.push_back(events_of[ep]);
+  }
+
+  void bind_one(zmq::socket_t& socket, const std::string& ep) {
+    try {
+      socket.bind(ep);
+    } catch (const zmq::error_t& e) {
+      throw Error(ErrorCode::io, ep, cat("cannot listen: ", e.what()));
+    }
+  }
+
+  // Binds a request endpoint and its events endpoint; returns the latter.
+  std::string bind_pair(const std::string& ep) {
+    bind_one(router, ep);
+    std::string events_ep = protocol::events_endpoint_for(ep);
+    bind_one(pub, events_ep);
+    return events_ep;
+  }
+
+  // The server key (made on first use), the ZAP handler, and CURVE on both sockets for what is bound next.
+  void require_curve() {
+    const fs::path dir = o.keys_dir.empty() ? keys_dir(o.home) : o.keys_dir;
+    bool created = false;
+    const CurveKeyPair keys = load_or_create_keypair(dir, KeyRole::server, &created);
+    const fs::path authorized = dir / "authorized_keys";
+    const size_t clients = read_authorized_keys(authorized).size();  // a malformed file stops the start here
+    zap = std::make_unique<ZapHandler>(context, authorized);
+    for (zmq::socket_t* s : {&router, &pub}) {
+      s->set(zmq::sockopt::curve_server, true);
+      s->set(zmq::sockopt::curve_secretkey, keys.secret_key);
+      s->set(zmq::sockopt::zap_domain, ZapHandler::kDomain);
+    }
+    log_info(cat("CURVE server key ", created ? "created in " : "from ", secret_key_path(dir, KeyRole::server).string(),
+                 "; public key ", keys.public_key, " (clients: mugv --server tcp://HOST:PORT --server-key ",
+                 keys.public_key, ")"));
+    if (clients == 0)
+      log_warning(cat("no client key is authorised yet (", authorized.string(), "); add one with `mugv keys authorize KEY`"));
+    else
+      log_info(cat(clients, " authorised client key(s) in ", authorized.string()));
+  }
+
+  // Every path a submitted job would touch must be inside home or an allowed root (server.h).
+  void check_job_paths(const std::string& kind, const nlohmann::json& params) {
+    if (!o.job_paths) return;
+    for (const JobPath& p : o.job_paths(kind, params)) confinement->check(p.what, p.path);
   }
 
   void publish_event(int64_t job_id, const std::string& subtopic, nlohmann::json payload,
@@ -163,7 +237,7 @@ struct Server::Impl {
     fs::remove(job_result_path(o.home, job.id), ec);  // a previous attempt's result must not answer for this one
     std::string log_path = job_log_path(o.home, job.id).string();
     std::string exe = o.worker_executable.string();
-    std::string endpoint = o.listen.front();
+    std::string endpoint = worker_endpoint;
     std::string id = std::to_string(job.id);
     std::string home = o.home.string();
     pid_t pid = ::fork();
@@ -317,6 +391,7 @@ struct Server::Impl {
     const auto& h = m.header;
     switch (m.type) {
       case MessageType::submit_job: {
+        check_job_paths(h["kind"].get<std::string>(), h["params"]);
         Job job;
         job.kind = *job_kind_from_string(h["kind"].get<std::string>());
         job.params = h["params"];
@@ -602,13 +677,19 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
 Server::~Server() = default;
 
 std::vector<std::string> Server::events_endpoints() const { return impl_->events; }
+std::string Server::worker_endpoint() const { return impl_->worker_endpoint; }
 
 void Server::run(const CancelToken& stop) {
   Impl& s = *impl_;
   s.catalog.emplace(Catalog::open(s.o.home / "catalog.sqlite"));
+  std::vector<fs::path> roots = {s.o.home};
+  roots.insert(roots.end(), s.o.allowed_roots.begin(), s.o.allowed_roots.end());
+  s.confinement.emplace(roots, std::vector<fs::path>{s.o.keys_dir.empty() ? keys_dir(s.o.home) : s.o.keys_dir});
   s.bind();
   s.recover();
-  log_info(cat("serving on ", s.o.listen.front(), " (events on ", s.events.front(), "), home ", s.o.home.string()));
+  for (size_t i = 0; i < s.o.listen.size(); ++i)
+    log_info(cat("serving on ", s.o.listen[i], " (events on ", s.events[i], ")"));
+  log_info(cat("home ", s.o.home.string(), "; jobs may use files in ", s.confinement->describe_roots()));
   while (!stop.cancel_requested() && !s.stopping) {
     if (auto in = protocol::receive(s.router, 1, std::chrono::milliseconds(50))) s.on_message(*in);
     s.reap();

@@ -13,11 +13,22 @@
 // go back to the queue while attempts < max_attempts. On start, jobs whose worker is gone are recovered
 // the same way. SIGTERM/stop: the server stops taking work; running workers keep running (they are
 // separate processes) and are recovered by the next server start if they have finished or died by then.
+//
+// Security (docs/SECURITY.md): every tcp:// endpoint, the request ROUTER and its events PUB alike, requires
+// CURVE with the server key in keys_dir (made on first use) and accepts only the client keys in
+// keys_dir/authorized_keys (ZapHandler). ipc:// sockets live in a directory of mode 0700 owned by this
+// user. Workers always connect over ipc (a private socket in home/ipc when no ipc endpoint is listed), so
+// they need no keys. A submitted job's files (ServerOptions::job_paths) must lie inside home or an
+// allowed root, and never inside keys_dir; otherwise the request gets Error(forbidden).
 
 #include "core/progress.h"
+#include "service/path_confinement.h"
+
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,13 +37,19 @@ namespace mugv {
 
 struct ServerOptions {
   std::filesystem::path home;               // $MUGV_HOME: catalog.sqlite, jobs/<id>/log.txt
-  std::vector<std::string> listen;          // request endpoints; the first is what workers connect to
+  std::vector<std::string> listen;          // request endpoints: ipc://PATH, tcp://HOST:PORT (events on PORT+1)
   std::filesystem::path worker_executable;  // mugv-worker
   int max_local_jobs = 1;
   std::chrono::milliseconds heartbeat_interval{1000};
   int missed_heartbeats = 3;
   std::chrono::milliseconds cancel_grace{5000};  // after a cancel request, SIGKILL when the worker is still alive
   int max_attempts = 3;                          // interrupted jobs are requeued until this many starts
+  std::filesystem::path keys_dir;                // CURVE keys and authorized_keys; empty: home/keys
+  std::vector<std::filesystem::path> allowed_roots;  // besides home: folders a job's files may be in
+  // The files a submitted job would read or write, from its kind and params (the `mugv` command layer knows
+  // which parameters are paths). Throws Error for a job that must be refused outright (e.g. a command that
+  // is not a job of that kind). Empty: jobs are not inspected (tests of the queue only).
+  std::function<std::vector<JobPath>(const std::string& kind, const nlohmann::json& params)> job_paths;
 };
 
 class Server {
@@ -45,8 +62,11 @@ class Server {
   // Binds the sockets (Error(io) naming the endpoint when it cannot), recovers orphaned jobs, then serves
   // until `stop` is cancelled.
   void run(const CancelToken& stop);
-  // The PUB endpoint clients subscribe to (valid after run() has bound it; also sent in `welcome`).
+  // The PUB endpoints clients subscribe to, one per listen endpoint in the same order (valid after run()
+  // has bound them; also sent in `welcome`).
   std::vector<std::string> events_endpoints() const;
+  // The ipc endpoint workers connect to (valid after run() has bound it).
+  std::string worker_endpoint() const;
 
  private:
   struct Impl;

@@ -42,7 +42,10 @@ QString EmbeddedServer::start() {
   process_.setProcessEnvironment(env);
   process_.setStandardOutputFile(QDir(home_).filePath("server.log"), QIODevice::Append);
   process_.setStandardErrorFile(QDir(home_).filePath("server.log"), QIODevice::Append);
-  process_.start(mugv_, {"serve", "--listen", endpoint, "--home", home_});
+  // The server confines the files a job may name to its home plus --allow-root folders; that keeps remote
+  // clients out of the machine. This server listens only on a socket in a 0700 folder, so its one client is
+  // this user, who may already read every file the file dialogs offer (other disks included): allow them all.
+  process_.start(mugv_, {"serve", "--listen", endpoint, "--home", home_, "--allow-root", QDir::rootPath()});
   if (!process_.waitForStarted(5000)) {
     error_ = QString("%1: could not start the embedded server (%2)").arg(mugv_, process_.errorString());
     return {};
