@@ -6,6 +6,7 @@
 #include "core/paths.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "parallel/slurm.h"
 #include "sample/training_samples.h"
 #include "train/train_params.h"
 #include "train/trainer.h"
@@ -69,25 +70,79 @@ TrainCallbacks dit_callbacks(const Invocation& inv, const std::string& run, cons
   return callbacks;
 }
 
+// The options of `mugv train --slurm`: where and how big the batch job is. They shape the submission only;
+// the job's own `mugv train` gets every other option as given.
+void define_slurm_params(ParamRegistry& r) {
+  r.add(param("slurm.submit", "--slurm", ParamType::boolean, false,
+              "submit the run to Slurm (sbatch + srun, rendezvous from Slurm) instead of training here", "cluster"));
+  auto count = [&](const char* key, const char* flag, int64_t fallback, const char* help, double min) {
+    auto p = param(key, flag, ParamType::integer, fallback, help, "cluster");
+    p.min_value = min;
+    r.add(p);
+  };
+  count("slurm.nodes", "--nodes", 1, "nodes of the Slurm job", 1);
+  count("slurm.tasks_per_node", "--tasks-per-node", 1, "ranks per node (one per GPU, or per CPU socket)", 1);
+  count("slurm.gpus_per_node", "--gpus-per-node", 0, "GPUs requested per node (0: none)", 0);
+  r.add(param("slurm.partition", "--partition", ParamType::text, "", "Slurm partition (empty: the default)", "cluster"));
+  r.add(param("slurm.account", "--account", ParamType::text, "", "Slurm account (empty: the default)", "cluster"));
+  r.add(param("slurm.time", "--time", ParamType::text, "", "time limit, e.g. 2:00:00 (empty: the partition's)", "cluster"));
+}
+
+int submit_train_to_slurm(const Invocation& inv, const std::string& run) {
+  const ParamValues& values = inv.values;
+  const fs::path dir = mugv_home() / "slurm";
+  SlurmJob job;
+  job.name = "mugv-train";
+  job.nodes = static_cast<int>(values.get_int("slurm.nodes"));
+  job.tasks_per_node = static_cast<int>(values.get_int("slurm.tasks_per_node"));
+  job.gpus_per_node = static_cast<int>(values.get_int("slurm.gpus_per_node"));
+  job.partition = values.get_text("slurm.partition");
+  job.account = values.get_text("slurm.account");
+  job.time = values.get_text("slurm.time");
+  job.output = dir / (run + "-%j.out");
+  job.environment["MUGV_HOME"] = fs::absolute(mugv_home()).string();
+  job.command = {executable_path().string(), "train"};
+  for (auto& arg : command_line_arguments(inv.values, [](const ParamSpec& s) { return !starts_with(s.key, "slurm."); }))
+    job.command.push_back(std::move(arg));
+  const fs::path script = dir / (run + ".sbatch");
+  const std::string id = submit_slurm_job(job, script);
+  const std::string log = (dir / cat(run, "-", id, ".out")).string();
+  if (inv.json) {
+    std::cout << nlohmann::json{{"job_id", id}, {"script", script.string()}, {"log", log}, {"run", run}}.dump(2) << "\n";
+  } else {
+    std::printf("submitted Slurm job %s (%d node(s) x %d rank(s)) for run %s\n  script %s\n  log    %s\n"
+                "  state: scontrol show job %s; the run folder fills as it trains\n",
+                id.c_str(), job.nodes, job.tasks_per_node, run.c_str(), script.string().c_str(), log.c_str(), id.c_str());
+  }
+  return 0;
+}
+
 int run_train(const Invocation& inv) {
   ParamValues values = resolve_train_preset(inv.values);
-  TrainOptions options = train_options_from(values, TrainKind::dit);
+  TrainOptions options = train_options_from(values, TrainKind::dit);  // checks the options before a submission too
+  if (inv.values.get_bool("slurm.submit")) return submit_train_to_slurm(inv, options.run);
   auto result = train_dit(options, values.to_json(), inv.cancel, dit_callbacks(inv, options.run, options));
   finish_progress_line();
   print_dit_result(result, inv.json);
   return 0;
 }
 
+// What `mugv resume` may change besides the step count: how the run is spread over ranks and threads.
+constexpr const char* kResumeChangeable[] = {"train.tp", "train.cp", "train.zero", "train.recompute", "train.threads",
+                                             "train.comm_timeout"};
+
 int run_resume(const Invocation& inv) {
-  std::optional<int64_t> steps;
-  if (inv.values.source_of("train.steps") == ParamSource::command_line) steps = inv.values.get_int("train.steps");
+  ResumeChanges changes;
+  if (inv.values.source_of("train.steps") == ParamSource::command_line) changes.steps = inv.values.get_int("train.steps");
+  for (const char* key : kResumeChangeable)
+    if (inv.values.source_of(key) == ParamSource::command_line) changes.values[key] = inv.values.get(key);
   const std::string& run = inv.positional[0];
   const RunPaths paths = run_paths(run);
   ParamRegistry registry;
   define_train_params(registry, TrainKind::dit);
   TrainOptions options =
-      train_options_from(dit_resume_values(registry, paths, read_run_manifest(paths), steps), TrainKind::dit);
-  auto result = resume_dit(run, steps, inv.cancel, dit_callbacks(inv, run, options));
+      train_options_from(dit_resume_values(registry, paths, read_run_manifest(paths), changes), TrainKind::dit);
+  auto result = resume_dit(run, changes, inv.cancel, dit_callbacks(inv, run, options));
   finish_progress_line();
   print_dit_result(result, inv.json);
   return 0;
@@ -125,8 +180,11 @@ Command train_command() {
   Command c;
   c.words = {"train"};
   c.summary = "train a DiT (rectified flow) on a dataset's cached latents";
-  c.usage = "--preset P --dataset D --vae-run V --run NAME [options]";
-  c.define = [](ParamRegistry& r) { define_train_params(r, TrainKind::dit); };
+  c.usage = "--preset P --dataset D --vae-run V --run NAME [options] [--slurm --nodes M --tasks-per-node K]";
+  c.define = [](ParamRegistry& r) {
+    define_train_params(r, TrainKind::dit);
+    define_slurm_params(r);
+  };
   c.run = run_train;
   c.job_kind = "train";
   return c;
@@ -136,13 +194,22 @@ Command resume_command() {
   Command c;
   c.words = {"resume"};
   c.summary = "continue a DiT run from its last good checkpoint";
-  c.usage = "NAME [--steps N]";
+  c.usage = "NAME [--steps N] [--tp N --cp N --zero 0|1 --recompute MODE --threads N]";
   c.min_positional = c.max_positional = 1;
   c.define = [](ParamRegistry& r) {
     auto steps = param("train.steps", "--steps", ParamType::integer, nullptr, "new total step count (default: the run's)",
                        "training");
     steps.min_value = 1;
     r.add(steps);
+    // The layout and threads may change on resume (checkpoints load under any layout); the defaults are the run's.
+    ParamRegistry full;
+    define_train_params(full, TrainKind::dit);
+    for (const char* key : kResumeChangeable) {
+      ParamSpec spec = *full.find_by_key(key);
+      spec.default_value = nullptr;
+      spec.help += " (default: the run's)";
+      r.add(spec);
+    }
   };
   c.run = run_resume;
   c.job_kind = "train";

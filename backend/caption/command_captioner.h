@@ -22,14 +22,4 @@ class CommandCaptioner final : public Captioner {
   std::chrono::milliseconds timeout_;
 };
 
-struct ProcessResult {
-  int exit_code = -1;   // -1 when killed by a signal
-  bool timed_out = false;
-  std::string out, err;
-};
-
-// Runs argv[0] (searched in PATH) with the arguments, capturing stdout and stderr, killing it after
-// `timeout`. Throws Error(not_found) when the program cannot be started.
-ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
-
 }  // namespace mugv

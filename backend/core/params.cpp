@@ -665,4 +665,26 @@ ParamValues resolve(const ParamRegistry& registry, const ParamLayers& layers) {
   return values;
 }
 
+std::vector<std::string> command_line_arguments(const ParamValues& values,
+                                                const std::function<bool(const ParamSpec&)>& include) {
+  std::vector<std::string> args;
+  for (const ParamSpec& spec : values.registry().specs()) {
+    if (spec.flag.empty() || values.source_of(spec.key) != ParamSource::command_line) continue;
+    if (include && !include(spec)) continue;
+    const nlohmann::json& v = values.get(spec.key);
+    std::string text;
+    if (v.is_string()) {
+      text = v.get<std::string>();
+    } else if (v.is_boolean()) {
+      text = v.get<bool>() ? "true" : "false";
+    } else if (v.is_array()) {
+      for (const auto& item : v) text += (text.empty() ? "" : ",") + (item.is_string() ? item.get<std::string>() : item.dump());
+    } else {
+      text = v.dump();
+    }
+    args.push_back(spec.flag + "=" + text);
+  }
+  return args;
+}
+
 }  // namespace mugv

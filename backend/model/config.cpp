@@ -8,6 +8,24 @@
 
 namespace mugv {
 
+const char* to_string(Recompute recompute) {
+  switch (recompute) {
+    case Recompute::none: return "none";
+    case Recompute::selective: return "selective";
+    case Recompute::full: return "full";
+    case Recompute::unknown: break;
+  }
+  return "unknown";
+}
+
+std::optional<Recompute> recompute_from_string(std::string_view name) {
+  if (name == "none") return Recompute::none;
+  if (name == "selective") return Recompute::selective;
+  if (name == "full") return Recompute::full;
+  if (name == "unknown") return Recompute::unknown;
+  return std::nullopt;
+}
+
 namespace {
 
 std::string fmt_int(int64_t v) { return std::to_string(v); }

@@ -27,6 +27,13 @@
 
 namespace mugv {
 
+// Activation recomputation per transformer block: none keeps every activation for backward; selective
+// recomputes the attention core (scores and softmax, the activations that grow with the square of the
+// sequence); full keeps only each block's input and re-runs the whole block in backward.
+enum class Recompute { unknown = 0, none, selective, full };
+const char* to_string(Recompute recompute);
+std::optional<Recompute> recompute_from_string(std::string_view name);
+
 struct DiTConfig {
   int hidden = 0;
   int depth = 0;

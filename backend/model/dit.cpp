@@ -1,6 +1,7 @@
 #include "model/dit.h"
 
 #include "core/error.h"
+#include "core/strings.h"
 
 #include <torch/version.h>
 
@@ -36,27 +37,90 @@ std::string shape_string(const torch::Tensor& t) {
   throw Error(ErrorCode::invalid_argument, name, message);
 }
 
-// x·(1 + scale) + shift, or x·gate when shift is undefined, where scale/shift are per group
-// [B, G, d]: G == 1 broadcasts over every token; otherwise group 0 is the start token, groups
-// 1..T the frames (each covering tokens_per_frame tokens) and group T+1 the end token.
+// x·(1 + scale) + shift, or x·gate when shift is undefined, where scale/shift are per group [B, G, d].
+// G == 1 broadcasts over every token. Otherwise group 0 is the start token, groups 1..T the frames (each
+// covering per-frame tokens) and group T+1 the end token; x holds the tokens [offset, offset + n) of the whole
+// sequence (all of it in one process, a slice under parallel runs). Runs of whole frames are modulated as one
+// broadcast view, so the whole sequence costs three pieces, never a [B, N, d] table of per-token values.
 torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& shift, int64_t frames,
-                       bool gate) {
+                       int64_t offset, int64_t total_tokens, bool gate) {
   auto apply = [&](const torch::Tensor& part, const torch::Tensor& s, const torch::Tensor& b) {
     if (gate) return part * s;
     return torch::addcmul(b, part, 1 + s);
   };
   if (scale.size(1) == 1) return apply(x, scale, shift);
-  const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
-  const int64_t per_frame = (tokens - 2) / frames;
+  const int64_t batch = x.size(0), count = x.size(1), dim = x.size(2);
+  const int64_t per_frame = (total_tokens - 2) / frames;
   auto group = [&](const torch::Tensor& v, int64_t begin, int64_t length) {
     return v.defined() ? v.narrow(1, begin, length) : v;
   };
-  auto mid_x = x.narrow(1, 1, tokens - 2).view({batch, frames, per_frame, dim});
-  auto mid_shift = shift.defined() ? group(shift, 1, frames).unsqueeze(2) : shift;
-  auto mid = apply(mid_x, group(scale, 1, frames).unsqueeze(2), mid_shift).reshape({batch, tokens - 2, dim});
-  auto first = apply(x.narrow(1, 0, 1), group(scale, 0, 1), group(shift, 0, 1));
-  auto last = apply(x.narrow(1, tokens - 1, 1), group(scale, frames + 1, 1), group(shift, frames + 1, 1));
-  return torch::cat({first, mid, last}, 1);
+  std::vector<torch::Tensor> pieces;
+  const int64_t end = offset + count, frames_end = total_tokens - 1;
+  for (int64_t pos = offset; pos < end;) {
+    auto local = [&](int64_t length) { return x.narrow(1, pos - offset, length); };
+    if (pos == 0 || pos == frames_end) {
+      const int64_t g = pos == 0 ? 0 : frames + 1;
+      pieces.push_back(apply(local(1), group(scale, g, 1), group(shift, g, 1)));
+      pos += 1;
+      continue;
+    }
+    const int64_t frame = (pos - 1) / per_frame, frame_begin = 1 + frame * per_frame;
+    const int64_t limit = std::min(end, frames_end);
+    if (pos == frame_begin && limit - pos >= per_frame) {
+      const int64_t k = (limit - pos) / per_frame;
+      auto xs = local(k * per_frame).view({batch, k, per_frame, dim});
+      auto b = shift.defined() ? group(shift, 1 + frame, k).unsqueeze(2) : shift;
+      pieces.push_back(apply(xs, group(scale, 1 + frame, k).unsqueeze(2), b).reshape({batch, k * per_frame, dim}));
+      pos += k * per_frame;
+    } else {
+      const int64_t length = std::min(limit, frame_begin + per_frame) - pos;
+      pieces.push_back(apply(local(length), group(scale, 1 + frame, 1), group(shift, 1 + frame, 1)));
+      pos += length;
+    }
+  }
+  return pieces.size() == 1 ? pieces[0] : torch::cat(pieces, 1);
+}
+
+// The attention core recomputed in backward (selective recomputation): only q, k, v are kept, not the
+// [B, H, N, N] scores and probabilities.
+struct AttentionRecompute : public torch::autograd::Function<AttentionRecompute> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor q, torch::Tensor k,
+                               torch::Tensor v) {
+    ctx->save_for_backward({q, k, v});
+    return attention(q, k, v);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    std::vector<torch::Tensor> inputs;
+    for (auto& t : saved) inputs.push_back(t.detach().requires_grad_(true));
+    torch::Tensor out;
+    {
+      torch::AutoGradMode enable_grad(true);
+      out = attention(inputs[0], inputs[1], inputs[2]);
+    }
+    return torch::autograd::grad({out}, inputs, {grads[0]});
+  }
+};
+
+torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                             const BlockRuntime& runtime) {
+  if (runtime.recompute_attention && torch::GradMode::is_enabled()) return AttentionRecompute::apply(q, k, v);
+  return attention(q, k, v);
+}
+
+// Column-parallel input: the sequence slice is gathered over tensor parallel (identity in one process).
+torch::Tensor enter_tensor_parallel(const torch::Tensor& x, const BlockRuntime& runtime) {
+  return runtime.parallel ? runtime.parallel->gather_tensor_parallel(x) : x;
+}
+
+// Row-parallel output: the partial products are summed over tensor parallel and cut back to this rank's
+// sequence slice; the bias is added once, after the sum.
+torch::Tensor leave_tensor_parallel(const torch::Tensor& x, const torch::nn::Linear& linear,
+                                    const BlockRuntime& runtime) {
+  auto partial = torch::nn::functional::linear(x, linear->weight);
+  if (runtime.parallel) partial = runtime.parallel->reduce_scatter_tensor_parallel(partial);
+  return linear->bias.defined() ? partial + linear->bias : partial;
 }
 
 // Recomputes a block's forward during backward instead of keeping its activations
@@ -64,19 +128,28 @@ torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& scale, const
 struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor modulation,
                                torch::Tensor text, torch::Tensor angles, torch::Tensor text_bias, int64_t frames,
-                               int64_t block_address) {
+                               int64_t token_offset, int64_t block_address, int64_t parallel_address) {
     ctx->saved_data["block"] = block_address;
     ctx->saved_data["frames"] = frames;
+    ctx->saved_data["offset"] = token_offset;
+    ctx->saved_data["parallel"] = parallel_address;
     ctx->save_for_backward({x, modulation, text, angles, text_bias});
     auto* block = reinterpret_cast<DiTBlockImpl*>(block_address);
-    return block->forward(x, BlockContext{modulation, angles, text, text_bias, frames});
+    return block->forward(x, context_of(ctx, modulation, text, angles, text_bias));
+  }
+
+  static BlockContext context_of(torch::autograd::AutogradContext* ctx, const torch::Tensor& modulation,
+                                 const torch::Tensor& text, const torch::Tensor& angles, const torch::Tensor& text_bias) {
+    BlockContext c{modulation, angles, text, text_bias, ctx->saved_data["frames"].toInt()};
+    c.token_offset = ctx->saved_data["offset"].toInt();
+    c.runtime.parallel = reinterpret_cast<DiTParallelOps*>(ctx->saved_data["parallel"].toInt());
+    return c;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
     auto* block = reinterpret_cast<DiTBlockImpl*>(ctx->saved_data["block"].toInt());
-    const int64_t frames = ctx->saved_data["frames"].toInt();
     auto leaf = [](const torch::Tensor& t) { return t.detach().requires_grad_(t.requires_grad()); };
     torch::Tensor x = saved[0].detach().requires_grad_(true);
     torch::Tensor modulation = leaf(saved[1]);
@@ -84,11 +157,11 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
     torch::Tensor out;
     {
       torch::AutoGradMode enable_grad(true);
-      out = block->forward(x, BlockContext{modulation, saved[3], text, saved[4], frames});
+      out = block->forward(x, context_of(ctx, modulation, text, saved[3], saved[4]));
     }
     torch::autograd::backward({out}, {grads[0]});
     return {x.grad(), modulation.grad(), text.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -165,22 +238,6 @@ torch::Tensor key_padding_bias(const torch::Tensor& mask, torch::ScalarType dtyp
   return bias.view({mask.size(0), 1, 1, mask.size(1)});
 }
 
-const char* to_string(Checkpointing mode) {
-  switch (mode) {
-    case Checkpointing::none: return "none";
-    case Checkpointing::full: return "full";
-    case Checkpointing::unknown: break;
-  }
-  return "unknown";
-}
-
-std::optional<Checkpointing> checkpointing_from_string(std::string_view name) {
-  if (name == "none") return Checkpointing::none;
-  if (name == "full") return Checkpointing::full;
-  if (name == "unknown") return Checkpointing::unknown;
-  return std::nullopt;
-}
-
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
@@ -203,7 +260,7 @@ torch::Tensor ScalarEmbedderImpl::forward(const torch::Tensor& values) {
   return fc2(torch::silu(fc1(freq)));
 }
 
-SelfAttentionImpl::SelfAttentionImpl(int64_t hidden, int64_t heads) : heads_(heads) {
+SelfAttentionImpl::SelfAttentionImpl(int64_t hidden, int64_t heads) : head_dim_(hidden / heads) {
   qkv = register_module("qkv", torch::nn::Linear(hidden, 3 * hidden));
   q_norm = register_module("q_norm", RMSNorm(hidden / heads));
   k_norm = register_module("k_norm", RMSNorm(hidden / heads));
@@ -212,16 +269,25 @@ SelfAttentionImpl::SelfAttentionImpl(int64_t hidden, int64_t heads) : heads_(hea
   init_linear(proj, kInitStd);
 }
 
-torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& angles) {
-  const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
-  auto qkv_heads = qkv(x).view({batch, tokens, 3, heads_, dim / heads_}).permute({2, 0, 3, 1, 4});
-  auto q = apply_rope(q_norm(qkv_heads[0]), angles);
-  auto k = apply_rope(k_norm(qkv_heads[1]), angles);
-  auto out = attention(q, k, qkv_heads[2]);
-  return proj(out.transpose(1, 2).reshape({batch, tokens, dim}));
+torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x_in, const torch::Tensor& angles,
+                                         const BlockRuntime& runtime) {
+  auto x = enter_tensor_parallel(x_in, runtime);
+  const int64_t batch = x.size(0), tokens = x.size(1);
+  const int64_t heads = qkv->weight.size(0) / (3 * head_dim_);  // this rank's heads
+  auto qkv_heads = qkv(x).view({batch, tokens, 3, heads, head_dim_}).permute({2, 0, 3, 1, 4});
+  auto q = q_norm(qkv_heads[0]), k = k_norm(qkv_heads[1]), v = qkv_heads[2];
+  const bool ulysses = runtime.parallel && runtime.parallel->cp_size() > 1;
+  if (ulysses) {  // [B, h, N/cp, hd] -> [B, h/cp, N, hd]: every token, fewer heads
+    q = runtime.parallel->heads_to_sequence(q);
+    k = runtime.parallel->heads_to_sequence(k);
+    v = runtime.parallel->heads_to_sequence(v);
+  }
+  auto out = attention_core(apply_rope(q, angles), apply_rope(k, angles), v, runtime);
+  if (ulysses) out = runtime.parallel->sequence_to_heads(out);
+  return leave_tensor_parallel(out.transpose(1, 2).reshape({batch, tokens, heads * head_dim_}), proj, runtime);
 }
 
-CrossAttentionImpl::CrossAttentionImpl(int64_t hidden, int64_t heads) : heads_(heads) {
+CrossAttentionImpl::CrossAttentionImpl(int64_t hidden, int64_t heads) : head_dim_(hidden / heads) {
   q_linear = register_module("q_linear", torch::nn::Linear(hidden, hidden));
   kv_linear = register_module("kv_linear", torch::nn::Linear(hidden, 2 * hidden));
   q_norm = register_module("q_norm", RMSNorm(hidden / heads));
@@ -232,15 +298,16 @@ CrossAttentionImpl::CrossAttentionImpl(int64_t hidden, int64_t heads) : heads_(h
   init_linear(proj, 0.0);  // the ungated residual starts at zero, so a fresh block is the identity
 }
 
-torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context,
-                                          const torch::Tensor& bias) {
-  const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2), text = context.size(1);
-  const int64_t head_dim = dim / heads_;
-  auto q = q_norm(q_linear(x).view({batch, tokens, heads_, head_dim}).transpose(1, 2));
-  auto kv = kv_linear(context).view({batch, text, 2, heads_, head_dim}).permute({2, 0, 3, 1, 4});
+torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x_in, const torch::Tensor& context,
+                                          const torch::Tensor& bias, const BlockRuntime& runtime) {
+  auto x = enter_tensor_parallel(x_in, runtime);
+  const int64_t batch = x.size(0), tokens = x.size(1), text = context.size(1);
+  const int64_t heads = q_linear->weight.size(0) / head_dim_;  // this rank's heads
+  auto q = q_norm(q_linear(x).view({batch, tokens, heads, head_dim_}).transpose(1, 2));
+  auto kv = kv_linear(context).view({batch, text, 2, heads, head_dim_}).permute({2, 0, 3, 1, 4});
   auto k = k_norm(kv[0]);
   auto out = attention(q, k, kv[1], bias);
-  return proj(out.transpose(1, 2).reshape({batch, tokens, dim}));
+  return leave_tensor_parallel(out.transpose(1, 2).reshape({batch, tokens, heads * head_dim_}), proj, runtime);
 }
 
 MlpImpl::MlpImpl(int64_t in, int64_t hidden, int64_t out) {
@@ -250,8 +317,10 @@ MlpImpl::MlpImpl(int64_t in, int64_t hidden, int64_t out) {
   init_linear(fc2, kInitStd);
 }
 
-torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return fc2(F::gelu(fc1(x), F::GELUFuncOptions().approximate("tanh")));
+torch::Tensor MlpImpl::forward(const torch::Tensor& x, const BlockRuntime& runtime) {
+  auto h = F::gelu(fc1(enter_tensor_parallel(x, runtime)), F::GELUFuncOptions().approximate("tanh"));
+  if (!runtime.parallel) return fc2(h);
+  return leave_tensor_parallel(h, fc2, runtime);
 }
 
 DiTBlockImpl::DiTBlockImpl(int64_t hidden, int64_t heads, int64_t mlp_ratio) {
@@ -268,12 +337,16 @@ torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const BlockContext& 
   auto part = [&](int64_t i) { return m.select(2, i); };
   const int64_t dim = x.size(2);
   auto norm = [&](const torch::Tensor& v) { return at::layer_norm(v, {dim}, {}, {}, 1e-6); };
+  const int64_t total = c.angles.size(0);  // tokens of the whole sequence
+  auto mod = [&](const torch::Tensor& v, const torch::Tensor& scale, const torch::Tensor& shift, bool gate) {
+    return modulate(v, scale, shift, c.frames, c.token_offset, total, gate);
+  };
 
-  auto h = attn(modulate(norm(x), part(1), part(0), c.frames, false), c.angles);
-  auto out = x + modulate(h, part(2), {}, c.frames, true);
-  out = out + cross_attn(cross_attn_norm(out), c.text, c.text_bias);
-  h = mlp(modulate(norm(out), part(4), part(3), c.frames, false));
-  return out + modulate(h, part(5), {}, c.frames, true);
+  auto h = attn(mod(norm(x), part(1), part(0), false), c.angles, c.runtime);
+  auto out = x + mod(h, part(2), {}, true);
+  out = out + cross_attn(cross_attn_norm(out), c.text, c.text_bias, c.runtime);
+  h = mlp(mod(norm(out), part(4), part(3), false), c.runtime);
+  return out + mod(h, part(5), {}, true);
 }
 
 DiTImpl::DiTImpl(const DiTConfig& config) : config_(config) {
@@ -328,9 +401,10 @@ std::pair<torch::Tensor, torch::Tensor> DiTImpl::drop_captions(const torch::Tens
 }
 
 torch::Tensor DiTImpl::run_block(DiTBlock& block, const torch::Tensor& x, const BlockContext& context) {
-  if (checkpointing_ == Checkpointing::full && torch::GradMode::is_enabled()) {
+  if (recompute_ == Recompute::full && torch::GradMode::is_enabled()) {
     return BlockCheckpoint::apply(x, context.modulation, context.text, context.angles, context.text_bias,
-                                  context.frames, reinterpret_cast<int64_t>(block.get()));
+                                  context.frames, context.token_offset, reinterpret_cast<int64_t>(block.get()),
+                                  reinterpret_cast<int64_t>(context.runtime.parallel));
   }
   return block->forward(x, context);
 }
@@ -397,11 +471,24 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x_in, const torch::Tensor& t
                             config_.rope_theta);
 
   BlockContext context{modulation, angles, y, text_bias, frames};
+  context.runtime.recompute_attention = recompute_ == Recompute::selective;
+  if (parallel_) {
+    const int64_t total = tokens.size(1), shards = parallel_->sequence_shards();
+    if (total % shards != 0)
+      bad_input("x", cat("the sequence has ", total, " tokens (", frames, "x", height, "x", width,
+                         " patches + start and end), not divisible by tp x cp = ", shards));
+    tokens = parallel_->scatter_sequence(tokens);
+    context.token_offset = parallel_->sequence_shard() * tokens.size(1);
+    context.modulation = parallel_->sum_gradient_over_sequence(modulation);
+    context.text = parallel_->sum_gradient_over_sequence(y);
+    context.runtime.parallel = parallel_.get();
+  }
   for (auto& module : *blocks) {
     auto block = std::dynamic_pointer_cast<DiTBlockImpl>(module);
     DiTBlock holder(block);
     tokens = run_block(holder, tokens, context);
   }
+  if (parallel_) tokens = parallel_->gather_sequence(tokens);
 
   auto video = tokens.narrow(1, 1, tokens.size(1) - 2);  // [B, T·H·W, d]
   auto final_m = final_c.unsqueeze(2) + final_scale_shift_table.view({1, 1, 2, d});  // [B, G, 2, d]
@@ -421,6 +508,71 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x_in, const torch::Tensor& t
             .reshape({batch, channels, frames * pt, height * ph, width * pw});
   out = out.narrow(2, 0, frames_in).narrow(3, 0, height_in).narrow(4, 0, width_in);
   return out.to(x_in.dtype());
+}
+
+void DiTImpl::set_parallel(std::shared_ptr<DiTParallelOps> ops) {
+  if (!ops) return;
+  if (parallel_) throw Error(ErrorCode::invalid_argument, "dit", "the model is already split across ranks");
+  const int shards = ops->tp_size() * ops->cp_size();
+  if (config_.heads % shards != 0)
+    bad_input("parallel layout", cat(config_.heads, " heads cannot be split over tp x cp = ", shards, " ranks"));
+  torch::NoGradGuard no_grad;
+  for (auto& item : named_parameters(true)) {
+    auto role = tensor_parallel_role(item.key());
+    if (role.split == TensorSplit::replicated) continue;
+    item.value().set_data(shard_tensor(item.value(), role, ops->tp_rank(), ops->tp_size()));
+  }
+  parallel_ = std::move(ops);
+}
+
+TensorParallelRole tensor_parallel_role(const std::string& name) {
+  std::string_view n = name;
+  if (n.rfind("dit.", 0) == 0) n.remove_prefix(4);
+  TensorParallelRole role;
+  if (n.rfind("blocks.", 0) != 0) return role;  // embedders, final layer, text encoder: whole on every rank
+  role.in_blocks = true;
+  const auto dot = n.find('.', 7);
+  if (dot == std::string_view::npos) return role;
+  const std::string_view local = n.substr(dot + 1);
+  auto column = [&](int parts) {
+    role.split = TensorSplit::column;
+    role.parts = parts;
+  };
+  if (local == "attn.qkv.weight" || local == "attn.qkv.bias") column(3);
+  else if (local == "cross_attn.kv_linear.weight" || local == "cross_attn.kv_linear.bias") column(2);
+  else if (local == "cross_attn.q_linear.weight" || local == "cross_attn.q_linear.bias" ||
+           local == "mlp.fc1.weight" || local == "mlp.fc1.bias") column(1);
+  else if (local == "attn.proj.weight" || local == "cross_attn.proj.weight" || local == "mlp.fc2.weight")
+    role.split = TensorSplit::row;
+  return role;
+}
+
+torch::Tensor shard_tensor(const torch::Tensor& full, const TensorParallelRole& role, int rank, int size) {
+  if (role.split == TensorSplit::replicated || size == 1) return full;
+  const int64_t dim = role.split == TensorSplit::column ? 0 : 1;
+  const int64_t parts = role.split == TensorSplit::column ? role.parts : 1;
+  if (full.size(dim) % (parts * size) != 0)
+    throw Error(ErrorCode::invalid_argument, "tensor parallel",
+                cat("size ", full.size(dim), " of a ", shape_string(full), " tensor does not split into ", parts,
+                    " x ", size, " pieces"));
+  std::vector<torch::Tensor> mine;
+  for (const auto& part : full.chunk(parts, dim)) mine.push_back(part.chunk(size, dim)[rank]);
+  return torch::cat(mine, dim).contiguous();
+}
+
+torch::Tensor unshard_tensor(const std::vector<torch::Tensor>& pieces, const TensorParallelRole& role) {
+  if (pieces.empty()) throw Error(ErrorCode::invalid_argument, "tensor parallel", "no pieces to join");
+  if (role.split == TensorSplit::replicated || pieces.size() == 1) return pieces[0];
+  const int64_t dim = role.split == TensorSplit::column ? 0 : 1;
+  const int64_t parts = role.split == TensorSplit::column ? role.parts : 1;
+  std::vector<std::vector<torch::Tensor>> by_part(static_cast<size_t>(parts));
+  for (const auto& piece : pieces) {
+    auto chunks = piece.chunk(parts, dim);
+    for (int64_t p = 0; p < parts; ++p) by_part[static_cast<size_t>(p)].push_back(chunks[static_cast<size_t>(p)]);
+  }
+  std::vector<torch::Tensor> joined;
+  for (auto& part : by_part) joined.push_back(torch::cat(part, dim));
+  return torch::cat(joined, dim);
 }
 
 int64_t parameter_count(const torch::nn::Module& module) {

@@ -28,6 +28,7 @@
 // Not thread-safe (a torch module); one forward at a time per instance.
 
 #include "model/config.h"
+#include "model/dit_parallel.h"
 
 #include <torch/torch.h>
 
@@ -55,9 +56,6 @@ namespace mugv {
 // Additive attention bias [B,1,1,S] from a key mask [B,S] (1 = real token, 0 = padding).
 [[nodiscard]] torch::Tensor key_padding_bias(const torch::Tensor& mask, torch::ScalarType dtype);
 
-enum class Checkpointing { unknown = 0, none, full };
-const char* to_string(Checkpointing mode);
-std::optional<Checkpointing> checkpointing_from_string(std::string_view name);
 
 class RMSNormImpl : public torch::nn::Module {
  public:
@@ -82,36 +80,46 @@ class ScalarEmbedderImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ScalarEmbedder);
 
+// How a block runs: in one process (parallel == nullptr) or split across ranks (dit_parallel.h), and
+// whether the attention core is recomputed in backward.
+struct BlockRuntime {
+  DiTParallelOps* parallel = nullptr;
+  bool recompute_attention = false;
+};
+
 class SelfAttentionImpl : public torch::nn::Module {
  public:
   SelfAttentionImpl(int64_t hidden, int64_t heads);
-  // x [B,N,d]; rope angles [N,P].
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& angles);
+  // x [B,n,d]: the whole sequence, or this rank's sequence slice under sequence/context parallel;
+  // rope angles [N,P] for the whole sequence. The heads this rank holds follow from qkv's (sharded) rows.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& angles, const BlockRuntime& runtime = {});
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   RMSNorm q_norm{nullptr}, k_norm{nullptr};
 
  private:
-  int64_t heads_;
+  int64_t head_dim_;
 };
 TORCH_MODULE(SelfAttention);
 
 class CrossAttentionImpl : public torch::nn::Module {
  public:
   CrossAttentionImpl(int64_t hidden, int64_t heads);
-  // x [B,N,d], context [B,S,d], bias [B,1,1,S] (key padding) or undefined.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context, const torch::Tensor& bias);
+  // x [B,n,d] (whole sequence or this rank's slice), context [B,S,d], bias [B,1,1,S] (key padding) or undefined.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context, const torch::Tensor& bias,
+                        const BlockRuntime& runtime = {});
   torch::nn::Linear q_linear{nullptr}, kv_linear{nullptr}, proj{nullptr};
   RMSNorm q_norm{nullptr}, k_norm{nullptr};
 
  private:
-  int64_t heads_;
+  int64_t head_dim_;
 };
 TORCH_MODULE(CrossAttention);
 
 class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(int64_t in, int64_t hidden, int64_t out);
-  torch::Tensor forward(const torch::Tensor& x);
+  // Under tensor parallel fc1 is column- and fc2 row-parallel (only inside blocks; runtime.parallel set).
+  torch::Tensor forward(const torch::Tensor& x, const BlockRuntime& runtime = {});
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Mlp);
@@ -124,6 +132,8 @@ struct BlockContext {
   torch::Tensor text;       // [B, S, d] projected caption
   torch::Tensor text_bias;  // [B, 1, 1, S] or undefined
   int64_t frames = 0;       // patched frames T'
+  int64_t token_offset = 0; // index in the whole sequence of x's first token (its slice under parallel runs)
+  BlockRuntime runtime;
 };
 
 class DiTBlockImpl : public torch::nn::Module {
@@ -158,8 +168,16 @@ class DiTImpl : public torch::nn::Module {
   // The conditioning embedding c [B, d] (timestep + fps) that adaLN-single reads.
   torch::Tensor condition(const torch::Tensor& t, const torch::Tensor& fps);
 
-  void set_checkpointing(Checkpointing mode) { checkpointing_ = mode; }
-  Checkpointing checkpointing() const { return checkpointing_; }
+  // Activation recomputation of the blocks (model/config.h).
+  void set_recompute(Recompute mode) { recompute_ = mode; }
+  Recompute recompute() const { return recompute_; }
+
+  // Splits this model across ranks (dit_parallel.h): keeps only this rank's tensor-parallel piece of every
+  // split parameter (in place, so optimisers and checkpoints see the shard) and runs the blocks through
+  // `ops`. Call once, on a freshly built (or fully loaded) model, before any optimiser is created. Throws
+  // Error(invalid_argument) when heads are not divisible by tp·cp.
+  void set_parallel(std::shared_ptr<DiTParallelOps> ops);
+  DiTParallelOps* parallel() const { return parallel_.get(); }
   const DiTConfig& config() const { return config_; }
 
   torch::nn::Conv3d x_embedder{nullptr};
@@ -176,7 +194,8 @@ class DiTImpl : public torch::nn::Module {
  private:
   torch::Tensor run_block(DiTBlock& block, const torch::Tensor& x, const BlockContext& context);
   DiTConfig config_;
-  Checkpointing checkpointing_ = Checkpointing::none;
+  Recompute recompute_ = Recompute::none;
+  std::shared_ptr<DiTParallelOps> parallel_;
 };
 TORCH_MODULE(DiT);
 

@@ -14,6 +14,7 @@ const char* to_string(GroupKind kind) {
     case GroupKind::context: return "context";
     case GroupKind::data: return "data";
     case GroupKind::world: return "world";
+    case GroupKind::sequence: return "sequence";
     default: return "unknown";
   }
 }
@@ -72,6 +73,10 @@ std::vector<int> group_of(int rank, const ParallelLayout& l, GroupKind kind) {
       break;
     case GroupKind::world:
       for (int i = 0; i < l.world(); ++i) ranks.push_back(i);
+      break;
+    case GroupKind::sequence:
+      for (int c = 0; c < l.cp; ++c)
+        for (int t = 0; t < l.tp; ++t) ranks.push_back(rank_of({t, c, me.dp_rank}, l));
       break;
     default:
       throw Error(ErrorCode::internal, "group kind", "unknown");

@@ -16,7 +16,8 @@ struct ParallelLayout {
   int world() const { return tp * cp * dp; }
 };
 
-enum class GroupKind { unknown = 0, tensor, context, data, world };
+// sequence: the tp × cp ranks of one data-parallel replica (they share one batch and split its tokens).
+enum class GroupKind { unknown = 0, tensor, context, data, world, sequence };
 const char* to_string(GroupKind kind);
 
 struct RankCoords {

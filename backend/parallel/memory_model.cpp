@@ -26,7 +26,7 @@ bool kept_under(ActivationKind kind, Recompute recompute) {
     case Recompute::none:
       return true;
     case Recompute::selective:
-      return kind != ActivationKind::attention_scores && kind != ActivationKind::mlp_intermediate;
+      return kind != ActivationKind::attention_scores;  // the attention core only (model/config.h)
     case Recompute::full:
       return kind == ActivationKind::block_input;
     case Recompute::unknown:
@@ -111,28 +111,6 @@ std::optional<TrainDevice> train_device_from_string(std::string_view name) {
   if (name == "gpu" || name == "cuda") return TrainDevice::gpu;
   if (name == "cpu") return TrainDevice::cpu;
   if (name == "unknown") return TrainDevice::unknown;
-  return std::nullopt;
-}
-
-const char* to_string(Recompute recompute) {
-  switch (recompute) {
-    case Recompute::none:
-      return "none";
-    case Recompute::selective:
-      return "selective";
-    case Recompute::full:
-      return "full";
-    case Recompute::unknown:
-      break;
-  }
-  return "unknown";
-}
-
-std::optional<Recompute> recompute_from_string(std::string_view name) {
-  if (name == "none") return Recompute::none;
-  if (name == "selective") return Recompute::selective;
-  if (name == "full") return Recompute::full;
-  if (name == "unknown") return Recompute::unknown;
   return std::nullopt;
 }
 
@@ -242,7 +220,9 @@ std::vector<ActivationTerm> block_activation_terms(const DiTConfig& c, int64_t s
   if (fused) {
     t.push_back({"cross-attention output and softmax statistics", K::kept, d, h});
   } else {
-    t.push_back({"cross-attention probabilities", K::attention_scores, h * double(text_tokens), 0});
+    // Kept even under selective recompute: it grows with the text, not the video (model/dit.cpp recomputes
+    // the self-attention core only).
+    t.push_back({"cross-attention probabilities", K::kept, h * double(text_tokens), 0});
   }
   t.push_back({"cross proj input", K::kept, d, 0});
   // MLP: AdaLN → fc1 → GELU(tanh) → fc2 → gated residual.

@@ -37,9 +37,6 @@ std::optional<TrainDevice> train_device_from_string(std::string_view name);
 //   selective  drops the attention scores/probabilities and the MLP intermediates (fc1 output, GELU output);
 //              backward re-runs the attention core and fc1 + GELU
 //   full       keeps only each block's input; backward re-runs the whole block forward
-enum class Recompute { unknown = 0, none, selective, full };
-const char* to_string(Recompute recompute);
-std::optional<Recompute> recompute_from_string(std::string_view name);
 
 // fused: a flash-style kernel keeps only the output and the softmax statistics (CUDA SDPA);
 // math: scores and probabilities are materialised and saved (the reference path, and the safe CPU

@@ -45,10 +45,10 @@ Workload workload(const ModelPreset& p, const PlanRequest& r, Recompute recomput
   w.model_flops = w.info.flops_per_sample;
   if (r.memory.text_encoder == TextEncoderUse::trained)
     w.model_flops += 6.0 * double(text_encoder_parameter_count(p.text)) * text_tokens;
-  const double d = p.dit.hidden, f = d * p.dit.mlp_ratio, depth = p.dit.depth;
+  const double d = p.dit.hidden, depth = p.dit.depth;
   if (recompute == Recompute::selective) {
-    // The attention cores (QKᵀ and PV of self- and cross-attention) and fc1, forward only.
-    const double per_token_block = 4.0 * d * (double(w.sequence) + text_tokens) + 2.0 * d * f;
+    // The self-attention core (QKᵀ and PV), forward only: what model/dit.cpp recomputes.
+    const double per_token_block = 4.0 * d * double(w.sequence);
     w.recompute_flops = per_token_block * depth * tokens;
   } else if (recompute == Recompute::full) {
     w.recompute_flops = w.info.flops_per_sample / 3.0;  // one more forward of the DiT

@@ -11,6 +11,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <cstdlib>
 #include <map>
 #include <thread>
 
@@ -24,8 +25,19 @@ struct ProcessGroups::Groups {
 
 namespace {
 
+// The network device Gloo binds to: loopback when the whole run is on this machine; otherwise the interface
+// in MUGV_GLOO_IFNAME (as GLOO_SOCKET_IFNAME is for PyTorch), else the address this host's name resolves to.
+std::shared_ptr<gloo::transport::Device> gloo_device(const std::string& master_addr) {
+  if (const char* ifname = std::getenv("MUGV_GLOO_IFNAME"); ifname && *ifname)
+    return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
+  if (master_addr == "localhost" || master_addr.rfind("127.", 0) == 0)
+    return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
 c10::intrusive_ptr<c10d::ProcessGroup> make_group(CommBackend backend, const c10::intrusive_ptr<c10d::Store>& store,
-                                                  int rank, int size, std::chrono::milliseconds timeout) {
+                                                  int rank, int size, std::chrono::milliseconds timeout,
+                                                  const std::string& master_addr) {
   if (backend == CommBackend::nccl) {
 #ifdef MUGV_WITH_NCCL
     auto opts = c10d::ProcessGroupNCCL::Options::create();
@@ -36,7 +48,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> make_group(CommBackend backend, const c10
 #endif
   }
   auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-  opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  opts->devices.push_back(gloo_device(master_addr));
   return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
 }
 
@@ -112,9 +124,9 @@ std::shared_ptr<ProcessGroups> ProcessGroups::connect(const Rendezvous& rdv, con
   wait_for_ranks(*pg->groups_->store, rdv.rank, rdv.world_size, timeout);
 
   // Every rank creates every group in the same order (c10d requires it) and keeps the ones it is in.
-  pg->groups_->by_kind[GroupKind::world] = make_group(backend, pg->groups_->store, rdv.rank, rdv.world_size, timeout);
+  pg->groups_->by_kind[GroupKind::world] = make_group(backend, pg->groups_->store, rdv.rank, rdv.world_size, timeout, rdv.master_addr);
   pg->groups_->members[GroupKind::world] = group_of(rdv.rank, layout, GroupKind::world);
-  for (GroupKind kind : {GroupKind::tensor, GroupKind::context, GroupKind::data}) {
+  for (GroupKind kind : {GroupKind::tensor, GroupKind::context, GroupKind::data, GroupKind::sequence}) {
     auto groups = all_groups(layout, kind);
     for (size_t i = 0; i < groups.size(); ++i) {
       const auto& members = groups[i];
@@ -122,7 +134,8 @@ std::shared_ptr<ProcessGroups> ProcessGroups::connect(const Rendezvous& rdv, con
       if (me == members.end()) continue;
       auto prefixed = c10::make_intrusive<c10d::PrefixStore>(cat("mugv/", to_string(kind), "/", i), pg->groups_->store);
       pg->groups_->by_kind[kind] =
-          make_group(backend, prefixed, static_cast<int>(me - members.begin()), static_cast<int>(members.size()), timeout);
+          make_group(backend, prefixed, static_cast<int>(me - members.begin()), static_cast<int>(members.size()), timeout,
+                     rdv.master_addr);
       pg->groups_->members[kind] = members;
     }
   }
@@ -143,6 +156,13 @@ void ProcessGroups::all_reduce_sum(GroupKind kind, torch::Tensor& tensor) {
   if (group_size(kind) == 1) return;
   std::vector<torch::Tensor> tensors{tensor};
   wait(group(kind).allreduce(tensors));
+}
+
+std::function<void()> ProcessGroups::all_reduce_sum_async(GroupKind kind, torch::Tensor& tensor) {
+  if (group_size(kind) == 1) return [] {};
+  std::vector<torch::Tensor> tensors{tensor};
+  auto work = group(kind).allreduce(tensors);
+  return [work] { wait(work); };
 }
 
 void ProcessGroups::broadcast(GroupKind kind, torch::Tensor& tensor, int root) {

@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -48,6 +49,9 @@ class ProcessGroups {
 
   // In-place sum over the group.
   void all_reduce_sum(GroupKind kind, torch::Tensor& tensor);
+  // Starts the in-place sum and returns at once (communication overlaps the caller's work); the returned
+  // function waits for it. The tensor must stay alive and untouched until then.
+  std::function<void()> all_reduce_sum_async(GroupKind kind, torch::Tensor& tensor);
   void broadcast(GroupKind kind, torch::Tensor& tensor, int group_root);
   // Concatenation of every rank's `tensor` along `dim`, in group-rank order.
   torch::Tensor all_gather(GroupKind kind, const torch::Tensor& tensor, int64_t dim);

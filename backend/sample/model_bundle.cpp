@@ -1,10 +1,13 @@
 #include "sample/model_bundle.h"
 
+#include "train/sharded_checkpoint.h"
+
 #include "core/error.h"
 #include "core/json_io.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "model/weights.h"
+#include "train/sharded_checkpoint.h"
 #include "train/train_support.h"
 
 #include <nlohmann/json.hpp>
@@ -181,6 +184,27 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
   b.dit = DiT(b.preset.dit);
   const CheckpointRef ckpt = latest_checkpoint(paths, run_name, &b.refused);
   b.checkpoint_step = ckpt.step;
+  if (const CheckpointLayout saved = read_checkpoint_layout(ckpt.dir); saved.tp > 1) {
+    // Written by a tensor-parallel run: join its pieces (the EMA weights, as below).
+    torch::nn::Module holder;
+    holder.register_module("dit", b.dit.ptr());
+    holder.register_module("text", b.text);
+    const NamedTensors targets = module_state(holder);
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const auto& [name, t] : targets) shapes[name] = t.sizes().vec();
+    auto canonical = read_canonical_tensors(ckpt.dir, "ema", saved, shapes);
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, t] : targets) {
+      auto it = canonical.tensors.find(name);
+      if (it == canonical.tensors.end() || it->second.sizes() != t.sizes())
+        throw Error(ErrorCode::corrupt, ckpt.dir.string(), cat("tensor ", name, " is missing or misshapen"));
+      t.copy_(it->second);
+    }
+    b.weights = WeightsKind::ema;
+    load_vae_side(b, run_name);
+    place(b, device);
+    return b;
+  }
   const fs::path ema = ckpt.dir / "ema.safetensors", model = ckpt.dir / "model.safetensors";
   if (!fs::exists(model) && !fs::exists(ema))
     throw Error(ErrorCode::not_found, ckpt.dir.string(),

@@ -51,13 +51,17 @@ CheckpointStore::CheckpointStore(fs::path checkpoints_dir) : dir_(std::move(chec
 
 std::string CheckpointStore::step_dir_name(int64_t step) { return cat("step-", step); }
 
-fs::path CheckpointStore::begin(int64_t step) {
+fs::path CheckpointStore::staging_path(int64_t step, const std::string& writer_tag) const {
+  return dir_ / cat(kStagingPrefix, step_dir_name(step), "-", writer_tag.empty() ? std::to_string(::getpid()) : writer_tag);
+}
+
+fs::path CheckpointStore::begin(int64_t step, const std::string& writer_tag) {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) throw Error(ErrorCode::io, dir_.string(), "cannot create the checkpoints folder: " + ec.message());
   for (const auto& entry : fs::directory_iterator(dir_, ec))
     if (starts_with(entry.path().filename().string(), kStagingPrefix)) fs::remove_all(entry.path(), ec);
-  fs::path staging = dir_ / cat(kStagingPrefix, step_dir_name(step), "-", ::getpid());
+  fs::path staging = staging_path(step, writer_tag);
   fs::create_directories(staging, ec);
   if (ec) throw Error(ErrorCode::io, staging.string(), "cannot create the staging folder: " + ec.message());
   return staging;

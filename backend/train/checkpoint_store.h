@@ -10,7 +10,7 @@
 // refused with its reason and the newest older good one is used instead.
 //
 // Torch-free: the trainer writes tensors with core/safetensors.h into the staging folder. Not thread-safe;
-// one writer per run (the trainer's rank 0).
+// one committer per run (the trainer's rank 0; other ranks only write files into its staging folder).
 
 #include <cstdint>
 #include <filesystem>
@@ -43,8 +43,11 @@ class CheckpointStore {
   const fs::path& dir() const { return dir_; }
 
   // A fresh, empty staging folder for `step` inside the checkpoints folder (same file system, so the
-  // final rename is atomic). Leftover staging folders of crashed writers are removed here.
-  [[nodiscard]] fs::path begin(int64_t step);
+  // final rename is atomic). Leftover staging folders of crashed writers are removed here. The folder is
+  // named after `writer_tag` (default: this process id); the ranks of one multi-rank run pass the same tag
+  // so that every rank finds the folder (staging_path) and writes its own files into it before rank 0 commits.
+  [[nodiscard]] fs::path begin(int64_t step, const std::string& writer_tag = {});
+  [[nodiscard]] fs::path staging_path(int64_t step, const std::string& writer_tag = {}) const;
   // Hashes every file in `staging`, writes manifest.json, fsyncs, renames it to step-<N> (replacing an
   // older checkpoint of the same step) and points `latest` at it. Returns the committed checkpoint.
   CheckpointRef commit(const fs::path& staging, int64_t step, const nlohmann::json& metadata);

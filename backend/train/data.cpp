@@ -32,7 +32,8 @@ LatentLoader::LatentLoader(std::vector<CachedClip> clips, DataOptions options, D
     throw Error(ErrorCode::invalid_argument, "data", cat("rank ", options_.rank, " is outside world ", options_.world));
   if (batches_per_epoch() == 0)
     throw Error(ErrorCode::invalid_argument, "data",
-                cat("too few batches (", epoch_plan(0).size(), ") for ", options_.world, " ranks"));
+                cat("too few batches for ", options_.world, " rank(s): ", clips_.size(), " clips, --batch ",
+                    options_.batch_size, options_.min_batch > 1 ? cat(", at least ", options_.min_batch, " per batch") : ""));
   if (cursor_.position >= batches_per_epoch()) cursor_ = {cursor_.epoch + 1, 0};
   if (options_.prefetch > 0) thread_ = std::thread([this] { worker(); });
 }
@@ -58,9 +59,11 @@ std::vector<std::vector<size_t>> LatentLoader::epoch_plan(int64_t epoch) const {
   }
   std::vector<std::vector<size_t>> batches;
   for (auto& [key, members] : buckets)
-    for (size_t s = 0; s < members.size(); s += static_cast<size_t>(options_.batch_size))
-      batches.emplace_back(members.begin() + s,
-                           members.begin() + std::min(members.size(), s + static_cast<size_t>(options_.batch_size)));
+    for (size_t s = 0; s < members.size(); s += static_cast<size_t>(options_.batch_size)) {
+      const size_t end = std::min(members.size(), s + static_cast<size_t>(options_.batch_size));
+      if (int64_t(end - s) < options_.min_batch) continue;  // a bucket's short tail
+      batches.emplace_back(members.begin() + s, members.begin() + end);
+    }
   shuffle_in_place(batches, rng);
   const size_t per_rank = batches.size() / static_cast<size_t>(options_.world);
   std::vector<std::vector<size_t>> mine;
@@ -73,7 +76,10 @@ int64_t LatentLoader::batches_per_epoch() const {
   std::map<std::tuple<int64_t, int64_t, int64_t, std::vector<int64_t>>, int64_t> sizes;
   for (const auto& c : clips_) ++sizes[{c.frames, c.height, c.width, c.latent_shape}];
   int64_t batches = 0;
-  for (const auto& [key, n] : sizes) batches += (n + options_.batch_size - 1) / options_.batch_size;
+  for (const auto& [key, n] : sizes) {
+    const int64_t tail = n % options_.batch_size;
+    batches += n / options_.batch_size + (tail > 0 && tail >= options_.min_batch ? 1 : 0);
+  }
   return batches / options_.world;
 }
 

@@ -41,6 +41,9 @@ struct DataOptions {
   int64_t rank = 0;
   int64_t world = 1;
   int64_t prefetch = 2;  // 0: read on the calling thread
+  // Batches smaller than this (a bucket's tail) are left out of the plan: data-parallel ranks split each
+  // batch, so it must hold at least one sample per rank.
+  int64_t min_batch = 1;
 };
 
 struct Batch {

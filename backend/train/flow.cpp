@@ -29,7 +29,7 @@ torch::Tensor shift_timesteps(const torch::Tensor& t, double ratio) { return rat
 double shift_timestep(double t, double ratio) { return ratio * t / (1.0 + (ratio - 1.0) * t); }
 
 FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, int64_t height_px, int64_t width_px,
-                          const FlowOptions& options) {
+                          const FlowOptions& options, int64_t first_sample) {
   if (x0.dim() != 5) throw Error(ErrorCode::invalid_argument, "x0", "expected a latent batch [B,C,T,H,W]");
   const int64_t batch = x0.size(0), frames = x0.size(2);
   const double ratio = flow_shift_ratio(frames, height_px, width_px, options.shift_base_px);
@@ -40,7 +40,7 @@ FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, 
   auto cond_a = cond.accessor<bool, 2>();
   auto drop_a = drop.accessor<bool, 1>();
   for (int64_t b = 0; b < batch; ++b) {
-    auto gen = at::detail::createCPUGenerator(sample_seed(seed, step, b));
+    auto gen = at::detail::createCPUGenerator(sample_seed(seed, step, first_sample + b));
     // Fixed draw order per sample: t, then the two coins, then the noise.
     auto u = at::randn({1}, gen, f32);
     auto coins = at::rand({2}, gen, f32);
@@ -66,6 +66,16 @@ torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Ten
   auto weight = (~cond_mask.to(torch::kBool)).to(err.dtype()).view({batch, 1, frames, 1, 1});
   auto counted = weight.sum() * (err.numel() / (batch * frames));
   return (err * weight).sum() / counted.clamp_min(1.0);
+}
+
+FlowLossParts masked_flow_loss_parts(const torch::Tensor& prediction, const torch::Tensor& target,
+                                     const torch::Tensor& cond_mask) {
+  auto err = (prediction - target).pow(2);
+  if (!cond_mask.defined()) return {err.sum(), double(err.numel())};
+  const int64_t batch = err.size(0), frames = err.size(2);
+  auto weight = (~cond_mask.to(torch::kBool)).to(err.dtype()).view({batch, 1, frames, 1, 1});
+  const double counted = weight.sum().item<double>() * double(err.numel() / (batch * frames));
+  return {(err * weight).sum(), counted};
 }
 
 }  // namespace mugv

@@ -52,13 +52,23 @@ struct FlowBatch {
 };
 
 // Draws noise, t, conditioning and caption dropout for the clean latents x0 [B,C,T,H,W] of training
-// step `step`; `height_px`/`width_px` are the clip's pixel size (for the shift).
+// step `step`; `height_px`/`width_px` are the clip's pixel size (for the shift). x0[b] is sample
+// `first_sample + b` of the step's batch: a data-parallel rank holding part of the batch draws exactly what
+// one process holding all of it would.
 [[nodiscard]] FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, int64_t height_px,
-                                        int64_t width_px, const FlowOptions& options);
+                                        int64_t width_px, const FlowOptions& options, int64_t first_sample = 0);
 
 // Mean of (prediction − target)² over the elements of frames where cond_mask is false. cond_mask
 // [B,T] bool or undefined (every frame counts). Returns 0 (with gradient) when every frame is masked.
 [[nodiscard]] torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target,
                                              const torch::Tensor& cond_mask);
+// The same loss as its two parts, for data-parallel ranks that each hold part of a batch: the sum of the
+// squared errors (with gradient) and how many elements counted. The batch loss is Σ sums / Σ counts.
+struct FlowLossParts {
+  torch::Tensor squared_error_sum;
+  double counted = 0;
+};
+[[nodiscard]] FlowLossParts masked_flow_loss_parts(const torch::Tensor& prediction, const torch::Tensor& target,
+                                                   const torch::Tensor& cond_mask);
 
 }  // namespace mugv

@@ -53,6 +53,15 @@ void AdamW::zero_grad() {
     if (p.grad().defined()) p.mutable_grad().zero_();
 }
 
+void AdamW::update(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& exp_avg, torch::Tensor& exp_avg_sq,
+                   const AdamWOptions& options, double lr, double bc1, double bc2) {
+  if (options.weight_decay != 0) p.mul_(1.0 - lr * options.weight_decay);
+  exp_avg.mul_(options.beta1).add_(g, 1.0 - options.beta1);
+  exp_avg_sq.mul_(options.beta2).addcmul_(g, g, 1.0 - options.beta2);
+  auto denom = (exp_avg_sq.sqrt() / std::sqrt(bc2)).add_(options.eps);
+  p.addcdiv_(exp_avg, denom, -lr / bc1);
+}
+
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   ++step_;
@@ -61,47 +70,56 @@ void AdamW::step(double lr) {
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
     if (!p.grad().defined()) continue;
-    const auto& g = p.grad();
-    if (options_.weight_decay != 0) p.mul_(1.0 - lr * options_.weight_decay);
-    exp_avg_[i].mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
-    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
-    auto denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bc2)).add_(options_.eps);
-    p.addcdiv_(exp_avg_[i], denom, -lr / bc1);
+    update(p, p.grad(), exp_avg_[i], exp_avg_sq_[i], options_, lr, bc1, bc2);
   }
 }
 
-void AdamW::save(const std::filesystem::path& path) const {
-  std::vector<std::pair<std::string, torch::Tensor>> named;
+NamedTensors AdamW::state() const {
+  NamedTensors named;
   for (size_t i = 0; i < params_.size(); ++i) {
     named.emplace_back("exp_avg." + params_[i].first, exp_avg_[i]);
     named.emplace_back("exp_avg_sq." + params_[i].first, exp_avg_sq_[i]);
   }
-  save_named_tensors(named, path,
-                     {{"step", std::to_string(step_)},
-                      {"optimizer", "adamw"},
-                      {"beta1", cat(options_.beta1)},
-                      {"beta2", cat(options_.beta2)},
-                      {"eps", cat(options_.eps)}});
+  return named;
 }
 
-void AdamW::load(const std::filesystem::path& path) {
-  std::vector<std::pair<std::string, torch::Tensor>> named;
+std::map<std::string, std::string> AdamW::state_metadata() const {
+  return {{"step", std::to_string(step_)},
+          {"optimizer", "adamw"},
+          {"beta1", cat(options_.beta1)},
+          {"beta2", cat(options_.beta2)},
+          {"eps", cat(options_.eps)}};
+}
+
+void AdamW::load_state(const std::map<std::string, torch::Tensor>& state, int64_t step, const std::string& subject) {
   std::vector<torch::Tensor> fresh;
   for (size_t i = 0; i < params_.size(); ++i) {
-    fresh.push_back(torch::empty_like(exp_avg_[i]));
-    named.emplace_back("exp_avg." + params_[i].first, fresh.back());
-    fresh.push_back(torch::empty_like(exp_avg_sq_[i]));
-    named.emplace_back("exp_avg_sq." + params_[i].first, fresh.back());
+    for (const char* kind : {"exp_avg.", "exp_avg_sq."}) {
+      const std::string key = kind + params_[i].first;
+      auto it = state.find(key);
+      if (it == state.end()) throw Error(ErrorCode::corrupt, subject, cat("tensor ", key, " is missing"));
+      if (it->second.sizes() != params_[i].second.sizes())
+        throw Error(ErrorCode::corrupt, subject,
+                    cat(key, " has shape ", it->second.sizes(), "; expected ", params_[i].second.sizes()));
+      fresh.push_back(it->second.to(torch::kFloat32).contiguous().clone());
+    }
   }
-  load_named_tensors(named, path);
-  auto file = SafetensorsFile::open(path);
-  auto it = file.metadata().find("step");
-  if (it == file.metadata().end()) throw Error(ErrorCode::corrupt, path.string(), "optimizer step is missing");
-  step_ = std::stoll(it->second);
   for (size_t i = 0; i < params_.size(); ++i) {
     exp_avg_[i] = fresh[2 * i];
     exp_avg_sq_[i] = fresh[2 * i + 1];
   }
+  step_ = step;
+}
+
+void AdamW::save(const std::filesystem::path& path) const { save_named_tensors(state(), path, state_metadata()); }
+
+void AdamW::load(const std::filesystem::path& path) {
+  auto file = SafetensorsFile::open(path);
+  auto it = file.metadata().find("step");
+  if (it == file.metadata().end()) throw Error(ErrorCode::corrupt, path.string(), "optimizer step is missing");
+  std::map<std::string, torch::Tensor> state;
+  for (const auto& name : file.names()) state[name] = tensor_from_view(file.at(name), path.string());
+  load_state(state, std::stoll(it->second), path.string());
 }
 
 Ema::Ema(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters, double decay) : decay_(decay) {

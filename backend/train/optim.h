@@ -25,6 +25,26 @@
 
 namespace mugv {
 
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+// What the trainer needs from an optimiser: plain AdamW here, or ZeRO-1 AdamW with its state sharded
+// across data-parallel ranks (parallel/zero_optimizer.h). State tensors are named "exp_avg.<param>" and
+// "exp_avg_sq.<param>" (a ZeRO rank writes flat pieces "exp_avg.<param>@<offset>").
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  virtual void zero_grad() = 0;
+  virtual void step(double lr) = 0;
+  virtual int64_t steps_taken() const = 0;
+  // This rank's state as it is written to its checkpoint file, with the file's metadata.
+  [[nodiscard]] virtual NamedTensors state() const = 0;
+  [[nodiscard]] virtual std::map<std::string, std::string> state_metadata() const = 0;
+  // Restores from the whole per-parameter state ("exp_avg.<param>", this rank's parameter shapes) and the
+  // step count. Throws Error(corrupt) naming `subject` when a tensor is missing or has the wrong shape;
+  // the optimiser is unchanged then.
+  virtual void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step, const std::string& subject) = 0;
+};
+
 struct AdamWOptions {
   double beta1 = 0.9;
   double beta2 = 0.999;
@@ -32,13 +52,16 @@ struct AdamWOptions {
   double weight_decay = 0.0;
 };
 
-class AdamW {
+class AdamW final : public Optimizer {
  public:
   AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, AdamWOptions options);
 
-  void zero_grad();
-  void step(double lr);
-  int64_t steps_taken() const { return step_; }
+  void zero_grad() override;
+  void step(double lr) override;
+  int64_t steps_taken() const override { return step_; }
+  NamedTensors state() const override;
+  std::map<std::string, std::string> state_metadata() const override;
+  void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step, const std::string& subject) override;
 
   // State as safetensors: "exp_avg.<name>", "exp_avg_sq.<name>" (F32) and metadata "step".
   void save(const std::filesystem::path& path) const;
@@ -47,6 +70,9 @@ class AdamW {
   void load(const std::filesystem::path& path);
   // Bytes of state (moments) per parameter byte: 2 for fp32.
   static constexpr int kStateCopies = 2;
+  // The AdamW update of one parameter (or a flat piece of one) in place, at bias corrections bc1/bc2.
+  static void update(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor& exp_avg, torch::Tensor& exp_avg_sq,
+                     const AdamWOptions& options, double lr, double bc1, double bc2);
 
  private:
   std::vector<std::pair<std::string, torch::Tensor>> params_;

@@ -1,9 +1,12 @@
 #include "train/train_params.h"
 
+#include "parallel/rendezvous.h"
+
 #include "core/error.h"
 #include "core/presets.h"
 #include "core/strings.h"
 #include "model/config.h"
+#include "parallel/rendezvous.h"
 
 #include <thread>
 
@@ -82,6 +85,21 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
   r.add(spec("train.max_memory_gb", "--max-memory-gb", ParamType::real, 0.0,
              "refuse to start when the estimate exceeds this (0: available RAM only)", "machine", 0.0));
   r.add(spec("train.prefetch", "--prefetch", ParamType::integer, 2, "batches read ahead by the loader thread", "machine", 0.0));
+  if (dit) {
+    r.add(spec("train.tp", "--tp", ParamType::integer, 1,
+               "tensor-parallel ranks (heads and MLP split, sequence parallel between them; keep within a node)",
+               "parallel", 1.0));
+    r.add(spec("train.cp", "--cp", ParamType::integer, 1,
+               "context-parallel ranks (the video tokens split, Ulysses all-to-all around self-attention)", "parallel", 1.0));
+    r.add(spec("train.zero", "--zero", ParamType::integer, 0,
+               "ZeRO stage: 0 off, 1 AdamW state sharded over the data-parallel ranks", "parallel", 0.0, 1.0));
+    auto recompute = spec("train.recompute", "--recompute", ParamType::choice, "none",
+                          "activation recomputation per block: none, selective (attention core) or full", "parallel");
+    recompute.choices = {"none", "selective", "full"};
+    r.add(recompute);
+    r.add(spec("train.comm_timeout", "--comm-timeout", ParamType::real, 300.0,
+               "seconds a collective may wait for the other ranks before the run fails", "parallel", 1.0));
+  }
   if (dit) {
     r.add(spec("flow.shift_base", "--shift-base", ParamType::real, 512.0,
                "resolution (pixels) at which the timestep shift is 1 per latent frame", "objective", 1.0));
@@ -197,7 +215,16 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
     for (const auto& prompt : split(v.get_text("train.sample_prompts"), '|'))
       if (auto text = trim(prompt); !text.empty()) o.sample_prompts.push_back(text);
   o.threads = v.get_int("train.threads");
-  if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
+  if (o.threads == 0) {
+    // All cores, shared by the ranks this node runs.
+    const int64_t ranks_here = std::max(1, rendezvous_from_process_environment().local_world_size);
+    o.threads = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()) / ranks_here);
+  }
+  o.tp = opt_int("train.tp", 1);
+  o.cp = opt_int("train.cp", 1);
+  o.zero = opt_int("train.zero", 0);
+  o.comm_timeout_s = opt_real("train.comm_timeout", 300.0);
+  if (v.registry().find_by_key("train.recompute") && v.has("train.recompute")) o.recompute = v.get_text("train.recompute");
   o.max_memory_gb = v.get_real("train.max_memory_gb");
   o.prefetch = v.get_int("train.prefetch");
   o.flow.shift_base_px = opt_real("flow.shift_base", 512.0);
@@ -222,12 +249,13 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
 }
 
 ParamValues dit_resume_values(const ParamRegistry& registry, const RunPaths& paths, const RunManifest& manifest,
-                              std::optional<int64_t> steps) {
-  nlohmann::json overrides = {{"train.run", manifest.name},
-                              {"train.model", manifest.preset},
-                              {"train.dataset", manifest.dataset},
-                              {"train.vae_run", manifest.vae_run}};
-  if (steps) overrides["train.steps"] = *steps;
+                              const ResumeChanges& changes) {
+  nlohmann::json overrides = changes.values.is_object() ? changes.values : nlohmann::json::object();
+  overrides.update({{"train.run", manifest.name},
+                    {"train.model", manifest.preset},
+                    {"train.dataset", manifest.dataset},
+                    {"train.vae_run", manifest.vae_run}});
+  if (changes.steps) overrides["train.steps"] = *changes.steps;
   return values_from_run_config(registry, manifest.config, overrides, paths.manifest().string());
 }
 

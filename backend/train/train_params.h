@@ -39,11 +39,19 @@ void define_train_params(ParamRegistry& registry, TrainKind kind);
 [[nodiscard]] ParamValues values_from_run_config(const ParamRegistry& registry, const nlohmann::json& config,
                                                  const nlohmann::json& overrides, const std::string& origin);
 
+// What a resumed DiT run may change: its total step count, and other training values by key — the
+// parallel layout ({"train.tp": 1}), the threads — which do not change the model or the data.
+struct ResumeChanges {
+  ResumeChanges(std::optional<int64_t> new_steps = std::nullopt) : steps(new_steps) {}  // NOLINT: implicit by design
+  std::optional<int64_t> steps;
+  nlohmann::json values = nlohmann::json::object();
+};
+
 // The values a DiT run continues with: its stored config, with the manifest's identity (run, model,
-// dataset, VAE run) and an optional new total step count on top. `registry` holds the DiT training
-// parameters (define_train_params) and must outlive the values, which refer to it.
+// dataset, VAE run) and the changes on top. `registry` holds the DiT training parameters
+// (define_train_params) and must outlive the values, which refer to it.
 [[nodiscard]] ParamValues dit_resume_values(const ParamRegistry& registry, const RunPaths& paths,
-                                            const RunManifest& manifest, std::optional<int64_t> steps);
+                                            const RunManifest& manifest, const ResumeChanges& changes);
 
 struct TrainOptions {
   std::string run;
@@ -69,6 +77,11 @@ struct TrainOptions {
   int64_t threads = 0;  // 0: all cores
   double max_memory_gb = 0;  // 0: only MemAvailable limits
   int64_t prefetch = 2;
+  // Multi-rank DiT runs (started by `mugv launch` or srun): dp = world / (tp · cp).
+  int64_t tp = 1, cp = 1;
+  int64_t zero = 0;  // ZeRO stage: 0 off, 1 optimizer state sharded over data-parallel ranks
+  std::string recompute = "none";  // activation recomputation: none | selective | full
+  double comm_timeout_s = 300;     // a collective (or a missing rank) fails the run after this
   FlowOptions flow;
   // VAE runs: the clip geometry decoded for training and later used by `mugv encode`.
   int64_t width = 64, height = 64, frames = 17;

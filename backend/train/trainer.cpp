@@ -8,8 +8,14 @@
 #include "model/tokenizer.h"
 #include "model/weights.h"
 #include "train/flow.h"
+#include "parallel/process_groups.h"
+#include "parallel/rendezvous.h"
+#include "parallel/sequence_parallel.h"
+#include "train/gradient_sync.h"
 #include "train/latent_cache.h"
 #include "train/optim.h"
+#include "train/sharded_checkpoint.h"
+#include "train/zero_optimizer.h"
 
 #include <chrono>
 #include <cmath>
@@ -30,11 +36,68 @@ struct Session {
   std::optional<Tokenizer> tokenizer;
   DiTBundle model{nullptr};
   std::vector<std::pair<std::string, torch::Tensor>> params;
-  std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<Ema> ema;
   DataCursor cursor;
   int64_t step = 0;  // last finished step
+  // Multi-rank runs (null / empty in one process).
+  Rendezvous rendezvous;
+  std::shared_ptr<ProcessGroups> groups;
+  std::unique_ptr<GradientSync> sync;
+  bool zero_sharded = false;  // ZeRO-1 over more than one data-parallel rank
+
+  bool leader() const { return !groups || groups->rank() == 0; }
+  ParallelLayout layout() const { return groups ? groups->layout() : ParallelLayout{}; }
+  RankCoords coords() const { return groups ? groups->coords() : RankCoords{}; }
+  void barrier() const {
+    if (groups) groups->barrier(GroupKind::world);
+  }
 };
+
+// Joins the other ranks when this process is one of several (mugv launch, srun); a single process needs
+// --tp = --cp = 1. Throws Error(invalid_argument) for a layout that does not fit the world.
+void connect_ranks(Session& s) {
+  s.rendezvous = rendezvous_from_process_environment();
+  const auto& o = s.options;
+  const int world = s.rendezvous.world_size;
+  if (world == 1) {
+    if (o.tp != 1 || o.cp != 1)
+      throw Error(ErrorCode::invalid_argument, cat("--tp ", o.tp, " --cp ", o.cp),
+                  "tensor and context parallel need several ranks: start the run with `mugv launch --nproc N -- mugv train ...`");
+    return;
+  }
+  if (world % (o.tp * o.cp) != 0)
+    throw Error(ErrorCode::invalid_argument, cat("--tp ", o.tp, " --cp ", o.cp),
+                cat("tp x cp = ", o.tp * o.cp, " does not divide the ", world, " ranks"));
+  ParallelLayout layout{int(o.tp), int(o.cp), world / int(o.tp * o.cp)};
+  validate_layout(layout, world, s.preset.dit.heads);
+  const auto backend = torch::cuda::is_available() ? CommBackend::nccl : CommBackend::gloo;
+  s.groups = ProcessGroups::connect(s.rendezvous, layout, backend,
+                                    std::chrono::milliseconds(int64_t(o.comm_timeout_s * 1000)));
+  log_info(cat("rank ", s.groups->rank(), " of ", world, ": layout ", to_string(layout), ", ", to_string(backend)));
+}
+
+// Runs `fn` on rank 0 only and tells every rank whether it worked, so that a refusal there (run exists, bad
+// dataset) stops all ranks at once instead of leaving them waiting for a collective.
+void on_leader(Session& s, const std::function<void()>& fn) {
+  std::string failure;
+  if (s.leader()) {
+    try {
+      fn();
+    } catch (...) {
+      if (!s.groups) throw;
+      failure = "failed";
+      auto flag = torch::ones({1}, torch::kInt32);
+      s.groups->all_reduce_sum(GroupKind::world, flag);
+      throw;
+    }
+  }
+  if (!s.groups) return;
+  auto flag = torch::zeros({1}, torch::kInt32);
+  s.groups->all_reduce_sum(GroupKind::world, flag);
+  if (flag.item<int>() != 0)
+    throw Error(ErrorCode::conflict, s.options.run, "rank 0 stopped the run (its log says why)");
+}
 
 void check_cache(Session& s) {
   const fs::path cache = latent_cache_dir(s.options.dataset, s.options.vae_run);
@@ -59,12 +122,21 @@ int64_t max_video_tokens(const Session& s) {
 
 void build_model(Session& s) {
   torch::set_num_threads(static_cast<int>(s.options.threads));
-  torch::manual_seed(s.options.seed);
+  torch::manual_seed(s.options.seed);  // every rank builds the same weights, then keeps its pieces
   s.model = DiTBundle(s.preset);
   s.model->train();
+  auto recompute = recompute_from_string(s.options.recompute);
+  if (!recompute || *recompute == Recompute::unknown)
+    throw Error(ErrorCode::usage, "--recompute", cat("'", s.options.recompute, "' is not none, selective or full"));
+  s.model->dit->set_recompute(*recompute);
+  const ParallelLayout layout = s.layout();
+  if (s.groups && layout.tp * layout.cp > 1) s.model->dit->set_parallel(std::make_shared<C10dDiTParallel>(s.groups));
   s.params = named_parameters(*s.model);
-  s.optimizer = std::make_unique<AdamW>(s.params, s.options.adam);
+  s.zero_sharded = s.groups && s.options.zero >= 1 && layout.dp > 1;
+  if (s.zero_sharded) s.optimizer = std::make_unique<ZeroAdamW>(s.groups, s.params, s.options.adam);
+  else s.optimizer = std::make_unique<AdamW>(s.params, s.options.adam);
   s.ema = std::make_unique<Ema>(s.params, s.options.ema_decay);
+  if (s.groups) s.sync = std::make_unique<GradientSync>(s.groups, s.params);
 }
 
 std::map<std::string, std::string> file_metadata(const Session& s, int64_t step) {
@@ -73,20 +145,68 @@ std::map<std::string, std::string> file_metadata(const Session& s, int64_t step)
 
 CheckpointRef save_checkpoint(Session& s, double loss) {
   CheckpointStore store(s.paths.checkpoints());
-  fs::path staging = store.begin(s.step);
-  save_module(*s.model, staging / "model.safetensors", file_metadata(s, s.step));
-  s.ema->save(staging / "ema.safetensors", file_metadata(s, s.step));
-  s.optimizer->save(staging / "optimizer.safetensors");
-  nlohmann::json state = {{"step", s.step},
-                          {"seed", s.options.seed},
-                          {"rng_state", torch_rng_state_base64()},
-                          {"data_cursor", {{"epoch", s.cursor.epoch}, {"position", s.cursor.position}}},
-                          {"optimizer_steps", s.optimizer->steps_taken()}};
-  write_json_atomic(staging / "trainer_state.json", state);
-  auto ref = store.commit(staging, s.step,
-                          {{"preset", s.preset.name}, {"kind", "dit"}, {"loss", loss}, {"run", s.options.run}});
-  store.prune(static_cast<int>(s.options.keep_checkpoints));
-  return ref;
+  // Every rank writes its own files into one staging folder; rank 0 commits it once all are written.
+  const std::string tag = s.groups ? cat("ranks-", s.rendezvous.master_port) : std::string();
+  fs::path staging;
+  if (s.leader()) staging = store.begin(s.step, tag);
+  s.barrier();
+  if (!s.leader()) staging = store.staging_path(s.step, tag);
+  const ParallelLayout layout = s.layout();
+  const RankCoords me = s.coords();
+  const bool writes_weights = me.cp_rank == 0 && me.dp_rank == 0;  // one copy of each tensor-parallel piece
+  if (writes_weights) {
+    save_named_tensors(module_state(*s.model), staging / checkpoint_file_name("model", me.tp_rank, layout.tp),
+                       file_metadata(s, s.step));
+    s.ema->save(staging / checkpoint_file_name("ema", me.tp_rank, layout.tp), file_metadata(s, s.step));
+  }
+  if (s.zero_sharded ? me.cp_rank == 0 : writes_weights)
+    save_named_tensors(s.optimizer->state(),
+                       staging / checkpoint_file_name("optimizer", me.tp_rank, layout.tp, s.zero_sharded ? me.dp_rank : 0,
+                                                      s.zero_sharded ? layout.dp : 1),
+                       s.optimizer->state_metadata());
+  std::optional<CheckpointRef> ref;
+  if (s.leader()) {
+    nlohmann::json state = {{"step", s.step},
+                            {"seed", s.options.seed},
+                            {"rng_state", torch_rng_state_base64()},
+                            {"data_cursor", {{"epoch", s.cursor.epoch}, {"position", s.cursor.position}}},
+                            {"optimizer_steps", s.optimizer->steps_taken()}};
+    write_json_atomic(staging / "trainer_state.json", state);
+    if (s.groups)
+      write_checkpoint_layout(staging, {layout.tp, layout.cp, layout.dp, s.zero_sharded});
+  }
+  s.barrier();
+  if (s.leader()) {
+    ref = store.commit(staging, s.step,
+                       {{"preset", s.preset.name}, {"kind", "dit"}, {"loss", loss}, {"run", s.options.run},
+                        {"layout", to_string(layout)}});
+    store.prune(static_cast<int>(s.options.keep_checkpoints));
+  }
+  s.barrier();
+  if (ref) return *ref;
+  return CheckpointRef{s.step, store.dir() / CheckpointStore::step_dir_name(s.step), {}};
+}
+
+// This rank's pieces of whole tensors, checked against `targets` (names and this rank's shapes) before
+// anything is copied. Throws Error(corrupt) naming `subject` and the first missing or misshapen tensor.
+std::vector<torch::Tensor> cut_pieces(const CanonicalTensors& canonical, const NamedTensors& targets,
+                                      const Session& s, const std::string& subject) {
+  const int tp = s.layout().tp, tp_rank = s.coords().tp_rank;
+  std::vector<torch::Tensor> pieces;
+  for (const auto& [name, target] : targets) {
+    auto it = canonical.tensors.find(name);
+    if (it == canonical.tensors.end()) throw Error(ErrorCode::corrupt, subject, cat("tensor ", name, " is missing"));
+    const auto want = full_shape_of(name, target.sizes().vec(), tp);
+    if (it->second.sizes().vec() != want)
+      throw Error(ErrorCode::corrupt, subject, cat(name, " has shape ", it->second.sizes(), "; expected ", want));
+    pieces.push_back(shard_tensor(it->second, tensor_parallel_role(state_parameter_name(name)), tp_rank, tp));
+  }
+  return pieces;
+}
+
+void copy_pieces(const NamedTensors& targets, const std::vector<torch::Tensor>& pieces) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < targets.size(); ++i) targets[i].second.copy_(pieces[i]);
 }
 
 // Loads one checkpoint into the session; throws Error naming the problem.
@@ -95,9 +215,29 @@ void load_checkpoint(Session& s, const CheckpointRef& ref) {
   if (preset != s.preset.name)
     throw Error(ErrorCode::invalid_argument, ref.dir.string(),
                 cat("made for model preset '", preset, "'; this run uses '", s.preset.name, "'"));
-  load_module(*s.model, ref.dir / "model.safetensors");
-  s.ema->load(ref.dir / "ema.safetensors");
-  s.optimizer->load(ref.dir / "optimizer.safetensors");
+  // Whatever layout wrote it: join the pieces, then cut this rank's (sharded_checkpoint.h).
+  const CheckpointLayout saved = read_checkpoint_layout(ref.dir);
+  const int tp = s.layout().tp;
+  const NamedTensors model_state = module_state(*s.model);
+  std::map<std::string, std::vector<int64_t>> full_shapes;
+  for (const auto& [name, t] : model_state) full_shapes[name] = full_shape_of(name, t.sizes().vec(), tp);
+  const std::string subject = cat(ref.dir.string(), " (written as ", describe(saved), ")");
+  auto model_pieces = cut_pieces(read_canonical_tensors(ref.dir, "model", saved, full_shapes), model_state, s, subject);
+  auto ema_pieces = cut_pieces(read_canonical_tensors(ref.dir, "ema", saved, full_shapes), s.ema->tensors(), s, subject);
+  auto optimizer = read_canonical_tensors(ref.dir, "optimizer", saved, full_shapes);
+  NamedTensors optimizer_targets;
+  for (const auto& [name, p] : s.params) {
+    optimizer_targets.emplace_back("exp_avg." + name, p);
+    optimizer_targets.emplace_back("exp_avg_sq." + name, p);
+  }
+  auto optimizer_pieces = cut_pieces(optimizer, optimizer_targets, s, subject);
+  std::map<std::string, torch::Tensor> optimizer_state;
+  for (size_t i = 0; i < optimizer_targets.size(); ++i) optimizer_state[optimizer_targets[i].first] = optimizer_pieces[i];
+  auto step_it = optimizer.metadata.find("step");
+  if (step_it == optimizer.metadata.end()) throw Error(ErrorCode::corrupt, subject, "optimizer step is missing");
+  s.optimizer->load_state(optimizer_state, std::stoll(step_it->second), subject);
+  copy_pieces(model_state, model_pieces);
+  copy_pieces(s.ema->tensors(), ema_pieces);
   auto state = read_json_file(ref.dir / "trainer_state.json");
   try {
     s.step = state.at("step").get<int64_t>();
@@ -128,56 +268,158 @@ void truncate_metrics(const RunPaths& paths, int64_t after_step) {
   write_text_atomic(paths.metrics(), kept);
 }
 
+// The samples of the global batch that this data-parallel rank trains on: [begin, end).
+std::pair<int64_t, int64_t> my_samples(const Session& s, int64_t batch) {
+  const int64_t dp = s.layout().dp, rank = s.coords().dp_rank;
+  return {batch * rank / dp, batch * (rank + 1) / dp};
+}
+
+// One step's inputs on this rank: its samples of the global batch, tokenised.
+struct StepData {
+  torch::Tensor latents, fps, ids, mask;  // this rank's samples [b, ...]
+  int64_t global_batch = 0, first = 0;    // the batch's size and this rank's first sample in it
+  int64_t height = 0, width = 0;          // pixel geometry of the bucket (the timestep shift)
+  DataCursor cursor, next_cursor;
+  double wait_ms = 0;
+};
+
+// Reads the next batch (on the first rank of this sequence group) and hands this rank its samples. The
+// tp x cp ranks of one data-parallel replica train on the same samples: one of them reads and tokenises, the
+// others receive the tensors by broadcast, so the files are read once per replica.
+StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tokens) {
+  const bool shared = s.groups && s.groups->group_size(GroupKind::sequence) > 1;
+  StepData d;
+  torch::Tensor header = torch::zeros({12}, torch::kInt64);
+  if (loader) {
+    Batch batch = loader->next();
+    d.global_batch = batch.latents.size(0);
+    const auto [first, last] = my_samples(s, d.global_batch);
+    d.first = first;
+    d.latents = batch.latents.narrow(0, first, last - first).contiguous();
+    d.fps = batch.fps.narrow(0, first, last - first).contiguous();
+    std::vector<int64_t> ids, mask;
+    for (int64_t i = first; i < last; ++i) {
+      auto tok = s.tokenizer->encode(batch.captions[size_t(i)], static_cast<int>(text_tokens), TokenLimitPolicy::truncate);
+      ids.insert(ids.end(), tok.ids.begin(), tok.ids.end());
+      mask.insert(mask.end(), tok.mask.begin(), tok.mask.end());
+    }
+    d.ids = torch::tensor(ids, torch::kInt64).view({last - first, text_tokens});
+    d.mask = torch::tensor(mask, torch::kInt64).view({last - first, text_tokens}).to(torch::kFloat32);
+    d.height = batch.height;
+    d.width = batch.width;
+    d.cursor = batch.cursor;
+    d.next_cursor = loader->cursor();
+    d.wait_ms = batch.wait_ms;
+    if (!shared) return d;
+    const auto shape = d.latents.sizes();
+    header = torch::tensor({shape[0], shape[1], shape[2], shape[3], shape[4], d.global_batch, d.first, d.height, d.width,
+                            d.next_cursor.epoch, d.next_cursor.position, int64_t(0)},
+                           torch::kInt64);
+  }
+  if (!shared) return d;
+  s.groups->broadcast(GroupKind::sequence, header, 0);
+  auto h = header.accessor<int64_t, 1>();
+  if (!loader) {
+    d.latents = torch::empty({h[0], h[1], h[2], h[3], h[4]}, torch::kFloat32);
+    d.fps = torch::empty({h[0]}, torch::kFloat32);
+    d.ids = torch::empty({h[0], text_tokens}, torch::kInt64);
+    d.mask = torch::empty({h[0], text_tokens}, torch::kFloat32);
+    d.global_batch = h[5];
+    d.first = h[6];
+    d.height = h[7];
+    d.width = h[8];
+    d.next_cursor = {h[9], h[10]};
+  }
+  for (torch::Tensor* t : {&d.latents, &d.fps, &d.ids, &d.mask}) s.groups->broadcast(GroupKind::sequence, *t, 0);
+  return d;
+}
+
+// Flags every rank must agree on before acting (cancel, save now, sample now): summed over the world.
+struct StepFlags {
+  bool cancel = false, save = false, sample = false;
+};
+StepFlags agree(const Session& s, StepFlags local) {
+  if (!s.groups) return local;
+  auto t = torch::tensor({int(local.cancel), int(local.save), int(local.sample)}, torch::kInt32);
+  s.groups->all_reduce_sum(GroupKind::world, t);
+  return {t[0].item<int>() > 0, t[1].item<int>() > 0, t[2].item<int>() > 0};
+}
+
 TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks& callbacks, TrainResult result) {
   const auto& o = s.options;
   if (s.step >= o.steps)
     throw Error(ErrorCode::invalid_argument, o.run, cat("already at step ", s.step, "; give --steps above it"));
+  const ParallelLayout layout = s.layout();
   DataOptions data;
   data.batch_size = o.batch;
   data.seed = o.seed;
   data.prefetch = o.prefetch;
-  LatentLoader loader(s.clips, data, s.cursor);
+  data.min_batch = layout.dp;  // every data-parallel rank gets at least one sample of each batch
+  // The first rank of each sequence group reads and tokenises; its tp x cp partners receive (next_step_data).
+  std::unique_ptr<LatentLoader> loader;
+  if (!s.groups || s.groups->group_rank(GroupKind::sequence) == 0)
+    loader = std::make_unique<LatentLoader>(s.clips, data, s.cursor);
 
   result.gemm_flops = measure_gemm_flops();
+  double peak_flops = result.gemm_flops;  // of all ranks together
+  if (s.groups) {
+    auto total = torch::tensor({result.gemm_flops}, torch::kFloat64);
+    s.groups->all_reduce_sum(GroupKind::world, total);
+    peak_flops = total.item<double>();
+  }
   const int64_t text_tokens = s.preset.text.max_tokens;
   const double text_params = double(parameter_count(*s.model->text));
-  truncate_metrics(s.paths, s.step);
-  std::ofstream metrics(s.paths.metrics(), std::ios::app);
-  if (!metrics) throw Error(ErrorCode::io, s.paths.metrics().string(), "cannot append metrics");
+  std::ofstream metrics;
+  if (s.leader()) {
+    truncate_metrics(s.paths, s.step);
+    metrics.open(s.paths.metrics(), std::ios::app);
+    if (!metrics) throw Error(ErrorCode::io, s.paths.metrics().string(), "cannot append metrics");
+  }
 
-  ProgressMeter meter(callbacks.progress, "train", "steps", o.steps);
+  ProgressMeter meter(s.leader() ? callbacks.progress : ProgressFn(), "train", "steps", o.steps);
   meter.update(s.step);
   bool sample_notice = false;
   int64_t last_saved = s.step;
   double last_loss = 0;
+  StepFlags pending;
   while (s.step < o.steps) {
     const int64_t step = s.step + 1;
     if (callbacks.before_step) callbacks.before_step(step, *s.model);
-    if (cancel.cancel_requested()) {
+    pending.cancel = agree(s, {cancel.cancel_requested(), false, false}).cancel;
+    if (pending.cancel) {
       if (s.step > last_saved) result.last_checkpoint = save_checkpoint(s, last_loss);
       cancel.throw_if_cancelled(cat("training at step ", s.step));
+      throw Error(ErrorCode::cancelled, o.run, cat("another rank was cancelled at step ", s.step));
     }
     auto t0 = std::chrono::steady_clock::now();
-    Batch batch = loader.next();
-    const int64_t b = batch.latents.size(0);
+    StepData batch = next_step_data(s, loader.get(), text_tokens);
+    const int64_t global_batch = batch.global_batch, first = batch.first, b = batch.latents.size(0);
+    const auto& latents = batch.latents;
+    const auto& fps = batch.fps;
+    const auto& ids_t = batch.ids;
+    const auto& mask_t = batch.mask;
 
-    std::vector<int64_t> ids, mask;
-    for (const auto& caption : batch.captions) {
-      auto tok = s.tokenizer->encode(caption, static_cast<int>(text_tokens), TokenLimitPolicy::truncate);
-      ids.insert(ids.end(), tok.ids.begin(), tok.ids.end());
-      mask.insert(mask.end(), tok.mask.begin(), tok.mask.end());
-    }
-    auto ids_t = torch::tensor(ids, torch::kInt64).view({b, text_tokens});
-    auto mask_t = torch::tensor(mask, torch::kInt64).view({b, text_tokens}).to(torch::kFloat32);
-
-    FlowBatch fb = make_flow_batch(batch.latents, o.seed, step, batch.height, batch.width, o.flow);
+    FlowBatch fb = make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, first);
     auto text = s.model->text->forward(ids_t, mask_t);
     auto [text_in, mask_in] = s.model->dit->drop_captions(text, mask_t, fb.drop_caption);
     const bool any_cond = fb.cond_mask.any().item<bool>();
-    auto pred = s.model->dit->forward(fb.x_t, fb.t, text_in, mask_in, batch.fps,
-                                      any_cond ? fb.cond_mask : torch::Tensor());
-    auto loss = masked_flow_loss(pred, fb.target, fb.cond_mask);
-    const double loss_value = loss.item<double>();
+    auto pred = s.model->dit->forward(fb.x_t, fb.t, text_in, mask_in, fps, any_cond ? fb.cond_mask : torch::Tensor());
+    torch::Tensor loss;
+    double loss_value = 0;
+    if (layout.dp > 1) {
+      // Each rank holds part of the batch: loss = (its squared-error sum) / (elements counted on all ranks), so
+      // the data-parallel SUM of gradients is the gradient of the whole batch's mean.
+      auto parts = masked_flow_loss_parts(pred, fb.target, fb.cond_mask);
+      auto counted = torch::tensor({parts.counted}, torch::kFloat64);
+      s.groups->all_reduce_sum(GroupKind::data, counted);
+      loss = parts.squared_error_sum / std::max(1.0, counted.item<double>());
+      auto total = loss.detach().to(torch::kFloat64).reshape({1});
+      s.groups->all_reduce_sum(GroupKind::data, total);
+      loss_value = total.item<double>();
+    } else {
+      loss = masked_flow_loss(pred, fb.target, fb.cond_mask);
+      loss_value = loss.item<double>();
+    }
     auto stop_nonfinite = [&](const char* what, double value) {
       std::string kept = s.step > 0 && last_saved > 0 ? cat("the last good checkpoint step-", last_saved, " is kept")
                                                       : std::string("no checkpoint was saved yet");
@@ -188,23 +430,34 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     if (!std::isfinite(loss_value)) stop_nonfinite("loss", loss_value);
 
     s.optimizer->zero_grad();
-    loss.backward();
-    std::vector<torch::Tensor> grads;
-    for (auto& [name, p] : s.params)
-      if (p.grad().defined()) grads.push_back(p);
-    double grad_norm = o.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(grads, o.grad_clip)
-                                       : torch::nn::utils::clip_grad_norm_(grads, std::numeric_limits<double>::infinity());
+    double grad_norm = 0, comm_ms = 0;
+    if (s.sync) {
+      s.sync->begin_step();
+      loss.backward();
+      s.sync->end_step();
+      grad_norm = s.sync->clip_grad_norm(o.grad_clip);
+      comm_ms = s.sync->communication_ms();
+    } else {
+      loss.backward();
+      std::vector<torch::Tensor> grads;
+      for (auto& [name, p] : s.params)
+        if (p.grad().defined()) grads.push_back(p);
+      grad_norm = torch::nn::utils::clip_grad_norm_(
+          grads, o.grad_clip > 0 ? o.grad_clip : std::numeric_limits<double>::infinity());
+    }
     if (!std::isfinite(grad_norm)) stop_nonfinite("gradient norm", grad_norm);
     const double lr = scheduled_lr(step, o.lr, o.warmup_steps, o.steps, o.schedule, o.min_lr);
+    auto t_optimizer = std::chrono::steady_clock::now();
     s.optimizer->step(lr);
+    if (s.zero_sharded)  // the parameter all-gather of ZeRO-1 is communication too
+      comm_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_optimizer).count();
     s.ema->update(s.params);
     s.step = step;
-    s.cursor = loader.cursor();
+    s.cursor = batch.next_cursor;
     last_loss = loss_value;
 
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const int64_t video_tokens = dit_video_tokens(s.preset.dit, batch.latents.size(2), batch.latents.size(3),
-                                                  batch.latents.size(4));
+    const int64_t video_tokens = dit_video_tokens(s.preset.dit, latents.size(2), latents.size(3), latents.size(4));
     const double flops_per_sample =
         dit_flops_per_token(s.preset.dit, video_tokens, text_tokens) * double(video_tokens) +
         6.0 * text_params * double(text_tokens);
@@ -213,26 +466,47 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     m.loss = loss_value;
     m.lr = lr;
     m.grad_norm = grad_norm;
-    m.tokens_per_s = seconds > 0 ? double(video_tokens * b) / seconds : 0;
-    m.flops_per_s = seconds > 0 ? flops_per_sample * double(b) / seconds : 0;
-    m.mfu = result.gemm_flops > 0 ? m.flops_per_s / result.gemm_flops : 0;
+    m.tokens_per_s = seconds > 0 ? double(video_tokens * global_batch) / seconds : 0;
+    m.flops_per_s = seconds > 0 ? flops_per_sample * double(global_batch) / seconds : 0;
+    m.mfu = peak_flops > 0 ? m.flops_per_s / peak_flops : 0;
     m.peak_rss_bytes = peak_rss_bytes();
     m.data_wait_ms = batch.wait_ms;
     m.step_ms = seconds * 1000.0;
+    m.communication_ms = comm_ms;
+    m.compute_ms = std::max(0.0, m.step_ms - comm_ms - batch.wait_ms);
     m.cursor = batch.cursor;
-    metrics << m.to_json().dump() << "\n" << std::flush;
-    if (callbacks.on_step) callbacks.on_step(m);
-    meter.update(step, cat("loss ", loss_value));
+    if (s.groups) {  // every rank's split, for the per-rank view of the step
+      auto mine = torch::tensor({m.compute_ms, m.communication_ms, m.data_wait_ms, double(m.peak_rss_bytes)},
+                                torch::kFloat64);
+      auto all = s.groups->all_gather(GroupKind::world, mine, 0).view({-1, 4});
+      for (int64_t r = 0; r < all.size(0); ++r)
+        m.ranks.push_back({all[r][0].item<double>(), all[r][1].item<double>(), all[r][2].item<double>(),
+                           int64_t(all[r][3].item<double>())});
+    }
+    if (s.leader()) {
+      metrics << m.to_json().dump() << "\n" << std::flush;
+      if (callbacks.on_step) callbacks.on_step(m);
+      meter.update(step, cat("loss ", loss_value));
+    }
 
-    const bool save_requested = callbacks.save_requested && callbacks.save_requested();
-    if (step % o.save_every == 0 || step == o.steps || save_requested) {
+    StepFlags requests;
+    if (s.leader()) {
+      requests.save = callbacks.save_requested && callbacks.save_requested();
+      requests.sample = callbacks.sample_requested && callbacks.sample_requested();
+    }
+    requests = agree(s, requests);
+    if (step % o.save_every == 0 || step == o.steps || requests.save) {
       result.last_checkpoint = save_checkpoint(s, loss_value);
       last_saved = step;
     }
-    const bool sample_requested = callbacks.sample_requested && callbacks.sample_requested();
-    if ((o.sample_every > 0 && step % o.sample_every == 0) || sample_requested) {
-      if (callbacks.sample) {
-        callbacks.sample(step, s.paths, *s.model);
+    if ((o.sample_every > 0 && step % o.sample_every == 0) || requests.sample) {
+      if (layout.tp * layout.cp > 1) {
+        if (!sample_notice && s.leader())
+          log_info("samples during training: skipped (the model is split by tensor/context parallel; generate from "
+                   "a checkpoint instead)");
+        sample_notice = true;
+      } else if (callbacks.sample) {
+        if (s.leader()) callbacks.sample(step, s.paths, *s.model);
       } else if (!sample_notice) {
         log_info("samples during training: skipped (no sampler is wired into this build)");
         sample_notice = true;
@@ -249,7 +523,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
 }  // namespace
 
 nlohmann::json StepMetrics::to_json() const {
-  return {{"step", step},
+  nlohmann::json j = {{"step", step},
           {"loss", loss},
           {"lr", lr},
           {"grad_norm", grad_norm},
@@ -259,7 +533,16 @@ nlohmann::json StepMetrics::to_json() const {
           {"peak_rss_bytes", peak_rss_bytes},
           {"data_wait_ms", data_wait_ms},
           {"step_ms", step_ms},
+          {"compute_ms", compute_ms},
+          {"communication_ms", communication_ms},
           {"epoch", cursor.epoch}};
+  if (!ranks.empty()) {
+    auto& list = j["ranks"] = nlohmann::json::array();
+    for (const auto& r : ranks)
+      list.push_back({{"compute_ms", r.compute_ms}, {"communication_ms", r.communication_ms},
+                      {"data_wait_ms", r.data_wait_ms}, {"peak_rss_bytes", r.peak_rss_bytes}});
+  }
+  return j;
 }
 
 std::string MemoryEstimate::describe() const {
@@ -301,30 +584,34 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
   Session s;
   s.options = options;
   s.paths = run_paths(options.run);
-  std::error_code ec;
-  if (fs::exists(s.paths.manifest(), ec))
-    throw Error(ErrorCode::conflict, options.run,
-                "a run of this name exists; continue it with `mugv resume " + options.run + "` or choose another --run");
   s.preset = load_model_preset(options.model);
+  connect_ranks(s);
   check_cache(s);
   preflight_memory(estimate_dit_training_memory(s.preset, options.batch, max_video_tokens(s)), options.max_memory_gb,
                    options.run);
 
-  std::set<std::string> unique;
-  for (const auto& c : s.clips) unique.insert(c.caption);
-  s.tokenizer = Tokenizer::train(std::vector<std::string>(unique.begin(), unique.end()), s.preset.text.vocab_size);
+  on_leader(s, [&] {
+    std::error_code ec;
+    if (fs::exists(s.paths.manifest(), ec))
+      throw Error(ErrorCode::conflict, options.run,
+                  "a run of this name exists; continue it with `mugv resume " + options.run + "` or choose another --run");
+    std::set<std::string> unique;
+    for (const auto& c : s.clips) unique.insert(c.caption);
+    s.tokenizer = Tokenizer::train(std::vector<std::string>(unique.begin(), unique.end()), s.preset.text.vocab_size);
 
-  fs::create_directories(s.paths.root, ec);
-  if (ec) throw Error(ErrorCode::io, s.paths.root.string(), "cannot create the run folder: " + ec.message());
-  s.tokenizer->save(s.paths.tokenizer());
-  RunManifest manifest;
-  manifest.name = options.run;
-  manifest.kind = RunLayoutKind::dit;
-  manifest.preset = s.preset.name;
-  manifest.dataset = options.dataset;
-  manifest.vae_run = options.vae_run;
-  manifest.config = config;
-  write_run_manifest(s.paths, manifest);
+    fs::create_directories(s.paths.root, ec);
+    if (ec) throw Error(ErrorCode::io, s.paths.root.string(), "cannot create the run folder: " + ec.message());
+    s.tokenizer->save(s.paths.tokenizer());
+    RunManifest manifest;
+    manifest.name = options.run;
+    manifest.kind = RunLayoutKind::dit;
+    manifest.preset = s.preset.name;
+    manifest.dataset = options.dataset;
+    manifest.vae_run = options.vae_run;
+    manifest.config = config;
+    write_run_manifest(s.paths, manifest);
+  });
+  if (!s.tokenizer) s.tokenizer = Tokenizer::from_file(s.paths.tokenizer());  // the other ranks read rank 0's
 
   build_model(s);
   log_info(cat("run ", options.run, ": ", s.clips.size(), " cached clips, ", parameter_count(*s.model),
@@ -332,7 +619,7 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
   return run_loop(s, cancel, callbacks, TrainResult{});
 }
 
-TrainResult resume_dit(const std::string& name, std::optional<int64_t> steps, const CancelToken& cancel,
+TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, const CancelToken& cancel,
                        const TrainCallbacks& callbacks) {
   Session s;
   s.paths = run_paths(name);
@@ -342,10 +629,11 @@ TrainResult resume_dit(const std::string& name, std::optional<int64_t> steps, co
   // The manifest names the run's identity; the config holds everything else.
   ParamRegistry registry;
   define_train_params(registry, TrainKind::dit);
-  ParamValues values = dit_resume_values(registry, s.paths, manifest, steps);
+  ParamValues values = dit_resume_values(registry, s.paths, manifest, changes);
   s.options = train_options_from(values, TrainKind::dit);
   s.options.run = name;
   s.preset = load_model_preset(manifest.preset);
+  connect_ranks(s);
   check_cache(s);
   preflight_memory(estimate_dit_training_memory(s.preset, s.options.batch, max_video_tokens(s)),
                    s.options.max_memory_gb, name);
@@ -380,7 +668,7 @@ TrainResult resume_dit(const std::string& name, std::optional<int64_t> steps, co
     throw Error(ErrorCode::not_found, name, "nothing to resume: " + why);
   }
   // Rewind `latest` to what we continue from, so refused newer checkpoints are not picked by readers.
-  write_text_atomic(s.paths.checkpoints() / "latest", CheckpointStore::step_dir_name(s.step) + "\n");
+  if (s.leader()) write_text_atomic(s.paths.checkpoints() / "latest", CheckpointStore::step_dir_name(s.step) + "\n");
   log_info(cat("run ", name, ": resuming at step ", s.step, " of ", s.options.steps));
   return run_loop(s, cancel, callbacks, std::move(result));
 }

@@ -19,6 +19,13 @@
 // with Error(out_of_memory) stating the estimate when it exceeds MemAvailable or --max-memory-gb.
 // Resume loads the newest checkpoint that verifies AND loads (a damaged, truncated or other-preset
 // checkpoint is refused with its reason, reported in TrainResult::refused, and an older one used).
+// Multi-rank runs (started by `mugv launch` or srun; parallel/rendezvous.h): the ranks form a tp × cp × dp
+// layout (--tp, --cp; dp is the rest). Each step's batch is split over the data-parallel ranks (sample i of
+// the batch draws the same noise wherever it runs), the DiT is split by tensor/sequence and context
+// parallel (model/dit_parallel.h), gradients are reduced by gradient_sync.h and, with --zero 1, AdamW state
+// is sharded (zero_optimizer.h). Rank 0 alone writes run.json, the tokenizer, metrics and progress and
+// commits checkpoints; every rank writes its pieces (sharded_checkpoint.h). MFU counts every rank's
+// measured GEMM peak. Cancel, save-now and sample-now are agreed by all ranks before they act.
 // Not thread-safe: one training per process at a time (torch thread settings are global).
 
 #include "core/progress.h"
@@ -49,6 +56,13 @@ struct StepMetrics {
   int64_t peak_rss_bytes = 0;
   double data_wait_ms = 0;
   double step_ms = 0;
+  double compute_ms = 0;        // step_ms less communication and data wait (this rank)
+  double communication_ms = 0;  // waiting for gradient reduction and ZeRO's parameter gather (this rank)
+  struct RankSplit {
+    double compute_ms = 0, communication_ms = 0, data_wait_ms = 0;
+    int64_t peak_rss_bytes = 0;
+  };
+  std::vector<RankSplit> ranks;  // multi-rank runs: every rank's split, by rank
   DataCursor cursor;  // the batch this step used
   nlohmann::json to_json() const;
 };
@@ -95,7 +109,7 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
 // Continues run `name` from its last good checkpoint up to `steps` total (default: the run's own).
 // Throws Error(not_found) when the run has no usable checkpoint, Error(invalid_argument) when it is
 // already at or past `steps`.
-TrainResult resume_dit(const std::string& name, std::optional<int64_t> steps, const CancelToken& cancel,
+TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, const CancelToken& cancel,
                        const TrainCallbacks& callbacks = {});
 
 }  // namespace mugv

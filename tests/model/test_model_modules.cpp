@@ -233,28 +233,31 @@ TEST_CASE("timestep and fps embedders", "[unit][model]") {
   CHECK(torch::allclose(c[0], sum[0], 1e-5, 1e-6));
 }
 
-TEST_CASE("gradient checkpointing gives the same gradients", "[unit][model]") {
+TEST_CASE("selective and full recomputation give the same gradients", "[unit][model]") {
   torch::manual_seed(6);
   DiT dit(micro_dit());
   perturb(*dit);
   DiTInputs in = dit_inputs(micro_dit(), 2, 2, 4, 4);
-  auto grads = [&](Checkpointing mode) {
-    dit->set_checkpointing(mode);
+  auto grads = [&](Recompute mode) {
+    dit->set_recompute(mode);
     dit->zero_grad();
     dit(in.x, in.t, in.text, in.mask, in.fps).pow(2).sum().backward();
     std::vector<torch::Tensor> out;
     for (auto& p : dit->parameters()) out.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
     return out;
   };
-  auto plain = grads(Checkpointing::none);
-  auto recomputed = grads(Checkpointing::full);
-  REQUIRE(plain.size() == recomputed.size());
-  double largest = 0;
-  for (size_t i = 0; i < plain.size(); ++i) {
-    CHECK(torch::allclose(plain[i], recomputed[i], 1e-4, 1e-6));
-    largest = std::max(largest, plain[i].abs().max().item<double>());
+  auto plain = grads(Recompute::none);
+  for (Recompute mode : {Recompute::selective, Recompute::full}) {
+    INFO(to_string(mode));
+    auto recomputed = grads(mode);
+    REQUIRE(plain.size() == recomputed.size());
+    double largest = 0;
+    for (size_t i = 0; i < plain.size(); ++i) {
+      CHECK(torch::allclose(plain[i], recomputed[i], 1e-4, 1e-6));
+      largest = std::max(largest, plain[i].abs().max().item<double>());
+    }
+    CHECK(largest > 0);
   }
-  CHECK(largest > 0);
 }
 
 TEST_CASE("VAE encode/decode shapes and chunk independence", "[unit][model]") {

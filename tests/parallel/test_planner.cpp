@@ -116,8 +116,8 @@ TEST_CASE("per-token activation bytes of one block follow docs/PARALLEL.md", "[u
   // bf16, fused: 2·(24d + 2f + head_dim) + 4·(6 + 2·heads) + fp32 RMSNorm copies 10d.
   o.recompute = Recompute::none;
   CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(14360.0));
-  o.recompute = Recompute::selective;  // drops fc1 output and GELU output: 2·2f
-  CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(14360.0 - 4 * 768));
+  o.recompute = Recompute::selective;  // fused attention keeps no scores: nothing left to drop
+  CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(14360.0));
   o.recompute = Recompute::full;  // only the block input and its LayerNorm statistics
   CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(2 * 192 + 4 * 2));
   // fp32 math attention: the probabilities (heads × sequence, heads × text) replace output + statistics.
@@ -126,6 +126,8 @@ TEST_CASE("per-token activation bytes of one block follow docs/PARALLEL.md", "[u
   const double d = 192, f = 768, h = 4;
   const double expected = 4 * (22 * d + 2 * f + 48 + h * sequence + h * text) + 4 * 6;
   CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(expected));
+  o.recompute = Recompute::selective;  // math attention: the self-attention probabilities are recomputed
+  CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(expected - 4 * h * sequence));
 }
 
 TEST_CASE("more recompute: less activation memory, more time", "[unit][parallel][planner]") {

@@ -5,11 +5,11 @@
 #include "catalog/jobs.h"
 #include "core/error.h"
 #include "core/paths.h"
+#include "core/shell_quote.h"
 #include "core/strings.h"
 #include "service/client.h"
 #include "service/curve_keys.h"
 #include "service/server.h"
-#include "service/shell_quote.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>

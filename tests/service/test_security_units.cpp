@@ -2,10 +2,10 @@
 // confinement with `..` and symlinks, and POSIX shell quoting of hostile arguments.
 #include "core/error.h"
 #include "core/paths.h"
+#include "core/shell_quote.h"
 #include "core/strings.h"
 #include "service/curve_keys.h"
 #include "service/path_confinement.h"
-#include "service/shell_quote.h"
 #include "service/zmq_io.h"
 #include "support/test_support.h"
 

@@ -11,6 +11,7 @@
 #include "core/paths.h"
 #include "core/strings.h"
 #include "model/weights.h"
+#include "support/micro_home.h"
 #include "support/test_support.h"
 #include "train/data.h"
 #include "train/flow.h"
@@ -32,57 +33,7 @@ using mugv::test::TempDir;
 
 namespace {
 
-const char* kMicroPreset = R"(description = "test preset"
-[dit]
-hidden = 48
-depth = 2
-heads = 2
-mlp_ratio = 2
-patch = [1, 2, 2]
-[vae]
-latent_channels = 4
-compress = [4, 8, 8]
-base_channels = 8
-channel_mult = [1, 1, 1]
-res_blocks = 1
-decoder_window = 1
-[text]
-kind = "small_transformer"
-vocab_size = 64
-dim = 32
-layers = 1
-heads = 2
-ff_dim = 64
-max_tokens = 12
-)";
-
-// A temporary $MUGV_HOME with the micro preset and a synthetic latent cache of `clips` clips.
-class Home {
- public:
-  explicit Home(int clips = 6) {
-    ::setenv("MUGV_HOME", dir_.path().c_str(), 1);
-    fs::create_directories(dir_ / "presets/models");
-    std::ofstream(dir_ / "presets/models/micro.toml") << kMicroPreset;
-    const char* colors[] = {"red", "green", "blue"};
-    const char* moves[] = {"left", "right"};
-    for (int i = 0; i < clips; ++i) {
-      CachedClip c;
-      c.clip_id = i + 1;
-      c.caption = cat("a ", colors[i % 3], " circle moving ", moves[(i / 3) % 2]);
-      c.fps = 8;
-      c.frames = 17;
-      c.height = c.width = 32;
-      auto latent = torch::full({4, 5, 4, 4}, 0.5 * (i % 3) - 0.5) +
-                    0.3 * torch::linspace(-1, 1, 5).view({1, 5, 1, 1}) * ((i / 3) % 2 ? 1 : -1);
-      write_cached_clip(latent_cache_dir("shapes", "vae0"), c, latent);
-    }
-  }
-  ~Home() { ::unsetenv("MUGV_HOME"); }
-  const fs::path& path() const { return dir_.path(); }
-
- private:
-  TempDir dir_;
-};
+using Home = mugv::test::MicroHome;
 
 TrainOptions micro_options(const std::string& run, int64_t steps) {
   TrainOptions o;

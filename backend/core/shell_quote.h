@@ -1,5 +1,5 @@
 #pragma once
-// Quoting for POSIX shells, for command lines the server writes into scripts (sbatch files): the quoted
+// Quoting for POSIX shells, for command lines written into scripts (sbatch files): the quoted
 // text is always exactly one word whose value is the input, whatever it holds ($(...), backticks, quotes,
 // newlines, globs). Pure functions; thread-safe.
 

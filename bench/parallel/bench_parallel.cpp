@@ -1,0 +1,117 @@
+// bench_parallel: `mugv train` under `mugv launch` on a synthetic latent cache of the `small` preset (256
+// video tokens per clip), one thread per rank, as docs/MUGV.md §6's targets ask:
+//   weak scaling   1 rank at --batch B  vs  2 data-parallel ranks at --batch 2B: efficiency = tokens/s(2) / (2 · tokens/s(1))
+//   layouts        ZeRO-1 on 2 ranks, tensor parallel 2, context parallel 2 (same global batch as dp2 / dp1)
+//   bench_parallel [--preset small] [--batch 4] [--steps 8]
+// Prints one JSON line per run (median over the steps after the first two) and the efficiency.
+#include "core/paths.h"
+#include "core/strings.h"
+#include "parallel/launcher.h"
+#include "train/latent_cache.h"
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+
+using namespace mugv;
+
+namespace {
+
+struct RunSummary {
+  double tokens_per_s = 0, step_ms = 0, compute_ms = 0, communication_ms = 0, mfu = 0;
+};
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+RunSummary summarise(const fs::path& metrics) {
+  std::vector<double> tps, step, compute, comm, mfu;
+  std::ifstream in(metrics);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    if (++n <= 2) continue;  // warm-up: allocator, first collectives
+    auto j = nlohmann::json::parse(line);
+    tps.push_back(j.at("tokens_per_s"));
+    step.push_back(j.at("step_ms"));
+    mfu.push_back(j.at("mfu"));
+    double worst_comm = j.value("communication_ms", 0.0), worst_compute = j.value("compute_ms", 0.0);
+    if (j.contains("ranks"))
+      for (const auto& r : j["ranks"]) {
+        worst_comm = std::max(worst_comm, r.at("communication_ms").get<double>());
+        worst_compute = std::max(worst_compute, r.at("compute_ms").get<double>());
+      }
+    compute.push_back(worst_compute);
+    comm.push_back(worst_comm);
+  }
+  return {median(tps), median(step), median(compute), median(comm), median(mfu)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string preset = "small";
+  int64_t batch = 4, steps = 8;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string f = argv[i], v = argv[i + 1];
+    if (f == "--preset") preset = v;
+    else if (f == "--batch") batch = std::atol(v.c_str());
+    else if (f == "--steps") steps = std::atol(v.c_str());
+  }
+  try {
+    char tmpl[] = "/tmp/mugv-bench-parallel-XXXXXX";
+    if (!::mkdtemp(tmpl)) throw Error(ErrorCode::io, tmpl, "cannot create a temporary folder");
+    const fs::path home = tmpl;
+    ::setenv("MUGV_HOME", home.c_str(), 1);
+    torch::manual_seed(0);
+    for (int i = 0; i < 16; ++i) {  // [16, 4, 16, 16] latents: 4 x 8 x 8 = 256 tokens after (1,2,2) patches
+      CachedClip c;
+      c.clip_id = i + 1;
+      c.caption = cat("clip number ", i, " with a moving shape");
+      c.fps = 8;
+      c.frames = 16;
+      c.height = c.width = 128;
+      write_cached_clip(latent_cache_dir("bench", "vae"), c, torch::randn({16, 4, 16, 16}));
+    }
+    const fs::path mugv = executable_path().parent_path().parent_path().parent_path() / "bin" / "mugv";
+    auto run = [&](const std::string& name, int ranks, int64_t global_batch, std::vector<std::string> extra) {
+      LaunchOptions o;
+      o.nproc = ranks;
+      o.command = {mugv.string(), "train", "--preset", preset, "--dataset", "bench", "--vae-run", "vae", "--run", name,
+                   "--steps", std::to_string(steps), "--batch", std::to_string(global_batch), "--threads", "1",
+                   "--save-every", "100000", "--warmup", "1", "--prefetch", "2"};
+      o.command.insert(o.command.end(), extra.begin(), extra.end());
+      auto result = launch(o, CancelToken());
+      if (result.exit_code != 0) throw Error(ErrorCode::internal, name, result.message);
+      RunSummary s = summarise(home / "runs" / name / "metrics.jsonl");
+      std::cout << nlohmann::json{{"bench", "parallel"}, {"run", name}, {"ranks", ranks}, {"batch", global_batch},
+                                  {"tokens_per_s", s.tokens_per_s}, {"step_ms", s.step_ms},
+                                  {"compute_ms_max_rank", s.compute_ms}, {"communication_ms_max_rank", s.communication_ms},
+                                  {"mfu", s.mfu}}
+                       .dump()
+                << std::endl;
+      return s;
+    };
+    RunSummary one = run("dp1", 1, batch, {});
+    RunSummary two = run("dp2", 2, 2 * batch, {});
+    std::cout << nlohmann::json{{"bench", "parallel"}, {"weak_scaling_dp_1_to_2", two.tokens_per_s / (2 * one.tokens_per_s)}}.dump()
+              << std::endl;
+    run("zero2", 2, 2 * batch, {"--zero", "1"});
+    run("tp2", 2, batch, {"--tp", "2"});
+    run("cp2", 2, batch, {"--cp", "2"});
+    std::error_code ec;
+    fs::remove_all(home, ec);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_parallel: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

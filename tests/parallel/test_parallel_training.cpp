@@ -1,0 +1,221 @@
+// Multi-rank DiT training over real Gloo on loopback: the `mugv` binary started by the launcher, one thread
+// per rank. Each layout must reproduce one process's loss and gradient-norm curves over 20 steps (fp32,
+// 1e-5 relative) and end with the same weights; a tensor-parallel checkpoint must resume as one process.
+#include "core/json_io.h"
+#include "core/paths.h"
+#include "parallel/launcher.h"
+#include "support/micro_home.h"
+#include "support/test_support.h"
+#include "train/checkpoint_store.h"
+#include "train/run_layout.h"
+#include "train/sharded_checkpoint.h"
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+using namespace mugv;
+
+namespace {
+
+constexpr int kSteps = 20;
+
+std::string mugv_binary() { return (test::binary_dir() / "bin" / "mugv").string(); }
+
+LaunchResult run_mugv(int nproc, std::vector<std::string> args) {
+  LaunchOptions o;
+  o.nproc = nproc;
+  o.kill_grace = std::chrono::milliseconds(3000);
+  o.command = {mugv_binary()};
+  o.command.insert(o.command.end(), args.begin(), args.end());
+  return launch(o, CancelToken());
+}
+
+std::vector<std::string> train_args(const std::string& run, std::vector<std::string> extra = {}) {
+  std::vector<std::string> a = {"train",     "--preset",  "micro", "--dataset",   "shapes", "--vae-run",
+                                "vae0",      "--run",     run,     "--steps",     std::to_string(kSteps),
+                                "--batch",   "4",         "--lr",  "2e-3",        "--warmup", "2",
+                                "--save-every", "10",     "--keep", "5",          "--threads", "1",
+                                "--seed",    "7",         "--ema", "0.9",         "--shift-base", "32",
+                                "--p-first-frame", "0.3", "--caption-dropout", "0.2", "--prefetch", "0",
+                                "--comm-timeout", "60"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+struct Curve {
+  std::vector<double> loss, grad_norm;
+};
+
+Curve read_curve(const std::string& run) {
+  Curve c;
+  std::ifstream in(run_paths(run).metrics());
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    c.loss.push_back(j.at("loss").get<double>());
+    c.grad_norm.push_back(j.at("grad_norm").get<double>());
+  }
+  return c;
+}
+
+void check_same_curve(const Curve& a, const Curve& b) {
+  REQUIRE(a.loss.size() == b.loss.size());
+  for (size_t i = 0; i < a.loss.size(); ++i) {
+    INFO("step " << i + 1 << ": loss " << a.loss[i] << " vs " << b.loss[i] << ", grad norm " << a.grad_norm[i]
+                 << " vs " << b.grad_norm[i]);
+    CHECK(std::abs(a.loss[i] - b.loss[i]) <= 1e-5 * std::abs(a.loss[i]));
+    CHECK(std::abs(a.grad_norm[i] - b.grad_norm[i]) <= 1e-5 * std::abs(a.grad_norm[i]));
+  }
+}
+
+// The whole weights of a run's checkpoint, whatever layout wrote it.
+std::map<std::string, torch::Tensor> weights_at(const std::string& run, int64_t step) {
+  const fs::path dir = CheckpointStore(run_paths(run).checkpoints()).open(step).dir;
+  const CheckpointLayout saved = read_checkpoint_layout(dir);
+  // Whole shapes come from a one-process checkpoint of the same preset: the single run's.
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [name, t] :
+       read_canonical_tensors(CheckpointStore(run_paths("single").checkpoints()).open(step).dir, "model", {}, {}).tensors)
+    shapes[name] = t.sizes().vec();
+  return read_canonical_tensors(dir, "model", saved, shapes).tensors;
+}
+
+void check_same_weights(const std::string& run, const std::string& reference, int64_t step) {
+  auto a = weights_at(run, step), b = weights_at(reference, step);
+  REQUIRE(a.size() == b.size());
+  double worst = 0;
+  std::string worst_name;
+  for (const auto& [name, t] : b) {
+    REQUIRE(a.count(name));
+    REQUIRE(a[name].sizes() == t.sizes());
+    const double diff = (a[name] - t).abs().max().item<double>() / std::max(1e-3, t.abs().max().item<double>());
+    if (diff > worst) worst = diff, worst_name = name;
+  }
+  INFO("largest relative difference " << worst << " in " << worst_name);
+  CHECK(worst < 1e-3);
+}
+
+}  // namespace
+
+TEST_CASE("data, ZeRO-1, tensor and context parallel on two ranks train exactly like one process", "[parallel][gloo][train]") {
+  test::MicroHome home(8);
+  auto single = run_mugv(1, train_args("single"));
+  REQUIRE(single.exit_code == 0);
+  const Curve reference = read_curve("single");
+  REQUIRE(reference.loss.size() == size_t(kSteps));
+
+  struct Case {
+    const char* run;
+    std::vector<std::string> flags;
+  };
+  for (const Case& c : {Case{"dp2", {}}, Case{"zero2", {"--zero", "1"}}, Case{"tp2", {"--tp", "2"}},
+                        Case{"cp2", {"--cp", "2"}}, Case{"tp2-selective", {"--tp", "2", "--recompute", "selective"}}}) {
+    SECTION(c.run) {
+      auto r = run_mugv(2, train_args(c.run, c.flags));
+      INFO(r.message);
+      REQUIRE(r.exit_code == 0);
+      check_same_curve(read_curve(c.run), reference);
+      check_same_weights(c.run, "single", kSteps);
+      auto metrics = read_json_file(run_paths(c.run).root / "run.json");  // rank 0 wrote the run
+      CHECK(metrics.at("name") == c.run);
+    }
+  }
+}
+
+TEST_CASE("a tensor-parallel checkpoint resumes in one process, and a ZeRO run resumes on its own layout", "[parallel][gloo][train]") {
+  test::MicroHome home(8);
+  REQUIRE(run_mugv(1, train_args("single")).exit_code == 0);
+  REQUIRE(run_mugv(2, train_args("tp2", {"--tp", "2"})).exit_code == 0);
+  REQUIRE(run_mugv(2, train_args("zero2", {"--zero", "1"})).exit_code == 0);
+  const fs::path tp_checkpoint = CheckpointStore(run_paths("tp2").checkpoints()).open(kSteps).dir;
+  CHECK(fs::exists(tp_checkpoint / "model.tp0of2.safetensors"));
+  CHECK(fs::exists(tp_checkpoint / "model.tp1of2.safetensors"));
+  CHECK(read_checkpoint_layout(tp_checkpoint).tp == 2);
+  const fs::path zero_checkpoint = CheckpointStore(run_paths("zero2").checkpoints()).open(kSteps).dir;
+  CHECK(fs::exists(zero_checkpoint / "optimizer.dp0of2.safetensors"));
+  CHECK(fs::exists(zero_checkpoint / "optimizer.dp1of2.safetensors"));
+
+  const std::string more = std::to_string(kSteps + 4);
+  REQUIRE(run_mugv(1, {"resume", "single", "--steps", more}).exit_code == 0);
+  auto resharded = run_mugv(1, {"resume", "tp2", "--steps", more, "--tp", "1"});
+  INFO(resharded.message);
+  REQUIRE(resharded.exit_code == 0);
+  REQUIRE(run_mugv(2, {"resume", "zero2", "--steps", more}).exit_code == 0);
+  auto reference = read_curve("single");
+  REQUIRE(reference.loss.size() == size_t(kSteps + 4));
+  check_same_curve(read_curve("tp2"), reference);
+  check_same_curve(read_curve("zero2"), reference);
+  check_same_weights("tp2", "single", kSteps + 4);
+  // The resumed run is a one-process run now: whole tensors, no layout file.
+  CHECK(fs::exists(CheckpointStore(run_paths("tp2").checkpoints()).open(kSteps + 4).dir / "model.safetensors"));
+}
+
+TEST_CASE("parallel layouts that cannot work are refused with the reason", "[parallel][train]") {
+  test::MicroHome home(4);
+  // heads 2 cannot split four ways
+  auto r = run_mugv(2, train_args("bad", {"--tp", "2", "--cp", "2"}));
+  CHECK(r.exit_code != 0);
+  // tensor parallel in one process
+  auto one = run_mugv(1, train_args("one", {"--tp", "2"}));
+  CHECK(one.exit_code != 0);
+}
+
+namespace {
+
+// The pid of the process whose environment holds `tag` and RANK=<rank>; 0 when none (yet).
+pid_t find_rank_process(const std::string& tag, int rank) {
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "environ", std::ios::binary);
+    std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto has = [&](const std::string& var) { return env.find(std::string(1, '\0') + var + '\0') != std::string::npos ||
+                                                    env.rfind(var + '\0', 0) == 0; };
+    if (has("MUGV_TEST_TAG=" + tag) && has(cat("RANK=", rank))) return static_cast<pid_t>(std::stol(name));
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("a rank killed mid-run stops the whole run, names the rank and leaves the checkpoints intact", "[parallel][gloo][train]") {
+  test::MicroHome home(8);
+  const std::string tag = cat("kill-", ::getpid());
+  auto args = train_args("killed", {"--steps", "100000", "--save-every", "2"});
+  args.insert(args.begin(), {"MUGV_TEST_TAG=" + tag, mugv_binary()});
+  LaunchOptions o;
+  o.nproc = 2;
+  o.kill_grace = std::chrono::milliseconds(3000);
+  o.command = {"env"};
+  o.command.insert(o.command.end(), args.begin(), args.end());
+  LaunchResult result;
+  std::thread runner([&] { result = launch(o, CancelToken()); });
+
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  pid_t victim = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::error_code ec;
+    if (fs::exists(run_paths("killed").checkpoints() / "latest", ec) && read_curve("killed").loss.size() >= 5) {
+      victim = find_rank_process(tag, 1);
+      if (victim) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(victim != 0);
+  const auto killed_at = std::chrono::steady_clock::now();
+  ::kill(victim, SIGKILL);
+  runner.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  INFO(result.message);
+  CHECK(result.exit_code != 0);
+  REQUIRE(result.failure);
+  CHECK(result.failure->rank == 1);
+  CHECK(result.failure->signal == SIGKILL);
+  CHECK(seconds < 30);  // the other rank was stopped, not left waiting for the collective timeout
+  auto good = CheckpointStore(run_paths("killed").checkpoints()).latest_good();
+  REQUIRE(good);
+  CHECK(good->step >= 2);
+}

@@ -1,0 +1,124 @@
+// `mugv train --slurm` against a real Slurm cluster on loopback (slurm_cluster.sh: slurmctld + two slurmd
+// "nodes", munge, all state in a temporary folder): two ranks on two nodes train a few steps with the
+// rendezvous taken from Slurm; state and logs are read back through Slurm. Skipped (with the reason) where
+// Slurm or root is missing.
+#include "core/process.h"
+#include "core/strings.h"
+#include "parallel/slurm.h"
+#include "support/micro_home.h"
+#include "support/test_support.h"
+#include "train/checkpoint_store.h"
+#include "train/run_layout.h"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <thread>
+
+using namespace mugv;
+
+namespace {
+
+const fs::path kScript = fs::path(MUGV_TEST_SOURCE_DIR) / "slurm_cluster.sh";
+
+// Starts the cluster for the life of the object; `conf` is empty (with `skip_reason`) when it cannot run here.
+struct LoopbackCluster {
+  test::TempDir dir{"mugv-slurm"};
+  std::string conf, skip_reason;
+  LoopbackCluster() {
+    ProcessResult r = run_process({kScript.string(), "start", dir.path().string(), "2"}, std::chrono::seconds(90));
+    if (r.exit_code == 77) {
+      skip_reason = trim(r.err);
+      return;
+    }
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    conf = trim(r.out);
+    ::setenv("SLURM_CONF", conf.c_str(), 1);
+  }
+  ~LoopbackCluster() {
+    if (!conf.empty()) (void)run_process({kScript.string(), "stop", dir.path().string()}, std::chrono::seconds(30));
+    ::unsetenv("SLURM_CONF");
+  }
+};
+
+ProcessResult mugv(std::vector<std::string> args) {
+  args.insert(args.begin(), (test::binary_dir() / "bin" / "mugv").string());
+  return run_process(args, std::chrono::seconds(120));
+}
+
+std::vector<std::string> train_args(const std::string& run) {
+  return {"train", "--preset", "micro", "--dataset", "shapes", "--vae-run", "vae0", "--run", run, "--steps", "4",
+          "--batch", "2", "--save-every", "2", "--threads", "1", "--prefetch", "0", "--comm-timeout", "60",
+          "--slurm", "--nodes", "2", "--tasks-per-node", "1", "--time", "0:10:00", "--json"};
+}
+
+}  // namespace
+
+TEST_CASE("mugv train --slurm trains on two Slurm nodes and its state and logs come back", "[slurm][parallel]") {
+  LoopbackCluster cluster;
+  if (cluster.conf.empty()) {
+    WARN("skipped: " << cluster.skip_reason);
+    return;
+  }
+  test::MicroHome home(6);
+
+  ProcessResult submitted = mugv(train_args("on-slurm"));
+  INFO(submitted.out << submitted.err);
+  REQUIRE(submitted.exit_code == 0);
+  const auto answer = nlohmann::json::parse(submitted.out);
+  const std::string id = answer.at("job_id");
+  const std::string script = read_text_file(answer.at("script").get<std::string>());
+  CHECK(script.find("#SBATCH --nodes=2") != std::string::npos);
+  CHECK(script.find("srun --kill-on-bad-exit=1 ") != std::string::npos);
+  CHECK(script.find("--slurm") == std::string::npos);  // the job itself trains
+
+  std::optional<SlurmJobState> state;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+  bool seen_running = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    state = query_slurm_job(id);
+    REQUIRE(state);
+    seen_running = seen_running || state->state == "RUNNING";
+    if (state->finished()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  const std::string log = answer.at("log");
+  INFO("job " << id << " log:\n" << (fs::exists(log) ? read_text_file(log) : std::string("(none)")));
+  REQUIRE(state);
+  CHECK(state->state == "COMPLETED");
+  CHECK(state->exit_code == "0:0");
+  CHECK(state->node_list == "n[1-2]");
+  CHECK(fs::exists(log));
+
+  // Two ranks trained: rank 0 wrote the metrics with both ranks' time split, and the checkpoints.
+  std::ifstream metrics(run_paths("on-slurm").metrics());
+  std::string line, last;
+  int lines = 0;
+  while (std::getline(metrics, line)) last = line, ++lines;
+  CHECK(lines == 4);
+  REQUIRE(!last.empty());
+  CHECK(nlohmann::json::parse(last).at("ranks").size() == 2);
+  CHECK(CheckpointStore(run_paths("on-slurm").checkpoints()).latest_good()->step == 4);
+}
+
+TEST_CASE("a submission Slurm refuses shows Slurm's own message", "[slurm][parallel]") {
+  LoopbackCluster cluster;
+  if (cluster.conf.empty()) {
+    WARN("skipped: " << cluster.skip_reason);
+    return;
+  }
+  test::MicroHome home(4);
+  auto args = train_args("refused");
+  args.insert(args.end(), {"--partition", "nosuch"});
+  ProcessResult r = mugv(args);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("sbatch") != std::string::npos);
+  CHECK(to_lower(r.err).find("partition") != std::string::npos);
+  // Hostile values never reach a directive.
+  args = train_args("hostile");
+  args.insert(args.end(), {"--partition", "debug\n#SBATCH --wrap=id"});
+  r = mugv(args);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("--partition") != std::string::npos);
+}
