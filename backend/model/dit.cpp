@@ -140,8 +140,8 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
 
   static BlockContext context_of(torch::autograd::AutogradContext* ctx, const torch::Tensor& modulation,
                                  const torch::Tensor& text, const torch::Tensor& angles, const torch::Tensor& text_bias) {
-    BlockContext c{modulation, angles, text, text_bias, ctx->saved_data["frames"].toInt()};
-    c.token_offset = ctx->saved_data["offset"].toInt();
+    BlockContext c{modulation, angles, text, text_bias, ctx->saved_data["frames"].toInt(),
+                   ctx->saved_data["offset"].toInt(), {}};
     c.runtime.parallel = reinterpret_cast<DiTParallelOps*>(ctx->saved_data["parallel"].toInt());
     return c;
   }
@@ -470,7 +470,7 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x_in, const torch::Tensor& t
   auto angles = rope_angles(dit_token_positions(frames, height, width).to(x.device()), config_.head_dim,
                             config_.rope_theta);
 
-  BlockContext context{modulation, angles, y, text_bias, frames};
+  BlockContext context{modulation, angles, y, text_bias, frames, 0, {}};
   context.runtime.recompute_attention = recompute_ == Recompute::selective;
   if (parallel_) {
     const int64_t total = tokens.size(1), shards = parallel_->sequence_shards();

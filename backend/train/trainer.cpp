@@ -393,7 +393,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     }
     auto t0 = std::chrono::steady_clock::now();
     StepData batch = next_step_data(s, loader.get(), text_tokens);
-    const int64_t global_batch = batch.global_batch, first = batch.first, b = batch.latents.size(0);
+    const int64_t global_batch = batch.global_batch, first = batch.first;
     const auto& latents = batch.latents;
     const auto& fps = batch.fps;
     const auto& ids_t = batch.ids;

@@ -206,7 +206,7 @@ TEST_CASE("a fresh DiT block is the identity (adaLN-zero)", "[unit][model]") {
   const int64_t tokens = 2 + 2 * 2 * 2;
   auto x = torch::randn({2, tokens, c.hidden});
   BlockContext context{modulation, rope_angles(dit_token_positions(2, 2, 2), c.head_dim, c.rope_theta),
-                       torch::randn({2, c.text_tokens, c.hidden}), torch::Tensor(), 2};
+                       torch::randn({2, c.text_tokens, c.hidden}), torch::Tensor(), 2, 0, {}};
   auto block = dit->blocks->ptr<DiTBlockImpl>(0);
   CHECK(torch::equal(block->forward(x, context), x));
   perturb(*block);
