@@ -15,6 +15,7 @@ struct Client::Impl {
   zmq::context_t context{1};
   std::unique_ptr<zmq::socket_t> socket;
   std::vector<std::string> events;
+  nlohmann::json welcome = nlohmann::json::object();
 
   Message exchange(const Message& request) {
     protocol::send(*socket, {}, request);
@@ -42,6 +43,7 @@ struct Client::Impl {
     const Message& m = std::get<Message>(reply->content);
     if (m.type == MessageType::error) throw Error(ErrorCode::protocol, endpoint, m.header.value("message", "refused"));
     events = m.header.value("events", std::vector<std::string>{});
+    welcome = m.header;
   }
 };
 
@@ -73,6 +75,7 @@ nlohmann::json Client::request(MessageType type, const nlohmann::json& header) {
 
 const std::vector<std::string>& Client::events_endpoints() const { return impl_->events; }
 const std::string& Client::endpoint() const { return impl_->endpoint; }
+const nlohmann::json& Client::server_info() const { return impl_->welcome; }
 
 struct EventSubscriber::Impl {
   zmq::context_t context{1};

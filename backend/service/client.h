@@ -28,6 +28,8 @@ class Client {
   nlohmann::json request(protocol::MessageType type, const nlohmann::json& header = nlohmann::json::object());
   const std::vector<std::string>& events_endpoints() const;
   const std::string& endpoint() const;
+  // The server's `welcome` header: {"protocol", "server" (its version), "events", "heartbeat_ms"}.
+  const nlohmann::json& server_info() const;
 
  private:
   struct Impl;
