@@ -83,6 +83,12 @@ void Network::poll_jobs() {
   }
 }
 
+std::string Network::state_of(int64_t job) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const JobRow* r = state_.job(job);
+  return r ? r->state : "";
+}
+
 void Network::backfill(int64_t job) {
   auto detail = client_->request(MessageType::get_job, {{"job", job}});
   {
@@ -121,6 +127,7 @@ void Network::run() {
   auto next_poll = Clock::now();
   auto next_retry = Clock::now();
   int64_t backfilled = 0;
+  std::string backfilled_state;  // the selected job's state at its backfill; a change (it started, it ended) refreshes it
   while (!stop_) {
     try {
       if (!client_) {
@@ -139,9 +146,11 @@ void Network::run() {
         next_poll = Clock::now() + 1s;
         changed = true;
       }
-      if (int64_t selected = selected_; selected != backfilled) {
-        backfilled = selected;  // also after a refused request: one try per selection
+      const int64_t selected = selected_;
+      if (selected != backfilled || (selected > 0 && state_of(selected) != backfilled_state)) {
+        backfilled = selected;  // also after a refused request: one try per selection and state
         if (selected > 0) backfill(selected);
+        backfilled_state = selected > 0 ? state_of(selected) : "";
         changed = true;
       }
       changed |= drain_events(50ms);

@@ -6,7 +6,7 @@
 // connect() runs the first handshake on the caller's thread, before any window exists, so an unreachable
 // server is reported at once (Error naming the endpoint). After that the thread polls the job list every
 // second, drains events every 50 ms, backfills the selected job (stored metrics, progress, the log tail)
-// when the selection changes, and after a lost connection reconnects every two seconds.
+// when the selection or that job's state changes, and after a lost connection reconnects every two seconds.
 // `wake` is called (from the network thread) when something changed; the monitor passes
 // glfwPostEmptyEvent, which is safe to call from any thread.
 
@@ -51,6 +51,7 @@ class Network {
   void drop_connection(const std::string& message);
   void poll_jobs();
   void backfill(int64_t job);
+  std::string state_of(int64_t job) const;
   bool drain_events(std::chrono::milliseconds wait);
 
   std::string endpoint_;
