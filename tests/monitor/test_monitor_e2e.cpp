@@ -9,12 +9,12 @@
 
 #include <catch2/catch.hpp>
 
-#include <atomic>
-#include <csignal>
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <atomic>
+#include <csignal>
 
 #include <cstdlib>
 #include <fstream>
@@ -26,13 +26,15 @@ extern char** environ;
 
 using namespace mugv;
 using namespace std::chrono_literals;
-using protocol::MessageType;
 using mugv::test::TempDir;
+using protocol::MessageType;
 namespace fs = std::filesystem;
 
 namespace {
 
-fs::path program(const std::string& name) { return test::binary_dir() / "bin" / name; }
+fs::path program(const std::string& name) {
+  return test::binary_dir() / "bin" / name;
+}
 
 std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -107,7 +109,8 @@ class ServeProcess {
  public:
   explicit ServeProcess(const fs::path& home)
       : endpoint_("ipc://" + (home / "sock" / "mugv.sock").string()),
-        process_({program("mugv").string(), "serve", "--listen", endpoint_, "--home", home.string(), "--heartbeat-ms", "200"},
+        process_({program("mugv").string(), "serve", "--listen", endpoint_, "--home", home.string(),
+                  "--heartbeat-ms", "200"},
                  home / "serve.out", home / "serve.err") {
     auto deadline = std::chrono::steady_clock::now() + 20s;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -132,7 +135,11 @@ int64_t submit_make_dataset(Client& c, const fs::path& out) {
                         {"params",
                          {{"command", {"make-dataset"}},
                           {"positional", {"shapes"}},
-                          {"values", {{"dataset.out", out.string()}, {"dataset.count", 6}, {"dataset.size", 32}, {"dataset.frames", 9}}}}}};
+                          {"values",
+                           {{"dataset.out", out.string()},
+                            {"dataset.count", 6},
+                            {"dataset.size", 32},
+                            {"dataset.frames", 9}}}}}};
   return c.request(MessageType::submit_job, job)["job"]["id"].get<int64_t>();
 }
 
@@ -152,13 +159,15 @@ std::optional<std::vector<std::string>> display_prefix() {
   if (const char* d = std::getenv("DISPLAY"); d && *d) return std::vector<std::string>{};
   for (const char* dir : {"/usr/bin", "/bin", "/usr/local/bin"})
     if (fs::exists(fs::path(dir) / "xvfb-run"))
-      return std::vector<std::string>{(fs::path(dir) / "xvfb-run").string(), "-a", "-s", "-screen 0 1280x800x24"};
+      return std::vector<std::string>{(fs::path(dir) / "xvfb-run").string(), "-a", "-s",
+                                      "-screen 0 1280x800x24"};
   return std::nullopt;
 }
 
 }  // namespace
 
-TEST_CASE("the network thread follows a real server: job list, live events, backfilled logs", "[monitor][ipc]") {
+TEST_CASE("the network thread follows a real server: job list, live events, backfilled logs",
+          "[monitor][ipc]") {
   TempDir home("mugv-monitor");
   ServeProcess serve(home.path());
   monitor::Network network(serve.endpoint());
@@ -212,7 +221,7 @@ TEST_CASE("mugv-monitor: version, usage errors and an unreachable server", "[mon
 }
 
 TEST_CASE("mugv-monitor renders a real server's jobs under X, writes a screenshot and dumps its state",
-          "[monitor][gl][slow]") {
+          "[monitor][gui][slow]") {
   auto prefix = display_prefix();
   if (!prefix) {
     WARN("skipped: no DISPLAY and no xvfb-run (install xvfb) - the monitor's window is not tested");
@@ -226,8 +235,9 @@ TEST_CASE("mugv-monitor renders a real server's jobs under X, writes a screensho
 
   const fs::path shot = home / "monitor.png";
   std::vector<std::string> argv = *prefix;
-  for (std::string a : {program("mugv-monitor").string(), std::string("--server"), serve.endpoint(), std::string("--screenshot"),
-                        shot.string(), std::string("--exit-after-ms"), std::string("2500"), std::string("--dump-state")})
+  for (std::string a : {program("mugv-monitor").string(), std::string("--server"), serve.endpoint(),
+                        std::string("--screenshot"), shot.string(), std::string("--exit-after-ms"),
+                        std::string("2500"), std::string("--dump-state")})
     argv.push_back(a);
   Run r = run(argv, home.path(), 90s);
   if (r.code != 0 && r.err.find("cannot open a window with OpenGL") != std::string::npos) {

@@ -15,10 +15,12 @@ using protocol::MessageType;
 namespace {
 
 // An event as the server publishes it (server.cpp publish_event), after a trip through the codec.
-Message wire_event(int64_t job, const std::string& subtopic, nlohmann::json payload, std::vector<std::string> blobs = {}) {
+Message wire_event(int64_t job, const std::string& subtopic, nlohmann::json payload,
+                   std::vector<std::string> blobs = {}) {
   Message m;
   m.type = MessageType::event;
-  payload["topic"] = subtopic.empty() ? "job/" + std::to_string(job) : "job/" + std::to_string(job) + "/" + subtopic;
+  payload["topic"] =
+      subtopic.empty() ? "job/" + std::to_string(job) : "job/" + std::to_string(job) + "/" + subtopic;
   payload["job"] = job;
   m.header = std::move(payload);
   m.blobs = std::move(blobs);
@@ -30,28 +32,55 @@ Message wire_event(int64_t job, const std::string& subtopic, nlohmann::json payl
 }
 
 nlohmann::json job_json(int64_t id, const std::string& kind, const std::string& state) {
-  return {{"id", id}, {"kind", kind}, {"state", state}, {"priority", 0}, {"position", id}, {"params", nlohmann::json::object()},
-          {"created_at_ms", 1000 * id}, {"started_at_ms", nullptr}, {"finished_at_ms", nullptr}, {"exit_code", nullptr},
-          {"error_code", nullptr}, {"error_message", ""}, {"worker_pid", nullptr}, {"host", "h"}, {"attempts", 0}};
+  return {{"id", id},
+          {"kind", kind},
+          {"state", state},
+          {"priority", 0},
+          {"position", id},
+          {"params", nlohmann::json::object()},
+          {"created_at_ms", 1000 * id},
+          {"started_at_ms", nullptr},
+          {"finished_at_ms", nullptr},
+          {"exit_code", nullptr},
+          {"error_code", nullptr},
+          {"error_message", ""},
+          {"worker_pid", nullptr},
+          {"host", "h"},
+          {"attempts", 0}};
 }
 
 Message progress(int64_t job, int64_t done, int64_t total, double eta) {
-  return wire_event(job, "", {{"type", "progress"}, {"stage", "train"}, {"done", done}, {"total", total}, {"rate", 2.0},
-                              {"eta_s", eta}, {"unit", "steps"}, {"detail", ""}});
+  return wire_event(job, "",
+                    {{"type", "progress"},
+                     {"stage", "train"},
+                     {"done", done},
+                     {"total", total},
+                     {"rate", 2.0},
+                     {"eta_s", eta},
+                     {"unit", "steps"},
+                     {"detail", ""}});
 }
 
 Message metrics(int64_t job, int64_t step, double loss) {
-  return wire_event(job, "metrics", {{"type", "metrics"}, {"step", step},
-                                     {"values", {{"step", step}, {"loss", loss}, {"lr", 1e-4}, {"tokens_per_s", 5000.0},
-                                                 {"mfu", 0.31}, {"run", "not a number"}}}});
+  return wire_event(job, "metrics",
+                    {{"type", "metrics"},
+                     {"step", step},
+                     {"values",
+                      {{"step", step},
+                       {"loss", loss},
+                       {"lr", 1e-4},
+                       {"tokens_per_s", 5000.0},
+                       {"mfu", 0.31},
+                       {"run", "not a number"}}}});
 }
 
 }  // namespace
 
 TEST_CASE("the job list becomes the table, newest first; vanished jobs leave", "[monitor][unit]") {
   MonitorState s;
-  s.apply_job_list(nlohmann::json::array({job_json(1, "make_dataset", "succeeded"), job_json(2, "train", "running"),
-                                          job_json(3, "generate", "queued")}));
+  s.apply_job_list(
+      nlohmann::json::array({job_json(1, "make_dataset", "succeeded"), job_json(2, "train", "running"),
+                             job_json(3, "generate", "queued")}));
   auto rows = s.jobs();
   REQUIRE(rows.size() == 3);
   CHECK(rows[0].id == 3);
@@ -87,7 +116,8 @@ TEST_CASE("progress, state, metric and log events fold into the job's row and de
   CHECK(d->metrics.count("run") == 0);   // only numbers are plotted
   CHECK(d->metrics.at("loss").values == std::vector<float>{2.0f, 1.5f});
 
-  REQUIRE(s.apply_event(wire_event(7, "log", {{"type", "log"}, {"level", "info"}, {"text", "step 2\nsaved checkpoint"}})));
+  REQUIRE(s.apply_event(
+      wire_event(7, "log", {{"type", "log"}, {"level", "info"}, {"text", "step 2\nsaved checkpoint"}})));
   REQUIRE(d->logs.size() == 2);
   CHECK(d->logs.back() == "[info] saved checkpoint");
 
@@ -109,9 +139,16 @@ TEST_CASE("a backfill from get_job does not plot a step twice", "[monitor][unit]
   REQUIRE(s.apply_event(metrics(4, 2, 2.5)));
   nlohmann::json reply = {{"job", job_json(4, "train", "running")}, {"events", nlohmann::json::array()}};
   for (int step = 1; step <= 3; ++step)
-    reply["events"].push_back({{"id", step}, {"job", 4}, {"time_ms", step}, {"type", "metrics"},
-                               {"payload", {{"job", 4}, {"step", step}, {"values", {{"loss", 4.0 - step * 0.5}}}}}});
-  reply["events"].push_back({{"id", 9}, {"job", 4}, {"time_ms", 9}, {"type", "progress"},
+    reply["events"].push_back(
+        {{"id", step},
+         {"job", 4},
+         {"time_ms", step},
+         {"type", "metrics"},
+         {"payload", {{"job", 4}, {"step", step}, {"values", {{"loss", 4.0 - step * 0.5}}}}}});
+  reply["events"].push_back({{"id", 9},
+                             {"job", 4},
+                             {"time_ms", 9},
+                             {"type", "progress"},
                              {"payload", {{"job", 4}, {"stage", "train"}, {"done", 3}, {"total", 6}}}});
   s.apply_job_detail(reply);
   const auto& loss = s.detail(4)->metrics.at("loss");
@@ -143,7 +180,8 @@ TEST_CASE("preview events keep their RGB frames; frames of the wrong size are dr
     red[i] = char(255);
     green[i + 1] = char(255);
   }
-  nlohmann::json header = {{"type", "preview"}, {"step", 3}, {"width", w}, {"height", h}, {"format", "rgb24"}};
+  nlohmann::json header = {
+      {"type", "preview"}, {"step", 3}, {"width", w}, {"height", h}, {"format", "rgb24"}};
   REQUIRE(s.apply_event(wire_event(5, "preview", header, {red, std::string(5, 'x'), green})));
   auto p = s.detail(5)->preview;
   REQUIRE(p);
@@ -162,7 +200,8 @@ TEST_CASE("preview events keep their RGB frames; frames of the wrong size are dr
   CHECK(s.detail(5)->preview->frames.size() == 1);
 }
 
-TEST_CASE("snapshots carry every row but only the selected job's detail; the dump lists jobs", "[monitor][unit]") {
+TEST_CASE("snapshots carry every row but only the selected job's detail; the dump lists jobs",
+          "[monitor][unit]") {
   MonitorState s;
   s.set_endpoint("ipc:///tmp/x.sock");
   s.set_connected("0.1.0");

@@ -63,7 +63,8 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
       return 0;
     }
     if (a == "--version") {
-      std::printf("mugv-monitor %s (protocol %d, Dear ImGui %s)\n", MUGV_VERSION, mugv::protocol::kVersion, IMGUI_VERSION);
+      std::printf("mugv-monitor %s (protocol %d, Dear ImGui %s)\n", MUGV_VERSION, mugv::protocol::kVersion,
+                  IMGUI_VERSION);
       return 0;
     }
     if (a == "--dump-state") {
@@ -107,7 +108,9 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
 std::atomic<bool> g_glfw_ready{false};
 std::string g_glfw_error;
 
-void on_glfw_error(int code, const char* text) { g_glfw_error = std::to_string(code) + " " + (text ? text : ""); }
+void on_glfw_error(int code, const char* text) {
+  g_glfw_error = std::to_string(code) + " " + (text ? text : "");
+}
 
 void write_screenshot(const fs::path& path, const mugv::RgbFrame& frame) {
   if (path.extension() == ".png") {
@@ -122,7 +125,8 @@ void write_screenshot(const fs::path& path, const mugv::RgbFrame& frame) {
 
 // A readable proportional font when the system has one; ImGui's built-in bitmap font otherwise.
 void load_font() {
-  for (const char* f : {"/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"})
+  for (const char* f :
+       {"/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"})
     if (fs::exists(f) && ImGui::GetIO().Fonts->AddFontFromFileTTF(f, 15.0f)) return;
 }
 
@@ -140,8 +144,8 @@ int run(const Options& o) {
   glfwSetErrorCallback(on_glfw_error);
   if (!glfwInit()) {
     const char* display = std::getenv("DISPLAY");
-    std::cerr << "mugv-monitor: cannot open a window with OpenGL 3.0 (DISPLAY=" << (display ? display : "unset")
-              << "): " << g_glfw_error << "\n";
+    std::cerr << "mugv-monitor: cannot open a window with OpenGL 3.0 (DISPLAY="
+              << (display ? display : "unset") << "): " << g_glfw_error << "\n";
     return 1;
   }
   glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
@@ -149,8 +153,8 @@ int run(const Options& o) {
   GLFWwindow* window = glfwCreateWindow(1280, 800, ("mugv-monitor " + o.server).c_str(), nullptr, nullptr);
   if (!window) {
     const char* display = std::getenv("DISPLAY");
-    std::cerr << "mugv-monitor: cannot open a window with OpenGL 3.0 (DISPLAY=" << (display ? display : "unset")
-              << "): " << g_glfw_error << "\n";
+    std::cerr << "mugv-monitor: cannot open a window with OpenGL 3.0 (DISPLAY="
+              << (display ? display : "unset") << "): " << g_glfw_error << "\n";
     glfwTerminate();
     return 1;
   }
@@ -186,7 +190,8 @@ int run(const Options& o) {
         glfwPollEvents();
       }
       last_frame = Clock::now();
-      const bool last = o.exit_after_ms && Clock::now() - start >= std::chrono::milliseconds(*o.exit_after_ms);
+      const bool last =
+          o.exit_after_ms && Clock::now() - start >= std::chrono::milliseconds(*o.exit_after_ms);
 
       auto snapshot = network.snapshot(ui.selected);
       mugv::monitor::choose_selection(snapshot, ui);

@@ -7,9 +7,12 @@ namespace mugv::monitor {
 
 const char* to_string(Connection c) {
   switch (c) {
-    case Connection::connecting: return "connecting";
-    case Connection::connected: return "connected";
-    case Connection::lost: return "lost";
+    case Connection::connecting:
+      return "connecting";
+    case Connection::connected:
+      return "connected";
+    case Connection::lost:
+      return "lost";
   }
   return "unknown";
 }
@@ -33,7 +36,8 @@ void merge_job(JobRow& r, const nlohmann::json& j) {
   r.kind = j.value("kind", r.kind);
   r.state = j.value("state", r.state);
   r.created_at_ms = j.value("created_at_ms", r.created_at_ms);
-  if (j.contains("error_message") && j["error_message"].is_string()) r.error = j["error_message"].get<std::string>();
+  if (j.contains("error_message") && j["error_message"].is_string())
+    r.error = j["error_message"].get<std::string>();
 }
 
 template <typename T>
@@ -61,7 +65,9 @@ JobRow& MonitorState::row(int64_t id) {
   return r;
 }
 
-JobDetail& MonitorState::detail_of(int64_t id) { return details_[id]; }
+JobDetail& MonitorState::detail_of(int64_t id) {
+  return details_[id];
+}
 
 void MonitorState::apply_job_list(const nlohmann::json& jobs) {
   if (!jobs.is_array()) return;
@@ -75,7 +81,8 @@ void MonitorState::apply_job_list(const nlohmann::json& jobs) {
     next[id] = r;
   }
   jobs_ = std::move(next);
-  for (auto it = details_.begin(); it != details_.end();) it = jobs_.count(it->first) ? std::next(it) : details_.erase(it);
+  for (auto it = details_.begin(); it != details_.end();)
+    it = jobs_.count(it->first) ? std::next(it) : details_.erase(it);
 }
 
 void MonitorState::apply_progress(int64_t job, const nlohmann::json& p) {
@@ -124,8 +131,10 @@ void MonitorState::apply_job_detail(const nlohmann::json& reply) {
     if (!e.is_object() || !e.contains("payload") || !e["payload"].is_object()) continue;
     std::string type = e.value("type", "");
     const auto& p = e["payload"];
-    if (type == "progress") apply_progress(id, p);
-    else if (type == "metrics") add_metrics(id, number_or<int64_t>(p, "step", 0), p.value("values", nlohmann::json::object()));
+    if (type == "progress")
+      apply_progress(id, p);
+    else if (type == "metrics")
+      add_metrics(id, number_or<int64_t>(p, "step", 0), p.value("values", nlohmann::json::object()));
   }
 }
 
@@ -162,7 +171,8 @@ bool MonitorState::apply_event(const protocol::Message& m) {
     if (p->width <= 0 || p->height <= 0 || h.value("format", "rgb24") != "rgb24") return false;
     const size_t bytes = size_t(p->width) * size_t(p->height) * 3;
     for (const auto& b : m.blobs)
-      if (b.size() == bytes) p->frames.push_back(b);  // a frame of another size is not an RGB24 frame of this preview
+      if (b.size() == bytes)
+        p->frames.push_back(b);  // a frame of another size is not an RGB24 frame of this preview
     if (p->frames.empty()) return false;
     p->serial = ++preview_serial_;
     JobDetail& d = detail_of(job);
@@ -209,9 +219,10 @@ nlohmann::json MonitorState::to_json() const {
   nlohmann::json jobs = nlohmann::json::array();
   for (const JobRow& r : this->jobs()) {
     auto f = r.fraction();
-    nlohmann::json j = {{"id", r.id},       {"kind", r.kind},   {"state", r.state}, {"stage", r.stage},
-                        {"done", r.done},   {"total", r.total}, {"eta_s", r.eta_s},
-                        {"progress", f ? nlohmann::json(*f) : nlohmann::json(nullptr)}};
+    nlohmann::json j = {{"id", r.id},       {"kind", r.kind},
+                        {"state", r.state}, {"stage", r.stage},
+                        {"done", r.done},   {"total", r.total},
+                        {"eta_s", r.eta_s}, {"progress", f ? nlohmann::json(*f) : nlohmann::json(nullptr)}};
     if (const JobDetail* d = detail(r.id)) {
       nlohmann::json metrics = nlohmann::json::object();
       for (const auto& [name, s] : d->metrics) metrics[name] = s.values.size();

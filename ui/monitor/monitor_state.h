@@ -4,10 +4,10 @@
 // protocol messages.
 //
 // Inputs, all in the shapes the server sends (backend/service/server.cpp, job_json.cpp):
-//   apply_job_list    the `jobs` array of a list_jobs reply: the table's rows (jobs that vanished are dropped)
-//   apply_job_detail  a get_job reply: the job plus its stored events (progress, metrics) for backfill
-//   apply_logs        the `text` of a job_logs reply: the job's last lines
-//   apply_event       one `event` message from the PUB socket: state, progress, metrics, log or preview
+//   apply_job_list    the `jobs` array of a list_jobs reply: the table's rows (jobs that vanished are
+//   dropped) apply_job_detail  a get_job reply: the job plus its stored events (progress, metrics) for
+//   backfill apply_logs        the `text` of a job_logs reply: the job's last lines apply_event       one
+//   `event` message from the PUB socket: state, progress, metrics, log or preview
 // Metric series only grow with the step (a metric already seen for step N is not added again), so a
 // backfill that overlaps live events does not plot a point twice. Logs and series are capped.
 //
@@ -35,13 +35,13 @@ struct JobRow {
   int64_t id = 0;
   std::string kind;
   std::string state;
-  std::string error;      // error_message of a failed job
-  std::string stage;      // from the last progress event
+  std::string error;  // error_message of a failed job
+  std::string stage;  // from the last progress event
   std::string unit;
   int64_t done = 0;
   int64_t total = 0;
-  double rate = 0;        // units per second
-  double eta_s = -1;      // < 0: unknown
+  double rate = 0;    // units per second
+  double eta_s = -1;  // < 0: unknown
   int64_t created_at_ms = 0;
 
   // 0..1, or nullopt when nothing says how far the job is (a queued job, a job without progress yet).
@@ -71,7 +71,7 @@ struct JobDetail {
 };
 
 struct Limits {
-  size_t max_points = 4000;     // per metric series; the oldest points are dropped
+  size_t max_points = 4000;  // per metric series; the oldest points are dropped
   size_t max_log_lines = 300;
 };
 

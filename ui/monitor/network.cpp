@@ -14,7 +14,9 @@ Network::Network(std::string endpoint, std::chrono::milliseconds timeout)
   state_.set_endpoint(endpoint_);
 }
 
-Network::~Network() { stop(); }
+Network::~Network() {
+  stop();
+}
 
 void Network::stop() {
   stop_ = true;
@@ -27,7 +29,9 @@ void Network::connect(std::function<void()> wake) {
   thread_ = std::thread([this] { run(); });
 }
 
-void Network::select(int64_t job) { selected_ = job; }
+void Network::select(int64_t job) {
+  selected_ = job;
+}
 
 MonitorState Network::snapshot(int64_t selected) const {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -44,7 +48,8 @@ bool Network::open_connection_or_throw() {
   std::unique_ptr<EventSubscriber> subscriber;
   // Without an events endpoint the table still updates from the job list; plots and logs stay empty.
   if (!client->events_endpoints().empty())
-    subscriber = std::make_unique<EventSubscriber>(client->events_endpoints().front(), std::vector<std::string>{"job/"});
+    subscriber = std::make_unique<EventSubscriber>(client->events_endpoints().front(),
+                                                   std::vector<std::string>{"job/"});
   std::string version = client->server_info().value("server", "");
   client_ = std::move(client);
   subscriber_ = std::move(subscriber);
@@ -127,7 +132,8 @@ void Network::run() {
   auto next_poll = Clock::now();
   auto next_retry = Clock::now();
   int64_t backfilled = 0;
-  std::string backfilled_state;  // the selected job's state at its backfill; a change (it started, it ended) refreshes it
+  std::string backfilled_state;  // the selected job's state at its backfill; a change (it started, it ended)
+                                 // refreshes it
   while (!stop_) {
     try {
       if (!client_) {

@@ -59,9 +59,9 @@ class Network {
   std::function<void()> wake_;
   std::unique_ptr<Client> client_;               // used by the network thread only (after connect())
   std::unique_ptr<EventSubscriber> subscriber_;  // likewise
-  std::set<int64_t> progress_fetched_;           // running jobs whose stored progress was read (network thread)
+  std::set<int64_t> progress_fetched_;  // running jobs whose stored progress was read (network thread)
   mutable std::mutex mutex_;
-  MonitorState state_;                           // guarded by mutex_
+  MonitorState state_;  // guarded by mutex_
   std::atomic<int64_t> selected_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;

@@ -31,7 +31,8 @@ void PreviewTexture::update(const PreviewFrames* p) {
   const size_t row = size_t(w) * 3;
   for (int f = 0; f < n; ++f)
     for (int y = 0; y < h; ++y)
-      std::memcpy(&strip[(size_t(y) * w * n + size_t(f) * w) * 3], p->frames[size_t(f)].data() + y * row, row);
+      std::memcpy(&strip[(size_t(y) * w * n + size_t(f) * w) * 3], p->frames[size_t(f)].data() + y * row,
+                  row);
   if (!texture_) glGenTextures(1, &texture_);
   GLint previous = 0, alignment = 4;
   glGetIntegerv(GL_TEXTURE_BINDING_2D, &previous);
@@ -66,9 +67,12 @@ std::string duration(double s) {
   if (s < 0) return "-";
   char buf[32];
   long t = static_cast<long>(s + 0.5);
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh %02ldm", t / 3600, (t / 60) % 60);
-  else if (t >= 60) std::snprintf(buf, sizeof buf, "%ldm %02lds", t / 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%lds", t);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh %02ldm", t / 3600, (t / 60) % 60);
+  else if (t >= 60)
+    std::snprintf(buf, sizeof buf, "%ldm %02lds", t / 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lds", t);
   return buf;
 }
 
@@ -86,14 +90,14 @@ void status_line(const MonitorState& s) {
   }
   ImGui::SameLine();
   ImGui::Text("%s   server %s   protocol %d   %zu jobs   %" PRIu64 " events", s.endpoint().c_str(),
-              s.server_version().empty() ? "?" : s.server_version().c_str(), protocol::kVersion, s.jobs().size(),
-              s.events_seen());
+              s.server_version().empty() ? "?" : s.server_version().c_str(), protocol::kVersion,
+              s.jobs().size(), s.events_seen());
   if (s.connection() == Connection::lost) ImGui::TextWrapped("%s", s.connection_message().c_str());
 }
 
 void jobs_table(const MonitorState& s, UiState& ui) {
-  const ImGuiTableFlags flags = ImGuiTableFlags_RowBg | ImGuiTableFlags_BordersInnerV | ImGuiTableFlags_ScrollY |
-                                ImGuiTableFlags_SizingStretchProp;
+  const ImGuiTableFlags flags = ImGuiTableFlags_RowBg | ImGuiTableFlags_BordersInnerV |
+                                ImGuiTableFlags_ScrollY | ImGuiTableFlags_SizingStretchProp;
   if (!ImGui::BeginTable("jobs", 5, flags)) return;
   ImGui::TableSetupScrollFreeze(0, 1);
   ImGui::TableSetupColumn("id", ImGuiTableColumnFlags_WidthFixed, 40);
@@ -143,9 +147,10 @@ void metric_plots(const JobDetail& d) {
   for (const auto& name : names) {
     const MetricSeries& m = d.metrics.at(name);
     char overlay[96];
-    std::snprintf(overlay, sizeof overlay, "%s %.5g  (step %.0f)", name.c_str(), m.values.back(), m.steps.back());
-    ImGui::PlotLines(("##" + name).c_str(), m.values.data(), static_cast<int>(m.values.size()), 0, overlay, FLT_MAX,
-                     FLT_MAX, ImVec2(-1, 64));
+    std::snprintf(overlay, sizeof overlay, "%s %.5g  (step %.0f)", name.c_str(), m.values.back(),
+                  m.steps.back());
+    ImGui::PlotLines(("##" + name).c_str(), m.values.data(), static_cast<int>(m.values.size()), 0, overlay,
+                     FLT_MAX, FLT_MAX, ImVec2(-1, 64));
   }
 }
 
@@ -155,11 +160,12 @@ void preview_strip(const JobDetail& d, PreviewTexture& preview) {
     ImGui::TextDisabled("no preview frames from this job");
     return;
   }
-  ImGui::Text("preview: step %" PRId64 ", %zu frames of %dx%d", d.preview->step, d.preview->frames.size(), preview.width(),
-              preview.height());
+  ImGui::Text("preview: step %" PRId64 ", %zu frames of %dx%d", d.preview->step, d.preview->frames.size(),
+              preview.width(), preview.height());
   // Scaled to the pane's width, at most 4x and at most 160 px tall.
   const float avail = ImGui::GetContentRegionAvail().x;
-  float scale = std::min({4.0f, avail / float(preview.width() * preview.frames()), 160.0f / float(preview.height())});
+  float scale =
+      std::min({4.0f, avail / float(preview.width() * preview.frames()), 160.0f / float(preview.height())});
   scale = std::max(scale, 0.1f);
   ImGui::Image(reinterpret_cast<ImTextureID>(static_cast<intptr_t>(preview.id())),
                ImVec2(float(preview.width() * preview.frames()) * scale, float(preview.height()) * scale));
@@ -178,7 +184,8 @@ void job_detail(const MonitorState& s, const UiState& ui, PreviewTexture& previe
     ImGui::Text("%s: %" PRId64 " / %" PRId64 " %s", r->stage.c_str(), r->done, r->total, r->unit.c_str());
     if (r->rate > 0 && !r->terminal()) {
       ImGui::SameLine();
-      ImGui::Text("  %.3g %s/s  ETA %s", r->rate, r->unit.empty() ? "items" : r->unit.c_str(), duration(r->eta_s).c_str());
+      ImGui::Text("  %.3g %s/s  ETA %s", r->rate, r->unit.empty() ? "items" : r->unit.c_str(),
+                  duration(r->eta_s).c_str());
     }
   }
   if (!r->error.empty()) ImGui::TextColored(ImVec4(0.95f, 0.40f, 0.35f, 1), "%s", r->error.c_str());
@@ -218,8 +225,9 @@ void draw_monitor(const MonitorState& s, UiState& ui, PreviewTexture& preview) {
   const ImGuiViewport* vp = ImGui::GetMainViewport();
   ImGui::SetNextWindowPos(vp->WorkPos);
   ImGui::SetNextWindowSize(vp->WorkSize);
-  const ImGuiWindowFlags flags = ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_NoMove | ImGuiWindowFlags_NoResize |
-                                 ImGuiWindowFlags_NoSavedSettings | ImGuiWindowFlags_NoBringToFrontOnFocus;
+  const ImGuiWindowFlags flags = ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_NoMove |
+                                 ImGuiWindowFlags_NoResize | ImGuiWindowFlags_NoSavedSettings |
+                                 ImGuiWindowFlags_NoBringToFrontOnFocus;
   ImGui::Begin("mugv-monitor", nullptr, flags);
   status_line(s);
   ImGui::Separator();
@@ -244,7 +252,8 @@ RgbFrame read_framebuffer(int width, int height) {
   glPixelStorei(GL_PACK_ALIGNMENT, alignment);
   // GL's rows start at the bottom; images start at the top.
   const size_t row = size_t(width) * 3;
-  for (int y = 0; y < height; ++y) std::memcpy(&out.rgb[size_t(y) * row], &bottom_up[size_t(height - 1 - y) * row], row);
+  for (int y = 0; y < height; ++y)
+    std::memcpy(&out.rgb[size_t(y) * row], &bottom_up[size_t(height - 1 - y) * row], row);
   return out;
 }
 
