@@ -18,6 +18,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -130,14 +131,14 @@ class ServeProcess {
   Process process_;
 };
 
-int64_t submit_make_dataset(Client& c, const fs::path& out) {
+int64_t submit_make_dataset(Client& c, const fs::path& out, int count = 6) {
   nlohmann::json job = {{"kind", "make_dataset"},
                         {"params",
                          {{"command", {"make-dataset"}},
                           {"positional", {"shapes"}},
                           {"values",
                            {{"dataset.out", out.string()},
-                            {"dataset.count", 6},
+                            {"dataset.count", count},
                             {"dataset.size", 32},
                             {"dataset.frames", 9}}}}}};
   return c.request(MessageType::submit_job, job)["job"]["id"].get<int64_t>();
@@ -230,16 +231,28 @@ TEST_CASE("mugv-monitor renders a real server's jobs under X, writes a screensho
   TempDir home("mugv-monitor-gl");
   ServeProcess serve(home.path());
   Client client(serve.endpoint());
-  const int64_t id = submit_make_dataset(client, home / "shapes");
-  REQUIRE(wait_for_end(client, id) == "succeeded");
+  // One finished job, and one big enough to be still running while the monitor looks (it is cancelled after).
+  const int64_t done = submit_make_dataset(client, home / "small");
+  REQUIRE(wait_for_end(client, done) == "succeeded");
+  const int64_t busy = submit_make_dataset(client, home / "big", 3000);
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         client.request(MessageType::get_job, {{"job", busy}})["job"]["state"] != "running")
+    std::this_thread::sleep_for(50ms);
 
   const fs::path shot = home / "monitor.png";
   std::vector<std::string> argv = *prefix;
   for (std::string a : {program("mugv-monitor").string(), std::string("--server"), serve.endpoint(),
                         std::string("--screenshot"), shot.string(), std::string("--exit-after-ms"),
-                        std::string("2500"), std::string("--dump-state")})
+                        std::string("3000"), std::string("--dump-state")})
     argv.push_back(a);
   Run r = run(argv, home.path(), 90s);
+  try {
+    (void)client.request(MessageType::cancel_job, {{"job", busy}, {"force", true}});
+  } catch (const Error&) {
+    // it finished on its own
+  }
+  CHECK(wait_for_end(client, busy) != "running");
   if (r.code != 0 && r.err.find("cannot open a window with OpenGL") != std::string::npos) {
     WARN("skipped: no OpenGL 3.0 context here (Xvfb / Mesa): " << r.err);
     return;
@@ -260,20 +273,24 @@ TEST_CASE("mugv-monitor renders a real server's jobs under X, writes a screensho
   std::error_code ec;
   fs::copy_file(shot, fs::current_path() / "monitor.png", fs::copy_options::overwrite_existing, ec);
 
-  // The state it drew: connected, the job listed and selected, its log lines backfilled.
+  // The state it drew: connected, both jobs listed, the newest (running) one selected with its log
+  // backfilled.
   auto json_start = r.out.find('{');
   REQUIRE(json_start != std::string::npos);
   auto state = nlohmann::json::parse(r.out.substr(json_start));
   CHECK(state["connection"] == "connected");
   CHECK(state["endpoint"] == serve.endpoint());
-  CHECK(state["selected"] == id);
-  bool listed = false;
-  for (const auto& j : state["jobs"])
-    if (j["id"] == id) {
-      listed = true;
-      CHECK(j["kind"] == "make_dataset");
-      CHECK(j["state"] == "succeeded");
-      CHECK(j.value("log_lines", 0) > 0);
-    }
-  CHECK(listed);
+  CHECK(state["selected"] == busy);
+  std::map<int64_t, nlohmann::json> jobs;
+  for (const auto& j : state["jobs"]) jobs[j["id"].get<int64_t>()] = j;
+  REQUIRE(jobs.count(done));
+  REQUIRE(jobs.count(busy));
+  CHECK(jobs[done]["kind"] == "make_dataset");
+  CHECK(jobs[done]["state"] == "succeeded");
+  CHECK(jobs[done]["progress"] == 1.0);
+  CHECK(jobs[busy].value("log_lines", 0) > 0);
+  if (jobs[busy]["state"] == "running") {
+    CHECK(jobs[busy]["total"].get<int64_t>() > 0);  // progress events reached the table
+    CHECK(jobs[busy]["done"].get<int64_t>() > 0);
+  }
 }

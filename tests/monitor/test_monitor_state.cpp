@@ -157,6 +157,11 @@ TEST_CASE("a backfill from get_job does not plot a step twice", "[monitor][unit]
   CHECK(s.job(4)->fraction() == Approx(0.5));
   CHECK(s.job(4)->kind == "train");
 
+  // A finished job's sampled progress may stop short of its total; the row says it is done.
+  reply["job"]["state"] = "succeeded";
+  s.apply_job_detail(reply);
+  CHECK(s.job(4)->done == 6);
+
   // The log backfill replaces the live lines (the server's log holds them all).
   REQUIRE(s.apply_event(wire_event(4, "log", {{"type", "log"}, {"level", "info"}, {"text", "live"}})));
   s.apply_logs(4, "one\ntwo\nthree\n");

@@ -31,6 +31,11 @@ namespace {
 
 // Fields of a job object (job_json.cpp) that the table shows; progress fields are left alone because a
 // job object carries none.
+// Stored progress is sampled (about one event a second), so a finished job's last one may stop short.
+void settle(JobRow& r) {
+  if (r.state == "succeeded") r.done = r.total;
+}
+
 void merge_job(JobRow& r, const nlohmann::json& j) {
   r.id = j.value("id", r.id);
   r.kind = j.value("kind", r.kind);
@@ -38,6 +43,7 @@ void merge_job(JobRow& r, const nlohmann::json& j) {
   r.created_at_ms = j.value("created_at_ms", r.created_at_ms);
   if (j.contains("error_message") && j["error_message"].is_string())
     r.error = j["error_message"].get<std::string>();
+  settle(r);
 }
 
 template <typename T>
@@ -93,6 +99,7 @@ void MonitorState::apply_progress(int64_t job, const nlohmann::json& p) {
   r.total = number_or<int64_t>(p, "total", r.total);
   r.rate = number_or<double>(p, "rate", 0.0);
   r.eta_s = number_or<double>(p, "eta_s", -1.0);
+  settle(r);
 }
 
 void MonitorState::add_metrics(int64_t job, int64_t step, const nlohmann::json& values) {
@@ -154,6 +161,7 @@ bool MonitorState::apply_event(const protocol::Message& m) {
     JobRow& r = row(job);
     if (h.contains("job_info") && h["job_info"].is_object()) merge_job(r, h["job_info"]);
     r.state = h.value("state", r.state);
+    settle(r);
   } else if (type == "progress") {
     apply_progress(job, h);
   } else if (type == "metrics") {
