@@ -200,6 +200,40 @@ TEST_CASE("the network thread follows a real server: job list, live events, back
   network.stop();
 }
 
+TEST_CASE("the network thread reports a lost server and attaches again when it is back", "[monitor][ipc]") {
+  TempDir home("mugv-monitor-restart");
+  auto serve = std::make_unique<ServeProcess>(home.path());
+  const std::string endpoint = serve->endpoint();
+  monitor::Network network(endpoint, 1000ms);
+  network.connect();
+  auto wait_until = [&](auto done, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (done(network.snapshot(0))) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  };
+  {
+    Client client(endpoint);
+    const int64_t id = submit_make_dataset(client, home / "shapes");
+    REQUIRE(wait_for_end(client, id) == "succeeded");
+  }
+  CHECK(wait_until([](const monitor::MonitorState& s) { return s.jobs().size() == 1; }, 5s));
+
+  serve.reset();  // SIGTERM: the server stops
+  CHECK(wait_until([](const monitor::MonitorState& s) { return s.connection() == monitor::Connection::lost; },
+                   10s));
+  auto lost = network.snapshot(0);
+  CHECK(lost.connection_message().find("no MUG-V server answered") != std::string::npos);
+  CHECK(lost.jobs().size() == 1);  // what was known stays on screen
+
+  serve = std::make_unique<ServeProcess>(home.path());
+  CHECK(wait_until(
+      [](const monitor::MonitorState& s) { return s.connection() == monitor::Connection::connected; }, 15s));
+  network.stop();
+}
+
 TEST_CASE("mugv-monitor: version, usage errors and an unreachable server", "[monitor][cli]") {
   TempDir dir("mugv-monitor-cli");
   Run v = run({program("mugv-monitor").string(), "--version"}, dir.path());

@@ -76,7 +76,7 @@ Message metrics(int64_t job, int64_t step, double loss) {
 
 }  // namespace
 
-TEST_CASE("the job list becomes the table, newest first; vanished jobs leave", "[monitor][unit]") {
+TEST_CASE("the job list becomes the table, newest first, and vanished jobs leave", "[monitor][unit]") {
   MonitorState s;
   s.apply_job_list(
       nlohmann::json::array({job_json(1, "make_dataset", "succeeded"), job_json(2, "train", "running"),
@@ -168,7 +168,7 @@ TEST_CASE("a backfill from get_job does not plot a step twice", "[monitor][unit]
   CHECK(s.detail(4)->logs == std::deque<std::string>{"one", "two", "three"});
 }
 
-TEST_CASE("series and logs are capped; the oldest go first", "[monitor][unit]") {
+TEST_CASE("series and logs are capped, the oldest going first", "[monitor][unit]") {
   MonitorState s(Limits{5, 3});
   for (int step = 1; step <= 8; ++step) REQUIRE(s.apply_event(metrics(1, step, step)));
   const auto& loss = s.detail(1)->metrics.at("loss");
@@ -177,7 +177,7 @@ TEST_CASE("series and logs are capped; the oldest go first", "[monitor][unit]") 
   CHECK(s.detail(1)->logs == std::deque<std::string>{"c", "d", "e"});
 }
 
-TEST_CASE("preview events keep their RGB frames; frames of the wrong size are dropped", "[monitor][unit]") {
+TEST_CASE("preview events keep their RGB frames and drop frames of the wrong size", "[monitor][unit]") {
   MonitorState s;
   const int w = 4, h = 2;
   std::string red(size_t(w * h * 3), '\0'), green(size_t(w * h * 3), '\0');
@@ -205,7 +205,7 @@ TEST_CASE("preview events keep their RGB frames; frames of the wrong size are dr
   CHECK(s.detail(5)->preview->frames.size() == 1);
 }
 
-TEST_CASE("snapshots carry every row but only the selected job's detail; the dump lists jobs",
+TEST_CASE("snapshots carry every row but only the selected job's detail, and the dump lists jobs",
           "[monitor][unit]") {
   MonitorState s;
   s.set_endpoint("ipc:///tmp/x.sock");
