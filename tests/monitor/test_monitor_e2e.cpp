@@ -47,7 +47,10 @@ std::string read_file(const fs::path& p) {
 // A child process with stdout / stderr in files; killed (SIGTERM, then SIGKILL) if still running at the end.
 class Process {
  public:
-  Process(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err) {
+  // `env`: NAME=VALUE entries that replace (or, with an empty VALUE, remove) the variable in this
+  // environment.
+  Process(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err,
+          const std::vector<std::string>& env = {}) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -55,7 +58,19 @@ class Process {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    int rc = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ);
+    std::vector<std::string> vars;
+    for (char** e = environ; *e; ++e) {
+      std::string var = *e;
+      bool replaced = false;
+      for (const auto& v : env) replaced |= var.compare(0, v.find('=') + 1, v, 0, v.find('=') + 1) == 0;
+      if (!replaced) vars.push_back(var);
+    }
+    for (const auto& v : env)
+      if (v.back() != '=') vars.push_back(v);
+    std::vector<char*> envp;
+    for (auto& v : vars) envp.push_back(v.data());
+    envp.push_back(nullptr);
+    int rc = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) throw Error(ErrorCode::io, argv[0], "cannot start");
   }
@@ -94,8 +109,9 @@ struct Run {
   std::string out, err;
 };
 
-Run run(const std::vector<std::string>& argv, const fs::path& dir, std::chrono::milliseconds timeout = 60s) {
-  Process p(argv, dir / "run.out", dir / "run.err");
+Run run(const std::vector<std::string>& argv, const fs::path& dir, std::chrono::milliseconds timeout = 60s,
+        const std::vector<std::string>& env = {}) {
+  Process p(argv, dir / "run.out", dir / "run.err", env);
   auto code = p.wait(timeout);
   Run r;
   r.code = code.value_or(-1);
@@ -253,6 +269,16 @@ TEST_CASE("mugv-monitor: version, usage errors and an unreachable server", "[mon
   CHECK(r.err.find(nowhere) != std::string::npos);
   CHECK(r.err.find("no MUG-V server answered") != std::string::npos);
   CHECK(std::chrono::steady_clock::now() - start < 15s);
+}
+
+TEST_CASE("mugv-monitor without a usable display says so and exits 1", "[monitor][cli]") {
+  TempDir home("mugv-monitor-nodisplay");
+  ServeProcess serve(home.path());
+  // An X display nobody serves: the server is reachable, the window is not.
+  Run r = run({program("mugv-monitor").string(), "--server", serve.endpoint(), "--exit-after-ms", "500"},
+              home.path(), 30s, {"DISPLAY=:9731", "WAYLAND_DISPLAY="});
+  CHECK(r.code == 1);
+  CHECK(r.err.find("cannot open a window with OpenGL 3.0 (DISPLAY=:9731)") != std::string::npos);
 }
 
 TEST_CASE("mugv-monitor renders a real server's jobs under X, writes a screenshot and dumps its state",

@@ -130,33 +130,40 @@ void load_font() {
     if (fs::exists(f) && ImGui::GetIO().Fonts->AddFontFromFileTTF(f, 15.0f)) return;
 }
 
+int no_window() {
+  const char* display = std::getenv("DISPLAY");
+  std::cerr
+      << "mugv-monitor: cannot open a window with OpenGL 3.0 (DISPLAY=" << (display ? display : "unset")
+      << "): " << g_glfw_error << "\n"
+      << "  over X forwarding without GLX 3.0, LIBGL_ALWAYS_SOFTWARE=1 renders on this machine instead\n";
+  return 1;
+}
+
 int run(const Options& o) {
   mugv::monitor::Network network(o.server);
   try {
     network.connect([] {
       if (g_glfw_ready) glfwPostEmptyEvent();
     });
+  } catch (const mugv::Error& e) {
+    // The client's errors name the endpoint as their subject; say it once.
+    std::cerr << "mugv-monitor: cannot attach to " << o.server << ": "
+              << (e.subject() == o.server ? e.message() : e.what()) << "\n";
+    return 1;
   } catch (const std::exception& e) {
-    std::cerr << "mugv-monitor: cannot attach to a MUG-V server at " << o.server << ": " << e.what() << "\n";
+    std::cerr << "mugv-monitor: cannot attach to " << o.server << ": " << e.what() << "\n";
     return 1;
   }
 
   glfwSetErrorCallback(on_glfw_error);
-  if (!glfwInit()) {
-    const char* display = std::getenv("DISPLAY");
-    std::cerr << "mugv-monitor: cannot open a window with OpenGL 3.0 (DISPLAY="
-              << (display ? display : "unset") << "): " << g_glfw_error << "\n";
-    return 1;
-  }
+  if (!glfwInit()) return no_window();
   glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
   glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 0);
   GLFWwindow* window = glfwCreateWindow(1280, 800, ("mugv-monitor " + o.server).c_str(), nullptr, nullptr);
   if (!window) {
-    const char* display = std::getenv("DISPLAY");
-    std::cerr << "mugv-monitor: cannot open a window with OpenGL 3.0 (DISPLAY="
-              << (display ? display : "unset") << "): " << g_glfw_error << "\n";
+    int code = no_window();
     glfwTerminate();
-    return 1;
+    return code;
   }
   glfwMakeContextCurrent(window);
   glfwSwapInterval(0);  // the loop paces itself; waiting for vsync over X forwarding only adds latency
