@@ -162,6 +162,7 @@ struct Client::Impl {
         if (auto reply = protocol::receive(*socket, 0, std::chrono::milliseconds(0))) return std::move(*reply);
     }
   }
+  nlohmann::json welcome = nlohmann::json::object();
 
   Message exchange(const Message& request) {
     if (stale) connect();
@@ -204,6 +205,7 @@ struct Client::Impl {
     if (m.type == MessageType::error) throw Error(ErrorCode::protocol, endpoint, m.header.value("message", "refused"));
     events = order_events(m.header.value("events", std::vector<std::string>{}), endpoint);
     stale = false;
+    welcome = m.header;
   }
 };
 
@@ -238,6 +240,7 @@ nlohmann::json Client::request(MessageType type, const nlohmann::json& header) {
 const std::vector<std::string>& Client::events_endpoints() const { return impl_->events; }
 const std::string& Client::endpoint() const { return impl_->endpoint; }
 const std::optional<CurveClientKeys>& Client::curve() const { return impl_->curve; }
+const nlohmann::json& Client::server_info() const { return impl_->welcome; }
 
 struct EventSubscriber::Impl {
   zmq::context_t context{1};

@@ -41,6 +41,8 @@ class Client {
   const std::string& endpoint() const;
   // The credentials given at construction (for an EventSubscriber on the same server).
   const std::optional<CurveClientKeys>& curve() const;
+  // The server's `welcome` header: {"protocol", "server" (its version), "events", "heartbeat_ms"}.
+  const nlohmann::json& server_info() const;
 
  private:
   struct Impl;

@@ -1,0 +1,356 @@
+// The monitor against a real `mugv serve` from this build (its own process, ipc socket, temporary home)
+// running a real make-dataset job in a worker: the network thread's view of it, and the mugv-monitor
+// program itself under Xvfb (screenshot + --dump-state), plus its command-line and unreachable-server paths.
+#include "core/error.h"
+#include "media/image.h"
+#include "network.h"
+#include "service/client.h"
+#include "support/test_support.h"
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <atomic>
+#include <csignal>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+extern char** environ;
+
+using namespace mugv;
+using namespace std::chrono_literals;
+using mugv::test::TempDir;
+using protocol::MessageType;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path program(const std::string& name) {
+  return test::binary_dir() / "bin" / name;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A child process with stdout / stderr in files; killed (SIGTERM, then SIGKILL) if still running at the end.
+class Process {
+ public:
+  // `env`: NAME=VALUE entries that replace (or, with an empty VALUE, remove) the variable in this
+  // environment.
+  Process(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err,
+          const std::vector<std::string>& env = {}) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    std::vector<std::string> vars;
+    for (char** e = environ; *e; ++e) {
+      std::string var = *e;
+      bool replaced = false;
+      for (const auto& v : env) replaced |= var.compare(0, v.find('=') + 1, v, 0, v.find('=') + 1) == 0;
+      if (!replaced) vars.push_back(var);
+    }
+    for (const auto& v : env)
+      if (v.back() != '=') vars.push_back(v);
+    std::vector<char*> envp;
+    for (auto& v : vars) envp.push_back(v.data());
+    envp.push_back(nullptr);
+    int rc = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw Error(ErrorCode::io, argv[0], "cannot start");
+  }
+  ~Process() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    if (!wait(10s)) {
+      ::kill(pid_, SIGKILL);
+      (void)wait(5s);
+    }
+  }
+  // The exit code (128 + signal when killed), or nullopt when still running after `timeout`.
+  std::optional<int> wait(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (pid_ > 0) {
+      int status = 0;
+      pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        break;
+      }
+      if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
+      std::this_thread::sleep_for(20ms);
+    }
+    return code_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int code_ = -1;
+};
+
+struct Run {
+  int code = -1;
+  std::string out, err;
+};
+
+Run run(const std::vector<std::string>& argv, const fs::path& dir, std::chrono::milliseconds timeout = 60s,
+        const std::vector<std::string>& env = {}) {
+  Process p(argv, dir / "run.out", dir / "run.err", env);
+  auto code = p.wait(timeout);
+  Run r;
+  r.code = code.value_or(-1);
+  r.out = read_file(dir / "run.out");
+  r.err = read_file(dir / "run.err");
+  if (!code) WARN(argv[0] << " did not finish within " << timeout.count() << " ms");
+  return r;
+}
+
+// `mugv serve` on an ipc socket in its own home, waited for until it answers.
+class ServeProcess {
+ public:
+  explicit ServeProcess(const fs::path& home)
+      : endpoint_("ipc://" + (home / "sock" / "mugv.sock").string()),
+        process_({program("mugv").string(), "serve", "--listen", endpoint_, "--home", home.string(),
+                  "--heartbeat-ms", "200"},
+                 home / "serve.out", home / "serve.err") {
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      try {
+        Client probe(endpoint_, 500ms);
+        return;
+      } catch (const Error&) {
+        std::this_thread::sleep_for(100ms);
+      }
+    }
+    FAIL("mugv serve did not answer at " << endpoint_ << ": " << read_file(home / "serve.err"));
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  std::string endpoint_;
+  Process process_;
+};
+
+int64_t submit_make_dataset(Client& c, const fs::path& out, int count = 6) {
+  nlohmann::json job = {{"kind", "make_dataset"},
+                        {"params",
+                         {{"command", {"make-dataset"}},
+                          {"positional", {"shapes"}},
+                          {"values",
+                           {{"dataset.out", out.string()},
+                            {"dataset.count", count},
+                            {"dataset.size", 32},
+                            {"dataset.frames", 9}}}}}};
+  return c.request(MessageType::submit_job, job)["job"]["id"].get<int64_t>();
+}
+
+std::string wait_for_end(Client& c, int64_t id, std::chrono::milliseconds timeout = 60s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string state;
+  while (std::chrono::steady_clock::now() < deadline) {
+    state = c.request(MessageType::get_job, {{"job", id}})["job"]["state"].get<std::string>();
+    if (state == "succeeded" || state == "failed" || state == "cancelled") break;
+    std::this_thread::sleep_for(100ms);
+  }
+  return state;
+}
+
+// How mugv-monitor gets a display here: the one we have, else a private Xvfb; nullopt when neither exists.
+std::optional<std::vector<std::string>> display_prefix() {
+  if (const char* d = std::getenv("DISPLAY"); d && *d) return std::vector<std::string>{};
+  for (const char* dir : {"/usr/bin", "/bin", "/usr/local/bin"})
+    if (fs::exists(fs::path(dir) / "xvfb-run"))
+      return std::vector<std::string>{(fs::path(dir) / "xvfb-run").string(), "-a", "-s",
+                                      "-screen 0 1280x800x24"};
+  return std::nullopt;
+}
+
+}  // namespace
+
+TEST_CASE("the network thread follows a real server: job list, live events, backfilled logs",
+          "[monitor][ipc]") {
+  TempDir home("mugv-monitor");
+  ServeProcess serve(home.path());
+  monitor::Network network(serve.endpoint());
+  std::atomic<int> wakes{0};
+  network.connect([&] { ++wakes; });
+  Client client(serve.endpoint());
+  const int64_t id = submit_make_dataset(client, home / "shapes");
+  network.select(id);
+  REQUIRE(wait_for_end(client, id) == "succeeded");
+
+  // The job's end reaches the monitor as a state event or through the next job-list poll.
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  monitor::MonitorState s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    s = network.snapshot(id);
+    if (s.job(id) && s.job(id)->state == "succeeded" && s.detail(id) && !s.detail(id)->logs.empty()) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  CHECK(s.connection() == monitor::Connection::connected);
+  CHECK_FALSE(s.server_version().empty());
+  REQUIRE(s.job(id));
+  CHECK(s.job(id)->kind == "make_dataset");
+  CHECK(s.job(id)->state == "succeeded");
+  CHECK(s.job(id)->fraction() == Approx(1.0));
+  REQUIRE(s.detail(id));
+  CHECK_FALSE(s.detail(id)->logs.empty());
+  CHECK(s.events_seen() > 0);  // state / progress events arrived live, not only through polling
+  CHECK(wakes > 0);
+  network.stop();
+}
+
+TEST_CASE("the network thread reports a lost server and attaches again when it is back", "[monitor][ipc]") {
+  TempDir home("mugv-monitor-restart");
+  auto serve = std::make_unique<ServeProcess>(home.path());
+  const std::string endpoint = serve->endpoint();
+  monitor::Network network(endpoint, 1000ms);
+  network.connect();
+  auto wait_until = [&](auto done, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (done(network.snapshot(0))) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  };
+  {
+    Client client(endpoint);
+    const int64_t id = submit_make_dataset(client, home / "shapes");
+    REQUIRE(wait_for_end(client, id) == "succeeded");
+  }
+  CHECK(wait_until([](const monitor::MonitorState& s) { return s.jobs().size() == 1; }, 5s));
+
+  serve.reset();  // SIGTERM: the server stops
+  CHECK(wait_until([](const monitor::MonitorState& s) { return s.connection() == monitor::Connection::lost; },
+                   10s));
+  auto lost = network.snapshot(0);
+  CHECK(lost.connection_message().find("no MUG-V server answered") != std::string::npos);
+  CHECK(lost.jobs().size() == 1);  // what was known stays on screen
+
+  serve = std::make_unique<ServeProcess>(home.path());
+  CHECK(wait_until(
+      [](const monitor::MonitorState& s) { return s.connection() == monitor::Connection::connected; }, 15s));
+  network.stop();
+}
+
+TEST_CASE("mugv-monitor: version, usage errors and an unreachable server", "[monitor][cli]") {
+  TempDir dir("mugv-monitor-cli");
+  Run v = run({program("mugv-monitor").string(), "--version"}, dir.path());
+  CHECK(v.code == 0);
+  CHECK(v.out.find("mugv-monitor ") == 0);
+
+  CHECK(run({program("mugv-monitor").string()}, dir.path()).code == 2);
+  Run bad = run({program("mugv-monitor").string(), "--server", "http://example"}, dir.path());
+  CHECK(bad.code == 2);
+  CHECK(bad.err.find("http://example") != std::string::npos);
+
+  // Nobody listens here: exit 1 with the endpoint named, before any window is opened (no display needed).
+  const std::string nowhere = "ipc://" + (dir / "nobody.sock").string();
+  auto start = std::chrono::steady_clock::now();
+  Run r = run({program("mugv-monitor").string(), "--server", nowhere}, dir.path());
+  CHECK(r.code == 1);
+  CHECK(r.err.find(nowhere) != std::string::npos);
+  CHECK(r.err.find("no MUG-V server answered") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - start < 15s);
+}
+
+TEST_CASE("mugv-monitor without a usable display says so and exits 1", "[monitor][cli]") {
+  TempDir home("mugv-monitor-nodisplay");
+  ServeProcess serve(home.path());
+  // An X display nobody serves: the server is reachable, the window is not.
+  Run r = run({program("mugv-monitor").string(), "--server", serve.endpoint(), "--exit-after-ms", "500"},
+              home.path(), 30s, {"DISPLAY=:9731", "WAYLAND_DISPLAY="});
+  CHECK(r.code == 1);
+  CHECK(r.err.find("cannot open a window with OpenGL 3.0 (DISPLAY=:9731)") != std::string::npos);
+}
+
+TEST_CASE("mugv-monitor renders a real server's jobs under X, writes a screenshot and dumps its state",
+          "[monitor][gui][slow]") {
+  auto prefix = display_prefix();
+  if (!prefix) {
+    WARN("skipped: no DISPLAY and no xvfb-run (install xvfb) - the monitor's window is not tested");
+    return;
+  }
+  TempDir home("mugv-monitor-gl");
+  ServeProcess serve(home.path());
+  Client client(serve.endpoint());
+  // One finished job, and one big enough to be still running while the monitor looks (it is cancelled after).
+  const int64_t done = submit_make_dataset(client, home / "small");
+  REQUIRE(wait_for_end(client, done) == "succeeded");
+  const int64_t busy = submit_make_dataset(client, home / "big", 3000);
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         client.request(MessageType::get_job, {{"job", busy}})["job"]["state"] != "running")
+    std::this_thread::sleep_for(50ms);
+
+  const fs::path shot = home / "monitor.png";
+  std::vector<std::string> argv = *prefix;
+  for (std::string a : {program("mugv-monitor").string(), std::string("--server"), serve.endpoint(),
+                        std::string("--screenshot"), shot.string(), std::string("--exit-after-ms"),
+                        std::string("3000"), std::string("--dump-state")})
+    argv.push_back(a);
+  Run r = run(argv, home.path(), 90s);
+  try {
+    (void)client.request(MessageType::cancel_job, {{"job", busy}, {"force", true}});
+  } catch (const Error&) {
+    // it finished on its own
+  }
+  CHECK(wait_for_end(client, busy) != "running");
+  if (r.code != 0 && r.err.find("cannot open a window with OpenGL") != std::string::npos) {
+    WARN("skipped: no OpenGL 3.0 context here (Xvfb / Mesa): " << r.err);
+    return;
+  }
+  INFO("stderr: " << r.err);
+  REQUIRE(r.code == 0);
+
+  // The screenshot shows something: many colours, not one flat fill.
+  REQUIRE(fs::exists(shot));
+  RgbFrame image = read_image(shot);
+  CHECK(image.width >= 640);
+  CHECK(image.height >= 400);
+  std::set<uint32_t> colours;
+  for (size_t i = 0; i + 2 < image.rgb.size(); i += 3)
+    colours.insert(uint32_t(image.rgb[i]) << 16 | uint32_t(image.rgb[i + 1]) << 8 | image.rgb[i + 2]);
+  CHECK(colours.size() > 20);
+  // Kept beside the test binary for the documentation (docs/screenshots/monitor.png).
+  std::error_code ec;
+  fs::copy_file(shot, fs::current_path() / "monitor.png", fs::copy_options::overwrite_existing, ec);
+
+  // The state it drew: connected, both jobs listed, the newest (running) one selected with its log
+  // backfilled.
+  auto json_start = r.out.find('{');
+  REQUIRE(json_start != std::string::npos);
+  auto state = nlohmann::json::parse(r.out.substr(json_start));
+  CHECK(state["connection"] == "connected");
+  CHECK(state["endpoint"] == serve.endpoint());
+  CHECK(state["selected"] == busy);
+  std::map<int64_t, nlohmann::json> jobs;
+  for (const auto& j : state["jobs"]) jobs[j["id"].get<int64_t>()] = j;
+  REQUIRE(jobs.count(done));
+  REQUIRE(jobs.count(busy));
+  CHECK(jobs[done]["kind"] == "make_dataset");
+  CHECK(jobs[done]["state"] == "succeeded");
+  CHECK(jobs[done]["progress"] == 1.0);
+  CHECK(jobs[busy].value("log_lines", 0) > 0);
+  if (jobs[busy]["state"] == "running") {
+    CHECK(jobs[busy]["total"].get<int64_t>() > 0);  // progress events reached the table
+    CHECK(jobs[busy]["done"].get<int64_t>() > 0);
+  }
+}

@@ -1,0 +1,173 @@
+#include "network.h"
+
+#include "core/error.h"
+#include "service/client.h"
+
+namespace mugv::monitor {
+
+using protocol::MessageType;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+Network::Network(std::string endpoint, std::chrono::milliseconds timeout)
+    : endpoint_(std::move(endpoint)), timeout_(timeout) {
+  state_.set_endpoint(endpoint_);
+}
+
+Network::~Network() {
+  stop();
+}
+
+void Network::stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+void Network::connect(std::function<void()> wake) {
+  wake_ = std::move(wake);
+  (void)open_connection_or_throw();
+  thread_ = std::thread([this] { run(); });
+}
+
+void Network::select(int64_t job) {
+  selected_ = job;
+}
+
+MonitorState Network::snapshot(int64_t selected) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return state_.snapshot(selected);
+}
+
+nlohmann::json Network::state_json() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return state_.to_json();
+}
+
+bool Network::open_connection_or_throw() {
+  auto client = std::make_unique<Client>(endpoint_, timeout_);
+  std::unique_ptr<EventSubscriber> subscriber;
+  // Without an events endpoint the table still updates from the job list; plots and logs stay empty.
+  if (!client->events_endpoints().empty())
+    subscriber = std::make_unique<EventSubscriber>(client->events_endpoints().front(),
+                                                   std::vector<std::string>{"job/"});
+  std::string version = client->server_info().value("server", "");
+  client_ = std::move(client);
+  subscriber_ = std::move(subscriber);
+  progress_fetched_.clear();
+  std::lock_guard<std::mutex> lock(mutex_);
+  state_.set_connected(version);
+  return true;
+}
+
+void Network::drop_connection(const std::string& message) {
+  client_.reset();
+  subscriber_.reset();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    state_.set_lost(message);
+  }
+  if (wake_) wake_();
+}
+
+void Network::poll_jobs() {
+  auto reply = client_->request(MessageType::list_jobs, {{"limit", 500}});
+  std::vector<int64_t> unknown_progress;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    state_.apply_job_list(reply.value("jobs", nlohmann::json::array()));
+    for (const JobRow& r : state_.jobs())
+      if ((r.state == "running" || r.state == "paused") && r.total == 0 && !progress_fetched_.count(r.id))
+        unknown_progress.push_back(r.id);
+  }
+  // A job that was running before the monitor attached: its stored events say how far it is.
+  for (int64_t id : unknown_progress) {
+    progress_fetched_.insert(id);
+    auto detail = client_->request(MessageType::get_job, {{"job", id}});
+    std::lock_guard<std::mutex> lock(mutex_);
+    state_.apply_job_detail(detail);
+  }
+}
+
+std::string Network::state_of(int64_t job) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const JobRow* r = state_.job(job);
+  return r ? r->state : "";
+}
+
+void Network::backfill(int64_t job) {
+  auto detail = client_->request(MessageType::get_job, {{"job", job}});
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    state_.apply_job_detail(detail);
+  }
+  try {
+    auto logs = client_->request(MessageType::job_logs, {{"job", job}, {"tail_lines", 300}});
+    std::lock_guard<std::mutex> lock(mutex_);
+    state_.apply_logs(job, logs.value("text", ""));
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::timeout) throw;
+    // A job that has not started has no log yet; its live log events fill the pane later.
+  }
+}
+
+bool Network::drain_events(std::chrono::milliseconds wait) {
+  if (!subscriber_) {
+    std::this_thread::sleep_for(wait);
+    return false;
+  }
+  bool changed = false;
+  auto m = subscriber_->next(wait);
+  // Take what has queued up in one go (a burst of progress events), but give the job list its turn.
+  for (int i = 0; m && i < 500; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      changed |= state_.apply_event(*m);
+    }
+    m = subscriber_->next(0ms);
+  }
+  return changed;
+}
+
+void Network::run() {
+  auto next_poll = Clock::now();
+  auto next_retry = Clock::now();
+  int64_t backfilled = 0;
+  std::string backfilled_state;  // the selected job's state at its backfill; a change (it started, it ended)
+                                 // refreshes it
+  while (!stop_) {
+    try {
+      if (!client_) {
+        if (Clock::now() < next_retry) {
+          std::this_thread::sleep_for(50ms);
+          continue;
+        }
+        next_retry = Clock::now() + 2s;
+        (void)open_connection_or_throw();
+        next_poll = Clock::now();
+        backfilled = 0;
+      }
+      bool changed = false;
+      if (Clock::now() >= next_poll) {
+        poll_jobs();
+        next_poll = Clock::now() + 1s;
+        changed = true;
+      }
+      const int64_t selected = selected_;
+      if (selected != backfilled || (selected > 0 && state_of(selected) != backfilled_state)) {
+        backfilled = selected;  // also after a refused request: one try per selection and state
+        if (selected > 0) backfill(selected);
+        backfilled_state = selected > 0 ? state_of(selected) : "";
+        changed = true;
+      }
+      changed |= drain_events(50ms);
+      if (changed && wake_) wake_();
+    } catch (const Error& e) {
+      // A request the server refused (a job removed between two polls) is not a lost connection.
+      if (e.code() == ErrorCode::timeout || !client_) drop_connection(e.what());
+    } catch (const std::exception& e) {
+      drop_connection(e.what());
+    }
+  }
+}
+
+}  // namespace mugv::monitor
