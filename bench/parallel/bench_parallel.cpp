@@ -6,7 +6,9 @@
 // Prints one JSON line per run (median over the steps after the first two) and the efficiency.
 #include "core/paths.h"
 #include "core/strings.h"
+#include "model/config.h"
 #include "parallel/launcher.h"
+#include "parallel/memory_model.h"
 #include "train/latent_cache.h"
 
 #include <nlohmann/json.hpp>
@@ -24,6 +26,7 @@ namespace {
 
 struct RunSummary {
   double tokens_per_s = 0, step_ms = 0, compute_ms = 0, communication_ms = 0, mfu = 0;
+  double peak_rss_bytes = 0;  // the largest rank's
 };
 
 double median(std::vector<double> v) {
@@ -34,6 +37,7 @@ double median(std::vector<double> v) {
 
 RunSummary summarise(const fs::path& metrics) {
   std::vector<double> tps, step, compute, comm, mfu;
+  double peak = 0;
   std::ifstream in(metrics);
   std::string line;
   int n = 0;
@@ -51,8 +55,11 @@ RunSummary summarise(const fs::path& metrics) {
       }
     compute.push_back(worst_compute);
     comm.push_back(worst_comm);
+    peak = std::max(peak, j.value("peak_rss_bytes", 0.0));
+    if (j.contains("ranks"))
+      for (const auto& r : j["ranks"]) peak = std::max(peak, r.at("peak_rss_bytes").get<double>());
   }
-  return {median(tps), median(step), median(compute), median(comm), median(mfu)};
+  return {median(tps), median(step), median(compute), median(comm), median(mfu), peak};
 }
 
 }  // namespace
@@ -82,7 +89,20 @@ int main(int argc, char** argv) {
       write_cached_clip(latent_cache_dir("bench", "vae"), c, torch::randn({16, 4, 16, 16}));
     }
     const fs::path mugv = executable_path().parent_path().parent_path().parent_path() / "bin" / "mugv";
-    auto run = [&](const std::string& name, int ranks, int64_t global_batch, std::vector<std::string> extra) {
+    const ModelPreset model = load_model_preset(preset);
+    // The planner's memory estimate for one rank of a run, to hold against the peak RSS it measures.
+    auto estimate = [&](ParallelLayout layout, int64_t per_rank_batch, int zero, Recompute recompute) {
+      MemoryOptions m = MemoryOptions::for_device(TrainDevice::cpu, model);
+      m.frames = 16;
+      m.height = m.width = 128;
+      m.micro_batch = static_cast<int>(per_rank_batch);
+      m.zero = zero;
+      m.recompute = recompute;
+      return double(estimate_memory(model, layout, m).total());
+    };
+    auto run = [&](const std::string& name, int ranks, int64_t global_batch, std::vector<std::string> extra,
+                   ParallelLayout layout, int64_t per_rank_batch, int zero,
+                   Recompute recompute = Recompute::none) {
       LaunchOptions o;
       o.nproc = ranks;
       o.command = {mugv.string(), "train", "--preset", preset, "--dataset", "bench", "--vae-run", "vae", "--run", name,
@@ -95,18 +115,21 @@ int main(int argc, char** argv) {
       std::cout << nlohmann::json{{"bench", "parallel"}, {"run", name}, {"ranks", ranks}, {"batch", global_batch},
                                   {"tokens_per_s", s.tokens_per_s}, {"step_ms", s.step_ms},
                                   {"compute_ms_max_rank", s.compute_ms}, {"communication_ms_max_rank", s.communication_ms},
-                                  {"mfu", s.mfu}}
+                                  {"mfu", s.mfu}, {"peak_rss_mib", s.peak_rss_bytes / 1048576.0},
+                                  {"planner_estimate_mib", estimate(layout, per_rank_batch, zero, recompute) / 1048576.0},
+                                  {"estimate_over_measured", estimate(layout, per_rank_batch, zero, recompute) / s.peak_rss_bytes}}
                        .dump()
                 << std::endl;
       return s;
     };
-    RunSummary one = run("dp1", 1, batch, {});
-    RunSummary two = run("dp2", 2, 2 * batch, {});
+    RunSummary one = run("dp1", 1, batch, {}, {1, 1, 1}, batch, 0);
+    RunSummary two = run("dp2", 2, 2 * batch, {}, {1, 1, 2}, batch, 0);
     std::cout << nlohmann::json{{"bench", "parallel"}, {"weak_scaling_dp_1_to_2", two.tokens_per_s / (2 * one.tokens_per_s)}}.dump()
               << std::endl;
-    run("zero2", 2, 2 * batch, {"--zero", "1"});
-    run("tp2", 2, batch, {"--tp", "2"});
-    run("cp2", 2, batch, {"--cp", "2"});
+    run("zero2", 2, 2 * batch, {"--zero", "1"}, {1, 1, 2}, batch, 1);
+    run("tp2", 2, batch, {"--tp", "2"}, {2, 1, 1}, batch, 0);
+    run("cp2", 2, batch, {"--cp", "2"}, {1, 2, 1}, batch, 0);
+    run("dp1-selective", 1, batch, {"--recompute", "selective"}, {1, 1, 1}, batch, 0, Recompute::selective);
     std::error_code ec;
     fs::remove_all(home, ec);
   } catch (const std::exception& e) {

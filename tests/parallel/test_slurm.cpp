@@ -2,6 +2,7 @@
 // "nodes", munge, all state in a temporary folder): two ranks on two nodes train a few steps with the
 // rendezvous taken from Slurm; state and logs are read back through Slurm. Skipped (with the reason) where
 // Slurm or root is missing.
+#include "core/paths.h"
 #include "core/process.h"
 #include "core/strings.h"
 #include "parallel/slurm.h"
@@ -42,7 +43,7 @@ struct LoopbackCluster {
   }
 };
 
-ProcessResult mugv(std::vector<std::string> args) {
+ProcessResult run_mugv(std::vector<std::string> args) {
   args.insert(args.begin(), (test::binary_dir() / "bin" / "mugv").string());
   return run_process(args, std::chrono::seconds(120));
 }
@@ -63,7 +64,7 @@ TEST_CASE("mugv train --slurm trains on two Slurm nodes and its state and logs c
   }
   test::MicroHome home(6);
 
-  ProcessResult submitted = mugv(train_args("on-slurm"));
+  ProcessResult submitted = run_mugv(train_args("on-slurm"));
   INFO(submitted.out << submitted.err);
   REQUIRE(submitted.exit_code == 0);
   const auto answer = nlohmann::json::parse(submitted.out);
@@ -111,14 +112,14 @@ TEST_CASE("a submission Slurm refuses shows Slurm's own message", "[slurm][paral
   test::MicroHome home(4);
   auto args = train_args("refused");
   args.insert(args.end(), {"--partition", "nosuch"});
-  ProcessResult r = mugv(args);
+  ProcessResult r = run_mugv(args);
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("sbatch") != std::string::npos);
   CHECK(to_lower(r.err).find("partition") != std::string::npos);
   // Hostile values never reach a directive.
   args = train_args("hostile");
   args.insert(args.end(), {"--partition", "debug\n#SBATCH --wrap=id"});
-  r = mugv(args);
+  r = run_mugv(args);
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("--partition") != std::string::npos);
 }

@@ -260,7 +260,7 @@ TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for b
                            cancel, stop); },
            &code);
   REQUIRE(code == ErrorCode::cancelled);
-  auto resumed = resume_dit("split", std::nullopt, CancelToken());
+  auto resumed = resume_dit("split", ResumeChanges{}, CancelToken());
   CHECK(resumed.start_step == 3);
   REQUIRE(resumed.last_checkpoint);
 
@@ -306,7 +306,7 @@ TEST_CASE("resume refuses damaged and other-preset checkpoints with a reason and
   manifest["metadata"]["preset"] = "tiny";
   write_json_atomic(store.dir() / "step-4" / "manifest.json", manifest);
 
-  auto result = resume_dit("damaged", 8, CancelToken());
+  auto result = resume_dit("damaged", ResumeChanges(8), CancelToken());
   CHECK(result.start_step == 2);
   CHECK(result.last_step == 8);
   REQUIRE(result.refused.size() == 2);
