@@ -496,25 +496,33 @@ nlohmann::json measure_preview(const Options& o, int round, int n_subscribers, i
          {"received_per_subscriber_min", min_previews}, {"received_per_subscriber_max", max_previews},
          {"malformed", malformed}, {"delivery_ms", summary(age_ms)}, {"loadavg_1m", load}});
   result["least_received"] = min_previews;
+  result["bench_cpu_s"] = process_cpu;
   return result;
 }
 
 // The slowdown compares the worker's step time (work + preview call) between runs without and with
 // subscribers, averaged over the interleaved pairs. The median step is the headline: on a machine shared with
-// other work, a compile that takes a core for a few seconds moves the mean of whichever run it lands in.
+// other work, a compile that takes a core for a few seconds moves the mean of whichever run it lands in; each
+// pair's own figure shows how far such noise reaches. fanout_cpu_cores is what the fan-out costs whatever the
+// load: the extra CPU of this process (server + subscribers) with subscribers, in cores.
 void measure_previews(const Options& o) {
   const int64_t iterations = calibrate_iterations(o.work_ms);
-  double p50[2] = {0, 0}, mean[2] = {0, 0}, send_p99[2] = {0, 0};
+  double p50[2] = {0, 0}, mean[2] = {0, 0}, send_p99[2] = {0, 0}, bench_cpu_s[2] = {0, 0};
   int64_t least_received = INT64_MAX, sent = 0;
+  nlohmann::json per_pair = nlohmann::json::array();
   for (int pair = 0; pair < o.pairs; ++pair) {
+    double pair_p50[2] = {0, 0};
     for (int watched = 0; watched < 2; ++watched) {
       const nlohmann::json r = measure_preview(o, 2 * pair + watched, watched ? o.subscribers : 0, iterations);
+      pair_p50[watched] = r["step_ms"].value("p50", 0.0);
+      bench_cpu_s[watched] += r.value("bench_cpu_s", 0.0) / o.pairs;
       p50[watched] += r["step_ms"].value("p50", 0.0) / o.pairs;
       mean[watched] += r["step_ms"].value("mean", 0.0) / o.pairs;
       send_p99[watched] = std::max(send_p99[watched], r["send_ms"].value("p99", 0.0));
       if (watched) sent = std::max<int64_t>(sent, r.value("ticks", 0));
       if (watched) least_received = std::min(least_received, r.value("least_received", INT64_MAX));
     }
+    per_pair.push_back(pair_p50[0] > 0 ? pair_p50[1] / pair_p50[0] - 1 : 0);
   }
   const double slowdown = p50[0] > 0 ? p50[1] / p50[0] - 1 : 0;
   const double slowdown_mean = mean[0] > 0 ? mean[1] / mean[0] - 1 : 0;
@@ -523,6 +531,7 @@ void measure_previews(const Options& o) {
          {"work_ms_target", o.work_ms}, {"step_ms_p50_alone", p50[0]}, {"step_ms_p50_watched", p50[1]},
          {"step_ms_mean_alone", mean[0]}, {"step_ms_mean_watched", mean[1]}, {"send_ms_p99_alone", send_p99[0]},
          {"send_ms_p99_watched", send_p99[1]}, {"slowdown", slowdown}, {"slowdown_mean", slowdown_mean},
+         {"slowdown_per_pair", per_pair}, {"fanout_cpu_cores", (bench_cpu_s[1] - bench_cpu_s[0]) / o.seconds},
          {"target", 0.05}, {"every_subscriber_got_every_preview", all_received},
          {"pass", slowdown < 0.05 && all_received}});
 }
