@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/paths.h"
+#include "core/process.h"
 #include "core/strings.h"
 #include "service/client.h"
 #include "service/server.h"
@@ -315,7 +316,12 @@ class SubscriberPool {
           if (!m) continue;
           std::lock_guard<std::mutex> lock(mutex_);
           ++t.events;
-          if (m->header.value("type", "") != "preview") continue;
+          const std::string type = m->header.value("type", "");
+          if (type == "state") {
+            auto state = mugv::job_state_from_string(m->header.value("state", ""));
+            if (state && mugv::is_terminal(*state)) job_ended_ = true;
+          }
+          if (type != "preview") continue;
           bool ok = m->blobs.size() == preview_frames;
           for (const auto& b : m->blobs) ok = ok && b.size() == frame_bytes;
           if (!ok) {
@@ -363,13 +369,81 @@ class SubscriberPool {
     std::lock_guard<std::mutex> lock(mutex_);
     return tallies_;
   }
+  // True once a subscriber has seen a job reach a final state.
+  bool job_ended() const { return job_ended_; }
 
  private:
   std::vector<Tally> tallies_;
   std::vector<std::thread> threads_;
   std::atomic<int> connected_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> job_ended_{false};
   std::mutex mutex_;
+  std::string error_;
+};
+
+// `bench_service --subscriber-process EVENTS_EP N FRAMES FRAME_BYTES READY_FILE`: the preview runs' subscribers,
+// in a process of their own as the studio's would be, so that the bench process's CPU is the server's alone.
+// Creates READY_FILE once connected, stops when the job has ended (or after `limit`), prints its tallies.
+int run_subscriber_process(char** argv) {
+  const std::string endpoint = argv[2];
+  const int n = std::stoi(argv[3]);
+  const fs::path ready = argv[6];
+  const double cpu_start = process_cpu_s();
+  SubscriberPool pool(endpoint, n, std::stoul(argv[4]), std::stoul(argv[5]));
+  std::ofstream(ready) << "ready\n";
+  const auto limit = Clock::now() + 10min;
+  while (!pool.job_ended() && Clock::now() < limit) std::this_thread::sleep_for(20ms);
+  std::this_thread::sleep_for(300ms);  // the last previews in flight
+  pool.stop();
+  nlohmann::json previews = nlohmann::json::array(), malformed = nlohmann::json::array(), age_ms = nlohmann::json::array();
+  for (const auto& t : pool.tallies()) {
+    previews.push_back(t.previews);
+    malformed.push_back(t.malformed_previews);
+    for (double a : t.preview_age_ms) age_ms.push_back(a);
+  }
+  std::cout << nlohmann::json{{"previews", previews}, {"malformed", malformed}, {"age_ms", age_ms},
+                              {"cpu_s", process_cpu_s() - cpu_start}}.dump()
+            << std::endl;
+  return 0;
+}
+
+// Runs the subscriber process on its own thread; collect() waits for it and returns what it printed.
+class SubscriberProcess {
+ public:
+  SubscriberProcess(const std::string& events_endpoint, int n, int frames, size_t frame_bytes, const fs::path& ready,
+                    std::chrono::milliseconds timeout) {
+    std::vector<std::string> argv{mugv::executable_path().string(), "--subscriber-process", events_endpoint,
+                                  std::to_string(n), std::to_string(frames), std::to_string(frame_bytes), ready.string()};
+    thread_ = std::thread([this, argv, timeout] {
+      try {
+        result_ = mugv::run_process(argv, timeout);
+      } catch (const std::exception& e) {
+        error_ = e.what();
+      }
+    });
+    const auto deadline = Clock::now() + 30s;
+    while (!fs::exists(ready) && Clock::now() < deadline) std::this_thread::sleep_for(20ms);
+    if (!fs::exists(ready)) {
+      thread_.join();
+      throw mugv::Error(mugv::ErrorCode::timeout, "subscriber process",
+                        mugv::cat("not ready within 30 s: ", error_, result_.err));
+    }
+  }
+  ~SubscriberProcess() {
+    if (thread_.joinable()) thread_.join();
+  }
+  nlohmann::json collect() {
+    thread_.join();
+    if (!error_.empty() || result_.exit_code != 0)
+      throw mugv::Error(mugv::ErrorCode::internal, "subscriber process",
+                        mugv::cat("failed (exit ", result_.exit_code, "): ", error_, result_.err));
+    return nlohmann::json::parse(result_.out);
+  }
+
+ private:
+  std::thread thread_;
+  mugv::ProcessResult result_;
   std::string error_;
 };
 
@@ -438,12 +512,14 @@ nlohmann::json measure_preview(const Options& o, int round, int n_subscribers, i
   InProcessServer server(home.path(), /*max_jobs=*/1);
   mugv::Client client(server.endpoint());
   const size_t frame_bytes = static_cast<size_t>(o.size) * o.size * 3;
-  std::optional<SubscriberPool> subscribers;
+  std::optional<SubscriberProcess> subscribers;
   if (n_subscribers > 0)
-    subscribers.emplace(client.events_endpoints().at(0), n_subscribers, static_cast<size_t>(o.frames), frame_bytes);
+    subscribers.emplace(client.events_endpoints().at(0), n_subscribers, o.frames, frame_bytes,
+                        home.path() / "subscribers.ready",
+                        std::chrono::milliseconds(static_cast<int64_t>((o.seconds + 120) * 1000)));
 
   const double load = load_average();
-  const double cpu_before = server.cpu_seconds(), process_cpu_before = process_cpu_s();
+  const double cpu_before = server.cpu_seconds(), process_cpu_before = process_cpu_s();  // the subscribers are ready
   nlohmann::json params{{"bench_preview",
                          {{"fps", o.fps}, {"seconds", o.seconds}, {"frames", o.frames}, {"size", o.size},
                           {"work_iterations", work_iterations}}}};
@@ -459,12 +535,8 @@ nlohmann::json measure_preview(const Options& o, int round, int n_subscribers, i
   }
   const double server_cpu_s = server.cpu_seconds() - cpu_before;
   const double process_cpu = process_cpu_s() - process_cpu_before;
-  std::this_thread::sleep_for(300ms);  // the last previews in flight
-  std::vector<SubscriberPool::Tally> tallies;
-  if (subscribers) {
-    subscribers->stop();
-    tallies = subscribers->tallies();
-  }
+  nlohmann::json tallies;
+  if (subscribers) tallies = subscribers->collect();
 
   const std::string state = job["job"].value("state", "");
   if (state != "succeeded") {
@@ -477,45 +549,56 @@ nlohmann::json measure_preview(const Options& o, int round, int n_subscribers, i
     if (e.value("type", "") == "result") result = e["payload"];
   if (!result.is_object()) throw mugv::Error(mugv::ErrorCode::internal, mugv::cat("preview job ", id), "no result event");
 
-  int64_t min_previews = tallies.empty() ? 0 : INT64_MAX, max_previews = 0, malformed = 0;
+  int64_t min_previews = 0, max_previews = 0, malformed = 0;
   std::vector<double> age_ms;
-  for (const auto& t : tallies) {
-    min_previews = std::min(min_previews, t.previews);
-    max_previews = std::max(max_previews, t.previews);
-    malformed += t.malformed_previews;
-    age_ms.insert(age_ms.end(), t.preview_age_ms.begin(), t.preview_age_ms.end());
+  double subscribers_cpu_s = 0;
+  if (tallies.is_object()) {
+    min_previews = INT64_MAX;
+    for (const auto& n : tallies["previews"]) {
+      min_previews = std::min(min_previews, n.get<int64_t>());
+      max_previews = std::max(max_previews, n.get<int64_t>());
+    }
+    for (const auto& n : tallies["malformed"]) malformed += n.get<int64_t>();
+    age_ms = tallies["age_ms"].get<std::vector<double>>();
+    subscribers_cpu_s = tallies["cpu_s"].get<double>();
   }
-  // server_cpu_s: the server's poll thread; bench_cpu_s: this whole process (server, its ZeroMQ I/O thread and
-  // the subscribers); worker_cpu_s: the worker process (work, preview copies, its link's I/O thread).
+  // server_cpu_s: the server's poll thread; bench_cpu_s: this whole process (the server with its ZeroMQ I/O
+  // thread, and the client polling the job); subscribers_cpu_s: the subscriber process; worker_cpu_s: the worker
+  // process (work, preview copies, its link's I/O thread).
   print({{"bench", "service"}, {"measure", "preview"}, {"round", round}, {"subscribers", n_subscribers},
          {"fps", o.fps}, {"seconds", o.seconds}, {"frames", o.frames}, {"size", o.size},
          {"preview_bytes", frame_bytes * static_cast<size_t>(o.frames)}, {"sent", result["ticks"]},
          {"late_ticks", result["late_ticks"]}, {"worker_wall_s", result["wall_s"]}, {"work_ms", result["work_ms"]},
          {"work_cpu_ms", result["work_cpu_ms"]}, {"send_ms", result["send_ms"]}, {"step_ms", result["step_ms"]},
          {"worker_cpu_s", result["cpu_s"]}, {"server_cpu_s", server_cpu_s}, {"bench_cpu_s", process_cpu},
+         {"subscribers_cpu_s", subscribers_cpu_s},
          {"received_per_subscriber_min", min_previews}, {"received_per_subscriber_max", max_previews},
          {"malformed", malformed}, {"delivery_ms", summary(age_ms)}, {"loadavg_1m", load}});
   result["least_received"] = min_previews;
   result["bench_cpu_s"] = process_cpu;
+  result["subscribers_cpu_s"] = subscribers_cpu_s;
   return result;
 }
 
 // The slowdown compares the worker's step time (work + preview call) between runs without and with
 // subscribers, averaged over the interleaved pairs. The median step is the headline: on a machine shared with
 // other work, a compile that takes a core for a few seconds moves the mean of whichever run it lands in; each
-// pair's own figure shows how far such noise reaches. fanout_cpu_cores is what the fan-out costs whatever the
-// load: the extra CPU of this process (server + subscribers) with subscribers, in cores.
+// pair's own figure shows how far such noise reaches. What the fan-out costs whatever the load, in cores:
+// server_fanout_cpu_cores, the server process's extra CPU with subscribers, and subscribers_cpu_cores, theirs.
 void measure_previews(const Options& o) {
   const int64_t iterations = calibrate_iterations(o.work_ms);
-  double p50[2] = {0, 0}, mean[2] = {0, 0}, send_p99[2] = {0, 0}, bench_cpu_s[2] = {0, 0};
+  double p50[2] = {0, 0}, mean[2] = {0, 0}, send_p99[2] = {0, 0}, bench_cpu_s[2] = {0, 0}, subscribers_cpu_s = 0;
   int64_t least_received = INT64_MAX, sent = 0;
   nlohmann::json per_pair = nlohmann::json::array();
   for (int pair = 0; pair < o.pairs; ++pair) {
     double pair_p50[2] = {0, 0};
-    for (int watched = 0; watched < 2; ++watched) {
-      const nlohmann::json r = measure_preview(o, 2 * pair + watched, watched ? o.subscribers : 0, iterations);
+    // Alone, watched, then watched, alone: a load that drifts steadily weighs on both kinds alike.
+    for (int order = 0; order < 2; ++order) {
+      const int watched = pair % 2 == 0 ? order : 1 - order;
+      const nlohmann::json r = measure_preview(o, 2 * pair + order, watched ? o.subscribers : 0, iterations);
       pair_p50[watched] = r["step_ms"].value("p50", 0.0);
       bench_cpu_s[watched] += r.value("bench_cpu_s", 0.0) / o.pairs;
+      subscribers_cpu_s += r.value("subscribers_cpu_s", 0.0) / o.pairs;
       p50[watched] += r["step_ms"].value("p50", 0.0) / o.pairs;
       mean[watched] += r["step_ms"].value("mean", 0.0) / o.pairs;
       send_p99[watched] = std::max(send_p99[watched], r["send_ms"].value("p99", 0.0));
@@ -531,7 +614,8 @@ void measure_previews(const Options& o) {
          {"work_ms_target", o.work_ms}, {"step_ms_p50_alone", p50[0]}, {"step_ms_p50_watched", p50[1]},
          {"step_ms_mean_alone", mean[0]}, {"step_ms_mean_watched", mean[1]}, {"send_ms_p99_alone", send_p99[0]},
          {"send_ms_p99_watched", send_p99[1]}, {"slowdown", slowdown}, {"slowdown_mean", slowdown_mean},
-         {"slowdown_per_pair", per_pair}, {"fanout_cpu_cores", (bench_cpu_s[1] - bench_cpu_s[0]) / o.seconds},
+         {"slowdown_per_pair", per_pair}, {"server_fanout_cpu_cores", (bench_cpu_s[1] - bench_cpu_s[0]) / o.seconds},
+         {"subscribers_cpu_cores", subscribers_cpu_s / o.seconds},
          {"target", 0.05}, {"every_subscriber_got_every_preview", all_received},
          {"pass", slowdown < 0.05 && all_received}});
 }
@@ -548,6 +632,14 @@ int main(int argc, char** argv) {
   // Started by the server as a worker.
   if (argc == 5 && std::string(argv[1]) == "--server" && std::string(argv[3]) == "--job")
     return run_worker(argv[2], std::atoll(argv[4]));
+  if (argc == 7 && std::string(argv[1]) == "--subscriber-process") {
+    try {
+      return run_subscriber_process(argv);
+    } catch (const std::exception& e) {
+      std::cerr << "bench_service subscribers: " << e.what() << "\n";
+      return 1;
+    }
+  }
   try {
     Options o;
     for (int i = 1; i < argc; ++i) {
