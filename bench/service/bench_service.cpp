@@ -1,19 +1,23 @@
 // How the service holds up under load, on the real server (in this process, on an ipc socket in a scratch
 // $MUGV_HOME) with real worker processes: the server starts this program again as its worker
-// (`bench_service --server EP --job ID`), so a preview travels worker -> WorkerLink -> server -> PUB exactly as
-// a generation's does.
+// (`bench_service --server EP --job ID`), so a preview travels worker -> WorkerLink -> server -> PUB exactly
+// as a generation's does.
 //
 //   submit, list  max_local_jobs = 0 keeps every submitted job queued (`mugv serve --max-jobs` refuses 0, the
-//                 in-process ServerOptions does not). N clients subscribed to every job event drain them on their
-//                 own threads while one client submits 1000 jobs, each timed, then lists all 1000 jobs 200 times.
-//   preview       a job whose worker does a fixed amount of CPU work per tick (standing in for a denoising step)
+//                 in-process ServerOptions does not). N clients subscribed to every job event drain them on
+//                 their own threads while one client submits 1000 jobs, each timed, then lists all 1000 jobs
+//                 200 times.
+//   preview       a job whose worker does a fixed amount of CPU work per tick (standing in for a denoising
+//   step)
 //                 and sends an 8-frame 64x64 RGB preview through its WorkerLink, at 10 ticks/s for 10 s. Runs
 //                 with no subscriber and with N alternate (--pairs); the worker's step time (work + preview
-//                 call) of the two kinds gives the slowdown, and every subscriber counts the previews it received.
+//                 call) of the two kinds gives the slowdown, and every subscriber counts the previews it
+//                 received.
 //
 // One JSON line per measurement on stdout. Targets (issue): submit and list p99 < 50 ms with 1000 queued jobs
-// and 20 subscribers; previews at 10/s to 20 subscribers slow the worker by < 5 %, each subscriber gets them all.
-// Usage: bench_service [--jobs N] [--lists N] [--subscribers N] [--fps F] [--seconds S] [--frames N] [--size PX]
+// and 20 subscribers; previews at 10/s to 20 subscribers slow the worker by < 5 %, each subscriber gets them
+// all. Usage: bench_service [--jobs N] [--lists N] [--subscribers N] [--fps F] [--seconds S] [--frames N]
+// [--size PX]
 //                      [--work-ms MS] [--pairs N] [--verbose]
 
 #include "catalog/catalog.h"
@@ -66,11 +70,13 @@ struct Options {
   int frames = 8;
   int size = 64;
   double work_ms = 50;  // half of a tick at 10/s: the worker is busy, not idle, when previews go out
-  int pairs = 2;        // preview runs without and with subscribers, interleaved so that drift hits both alike
+  int pairs = 2;  // preview runs without and with subscribers, interleaved so that drift hits both alike
   bool verbose = false;
 };
 
-double ms_since(Clock::time_point start) { return std::chrono::duration<double, std::milli>(Clock::now() - start).count(); }
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
 
 double thread_cpu_ms() {
   timespec ts{};
@@ -104,8 +110,8 @@ nlohmann::json summary(std::vector<double> v) {
   };
   double sum = 0;
   for (double x : v) sum += x;
-  return {{"n", v.size()}, {"p50", rank(0.50)}, {"p95", rank(0.95)}, {"p99", rank(0.99)}, {"max", v.back()},
-          {"mean", sum / static_cast<double>(v.size())}};
+  return {{"n", v.size()},     {"p50", rank(0.50)}, {"p95", rank(0.95)},
+          {"p99", rank(0.99)}, {"max", v.back()},   {"mean", sum / static_cast<double>(v.size())}};
 }
 
 // A fixed amount of serial arithmetic (each iteration depends on the last, so it cannot be vectorised or
@@ -143,7 +149,8 @@ double stamp_age_ms(const std::string& blob) {
   return static_cast<double>(Clock::now().time_since_epoch().count() - ns) / 1e6;
 }
 
-// ---- worker mode -------------------------------------------------------------------------------------------
+// ---- worker mode
+// -------------------------------------------------------------------------------------------
 
 // `bench_service --server EP --job ID`, started by the server: streams previews as the job's params say and
 // reports its timings as the job's result.
@@ -161,7 +168,8 @@ int run_worker(const std::string& endpoint, int64_t job_id) {
     auto job = get_job(catalog, job_id);
     if (!job) throw Error(ErrorCode::not_found, cat("job ", job_id), "not in the catalog");
     if (!job->params.contains("bench_preview"))
-      throw Error(ErrorCode::invalid_argument, cat("job ", job_id), "not a bench_service preview job (no params.bench_preview)");
+      throw Error(ErrorCode::invalid_argument, cat("job ", job_id),
+                  "not a bench_service preview job (no params.bench_preview)");
     const nlohmann::json& p = job->params["bench_preview"];
     const double fps = p.at("fps").get<double>();
     const int ticks = static_cast<int>(std::lround(fps * p.at("seconds").get<double>()));
@@ -169,7 +177,8 @@ int run_worker(const std::string& endpoint, int64_t job_id) {
     const int64_t iterations = p.at("work_iterations").get<int64_t>();
     std::vector<RgbFrame> frames(static_cast<size_t>(p.at("frames").get<int>()), RgbFrame(size, size));
     for (size_t f = 0; f < frames.size(); ++f)
-      for (size_t i = 0; i < frames[f].rgb.size(); ++i) frames[f].rgb[i] = static_cast<uint8_t>(i * 7 + f * 31);
+      for (size_t i = 0; i < frames[f].rgb.size(); ++i)
+        frames[f].rgb[i] = static_cast<uint8_t>(i * 7 + f * 31);
 
     const auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / fps));
     // work_cpu_ms is the CPU the work got; work_ms above it is time the worker waited for a core.
@@ -194,10 +203,14 @@ int run_worker(const std::string& endpoint, int64_t job_id) {
       std::this_thread::sleep_until(next);
     }
     const double wall_s = ms_since(start) / 1000;
-    nlohmann::json result{{"ticks", step_ms.size()},          {"late_ticks", late},
-                          {"wall_s", wall_s},                  {"cpu_s", process_cpu_s() - cpu_start},
-                          {"work_ms", summary(work_ms)},       {"work_cpu_ms", summary(work_cpu_ms)},
-                          {"send_ms", summary(send_ms)},       {"step_ms", summary(step_ms)}};
+    nlohmann::json result{{"ticks", step_ms.size()},
+                          {"late_ticks", late},
+                          {"wall_s", wall_s},
+                          {"cpu_s", process_cpu_s() - cpu_start},
+                          {"work_ms", summary(work_ms)},
+                          {"work_cpu_ms", summary(work_cpu_ms)},
+                          {"send_ms", summary(send_ms)},
+                          {"step_ms", summary(step_ms)}};
     link->finish(JobState::succeeded, "", "", result);
     return 0;
   } catch (const Error& e) {
@@ -211,14 +224,16 @@ int run_worker(const std::string& endpoint, int64_t job_id) {
   }
 }
 
-// ---- the server side ---------------------------------------------------------------------------------------
+// ---- the server side
+// ---------------------------------------------------------------------------------------
 
 // A fresh $MUGV_HOME under the temp dir, removed on destruction.
 class ScratchHome {
  public:
   ScratchHome() {
     std::string pattern = (fs::temp_directory_path() / "mugv-bench-service-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) throw mugv::Error(mugv::ErrorCode::io, pattern, "cannot create a scratch home");
+    if (!::mkdtemp(pattern.data()))
+      throw mugv::Error(mugv::ErrorCode::io, pattern, "cannot create a scratch home");
     path_ = pattern;
     ::setenv("MUGV_HOME", path_.c_str(), 1);  // the server's workers and this process's catalog lookups
   }
@@ -360,7 +375,8 @@ class SubscriberPool {
     while (Clock::now() < deadline) {
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (std::all_of(tallies_.begin(), tallies_.end(), [&](const Tally& t) { return t.events >= events; })) return;
+        if (std::all_of(tallies_.begin(), tallies_.end(), [&](const Tally& t) { return t.events >= events; }))
+          return;
       }
       std::this_thread::sleep_for(20ms);
     }
@@ -382,9 +398,10 @@ class SubscriberPool {
   std::string error_;
 };
 
-// `bench_service --subscriber-process EVENTS_EP N FRAMES FRAME_BYTES READY_FILE`: the preview runs' subscribers,
-// in a process of their own as the studio's would be, so that the bench process's CPU is the server's alone.
-// Creates READY_FILE once connected, stops when the job has ended (or after `limit`), prints its tallies.
+// `bench_service --subscriber-process EVENTS_EP N FRAMES FRAME_BYTES READY_FILE`: the preview runs'
+// subscribers, in a process of their own as the studio's would be, so that the bench process's CPU is the
+// server's alone. Creates READY_FILE once connected, stops when the job has ended (or after `limit`), prints
+// its tallies.
 int run_subscriber_process(char** argv) {
   const std::string endpoint = argv[2];
   const int n = std::stoi(argv[3]);
@@ -396,14 +413,18 @@ int run_subscriber_process(char** argv) {
   while (!pool.job_ended() && Clock::now() < limit) std::this_thread::sleep_for(20ms);
   std::this_thread::sleep_for(300ms);  // the last previews in flight
   pool.stop();
-  nlohmann::json previews = nlohmann::json::array(), malformed = nlohmann::json::array(), age_ms = nlohmann::json::array();
+  nlohmann::json previews = nlohmann::json::array(), malformed = nlohmann::json::array(),
+                 age_ms = nlohmann::json::array();
   for (const auto& t : pool.tallies()) {
     previews.push_back(t.previews);
     malformed.push_back(t.malformed_previews);
     for (double a : t.preview_age_ms) age_ms.push_back(a);
   }
-  std::cout << nlohmann::json{{"previews", previews}, {"malformed", malformed}, {"age_ms", age_ms},
-                              {"cpu_s", process_cpu_s() - cpu_start}}.dump()
+  std::cout << nlohmann::json{{"previews", previews},
+                              {"malformed", malformed},
+                              {"age_ms", age_ms},
+                              {"cpu_s", process_cpu_s() - cpu_start}}
+                   .dump()
             << std::endl;
   return 0;
 }
@@ -411,10 +432,11 @@ int run_subscriber_process(char** argv) {
 // Runs the subscriber process on its own thread; collect() waits for it and returns what it printed.
 class SubscriberProcess {
  public:
-  SubscriberProcess(const std::string& events_endpoint, int n, int frames, size_t frame_bytes, const fs::path& ready,
-                    std::chrono::milliseconds timeout) {
-    std::vector<std::string> argv{mugv::executable_path().string(), "--subscriber-process", events_endpoint,
-                                  std::to_string(n), std::to_string(frames), std::to_string(frame_bytes), ready.string()};
+  SubscriberProcess(const std::string& events_endpoint, int n, int frames, size_t frame_bytes,
+                    const fs::path& ready, std::chrono::milliseconds timeout) {
+    std::vector<std::string> argv{
+        mugv::executable_path().string(), "--subscriber-process",      events_endpoint, std::to_string(n),
+        std::to_string(frames),           std::to_string(frame_bytes), ready.string()};
     thread_ = std::thread([this, argv, timeout] {
       try {
         result_ = mugv::run_process(argv, timeout);
@@ -453,11 +475,16 @@ nlohmann::json queued_job(const fs::path& home, int i) {
           {"params",
            {{"command", {"make-dataset"}},
             {"positional", {"shapes"}},
-            {"values", {{"dataset.out", (home / "datasets" / mugv::cat("shapes-", i)).string()}, {"dataset.count", 64},
-                        {"dataset.size", 64}, {"dataset.frames", 17}}}}}};
+            {"values",
+             {{"dataset.out", (home / "datasets" / mugv::cat("shapes-", i)).string()},
+              {"dataset.count", 64},
+              {"dataset.size", 64},
+              {"dataset.frames", 17}}}}}};
 }
 
-void print(const nlohmann::json& line) { std::cout << line.dump() << std::endl; }
+void print(const nlohmann::json& line) {
+  std::cout << line.dump() << std::endl;
+}
 
 void measure_queue(const Options& o) {
   const double load = load_average();
@@ -496,13 +523,27 @@ void measure_queue(const Options& o) {
     max_events = std::max(max_events, t.events);
   }
   const nlohmann::json submit = summary(submit_ms), list = summary(list_ms);
-  print({{"bench", "service"}, {"measure", "submit"}, {"jobs", o.jobs}, {"subscribers", o.subscribers},
-         {"latency_ms", submit}, {"target_p99_ms", 50}, {"pass", submit.value("p99", 1e9) < 50},
-         {"events_per_subscriber_min", o.subscribers ? min_events : 0}, {"events_per_subscriber_max", max_events},
+  print({{"bench", "service"},
+         {"measure", "submit"},
+         {"jobs", o.jobs},
+         {"subscribers", o.subscribers},
+         {"latency_ms", submit},
+         {"target_p99_ms", 50},
+         {"pass", submit.value("p99", 1e9) < 50},
+         {"events_per_subscriber_min", o.subscribers ? min_events : 0},
+         {"events_per_subscriber_max", max_events},
          {"loadavg_1m", load}});
-  print({{"bench", "service"}, {"measure", "list"}, {"jobs_listed", listed}, {"jobs_queued", queued},
-         {"subscribers", o.subscribers}, {"requests", o.lists}, {"reply_bytes", reply_bytes}, {"latency_ms", list},
-         {"target_p99_ms", 50}, {"pass", list.value("p99", 1e9) < 50}, {"loadavg_1m", load}});
+  print({{"bench", "service"},
+         {"measure", "list"},
+         {"jobs_listed", listed},
+         {"jobs_queued", queued},
+         {"subscribers", o.subscribers},
+         {"requests", o.lists},
+         {"reply_bytes", reply_bytes},
+         {"latency_ms", list},
+         {"target_p99_ms", 50},
+         {"pass", list.value("p99", 1e9) < 50},
+         {"loadavg_1m", load}});
 }
 
 // One preview job on a fresh server, with `n_subscribers` watching; prints its line and returns the worker's
@@ -519,12 +560,17 @@ nlohmann::json measure_preview(const Options& o, int round, int n_subscribers, i
                         std::chrono::milliseconds(static_cast<int64_t>((o.seconds + 120) * 1000)));
 
   const double load = load_average();
-  const double cpu_before = server.cpu_seconds(), process_cpu_before = process_cpu_s();  // the subscribers are ready
+  const double cpu_before = server.cpu_seconds(),
+               process_cpu_before = process_cpu_s();  // the subscribers are ready
   nlohmann::json params{{"bench_preview",
-                         {{"fps", o.fps}, {"seconds", o.seconds}, {"frames", o.frames}, {"size", o.size},
+                         {{"fps", o.fps},
+                          {"seconds", o.seconds},
+                          {"frames", o.frames},
+                          {"size", o.size},
                           {"work_iterations", work_iterations}}}};
   const int64_t id =
-      client.request(MessageType::submit_job, {{"kind", "generate"}, {"params", params}})["job"]["id"].get<int64_t>();
+      client.request(MessageType::submit_job, {{"kind", "generate"}, {"params", params}})["job"]["id"]
+          .get<int64_t>();
   nlohmann::json job;
   const auto deadline = Clock::now() + std::chrono::duration<double>(o.seconds + 60);
   while (Clock::now() < deadline) {
@@ -540,14 +586,17 @@ nlohmann::json measure_preview(const Options& o, int round, int n_subscribers, i
 
   const std::string state = job["job"].value("state", "");
   if (state != "succeeded") {
-    std::string log = client.request(MessageType::job_logs, {{"job", id}, {"tail_lines", 20}}).value("text", "");
-    throw mugv::Error(mugv::ErrorCode::internal, mugv::cat("preview job ", id),
-                      mugv::cat("ended ", state.empty() ? std::string("unfinished") : state, "; its log:\n", log));
+    std::string log =
+        client.request(MessageType::job_logs, {{"job", id}, {"tail_lines", 20}}).value("text", "");
+    throw mugv::Error(
+        mugv::ErrorCode::internal, mugv::cat("preview job ", id),
+        mugv::cat("ended ", state.empty() ? std::string("unfinished") : state, "; its log:\n", log));
   }
   nlohmann::json result;
   for (const auto& e : job["events"])
     if (e.value("type", "") == "result") result = e["payload"];
-  if (!result.is_object()) throw mugv::Error(mugv::ErrorCode::internal, mugv::cat("preview job ", id), "no result event");
+  if (!result.is_object())
+    throw mugv::Error(mugv::ErrorCode::internal, mugv::cat("preview job ", id), "no result event");
 
   int64_t min_previews = 0, max_previews = 0, malformed = 0;
   std::vector<double> age_ms;
@@ -563,17 +612,33 @@ nlohmann::json measure_preview(const Options& o, int round, int n_subscribers, i
     subscribers_cpu_s = tallies["cpu_s"].get<double>();
   }
   // server_cpu_s: the server's poll thread; bench_cpu_s: this whole process (the server with its ZeroMQ I/O
-  // thread, and the client polling the job); subscribers_cpu_s: the subscriber process; worker_cpu_s: the worker
-  // process (work, preview copies, its link's I/O thread).
-  print({{"bench", "service"}, {"measure", "preview"}, {"round", round}, {"subscribers", n_subscribers},
-         {"fps", o.fps}, {"seconds", o.seconds}, {"frames", o.frames}, {"size", o.size},
-         {"preview_bytes", frame_bytes * static_cast<size_t>(o.frames)}, {"sent", result["ticks"]},
-         {"late_ticks", result["late_ticks"]}, {"worker_wall_s", result["wall_s"]}, {"work_ms", result["work_ms"]},
-         {"work_cpu_ms", result["work_cpu_ms"]}, {"send_ms", result["send_ms"]}, {"step_ms", result["step_ms"]},
-         {"worker_cpu_s", result["cpu_s"]}, {"server_cpu_s", server_cpu_s}, {"bench_cpu_s", process_cpu},
+  // thread, and the client polling the job); subscribers_cpu_s: the subscriber process; worker_cpu_s: the
+  // worker process (work, preview copies, its link's I/O thread).
+  print({{"bench", "service"},
+         {"measure", "preview"},
+         {"round", round},
+         {"subscribers", n_subscribers},
+         {"fps", o.fps},
+         {"seconds", o.seconds},
+         {"frames", o.frames},
+         {"size", o.size},
+         {"preview_bytes", frame_bytes * static_cast<size_t>(o.frames)},
+         {"sent", result["ticks"]},
+         {"late_ticks", result["late_ticks"]},
+         {"worker_wall_s", result["wall_s"]},
+         {"work_ms", result["work_ms"]},
+         {"work_cpu_ms", result["work_cpu_ms"]},
+         {"send_ms", result["send_ms"]},
+         {"step_ms", result["step_ms"]},
+         {"worker_cpu_s", result["cpu_s"]},
+         {"server_cpu_s", server_cpu_s},
+         {"bench_cpu_s", process_cpu},
          {"subscribers_cpu_s", subscribers_cpu_s},
-         {"received_per_subscriber_min", min_previews}, {"received_per_subscriber_max", max_previews},
-         {"malformed", malformed}, {"delivery_ms", summary(age_ms)}, {"loadavg_1m", load}});
+         {"received_per_subscriber_min", min_previews},
+         {"received_per_subscriber_max", max_previews},
+         {"malformed", malformed},
+         {"delivery_ms", summary(age_ms)},
+         {"loadavg_1m", load}});
   result["least_received"] = min_previews;
   result["bench_cpu_s"] = process_cpu;
   result["subscribers_cpu_s"] = subscribers_cpu_s;
@@ -584,10 +649,12 @@ nlohmann::json measure_preview(const Options& o, int round, int n_subscribers, i
 // subscribers, averaged over the interleaved pairs. The median step is the headline: on a machine shared with
 // other work, a compile that takes a core for a few seconds moves the mean of whichever run it lands in; each
 // pair's own figure shows how far such noise reaches. What the fan-out costs whatever the load, in cores:
-// server_fanout_cpu_cores, the server process's extra CPU with subscribers, and subscribers_cpu_cores, theirs.
+// server_fanout_cpu_cores, the server process's extra CPU with subscribers, and subscribers_cpu_cores,
+// theirs.
 void measure_previews(const Options& o) {
   const int64_t iterations = calibrate_iterations(o.work_ms);
-  double p50[2] = {0, 0}, mean[2] = {0, 0}, send_p99[2] = {0, 0}, bench_cpu_s[2] = {0, 0}, subscribers_cpu_s = 0;
+  double p50[2] = {0, 0}, mean[2] = {0, 0}, send_p99[2] = {0, 0}, bench_cpu_s[2] = {0, 0},
+         subscribers_cpu_s = 0;
   int64_t least_received = INT64_MAX, sent = 0;
   nlohmann::json per_pair = nlohmann::json::array();
   for (int pair = 0; pair < o.pairs; ++pair) {
@@ -610,19 +677,31 @@ void measure_previews(const Options& o) {
   const double slowdown = p50[0] > 0 ? p50[1] / p50[0] - 1 : 0;
   const double slowdown_mean = mean[0] > 0 ? mean[1] / mean[0] - 1 : 0;
   const bool all_received = o.subscribers == 0 || least_received >= sent;
-  print({{"bench", "service"}, {"measure", "preview_slowdown"}, {"subscribers", o.subscribers}, {"pairs", o.pairs},
-         {"work_ms_target", o.work_ms}, {"step_ms_p50_alone", p50[0]}, {"step_ms_p50_watched", p50[1]},
-         {"step_ms_mean_alone", mean[0]}, {"step_ms_mean_watched", mean[1]}, {"send_ms_p99_alone", send_p99[0]},
-         {"send_ms_p99_watched", send_p99[1]}, {"slowdown", slowdown}, {"slowdown_mean", slowdown_mean},
-         {"slowdown_per_pair", per_pair}, {"server_fanout_cpu_cores", (bench_cpu_s[1] - bench_cpu_s[0]) / o.seconds},
+  print({{"bench", "service"},
+         {"measure", "preview_slowdown"},
+         {"subscribers", o.subscribers},
+         {"pairs", o.pairs},
+         {"work_ms_target", o.work_ms},
+         {"step_ms_p50_alone", p50[0]},
+         {"step_ms_p50_watched", p50[1]},
+         {"step_ms_mean_alone", mean[0]},
+         {"step_ms_mean_watched", mean[1]},
+         {"send_ms_p99_alone", send_p99[0]},
+         {"send_ms_p99_watched", send_p99[1]},
+         {"slowdown", slowdown},
+         {"slowdown_mean", slowdown_mean},
+         {"slowdown_per_pair", per_pair},
+         {"server_fanout_cpu_cores", (bench_cpu_s[1] - bench_cpu_s[0]) / o.seconds},
          {"subscribers_cpu_cores", subscribers_cpu_s / o.seconds},
-         {"target", 0.05}, {"every_subscriber_got_every_preview", all_received},
+         {"target", 0.05},
+         {"every_subscriber_got_every_preview", all_received},
          {"pass", slowdown < 0.05 && all_received}});
 }
 
 int usage() {
-  std::cerr << "usage: bench_service [--jobs N] [--lists N] [--subscribers N] [--fps F] [--seconds S] [--frames N]"
-               " [--size PX] [--work-ms MS] [--pairs N] [--verbose]\n";
+  std::cerr
+      << "usage: bench_service [--jobs N] [--lists N] [--subscribers N] [--fps F] [--seconds S] [--frames N]"
+         " [--size PX] [--work-ms MS] [--pairs N] [--verbose]\n";
   return 2;
 }
 
@@ -645,17 +724,28 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
       const std::string arg = argv[i];
       const bool has_value = i + 1 < argc;
-      if (arg == "--jobs" && has_value) o.jobs = std::stoi(argv[++i]);
-      else if (arg == "--lists" && has_value) o.lists = std::stoi(argv[++i]);
-      else if (arg == "--subscribers" && has_value) o.subscribers = std::stoi(argv[++i]);
-      else if (arg == "--fps" && has_value) o.fps = std::stod(argv[++i]);
-      else if (arg == "--seconds" && has_value) o.seconds = std::stod(argv[++i]);
-      else if (arg == "--frames" && has_value) o.frames = std::stoi(argv[++i]);
-      else if (arg == "--size" && has_value) o.size = std::stoi(argv[++i]);
-      else if (arg == "--work-ms" && has_value) o.work_ms = std::stod(argv[++i]);
-      else if (arg == "--pairs" && has_value) o.pairs = std::stoi(argv[++i]);
-      else if (arg == "--verbose") o.verbose = true;
-      else return usage();
+      if (arg == "--jobs" && has_value)
+        o.jobs = std::stoi(argv[++i]);
+      else if (arg == "--lists" && has_value)
+        o.lists = std::stoi(argv[++i]);
+      else if (arg == "--subscribers" && has_value)
+        o.subscribers = std::stoi(argv[++i]);
+      else if (arg == "--fps" && has_value)
+        o.fps = std::stod(argv[++i]);
+      else if (arg == "--seconds" && has_value)
+        o.seconds = std::stod(argv[++i]);
+      else if (arg == "--frames" && has_value)
+        o.frames = std::stoi(argv[++i]);
+      else if (arg == "--size" && has_value)
+        o.size = std::stoi(argv[++i]);
+      else if (arg == "--work-ms" && has_value)
+        o.work_ms = std::stod(argv[++i]);
+      else if (arg == "--pairs" && has_value)
+        o.pairs = std::stoi(argv[++i]);
+      else if (arg == "--verbose")
+        o.verbose = true;
+      else
+        return usage();
     }
     if (o.jobs < 1 || o.lists < 1 || o.subscribers < 0 || o.fps <= 0 || o.seconds <= 0 || o.frames < 1 ||
         o.size < 2 || o.work_ms < 0 || o.pairs < 1)
