@@ -1,24 +1,23 @@
-// How the service holds up under load, on the real server (in this process, on an ipc socket in a scratch
-// $MUGV_HOME) with real worker processes: the server starts this program again as its worker
-// (`bench_service --server EP --job ID`), so a preview travels worker -> WorkerLink -> server -> PUB exactly
-// as a generation's does.
+// How the service holds up under load, on the real server (in this process, on an ipc socket in a
+// scratch $MUGV_HOME) with real worker processes: the server starts this program again as its worker
+// (`bench_service --server EP --job ID`), so a preview travels worker -> WorkerLink -> server -> PUB
+// exactly as a generation's does.
 //
-//   submit, list  max_local_jobs = 0 keeps every submitted job queued (`mugv serve --max-jobs` refuses 0, the
-//                 in-process ServerOptions does not). N clients subscribed to every job event drain them on
-//                 their own threads while one client submits 1000 jobs, each timed, then lists all 1000 jobs
-//                 200 times.
-//   preview       a job whose worker does a fixed amount of CPU work per tick (standing in for a denoising
-//   step)
-//                 and sends an 8-frame 64x64 RGB preview through its WorkerLink, at 10 ticks/s for 10 s. Runs
-//                 with no subscriber and with N alternate (--pairs); the worker's step time (work + preview
-//                 call) of the two kinds gives the slowdown, and every subscriber counts the previews it
-//                 received.
+//   submit, list  max_local_jobs = 0 keeps every submitted job queued (`mugv serve --max-jobs` refuses 0,
+//                 the in-process ServerOptions does not). N clients subscribed to every job event drain
+//                 them on their own threads while one client submits 1000 jobs, each timed, then lists all
+//                 1000 jobs 200 times.
+//   preview       a job whose worker does a fixed amount of CPU work per tick (standing in for a
+//                 denoising step) and sends an 8-frame 64x64 RGB preview through its WorkerLink, at 10
+//                 ticks/s for 10 s. Runs without and with N subscribers (in a process of their own)
+//                 alternate (--pairs); the worker's step time (work + preview call) of the two kinds gives
+//                 the slowdown, and every subscriber counts the previews it received.
 //
-// One JSON line per measurement on stdout. Targets (issue): submit and list p99 < 50 ms with 1000 queued jobs
-// and 20 subscribers; previews at 10/s to 20 subscribers slow the worker by < 5 %, each subscriber gets them
-// all. Usage: bench_service [--jobs N] [--lists N] [--subscribers N] [--fps F] [--seconds S] [--frames N]
-// [--size PX]
-//                      [--work-ms MS] [--pairs N] [--verbose]
+// One JSON line per measurement on stdout. Targets (issue): submit and list p99 < 50 ms with 1000 queued
+// jobs and 20 subscribers; previews at 10/s to 20 subscribers slow the worker by < 5 %, and each
+// subscriber gets them all.
+// Usage: bench_service [--jobs N] [--lists N] [--subscribers N] [--fps F] [--seconds S] [--frames N]
+//                      [--size PX] [--work-ms MS] [--pairs N] [--verbose]
 
 #include "catalog/catalog.h"
 #include "catalog/jobs.h"
