@@ -36,7 +36,7 @@ LaunchResult run_mugv(int nproc, std::vector<std::string> args) {
 std::vector<std::string> train_args(const std::string& run, std::vector<std::string> extra = {}) {
   std::vector<std::string> a = {"train",     "--preset",  "micro", "--dataset",   "shapes", "--vae-run",
                                 "vae0",      "--run",     run,     "--steps",     std::to_string(kSteps),
-                                "--batch",   "4",         "--lr",  "2e-3",        "--warmup", "2",
+                                "--batch",   "4",         "--lr",  "5e-4",        "--warmup", "2",
                                 "--save-every", "10",     "--keep", "5",          "--threads", "1",
                                 "--seed",    "7",         "--ema", "0.9",         "--shift-base", "32",
                                 "--p-first-frame", "0.3", "--caption-dropout", "0.2", "--prefetch", "0",
