@@ -16,14 +16,6 @@ namespace mugv {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-namespace {
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
-
 fs::path events_file(const fs::path& report_dir) { return report_dir / "events.jsonl"; }
 
 FileReportWriter::FileReportWriter(const fs::path& report_dir) : path_(events_file(report_dir)) {
@@ -38,7 +30,7 @@ FileReportWriter::~FileReportWriter() {
 }
 
 void FileReportWriter::append(nlohmann::json event) {
-  event["time_ms"] = now_ms();
+  event["time_ms"] = now_ms();  // catalog.h: wall-clock milliseconds
   // Invalid UTF-8 in a log line must not throw out of a log sink: replace it.
   const std::string line = event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   std::lock_guard<std::mutex> lock(mutex_);
