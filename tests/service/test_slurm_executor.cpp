@@ -145,7 +145,8 @@ std::string describe(Client& c, int64_t id) {
 
 std::optional<nlohmann::json> event_payload(Client& c, int64_t id, const std::string& type) {
   std::optional<nlohmann::json> last;
-  for (const auto& e : job_of(c, id)["events"])
+  const nlohmann::json job = job_of(c, id);  // kept: a range-for over job_of(...)["events"] would dangle
+  for (const auto& e : job["events"])
     if (e["type"] == type) last = e["payload"];
   return last;
 }
