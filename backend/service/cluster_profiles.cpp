@@ -40,7 +40,8 @@ class ProfileReader {
     if (!v->is_string()) fail(key, "expected a string");
     const std::string s = v->get<std::string>();
     for (char c : s)
-      if (!plain(c, extra)) fail(key, cat("'", s, "' holds '", std::string(1, c), "', which Slurm directives cannot take"));
+      if (!plain(c, extra))
+        fail(key, cat("'", s, "' holds '", std::string(1, c), "', which Slurm directives cannot take"));
     return s;
   }
 
@@ -79,8 +80,9 @@ class ProfileReader {
   void refuse_unknown_keys() const {
     for (auto it = doc_.begin(); it != doc_.end(); ++it)
       if (!seen_.count(it.key()))
-        fail(it.key(), "unknown key (known: name, partition, account, time, gpus_per_node, cpus_per_task, nodes, "
-                       "tasks_per_node, setup_lines, shared_dir, ssh_host, report)");
+        fail(it.key(),
+             "unknown key (known: name, partition, account, time, gpus_per_node, cpus_per_task, nodes, "
+             "tasks_per_node, setup_lines, shared_dir, ssh_host, report)");
   }
 
  private:
@@ -100,9 +102,12 @@ void check_name(const std::string& name, const std::string& subject) {
 
 const char* to_string(ReportMode mode) {
   switch (mode) {
-    case ReportMode::files: return "files";
-    case ReportMode::tcp: return "tcp";
-    default: return "unknown";
+    case ReportMode::files:
+      return "files";
+    case ReportMode::tcp:
+      return "tcp";
+    default:
+      return "unknown";
   }
 }
 
@@ -134,17 +139,21 @@ nlohmann::json ClusterProfile::to_json() const {
           {"report", to_string(report)}};
 }
 
-fs::path cluster_profiles_dir(const fs::path& home) { return home / "clusters"; }
+fs::path cluster_profiles_dir(const fs::path& home) {
+  return home / "clusters";
+}
 
 ClusterProfile load_cluster_profile(const fs::path& file, const fs::path& home) {
   std::error_code ec;
-  if (!fs::is_regular_file(file, ec)) throw Error(ErrorCode::not_found, file.string(), "no such cluster profile file");
+  if (!fs::is_regular_file(file, ec))
+    throw Error(ErrorCode::not_found, file.string(), "no such cluster profile file");
   ProfileReader r(file, read_toml_file(file));
   ClusterProfile p;
   p.file = file;
   p.name = file.stem().string();
   if (const std::string named = r.text("name"); !named.empty() && named != p.name)
-    r.fail("name", cat("'", named, "' differs from the file name '", p.name, "'; the file name is the profile's name"));
+    r.fail("name", cat("'", named, "' differs from the file name '", p.name,
+                       "'; the file name is the profile's name"));
   p.partition = r.directive("partition", ",");
   p.account = r.directive("account", "");
   p.time = r.directive("time", ":");
@@ -155,15 +164,17 @@ ClusterProfile load_cluster_profile(const fs::path& file, const fs::path& home) 
   p.setup_lines = r.lines("setup_lines");
   const std::string shared = r.text("shared_dir");
   p.shared_dir = shared.empty() ? fs::absolute(home) : fs::path(shared);
-  if (!p.shared_dir.is_absolute()) r.fail("shared_dir", cat("'", shared, "' must be an absolute path (the nodes see it too)"));
+  if (!p.shared_dir.is_absolute())
+    r.fail("shared_dir", cat("'", shared, "' must be an absolute path (the nodes see it too)"));
   // sbatch reads --output / --chdir up to the first space.
   if (p.shared_dir.string().find_first_of(" \t\n") != std::string::npos)
     r.fail("shared_dir", cat("'", p.shared_dir.string(), "' must not contain spaces"));
   p.ssh_host = r.text("ssh_host");
   // The host is one ssh argument: a leading '-' would be read as an option.
-  if (!p.ssh_host.empty() &&
-      (p.ssh_host[0] == '-' || !std::all_of(p.ssh_host.begin(), p.ssh_host.end(), [](char c) { return plain(c, "@:"); })))
-    r.fail("ssh_host", cat("'", p.ssh_host, "' is not a host name (user@host.example, letters, digits, '-', '.')"));
+  if (!p.ssh_host.empty() && (p.ssh_host[0] == '-' || !std::all_of(p.ssh_host.begin(), p.ssh_host.end(),
+                                                                   [](char c) { return plain(c, "@:"); })))
+    r.fail("ssh_host",
+           cat("'", p.ssh_host, "' is not a host name (user@host.example, letters, digits, '-', '.')"));
   if (const std::string report = r.text("report"); !report.empty()) {
     auto mode = report_mode_from_string(report);
     if (!mode) r.fail("report", cat("'", report, "' is not one of files, tcp"));
@@ -182,7 +193,8 @@ ClusterProfile find_cluster_profile(const fs::path& home, const std::string& nam
     std::string known;
     for (const auto& p : list_cluster_profiles(home).profiles) known += (known.empty() ? "" : ", ") + p.name;
     throw Error(ErrorCode::not_found, cat("cluster '", name, "'"),
-                cat("no profile ", file.string(), known.empty() ? " (there are none yet)" : cat(" (profiles: ", known, ")")));
+                cat("no profile ", file.string(),
+                    known.empty() ? " (there are none yet)" : cat(" (profiles: ", known, ")")));
   }
   return load_cluster_profile(file, home);
 }

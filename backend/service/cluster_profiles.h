@@ -38,8 +38,8 @@ const char* to_string(ReportMode mode);
 std::optional<ReportMode> report_mode_from_string(std::string_view name);
 
 struct ClusterProfile {
-  std::string name;             // the file's stem
-  std::filesystem::path file;   // where it was read from
+  std::string name;            // the file's stem
+  std::filesystem::path file;  // where it was read from
   std::string partition, account, time;
   int gpus_per_node = 0;
   int cpus_per_task = 0;
@@ -61,7 +61,8 @@ std::filesystem::path cluster_profiles_dir(const std::filesystem::path& home);
 
 // Reads and checks one profile file. Throws Error(not_found) for a missing file, Error(format) for bad TOML
 // and Error(invalid_argument) "FILE: key 'partition': ..." for a bad value.
-[[nodiscard]] ClusterProfile load_cluster_profile(const std::filesystem::path& file, const std::filesystem::path& home);
+[[nodiscard]] ClusterProfile load_cluster_profile(const std::filesystem::path& file,
+                                                  const std::filesystem::path& home);
 
 // The profile called `name` in cluster_profiles_dir(home). Error(invalid_argument) for a name that is not a
 // plain file stem, Error(not_found) naming the folder and the profiles there when there is none.

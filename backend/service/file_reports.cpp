@@ -16,13 +16,16 @@ namespace mugv {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-fs::path events_file(const fs::path& report_dir) { return report_dir / "events.jsonl"; }
+fs::path events_file(const fs::path& report_dir) {
+  return report_dir / "events.jsonl";
+}
 
 FileReportWriter::FileReportWriter(const fs::path& report_dir) : path_(events_file(report_dir)) {
   std::error_code ec;
   fs::create_directories(report_dir, ec);
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw Error(ErrorCode::io, path_.string(), cat("cannot open for appending: ", std::strerror(errno)));
+  if (fd_ < 0)
+    throw Error(ErrorCode::io, path_.string(), cat("cannot open for appending: ", std::strerror(errno)));
 }
 
 FileReportWriter::~FileReportWriter() {
@@ -113,7 +116,9 @@ std::vector<nlohmann::json> EventsFileTail::read_new() {
     if (trim(line).empty()) continue;
     nlohmann::json event = nlohmann::json::parse(line, nullptr, false);
     if (event.is_discarded() || !event.is_object() || !event.contains("type") || !event["type"].is_string())
-      event = {{"type", "log"}, {"level", "warning"}, {"text", cat(file_.string(), ": unreadable event line: ", line.substr(0, 200))}};
+      event = {{"type", "log"},
+               {"level", "warning"},
+               {"text", cat(file_.string(), ": unreadable event line: ", line.substr(0, 200))}};
     out.push_back(std::move(event));
   }
   partial_.erase(0, start);

@@ -58,7 +58,8 @@ class FileReportWriter {
   int failed_writes_ = 0;
 };
 
-// The server side: reads what was appended since the last call. Not thread-safe (one reader, the server loop).
+// The server side: reads what was appended since the last call. Not thread-safe (one reader, the server
+// loop).
 class EventsFileTail {
  public:
   explicit EventsFileTail(std::filesystem::path file) : file_(std::move(file)) {}

@@ -43,7 +43,9 @@ std::vector<std::string> slurm_argv(const ClusterProfile& profile, const std::ve
   return full;
 }
 
-std::string said(const ProcessResult& r) { return trim(r.err.empty() ? r.out : r.err); }
+std::string said(const ProcessResult& r) {
+  return trim(r.err.empty() ? r.out : r.err);
+}
 
 // "JobId=5 ArrayTaskId=1 JobState=RUNNING Reason=None ..." (scontrol -o; these values hold no spaces)
 std::string field_of(const std::string& line, const std::string& key) {
@@ -92,9 +94,9 @@ QueryOutcome query(const ClusterProfile& profile, const std::string& id) {
       if (!q.tasks.empty()) return q;
     }
     // scontrol forgets finished jobs after MinJobAge; accounting, where configured, remembers them.
-    ProcessResult acct = run_process(
-        slurm_argv(profile, {"sacct", "-n", "-P", "-X", "-j", id, "-o", "JobID,State,ExitCode,NodeList,Reason"}),
-        kQueryTimeout);
+    ProcessResult acct = run_process(slurm_argv(profile, {"sacct", "-n", "-P", "-X", "-j", id, "-o",
+                                                          "JobID,State,ExitCode,NodeList,Reason"}),
+                                     kQueryTimeout);
     if (acct.exit_code == 0) {
       for (const auto& raw : split(acct.out, '\n')) {
         const auto cols = split(trim(raw), '|');
@@ -180,7 +182,8 @@ std::optional<SlurmRequest> slurm_request_of(const nlohmann::json& params) {
   SlurmRequest r;
   auto cluster = params.find("cluster");
   if (cluster == params.end() || !cluster->is_string() || cluster->get<std::string>().empty())
-    throw Error(ErrorCode::invalid_argument, "params.cluster", "a Slurm job needs the name of a cluster profile");
+    throw Error(ErrorCode::invalid_argument, "params.cluster",
+                "a Slurm job needs the name of a cluster profile");
   r.cluster = cluster->get<std::string>();
   r.nodes = positive_field(params, "nodes", 10000);
   r.tasks_per_node = positive_field(params, "tasks_per_node", 1024);
@@ -206,7 +209,7 @@ struct SlurmExecutor::Impl {
     Clock::time_point next_query{};
     int misses = 0;
     std::string last_state;
-    std::vector<EventsFileTail> tails;  // one per array task, or one
+    std::vector<EventsFileTail> tails;      // one per array task, or one
     std::map<int, nlohmann::json> results;  // the workers' result lines, by task (0 for a plain job)
     Clock::time_point last_progress_record{};
     int64_t last_metrics_step = -1;
@@ -226,7 +229,11 @@ struct SlurmExecutor::Impl {
   std::thread helper;
 
   Impl(Catalog& c, fs::path h, fs::path exe, ShardPlanner p, Hooks k)
-      : catalog(c), home(std::move(h)), worker_executable(std::move(exe)), planner(std::move(p)), hooks(std::move(k)) {
+      : catalog(c),
+        home(std::move(h)),
+        worker_executable(std::move(exe)),
+        planner(std::move(p)),
+        hooks(std::move(k)) {
     helper = std::thread([this] { helper_loop(); });
   }
 
@@ -274,19 +281,24 @@ struct SlurmExecutor::Impl {
 
   void check_fits(const ClusterProfile& p, const SlurmRequest& r) const {
     if (p.report == ReportMode::tcp)
-      throw Error(ErrorCode::unsupported, p.file.string(),
-                  "key 'report': \"tcp\" is not available in this server yet; use \"files\" (docs/SERVICE.md)");
-    const int nodes = r.nodes ? r.nodes : p.nodes, tasks = r.tasks_per_node ? r.tasks_per_node : p.tasks_per_node;
+      throw Error(
+          ErrorCode::unsupported, p.file.string(),
+          "key 'report': \"tcp\" is not available in this server yet; use \"files\" (docs/SERVICE.md)");
+    const int nodes = r.nodes ? r.nodes : p.nodes,
+              tasks = r.tasks_per_node ? r.tasks_per_node : p.tasks_per_node;
     if (r.array > 0 && nodes * tasks > 1)
-      throw Error(ErrorCode::invalid_argument, "params.array",
-                  cat("an array task is one process; this asks for ", nodes, " node(s) x ", tasks, " task(s)"));
+      throw Error(
+          ErrorCode::invalid_argument, "params.array",
+          cat("an array task is one process; this asks for ", nodes, " node(s) x ", tasks, " task(s)"));
   }
 
-  ShardPlan plan(const std::string& kind, const nlohmann::json& params, int shards, const fs::path& dir) const {
+  ShardPlan plan(const std::string& kind, const nlohmann::json& params, int shards,
+                 const fs::path& dir) const {
     if (!planner) throw Error(ErrorCode::unsupported, "params.array", "this server cannot shard jobs");
     ShardPlan p = planner(kind, params, shards, dir);
     if (static_cast<int>(p.task_values.size()) != shards)
-      throw Error(ErrorCode::internal, "shard plan", cat(p.task_values.size(), " task(s) planned for ", shards, " shards"));
+      throw Error(ErrorCode::internal, "shard plan",
+                  cat(p.task_values.size(), " task(s) planned for ", shards, " shards"));
     return p;
   }
 
@@ -307,7 +319,9 @@ struct SlurmExecutor::Impl {
   void start(const Job& job) {
     JobStateChange starting;
     const auto cluster = job.params.find("cluster");
-    starting.host = cluster != job.params.end() && cluster->is_string() ? cat("slurm:", cluster->get<std::string>()) : "slurm";
+    starting.host = cluster != job.params.end() && cluster->is_string()
+                        ? cat("slurm:", cluster->get<std::string>())
+                        : "slurm";
     if (job.state == JobState::queued) hooks.transition(job.id, JobState::starting, starting);
     try {
       const auto request = slurm_request_of(job.params);
@@ -343,8 +357,8 @@ struct SlurmExecutor::Impl {
       sj.working_dir = dir;
       sj.environment["MUGV_HOME"] = fs::absolute(home).string();
       sj.setup_lines = p.setup_lines;
-      sj.command = {fs::absolute(worker_executable).string(), "--job-file", (dir / "job.json").string(), "--report-dir",
-                    dir.string()};
+      sj.command = {fs::absolute(worker_executable).string(), "--job-file", (dir / "job.json").string(),
+                    "--report-dir", dir.string()};
       const fs::path script = dir / "job.sbatch";
       write_text_atomic(script, sbatch_script(sj));
 
@@ -355,8 +369,9 @@ struct SlurmExecutor::Impl {
       t.array = req.array;
       make_tails(t);
       tracked[job.id] = std::move(t);
-      note(job.id, cat("submitting to Slurm (cluster ", p.name, ", ", sj.nodes, " node(s) x ", sj.tasks_per_node,
-                       " task(s)", req.array ? cat(", array of ", req.array) : std::string(), "): ", script.string()));
+      note(job.id, cat("submitting to Slurm (cluster ", p.name, ", ", sj.nodes, " node(s) x ",
+                       sj.tasks_per_node, " task(s)",
+                       req.array ? cat(", array of ", req.array) : std::string(), "): ", script.string()));
       submit(job.id, p, script, req.array);
     } catch (const Error& e) {
       fail(job.id, e.code(), e.what());
@@ -379,7 +394,8 @@ struct SlurmExecutor::Impl {
           problem = cat("sbatch refused ", script.string(), ": ", said(r));
         } else {
           id = trim(r.out);
-          if (auto semicolon = id.find(';'); semicolon != std::string::npos) id = id.substr(0, semicolon);  // "id;cluster"
+          if (auto semicolon = id.find(';'); semicolon != std::string::npos)
+            id = id.substr(0, semicolon);  // "id;cluster"
           if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos) {
             code = ErrorCode::protocol;
             problem = cat("sbatch answered '", trim(r.out), "' instead of a job id");
@@ -390,8 +406,10 @@ struct SlurmExecutor::Impl {
         problem = e.what();
       }
       return [this, job_id, id, problem, code] {
-        if (problem.empty()) submitted(job_id, id);
-        else fail(job_id, code, problem);
+        if (problem.empty())
+          submitted(job_id, id);
+        else
+          fail(job_id, code, problem);
       };
     });
   }
@@ -403,9 +421,13 @@ struct SlurmExecutor::Impl {
     t->next_query = Clock::now();
     const auto job = get_job(catalog, job_id);
     (void)append_job_event(catalog, job_id, "slurm",
-                           {{"slurm_job", slurm_id}, {"cluster", t->profile.name}, {"dir", t->dir.string()},
-                            {"array", t->array}, {"attempt", job ? job->attempts : 0}});
-    note(job_id, cat("Slurm job ", slurm_id, " submitted; its output: ", (t->dir / cat("slurm-", slurm_id, t->array ? "_*" : "", ".out")).string()));
+                           {{"slurm_job", slurm_id},
+                            {"cluster", t->profile.name},
+                            {"dir", t->dir.string()},
+                            {"array", t->array},
+                            {"attempt", job ? job->attempts : 0}});
+    note(job_id, cat("Slurm job ", slurm_id, " submitted; its output: ",
+                     (t->dir / cat("slurm-", slurm_id, t->array ? "_*" : "", ".out")).string()));
     if (t->cancel_requested) send_cancel(*t);
   }
 
@@ -421,7 +443,8 @@ struct SlurmExecutor::Impl {
       c.error_code = code;
       c.error_message = message;
     }
-    note(job_id, cancelled ? std::string("cancelled before Slurm took it") : message, cancelled ? "info" : "error");
+    note(job_id, cancelled ? std::string("cancelled before Slurm took it") : message,
+         cancelled ? "info" : "error");
     hooks.transition(job_id, cancelled ? JobState::cancelled : JobState::failed, c);
   }
 
@@ -434,8 +457,10 @@ struct SlurmExecutor::Impl {
       std::string problem;
       try {
         ProcessResult r = run_process(slurm_argv(p, {"scancel", id}), kQueryTimeout);
-        if (r.timed_out) problem = "scancel did not answer in time";
-        else if (r.exit_code != 0) problem = cat("scancel ", id, ": ", said(r));
+        if (r.timed_out)
+          problem = "scancel did not answer in time";
+        else if (r.exit_code != 0)
+          problem = cat("scancel ", id, ": ", said(r));
       } catch (const Error& e) {
         problem = e.what();
       }
@@ -470,7 +495,8 @@ struct SlurmExecutor::Impl {
     t->busy = false;
     t->next_query = Clock::now() + kQueryInterval;
     if (!q.error.empty()) {
-      if (!t->query_warned) note(job_id, cat("cannot ask Slurm about job ", t->slurm_id, ": ", q.error), "warning");
+      if (!t->query_warned)
+        note(job_id, cat("cannot ask Slurm about job ", t->slurm_id, ": ", q.error), "warning");
       t->query_warned = true;
       return;
     }
@@ -481,12 +507,16 @@ struct SlurmExecutor::Impl {
     t->misses = 0;
     const Overall o = aggregate(q.tasks);
     std::string summary;
-    for (const auto& task : q.tasks) summary += cat(summary.empty() ? "" : ", ", task.task >= 0 ? cat("task ", task.task, " ") : "", task.s.state);
+    for (const auto& task : q.tasks)
+      summary +=
+          cat(summary.empty() ? "" : ", ", task.task >= 0 ? cat("task ", task.task, " ") : "", task.s.state);
     if (summary != t->last_state) {
       const std::string& reason = o.deciding.s.reason;
       note(job_id, cat("Slurm job ", t->slurm_id, ": ", summary,
                        reason.empty() || reason == "None" ? std::string() : cat(" (", reason, ")"),
-                       o.deciding.s.node_list.empty() || o.deciding.s.node_list == "(null)" ? std::string() : cat(" on ", o.deciding.s.node_list)));
+                       o.deciding.s.node_list.empty() || o.deciding.s.node_list == "(null)"
+                           ? std::string()
+                           : cat(" on ", o.deciding.s.node_list)));
       t->last_state = summary;
     }
     if (o.kind == Overall::Kind::pending) return;
@@ -495,7 +525,8 @@ struct SlurmExecutor::Impl {
       tracked.erase(job_id);
       return;
     }
-    if (job->state == JobState::starting && (o.kind == Overall::Kind::running || o.kind == Overall::Kind::completed)) {
+    if (job->state == JobState::starting &&
+        (o.kind == Overall::Kind::running || o.kind == Overall::Kind::completed)) {
       JobStateChange c;
       c.host = cat("slurm:", t->profile.name, ":", o.deciding.s.node_list);
       hooks.transition(job_id, JobState::running, c);
@@ -517,10 +548,12 @@ struct SlurmExecutor::Impl {
       hooks.transition(job_id, JobState::cancelled, c);
     } else {
       const std::string& state = o.deciding.s.state;
-      std::string message = cat("Slurm job ", t.slurm_id, o.deciding.task >= 0 ? cat(" task ", o.deciding.task) : "", " ", state,
-                                " (exit code ", code_text.empty() ? "?" : code_text,
-                                o.deciding.s.reason.empty() || o.deciding.s.reason == "None" ? "" : cat(", ", o.deciding.s.reason), ")");
-      c.error_code = starts_with(state, "TIMEOUT") ? ErrorCode::timeout
+      std::string message = cat(
+          "Slurm job ", t.slurm_id, o.deciding.task >= 0 ? cat(" task ", o.deciding.task) : "", " ", state,
+          " (exit code ", code_text.empty() ? "?" : code_text,
+          o.deciding.s.reason.empty() || o.deciding.s.reason == "None" ? "" : cat(", ", o.deciding.s.reason),
+          ")");
+      c.error_code = starts_with(state, "TIMEOUT")         ? ErrorCode::timeout
                      : starts_with(state, "OUT_OF_MEMORY") ? ErrorCode::out_of_memory
                                                            : ErrorCode::internal;
       // The worker's own words say why, where it got to say them.
@@ -562,8 +595,8 @@ struct SlurmExecutor::Impl {
       auto r = t.results.find(i);
       if (r == t.results.end()) {
         fail(t.job_id, ErrorCode::internal,
-             cat("Slurm no longer knows job ", t.slurm_id, " and its worker", t.array ? cat(" for task ", i) : "",
-                 " left no result in ", t.dir.string()));
+             cat("Slurm no longer knows job ", t.slurm_id, " and its worker",
+                 t.array ? cat(" for task ", i) : "", " left no result in ", t.dir.string()));
         return;
       }
       const std::string state = r->second.value("state", "");
@@ -579,7 +612,8 @@ struct SlurmExecutor::Impl {
 
   void read_events(Tracked& t, bool catching_up) {
     for (size_t i = 0; i < t.tails.size(); ++i)
-      for (auto& e : t.tails[i].read_new()) on_event(t, t.array ? static_cast<int>(i) : -1, std::move(e), catching_up);
+      for (auto& e : t.tails[i].read_new())
+        on_event(t, t.array ? static_cast<int>(i) : -1, std::move(e), catching_up);
   }
 
   // One line a worker appended. While catching up after a restart, what subscribers saw live (progress, logs)
@@ -606,8 +640,10 @@ struct SlurmExecutor::Impl {
     } else if (type == "log") {
       if (catching_up) return;
       const std::string text = e.value("text", "");
-      hooks.publish(t.job_id, "log", {{"type", "log"}, {"level", e.value("level", "info")},
-                                      {"text", task >= 0 ? cat("[task ", task, "] ", text) : text}});
+      hooks.publish(t.job_id, "log",
+                    {{"type", "log"},
+                     {"level", e.value("level", "info")},
+                     {"text", task >= 0 ? cat("[task ", task, "] ", text) : text}});
     } else if (type == "result") {
       t.results[std::max(task, 0)] = e;
       if (e.contains("result") && e["result"].is_object() && !catching_up)
@@ -626,7 +662,8 @@ struct SlurmExecutor::Impl {
     int64_t last_metrics_step = -1;
     for (const auto& e : list_job_events(catalog, job.id)) {
       if (e.type == "slurm" && e.payload.value("attempt", -1) == job.attempts) submission = e.payload;
-      if (e.type == "metrics") last_metrics_step = std::max(last_metrics_step, e.payload.value("step", int64_t(-1)));
+      if (e.type == "metrics")
+        last_metrics_step = std::max(last_metrics_step, e.payload.value("step", int64_t(-1)));
     }
     if (!submission) return false;
     Tracked t;
@@ -708,7 +745,8 @@ struct SlurmExecutor::Impl {
   }
 };
 
-SlurmExecutor::SlurmExecutor(Catalog& catalog, fs::path home, fs::path worker_executable, ShardPlanner planner, Hooks hooks)
+SlurmExecutor::SlurmExecutor(Catalog& catalog, fs::path home, fs::path worker_executable,
+                             ShardPlanner planner, Hooks hooks)
     : impl_(std::make_unique<Impl>(catalog, std::move(home), std::move(worker_executable), std::move(planner),
                                    std::move(hooks))) {}
 
@@ -722,7 +760,9 @@ void SlurmExecutor::check(const std::string& kind, const nlohmann::json& params)
   if (req->array > 0) (void)impl_->plan(kind, params, req->array, slurm_job_dir(p, 0));
 }
 
-void SlurmExecutor::start(const Job& job) { impl_->start(job); }
+void SlurmExecutor::start(const Job& job) {
+  impl_->start(job);
+}
 
 bool SlurmExecutor::cancel(int64_t job_id) {
   Impl::Tracked* t = impl_->find(job_id);
@@ -732,14 +772,24 @@ bool SlurmExecutor::cancel(int64_t job_id) {
   return true;
 }
 
-bool SlurmExecutor::tracks(int64_t job_id) const { return impl_->tracked.count(job_id) > 0; }
+bool SlurmExecutor::tracks(int64_t job_id) const {
+  return impl_->tracked.count(job_id) > 0;
+}
 
-bool SlurmExecutor::reattach(const Job& job) { return impl_->reattach(job); }
+bool SlurmExecutor::reattach(const Job& job) {
+  return impl_->reattach(job);
+}
 
-void SlurmExecutor::poll() { impl_->poll(); }
+void SlurmExecutor::poll() {
+  impl_->poll();
+}
 
-std::string SlurmExecutor::slurm_output(const Job& job) const { return impl_->slurm_output(job); }
+std::string SlurmExecutor::slurm_output(const Job& job) const {
+  return impl_->slurm_output(job);
+}
 
-size_t SlurmExecutor::tracked_count() const { return impl_->tracked.size(); }
+size_t SlurmExecutor::tracked_count() const {
+  return impl_->tracked.size();
+}
 
 }  // namespace mugv

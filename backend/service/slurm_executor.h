@@ -3,10 +3,12 @@
 // "nodes", "tasks_per_node", and "array": N for a sharded job) is not forked here but submitted with sbatch
 // on the named cluster profile (cluster_profiles.h), then followed through Slurm until it ends.
 //
-//   queued ──start()──► starting ──Slurm RUNNING──► running ──COMPLETED──► succeeded
-//                        │  (sbatch; PENDING)          │  FAILED / TIMEOUT / NODE_FAIL / OUT_OF_MEMORY ──► failed
-//                        │                             │  CANCELLED (after cancel(): scancel) ──────────► cancelled
-//                        └── sbatch refused ──► failed (with sbatch's own message)
+// clang-format off
+//   queued ─► starting (sbatch; Slurm PENDING) ─► running (RUNNING) ─► succeeded (COMPLETED)
+//                │                                   ├─► failed (FAILED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...)
+//                ├─► failed (sbatch refused: its own message)  └─► cancelled (CANCELLED, after cancel(): scancel)
+//                └─► cancelled (cancel() while PENDING)
+// clang-format on
 //
 // The job folder is <profile shared_dir>/slurm-jobs/<job id>/, seen by the server and the nodes at the same
 // path: job.json (the command the worker runs), job.sbatch (the script), Slurm's output slurm-<id>.out
@@ -16,7 +18,8 @@
 // rank in Slurm's environment); rank 0 reports.
 //
 // The Slurm job id is stored in the catalog as a "slurm" event of the job ({slurm_job, cluster, dir, attempt,
-// array}), so a restarted server re-attaches to jobs still in Slurm (reattach()) instead of interrupting them.
+// array}), so a restarted server re-attaches to jobs still in Slurm (reattach()) instead of interrupting
+// them.
 //
 // Threading: every method is called from the server's loop thread only. Slurm's commands (sbatch, scontrol,
 // sacct, scancel, possibly through ssh) run on one helper thread with bounded timeouts; their outcomes are
@@ -46,8 +49,8 @@ struct ShardPlan {
 };
 // Knows which commands can be sharded and how (the command layer: app/mugv/cmd_serve.cpp). Throws Error
 // naming the command when a job cannot run as an array.
-using ShardPlanner = std::function<ShardPlan(const std::string& kind, const nlohmann::json& params, int shards,
-                                             const std::filesystem::path& job_dir)>;
+using ShardPlanner = std::function<ShardPlan(const std::string& kind, const nlohmann::json& params,
+                                             int shards, const std::filesystem::path& job_dir)>;
 
 // What a job's params ask of the Slurm executor; nullopt for a local job.
 struct SlurmRequest {
@@ -82,7 +85,8 @@ class SlurmExecutor {
   // Checks a submission before it is queued: the profile loads, the request fits it, an array can be planned.
   // Throws Error naming the profile file and key, or the parameter.
   void check(const std::string& kind, const nlohmann::json& params) const;
-  // Takes a queued job: queued -> starting, writes its folder and submits it (sbatch runs on the helper thread).
+  // Takes a queued job: queued -> starting, writes its folder and submits it (sbatch runs on the helper
+  // thread).
   void start(const Job& job);
   // Asks Slurm to cancel (scancel; right after sbatch when it is still running). The job becomes cancelled
   // when Slurm says so. False when the executor does not track the job.

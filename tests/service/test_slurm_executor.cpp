@@ -35,7 +35,8 @@ namespace {
 
 const fs::path kClusterScript = fs::path(MUGV_SLURM_CLUSTER_SCRIPT);
 
-// Starts the cluster for the life of the object; `conf` is empty (with `skip_reason`) when it cannot run here.
+// Starts the cluster for the life of the object; `conf` is empty (with `skip_reason`) when it cannot run
+// here.
 struct LoopbackCluster {
   TempDir dir{"mugv-slurm"};
   std::string conf, skip_reason;
@@ -59,7 +60,8 @@ struct LoopbackCluster {
 // The real `mugv serve` on an ipc socket in `home` (its log in home/serve.log), stopped with SIGTERM.
 class ServeProcess {
  public:
-  explicit ServeProcess(const fs::path& home) : home_(home), endpoint_("ipc://" + (home / "sock" / "mugv.sock").string()) {
+  explicit ServeProcess(const fs::path& home)
+      : home_(home), endpoint_("ipc://" + (home / "sock" / "mugv.sock").string()) {
     const std::string exe = (test::binary_dir() / "bin" / "mugv").string();
     std::vector<std::string> args = {exe, "serve", "--home", home.string(), "--listen", endpoint_};
     const std::string log = (home / "serve.log").string();
@@ -118,14 +120,20 @@ nlohmann::json on_slurm(nlohmann::json params, const std::string& cluster) {
 nlohmann::json make_dataset_params(const fs::path& out, int count) {
   return {{"command", {"make-dataset"}},
           {"positional", {"shapes"}},
-          {"values", {{"dataset.out", out.string()}, {"dataset.count", count}, {"dataset.size", 32}, {"dataset.frames", 9}}}};
+          {"values",
+           {{"dataset.out", out.string()},
+            {"dataset.count", count},
+            {"dataset.size", 32},
+            {"dataset.frames", 9}}}};
 }
 
 int64_t submit(Client& c, const std::string& kind, const nlohmann::json& params) {
   return c.request(MessageType::submit_job, {{"kind", kind}, {"params", params}})["job"]["id"].get<int64_t>();
 }
 
-nlohmann::json job_of(Client& c, int64_t id) { return c.request(MessageType::get_job, {{"job", id}}); }
+nlohmann::json job_of(Client& c, int64_t id) {
+  return c.request(MessageType::get_job, {{"job", id}});
+}
 
 // Polls until the job reaches `state` or a terminal state, or `timeout` passes; returns the last state seen.
 std::string wait_for(Client& c, int64_t id, const std::string& state, std::chrono::seconds timeout = 120s) {
@@ -140,7 +148,8 @@ std::string wait_for(Client& c, int64_t id, const std::string& state, std::chron
 }
 
 std::string describe(Client& c, int64_t id) {
-  return cat(job_of(c, id).dump(1), "\nlog:\n", c.request(MessageType::job_logs, {{"job", id}, {"tail_lines", 80}})["text"].get<std::string>());
+  return cat(job_of(c, id).dump(1), "\nlog:\n",
+             c.request(MessageType::job_logs, {{"job", id}, {"tail_lines", 80}})["text"].get<std::string>());
 }
 
 std::optional<nlohmann::json> event_payload(Client& c, int64_t id, const std::string& type) {
@@ -151,11 +160,13 @@ std::optional<nlohmann::json> event_payload(Client& c, int64_t id, const std::st
   return last;
 }
 
-const char* kLoopbackProfile = "partition = \"debug\"\ntime = \"0:10:00\"\nsetup_lines = [\"echo profile setup ran\"]\n";
+const char* kLoopbackProfile =
+    "partition = \"debug\"\ntime = \"0:10:00\"\nsetup_lines = [\"echo profile setup ran\"]\n";
 
 }  // namespace
 
-TEST_CASE("cluster profiles: defaults, every key, and errors that name the file and the key", "[service][unit]") {
+TEST_CASE("cluster profiles: defaults, every key, and errors that name the file and the key",
+          "[service][unit]") {
   TempDir home;
   write_profile(home.path(), "plain", "");
   ClusterProfile p = find_cluster_profile(home.path(), "plain");
@@ -165,7 +176,8 @@ TEST_CASE("cluster profiles: defaults, every key, and errors that name the file 
   CHECK(p.command_prefix().empty());
 
   write_profile(home.path(), "full",
-                "name = \"full\"\npartition = \"gpu,gpu2\"\naccount = \"vision\"\ntime = \"4:00:00\"\ngpus_per_node = 8\n"
+                "name = \"full\"\npartition = \"gpu,gpu2\"\naccount = \"vision\"\ntime = "
+                "\"4:00:00\"\ngpus_per_node = 8\n"
                 "cpus_per_task = 16\nnodes = 2\ntasks_per_node = 8\nsetup_lines = [\"module load cuda\"]\n"
                 "shared_dir = \"/shared/mugv\"\nssh_host = \"me@login1\"\nreport = \"tcp\"\n");
   p = find_cluster_profile(home.path(), "full");
@@ -195,14 +207,16 @@ TEST_CASE("cluster profiles: defaults, every key, and errors that name the file 
   // A missing or ill-named profile says which exist; the listing keeps the good ones and names the bad one.
   e = test::expect_error([&] { (void)find_cluster_profile(home.path(), "nosuch"); }).what();
   CHECK(e.find("full") != std::string::npos);
-  CHECK(test::expect_error([&] { (void)find_cluster_profile(home.path(), "../keys/x"); }).code() == ErrorCode::invalid_argument);
+  CHECK(test::expect_error([&] { (void)find_cluster_profile(home.path(), "../keys/x"); }).code() ==
+        ErrorCode::invalid_argument);
   const ClusterProfileListing listing = list_cluster_profiles(home.path());
   CHECK(listing.profiles.size() == 2);
   REQUIRE(listing.problems.size() == 1);
   CHECK(listing.problems[0].first.filename() == "bad.toml");
 }
 
-TEST_CASE("file reports: whole lines reach the reader, partial lines wait, damage is reported", "[service][unit]") {
+TEST_CASE("file reports: whole lines reach the reader, partial lines wait, damage is reported",
+          "[service][unit]") {
   TempDir dir;
   EventsFileTail tail(events_file(dir.path()));
   CHECK(tail.read_new().empty());  // no file yet
@@ -255,7 +269,8 @@ TEST_CASE("jobs on a Slurm cluster profile: states, events and logs come back; r
   std::this_thread::sleep_for(300ms);
 
   // A job runs under Slurm: queued -> starting -> running -> succeeded, with its progress and log lines.
-  const int64_t id = submit(client, "make_dataset", on_slurm(make_dataset_params(home / "shapes", 6), "loopback"));
+  const int64_t id =
+      submit(client, "make_dataset", on_slurm(make_dataset_params(home / "shapes", 6), "loopback"));
   const std::string final_state = wait_for(client, id, "succeeded");
   INFO(describe(client, id) << "\nserver log:\n" << serve.log());
   REQUIRE(final_state == "succeeded");
@@ -282,16 +297,18 @@ TEST_CASE("jobs on a Slurm cluster profile: states, events and logs come back; r
   CHECK(logs.find("Slurm job " + slurm_id + " submitted") != std::string::npos);
   CHECK(logs.find("slurm-" + slurm_id + ".out <==") != std::string::npos);
   CHECK(logs.find("profile setup ran") != std::string::npos);  // the profile's setup lines ran in the job
-  CHECK(logs.find("make-dataset") != std::string::npos);       // the worker's log, through Slurm's output file
+  CHECK(logs.find("make-dataset") != std::string::npos);  // the worker's log, through Slurm's output file
 
   // A profile Slurm refuses: the job fails with sbatch's own words.
-  const int64_t refused = submit(client, "make_dataset", on_slurm(make_dataset_params(home / "x", 2), "nopartition"));
+  const int64_t refused =
+      submit(client, "make_dataset", on_slurm(make_dataset_params(home / "x", 2), "nopartition"));
   CHECK(wait_for(client, refused, "failed", 60s) == "failed");
   const std::string why = job_of(client, refused)["job"]["error_message"];
   CHECK(why.find("sbatch") != std::string::npos);
   CHECK(to_lower(why).find("partition") != std::string::npos);
 
-  // Submissions the server refuses before queueing: an unknown profile, an array of a command that cannot shard.
+  // Submissions the server refuses before queueing: an unknown profile, an array of a command that cannot
+  // shard.
   CHECK_THROWS_WITH(submit(client, "make_dataset", on_slurm(make_dataset_params(home / "y", 2), "nosuch")),
                     Catch::Contains("loopback"));
   auto array = on_slurm(make_dataset_params(home / "y", 2), "loopback");
@@ -299,7 +316,8 @@ TEST_CASE("jobs on a Slurm cluster profile: states, events and logs come back; r
   CHECK_THROWS_WITH(submit(client, "make_dataset", array), Catch::Contains("only `curate`"));
 
   // Cancel: scancel, and the job is cancelled once Slurm says so.
-  const int64_t long_job = submit(client, "make_dataset", on_slurm(make_dataset_params(home / "big", 20000), "loopback"));
+  const int64_t long_job =
+      submit(client, "make_dataset", on_slurm(make_dataset_params(home / "big", 20000), "loopback"));
   REQUIRE(wait_for(client, long_job, "running", 60s) == "running");
   std::this_thread::sleep_for(1s);
   CHECK_THROWS_AS(client.request(MessageType::pause_job, {{"job", long_job}}), Error);
@@ -319,12 +337,14 @@ TEST_CASE("sharded curation on Slurm: an array of 2 tasks, then the shards are m
   write_profile(home.path(), "loopback", kLoopbackProfile);
   const std::string mugv = (test::binary_dir() / "bin" / "mugv").string();
   ::setenv("MUGV_HOME", home.path().c_str(), 1);
-  ProcessResult made = run_process({mugv, "make-dataset", "shapes", "--out", (home / "data").string(), "--count", "8",
-                                    "--size", "32", "--frames", "17"}, 120s);
+  ProcessResult made = run_process({mugv, "make-dataset", "shapes", "--out", (home / "data").string(),
+                                    "--count", "8", "--size", "32", "--frames", "17"},
+                                   120s);
   REQUIRE(made.exit_code == 0);
   // The same curation in one piece, into its own catalog: what the merged shards must add up to.
-  ProcessResult whole = run_process({mugv, "curate", (home / "data").string(), "--dataset", "whole", "--preset", "lenient",
-                                     "--catalog", (home / "whole.sqlite").string()}, 120s);
+  ProcessResult whole = run_process({mugv, "curate", (home / "data").string(), "--dataset", "whole",
+                                     "--preset", "lenient", "--catalog", (home / "whole.sqlite").string()},
+                                    120s);
   INFO(whole.err);
   REQUIRE(whole.exit_code == 0);
 
@@ -363,7 +383,8 @@ TEST_CASE("sharded curation on Slurm: an array of 2 tasks, then the shards are m
   CHECK(clips == count(reference, "whole"));  // every file curated once: by exactly one shard
 }
 
-TEST_CASE("a restarted server follows its Slurm jobs again instead of interrupting them", "[service][slurm]") {
+TEST_CASE("a restarted server follows its Slurm jobs again instead of interrupting them",
+          "[service][slurm]") {
   LoopbackCluster cluster;
   if (cluster.conf.empty()) {
     WARN("skipped: " << cluster.skip_reason);
