@@ -13,6 +13,7 @@
 #include "service/client.h"
 #include "service/cluster_profiles.h"
 #include "service/file_reports.h"
+#include "service/slurm_executor.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
@@ -215,6 +216,23 @@ TEST_CASE("cluster profiles: defaults, every key, and errors that name the file 
   CHECK(listing.problems[0].first.filename() == "bad.toml");
 }
 
+TEST_CASE("what a job's params ask of the Slurm executor", "[service][unit]") {
+  CHECK_FALSE(slurm_request_of({{"command", {"probe"}}}));
+  CHECK_FALSE(slurm_request_of({{"executor", "local"}}));
+  auto r = slurm_request_of({{"executor", "slurm"}, {"cluster", "gpu"}, {"nodes", 2}, {"array", 4}});
+  REQUIRE(r);
+  CHECK(r->cluster == "gpu");
+  CHECK(r->nodes == 2);
+  CHECK(r->tasks_per_node == 0);
+  CHECK(r->array == 4);
+  CHECK(test::expect_error([] { (void)slurm_request_of({{"executor", "slurm"}}); }).subject() == "params.cluster");
+  CHECK(test::expect_error([] { (void)slurm_request_of({{"executor", "pbs"}}); }).subject() == "params.executor");
+  CHECK(test::expect_error([] { (void)slurm_request_of({{"cluster", "gpu"}}); }).subject() == "params.cluster");
+  CHECK(test::expect_error([] {
+          (void)slurm_request_of({{"executor", "slurm"}, {"cluster", "gpu"}, {"nodes", 0}});
+        }).subject() == "params.nodes");
+}
+
 TEST_CASE("file reports: whole lines reach the reader, partial lines wait, damage is reported",
           "[service][unit]") {
   TempDir dir;
@@ -257,11 +275,23 @@ TEST_CASE("jobs on a Slurm cluster profile: states, events and logs come back; r
   TempDir home;
   write_profile(home.path(), "loopback", kLoopbackProfile);
   write_profile(home.path(), "nopartition", "partition = \"nosuch\"\n");
+  // A profile whose Slurm commands go through `ssh HOST`. There is no sshd here, so an `ssh` early in PATH
+  // stands in for it: like ssh it hands the command line to a shell on the "remote" side (and notes each one),
+  // so the quoting of every argument is exercised for real.
+  write_profile(home.path(), "viassh", "partition = \"debug\"\nssh_host = \"login1\"\n");
+  const fs::path bin = home / "bin";
+  fs::create_directories(bin);
+  std::ofstream(bin / "ssh") << "#!/bin/sh\n[ \"$1 $2 $3\" = \"-o BatchMode=yes login1\" ] || exit 255\n"
+                             << "echo \"$4\" >> " << (home / "ssh.log").string() << "\nexec sh -c \"$4\"\n";
+  fs::permissions(bin / "ssh", fs::perms::owner_all);
+  const std::string path = std::getenv("PATH");
+  ::setenv("PATH", (bin.string() + ":" + path).c_str(), 1);
   ServeProcess serve(home.path());
+  ::setenv("PATH", path.c_str(), 1);
   Client client = serve.connect();
 
   auto clusters = client.request(MessageType::list_clusters);
-  REQUIRE(clusters["clusters"].size() == 2);
+  REQUIRE(clusters["clusters"].size() == 3);
   CHECK(clusters["clusters"][0]["name"] == "loopback");
   CHECK(clusters["clusters"][0]["partition"] == "debug");
 
@@ -298,6 +328,15 @@ TEST_CASE("jobs on a Slurm cluster profile: states, events and logs come back; r
   CHECK(logs.find("slurm-" + slurm_id + ".out <==") != std::string::npos);
   CHECK(logs.find("profile setup ran") != std::string::npos);  // the profile's setup lines ran in the job
   CHECK(logs.find("make-dataset") != std::string::npos);  // the worker's log, through Slurm's output file
+
+  // Through ssh: sbatch, then scontrol, each as one quoted command line.
+  const int64_t remote = submit(client, "make_dataset", on_slurm(make_dataset_params(home / "remote", 2), "viassh"));
+  CHECK(wait_for(client, remote, "succeeded") == "succeeded");
+  INFO(describe(client, remote));
+  const std::string ssh_log = read_text_file(home / "ssh.log");
+  CHECK(ssh_log.find("'sbatch' '--parsable' '" + (home / "slurm-jobs").string()) != std::string::npos);
+  CHECK(ssh_log.find("'scontrol' 'show' 'job' '-o'") != std::string::npos);
+  CHECK(fs::exists(home / "remote" / "manifest.jsonl"));
 
   // A profile Slurm refuses: the job fails with sbatch's own words.
   const int64_t refused =
