@@ -166,7 +166,7 @@ const char* kLoopbackProfile =
 
 }  // namespace
 
-TEST_CASE("cluster profiles: defaults, every key, and errors that name the file and the key",
+TEST_CASE("cluster profiles read every key with defaults and errors that name the file and the key",
           "[service][unit]") {
   TempDir home;
   write_profile(home.path(), "plain", "");
@@ -225,15 +225,21 @@ TEST_CASE("what a job's params ask of the Slurm executor", "[service][unit]") {
   CHECK(r->nodes == 2);
   CHECK(r->tasks_per_node == 0);
   CHECK(r->array == 4);
-  CHECK(test::expect_error([] { (void)slurm_request_of({{"executor", "slurm"}}); }).subject() == "params.cluster");
-  CHECK(test::expect_error([] { (void)slurm_request_of({{"executor", "pbs"}}); }).subject() == "params.executor");
-  CHECK(test::expect_error([] { (void)slurm_request_of({{"cluster", "gpu"}}); }).subject() == "params.cluster");
+  CHECK(test::expect_error([] {
+          (void)slurm_request_of({{"executor", "slurm"}});
+        }).subject() == "params.cluster");
+  CHECK(test::expect_error([] {
+          (void)slurm_request_of({{"executor", "pbs"}});
+        }).subject() == "params.executor");
+  CHECK(test::expect_error([] {
+          (void)slurm_request_of({{"cluster", "gpu"}});
+        }).subject() == "params.cluster");
   CHECK(test::expect_error([] {
           (void)slurm_request_of({{"executor", "slurm"}, {"cluster", "gpu"}, {"nodes", 0}});
         }).subject() == "params.nodes");
 }
 
-TEST_CASE("file reports: whole lines reach the reader, partial lines wait, damage is reported",
+TEST_CASE("file reports: whole lines reach the reader while partial lines wait and damage is reported",
           "[service][unit]") {
   TempDir dir;
   EventsFileTail tail(events_file(dir.path()));
@@ -265,7 +271,7 @@ TEST_CASE("file reports: whole lines reach the reader, partial lines wait, damag
   CHECK(events[1]["level"] == "warning");
 }
 
-TEST_CASE("jobs on a Slurm cluster profile: states, events and logs come back; refusals and cancels too",
+TEST_CASE("jobs on a Slurm cluster profile report states and events and logs and Slurm refusals and cancels",
           "[service][slurm]") {
   LoopbackCluster cluster;
   if (cluster.conf.empty()) {
@@ -276,8 +282,8 @@ TEST_CASE("jobs on a Slurm cluster profile: states, events and logs come back; r
   write_profile(home.path(), "loopback", kLoopbackProfile);
   write_profile(home.path(), "nopartition", "partition = \"nosuch\"\n");
   // A profile whose Slurm commands go through `ssh HOST`. There is no sshd here, so an `ssh` early in PATH
-  // stands in for it: like ssh it hands the command line to a shell on the "remote" side (and notes each one),
-  // so the quoting of every argument is exercised for real.
+  // stands in for it: like ssh it hands the command line to a shell on the "remote" side (and notes each
+  // one), so the quoting of every argument is exercised for real.
   write_profile(home.path(), "viassh", "partition = \"debug\"\nssh_host = \"login1\"\n");
   const fs::path bin = home / "bin";
   fs::create_directories(bin);
@@ -330,7 +336,8 @@ TEST_CASE("jobs on a Slurm cluster profile: states, events and logs come back; r
   CHECK(logs.find("make-dataset") != std::string::npos);  // the worker's log, through Slurm's output file
 
   // Through ssh: sbatch, then scontrol, each as one quoted command line.
-  const int64_t remote = submit(client, "make_dataset", on_slurm(make_dataset_params(home / "remote", 2), "viassh"));
+  const int64_t remote =
+      submit(client, "make_dataset", on_slurm(make_dataset_params(home / "remote", 2), "viassh"));
   CHECK(wait_for(client, remote, "succeeded") == "succeeded");
   INFO(describe(client, remote));
   const std::string ssh_log = read_text_file(home / "ssh.log");
@@ -366,7 +373,8 @@ TEST_CASE("jobs on a Slurm cluster profile: states, events and logs come back; r
   CHECK(cancelled == "cancelled");
 }
 
-TEST_CASE("sharded curation on Slurm: an array of 2 tasks, then the shards are merged", "[service][slurm]") {
+TEST_CASE("sharded curation on Slurm runs an array of 2 tasks and then merges the shards",
+          "[service][slurm]") {
   LoopbackCluster cluster;
   if (cluster.conf.empty()) {
     WARN("skipped: " << cluster.skip_reason);
