@@ -98,7 +98,7 @@ struct Server::Impl {
   std::optional<Catalog> catalog;
   // After the catalog: destroyed before it (it holds a reference).
   std::unique_ptr<SlurmExecutor> slurm;
-  Clock::time_point next_slurm_scan{};
+  bool slurm_queued = true;  // a Slurm job may wait in the queue (submitted, retried or requeued since the last scan)
   std::map<int64_t, WorkerEntry> workers;  // by job id
   std::map<std::string, std::string> peers;  // identity -> role, after hello
   std::vector<std::string> events;
@@ -241,6 +241,7 @@ struct Server::Impl {
     Job job = transition(id, JobState::interrupted, change);
     if (job.attempts < o.max_attempts) {
       transition(id, JobState::queued);
+      slurm_queued = slurm_queued || is_slurm_job(job);
       log_info(cat("job ", id, ": interrupted, requeued (attempt ", job.attempts, " of ", o.max_attempts, ")"));
     }
   }
@@ -305,10 +306,13 @@ struct Server::Impl {
   void schedule() {
     if (stopping) return;
     // Slurm jobs take no local slot: they leave the queue as soon as they reach it, whatever runs here.
-    if (Clock::now() >= next_slurm_scan) {
-      next_slurm_scan = Clock::now() + std::chrono::milliseconds(200);
+    if (slurm_queued) {
+      slurm_queued = false;
       for (const Job& job : list_jobs(*catalog, JobState::queued))
-        if (is_slurm_job(job) && !start_slurm(job)) break;
+        if (is_slurm_job(job) && !start_slurm(job)) {
+          slurm_queued = true;  // try again next turn
+          break;
+        }
     }
     while (static_cast<int>(workers.size()) < o.max_local_jobs) {
       auto next = next_queued_job(*catalog);
@@ -445,6 +449,7 @@ struct Server::Impl {
         job.params = params;
         job.priority = h.value("priority", 0);
         job = enqueue_job(*catalog, job);
+        slurm_queued = slurm_queued || is_slurm_job(job);
         publish_state(job);
         return protocol::make_ok({{"job", to_json(job)}});
       }
@@ -478,6 +483,7 @@ struct Server::Impl {
         Job job = job_or_throw(h["job"]);
         if (!is_terminal(job.state) || job.state == JobState::succeeded)
           throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only failed, cancelled or interrupted jobs can be retried"));
+        slurm_queued = slurm_queued || is_slurm_job(job);
         return protocol::make_ok({{"job", to_json(transition(job.id, JobState::queued))}});
       }
       case MessageType::reorder_job: {

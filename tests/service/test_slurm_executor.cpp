@@ -353,6 +353,18 @@ TEST_CASE("jobs on a Slurm cluster profile report states and events and logs and
   CHECK(why.find("sbatch") != std::string::npos);
   CHECK(to_lower(why).find("partition") != std::string::npos);
 
+  // A command that fails on the node: the job fails with Slurm's state and reason and the worker's own words.
+  std::ofstream(home / "a-file") << "not a folder";
+  const int64_t failing =
+      submit(client, "make_dataset", on_slurm(make_dataset_params(home / "a-file", 2), "loopback"));
+  CHECK(wait_for(client, failing, "failed") == "failed");
+  const auto failed_job = job_of(client, failing)["job"];
+  INFO(describe(client, failing));
+  const std::string failure = failed_job["error_message"];
+  CHECK(failure.find("FAILED (exit code 1:0, NonZeroExitCode)") != std::string::npos);
+  CHECK(failure.find("a-file") != std::string::npos);
+  CHECK(failed_job["exit_code"] == 1);
+
   // Submissions the server refuses before queueing: an unknown profile, an array of a command that cannot
   // shard.
   CHECK_THROWS_WITH(submit(client, "make_dataset", on_slurm(make_dataset_params(home / "y", 2), "nosuch")),
