@@ -162,7 +162,9 @@ int run(const Invocation& inv) {
 Command serve_command() {
   Command c;
   c.words = {"serve"};
-  c.summary = "run the backend server: job queue, worker processes, events (headless; stops cleanly on SIGTERM)";
+  c.summary =
+      "run the backend server: job queue, local worker processes, Slurm jobs, events (headless; stops cleanly "
+      "on SIGTERM)";
   c.usage = "[--listen ENDPOINT]... [--home DIR] [--allow-root DIR]... [--max-jobs N]";
   c.define = define;
   c.run = run;
