@@ -506,10 +506,19 @@ struct SlurmExecutor::Impl {
     }
     t->misses = 0;
     const Overall o = aggregate(q.tasks);
+    // One word for a job; for an array, how many tasks are in each state (an array may have thousands).
     std::string summary;
-    for (const auto& task : q.tasks)
-      summary +=
-          cat(summary.empty() ? "" : ", ", task.task >= 0 ? cat("task ", task.task, " ") : "", task.s.state);
+    if (t->array == 0) {
+      summary = q.tasks.front().s.state;
+    } else {
+      std::map<std::string, int> count;
+      for (const auto& task : q.tasks) count[task.s.state] += task.task >= 0 ? 1 : 0;
+      for (const auto& [state, n] : count)
+        summary += cat(summary.empty() ? "" : ", ", state, n ? cat(" ", n) : std::string(),
+                       n == 1 ? " task"
+                       : n    ? " tasks"
+                              : "");
+    }
     if (summary != t->last_state) {
       const std::string& reason = o.deciding.s.reason;
       note(job_id, cat("Slurm job ", t->slurm_id, ": ", summary,
