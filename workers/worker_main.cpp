@@ -1,16 +1,30 @@
-// mugv-worker: runs one job for the server. `mugv-worker --server ENDPOINT --job ID`
-// The job's parameters are a `mugv` command and its arguments (app/mugv), so a job does exactly what the same
-// command does in a terminal; progress, logs and the result go to the server over the WorkerLink, and control
-// messages (cancel, pause, resume) come back. stdout/stderr are the job's log file (the server redirects them).
+// mugv-worker: runs one job for the server. The job's parameters are a `mugv` command and its arguments
+// (app/mugv), so a job does exactly what the same command does in a terminal.
+//
+//   mugv-worker --server ENDPOINT --job ID       a local job: the command comes from the catalog; progress, logs
+//                                                and the result go to the server over the WorkerLink, control
+//                                                messages (cancel, pause, resume) come back; stdout/stderr are
+//                                                the job's log file (the server redirects them).
+//   mugv-worker --job-file F --report-dir D      a Slurm job (service/slurm_executor.h): the command comes from
+//                                                the job file; progress, metrics, logs and the result are
+//                                                appended to D/events.jsonl (file_reports.h), which the server
+//                                                tails; stdout/stderr are Slurm's output file. SIGTERM (scancel)
+//                                                cancels the command. In an array, task i (SLURM_ARRAY_TASK_ID)
+//                                                adds the job file's array[i] values and reports in D/task-i;
+//                                                in a multi-rank job every rank runs the command and rank 0
+//                                                (SLURM_PROCID) reports.
 #include "catalog/catalog.h"
 #include "catalog/jobs.h"
 #include "command.h"
 #include "core/error.h"
+#include "core/json_io.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "service/file_reports.h"
 #include "service/worker_link.h"
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -21,6 +35,7 @@ namespace {
 struct Args {
   std::string server;
   int64_t job = 0;
+  std::string job_file, report_dir;
 };
 
 Args parse(int argc, char** argv) {
@@ -29,9 +44,97 @@ Args parse(int argc, char** argv) {
     std::string flag = argv[i];
     if (flag == "--server") a.server = argv[i + 1];
     else if (flag == "--job") a.job = std::atoll(argv[i + 1]);
+    else if (flag == "--job-file") a.job_file = argv[i + 1];
+    else if (flag == "--report-dir") a.report_dir = argv[i + 1];
   }
-  if (a.server.empty() || a.job <= 0) throw mugv::Error(mugv::ErrorCode::usage, "usage: mugv-worker --server ENDPOINT --job ID");
+  const bool linked = !a.server.empty() && a.job > 0, files = !a.job_file.empty() && !a.report_dir.empty();
+  if (linked == files)
+    throw mugv::Error(mugv::ErrorCode::usage,
+                      "usage: mugv-worker --server ENDPOINT --job ID | mugv-worker --job-file F --report-dir D");
   return a;
+}
+
+mugv::CancelToken* g_cancel = nullptr;
+
+extern "C" void on_cancel_signal(int) {
+  if (g_cancel) g_cancel->request_cancel();  // an atomic store: safe in a signal handler
+}
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+// The file-reporting mode: see the top of this file.
+int run_from_job_file(const Args& args) {
+  using namespace mugv;
+  nlohmann::json job;
+  try {
+    job = read_json_file(args.job_file);
+    job.at("command");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mugv-worker: %s: %s\n", args.job_file.c_str(), e.what());
+    return 1;
+  }
+  fs::path report_dir = args.report_dir;
+  if (job.contains("array")) {
+    const int task = env_int("SLURM_ARRAY_TASK_ID", -1);
+    if (task < 0 || task >= static_cast<int>(job["array"].size())) {
+      std::fprintf(stderr, "mugv-worker: %s: an array job, but SLURM_ARRAY_TASK_ID is %s\n", args.job_file.c_str(),
+                   std::getenv("SLURM_ARRAY_TASK_ID") ? std::getenv("SLURM_ARRAY_TASK_ID") : "not set");
+      return 1;
+    }
+    for (auto it = job["array"][task].begin(); it != job["array"][task].end(); ++it) job["values"][it.key()] = it.value();
+    report_dir /= cat("task-", task);
+  }
+  std::unique_ptr<FileReportWriter> reports;
+  // Ranks other than 0 run the same command but only log (to Slurm's output file), so every event is told once.
+  const bool reporting = env_int("SLURM_PROCID", 0) == 0;
+  try {
+    if (reporting) reports = std::make_unique<FileReportWriter>(report_dir);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "mugv-worker: %s\n", e.what());
+    return 1;
+  }
+  CancelToken cancel;
+  g_cancel = &cancel;
+  std::signal(SIGTERM, on_cancel_signal);
+  std::signal(SIGINT, on_cancel_signal);
+  LogSink previous = set_log_sink(nullptr);
+  if (reports) set_log_sink(reports->log_sink(previous));
+  else set_log_sink(previous);
+  auto finish = [&](JobState state, const std::string& code, const std::string& message) {
+    std::fflush(stdout);
+    set_log_sink(previous);
+    if (reports) reports->finish(state, code, message);
+  };
+  try {
+    auto words = job["command"].get<std::vector<std::string>>();
+    const cli::Command* command = cli::find_command(words);
+    if (!command) throw Error(ErrorCode::unsupported, job["command"].dump(), "this worker has no such command");
+    log_info(cat("job ", job.value("job", int64_t(0)), " on ", env_int("SLURM_NNODES", 1), " node(s), rank ",
+                 env_int("SLURM_PROCID", 0), ": mugv ", job["command"].dump(), " ", job.value("positional", nlohmann::json::array()).dump(),
+                 " ", job.value("values", nlohmann::json::object()).dump()));
+    cli::ExecutionContext context{cancel, reports ? reports->progress_fn() : ProgressFn([](const Progress&) {}), {}};
+    FileReportWriter* writer = reports.get();
+    if (writer)
+      context.reporter.metrics = [writer](int64_t step, const nlohmann::json& values) { writer->metrics(step, values); };
+    const nlohmann::json arguments = {{"values", job.value("values", nlohmann::json::object())},
+                                      {"positional", job.value("positional", nlohmann::json::array())}};
+    int code = cli::run_command_from_json(*command, arguments, context);
+    if (code == 0) finish(JobState::succeeded, "", "");
+    else finish(JobState::failed, "unknown", cat("the command ended with exit code ", code));
+    return code;
+  } catch (const Error& e) {
+    log_error(e.what());
+    const bool cancelled = e.code() == ErrorCode::cancelled;
+    finish(cancelled ? JobState::cancelled : JobState::failed, to_string(e.code()), e.what());
+    return cancelled ? 3 : exit_code_for(e.code());
+  } catch (const std::exception& e) {
+    log_error(cat("internal error: ", e.what()));
+    finish(JobState::failed, "internal", e.what());
+    return 1;
+  }
 }
 
 }  // namespace
@@ -49,6 +152,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;
   }
+  if (!args.job_file.empty()) return run_from_job_file(args);
   std::unique_ptr<WorkerLink> link;
   try {
     link = std::make_unique<WorkerLink>(args.server, args.job);

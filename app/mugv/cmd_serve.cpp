@@ -1,5 +1,6 @@
 // mugv serve [--listen ENDPOINT]... [--home DIR] [--allow-root DIR]... [--max-jobs N]: the headless backend
-// server. This layer knows the commands, so it tells the server which of a job's parameters are files.
+// server. This layer knows the commands, so it tells the server which of a job's parameters are files, and
+// how a job is split into the tasks of a Slurm array.
 #include "command.h"
 
 #include "core/error.h"
@@ -75,6 +76,32 @@ std::vector<JobPath> job_paths(const std::string& kind, const nlohmann::json& pa
   return paths;
 }
 
+// Sharded curation on Slurm: task i curates slice i of n (--shard i/n) into its own catalog in the job folder,
+// because one SQLite file must not be written from several nodes; once every task succeeded the server queues
+// `curate merge` of the shard catalogs into the catalog the job named ($MUGV_HOME's when none).
+ShardPlan plan_shards(const std::string& kind, const nlohmann::json& params, int shards, const fs::path& job_dir) {
+  std::vector<std::string> words = params.value("command", std::vector<std::string>{});
+  if (kind != "curate" || words != std::vector<std::string>{"curate"})
+    throw Error(ErrorCode::unsupported, cat("command '", joined(words), "'"),
+                "cannot run as a Slurm array; only `curate` is sharded (each task takes --shard i/n)");
+  const nlohmann::json values = params.value("values", nlohmann::json::object());
+  if (values.contains("curate.shard"))
+    throw Error(ErrorCode::invalid_argument, "--shard", "an array job gives every task its own shard; leave --shard out");
+  if (!values.contains("curate.dataset") || !values["curate.dataset"].is_string())
+    throw Error(ErrorCode::usage, "--dataset", "a dataset name is required");
+  ShardPlan plan;
+  std::vector<std::string> catalogs;
+  for (int i = 0; i < shards; ++i) {
+    catalogs.push_back((job_dir / cat("shard-", i, ".sqlite")).string());
+    plan.task_values.push_back({{"curate.shard", cat(i, "/", shards)}, {"curate.catalog", catalogs.back()}});
+  }
+  nlohmann::json merge = {{"curate.dataset", values["curate.dataset"]}, {"merge.from", catalogs}};
+  if (values.contains("curate.catalog")) merge["curate.catalog"] = values["curate.catalog"];
+  plan.follow_up = {{"kind", "curate"},
+                    {"params", {{"command", {"curate", "merge"}}, {"values", merge}, {"positional", nlohmann::json::array()}}}};
+  return plan;
+}
+
 void define(ParamRegistry& r) {
   auto listen = param("serve.listen", "--listen", ParamType::list, nullptr,
                       "endpoints to serve: ipc://PATH or tcp://HOST:PORT (CURVE keys required; see `mugv keys`) "
@@ -118,6 +145,7 @@ int run(const Invocation& inv) {
     o.allowed_roots.emplace_back(root);
   }
   o.job_paths = job_paths;
+  o.plan_shards = plan_shards;
   ensure_private_dir(o.home);
   CancelToken stop = inv.cancel;
   g_stop = &stop;
@@ -134,7 +162,9 @@ int run(const Invocation& inv) {
 Command serve_command() {
   Command c;
   c.words = {"serve"};
-  c.summary = "run the backend server: job queue, worker processes, events (headless; stops cleanly on SIGTERM)";
+  c.summary =
+      "run the backend server: job queue, local worker processes, Slurm jobs, events (headless; stops cleanly "
+      "on SIGTERM)";
   c.usage = "[--listen ENDPOINT]... [--home DIR] [--allow-root DIR]... [--max-jobs N]";
   c.define = define;
   c.run = run;

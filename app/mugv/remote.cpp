@@ -26,6 +26,10 @@ const char* kRemoteUsage =
     "  `mugv keys list` on the server; or $MUGV_SERVER_KEY); the client key pair defaults to\n"
     "  $MUGV_HOME/keys/client.key (made on first use), and the server must authorise its public key.\n\n"
     "  submit [--priority N] COMMAND ARGS...   queue a command as a job (same options as running it here)\n"
+    "    [--cluster NAME]                      run it on Slurm with the server's cluster profile NAME\n"
+    "    [--nodes N] [--tasks-per-node K]      the Slurm job's size (default: the profile's)\n"
+    "    [--shards N]                          curate only: an array of N tasks (--shard i/N each), merged after\n"
+    "  clusters [--json]                       the server's cluster profiles\n"
     "  jobs [--state S] [--json]               the queue and recent jobs\n"
     "  show ID [--json]                        one job with its events\n"
     "  watch ID                                live progress, metrics and logs until the job ends\n"
@@ -103,17 +107,87 @@ int watch(Client& client, int64_t id) {
   return exit_code_of_state(state);
 }
 
+int positive_int(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  const long long n = std::strtoll(text.c_str(), &end, 10);
+  if (!end || *end || n < 1 || n > 100000) throw Error(ErrorCode::usage, flag, cat("'", text, "' is not a positive integer"));
+  return static_cast<int>(n);
+}
+
+// The submit options that say where a job runs. Before the command they are always submit's; after it, only
+// when the command has no option of that name (`mugv train` has its own --nodes for `--slurm`).
+struct Placement {
+  std::string cluster;
+  int nodes = 0, tasks_per_node = 0, shards = 0;
+  // Takes the option at args[i] (and its value) if it is one; true when it did.
+  bool take(std::vector<std::string>& args, size_t i) {
+    static const char* kFlags[] = {"--cluster", "--nodes", "--tasks-per-node", "--shards"};
+    std::string flag = args[i], value;
+    bool inline_value = false;
+    if (auto eq = flag.find('='); eq != std::string::npos) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+      inline_value = true;
+    }
+    if (std::find(std::begin(kFlags), std::end(kFlags), flag) == std::end(kFlags)) return false;
+    if (!inline_value) {
+      if (i + 1 >= args.size()) throw Error(ErrorCode::usage, flag, "needs a value");
+      value = args[i + 1];
+    }
+    args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i + (inline_value ? 1 : 2)));
+    if (flag == "--cluster") cluster = value;
+    else if (flag == "--nodes") nodes = positive_int(flag, value);
+    else if (flag == "--tasks-per-node") tasks_per_node = positive_int(flag, value);
+    else shards = positive_int(flag, value);
+    return true;
+  }
+  void apply(nlohmann::json& params) const {
+    if (cluster.empty()) {
+      if (nodes || tasks_per_node || shards)
+        throw Error(ErrorCode::usage, "--cluster", "--nodes, --tasks-per-node and --shards are for Slurm jobs: name a cluster profile");
+      return;
+    }
+    params["executor"] = "slurm";
+    params["cluster"] = cluster;
+    if (nodes) params["nodes"] = nodes;
+    if (tasks_per_node) params["tasks_per_node"] = tasks_per_node;
+    if (shards) params["array"] = shards;
+  }
+};
+
 int dispatch(Client& client, const std::vector<std::string>& args) {
   const std::string& verb = args[0];
   bool json = has_flag(args, "--json");
-  if (verb == "submit") {
-    size_t i = 1;
-    int priority = 0;
-    if (i + 1 < args.size() && args[i] == "--priority") {
-      priority = std::atoi(args[i + 1].c_str());
-      i += 2;
+  if (verb == "clusters") {
+    auto reply = client.request(MessageType::list_clusters);
+    if (json) {
+      std::cout << reply.dump(2) << "\n";
+      return 0;
     }
-    std::vector<std::string> rest(args.begin() + static_cast<long>(i), args.end());
+    if (reply["clusters"].empty()) std::printf("no cluster profiles in %s\n", reply.value("dir", "").c_str());
+    for (const auto& c : reply["clusters"])
+      std::printf("%-16s partition %-10s account %-10s time %-10s %d node(s) x %d task(s), %d GPU(s)/node%s%s\n",
+                  c["name"].get<std::string>().c_str(), c.value("partition", "").empty() ? "-" : c.value("partition", "").c_str(),
+                  c.value("account", "").empty() ? "-" : c.value("account", "").c_str(),
+                  c.value("time", "").empty() ? "-" : c.value("time", "").c_str(), c.value("nodes", 1),
+                  c.value("tasks_per_node", 1), c.value("gpus_per_node", 0),
+                  c.value("ssh_host", "").empty() ? "" : (", via ssh " + c.value("ssh_host", "")).c_str(),
+                  c.value("report", "files") == "files" ? "" : (", reports " + c.value("report", "")).c_str());
+    for (const auto& p : reply["problems"]) std::printf("unusable: %s\n", p["error"].get<std::string>().c_str());
+    return 0;
+  }
+  if (verb == "submit") {
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    int priority = 0;
+    Placement placement;
+    while (!rest.empty()) {
+      if (rest[0] == "--priority" && rest.size() > 1) {
+        priority = std::atoi(rest[1].c_str());
+        rest.erase(rest.begin(), rest.begin() + 2);
+      } else if (!placement.take(rest, 0)) {
+        break;
+      }
+    }
     size_t used = 0;
     const Command* command = match_command(rest, &used);
     if (!command) throw Error(ErrorCode::usage, "submit needs a command, e.g. `submit make-dataset shapes --out DIR`");
@@ -123,10 +197,19 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
       for (const auto& w : command->words) name += (name.empty() ? "" : " ") + w;
       throw Error(ErrorCode::usage, name, "runs locally only; it cannot be submitted as a job");
     }
-    auto arguments = parse_command_arguments(*command, std::vector<std::string>(rest.begin() + static_cast<long>(used), rest.end()));
+    std::vector<std::string> command_args(rest.begin() + static_cast<long>(used), rest.end());
+    const ParamRegistry registry = command_registry(*command);
+    for (size_t k = 0; k < command_args.size();) {
+      const std::string flag = command_args[k].substr(0, command_args[k].find('='));
+      if (starts_with(flag, "--") && !registry.find_by_flag(flag) && placement.take(command_args, k)) continue;
+      ++k;
+    }
+    auto arguments = parse_command_arguments(*command, command_args);
+    placement.apply(arguments);
     auto reply = client.request(MessageType::submit_job, {{"kind", command->job_kind}, {"params", arguments}, {"priority", priority}});
     if (json) std::cout << reply["job"].dump(2) << "\n";
-    else std::printf("queued job %lld\n", static_cast<long long>(reply["job"]["id"].get<int64_t>()));
+    else std::printf("queued job %lld%s\n", static_cast<long long>(reply["job"]["id"].get<int64_t>()),
+                     placement.cluster.empty() ? "" : (" for Slurm cluster " + placement.cluster).c_str());
     return 0;
   }
   if (verb == "jobs") {

@@ -9,7 +9,7 @@
 namespace mugv::protocol {
 namespace {
 
-constexpr std::array<std::pair<MessageType, const char*>, 31> kTypeNames{{
+constexpr std::array<std::pair<MessageType, const char*>, 32> kTypeNames{{
     {MessageType::hello, "hello"},
     {MessageType::welcome, "welcome"},
     {MessageType::ok, "ok"},
@@ -32,6 +32,7 @@ constexpr std::array<std::pair<MessageType, const char*>, 31> kTypeNames{{
     {MessageType::list_generations, "list_generations"},
     {MessageType::sample_now, "sample_now"},
     {MessageType::save_now, "save_now"},
+    {MessageType::list_clusters, "list_clusters"},
     {MessageType::shutdown, "shutdown"},
     {MessageType::heartbeat, "heartbeat"},
     {MessageType::progress, "progress"},

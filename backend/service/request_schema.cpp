@@ -61,6 +61,7 @@ std::map<MessageType, MessageSchema> build() {
       {T::list_generations, {ranged(opt("prompt", F::integer), 1, {}), limit(), offset()}},
       {T::sample_now, {job_id()}},
       {T::save_now, {job_id()}},
+      {T::list_clusters, {}},
       {T::shutdown, {}},
       {T::heartbeat, {job_id(), ranged(opt("pid", F::integer), 1, {})}},
       {T::progress,

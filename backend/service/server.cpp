@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "service/cluster_profiles.h"
 #include "service/curve_keys.h"
 #include "service/job_files.h"
 #include "service/job_json.h"
@@ -60,10 +61,12 @@ std::string host_name() {
 
 bool process_alive(int64_t pid) { return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0; }
 
-std::string tail_lines(const fs::path& path, int64_t lines) {
+std::string read_if_exists(const fs::path& path) {
   std::error_code ec;
-  if (!fs::exists(path, ec)) return "";
-  std::string text = read_text_file(path);
+  return fs::exists(path, ec) ? read_text_file(path) : std::string();
+}
+
+std::string tail_lines(const std::string& text, int64_t lines) {
   size_t pos = text.size();
   if (!text.empty() && text.back() == '\n') --pos;
   for (int64_t n = 0; n < lines && pos != std::string::npos && pos > 0; ++n) {
@@ -93,6 +96,9 @@ struct Server::Impl {
   zmq::socket_t router{context, zmq::socket_type::router};
   zmq::socket_t pub{context, zmq::socket_type::pub};
   std::optional<Catalog> catalog;
+  // After the catalog: destroyed before it (it holds a reference).
+  std::unique_ptr<SlurmExecutor> slurm;
+  bool slurm_queued = true;  // a Slurm job may wait in the queue (submitted, retried or requeued since the last scan)
   std::map<int64_t, WorkerEntry> workers;  // by job id
   std::map<std::string, std::string> peers;  // identity -> role, after hello
   std::vector<std::string> events;
@@ -201,6 +207,14 @@ struct Server::Impl {
   void recover() {
     for (JobState s : {JobState::starting, JobState::running, JobState::paused}) {
       for (const Job& job : list_jobs(*catalog, s)) {
+        if (is_slurm_job(job)) {
+          if (slurm->reattach(job)) continue;
+          JobStateChange c;
+          c.error_code = ErrorCode::internal;
+          c.error_message = "the server restarted before Slurm took the job";
+          interrupt(job.id, c);
+          continue;
+        }
         if (job.worker_pid && process_alive(*job.worker_pid) && job.host == host) {
           WorkerEntry w;
           w.job_id = job.id;
@@ -227,6 +241,7 @@ struct Server::Impl {
     Job job = transition(id, JobState::interrupted, change);
     if (job.attempts < o.max_attempts) {
       transition(id, JobState::queued);
+      slurm_queued = slurm_queued || is_slurm_job(job);
       log_info(cat("job ", id, ": interrupted, requeued (attempt ", job.attempts, " of ", o.max_attempts, ")"));
     }
   }
@@ -270,8 +285,42 @@ struct Server::Impl {
     log_info(cat("job ", job.id, " (", to_string(job.kind), "): worker pid ", pid));
   }
 
+  // A job whose params name any executor but "local" is the Slurm executor's: a damaged row then fails there
+  // with the reason rather than running here by mistake.
+  static bool is_slurm_job(const Job& job) {
+    auto it = job.params.find("executor");
+    return (it != job.params.end() && *it != "local") || job.params.contains("cluster");
+  }
+
+  // False when the job could not even leave the queue (the caller stops scheduling for this turn).
+  bool start_slurm(const Job& job) {
+    try {
+      slurm->start(job);
+      return true;
+    } catch (const std::exception& e) {
+      log_error(cat("job ", job.id, ": cannot start on Slurm: ", e.what()));
+      return false;
+    }
+  }
+
   void schedule() {
-    while (!stopping && static_cast<int>(workers.size()) < o.max_local_jobs) {
+    if (stopping) return;
+    // Slurm jobs take no local slot: they leave the queue as soon as they reach it, whatever runs here.
+    if (slurm_queued) {
+      slurm_queued = false;
+      for (const Job& job : list_jobs(*catalog, JobState::queued))
+        if (is_slurm_job(job) && !start_slurm(job)) {
+          slurm_queued = true;  // try again next turn
+          break;
+        }
+    }
+    while (static_cast<int>(workers.size()) < o.max_local_jobs) {
+      auto next = next_queued_job(*catalog);
+      if (!next) return;
+      if (is_slurm_job(*next)) {
+        if (!start_slurm(*next)) return;
+        continue;
+      }
       auto job = claim_next_job(*catalog, 0, host);
       if (!job) return;
       publish_state(*job);
@@ -391,12 +440,16 @@ struct Server::Impl {
     const auto& h = m.header;
     switch (m.type) {
       case MessageType::submit_job: {
-        check_job_paths(h["kind"].get<std::string>(), h["params"]);
+        nlohmann::json params = h["params"];
+        if (h.contains("executor") && !params.contains("executor")) params["executor"] = h["executor"];
+        check_job_paths(h["kind"].get<std::string>(), params);
+        slurm->check(h["kind"].get<std::string>(), params);
         Job job;
         job.kind = *job_kind_from_string(h["kind"].get<std::string>());
-        job.params = h["params"];
+        job.params = params;
         job.priority = h.value("priority", 0);
         job = enqueue_job(*catalog, job);
+        slurm_queued = slurm_queued || is_slurm_job(job);
         publish_state(job);
         return protocol::make_ok({{"job", to_json(job)}});
       }
@@ -404,6 +457,7 @@ struct Server::Impl {
         Job job = job_or_throw(h["job"]);
         if (job.state == JobState::queued) return protocol::make_ok({{"job", to_json(transition(job.id, JobState::cancelled))}});
         if (is_terminal(job.state)) throw Error(ErrorCode::conflict, cat("job ", job.id), cat("already ", to_string(job.state)));
+        if (slurm->cancel(job.id)) return protocol::make_ok({{"job", to_json(job)}, {"cancelling", true}});
         if (WorkerEntry* w = worker_of(job.id)) {
           w->cancel_requested = true;
           w->kill_at = Clock::now() + (h.value("force", false) ? std::chrono::milliseconds(0) : o.cancel_grace);
@@ -415,6 +469,8 @@ struct Server::Impl {
       case MessageType::resume_job: {
         bool pause = m.type == MessageType::pause_job;
         Job job = job_or_throw(h["job"]);
+        if (is_slurm_job(job))
+          throw Error(ErrorCode::unsupported, cat("job ", job.id), "Slurm jobs cannot be paused; cancel and retry instead");
         WorkerEntry* w = worker_of(job.id);
         if (!w || job.state != (pause ? JobState::running : JobState::paused))
           throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only a ",
@@ -427,6 +483,7 @@ struct Server::Impl {
         Job job = job_or_throw(h["job"]);
         if (!is_terminal(job.state) || job.state == JobState::succeeded)
           throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only failed, cancelled or interrupted jobs can be retried"));
+        slurm_queued = slurm_queued || is_slurm_job(job);
         return protocol::make_ok({{"job", to_json(transition(job.id, JobState::queued))}});
       }
       case MessageType::reorder_job: {
@@ -452,7 +509,18 @@ struct Server::Impl {
       }
       case MessageType::job_logs: {
         Job job = job_or_throw(h["job"]);
-        return protocol::make_ok({{"job", job.id}, {"text", tail_lines(job_log_path(o.home, job.id), h.value("tail_lines", 200))}});
+        // A Slurm job's log is the server's notes on it followed by Slurm's output files (the workers' stdout
+        // and stderr, srun's and slurmstepd's messages), read where Slurm writes them.
+        std::string text = read_if_exists(job_log_path(o.home, job.id));
+        if (is_slurm_job(job)) text += slurm->slurm_output(job);
+        return protocol::make_ok({{"job", job.id}, {"text", tail_lines(text, h.value("tail_lines", 200))}});
+      }
+      case MessageType::list_clusters: {
+        const ClusterProfileListing listing = list_cluster_profiles(o.home);
+        nlohmann::json clusters = nlohmann::json::array(), problems = nlohmann::json::array();
+        for (const auto& p : listing.profiles) clusters.push_back(p.to_json());
+        for (const auto& [file, why] : listing.problems) problems.push_back({{"file", file.string()}, {"error", why}});
+        return protocol::make_ok({{"clusters", clusters}, {"problems", problems}, {"dir", cluster_profiles_dir(o.home).string()}});
       }
       case MessageType::list_runs: {
         nlohmann::json list = nlohmann::json::array();
@@ -685,6 +753,17 @@ void Server::run(const CancelToken& stop) {
   std::vector<fs::path> roots = {s.o.home};
   roots.insert(roots.end(), s.o.allowed_roots.begin(), s.o.allowed_roots.end());
   s.confinement.emplace(roots, std::vector<fs::path>{s.o.keys_dir.empty() ? keys_dir(s.o.home) : s.o.keys_dir});
+  SlurmExecutor::Hooks hooks;
+  hooks.transition = [&s](int64_t id, JobState to, const JobStateChange& c) { return s.transition(id, to, c); };
+  hooks.publish = [&s](int64_t id, const std::string& subtopic, nlohmann::json payload) {
+    s.publish_event(id, subtopic, std::move(payload));
+  };
+  hooks.enqueue = [&s](Job job) {
+    job = enqueue_job(*s.catalog, job);
+    s.publish_state(job);
+    return job;
+  };
+  s.slurm = std::make_unique<SlurmExecutor>(*s.catalog, s.o.home, s.o.worker_executable, s.o.plan_shards, hooks);
   s.bind();
   s.recover();
   for (size_t i = 0; i < s.o.listen.size(); ++i)
@@ -694,8 +773,10 @@ void Server::run(const CancelToken& stop) {
     if (auto in = protocol::receive(s.router, 1, std::chrono::milliseconds(50))) s.on_message(*in);
     s.reap();
     s.check_liveness();
+    s.slurm->poll();
     s.schedule();
   }
+  s.slurm.reset();  // stops its helper thread; Slurm jobs stay in Slurm and in the catalog for the next start
   log_info("server stopping; running workers keep running and are picked up by the next start");
 }
 

@@ -20,9 +20,15 @@
 // user. Workers always connect over ipc (a private socket in home/ipc when no ipc endpoint is listed), so
 // they need no keys. A submitted job's files (ServerOptions::job_paths) must lie inside home or an
 // allowed root, and never inside keys_dir; otherwise the request gets Error(forbidden).
+//
+// Executors: a job runs locally (a worker process, above) unless its params say {"executor": "slurm",
+// "cluster": NAME}; then the Slurm executor (slurm_executor.h) submits it with the cluster profile
+// home/clusters/NAME.toml, follows it through Slurm and publishes what its workers report through files.
+// Slurm jobs take no local slot. `list_clusters` answers with the profiles (cluster_profiles.h).
 
 #include "core/progress.h"
 #include "service/path_confinement.h"
+#include "service/slurm_executor.h"
 
 #include <nlohmann/json.hpp>
 
@@ -50,6 +56,8 @@ struct ServerOptions {
   // which parameters are paths). Throws Error for a job that must be refused outright (e.g. a command that
   // is not a job of that kind). Empty: jobs are not inspected (tests of the queue only).
   std::function<std::vector<JobPath>(const std::string& kind, const nlohmann::json& params)> job_paths;
+  // How a job runs as a Slurm array ({"array": N} in its params); empty: arrays are refused.
+  ShardPlanner plan_shards;
 };
 
 class Server {
