@@ -5,12 +5,16 @@
 #include "media/image.h"
 #include "network.h"
 #include "service/client.h"
+#include "service/curve_keys.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <atomic>
@@ -19,6 +23,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
