@@ -50,7 +50,7 @@ class DatasetsPage : public QWidget {
   void open_clip(int64_t clip_id);
   FramePlayer* clip_player() const { return player_; }
   QDialog* clip_player_window() const { return player_window_; }
-  int thumbnails_loaded() const { return thumbnails_.size(); }
+  int thumbnails_loaded() const { return static_cast<int>(thumbnails_.size()); }
 
  signals:
   void message(const QString& text);
