@@ -146,8 +146,7 @@ void BackendLink::open(const QString& endpoint, std::optional<CurveClientKeys> c
   endpoint_ = endpoint;
   connected_ = false;
   NetworkWorker* worker = worker_;
-  QMetaObject::invokeMethod(worker_, [worker, endpoint, curve = std::move(curve)]() mutable { worker->open(endpoint, std::move(curve)); },
-                            Qt::QueuedConnection);
+  QMetaObject::invokeMethod(worker_, [worker, endpoint, curve] { worker->open(endpoint, curve); }, Qt::QueuedConnection);
 }
 
 void BackendLink::call(protocol::MessageType type, const nlohmann::json& header, Reply on_reply, Failure on_failure) {

@@ -110,8 +110,8 @@ PlanOutcome plan_training(const PlanForm& form, size_t top) {
   }
   if (out.rows.empty()) {
     if (!least_memory) {
-      out.problem = cat("batch ", form.batch, ": no layout of ", r.cluster.gpus, " GPUs splits it evenly over its ",
-                        "data-parallel ranks; use a multiple of the GPU count");
+      out.problem = cat("batch ", form.batch, ": no layout of ", r.cluster.gpus, " GPUs takes it (the data-parallel size ",
+                        "must divide the batch, and tp x cp the heads within a node); use a multiple of the GPU count");
       out.field = PlanField::batch;
     } else {
       out.problem = no_fit_message(preset, r, *least_memory);
