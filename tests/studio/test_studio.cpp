@@ -145,6 +145,11 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   QTest::keyClick(datasets->clip_player(), Qt::Key_Right);
   CHECK(datasets->clip_player()->current_frame() == 1);
   datasets->clip_player_window()->close();
+  QString said;
+  QObject::connect(datasets, &DatasetsPage::message, [&](const QString& m) { said = m; });
+  datasets->open_clip(999999);
+  CHECK(QTest::qWaitFor([&] { return said.contains("no such clip"); }, 10000));
+  datasets->clip_player_window()->close();
 
   if (!torch) return;
 

@@ -92,7 +92,6 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   grid_->setGridSize(QSize(148, 130));
   grid_->setResizeMode(QListView::Adjust);
   grid_->setMovement(QListView::Static);
-  grid_->setUniformItemSizes(true);
   grid_->setToolTip("Double-click a clip to play it");
   auto* views = new QTabWidget(this);
   views->addTab(grid_, "Grid");
@@ -209,6 +208,9 @@ void DatasetsPage::load_clips() {
   link_.call(MessageType::list_clips, h, [this](const nlohmann::json& reply) {
     clips_->setRowCount(0);
     grid_->clear();
+    QPixmap blank(grid_->iconSize());
+    blank.fill(QColor(40, 40, 40));
+    const QIcon placeholder(blank);
     thumbnail_queue_.clear();
     thumbnail_wanted_.clear();
     for (const auto& c : reply["clips"]) {
@@ -230,6 +232,7 @@ void DatasetsPage::load_clips() {
       auto* cell = new QListWidgetItem(QString("%1 · %2").arg(id).arg(QString::fromStdString(c["decision"].get<std::string>())), grid_);
       cell->setData(Qt::UserRole, QVariant::fromValue<qlonglong>(id));
       cell->setToolTip(caption->text());
+      cell->setIcon(placeholder);  // the cell has its final size before the picture arrives
       if (thumbnails_.contains(id)) show_thumbnail(id);
       else request_thumbnail(id);
     }

@@ -1,6 +1,7 @@
 #include "main_window.h"
 
 #include "core/error.h"
+#include "new_run_dialog.h"
 #include "remote_keys.h"
 
 #include <QAction>
@@ -284,6 +285,19 @@ void MainWindow::save_screenshots(const QString& dir) {
     QApplication::processEvents();
     grab().save(QDir(dir).filePath(QString("%1.png").arg(names[i])));
   }
+  // The new-run dialog planning a mugv-10b run on 64 GPUs (docs/MUGV.md's geometry).
+  NewRunDialog dialog(link_, this);
+  dialog.where()->setCurrentIndex(dialog.where()->findData(static_cast<int>(TrainWhere::cluster)));
+  dialog.model()->setCurrentText("mugv-10b");
+  dialog.gpus()->setValue(64);
+  dialog.frames()->setValue(121);
+  dialog.size()->setText("1280x720");
+  dialog.batch()->setValue(64);
+  dialog.vae()->setCurrentText("vae-1");
+  dialog.resize(700, 820);
+  dialog.show();
+  QApplication::processEvents();
+  dialog.grab().save(QDir(dir).filePath("new-run.png"));
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {

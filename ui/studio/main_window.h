@@ -41,7 +41,7 @@ class MainWindow : public QMainWindow {
   RunsPage* runs_page() const { return runs_; }
   GeneratePage* generate_page() const { return generate_; }
   QString status_text() const;
-  // Saves a PNG of every page into `dir` (docs/screenshots).
+  // Saves a PNG of every page, and of the new-run dialog planning a large run, into `dir` (docs/screenshots).
   void save_screenshots(const QString& dir);
   void set_dark_theme(bool dark);
   // Connects to `endpoint` (what File > Connect to server… does). tcp:// needs `server_key`, or the one

@@ -28,6 +28,7 @@ QSpinBox* spin(QWidget* parent, int low, int high, int value, const QString& tip
 
 NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent) {
   setWindowTitle("New training run");
+  setMinimumWidth(640);
   name_ = new QLineEdit("run-1", this);
   name_->setToolTip("Name of the run folder ($MUGV_HOME/runs/NAME)");
   dataset_ = new QComboBox(this);
@@ -68,7 +69,8 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   layouts_->setSelectionBehavior(QAbstractItemView::SelectRows);
   layouts_->setSelectionMode(QAbstractItemView::SingleSelection);
   layouts_->setEditTriggers(QAbstractItemView::NoEditTriggers);
-  layouts_->setMinimumHeight(160);
+  layouts_->setMinimumHeight(180);
+  layouts_->verticalHeader()->hide();
   layouts_->setToolTip("Parallel layouts that fit, fastest predicted step first; the selected one is the run's");
   summary_ = new QLabel(this);
   summary_->setWordWrap(true);
