@@ -336,6 +336,23 @@ TEST_CASE("a tcp:// server with CURVE: an authorised key connects and lists jobs
     REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
     CHECK(QTest::qWaitFor([&] { return window.runs_page()->jobs()->rowCount() >= 1; }, 10000));
     CHECK(remembered_server_key(endpoint) == server_key);
+
+    // The connect dialog offers the remembered key for this tcp:// server and shows this studio's own key.
+    QString shown_key, shown_client;
+    bool key_enabled = false;
+    QTimer::singleShot(200, [&] {
+      auto* dialog = qobject_cast<QDialog*>(QApplication::activeModalWidget());
+      if (!dialog) return;
+      shown_key = dialog->findChild<QLineEdit*>("server_key")->text();
+      key_enabled = dialog->findChild<QLineEdit*>("server_key")->isEnabled();
+      shown_client = dialog->findChild<QLabel*>("client_key")->text();
+      dialog->accept();
+    });
+    window.open_connect_dialog();
+    CHECK(shown_key == server_key);
+    CHECK(key_enabled);
+    CHECK(shown_client.contains("mugv keys authorize " + mine));
+    CHECK(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
   }
   {
     // The key was remembered for this server: no key given this time.

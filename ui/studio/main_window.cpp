@@ -153,18 +153,23 @@ void MainWindow::open_connect_dialog() {
   QDialog dialog(this);
   dialog.setWindowTitle("Connect to server");
   auto* form = new QFormLayout(&dialog);
+  dialog.setObjectName("connect_dialog");
   auto* endpoint = new QLineEdit(link_.endpoint(), &dialog);
+  endpoint->setObjectName("endpoint");
   endpoint->setPlaceholderText("tcp://gpu-box:5555 or ipc:///path/to/socket");
   endpoint->setToolTip("A MUG-V server (`mugv serve --listen ...`)");
   auto* key = new QLineEdit(&dialog);
+  key->setObjectName("server_key");
   key->setPlaceholderText("the server's public key (40 characters) or its .pub file");
   key->setToolTip("tcp:// servers use CURVE: the server prints its public key when it starts (`mugv keys list` shows it)");
   QString key_error;
   const QString mine = client_public_key(options_.home, &key_error);
   auto* client = new QLabel(mine.isEmpty() ? key_error
-                                           : QString("This studio's key: %1<br>The server's owner lets it in with "
-                                                     "<code>mugv keys authorize %1</code>").arg(mine),
+                                           : QString("This studio's key: %1\nThe server's owner lets it in with: "
+                                                     "mugv keys authorize %1").arg(mine),
                             &dialog);
+  client->setObjectName("client_key");
+  client->setTextFormat(Qt::PlainText);  // Z85 keys contain '<', '>' and '&'
   client->setTextInteractionFlags(Qt::TextSelectableByMouse);
   client->setWordWrap(true);
   auto sync = [endpoint, key] {

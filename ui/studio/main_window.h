@@ -48,12 +48,14 @@ class MainWindow : public QMainWindow {
   // remembered for that endpoint; a missing or malformed key, or a server that refuses this studio's key,
   // is shown in the status bar (the window never waits for the network).
   void connect_to(const QString& endpoint, const QString& server_key = {});
+  // File > Connect to server…: endpoint, the server's key (for tcp://, prefilled with the remembered one) and
+  // this studio's own public key to hand to the server's owner. Modal; accepting calls connect_to().
+  void open_connect_dialog();
 
  protected:
   void closeEvent(QCloseEvent* event) override;
 
  private:
-  void open_connect_dialog();
   void build_menus();
   void show_about();
 
