@@ -225,7 +225,7 @@ Client::~Client() = default;
 Client::Client(Client&&) noexcept = default;
 Client& Client::operator=(Client&&) noexcept = default;
 
-nlohmann::json Client::request(MessageType type, const nlohmann::json& header) {
+nlohmann::json Client::request(MessageType type, const nlohmann::json& header, std::vector<std::string>* blobs) {
   Message m;
   m.type = type;
   m.header = header;
@@ -234,6 +234,7 @@ nlohmann::json Client::request(MessageType type, const nlohmann::json& header) {
     std::string code = reply.header.value("code", "unknown");
     throw Error(error_code_from_string(code).value_or(ErrorCode::protocol), reply.header.value("message", code));
   }
+  if (blobs) *blobs = std::move(reply.blobs);
   return reply.header;
 }
 

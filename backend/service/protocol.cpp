@@ -26,6 +26,7 @@ constexpr std::array<std::pair<MessageType, const char*>, 32> kTypeNames{{
     {MessageType::list_runs, "list_runs"},
     {MessageType::list_datasets, "list_datasets"},
     {MessageType::list_clips, "list_clips"},
+    {MessageType::clip_frames, "clip_frames"},
     {MessageType::edit_caption, "edit_caption"},
     {MessageType::list_prompts, "list_prompts"},
     {MessageType::save_prompt, "save_prompt"},

@@ -13,6 +13,11 @@
 // Handshake: a peer's first message is `hello` {"role": "client"|"worker"|"monitor", "version": N,
 // "capabilities": [...]}; the server answers `welcome` or an `error` with code "version_mismatch" naming
 // both versions. Replies to requests are `ok` (payload in the header) or `error` {"code", "message"}.
+//
+// clip_frames {"clip", "count" (1..64, default 1), "max_side" (16..1024, default 128)} answers
+// {"clip", "width", "height", "fps", "format": "rgb24", "frames": n} with n rgb24 frames as binary frames:
+// n <= count pictures evenly spread over the clip, the longer side scaled to max_side (count 1: the middle
+// frame, a thumbnail). Clients that show a dataset's clips need no access to the server's files.
 // Thread-safety: all functions are pure.
 
 #include <nlohmann/json.hpp>
@@ -39,7 +44,7 @@ enum class MessageType {
   hello, welcome, ok, error,
   // client -> server requests
   submit_job, cancel_job, pause_job, resume_job, retry_job, reorder_job, list_jobs, get_job, job_logs,
-  list_runs, list_datasets, list_clips, edit_caption, list_prompts, save_prompt, list_generations,
+  list_runs, list_datasets, list_clips, clip_frames, edit_caption, list_prompts, save_prompt, list_generations,
   sample_now, save_now, list_clusters, shutdown,
   // worker -> server
   heartbeat, progress, metrics, log_line, preview, job_finished,

@@ -8,10 +8,13 @@
 #include "catalog/jobs.h"
 #include "catalog/prompts.h"
 #include "catalog/runs.h"
+#include "catalog/sources.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "media/decoder.h"
+#include "media/image.h"
 #include "service/cluster_profiles.h"
 #include "service/curve_keys.h"
 #include "service/job_files.h"
@@ -25,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 #include <fstream>
 #include <functional>
@@ -436,6 +440,49 @@ struct Server::Impl {
     return *job;
   }
 
+  // Pictures of one clip for clients that cannot read this machine's files (protocol.h, clip_frames). They
+  // are decoded here, on the server's one thread: a thumbnail is one small decode and a player's frames of a
+  // short clip some tens of milliseconds, which workers' heartbeats (seconds apart) easily wait for. The
+  // source is checked like a job's files, so a catalog entry pointing outside the roots shows nothing.
+  Message clip_frames(const nlohmann::json& h) {
+    const int64_t id = h["clip"];
+    const auto clip = get_clip(*catalog, id);
+    if (!clip) throw Error(ErrorCode::not_found, cat("clip ", id), "no such clip");
+    const auto source = get_source(*catalog, clip->source_id);
+    if (!source) throw Error(ErrorCode::not_found, cat("clip ", id), "its source video is not in the catalog");
+    confinement->check(cat("clip ", id), source->path.string());
+    const int count = h.value("count", 1);
+    const int max_side = h.value("max_side", 128);
+    std::vector<RgbFrame> frames;
+    double fps = clip->fps;
+    if (count == 1) {
+      frames.push_back(thumbnail(source->path, 0.5 * (clip->start_s + clip->end_s), max_side));
+    } else {
+      DecodeOptions d;
+      // Never enlarge: the player scales on screen.
+      const int side = std::min(max_side, std::max({clip->width, clip->height, 16}));
+      const bool landscape = clip->width >= clip->height;
+      d.width = landscape ? side : 0;
+      d.height = landscape ? 0 : side;
+      d.resize = ResizeMode::stretch;
+      const double span = clip->end_s - clip->start_s;
+      if (span > 0 && clip->fps > 0 && span * clip->fps > count) d.fps = fps = count / span;
+      VideoDecoder decoder(source->path, d);
+      if (decoder.seek(clip->start_s)) {
+        while (static_cast<int>(frames.size()) < count) {
+          auto f = decoder.next();
+          if (!f || (span > 0 && f->pts_s >= clip->end_s - 1e-6)) break;
+          frames.push_back(std::move(*f));
+        }
+      }
+      if (frames.empty()) throw Error(ErrorCode::corrupt, source->path.string(), cat("no decodable frame in clip ", id));
+    }
+    Message reply = protocol::make_ok({{"clip", id}, {"width", frames.front().width}, {"height", frames.front().height},
+                                       {"fps", fps}, {"format", "rgb24"}, {"frames", frames.size()}});
+    for (const auto& f : frames) reply.blobs.emplace_back(f.rgb.begin(), f.rgb.end());
+    return reply;
+  }
+
   Message handle_request(const Message& m) {
     const auto& h = m.header;
     switch (m.type) {
@@ -570,6 +617,8 @@ struct Server::Impl {
         }
         return protocol::make_ok({{"clips", list}, {"total", count_clips(*catalog, f)}});
       }
+      case MessageType::clip_frames:
+        return clip_frames(h);
       case MessageType::edit_caption: {
         Caption c = add_caption(*catalog, h["clip"], h["text"].get<std::string>(), CaptionOrigin::human, "studio");
         return protocol::make_ok({{"caption", {{"id", c.id}, {"version", c.version}, {"current", c.current}}}});

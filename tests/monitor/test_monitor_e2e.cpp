@@ -5,12 +5,16 @@
 #include "media/image.h"
 #include "network.h"
 #include "service/client.h"
+#include "service/curve_keys.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <atomic>
@@ -19,6 +23,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -181,7 +186,90 @@ std::optional<std::vector<std::string>> display_prefix() {
   return std::nullopt;
 }
 
+bool port_free(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// A port P with P+1 free too (requests on P, events on P+1).
+int free_port_pair() {
+  std::random_device rd;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int port = 20000 + static_cast<int>(rd() % 30000);
+    if (port_free(port) && port_free(port + 1)) return port;
+  }
+  FAIL("no free port pair on 127.0.0.1");
+  return 0;
+}
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
 }  // namespace
+
+TEST_CASE("mugv-monitor attaches to a tcp:// server with CURVE keys, and a refused key names the command that authorises it",
+          "[monitor][cli][security]") {
+  TempDir home("mugv-monitor-curve");
+  const std::vector<std::string> env = {"MUGV_HOME=" + home.path().string(), "MUGV_SERVER_KEY=", "DISPLAY=:9731",
+                                        "WAYLAND_DISPLAY="};
+  const std::string mugv = program("mugv").string(), monitor = program("mugv-monitor").string();
+  REQUIRE(run({mugv, "keys", "generate"}, home.path(), 30s, env).code == 0);
+  REQUIRE(run({mugv, "keys", "generate", "--client", "--out", (home / "allowed").string()}, home.path(), 30s, env).code == 0);
+  REQUIRE(run({mugv, "keys", "generate", "--client", "--out", (home / "stranger").string()}, home.path(), 30s, env).code == 0);
+  REQUIRE(run({mugv, "keys", "authorize", (home / "allowed" / "client.pub").string()}, home.path(), 30s, env).code == 0);
+  const std::string server_pub = (home / "keys" / "server.pub").string();
+  const std::string stranger = trimmed(read_file(home / "stranger" / "client.pub"));
+  REQUIRE(stranger.size() == kCurveKeyZ85Chars);
+
+  const int port = free_port_pair();
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(port);
+  Process serve({mugv, "serve", "--listen", endpoint, "--home", home.path().string(), "--heartbeat-ms", "200"},
+                home / "serve.out", home / "serve.err", env);
+  CurveClientKeys keys;
+  keys.server_public_key = trimmed(read_file(server_pub));
+  keys.client = read_keypair(home / "allowed" / "client.key");
+  bool up = false;
+  for (auto deadline = std::chrono::steady_clock::now() + 20s; !up && std::chrono::steady_clock::now() < deadline;) {
+    try {
+      Client probe(endpoint, 500ms, keys);
+      up = true;
+    } catch (const Error&) {
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  REQUIRE(up);
+
+  // An unauthorised key: exit 1 before any window, with the command the server's owner would run.
+  Run refused = run({monitor, "--server", endpoint, "--server-key", server_pub, "--client-key",
+                     (home / "stranger" / "client.key").string(), "--exit-after-ms", "500"},
+                    home.path(), 30s, env);
+  INFO("stderr: " << refused.err);
+  CHECK(refused.code == 1);
+  CHECK(refused.err.find("mugv keys authorize " + stranger) != std::string::npos);
+
+  // The authorised key attaches; the window is what fails here (DISPLAY names no server), so attaching worked.
+  Run allowed = run({monitor, "--server", endpoint, "--server-key", server_pub, "--client-key",
+                     (home / "allowed" / "client.key").string(), "--exit-after-ms", "500"},
+                    home.path(), 30s, env);
+  INFO("stderr: " << allowed.err);
+  CHECK(allowed.code == 1);
+  CHECK(allowed.err.find("cannot open a window") != std::string::npos);
+  CHECK(allowed.err.find("authorize") == std::string::npos);
+
+  // tcp:// without a server key is a usage error; keys on an ipc:// endpoint too.
+  Run no_key = run({monitor, "--server", endpoint}, home.path(), 30s, env);
+  CHECK(no_key.code == 2);
+  CHECK(no_key.err.find("--server-key") != std::string::npos);
+  CHECK(run({monitor, "--server", "ipc:///tmp/x.sock", "--server-key", server_pub}, home.path(), 30s, env).code == 2);
+}
 
 TEST_CASE("the network thread follows a real server: job list, live events, backfilled logs",
           "[monitor][ipc]") {

@@ -1,8 +1,13 @@
 // The studio, offscreen, against a real embedded server (`mugv serve` from this build) and real workers:
-// the starter dataset's clips and captions, a short training run whose metrics reach the charts, a
-// generation whose denoising previews arrive live, the player, export, and the bad-input paths.
+// the starter dataset's clips and captions, thumbnails and the clip player, a short training run whose
+// metrics reach the charts, a generation whose denoising previews arrive live, the player, export, and the
+// bad-input paths; the new-run dialog's planner; a real tcp:// server with CURVE keys, authorised and not.
 #include "job_params.h"
 #include "main_window.h"
+#include "new_run_dialog.h"
+#include "remote_keys.h"
+#include "service/client.h"
+#include "service/curve_keys.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
@@ -10,9 +15,17 @@
 #include <QApplication>
 #include <QFileInfo>
 #include <QProcess>
+#include <QSettings>
+#include <QTemporaryDir>
 #include <QTest>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <random>
 
 namespace mugv::studio {
 namespace {
@@ -21,9 +34,15 @@ QApplication& app() {
   static int argc = 1;
   static char name[] = "test_studio";
   static char* argv[] = {name, nullptr};
+  static QTemporaryDir settings_dir;
   static QApplication* instance = [] {
     qputenv("QT_QPA_PLATFORM", "offscreen");
-    return new QApplication(argc, argv);
+    auto* a = new QApplication(argc, argv);
+    // Remembered server keys and window state go to a private folder, not the user's settings.
+    QApplication::setOrganizationName("mugv-test");
+    QApplication::setApplicationName("test_studio");
+    QSettings::setPath(QSettings::NativeFormat, QSettings::UserScope, settings_dir.path());
+    return a;
   }();
   return *instance;
 }
@@ -46,6 +65,28 @@ bool has_torch_commands() {
   QProcess p;
   p.start(mugv_binary(), {"generate", "--help"});
   return p.waitForFinished(30000) && p.exitCode() == 0;
+}
+
+bool port_free(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// A port P with P+1 free too (requests on P, events on P+1).
+int free_port_pair() {
+  std::random_device rd;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int port = 20000 + static_cast<int>(rd() % 30000);
+    if (port_free(port) && port_free(port + 1)) return port;
+  }
+  FAIL("no free port pair on 127.0.0.1");
+  return 0;
 }
 
 // A home with the starter dataset (8 clips, 32x32, 9 frames) and, with LibTorch, a VAE run and a DiT run.
@@ -90,6 +131,25 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   CHECK(QTest::qWaitFor([&] { return caption_of_first() == "a hand-written caption"; }, 10000));
   datasets->undo_stack()->undo();
   CHECK(QTest::qWaitFor([&] { return caption_of_first() == before; }, 10000));
+
+  // The grid shows every clip with a thumbnail from the server; double-clicking one plays its 9 frames.
+  const int clip_count = datasets->clips()->rowCount();
+  CHECK(datasets->grid()->count() == clip_count);
+  CHECK(QTest::qWaitFor([&] { return datasets->thumbnails_loaded() == clip_count; }, 20000));
+  CHECK_FALSE(datasets->grid()->item(0)->icon().isNull());
+  QListWidgetItem* cell = datasets->grid()->item(0);
+  emit datasets->grid()->itemDoubleClicked(cell);
+  REQUIRE(datasets->clip_player() != nullptr);
+  CHECK(QTest::qWaitFor([&] { return datasets->clip_player()->frame_count() == 9; }, 10000));
+  CHECK(datasets->clip_player_window()->isVisible());
+  QTest::keyClick(datasets->clip_player(), Qt::Key_Right);
+  CHECK(datasets->clip_player()->current_frame() == 1);
+  datasets->clip_player_window()->close();
+  QString said;
+  QObject::connect(datasets, &DatasetsPage::message, [&](const QString& m) { said = m; });
+  datasets->open_clip(999999);
+  CHECK(QTest::qWaitFor([&] { return said.contains("no such clip"); }, 10000));
+  datasets->clip_player_window()->close();
 
   if (!torch) return;
 
@@ -139,6 +199,195 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   CHECK(QFileInfo(gif).size() > 0);
   CHECK_FALSE(generate->export_to("/proc/not-writable/out.mp4", &error));
   CHECK(error.contains("not-writable"));
+}
+
+TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one becomes the job's options", "[studio]") {
+  app();
+  BackendLink link;  // not connected: the dialog's dataset and VAE lists stay empty, planning needs no server
+  NewRunDialog dialog(link);
+  dialog.dataset()->setCurrentText("shapes");
+  dialog.vae()->setCurrentText("vae0");
+  dialog.update();
+
+  // This machine: one CPU rank, so every layout is tp1.cp1.dp1.
+  REQUIRE(dialog.layouts()->rowCount() >= 1);
+  CHECK(dialog.can_start());
+  TrainForm mine = dialog.form();
+  CHECK(mine.tp == 1);
+  CHECK(mine.cp == 1);
+  CHECK(mine.slurm_nodes == 0);
+  CHECK(train_job(mine).params["values"]["train.recompute"] == mine.recompute);
+
+  // A size the model cannot patch: the size field carries the problem and Start is disabled.
+  dialog.size()->setText("70x64");
+  CHECK_FALSE(dialog.can_start());
+  CHECK(dialog.problem_field() == dialog.size());
+  CHECK(dialog.problem().contains("multiple of"));
+  CHECK(dialog.size()->toolTip().contains("multiple of"));
+  dialog.size()->setText("64x64");
+  CHECK(dialog.can_start());
+  CHECK(dialog.problem_field() == nullptr);
+
+  // A GPU cluster: layouts with tensor / context parallel appear; choosing one fills --tp/--cp/--zero/--recompute
+  // and the job goes through `train --slurm` on the cluster's nodes.
+  dialog.where()->setCurrentIndex(dialog.where()->findData(static_cast<int>(TrainWhere::cluster)));
+  dialog.model()->setCurrentText("mugv-1b");
+  dialog.size()->setText("256x256");
+  dialog.batch()->setValue(8);
+  dialog.gpus()->setValue(16);
+  dialog.gpus_per_node()->setValue(8);
+  dialog.memory()->setValue(80);
+  REQUIRE(dialog.can_start());
+  REQUIRE(dialog.layouts()->rowCount() >= 2);
+  int chosen = -1;
+  for (int r = 0; r < dialog.layouts()->rowCount() && chosen < 0; ++r)
+    if (dialog.layouts()->item(r, 0)->text().toInt() * dialog.layouts()->item(r, 1)->text().toInt() > 1) chosen = r;
+  REQUIRE(chosen >= 0);
+  dialog.layouts()->selectRow(chosen);
+  const TrainForm cluster = dialog.form();
+  CHECK(cluster.tp == dialog.layouts()->item(chosen, 0)->text().toInt());
+  CHECK(cluster.cp == dialog.layouts()->item(chosen, 1)->text().toInt());
+  CHECK(cluster.zero == dialog.layouts()->item(chosen, 3)->text().toInt());
+  CHECK(cluster.recompute == dialog.layouts()->item(chosen, 4)->text().toStdString());
+  CHECK(cluster.slurm_nodes == 2);
+  CHECK(cluster.tasks_per_node == 8);
+  const auto values = train_job(cluster).params["values"];
+  CHECK(values["train.tp"] == cluster.tp);
+  CHECK(values["train.cp"] == cluster.cp);
+  CHECK(values["slurm.submit"] == true);
+  CHECK(values["slurm.nodes"] == 2);
+  CHECK(validate(cluster).empty());
+
+  // More than a node's GPUs must fill whole nodes: 12 over nodes of 8 do not.
+  dialog.gpus()->setValue(12);
+  CHECK_FALSE(dialog.can_start());
+  CHECK(dialog.problem_field() == dialog.gpus());
+  dialog.gpus()->setValue(16);
+
+  // A model that fits nowhere: the memory field says by how much.
+  dialog.model()->setCurrentText("mugv-18b");
+  dialog.memory()->setValue(1);
+  CHECK_FALSE(dialog.can_start());
+  CHECK(dialog.problem_field() == dialog.memory());
+  CHECK(dialog.problem().contains("no layout"));
+  CHECK(dialog.layouts()->rowCount() == 0);
+
+  // A tensor-parallel layout cannot run in the server's single worker.
+  TrainForm single = mine;
+  single.tp = 2;
+  CHECK(validate(single).find("several ranks") != std::string::npos);
+}
+
+TEST_CASE("a tcp:// server with CURVE: an authorised key connects and lists jobs, a refused one is explained",
+          "[studio][security]") {
+  app();
+  test::TempDir tmp("mugv-studio-curve");
+  const QString server_home = QString::fromStdString((tmp.path() / "server").string());
+  const QString studio_home = QString::fromStdString((tmp.path() / "studio").string());
+  const QString stranger_home = QString::fromStdString((tmp.path() / "stranger").string());
+  REQUIRE(run_mugv(server_home, {"keys", "generate"}));
+  QFile pub_file(server_home + "/keys/server.pub");
+  REQUIRE(pub_file.open(QIODevice::ReadOnly));
+  const QString server_key = QString::fromUtf8(pub_file.readAll()).trimmed();
+  const QString mine = client_public_key(studio_home);
+  REQUIRE(mine.size() == 40);
+  REQUIRE(run_mugv(server_home, {"keys", "authorize", mine, "--name", "studio"}));
+
+  const int port = free_port_pair();
+  const QString endpoint = QString("tcp://127.0.0.1:%1").arg(port);
+  QProcess serve;
+  QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+  env.insert("MUGV_HOME", server_home);
+  serve.setProcessEnvironment(env);
+  serve.setProcessChannelMode(QProcess::ForwardedErrorChannel);
+  serve.start(mugv_binary(), {"serve", "--listen", endpoint, "--home", server_home, "--heartbeat-ms", "200"});
+  REQUIRE(serve.waitForStarted(10000));
+  struct Stop {
+    QProcess& p;
+    ~Stop() {
+      p.terminate();
+      if (!p.waitForFinished(5000)) p.kill();
+      p.waitForFinished(2000);
+    }
+  } stop{serve};
+  // One job in the queue for the studio to list (submitted with the studio's own credentials).
+  const auto keys = curve_keys_for(endpoint, server_key, studio_home);
+  REQUIRE(keys);
+  std::optional<Client> client;
+  for (int i = 0; i < 100 && !client; ++i) {
+    try {
+      client.emplace(endpoint.toStdString(), std::chrono::milliseconds(500), keys);
+    } catch (const Error&) {
+      QTest::qWait(100);
+    }
+  }
+  REQUIRE(client);
+  (void)client->request(protocol::MessageType::submit_job,
+                        make_starter_job((server_home + "/shapes").toStdString(), 2).header());
+
+  {
+    StudioOptions options;
+    options.server = endpoint;
+    options.server_key = server_key;
+    options.home = studio_home;
+    options.offer_starter = false;
+    MainWindow window(options);
+    window.show();
+    REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+    CHECK(QTest::qWaitFor([&] { return window.runs_page()->jobs()->rowCount() >= 1; }, 10000));
+    CHECK(remembered_server_key(endpoint) == server_key);
+
+    // The connect dialog offers the remembered key for this tcp:// server and shows this studio's own key.
+    QString shown_key, shown_client;
+    bool key_enabled = false;
+    QTimer::singleShot(200, [&] {
+      auto* dialog = qobject_cast<QDialog*>(QApplication::activeModalWidget());
+      if (!dialog) return;
+      shown_key = dialog->findChild<QLineEdit*>("server_key")->text();
+      key_enabled = dialog->findChild<QLineEdit*>("server_key")->isEnabled();
+      shown_client = dialog->findChild<QLabel*>("client_key")->text();
+      dialog->accept();
+    });
+    window.open_connect_dialog();
+    CHECK(shown_key == server_key);
+    CHECK(key_enabled);
+    CHECK(shown_client.contains("mugv keys authorize " + mine));
+    CHECK(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  }
+  {
+    // The key was remembered for this server: no key given this time.
+    StudioOptions options;
+    options.server = endpoint;
+    options.home = studio_home;
+    options.offer_starter = false;
+    MainWindow window(options);
+    window.show();
+    CHECK(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  }
+  {
+    // Another user's studio whose key the server does not list: the status bar says what to run, and the
+    // event loop keeps running meanwhile.
+    StudioOptions options;
+    options.server = endpoint;
+    options.server_key = server_key;
+    options.home = stranger_home;
+    options.offer_starter = false;
+    MainWindow window(options);
+    window.show();
+    QElapsedTimer timer;
+    timer.start();
+    int ticks = 0;
+    QTimer heartbeat;
+    QObject::connect(&heartbeat, &QTimer::timeout, [&] { ++ticks; });
+    heartbeat.start(20);
+    const QString theirs = client_public_key(stranger_home);
+    CHECK(QTest::qWaitFor([&] { return window.status_text().contains("mugv keys authorize " + theirs); }, 15000));
+    CHECK_FALSE(window.link().is_connected());
+    CHECK(ticks >= timer.elapsed() / 20 / 4);
+    // A malformed key is refused before any connection.
+    window.connect_to(endpoint, "not-a-key");
+    CHECK(window.status_text().contains("server key"));
+  }
 }
 
 TEST_CASE("an unreachable server is reported and the window stays responsive", "[studio]") {

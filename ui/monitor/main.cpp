@@ -1,9 +1,12 @@
-// mugv-monitor --server ENDPOINT [--screenshot FILE] [--exit-after-ms N] [--dump-state] [--version]
+// mugv-monitor --server ENDPOINT [--server-key KEY|FILE.pub] [--client-key FILE.key] [--screenshot FILE]
+//              [--exit-after-ms N] [--dump-state] [--version]
 // A light live view of any `mugv serve`: jobs, progress, metrics, logs and previews. ImGui on GLFW with
 // OpenGL 3.0 / GLSL 130, so it also runs over X forwarding and under Xvfb with Mesa's software renderer.
 // Exit codes: 0 ok, 2 usage, 1 failure (server unreachable, no OpenGL window, screenshot not written).
 #include "core/error.h"
+#include "core/paths.h"
 #include "media/image.h"
+#include "service/curve_keys.h"
 #include "network.h"
 #include "render.h"
 
@@ -34,6 +37,10 @@ const char* kUsage =
     "Usage: mugv-monitor --server ENDPOINT [options]\n\n"
     "A live view of a MUG-V server: jobs, progress, metric plots, logs and preview frames.\n\n"
     "  --server ENDPOINT     the server to attach to: ipc://PATH or tcp://HOST:PORT (required)\n"
+    "  --server-key KEY      a tcp:// server's CURVE public key, or its .pub file (default $MUGV_SERVER_KEY);\n"
+    "                        the server prints it when it starts, `mugv keys list` shows it\n"
+    "  --client-key FILE     this client's secret key file (default $MUGV_HOME/keys/client.key, made on\n"
+    "                        first use); the server's owner authorises its public key\n"
     "  --screenshot FILE     write the window to FILE (.png, else binary PPM) when exiting\n"
     "  --exit-after-ms N     close after N milliseconds\n"
     "  --dump-state          print what the monitor knows (JSON) on exit\n"
@@ -42,6 +49,7 @@ const char* kUsage =
 
 struct Options {
   std::string server;
+  std::optional<std::string> server_key, client_key;
   std::optional<fs::path> screenshot;
   std::optional<long> exit_after_ms;
   bool dump_state = false;
@@ -73,6 +81,10 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
       auto v = value("an endpoint");
       if (!v) return 2;
       o.server = *v;
+    } else if (a == "--server-key" || a == "--client-key") {
+      auto v = value(a == "--server-key" ? "a key or a .pub file" : "a .key file");
+      if (!v) return 2;
+      (a == "--server-key" ? o.server_key : o.client_key) = *v;
     } else if (a == "--screenshot") {
       auto v = value("a file name");
       if (!v) return 2;
@@ -98,6 +110,20 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
   }
   if (o.server.rfind("ipc://", 0) != 0 && o.server.rfind("tcp://", 0) != 0) {
     std::cerr << "mugv-monitor: --server " << o.server << ": not an ipc:// or tcp:// endpoint\n";
+    return 2;
+  }
+  const bool tcp = o.server.rfind("tcp://", 0) == 0;
+  if (!tcp && (o.server_key || o.client_key)) {
+    std::cerr << "mugv-monitor: --server-key and --client-key are for tcp:// endpoints\n";
+    return 2;
+  }
+  if (tcp && !o.server_key) {
+    if (const char* env = std::getenv("MUGV_SERVER_KEY"); env && *env) o.server_key = env;
+  }
+  if (tcp && !o.server_key) {
+    std::cerr << "mugv-monitor: --server " << o.server
+              << ": tcp:// servers require CURVE: pass --server-key KEY (the server prints its public key when it "
+                 "starts; `mugv keys list` on the server shows it)\n";
     return 2;
   }
   if (o.screenshot && !o.exit_after_ms) o.exit_after_ms = 3000;  // a screenshot needs an end
@@ -139,8 +165,34 @@ int no_window() {
   return 1;
 }
 
+// The CURVE credentials for a tcp:// server, as the `mugv --server` commands make them (throws mugv::Error
+// naming the key or file).
+std::optional<mugv::CurveClientKeys> curve_keys(const Options& o) {
+  if (!o.server_key) return std::nullopt;
+  mugv::CurveClientKeys keys;
+  keys.server_public_key = mugv::public_key_from_text_or_file(*o.server_key, "--server-key");
+  if (o.client_key) {
+    keys.client = mugv::read_keypair(*o.client_key);
+    return keys;
+  }
+  bool created = false;
+  const fs::path dir = mugv::keys_dir(mugv::mugv_home());
+  keys.client = mugv::load_or_create_keypair(dir, mugv::KeyRole::client, &created);
+  if (created)
+    std::cerr << "mugv-monitor: made a client key pair in " << mugv::secret_key_path(dir, mugv::KeyRole::client).string()
+              << "; the server's owner authorises it with: mugv keys authorize " << keys.client.public_key << "\n";
+  return keys;
+}
+
 int run(const Options& o) {
-  mugv::monitor::Network network(o.server);
+  std::optional<mugv::CurveClientKeys> curve;
+  try {
+    curve = curve_keys(o);
+  } catch (const mugv::Error& e) {
+    std::cerr << "mugv-monitor: " << e.what() << "\n";
+    return 1;
+  }
+  mugv::monitor::Network network(o.server, std::chrono::milliseconds(3000), curve);
   try {
     network.connect([] {
       if (g_glfw_ready) glfwPostEmptyEvent();

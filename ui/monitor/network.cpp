@@ -9,8 +9,8 @@ using protocol::MessageType;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-Network::Network(std::string endpoint, std::chrono::milliseconds timeout)
-    : endpoint_(std::move(endpoint)), timeout_(timeout) {
+Network::Network(std::string endpoint, std::chrono::milliseconds timeout, std::optional<CurveClientKeys> curve)
+    : endpoint_(std::move(endpoint)), timeout_(timeout), curve_(std::move(curve)) {
   state_.set_endpoint(endpoint_);
 }
 
@@ -44,12 +44,12 @@ nlohmann::json Network::state_json() const {
 }
 
 bool Network::open_connection_or_throw() {
-  auto client = std::make_unique<Client>(endpoint_, timeout_);
+  auto client = std::make_unique<Client>(endpoint_, timeout_, curve_);
   std::unique_ptr<EventSubscriber> subscriber;
   // Without an events endpoint the table still updates from the job list; plots and logs stay empty.
   if (!client->events_endpoints().empty())
     subscriber = std::make_unique<EventSubscriber>(client->events_endpoints().front(),
-                                                   std::vector<std::string>{"job/"});
+                                                   std::vector<std::string>{"job/"}, curve_);
   std::string version = client->server_info().value("server", "");
   client_ = std::move(client);
   subscriber_ = std::move(subscriber);

@@ -11,12 +11,14 @@
 // glfwPostEmptyEvent, which is safe to call from any thread.
 
 #include "monitor_state.h"
+#include "service/curve_keys.h"
 
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -30,7 +32,9 @@ namespace mugv::monitor {
 
 class Network {
  public:
-  Network(std::string endpoint, std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
+  // `curve`: the credentials for a tcp:// server (client.h); reconnections use them too.
+  Network(std::string endpoint, std::chrono::milliseconds timeout = std::chrono::milliseconds(3000),
+          std::optional<CurveClientKeys> curve = std::nullopt);
   ~Network();  // stop()
   Network(const Network&) = delete;
   Network& operator=(const Network&) = delete;
@@ -56,6 +60,7 @@ class Network {
 
   std::string endpoint_;
   std::chrono::milliseconds timeout_;
+  std::optional<CurveClientKeys> curve_;
   std::function<void()> wake_;
   std::unique_ptr<Client> client_;               // used by the network thread only (after connect())
   std::unique_ptr<EventSubscriber> subscriber_;  // likewise

@@ -17,9 +17,10 @@ class NetworkWorker : public QObject {
  public:
   NetworkWorker() = default;
 
- public slots:
-  void open(const QString& endpoint) {
+  // Called through a queued functor (the key type is not a Qt meta-type), on the network thread.
+  void open(const QString& endpoint, std::optional<CurveClientKeys> curve) {
     endpoint_ = endpoint.toStdString();
+    curve_ = std::move(curve);
     client_.reset();
     subscriber_.reset();
     if (!poll_) {
@@ -34,14 +35,18 @@ class NetworkWorker : public QObject {
     try_connect();
   }
 
+ public slots:
   void request(quint64 tag, int type, const QByteArray& header) {
     if (!client_) {
       emit failed(tag, QString("not connected to %1").arg(QString::fromStdString(endpoint_)));
       return;
     }
     try {
-      auto payload = client_->request(static_cast<protocol::MessageType>(type), nlohmann::json::parse(header.toStdString()));
-      emit replied(tag, QByteArray::fromStdString(payload.dump()));
+      std::vector<std::string> blobs;
+      auto payload = client_->request(static_cast<protocol::MessageType>(type), nlohmann::json::parse(header.toStdString()), &blobs);
+      QList<QByteArray> frames;
+      for (const auto& b : blobs) frames.push_back(QByteArray(b.data(), static_cast<qsizetype>(b.size())));
+      emit replied(tag, QByteArray::fromStdString(payload.dump()), frames);
     } catch (const Error& e) {
       emit failed(tag, QString::fromStdString(e.what()));
       if (e.code() == ErrorCode::timeout) lose_connection(QString::fromStdString(e.what()));
@@ -53,16 +58,16 @@ class NetworkWorker : public QObject {
  signals:
   void connected(const QByteArray& server_info);
   void disconnected(const QString& message);
-  void replied(quint64 tag, const QByteArray& payload);
+  void replied(quint64 tag, const QByteArray& payload, const QList<QByteArray>& frames);
   void failed(quint64 tag, const QString& message);
   void event(const QString& topic, const QByteArray& header, const QList<QByteArray>& blobs);
 
  private:
   void try_connect() {
     try {
-      client_ = std::make_unique<Client>(endpoint_, std::chrono::milliseconds(3000));
+      client_ = std::make_unique<Client>(endpoint_, std::chrono::milliseconds(3000), curve_);
       const auto& events = client_->events_endpoints();
-      if (!events.empty()) subscriber_ = std::make_unique<EventSubscriber>(events.front(), std::vector<std::string>{"job/"});
+      if (!events.empty()) subscriber_ = std::make_unique<EventSubscriber>(events.front(), std::vector<std::string>{"job/"}, curve_);
       reconnect_->stop();
       nlohmann::json info = {{"endpoint", endpoint_}};
       emit connected(QByteArray::fromStdString(info.dump()));
@@ -99,6 +104,7 @@ class NetworkWorker : public QObject {
   }
 
   std::string endpoint_;
+  std::optional<CurveClientKeys> curve_;
   std::unique_ptr<Client> client_;
   std::unique_ptr<EventSubscriber> subscriber_;
   QTimer* poll_ = nullptr;
@@ -112,11 +118,13 @@ BackendLink::BackendLink(QObject* parent) : QObject(parent) {
   connect(&thread_, &QThread::finished, worker_, &QObject::deleteLater);
   connect(worker_, &NetworkWorker::connected, this, [this](const QByteArray& info) {
     connected_ = true;
+    last_error_.clear();
     server_info_ = nlohmann::json::parse(info.toStdString());
     emit connected();
   });
   connect(worker_, &NetworkWorker::disconnected, this, [this](const QString& message) {
     connected_ = false;
+    last_error_ = message;
     emit disconnected(message);
   });
   connect(worker_, &NetworkWorker::replied, this, &BackendLink::on_reply);
@@ -134,24 +142,32 @@ BackendLink::~BackendLink() {
   thread_.wait();
 }
 
-void BackendLink::open(const QString& endpoint) {
+void BackendLink::open(const QString& endpoint, std::optional<CurveClientKeys> curve) {
   endpoint_ = endpoint;
-  QMetaObject::invokeMethod(worker_, "open", Qt::QueuedConnection, Q_ARG(QString, endpoint));
+  connected_ = false;
+  NetworkWorker* worker = worker_;
+  QMetaObject::invokeMethod(worker_, [worker, endpoint, curve] { worker->open(endpoint, curve); }, Qt::QueuedConnection);
 }
 
 void BackendLink::call(protocol::MessageType type, const nlohmann::json& header, Reply on_reply, Failure on_failure) {
+  FramesReply reply;
+  if (on_reply) reply = [on_reply = std::move(on_reply)](const nlohmann::json& payload, const QList<QByteArray>&) { on_reply(payload); };
+  call_frames(type, header, std::move(reply), std::move(on_failure));
+}
+
+void BackendLink::call_frames(protocol::MessageType type, const nlohmann::json& header, FramesReply on_reply, Failure on_failure) {
   const quint64 tag = next_tag_++;
   pending_[tag] = {std::move(on_reply), std::move(on_failure)};
   QMetaObject::invokeMethod(worker_, "request", Qt::QueuedConnection, Q_ARG(quint64, tag), Q_ARG(int, static_cast<int>(type)),
                             Q_ARG(QByteArray, QByteArray::fromStdString(header.is_null() ? "{}" : header.dump())));
 }
 
-void BackendLink::on_reply(quint64 tag, const QByteArray& payload) {
+void BackendLink::on_reply(quint64 tag, const QByteArray& payload, const QList<QByteArray>& frames) {
   auto it = pending_.find(tag);
   if (it == pending_.end()) return;
   auto callbacks = std::move(it->second);
   pending_.erase(it);
-  if (callbacks.first) callbacks.first(nlohmann::json::parse(payload.toStdString()));
+  if (callbacks.reply) callbacks.reply(nlohmann::json::parse(payload.toStdString()), frames);
 }
 
 void BackendLink::on_failure(quint64 tag, const QString& message) {
@@ -159,7 +175,7 @@ void BackendLink::on_failure(quint64 tag, const QString& message) {
   if (it == pending_.end()) return;
   auto callbacks = std::move(it->second);
   pending_.erase(it);
-  if (callbacks.second) callbacks.second(message);
+  if (callbacks.failure) callbacks.failure(message);
 }
 
 }  // namespace mugv::studio

@@ -6,7 +6,11 @@
 //   the error) later on the UI thread; events arrive as the `event` signal.
 // When a request times out the link reports `disconnected` and reconnects every two seconds; `connected`
 // fires again after a server restart, so pages refresh and running jobs are watched again.
+// tcp:// servers need CURVE keys (open()'s `curve`); a refused key is reported by `disconnected` with the
+// client library's words (they name `mugv keys authorize KEY`), and the link keeps trying, so the studio
+// connects as soon as the server's owner authorises the key.
 
+#include "service/curve_keys.h"
 #include "service/protocol.h"
 
 #include <QObject>
@@ -18,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 
 namespace mugv::studio {
 
@@ -28,18 +33,23 @@ class BackendLink : public QObject {
  public:
   using Reply = std::function<void(const nlohmann::json& payload)>;
   using Failure = std::function<void(const QString& message)>;
+  using FramesReply = std::function<void(const nlohmann::json& payload, const QList<QByteArray>& frames)>;
 
   explicit BackendLink(QObject* parent = nullptr);
   ~BackendLink() override;
 
-  // Connects (asynchronously) to `endpoint`; replaces any previous connection.
-  void open(const QString& endpoint);
+  // Connects (asynchronously) to `endpoint`; replaces any previous connection. `curve` is used for tcp://.
+  void open(const QString& endpoint, std::optional<CurveClientKeys> curve = std::nullopt);
   QString endpoint() const { return endpoint_; }
   bool is_connected() const { return connected_; }
   const nlohmann::json& server_info() const { return server_info_; }
 
   // Sends a request; exactly one of `on_reply` / `on_failure` runs later on the UI thread.
   void call(protocol::MessageType type, const nlohmann::json& header, Reply on_reply, Failure on_failure = {});
+  // The same for a reply that carries binary frames (clip_frames).
+  void call_frames(protocol::MessageType type, const nlohmann::json& header, FramesReply on_reply, Failure on_failure = {});
+  // The last reason the link is not connected (empty while connected).
+  QString last_error() const { return last_error_; }
 
  signals:
   void connected();
@@ -48,7 +58,7 @@ class BackendLink : public QObject {
   void event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs);
 
  private:
-  void on_reply(quint64 tag, const QByteArray& payload);
+  void on_reply(quint64 tag, const QByteArray& payload, const QList<QByteArray>& frames);
   void on_failure(quint64 tag, const QString& message);
 
   QThread thread_;
@@ -57,7 +67,12 @@ class BackendLink : public QObject {
   bool connected_ = false;
   nlohmann::json server_info_ = nlohmann::json::object();
   quint64 next_tag_ = 1;
-  std::map<quint64, std::pair<Reply, Failure>> pending_;
+  QString last_error_;
+  struct Pending {
+    FramesReply reply;
+    Failure failure;
+  };
+  std::map<quint64, Pending> pending_;
 };
 
 }  // namespace mugv::studio

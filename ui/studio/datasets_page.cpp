@@ -1,5 +1,6 @@
 // Datasets: the catalog's datasets, the starter dataset, imports and curation runs, and the clips of the
-// selected dataset with their scores, decision and reason, filters, and an undoable caption editor.
+// selected dataset as a thumbnail grid and a table with their scores, decision and reason, filters, an
+// undoable caption editor and a clip player.
 #include "job_params.h"
 #include "pages.h"
 
@@ -8,8 +9,11 @@
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
+#include <QIcon>
 #include <QInputDialog>
+#include <QPixmap>
 #include <QSplitter>
+#include <QTabWidget>
 #include <QUndoCommand>
 #include <QVBoxLayout>
 
@@ -82,6 +86,16 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   reason_filter_ = new QLineEdit(this);
   reason_filter_->setPlaceholderText("reason, e.g. sharpness<200");
   reason_filter_->setToolTip("Show clips rejected for exactly this reason");
+  grid_ = new QListWidget(this);
+  grid_->setViewMode(QListView::IconMode);
+  grid_->setIconSize(QSize(128, 96));
+  grid_->setGridSize(QSize(148, 130));
+  grid_->setResizeMode(QListView::Adjust);
+  grid_->setMovement(QListView::Static);
+  grid_->setToolTip("Double-click a clip to play it");
+  auto* views = new QTabWidget(this);
+  views->addTab(grid_, "Grid");
+  views->addTab(clips_, "Table");
 
   auto* left = new QVBoxLayout;
   left->addWidget(datasets_, 1);
@@ -99,7 +113,7 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   filters->addWidget(reason_filter_, 1);
   auto* right = new QVBoxLayout;
   right->addLayout(filters);
-  right->addWidget(clips_, 1);
+  right->addWidget(views, 1);
   auto* right_widget = new QWidget(this);
   right_widget->setLayout(right);
   auto* split = new QSplitter(this);
@@ -137,15 +151,24 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   connect(datasets_, &QListWidget::currentItemChanged, this, [this] { load_clips(); });
   connect(decision_filter_, &QComboBox::currentIndexChanged, this, [this] { load_clips(); });
   connect(reason_filter_, &QLineEdit::editingFinished, this, [this] { load_clips(); });
+  connect(grid_, &QListWidget::itemDoubleClicked, this,
+          [this](QListWidgetItem* item) { open_clip(item->data(Qt::UserRole).toLongLong()); });
   connect(clips_, &QTableWidget::cellDoubleClicked, this, [this](int row, int column) {
-    if (column != 8) return;
+    if (column != 8) {
+      open_clip(clips_->item(row, 0)->text().toLongLong());
+      return;
+    }
     const int64_t clip = clips_->item(row, 0)->text().toLongLong();
     const QString before = clips_->item(row, 8)->text();
     bool ok = false;
     const QString after = QInputDialog::getMultiLineText(this, "Caption", QString("Caption of clip %1:").arg(clip), before, &ok);
     if (ok && after != before) edit_caption(clip, before, after);
   });
-  connect(&link_, &BackendLink::connected, this, &DatasetsPage::refresh);
+  connect(&link_, &BackendLink::connected, this, [this] {
+    if (thumbnails_of_ != link_.endpoint()) thumbnails_.clear();  // clip ids belong to one server's catalog
+    thumbnails_of_ = link_.endpoint();
+    refresh();
+  });
   connect(&link_, &BackendLink::event, this,
           [this](const QString& topic, const nlohmann::json& header, const QList<QByteArray>&) { on_event(topic, header); });
 }
@@ -184,6 +207,12 @@ void DatasetsPage::load_clips() {
   if (!reason_filter_->text().trimmed().isEmpty()) h["reason"] = reason_filter_->text().trimmed().toStdString();
   link_.call(MessageType::list_clips, h, [this](const nlohmann::json& reply) {
     clips_->setRowCount(0);
+    grid_->clear();
+    QPixmap blank(grid_->iconSize());
+    blank.fill(QColor(40, 40, 40));
+    const QIcon placeholder(blank);
+    thumbnail_queue_.clear();
+    thumbnail_wanted_.clear();
     for (const auto& c : reply["clips"]) {
       const int row = clips_->rowCount();
       clips_->insertRow(row);
@@ -199,8 +228,78 @@ void DatasetsPage::load_clips() {
       auto* caption = read_only_cell(QString::fromStdString(c["caption"].get<std::string>()));
       caption->setToolTip(QString("origin: %1").arg(QString::fromStdString(c["caption_origin"].get<std::string>())));
       clips_->setItem(row, 8, caption);
+      const int64_t id = c["id"].get<int64_t>();
+      auto* cell = new QListWidgetItem(QString("%1 · %2").arg(id).arg(QString::fromStdString(c["decision"].get<std::string>())), grid_);
+      cell->setData(Qt::UserRole, QVariant::fromValue<qlonglong>(id));
+      cell->setToolTip(caption->text());
+      cell->setIcon(placeholder);  // the cell has its final size before the picture arrives
+      if (thumbnails_.contains(id)) show_thumbnail(id);
+      else request_thumbnail(id);
     }
+    pump_thumbnails();
   }, [this](const QString& m) { emit message(m); });
+}
+
+void DatasetsPage::request_thumbnail(int64_t clip_id) {
+  if (thumbnail_wanted_.insert(clip_id).second) thumbnail_queue_.push_back(clip_id);
+}
+
+// A few requests at a time: the network thread answers in order, so a page of 500 thumbnails must not make a
+// caption edit wait behind all of them.
+void DatasetsPage::pump_thumbnails() {
+  while (thumbnails_in_flight_ < 4 && !thumbnail_queue_.empty()) {
+    const int64_t id = thumbnail_queue_.front();
+    thumbnail_queue_.pop_front();
+    ++thumbnails_in_flight_;
+    auto done = [this, id] {
+      --thumbnails_in_flight_;
+      thumbnail_wanted_.erase(id);
+      pump_thumbnails();
+    };
+    link_.call_frames(MessageType::clip_frames, {{"clip", id}, {"count", 1}, {"max_side", 128}},
+                      [this, id, done](const nlohmann::json& reply, const QList<QByteArray>& frames) {
+                        const auto images = frames_from_rgb24(frames, reply.value("width", 0), reply.value("height", 0));
+                        if (!images.isEmpty()) {
+                          thumbnails_.insert(id, new QImage(images.front()));
+                          show_thumbnail(id);
+                        }
+                        done();
+                      },
+                      [done](const QString&) { done(); });  // the cell keeps its text
+  }
+}
+
+void DatasetsPage::show_thumbnail(int64_t clip_id) {
+  const QImage* image = thumbnails_.object(clip_id);
+  if (!image) return;
+  for (int i = 0; i < grid_->count(); ++i) {
+    QListWidgetItem* item = grid_->item(i);
+    if (item->data(Qt::UserRole).toLongLong() != clip_id) continue;
+    // Tiny clips (the starter set is 32 px) are enlarged without smoothing so their shapes stay crisp.
+    item->setIcon(QIcon(QPixmap::fromImage(image->scaled(grid_->iconSize(), Qt::KeepAspectRatio,
+                                                          image->width() < 64 ? Qt::FastTransformation : Qt::SmoothTransformation))));
+  }
+}
+
+void DatasetsPage::open_clip(int64_t clip_id) {
+  if (!player_window_) {
+    player_window_ = new QDialog(this);
+    player_window_->resize(560, 520);
+    player_ = new FramePlayer(player_window_);
+    auto* layout = new QVBoxLayout(player_window_);
+    layout->addWidget(player_);
+  }
+  player_window_->setWindowTitle(QString("Clip %1").arg(clip_id));
+  player_->set_frames({}, 8.0, false);
+  player_window_->show();  // not modal: the studio stays usable while it plays
+  link_.call_frames(MessageType::clip_frames, {{"clip", clip_id}, {"count", 64}, {"max_side", 512}},
+                    [this, clip_id](const nlohmann::json& reply, const QList<QByteArray>& frames) {
+                      if (player_window_->windowTitle() != QString("Clip %1").arg(clip_id)) return;  // another clip since
+                      player_->set_frames(frames_from_rgb24(frames, reply.value("width", 0), reply.value("height", 0)),
+                                          reply.value("fps", 8.0), false);
+                      player_->setFocus();
+                    },
+                    [this, clip_id](const QString& m) { emit message(QString("clip %1 cannot be played: %2").arg(clip_id).arg(m)); });
 }
 
 void DatasetsPage::on_event(const QString&, const nlohmann::json& header) {

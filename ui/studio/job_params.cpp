@@ -1,11 +1,5 @@
 #include "job_params.h"
 
-#include "core/error.h"
-#include "model/config.h"
-#include "model/info.h"
-
-#include <cmath>
-
 namespace mugv::studio {
 
 JobRequest make_job(std::string kind, std::vector<std::string> command, nlohmann::json values,
@@ -40,6 +34,14 @@ std::string validate(const TrainForm& f) {
   if (f.vae_run.empty()) return "VAE run: choose the VAE whose latents the DiT learns (train one first)";
   if (f.steps < 1) return "steps: at least 1";
   if (f.batch < 1) return "batch: at least 1";
+  if (f.tp < 1 || f.cp < 1) return "layout: tp and cp are at least 1";
+  if (f.zero != 0 && f.zero != 1) return "layout: ZeRO stage 0 or 1";
+  if (f.recompute != "none" && f.recompute != "selective" && f.recompute != "full")
+    return "layout: recompute is none, selective or full";
+  if (f.slurm_nodes == 0 && f.tp * f.cp > 1)
+    return "layout: tensor and context parallel need several ranks; train on a GPU cluster";
+  if (f.slurm_nodes > 0 && (f.slurm_nodes * f.tasks_per_node) % (f.tp * f.cp) != 0)
+    return "layout: tp x cp must divide the cluster's ranks";
   return {};
 }
 
@@ -48,6 +50,17 @@ JobRequest train_job(const TrainForm& f) {
                            {"train.vae_run", f.vae_run},     {"train.run", f.run},     {"train.steps", f.steps},
                            {"train.batch", f.batch},         {"train.sample_every", f.sample_every}};
   if (!f.sample_prompts.empty()) values["train.sample_prompts"] = f.sample_prompts;
+  values["train.tp"] = f.tp;
+  values["train.cp"] = f.cp;
+  values["train.zero"] = f.zero;
+  values["train.recompute"] = f.recompute;
+  if (f.slurm_nodes > 0) {
+    // The job submits the run to Slurm (sbatch + srun) and ends; the ranks find each other through Slurm.
+    values["slurm.submit"] = true;
+    values["slurm.nodes"] = f.slurm_nodes;
+    values["slurm.tasks_per_node"] = f.tasks_per_node;
+    values["slurm.gpus_per_node"] = f.tasks_per_node;
+  }
   return make_job("train", {"train"}, values);
 }
 
@@ -66,24 +79,6 @@ JobRequest curate_job(const std::string& input, const std::string& dataset, cons
 
 JobRequest redecide_job(const std::string& dataset, const std::string& preset) {
   return make_job("curate", {"curate", "redecide"}, {{"curate.dataset", dataset}, {"curate.preset", preset}});
-}
-
-MemoryEstimate estimate_training_memory(const std::string& model_preset, int batch, int frames, int height, int width) {
-  MemoryEstimate e;
-  try {
-    const ModelPreset preset = load_model_preset(model_preset);
-    const ModelInfo info = describe(preset, frames, height, width);
-    e.parameters = info.dit_parameters + info.text_parameters;
-    // fp32 weights, gradients, two AdamW moments and the EMA: 20 bytes per parameter.
-    const double weights = 20.0 * static_cast<double>(e.parameters);
-    // Saved activations per block and token: about 34 hidden-sized fp32 tensors (attention, MLP, norms).
-    const double tokens = static_cast<double>(info.video_tokens + info.text_tokens + 2);
-    const double activations = 4.0 * 34.0 * tokens * preset.dit.hidden * preset.dit.depth * batch;
-    e.gib = (weights + activations) / double(1u << 30) + 0.3;  // + runtime
-  } catch (const Error& error) {
-    e.problem = error.what();
-  }
-  return e;
 }
 
 }  // namespace mugv::studio

@@ -31,6 +31,12 @@ JobRequest generate_job(const GenerateForm& form);
 struct TrainForm {
   std::string run, dataset, vae_run, model = "tiny", train_preset = "tiny", sample_prompts;
   int steps = 200, batch = 4, sample_every = 0;
+  // Parallel layout (`train --tp --cp --zero --recompute`), chosen from the planner's table (layout_plan.h).
+  int tp = 1, cp = 1, zero = 0;
+  std::string recompute = "none";
+  // 0: train in the server's own worker (one rank); N: `train --slurm` on N nodes of `tasks_per_node` ranks,
+  // one GPU each.
+  int slurm_nodes = 0, tasks_per_node = 1;
 };
 std::string validate(const TrainForm& form);
 JobRequest train_job(const TrainForm& form);
@@ -40,15 +46,5 @@ JobRequest make_starter_job(const std::string& out_dir, int count);
 JobRequest import_job(const std::string& input, const std::string& dataset);
 JobRequest curate_job(const std::string& input, const std::string& dataset, const std::string& preset);
 JobRequest redecide_job(const std::string& dataset, const std::string& preset);
-
-// Rough training memory per device for the new-run dialog (weights + grads + AdamW + EMA at fp32, and the
-// activations of one step), from the preset's shapes; "" with a reason in `problem` when the preset or
-// geometry is unknown.
-struct MemoryEstimate {
-  double gib = 0;
-  long long parameters = 0;
-  std::string problem;
-};
-MemoryEstimate estimate_training_memory(const std::string& model_preset, int batch, int frames, int height, int width);
 
 }  // namespace mugv::studio

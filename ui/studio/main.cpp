@@ -1,4 +1,4 @@
-// mugv-studio [--server ENDPOINT] [--home DIR] [--screenshot-dir DIR] [--version]
+// mugv-studio [--server ENDPOINT [--server-key KEY|FILE.pub]] [--home DIR] [--screenshot-dir DIR] [--version]
 // Without --server the studio runs its own backend (`mugv serve` on an ipc socket under $MUGV_HOME).
 #include "main_window.h"
 
@@ -25,14 +25,17 @@ int main(int argc, char** argv) {
   parser.setApplicationDescription("MUG-V Studio: curate, train and generate videos");
   parser.addHelpOption();
   QCommandLineOption server("server", "Use the MUG-V server at ENDPOINT instead of the embedded one.", "ENDPOINT");
+  QCommandLineOption server_key("server-key", "The tcp:// server's CURVE public key, or its .pub file (default: the one remembered for that server, or $MUGV_SERVER_KEY).", "KEY");
   QCommandLineOption home("home", "Data folder of the embedded server (default $MUGV_HOME or ~/.local/share/mugv).", "DIR");
   QCommandLineOption shots("screenshot-dir", "Save a PNG of every page into DIR after a few seconds, then quit.", "DIR");
   QCommandLineOption no_starter("no-starter-offer", "Do not offer the starter dataset on first launch.");
-  parser.addOptions({server, home, shots, no_starter});
+  parser.addOptions({server, server_key, home, shots, no_starter});
   parser.process(app);
 
   mugv::studio::StudioOptions options;
   options.server = parser.value(server);
+  options.server_key = parser.value(server_key);
+  if (options.server_key.isEmpty()) options.server_key = qEnvironmentVariable("MUGV_SERVER_KEY");
   options.home = parser.value(home);
   if (options.home.isEmpty()) options.home = qEnvironmentVariable("MUGV_HOME");
   if (options.home.isEmpty()) options.home = QDir::home().filePath(".local/share/mugv");

@@ -1,10 +1,18 @@
 #include "main_window.h"
 
+#include "core/error.h"
+#include "new_run_dialog.h"
+#include "remote_keys.h"
+
 #include <QAction>
 #include <QApplication>
 #include <QCloseEvent>
+#include <QDialog>
+#include <QDialogButtonBox>
+#include <QFormLayout>
 #include <QDir>
-#include <QInputDialog>
+#include <QLineEdit>
+#include <QPushButton>
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QPalette>
@@ -70,6 +78,8 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   connect(&link_, &BackendLink::connected, this, [this] {
     connection_->setText("● " + link_.endpoint());
     connection_->setToolTip("connected");
+    if (!pending_key_.isEmpty() && pending_endpoint_ == link_.endpoint()) remember_server_key(pending_endpoint_, pending_key_);
+    pending_key_.clear();
     if (options_.offer_starter && !starter_offered_) {
       starter_offered_ = true;
       link_.call(MessageType::list_datasets, {}, [this](const nlohmann::json& reply) {
@@ -113,14 +123,72 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
       return;
     }
   }
-  connect_to(endpoint);
+  connect_to(endpoint, options_.server_key);
 }
 
 MainWindow::~MainWindow() = default;
 
-void MainWindow::connect_to(const QString& endpoint) {
+void MainWindow::connect_to(const QString& endpoint, const QString& server_key) {
+  const QString key = server_key.isEmpty() ? remembered_server_key(endpoint) : server_key;
+  std::optional<CurveClientKeys> curve;
+  try {
+    bool made = false;
+    curve = curve_keys_for(endpoint, key, options_.home, &made);
+    if (made)
+      activity_->setText(QString("made this studio's client key; the server's owner authorises it with: mugv keys authorize %1")
+                             .arg(QString::fromStdString(curve->client.public_key)));
+  } catch (const Error& e) {
+    connection_->setText("○ not connected");
+    connection_->setToolTip(QString::fromStdString(e.what()));
+    activity_->setText(QString::fromStdString(e.what()));
+    return;
+  }
+  pending_endpoint_ = endpoint;
+  pending_key_ = curve ? key : QString();
   connection_->setText("… connecting to " + endpoint);
-  link_.open(endpoint);
+  link_.open(endpoint, std::move(curve));
+}
+
+void MainWindow::open_connect_dialog() {
+  QDialog dialog(this);
+  dialog.setWindowTitle("Connect to server");
+  auto* form = new QFormLayout(&dialog);
+  dialog.setObjectName("connect_dialog");
+  auto* endpoint = new QLineEdit(link_.endpoint(), &dialog);
+  endpoint->setObjectName("endpoint");
+  endpoint->setPlaceholderText("tcp://gpu-box:5555 or ipc:///path/to/socket");
+  endpoint->setToolTip("A MUG-V server (`mugv serve --listen ...`)");
+  auto* key = new QLineEdit(&dialog);
+  key->setObjectName("server_key");
+  key->setPlaceholderText("the server's public key (40 characters) or its .pub file");
+  key->setToolTip("tcp:// servers use CURVE: the server prints its public key when it starts (`mugv keys list` shows it)");
+  QString key_error;
+  const QString mine = client_public_key(options_.home, &key_error);
+  auto* client = new QLabel(mine.isEmpty() ? key_error
+                                           : QString("This studio's key: %1\nThe server's owner lets it in with: "
+                                                     "mugv keys authorize %1").arg(mine),
+                            &dialog);
+  client->setObjectName("client_key");
+  client->setTextFormat(Qt::PlainText);  // Z85 keys contain '<', '>' and '&'
+  client->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  client->setWordWrap(true);
+  auto sync = [endpoint, key] {
+    const bool tcp = endpoint->text().trimmed().startsWith("tcp://");
+    key->setEnabled(tcp);
+    if (tcp && key->text().isEmpty()) key->setText(remembered_server_key(endpoint->text().trimmed()));
+  };
+  connect(endpoint, &QLineEdit::textChanged, &dialog, sync);
+  sync();
+  auto* box = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &dialog);
+  box->button(QDialogButtonBox::Ok)->setText("Connect");
+  form->addRow("Endpoint", endpoint);
+  form->addRow("Server key", key);
+  form->addRow(client);
+  form->addRow(box);
+  connect(box, &QDialogButtonBox::accepted, &dialog, &QDialog::accept);
+  connect(box, &QDialogButtonBox::rejected, &dialog, &QDialog::reject);
+  if (dialog.exec() == QDialog::Accepted && !endpoint->text().trimmed().isEmpty())
+    connect_to(endpoint->text().trimmed(), key->isEnabled() ? key->text().trimmed() : QString());
 }
 
 void MainWindow::show_page(Page page) {
@@ -134,11 +202,7 @@ void MainWindow::build_menus() {
   QMenu* file = menuBar()->addMenu("&File");
   QAction* remote = file->addAction("Connect to server…");
   remote->setToolTip("Use a remote MUG-V server (tcp:// or ipc:// endpoint) instead of the embedded one");
-  connect(remote, &QAction::triggered, this, [this] {
-    bool ok = false;
-    const QString ep = QInputDialog::getText(this, "Server", "Endpoint (e.g. tcp://gpu-box:5555):", QLineEdit::Normal, link_.endpoint(), &ok);
-    if (ok && !ep.isEmpty()) connect_to(ep);
-  });
+  connect(remote, &QAction::triggered, this, &MainWindow::open_connect_dialog);
   file->addSeparator();
   QAction* quit = file->addAction("Quit");
   quit->setShortcut(QKeySequence::Quit);
@@ -226,6 +290,19 @@ void MainWindow::save_screenshots(const QString& dir) {
     QApplication::processEvents();
     grab().save(QDir(dir).filePath(QString("%1.png").arg(names[i])));
   }
+  // The new-run dialog planning a mugv-10b run on 64 GPUs (docs/MUGV.md's geometry).
+  NewRunDialog dialog(link_, this);
+  dialog.where()->setCurrentIndex(dialog.where()->findData(static_cast<int>(TrainWhere::cluster)));
+  dialog.model()->setCurrentText("mugv-10b");
+  dialog.gpus()->setValue(64);
+  dialog.frames()->setValue(121);
+  dialog.size()->setText("1280x720");
+  dialog.batch()->setValue(64);
+  dialog.vae()->setCurrentText("vae-1");
+  dialog.resize(700, 820);
+  dialog.show();
+  QApplication::processEvents();
+  dialog.grab().save(QDir(dir).filePath("new-run.png"));
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {

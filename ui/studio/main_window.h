@@ -1,7 +1,8 @@
 #pragma once
 // The studio's window: pages Datasets, Prompts, Runs and Generate (Ctrl+1..4) beside a sidebar, the
 // connection and job progress in the status bar, File / View / Help menus, remembered geometry and theme.
-// With no --server it runs on its embedded backend (embedded_server.h) under $MUGV_HOME.
+// With no --server it runs on its embedded backend (embedded_server.h) under $MUGV_HOME. File > Connect to
+// server… switches to another server; tcp:// ones take the server's public key (remote_keys.h).
 
 #include "backend_link.h"
 #include "embedded_server.h"
@@ -19,6 +20,7 @@ namespace mugv::studio {
 
 struct StudioOptions {
   QString server;       // empty: embedded
+  QString server_key;   // tcp:// servers: their CURVE public key (Z85 or a .pub file); empty: the remembered one
   QString home;         // $MUGV_HOME
   QString mugv_binary;  // for the embedded server
   bool offer_starter = true;  // first launch: offer to create the starter dataset
@@ -39,15 +41,21 @@ class MainWindow : public QMainWindow {
   RunsPage* runs_page() const { return runs_; }
   GeneratePage* generate_page() const { return generate_; }
   QString status_text() const;
-  // Saves a PNG of every page into `dir` (docs/screenshots).
+  // Saves a PNG of every page, and of the new-run dialog planning a large run, into `dir` (docs/screenshots).
   void save_screenshots(const QString& dir);
   void set_dark_theme(bool dark);
+  // Connects to `endpoint` (what File > Connect to server… does). tcp:// needs `server_key`, or the one
+  // remembered for that endpoint; a missing or malformed key, or a server that refuses this studio's key,
+  // is shown in the status bar (the window never waits for the network).
+  void connect_to(const QString& endpoint, const QString& server_key = {});
+  // File > Connect to server…: endpoint, the server's key (for tcp://, prefilled with the remembered one) and
+  // this studio's own public key to hand to the server's owner. Modal; accepting calls connect_to().
+  void open_connect_dialog();
 
  protected:
   void closeEvent(QCloseEvent* event) override;
 
  private:
-  void connect_to(const QString& endpoint);
   void build_menus();
   void show_about();
 
@@ -64,6 +72,7 @@ class MainWindow : public QMainWindow {
   QLabel* activity_;
   QProgressBar* progress_;
   bool starter_offered_ = false;
+  QString pending_endpoint_, pending_key_;  // remembered once the connection succeeds
 };
 
 }  // namespace mugv::studio

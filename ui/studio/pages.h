@@ -5,7 +5,9 @@
 #include "backend_link.h"
 #include "widgets.h"
 
+#include <QCache>
 #include <QComboBox>
+#include <QDialog>
 #include <QDoubleSpinBox>
 #include <QLabel>
 #include <QLineEdit>
@@ -17,7 +19,9 @@
 #include <QUndoStack>
 #include <QWidget>
 
+#include <deque>
 #include <map>
+#include <set>
 
 namespace mugv::studio {
 
@@ -25,6 +29,10 @@ namespace mugv::studio {
 void submit_job(BackendLink& link, const nlohmann::json& header, std::function<void(int64_t)> done,
                 std::function<void(const QString&)> failed);
 
+// Clips are shown as a grid of thumbnails and as a table of scores. Thumbnails and the player's frames come
+// from the server (clip_frames), so a remote server's clips show too; they are fetched a few at a time on the
+// network thread and cached by clip id. Double-clicking a clip (a grid cell, or a table cell other than the
+// caption) plays its frames; double-clicking a caption edits it.
 class DatasetsPage : public QWidget {
   Q_OBJECT
  public:
@@ -34,9 +42,15 @@ class DatasetsPage : public QWidget {
   void create_starter_dataset(int clips = 64);
   QListWidget* datasets() const { return datasets_; }
   QTableWidget* clips() const { return clips_; }
+  QListWidget* grid() const { return grid_; }
   QUndoStack* undo_stack() const { return undo_; }
   // Saves a caption through the server (undoable).
   void edit_caption(int64_t clip_id, const QString& old_text, const QString& new_text);
+  // Opens the player on a clip's frames (fetched from the server).
+  void open_clip(int64_t clip_id);
+  FramePlayer* clip_player() const { return player_; }
+  QDialog* clip_player_window() const { return player_window_; }
+  int thumbnails_loaded() const { return static_cast<int>(thumbnails_.size()); }
 
  signals:
   void message(const QString& text);
@@ -44,16 +58,27 @@ class DatasetsPage : public QWidget {
  private:
   void load_clips();
   void on_event(const QString& topic, const nlohmann::json& header);
+  void request_thumbnail(int64_t clip_id);
+  void pump_thumbnails();
+  void show_thumbnail(int64_t clip_id);
 
   BackendLink& link_;
   QString home_;
   QListWidget* datasets_;
   QTableWidget* clips_;
+  QListWidget* grid_;
   QComboBox* decision_filter_;
   QLineEdit* reason_filter_;
   QComboBox* preset_;
   QUndoStack* undo_;
+  QDialog* player_window_ = nullptr;
+  FramePlayer* player_ = nullptr;
   std::map<int64_t, QString> follow_up_;  // job id -> dataset to import when it succeeds
+  QCache<int64_t, QImage> thumbnails_{2000};
+  std::deque<int64_t> thumbnail_queue_;
+  std::set<int64_t> thumbnail_wanted_;
+  int thumbnails_in_flight_ = 0;
+  QString thumbnails_of_;  // the endpoint the cache belongs to
 };
 
 class RunsPage : public QWidget {

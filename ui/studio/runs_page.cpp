@@ -1,11 +1,10 @@
-// Runs: the job queue (reorder, pause, resume, cancel, retry), a new-run dialog with the memory estimate,
-// live charts of loss / learning rate / throughput / MFU, the samples rendered during training, and logs.
+// Runs: the job queue (reorder, pause, resume, cancel, retry), the new-run dialog with the planner's layouts
+// (new_run_dialog.h), live charts of loss / learning rate / throughput / MFU, the samples rendered during
+// training, and logs.
 #include "job_params.h"
+#include "new_run_dialog.h"
 #include "pages.h"
 
-#include <QDialog>
-#include <QDialogButtonBox>
-#include <QFormLayout>
 #include <QGridLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
@@ -202,83 +201,8 @@ void RunsPage::start_training(const TrainForm& form) {
 }
 
 void RunsPage::open_new_run_dialog() {
-  QDialog dialog(this);
-  dialog.setWindowTitle("New training run");
-  auto* form = new QFormLayout(&dialog);
-  auto* name = new QLineEdit("run-1", &dialog);
-  name->setToolTip("Name of the run folder ($MUGV_HOME/runs/NAME)");
-  auto* dataset = new QComboBox(&dialog);
-  dataset->setEditable(true);
-  dataset->setToolTip("Dataset whose cached latents the DiT learns");
-  auto* vae = new QComboBox(&dialog);
-  vae->setEditable(true);
-  vae->setToolTip("VAE run whose latent space the DiT learns");
-  auto* model = new QComboBox(&dialog);
-  model->addItems({"tiny", "small", "mugv-1b", "mugv-4b", "mugv-10b", "mugv-18b"});
-  model->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
-  auto* steps = new QSpinBox(&dialog);
-  steps->setRange(1, 10000000);
-  steps->setValue(200);
-  steps->setToolTip("Optimizer steps in total");
-  auto* batch = new QSpinBox(&dialog);
-  batch->setRange(1, 4096);
-  batch->setValue(4);
-  batch->setToolTip("Clips per step");
-  auto* sample_every = new QSpinBox(&dialog);
-  sample_every->setRange(0, 1000000);
-  sample_every->setValue(100);
-  sample_every->setToolTip("Render sample videos every N steps (0: never)");
-  auto* memory = new QLabel(&dialog);
-  auto* problem = new QLabel(&dialog);
-  problem->setStyleSheet("color: #d33;");
-  auto* box = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &dialog);
-  box->button(QDialogButtonBox::Ok)->setText("Start");
-  form->addRow("Run name", name);
-  form->addRow("Dataset", dataset);
-  form->addRow("VAE run", vae);
-  form->addRow("Model", model);
-  form->addRow("Steps", steps);
-  form->addRow("Batch", batch);
-  form->addRow("Samples every", sample_every);
-  form->addRow("Memory estimate", memory);
-  form->addRow(problem);
-  form->addRow(box);
-  auto read = [=] {
-    TrainForm f;
-    f.run = name->text().trimmed().toStdString();
-    f.dataset = dataset->currentText().toStdString();
-    f.vae_run = vae->currentText().toStdString();
-    f.model = f.train_preset = model->currentText().toStdString();
-    f.steps = steps->value();
-    f.batch = batch->value();
-    f.sample_every = sample_every->value();
-    return f;
-  };
-  auto update = [=] {
-    const TrainForm f = read();
-    const MemoryEstimate m = estimate_training_memory(f.model, f.batch, 17, 64, 64);
-    memory->setText(m.problem.empty() ? QString("%1 GiB per device at 17×64×64 (%2 M parameters)").arg(m.gib, 0, 'f', 2).arg(m.parameters / 1e6, 0, 'f', 1)
-                                      : QString::fromStdString(m.problem));
-    const std::string why = validate(f);
-    problem->setText(QString::fromStdString(why));
-    box->button(QDialogButtonBox::Ok)->setEnabled(why.empty());
-  };
-  for (auto* w : {name}) connect(w, &QLineEdit::textChanged, &dialog, update);
-  for (auto* c : {dataset, vae, model}) connect(c, &QComboBox::currentTextChanged, &dialog, update);
-  for (auto* s : {steps, batch}) connect(s, &QSpinBox::valueChanged, &dialog, update);
-  link_.call(MessageType::list_datasets, {}, [dataset, update](const nlohmann::json& r) {
-    for (const auto& d : r["datasets"]) dataset->addItem(QString::fromStdString(d["name"].get<std::string>()));
-    update();
-  });
-  link_.call(MessageType::list_runs, {}, [vae, update](const nlohmann::json& r) {
-    for (const auto& run : r["runs"])
-      if (run.value("kind", "") == "vae") vae->addItem(QString::fromStdString(run["name"].get<std::string>()));
-    update();
-  });
-  update();
-  connect(box, &QDialogButtonBox::accepted, &dialog, &QDialog::accept);
-  connect(box, &QDialogButtonBox::rejected, &dialog, &QDialog::reject);
-  if (dialog.exec() == QDialog::Accepted) start_training(read());
+  NewRunDialog dialog(link_, this);
+  if (dialog.exec() == QDialog::Accepted) start_training(dialog.form());
 }
 
 }  // namespace mugv::studio

@@ -1,0 +1,55 @@
+#pragma once
+// The new-run dialog's planning: where a run would train (this machine's CPU, or a GPU cluster reached
+// through `mugv train --slurm`), and which parallel layouts fit there, fastest first (backend/parallel
+// planner.h, the model behind `mugv plan`). Pure functions, no Qt; the dialog (runs_page.cpp) shows the rows
+// and puts a problem next to the field it names.
+//
+// `mugv train` gives each data-parallel rank its share of the batch in one forward/backward (no gradient
+// accumulation), so only layouts whose micro-batch × dp equals the batch are offered, and their memory is
+// what a rank really holds.
+
+#include <string>
+#include <vector>
+
+namespace mugv::studio {
+
+enum class TrainWhere { this_machine, cluster };
+
+struct PlanForm {
+  TrainWhere where = TrainWhere::this_machine;
+  std::string model = "tiny";  // model preset
+  int batch = 4;               // clips per optimizer step (the global batch)
+  int frames = 17;
+  int width = 64, height = 64;
+  int gpus = 8, gpus_per_node = 8;  // cluster only; this machine is one CPU rank
+  double memory_gb = 80;            // per device: GPU memory, or this machine's RAM
+  double peak_tflops = 989;         // per device, in the training dtype
+};
+
+struct PlanRow {
+  int tp = 1, cp = 1, dp = 1, zero = 0;
+  std::string recompute = "none";
+  int micro_batch = 1;
+  double memory_gb = 0, step_s = 0, mfu = 0;
+  std::string text() const;  // "tp2.cp1.dp4, ZeRO-1, selective recompute"
+};
+
+// Which form field a problem belongs to.
+enum class PlanField { none, model, batch, frames, size, gpus, gpus_per_node, memory, peak };
+
+struct PlanOutcome {
+  std::vector<PlanRow> rows;  // fastest first, at most `top`
+  size_t fitting = 0;         // all the layouts that fit
+  int64_t video_tokens = 0;
+  std::string problem;  // empty when rows is not empty
+  PlanField field = PlanField::none;
+};
+
+PlanOutcome plan_training(const PlanForm& form, size_t top = 8);
+
+// Defaults of a place: this machine (its RAM, a few CPU TFLOP/s) or an H100-class GPU node.
+PlanForm defaults_for(TrainWhere where);
+// This machine's physical memory in GB (10^9 bytes); 0 when unknown.
+double machine_memory_gb();
+
+}  // namespace mugv::studio

@@ -1,0 +1,278 @@
+#include "new_run_dialog.h"
+
+#include <QDialogButtonBox>
+#include <QFormLayout>
+#include <QHeaderView>
+#include <QPointer>
+#include <QRegularExpression>
+
+#include <algorithm>
+
+namespace mugv::studio {
+
+using protocol::MessageType;
+
+namespace {
+
+constexpr const char* kProblemStyle = "border: 1px solid #d33;";
+
+QSpinBox* spin(QWidget* parent, int low, int high, int value, const QString& tip) {
+  auto* s = new QSpinBox(parent);
+  s->setRange(low, high);
+  s->setValue(value);
+  s->setToolTip(tip);
+  return s;
+}
+
+}  // namespace
+
+NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent) {
+  setWindowTitle("New training run");
+  setMinimumWidth(640);
+  name_ = new QLineEdit("run-1", this);
+  name_->setToolTip("Name of the run folder ($MUGV_HOME/runs/NAME)");
+  dataset_ = new QComboBox(this);
+  dataset_->setEditable(true);
+  dataset_->setToolTip("Dataset whose cached latents the DiT learns");
+  vae_ = new QComboBox(this);
+  vae_->setEditable(true);
+  vae_->setToolTip("VAE run whose latent space the DiT learns");
+  model_ = new QComboBox(this);
+  model_->addItems({"tiny", "small", "mugv-1b", "mugv-4b", "mugv-10b", "mugv-18b"});
+  model_->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
+  steps_ = spin(this, 1, 10000000, 200, "Optimizer steps in total");
+  batch_ = spin(this, 1, 4096, 4, "Clips per step, split over the data-parallel ranks");
+  sample_every_ = spin(this, 0, 1000000, 100, "Render sample videos every N steps (0: never)");
+  frames_ = spin(this, 1, 10000, 17, "Frames of the training clips (the planner's activation memory depends on it)");
+  size_ = new QLineEdit("64x64", this);
+  size_->setToolTip("Size WxH of the training clips");
+
+  where_ = new QComboBox(this);
+  where_->addItem("This machine (CPU)", static_cast<int>(TrainWhere::this_machine));
+  where_->addItem("GPU cluster (Slurm)", static_cast<int>(TrainWhere::cluster));
+  where_->setToolTip("Where the run trains: in the server's worker on its CPU, or submitted with `train --slurm`");
+  gpus_ = spin(this, 1, 65536, 8, "GPUs in the run");
+  gpus_per_node_ = spin(this, 1, 64, 8, "GPUs per node (tensor parallel stays inside a node)");
+  memory_ = new QDoubleSpinBox(this);
+  memory_->setRange(0.1, 100000);
+  memory_->setDecimals(1);
+  memory_->setSuffix(" GB");
+  memory_->setToolTip("Memory per device: each GPU's, or this machine's RAM");
+  peak_ = new QDoubleSpinBox(this);
+  peak_->setRange(0.01, 100000);
+  peak_->setDecimals(2);
+  peak_->setToolTip("Dense peak TFLOP/s per device in the training dtype (H100 SXM bf16: 989); sets the predicted step time");
+
+  layouts_ = new QTableWidget(0, 8, this);
+  layouts_->setHorizontalHeaderLabels({"tp", "cp", "dp", "ZeRO", "recompute", "memory / device", "step s", "MFU"});
+  layouts_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+  layouts_->setSelectionBehavior(QAbstractItemView::SelectRows);
+  layouts_->setSelectionMode(QAbstractItemView::SingleSelection);
+  layouts_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+  layouts_->setMinimumHeight(180);
+  layouts_->verticalHeader()->hide();
+  layouts_->setToolTip("Parallel layouts that fit, fastest predicted step first; the selected one is the run's");
+  summary_ = new QLabel(this);
+  summary_->setWordWrap(true);
+  problem_ = new QLabel(this);
+  problem_->setWordWrap(true);
+  problem_->setStyleSheet("color: #d33;");
+
+  auto* box = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, this);
+  start_ = box->button(QDialogButtonBox::Ok);
+  start_->setText("Start");
+  auto* form = new QFormLayout(this);
+  form->addRow("Run name", name_);
+  form->addRow("Dataset", dataset_);
+  form->addRow("VAE run", vae_);
+  form->addRow("Model", model_);
+  form->addRow("Steps", steps_);
+  form->addRow("Batch", batch_);
+  form->addRow("Samples every", sample_every_);
+  form->addRow("Clip frames", frames_);
+  form->addRow("Clip size", size_);
+  form->addRow("Where", where_);
+  form->addRow("GPUs", gpus_);
+  form->addRow("GPUs per node", gpus_per_node_);
+  form->addRow("Memory per device", memory_);
+  form->addRow("Peak TFLOP/s", peak_);
+  form->addRow(layouts_);
+  form->addRow(summary_);
+  form->addRow(problem_);
+  form->addRow(box);
+
+  on_where_changed();
+  auto again = [this] { update(); };
+  connect(name_, &QLineEdit::textChanged, this, again);
+  connect(size_, &QLineEdit::textChanged, this, again);
+  for (auto* c : {dataset_, vae_, model_}) connect(c, &QComboBox::currentTextChanged, this, again);
+  for (auto* s : {steps_, batch_, gpus_, gpus_per_node_, frames_}) connect(s, &QSpinBox::valueChanged, this, again);
+  for (auto* s : {memory_, peak_}) connect(s, &QDoubleSpinBox::valueChanged, this, again);
+  connect(where_, &QComboBox::currentIndexChanged, this, [this] { on_where_changed(); });
+  connect(layouts_, &QTableWidget::itemSelectionChanged, this, [this] {
+    if (!updating_) update();
+  });
+  connect(box, &QDialogButtonBox::accepted, this, &QDialog::accept);
+  connect(box, &QDialogButtonBox::rejected, this, &QDialog::reject);
+
+  QPointer<NewRunDialog> self(this);
+  link.call(MessageType::list_datasets, {}, [self](const nlohmann::json& r) {
+    if (!self) return;
+    for (const auto& d : r["datasets"]) self->dataset_->addItem(QString::fromStdString(d["name"].get<std::string>()));
+    self->update();
+  });
+  link.call(MessageType::list_runs, {}, [self](const nlohmann::json& r) {
+    if (!self) return;
+    for (const auto& run : r["runs"])
+      if (run.value("kind", "") == "vae") self->vae_->addItem(QString::fromStdString(run["name"].get<std::string>()));
+    self->update();
+  });
+  update();
+}
+
+void NewRunDialog::on_where_changed() {
+  const auto where = static_cast<TrainWhere>(where_->currentData().toInt());
+  const PlanForm d = defaults_for(where);
+  const bool cluster = where == TrainWhere::cluster;
+  updating_ = true;  // one plan for the whole change, not one per field
+  gpus_->setEnabled(cluster);
+  gpus_per_node_->setEnabled(cluster);
+  gpus_->setValue(d.gpus);
+  gpus_per_node_->setValue(d.gpus_per_node);
+  memory_->setValue(d.memory_gb);
+  peak_->setValue(d.peak_tflops);
+  updating_ = false;
+  update();
+}
+
+PlanForm NewRunDialog::plan_form() const {
+  PlanForm f;
+  f.where = static_cast<TrainWhere>(where_->currentData().toInt());
+  f.model = model_->currentText().toStdString();
+  f.batch = batch_->value();
+  f.frames = frames_->value();
+  const auto m = QRegularExpression("^\\s*(\\d+)\\s*[xX]\\s*(\\d+)\\s*$").match(size_->text());
+  f.width = m.hasMatch() ? m.captured(1).toInt() : 0;
+  f.height = m.hasMatch() ? m.captured(2).toInt() : 0;
+  f.gpus = gpus_->value();
+  f.gpus_per_node = gpus_per_node_->value();
+  f.memory_gb = memory_->value();
+  f.peak_tflops = peak_->value();
+  return f;
+}
+
+TrainForm NewRunDialog::form() const {
+  TrainForm f;
+  f.run = name_->text().trimmed().toStdString();
+  f.dataset = dataset_->currentText().toStdString();
+  f.vae_run = vae_->currentText().toStdString();
+  f.model = f.train_preset = model_->currentText().toStdString();
+  f.steps = steps_->value();
+  f.batch = batch_->value();
+  f.sample_every = sample_every_->value();
+  const auto rows = layouts_->selectionModel()->selectedRows();
+  if (!rows.isEmpty() && rows.first().row() < static_cast<int>(rows_.size())) {
+    const PlanRow& r = rows_[size_t(rows.first().row())];
+    f.tp = r.tp;
+    f.cp = r.cp;
+    f.zero = r.zero;
+    f.recompute = r.recompute;
+  }
+  if (static_cast<TrainWhere>(where_->currentData().toInt()) == TrainWhere::cluster) {
+    const int gpus = gpus_->value(), per_node = gpus_per_node_->value();
+    f.tasks_per_node = std::min(gpus, per_node);
+    f.slurm_nodes = (gpus + f.tasks_per_node - 1) / f.tasks_per_node;
+  }
+  return f;
+}
+
+bool NewRunDialog::can_start() const { return start_->isEnabled(); }
+
+void NewRunDialog::mark(QWidget* field, const QString& why) {
+  problem_field_ = field;
+  problem_->setText(why);
+  if (field) {
+    if (!field->property("plain_tip").isValid()) field->setProperty("plain_tip", field->toolTip());
+    field->setStyleSheet(kProblemStyle);
+    field->setToolTip(why);
+  }
+}
+
+void NewRunDialog::update() {
+  if (updating_) return;
+  updating_ = true;
+  // Clear the previous problem's outline and tooltip.
+  if (problem_field_) {
+    problem_field_->setStyleSheet({});
+    problem_field_->setToolTip(problem_field_->property("plain_tip").toString());
+  }
+  problem_field_ = nullptr;
+  problem_->clear();
+
+  const PlanForm pf = plan_form();
+  QString keep;
+  if (const auto sel = layouts_->selectionModel()->selectedRows(); !sel.isEmpty() && sel.first().row() < int(rows_.size()))
+    keep = QString::fromStdString(rows_[size_t(sel.first().row())].text());
+  PlanOutcome plan;
+  if (pf.width == 0 || pf.height == 0) {
+    plan.problem = "size: write it as WxH, e.g. 64x64";
+    plan.field = PlanField::size;
+  } else {
+    plan = plan_training(pf);
+  }
+  rows_ = plan.rows;
+  layouts_->setRowCount(0);
+  int select = rows_.empty() ? -1 : 0;
+  for (size_t i = 0; i < rows_.size(); ++i) {
+    const PlanRow& r = rows_[i];
+    const int row = layouts_->rowCount();
+    layouts_->insertRow(row);
+    const QStringList cells = {QString::number(r.tp), QString::number(r.cp), QString::number(r.dp), QString::number(r.zero),
+                               QString::fromStdString(r.recompute),
+                               r.memory_gb >= 1 ? QString("%1 GB").arg(r.memory_gb, 0, 'f', 1) : QString("%1 MB").arg(r.memory_gb * 1000, 0, 'f', 0),
+                               QString::number(r.step_s, 'g', 3), QString("%1 %").arg(100 * r.mfu, 0, 'f', 1)};
+    for (int c = 0; c < cells.size(); ++c) layouts_->setItem(row, c, new QTableWidgetItem(cells[c]));
+    if (QString::fromStdString(r.text()) == keep) select = row;
+  }
+  if (select >= 0) layouts_->selectRow(select);
+  updating_ = false;
+
+  if (!plan.problem.empty()) {
+    QWidget* field = nullptr;
+    switch (plan.field) {
+      case PlanField::model: field = model_; break;
+      case PlanField::batch: field = batch_; break;
+      case PlanField::frames: field = frames_; break;
+      case PlanField::size: field = size_; break;
+      case PlanField::gpus: field = gpus_; break;
+      case PlanField::gpus_per_node: field = gpus_per_node_; break;
+      case PlanField::memory: field = memory_; break;
+      case PlanField::peak: field = peak_; break;
+      case PlanField::none: break;
+    }
+    summary_->clear();
+    mark(field, QString::fromStdString(plan.problem));
+    start_->setEnabled(false);
+    return;
+  }
+  const TrainForm f = form();
+  summary_->setText(QString("%1 of %2 fitting layouts shown (%3 video tokens per clip); the run uses the selected one%4")
+                        .arg(rows_.size())
+                        .arg(plan.fitting)
+                        .arg(plan.video_tokens)
+                        .arg(f.slurm_nodes > 0 ? QString(", submitted to Slurm on %1 node(s) × %2 GPU(s)").arg(f.slurm_nodes).arg(f.tasks_per_node)
+                                               : QString(", in the server's worker")));
+  const std::string why = validate(f);
+  if (!why.empty()) {
+    QWidget* field = nullptr;
+    const QString text = QString::fromStdString(why);
+    if (text.startsWith("run name")) field = name_;
+    else if (text.startsWith("dataset")) field = dataset_;
+    else if (text.startsWith("VAE")) field = vae_;
+    else if (text.startsWith("layout")) field = layouts_;
+    mark(field, text);
+  }
+  start_->setEnabled(why.empty());
+}
+
+}  // namespace mugv::studio
