@@ -9,7 +9,7 @@
 namespace mugv::protocol {
 namespace {
 
-constexpr std::array<std::pair<MessageType, const char*>, 32> kTypeNames{{
+constexpr std::array<std::pair<MessageType, const char*>, 33> kTypeNames{{
     {MessageType::hello, "hello"},
     {MessageType::welcome, "welcome"},
     {MessageType::ok, "ok"},
