@@ -286,9 +286,13 @@ MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout&
   MemoryBreakdown m;
   const int64_t n = parameters_per_rank(preset, layout.tp, o.text_encoder);
   m.parameters = n * p.param_bytes;
-  m.gradients = n * p.grad_bytes;
+  // Data parallel: the gradients are also copied into the reduction buckets (train/gradient_sync.h).
+  m.gradients = n * p.grad_bytes * (layout.dp > 1 ? 2 : 1);
   const int64_t shards = o.zero == 1 ? layout.dp : 1;
   m.optimizer = (n * p.optimizer_bytes() + shards - 1) / shards;
+  // ZeRO-1 gathers the updated weights into a buffer of the whole flat parameter vector (train/zero_optimizer.h),
+  // and c10d's list-form all-gather stages the same amount in a flat buffer of its own (Gloo and NCCL alike).
+  if (o.zero == 1 && layout.dp > 1) m.optimizer += 2 * n * p.param_bytes;
 
   const int64_t sequence = info.video_tokens + 2;
   const int64_t text_tokens = c.text_tokens;

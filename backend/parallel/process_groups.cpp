@@ -173,6 +173,18 @@ void ProcessGroups::broadcast(GroupKind kind, torch::Tensor& tensor, int root) {
   wait(group(kind).broadcast(tensors, opts));
 }
 
+void ProcessGroups::all_gather_into(GroupKind kind, const torch::Tensor& tensor, std::vector<torch::Tensor>& outputs) {
+  if (static_cast<int>(outputs.size()) != group_size(kind))
+    throw Error(ErrorCode::internal, "all_gather_into", cat(outputs.size(), " outputs for ", group_size(kind), " ranks"));
+  if (group_size(kind) == 1) {
+    outputs[0].copy_(tensor);
+    return;
+  }
+  std::vector<torch::Tensor> input{tensor.contiguous()};
+  std::vector<std::vector<torch::Tensor>> output{outputs};
+  wait(group(kind).allgather(output, input));
+}
+
 torch::Tensor ProcessGroups::all_gather(GroupKind kind, const torch::Tensor& tensor, int64_t dim) {
   int n = group_size(kind);
   if (n == 1) return tensor;

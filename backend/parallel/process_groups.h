@@ -53,6 +53,9 @@ class ProcessGroups {
   // function waits for it. The tensor must stay alive and untouched until then.
   std::function<void()> all_reduce_sum_async(GroupKind kind, torch::Tensor& tensor);
   void broadcast(GroupKind kind, torch::Tensor& tensor, int group_root);
+  // Every rank's `tensor` into `outputs` (one tensor per rank, each shaped like `tensor`; views into one buffer
+  // are fine), in group-rank order.
+  void all_gather_into(GroupKind kind, const torch::Tensor& tensor, std::vector<torch::Tensor>& outputs);
   // Concatenation of every rank's `tensor` along `dim`, in group-rank order.
   torch::Tensor all_gather(GroupKind kind, const torch::Tensor& tensor, int64_t dim);
   // Sum over the group, then this rank's slice along `dim` (size divisible by the group size).

@@ -50,7 +50,13 @@ void ZeroAdamW::step(double lr) {
     }
     mine.narrow(0, piece.shard_offset, piece.length).copy_(flat);
   }
-  torch::Tensor all = groups_->all_gather(GroupKind::data, mine, 0);
+  // Straight into one persistent buffer (no concatenation copy): the list-form all-gather fills its views.
+  if (!gathered_.defined()) {
+    gathered_ = torch::empty({shard_size_ * groups_->group_size(GroupKind::data)}, torch::kFloat32);
+    for (const auto& chunk : gathered_.chunk(groups_->group_size(GroupKind::data))) gathered_views_.push_back(chunk);
+  }
+  groups_->all_gather_into(GroupKind::data, mine, gathered_views_);
+  const torch::Tensor& all = gathered_;
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
     p.detach().view(-1).copy_(all.narrow(0, param_offsets_[i], p.numel()));

@@ -46,6 +46,8 @@ class ZeroAdamW final : public Optimizer {
   int64_t shard_size_ = 0, begin_ = 0, end_ = 0;
   std::vector<Piece> pieces_;
   torch::Tensor exp_avg_, exp_avg_sq_;  // [shard_size]
+  torch::Tensor gathered_;                    // [shard_size · dp]: every rank's updated range
+  std::vector<torch::Tensor> gathered_views_;
   AdamWOptions options_;
   int64_t step_ = 0;
 };
