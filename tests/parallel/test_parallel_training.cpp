@@ -219,3 +219,29 @@ TEST_CASE("a rank killed mid-run stops the whole run, names the rank and leaves 
   REQUIRE(good);
   CHECK(good->step >= 2);
 }
+
+TEST_CASE("multi-rank runs resume exactly on their own layout", "[parallel][gloo][train]") {
+  test::MicroHome home(8);
+  for (const auto& flags : {std::vector<std::string>{"--tp", "2"}, std::vector<std::string>{"--zero", "1"}}) {
+    const std::string tag = flags[0] == "--tp" ? "tp" : "zero";
+    INFO(tag);
+    REQUIRE(run_mugv(2, train_args(tag + "-straight", flags)).exit_code == 0);
+    auto half = flags;
+    half.insert(half.end(), {"--steps", std::to_string(kSteps / 2)});
+    REQUIRE(run_mugv(2, train_args(tag + "-resumed", half)).exit_code == 0);
+    REQUIRE(run_mugv(2, {"resume", tag + "-resumed", "--steps", std::to_string(kSteps)}).exit_code == 0);
+    for (const char* stem : {"model", "ema", "optimizer"}) {
+      const fs::path a = CheckpointStore(run_paths(tag + "-straight").checkpoints()).open(kSteps).dir;
+      const fs::path b = CheckpointStore(run_paths(tag + "-resumed").checkpoints()).open(kSteps).dir;
+      for (const auto& entry : fs::directory_iterator(a)) {
+        const std::string name = entry.path().filename().string();
+        if (!starts_with(name, stem)) continue;
+        INFO(name);
+        auto ta = read_canonical_tensors(a, name.substr(0, name.size() - std::string(".safetensors").size()), {}, {});
+        auto tb = read_canonical_tensors(b, name.substr(0, name.size() - std::string(".safetensors").size()), {}, {});
+        REQUIRE(ta.tensors.size() == tb.tensors.size());
+        for (const auto& [key, t] : ta.tensors) CHECK(torch::equal(t, tb.tensors.at(key)));
+      }
+    }
+  }
+}
