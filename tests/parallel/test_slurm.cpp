@@ -7,7 +7,9 @@
 #include "core/strings.h"
 #include "parallel/slurm.h"
 #include "support/micro_home.h"
+#include "support/slurm_fixture.h"
 #include "support/test_support.h"
+#include "service/cluster_profiles.h"
 #include "train/checkpoint_store.h"
 #include "train/run_layout.h"
 
@@ -17,31 +19,9 @@
 #include <thread>
 
 using namespace mugv;
+using test::LoopbackCluster;
 
 namespace {
-
-const fs::path kScript = fs::path(MUGV_TEST_SOURCE_DIR) / "slurm_cluster.sh";
-
-// Starts the cluster for the life of the object; `conf` is empty (with `skip_reason`) when it cannot run here.
-struct LoopbackCluster {
-  test::TempDir dir{"mugv-slurm"};
-  std::string conf, skip_reason;
-  LoopbackCluster() {
-    ProcessResult r = run_process({kScript.string(), "start", dir.path().string(), "2"}, std::chrono::seconds(90));
-    if (r.exit_code == 77) {
-      skip_reason = trim(r.err);
-      return;
-    }
-    INFO(r.err);
-    REQUIRE(r.exit_code == 0);
-    conf = trim(r.out);
-    ::setenv("SLURM_CONF", conf.c_str(), 1);
-  }
-  ~LoopbackCluster() {
-    if (!conf.empty()) (void)run_process({kScript.string(), "stop", dir.path().string()}, std::chrono::seconds(30));
-    ::unsetenv("SLURM_CONF");
-  }
-};
 
 ProcessResult run_mugv(std::vector<std::string> args) {
   args.insert(args.begin(), (test::binary_dir() / "bin" / "mugv").string());
@@ -122,4 +102,48 @@ TEST_CASE("a submission Slurm refuses shows Slurm's own message", "[slurm][paral
   r = run_mugv(args);
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("--partition") != std::string::npos);
+}
+
+TEST_CASE("a training job submitted to the server runs on two Slurm nodes through the Slurm executor", "[slurm][parallel]") {
+  LoopbackCluster cluster;
+  if (cluster.conf.empty()) {
+    WARN("skipped: " << cluster.skip_reason);
+    return;
+  }
+  test::MicroHome home(6);
+  fs::create_directories(cluster_profiles_dir(home.path()));
+  std::ofstream(cluster_profiles_dir(home.path()) / "loopback.toml") << "partition = \"debug\"\ntime = \"0:10:00\"\n";
+  test::ServeProcess serve(home.path());
+  Client client = serve.connect();
+  const nlohmann::json params = {
+      {"command", {"train"}},
+      {"values",
+       {{"train.preset", "micro"}, {"train.dataset", "shapes"}, {"train.vae_run", "vae0"}, {"train.run", "via-server"},
+        {"train.steps", 4}, {"train.batch", 2}, {"train.save_every", 2}, {"train.threads", 1}, {"train.prefetch", 0},
+        {"train.comm_timeout", 60.0}}},
+      {"executor", "slurm"},
+      {"cluster", "loopback"},
+      {"nodes", 2},
+      {"tasks_per_node", 1}};
+  const int64_t id =
+      client.request(protocol::MessageType::submit_job, {{"kind", "train"}, {"params", params}})["job"]["id"].get<int64_t>();
+  std::string state;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+  while (std::chrono::steady_clock::now() < deadline) {
+    state = client.request(protocol::MessageType::get_job, {{"job", id}})["job"]["state"].get<std::string>();
+    if (state == "succeeded" || state == "failed" || state == "cancelled") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  INFO(client.request(protocol::MessageType::job_logs, {{"job", id}, {"tail_lines", 60}})["text"].get<std::string>());
+  REQUIRE(state == "succeeded");
+  // Both ranks trained (rank 0 wrote every rank's time split) and the metrics reached the server's catalog.
+  std::ifstream metrics(run_paths("via-server").metrics());
+  std::string line, last;
+  while (std::getline(metrics, line)) last = line;
+  REQUIRE(!last.empty());
+  CHECK(nlohmann::json::parse(last).at("ranks").size() == 2);
+  const auto job = client.request(protocol::MessageType::get_job, {{"job", id}});
+  bool metrics_event = false;
+  for (const auto& e : job["events"]) metrics_event = metrics_event || e["type"] == "metrics";
+  CHECK(metrics_event);
 }

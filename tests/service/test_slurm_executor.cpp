@@ -12,6 +12,7 @@
 #include "core/strings.h"
 #include "service/client.h"
 #include "service/cluster_profiles.h"
+#include "support/slurm_fixture.h"
 #include "service/file_reports.h"
 #include "service/slurm_executor.h"
 #include "support/test_support.h"
@@ -30,82 +31,12 @@
 using namespace mugv;
 using namespace std::chrono_literals;
 using protocol::MessageType;
+using test::LoopbackCluster;
+using test::ServeProcess;
 using test::TempDir;
 
 namespace {
 
-const fs::path kClusterScript = fs::path(MUGV_SLURM_CLUSTER_SCRIPT);
-
-// Starts the cluster for the life of the object; `conf` is empty (with `skip_reason`) when it cannot run
-// here.
-struct LoopbackCluster {
-  TempDir dir{"mugv-slurm"};
-  std::string conf, skip_reason;
-  LoopbackCluster() {
-    ProcessResult r = run_process({kClusterScript.string(), "start", dir.path().string(), "2"}, 90s);
-    if (r.exit_code == 77) {
-      skip_reason = trim(r.err);
-      return;
-    }
-    INFO(r.err);
-    REQUIRE(r.exit_code == 0);
-    conf = trim(r.out);
-    ::setenv("SLURM_CONF", conf.c_str(), 1);
-  }
-  ~LoopbackCluster() {
-    if (!conf.empty()) (void)run_process({kClusterScript.string(), "stop", dir.path().string()}, 30s);
-    ::unsetenv("SLURM_CONF");
-  }
-};
-
-// The real `mugv serve` on an ipc socket in `home` (its log in home/serve.log), stopped with SIGTERM.
-class ServeProcess {
- public:
-  explicit ServeProcess(const fs::path& home)
-      : home_(home), endpoint_("ipc://" + (home / "sock" / "mugv.sock").string()) {
-    const std::string exe = (test::binary_dir() / "bin" / "mugv").string();
-    std::vector<std::string> args = {exe, "serve", "--home", home.string(), "--listen", endpoint_};
-    const std::string log = (home / "serve.log").string();
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, STDOUT_FILENO);
-      ::dup2(fd, STDERR_FILENO);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(exe.c_str(), argv.data());
-      ::_exit(127);
-    }
-  }
-  ~ServeProcess() { stop(); }
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-  // A client, once the server answers.
-  Client connect() const {
-    for (int i = 0; i < 100; ++i) {
-      try {
-        return Client(endpoint_, 1000ms);
-      } catch (const Error&) {
-        std::this_thread::sleep_for(100ms);
-      }
-    }
-    FAIL("mugv serve did not answer; its log:\n" << read_text_file(home_ / "serve.log"));
-    throw Error(ErrorCode::timeout, endpoint_, "no server");
-  }
-  std::string log() const { return read_text_file(home_ / "serve.log"); }
-
- private:
-  fs::path home_;
-  std::string endpoint_;
-  pid_t pid_ = -1;
-};
 
 void write_profile(const fs::path& home, const std::string& name, const std::string& text) {
   fs::create_directories(cluster_profiles_dir(home));

@@ -43,6 +43,8 @@ std::optional<fs::path> real_data_file(const std::string& name) {
 
 fs::path binary_dir() { return MUGV_BINARY_DIR; }
 
+fs::path source_dir() { return fs::path(MUGV_SOURCE_DIR); }
+
 void write_bytes(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));

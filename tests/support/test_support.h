@@ -35,6 +35,8 @@ std::optional<fs::path> real_data_file(const std::string& name);
 
 // The build tree (for locating built executables such as mugv).
 fs::path binary_dir();
+// The source tree (for scripts the tests run, such as tests/parallel/slurm_cluster.sh).
+fs::path source_dir();
 
 // Runs `fn` expecting a mugv::Error and returns it for inspection; fails the test when nothing is thrown.
 template <typename Fn>
