@@ -186,27 +186,6 @@ std::optional<std::vector<std::string>> display_prefix() {
   return std::nullopt;
 }
 
-bool port_free(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// A port P with P+1 free too (requests on P, events on P+1).
-int free_port_pair() {
-  std::random_device rd;
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    int port = 20000 + static_cast<int>(rd() % 30000);
-    if (port_free(port) && port_free(port + 1)) return port;
-  }
-  FAIL("no free port pair on 127.0.0.1");
-  return 0;
-}
 
 std::string trimmed(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
@@ -229,7 +208,7 @@ TEST_CASE("mugv-monitor attaches to a tcp:// server with CURVE keys, and a refus
   const std::string stranger = trimmed(read_file(home / "stranger" / "client.pub"));
   REQUIRE(stranger.size() == kCurveKeyZ85Chars);
 
-  const int port = free_port_pair();
+  const int port = test::free_tcp_port_pair();
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(port);
   Process serve({mugv, "serve", "--listen", endpoint, "--home", home.path().string(), "--heartbeat-ms", "200"},
                 home / "serve.out", home / "serve.err", env);

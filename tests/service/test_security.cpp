@@ -40,27 +40,6 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-bool port_free(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// A port P with P+1 free too (requests on P, events on P+1).
-int free_port_pair() {
-  std::random_device rd;
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    int port = 20000 + static_cast<int>(rd() % 30000);
-    if (port_free(port) && port_free(port + 1)) return port;
-  }
-  FAIL("no free port pair on 127.0.0.1");
-  return 0;
-}
 
 ServerOptions options_for(const fs::path& home, std::vector<std::string> listen) {
   ServerOptions o;
@@ -216,7 +195,7 @@ TEST_CASE("an authorised client key talks to a tcp server over CURVE, events inc
   TempDir home;
   const CurveKeyPair me = generate_curve_keypair();
   add_authorized_key(authorized_keys_path(home.path()), me.public_key, "tester");
-  const std::string ep = cat("tcp://127.0.0.1:", free_port_pair());
+  const std::string ep = cat("tcp://127.0.0.1:", test::free_tcp_port_pair());
   RunningServer server(options_for(home.path(), {ep}));
   // The server made its key pair on first use, privately.
   CHECK(mode_of(home / "keys" / "server.key") == 0600);
@@ -241,7 +220,7 @@ TEST_CASE("an authorised client key talks to a tcp server over CURVE, events inc
 TEST_CASE("tcp refuses unauthorised keys, plain clients and a wrong server key, quickly and clearly",
           "[service][tcp]") {
   TempDir home;
-  const std::string ep = cat("tcp://127.0.0.1:", free_port_pair());
+  const std::string ep = cat("tcp://127.0.0.1:", test::free_tcp_port_pair());
   RunningServer server(options_for(home.path(), {ep}));
 
   SECTION("a key not in authorized_keys") {
@@ -274,7 +253,7 @@ TEST_CASE("tcp refuses unauthorised keys, plain clients and a wrong server key, 
 TEST_CASE("authorising and revoking a key take effect for the next connection, without a restart",
           "[service][tcp]") {
   TempDir home;
-  const std::string ep = cat("tcp://127.0.0.1:", free_port_pair());
+  const std::string ep = cat("tcp://127.0.0.1:", test::free_tcp_port_pair());
   RunningServer server(options_for(home.path(), {ep}));
   const CurveKeyPair me = generate_curve_keypair();
   const CurveClientKeys keys = client_keys(home.path(), me);
@@ -296,7 +275,7 @@ TEST_CASE("one server on ipc and tcp: ipc stays plain in its 0700 folder, tcp re
   fs::permissions(home / "sock", fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                      fs::perms::others_read | fs::perms::others_exec);
   const std::string ipc = "ipc://" + (home / "sock" / "mugv.sock").string();
-  const std::string tcp = cat("tcp://127.0.0.1:", free_port_pair());
+  const std::string tcp = cat("tcp://127.0.0.1:", test::free_tcp_port_pair());
   RunningServer server(options_for(home.path(), {ipc, tcp}));
   CHECK(mode_of(home / "sock") == 0700);  // fixed from 0755
   CHECK(server.server().worker_endpoint() == ipc);
@@ -396,7 +375,7 @@ TEST_CASE("mugv keys and mugv --server tcp:// --server-key from the command line
   CHECK(contains(bad.err, "'hello' is not a CURVE public key"));
   CHECK(contains(bad.err, "40 Z85 characters"));
 
-  const std::string ep = cat("tcp://127.0.0.1:", free_port_pair());
+  const std::string ep = cat("tcp://127.0.0.1:", test::free_tcp_port_pair());
   ServeProcess serve(server_home, {"--listen", ep});
   CHECK(contains(serve.log(), server_pub));  // the log says which key clients need
 

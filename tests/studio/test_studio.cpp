@@ -67,27 +67,6 @@ bool has_torch_commands() {
   return p.waitForFinished(30000) && p.exitCode() == 0;
 }
 
-bool port_free(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// A port P with P+1 free too (requests on P, events on P+1).
-int free_port_pair() {
-  std::random_device rd;
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    int port = 20000 + static_cast<int>(rd() % 30000);
-    if (port_free(port) && port_free(port + 1)) return port;
-  }
-  FAIL("no free port pair on 127.0.0.1");
-  return 0;
-}
 
 // A home with the starter dataset (8 clips, 32x32, 9 frames) and, with LibTorch, a VAE run and a DiT run.
 void prepare_home(const QString& home, bool with_models) {
@@ -293,7 +272,7 @@ TEST_CASE("a tcp:// server with CURVE: an authorised key connects and lists jobs
   REQUIRE(mine.size() == 40);
   REQUIRE(run_mugv(server_home, {"keys", "authorize", mine, "--name", "studio"}));
 
-  const int port = free_port_pair();
+  const int port = test::free_tcp_port_pair();
   const QString endpoint = QString("tcp://127.0.0.1:%1").arg(port);
   QProcess serve;
   QProcessEnvironment env = QProcessEnvironment::systemEnvironment();

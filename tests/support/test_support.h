@@ -50,6 +50,10 @@ mugv::Error expect_error(Fn&& fn) {
   return mugv::Error(mugv::ErrorCode::unknown, "");
 }
 
+// A TCP port P on 127.0.0.1 with P + 1 free too, a moment ago (a server's requests on P, events on P + 1).
+// Fails the test when none is found.
+int free_tcp_port_pair();
+
 // Writes `bytes` to a new file at `path`.
 void write_bytes(const fs::path& path, const std::string& bytes);
 
