@@ -50,19 +50,23 @@ LaunchResult launch(const LaunchOptions& o, const CancelToken& cancel) {
     argv.push_back(nullptr);
     pid_t pid = ::fork();
     if (pid == 0) {
+      // Each rank leads its own process group, so stopping a rank stops whatever it started too (a shell's
+      // children, helper processes): no orphan outlives the run or holds its output open.
+      ::setpgid(0, 0);
       for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
       ::execvp(argv[0], argv.data());
       std::fprintf(stderr, "mugv launch: cannot run %s: %s\n", argv[0], std::strerror(errno));
       ::_exit(127);
     }
     if (pid < 0) throw Error(ErrorCode::io, o.command[0], "fork failed");
+    ::setpgid(pid, pid);  // also here: whichever of parent and child runs first
     ranks[pid] = rank;
   }
 
   LaunchResult result;
   std::optional<std::chrono::steady_clock::time_point> kill_at;
   auto stop_all = [&](int sig) {
-    for (const auto& [pid, rank] : ranks) ::kill(pid, sig);
+    for (const auto& [pid, rank] : ranks) ::kill(-pid, sig);
   };
   bool cancelled = false;
   while (!ranks.empty()) {

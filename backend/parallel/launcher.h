@@ -1,7 +1,8 @@
 #pragma once
 // `mugv launch`: starts the ranks of one node as child processes with the torchrun-style environment
 // (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), forwards a cancel (SIGINT/
-// SIGTERM of the launcher) to them, and fails the whole run as soon as one rank fails: the others get
+// SIGTERM of the launcher) to them, and fails the whole run as soon as one rank fails: the others (each rank
+// with the processes it started: one process group per rank) get
 // SIGTERM, then SIGKILL after `kill_grace`, and the result names the first rank that failed and how.
 // Torch-free. Not thread-safe (one launch per process at a time).
 
