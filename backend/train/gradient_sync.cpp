@@ -18,6 +18,7 @@ GradientSync::GradientSync(std::shared_ptr<ProcessGroups> groups, NamedTensors p
     : groups_(std::move(groups)), params_(std::move(params)) {
   const size_t n = params_.size();
   bucket_of_.assign(n, 0);
+  slot_of_.assign(n, 0);
   arrived_.assign(n, false);
   tensor_parallel_piece_.assign(n, false);
   for (size_t i = 0; i < n; ++i) {
@@ -39,7 +40,10 @@ GradientSync::GradientSync(std::shared_ptr<ProcessGroups> groups, NamedTensors p
     bytes += p.numel() * 4;
     if (bytes >= options.bucket_bytes || k == 0) {
       current.buffer = torch::zeros({bytes / 4}, torch::kFloat32);
-      for (size_t i : current.params) bucket_of_[i] = buckets_.size();
+      for (size_t slot = 0; slot < current.params.size(); ++slot) {
+        bucket_of_[current.params[slot]] = buckets_.size();
+        slot_of_[current.params[slot]] = slot;
+      }
       buckets_.push_back(std::move(current));
       current = Bucket{};
       bytes = 0;
@@ -65,8 +69,7 @@ void GradientSync::begin_step() {
 void GradientSync::on_gradient(size_t param, const torch::Tensor& grad) {
   if (!armed_) return;
   Bucket& b = buckets_[bucket_of_[param]];
-  size_t slot = 0;
-  while (b.params[slot] != param) ++slot;
+  const size_t slot = slot_of_[param];
   torch::NoGradGuard no_grad;
   auto target = b.buffer.narrow(0, b.offsets[slot], params_[param].second.numel());
   // A tensor used twice in the graph gets one hook call with the summed gradient, but guard anyway.

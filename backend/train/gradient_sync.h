@@ -58,7 +58,7 @@ class GradientSync {
   std::shared_ptr<ProcessGroups> groups_;
   NamedTensors params_;
   std::vector<Bucket> buckets_;
-  std::vector<size_t> bucket_of_;
+  std::vector<size_t> bucket_of_, slot_of_;  // each parameter's bucket and its place in it
   std::vector<bool> arrived_;
   std::vector<size_t> partial_over_sequence_, partial_over_context_;
   std::vector<bool> tensor_parallel_piece_;

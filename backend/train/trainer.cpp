@@ -80,13 +80,11 @@ void connect_ranks(Session& s) {
 // Runs `fn` on rank 0 only and tells every rank whether it worked, so that a refusal there (run exists, bad
 // dataset) stops all ranks at once instead of leaving them waiting for a collective.
 void on_leader(Session& s, const std::function<void()>& fn) {
-  std::string failure;
   if (s.leader()) {
     try {
       fn();
     } catch (...) {
       if (!s.groups) throw;
-      failure = "failed";
       auto flag = torch::ones({1}, torch::kInt32);
       s.groups->all_reduce_sum(GroupKind::world, flag);
       throw;
