@@ -153,15 +153,7 @@ class ServeProcess {
 };
 
 int64_t submit_make_dataset(Client& c, const fs::path& out, int count = 6) {
-  nlohmann::json job = {{"kind", "make_dataset"},
-                        {"params",
-                         {{"command", {"make-dataset"}},
-                          {"positional", {"shapes"}},
-                          {"values",
-                           {{"dataset.out", out.string()},
-                            {"dataset.count", count},
-                            {"dataset.size", 32},
-                            {"dataset.frames", 9}}}}}};
+  nlohmann::json job = {{"kind", "make_dataset"}, {"params", test::make_dataset_params(out, count)}};
   return c.request(MessageType::submit_job, job)["job"]["id"].get<int64_t>();
 }
 

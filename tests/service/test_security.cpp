@@ -84,15 +84,7 @@ class RunningServer {
 };
 
 nlohmann::json make_dataset_job(const fs::path& out, int count) {
-  return {{"kind", "make_dataset"},
-          {"params",
-           {{"command", {"make-dataset"}},
-            {"positional", {"shapes"}},
-            {"values",
-             {{"dataset.out", out.string()},
-              {"dataset.count", count},
-              {"dataset.size", 32},
-              {"dataset.frames", 9}}}}}};
+  return {{"kind", "make_dataset"}, {"params", test::make_dataset_params(out, count)}};
 }
 
 std::string wait_for_state(Client& c, int64_t id, const std::string& state,

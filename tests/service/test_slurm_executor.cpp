@@ -49,15 +49,7 @@ nlohmann::json on_slurm(nlohmann::json params, const std::string& cluster) {
   return params;
 }
 
-nlohmann::json make_dataset_params(const fs::path& out, int count) {
-  return {{"command", {"make-dataset"}},
-          {"positional", {"shapes"}},
-          {"values",
-           {{"dataset.out", out.string()},
-            {"dataset.count", count},
-            {"dataset.size", 32},
-            {"dataset.frames", 9}}}};
-}
+using test::make_dataset_params;
 
 int64_t submit(Client& c, const std::string& kind, const nlohmann::json& params) {
   return c.request(MessageType::submit_job, {{"kind", kind}, {"params", params}})["job"]["id"].get<int64_t>();

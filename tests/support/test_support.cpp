@@ -80,4 +80,10 @@ int free_tcp_port_pair() {
   return 0;
 }
 
+nlohmann::json make_dataset_params(const fs::path& out, int count) {
+  return {{"command", {"make-dataset"}},
+          {"positional", {"shapes"}},
+          {"values", {{"dataset.out", out.string()}, {"dataset.count", count}, {"dataset.size", 32}, {"dataset.frames", 9}}}};
+}
+
 }  // namespace mugv::test

@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -53,6 +55,10 @@ mugv::Error expect_error(Fn&& fn) {
 // A TCP port P on 127.0.0.1 with P + 1 free too, a moment ago (a server's requests on P, events on P + 1).
 // Fails the test when none is found.
 int free_tcp_port_pair();
+
+// The params of a server job that runs `mugv make-dataset shapes` into `out` (`count` clips of 32x32, 9 frames):
+// a quick job that needs no LibTorch, for tests of the job machinery.
+nlohmann::json make_dataset_params(const fs::path& out, int count);
 
 // Writes `bytes` to a new file at `path`.
 void write_bytes(const fs::path& path, const std::string& bytes);
