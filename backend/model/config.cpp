@@ -76,6 +76,13 @@ class TableReader {
     if (!v.is_number()) bad(subject_, where(key) + " must be a number");
     out = v.get<double>();
   }
+  void boolean(const char* key, bool& out) {
+    seen_.insert(key);
+    if (!values_.contains(key)) return;
+    const auto& v = values_.at(key);
+    if (!v.is_boolean()) bad(subject_, where(key) + " must be true or false");
+    out = v.get<bool>();
+  }
   void integers(const char* key, std::vector<int>& out) {
     seen_.insert(key);
     if (!values_.contains(key)) return;
@@ -136,6 +143,22 @@ std::optional<TextEncoderKind> text_encoder_kind_from_string(std::string_view na
   return std::nullopt;
 }
 
+const char* to_string(VAENorm norm) {
+  switch (norm) {
+    case VAENorm::group: return "group";
+    case VAENorm::channel_rms: return "channel_rms";
+    case VAENorm::none: return "none";
+  }
+  return "unknown";
+}
+
+std::optional<VAENorm> vae_norm_from_string(std::string_view name) {
+  if (name == "group") return VAENorm::group;
+  if (name == "channel_rms") return VAENorm::channel_rms;
+  if (name == "none") return VAENorm::none;
+  return std::nullopt;
+}
+
 void validate(const DiTConfig& c, const std::string& subject) {
   require_positive(c.hidden, "dit.hidden", subject);
   require_positive(c.depth, "dit.depth", subject);
@@ -173,11 +196,19 @@ void validate(const VAEConfig& c, const std::string& subject) {
   if (c.compress_h != c.compress_w) bad(subject, "vae.compress: height and width compression must be equal");
   if (c.channel_mult.empty()) bad(subject, "vae.channel_mult must not be empty");
   for (int m : c.channel_mult) require_positive(m, "vae.channel_mult entries", subject);
-  const int downs = std::max(log2_int(c.compress_t), log2_int(c.compress_h));
+  if (c.pixel_shortcut && c.latent_channels < 3) {
+    bad(subject, "vae.pixel_shortcut needs at least 3 latent channels (one per colour), got " +
+                     fmt_int(c.latent_channels));
+  }
+  if (!is_power_of_two(c.patch) || c.patch > c.compress_h) {
+    bad(subject, "vae.patch " + fmt_int(c.patch) + " must be a power of two no larger than compress " +
+                     fmt_int(c.compress_h));
+  }
+  const int downs = std::max(vae_temporal_downsamples(c), vae_spatial_downsamples(c));
   if (static_cast<int>(c.channel_mult.size()) < downs) {
     bad(subject, "vae.channel_mult has " + fmt_int(static_cast<int64_t>(c.channel_mult.size())) +
-                     " levels; compression " + fmt_int(std::max(c.compress_t, c.compress_h)) + " needs at least " +
-                     fmt_int(downs));
+                     " levels; compression " + fmt_int(c.compress_t) + "x" + fmt_int(c.compress_h) + " with patch " +
+                     fmt_int(c.patch) + " needs at least " + fmt_int(downs));
   }
 }
 
@@ -252,10 +283,17 @@ ModelPreset model_preset_from_json(const nlohmann::json& values, const std::stri
   TableReader vae(values, "vae", subject);
   vae.integer("latent_channels", p.vae.latent_channels);
   vae.triple("compress", p.vae.compress_t, p.vae.compress_h, p.vae.compress_w);
+  vae.integer("patch", p.vae.patch);
   vae.integer("base_channels", p.vae.base_channels);
   vae.integers("channel_mult", p.vae.channel_mult);
   vae.integer("res_blocks", p.vae.res_blocks);
   vae.integer("decoder_window", p.vae.decoder_window);
+  if (auto norm = vae.text("norm")) {
+    auto parsed = vae_norm_from_string(*norm);
+    if (!parsed) bad(subject, "vae.norm \"" + *norm + "\" is not one of group, channel_rms, none");
+    p.vae.norm = *parsed;
+  }
+  vae.boolean("pixel_shortcut", p.vae.pixel_shortcut);
   vae.real("kl_weight", p.vae.kl_weight);
   vae.finish();
 
@@ -333,7 +371,10 @@ double dit_flops_per_token(const DiTConfig& c, int64_t video_tokens, int64_t tex
 }
 
 int64_t vae_parameter_count(const VAEConfig& c) {
-  auto group_norm = [](int64_t ch) { return 2 * ch; };
+  // GroupNorm has a gain and a bias per channel, the channel RMS norm a gain only.
+  auto group_norm = [&](int64_t ch) -> int64_t {
+    return c.norm == VAENorm::group ? 2 * ch : c.norm == VAENorm::channel_rms ? ch : 0;
+  };
   auto conv = [](int64_t in, int64_t out, int64_t kernel_volume) { return in * out * kernel_volume + out; };
   auto res_block = [&](int64_t in, int64_t out) {
     int64_t n = group_norm(in) + conv(in, out, 27) + group_norm(out) + conv(out, out, 27);
@@ -341,13 +382,14 @@ int64_t vae_parameter_count(const VAEConfig& c) {
     return n;
   };
   const int levels = static_cast<int>(c.channel_mult.size());
-  const int t_downs = log2_int(c.compress_t);
-  const int s_downs = log2_int(c.compress_h);
+  const int t_downs = vae_temporal_downsamples(c);
+  const int s_downs = vae_spatial_downsamples(c);
   const int downs = std::max(t_downs, s_downs);
   const int64_t latent = c.latent_channels;
+  const int64_t pixel_channels = 3 * int64_t(c.patch) * c.patch;
   auto level_channels = [&](int i) { return int64_t(c.base_channels) * c.channel_mult[i]; };
 
-  int64_t n = conv(3, level_channels(0), 27);  // encoder
+  int64_t n = conv(pixel_channels, level_channels(0), 27);  // encoder
   int64_t ch = level_channels(0);
   for (int i = 0; i < levels; ++i) {
     const int64_t out = level_channels(i);
@@ -369,9 +411,13 @@ int64_t vae_parameter_count(const VAEConfig& c) {
     }
     if (i < downs) n += (i < s_downs) ? conv(ch, 4 * ch, 27) : conv(ch, ch, 27);
   }
-  n += group_norm(ch) + conv(ch, 3, 27);
+  n += group_norm(ch) + conv(ch, pixel_channels, 27);
   return n;
 }
+
+int vae_temporal_downsamples(const VAEConfig& c) { return log2_int(c.compress_t); }
+
+int vae_spatial_downsamples(const VAEConfig& c) { return log2_int(c.compress_h / std::max(c.patch, 1)); }
 
 int64_t text_encoder_parameter_count(const TextEncoderConfig& c) {
   const int64_t d = c.dim;

@@ -8,8 +8,8 @@
 //   [dit]  hidden, depth, heads, head_dim (= hidden / heads when absent), mlp_ratio, in_channels
 //          (= vae.latent_channels), patch = [t, h, w], text_dim (= text.dim), text_tokens
 //          (= text.max_tokens), rope_theta
-//   [vae]  latent_channels, compress = [t, h, w], base_channels, channel_mult = [..],
-//          res_blocks, decoder_window, kl_weight
+//   [vae]  latent_channels, compress = [t, h, w], patch, base_channels, channel_mult = [..],
+//          res_blocks, decoder_window, norm ("group" | "channel_rms"), pixel_shortcut, kl_weight
 //   [text] kind ("small_transformer" | "t5"), vocab_size, dim, layers, heads, head_dim, ff_dim,
 //          max_tokens, relative_buckets, relative_max_distance
 //
@@ -50,15 +50,34 @@ struct DiTConfig {
   int frequency_dim = 256;  // sinusoidal width of the timestep / fps embedders
 };
 
+// Normalisation inside the VAE's blocks. group: GroupNorm(32) over channels × space × time (the
+// MUG-V VAE). channel_rms: RMS over the channels of each voxel with a learned gain, which keeps
+// absolute levels (a flat-coloured region is not normalised away), so colours train faster.
+enum class VAENorm { group = 0, channel_rms, none };
+const char* to_string(VAENorm norm);
+std::optional<VAENorm> vae_norm_from_string(std::string_view name);
+
 struct VAEConfig {
   int latent_channels = 0;
   int compress_t = 0;  // powers of two
   int compress_h = 0;
   int compress_w = 0;  // == compress_h
+  // Spatial pixel-unshuffle at the input (and pixel-shuffle at the output): patch × patch pixels
+  // become 3·patch² channels before the first convolution, so the full-resolution levels, which
+  // cost most and learn slowest, are skipped. Power of two dividing compress_h; 1 = none. The
+  // remaining spatial compression (compress_h / patch) is done by stride-2 convolutions.
+  int patch = 1;
   int base_channels = 0;
   std::vector<int> channel_mult;  // one level per entry; at least log2(max compression) levels
   int res_blocks = 1;             // residual blocks per level
   int decoder_window = 1;         // latents on each side that the decoder sees for one chunk
+  VAENorm norm = VAENorm::group;
+  // Adds a fixed linear path around both networks: the first three latent means also receive the
+  // RGB average of their (compress_t × compress_h × compress_w) block, and the decoder output receives
+  // those three channels repeated over the block. The untrained VAE is then a block-average codec,
+  // so colours and backgrounds are right from the first step and the convolutions learn only the
+  // detail; without it a small VAE learns luminance first and colour thousands of steps later.
+  bool pixel_shortcut = false;
   double kl_weight = 1e-6;
 };
 
@@ -113,6 +132,9 @@ void validate(const ModelPreset& preset);
 // 6·N + 12·L·d·S + 12·L·d·S_text, where S = video_tokens + 2 (the start and end tokens).
 [[nodiscard]] double dit_flops_per_token(const DiTConfig& config, int64_t video_tokens, int64_t text_tokens);
 [[nodiscard]] int64_t vae_parameter_count(const VAEConfig& config);
+// Stride-2 stages of the VAE: temporal log2(compress_t), spatial log2(compress_h / patch).
+[[nodiscard]] int vae_temporal_downsamples(const VAEConfig& config);
+[[nodiscard]] int vae_spatial_downsamples(const VAEConfig& config);
 [[nodiscard]] int64_t text_encoder_parameter_count(const TextEncoderConfig& config);
 
 }  // namespace mugv

@@ -11,14 +11,7 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-int log2_int(int v) {
-  int n = 0;
-  while (v > 1) {
-    v >>= 1;
-    ++n;
-  }
-  return n;
-}
+constexpr double kInitialLogVariance = -12.0;
 
 int64_t group_count(int64_t channels) {
   for (int64_t g = std::min<int64_t>(32, channels); g > 1; --g) {
@@ -27,27 +20,57 @@ int64_t group_count(int64_t channels) {
   return 1;
 }
 
-torch::nn::GroupNorm group_norm(int64_t channels) {
-  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(group_count(channels), channels).eps(1e-6));
-}
 
 torch::nn::Conv3d conv3(int64_t in, int64_t out, std::vector<int64_t> stride = {1, 1, 1}) {
   return torch::nn::Conv3d(torch::nn::Conv3dOptions(in, out, 3).stride(stride).padding(1));
 }
 
-// [N, 4C, T, H, W] -> [N, C, T, 2H, 2W]: each group of four channels becomes a 2×2 pixel block.
-torch::Tensor depth_to_space(const torch::Tensor& x) {
-  const int64_t n = x.size(0), c = x.size(1) / 4, t = x.size(2), h = x.size(3), w = x.size(4);
-  return x.view({n, c, 2, 2, t, h, w}).permute({0, 1, 4, 5, 2, 6, 3}).reshape({n, c, t, 2 * h, 2 * w});
+// [N, C·r², T, H, W] -> [N, C, T, rH, rW]: each group of r² channels becomes an r×r pixel block.
+torch::Tensor depth_to_space(const torch::Tensor& x, int64_t r) {
+  const int64_t n = x.size(0), c = x.size(1) / (r * r), t = x.size(2), h = x.size(3), w = x.size(4);
+  return x.view({n, c, r, r, t, h, w}).permute({0, 1, 4, 5, 2, 6, 3}).reshape({n, c, t, r * h, r * w});
+}
+
+// The inverse: [N, C, T, rH, rW] -> [N, C·r², T, H, W].
+torch::Tensor space_to_depth(const torch::Tensor& x, int64_t r) {
+  const int64_t n = x.size(0), c = x.size(1), t = x.size(2), h = x.size(3) / r, w = x.size(4) / r;
+  return x.view({n, c, t, h, r, w, r}).permute({0, 1, 4, 6, 2, 3, 5}).reshape({n, c * r * r, t, h, w});
 }
 
 }  // namespace
 
-ResBlock3dImpl::ResBlock3dImpl(int64_t in_channels, int64_t out_channels) {
-  norm1 = register_module("norm1", group_norm(in_channels));
+PixelShuffle3dImpl::PixelShuffle3dImpl(int64_t factor, bool inverse) : factor_(factor), inverse_(inverse) {}
+
+torch::Tensor PixelShuffle3dImpl::forward(const torch::Tensor& x) {
+  return inverse_ ? space_to_depth(x, factor_) : depth_to_space(x, factor_);
+}
+
+VAENormLayerImpl::VAENormLayerImpl(VAENorm kind, int64_t channels) : kind_(kind), groups_(group_count(channels)) {
+  if (kind == VAENorm::none) return;
+  weight = register_parameter("weight", torch::ones({channels}));
+  if (kind == VAENorm::group) bias = register_parameter("bias", torch::zeros({channels}));
+}
+
+torch::Tensor VAENormLayerImpl::forward(const torch::Tensor& x) {
+  constexpr double eps = 1e-6;
+  if (kind_ == VAENorm::none) return x;
+  if (kind_ == VAENorm::group) return torch::group_norm(x, groups_, weight, bias, eps);
+  auto inv_rms = torch::rsqrt(x.pow(2).mean(1, /*keepdim=*/true) + eps);
+  return x * inv_rms * weight.view({1, -1, 1, 1, 1});
+}
+
+ResBlock3dImpl::ResBlock3dImpl(VAENorm norm, int64_t in_channels, int64_t out_channels) {
+  norm1 = register_module("norm1", VAENormLayer(norm, in_channels));
   conv1 = register_module("conv1", conv3(in_channels, out_channels));
-  norm2 = register_module("norm2", group_norm(out_channels));
+  norm2 = register_module("norm2", VAENormLayer(norm, out_channels));
   conv2 = register_module("conv2", conv3(out_channels, out_channels));
+  if (norm == VAENorm::none) {
+    // Without normalisation every residual branch would add its own variance; starting each branch
+    // at zero keeps activations at the input's scale however deep the network (as in Fixup).
+    torch::NoGradGuard no_grad;
+    conv2->weight.zero_();
+    conv2->bias.zero_();
+  }
   if (in_channels != out_channels) {
     skip = register_module("skip", torch::nn::Conv3d(torch::nn::Conv3dOptions(in_channels, out_channels, 1)));
   }
@@ -66,25 +89,27 @@ Upsample3dImpl::Upsample3dImpl(int64_t channels, bool temporal, bool spatial) : 
 torch::Tensor Upsample3dImpl::forward(const torch::Tensor& x) {
   auto h = temporal_ ? x.repeat_interleave(2, 2) : x;
   h = conv(h);
-  return spatial_ ? depth_to_space(h) : h;
+  return spatial_ ? depth_to_space(h, 2) : h;
 }
 
 VideoVAEImpl::VideoVAEImpl(const VAEConfig& config) : config_(config) {
   validate(config, "vae");
   const int levels = static_cast<int>(config.channel_mult.size());
-  const int t_downs = log2_int(config.compress_t);
-  const int s_downs = log2_int(config.compress_h);
+  const int t_downs = vae_temporal_downsamples(config);
+  const int s_downs = vae_spatial_downsamples(config);
   const int downs = std::max(t_downs, s_downs);
   const int64_t latent = config.latent_channels;
+  const int64_t patch = config.patch;
   auto level_channels = [&](int i) { return int64_t(config.base_channels) * config.channel_mult[i]; };
 
   encoder = register_module("encoder", torch::nn::Sequential());
   int64_t ch = level_channels(0);
-  encoder->push_back("conv_in", conv3(3, ch));
+  if (patch > 1) encoder->push_back("patchify", PixelShuffle3d(patch, /*inverse=*/true));
+  encoder->push_back("conv_in", conv3(3 * patch * patch, ch));
   for (int i = 0; i < levels; ++i) {
     const int64_t out = level_channels(i);
     for (int b = 0; b < config.res_blocks; ++b) {
-      encoder->push_back("down" + std::to_string(i) + "_block" + std::to_string(b), ResBlock3d(ch, out));
+      encoder->push_back("down" + std::to_string(i) + "_block" + std::to_string(b), ResBlock3d(config.norm, ch, out));
       ch = out;
     }
     if (i < downs) {
@@ -92,28 +117,37 @@ VideoVAEImpl::VideoVAEImpl(const VAEConfig& config) : config_(config) {
       encoder->push_back("down" + std::to_string(i) + "_sample", conv3(ch, ch, {st, ss, ss}));
     }
   }
-  encoder->push_back("mid", ResBlock3d(ch, ch));
-  encoder->push_back("norm_out", group_norm(ch));
+  encoder->push_back("mid", ResBlock3d(config.norm, ch, ch));
+  encoder->push_back("norm_out", VAENormLayer(config.norm, ch));
   encoder->push_back("act_out", torch::nn::SiLU());
-  encoder->push_back("conv_out", conv3(ch, 2 * latent));
+  auto moments_out = conv3(ch, 2 * latent);
+  // Start the posterior narrow (σ = e^-3 ≈ 0.05): with the small KL weight nothing pulls σ towards 1,
+  // and the default σ ≈ 1 would drown the means in noise until the optimiser walks the bias down,
+  // which at Adam's pace costs thousands of steps of blurry reconstructions.
+  {
+    torch::NoGradGuard no_grad;
+    moments_out->bias.narrow(0, latent, latent).fill_(kInitialLogVariance);
+  }
+  encoder->push_back("conv_out", moments_out);
 
   decoder = register_module("decoder", torch::nn::Sequential());
   ch = level_channels(levels - 1);
   const int64_t window = 2 * int64_t(config.decoder_window) + 1;
   decoder->push_back("conv_in",
                      torch::nn::Conv3d(torch::nn::Conv3dOptions(latent, ch, {window, 3, 3}).padding({0, 1, 1})));
-  decoder->push_back("mid", ResBlock3d(ch, ch));
+  decoder->push_back("mid", ResBlock3d(config.norm, ch, ch));
   for (int i = levels - 1; i >= 0; --i) {
     const int64_t out = level_channels(i);
     for (int b = 0; b < config.res_blocks; ++b) {
-      decoder->push_back("up" + std::to_string(i) + "_block" + std::to_string(b), ResBlock3d(ch, out));
+      decoder->push_back("up" + std::to_string(i) + "_block" + std::to_string(b), ResBlock3d(config.norm, ch, out));
       ch = out;
     }
     if (i < downs) decoder->push_back("up" + std::to_string(i) + "_sample", Upsample3d(ch, i < t_downs, i < s_downs));
   }
-  decoder->push_back("norm_out", group_norm(ch));
+  decoder->push_back("norm_out", VAENormLayer(config.norm, ch));
   decoder->push_back("act_out", torch::nn::SiLU());
-  decoder->push_back("conv_out", conv3(ch, 3));
+  decoder->push_back("conv_out", conv3(ch, 3 * patch * patch));
+  if (patch > 1) decoder->push_back("unpatchify", PixelShuffle3d(patch, /*inverse=*/false));
 
   latent_mean = register_buffer("latent_mean", torch::zeros({latent}));
   latent_std = register_buffer("latent_std", torch::ones({latent}));
@@ -159,6 +193,10 @@ std::pair<torch::Tensor, torch::Tensor> VideoVAEImpl::encode(const torch::Tensor
                     .permute({0, 2, 1, 3, 4, 5})
                     .reshape({batch * chunks, 3, ct, height, width});
   auto moments = encoder->forward(folded);  // [B·n, 2C, 1, h, w]
+  if (config_.pixel_shortcut) {
+    auto block_rgb = torch::avg_pool3d(folded, {ct, config_.compress_h, config_.compress_w});  // [B·n, 3, 1, h, w]
+    moments = torch::cat({moments.narrow(1, 0, 3) + block_rgb, moments.narrow(1, 3, moments.size(1) - 3)}, 1);
+  }
   moments = moments.view({batch, chunks, moments.size(1), moments.size(3), moments.size(4)}).permute({0, 2, 1, 3, 4});
   auto parts = moments.chunk(2, 1);
   return {parts[0].contiguous(), parts[1].clamp(-30.0, 20.0).contiguous()};
@@ -190,6 +228,12 @@ torch::Tensor VideoVAEImpl::decode(const torch::Tensor& latent, int64_t frames) 
                      .permute({0, 2, 1, 5, 3, 4})
                      .reshape({batch * chunks, latent.size(1), 2 * r + 1, h, w});
   auto video = decoder->forward(windows);  // [B·n, 3, ct, H, W]
+  if (config_.pixel_shortcut) {
+    auto block_rgb = windows.narrow(1, 0, 3).narrow(2, r, 1);  // the chunk's own latent, [B·n, 3, 1, h, w]
+    video = video + block_rgb.repeat_interleave(ct, 2)
+                        .repeat_interleave(config_.compress_h, 3)
+                        .repeat_interleave(config_.compress_w, 4);
+  }
   const int64_t height = video.size(3), width = video.size(4);
   video = video.view({batch, chunks, 3, ct, height, width}).permute({0, 2, 1, 3, 4, 5}).reshape({batch, 3, full, height, width});
   return frames == full ? video : video.narrow(2, full - frames, frames);

@@ -10,9 +10,11 @@
 // chunk boundaries see their neighbours. decode_tiled() additionally cuts large frames into
 // overlapping spatial tiles and blends them linearly across the overlap.
 //
-// Blocks: GroupNorm (32 groups, fewer when the channel count is small) → SiLU → Conv3d 3×3×3;
+// Blocks: norm (GroupNorm(32) or per-voxel channel RMS, config.norm) → SiLU → Conv3d 3×3×3;
 // downsampling by stride-2 convs (temporal and spatial levels counted separately); upsampling by
-// nearest repetition in time and conv → depth-to-space in space.
+// nearest repetition in time and conv → depth-to-space in space. With config.patch > 1 the pixels
+// are first folded patch × patch into channels (and unfolded after the last conv). With
+// config.pixel_shortcut, block RGB averages bypass both networks through latent channels 0-2.
 //
 // Latents from encode() are raw; normalize() / denormalize() apply the per-channel statistics
 // kept in the `latent_mean` / `latent_std` buffers (identity until set_latent_stats). Videos are
@@ -28,11 +30,26 @@
 
 namespace mugv {
 
+// The blocks' normalisation (config.h VAENorm): GroupNorm with up to 32 groups (fewer when the
+// channel count is small) and eps 1e-6, or the RMS over each voxel's channels with a learned gain.
+// Parameters are named weight (and bias) as torch's GroupNorm names them.
+class VAENormLayerImpl : public torch::nn::Module {
+ public:
+  VAENormLayerImpl(VAENorm kind, int64_t channels);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+
+ private:
+  VAENorm kind_;
+  int64_t groups_;
+};
+TORCH_MODULE(VAENormLayer);
+
 class ResBlock3dImpl : public torch::nn::Module {
  public:
-  ResBlock3dImpl(int64_t in_channels, int64_t out_channels);
+  ResBlock3dImpl(VAENorm norm, int64_t in_channels, int64_t out_channels);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
+  VAENormLayer norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv3d conv1{nullptr}, conv2{nullptr}, skip{nullptr};
 };
 TORCH_MODULE(ResBlock3d);
@@ -55,6 +72,19 @@ struct VAELoss {
   torch::Tensor l1;
   torch::Tensor kl;  // mean over latent elements
 };
+
+// Pixel shuffle over the two spatial axes of [N, C, T, H, W]: depth-to-space ([N, C·r², T, H, W] ->
+// [N, C, T, rH, rW]) or, inverse, space-to-depth. No parameters.
+class PixelShuffle3dImpl : public torch::nn::Module {
+ public:
+  PixelShuffle3dImpl(int64_t factor, bool inverse);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  int64_t factor_;
+  bool inverse_;
+};
+TORCH_MODULE(PixelShuffle3d);
 
 class VideoVAEImpl : public torch::nn::Module {
  public:

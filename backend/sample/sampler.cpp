@@ -5,6 +5,7 @@
 #include "core/strings.h"
 #include "media/image.h"
 #include "sample/schedule.h"
+#include "train/train_support.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -56,17 +57,6 @@ torch::Tensor velocity(ModelBundle& b, const torch::Tensor& x, double t, const T
   if (batch == 1) return v;
   auto v_cond = v.narrow(0, 0, 1), v_uncond = v.narrow(0, 1, 1);
   return v_uncond + cfg * (v_cond - v_uncond);
-}
-
-RgbFrame to_rgb_frame(const torch::Tensor& image /* [3, H, W] in [-1, 1] */) {
-  auto bytes = ((image.to(torch::kCPU, torch::kFloat).clamp(-1, 1) + 1) * 127.5)
-                   .round()
-                   .to(torch::kUInt8)
-                   .permute({1, 2, 0})
-                   .contiguous();
-  RgbFrame f(static_cast<int>(bytes.size(1)), static_cast<int>(bytes.size(0)));
-  std::copy(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel(), f.rgb.begin());
-  return f;
 }
 
 std::vector<RgbFrame> preview_frames(const ModelBundle& b, const torch::Tensor& x0_normalised) {
@@ -123,12 +113,6 @@ torch::Tensor decode_latent(ModelBundle& b, const torch::Tensor& latent, int fra
 }
 
 }  // namespace
-
-std::vector<RgbFrame> video_to_frames(const torch::Tensor& video) {
-  std::vector<RgbFrame> frames;
-  for (int64_t i = 0; i < video.size(1); ++i) frames.push_back(to_rgb_frame(video.select(1, i)));
-  return frames;
-}
 
 namespace {
 

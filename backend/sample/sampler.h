@@ -92,7 +92,4 @@ void enhance(ModelBundle& enhancer, const GenerateRequest& request, const Enhanc
 // Writes result.frames to `path` (mp4 / webm / gif / PNG folder, by path) with result.metadata.
 void save_video(const std::filesystem::path& path, const SampleResult& result, double fps, int crf = 17);
 
-// Converts a video tensor [3, T, H, W] in [-1, 1] (any device) to RGB24 frames.
-[[nodiscard]] std::vector<RgbFrame> video_to_frames(const torch::Tensor& video);
-
 }  // namespace mugv

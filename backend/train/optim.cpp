@@ -4,6 +4,7 @@
 #include "core/strings.h"
 #include "model/weights.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace mugv {
@@ -126,9 +127,14 @@ Ema::Ema(const std::vector<std::pair<std::string, torch::Tensor>>& named_paramet
   for (const auto& [name, p] : named_parameters) shadow_.emplace_back(name, p.detach().clone());
 }
 
-void Ema::update(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters) {
+double Ema::decay_at(int64_t step) const {
+  return std::min(decay_, (1.0 + double(step)) / (10.0 + double(step)));
+}
+
+void Ema::update(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters, int64_t step) {
   torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < shadow_.size(); ++i) shadow_[i].second.lerp_(named_parameters[i].second.detach(), 1.0 - decay_);
+  const double weight = 1.0 - decay_at(step);
+  for (size_t i = 0; i < shadow_.size(); ++i) shadow_[i].second.lerp_(named_parameters[i].second.detach(), weight);
 }
 
 void Ema::save(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata) const {

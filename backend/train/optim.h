@@ -81,11 +81,16 @@ class AdamW final : public Optimizer {
   int64_t step_ = 0;
 };
 
-// Online exponential moving average of a set of named tensors: ema ← decay·ema + (1−decay)·p.
+// Online exponential moving average of a set of named tensors: ema ← d·ema + (1−d)·p with
+// d = min(decay, (1 + step) / (10 + step)) after optimizer step `step` (1-based). The warm-up keeps
+// a short run's average from being dominated by the initial weights (0.999^1000 still gives them
+// 37 %, and an average of a zero-initialised adaLN model with its trained self samples noise).
 class Ema {
  public:
   Ema(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters, double decay);
-  void update(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters);
+  void update(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters, int64_t step);
+  // The decay applied after step `step`.
+  [[nodiscard]] double decay_at(int64_t step) const;
   // The averaged tensors, by the same names (shared, not copies).
   const std::vector<std::pair<std::string, torch::Tensor>>& tensors() const { return shadow_; }
   void save(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata) const;

@@ -112,6 +112,23 @@ torch::Tensor decode_clip_video(const std::filesystem::path& path, double start_
   return video.permute({3, 0, 1, 2}).to(torch::kFloat32).div_(127.5).sub_(1.0).contiguous();
 }
 
+RgbFrame to_rgb_frame(const torch::Tensor& image) {
+  auto bytes = ((image.to(torch::kCPU, torch::kFloat).clamp(-1, 1) + 1) * 127.5)
+                   .round()
+                   .to(torch::kUInt8)
+                   .permute({1, 2, 0})
+                   .contiguous();
+  RgbFrame f(static_cast<int>(bytes.size(1)), static_cast<int>(bytes.size(0)));
+  std::copy(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel(), f.rgb.begin());
+  return f;
+}
+
+std::vector<RgbFrame> video_to_frames(const torch::Tensor& video) {
+  std::vector<RgbFrame> frames;
+  for (int64_t i = 0; i < video.size(1); ++i) frames.push_back(to_rgb_frame(video.select(1, i)));
+  return frames;
+}
+
 double measure_gemm_flops(int64_t n, int repeats) {
   torch::NoGradGuard no_grad;
   auto a = torch::randn({n, n}), b = torch::randn({n, n});

@@ -8,6 +8,7 @@
 // Loaders throw Error(not_found) naming the run when it has no good checkpoint. Not thread-safe
 // (torch modules); the measurement functions are thread-safe.
 
+#include "media/frame.h"
 #include "model/config.h"
 #include "model/dit.h"
 #include "model/text_encoder.h"
@@ -70,6 +71,11 @@ void apply_latent_stats(VideoVAEImpl& vae, const RunPaths& paths);
 // ("x.mp4 @ 1.00s: 3 frames, 17 needed").
 [[nodiscard]] torch::Tensor decode_clip_video(const std::filesystem::path& path, double start_s, int64_t frames,
                                               int64_t width, int64_t height, double fps);
+
+// The inverse for writing: an image [3, H, W] or a video [3, T, H, W] in [-1, 1] (any device, any
+// float type) as RGB24 frames, values clamped.
+[[nodiscard]] RgbFrame to_rgb_frame(const torch::Tensor& image);
+[[nodiscard]] std::vector<RgbFrame> video_to_frames(const torch::Tensor& video);
 
 // Measured fp32 GEMM rate in FLOP/s at the current torch thread count (a few n×n matmuls; ~0.2 s).
 [[nodiscard]] double measure_gemm_flops(int64_t n = 512, int repeats = 6);

@@ -449,7 +449,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     s.optimizer->step(lr);
     if (s.zero_sharded)  // the parameter all-gather of ZeRO-1 is communication too
       comm_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_optimizer).count();
-    s.ema->update(s.params);
+    s.ema->update(s.params, step);
     s.step = step;
     s.cursor = batch.next_cursor;
     last_loss = loss_value;

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "dataset/manifest.h"
+#include "media/image.h"
 #include "model/info.h"
 #include "model/weights.h"
 #include "train/checkpoint_store.h"
@@ -21,6 +22,9 @@
 
 namespace mugv {
 namespace {
+
+// Frames per row of the held-out reconstruction sheet (the first ones of each clip).
+constexpr int64_t kSheetColumns = 12;
 
 // RGB target of every latent position: frames padded as the VAE pads them, average-pooled over the
 // (compress_t, compress_h, compress_w) block. video [3, T, H, W] -> [3, n, h, w].
@@ -74,15 +78,15 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
   auto dataset = find_dataset(catalog, o.dataset);
   if (!dataset) throw Error(ErrorCode::not_found, o.dataset, "no such dataset");
 
-  // Memory: weights/grads/AdamW (16 B per parameter) + activations (~ 2·base·mult channels per pixel,
-  // a dozen saved tensors per level) + the decoded clips.
+  // Memory: weights/grads/AdamW (16 B per parameter) + activations (~ 2·base·mult channels per pixel
+  // of the first level, which runs at 1/patch² of the pixels, a dozen saved tensors per level) + the
+  // decoded clips.
   MemoryEstimate estimate;
   estimate.parameters = info.vae_parameters;
   estimate.weight_bytes = info.vae_parameters * 16;
-  int64_t widest = 1;
-  for (int m : preset.vae.channel_mult) widest = std::max<int64_t>(widest, m);
   estimate.activation_bytes =
-      4 * o.batch * (window.frames + 8) * window.height * window.width * preset.vae.base_channels * 24;
+      4 * o.batch * (window.frames + 8) * window.height * window.width * preset.vae.base_channels * 24 /
+      (int64_t(preset.vae.patch) * preset.vae.patch);
   estimate.total_bytes = estimate.weight_bytes + estimate.activation_bytes + (int64_t(300) << 20);
   preflight_memory(estimate, o.max_memory_gb, o.run);
 
@@ -223,6 +227,7 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
     auto entries = read_manifest(heldout).entries;
     double mse_sum = 0;
     int64_t used = 0;
+    std::vector<RgbFrame> sheet;  // per clip: a row of originals, then a row of reconstructions
     for (const auto& e : entries) {
       if (used >= o.heldout_clips) break;
       try {
@@ -230,12 +235,19 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
         auto recon = model->vae->decode(model->vae->encode(v.unsqueeze(0)).first, o.frames).clamp(-1, 1)[0];
         // Both in [-1, 1]: a peak-to-peak of 2 gives the same dB as 8-bit PSNR with peak 255.
         mse_sum += (recon - v).pow(2).mean().item<double>();
+        for (const auto& video : {v, recon})
+          for (auto& f : video_to_frames(video.narrow(1, 0, std::min<int64_t>(o.frames, kSheetColumns))))
+            sheet.push_back(std::move(f));
         ++used;
       } catch (const Error& err) {
         log_warning(cat(e.path.string(), ": held-out clip skipped: ", err.what()));
       }
     }
     if (used > 0) {
+      fs::create_directories(result.paths.samples(), ec);
+      const auto columns = static_cast<int>(std::min<int64_t>(o.frames, kSheetColumns));
+      write_png(result.paths.samples() / "heldout_reconstruction.png",
+                contact_sheet(sheet, columns, static_cast<int>(o.width), static_cast<int>(o.height)));
       result.heldout_psnr_db = 10.0 * std::log10(4.0 / std::max(mse_sum / double(used), 1e-12));
       result.heldout_clips = used;
       metrics << nlohmann::json{{"step", o.steps}, {"eval", "heldout"}, {"psnr_db", *result.heldout_psnr_db},

@@ -10,7 +10,8 @@
 //     {"weight": [3][C], "bias": [3], "space": "normalized"}, RGB in [-1, 1];
 //   - reports reconstruction PSNR (dB, 8-bit scale) on up to --heldout-clips clips of the
 //     dataset's heldout.jsonl (beside its manifest, i.e. in the dataset root) when present, as a
-//     final metrics.jsonl line {"step", "eval": "heldout", "psnr_db", "clips"}.
+//     final metrics.jsonl line {"step", "eval": "heldout", "psnr_db", "clips"}, and draws the first
+//     frames of each of those clips above their reconstructions in samples/heldout_reconstruction.png.
 // The clip geometry is stored in run.json ("data.size", "data.frames", "data.fps"); `mugv encode`
 // decodes at the same geometry. Clips that fail to decode are reported and skipped.
 // Not thread-safe: one training per process.

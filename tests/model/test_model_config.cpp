@@ -114,6 +114,28 @@ TEST_CASE("model preset errors name the key", "[unit][model]") {
   e = expect_error([&] { (void)model_preset_from_json(shallow, "t", "t.toml"); });
   CHECK(std::string(e.what()).find("channel_mult") != std::string::npos);
 
+  auto patch = base;
+  patch["vae"]["patch"] = 3;
+  e = expect_error([&] { (void)model_preset_from_json(patch, "t", "t.toml"); });
+  CHECK(std::string(e.what()).find("vae.patch 3") != std::string::npos);
+  patch["vae"]["patch"] = 4;  // 8 / 4 leaves one spatial stride, two temporal: [1, 2, 2] is deep enough
+  CHECK(model_preset_from_json(patch, "t", "t.toml").vae.patch == 4);
+
+  auto norm = base;
+  norm["vae"]["norm"] = "batch";
+  e = expect_error([&] { (void)model_preset_from_json(norm, "t", "t.toml"); });
+  CHECK(std::string(e.what()).find("vae.norm \"batch\"") != std::string::npos);
+
+  auto shortcut = base;
+  shortcut["vae"]["pixel_shortcut"] = true;
+  shortcut["vae"]["latent_channels"] = 2;
+  shortcut["dit"]["in_channels"] = 2;
+  e = expect_error([&] { (void)model_preset_from_json(shortcut, "t", "t.toml"); });
+  CHECK(std::string(e.what()).find("pixel_shortcut") != std::string::npos);
+  shortcut["vae"]["pixel_shortcut"] = "yes";
+  e = expect_error([&] { (void)model_preset_from_json(shortcut, "t", "t.toml"); });
+  CHECK(std::string(e.what()).find("true or false") != std::string::npos);
+
   auto kind = base;
   kind["text"]["kind"] = "bert";
   e = expect_error([&] { (void)model_preset_from_json(kind, "t", "t.toml"); });

@@ -342,6 +342,45 @@ TEST_CASE("VAE tiled decoding, loss and latent statistics", "[unit][model]") {
         ErrorCode::invalid_argument);
 }
 
+TEST_CASE("VAE patchify, pixel shortcut and normalisation choices", "[unit][model]") {
+  torch::manual_seed(9);
+  torch::NoGradGuard no_grad;
+  // Pixel shuffle and its inverse are exact inverses and keep each r x r block in one voxel.
+  auto x = torch::randn({2, 3, 4, 8, 12});
+  auto folded = PixelShuffle3d(4, /*inverse=*/true)(x);
+  CHECK(folded.sizes() == torch::IntArrayRef({2, 48, 4, 2, 3}));
+  CHECK(torch::equal(PixelShuffle3d(4, /*inverse=*/false)(folded), x));
+  CHECK(torch::equal(folded[0][5][1][1][2], x[0][0][1][1 * 4 + 1][2 * 4 + 1]));  // channel 5 = (dy 1, dx 1) of colour 0
+
+  VAEConfig c = micro_vae();
+  c.patch = 4;
+  c.pixel_shortcut = true;
+  for (VAENorm norm : {VAENorm::group, VAENorm::channel_rms, VAENorm::none}) {
+    INFO(to_string(norm));
+    c.norm = norm;
+    VideoVAE vae(c);
+    CHECK(parameter_count(*vae) == vae_parameter_count(c));
+    auto video = torch::rand({1, 3, 9, 16, 24}) * 2 - 1;
+    auto [mean, logvar] = vae->encode(video);
+    CHECK(mean.sizes() == torch::IntArrayRef({1, 4, 3, 2, 3}));
+    CHECK(vae->decode(mean, 9).sizes() == video.sizes());
+    // The posterior starts narrow, so training is not drowned in sampling noise.
+    CHECK(logvar.mean().item<double>() < -3.0);
+  }
+
+  // With every weight zero the shortcut alone remains: a block-average codec. Video that is constant
+  // over each (4 x 8 x 8) block comes back exactly, and latent channels 0-2 hold the blocks' RGB.
+  VideoVAE vae(c);
+  for (auto& p : vae->parameters()) p.zero_();
+  auto blocks = torch::rand({1, 3, 2, 2, 3}) * 2 - 1;
+  auto video = blocks.repeat_interleave(4, 2).repeat_interleave(8, 3).repeat_interleave(8, 4);
+  auto mean = vae->encode(video).first;
+  CHECK(torch::allclose(mean.narrow(1, 0, 3), blocks, 1e-5, 1e-5));  // a mean of 256 floats
+  CHECK(mean.narrow(1, 3, 1).abs().max().item<float>() == 0.0f);
+  CHECK(torch::allclose(vae->decode(mean), video, 1e-5, 1e-5));
+
+}
+
 TEST_CASE("text encoders: shapes and padding", "[unit][model]") {
   torch::manual_seed(9);
   ModelPreset p = preset("tiny");

@@ -199,6 +199,19 @@ TEST_CASE("AdamW and EMA state round-trip through safetensors exactly", "[unit][
   CHECK(error_of([&] { bad.load(dir / "opt.safetensors"); }).find("shape") != std::string::npos);
 }
 
+TEST_CASE("EMA warms up: early steps follow the weights, later ones the configured decay", "[unit][train]") {
+  auto w = torch::zeros({4});
+  Ema ema({{"w", w}}, 0.999);
+  CHECK(ema.decay_at(1) == Approx(2.0 / 11.0));
+  CHECK(ema.decay_at(100) == Approx(101.0 / 110.0));
+  CHECK(ema.decay_at(100000) == Approx(0.999));
+  // After 1000 steps at weight 1 the average is close to 1 (without warm-up it would be 1 - 0.999^1000 = 0.63).
+  auto ones = torch::ones({4});
+  for (int64_t step = 1; step <= 1000; ++step) ema.update({{"w", ones}}, step);
+  CHECK(ema.tensors()[0].second.min().item<double>() > 0.99);
+  CHECK(torch::equal(w, torch::zeros({4})));  // the average is a copy, the weights are untouched
+}
+
 TEST_CASE("a tiny run overfits: the loss falls, metrics and checkpoints follow the run layout", "[train][slow]") {
   Home home(3);
   auto o = micro_options("overfit", 60);
