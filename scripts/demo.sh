@@ -10,21 +10,23 @@ BUILD=${1:-build}
 MUGV="$BUILD/bin/mugv"
 DEMO=${MUGV_DEMO_DIR:-$PWD/out/demo}
 THREADS=${MUGV_DEMO_THREADS:-$(nproc)}
-CLIPS=${MUGV_DEMO_CLIPS:-160}
+CLIPS=${MUGV_DEMO_CLIPS:-2000}
 VAE_STEPS=${MUGV_DEMO_VAE_STEPS:-2000}
-DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-2500}
+DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-6000}
 export MUGV_HOME=${MUGV_HOME:-$DEMO/home}
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
 started=$SECONDS
 stage() { echo; echo "== [$(( (SECONDS - started) / 60 ))m$(( (SECONDS - started) % 60 ))s] $*"; }
 
+# Every training combination of colour x shape x direction several times over, at different places,
+# sizes and backgrounds: with one clip per combination the DiT memorises instead of composing.
 stage "make the starter dataset ($CLIPS clips, 64x64, 17 frames) and import it into $MUGV_HOME"
 "$MUGV" make-dataset shapes --out "$DEMO/shapes" --count "$CLIPS" --size 64 --frames 17 --fps 8 --seed 1
 "$MUGV" dataset import "$DEMO/shapes" --name shapes
 
-stage "train the VAE ($VAE_STEPS steps on random 8-frame 32x32 windows)"
-"$MUGV" train-vae --preset tiny --dataset shapes --run demo-vae --steps "$VAE_STEPS" --threads "$THREADS" --json \
+stage "train the VAE ($VAE_STEPS steps on random 8-frame 32x32 windows; presets/train/tiny-vae.toml)"
+"$MUGV" train-vae --preset tiny-vae --dataset shapes --run demo-vae --steps "$VAE_STEPS" --threads "$THREADS" --json \
   > "$DEMO/vae.json"
 psnr=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("heldout_psnr_db", 0))' "$DEMO/vae.json")
 echo "held-out reconstruction PSNR: $psnr dB"
@@ -33,7 +35,7 @@ stage "encode the clips into the latent cache"
 "$MUGV" encode --dataset shapes --vae-run demo-vae --threads "$THREADS"
 
 stage "train the DiT ($DIT_STEPS steps; samples every 500 steps in $MUGV_HOME/runs/demo-dit/samples)"
-"$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run demo-dit --steps "$DIT_STEPS" \
+"$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run demo-dit --steps "$DIT_STEPS" --batch 8 \
   --threads "$THREADS" --sample-every 500
 
 stage "generate a held-out prompt and export it"
