@@ -10,6 +10,7 @@
 #include "core/json_io.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "media/image.h"
 #include "model/weights.h"
 #include "support/micro_home.h"
 #include "support/test_support.h"
@@ -396,6 +397,10 @@ TEST_CASE("train-vae then encode: latent stats, preview map, held-out PSNR and a
   CHECK(r.latent_stats.mean.size() == 4);
   REQUIRE(r.heldout_psnr_db);
   CHECK(*r.heldout_psnr_db > 0);
+  // Each held-out clip's 9 frames above their reconstructions: 9 x 32 wide, 2 clips x 2 rows x 32 tall.
+  RgbFrame sheet = read_image(r.paths.samples() / "heldout_reconstruction.png");
+  CHECK(sheet.width == 9 * 32);
+  CHECK(sheet.height == 4 * 32);
   auto rgb = read_json_file(r.paths.latent_rgb());
   CHECK(rgb["weight"].size() == 3);
   CHECK(rgb["weight"][0].size() == 4);
