@@ -12,7 +12,7 @@ DEMO=${MUGV_DEMO_DIR:-$PWD/out/demo}
 THREADS=${MUGV_DEMO_THREADS:-$(nproc)}
 CLIPS=${MUGV_DEMO_CLIPS:-2000}
 VAE_STEPS=${MUGV_DEMO_VAE_STEPS:-2000}
-DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-6000}
+DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-1800}
 export MUGV_HOME=${MUGV_HOME:-$DEMO/home}
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
@@ -35,7 +35,8 @@ stage "encode the clips into the latent cache"
 "$MUGV" encode --dataset shapes --vae-run demo-vae --threads "$THREADS"
 
 stage "train the DiT ($DIT_STEPS steps; samples every 500 steps in $MUGV_HOME/runs/demo-dit/samples)"
-"$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run demo-dit --steps "$DIT_STEPS" --batch 8 \
+# Batch 32: at equal wall time it binds colours to their words far sooner than batch 8 (docs/BENCHMARKS.md).
+"$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run demo-dit --steps "$DIT_STEPS" --batch 32 \
   --threads "$THREADS" --sample-every 500
 
 stage "generate a held-out prompt and export it"
