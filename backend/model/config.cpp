@@ -371,13 +371,13 @@ double dit_flops_per_token(const DiTConfig& c, int64_t video_tokens, int64_t tex
 }
 
 int64_t vae_parameter_count(const VAEConfig& c) {
-  // GroupNorm has a gain and a bias per channel, the channel RMS norm a gain only.
-  auto group_norm = [&](int64_t ch) -> int64_t {
+  // GroupNorm has a gain and a bias per channel, the channel RMS norm a gain only, none nothing.
+  auto norm = [&](int64_t ch) -> int64_t {
     return c.norm == VAENorm::group ? 2 * ch : c.norm == VAENorm::channel_rms ? ch : 0;
   };
   auto conv = [](int64_t in, int64_t out, int64_t kernel_volume) { return in * out * kernel_volume + out; };
   auto res_block = [&](int64_t in, int64_t out) {
-    int64_t n = group_norm(in) + conv(in, out, 27) + group_norm(out) + conv(out, out, 27);
+    int64_t n = norm(in) + conv(in, out, 27) + norm(out) + conv(out, out, 27);
     if (in != out) n += conv(in, out, 1);
     return n;
   };
@@ -399,7 +399,7 @@ int64_t vae_parameter_count(const VAEConfig& c) {
     }
     if (i < downs) n += conv(ch, ch, 27);
   }
-  n += res_block(ch, ch) + group_norm(ch) + conv(ch, 2 * latent, 27);
+  n += res_block(ch, ch) + norm(ch) + conv(ch, 2 * latent, 27);
 
   ch = level_channels(levels - 1);  // decoder
   n += conv(latent, ch, int64_t(9) * (2 * c.decoder_window + 1)) + res_block(ch, ch);
@@ -411,7 +411,7 @@ int64_t vae_parameter_count(const VAEConfig& c) {
     }
     if (i < downs) n += (i < s_downs) ? conv(ch, 4 * ch, 27) : conv(ch, ch, 27);
   }
-  n += group_norm(ch) + conv(ch, pixel_channels, 27);
+  n += norm(ch) + conv(ch, pixel_channels, 27);
   return n;
 }
 

@@ -227,5 +227,7 @@ TEST_CASE("model enums round-trip through strings", "[unit][model]") {
   for (auto p : {TokenLimitPolicy::unknown, TokenLimitPolicy::truncate, TokenLimitPolicy::refuse}) {
     CHECK(token_limit_policy_from_string(to_string(p)) == p);
   }
+  for (auto n : {VAENorm::group, VAENorm::channel_rms, VAENorm::none}) CHECK(vae_norm_from_string(to_string(n)) == n);
   CHECK_FALSE(text_encoder_kind_from_string("bert"));
+  CHECK_FALSE(vae_norm_from_string("batch"));
 }
