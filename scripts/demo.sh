@@ -40,7 +40,7 @@ stage "train the DiT ($DIT_STEPS steps; samples every 500 steps in $MUGV_HOME/ru
   --threads "$THREADS" --sample-every 500
 
 stage "generate a held-out prompt and export it"
-prompt=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["combos"][0]; print(f"a {c[\"color\"]} {c[\"shape\"]} moving {c[\"direction\"]} on a black background")' "$DEMO/shapes/heldout.json")
+prompt=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["combos"][0]; print("a {color} {shape} moving {direction} on a black background".format(**c))' "$DEMO/shapes/heldout.json")
 echo "prompt: $prompt"
 "$MUGV" generate --run demo-dit --prompt "$prompt" --out "$DEMO/generated.mp4" --seed 7
 "$MUGV" export "$DEMO/generated.mp4" --out "$DEMO/generated.gif" --size 128x128
