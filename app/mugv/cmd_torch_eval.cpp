@@ -1,12 +1,21 @@
 // mugv eval --run NAME --dataset-dir DIR | --heldout FILE: generates every held-out prompt of the shapes
 // starter dataset and checks colour, shape and direction of what came out.
+// mugv eval --reconstruct --vae-run NAME --dataset-dir DIR: the same checks on the held-out clips after a
+// VAE round trip (encode, decode): the ceiling a DiT on that VAE can reach, so a miss can be blamed on the
+// right model.
+// mugv eval --sensitivity --run NAME --dataset-dir DIR: how much swapping each word of the held-out prompts
+// (colour, shape, direction, background) moves the run's guess of the clean video, step by step along
+// the sampling trajectory: which words the model has bound and at which noise levels.
 #include "command.h"
 
 #include "core/error.h"
 #include "core/json_io.h"
+#include "core/log.h"
 #include "core/strings.h"
+#include "dataset/manifest.h"
 #include "sample/eval.h"
 #include "sample/sampler.h"
+#include "train/train_support.h"
 
 #include <nlohmann/json.hpp>
 
@@ -28,46 +37,97 @@ void define(ParamRegistry& r) {
   auto cfg = param("eval.cfg", "--cfg", ParamType::real, 4.0, "classifier-free guidance scale", "eval");
   cfg.min_value = 0.0;
   r.add(cfg);
+  auto weights = param("eval.weights", "--weights", ParamType::choice, "auto",
+                       "which weights of the checkpoint: auto (EMA when present), ema or model", "eval");
+  weights.choices = {"auto", "ema", "model"};
+  r.add(weights);
   auto seed = param("eval.seed", "--seed", ParamType::integer, 0,
                     "noise seed of the first prompt (then +1 each)", "eval");
   seed.min_value = 0.0;
   r.add(seed);
   r.add(param("eval.samples", "--samples", ParamType::path, nullptr,
               "folder to keep the generated videos in (one mp4 per prompt)", "eval"));
+  r.add(param("eval.reconstruct", "--reconstruct", ParamType::boolean, false,
+              "judge VAE round trips of the held-out clips (heldout.jsonl) instead of generated videos",
+              "eval"));
+  r.add(param("eval.sensitivity", "--sensitivity", ParamType::boolean, false,
+              "measure how much each word of the held-out prompts steers the model instead of judging videos",
+              "eval"));
+  r.add(param("eval.vae_run", "--vae-run", ParamType::text, nullptr,
+              "with --reconstruct: the VAE run (default: the VAE run of --run)", "eval"));
 }
 
-int run(const Invocation& inv) {
-  const auto& v = inv.values;
-  if (!v.has("eval.run")) throw Error(ErrorCode::usage, "--run", "name the run to evaluate");
-  fs::path heldout, settings;
-  if (v.has("eval.heldout")) {
-    heldout = v.get_text("eval.heldout");
-    settings = heldout.parent_path() / "dataset.json";
-  } else if (v.has("eval.dataset_dir")) {
-    heldout = fs::path(v.get_text("eval.dataset_dir")) / "heldout.json";
-    settings = fs::path(v.get_text("eval.dataset_dir")) / "dataset.json";
-  } else {
-    throw Error(ErrorCode::usage, "--dataset-dir", "give --dataset-dir DIR or --heldout FILE");
-  }
-  const auto prompts = read_heldout_prompts(heldout);
-  if (prompts.empty()) throw Error(ErrorCode::invalid_argument, heldout.string(), "holds no prompts");
+struct EvalSource {
+  fs::path heldout;   // heldout.json (prompts)
+  fs::path settings;  // dataset.json (frames, size, fps) beside it
+};
 
-  GenerateRequest base;
-  base.steps = static_cast<int>(v.get_int("eval.steps"));
-  base.cfg_scale = v.get_real("eval.cfg");
-  if (fs::exists(settings)) {
-    const auto s = read_json_file(settings);
-    base.frames = s.value("frames", base.frames);
-    base.width = base.height = s.value("size", base.width);
-    base.fps = s.value("fps", base.fps);
+EvalSource eval_source(const ParamValues& v) {
+  if (v.has("eval.heldout")) {
+    fs::path heldout = v.get_text("eval.heldout");
+    return {heldout, heldout.parent_path() / "dataset.json"};
   }
-  ModelBundle bundle = load_for_inference(v.get_text("eval.run"));
+  if (v.has("eval.dataset_dir")) {
+    const fs::path dir = v.get_text("eval.dataset_dir");
+    return {dir / "heldout.json", dir / "dataset.json"};
+  }
+  throw Error(ErrorCode::usage, "--dataset-dir", "give --dataset-dir DIR or --heldout FILE");
+}
+
+// Every held-out clip of heldout.jsonl (beside heldout.json) through the VAE at the dataset's geometry.
+std::vector<ShapesVerdict> judge_reconstructions(const Invocation& inv, const EvalSource& source,
+                                                 const GenerateRequest& geometry, std::string* vae_run_out) {
+  const auto& v = inv.values;
+  std::string vae_run;
+  if (v.has("eval.vae_run")) {
+    vae_run = v.get_text("eval.vae_run");
+  } else if (v.has("eval.run")) {
+    vae_run = read_run_manifest(run_paths(v.get_text("eval.run"))).vae_run;
+    if (vae_run.empty())
+      throw Error(ErrorCode::invalid_argument, v.get_text("eval.run"), "names no VAE run; give --vae-run");
+  } else {
+    throw Error(ErrorCode::usage, "--vae-run", "--reconstruct needs --vae-run NAME (or a DiT --run)");
+  }
+  *vae_run_out = vae_run;
+  const fs::path clips_file = source.heldout.parent_path() / "heldout.jsonl";
+  auto manifest = read_manifest(clips_file);
+  for (const auto& problem : manifest.problems)
+    log_warning(cat(clips_file.string(), ":", problem.line, ": ", problem.reason));
+  if (manifest.entries.empty())
+    throw Error(ErrorCode::invalid_argument, clips_file.string(), "holds no clips");
+
+  VAEBundle bundle = load_vae_run(vae_run);
+  torch::NoGradGuard no_grad;
+  std::vector<ShapesVerdict> verdicts;
+  ProgressMeter meter(inv.progress, "eval", "clips", static_cast<int64_t>(manifest.entries.size()));
+  for (const auto& entry : manifest.entries) {
+    inv.cancel.throw_if_cancelled("eval");
+    try {
+      auto video = decode_clip_video(entry.path, entry.start_s.value_or(0.0), geometry.frames, geometry.width,
+                                     geometry.height, geometry.fps);
+      auto recon = bundle->vae->decode(bundle->vae->encode(video.unsqueeze(0)).first, geometry.frames);
+      verdicts.push_back(judge_shapes_clip(entry.caption, video_to_frames(recon.clamp(-1, 1)[0])));
+    } catch (const Error& err) {
+      log_warning(cat(entry.path.string(), ": held-out clip skipped: ", err.what()));
+    }
+    meter.advance(1, entry.caption);
+  }
+  meter.flush();
+  finish_progress_line();
+  if (verdicts.empty())
+    throw Error(ErrorCode::invalid_argument, clips_file.string(), "no clip could be read");
+  return verdicts;
+}
+
+// Generates every held-out prompt with the run's DiT.
+std::vector<ShapesVerdict> judge_generations(const Invocation& inv, const std::vector<std::string>& prompts,
+                                             const GenerateRequest& base, ModelBundle& bundle) {
+  const auto& v = inv.values;
   std::optional<fs::path> samples;
   if (v.has("eval.samples")) {
     samples = fs::path(v.get_text("eval.samples"));
     fs::create_directories(*samples);
   }
-
   std::vector<ShapesVerdict> verdicts;
   ProgressMeter meter(inv.progress, "eval", "prompts", static_cast<int64_t>(prompts.size()));
   uint64_t seed = static_cast<uint64_t>(v.get_int("eval.seed"));
@@ -83,14 +143,100 @@ int run(const Invocation& inv) {
   }
   meter.flush();
   finish_progress_line();
+  return verdicts;
+}
+
+// Mean over the prompts of prompt_sensitivity(), per attribute and step.
+PromptSensitivity mean_sensitivity(const Invocation& inv, const std::vector<std::string>& prompts,
+                                   const GenerateRequest& base, ModelBundle& bundle) {
+  PromptSensitivity total;
+  ProgressMeter meter(inv.progress, "sensitivity", "prompts", static_cast<int64_t>(prompts.size()));
+  uint64_t seed = static_cast<uint64_t>(inv.values.get_int("eval.seed"));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerateRequest request = base;
+    request.prompt = prompts[i];
+    request.seed = seed + i;
+    const PromptSensitivity one =
+        prompt_sensitivity(bundle, request, shapes_prompt_alternatives(prompts[i]), inv.cancel);
+    total.times = one.times;
+    for (const auto& [name, values] : one.change) {
+      auto& sum = total.change[name];
+      sum.resize(values.size(), 0.0);
+      for (size_t k = 0; k < values.size(); ++k) sum[k] += values[k] / double(prompts.size());
+    }
+    meter.update(static_cast<int64_t>(i + 1), prompts[i]);
+  }
+  meter.flush();
+  finish_progress_line();
+  return total;
+}
+
+int report_sensitivity(const Invocation& inv, const ModelBundle& bundle, const PromptSensitivity& s,
+                       size_t prompts) {
+  if (inv.json) {
+    nlohmann::json j = {
+        {"run", bundle.run.name}, {"mode", "sensitivity"}, {"checkpoint_step", bundle.checkpoint_step},
+        {"prompts", prompts},     {"times", s.times},      {"change", s.change}};
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << bundle.run.name << " step " << bundle.checkpoint_step
+            << ": change of the x0 guess when one word of " << prompts
+            << " prompts is swapped (relative RMS)\n"
+            << "     t";
+  for (const auto& [name, values] : s.change) std::cout << std::setw(12) << name;
+  std::cout << "\n";
+  for (size_t k = 0; k < s.times.size(); ++k) {
+    std::cout << std::fixed << std::setprecision(2) << std::setw(6) << s.times[k] << std::setprecision(4);
+    for (const auto& [name, values] : s.change) std::cout << std::setw(12) << values[k];
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+int run(const Invocation& inv) {
+  const auto& v = inv.values;
+  const bool reconstruct = v.get_bool("eval.reconstruct");
+  if (reconstruct && v.get_bool("eval.sensitivity"))
+    throw Error(ErrorCode::usage, "--sensitivity", "choose --reconstruct or --sensitivity, not both");
+  if (!reconstruct && !v.has("eval.run")) throw Error(ErrorCode::usage, "--run", "name the run to evaluate");
+  const EvalSource source = eval_source(v);
+
+  GenerateRequest base;
+  base.steps = static_cast<int>(v.get_int("eval.steps"));
+  base.cfg_scale = v.get_real("eval.cfg");
+  if (fs::exists(source.settings)) {
+    const auto s = read_json_file(source.settings);
+    base.frames = s.value("frames", base.frames);
+    base.width = base.height = s.value("size", base.width);
+    base.fps = s.value("fps", base.fps);
+  }
+
+  std::vector<ShapesVerdict> verdicts;
+  std::string evaluated;  // the run whose output was judged
+  int64_t step = 0;
+  if (reconstruct) {
+    verdicts = judge_reconstructions(inv, source, base, &evaluated);
+  } else {
+    const auto prompts = read_heldout_prompts(source.heldout);
+    if (prompts.empty())
+      throw Error(ErrorCode::invalid_argument, source.heldout.string(), "holds no prompts");
+    ModelBundle bundle = load_for_inference(
+        v.get_text("eval.run"), torch::kCPU,
+        weights_kind_from_string(v.get_text("eval.weights")).value_or(WeightsKind::unknown));
+    if (v.get_bool("eval.sensitivity"))
+      return report_sensitivity(inv, bundle, mean_sensitivity(inv, prompts, base, bundle), prompts.size());
+    verdicts = judge_generations(inv, prompts, base, bundle);
+    evaluated = bundle.run.name;
+    step = bundle.checkpoint_step;
+  }
+  const fs::path heldout = source.heldout;
 
   const ShapesScore total = score(verdicts);
   if (inv.json) {
-    nlohmann::json j = {{"run", bundle.run.name},
-                        {"checkpoint_step", bundle.checkpoint_step},
-                        {"heldout", heldout.string()},
-                        {"total", to_json(total)},
-                        {"prompts", nlohmann::json::array()}};
+    nlohmann::json j = {{"run", evaluated},        {"mode", reconstruct ? "reconstruct" : "generate"},
+                        {"checkpoint_step", step}, {"heldout", heldout.string()},
+                        {"total", to_json(total)}, {"prompts", nlohmann::json::array()}};
     for (const auto& verdict : verdicts) j["prompts"].push_back(to_json(verdict));
     std::cout << j.dump(2) << "\n";
   } else {
@@ -103,10 +249,10 @@ int run(const Invocation& inv) {
                                       : std::string("nothing visible"))
                 << "\n";
     }
-    std::cout << bundle.run.name << " step " << bundle.checkpoint_step << ": colour " << total.color << "/"
-              << total.clips << ", shape " << total.shape << "/" << total.clips << ", direction "
-              << total.direction << "/" << total.clips << ", all three " << total.all << "/" << total.clips
-              << "\n";
+    std::cout << evaluated << (reconstruct ? " round trip" : cat(" step ", step)) << ": colour "
+              << total.color << "/" << total.clips << ", shape " << total.shape << "/" << total.clips
+              << ", direction " << total.direction << "/" << total.clips << ", all three " << total.all << "/"
+              << total.clips << "\n";
   }
   return 0;
 }
@@ -117,7 +263,9 @@ Command eval_command() {
   Command c;
   c.words = {"eval"};
   c.summary = "generate the held-out prompts of the shapes dataset and check colour, shape and direction";
-  c.usage = "--run NAME (--dataset-dir DIR | --heldout FILE) [--steps --cfg --seed --samples DIR]";
+  c.usage =
+      "(--run NAME | --reconstruct --vae-run NAME) (--dataset-dir DIR | --heldout FILE) "
+      "[--steps --cfg --seed --samples DIR]";
   c.define = define;
   c.run = run;
   c.job_kind = "eval";

@@ -45,6 +45,10 @@ void define(ParamRegistry& r) {
                    "generate");
   cfg.min_value = 0.0;
   r.add(cfg);
+  auto weights = param("generate.weights", "--weights", ParamType::choice, "auto",
+                       "which weights of the checkpoint: auto (EMA when present), ema or model", "generate");
+  weights.choices = {"auto", "ema", "model"};
+  r.add(weights);
   auto seed = param("generate.seed", "--seed", ParamType::integer, 0,
                     "noise seed; the same seed gives the same video", "generate");
   seed.min_value = 0.0;
@@ -86,8 +90,11 @@ void record_generation(const GenerateRequest& request, const ModelBundle& bundle
     g.frames = request.frames;
     if (request.first_frame) g.image_path = *request.first_frame;
     g.output_path = fs::absolute(out);
-    g.settings = {{"run", bundle.run.name}, {"checkpoint_step", bundle.checkpoint_step},
-                  {"weights", to_string(bundle.weights)}, {"fps", request.fps}, {"metadata", result.metadata}};
+    g.settings = {{"run", bundle.run.name},
+                  {"checkpoint_step", bundle.checkpoint_step},
+                  {"weights", to_string(bundle.weights)},
+                  {"fps", request.fps},
+                  {"metadata", result.metadata}};
     (void)add_generation(catalog, g);
   } catch (const Error& e) {
     log_warning(cat("generation not recorded in the catalog: ", e.what()));
@@ -118,7 +125,9 @@ int run(const Invocation& inv) {
   request.fps = v.get_real("generate.fps");
   if (v.has("generate.image")) request.first_frame = fs::path(v.get_text("generate.image"));
 
-  ModelBundle bundle = load_for_inference(v.get_text("generate.run"));
+  ModelBundle bundle = load_for_inference(
+      v.get_text("generate.run"), torch::kCPU,
+      weights_kind_from_string(v.get_text("generate.weights")).value_or(WeightsKind::unknown));
   validate_request(bundle, request);
   PreviewFn preview;
   if (inv.reporter.preview) {

@@ -212,12 +212,39 @@ ShapeAnalysis analyze_shapes_clip(const std::vector<RgbFrame>& frames) {
   return out;
 }
 
-ShapesVerdict judge_shapes_clip(const std::string& prompt, const std::vector<RgbFrame>& frames) {
-  shapes::Combo want;
-  if (!shapes::parse_caption(prompt, &want, nullptr))
+namespace {
+
+shapes::Combo parse_shapes_prompt(const std::string& prompt, std::string* background = nullptr) {
+  shapes::Combo combo;
+  if (!shapes::parse_caption(prompt, &combo, background))
     throw Error(
         ErrorCode::invalid_argument, prompt,
         "not a shapes prompt (\"a <color> <shape> moving <direction> on a <background> background\")");
+  return combo;
+}
+
+}  // namespace
+
+std::map<std::string, std::vector<std::string>> shapes_prompt_alternatives(const std::string& prompt) {
+  std::string background;
+  const shapes::Combo combo = parse_shapes_prompt(prompt, &background);
+  std::map<std::string, std::vector<std::string>> groups;
+  for (const auto& c : shapes::colors())
+    if (c.name != combo.color)
+      groups["color"].push_back(shapes::caption_of({c.name, combo.shape, combo.direction}, background));
+  for (const auto& s : shapes::shape_names())
+    if (s != combo.shape)
+      groups["shape"].push_back(shapes::caption_of({combo.color, s, combo.direction}, background));
+  for (const auto& d : shapes::directions())
+    if (d != combo.direction)
+      groups["direction"].push_back(shapes::caption_of({combo.color, combo.shape, d}, background));
+  for (const auto& b : shapes::backgrounds())
+    if (b.name != background) groups["background"].push_back(shapes::caption_of(combo, b.name));
+  return groups;
+}
+
+ShapesVerdict judge_shapes_clip(const std::string& prompt, const std::vector<RgbFrame>& frames) {
+  const shapes::Combo want = parse_shapes_prompt(prompt);
   ShapesVerdict v;
   v.prompt = prompt;
   v.want_color = want.color;

@@ -176,7 +176,7 @@ void place(ModelBundle& b, torch::Device device) {
 
 }  // namespace
 
-ModelBundle load_for_inference(const std::string& run_name, torch::Device device) {
+ModelBundle load_for_inference(const std::string& run_name, torch::Device device, WeightsKind want) {
   ModelBundle b;
   load_run_header(b, run_name);
   const RunPaths paths = run_paths(run_name);
@@ -192,7 +192,8 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
     const NamedTensors targets = module_state(holder);
     std::map<std::string, std::vector<int64_t>> shapes;
     for (const auto& [name, t] : targets) shapes[name] = t.sizes().vec();
-    auto canonical = read_canonical_tensors(ckpt.dir, "ema", saved, shapes);
+    const WeightsKind kind = want == WeightsKind::model ? WeightsKind::model : WeightsKind::ema;
+    auto canonical = read_canonical_tensors(ckpt.dir, to_string(kind), saved, shapes);
     torch::NoGradGuard no_grad;
     for (const auto& [name, t] : targets) {
       auto it = canonical.tensors.find(name);
@@ -200,7 +201,7 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
         throw Error(ErrorCode::corrupt, ckpt.dir.string(), cat("tensor ", name, " is missing or misshapen"));
       t.copy_(it->second);
     }
-    b.weights = WeightsKind::ema;
+    b.weights = kind;
     load_vae_side(b, run_name);
     place(b, device);
     return b;
@@ -209,11 +210,16 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
   if (!fs::exists(model) && !fs::exists(ema))
     throw Error(ErrorCode::not_found, ckpt.dir.string(),
                 "checkpoint holds neither ema.safetensors nor model.safetensors");
+  if (want == WeightsKind::model && !fs::exists(model))
+    throw Error(ErrorCode::not_found, model.string(), "the checkpoint holds no training weights");
+  if (want == WeightsKind::ema && !fs::exists(ema))
+    throw Error(ErrorCode::not_found, ema.string(),
+                "the checkpoint holds no EMA weights (trained with ema = 0?)");
   if (fs::exists(model)) {
     load_prefixed({{"dit", b.dit.ptr()}, {"text", b.text}}, model);
     b.weights = WeightsKind::model;
   }
-  if (fs::exists(ema)) {
+  if (fs::exists(ema) && want != WeightsKind::model) {
     // The EMA may track the DiT alone (a frozen text encoder); the text weights then come from
     // model.safetensors.
     try {
@@ -225,6 +231,7 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
         load_prefixed({{"dit", b.dit.ptr()}}, ema);
         b.weights = WeightsKind::ema;
       } catch (const Error& e) {
+        if (want == WeightsKind::ema) throw;
         log_warning(cat(ema.string(), ": not usable (", e.what(), "); using model.safetensors"));
       }
     }

@@ -44,17 +44,23 @@ TextBatch guidance_text(ModelBundle& b, const GenerateRequest& r, bool with_unco
           torch::cat({cond.mask, uncond.mask.to(cond.mask.dtype())})};
 }
 
-// Guided velocity for x [1, C, n, h, w] at time t.
-torch::Tensor velocity(ModelBundle& b, const torch::Tensor& x, double t, const TextBatch& text, double cfg,
-                       double fps, const torch::Tensor& cond_mask) {
+// The DiT's velocity for x [1, C, n, h, w] at time t under each caption of `text`: [B, C, n, h, w].
+torch::Tensor velocities(ModelBundle& b, const torch::Tensor& x, double t, const TextBatch& text, double fps,
+                         const torch::Tensor& cond_mask) {
   const int64_t batch = text.features.size(0);
   auto opts = torch::TensorOptions().dtype(x.dtype()).device(b.device);
   auto xb = batch == 1 ? x : x.expand({batch, -1, -1, -1, -1}).contiguous();
   auto tb = torch::full({batch}, t, opts);
   auto fb = torch::full({batch}, fps, opts);
   auto cm = cond_mask.defined() ? cond_mask.expand({batch, -1}).contiguous() : cond_mask;
-  auto v = b.dit->forward(xb, tb, text.features, text.mask, fb, cm);
-  if (batch == 1) return v;
+  return b.dit->forward(xb, tb, text.features, text.mask, fb, cm);
+}
+
+// Guided velocity: `text` holds the conditional caption alone, or (cond, uncond).
+torch::Tensor velocity(ModelBundle& b, const torch::Tensor& x, double t, const TextBatch& text, double cfg,
+                       double fps, const torch::Tensor& cond_mask) {
+  auto v = velocities(b, x, t, text, fps, cond_mask);
+  if (v.size(0) == 1) return v;
   auto v_cond = v.narrow(0, 0, 1), v_uncond = v.narrow(0, 1, 1);
   return v_uncond + cfg * (v_cond - v_uncond);
 }
@@ -172,22 +178,40 @@ void validate_request(const ModelBundle& b, const GenerateRequest& r) {
   if (r.first_frame) (void)read_fittable_image(*r.first_frame, r.width, r.height);
 }
 
-SampleResult sample(ModelBundle& b, const GenerateRequest& r, const CancelToken& cancel,
-                    const PreviewFn& preview, const ProgressFn& progress) {
-  validate_request(b, r);
-  torch::NoGradGuard no_grad;
+namespace {
+
+// The seeded noise x_1 [1, C, n, h, w] and the shifted Euler schedule of a (validated) request.
+struct StartingPoint {
+  torch::Tensor noise;
+  double shift_ratio = 0;
+  std::vector<double> times;
+};
+
+StartingPoint starting_point(const ModelBundle& b, const GenerateRequest& r) {
   const auto& vae = b.preset.vae;
   const int ct = vae.compress_t;
   const int64_t n = (ct > 1 && r.frames % ct == 1) ? (r.frames - 1) / ct + 1 : r.frames / ct;
   const int64_t h = r.height / vae.compress_h, w = r.width / vae.compress_w, c = vae.latent_channels;
-  const double base = r.shift_base_px.value_or(b.shift_base_px);
-
-  SampleResult result;
-  result.shift_ratio = schedule_shift_ratio(n, r.height, r.width, base);
-  const auto times = euler_timesteps(r.steps, result.shift_ratio);
-
+  StartingPoint start;
+  start.shift_ratio = schedule_shift_ratio(n, r.height, r.width, r.shift_base_px.value_or(b.shift_base_px));
+  start.times = euler_timesteps(r.steps, start.shift_ratio);
   auto gen = at::detail::createCPUGenerator(r.seed);
-  auto x = at::randn({1, c, n, h, w}, gen, torch::TensorOptions().dtype(torch::kFloat)).to(b.device);
+  start.noise = at::randn({1, c, n, h, w}, gen, torch::TensorOptions().dtype(torch::kFloat)).to(b.device);
+  return start;
+}
+
+}  // namespace
+
+SampleResult sample(ModelBundle& b, const GenerateRequest& r, const CancelToken& cancel,
+                    const PreviewFn& preview, const ProgressFn& progress) {
+  validate_request(b, r);
+  torch::NoGradGuard no_grad;
+  const StartingPoint start = starting_point(b, r);
+  SampleResult result;
+  result.shift_ratio = start.shift_ratio;
+  const auto& times = start.times;
+  const int64_t n = start.noise.size(2);
+  auto x = start.noise;
 
   torch::Tensor cond_mask;
   if (r.first_frame) {
@@ -260,6 +284,61 @@ void enhance(ModelBundle& e, const GenerateRequest& r, const EnhanceOptions& o, 
   result.frames = video_to_frames(decode_latent(e, x, static_cast<int>(result.frames.size()))[0]);
   result.metadata["enhancer"] = cat(e.run.name, " step ", e.checkpoint_step, ", sigma ",
                                     format_double(o.sigma), ", cfg ", format_double(o.cfg_scale));
+}
+
+PromptSensitivity prompt_sensitivity(ModelBundle& b, const GenerateRequest& r,
+                                     const std::map<std::string, std::vector<std::string>>& groups,
+                                     const CancelToken& cancel) {
+  if (r.first_frame) throw Error(ErrorCode::invalid_argument, "image", "word sensitivity is measured for T2V only");
+  validate_request(b, r);
+  std::vector<std::string> prompts;  // every alternative, group by group
+  for (const auto& [name, alternatives] : groups) {
+    for (const auto& prompt : alternatives) {
+      GenerateRequest check = r;
+      check.prompt = prompt;
+      validate_request(b, check);
+      prompts.push_back(prompt);
+    }
+  }
+  torch::NoGradGuard no_grad;
+  const StartingPoint start = starting_point(b, r);
+  const bool guided = r.cfg_scale != 1.0;
+  const TextBatch text = guidance_text(b, r, guided);
+  std::vector<torch::Tensor> features, masks;
+  for (const auto& prompt : prompts) {
+    TextBatch t = encode_text(b, prompt);
+    features.push_back(t.features);
+    masks.push_back(t.mask);
+  }
+  const TextBatch alternatives = prompts.empty() ? TextBatch{} : TextBatch{torch::cat(features), torch::cat(masks)};
+
+  PromptSensitivity out;
+  for (const auto& [name, unused] : groups) out.change[name] = {};
+  auto x = start.noise;
+  const int total = static_cast<int>(start.times.size()) - 1;
+  for (int i = 0; i < total; ++i) {
+    cancel.throw_if_cancelled("sensitivity");
+    const double t = start.times[i];
+    const auto both = velocities(b, x, t, text, r.fps, {});  // cond (and uncond) in one batch
+    const auto v_cond = both.narrow(0, 0, 1);
+    const auto x0 = x + t * v_cond;
+    const double scale = x0.pow(2).mean().sqrt().item<double>();
+    if (alternatives.features.defined()) {
+      const auto x0_alt = x + t * velocities(b, x, t, alternatives, r.fps, {});  // [P, C, n, h, w]
+      const auto rms = (x0_alt - x0).pow(2).flatten(1).mean(1).sqrt();
+      int64_t k = 0;
+      for (const auto& [name, group] : groups) {
+        const int64_t size = static_cast<int64_t>(group.size());
+        const double mean = size ? rms.narrow(0, k, size).mean().item<double>() : 0.0;
+        out.change[name].push_back(mean / std::max(scale, 1e-12));
+        k += size;
+      }
+    }
+    out.times.push_back(t);
+    const auto v = guided ? both.narrow(0, 1, 1) + r.cfg_scale * (v_cond - both.narrow(0, 1, 1)) : v_cond;
+    x = x + (t - start.times[i + 1]) * v;
+  }
+  return out;
 }
 
 void save_video(const fs::path& path, const SampleResult& result, double fps, int crf) {

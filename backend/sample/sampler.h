@@ -77,6 +77,19 @@ void validate_request(const ModelBundle& bundle, const GenerateRequest& request)
                                   const CancelToken& cancel, const PreviewFn& preview = nullptr,
                                   const ProgressFn& progress = nullptr);
 
+// How strongly words steer the model: along the request's own T2V trajectory (its noise, schedule and
+// CFG), at every step, the model's guess of the clean latent x0 = x_t + t·v for request.prompt is compared
+// with the guesses for each group of alternative prompts (the same x_t, no guidance). change[group][i] is
+// the mean over the group's prompts of rms(x0_alt − x0) / rms(x0) after step i. A word the model has bound
+// moves the guess; one it ignores leaves it where it was. Errors as sample() (every prompt is checked).
+struct PromptSensitivity {
+  std::vector<double> times;                          // t at which each step's guesses were compared
+  std::map<std::string, std::vector<double>> change;  // group -> one value per step
+};
+[[nodiscard]] PromptSensitivity prompt_sensitivity(ModelBundle& bundle, const GenerateRequest& request,
+                                                   const std::map<std::string, std::vector<std::string>>& groups,
+                                                   const CancelToken& cancel);
+
 // Enhancer (docs/MUGV.md §4): an SDEdit-style refine of a finished latent with `enhancer` (the same or a
 // second run sharing the VAE latent space): noise to t = sigma, then `steps` Euler steps to 0 with
 // CFG `cfg_scale`, conditioning frames kept. Replaces result.latent and result.frames and records

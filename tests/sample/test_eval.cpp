@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <fstream>
 
 using namespace mugv;
@@ -102,4 +103,29 @@ TEST_CASE("held-out prompts are read from heldout.json", "[unit][sample]") {
   } catch (const Error& e) {
     CHECK(e.code() == ErrorCode::not_found);
   }
+}
+
+TEST_CASE("the alternatives of a prompt differ from it in exactly one attribute", "[unit][sample]") {
+  const std::string prompt = "a red circle moving left on a black background";
+  auto groups = shapes_prompt_alternatives(prompt);
+  REQUIRE(groups.size() == 4);
+  CHECK(groups["color"].size() == shapes::colors().size() - 1);
+  CHECK(groups["shape"].size() == shapes::shape_names().size() - 1);
+  CHECK(groups["direction"].size() == shapes::directions().size() - 1);
+  CHECK(groups["background"].size() == shapes::backgrounds().size() - 1);
+  CHECK(std::find(groups["direction"].begin(), groups["direction"].end(),
+                  "a red circle moving right on a black background") != groups["direction"].end());
+  for (const auto& [name, prompts] : groups) {
+    for (const auto& p : prompts) {
+      INFO(name << ": " << p);
+      CHECK(p != prompt);
+      shapes::Combo combo;
+      std::string background;
+      REQUIRE(shapes::parse_caption(p, &combo, &background));
+      const int differences = int(combo.color != "red") + int(combo.shape != "circle") +
+                              int(combo.direction != "left") + int(background != "black");
+      CHECK(differences == 1);
+    }
+  }
+  CHECK_THROWS_AS(shapes_prompt_alternatives("a cat on a mat"), Error);
 }

@@ -7,6 +7,7 @@
 #include "media/image.h"
 #include "media/probe.h"
 #include "model/weights.h"
+#include "sample/eval.h"
 #include "sample/model_bundle.h"
 #include "sample/schedule.h"
 #include "support/test_support.h"
@@ -414,4 +415,110 @@ TEST_CASE("mugv eval generates each held-out prompt and reports the matches", "[
   REQUIRE(j["prompts"].size() == 2);
   CHECK(j["prompts"][1]["want"]["shape"] == "square");
   CHECK(j["prompts"][0].contains("color_ok"));
+}
+
+TEST_CASE("the weights to load can be chosen; asking for absent EMA weights names the file",
+          "[unit][sample]") {
+  runs();
+  CHECK(load_for_inference("dit0", torch::kCPU, WeightsKind::model).weights == WeightsKind::model);
+  CHECK(load_for_inference("dit0", torch::kCPU, WeightsKind::ema).weights == WeightsKind::ema);
+
+  const ModelPreset preset = load_model_preset("tiny");
+  const RunPaths paths = run_paths("dit-no-ema");
+  fs::create_directories(paths.root);
+  write_run_manifest(paths,
+                     {"dit-no-ema", RunLayoutKind::dit, "tiny", "shapes", "vae0", nlohmann::json::object()});
+  fs::copy_file(run_paths("dit0").tokenizer(), paths.tokenizer());
+  DiT dit(preset.dit);
+  auto text = make_text_encoder(preset.text);
+  TinyRuns::save_step(paths, 1, {{"dit", dit.ptr()}, {"text", text}}, {});
+  CHECK(load_for_inference("dit-no-ema").weights == WeightsKind::model);
+  Error e = error_of([&] { (void)load_for_inference("dit-no-ema", torch::kCPU, WeightsKind::ema); });
+  CHECK(e.code() == ErrorCode::not_found);
+  CHECK_THAT(e.subject(), Catch::Contains("ema.safetensors"));
+  fs::remove_all(paths.root);
+}
+
+TEST_CASE("mugv eval --reconstruct judges VAE round trips of the held-out clips", "[cli][sample]") {
+  runs();
+  TempDir dir;
+  const fs::path data = dir / "shapes";
+  auto made = run_mugv(
+      "make-dataset shapes --out " + data.string() + " --count 8 --size 32 --frames 9 --seed 3", dir.path());
+  if (!made) return;
+  REQUIRE(made->exit_code == 0);
+  const size_t held_out = read_heldout_prompts(data / "heldout.json").size();
+  REQUIRE(held_out > 0);
+
+  auto r =
+      run_mugv("eval --reconstruct --vae-run vae0 --dataset-dir " + data.string() + " --json", dir.path());
+  INFO(r->err);
+  REQUIRE(r->exit_code == 0);
+  auto j = nlohmann::json::parse(r->out);
+  CHECK(j["mode"] == "reconstruct");
+  CHECK(j["run"] == "vae0");
+  CHECK(j["total"]["clips"] == held_out);
+  // The VAE run of a DiT run is found from the DiT run.
+  auto via_dit =
+      run_mugv("eval --reconstruct --run dit0 --dataset-dir " + data.string() + " --json", dir.path());
+  REQUIRE(via_dit->exit_code == 0);
+  CHECK(nlohmann::json::parse(via_dit->out)["run"] == "vae0");
+
+  auto none = run_mugv("eval --reconstruct --dataset-dir " + data.string(), dir.path());
+  CHECK(none->exit_code == 2);
+  CHECK_THAT(none->err, Catch::Contains("--vae-run"));
+  fs::remove(data / "heldout.jsonl");
+  auto missing = run_mugv("eval --reconstruct --vae-run vae0 --dataset-dir " + data.string(), dir.path());
+  CHECK(missing->exit_code == 1);
+  CHECK_THAT(missing->err, Catch::Contains("heldout.jsonl"));
+}
+
+TEST_CASE("word sensitivity follows the sampling trajectory and tells bound words from ignored ones",
+          "[unit][sample]") {
+  auto& b = bundle();
+  GenerateRequest r = small_request();
+  const std::map<std::string, std::vector<std::string>> groups = {
+      {"same", {r.prompt}},  // the prompt itself: no change at all
+      {"color",
+       {"a blue circle moving left on a black background",
+        "a green circle moving left on a black background"}},
+      {"empty", {}}};
+  PromptSensitivity s = prompt_sensitivity(b, r, groups, CancelToken{});
+  REQUIRE(s.times.size() == size_t(r.steps));
+  CHECK(s.times.front() == 1.0);
+  REQUIRE(s.change.size() == 3);
+  for (double v : s.change["same"]) CHECK(v < 1e-5);
+  for (double v : s.change["color"]) CHECK(v > 1e-4);  // random weights: every word moves the guess a little
+  for (double v : s.change["empty"]) CHECK(v == 0.0);
+  // Deterministic in the seed.
+  CHECK(prompt_sensitivity(b, r, groups, CancelToken{}).change["color"] == s.change["color"]);
+
+  auto too_long = groups;
+  std::string words;
+  for (int i = 0; i < 60; ++i) words += "red circle ";
+  too_long["long"] = {words};
+  Error e = error_of([&] { (void)prompt_sensitivity(b, r, too_long, CancelToken{}); });
+  CHECK(e.subject() == "prompt");
+  r.first_frame = fs::path("frame.png");
+  CHECK(error_of([&] { (void)prompt_sensitivity(b, r, groups, CancelToken{}); }).subject() == "image");
+}
+
+TEST_CASE("mugv eval --sensitivity reports each attribute per step", "[cli][sample]") {
+  runs();
+  TempDir dir;
+  write_json_atomic(dir / "heldout.json", {{"prompts", {"a red circle moving left on a black background"}}});
+  write_json_atomic(dir / "dataset.json", {{"size", 32}, {"frames", 9}, {"fps", 8}});
+  auto r = run_mugv(
+      "eval --run dit0 --dataset-dir " + dir.path().string() + " --sensitivity --steps 2 --json", dir.path());
+  if (!r) return;
+  INFO(r->err);
+  REQUIRE(r->exit_code == 0);
+  auto j = nlohmann::json::parse(r->out);
+  CHECK(j["mode"] == "sensitivity");
+  CHECK(j["times"].size() == 2);
+  for (const char* attribute : {"color", "shape", "direction", "background"})
+    CHECK(j["change"][attribute].size() == 2);
+  auto both = run_mugv(
+      "eval --run dit0 --dataset-dir " + dir.path().string() + " --sensitivity --reconstruct", dir.path());
+  CHECK(both->exit_code == 2);
 }
