@@ -56,13 +56,17 @@ torch::Tensor velocities(ModelBundle& b, const torch::Tensor& x, double t, const
   return b.dit->forward(xb, tb, text.features, text.mask, fb, cm);
 }
 
-// Guided velocity: `text` holds the conditional caption alone, or (cond, uncond).
-torch::Tensor velocity(ModelBundle& b, const torch::Tensor& x, double t, const TextBatch& text, double cfg,
-                       double fps, const torch::Tensor& cond_mask) {
-  auto v = velocities(b, x, t, text, fps, cond_mask);
+// Classifier-free guidance of velocities() for (cond) or (cond, uncond).
+torch::Tensor guide(const torch::Tensor& v, double cfg) {
   if (v.size(0) == 1) return v;
   auto v_cond = v.narrow(0, 0, 1), v_uncond = v.narrow(0, 1, 1);
   return v_uncond + cfg * (v_cond - v_uncond);
+}
+
+// Guided velocity: `text` holds the conditional caption alone, or (cond, uncond).
+torch::Tensor velocity(ModelBundle& b, const torch::Tensor& x, double t, const TextBatch& text, double cfg,
+                       double fps, const torch::Tensor& cond_mask) {
+  return guide(velocities(b, x, t, text, fps, cond_mask), cfg);
 }
 
 std::vector<RgbFrame> preview_frames(const ModelBundle& b, const torch::Tensor& x0_normalised) {
@@ -289,7 +293,8 @@ void enhance(ModelBundle& e, const GenerateRequest& r, const EnhanceOptions& o, 
 PromptSensitivity prompt_sensitivity(ModelBundle& b, const GenerateRequest& r,
                                      const std::map<std::string, std::vector<std::string>>& groups,
                                      const CancelToken& cancel) {
-  if (r.first_frame) throw Error(ErrorCode::invalid_argument, "image", "word sensitivity is measured for T2V only");
+  if (r.first_frame)
+    throw Error(ErrorCode::invalid_argument, "image", "word sensitivity is measured for T2V only");
   validate_request(b, r);
   std::vector<std::string> prompts;  // every alternative, group by group
   for (const auto& [name, alternatives] : groups) {
@@ -310,33 +315,29 @@ PromptSensitivity prompt_sensitivity(ModelBundle& b, const GenerateRequest& r,
     features.push_back(t.features);
     masks.push_back(t.mask);
   }
-  const TextBatch alternatives = prompts.empty() ? TextBatch{} : TextBatch{torch::cat(features), torch::cat(masks)};
+  const TextBatch alternatives =
+      prompts.empty() ? TextBatch{} : TextBatch{torch::cat(features), torch::cat(masks)};
 
   PromptSensitivity out;
-  for (const auto& [name, unused] : groups) out.change[name] = {};
   auto x = start.noise;
   const int total = static_cast<int>(start.times.size()) - 1;
   for (int i = 0; i < total; ++i) {
     cancel.throw_if_cancelled("sensitivity");
     const double t = start.times[i];
     const auto both = velocities(b, x, t, text, r.fps, {});  // cond (and uncond) in one batch
-    const auto v_cond = both.narrow(0, 0, 1);
-    const auto x0 = x + t * v_cond;
-    const double scale = x0.pow(2).mean().sqrt().item<double>();
-    if (alternatives.features.defined()) {
-      const auto x0_alt = x + t * velocities(b, x, t, alternatives, r.fps, {});  // [P, C, n, h, w]
-      const auto rms = (x0_alt - x0).pow(2).flatten(1).mean(1).sqrt();
-      int64_t k = 0;
-      for (const auto& [name, group] : groups) {
-        const int64_t size = static_cast<int64_t>(group.size());
-        const double mean = size ? rms.narrow(0, k, size).mean().item<double>() : 0.0;
-        out.change[name].push_back(mean / std::max(scale, 1e-12));
-        k += size;
-      }
+    const auto x0 = x + t * both.narrow(0, 0, 1);
+    const double scale = std::max(x0.pow(2).mean().sqrt().item<double>(), 1e-12);
+    torch::Tensor rms;  // [P]: one value per alternative prompt
+    if (alternatives.features.defined())
+      rms = (x + t * velocities(b, x, t, alternatives, r.fps, {}) - x0).pow(2).flatten(1).mean(1).sqrt();
+    int64_t k = 0;
+    for (const auto& [name, group] : groups) {
+      const auto size = static_cast<int64_t>(group.size());
+      out.change[name].push_back(size ? rms.narrow(0, k, size).mean().item<double>() / scale : 0.0);
+      k += size;
     }
     out.times.push_back(t);
-    const auto v = guided ? both.narrow(0, 1, 1) + r.cfg_scale * (v_cond - both.narrow(0, 1, 1)) : v_cond;
-    x = x + (t - start.times[i + 1]) * v;
+    x = x + (t - start.times[i + 1]) * guide(both, r.cfg_scale);
   }
   return out;
 }

@@ -487,6 +487,7 @@ TEST_CASE("word sensitivity follows the sampling trajectory and tells bound word
   REQUIRE(s.times.size() == size_t(r.steps));
   CHECK(s.times.front() == 1.0);
   REQUIRE(s.change.size() == 3);
+  for (const auto& [name, values] : s.change) REQUIRE(values.size() == s.times.size());
   for (double v : s.change["same"]) CHECK(v < 1e-5);
   for (double v : s.change["color"]) CHECK(v > 1e-4);  // random weights: every word moves the guess a little
   for (double v : s.change["empty"]) CHECK(v == 0.0);
