@@ -12,7 +12,7 @@ DEMO=${MUGV_DEMO_DIR:-$PWD/out/demo}
 THREADS=${MUGV_DEMO_THREADS:-$(nproc)}
 CLIPS=${MUGV_DEMO_CLIPS:-2000}
 VAE_STEPS=${MUGV_DEMO_VAE_STEPS:-2000}
-DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-3600}
+DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-2600}
 export MUGV_HOME=${MUGV_HOME:-$DEMO/home}
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
@@ -35,9 +35,9 @@ stage "encode the clips into the latent cache"
 "$MUGV" encode --dataset shapes --vae-run demo-vae --threads "$THREADS"
 
 stage "train the DiT ($DIT_STEPS steps; samples every 500 steps in $MUGV_HOME/runs/demo-dit/samples)"
-# Batch 32: at equal wall time it binds colours to their words far sooner than batch 8. Direction binds
-# between steps 1800 and 3600 (held-out direction 1/16 -> 16/16); 3600 steps take ~31 min on two cores, so
-# the demo overruns its 30-minute target by ~8 min. MUGV_DEMO_DIT_STEPS=1800 is the fast run (docs/BENCHMARKS.md).
+# Batch 32: at equal wall time it binds colours to their words far sooner than batch 8. Held-out direction:
+# 1/16 at 1800 steps, 13/16 at 2600, 16/16 at 3600. 2600 steps took 22-27 min on two cores, so the demo
+# runs 29-34 min against its 30-minute target. MUGV_DEMO_DIT_STEPS=1800 is the fast run (docs/BENCHMARKS.md).
 "$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run demo-dit --steps "$DIT_STEPS" --batch 32 \
   --threads "$THREADS" --sample-every 500
 
