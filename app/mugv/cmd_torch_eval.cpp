@@ -230,12 +230,11 @@ int run(const Invocation& inv) {
     evaluated = bundle.run.name;
     step = bundle.checkpoint_step;
   }
-  const fs::path heldout = source.heldout;
 
   const ShapesScore total = score(verdicts);
   if (inv.json) {
     nlohmann::json j = {{"run", evaluated},        {"mode", reconstruct ? "reconstruct" : "generate"},
-                        {"checkpoint_step", step}, {"heldout", heldout.string()},
+                        {"checkpoint_step", step}, {"heldout", source.heldout.string()},
                         {"total", to_json(total)}, {"prompts", nlohmann::json::array()}};
     for (const auto& verdict : verdicts) j["prompts"].push_back(to_json(verdict));
     std::cout << j.dump(2) << "\n";
