@@ -403,13 +403,16 @@ int64_t vae_parameter_count(const VAEConfig& c) {
 
   ch = level_channels(levels - 1);  // decoder
   n += conv(latent, ch, int64_t(9) * (2 * c.decoder_window + 1)) + res_block(ch, ch);
-  for (int i = levels - 1; i >= 0; --i) {
+  for (int i = levels - 1; i >= 0; --i) {  // upsampling before each level's blocks, as in vae.cpp
     const int64_t out = level_channels(i);
+    if (i < downs) {
+      n += (i < s_downs) ? conv(ch, 4 * out, 27) : conv(ch, out, 27);
+      ch = out;
+    }
     for (int b = 0; b < c.res_blocks; ++b) {
       n += res_block(ch, out);
       ch = out;
     }
-    if (i < downs) n += (i < s_downs) ? conv(ch, 4 * ch, 27) : conv(ch, ch, 27);
   }
   n += norm(ch) + conv(ch, pixel_channels, 27);
   return n;

@@ -20,8 +20,8 @@ int64_t group_count(int64_t channels) {
   return 1;
 }
 
-torch::nn::Conv3d conv3(int64_t in, int64_t out, std::vector<int64_t> stride = {1, 1, 1}) {
-  return torch::nn::Conv3d(torch::nn::Conv3dOptions(in, out, 3).stride(stride).padding(1));
+FrameConv3d conv3(int64_t in, int64_t out, std::vector<int64_t> stride = {1, 1, 1}) {
+  return FrameConv3d(torch::nn::Conv3dOptions(in, out, 3).stride(stride).padding(1));
 }
 
 // [N, C·r², T, H, W] -> [N, C, T, rH, rW]: each group of r² channels becomes an r×r pixel block.
@@ -37,6 +37,27 @@ torch::Tensor space_to_depth(const torch::Tensor& x, int64_t r) {
 }
 
 }  // namespace
+
+torch::Tensor FrameConv3dImpl::forward(const torch::Tensor& x) {
+  // Padding as torch keeps it: {w_left, w_right, h_left, h_right, t_left, t_right}.
+  const auto& pad = _reversed_padding_repeated_twice;
+  const auto& dilation = *options.dilation();
+  const bool plain = options.groups() == 1 && options.padding_mode().index() == 0 && dilation[0] == 1 &&
+                     dilation[1] == 1 && dilation[2] == 1 && pad.size() == 6 && pad[0] == pad[1] && pad[2] == pad[3];
+  if (plain && x.dim() == 5 && x.size(2) == 1) {
+    // One input frame: the output frame 0 reads input frame j - t_left with tap j, so only tap t_left is real,
+    // and the output has one frame when 0 <= 1 + t_left + t_right - kernel_t < stride_t.
+    const int64_t kt = (*options.kernel_size())[0], st = (*options.stride())[0];
+    const int64_t spare = 1 + pad[4] + pad[5] - kt;
+    if (pad[4] < kt && spare >= 0 && spare < st) {
+      const auto& stride = *options.stride();
+      return F::conv2d(x.squeeze(2), weight.select(2, pad[4]),
+                       F::Conv2dFuncOptions().bias(bias).stride({stride[1], stride[2]}).padding({pad[2], pad[0]}))
+          .unsqueeze(2);
+    }
+  }
+  return torch::nn::Conv3dImpl::forward(x);
+}
 
 PixelShuffle3dImpl::PixelShuffle3dImpl(int64_t factor, bool inverse) : factor_(factor), inverse_(inverse) {}
 
@@ -71,7 +92,7 @@ ResBlock3dImpl::ResBlock3dImpl(VAENorm norm, int64_t in_channels, int64_t out_ch
     conv2->bias.zero_();
   }
   if (in_channels != out_channels) {
-    skip = register_module("skip", torch::nn::Conv3d(torch::nn::Conv3dOptions(in_channels, out_channels, 1)));
+    skip = register_module("skip", FrameConv3d(torch::nn::Conv3dOptions(in_channels, out_channels, 1)));
   }
 }
 
@@ -81,8 +102,9 @@ torch::Tensor ResBlock3dImpl::forward(const torch::Tensor& x) {
   return (skip ? skip(x) : x) + h;
 }
 
-Upsample3dImpl::Upsample3dImpl(int64_t channels, bool temporal, bool spatial) : temporal_(temporal), spatial_(spatial) {
-  conv = register_module("conv", conv3(channels, spatial ? 4 * channels : channels));
+Upsample3dImpl::Upsample3dImpl(int64_t in_channels, int64_t out_channels, bool temporal, bool spatial)
+    : temporal_(temporal), spatial_(spatial) {
+  conv = register_module("conv", conv3(in_channels, spatial ? 4 * out_channels : out_channels));
 }
 
 torch::Tensor Upsample3dImpl::forward(const torch::Tensor& x) {
@@ -135,13 +157,20 @@ VideoVAEImpl::VideoVAEImpl(const VAEConfig& config) : config_(config) {
   decoder->push_back("conv_in",
                      torch::nn::Conv3d(torch::nn::Conv3dOptions(latent, ch, {window, 3, 3}).padding({0, 1, 1})));
   decoder->push_back("mid", ResBlock3d(config.norm, ch, ch));
+  // The mirror of the encoder: level i's blocks run at the resolution of the encoder's level i, so the
+  // upsampling that undoes the encoder's downsampling after level i comes before them (and already
+  // produces level i's channels). The finest blocks thus work at full (patch) resolution, where the
+  // edges are drawn.
   for (int i = levels - 1; i >= 0; --i) {
     const int64_t out = level_channels(i);
+    if (i < downs) {
+      decoder->push_back("up" + std::to_string(i) + "_sample", Upsample3d(ch, out, i < t_downs, i < s_downs));
+      ch = out;
+    }
     for (int b = 0; b < config.res_blocks; ++b) {
       decoder->push_back("up" + std::to_string(i) + "_block" + std::to_string(b), ResBlock3d(config.norm, ch, out));
       ch = out;
     }
-    if (i < downs) decoder->push_back("up" + std::to_string(i) + "_sample", Upsample3d(ch, i < t_downs, i < s_downs));
   }
   decoder->push_back("norm_out", VAENormLayer(config.norm, ch));
   decoder->push_back("act_out", torch::nn::SiLU());

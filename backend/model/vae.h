@@ -11,8 +11,9 @@
 // overlapping spatial tiles and blends them linearly across the overlap.
 //
 // Blocks: norm (GroupNorm(32) or per-voxel channel RMS, config.norm) → SiLU → Conv3d 3×3×3;
-// downsampling by stride-2 convs (temporal and spatial levels counted separately); upsampling by
-// nearest repetition in time and conv → depth-to-space in space. With config.patch > 1 the pixels
+// downsampling by stride-2 convs after a level's blocks (temporal and spatial levels counted
+// separately); the decoder mirrors it, upsampling (nearest repetition in time, conv → depth-to-space in
+// space) before a level's blocks, so its finest blocks run at the encoder's finest resolution. With config.patch > 1 the pixels
 // are first folded patch × patch into channels (and unfolded after the last conv). With
 // config.pixel_shortcut, block RGB averages bypass both networks through latent channels 0-2.
 //
@@ -45,20 +46,32 @@ class VAENormLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(VAENormLayer);
 
+// A Conv3d that, on a one-frame input, runs the equivalent 2D convolution with the one temporal tap of
+// the kernel that sees a real frame (the others only see zero padding). The latent-resolution blocks
+// always see one frame per chunk, and on CPU the 2D convolution's backward is about 3x faster there.
+// Same parameters, names and results as torch::nn::Conv3d (dilation 1, one group).
+class FrameConv3dImpl : public torch::nn::Conv3dImpl {
+ public:
+  using torch::nn::Conv3dImpl::Conv3dImpl;
+  torch::Tensor forward(const torch::Tensor& x);
+};
+TORCH_MODULE(FrameConv3d);
+
 class ResBlock3dImpl : public torch::nn::Module {
  public:
   ResBlock3dImpl(VAENorm norm, int64_t in_channels, int64_t out_channels);
   torch::Tensor forward(const torch::Tensor& x);
   VAENormLayer norm1{nullptr}, norm2{nullptr};
-  torch::nn::Conv3d conv1{nullptr}, conv2{nullptr}, skip{nullptr};
+  FrameConv3d conv1{nullptr}, conv2{nullptr}, skip{nullptr};
 };
 TORCH_MODULE(ResBlock3d);
 
 class Upsample3dImpl : public torch::nn::Module {
  public:
-  Upsample3dImpl(int64_t channels, bool temporal, bool spatial);
+  // Nearest ×2 in time (when temporal), then a 3×3×3 conv to out_channels (×4 and depth-to-space when spatial).
+  Upsample3dImpl(int64_t in_channels, int64_t out_channels, bool temporal, bool spatial);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Conv3d conv{nullptr};
+  FrameConv3d conv{nullptr};
 
  private:
   bool temporal_;

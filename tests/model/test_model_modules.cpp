@@ -301,6 +301,31 @@ TEST_CASE("VAE encode/decode shapes and chunk independence", "[unit][model]") {
   CHECK(e.code() == ErrorCode::invalid_argument);
 }
 
+TEST_CASE("FrameConv3d equals Conv3d, with its fast path on one-frame inputs", "[unit][model]") {
+  torch::manual_seed(3);
+  namespace F = torch::nn::functional;
+  struct Case {
+    int64_t kernel, padding;
+    std::vector<int64_t> stride;
+    int64_t frames;
+  };
+  // One frame with the 3x3x3 kernel (the 2D path), strided in time, a 1x1x1 kernel, and two frames (Conv3d).
+  for (const Case& c : {Case{3, 1, {1, 1, 1}, 1}, Case{3, 1, {2, 2, 2}, 1}, Case{1, 0, {1, 1, 1}, 1},
+                        Case{3, 1, {1, 1, 1}, 2}}) {
+    FrameConv3d conv(torch::nn::Conv3dOptions(5, 7, c.kernel).stride(c.stride).padding(c.padding));
+    auto x = torch::randn({2, 5, c.frames, 6, 6}, torch::requires_grad());
+    auto y = conv(x);
+    auto reference = F::conv3d(x, conv->weight, F::Conv3dFuncOptions().bias(conv->bias).stride(c.stride).padding(c.padding));
+    REQUIRE(y.sizes() == reference.sizes());
+    CHECK(torch::allclose(y, reference, 1e-5, 1e-5));
+    auto g = torch::randn_like(y);
+    auto grads = torch::autograd::grad({y}, {x, conv->weight}, {g});
+    auto expected = torch::autograd::grad({reference}, {x, conv->weight}, {g});
+    CHECK(torch::allclose(grads[0], expected[0], 1e-5, 1e-5));
+    CHECK(torch::allclose(grads[1], expected[1], 1e-4, 1e-5));
+  }
+}
+
 TEST_CASE("VAE tiled decoding, loss and latent statistics", "[unit][model]") {
   torch::manual_seed(8);
   VideoVAE vae(micro_vae());
