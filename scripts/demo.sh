@@ -35,9 +35,10 @@ stage "encode the clips into the latent cache"
 "$MUGV" encode --dataset shapes --vae-run demo-vae --threads "$THREADS"
 
 stage "train the DiT ($DIT_STEPS steps; samples every 500 steps in $MUGV_HOME/runs/demo-dit/samples)"
-# Batch 32: at equal wall time it binds colours to their words far sooner than batch 8. Held-out direction:
-# 1/16 at 1800 steps, 13/16 at 2600, 16/16 at 3600. 2600 steps took 22-27 min on two cores, so the demo
-# runs 29-34 min against its 30-minute target. MUGV_DEMO_DIT_STEPS=1800 is the fast run (docs/BENCHMARKS.md).
+# Batch 32: at equal wall time it binds colours to their words far sooner than batch 8. Held-out direction
+# on the demo's VAE: 15/16 at 2600 steps (23 min of DiT training; the whole demo 30.2 min on two cores).
+# With fewer steps direction falls towards chance (1/16 at 1800 steps with the previous VAE); see
+# docs/BENCHMARKS.md.
 "$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run demo-dit --steps "$DIT_STEPS" --batch 32 \
   --threads "$THREADS" --sample-every 500
 
