@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "dataset/manifest.h"
+#include "model/compute.h"
 #include "sample/eval.h"
 #include "sample/sampler.h"
 #include "train/train_support.h"
@@ -41,6 +42,7 @@ void define(ParamRegistry& r) {
                        "which weights of the checkpoint: auto (EMA when present), ema or model", "eval");
   weights.choices = {"auto", "ema", "model"};
   r.add(weights);
+  r.add(device_param("eval.device", "eval"));
   auto seed = param("eval.seed", "--seed", ParamType::integer, 0,
                     "noise seed of the first prompt (then +1 each)", "eval");
   seed.min_value = 0.0;
@@ -222,7 +224,7 @@ int run(const Invocation& inv) {
     if (prompts.empty())
       throw Error(ErrorCode::invalid_argument, source.heldout.string(), "holds no prompts");
     ModelBundle bundle = load_for_inference(
-        v.get_text("eval.run"), torch::kCPU,
+        v.get_text("eval.run"), choose_compute_device(v.get_text("eval.device")),
         weights_kind_from_string(v.get_text("eval.weights")).value_or(WeightsKind::unknown));
     if (v.get_bool("eval.sensitivity"))
       return report_sensitivity(inv, bundle, mean_sensitivity(inv, prompts, base, bundle), prompts.size());

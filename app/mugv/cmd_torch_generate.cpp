@@ -10,6 +10,7 @@
 #include "core/paths.h"
 #include "core/strings.h"
 #include "media/encoder.h"
+#include "model/compute.h"
 #include "sample/sampler.h"
 
 #include <nlohmann/json.hpp>
@@ -49,6 +50,7 @@ void define(ParamRegistry& r) {
                        "which weights of the checkpoint: auto (EMA when present), ema or model", "generate");
   weights.choices = {"auto", "ema", "model"};
   r.add(weights);
+  r.add(device_param("generate.device", "generate"));
   auto seed = param("generate.seed", "--seed", ParamType::integer, 0,
                     "noise seed; the same seed gives the same video", "generate");
   seed.min_value = 0.0;
@@ -126,7 +128,7 @@ int run(const Invocation& inv) {
   if (v.has("generate.image")) request.first_frame = fs::path(v.get_text("generate.image"));
 
   ModelBundle bundle = load_for_inference(
-      v.get_text("generate.run"), torch::kCPU,
+      v.get_text("generate.run"), choose_compute_device(v.get_text("generate.device")),
       weights_kind_from_string(v.get_text("generate.weights")).value_or(WeightsKind::unknown));
   validate_request(bundle, request);
   PreviewFn preview;
@@ -138,7 +140,7 @@ int run(const Invocation& inv) {
   finish_progress_line();
   if (v.get_bool("generate.enhance")) {
     if (v.has("generate.enhance_run") && v.get_text("generate.enhance_run") != bundle.run.name) {
-      ModelBundle enhancer = load_for_inference(v.get_text("generate.enhance_run"));
+      ModelBundle enhancer = load_for_inference(v.get_text("generate.enhance_run"), bundle.device);
       enhance(enhancer, request, EnhanceOptions{}, result, inv.cancel);
     } else {
       enhance(bundle, request, EnhanceOptions{}, result, inv.cancel);

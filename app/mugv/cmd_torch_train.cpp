@@ -127,9 +127,11 @@ int run_train(const Invocation& inv) {
   return 0;
 }
 
-// What `mugv resume` may change besides the step count: how the run is spread over ranks and threads.
-constexpr const char* kResumeChangeable[] = {"train.tp", "train.cp", "train.zero", "train.recompute", "train.threads",
-                                             "train.comm_timeout"};
+// What `mugv resume` may change besides the step count: where and how the run computes (ranks, threads,
+// device, precision), never the model or the data. The run's stored config takes the changes.
+constexpr const char* kResumeChangeable[] = {"train.tp",      "train.cp",           "train.zero",
+                                             "train.recompute", "train.threads",    "train.comm_timeout",
+                                             "train.device",  "train.precision"};
 
 int run_resume(const Invocation& inv) {
   ResumeChanges changes;
@@ -194,14 +196,15 @@ Command resume_command() {
   Command c;
   c.words = {"resume"};
   c.summary = "continue a DiT run from its last good checkpoint";
-  c.usage = "NAME [--steps N] [--tp N --cp N --zero 0|1 --recompute MODE --threads N]";
+  c.usage = "NAME [--steps N] [--tp N --cp N --zero 0|1 --recompute MODE --threads N --device D --precision P]";
   c.min_positional = c.max_positional = 1;
   c.define = [](ParamRegistry& r) {
     auto steps = param("train.steps", "--steps", ParamType::integer, nullptr, "new total step count (default: the run's)",
                        "training");
     steps.min_value = 1;
     r.add(steps);
-    // The layout and threads may change on resume (checkpoints load under any layout); the defaults are the run's.
+    // The layout, threads, device and precision may change on resume (checkpoints load under any layout and on
+    // any device); the defaults are the run's.
     ParamRegistry full;
     define_train_params(full, TrainKind::dit);
     for (const char* key : kResumeChangeable) {

@@ -131,4 +131,12 @@ inline ParamSpec param(std::string key, std::string flag, ParamType type, nlohma
   spec.group = std::move(group);
   return spec;
 }
+
+// `--device auto|cpu|cuda` of the sampling commands (model/compute.h resolves it).
+inline ParamSpec device_param(std::string key, std::string group) {
+  ParamSpec spec = param(std::move(key), "--device", ParamType::choice, "auto",
+                         "where the models run: cuda, cpu, or auto (cuda when a GPU is visible)", std::move(group));
+  spec.choices = {"auto", "cpu", "cuda"};
+  return spec;
+}
 }  // namespace mugv::cli

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/strings.h"
+#include "model/compute.h"
 
 #include <torch/version.h>
 
@@ -318,7 +319,7 @@ MlpImpl::MlpImpl(int64_t in, int64_t hidden, int64_t out) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x, const BlockRuntime& runtime) {
-  auto h = F::gelu(fc1(enter_tensor_parallel(x, runtime)), F::GELUFuncOptions().approximate("tanh"));
+  auto h = gelu(fc1(enter_tensor_parallel(x, runtime)), /*tanh_approximation=*/true);
   if (!runtime.parallel) return fc2(h);
   return leave_tensor_parallel(h, fc2, runtime);
 }

@@ -1,6 +1,7 @@
 #include "model/text_encoder.h"
 
 #include "core/error.h"
+#include "model/compute.h"
 
 #include <cmath>
 #include <string>
@@ -51,7 +52,7 @@ torch::Tensor TextLayerImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto heads = qkv(norm1(x)).view({batch, tokens, 3, heads_, dim / heads_}).permute({2, 0, 3, 1, 4});
   auto h = attention(heads[0], heads[1], heads[2], bias).transpose(1, 2).reshape({batch, tokens, dim});
   auto y = x + out(h);
-  return y + fc2(F::gelu(fc1(norm2(y))));
+  return y + fc2(gelu(fc1(norm2(y)), /*tanh_approximation=*/false));
 }
 
 SmallTextEncoderImpl::SmallTextEncoderImpl(const TextEncoderConfig& config) : TextEncoderBase(config) {
@@ -168,7 +169,7 @@ torch::Tensor T5EncoderImpl::forward(const torch::Tensor& ids, const torch::Tens
     auto wi_1 = dense["wi_1"]->as<torch::nn::LinearImpl>();
     auto wo = dense["wo"]->as<torch::nn::LinearImpl>();
     // Gated GELU with the tanh approximation ("gelu_new" in T5-v1.1).
-    auto gated = F::gelu(wi_0->forward(h), F::GELUFuncOptions().approximate("tanh")) * wi_1->forward(h);
+    auto gated = gelu(wi_0->forward(h), /*tanh_approximation=*/true) * wi_1->forward(h);
     x = x + wo->forward(gated);
   }
   return final_layer_norm(x);

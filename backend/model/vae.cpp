@@ -71,9 +71,12 @@ VAENormLayerImpl::VAENormLayerImpl(VAENorm kind, int64_t channels) : kind_(kind)
   if (kind == VAENorm::group) bias = register_parameter("bias", torch::zeros({channels}));
 }
 
-torch::Tensor VAENormLayerImpl::forward(const torch::Tensor& x) {
+torch::Tensor VAENormLayerImpl::forward(const torch::Tensor& input) {
   constexpr double eps = 1e-6;
-  if (kind_ == VAENorm::none) return x;
+  if (kind_ == VAENorm::none) return input;
+  // Statistics in the weights' precision: under bf16 autocast the convolutions hand over bf16, and
+  // group_norm refuses mixed input and weight types.
+  const torch::Tensor x = input.to(weight.scalar_type());
   if (kind_ == VAENorm::group) return torch::group_norm(x, groups_, weight, bias, eps);
   auto inv_rms = torch::rsqrt(x.pow(2).mean(1, /*keepdim=*/true) + eps);
   return x * inv_rms * weight.view({1, -1, 1, 1, 1});
@@ -319,10 +322,14 @@ torch::Tensor VideoVAEImpl::decode_tiled(const torch::Tensor& latent, int64_t fr
 }
 
 VAELoss VideoVAEImpl::loss(const torch::Tensor& video) {
-  auto [mean, logvar] = encode(video);
+  auto [encoded_mean, encoded_logvar] = encode(video);
+  // Under bf16 autocast the convolutions return bf16: sampling and the losses run in the wider of the
+  // model's and the video's types, so neither the target nor the KL is rounded to bf16.
+  const auto dtype = torch::promote_types(encoded_mean.scalar_type(), video.scalar_type());
+  auto mean = encoded_mean.to(dtype), logvar = encoded_logvar.to(dtype);
   auto z = sample(mean, logvar);
-  auto target = video.to(z.dtype());
-  auto recon = decode(z, video.size(2));
+  auto target = video.to(dtype);
+  auto recon = decode(z, video.size(2)).to(dtype);
   VAELoss out;
   out.mse = F::mse_loss(recon, target);
   out.l1 = F::l1_loss(recon, target);

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "model/compute.h"
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -86,6 +87,24 @@ void wait(const c10::intrusive_ptr<c10d::Work>& work) {
   if (!work->wait()) throw Error(ErrorCode::internal, "collective", "a collective operation failed");
 }
 
+// NCCL moves only CUDA tensors, but a run's control values (flags, counts, loss sums, batch headers) live
+// on the CPU. On NCCL such a tensor travels through a copy on `device`; `finish` writes the result back.
+// Elsewhere (Gloo, or a tensor already on CUDA) the tensor itself is used.
+class Staged {
+ public:
+  Staged(torch::Tensor& tensor, CommBackend backend, const torch::Device& device) : original_(tensor) {
+    if (backend == CommBackend::nccl && !tensor.is_cuda()) staged_ = tensor.to(device);
+  }
+  torch::Tensor& tensor() { return staged_.defined() ? staged_ : original_; }
+  void finish() {
+    if (staged_.defined()) original_.copy_(staged_);
+  }
+
+ private:
+  torch::Tensor& original_;
+  torch::Tensor staged_;
+};
+
 }  // namespace
 
 const char* to_string(CommBackend b) {
@@ -107,6 +126,7 @@ std::shared_ptr<ProcessGroups> ProcessGroups::connect(const Rendezvous& rdv, con
   pg->rendezvous_ = rdv;
   pg->layout_ = layout;
   pg->backend_ = backend;
+  if (backend == CommBackend::nccl) pg->device_ = cuda_device_of_local_rank(rdv.local_rank);
   pg->groups_ = std::make_unique<Groups>();
 
   c10d::TCPStoreOptions opts;
@@ -154,12 +174,18 @@ int ProcessGroups::group_size(GroupKind kind) const { return static_cast<int>(gr
 
 void ProcessGroups::all_reduce_sum(GroupKind kind, torch::Tensor& tensor) {
   if (group_size(kind) == 1) return;
-  std::vector<torch::Tensor> tensors{tensor};
+  Staged staged(tensor, backend_, device_);
+  std::vector<torch::Tensor> tensors{staged.tensor()};
   wait(group(kind).allreduce(tensors));
+  staged.finish();
 }
 
 std::function<void()> ProcessGroups::all_reduce_sum_async(GroupKind kind, torch::Tensor& tensor) {
   if (group_size(kind) == 1) return [] {};
+  if (backend_ == CommBackend::nccl && !tensor.is_cuda()) {  // staged: nothing to overlap with
+    all_reduce_sum(kind, tensor);
+    return [] {};
+  }
   std::vector<torch::Tensor> tensors{tensor};
   auto work = group(kind).allreduce(tensors);
   return [work] { wait(work); };
@@ -167,10 +193,12 @@ std::function<void()> ProcessGroups::all_reduce_sum_async(GroupKind kind, torch:
 
 void ProcessGroups::broadcast(GroupKind kind, torch::Tensor& tensor, int root) {
   if (group_size(kind) == 1) return;
-  std::vector<torch::Tensor> tensors{tensor};
+  Staged staged(tensor, backend_, device_);
+  std::vector<torch::Tensor> tensors{staged.tensor()};
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   wait(group(kind).broadcast(tensors, opts));
+  staged.finish();
 }
 
 void ProcessGroups::all_gather_into(GroupKind kind, const torch::Tensor& tensor, std::vector<torch::Tensor>& outputs) {
@@ -180,19 +208,24 @@ void ProcessGroups::all_gather_into(GroupKind kind, const torch::Tensor& tensor,
     outputs[0].copy_(tensor);
     return;
   }
-  std::vector<torch::Tensor> input{tensor.contiguous()};
-  std::vector<std::vector<torch::Tensor>> output{outputs};
+  const torch::Device where = comm_device_for(tensor);
+  std::vector<torch::Tensor> input{tensor.to(where).contiguous()};
+  std::vector<std::vector<torch::Tensor>> output(1);
+  for (const auto& out : outputs)
+    output[0].push_back(out.device() == where ? out : torch::empty_like(out, out.options().device(where)));
   wait(group(kind).allgather(output, input));
+  for (size_t i = 0; i < outputs.size(); ++i)
+    if (!output[0][i].is_same(outputs[i])) outputs[i].copy_(output[0][i]);
 }
 
 torch::Tensor ProcessGroups::all_gather(GroupKind kind, const torch::Tensor& tensor, int64_t dim) {
   int n = group_size(kind);
   if (n == 1) return tensor;
-  std::vector<torch::Tensor> input{tensor.contiguous()};
+  std::vector<torch::Tensor> input{tensor.to(comm_device_for(tensor)).contiguous()};
   std::vector<std::vector<torch::Tensor>> output(1);
   for (int i = 0; i < n; ++i) output[0].push_back(torch::empty_like(input[0]));
   wait(group(kind).allgather(output, input));  // list form: Gloo in 1.13 has no flat _allgather_base
-  return torch::cat(output[0], dim);
+  return torch::cat(output[0], dim).to(tensor.device());
 }
 
 torch::Tensor ProcessGroups::reduce_scatter_sum(GroupKind kind, const torch::Tensor& tensor, int64_t dim) {
@@ -216,12 +249,18 @@ torch::Tensor ProcessGroups::all_to_all(GroupKind kind, const torch::Tensor& ten
                                                                scatter_dim, " is not divisible by the group size ", n));
   // Chunk i goes to rank i: move the scatter dim to the front so the chunks are contiguous blocks.
   auto chunks = tensor.chunk(n, scatter_dim);
-  torch::Tensor input = torch::stack(std::vector<torch::Tensor>(chunks.begin(), chunks.end()), 0).contiguous();
+  torch::Tensor input = torch::stack(std::vector<torch::Tensor>(chunks.begin(), chunks.end()), 0)
+                           .to(comm_device_for(tensor))
+                           .contiguous();
   torch::Tensor output = torch::empty_like(input);
   std::vector<int64_t> splits;  // equal splits
   wait(group(kind).alltoall_base(output, input, splits, splits));
   auto received = output.unbind(0);
-  return torch::cat(std::vector<torch::Tensor>(received.begin(), received.end()), gather_dim);
+  return torch::cat(std::vector<torch::Tensor>(received.begin(), received.end()), gather_dim).to(tensor.device());
+}
+
+torch::Device ProcessGroups::comm_device_for(const torch::Tensor& tensor) const {
+  return backend_ == CommBackend::nccl && !tensor.is_cuda() ? device_ : tensor.device();
 }
 
 void ProcessGroups::barrier(GroupKind kind) {

@@ -8,6 +8,8 @@
 //                      true reduce-scatter, same result)
 //   flat all-gather -> the list form of allgather, then concatenation
 // so callers write one code path for both backends. All calls block until the collective is done.
+// Tensors may live on the CPU with either backend: on NCCL, a CPU tensor (a flag, a count, a batch header)
+// travels through a copy on this rank's GPU and the result comes back to the CPU.
 // Not thread-safe: issue collectives from one thread per process, in the same order on every rank.
 
 #include "parallel/layout.h"
@@ -42,6 +44,8 @@ class ProcessGroups {
   const ParallelLayout& layout() const { return layout_; }
   RankCoords coords() const { return coords_of(rank(), layout_); }
   CommBackend backend() const { return backend_; }
+  // Where CPU tensors are staged for a collective: this rank's GPU on NCCL (model/compute.h), the CPU on Gloo.
+  const torch::Device& device() const { return device_; }
 
   c10d::ProcessGroup& group(GroupKind kind);
   int group_rank(GroupKind kind) const;
@@ -73,7 +77,10 @@ class ProcessGroups {
   Rendezvous rendezvous_;
   ParallelLayout layout_;
   CommBackend backend_ = CommBackend::unknown;
+  torch::Device device_ = torch::kCPU;
   std::unique_ptr<Groups> groups_;
+
+  torch::Device comm_device_for(const torch::Tensor& tensor) const;
 };
 
 }  // namespace mugv

@@ -58,6 +58,11 @@ FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, 
   return FlowBatch{x_t, t, x0 - eps, cond, drop};
 }
 
+FlowBatch to_device(const FlowBatch& b, const torch::Device& device) {
+  return FlowBatch{b.x_t.to(device), b.t.to(device), b.target.to(device), b.cond_mask.to(device),
+                   b.drop_caption.to(device)};
+}
+
 torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Tensor& target,
                                const torch::Tensor& cond_mask) {
   auto err = (prediction - target).pow(2);

@@ -57,6 +57,8 @@ struct FlowBatch {
 // one process holding all of it would.
 [[nodiscard]] FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, int64_t height_px,
                                         int64_t width_px, const FlowOptions& options, int64_t first_sample = 0);
+// The same batch with every tensor on `device` (no copies when already there).
+[[nodiscard]] FlowBatch to_device(const FlowBatch& batch, const torch::Device& device);
 
 // Mean of (prediction − target)² over the elements of frames where cond_mask is false. cond_mask
 // [B,T] bool or undefined (every frame counts). Returns 0 (with gradient) when every frame is masked.

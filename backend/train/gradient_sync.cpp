@@ -39,7 +39,7 @@ GradientSync::GradientSync(std::shared_ptr<ProcessGroups> groups, NamedTensors p
     current.offsets.push_back(bytes / 4);
     bytes += p.numel() * 4;
     if (bytes >= options.bucket_bytes || k == 0) {
-      current.buffer = torch::zeros({bytes / 4}, torch::kFloat32);
+      current.buffer = torch::zeros({bytes / 4}, torch::TensorOptions().dtype(torch::kFloat32).device(p.device()));
       for (size_t slot = 0; slot < current.params.size(); ++slot) {
         bucket_of_[current.params[slot]] = buckets_.size();
         slot_of_[current.params[slot]] = slot;

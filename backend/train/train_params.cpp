@@ -85,6 +85,16 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
   r.add(spec("train.max_memory_gb", "--max-memory-gb", ParamType::real, 0.0,
              "refuse to start when the estimate exceeds this (0: available RAM only)", "machine", 0.0));
   r.add(spec("train.prefetch", "--prefetch", ParamType::integer, 2, "batches read ahead by the loader thread", "machine", 0.0));
+  auto device = spec("train.device", "--device", ParamType::choice, "auto",
+                     "where to train: cuda (each rank on the GPU of its node-local rank), cpu, or auto (cuda when a "
+                     "GPU is visible)", "machine");
+  device.choices = {"auto", "cpu", "cuda"};
+  r.add(device);
+  auto precision = spec("train.precision", "--precision", ParamType::choice, "auto",
+                        "forward-pass arithmetic: bf16 mixed precision (fp32 master weights) or fp32; auto: bf16 on "
+                        "CUDA, fp32 on CPUs", "machine");
+  precision.choices = {"auto", "fp32", "bf16"};
+  r.add(precision);
   if (dit) {
     r.add(spec("train.tp", "--tp", ParamType::integer, 1,
                "tensor-parallel ranks (heads and MLP split, sequence parallel between them; keep within a node)",
@@ -227,6 +237,8 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   if (v.registry().find_by_key("train.recompute") && v.has("train.recompute")) o.recompute = v.get_text("train.recompute");
   o.max_memory_gb = v.get_real("train.max_memory_gb");
   o.prefetch = v.get_int("train.prefetch");
+  o.precision = v.get_text("train.precision");
+  o.device = v.get_text("train.device");
   o.flow.shift_base_px = opt_real("flow.shift_base", 512.0);
   o.flow.p_first_frame = opt_real("flow.p_first_frame", 0.0);
   o.flow.p_caption_dropout = opt_real("flow.caption_dropout", 0.1);

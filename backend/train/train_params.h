@@ -40,7 +40,8 @@ void define_train_params(ParamRegistry& registry, TrainKind kind);
                                                  const nlohmann::json& overrides, const std::string& origin);
 
 // What a resumed DiT run may change: its total step count, and other training values by key — the
-// parallel layout ({"train.tp": 1}), the threads — which do not change the model or the data.
+// parallel layout ({"train.tp": 1}), threads, device, precision — which do not change the model or the
+// data. resume_dit writes them into the run's stored config, so later resumes keep them.
 struct ResumeChanges {
   ResumeChanges(std::optional<int64_t> new_steps = std::nullopt) : steps(new_steps) {}  // NOLINT: implicit by design
   std::optional<int64_t> steps;
@@ -77,6 +78,8 @@ struct TrainOptions {
   int64_t threads = 0;  // 0: all cores
   double max_memory_gb = 0;  // 0: only MemAvailable limits
   int64_t prefetch = 2;
+  std::string device = "auto";     // auto | cpu | cuda (model/compute.h)
+  std::string precision = "auto";  // forward passes: auto | fp32 | bf16 (model/compute.h)
   // Multi-rank DiT runs (started by `mugv launch` or srun): dp = world / (tp · cp).
   int64_t tp = 1, cp = 1;
   int64_t zero = 0;  // ZeRO stage: 0 off, 1 optimizer state sharded over data-parallel ranks

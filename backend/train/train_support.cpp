@@ -129,14 +129,21 @@ std::vector<RgbFrame> video_to_frames(const torch::Tensor& video) {
   return frames;
 }
 
-double measure_gemm_flops(int64_t n, int repeats) {
+double measure_gemm_flops(int64_t n, int repeats, torch::ScalarType dtype, const torch::Device& device) {
   torch::NoGradGuard no_grad;
-  auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  const auto options = torch::TensorOptions().dtype(dtype).device(device);
+  auto a = torch::randn({n, n}).to(options), b = torch::randn({n, n}).to(options);
+  // GPU kernels run asynchronously: time from an idle device to a finished product.
+  auto finish = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  };
   auto c = torch::mm(a, b);  // warm-up: thread pool, BLAS init
+  finish();
   double best = 0;
   for (int i = 0; i < repeats; ++i) {
     auto start = std::chrono::steady_clock::now();
     c = torch::mm(a, b);
+    finish();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (s > 0) best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s);
   }

@@ -77,8 +77,10 @@ void apply_latent_stats(VideoVAEImpl& vae, const RunPaths& paths);
 [[nodiscard]] RgbFrame to_rgb_frame(const torch::Tensor& image);
 [[nodiscard]] std::vector<RgbFrame> video_to_frames(const torch::Tensor& video);
 
-// Measured fp32 GEMM rate in FLOP/s at the current torch thread count (a few n×n matmuls; ~0.2 s).
-[[nodiscard]] double measure_gemm_flops(int64_t n = 512, int repeats = 6);
+// Measured GEMM rate in FLOP/s of `dtype` on `device` (on the CPU at the current torch thread count; a few
+// n×n matmuls, ~0.2 s): the peak an MFU is measured against, so a bf16 run's MFU is against the bf16 rate.
+[[nodiscard]] double measure_gemm_flops(int64_t n = 512, int repeats = 6, torch::ScalarType dtype = torch::kFloat32,
+                                        const torch::Device& device = torch::kCPU);
 // Peak resident set size of this process (VmHWM), bytes; 0 when unknown.
 [[nodiscard]] int64_t peak_rss_bytes();
 // MemAvailable from /proc/meminfo, bytes; nullopt when unknown.

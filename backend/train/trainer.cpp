@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "model/compute.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
 #include "train/flow.h"
@@ -45,6 +46,8 @@ struct Session {
   std::shared_ptr<ProcessGroups> groups;
   std::unique_ptr<GradientSync> sync;
   bool zero_sharded = false;  // ZeRO-1 over more than one data-parallel rank
+  torch::Device device = torch::kCPU;  // of the model, its gradients, optimizer state and each batch
+  ComputePrecision precision = ComputePrecision::fp32;  // of the forward passes (model/compute.h)
 
   bool leader() const { return !groups || groups->rank() == 0; }
   ParallelLayout layout() const { return groups ? groups->layout() : ParallelLayout{}; }
@@ -59,6 +62,7 @@ struct Session {
 void connect_ranks(Session& s) {
   s.rendezvous = rendezvous_from_process_environment();
   const auto& o = s.options;
+  s.device = choose_compute_device(o.device, s.rendezvous.local_rank);
   const int world = s.rendezvous.world_size;
   if (world == 1) {
     if (o.tp != 1 || o.cp != 1)
@@ -71,7 +75,7 @@ void connect_ranks(Session& s) {
                 cat("tp x cp = ", o.tp * o.cp, " does not divide the ", world, " ranks"));
   ParallelLayout layout{int(o.tp), int(o.cp), world / int(o.tp * o.cp)};
   validate_layout(layout, world, s.preset.dit.heads);
-  const auto backend = torch::cuda::is_available() ? CommBackend::nccl : CommBackend::gloo;
+  const auto backend = s.device.is_cuda() ? CommBackend::nccl : CommBackend::gloo;
   s.groups = ProcessGroups::connect(s.rendezvous, layout, backend,
                                     std::chrono::milliseconds(int64_t(o.comm_timeout_s * 1000)));
   log_info(cat("rank ", s.groups->rank(), " of ", world, ": layout ", to_string(layout), ", ", to_string(backend)));
@@ -122,11 +126,16 @@ void build_model(Session& s) {
   torch::set_num_threads(static_cast<int>(s.options.threads));
   torch::manual_seed(s.options.seed);  // every rank builds the same weights, then keeps its pieces
   s.model = DiTBundle(s.preset);
+  s.model->to(s.device);  // after seeding on the CPU: the same initial weights on any device
   s.model->train();
   auto recompute = recompute_from_string(s.options.recompute);
   if (!recompute || *recompute == Recompute::unknown)
     throw Error(ErrorCode::usage, "--recompute", cat("'", s.options.recompute, "' is not none, selective or full"));
   s.model->dit->set_recompute(*recompute);
+  const PrecisionChoice precision = choose_compute_precision(s.options.precision, s.device.type());
+  s.precision = precision.precision;
+  if (s.leader())
+    log_info(cat("device ", describe(s.device), ", precision ", to_string(s.precision), " (", precision.reason, ")"));
   const ParallelLayout layout = s.layout();
   if (s.groups && layout.tp * layout.cp > 1) s.model->dit->set_parallel(std::make_shared<C10dDiTParallel>(s.groups));
   s.params = named_parameters(*s.model);
@@ -358,7 +367,9 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
   if (!s.groups || s.groups->group_rank(GroupKind::sequence) == 0)
     loader = std::make_unique<LatentLoader>(s.clips, data, s.cursor);
 
-  result.gemm_flops = measure_gemm_flops();
+  result.gemm_flops = measure_gemm_flops(s.device.is_cuda() ? 4096 : 512, 6,
+                                         s.precision == ComputePrecision::bf16 ? torch::kBFloat16 : torch::kFloat32,
+                                         s.device);
   double peak_flops = result.gemm_flops;  // of all ranks together
   if (s.groups) {
     auto total = torch::tensor({result.gemm_flops}, torch::kFloat64);
@@ -393,15 +404,22 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     StepData batch = next_step_data(s, loader.get(), text_tokens);
     const int64_t global_batch = batch.global_batch, first = batch.first;
     const auto& latents = batch.latents;
-    const auto& fps = batch.fps;
-    const auto& ids_t = batch.ids;
-    const auto& mask_t = batch.mask;
+    const auto fps = batch.fps.to(s.device);
+    const auto ids_t = batch.ids.to(s.device);
+    const auto mask_t = batch.mask.to(s.device);
 
-    FlowBatch fb = make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, first);
-    auto text = s.model->text->forward(ids_t, mask_t);
-    auto [text_in, mask_in] = s.model->dit->drop_captions(text, mask_t, fb.drop_caption);
+    // The noise is drawn on the CPU from per-sample seeds, so a run's noise is the same on any device.
+    const FlowBatch fb =
+        to_device(make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, first), s.device);
     const bool any_cond = fb.cond_mask.any().item<bool>();
-    auto pred = s.model->dit->forward(fb.x_t, fb.t, text_in, mask_in, fps, any_cond ? fb.cond_mask : torch::Tensor());
+    torch::Tensor pred;
+    {
+      AutocastScope autocast(s.precision, s.device.type());
+      auto text = s.model->text->forward(ids_t, mask_t);
+      auto [text_in, mask_in] = s.model->dit->drop_captions(text, mask_t, fb.drop_caption);
+      pred = s.model->dit->forward(fb.x_t, fb.t, text_in, mask_in, fps, any_cond ? fb.cond_mask : torch::Tensor())
+                 .to(torch::kFloat32);  // the loss and its gradient in fp32
+    }
     torch::Tensor loss;
     double loss_value = 0;
     if (layout.dp > 1) {
@@ -565,12 +583,32 @@ MemoryEstimate estimate_dit_training_memory(const ModelPreset& preset, int64_t b
   return e;
 }
 
-void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, const std::string& subject) {
+namespace {
+
+// The run's stored config follows what a resume changed (steps, layout, threads, device, precision), so a
+// later plain `mugv resume` continues the same way instead of asking for the same flags again.
+void record_resume_changes(const RunPaths& paths, RunManifest manifest, const ResumeChanges& changes) {
+  nlohmann::json updates = changes.values.is_object() ? changes.values : nlohmann::json::object();
+  if (changes.steps) updates["train.steps"] = *changes.steps;
+  if (updates.empty()) return;
+  for (auto it = updates.begin(); it != updates.end(); ++it) {
+    const auto parts = split(it.key(), '.');
+    nlohmann::json* node = &manifest.config;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) node = &(*node)[parts[i]];
+    (*node)[parts.back()] = it.value();
+  }
+  write_run_manifest(paths, manifest);
+}
+
+}  // namespace
+
+void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, const std::string& subject,
+                      bool host_memory) {
   if (max_memory_gb > 0 && double(estimate.total_bytes) > max_memory_gb * kGiB)
     throw Error(ErrorCode::out_of_memory, subject,
                 cat("training needs about ", estimate.describe(), ", more than --max-memory-gb ", max_memory_gb,
                     "; lower --batch or use a smaller preset"));
-  auto available = available_memory_bytes();
+  auto available = host_memory ? available_memory_bytes() : std::nullopt;
   if (available && estimate.total_bytes > *available)
     throw Error(ErrorCode::out_of_memory, subject,
                 cat("training needs about ", estimate.describe(), " but only ", human_bytes(double(*available)),
@@ -586,7 +624,7 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
   connect_ranks(s);
   check_cache(s);
   preflight_memory(estimate_dit_training_memory(s.preset, options.batch, max_video_tokens(s)), options.max_memory_gb,
-                   options.run);
+                   options.run, !s.device.is_cuda());
 
   on_leader(s, [&] {
     std::error_code ec;
@@ -634,7 +672,7 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
   connect_ranks(s);
   check_cache(s);
   preflight_memory(estimate_dit_training_memory(s.preset, s.options.batch, max_video_tokens(s)),
-                   s.options.max_memory_gb, name);
+                   s.options.max_memory_gb, name, !s.device.is_cuda());
   s.tokenizer = Tokenizer::from_file(s.paths.tokenizer());
   build_model(s);
 
@@ -666,7 +704,10 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
     throw Error(ErrorCode::not_found, name, "nothing to resume: " + why);
   }
   // Rewind `latest` to what we continue from, so refused newer checkpoints are not picked by readers.
-  if (s.leader()) write_text_atomic(s.paths.checkpoints() / "latest", CheckpointStore::step_dir_name(s.step) + "\n");
+  if (s.leader()) {
+    write_text_atomic(s.paths.checkpoints() / "latest", CheckpointStore::step_dir_name(s.step) + "\n");
+    record_resume_changes(s.paths, manifest, changes);
+  }
   log_info(cat("run ", name, ": resuming at step ", s.step, " of ", s.options.steps));
   return run_loop(s, cancel, callbacks, std::move(result));
 }

@@ -98,8 +98,10 @@ struct MemoryEstimate {
 };
 [[nodiscard]] MemoryEstimate estimate_dit_training_memory(const ModelPreset& preset, int64_t batch,
                                                           int64_t video_tokens);
-// Throws Error(out_of_memory) with the estimate when it exceeds `max_bytes` (when > 0) or MemAvailable.
-void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, const std::string& subject);
+// Throws Error(out_of_memory) with the estimate when it exceeds `max_memory_gb` (when > 0) or, when the
+// run keeps its tensors in host memory (`host_memory`: a CPU run), MemAvailable.
+void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, const std::string& subject,
+                      bool host_memory = true);
 
 // Starts a new DiT run. `config` is stored in run.json (the resolved ParamValues::to_json()).
 // Throws Error(conflict) when the run already exists, Error(invalid_argument) when the cache is

@@ -10,6 +10,7 @@
 #include "dataset/manifest.h"
 #include "media/image.h"
 #include "model/info.h"
+#include "model/compute.h"
 #include "model/weights.h"
 #include "train/checkpoint_store.h"
 #include "train/flow.h"
@@ -136,8 +137,13 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
   manifest.config = config;
   write_run_manifest(result.paths, manifest);
 
+  const torch::Device device = choose_compute_device(o.device);
+  const PrecisionChoice precision = choose_compute_precision(o.precision, device.type());
+  log_info(cat("device ", describe(device), ", precision ", to_string(precision.precision), " (", precision.reason,
+               ")"));
   torch::manual_seed(o.seed);
   VAEBundle model(preset.vae);
+  model->to(device);  // after seeding on the CPU: the same initial weights on any device
   model->train();
   auto params = named_parameters(*model);
   AdamW optimizer(params, o.adam);
@@ -159,7 +165,10 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
                                    .slice(2, y0, y0 + window.height)
                                    .slice(3, x0, x0 + window.width)));
     }
-    auto loss = model->vae->loss(torch::stack(batch));
+    auto loss = [&] {
+      AutocastScope autocast(precision.precision, device.type());
+      return model->vae->loss(torch::stack(batch).to(device));
+    }();
     const double value = loss.total.item<double>();
     if (!std::isfinite(value))
       throw Error(ErrorCode::invalid_argument, o.run,
@@ -183,6 +192,7 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
   }
   meter.flush();
 
+  model->to(torch::kCPU);  // the measurements below run beside the decoded clips, in host memory
   model->eval();
   torch::NoGradGuard no_grad;
   // Latent statistics and the latent -> RGB map over (up to) 64 clips.

@@ -23,8 +23,10 @@ ZeroAdamW::ZeroAdamW(std::shared_ptr<ProcessGroups> groups, NamedTensors named_p
     const int64_t b = std::min(end_, param_offsets_[i] + params_[i].second.numel());
     if (a < b) pieces_.push_back({i, a - param_offsets_[i], b - a, a - begin_});
   }
-  exp_avg_ = torch::zeros({shard_size_}, torch::kFloat32);
-  exp_avg_sq_ = torch::zeros({shard_size_}, torch::kFloat32);
+  state_options_ = torch::TensorOptions().dtype(torch::kFloat32).device(
+      params_.empty() ? torch::Device(torch::kCPU) : params_.front().second.device());
+  exp_avg_ = torch::zeros({shard_size_}, state_options_);
+  exp_avg_sq_ = torch::zeros({shard_size_}, state_options_);
 }
 
 void ZeroAdamW::zero_grad() {
@@ -38,7 +40,7 @@ void ZeroAdamW::step(double lr) {
   const double bc1 = 1.0 - std::pow(options_.beta1, double(step_));
   const double bc2 = 1.0 - std::pow(options_.beta2, double(step_));
   // This rank's range of the updated flat parameter vector; padding past the end stays zero.
-  torch::Tensor mine = torch::zeros({shard_size_}, torch::kFloat32);
+  torch::Tensor mine = torch::zeros({shard_size_}, state_options_);
   for (const auto& piece : pieces_) {
     auto& p = params_[piece.param].second;
     auto flat = p.detach().view(-1).narrow(0, piece.offset, piece.length);
@@ -52,7 +54,7 @@ void ZeroAdamW::step(double lr) {
   }
   // Straight into one persistent buffer (no concatenation copy): the list-form all-gather fills its views.
   if (!gathered_.defined()) {
-    gathered_ = torch::empty({shard_size_ * groups_->group_size(GroupKind::data)}, torch::kFloat32);
+    gathered_ = torch::empty({shard_size_ * groups_->group_size(GroupKind::data)}, state_options_);
     for (const auto& chunk : gathered_.chunk(groups_->group_size(GroupKind::data))) gathered_views_.push_back(chunk);
   }
   groups_->all_gather_into(GroupKind::data, mine, gathered_views_);

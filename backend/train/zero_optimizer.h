@@ -45,6 +45,7 @@ class ZeroAdamW final : public Optimizer {
   std::vector<int64_t> param_offsets_;  // of each parameter in the flat vector
   int64_t shard_size_ = 0, begin_ = 0, end_ = 0;
   std::vector<Piece> pieces_;
+  torch::TensorOptions state_options_;   // fp32 on the parameters' device
   torch::Tensor exp_avg_, exp_avg_sq_;  // [shard_size]
   torch::Tensor gathered_;                    // [shard_size · dp]: every rank's updated range
   std::vector<torch::Tensor> gathered_views_;

@@ -1,10 +1,13 @@
 // bench_train_step: one DiT training step (forward + backward + AdamW) of a model preset on CPU, against the
-// fp32 GEMM rate measured in the same run. FLOPs are counted as docs/MUGV.md §6 does (model/config.h
+// GEMM rate of the step's precision measured in the same run (fp32, or bf16 for --precision bf16: autocast,
+// model/compute.h). FLOPs are counted as docs/MUGV.md §6 does (model/config.h
 // dit_flops_per_token: 6·N + 12·L·d·S + 12·L·d·S_text per video token).
 //   bench_train_step [--preset small] [--latent 4x16x16] [--text-tokens 32] [--batch 4] [--threads 2] [--steps 5]
+//                    [--precision fp32|bf16]
 // Prints one JSON line.
 #include "model/config.h"
 #include "model/dit.h"
+#include "model/compute.h"
 #include "train/train_support.h"
 
 #include <nlohmann/json.hpp>
@@ -19,6 +22,7 @@ using namespace mugv;
 
 int main(int argc, char** argv) {
   std::string preset_name = "small";
+  std::string precision_name = "fp32";
   int64_t lt = 4, lh = 16, lw = 16, text_tokens = 32, batch = 4, threads = 2, steps = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
@@ -28,13 +32,16 @@ int main(int argc, char** argv) {
     else if (f == "--batch") batch = std::atol(v.c_str());
     else if (f == "--threads") threads = std::atol(v.c_str());
     else if (f == "--steps") steps = std::atol(v.c_str());
+    else if (f == "--precision") precision_name = v;
   }
   try {
     torch::set_num_threads(static_cast<int>(threads));
     torch::manual_seed(0);
     ModelPreset preset = load_model_preset(preset_name);
     const DiTConfig& cfg = preset.dit;
-    double gemm_flops = measure_gemm_flops(1024, 6);
+    const ComputePrecision precision = choose_compute_precision(precision_name, torch::kCPU).precision;
+    const bool bf16 = precision == ComputePrecision::bf16;
+    const double gemm_flops = measure_gemm_flops(1024, 6, bf16 ? torch::kBFloat16 : torch::kFloat32);
 
     DiT model(cfg);
     torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-4));
@@ -46,7 +53,12 @@ int main(int argc, char** argv) {
     auto target = torch::randn_like(x);
     auto step = [&] {
       optimizer.zero_grad();
-      auto loss = torch::mse_loss(model->forward(x, t, text, mask, fps), target);
+      torch::Tensor pred;
+      {
+        AutocastScope autocast(precision, torch::kCPU);
+        pred = model->forward(x, t, text, mask, fps).to(torch::kFloat32);
+      }
+      auto loss = torch::mse_loss(pred, target);
       loss.backward();
       optimizer.step();
     };
@@ -66,6 +78,7 @@ int main(int argc, char** argv) {
                           {"text_tokens", text_tokens},
                           {"batch", batch},
                           {"threads", threads},
+                          {"precision", to_string(precision)},
                           {"step_s", seconds},
                           {"tokens_per_s", tokens_per_s},
                           {"achieved_gflops", achieved / 1e9},

@@ -3,6 +3,7 @@
 #include "core/safetensors.h"
 #include "model/config.h"
 #include "model/dit.h"
+#include "model/compute.h"
 #include "model/text_encoder.h"
 #include "model/vae.h"
 #include "model/weights.h"
@@ -365,6 +366,124 @@ TEST_CASE("VAE tiled decoding, loss and latent statistics", "[unit][model]") {
   CHECK(torch::allclose(vae->denormalize(n), z, 1e-5, 1e-5));
   CHECK(expect_error([&] { vae->set_latent_stats(torch::zeros({4}), torch::zeros({4})); }).code() ==
         ErrorCode::invalid_argument);
+}
+
+TEST_CASE("compute precision: auto, explicit and unknown choices", "[unit][model]") {
+  CHECK(choose_compute_precision("fp32", torch::kCPU).precision == ComputePrecision::fp32);
+  CHECK(choose_compute_precision("bf16", torch::kCPU).precision == ComputePrecision::bf16);
+  CHECK(choose_compute_precision("auto", torch::kCUDA).precision == ComputePrecision::bf16);
+  const PrecisionChoice cpu = choose_compute_precision("auto", torch::kCPU);
+  CHECK(cpu.precision == ComputePrecision::fp32);
+  CHECK(cpu.reason.rfind("auto: ", 0) == 0);
+  CHECK((cpu.reason.find("--precision bf16 is faster") != std::string::npos) == cpu_has_native_bf16());
+  const Error bad = expect_error([] { (void)choose_compute_precision("fp16", torch::kCPU, "--precision"); });
+  CHECK(bad.code() == ErrorCode::usage);
+  CHECK(std::string(bad.what()).find("--precision") != std::string::npos);
+  CHECK(std::string(bad.what()).find("fp16") != std::string::npos);
+  for (auto p : {ComputePrecision::fp32, ComputePrecision::bf16})
+    CHECK(compute_precision_from_string(to_string(p)) == p);
+}
+
+TEST_CASE("compute device: cpu, auto and cuda follow the visible GPUs", "[unit][model]") {
+  CHECK(choose_compute_device("cpu", 3) == torch::Device(torch::kCPU));
+  CHECK(describe(torch::Device(torch::kCPU)) == "cpu");
+  CHECK(describe(torch::Device(torch::kCUDA, 1)) == "cuda:1");
+  const Error bad = expect_error([] { (void)choose_compute_device("gpu", 0, "--device"); });
+  CHECK(bad.code() == ErrorCode::usage);
+  CHECK(std::string(bad.what()).find("--device") != std::string::npos);
+  if (!torch::cuda::is_available()) {
+    CHECK(choose_compute_device("auto", 0) == torch::Device(torch::kCPU));
+    const Error none = expect_error([] { (void)choose_compute_device("cuda", 0); });
+    CHECK(none.code() == ErrorCode::unsupported);
+    CHECK(std::string(none.what()).find("no CUDA device") != std::string::npos);
+  } else {
+    const auto gpus = static_cast<int>(torch::cuda::device_count());
+    const auto second_rank_gpu = static_cast<c10::DeviceIndex>(1 % gpus);
+    CHECK(choose_compute_device("auto", gpus + 1) == torch::Device(torch::kCUDA, second_rank_gpu));
+    CHECK(choose_compute_device("cuda", 0) == torch::Device(torch::kCUDA, 0));
+  }
+}
+
+TEST_CASE("bf16 autocast scopes: products in bf16 inside, fresh weight casts each scope, fp32 after", "[unit][model]") {
+  torch::manual_seed(11);
+  torch::nn::Linear linear(16, 8);
+  auto x = torch::randn({4, 16});
+  {
+    AutocastScope fp32(ComputePrecision::fp32, torch::kCPU);
+    CHECK(linear(x).scalar_type() == torch::kFloat32);
+  }
+  {
+    AutocastScope outer(ComputePrecision::bf16, torch::kCPU);
+    CHECK(linear(x).scalar_type() == torch::kBFloat16);
+    {
+      AutocastScope inner(ComputePrecision::bf16, torch::kCPU);
+      CHECK(linear(x).scalar_type() == torch::kBFloat16);
+    }
+    CHECK(linear(x).scalar_type() == torch::kBFloat16);  // the inner scope restored the outer one
+  }
+  CHECK(linear(x).scalar_type() == torch::kFloat32);
+
+  // An optimizer step between two scopes changes the weights: the second scope must not reuse the
+  // first one's bf16 copy of them.
+  torch::Tensor before;
+  {
+    AutocastScope scope(ComputePrecision::bf16, torch::kCPU);
+    before = linear(x).to(torch::kFloat32);
+  }
+  {
+    torch::NoGradGuard no_grad;
+    linear->weight.add_(1.0);
+  }
+  const auto expected = linear(x);
+  AutocastScope scope(ComputePrecision::bf16, torch::kCPU);
+  const auto after = linear(x).to(torch::kFloat32);
+  CHECK(torch::allclose(after, expected, 0.02, 0.05));
+  CHECK_FALSE(torch::allclose(after, before, 0.02, 0.05));
+}
+
+TEST_CASE("bf16 mixed precision: DiT and VAE match fp32 closely, gradients stay fp32", "[unit][model]") {
+  torch::manual_seed(12);
+  const DiTConfig c = micro_dit();
+  DiT dit(c);
+  perturb(*dit);
+  DiTInputs in = dit_inputs(c, 2, 3, 4, 4);
+  const auto reference = dit(in.x, in.t, in.text, in.mask, in.fps);
+  torch::Tensor mixed;
+  {
+    AutocastScope scope(ComputePrecision::bf16, torch::kCPU);
+    mixed = dit(in.x, in.t, in.text, in.mask, in.fps).to(torch::kFloat32);
+  }
+  INFO("max |bf16 - fp32| " << (mixed - reference).abs().max().item<float>() << " of max "
+                            << reference.abs().max().item<float>());
+  CHECK((mixed - reference).abs().max().item<float>() < 0.03 * reference.abs().max().item<float>());
+  mixed.pow(2).mean().backward();
+  for (const auto& p : dit->parameters()) {
+    if (!p.grad().defined()) continue;
+    CHECK(p.grad().scalar_type() == torch::kFloat32);
+    CHECK(torch::isfinite(p.grad()).all().item<bool>());
+  }
+
+  VideoVAE vae(micro_vae());
+  auto video = torch::rand({1, 3, 8, 16, 16}) * 2 - 1;
+  torch::manual_seed(13);
+  const VAELoss fp32 = vae->loss(video);
+  torch::manual_seed(13);  // the same posterior sample
+  AutocastScope scope(ComputePrecision::bf16, torch::kCPU);
+  const VAELoss bf16 = vae->loss(video);
+  CHECK(bf16.total.scalar_type() == torch::kFloat32);
+  CHECK(bf16.mse.item<double>() == Approx(fp32.mse.item<double>()).epsilon(0.05));
+  CHECK(bf16.kl.item<double>() == Approx(fp32.kl.item<double>()).epsilon(0.05));
+}
+
+TEST_CASE("gelu computes bf16 CPU inputs in fp32 and returns bf16", "[unit][model]") {
+  auto x = torch::linspace(-4, 4, 101);
+  for (bool tanh_approximation : {true, false}) {
+    auto options = torch::nn::functional::GELUFuncOptions().approximate(tanh_approximation ? "tanh" : "none");
+    CHECK(torch::equal(gelu(x, tanh_approximation), torch::nn::functional::gelu(x, options)));
+    auto low = gelu(x.to(torch::kBFloat16), tanh_approximation);
+    CHECK(low.scalar_type() == torch::kBFloat16);
+    CHECK(torch::allclose(low.to(torch::kFloat32), torch::nn::functional::gelu(x, options), 0.01, 0.02));
+  }
 }
 
 TEST_CASE("VAE patchify, pixel shortcut and normalisation choices", "[unit][model]") {

@@ -255,8 +255,13 @@ TEST_CASE("a tiny run overfits: the loss falls, metrics and checkpoints follow t
 }
 
 TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for bit", "[train]") {
+  // In both precisions: bf16 autocast must not bring in run-to-run differences either.
+  const std::string precision = GENERATE(std::string("fp32"), std::string("bf16"));
+  INFO("precision " << precision);
   Home home(6);
-  train_dit(micro_options("straight", 6), {}, CancelToken());
+  auto straight = micro_options("straight", 6);
+  straight.precision = precision;
+  train_dit(straight, {}, CancelToken());
 
   CancelToken cancel;
   TrainCallbacks stop;
@@ -265,8 +270,10 @@ TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for b
   };
   auto o = micro_options("split", 6);
   o.save_every = 100;  // the cancel itself must save step 3
+  o.precision = precision;
   ErrorCode code = ErrorCode::unknown;
   error_of([&] { train_dit(o, {{"train", {{"steps", 6}, {"save_every", 100}, {"threads", 2}, {"seed", 7},
+                                          {"precision", precision},
                                           {"batch", 2}, {"lr", 2e-3}, {"warmup", 2}, {"ema", 0.9}, {"keep", 10},
                                           {"model", "micro"}, {"preset", "micro"}, {"dataset", "shapes"},
                                           {"vae_run", "vae0"}}},
@@ -289,6 +296,22 @@ TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for b
       CHECK(torch::equal(wa[i].second, wb[i].second));
     }
   }
+}
+
+TEST_CASE("a resume's changes become the run's stored config", "[train]") {
+  Home home(4);
+  train_dit(micro_options("changed", 2), {{"train", {{"steps", 2}, {"threads", 2}}}}, CancelToken());
+  ResumeChanges changes(4);
+  changes.values = {{"train.threads", 1}, {"train.precision", "fp32"}};
+  auto resumed = resume_dit("changed", changes, CancelToken());
+  CHECK(resumed.last_step == 4);
+  const auto config = read_run_manifest(run_paths("changed")).config;
+  CHECK(config["train"]["steps"] == 4);
+  CHECK(config["train"]["threads"] == 1);
+  CHECK(config["train"]["precision"] == "fp32");
+  // A plain resume now continues with them: nothing is left to do at step 4 of 4.
+  const std::string refused = error_of([] { (void)resume_dit("changed", ResumeChanges{}, CancelToken()); });
+  CHECK(refused.find("already at step 4") != std::string::npos);
 }
 
 TEST_CASE("a NaN loss stops the run naming the step and keeps the last good checkpoint", "[train]") {

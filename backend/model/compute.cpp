@@ -1,0 +1,116 @@
+#include "model/compute.h"
+
+#include "core/error.h"
+#include "core/strings.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <algorithm>
+
+namespace mugv {
+namespace F = torch::nn::functional;
+
+namespace {
+
+// The autocast API took a device argument in LibTorch 2.4 and deprecated the per-device functions.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool autocast_enabled(torch::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
+void set_autocast_enabled(torch::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
+at::ScalarType autocast_dtype(torch::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
+void set_autocast_dtype(torch::DeviceType d, at::ScalarType t) { at::autocast::set_autocast_dtype(d, t); }
+#else
+bool autocast_enabled(torch::DeviceType d) {
+  return d == torch::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+void set_autocast_enabled(torch::DeviceType d, bool on) {
+  if (d == torch::kCUDA) at::autocast::set_enabled(on);
+  else at::autocast::set_cpu_enabled(on);
+}
+at::ScalarType autocast_dtype(torch::DeviceType d) {
+  return d == torch::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+}
+void set_autocast_dtype(torch::DeviceType d, at::ScalarType t) {
+  if (d == torch::kCUDA) at::autocast::set_autocast_gpu_dtype(t);
+  else at::autocast::set_autocast_cpu_dtype(t);
+}
+#endif
+
+}  // namespace
+
+torch::Device cuda_device_of_local_rank(int local_rank) {
+  const int64_t devices = static_cast<int64_t>(torch::cuda::device_count());
+  if (devices < 1)
+    throw Error(ErrorCode::unsupported, "cuda",
+                "no CUDA device is visible (a CPU-only LibTorch, no driver or CUDA_VISIBLE_DEVICES empty)");
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(std::max(0, local_rank) % devices));
+}
+
+torch::Device choose_compute_device(std::string_view requested, int local_rank, std::string_view flag) {
+  if (requested == "cpu") return torch::kCPU;
+  if (requested == "cuda") return cuda_device_of_local_rank(local_rank);
+  if (requested != "auto")
+    throw Error(ErrorCode::usage, std::string(flag), cat("'", requested, "' is not auto, cpu or cuda"));
+  return torch::cuda::is_available() ? cuda_device_of_local_rank(local_rank) : torch::Device(torch::kCPU);
+}
+
+std::string describe(const torch::Device& device) {
+  return device.is_cuda() ? cat("cuda:", int(device.has_index() ? device.index() : 0)) : std::string("cpu");
+}
+
+const char* to_string(ComputePrecision precision) {
+  switch (precision) {
+    case ComputePrecision::fp32: return "fp32";
+    case ComputePrecision::bf16: return "bf16";
+  }
+  return "unknown";
+}
+
+std::optional<ComputePrecision> compute_precision_from_string(std::string_view name) {
+  if (name == "fp32") return ComputePrecision::fp32;
+  if (name == "bf16") return ComputePrecision::bf16;
+  return std::nullopt;
+}
+
+bool cpu_has_native_bf16() {
+  if (!at::hasMKLDNN()) return false;  // without oneDNN, LibTorch's CPU bf16 GEMM is a slow fallback
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+  return false;
+#endif
+}
+
+PrecisionChoice choose_compute_precision(std::string_view requested, torch::DeviceType device, std::string_view flag) {
+  if (auto explicit_choice = compute_precision_from_string(requested)) return {*explicit_choice, "requested"};
+  if (requested != "auto")
+    throw Error(ErrorCode::usage, std::string(flag), cat("'", requested, "' is not auto, fp32 or bf16"));
+  if (device == torch::kCUDA) return {ComputePrecision::bf16, "auto: CUDA device"};
+  if (cpu_has_native_bf16())
+    return {ComputePrecision::fp32, "auto: fp32 on CPUs; this one computes bf16 natively, --precision bf16 is faster"};
+  return {ComputePrecision::fp32, "auto: fp32 on CPUs; this one has no native bf16"};
+}
+
+AutocastScope::AutocastScope(ComputePrecision precision, torch::DeviceType device)
+    : active_(precision == ComputePrecision::bf16), device_(device) {
+  if (!active_) return;
+  previous_enabled_ = autocast_enabled(device_);
+  previous_dtype_ = autocast_dtype(device_);
+  set_autocast_enabled(device_, true);
+  set_autocast_dtype(device_, at::kBFloat16);
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (!active_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_autocast_enabled(device_, previous_enabled_);
+  set_autocast_dtype(device_, previous_dtype_);
+}
+
+torch::Tensor gelu(const torch::Tensor& x, bool tanh_approximation) {
+  auto options = F::GELUFuncOptions().approximate(tanh_approximation ? "tanh" : "none");
+  if (x.scalar_type() != at::kBFloat16 || !x.device().is_cpu()) return F::gelu(x, options);
+  return F::gelu(x.to(at::kFloat), options).to(at::kBFloat16);
+}
+
+}  // namespace mugv
