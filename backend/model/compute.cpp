@@ -53,10 +53,6 @@ torch::Device choose_compute_device(std::string_view requested, int local_rank, 
   return torch::cuda::is_available() ? cuda_device_of_local_rank(local_rank) : torch::Device(torch::kCPU);
 }
 
-std::string describe(const torch::Device& device) {
-  return device.is_cuda() ? cat("cuda:", int(device.has_index() ? device.index() : 0)) : std::string("cpu");
-}
-
 const char* to_string(ComputePrecision precision) {
   switch (precision) {
     case ComputePrecision::fp32: return "fp32";

@@ -34,8 +34,6 @@ namespace mugv {
 // The GPU of node-local rank `local_rank`: local_rank modulo the visible GPUs. Throws Error(unsupported)
 // when there is none.
 [[nodiscard]] torch::Device cuda_device_of_local_rank(int local_rank);
-// "cpu" or "cuda:N".
-[[nodiscard]] std::string describe(const torch::Device& device);
 
 enum class ComputePrecision { fp32 = 0, bf16 };
 const char* to_string(ComputePrecision precision);

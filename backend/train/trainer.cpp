@@ -135,7 +135,7 @@ void build_model(Session& s) {
   const PrecisionChoice precision = choose_compute_precision(s.options.precision, s.device.type());
   s.precision = precision.precision;
   if (s.leader())
-    log_info(cat("device ", describe(s.device), ", precision ", to_string(s.precision), " (", precision.reason, ")"));
+    log_info(cat("device ", s.device.str(), ", precision ", to_string(s.precision), " (", precision.reason, ")"));
   const ParallelLayout layout = s.layout();
   if (s.groups && layout.tp * layout.cp > 1) s.model->dit->set_parallel(std::make_shared<C10dDiTParallel>(s.groups));
   s.params = named_parameters(*s.model);

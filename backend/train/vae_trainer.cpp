@@ -139,8 +139,7 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
 
   const torch::Device device = choose_compute_device(o.device);
   const PrecisionChoice precision = choose_compute_precision(o.precision, device.type());
-  log_info(cat("device ", describe(device), ", precision ", to_string(precision.precision), " (", precision.reason,
-               ")"));
+  log_info(cat("device ", device.str(), ", precision ", to_string(precision.precision), " (", precision.reason, ")"));
   torch::manual_seed(o.seed);
   VAEBundle model(preset.vae);
   model->to(device);  // after seeding on the CPU: the same initial weights on any device
