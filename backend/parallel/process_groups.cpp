@@ -87,13 +87,14 @@ void wait(const c10::intrusive_ptr<c10d::Work>& work) {
   if (!work->wait()) throw Error(ErrorCode::internal, "collective", "a collective operation failed");
 }
 
-// NCCL moves only CUDA tensors, but a run's control values (flags, counts, loss sums, batch headers) live
-// on the CPU. On NCCL such a tensor travels through a copy on `device`; `finish` writes the result back.
-// Elsewhere (Gloo, or a tensor already on CUDA) the tensor itself is used.
+// An in-place collective's tensor on the device the backend needs (ProcessGroups::comm_device_for): NCCL
+// moves only CUDA tensors, but a run's control values (flags, counts, loss sums, batch headers) live on
+// the CPU. Such a tensor travels through a copy on `where`; `finish` writes the result back. A tensor
+// already there is used itself.
 class Staged {
  public:
-  Staged(torch::Tensor& tensor, CommBackend backend, const torch::Device& device) : original_(tensor) {
-    if (backend == CommBackend::nccl && !tensor.is_cuda()) staged_ = tensor.to(device);
+  Staged(torch::Tensor& tensor, const torch::Device& where) : original_(tensor) {
+    if (tensor.device() != where) staged_ = tensor.to(where);
   }
   torch::Tensor& tensor() { return staged_.defined() ? staged_ : original_; }
   void finish() {
@@ -174,7 +175,7 @@ int ProcessGroups::group_size(GroupKind kind) const { return static_cast<int>(gr
 
 void ProcessGroups::all_reduce_sum(GroupKind kind, torch::Tensor& tensor) {
   if (group_size(kind) == 1) return;
-  Staged staged(tensor, backend_, device_);
+  Staged staged(tensor, comm_device_for(tensor));
   std::vector<torch::Tensor> tensors{staged.tensor()};
   wait(group(kind).allreduce(tensors));
   staged.finish();
@@ -182,7 +183,7 @@ void ProcessGroups::all_reduce_sum(GroupKind kind, torch::Tensor& tensor) {
 
 std::function<void()> ProcessGroups::all_reduce_sum_async(GroupKind kind, torch::Tensor& tensor) {
   if (group_size(kind) == 1) return [] {};
-  if (backend_ == CommBackend::nccl && !tensor.is_cuda()) {  // staged: nothing to overlap with
+  if (comm_device_for(tensor) != tensor.device()) {  // staged: nothing to overlap with
     all_reduce_sum(kind, tensor);
     return [] {};
   }
@@ -193,7 +194,7 @@ std::function<void()> ProcessGroups::all_reduce_sum_async(GroupKind kind, torch:
 
 void ProcessGroups::broadcast(GroupKind kind, torch::Tensor& tensor, int root) {
   if (group_size(kind) == 1) return;
-  Staged staged(tensor, backend_, device_);
+  Staged staged(tensor, comm_device_for(tensor));
   std::vector<torch::Tensor> tensors{staged.tensor()};
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
