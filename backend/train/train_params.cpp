@@ -125,7 +125,9 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
                "held-out clips (heldout.jsonl beside the dataset) for the reconstruction PSNR", "data", 0.0));
     r.add(spec("data.crop_frames", "--crop-frames", ParamType::integer, 0,
                "train on random windows of this many frames (0: whole clips); the encoder is chunk-local, so "
-               "windows of a few chunks learn the same model faster", "data", 0.0));
+               "windows of a few chunks learn the same model faster. Use at least 2 x decoder_window + 1 chunks: the "
+               "decoder draws a chunk from that many latents, and only a middle chunk has real neighbours on "
+               "both sides, as inside whole clips", "data", 0.0));
     r.add(spec("data.crop_size", "--crop-size", ParamType::text, "",
                "train on random WxH crops of the clips (empty: whole frames); fully convolutional, so crops "
                "learn the same model faster", "data"));
