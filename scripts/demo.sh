@@ -15,6 +15,8 @@ VAE_STEPS=${MUGV_DEMO_VAE_STEPS:-2000}
 # The DiT trains in bf16 where the CPU computes it natively (AVX512-BF16 / AMX): a step takes ~0.6x as long,
 # and the held-out motion directions, which the tiny DiT learns late, arrive ~25 % more steps later than in
 # fp32 (docs/BENCHMARKS.md), so bf16 reaches the gates sooner. Elsewhere bf16 is emulated and slow: fp32.
+# The CPU test is cpu_has_native_bf16's (backend/model/compute.h) without its oneDNN check, which
+# Debian's LibTorch passes.
 if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then NATIVE_BF16=bf16; else NATIVE_BF16=fp32; fi
 DIT_PRECISION=${MUGV_DEMO_DIT_PRECISION:-$NATIVE_BF16}
 if [[ $DIT_PRECISION == bf16 ]]; then DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-3000}; else DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-2600}; fi
