@@ -12,8 +12,9 @@
 // "auto" picks:
 //   - CUDA: bf16 (the MUG-V training precision; GPUs before Ampere emulate it, use fp32 there);
 //   - CPU: fp32. A CPU with AVX512-BF16 or AMX-BF16 and LibTorch with oneDNN runs bf16 GEMMs at ~2.3x the
-//     fp32 rate and a tiny DiT step 1.5x as fast, but on the starter set the bf16 DiT then learned the
-//     held-out motion directions far worse in the same steps (docs/BENCHMARKS.md); ask for bf16 explicitly.
+//     fp32 rate and a tiny DiT step 1.5x as fast, but on the starter set the bf16 DiT learned the held-out
+//     motion directions ~25 % more steps later (docs/BENCHMARKS.md). Whether bf16 pays depends on the run,
+//     so ask for it explicitly (`make demo` does where it is native).
 // The choice depends only on the device (no timing), so a resumed run computes as it did before.
 //
 // Thread safety: autocast state is thread-local; an AutocastScope affects only the thread that made it.
