@@ -312,6 +312,7 @@ ModelPreset model_preset_from_json(const nlohmann::json& values, const std::stri
   dit.integer("text_tokens", p.dit.text_tokens);
   dit.real("rope_theta", p.dit.rope_theta);
   dit.integer("frequency_dim", p.dit.frequency_dim);
+  dit.boolean("null_caption", p.dit.null_caption);
   dit.finish();
   if (!dit.has("head_dim") && p.dit.heads > 0) p.dit.head_dim = p.dit.hidden / p.dit.heads;
 
@@ -332,6 +333,96 @@ std::vector<std::string> model_preset_names() {
   return names;
 }
 
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// A checkpoint tensor of the given rank, or Error(format) naming it.
+std::vector<int64_t> checkpoint_shape(const TensorShapeLookup& shape, const std::string& name, size_t rank,
+                                      const std::string& subject) {
+  auto found = shape(name);
+  if (!found) throw Error(ErrorCode::format, subject, "no tensor " + name + ": not a MUG-V DiT checkpoint");
+  if (found->size() != rank)
+    throw Error(ErrorCode::format, subject,
+                name + " is " + shape_text(*found) + "; expected " + std::to_string(rank) + " dimensions");
+  return *found;
+}
+
+}  // namespace
+
+DiTConfig dit_config_from_checkpoint(const TensorShapeLookup& shape, int text_tokens, const std::string& subject) {
+  auto misfit = [&](const std::string& name, const std::vector<int64_t>& s, const std::string& why) {
+    throw Error(ErrorCode::format, subject, name + " is " + shape_text(s) + ": " + why);
+  };
+  DiTConfig c;
+  const auto patch = checkpoint_shape(shape, "x_embedder.proj.weight", 5, subject);
+  c.hidden = int(patch[0]);
+  c.in_channels = int(patch[1]);
+  c.patch_t = int(patch[2]);
+  c.patch_h = int(patch[3]);
+  c.patch_w = int(patch[4]);
+  const auto q_norm = checkpoint_shape(shape, "blocks.0.attn.q_norm.weight", 1, subject);
+  c.head_dim = int(q_norm[0]);
+  if (c.head_dim <= 0 || c.hidden % c.head_dim != 0)
+    misfit("blocks.0.attn.q_norm.weight", q_norm, "hidden " + std::to_string(c.hidden) + " is not a whole number of heads");
+  c.heads = c.hidden / c.head_dim;
+  while (shape("blocks." + std::to_string(c.depth) + ".scale_shift_table")) ++c.depth;
+  const auto fc1 = checkpoint_shape(shape, "blocks.0.mlp.fc1.weight", 2, subject);
+  if (fc1[1] != c.hidden || fc1[0] % c.hidden != 0)
+    misfit("blocks.0.mlp.fc1.weight", fc1, "not a whole multiple of hidden " + std::to_string(c.hidden));
+  c.mlp_ratio = int(fc1[0] / c.hidden);
+  const auto y_proj = checkpoint_shape(shape, "y_embedder.y_proj.fc1.weight", 2, subject);
+  if (y_proj[0] != c.hidden) misfit("y_embedder.y_proj.fc1.weight", y_proj, "expected " + std::to_string(c.hidden) + " rows");
+  c.text_dim = int(y_proj[1]);
+  const auto t_freq = checkpoint_shape(shape, "t_embedder.mlp.0.weight", 2, subject);
+  c.frequency_dim = int(t_freq[1]);
+  if (auto null_caption = shape("null_caption")) {
+    if (null_caption->size() != 2 || (*null_caption)[1] != c.text_dim)
+      misfit("null_caption", *null_caption, "expected [tokens, " + std::to_string(c.text_dim) + "]");
+    c.null_caption = true;
+    c.text_tokens = int((*null_caption)[0]);
+  } else {
+    c.null_caption = false;
+    c.text_tokens = text_tokens;
+  }
+  const auto out = checkpoint_shape(shape, "final_layer.linear.weight", 2, subject);
+  const int64_t outputs = int64_t(c.patch_t) * c.patch_h * c.patch_w * dit_out_channels(c);
+  if (out[0] != outputs || out[1] != c.hidden)
+    misfit("final_layer.linear.weight", out,
+           "expected [" + std::to_string(outputs) + ", " + std::to_string(c.hidden) + "] (2 x " +
+               std::to_string(c.in_channels) + " channels per patch element)");
+  if (c.depth == 0) throw Error(ErrorCode::format, subject, "no blocks.N tensors: not a MUG-V DiT checkpoint");
+  validate(c, subject);
+  return c;
+}
+
+void check_dit_matches_checkpoint(const DiTConfig& preset, const std::string& preset_name,
+                                  const TensorShapeLookup& shape, const std::string& subject) {
+  const DiTConfig file = dit_config_from_checkpoint(shape, preset.text_tokens, subject);
+  auto compare = [&](const char* what, int64_t in_file, int64_t in_preset, const char* tensor) {
+    if (in_file == in_preset) return;
+    throw Error(ErrorCode::invalid_argument, subject,
+                std::string(tensor) + " says " + what + " " + std::to_string(in_file) + "; preset " + preset_name +
+                    " has " + std::to_string(in_preset));
+  };
+  compare("hidden", file.hidden, preset.hidden, "x_embedder.proj.weight");
+  compare("latent channels", file.in_channels, preset.in_channels, "x_embedder.proj.weight");
+  compare("patch t", file.patch_t, preset.patch_t, "x_embedder.proj.weight");
+  compare("patch h", file.patch_h, preset.patch_h, "x_embedder.proj.weight");
+  compare("patch w", file.patch_w, preset.patch_w, "x_embedder.proj.weight");
+  compare("head_dim", file.head_dim, preset.head_dim, "blocks.0.attn.q_norm.weight");
+  compare("depth", file.depth, preset.depth, "blocks.N.scale_shift_table");
+  compare("mlp_ratio", file.mlp_ratio, preset.mlp_ratio, "blocks.0.mlp.fc1.weight");
+  compare("text width", file.text_dim, preset.text_dim, "y_embedder.y_proj.fc1.weight");
+  compare("frequency_dim", file.frequency_dim, preset.frequency_dim, "t_embedder.mlp.0.weight");
+  compare("learned null caption (1 = present)", file.null_caption, preset.null_caption, "null_caption");
+  if (file.null_caption) compare("text tokens", file.text_tokens, preset.text_tokens, "null_caption");
+}
+
 int64_t dit_video_tokens(const DiTConfig& c, int64_t latent_frames, int64_t latent_height, int64_t latent_width) {
   auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   return ceil_div(latent_frames, c.patch_t) * ceil_div(latent_height, c.patch_h) *
@@ -343,7 +434,7 @@ int64_t dit_parameter_count(const DiTConfig& c) {
   const int64_t hd = c.head_dim;
   const int64_t ff = d * c.mlp_ratio;
   const int64_t patch_volume = int64_t(c.patch_t) * c.patch_h * c.patch_w;
-  const int64_t out = patch_volume * c.in_channels;
+  const int64_t out = patch_volume * dit_out_channels(c);
   auto linear = [](int64_t in, int64_t o) { return in * o + o; };
 
   int64_t n = 0;
@@ -351,7 +442,7 @@ int64_t dit_parameter_count(const DiTConfig& c) {
   n += 2 * (linear(c.frequency_dim, d) + linear(d, d));                // timestep + fps embedders
   n += linear(d, 6 * d);                                               // adaLN-single
   n += linear(c.text_dim, d) + linear(d, d);                           // caption projection MLP
-  n += int64_t(c.text_tokens) * c.text_dim;                            // null caption
+  if (c.null_caption) n += int64_t(c.text_tokens) * c.text_dim;        // learned null caption
   n += 2 * d;                                                          // start / end tokens
   int64_t block = 6 * d;                                               // per-block adaLN table
   block += linear(d, 3 * d) + 2 * hd + linear(d, d);                   // self-attention

@@ -7,7 +7,7 @@
 //   description = "..."
 //   [dit]  hidden, depth, heads, head_dim (= hidden / heads when absent), mlp_ratio, in_channels
 //          (= vae.latent_channels), patch = [t, h, w], text_dim (= text.dim), text_tokens
-//          (= text.max_tokens), rope_theta
+//          (= text.max_tokens), rope_theta, null_caption (true)
 //   [vae]  latent_channels, compress = [t, h, w], patch, base_channels, channel_mult = [..],
 //          res_blocks, decoder_window, norm ("group" | "channel_rms"), pixel_shortcut, kl_weight
 //   [text] kind ("small_transformer" | "t5"), vocab_size, dim, layers, heads, head_dim, ff_dim,
@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,7 +49,14 @@ struct DiTConfig {
   int text_tokens = 0;  // text sequence length (also the shape of the learned null caption)
   double rope_theta = 10000.0;
   int frequency_dim = 256;  // sinusoidal width of the timestep / fps embedders
+  // A learned null caption [text_tokens, text_dim] for caption dropout and the unconditional branch of
+  // guidance. The released MUG-V models have none (they guide against an encoded negative prompt), so the
+  // release-family presets and configurations read from a release checkpoint set it false.
+  bool null_caption = true;
 };
+
+// The DiT predicts 2·C channels, as the release does; the velocity is the first C (model/dit.h).
+[[nodiscard]] inline int dit_out_channels(const DiTConfig& config) { return 2 * config.in_channels; }
 
 // Normalisation inside the VAE's blocks. group: GroupNorm(32) over channels × space × time (the
 // MUG-V VAE). channel_rms: RMS over the channels of each voxel with a learned gain, which keeps
@@ -122,6 +130,25 @@ void validate(const ModelPreset& preset);
 [[nodiscard]] ModelPreset load_model_preset(std::string_view name);
 // Names of the model presets found on the preset search path, sorted.
 [[nodiscard]] std::vector<std::string> model_preset_names();
+
+// The shape of a checkpoint's tensor by name; std::nullopt when the checkpoint has no such tensor.
+using TensorShapeLookup = std::function<std::optional<std::vector<int64_t>>(const std::string& name)>;
+
+// The DiT configuration that a checkpoint in the release's tensor layout (model/dit.h) implies: hidden,
+// latent channels and patch from x_embedder.proj.weight [d, C, pt, ph, pw]; head_dim from the q-norm width
+// (blocks.0.attn.q_norm.weight) and heads = d / head_dim; depth from the blocks present; mlp_ratio from
+// blocks.0.mlp.fc1.weight; text width from y_embedder.y_proj.fc1.weight; the sinusoid width from
+// t_embedder.mlp.0.weight; a learned null caption (and text_tokens) from null_caption when present, else
+// text_tokens = `text_tokens` (the release's T5 reads 300). The output width (final_layer.linear.weight) must
+// be 2·C·patch volume. Throws Error(format) naming `subject` and the tensor that is missing or whose shape
+// does not fit ("dit.pt: blocks.0.mlp.fc1.weight is [100, 96]: not a whole multiple of hidden 96").
+[[nodiscard]] DiTConfig dit_config_from_checkpoint(const TensorShapeLookup& shape, int text_tokens,
+                                                   const std::string& subject);
+// Compares a preset's DiT with the one a checkpoint implies (dit_config_from_checkpoint); throws
+// Error(invalid_argument) naming `subject` and the tensor that carries the first difference
+// ("dit.pt: x_embedder.proj.weight says hidden 3456; preset mugv-4b has 2304").
+void check_dit_matches_checkpoint(const DiTConfig& preset, const std::string& preset_name,
+                                  const TensorShapeLookup& shape, const std::string& subject);
 
 // Video tokens of the DiT for a latent of the given shape (patchified, without start/end tokens).
 [[nodiscard]] int64_t dit_video_tokens(const DiTConfig& config, int64_t latent_frames, int64_t latent_height,

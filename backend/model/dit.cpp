@@ -15,8 +15,7 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-constexpr double kInitStd = 0.014;    // docs/MUGV.md §5
-constexpr double kTimestepScale = 1000.0;  // t in [0, 1] is embedded as a DDPM-style step index
+constexpr double kInitStd = 0.014;  // docs/MUGV.md §5
 
 void init_linear(torch::nn::Linear& linear, double std) {
   torch::NoGradGuard no_grad;
@@ -182,12 +181,13 @@ torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max
 torch::Tensor rope_angles(const torch::Tensor& positions, int64_t head_dim, double theta) {
   const int64_t pairs = head_dim / 6;
   auto options = torch::TensorOptions().dtype(torch::kFloat32).device(positions.device());
-  // freq_j = theta^(-6j / head_dim): each axis gets every third frequency of a 1D RoPE of head_dim.
-  auto freqs = torch::pow(theta, -torch::arange(0, pairs * 6, 6, options) / static_cast<double>(head_dim));
+  // freq_j = 1 / theta^(6j / head_dim): each axis gets every third frequency of a 1D RoPE of head_dim.
+  // Written in the release's float32 operation order, so the angles match it to the bit.
+  auto freqs = 1.0 / torch::pow(theta, torch::arange(0, pairs * 6, 6, options) / static_cast<double>(head_dim));
   auto pos = positions.to(torch::kFloat32);
-  return torch::cat({pos.select(1, 0).unsqueeze(1) * freqs, pos.select(1, 1).unsqueeze(1) * freqs,
-                     pos.select(1, 2).unsqueeze(1) * freqs},
-                    1);
+  return torch::cat({pos.select(-1, 0).unsqueeze(-1) * freqs, pos.select(-1, 1).unsqueeze(-1) * freqs,
+                     pos.select(-1, 2).unsqueeze(-1) * freqs},
+                    -1);
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& angles) {
@@ -197,8 +197,10 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& angles) {
   sizes.back() = head_dim / 2;
   sizes.push_back(2);
   auto pairs = x.reshape(sizes);
-  auto cos = torch::cos(angles).to(x.dtype());
-  auto sin = torch::sin(angles).to(x.dtype());
+  // Per-sample angles [B, N, P] broadcast over the heads of x [B, H, N, hd].
+  const auto per_token = angles.dim() == 3 ? angles.unsqueeze(1) : angles;
+  auto cos = torch::cos(per_token).to(x.dtype());
+  auto sin = torch::sin(per_token).to(x.dtype());
   auto head = pairs.narrow(-2, 0, rotated);
   auto a = head.select(-1, 0), b = head.select(-1, 1);
   auto out = torch::stack({a * cos - b * sin, a * sin + b * cos}, -1);
@@ -207,17 +209,23 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& angles) {
 }
 
 torch::Tensor dit_token_positions(int64_t frames, int64_t height, int64_t width) {
+  return dit_token_positions(torch::arange(frames + 2, torch::kLong).view({1, frames + 2}), height, width)[0];
+}
+
+torch::Tensor dit_token_positions(const torch::Tensor& frame_indices, int64_t height, int64_t width) {
   auto options = torch::TensorOptions().dtype(torch::kFloat32);
-  auto t = torch::arange(1, frames + 1, options).view({frames, 1, 1}).expand({frames, height, width});
-  auto h = torch::arange(height, options).view({1, height, 1}).expand({frames, height, width});
-  auto w = torch::arange(width, options).view({1, 1, width}).expand({frames, height, width});
-  auto grid = torch::stack({h.reshape(-1), w.reshape(-1), t.reshape(-1)}, 1);
-  auto start = torch::zeros({1, 3}, options);
-  auto end = torch::tensor({static_cast<float>(height - 1), static_cast<float>(width - 1),
-                            static_cast<float>(frames + 1)},
-                           options)
-                 .view({1, 3});
-  return torch::cat({start, grid, end}, 0);
+  const int64_t batch = frame_indices.size(0), frames = frame_indices.size(1) - 2;
+  auto time = frame_indices.to(torch::kCPU).clamp(0, kRopeTimePositions - 1).to(torch::kFloat32);  // [B, T+2]
+  auto t = time.narrow(1, 1, frames).view({batch, frames, 1, 1}).expand({batch, frames, height, width});
+  auto h = torch::arange(height, options).view({1, 1, height, 1}).expand({batch, frames, height, width});
+  auto w = torch::arange(width, options).view({1, 1, 1, width}).expand({batch, frames, height, width});
+  auto grid = torch::stack({h.reshape({batch, -1}), w.reshape({batch, -1}), t.reshape({batch, -1})}, 2);
+  auto zeros = torch::zeros({batch, 1}, options);
+  auto start = torch::stack({zeros, zeros, time.narrow(1, 0, 1)}, 2);
+  auto end = torch::stack({torch::full({batch, 1}, float(height - 1), options),
+                           torch::full({batch, 1}, float(width - 1), options), time.narrow(1, frames + 1, 1)},
+                          2);
+  return torch::cat({start, grid, end}, 1);
 }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -250,15 +258,50 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 }
 
 ScalarEmbedderImpl::ScalarEmbedderImpl(int64_t hidden, int64_t frequency_dim) : frequency_dim_(frequency_dim) {
-  fc1 = register_module("fc1", torch::nn::Linear(frequency_dim, hidden));
-  fc2 = register_module("fc2", torch::nn::Linear(hidden, hidden));
+  torch::nn::Linear fc1(frequency_dim, hidden), fc2(hidden, hidden);
   init_linear(fc1, kInitStd);
   init_linear(fc2, kInitStd);
+  mlp = register_module("mlp", torch::nn::Sequential(fc1, torch::nn::SiLU(), fc2));
 }
 
 torch::Tensor ScalarEmbedderImpl::forward(const torch::Tensor& values) {
-  auto freq = timestep_embedding(values.reshape({-1}), frequency_dim_).to(fc1->weight.dtype());
-  return fc2(torch::silu(fc1(freq)));
+  const auto dtype = mlp[0]->as<torch::nn::Linear>()->weight.scalar_type();
+  return mlp->forward(timestep_embedding(values.reshape({-1}), frequency_dim_).to(dtype));
+}
+
+PatchEmbedderImpl::PatchEmbedderImpl(int64_t in_channels, int64_t hidden, int64_t patch_t, int64_t patch_h,
+                                     int64_t patch_w) {
+  proj = register_module("proj", torch::nn::Conv3d(torch::nn::Conv3dOptions(in_channels, hidden,
+                                                                            {patch_t, patch_h, patch_w})
+                                                       .stride({patch_t, patch_h, patch_w})));
+  torch::NoGradGuard no_grad;
+  proj->weight.normal_(0.0, kInitStd);
+  proj->bias.zero_();
+}
+
+torch::Tensor PatchEmbedderImpl::forward(const torch::Tensor& x_in) {
+  const auto& kernel = proj->options.kernel_size();
+  auto pad = [](int64_t size, int64_t patch) { return (patch - size % patch) % patch; };
+  const int64_t pad_t = pad(x_in.size(2), kernel->at(0)), pad_h = pad(x_in.size(3), kernel->at(1)),
+                pad_w = pad(x_in.size(4), kernel->at(2));
+  auto x = pad_t || pad_h || pad_w ? torch::constant_pad_nd(x_in, {0, pad_w, 0, pad_h, 0, pad_t}) : x_in;
+  return proj(x).flatten(2).transpose(1, 2);
+}
+
+TextEmbedderImpl::TextEmbedderImpl(int64_t text_dim, int64_t hidden) {
+  y_proj = register_module("y_proj", Mlp(text_dim, hidden, hidden));
+}
+
+torch::Tensor TextEmbedderImpl::forward(const torch::Tensor& text) {
+  const int64_t text_dim = text.size(-1), hidden = y_proj->fc2->weight.size(0);
+  auto projected = y_proj(at::layer_norm(text, {text_dim}, {}, {}, 1e-6));
+  return at::layer_norm(projected, {hidden}, {}, {}, 1e-6);
+}
+
+FinalLayerImpl::FinalLayerImpl(int64_t hidden, int64_t outputs) {
+  scale_shift_table = register_parameter("scale_shift_table", torch::zeros({2, hidden}));
+  linear = register_module("linear", torch::nn::Linear(hidden, outputs));
+  init_linear(linear, 0.0);
 }
 
 SelfAttentionImpl::SelfAttentionImpl(int64_t hidden, int64_t heads) : head_dim_(hidden / heads) {
@@ -338,7 +381,7 @@ torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const BlockContext& 
   auto part = [&](int64_t i) { return m.select(2, i); };
   const int64_t dim = x.size(2);
   auto norm = [&](const torch::Tensor& v) { return at::layer_norm(v, {dim}, {}, {}, 1e-6); };
-  const int64_t total = c.angles.size(0);  // tokens of the whole sequence
+  const int64_t total = c.angles.size(-2);  // tokens of the whole sequence
   auto mod = [&](const torch::Tensor& v, const torch::Tensor& scale, const torch::Tensor& shift, bool gate) {
     return modulate(v, scale, shift, c.frames, c.token_offset, total, gate);
   };
@@ -353,51 +396,62 @@ torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const BlockContext& 
 DiTImpl::DiTImpl(const DiTConfig& config) : config_(config) {
   validate(config, "dit");
   const int64_t d = config.hidden;
-  x_embedder = register_module(
-      "x_embedder",
-      torch::nn::Conv3d(torch::nn::Conv3dOptions(config.in_channels, d, {config.patch_t, config.patch_h, config.patch_w})
-                            .stride({config.patch_t, config.patch_h, config.patch_w})));
+  x_embedder = register_module("x_embedder",
+                               PatchEmbedder(config.in_channels, d, config.patch_t, config.patch_h, config.patch_w));
   t_embedder = register_module("t_embedder", ScalarEmbedder(d, config.frequency_dim));
   fps_embedder = register_module("fps_embedder", ScalarEmbedder(d, config.frequency_dim));
-  t_block = register_module("t_block", torch::nn::Linear(d, 6 * d));
-  y_pre_norm = register_module(
-      "y_pre_norm",
-      torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.text_dim}).eps(1e-6).elementwise_affine(false)));
-  y_embedder = register_module("y_embedder", Mlp(config.text_dim, d, d));
-  y_post_norm = register_module(
-      "y_post_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(1e-6).elementwise_affine(false)));
-  null_caption = register_parameter(
-      "null_caption", torch::randn({config.text_tokens, config.text_dim}) / std::sqrt(double(config.text_dim)));
+  torch::nn::Linear adaln(d, 6 * d);
+  init_linear(adaln, 0.0);
+  t_block = register_module("t_block", torch::nn::Sequential(torch::nn::SiLU(), adaln));
+  y_embedder = register_module("y_embedder", TextEmbedder(config.text_dim, d));
+  if (config.null_caption) {
+    null_caption = register_parameter(
+        "null_caption", torch::randn({config.text_tokens, config.text_dim}) / std::sqrt(double(config.text_dim)));
+  }
   start_token = register_parameter("start_token", torch::randn({d}) * 0.02);
   end_token = register_parameter("end_token", torch::randn({d}) * 0.02);
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int i = 0; i < config.depth; ++i) blocks->push_back(DiTBlock(d, config.heads, config.mlp_ratio));
-  final_scale_shift_table = register_parameter("final_scale_shift_table", torch::zeros({2, d}));
   const int64_t patch_volume = int64_t(config.patch_t) * config.patch_h * config.patch_w;
-  final_linear = register_module("final_linear", torch::nn::Linear(d, patch_volume * config.in_channels));
-
-  torch::NoGradGuard no_grad;
-  x_embedder->weight.normal_(0.0, kInitStd);
-  x_embedder->bias.zero_();
-  init_linear(t_block, 0.0);
-  init_linear(final_linear, 0.0);
+  final_layer = register_module("final_layer", FinalLayer(d, patch_volume * dit_out_channels(config)));
 }
 
-torch::Tensor DiTImpl::condition(const torch::Tensor& t, const torch::Tensor& fps) {
-  return t_embedder(t * kTimestepScale) + fps_embedder(fps);
+torch::Tensor DiTImpl::condition(const torch::Tensor& timestep, const torch::Tensor& fps) {
+  return t_embedder(timestep) + fps_embedder(fps);
 }
 
 std::pair<torch::Tensor, torch::Tensor> DiTImpl::drop_captions(const torch::Tensor& text,
                                                                const torch::Tensor& text_mask,
-                                                               const torch::Tensor& drop) {
-  if (text.dim() != 3 || text.size(1) != config_.text_tokens || text.size(2) != config_.text_dim) {
-    bad_input("text", "expected [B, " + std::to_string(config_.text_tokens) + ", " +
-                          std::to_string(config_.text_dim) + "], got " + shape_string(text));
+                                                               const torch::Tensor& drop,
+                                                               const torch::Tensor& null_text,
+                                                               const torch::Tensor& null_mask) {
+  if (text.dim() != 3 || text.size(2) != config_.text_dim) {
+    bad_input("text", "expected [B, S, " + std::to_string(config_.text_dim) + "], got " + shape_string(text));
+  }
+  const int64_t tokens = text.size(1);
+  torch::Tensor fill, fill_mask;  // [1, S, text_dim], [1, S]
+  if (null_caption.defined()) {
+    if (tokens != config_.text_tokens)
+      bad_input("text", "expected " + std::to_string(config_.text_tokens) + " tokens (the learned null caption's), got " +
+                            shape_string(text));
+    fill = null_caption.to(text.dtype()).unsqueeze(0);
+    fill_mask = torch::ones({1, tokens}, text.options());
+  } else if (null_text.defined()) {
+    // An encoded empty prompt stands in for the learned null caption: padded with masked tokens or cut to S.
+    const int64_t have = null_text.size(1), keep = std::min(have, tokens);
+    fill = torch::zeros({1, tokens, config_.text_dim}, text.options());
+    fill.narrow(1, 0, keep).copy_(null_text.narrow(1, 0, keep));
+    fill_mask = torch::zeros({1, tokens}, text.options());
+    auto given = null_mask.defined() ? null_mask.to(text.dtype()) : torch::ones({1, have}, text.options());
+    fill_mask.narrow(1, 0, keep).copy_(given.narrow(1, 0, keep));
+  } else {
+    throw Error(ErrorCode::unsupported, "dit",
+                "this DiT has no learned null caption (the release layout): give an encoded empty or negative prompt");
   }
   auto d = drop.to(torch::kBool).to(text.device()).view({-1, 1});
-  auto out_text = torch::where(d.unsqueeze(2), null_caption.to(text.dtype()).unsqueeze(0), text);
-  auto mask = text_mask.defined() ? text_mask : torch::ones({text.size(0), text.size(1)}, text.options());
-  auto out_mask = torch::where(d, torch::ones_like(mask), mask);
+  auto out_text = torch::where(d.unsqueeze(2), fill, text);
+  auto mask = text_mask.defined() ? text_mask : torch::ones({text.size(0), tokens}, text.options());
+  auto out_mask = torch::where(d, fill_mask.to(mask.dtype()), mask);
   return {out_text, out_mask};
 }
 
@@ -410,16 +464,24 @@ torch::Tensor DiTImpl::run_block(DiTBlock& block, const torch::Tensor& x, const 
   return block->forward(x, context);
 }
 
-torch::Tensor DiTImpl::forward(const torch::Tensor& x_in, const torch::Tensor& t, const torch::Tensor& text,
+torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& timestep, const torch::Tensor& text,
                                const torch::Tensor& text_mask, const torch::Tensor& fps,
-                               const torch::Tensor& cond_mask) {
+                               const torch::Tensor& cond_mask, const torch::Tensor& frame_indices) {
+  return forward_full(x, timestep, text, text_mask, fps, cond_mask, frame_indices).narrow(1, 0, config_.in_channels);
+}
+
+torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tensor& timestep,
+                                    const torch::Tensor& text, const torch::Tensor& text_mask,
+                                    const torch::Tensor& fps, const torch::Tensor& cond_mask,
+                                    const torch::Tensor& frame_indices) {
   if (x_in.dim() != 5 || x_in.size(1) != config_.in_channels) {
     bad_input("x", "expected a latent [B, " + std::to_string(config_.in_channels) + ", T, H, W], got " +
                        shape_string(x_in));
   }
   const int64_t batch = x_in.size(0);
   const int64_t frames_in = x_in.size(2), height_in = x_in.size(3), width_in = x_in.size(4);
-  if (t.numel() != batch) bad_input("t", "expected " + std::to_string(batch) + " timesteps, got " + shape_string(t));
+  if (timestep.numel() != batch)
+    bad_input("timestep", "expected " + std::to_string(batch) + " timesteps, got " + shape_string(timestep));
   if (fps.numel() != batch) bad_input("fps", "expected " + std::to_string(batch) + " values, got " + shape_string(fps));
   if (text.dim() != 3 || text.size(0) != batch || text.size(2) != config_.text_dim) {
     bad_input("text", "expected [" + std::to_string(batch) + ", S, " + std::to_string(config_.text_dim) + "], got " +
@@ -434,42 +496,46 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x_in, const torch::Tensor& t
                                shape_string(cond_mask));
   }
 
-  const auto dtype = x_embedder->weight.scalar_type();
+  const auto dtype = x_embedder->proj->weight.scalar_type();
   const int64_t pt = config_.patch_t, ph = config_.patch_h, pw = config_.patch_w;
-  auto pad = [](int64_t size, int64_t patch) { return (patch - size % patch) % patch; };
-  auto x = x_in.to(dtype);
-  if (pad(frames_in, pt) || pad(height_in, ph) || pad(width_in, pw)) {
-    x = torch::constant_pad_nd(x, {0, pad(width_in, pw), 0, pad(height_in, ph), 0, pad(frames_in, pt)});
-  }
-  const int64_t frames = x.size(2) / pt, height = x.size(3) / ph, width = x.size(4) / pw;
+  auto ceil_div = [](int64_t size, int64_t patch) { return (size + patch - 1) / patch; };
+  const int64_t frames = ceil_div(frames_in, pt), height = ceil_div(height_in, ph), width = ceil_div(width_in, pw);
   const int64_t d = config_.hidden;
+  if (frame_indices.defined() &&
+      (frame_indices.dim() != 2 || frame_indices.size(0) != batch || frame_indices.size(1) != frames + 2)) {
+    bad_input("frame_indices", "expected [" + std::to_string(batch) + ", " + std::to_string(frames + 2) +
+                                   "] (start token, " + std::to_string(frames) + " frames, end token), got " +
+                                   shape_string(frame_indices));
+  }
 
-  auto c = condition(t.to(dtype), fps.to(dtype));  // [B, d]
-  auto modulation = t_block(torch::silu(c)).view({batch, 1, 6, d});
-  torch::Tensor final_c = c.unsqueeze(1);  // [B, G, d]
+  // adaLN-single for the noisy tokens (c) and for clean frames and the start and end tokens (c0, timestep 0).
+  auto c = condition(timestep.to(dtype), fps.to(dtype));  // [B, d]
+  auto c0 = condition(torch::zeros({batch}, c.options()), fps.to(dtype));
+  auto noisy = torch::ones({batch, frames}, c.options().dtype(torch::kBool));
   if (cond_mask.defined()) {
     auto frame_cond = cond_mask.to(torch::kBool);
-    if (pad(frames_in, pt)) frame_cond = torch::constant_pad_nd(frame_cond.to(torch::kUInt8), {0, pad(frames_in, pt)}).to(torch::kBool);
+    if (frames * pt != frames_in)
+      frame_cond = torch::constant_pad_nd(frame_cond.to(torch::kUInt8), {0, frames * pt - frames_in}).to(torch::kBool);
     // A patch of several frames is conditioning only when all of its frames are.
-    frame_cond = frame_cond.view({batch, frames, pt}).all(2);
-    auto c0 = condition(torch::zeros_like(t, t.options().dtype(dtype)), fps.to(dtype));
-    auto modulation0 = t_block(torch::silu(c0)).view({batch, 1, 6, d});
-    auto edge = torch::zeros({batch, 1}, frame_cond.options());
-    auto groups = torch::cat({edge, frame_cond, edge}, 1);  // [B, T+2]
-    modulation = torch::where(groups.view({batch, frames + 2, 1, 1}), modulation0, modulation);
-    final_c = torch::where(frame_cond.view({batch, frames, 1}), c0.unsqueeze(1), c.unsqueeze(1));
+    noisy = frame_cond.view({batch, frames, pt}).all(2).logical_not();
   }
+  auto edge = torch::zeros({batch, 1}, noisy.options());
+  auto groups = torch::cat({edge, noisy, edge}, 1);  // [B, T+2]: start token, frames, end token
+  auto modulation = torch::where(groups.view({batch, frames + 2, 1, 1}), t_block->forward(c).view({batch, 1, 6, d}),
+                                 t_block->forward(c0).view({batch, 1, 6, d}));
+  auto final_c = torch::where(noisy.view({batch, frames, 1}), c.unsqueeze(1), c0.unsqueeze(1));  // [B, T, d]
 
-  auto y = y_post_norm(y_embedder(y_pre_norm(text.to(dtype))));
+  auto y = y_embedder(text.to(dtype));
   auto mask = text_mask.defined() ? text_mask : torch::ones({batch, text.size(1)}, text.options());
   auto text_bias = key_padding_bias(mask, dtype);
 
-  auto tokens = x_embedder(x).flatten(2).transpose(1, 2);  // [B, N, d]
+  auto tokens = x_embedder(x_in.to(dtype));  // [B, N, d]
   tokens = torch::cat({start_token.to(dtype).view({1, 1, d}).expand({batch, 1, d}), tokens,
                        end_token.to(dtype).view({1, 1, d}).expand({batch, 1, d})},
                       1);
-  auto angles = rope_angles(dit_token_positions(frames, height, width).to(x.device()), config_.head_dim,
-                            config_.rope_theta);
+  auto positions = frame_indices.defined() ? dit_token_positions(frame_indices, height, width)
+                                           : dit_token_positions(frames, height, width);
+  auto angles = rope_angles(positions.to(x_in.device()), config_.head_dim, config_.rope_theta);
 
   BlockContext context{modulation, angles, y, text_bias, frames, 0, {}};
   context.runtime.recompute_attention = recompute_ == Recompute::selective;
@@ -492,18 +558,12 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x_in, const torch::Tensor& t
   if (parallel_) tokens = parallel_->gather_sequence(tokens);
 
   auto video = tokens.narrow(1, 1, tokens.size(1) - 2);  // [B, T·H·W, d]
-  auto final_m = final_c.unsqueeze(2) + final_scale_shift_table.view({1, 1, 2, d});  // [B, G, 2, d]
-  auto normed = at::layer_norm(video, {d}, {}, {}, 1e-6);
-  torch::Tensor modulated;
-  if (final_m.size(1) == 1) {
-    modulated = torch::addcmul(final_m.select(2, 0), normed, 1 + final_m.select(2, 1));
-  } else {
-    auto per_frame = normed.view({batch, frames, height * width, d});
-    modulated = torch::addcmul(final_m.select(2, 0).unsqueeze(2), per_frame, 1 + final_m.select(2, 1).unsqueeze(2))
-                    .view({batch, frames * height * width, d});
-  }
-  auto out = final_linear(modulated);  // [B, N, pt·ph·pw·C]
-  const int64_t channels = config_.in_channels;
+  auto final_m = final_c.unsqueeze(2) + final_layer->scale_shift_table.view({1, 1, 2, d});  // [B, T, 2, d]
+  auto per_frame = at::layer_norm(video, {d}, {}, {}, 1e-6).view({batch, frames, height * width, d});
+  auto modulated = torch::addcmul(final_m.select(2, 0).unsqueeze(2), per_frame, 1 + final_m.select(2, 1).unsqueeze(2))
+                       .view({batch, frames * height * width, d});
+  auto out = final_layer->linear(modulated);  // [B, N, pt·ph·pw·2C]
+  const int64_t channels = dit_out_channels(config_);
   out = out.view({batch, frames, height, width, pt, ph, pw, channels})
             .permute({0, 7, 1, 4, 2, 5, 3, 6})
             .reshape({batch, channels, frames * pt, height * ph, width * pw});

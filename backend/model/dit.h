@@ -1,29 +1,34 @@
 #pragma once
-// The MUG-V diffusion transformer (docs/MUGV.md §3) as LibTorch modules.
+// The MUG-V diffusion transformer (docs/MUGV.md §3) as LibTorch modules, with the released model's
+// conventions and tensor names (the `MUGDiT` of the public reference code, whose `dit.pt` loads here by name):
 //
-//   latent [B,C,T,H,W] --Conv3d patchify (1,2,2)--> tokens [B, T'·H'·W', d], framed by a learned
-//   start and end token; conditioning c = timestep_embedder(1000·t) + fps_embedder(fps), and
-//   adaLN-single: one shared SiLU → Linear(d, 6d) on c, plus a learned (6, d) table per block.
-//   Block: AdaLN → 3D self-attention (QKV bias, per-head RMSNorm on q and k, 3D RoPE) → gated
-//   residual; affine LayerNorm → cross-attention to the projected text (key padding mask) → plain
-//   residual; AdaLN → MLP (GELU-tanh) → gated residual. Final AdaLN (table (2, d) + c) → Linear to
-//   C·patch volume → unpatchify. Output: velocity [B,C,T,H,W] in the input's dtype.
+//   latent [B,C,T,H,W] --zero-pad T/H/W to the patch, Conv3d patchify (1,2,2)--> tokens [B, T'·H'·W', d],
+//   framed by a learned start and end token; conditioning c = t_embedder(timestep) + fps_embedder(fps) with
+//   timestep in [0, 1000] (1000 = pure noise, t·kDiTTimesteps for flow time t); adaLN-single: one shared
+//   SiLU → Linear(d, 6d) on c ("t_block"), plus a learned (6, d) table per block.
+//   Block: AdaLN → 3D self-attention (QKV bias, per-head RMSNorm on q and k, 3D RoPE) → gated residual;
+//   affine LayerNorm → cross-attention to the projected text (each sample attends only to its own
+//   unpadded caption tokens, as the release's packed captions do) → plain residual; AdaLN → MLP
+//   (GELU-tanh) → gated residual. Final AdaLN (table (2, d) + c, no SiLU) → Linear to 2·C·patch volume →
+//   unpatchify → crop to the input size. forward_full() returns all 2·C channels as released; forward()
+//   returns the velocity, the first C (the sampler's `pred.chunk(2, dim=1)[0]`).
 //
-// Conditioning frames (cond_mask[b, f] true) are modulated with the t = 0 embedding; modulation
-// is computed per frame and broadcast over that frame's tokens (never a [B, N, 6d] tensor). The
-// start and end tokens always use the sample's own t, so an all-false cond_mask gives exactly the
-// output without one. The caller keeps the clean latent in those frames and excludes them from
-// the loss.
+// Clean frames (cond_mask[b, f] true; the release's x_mask is its negation) are modulated with the
+// embedding of timestep 0, and so are the start and end tokens, always (the release frames x_mask with
+// false at both ends). Modulation is computed per group (start token, each frame, end token) and
+// broadcast over that group's tokens (never a [B, N, 6d] tensor). The caller keeps the clean latent in
+// those frames and excludes them from the loss.
 //
-// 3D RoPE: head_dim / 6 frequency pairs per axis, in the order (h, w, t), base rope_theta,
-// interleaved pairs; frames are indexed from 1, the start token sits at (0, 0, 0) and the end
-// token at (H'-1, W'-1, T'+1). When head_dim is not a multiple of 6 the trailing dimensions pass
-// through unrotated (the `small` benchmark shape has head_dim 64).
+// 3D RoPE: head_dim / 6 complex pairs per axis, in the order (h, w, t), frequencies
+// 1 / theta^(6j / head_dim), interleaved pairs. Time positions come from frame_indices [B, T'+2] (start
+// token, frames, end token; default 0 … T'+1, clamped to [0, kRopeTimePositions)); the start token sits at
+// (0, 0, fi[0]) and the end token at (H'-1, W'-1, fi[T'+1]). When head_dim is not a multiple of 6 the
+// trailing dimensions pass through unrotated (the `small` benchmark shape has head_dim 64).
 //
 // Initialisation ("adaLN-zero"): linears and the patchify conv ~ N(0, 0.014²) (docs/MUGV.md §5) with
 // zero bias, but the adaLN-single linear, every adaLN table, the cross-attention output projection
 // and the final linear are zero, so a fresh block is exactly the identity and a fresh model
-// predicts zero velocity.
+// predicts zero. Released weights replace all of it.
 //
 // Not thread-safe (a torch module); one forward at a time per instance.
 
@@ -42,12 +47,21 @@ namespace mugv {
 // f_i = max_period^(-i / (dim/2)), as in DiT / GLIDE.
 [[nodiscard]] torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max_period = 10000.0);
 
-// RoPE angles [N, 3·(head_dim/6)] for token positions [N, 3] (h, w, t), float.
+// RoPE angles [..., N, 3·(head_dim/6)] for token positions [..., N, 3] (h, w, t), float.
 [[nodiscard]] torch::Tensor rope_angles(const torch::Tensor& positions, int64_t head_dim, double theta);
-// Rotates x [..., N, head_dim] by the angles [N, P] (pairs 2i, 2i+1 by angle i; pairs beyond P unchanged).
+// Rotates x [B, H, N, head_dim] by the angles [N, P] or [B, N, P] (pairs 2i, 2i+1 by angle i; pairs
+// beyond P unchanged).
 [[nodiscard]] torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& angles);
-// Token positions [2 + T·H·W, 3] of a patched latent: start token, frames 1..T in (t, h, w) order, end token.
+// Flow time t in [0, 1] is the DiT's timestep t·kDiTTimesteps, as in the release.
+constexpr double kDiTTimesteps = 1000.0;
+// Time positions of the release's RoPE table: frame indices are clamped to [0, kRopeTimePositions).
+constexpr int64_t kRopeTimePositions = 480;
+
+// Token positions [2 + T·H·W, 3] (h, w, t) of a patched latent: start token, frames 1..T in (t, h, w)
+// order, end token.
 [[nodiscard]] torch::Tensor dit_token_positions(int64_t frames, int64_t height, int64_t width);
+// The same per sample [B, 2 + T·H·W, 3] with time positions from frame_indices [B, T+2] (int).
+[[nodiscard]] torch::Tensor dit_token_positions(const torch::Tensor& frame_indices, int64_t height, int64_t width);
 
 // softmax(q·kᵀ/sqrt(head_dim) + bias)·v for q [B,H,N,hd], k/v [B,H,M,hd]; bias broadcastable to
 // [B,H,N,M] or undefined. The fused kernel is used when built against LibTorch >= 2.0.
@@ -68,17 +82,27 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
-// Sinusoidal (256) → Linear → SiLU → Linear. Used for both the timestep and the fps.
+// Sinusoidal (256) → Linear → SiLU → Linear, as "mlp.0" and "mlp.2". Used for the timestep and the fps.
 class ScalarEmbedderImpl : public torch::nn::Module {
  public:
   ScalarEmbedderImpl(int64_t hidden, int64_t frequency_dim);
   torch::Tensor forward(const torch::Tensor& values);  // [B] -> [B, hidden]
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  torch::nn::Sequential mlp{nullptr};
 
  private:
   int64_t frequency_dim_;
 };
 TORCH_MODULE(ScalarEmbedder);
+
+// Zero-pads T/H/W up to multiples of the patch (at the end, as the release does) and patchifies with a
+// Conv3d ("proj") of kernel = stride = patch: [B,C,T,H,W] -> tokens [B, T'·H'·W', d] in (t, h, w) order.
+class PatchEmbedderImpl : public torch::nn::Module {
+ public:
+  PatchEmbedderImpl(int64_t in_channels, int64_t hidden, int64_t patch_t, int64_t patch_h, int64_t patch_w);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Conv3d proj{nullptr};
+};
+TORCH_MODULE(PatchEmbedder);
 
 // How a block runs: in one process (parallel == nullptr) or split across ranks (dit_parallel.h), and
 // whether the attention core is recomputed in backward.
@@ -128,13 +152,31 @@ TORCH_MODULE(Mlp);
 // G = 1 (every token alike) or G = frames + 2 (start token, one group per frame, end token).
 struct BlockContext {
   torch::Tensor modulation;
-  torch::Tensor angles;     // [N, P]
+  torch::Tensor angles;     // [N, P], or [B, N, P] when samples have their own frame indices
   torch::Tensor text;       // [B, S, d] projected caption
   torch::Tensor text_bias;  // [B, 1, 1, S] or undefined
   int64_t frames = 0;       // patched frames T'
   int64_t token_offset = 0; // index in the whole sequence of x's first token (its slice under parallel runs)
   BlockRuntime runtime;
 };
+
+// Caption projection: LayerNorm (no affine) → MLP ("y_proj": fc1 text_dim → d, GELU-tanh, fc2) → LayerNorm.
+class TextEmbedderImpl : public torch::nn::Module {
+ public:
+  TextEmbedderImpl(int64_t text_dim, int64_t hidden);
+  torch::Tensor forward(const torch::Tensor& text);  // [B, S, text_dim] -> [B, S, d]
+  Mlp y_proj{nullptr};
+};
+TORCH_MODULE(TextEmbedder);
+
+// Final adaLN (a (2, d) table "scale_shift_table" + c: shift, scale) and the output linear ("linear").
+class FinalLayerImpl : public torch::nn::Module {
+ public:
+  FinalLayerImpl(int64_t hidden, int64_t outputs);
+  torch::Tensor scale_shift_table;
+  torch::nn::Linear linear{nullptr};
+};
+TORCH_MODULE(FinalLayer);
 
 class DiTBlockImpl : public torch::nn::Module {
  public:
@@ -152,21 +194,30 @@ class DiTImpl : public torch::nn::Module {
  public:
   explicit DiTImpl(const DiTConfig& config);
 
-  // x [B,C,T,H,W]; t [B] in [0, 1] (1 = pure noise); text [B,S,text_dim]; text_mask [B,S] (1 =
-  // token, 0 = padding; undefined = all tokens); fps [B]; cond_mask [B,T] bool or undefined.
-  // Throws Error(invalid_argument) on shape mismatches, naming the argument.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text,
+  // x [B,C,T,H,W]; timestep [B] in [0, kDiTTimesteps] (1000 = pure noise); text [B,S,text_dim];
+  // text_mask [B,S] (1 = token, 0 = padding; undefined = all tokens); fps [B]; cond_mask [B,T] bool (true =
+  // clean conditioning frame) or undefined (none); frame_indices [B, T'+2] integer RoPE time positions or
+  // undefined (0 … T'+1). Returns the velocity [B,C,T,H,W] (the first C of the 2·C output channels) in x's
+  // dtype. Throws Error(invalid_argument) on shape mismatches, naming the argument.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timestep, const torch::Tensor& text,
                         const torch::Tensor& text_mask, const torch::Tensor& fps,
-                        const torch::Tensor& cond_mask = {});
+                        const torch::Tensor& cond_mask = {}, const torch::Tensor& frame_indices = {});
+  // The same, returning all 2·C output channels [B,2C,T,H,W], as the release's forward does.
+  torch::Tensor forward_full(const torch::Tensor& x, const torch::Tensor& timestep, const torch::Tensor& text,
+                             const torch::Tensor& text_mask, const torch::Tensor& fps,
+                             const torch::Tensor& cond_mask = {}, const torch::Tensor& frame_indices = {});
 
-  // Replaces the captions of the samples where drop[b] is true by the learned null caption (all of
-  // its tokens valid). Returns (text, text_mask). Used for classifier-free guidance dropout and for
-  // the unconditional branch at sampling time.
+  // Replaces the captions of the samples where drop[b] is true by the null caption: the learned one when
+  // the model has it (all of its tokens valid), else `null_text` [1, S', text_dim] with `null_mask` [1, S']
+  // (an encoded empty prompt; padded or cut to S). Returns (text, text_mask). Used for classifier-free
+  // guidance dropout. Throws Error(unsupported) when the model has no learned null caption and none is given.
   std::pair<torch::Tensor, torch::Tensor> drop_captions(const torch::Tensor& text, const torch::Tensor& text_mask,
-                                                        const torch::Tensor& drop);
+                                                        const torch::Tensor& drop, const torch::Tensor& null_text = {},
+                                                        const torch::Tensor& null_mask = {});
+  bool has_null_caption() const { return null_caption.defined(); }
 
-  // The conditioning embedding c [B, d] (timestep + fps) that adaLN-single reads.
-  torch::Tensor condition(const torch::Tensor& t, const torch::Tensor& fps);
+  // The conditioning embedding c [B, d] (timestep in [0, kDiTTimesteps] + fps) that adaLN-single reads.
+  torch::Tensor condition(const torch::Tensor& timestep, const torch::Tensor& fps);
 
   // Activation recomputation of the blocks (model/config.h).
   void set_recompute(Recompute mode) { recompute_ = mode; }
@@ -180,16 +231,14 @@ class DiTImpl : public torch::nn::Module {
   DiTParallelOps* parallel() const { return parallel_.get(); }
   const DiTConfig& config() const { return config_; }
 
-  torch::nn::Conv3d x_embedder{nullptr};
+  PatchEmbedder x_embedder{nullptr};
   ScalarEmbedder t_embedder{nullptr}, fps_embedder{nullptr};
-  torch::nn::Linear t_block{nullptr};
-  torch::nn::LayerNorm y_pre_norm{nullptr}, y_post_norm{nullptr};
-  Mlp y_embedder{nullptr};
-  torch::Tensor null_caption;  // [text_tokens, text_dim]
+  torch::nn::Sequential t_block{nullptr};  // SiLU, Linear(d, 6d): adaLN-single
+  TextEmbedder y_embedder{nullptr};
+  torch::Tensor null_caption;  // [text_tokens, text_dim]; undefined when config.null_caption is false
   torch::Tensor start_token, end_token;
   torch::nn::ModuleList blocks{nullptr};
-  torch::Tensor final_scale_shift_table;  // [2, d]
-  torch::nn::Linear final_linear{nullptr};
+  FinalLayer final_layer{nullptr};
 
  private:
   torch::Tensor run_block(DiTBlock& block, const torch::Tensor& x, const BlockContext& context);

@@ -36,6 +36,8 @@ TextBatch guidance_text(ModelBundle& b, const GenerateRequest& r, bool with_unco
   TextBatch uncond;
   if (!r.negative_prompt.empty()) {
     uncond = encode_text(b, r.negative_prompt);
+  } else if (!b.dit->has_null_caption()) {
+    uncond = encode_text(b, "");  // a release-layout DiT has no learned null caption: guide against an empty prompt
   } else {
     auto [text, mask] = b.dit->drop_captions(cond.features, cond.mask, torch::ones({1}, torch::kBool));
     uncond = {text, mask};
@@ -50,7 +52,7 @@ torch::Tensor velocities(ModelBundle& b, const torch::Tensor& x, double t, const
   const int64_t batch = text.features.size(0);
   auto opts = torch::TensorOptions().dtype(x.dtype()).device(b.device);
   auto xb = batch == 1 ? x : x.expand({batch, -1, -1, -1, -1}).contiguous();
-  auto tb = torch::full({batch}, t, opts);
+  auto tb = torch::full({batch}, t * kDiTTimesteps, opts);
   auto fb = torch::full({batch}, fps, opts);
   auto cm = cond_mask.defined() ? cond_mask.expand({batch, -1}).contiguous() : cond_mask;
   return b.dit->forward(xb, tb, text.features, text.mask, fb, cm);

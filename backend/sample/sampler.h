@@ -5,8 +5,8 @@
 //   x_1 ~ N(0, I) from a CPU generator seeded by request.seed (same seed, same request, same
 //   bundle → bit-identical output; the global torch RNG is never used)
 //   per step: v = v_uncond + cfg·(v_cond − v_uncond), one batched DiT forward of 2 (cond, uncond);
-//   cfg == 1 runs the conditional branch alone. uncond = the negative prompt, or the DiT's learned
-//   null caption when there is none. x ← x + (t_i − t_{i+1})·v; conditioning latent frames are
+//   cfg == 1 runs the conditional branch alone. uncond = the negative prompt, else the DiT's learned
+//   null caption, else (release-layout DiTs have none) the encoded empty prompt. x ← x + (t_i − t_{i+1})·v; conditioning latent frames are
 //   re-pinned to their clean value after every step.
 //   I2V / TI2V: the first-frame image is fitted to the target size, VAE-encoded (mean, normalised)
 //   and pinned as latent frame 0 with cond_mask[0] = true.
@@ -42,7 +42,7 @@ namespace mugv {
 
 struct GenerateRequest {
   std::string prompt;
-  std::string negative_prompt;  // empty: guide against the learned null caption
+  std::string negative_prompt;  // empty: guide against the learned null caption, or an empty prompt without one
   uint64_t seed = 0;
   int steps = 25;
   double cfg_scale = 4.0;

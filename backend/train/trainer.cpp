@@ -417,7 +417,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
       AutocastScope autocast(s.precision, s.device.type());
       auto text = s.model->text->forward(ids_t, mask_t);
       auto [text_in, mask_in] = s.model->dit->drop_captions(text, mask_t, fb.drop_caption);
-      pred = s.model->dit->forward(fb.x_t, fb.t, text_in, mask_in, fps, any_cond ? fb.cond_mask : torch::Tensor())
+      pred = s.model->dit->forward(fb.x_t, fb.t * kDiTTimesteps, text_in, mask_in, fps, any_cond ? fb.cond_mask : torch::Tensor())
                  .to(torch::kFloat32);  // the loss and its gradient in fp32
     }
     torch::Tensor loss;

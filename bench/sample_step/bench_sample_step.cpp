@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
       auto mask = torch::ones({batch, preset.dit.text_tokens});
       auto fps = torch::full({batch}, 8.0);
       auto step = [&](double t, double dt) {
-        auto v = dit->forward(x.expand({batch, -1, -1, -1, -1}).contiguous(), torch::full({batch}, t), text,
+        auto v = dit->forward(x.expand({batch, -1, -1, -1, -1}).contiguous(), torch::full({batch}, t * mugv::kDiTTimesteps), text,
                               mask, fps);
         auto guided = v.narrow(0, 1, 1) + 4.0 * (v.narrow(0, 0, 1) - v.narrow(0, 1, 1));
         x = x + dt * guided;

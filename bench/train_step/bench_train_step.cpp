@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
     DiT model(cfg);
     torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-4));
     auto x = torch::randn({batch, cfg.in_channels, lt, lh, lw});
-    auto t = torch::rand({batch});
+    auto t = torch::rand({batch}) * kDiTTimesteps;
     auto text = torch::randn({batch, text_tokens, cfg.text_dim});
     auto mask = torch::ones({batch, text_tokens});
     auto fps = torch::full({batch}, 8.0);

@@ -77,7 +77,7 @@ struct DiTInputs {
 DiTInputs dit_inputs(const DiTConfig& c, int64_t batch, int64_t frames, int64_t h, int64_t w) {
   DiTInputs in;
   in.x = torch::randn({batch, c.in_channels, frames, h, w});
-  in.t = torch::rand({batch});
+  in.t = torch::rand({batch}) * kDiTTimesteps;
   in.text = torch::randn({batch, c.text_tokens, c.text_dim});
   in.mask = torch::ones({batch, c.text_tokens});
   in.mask.narrow(1, c.text_tokens - 2, 2).zero_();
@@ -202,8 +202,8 @@ TEST_CASE("a fresh DiT block is the identity (adaLN-zero)", "[unit][model]") {
   torch::manual_seed(4);
   DiTConfig c = micro_dit();
   DiT dit(c);
-  auto cond = dit->condition(torch::rand({2}), torch::full({2}, 24.0));
-  auto modulation = dit->t_block(torch::silu(cond)).view({2, 1, 6, c.hidden});
+  auto cond = dit->condition(torch::rand({2}) * kDiTTimesteps, torch::full({2}, 24.0));
+  auto modulation = dit->t_block->forward(cond).view({2, 1, 6, c.hidden});
   const int64_t tokens = 2 + 2 * 2 * 2;
   auto x = torch::randn({2, tokens, c.hidden});
   BlockContext context{modulation, rope_angles(dit_token_positions(2, 2, 2), c.head_dim, c.rope_theta),
@@ -225,7 +225,7 @@ TEST_CASE("timestep and fps embedders", "[unit][model]") {
 
   torch::manual_seed(5);
   DiT dit(micro_dit());
-  auto c = dit->condition(torch::tensor({0.5f, 0.5f, 0.1f}), torch::tensor({24.0f, 8.0f, 24.0f}));
+  auto c = dit->condition(torch::tensor({500.0f, 500.0f, 100.0f}), torch::tensor({24.0f, 8.0f, 24.0f}));
   REQUIRE(c.sizes() == torch::IntArrayRef({3, 48}));
   CHECK_FALSE(torch::allclose(c[0], c[1]));  // fps matters
   CHECK_FALSE(torch::allclose(c[0], c[2]));  // t matters

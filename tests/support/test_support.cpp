@@ -46,6 +46,16 @@ std::optional<fs::path> real_data_file(const std::string& name) {
   return *dir / name;
 }
 
+std::optional<fs::path> golden_data_file(const std::string& name) {
+  fs::path dir = MUGV_GOLDEN_DATA_DIR;
+  if (const char* env = std::getenv("MUGV_GOLDEN_DATA"); env && *env) dir = env;
+  if (!fs::exists(dir / name)) {
+    WARN("skipped: golden file " << name << " not found (expected in ../shared/data/golden or $MUGV_GOLDEN_DATA)");
+    return std::nullopt;
+  }
+  return fs::weakly_canonical(dir / name);
+}
+
 fs::path binary_dir() { return MUGV_BINARY_DIR; }
 
 fs::path source_dir() { return fs::path(MUGV_SOURCE_DIR); }

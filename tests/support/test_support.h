@@ -35,6 +35,10 @@ std::optional<fs::path> real_data_dir();
 // when the data is absent. Use: auto f = real_data_file("counter.mp4"); if (!f) return;
 std::optional<fs::path> real_data_file(const std::string& name);
 
+// A file of the released model's reference outputs in ../shared/data/golden (or $MUGV_GOLDEN_DATA); nullopt
+// (after a WARN naming it) when absent. Read in place, never copied into the repository.
+std::optional<fs::path> golden_data_file(const std::string& name);
+
 // The build tree (for locating built executables such as mugv).
 fs::path binary_dir();
 // The source tree (for scripts the tests run, such as tests/parallel/slurm_cluster.sh).

@@ -249,7 +249,7 @@ TEST_CASE("a tiny run overfits: the loss falls, metrics and checkpoints follow t
   for (auto f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors", "trainer_state.json"})
     CHECK(fs::is_regular_file(result.last_checkpoint->dir / f));
   auto model = SafetensorsFile::open(result.last_checkpoint->dir / "model.safetensors");
-  CHECK(model.contains("dit.final_linear.weight"));
+  CHECK(model.contains("dit.final_layer.linear.weight"));
   CHECK(model.contains("text.token_embedding.weight"));
   CHECK(result.gemm_flops > 0);
 }
@@ -319,7 +319,7 @@ TEST_CASE("a NaN loss stops the run naming the step and keeps the last good chec
   TrainCallbacks poison;
   poison.before_step = [](int64_t step, DiTBundleImpl& model) {
     torch::NoGradGuard no_grad;
-    if (step == 3) model.dit->final_linear->weight.fill_(std::nan(""));
+    if (step == 3) model.dit->final_layer->linear->weight.fill_(std::nan(""));
   };
   ErrorCode code = ErrorCode::unknown;
   auto message = error_of([&] { train_dit(micro_options("nan", 6), {}, CancelToken(), poison); }, &code);
