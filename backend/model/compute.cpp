@@ -1,11 +1,14 @@
 #include "model/compute.h"
 
 #include "core/error.h"
+#include "core/process.h"
 #include "core/strings.h"
 
 #include <ATen/autocast_mode.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
 
 namespace mugv {
 namespace F = torch::nn::functional;
@@ -107,6 +110,35 @@ torch::Tensor gelu(const torch::Tensor& x, bool tanh_approximation) {
   auto options = F::GELUFuncOptions().approximate(tanh_approximation ? "tanh" : "none");
   if (x.scalar_type() != at::kBFloat16 || !x.device().is_cpu()) return F::gelu(x, options);
   return F::gelu(x.to(at::kFloat), options).to(at::kBFloat16);
+}
+
+std::optional<int64_t> device_memory_available_bytes(torch::Device device) {
+  if (device.is_cpu()) {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    int64_t kib = 0;
+    std::string unit;
+    while (meminfo >> key >> kib >> unit)
+      if (key == "MemAvailable:") return kib * 1024;
+    return std::nullopt;
+  }
+  if (!device.is_cuda()) return std::nullopt;
+  // CUDA_VISIBLE_DEVICES renumbers the GPUs this process sees; nvidia-smi speaks of the physical ones.
+  std::string physical = std::to_string(device.has_index() ? device.index() : 0);
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); visible && *visible) {
+    const auto ids = split(visible, ',');
+    const size_t index = device.has_index() ? static_cast<size_t>(device.index()) : 0;
+    if (index < ids.size()) physical = trim(ids[index]);
+  }
+  try {
+    const ProcessResult r = run_process({"nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits",
+                                         "-i", physical},
+                                        std::chrono::seconds(10));
+    if (r.exit_code != 0) return std::nullopt;
+    return static_cast<int64_t>(std::stoll(trim(r.out))) * 1024 * 1024;  // MiB
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
 }
 
 }  // namespace mugv

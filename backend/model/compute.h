@@ -36,6 +36,11 @@ namespace mugv {
 // when there is none.
 [[nodiscard]] torch::Device cuda_device_of_local_rank(int local_rank);
 
+// Memory new allocations on `device` can take now: MemAvailable of /proc/meminfo for the CPU; for a GPU the
+// free memory nvidia-smi reports for it (the visible index mapped through CUDA_VISIBLE_DEVICES; what
+// LibTorch's caching allocator holds in reserve counts as used). nullopt when it cannot be read.
+[[nodiscard]] std::optional<int64_t> device_memory_available_bytes(torch::Device device);
+
 enum class ComputePrecision { fp32 = 0, bf16 };
 const char* to_string(ComputePrecision precision);
 // "fp32" or "bf16"; nullopt for anything else.

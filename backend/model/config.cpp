@@ -423,6 +423,43 @@ void check_dit_matches_checkpoint(const DiTConfig& preset, const std::string& pr
   if (file.null_caption) compare("text tokens", file.text_tokens, preset.text_tokens, "null_caption");
 }
 
+TextEncoderConfig t5_config_from_hf_json(const nlohmann::json& config, int max_tokens, const std::string& subject) {
+  if (!config.is_object()) throw Error(ErrorCode::format, subject, "not a JSON object");
+  auto text = [&](const char* key) -> std::string {
+    auto it = config.find(key);
+    if (it == config.end() || !it->is_string()) throw Error(ErrorCode::format, subject, std::string("no text \"") + key + "\"");
+    return it->get<std::string>();
+  };
+  auto integer = [&](const char* key) -> int {
+    auto it = config.find(key);
+    if (it == config.end() || !it->is_number_integer() || it->get<int64_t>() <= 0)
+      throw Error(ErrorCode::format, subject, std::string("no positive integer \"") + key + "\"");
+    return it->get<int>();
+  };
+  const std::string type = text("model_type");
+  if (type != "t5" && type != "umt5")
+    throw Error(ErrorCode::unsupported, subject, "model_type \"" + type + "\" is not a T5 encoder");
+  const std::string feed_forward = config.value("feed_forward_proj", std::string("relu"));
+  if (feed_forward != "gated-gelu")
+    throw Error(ErrorCode::unsupported, subject,
+                "feed_forward_proj \"" + feed_forward + "\": only T5 v1.1's gated-gelu feed-forward is supported");
+  TextEncoderConfig c;
+  c.kind = TextEncoderKind::t5;
+  c.dim = integer("d_model");
+  c.head_dim = integer("d_kv");
+  c.ff_dim = integer("d_ff");
+  c.layers = integer("num_layers");
+  c.heads = integer("num_heads");
+  c.vocab_size = integer("vocab_size");
+  c.relative_buckets = integer("relative_attention_num_buckets");
+  c.relative_max_distance = config.contains("relative_attention_max_distance")
+                                ? integer("relative_attention_max_distance")
+                                : 128;  // the default of the configs written before the key existed
+  c.max_tokens = max_tokens;
+  validate(c, subject);
+  return c;
+}
+
 int64_t dit_video_tokens(const DiTConfig& c, int64_t latent_frames, int64_t latent_height, int64_t latent_width) {
   auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   return ceil_div(latent_frames, c.patch_t) * ceil_div(latent_height, c.patch_h) *

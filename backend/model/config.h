@@ -150,6 +150,14 @@ using TensorShapeLookup = std::function<std::optional<std::vector<int64_t>>(cons
 void check_dit_matches_checkpoint(const DiTConfig& preset, const std::string& preset_name,
                                   const TensorShapeLookup& shape, const std::string& subject);
 
+// The T5 encoder a Hugging Face `config.json` describes (model_type "t5", feed_forward_proj "gated-gelu":
+// T5 v1.1): d_model, d_kv, d_ff, num_layers, num_heads, vocab_size, relative_attention_num_buckets and
+// relative_attention_max_distance; max_tokens is the caller's (the release encodes 300 tokens). Throws
+// Error(format) naming `subject` and the key that is missing or wrong, Error(unsupported) for another
+// model type or a ReLU (v1.0) feed-forward.
+[[nodiscard]] TextEncoderConfig t5_config_from_hf_json(const nlohmann::json& config, int max_tokens,
+                                                       const std::string& subject);
+
 // Video tokens of the DiT for a latent of the given shape (patchified, without start/end tokens).
 [[nodiscard]] int64_t dit_video_tokens(const DiTConfig& config, int64_t latent_frames, int64_t latent_height,
                                        int64_t latent_width);

@@ -550,10 +550,11 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
     context.text = parallel_->sum_gradient_over_sequence(y);
     context.runtime.parallel = parallel_.get();
   }
-  for (auto& module : *blocks) {
-    auto block = std::dynamic_pointer_cast<DiTBlockImpl>(module);
-    DiTBlock holder(block);
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    DiTBlock holder(blocks->ptr<DiTBlockImpl>(i));
+    if (offload_) offload_->before_block(i);
     tokens = run_block(holder, tokens, context);
+    if (offload_) offload_->after_block(i);
   }
   if (parallel_) tokens = parallel_->gather_sequence(tokens);
 

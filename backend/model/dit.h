@@ -32,6 +32,7 @@
 //
 // Not thread-safe (a torch module); one forward at a time per instance.
 
+#include "model/block_offload.h"
 #include "model/config.h"
 #include "model/dit_parallel.h"
 
@@ -229,6 +230,11 @@ class DiTImpl : public torch::nn::Module {
   // Error(invalid_argument) when heads are not divisible by tp·cp.
   void set_parallel(std::shared_ptr<DiTParallelOps> ops);
   DiTParallelOps* parallel() const { return parallel_.get(); }
+
+  // Runs the blocks through `offload` (model/block_offload.h: block swap for inference on a device that
+  // cannot hold every block); empty = all weights where they are. Build it over this model first.
+  void set_block_offload(std::shared_ptr<BlockOffload> offload) { offload_ = std::move(offload); }
+  BlockOffload* block_offload() const { return offload_.get(); }
   const DiTConfig& config() const { return config_; }
 
   PatchEmbedder x_embedder{nullptr};
@@ -245,6 +251,7 @@ class DiTImpl : public torch::nn::Module {
   DiTConfig config_;
   Recompute recompute_ = Recompute::none;
   std::shared_ptr<DiTParallelOps> parallel_;
+  std::shared_ptr<BlockOffload> offload_;
 };
 TORCH_MODULE(DiT);
 

@@ -231,3 +231,66 @@ TEST_CASE("model enums round-trip through strings", "[unit][model]") {
   CHECK_FALSE(text_encoder_kind_from_string("bert"));
   CHECK_FALSE(vae_norm_from_string("batch"));
 }
+
+TEST_CASE("a Hugging Face T5 config.json gives the T5 v1.1 encoder", "[unit][model]") {
+  // The fields of google/t5-v1_1-xxl's config.json that the encoder reads.
+  const auto xxl = nlohmann::json::parse(R"({"model_type": "t5", "d_model": 4096, "d_kv": 64, "d_ff": 10240,
+    "num_layers": 24, "num_heads": 64, "vocab_size": 32128, "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128, "feed_forward_proj": "gated-gelu", "layer_norm_epsilon": 1e-06})");
+  const TextEncoderConfig c = t5_config_from_hf_json(xxl, 300, "t5/config.json");
+  CHECK(c.kind == TextEncoderKind::t5);
+  CHECK(c.dim == 4096);
+  CHECK(c.head_dim == 64);
+  CHECK(c.heads == 64);
+  CHECK(c.ff_dim == 10240);
+  CHECK(c.layers == 24);
+  CHECK(c.max_tokens == 300);
+  CHECK(text_encoder_parameter_count(c) == text_encoder_parameter_count(source_preset("mugv-10b").text));
+
+  auto relu = xxl;
+  relu["feed_forward_proj"] = "relu";
+  Error e = expect_error([&] { (void)t5_config_from_hf_json(relu, 300, "t5/config.json"); });
+  CHECK(e.code() == ErrorCode::unsupported);
+  CHECK(e.subject() == "t5/config.json");
+  auto bert = xxl;
+  bert["model_type"] = "bert";
+  CHECK(expect_error([&] { (void)t5_config_from_hf_json(bert, 300, "x"); }).code() == ErrorCode::unsupported);
+  auto missing = xxl;
+  missing.erase("d_kv");
+  e = expect_error([&] { (void)t5_config_from_hf_json(missing, 300, "x"); });
+  CHECK(e.code() == ErrorCode::format);
+  CHECK(std::string(e.what()).find("d_kv") != std::string::npos);
+}
+
+TEST_CASE("inference memory: phases, block swap and the attention kernel", "[unit][model]") {
+  const ModelPreset p = source_preset("mugv-10b");
+  InferenceMemoryInput in;
+  in.dit = p.dit;
+  in.vae_parameters = 400'000'000;
+  in.text_parameters = text_encoder_parameter_count(p.text);
+  in.latent_frames = 14;
+  in.latent_height = 90;
+  in.latent_width = 160;
+  in.height = 720;
+  in.width = 1280;
+  in.text_tokens = 300;
+  in.weight_bytes = 2;
+  in.activation_bytes = 2;
+  in.fused_attention = true;
+  const InferenceMemory all = estimate_inference_memory(in);
+  CHECK(all.dit_weight_bytes == dit_parameter_count(p.dit) * 2);
+  CHECK(all.dit_resident_weight_bytes == all.dit_weight_bytes);
+  CHECK(all.peak_bytes() == std::max({all.text_phase_bytes(), all.sample_phase_bytes(), all.decode_phase_bytes()}));
+  // 10.8 B parameters in bf16 are ~21.7 GB; 50 400 tokens of width 3456 at batch 2 about 7 GB more.
+  CHECK(all.dit_weight_bytes > int64_t(21e9));
+  CHECK(all.dit_activation_bytes > int64_t(3e9));
+  CHECK(all.dit_activation_bytes < int64_t(10e9));
+
+  in.block_swap = true;
+  const InferenceMemory swapped = estimate_inference_memory(in);
+  CHECK(swapped.dit_resident_weight_bytes < all.dit_weight_bytes / 20);  // 2 of 56 blocks + the rest
+  CHECK(swapped.sample_phase_bytes() < all.sample_phase_bytes());
+
+  in.fused_attention = false;  // the math kernel materialises [2, 48, N, N] scores: hundreds of GB here
+  CHECK(estimate_inference_memory(in).dit_activation_bytes > int64_t(400e9));
+}

@@ -180,3 +180,41 @@ TEST_CASE("a checkpoint's shapes give the DiT configuration; a preset that diffe
   e = expect_error([&] { (void)dit_config_from_checkpoint(narrow_output, 5, "dit.pt"); });
   CHECK(std::string(e.what()).find("final_layer.linear.weight") != std::string::npos);
 }
+
+TEST_CASE("block swap gives the same outputs with at most two blocks on the device", "[unit][model]") {
+  torch::manual_seed(8);
+  DiTConfig c;
+  c.hidden = 48;
+  c.depth = 4;
+  c.heads = 2;
+  c.head_dim = 24;
+  c.in_channels = 4;
+  c.text_dim = 16;
+  c.text_tokens = 6;
+  DiT dit(c);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : dit->parameters()) p.add_(torch::randn_like(p) * 0.05);
+  }
+  dit->eval();
+  auto x = torch::randn({2, 4, 3, 4, 6});
+  auto timestep = torch::tensor({900.0f, 250.0f});
+  auto text = torch::randn({2, 6, 16});
+  auto fps = torch::full({2}, 24.0);
+  torch::NoGradGuard no_grad;
+  const auto plain = dit->forward_full(x, timestep, text, {}, fps);
+
+  auto offload = std::make_shared<BlockOffload>(*dit, torch::Device(torch::kCPU));
+  CHECK(offload->blocks() == 4);
+  CHECK(offload->block_bytes() > 0);
+  dit->set_block_offload(offload);
+  for (int step = 0; step < 2; ++step) CHECK(torch::equal(dit->forward_full(x, timestep, text, {}, fps), plain));
+  CHECK(offload->peak_resident_blocks() == 2);
+
+  torch::AutoGradMode grad(true);
+  Error e = expect_error([&] { (void)dit->forward_full(x, timestep, text, {}, fps); });
+  CHECK(e.code() == ErrorCode::unsupported);
+  CHECK(offload_mode_from_string("auto") == OffloadMode::automatic);
+  CHECK(std::string(to_string(OffloadMode::blocks)) == "blocks");
+  CHECK_FALSE(offload_mode_from_string("disk"));
+}

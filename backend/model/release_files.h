@@ -1,0 +1,45 @@
+#pragma once
+// Where the files of a released MUG-V model are, in a model folder as people download it:
+//
+//   DIR/dit.pt | dit.safetensors | dit.safetensors.index.json (+ shards) | dit/   the DiT (release names)
+//   DIR/vae.pt | vae.safetensors | vae/                                          the video VAE
+//   DIR/<t5 folder>/config.json, spiece.model, weights                         T5 v1.1 XXL, Hugging Face layout
+//
+// The T5 folder is the first of t5/, text_encoder/, t5-v1_1-xxl/ that exists, else the one sub-folder whose
+// config.json says model_type "t5". Installed models live under $MUGV_HOME/models/<name>/ (models_dir()).
+// Torch-free: the CLI's `model list` and the studio's model picker read this without LibTorch.
+// Pure functions over the file system; thread-safe.
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mugv {
+
+struct ReleaseModelFiles {
+  std::filesystem::path dir;
+  std::filesystem::path dit;  // a file, an index json or a folder of shards (core/weight_files.h opens each)
+  std::optional<std::filesystem::path> vae;
+  std::optional<std::filesystem::path> text_encoder;  // the T5 folder
+  std::optional<std::filesystem::path> tokenizer;     // spiece.model, in the T5 folder
+  int64_t bytes = 0;                                  // every file under dir
+};
+
+// Finds the files of the model in `dir`. Throws Error(not_found) naming `dir` when it is not a folder or
+// holds no DiT weights (listing the names looked for).
+[[nodiscard]] ReleaseModelFiles find_release_model(const std::filesystem::path& dir);
+
+// $MUGV_HOME/models (core/paths.h).
+[[nodiscard]] std::filesystem::path models_dir();
+
+struct InstalledModel {
+  std::string name;  // the folder's name
+  ReleaseModelFiles files;
+  std::string problem;  // why it cannot be used as it is ("no vae.pt or vae.safetensors"); empty when complete
+};
+// Every sub-folder of `root` that holds DiT weights, sorted by name; others are skipped. Missing root: empty.
+[[nodiscard]] std::vector<InstalledModel> list_installed_models(const std::filesystem::path& root);
+
+}  // namespace mugv
