@@ -837,4 +837,28 @@ torch::Tensor MugvVAEImpl::decode(const torch::Tensor& latent, int64_t num_frame
   return decode_spatial(torch::cat(features, 2));
 }
 
+namespace {
+
+class MugvVAECodec : public VideoCodec {
+ public:
+  explicit MugvVAECodec(MugvVAE vae) : vae_(std::move(vae)) {}
+  int64_t latent_channels() const override { return vae_->config().latent_channels; }
+  int compress_t() const override { return static_cast<int>(vae_->config().temporal_factor()); }
+  int compress_h() const override { return static_cast<int>(vae_->config().spatial_factor()); }
+  int compress_w() const override { return static_cast<int>(vae_->config().spatial_factor()); }
+  int64_t latent_frames(int64_t frames) const override { return vae_->latent_frames(frames); }
+  torch::Tensor encode(const torch::Tensor& video) override { return vae_->encode(video); }
+  torch::Tensor decode(const torch::Tensor& latent, int64_t frames) override { return vae_->decode(latent, frames); }
+  torch::Tensor denormalize(const torch::Tensor& latent) const override { return vae_->denormalize(latent); }
+  bool decodes_after_condition_frame() const override { return true; }
+  torch::nn::Module& module() override { return *vae_; }
+
+ private:
+  MugvVAE vae_;
+};
+
+}  // namespace
+
+std::shared_ptr<VideoCodec> make_video_codec(MugvVAE vae) { return std::make_shared<MugvVAECodec>(std::move(vae)); }
+
 }  // namespace mugv

@@ -61,10 +61,13 @@
 
 #include "core/error.h"
 
+#include "model/video_codec.h"
+
 #include <torch/torch.h>
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -347,5 +350,10 @@ class MugvVAEImpl : public torch::nn::Module {
   MugvVAEConfig config_;
 };
 TORCH_MODULE(MugvVAE);
+
+// The sampler's view of the released VAE (model/video_codec.h): frames as latent_frames() allows; an
+// image-to-video result decodes the latents after the pinned first one and puts the image in front, as the
+// release's pipeline does.
+[[nodiscard]] std::shared_ptr<VideoCodec> make_video_codec(MugvVAE vae);
 
 }  // namespace mugv

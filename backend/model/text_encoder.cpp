@@ -185,7 +185,7 @@ std::shared_ptr<TextEncoderBase> make_text_encoder(const TextEncoderConfig& conf
 }
 
 LoadReport load_t5_encoder(T5EncoderImpl& encoder, const std::filesystem::path& path, UnexpectedTensors unexpected) {
-  SafetensorsFile file = SafetensorsFile::open(path);
+  const WeightFiles file = WeightFiles::open(path);
   auto names = [](const std::string& name) -> std::vector<std::string> {
     if (name == "embed_tokens.weight") return {"shared.weight", "encoder.embed_tokens.weight"};
     return {"encoder." + name};

@@ -87,9 +87,10 @@ TORCH_MODULE(T5Encoder);
 // The encoder `config.kind` names. Throws Error(invalid_argument) for TextEncoderKind::unknown.
 [[nodiscard]] std::shared_ptr<TextEncoderBase> make_text_encoder(const TextEncoderConfig& config);
 
-// Loads Hugging Face T5 (v1.1) encoder weights: "encoder.block.N.layer.0.SelfAttention.q.weight", ...,
-// the embedding from "shared.weight" or "encoder.embed_tokens.weight". Decoder tensors and other
-// extras in the file are ignored by default. Errors as load_module (model/weights.h).
+// Loads Hugging Face T5 (v1.1) encoder weights from a file, an index or a model folder (model/weights.h):
+// "encoder.block.N.layer.0.SelfAttention.q.weight", ..., the embedding from "shared.weight" or
+// "encoder.embed_tokens.weight". Decoder tensors and other extras are ignored by default (and never read).
+// Errors as load_module (model/weights.h).
 LoadReport load_t5_encoder(T5EncoderImpl& encoder, const std::filesystem::path& path,
                            UnexpectedTensors unexpected = UnexpectedTensors::ignore);
 

@@ -1,6 +1,7 @@
 #include "model/vae.h"
 
 #include "core/error.h"
+#include "model/info.h"
 
 #include <algorithm>
 #include <string>
@@ -370,5 +371,31 @@ void VideoVAEImpl::measure_latent_stats(const std::vector<torch::Tensor>& latent
   auto std = all.std(1, /*unbiased=*/false).clamp_min(1e-6);
   set_latent_stats(all.mean(1).to(latent_mean.dtype()), std.to(latent_std.dtype()));
 }
+
+namespace {
+
+class VideoVAECodec : public VideoCodec {
+ public:
+  explicit VideoVAECodec(VideoVAE vae) : vae_(std::move(vae)) {}
+  int64_t latent_channels() const override { return vae_->config().latent_channels; }
+  int compress_t() const override { return vae_->config().compress_t; }
+  int compress_h() const override { return vae_->config().compress_h; }
+  int compress_w() const override { return vae_->config().compress_w; }
+  int64_t latent_frames(int64_t frames) const override { return vae_latent_frames(vae_->config(), frames); }
+  torch::Tensor encode(const torch::Tensor& video) override { return vae_->normalize(vae_->encode(video).first); }
+  torch::Tensor decode(const torch::Tensor& latent, int64_t frames) override {
+    return vae_->decode(vae_->denormalize(latent), frames);
+  }
+  torch::Tensor denormalize(const torch::Tensor& latent) const override { return vae_->denormalize(latent); }
+  bool decodes_after_condition_frame() const override { return false; }
+  torch::nn::Module& module() override { return *vae_; }
+
+ private:
+  VideoVAE vae_;
+};
+
+}  // namespace
+
+std::shared_ptr<VideoCodec> make_video_codec(VideoVAE vae) { return std::make_shared<VideoVAECodec>(std::move(vae)); }
 
 }  // namespace mugv

@@ -22,10 +22,12 @@
 // [B, 3, T, H, W] in [-1, 1]. Not thread-safe (a torch module).
 
 #include "model/config.h"
+#include "model/video_codec.h"
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -139,5 +141,8 @@ class VideoVAEImpl : public torch::nn::Module {
   VAEConfig config_;
 };
 TORCH_MODULE(VideoVAE);
+
+// The sampler's view of a VideoVAE (model/video_codec.h): frames k·ct or k·ct + 1, the whole latent decoded.
+[[nodiscard]] std::shared_ptr<VideoCodec> make_video_codec(VideoVAE vae);
 
 }  // namespace mugv

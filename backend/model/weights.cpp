@@ -3,6 +3,7 @@
 #include "core/error.h"
 
 #include <cstring>
+#include <functional>
 #include <set>
 
 namespace mugv {
@@ -108,12 +109,25 @@ void save_module(const torch::nn::Module& module, const std::filesystem::path& p
   writer.write(path);
 }
 
-LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, const TensorNameMap& names,
-                       UnexpectedTensors unexpected) {
+namespace {
+
+// The tensors of a file set as load_tensors reads them: safetensors files and WeightFiles alike.
+struct TensorSource {
+  std::string subject;  // the path opened, for messages
+  std::vector<std::string> names;
+  std::function<bool(const std::string&)> contains;
+  std::function<const TensorView&(const std::string&)> at;
+  std::function<void(const std::string&)> release;  // drops a copied tensor's pages; may be empty
+};
+
+// Checks every module entry against the source before anything is copied, then copies tensor by tensor
+// straight from the mapped bytes (converting dtype as needed), releasing each tensor's pages once it is in.
+LoadReport load_tensors(torch::nn::Module& module, const TensorSource& source, const TensorNameMap& names,
+                        UnexpectedTensors unexpected) {
+  const std::string& subject = source.subject;
   if (unexpected == UnexpectedTensors::unknown) {
-    throw Error(ErrorCode::invalid_argument, file.path().string(), "unexpected-tensor policy must be error or ignore");
+    throw Error(ErrorCode::invalid_argument, subject, "unexpected-tensor policy must be error or ignore");
   }
-  const std::string subject = file.path().string();
   struct Match {
     torch::Tensor target;
     const TensorView* view;
@@ -126,7 +140,7 @@ LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, c
     std::vector<std::string> candidates = names ? names(name) : std::vector<std::string>{name};
     const std::string* found = nullptr;
     for (const auto& candidate : candidates) {
-      if (file.contains(candidate)) {
+      if (source.contains(candidate)) {
         found = &candidate;
         break;
       }
@@ -135,7 +149,7 @@ LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, c
       missing.push_back(candidates.empty() ? name : candidates.front());
       continue;
     }
-    const TensorView& view = file.at(*found);
+    const TensorView& view = source.at(*found);
     if (view.shape != tensor.sizes().vec()) {
       throw Error(ErrorCode::invalid_argument, subject,
                   *found + " has shape " + shape_string(view.shape) + "; the model expects " +
@@ -153,7 +167,7 @@ LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, c
                 std::to_string(missing.size()) + " tensors the model needs are missing: " + name_list(missing));
   }
   LoadReport report;
-  for (const auto& name : file.names()) {
+  for (const auto& name : source.names) {
     if (!used.count(name)) report.ignored.push_back(name);
   }
   if (!report.ignored.empty() && unexpected == UnexpectedTensors::error) {
@@ -163,15 +177,49 @@ LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, c
   }
   torch::NoGradGuard no_grad;
   for (auto& match : matches) {
-    match.target.copy_(tensor_from_view(*match.view, subject + ": " + match.file_name));
+    const TensorView& view = *match.view;
+    if (view.size_bytes > 0) {
+      // Read in place: the mapping is read-only and copy_ only reads its source.
+      auto mapped = torch::from_blob(const_cast<uint8_t*>(view.data), view.shape,
+                                     torch::TensorOptions().dtype(*torch_dtype(view.dtype)));
+      match.target.copy_(mapped);
+    }
+    if (source.release) source.release(match.file_name);
     ++report.loaded;
   }
   return report;
 }
 
+}  // namespace
+
+LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, const TensorNameMap& names,
+                       UnexpectedTensors unexpected) {
+  TensorSource source{file.path().string(), file.names(),
+                      [&file](const std::string& name) { return file.contains(name); },
+                      [&file](const std::string& name) -> const TensorView& { return file.at(name); },
+                      {}};
+  return load_tensors(module, source, names, unexpected);
+}
+
+LoadReport load_module(torch::nn::Module& module, const WeightFiles& files, const TensorNameMap& names,
+                       UnexpectedTensors unexpected) {
+  TensorSource source{files.path().string(), files.names(),
+                      [&files](const std::string& name) { return files.contains(name); },
+                      [&files](const std::string& name) -> const TensorView& { return files.at(name); },
+                      [&files](const std::string& name) { files.release(name); }};
+  return load_tensors(module, source, names, unexpected);
+}
+
 LoadReport load_module(torch::nn::Module& module, const std::filesystem::path& path, UnexpectedTensors unexpected) {
-  SafetensorsFile file = SafetensorsFile::open(path);
-  return load_module(module, file, {}, unexpected);
+  const WeightFiles files = WeightFiles::open(path);
+  return load_module(module, files, {}, unexpected);
+}
+
+TensorShapeLookup shapes_of(const WeightFiles& files) {
+  return [&files](const std::string& name) -> std::optional<std::vector<int64_t>> {
+    if (!files.contains(name)) return std::nullopt;
+    return files.at(name).shape;
+  };
 }
 
 }  // namespace mugv

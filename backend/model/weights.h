@@ -9,6 +9,8 @@
 // module being loaded; the file itself is read-only.
 
 #include "core/safetensors.h"
+#include "core/weight_files.h"
+#include "model/config.h"
 
 #include <torch/torch.h>
 
@@ -41,15 +43,24 @@ using TensorNameMap = std::function<std::vector<std::string>(const std::string& 
 void save_module(const torch::nn::Module& module, const std::filesystem::path& path,
                  const std::map<std::string, std::string>& metadata = {});
 
-// Loads `path` into `module`. Throws Error(not_found) listing the module tensors the file lacks,
+// Loads `path` (any weight files core/weight_files.h opens: safetensors, sharded safetensors, a torch.save
+// checkpoint such as the release's dit.pt, a Hugging Face folder) into `module`, streaming: everything is
+// checked first, then each tensor is copied from the mapped file into its parameter (converted to the
+// parameter's dtype) and its pages dropped, so resident memory stays near the module's own size plus one
+// tensor. Throws Error(not_found) listing the module tensors the file lacks,
 // Error(invalid_argument) naming a tensor whose shape differs ("file: blocks.0.attn.qkv.weight has
 // shape [96, 32]; the model expects [192, 64]"), Error(format) listing unexpected tensors when the
 // policy is `error`, Error(unsupported) for a dtype LibTorch cannot hold (F8).
 LoadReport load_module(torch::nn::Module& module, const std::filesystem::path& path,
                        UnexpectedTensors unexpected = UnexpectedTensors::error);
-// The same from an open file, with a name mapping (identity when empty).
+// The same from open files, with a name mapping (identity when empty).
 LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, const TensorNameMap& names,
                        UnexpectedTensors unexpected);
+LoadReport load_module(torch::nn::Module& module, const WeightFiles& files, const TensorNameMap& names,
+                       UnexpectedTensors unexpected);
+
+// Shapes of the tensors in `files`, for the configuration readers of model/config.h (the files must outlive it).
+[[nodiscard]] TensorShapeLookup shapes_of(const WeightFiles& files);
 
 // Every parameter and buffer by path (what save_module writes).
 [[nodiscard]] std::vector<std::pair<std::string, torch::Tensor>> module_state(const torch::nn::Module& module);

@@ -151,6 +151,7 @@ void load_vae_side(ModelBundle& b, const std::string& run_name) {
   b.vae_checkpoint_step = vae_ckpt.step;
   load_prefixed({{"vae", b.vae.ptr()}}, vae_ckpt.dir / "model.safetensors");
   apply_latent_stats(*b.vae, vae_paths);
+  b.codec = make_video_codec(b.vae);
   load_latent_rgb(b, vae_paths.latent_rgb());
 
   if (auto base = shift_base_of(b.run.config)) {
@@ -166,10 +167,10 @@ void place(ModelBundle& b, torch::Device device) {
   b.device = device;
   b.dit->to(device);
   b.text->to(device);
-  b.vae->to(device);
+  b.codec->module().to(device);
   b.dit->eval();
   b.text->eval();
-  b.vae->eval();
+  b.codec->module().eval();
   b.latent_rgb_weight = b.latent_rgb_weight.to(device);
   b.latent_rgb_bias = b.latent_rgb_bias.to(device);
 }
@@ -250,9 +251,9 @@ ModelBundle bundle_for_training_samples(const std::string& run_name, DiT dit,
   b.checkpoint_step = step;
   b.weights = WeightsKind::model;
   load_vae_side(b, run_name);
-  b.vae->eval();
+  b.codec->module().eval();
   b.device = b.dit->parameters().empty() ? torch::Device(torch::kCPU) : b.dit->parameters().front().device();
-  b.vae->to(b.device);
+  b.codec->module().to(b.device);
   b.latent_rgb_weight = b.latent_rgb_weight.to(b.device);
   b.latent_rgb_bias = b.latent_rgb_bias.to(b.device);
   return b;

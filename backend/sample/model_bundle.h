@@ -48,7 +48,8 @@ struct ModelBundle {
   std::shared_ptr<Tokenizer> tokenizer;
   std::shared_ptr<TextEncoderBase> text;
   DiT dit{nullptr};
-  VideoVAE vae{nullptr};
+  VideoVAE vae{nullptr};                // the run's own VAE; null for a released model
+  std::shared_ptr<VideoCodec> codec;    // what the sampler uses: vae's codec, or the released VAE's
   int64_t checkpoint_step = 0;
   WeightsKind weights = WeightsKind::unknown;
   int64_t vae_checkpoint_step = 0;

@@ -72,7 +72,7 @@ torch::Tensor velocity(ModelBundle& b, const torch::Tensor& x, double t, const T
 }
 
 std::vector<RgbFrame> preview_frames(const ModelBundle& b, const torch::Tensor& x0_normalised) {
-  auto z = (b.latent_rgb_space_raw ? b.vae->denormalize(x0_normalised) : x0_normalised)[0].to(torch::kFloat);
+  auto z = (b.latent_rgb_space_raw ? b.codec->denormalize(x0_normalised) : x0_normalised)[0].to(torch::kFloat);
   auto rgb = torch::einsum("kc,cnhw->knhw", {b.latent_rgb_weight.to(torch::kFloat), z}) +
              b.latent_rgb_bias.to(torch::kFloat).view({3, 1, 1, 1});
   std::vector<RgbFrame> frames;
@@ -120,8 +120,20 @@ torch::Tensor integrate(ModelBundle& b, torch::Tensor x, const std::vector<doubl
   return x;
 }
 
-torch::Tensor decode_latent(ModelBundle& b, const torch::Tensor& latent, int frames) {
-  return b.vae->decode(b.vae->denormalize(latent), frames);
+// The video of a finished latent: the whole latent decoded, or, for codecs that decode image-to-video results
+// as the release does, the latents after the pinned first one decoded to frames - 1 frames behind the
+// conditioning image itself (`first_frame`, the fitted image).
+std::vector<RgbFrame> decode_video(ModelBundle& b, const torch::Tensor& latent, int frames,
+                                   const std::optional<RgbFrame>& first_frame) {
+  if (first_frame && b.codec->decodes_after_condition_frame()) {
+    std::vector<RgbFrame> out = {*first_frame};
+    if (frames > 1) {
+      auto rest = video_to_frames(b.codec->decode(latent.narrow(2, 1, latent.size(2) - 1), frames - 1)[0]);
+      out.insert(out.end(), rest.begin(), rest.end());
+    }
+    return out;
+  }
+  return video_to_frames(b.codec->decode(latent, frames)[0]);
 }
 
 }  // namespace
@@ -152,22 +164,16 @@ RgbFrame load_condition_image(const fs::path& path, int width, int height) {
 }
 
 void validate_request(const ModelBundle& b, const GenerateRequest& r) {
-  const auto& vae = b.preset.vae;
+  const VideoCodec& codec = *b.codec;
   const auto& dit = b.preset.dit;
   if (r.steps < 1)
     throw Error(ErrorCode::invalid_argument, "steps", cat("steps must be at least 1, got ", r.steps));
   if (!(r.cfg_scale >= 0))
     throw Error(ErrorCode::invalid_argument, "cfg", cat("cfg scale must be >= 0, got ", r.cfg_scale));
   if (!(r.fps > 0)) throw Error(ErrorCode::invalid_argument, "fps", cat("fps must be positive, got ", r.fps));
-  check_multiple("height", r.height, vae.compress_h * dit.patch_h);
-  check_multiple("width", r.width, vae.compress_w * dit.patch_w);
-  const int ct = vae.compress_t;
-  const bool plus_one = ct > 1 && r.frames % ct == 1;
-  if (r.frames < 1 || (r.frames % ct != 0 && !plus_one))
-    throw Error(ErrorCode::invalid_argument, "frames",
-                cat("frames ", r.frames, " is not k*", ct, " or k*", ct, "+1 (e.g. ", 4 * ct, " or ",
-                    4 * ct + 1, ")"));
-  const int latent_frames = plus_one ? (r.frames - 1) / ct + 1 : r.frames / ct;
+  check_multiple("height", r.height, codec.compress_h() * dit.patch_h);
+  check_multiple("width", r.width, codec.compress_w() * dit.patch_w);
+  const int64_t latent_frames = codec.latent_frames(r.frames);
   if (latent_frames % dit.patch_t != 0)
     throw Error(ErrorCode::invalid_argument, "frames",
                 cat("frames ", r.frames, " gives ", latent_frames,
@@ -194,10 +200,9 @@ struct StartingPoint {
 };
 
 StartingPoint starting_point(const ModelBundle& b, const GenerateRequest& r) {
-  const auto& vae = b.preset.vae;
-  const int ct = vae.compress_t;
-  const int64_t n = (ct > 1 && r.frames % ct == 1) ? (r.frames - 1) / ct + 1 : r.frames / ct;
-  const int64_t h = r.height / vae.compress_h, w = r.width / vae.compress_w, c = vae.latent_channels;
+  const VideoCodec& codec = *b.codec;
+  const int64_t n = codec.latent_frames(r.frames);
+  const int64_t h = r.height / codec.compress_h(), w = r.width / codec.compress_w(), c = codec.latent_channels();
   StartingPoint start;
   start.shift_ratio = schedule_shift_ratio(n, r.height, r.width, r.shift_base_px.value_or(b.shift_base_px));
   start.times = euler_timesteps(r.steps, start.shift_ratio);
@@ -220,10 +225,10 @@ SampleResult sample(ModelBundle& b, const GenerateRequest& r, const CancelToken&
   auto x = start.noise;
 
   torch::Tensor cond_mask;
+  std::optional<RgbFrame> image;
   if (r.first_frame) {
-    RgbFrame image = load_condition_image(*r.first_frame, r.width, r.height);
-    auto [mean, logvar] = b.vae->encode(image_tensor(image, b.device));
-    result.cond_latent = b.vae->normalize(mean).to(x.dtype());
+    image = load_condition_image(*r.first_frame, r.width, r.height);
+    result.cond_latent = b.codec->encode(image_tensor(*image, b.device)).to(x.dtype());
     cond_mask = torch::zeros({1, n}, torch::TensorOptions().dtype(torch::kBool).device(b.device));
     cond_mask.index_put_({0, 0}, true);
     x.narrow(2, 0, 1).copy_(result.cond_latent);
@@ -238,7 +243,7 @@ SampleResult sample(ModelBundle& b, const GenerateRequest& r, const CancelToken&
 
   cancel.throw_if_cancelled("generate");
   result.latent = x;
-  result.frames = video_to_frames(decode_latent(b, x, r.frames)[0]);
+  result.frames = decode_video(b, x, r.frames, image);
   auto& m = result.metadata;
   m["title"] = r.prompt;
   m["prompt"] = r.prompt;
@@ -262,9 +267,9 @@ void enhance(ModelBundle& e, const GenerateRequest& r, const EnhanceOptions& o, 
              const CancelToken& cancel) {
   if (!result.latent.defined())
     throw Error(ErrorCode::invalid_argument, "enhance", "nothing to enhance: no latent");
-  if (e.preset.vae.latent_channels != result.latent.size(1))
+  if (e.codec->latent_channels() != result.latent.size(1))
     throw Error(ErrorCode::invalid_argument, e.run.name,
-                cat("enhancer latents have ", e.preset.vae.latent_channels, " channels; the video has ",
+                cat("enhancer latents have ", e.codec->latent_channels(), " channels; the video has ",
                     result.latent.size(1)));
   if (o.steps < 1 || !(o.sigma > 0) || o.sigma > 1)
     throw Error(ErrorCode::invalid_argument, "enhance", "sigma must be in (0, 1] and steps at least 1");
@@ -287,7 +292,9 @@ void enhance(ModelBundle& e, const GenerateRequest& r, const EnhanceOptions& o, 
   x = integrate(e, x, times, text, o.cfg_scale, r.fps, cond_mask, result.cond_latent, cancel, nullptr,
                 nullptr);
   result.latent = x;
-  result.frames = video_to_frames(decode_latent(e, x, static_cast<int>(result.frames.size()))[0]);
+  std::optional<RgbFrame> image;
+  if (result.cond_latent.defined() && !result.frames.empty()) image = result.frames.front();
+  result.frames = decode_video(e, x, static_cast<int>(result.frames.size()), image);
   result.metadata["enhancer"] = cat(e.run.name, " step ", e.checkpoint_step, ", sigma ",
                                     format_double(o.sigma), ", cfg ", format_double(o.cfg_scale));
 }

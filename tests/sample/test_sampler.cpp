@@ -298,7 +298,7 @@ TEST_CASE("bad requests are refused with messages that name the problem", "[unit
     r.frames = 10;
     auto e = error_of([&] { validate_request(b, r); });
     CHECK(e.subject() == "frames");
-    CHECK_THAT(e.message(), Catch::Contains("frames 10 is not k*4 or k*4+1"));
+    CHECK_THAT(e.message(), Catch::Contains("frames 10 is not a multiple of 4, nor a multiple plus 1"));
   }
   SECTION("missing image") {
     r.first_frame = dir / "nope.png";
