@@ -1,5 +1,6 @@
 #include "core/safetensors.h"
 
+#include "core/mapped_file.h"
 #include "core/paths.h"
 #include "core/strings.h"
 
@@ -113,7 +114,7 @@ SafetensorsFile::SafetensorsFile(SafetensorsFile&& other) noexcept
 
 SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& other) noexcept {
   if (this != &other) {
-    release();
+    unmap();
     path_ = std::move(other.path_);
     mapping_ = std::exchange(other.mapping_, nullptr);
     mapping_bytes_ = std::exchange(other.mapping_bytes_, 0);
@@ -125,10 +126,10 @@ SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& other) noexcept {
 }
 
 SafetensorsFile::~SafetensorsFile() {
-  release();
+  unmap();
 }
 
-void SafetensorsFile::release() noexcept {
+void SafetensorsFile::unmap() noexcept {
   if (mapping_) ::munmap(mapping_, mapping_bytes_);
   mapping_ = nullptr;
   mapping_bytes_ = 0;
@@ -146,6 +147,11 @@ const TensorView& SafetensorsFile::at(const std::string& name) const {
   if (it == tensors_.end())
     throw Error(ErrorCode::not_found, path_.string(), "no tensor named '" + name + "'");
   return it->second;
+}
+
+void SafetensorsFile::release(const std::string& name) const {
+  const TensorView& view = at(name);
+  release_mapped_pages(view.data, view.size_bytes);
 }
 
 SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
@@ -332,6 +338,12 @@ void SafetensorsWriter::add_borrowed(const std::string& name, DType dtype, const
   add_entry(name, dtype, shape, bytes).data = static_cast<const uint8_t*>(data);
 }
 
+void SafetensorsWriter::add_generated(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                                      size_t bytes, std::function<void(uint8_t* out)> fill) {
+  if (!fill) throw Error(ErrorCode::invalid_argument, name, "add_generated without a fill function");
+  add_entry(name, dtype, shape, bytes).fill = std::move(fill);
+}
+
 void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) {
   if (!encodable(key) || !encodable(value))
     throw Error(ErrorCode::invalid_argument, "__metadata__",
@@ -370,8 +382,17 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
   AtomicFileWriter out(path);
   out.write(length, sizeof length);
   out.write(head.data(), head.size());
-  for (const auto& [name, t] : tensors_)
-    if (t.bytes) out.write(t.data, t.bytes);
+  std::vector<uint8_t> scratch;
+  for (const auto& [name, t] : tensors_) {
+    if (!t.bytes) continue;
+    if (t.fill) {
+      scratch.resize(t.bytes);
+      t.fill(scratch.data());
+      out.write(scratch.data(), t.bytes);
+    } else {
+      out.write(t.data, t.bytes);
+    }
+  }
   out.commit();
 }
 

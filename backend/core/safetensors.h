@@ -9,6 +9,7 @@
 // begin, no overlap, no hole, no trailing bytes) and each byte count must equal numel * dtype size.
 // Every violation is Error(format) (the header is malformed) or Error(corrupt) (the header does
 // not match the bytes present: truncation, trailing bytes), naming the file and the problem.
+// release(name) drops a tensor's resident pages after it has been copied (core/mapped_file.h).
 // Tensor data is little-endian and only as aligned as its offset (8 + N is a multiple of 8 for
 // files this writer produces); copy with memcpy rather than casting when alignment matters.
 // A SafetensorsFile is move-only; views stay valid while it lives. Reading is thread-safe.
@@ -16,13 +17,15 @@
 // SafetensorsWriter builds a file deterministically: tensors sorted by name in both header and
 // buffer, "__metadata__" first when present, the header padded with spaces to a multiple of 8
 // bytes (as the reference implementation does), streamed to a temporary file and renamed into
-// place (core/paths.h AtomicFileWriter). Not thread-safe.
+// place (core/paths.h AtomicFileWriter). Not thread-safe. add_generated() lets a converter write a
+// file far larger than memory: each tensor's bytes are produced only while write() streams it.
 
 #include "core/error.h"
 
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -68,10 +71,13 @@ class SafetensorsFile {
   const TensorView& at(const std::string& name) const;
   size_t size() const { return tensors_.size(); }
   uint64_t header_size_bytes() const { return header_bytes_; }
+  // Drops the tensor's resident pages (core/mapped_file.h release_mapped_pages); the view stays
+  // valid and re-reads from the file when touched. Throws Error(not_found) like at().
+  void release(const std::string& name) const;
 
  private:
   SafetensorsFile() = default;
-  void release() noexcept;
+  void unmap() noexcept;
   std::filesystem::path path_;
   void* mapping_ = nullptr;
   size_t mapping_bytes_ = 0;
@@ -94,6 +100,13 @@ class SafetensorsWriter {
   // For multi-gigabyte checkpoints, to avoid holding two copies of the weights.
   void add_borrowed(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
                     size_t bytes);
+  // Like add() but the bytes come later: write() calls `fill` with a buffer of `bytes` bytes to
+  // fill, just before streaming that tensor, and reuses the buffer for the next generated tensor,
+  // so memory holds one tensor at a time (converting a 20 GB checkpoint, for instance). `fill` may
+  // throw to abort the write (nothing is left at the path). The file is byte-identical to add()
+  // with the same bytes.
+  void add_generated(const std::string& name, DType dtype, const std::vector<int64_t>& shape, size_t bytes,
+                     std::function<void(uint8_t* out)> fill);
   void set_metadata(const std::string& key, const std::string& value);
   // The header exactly as write() emits it (JSON plus space padding), without the length prefix.
   [[nodiscard]] std::string header() const;
@@ -107,6 +120,7 @@ class SafetensorsWriter {
     std::vector<int64_t> shape;
     std::vector<uint8_t> owned;
     const uint8_t* data = nullptr;
+    std::function<void(uint8_t*)> fill;
     size_t bytes = 0;
   };
   Pending& add_entry(const std::string& name, DType dtype, const std::vector<int64_t>& shape, size_t bytes);
