@@ -15,16 +15,6 @@ using namespace mugv;
 
 namespace {
 
-// The golden files beside the project; nullopt (with a warning) when that folder is absent.
-std::optional<fs::path> golden_file(const std::string& name) {
-  fs::path path = fs::path(MUGV_GOLDEN_DIR) / name;
-  if (!fs::exists(path)) {
-    WARN("golden data absent (" << path.string() << "); skipping");
-    return std::nullopt;
-  }
-  return path;
-}
-
 template <typename T>
 std::string bytes_of(const std::vector<T>& values) {
   return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
@@ -129,8 +119,8 @@ TEST_CASE("crc32 is zip's CRC-32", "[unit][core]") {
 }
 
 TEST_CASE("the golden torch.save checkpoint holds exactly the golden safetensors", "[unit][core]") {
-  auto pt = golden_file("mugv_dit_tiny.pt");
-  auto st = golden_file("mugv_dit_tiny.safetensors");
+  auto pt = test::golden_data_file("mugv_dit_tiny.pt");
+  auto st = test::golden_data_file("mugv_dit_tiny.safetensors");
   if (!pt || !st) return;
 
   WeightFiles torch = WeightFiles::open(*pt);
@@ -440,7 +430,7 @@ TEST_CASE("damaged, foreign and hostile pickles give clear errors", "[unit][core
   CHECK(e.code() == ErrorCode::unsupported);
 
   SECTION("a garbage byte in the golden data.pkl fails its CRC") {
-    auto pt = golden_file("mugv_dit_tiny.pt");
+    auto pt = test::golden_data_file("mugv_dit_tiny.pt");
     if (!pt) return;
     std::string bytes = read_text_file(*pt);
     bytes[64 + 300] = static_cast<char>(bytes[64 + 300] ^ 0x5a);  // data.pkl's data starts at 64
@@ -455,7 +445,7 @@ TEST_CASE("damaged, foreign and hostile pickles give clear errors", "[unit][core
 TEST_CASE("truncated checkpoints are corrupt, naming the file", "[unit][core]") {
   test::TempDir dir;
   std::vector<fs::path> sources;
-  if (auto pt = golden_file("mugv_dit_tiny.pt")) sources.push_back(*pt);
+  if (auto pt = test::golden_data_file("mugv_dit_tiny.pt")) sources.push_back(*pt);
   fs::path written = dir / "written.pt";
   {
     TorchCheckpointWriter::Options options;
