@@ -38,43 +38,48 @@ torch::Tensor release_call(DiT& dit, const SafetensorsFile& io, const std::strin
 
 }  // namespace
 
-TEST_CASE("the released DiT reproduces the reference outputs in fp32", "[unit][model][golden]") {
-  auto weights = test::golden_data_file("mugv_dit_tiny.safetensors");
+TEST_CASE("the released DiT reproduces the reference outputs in fp32, from dit.pt and safetensors",
+          "[unit][model][golden]") {
   auto io_path = test::golden_data_file("mugv_dit_tiny_io.safetensors");
-  if (!weights || !io_path) return;
-  const SafetensorsFile file = SafetensorsFile::open(*weights);
-  const DiTConfig config = dit_config_from_checkpoint(shapes_of(file), 300, weights->string());
-  CHECK(config.hidden == 96);
-  CHECK(config.depth == 2);
-  CHECK(config.heads == 2);
-  CHECK(config.head_dim == 48);
-  CHECK(config.in_channels == 4);
-  CHECK((config.patch_t == 1 && config.patch_h == 2 && config.patch_w == 2));
-  CHECK(config.text_dim == 32);
-  CHECK(config.mlp_ratio == 4);
-  CHECK_FALSE(config.null_caption);
-  CHECK(dit_parameter_count(config) == 440768);
-
-  DiT dit(config);
-  CHECK(parameter_count(*dit) == 440768);
-  const LoadReport report = load_module(*dit, file, {}, UnexpectedTensors::error);
-  CHECK(report.loaded == 63);
-  dit->eval();
-  torch::NoGradGuard no_grad;
+  if (!io_path) return;
   const SafetensorsFile io = SafetensorsFile::open(*io_path);
-  for (const std::string tag : {"t2v", "i2v", "pad"}) {
-    INFO(tag);
-    const auto expected = io_tensor(io, tag + ".out");
-    const auto got = release_call(dit, io, tag);
-    REQUIRE(got.sizes() == expected.sizes());
-    const double error = (got - expected).abs().max().item<double>();
-    INFO("max abs error " << error);
-    CHECK(error <= 1e-4);
-    // forward() is the velocity: the first C of the 2·C channels.
-    auto in = [&](const std::string& what) { return io_tensor(io, tag + "." + what); };
-    CHECK(torch::equal(dit->forward(in("x"), in("timestep"), in("y").squeeze(1), in("mask"), in("fps"),
-                                    in("x_mask").to(torch::kBool).logical_not(), in("frame_indice")),
-                       got.narrow(1, 0, config.in_channels)));
+  for (const std::string file_name : {"mugv_dit_tiny.pt", "mugv_dit_tiny.safetensors"}) {
+    INFO(file_name);
+    auto weights = test::golden_data_file(file_name);
+    if (!weights) continue;
+    const WeightFiles files = WeightFiles::open(*weights);
+    const DiTConfig config = dit_config_from_checkpoint(shapes_of(files), 300, weights->string());
+    CHECK(config.hidden == 96);
+    CHECK(config.depth == 2);
+    CHECK(config.heads == 2);
+    CHECK(config.head_dim == 48);
+    CHECK(config.in_channels == 4);
+    CHECK((config.patch_t == 1 && config.patch_h == 2 && config.patch_w == 2));
+    CHECK(config.text_dim == 32);
+    CHECK(config.mlp_ratio == 4);
+    CHECK_FALSE(config.null_caption);
+    CHECK(dit_parameter_count(config) == 440768);
+
+    DiT dit(config);
+    CHECK(parameter_count(*dit) == 440768);
+    const LoadReport report = load_module(*dit, files, {}, UnexpectedTensors::error);
+    CHECK(report.loaded == 63);
+    dit->eval();
+    torch::NoGradGuard no_grad;
+    for (const std::string tag : {"t2v", "i2v", "pad"}) {
+      INFO(tag);
+      const auto expected = io_tensor(io, tag + ".out");
+      const auto got = release_call(dit, io, tag);
+      REQUIRE(got.sizes() == expected.sizes());
+      const double error = (got - expected).abs().max().item<double>();
+      INFO("max abs error " << error);
+      CHECK(error <= 1e-4);
+      // forward() is the velocity: the first C of the 2·C channels.
+      auto in = [&](const std::string& what) { return io_tensor(io, tag + "." + what); };
+      CHECK(torch::equal(dit->forward(in("x"), in("timestep"), in("y").squeeze(1), in("mask"), in("fps"),
+                                      in("x_mask").to(torch::kBool).logical_not(), in("frame_indice")),
+                         got.narrow(1, 0, config.in_channels)));
+    }
   }
 }
 
