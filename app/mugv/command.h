@@ -83,6 +83,8 @@ void finish_progress_line();
 
 // The commands, one function per file.
 Command probe_command();
+Command convert_command();
+Command model_list_command();
 Command make_dataset_command();
 Command dataset_import_command();
 Command dataset_list_command();

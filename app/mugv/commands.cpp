@@ -15,6 +15,7 @@ const std::vector<Command>& all_commands() {
         curate_command(),       curate_redecide_command(), curate_dedup_command(), curate_balance_command(),
         curate_merge_command(), clips_list_command(),   clips_show_command(),     dataset_export_command(),
         keys_generate_command(), keys_authorize_command(), keys_list_command(),   keys_revoke_command(),
+        convert_command(),      model_list_command(),
     };
 #ifdef MUGV_WITH_TORCH
     // Every process that runs commands (the terminal and workers) asks for the list first, so the
