@@ -1,5 +1,7 @@
-// mugv generate --run NAME --prompt "..." --out F: text/image-to-video with a trained run, a progress bar
-// with ETA, and the prompt, seed and model kept in the file's metadata.
+// mugv generate --run NAME | --model DIR|NAME --prompt "..." --out F: text/image-to-video with a trained run
+// or a released MUG-V model folder, a progress bar with ETA, and the prompt, seed and model kept in the file's
+// metadata. With --model the release's defaults apply unless given: its negative prompt, fps 30, the
+// aesthetic-score suffix of the prompt.
 #include "command.h"
 
 #include "catalog/catalog.h"
@@ -11,6 +13,8 @@
 #include "core/strings.h"
 #include "media/encoder.h"
 #include "model/compute.h"
+#include "model/release_files.h"
+#include "sample/release_model.h"
 #include "sample/sampler.h"
 
 #include <nlohmann/json.hpp>
@@ -22,10 +26,30 @@ namespace {
 
 void define(ParamRegistry& r) {
   r.add(param("generate.run", "--run", ParamType::text, nullptr, "the DiT run to sample from", "generate"));
+  r.add(param("generate.model", "--model", ParamType::text, nullptr,
+              "a released model instead of a run: its folder (dit.pt, vae.pt, a T5 folder) or its name under "
+              "$MUGV_HOME/models",
+              "generate"));
+  auto offload = param("generate.offload", "--offload", ParamType::choice, "auto",
+                       "with --model: stream the DiT's blocks to the device when it does not fit (auto), always "
+                       "(blocks) or never (none)",
+                       "generate");
+  offload.choices = {"auto", "none", "blocks"};
+  r.add(offload);
+  auto dtype = param("generate.dtype", "--dtype", ParamType::choice, "auto",
+                     "with --model: the DiT and T5 dtype (auto: bf16 on a GPU, fp32 on a CPU)", "generate");
+  dtype.choices = {"auto", "fp32", "bf16"};
+  r.add(dtype);
+  auto aesthetic = param("generate.aesthetic", "--aesthetic", ParamType::real, 6.0,
+                         "with --model: the aesthetic score appended to the prompt as the release does (0: none)",
+                         "generate");
+  aesthetic.min_value = 0.0;
+  r.add(aesthetic);
   r.add(param("generate.prompt", "--prompt", ParamType::text, nullptr, "what the video should show",
               "generate"));
   r.add(param("generate.negative", "--negative", ParamType::text, "",
-              "what to steer away from (empty: the learned null caption)", "generate"));
+              "what to steer away from (empty: the learned null caption; with --model the release's negative prompt)",
+              "generate"));
   r.add(param("generate.image", "--image", ParamType::path, nullptr,
               "first-frame image (I2V / TI2V); scaled and centre-cropped to --size", "generate"));
   r.add(param("generate.out", "--out", ParamType::path, nullptr,
@@ -92,7 +116,7 @@ void record_generation(const GenerateRequest& request, const ModelBundle& bundle
     g.frames = request.frames;
     if (request.first_frame) g.image_path = *request.first_frame;
     g.output_path = fs::absolute(out);
-    g.settings = {{"run", bundle.run.name},
+    g.settings = {{bundle.run.preset == "release" ? "model" : "run", bundle.run.name},
                   {"checkpoint_step", bundle.checkpoint_step},
                   {"weights", to_string(bundle.weights)},
                   {"fps", request.fps},
@@ -103,9 +127,26 @@ void record_generation(const GenerateRequest& request, const ModelBundle& bundle
   }
 }
 
+// --model as given: a folder, or the name of one under $MUGV_HOME/models.
+fs::path release_model_dir(const std::string& given) {
+  const fs::path as_path = given;
+  if (fs::is_directory(as_path) || as_path.has_parent_path()) return as_path;
+  const fs::path installed = models_dir() / given;
+  if (fs::is_directory(installed)) return installed;
+  throw Error(ErrorCode::not_found, given, cat("no such folder, and no model of that name in ", models_dir().string()));
+}
+
+bool given_on_command_line(const ParamValues& v, std::string_view key) {
+  return v.has(key) && v.source_of(key) != ParamSource::builtin_default;
+}
+
 int run(const Invocation& inv) {
   const auto& v = inv.values;
-  if (!v.has("generate.run")) throw Error(ErrorCode::usage, "--run", "name the run to sample from");
+  const bool release = v.has("generate.model");
+  if (release && v.has("generate.run"))
+    throw Error(ErrorCode::usage, "--model", "give --run or --model, not both");
+  if (!release && !v.has("generate.run"))
+    throw Error(ErrorCode::usage, "--run", "name the run to sample from (or a released model with --model)");
   if (!v.has("generate.prompt")) throw Error(ErrorCode::usage, "--prompt", "a prompt is required");
   if (!v.has("generate.out"))
     throw Error(ErrorCode::usage, "--out", "give --out FILE.mp4|webm|gif or a folder");
@@ -117,6 +158,11 @@ int run(const Invocation& inv) {
   GenerateRequest request;
   request.prompt = v.get_text("generate.prompt");
   request.negative_prompt = v.get_text("generate.negative");
+  if (release) {
+    if (const double score = v.get_real("generate.aesthetic"); score > 0)
+      request.prompt = with_aesthetic_score(request.prompt, score);
+    if (!given_on_command_line(v, "generate.negative")) request.negative_prompt = release_negative_prompt();
+  }
   request.seed = static_cast<uint64_t>(v.get_int("generate.seed"));
   request.steps = static_cast<int>(v.get_int("generate.steps"));
   request.cfg_scale = v.get_real("generate.cfg");
@@ -124,12 +170,25 @@ int run(const Invocation& inv) {
   const Size2D size = v.get_size2d("generate.size");
   request.width = static_cast<int>(size.width);
   request.height = static_cast<int>(size.height);
-  request.fps = v.get_real("generate.fps");
+  request.fps = release && !given_on_command_line(v, "generate.fps") ? ReleaseDefaults::fps : v.get_real("generate.fps");
   if (v.has("generate.image")) request.first_frame = fs::path(v.get_text("generate.image"));
 
-  ModelBundle bundle = load_for_inference(
-      v.get_text("generate.run"), choose_compute_device(v.get_text("generate.device")),
-      weights_kind_from_string(v.get_text("generate.weights")).value_or(WeightsKind::unknown));
+  const torch::Device device = choose_compute_device(v.get_text("generate.device"));
+  ModelBundle bundle;
+  if (release) {
+    ReleaseLoadOptions options;
+    options.device = device;
+    if (v.get_text("generate.dtype") != "auto")
+      options.dtype = v.get_text("generate.dtype") == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+    options.offload = offload_mode_from_string(v.get_text("generate.offload")).value_or(OffloadMode::automatic);
+    options.frames = request.frames;
+    options.width = request.width;
+    options.height = request.height;
+    bundle = load_release_model(release_model_dir(v.get_text("generate.model")), options);
+  } else {
+    bundle = load_for_inference(v.get_text("generate.run"), device,
+                                weights_kind_from_string(v.get_text("generate.weights")).value_or(WeightsKind::unknown));
+  }
   validate_request(bundle, request);
   PreviewFn preview;
   if (inv.reporter.preview) {
@@ -171,10 +230,11 @@ int run(const Invocation& inv) {
 Command generate_command() {
   Command c;
   c.words = {"generate"};
-  c.summary = "generate a video from a prompt (and optionally a first-frame image) with a trained run";
+  c.summary =
+      "generate a video from a prompt (and optionally a first-frame image) with a trained run or a released model";
   c.usage =
-      "--run NAME --prompt \"...\" --out F.mp4|webm|gif|DIR [--negative --image F --frames --size WxH "
-      "--steps --cfg --seed --fps --enhance]";
+      "--run NAME | --model DIR|NAME --prompt \"...\" --out F.mp4|webm|gif|DIR [--negative --image F --frames "
+      "--size WxH --steps --cfg --seed --fps --enhance --offload auto|none|blocks --dtype auto|fp32|bf16]";
   c.define = define;
   c.run = run;
   c.job_kind = "generate";

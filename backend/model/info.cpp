@@ -44,7 +44,7 @@ ModelInfo describe(const ModelPreset& preset, int64_t frames, int64_t height, in
 }
 
 int64_t InferenceMemory::peak_bytes() const {
-  return std::max({text_phase_bytes(), sample_phase_bytes(), decode_phase_bytes()});
+  return std::max(sample_phase_bytes(), decode_phase_bytes());
 }
 
 InferenceMemory estimate_inference_memory(const InferenceMemoryInput& in) {

@@ -36,10 +36,9 @@ struct ModelInfo {
 [[nodiscard]] ModelInfo describe(const ModelPreset& preset, int64_t frames, int64_t height, int64_t width);
 
 // What generating one video needs on the device, from shapes alone, so a generation that cannot fit fails
-// before anything is loaded. The three phases run one after another and each holds what it needs:
-//   text    the text encoder's weights (released once the prompts are encoded)
-//   sample  the DiT's resident weights + the VAE's + one guided DiT forward (batch 2: cond and uncond)
-//   decode  the DiT's resident weights + the VAE's + the VAE decoder's activations for one micro-batch
+// before anything is loaded. All three networks stay loaded; the two phases differ in their activations:
+//   sample  the weights + one guided DiT forward (batch 2: cond and uncond)
+//   decode  the weights + the VAE decoder's activations for one micro-batch of frames
 // A DiT forward holds about 10 token-width tensors of a block at once (the residual stream, the modulated
 // input, q/k/v and their rotated copies, the attention output; or the MLP's 4·d hidden and its GELU), plus,
 // without a fused attention kernel, the scores and probabilities of self- and cross-attention. The decoder's peak is
@@ -65,9 +64,9 @@ struct InferenceMemory {
   int64_t text_weight_bytes = 0;
   int64_t dit_activation_bytes = 0;
   int64_t vae_activation_bytes = 0;
-  int64_t text_phase_bytes() const { return text_weight_bytes; }
-  int64_t sample_phase_bytes() const { return dit_resident_weight_bytes + vae_weight_bytes + dit_activation_bytes; }
-  int64_t decode_phase_bytes() const { return dit_resident_weight_bytes + vae_weight_bytes + vae_activation_bytes; }
+  int64_t weight_bytes() const { return dit_resident_weight_bytes + vae_weight_bytes + text_weight_bytes; }
+  int64_t sample_phase_bytes() const { return weight_bytes() + dit_activation_bytes; }
+  int64_t decode_phase_bytes() const { return weight_bytes() + vae_activation_bytes; }
   int64_t peak_bytes() const;
 };
 [[nodiscard]] InferenceMemory estimate_inference_memory(const InferenceMemoryInput& input);

@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include "core/error.h"
+#include "core/torch_checkpoint.h"
 
 #include <cstring>
 #include <functional>
@@ -191,6 +192,20 @@ LoadReport load_tensors(torch::nn::Module& module, const TensorSource& source, c
 }
 
 }  // namespace
+
+void save_module_torch(const torch::nn::Module& module, const std::filesystem::path& path, const std::string& prefix) {
+  TorchCheckpointWriter writer(path);
+  for (const auto& [name, tensor] : module_state(module)) {
+    auto dtype = safetensors_dtype(tensor.scalar_type());
+    if (!dtype) {
+      throw Error(ErrorCode::unsupported, path.string(),
+                  name + ": dtype " + std::string(c10::toString(tensor.scalar_type())) + " cannot be saved");
+    }
+    auto cpu = tensor.detach().to(torch::kCPU).contiguous();
+    writer.add(prefix + name, *dtype, cpu.sizes().vec(), cpu.data_ptr(), cpu.numel() * cpu.element_size());
+  }
+  writer.finish();
+}
 
 LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, const TensorNameMap& names,
                        UnexpectedTensors unexpected) {

@@ -43,6 +43,11 @@ using TensorNameMap = std::function<std::vector<std::string>(const std::string& 
 void save_module(const torch::nn::Module& module, const std::filesystem::path& path,
                  const std::map<std::string, std::string>& metadata = {});
 
+// Writes every parameter and buffer of `module` as a torch.save zip checkpoint (what `torch.save(model.state_dict(),
+// path)` gives, e.g. the release's dit.pt), one tensor at a time, each name prefixed by `prefix`. Errors as
+// save_module.
+void save_module_torch(const torch::nn::Module& module, const std::filesystem::path& path, const std::string& prefix = {});
+
 // Loads `path` (any weight files core/weight_files.h opens: safetensors, sharded safetensors, a torch.save
 // checkpoint such as the release's dit.pt, a Hugging Face folder) into `module`, streaming: everything is
 // checked first, then each tensor is copied from the mapped file into its parameter (converted to the

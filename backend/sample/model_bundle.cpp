@@ -90,13 +90,18 @@ void load_latent_rgb(ModelBundle& b, const fs::path& path) {
     b.latent_rgb_space_raw = space == "raw";
     return;
   }
-  // Without a fitted map, show the first three channels as r, g, b: enough to see layout and motion.
-  b.latent_rgb_weight = torch::zeros({3, c});
-  for (int64_t k = 0; k < std::min<int64_t>(3, c); ++k) b.latent_rgb_weight[k][k] = 0.5;
-  b.latent_rgb_bias = torch::zeros({3});
+  set_default_latent_rgb(b, c);
 }
 
 }  // namespace
+
+void set_default_latent_rgb(ModelBundle& b, int64_t channels) {
+  // Without a fitted map, show the first three channels as r, g, b: enough to see layout and motion.
+  b.latent_rgb_weight = torch::zeros({3, channels});
+  for (int64_t k = 0; k < std::min<int64_t>(3, channels); ++k) b.latent_rgb_weight[k][k] = 0.5;
+  b.latent_rgb_bias = torch::zeros({3});
+  b.latent_rgb_space_raw = false;
+}
 
 const char* to_string(WeightsKind kind) {
   switch (kind) {

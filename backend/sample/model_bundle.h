@@ -59,6 +59,9 @@ struct ModelBundle {
   bool latent_rgb_space_raw = false;       // the map reads denormalised latents (else normalised ones)
   double shift_base_px = 512.0;
   torch::Device device = torch::kCPU;
+  // Prompts beyond the text length: refused (runs of this studio), or cut keeping the end token (the released
+  // model's T5 pipeline truncates at 300 tokens).
+  TokenLimitPolicy prompt_limit = TokenLimitPolicy::refuse;
 };
 
 // Loads run `run_name` for sampling on `device`, with the weights `want` names: unknown = the EMA weights
@@ -75,6 +78,9 @@ struct ModelBundle {
 // samples rendered during training. `step` is recorded as the checkpoint step. Throws as load_for_inference.
 [[nodiscard]] ModelBundle bundle_for_training_samples(const std::string& run_name, DiT dit,
                                                       std::shared_ptr<TextEncoderBase> text, int64_t step);
+
+// The preview map used when no fitted one exists: the first three normalised latent channels as r, g, b.
+void set_default_latent_rgb(ModelBundle& bundle, int64_t latent_channels);
 
 // Loads `file` into modules registered under prefixes ("dit", "text", "vae"): tensors named
 // "<prefix>.<path>". Tensors under other prefixes are ignored; a missing or misshapen one throws

@@ -22,7 +22,8 @@ struct TextBatch {
 };
 
 TextBatch encode_text(ModelBundle& b, const std::string& text) {
-  auto tok = b.tokenizer->encode(text, b.preset.dit.text_tokens, TokenLimitPolicy::refuse);
+  auto tok = b.tokenizer->encode(text, b.preset.dit.text_tokens, b.prompt_limit);
+  if (tok.truncated) log_warning(cat("prompt cut to ", b.preset.dit.text_tokens, " tokens, as the model was trained"));
   auto ids = torch::tensor(tok.ids, torch::kLong).view({1, -1}).to(b.device);
   auto mask = torch::tensor(tok.mask, torch::kLong).view({1, -1}).to(b.device);
   auto features = b.text->forward(ids, mask);
@@ -182,7 +183,7 @@ void validate_request(const ModelBundle& b, const GenerateRequest& r) {
   for (const auto* text : {&r.prompt, &r.negative_prompt}) {
     if (text->empty()) continue;
     try {
-      (void)b.tokenizer->encode(*text, dit.text_tokens, TokenLimitPolicy::refuse);
+      (void)b.tokenizer->encode(*text, dit.text_tokens, b.prompt_limit);
     } catch (const Error& e) {
       throw Error(e.code(), text == &r.prompt ? "prompt" : "negative prompt", e.message());
     }

@@ -17,7 +17,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <sys/wait.h>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -126,31 +125,6 @@ Error error_of(const std::function<void()>& fn) {
   }
   FAIL("expected a mugv::Error");
   return Error(ErrorCode::unknown, "");
-}
-
-struct CliResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-// Runs the built `mugv` (with this process's MUGV_HOME); nullopt, after a skip note, when it is not built.
-std::optional<CliResult> run_mugv(const std::string& args, const fs::path& scratch) {
-  const fs::path exe = mugv::test::binary_dir() / "bin" / "mugv";
-  if (!fs::exists(exe)) {
-    WARN("skipped: " << exe << " is not built");
-    return std::nullopt;
-  }
-  const fs::path err = scratch / "stderr.txt";
-  FILE* pipe = popen((exe.string() + " " + args + " 2>" + err.string()).c_str(), "r");
-  REQUIRE(pipe);
-  CliResult r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = read_text_file(err);
-  return r;
 }
 
 }  // namespace
@@ -379,7 +353,7 @@ TEST_CASE("mugv generate writes the video and says where; bad sizes exit 1 with 
   const std::string common =
       "generate --run dit0 --prompt 'a red circle moving left on a black background' "
       "--frames 9 --size 32x32 --steps 2 --seed 5 ";
-  auto ok = run_mugv(common + "--out " + (dir / "v.mp4").string() + " --json", dir.path());
+  auto ok = test::run_mugv_cli(common + "--out " + (dir / "v.mp4").string() + " --json", dir.path());
   if (!ok) return;
   INFO(ok->err);
   REQUIRE(ok->exit_code == 0);
@@ -389,12 +363,12 @@ TEST_CASE("mugv generate writes the video and says where; bad sizes exit 1 with 
   CHECK(probe(dir / "v.mp4", ProbeDepth::headers).metadata["prompt"] ==
         "a red circle moving left on a black background");
 
-  auto bad = run_mugv(common + "--size 32x70 --out " + (dir / "w.mp4").string(), dir.path());
+  auto bad = test::run_mugv_cli(common + "--size 32x70 --out " + (dir / "w.mp4").string(), dir.path());
   CHECK(bad->exit_code == 1);
   CHECK_THAT(bad->err, Catch::Contains("height 70 is not a multiple of 16"));
   CHECK_FALSE(fs::exists(dir / "w.mp4"));
   auto unknown =
-      run_mugv("generate --run nobody --prompt 'a red circle' --out " + (dir / "x.mp4").string(), dir.path());
+      test::run_mugv_cli("generate --run nobody --prompt 'a red circle' --out " + (dir / "x.mp4").string(), dir.path());
   CHECK(unknown->exit_code == 1);
   CHECK_THAT(unknown->err, Catch::Contains("nobody"));
 }
@@ -406,7 +380,7 @@ TEST_CASE("mugv eval generates each held-out prompt and reports the matches", "[
                                             {"a red circle moving left on a black background",
                                              "a blue square moving up on a white background"}}});
   write_json_atomic(dir / "dataset.json", {{"size", 32}, {"frames", 9}, {"fps", 8}});
-  auto r = run_mugv("eval --run dit0 --dataset-dir " + dir.path().string() + " --steps 2 --json", dir.path());
+  auto r = test::run_mugv_cli("eval --run dit0 --dataset-dir " + dir.path().string() + " --steps 2 --json", dir.path());
   if (!r) return;
   INFO(r->err);
   REQUIRE(r->exit_code == 0);
@@ -443,7 +417,7 @@ TEST_CASE("mugv eval --reconstruct judges VAE round trips of the held-out clips"
   runs();
   TempDir dir;
   const fs::path data = dir / "shapes";
-  auto made = run_mugv(
+  auto made = test::run_mugv_cli(
       "make-dataset shapes --out " + data.string() + " --count 8 --size 32 --frames 9 --seed 3", dir.path());
   if (!made) return;
   REQUIRE(made->exit_code == 0);
@@ -451,7 +425,7 @@ TEST_CASE("mugv eval --reconstruct judges VAE round trips of the held-out clips"
   REQUIRE(held_out > 0);
 
   auto r =
-      run_mugv("eval --reconstruct --vae-run vae0 --dataset-dir " + data.string() + " --json", dir.path());
+      test::run_mugv_cli("eval --reconstruct --vae-run vae0 --dataset-dir " + data.string() + " --json", dir.path());
   INFO(r->err);
   REQUIRE(r->exit_code == 0);
   auto j = nlohmann::json::parse(r->out);
@@ -460,15 +434,15 @@ TEST_CASE("mugv eval --reconstruct judges VAE round trips of the held-out clips"
   CHECK(j["total"]["clips"] == held_out);
   // The VAE run of a DiT run is found from the DiT run.
   auto via_dit =
-      run_mugv("eval --reconstruct --run dit0 --dataset-dir " + data.string() + " --json", dir.path());
+      test::run_mugv_cli("eval --reconstruct --run dit0 --dataset-dir " + data.string() + " --json", dir.path());
   REQUIRE(via_dit->exit_code == 0);
   CHECK(nlohmann::json::parse(via_dit->out)["run"] == "vae0");
 
-  auto none = run_mugv("eval --reconstruct --dataset-dir " + data.string(), dir.path());
+  auto none = test::run_mugv_cli("eval --reconstruct --dataset-dir " + data.string(), dir.path());
   CHECK(none->exit_code == 2);
   CHECK_THAT(none->err, Catch::Contains("--vae-run"));
   fs::remove(data / "heldout.jsonl");
-  auto missing = run_mugv("eval --reconstruct --vae-run vae0 --dataset-dir " + data.string(), dir.path());
+  auto missing = test::run_mugv_cli("eval --reconstruct --vae-run vae0 --dataset-dir " + data.string(), dir.path());
   CHECK(missing->exit_code == 1);
   CHECK_THAT(missing->err, Catch::Contains("heldout.jsonl"));
 }
@@ -509,7 +483,7 @@ TEST_CASE("mugv eval --sensitivity reports each attribute per step", "[cli][samp
   TempDir dir;
   write_json_atomic(dir / "heldout.json", {{"prompts", {"a red circle moving left on a black background"}}});
   write_json_atomic(dir / "dataset.json", {{"size", 32}, {"frames", 9}, {"fps", 8}});
-  auto r = run_mugv(
+  auto r = test::run_mugv_cli(
       "eval --run dit0 --dataset-dir " + dir.path().string() + " --sensitivity --steps 2 --json", dir.path());
   if (!r) return;
   INFO(r->err);
@@ -519,7 +493,7 @@ TEST_CASE("mugv eval --sensitivity reports each attribute per step", "[cli][samp
   CHECK(j["times"].size() == 2);
   for (const char* attribute : {"color", "shape", "direction", "background"})
     CHECK(j["change"][attribute].size() == 2);
-  auto both = run_mugv(
+  auto both = test::run_mugv_cli(
       "eval --run dit0 --dataset-dir " + dir.path().string() + " --sensitivity --reconstruct", dir.path());
   CHECK(both->exit_code == 2);
 }

@@ -3,12 +3,15 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <random>
 
 namespace mugv::test {
@@ -57,6 +60,26 @@ std::optional<fs::path> golden_data_file(const std::string& name) {
 }
 
 fs::path binary_dir() { return MUGV_BINARY_DIR; }
+
+std::optional<CliResult> run_mugv_cli(const std::string& args, const fs::path& scratch) {
+  const fs::path exe = binary_dir() / "bin" / "mugv";
+  if (!fs::exists(exe)) {
+    WARN("skipped: " << exe << " is not built");
+    return std::nullopt;
+  }
+  const fs::path err = scratch / "stderr.txt";
+  FILE* pipe = popen((exe.string() + " " + args + " 2>" + err.string()).c_str(), "r");
+  REQUIRE(pipe);
+  CliResult r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(err);
+  r.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return r;
+}
 
 fs::path source_dir() { return fs::path(MUGV_SOURCE_DIR); }
 

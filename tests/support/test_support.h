@@ -39,6 +39,15 @@ std::optional<fs::path> real_data_file(const std::string& name);
 // (after a WARN naming it) when absent. Read in place, never copied into the repository.
 std::optional<fs::path> golden_data_file(const std::string& name);
 
+// What the built `mugv` printed and returned.
+struct CliResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+// Runs the built `mugv` with `args` (a shell-quoted string) in this process's environment, stderr captured
+// through a file in `scratch`; nullopt, after a skip note, when it is not built.
+std::optional<CliResult> run_mugv_cli(const std::string& args, const fs::path& scratch);
+
 // The build tree (for locating built executables such as mugv).
 fs::path binary_dir();
 // The source tree (for scripts the tests run, such as tests/parallel/slurm_cluster.sh).

@@ -1,0 +1,242 @@
+// A released MUG-V model folder, written by the test in the release's layout with tiny random networks
+// (dit.pt as torch.save writes it, vae.safetensors, a Hugging Face T5 folder), loaded and sampled from,
+// in-process and through `mugv generate --model`.
+#include "core/error.h"
+#include "core/json_io.h"
+#include "core/safetensors.h"
+#include "dataset/shapes.h"
+#include "media/image.h"
+#include "media/probe.h"
+#include "model/mugv_vae.h"
+#include "model/text_encoder.h"
+#include "model/tokenizer.h"
+#include "model/weights.h"
+#include "sample/release_model.h"
+#include "sample/sampler.h"
+#include "support/test_support.h"
+
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <fstream>
+
+using namespace mugv;
+using mugv::test::expect_error;
+using mugv::test::TempDir;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Widths of 32 so the release's GroupNorm(32) (which shapes cannot tell) fits; 8x compression in time and space.
+MugvVAEConfig tiny_release_vae() {
+  MugvVAEConfig c;
+  c.spatial_channels = {32, 32, 32, 32};
+  c.spatial_layers_per_block = 1;
+  c.temporal_filters = 32;
+  c.temporal_multipliers = {1, 1, 1, 1};
+  c.temporal_res_blocks = 1;
+  c.latent_channels = 4;
+  c.latent_mean = {0.1, -0.2, 0.3, 0.0};
+  c.latent_std = {1.5, 0.5, 2.0, 1.0};
+  return c;
+}
+
+TextEncoderConfig tiny_t5(int vocab) {
+  TextEncoderConfig c;
+  c.kind = TextEncoderKind::t5;
+  c.vocab_size = vocab;
+  c.dim = 16;
+  c.layers = 2;
+  c.heads = 2;
+  c.head_dim = 8;
+  c.ff_dim = 24;
+  c.max_tokens = 300;
+  c.relative_buckets = 8;
+  c.relative_max_distance = 16;
+  return c;
+}
+
+void perturb(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters()) p.add_(torch::randn_like(p) * 0.05);
+}
+
+// DIR/dit.pt, DIR/vae.safetensors, DIR/t5/{config.json, spiece.model, model.safetensors}.
+void write_release_folder(const fs::path& dir) {
+  torch::manual_seed(21);
+  fs::create_directories(dir / "t5");
+  std::vector<std::string> captions;
+  for (const auto& c : shapes::colors())
+    for (const auto& s : shapes::shape_names()) captions.push_back("a " + c.name + " " + s + " moving left");
+  const Tokenizer tokenizer = Tokenizer::train(captions, 64);
+  tokenizer.save(dir / "t5" / "spiece.model");
+
+  const TextEncoderConfig t5 = tiny_t5(tokenizer.vocab_size());
+  write_json_atomic(dir / "t5" / "config.json",
+                    {{"model_type", "t5"}, {"d_model", t5.dim}, {"d_kv", t5.head_dim}, {"d_ff", t5.ff_dim},
+                     {"num_layers", t5.layers}, {"num_heads", t5.heads}, {"vocab_size", t5.vocab_size},
+                     {"relative_attention_num_buckets", t5.relative_buckets},
+                     {"relative_attention_max_distance", t5.relative_max_distance},
+                     {"feed_forward_proj", "gated-gelu"}});
+  T5Encoder encoder(t5);
+  perturb(*encoder);
+  {
+    // Hugging Face names, with a decoder tensor the loader must leave alone.
+    SafetensorsWriter writer;
+    std::vector<torch::Tensor> keep;
+    for (const auto& [name, tensor] : module_state(*encoder)) {
+      keep.push_back(tensor.contiguous());
+      const std::string hf = name == "embed_tokens.weight" ? "shared.weight" : "encoder." + name;
+      writer.add(hf, DType::f32, tensor.sizes().vec(), keep.back().data_ptr(), tensor.numel() * 4);
+    }
+    const float decoder_weight[4] = {1, 2, 3, 4};
+    writer.add("decoder.block.0.layer.0.SelfAttention.q.weight", DType::f32, {2, 2}, decoder_weight, 16);
+    writer.write(dir / "t5" / "model.safetensors");
+  }
+
+  MugvVAE vae(tiny_release_vae());
+  perturb(*vae);
+  save_module(*vae, dir / "vae.safetensors");
+
+  DiTConfig dit;
+  dit.hidden = 48;
+  dit.depth = 3;
+  dit.heads = 2;
+  dit.head_dim = 24;
+  dit.in_channels = 4;
+  dit.text_dim = t5.dim;
+  dit.text_tokens = 300;
+  dit.null_caption = false;
+  DiT model(dit);
+  perturb(*model);
+  save_module_torch(*model, dir / "dit.pt");
+}
+
+const fs::path& release_folder() {
+  static TempDir dir("mugv-release");
+  static const bool written = (write_release_folder(dir / "MUG-V-tiny"), true);
+  (void)written;
+  static const fs::path folder = dir / "MUG-V-tiny";
+  return folder;
+}
+
+GenerateRequest i2v_request(const fs::path& image) {
+  GenerateRequest r;
+  r.prompt = with_aesthetic_score("a red circle moving left");
+  r.negative_prompt = release_negative_prompt();
+  r.seed = 3;
+  r.steps = 2;
+  r.frames = 9;  // 8k + 1: the image's latent and one more
+  r.height = 32;
+  r.width = 32;
+  r.fps = ReleaseDefaults::fps;
+  r.first_frame = image;
+  return r;
+}
+
+fs::path test_image(const fs::path& dir) {
+  RgbFrame frame;
+  frame.width = 32;
+  frame.height = 32;
+  frame.rgb.resize(32 * 32 * 3);
+  for (size_t i = 0; i < frame.rgb.size(); ++i) frame.rgb[i] = static_cast<uint8_t>((i * 7) % 251);
+  write_png(dir / "first.png", frame);
+  return dir / "first.png";
+}
+
+}  // namespace
+
+TEST_CASE("a released model folder loads with configurations read from its files", "[unit][sample][release]") {
+  const fs::path& folder = release_folder();
+  ModelBundle b = load_release_model(folder, {});
+  CHECK(b.preset.dit.hidden == 48);
+  CHECK(b.preset.dit.depth == 3);
+  CHECK_FALSE(b.dit->has_null_caption());
+  CHECK(b.preset.text.dim == 16);
+  CHECK(b.preset.text.max_tokens == 300);
+  CHECK(b.codec->compress_t() == 8);
+  CHECK(b.codec->compress_h() == 8);
+  CHECK(b.codec->latent_frames(105) == 14);
+  CHECK(b.codec->decodes_after_condition_frame());
+  CHECK(b.shift_base_px == 512.0);
+  CHECK(b.prompt_limit == TokenLimitPolicy::truncate);
+  CHECK(b.run.name == "MUG-V-tiny");
+}
+
+TEST_CASE("image-to-video with a released model: the image is the first frame; block swap changes nothing",
+          "[unit][sample][release]") {
+  const fs::path& folder = release_folder();
+  TempDir dir;
+  const GenerateRequest r = i2v_request(test_image(dir.path()));
+  ModelBundle plain = load_release_model(folder, {});
+  const SampleResult a = sample(plain, r, CancelToken());
+  REQUIRE(a.frames.size() == 9);
+  CHECK(a.frames[0].rgb == read_image(*r.first_frame).rgb);  // put in front as it is, not re-decoded
+  CHECK(a.frames[1].width == 32);
+  CHECK(a.latent.size(2) == 2);
+
+  ReleaseLoadOptions swap;
+  swap.offload = OffloadMode::blocks;
+  ModelBundle swapped = load_release_model(folder, swap);
+  REQUIRE(swapped.dit->block_offload() != nullptr);
+  const SampleResult b = sample(swapped, r, CancelToken());
+  CHECK(torch::equal(a.latent, b.latent));
+  CHECK(swapped.dit->block_offload()->peak_resident_blocks() == 2);
+}
+
+TEST_CASE("a released model folder that lacks a part, or holds a damaged file, is refused by name",
+          "[unit][sample][release]") {
+  const fs::path& folder = release_folder();
+  TempDir dir;
+  const fs::path copy = dir / "partial";
+  fs::copy(folder, copy, fs::copy_options::recursive);
+  fs::remove(copy / "vae.safetensors");
+  Error e = expect_error([&] { (void)load_release_model(copy, {}); });
+  CHECK(e.code() == ErrorCode::not_found);
+  CHECK(e.subject() == copy.string());
+  CHECK_THAT(e.message(), Catch::Contains("vae.pt"));
+
+  fs::copy_file(folder / "vae.safetensors", copy / "vae.safetensors");
+  fs::resize_file(copy / "dit.pt", fs::file_size(copy / "dit.pt") / 2);
+  e = expect_error([&] { (void)load_release_model(copy, {}); });
+  CHECK_THAT(std::string(e.what()), Catch::Contains("dit.pt"));
+
+  // A video far beyond this machine's memory fails before anything is built, with the numbers.
+  ReleaseLoadOptions huge;
+  huge.frames = 105;
+  huge.width = 4096;
+  huge.height = 4096;
+  huge.offload = OffloadMode::none;
+  e = expect_error([&] { (void)load_release_model(folder, huge); });
+  CHECK(e.code() == ErrorCode::out_of_memory);
+  CHECK_THAT(e.message(), Catch::Contains("--offload blocks would need"));
+  huge.offload = OffloadMode::automatic;
+  e = expect_error([&] { (void)load_release_model(folder, huge); });
+  CHECK_THAT(e.message(), Catch::Contains("even with block swap"));
+}
+
+TEST_CASE("mugv generate --model runs image-to-video with the release's defaults", "[cli][sample][release]") {
+  const fs::path& folder = release_folder();
+  TempDir dir;
+  const fs::path image = test_image(dir.path());
+  auto r = test::run_mugv_cli("generate --model " + folder.string() + " --image " + image.string() +
+                                  " --prompt 'a red circle moving left' --frames 9 --size 32x32 --steps 2 --seed 4 "
+                                  "--out " + (dir / "v.mp4").string() + " --json",
+                              dir.path());
+  if (!r) return;
+  INFO(r->err);
+  REQUIRE(r->exit_code == 0);
+  const auto j = nlohmann::json::parse(r->out);
+  CHECK(j["frames"] == 9);
+  CHECK(j["metadata"]["prompt"] == "a red circle moving left aesthetic score: 6.0.");
+  CHECK(j["metadata"]["negative_prompt"] == release_negative_prompt());
+  MediaInfo info = probe(dir / "v.mp4", ProbeDepth::headers);
+  CHECK(info.metadata["seed"] == "4");
+  CHECK(info.nominal_fps == Approx(30.0));
+
+  auto missing = test::run_mugv_cli("generate --model no-such-model --prompt 'x' --out " + (dir / "w.mp4").string(),
+                                    dir.path());
+  CHECK(missing->exit_code == 1);
+  CHECK_THAT(missing->err, Catch::Contains("no-such-model"));
+}
