@@ -63,7 +63,8 @@ std::vector<JobPath> job_paths(const std::string& kind, const nlohmann::json& pa
     if (!spec) throw Error(ErrorCode::invalid_argument, it.key(), cat("not a parameter of mugv ", joined(words)));
     ValueCheck checked = check_param_value(*spec, it.value(), ValueForm::json);
     if (!checked.problem.empty()) throw Error(ErrorCode::invalid_argument, spec->flag.empty() ? spec->key : spec->flag, checked.problem);
-    if (spec->type == ParamType::path) paths.push_back({spec->flag, checked.value.get<std::string>()});
+    if (spec->type == ParamType::path)
+      paths.push_back({spec->flag, resolve_path_value(*spec, checked.value.get<std::string>())});
     if (spec->type == ParamType::list && spec->item_type == ParamType::path)
       for (const auto& item : checked.value) paths.push_back({spec->flag, item.get<std::string>()});
   }

@@ -26,10 +26,12 @@ namespace {
 
 void define(ParamRegistry& r) {
   r.add(param("generate.run", "--run", ParamType::text, nullptr, "the DiT run to sample from", "generate"));
-  r.add(param("generate.model", "--model", ParamType::text, nullptr,
-              "a released model instead of a run: its folder (dit.pt, vae.pt, a T5 folder) or its name under "
-              "$MUGV_HOME/models",
-              "generate"));
+  auto model = param("generate.model", "--model", ParamType::path, nullptr,
+                     "a released model instead of a run: its folder (dit.pt, vae.pt, a T5 folder) or its name under "
+                     "$MUGV_HOME/models",
+                     "generate");
+  model.names_under_home = "models";
+  r.add(model);
   auto offload = param("generate.offload", "--offload", ParamType::choice, "auto",
                        "with --model: stream the DiT's blocks to the device when it does not fit (auto), always "
                        "(blocks) or never (none)",
@@ -127,15 +129,6 @@ void record_generation(const GenerateRequest& request, const ModelBundle& bundle
   }
 }
 
-// --model as given: a folder, or the name of one under $MUGV_HOME/models.
-fs::path release_model_dir(const std::string& given) {
-  const fs::path as_path = given;
-  if (fs::is_directory(as_path) || as_path.has_parent_path()) return as_path;
-  const fs::path installed = models_dir() / given;
-  if (fs::is_directory(installed)) return installed;
-  throw Error(ErrorCode::not_found, given, cat("no such folder, and no model of that name in ", models_dir().string()));
-}
-
 bool given_on_command_line(const ParamValues& v, std::string_view key) {
   return v.has(key) && v.source_of(key) != ParamSource::builtin_default;
 }
@@ -184,7 +177,12 @@ int run(const Invocation& inv) {
     options.frames = request.frames;
     options.width = request.width;
     options.height = request.height;
-    bundle = load_release_model(release_model_dir(v.get_text("generate.model")), options);
+    const std::string given = v.get_text("generate.model");
+    const fs::path dir = resolve_path_value(*v.registry().find_by_key("generate.model"), given);
+    if (!fs::is_directory(dir))
+      throw Error(ErrorCode::not_found, given, cat("no such model folder (", dir.string(), "); installed models are in ",
+                                                   models_dir().string(), " (mugv model list)"));
+    bundle = load_release_model(dir, options);
   } else {
     bundle = load_for_inference(v.get_text("generate.run"), device,
                                 weights_kind_from_string(v.get_text("generate.weights")).value_or(WeightsKind::unknown));

@@ -1,5 +1,6 @@
 #include "core/params.h"
 
+#include "core/paths.h"
 #include "core/strings.h"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 
 namespace mugv {
@@ -685,6 +687,13 @@ std::vector<std::string> command_line_arguments(const ParamValues& values,
     args.push_back(spec.flag + "=" + text);
   }
   return args;
+}
+
+std::string resolve_path_value(const ParamSpec& spec, const std::string& value) {
+  if (spec.names_under_home.empty() || value.empty() || value.find('/') != std::string::npos) return value;
+  std::error_code ec;
+  if (std::filesystem::exists(value, ec)) return value;
+  return (mugv_home() / spec.names_under_home / value).string();
 }
 
 }  // namespace mugv

@@ -68,7 +68,15 @@ struct ParamSpec {
   std::string label;                      // form label; empty = derived from the key ("train.lr" -> "lr")
   std::string value_name;                 // placeholder in help, e.g. "RATE"; empty = derived from the type
   ParamType item_type = ParamType::text;  // element type of a list
+  // A path parameter whose bare names (no '/', not an existing path) mean a folder under $MUGV_HOME/<this>,
+  // e.g. "models" for `--model MUG-V-10B`; empty = plain paths only. See resolve_path_value().
+  std::string names_under_home;
 };
+
+// The path a path parameter's value means: a bare name under $MUGV_HOME/<spec.names_under_home> when the spec
+// has one and the value is neither a path with a folder part nor an existing file or folder; the value as it
+// is otherwise. The CLI and the server's path check both use it, so they judge the same file.
+[[nodiscard]] std::string resolve_path_value(const ParamSpec& spec, const std::string& value);
 
 struct Size2D {
   int64_t width = 0;

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <map>
 
 using namespace mugv;
@@ -304,4 +305,23 @@ TEST_CASE("size2d parsing", "[unit][core]") {
   CHECK_FALSE(parse_size2d("10x"));
   CHECK_FALSE(parse_size2d("10x10x3"));
   CHECK(to_string(Size2D{3, 4}) == "3x4");
+}
+
+TEST_CASE("a path parameter's bare names mean folders under MUGV_HOME where the spec says so", "[unit][core]") {
+  mugv::test::TempDir home("mugv-names");
+  const char* before = std::getenv("MUGV_HOME");
+  const std::string saved = before ? before : "";
+  ::setenv("MUGV_HOME", home.path().c_str(), 1);
+  ParamSpec model;
+  model.key = "generate.model";
+  model.type = ParamType::path;
+  model.names_under_home = "models";
+  CHECK(resolve_path_value(model, "MUG-V-10B") == (home.path() / "models" / "MUG-V-10B").string());
+  CHECK(resolve_path_value(model, "/data/MUG-V-10B") == "/data/MUG-V-10B");
+  CHECK(resolve_path_value(model, "here/MUG-V") == "here/MUG-V");
+  ParamSpec plain = model;
+  plain.names_under_home.clear();
+  CHECK(resolve_path_value(plain, "MUG-V-10B") == "MUG-V-10B");
+  if (before) ::setenv("MUGV_HOME", saved.c_str(), 1);
+  else ::unsetenv("MUGV_HOME");
 }
