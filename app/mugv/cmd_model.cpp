@@ -9,7 +9,6 @@
 #include "core/safetensors.h"
 #include "core/strings.h"
 #include "core/weight_files.h"
-#include "model/config.h"
 #include "model/release_files.h"
 
 #include <nlohmann/json.hpp>
@@ -84,35 +83,10 @@ std::string human_count(double n) {
   return text;
 }
 
-// The DiT an installed model holds, read from its checkpoint's shapes; an error text when it cannot be read.
-nlohmann::json describe_dit(const fs::path& dit) {
-  try {
-    const WeightFiles files = WeightFiles::open(dit);
-    auto shape = [&files](const std::string& name) -> std::optional<std::vector<int64_t>> {
-      if (!files.contains(name)) return std::nullopt;
-      return files.at(name).shape;
-    };
-    const DiTConfig c = dit_config_from_checkpoint(shape, 300, dit.string());
-    return {{"parameters", dit_parameter_count(c)}, {"hidden", c.hidden},       {"depth", c.depth},
-            {"heads", c.heads},                      {"latent_channels", c.in_channels}, {"text_dim", c.text_dim},
-            {"bytes", files.total_bytes()}};
-  } catch (const Error& e) {
-    return {{"error", e.what()}};
-  }
-}
-
 int run_list(const Invocation& inv) {
   const fs::path root = inv.values.has("model.models_dir") ? fs::path(inv.values.get_text("model.models_dir")) : models_dir();
   nlohmann::json list = nlohmann::json::array();
-  for (const auto& m : list_installed_models(root)) {
-    nlohmann::json entry = {{"name", m.name},
-                            {"path", m.files.dir.string()},
-                            {"bytes", m.files.bytes},
-                            {"dit", describe_dit(m.files.dit)},
-                            {"complete", m.problem.empty()}};
-    if (!m.problem.empty()) entry["problem"] = m.problem;
-    list.push_back(entry);
-  }
+  for (const auto& m : list_installed_models(root)) list.push_back(to_json(m));
   if (inv.json) {
     std::cout << list.dump(2) << "\n";
     return 0;

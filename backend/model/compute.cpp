@@ -5,6 +5,7 @@
 #include "core/strings.h"
 
 #include <ATen/autocast_mode.h>
+#include <c10/core/DefaultDtype.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -140,5 +141,11 @@ std::optional<int64_t> device_memory_available_bytes(torch::Device device) {
     return std::nullopt;
   }
 }
+
+DefaultDtypeScope::DefaultDtypeScope(torch::ScalarType dtype) : previous_(c10::get_default_dtype()) {
+  c10::set_default_dtype(caffe2::TypeMeta::fromScalarType(dtype));
+}
+
+DefaultDtypeScope::~DefaultDtypeScope() { c10::set_default_dtype(previous_); }
 
 }  // namespace mugv

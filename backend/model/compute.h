@@ -36,6 +36,20 @@ namespace mugv {
 // when there is none.
 [[nodiscard]] torch::Device cuda_device_of_local_rank(int local_rank);
 
+// Modules built while a DefaultDtypeScope lives allocate their floating-point parameters in `dtype`, so a bf16
+// model is never materialised in fp32 first (loading a 20 GB bf16 checkpoint needs 20 GB, not 60). The default
+// dtype is process-wide: build models from one thread at a time while a scope is open.
+class DefaultDtypeScope {
+ public:
+  explicit DefaultDtypeScope(torch::ScalarType dtype);
+  ~DefaultDtypeScope();
+  DefaultDtypeScope(const DefaultDtypeScope&) = delete;
+  DefaultDtypeScope& operator=(const DefaultDtypeScope&) = delete;
+
+ private:
+  caffe2::TypeMeta previous_;
+};
+
 // Memory new allocations on `device` can take now: MemAvailable of /proc/meminfo for the CPU; for a GPU the
 // free memory nvidia-smi reports for it (the visible index mapped through CUDA_VISIBLE_DEVICES; what
 // LibTorch's caching allocator holds in reserve counts as used). nullopt when it cannot be read.

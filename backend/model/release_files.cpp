@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "core/weight_files.h"
 
 #include <nlohmann/json.hpp>
 
@@ -106,10 +107,39 @@ std::vector<InstalledModel> list_installed_models(const fs::path& root) {
     if (!model.files.text_encoder) missing.push_back("no T5 folder (config.json with model_type t5)");
     else if (!model.files.tokenizer) missing.push_back("no spiece.model in the T5 folder");
     for (const auto& m : missing) model.problem += (model.problem.empty() ? "" : "; ") + m;
+    try {
+      const WeightFiles dit = WeightFiles::open(model.files.dit);
+      auto shape = [&dit](const std::string& name) -> std::optional<std::vector<int64_t>> {
+        if (!dit.contains(name)) return std::nullopt;
+        return dit.at(name).shape;
+      };
+      model.dit = dit_config_from_checkpoint(shape, 300, model.files.dit.string());
+      model.dit_bytes = static_cast<int64_t>(dit.total_bytes());
+    } catch (const Error& e) {
+      model.dit_error = e.what();
+    }
     models.push_back(std::move(model));
   }
   std::sort(models.begin(), models.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   return models;
+}
+
+nlohmann::json to_json(const InstalledModel& m) {
+  nlohmann::json dit;
+  if (m.dit) {
+    dit = {{"parameters", dit_parameter_count(*m.dit)}, {"hidden", m.dit->hidden}, {"depth", m.dit->depth},
+           {"heads", m.dit->heads}, {"latent_channels", m.dit->in_channels}, {"text_dim", m.dit->text_dim},
+           {"bytes", m.dit_bytes}};
+  } else {
+    dit = {{"error", m.dit_error}};
+  }
+  nlohmann::json j = {{"name", m.name},
+                      {"path", m.files.dir.string()},
+                      {"bytes", m.files.bytes},
+                      {"dit", dit},
+                      {"complete", m.problem.empty() && m.dit.has_value()}};
+  if (!m.problem.empty()) j["problem"] = m.problem;
+  return j;
 }
 
 }  // namespace mugv

@@ -10,6 +10,10 @@
 // Torch-free: the CLI's `model list` and the studio's model picker read this without LibTorch.
 // Pure functions over the file system; thread-safe.
 
+#include "model/config.h"
+
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -38,8 +42,16 @@ struct InstalledModel {
   std::string name;  // the folder's name
   ReleaseModelFiles files;
   std::string problem;  // why it cannot be used as it is ("no vae.pt or vae.safetensors"); empty when complete
+  std::optional<DiTConfig> dit;  // read from the DiT checkpoint's shapes; nullopt when it cannot be read
+  int64_t dit_bytes = 0;         // the DiT's tensor bytes
+  std::string dit_error;         // why the DiT could not be read
 };
-// Every sub-folder of `root` that holds DiT weights, sorted by name; others are skipped. Missing root: empty.
+// Every sub-folder of `root` that holds DiT weights, sorted by name, with its DiT described from the
+// checkpoint's header (no tensor is read); others are skipped. Missing root: empty.
 [[nodiscard]] std::vector<InstalledModel> list_installed_models(const std::filesystem::path& root);
+// {"name", "path", "bytes", "complete", "problem"?, "dit": {"parameters", "hidden", "depth", "heads",
+// "latent_channels", "text_dim", "bytes"} or {"error"}}: what `mugv model list --json` prints and the server's
+// list_models reply carries.
+[[nodiscard]] nlohmann::json to_json(const InstalledModel& model);
 
 }  // namespace mugv

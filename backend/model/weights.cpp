@@ -1,8 +1,10 @@
 #include "model/weights.h"
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "core/torch_checkpoint.h"
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <set>
@@ -112,6 +114,9 @@ void save_module(const torch::nn::Module& module, const std::filesystem::path& p
 
 namespace {
 
+// Tensors larger than this are copied in slices of rows, each slice's file pages dropped once copied.
+constexpr size_t kLoadSliceBytes = size_t(32) << 20;
+
 // The tensors of a file set as load_tensors reads them: safetensors files and WeightFiles alike.
 struct TensorSource {
   std::string subject;  // the path opened, for messages
@@ -183,7 +188,20 @@ LoadReport load_tensors(torch::nn::Module& module, const TensorSource& source, c
       // Read in place: the mapping is read-only and copy_ only reads its source.
       auto mapped = torch::from_blob(const_cast<uint8_t*>(view.data), view.shape,
                                      torch::TensorOptions().dtype(*torch_dtype(view.dtype)));
-      match.target.copy_(mapped);
+      if (!source.release || view.shape.empty() || view.size_bytes <= kLoadSliceBytes) {
+        match.target.copy_(mapped);
+      } else {
+        // A big tensor (the adaLN linear of a 10B DiT is 143 MB) goes in slices of rows whose pages are
+        // dropped as soon as they are copied, so no more than a slice is resident twice.
+        const int64_t rows = view.shape[0];
+        const int64_t row_bytes = static_cast<int64_t>(view.size_bytes) / std::max<int64_t>(rows, 1);
+        const int64_t step = std::max<int64_t>(1, static_cast<int64_t>(kLoadSliceBytes) / std::max<int64_t>(row_bytes, 1));
+        for (int64_t row = 0; row < rows; row += step) {
+          const int64_t count = std::min(step, rows - row);
+          match.target.narrow(0, row, count).copy_(mapped.narrow(0, row, count));
+          release_mapped_pages(view.data + row * row_bytes, static_cast<size_t>(count * row_bytes));
+        }
+      }
     }
     if (source.release) source.release(match.file_name);
     ++report.loaded;

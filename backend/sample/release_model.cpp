@@ -11,27 +11,12 @@
 #include "model/release_files.h"
 #include "model/weights.h"
 
-#include <c10/core/DefaultDtype.h>
 #include <torch/version.h>
 
 namespace mugv {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Modules built inside allocate their parameters in `dtype`, so a bf16 model never exists in fp32 first.
-class DefaultDtypeScope {
- public:
-  explicit DefaultDtypeScope(torch::ScalarType dtype) : previous_(c10::get_default_dtype()) {
-    c10::set_default_dtype(caffe2::TypeMeta::fromScalarType(dtype));
-  }
-  ~DefaultDtypeScope() { c10::set_default_dtype(previous_); }
-  DefaultDtypeScope(const DefaultDtypeScope&) = delete;
-  DefaultDtypeScope& operator=(const DefaultDtypeScope&) = delete;
-
- private:
-  caffe2::TypeMeta previous_;
-};
 
 int64_t vae_parameter_total(const MugvVAEConfig& config) {
   int64_t total = 0;

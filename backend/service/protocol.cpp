@@ -9,7 +9,7 @@
 namespace mugv::protocol {
 namespace {
 
-constexpr std::array<std::pair<MessageType, const char*>, 33> kTypeNames{{
+constexpr std::array<std::pair<MessageType, const char*>, 34> kTypeNames{{
     {MessageType::hello, "hello"},
     {MessageType::welcome, "welcome"},
     {MessageType::ok, "ok"},
@@ -34,6 +34,7 @@ constexpr std::array<std::pair<MessageType, const char*>, 33> kTypeNames{{
     {MessageType::sample_now, "sample_now"},
     {MessageType::save_now, "save_now"},
     {MessageType::list_clusters, "list_clusters"},
+    {MessageType::list_models, "list_models"},
     {MessageType::shutdown, "shutdown"},
     {MessageType::heartbeat, "heartbeat"},
     {MessageType::progress, "progress"},

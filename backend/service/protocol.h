@@ -45,7 +45,7 @@ enum class MessageType {
   // client -> server requests
   submit_job, cancel_job, pause_job, resume_job, retry_job, reorder_job, list_jobs, get_job, job_logs,
   list_runs, list_datasets, list_clips, clip_frames, edit_caption, list_prompts, save_prompt, list_generations,
-  sample_now, save_now, list_clusters, shutdown,
+  sample_now, save_now, list_clusters, list_models, shutdown,
   // worker -> server
   heartbeat, progress, metrics, log_line, preview, job_finished,
   // server -> worker

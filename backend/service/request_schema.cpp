@@ -65,6 +65,7 @@ std::map<MessageType, MessageSchema> build() {
       {T::sample_now, {job_id()}},
       {T::save_now, {job_id()}},
       {T::list_clusters, {}},
+      {T::list_models, {}},
       {T::shutdown, {}},
       {T::heartbeat, {job_id(), ranged(opt("pid", F::integer), 1, {})}},
       {T::progress,

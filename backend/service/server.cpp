@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "model/release_files.h"
 #include "media/decoder.h"
 #include "media/image.h"
 #include "service/cluster_profiles.h"
@@ -568,6 +569,12 @@ struct Server::Impl {
         for (const auto& p : listing.profiles) clusters.push_back(p.to_json());
         for (const auto& [file, why] : listing.problems) problems.push_back({{"file", file.string()}, {"error", why}});
         return protocol::make_ok({{"clusters", clusters}, {"problems", problems}, {"dir", cluster_profiles_dir(o.home).string()}});
+      }
+      case MessageType::list_models: {
+        // Released models installed on this server, for the studio's model picker.
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& m : list_installed_models(o.home / "models")) list.push_back(to_json(m));
+        return protocol::make_ok({{"models", list}, {"dir", (o.home / "models").string()}});
       }
       case MessageType::list_runs: {
         nlohmann::json list = nlohmann::json::array();

@@ -24,7 +24,8 @@
 // Executors: a job runs locally (a worker process, above) unless its params say {"executor": "slurm",
 // "cluster": NAME}; then the Slurm executor (slurm_executor.h) submits it with the cluster profile
 // home/clusters/NAME.toml, follows it through Slurm and publishes what its workers report through files.
-// Slurm jobs take no local slot. `list_clusters` answers with the profiles (cluster_profiles.h).
+// Slurm jobs take no local slot. `list_clusters` answers with the profiles (cluster_profiles.h); `list_models`
+// with the released models installed under home/models (model/release_files.h).
 
 #include "core/progress.h"
 #include "service/path_confinement.h"

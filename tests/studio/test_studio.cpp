@@ -149,8 +149,24 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   // Generate: the button is disabled without a prompt; previews arrive during denoising; the result plays.
   GeneratePage* generate = window.generate_page();
   window.show_page(Page::generate);
+  // A released model folder on the server is offered with its size; one that lacks its VAE and T5 is shown
+  // as incomplete and cannot be chosen.
+  const auto golden = test::golden_data_file("mugv_dit_tiny.safetensors");
+  if (golden) {
+    std::filesystem::create_directories(tmp.path() / "models" / "tiny-release");
+    std::filesystem::copy_file(*golden, tmp.path() / "models" / "tiny-release" / "dit.safetensors");
+  }
   generate->refresh();
   REQUIRE(QTest::qWaitFor([&] { return generate->run()->findText("dit0") >= 0; }, 10000));
+  if (golden) {
+    REQUIRE(QTest::qWaitFor([&] { return generate->run()->findText("tiny-release", Qt::MatchStartsWith) >= 0; }, 10000));
+    const int index = generate->run()->findText("tiny-release", Qt::MatchStartsWith);
+    const QString label = generate->run()->itemText(index);
+    CHECK(label.contains("released"));
+    CHECK(label.contains("MiB"));
+    CHECK(label.contains("incomplete"));
+    CHECK(generate->run()->itemData(index).toString().endsWith("models/tiny-release"));
+  }
   generate->run()->setCurrentText("dit0");
   generate->prompt()->clear();
   CHECK_FALSE(generate->generate_button()->isEnabled());

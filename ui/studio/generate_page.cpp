@@ -5,6 +5,7 @@
 #include "pages.h"
 
 #include "core/error.h"
+#include "core/strings.h"
 #include "media/encoder.h"
 
 #include <QDateTime>
@@ -12,6 +13,7 @@
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QHBoxLayout>
+#include <QStandardItemModel>
 #include <QVBoxLayout>
 
 namespace mugv::studio {
@@ -21,7 +23,8 @@ using protocol::MessageType;
 GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
     : QWidget(parent), link_(link), home_(std::move(home)) {
   run_ = new QComboBox(this);
-  run_->setToolTip("The trained DiT run to sample from");
+  run_->setToolTip("A trained DiT run, or a released model installed on the server ($MUGV_HOME/models), with its "
+                   "size");
   prompt_ = new QLineEdit(this);
   prompt_->setPlaceholderText("a red circle moving right on a black background");
   prompt_->setToolTip("What the video should show");
@@ -62,7 +65,7 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   player_->setToolTip("The result: scrub with the slider, step with Left/Right");
 
   auto* form = new QFormLayout;
-  form->addRow("Run", run_);
+  form->addRow("Model", run_);
   form->addRow("Prompt", prompt_);
   form->addRow("Negative", negative_);
   form->addRow("Seed", seed_);
@@ -112,14 +115,38 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
 }
 
 void GeneratePage::refresh() {
+  // Runs first (their names as they are), then the released models the server has (their folder as item data).
   link_.call(MessageType::list_runs, {}, [this](const nlohmann::json& reply) {
     const QString current = run_->currentText();
     run_->clear();
     for (const auto& r : reply["runs"])
       if (r.value("kind", "") == "dit") run_->addItem(QString::fromStdString(r["name"].get<std::string>()));
-    if (!current.isEmpty()) run_->setCurrentText(current);
-    validate_form();
+    link_.call(MessageType::list_models, {}, [this, current](const nlohmann::json& models) {
+      for (const auto& m : models.value("models", nlohmann::json::array())) {
+        const auto& dit = m["dit"];
+        QString label = QString::fromStdString(m["name"].get<std::string>()) + "  (released";
+        if (dit.contains("parameters"))
+          label += QString(", %1 B parameters").arg(dit["parameters"].get<double>() / 1e9, 0, 'g', 3);
+        label += ", " + QString::fromStdString(human_bytes(m["bytes"].get<double>()));
+        if (m.contains("problem")) label += ", incomplete: " + QString::fromStdString(m["problem"].get<std::string>());
+        label += ")";
+        run_->addItem(label, QString::fromStdString(m["path"].get<std::string>()));
+        if (!m.value("complete", false)) {
+          // Listed so the user sees what is there and what is missing, but not selectable.
+          if (auto* model = qobject_cast<QStandardItemModel*>(run_->model()))
+            model->item(run_->count() - 1)->setEnabled(false);
+        }
+      }
+      if (!current.isEmpty()) run_->setCurrentText(current);
+      validate_form();
+    }, [this](const QString& m) { emit message(m); });
   }, [this](const QString& m) { emit message(m); });
+}
+
+void GeneratePage::fill_model(GenerateForm& f) const {
+  const QVariant path = run_->currentData();
+  if (path.isValid() && !path.toString().isEmpty()) f.model = path.toString().toStdString();
+  else f.run = run_->currentText().toStdString();
 }
 
 void GeneratePage::set_prompt(const QString& prompt, const QString& negative) {
@@ -131,7 +158,7 @@ bool GeneratePage::can_generate() const { return generate_->isEnabled(); }
 
 void GeneratePage::validate_form() {
   GenerateForm f;
-  f.run = run_->currentText().toStdString();
+  fill_model(f);
   f.prompt = prompt_->text().toStdString();
   f.out = "preview.mp4";
   const QStringList wh = size_->text().split('x');
@@ -145,7 +172,7 @@ void GeneratePage::validate_form() {
 void GeneratePage::generate() {
   if (!can_generate()) return;
   GenerateForm f;
-  f.run = run_->currentText().toStdString();
+  fill_model(f);
   f.prompt = prompt_->text().toStdString();
   f.negative = negative_->text().toStdString();
   f.image = image_->text().toStdString();
@@ -159,7 +186,8 @@ void GeneratePage::generate() {
   QDir().mkpath(QDir(home_).filePath("generations"));
   pending_out_ = QDir(home_).filePath(QString("generations/gen-%1.mp4").arg(QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss-zzz")));
   f.out = pending_out_.toStdString();
-  result_settings_ = {{"prompt", f.prompt}, {"negative_prompt", f.negative}, {"seed", f.seed}, {"model", f.run}};
+  result_settings_ = {{"prompt", f.prompt}, {"negative_prompt", f.negative}, {"seed", f.seed},
+                      {"model", f.model.empty() ? f.run : f.model}};
   preview_events_ = 0;
   generate_->setEnabled(false);
   submit_job(link_, generate_job(f).header(), [this](int64_t id) {

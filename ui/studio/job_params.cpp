@@ -8,7 +8,7 @@ JobRequest make_job(std::string kind, std::vector<std::string> command, nlohmann
 }
 
 std::string validate(const GenerateForm& f) {
-  if (f.run.empty()) return "run: choose a trained DiT run";
+  if (f.run.empty() && f.model.empty()) return "model: choose a trained DiT run or a released model";
   if (f.prompt.find_first_not_of(" \t\n") == std::string::npos) return "prompt: write what the video should show";
   if (f.steps < 1 || f.steps > 1000) return "steps: between 1 and 1000";
   if (f.cfg < 0 || f.cfg > 30) return "CFG: between 0 and 30";
@@ -19,10 +19,17 @@ std::string validate(const GenerateForm& f) {
 }
 
 JobRequest generate_job(const GenerateForm& f) {
-  nlohmann::json values = {{"generate.run", f.run},       {"generate.prompt", f.prompt}, {"generate.seed", f.seed},
+  nlohmann::json values = {{"generate.prompt", f.prompt}, {"generate.seed", f.seed},
                            {"generate.steps", f.steps},   {"generate.cfg", f.cfg},       {"generate.frames", f.frames},
                            {"generate.size", std::to_string(f.width) + "x" + std::to_string(f.height)},
-                           {"generate.fps", f.fps},       {"generate.out", f.out}};
+                           {"generate.out", f.out}};
+  // A released model brings its own defaults (fps 30, its negative prompt) unless the form sets them.
+  if (f.model.empty()) {
+    values["generate.run"] = f.run;
+    values["generate.fps"] = f.fps;
+  } else {
+    values["generate.model"] = f.model;
+  }
   if (!f.negative.empty()) values["generate.negative"] = f.negative;
   if (!f.image.empty()) values["generate.image"] = f.image;
   return make_job("generate", {"generate"}, values);

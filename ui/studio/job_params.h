@@ -20,7 +20,9 @@ JobRequest make_job(std::string kind, std::vector<std::string> command, nlohmann
                     std::vector<std::string> positional = {});
 
 struct GenerateForm {
-  std::string run, prompt, negative, image, out;
+  std::string run;    // a trained DiT run, or:
+  std::string model;  // a released model folder on the server (from its list_models reply)
+  std::string prompt, negative, image, out;
   int seed = 0, steps = 25, frames = 17, width = 64, height = 64;
   double cfg = 4.0, fps = 8.0;
 };

@@ -3,6 +3,7 @@
 // replies and events on the UI thread) and refreshes itself on `connected` and on job events.
 
 #include "backend_link.h"
+#include "job_params.h"
 #include "widgets.h"
 
 #include <QCache>
@@ -137,11 +138,13 @@ class GeneratePage : public QWidget {
 
  private:
   void validate_form();
+  // The chosen run (its name) or released model (its folder on the server) into the form.
+  void fill_model(GenerateForm& form) const;
   void on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs);
 
   BackendLink& link_;
   QString home_;
-  QComboBox* run_;
+  QComboBox* run_;  // DiT runs by name, then released models with their folder as item data
   QLineEdit *prompt_, *negative_, *image_, *size_;
   QSpinBox *seed_, *steps_, *frames_;
   QDoubleSpinBox* cfg_;
