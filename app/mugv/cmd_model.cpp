@@ -51,26 +51,30 @@ int run_convert(const Invocation& inv) {
     const size_t bytes = count * dtype_size_bytes(dtype);
     if (dtype != view.dtype) ++converted;
     bytes_out += bytes;
-    writer.add_generated(name, dtype, view.shape, bytes, [&files, &view, name, dtype, count](uint8_t* target) {
-      convert_elements(view.dtype, view.data, dtype, target, count);
-      files.release(name);  // the source pages are not needed again
-    });
+    writer.add_generated(name, dtype, view.shape, bytes,
+                         [&files, &view, name, dtype, count](uint8_t* target) {
+                           convert_elements(view.dtype, view.data, dtype, target, count);
+                           files.release(name);  // the source pages are not needed again
+                         });
   }
   for (const auto& [key, value] : files.metadata()) writer.set_metadata(key, value);
   writer.set_metadata("converted_from", fs::path(in).filename().string());
   writer.set_metadata("source_format", to_string(files.format()));
   writer.write(out);
 
-  nlohmann::json result = {{"in", in.string()},          {"out", out.string()},
-                           {"format", to_string(files.format())}, {"tensors", files.size()},
-                           {"converted_tensors", converted}, {"bytes_in", files.total_bytes()},
+  nlohmann::json result = {{"in", in.string()},
+                           {"out", out.string()},
+                           {"format", to_string(files.format())},
+                           {"tensors", files.size()},
+                           {"converted_tensors", converted},
+                           {"bytes_in", files.total_bytes()},
                            {"bytes_out", bytes_out}};
   if (inv.json) {
     std::cout << result.dump(2) << "\n";
   } else {
-    std::cout << "wrote " << out.string() << ": " << files.size() << " tensors (" << converted << " converted), "
-              << human_bytes(double(bytes_out)) << " from " << to_string(files.format()) << " "
-              << human_bytes(double(files.total_bytes())) << "\n";
+    std::cout << "wrote " << out.string() << ": " << files.size() << " tensors (" << converted
+              << " converted), " << human_bytes(double(bytes_out)) << " from " << to_string(files.format())
+              << " " << human_bytes(double(files.total_bytes())) << "\n";
   }
   return 0;
 }
@@ -78,24 +82,29 @@ int run_convert(const Invocation& inv) {
 // 440768 -> "0.44 M", 10.8e9 -> "10.8 B".
 std::string human_count(double n) {
   char text[32];
-  if (n >= 1e9) std::snprintf(text, sizeof text, "%.3g B", n / 1e9);
-  else std::snprintf(text, sizeof text, "%.3g M", n / 1e6);
+  if (n >= 1e9)
+    std::snprintf(text, sizeof text, "%.3g B", n / 1e9);
+  else
+    std::snprintf(text, sizeof text, "%.3g M", n / 1e6);
   return text;
 }
 
 int run_list(const Invocation& inv) {
-  const fs::path root = inv.values.has("model.models_dir") ? fs::path(inv.values.get_text("model.models_dir")) : models_dir();
+  const fs::path root =
+      inv.values.has("model.models_dir") ? fs::path(inv.values.get_text("model.models_dir")) : models_dir();
   nlohmann::json list = nlohmann::json::array();
   for (const auto& m : list_installed_models(root)) list.push_back(to_json(m));
   if (inv.json) {
     std::cout << list.dump(2) << "\n";
     return 0;
   }
-  if (list.empty()) std::cout << "no models in " << root.string() << " (put a released model's folder there)\n";
+  if (list.empty())
+    std::cout << "no models in " << root.string() << " (put a released model's folder there)\n";
   for (const auto& m : list) {
     const auto& dit = m["dit"];
-    std::string what = dit.contains("error") ? "DiT unreadable: " + dit["error"].get<std::string>()
-                                             : cat(human_count(dit["parameters"].get<double>()), "-parameter DiT");
+    std::string what = dit.contains("error")
+                           ? "DiT unreadable: " + dit["error"].get<std::string>()
+                           : cat(human_count(dit["parameters"].get<double>()), "-parameter DiT");
     std::printf("%-24s %10s  %s%s\n", m["name"].get<std::string>().c_str(),
                 human_bytes(m["bytes"].get<double>()).c_str(), what.c_str(),
                 m.contains("problem") ? ("  (" + m["problem"].get<std::string>() + ")").c_str() : "");
@@ -108,7 +117,8 @@ int run_list(const Invocation& inv) {
 Command convert_command() {
   Command c;
   c.words = {"convert"};
-  c.summary = "convert weight files (dit.pt, sharded safetensors, a Hugging Face folder) to one safetensors file";
+  c.summary =
+      "convert weight files (dit.pt, sharded safetensors, a Hugging Face folder) to one safetensors file";
   c.usage = "IN OUT.safetensors [--dtype keep|f32|bf16|f16]";
   c.min_positional = c.max_positional = 2;
   c.define = [](ParamRegistry& r) {

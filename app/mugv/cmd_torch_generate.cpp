@@ -42,6 +42,16 @@ void define(ParamRegistry& r) {
                      "with --model: the DiT and T5 dtype (auto: bf16 on a GPU, fp32 on a CPU)", "generate");
   dtype.choices = {"auto", "fp32", "bf16"};
   r.add(dtype);
+  auto length = param("generate.length", "--length", ParamType::choice, nullptr,
+                      "the release's clip lengths: 5s (105 frames) or 3s (73 frames); overrides --frames", "generate");
+  length.choices = {"5s", "3s"};
+  r.add(length);
+  auto aspect = param("generate.aspect", "--aspect", ParamType::choice, nullptr,
+                      "the release's 720p sizes, height:width as it names them: 9:16 (1280x720 landscape), 1:1 "
+                      "(960x960), 16:9 (720x1280 portrait); overrides --size",
+                      "generate");
+  aspect.choices = {"9:16", "1:1", "16:9"};
+  r.add(aspect);
   auto aesthetic = param("generate.aesthetic", "--aesthetic", ParamType::real, 6.0,
                          "with --model: the aesthetic score appended to the prompt as the release does (0: none)",
                          "generate");
@@ -163,6 +173,15 @@ int run(const Invocation& inv) {
   const Size2D size = v.get_size2d("generate.size");
   request.width = static_cast<int>(size.width);
   request.height = static_cast<int>(size.height);
+  if (v.has("generate.length"))
+    request.frames = v.get_text("generate.length") == "5s" ? ReleaseDefaults::frames_5s : ReleaseDefaults::frames_3s;
+  if (v.has("generate.aspect")) {
+    // The release's table (mug_v/utils.py) names sizes height:width; its 3:4 and 4:3 sizes (1110 and 1108 px)
+    // are not multiples of the VAE's 8 and are not offered.
+    const std::string a = v.get_text("generate.aspect");
+    request.height = a == "9:16" ? 720 : a == "1:1" ? 960 : 1280;
+    request.width = a == "9:16" ? 1280 : a == "1:1" ? 960 : 720;
+  }
   request.fps = release && !given_on_command_line(v, "generate.fps") ? ReleaseDefaults::fps : v.get_real("generate.fps");
   if (v.has("generate.image")) request.first_frame = fs::path(v.get_text("generate.image"));
 

@@ -1,8 +1,10 @@
-// mugv model info --preset P [--frames F --size WxH]: what a model preset costs at a video size.
+// mugv model info --preset P [--frames F --size WxH] [--weights FILE]: what a model preset costs at a video
+// size; with --weights, whether a DiT checkpoint (dit.pt, safetensors, ...) is that preset's shape.
 #include "command.h"
 
 #include "core/error.h"
 #include "core/strings.h"
+#include "core/weight_files.h"
 #include "model/config.h"
 #include "model/info.h"
 
@@ -20,6 +22,19 @@ int run(const Invocation& inv) {
   Size2D size = v.get_size2d("model.size");
   const int64_t frames = v.get_int("model.frames");
   ModelInfo info = describe(preset, frames, size.height, size.width);
+  std::string weights_note;
+  if (v.has("model.weights")) {
+    // The checkpoint's shapes against the preset: an error naming the tensor that differs.
+    const std::string path = v.get_text("model.weights");
+    const WeightFiles files = WeightFiles::open(path);
+    auto shape = [&files](const std::string& name) -> std::optional<std::vector<int64_t>> {
+      if (!files.contains(name)) return std::nullopt;
+      return files.at(name).shape;
+    };
+    check_dit_matches_checkpoint(preset.dit, preset.name, shape, path);
+    weights_note = cat(path, " is a DiT of this preset's shape (", to_string(files.format()), ", ",
+                       human_bytes(double(files.total_bytes())), ")");
+  }
   nlohmann::json out = {{"preset", preset.name},
                         {"frames", frames},
                         {"width", size.width},
@@ -31,6 +46,7 @@ int run(const Invocation& inv) {
                         {"text_tokens", info.text_tokens},
                         {"flops_per_token", info.flops_per_token},
                         {"flops_per_sample", info.flops_per_sample}};
+  if (!weights_note.empty()) out["weights"] = weights_note;
   if (inv.json) {
     std::cout << out.dump(2) << "\n";
     return 0;
@@ -47,6 +63,7 @@ int run(const Invocation& inv) {
               static_cast<long long>(info.text_tokens));
   std::printf("  training      %.3g FLOP per video token, %.3g FLOP per sample\n", info.flops_per_token,
               info.flops_per_sample);
+  if (!weights_note.empty()) std::printf("  weights       %s\n", weights_note.c_str());
   return 0;
 }
 
@@ -56,13 +73,15 @@ Command model_info_command() {
   Command c;
   c.words = {"model", "info"};
   c.summary = "parameter counts, latent shape, tokens and FLOPs of a model preset";
-  c.usage = "--preset P [--frames F --size WxH]";
+  c.usage = "--preset P [--frames F --size WxH] [--weights DIT_FILE]";
   c.define = [](ParamRegistry& r) {
     r.add(param("model.preset", "--preset", ParamType::text, "tiny", "model preset (presets/models/NAME.toml)", "model"));
     auto frames = param("model.frames", "--frames", ParamType::integer, 17, "video frames", "model");
     frames.min_value = 1;
     r.add(frames);
     r.add(param("model.size", "--size", ParamType::size2d, "64x64", "video size WxH", "model"));
+    r.add(param("model.weights", "--weights", ParamType::path, nullptr,
+                "a DiT checkpoint to check against the preset (release tensor names)", "model"));
   };
   c.run = run;
   return c;

@@ -43,14 +43,17 @@ double read_element(DType dtype, const uint8_t* p) {
       std::memcpy(&b, p, sizeof b);
       return bf16_to_float(b);
     }
-    default: break;
+    default:
+      break;
   }
   return 0.0;
 }
 
 void write_element(DType dtype, double value, uint8_t* p) {
   switch (dtype) {
-    case DType::f64: std::memcpy(p, &value, sizeof value); return;
+    case DType::f64:
+      std::memcpy(p, &value, sizeof value);
+      return;
     case DType::f32: {
       const float v = static_cast<float>(value);
       std::memcpy(p, &v, sizeof v);
@@ -66,7 +69,8 @@ void write_element(DType dtype, double value, uint8_t* p) {
       std::memcpy(p, &b, sizeof b);
       return;
     }
-    default: return;
+    default:
+      return;
   }
 }
 
@@ -79,17 +83,19 @@ bool is_float_dtype(DType dtype) {
 uint16_t float_to_bf16(float value) {
   const uint32_t bits = bits_of(value);
   if (std::isnan(value)) return static_cast<uint16_t>((bits >> 16) | 0x40);  // stays a (quiet) NaN
-  const uint32_t rounding = 0x7FFF + ((bits >> 16) & 1);                      // to nearest, ties to even
+  const uint32_t rounding = 0x7FFF + ((bits >> 16) & 1);                     // to nearest, ties to even
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
-float bf16_to_float(uint16_t bits) { return float_of(static_cast<uint32_t>(bits) << 16); }
+float bf16_to_float(uint16_t bits) {
+  return float_of(static_cast<uint32_t>(bits) << 16);
+}
 
 uint16_t float_to_f16(float value) {
   const uint32_t bits = bits_of(value);
   const uint32_t sign = (bits >> 16) & 0x8000;
   const uint32_t magnitude = bits & 0x7FFFFFFF;
-  if (magnitude > 0x7F800000) return static_cast<uint16_t>(sign | 0x7E00);  // NaN
+  if (magnitude > 0x7F800000) return static_cast<uint16_t>(sign | 0x7E00);   // NaN
   if (magnitude >= 0x477FF000) return static_cast<uint16_t>(sign | 0x7C00);  // rounds beyond 65504: infinity
   if (magnitude < 0x38800000) {
     // Subnormal in half (or zero): value / 2^-24 rounded to nearest even.
@@ -106,7 +112,7 @@ float f16_to_float(uint16_t half) {
   const uint32_t sign = static_cast<uint32_t>(half & 0x8000) << 16;
   const uint32_t exponent = (half >> 10) & 0x1F;
   const uint32_t mantissa = half & 0x3FF;
-  if (exponent == 0x1F) return float_of(sign | 0x7F800000 | (mantissa << 13));   // inf / NaN
+  if (exponent == 0x1F) return float_of(sign | 0x7F800000 | (mantissa << 13));  // inf / NaN
   if (exponent == 0) {
     const float v = static_cast<float>(mantissa) / 16777216.0f;  // subnormal: mantissa · 2^-24
     return sign ? -v : v;
@@ -135,7 +141,8 @@ void convert_elements(DType from, const void* source, DType to, void* target, si
     }
     return;
   }
-  for (size_t i = 0; i < count; ++i) write_element(to, read_element(from, in + i * in_size), out + i * out_size);
+  for (size_t i = 0; i < count; ++i)
+    write_element(to, read_element(from, in + i * in_size), out + i * out_size);
 }
 
 }  // namespace mugv

@@ -104,36 +104,9 @@ int64_t TensorView::numel() const {
 
 // ---- reader ----
 
-SafetensorsFile::SafetensorsFile(SafetensorsFile&& other) noexcept
-    : path_(std::move(other.path_)),
-      mapping_(std::exchange(other.mapping_, nullptr)),
-      mapping_bytes_(std::exchange(other.mapping_bytes_, 0)),
-      header_bytes_(other.header_bytes_),
-      tensors_(std::move(other.tensors_)),
-      metadata_(std::move(other.metadata_)) {}
-
-SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& other) noexcept {
-  if (this != &other) {
-    unmap();
-    path_ = std::move(other.path_);
-    mapping_ = std::exchange(other.mapping_, nullptr);
-    mapping_bytes_ = std::exchange(other.mapping_bytes_, 0);
-    header_bytes_ = other.header_bytes_;
-    tensors_ = std::move(other.tensors_);
-    metadata_ = std::move(other.metadata_);
-  }
-  return *this;
-}
-
-SafetensorsFile::~SafetensorsFile() {
-  unmap();
-}
-
-void SafetensorsFile::unmap() noexcept {
-  if (mapping_) ::munmap(mapping_, mapping_bytes_);
-  mapping_ = nullptr;
-  mapping_bytes_ = 0;
-}
+SafetensorsFile::SafetensorsFile(SafetensorsFile&& other) noexcept = default;
+SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& other) noexcept = default;
+SafetensorsFile::~SafetensorsFile() = default;
 
 std::vector<std::string> SafetensorsFile::names() const {
   std::vector<std::string> out;
@@ -161,33 +134,12 @@ SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
     return Error(ErrorCode::corrupt, subject, message);
   };
 
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT) throw Error(ErrorCode::not_found, subject, "no such file");
-    throw Error(ErrorCode::io, subject, std::string("cannot open: ") + std::strerror(err));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(ErrorCode::io, subject, "not a regular file");
-  }
-  const uint64_t file_bytes = static_cast<uint64_t>(st.st_size);
-  if (file_bytes < 8) {
-    ::close(fd);
-    throw format_error(cat("file is ", file_bytes, " bytes, too short for the 8-byte header length"));
-  }
-  SafetensorsFile file;
+  MappedFile mapping = MappedFile::open(path);
+  const uint64_t file_bytes = mapping.size_bytes();
+  if (file_bytes < 8) throw format_error(cat("file is ", file_bytes, " bytes, too short for the 8-byte header length"));
+  SafetensorsFile file(std::move(mapping));
   file.path_ = path;
-  file.mapping_ = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-  int map_err = errno;
-  ::close(fd);
-  if (file.mapping_ == MAP_FAILED) {
-    file.mapping_ = nullptr;
-    throw Error(ErrorCode::io, subject, std::string("cannot map: ") + std::strerror(map_err));
-  }
-  file.mapping_bytes_ = file_bytes;
-  const auto* base = static_cast<const uint8_t*>(file.mapping_);
+  const uint8_t* base = file.mapping_.data();
 
   uint64_t header_bytes = 0;
   for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | base[i];

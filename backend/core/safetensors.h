@@ -21,6 +21,7 @@
 // file far larger than memory: each tensor's bytes are produced only while write() streams it.
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -76,11 +77,9 @@ class SafetensorsFile {
   void release(const std::string& name) const;
 
  private:
-  SafetensorsFile() = default;
-  void unmap() noexcept;
+  explicit SafetensorsFile(MappedFile mapping) : mapping_(std::move(mapping)) {}
   std::filesystem::path path_;
-  void* mapping_ = nullptr;
-  size_t mapping_bytes_ = 0;
+  MappedFile mapping_;
   uint64_t header_bytes_ = 0;
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, std::string> metadata_;

@@ -12,10 +12,14 @@ namespace mugv {
 
 const char* to_string(OffloadMode mode) {
   switch (mode) {
-    case OffloadMode::automatic: return "auto";
-    case OffloadMode::none: return "none";
-    case OffloadMode::blocks: return "blocks";
-    case OffloadMode::unknown: break;
+    case OffloadMode::automatic:
+      return "auto";
+    case OffloadMode::none:
+      return "none";
+    case OffloadMode::blocks:
+      return "blocks";
+    case OffloadMode::unknown:
+      break;
   }
   return "unknown";
 }
@@ -28,7 +32,8 @@ std::optional<OffloadMode> offload_mode_from_string(std::string_view name) {
 
 BlockOffload::BlockOffload(DiTImpl& dit, torch::Device device) : device_(device) {
   if (dit.parallel())
-    throw Error(ErrorCode::unsupported, "offload", "block swap runs in one process; this DiT is split across ranks");
+    throw Error(ErrorCode::unsupported, "offload",
+                "block swap runs in one process; this DiT is split across ranks");
   torch::NoGradGuard no_grad;
   const bool gpu = device.type() != torch::kCPU;
   auto outside_blocks = [](const std::string& name) { return name.rfind("blocks.", 0) != 0; };
@@ -70,7 +75,8 @@ void BlockOffload::stage(size_t index) {
 }
 
 int BlockOffload::resident_count() const {
-  return static_cast<int>(std::count_if(blocks_.begin(), blocks_.end(), [](const Block& b) { return !b.staged.empty(); }));
+  return static_cast<int>(
+      std::count_if(blocks_.begin(), blocks_.end(), [](const Block& b) { return !b.staged.empty(); }));
 }
 
 void BlockOffload::before_block(size_t index) {

@@ -848,7 +848,9 @@ class MugvVAECodec : public VideoCodec {
   int compress_w() const override { return static_cast<int>(vae_->config().spatial_factor()); }
   int64_t latent_frames(int64_t frames) const override { return vae_->latent_frames(frames); }
   torch::Tensor encode(const torch::Tensor& video) override { return vae_->encode(video); }
-  torch::Tensor decode(const torch::Tensor& latent, int64_t frames) override { return vae_->decode(latent, frames); }
+  torch::Tensor decode(const torch::Tensor& latent, int64_t frames) override {
+    return vae_->decode(latent, frames);
+  }
   torch::Tensor denormalize(const torch::Tensor& latent) const override { return vae_->denormalize(latent); }
   bool decodes_after_condition_frame() const override { return true; }
   torch::nn::Module& module() override { return *vae_; }
@@ -859,6 +861,8 @@ class MugvVAECodec : public VideoCodec {
 
 }  // namespace
 
-std::shared_ptr<VideoCodec> make_video_codec(MugvVAE vae) { return std::make_shared<MugvVAECodec>(std::move(vae)); }
+std::shared_ptr<VideoCodec> make_video_codec(MugvVAE vae) {
+  return std::make_shared<MugvVAECodec>(std::move(vae));
+}
 
 }  // namespace mugv

@@ -26,8 +26,8 @@ std::optional<fs::path> first_existing(const fs::path& dir, const std::vector<st
 }
 
 std::optional<fs::path> weights_named(const fs::path& dir, const std::string& stem) {
-  return first_existing(dir, {stem + ".safetensors", stem + ".safetensors.index.json", stem + ".pt", stem + ".pth",
-                              stem + ".bin", stem});
+  return first_existing(dir, {stem + ".safetensors", stem + ".safetensors.index.json", stem + ".pt",
+                              stem + ".pth", stem + ".bin", stem});
 }
 
 bool is_t5_folder(const fs::path& dir) {
@@ -70,14 +70,16 @@ int64_t bytes_under(const fs::path& dir) {
 ReleaseModelFiles find_release_model(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
-    throw Error(ErrorCode::not_found, dir.string(), "not a folder; a model folder holds dit.pt, vae.pt and a T5 folder");
+    throw Error(ErrorCode::not_found, dir.string(),
+                "not a folder; a model folder holds dit.pt, vae.pt and a T5 folder");
   ReleaseModelFiles files;
   files.dir = dir;
   auto dit = weights_named(dir, "dit");
   if (!dit)
-    throw Error(ErrorCode::not_found, dir.string(),
-                "no DiT weights: expected dit.safetensors, dit.safetensors.index.json, dit.pt, dit.pth, dit.bin or a "
-                "dit/ folder");
+    throw Error(
+        ErrorCode::not_found, dir.string(),
+        "no DiT weights: expected dit.safetensors, dit.safetensors.index.json, dit.pt, dit.pth, dit.bin or a "
+        "dit/ folder");
   files.dit = *dit;
   files.vae = weights_named(dir, "vae");
   files.text_encoder = find_t5_folder(dir);
@@ -87,7 +89,9 @@ ReleaseModelFiles find_release_model(const fs::path& dir) {
   return files;
 }
 
-fs::path models_dir() { return mugv_home() / "models"; }
+fs::path models_dir() {
+  return mugv_home() / "models";
+}
 
 std::vector<InstalledModel> list_installed_models(const fs::path& root) {
   std::vector<InstalledModel> models;
@@ -104,8 +108,10 @@ std::vector<InstalledModel> list_installed_models(const fs::path& root) {
     }
     std::vector<std::string> missing;
     if (!model.files.vae) missing.push_back("no vae.pt or vae.safetensors");
-    if (!model.files.text_encoder) missing.push_back("no T5 folder (config.json with model_type t5)");
-    else if (!model.files.tokenizer) missing.push_back("no spiece.model in the T5 folder");
+    if (!model.files.text_encoder)
+      missing.push_back("no T5 folder (config.json with model_type t5)");
+    else if (!model.files.tokenizer)
+      missing.push_back("no spiece.model in the T5 folder");
     for (const auto& m : missing) model.problem += (model.problem.empty() ? "" : "; ") + m;
     try {
       const WeightFiles dit = WeightFiles::open(model.files.dit);
@@ -127,8 +133,12 @@ std::vector<InstalledModel> list_installed_models(const fs::path& root) {
 nlohmann::json to_json(const InstalledModel& m) {
   nlohmann::json dit;
   if (m.dit) {
-    dit = {{"parameters", dit_parameter_count(*m.dit)}, {"hidden", m.dit->hidden}, {"depth", m.dit->depth},
-           {"heads", m.dit->heads}, {"latent_channels", m.dit->in_channels}, {"text_dim", m.dit->text_dim},
+    dit = {{"parameters", dit_parameter_count(*m.dit)},
+           {"hidden", m.dit->hidden},
+           {"depth", m.dit->depth},
+           {"heads", m.dit->heads},
+           {"latent_channels", m.dit->in_channels},
+           {"text_dim", m.dit->text_dim},
            {"bytes", m.dit_bytes}};
   } else {
     dit = {{"error", m.dit_error}};

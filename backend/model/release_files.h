@@ -3,7 +3,8 @@
 //
 //   DIR/dit.pt | dit.safetensors | dit.safetensors.index.json (+ shards) | dit/   the DiT (release names)
 //   DIR/vae.pt | vae.safetensors | vae/                                          the video VAE
-//   DIR/<t5 folder>/config.json, spiece.model, weights                         T5 v1.1 XXL, Hugging Face layout
+//   DIR/<t5 folder>/config.json, spiece.model, weights                         T5 v1.1 XXL, Hugging Face
+//   layout
 //
 // The T5 folder is the first of t5/, text_encoder/, t5-v1_1-xxl/ that exists, else the one sub-folder whose
 // config.json says model_type "t5". Installed models live under $MUGV_HOME/models/<name>/ (models_dir()).
@@ -41,7 +42,8 @@ struct ReleaseModelFiles {
 struct InstalledModel {
   std::string name;  // the folder's name
   ReleaseModelFiles files;
-  std::string problem;  // why it cannot be used as it is ("no vae.pt or vae.safetensors"); empty when complete
+  std::string
+      problem;  // why it cannot be used as it is ("no vae.pt or vae.safetensors"); empty when complete
   std::optional<DiTConfig> dit;  // read from the DiT checkpoint's shapes; nullopt when it cannot be read
   int64_t dit_bytes = 0;         // the DiT's tensor bytes
   std::string dit_error;         // why the DiT could not be read
@@ -50,8 +52,8 @@ struct InstalledModel {
 // checkpoint's header (no tensor is read); others are skipped. Missing root: empty.
 [[nodiscard]] std::vector<InstalledModel> list_installed_models(const std::filesystem::path& root);
 // {"name", "path", "bytes", "complete", "problem"?, "dit": {"parameters", "hidden", "depth", "heads",
-// "latent_channels", "text_dim", "bytes"} or {"error"}}: what `mugv model list --json` prints and the server's
-// list_models reply carries.
+// "latent_channels", "text_dim", "bytes"} or {"error"}}: what `mugv model list --json` prints and the
+// server's list_models reply carries.
 [[nodiscard]] nlohmann::json to_json(const InstalledModel& model);
 
 }  // namespace mugv

@@ -94,20 +94,32 @@ torch::Tensor tensor_from_view(const TensorView& view, const std::string& subjec
   return out;
 }
 
-void save_module(const torch::nn::Module& module, const std::filesystem::path& path,
-                 const std::map<std::string, std::string>& metadata) {
-  SafetensorsWriter writer;
-  std::vector<torch::Tensor> keep_alive;
+namespace {
+
+// Every parameter and buffer of `module` as a contiguous CPU tensor with its file dtype, in module order.
+// Throws Error(unsupported) naming `path` and the tensor for a dtype weight files cannot hold.
+void for_each_saved_tensor(const torch::nn::Module& module, const std::filesystem::path& path,
+                           const std::function<void(const std::string&, DType, const torch::Tensor&)>& fn) {
   for (const auto& [name, tensor] : module_state(module)) {
     auto dtype = safetensors_dtype(tensor.scalar_type());
     if (!dtype) {
       throw Error(ErrorCode::unsupported, path.string(),
                   name + ": dtype " + std::string(c10::toString(tensor.scalar_type())) + " cannot be saved");
     }
-    auto cpu = tensor.detach().to(torch::kCPU).contiguous();
-    keep_alive.push_back(cpu);
-    writer.add_borrowed(name, *dtype, cpu.sizes().vec(), cpu.data_ptr(), cpu.numel() * cpu.element_size());
+    fn(name, *dtype, tensor.detach().to(torch::kCPU).contiguous());
   }
+}
+
+}  // namespace
+
+void save_module(const torch::nn::Module& module, const std::filesystem::path& path,
+                 const std::map<std::string, std::string>& metadata) {
+  SafetensorsWriter writer;
+  std::vector<torch::Tensor> keep_alive;
+  for_each_saved_tensor(module, path, [&](const std::string& name, DType dtype, const torch::Tensor& cpu) {
+    keep_alive.push_back(cpu);
+    writer.add_borrowed(name, dtype, cpu.sizes().vec(), cpu.data_ptr(), cpu.numel() * cpu.element_size());
+  });
   for (const auto& [key, value] : metadata) writer.set_metadata(key, value);
   writer.write(path);
 }
@@ -213,15 +225,9 @@ LoadReport load_tensors(torch::nn::Module& module, const TensorSource& source, c
 
 void save_module_torch(const torch::nn::Module& module, const std::filesystem::path& path, const std::string& prefix) {
   TorchCheckpointWriter writer(path);
-  for (const auto& [name, tensor] : module_state(module)) {
-    auto dtype = safetensors_dtype(tensor.scalar_type());
-    if (!dtype) {
-      throw Error(ErrorCode::unsupported, path.string(),
-                  name + ": dtype " + std::string(c10::toString(tensor.scalar_type())) + " cannot be saved");
-    }
-    auto cpu = tensor.detach().to(torch::kCPU).contiguous();
-    writer.add(prefix + name, *dtype, cpu.sizes().vec(), cpu.data_ptr(), cpu.numel() * cpu.element_size());
-  }
+  for_each_saved_tensor(module, path, [&](const std::string& name, DType dtype, const torch::Tensor& cpu) {
+    writer.add(prefix + name, dtype, cpu.sizes().vec(), cpu.data_ptr(), cpu.numel() * cpu.element_size());
+  });
   writer.finish();
 }
 

@@ -28,7 +28,9 @@ int64_t vae_parameter_total(const MugvVAEConfig& config) {
   return total;
 }
 
-std::string gib(int64_t bytes) { return human_bytes(static_cast<double>(bytes)); }
+std::string gib(int64_t bytes) {
+  return human_bytes(static_cast<double>(bytes));
+}
 
 // Decides whether the DiT runs with block swap, from the memory the generation needs and the device has.
 bool choose_block_swap(const ModelBundle& b, const MugvVAEConfig& vae, const ReleaseLoadOptions& o,
@@ -55,7 +57,8 @@ bool choose_block_swap(const ModelBundle& b, const MugvVAEConfig& vae, const Rel
 
   const auto available = device_memory_available_bytes(o.device);
   if (!available) {
-    log_warning(cat(dir.string(), ": cannot read the free memory of ", o.device.str(), "; not checking the fit"));
+    log_warning(
+        cat(dir.string(), ": cannot read the free memory of ", o.device.str(), "; not checking the fit"));
     return o.offload == OffloadMode::blocks;
   }
   const auto usable = static_cast<int64_t>(0.9 * static_cast<double>(*available));  // allocator slack
@@ -76,16 +79,19 @@ bool choose_block_swap(const ModelBundle& b, const MugvVAEConfig& vae, const Rel
                  gib(*available), " free): streaming its blocks (block swap)"));
     return true;
   }
-  throw Error(ErrorCode::out_of_memory, dir.string(),
-              cat(video, " on ", o.device.str(), " needs about ", breakdown(swapped), " even with block swap; ",
-                  gib(*available), " is free. Fewer frames or a smaller size need less"));
+  throw Error(
+      ErrorCode::out_of_memory, dir.string(),
+      cat(video, " on ", o.device.str(), " needs about ", breakdown(swapped), " even with block swap; ",
+          gib(*available), " is free. Fewer frames or a smaller size need less"));
 }
 
 }  // namespace
 
 const char* release_negative_prompt() {
-  return "ugly, blurry, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, "
-         "cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, "
+  return "ugly, blurry, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer "
+         "digits, "
+         "cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, "
+         "username, "
          "blurry";
 }
 
@@ -100,8 +106,10 @@ ModelBundle load_release_model(const fs::path& dir, const ReleaseLoadOptions& o)
   std::string missing;
   auto lack = [&](const std::string& what) { missing += (missing.empty() ? "" : "; ") + what; };
   if (!files.vae) lack("no vae.pt or vae.safetensors");
-  if (!files.text_encoder) lack("no T5 folder (a sub-folder whose config.json says model_type t5)");
-  else if (!files.tokenizer) lack("no spiece.model in " + files.text_encoder->string());
+  if (!files.text_encoder)
+    lack("no T5 folder (a sub-folder whose config.json says model_type t5)");
+  else if (!files.tokenizer)
+    lack("no spiece.model in " + files.text_encoder->string());
   if (!missing.empty()) throw Error(ErrorCode::not_found, dir.string(), missing);
 
   const torch::ScalarType dtype = o.dtype.value_or(o.device.is_cuda() ? torch::kBFloat16 : torch::kFloat32);
@@ -113,10 +121,12 @@ ModelBundle load_release_model(const fs::path& dir, const ReleaseLoadOptions& o)
   b.device = o.device;
   b.preset.name = dir.filename().string();
   b.preset.description = "released MUG-V model in " + dir.string();
-  b.preset.dit = dit_config_from_checkpoint(shapes_of(dit_files), ReleaseDefaults::text_tokens, files.dit.string());
+  b.preset.dit =
+      dit_config_from_checkpoint(shapes_of(dit_files), ReleaseDefaults::text_tokens, files.dit.string());
   const MugvVAEConfig vae_config = mugv_vae_config_from_shapes(shapes_of(vae_files));
   const fs::path t5_config = *files.text_encoder / "config.json";
-  b.preset.text = t5_config_from_hf_json(read_json_file(t5_config), ReleaseDefaults::text_tokens, t5_config.string());
+  b.preset.text =
+      t5_config_from_hf_json(read_json_file(t5_config), ReleaseDefaults::text_tokens, t5_config.string());
   if (b.preset.dit.text_dim != b.preset.text.dim)
     throw Error(ErrorCode::invalid_argument, files.dit.string(),
                 cat("y_embedder.y_proj.fc1.weight reads text of width ", b.preset.dit.text_dim, "; ",
@@ -158,15 +168,17 @@ ModelBundle load_release_model(const fs::path& dir, const ReleaseLoadOptions& o)
   b.dit->eval();
   b.text->eval();
   b.codec->module().eval();
-  if (block_swap) b.dit->set_block_offload(std::make_shared<BlockOffload>(*b.dit, o.device));
-  else b.dit->to(o.device);
+  if (block_swap)
+    b.dit->set_block_offload(std::make_shared<BlockOffload>(*b.dit, o.device));
+  else
+    b.dit->to(o.device);
   b.text->to(o.device);
   b.codec->module().to(o.device);
   b.latent_rgb_weight = b.latent_rgb_weight.to(o.device);
   b.latent_rgb_bias = b.latent_rgb_bias.to(o.device);
   log_info(cat(b.run.name, ": DiT ", human_bytes(double(dit_files.total_bytes())), " (", b.preset.dit.depth,
-               " blocks, hidden ", b.preset.dit.hidden, "), T5 ", b.preset.text.layers, " layers, on ", o.device.str(),
-               " in ", c10::toString(dtype), block_swap ? ", block swap" : ""));
+               " blocks, hidden ", b.preset.dit.hidden, "), T5 ", b.preset.text.layers, " layers, on ",
+               o.device.str(), " in ", c10::toString(dtype), block_swap ? ", block swap" : ""));
   return b;
 }
 

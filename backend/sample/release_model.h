@@ -4,7 +4,8 @@
 //   DiT    configuration from the checkpoint's shapes (model/config.h), release tensor names, no learned null
 //          caption: guidance runs against the encoded negative prompt
 //   VAE    the released video VAE (model/mugv_vae.h), configuration from its shapes
-//   text   T5 v1.1 from the folder's config.json and weights (encoder tensors only), spiece.model, 300 tokens,
+//   text   T5 v1.1 from the folder's config.json and weights (encoder tensors only), spiece.model, 300
+//   tokens,
 //          prompts cut as the release's tokenizer cuts them
 //   flow   shift base 512 (the release's timestep transform)
 //
@@ -41,7 +42,8 @@ struct ReleaseDefaults {
 
 struct ReleaseLoadOptions {
   torch::Device device = torch::kCPU;
-  // Weights and activations of the DiT and T5; undefined = bf16 on a GPU, fp32 on a CPU. The VAE runs in fp32.
+  // Weights and activations of the DiT and T5; undefined = bf16 on a GPU, fp32 on a CPU. The VAE runs in
+  // fp32.
   std::optional<torch::ScalarType> dtype;
   OffloadMode offload = OffloadMode::automatic;
   // The video to be generated, for the memory check (0 = skip the check).
@@ -54,6 +56,7 @@ struct ReleaseLoadOptions {
 // model/config.h, model/mugv_vae.h and model/weights.h for files that do not fit (naming file and tensor),
 // Error(out_of_memory) when the generation cannot fit the device even with block swap, and Error(unsupported)
 // for OffloadMode::blocks on a DiT split across ranks.
-[[nodiscard]] ModelBundle load_release_model(const std::filesystem::path& dir, const ReleaseLoadOptions& options);
+[[nodiscard]] ModelBundle load_release_model(const std::filesystem::path& dir,
+                                             const ReleaseLoadOptions& options);
 
 }  // namespace mugv

@@ -416,7 +416,14 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     {
       AutocastScope autocast(s.precision, s.device.type());
       auto text = s.model->text->forward(ids_t, mask_t);
-      auto [text_in, mask_in] = s.model->dit->drop_captions(text, mask_t, fb.drop_caption);
+      // A DiT without a learned null caption (the release layout) drops captions to the encoded empty prompt.
+      torch::Tensor null_text, null_mask;
+      if (!s.model->dit->has_null_caption() && fb.drop_caption.any().item<bool>()) {
+        const auto empty = s.tokenizer->encode("", static_cast<int>(text_tokens), TokenLimitPolicy::truncate);
+        null_mask = torch::tensor(empty.mask, torch::kLong).view({1, -1}).to(s.device, torch::kFloat32);
+        null_text = s.model->text->forward(torch::tensor(empty.ids, torch::kLong).view({1, -1}).to(s.device), null_mask);
+      }
+      auto [text_in, mask_in] = s.model->dit->drop_captions(text, mask_t, fb.drop_caption, null_text, null_mask);
       pred = s.model->dit->forward(fb.x_t, fb.t * kDiTTimesteps, text_in, mask_in, fps, any_cond ? fb.cond_mask : torch::Tensor())
                  .to(torch::kFloat32);  // the loss and its gradient in fp32
     }

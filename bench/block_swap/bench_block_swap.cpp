@@ -35,7 +35,8 @@ int64_t peak_device_bytes(torch::Device device) {
 #ifdef MUGV_HAVE_CUDA
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    return stats.allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)].peak;
+    return stats.allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
+        .peak;
   }
 #endif
   (void)device;
@@ -62,12 +63,18 @@ int main(int argc, char** argv) {
         if (i + 1 >= argc) throw mugv::Error(mugv::ErrorCode::usage, a, "needs a value");
         return argv[++i];
       };
-      if (a == "--device") device_name = next();
-      else if (a == "--hidden") hidden = std::stoi(next());
-      else if (a == "--heads") heads = std::stoi(next());
-      else if (a == "--depth") depth = std::stoi(next());
-      else if (a == "--dtype") dtype_name = next();
-      else if (a == "--repeat") repeat = std::stoi(next());
+      if (a == "--device")
+        device_name = next();
+      else if (a == "--hidden")
+        hidden = std::stoi(next());
+      else if (a == "--heads")
+        heads = std::stoi(next());
+      else if (a == "--depth")
+        depth = std::stoi(next());
+      else if (a == "--dtype")
+        dtype_name = next();
+      else if (a == "--repeat")
+        repeat = std::stoi(next());
       else if (a == "--latent") {
         const auto parts = mugv::split(next(), 'x');
         if (parts.size() != 3) throw mugv::Error(mugv::ErrorCode::usage, a, "expected TxHxW");
@@ -129,19 +136,19 @@ int main(int argc, char** argv) {
     };
     const auto [plain, plain_out] = run(false);
     const auto [swapped, swapped_out] = run(true);
-    nlohmann::json result = {
-        {"bench", "block_swap"},
-        {"device", device.str()},
-        {"dtype", dtype_name},
-        {"hidden", hidden},
-        {"heads", heads},
-        {"depth", depth},
-        {"latent", mugv::cat(frames, "x", height, "x", width)},
-        {"dit_parameters", mugv::dit_parameter_count(c)},
-        {"no_offload", plain},
-        {"block_swap", swapped},
-        {"slowdown", swapped["seconds_per_forward"].get<double>() / plain["seconds_per_forward"].get<double>()},
-        {"max_abs_difference", (plain_out - swapped_out).abs().max().item<double>()}};
+    nlohmann::json result = {{"bench", "block_swap"},
+                             {"device", device.str()},
+                             {"dtype", dtype_name},
+                             {"hidden", hidden},
+                             {"heads", heads},
+                             {"depth", depth},
+                             {"latent", mugv::cat(frames, "x", height, "x", width)},
+                             {"dit_parameters", mugv::dit_parameter_count(c)},
+                             {"no_offload", plain},
+                             {"block_swap", swapped},
+                             {"slowdown", swapped["seconds_per_forward"].get<double>() /
+                                              plain["seconds_per_forward"].get<double>()},
+                             {"max_abs_difference", (plain_out - swapped_out).abs().max().item<double>()}};
     std::cout << result.dump() << std::endl;
     return 0;
   } catch (const std::exception& e) {

@@ -103,12 +103,18 @@ int main(int argc, char** argv) {
         return argv[++i];
       };
       if (a == "--load") return load_child(next());
-      if (a == "--dir") dir = next();
-      else if (a == "--depth") depth = std::stoi(next());
-      else if (a == "--hidden") hidden = std::stoi(next());
-      else if (a == "--heads") heads = std::stoi(next());
-      else if (a == "--keep") keep = true;
-      else throw mugv::Error(mugv::ErrorCode::usage, a, "unknown option");
+      if (a == "--dir")
+        dir = next();
+      else if (a == "--depth")
+        depth = std::stoi(next());
+      else if (a == "--hidden")
+        hidden = std::stoi(next());
+      else if (a == "--heads")
+        heads = std::stoi(next());
+      else if (a == "--keep")
+        keep = true;
+      else
+        throw mugv::Error(mugv::ErrorCode::usage, a, "unknown option");
     }
     fs::create_directories(dir);
     mugv::DiTConfig c;

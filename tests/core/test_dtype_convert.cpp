@@ -17,7 +17,8 @@ TEST_CASE("bf16 and f16 conversions round to nearest even and keep specials", "[
   CHECK(float_to_bf16(1.0f + std::ldexp(1.0f, -8)) == 0x3F80);      // a tie goes to the even neighbour
   CHECK(float_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8)) == 0x3F82);  // ... and up when that is the even one
   CHECK(std::isnan(bf16_to_float(float_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
-  CHECK(bf16_to_float(float_to_bf16(std::numeric_limits<float>::infinity())) == std::numeric_limits<float>::infinity());
+  CHECK(bf16_to_float(float_to_bf16(std::numeric_limits<float>::infinity())) ==
+        std::numeric_limits<float>::infinity());
 
   CHECK(float_to_f16(1.0f) == 0x3C00);
   CHECK(float_to_f16(-2.0f) == 0xC000);

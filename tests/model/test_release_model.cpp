@@ -7,8 +7,8 @@
 #include "model/weights.h"
 #include "support/test_support.h"
 
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <string>
 
@@ -94,7 +94,8 @@ TEST_CASE("release conventions: frame indices, packed captions, clean frames", "
   torch::NoGradGuard no_grad;
   const SafetensorsFile io = SafetensorsFile::open(*io_path);
   auto in = [&](const std::string& what) { return io_tensor(io, "t2v." + what); };
-  const auto x = in("x"), timestep = in("timestep"), y = in("y").squeeze(1), mask = in("mask"), fps = in("fps");
+  const auto x = in("x"), timestep = in("timestep"), y = in("y").squeeze(1), mask = in("mask"),
+             fps = in("fps");
   const auto base = dit->forward_full(x, timestep, y, mask, fps);
 
   // Undefined frame indices and cond_mask mean 0 … T'+1 and all frames noisy.
@@ -118,11 +119,13 @@ TEST_CASE("release conventions: frame indices, packed captions, clean frames", "
   CHECK((conditioned[0] - base[0]).abs().max().item<double>() > 1e-4);
   CHECK(torch::allclose(conditioned[1], base[1], 0, 1e-6));
 
-  Error e = expect_error([&] { (void)dit->forward_full(x, timestep, y, mask, fps, {}, in("frame_indice").narrow(1, 0, 2)); });
+  Error e = expect_error(
+      [&] { (void)dit->forward_full(x, timestep, y, mask, fps, {}, in("frame_indice").narrow(1, 0, 2)); });
   CHECK(e.subject() == "frame_indices");
 }
 
-TEST_CASE("a checkpoint's shapes give the DiT configuration; a preset that differs is named", "[unit][model]") {
+TEST_CASE("a checkpoint's shapes give the DiT configuration; a preset that differs is named",
+          "[unit][model]") {
   torch::manual_seed(3);
   DiTConfig c;
   c.hidden = 64;
@@ -152,18 +155,21 @@ TEST_CASE("a checkpoint's shapes give the DiT configuration; a preset that diffe
   DiTConfig wider = c;
   wider.hidden = 128;
   wider.head_dim = 32;
-  Error e = expect_error([&] { check_dit_matches_checkpoint(wider, "wider", shapes_of(file), "dit.safetensors"); });
+  Error e =
+      expect_error([&] { check_dit_matches_checkpoint(wider, "wider", shapes_of(file), "dit.safetensors"); });
   CHECK(e.code() == ErrorCode::invalid_argument);
   CHECK(std::string(e.what()).find("x_embedder.proj.weight") != std::string::npos);
   CHECK(std::string(e.what()).find("wider") != std::string::npos);
   DiTConfig more_heads = c;
   more_heads.heads = 8;
   more_heads.head_dim = 8;
-  e = expect_error([&] { check_dit_matches_checkpoint(more_heads, "heads", shapes_of(file), "dit.safetensors"); });
+  e = expect_error(
+      [&] { check_dit_matches_checkpoint(more_heads, "heads", shapes_of(file), "dit.safetensors"); });
   CHECK(std::string(e.what()).find("blocks.0.attn.q_norm.weight") != std::string::npos);
   DiTConfig deeper = c;
   deeper.depth = 4;
-  e = expect_error([&] { check_dit_matches_checkpoint(deeper, "deeper", shapes_of(file), "dit.safetensors"); });
+  e = expect_error(
+      [&] { check_dit_matches_checkpoint(deeper, "deeper", shapes_of(file), "dit.safetensors"); });
   CHECK(std::string(e.what()).find("blocks.N") != std::string::npos);
 
   // A file that is not a DiT, or whose output width is not 2·C per patch element, is refused by name.
@@ -213,7 +219,8 @@ TEST_CASE("block swap gives the same outputs with at most two blocks on the devi
   CHECK(offload->blocks() == 4);
   CHECK(offload->block_bytes() > 0);
   dit->set_block_offload(offload);
-  for (int step = 0; step < 2; ++step) CHECK(torch::equal(dit->forward_full(x, timestep, text, {}, fps), plain));
+  for (int step = 0; step < 2; ++step)
+    CHECK(torch::equal(dit->forward_full(x, timestep, text, {}, fps), plain));
   CHECK(offload->peak_resident_blocks() == 2);
 
   torch::AutoGradMode grad(true);
@@ -222,4 +229,33 @@ TEST_CASE("block swap gives the same outputs with at most two blocks on the devi
   CHECK(offload_mode_from_string("auto") == OffloadMode::automatic);
   CHECK(std::string(to_string(OffloadMode::blocks)) == "blocks");
   CHECK_FALSE(offload_mode_from_string("disk"));
+}
+
+TEST_CASE("without a learned null caption, dropped captions become the given encoded empty prompt",
+          "[unit][model]") {
+  DiTConfig c;
+  c.hidden = 48;
+  c.depth = 1;
+  c.heads = 2;
+  c.head_dim = 24;
+  c.in_channels = 4;
+  c.text_dim = 16;
+  c.text_tokens = 6;
+  c.null_caption = false;
+  DiT dit(c);
+  CHECK_FALSE(dit->has_null_caption());
+  CHECK(parameter_count(*dit) == dit_parameter_count(c));
+  auto text = torch::randn({2, 6, 16});
+  auto mask = torch::ones({2, 6});
+  auto drop = torch::tensor({false, true});
+  Error e = expect_error([&] { (void)dit->drop_captions(text, mask, drop); });
+  CHECK(e.code() == ErrorCode::unsupported);
+  auto empty = torch::randn({1, 2, 16});  // an end token and one more
+  auto empty_mask = torch::tensor({{1.0f, 0.0f}});
+  auto [out, out_mask] = dit->drop_captions(text, mask, drop, empty, empty_mask);
+  CHECK(torch::equal(out[0], text[0]));
+  CHECK(torch::equal(out[1].narrow(0, 0, 2), empty[0]));
+  CHECK(out[1].narrow(0, 2, 4).abs().sum().item<float>() == 0.0f);
+  CHECK(torch::equal(out_mask[1], torch::tensor({1.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f})));
+  CHECK(torch::equal(out_mask[0], mask[0]));
 }

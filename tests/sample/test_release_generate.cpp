@@ -15,8 +15,8 @@
 #include "sample/sampler.h"
 #include "support/test_support.h"
 
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <fstream>
 
@@ -28,7 +28,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Widths of 32 so the release's GroupNorm(32) (which shapes cannot tell) fits; 8x compression in time and space.
+// Widths of 32 so the release's GroupNorm(32) (which shapes cannot tell) fits; 8x compression in time and
+// space.
 MugvVAEConfig tiny_release_vae() {
   MugvVAEConfig c;
   c.spatial_channels = {32, 32, 32, 32};
@@ -74,8 +75,13 @@ void write_release_folder(const fs::path& dir) {
 
   const TextEncoderConfig t5 = tiny_t5(tokenizer.vocab_size());
   write_json_atomic(dir / "t5" / "config.json",
-                    {{"model_type", "t5"}, {"d_model", t5.dim}, {"d_kv", t5.head_dim}, {"d_ff", t5.ff_dim},
-                     {"num_layers", t5.layers}, {"num_heads", t5.heads}, {"vocab_size", t5.vocab_size},
+                    {{"model_type", "t5"},
+                     {"d_model", t5.dim},
+                     {"d_kv", t5.head_dim},
+                     {"d_ff", t5.ff_dim},
+                     {"num_layers", t5.layers},
+                     {"num_heads", t5.heads},
+                     {"vocab_size", t5.vocab_size},
                      {"relative_attention_num_buckets", t5.relative_buckets},
                      {"relative_attention_max_distance", t5.relative_max_distance},
                      {"feed_forward_proj", "gated-gelu"}});
@@ -147,7 +153,8 @@ fs::path test_image(const fs::path& dir) {
 
 }  // namespace
 
-TEST_CASE("a released model folder loads with configurations read from its files", "[unit][sample][release]") {
+TEST_CASE("a released model folder loads with configurations read from its files",
+          "[unit][sample][release]") {
   const fs::path& folder = release_folder();
   ModelBundle b = load_release_model(folder, {});
   CHECK(b.preset.dit.hidden == 48);
@@ -220,10 +227,12 @@ TEST_CASE("mugv generate --model runs image-to-video with the release's defaults
   const fs::path& folder = release_folder();
   TempDir dir;
   const fs::path image = test_image(dir.path());
-  auto r = test::run_mugv_cli("generate --model " + folder.string() + " --image " + image.string() +
-                                  " --prompt 'a red circle moving left' --frames 9 --size 32x32 --steps 2 --seed 4 "
-                                  "--out " + (dir / "v.mp4").string() + " --json",
-                              dir.path());
+  auto r = test::run_mugv_cli(
+      "generate --model " + folder.string() + " --image " + image.string() +
+          " --prompt 'a red circle moving left' --frames 9 --size 32x32 --steps 2 --seed 4 "
+          "--out " +
+          (dir / "v.mp4").string() + " --json",
+      dir.path());
   if (!r) return;
   INFO(r->err);
   REQUIRE(r->exit_code == 0);
@@ -235,8 +244,8 @@ TEST_CASE("mugv generate --model runs image-to-video with the release's defaults
   CHECK(info.metadata["seed"] == "4");
   CHECK(info.nominal_fps == Approx(30.0));
 
-  auto missing = test::run_mugv_cli("generate --model no-such-model --prompt 'x' --out " + (dir / "w.mp4").string(),
-                                    dir.path());
+  auto missing = test::run_mugv_cli(
+      "generate --model no-such-model --prompt 'x' --out " + (dir / "w.mp4").string(), dir.path());
   CHECK(missing->exit_code == 1);
   CHECK_THAT(missing->err, Catch::Contains("no-such-model"));
 }

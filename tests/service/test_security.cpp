@@ -340,6 +340,26 @@ TEST_CASE("the real mugv serve refuses jobs whose files are outside its allowed 
       client.request(MessageType::submit_job, make_dataset_job(extra / "shapes", 2))["job"]["id"];
   CHECK(wait_for_state(client, id, "succeeded") == "succeeded");
   CHECK(fs::exists(extra / "shapes" / "manifest.jsonl"));
+
+  // A released model named by --model is the server's own $MUGV_HOME/models/NAME; a folder outside is refused.
+  auto generate_with = [&](const std::string& model) {
+    return nlohmann::json{{"kind", "generate"},
+                          {"params",
+                           {{"command", {"generate"}},
+                            {"values",
+                             {{"generate.model", model},
+                              {"generate.prompt", "a red circle"},
+                              {"generate.out", (home / "g.mp4").string()}}}}}};
+  };
+  const Error outside_model = refused(generate_with("/etc"));
+  if (outside_model.code() == ErrorCode::not_found) {
+    WARN("this server has no generate command (built without LibTorch): --model confinement not exercised");
+  } else {
+    CHECK(outside_model.code() == ErrorCode::forbidden);
+    CHECK(contains(outside_model.what(), "--model"));
+    const int64_t named = client.request(MessageType::submit_job, generate_with("MUG-V-10B"))["job"]["id"];
+    CHECK(wait_for_state(client, named, "failed") == "failed");  // queued, then no such model folder
+  }
 }
 
 TEST_CASE("mugv keys and mugv --server tcp:// --server-key from the command line", "[service][tcp]") {
