@@ -1,46 +1,27 @@
 // Runs the real `mugv` binary as a user would and checks exit codes, stdout and stderr.
+#include "core/dtype_convert.h"
 #include "core/paths.h"
+#include "core/safetensors.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include <cstdio>
 #include <cstdlib>
-#include <sys/wait.h>
+#include <cstring>
 
 using namespace mugv;
 using mugv::test::TempDir;
 
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+std::string quote(const std::string& s) { return test::shell_quote_arg(s); }
 
 // Runs mugv with `args` (already shell-quoted where needed) and MUGV_HOME set to `home`.
-RunResult run_mugv(const std::string& args, const fs::path& home) {
-  static int counter = 0;
-  fs::path err_file = home / ("stderr-" + std::to_string(counter++) + ".txt");
-  std::string cmd = "MUGV_HOME=" + quote(home.string()) + " " + quote((test::binary_dir() / "bin/mugv").string()) +
-                    " " + args + " 2>" + quote(err_file.string());
-  RunResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  REQUIRE(pipe);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
-  int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = read_text_file(err_file);
-  return r;
+test::CliResult run_mugv(const std::string& args, const fs::path& home) {
+  auto r = test::run_mugv_cli(args, home, home);
+  REQUIRE(r);
+  return *r;
 }
 
 }  // namespace
@@ -177,4 +158,53 @@ TEST_CASE("caption writes template captions and refuses missing options", "[cli]
   auto shown = nlohmann::json::parse(run_mugv("dataset show s --json", home.path()).out);
   CHECK(shown["clips"][0]["caption"].get<std::string>().rfind("clip ", 0) == 0);
   CHECK(shown["clips"][0]["caption_origin"] == "template");
+}
+
+TEST_CASE("mugv convert rewrites dit.pt as safetensors, optionally in bf16, and refuses what is not weights",
+          "[cli]") {
+  TempDir home;
+  auto pt = test::golden_data_file("mugv_dit_tiny.pt");
+  auto reference = test::golden_data_file("mugv_dit_tiny.safetensors");
+  if (!pt || !reference) return;
+  const fs::path out = home.path() / "dit.safetensors", half = home.path() / "dit-bf16.safetensors";
+  auto r = run_mugv("convert " + quote(pt->string()) + " " + quote(out.string()) + " --json", home.path());
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["format"] == "torch_zip");
+  CHECK(j["tensors"] == 63);
+  CHECK(j["converted_tensors"] == 0);
+  // The same tensors, byte for byte, as the reference's own safetensors file.
+  const SafetensorsFile written = SafetensorsFile::open(out), expected = SafetensorsFile::open(*reference);
+  REQUIRE(written.names() == expected.names());
+  for (const auto& name : expected.names()) {
+    const TensorView &a = written.at(name), &b = expected.at(name);
+    REQUIRE(a.shape == b.shape);
+    REQUIRE(a.size_bytes == b.size_bytes);
+    CHECK(std::memcmp(a.data, b.data, a.size_bytes) == 0);
+  }
+  CHECK(written.metadata().at("source_format") == "torch_zip");
+
+  r = run_mugv("convert " + quote(pt->string()) + " " + quote(half.string()) + " --dtype bf16", home.path());
+  REQUIRE(r.exit_code == 0);
+  const SafetensorsFile narrowed = SafetensorsFile::open(half);
+  const TensorView& w = narrowed.at("blocks.0.attn.qkv.weight");
+  const TensorView& w32 = expected.at("blocks.0.attn.qkv.weight");
+  CHECK(w.dtype == DType::bf16);
+  CHECK(w.size_bytes * 2 == w32.size_bytes);
+  float first = 0;
+  std::memcpy(&first, w32.data, 4);
+  uint16_t first_bf16 = 0;
+  std::memcpy(&first_bf16, w.data, 2);
+  CHECK(first_bf16 == float_to_bf16(first));
+
+  test::write_bytes(home.path() / "notes.pt", "not weights at all");
+  auto not_weights = run_mugv("convert " + quote((home.path() / "notes.pt").string()) + " " +
+                                  quote((home.path() / "x.safetensors").string()),
+                              home.path());
+  CHECK(not_weights.exit_code == 1);
+  CHECK(not_weights.err.find("neither a safetensors file nor a torch.save zip checkpoint") != std::string::npos);
+  CHECK_FALSE(fs::exists(home.path() / "x.safetensors"));
+  auto wrong_out = run_mugv("convert " + quote(pt->string()) + " " + quote((home.path() / "x.bin").string()), home.path());
+  CHECK(wrong_out.exit_code == 2);
 }

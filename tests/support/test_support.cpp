@@ -61,14 +61,23 @@ std::optional<fs::path> golden_data_file(const std::string& name) {
 
 fs::path binary_dir() { return MUGV_BINARY_DIR; }
 
-std::optional<CliResult> run_mugv_cli(const std::string& args, const fs::path& scratch) {
+std::string shell_quote_arg(const std::string& text) {
+  std::string q = "'";
+  for (char c : text) q += (c == '\'') ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::optional<CliResult> run_mugv_cli(const std::string& args, const fs::path& scratch,
+                                      const std::optional<fs::path>& home) {
   const fs::path exe = binary_dir() / "bin" / "mugv";
   if (!fs::exists(exe)) {
     WARN("skipped: " << exe << " is not built");
     return std::nullopt;
   }
-  const fs::path err = scratch / "stderr.txt";
-  FILE* pipe = popen((exe.string() + " " + args + " 2>" + err.string()).c_str(), "r");
+  static int calls = 0;
+  const fs::path err = scratch / ("stderr-" + std::to_string(calls++) + ".txt");
+  const std::string env = home ? "MUGV_HOME=" + shell_quote_arg(home->string()) + " " : std::string();
+  FILE* pipe = popen((env + shell_quote_arg(exe.string()) + " " + args + " 2>" + shell_quote_arg(err.string())).c_str(), "r");
   REQUIRE(pipe);
   CliResult r;
   char buf[4096];

@@ -44,9 +44,13 @@ struct CliResult {
   int exit_code = -1;
   std::string out, err;
 };
-// Runs the built `mugv` with `args` (a shell-quoted string) in this process's environment, stderr captured
-// through a file in `scratch`; nullopt, after a skip note, when it is not built.
-std::optional<CliResult> run_mugv_cli(const std::string& args, const fs::path& scratch);
+// Runs the built `mugv` with `args` (a shell-quoted string) in this process's environment (with MUGV_HOME set
+// to `home` when given), stderr captured through a file in `scratch`; nullopt, after a skip note, when it is
+// not built.
+std::optional<CliResult> run_mugv_cli(const std::string& args, const fs::path& scratch,
+                                      const std::optional<fs::path>& home = std::nullopt);
+// `text` in single quotes for a shell command line.
+std::string shell_quote_arg(const std::string& text);
 
 // The build tree (for locating built executables such as mugv).
 fs::path binary_dir();
