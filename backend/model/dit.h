@@ -232,7 +232,8 @@ class DiTImpl : public torch::nn::Module {
   DiTParallelOps* parallel() const { return parallel_.get(); }
 
   // Runs the blocks through `offload` (model/block_offload.h: block swap for inference on a device that
-  // cannot hold every block); empty = all weights where they are. Build it over this model first.
+  // cannot hold every block); empty = all weights where they are. Build it over this model first, and do not
+  // move the model with to() afterwards: the offload owns where each block's weights are.
   void set_block_offload(std::shared_ptr<BlockOffload> offload) { offload_ = std::move(offload); }
   BlockOffload* block_offload() const { return offload_.get(); }
   const DiTConfig& config() const { return config_; }

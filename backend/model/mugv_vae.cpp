@@ -1,6 +1,6 @@
 #include "model/mugv_vae.h"
 
-#include <torch/version.h>
+#include "model/dit.h"
 
 #include <algorithm>
 #include <cmath>
@@ -416,15 +416,9 @@ torch::Tensor MugvAttention2dImpl::forward(const torch::Tensor& x) {
   auto q = to_q(seq).unsqueeze(1);
   auto k = to_k(seq).unsqueeze(1);
   auto v = to_v(seq).unsqueeze(1);
-#if TORCH_VERSION_MAJOR >= 2
-  auto attended = at::scaled_dot_product_attention(q, k, v).squeeze(1);
-#else
-  // The same computation for LibTorch 1.x, which has no fused attention: it holds an [H·W]² score
-  // matrix per frame (about 0.8 GB in f32 for a 720p frame's 90 × 160 features).
-  const double softmax_scale = 1.0 / std::sqrt(static_cast<double>(c));
-  auto attended =
-      torch::matmul(torch::softmax(torch::matmul(q, k.transpose(-2, -1)) * softmax_scale, -1), v).squeeze(1);
-#endif
+  // Fused on LibTorch >= 2 (model/dit.h attention()); on 1.x it holds an [H·W]² score matrix per frame
+  // (about 0.8 GB in f32 for a 720p frame's 90 × 160 features).
+  auto attended = attention(q, k, v).squeeze(1);
   auto out = to_out->at<torch::nn::LinearImpl>(0).forward(attended);
   return out.transpose(1, 2).reshape({n, c, h, w}) + x;
 }
