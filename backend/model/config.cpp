@@ -460,6 +460,16 @@ TextEncoderConfig t5_config_from_hf_json(const nlohmann::json& config, int max_t
   return c;
 }
 
+DiTConfig release_width_dit(int hidden, int heads, int depth) {
+  DiTConfig c = load_model_preset("mugv-10b").dit;
+  c.hidden = hidden;
+  c.heads = heads;
+  c.head_dim = heads > 0 ? hidden / heads : 0;
+  c.depth = depth;
+  validate(c, "release width DiT");
+  return c;
+}
+
 int64_t dit_video_tokens(const DiTConfig& c, int64_t latent_frames, int64_t latent_height, int64_t latent_width) {
   auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   return ceil_div(latent_frames, c.patch_t) * ceil_div(latent_height, c.patch_h) *

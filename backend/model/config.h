@@ -131,6 +131,11 @@ void validate(const ModelPreset& preset);
 // Names of the model presets found on the preset search path, sorted.
 [[nodiscard]] std::vector<std::string> model_preset_names();
 
+// The mugv-10b preset's DiT (release layout: 24 latent channels, T5 width 4096, 300 tokens, no learned null
+// caption) at another width and depth, for benchmarks that need the release's shapes without its 56 blocks.
+// Throws as load_model_preset, and Error(invalid_argument) when heads do not divide hidden.
+[[nodiscard]] DiTConfig release_width_dit(int hidden, int heads, int depth);
+
 // The shape of a checkpoint's tensor by name; std::nullopt when the checkpoint has no such tensor.
 using TensorShapeLookup = std::function<std::optional<std::vector<int64_t>>(const std::string& name)>;
 

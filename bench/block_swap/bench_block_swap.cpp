@@ -89,15 +89,7 @@ int main(int argc, char** argv) {
     if (device.is_cuda() && !torch::cuda::is_available())
       throw mugv::Error(mugv::ErrorCode::unsupported, "--device", "no CUDA device visible");
     const auto dtype = dtype_name == "bf16" ? torch::kBFloat16 : torch::kFloat32;
-    mugv::DiTConfig c;
-    c.hidden = hidden;
-    c.heads = heads;
-    c.head_dim = hidden / heads;
-    c.depth = depth;
-    c.in_channels = 24;
-    c.text_dim = 4096;
-    c.text_tokens = 300;
-    c.null_caption = false;
+    mugv::DiTConfig c = mugv::release_width_dit(hidden, heads, depth);
     torch::NoGradGuard no_grad;
     torch::manual_seed(0);
     auto x = torch::randn({2, c.in_channels, frames, height, width}).to(device, dtype);

@@ -117,15 +117,7 @@ int main(int argc, char** argv) {
         throw mugv::Error(mugv::ErrorCode::usage, a, "unknown option");
     }
     fs::create_directories(dir);
-    mugv::DiTConfig c;
-    c.hidden = hidden;
-    c.heads = heads;
-    c.head_dim = hidden / heads;
-    c.depth = depth;
-    c.in_channels = 24;
-    c.text_dim = 4096;
-    c.text_tokens = 300;
-    c.null_caption = false;
+    const mugv::DiTConfig c = mugv::release_width_dit(hidden, heads, depth);
     {
       // Written once, then freed before anything is measured.
       torch::NoGradGuard no_grad;
