@@ -27,11 +27,7 @@ int run(const Invocation& inv) {
     // The checkpoint's shapes against the preset: an error naming the tensor that differs.
     const std::string path = v.get_text("model.weights");
     const WeightFiles files = WeightFiles::open(path);
-    auto shape = [&files](const std::string& name) -> std::optional<std::vector<int64_t>> {
-      if (!files.contains(name)) return std::nullopt;
-      return files.at(name).shape;
-    };
-    check_dit_matches_checkpoint(preset.dit, preset.name, shape, path);
+    check_dit_matches_checkpoint(preset.dit, preset.name, shapes_of(files), path);
     weights_note = cat(path, " is a DiT of this preset's shape (", to_string(files.format()), ", ",
                        human_bytes(double(files.total_bytes())), ")");
   }

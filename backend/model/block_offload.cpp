@@ -92,7 +92,6 @@ void BlockOffload::before_block(size_t index) {
     for (auto& staged : block.staged) staged.record_stream(current);
   }
   for (size_t k = 0; k < block.parameters.size(); ++k) block.parameters[k].set_data(block.staged[k]);
-  block.resident = true;
   // The next block's copy overlaps this block's compute; after the last block, the first one's (the next
   // sampling step starts there).
   stage((index + 1) % blocks_.size());
@@ -104,7 +103,6 @@ void BlockOffload::after_block(size_t index) {
   for (size_t k = 0; k < block.parameters.size(); ++k) block.parameters[k].set_data(block.host[k]);
   block.staged.clear();
   block.copied.reset();
-  block.resident = false;
 }
 
 }  // namespace mugv

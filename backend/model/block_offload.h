@@ -63,7 +63,6 @@ class BlockOffload {
     std::vector<torch::Tensor> host;        // where the weights live between uses
     std::vector<torch::Tensor> staged;      // device copies being made or in use; empty when not staged
     std::optional<c10::Event> copied;       // recorded on the copy stream after the copies (GPU only)
-    bool resident = false;
   };
   void stage(size_t index);
   int resident_count() const;

@@ -354,6 +354,13 @@ std::vector<int64_t> checkpoint_shape(const TensorShapeLookup& shape, const std:
 
 }  // namespace
 
+TensorShapeLookup shapes_of(const WeightFiles& files) {
+  return [&files](const std::string& name) -> std::optional<std::vector<int64_t>> {
+    if (!files.contains(name)) return std::nullopt;
+    return files.at(name).shape;
+  };
+}
+
 DiTConfig dit_config_from_checkpoint(const TensorShapeLookup& shape, int text_tokens, const std::string& subject) {
   auto misfit = [&](const std::string& name, const std::vector<int64_t>& s, const std::string& why) {
     throw Error(ErrorCode::format, subject, name + " is " + shape_text(s) + ": " + why);

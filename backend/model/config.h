@@ -17,6 +17,8 @@
 // RAM of a workstation, and the planner needs the numbers before anything is allocated. The
 // model tests check each count against the instantiated module for the small presets.
 
+#include "core/weight_files.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -138,6 +140,11 @@ void validate(const ModelPreset& preset);
 
 // The shape of a checkpoint's tensor by name; std::nullopt when the checkpoint has no such tensor.
 using TensorShapeLookup = std::function<std::optional<std::vector<int64_t>>(const std::string& name)>;
+// The shapes of the tensors in `files` (which must outlive the lookup).
+[[nodiscard]] TensorShapeLookup shapes_of(const WeightFiles& files);
+// The release's T5 reads prompts of this many tokens; a checkpoint without a learned null caption has this
+// text length.
+constexpr int kReleaseTextTokens = 300;
 
 // The DiT configuration that a checkpoint in the release's tensor layout (model/dit.h) implies: hidden,
 // latent channels and patch from x_embedder.proj.weight [d, C, pt, ph, pw]; head_dim from the q-norm width

@@ -115,11 +115,7 @@ std::vector<InstalledModel> list_installed_models(const fs::path& root) {
     for (const auto& m : missing) model.problem += (model.problem.empty() ? "" : "; ") + m;
     try {
       const WeightFiles dit = WeightFiles::open(model.files.dit);
-      auto shape = [&dit](const std::string& name) -> std::optional<std::vector<int64_t>> {
-        if (!dit.contains(name)) return std::nullopt;
-        return dit.at(name).shape;
-      };
-      model.dit = dit_config_from_checkpoint(shape, 300, model.files.dit.string());
+      model.dit = dit_config_from_checkpoint(shapes_of(dit), kReleaseTextTokens, model.files.dit.string());
       model.dit_bytes = static_cast<int64_t>(dit.total_bytes());
     } catch (const Error& e) {
       model.dit_error = e.what();

@@ -254,11 +254,4 @@ LoadReport load_module(torch::nn::Module& module, const std::filesystem::path& p
   return load_module(module, files, {}, unexpected);
 }
 
-TensorShapeLookup shapes_of(const WeightFiles& files) {
-  return [&files](const std::string& name) -> std::optional<std::vector<int64_t>> {
-    if (!files.contains(name)) return std::nullopt;
-    return files.at(name).shape;
-  };
-}
-
 }  // namespace mugv

@@ -64,9 +64,6 @@ LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, c
 LoadReport load_module(torch::nn::Module& module, const WeightFiles& files, const TensorNameMap& names,
                        UnexpectedTensors unexpected);
 
-// Shapes of the tensors in `files`, for the configuration readers of model/config.h (the files must outlive it).
-[[nodiscard]] TensorShapeLookup shapes_of(const WeightFiles& files);
-
 // Every parameter and buffer by path (what save_module writes).
 [[nodiscard]] std::vector<std::pair<std::string, torch::Tensor>> module_state(const torch::nn::Module& module);
 

@@ -151,12 +151,12 @@ void load_vae_side(ModelBundle& b, const std::string& run_name) {
   if (b.vae_run.kind != RunLayoutKind::vae)
     throw Error(ErrorCode::invalid_argument, b.run.vae_run,
                 cat("is a ", to_string(b.vae_run.kind), " run, not a VAE run"));
-  b.vae = VideoVAE(b.preset.vae);
+  VideoVAE vae(b.preset.vae);
   const CheckpointRef vae_ckpt = latest_checkpoint(vae_paths, b.run.vae_run, &b.refused);
   b.vae_checkpoint_step = vae_ckpt.step;
-  load_prefixed({{"vae", b.vae.ptr()}}, vae_ckpt.dir / "model.safetensors");
-  apply_latent_stats(*b.vae, vae_paths);
-  b.codec = make_video_codec(b.vae);
+  load_prefixed({{"vae", vae.ptr()}}, vae_ckpt.dir / "model.safetensors");
+  apply_latent_stats(*vae, vae_paths);
+  b.codec = make_video_codec(vae);
   load_latent_rgb(b, vae_paths.latent_rgb());
 
   if (auto base = shift_base_of(b.run.config)) {

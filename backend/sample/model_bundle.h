@@ -48,8 +48,7 @@ struct ModelBundle {
   std::shared_ptr<Tokenizer> tokenizer;
   std::shared_ptr<TextEncoderBase> text;
   DiT dit{nullptr};
-  VideoVAE vae{nullptr};                // the run's own VAE; null for a released model
-  std::shared_ptr<VideoCodec> codec;    // what the sampler uses: vae's codec, or the released VAE's
+  std::shared_ptr<VideoCodec> codec;  // the run's VAE run's VideoVAE, or a released model's VAE
   int64_t checkpoint_step = 0;
   WeightsKind weights = WeightsKind::unknown;
   int64_t vae_checkpoint_step = 0;

@@ -59,7 +59,7 @@ bool choose_block_swap(const ModelBundle& b, const MugvVAEConfig& vae, const Rel
   if (!available) {
     log_warning(
         cat(dir.string(), ": cannot read the free memory of ", o.device.str(), "; not checking the fit"));
-    return o.offload == OffloadMode::blocks;
+    return false;  // OffloadMode::blocks returned above
   }
   const auto usable = static_cast<int64_t>(0.9 * static_cast<double>(*available));  // allocator slack
   auto breakdown = [&](const InferenceMemory& m) {
@@ -115,7 +115,6 @@ ModelBundle load_release_model(const fs::path& dir, const ReleaseLoadOptions& o)
   const torch::ScalarType dtype = o.dtype.value_or(o.device.is_cuda() ? torch::kBFloat16 : torch::kFloat32);
   const WeightFiles dit_files = WeightFiles::open(files.dit);
   const WeightFiles vae_files = WeightFiles::open(*files.vae);
-  const WeightFiles text_files = WeightFiles::open(*files.text_encoder);
 
   ModelBundle b;
   b.device = o.device;
@@ -147,11 +146,7 @@ ModelBundle load_release_model(const fs::path& dir, const ReleaseLoadOptions& o)
   }
   (void)load_module(*b.dit, dit_files, {}, UnexpectedTensors::error);
   // A Hugging Face T5 folder may hold the whole encoder-decoder; only the encoder's tensors are read.
-  auto t5_names = [](const std::string& name) -> std::vector<std::string> {
-    if (name == "embed_tokens.weight") return {"shared.weight", "encoder.embed_tokens.weight"};
-    return {"encoder." + name};
-  };
-  (void)load_module(*b.text, text_files, t5_names, UnexpectedTensors::ignore);
+  (void)load_t5_encoder(*std::dynamic_pointer_cast<T5EncoderImpl>(b.text), *files.text_encoder);
   MugvVAE vae(vae_config);
   (void)load_module(*vae, vae_files, {}, UnexpectedTensors::error);
   b.codec = make_video_codec(vae);

@@ -27,7 +27,7 @@ namespace mugv {
 
 // What the release's inference pipeline sets (infer_pipeline.py) and `mugv generate --model` uses by default.
 struct ReleaseDefaults {
-  static constexpr int text_tokens = 300;
+  static constexpr int text_tokens = kReleaseTextTokens;
   static constexpr double fps = 30.0;
   static constexpr int steps = 25;
   static constexpr double cfg_scale = 4.0;

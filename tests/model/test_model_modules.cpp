@@ -7,6 +7,7 @@
 #include "model/text_encoder.h"
 #include "model/vae.h"
 #include "model/weights.h"
+#include "support/model_fixtures.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
@@ -25,18 +26,7 @@ ModelPreset preset(const std::string& name) {
 }
 
 
-// A DiT small enough for quick checks: 2 blocks, hidden 48 (2 heads x 24).
-DiTConfig micro_dit() {
-  DiTConfig c;
-  c.hidden = 48;
-  c.depth = 2;
-  c.heads = 2;
-  c.head_dim = 24;
-  c.in_channels = 4;
-  c.text_dim = 16;
-  c.text_tokens = 6;
-  return c;
-}
+DiTConfig micro_dit() { return test::micro_dit_config(); }
 
 VAEConfig micro_vae() {
   VAEConfig c;

@@ -5,6 +5,7 @@
 #include "model/config.h"
 #include "model/dit.h"
 #include "model/weights.h"
+#include "support/model_fixtures.h"
 #include "support/test_support.h"
 
 #include <torch/torch.h>
@@ -48,7 +49,7 @@ TEST_CASE("the released DiT reproduces the reference outputs in fp32, from dit.p
     auto weights = test::golden_data_file(file_name);
     if (!weights) continue;
     const WeightFiles files = WeightFiles::open(*weights);
-    const DiTConfig config = dit_config_from_checkpoint(shapes_of(files), 300, weights->string());
+    const DiTConfig config = dit_config_from_checkpoint(shapes_of(files), kReleaseTextTokens, weights->string());
     CHECK(config.hidden == 96);
     CHECK(config.depth == 2);
     CHECK(config.heads == 2);
@@ -88,7 +89,7 @@ TEST_CASE("release conventions: frame indices, packed captions, clean frames", "
   auto io_path = test::golden_data_file("mugv_dit_tiny_io.safetensors");
   if (!weights || !io_path) return;
   const SafetensorsFile file = SafetensorsFile::open(*weights);
-  DiT dit(dit_config_from_checkpoint(shapes_of(file), 300, weights->string()));
+  DiT dit(dit_config_from_checkpoint(shapes_of(file), kReleaseTextTokens, weights->string()));
   (void)load_module(*dit, file, {}, UnexpectedTensors::error);
   dit->eval();
   torch::NoGradGuard no_grad;
@@ -194,15 +195,7 @@ TEST_CASE("a checkpoint's shapes give the DiT configuration; a preset that diffe
 
 TEST_CASE("block swap gives the same outputs with at most two blocks on the device", "[unit][model]") {
   torch::manual_seed(8);
-  DiTConfig c;
-  c.hidden = 48;
-  c.depth = 4;
-  c.heads = 2;
-  c.head_dim = 24;
-  c.in_channels = 4;
-  c.text_dim = 16;
-  c.text_tokens = 6;
-  DiT dit(c);
+  DiT dit(test::micro_dit_config(4));
   {
     torch::NoGradGuard no_grad;
     for (auto& p : dit->parameters()) p.add_(torch::randn_like(p) * 0.05);
@@ -233,14 +226,7 @@ TEST_CASE("block swap gives the same outputs with at most two blocks on the devi
 
 TEST_CASE("without a learned null caption, dropped captions become the given encoded empty prompt",
           "[unit][model]") {
-  DiTConfig c;
-  c.hidden = 48;
-  c.depth = 1;
-  c.heads = 2;
-  c.head_dim = 24;
-  c.in_channels = 4;
-  c.text_dim = 16;
-  c.text_tokens = 6;
+  DiTConfig c = test::micro_dit_config(1);
   c.null_caption = false;
   DiT dit(c);
   CHECK_FALSE(dit->has_null_caption());

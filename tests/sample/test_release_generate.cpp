@@ -13,6 +13,7 @@
 #include "model/weights.h"
 #include "sample/release_model.h"
 #include "sample/sampler.h"
+#include "support/model_fixtures.h"
 #include "support/test_support.h"
 
 #include <torch/torch.h>
@@ -105,14 +106,8 @@ void write_release_folder(const fs::path& dir) {
   perturb(*vae);
   save_module(*vae, dir / "vae.safetensors");
 
-  DiTConfig dit;
-  dit.hidden = 48;
-  dit.depth = 3;
-  dit.heads = 2;
-  dit.head_dim = 24;
-  dit.in_channels = 4;
-  dit.text_dim = t5.dim;
-  dit.text_tokens = 300;
+  DiTConfig dit = test::micro_dit_config(3);  // text width 16 = the T5's
+  dit.text_tokens = kReleaseTextTokens;
   dit.null_caption = false;
   DiT model(dit);
   perturb(*model);
