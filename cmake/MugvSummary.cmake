@@ -1,6 +1,7 @@
 message(STATUS "")
 message(STATUS "MUG-V Studio ${PROJECT_VERSION} configuration")
 message(STATUS "  build type          ${CMAKE_BUILD_TYPE}")
+message(STATUS "  compute only        ${MUGV_COMPUTE_ONLY}")
 message(STATUS "  tests               ${MUGV_BUILD_TESTS}")
 message(STATUS "  benchmarks          ${MUGV_BUILD_BENCH}")
 message(STATUS "  Qt6 studio          ${MUGV_BUILD_UI}")

@@ -4,7 +4,7 @@
 #include "catalog/catalog.h"
 #include "core/error.h"
 #include "core/paths.h"
-#include "train/latent_cache.h"
+#include "train/latent_encode.h"
 
 #include <nlohmann/json.hpp>
 

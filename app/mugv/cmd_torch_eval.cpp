@@ -16,6 +16,8 @@
 #include "model/compute.h"
 #include "sample/eval.h"
 #include "sample/sampler.h"
+#include "sample/video_io.h"
+#include "train/clip_video.h"
 #include "train/train_support.h"
 
 #include <nlohmann/json.hpp>

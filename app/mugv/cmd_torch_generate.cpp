@@ -16,6 +16,7 @@
 #include "model/release_files.h"
 #include "sample/release_model.h"
 #include "sample/sampler.h"
+#include "sample/video_io.h"
 
 #include <nlohmann/json.hpp>
 
@@ -109,8 +110,8 @@ void define(ParamRegistry& r) {
 // Keeps the generation in the catalog's history (the studio's prompt library shows it): linked to the
 // saved prompt with the same text when there is one. A catalog that cannot be written costs the history
 // entry only, never the video.
-void record_generation(const GenerateRequest& request, const ModelBundle& bundle, const fs::path& out,
-                       const SampleResult& result) {
+void record_generation(const GenerateRequest& request, const std::optional<fs::path>& image,
+                       const ModelBundle& bundle, const fs::path& out, const SampleResult& result) {
   try {
     Catalog catalog = Catalog::open(catalog_path());
     Generation g;
@@ -126,7 +127,7 @@ void record_generation(const GenerateRequest& request, const ModelBundle& bundle
     g.width = request.width;
     g.height = request.height;
     g.frames = request.frames;
-    if (request.first_frame) g.image_path = *request.first_frame;
+    if (image) g.image_path = *image;
     g.output_path = fs::absolute(out);
     g.settings = {{bundle.run.preset == "release" ? "model" : "run", bundle.run.name},
                   {"checkpoint_step", bundle.checkpoint_step},
@@ -183,7 +184,12 @@ int run(const Invocation& inv) {
     request.width = a == "9:16" ? 1280 : a == "1:1" ? 960 : 720;
   }
   request.fps = release && !given_on_command_line(v, "generate.fps") ? ReleaseDefaults::fps : v.get_real("generate.fps");
-  if (v.has("generate.image")) request.first_frame = fs::path(v.get_text("generate.image"));
+  // The image is read and fitted before the model loads, so a bad file fails at once.
+  std::optional<fs::path> image;
+  if (v.has("generate.image")) {
+    image = fs::path(v.get_text("generate.image"));
+    request.first_frame = load_condition_image(*image, request.width, request.height);
+  }
 
   const torch::Device device = choose_compute_device(v.get_text("generate.device"));
   ModelBundle bundle;
@@ -223,7 +229,7 @@ int run(const Invocation& inv) {
     }
   }
   save_video(out, result, request.fps, static_cast<int>(v.get_int("generate.crf")));
-  record_generation(request, bundle, out, result);
+  record_generation(request, image, bundle, out, result);
 
   if (inv.json) {
     nlohmann::json j = {{"out", out.string()},

@@ -6,6 +6,9 @@
 
 #include <ATen/autocast_mode.h>
 #include <c10/core/DefaultDtype.h>
+#ifdef MUGV_HAVE_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -140,6 +143,31 @@ std::optional<int64_t> device_memory_available_bytes(torch::Device device) {
   } catch (const std::exception&) {
     return std::nullopt;
   }
+}
+
+void synchronize_device(torch::Device device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+}
+
+std::optional<int64_t> peak_device_memory_bytes(torch::Device device) {
+#ifdef MUGV_HAVE_CUDA
+  if (device.is_cuda()) {
+    const auto index = device.has_index() ? device.index() : c10::DeviceIndex(0);
+    // allocated_bytes[0] is the aggregate over the small and large pools (StatType::AGGREGATE == 0; the
+    // enum moved namespaces between LibTorch releases, the index did not).
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(index).allocated_bytes[0].peak;
+  }
+#endif
+  (void)device;
+  return std::nullopt;
+}
+
+void reset_peak_device_memory(torch::Device device) {
+#ifdef MUGV_HAVE_CUDA
+  if (device.is_cuda())
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.has_index() ? device.index() : c10::DeviceIndex(0));
+#endif
+  (void)device;
 }
 
 DefaultDtypeScope::DefaultDtypeScope(torch::ScalarType dtype) : previous_(c10::get_default_dtype()) {

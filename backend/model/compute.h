@@ -55,6 +55,14 @@ class DefaultDtypeScope {
 // LibTorch's caching allocator holds in reserve counts as used). nullopt when it cannot be read.
 [[nodiscard]] std::optional<int64_t> device_memory_available_bytes(torch::Device device);
 
+// Waits until the work queued on `device` has finished (nothing to wait for on the CPU), so a wall-clock
+// timing measures the work and not its launch.
+void synchronize_device(torch::Device device);
+// The most bytes the CUDA caching allocator has held in tensors on `device` since the last
+// reset_peak_device_memory (or the start); nullopt for the CPU (use peak_rss_bytes) or a build without CUDA.
+[[nodiscard]] std::optional<int64_t> peak_device_memory_bytes(torch::Device device);
+void reset_peak_device_memory(torch::Device device);
+
 enum class ComputePrecision { fp32 = 0, bf16 };
 const char* to_string(ComputePrecision precision);
 // "fp32" or "bf16"; nullopt for anything else.

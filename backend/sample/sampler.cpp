@@ -3,7 +3,6 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
-#include "media/image.h"
 #include "sample/schedule.h"
 #include "train/train_support.h"
 
@@ -139,31 +138,6 @@ std::vector<RgbFrame> decode_video(ModelBundle& b, const torch::Tensor& latent, 
 
 }  // namespace
 
-namespace {
-
-// The image as read, after checking that it can be fitted to width x height.
-RgbFrame read_fittable_image(const fs::path& path, int width, int height) {
-  RgbFrame image = read_image(path);
-  const double image_aspect = double(image.width) / image.height, target_aspect = double(width) / height;
-  const double mismatch = std::max(image_aspect / target_aspect, target_aspect / image_aspect);
-  if (mismatch > 2.0)
-    throw Error(ErrorCode::invalid_argument, path.string(),
-                cat("image is ", image.width, "x", image.height,
-                    "; its aspect ratio is too far from the target ", width, "x", height,
-                    " to crop (more than half would be lost); crop it yourself or change --size"));
-  return image;
-}
-
-}  // namespace
-
-RgbFrame load_condition_image(const fs::path& path, int width, int height) {
-  RgbFrame image = read_fittable_image(path, width, height);
-  if (image.width == width && image.height == height) return image;
-  log_info(cat(path.string(), ": ", image.width, "x", image.height, " scaled and centre-cropped to ", width,
-               "x", height));
-  return resize(image, width, height, ResizeMode::center_crop);
-}
-
 void validate_request(const ModelBundle& b, const GenerateRequest& r) {
   const VideoCodec& codec = *b.codec;
   const auto& dit = b.preset.dit;
@@ -188,7 +162,10 @@ void validate_request(const ModelBundle& b, const GenerateRequest& r) {
       throw Error(e.code(), text == &r.prompt ? "prompt" : "negative prompt", e.message());
     }
   }
-  if (r.first_frame) (void)read_fittable_image(*r.first_frame, r.width, r.height);
+  if (r.first_frame && (r.first_frame->pixels.width != r.width || r.first_frame->pixels.height != r.height))
+    throw Error(ErrorCode::invalid_argument, r.first_frame->name,
+                cat("the conditioning image is ", r.first_frame->pixels.width, "x", r.first_frame->pixels.height,
+                    ", not the requested ", r.width, "x", r.height, " (load_condition_image fits it)"));
 }
 
 namespace {
@@ -228,7 +205,7 @@ SampleResult sample(ModelBundle& b, const GenerateRequest& r, const CancelToken&
   torch::Tensor cond_mask;
   std::optional<RgbFrame> image;
   if (r.first_frame) {
-    image = load_condition_image(*r.first_frame, r.width, r.height);
+    image = r.first_frame->pixels;
     result.cond_latent = b.codec->encode(image_tensor(*image, b.device)).to(x.dtype());
     cond_mask = torch::zeros({1, n}, torch::TensorOptions().dtype(torch::kBool).device(b.device));
     cond_mask.index_put_({0, 0}, true);
@@ -258,7 +235,7 @@ SampleResult sample(ModelBundle& b, const GenerateRequest& r, const CancelToken&
   m["weights"] = to_string(b.weights);
   m["vae_run"] = b.run.vae_run;
   m["sampler"] = "euler (shifted, r=" + format_double(result.shift_ratio) + ")";
-  if (r.first_frame) m["first_frame"] = r.first_frame->filename().string();
+  if (r.first_frame) m["first_frame"] = r.first_frame->name;
   m["comment"] = cat("seed ", r.seed, ", ", r.steps, " steps, cfg ", format_double(r.cfg_scale), ", ",
                      b.run.name, " step ", b.checkpoint_step);
   return result;
@@ -350,14 +327,6 @@ PromptSensitivity prompt_sensitivity(ModelBundle& b, const GenerateRequest& r,
     x = x + (t - start.times[i + 1]) * guide(both, r.cfg_scale);
   }
   return out;
-}
-
-void save_video(const fs::path& path, const SampleResult& result, double fps, int crf) {
-  EncodeOptions options;
-  options.fps = fps;
-  options.crf = crf;
-  options.metadata = result.metadata;
-  encode_video(path, result.frames, options);
 }
 
 }  // namespace mugv

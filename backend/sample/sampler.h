@@ -11,20 +11,19 @@
 //   I2V / TI2V: the first-frame image is fitted to the target size, VAE-encoded (mean, normalised)
 //   and pinned as latent frame 0 with cond_mask[0] = true.
 //
-// Image fitting (documented choice): an image of a different size is scaled and centre-cropped to
-// the target when the two aspect ratios differ by at most 2× (a note is logged); beyond that it is
-// refused, because cropping would lose more than half of the picture.
+// The conditioning image arrives in memory at the request's size; reading and fitting a file is
+// video_io.h (load_condition_image), as is writing the result (save_video): the sampler itself needs
+// no codec, so the compute-only build has it.
 //
 // Errors (mugv::Error, checked before any compute): prompt beyond the text token limit
-// (invalid_argument, "prompt has 41 tokens; the limit is 32"), image missing (not_found), not an
-// image (format), aspect too different (invalid_argument), height/width not a multiple of VAE
+// (invalid_argument, "prompt has 41 tokens; the limit is 32"), an image not of the request's size
+// (invalid_argument), height/width not a multiple of VAE
 // compression × patch ("height 70 is not a multiple of 16"), frames not k·compress_t or
 // k·compress_t + 1, steps < 1, cfg < 0, fps <= 0; cancelled when the token fires (checked every step).
 //
 // Not thread-safe: one sample() per ModelBundle at a time.
 
 #include "core/progress.h"
-#include "media/encoder.h"
 #include "media/frame.h"
 #include "sample/model_bundle.h"
 
@@ -40,6 +39,13 @@
 
 namespace mugv {
 
+// An I2V / TI2V first frame: `pixels` exactly the request's width × height; `name` (the file it came from)
+// is recorded in the result's metadata.
+struct ConditionImage {
+  std::string name;
+  RgbFrame pixels;
+};
+
 struct GenerateRequest {
   std::string prompt;
   std::string negative_prompt;  // empty: guide against the learned null caption, or an empty prompt without one
@@ -50,7 +56,7 @@ struct GenerateRequest {
   int height = 64;
   int width = 64;
   double fps = 8;
-  std::optional<std::filesystem::path> first_frame;  // I2V / TI2V conditioning image
+  std::optional<ConditionImage> first_frame;         // I2V / TI2V conditioning image
   std::optional<double> shift_base_px;               // overrides the run's value (schedule.h)
 };
 
@@ -68,9 +74,6 @@ struct SampleResult {
 
 // Checks `request` against the bundle's model (see Errors above) without computing anything.
 void validate_request(const ModelBundle& bundle, const GenerateRequest& request);
-
-// Reads and fits the conditioning image to width × height (see Image fitting above).
-[[nodiscard]] RgbFrame load_condition_image(const std::filesystem::path& path, int width, int height);
 
 // Runs the sampler. `preview` and `progress` may be empty.
 [[nodiscard]] SampleResult sample(ModelBundle& bundle, const GenerateRequest& request,
@@ -101,8 +104,5 @@ struct EnhanceOptions {
 };
 void enhance(ModelBundle& enhancer, const GenerateRequest& request, const EnhanceOptions& options,
              SampleResult& result, const CancelToken& cancel);
-
-// Writes result.frames to `path` (mp4 / webm / gif / PNG folder, by path) with result.metadata.
-void save_video(const std::filesystem::path& path, const SampleResult& result, double fps, int crf = 17);
 
 }  // namespace mugv

@@ -4,6 +4,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "sample/sampler.h"
+#include "sample/video_io.h"
 #include "train/latent_cache.h"
 #include "train/run_layout.h"
 

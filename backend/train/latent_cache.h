@@ -11,9 +11,7 @@
 // fails (unreadable source, too short) is reported and the rest goes on. Files are written
 // atomically, so an interrupted encode leaves only complete entries.
 // Not thread-safe (one encoder per cache folder); reading a cache is thread-safe.
-
-#include "catalog/catalog.h"
-#include "core/progress.h"
+// Building one (encode_latents) is latent_encode.h; this file reads and writes entries only.
 
 #include <torch/torch.h>
 
@@ -39,32 +37,6 @@ struct ClipGeometry {
 
 fs::path latent_cache_dir(const std::string& dataset, const std::string& vae_run);
 
-struct LatentCacheOptions {
-  std::string dataset;
-  std::string vae_run;
-  int64_t threads = 0;  // torch threads; 0 keeps the current setting
-};
-
-struct ClipFailure {
-  int64_t clip_id = 0;
-  std::string reason;
-};
-
-struct LatentCacheReport {
-  fs::path cache_dir;
-  int64_t clips_total = 0;   // clips in the dataset
-  int64_t rejected = 0;      // not considered: decision reject
-  int64_t uncaptioned = 0;   // not considered: no current caption
-  int64_t encoded = 0;
-  int64_t already_cached = 0;
-  std::vector<ClipFailure> failures;
-};
-
-// Throws Error(not_found) for an unknown dataset or VAE run, Error(invalid_argument) when the dataset
-// has no clip to encode (the message counts rejected and uncaptioned clips), Error(cancelled).
-LatentCacheReport encode_latents(Catalog& catalog, const LatentCacheOptions& options, const CancelToken& cancel,
-                                 const ProgressFn& progress);
-
 // One cache entry, as listed from the file headers (no tensor data read).
 struct CachedClip {
   int64_t clip_id = 0;
@@ -82,6 +54,9 @@ struct CachedClip {
 [[nodiscard]] std::vector<CachedClip> list_cached_clips(const fs::path& cache_dir);
 // The latent [C, T, H, W] float32. Throws Error(corrupt/format) naming the file.
 [[nodiscard]] torch::Tensor read_cached_latent(const CachedClip& clip);
+// metadata[key], or `fallback` when the entry has no such key.
+[[nodiscard]] std::string metadata_value(const std::map<std::string, std::string>& metadata, const std::string& key,
+                                         const std::string& fallback);
 // Writes one entry atomically (used by encode_latents, and by tests for synthetic caches).
 void write_cached_clip(const fs::path& cache_dir, const CachedClip& clip, const torch::Tensor& latent,
                        const std::map<std::string, std::string>& extra_metadata = {});

@@ -4,7 +4,7 @@
 #include "core/json_io.h"
 #include "core/log.h"
 #include "core/strings.h"
-#include "media/decoder.h"
+#include "model/compute.h"
 #include "model/weights.h"
 #include "train/checkpoint_store.h"
 
@@ -86,32 +86,6 @@ VAEBundle load_vae_run(const std::string& run_name, ModelPreset* preset_out) {
   return bundle;
 }
 
-torch::Tensor decode_clip_video(const std::filesystem::path& path, double start_s, int64_t frames, int64_t width,
-                                int64_t height, double fps) {
-  DecodeOptions options;
-  options.width = static_cast<int>(width);
-  options.height = static_cast<int>(height);
-  options.fps = fps;
-  VideoDecoder decoder(path, options);
-  if (start_s > 0 && !decoder.seek(start_s))
-    throw Error(ErrorCode::invalid_argument, path.string(), cat("no frame at or after ", start_s, " s"));
-  auto video = torch::empty({frames, height, width, 3}, torch::kUInt8);
-  int64_t got = 0;
-  while (got < frames) {
-    auto frame = decoder.next();
-    if (!frame) break;
-    if (frame->width != width || frame->height != height || frame->rgb.empty())
-      throw Error(ErrorCode::internal, path.string(), "decoder returned a frame of the wrong size");
-    std::memcpy(video[got].data_ptr(), frame->rgb.data(), frame->rgb.size());
-    ++got;
-  }
-  if (got * 2 < frames || got == 0)
-    throw Error(ErrorCode::invalid_argument, path.string(),
-                cat("@ ", start_s, "s: ", got, " frames, ", frames, " needed"));
-  for (int64_t i = got; i < frames; ++i) video[i].copy_(video[got - 1]);
-  return video.permute({3, 0, 1, 2}).to(torch::kFloat32).div_(127.5).sub_(1.0).contiguous();
-}
-
 RgbFrame to_rgb_frame(const torch::Tensor& image) {
   auto bytes = ((image.to(torch::kCPU, torch::kFloat).clamp(-1, 1) + 1) * 127.5)
                    .round()
@@ -134,9 +108,7 @@ double measure_gemm_flops(int64_t n, int repeats, torch::ScalarType dtype, const
   const auto options = torch::TensorOptions().dtype(dtype).device(device);
   auto a = torch::randn({n, n}).to(options), b = torch::randn({n, n}).to(options);
   // GPU kernels run asynchronously: time from an idle device to a finished product.
-  auto finish = [&] {
-    if (device.is_cuda()) torch::cuda::synchronize(device.index());
-  };
+  auto finish = [&] { synchronize_device(device); };
   auto c = torch::mm(a, b);  // warm-up: thread pool, BLAS init
   finish();
   double best = 0;

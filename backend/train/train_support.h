@@ -65,13 +65,6 @@ void write_latent_stats(const RunPaths& paths, const LatentStats& stats);
 // the file when it is malformed or its channel count differs from the VAE's.
 void apply_latent_stats(VideoVAEImpl& vae, const RunPaths& paths);
 
-// Video of one clip: decodes `frames` frames from start_s at width×height (centre crop) and `fps`
-// (0 = the source rate), as [3, frames, height, width] float in [-1, 1]. A clip shorter than
-// `frames` repeats its last frame when at least half of the frames exist; otherwise Error(invalid_argument)
-// ("x.mp4 @ 1.00s: 3 frames, 17 needed").
-[[nodiscard]] torch::Tensor decode_clip_video(const std::filesystem::path& path, double start_s, int64_t frames,
-                                              int64_t width, int64_t height, double fps);
-
 // The inverse for writing: an image [3, H, W] or a video [3, T, H, W] in [-1, 1] (any device, any
 // float type) as RGB24 frames, values clamped.
 [[nodiscard]] RgbFrame to_rgb_frame(const torch::Tensor& image);

@@ -13,6 +13,7 @@
 #include "model/compute.h"
 #include "model/weights.h"
 #include "train/checkpoint_store.h"
+#include "train/clip_video.h"
 #include "train/flow.h"
 #include "train/optim.h"
 #include "train/trainer.h"

@@ -18,7 +18,7 @@
 
 #include "catalog/catalog.h"
 #include "core/progress.h"
-#include "train/latent_cache.h"
+#include "train/latent_encode.h"
 #include "train/train_params.h"
 #include "train/train_support.h"
 

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/strings.h"
 #include "model/block_offload.h"
+#include "model/compute.h"
 #include "model/config.h"
 #include "model/dit.h"
 
@@ -14,43 +15,11 @@
 
 #include <torch/torch.h>
 
-#ifdef MUGV_HAVE_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
-
 #include <chrono>
 #include <iostream>
 #include <string>
 
 using Clock = std::chrono::steady_clock;
-
-namespace {
-
-void synchronize(torch::Device device) {
-  if (device.is_cuda()) torch::cuda::synchronize(device.index());
-}
-
-// Peak bytes the caching allocator held since the last reset; -1 where it cannot be read (CPU).
-int64_t peak_device_bytes(torch::Device device) {
-#ifdef MUGV_HAVE_CUDA
-  if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    return stats.allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
-        .peak;
-  }
-#endif
-  (void)device;
-  return -1;
-}
-
-void reset_peak(torch::Device device) {
-#ifdef MUGV_HAVE_CUDA
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
-#endif
-  (void)device;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   std::string device_name = "cpu", dtype_name = "fp32";
@@ -110,16 +79,16 @@ int main(int argc, char** argv) {
       } else {
         dit->to(device);
       }
-      synchronize(device);
+      mugv::synchronize_device(device);
       (void)dit->forward_full(x, timestep, text, {}, fps);  // warm-up: allocator, kernels, first prefetch
-      synchronize(device);
-      reset_peak(device);
+      mugv::synchronize_device(device);
+      mugv::reset_peak_device_memory(device);
       const auto start = Clock::now();
       torch::Tensor out;
       for (int r = 0; r < repeat; ++r) out = dit->forward_full(x, timestep, text, {}, fps);
-      synchronize(device);
+      mugv::synchronize_device(device);
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count() / repeat;
-      nlohmann::json j = {{"seconds_per_forward", seconds}, {"peak_device_bytes", peak_device_bytes(device)}};
+      nlohmann::json j = {{"seconds_per_forward", seconds}, {"peak_device_bytes", mugv::peak_device_memory_bytes(device).value_or(-1)}};
       if (swapper) {
         j["peak_resident_blocks"] = swapper->peak_resident_blocks();
         j["block_bytes"] = swapper->block_bytes();

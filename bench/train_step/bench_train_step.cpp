@@ -1,13 +1,20 @@
-// bench_train_step: one DiT training step (forward + backward + AdamW) of a model preset on CPU, against the
-// GEMM rate of the step's precision measured in the same run (fp32, or bf16 for --precision bf16: autocast,
-// model/compute.h). FLOPs are counted as docs/MUGV.md §6 does (model/config.h
-// dit_flops_per_token: 6·N + 12·L·d·S + 12·L·d·S_text per video token).
-//   bench_train_step [--preset small] [--latent 4x16x16] [--text-tokens 32] [--batch 4] [--threads 2] [--steps 5]
-//                    [--precision fp32|bf16]
-// Prints one JSON line.
+// bench_train_step: one DiT training step (forward + backward + the trainer's AdamW) of a model preset on the CPU
+// or a GPU, against the GEMM rate of the step's precision measured in the same run on the same device (fp32, or
+// bf16 for --precision bf16: autocast, model/compute.h). Timed with the device synchronised. FLOPs are counted
+// as docs/MUGV.md §6 does (model/config.h dit_flops_per_token: 6·N + 12·L·d·S + 12·L·d·S_text per video token).
+// The text features are given (a frozen T5's output in MUG-V training), so only the DiT trains.
+//   bench_train_step [--preset small] [--depth N] [--latent 4x16x16] [--text-tokens 32] [--batch 4]
+//                    [--threads 2] [--steps 5] [--precision fp32|bf16] [--device cpu|cuda] [--gemm-size N]
+// --depth overrides the preset's block count (the 10B width with 4 blocks). Prints one JSON line, with the
+// planner's estimates for the same step (parallel/planner.h, memory_model.h: one rank, this step's precision,
+// the GEMM rate measured here as the peak) beside the measurements, so the models can be checked against them.
+#include "core/error.h"
+#include "model/compute.h"
 #include "model/config.h"
 #include "model/dit.h"
-#include "model/compute.h"
+#include "parallel/memory_model.h"
+#include "parallel/planner.h"
+#include "train/optim.h"
 #include "train/train_support.h"
 
 #include <nlohmann/json.hpp>
@@ -20,71 +27,144 @@
 
 using namespace mugv;
 
-int main(int argc, char** argv) {
-  std::string preset_name = "small";
-  std::string precision_name = "fp32";
-  int64_t lt = 4, lh = 16, lw = 16, text_tokens = 32, batch = 4, threads = 2, steps = 5;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string f = argv[i], v = argv[i + 1];
-    if (f == "--preset") preset_name = v;
-    else if (f == "--latent") std::sscanf(v.c_str(), "%ldx%ldx%ld", &lt, &lh, &lw);
-    else if (f == "--text-tokens") text_tokens = std::atol(v.c_str());
-    else if (f == "--batch") batch = std::atol(v.c_str());
-    else if (f == "--threads") threads = std::atol(v.c_str());
-    else if (f == "--steps") steps = std::atol(v.c_str());
-    else if (f == "--precision") precision_name = v;
-  }
+namespace {
+
+// What the planner predicts for this benchmark's step: one rank, no ZeRO or recompute, the text features
+// given, the weights and gradients fp32 with autocast (as the trainer keeps them) and no EMA (the benchmark
+// has none). Null when the latent does not map to a video shape the planner accepts.
+nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t lh, int64_t lw, int64_t batch,
+                                bool bf16, const torch::Device& device, double gemm_flops) {
+  const VAEConfig& vae = preset.vae;
+  PlanRequest request;
+  request.frames = lt * vae.compress_t;
+  request.height = lh * vae.compress_h;
+  request.width = lw * vae.compress_w;
+  request.cluster.gpus = request.cluster.gpus_per_node = 1;
+  request.cluster.peak_flops = gemm_flops;
+  request.global_batch = batch;
+  request.memory = MemoryOptions::for_device(device.is_cuda() ? TrainDevice::gpu : TrainDevice::cpu, preset);
+  request.memory.precision = fp32_precision();
+  request.memory.precision.ema_bytes = 0;
+  request.memory.precision.activation_bytes = bf16 ? 2 : 4;
+  request.memory.text_encoder = TextEncoderUse::precomputed;
+  request.memory.frames = request.frames;
+  request.memory.height = request.height;
+  request.memory.width = request.width;
+  request.memory.micro_batch = static_cast<int>(batch);
   try {
+    const StepCost cost = estimate_step(preset, request, ParallelLayout{1, 1, 1}, 0, Recompute::none, int(batch));
+    const MemoryBreakdown memory = estimate_memory(preset, ParallelLayout{1, 1, 1}, request.memory);
+    // overhead_mb is the runtime allowance (CUDA context, libraries): on a GPU it is outside the caching
+    // allocator's count that peak_device_mb reports.
+    return {{"step_s", cost.step_s},
+            {"peak_mb", memory.total() / 1048576.0},
+            {"overhead_mb", memory.overhead / 1048576.0}};
+  } catch (const Error& e) {
+    return {{"error", e.what()}};
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string preset_name = "small", precision_name = "fp32", device_name = "cpu";
+  int64_t lt = 4, lh = 16, lw = 16, text_tokens = 32, batch = 4, threads = 2, steps = 5, depth = 0, gemm_size = 0;
+  try {
+    for (int i = 1; i < argc; i += 2) {
+      const std::string f = argv[i];
+      if (i + 1 >= argc) throw Error(ErrorCode::usage, f, "needs a value");
+      const std::string v = argv[i + 1];
+      if (f == "--preset") preset_name = v;
+      else if (f == "--latent") {
+        if (std::sscanf(v.c_str(), "%ldx%ldx%ld", &lt, &lh, &lw) != 3) throw Error(ErrorCode::usage, f, "expected TxHxW");
+      } else if (f == "--text-tokens") text_tokens = std::atol(v.c_str());
+      else if (f == "--batch") batch = std::atol(v.c_str());
+      else if (f == "--threads") threads = std::atol(v.c_str());
+      else if (f == "--steps") steps = std::atol(v.c_str());
+      else if (f == "--depth") depth = std::atol(v.c_str());
+      else if (f == "--precision") precision_name = v;
+      else if (f == "--device") device_name = v;
+      else if (f == "--gemm-size") gemm_size = std::atol(v.c_str());
+      else throw Error(ErrorCode::usage, f, "unknown flag");
+    }
     torch::set_num_threads(static_cast<int>(threads));
     torch::manual_seed(0);
+    const torch::Device device = choose_compute_device(device_name);
     ModelPreset preset = load_model_preset(preset_name);
-    const DiTConfig& cfg = preset.dit;
-    const ComputePrecision precision = choose_compute_precision(precision_name, torch::kCPU).precision;
+    DiTConfig cfg = preset.dit;
+    if (depth > 0) cfg.depth = depth;
+    cfg.text_tokens = text_tokens;
+    const ComputePrecision precision = choose_compute_precision(precision_name, device.type()).precision;
     const bool bf16 = precision == ComputePrecision::bf16;
-    const double gemm_flops = measure_gemm_flops(1024, 6, bf16 ? torch::kBFloat16 : torch::kFloat32);
+    // A GPU reaches its GEMM peak only on large products; 8192³ is what the reference numbers use.
+    if (gemm_size <= 0) gemm_size = device.is_cuda() ? 8192 : 1024;
+    const double gemm_flops = measure_gemm_flops(gemm_size, 6, bf16 ? torch::kBFloat16 : torch::kFloat32, device);
 
     DiT model(cfg);
-    torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-4));
-    auto x = torch::randn({batch, cfg.in_channels, lt, lh, lw});
-    auto t = torch::rand({batch}) * kDiTTimesteps;
-    auto text = torch::randn({batch, text_tokens, cfg.text_dim});
-    auto mask = torch::ones({batch, text_tokens});
-    auto fps = torch::full({batch}, 8.0);
+    model->to(device);
+    AdamW optimizer(named_parameters(*model), AdamWOptions{});
+    const auto on = torch::TensorOptions().device(device);
+    auto x = torch::randn({batch, cfg.in_channels, lt, lh, lw}, on);
+    auto t = torch::rand({batch}, on) * kDiTTimesteps;
+    auto text = torch::randn({batch, text_tokens, cfg.text_dim}, on);
+    auto mask = torch::ones({batch, text_tokens}, on);
+    auto fps = torch::full({batch}, 8.0, on);
     auto target = torch::randn_like(x);
     auto step = [&] {
       optimizer.zero_grad();
       torch::Tensor pred;
       {
-        AutocastScope autocast(precision, torch::kCPU);
+        AutocastScope autocast(precision, device.type());
         pred = model->forward(x, t, text, mask, fps).to(torch::kFloat32);
       }
-      auto loss = torch::mse_loss(pred, target);
-      loss.backward();
-      optimizer.step();
+      torch::mse_loss(pred, target).backward();
+      optimizer.step(1e-4);
     };
-    step();  // warm-up: allocations, oneDNN primitive creation
-    auto start = std::chrono::steady_clock::now();
+    step();  // warm-up: allocations, kernel selection, oneDNN primitive creation
+    synchronize_device(device);
+    reset_peak_device_memory(device);
+    const auto start = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < steps; ++i) step();
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / steps;
+    synchronize_device(device);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / steps;
 
-    int64_t video_tokens = dit_video_tokens(cfg, lt, lh, lw);
-    double flops_per_token = dit_flops_per_token(cfg, video_tokens, text_tokens);
-    double tokens_per_s = batch * video_tokens / seconds;
-    double achieved = tokens_per_s * flops_per_token;
+    const int64_t video_tokens = dit_video_tokens(cfg, lt, lh, lw);
+    const double flops_per_token = dit_flops_per_token(cfg, video_tokens, text_tokens);
+    const double tokens_per_s = batch * video_tokens / seconds;
+    const double achieved = tokens_per_s * flops_per_token;
     nlohmann::json out = {{"bench", "train_step"},
                           {"preset", preset_name},
+                          {"hidden", cfg.hidden},
+                          {"depth", cfg.depth},
+                          {"heads", cfg.heads},
                           {"parameters", dit_parameter_count(cfg)},
                           {"video_tokens", video_tokens},
                           {"text_tokens", text_tokens},
                           {"batch", batch},
+                          {"device", device.str()},
                           {"threads", threads},
                           {"precision", to_string(precision)},
                           {"step_s", seconds},
                           {"tokens_per_s", tokens_per_s},
                           {"achieved_gflops", achieved / 1e9},
+                          {"gemm_size", gemm_size},
                           {"gemm_gflops", gemm_flops / 1e9},
-                          {"ratio_to_gemm", achieved / gemm_flops},
+                          {"mfu", achieved / gemm_flops},
                           {"peak_rss_mb", peak_rss_bytes() / 1048576.0}};
+    const auto peak_device = peak_device_memory_bytes(device);
+    if (peak_device) out["peak_device_mb"] = *peak_device / 1048576.0;
+    ModelPreset planned = preset;
+    planned.dit = cfg;
+    nlohmann::json plan = planner_estimate(planned, lt, lh, lw, batch, bf16, device, gemm_flops);
+    if (plan.contains("step_s")) {
+      // The allocator's peak leaves out the runtime allowance; the CPU's resident peak includes it.
+      const double measured_peak_mb = peak_device ? *peak_device / 1048576.0 : peak_rss_bytes() / 1048576.0;
+      const double planned_peak_mb =
+          plan["peak_mb"].get<double>() - (peak_device ? plan["overhead_mb"].get<double>() : 0.0);
+      plan["step_s_measured_over_planned"] = seconds / plan["step_s"].get<double>();
+      plan["peak_measured_over_planned"] = measured_peak_mb / planned_peak_mb;
+    }
+    out["plan"] = plan;
     std::printf("%s\n", out.dump().c_str());
     return 0;
   } catch (const std::exception& e) {

@@ -13,6 +13,7 @@
 #include "model/weights.h"
 #include "sample/release_model.h"
 #include "sample/sampler.h"
+#include "sample/video_io.h"
 #include "support/model_fixtures.h"
 #include "support/test_support.h"
 
@@ -132,7 +133,7 @@ GenerateRequest i2v_request(const fs::path& image) {
   r.height = 32;
   r.width = 32;
   r.fps = ReleaseDefaults::fps;
-  r.first_frame = image;
+  r.first_frame = load_condition_image(image, r.width, r.height);
   return r;
 }
 
@@ -174,7 +175,7 @@ TEST_CASE("image-to-video with a released model: the image is the first frame; b
   ModelBundle plain = load_release_model(folder, {});
   const SampleResult a = sample(plain, r, CancelToken());
   REQUIRE(a.frames.size() == 9);
-  CHECK(a.frames[0].rgb == read_image(*r.first_frame).rgb);  // put in front as it is, not re-decoded
+  CHECK(a.frames[0].rgb == r.first_frame->pixels.rgb);  // put in front as it is, not re-decoded
   CHECK(a.frames[1].width == 32);
   CHECK(a.latent.size(2) == 2);
 

@@ -1,4 +1,5 @@
 #include "sample/sampler.h"
+#include "sample/video_io.h"
 
 #include "core/error.h"
 #include "core/json_io.h"
@@ -222,7 +223,7 @@ TEST_CASE("I2V pins the first latent frame to the image's latent at every step",
   spec.size = 32;
   write_png(dir / "first.png", shapes::render_frame(spec, 0));
   auto r = small_request();
-  r.first_frame = dir / "first.png";
+  r.first_frame = load_condition_image(dir / "first.png", r.width, r.height);
   torch::Tensor expected;
   {
     torch::NoGradGuard no_grad;
@@ -275,22 +276,27 @@ TEST_CASE("bad requests are refused with messages that name the problem", "[unit
     CHECK_THAT(e.message(), Catch::Contains("frames 10 is not a multiple of 4, nor a multiple plus 1"));
   }
   SECTION("missing image") {
-    r.first_frame = dir / "nope.png";
-    CHECK(error_of([&] { validate_request(b, r); }).code() == ErrorCode::not_found);
+    CHECK(error_of([&] { (void)load_condition_image(dir / "nope.png", r.width, r.height); }).code() ==
+          ErrorCode::not_found);
   }
   SECTION("a file that is not an image") {
     mugv::test::write_bytes(dir / "fake.png", "this is text, not pixels");
-    r.first_frame = dir / "fake.png";
-    auto e = error_of([&] { validate_request(b, r); });
+    auto e = error_of([&] { (void)load_condition_image(dir / "fake.png", r.width, r.height); });
     CHECK(e.code() == ErrorCode::format);
     CHECK_THAT(e.subject(), Catch::Contains("fake.png"));
   }
   SECTION("an image far from the target aspect is refused") {
     write_png(dir / "wide.png", RgbFrame(160, 32));
-    r.first_frame = dir / "wide.png";
-    auto e = error_of([&] { validate_request(b, r); });
+    auto e = error_of([&] { (void)load_condition_image(dir / "wide.png", r.width, r.height); });
     CHECK(e.code() == ErrorCode::invalid_argument);
     CHECK_THAT(e.message(), Catch::Contains("aspect ratio"));
+  }
+  SECTION("an image not of the request's size") {
+    r.first_frame = ConditionImage{"small.png", RgbFrame(16, 16)};
+    auto e = error_of([&] { validate_request(b, r); });
+    CHECK(e.code() == ErrorCode::invalid_argument);
+    CHECK(e.subject() == "small.png");
+    CHECK_THAT(e.message(), Catch::Contains("not the requested 32x32"));
   }
   SECTION("unknown run") {
     auto e = error_of([&] { (void)load_for_inference("no-such-run"); });
@@ -310,8 +316,9 @@ TEST_CASE("an image of a nearby aspect is scaled and centre-cropped to the targe
   TempDir dir;
   write_png(dir / "photo.png", RgbFrame(48, 32));
   auto fitted = load_condition_image(dir / "photo.png", 32, 32);
-  CHECK(fitted.width == 32);
-  CHECK(fitted.height == 32);
+  CHECK(fitted.pixels.width == 32);
+  CHECK(fitted.pixels.height == 32);
+  CHECK(fitted.name == "photo.png");
 }
 
 TEST_CASE("the enhancer refines the latent reproducibly and records the pass", "[unit][sample]") {
@@ -474,7 +481,7 @@ TEST_CASE("word sensitivity follows the sampling trajectory and tells bound word
   too_long["long"] = {words};
   Error e = error_of([&] { (void)prompt_sensitivity(b, r, too_long, CancelToken{}); });
   CHECK(e.subject() == "prompt");
-  r.first_frame = fs::path("frame.png");
+  r.first_frame = ConditionImage{"frame.png", RgbFrame(r.width, r.height)};
   CHECK(error_of([&] { (void)prompt_sensitivity(b, r, groups, CancelToken{}); }).subject() == "image");
 }
 

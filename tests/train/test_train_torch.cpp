@@ -16,7 +16,7 @@
 #include "support/test_support.h"
 #include "train/data.h"
 #include "train/flow.h"
-#include "train/latent_cache.h"
+#include "train/latent_encode.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 #include "train/vae_trainer.h"

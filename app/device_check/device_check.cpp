@@ -1,0 +1,444 @@
+// mugv-device-check: the correctness checks of the GPU path (scripts/gpu-check.sh), runnable on any device so
+// that the same code is exercised on CPU in CI and on CUDA where a GPU is present. Each check prints one JSON
+// line {"check", "device", "ok", ...its measurements..., "error"} and the exit status is 0 only when every
+// check selected passed.
+//
+//   mugv-device-check [--device cpu|cuda] [--golden-dir DIR] [--steps N] [--work DIR] [--only a,b,...]
+//
+// Checks (all by default):
+//   golden_fp32   the released DiT's golden calls (../shared/data/golden, README there) on the device in fp32:
+//                 max abs error <= 1e-4 over the three calls. Skipped (ok, "skipped") when the data is absent.
+//   golden_bf16   the same under bf16 autocast. Bound: 2^-6 (1.6e-2) of the largest |output|: bf16 keeps 8
+//                 significant bits (unit roundoff 2^-9), and each call passes ~10 rounded matmul/attention
+//                 stages in sequence, each adding its rounding to what came before.
+//   train         a tiny DiT on a synthetic latent cache (colour and motion words bound to latent structure)
+//                 for --steps steps on the device: the mean loss of the last tenth below 0.8 of the first's.
+//   resume        2k steps straight against k, stop (a cancel saves step k), resume to 2k: the losses of
+//                 steps k+1..2k and the final weights, compared bit for bit; reported with the largest
+//                 differences. On CUDA deterministic algorithms are requested for this check.
+//   sample        20-step sampling with CFG and a live preview from the trained run on the device: one
+//                 preview per step, finite frames; time per step.
+//   process_group a world-size-1 process group (NCCL on CUDA, Gloo on CPU) running the data-parallel gradient
+//                 sync and the ZeRO-1 optimizer for 3 steps against a plain single-process AdamW: equal weights.
+#include "core/error.h"
+#include "core/json_io.h"
+#include "core/params.h"
+#include "core/progress.h"
+#include "core/safetensors.h"
+#include "core/shell_quote.h"
+#include "core/strings.h"
+#include "core/weight_files.h"
+#include "model/compute.h"
+#include "model/config.h"
+#include "model/dit.h"
+#include "model/vae.h"
+#include "model/weights.h"
+#include "parallel/process_groups.h"
+#include "sample/model_bundle.h"
+#include "sample/sampler.h"
+#include "train/checkpoint_store.h"
+#include "train/gradient_sync.h"
+#include "train/latent_cache.h"
+#include "train/optim.h"
+#include "train/run_layout.h"
+#include "train/train_params.h"
+#include "train/trainer.h"
+#include "train/zero_optimizer.h"
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+using namespace mugv;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Settings {
+  std::string device_name = "cpu";
+  fs::path golden_dir;
+  fs::path work;
+  int64_t steps = 60;
+  std::set<std::string> only;
+};
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// ---- golden -------------------------------------------------------------------------------------------
+
+// The release's call `model(x, timestep, y, mask, x_mask, fps, frame_indice)` on `device`: y is
+// [B, 1, N, text_dim] there, x_mask true marks a noisy frame (cond_mask is its negation).
+torch::Tensor release_call(DiT& dit, const SafetensorsFile& io, const std::string& tag, torch::Device device) {
+  auto in = [&](const std::string& what) {
+    return tensor_from_view(io.at(tag + "." + what), io.path().string() + ": " + tag + "." + what).to(device);
+  };
+  return dit->forward_full(in("x"), in("timestep"), in("y").squeeze(1), in("mask"), in("fps"),
+                           in("x_mask").to(torch::kBool).logical_not(), in("frame_indice"));
+}
+
+nlohmann::json check_golden(const Settings& s, torch::Device device, ComputePrecision precision) {
+  const fs::path weights = s.golden_dir / "mugv_dit_tiny.safetensors", io_path = s.golden_dir / "mugv_dit_tiny_io.safetensors";
+  if (!fs::is_regular_file(weights) || !fs::is_regular_file(io_path))
+    return {{"ok", true}, {"skipped", cat("no golden data in ", s.golden_dir.string())}};
+  const WeightFiles files = WeightFiles::open(weights);
+  DiT dit(dit_config_from_checkpoint(shapes_of(files), kReleaseTextTokens, weights.string()));
+  (void)load_module(*dit, files, {}, UnexpectedTensors::error);
+  dit->to(device);
+  dit->eval();
+  const SafetensorsFile io = SafetensorsFile::open(io_path);
+  torch::NoGradGuard no_grad;
+  double max_error = 0, max_output = 0;
+  nlohmann::json per_call = nlohmann::json::object();
+  for (const std::string tag : {"t2v", "i2v", "pad"}) {
+    const auto expected = tensor_from_view(io.at(tag + ".out"), io_path.string());
+    torch::Tensor got;
+    {
+      AutocastScope autocast(precision, device.type());
+      got = release_call(dit, io, tag, device);
+    }
+    got = got.to(torch::kCPU, torch::kFloat32);
+    if (got.sizes() != expected.sizes())
+      throw Error(ErrorCode::internal, tag, cat("output shape ", got.sizes(), ", expected ", expected.sizes()));
+    const double error = (got - expected).abs().max().item<double>();
+    per_call[tag] = error;
+    max_error = std::max(max_error, error);
+    max_output = std::max(max_output, expected.abs().max().item<double>());
+  }
+  const bool bf16 = precision == ComputePrecision::bf16;
+  const double bound = bf16 ? max_output / 64.0 : 1e-4;
+  return {{"ok", max_error <= bound}, {"max_abs_error", max_error}, {"bound", bound},
+          {"max_abs_output", max_output}, {"per_call", per_call}};
+}
+
+// ---- a synthetic home: latent cache, VAE run ----------------------------------------------------------
+
+const char* const kColours[] = {"red", "green", "blue"};
+const char* const kMotions[] = {"left", "right"};
+
+// A latent cache whose captions name a colour and a motion, and whose latents carry them: the colour as a
+// per-channel offset, the motion as a ramp across width that moves over time. Enough structure that the
+// loss falls within a few hundred steps, and every clip distinct (seeded noise).
+void write_synthetic_cache(const ModelPreset& preset, int64_t clips) {
+  const int64_t c = preset.vae.latent_channels, t = 5, h = 8, w = 8;
+  torch::manual_seed(1);
+  for (int64_t i = 0; i < clips; ++i) {
+    const int64_t colour = i % 3, motion = (i / 3) % 2;
+    CachedClip clip;
+    clip.clip_id = i + 1;
+    clip.caption = cat("a ", kColours[colour], " square moving ", kMotions[motion]);
+    clip.fps = 8;
+    clip.frames = 17;
+    clip.height = clip.width = 64;
+    auto offsets = torch::zeros({c, 1, 1, 1});
+    offsets[colour % c] = 1.0;
+    auto ramp = torch::linspace(-1, 1, w).view({1, 1, 1, w}) + torch::linspace(0, 0.5, t).view({1, t, 1, 1}) *
+                                                                     (motion ? 1.0 : -1.0);
+    auto latent = offsets + 0.5 * ramp.expand({c, t, h, w}) + 0.1 * torch::randn({c, t, h, w});
+    write_cached_clip(latent_cache_dir("synthetic", "vae0"), clip, latent);
+  }
+}
+
+// A VAE run with randomly initialised weights: sampling decodes through it (the check is of the device path,
+// not of picture quality).
+void write_random_vae_run(const ModelPreset& preset) {
+  const RunPaths paths = run_paths("vae0");
+  fs::create_directories(paths.root);
+  write_run_manifest(paths, {"vae0", RunLayoutKind::vae, preset.name, "synthetic", "", nlohmann::json::object()});
+  torch::manual_seed(2);
+  VideoVAE vae(preset.vae);
+  torch::nn::Module holder;
+  holder.register_module("vae", vae.ptr());
+  CheckpointStore store(paths.checkpoints());
+  const fs::path staging = store.begin(1);
+  save_module(holder, staging / "model.safetensors");
+  (void)store.commit(staging, 1, {{"step", 1}});
+}
+
+// A training run's values exactly as `mugv train` resolves its command line (the same registry, preset
+// cascade and options), so this check runs the command's own path; `command` is that command line.
+struct TrainRun {
+  ParamRegistry registry;
+  std::vector<std::string> args;
+  std::string command() const { return "mugv train " + shell_join(args); }
+};
+
+std::unique_ptr<TrainRun> train_run(const std::string& run, int64_t steps, const std::string& device) {
+  auto r = std::make_unique<TrainRun>();
+  define_train_params(r->registry, TrainKind::dit);
+  r->args = {"--run", run, "--preset", "tiny", "--dataset", "synthetic", "--vae-run", "vae0",
+             "--steps", std::to_string(steps), "--batch", "8", "--lr", "2e-3",
+             "--warmup", std::to_string(std::min<int64_t>(10, steps / 4)), "--save-every", "100000",
+             "--keep", "2", "--seed", "5", "--device", device};
+  return r;
+}
+
+// Trains (or, with `resume`, continues) the run as `mugv train` / `mugv resume` would.
+TrainResult run_training(const TrainRun& r, const CancelToken& cancel, const TrainCallbacks& callbacks) {
+  ParamLayers layers;
+  layers.command_line = parse_command_line(r.registry, r.args);
+  const ParamValues values = resolve_train_preset(resolve(r.registry, layers));
+  return train_dit(train_options_from(values, TrainKind::dit), values.to_json(), cancel, callbacks);
+}
+
+double mean_of(const std::vector<double>& v, size_t begin, size_t end) {
+  double sum = 0;
+  for (size_t i = begin; i < end; ++i) sum += v[i];
+  return end > begin ? sum / double(end - begin) : 0.0;
+}
+
+nlohmann::json check_train(const Settings& s) {
+  const int64_t steps = s.steps;
+  std::vector<double> losses;
+  double step_ms = 0;
+  TrainCallbacks callbacks;
+  callbacks.on_step = [&](const StepMetrics& m) {
+    losses.push_back(m.loss);
+    step_ms += m.step_ms;
+  };
+  const auto start = Clock::now();
+  const auto run = train_run("trained", steps, s.device_name);
+  const TrainResult result = run_training(*run, CancelToken(), callbacks);
+  const size_t tenth = std::max<size_t>(1, losses.size() / 10);
+  const double first = mean_of(losses, 0, tenth), last = mean_of(losses, losses.size() - tenth, losses.size());
+  return {{"ok", int64_t(losses.size()) == steps && last < 0.8 * first},
+          {"command", run->command()},
+          {"steps", losses.size()},
+          {"loss_first_tenth", first},
+          {"loss_last_tenth", last},
+          {"mean_step_ms", losses.empty() ? 0.0 : step_ms / double(losses.size())},
+          {"seconds", seconds_since(start)},
+          {"last_checkpoint", result.last_checkpoint ? result.last_checkpoint->step : -1}};
+}
+
+std::map<std::string, torch::Tensor> weights_of(const fs::path& file) {
+  const SafetensorsFile st = SafetensorsFile::open(file);
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& name : st.names()) out[name] = tensor_from_view(st.at(name), file.string());
+  return out;
+}
+
+nlohmann::json check_resume(const Settings& s, torch::Device device) {
+  // The CUDA kernels that are not deterministic by default (index_add/scatter-add in embedding backward,
+  // some attention backwards) get their deterministic versions where LibTorch has them; warn_only keeps
+  // the others running, and the comparison below reports whatever still differs.
+  if (device.is_cuda()) at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/true);
+  const int64_t k = std::max<int64_t>(2, s.steps / 6), total = 2 * k;
+  std::map<int64_t, double> straight_loss, split_loss;
+  TrainCallbacks record_straight, record_split;
+  record_straight.on_step = [&](const StepMetrics& m) { straight_loss[m.step] = m.loss; };
+  (void)run_training(*train_run("straight", total, s.device_name), CancelToken(), record_straight);
+
+  CancelToken cancel;
+  record_split.before_step = [&](int64_t step, DiTBundleImpl&) {
+    if (step == k + 1) cancel.request_cancel();
+  };
+  record_split.on_step = [&](const StepMetrics& m) { split_loss[m.step] = m.loss; };
+  try {
+    (void)run_training(*train_run("split", total, s.device_name), cancel, record_split);
+    throw Error(ErrorCode::internal, "split", "the cancel did not stop the run");
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::cancelled) throw;
+  }
+  TrainCallbacks record_resumed;
+  record_resumed.on_step = record_split.on_step;
+  const TrainResult resumed = resume_dit("split", ResumeChanges{}, CancelToken(), record_resumed);
+  if (device.is_cuda()) at::globalContext().setDeterministicAlgorithms(false, false);
+
+  double max_loss_diff = 0;
+  for (int64_t step = k + 1; step <= total; ++step) {
+    if (!straight_loss.count(step) || !split_loss.count(step))
+      throw Error(ErrorCode::internal, cat("step ", step), "a run did not report this step");
+    max_loss_diff = std::max(max_loss_diff, std::abs(straight_loss[step] - split_loss[step]));
+  }
+  CheckpointStore a(run_paths("straight").checkpoints()), b(run_paths("split").checkpoints());
+  double max_weight_diff = 0;
+  bool identical = max_loss_diff == 0;
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+    const auto wa = weights_of(a.open(total).dir / file), wb = weights_of(b.open(total).dir / file);
+    for (const auto& [name, tensor] : wa) {
+      auto it = wb.find(name);
+      if (it == wb.end()) throw Error(ErrorCode::internal, name, "missing from the resumed run's checkpoint");
+      if (!torch::equal(tensor, it->second)) identical = false;
+      max_weight_diff = std::max(max_weight_diff, (tensor - it->second).abs().max().item<double>());
+    }
+  }
+  // The CPU kernels are deterministic: anything but bit-identity is a failure there. On CUDA the check
+  // passes when the runs agree to float rounding and says whether they were bit-identical.
+  const bool ok = device.is_cuda() ? max_weight_diff < 1e-4 && max_loss_diff < 1e-4 : identical;
+  return {{"ok", ok},           {"stop_step", k},
+          {"steps", total},     {"resumed_from", resumed.start_step},
+          {"bit_identical", identical}, {"max_loss_diff", max_loss_diff},
+          {"max_weight_diff", max_weight_diff}};
+}
+
+nlohmann::json check_sample(const Settings&, torch::Device device) {
+  ModelBundle bundle = load_for_inference("trained", device);
+  GenerateRequest request;
+  request.prompt = "a red square moving left";
+  request.seed = 3;
+  request.steps = 20;
+  request.cfg_scale = 4.0;
+  request.frames = 17;
+  request.width = request.height = 64;
+  int previews = 0;
+  bool previews_sized = true;
+  const PreviewFn preview = [&](int, int, const std::vector<RgbFrame>& frames) {
+    ++previews;
+    previews_sized = previews_sized && !frames.empty() && !frames.front().empty();
+  };
+  (void)sample(bundle, request, CancelToken(), preview);  // warm-up: kernels, allocator
+  previews = 0;
+  synchronize_device(device);
+  const auto start = Clock::now();
+  const SampleResult result = sample(bundle, request, CancelToken(), preview);
+  synchronize_device(device);
+  const double seconds = seconds_since(start);
+  const bool finite = torch::isfinite(result.latent).all().item<bool>();
+  return {{"ok", previews == request.steps && previews_sized && finite && int(result.frames.size()) == request.frames},
+          {"previews", previews},
+          {"frames", result.frames.size()},
+          {"finite", finite},
+          {"seconds_per_step", seconds / request.steps}};
+}
+
+// ---- process group ------------------------------------------------------------------------------------
+
+// The port of the world-size-1 TCPStore: spread by process id so that concurrent checks do not collide.
+int store_port() { return 20000 + int(::getpid() % 20000); }
+
+nlohmann::json check_process_group(const Settings&, torch::Device device) {
+  Rendezvous rendezvous;
+  rendezvous.source = RendezvousSource::torchrun;
+  rendezvous.master_port = store_port();
+  const CommBackend backend = device.is_cuda() ? CommBackend::nccl : CommBackend::gloo;
+  auto groups = ProcessGroups::connect(rendezvous, ParallelLayout{1, 1, 1}, backend, std::chrono::seconds(60));
+
+  const ModelPreset preset = load_model_preset("tiny");
+  auto build = [&] {
+    torch::manual_seed(9);
+    DiT dit(preset.dit);
+    for (auto& p : dit->parameters()) p.detach().add_(torch::randn_like(p) * 0.02);  // every branch live
+    dit->to(device);
+    return dit;
+  };
+  DiT plain = build(), sharded = build();
+  AdamWOptions adam;
+  AdamW plain_optimizer(named_parameters(*plain), adam);
+  ZeroAdamW zero_optimizer(groups, named_parameters(*sharded), adam);
+  GradientSync sync(groups, named_parameters(*sharded));
+
+  torch::manual_seed(10);
+  const auto& cfg = preset.dit;
+  auto x = torch::randn({2, cfg.in_channels, 5, 8, 8}).to(device);
+  auto t = (torch::rand({2}) * kDiTTimesteps).to(device);
+  auto text = torch::randn({2, cfg.text_tokens, cfg.text_dim}).to(device);
+  auto mask = torch::ones({2, cfg.text_tokens}).to(device);
+  auto fps = torch::full({2}, 8.0).to(device);
+  auto target = torch::randn({2, cfg.in_channels, 5, 8, 8}).to(device);
+  double communication_ms = 0;
+  for (int step = 0; step < 3; ++step) {
+    plain_optimizer.zero_grad();
+    torch::mse_loss(plain->forward(x, t, text, mask, fps), target).backward();
+    plain_optimizer.step(1e-3);
+
+    zero_optimizer.zero_grad();
+    sync.begin_step();
+    torch::mse_loss(sharded->forward(x, t, text, mask, fps), target).backward();
+    sync.end_step();
+    communication_ms += sync.communication_ms();
+    zero_optimizer.step(1e-3);
+  }
+  double max_diff = 0;
+  bool identical = true;
+  const auto a = named_parameters(*plain), b = named_parameters(*sharded);
+  for (size_t i = 0; i < a.size(); ++i) {
+    identical = identical && torch::equal(a[i].second, b[i].second);
+    max_diff = std::max(max_diff, (a[i].second - b[i].second).abs().max().item<double>());
+  }
+  return {{"ok", max_diff <= 1e-6},
+          {"backend", to_string(backend)},
+          {"bit_identical", identical},
+          {"max_weight_diff", max_diff},
+          {"zero_shard_elements", zero_optimizer.shard_elements()},
+          {"communication_ms", communication_ms}};
+}
+
+// ---- driver -------------------------------------------------------------------------------------------
+
+Settings parse(int argc, char** argv) {
+  Settings s;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) throw Error(ErrorCode::usage, flag, "needs a value");
+    const std::string value = argv[++i];
+    if (flag == "--device") s.device_name = value;
+    else if (flag == "--golden-dir") s.golden_dir = value;
+    else if (flag == "--work") s.work = value;
+    else if (flag == "--steps") s.steps = std::stoll(value);
+    else if (flag == "--only")
+      for (const auto& name : split(value, ',')) s.only.insert(trim(name));
+    else throw Error(ErrorCode::usage, flag, "unknown flag (--device, --golden-dir, --work, --steps, --only)");
+  }
+  if (s.steps < 12) throw Error(ErrorCode::usage, "--steps", "at least 12 steps");
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Settings s;
+  torch::Device device = torch::kCPU;
+  try {
+    s = parse(argc, argv);
+    device = choose_compute_device(s.device_name);
+    if (s.work.empty()) s.work = fs::temp_directory_path() / cat("mugv-device-check-", ::getpid());
+    fs::create_directories(s.work);
+    ::setenv("MUGV_HOME", s.work.c_str(), 1);
+    const ModelPreset tiny = load_model_preset("tiny");
+    write_synthetic_cache(tiny, 12);
+    write_random_vae_run(tiny);
+  } catch (const std::exception& e) {
+    std::printf("%s\n", nlohmann::json({{"check", "setup"}, {"ok", false}, {"error", e.what()}}).dump().c_str());
+    return 2;
+  }
+
+  const std::vector<std::pair<std::string, std::function<nlohmann::json()>>> checks = {
+      {"golden_fp32", [&] { return check_golden(s, device, ComputePrecision::fp32); }},
+      {"golden_bf16", [&] { return check_golden(s, device, ComputePrecision::bf16); }},
+      {"train", [&] { return check_train(s); }},
+      {"resume", [&] { return check_resume(s, device); }},
+      {"sample", [&] { return check_sample(s, device); }},  // samples the run `train` made
+      {"process_group", [&] { return check_process_group(s, device); }},
+  };
+  bool all_ok = true;
+  for (const auto& [name, run] : checks) {
+    if (!s.only.empty() && !s.only.count(name)) continue;
+    nlohmann::json line;
+    const auto start = Clock::now();
+    try {
+      line = run();
+    } catch (const std::exception& e) {
+      line = {{"ok", false}, {"error", e.what()}};
+    }
+    line["check"] = name;
+    line["device"] = device.str();
+    if (!line.contains("seconds")) line["seconds"] = seconds_since(start);
+    all_ok = all_ok && line.value("ok", false);
+    std::printf("%s\n", line.dump().c_str());
+    std::fflush(stdout);
+  }
+  return all_ok ? 0 : 1;
+}
