@@ -14,8 +14,9 @@
 //   train         a tiny DiT on a synthetic latent cache (colour and motion words bound to latent structure)
 //                 for --steps steps on the device: the mean loss of the last tenth below 0.8 of the first's.
 //   resume        2k steps straight against k, stop (a cancel saves step k), resume to 2k: the losses of
-//                 steps k+1..2k and the final weights, compared bit for bit; reported with the largest
-//                 differences. On CUDA deterministic algorithms are requested for this check.
+//                 steps k+1..2k and the final weights, compared bit for bit, and the losses of steps 1..k
+//                 (two fresh runs of one command and seed); reported with the largest differences. On CUDA
+//                 deterministic algorithms are requested for this check.
 //   sample        20-step sampling with CFG and a live preview from the trained run on the device: one
 //                 preview per step, finite frames; time per step.
 //   process_group a world-size-1 process group (NCCL on CUDA, Gloo on CPU) running the data-parallel gradient
@@ -257,6 +258,13 @@ nlohmann::json check_resume(const Settings& s, torch::Device device) {
   const TrainResult resumed = resume_dit("split", ResumeChanges{}, CancelToken(), record_resumed);
   if (device.is_cuda()) at::globalContext().setDeterministicAlgorithms(false, false);
 
+  // The first k steps of both runs: the same command and seed from scratch (determinism across runs).
+  double max_fresh_diff = 0;
+  for (int64_t step = 1; step <= k; ++step) {
+    if (!straight_loss.count(step) || !split_loss.count(step))
+      throw Error(ErrorCode::internal, cat("step ", step), "a run did not report this step");
+    max_fresh_diff = std::max(max_fresh_diff, std::abs(straight_loss[step] - split_loss[step]));
+  }
   double max_loss_diff = 0;
   for (int64_t step = k + 1; step <= total; ++step) {
     if (!straight_loss.count(step) || !split_loss.count(step))
@@ -277,10 +285,12 @@ nlohmann::json check_resume(const Settings& s, torch::Device device) {
   }
   // The CPU kernels are deterministic: anything but bit-identity is a failure there. On CUDA the check
   // passes when the runs agree to float rounding and says whether they were bit-identical.
-  const bool ok = device.is_cuda() ? max_weight_diff < 1e-4 && max_loss_diff < 1e-4 : identical;
+  identical = identical && max_fresh_diff == 0;
+  const bool ok = device.is_cuda() ? max_weight_diff < 1e-4 && max_loss_diff < 1e-4 && max_fresh_diff < 1e-4 : identical;
   return {{"ok", ok},           {"stop_step", k},
           {"steps", total},     {"resumed_from", resumed.start_step},
           {"bit_identical", identical}, {"max_loss_diff", max_loss_diff},
+          {"max_loss_diff_same_seed_runs", max_fresh_diff},
           {"max_weight_diff", max_weight_diff}};
 }
 

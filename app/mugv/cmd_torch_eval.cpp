@@ -18,7 +18,7 @@
 #include "sample/sampler.h"
 #include "sample/video_io.h"
 #include "train/clip_video.h"
-#include "train/train_support.h"
+#include "model/run_models.h"
 
 #include <nlohmann/json.hpp>
 

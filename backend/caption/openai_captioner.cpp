@@ -1,24 +1,12 @@
 #include "caption/openai_captioner.h"
 
 #include "caption/http_client.h"
+#include "core/base64.h"
 #include "core/error.h"
 #include "core/strings.h"
 #include "media/image.h"
 
-#include <sodium.h>
-
 namespace mugv {
-namespace {
-
-std::string base64(const std::string& bytes) {
-  std::string out(sodium_base64_encoded_len(bytes.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
-  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
-                    sodium_base64_VARIANT_ORIGINAL);
-  out.resize(out.size() - 1);  // the terminating NUL
-  return out;
-}
-
-}  // namespace
 
 OpenAICaptioner::OpenAICaptioner(OpenAICaptionerOptions options) : options_(std::move(options)) {
   if (!starts_with(options_.endpoint, "http://") && !starts_with(options_.endpoint, "https://"))
@@ -31,7 +19,7 @@ std::string OpenAICaptioner::request_body(const CaptionInput& input) const {
   nlohmann::json content = nlohmann::json::array();
   content.push_back({{"type", "text"}, {"text", options_.instruction}});
   for (const auto& frame : input.keyframes)
-    content.push_back({{"type", "image_url"}, {"image_url", {{"url", "data:image/png;base64," + base64(encode_png(frame))}}}});
+    content.push_back({{"type", "image_url"}, {"image_url", {{"url", "data:image/png;base64," + base64_encode(encode_png(frame))}}}});
   nlohmann::json body = {{"model", options_.model},
                          {"messages", {{{"role", "user"}, {"content", content}}}},
                          {"max_tokens", options_.max_tokens},

@@ -164,6 +164,11 @@ struct SceneDetector::Impl {
       while (t < n && extreme(t)) ++t;
       int64_t last = t - 1;
       if (first == 0 || last == n - 1) continue;  // fade-in at the start or fade-out at the end
+      // A dark (bright) run entered gradually and left abruptly is a shot fading out and cut before or at the
+      // extreme; one entered abruptly and left gradually is a cut to black (white) fading in. Either is that
+      // cut, on the abrupt side, and the hard-cut detector places it. Abrupt on both sides (a slate between
+      // two cuts) and gradual on both (a fade through black) stay fades.
+      if (abrupt_change_at(first) != abrupt_change_at(last + 1)) continue;
       float best = depth(first);
       for (int64_t k = first; k <= last; ++k) best = std::max(best, depth(k));
       // Middle of the frames within half a luma step of the extreme, so a flat black hold is split evenly.
@@ -213,6 +218,12 @@ struct SceneDetector::Impl {
         ++t;
       }
       if (last - first + 1 < options.dissolve_min_run_frames) continue;
+      // A dissolve's own steps are never abrupt next to each other, so an abrupt change in its window or right
+      // at its edges is a cut: a shot fading out (a blend towards black, linear like a dissolve) and then cut,
+      // or cut to black and fading in. The hard-cut detector places it.
+      bool abrupt = false;
+      for (int64_t k = first - half; k <= last + half + 1 && !abrupt; ++k) abrupt = abrupt_change_at(k);
+      if (abrupt) continue;
       const Span span{first - half, last + half};
       bool in_fade = false;
       for (const Span& f : fade_spans) {
@@ -231,23 +242,31 @@ struct SceneDetector::Impl {
     }
   }
 
+  // Frame t starts a new picture abruptly: the adaptive content test of the hard-cut detector.
+  bool abrupt_change_at(int64_t t) const {
+    const int64_t n = static_cast<int64_t>(content_diff.size());
+    if (t < 1 || t >= n) return false;
+    const double d = content_diff[static_cast<size_t>(t)];
+    if (d < options.min_content_diff || structure_diff[static_cast<size_t>(t)] < options.min_structure_diff)
+      return false;
+    const int64_t w = std::max(1, options.adaptive_window_frames);
+    double sum = 0;
+    int count = 0;
+    for (int64_t k = std::max<int64_t>(1, t - w); k <= std::min(n - 1, t + w); ++k) {
+      if (k == t) continue;
+      sum += content_diff[static_cast<size_t>(k)];
+      ++count;
+    }
+    const double neighbours = count > 0 ? sum / count : 0;
+    const double ratio = neighbours > 1e-3 ? d / neighbours : 255.0;
+    return ratio >= options.adaptive_ratio;
+  }
+
   void find_hard_cuts(const std::vector<Span>& gradual, std::vector<SceneCut>& cuts) const {
     const int64_t n = static_cast<int64_t>(content_diff.size());
-    const int64_t w = std::max(1, options.adaptive_window_frames);
     for (int64_t t = 1; t < n; ++t) {
-      const double d = content_diff[static_cast<size_t>(t)];
-      if (d < options.min_content_diff || structure_diff[static_cast<size_t>(t)] < options.min_structure_diff) continue;
-      double sum = 0;
-      int count = 0;
-      for (int64_t k = std::max<int64_t>(1, t - w); k <= std::min(n - 1, t + w); ++k) {
-        if (k == t) continue;
-        sum += content_diff[static_cast<size_t>(k)];
-        ++count;
-      }
-      const double neighbours = count > 0 ? sum / count : 0;
-      const double ratio = neighbours > 1e-3 ? d / neighbours : 255.0;
-      if (ratio < options.adaptive_ratio || inside(gradual, t)) continue;
-    cuts.push_back({pts[static_cast<size_t>(t)], t, CutKind::hard, d});
+      if (!abrupt_change_at(t) || inside(gradual, t)) continue;
+      cuts.push_back({pts[static_cast<size_t>(t)], t, CutKind::hard, content_diff[static_cast<size_t>(t)]});
     }
   }
 

@@ -14,11 +14,14 @@
 //    >= adaptive_ratio, so camera motion, which raises every neighbour alike, does not cut.
 //  - fades: a run of frames whose mean luma is below fade_black_luma (above fade_white_luma) that has
 //    brighter (darker) picture on both sides; the cut is placed at the darkest (brightest) frame of the run.
-//    A dark run at the start or end of the video is a fade-in/out, not a cut.
+//    A dark run at the start or end of the video is a fade-in/out, not a cut. A run entered gradually and
+//    left abruptly (a shot fading out, cut before black) or the reverse (a cut to black, fading in) is the
+//    hard cut on its abrupt side.
 //  - dissolves: a blend A*(1-a) + B*a is linear in time, so for a frame t inside it the picture equals the
 //    average of frames t-L and t+L (L = dissolve_half_window_frames), while t-L and t+L differ strongly in
 //    structure. Motion and hard cuts break that linearity (a hard cut gives exactly half the difference).
-//    A run of such frames is one dissolve, cut at its middle.
+//    A run of such frames is one dissolve, cut at its middle, unless an abrupt change (the hard-cut test) lies in
+//    its window: a shot fading out looks like a blend towards black, and when it ends in a cut it is that cut.
 // Gradual transitions win over hard-cut candidates inside them; cuts closer than min_scene_len_s to the
 // previous cut (or to the start of the video) are dropped.
 //

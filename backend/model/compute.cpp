@@ -11,6 +11,7 @@
 #endif
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 
@@ -41,6 +42,22 @@ void set_autocast_dtype(torch::DeviceType d, at::ScalarType t) {
   else at::autocast::set_autocast_cpu_dtype(t);
 }
 #endif
+
+// A "Key: N kB" line of a /proc file, in bytes.
+std::optional<int64_t> proc_kib(const char* file, const std::string& key) {
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (starts_with(line, key + ":")) {
+      try {
+        return std::stoll(line.substr(key.size() + 1)) * 1024;
+      } catch (...) {
+        return std::nullopt;
+      }
+    }
+  }
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -117,15 +134,7 @@ torch::Tensor gelu(const torch::Tensor& x, bool tanh_approximation) {
 }
 
 std::optional<int64_t> device_memory_available_bytes(torch::Device device) {
-  if (device.is_cpu()) {
-    std::ifstream meminfo("/proc/meminfo");
-    std::string key;
-    int64_t kib = 0;
-    std::string unit;
-    while (meminfo >> key >> kib >> unit)
-      if (key == "MemAvailable:") return kib * 1024;
-    return std::nullopt;
-  }
+  if (device.is_cpu()) return proc_kib("/proc/meminfo", "MemAvailable");
   if (!device.is_cuda()) return std::nullopt;
   // CUDA_VISIBLE_DEVICES renumbers the GPUs this process sees; nvidia-smi speaks of the physical ones.
   std::string physical = std::to_string(device.has_index() ? device.index() : 0);
@@ -169,6 +178,28 @@ void reset_peak_device_memory(torch::Device device) {
 #endif
   (void)device;
 }
+
+double measure_gemm_flops(int64_t n, int repeats, torch::ScalarType dtype, const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  const auto options = torch::TensorOptions().dtype(dtype).device(device);
+  auto a = torch::randn({n, n}).to(options), b = torch::randn({n, n}).to(options);
+  // GPU kernels run asynchronously: time from an idle device to a finished product.
+  auto finish = [&] { synchronize_device(device); };
+  auto c = torch::mm(a, b);  // warm-up: thread pool, BLAS init
+  finish();
+  double best = 0;
+  for (int i = 0; i < repeats; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    c = torch::mm(a, b);
+    finish();
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (s > 0) best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s);
+  }
+  return best;
+}
+
+int64_t peak_rss_bytes() { return proc_kib("/proc/self/status", "VmHWM").value_or(0); }
+
 
 DefaultDtypeScope::DefaultDtypeScope(torch::ScalarType dtype) : previous_(c10::get_default_dtype()) {
   c10::set_default_dtype(caffe2::TypeMeta::fromScalarType(dtype));

@@ -55,6 +55,12 @@ class DefaultDtypeScope {
 // LibTorch's caching allocator holds in reserve counts as used). nullopt when it cannot be read.
 [[nodiscard]] std::optional<int64_t> device_memory_available_bytes(torch::Device device);
 
+// Measured GEMM rate in FLOP/s of `dtype` on `device` (on the CPU at the current torch thread count; a few
+// n×n matmuls, ~0.2 s): the peak an MFU is measured against, so a bf16 run's MFU is against the bf16 rate.
+[[nodiscard]] double measure_gemm_flops(int64_t n = 512, int repeats = 6, torch::ScalarType dtype = torch::kFloat32,
+                                        const torch::Device& device = torch::kCPU);
+// Peak resident set size of this process (VmHWM), bytes; 0 when unknown.
+[[nodiscard]] int64_t peak_rss_bytes();
 // Waits until the work queued on `device` has finished (nothing to wait for on the CPU), so a wall-clock
 // timing measures the work and not its launch.
 void synchronize_device(torch::Device device);

@@ -8,7 +8,7 @@
 #include "core/strings.h"
 #include "model/weights.h"
 #include "train/sharded_checkpoint.h"
-#include "train/train_support.h"
+#include "model/run_models.h"
 
 #include <nlohmann/json.hpp>
 

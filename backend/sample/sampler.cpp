@@ -3,8 +3,9 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "model/timestep_shift.h"
 #include "sample/schedule.h"
-#include "train/train_support.h"
+#include "model/run_models.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -182,7 +183,7 @@ StartingPoint starting_point(const ModelBundle& b, const GenerateRequest& r) {
   const int64_t n = codec.latent_frames(r.frames);
   const int64_t h = r.height / codec.compress_h(), w = r.width / codec.compress_w(), c = codec.latent_channels();
   StartingPoint start;
-  start.shift_ratio = schedule_shift_ratio(n, r.height, r.width, r.shift_base_px.value_or(b.shift_base_px));
+  start.shift_ratio = timestep_shift_ratio(n, r.height, r.width, r.shift_base_px.value_or(b.shift_base_px));
   start.times = euler_timesteps(r.steps, start.shift_ratio);
   auto gen = at::detail::createCPUGenerator(r.seed);
   start.noise = at::randn({1, c, n, h, w}, gen, torch::TensorOptions().dtype(torch::kFloat)).to(b.device);
@@ -253,7 +254,7 @@ void enhance(ModelBundle& e, const GenerateRequest& r, const EnhanceOptions& o, 
     throw Error(ErrorCode::invalid_argument, "enhance", "sigma must be in (0, 1] and steps at least 1");
   torch::NoGradGuard no_grad;
   const int64_t n = result.latent.size(2);
-  const double ratio = schedule_shift_ratio(n, r.height, r.width, r.shift_base_px.value_or(e.shift_base_px));
+  const double ratio = timestep_shift_ratio(n, r.height, r.width, r.shift_base_px.value_or(e.shift_base_px));
   const auto times = refine_timesteps(o.steps, o.sigma, ratio);
   // Its own noise stream, derived from the seed so that enhancing stays reproducible.
   auto gen = at::detail::createCPUGenerator(r.seed ^ 0x5d1f0e2a9b3c4d77ull);

@@ -2,8 +2,8 @@
 // The sampling schedule of MUG-V (docs/MUGV.md §4): an Euler ODE solver over N steps on the shifted
 // timesteps the trainer draws from (train/flow.h).
 //
-//   u_i = 1 − i/N,  t_i = r·u_i / (1 + (r − 1)·u_i),  i = 0..N     (t_0 = 1 pure noise, t_N = 0 clean)
-//   r   = sqrt(H·W / base²) · sqrt(T_latent)                         (H, W in pixels)
+//   u_i = 1 − i/N,  t_i = shift(u_i, r),  i = 0..N     (t_0 = 1 pure noise, t_N = 0 clean)
+//   shift and r: model/timestep_shift.h, the formula the trainer uses
 //   x_t = (1 − t)·x0 + t·ε,  v = x0 − ε   ⇒   x_{t−Δ} = x_t + Δ·v,  x0 ≈ x_t + t·v
 //
 // `base` must be the one the run was trained with (train/flow.h FlowOptions::shift_base_px: 512 for
@@ -14,14 +14,6 @@
 #include <vector>
 
 namespace mugv {
-
-// r = sqrt(height_px·width_px / base_px²) · sqrt(latent_frames). Throws Error(invalid_argument) for
-// non-positive inputs.
-[[nodiscard]] double schedule_shift_ratio(int64_t latent_frames, int64_t height_px, int64_t width_px,
-                                          double base_px);
-
-// t' = r·t / (1 + (r − 1)·t); maps 0 → 0 and 1 → 1, monotone for r > 0.
-[[nodiscard]] double shift_time(double t, double ratio);
 
 // The N + 1 timesteps t_0 = 1 > t_1 > ... > t_N = 0 of an N-step shifted Euler schedule.
 // Throws Error(invalid_argument) for steps < 1 or ratio <= 0.

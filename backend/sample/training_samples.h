@@ -11,7 +11,7 @@
 #include "core/progress.h"
 #include "media/frame.h"
 #include "sample/model_bundle.h"
-#include "train/train_support.h"
+#include "model/run_models.h"
 
 #include <cstdint>
 #include <filesystem>

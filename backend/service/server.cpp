@@ -26,6 +26,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -484,201 +485,276 @@ struct Server::Impl {
     return reply;
   }
 
-  Message handle_request(const Message& m) {
+  // Requests, one handler each (request_routes below says which).
+  Message on_submit_job(const Message& m) {
     const auto& h = m.header;
-    switch (m.type) {
-      case MessageType::submit_job: {
-        nlohmann::json params = h["params"];
-        if (h.contains("executor") && !params.contains("executor")) params["executor"] = h["executor"];
-        check_job_paths(h["kind"].get<std::string>(), params);
-        slurm->check(h["kind"].get<std::string>(), params);
-        Job job;
-        job.kind = *job_kind_from_string(h["kind"].get<std::string>());
-        job.params = params;
-        job.priority = h.value("priority", 0);
-        job = enqueue_job(*catalog, job);
-        slurm_queued = slurm_queued || is_slurm_job(job);
-        publish_state(job);
-        return protocol::make_ok({{"job", to_json(job)}});
-      }
-      case MessageType::cancel_job: {
-        Job job = job_or_throw(h["job"]);
-        if (job.state == JobState::queued) return protocol::make_ok({{"job", to_json(transition(job.id, JobState::cancelled))}});
-        if (is_terminal(job.state)) throw Error(ErrorCode::conflict, cat("job ", job.id), cat("already ", to_string(job.state)));
-        if (slurm->cancel(job.id)) return protocol::make_ok({{"job", to_json(job)}, {"cancelling", true}});
-        if (WorkerEntry* w = worker_of(job.id)) {
-          w->cancel_requested = true;
-          w->kill_at = Clock::now() + (h.value("force", false) ? std::chrono::milliseconds(0) : o.cancel_grace);
-          control(*w, "cancel");
-        }
-        return protocol::make_ok({{"job", to_json(job)}, {"cancelling", true}});
-      }
-      case MessageType::pause_job:
-      case MessageType::resume_job: {
-        bool pause = m.type == MessageType::pause_job;
-        Job job = job_or_throw(h["job"]);
-        if (is_slurm_job(job))
-          throw Error(ErrorCode::unsupported, cat("job ", job.id), "Slurm jobs cannot be paused; cancel and retry instead");
-        WorkerEntry* w = worker_of(job.id);
-        if (!w || job.state != (pause ? JobState::running : JobState::paused))
-          throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only a ",
-                                                                    pause ? "running" : "paused", " job can be ",
-                                                                    pause ? "paused" : "resumed"));
-        control(*w, pause ? "pause" : "resume");
-        return protocol::make_ok({{"job", to_json(transition(job.id, pause ? JobState::paused : JobState::running))}});
-      }
-      case MessageType::retry_job: {
-        Job job = job_or_throw(h["job"]);
-        if (!is_terminal(job.state) || job.state == JobState::succeeded)
-          throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only failed, cancelled or interrupted jobs can be retried"));
-        slurm_queued = slurm_queued || is_slurm_job(job);
-        return protocol::make_ok({{"job", to_json(transition(job.id, JobState::queued))}});
-      }
-      case MessageType::reorder_job: {
-        Job job = job_or_throw(h["job"]);
-        if (h.contains("priority")) set_job_priority(*catalog, job.id, h["priority"]);
-        if (h.contains("position")) set_job_queue_position(*catalog, job.id, h["position"]);
-        return protocol::make_ok({{"job", to_json(job_or_throw(job.id))}});
-      }
-      case MessageType::list_jobs: {
-        std::optional<JobState> state;
-        if (h.contains("state")) state = job_state_from_string(h["state"].get<std::string>());
-        nlohmann::json list = nlohmann::json::array();
-        auto jobs = list_jobs(*catalog, state);
-        size_t offset = h.value("offset", 0), limit = h.value("limit", 1000);
-        for (size_t i = offset; i < jobs.size() && list.size() < limit; ++i) list.push_back(to_json(jobs[i]));
-        return protocol::make_ok({{"jobs", list}, {"total", jobs.size()}});
-      }
-      case MessageType::get_job: {
-        Job job = job_or_throw(h["job"]);
-        nlohmann::json events = nlohmann::json::array();
-        for (const auto& e : list_job_events(*catalog, job.id)) events.push_back(to_json(e));
-        return protocol::make_ok({{"job", to_json(job)}, {"events", events}});
-      }
-      case MessageType::job_logs: {
-        Job job = job_or_throw(h["job"]);
-        // A Slurm job's log is the server's notes on it followed by Slurm's output files (the workers' stdout
-        // and stderr, srun's and slurmstepd's messages), read where Slurm writes them.
-        std::string text = read_if_exists(job_log_path(o.home, job.id));
-        if (is_slurm_job(job)) text += slurm->slurm_output(job);
-        return protocol::make_ok({{"job", job.id}, {"text", tail_lines(text, h.value("tail_lines", 200))}});
-      }
-      case MessageType::list_clusters: {
-        const ClusterProfileListing listing = list_cluster_profiles(o.home);
-        nlohmann::json clusters = nlohmann::json::array(), problems = nlohmann::json::array();
-        for (const auto& p : listing.profiles) clusters.push_back(p.to_json());
-        for (const auto& [file, why] : listing.problems) problems.push_back({{"file", file.string()}, {"error", why}});
-        return protocol::make_ok({{"clusters", clusters}, {"problems", problems}, {"dir", cluster_profiles_dir(o.home).string()}});
-      }
-      case MessageType::list_models: {
-        // Released models installed on this server, for the studio's model picker.
-        nlohmann::json list = nlohmann::json::array();
-        for (const auto& m : list_installed_models(o.home / "models")) list.push_back(to_json(m));
-        return protocol::make_ok({{"models", list}, {"dir", (o.home / "models").string()}});
-      }
-      case MessageType::list_runs: {
-        nlohmann::json list = nlohmann::json::array();
-        std::set<std::string> named;
-        for (const auto& r : list_runs(*catalog)) {
-          named.insert(r.name);
-          list.push_back({{"id", r.id}, {"name", r.name}, {"kind", to_string(r.kind)}, {"preset", r.preset},
-                          {"state", to_string(r.state)}, {"dir", r.dir.string()}, {"created_at_ms", r.created_at_ms}});
-        }
-        // Run folders the trainers wrote ($MUGV_HOME/runs/NAME/run.json) are runs too; a damaged one is skipped.
-        for (const auto& name : list_run_names()) {
-          if (named.count(name)) continue;
-          try {
-            const RunPaths paths = run_paths(name);
-            const RunManifest m = read_run_manifest(paths);
-            list.push_back({{"name", name}, {"kind", to_string(m.kind)}, {"preset", m.preset}, {"dataset", m.dataset},
-                            {"vae_run", m.vae_run}, {"dir", paths.root.string()}});
-          } catch (const Error& e) {
-            log_warning(cat("run ", name, " not listed: ", e.what()));
-          }
-        }
-        return protocol::make_ok({{"runs", list}});
-      }
-      case MessageType::list_datasets: {
-        nlohmann::json list = nlohmann::json::array();
-        for (const auto& d : list_datasets(*catalog)) {
-          ClipFilter f;
-          f.dataset_id = d.id;
-          list.push_back({{"id", d.id}, {"name", d.name}, {"root", d.root_dir.string()}, {"clips", count_clips(*catalog, f)}});
-        }
-        return protocol::make_ok({{"datasets", list}});
-      }
-      case MessageType::list_clips: {
-        auto d = find_dataset(*catalog, h["dataset"].get<std::string>());
-        if (!d) throw Error(ErrorCode::not_found, h["dataset"].get<std::string>(), "no such dataset");
-        ClipFilter f;
-        f.dataset_id = d->id;
-        if (h.contains("decision")) f.decision = clip_decision_from_string(h["decision"].get<std::string>());
-        if (h.contains("reason")) f.reason = h["reason"].get<std::string>();
-        if (h.contains("tag")) f.tag = h["tag"].get<std::string>();
-        f.limit = h.value("limit", 500);
-        f.offset = h.value("offset", 0);
-        nlohmann::json list = nlohmann::json::array();
-        for (const auto& c : list_clips(*catalog, f)) {
-          auto caption = current_caption(*catalog, c.id);
-          list.push_back(to_json(c, caption));
-        }
-        return protocol::make_ok({{"clips", list}, {"total", count_clips(*catalog, f)}});
-      }
-      case MessageType::clip_frames:
-        return clip_frames(h);
-      case MessageType::edit_caption: {
-        Caption c = add_caption(*catalog, h["clip"], h["text"].get<std::string>(), CaptionOrigin::human, "studio");
-        return protocol::make_ok({{"caption", {{"id", c.id}, {"version", c.version}, {"current", c.current}}}});
-      }
-      case MessageType::list_prompts: {
-        PromptQuery q;
-        q.text_contains = h.value("query", "");
-        q.tag = h.value("tag", "");
-        q.limit = h.value("limit", 0);
-        q.offset = h.value("offset", 0);
-        nlohmann::json list = nlohmann::json::array();
-        for (const auto& p : list_prompts(*catalog, q))
-          list.push_back({{"id", p.id}, {"text", p.text}, {"negative", p.negative}, {"tags", p.tags}, {"created_at_ms", p.created_at_ms}});
-        return protocol::make_ok({{"prompts", list}});
-      }
-      case MessageType::save_prompt: {
-        Prompt p;
-        p.text = h["text"].get<std::string>();
-        p.negative = h.value("negative", "");
-        if (h.contains("tags")) p.tags = h["tags"].get<std::vector<std::string>>();
-        if (h.contains("id")) {
-          p.id = h["id"];
-          update_prompt(*catalog, p);
-        } else {
-          p = add_prompt(*catalog, p);
-        }
-        return protocol::make_ok({{"prompt", p.id}});
-      }
-      case MessageType::list_generations: {
-        nlohmann::json list = nlohmann::json::array();
-        auto gens = h.contains("prompt") ? list_generations_for_prompt(*catalog, h["prompt"], h.value("limit", 0))
-                                         : list_generations(*catalog, h.value("limit", 0), h.value("offset", 0));
-        for (const auto& g : gens)
-          list.push_back({{"id", g.id}, {"prompt", g.prompt_text}, {"negative", g.negative}, {"seed", g.seed},
-                          {"steps", g.steps}, {"cfg", g.cfg_scale}, {"width", g.width}, {"height", g.height},
-                          {"frames", g.frames}, {"output", g.output_path.string()}, {"settings", g.settings}});
-        return protocol::make_ok({{"generations", list}});
-      }
-      case MessageType::sample_now:
-      case MessageType::save_now: {
-        Job job = job_or_throw(h["job"]);
-        WorkerEntry* w = worker_of(job.id);
-        if (!w || job.kind != JobKind::train)
-          throw Error(ErrorCode::conflict, cat("job ", job.id), "only a running training job can sample or save now");
-        control(*w, m.type == MessageType::sample_now ? "sample_now" : "save_now");
-        return protocol::make_ok({{"job", job.id}});
-      }
-      case MessageType::shutdown:
-        stopping = true;
-        return protocol::make_ok({{"stopping", true}});
-      default:
-        throw Error(ErrorCode::protocol, to_string(m.type), "not a request a client can send");
+    nlohmann::json params = h["params"];
+    if (h.contains("executor") && !params.contains("executor")) params["executor"] = h["executor"];
+    check_job_paths(h["kind"].get<std::string>(), params);
+    slurm->check(h["kind"].get<std::string>(), params);
+    Job job;
+    job.kind = *job_kind_from_string(h["kind"].get<std::string>());
+    job.params = params;
+    job.priority = h.value("priority", 0);
+    job = enqueue_job(*catalog, job);
+    slurm_queued = slurm_queued || is_slurm_job(job);
+    publish_state(job);
+    return protocol::make_ok({{"job", to_json(job)}});
+  }
+
+  Message on_cancel_job(const Message& m) {
+    const auto& h = m.header;
+    Job job = job_or_throw(h["job"]);
+    if (job.state == JobState::queued) return protocol::make_ok({{"job", to_json(transition(job.id, JobState::cancelled))}});
+    if (is_terminal(job.state)) throw Error(ErrorCode::conflict, cat("job ", job.id), cat("already ", to_string(job.state)));
+    if (slurm->cancel(job.id)) return protocol::make_ok({{"job", to_json(job)}, {"cancelling", true}});
+    if (WorkerEntry* w = worker_of(job.id)) {
+      w->cancel_requested = true;
+      w->kill_at = Clock::now() + (h.value("force", false) ? std::chrono::milliseconds(0) : o.cancel_grace);
+      control(*w, "cancel");
     }
+    return protocol::make_ok({{"job", to_json(job)}, {"cancelling", true}});
+  }
+
+  Message on_pause_or_resume_job(const Message& m) {
+    const auto& h = m.header;
+    bool pause = m.type == MessageType::pause_job;
+    Job job = job_or_throw(h["job"]);
+    if (is_slurm_job(job))
+      throw Error(ErrorCode::unsupported, cat("job ", job.id), "Slurm jobs cannot be paused; cancel and retry instead");
+    WorkerEntry* w = worker_of(job.id);
+    if (!w || job.state != (pause ? JobState::running : JobState::paused))
+      throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only a ",
+                                                                pause ? "running" : "paused", " job can be ",
+                                                                pause ? "paused" : "resumed"));
+    control(*w, pause ? "pause" : "resume");
+    return protocol::make_ok({{"job", to_json(transition(job.id, pause ? JobState::paused : JobState::running))}});
+  }
+
+  Message on_retry_job(const Message& m) {
+    const auto& h = m.header;
+    Job job = job_or_throw(h["job"]);
+    if (!is_terminal(job.state) || job.state == JobState::succeeded)
+      throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only failed, cancelled or interrupted jobs can be retried"));
+    slurm_queued = slurm_queued || is_slurm_job(job);
+    return protocol::make_ok({{"job", to_json(transition(job.id, JobState::queued))}});
+  }
+
+  Message on_reorder_job(const Message& m) {
+    const auto& h = m.header;
+    Job job = job_or_throw(h["job"]);
+    if (h.contains("priority")) set_job_priority(*catalog, job.id, h["priority"]);
+    if (h.contains("position")) set_job_queue_position(*catalog, job.id, h["position"]);
+    return protocol::make_ok({{"job", to_json(job_or_throw(job.id))}});
+  }
+
+  Message on_list_jobs(const Message& m) {
+    const auto& h = m.header;
+    std::optional<JobState> state;
+    if (h.contains("state")) state = job_state_from_string(h["state"].get<std::string>());
+    nlohmann::json list = nlohmann::json::array();
+    auto jobs = list_jobs(*catalog, state);
+    size_t offset = h.value("offset", 0), limit = h.value("limit", 1000);
+    for (size_t i = offset; i < jobs.size() && list.size() < limit; ++i) list.push_back(to_json(jobs[i]));
+    return protocol::make_ok({{"jobs", list}, {"total", jobs.size()}});
+  }
+
+  Message on_get_job(const Message& m) {
+    const auto& h = m.header;
+    Job job = job_or_throw(h["job"]);
+    nlohmann::json events = nlohmann::json::array();
+    for (const auto& e : list_job_events(*catalog, job.id)) events.push_back(to_json(e));
+    return protocol::make_ok({{"job", to_json(job)}, {"events", events}});
+  }
+
+  Message on_job_logs(const Message& m) {
+    const auto& h = m.header;
+    Job job = job_or_throw(h["job"]);
+    // A Slurm job's log is the server's notes on it followed by Slurm's output files (the workers' stdout
+    // and stderr, srun's and slurmstepd's messages), read where Slurm writes them.
+    std::string text = read_if_exists(job_log_path(o.home, job.id));
+    if (is_slurm_job(job)) text += slurm->slurm_output(job);
+    return protocol::make_ok({{"job", job.id}, {"text", tail_lines(text, h.value("tail_lines", 200))}});
+  }
+
+  Message on_list_clusters(const Message&) {
+    const ClusterProfileListing listing = list_cluster_profiles(o.home);
+    nlohmann::json clusters = nlohmann::json::array(), problems = nlohmann::json::array();
+    for (const auto& p : listing.profiles) clusters.push_back(p.to_json());
+    for (const auto& [file, why] : listing.problems) problems.push_back({{"file", file.string()}, {"error", why}});
+    return protocol::make_ok({{"clusters", clusters}, {"problems", problems}, {"dir", cluster_profiles_dir(o.home).string()}});
+  }
+
+  Message on_list_models(const Message&) {
+    // Released models installed on this server, for the studio's model picker.
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& model : list_installed_models(o.home / "models")) list.push_back(to_json(model));
+    return protocol::make_ok({{"models", list}, {"dir", (o.home / "models").string()}});
+  }
+
+  Message on_list_runs(const Message& m) {
+    const auto& h = m.header;
+    // One record shape for every run, whichever place knows it: the catalog's runs table and the run folders
+    // the trainers write ($MUGV_HOME/runs/NAME/run.json), merged by name; what a place does not know is null.
+    std::vector<nlohmann::json> runs;
+    std::set<std::string> named;
+    for (const auto& r : list_runs(*catalog)) {
+      named.insert(r.name);
+      runs.push_back({{"id", r.id}, {"name", r.name}, {"kind", to_string(r.kind)}, {"preset", r.preset},
+                      {"dataset", nullptr}, {"vae_run", nullptr}, {"state", to_string(r.state)},
+                      {"dir", r.dir.string()}, {"created_at_ms", r.created_at_ms}});
+    }
+    for (const auto& name : list_run_names()) {
+      if (named.count(name)) continue;
+      try {
+        const RunPaths paths = run_paths(name);
+        const RunManifest m = read_run_manifest(paths);
+        struct stat manifest_stat {};
+        const int64_t written_ms = ::stat(paths.manifest().c_str(), &manifest_stat) == 0
+                                       ? int64_t(manifest_stat.st_mtim.tv_sec) * 1000 + manifest_stat.st_mtim.tv_nsec / 1000000
+                                       : 0;
+        runs.push_back({{"id", nullptr}, {"name", name}, {"kind", to_string(m.kind)}, {"preset", m.preset},
+                        {"dataset", m.dataset}, {"vae_run", m.vae_run.empty() ? nlohmann::json() : nlohmann::json(m.vae_run)},
+                        {"state", nullptr}, {"dir", paths.root.string()}, {"created_at_ms", written_ms}});
+      } catch (const Error& e) {
+        log_warning(cat("run ", name, " not listed: ", e.what()));  // a damaged folder is skipped
+      }
+    }
+    nlohmann::json list = nlohmann::json::array();
+    const size_t offset = h.value("offset", 0), limit = h.value("limit", 1000);
+    for (size_t i = offset; i < runs.size() && list.size() < limit; ++i) list.push_back(runs[i]);
+    return protocol::make_ok({{"runs", list}, {"total", runs.size()}});
+  }
+
+  Message on_list_datasets(const Message&) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& d : list_datasets(*catalog)) {
+      ClipFilter f;
+      f.dataset_id = d.id;
+      list.push_back({{"id", d.id}, {"name", d.name}, {"root", d.root_dir.string()}, {"clips", count_clips(*catalog, f)}});
+    }
+    return protocol::make_ok({{"datasets", list}});
+  }
+
+  Message on_list_clips(const Message& m) {
+    const auto& h = m.header;
+    auto d = find_dataset(*catalog, h["dataset"].get<std::string>());
+    if (!d) throw Error(ErrorCode::not_found, h["dataset"].get<std::string>(), "no such dataset");
+    ClipFilter f;
+    f.dataset_id = d->id;
+    if (h.contains("decision")) f.decision = clip_decision_from_string(h["decision"].get<std::string>());
+    if (h.contains("reason")) f.reason = h["reason"].get<std::string>();
+    if (h.contains("tag")) f.tag = h["tag"].get<std::string>();
+    f.limit = h.value("limit", 500);
+    f.offset = h.value("offset", 0);
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& c : list_clips(*catalog, f)) {
+      auto caption = current_caption(*catalog, c.id);
+      list.push_back(to_json(c, caption));
+    }
+    return protocol::make_ok({{"clips", list}, {"total", count_clips(*catalog, f)}});
+  }
+
+  Message on_clip_frames(const Message& m) {
+    return clip_frames(m.header);
+  }
+
+  Message on_edit_caption(const Message& m) {
+    const auto& h = m.header;
+    Caption c = add_caption(*catalog, h["clip"], h["text"].get<std::string>(), CaptionOrigin::human, "studio");
+    return protocol::make_ok({{"caption", {{"id", c.id}, {"version", c.version}, {"current", c.current}}}});
+  }
+
+  Message on_list_prompts(const Message& m) {
+    const auto& h = m.header;
+    PromptQuery q;
+    q.text_contains = h.value("query", "");
+    q.tag = h.value("tag", "");
+    q.limit = h.value("limit", 0);
+    q.offset = h.value("offset", 0);
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& p : list_prompts(*catalog, q))
+      list.push_back({{"id", p.id}, {"text", p.text}, {"negative", p.negative}, {"tags", p.tags}, {"created_at_ms", p.created_at_ms}});
+    return protocol::make_ok({{"prompts", list}});
+  }
+
+  Message on_save_prompt(const Message& m) {
+    const auto& h = m.header;
+    Prompt p;
+    p.text = h["text"].get<std::string>();
+    p.negative = h.value("negative", "");
+    if (h.contains("tags")) p.tags = h["tags"].get<std::vector<std::string>>();
+    if (h.contains("id")) {
+      p.id = h["id"];
+      update_prompt(*catalog, p);
+    } else {
+      p = add_prompt(*catalog, p);
+    }
+    return protocol::make_ok({{"prompt", p.id}});
+  }
+
+  Message on_list_generations(const Message& m) {
+    const auto& h = m.header;
+    nlohmann::json list = nlohmann::json::array();
+    auto gens = h.contains("prompt") ? list_generations_for_prompt(*catalog, h["prompt"], h.value("limit", 0))
+                                     : list_generations(*catalog, h.value("limit", 0), h.value("offset", 0));
+    for (const auto& g : gens)
+      list.push_back({{"id", g.id}, {"prompt", g.prompt_text}, {"negative", g.negative}, {"seed", g.seed},
+                      {"steps", g.steps}, {"cfg", g.cfg_scale}, {"width", g.width}, {"height", g.height},
+                      {"frames", g.frames}, {"output", g.output_path.string()}, {"settings", g.settings}});
+    return protocol::make_ok({{"generations", list}});
+  }
+
+  Message on_sample_or_save_now(const Message& m) {
+    const auto& h = m.header;
+    Job job = job_or_throw(h["job"]);
+    WorkerEntry* w = worker_of(job.id);
+    if (!w || job.kind != JobKind::train)
+      throw Error(ErrorCode::conflict, cat("job ", job.id), "only a running training job can sample or save now");
+    control(*w, m.type == MessageType::sample_now ? "sample_now" : "save_now");
+    return protocol::make_ok({{"job", job.id}});
+  }
+
+  Message on_shutdown(const Message&) {
+    stopping = true;
+    return protocol::make_ok({{"stopping", true}});
+  }
+
+  // The requests a client may send and their handlers; anything else is a protocol error.
+  using RequestHandler = Message (Impl::*)(const Message&);
+  static const std::map<MessageType, RequestHandler>& request_routes() {
+    static const std::map<MessageType, RequestHandler> routes = {
+        {MessageType::submit_job, &Impl::on_submit_job},
+        {MessageType::cancel_job, &Impl::on_cancel_job},
+        {MessageType::pause_job, &Impl::on_pause_or_resume_job},
+        {MessageType::resume_job, &Impl::on_pause_or_resume_job},
+        {MessageType::retry_job, &Impl::on_retry_job},
+        {MessageType::reorder_job, &Impl::on_reorder_job},
+        {MessageType::list_jobs, &Impl::on_list_jobs},
+        {MessageType::get_job, &Impl::on_get_job},
+        {MessageType::job_logs, &Impl::on_job_logs},
+        {MessageType::list_clusters, &Impl::on_list_clusters},
+        {MessageType::list_models, &Impl::on_list_models},
+        {MessageType::list_runs, &Impl::on_list_runs},
+        {MessageType::list_datasets, &Impl::on_list_datasets},
+        {MessageType::list_clips, &Impl::on_list_clips},
+        {MessageType::clip_frames, &Impl::on_clip_frames},
+        {MessageType::edit_caption, &Impl::on_edit_caption},
+        {MessageType::list_prompts, &Impl::on_list_prompts},
+        {MessageType::save_prompt, &Impl::on_save_prompt},
+        {MessageType::list_generations, &Impl::on_list_generations},
+        {MessageType::sample_now, &Impl::on_sample_or_save_now},
+        {MessageType::save_now, &Impl::on_sample_or_save_now},
+        {MessageType::shutdown, &Impl::on_shutdown},
+    };
+    return routes;
+  }
+
+  Message handle_request(const Message& m) {
+    const auto& routes = request_routes();
+    const auto route = routes.find(m.type);
+    if (route == routes.end()) throw Error(ErrorCode::protocol, to_string(m.type), "not a request a client can send");
+    return (this->*(route->second))(m);
   }
 
   void handle_worker(const std::string& identity, const Message& m) {

@@ -1,6 +1,6 @@
 #pragma once
 // Decoding a clip's pixels for the VAE and the latent encoder (FFmpeg, media/decoder.h). Kept apart from
-// train_support.h so the training loop itself needs no video codec (the compute-only build, README).
+// the training loop, which needs no video codec (the compute-only build, README).
 
 #include <torch/torch.h>
 

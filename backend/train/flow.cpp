@@ -1,6 +1,7 @@
 #include "train/flow.h"
 
 #include "core/error.h"
+#include "model/timestep_shift.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -18,23 +19,14 @@ uint64_t sample_seed(uint64_t seed, int64_t step, int64_t sample) {
   return mix(mix(mix(seed) ^ static_cast<uint64_t>(step)) ^ static_cast<uint64_t>(sample));
 }
 
-double flow_shift_ratio(int64_t latent_frames, int64_t height_px, int64_t width_px, double base_px) {
-  if (latent_frames < 1 || height_px < 1 || width_px < 1 || base_px <= 0)
-    throw Error(ErrorCode::invalid_argument, "flow shift", "frames, size and base resolution must be positive");
-  return std::sqrt(double(height_px) * double(width_px) / (base_px * base_px)) * std::sqrt(double(latent_frames));
-}
-
-torch::Tensor shift_timesteps(const torch::Tensor& t, double ratio) { return ratio * t / (1.0 + (ratio - 1.0) * t); }
-
-double shift_timestep(double t, double ratio) { return ratio * t / (1.0 + (ratio - 1.0) * t); }
-
 FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, int64_t height_px, int64_t width_px,
                           const FlowOptions& options, int64_t first_sample) {
   if (x0.dim() != 5) throw Error(ErrorCode::invalid_argument, "x0", "expected a latent batch [B,C,T,H,W]");
   const int64_t batch = x0.size(0), frames = x0.size(2);
-  const double ratio = flow_shift_ratio(frames, height_px, width_px, options.shift_base_px);
+  const double ratio = timestep_shift_ratio(frames, height_px, width_px, options.shift_base_px);
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
-  std::vector<torch::Tensor> noise, times;
+  std::vector<torch::Tensor> noise;
+  std::vector<float> times;
   auto cond = torch::zeros({batch, frames}, torch::kBool);
   auto drop = torch::zeros({batch}, torch::kBool);
   auto cond_a = cond.accessor<bool, 2>();
@@ -45,12 +37,12 @@ FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, 
     auto u = at::randn({1}, gen, f32);
     auto coins = at::rand({2}, gen, f32);
     noise.push_back(at::randn(x0[b].sizes(), gen, f32));
-    times.push_back(torch::sigmoid(u));
+    times.push_back(static_cast<float>(shift_timestep(torch::sigmoid(u).item<double>(), ratio)));
     cond_a[b][0] = frames > 1 && coins[0].item<float>() < options.p_first_frame;
     drop_a[b] = coins[1].item<float>() < options.p_caption_dropout;
   }
   auto eps = torch::stack(noise).to(x0.dtype());
-  auto t = shift_timesteps(torch::cat(times), ratio).to(x0.dtype());
+  auto t = torch::tensor(times, f32).to(x0.dtype());
   auto tb = t.view({batch, 1, 1, 1, 1});
   auto x_t = (1.0 - tb) * x0 + tb * eps;
   auto keep = cond.view({batch, 1, frames, 1, 1});

@@ -2,7 +2,7 @@
 // The rectified-flow training objective of MUG-V (docs/MUGV.md §4).
 //
 //   t  ~ logit-normal(0, 1)                          (sigmoid of a standard normal draw)
-//   t' = r·t / (1 + (r − 1)·t),  r = sqrt(H·W / base²) · sqrt(T_latent)
+//   t' = r·t / (1 + (r − 1)·t),  r = sqrt(H·W / base²) · sqrt(T_latent)   (model/timestep_shift.h)
 //   x_t = (1 − t')·x0 + t'·ε,    target v = x0 − ε   (the sign convention of the public code)
 //   loss = mean squared error over the latent elements of non-conditioning frames
 //
@@ -36,11 +36,6 @@ struct FlowOptions {
 // Seed of one sample's generator: a SplitMix64 mix of (seed, step, sample), never 0-correlated across steps.
 [[nodiscard]] uint64_t sample_seed(uint64_t seed, int64_t step, int64_t sample);
 
-// r = sqrt(height_px·width_px / base_px²) · sqrt(latent_frames).
-[[nodiscard]] double flow_shift_ratio(int64_t latent_frames, int64_t height_px, int64_t width_px, double base_px);
-// t' = r·t / (1 + (r − 1)·t), elementwise; maps 0 → 0 and 1 → 1.
-[[nodiscard]] torch::Tensor shift_timesteps(const torch::Tensor& t, double ratio);
-[[nodiscard]] double shift_timestep(double t, double ratio);
 
 // One noised batch, ready for the DiT.
 struct FlowBatch {

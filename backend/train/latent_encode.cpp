@@ -12,7 +12,7 @@
 #include "train/checkpoint_store.h"
 #include "train/clip_video.h"
 #include "train/run_layout.h"
-#include "train/train_support.h"
+#include "model/run_models.h"
 
 namespace mugv {
 

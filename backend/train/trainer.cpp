@@ -15,6 +15,7 @@
 #include "train/gradient_sync.h"
 #include "train/latent_cache.h"
 #include "train/optim.h"
+#include "train/rng_state.h"
 #include "train/sharded_checkpoint.h"
 #include "train/zero_optimizer.h"
 
@@ -615,7 +616,7 @@ void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, cons
     throw Error(ErrorCode::out_of_memory, subject,
                 cat("training needs about ", estimate.describe(), ", more than --max-memory-gb ", max_memory_gb,
                     "; lower --batch or use a smaller preset"));
-  auto available = host_memory ? available_memory_bytes() : std::nullopt;
+  auto available = host_memory ? device_memory_available_bytes(torch::kCPU) : std::nullopt;
   if (available && estimate.total_bytes > *available)
     throw Error(ErrorCode::out_of_memory, subject,
                 cat("training needs about ", estimate.describe(), " but only ", human_bytes(double(*available)),

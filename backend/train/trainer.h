@@ -33,7 +33,7 @@
 #include "train/checkpoint_store.h"
 #include "train/data.h"
 #include "train/train_params.h"
-#include "train/train_support.h"
+#include "model/run_models.h"
 
 #include <nlohmann/json.hpp>
 

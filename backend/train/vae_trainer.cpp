@@ -16,6 +16,7 @@
 #include "train/clip_video.h"
 #include "train/flow.h"
 #include "train/optim.h"
+#include "train/rng_state.h"
 #include "train/trainer.h"
 
 #include <cmath>

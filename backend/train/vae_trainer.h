@@ -20,7 +20,7 @@
 #include "core/progress.h"
 #include "train/latent_encode.h"
 #include "train/train_params.h"
-#include "train/train_support.h"
+#include "model/run_models.h"
 
 #include <nlohmann/json.hpp>
 

@@ -6,6 +6,7 @@
 // Prints one JSON line per run (median over the steps after the first two) and the efficiency.
 #include "core/paths.h"
 #include "core/strings.h"
+#include "model/compute.h"
 #include "model/config.h"
 #include "parallel/launcher.h"
 #include "parallel/memory_model.h"

@@ -15,7 +15,7 @@
 #include "parallel/memory_model.h"
 #include "parallel/planner.h"
 #include "train/optim.h"
-#include "train/train_support.h"
+#include "model/run_models.h"
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>

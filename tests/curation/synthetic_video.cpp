@@ -163,6 +163,14 @@ GeneratedVideo write_shots(const fs::path& path, const std::vector<Shot>& shots,
       const int half = into.transition_frames / 2;
       if (into.into == Transition::hard || half <= 0) continue;
       const int64_t j = g - begin[b];
+      if (into.into == Transition::fade_out_cut) {
+        // Only the previous shot's last transition_frames frames darken; the cut itself is abrupt.
+        const int64_t n = into.transition_frames;
+        if (j >= 0 || j < -n) continue;
+        const double brightness = 1.0 - (1.0 - into.fade_floor) * static_cast<double>(j + n + 1) / n;
+        picture = blend(cv::Mat(height, width, CV_8UC3, cv::Scalar::all(0)), picture, brightness);
+        continue;
+      }
       if (j < -half || j > half) continue;
       const Look& a = shots[b - 1].look;
       const Look& next = into.look;

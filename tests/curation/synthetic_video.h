@@ -28,13 +28,17 @@ struct Look {
   double grain = 0;         // std-dev of fine per-pixel texture (film grain, foliage), 0..255 levels
 };
 
-enum class Transition { unknown = 0, hard, fade_black, fade_white, dissolve };
+// fade_out_cut: the previous shot fades towards black over transition_frames frames, down to fade_floor of its
+// brightness, and the new shot starts with a hard cut before black is reached (a hard cut, at the new shot's
+// first frame).
+enum class Transition { unknown = 0, hard, fade_black, fade_white, dissolve, fade_out_cut };
 
 struct Shot {
   Look look;
   int frames = 48;
   Transition into = Transition::hard;  // how this shot begins (ignored for the first shot)
   int transition_frames = 0;           // length of a fade or dissolve (taken half from each side)
+  double fade_floor = 0.15;            // fade_out_cut: brightness the previous shot reaches before the cut
 };
 
 struct ExpectedCut {

@@ -123,6 +123,27 @@ TEST_CASE("fades through black and white are cut at the extreme frame", "[curati
   }
 }
 
+TEST_CASE("a shot fading out and cut before black is a hard cut on the new shot's first frame",
+          "[curation][media]") {
+  // Down to 12 % (the last frames are darker than the fade threshold) and to 35 % (never near black).
+  for (double floor : {0.12, 0.35}) {
+    INFO("fade floor " << floor);
+    test::TempDir dir;
+    test::Shot faded{look(150, 52, -1), 40, test::Transition::fade_out_cut, 14};
+    faded.fade_floor = floor;
+    std::vector<test::Shot> shots{{look(20, 51, 2), 40}, faded, {look(300, 53, 1), 40, test::Transition::fade_out_cut, 10}};
+    shots[2].fade_floor = floor;
+    const auto video = test::write_shots(dir / "fade_out_cut.mp4", shots);
+    const SceneDetection d = detect_scenes(video.path);
+    INFO(describe(d));
+    REQUIRE(d.cuts.size() == 2);
+    for (size_t i = 0; i < 2; ++i) {
+      CHECK(d.cuts[i].kind == CutKind::hard);
+      CHECK(d.cuts[i].frame_index == video.cuts[i].frame);
+    }
+  }
+}
+
 TEST_CASE("dissolves are cut near their middle and not mistaken for hard cuts", "[curation][media]") {
   test::TempDir dir;
   std::vector<test::Shot> shots{{look(30, 8, 1), 40},
@@ -158,7 +179,8 @@ TEST_CASE("cut detection reaches F1 >= 0.95 on mixed transitions", "[curation][m
   using T = test::Transition;
   const std::vector<std::vector<test::Shot>> videos{
       {{look(0, 21, 2), 30}, {look(180, 22, -3), 30, T::hard}, {look(90, 23, 1, 1), 36, T::dissolve, 16},
-       {look(270, 24, 2, -1), 30, T::fade_black, 12}, {look(45, 25, 0, 2), 30, T::hard}},
+       {look(270, 24, 2, -1), 30, T::fade_black, 12}, {look(45, 25, 0, 2), 30, T::hard},
+       {look(120, 26, -2), 30, T::fade_out_cut, 12}},
       {{look(200, 31, 1), 28}, {look(20, 32, 3), 34, T::fade_black, 20}, {look(110, 33, -2), 30, T::hard},
        {look(320, 34, 2, 2), 36, T::dissolve, 12}, {look(160, 35, -1), 30, T::fade_white, 10}},
       {{look(60, 41, -2), 30}, {look(240, 42, 2), 24, T::hard}, {look(0, 43, 0, -2), 30, T::hard},

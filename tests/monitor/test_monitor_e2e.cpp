@@ -6,6 +6,7 @@
 #include "network.h"
 #include "service/client.h"
 #include "service/curve_keys.h"
+#include "support/serve_process.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
@@ -126,31 +127,6 @@ Run run(const std::vector<std::string>& argv, const fs::path& dir, std::chrono::
   return r;
 }
 
-// `mugv serve` on an ipc socket in its own home, waited for until it answers.
-class ServeProcess {
- public:
-  explicit ServeProcess(const fs::path& home)
-      : endpoint_("ipc://" + (home / "sock" / "mugv.sock").string()),
-        process_({program("mugv").string(), "serve", "--listen", endpoint_, "--home", home.string(),
-                  "--heartbeat-ms", "200"},
-                 home / "serve.out", home / "serve.err") {
-    auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      try {
-        Client probe(endpoint_, 500ms);
-        return;
-      } catch (const Error&) {
-        std::this_thread::sleep_for(100ms);
-      }
-    }
-    FAIL("mugv serve did not answer at " << endpoint_ << ": " << read_file(home / "serve.err"));
-  }
-  const std::string& endpoint() const { return endpoint_; }
-
- private:
-  std::string endpoint_;
-  Process process_;
-};
 
 int64_t submit_make_dataset(Client& c, const fs::path& out, int count = 6) {
   nlohmann::json job = {{"kind", "make_dataset"}, {"params", test::make_dataset_params(out, count)}};
@@ -245,7 +221,7 @@ TEST_CASE("mugv-monitor attaches to a tcp:// server with CURVE keys, and a refus
 TEST_CASE("the network thread follows a real server: job list, live events, backfilled logs",
           "[monitor][ipc]") {
   TempDir home("mugv-monitor");
-  ServeProcess serve(home.path());
+  test::ServeProcess serve(home.path());
   monitor::Network network(serve.endpoint());
   std::atomic<int> wakes{0};
   network.connect([&] { ++wakes; });
@@ -277,7 +253,7 @@ TEST_CASE("the network thread follows a real server: job list, live events, back
 
 TEST_CASE("the network thread reports a lost server and attaches again when it is back", "[monitor][ipc]") {
   TempDir home("mugv-monitor-restart");
-  auto serve = std::make_unique<ServeProcess>(home.path());
+  auto serve = std::make_unique<test::ServeProcess>(home.path());
   const std::string endpoint = serve->endpoint();
   monitor::Network network(endpoint, 1000ms);
   network.connect();
@@ -303,7 +279,7 @@ TEST_CASE("the network thread reports a lost server and attaches again when it i
   CHECK(lost.connection_message().find("no MUG-V server answered") != std::string::npos);
   CHECK(lost.jobs().size() == 1);  // what was known stays on screen
 
-  serve = std::make_unique<ServeProcess>(home.path());
+  serve = std::make_unique<test::ServeProcess>(home.path());
   CHECK(wait_until(
       [](const monitor::MonitorState& s) { return s.connection() == monitor::Connection::connected; }, 15s));
   network.stop();
@@ -332,7 +308,7 @@ TEST_CASE("mugv-monitor: version, usage errors and an unreachable server", "[mon
 
 TEST_CASE("mugv-monitor without a usable display says so and exits 1", "[monitor][cli]") {
   TempDir home("mugv-monitor-nodisplay");
-  ServeProcess serve(home.path());
+  test::ServeProcess serve(home.path());
   // An X display nobody serves: the server is reachable, the window is not.
   Run r = run({program("mugv-monitor").string(), "--server", serve.endpoint(), "--exit-after-ms", "500"},
               home.path(), 30s, {"DISPLAY=:9731", "WAYLAND_DISPLAY="});
@@ -348,7 +324,7 @@ TEST_CASE("mugv-monitor renders a real server's jobs under X, writes a screensho
     return;
   }
   TempDir home("mugv-monitor-gl");
-  ServeProcess serve(home.path());
+  test::ServeProcess serve(home.path());
   Client client(serve.endpoint());
   // One finished job, and one big enough to be still running while the monitor looks (it is cancelled after).
   const int64_t done = submit_make_dataset(client, home / "small");

@@ -13,7 +13,6 @@
 #include "sample/schedule.h"
 #include "support/test_support.h"
 #include "train/checkpoint_store.h"
-#include "train/flow.h"
 #include "train/run_layout.h"
 
 #include <catch2/catch.hpp>
@@ -343,14 +342,6 @@ TEST_CASE("the video is written with its prompt and seed", "[unit][sample][media
   MediaInfo info = probe(dir / "out.mp4", ProbeDepth::headers);
   CHECK(info.metadata["prompt"] == r.prompt);
   CHECK(info.metadata["seed"] == "11");
-}
-
-TEST_CASE("the sampling schedule uses the trainer's shift", "[unit][sample]") {
-  for (double base : {64.0, 512.0}) {
-    CHECK(schedule_shift_ratio(5, 64, 96, base) == Approx(flow_shift_ratio(5, 64, 96, base)));
-    const double r = schedule_shift_ratio(14, 720, 1280, base);
-    for (double t : {0.1, 0.5, 0.9}) CHECK(shift_time(t, r) == Approx(shift_timestep(t, r)));
-  }
 }
 
 TEST_CASE("mugv generate writes the video and says where; bad sizes exit 1 with the reason",

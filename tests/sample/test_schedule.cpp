@@ -1,6 +1,7 @@
 #include "sample/schedule.h"
 
 #include "core/error.h"
+#include "model/timestep_shift.h"
 
 #include <catch2/catch.hpp>
 
@@ -27,18 +28,18 @@ TEST_CASE("the shift warps uniform steps like the trainer's t' = r·t / (1 + (r 
   CHECK(shifted[1] == Approx(2.25 / 2.5));  // 3·0.75 / (1 + 2·0.75)
   // r > 1 spends more steps at high noise: every inner time is later than the unshifted one.
   for (size_t i = 1; i + 1 < flat.size(); ++i) CHECK(shifted[i] > flat[i]);
-  CHECK(shift_time(0.0, 7.0) == 0.0);
-  CHECK(shift_time(1.0, 7.0) == Approx(1.0));
+  CHECK(shift_timestep(0.0, 7.0) == 0.0);
+  CHECK(shift_timestep(1.0, 7.0) == Approx(1.0));
 }
 
 TEST_CASE("the shift ratio follows resolution and length", "[unit][sample]") {
-  CHECK(schedule_shift_ratio(1, 512, 512, 512) == Approx(1.0));
+  CHECK(timestep_shift_ratio(1, 512, 512, 512) == Approx(1.0));
   // The tiny starter clips: 64x64, 17 frames -> 5 latent frames, base 64.
-  CHECK(schedule_shift_ratio(5, 64, 64, 64) == Approx(std::sqrt(5.0)));
+  CHECK(timestep_shift_ratio(5, 64, 64, 64) == Approx(std::sqrt(5.0)));
   // MUG-V at 720p, 5 s: 14 latent frames, base 512 -> r ≈ 7 (docs/MUGV.md §4).
-  CHECK(schedule_shift_ratio(14, 720, 1280, 512) == Approx(7.0).epsilon(0.05));
-  CHECK_THROWS_AS(schedule_shift_ratio(0, 64, 64, 64), Error);
-  CHECK_THROWS_AS(schedule_shift_ratio(5, 64, 64, 0), Error);
+  CHECK(timestep_shift_ratio(14, 720, 1280, 512) == Approx(7.0).epsilon(0.05));
+  CHECK_THROWS_AS(timestep_shift_ratio(0, 64, 64, 64), Error);
+  CHECK_THROWS_AS(timestep_shift_ratio(5, 64, 64, 0), Error);
 }
 
 TEST_CASE("refine schedules start at the requested noise level", "[unit][sample]") {

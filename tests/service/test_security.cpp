@@ -10,6 +10,7 @@
 #include "service/client.h"
 #include "service/curve_keys.h"
 #include "service/server.h"
+#include "support/serve_process.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
@@ -146,40 +147,6 @@ RunResult run_mugv(const fs::path& home, const std::vector<std::string>& args) {
   return r;
 }
 
-// The real `mugv serve ARGS` as a child process (log in home/../serve.log), stopped with SIGTERM.
-class ServeProcess {
- public:
-  ServeProcess(const fs::path& home, const std::vector<std::string>& args)
-      : log_(home.parent_path() / "serve.log") {
-    const std::string exe = (test::binary_dir() / "bin" / "mugv").string();
-    std::vector<std::string> argv_s = {exe, "serve", "--home", home.string(), "--heartbeat-ms", "200"};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, STDOUT_FILENO);
-      ::dup2(fd, STDERR_FILENO);
-      std::vector<char*> argv;
-      for (auto& a : argv_s) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::setenv("MUGV_HOME", home.c_str(), 1);
-      ::execv(exe.c_str(), argv.data());
-      ::_exit(127);
-    }
-    std::this_thread::sleep_for(1000ms);
-  }
-  ~ServeProcess() {
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-  }
-  std::string log() const { return read_text_file(log_); }
-
- private:
-  fs::path log_;
-  pid_t pid_ = -1;
-};
 
 }  // namespace
 
@@ -303,7 +270,7 @@ TEST_CASE("the real mugv serve refuses jobs whose files are outside its allowed 
   fs::create_directories(outside);
   fs::create_directory_symlink(outside, home / "link");
   const std::string ep = "ipc://" + (home / "ipc" / "s.sock").string();
-  ServeProcess serve(home, {"--listen", ep, "--allow-root", extra.string()});
+  test::ServeProcess serve(home, {"--listen", ep, "--allow-root", extra.string()}, base / "serve.log");
   Client client(ep, 5000ms);
   auto refused = [&](const nlohmann::json& job) {
     return expect_error([&] { client.request(MessageType::submit_job, job); });
@@ -388,7 +355,7 @@ TEST_CASE("mugv keys and mugv --server tcp:// --server-key from the command line
   CHECK(contains(bad.err, "40 Z85 characters"));
 
   const std::string ep = cat("tcp://127.0.0.1:", test::free_tcp_port_pair());
-  ServeProcess serve(server_home, {"--listen", ep});
+  test::ServeProcess serve(server_home, {"--listen", ep}, server_home.parent_path() / "serve.log");
   CHECK(contains(serve.log(), server_pub));  // the log says which key clients need
 
   auto no_key = run_mugv(client_home, {"--server", ep, "jobs"});

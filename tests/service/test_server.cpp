@@ -5,7 +5,9 @@
 #include "service/client.h"
 #include "service/server.h"
 #include "service/zmq_io.h"
+#include "support/serve_process.h"
 #include "support/test_support.h"
+#include "train/run_layout.h"
 
 #include <catch2/catch.hpp>
 
@@ -13,6 +15,7 @@
 
 #include <csignal>
 #include <map>
+#include <set>
 #include <cstdlib>
 #include <thread>
 
@@ -40,7 +43,7 @@ class TestServer {
     o.max_attempts = max_attempts;
     server_ = std::make_unique<Server>(o);
     thread_ = std::thread([this] { server_->run(stop_); });
-    std::this_thread::sleep_for(200ms);
+    REQUIRE(test::wait_until([&] { return test::server_answers(endpoint_); }, 20000ms));
   }
   // Workers outlive a stopped server by design; a test must not leave any behind, so kill what is left.
   ~TestServer() {
@@ -233,6 +236,42 @@ TEST_CASE("bad requests get error replies and the server carries on", "[service]
   CHECK(std::get<protocol::Message>(reply->content).type == MessageType::error);
 
   CHECK(client.request(MessageType::list_jobs)["jobs"].empty());
+}
+
+TEST_CASE("list_runs lists run folders in one record shape and honours limit and offset", "[service][ipc]") {
+  TempDir home;
+  ::setenv("MUGV_HOME", home.path().c_str(), 1);
+  for (const std::string name : {"a-vae", "b-dit", "c-dit"}) {
+    const RunPaths paths = run_paths(name);
+    fs::create_directories(paths.root);
+    const bool vae = name == "a-vae";
+    write_run_manifest(paths, {name, vae ? RunLayoutKind::vae : RunLayoutKind::dit, "tiny", "shapes",
+                               vae ? "" : "a-vae", nlohmann::json::object()});
+  }
+  fs::create_directories(run_paths("damaged").root);
+  test::write_bytes(run_paths("damaged").manifest(), "{ not json");
+  TestServer server(home.path());
+  Client client(server.endpoint());
+
+  const auto all = client.request(MessageType::list_runs);
+  CHECK(all["total"] == 3);  // the damaged folder is skipped
+  REQUIRE(all["runs"].size() == 3);
+  std::set<std::string> keys;
+  for (const auto& [key, value] : all["runs"][0].items()) keys.insert(key);
+  for (const auto& run : all["runs"]) {
+    std::set<std::string> these;
+    for (const auto& [key, value] : run.items()) these.insert(key);
+    CHECK(these == keys);
+  }
+  CHECK(keys.count("vae_run") == 1);
+  CHECK(keys.count("state") == 1);
+  CHECK(all["runs"][1]["vae_run"] == "a-vae");
+  CHECK(all["runs"][0]["vae_run"].is_null());
+
+  const auto page = client.request(MessageType::list_runs, {{"limit", 1}, {"offset", 1}});
+  CHECK(page["total"] == 3);
+  REQUIRE(page["runs"].size() == 1);
+  CHECK(page["runs"][0]["name"] == "b-dit");
 }
 
 TEST_CASE("queued jobs survive a server restart and running workers are adopted by the next server",

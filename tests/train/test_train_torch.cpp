@@ -11,9 +11,11 @@
 #include "core/paths.h"
 #include "core/strings.h"
 #include "media/image.h"
+#include "model/compute.h"
 #include "model/weights.h"
 #include "support/micro_home.h"
 #include "support/test_support.h"
+#include "model/timestep_shift.h"
 #include "train/data.h"
 #include "train/flow.h"
 #include "train/latent_encode.h"
@@ -77,14 +79,14 @@ std::string error_of(const std::function<void()>& fn, ErrorCode* code = nullptr)
 }  // namespace
 
 TEST_CASE("timestep shift follows r·t / (1 + (r-1)·t) with r from pixels and latent frames", "[unit][train]") {
-  CHECK(flow_shift_ratio(1, 512, 512, 512) == Approx(1.0));
-  CHECK(flow_shift_ratio(14, 720, 1280, 512) == Approx(std::sqrt(720.0 * 1280.0 / (512.0 * 512.0)) * std::sqrt(14.0)));
-  CHECK(flow_shift_ratio(5, 64, 64, 64) == Approx(std::sqrt(5.0)));
+  CHECK(timestep_shift_ratio(1, 512, 512, 512) == Approx(1.0));
+  CHECK(timestep_shift_ratio(14, 720, 1280, 512) ==
+        Approx(std::sqrt(720.0 * 1280.0 / (512.0 * 512.0)) * std::sqrt(14.0)));
+  CHECK(timestep_shift_ratio(5, 64, 64, 64) == Approx(std::sqrt(5.0)));
   CHECK(shift_timestep(0.5, 3.0) == Approx(0.75));
   CHECK(shift_timestep(0.0, 7.0) == 0.0);
   CHECK(shift_timestep(1.0, 7.0) == Approx(1.0));
-  auto t = torch::tensor({0.25, 0.5});
-  CHECK(shift_timesteps(t, 3.0)[0].item<double>() == Approx(0.75 / 1.5));
+  for (double t : {0.1, 0.5, 0.9}) CHECK(unshift_timestep(shift_timestep(t, 3.0), 3.0) == Approx(t));
 }
 
 TEST_CASE("flow batches: logit-normal t, x_t interpolates, velocity target, seeded per step", "[unit][train]") {

@@ -1,18 +1,12 @@
-#include "train/train_support.h"
+#include "model/run_models.h"
 
 #include "core/error.h"
 #include "core/json_io.h"
-#include "core/log.h"
 #include "core/strings.h"
-#include "model/compute.h"
 #include "model/weights.h"
 #include "train/checkpoint_store.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
-#include <chrono>
-#include <cstring>
-#include <fstream>
+#include <algorithm>
 
 namespace mugv {
 
@@ -101,100 +95,6 @@ std::vector<RgbFrame> video_to_frames(const torch::Tensor& video) {
   std::vector<RgbFrame> frames;
   for (int64_t i = 0; i < video.size(1); ++i) frames.push_back(to_rgb_frame(video.select(1, i)));
   return frames;
-}
-
-double measure_gemm_flops(int64_t n, int repeats, torch::ScalarType dtype, const torch::Device& device) {
-  torch::NoGradGuard no_grad;
-  const auto options = torch::TensorOptions().dtype(dtype).device(device);
-  auto a = torch::randn({n, n}).to(options), b = torch::randn({n, n}).to(options);
-  // GPU kernels run asynchronously: time from an idle device to a finished product.
-  auto finish = [&] { synchronize_device(device); };
-  auto c = torch::mm(a, b);  // warm-up: thread pool, BLAS init
-  finish();
-  double best = 0;
-  for (int i = 0; i < repeats; ++i) {
-    auto start = std::chrono::steady_clock::now();
-    c = torch::mm(a, b);
-    finish();
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (s > 0) best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s);
-  }
-  return best;
-}
-
-namespace {
-std::optional<int64_t> proc_kib(const char* file, const std::string& key) {
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (starts_with(line, key + ":")) {
-      try {
-        return std::stoll(line.substr(key.size() + 1)) * 1024;
-      } catch (...) {
-        return std::nullopt;
-      }
-    }
-  }
-  return std::nullopt;
-}
-}  // namespace
-
-int64_t peak_rss_bytes() { return proc_kib("/proc/self/status", "VmHWM").value_or(0); }
-
-std::optional<int64_t> available_memory_bytes() { return proc_kib("/proc/meminfo", "MemAvailable"); }
-
-namespace {
-constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-}
-
-std::string base64_encode(const uint8_t* bytes, size_t size) {
-  std::string out;
-  out.reserve((size + 2) / 3 * 4);
-  for (size_t i = 0; i < size; i += 3) {
-    uint32_t v = uint32_t(bytes[i]) << 16;
-    if (i + 1 < size) v |= uint32_t(bytes[i + 1]) << 8;
-    if (i + 2 < size) v |= bytes[i + 2];
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += i + 1 < size ? kAlphabet[(v >> 6) & 63] : '=';
-    out += i + 2 < size ? kAlphabet[v & 63] : '=';
-  }
-  return out;
-}
-
-std::vector<uint8_t> base64_decode(std::string_view text, const std::string& subject) {
-  std::vector<uint8_t> out;
-  uint32_t v = 0;
-  int bits = 0;
-  for (char ch : text) {
-    if (ch == '=') break;
-    const char* p = std::strchr(kAlphabet, ch);
-    if (!p || ch == '\0') throw Error(ErrorCode::format, subject, "not base64");
-    v = (v << 6) | uint32_t(p - kAlphabet);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(uint8_t((v >> bits) & 0xff));
-    }
-  }
-  return out;
-}
-
-std::string torch_rng_state_base64() {
-  auto state = at::detail::getDefaultCPUGenerator().get_state();
-  return base64_encode(state.data_ptr<uint8_t>(), static_cast<size_t>(state.numel()));
-}
-
-void set_torch_rng_state_base64(const std::string& state, const std::string& subject) {
-  auto bytes = base64_decode(state, subject);
-  auto t = torch::empty({int64_t(bytes.size())}, torch::kUInt8);
-  std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
-  try {
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
-    generator.set_state(t);
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::corrupt, subject, cat("RNG state rejected: ", e.what_without_backtrace()));
-  }
 }
 
 }  // namespace mugv

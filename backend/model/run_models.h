@@ -1,12 +1,9 @@
 #pragma once
-// Shared pieces of the trainers, the latent encoder and the sampler:
-//   - the module bundles whose parameter paths are the checkpoint tensor names of run_layout.h
-//     ("dit.*" + "text.*" for DiT runs, "vae.*" for VAE runs), and loaders for a run's weights;
-//   - decoding a catalog clip to a video tensor at a fixed size / frame count / fps;
-//   - machine measurements for metrics: GEMM rate, peak RSS, available memory;
-//   - base64 for RNG state in JSON.
-// Loaders throw Error(not_found) naming the run when it has no good checkpoint. Not thread-safe
-// (torch modules); the measurement functions are thread-safe.
+// What a run's checkpoints hold, as modules whose parameter paths are the checkpoint tensor names of
+// train/run_layout.h ("dit.*" + "text.*" for DiT runs, "vae.*" for VAE runs), shared by the trainers, the
+// latent encoder and the sampler: the bundles, a VAE run's weights and latent statistics, and the pictures
+// a video tensor stands for. Loaders throw Error(not_found) naming the run when it has no good checkpoint.
+// Not thread-safe (torch modules).
 
 #include "media/frame.h"
 #include "model/config.h"
@@ -17,12 +14,10 @@
 
 #include <torch/torch.h>
 
-#include <cstdint>
-#include <filesystem>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mugv {
@@ -69,22 +64,5 @@ void apply_latent_stats(VideoVAEImpl& vae, const RunPaths& paths);
 // float type) as RGB24 frames, values clamped.
 [[nodiscard]] RgbFrame to_rgb_frame(const torch::Tensor& image);
 [[nodiscard]] std::vector<RgbFrame> video_to_frames(const torch::Tensor& video);
-
-// Measured GEMM rate in FLOP/s of `dtype` on `device` (on the CPU at the current torch thread count; a few
-// n×n matmuls, ~0.2 s): the peak an MFU is measured against, so a bf16 run's MFU is against the bf16 rate.
-[[nodiscard]] double measure_gemm_flops(int64_t n = 512, int repeats = 6, torch::ScalarType dtype = torch::kFloat32,
-                                        const torch::Device& device = torch::kCPU);
-// Peak resident set size of this process (VmHWM), bytes; 0 when unknown.
-[[nodiscard]] int64_t peak_rss_bytes();
-// MemAvailable from /proc/meminfo, bytes; nullopt when unknown.
-[[nodiscard]] std::optional<int64_t> available_memory_bytes();
-
-[[nodiscard]] std::string base64_encode(const uint8_t* bytes, size_t size);
-// Throws Error(format) naming `subject` for characters outside the alphabet.
-[[nodiscard]] std::vector<uint8_t> base64_decode(std::string_view text, const std::string& subject);
-
-// The global CPU generator's state as base64, and back (exact resume).
-[[nodiscard]] std::string torch_rng_state_base64();
-void set_torch_rng_state_base64(const std::string& state, const std::string& subject);
 
 }  // namespace mugv
