@@ -1,7 +1,7 @@
 # Entry points. Each target installs what it needs first (scripts/install-deps.sh is idempotent).
 #   make studio   build and open the studio on its embedded backend (starter dataset offered on first launch)
 #   make demo     headless pipeline on the starter dataset
-#   make test     build + every test (plus the core/media/catalog suites under ASan+UBSan)
+#   make test     formatting check, build + every test (plus the core/media/catalog suites under ASan+UBSan)
 #   make bench    build + benchmarks, results appended to docs/BENCHMARKS.md by hand
 #   make package  .deb with CPack
 
@@ -10,7 +10,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: deps configure build studio test test-asan demo bench package clean format
+.PHONY: deps configure build studio test test-asan format-check demo bench package clean format
 
 deps:
 	@bash scripts/install-deps.sh
@@ -21,9 +21,14 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-test: build test-asan
+test: format-check build test-asan
 	@cd $(BUILD) && ctest -j $(JOBS) --output-on-failure --timeout 600
 	@echo "all test suites passed (regular and ASan+UBSan builds)"
+
+# Every tracked C++ file as `make format` (clang-format with .clang-format) writes it.
+format-check: deps
+	@git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run -Werror
+	@echo "formatting: clean"
 
 # Everything without LibTorch (core, media, catalog, datasets, CLI, checkpoint store), built again with
 # AddressSanitizer + UBSan and tested.

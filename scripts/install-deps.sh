@@ -18,8 +18,8 @@ PACKAGES=(
   libsqlite3-dev sqlite3 libzmq3-dev cppzmq-dev libsodium-dev
   # captioners talk HTTP to local vision-language model servers
   libcurl4-openssl-dev
-  # the protocol fuzzer (libFuzzer) is built with clang
-  clang libclang-rt-14-dev
+  # the protocol fuzzer (libFuzzer) is built with clang; `make test` checks formatting with clang-format
+  clang libclang-rt-14-dev clang-format
   # config + json
   nlohmann-json3-dev libtomlplusplus-dev
   # tokenizer (trained on captions for small presets; T5 spiece.model for large ones)

@@ -1,18 +1,20 @@
 // mugv-worker: runs one job for the server. The job's parameters are a `mugv` command and its arguments
 // (app/mugv), so a job does exactly what the same command does in a terminal.
 //
-//   mugv-worker --server ENDPOINT --job ID       a local job: the command comes from the catalog; progress, logs
+//   mugv-worker --server ENDPOINT --job ID       a local job: the command comes from the catalog; progress,
+//   logs
 //                                                and the result go to the server over the WorkerLink, control
-//                                                messages (cancel, pause, resume) come back; stdout/stderr are
-//                                                the job's log file (the server redirects them).
-//   mugv-worker --job-file F --report-dir D      a Slurm job (service/slurm_executor.h): the command comes from
+//                                                messages (cancel, pause, resume) come back; stdout/stderr
+//                                                are the job's log file (the server redirects them).
+//   mugv-worker --job-file F --report-dir D      a Slurm job (service/slurm_executor.h): the command comes
+//   from
 //                                                the job file; progress, metrics, logs and the result are
-//                                                appended to D/events.jsonl (file_reports.h), which the server
-//                                                tails; stdout/stderr are Slurm's output file. SIGTERM (scancel)
-//                                                cancels the command. In an array, task i (SLURM_ARRAY_TASK_ID)
-//                                                adds the job file's array[i] values and reports in D/task-i;
-//                                                in a multi-rank job every rank runs the command and rank 0
-//                                                (SLURM_PROCID) reports.
+//                                                appended to D/events.jsonl (file_reports.h), which the
+//                                                server tails; stdout/stderr are Slurm's output file. SIGTERM
+//                                                (scancel) cancels the command. In an array, task i
+//                                                (SLURM_ARRAY_TASK_ID) adds the job file's array[i] values
+//                                                and reports in D/task-i; in a multi-rank job every rank runs
+//                                                the command and rank 0 (SLURM_PROCID) reports.
 #include "catalog/catalog.h"
 #include "catalog/jobs.h"
 #include "command.h"
@@ -42,15 +44,20 @@ Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
-    if (flag == "--server") a.server = argv[i + 1];
-    else if (flag == "--job") a.job = std::atoll(argv[i + 1]);
-    else if (flag == "--job-file") a.job_file = argv[i + 1];
-    else if (flag == "--report-dir") a.report_dir = argv[i + 1];
+    if (flag == "--server")
+      a.server = argv[i + 1];
+    else if (flag == "--job")
+      a.job = std::atoll(argv[i + 1]);
+    else if (flag == "--job-file")
+      a.job_file = argv[i + 1];
+    else if (flag == "--report-dir")
+      a.report_dir = argv[i + 1];
   }
   const bool linked = !a.server.empty() && a.job > 0, files = !a.job_file.empty() && !a.report_dir.empty();
   if (linked == files)
-    throw mugv::Error(mugv::ErrorCode::usage,
-                      "usage: mugv-worker --server ENDPOINT --job ID | mugv-worker --job-file F --report-dir D");
+    throw mugv::Error(
+        mugv::ErrorCode::usage,
+        "usage: mugv-worker --server ENDPOINT --job ID | mugv-worker --job-file F --report-dir D");
   return a;
 }
 
@@ -80,15 +87,18 @@ int run_from_job_file(const Args& args) {
   if (job.contains("array")) {
     const int task = env_int("SLURM_ARRAY_TASK_ID", -1);
     if (task < 0 || task >= static_cast<int>(job["array"].size())) {
-      std::fprintf(stderr, "mugv-worker: %s: an array job, but SLURM_ARRAY_TASK_ID is %s\n", args.job_file.c_str(),
+      std::fprintf(stderr, "mugv-worker: %s: an array job, but SLURM_ARRAY_TASK_ID is %s\n",
+                   args.job_file.c_str(),
                    std::getenv("SLURM_ARRAY_TASK_ID") ? std::getenv("SLURM_ARRAY_TASK_ID") : "not set");
       return 1;
     }
-    for (auto it = job["array"][task].begin(); it != job["array"][task].end(); ++it) job["values"][it.key()] = it.value();
+    for (auto it = job["array"][task].begin(); it != job["array"][task].end(); ++it)
+      job["values"][it.key()] = it.value();
     report_dir /= cat("task-", task);
   }
   std::unique_ptr<FileReportWriter> reports;
-  // Ranks other than 0 run the same command but only log (to Slurm's output file), so every event is told once.
+  // Ranks other than 0 run the same command but only log (to Slurm's output file), so every event is told
+  // once.
   const bool reporting = env_int("SLURM_PROCID", 0) == 0;
   try {
     if (reporting) reports = std::make_unique<FileReportWriter>(report_dir);
@@ -101,8 +111,10 @@ int run_from_job_file(const Args& args) {
   std::signal(SIGTERM, on_cancel_signal);
   std::signal(SIGINT, on_cancel_signal);
   LogSink previous = set_log_sink(nullptr);
-  if (reports) set_log_sink(reports->log_sink(previous));
-  else set_log_sink(previous);
+  if (reports)
+    set_log_sink(reports->log_sink(previous));
+  else
+    set_log_sink(previous);
   auto finish = [&](JobState state, const std::string& code, const std::string& message) {
     std::fflush(stdout);
     set_log_sink(previous);
@@ -111,19 +123,26 @@ int run_from_job_file(const Args& args) {
   try {
     auto words = job["command"].get<std::vector<std::string>>();
     const cli::Command* command = cli::find_command(words);
-    if (!command) throw Error(ErrorCode::unsupported, job["command"].dump(), "this worker has no such command");
+    if (!command)
+      throw Error(ErrorCode::unsupported, job["command"].dump(), "this worker has no such command");
     log_info(cat("job ", job.value("job", int64_t(0)), " on ", env_int("SLURM_NNODES", 1), " node(s), rank ",
-                 env_int("SLURM_PROCID", 0), ": mugv ", job["command"].dump(), " ", job.value("positional", nlohmann::json::array()).dump(),
-                 " ", job.value("values", nlohmann::json::object()).dump()));
-    cli::ExecutionContext context{cancel, reports ? reports->progress_fn() : ProgressFn([](const Progress&) {}), {}};
+                 env_int("SLURM_PROCID", 0), ": mugv ", job["command"].dump(), " ",
+                 job.value("positional", nlohmann::json::array()).dump(), " ",
+                 job.value("values", nlohmann::json::object()).dump()));
+    cli::ExecutionContext context{
+        cancel, reports ? reports->progress_fn() : ProgressFn([](const Progress&) {}), {}};
     FileReportWriter* writer = reports.get();
     if (writer)
-      context.reporter.metrics = [writer](int64_t step, const nlohmann::json& values) { writer->metrics(step, values); };
+      context.reporter.metrics = [writer](int64_t step, const nlohmann::json& values) {
+        writer->metrics(step, values);
+      };
     const nlohmann::json arguments = {{"values", job.value("values", nlohmann::json::object())},
                                       {"positional", job.value("positional", nlohmann::json::array())}};
     int code = cli::run_command_from_json(*command, arguments, context);
-    if (code == 0) finish(JobState::succeeded, "", "");
-    else finish(JobState::failed, "unknown", cat("the command ended with exit code ", code));
+    if (code == 0)
+      finish(JobState::succeeded, "", "");
+    else
+      finish(JobState::failed, "unknown", cat("the command ended with exit code ", code));
     return code;
   } catch (const Error& e) {
     log_error(e.what());
@@ -168,18 +187,26 @@ int main(int argc, char** argv) {
     if (!job) throw Error(ErrorCode::not_found, cat("job ", args.job), "not in the catalog");
     auto words = job->params.at("command").get<std::vector<std::string>>();
     const cli::Command* command = cli::find_command(words);
-    if (!command) throw Error(ErrorCode::unsupported, job->params["command"].dump(), "this worker has no such command");
-    log_info(cat("job ", job->id, ": mugv ", job->params["command"].dump(), " ", job->params.value("positional", nlohmann::json::array()).dump()));
+    if (!command)
+      throw Error(ErrorCode::unsupported, job->params["command"].dump(), "this worker has no such command");
+    log_info(cat("job ", job->id, ": mugv ", job->params["command"].dump(), " ",
+                 job->params.value("positional", nlohmann::json::array()).dump()));
     cli::ExecutionContext context{link->cancel_token(), link->progress_fn(), {}};
     WorkerLink* reporter_link = link.get();
-    context.reporter.metrics = [reporter_link](int64_t step, const nlohmann::json& values) { reporter_link->metrics(step, values); };
-    context.reporter.preview = [reporter_link](int64_t step, const std::vector<RgbFrame>& frames) { reporter_link->preview(step, frames); };
+    context.reporter.metrics = [reporter_link](int64_t step, const nlohmann::json& values) {
+      reporter_link->metrics(step, values);
+    };
+    context.reporter.preview = [reporter_link](int64_t step, const std::vector<RgbFrame>& frames) {
+      reporter_link->preview(step, frames);
+    };
     context.reporter.take_sample_request = [reporter_link] { return reporter_link->take_sample_request(); };
     context.reporter.take_save_request = [reporter_link] { return reporter_link->take_save_request(); };
     int code = cli::run_command_from_json(*command, job->params, context);
     std::fflush(stdout);
-    if (code == 0) link->finish(JobState::succeeded);
-    else link->finish(JobState::failed, "unknown", cat("the command ended with exit code ", code));
+    if (code == 0)
+      link->finish(JobState::succeeded);
+    else
+      link->finish(JobState::failed, "unknown", cat("the command ended with exit code ", code));
     set_log_sink(previous);
     return code;
   } catch (const Error& e) {

@@ -6,8 +6,10 @@
 //   mugv-device-check [--device cpu|cuda] [--golden-dir DIR] [--steps N] [--work DIR] [--only a,b,...]
 //
 // Checks (all by default):
-//   golden_fp32   the released DiT's golden calls (../shared/data/golden, README there) on the device in fp32:
-//                 max abs error <= 1e-4 over the three calls. Skipped (ok, "skipped") when the data is absent.
+//   golden_fp32   the released DiT's golden calls (../shared/data/golden, README there) on the device in
+//   fp32:
+//                 max abs error <= 1e-4 over the three calls. Skipped (ok, "skipped") when the data is
+//                 absent.
 //   golden_bf16   the same under bf16 autocast. Bound: 2^-6 (1.6e-2) of the largest |output|: bf16 keeps 8
 //                 significant bits (unit roundoff 2^-9), and each call passes ~10 rounded matmul/attention
 //                 stages in sequence, each adding its rounding to what came before.
@@ -20,7 +22,8 @@
 //   sample        20-step sampling with CFG and a live preview from the trained run on the device: one
 //                 preview per step, finite frames; time per step.
 //   process_group a world-size-1 process group (NCCL on CUDA, Gloo on CPU) running the data-parallel gradient
-//                 sync and the ZeRO-1 optimizer for 3 steps against a plain single-process AdamW: equal weights.
+//                 sync and the ZeRO-1 optimizer for 3 steps against a plain single-process AdamW: equal
+//                 weights.
 #include "core/error.h"
 #include "core/json_io.h"
 #include "core/params.h"
@@ -46,8 +49,8 @@
 #include "train/trainer.h"
 #include "train/zero_optimizer.h"
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -82,7 +85,8 @@ double seconds_since(Clock::time_point start) {
 
 // The release's call `model(x, timestep, y, mask, x_mask, fps, frame_indice)` on `device`: y is
 // [B, 1, N, text_dim] there, x_mask true marks a noisy frame (cond_mask is its negation).
-torch::Tensor release_call(DiT& dit, const SafetensorsFile& io, const std::string& tag, torch::Device device) {
+torch::Tensor release_call(DiT& dit, const SafetensorsFile& io, const std::string& tag,
+                           torch::Device device) {
   auto in = [&](const std::string& what) {
     return tensor_from_view(io.at(tag + "." + what), io.path().string() + ": " + tag + "." + what).to(device);
   };
@@ -91,7 +95,8 @@ torch::Tensor release_call(DiT& dit, const SafetensorsFile& io, const std::strin
 }
 
 nlohmann::json check_golden(const Settings& s, torch::Device device, ComputePrecision precision) {
-  const fs::path weights = s.golden_dir / "mugv_dit_tiny.safetensors", io_path = s.golden_dir / "mugv_dit_tiny_io.safetensors";
+  const fs::path weights = s.golden_dir / "mugv_dit_tiny.safetensors",
+                 io_path = s.golden_dir / "mugv_dit_tiny_io.safetensors";
   if (!fs::is_regular_file(weights) || !fs::is_regular_file(io_path))
     return {{"ok", true}, {"skipped", cat("no golden data in ", s.golden_dir.string())}};
   const WeightFiles files = WeightFiles::open(weights);
@@ -112,7 +117,8 @@ nlohmann::json check_golden(const Settings& s, torch::Device device, ComputePrec
     }
     got = got.to(torch::kCPU, torch::kFloat32);
     if (got.sizes() != expected.sizes())
-      throw Error(ErrorCode::internal, tag, cat("output shape ", got.sizes(), ", expected ", expected.sizes()));
+      throw Error(ErrorCode::internal, tag,
+                  cat("output shape ", got.sizes(), ", expected ", expected.sizes()));
     const double error = (got - expected).abs().max().item<double>();
     per_call[tag] = error;
     max_error = std::max(max_error, error);
@@ -120,8 +126,11 @@ nlohmann::json check_golden(const Settings& s, torch::Device device, ComputePrec
   }
   const bool bf16 = precision == ComputePrecision::bf16;
   const double bound = bf16 ? max_output / 64.0 : 1e-4;
-  return {{"ok", max_error <= bound}, {"max_abs_error", max_error}, {"bound", bound},
-          {"max_abs_output", max_output}, {"per_call", per_call}};
+  return {{"ok", max_error <= bound},
+          {"max_abs_error", max_error},
+          {"bound", bound},
+          {"max_abs_output", max_output},
+          {"per_call", per_call}};
 }
 
 // ---- a synthetic home: latent cache, VAE run ----------------------------------------------------------
@@ -145,8 +154,8 @@ void write_synthetic_cache(const ModelPreset& preset, int64_t clips) {
     clip.height = clip.width = 64;
     auto offsets = torch::zeros({c, 1, 1, 1});
     offsets[colour % c] = 1.0;
-    auto ramp = torch::linspace(-1, 1, w).view({1, 1, 1, w}) + torch::linspace(0, 0.5, t).view({1, t, 1, 1}) *
-                                                                     (motion ? 1.0 : -1.0);
+    auto ramp = torch::linspace(-1, 1, w).view({1, 1, 1, w}) +
+                torch::linspace(0, 0.5, t).view({1, t, 1, 1}) * (motion ? 1.0 : -1.0);
     auto latent = offsets + 0.5 * ramp.expand({c, t, h, w}) + 0.1 * torch::randn({c, t, h, w});
     write_cached_clip(latent_cache_dir("synthetic", "vae0"), clip, latent);
   }
@@ -157,7 +166,8 @@ void write_synthetic_cache(const ModelPreset& preset, int64_t clips) {
 void write_random_vae_run(const ModelPreset& preset) {
   const RunPaths paths = run_paths("vae0");
   fs::create_directories(paths.root);
-  write_run_manifest(paths, {"vae0", RunLayoutKind::vae, preset.name, "synthetic", "", nlohmann::json::object()});
+  write_run_manifest(paths,
+                     {"vae0", RunLayoutKind::vae, preset.name, "synthetic", "", nlohmann::json::object()});
   torch::manual_seed(2);
   VideoVAE vae(preset.vae);
   torch::nn::Module holder;
@@ -179,10 +189,18 @@ struct TrainRun {
 std::unique_ptr<TrainRun> train_run(const std::string& run, int64_t steps, const std::string& device) {
   auto r = std::make_unique<TrainRun>();
   define_train_params(r->registry, TrainKind::dit);
-  r->args = {"--run", run, "--preset", "tiny", "--dataset", "synthetic", "--vae-run", "vae0",
-             "--steps", std::to_string(steps), "--batch", "8", "--lr", "2e-3",
-             "--warmup", std::to_string(std::min<int64_t>(10, steps / 4)), "--save-every", "100000",
-             "--keep", "2", "--seed", "5", "--device", device};
+  r->args = {"--run",        run,
+             "--preset",     "tiny",
+             "--dataset",    "synthetic",
+             "--vae-run",    "vae0",
+             "--steps",      std::to_string(steps),
+             "--batch",      "8",
+             "--lr",         "2e-3",
+             "--warmup",     std::to_string(std::min<int64_t>(10, steps / 4)),
+             "--save-every", "100000",
+             "--keep",       "2",
+             "--seed",       "5",
+             "--device",     device};
   return r;
 }
 
@@ -213,7 +231,8 @@ nlohmann::json check_train(const Settings& s) {
   const auto run = train_run("trained", steps, s.device_name);
   const TrainResult result = run_training(*run, CancelToken(), callbacks);
   const size_t tenth = std::max<size_t>(1, losses.size() / 10);
-  const double first = mean_of(losses, 0, tenth), last = mean_of(losses, losses.size() - tenth, losses.size());
+  const double first = mean_of(losses, 0, tenth),
+               last = mean_of(losses, losses.size() - tenth, losses.size());
   return {{"ok", int64_t(losses.size()) == steps && last < 0.8 * first},
           {"command", run->command()},
           {"steps", losses.size()},
@@ -286,10 +305,14 @@ nlohmann::json check_resume(const Settings& s, torch::Device device) {
   // The CPU kernels are deterministic: anything but bit-identity is a failure there. On CUDA the check
   // passes when the runs agree to float rounding and says whether they were bit-identical.
   identical = identical && max_fresh_diff == 0;
-  const bool ok = device.is_cuda() ? max_weight_diff < 1e-4 && max_loss_diff < 1e-4 && max_fresh_diff < 1e-4 : identical;
-  return {{"ok", ok},           {"stop_step", k},
-          {"steps", total},     {"resumed_from", resumed.start_step},
-          {"bit_identical", identical}, {"max_loss_diff", max_loss_diff},
+  const bool ok =
+      device.is_cuda() ? max_weight_diff < 1e-4 && max_loss_diff < 1e-4 && max_fresh_diff < 1e-4 : identical;
+  return {{"ok", ok},
+          {"stop_step", k},
+          {"steps", total},
+          {"resumed_from", resumed.start_step},
+          {"bit_identical", identical},
+          {"max_loss_diff", max_loss_diff},
           {"max_loss_diff_same_seed_runs", max_fresh_diff},
           {"max_weight_diff", max_weight_diff}};
 }
@@ -317,7 +340,8 @@ nlohmann::json check_sample(const Settings&, torch::Device device) {
   synchronize_device(device);
   const double seconds = seconds_since(start);
   const bool finite = torch::isfinite(result.latent).all().item<bool>();
-  return {{"ok", previews == request.steps && previews_sized && finite && int(result.frames.size()) == request.frames},
+  return {{"ok", previews == request.steps && previews_sized && finite &&
+                     int(result.frames.size()) == request.frames},
           {"previews", previews},
           {"frames", result.frames.size()},
           {"finite", finite},
@@ -327,14 +351,17 @@ nlohmann::json check_sample(const Settings&, torch::Device device) {
 // ---- process group ------------------------------------------------------------------------------------
 
 // The port of the world-size-1 TCPStore: spread by process id so that concurrent checks do not collide.
-int store_port() { return 20000 + int(::getpid() % 20000); }
+int store_port() {
+  return 20000 + int(::getpid() % 20000);
+}
 
 nlohmann::json check_process_group(const Settings&, torch::Device device) {
   Rendezvous rendezvous;
   rendezvous.source = RendezvousSource::torchrun;
   rendezvous.master_port = store_port();
   const CommBackend backend = device.is_cuda() ? CommBackend::nccl : CommBackend::gloo;
-  auto groups = ProcessGroups::connect(rendezvous, ParallelLayout{1, 1, 1}, backend, std::chrono::seconds(60));
+  auto groups =
+      ProcessGroups::connect(rendezvous, ParallelLayout{1, 1, 1}, backend, std::chrono::seconds(60));
 
   const ModelPreset preset = load_model_preset("tiny");
   auto build = [&] {
@@ -394,13 +421,18 @@ Settings parse(int argc, char** argv) {
     const std::string flag = argv[i];
     if (i + 1 >= argc) throw Error(ErrorCode::usage, flag, "needs a value");
     const std::string value = argv[++i];
-    if (flag == "--device") s.device_name = value;
-    else if (flag == "--golden-dir") s.golden_dir = value;
-    else if (flag == "--work") s.work = value;
-    else if (flag == "--steps") s.steps = std::stoll(value);
+    if (flag == "--device")
+      s.device_name = value;
+    else if (flag == "--golden-dir")
+      s.golden_dir = value;
+    else if (flag == "--work")
+      s.work = value;
+    else if (flag == "--steps")
+      s.steps = std::stoll(value);
     else if (flag == "--only")
       for (const auto& name : split(value, ',')) s.only.insert(trim(name));
-    else throw Error(ErrorCode::usage, flag, "unknown flag (--device, --golden-dir, --work, --steps, --only)");
+    else
+      throw Error(ErrorCode::usage, flag, "unknown flag (--device, --golden-dir, --work, --steps, --only)");
   }
   if (s.steps < 12) throw Error(ErrorCode::usage, "--steps", "at least 12 steps");
   return s;
@@ -421,7 +453,8 @@ int main(int argc, char** argv) {
     write_synthetic_cache(tiny, 12);
     write_random_vae_run(tiny);
   } catch (const std::exception& e) {
-    std::printf("%s\n", nlohmann::json({{"check", "setup"}, {"ok", false}, {"error", e.what()}}).dump().c_str());
+    std::printf("%s\n",
+                nlohmann::json({{"check", "setup"}, {"ok", false}, {"error", e.what()}}).dump().c_str());
     return 2;
   }
 

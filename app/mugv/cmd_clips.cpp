@@ -39,7 +39,8 @@ nlohmann::json optional_number(const std::optional<double>& value) {
   return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
 }
 
-nlohmann::json clip_json(const Clip& c, const std::optional<Source>& source, const std::optional<Caption>& caption) {
+nlohmann::json clip_json(const Clip& c, const std::optional<Source>& source,
+                         const std::optional<Caption>& caption) {
   return {{"id", c.id},
           {"source", source ? source->path.string() : ""},
           {"start_s", c.start_s},
@@ -77,16 +78,17 @@ int run_list(const Invocation& inv) {
   const std::vector<Clip> clips = list_clips(catalog, filter);
   if (inv.json) {
     nlohmann::json out = nlohmann::json::array();
-    for (const Clip& c : clips) out.push_back(clip_json(c, get_source(catalog, c.source_id), current_caption(catalog, c.id)));
+    for (const Clip& c : clips)
+      out.push_back(clip_json(c, get_source(catalog, c.source_id), current_caption(catalog, c.id)));
     std::cout << out.dump(2) << "\n";
     return 0;
   }
   if (clips.empty()) std::printf("no clips match\n");
   for (const Clip& c : clips) {
     auto source = get_source(catalog, c.source_id);
-    std::printf("#%-6lld %-24s %7.2f-%7.2fs  sharp %8s  motion %6s  aes %5s  %-6s %s\n", static_cast<long long>(c.id),
-                source ? source->path.filename().c_str() : "?", c.start_s, c.end_s,
-                number_text(c.scores.sharpness, 0).c_str(), number_text(c.scores.motion, 2).c_str(),
+    std::printf("#%-6lld %-24s %7.2f-%7.2fs  sharp %8s  motion %6s  aes %5s  %-6s %s\n",
+                static_cast<long long>(c.id), source ? source->path.filename().c_str() : "?", c.start_s,
+                c.end_s, number_text(c.scores.sharpness, 0).c_str(), number_text(c.scores.motion, 2).c_str(),
                 number_text(c.scores.aesthetic, 2).c_str(), to_string(c.decision), c.reason.c_str());
   }
   return 0;
@@ -109,8 +111,12 @@ int run_show(const Invocation& inv) {
   auto dataset = get_dataset(catalog, clip->dataset_id);
   nlohmann::json history = nlohmann::json::array();
   for (const Caption& c : caption_history(catalog, id))
-    history.push_back({{"version", c.version}, {"text", c.text}, {"origin", to_string(c.origin)},
-                       {"producer", c.producer}, {"current", c.current}, {"created_at_ms", c.created_at_ms}});
+    history.push_back({{"version", c.version},
+                       {"text", c.text},
+                       {"origin", to_string(c.origin)},
+                       {"producer", c.producer},
+                       {"current", c.current},
+                       {"created_at_ms", c.created_at_ms}});
   nlohmann::json out = clip_json(*clip, source, current_caption(catalog, id));
   out["dataset"] = dataset ? dataset->name : "";
   out["frames"] = clip->end_frame - clip->start_frame;
@@ -122,12 +128,15 @@ int run_show(const Invocation& inv) {
     return 0;
   }
   std::printf("clip %lld of dataset %s\n  source    %s  %.3f-%.3f s  %lld frames  %.3f fps  %dx%d\n",
-              static_cast<long long>(id), out["dataset"].get<std::string>().c_str(), out["source"].get<std::string>().c_str(),
-              clip->start_s, clip->end_s, static_cast<long long>(clip->end_frame - clip->start_frame), clip->fps,
-              clip->width, clip->height);
-  std::printf("  decision  %s%s%s\n", to_string(clip->decision), clip->reason.empty() ? "" : ": ", clip->reason.c_str());
-  std::printf("  scores    sharpness %s  motion %s  aesthetic %s\n", number_text(clip->scores.sharpness, 1).c_str(),
-              number_text(clip->scores.motion, 3).c_str(), number_text(clip->scores.aesthetic, 2).c_str());
+              static_cast<long long>(id), out["dataset"].get<std::string>().c_str(),
+              out["source"].get<std::string>().c_str(), clip->start_s, clip->end_s,
+              static_cast<long long>(clip->end_frame - clip->start_frame), clip->fps, clip->width,
+              clip->height);
+  std::printf("  decision  %s%s%s\n", to_string(clip->decision), clip->reason.empty() ? "" : ": ",
+              clip->reason.c_str());
+  std::printf("  scores    sharpness %s  motion %s  aesthetic %s\n",
+              number_text(clip->scores.sharpness, 1).c_str(), number_text(clip->scores.motion, 3).c_str(),
+              number_text(clip->scores.aesthetic, 2).c_str());
   for (auto it = clip->scores.extra.begin(); it != clip->scores.extra.end(); ++it)
     std::printf("            %s = %s\n", it.key().c_str(), it.value().dump().c_str());
   std::string tags;
@@ -155,14 +164,18 @@ int run_export(const Invocation& inv) {
   nlohmann::json failures = nlohmann::json::array();
   for (const auto& f : r.failures) failures.push_back({{"clip", f.clip_id}, {"reason", f.reason}});
   if (inv.json) {
-    std::cout << nlohmann::json{{"dataset", dataset.name}, {"format", to_string(r.format)},
-                                {"manifest", r.manifest.string()}, {"clips", r.clips},
-                                {"frames", r.frames_encoded}, {"clips_copied", r.clips_copied}, {"failures", failures}}
+    std::cout << nlohmann::json{{"dataset", dataset.name},
+                                {"format", to_string(r.format)},
+                                {"manifest", r.manifest.string()},
+                                {"clips", r.clips},
+                                {"frames", r.frames_encoded},
+                                {"clips_copied", r.clips_copied},
+                                {"failures", failures}}
                      .dump(2)
               << "\n";
   } else {
-    std::printf("exported %lld clip(s) of '%s' as %s: %s\n", static_cast<long long>(r.clips), dataset.name.c_str(),
-                to_string(r.format), r.manifest.c_str());
+    std::printf("exported %lld clip(s) of '%s' as %s: %s\n", static_cast<long long>(r.clips),
+                dataset.name.c_str(), to_string(r.format), r.manifest.c_str());
     for (const auto& f : r.failures)
       std::printf("  failed: clip %lld: %s\n", static_cast<long long>(f.clip_id), f.reason.c_str());
   }
@@ -184,8 +197,10 @@ Command clips_list_command() {
     define_dataset(r);
     r.add(param("clips.rejected", "--rejected", ParamType::boolean, false, "only rejected clips", "clips"));
     r.add(param("clips.kept", "--kept", ParamType::boolean, false, "only kept clips", "clips"));
-    r.add(param("clips.reason", "--reason", ParamType::text, nullptr, "only clips with exactly this reason", "clips"));
-    r.add(param("clips.tag", "--tag", ParamType::text, nullptr, "only clips with this tag, e.g. subject:dog", "clips"));
+    r.add(param("clips.reason", "--reason", ParamType::text, nullptr, "only clips with exactly this reason",
+                "clips"));
+    r.add(param("clips.tag", "--tag", ParamType::text, nullptr, "only clips with this tag, e.g. subject:dog",
+                "clips"));
     auto limit = param("clips.limit", "--limit", ParamType::integer, 0, "at most N clips (0: all)", "clips");
     limit.min_value = 0;
     r.add(limit);
@@ -209,17 +224,21 @@ Command clips_show_command() {
 Command dataset_export_command() {
   Command c;
   c.words = {"dataset", "export"};
-  c.summary = "export a dataset's kept clips as a JSONL/CSV manifest or a folder of clips with sidecar captions";
+  c.summary =
+      "export a dataset's kept clips as a JSONL/CSV manifest or a folder of clips with sidecar captions";
   c.usage = "--dataset NAME --out DIR|FILE.jsonl|FILE.csv [--select kept|all]";
   c.define = [](ParamRegistry& r) {
     define_dataset(r);
-    r.add(param("clips.out", "--out", ParamType::path, nullptr,
-                "FILE.jsonl / FILE.csv: a manifest over the sources; DIR: re-encoded mp4 clips + .txt captions",
-                "export"));
-    auto select = param("clips.select", "--select", ParamType::choice, "kept", "which clips to export", "export");
+    r.add(
+        param("clips.out", "--out", ParamType::path, nullptr,
+              "FILE.jsonl / FILE.csv: a manifest over the sources; DIR: re-encoded mp4 clips + .txt captions",
+              "export"));
+    auto select =
+        param("clips.select", "--select", ParamType::choice, "kept", "which clips to export", "export");
     select.choices = {"kept", "all"};
     r.add(select);
-    auto crf = param("clips.crf", "--crf", ParamType::integer, 17, "H.264 quality of clip files (lower is better)", "export");
+    auto crf = param("clips.crf", "--crf", ParamType::integer, 17,
+                     "H.264 quality of clip files (lower is better)", "export");
     crf.min_value = 0;
     crf.max_value = 51;
     r.add(crf);

@@ -17,14 +17,18 @@
 namespace mugv::cli {
 namespace {
 
-Catalog open_catalog() { return Catalog::open(catalog_path()); }
+Catalog open_catalog() {
+  return Catalog::open(catalog_path());
+}
 
 Dataset dataset_or_throw(Catalog& catalog, const std::string& name) {
   auto d = find_dataset(catalog, name);
   if (!d) {
     std::string known;
     for (const auto& other : list_datasets(catalog)) known += (known.empty() ? "" : ", ") + other.name;
-    throw Error(ErrorCode::not_found, name, "no such dataset" + (known.empty() ? std::string(" (the catalog has none)") : "; known: " + known));
+    throw Error(
+        ErrorCode::not_found, name,
+        "no such dataset" + (known.empty() ? std::string(" (the catalog has none)") : "; known: " + known));
   }
   return *d;
 }
@@ -41,18 +45,24 @@ int run_import(const Invocation& inv) {
   if (inv.json) {
     nlohmann::json failures = nlohmann::json::array();
     for (const auto& f : r.failures) failures.push_back({{"path", f.path.string()}, {"reason", f.reason}});
-    std::cout << nlohmann::json{{"dataset", o.dataset_name},     {"dataset_id", r.dataset_id},
-                                {"created", r.dataset_created},  {"files", r.files_seen},
-                                {"sources_added", r.sources_added}, {"sources_known", r.sources_known},
-                                {"clips_added", r.clips_added},  {"clips_known", r.clips_known},
-                                {"captions_added", r.captions_added}, {"failed", r.failures.size()},
+    std::cout << nlohmann::json{{"dataset", o.dataset_name},
+                                {"dataset_id", r.dataset_id},
+                                {"created", r.dataset_created},
+                                {"files", r.files_seen},
+                                {"sources_added", r.sources_added},
+                                {"sources_known", r.sources_known},
+                                {"clips_added", r.clips_added},
+                                {"clips_known", r.clips_known},
+                                {"captions_added", r.captions_added},
+                                {"failed", r.failures.size()},
                                 {"failures", failures}}
                      .dump(2)
               << "\n";
   } else {
-    std::printf("%s dataset '%s': %d file(s), %d clip(s) added, %d already present, %d caption(s), %zu failed\n",
-                r.dataset_created ? "created" : "updated", o.dataset_name.c_str(), r.files_seen, r.clips_added,
-                r.clips_known, r.captions_added, r.failures.size());
+    std::printf(
+        "%s dataset '%s': %d file(s), %d clip(s) added, %d already present, %d caption(s), %zu failed\n",
+        r.dataset_created ? "created" : "updated", o.dataset_name.c_str(), r.files_seen, r.clips_added,
+        r.clips_known, r.captions_added, r.failures.size());
     for (const auto& f : r.failures) std::printf("  failed: %s: %s\n", f.path.c_str(), f.reason.c_str());
   }
   return 0;
@@ -78,7 +88,9 @@ int run_list(const Invocation& inv) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  if (out.empty()) std::printf("no datasets in %s; import one with `mugv dataset import DIR --name NAME`\n", catalog_path().c_str());
+  if (out.empty())
+    std::printf("no datasets in %s; import one with `mugv dataset import DIR --name NAME`\n",
+                catalog_path().c_str());
   for (const auto& d : out)
     std::printf("%-20s %6lld clips  %s\n", d["name"].get<std::string>().c_str(),
                 static_cast<long long>(d["clips"].get<int64_t>()), d["root"].get<std::string>().c_str());
@@ -112,21 +124,26 @@ int run_show(const Invocation& inv) {
   for (const auto& n : count_clips_by_decision(catalog, d.id))
     by_decision.push_back({{"decision", to_string(n.decision)}, {"reason", n.reason}, {"clips", n.clips}});
   if (inv.json) {
-    std::cout << nlohmann::json{{"id", d.id},      {"name", d.name},   {"kind", to_string(d.kind)},
-                                {"root", d.root_dir.string()}, {"description", d.description},
-                                {"decisions", by_decision}, {"clips", clips}}
+    std::cout << nlohmann::json{{"id", d.id},
+                                {"name", d.name},
+                                {"kind", to_string(d.kind)},
+                                {"root", d.root_dir.string()},
+                                {"description", d.description},
+                                {"decisions", by_decision},
+                                {"clips", clips}}
                      .dump(2)
               << "\n";
     return 0;
   }
   std::printf("dataset %s (%s) at %s\n", d.name.c_str(), to_string(d.kind), d.root_dir.c_str());
   for (const auto& n : by_decision)
-    std::printf("  %-8s %-24s %lld\n", n["decision"].get<std::string>().c_str(), n["reason"].get<std::string>().c_str(),
-                static_cast<long long>(n["clips"].get<int64_t>()));
+    std::printf("  %-8s %-24s %lld\n", n["decision"].get<std::string>().c_str(),
+                n["reason"].get<std::string>().c_str(), static_cast<long long>(n["clips"].get<int64_t>()));
   for (const auto& c : clips)
     std::printf("  #%-6lld %6.2f-%6.2fs %4dx%-4d %-7s %s\n", static_cast<long long>(c["id"].get<int64_t>()),
-                c["start_s"].get<double>(), c["end_s"].get<double>(), c["width"].get<int>(), c["height"].get<int>(),
-                c["decision"].get<std::string>().c_str(), c["caption"].get<std::string>().c_str());
+                c["start_s"].get<double>(), c["end_s"].get<double>(), c["width"].get<int>(),
+                c["height"].get<int>(), c["decision"].get<std::string>().c_str(),
+                c["caption"].get<std::string>().c_str());
   return 0;
 }
 
@@ -139,8 +156,10 @@ Command dataset_import_command() {
   c.usage = "DIR|MANIFEST --name NAME";
   c.min_positional = c.max_positional = 1;
   c.define = [](ParamRegistry& r) {
-    r.add(param("dataset.name", "--name", ParamType::text, nullptr, "dataset name (created when new)", "dataset"));
-    r.add(param("dataset.description", "--description", ParamType::text, nullptr, "free-text description", "dataset"));
+    r.add(param("dataset.name", "--name", ParamType::text, nullptr, "dataset name (created when new)",
+                "dataset"));
+    r.add(param("dataset.description", "--description", ParamType::text, nullptr, "free-text description",
+                "dataset"));
   };
   c.run = run_import;
   c.job_kind = "import";
@@ -163,7 +182,8 @@ Command dataset_show_command() {
   c.usage = "NAME [--limit N] [--json]";
   c.min_positional = c.max_positional = 1;
   c.define = [](ParamRegistry& r) {
-    auto limit = param("dataset.limit", "--limit", ParamType::integer, 0, "show at most N clips (0: all)", "dataset");
+    auto limit =
+        param("dataset.limit", "--limit", ParamType::integer, 0, "show at most N clips (0: all)", "dataset");
     limit.min_value = 0;
     r.add(limit);
   };

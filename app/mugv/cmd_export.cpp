@@ -20,28 +20,33 @@ void define(ParamRegistry& r) {
               "output: .mp4 (H.264), .webm (VP9), .gif, or a folder for PNG frames", "export"));
   r.add(param("export.contact_sheet", "--contact-sheet", ParamType::path, nullptr,
               "write a PNG contact sheet of evenly spaced frames instead of a clip", "export"));
-  auto tiles = param("export.tiles", "--tiles", ParamType::integer, 12, "frames on the contact sheet", "export");
+  auto tiles =
+      param("export.tiles", "--tiles", ParamType::integer, 12, "frames on the contact sheet", "export");
   tiles.min_value = 1;
   tiles.max_value = 400;
   r.add(tiles);
-  auto columns = param("export.columns", "--columns", ParamType::integer, 4, "contact sheet columns", "export");
+  auto columns =
+      param("export.columns", "--columns", ParamType::integer, 4, "contact sheet columns", "export");
   columns.min_value = 1;
   r.add(columns);
   auto start = param("export.start", "--start", ParamType::real, 0.0, "start time in seconds", "export");
   start.min_value = 0.0;
   r.add(start);
   r.add(param("export.end", "--end", ParamType::real, 0.0, "end time in seconds (0: the end)", "export"));
-  r.add(param("export.size", "--size", ParamType::size2d, nullptr, "output size WxH (center crop); default: as the input",
-              "export"));
-  auto fps = param("export.fps", "--fps", ParamType::real, 0.0, "output frame rate (0: as the input)", "export");
+  r.add(param("export.size", "--size", ParamType::size2d, nullptr,
+              "output size WxH (center crop); default: as the input", "export"));
+  auto fps =
+      param("export.fps", "--fps", ParamType::real, 0.0, "output frame rate (0: as the input)", "export");
   fps.min_value = 0.0;
   r.add(fps);
-  auto crf = param("export.crf", "--crf", ParamType::integer, 17, "quality for mp4/webm (lower is better)", "export");
+  auto crf = param("export.crf", "--crf", ParamType::integer, 17, "quality for mp4/webm (lower is better)",
+                   "export");
   crf.min_value = 0;
   crf.max_value = 63;
   r.add(crf);
   r.add(param("export.title", "--title", ParamType::text, nullptr, "title stored in the file", "metadata"));
-  r.add(param("export.comment", "--comment", ParamType::text, nullptr, "comment stored in the file", "metadata"));
+  r.add(param("export.comment", "--comment", ParamType::text, nullptr, "comment stored in the file",
+              "metadata"));
 }
 
 int run(const Invocation& inv) {
@@ -57,11 +62,13 @@ int run(const Invocation& inv) {
     result["width"] = sheet.width;
     result["height"] = sheet.height;
   } else {
-    if (!v.has("export.out")) throw Error(ErrorCode::usage, "--out", "give --out FILE or --contact-sheet FILE.png");
+    if (!v.has("export.out"))
+      throw Error(ErrorCode::usage, "--out", "give --out FILE or --contact-sheet FILE.png");
     fs::path out = v.get_text("export.out");
     auto format = format_from_path(out);
     if (!format)
-      throw Error(ErrorCode::usage, out.string(), "unknown output type; use .mp4, .webm, .gif or a folder for PNG frames");
+      throw Error(ErrorCode::usage, out.string(),
+                  "unknown output type; use .mp4, .webm, .gif or a folder for PNG frames");
     DecodeOptions dec;
     if (v.has("export.size")) {
       Size2D size = v.get_size2d("export.size");
@@ -71,7 +78,8 @@ int run(const Invocation& inv) {
     dec.fps = v.get_real("export.fps");
     MediaInfo info = probe(input, ProbeDepth::headers);
     auto frames = decode_range(input, v.get_real("export.start"), v.get_real("export.end"), dec, &inv.cancel);
-    if (frames.empty()) throw Error(ErrorCode::invalid_argument, input.string(), "no frames in the requested range");
+    if (frames.empty())
+      throw Error(ErrorCode::invalid_argument, input.string(), "no frames in the requested range");
     EncodeOptions enc;
     enc.format = *format;
     enc.fps = dec.fps > 0 ? dec.fps : (info.fps > 0 ? info.fps : 8.0);
@@ -85,8 +93,12 @@ int run(const Invocation& inv) {
     result["width"] = frames.front().width;
     result["height"] = frames.front().height;
   }
-  if (inv.json) std::cout << result.dump(2) << "\n";
-  else std::cout << "wrote " << (result.contains("out") ? result["out"] : result["contact_sheet"]).get<std::string>() << "\n";
+  if (inv.json)
+    std::cout << result.dump(2) << "\n";
+  else
+    std::cout << "wrote "
+              << (result.contains("out") ? result["out"] : result["contact_sheet"]).get<std::string>()
+              << "\n";
   return 0;
 }
 

@@ -18,14 +18,16 @@ extern "C" void on_launch_signal(int) {
 }
 
 void define(ParamRegistry& r) {
-  auto nproc = param("launch.nproc", "--nproc", ParamType::integer, 1, "ranks to start on this node", "launch");
+  auto nproc =
+      param("launch.nproc", "--nproc", ParamType::integer, 1, "ranks to start on this node", "launch");
   nproc.min_value = 1;
   nproc.max_value = 1024;
   r.add(nproc);
   auto nnodes = param("launch.nnodes", "--nnodes", ParamType::integer, 1, "nodes in the run", "launch");
   nnodes.min_value = 1;
   r.add(nnodes);
-  auto node_rank = param("launch.node_rank", "--node-rank", ParamType::integer, 0, "this node's index", "launch");
+  auto node_rank =
+      param("launch.node_rank", "--node-rank", ParamType::integer, 0, "this node's index", "launch");
   node_rank.min_value = 0;
   r.add(node_rank);
   r.add(param("launch.master", "--master", ParamType::text, nullptr,
@@ -46,7 +48,8 @@ int run(const Invocation& inv) {
   if (v.has("launch.master")) {
     std::string master = v.get_text("launch.master");
     size_t colon = master.rfind(':');
-    if (colon == std::string::npos) throw Error(ErrorCode::usage, "--master", "expected HOST:PORT, got '" + master + "'");
+    if (colon == std::string::npos)
+      throw Error(ErrorCode::usage, "--master", "expected HOST:PORT, got '" + master + "'");
     o.master_addr = master.substr(0, colon);
     o.master_port = std::atoi(master.c_str() + colon + 1);
   } else if (o.nnodes > 1) {

@@ -12,11 +12,14 @@ namespace mugv::cli {
 namespace {
 
 void define(ParamRegistry& r) {
-  r.add(param("dataset.out", "--out", ParamType::path, nullptr, "folder to write the dataset into", "dataset"));
-  auto count = param("dataset.count", "--count", ParamType::integer, 256, "number of training clips", "dataset");
+  r.add(
+      param("dataset.out", "--out", ParamType::path, nullptr, "folder to write the dataset into", "dataset"));
+  auto count =
+      param("dataset.count", "--count", ParamType::integer, 256, "number of training clips", "dataset");
   count.min_value = 1;
   r.add(count);
-  auto size = param("dataset.size", "--size", ParamType::integer, 64, "frame side in pixels (multiple of 8)", "dataset");
+  auto size = param("dataset.size", "--size", ParamType::integer, 64, "frame side in pixels (multiple of 8)",
+                    "dataset");
   size.min_value = 16;
   size.max_value = 1024;
   r.add(size);
@@ -26,7 +29,8 @@ void define(ParamRegistry& r) {
   auto fps = param("dataset.fps", "--fps", ParamType::real, 8.0, "frames per second", "dataset");
   fps.min_value = 0.1;
   r.add(fps);
-  r.add(param("dataset.seed", "--seed", ParamType::integer, 1, "random seed (the same seed writes the same set)", "dataset"));
+  r.add(param("dataset.seed", "--seed", ParamType::integer, 1,
+              "random seed (the same seed writes the same set)", "dataset"));
   auto held = param("dataset.held_out", "--held-out", ParamType::real, 0.1,
                     "fraction of color/shape/direction combinations held out of training", "dataset");
   held.min_value = 0.0;

@@ -36,12 +36,13 @@ int run(const Invocation& inv) {
     std::cout << to_json(info).dump(2) << "\n";
     return 0;
   }
-  std::printf("%s\n  container   %s\n  video       %s %dx%d, %.3f fps (nominal %.3f)%s, rotation %d°\n"
-              "  frames      %lld\n  duration    %.3f s\n  audio       %s\n  bit rate    %lld b/s\n",
-              info.path.c_str(), info.container.c_str(), info.video_codec.c_str(), info.width, info.height, info.fps,
-              info.nominal_fps, info.variable_frame_rate ? ", variable frame rate" : "", info.rotation_deg,
-              static_cast<long long>(info.frame_count), info.duration_s, info.has_audio ? "yes" : "no",
-              static_cast<long long>(info.bit_rate));
+  std::printf(
+      "%s\n  container   %s\n  video       %s %dx%d, %.3f fps (nominal %.3f)%s, rotation %d°\n"
+      "  frames      %lld\n  duration    %.3f s\n  audio       %s\n  bit rate    %lld b/s\n",
+      info.path.c_str(), info.container.c_str(), info.video_codec.c_str(), info.width, info.height, info.fps,
+      info.nominal_fps, info.variable_frame_rate ? ", variable frame rate" : "", info.rotation_deg,
+      static_cast<long long>(info.frame_count), info.duration_s, info.has_audio ? "yes" : "no",
+      static_cast<long long>(info.bit_rate));
   for (const auto& [key, value] : info.metadata) std::printf("  %-11s %s\n", key.c_str(), value.c_str());
   return 0;
 }

@@ -28,17 +28,24 @@ int run(const Invocation& inv) {
   nlohmann::json failures = nlohmann::json::array();
   for (const auto& f : r.failures) failures.push_back({{"clip", f.clip_id}, {"reason", f.reason}});
   if (inv.json) {
-    std::cout << nlohmann::json{{"cache_dir", r.cache_dir.string()}, {"clips", r.clips_total},
-                                {"rejected", r.rejected},            {"uncaptioned", r.uncaptioned},
-                                {"encoded", r.encoded},              {"already_cached", r.already_cached},
-                                {"failed", r.failures.size()},       {"failures", failures}}
+    std::cout << nlohmann::json{{"cache_dir", r.cache_dir.string()},
+                                {"clips", r.clips_total},
+                                {"rejected", r.rejected},
+                                {"uncaptioned", r.uncaptioned},
+                                {"encoded", r.encoded},
+                                {"already_cached", r.already_cached},
+                                {"failed", r.failures.size()},
+                                {"failures", failures}}
                      .dump(2)
               << "\n";
   } else {
-    std::printf("encoded %lld clip(s), %lld already cached, %zu failed (%lld rejected, %lld without caption) into %s\n",
-                static_cast<long long>(r.encoded), static_cast<long long>(r.already_cached), r.failures.size(),
-                static_cast<long long>(r.rejected), static_cast<long long>(r.uncaptioned), r.cache_dir.c_str());
-    for (const auto& f : r.failures) std::printf("  failed clip %lld: %s\n", static_cast<long long>(f.clip_id), f.reason.c_str());
+    std::printf(
+        "encoded %lld clip(s), %lld already cached, %zu failed (%lld rejected, %lld without caption) into "
+        "%s\n",
+        static_cast<long long>(r.encoded), static_cast<long long>(r.already_cached), r.failures.size(),
+        static_cast<long long>(r.rejected), static_cast<long long>(r.uncaptioned), r.cache_dir.c_str());
+    for (const auto& f : r.failures)
+      std::printf("  failed clip %lld: %s\n", static_cast<long long>(f.clip_id), f.reason.c_str());
   }
   return r.failures.empty() || r.encoded + r.already_cached > 0 ? 0 : 1;
 }
@@ -52,8 +59,10 @@ Command encode_command() {
   c.usage = "--dataset D --vae-run V";
   c.define = [](ParamRegistry& r) {
     r.add(param("encode.dataset", "--dataset", ParamType::text, nullptr, "dataset to encode", "encode"));
-    r.add(param("encode.vae_run", "--vae-run", ParamType::text, nullptr, "VAE run whose encoder and geometry to use", "encode"));
-    auto threads = param("encode.threads", "--threads", ParamType::integer, 0, "CPU threads (0: all cores)", "machine");
+    r.add(param("encode.vae_run", "--vae-run", ParamType::text, nullptr,
+                "VAE run whose encoder and geometry to use", "encode"));
+    auto threads =
+        param("encode.threads", "--threads", ParamType::integer, 0, "CPU threads (0: all cores)", "machine");
     threads.min_value = 0;
     r.add(threads);
   };

@@ -14,11 +14,11 @@
 #include "core/strings.h"
 #include "dataset/manifest.h"
 #include "model/compute.h"
+#include "model/run_models.h"
 #include "sample/eval.h"
 #include "sample/sampler.h"
 #include "sample/video_io.h"
 #include "train/clip_video.h"
-#include "model/run_models.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,6 +1,6 @@
 // mugv generate --run NAME | --model DIR|NAME --prompt "..." --out F: text/image-to-video with a trained run
-// or a released MUG-V model folder, a progress bar with ETA, and the prompt, seed and model kept in the file's
-// metadata. With --model the release's defaults apply unless given: its negative prompt, fps 30, the
+// or a released MUG-V model folder, a progress bar with ETA, and the prompt, seed and model kept in the
+// file's metadata. With --model the release's defaults apply unless given: its negative prompt, fps 30, the
 // aesthetic-score suffix of the prompt.
 #include "command.h"
 
@@ -27,42 +27,47 @@ namespace {
 
 void define(ParamRegistry& r) {
   r.add(param("generate.run", "--run", ParamType::text, nullptr, "the DiT run to sample from", "generate"));
-  auto model = param("generate.model", "--model", ParamType::path, nullptr,
-                     "a released model instead of a run: its folder (dit.pt, vae.pt, a T5 folder) or its name under "
-                     "$MUGV_HOME/models",
-                     "generate");
+  auto model =
+      param("generate.model", "--model", ParamType::path, nullptr,
+            "a released model instead of a run: its folder (dit.pt, vae.pt, a T5 folder) or its name under "
+            "$MUGV_HOME/models",
+            "generate");
   model.names_under_home = "models";
   r.add(model);
-  auto offload = param("generate.offload", "--offload", ParamType::choice, "auto",
-                       "with --model: stream the DiT's blocks to the device when it does not fit (auto), always "
-                       "(blocks) or never (none)",
-                       "generate");
+  auto offload =
+      param("generate.offload", "--offload", ParamType::choice, "auto",
+            "with --model: stream the DiT's blocks to the device when it does not fit (auto), always "
+            "(blocks) or never (none)",
+            "generate");
   offload.choices = {"auto", "none", "blocks"};
   r.add(offload);
   auto dtype = param("generate.dtype", "--dtype", ParamType::choice, "auto",
                      "with --model: the DiT and T5 dtype (auto: bf16 on a GPU, fp32 on a CPU)", "generate");
   dtype.choices = {"auto", "fp32", "bf16"};
   r.add(dtype);
-  auto length = param("generate.length", "--length", ParamType::choice, nullptr,
-                      "the release's clip lengths: 5s (105 frames) or 3s (73 frames); overrides --frames", "generate");
+  auto length =
+      param("generate.length", "--length", ParamType::choice, nullptr,
+            "the release's clip lengths: 5s (105 frames) or 3s (73 frames); overrides --frames", "generate");
   length.choices = {"5s", "3s"};
   r.add(length);
-  auto aspect = param("generate.aspect", "--aspect", ParamType::choice, nullptr,
-                      "the release's 720p sizes, height:width as it names them: 9:16 (1280x720 landscape), 1:1 "
-                      "(960x960), 16:9 (720x1280 portrait); overrides --size",
-                      "generate");
+  auto aspect =
+      param("generate.aspect", "--aspect", ParamType::choice, nullptr,
+            "the release's 720p sizes, height:width as it names them: 9:16 (1280x720 landscape), 1:1 "
+            "(960x960), 16:9 (720x1280 portrait); overrides --size",
+            "generate");
   aspect.choices = {"9:16", "1:1", "16:9"};
   r.add(aspect);
-  auto aesthetic = param("generate.aesthetic", "--aesthetic", ParamType::real, 6.0,
-                         "with --model: the aesthetic score appended to the prompt as the release does (0: none)",
-                         "generate");
+  auto aesthetic = param(
+      "generate.aesthetic", "--aesthetic", ParamType::real, 6.0,
+      "with --model: the aesthetic score appended to the prompt as the release does (0: none)", "generate");
   aesthetic.min_value = 0.0;
   r.add(aesthetic);
   r.add(param("generate.prompt", "--prompt", ParamType::text, nullptr, "what the video should show",
               "generate"));
-  r.add(param("generate.negative", "--negative", ParamType::text, "",
-              "what to steer away from (empty: the learned null caption; with --model the release's negative prompt)",
-              "generate"));
+  r.add(param(
+      "generate.negative", "--negative", ParamType::text, "",
+      "what to steer away from (empty: the learned null caption; with --model the release's negative prompt)",
+      "generate"));
   r.add(param("generate.image", "--image", ParamType::path, nullptr,
               "first-frame image (I2V / TI2V); scaled and centre-cropped to --size", "generate"));
   r.add(param("generate.out", "--out", ParamType::path, nullptr,
@@ -175,7 +180,8 @@ int run(const Invocation& inv) {
   request.width = static_cast<int>(size.width);
   request.height = static_cast<int>(size.height);
   if (v.has("generate.length"))
-    request.frames = v.get_text("generate.length") == "5s" ? ReleaseDefaults::frames_5s : ReleaseDefaults::frames_3s;
+    request.frames =
+        v.get_text("generate.length") == "5s" ? ReleaseDefaults::frames_5s : ReleaseDefaults::frames_3s;
   if (v.has("generate.aspect")) {
     // The release's table (mug_v/utils.py) names sizes height:width; its 3:4 and 4:3 sizes (1110 and 1108 px)
     // are not multiples of the VAE's 8 and are not offered.
@@ -183,7 +189,8 @@ int run(const Invocation& inv) {
     request.height = a == "9:16" ? 720 : a == "1:1" ? 960 : 1280;
     request.width = a == "9:16" ? 1280 : a == "1:1" ? 960 : 720;
   }
-  request.fps = release && !given_on_command_line(v, "generate.fps") ? ReleaseDefaults::fps : v.get_real("generate.fps");
+  request.fps = release && !given_on_command_line(v, "generate.fps") ? ReleaseDefaults::fps
+                                                                     : v.get_real("generate.fps");
   // The image is read and fitted before the model loads, so a bad file fails at once.
   std::optional<fs::path> image;
   if (v.has("generate.image")) {
@@ -198,19 +205,22 @@ int run(const Invocation& inv) {
     options.device = device;
     if (v.get_text("generate.dtype") != "auto")
       options.dtype = v.get_text("generate.dtype") == "bf16" ? torch::kBFloat16 : torch::kFloat32;
-    options.offload = offload_mode_from_string(v.get_text("generate.offload")).value_or(OffloadMode::automatic);
+    options.offload =
+        offload_mode_from_string(v.get_text("generate.offload")).value_or(OffloadMode::automatic);
     options.frames = request.frames;
     options.width = request.width;
     options.height = request.height;
     const std::string given = v.get_text("generate.model");
     const fs::path dir = resolve_path_value(*v.registry().find_by_key("generate.model"), given);
     if (!fs::is_directory(dir))
-      throw Error(ErrorCode::not_found, given, cat("no such model folder (", dir.string(), "); installed models are in ",
-                                                   models_dir().string(), " (mugv model list)"));
+      throw Error(ErrorCode::not_found, given,
+                  cat("no such model folder (", dir.string(), "); installed models are in ",
+                      models_dir().string(), " (mugv model list)"));
     bundle = load_release_model(dir, options);
   } else {
-    bundle = load_for_inference(v.get_text("generate.run"), device,
-                                weights_kind_from_string(v.get_text("generate.weights")).value_or(WeightsKind::unknown));
+    bundle = load_for_inference(
+        v.get_text("generate.run"), device,
+        weights_kind_from_string(v.get_text("generate.weights")).value_or(WeightsKind::unknown));
   }
   validate_request(bundle, request);
   PreviewFn preview;
@@ -254,9 +264,11 @@ Command generate_command() {
   Command c;
   c.words = {"generate"};
   c.summary =
-      "generate a video from a prompt (and optionally a first-frame image) with a trained run or a released model";
+      "generate a video from a prompt (and optionally a first-frame image) with a trained run or a released "
+      "model";
   c.usage =
-      "--run NAME | --model DIR|NAME --prompt \"...\" --out F.mp4|webm|gif|DIR [--negative --image F --frames "
+      "--run NAME | --model DIR|NAME --prompt \"...\" --out F.mp4|webm|gif|DIR [--negative --image F "
+      "--frames "
       "--size WxH --steps --cfg --seed --fps --enhance --offload auto|none|blocks --dtype auto|fp32|bf16]";
   c.define = define;
   c.run = run;

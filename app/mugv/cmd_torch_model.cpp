@@ -31,27 +31,33 @@ int run(const Invocation& inv) {
     weights_note = cat(path, " is a DiT of this preset's shape (", to_string(files.format()), ", ",
                        human_bytes(double(files.total_bytes())), ")");
   }
-  nlohmann::json out = {{"preset", preset.name},
-                        {"frames", frames},
-                        {"width", size.width},
-                        {"height", size.height},
-                        {"parameters", {{"dit", info.dit_parameters}, {"vae", info.vae_parameters},
-                                        {"text", info.text_parameters}, {"total", info.total_parameters}}},
-                        {"latent_shape", {info.latent_channels, info.latent_frames, info.latent_height, info.latent_width}},
-                        {"video_tokens", info.video_tokens},
-                        {"text_tokens", info.text_tokens},
-                        {"flops_per_token", info.flops_per_token},
-                        {"flops_per_sample", info.flops_per_sample}};
+  nlohmann::json out = {
+      {"preset", preset.name},
+      {"frames", frames},
+      {"width", size.width},
+      {"height", size.height},
+      {"parameters",
+       {{"dit", info.dit_parameters},
+        {"vae", info.vae_parameters},
+        {"text", info.text_parameters},
+        {"total", info.total_parameters}}},
+      {"latent_shape", {info.latent_channels, info.latent_frames, info.latent_height, info.latent_width}},
+      {"video_tokens", info.video_tokens},
+      {"text_tokens", info.text_tokens},
+      {"flops_per_token", info.flops_per_token},
+      {"flops_per_sample", info.flops_per_sample}};
   if (!weights_note.empty()) out["weights"] = weights_note;
   if (inv.json) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
   auto millions = [](int64_t n) { return double(n) / 1e6; };
-  std::printf("model preset %s at %lldx%lld, %lld frames\n", preset.name.c_str(), static_cast<long long>(size.width),
-              static_cast<long long>(size.height), static_cast<long long>(frames));
-  std::printf("  parameters    DiT %.2f M, VAE %.2f M, text %.2f M, total %.2f M\n", millions(info.dit_parameters),
-              millions(info.vae_parameters), millions(info.text_parameters), millions(info.total_parameters));
+  std::printf("model preset %s at %lldx%lld, %lld frames\n", preset.name.c_str(),
+              static_cast<long long>(size.width), static_cast<long long>(size.height),
+              static_cast<long long>(frames));
+  std::printf("  parameters    DiT %.2f M, VAE %.2f M, text %.2f M, total %.2f M\n",
+              millions(info.dit_parameters), millions(info.vae_parameters), millions(info.text_parameters),
+              millions(info.total_parameters));
   std::printf("  latent        [%lld, %lld, %lld, %lld]\n", static_cast<long long>(info.latent_channels),
               static_cast<long long>(info.latent_frames), static_cast<long long>(info.latent_height),
               static_cast<long long>(info.latent_width));
@@ -71,7 +77,8 @@ Command model_info_command() {
   c.summary = "parameter counts, latent shape, tokens and FLOPs of a model preset";
   c.usage = "--preset P [--frames F --size WxH] [--weights DIT_FILE]";
   c.define = [](ParamRegistry& r) {
-    r.add(param("model.preset", "--preset", ParamType::text, "tiny", "model preset (presets/models/NAME.toml)", "model"));
+    r.add(param("model.preset", "--preset", ParamType::text, "tiny",
+                "model preset (presets/models/NAME.toml)", "model"));
     auto frames = param("model.frames", "--frames", ParamType::integer, 17, "video frames", "model");
     frames.min_value = 1;
     r.add(frames);

@@ -3,8 +3,8 @@
 
 #include "catalog/catalog.h"
 #include "core/error.h"
-#include "core/paths.h"
 #include "core/log.h"
+#include "core/paths.h"
 #include "core/strings.h"
 #include "parallel/slurm.h"
 #include "sample/training_samples.h"
@@ -74,7 +74,8 @@ TrainCallbacks dit_callbacks(const Invocation& inv, const std::string& run, cons
 // the job's own `mugv train` gets every other option as given.
 void define_slurm_params(ParamRegistry& r) {
   r.add(param("slurm.submit", "--slurm", ParamType::boolean, false,
-              "submit the run to Slurm (sbatch + srun, rendezvous from Slurm) instead of training here", "cluster"));
+              "submit the run to Slurm (sbatch + srun, rendezvous from Slurm) instead of training here",
+              "cluster"));
   auto count = [&](const char* key, const char* flag, int64_t fallback, const char* help, double min) {
     auto p = param(key, flag, ParamType::integer, fallback, help, "cluster");
     p.min_value = min;
@@ -83,9 +84,12 @@ void define_slurm_params(ParamRegistry& r) {
   count("slurm.nodes", "--nodes", 1, "nodes of the Slurm job", 1);
   count("slurm.tasks_per_node", "--tasks-per-node", 1, "ranks per node (one per GPU, or per CPU socket)", 1);
   count("slurm.gpus_per_node", "--gpus-per-node", 0, "GPUs requested per node (0: none)", 0);
-  r.add(param("slurm.partition", "--partition", ParamType::text, "", "Slurm partition (empty: the default)", "cluster"));
-  r.add(param("slurm.account", "--account", ParamType::text, "", "Slurm account (empty: the default)", "cluster"));
-  r.add(param("slurm.time", "--time", ParamType::text, "", "time limit, e.g. 2:00:00 (empty: the partition's)", "cluster"));
+  r.add(param("slurm.partition", "--partition", ParamType::text, "", "Slurm partition (empty: the default)",
+              "cluster"));
+  r.add(param("slurm.account", "--account", ParamType::text, "", "Slurm account (empty: the default)",
+              "cluster"));
+  r.add(param("slurm.time", "--time", ParamType::text, "",
+              "time limit, e.g. 2:00:00 (empty: the partition's)", "cluster"));
 }
 
 int submit_train_to_slurm(const Invocation& inv, const std::string& run) {
@@ -102,24 +106,30 @@ int submit_train_to_slurm(const Invocation& inv, const std::string& run) {
   job.output = dir / (run + "-%j.out");
   job.environment["MUGV_HOME"] = fs::absolute(mugv_home()).string();
   job.command = {executable_path().string(), "train"};
-  for (auto& arg : command_line_arguments(inv.values, [](const ParamSpec& s) { return !starts_with(s.key, "slurm."); }))
+  for (auto& arg :
+       command_line_arguments(inv.values, [](const ParamSpec& s) { return !starts_with(s.key, "slurm."); }))
     job.command.push_back(std::move(arg));
   const fs::path script = dir / (run + ".sbatch");
   const std::string id = submit_slurm_job(job, script);
   const std::string log = (dir / cat(run, "-", id, ".out")).string();
   if (inv.json) {
-    std::cout << nlohmann::json{{"job_id", id}, {"script", script.string()}, {"log", log}, {"run", run}}.dump(2) << "\n";
+    std::cout << nlohmann::json{{"job_id", id}, {"script", script.string()}, {"log", log}, {"run", run}}.dump(
+                     2)
+              << "\n";
   } else {
-    std::printf("submitted Slurm job %s (%d node(s) x %d rank(s)) for run %s\n  script %s\n  log    %s\n"
-                "  state: scontrol show job %s; the run folder fills as it trains\n",
-                id.c_str(), job.nodes, job.tasks_per_node, run.c_str(), script.string().c_str(), log.c_str(), id.c_str());
+    std::printf(
+        "submitted Slurm job %s (%d node(s) x %d rank(s)) for run %s\n  script %s\n  log    %s\n"
+        "  state: scontrol show job %s; the run folder fills as it trains\n",
+        id.c_str(), job.nodes, job.tasks_per_node, run.c_str(), script.string().c_str(), log.c_str(),
+        id.c_str());
   }
   return 0;
 }
 
 int run_train(const Invocation& inv) {
   ParamValues values = resolve_train_preset(inv.values);
-  TrainOptions options = train_options_from(values, TrainKind::dit);  // checks the options before a submission too
+  TrainOptions options =
+      train_options_from(values, TrainKind::dit);  // checks the options before a submission too
   if (inv.values.get_bool("slurm.submit")) return submit_train_to_slurm(inv, options.run);
   auto result = train_dit(options, values.to_json(), inv.cancel, dit_callbacks(inv, options.run, options));
   finish_progress_line();
@@ -129,21 +139,22 @@ int run_train(const Invocation& inv) {
 
 // What `mugv resume` may change besides the step count: where and how the run computes (ranks, threads,
 // device, precision), never the model or the data. The run's stored config takes the changes.
-constexpr const char* kResumeChangeable[] = {"train.tp",      "train.cp",           "train.zero",
-                                             "train.recompute", "train.threads",    "train.comm_timeout",
-                                             "train.device",  "train.precision"};
+constexpr const char* kResumeChangeable[] = {"train.tp",        "train.cp",       "train.zero",
+                                             "train.recompute", "train.threads",  "train.comm_timeout",
+                                             "train.device",    "train.precision"};
 
 int run_resume(const Invocation& inv) {
   ResumeChanges changes;
-  if (inv.values.source_of("train.steps") == ParamSource::command_line) changes.steps = inv.values.get_int("train.steps");
+  if (inv.values.source_of("train.steps") == ParamSource::command_line)
+    changes.steps = inv.values.get_int("train.steps");
   for (const char* key : kResumeChangeable)
     if (inv.values.source_of(key) == ParamSource::command_line) changes.values[key] = inv.values.get(key);
   const std::string& run = inv.positional[0];
   const RunPaths paths = run_paths(run);
   ParamRegistry registry;
   define_train_params(registry, TrainKind::dit);
-  TrainOptions options =
-      train_options_from(dit_resume_values(registry, paths, read_run_manifest(paths), changes), TrainKind::dit);
+  TrainOptions options = train_options_from(
+      dit_resume_values(registry, paths, read_run_manifest(paths), changes), TrainKind::dit);
   auto result = resume_dit(run, changes, inv.cancel, dit_callbacks(inv, run, options));
   finish_progress_line();
   print_dit_result(result, inv.json);
@@ -158,20 +169,27 @@ int run_train_vae(const Invocation& inv) {
   finish_progress_line();
   nlohmann::json failures = nlohmann::json::array();
   for (const auto& f : r.failures) failures.push_back({{"clip", f.clip_id}, {"reason", f.reason}});
-  nlohmann::json out = {{"run", options.run},       {"run_dir", r.paths.root.string()},
-                        {"steps", r.last_step},     {"loss", r.last_loss},
-                        {"clips", r.clips},         {"failures", failures},
-                        {"latent_mean", r.latent_stats.mean}, {"latent_std", r.latent_stats.std},
+  nlohmann::json out = {{"run", options.run},
+                        {"run_dir", r.paths.root.string()},
+                        {"steps", r.last_step},
+                        {"loss", r.last_loss},
+                        {"clips", r.clips},
+                        {"failures", failures},
+                        {"latent_mean", r.latent_stats.mean},
+                        {"latent_std", r.latent_stats.std},
                         {"heldout_clips", r.heldout_clips}};
   if (r.heldout_psnr_db) out["heldout_psnr_db"] = *r.heldout_psnr_db;
   if (inv.json) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  for (const auto& f : r.failures) std::printf("  skipped clip %lld: %s\n", static_cast<long long>(f.clip_id), f.reason.c_str());
-  std::printf("VAE run %s: %lld steps on %lld clips, loss %.4f", options.run.c_str(), static_cast<long long>(r.last_step),
-              static_cast<long long>(r.clips), r.last_loss);
-  if (r.heldout_psnr_db) std::printf(", held-out PSNR %.2f dB on %lld clips", *r.heldout_psnr_db, static_cast<long long>(r.heldout_clips));
+  for (const auto& f : r.failures)
+    std::printf("  skipped clip %lld: %s\n", static_cast<long long>(f.clip_id), f.reason.c_str());
+  std::printf("VAE run %s: %lld steps on %lld clips, loss %.4f", options.run.c_str(),
+              static_cast<long long>(r.last_step), static_cast<long long>(r.clips), r.last_loss);
+  if (r.heldout_psnr_db)
+    std::printf(", held-out PSNR %.2f dB on %lld clips", *r.heldout_psnr_db,
+                static_cast<long long>(r.heldout_clips));
   std::printf("\n");
   return 0;
 }
@@ -196,15 +214,16 @@ Command resume_command() {
   Command c;
   c.words = {"resume"};
   c.summary = "continue a DiT run from its last good checkpoint";
-  c.usage = "NAME [--steps N] [--tp N --cp N --zero 0|1 --recompute MODE --threads N --device D --precision P]";
+  c.usage =
+      "NAME [--steps N] [--tp N --cp N --zero 0|1 --recompute MODE --threads N --device D --precision P]";
   c.min_positional = c.max_positional = 1;
   c.define = [](ParamRegistry& r) {
-    auto steps = param("train.steps", "--steps", ParamType::integer, nullptr, "new total step count (default: the run's)",
-                       "training");
+    auto steps = param("train.steps", "--steps", ParamType::integer, nullptr,
+                       "new total step count (default: the run's)", "training");
     steps.min_value = 1;
     r.add(steps);
-    // The layout, threads, device and precision may change on resume (checkpoints load under any layout and on
-    // any device); the defaults are the run's.
+    // The layout, threads, device and precision may change on resume (checkpoints load under any layout and
+    // on any device); the defaults are the run's.
     ParamRegistry full;
     define_train_params(full, TrainKind::dit);
     for (const char* key : kResumeChangeable) {

@@ -4,10 +4,10 @@
 #include "core/log.h"
 #include "core/strings.h"
 
+#include <unistd.h>
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
-#include <unistd.h>
 
 namespace mugv::cli {
 namespace {
@@ -23,19 +23,21 @@ void print_overview(const std::vector<Command>& commands) {
             << ".\n\nCommands:\n";
   for (const auto& c : commands) {
     std::string name = joined(c.words);
-    std::cout << "  " << name << std::string(name.size() < 18 ? 18 - name.size() : 1, ' ') << c.summary << "\n";
+    std::cout << "  " << name << std::string(name.size() < 18 ? 18 - name.size() : 1, ' ') << c.summary
+              << "\n";
   }
   std::cout << "\nRun `mugv COMMAND --help` for a command's options.\n"
                "Exit codes: 0 ok, 1 failure (reason on stderr), 2 usage error.\n"
                "Environment: MUGV_HOME (data folder), MUGV_LOG_LEVEL (debug|info|warning|error).\n"
-               "A running server: `mugv --server ENDPOINT submit|jobs|show|watch|cancel|pause|resume|retry|logs ...`.\n";
+               "A running server: `mugv --server ENDPOINT "
+               "submit|jobs|show|watch|cancel|pause|resume|retry|logs ...`.\n";
 }
 
 void check_positional(const Command& command, const std::vector<std::string>& positional) {
   if (static_cast<int>(positional.size()) < command.min_positional ||
       static_cast<int>(positional.size()) > command.max_positional)
-    throw Error(ErrorCode::usage, cat("expected ", command.usage, " (got ", positional.size(), " argument(s)); see `mugv ",
-                                      joined(command.words), " --help`"));
+    throw Error(ErrorCode::usage, cat("expected ", command.usage, " (got ", positional.size(),
+                                      " argument(s)); see `mugv ", joined(command.words), " --help`"));
 }
 
 int run_command(const Command& command, const std::vector<std::string>& args) {
@@ -47,13 +49,14 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
     layers.environment = process_environment();
     ParamValues values = resolve(registry, layers);
     if (values.get_bool("cli.help")) {
-      std::cout << "Usage: " << name << " " << command.usage << "\n\n" << command.summary << "\n\n"
+      std::cout << "Usage: " << name << " " << command.usage << "\n\n"
+                << command.summary << "\n\n"
                 << registry.help_text();
       return 0;
     }
     check_positional(command, layers.command_line.positional);
-    return command.run(Invocation{values, layers.command_line.positional, values.get_bool("cli.json"), CancelToken(),
-                                  terminal_progress(), JobReporter{}});
+    return command.run(Invocation{values, layers.command_line.positional, values.get_bool("cli.json"),
+                                  CancelToken(), terminal_progress(), JobReporter{}});
   } catch (const Error& e) {
     finish_progress_line();
     std::string line = e.what();
@@ -105,7 +108,8 @@ int run_main(const std::vector<Command>& commands, const std::vector<std::string
   }
   if (command) used = command->words.size();
   if (!command) {
-    std::cerr << "mugv: unknown command '" << args[0] << (args.size() > 1 && args[1][0] != '-' ? " " + args[1] : "")
+    std::cerr << "mugv: unknown command '" << args[0]
+              << (args.size() > 1 && args[1][0] != '-' ? " " + args[1] : "")
               << "'; run `mugv --help` for the list\n";
     return 2;
   }
@@ -137,7 +141,8 @@ const Command* match_command(const std::vector<std::string>& args, size_t* used)
 ParamRegistry command_registry(const Command& command) {
   ParamRegistry registry;
   if (command.define) command.define(registry);
-  registry.add(param("cli.json", "--json", ParamType::boolean, false, "print machine-readable JSON on stdout", "output"));
+  registry.add(param("cli.json", "--json", ParamType::boolean, false, "print machine-readable JSON on stdout",
+                     "output"));
   registry.add(param("cli.help", "--help", ParamType::boolean, false, "show this help", "output"));
   return registry;
 }
@@ -151,7 +156,8 @@ nlohmann::json parse_command_arguments(const Command& command, const std::vector
   return {{"command", command.words}, {"values", values}, {"positional", line.positional}};
 }
 
-int run_command_from_json(const Command& command, const nlohmann::json& arguments, const ExecutionContext& context) {
+int run_command_from_json(const Command& command, const nlohmann::json& arguments,
+                          const ExecutionContext& context) {
   ParamRegistry registry = command_registry(command);
   ParamLayers layers;
   layers.environment = process_environment();

@@ -28,10 +28,10 @@ struct JobReporter {
 struct Invocation {
   const ParamValues& values;
   std::vector<std::string> positional;
-  bool json = false;  // --json: machine-readable output on stdout
-  CancelToken cancel;      // fired by Ctrl-C in a terminal, or by the server in a worker
-  ProgressFn progress;     // a terminal bar, or progress events to the server in a worker
-  JobReporter reporter;    // empty in a terminal
+  bool json = false;     // --json: machine-readable output on stdout
+  CancelToken cancel;    // fired by Ctrl-C in a terminal, or by the server in a worker
+  ProgressFn progress;   // a terminal bar, or progress events to the server in a worker
+  JobReporter reporter;  // empty in a terminal
 };
 
 // Where a command runs: a terminal (the defaults) or a worker process reporting to the server.
@@ -70,11 +70,13 @@ int run_remote(const std::string& endpoint, const std::vector<std::string>& args
 // The command's full registry (its parameters plus --json and --help).
 ParamRegistry command_registry(const Command& command);
 // Parses a command's arguments as the terminal would (Error(usage) for bad ones): what a client sends when it
-// submits the command as a job. Returns {"values": {key: value set on the command line}, "positional": [...]}.
+// submits the command as a job. Returns {"values": {key: value set on the command line}, "positional":
+// [...]}.
 nlohmann::json parse_command_arguments(const Command& command, const std::vector<std::string>& args);
 // Runs a command from parse_command_arguments()'s JSON in `context` (a worker). Throws what the command
 // throws; returns its exit code.
-int run_command_from_json(const Command& command, const nlohmann::json& arguments, const ExecutionContext& context);
+int run_command_from_json(const Command& command, const nlohmann::json& arguments,
+                          const ExecutionContext& context);
 
 // A ProgressFn drawing a one-line progress bar on stderr (only when stderr is a terminal, so logs and
 // tests stay clean); call finish_progress_line() after the operation.
@@ -136,8 +138,9 @@ inline ParamSpec param(std::string key, std::string flag, ParamType type, nlohma
 
 // `--device auto|cpu|cuda` of the sampling commands (model/compute.h resolves it).
 inline ParamSpec device_param(std::string key, std::string group) {
-  ParamSpec spec = param(std::move(key), "--device", ParamType::choice, "auto",
-                         "where the models run: cuda, cpu, or auto (cuda when a GPU is visible)", std::move(group));
+  ParamSpec spec =
+      param(std::move(key), "--device", ParamType::choice, "auto",
+            "where the models run: cuda, cpu, or auto (cuda when a GPU is visible)", std::move(group));
   spec.choices = {"auto", "cpu", "cuda"};
   return spec;
 }

@@ -28,7 +28,8 @@ const char* kRemoteUsage =
     "  submit [--priority N] COMMAND ARGS...   queue a command as a job (same options as running it here)\n"
     "    [--cluster NAME]                      run it on Slurm with the server's cluster profile NAME\n"
     "    [--nodes N] [--tasks-per-node K]      the Slurm job's size (default: the profile's)\n"
-    "    [--shards N]                          curate only: an array of N tasks (--shard i/N each), merged after\n"
+    "    [--shards N]                          curate only: an array of N tasks (--shard i/N each), merged "
+    "after\n"
     "  clusters [--json]                       the server's cluster profiles\n"
     "  jobs [--state S] [--json]               the queue and recent jobs\n"
     "  show ID [--json]                        one job with its events\n"
@@ -56,9 +57,10 @@ std::optional<std::string> flag_value(const std::vector<std::string>& args, cons
 
 void print_job_line(const nlohmann::json& j) {
   std::string err = j.value("error_message", "");
-  std::printf("%6lld  %-12s %-11s prio %-4d attempts %d  %s%s\n", static_cast<long long>(j["id"].get<int64_t>()),
-              j["kind"].get<std::string>().c_str(), j["state"].get<std::string>().c_str(), j["priority"].get<int>(),
-              j["attempts"].get<int>(), j["params"].value("command", nlohmann::json::array()).dump().c_str(),
+  std::printf("%6lld  %-12s %-11s prio %-4d attempts %d  %s%s\n",
+              static_cast<long long>(j["id"].get<int64_t>()), j["kind"].get<std::string>().c_str(),
+              j["state"].get<std::string>().c_str(), j["priority"].get<int>(), j["attempts"].get<int>(),
+              j["params"].value("command", nlohmann::json::array()).dump().c_str(),
               err.empty() ? "" : ("  — " + err).c_str());
 }
 
@@ -70,13 +72,14 @@ int exit_code_of_state(const std::string& state) {
 
 int watch(Client& client, int64_t id) {
   auto events = client.events_endpoints();
-  if (events.empty()) throw Error(ErrorCode::protocol, client.endpoint(), "the server published no event endpoint");
+  if (events.empty())
+    throw Error(ErrorCode::protocol, client.endpoint(), "the server published no event endpoint");
   EventSubscriber sub(events.front(), {cat("job/", id)}, client.curve());
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the subscription reach the server
   auto state = client.request(MessageType::get_job, {{"job", id}})["job"]["state"].get<std::string>();
   std::printf("job %lld: %s\n", static_cast<long long>(id), state.c_str());
-  bool terminal = state == "succeeded" || state == "failed" || state == "cancelled" ||
-                  (state == "interrupted");
+  bool terminal =
+      state == "succeeded" || state == "failed" || state == "cancelled" || (state == "interrupted");
   while (!terminal) {
     auto event = sub.next(std::chrono::milliseconds(1000));
     if (!event) continue;
@@ -110,7 +113,8 @@ int watch(Client& client, int64_t id) {
 int positive_int(const std::string& flag, const std::string& text) {
   char* end = nullptr;
   const long long n = std::strtoll(text.c_str(), &end, 10);
-  if (!end || *end || n < 1 || n > 100000) throw Error(ErrorCode::usage, flag, cat("'", text, "' is not a positive integer"));
+  if (!end || *end || n < 1 || n > 100000)
+    throw Error(ErrorCode::usage, flag, cat("'", text, "' is not a positive integer"));
   return static_cast<int>(n);
 }
 
@@ -134,17 +138,23 @@ struct Placement {
       if (i + 1 >= args.size()) throw Error(ErrorCode::usage, flag, "needs a value");
       value = args[i + 1];
     }
-    args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i + (inline_value ? 1 : 2)));
-    if (flag == "--cluster") cluster = value;
-    else if (flag == "--nodes") nodes = positive_int(flag, value);
-    else if (flag == "--tasks-per-node") tasks_per_node = positive_int(flag, value);
-    else shards = positive_int(flag, value);
+    args.erase(args.begin() + static_cast<long>(i),
+               args.begin() + static_cast<long>(i + (inline_value ? 1 : 2)));
+    if (flag == "--cluster")
+      cluster = value;
+    else if (flag == "--nodes")
+      nodes = positive_int(flag, value);
+    else if (flag == "--tasks-per-node")
+      tasks_per_node = positive_int(flag, value);
+    else
+      shards = positive_int(flag, value);
     return true;
   }
   void apply(nlohmann::json& params) const {
     if (cluster.empty()) {
       if (nodes || tasks_per_node || shards)
-        throw Error(ErrorCode::usage, "--cluster", "--nodes, --tasks-per-node and --shards are for Slurm jobs: name a cluster profile");
+        throw Error(ErrorCode::usage, "--cluster",
+                    "--nodes, --tasks-per-node and --shards are for Slurm jobs: name a cluster profile");
       return;
     }
     params["executor"] = "slurm";
@@ -166,14 +176,17 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
     }
     if (reply["clusters"].empty()) std::printf("no cluster profiles in %s\n", reply.value("dir", "").c_str());
     for (const auto& c : reply["clusters"])
-      std::printf("%-16s partition %-10s account %-10s time %-10s %d node(s) x %d task(s), %d GPU(s)/node%s%s\n",
-                  c["name"].get<std::string>().c_str(), c.value("partition", "").empty() ? "-" : c.value("partition", "").c_str(),
-                  c.value("account", "").empty() ? "-" : c.value("account", "").c_str(),
-                  c.value("time", "").empty() ? "-" : c.value("time", "").c_str(), c.value("nodes", 1),
-                  c.value("tasks_per_node", 1), c.value("gpus_per_node", 0),
-                  c.value("ssh_host", "").empty() ? "" : (", via ssh " + c.value("ssh_host", "")).c_str(),
-                  c.value("report", "files") == "files" ? "" : (", reports " + c.value("report", "")).c_str());
-    for (const auto& p : reply["problems"]) std::printf("unusable: %s\n", p["error"].get<std::string>().c_str());
+      std::printf(
+          "%-16s partition %-10s account %-10s time %-10s %d node(s) x %d task(s), %d GPU(s)/node%s%s\n",
+          c["name"].get<std::string>().c_str(),
+          c.value("partition", "").empty() ? "-" : c.value("partition", "").c_str(),
+          c.value("account", "").empty() ? "-" : c.value("account", "").c_str(),
+          c.value("time", "").empty() ? "-" : c.value("time", "").c_str(), c.value("nodes", 1),
+          c.value("tasks_per_node", 1), c.value("gpus_per_node", 0),
+          c.value("ssh_host", "").empty() ? "" : (", via ssh " + c.value("ssh_host", "")).c_str(),
+          c.value("report", "files") == "files" ? "" : (", reports " + c.value("report", "")).c_str());
+    for (const auto& p : reply["problems"])
+      std::printf("unusable: %s\n", p["error"].get<std::string>().c_str());
     return 0;
   }
   if (verb == "submit") {
@@ -190,9 +203,9 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
     }
     size_t used = 0;
     const Command* command = match_command(rest, &used);
-    if (!command) throw Error(ErrorCode::usage, "submit needs a command, e.g. `submit make-dataset shapes --out DIR`");
-    if (command->job_kind.empty())
-      {
+    if (!command)
+      throw Error(ErrorCode::usage, "submit needs a command, e.g. `submit make-dataset shapes --out DIR`");
+    if (command->job_kind.empty()) {
       std::string name;
       for (const auto& w : command->words) name += (name.empty() ? "" : " ") + w;
       throw Error(ErrorCode::usage, name, "runs locally only; it cannot be submitted as a job");
@@ -201,28 +214,35 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
     const ParamRegistry registry = command_registry(*command);
     for (size_t k = 0; k < command_args.size();) {
       const std::string flag = command_args[k].substr(0, command_args[k].find('='));
-      if (starts_with(flag, "--") && !registry.find_by_flag(flag) && placement.take(command_args, k)) continue;
+      if (starts_with(flag, "--") && !registry.find_by_flag(flag) && placement.take(command_args, k))
+        continue;
       ++k;
     }
     auto arguments = parse_command_arguments(*command, command_args);
     placement.apply(arguments);
-    auto reply = client.request(MessageType::submit_job, {{"kind", command->job_kind}, {"params", arguments}, {"priority", priority}});
-    if (json) std::cout << reply["job"].dump(2) << "\n";
-    else std::printf("queued job %lld%s\n", static_cast<long long>(reply["job"]["id"].get<int64_t>()),
-                     placement.cluster.empty() ? "" : (" for Slurm cluster " + placement.cluster).c_str());
+    auto reply = client.request(MessageType::submit_job,
+                                {{"kind", command->job_kind}, {"params", arguments}, {"priority", priority}});
+    if (json)
+      std::cout << reply["job"].dump(2) << "\n";
+    else
+      std::printf("queued job %lld%s\n", static_cast<long long>(reply["job"]["id"].get<int64_t>()),
+                  placement.cluster.empty() ? "" : (" for Slurm cluster " + placement.cluster).c_str());
     return 0;
   }
   if (verb == "jobs") {
     nlohmann::json h = nlohmann::json::object();
     if (auto s = flag_value(args, "--state")) h["state"] = *s;
     auto reply = client.request(MessageType::list_jobs, h);
-    if (json) std::cout << reply["jobs"].dump(2) << "\n";
-    else for (const auto& j : reply["jobs"]) print_job_line(j);
+    if (json)
+      std::cout << reply["jobs"].dump(2) << "\n";
+    else
+      for (const auto& j : reply["jobs"]) print_job_line(j);
     return 0;
   }
   if (verb == "show") {
     auto reply = client.request(MessageType::get_job, {{"job", job_id_arg(args, 1)}});
-    if (json) std::cout << reply.dump(2) << "\n";
+    if (json)
+      std::cout << reply.dump(2) << "\n";
     else {
       print_job_line(reply["job"]);
       for (const auto& e : reply["events"])
@@ -242,13 +262,17 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
                                                             {"resume", MessageType::resume_job},
                                                             {"retry", MessageType::retry_job}};
   auto it = simple.find(verb);
-  if (it == simple.end()) throw Error(ErrorCode::usage, verb, "unknown server command; see `mugv --server EP --help`");
+  if (it == simple.end())
+    throw Error(ErrorCode::usage, verb, "unknown server command; see `mugv --server EP --help`");
   nlohmann::json h = {{"job", job_id_arg(args, 1)}};
   if (verb == "cancel" && has_flag(args, "--force")) h["force"] = true;
   auto reply = client.request(it->second, h);
-  if (json) std::cout << reply.dump(2) << "\n";
-  else std::printf("job %lld: %s%s\n", static_cast<long long>(reply["job"]["id"].get<int64_t>()),
-                   reply["job"]["state"].get<std::string>().c_str(), reply.value("cancelling", false) ? " (cancelling)" : "");
+  if (json)
+    std::cout << reply.dump(2) << "\n";
+  else
+    std::printf("job %lld: %s%s\n", static_cast<long long>(reply["job"]["id"].get<int64_t>()),
+                reply["job"]["state"].get<std::string>().c_str(),
+                reply.value("cancelling", false) ? " (cancelling)" : "");
   return 0;
 }
 
@@ -270,7 +294,8 @@ KeyOptions take_key_options(std::vector<std::string>& args) {
 // The CURVE credentials for a tcp:// endpoint; nullopt for other endpoints.
 std::optional<CurveClientKeys> curve_credentials(const std::string& endpoint, KeyOptions o) {
   if (!starts_with(endpoint, "tcp://")) {
-    if (o.server_key || o.client_key) throw Error(ErrorCode::usage, endpoint, "--server-key and --client-key are for tcp:// endpoints");
+    if (o.server_key || o.client_key)
+      throw Error(ErrorCode::usage, endpoint, "--server-key and --client-key are for tcp:// endpoints");
     return std::nullopt;
   }
   if (!o.server_key) {
@@ -278,7 +303,8 @@ std::optional<CurveClientKeys> curve_credentials(const std::string& endpoint, Ke
   }
   if (!o.server_key)
     throw Error(ErrorCode::usage, endpoint,
-                "tcp:// servers require CURVE: pass --server-key KEY (the server prints its public key when it starts; "
+                "tcp:// servers require CURVE: pass --server-key KEY (the server prints its public key when "
+                "it starts; "
                 "`mugv keys list` on the server shows it)");
   CurveClientKeys keys;
   keys.server_public_key = public_key_from_text_or_file(*o.server_key, "--server-key");
@@ -290,7 +316,8 @@ std::optional<CurveClientKeys> curve_credentials(const std::string& endpoint, Ke
     keys.client = load_or_create_keypair(dir, KeyRole::client, &created);
     if (created)
       std::cerr << "mugv: made a client key pair in " << secret_key_path(dir, KeyRole::client).string()
-                << "; the server's owner authorises it with: mugv keys authorize " << keys.client.public_key << "\n";
+                << "; the server's owner authorises it with: mugv keys authorize " << keys.client.public_key
+                << "\n";
   }
   return keys;
 }
@@ -308,7 +335,8 @@ int run_remote(const std::string& endpoint, const std::vector<std::string>& argu
     Client client(endpoint, std::chrono::milliseconds(5000), curve_credentials(endpoint, key_options));
     return dispatch(client, args);
   } catch (const Error& e) {
-    std::cerr << "mugv --server " << endpoint << (args.empty() ? "" : " " + args[0]) << ": " << e.what() << "\n";
+    std::cerr << "mugv --server " << endpoint << (args.empty() ? "" : " " + args[0]) << ": " << e.what()
+              << "\n";
     return exit_code_for(e.code());
   }
 }

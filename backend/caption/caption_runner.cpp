@@ -33,10 +33,14 @@ bool in_scope(Catalog& catalog, const Clip& clip, CaptionScope scope) {
   auto current = current_caption(catalog, clip.id);
   bool uncaptioned = std::find(clip.tags.begin(), clip.tags.end(), kUncaptionedTag) != clip.tags.end();
   switch (scope) {
-    case CaptionScope::missing: return !current || uncaptioned;
-    case CaptionScope::not_human: return !current || current->origin != CaptionOrigin::human;
-    case CaptionScope::all: return true;
-    default: return false;
+    case CaptionScope::missing:
+      return !current || uncaptioned;
+    case CaptionScope::not_human:
+      return !current || current->origin != CaptionOrigin::human;
+    case CaptionScope::all:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -51,7 +55,8 @@ CaptionResult caption_with_retries(Captioner& captioner, Job& job, const Caption
                                    const CancelToken& cancel) {
   CaptionResult result;
   try {
-    if (job.input.keyframes.empty()) job.input.keyframes = keyframes(job.input.source, job.input.start_s, job.input.end_s);
+    if (job.input.keyframes.empty())
+      job.input.keyframes = keyframes(job.input.source, job.input.start_s, job.input.end_s);
   } catch (const Error& e) {
     result.error = cat("cannot read keyframes: ", e.what());
     return result;
@@ -79,10 +84,14 @@ void record_failure(Catalog& catalog, int64_t clip_id, const std::string& error)
 
 const char* to_string(CaptionScope scope) {
   switch (scope) {
-    case CaptionScope::missing: return "missing";
-    case CaptionScope::not_human: return "not_human";
-    case CaptionScope::all: return "all";
-    default: return "unknown";
+    case CaptionScope::missing:
+      return "missing";
+    case CaptionScope::not_human:
+      return "not_human";
+    case CaptionScope::all:
+      return "all";
+    default:
+      return "unknown";
   }
 }
 
@@ -119,7 +128,8 @@ CaptionRunReport caption_dataset(Catalog& catalog, Captioner& captioner, const C
                           {"fps", clip.fps},
                           {"tags", clip.tags},
                           {"caption", current ? current->text : ""}};
-    for (auto [name, score] : {std::pair{"sharpness", clip.scores.sharpness}, {"motion", clip.scores.motion},
+    for (auto [name, score] : {std::pair{"sharpness", clip.scores.sharpness},
+                               {"motion", clip.scores.motion},
                                {"aesthetic", clip.scores.aesthetic}})
       if (score) job.input.metadata[name] = *score;
     for (auto it = clip.scores.extra.begin(); it != clip.scores.extra.end(); ++it)
@@ -163,12 +173,15 @@ CaptionRunReport caption_dataset(Catalog& catalog, Captioner& captioner, const C
     lock.unlock();
     ++handled;
     if (d.result.text) {
-      Caption c = add_caption(catalog, d.clip_id, *d.result.text,
-                              captioner.kind() == CaptionerKind::template_ ? CaptionOrigin::template_ : CaptionOrigin::model,
-                              captioner.producer());
+      Caption c = add_caption(
+          catalog, d.clip_id, *d.result.text,
+          captioner.kind() == CaptionerKind::template_ ? CaptionOrigin::template_ : CaptionOrigin::model,
+          captioner.producer());
       (void)remove_clip_tag(catalog, d.clip_id, kUncaptionedTag);
-      if (c.current) ++report.captioned;
-      else ++report.kept_human;
+      if (c.current)
+        ++report.captioned;
+      else
+        ++report.kept_human;
     } else {
       record_failure(catalog, d.clip_id, d.result.error);
       report.failures.push_back({d.clip_id, d.result.error});

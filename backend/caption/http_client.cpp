@@ -22,16 +22,21 @@ size_t append_body(char* data, size_t size, size_t count, void* user) {
 
 const char* to_string(HttpOutcome outcome) {
   switch (outcome) {
-    case HttpOutcome::ok: return "ok";
-    case HttpOutcome::timeout: return "timeout";
-    case HttpOutcome::unreachable: return "unreachable";
-    case HttpOutcome::failed: return "failed";
-    default: return "unknown";
+    case HttpOutcome::ok:
+      return "ok";
+    case HttpOutcome::timeout:
+      return "timeout";
+    case HttpOutcome::unreachable:
+      return "unreachable";
+    case HttpOutcome::failed:
+      return "failed";
+    default:
+      return "unknown";
   }
 }
 
-HttpResponse http_post_json(const std::string& url, const std::string& body, const std::vector<std::string>& headers,
-                            std::chrono::milliseconds timeout) {
+HttpResponse http_post_json(const std::string& url, const std::string& body,
+                            const std::vector<std::string>& headers, std::chrono::milliseconds timeout) {
   init_curl_once();
   HttpResponse response;
   std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
@@ -59,9 +64,10 @@ HttpResponse http_post_json(const std::string& url, const std::string& body, con
   if (rc == CURLE_OK) {
     response.outcome = HttpOutcome::ok;
   } else {
-    response.outcome = rc == CURLE_OPERATION_TIMEDOUT                                  ? HttpOutcome::timeout
-                       : (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) ? HttpOutcome::unreachable
-                                                                                       : HttpOutcome::failed;
+    response.outcome = rc == CURLE_OPERATION_TIMEDOUT ? HttpOutcome::timeout
+                       : (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST)
+                           ? HttpOutcome::unreachable
+                           : HttpOutcome::failed;
     response.error = error_buffer[0] ? error_buffer : curl_easy_strerror(rc);
   }
   return response;

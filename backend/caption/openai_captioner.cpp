@@ -10,7 +10,8 @@ namespace mugv {
 
 OpenAICaptioner::OpenAICaptioner(OpenAICaptionerOptions options) : options_(std::move(options)) {
   if (!starts_with(options_.endpoint, "http://") && !starts_with(options_.endpoint, "https://"))
-    throw Error(ErrorCode::invalid_argument, "--endpoint", "expected an http:// or https:// URL ending in /v1, got '" + options_.endpoint + "'");
+    throw Error(ErrorCode::invalid_argument, "--endpoint",
+                "expected an http:// or https:// URL ending in /v1, got '" + options_.endpoint + "'");
   if (options_.model.empty()) throw Error(ErrorCode::invalid_argument, "--model", "a model name is required");
   while (ends_with(options_.endpoint, "/")) options_.endpoint.pop_back();
 }
@@ -19,7 +20,9 @@ std::string OpenAICaptioner::request_body(const CaptionInput& input) const {
   nlohmann::json content = nlohmann::json::array();
   content.push_back({{"type", "text"}, {"text", options_.instruction}});
   for (const auto& frame : input.keyframes)
-    content.push_back({{"type", "image_url"}, {"image_url", {{"url", "data:image/png;base64," + base64_encode(encode_png(frame))}}}});
+    content.push_back(
+        {{"type", "image_url"},
+         {"image_url", {{"url", "data:image/png;base64," + base64_encode(encode_png(frame))}}}});
   nlohmann::json body = {{"model", options_.model},
                          {"messages", {{{"role", "user"}, {"content", content}}}},
                          {"max_tokens", options_.max_tokens},
@@ -37,15 +40,18 @@ CaptionResult parse_chat_reply(const std::string& body) {
   const nlohmann::json* content = nullptr;
   if (reply.contains("choices") && reply["choices"].is_array() && !reply["choices"].empty()) {
     const auto& choice = reply["choices"][0];
-    if (choice.contains("message") && choice["message"].contains("content")) content = &choice["message"]["content"];
+    if (choice.contains("message") && choice["message"].contains("content"))
+      content = &choice["message"]["content"];
   }
   if (!content || !content->is_string()) {
     result.error = "malformed reply: no choices[0].message.content";
     return result;
   }
   std::string text = trim(content->get<std::string>());
-  if (text.empty()) result.error = "the model returned an empty caption";
-  else result.text = text;
+  if (text.empty())
+    result.error = "the model returned an empty caption";
+  else
+    result.text = text;
   return result;
 }
 
@@ -55,7 +61,8 @@ CaptionResult OpenAICaptioner::caption(const CaptionInput& input) {
   if (!options_.api_key.empty()) headers.push_back("Authorization: Bearer " + options_.api_key);
   HttpResponse response;
   try {
-    response = http_post_json(options_.endpoint + "/chat/completions", request_body(input), headers, options_.timeout);
+    response = http_post_json(options_.endpoint + "/chat/completions", request_body(input), headers,
+                              options_.timeout);
   } catch (const Error& e) {
     result.error = e.what();
     return result;

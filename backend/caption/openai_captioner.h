@@ -11,12 +11,13 @@
 namespace mugv {
 
 struct OpenAICaptionerOptions {
-  std::string endpoint;       // base URL ending in /v1
-  std::string model;          // model name the server expects
-  std::string api_key;        // optional; sent as "Authorization: Bearer ..."
+  std::string endpoint;  // base URL ending in /v1
+  std::string model;     // model name the server expects
+  std::string api_key;   // optional; sent as "Authorization: Bearer ..."
   std::string instruction =
       "Describe this video clip in one dense paragraph for training a video generator: the main subjects and "
-      "their appearance, what moves and how, the camera motion, and the background. Answer with the caption only.";
+      "their appearance, what moves and how, the camera motion, and the background. Answer with the caption "
+      "only.";
   std::chrono::milliseconds timeout{60000};
   int max_tokens = 300;
 };

@@ -18,7 +18,8 @@ const nlohmann::json* lookup(const nlohmann::json& root, const std::string& dott
 }  // namespace
 
 TemplateCaptioner::TemplateCaptioner(std::string pattern) : pattern_(std::move(pattern)) {
-  if (trim(pattern_).empty()) throw Error(ErrorCode::invalid_argument, "--template", "the caption template is empty");
+  if (trim(pattern_).empty())
+    throw Error(ErrorCode::invalid_argument, "--template", "the caption template is empty");
 }
 
 CaptionResult TemplateCaptioner::caption(const CaptionInput& input) {
@@ -44,8 +45,10 @@ CaptionResult TemplateCaptioner::caption(const CaptionInput& input) {
     i = close;
   }
   out = trim(out);
-  if (out.empty()) result.error = "template produced an empty caption";
-  else result.text = out;
+  if (out.empty())
+    result.error = "template produced an empty caption";
+  else
+    result.text = out;
   return result;
 }
 

@@ -34,7 +34,19 @@
 
 namespace mugv {
 
-enum class JobKind { unknown = 0, curate, encode, train, generate, export_, make_dataset, import, caption, train_vae, eval };
+enum class JobKind {
+  unknown = 0,
+  curate,
+  encode,
+  train,
+  generate,
+  export_,
+  make_dataset,
+  import,
+  caption,
+  train_vae,
+  eval
+};
 enum class JobState {
   unknown = 0,
   queued,

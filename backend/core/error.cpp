@@ -50,6 +50,8 @@ Error::Error(ErrorCode code, std::string subject, std::string message)
       subject_(std::move(subject)),
       message_(std::move(message)) {}
 
-int exit_code_for(ErrorCode code) { return code == ErrorCode::usage ? 2 : 1; }
+int exit_code_for(ErrorCode code) {
+  return code == ErrorCode::usage ? 2 : 1;
+}
 
 }  // namespace mugv

@@ -13,20 +13,20 @@ namespace mugv {
 
 enum class ErrorCode {
   unknown = 0,
-  usage,          // a command line or request that is malformed (CLI exit code 2)
+  usage,             // a command line or request that is malformed (CLI exit code 2)
   invalid_argument,  // well-formed but out of range / inconsistent
-  not_found,      // a file, dataset, run or id that does not exist
-  io,             // the OS refused: permissions, disk full, a directory where a file was expected
-  format,         // a file that is not what it claims to be (not a video, bad safetensors header)
-  corrupt,        // a file of the right kind that is damaged (truncated, bad checksum)
-  unsupported,    // valid but not handled (codec, dtype, feature)
-  conflict,       // state does not allow it (already exists, job already running)
-  cancelled,      // a cancel token fired
+  not_found,         // a file, dataset, run or id that does not exist
+  io,                // the OS refused: permissions, disk full, a directory where a file was expected
+  format,            // a file that is not what it claims to be (not a video, bad safetensors header)
+  corrupt,           // a file of the right kind that is damaged (truncated, bad checksum)
+  unsupported,       // valid but not handled (codec, dtype, feature)
+  conflict,          // state does not allow it (already exists, job already running)
+  cancelled,         // a cancel token fired
   timeout,
   out_of_memory,
-  protocol,       // peer spoke a different or malformed protocol
-  forbidden,      // not allowed for this peer: a path outside the allowed roots, a key not authorised
-  internal,       // a bug: an invariant was broken
+  protocol,   // peer spoke a different or malformed protocol
+  forbidden,  // not allowed for this peer: a path outside the allowed roots, a key not authorised
+  internal,   // a bug: an invariant was broken
 };
 
 const char* to_string(ErrorCode code);

@@ -35,11 +35,16 @@ std::atomic<LogLevel>& threshold() {
 
 const char* to_string(LogLevel level) {
   switch (level) {
-    case LogLevel::debug: return "debug";
-    case LogLevel::info: return "info";
-    case LogLevel::warning: return "warning";
-    case LogLevel::error: return "error";
-    default: return "unknown";
+    case LogLevel::debug:
+      return "debug";
+    case LogLevel::info:
+      return "info";
+    case LogLevel::warning:
+      return "warning";
+    case LogLevel::error:
+      return "error";
+    default:
+      return "unknown";
   }
 }
 
@@ -56,8 +61,12 @@ LogSink set_log_sink(LogSink sink) {
   return previous;
 }
 
-void set_log_level(LogLevel level) { threshold() = level; }
-LogLevel log_level() { return threshold(); }
+void set_log_level(LogLevel level) {
+  threshold() = level;
+}
+LogLevel log_level() {
+  return threshold();
+}
 
 void log(LogLevel level, std::string_view message) {
   if (level < threshold()) return;

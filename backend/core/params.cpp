@@ -680,7 +680,8 @@ std::vector<std::string> command_line_arguments(const ParamValues& values,
     } else if (v.is_boolean()) {
       text = v.get<bool>() ? "true" : "false";
     } else if (v.is_array()) {
-      for (const auto& item : v) text += (text.empty() ? "" : ",") + (item.is_string() ? item.get<std::string>() : item.dump());
+      for (const auto& item : v)
+        text += (text.empty() ? "" : ",") + (item.is_string() ? item.get<std::string>() : item.dump());
     } else {
       text = v.dump();
     }

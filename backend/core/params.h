@@ -212,8 +212,8 @@ void apply_command_line(ParamValues& values, const CommandLine& command_line);
 
 // Arguments ("--flag=VALUE") that give again the values `values` took from the command line, for the keys
 // `include` accepts (all when empty): how a command re-runs itself elsewhere (srun in an sbatch script).
-[[nodiscard]] std::vector<std::string> command_line_arguments(const ParamValues& values,
-                                                              const std::function<bool(const ParamSpec&)>& include = {});
+[[nodiscard]] std::vector<std::string> command_line_arguments(
+    const ParamValues& values, const std::function<bool(const ParamSpec&)>& include = {});
 
 struct ParamLayers {
   nlohmann::json preset;      // null or empty object = no preset

@@ -2,13 +2,13 @@
 
 #include "core/error.h"
 
-#include <cerrno>
-#include <csignal>
-#include <cstring>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 
 namespace mugv {
 
@@ -50,7 +50,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::mil
   int open_fds = 2;
   char buf[4096];
   while (open_fds > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       result.timed_out = true;
       ::kill(pid, SIGKILL);
@@ -76,7 +77,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::mil
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (exec_failed) throw Error(ErrorCode::not_found, argv[0], std::string("cannot run: ") + std::strerror(exec_errno));
+  if (exec_failed)
+    throw Error(ErrorCode::not_found, argv[0], std::string("cannot run: ") + std::strerror(exec_errno));
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
 }

@@ -10,7 +10,7 @@
 namespace mugv {
 
 struct ProcessResult {
-  int exit_code = -1;   // -1 when killed by a signal
+  int exit_code = -1;  // -1 when killed by a signal
   bool timed_out = false;
   std::string out, err;
 };

@@ -26,13 +26,13 @@ class CancelToken {
 };
 
 struct Progress {
-  std::string stage;        // "decode", "curate", "train", ...
-  std::string unit;         // "frames", "clips", "steps"
+  std::string stage;  // "decode", "curate", "train", ...
+  std::string unit;   // "frames", "clips", "steps"
   int64_t done = 0;
-  int64_t total = 0;        // 0 when unknown
-  double rate_per_s = 0;    // smoothed units per second
-  double eta_s = -1;        // negative when unknown
-  std::string detail;       // free text: the current file, the loss, ...
+  int64_t total = 0;      // 0 when unknown
+  double rate_per_s = 0;  // smoothed units per second
+  double eta_s = -1;      // negative when unknown
+  std::string detail;     // free text: the current file, the loss, ...
 };
 
 using ProgressFn = std::function<void(const Progress&)>;
@@ -46,7 +46,9 @@ class ProgressMeter {
 
   void set_total(int64_t total) { progress_.total = total; }
   void update(int64_t done, std::string detail = {});
-  void advance(int64_t delta = 1, std::string detail = {}) { update(progress_.done + delta, std::move(detail)); }
+  void advance(int64_t delta = 1, std::string detail = {}) {
+    update(progress_.done + delta, std::move(detail));
+  }
   // Reports the current state regardless of the interval (e.g. at the end of a stage).
   void flush();
   const Progress& current() const { return progress_; }

@@ -136,7 +136,8 @@ SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
 
   MappedFile mapping = MappedFile::open(path);
   const uint64_t file_bytes = mapping.size_bytes();
-  if (file_bytes < 8) throw format_error(cat("file is ", file_bytes, " bytes, too short for the 8-byte header length"));
+  if (file_bytes < 8)
+    throw format_error(cat("file is ", file_bytes, " bytes, too short for the 8-byte header length"));
   SafetensorsFile file(std::move(mapping));
   file.path_ = path;
   const uint8_t* base = file.mapping_.data();

@@ -7,8 +7,10 @@ std::string shell_quote(std::string_view arg) {
   // cannot be part of an argument at all, so it is not special-cased.
   std::string quoted = "'";
   for (char c : arg) {
-    if (c == '\'') quoted += "'\\''";
-    else quoted += c;
+    if (c == '\'')
+      quoted += "'\\''";
+    else
+      quoted += c;
   }
   return quoted + "'";
 }

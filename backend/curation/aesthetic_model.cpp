@@ -36,12 +36,13 @@ std::shared_ptr<AestheticModel> load_aesthetic_model(const std::filesystem::path
   }
   for (const auto& loader : candidates)
     if (auto model = loader(file)) return model;
-  throw Error(ErrorCode::unsupported, file.string(),
-              candidates.empty()
-                  ? "this build has no LibTorch, so it cannot run aesthetic models; the heuristic scorer is used "
-                    "when aesthetic.model is empty"
-                  : "not an aesthetic model type this build reads (.pt/.ts/.torchscript TorchScript, .safetensors "
-                    "MLP head)");
+  throw Error(
+      ErrorCode::unsupported, file.string(),
+      candidates.empty()
+          ? "this build has no LibTorch, so it cannot run aesthetic models; the heuristic scorer is used "
+            "when aesthetic.model is empty"
+          : "not an aesthetic model type this build reads (.pt/.ts/.torchscript TorchScript, .safetensors "
+            "MLP head)");
 }
 
 }  // namespace mugv

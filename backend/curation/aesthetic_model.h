@@ -6,7 +6,8 @@
 //
 // Formats (see torch_aesthetic.h for the exact contracts):
 //   *.pt, *.ts, *.torchscript   a whole TorchScript predictor: images [N, 3, S, S] in [0, 1] -> scores [N]
-//   *.safetensors               a LAION-style MLP head (Linear layers, optional activations) on the embeddings
+//   *.safetensors               a LAION-style MLP head (Linear layers, optional activations) on the
+//   embeddings
 //                               of a TorchScript feature extractor named in the file's metadata
 // The preset key `aesthetic.model` (or `curate --set aesthetic.model=FILE`) selects a model; decisions then
 // compare its score with aesthetic.min, and each clip records which scorer produced its number.
@@ -32,7 +33,8 @@ class AestheticModel {
 };
 
 // Returns a model for `file`, or nullptr when the loader does not handle its type.
-using AestheticModelLoader = std::function<std::shared_ptr<AestheticModel>(const std::filesystem::path& file)>;
+using AestheticModelLoader =
+    std::function<std::shared_ptr<AestheticModel>(const std::filesystem::path& file)>;
 
 // Adds a loader (thread-safe; loaders are tried in the order they were registered).
 void register_aesthetic_model_loader(AestheticModelLoader loader);

@@ -102,7 +102,8 @@ VideoAnalysis analyze_video(const fs::path& path, const AnalyzeOptions& options,
   if (progress) meter.flush();
 
   result.scenes = detector.finish();
-  for (const Scene& clip : split_into_clips(result.scenes.scenes, options.clip_min_len_s, options.clip_max_len_s)) {
+  for (const Scene& clip :
+       split_into_clips(result.scenes.scenes, options.clip_min_len_s, options.clip_max_len_s)) {
     result.clips.push_back(scorer.analyze(clip.start_s, clip.end_s));
   }
   return result;

@@ -35,6 +35,7 @@ struct VideoAnalysis {
 // Checks `cancel` once per frame (Error(cancelled)); reports progress in frames ("curate" stage).
 // Throws what VideoDecoder throws for unreadable files; errors on the decoding thread are rethrown here.
 [[nodiscard]] VideoAnalysis analyze_video(const fs::path& path, const AnalyzeOptions& options = {},
-                                          const CancelToken* cancel = nullptr, const ProgressFn& progress = {});
+                                          const CancelToken* cancel = nullptr,
+                                          const ProgressFn& progress = {});
 
 }  // namespace mugv

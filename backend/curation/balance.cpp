@@ -71,9 +71,11 @@ TagVocabulary tag_vocabulary_from_json(const nlohmann::json& values) {
       TagEntry entry;
       entry.tag = to_lower(it.key());
       const std::string key = cat_it.key() + "." + it.key();
-      if (!it->is_array()) throw Error(ErrorCode::invalid_argument, key, "must be a list of words or phrases");
+      if (!it->is_array())
+        throw Error(ErrorCode::invalid_argument, key, "must be a list of words or phrases");
       for (const auto& phrase : *it) {
-        if (!phrase.is_string()) throw Error(ErrorCode::invalid_argument, key, "must be a list of words or phrases");
+        if (!phrase.is_string())
+          throw Error(ErrorCode::invalid_argument, key, "must be a list of words or phrases");
         auto words = words_of(phrase.get<std::string>());
         if (!words.empty()) entry.phrases.push_back(std::move(words));
       }
@@ -88,7 +90,8 @@ TagVocabulary tag_vocabulary_from_json(const nlohmann::json& values) {
 TagVocabulary load_tag_vocabulary(std::string_view name_or_path) {
   const std::string name(name_or_path);
   const bool is_file = ends_with(name, ".toml") || name.find('/') != std::string::npos;
-  return tag_vocabulary_from_json(is_file ? load_preset_file(name, "curation") : load_preset("curation", name));
+  return tag_vocabulary_from_json(is_file ? load_preset_file(name, "curation")
+                                          : load_preset("curation", name));
 }
 
 std::vector<std::string> extract_tags(std::string_view caption, const TagVocabulary& vocabulary) {
@@ -130,9 +133,11 @@ TagReport tag_dataset(Catalog& catalog, std::string_view dataset_name, const Tag
   return report;
 }
 
-BalanceReport balance_dataset(Catalog& catalog, std::string_view dataset_name, const BalanceOptions& options) {
+BalanceReport balance_dataset(Catalog& catalog, std::string_view dataset_name,
+                              const BalanceOptions& options) {
   if (options.cap_per_tag < 1)
-    throw Error(ErrorCode::invalid_argument, "--cap", cat("the cap must be at least 1, got ", options.cap_per_tag));
+    throw Error(ErrorCode::invalid_argument, "--cap",
+                cat("the cap must be at least 1, got ", options.cap_per_tag));
   ClipFilter filter;
   filter.dataset_id = dataset_id_or_throw(catalog, dataset_name);
   const std::set<std::string> capped_categories(options.categories.begin(), options.categories.end());

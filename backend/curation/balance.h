@@ -29,7 +29,7 @@
 namespace mugv {
 
 struct TagEntry {
-  std::string tag;                            // "dog"
+  std::string tag;                                // "dog"
   std::vector<std::vector<std::string>> phrases;  // each a sequence of lower-case words
 };
 
@@ -49,7 +49,8 @@ struct TagVocabulary {
 [[nodiscard]] TagVocabulary tag_vocabulary_from_json(const nlohmann::json& values);
 
 // "category:tag" for every tag whose phrase occurs in `caption`, sorted, each once; empty for none.
-[[nodiscard]] std::vector<std::string> extract_tags(std::string_view caption, const TagVocabulary& vocabulary);
+[[nodiscard]] std::vector<std::string> extract_tags(std::string_view caption,
+                                                    const TagVocabulary& vocabulary);
 
 struct TagReport {
   int64_t clips = 0;
@@ -69,7 +70,7 @@ struct BalanceOptions {
 struct BalanceReport {
   int64_t candidates = 0;  // kept clips (and earlier balance rejections) considered
   int64_t kept = 0;
-  int64_t rejected = 0;  // over a cap
+  int64_t rejected = 0;                                     // over a cap
   std::vector<std::pair<std::string, int64_t>> tag_counts;  // kept clips per capped tag, by tag
 };
 

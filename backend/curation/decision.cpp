@@ -9,9 +9,12 @@ namespace mugv {
 
 const char* to_string(Verdict verdict) {
   switch (verdict) {
-    case Verdict::keep: return "keep";
-    case Verdict::reject: return "reject";
-    case Verdict::unknown: break;
+    case Verdict::keep:
+      return "keep";
+    case Verdict::reject:
+      return "reject";
+    case Verdict::unknown:
+      break;
   }
   return "unknown";
 }
@@ -61,7 +64,8 @@ void read(const nlohmann::json* t, const char* section, const char* key, int& ou
 CurationPreset curation_preset_from_json(const nlohmann::json& values, std::string name) {
   CurationPreset preset;
   preset.name = std::move(name);
-  if (!values.is_object()) throw Error(ErrorCode::invalid_argument, preset.name, "a curation preset must be a table");
+  if (!values.is_object())
+    throw Error(ErrorCode::invalid_argument, preset.name, "a curation preset must be a table");
   if (auto it = values.find("description"); it != values.end() && it->is_string()) preset.description = *it;
 
   CurationThresholds& t = preset.thresholds;
@@ -77,20 +81,24 @@ CurationPreset curation_preset_from_json(const nlohmann::json& values, std::stri
   read(table(values, "aesthetic"), "aesthetic", "min", t.aesthetic_min);
   if (const nlohmann::json* aesthetic = table(values, "aesthetic")) {
     if (auto it = aesthetic->find("model"); it != aesthetic->end()) {
-      if (!it->is_string()) throw Error(ErrorCode::invalid_argument, "aesthetic.model", "must be a file path");
+      if (!it->is_string())
+        throw Error(ErrorCode::invalid_argument, "aesthetic.model", "must be a file path");
       preset.aesthetic_model = it->get<std::string>();
     }
   }
 
   if (const nlohmann::json* artifacts = table(values, "artifacts")) {
     if (auto it = artifacts->find("reject"); it != artifacts->end()) {
-      if (!it->is_array()) throw Error(ErrorCode::invalid_argument, "artifacts.reject", "must be a list of names");
+      if (!it->is_array())
+        throw Error(ErrorCode::invalid_argument, "artifacts.reject", "must be a list of names");
       t.reject_flags = ArtifactFlags::none;
       for (const auto& item : *it) {
-        const auto flag = item.is_string() ? artifact_flags_from_string(item.get<std::string>()) : std::nullopt;
+        const auto flag =
+            item.is_string() ? artifact_flags_from_string(item.get<std::string>()) : std::nullopt;
         if (!flag) {
           std::string known;
-          for (ArtifactFlags f : all_artifact_flags()) known += std::string(known.empty() ? "" : ", ") + to_string(f);
+          for (ArtifactFlags f : all_artifact_flags())
+            known += std::string(known.empty() ? "" : ", ") + to_string(f);
           throw Error(ErrorCode::invalid_argument, "artifacts.reject",
                       "unknown artifact " + item.dump() + " (known: " + known + ")");
         }

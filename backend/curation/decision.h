@@ -26,9 +26,9 @@ struct CurationThresholds {
   double motion_min = 1;
   double motion_max = 20;
   double aesthetic_min = 4.5;
-  ArtifactFlags reject_flags = ArtifactFlags::letterbox | ArtifactFlags::pillarbox | ArtifactFlags::text_overlay |
-                               ArtifactFlags::frozen_frames | ArtifactFlags::speed_change |
-                               ArtifactFlags::camera_shake;
+  ArtifactFlags reject_flags = ArtifactFlags::letterbox | ArtifactFlags::pillarbox |
+                               ArtifactFlags::text_overlay | ArtifactFlags::frozen_frames |
+                               ArtifactFlags::speed_change | ArtifactFlags::camera_shake;
 };
 
 // A curation preset: how to cut shots and which clips to keep.

@@ -17,7 +17,9 @@ constexpr int kBlocks = 4;
 constexpr int kBlockBits = 16;
 constexpr const char* kDuplicatePrefix = "duplicate of clip ";
 
-uint16_t block_of(uint64_t hash, int b) { return static_cast<uint16_t>(hash >> (b * kBlockBits)); }
+uint16_t block_of(uint64_t hash, int b) {
+  return static_cast<uint16_t>(hash >> (b * kBlockBits));
+}
 
 // Every 16-bit value within `radius` bits of `value`.
 void neighbours(uint16_t value, int radius, int first_bit, std::vector<uint16_t>& out) {
@@ -64,9 +66,12 @@ bool near(const HashedClip& a, const HashedClip& b, const DedupOptions& o) {
 
 const char* to_string(HashMatch match) {
   switch (match) {
-    case HashMatch::all_keyframes: return "all";
-    case HashMatch::mean: return "mean";
-    case HashMatch::unknown: break;
+    case HashMatch::all_keyframes:
+      return "all";
+    case HashMatch::mean:
+      return "mean";
+    case HashMatch::unknown:
+      break;
   }
   return "unknown";
 }
@@ -79,8 +84,10 @@ std::optional<HashMatch> hash_match_from_string(std::string_view name) {
 
 std::vector<DuplicateOf> find_duplicates(std::vector<HashedClip> clips, const DedupOptions& options) {
   if (options.max_distance < 0 || options.max_distance > 20)
-    throw Error(ErrorCode::invalid_argument, "--max-distance", cat(options.max_distance, " is outside 0..20 bits"));
-  if (options.match == HashMatch::unknown) throw Error(ErrorCode::invalid_argument, "--match", "must be all or mean");
+    throw Error(ErrorCode::invalid_argument, "--max-distance",
+                cat(options.max_distance, " is outside 0..20 bits"));
+  if (options.match == HashMatch::unknown)
+    throw Error(ErrorCode::invalid_argument, "--match", "must be all or mean");
   std::sort(clips.begin(), clips.end(), [](const HashedClip& a, const HashedClip& b) {
     if (a.aesthetic != b.aesthetic) return a.aesthetic > b.aesthetic;
     if (a.sharpness != b.sharpness) return a.sharpness > b.sharpness;
@@ -121,13 +128,15 @@ DedupReport dedup_dataset(Catalog& catalog, std::string_view dataset_name, const
   std::vector<HashedClip> hashed;
   std::unordered_map<int64_t, bool> was_duplicate;
   for (const Clip& clip : list_clips(catalog, filter)) {
-    const bool earlier_duplicate = clip.decision == ClipDecision::reject && starts_with(clip.reason, kDuplicatePrefix);
+    const bool earlier_duplicate =
+        clip.decision == ClipDecision::reject && starts_with(clip.reason, kDuplicatePrefix);
     if (clip.decision != ClipDecision::keep && !earlier_duplicate) continue;
     const auto analysis = clip_analysis_from_scores(clip);
     if (!analysis && !clip.scores.phash) continue;
     HashedClip h;
     h.id = clip.id;
-    h.phash = analysis ? analysis->phash : std::array<uint64_t, 3>{*clip.scores.phash, *clip.scores.phash, *clip.scores.phash};
+    h.phash = analysis ? analysis->phash
+                       : std::array<uint64_t, 3>{*clip.scores.phash, *clip.scores.phash, *clip.scores.phash};
     h.aesthetic = clip.scores.aesthetic.value_or(0);
     h.sharpness = clip.scores.sharpness.value_or(0);
     hashed.push_back(h);

@@ -49,7 +49,8 @@ struct DuplicateOf {
 
 // The duplicates among `clips` and the clip each duplicates, in the order found. Error(invalid_argument)
 // for a distance outside 0..20 or an unknown match.
-[[nodiscard]] std::vector<DuplicateOf> find_duplicates(std::vector<HashedClip> clips, const DedupOptions& options);
+[[nodiscard]] std::vector<DuplicateOf> find_duplicates(std::vector<HashedClip> clips,
+                                                       const DedupOptions& options);
 
 struct DedupReport {
   int64_t clips_checked = 0;  // kept clips with hashes

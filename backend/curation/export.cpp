@@ -39,15 +39,16 @@ nlohmann::json scores_json(const Clip& clip, const Source& source) {
 int64_t write_clip_file(const fs::path& source, const Clip& clip, const fs::path& out, int crf,
                         const CancelToken& cancel) {
   VideoDecoder decoder(source);
-  if (!decoder.seek(clip.start_s)) throw Error(ErrorCode::corrupt, source.string(), cat("no frame at ", clip.start_s, " s"));
+  if (!decoder.seek(clip.start_s))
+    throw Error(ErrorCode::corrupt, source.string(), cat("no frame at ", clip.start_s, " s"));
   VideoEncoder encoder;
   EncodeOptions options;
   options.format = ContainerFormat::mp4;
   options.fps = clip.fps > 0 ? clip.fps : decoder.info().fps;
   options.crf = crf;
   options.speed_preset = "veryfast";
-  options.metadata = {{"comment", cat("clip ", clip.id, " of ", source.filename().string(), " ", clip.start_s, "-",
-                                      clip.end_s, " s")}};
+  options.metadata = {{"comment", cat("clip ", clip.id, " of ", source.filename().string(), " ", clip.start_s,
+                                      "-", clip.end_s, " s")}};
   const double half_frame_s = options.fps > 0 ? 0.5 / options.fps : 0;
   while (auto frame = decoder.next()) {
     cancel.throw_if_cancelled("export");
@@ -55,7 +56,9 @@ int64_t write_clip_file(const fs::path& source, const Clip& clip, const fs::path
     if (!encoder.is_open()) encoder.open(out, frame->width, frame->height, options);
     encoder.write(*frame);
   }
-  if (!encoder.is_open()) throw Error(ErrorCode::corrupt, source.string(), cat("no frames in ", clip.start_s, "-", clip.end_s, " s"));
+  if (!encoder.is_open())
+    throw Error(ErrorCode::corrupt, source.string(),
+                cat("no frames in ", clip.start_s, "-", clip.end_s, " s"));
   const int64_t frames = encoder.frames_written();
   encoder.finish();
   return frames;
@@ -65,10 +68,14 @@ int64_t write_clip_file(const fs::path& source, const Clip& clip, const fs::path
 
 const char* to_string(ExportFormat format) {
   switch (format) {
-    case ExportFormat::jsonl: return "jsonl";
-    case ExportFormat::csv: return "csv";
-    case ExportFormat::clips: return "clips";
-    case ExportFormat::unknown: break;
+    case ExportFormat::jsonl:
+      return "jsonl";
+    case ExportFormat::csv:
+      return "csv";
+    case ExportFormat::clips:
+      return "clips";
+    case ExportFormat::unknown:
+      break;
   }
   return "unknown";
 }
@@ -88,9 +95,12 @@ ExportFormat export_format_of(const fs::path& out) {
 
 const char* to_string(ExportSelection selection) {
   switch (selection) {
-    case ExportSelection::kept: return "kept";
-    case ExportSelection::all: return "all";
-    case ExportSelection::unknown: break;
+    case ExportSelection::kept:
+      return "kept";
+    case ExportSelection::all:
+      return "all";
+    case ExportSelection::unknown:
+      break;
   }
   return "unknown";
 }
@@ -102,7 +112,8 @@ std::optional<ExportSelection> export_selection_from_string(std::string_view nam
 }
 
 ExportReport export_dataset(Catalog& catalog, std::string_view dataset_name, const fs::path& out,
-                            const ExportOptions& options, const CancelToken& cancel, const ProgressFn& progress) {
+                            const ExportOptions& options, const CancelToken& cancel,
+                            const ProgressFn& progress) {
   auto dataset = find_dataset(catalog, dataset_name);
   if (!dataset) throw Error(ErrorCode::not_found, std::string(dataset_name), "no such dataset");
   ExportReport report;
@@ -154,8 +165,10 @@ ExportReport export_dataset(Catalog& catalog, std::string_view dataset_name, con
     const fs::path file = out / cat("clip_", clip.id, ".mp4");
     try {
       // Stream copy when the clip starts (and ends) on keyframes — scene cuts usually do — else re-encode.
-      if (auto copied = remux_range(source.path, clip.start_s, clip.end_s, file)) ++report.clips_copied;
-      else report.frames_encoded += write_clip_file(source.path, clip, file, options.crf, cancel);
+      if (auto copied = remux_range(source.path, clip.start_s, clip.end_s, file))
+        ++report.clips_copied;
+      else
+        report.frames_encoded += write_clip_file(source.path, clip, file, options.crf, cancel);
       ManifestEntry e;
       e.path = file;
       if (auto caption = current_caption(catalog, clip.id)) e.caption = caption->text;

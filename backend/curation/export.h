@@ -50,8 +50,8 @@ struct ExportFailure {
 
 struct ExportReport {
   ExportFormat format = ExportFormat::unknown;
-  fs::path manifest;  // the manifest written
-  int64_t clips = 0;  // clips written
+  fs::path manifest;           // the manifest written
+  int64_t clips = 0;           // clips written
   int64_t frames_encoded = 0;  // frames of the clips that had to be re-encoded
   int64_t clips_copied = 0;    // clips stream-copied (cut on keyframes): no re-encode, no quality loss
   std::vector<ExportFailure> failures;

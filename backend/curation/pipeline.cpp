@@ -73,7 +73,9 @@ Dataset dataset_or_throw(Catalog& catalog, std::string_view name) {
   return *d;
 }
 
-bool is_manifest(const fs::path& path) { return manifest_format_of(path) != ManifestFormat::unknown; }
+bool is_manifest(const fs::path& path) {
+  return manifest_format_of(path) != ManifestFormat::unknown;
+}
 
 bool is_video_file(const fs::path& path) {
   const std::string ext = to_lower(path.extension().string());
@@ -82,14 +84,16 @@ bool is_video_file(const fs::path& path) {
 }
 
 // The files named by the inputs, absolute and each once; manifest problems become failures.
-std::vector<fs::path> expand_inputs(const std::vector<fs::path>& inputs, std::vector<CurateFailure>& failures) {
+std::vector<fs::path> expand_inputs(const std::vector<fs::path>& inputs,
+                                    std::vector<CurateFailure>& failures) {
   std::vector<fs::path> files;
   for (const fs::path& input : inputs) {
     std::error_code ec;
     if (!fs::exists(input, ec)) throw Error(ErrorCode::not_found, input.string(), "no such file or folder");
     if (fs::is_directory(input, ec)) {
       std::vector<fs::path> found;
-      for (auto it = fs::recursive_directory_iterator(input, fs::directory_options::skip_permission_denied, ec);
+      for (auto it =
+               fs::recursive_directory_iterator(input, fs::directory_options::skip_permission_denied, ec);
            it != fs::recursive_directory_iterator(); it.increment(ec)) {
         if (ec) break;
         if (it->is_regular_file(ec) && is_video_file(it->path())) found.push_back(it->path());
@@ -140,8 +144,10 @@ void set_curated_marker(Source& source, const Dataset& dataset, int64_t clips, c
   if (!source.info.is_object()) source.info = nlohmann::json::object();
   if (!source.info.contains("curated") || !source.info["curated"].is_object())
     source.info["curated"] = nlohmann::json::object();
-  source.info["curated"][std::to_string(dataset.id)] = {
-      {"clips", clips}, {"dataset_created_ms", dataset.created_at_ms}, {"preset", preset}, {"at_ms", now_ms()}};
+  source.info["curated"][std::to_string(dataset.id)] = {{"clips", clips},
+                                                        {"dataset_created_ms", dataset.created_at_ms},
+                                                        {"preset", preset},
+                                                        {"at_ms", now_ms()}};
 }
 
 bool same_range(const Clip& a, double start_s, double end_s) {
@@ -157,7 +163,8 @@ CutKind shot_cut_kind(const SceneDetection& scenes, double start_s) {
   return kind;
 }
 
-Dataset find_or_create_dataset(Catalog& catalog, const std::string& name, const fs::path& root, bool* created) {
+Dataset find_or_create_dataset(Catalog& catalog, const std::string& name, const fs::path& root,
+                               bool* created) {
   if (auto d = find_dataset(catalog, name)) return *d;
   Dataset d;
   d.name = name;
@@ -175,10 +182,10 @@ struct Pending {
 
 std::optional<std::string> threshold_alias(const std::string& key) {
   static const std::map<std::string, std::string> aliases = {
-      {"min_len_s", "clip.min_len_s"},         {"max_len_s", "clip.max_len_s"},
-      {"sharpness_min", "sharpness.min"},      {"sharpness_max", "sharpness.max"},
-      {"motion_min", "motion.min"},            {"motion_max", "motion.max"},
-      {"aesthetic_min", "aesthetic.min"},      {"reject", "artifacts.reject"},
+      {"min_len_s", "clip.min_len_s"},      {"max_len_s", "clip.max_len_s"},
+      {"sharpness_min", "sharpness.min"},   {"sharpness_max", "sharpness.max"},
+      {"motion_min", "motion.min"},         {"motion_max", "motion.max"},
+      {"aesthetic_min", "aesthetic.min"},   {"reject", "artifacts.reject"},
       {"reject_flags", "artifacts.reject"},
   };
   auto it = aliases.find(key);
@@ -186,7 +193,8 @@ std::optional<std::string> threshold_alias(const std::string& key) {
   return it->second;
 }
 
-void flatten(const nlohmann::json& node, const std::string& prefix, std::vector<std::pair<std::string, nlohmann::json>>& out) {
+void flatten(const nlohmann::json& node, const std::string& prefix,
+             std::vector<std::pair<std::string, nlohmann::json>>& out) {
   if (node.is_object()) {
     for (auto it = node.begin(); it != node.end(); ++it)
       flatten(it.value(), prefix.empty() ? it.key() : prefix + "." + it.key(), out);
@@ -196,8 +204,10 @@ void flatten(const nlohmann::json& node, const std::string& prefix, std::vector<
 }
 
 nlohmann::json nested_overrides(const nlohmann::json& overrides) {
-  if (!overrides.is_object()) throw Error(ErrorCode::invalid_argument, "overrides", "must be an object of key = value");
-  static const std::set<std::string> sections = {"clip", "sharpness", "motion", "aesthetic", "artifacts", "scene"};
+  if (!overrides.is_object())
+    throw Error(ErrorCode::invalid_argument, "overrides", "must be an object of key = value");
+  static const std::set<std::string> sections = {"clip",      "sharpness", "motion",
+                                                 "aesthetic", "artifacts", "scene"};
   std::vector<std::pair<std::string, nlohmann::json>> flat;
   flatten(overrides, "", flat);
   nlohmann::json nested = nlohmann::json::object();
@@ -206,13 +216,15 @@ nlohmann::json nested_overrides(const nlohmann::json& overrides) {
     if (auto alias = threshold_alias(key)) key = *alias;
     const auto parts = split(key, '.');
     if (parts.size() != 2 || !sections.count(parts[0]))
-      throw Error(ErrorCode::invalid_argument, raw_key,
-                  "unknown curation setting (use thresholds.sharpness_min, thresholds.motion_max, thresholds.reject, "
-                  "scene.adaptive_ratio, ...)");
+      throw Error(
+          ErrorCode::invalid_argument, raw_key,
+          "unknown curation setting (use thresholds.sharpness_min, thresholds.motion_max, thresholds.reject, "
+          "scene.adaptive_ratio, ...)");
     nlohmann::json value = raw_value;
     if (key == "artifacts.reject" && value.is_string()) {
       nlohmann::json list = nlohmann::json::array();
-      for (const auto& name : split(value.get<std::string>(), value.get<std::string>().find('|') != std::string::npos ? '|' : ','))
+      for (const auto& name : split(value.get<std::string>(),
+                                    value.get<std::string>().find('|') != std::string::npos ? '|' : ','))
         if (!trim(name).empty() && trim(name) != "none") list.push_back(trim(name));
       value = list;
     }
@@ -238,7 +250,9 @@ std::optional<ShardSpec> shard_spec_from_string(std::string_view text) {
   }
 }
 
-std::string to_string(const ShardSpec& shard) { return cat(shard.index, "/", shard.count); }
+std::string to_string(const ShardSpec& shard) {
+  return cat(shard.index, "/", shard.count);
+}
 
 CurationPreset resolve_curation_preset(std::string_view name_or_path, const nlohmann::json& overrides) {
   const std::string name(name_or_path.empty() ? "mugv" : name_or_path);
@@ -258,8 +272,10 @@ nlohmann::json overrides_from_assignments(const std::vector<std::string>& assign
     const std::string text = trim(item.substr(eq + 1));
     char* end = nullptr;
     const double number = std::strtod(text.c_str(), &end);
-    if (!text.empty() && end && *end == '\0') out[key] = number;
-    else out[key] = text;
+    if (!text.empty() && end && *end == '\0')
+      out[key] = number;
+    else
+      out[key] = text;
   }
   return out;
 }
@@ -329,7 +345,8 @@ CurateReport curate(Catalog& catalog, const CurateOptions& options, const Cancel
   if (trim(options.dataset_name).empty())
     throw Error(ErrorCode::invalid_argument, "--dataset", "a dataset name is required");
   if (options.shard.count < 1 || options.shard.index < 0 || options.shard.index >= options.shard.count)
-    throw Error(ErrorCode::invalid_argument, "--shard", cat("shard ", to_string(options.shard), " is not i/n with 0 <= i < n"));
+    throw Error(ErrorCode::invalid_argument, "--shard",
+                cat("shard ", to_string(options.shard), " is not i/n with 0 <= i < n"));
   if (options.inputs.empty()) throw Error(ErrorCode::usage, "curate", "no input files or folders given");
   const CurationPreset preset = resolve_curation_preset(options.preset, options.overrides);
 
@@ -356,7 +373,8 @@ CurateReport curate(Catalog& catalog, const CurateOptions& options, const Cancel
   const fs::path root = options.inputs.size() == 1 && fs::is_directory(options.inputs[0])
                             ? fs::absolute(options.inputs[0])
                             : fs::absolute(options.inputs[0]).parent_path();
-  const Dataset dataset = find_or_create_dataset(catalog, options.dataset_name, root, &report.dataset_created);
+  const Dataset dataset =
+      find_or_create_dataset(catalog, options.dataset_name, root, &report.dataset_created);
   report.dataset_id = dataset.id;
 
   // Ingest: each new source is probed once and recorded; bad files become failed sources.
@@ -417,15 +435,18 @@ CurateReport curate(Catalog& catalog, const CurateOptions& options, const Cancel
     Pending& p = pending[i];
     auto detail = [&]() {
       const Progress& now = meter.current();
-      std::string text = cat("file ", i + 1, "/", pending.size(), " ", p.path.filename().string(), ", ",
-                             report.clips_added, " clips, ", static_cast<int>(std::lround(now.rate_per_s)), " fps");
+      std::string text =
+          cat("file ", i + 1, "/", pending.size(), " ", p.path.filename().string(), ", ", report.clips_added,
+              " clips, ", static_cast<int>(std::lround(now.rate_per_s)), " fps");
       if (now.eta_s >= 0) text += ", ETA " + human_duration(now.eta_s);
       return text;
     };
     // Every new file is reported at once, so a watcher (and a cancel) sees which file is running.
     meter.update(frames_before, detail());
     meter.flush();
-    ProgressFn inner = [&](const Progress& file_progress) { meter.update(frames_before + file_progress.done, detail()); };
+    ProgressFn inner = [&](const Progress& file_progress) {
+      meter.update(frames_before + file_progress.done, detail());
+    };
     try {
       const VideoAnalysis analysis = analyze_video(p.path, analyze_options, &cancel, inner);
       report.frames_decoded += analysis.frames;
@@ -438,7 +459,8 @@ CurateReport curate(Catalog& catalog, const CurateOptions& options, const Cancel
       const std::vector<Clip> existing = list_clips(catalog, existing_filter);
       std::vector<Clip> clips;
       for (const ClipAnalysis& a : analysis.clips) {
-        if (std::any_of(existing.begin(), existing.end(), [&](const Clip& c) { return same_range(c, a.start_s, a.end_s); }))
+        if (std::any_of(existing.begin(), existing.end(),
+                        [&](const Clip& c) { return same_range(c, a.start_s, a.end_s); }))
           continue;
         Clip c;
         c.dataset_id = dataset.id;
@@ -458,7 +480,8 @@ CurateReport curate(Catalog& catalog, const CurateOptions& options, const Cancel
         clips.push_back(std::move(c));
       }
       if (!clips.empty()) (void)add_clips(catalog, clips);
-      set_curated_marker(p.source, dataset, static_cast<int64_t>(existing.size() + clips.size()), preset.name);
+      set_curated_marker(p.source, dataset, static_cast<int64_t>(existing.size() + clips.size()),
+                         preset.name);
       set_source_probed(catalog, p.source);
       tx.commit();
       report.clips_added += static_cast<int>(clips.size());
@@ -478,7 +501,8 @@ CurateReport curate(Catalog& catalog, const CurateOptions& options, const Cancel
   return report;
 }
 
-RedecideReport redecide(Catalog& catalog, std::string_view dataset_name, const CurationThresholds& thresholds) {
+RedecideReport redecide(Catalog& catalog, std::string_view dataset_name,
+                        const CurationThresholds& thresholds) {
   const auto started = Clock::now();
   const Dataset dataset = dataset_or_throw(catalog, dataset_name);
   RedecideReport report;
@@ -506,7 +530,8 @@ RedecideReport redecide(Catalog& catalog, std::string_view dataset_name, const C
 
 MergeReport merge_catalog(Catalog& into, const fs::path& from_path, std::string_view dataset_name) {
   std::error_code ec;
-  if (!fs::is_regular_file(from_path, ec)) throw Error(ErrorCode::not_found, from_path.string(), "no such catalog file");
+  if (!fs::is_regular_file(from_path, ec))
+    throw Error(ErrorCode::not_found, from_path.string(), "no such catalog file");
   if (fs::equivalent(from_path, into.path(), ec))
     throw Error(ErrorCode::invalid_argument, from_path.string(), "cannot merge a catalog into itself");
   Catalog from = Catalog::open(from_path);
@@ -547,7 +572,8 @@ MergeReport merge_catalog(Catalog& into, const fs::path& from_path, std::string_
     Source copy = s;
     copy.id = 0;
     copy.info.erase("curated");
-    if (marker) set_curated_marker(copy, dataset, marker->value("clips", int64_t{0}), marker->value("preset", ""));
+    if (marker)
+      set_curated_marker(copy, dataset, marker->value("clips", int64_t{0}), marker->value("preset", ""));
     const Source added = add_source(into, copy);
     if (s.status == SourceStatus::failed) mark_source_failed(into, added.id, s.error_message);
     source_ids[s.id] = added.id;
@@ -564,7 +590,8 @@ MergeReport merge_catalog(Catalog& into, const fs::path& from_path, std::string_
       f.source_id = source_id;
       it = existing.emplace(source_id, list_clips(into, f)).first;
     }
-    if (std::any_of(it->second.begin(), it->second.end(), [&](const Clip& k) { return same_range(k, c.start_s, c.end_s); })) {
+    if (std::any_of(it->second.begin(), it->second.end(),
+                    [&](const Clip& k) { return same_range(k, c.start_s, c.end_s); })) {
       ++report.clips_known;
       continue;
     }

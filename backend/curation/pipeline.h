@@ -76,12 +76,12 @@ struct CurateFailure {
 struct CurateReport {
   int64_t dataset_id = 0;
   bool dataset_created = false;
-  int files_seen = 0;          // input files before sharding
+  int files_seen = 0;  // input files before sharding
   int files_in_shard = 0;
-  int sources_analyzed = 0;    // decoded in this run
-  int sources_skipped = 0;     // already curated into this dataset
+  int sources_analyzed = 0;  // decoded in this run
+  int sources_skipped = 0;   // already curated into this dataset
   int clips_added = 0;
-  int clips_kept = 0;          // of the clips added in this run
+  int clips_kept = 0;  // of the clips added in this run
   int clips_rejected = 0;
   int64_t frames_decoded = 0;
   double elapsed_s = 0;
@@ -93,8 +93,8 @@ struct CurateReport {
 // "thresholds." (min_len_s, max_len_s, sharpness_min, sharpness_max, motion_min, motion_max,
 // aesthetic_min, reject = list or comma-separated artifact names), or dotted preset keys
 // ("scene.adaptive_ratio", "artifacts.shake_min_px"). Error(invalid_argument) naming an unknown key.
-[[nodiscard]] CurationPreset resolve_curation_preset(std::string_view name_or_path,
-                                                     const nlohmann::json& overrides = nlohmann::json::object());
+[[nodiscard]] CurationPreset resolve_curation_preset(
+    std::string_view name_or_path, const nlohmann::json& overrides = nlohmann::json::object());
 
 // Parses "key=value" items (what `--set` takes) into an overrides object; values are numbers when they
 // parse as numbers. Error(usage) naming an item without '='.
@@ -126,7 +126,8 @@ struct RedecideReport {
 };
 
 // Error(not_found) for an unknown dataset.
-RedecideReport redecide(Catalog& catalog, std::string_view dataset_name, const CurationThresholds& thresholds);
+RedecideReport redecide(Catalog& catalog, std::string_view dataset_name,
+                        const CurationThresholds& thresholds);
 
 struct MergeReport {
   int64_t sources_added = 0;

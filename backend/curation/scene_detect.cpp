@@ -19,10 +19,14 @@ using curation_detail::view_rgb;
 
 const char* to_string(CutKind kind) {
   switch (kind) {
-    case CutKind::hard: return "hard";
-    case CutKind::fade: return "fade";
-    case CutKind::dissolve: return "dissolve";
-    case CutKind::unknown: break;
+    case CutKind::hard:
+      return "hard";
+    case CutKind::fade:
+      return "fade";
+    case CutKind::dissolve:
+      return "dissolve";
+    case CutKind::unknown:
+      break;
   }
   return "unknown";
 }
@@ -36,14 +40,16 @@ std::optional<CutKind> cut_kind_from_string(std::string_view name) {
 
 namespace {
 
-// A frame range [first, last] in which a gradual transition happens; hard-cut candidates inside are part of it.
+// A frame range [first, last] in which a gradual transition happens; hard-cut candidates inside are part of
+// it.
 struct Span {
   int64_t first = 0;
   int64_t last = 0;
 };
 
 bool inside(const std::vector<Span>& spans, int64_t index) {
-  return std::any_of(spans.begin(), spans.end(), [&](const Span& s) { return index >= s.first && index <= s.last; });
+  return std::any_of(spans.begin(), spans.end(),
+                     [&](const Span& s) { return index >= s.first && index <= s.last; });
 }
 
 }  // namespace
@@ -55,12 +61,13 @@ struct SceneDetector::Impl {
   std::vector<float> luma;          // mean luma
   std::vector<float> change;        // dissolve: structure change between t-L and t+L (at t)
   std::vector<float> nonlinearity;  // dissolve: |F[t] - mean(F[t-L], F[t+L])| / change
-  std::vector<float> colour_change;  // dissolve: HSV histogram distance of F[t] to the nearer of F[t-L], F[t+L]
+  std::vector<float>
+      colour_change;  // dissolve: HSV histogram distance of F[t] to the nearer of F[t-L], F[t+L]
   std::vector<float> structure_diff;  // mean-removed luma difference to the previous frame
-  std::vector<float> luma_std;       // spread of luma within the frame
+  std::vector<float> luma_std;        // spread of luma within the frame
   cv::Mat prev_hsv;
-  std::deque<cv::Mat> ring;        // last 2L+1 luma pictures, CV_32F
-  std::deque<cv::Mat> hist_ring;   // their normalised HSV histograms
+  std::deque<cv::Mat> ring;       // last 2L+1 luma pictures, CV_32F
+  std::deque<cv::Mat> hist_ring;  // their normalised HSV histograms
 
   void push(const RgbFrame& frame) {
     cv::Mat small = fit_width(view_rgb(frame), kSceneAnalysisWidth);
@@ -141,8 +148,9 @@ struct SceneDetector::Impl {
     // The middle of a dissolve has colours of both shots, so it differs from each end; motion or a hard cut
     // leaves it equal to at least one end.
     const cv::Mat& hist_mid = hist_ring[static_cast<size_t>(half)];
-    colour_change[center] = static_cast<float>(0.5 * std::min(cv::norm(hist_mid, hist_ring.front(), cv::NORM_L1),
-                                                              cv::norm(hist_mid, hist_ring.back(), cv::NORM_L1)));
+    colour_change[center] =
+        static_cast<float>(0.5 * std::min(cv::norm(hist_mid, hist_ring.front(), cv::NORM_L1),
+                                          cv::norm(hist_mid, hist_ring.back(), cv::NORM_L1)));
     nonlinearity[center] = static_cast<float>(structure_change > 1e-6 ? error / structure_change : 1.0);
   }
 
@@ -154,7 +162,9 @@ struct SceneDetector::Impl {
                    : luma[static_cast<size_t>(t)] > options.fade_white_luma;
     };
     // Ordering that makes "darker" (or "brighter") the larger value.
-    auto depth = [&](int64_t t) { return black ? -luma[static_cast<size_t>(t)] : luma[static_cast<size_t>(t)]; };
+    auto depth = [&](int64_t t) {
+      return black ? -luma[static_cast<size_t>(t)] : luma[static_cast<size_t>(t)];
+    };
     for (int64_t t = 0; t < n;) {
       if (!extreme(t)) {
         ++t;
@@ -182,15 +192,18 @@ struct SceneDetector::Impl {
       const int64_t at = (lo + hi + 1) / 2;
       const int64_t max_ramp = 90;
       int64_t span_first = first, span_last = last;
-      while (span_first > 0 && first - span_first < max_ramp && depth(span_first - 1) < depth(span_first)) --span_first;
-      while (span_last < n - 1 && span_last - last < max_ramp && depth(span_last + 1) < depth(span_last)) ++span_last;
+      while (span_first > 0 && first - span_first < max_ramp && depth(span_first - 1) < depth(span_first))
+        --span_first;
+      while (span_last < n - 1 && span_last - last < max_ramp && depth(span_last + 1) < depth(span_last))
+        ++span_last;
       // Bright flat frames are common content (white cards, blown-out sky); a fade through white must turn
       // real picture into white on at least one side.
-      if (!black && std::max(luma_std[static_cast<size_t>(span_first)], luma_std[static_cast<size_t>(span_last)]) <
-                        options.fade_white_min_texture) {
+      if (!black && std::max(luma_std[static_cast<size_t>(span_first)],
+                             luma_std[static_cast<size_t>(span_last)]) < options.fade_white_min_texture) {
         continue;
       }
-      cuts.push_back({pts[static_cast<size_t>(at)], at, CutKind::fade, std::abs(128.0 + (black ? best : -best))});
+      cuts.push_back(
+          {pts[static_cast<size_t>(at)], at, CutKind::fade, std::abs(128.0 + (black ? best : -best))});
       // The whole ramp into and out of the extreme belongs to the transition.
       spans.push_back({span_first - 1, span_last + 1});
     }
@@ -218,9 +231,9 @@ struct SceneDetector::Impl {
         ++t;
       }
       if (last - first + 1 < options.dissolve_min_run_frames) continue;
-      // A dissolve's own steps are never abrupt next to each other, so an abrupt change in its window or right
-      // at its edges is a cut: a shot fading out (a blend towards black, linear like a dissolve) and then cut,
-      // or cut to black and fading in. The hard-cut detector places it.
+      // A dissolve's own steps are never abrupt next to each other, so an abrupt change in its window or
+      // right at its edges is a cut: a shot fading out (a blend towards black, linear like a dissolve) and
+      // then cut, or cut to black and fading in. The hard-cut detector places it.
       bool abrupt = false;
       for (int64_t k = first - half; k <= last + half + 1 && !abrupt; ++k) abrupt = abrupt_change_at(k);
       if (abrupt) continue;
@@ -273,7 +286,8 @@ struct SceneDetector::Impl {
   double end_time() const {
     if (pts.empty()) return 0;
     std::vector<double> gaps;
-    for (size_t k = pts.size() > 31 ? pts.size() - 31 : 1; k < pts.size(); ++k) gaps.push_back(pts[k] - pts[k - 1]);
+    for (size_t k = pts.size() > 31 ? pts.size() - 31 : 1; k < pts.size(); ++k)
+      gaps.push_back(pts[k] - pts[k - 1]);
     double step = 0.04;
     if (!gaps.empty()) {
       std::nth_element(gaps.begin(), gaps.begin() + static_cast<long>(gaps.size() / 2), gaps.end());
@@ -316,9 +330,15 @@ SceneDetector::~SceneDetector() = default;
 SceneDetector::SceneDetector(SceneDetector&&) noexcept = default;
 SceneDetector& SceneDetector::operator=(SceneDetector&&) noexcept = default;
 
-void SceneDetector::push(const RgbFrame& frame) { impl_->push(frame); }
-SceneDetection SceneDetector::finish() const { return impl_->finish(); }
-int64_t SceneDetector::frames_pushed() const { return static_cast<int64_t>(impl_->pts.size()); }
+void SceneDetector::push(const RgbFrame& frame) {
+  impl_->push(frame);
+}
+SceneDetection SceneDetector::finish() const {
+  return impl_->finish();
+}
+int64_t SceneDetector::frames_pushed() const {
+  return static_cast<int64_t>(impl_->pts.size());
+}
 
 std::vector<Scene> scenes_from_cuts(const std::vector<SceneCut>& cuts, double start_s, double end_s) {
   std::vector<Scene> scenes;
@@ -347,13 +367,14 @@ std::vector<Scene> split_into_clips(const std::vector<Scene>& scenes, double min
       clips.push_back({begin, begin + max_len_s});
       begin += max_len_s;
     }
-    if (scene.end_s - begin + eps >= min_len_s && scene.end_s - begin > eps) clips.push_back({begin, scene.end_s});
+    if (scene.end_s - begin + eps >= min_len_s && scene.end_s - begin > eps)
+      clips.push_back({begin, scene.end_s});
   }
   return clips;
 }
 
-SceneDetection detect_scenes(const fs::path& path, const SceneDetectOptions& options, const CancelToken* cancel,
-                             const ProgressFn& progress) {
+SceneDetection detect_scenes(const fs::path& path, const SceneDetectOptions& options,
+                             const CancelToken* cancel, const ProgressFn& progress) {
   DecodeOptions decode;
   decode.width = kSceneAnalysisWidth;
   decode.height = 0;

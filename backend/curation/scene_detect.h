@@ -20,8 +20,9 @@
 //  - dissolves: a blend A*(1-a) + B*a is linear in time, so for a frame t inside it the picture equals the
 //    average of frames t-L and t+L (L = dissolve_half_window_frames), while t-L and t+L differ strongly in
 //    structure. Motion and hard cuts break that linearity (a hard cut gives exactly half the difference).
-//    A run of such frames is one dissolve, cut at its middle, unless an abrupt change (the hard-cut test) lies in
-//    its window: a shot fading out looks like a blend towards black, and when it ends in a cut it is that cut.
+//    A run of such frames is one dissolve, cut at its middle, unless an abrupt change (the hard-cut test)
+//    lies in its window: a shot fading out looks like a blend towards black, and when it ends in a cut it is
+//    that cut.
 // Gradual transitions win over hard-cut candidates inside them; cuts closer than min_scene_len_s to the
 // previous cut (or to the start of the video) are dropped.
 //
@@ -53,7 +54,8 @@ struct SceneCut {
   double time_s = 0;        // presentation time of the first frame of the new scene
   int64_t frame_index = 0;  // position of that frame in the sequence pushed (0-based)
   CutKind kind = CutKind::unknown;
-  double score = 0;  // hard: d[t]; fade: |luma - 128| distance of the extreme frame; dissolve: structure change
+  double score =
+      0;  // hard: d[t]; fade: |luma - 128| distance of the extreme frame; dissolve: structure change
 };
 
 // A shot as a half-open time range [start_s, end_s).
@@ -77,8 +79,8 @@ struct SceneDetectOptions {
   double fade_white_min_texture = 8.0;  // luma std-dev of the picture faded from or into, 0..255
   // dissolves
   int dissolve_half_window_frames = 5;
-  double dissolve_min_change = 12.0;   // mean-removed luma difference of the two window ends, 0..255
-  double dissolve_max_nonlinearity = 0.35;  // |F[t] - (F[t-L] + F[t+L]) / 2| as a fraction of that change
+  double dissolve_min_change = 12.0;         // mean-removed luma difference of the two window ends, 0..255
+  double dissolve_max_nonlinearity = 0.35;   // |F[t] - (F[t-L] + F[t+L]) / 2| as a fraction of that change
   double dissolve_min_colour_change = 0.15;  // HSV histogram distance (0..1) of F[t] to the nearer end
   int dissolve_min_run_frames = 2;
   // all
@@ -114,7 +116,8 @@ class SceneDetector {
 };
 
 // Scenes from cut times: [start_s, cut1), [cut1, cut2), ..., [cutN, end_s).
-[[nodiscard]] std::vector<Scene> scenes_from_cuts(const std::vector<SceneCut>& cuts, double start_s, double end_s);
+[[nodiscard]] std::vector<Scene> scenes_from_cuts(const std::vector<SceneCut>& cuts, double start_s,
+                                                  double end_s);
 
 // Training clips from shots: a shot shorter than min_len_s is dropped, one up to max_len_s is kept whole,
 // a longer one is cut into consecutive max_len_s windows from its start, keeping a remainder only when it

@@ -23,8 +23,8 @@ using curation_detail::luma_of;
 using curation_detail::view_rgb;
 
 const std::vector<ArtifactFlags>& all_artifact_flags() {
-  static const std::vector<ArtifactFlags> flags{ArtifactFlags::letterbox,     ArtifactFlags::pillarbox,
-                                                ArtifactFlags::text_overlay,  ArtifactFlags::frozen_frames,
+  static const std::vector<ArtifactFlags> flags{ArtifactFlags::letterbox,    ArtifactFlags::pillarbox,
+                                                ArtifactFlags::text_overlay, ArtifactFlags::frozen_frames,
                                                 ArtifactFlags::speed_change, ArtifactFlags::camera_shake};
   return flags;
 }
@@ -33,13 +33,20 @@ namespace {
 
 const char* flag_name(ArtifactFlags flag) {
   switch (flag) {
-    case ArtifactFlags::letterbox: return "letterbox";
-    case ArtifactFlags::pillarbox: return "pillarbox";
-    case ArtifactFlags::text_overlay: return "text_overlay";
-    case ArtifactFlags::frozen_frames: return "frozen_frames";
-    case ArtifactFlags::speed_change: return "speed_change";
-    case ArtifactFlags::camera_shake: return "camera_shake";
-    default: return "none";
+    case ArtifactFlags::letterbox:
+      return "letterbox";
+    case ArtifactFlags::pillarbox:
+      return "pillarbox";
+    case ArtifactFlags::text_overlay:
+      return "text_overlay";
+    case ArtifactFlags::frozen_frames:
+      return "frozen_frames";
+    case ArtifactFlags::speed_change:
+      return "speed_change";
+    case ArtifactFlags::camera_shake:
+      return "camera_shake";
+    default:
+      return "none";
   }
 }
 
@@ -83,7 +90,9 @@ std::optional<ArtifactFlags> artifact_flags_from_string(std::string_view text) {
 
 namespace {
 
-cv::Mat analysis_luma(const RgbFrame& frame) { return luma_of(fit_width(view_rgb(frame), kScoreAnalysisWidth)); }
+cv::Mat analysis_luma(const RgbFrame& frame) {
+  return luma_of(fit_width(view_rgb(frame), kScoreAnalysisWidth));
+}
 
 double laplacian_variance_of(const cv::Mat& gray) {
   cv::Mat lap;
@@ -119,7 +128,8 @@ AestheticParts aesthetic_parts_of(const cv::Mat& rgb, const cv::Mat& gray) {
   const double mu = mean[0] / 255.0;
   const double clipped =
       (cv::countNonZero(gray < 8) + cv::countNonZero(gray > 247)) / static_cast<double>(gray.total());
-  parts.exposure = std::clamp(1.0 - std::abs(mu - 0.45) / 0.45, 0.0, 1.0) * (1.0 - std::min(1.0, 2.0 * clipped));
+  parts.exposure =
+      std::clamp(1.0 - std::abs(mu - 0.45) / 0.45, 0.0, 1.0) * (1.0 - std::min(1.0, 2.0 * clipped));
   parts.contrast = std::clamp(stddev[0] / 64.0, 0.0, 1.0);
 
   // Hasler & Süsstrunk: rg = R - G, yb = (R + G) / 2 - B; M = sigma_rgyb + 0.3 mu_rgyb.
@@ -182,7 +192,8 @@ std::pair<int, int> dark_bars(const cv::Mat& gray, bool rows) {
 RgbFrame frame_of(const cv::Mat& rgb) {
   RgbFrame f(rgb.cols, rgb.rows);
   for (int y = 0; y < rgb.rows; ++y)
-    std::memcpy(f.rgb.data() + static_cast<size_t>(y) * rgb.cols * 3, rgb.ptr<uint8_t>(y), static_cast<size_t>(rgb.cols) * 3);
+    std::memcpy(f.rgb.data() + static_cast<size_t>(y) * rgb.cols * 3, rgb.ptr<uint8_t>(y),
+                static_cast<size_t>(rgb.cols) * 3);
   return f;
 }
 
@@ -191,7 +202,7 @@ struct Keyframe {
   double sharpness = 0;
   AestheticParts aesthetic;
   double model_aesthetic = 0;  // the user's model's score, when one is set
-  double letterbox = -1;  // thinner bar share; -1: frame too dark to tell
+  double letterbox = -1;       // thinner bar share; -1: frame too dark to tell
   double pillarbox = -1;
   uint64_t phash = 0;
   std::vector<uint64_t> edges;  // kOverlayAnalysisWidth picture, one bit per pixel
@@ -299,7 +310,8 @@ struct ClipScorer::Impl {
     cv::Canny(small, edges, 80, 160);
     overlay_size = small.size();
     k.edges = pack_bits(edges);
-    cv::resize(small, k.coarse_luma, cv::Size((small.cols + 1) / 2, (small.rows + 1) / 2), 0, 0, cv::INTER_AREA);
+    cv::resize(small, k.coarse_luma, cv::Size((small.cols + 1) / 2, (small.rows + 1) / 2), 0, 0,
+               cv::INTER_AREA);
     return k;
   }
 
@@ -372,7 +384,8 @@ struct ClipScorer::Impl {
       a.aesthetic_parts = parts;
       a.aesthetic = aesthetic_score(parts);
       if (options.aesthetic_model) {
-        a.aesthetic = (picked[0]->model_aesthetic + picked[1]->model_aesthetic + picked[2]->model_aesthetic) / 3;
+        a.aesthetic =
+            (picked[0]->model_aesthetic + picked[1]->model_aesthetic + picked[2]->model_aesthetic) / 3;
         a.aesthetic_source = options.aesthetic_model->source();
       }
       a.letterbox_fraction = judged_letterbox ? letterbox : 0;
@@ -462,13 +475,19 @@ struct ClipScorer::Impl {
   }
 };
 
-ClipScorer::ClipScorer(ScoreOptions options) : impl_(std::make_unique<Impl>()) { impl_->options = options; }
+ClipScorer::ClipScorer(ScoreOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->options = options;
+}
 ClipScorer::~ClipScorer() = default;
 ClipScorer::ClipScorer(ClipScorer&&) noexcept = default;
 ClipScorer& ClipScorer::operator=(ClipScorer&&) noexcept = default;
 
-void ClipScorer::push(const RgbFrame& frame) { impl_->push(frame); }
-ClipAnalysis ClipScorer::analyze(double start_s, double end_s) const { return impl_->analyze(start_s, end_s); }
+void ClipScorer::push(const RgbFrame& frame) {
+  impl_->push(frame);
+}
+ClipAnalysis ClipScorer::analyze(double start_s, double end_s) const {
+  return impl_->analyze(start_s, end_s);
+}
 
 ClipAnalysis analyze_frames(const std::vector<RgbFrame>& frames, const ScoreOptions& options) {
   if (frames.empty()) throw Error(ErrorCode::invalid_argument, "clip", "no frames to analyse");
@@ -497,10 +516,16 @@ ClipAnalysis analyze_clip(const fs::path& path, double start_s, double end_s, co
   return scorer.analyze(start_s, end_s > 0 ? end_s : last_pts + 1e-3);
 }
 
-double laplacian_variance(const RgbFrame& frame) { return laplacian_variance_of(analysis_luma(frame)); }
+double laplacian_variance(const RgbFrame& frame) {
+  return laplacian_variance_of(analysis_luma(frame));
+}
 
-uint64_t perceptual_hash(const RgbFrame& frame) { return phash_of(analysis_luma(frame)); }
+uint64_t perceptual_hash(const RgbFrame& frame) {
+  return phash_of(analysis_luma(frame));
+}
 
-int hamming_distance(uint64_t a, uint64_t b) { return static_cast<int>(std::bitset<64>(a ^ b).count()); }
+int hamming_distance(uint64_t a, uint64_t b) {
+  return static_cast<int>(std::bitset<64>(a ^ b).count());
+}
 
 }  // namespace mugv

@@ -1,6 +1,6 @@
 #pragma once
-// Per-clip quality scores for curation (docs/MUGV.md §1): sharpness, motion, camera shake, a heuristic aesthetic
-// score, artifact indicators and perceptual hashes.
+// Per-clip quality scores for curation (docs/MUGV.md §1): sharpness, motion, camera shake, a heuristic
+// aesthetic score, artifact indicators and perceptual hashes.
 //
 // ClipScorer is fed the frames of a video (or of one clip) in presentation order and keeps only small
 // per-frame numbers and periodic samples (about 6 KB per sample_interval_s), so one decoding pass can score
@@ -8,7 +8,8 @@
 // Not thread-safe; one scorer per video.
 //
 // Analysis resolutions (frames are first reduced with area averaging; narrower frames are used as they are):
-//  - kScoreAnalysisWidth (320 px wide): sharpness, aesthetics, borders, frozen-frame differences, pHash input.
+//  - kScoreAnalysisWidth (320 px wide): sharpness, aesthetics, borders, frozen-frame differences, pHash
+//  input.
 //  - kMotionAnalysisWidth (256 px wide): optical flow (OpenCV DIS, fast preset) between consecutive frames.
 //  - kOverlayAnalysisWidth (160 px wide): edge persistence for burned-in text and static overlays.
 //
@@ -74,8 +75,12 @@ constexpr ArtifactFlags operator|(ArtifactFlags a, ArtifactFlags b) {
 constexpr ArtifactFlags operator&(ArtifactFlags a, ArtifactFlags b) {
   return static_cast<ArtifactFlags>(static_cast<uint32_t>(a) & static_cast<uint32_t>(b));
 }
-inline ArtifactFlags& operator|=(ArtifactFlags& a, ArtifactFlags b) { return a = a | b; }
-constexpr bool has_any(ArtifactFlags set, ArtifactFlags flags) { return (set & flags) != ArtifactFlags::none; }
+inline ArtifactFlags& operator|=(ArtifactFlags& a, ArtifactFlags b) {
+  return a = a | b;
+}
+constexpr bool has_any(ArtifactFlags set, ArtifactFlags flags) {
+  return (set & flags) != ArtifactFlags::none;
+}
 
 // Every single flag, in bit order.
 const std::vector<ArtifactFlags>& all_artifact_flags();
@@ -87,9 +92,9 @@ std::optional<ArtifactFlags> artifact_flags_from_string(std::string_view text);
 class AestheticModel;
 
 struct ScoreOptions {
-  double sample_interval_s = 0.5;  // keyframe samples (sharpness, aesthetics, borders, overlay, pHash)
-  double motion_interval_s = 0.2;  // flow pairs (motion, shake, speed change)
-  double border_min_fraction = 0.04;   // each bar at least this share of the height (width)
+  double sample_interval_s = 0.5;       // keyframe samples (sharpness, aesthetics, borders, overlay, pHash)
+  double motion_interval_s = 0.2;       // flow pairs (motion, shake, speed change)
+  double border_min_fraction = 0.04;    // each bar at least this share of the height (width)
   double overlay_min_fraction = 0.002;  // persistent-edge pixels over the picture
   double frozen_min_ratio = 0.15;       // near-identical consecutive frames over all pairs
   double speed_change_min_ratio = 2.5;
@@ -115,8 +120,8 @@ struct ClipAnalysis {
   double aesthetic = 0;
   std::string aesthetic_source = "heuristic";  // or the model's AestheticModel::source()
   AestheticParts aesthetic_parts;              // the heuristic's parts (always measured)
-  double letterbox_fraction = 0;   // the thinner of the top/bottom bars, share of the height
-  double pillarbox_fraction = 0;   // the thinner of the left/right bars, share of the width
+  double letterbox_fraction = 0;               // the thinner of the top/bottom bars, share of the height
+  double pillarbox_fraction = 0;               // the thinner of the left/right bars, share of the width
   double overlay_fraction = 0;
   double frozen_ratio = 0;
   double speed_change_ratio = 1;
@@ -145,10 +150,12 @@ class ClipScorer {
 };
 
 // Scores a clip given as frames (their pts_s define the range).
-[[nodiscard]] ClipAnalysis analyze_frames(const std::vector<RgbFrame>& frames, const ScoreOptions& options = {});
+[[nodiscard]] ClipAnalysis analyze_frames(const std::vector<RgbFrame>& frames,
+                                          const ScoreOptions& options = {});
 // Decodes [start_s, end_s) of `path` at kScoreAnalysisWidth and scores it (end_s <= 0: to the end).
 [[nodiscard]] ClipAnalysis analyze_clip(const fs::path& path, double start_s, double end_s,
-                                        const ScoreOptions& options = {}, const CancelToken* cancel = nullptr);
+                                        const ScoreOptions& options = {},
+                                        const CancelToken* cancel = nullptr);
 
 // Variance of the Laplacian of the frame's luma at kScoreAnalysisWidth.
 [[nodiscard]] double laplacian_variance(const RgbFrame& frame);

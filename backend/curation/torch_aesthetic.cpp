@@ -23,7 +23,8 @@ constexpr int64_t kDefaultInputSize = 224;
 
 std::string lower_extension(const fs::path& file) {
   std::string ext = file.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return ext;
 }
 
@@ -57,9 +58,11 @@ struct ScriptedImageModel {
 
   // The picture as the contract says: centre square, area-resized to S x S, [1, 3, S, S] in [0, 1].
   torch::Tensor input_of(const RgbFrame& picture) const {
-    if (picture.width <= 0 || picture.height <= 0 || picture.rgb.size() != size_t(picture.width) * picture.height * 3)
+    if (picture.width <= 0 || picture.height <= 0 ||
+        picture.rgb.size() != size_t(picture.width) * picture.height * 3)
       throw Error(ErrorCode::invalid_argument, "aesthetic model", "picture has no pixels");
-    auto image = torch::from_blob(const_cast<uint8_t*>(picture.rgb.data()), {picture.height, picture.width, 3}, torch::kUInt8)
+    auto image = torch::from_blob(const_cast<uint8_t*>(picture.rgb.data()),
+                                  {picture.height, picture.width, 3}, torch::kUInt8)
                      .permute({2, 0, 1})
                      .to(torch::kFloat32)
                      .div(255.0)
@@ -68,18 +71,22 @@ struct ScriptedImageModel {
     image = image.narrow(2, (picture.height - side) / 2, side).narrow(3, (picture.width - side) / 2, side);
     namespace F = torch::nn::functional;
     auto options = F::InterpolateFuncOptions().size(std::vector<int64_t>{input_size, input_size});
-    if (side >= input_size) options.mode(torch::kArea);
-    else options.mode(torch::kBilinear).align_corners(false);
+    if (side >= input_size)
+      options.mode(torch::kArea);
+    else
+      options.mode(torch::kBilinear).align_corners(false);
     return F::interpolate(image, options).contiguous();
   }
 
   torch::Tensor run(const torch::Tensor& images, const fs::path& file) {
     try {
       auto out = module.forward({images});
-      if (!out.isTensor()) throw Error(ErrorCode::invalid_argument, file.string(), "forward did not return a tensor");
+      if (!out.isTensor())
+        throw Error(ErrorCode::invalid_argument, file.string(), "forward did not return a tensor");
       return out.toTensor().to(torch::kFloat32);
     } catch (const c10::Error& e) {
-      throw Error(ErrorCode::invalid_argument, file.string(), cat("forward failed: ", first_line(e.what_without_backtrace())));
+      throw Error(ErrorCode::invalid_argument, file.string(),
+                  cat("forward failed: ", first_line(e.what_without_backtrace())));
     }
   }
 };
@@ -89,7 +96,8 @@ double single_score(const torch::Tensor& out, const fs::path& file) {
     throw Error(ErrorCode::invalid_argument, file.string(),
                 cat("expected one score per image, got a tensor of shape ", out.sizes()));
   const double value = out.item<double>();
-  if (!std::isfinite(value)) throw Error(ErrorCode::invalid_argument, file.string(), "the score is not a finite number");
+  if (!std::isfinite(value))
+    throw Error(ErrorCode::invalid_argument, file.string(), "the score is not a finite number");
   return value;
 }
 
@@ -121,18 +129,21 @@ class MlpHeadPredictor final : public AestheticModel {
     const fs::path extractor = file.parent_path() / features->second;
     std::error_code ec;
     if (!fs::is_regular_file(extractor, ec))
-      throw Error(ErrorCode::format, file.string(), cat("feature extractor ", extractor.string(), " does not exist"));
+      throw Error(ErrorCode::format, file.string(),
+                  cat("feature extractor ", extractor.string(), " does not exist"));
     features_ = ScriptedImageModel::load(extractor);
 
     const std::string normalize = meta.count("normalize") ? meta.at("normalize") : "l2";
     if (normalize != "l2" && normalize != "none")
-      throw Error(ErrorCode::format, file.string(), cat("metadata normalize '", normalize, "' is not l2 or none"));
+      throw Error(ErrorCode::format, file.string(),
+                  cat("metadata normalize '", normalize, "' is not l2 or none"));
     l2_normalize_ = normalize == "l2";
     const std::string activation = meta.count("activation") ? meta.at("activation") : "none";
     static const std::map<std::string, HeadActivation> kinds = {
         {"none", HeadActivation::none}, {"relu", HeadActivation::relu}, {"gelu", HeadActivation::gelu}};
     if (!kinds.count(activation))
-      throw Error(ErrorCode::format, file.string(), cat("metadata activation '", activation, "' is not none, relu or gelu"));
+      throw Error(ErrorCode::format, file.string(),
+                  cat("metadata activation '", activation, "' is not none, relu or gelu"));
     activation_ = kinds.at(activation);
 
     std::map<int64_t, std::string> layers;  // index -> "layers.<i>"
@@ -141,23 +152,28 @@ class MlpHeadPredictor final : public AestheticModel {
       const auto parts = split(name, '.');
       char* end = nullptr;
       const long long index = parts.size() == 3 ? std::strtoll(parts[1].c_str(), &end, 10) : -1;
-      if (index < 0 || !end || *end) throw Error(ErrorCode::format, file.string(), cat("unexpected tensor ", name));
+      if (index < 0 || !end || *end)
+        throw Error(ErrorCode::format, file.string(), cat("unexpected tensor ", name));
       layers[index] = cat("layers.", index);
     }
-    if (layers.empty()) throw Error(ErrorCode::format, file.string(), "no layers.<i>.weight tensors: not an MLP head");
+    if (layers.empty())
+      throw Error(ErrorCode::format, file.string(), "no layers.<i>.weight tensors: not an MLP head");
     for (const auto& [index, prefix] : layers) {
       torch::Tensor w = tensor_from_view(st.at(prefix + ".weight"), file.string()).to(torch::kFloat32);
       torch::Tensor b = tensor_from_view(st.at(prefix + ".bias"), file.string()).to(torch::kFloat32);
       if (w.dim() != 2 || b.dim() != 1 || b.size(0) != w.size(0))
-        throw Error(ErrorCode::invalid_argument, file.string(), cat(prefix, ": weight [out, in] and bias [out] expected"));
+        throw Error(ErrorCode::invalid_argument, file.string(),
+                    cat(prefix, ": weight [out, in] and bias [out] expected"));
       if (!weights_.empty() && weights_.back().size(0) != w.size(1))
         throw Error(ErrorCode::invalid_argument, file.string(),
-                    cat(prefix, " takes ", w.size(1), " inputs but the layer before gives ", weights_.back().size(0)));
+                    cat(prefix, " takes ", w.size(1), " inputs but the layer before gives ",
+                        weights_.back().size(0)));
       weights_.push_back(w);
       biases_.push_back(b);
     }
     if (weights_.back().size(0) != 1)
-      throw Error(ErrorCode::invalid_argument, file.string(), "the last layer must have one output (the score)");
+      throw Error(ErrorCode::invalid_argument, file.string(),
+                  "the last layer must have one output (the score)");
   }
 
   double score(const RgbFrame& picture) override {
@@ -165,7 +181,8 @@ class MlpHeadPredictor final : public AestheticModel {
     auto x = features_.run(features_.input_of(picture), file_).flatten(1);
     if (x.size(1) != weights_.front().size(1))
       throw Error(ErrorCode::invalid_argument, file_.string(),
-                  cat("the feature extractor gives ", x.size(1), " features; the head takes ", weights_.front().size(1)));
+                  cat("the feature extractor gives ", x.size(1), " features; the head takes ",
+                      weights_.front().size(1)));
     if (l2_normalize_) x = x / x.norm(2, 1, true).clamp_min(1e-12);
     for (size_t i = 0; i < weights_.size(); ++i) {
       x = torch::addmm(biases_[i], x, weights_[i].t());

@@ -46,7 +46,8 @@ std::vector<ManifestEntry> scan_folder(const fs::path& dir) {
 
 // Records a file that could not be used as a failed source (when it can be hashed at all), so the
 // catalog shows it with its reason; returns the failure for the report.
-ImportFailure record_failure(Catalog& catalog, const fs::path& path, const std::string& hash, const std::string& reason) {
+ImportFailure record_failure(Catalog& catalog, const fs::path& path, const std::string& hash,
+                             const std::string& reason) {
   record_failed_source(catalog, path, hash, reason);
   return {path, reason};
 }
@@ -62,7 +63,8 @@ Clip clip_for(const ManifestEntry& e, const Source& source, int64_t dataset_id) 
   c.height = source.height;
   c.start_frame = static_cast<int64_t>(std::llround(c.start_s * c.fps));
   c.end_frame = static_cast<int64_t>(std::llround(c.end_s * c.fps));
-  if (!e.start_s && !e.end_s && source.info.contains("frame_count")) c.end_frame = source.info["frame_count"].get<int64_t>();
+  if (!e.start_s && !e.end_s && source.info.contains("frame_count"))
+    c.end_frame = source.info["frame_count"].get<int64_t>();
   return c;
 }
 
@@ -73,8 +75,8 @@ bool same_range(const Clip& a, const Clip& b) {
 }  // namespace
 
 const std::vector<std::string>& video_extensions() {
-  static const std::vector<std::string> exts = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi",
-                                                ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv", ".y4m"};
+  static const std::vector<std::string> exts = {".mp4",  ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg",
+                                                ".mpeg", ".ts",  ".mts", ".wmv", ".flv",  ".y4m"};
   return exts;
 }
 
@@ -83,14 +85,17 @@ ImportReport import_dataset(Catalog& catalog, const ImportOptions& options, cons
   if (trim(options.dataset_name).empty())
     throw Error(ErrorCode::invalid_argument, "--name", "a dataset name is required");
   std::error_code ec;
-  if (!fs::exists(options.input, ec)) throw Error(ErrorCode::not_found, options.input.string(), "no such file or folder");
+  if (!fs::exists(options.input, ec))
+    throw Error(ErrorCode::not_found, options.input.string(), "no such file or folder");
 
   ImportReport report;
   std::vector<ManifestEntry> entries;
   fs::path manifest_path;
   if (fs::is_directory(options.input)) {
-    if (auto m = folder_manifest(options.input)) manifest_path = *m;
-    else entries = scan_folder(options.input);
+    if (auto m = folder_manifest(options.input))
+      manifest_path = *m;
+    else
+      entries = scan_folder(options.input);
   } else {
     manifest_path = options.input;
   }
@@ -114,7 +119,8 @@ ImportReport import_dataset(Catalog& catalog, const ImportOptions& options, cons
   report.dataset_id = dataset->id;
 
   // Each file costs a probe, so every file is worth a report (and lets a cancel land between files).
-  ProgressMeter meter(progress, "import", "files", static_cast<int64_t>(entries.size()), std::chrono::milliseconds(0));
+  ProgressMeter meter(progress, "import", "files", static_cast<int64_t>(entries.size()),
+                      std::chrono::milliseconds(0));
   for (const auto& entry : entries) {
     cancel.throw_if_cancelled("import");
     ++report.files_seen;

@@ -33,10 +33,10 @@ struct ImportReport {
   int64_t dataset_id = 0;
   bool dataset_created = false;
   int files_seen = 0;
-  int sources_added = 0;   // newly probed sources
-  int sources_known = 0;   // already in the catalog (same content)
+  int sources_added = 0;  // newly probed sources
+  int sources_known = 0;  // already in the catalog (same content)
   int clips_added = 0;
-  int clips_known = 0;     // already in this dataset
+  int clips_known = 0;  // already in this dataset
   int captions_added = 0;
   std::vector<ImportFailure> failures;  // bad files and bad manifest lines
 };

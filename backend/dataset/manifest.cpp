@@ -83,9 +83,12 @@ std::string render_cell(const nlohmann::json& v) {
 
 const char* to_string(ManifestFormat format) {
   switch (format) {
-    case ManifestFormat::jsonl: return "jsonl";
-    case ManifestFormat::csv: return "csv";
-    default: return "unknown";
+    case ManifestFormat::jsonl:
+      return "jsonl";
+    case ManifestFormat::csv:
+      return "csv";
+    default:
+      return "unknown";
   }
 }
 
@@ -159,7 +162,8 @@ ManifestReadResult read_manifest(const fs::path& path) {
         throw Error(ErrorCode::format, path.string(), cat("header row: ", e.message()));
       }
       if (std::find(header.begin(), header.end(), "path") == header.end())
-        throw Error(ErrorCode::format, path.string(), "CSV manifest has no \"path\" column in its header row");
+        throw Error(ErrorCode::format, path.string(),
+                    "CSV manifest has no \"path\" column in its header row");
       continue;
     }
     try {
@@ -174,10 +178,12 @@ ManifestReadResult read_manifest(const fs::path& path) {
       } else {
         auto cells = parse_csv_record(line);
         if (cells.size() != header.size())
-          throw Error(ErrorCode::format, cat("has ", cells.size(), " fields, the header has ", header.size()));
+          throw Error(ErrorCode::format,
+                      cat("has ", cells.size(), " fields, the header has ", header.size()));
         nlohmann::json obj = nlohmann::json::object();
         for (size_t i = 0; i < header.size(); ++i)
-          obj[header[i]] = (header[i] == "path" || header[i] == "caption") ? nlohmann::json(cells[i]) : csv_cell_value(cells[i]);
+          obj[header[i]] = (header[i] == "path" || header[i] == "caption") ? nlohmann::json(cells[i])
+                                                                           : csv_cell_value(cells[i]);
         result.entries.push_back(entry_from_json(obj, base_dir));
       }
     } catch (const Error& e) {
@@ -190,7 +196,8 @@ ManifestReadResult read_manifest(const fs::path& path) {
 void write_manifest(const fs::path& path, const std::vector<ManifestEntry>& entries) {
   ManifestFormat format = manifest_format_of(path);
   if (format == ManifestFormat::unknown)
-    throw Error(ErrorCode::invalid_argument, path.string(), "unknown manifest type (expected .jsonl or .csv)");
+    throw Error(ErrorCode::invalid_argument, path.string(),
+                "unknown manifest type (expected .jsonl or .csv)");
   fs::path base_dir = path.parent_path();
   std::ostringstream out;
   if (format == ManifestFormat::jsonl) {

@@ -11,7 +11,6 @@
 namespace mugv::shapes {
 namespace {
 
-
 // Signed "inside" test in shape-local coordinates (u, v) with the shape's radius normalised to 1.
 bool inside(const std::string& shape, double u, double v) {
   if (shape == "circle") return u * u + v * v <= 1.0;
@@ -23,7 +22,8 @@ bool inside(const std::string& shape, double u, double v) {
     double half_width = (v + 1.0) / 1.5 * 0.866;
     return std::fabs(u) <= half_width;
   }
-  if (shape == "cross") return (std::fabs(u) <= 0.3 && std::fabs(v) <= 0.95) || (std::fabs(v) <= 0.3 && std::fabs(u) <= 0.95);
+  if (shape == "cross")
+    return (std::fabs(u) <= 0.3 && std::fabs(v) <= 0.95) || (std::fabs(v) <= 0.3 && std::fabs(u) <= 0.95);
   throw Error(ErrorCode::invalid_argument, shape, "unknown shape");
 }
 
@@ -87,8 +87,8 @@ ClipSpec make_spec(const Combo& combo, int size, int frames, double fps, std::mt
 
 const std::vector<NamedColor>& colors() {
   static const std::vector<NamedColor> table = {
-      {"red", {220, 30, 30}},    {"green", {30, 190, 50}},   {"blue", {40, 70, 230}},
-      {"yellow", {240, 220, 30}}, {"white", {245, 245, 245}}, {"cyan", {30, 210, 220}},
+      {"red", {220, 30, 30}},      {"green", {30, 190, 50}},   {"blue", {40, 70, 230}},
+      {"yellow", {240, 220, 30}},  {"white", {245, 245, 245}}, {"cyan", {30, 210, 220}},
       {"magenta", {210, 40, 200}}, {"orange", {245, 140, 20}},
   };
   return table;
@@ -111,7 +111,8 @@ const std::vector<NamedColor>& backgrounds() {
 }
 
 std::string caption_of(const Combo& combo, const std::string& background) {
-  return cat("a ", combo.color, " ", combo.shape, " moving ", combo.direction, " on a ", background, " background");
+  return cat("a ", combo.color, " ", combo.shape, " moving ", combo.direction, " on a ", background,
+             " background");
 }
 
 std::string caption_of(const ClipSpec& spec) {
@@ -144,7 +145,8 @@ std::vector<Combo> held_out_combos(uint64_t seed, double fraction) {
   for (const auto& c : combos) {
     if (held.size() >= target) break;
     // Keep at least a few training examples of every word so each is learnable on its own.
-    if (remaining["c:" + c.color] <= 4 || remaining["s:" + c.shape] <= 4 || remaining["d:" + c.direction] <= 4)
+    if (remaining["c:" + c.color] <= 4 || remaining["s:" + c.shape] <= 4 ||
+        remaining["d:" + c.direction] <= 4)
       continue;
     --remaining["c:" + c.color];
     --remaining["s:" + c.shape];
@@ -180,7 +182,8 @@ std::vector<ClipSpec> held_out_specs(int size, int frames, double fps, uint64_t 
 }
 
 RgbFrame render_frame(const ClipSpec& spec, int index) {
-  if (spec.size < 8 || spec.size > 4096) throw Error(ErrorCode::invalid_argument, "size", cat("size ", spec.size, " is out of range 8..4096"));
+  if (spec.size < 8 || spec.size > 4096)
+    throw Error(ErrorCode::invalid_argument, "size", cat("size ", spec.size, " is out of range 8..4096"));
   const Rgb fg = find_color(colors(), spec.color).rgb;
   const Rgb bg = find_color(backgrounds(), spec.background).rgb;
   auto [dx, dy] = direction_vector(spec.direction);

@@ -40,12 +40,12 @@ struct Combo {
 // Everything that defines one clip; rendering the same ClipSpec gives identical frames.
 struct ClipSpec {
   std::string color, shape, direction, background;
-  int size = 64;        // square frame side in pixels
+  int size = 64;  // square frame side in pixels
   int frames = 17;
   double fps = 8;
-  double radius = 0.2;  // shape radius as a fraction of size
+  double radius = 0.2;                  // shape radius as a fraction of size
   double start_x = 0.5, start_y = 0.5;  // center at frame 0, fractions of size
-  double speed = 0.03;  // fraction of size per frame, along `direction`
+  double speed = 0.03;                  // fraction of size per frame, along `direction`
 };
 
 std::string caption_of(const ClipSpec& spec);
@@ -66,7 +66,8 @@ std::vector<ClipSpec> held_out_specs(int size, int frames, double fps, uint64_t 
 RgbFrame render_frame(const ClipSpec& spec, int index);
 std::vector<RgbFrame> render_clip(const ClipSpec& spec);
 
-// Parses a caption of the dataset's grammar back into its parts; nullopt-like empty Combo when it does not match.
+// Parses a caption of the dataset's grammar back into its parts; nullopt-like empty Combo when it does not
+// match.
 bool parse_caption(const std::string& caption, Combo* combo, std::string* background);
 
 }  // namespace mugv::shapes

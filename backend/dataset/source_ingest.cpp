@@ -13,8 +13,9 @@ Source source_from_probe(const std::filesystem::path& path, const std::string& h
   s.height = info.height;
   s.variable_frame_rate = info.variable_frame_rate;
   s.status = SourceStatus::ok;
-  s.info = {{"format", info.container}, {"codec", info.video_codec},   {"frame_count", info.frame_count},
-            {"nominal_fps", info.nominal_fps}, {"rotation", info.rotation_deg}, {"has_audio", info.has_audio}};
+  s.info = {{"format", info.container},        {"codec", info.video_codec},
+            {"frame_count", info.frame_count}, {"nominal_fps", info.nominal_fps},
+            {"rotation", info.rotation_deg},   {"has_audio", info.has_audio}};
   return s;
 }
 

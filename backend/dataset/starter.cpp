@@ -19,7 +19,8 @@ void validate(const ShapesDatasetOptions& o) {
   if (o.count < 1 || o.count > 1000000)
     throw Error(ErrorCode::invalid_argument, "--count", cat("must be in 1..1000000, got ", o.count));
   if (o.size < 16 || o.size > 1024 || o.size % 8 != 0)
-    throw Error(ErrorCode::invalid_argument, "--size", cat("must be a multiple of 8 in 16..1024, got ", o.size));
+    throw Error(ErrorCode::invalid_argument, "--size",
+                cat("must be a multiple of 8 in 16..1024, got ", o.size));
   if (o.frames < 1 || o.frames > 1000)
     throw Error(ErrorCode::invalid_argument, "--frames", cat("must be in 1..1000, got ", o.frames));
   if (!(o.fps > 0 && o.fps <= 240))
@@ -42,9 +43,14 @@ ManifestEntry write_clip(const shapes::ClipSpec& spec, const fs::path& file, con
   entry.path = file;
   entry.caption = shapes::caption_of(spec);
   entry.fps = spec.fps;
-  entry.extra = {{"color", spec.color},         {"shape", spec.shape},  {"direction", spec.direction},
-                 {"background", spec.background}, {"split", split},     {"frames", spec.frames},
-                 {"width", spec.size},            {"height", spec.size}};
+  entry.extra = {{"color", spec.color},
+                 {"shape", spec.shape},
+                 {"direction", spec.direction},
+                 {"background", spec.background},
+                 {"split", split},
+                 {"frames", spec.frames},
+                 {"width", spec.size},
+                 {"height", spec.size}};
   return entry;
 }
 
@@ -62,7 +68,8 @@ ShapesDatasetResult make_shapes_dataset(const ShapesDatasetOptions& o, const Can
   auto train_specs = shapes::training_specs(o.count, o.size, o.frames, o.fps, o.seed, held);
   auto held_specs = shapes::held_out_specs(o.size, o.frames, o.fps, o.seed, held);
 
-  ProgressMeter meter(progress, "make-dataset", "clips", static_cast<int64_t>(train_specs.size() + held_specs.size()));
+  ProgressMeter meter(progress, "make-dataset", "clips",
+                      static_cast<int64_t>(train_specs.size() + held_specs.size()));
   std::vector<ManifestEntry> train_entries, held_entries;
   char name[64];
   for (size_t i = 0; i < train_specs.size(); ++i) {
@@ -85,15 +92,22 @@ ShapesDatasetResult make_shapes_dataset(const ShapesDatasetOptions& o, const Can
   write_manifest(result.manifest, train_entries);
   write_manifest(result.held_out_manifest, held_entries);
 
-  nlohmann::json held_json = {{"seed", o.seed}, {"combos", nlohmann::json::array()}, {"prompts", nlohmann::json::array()}};
+  nlohmann::json held_json = {
+      {"seed", o.seed}, {"combos", nlohmann::json::array()}, {"prompts", nlohmann::json::array()}};
   for (size_t i = 0; i < held.size(); ++i) {
-    held_json["combos"].push_back({{"color", held[i].color}, {"shape", held[i].shape}, {"direction", held[i].direction}});
+    held_json["combos"].push_back(
+        {{"color", held[i].color}, {"shape", held[i].shape}, {"direction", held[i].direction}});
     held_json["prompts"].push_back(shapes::caption_of(held_specs[i]));
   }
   write_text_atomic(result.held_out_list, held_json.dump(2) + "\n");
-  nlohmann::json settings = {{"generator", "shapes"}, {"count", o.count},  {"size", o.size},
-                             {"frames", o.frames},    {"fps", o.fps},      {"seed", o.seed},
-                             {"held_out_fraction", o.held_out_fraction}, {"crf", o.crf}};
+  nlohmann::json settings = {{"generator", "shapes"},
+                             {"count", o.count},
+                             {"size", o.size},
+                             {"frames", o.frames},
+                             {"fps", o.fps},
+                             {"seed", o.seed},
+                             {"held_out_fraction", o.held_out_fraction},
+                             {"crf", o.crf}};
   write_text_atomic(o.out_dir / "dataset.json", settings.dump(2) + "\n");
   meter.flush();
 

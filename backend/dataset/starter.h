@@ -2,8 +2,8 @@
 // Writes the shapes starter dataset to disk (`mugv make-dataset shapes`):
 //   DIR/train/shape_00000.mp4 + .txt   training clips with sidecar captions
 //   DIR/heldout/heldout_000.mp4 + .txt one clip per held-out combination (never in train/)
-//   DIR/manifest.jsonl                 the training split (path, caption, fps + color/shape/direction/background)
-//   DIR/heldout.jsonl                  the held-out clips, same fields
+//   DIR/manifest.jsonl                 the training split (path, caption, fps +
+//   color/shape/direction/background) DIR/heldout.jsonl                  the held-out clips, same fields
 //   DIR/heldout.json                   the held-out combinations and their prompts, for `mugv eval`
 //   DIR/dataset.json                   the generator settings, so the set can be reproduced
 // Deterministic in the options. Existing files in DIR are overwritten; other files are left alone.
@@ -18,8 +18,8 @@ namespace mugv {
 
 struct ShapesDatasetOptions {
   std::filesystem::path out_dir;
-  int count = 256;        // training clips
-  int size = 64;          // square frame side, pixels
+  int count = 256;  // training clips
+  int size = 64;    // square frame side, pixels
   int frames = 17;
   double fps = 8;
   uint64_t seed = 1;

@@ -16,7 +16,8 @@ namespace mugv {
 namespace fs = std::filesystem;
 using namespace av;
 
-std::optional<int64_t> remux_range(const fs::path& input, double start_s, double end_s, const fs::path& output) {
+std::optional<int64_t> remux_range(const fs::path& input, double start_s, double end_s,
+                                   const fs::path& output) {
   InputPtr in = open_input(input);
   const int index = find_video_stream(in.get(), input);
   AVStream* stream = in->streams[index];
@@ -56,7 +57,8 @@ std::optional<int64_t> remux_range(const fs::path& input, double start_s, double
   }
   if (!started || packets.empty() || !(ended_on_keyframe || (reached_eof && !past_end))) return std::nullopt;
 
-  fs::path tmp = output.parent_path() / ("." + output.filename().string() + ".part" + output.extension().string());
+  fs::path tmp =
+      output.parent_path() / ("." + output.filename().string() + ".part" + output.extension().string());
   struct RemoveUnlessMoved {  // a failed write leaves nothing behind
     const fs::path& path;
     bool moved = false;
@@ -78,7 +80,8 @@ std::optional<int64_t> remux_range(const fs::path& input, double start_s, double
     throw Error(ErrorCode::io, output.string(), "cannot create the output file");
   if (int rc = avformat_write_header(out.get(), nullptr); rc < 0)
     throw Error(ErrorCode::io, output.string(), "cannot write the header: " + error_text(rc));
-  const int64_t first_dts = packets.front()->dts != AV_NOPTS_VALUE ? packets.front()->dts : packets.front()->pts;
+  const int64_t first_dts =
+      packets.front()->dts != AV_NOPTS_VALUE ? packets.front()->dts : packets.front()->pts;
   int64_t copied = 0;
   for (auto& pkt : packets) {
     if (pkt->pts != AV_NOPTS_VALUE) pkt->pts -= first_dts;

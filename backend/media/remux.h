@@ -1,8 +1,8 @@
 #pragma once
-// Stream copy of a time range of a video (no re-encoding: exact quality, a fraction of the time), possible when
-// the range starts on a keyframe and ends on a keyframe or at the end of the stream, so that every copied frame
-// has all its references inside the range. Only the video stream is copied. Output is MP4/MOV/MKV by extension,
-// written atomically (temporary file, then rename).
+// Stream copy of a time range of a video (no re-encoding: exact quality, a fraction of the time), possible
+// when the range starts on a keyframe and ends on a keyframe or at the end of the stream, so that every
+// copied frame has all its references inside the range. Only the video stream is copied. Output is
+// MP4/MOV/MKV by extension, written atomically (temporary file, then rename).
 
 #include <cstdint>
 #include <filesystem>

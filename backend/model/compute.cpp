@@ -22,24 +22,36 @@ namespace {
 
 // The autocast API took a device argument in LibTorch 2.4 and deprecated the per-device functions.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-bool autocast_enabled(torch::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
-void set_autocast_enabled(torch::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
-at::ScalarType autocast_dtype(torch::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
-void set_autocast_dtype(torch::DeviceType d, at::ScalarType t) { at::autocast::set_autocast_dtype(d, t); }
+bool autocast_enabled(torch::DeviceType d) {
+  return at::autocast::is_autocast_enabled(d);
+}
+void set_autocast_enabled(torch::DeviceType d, bool on) {
+  at::autocast::set_autocast_enabled(d, on);
+}
+at::ScalarType autocast_dtype(torch::DeviceType d) {
+  return at::autocast::get_autocast_dtype(d);
+}
+void set_autocast_dtype(torch::DeviceType d, at::ScalarType t) {
+  at::autocast::set_autocast_dtype(d, t);
+}
 #else
 bool autocast_enabled(torch::DeviceType d) {
   return d == torch::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
 }
 void set_autocast_enabled(torch::DeviceType d, bool on) {
-  if (d == torch::kCUDA) at::autocast::set_enabled(on);
-  else at::autocast::set_cpu_enabled(on);
+  if (d == torch::kCUDA)
+    at::autocast::set_enabled(on);
+  else
+    at::autocast::set_cpu_enabled(on);
 }
 at::ScalarType autocast_dtype(torch::DeviceType d) {
   return d == torch::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
 }
 void set_autocast_dtype(torch::DeviceType d, at::ScalarType t) {
-  if (d == torch::kCUDA) at::autocast::set_autocast_gpu_dtype(t);
-  else at::autocast::set_autocast_cpu_dtype(t);
+  if (d == torch::kCUDA)
+    at::autocast::set_autocast_gpu_dtype(t);
+  else
+    at::autocast::set_autocast_cpu_dtype(t);
 }
 #endif
 
@@ -79,8 +91,10 @@ torch::Device choose_compute_device(std::string_view requested, int local_rank, 
 
 const char* to_string(ComputePrecision precision) {
   switch (precision) {
-    case ComputePrecision::fp32: return "fp32";
-    case ComputePrecision::bf16: return "bf16";
+    case ComputePrecision::fp32:
+      return "fp32";
+    case ComputePrecision::bf16:
+      return "bf16";
   }
   return "unknown";
 }
@@ -100,13 +114,15 @@ bool cpu_has_native_bf16() {
 #endif
 }
 
-PrecisionChoice choose_compute_precision(std::string_view requested, torch::DeviceType device, std::string_view flag) {
+PrecisionChoice choose_compute_precision(std::string_view requested, torch::DeviceType device,
+                                         std::string_view flag) {
   if (auto explicit_choice = compute_precision_from_string(requested)) return {*explicit_choice, "requested"};
   if (requested != "auto")
     throw Error(ErrorCode::usage, std::string(flag), cat("'", requested, "' is not auto, fp32 or bf16"));
   if (device == torch::kCUDA) return {ComputePrecision::bf16, "auto: CUDA device"};
   if (cpu_has_native_bf16())
-    return {ComputePrecision::fp32, "auto: fp32 on CPUs; this one computes bf16 natively, --precision bf16 is faster"};
+    return {ComputePrecision::fp32,
+            "auto: fp32 on CPUs; this one computes bf16 natively, --precision bf16 is faster"};
   return {ComputePrecision::fp32, "auto: fp32 on CPUs; this one has no native bf16"};
 }
 
@@ -144,9 +160,9 @@ std::optional<int64_t> device_memory_available_bytes(torch::Device device) {
     if (index < ids.size()) physical = trim(ids[index]);
   }
   try {
-    const ProcessResult r = run_process({"nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits",
-                                         "-i", physical},
-                                        std::chrono::seconds(10));
+    const ProcessResult r = run_process(
+        {"nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", physical},
+        std::chrono::seconds(10));
     if (r.exit_code != 0) return std::nullopt;
     return static_cast<int64_t>(std::stoll(trim(r.out))) * 1024 * 1024;  // MiB
   } catch (const std::exception&) {
@@ -174,7 +190,8 @@ std::optional<int64_t> peak_device_memory_bytes(torch::Device device) {
 void reset_peak_device_memory(torch::Device device) {
 #ifdef MUGV_HAVE_CUDA
   if (device.is_cuda())
-    c10::cuda::CUDACachingAllocator::resetPeakStats(device.has_index() ? device.index() : c10::DeviceIndex(0));
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.has_index() ? device.index()
+                                                                       : c10::DeviceIndex(0));
 #endif
   (void)device;
 }
@@ -198,13 +215,16 @@ double measure_gemm_flops(int64_t n, int repeats, torch::ScalarType dtype, const
   return best;
 }
 
-int64_t peak_rss_bytes() { return proc_kib("/proc/self/status", "VmHWM").value_or(0); }
-
+int64_t peak_rss_bytes() {
+  return proc_kib("/proc/self/status", "VmHWM").value_or(0);
+}
 
 DefaultDtypeScope::DefaultDtypeScope(torch::ScalarType dtype) : previous_(c10::get_default_dtype()) {
   c10::set_default_dtype(caffe2::TypeMeta::fromScalarType(dtype));
 }
 
-DefaultDtypeScope::~DefaultDtypeScope() { c10::set_default_dtype(previous_); }
+DefaultDtypeScope::~DefaultDtypeScope() {
+  c10::set_default_dtype(previous_);
+}
 
 }  // namespace mugv

@@ -36,9 +36,9 @@ namespace mugv {
 // when there is none.
 [[nodiscard]] torch::Device cuda_device_of_local_rank(int local_rank);
 
-// Modules built while a DefaultDtypeScope lives allocate their floating-point parameters in `dtype`, so a bf16
-// model is never materialised in fp32 first (loading a 20 GB bf16 checkpoint needs 20 GB, not 60). The default
-// dtype is process-wide: build models from one thread at a time while a scope is open.
+// Modules built while a DefaultDtypeScope lives allocate their floating-point parameters in `dtype`, so a
+// bf16 model is never materialised in fp32 first (loading a 20 GB bf16 checkpoint needs 20 GB, not 60). The
+// default dtype is process-wide: build models from one thread at a time while a scope is open.
 class DefaultDtypeScope {
  public:
   explicit DefaultDtypeScope(torch::ScalarType dtype);
@@ -57,7 +57,8 @@ class DefaultDtypeScope {
 
 // Measured GEMM rate in FLOP/s of `dtype` on `device` (on the CPU at the current torch thread count; a few
 // n×n matmuls, ~0.2 s): the peak an MFU is measured against, so a bf16 run's MFU is against the bf16 rate.
-[[nodiscard]] double measure_gemm_flops(int64_t n = 512, int repeats = 6, torch::ScalarType dtype = torch::kFloat32,
+[[nodiscard]] double measure_gemm_flops(int64_t n = 512, int repeats = 6,
+                                        torch::ScalarType dtype = torch::kFloat32,
                                         const torch::Device& device = torch::kCPU);
 // Peak resident set size of this process (VmHWM), bytes; 0 when unknown.
 [[nodiscard]] int64_t peak_rss_bytes();

@@ -10,10 +10,14 @@ namespace mugv {
 
 const char* to_string(Recompute recompute) {
   switch (recompute) {
-    case Recompute::none: return "none";
-    case Recompute::selective: return "selective";
-    case Recompute::full: return "full";
-    case Recompute::unknown: break;
+    case Recompute::none:
+      return "none";
+    case Recompute::selective:
+      return "selective";
+    case Recompute::full:
+      return "full";
+    case Recompute::unknown:
+      break;
   }
   return "unknown";
 }
@@ -28,9 +32,13 @@ std::optional<Recompute> recompute_from_string(std::string_view name) {
 
 namespace {
 
-std::string fmt_int(int64_t v) { return std::to_string(v); }
+std::string fmt_int(int64_t v) {
+  return std::to_string(v);
+}
 
-bool is_power_of_two(int v) { return v > 0 && (v & (v - 1)) == 0; }
+bool is_power_of_two(int v) {
+  return v > 0 && (v & (v - 1)) == 0;
+}
 
 int log2_int(int v) {
   int n = 0;
@@ -129,9 +137,12 @@ class TableReader {
 
 const char* to_string(TextEncoderKind kind) {
   switch (kind) {
-    case TextEncoderKind::small_transformer: return "small_transformer";
-    case TextEncoderKind::t5: return "t5";
-    case TextEncoderKind::unknown: break;
+    case TextEncoderKind::small_transformer:
+      return "small_transformer";
+    case TextEncoderKind::t5:
+      return "t5";
+    case TextEncoderKind::unknown:
+      break;
   }
   return "unknown";
 }
@@ -145,9 +156,12 @@ std::optional<TextEncoderKind> text_encoder_kind_from_string(std::string_view na
 
 const char* to_string(VAENorm norm) {
   switch (norm) {
-    case VAENorm::group: return "group";
-    case VAENorm::channel_rms: return "channel_rms";
-    case VAENorm::none: return "none";
+    case VAENorm::group:
+      return "group";
+    case VAENorm::channel_rms:
+      return "channel_rms";
+    case VAENorm::none:
+      return "none";
   }
   return "unknown";
 }
@@ -207,8 +221,8 @@ void validate(const VAEConfig& c, const std::string& subject) {
   const int downs = std::max(vae_temporal_downsamples(c), vae_spatial_downsamples(c));
   if (static_cast<int>(c.channel_mult.size()) < downs) {
     bad(subject, "vae.channel_mult has " + fmt_int(static_cast<int64_t>(c.channel_mult.size())) +
-                     " levels; compression " + fmt_int(c.compress_t) + "x" + fmt_int(c.compress_h) + " with patch " +
-                     fmt_int(c.patch) + " needs at least " + fmt_int(downs));
+                     " levels; compression " + fmt_int(c.compress_t) + "x" + fmt_int(c.compress_h) +
+                     " with patch " + fmt_int(c.patch) + " needs at least " + fmt_int(downs));
   }
 }
 
@@ -361,7 +375,8 @@ TensorShapeLookup shapes_of(const WeightFiles& files) {
   };
 }
 
-DiTConfig dit_config_from_checkpoint(const TensorShapeLookup& shape, int text_tokens, const std::string& subject) {
+DiTConfig dit_config_from_checkpoint(const TensorShapeLookup& shape, int text_tokens,
+                                     const std::string& subject) {
   auto misfit = [&](const std::string& name, const std::vector<int64_t>& s, const std::string& why) {
     throw Error(ErrorCode::format, subject, name + " is " + shape_text(s) + ": " + why);
   };
@@ -375,7 +390,8 @@ DiTConfig dit_config_from_checkpoint(const TensorShapeLookup& shape, int text_to
   const auto q_norm = checkpoint_shape(shape, "blocks.0.attn.q_norm.weight", 1, subject);
   c.head_dim = int(q_norm[0]);
   if (c.head_dim <= 0 || c.hidden % c.head_dim != 0)
-    misfit("blocks.0.attn.q_norm.weight", q_norm, "hidden " + std::to_string(c.hidden) + " is not a whole number of heads");
+    misfit("blocks.0.attn.q_norm.weight", q_norm,
+           "hidden " + std::to_string(c.hidden) + " is not a whole number of heads");
   c.heads = c.hidden / c.head_dim;
   while (shape("blocks." + std::to_string(c.depth) + ".scale_shift_table")) ++c.depth;
   const auto fc1 = checkpoint_shape(shape, "blocks.0.mlp.fc1.weight", 2, subject);
@@ -383,7 +399,8 @@ DiTConfig dit_config_from_checkpoint(const TensorShapeLookup& shape, int text_to
     misfit("blocks.0.mlp.fc1.weight", fc1, "not a whole multiple of hidden " + std::to_string(c.hidden));
   c.mlp_ratio = int(fc1[0] / c.hidden);
   const auto y_proj = checkpoint_shape(shape, "y_embedder.y_proj.fc1.weight", 2, subject);
-  if (y_proj[0] != c.hidden) misfit("y_embedder.y_proj.fc1.weight", y_proj, "expected " + std::to_string(c.hidden) + " rows");
+  if (y_proj[0] != c.hidden)
+    misfit("y_embedder.y_proj.fc1.weight", y_proj, "expected " + std::to_string(c.hidden) + " rows");
   c.text_dim = int(y_proj[1]);
   const auto t_freq = checkpoint_shape(shape, "t_embedder.mlp.0.weight", 2, subject);
   c.frequency_dim = int(t_freq[1]);
@@ -402,7 +419,8 @@ DiTConfig dit_config_from_checkpoint(const TensorShapeLookup& shape, int text_to
     misfit("final_layer.linear.weight", out,
            "expected [" + std::to_string(outputs) + ", " + std::to_string(c.hidden) + "] (2 x " +
                std::to_string(c.in_channels) + " channels per patch element)");
-  if (c.depth == 0) throw Error(ErrorCode::format, subject, "no blocks.N tensors: not a MUG-V DiT checkpoint");
+  if (c.depth == 0)
+    throw Error(ErrorCode::format, subject, "no blocks.N tensors: not a MUG-V DiT checkpoint");
   validate(c, subject);
   return c;
 }
@@ -413,8 +431,8 @@ void check_dit_matches_checkpoint(const DiTConfig& preset, const std::string& pr
   auto compare = [&](const char* what, int64_t in_file, int64_t in_preset, const char* tensor) {
     if (in_file == in_preset) return;
     throw Error(ErrorCode::invalid_argument, subject,
-                std::string(tensor) + " says " + what + " " + std::to_string(in_file) + "; preset " + preset_name +
-                    " has " + std::to_string(in_preset));
+                std::string(tensor) + " says " + what + " " + std::to_string(in_file) + "; preset " +
+                    preset_name + " has " + std::to_string(in_preset));
   };
   compare("hidden", file.hidden, preset.hidden, "x_embedder.proj.weight");
   compare("latent channels", file.in_channels, preset.in_channels, "x_embedder.proj.weight");
@@ -430,11 +448,13 @@ void check_dit_matches_checkpoint(const DiTConfig& preset, const std::string& pr
   if (file.null_caption) compare("text tokens", file.text_tokens, preset.text_tokens, "null_caption");
 }
 
-TextEncoderConfig t5_config_from_hf_json(const nlohmann::json& config, int max_tokens, const std::string& subject) {
+TextEncoderConfig t5_config_from_hf_json(const nlohmann::json& config, int max_tokens,
+                                         const std::string& subject) {
   if (!config.is_object()) throw Error(ErrorCode::format, subject, "not a JSON object");
   auto text = [&](const char* key) -> std::string {
     auto it = config.find(key);
-    if (it == config.end() || !it->is_string()) throw Error(ErrorCode::format, subject, std::string("no text \"") + key + "\"");
+    if (it == config.end() || !it->is_string())
+      throw Error(ErrorCode::format, subject, std::string("no text \"") + key + "\"");
     return it->get<std::string>();
   };
   auto integer = [&](const char* key) -> int {
@@ -448,8 +468,9 @@ TextEncoderConfig t5_config_from_hf_json(const nlohmann::json& config, int max_t
     throw Error(ErrorCode::unsupported, subject, "model_type \"" + type + "\" is not a T5 encoder");
   const std::string feed_forward = config.value("feed_forward_proj", std::string("relu"));
   if (feed_forward != "gated-gelu")
-    throw Error(ErrorCode::unsupported, subject,
-                "feed_forward_proj \"" + feed_forward + "\": only T5 v1.1's gated-gelu feed-forward is supported");
+    throw Error(
+        ErrorCode::unsupported, subject,
+        "feed_forward_proj \"" + feed_forward + "\": only T5 v1.1's gated-gelu feed-forward is supported");
   TextEncoderConfig c;
   c.kind = TextEncoderKind::t5;
   c.dim = integer("d_model");
@@ -477,7 +498,8 @@ DiTConfig release_width_dit(int hidden, int heads, int depth) {
   return c;
 }
 
-int64_t dit_video_tokens(const DiTConfig& c, int64_t latent_frames, int64_t latent_height, int64_t latent_width) {
+int64_t dit_video_tokens(const DiTConfig& c, int64_t latent_frames, int64_t latent_height,
+                         int64_t latent_width) {
   auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   return ceil_div(latent_frames, c.patch_t) * ceil_div(latent_height, c.patch_h) *
          ceil_div(latent_width, c.patch_w);
@@ -492,19 +514,19 @@ int64_t dit_parameter_count(const DiTConfig& c) {
   auto linear = [](int64_t in, int64_t o) { return in * o + o; };
 
   int64_t n = 0;
-  n += int64_t(c.in_channels) * patch_volume * d + d;                  // patchify Conv3d
-  n += 2 * (linear(c.frequency_dim, d) + linear(d, d));                // timestep + fps embedders
-  n += linear(d, 6 * d);                                               // adaLN-single
-  n += linear(c.text_dim, d) + linear(d, d);                           // caption projection MLP
-  if (c.null_caption) n += int64_t(c.text_tokens) * c.text_dim;        // learned null caption
-  n += 2 * d;                                                          // start / end tokens
-  int64_t block = 6 * d;                                               // per-block adaLN table
-  block += linear(d, 3 * d) + 2 * hd + linear(d, d);                   // self-attention
-  block += 2 * d;                                                      // affine cross-attention norm
-  block += linear(d, d) + linear(d, 2 * d) + 2 * hd + linear(d, d);    // cross-attention
-  block += linear(d, ff) + linear(ff, d);                              // MLP
+  n += int64_t(c.in_channels) * patch_volume * d + d;                // patchify Conv3d
+  n += 2 * (linear(c.frequency_dim, d) + linear(d, d));              // timestep + fps embedders
+  n += linear(d, 6 * d);                                             // adaLN-single
+  n += linear(c.text_dim, d) + linear(d, d);                         // caption projection MLP
+  if (c.null_caption) n += int64_t(c.text_tokens) * c.text_dim;      // learned null caption
+  n += 2 * d;                                                        // start / end tokens
+  int64_t block = 6 * d;                                             // per-block adaLN table
+  block += linear(d, 3 * d) + 2 * hd + linear(d, d);                 // self-attention
+  block += 2 * d;                                                    // affine cross-attention norm
+  block += linear(d, d) + linear(d, 2 * d) + 2 * hd + linear(d, d);  // cross-attention
+  block += linear(d, ff) + linear(ff, d);                            // MLP
   n += block * c.depth;
-  n += 2 * d + linear(d, out);                                         // final adaLN table + linear
+  n += 2 * d + linear(d, out);  // final adaLN table + linear
   return n;
 }
 
@@ -563,9 +585,13 @@ int64_t vae_parameter_count(const VAEConfig& c) {
   return n;
 }
 
-int vae_temporal_downsamples(const VAEConfig& c) { return log2_int(c.compress_t); }
+int vae_temporal_downsamples(const VAEConfig& c) {
+  return log2_int(c.compress_t);
+}
 
-int vae_spatial_downsamples(const VAEConfig& c) { return log2_int(c.compress_h / std::max(c.patch, 1)); }
+int vae_spatial_downsamples(const VAEConfig& c) {
+  return log2_int(c.compress_h / std::max(c.patch, 1));
+}
 
 int64_t text_encoder_parameter_count(const TextEncoderConfig& c) {
   const int64_t d = c.dim;

@@ -58,7 +58,9 @@ struct DiTConfig {
 };
 
 // The DiT predicts 2·C channels, as the release does; the velocity is the first C (model/dit.h).
-[[nodiscard]] inline int dit_out_channels(const DiTConfig& config) { return 2 * config.in_channels; }
+[[nodiscard]] inline int dit_out_channels(const DiTConfig& config) {
+  return 2 * config.in_channels;
+}
 
 // Normalisation inside the VAE's blocks. group: GroupNorm(32) over channels × space × time (the
 // MUG-V VAE). channel_rms: RMS over the channels of each voxel with a learned gain, which keeps

@@ -39,11 +39,12 @@ std::string shape_string(const torch::Tensor& t) {
 
 // x·(1 + scale) + shift, or x·gate when shift is undefined, where scale/shift are per group [B, G, d].
 // G == 1 broadcasts over every token. Otherwise group 0 is the start token, groups 1..T the frames (each
-// covering per-frame tokens) and group T+1 the end token; x holds the tokens [offset, offset + n) of the whole
-// sequence (all of it in one process, a slice under parallel runs). Runs of whole frames are modulated as one
-// broadcast view, so the whole sequence costs three pieces, never a [B, N, d] table of per-token values.
-torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& shift, int64_t frames,
-                       int64_t offset, int64_t total_tokens, bool gate) {
+// covering per-frame tokens) and group T+1 the end token; x holds the tokens [offset, offset + n) of the
+// whole sequence (all of it in one process, a slice under parallel runs). Runs of whole frames are modulated
+// as one broadcast view, so the whole sequence costs three pieces, never a [B, N, d] table of per-token
+// values.
+torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& shift,
+                       int64_t frames, int64_t offset, int64_t total_tokens, bool gate) {
   auto apply = [&](const torch::Tensor& part, const torch::Tensor& s, const torch::Tensor& b) {
     if (gate) return part * s;
     return torch::addcmul(b, part, 1 + s);
@@ -70,7 +71,8 @@ torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& scale, const
       const int64_t k = (limit - pos) / per_frame;
       auto xs = local(k * per_frame).view({batch, k, per_frame, dim});
       auto b = shift.defined() ? group(shift, 1 + frame, k).unsqueeze(2) : shift;
-      pieces.push_back(apply(xs, group(scale, 1 + frame, k).unsqueeze(2), b).reshape({batch, k * per_frame, dim}));
+      pieces.push_back(
+          apply(xs, group(scale, 1 + frame, k).unsqueeze(2), b).reshape({batch, k * per_frame, dim}));
       pos += k * per_frame;
     } else {
       const int64_t length = std::min(limit, frame_begin + per_frame) - pos;
@@ -126,9 +128,10 @@ torch::Tensor leave_tensor_parallel(const torch::Tensor& x, const torch::nn::Lin
 // Recomputes a block's forward during backward instead of keeping its activations
 // (reentrant checkpointing, as torch.utils.checkpoint does).
 struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor modulation,
-                               torch::Tensor text, torch::Tensor angles, torch::Tensor text_bias, int64_t frames,
-                               int64_t token_offset, int64_t block_address, int64_t parallel_address) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                               torch::Tensor modulation, torch::Tensor text, torch::Tensor angles,
+                               torch::Tensor text_bias, int64_t frames, int64_t token_offset,
+                               int64_t block_address, int64_t parallel_address) {
     ctx->saved_data["block"] = block_address;
     ctx->saved_data["frames"] = frames;
     ctx->saved_data["offset"] = token_offset;
@@ -139,9 +142,15 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
   }
 
   static BlockContext context_of(torch::autograd::AutogradContext* ctx, const torch::Tensor& modulation,
-                                 const torch::Tensor& text, const torch::Tensor& angles, const torch::Tensor& text_bias) {
-    BlockContext c{modulation, angles, text, text_bias, ctx->saved_data["frames"].toInt(),
-                   ctx->saved_data["offset"].toInt(), {}};
+                                 const torch::Tensor& text, const torch::Tensor& angles,
+                                 const torch::Tensor& text_bias) {
+    BlockContext c{modulation,
+                   angles,
+                   text,
+                   text_bias,
+                   ctx->saved_data["frames"].toInt(),
+                   ctx->saved_data["offset"].toInt(),
+                   {}};
     c.runtime.parallel = reinterpret_cast<DiTParallelOps*>(ctx->saved_data["parallel"].toInt());
     return c;
   }
@@ -160,8 +169,8 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
       out = block->forward(x, context_of(ctx, modulation, text, saved[3], saved[4]));
     }
     torch::autograd::backward({out}, {grads[0]});
-    return {x.grad(), modulation.grad(), text.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {x.grad(),        modulation.grad(), text.grad(),     torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(),   torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -169,9 +178,10 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
 
 torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max_period) {
   const int64_t half = dim / 2;
-  auto freqs = torch::exp(-std::log(max_period) *
-                          torch::arange(half, torch::TensorOptions().dtype(torch::kFloat32).device(t.device())) /
-                          static_cast<double>(half));
+  auto freqs =
+      torch::exp(-std::log(max_period) *
+                 torch::arange(half, torch::TensorOptions().dtype(torch::kFloat32).device(t.device())) /
+                 static_cast<double>(half));
   auto args = t.to(torch::kFloat32).unsqueeze(1) * freqs.unsqueeze(0);
   auto embedding = torch::cat({torch::cos(args), torch::sin(args)}, -1);
   if (dim % 2) embedding = torch::cat({embedding, torch::zeros_like(embedding.narrow(1, 0, 1))}, -1);
@@ -183,7 +193,8 @@ torch::Tensor rope_angles(const torch::Tensor& positions, int64_t head_dim, doub
   auto options = torch::TensorOptions().dtype(torch::kFloat32).device(positions.device());
   // freq_j = 1 / theta^(6j / head_dim): each axis gets every third frequency of a 1D RoPE of head_dim.
   // Written in the release's float32 operation order, so the angles match it to the bit.
-  auto freqs = 1.0 / torch::pow(theta, torch::arange(0, pairs * 6, 6, options) / static_cast<double>(head_dim));
+  auto freqs =
+      1.0 / torch::pow(theta, torch::arange(0, pairs * 6, 6, options) / static_cast<double>(head_dim));
   auto pos = positions.to(torch::kFloat32);
   return torch::cat({pos.select(-1, 0).unsqueeze(-1) * freqs, pos.select(-1, 1).unsqueeze(-1) * freqs,
                      pos.select(-1, 2).unsqueeze(-1) * freqs},
@@ -231,7 +242,8 @@ torch::Tensor dit_token_positions(const torch::Tensor& frame_indices, int64_t he
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& bias) {
 #if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(q, k, v, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+  return at::scaled_dot_product_attention(q, k, v,
+                                          bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
 #else
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
@@ -257,7 +269,8 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   return weight * normed.to(x.dtype());
 }
 
-ScalarEmbedderImpl::ScalarEmbedderImpl(int64_t hidden, int64_t frequency_dim) : frequency_dim_(frequency_dim) {
+ScalarEmbedderImpl::ScalarEmbedderImpl(int64_t hidden, int64_t frequency_dim)
+    : frequency_dim_(frequency_dim) {
   torch::nn::Linear fc1(frequency_dim, hidden), fc2(hidden, hidden);
   init_linear(fc1, kInitStd);
   init_linear(fc2, kInitStd);
@@ -271,9 +284,9 @@ torch::Tensor ScalarEmbedderImpl::forward(const torch::Tensor& values) {
 
 PatchEmbedderImpl::PatchEmbedderImpl(int64_t in_channels, int64_t hidden, int64_t patch_t, int64_t patch_h,
                                      int64_t patch_w) {
-  proj = register_module("proj", torch::nn::Conv3d(torch::nn::Conv3dOptions(in_channels, hidden,
-                                                                            {patch_t, patch_h, patch_w})
-                                                       .stride({patch_t, patch_h, patch_w})));
+  proj = register_module(
+      "proj", torch::nn::Conv3d(torch::nn::Conv3dOptions(in_channels, hidden, {patch_t, patch_h, patch_w})
+                                    .stride({patch_t, patch_h, patch_w})));
   torch::NoGradGuard no_grad;
   proj->weight.normal_(0.0, kInitStd);
   proj->bias.zero_();
@@ -328,7 +341,8 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x_in, const torch:
   }
   auto out = attention_core(apply_rope(q, angles), apply_rope(k, angles), v, runtime);
   if (ulysses) out = runtime.parallel->sequence_to_heads(out);
-  return leave_tensor_parallel(out.transpose(1, 2).reshape({batch, tokens, heads * head_dim_}), proj, runtime);
+  return leave_tensor_parallel(out.transpose(1, 2).reshape({batch, tokens, heads * head_dim_}), proj,
+                               runtime);
 }
 
 CrossAttentionImpl::CrossAttentionImpl(int64_t hidden, int64_t heads) : head_dim_(hidden / heads) {
@@ -351,7 +365,8 @@ torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x_in, const torch
   auto kv = kv_linear(context).view({batch, text, 2, heads, head_dim_}).permute({2, 0, 3, 1, 4});
   auto k = k_norm(kv[0]);
   auto out = attention(q, k, kv[1], bias);
-  return leave_tensor_parallel(out.transpose(1, 2).reshape({batch, tokens, heads * head_dim_}), proj, runtime);
+  return leave_tensor_parallel(out.transpose(1, 2).reshape({batch, tokens, heads * head_dim_}), proj,
+                               runtime);
 }
 
 MlpImpl::MlpImpl(int64_t in, int64_t hidden, int64_t out) {
@@ -371,7 +386,8 @@ DiTBlockImpl::DiTBlockImpl(int64_t hidden, int64_t heads, int64_t mlp_ratio) {
   scale_shift_table = register_parameter("scale_shift_table", torch::zeros({6, hidden}));
   attn = register_module("attn", SelfAttention(hidden, heads));
   cross_attn_norm = register_module(
-      "cross_attn_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({hidden}).eps(1e-6).elementwise_affine(true)));
+      "cross_attn_norm",
+      torch::nn::LayerNorm(torch::nn::LayerNormOptions({hidden}).eps(1e-6).elementwise_affine(true)));
   cross_attn = register_module("cross_attn", CrossAttention(hidden, heads));
   mlp = register_module("mlp", Mlp(hidden, hidden * mlp_ratio, hidden));
 }
@@ -396,8 +412,8 @@ torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const BlockContext& 
 DiTImpl::DiTImpl(const DiTConfig& config) : config_(config) {
   validate(config, "dit");
   const int64_t d = config.hidden;
-  x_embedder = register_module("x_embedder",
-                               PatchEmbedder(config.in_channels, d, config.patch_t, config.patch_h, config.patch_w));
+  x_embedder = register_module(
+      "x_embedder", PatchEmbedder(config.in_channels, d, config.patch_t, config.patch_h, config.patch_w));
   t_embedder = register_module("t_embedder", ScalarEmbedder(d, config.frequency_dim));
   fps_embedder = register_module("fps_embedder", ScalarEmbedder(d, config.frequency_dim));
   torch::nn::Linear adaln(d, 6 * d);
@@ -405,8 +421,8 @@ DiTImpl::DiTImpl(const DiTConfig& config) : config_(config) {
   t_block = register_module("t_block", torch::nn::Sequential(torch::nn::SiLU(), adaln));
   y_embedder = register_module("y_embedder", TextEmbedder(config.text_dim, d));
   if (config.null_caption) {
-    null_caption = register_parameter(
-        "null_caption", torch::randn({config.text_tokens, config.text_dim}) / std::sqrt(double(config.text_dim)));
+    null_caption = register_parameter("null_caption", torch::randn({config.text_tokens, config.text_dim}) /
+                                                          std::sqrt(double(config.text_dim)));
   }
   start_token = register_parameter("start_token", torch::randn({d}) * 0.02);
   end_token = register_parameter("end_token", torch::randn({d}) * 0.02);
@@ -432,8 +448,8 @@ std::pair<torch::Tensor, torch::Tensor> DiTImpl::drop_captions(const torch::Tens
   torch::Tensor fill, fill_mask;  // [1, S, text_dim], [1, S]
   if (null_caption.defined()) {
     if (tokens != config_.text_tokens)
-      bad_input("text", "expected " + std::to_string(config_.text_tokens) + " tokens (the learned null caption's), got " +
-                            shape_string(text));
+      bad_input("text", "expected " + std::to_string(config_.text_tokens) +
+                            " tokens (the learned null caption's), got " + shape_string(text));
     fill = null_caption.to(text.dtype()).unsqueeze(0);
     fill_mask = torch::ones({1, tokens}, text.options());
   } else if (null_text.defined()) {
@@ -446,7 +462,8 @@ std::pair<torch::Tensor, torch::Tensor> DiTImpl::drop_captions(const torch::Tens
     fill_mask.narrow(1, 0, keep).copy_(given.narrow(1, 0, keep));
   } else {
     throw Error(ErrorCode::unsupported, "dit",
-                "this DiT has no learned null caption (the release layout): give an encoded empty or negative prompt");
+                "this DiT has no learned null caption (the release layout): give an encoded empty or "
+                "negative prompt");
   }
   auto d = drop.to(torch::kBool).to(text.device()).view({-1, 1});
   auto out_text = torch::where(d.unsqueeze(2), fill, text);
@@ -458,16 +475,19 @@ std::pair<torch::Tensor, torch::Tensor> DiTImpl::drop_captions(const torch::Tens
 torch::Tensor DiTImpl::run_block(DiTBlock& block, const torch::Tensor& x, const BlockContext& context) {
   if (recompute_ == Recompute::full && torch::GradMode::is_enabled()) {
     return BlockCheckpoint::apply(x, context.modulation, context.text, context.angles, context.text_bias,
-                                  context.frames, context.token_offset, reinterpret_cast<int64_t>(block.get()),
+                                  context.frames, context.token_offset,
+                                  reinterpret_cast<int64_t>(block.get()),
                                   reinterpret_cast<int64_t>(context.runtime.parallel));
   }
   return block->forward(x, context);
 }
 
-torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& timestep, const torch::Tensor& text,
-                               const torch::Tensor& text_mask, const torch::Tensor& fps,
-                               const torch::Tensor& cond_mask, const torch::Tensor& frame_indices) {
-  return forward_full(x, timestep, text, text_mask, fps, cond_mask, frame_indices).narrow(1, 0, config_.in_channels);
+torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& timestep,
+                               const torch::Tensor& text, const torch::Tensor& text_mask,
+                               const torch::Tensor& fps, const torch::Tensor& cond_mask,
+                               const torch::Tensor& frame_indices) {
+  return forward_full(x, timestep, text, text_mask, fps, cond_mask, frame_indices)
+      .narrow(1, 0, config_.in_channels);
 }
 
 torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tensor& timestep,
@@ -482,24 +502,28 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
   const int64_t frames_in = x_in.size(2), height_in = x_in.size(3), width_in = x_in.size(4);
   if (timestep.numel() != batch)
     bad_input("timestep", "expected " + std::to_string(batch) + " timesteps, got " + shape_string(timestep));
-  if (fps.numel() != batch) bad_input("fps", "expected " + std::to_string(batch) + " values, got " + shape_string(fps));
+  if (fps.numel() != batch)
+    bad_input("fps", "expected " + std::to_string(batch) + " values, got " + shape_string(fps));
   if (text.dim() != 3 || text.size(0) != batch || text.size(2) != config_.text_dim) {
-    bad_input("text", "expected [" + std::to_string(batch) + ", S, " + std::to_string(config_.text_dim) + "], got " +
-                          shape_string(text));
+    bad_input("text", "expected [" + std::to_string(batch) + ", S, " + std::to_string(config_.text_dim) +
+                          "], got " + shape_string(text));
   }
-  if (text_mask.defined() && (text_mask.dim() != 2 || text_mask.size(0) != batch || text_mask.size(1) != text.size(1))) {
-    bad_input("text_mask", "expected [" + std::to_string(batch) + ", " + std::to_string(text.size(1)) + "], got " +
-                               shape_string(text_mask));
+  if (text_mask.defined() &&
+      (text_mask.dim() != 2 || text_mask.size(0) != batch || text_mask.size(1) != text.size(1))) {
+    bad_input("text_mask", "expected [" + std::to_string(batch) + ", " + std::to_string(text.size(1)) +
+                               "], got " + shape_string(text_mask));
   }
-  if (cond_mask.defined() && (cond_mask.dim() != 2 || cond_mask.size(0) != batch || cond_mask.size(1) != frames_in)) {
-    bad_input("cond_mask", "expected [" + std::to_string(batch) + ", " + std::to_string(frames_in) + "], got " +
-                               shape_string(cond_mask));
+  if (cond_mask.defined() &&
+      (cond_mask.dim() != 2 || cond_mask.size(0) != batch || cond_mask.size(1) != frames_in)) {
+    bad_input("cond_mask", "expected [" + std::to_string(batch) + ", " + std::to_string(frames_in) +
+                               "], got " + shape_string(cond_mask));
   }
 
   const auto dtype = x_embedder->proj->weight.scalar_type();
   const int64_t pt = config_.patch_t, ph = config_.patch_h, pw = config_.patch_w;
   auto ceil_div = [](int64_t size, int64_t patch) { return (size + patch - 1) / patch; };
-  const int64_t frames = ceil_div(frames_in, pt), height = ceil_div(height_in, ph), width = ceil_div(width_in, pw);
+  const int64_t frames = ceil_div(frames_in, pt), height = ceil_div(height_in, ph),
+                width = ceil_div(width_in, pw);
   const int64_t d = config_.hidden;
   if (frame_indices.defined() &&
       (frame_indices.dim() != 2 || frame_indices.size(0) != batch || frame_indices.size(1) != frames + 2)) {
@@ -515,14 +539,16 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
   if (cond_mask.defined()) {
     auto frame_cond = cond_mask.to(torch::kBool);
     if (frames * pt != frames_in)
-      frame_cond = torch::constant_pad_nd(frame_cond.to(torch::kUInt8), {0, frames * pt - frames_in}).to(torch::kBool);
+      frame_cond =
+          torch::constant_pad_nd(frame_cond.to(torch::kUInt8), {0, frames * pt - frames_in}).to(torch::kBool);
     // A patch of several frames is conditioning only when all of its frames are.
     noisy = frame_cond.view({batch, frames, pt}).all(2).logical_not();
   }
   auto edge = torch::zeros({batch, 1}, noisy.options());
   auto groups = torch::cat({edge, noisy, edge}, 1);  // [B, T+2]: start token, frames, end token
-  auto modulation = torch::where(groups.view({batch, frames + 2, 1, 1}), t_block->forward(c).view({batch, 1, 6, d}),
-                                 t_block->forward(c0).view({batch, 1, 6, d}));
+  auto modulation =
+      torch::where(groups.view({batch, frames + 2, 1, 1}), t_block->forward(c).view({batch, 1, 6, d}),
+                   t_block->forward(c0).view({batch, 1, 6, d}));
   auto final_c = torch::where(noisy.view({batch, frames, 1}), c.unsqueeze(1), c0.unsqueeze(1));  // [B, T, d]
 
   auto y = y_embedder(text.to(dtype));
@@ -558,11 +584,12 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
   }
   if (parallel_) tokens = parallel_->gather_sequence(tokens);
 
-  auto video = tokens.narrow(1, 1, tokens.size(1) - 2);  // [B, T·H·W, d]
+  auto video = tokens.narrow(1, 1, tokens.size(1) - 2);                                     // [B, T·H·W, d]
   auto final_m = final_c.unsqueeze(2) + final_layer->scale_shift_table.view({1, 1, 2, d});  // [B, T, 2, d]
   auto per_frame = at::layer_norm(video, {d}, {}, {}, 1e-6).view({batch, frames, height * width, d});
-  auto modulated = torch::addcmul(final_m.select(2, 0).unsqueeze(2), per_frame, 1 + final_m.select(2, 1).unsqueeze(2))
-                       .view({batch, frames * height * width, d});
+  auto modulated =
+      torch::addcmul(final_m.select(2, 0).unsqueeze(2), per_frame, 1 + final_m.select(2, 1).unsqueeze(2))
+          .view({batch, frames * height * width, d});
   auto out = final_layer->linear(modulated);  // [B, N, pt·ph·pw·2C]
   const int64_t channels = dit_out_channels(config_);
   out = out.view({batch, frames, height, width, pt, ph, pw, channels})
@@ -577,7 +604,8 @@ void DiTImpl::set_parallel(std::shared_ptr<DiTParallelOps> ops) {
   if (parallel_) throw Error(ErrorCode::invalid_argument, "dit", "the model is already split across ranks");
   const int shards = ops->tp_size() * ops->cp_size();
   if (config_.heads % shards != 0)
-    bad_input("parallel layout", cat(config_.heads, " heads cannot be split over tp x cp = ", shards, " ranks"));
+    bad_input("parallel layout",
+              cat(config_.heads, " heads cannot be split over tp x cp = ", shards, " ranks"));
   torch::NoGradGuard no_grad;
   for (auto& item : named_parameters(true)) {
     auto role = tensor_parallel_role(item.key());
@@ -600,10 +628,13 @@ TensorParallelRole tensor_parallel_role(const std::string& name) {
     role.split = TensorSplit::column;
     role.parts = parts;
   };
-  if (local == "attn.qkv.weight" || local == "attn.qkv.bias") column(3);
-  else if (local == "cross_attn.kv_linear.weight" || local == "cross_attn.kv_linear.bias") column(2);
+  if (local == "attn.qkv.weight" || local == "attn.qkv.bias")
+    column(3);
+  else if (local == "cross_attn.kv_linear.weight" || local == "cross_attn.kv_linear.bias")
+    column(2);
   else if (local == "cross_attn.q_linear.weight" || local == "cross_attn.q_linear.bias" ||
-           local == "mlp.fc1.weight" || local == "mlp.fc1.bias") column(1);
+           local == "mlp.fc1.weight" || local == "mlp.fc1.bias")
+    column(1);
   else if (local == "attn.proj.weight" || local == "cross_attn.proj.weight" || local == "mlp.fc2.weight")
     role.split = TensorSplit::row;
   return role;
@@ -615,8 +646,8 @@ torch::Tensor shard_tensor(const torch::Tensor& full, const TensorParallelRole& 
   const int64_t parts = role.split == TensorSplit::column ? role.parts : 1;
   if (full.size(dim) % (parts * size) != 0)
     throw Error(ErrorCode::invalid_argument, "tensor parallel",
-                cat("size ", full.size(dim), " of a ", shape_string(full), " tensor does not split into ", parts,
-                    " x ", size, " pieces"));
+                cat("size ", full.size(dim), " of a ", shape_string(full), " tensor does not split into ",
+                    parts, " x ", size, " pieces"));
   std::vector<torch::Tensor> mine;
   for (const auto& part : full.chunk(parts, dim)) mine.push_back(part.chunk(size, dim)[rank]);
   return torch::cat(mine, dim).contiguous();
@@ -630,7 +661,8 @@ torch::Tensor unshard_tensor(const std::vector<torch::Tensor>& pieces, const Ten
   std::vector<std::vector<torch::Tensor>> by_part(static_cast<size_t>(parts));
   for (const auto& piece : pieces) {
     auto chunks = piece.chunk(parts, dim);
-    for (int64_t p = 0; p < parts; ++p) by_part[static_cast<size_t>(p)].push_back(chunks[static_cast<size_t>(p)]);
+    for (int64_t p = 0; p < parts; ++p)
+      by_part[static_cast<size_t>(p)].push_back(chunks[static_cast<size_t>(p)]);
   }
   std::vector<torch::Tensor> joined;
   for (auto& part : by_part) joined.push_back(torch::cat(part, dim));

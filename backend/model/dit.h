@@ -1,6 +1,7 @@
 #pragma once
 // The MUG-V diffusion transformer (docs/MUGV.md §3) as LibTorch modules, with the released model's
-// conventions and tensor names (the `MUGDiT` of the public reference code, whose `dit.pt` loads here by name):
+// conventions and tensor names (the `MUGDiT` of the public reference code, whose `dit.pt` loads here by
+// name):
 //
 //   latent [B,C,T,H,W] --zero-pad T/H/W to the patch, Conv3d patchify (1,2,2)--> tokens [B, T'·H'·W', d],
 //   framed by a learned start and end token; conditioning c = t_embedder(timestep) + fps_embedder(fps) with
@@ -46,7 +47,8 @@ namespace mugv {
 
 // Sinusoidal embedding [N, dim] of the values `t` [N]: cat(cos(t·f), sin(t·f)) with
 // f_i = max_period^(-i / (dim/2)), as in DiT / GLIDE.
-[[nodiscard]] torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max_period = 10000.0);
+[[nodiscard]] torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim,
+                                               double max_period = 10000.0);
 
 // RoPE angles [..., N, 3·(head_dim/6)] for token positions [..., N, 3] (h, w, t), float.
 [[nodiscard]] torch::Tensor rope_angles(const torch::Tensor& positions, int64_t head_dim, double theta);
@@ -62,7 +64,8 @@ constexpr int64_t kRopeTimePositions = 480;
 // order, end token.
 [[nodiscard]] torch::Tensor dit_token_positions(int64_t frames, int64_t height, int64_t width);
 // The same per sample [B, 2 + T·H·W, 3] with time positions from frame_indices [B, T+2] (int).
-[[nodiscard]] torch::Tensor dit_token_positions(const torch::Tensor& frame_indices, int64_t height, int64_t width);
+[[nodiscard]] torch::Tensor dit_token_positions(const torch::Tensor& frame_indices, int64_t height,
+                                                int64_t width);
 
 // softmax(q·kᵀ/sqrt(head_dim) + bias)·v for q [B,H,N,hd], k/v [B,H,M,hd]; bias broadcastable to
 // [B,H,N,M] or undefined. The fused kernel is used when built against LibTorch >= 2.0.
@@ -70,7 +73,6 @@ constexpr int64_t kRopeTimePositions = 480;
                                       const torch::Tensor& bias = {});
 // Additive attention bias [B,1,1,S] from a key mask [B,S] (1 = real token, 0 = padding).
 [[nodiscard]] torch::Tensor key_padding_bias(const torch::Tensor& mask, torch::ScalarType dtype);
-
 
 class RMSNormImpl : public torch::nn::Module {
  public:
@@ -117,7 +119,8 @@ class SelfAttentionImpl : public torch::nn::Module {
   SelfAttentionImpl(int64_t hidden, int64_t heads);
   // x [B,n,d]: the whole sequence, or this rank's sequence slice under sequence/context parallel;
   // rope angles [N,P] for the whole sequence. The heads this rank holds follow from qkv's (sharded) rows.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& angles, const BlockRuntime& runtime = {});
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& angles,
+                        const BlockRuntime& runtime = {});
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   RMSNorm q_norm{nullptr}, k_norm{nullptr};
 
@@ -129,7 +132,8 @@ TORCH_MODULE(SelfAttention);
 class CrossAttentionImpl : public torch::nn::Module {
  public:
   CrossAttentionImpl(int64_t hidden, int64_t heads);
-  // x [B,n,d] (whole sequence or this rank's slice), context [B,S,d], bias [B,1,1,S] (key padding) or undefined.
+  // x [B,n,d] (whole sequence or this rank's slice), context [B,S,d], bias [B,1,1,S] (key padding) or
+  // undefined.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context, const torch::Tensor& bias,
                         const BlockRuntime& runtime = {});
   torch::nn::Linear q_linear{nullptr}, kv_linear{nullptr}, proj{nullptr};
@@ -153,11 +157,11 @@ TORCH_MODULE(Mlp);
 // G = 1 (every token alike) or G = frames + 2 (start token, one group per frame, end token).
 struct BlockContext {
   torch::Tensor modulation;
-  torch::Tensor angles;     // [N, P], or [B, N, P] when samples have their own frame indices
-  torch::Tensor text;       // [B, S, d] projected caption
-  torch::Tensor text_bias;  // [B, 1, 1, S] or undefined
-  int64_t frames = 0;       // patched frames T'
-  int64_t token_offset = 0; // index in the whole sequence of x's first token (its slice under parallel runs)
+  torch::Tensor angles;      // [N, P], or [B, N, P] when samples have their own frame indices
+  torch::Tensor text;        // [B, S, d] projected caption
+  torch::Tensor text_bias;   // [B, 1, 1, S] or undefined
+  int64_t frames = 0;        // patched frames T'
+  int64_t token_offset = 0;  // index in the whole sequence of x's first token (its slice under parallel runs)
   BlockRuntime runtime;
 };
 
@@ -212,8 +216,10 @@ class DiTImpl : public torch::nn::Module {
   // the model has it (all of its tokens valid), else `null_text` [1, S', text_dim] with `null_mask` [1, S']
   // (an encoded empty prompt; padded or cut to S). Returns (text, text_mask). Used for classifier-free
   // guidance dropout. Throws Error(unsupported) when the model has no learned null caption and none is given.
-  std::pair<torch::Tensor, torch::Tensor> drop_captions(const torch::Tensor& text, const torch::Tensor& text_mask,
-                                                        const torch::Tensor& drop, const torch::Tensor& null_text = {},
+  std::pair<torch::Tensor, torch::Tensor> drop_captions(const torch::Tensor& text,
+                                                        const torch::Tensor& text_mask,
+                                                        const torch::Tensor& drop,
+                                                        const torch::Tensor& null_text = {},
                                                         const torch::Tensor& null_mask = {});
   bool has_null_caption() const { return null_caption.defined(); }
 

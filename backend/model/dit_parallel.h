@@ -61,15 +61,18 @@ class DiTParallelOps {
 enum class TensorSplit { replicated = 0, column, row };
 struct TensorParallelRole {
   TensorSplit split = TensorSplit::replicated;
-  int parts = 1;          // column splits of fused projections: qkv 3, kv 2 (each part split on its own)
-  bool in_blocks = false; // inside a transformer block: its gradient is partial under sequence/context parallel
+  int parts = 1;  // column splits of fused projections: qkv 3, kv 2 (each part split on its own)
+  bool in_blocks =
+      false;  // inside a transformer block: its gradient is partial under sequence/context parallel
 };
 [[nodiscard]] TensorParallelRole tensor_parallel_role(const std::string& name);
 
 // Rank `rank`'s piece of a full tensor (column: dim 0 per part, row: dim 1), contiguous; replicated
 // tensors are returned whole. Throws Error(invalid_argument) naming the size when it does not divide.
-[[nodiscard]] torch::Tensor shard_tensor(const torch::Tensor& full, const TensorParallelRole& role, int rank, int size);
+[[nodiscard]] torch::Tensor shard_tensor(const torch::Tensor& full, const TensorParallelRole& role, int rank,
+                                         int size);
 // The full tensor from every rank's piece, in rank order (the first piece for replicated tensors).
-[[nodiscard]] torch::Tensor unshard_tensor(const std::vector<torch::Tensor>& pieces, const TensorParallelRole& role);
+[[nodiscard]] torch::Tensor unshard_tensor(const std::vector<torch::Tensor>& pieces,
+                                           const TensorParallelRole& role);
 
 }  // namespace mugv

@@ -20,8 +20,9 @@ int64_t vae_latent_frames(const VAEConfig& vae, int64_t frames) {
 ModelInfo describe(const ModelPreset& preset, int64_t frames, int64_t height, int64_t width) {
   const VAEConfig& vae = preset.vae;
   if (height <= 0 || height % vae.compress_h != 0) {
-    throw Error(ErrorCode::invalid_argument, "height",
-                "height " + std::to_string(height) + " is not a multiple of " + std::to_string(vae.compress_h));
+    throw Error(
+        ErrorCode::invalid_argument, "height",
+        "height " + std::to_string(height) + " is not a multiple of " + std::to_string(vae.compress_h));
   }
   if (width <= 0 || width % vae.compress_w != 0) {
     throw Error(ErrorCode::invalid_argument, "width",
@@ -72,7 +73,8 @@ InferenceMemory estimate_inference_memory(const InferenceMemoryInput& in) {
   // Without a fused kernel, the scores and probabilities of self- and cross-attention are materialised.
   if (!in.fused_attention) activations += 2 * batch * c.heads * tokens * (tokens + in.text_tokens);
   m.dit_activation_bytes = activations * in.activation_bytes;
-  m.vae_activation_bytes = int64_t(in.vae_micro_frames) * in.height * in.width * 128 * 6 * in.activation_bytes;
+  m.vae_activation_bytes =
+      int64_t(in.vae_micro_frames) * in.height * in.width * 128 * 6 * in.activation_bytes;
   return m;
 }
 

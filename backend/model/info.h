@@ -41,9 +41,10 @@ struct ModelInfo {
 //   decode  the weights + the VAE decoder's activations for one micro-batch of frames
 // A DiT forward holds about 10 token-width tensors of a block at once (the residual stream, the modulated
 // input, q/k/v and their rotated copies, the attention output; or the MLP's 4·d hidden and its GELU), plus,
-// without a fused attention kernel, the scores and probabilities of self- and cross-attention. The decoder's peak is
-// counted as 6 full-resolution tensors of 128 channels per frame of the micro-batch. These are estimates
-// with the allocator's slack left to the caller's margin; see docs/BENCHMARKS.md for measured peaks.
+// without a fused attention kernel, the scores and probabilities of self- and cross-attention. The decoder's
+// peak is counted as 6 full-resolution tensors of 128 channels per frame of the micro-batch. These are
+// estimates with the allocator's slack left to the caller's margin; see docs/BENCHMARKS.md for measured
+// peaks.
 struct InferenceMemoryInput {
   DiTConfig dit;
   int64_t vae_parameters = 0;

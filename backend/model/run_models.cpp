@@ -15,7 +15,9 @@ DiTBundleImpl::DiTBundleImpl(const ModelPreset& preset) {
   text = register_module("text", make_text_encoder(preset.text));
 }
 
-VAEBundleImpl::VAEBundleImpl(const VAEConfig& config) { vae = register_module("vae", VideoVAE(config)); }
+VAEBundleImpl::VAEBundleImpl(const VAEConfig& config) {
+  vae = register_module("vae", VideoVAE(config));
+}
 
 std::vector<std::pair<std::string, torch::Tensor>> named_parameters(const torch::nn::Module& module) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
@@ -25,9 +27,12 @@ std::vector<std::pair<std::string, torch::Tensor>> named_parameters(const torch:
 
 const char* to_string(WeightSet set) {
   switch (set) {
-    case WeightSet::model: return "model";
-    case WeightSet::ema: return "ema";
-    default: return "unknown";
+    case WeightSet::model:
+      return "model";
+    case WeightSet::ema:
+      return "ema";
+    default:
+      return "unknown";
   }
 }
 
@@ -44,7 +49,8 @@ std::optional<LatentStats> read_latent_stats(const RunPaths& paths) {
   try {
     return LatentStats{j.at("mean").get<std::vector<double>>(), j.at("std").get<std::vector<double>>()};
   } catch (const nlohmann::json::exception& e) {
-    throw Error(ErrorCode::format, paths.latent_stats().string(), cat("expected {\"mean\": [...], \"std\": [...]}: ", e.what()));
+    throw Error(ErrorCode::format, paths.latent_stats().string(),
+                cat("expected {\"mean\": [...], \"std\": [...]}: ", e.what()));
   }
 }
 
@@ -67,11 +73,14 @@ VAEBundle load_vae_run(const std::string& run_name, ModelPreset* preset_out) {
   RunPaths paths = run_paths(run_name);
   RunManifest manifest = read_run_manifest(paths);
   if (manifest.kind != RunLayoutKind::vae)
-    throw Error(ErrorCode::invalid_argument, run_name, cat("is a ", to_string(manifest.kind), " run, not a VAE run"));
+    throw Error(ErrorCode::invalid_argument, run_name,
+                cat("is a ", to_string(manifest.kind), " run, not a VAE run"));
   ModelPreset preset = load_model_preset(manifest.preset);
   CheckpointStore store(paths.checkpoints());
   auto good = store.latest_good();
-  if (!good) throw Error(ErrorCode::not_found, run_name, "the VAE run has no good checkpoint yet; train it with `mugv train-vae`");
+  if (!good)
+    throw Error(ErrorCode::not_found, run_name,
+                "the VAE run has no good checkpoint yet; train it with `mugv train-vae`");
   VAEBundle bundle(preset.vae);
   load_module(*bundle, good->dir / "model.safetensors");
   apply_latent_stats(*bundle->vae, paths);

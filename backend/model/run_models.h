@@ -40,7 +40,8 @@ class VAEBundleImpl : public torch::nn::Module {
 TORCH_MODULE(VAEBundle);
 
 // Parameters with their full names ("dit.blocks.0.attn.qkv.weight"), registration order.
-[[nodiscard]] std::vector<std::pair<std::string, torch::Tensor>> named_parameters(const torch::nn::Module& module);
+[[nodiscard]] std::vector<std::pair<std::string, torch::Tensor>> named_parameters(
+    const torch::nn::Module& module);
 
 // Which weights of a DiT run to load.
 enum class WeightSet { unknown = 0, model, ema };

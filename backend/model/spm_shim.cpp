@@ -47,10 +47,12 @@ class ArrayIterator : public sentencepiece::SentenceIterator {
 
 extern "C" {
 
-void mugv_spm_free(void* p) { std::free(p); }
+void mugv_spm_free(void* p) {
+  std::free(p);
+}
 
-int mugv_spm_train(const char* args, const char* const* sentences, size_t count, char** model, size_t* model_size,
-                   char** error) {
+int mugv_spm_train(const char* args, const char* const* sentences, size_t count, char** model,
+                   size_t* model_size, char** error) {
   ArrayIterator iterator(sentences, count);
   std::string bytes;
   auto status = sentencepiece::SentencePieceTrainer::Train(args, &iterator, &bytes);
@@ -73,7 +75,9 @@ void* mugv_spm_load(const char* bytes, size_t size, char** error) {
   return processor;
 }
 
-void mugv_spm_release(void* handle) { delete static_cast<sentencepiece::SentencePieceProcessor*>(handle); }
+void mugv_spm_release(void* handle) {
+  delete static_cast<sentencepiece::SentencePieceProcessor*>(handle);
+}
 
 void mugv_spm_ids(void* handle, int* vocab_size, int* pad_id, int* eos_id, int* unk_id) {
   auto* p = static_cast<sentencepiece::SentencePieceProcessor*>(handle);

@@ -58,9 +58,11 @@ torch::Tensor TextLayerImpl::forward(const torch::Tensor& x, const torch::Tensor
 SmallTextEncoderImpl::SmallTextEncoderImpl(const TextEncoderConfig& config) : TextEncoderBase(config) {
   validate(config, "text");
   token_embedding = register_module("token_embedding", torch::nn::Embedding(config.vocab_size, config.dim));
-  position_embedding = register_parameter("position_embedding", torch::randn({config.max_tokens, config.dim}) * 0.01);
+  position_embedding =
+      register_parameter("position_embedding", torch::randn({config.max_tokens, config.dim}) * 0.01);
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int i = 0; i < config.layers; ++i) layers->push_back(TextLayer(config.dim, config.heads, config.ff_dim));
+  for (int i = 0; i < config.layers; ++i)
+    layers->push_back(TextLayer(config.dim, config.heads, config.ff_dim));
   final_norm = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.dim})));
   torch::NoGradGuard no_grad;
   token_embedding->weight.normal_(0.0, 0.02);
@@ -84,8 +86,8 @@ torch::Tensor t5_relative_position_bucket(const torch::Tensor& relative_position
   const int64_t max_exact = half / 2;
   auto is_small = n < max_exact;
   // Beyond max_exact, buckets grow logarithmically up to max_distance (T5, Raffel et al. 2020).
-  auto large = max_exact + (torch::log(n.to(torch::kFloat32) / max_exact) / std::log(double(max_distance) / max_exact) *
-                            (half - max_exact))
+  auto large = max_exact + (torch::log(n.to(torch::kFloat32) / max_exact) /
+                            std::log(double(max_distance) / max_exact) * (half - max_exact))
                                .to(torch::kInt64);
   large = torch::clamp_max(large, half - 1);
   return result + torch::where(is_small, n, large);
@@ -98,8 +100,8 @@ T5AttentionImpl::T5AttentionImpl(const TextEncoderConfig& config, bool has_relat
   v = register_module("v", linear(config.dim, inner, false));
   o = register_module("o", linear(inner, config.dim, false));
   if (has_relative_bias) {
-    relative_attention_bias =
-        register_module("relative_attention_bias", torch::nn::Embedding(config.relative_buckets, config.heads));
+    relative_attention_bias = register_module("relative_attention_bias",
+                                              torch::nn::Embedding(config.relative_buckets, config.heads));
   }
 }
 
@@ -107,7 +109,8 @@ torch::Tensor T5AttentionImpl::position_bias(int64_t tokens) {
   auto options = torch::TensorOptions().dtype(torch::kInt64).device(relative_attention_bias->weight.device());
   auto position = torch::arange(tokens, options);
   auto relative = position.view({1, -1}) - position.view({-1, 1});  // key - query
-  auto buckets = t5_relative_position_bucket(relative, config_.relative_buckets, config_.relative_max_distance);
+  auto buckets =
+      t5_relative_position_bucket(relative, config_.relative_buckets, config_.relative_max_distance);
   return relative_attention_bias(buckets).permute({2, 0, 1}).unsqueeze(0);  // [1, H, S, S]
 }
 
@@ -177,14 +180,18 @@ torch::Tensor T5EncoderImpl::forward(const torch::Tensor& ids, const torch::Tens
 
 std::shared_ptr<TextEncoderBase> make_text_encoder(const TextEncoderConfig& config) {
   switch (config.kind) {
-    case TextEncoderKind::small_transformer: return std::make_shared<SmallTextEncoderImpl>(config);
-    case TextEncoderKind::t5: return std::make_shared<T5EncoderImpl>(config);
-    case TextEncoderKind::unknown: break;
+    case TextEncoderKind::small_transformer:
+      return std::make_shared<SmallTextEncoderImpl>(config);
+    case TextEncoderKind::t5:
+      return std::make_shared<T5EncoderImpl>(config);
+    case TextEncoderKind::unknown:
+      break;
   }
   throw Error(ErrorCode::invalid_argument, "text", "text.kind must be small_transformer or t5");
 }
 
-LoadReport load_t5_encoder(T5EncoderImpl& encoder, const std::filesystem::path& path, UnexpectedTensors unexpected) {
+LoadReport load_t5_encoder(T5EncoderImpl& encoder, const std::filesystem::path& path,
+                           UnexpectedTensors unexpected) {
   const WeightFiles file = WeightFiles::open(path);
   auto names = [](const std::string& name) -> std::vector<std::string> {
     if (name == "embed_tokens.weight") return {"shared.weight", "encoder.embed_tokens.weight"};

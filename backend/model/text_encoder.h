@@ -75,14 +75,15 @@ class T5EncoderImpl : public TextEncoderBase {
   explicit T5EncoderImpl(const TextEncoderConfig& config);
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask) override;
   torch::nn::Embedding embed_tokens{nullptr};
-  torch::nn::ModuleList block{nullptr};  // block.N.layer.0 = {SelfAttention, layer_norm}, layer.1 = {DenseReluDense, layer_norm}
+  torch::nn::ModuleList block{
+      nullptr};  // block.N.layer.0 = {SelfAttention, layer_norm}, layer.1 = {DenseReluDense, layer_norm}
   RMSNorm final_layer_norm{nullptr};
 };
 TORCH_MODULE(T5Encoder);
 
 // T5's bidirectional relative position bucket of (key position - query position).
-[[nodiscard]] torch::Tensor t5_relative_position_bucket(const torch::Tensor& relative_position, int64_t buckets,
-                                                        int64_t max_distance);
+[[nodiscard]] torch::Tensor t5_relative_position_bucket(const torch::Tensor& relative_position,
+                                                        int64_t buckets, int64_t max_distance);
 
 // The encoder `config.kind` names. Throws Error(invalid_argument) for TextEncoderKind::unknown.
 [[nodiscard]] std::shared_ptr<TextEncoderBase> make_text_encoder(const TextEncoderConfig& config);

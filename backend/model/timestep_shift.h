@@ -14,7 +14,8 @@
 namespace mugv {
 
 // Throws Error(invalid_argument) for non-positive frames, size or base.
-[[nodiscard]] double timestep_shift_ratio(int64_t latent_frames, int64_t height_px, int64_t width_px, double base_px);
+[[nodiscard]] double timestep_shift_ratio(int64_t latent_frames, int64_t height_px, int64_t width_px,
+                                          double base_px);
 [[nodiscard]] double shift_timestep(double t, double ratio);
 // The t whose shifted value is `shifted` (the inverse of shift_timestep).
 [[nodiscard]] double unshift_timestep(double shifted, double ratio);

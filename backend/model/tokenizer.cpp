@@ -38,7 +38,8 @@ const SpmApi& spm() {
     std::vector<std::filesystem::path> candidates;
     if (const char* env = std::getenv("MUGV_SPM_MODULE"); env && *env) candidates.emplace_back(env);
     candidates.emplace_back(MUGV_SPM_MODULE_BUILD_PATH);
-    candidates.push_back(executable_path().parent_path().parent_path() / MUGV_SPM_MODULE_INSTALL_DIR / "libmugv_spm.so");
+    candidates.push_back(executable_path().parent_path().parent_path() / MUGV_SPM_MODULE_INSTALL_DIR /
+                         "libmugv_spm.so");
     std::string tried;
     for (const auto& path : candidates) {
       tried += (tried.empty() ? "" : ", ") + path.string();
@@ -55,7 +56,8 @@ const SpmApi& spm() {
       bind(library, "mugv_spm_decode", api.decode, p);
       return;
     }
-    throw Error(ErrorCode::not_found, "tokenizer", "SentencePiece module libmugv_spm.so not found (tried " + tried + ")");
+    throw Error(ErrorCode::not_found, "tokenizer",
+                "SentencePiece module libmugv_spm.so not found (tried " + tried + ")");
   });
   if (!api.load) throw Error(ErrorCode::not_found, "tokenizer", "SentencePiece module could not be loaded");
   return api;
@@ -78,9 +80,12 @@ struct Tokenizer::Handle {
 
 const char* to_string(TokenLimitPolicy policy) {
   switch (policy) {
-    case TokenLimitPolicy::truncate: return "truncate";
-    case TokenLimitPolicy::refuse: return "refuse";
-    case TokenLimitPolicy::unknown: break;
+    case TokenLimitPolicy::truncate:
+      return "truncate";
+    case TokenLimitPolicy::refuse:
+      return "refuse";
+    case TokenLimitPolicy::unknown:
+      break;
   }
   return "unknown";
 }
@@ -94,9 +99,12 @@ std::optional<TokenLimitPolicy> token_limit_policy_from_string(std::string_view 
 
 const char* to_string(TokenizerAlgorithm algorithm) {
   switch (algorithm) {
-    case TokenizerAlgorithm::unigram: return "unigram";
-    case TokenizerAlgorithm::bpe: return "bpe";
-    case TokenizerAlgorithm::unknown: break;
+    case TokenizerAlgorithm::unigram:
+      return "unigram";
+    case TokenizerAlgorithm::bpe:
+      return "bpe";
+    case TokenizerAlgorithm::unknown:
+      break;
   }
   return "unknown";
 }
@@ -112,7 +120,8 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::train(const std::vector<std::string>& sentences, int vocab_size, TokenizerAlgorithm algorithm) {
+Tokenizer Tokenizer::train(const std::vector<std::string>& sentences, int vocab_size,
+                           TokenizerAlgorithm algorithm) {
   if (sentences.empty()) throw Error(ErrorCode::invalid_argument, "tokenizer", "no sentences to train on");
   if (vocab_size < 8) {
     throw Error(ErrorCode::invalid_argument, "tokenizer",
@@ -162,12 +171,22 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& path) {
   return from_bytes(bytes.str(), path.string());
 }
 
-void Tokenizer::save(const std::filesystem::path& path) const { write_file_atomic(path, bytes_.data(), bytes_.size()); }
+void Tokenizer::save(const std::filesystem::path& path) const {
+  write_file_atomic(path, bytes_.data(), bytes_.size());
+}
 
-int Tokenizer::vocab_size() const { return vocab_size_; }
-int Tokenizer::pad_id() const { return pad_id_; }
-int Tokenizer::eos_id() const { return eos_id_; }
-int Tokenizer::unk_id() const { return unk_id_; }
+int Tokenizer::vocab_size() const {
+  return vocab_size_;
+}
+int Tokenizer::pad_id() const {
+  return pad_id_;
+}
+int Tokenizer::eos_id() const {
+  return eos_id_;
+}
+int Tokenizer::unk_id() const {
+  return unk_id_;
+}
 
 std::vector<int> Tokenizer::pieces(std::string_view text) const {
   int* ids = nullptr;
@@ -193,8 +212,8 @@ TokenizedText Tokenizer::encode(std::string_view text, int max_tokens, TokenLimi
   if (needed > static_cast<size_t>(max_tokens)) {
     if (policy == TokenLimitPolicy::refuse) {
       throw Error(ErrorCode::invalid_argument, "prompt",
-                  "prompt has " + std::to_string(needed) + " tokens; the limit is " + std::to_string(max_tokens) +
-                      " (shorten it or allow truncation)");
+                  "prompt has " + std::to_string(needed) + " tokens; the limit is " +
+                      std::to_string(max_tokens) + " (shorten it or allow truncation)");
     }
     ids.resize(static_cast<size_t>(max_tokens) - (eos >= 0 ? 1 : 0));
     out.truncated = true;

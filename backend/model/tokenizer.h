@@ -44,14 +44,15 @@ class Tokenizer {
  public:
   // Trains on `sentences` (captions). BPE is the default because unigram seeds its vocabulary
   // from substrings repeated across distinct words, which a small caption set (the shapes
-  // starter set has ~20 distinct words) does not have. vocab_size is an upper bound: a small corpus yields fewer
-  // pieces (SentencePiece's hard_vocab_limit is off). Ids: pad 0, unk 1, eos 2.
-  // Throws Error(invalid_argument) for an empty corpus or vocab_size < 8, Error(internal) when
-  // SentencePiece fails (its message is kept).
+  // starter set has ~20 distinct words) does not have. vocab_size is an upper bound: a small corpus yields
+  // fewer pieces (SentencePiece's hard_vocab_limit is off). Ids: pad 0, unk 1, eos 2. Throws
+  // Error(invalid_argument) for an empty corpus or vocab_size < 8, Error(internal) when SentencePiece fails
+  // (its message is kept).
   [[nodiscard]] static Tokenizer train(const std::vector<std::string>& sentences, int vocab_size,
                                        TokenizerAlgorithm algorithm = TokenizerAlgorithm::bpe);
   // Throws Error(format) naming `subject` when the bytes are not a SentencePiece model.
-  [[nodiscard]] static Tokenizer from_bytes(const std::string& model_bytes, const std::string& subject = "tokenizer");
+  [[nodiscard]] static Tokenizer from_bytes(const std::string& model_bytes,
+                                            const std::string& subject = "tokenizer");
   // Throws Error(not_found / io) for an unreadable file, Error(format) for a file that is not a model.
   [[nodiscard]] static Tokenizer from_file(const std::filesystem::path& path);
 

@@ -44,16 +44,18 @@ torch::Tensor FrameConv3dImpl::forward(const torch::Tensor& x) {
   const auto& pad = _reversed_padding_repeated_twice;
   const auto& dilation = *options.dilation();
   const bool plain = options.groups() == 1 && options.padding_mode().index() == 0 && dilation[0] == 1 &&
-                     dilation[1] == 1 && dilation[2] == 1 && pad.size() == 6 && pad[0] == pad[1] && pad[2] == pad[3];
+                     dilation[1] == 1 && dilation[2] == 1 && pad.size() == 6 && pad[0] == pad[1] &&
+                     pad[2] == pad[3];
   if (plain && x.dim() == 5 && x.size(2) == 1) {
-    // One input frame: the output frame 0 reads input frame j - t_left with tap j, so only tap t_left is real,
-    // and the output has one frame when 0 <= 1 + t_left + t_right - kernel_t < stride_t.
+    // One input frame: the output frame 0 reads input frame j - t_left with tap j, so only tap t_left is
+    // real, and the output has one frame when 0 <= 1 + t_left + t_right - kernel_t < stride_t.
     const int64_t kt = (*options.kernel_size())[0], st = (*options.stride())[0];
     const int64_t spare = 1 + pad[4] + pad[5] - kt;
     if (pad[4] < kt && spare >= 0 && spare < st) {
       const auto& stride = *options.stride();
-      return F::conv2d(x.squeeze(2), weight.select(2, pad[4]),
-                       F::Conv2dFuncOptions().bias(bias).stride({stride[1], stride[2]}).padding({pad[2], pad[0]}))
+      return F::conv2d(
+                 x.squeeze(2), weight.select(2, pad[4]),
+                 F::Conv2dFuncOptions().bias(bias).stride({stride[1], stride[2]}).padding({pad[2], pad[0]}))
           .unsqueeze(2);
     }
   }
@@ -66,7 +68,8 @@ torch::Tensor PixelShuffle3dImpl::forward(const torch::Tensor& x) {
   return inverse_ ? space_to_depth(x, factor_) : depth_to_space(x, factor_);
 }
 
-VAENormLayerImpl::VAENormLayerImpl(VAENorm kind, int64_t channels) : kind_(kind), groups_(group_count(channels)) {
+VAENormLayerImpl::VAENormLayerImpl(VAENorm kind, int64_t channels)
+    : kind_(kind), groups_(group_count(channels)) {
   if (kind == VAENorm::none) return;
   weight = register_parameter("weight", torch::ones({channels}));
   if (kind == VAENorm::group) bias = register_parameter("bias", torch::zeros({channels}));
@@ -134,7 +137,8 @@ VideoVAEImpl::VideoVAEImpl(const VAEConfig& config) : config_(config) {
   for (int i = 0; i < levels; ++i) {
     const int64_t out = level_channels(i);
     for (int b = 0; b < config.res_blocks; ++b) {
-      encoder->push_back("down" + std::to_string(i) + "_block" + std::to_string(b), ResBlock3d(config.norm, ch, out));
+      encoder->push_back("down" + std::to_string(i) + "_block" + std::to_string(b),
+                         ResBlock3d(config.norm, ch, out));
       ch = out;
     }
     if (i < downs) {
@@ -158,8 +162,8 @@ VideoVAEImpl::VideoVAEImpl(const VAEConfig& config) : config_(config) {
   decoder = register_module("decoder", torch::nn::Sequential());
   ch = level_channels(levels - 1);
   const int64_t window = 2 * int64_t(config.decoder_window) + 1;
-  decoder->push_back("conv_in",
-                     torch::nn::Conv3d(torch::nn::Conv3dOptions(latent, ch, {window, 3, 3}).padding({0, 1, 1})));
+  decoder->push_back(
+      "conv_in", torch::nn::Conv3d(torch::nn::Conv3dOptions(latent, ch, {window, 3, 3}).padding({0, 1, 1})));
   decoder->push_back("mid", ResBlock3d(config.norm, ch, ch));
   // The mirror of the encoder: level i's blocks run at the resolution of the encoder's level i, so the
   // upsampling that undoes the encoder's downsampling after level i comes before them (and already
@@ -172,7 +176,8 @@ VideoVAEImpl::VideoVAEImpl(const VAEConfig& config) : config_(config) {
       ch = out;
     }
     for (int b = 0; b < config.res_blocks; ++b) {
-      decoder->push_back("up" + std::to_string(i) + "_block" + std::to_string(b), ResBlock3d(config.norm, ch, out));
+      decoder->push_back("up" + std::to_string(i) + "_block" + std::to_string(b),
+                         ResBlock3d(config.norm, ch, out));
       ch = out;
     }
   }
@@ -198,12 +203,14 @@ void VideoVAEImpl::check_video(const torch::Tensor& video) const {
   }
   const int64_t frames = video.size(2), height = video.size(3), width = video.size(4);
   if (height % config_.compress_h != 0) {
-    throw Error(ErrorCode::invalid_argument, "video",
-                "height " + std::to_string(height) + " is not a multiple of " + std::to_string(config_.compress_h));
+    throw Error(
+        ErrorCode::invalid_argument, "video",
+        "height " + std::to_string(height) + " is not a multiple of " + std::to_string(config_.compress_h));
   }
   if (width % config_.compress_w != 0) {
-    throw Error(ErrorCode::invalid_argument, "video",
-                "width " + std::to_string(width) + " is not a multiple of " + std::to_string(config_.compress_w));
+    throw Error(
+        ErrorCode::invalid_argument, "video",
+        "width " + std::to_string(width) + " is not a multiple of " + std::to_string(config_.compress_w));
   }
   const int64_t ct = config_.compress_t;
   if (frames < 1 || (frames % ct != 0 && padded_frames(frames) == 0)) {
@@ -226,10 +233,12 @@ std::pair<torch::Tensor, torch::Tensor> VideoVAEImpl::encode(const torch::Tensor
                     .reshape({batch * chunks, 3, ct, height, width});
   auto moments = encoder->forward(folded);  // [B·n, 2C, 1, h, w]
   if (config_.pixel_shortcut) {
-    auto block_rgb = torch::avg_pool3d(folded, {ct, config_.compress_h, config_.compress_w});  // [B·n, 3, 1, h, w]
+    auto block_rgb =
+        torch::avg_pool3d(folded, {ct, config_.compress_h, config_.compress_w});  // [B·n, 3, 1, h, w]
     moments = torch::cat({moments.narrow(1, 0, 3) + block_rgb, moments.narrow(1, 3, moments.size(1) - 3)}, 1);
   }
-  moments = moments.view({batch, chunks, moments.size(1), moments.size(3), moments.size(4)}).permute({0, 2, 1, 3, 4});
+  moments = moments.view({batch, chunks, moments.size(1), moments.size(3), moments.size(4)})
+                .permute({0, 2, 1, 3, 4});
   auto parts = moments.chunk(2, 1);
   return {parts[0].contiguous(), parts[1].clamp(-30.0, 20.0).contiguous()};
 }
@@ -267,7 +276,9 @@ torch::Tensor VideoVAEImpl::decode(const torch::Tensor& latent, int64_t frames) 
                         .repeat_interleave(config_.compress_w, 4);
   }
   const int64_t height = video.size(3), width = video.size(4);
-  video = video.view({batch, chunks, 3, ct, height, width}).permute({0, 2, 1, 3, 4, 5}).reshape({batch, 3, full, height, width});
+  video = video.view({batch, chunks, 3, ct, height, width})
+              .permute({0, 2, 1, 3, 4, 5})
+              .reshape({batch, 3, full, height, width});
   return frames == full ? video : video.narrow(2, full - frames, frames);
 }
 
@@ -294,7 +305,8 @@ torch::Tensor VideoVAEImpl::decode_tiled(const torch::Tensor& latent, int64_t fr
   const int64_t sh = config_.compress_h, sw = config_.compress_w;
   // Weight of each pixel of a tile along one axis: ramps up over the overlap on sides that touch
   // another tile, flat 1 on sides at the frame border.
-  auto ramp = [&](int64_t length_px, bool ramp_start, bool ramp_end, int64_t overlap_px, const torch::Tensor& like) {
+  auto ramp = [&](int64_t length_px, bool ramp_start, bool ramp_end, int64_t overlap_px,
+                  const torch::Tensor& like) {
     auto idx = torch::arange(length_px, like.options()) + 0.5;
     auto weight = torch::ones({length_px}, like.options());
     if (overlap_px > 0 && ramp_start) weight = torch::minimum(weight, idx / overlap_px);
@@ -351,8 +363,8 @@ void VideoVAEImpl::set_latent_stats(const torch::Tensor& mean, const torch::Tens
   const int64_t c = config_.latent_channels;
   if (mean.numel() != c || std.numel() != c) {
     throw Error(ErrorCode::invalid_argument, "latent stats",
-                "expected " + std::to_string(c) + " values per statistic, got " + std::to_string(mean.numel()) +
-                    " and " + std::to_string(std.numel()));
+                "expected " + std::to_string(c) + " values per statistic, got " +
+                    std::to_string(mean.numel()) + " and " + std::to_string(std.numel()));
   }
   if (!(std > 0).all().item<bool>()) {
     throw Error(ErrorCode::invalid_argument, "latent stats", "every channel std must be positive");
@@ -366,7 +378,8 @@ void VideoVAEImpl::measure_latent_stats(const std::vector<torch::Tensor>& latent
   if (latents.empty()) throw Error(ErrorCode::invalid_argument, "latent stats", "no latents to measure");
   const int64_t c = config_.latent_channels;
   std::vector<torch::Tensor> flat;
-  for (const auto& z : latents) flat.push_back(z.detach().to(torch::kFloat64).transpose(0, 1).reshape({c, -1}));
+  for (const auto& z : latents)
+    flat.push_back(z.detach().to(torch::kFloat64).transpose(0, 1).reshape({c, -1}));
   auto all = torch::cat(flat, 1);
   auto std = all.std(1, /*unbiased=*/false).clamp_min(1e-6);
   set_latent_stats(all.mean(1).to(latent_mean.dtype()), std.to(latent_std.dtype()));
@@ -382,7 +395,9 @@ class VideoVAECodec : public VideoCodec {
   int compress_h() const override { return vae_->config().compress_h; }
   int compress_w() const override { return vae_->config().compress_w; }
   int64_t latent_frames(int64_t frames) const override { return vae_latent_frames(vae_->config(), frames); }
-  torch::Tensor encode(const torch::Tensor& video) override { return vae_->normalize(vae_->encode(video).first); }
+  torch::Tensor encode(const torch::Tensor& video) override {
+    return vae_->normalize(vae_->encode(video).first);
+  }
   torch::Tensor decode(const torch::Tensor& latent, int64_t frames) override {
     return vae_->decode(vae_->denormalize(latent), frames);
   }
@@ -396,6 +411,8 @@ class VideoVAECodec : public VideoCodec {
 
 }  // namespace
 
-std::shared_ptr<VideoCodec> make_video_codec(VideoVAE vae) { return std::make_shared<VideoVAECodec>(std::move(vae)); }
+std::shared_ptr<VideoCodec> make_video_codec(VideoVAE vae) {
+  return std::make_shared<VideoVAECodec>(std::move(vae));
+}
 
 }  // namespace mugv

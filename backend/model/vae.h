@@ -13,9 +13,9 @@
 // Blocks: norm (GroupNorm(32) or per-voxel channel RMS, config.norm) → SiLU → Conv3d 3×3×3;
 // downsampling by stride-2 convs after a level's blocks (temporal and spatial levels counted
 // separately); the decoder mirrors it, upsampling (nearest repetition in time, conv → depth-to-space in
-// space) before a level's blocks, so its finest blocks run at the encoder's finest resolution. With config.patch > 1 the pixels
-// are first folded patch × patch into channels (and unfolded after the last conv). With
-// config.pixel_shortcut, block RGB averages bypass both networks through latent channels 0-2.
+// space) before a level's blocks, so its finest blocks run at the encoder's finest resolution. With
+// config.patch > 1 the pixels are first folded patch × patch into channels (and unfolded after the last
+// conv). With config.pixel_shortcut, block RGB averages bypass both networks through latent channels 0-2.
 //
 // Latents from encode() are raw; normalize() / denormalize() apply the per-channel statistics
 // kept in the `latent_mean` / `latent_std` buffers (identity until set_latent_stats). Videos are
@@ -70,7 +70,8 @@ TORCH_MODULE(ResBlock3d);
 
 class Upsample3dImpl : public torch::nn::Module {
  public:
-  // Nearest ×2 in time (when temporal), then a 3×3×3 conv to out_channels (×4 and depth-to-space when spatial).
+  // Nearest ×2 in time (when temporal), then a 3×3×3 conv to out_channels (×4 and depth-to-space when
+  // spatial).
   Upsample3dImpl(int64_t in_channels, int64_t out_channels, bool temporal, bool spatial);
   torch::Tensor forward(const torch::Tensor& x);
   FrameConv3d conv{nullptr};

@@ -29,17 +29,28 @@ std::string name_list(const std::vector<std::string>& names) {
 
 std::optional<torch::ScalarType> torch_dtype(DType dtype) {
   switch (dtype) {
-    case DType::f64: return torch::kFloat64;
-    case DType::f32: return torch::kFloat32;
-    case DType::f16: return torch::kFloat16;
-    case DType::bf16: return torch::kBFloat16;
-    case DType::i64: return torch::kInt64;
-    case DType::i32: return torch::kInt32;
-    case DType::i16: return torch::kInt16;
-    case DType::i8: return torch::kInt8;
-    case DType::u8: return torch::kUInt8;
-    case DType::boolean: return torch::kBool;
-    default: return std::nullopt;
+    case DType::f64:
+      return torch::kFloat64;
+    case DType::f32:
+      return torch::kFloat32;
+    case DType::f16:
+      return torch::kFloat16;
+    case DType::bf16:
+      return torch::kBFloat16;
+    case DType::i64:
+      return torch::kInt64;
+    case DType::i32:
+      return torch::kInt32;
+    case DType::i16:
+      return torch::kInt16;
+    case DType::i8:
+      return torch::kInt8;
+    case DType::u8:
+      return torch::kUInt8;
+    case DType::boolean:
+      return torch::kBool;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -47,9 +58,12 @@ std::optional<torch::ScalarType> torch_dtype(DType dtype) {
 
 const char* to_string(UnexpectedTensors policy) {
   switch (policy) {
-    case UnexpectedTensors::error: return "error";
-    case UnexpectedTensors::ignore: return "ignore";
-    case UnexpectedTensors::unknown: break;
+    case UnexpectedTensors::error:
+      return "error";
+    case UnexpectedTensors::ignore:
+      return "ignore";
+    case UnexpectedTensors::unknown:
+      break;
   }
   return "unknown";
 }
@@ -63,17 +77,28 @@ std::optional<UnexpectedTensors> unexpected_tensors_from_string(std::string_view
 
 std::optional<DType> safetensors_dtype(torch::ScalarType type) {
   switch (type) {
-    case torch::kFloat64: return DType::f64;
-    case torch::kFloat32: return DType::f32;
-    case torch::kFloat16: return DType::f16;
-    case torch::kBFloat16: return DType::bf16;
-    case torch::kInt64: return DType::i64;
-    case torch::kInt32: return DType::i32;
-    case torch::kInt16: return DType::i16;
-    case torch::kInt8: return DType::i8;
-    case torch::kUInt8: return DType::u8;
-    case torch::kBool: return DType::boolean;
-    default: return std::nullopt;
+    case torch::kFloat64:
+      return DType::f64;
+    case torch::kFloat32:
+      return DType::f32;
+    case torch::kFloat16:
+      return DType::f16;
+    case torch::kBFloat16:
+      return DType::bf16;
+    case torch::kInt64:
+      return DType::i64;
+    case torch::kInt32:
+      return DType::i32;
+    case torch::kInt16:
+      return DType::i16;
+    case torch::kInt8:
+      return DType::i8;
+    case torch::kUInt8:
+      return DType::u8;
+    case torch::kBool:
+      return DType::boolean;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -87,7 +112,8 @@ std::vector<std::pair<std::string, torch::Tensor>> module_state(const torch::nn:
 torch::Tensor tensor_from_view(const TensorView& view, const std::string& subject) {
   auto type = torch_dtype(view.dtype);
   if (!type) {
-    throw Error(ErrorCode::unsupported, subject, std::string("dtype ") + to_string(view.dtype) + " is not supported");
+    throw Error(ErrorCode::unsupported, subject,
+                std::string("dtype ") + to_string(view.dtype) + " is not supported");
   }
   auto out = torch::empty(view.shape, torch::TensorOptions().dtype(*type));
   if (view.size_bytes > 0) std::memcpy(out.data_ptr(), view.data, view.size_bytes);
@@ -181,8 +207,9 @@ LoadReport load_tensors(torch::nn::Module& module, const TensorSource& source, c
     matches.push_back({tensor, &view, *found});
   }
   if (!missing.empty()) {
-    throw Error(ErrorCode::not_found, subject,
-                std::to_string(missing.size()) + " tensors the model needs are missing: " + name_list(missing));
+    throw Error(
+        ErrorCode::not_found, subject,
+        std::to_string(missing.size()) + " tensors the model needs are missing: " + name_list(missing));
   }
   LoadReport report;
   for (const auto& name : source.names) {
@@ -190,8 +217,8 @@ LoadReport load_tensors(torch::nn::Module& module, const TensorSource& source, c
   }
   if (!report.ignored.empty() && unexpected == UnexpectedTensors::error) {
     throw Error(ErrorCode::format, subject,
-                std::to_string(report.ignored.size()) + " tensors do not belong to this model: " +
-                    name_list(report.ignored));
+                std::to_string(report.ignored.size()) +
+                    " tensors do not belong to this model: " + name_list(report.ignored));
   }
   torch::NoGradGuard no_grad;
   for (auto& match : matches) {
@@ -207,7 +234,8 @@ LoadReport load_tensors(torch::nn::Module& module, const TensorSource& source, c
         // dropped as soon as they are copied, so no more than a slice is resident twice.
         const int64_t rows = view.shape[0];
         const int64_t row_bytes = static_cast<int64_t>(view.size_bytes) / std::max<int64_t>(rows, 1);
-        const int64_t step = std::max<int64_t>(1, static_cast<int64_t>(kLoadSliceBytes) / std::max<int64_t>(row_bytes, 1));
+        const int64_t step =
+            std::max<int64_t>(1, static_cast<int64_t>(kLoadSliceBytes) / std::max<int64_t>(row_bytes, 1));
         for (int64_t row = 0; row < rows; row += step) {
           const int64_t count = std::min(step, rows - row);
           match.target.narrow(0, row, count).copy_(mapped.narrow(0, row, count));
@@ -223,7 +251,8 @@ LoadReport load_tensors(torch::nn::Module& module, const TensorSource& source, c
 
 }  // namespace
 
-void save_module_torch(const torch::nn::Module& module, const std::filesystem::path& path, const std::string& prefix) {
+void save_module_torch(const torch::nn::Module& module, const std::filesystem::path& path,
+                       const std::string& prefix) {
   TorchCheckpointWriter writer(path);
   for_each_saved_tensor(module, path, [&](const std::string& name, DType dtype, const torch::Tensor& cpu) {
     writer.add(prefix + name, dtype, cpu.sizes().vec(), cpu.data_ptr(), cpu.numel() * cpu.element_size());
@@ -233,7 +262,8 @@ void save_module_torch(const torch::nn::Module& module, const std::filesystem::p
 
 LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, const TensorNameMap& names,
                        UnexpectedTensors unexpected) {
-  TensorSource source{file.path().string(), file.names(),
+  TensorSource source{file.path().string(),
+                      file.names(),
                       [&file](const std::string& name) { return file.contains(name); },
                       [&file](const std::string& name) -> const TensorView& { return file.at(name); },
                       {}};
@@ -249,7 +279,8 @@ LoadReport load_module(torch::nn::Module& module, const WeightFiles& files, cons
   return load_tensors(module, source, names, unexpected);
 }
 
-LoadReport load_module(torch::nn::Module& module, const std::filesystem::path& path, UnexpectedTensors unexpected) {
+LoadReport load_module(torch::nn::Module& module, const std::filesystem::path& path,
+                       UnexpectedTensors unexpected) {
   const WeightFiles files = WeightFiles::open(path);
   return load_module(module, files, {}, unexpected);
 }

@@ -43,10 +43,11 @@ using TensorNameMap = std::function<std::vector<std::string>(const std::string& 
 void save_module(const torch::nn::Module& module, const std::filesystem::path& path,
                  const std::map<std::string, std::string>& metadata = {});
 
-// Writes every parameter and buffer of `module` as a torch.save zip checkpoint (what `torch.save(model.state_dict(),
-// path)` gives, e.g. the release's dit.pt), one tensor at a time, each name prefixed by `prefix`. Errors as
-// save_module.
-void save_module_torch(const torch::nn::Module& module, const std::filesystem::path& path, const std::string& prefix = {});
+// Writes every parameter and buffer of `module` as a torch.save zip checkpoint (what
+// `torch.save(model.state_dict(), path)` gives, e.g. the release's dit.pt), one tensor at a time, each name
+// prefixed by `prefix`. Errors as save_module.
+void save_module_torch(const torch::nn::Module& module, const std::filesystem::path& path,
+                       const std::string& prefix = {});
 
 // Loads `path` (any weight files core/weight_files.h opens: safetensors, sharded safetensors, a torch.save
 // checkpoint such as the release's dit.pt, a Hugging Face folder) into `module`, streaming: everything is
@@ -65,7 +66,8 @@ LoadReport load_module(torch::nn::Module& module, const WeightFiles& files, cons
                        UnexpectedTensors unexpected);
 
 // Every parameter and buffer by path (what save_module writes).
-[[nodiscard]] std::vector<std::pair<std::string, torch::Tensor>> module_state(const torch::nn::Module& module);
+[[nodiscard]] std::vector<std::pair<std::string, torch::Tensor>> module_state(
+    const torch::nn::Module& module);
 
 // A CPU tensor holding a copy of the view's bytes. Throws Error(unsupported) naming `subject`.
 [[nodiscard]] torch::Tensor tensor_from_view(const TensorView& view, const std::string& subject);

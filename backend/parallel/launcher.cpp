@@ -5,12 +5,12 @@
 #include "core/strings.h"
 
 #include <arpa/inet.h>
-#include <csignal>
-#include <cstring>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <csignal>
+#include <cstring>
 
 #include <map>
 #include <thread>
@@ -34,7 +34,8 @@ int pick_free_port() {
 
 LaunchResult launch(const LaunchOptions& o, const CancelToken& cancel) {
   if (o.nproc < 1 || o.nnodes < 1 || o.node_rank < 0 || o.node_rank >= o.nnodes)
-    throw Error(ErrorCode::invalid_argument, "launch", cat("bad layout: nproc ", o.nproc, ", nnodes ", o.nnodes, ", node rank ", o.node_rank));
+    throw Error(ErrorCode::invalid_argument, "launch",
+                cat("bad layout: nproc ", o.nproc, ", nnodes ", o.nnodes, ", node rank ", o.node_rank));
   if (o.command.empty()) throw Error(ErrorCode::usage, "launch", "no command to run (put it after --)");
   int port = o.master_port > 0 ? o.master_port : pick_free_port();
   int world = o.nproc * o.nnodes;
@@ -42,9 +43,12 @@ LaunchResult launch(const LaunchOptions& o, const CancelToken& cancel) {
   std::map<pid_t, int> ranks;  // pid -> global rank
   for (int local = 0; local < o.nproc; ++local) {
     int rank = o.node_rank * o.nproc + local;
-    std::vector<std::string> env = {cat("RANK=", rank),           cat("WORLD_SIZE=", world),
-                                    cat("LOCAL_RANK=", local),     cat("LOCAL_WORLD_SIZE=", o.nproc),
-                                    cat("MASTER_ADDR=", o.master_addr), cat("MASTER_PORT=", port)};
+    std::vector<std::string> env = {cat("RANK=", rank),
+                                    cat("WORLD_SIZE=", world),
+                                    cat("LOCAL_RANK=", local),
+                                    cat("LOCAL_WORLD_SIZE=", o.nproc),
+                                    cat("MASTER_ADDR=", o.master_addr),
+                                    cat("MASTER_PORT=", port)};
     std::vector<char*> argv;
     for (const auto& a : o.command) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -83,8 +87,9 @@ LaunchResult launch(const LaunchOptions& o, const CancelToken& cancel) {
         if (WIFSIGNALED(status)) f.signal = WTERMSIG(status);
         result.failure = f;
         result.exit_code = f.exit_code > 0 ? f.exit_code : 128 + f.signal;
-        result.message = f.signal ? cat("rank ", rank, " was killed by signal ", f.signal, " (", strsignal(f.signal), ")")
-                                  : cat("rank ", rank, " exited with code ", f.exit_code);
+        result.message =
+            f.signal ? cat("rank ", rank, " was killed by signal ", f.signal, " (", strsignal(f.signal), ")")
+                     : cat("rank ", rank, " exited with code ", f.exit_code);
         if (!ranks.empty()) {
           result.message += cat("; stopping the other ", ranks.size(), " rank(s)");
           stop_all(SIGTERM);

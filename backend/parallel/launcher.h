@@ -16,7 +16,7 @@
 namespace mugv {
 
 struct LaunchOptions {
-  int nproc = 1;        // ranks on this node
+  int nproc = 1;  // ranks on this node
   int nnodes = 1;
   int node_rank = 0;
   std::string master_addr = "127.0.0.1";
@@ -32,9 +32,9 @@ struct RankFailure {
 };
 
 struct LaunchResult {
-  int exit_code = 0;                  // 0 when every rank succeeded
-  std::optional<RankFailure> failure; // the first rank that failed
-  std::string message;                // "rank 1 exited with code 7; stopped the other 1 rank(s)"
+  int exit_code = 0;                   // 0 when every rank succeeded
+  std::optional<RankFailure> failure;  // the first rank that failed
+  std::string message;                 // "rank 1 exited with code 7; stopped the other 1 rank(s)"
 };
 
 // Throws Error(invalid_argument) for bad options and Error(not_found) when the command cannot start.

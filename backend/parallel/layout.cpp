@@ -10,12 +10,18 @@ namespace mugv {
 
 const char* to_string(GroupKind kind) {
   switch (kind) {
-    case GroupKind::tensor: return "tensor";
-    case GroupKind::context: return "context";
-    case GroupKind::data: return "data";
-    case GroupKind::world: return "world";
-    case GroupKind::sequence: return "sequence";
-    default: return "unknown";
+    case GroupKind::tensor:
+      return "tensor";
+    case GroupKind::context:
+      return "context";
+    case GroupKind::data:
+      return "data";
+    case GroupKind::world:
+      return "world";
+    case GroupKind::sequence:
+      return "sequence";
+    default:
+      return "unknown";
   }
 }
 
@@ -29,17 +35,25 @@ ParallelLayout parse_layout(const std::string& text) {
     size_t digits = part.find_first_of("0123456789");
     std::string name = part.substr(0, digits);
     if (!name.empty() && name.back() == '=') name.pop_back();
-    if (digits == std::string::npos) throw Error(ErrorCode::invalid_argument, text, "expected e.g. tp2.cp1.dp4");
+    if (digits == std::string::npos)
+      throw Error(ErrorCode::invalid_argument, text, "expected e.g. tp2.cp1.dp4");
     int value = std::atoi(part.c_str() + digits);
-    if (name == "tp") layout.tp = value;
-    else if (name == "cp") layout.cp = value;
-    else if (name == "dp") layout.dp = value;
-    else throw Error(ErrorCode::invalid_argument, text, "unknown parallel dimension '" + name + "' (use tp, cp, dp)");
+    if (name == "tp")
+      layout.tp = value;
+    else if (name == "cp")
+      layout.cp = value;
+    else if (name == "dp")
+      layout.dp = value;
+    else
+      throw Error(ErrorCode::invalid_argument, text,
+                  "unknown parallel dimension '" + name + "' (use tp, cp, dp)");
   }
   return layout;
 }
 
-std::string to_string(const ParallelLayout& l) { return cat("tp", l.tp, ".cp", l.cp, ".dp", l.dp); }
+std::string to_string(const ParallelLayout& l) {
+  return cat("tp", l.tp, ".cp", l.cp, ".dp", l.dp);
+}
 
 void validate_layout(const ParallelLayout& l, int world_size, int heads) {
   if (l.tp < 1 || l.cp < 1 || l.dp < 1)
@@ -56,7 +70,9 @@ RankCoords coords_of(int rank, const ParallelLayout& l) {
   return {rank % l.tp, (rank / l.tp) % l.cp, rank / (l.tp * l.cp)};
 }
 
-int rank_of(const RankCoords& c, const ParallelLayout& l) { return c.tp_rank + l.tp * (c.cp_rank + l.cp * c.dp_rank); }
+int rank_of(const RankCoords& c, const ParallelLayout& l) {
+  return c.tp_rank + l.tp * (c.cp_rank + l.cp * c.dp_rank);
+}
 
 std::vector<int> group_of(int rank, const ParallelLayout& l, GroupKind kind) {
   RankCoords me = coords_of(rank, l);

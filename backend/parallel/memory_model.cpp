@@ -290,8 +290,9 @@ MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout&
   m.gradients = n * p.grad_bytes * (layout.dp > 1 ? 2 : 1);
   const int64_t shards = o.zero == 1 ? layout.dp : 1;
   m.optimizer = (n * p.optimizer_bytes() + shards - 1) / shards;
-  // ZeRO-1 gathers the updated weights into a buffer of the whole flat parameter vector (train/zero_optimizer.h),
-  // and c10d's list-form all-gather stages the same amount in a flat buffer of its own (Gloo and NCCL alike).
+  // ZeRO-1 gathers the updated weights into a buffer of the whole flat parameter vector
+  // (train/zero_optimizer.h), and c10d's list-form all-gather stages the same amount in a flat buffer of its
+  // own (Gloo and NCCL alike).
   if (o.zero == 1 && layout.dp > 1) m.optimizer += 2 * n * p.param_bytes;
 
   const int64_t sequence = info.video_tokens + 2;

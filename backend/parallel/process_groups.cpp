@@ -36,8 +36,9 @@ std::shared_ptr<gloo::transport::Device> gloo_device(const std::string& master_a
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
-c10::intrusive_ptr<c10d::ProcessGroup> make_group(CommBackend backend, const c10::intrusive_ptr<c10d::Store>& store,
-                                                  int rank, int size, std::chrono::milliseconds timeout,
+c10::intrusive_ptr<c10d::ProcessGroup> make_group(CommBackend backend,
+                                                  const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                  int size, std::chrono::milliseconds timeout,
                                                   const std::string& master_addr) {
   if (backend == CommBackend::nccl) {
 #ifdef MUGV_WITH_NCCL
@@ -110,16 +111,20 @@ class Staged {
 
 const char* to_string(CommBackend b) {
   switch (b) {
-    case CommBackend::gloo: return "gloo";
-    case CommBackend::nccl: return "nccl";
-    default: return "unknown";
+    case CommBackend::gloo:
+      return "gloo";
+    case CommBackend::nccl:
+      return "nccl";
+    default:
+      return "unknown";
   }
 }
 
 ProcessGroups::~ProcessGroups() = default;
 
 std::shared_ptr<ProcessGroups> ProcessGroups::connect(const Rendezvous& rdv, const ParallelLayout& layout,
-                                                      CommBackend backend, std::chrono::milliseconds timeout) {
+                                                      CommBackend backend,
+                                                      std::chrono::milliseconds timeout) {
   validate_layout(layout, rdv.world_size);
   if (backend == CommBackend::nccl && !torch::cuda::is_available())
     throw Error(ErrorCode::unsupported, "nccl", "no CUDA device is available on this machine; use gloo");
@@ -145,7 +150,8 @@ std::shared_ptr<ProcessGroups> ProcessGroups::connect(const Rendezvous& rdv, con
   wait_for_ranks(*pg->groups_->store, rdv.rank, rdv.world_size, timeout);
 
   // Every rank creates every group in the same order (c10d requires it) and keeps the ones it is in.
-  pg->groups_->by_kind[GroupKind::world] = make_group(backend, pg->groups_->store, rdv.rank, rdv.world_size, timeout, rdv.master_addr);
+  pg->groups_->by_kind[GroupKind::world] =
+      make_group(backend, pg->groups_->store, rdv.rank, rdv.world_size, timeout, rdv.master_addr);
   pg->groups_->members[GroupKind::world] = group_of(rdv.rank, layout, GroupKind::world);
   for (GroupKind kind : {GroupKind::tensor, GroupKind::context, GroupKind::data, GroupKind::sequence}) {
     auto groups = all_groups(layout, kind);
@@ -153,25 +159,30 @@ std::shared_ptr<ProcessGroups> ProcessGroups::connect(const Rendezvous& rdv, con
       const auto& members = groups[i];
       auto me = std::find(members.begin(), members.end(), rdv.rank);
       if (me == members.end()) continue;
-      auto prefixed = c10::make_intrusive<c10d::PrefixStore>(cat("mugv/", to_string(kind), "/", i), pg->groups_->store);
-      pg->groups_->by_kind[kind] =
-          make_group(backend, prefixed, static_cast<int>(me - members.begin()), static_cast<int>(members.size()), timeout,
-                     rdv.master_addr);
+      auto prefixed =
+          c10::make_intrusive<c10d::PrefixStore>(cat("mugv/", to_string(kind), "/", i), pg->groups_->store);
+      pg->groups_->by_kind[kind] = make_group(backend, prefixed, static_cast<int>(me - members.begin()),
+                                              static_cast<int>(members.size()), timeout, rdv.master_addr);
       pg->groups_->members[kind] = members;
     }
   }
-  log_debug(cat("rank ", rdv.rank, "/", rdv.world_size, ": groups ready (", to_string(layout), ", ", to_string(backend), ")"));
+  log_debug(cat("rank ", rdv.rank, "/", rdv.world_size, ": groups ready (", to_string(layout), ", ",
+                to_string(backend), ")"));
   return pg;
 }
 
-c10d::ProcessGroup& ProcessGroups::group(GroupKind kind) { return *groups_->by_kind.at(kind); }
+c10d::ProcessGroup& ProcessGroups::group(GroupKind kind) {
+  return *groups_->by_kind.at(kind);
+}
 
 int ProcessGroups::group_rank(GroupKind kind) const {
   const auto& m = groups_->members.at(kind);
   return static_cast<int>(std::find(m.begin(), m.end(), rendezvous_.rank) - m.begin());
 }
 
-int ProcessGroups::group_size(GroupKind kind) const { return static_cast<int>(groups_->members.at(kind).size()); }
+int ProcessGroups::group_size(GroupKind kind) const {
+  return static_cast<int>(groups_->members.at(kind).size());
+}
 
 void ProcessGroups::all_reduce_sum(GroupKind kind, torch::Tensor& tensor) {
   if (group_size(kind) == 1) return;
@@ -202,9 +213,11 @@ void ProcessGroups::broadcast(GroupKind kind, torch::Tensor& tensor, int root) {
   staged.finish();
 }
 
-void ProcessGroups::all_gather_into(GroupKind kind, const torch::Tensor& tensor, std::vector<torch::Tensor>& outputs) {
+void ProcessGroups::all_gather_into(GroupKind kind, const torch::Tensor& tensor,
+                                    std::vector<torch::Tensor>& outputs) {
   if (static_cast<int>(outputs.size()) != group_size(kind))
-    throw Error(ErrorCode::internal, "all_gather_into", cat(outputs.size(), " outputs for ", group_size(kind), " ranks"));
+    throw Error(ErrorCode::internal, "all_gather_into",
+                cat(outputs.size(), " outputs for ", group_size(kind), " ranks"));
   if (group_size(kind) == 1) {
     outputs[0].copy_(tensor);
     return;
@@ -232,8 +245,9 @@ torch::Tensor ProcessGroups::all_gather(GroupKind kind, const torch::Tensor& ten
 torch::Tensor ProcessGroups::reduce_scatter_sum(GroupKind kind, const torch::Tensor& tensor, int64_t dim) {
   int n = group_size(kind);
   if (tensor.size(dim) % n != 0)
-    throw Error(ErrorCode::invalid_argument, "reduce_scatter", cat("size ", tensor.size(dim), " along dim ", dim,
-                                                                   " is not divisible by the group size ", n));
+    throw Error(
+        ErrorCode::invalid_argument, "reduce_scatter",
+        cat("size ", tensor.size(dim), " along dim ", dim, " is not divisible by the group size ", n));
   if (n == 1) return tensor;
   // Gloo in LibTorch 1.13 has no reduce_scatter: all-reduce everything and keep this rank's slice.
   torch::Tensor full = tensor.clone();
@@ -246,18 +260,20 @@ torch::Tensor ProcessGroups::all_to_all(GroupKind kind, const torch::Tensor& ten
   int n = group_size(kind);
   if (n == 1) return tensor;
   if (tensor.size(scatter_dim) % n != 0)
-    throw Error(ErrorCode::invalid_argument, "all_to_all", cat("size ", tensor.size(scatter_dim), " along dim ",
-                                                               scatter_dim, " is not divisible by the group size ", n));
+    throw Error(ErrorCode::invalid_argument, "all_to_all",
+                cat("size ", tensor.size(scatter_dim), " along dim ", scatter_dim,
+                    " is not divisible by the group size ", n));
   // Chunk i goes to rank i: move the scatter dim to the front so the chunks are contiguous blocks.
   auto chunks = tensor.chunk(n, scatter_dim);
   torch::Tensor input = torch::stack(std::vector<torch::Tensor>(chunks.begin(), chunks.end()), 0)
-                           .to(comm_device_for(tensor))
-                           .contiguous();
+                            .to(comm_device_for(tensor))
+                            .contiguous();
   torch::Tensor output = torch::empty_like(input);
   std::vector<int64_t> splits;  // equal splits
   wait(group(kind).alltoall_base(output, input, splits, splits));
   auto received = output.unbind(0);
-  return torch::cat(std::vector<torch::Tensor>(received.begin(), received.end()), gather_dim).to(tensor.device());
+  return torch::cat(std::vector<torch::Tensor>(received.begin(), received.end()), gather_dim)
+      .to(tensor.device());
 }
 
 torch::Device ProcessGroups::comm_device_for(const torch::Tensor& tensor) const {

@@ -4,7 +4,8 @@
 // when LibTorch was built with it and a GPU is present (checked at run time).
 //
 // Collectives that Gloo lacks in LibTorch 1.13 have correct fallbacks here (PLATFORM.md):
-//   reduce_scatter  -> all-reduce of the whole tensor, then each rank keeps its own slice (2× the traffic of a
+//   reduce_scatter  -> all-reduce of the whole tensor, then each rank keeps its own slice (2× the traffic of
+//   a
 //                      true reduce-scatter, same result)
 //   flat all-gather -> the list form of allgather, then concatenation
 // so callers write one code path for both backends. All calls block until the collective is done.
@@ -44,7 +45,8 @@ class ProcessGroups {
   const ParallelLayout& layout() const { return layout_; }
   RankCoords coords() const { return coords_of(rank(), layout_); }
   CommBackend backend() const { return backend_; }
-  // Where CPU tensors are staged for a collective: this rank's GPU on NCCL (model/compute.h), the CPU on Gloo.
+  // Where CPU tensors are staged for a collective: this rank's GPU on NCCL (model/compute.h), the CPU on
+  // Gloo.
   const torch::Device& device() const { return device_; }
 
   c10d::ProcessGroup& group(GroupKind kind);
@@ -57,8 +59,8 @@ class ProcessGroups {
   // function waits for it. The tensor must stay alive and untouched until then.
   std::function<void()> all_reduce_sum_async(GroupKind kind, torch::Tensor& tensor);
   void broadcast(GroupKind kind, torch::Tensor& tensor, int group_root);
-  // Every rank's `tensor` into `outputs` (one tensor per rank, each shaped like `tensor`; views into one buffer
-  // are fine), in group-rank order.
+  // Every rank's `tensor` into `outputs` (one tensor per rank, each shaped like `tensor`; views into one
+  // buffer are fine), in group-rank order.
   void all_gather_into(GroupKind kind, const torch::Tensor& tensor, std::vector<torch::Tensor>& outputs);
   // Concatenation of every rank's `tensor` along `dim`, in group-rank order.
   torch::Tensor all_gather(GroupKind kind, const torch::Tensor& tensor, int64_t dim);
@@ -66,7 +68,8 @@ class ProcessGroups {
   torch::Tensor reduce_scatter_sum(GroupKind kind, const torch::Tensor& tensor, int64_t dim);
   // Splits `tensor` along `scatter_dim` into group-size chunks, sends chunk i to rank i, and concatenates the
   // received chunks along `gather_dim` (the Ulysses sequence <-> heads exchange).
-  torch::Tensor all_to_all(GroupKind kind, const torch::Tensor& tensor, int64_t scatter_dim, int64_t gather_dim);
+  torch::Tensor all_to_all(GroupKind kind, const torch::Tensor& tensor, int64_t scatter_dim,
+                           int64_t gather_dim);
   void barrier(GroupKind kind);
 
   ~ProcessGroups();

@@ -35,9 +35,11 @@ std::string scontrol_node_addr(const std::string& node) {
 }
 
 void check(const Rendezvous& r, const std::string& rank_var, const std::string& world_var) {
-  if (r.world_size < 1) throw Error(ErrorCode::invalid_argument, world_var, cat("must be >= 1, got ", r.world_size));
+  if (r.world_size < 1)
+    throw Error(ErrorCode::invalid_argument, world_var, cat("must be >= 1, got ", r.world_size));
   if (r.rank < 0 || r.rank >= r.world_size)
-    throw Error(ErrorCode::invalid_argument, rank_var, cat("rank ", r.rank, " is outside 0..", r.world_size - 1));
+    throw Error(ErrorCode::invalid_argument, rank_var,
+                cat("rank ", r.rank, " is outside 0..", r.world_size - 1));
   if (r.master_port <= 0 || r.master_port > 65535)
     throw Error(ErrorCode::invalid_argument, "MASTER_PORT", cat("port ", r.master_port, " is out of range"));
 }
@@ -46,10 +48,14 @@ void check(const Rendezvous& r, const std::string& rank_var, const std::string& 
 
 const char* to_string(RendezvousSource s) {
   switch (s) {
-    case RendezvousSource::single: return "single";
-    case RendezvousSource::torchrun: return "torchrun";
-    case RendezvousSource::slurm: return "slurm";
-    default: return "unknown";
+    case RendezvousSource::single:
+      return "single";
+    case RendezvousSource::torchrun:
+      return "torchrun";
+    case RendezvousSource::slurm:
+      return "slurm";
+    default:
+      return "unknown";
   }
 }
 
@@ -67,7 +73,8 @@ std::vector<std::string> expand_slurm_nodelist(const std::string& list) {
     }
     std::string prefix = list.substr(i, bracket - i);
     size_t close = list.find(']', bracket);
-    if (close == std::string::npos) throw Error(ErrorCode::invalid_argument, list, "unbalanced '[' in the node list");
+    if (close == std::string::npos)
+      throw Error(ErrorCode::invalid_argument, list, "unbalanced '[' in the node list");
     for (const auto& range : split(list.substr(bracket + 1, close - bracket - 1), ',')) {
       size_t dash = range.find('-');
       if (dash == std::string::npos) {
@@ -78,7 +85,8 @@ std::vector<std::string> expand_slurm_nodelist(const std::string& list) {
       int a = std::atoi(lo.c_str()), b = std::atoi(hi.c_str());
       for (int n = a; n <= b; ++n) {
         std::string digits = std::to_string(n);
-        if (digits.size() < lo.size()) digits = std::string(lo.size() - digits.size(), '0') + digits;  // n[01-04]
+        if (digits.size() < lo.size())
+          digits = std::string(lo.size() - digits.size(), '0') + digits;  // n[01-04]
         names.push_back(prefix + digits);
       }
     }
@@ -107,9 +115,12 @@ Rendezvous rendezvous_from_environment(const EnvGetter& env, const NodeResolver&
     r.world_size = int_var(env, "SLURM_NTASKS", 1);
     r.local_rank = int_var(env, "SLURM_LOCALID", 0);
     r.local_world_size = int_var(env, "SLURM_NTASKS_PER_NODE", 1);
-    auto nodes = expand_slurm_nodelist(env("SLURM_JOB_NODELIST").value_or(env("SLURM_NODELIST").value_or("")));
-    if (auto addr = env("MASTER_ADDR")) r.master_addr = *addr;
-    else if (!nodes.empty()) r.master_addr = resolve ? resolve(nodes.front()) : scontrol_node_addr(nodes.front());
+    auto nodes =
+        expand_slurm_nodelist(env("SLURM_JOB_NODELIST").value_or(env("SLURM_NODELIST").value_or("")));
+    if (auto addr = env("MASTER_ADDR"))
+      r.master_addr = *addr;
+    else if (!nodes.empty())
+      r.master_addr = resolve ? resolve(nodes.front()) : scontrol_node_addr(nodes.front());
     r.master_port = int_var(env, "MASTER_PORT", 20000 + int_var(env, "SLURM_JOB_ID", 0) % 20000);
     check(r, "SLURM_PROCID", "SLURM_NTASKS");
     return r;

@@ -20,7 +20,8 @@ void check_directive(const std::string& field, const std::string& value, const s
                        c == '_' || c == '-' || c == '.' || extra_allowed.find(c) != std::string::npos;
     if (!plain)
       throw Error(ErrorCode::invalid_argument, field,
-                  cat("'", value, "' holds a character Slurm directives cannot take safely ('", std::string(1, c), "')"));
+                  cat("'", value, "' holds a character Slurm directives cannot take safely ('",
+                      std::string(1, c), "')"));
   }
 }
 
@@ -31,13 +32,15 @@ void check_path_directive(const std::string& field, const fs::path& path) {
 }
 
 std::string field_of(const std::string& line, const std::string& key) {
-  // scontrol -o: "JobId=5 JobName=x ... JobState=RUNNING Reason=None ..." (values without spaces for these keys)
+  // scontrol -o: "JobId=5 JobName=x ... JobState=RUNNING Reason=None ..." (values without spaces for these
+  // keys)
   const std::string needle = key + "=";
   size_t pos = 0;
   while ((pos = line.find(needle, pos)) != std::string::npos) {
     if (pos == 0 || line[pos - 1] == ' ') {
       size_t end = line.find(' ', pos);
-      return line.substr(pos + needle.size(), end == std::string::npos ? std::string::npos : end - pos - needle.size());
+      return line.substr(pos + needle.size(),
+                         end == std::string::npos ? std::string::npos : end - pos - needle.size());
     }
     pos += needle.size();
   }
@@ -48,9 +51,11 @@ std::string field_of(const std::string& line, const std::string& key) {
 
 std::string sbatch_script(const SlurmJob& job) {
   if (job.command.empty()) throw Error(ErrorCode::invalid_argument, "slurm job", "no command to run");
-  if (job.nodes < 1) throw Error(ErrorCode::invalid_argument, "--nodes", cat(job.nodes, " must be at least 1"));
+  if (job.nodes < 1)
+    throw Error(ErrorCode::invalid_argument, "--nodes", cat(job.nodes, " must be at least 1"));
   if (job.tasks_per_node < 1)
-    throw Error(ErrorCode::invalid_argument, "--tasks-per-node", cat(job.tasks_per_node, " must be at least 1"));
+    throw Error(ErrorCode::invalid_argument, "--tasks-per-node",
+                cat(job.tasks_per_node, " must be at least 1"));
   check_directive("--job-name", job.name, "");
   check_directive("--partition", job.partition, ",");
   check_directive("--account", job.account, "");
@@ -90,7 +95,8 @@ std::string submit_slurm_job(const SlurmJob& job, const fs::path& script_path) {
     throw Error(ErrorCode::invalid_argument, "sbatch", cat("refused ", script_path.string(), ": ", why));
   }
   std::string id = trim(r.out);
-  if (auto semicolon = id.find(';'); semicolon != std::string::npos) id = id.substr(0, semicolon);  // "id;cluster"
+  if (auto semicolon = id.find(';'); semicolon != std::string::npos)
+    id = id.substr(0, semicolon);  // "id;cluster"
   if (id.empty() || id.find_first_not_of("0123456789_") != std::string::npos)
     throw Error(ErrorCode::protocol, "sbatch", cat("unexpected answer '", trim(r.out), "'"));
   return id;
@@ -113,7 +119,8 @@ std::optional<SlurmJobState> query_slurm_job(const std::string& job_id) {
     if (!s.state.empty()) return s;
   }
   // scontrol forgets finished jobs after MinJobAge; accounting (when configured) remembers them.
-  ProcessResult acct = run_process({"sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode,NodeList"}, kCommandTimeout);
+  ProcessResult acct = run_process({"sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode,NodeList"},
+                                   kCommandTimeout);
   if (acct.exit_code == 0) {
     auto lines = split(trim(acct.out), '\n');
     if (!lines.empty() && !trim(lines[0]).empty()) {
@@ -132,7 +139,8 @@ void cancel_slurm_job(const std::string& job_id) {
   check_directive("job id", job_id, "");
   ProcessResult r = run_process({"scancel", job_id}, kCommandTimeout);
   if (r.exit_code != 0)
-    throw Error(ErrorCode::invalid_argument, "scancel", cat("job ", job_id, ": ", trim(r.err.empty() ? r.out : r.err)));
+    throw Error(ErrorCode::invalid_argument, "scancel",
+                cat("job ", job_id, ": ", trim(r.err.empty() ? r.out : r.err)));
 }
 
 }  // namespace mugv

@@ -19,14 +19,14 @@ namespace mugv {
 namespace fs = std::filesystem;
 
 struct SlurmJob {
-  std::string name;           // --job-name
+  std::string name;  // --job-name
   int nodes = 1;
   int tasks_per_node = 1;
-  int gpus_per_node = 0;      // 0: no --gpus-per-node line
-  int cpus_per_task = 0;      // 0: Slurm's default
-  std::string partition, account, time;  // empty: the cluster's defaults
-  fs::path output;            // --output (may hold %j)
-  fs::path working_dir;       // --chdir; empty: where sbatch runs
+  int gpus_per_node = 0;                           // 0: no --gpus-per-node line
+  int cpus_per_task = 0;                           // 0: Slurm's default
+  std::string partition, account, time;            // empty: the cluster's defaults
+  fs::path output;                                 // --output (may hold %j)
+  fs::path working_dir;                            // --chdir; empty: where sbatch runs
   std::map<std::string, std::string> environment;  // exported before srun
   std::vector<std::string> setup_lines;  // cluster-profile lines run first (module load ..., container setup)
   std::vector<std::string> command;      // what every task runs (argv)
@@ -37,7 +37,8 @@ struct SlurmJob {
 [[nodiscard]] std::string sbatch_script(const SlurmJob& job);
 
 // Writes the script to `script_path` and submits it with `sbatch --parsable`. Returns the job id. A refusal
-// throws Error(invalid_argument, "sbatch", <sbatch's own message>); no sbatch in PATH throws Error(not_found).
+// throws Error(invalid_argument, "sbatch", <sbatch's own message>); no sbatch in PATH throws
+// Error(not_found).
 [[nodiscard]] std::string submit_slurm_job(const SlurmJob& job, const fs::path& script_path);
 
 struct SlurmJobState {

@@ -61,7 +61,8 @@ struct ShapesScore {
 // For a prompt of the dataset's grammar, the prompts that differ from it in exactly one attribute,
 // grouped as "color", "shape", "direction" and "background" (every other value of that attribute).
 // Throws Error(invalid_argument) naming the prompt when it is not of the grammar.
-[[nodiscard]] std::map<std::string, std::vector<std::string>> shapes_prompt_alternatives(const std::string& prompt);
+[[nodiscard]] std::map<std::string, std::vector<std::string>> shapes_prompt_alternatives(
+    const std::string& prompt);
 
 // The prompts of a heldout.json written by `mugv make-dataset shapes` (dataset/starter.h).
 // Throws Error(not_found) for a missing file, Error(format) for one without a "prompts" list.

@@ -6,9 +6,9 @@
 #include "core/json_io.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "model/run_models.h"
 #include "model/weights.h"
 #include "train/sharded_checkpoint.h"
-#include "model/run_models.h"
 
 #include <nlohmann/json.hpp>
 

@@ -65,8 +65,8 @@ struct ModelBundle {
 
 // Loads run `run_name` for sampling on `device`, with the weights `want` names: unknown = the EMA weights
 // when the checkpoint has usable ones, else the training weights; ema or model = exactly those (a
-// checkpoint without them throws Error(not_found) naming the file). Throws Error(not_found) naming the run for an
-// unknown run (listing the known ones), a missing tokenizer, or a run without a usable checkpoint
+// checkpoint without them throws Error(not_found) naming the file). Throws Error(not_found) naming the run
+// for an unknown run (listing the known ones), a missing tokenizer, or a run without a usable checkpoint
 // (with the reasons the damaged ones were refused); Error(invalid_argument) for a VAE run or a
 // DiT run that names no VAE run; errors of model/weights.h for weights that do not fit the preset.
 [[nodiscard]] ModelBundle load_for_inference(const std::string& run_name, torch::Device device = torch::kCPU,

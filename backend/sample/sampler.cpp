@@ -3,9 +3,9 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "model/run_models.h"
 #include "model/timestep_shift.h"
 #include "sample/schedule.h"
-#include "model/run_models.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -23,7 +23,8 @@ struct TextBatch {
 
 TextBatch encode_text(ModelBundle& b, const std::string& text) {
   auto tok = b.tokenizer->encode(text, b.preset.dit.text_tokens, b.prompt_limit);
-  if (tok.truncated) log_warning(cat("prompt cut to ", b.preset.dit.text_tokens, " tokens, as the model was trained"));
+  if (tok.truncated)
+    log_warning(cat("prompt cut to ", b.preset.dit.text_tokens, " tokens, as the model was trained"));
   auto ids = torch::tensor(tok.ids, torch::kLong).view({1, -1}).to(b.device);
   auto mask = torch::tensor(tok.mask, torch::kLong).view({1, -1}).to(b.device);
   auto features = b.text->forward(ids, mask);
@@ -38,7 +39,8 @@ TextBatch guidance_text(ModelBundle& b, const GenerateRequest& r, bool with_unco
   if (!r.negative_prompt.empty()) {
     uncond = encode_text(b, r.negative_prompt);
   } else if (!b.dit->has_null_caption()) {
-    uncond = encode_text(b, "");  // a release-layout DiT has no learned null caption: guide against an empty prompt
+    uncond = encode_text(
+        b, "");  // a release-layout DiT has no learned null caption: guide against an empty prompt
   } else {
     auto [text, mask] = b.dit->drop_captions(cond.features, cond.mask, torch::ones({1}, torch::kBool));
     uncond = {text, mask};
@@ -73,7 +75,8 @@ torch::Tensor velocity(ModelBundle& b, const torch::Tensor& x, double t, const T
 }
 
 std::vector<RgbFrame> preview_frames(const ModelBundle& b, const torch::Tensor& x0_normalised) {
-  auto z = (b.latent_rgb_space_raw ? b.codec->denormalize(x0_normalised) : x0_normalised)[0].to(torch::kFloat);
+  auto z =
+      (b.latent_rgb_space_raw ? b.codec->denormalize(x0_normalised) : x0_normalised)[0].to(torch::kFloat);
   auto rgb = torch::einsum("kc,cnhw->knhw", {b.latent_rgb_weight.to(torch::kFloat), z}) +
              b.latent_rgb_bias.to(torch::kFloat).view({3, 1, 1, 1});
   std::vector<RgbFrame> frames;
@@ -164,9 +167,10 @@ void validate_request(const ModelBundle& b, const GenerateRequest& r) {
     }
   }
   if (r.first_frame && (r.first_frame->pixels.width != r.width || r.first_frame->pixels.height != r.height))
-    throw Error(ErrorCode::invalid_argument, r.first_frame->name,
-                cat("the conditioning image is ", r.first_frame->pixels.width, "x", r.first_frame->pixels.height,
-                    ", not the requested ", r.width, "x", r.height, " (load_condition_image fits it)"));
+    throw Error(
+        ErrorCode::invalid_argument, r.first_frame->name,
+        cat("the conditioning image is ", r.first_frame->pixels.width, "x", r.first_frame->pixels.height,
+            ", not the requested ", r.width, "x", r.height, " (load_condition_image fits it)"));
 }
 
 namespace {
@@ -181,7 +185,8 @@ struct StartingPoint {
 StartingPoint starting_point(const ModelBundle& b, const GenerateRequest& r) {
   const VideoCodec& codec = *b.codec;
   const int64_t n = codec.latent_frames(r.frames);
-  const int64_t h = r.height / codec.compress_h(), w = r.width / codec.compress_w(), c = codec.latent_channels();
+  const int64_t h = r.height / codec.compress_h(), w = r.width / codec.compress_w(),
+                c = codec.latent_channels();
   StartingPoint start;
   start.shift_ratio = timestep_shift_ratio(n, r.height, r.width, r.shift_base_px.value_or(b.shift_base_px));
   start.times = euler_timesteps(r.steps, start.shift_ratio);

@@ -6,10 +6,10 @@
 //   bundle → bit-identical output; the global torch RNG is never used)
 //   per step: v = v_uncond + cfg·(v_cond − v_uncond), one batched DiT forward of 2 (cond, uncond);
 //   cfg == 1 runs the conditional branch alone. uncond = the negative prompt, else the DiT's learned
-//   null caption, else (release-layout DiTs have none) the encoded empty prompt. x ← x + (t_i − t_{i+1})·v; conditioning latent frames are
-//   re-pinned to their clean value after every step.
-//   I2V / TI2V: the first-frame image is fitted to the target size, VAE-encoded (mean, normalised)
-//   and pinned as latent frame 0 with cond_mask[0] = true.
+//   null caption, else (release-layout DiTs have none) the encoded empty prompt. x ← x + (t_i − t_{i+1})·v;
+//   conditioning latent frames are re-pinned to their clean value after every step. I2V / TI2V: the
+//   first-frame image is fitted to the target size, VAE-encoded (mean, normalised) and pinned as latent frame
+//   0 with cond_mask[0] = true.
 //
 // The conditioning image arrives in memory at the request's size; reading and fitting a file is
 // video_io.h (load_condition_image), as is writing the result (save_video): the sampler itself needs
@@ -48,7 +48,8 @@ struct ConditionImage {
 
 struct GenerateRequest {
   std::string prompt;
-  std::string negative_prompt;  // empty: guide against the learned null caption, or an empty prompt without one
+  std::string
+      negative_prompt;  // empty: guide against the learned null caption, or an empty prompt without one
   uint64_t seed = 0;
   int steps = 25;
   double cfg_scale = 4.0;
@@ -56,8 +57,8 @@ struct GenerateRequest {
   int height = 64;
   int width = 64;
   double fps = 8;
-  std::optional<ConditionImage> first_frame;         // I2V / TI2V conditioning image
-  std::optional<double> shift_base_px;               // overrides the run's value (schedule.h)
+  std::optional<ConditionImage> first_frame;  // I2V / TI2V conditioning image
+  std::optional<double> shift_base_px;        // overrides the run's value (schedule.h)
 };
 
 // Called once per step with the step just finished (1..total) and the current x0 prediction as
@@ -89,9 +90,9 @@ struct PromptSensitivity {
   std::vector<double> times;                          // t at which each step's guesses were compared
   std::map<std::string, std::vector<double>> change;  // group -> one value per step
 };
-[[nodiscard]] PromptSensitivity prompt_sensitivity(ModelBundle& bundle, const GenerateRequest& request,
-                                                   const std::map<std::string, std::vector<std::string>>& groups,
-                                                   const CancelToken& cancel);
+[[nodiscard]] PromptSensitivity prompt_sensitivity(
+    ModelBundle& bundle, const GenerateRequest& request,
+    const std::map<std::string, std::vector<std::string>>& groups, const CancelToken& cancel);
 
 // Enhancer (docs/MUGV.md §4): an SDEdit-style refine of a finished latent with `enhancer` (the same or a
 // second run sharing the VAE latent space): noise to t = sigma, then `steps` Euler steps to 0 with

@@ -10,8 +10,8 @@
 
 #include "core/progress.h"
 #include "media/frame.h"
-#include "sample/model_bundle.h"
 #include "model/run_models.h"
+#include "sample/model_bundle.h"
 
 #include <cstdint>
 #include <filesystem>

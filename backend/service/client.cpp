@@ -17,9 +17,12 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-bool is_tcp(const std::string& endpoint) { return starts_with(endpoint, "tcp://"); }
+bool is_tcp(const std::string& endpoint) {
+  return starts_with(endpoint, "tcp://");
+}
 
-void apply_curve(zmq::socket_t& socket, const std::string& endpoint, const std::optional<CurveClientKeys>& curve) {
+void apply_curve(zmq::socket_t& socket, const std::string& endpoint,
+                 const std::optional<CurveClientKeys>& curve) {
   if (!curve || !is_tcp(endpoint)) return;
   check_z85_key(curve->server_public_key, "server key");
   socket.set(zmq::sockopt::curve_serverkey, curve->server_public_key);
@@ -37,7 +40,8 @@ std::string host_of(const std::string& tcp_endpoint) {
 // every interface (tcp://0.0.0.0:P) is reached at the host the client used.
 std::vector<std::string> order_events(std::vector<std::string> events, const std::string& endpoint) {
   const std::string scheme = endpoint.substr(0, endpoint.find("://") + 3);
-  std::stable_partition(events.begin(), events.end(), [&](const std::string& e) { return starts_with(e, scheme); });
+  std::stable_partition(events.begin(), events.end(),
+                        [&](const std::string& e) { return starts_with(e, scheme); });
   if (is_tcp(endpoint)) {
     for (auto& e : events) {
       if (!is_tcp(e)) continue;
@@ -86,8 +90,9 @@ class HandshakeWatch {
       e.id = id;
       if (e.id == ZMQ_EVENT_CONNECTED) connected_ = true;
       if (e.id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshake_ok_ = true;
-      if (!failure && (e.id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || e.id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
-                       e.id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL))
+      if (!failure &&
+          (e.id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || e.id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+           e.id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL))
         failure = e;
     }
   }
@@ -114,34 +119,44 @@ struct Client::Impl {
 
   Error handshake_error(const HandshakeWatch::Event& e) const {
     if (e.id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
-      return Error(ErrorCode::forbidden,
-                   cat("server at ", endpoint, " did not accept this client's key (not authorised?)",
-                       curve ? cat("; its owner can run `mugv keys authorize ", curve->client.public_key, "`") : ""));
+      return Error(
+          ErrorCode::forbidden,
+          cat("server at ", endpoint, " did not accept this client's key (not authorised?)",
+              curve ? cat("; its owner can run `mugv keys authorize ", curve->client.public_key, "`") : ""));
     }
-    if (e.id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && e.value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
-      return Error(ErrorCode::protocol,
-                   curve && is_tcp(endpoint)
-                       ? cat("server at ", endpoint, " does not use CURVE security; is it a MUG-V server?")
-                       : cat("server at ", endpoint, " requires CURVE security: pass its public key (--server-key)"));
+    if (e.id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+        e.value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+      return Error(
+          ErrorCode::protocol,
+          curve && is_tcp(endpoint)
+              ? cat("server at ", endpoint, " does not use CURVE security; is it a MUG-V server?")
+              : cat("server at ", endpoint, " requires CURVE security: pass its public key (--server-key)"));
     }
     // A protocol failure carries a ZMQ_PROTOCOL_ERROR_* code, the others an errno (EPIPE: the server hung up,
     // which is what a server that cannot decrypt our hello does).
     char detail[64];
-    if (e.id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) std::snprintf(detail, sizeof detail, "protocol error 0x%x", e.value);
-    else std::snprintf(detail, sizeof detail, "%s", zmq_strerror(static_cast<int>(e.value)));
+    if (e.id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+      std::snprintf(detail, sizeof detail, "protocol error 0x%x", e.value);
+    else
+      std::snprintf(detail, sizeof detail, "%s", zmq_strerror(static_cast<int>(e.value)));
     // Which side closed first decides whether a mechanism mismatch arrives as such or as a hang-up.
-    const char* hint = curve              ? "; is --server-key the server's public key?"
-                       : is_tcp(endpoint) ? "; MUG-V servers require CURVE on tcp://: pass their public key (--server-key)"
-                                          : "";
-    return Error(ErrorCode::protocol, cat("the security handshake with ", endpoint, " failed (", detail, ")", hint));
+    const char* hint = curve ? "; is --server-key the server's public key?"
+                       : is_tcp(endpoint)
+                           ? "; MUG-V servers require CURVE on tcp://: pass their public key (--server-key)"
+                           : "";
+    return Error(ErrorCode::protocol,
+                 cat("the security handshake with ", endpoint, " failed (", detail, ")", hint));
   }
 
   Error no_answer() const {
     if (watch && watch->connected() && !watch->handshake_ok() && is_tcp(endpoint))
-      return Error(ErrorCode::protocol,
-                   cat("server at ", endpoint, " took the connection but the security handshake did not complete within ",
-                       timeout.count(), " ms", curve ? " (is --server-key the server's public key?)" : " (it requires CURVE keys?)"));
-    return Error(ErrorCode::timeout, endpoint, cat("no MUG-V server answered within ", timeout.count(), " ms"));
+      return Error(
+          ErrorCode::protocol,
+          cat("server at ", endpoint,
+              " took the connection but the security handshake did not complete within ", timeout.count(),
+              " ms", curve ? " (is --server-key the server's public key?)" : " (it requires CURVE keys?)"));
+    return Error(ErrorCode::timeout, endpoint,
+                 cat("no MUG-V server answered within ", timeout.count(), " ms"));
   }
 
   // The next reply, or an Error: a refused handshake as soon as libzmq reports it, else no answer in time.
@@ -150,7 +165,8 @@ struct Client::Impl {
     while (true) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) throw no_answer();
-      zmq::pollitem_t items[] = {{socket->handle(), 0, ZMQ_POLLIN, 0}, {watch->socket().handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::pollitem_t items[] = {{socket->handle(), 0, ZMQ_POLLIN, 0},
+                                 {watch->socket().handle(), 0, ZMQ_POLLIN, 0}};
       try {
         zmq::poll(items, 2, left);
       } catch (const zmq::error_t& e) {
@@ -159,7 +175,8 @@ struct Client::Impl {
       if (items[1].revents & ZMQ_POLLIN)
         if (auto failure = watch->drain()) throw handshake_error(*failure);
       if (items[0].revents & ZMQ_POLLIN)
-        if (auto reply = protocol::receive(*socket, 0, std::chrono::milliseconds(0))) return std::move(*reply);
+        if (auto reply = protocol::receive(*socket, 0, std::chrono::milliseconds(0)))
+          return std::move(*reply);
     }
   }
   nlohmann::json welcome = nlohmann::json::object();
@@ -200,9 +217,11 @@ struct Client::Impl {
     hello.header = {{"role", "client"}, {"version", protocol::kVersion}, {"capabilities", {"preview"}}};
     protocol::send(*socket, {}, hello);
     auto reply = await_reply();
-    if (auto* err = std::get_if<protocol::ProtocolError>(&reply.content)) throw Error(ErrorCode::protocol, endpoint, err->message);
+    if (auto* err = std::get_if<protocol::ProtocolError>(&reply.content))
+      throw Error(ErrorCode::protocol, endpoint, err->message);
     const Message& m = std::get<Message>(reply.content);
-    if (m.type == MessageType::error) throw Error(ErrorCode::protocol, endpoint, m.header.value("message", "refused"));
+    if (m.type == MessageType::error)
+      throw Error(ErrorCode::protocol, endpoint, m.header.value("message", "refused"));
     events = order_events(m.header.value("events", std::vector<std::string>{}), endpoint);
     stale = false;
     welcome = m.header;
@@ -225,23 +244,33 @@ Client::~Client() = default;
 Client::Client(Client&&) noexcept = default;
 Client& Client::operator=(Client&&) noexcept = default;
 
-nlohmann::json Client::request(MessageType type, const nlohmann::json& header, std::vector<std::string>* blobs) {
+nlohmann::json Client::request(MessageType type, const nlohmann::json& header,
+                               std::vector<std::string>* blobs) {
   Message m;
   m.type = type;
   m.header = header;
   Message reply = impl_->exchange(m);
   if (reply.type == MessageType::error) {
     std::string code = reply.header.value("code", "unknown");
-    throw Error(error_code_from_string(code).value_or(ErrorCode::protocol), reply.header.value("message", code));
+    throw Error(error_code_from_string(code).value_or(ErrorCode::protocol),
+                reply.header.value("message", code));
   }
   if (blobs) *blobs = std::move(reply.blobs);
   return reply.header;
 }
 
-const std::vector<std::string>& Client::events_endpoints() const { return impl_->events; }
-const std::string& Client::endpoint() const { return impl_->endpoint; }
-const std::optional<CurveClientKeys>& Client::curve() const { return impl_->curve; }
-const nlohmann::json& Client::server_info() const { return impl_->welcome; }
+const std::vector<std::string>& Client::events_endpoints() const {
+  return impl_->events;
+}
+const std::string& Client::endpoint() const {
+  return impl_->endpoint;
+}
+const std::optional<CurveClientKeys>& Client::curve() const {
+  return impl_->curve;
+}
+const nlohmann::json& Client::server_info() const {
+  return impl_->welcome;
+}
 
 struct EventSubscriber::Impl {
   zmq::context_t context{1};
@@ -262,7 +291,8 @@ EventSubscriber::~EventSubscriber() = default;
 std::optional<Message> EventSubscriber::next(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() < 0) return std::nullopt;
     auto in = protocol::receive(impl_->socket, 1, left);
     if (!in) return std::nullopt;

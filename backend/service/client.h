@@ -33,7 +33,8 @@ class Client {
 
   // Sends a request and returns the `ok` payload; an `error` reply becomes Error(code, message), no reply
   // in time Error(timeout). After a timeout the connection is reset, so a late reply is never mistaken
-  // for the answer to the next request. `blobs`, when given, receives the reply's binary frames (clip_frames).
+  // for the answer to the next request. `blobs`, when given, receives the reply's binary frames
+  // (clip_frames).
   nlohmann::json request(protocol::MessageType type, const nlohmann::json& header = nlohmann::json::object(),
                          std::vector<std::string>* blobs = nullptr);
   // The server's events endpoints, the one for this client's transport first (a tcp client gets the tcp

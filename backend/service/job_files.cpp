@@ -29,7 +29,8 @@ std::optional<JobResult> read_job_result(const std::filesystem::path& home, int6
     auto j = read_json_file(job_result_path(home, job_id));
     JobResult r;
     r.state = job_state_from_string(j.value("state", "")).value_or(JobState::unknown);
-    if (r.state != JobState::succeeded && r.state != JobState::failed && r.state != JobState::cancelled) return std::nullopt;
+    if (r.state != JobState::succeeded && r.state != JobState::failed && r.state != JobState::cancelled)
+      return std::nullopt;
     r.error_code = j.value("error_code", "");
     r.message = j.value("message", "");
     r.result = j.value("result", nlohmann::json());

@@ -11,21 +11,22 @@ nlohmann::json optional_json(const std::optional<T>& v) {
 }  // namespace
 
 nlohmann::json to_json(const Job& job) {
-  return {{"id", job.id},
-          {"kind", to_string(job.kind)},
-          {"state", to_string(job.state)},
-          {"priority", job.priority},
-          {"position", job.queue_position},
-          {"params", job.params},
-          {"created_at_ms", job.created_at_ms},
-          {"started_at_ms", optional_json(job.started_at_ms)},
-          {"finished_at_ms", optional_json(job.finished_at_ms)},
-          {"exit_code", optional_json(job.exit_code)},
-          {"error_code", job.error_code ? nlohmann::json(to_string(*job.error_code)) : nlohmann::json(nullptr)},
-          {"error_message", job.error_message},
-          {"worker_pid", optional_json(job.worker_pid)},
-          {"host", job.host},
-          {"attempts", job.attempts}};
+  return {
+      {"id", job.id},
+      {"kind", to_string(job.kind)},
+      {"state", to_string(job.state)},
+      {"priority", job.priority},
+      {"position", job.queue_position},
+      {"params", job.params},
+      {"created_at_ms", job.created_at_ms},
+      {"started_at_ms", optional_json(job.started_at_ms)},
+      {"finished_at_ms", optional_json(job.finished_at_ms)},
+      {"exit_code", optional_json(job.exit_code)},
+      {"error_code", job.error_code ? nlohmann::json(to_string(*job.error_code)) : nlohmann::json(nullptr)},
+      {"error_message", job.error_message},
+      {"worker_pid", optional_json(job.worker_pid)},
+      {"host", job.host},
+      {"attempts", job.attempts}};
 }
 
 nlohmann::json to_json(const JobEvent& e) {

@@ -7,8 +7,12 @@
 namespace mugv::protocol {
 namespace {
 
-FieldRule req(std::string name, FieldType type) { return {std::move(name), type, true, {}, {}, {}}; }
-FieldRule opt(std::string name, FieldType type) { return {std::move(name), type, false, {}, {}, {}}; }
+FieldRule req(std::string name, FieldType type) {
+  return {std::move(name), type, true, {}, {}, {}};
+}
+FieldRule opt(std::string name, FieldType type) {
+  return {std::move(name), type, false, {}, {}, {}};
+}
 FieldRule ranged(FieldRule rule, std::optional<double> min, std::optional<double> max) {
   rule.min = min;
   rule.max = max;
@@ -19,11 +23,18 @@ FieldRule one_of(FieldRule rule, std::vector<std::string> choices) {
   return rule;
 }
 
-FieldRule job_id() { return ranged(req("job", FieldType::integer), 1, {}); }
-FieldRule limit() { return ranged(opt("limit", FieldType::integer), 1, 10000); }
-FieldRule offset() { return ranged(opt("offset", FieldType::integer), 0, {}); }
+FieldRule job_id() {
+  return ranged(req("job", FieldType::integer), 1, {});
+}
+FieldRule limit() {
+  return ranged(opt("limit", FieldType::integer), 1, 10000);
+}
+FieldRule offset() {
+  return ranged(opt("offset", FieldType::integer), 0, {});
+}
 FieldRule text(std::string name, bool required, double max_len) {
-  return ranged(required ? req(std::move(name), FieldType::string) : opt(std::move(name), FieldType::string), {}, max_len);
+  return ranged(required ? req(std::move(name), FieldType::string) : opt(std::move(name), FieldType::string),
+                {}, max_len);
 }
 
 std::map<MessageType, MessageSchema> build() {
@@ -31,20 +42,24 @@ std::map<MessageType, MessageSchema> build() {
   using F = FieldType;
   std::vector<MessageSchema> list = {
       {T::hello,
-       {one_of(req("role", F::string), {"client", "worker", "monitor"}), ranged(req("version", F::integer), 0, {}),
-        opt("capabilities", F::string_array), ranged(opt("job", F::integer), 1, {}), text("name", false, 200)}},
+       {one_of(req("role", F::string), {"client", "worker", "monitor"}),
+        ranged(req("version", F::integer), 0, {}), opt("capabilities", F::string_array),
+        ranged(opt("job", F::integer), 1, {}), text("name", false, 200)}},
       {T::welcome, {}, true},
       {T::ok, {}, true, 0, kMaxBlobs},
       {T::error, {text("code", true, 100), text("message", true, 10000)}, true},
       {T::submit_job,
        {one_of(req("kind", F::string), job_kinds()), req("params", F::object),
-        ranged(opt("priority", F::integer), -100, 100), one_of(opt("executor", F::string), {"local", "slurm"}),
-        text("profile", false, 200), text("run", false, 200)}},
+        ranged(opt("priority", F::integer), -100, 100),
+        one_of(opt("executor", F::string), {"local", "slurm"}), text("profile", false, 200),
+        text("run", false, 200)}},
       {T::cancel_job, {job_id(), opt("force", F::boolean)}},
       {T::pause_job, {job_id()}},
       {T::resume_job, {job_id()}},
       {T::retry_job, {job_id()}},
-      {T::reorder_job, {job_id(), ranged(opt("position", F::integer), 0, {}), ranged(opt("priority", F::integer), -100, 100)}},
+      {T::reorder_job,
+       {job_id(), ranged(opt("position", F::integer), 0, {}),
+        ranged(opt("priority", F::integer), -100, 100)}},
       {T::list_jobs, {one_of(opt("state", F::string), job_state_names()), limit(), offset()}},
       {T::get_job, {job_id()}},
       {T::job_logs, {job_id(), ranged(opt("tail_lines", F::integer), 1, 100000)}},
@@ -69,18 +84,25 @@ std::map<MessageType, MessageSchema> build() {
       {T::shutdown, {}},
       {T::heartbeat, {job_id(), ranged(opt("pid", F::integer), 1, {})}},
       {T::progress,
-       {job_id(), text("stage", true, 100), ranged(req("done", F::integer), 0, {}), ranged(req("total", F::integer), 0, {}),
-        opt("rate", F::number), opt("eta_s", F::number), text("unit", false, 50), text("detail", false, 2000)}},
+       {job_id(), text("stage", true, 100), ranged(req("done", F::integer), 0, {}),
+        ranged(req("total", F::integer), 0, {}), opt("rate", F::number), opt("eta_s", F::number),
+        text("unit", false, 50), text("detail", false, 2000)}},
       {T::metrics, {job_id(), ranged(req("step", F::integer), 0, {}), req("values", F::object)}},
-      {T::log_line, {job_id(), one_of(req("level", F::string), {"debug", "info", "warning", "error"}), text("text", true, 65536)}},
+      {T::log_line,
+       {job_id(), one_of(req("level", F::string), {"debug", "info", "warning", "error"}),
+        text("text", true, 65536)}},
       {T::preview,
        {job_id(), ranged(req("step", F::integer), 0, {}), ranged(req("width", F::integer), 1, 16384),
         ranged(req("height", F::integer), 1, 16384), one_of(req("format", F::string), {"rgb24", "png"})},
-       false, 1, kMaxBlobs},
+       false,
+       1,
+       kMaxBlobs},
       {T::job_finished,
-       {job_id(), one_of(req("state", F::string), {"succeeded", "failed", "cancelled"}), opt("exit_code", F::integer),
-        text("error_code", false, 100), text("message", false, 10000), opt("result", F::object)}},
-      {T::control, {job_id(), one_of(req("action", F::string), {"cancel", "pause", "resume", "sample_now", "save_now"})}},
+       {job_id(), one_of(req("state", F::string), {"succeeded", "failed", "cancelled"}),
+        opt("exit_code", F::integer), text("error_code", false, 100), text("message", false, 10000),
+        opt("result", F::object)}},
+      {T::control,
+       {job_id(), one_of(req("action", F::string), {"cancel", "pause", "resume", "sample_now", "save_now"})}},
       {T::event, {text("topic", true, 200)}, true, 0, kMaxBlobs},
   };
   std::map<MessageType, MessageSchema> by_type;
@@ -90,25 +112,35 @@ std::map<MessageType, MessageSchema> build() {
 
 bool has_type(const nlohmann::json& v, FieldType type) {
   switch (type) {
-    case FieldType::integer: return v.is_number_integer();
-    case FieldType::number: return v.is_number();
-    case FieldType::boolean: return v.is_boolean();
-    case FieldType::string: return v.is_string();
-    case FieldType::object: return v.is_object();
+    case FieldType::integer:
+      return v.is_number_integer();
+    case FieldType::number:
+      return v.is_number();
+    case FieldType::boolean:
+      return v.is_boolean();
+    case FieldType::string:
+      return v.is_string();
+    case FieldType::object:
+      return v.is_object();
     case FieldType::string_array:
       if (!v.is_array()) return false;
       for (const auto& item : v)
         if (!item.is_string()) return false;
       return true;
-    default: return false;
+    default:
+      return false;
   }
 }
 
 std::string describe(const FieldRule& rule) {
   std::ostringstream out;
-  out << "expected " << (rule.type == FieldType::integer ? "an integer" : rule.type == FieldType::number ? "a number"
-                         : rule.type == FieldType::boolean ? "true or false" : rule.type == FieldType::string ? "a string"
-                         : rule.type == FieldType::object ? "an object" : "a list of strings");
+  out << "expected "
+      << (rule.type == FieldType::integer   ? "an integer"
+          : rule.type == FieldType::number  ? "a number"
+          : rule.type == FieldType::boolean ? "true or false"
+          : rule.type == FieldType::string  ? "a string"
+          : rule.type == FieldType::object  ? "an object"
+                                            : "a list of strings");
   if (rule.type != FieldType::string && (rule.min || rule.max)) {
     if (rule.min) out << " >= " << *rule.min;
     if (rule.min && rule.max) out << " and";
@@ -121,13 +153,20 @@ std::string describe(const FieldRule& rule) {
 
 const char* to_string(FieldType type) {
   switch (type) {
-    case FieldType::integer: return "integer";
-    case FieldType::number: return "number";
-    case FieldType::boolean: return "boolean";
-    case FieldType::string: return "string";
-    case FieldType::object: return "object";
-    case FieldType::string_array: return "string_array";
-    default: return "unknown";
+    case FieldType::integer:
+      return "integer";
+    case FieldType::number:
+      return "number";
+    case FieldType::boolean:
+      return "boolean";
+    case FieldType::string:
+      return "string";
+    case FieldType::object:
+      return "object";
+    case FieldType::string_array:
+      return "string_array";
+    default:
+      return "unknown";
   }
 }
 
@@ -138,8 +177,8 @@ const std::vector<std::string>& job_kinds() {
 }
 
 const std::vector<std::string>& job_state_names() {
-  static const std::vector<std::string> states = {"queued", "starting", "running", "paused", "succeeded",
-                                                  "failed", "cancelled", "interrupted"};
+  static const std::vector<std::string> states = {"queued",    "starting", "running",   "paused",
+                                                  "succeeded", "failed",   "cancelled", "interrupted"};
   return states;
 }
 
@@ -150,12 +189,13 @@ const MessageSchema& schema_for(MessageType type) {
   return it == schemas.end() ? none : it->second;
 }
 
-std::optional<std::string> check(const MessageSchema& schema, const nlohmann::json& header, size_t blob_count) {
+std::optional<std::string> check(const MessageSchema& schema, const nlohmann::json& header,
+                                 size_t blob_count) {
   if (!header.is_object()) return std::string("header is not a JSON object");
   if (blob_count < schema.min_blobs || blob_count > schema.max_blobs) {
     std::ostringstream out;
-    out << to_string(schema.type) << " carries " << blob_count << " binary frame(s); allowed " << schema.min_blobs
-        << ".." << schema.max_blobs;
+    out << to_string(schema.type) << " carries " << blob_count << " binary frame(s); allowed "
+        << schema.min_blobs << ".." << schema.max_blobs;
     return out.str();
   }
   for (const auto& rule : schema.fields) {
@@ -168,13 +208,16 @@ std::optional<std::string> check(const MessageSchema& schema, const nlohmann::js
     if (!has_type(v, rule.type)) return "header field \"" + rule.name + "\": " + describe(rule);
     if (rule.type == FieldType::integer || rule.type == FieldType::number) {
       double x = v.get<double>();
-      if ((rule.min && x < *rule.min) || (rule.max && x > *rule.max)) return "header field \"" + rule.name + "\": " + describe(rule);
+      if ((rule.min && x < *rule.min) || (rule.max && x > *rule.max))
+        return "header field \"" + rule.name + "\": " + describe(rule);
     }
     if (rule.type == FieldType::string) {
       const auto& s = v.get_ref<const std::string&>();
       if (rule.max && s.size() > *rule.max)
-        return "header field \"" + rule.name + "\": longer than " + std::to_string(static_cast<long long>(*rule.max)) + " bytes";
-      if (!rule.choices.empty() && std::find(rule.choices.begin(), rule.choices.end(), s) == rule.choices.end()) {
+        return "header field \"" + rule.name + "\": longer than " +
+               std::to_string(static_cast<long long>(*rule.max)) + " bytes";
+      if (!rule.choices.empty() &&
+          std::find(rule.choices.begin(), rule.choices.end(), s) == rule.choices.end()) {
         std::string allowed;
         for (const auto& c : rule.choices) allowed += (allowed.empty() ? "" : ", ") + c;
         return "header field \"" + rule.name + "\": '" + s + "' is not one of " + allowed;

@@ -18,8 +18,8 @@ struct FieldRule {
   std::string name;
   FieldType type = FieldType::unknown;
   bool required = false;
-  std::optional<double> min, max;      // integer/number value; string length for strings
-  std::vector<std::string> choices;    // allowed strings (empty = any)
+  std::optional<double> min, max;    // integer/number value; string length for strings
+  std::vector<std::string> choices;  // allowed strings (empty = any)
 };
 
 struct MessageSchema {
@@ -33,7 +33,8 @@ struct MessageSchema {
 const MessageSchema& schema_for(MessageType type);
 
 // nullopt when `header` satisfies `schema` and the blob count is allowed; the first problem otherwise.
-std::optional<std::string> check(const MessageSchema& schema, const nlohmann::json& header, size_t blob_count);
+std::optional<std::string> check(const MessageSchema& schema, const nlohmann::json& header,
+                                 size_t blob_count);
 
 // Job kinds a client may submit, and job states as the catalog names them.
 const std::vector<std::string>& job_kinds();

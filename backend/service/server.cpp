@@ -13,9 +13,9 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
-#include "model/release_files.h"
 #include "media/decoder.h"
 #include "media/image.h"
+#include "model/release_files.h"
 #include "service/cluster_profiles.h"
 #include "service/curve_keys.h"
 #include "service/job_files.h"
@@ -49,8 +49,8 @@ namespace {
 struct WorkerEntry {
   int64_t job_id = 0;
   pid_t pid = 0;
-  bool child = true;                 // false: adopted from a previous server run (not our child)
-  std::string identity;              // ROUTER identity once the worker said hello
+  bool child = true;     // false: adopted from a previous server run (not our child)
+  std::string identity;  // ROUTER identity once the worker said hello
   Clock::time_point started, last_heartbeat;
   std::optional<Clock::time_point> kill_at;  // after a cancel request
   bool cancel_requested = false;
@@ -65,7 +65,9 @@ std::string host_name() {
   return buf;
 }
 
-bool process_alive(int64_t pid) { return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0; }
+bool process_alive(int64_t pid) {
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0;
+}
 
 std::string read_if_exists(const fs::path& path) {
   std::error_code ec;
@@ -86,7 +88,8 @@ std::string tail_lines(const std::string& text, int64_t lines) {
 std::string private_worker_endpoint(const fs::path& home) {
   fs::path in_home = home / "ipc" / "workers.sock";
   if (in_home.string().size() < 100) return "ipc://" + in_home.string();
-  return "ipc://" + (runtime_dir() / cat("workers-", std::hash<std::string>{}(home.string()), ".sock")).string();
+  return "ipc://" +
+         (runtime_dir() / cat("workers-", std::hash<std::string>{}(home.string()), ".sock")).string();
 }
 
 }  // namespace
@@ -104,13 +107,13 @@ struct Server::Impl {
   std::optional<Catalog> catalog;
   // After the catalog: destroyed before it (it holds a reference).
   std::unique_ptr<SlurmExecutor> slurm;
-  bool slurm_queued = true;  // a Slurm job may wait in the queue (submitted, retried or requeued since the last scan)
-  std::map<int64_t, WorkerEntry> workers;  // by job id
+  bool slurm_queued =
+      true;  // a Slurm job may wait in the queue (submitted, retried or requeued since the last scan)
+  std::map<int64_t, WorkerEntry> workers;    // by job id
   std::map<std::string, std::string> peers;  // identity -> role, after hello
   std::vector<std::string> events;
   std::string host = host_name();
   bool stopping = false;
-
 
   void bind() {
     protocol::apply_common_options(router);
@@ -171,11 +174,12 @@ struct Server::Impl {
       s->set(zmq::sockopt::curve_secretkey, keys.secret_key);
       s->set(zmq::sockopt::zap_domain, ZapHandler::kDomain);
     }
-    log_info(cat("CURVE server key ", created ? "created in " : "from ", secret_key_path(dir, KeyRole::server).string(),
-                 "; public key ", keys.public_key, " (clients: mugv --server tcp://HOST:PORT --server-key ",
-                 keys.public_key, ")"));
+    log_info(cat("CURVE server key ", created ? "created in " : "from ",
+                 secret_key_path(dir, KeyRole::server).string(), "; public key ", keys.public_key,
+                 " (clients: mugv --server tcp://HOST:PORT --server-key ", keys.public_key, ")"));
     if (clients == 0)
-      log_warning(cat("no client key is authorised yet (", authorized.string(), "); add one with `mugv keys authorize KEY`"));
+      log_warning(cat("no client key is authorised yet (", authorized.string(),
+                      "); add one with `mugv keys authorize KEY`"));
     else
       log_info(cat(clients, " authorised client key(s) in ", authorized.string()));
   }
@@ -248,14 +252,16 @@ struct Server::Impl {
     if (job.attempts < o.max_attempts) {
       transition(id, JobState::queued);
       slurm_queued = slurm_queued || is_slurm_job(job);
-      log_info(cat("job ", id, ": interrupted, requeued (attempt ", job.attempts, " of ", o.max_attempts, ")"));
+      log_info(
+          cat("job ", id, ": interrupted, requeued (attempt ", job.attempts, " of ", o.max_attempts, ")"));
     }
   }
 
   void spawn(const Job& job) {
     std::error_code ec;
     fs::create_directories(job_dir(o.home, job.id), ec);
-    fs::remove(job_result_path(o.home, job.id), ec);  // a previous attempt's result must not answer for this one
+    fs::remove(job_result_path(o.home, job.id),
+               ec);  // a previous attempt's result must not answer for this one
     std::string log_path = job_log_path(o.home, job.id).string();
     std::string exe = o.worker_executable.string();
     std::string endpoint = worker_endpoint;
@@ -272,7 +278,8 @@ struct Server::Impl {
       int devnull = ::open("/dev/null", O_RDONLY);
       if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
       ::setenv("MUGV_HOME", home.c_str(), 1);
-      ::execl(exe.c_str(), exe.c_str(), "--server", endpoint.c_str(), "--job", id.c_str(), static_cast<char*>(nullptr));
+      ::execl(exe.c_str(), exe.c_str(), "--server", endpoint.c_str(), "--job", id.c_str(),
+              static_cast<char*>(nullptr));
       std::fprintf(stderr, "cannot start the worker %s\n", exe.c_str());
       ::_exit(127);
     }
@@ -393,8 +400,10 @@ struct Server::Impl {
         pid_t r = ::waitpid(w.pid, &status, WNOHANG);  // our child after all (same process), or ECHILD
         if (r == w.pid || !process_alive(w.pid)) {
           gone = true;
-          if (r == w.pid && WIFEXITED(status)) code = WEXITSTATUS(status);
-          else if (r == w.pid && WIFSIGNALED(status)) sig = WTERMSIG(status);
+          if (r == w.pid && WIFEXITED(status))
+            code = WEXITSTATUS(status);
+          else if (r == w.pid && WIFSIGNALED(status))
+            sig = WTERMSIG(status);
         }
       }
       if (gone) {
@@ -411,11 +420,13 @@ struct Server::Impl {
     auto silence_limit = o.heartbeat_interval * o.missed_heartbeats;
     auto startup_limit = std::max<Clock::duration>(silence_limit, std::chrono::seconds(60));
     for (auto& [id, w] : workers) {
-      bool silent = w.identity.empty() ? now - w.started > startup_limit : now - w.last_heartbeat > silence_limit;
+      bool silent =
+          w.identity.empty() ? now - w.started > startup_limit : now - w.last_heartbeat > silence_limit;
       bool overdue = w.kill_at && now > *w.kill_at;
       if (silent || overdue) {
         if (silent && !w.cancel_requested)
-          log_warning(cat("job ", id, ": worker ", w.pid, " missed ", o.missed_heartbeats, " heartbeats; killing it"));
+          log_warning(cat("job ", id, ": worker ", w.pid, " missed ", o.missed_heartbeats,
+                          " heartbeats; killing it"));
         ::kill(w.pid, SIGKILL);
         w.kill_at.reset();
         w.last_heartbeat = now;  // one kill per silence
@@ -451,7 +462,8 @@ struct Server::Impl {
     const auto clip = get_clip(*catalog, id);
     if (!clip) throw Error(ErrorCode::not_found, cat("clip ", id), "no such clip");
     const auto source = get_source(*catalog, clip->source_id);
-    if (!source) throw Error(ErrorCode::not_found, cat("clip ", id), "its source video is not in the catalog");
+    if (!source)
+      throw Error(ErrorCode::not_found, cat("clip ", id), "its source video is not in the catalog");
     confinement->check(cat("clip ", id), source->path.string());
     const int count = h.value("count", 1);
     const int max_side = h.value("max_side", 128);
@@ -477,10 +489,15 @@ struct Server::Impl {
           frames.push_back(std::move(*f));
         }
       }
-      if (frames.empty()) throw Error(ErrorCode::corrupt, source->path.string(), cat("no decodable frame in clip ", id));
+      if (frames.empty())
+        throw Error(ErrorCode::corrupt, source->path.string(), cat("no decodable frame in clip ", id));
     }
-    Message reply = protocol::make_ok({{"clip", id}, {"width", frames.front().width}, {"height", frames.front().height},
-                                       {"fps", fps}, {"format", "rgb24"}, {"frames", frames.size()}});
+    Message reply = protocol::make_ok({{"clip", id},
+                                       {"width", frames.front().width},
+                                       {"height", frames.front().height},
+                                       {"fps", fps},
+                                       {"format", "rgb24"},
+                                       {"frames", frames.size()}});
     for (const auto& f : frames) reply.blobs.emplace_back(f.rgb.begin(), f.rgb.end());
     return reply;
   }
@@ -505,8 +522,10 @@ struct Server::Impl {
   Message on_cancel_job(const Message& m) {
     const auto& h = m.header;
     Job job = job_or_throw(h["job"]);
-    if (job.state == JobState::queued) return protocol::make_ok({{"job", to_json(transition(job.id, JobState::cancelled))}});
-    if (is_terminal(job.state)) throw Error(ErrorCode::conflict, cat("job ", job.id), cat("already ", to_string(job.state)));
+    if (job.state == JobState::queued)
+      return protocol::make_ok({{"job", to_json(transition(job.id, JobState::cancelled))}});
+    if (is_terminal(job.state))
+      throw Error(ErrorCode::conflict, cat("job ", job.id), cat("already ", to_string(job.state)));
     if (slurm->cancel(job.id)) return protocol::make_ok({{"job", to_json(job)}, {"cancelling", true}});
     if (WorkerEntry* w = worker_of(job.id)) {
       w->cancel_requested = true;
@@ -521,21 +540,25 @@ struct Server::Impl {
     bool pause = m.type == MessageType::pause_job;
     Job job = job_or_throw(h["job"]);
     if (is_slurm_job(job))
-      throw Error(ErrorCode::unsupported, cat("job ", job.id), "Slurm jobs cannot be paused; cancel and retry instead");
+      throw Error(ErrorCode::unsupported, cat("job ", job.id),
+                  "Slurm jobs cannot be paused; cancel and retry instead");
     WorkerEntry* w = worker_of(job.id);
     if (!w || job.state != (pause ? JobState::running : JobState::paused))
-      throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only a ",
-                                                                pause ? "running" : "paused", " job can be ",
-                                                                pause ? "paused" : "resumed"));
+      throw Error(ErrorCode::conflict, cat("job ", job.id),
+                  cat("is ", to_string(job.state), "; only a ", pause ? "running" : "paused", " job can be ",
+                      pause ? "paused" : "resumed"));
     control(*w, pause ? "pause" : "resume");
-    return protocol::make_ok({{"job", to_json(transition(job.id, pause ? JobState::paused : JobState::running))}});
+    return protocol::make_ok(
+        {{"job", to_json(transition(job.id, pause ? JobState::paused : JobState::running))}});
   }
 
   Message on_retry_job(const Message& m) {
     const auto& h = m.header;
     Job job = job_or_throw(h["job"]);
     if (!is_terminal(job.state) || job.state == JobState::succeeded)
-      throw Error(ErrorCode::conflict, cat("job ", job.id), cat("is ", to_string(job.state), "; only failed, cancelled or interrupted jobs can be retried"));
+      throw Error(
+          ErrorCode::conflict, cat("job ", job.id),
+          cat("is ", to_string(job.state), "; only failed, cancelled or interrupted jobs can be retried"));
     slurm_queued = slurm_queued || is_slurm_job(job);
     return protocol::make_ok({{"job", to_json(transition(job.id, JobState::queued))}});
   }
@@ -581,8 +604,10 @@ struct Server::Impl {
     const ClusterProfileListing listing = list_cluster_profiles(o.home);
     nlohmann::json clusters = nlohmann::json::array(), problems = nlohmann::json::array();
     for (const auto& p : listing.profiles) clusters.push_back(p.to_json());
-    for (const auto& [file, why] : listing.problems) problems.push_back({{"file", file.string()}, {"error", why}});
-    return protocol::make_ok({{"clusters", clusters}, {"problems", problems}, {"dir", cluster_profiles_dir(o.home).string()}});
+    for (const auto& [file, why] : listing.problems)
+      problems.push_back({{"file", file.string()}, {"error", why}});
+    return protocol::make_ok(
+        {{"clusters", clusters}, {"problems", problems}, {"dir", cluster_profiles_dir(o.home).string()}});
   }
 
   Message on_list_models(const Message&) {
@@ -600,9 +625,15 @@ struct Server::Impl {
     std::set<std::string> named;
     for (const auto& r : list_runs(*catalog)) {
       named.insert(r.name);
-      runs.push_back({{"id", r.id}, {"name", r.name}, {"kind", to_string(r.kind)}, {"preset", r.preset},
-                      {"dataset", nullptr}, {"vae_run", nullptr}, {"state", to_string(r.state)},
-                      {"dir", r.dir.string()}, {"created_at_ms", r.created_at_ms}});
+      runs.push_back({{"id", r.id},
+                      {"name", r.name},
+                      {"kind", to_string(r.kind)},
+                      {"preset", r.preset},
+                      {"dataset", nullptr},
+                      {"vae_run", nullptr},
+                      {"state", to_string(r.state)},
+                      {"dir", r.dir.string()},
+                      {"created_at_ms", r.created_at_ms}});
     }
     for (const auto& name : list_run_names()) {
       if (named.count(name)) continue;
@@ -610,12 +641,19 @@ struct Server::Impl {
         const RunPaths paths = run_paths(name);
         const RunManifest m = read_run_manifest(paths);
         struct stat manifest_stat {};
-        const int64_t written_ms = ::stat(paths.manifest().c_str(), &manifest_stat) == 0
-                                       ? int64_t(manifest_stat.st_mtim.tv_sec) * 1000 + manifest_stat.st_mtim.tv_nsec / 1000000
-                                       : 0;
-        runs.push_back({{"id", nullptr}, {"name", name}, {"kind", to_string(m.kind)}, {"preset", m.preset},
-                        {"dataset", m.dataset}, {"vae_run", m.vae_run.empty() ? nlohmann::json() : nlohmann::json(m.vae_run)},
-                        {"state", nullptr}, {"dir", paths.root.string()}, {"created_at_ms", written_ms}});
+        const int64_t written_ms =
+            ::stat(paths.manifest().c_str(), &manifest_stat) == 0
+                ? int64_t(manifest_stat.st_mtim.tv_sec) * 1000 + manifest_stat.st_mtim.tv_nsec / 1000000
+                : 0;
+        runs.push_back({{"id", nullptr},
+                        {"name", name},
+                        {"kind", to_string(m.kind)},
+                        {"preset", m.preset},
+                        {"dataset", m.dataset},
+                        {"vae_run", m.vae_run.empty() ? nlohmann::json() : nlohmann::json(m.vae_run)},
+                        {"state", nullptr},
+                        {"dir", paths.root.string()},
+                        {"created_at_ms", written_ms}});
       } catch (const Error& e) {
         log_warning(cat("run ", name, " not listed: ", e.what()));  // a damaged folder is skipped
       }
@@ -631,7 +669,10 @@ struct Server::Impl {
     for (const auto& d : list_datasets(*catalog)) {
       ClipFilter f;
       f.dataset_id = d.id;
-      list.push_back({{"id", d.id}, {"name", d.name}, {"root", d.root_dir.string()}, {"clips", count_clips(*catalog, f)}});
+      list.push_back({{"id", d.id},
+                      {"name", d.name},
+                      {"root", d.root_dir.string()},
+                      {"clips", count_clips(*catalog, f)}});
     }
     return protocol::make_ok({{"datasets", list}});
   }
@@ -655,13 +696,12 @@ struct Server::Impl {
     return protocol::make_ok({{"clips", list}, {"total", count_clips(*catalog, f)}});
   }
 
-  Message on_clip_frames(const Message& m) {
-    return clip_frames(m.header);
-  }
+  Message on_clip_frames(const Message& m) { return clip_frames(m.header); }
 
   Message on_edit_caption(const Message& m) {
     const auto& h = m.header;
-    Caption c = add_caption(*catalog, h["clip"], h["text"].get<std::string>(), CaptionOrigin::human, "studio");
+    Caption c =
+        add_caption(*catalog, h["clip"], h["text"].get<std::string>(), CaptionOrigin::human, "studio");
     return protocol::make_ok({{"caption", {{"id", c.id}, {"version", c.version}, {"current", c.current}}}});
   }
 
@@ -674,7 +714,11 @@ struct Server::Impl {
     q.offset = h.value("offset", 0);
     nlohmann::json list = nlohmann::json::array();
     for (const auto& p : list_prompts(*catalog, q))
-      list.push_back({{"id", p.id}, {"text", p.text}, {"negative", p.negative}, {"tags", p.tags}, {"created_at_ms", p.created_at_ms}});
+      list.push_back({{"id", p.id},
+                      {"text", p.text},
+                      {"negative", p.negative},
+                      {"tags", p.tags},
+                      {"created_at_ms", p.created_at_ms}});
     return protocol::make_ok({{"prompts", list}});
   }
 
@@ -699,9 +743,17 @@ struct Server::Impl {
     auto gens = h.contains("prompt") ? list_generations_for_prompt(*catalog, h["prompt"], h.value("limit", 0))
                                      : list_generations(*catalog, h.value("limit", 0), h.value("offset", 0));
     for (const auto& g : gens)
-      list.push_back({{"id", g.id}, {"prompt", g.prompt_text}, {"negative", g.negative}, {"seed", g.seed},
-                      {"steps", g.steps}, {"cfg", g.cfg_scale}, {"width", g.width}, {"height", g.height},
-                      {"frames", g.frames}, {"output", g.output_path.string()}, {"settings", g.settings}});
+      list.push_back({{"id", g.id},
+                      {"prompt", g.prompt_text},
+                      {"negative", g.negative},
+                      {"seed", g.seed},
+                      {"steps", g.steps},
+                      {"cfg", g.cfg_scale},
+                      {"width", g.width},
+                      {"height", g.height},
+                      {"frames", g.frames},
+                      {"output", g.output_path.string()},
+                      {"settings", g.settings}});
     return protocol::make_ok({{"generations", list}});
   }
 
@@ -710,7 +762,8 @@ struct Server::Impl {
     Job job = job_or_throw(h["job"]);
     WorkerEntry* w = worker_of(job.id);
     if (!w || job.kind != JobKind::train)
-      throw Error(ErrorCode::conflict, cat("job ", job.id), "only a running training job can sample or save now");
+      throw Error(ErrorCode::conflict, cat("job ", job.id),
+                  "only a running training job can sample or save now");
     control(*w, m.type == MessageType::sample_now ? "sample_now" : "save_now");
     return protocol::make_ok({{"job", job.id}});
   }
@@ -753,7 +806,8 @@ struct Server::Impl {
   Message handle_request(const Message& m) {
     const auto& routes = request_routes();
     const auto route = routes.find(m.type);
-    if (route == routes.end()) throw Error(ErrorCode::protocol, to_string(m.type), "not a request a client can send");
+    if (route == routes.end())
+      throw Error(ErrorCode::protocol, to_string(m.type), "not a request a client can send");
     return (this->*(route->second))(m);
   }
 
@@ -765,7 +819,8 @@ struct Server::Impl {
     if (w->identity.empty()) w->identity = identity;
     switch (m.type) {
       case MessageType::heartbeat:
-        if (!w->child && m.header.contains("pid")) w->pid = static_cast<pid_t>(m.header["pid"].get<int64_t>());
+        if (!w->child && m.header.contains("pid"))
+          w->pid = static_cast<pid_t>(m.header["pid"].get<int64_t>());
         break;
       case MessageType::progress: {
         nlohmann::json payload = m.header;
@@ -779,10 +834,12 @@ struct Server::Impl {
       }
       case MessageType::metrics:
         (void)append_job_event(*catalog, job_id, "metrics", m.header);
-        publish_event(job_id, "metrics", {{"type", "metrics"}, {"step", m.header["step"]}, {"values", m.header["values"]}});
+        publish_event(job_id, "metrics",
+                      {{"type", "metrics"}, {"step", m.header["step"]}, {"values", m.header["values"]}});
         break;
       case MessageType::log_line:
-        publish_event(job_id, "log", {{"type", "log"}, {"level", m.header["level"]}, {"text", m.header["text"]}});
+        publish_event(job_id, "log",
+                      {{"type", "log"}, {"level", m.header["level"]}, {"text", m.header["text"]}});
         break;
       case MessageType::preview: {
         nlohmann::json payload = m.header;
@@ -794,7 +851,8 @@ struct Server::Impl {
         w->reported = job_state_from_string(m.header["state"].get<std::string>());
         w->error_code = m.header.value("error_code", "");
         w->message = m.header.value("message", "");
-        if (m.header.contains("result")) (void)append_job_event(*catalog, job_id, "result", m.header["result"]);
+        if (m.header.contains("result"))
+          (void)append_job_event(*catalog, job_id, "result", m.header["result"]);
         break;
       default:
         break;
@@ -805,8 +863,9 @@ struct Server::Impl {
     std::string role = m.header["role"];
     if (m.header["version"].get<int>() != protocol::kVersion) {
       protocol::send(router, {identity},
-                     protocol::make_error("version_mismatch", cat("peer speaks protocol version ", m.header["version"].get<int>(),
-                                                                  ", this server speaks ", protocol::kVersion)));
+                     protocol::make_error("version_mismatch",
+                                          cat("peer speaks protocol version ", m.header["version"].get<int>(),
+                                              ", this server speaks ", protocol::kVersion)));
       return;
     }
     peers[identity] = role;
@@ -814,7 +873,8 @@ struct Server::Impl {
       int64_t job_id = m.header.value("job", int64_t(0));
       WorkerEntry* w = worker_of(job_id);
       if (!w) {
-        protocol::send(router, {identity}, protocol::make_error("not_found", cat("job ", job_id, " is not running here")));
+        protocol::send(router, {identity},
+                       protocol::make_error("not_found", cat("job ", job_id, " is not running here")));
         return;
       }
       w->identity = identity;
@@ -829,7 +889,9 @@ struct Server::Impl {
     }
     Message welcome;
     welcome.type = MessageType::welcome;
-    welcome.header = {{"protocol", protocol::kVersion}, {"server", MUGV_SERVICE_VERSION}, {"events", events},
+    welcome.header = {{"protocol", protocol::kVersion},
+                      {"server", MUGV_SERVICE_VERSION},
+                      {"events", events},
                       {"heartbeat_ms", o.heartbeat_interval.count()}};
     protocol::send(router, {identity}, welcome);
   }
@@ -855,7 +917,8 @@ struct Server::Impl {
     }
     if (peers[identity] == "worker") return handle_worker(identity, m);
     if (!protocol::is_client_request(m.type)) {
-      protocol::send(router, in.envelope, protocol::make_error("protocol", cat(to_string(m.type), " is not a client request")));
+      protocol::send(router, in.envelope,
+                     protocol::make_error("protocol", cat(to_string(m.type), " is not a client request")));
       return;
     }
     try {
@@ -870,23 +933,32 @@ struct Server::Impl {
 
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->o = std::move(options);
-  if (impl_->o.listen.empty()) throw Error(ErrorCode::invalid_argument, "--listen", "no endpoint to listen on");
-  if (impl_->o.worker_executable.empty()) throw Error(ErrorCode::invalid_argument, "worker", "no worker executable");
+  if (impl_->o.listen.empty())
+    throw Error(ErrorCode::invalid_argument, "--listen", "no endpoint to listen on");
+  if (impl_->o.worker_executable.empty())
+    throw Error(ErrorCode::invalid_argument, "worker", "no worker executable");
 }
 
 Server::~Server() = default;
 
-std::vector<std::string> Server::events_endpoints() const { return impl_->events; }
-std::string Server::worker_endpoint() const { return impl_->worker_endpoint; }
+std::vector<std::string> Server::events_endpoints() const {
+  return impl_->events;
+}
+std::string Server::worker_endpoint() const {
+  return impl_->worker_endpoint;
+}
 
 void Server::run(const CancelToken& stop) {
   Impl& s = *impl_;
   s.catalog.emplace(Catalog::open(s.o.home / "catalog.sqlite"));
   std::vector<fs::path> roots = {s.o.home};
   roots.insert(roots.end(), s.o.allowed_roots.begin(), s.o.allowed_roots.end());
-  s.confinement.emplace(roots, std::vector<fs::path>{s.o.keys_dir.empty() ? keys_dir(s.o.home) : s.o.keys_dir});
+  s.confinement.emplace(roots,
+                        std::vector<fs::path>{s.o.keys_dir.empty() ? keys_dir(s.o.home) : s.o.keys_dir});
   SlurmExecutor::Hooks hooks;
-  hooks.transition = [&s](int64_t id, JobState to, const JobStateChange& c) { return s.transition(id, to, c); };
+  hooks.transition = [&s](int64_t id, JobState to, const JobStateChange& c) {
+    return s.transition(id, to, c);
+  };
   hooks.publish = [&s](int64_t id, const std::string& subtopic, nlohmann::json payload) {
     s.publish_event(id, subtopic, std::move(payload));
   };
@@ -895,7 +967,8 @@ void Server::run(const CancelToken& stop) {
     s.publish_state(job);
     return job;
   };
-  s.slurm = std::make_unique<SlurmExecutor>(*s.catalog, s.o.home, s.o.worker_executable, s.o.plan_shards, hooks);
+  s.slurm =
+      std::make_unique<SlurmExecutor>(*s.catalog, s.o.home, s.o.worker_executable, s.o.plan_shards, hooks);
   s.bind();
   s.recover();
   for (size_t i = 0; i < s.o.listen.size(); ++i)

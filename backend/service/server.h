@@ -24,8 +24,8 @@
 // Executors: a job runs locally (a worker process, above) unless its params say {"executor": "slurm",
 // "cluster": NAME}; then the Slurm executor (slurm_executor.h) submits it with the cluster profile
 // home/clusters/NAME.toml, follows it through Slurm and publishes what its workers report through files.
-// Slurm jobs take no local slot. `list_clusters` answers with the profiles (cluster_profiles.h); `list_models`
-// with the released models installed under home/models (model/release_files.h).
+// Slurm jobs take no local slot. `list_clusters` answers with the profiles (cluster_profiles.h);
+// `list_models` with the released models installed under home/models (model/release_files.h).
 
 #include "core/progress.h"
 #include "service/path_confinement.h"
@@ -43,15 +43,16 @@
 namespace mugv {
 
 struct ServerOptions {
-  std::filesystem::path home;               // $MUGV_HOME: catalog.sqlite, jobs/<id>/log.txt
-  std::vector<std::string> listen;          // request endpoints: ipc://PATH, tcp://HOST:PORT (events on PORT+1)
+  std::filesystem::path home;       // $MUGV_HOME: catalog.sqlite, jobs/<id>/log.txt
+  std::vector<std::string> listen;  // request endpoints: ipc://PATH, tcp://HOST:PORT (events on PORT+1)
   std::filesystem::path worker_executable;  // mugv-worker
   int max_local_jobs = 1;
   std::chrono::milliseconds heartbeat_interval{1000};
   int missed_heartbeats = 3;
-  std::chrono::milliseconds cancel_grace{5000};  // after a cancel request, SIGKILL when the worker is still alive
-  int max_attempts = 3;                          // interrupted jobs are requeued until this many starts
-  std::filesystem::path keys_dir;                // CURVE keys and authorized_keys; empty: home/keys
+  std::chrono::milliseconds cancel_grace{
+      5000};                       // after a cancel request, SIGKILL when the worker is still alive
+  int max_attempts = 3;            // interrupted jobs are requeued until this many starts
+  std::filesystem::path keys_dir;  // CURVE keys and authorized_keys; empty: home/keys
   std::vector<std::filesystem::path> allowed_roots;  // besides home: folders a job's files may be in
   // The files a submitted job would read or write, from its kind and params (the `mugv` command layer knows
   // which parameters are paths). Throws Error for a job that must be refused outright (e.g. a command that

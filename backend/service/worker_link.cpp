@@ -2,8 +2,8 @@
 
 #include "core/error.h"
 #include "core/paths.h"
-#include "service/job_files.h"
 #include "core/strings.h"
+#include "service/job_files.h"
 #include "service/zmq_io.h"
 
 #include <unistd.h>
@@ -52,11 +52,16 @@ struct WorkerLink::Impl {
     if (m.type != MessageType::control) return;
     std::string action = m.header["action"];
     std::lock_guard<std::mutex> lock(mutex);
-    if (action == "cancel") cancel.request_cancel();
-    else if (action == "pause") paused = true;
-    else if (action == "resume") paused = false;
-    else if (action == "sample_now") sample_request = true;
-    else if (action == "save_now") save_request = true;
+    if (action == "cancel")
+      cancel.request_cancel();
+    else if (action == "pause")
+      paused = true;
+    else if (action == "resume")
+      paused = false;
+    else if (action == "sample_now")
+      sample_request = true;
+    else if (action == "save_now")
+      save_request = true;
     changed.notify_all();
   }
 
@@ -92,14 +97,20 @@ WorkerLink::WorkerLink(const std::string& endpoint, int64_t job_id, std::chrono:
   s.socket.connect(endpoint);
   Message hello;
   hello.type = MessageType::hello;
-  hello.header = {{"role", "worker"}, {"version", protocol::kVersion}, {"job", job_id}, {"name", cat("pid ", ::getpid())}};
+  hello.header = {{"role", "worker"},
+                  {"version", protocol::kVersion},
+                  {"job", job_id},
+                  {"name", cat("pid ", ::getpid())}};
   protocol::send(s.socket, {}, hello);
   auto reply = protocol::receive(s.socket, 0, timeout);
-  if (!reply) throw Error(ErrorCode::timeout, endpoint, cat("no answer from the server within ", timeout.count(), " ms"));
+  if (!reply)
+    throw Error(ErrorCode::timeout, endpoint,
+                cat("no answer from the server within ", timeout.count(), " ms"));
   if (auto* err = std::get_if<protocol::ProtocolError>(&reply->content))
     throw Error(ErrorCode::protocol, endpoint, err->message);
   const Message& m = std::get<Message>(reply->content);
-  if (m.type == MessageType::error) throw Error(ErrorCode::protocol, endpoint, m.header.value("message", "refused"));
+  if (m.type == MessageType::error)
+    throw Error(ErrorCode::protocol, endpoint, m.header.value("message", "refused"));
   s.heartbeat = std::chrono::milliseconds(m.header.value("heartbeat_ms", 1000));
   s.io = std::thread([&s] { s.loop(); });
 }
@@ -113,7 +124,9 @@ WorkerLink::~WorkerLink() {
   if (impl_->io.joinable()) impl_->io.join();
 }
 
-const CancelToken& WorkerLink::cancel_token() const { return impl_->cancel; }
+const CancelToken& WorkerLink::cancel_token() const {
+  return impl_->cancel;
+}
 
 ProgressFn WorkerLink::progress_fn() {
   return [this](const Progress& p) {
@@ -151,9 +164,10 @@ void WorkerLink::preview(int64_t step, const std::vector<RgbFrame>& frames) {
   if (frames.empty()) return;
   std::vector<std::string> blobs;
   for (const auto& f : frames) blobs.emplace_back(reinterpret_cast<const char*>(f.rgb.data()), f.rgb.size());
-  impl_->post(impl_->make(MessageType::preview, {{"step", step}, {"width", frames[0].width}, {"height", frames[0].height},
-                                                 {"format", "rgb24"}},
-                          std::move(blobs)));
+  impl_->post(impl_->make(
+      MessageType::preview,
+      {{"step", step}, {"width", frames[0].width}, {"height", frames[0].height}, {"format", "rgb24"}},
+      std::move(blobs)));
 }
 
 bool WorkerLink::take_sample_request() {

@@ -14,7 +14,8 @@ void apply_common_options(zmq::socket_t& socket) {
   socket.set(zmq::sockopt::linger, 0);
 }
 
-std::optional<Incoming> receive(zmq::socket_t& socket, size_t envelope_frames, std::chrono::milliseconds timeout) {
+std::optional<Incoming> receive(zmq::socket_t& socket, size_t envelope_frames,
+                                std::chrono::milliseconds timeout) {
   zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
   try {
     if (zmq::poll(&item, 1, timeout) <= 0) return std::nullopt;

@@ -21,7 +21,8 @@ struct Incoming {
 
 // Receives one multipart message without blocking longer than `timeout` (nullopt on timeout).
 // `envelope_frames` is how many leading frames are routing (1 on a ROUTER, 0 on DEALER/SUB after the topic).
-std::optional<Incoming> receive(zmq::socket_t& socket, size_t envelope_frames, std::chrono::milliseconds timeout);
+std::optional<Incoming> receive(zmq::socket_t& socket, size_t envelope_frames,
+                                std::chrono::milliseconds timeout);
 void send(zmq::socket_t& socket, const std::vector<std::string>& envelope, const Message& message);
 // PUB: the topic frame, then the message.
 void publish(zmq::socket_t& socket, const std::string& topic, const Message& message);

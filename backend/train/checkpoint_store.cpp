@@ -7,10 +7,10 @@
 #include "core/paths.h"
 #include "core/strings.h"
 
-#include <algorithm>
-#include <cstdio>
 #include <fcntl.h>
 #include <unistd.h>
+#include <algorithm>
+#include <cstdio>
 
 namespace mugv {
 namespace {
@@ -49,10 +49,13 @@ std::optional<fs::path> latest_pointer(const fs::path& dir) {
 
 CheckpointStore::CheckpointStore(fs::path checkpoints_dir) : dir_(std::move(checkpoints_dir)) {}
 
-std::string CheckpointStore::step_dir_name(int64_t step) { return cat("step-", step); }
+std::string CheckpointStore::step_dir_name(int64_t step) {
+  return cat("step-", step);
+}
 
 fs::path CheckpointStore::staging_path(int64_t step, const std::string& writer_tag) const {
-  return dir_ / cat(kStagingPrefix, step_dir_name(step), "-", writer_tag.empty() ? std::to_string(::getpid()) : writer_tag);
+  return dir_ / cat(kStagingPrefix, step_dir_name(step), "-",
+                    writer_tag.empty() ? std::to_string(::getpid()) : writer_tag);
 }
 
 fs::path CheckpointStore::begin(int64_t step, const std::string& writer_tag) {
@@ -79,7 +82,8 @@ CheckpointRef CheckpointStore::commit(const fs::path& staging, int64_t step, con
     fsync_path(p, false);
     files[p.filename().string()] = {{"bytes", fs::file_size(p)}, {"sha256", sha256_file(p)}};
   }
-  nlohmann::json manifest = {{"format", "mugv-checkpoint-1"}, {"step", step}, {"files", files}, {"metadata", metadata}};
+  nlohmann::json manifest = {
+      {"format", "mugv-checkpoint-1"}, {"step", step}, {"files", files}, {"metadata", metadata}};
   write_json_atomic(staging / kManifest, manifest);
   fsync_path(staging, true);
 
@@ -104,7 +108,8 @@ std::vector<CheckpointRef> CheckpointStore::list() const {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     if (!entry.is_directory()) continue;
-    if (auto step = parse_step_dir(entry.path().filename().string())) refs.push_back({*step, entry.path(), {}});
+    if (auto step = parse_step_dir(entry.path().filename().string()))
+      refs.push_back({*step, entry.path(), {}});
   }
   std::sort(refs.begin(), refs.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
   return refs;
@@ -119,13 +124,15 @@ std::optional<std::string> CheckpointStore::verify(const fs::path& checkpoint_di
   } catch (const Error& e) {
     return cat("manifest unreadable: ", e.message());
   }
-  if (!manifest.contains("files") || !manifest["files"].is_object()) return std::string("manifest has no file list");
+  if (!manifest.contains("files") || !manifest["files"].is_object())
+    return std::string("manifest has no file list");
   for (auto it = manifest["files"].begin(); it != manifest["files"].end(); ++it) {
     fs::path file = checkpoint_dir / it.key();
     if (!fs::is_regular_file(file, ec)) return cat(it.key(), " is missing");
     uint64_t expected = it.value().value("bytes", uint64_t(0));
     uint64_t actual = fs::file_size(file, ec);
-    if (actual != expected) return cat(it.key(), " has ", actual, " bytes, the manifest says ", expected, " (truncated?)");
+    if (actual != expected)
+      return cat(it.key(), " has ", actual, " bytes, the manifest says ", expected, " (truncated?)");
     if (sha256_file(file) != it.value().value("sha256", std::string()))
       return cat(it.key(), " does not match its SHA-256 in the manifest (damaged)");
   }

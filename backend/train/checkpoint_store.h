@@ -45,7 +45,8 @@ class CheckpointStore {
   // A fresh, empty staging folder for `step` inside the checkpoints folder (same file system, so the
   // final rename is atomic). Leftover staging folders of crashed writers are removed here. The folder is
   // named after `writer_tag` (default: this process id); the ranks of one multi-rank run pass the same tag
-  // so that every rank finds the folder (staging_path) and writes its own files into it before rank 0 commits.
+  // so that every rank finds the folder (staging_path) and writes its own files into it before rank 0
+  // commits.
   [[nodiscard]] fs::path begin(int64_t step, const std::string& writer_tag = {});
   [[nodiscard]] fs::path staging_path(int64_t step, const std::string& writer_tag = {}) const;
   // Hashes every file in `staging`, writes manifest.json, fsyncs, renames it to step-<N> (replacing an
@@ -63,7 +64,8 @@ class CheckpointStore {
   // Reads one checkpoint, verifying it; throws Error(corrupt) naming the folder and the reason when bad,
   // Error(not_found) when absent.
   [[nodiscard]] CheckpointRef open(int64_t step) const;
-  // Keeps the newest `keep_last` checkpoints (and always the one `latest` names); returns how many were removed.
+  // Keeps the newest `keep_last` checkpoints (and always the one `latest` names); returns how many were
+  // removed.
   int prune(int keep_last);
 
   static std::string step_dir_name(int64_t step);

@@ -8,8 +8,8 @@
 
 namespace mugv {
 
-torch::Tensor decode_clip_video(const std::filesystem::path& path, double start_s, int64_t frames, int64_t width,
-                                int64_t height, double fps) {
+torch::Tensor decode_clip_video(const std::filesystem::path& path, double start_s, int64_t frames,
+                                int64_t width, int64_t height, double fps) {
   DecodeOptions options;
   options.width = static_cast<int>(width);
   options.height = static_cast<int>(height);

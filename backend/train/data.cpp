@@ -29,11 +29,13 @@ LatentLoader::LatentLoader(std::vector<CachedClip> clips, DataOptions options, D
   if (clips_.empty()) throw Error(ErrorCode::invalid_argument, "data", "no cached clips to train on");
   if (options_.batch_size < 1) throw Error(ErrorCode::invalid_argument, "--batch", "must be at least 1");
   if (options_.world < 1 || options_.rank < 0 || options_.rank >= options_.world)
-    throw Error(ErrorCode::invalid_argument, "data", cat("rank ", options_.rank, " is outside world ", options_.world));
+    throw Error(ErrorCode::invalid_argument, "data",
+                cat("rank ", options_.rank, " is outside world ", options_.world));
   if (batches_per_epoch() == 0)
     throw Error(ErrorCode::invalid_argument, "data",
                 cat("too few batches for ", options_.world, " rank(s): ", clips_.size(), " clips, --batch ",
-                    options_.batch_size, options_.min_batch > 1 ? cat(", at least ", options_.min_batch, " per batch") : ""));
+                    options_.batch_size,
+                    options_.min_batch > 1 ? cat(", at least ", options_.min_batch, " per batch") : ""));
   if (cursor_.position >= batches_per_epoch()) cursor_ = {cursor_.epoch + 1, 0};
   if (options_.prefetch > 0) thread_ = std::thread([this] { worker(); });
 }

@@ -47,13 +47,13 @@ struct DataOptions {
 };
 
 struct Batch {
-  torch::Tensor latents;              // [B, C, T, H, W] float32
-  torch::Tensor fps;                  // [B] float32
-  std::vector<std::string> captions;  // B
-  std::vector<int64_t> clip_ids;      // B
+  torch::Tensor latents;                      // [B, C, T, H, W] float32
+  torch::Tensor fps;                          // [B] float32
+  std::vector<std::string> captions;          // B
+  std::vector<int64_t> clip_ids;              // B
   int64_t frames = 0, height = 0, width = 0;  // pixel geometry of the bucket
-  DataCursor cursor;                  // where this batch sits (epoch, position)
-  double wait_ms = 0;                 // how long next() waited for it
+  DataCursor cursor;                          // where this batch sits (epoch, position)
+  double wait_ms = 0;                         // how long next() waited for it
 };
 
 class LatentLoader {

@@ -19,8 +19,8 @@ uint64_t sample_seed(uint64_t seed, int64_t step, int64_t sample) {
   return mix(mix(mix(seed) ^ static_cast<uint64_t>(step)) ^ static_cast<uint64_t>(sample));
 }
 
-FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, int64_t height_px, int64_t width_px,
-                          const FlowOptions& options, int64_t first_sample) {
+FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, int64_t height_px,
+                          int64_t width_px, const FlowOptions& options, int64_t first_sample) {
   if (x0.dim() != 5) throw Error(ErrorCode::invalid_argument, "x0", "expected a latent batch [B,C,T,H,W]");
   const int64_t batch = x0.size(0), frames = x0.size(2);
   const double ratio = timestep_shift_ratio(frames, height_px, width_px, options.shift_base_px);

@@ -36,13 +36,12 @@ struct FlowOptions {
 // Seed of one sample's generator: a SplitMix64 mix of (seed, step, sample), never 0-correlated across steps.
 [[nodiscard]] uint64_t sample_seed(uint64_t seed, int64_t step, int64_t sample);
 
-
 // One noised batch, ready for the DiT.
 struct FlowBatch {
-  torch::Tensor x_t;        // [B,C,T,H,W]
-  torch::Tensor t;          // [B] shifted timesteps in (0, 1)
-  torch::Tensor target;     // [B,C,T,H,W] velocity x0 − ε
-  torch::Tensor cond_mask;  // [B,T] bool: frames that keep their clean latent
+  torch::Tensor x_t;           // [B,C,T,H,W]
+  torch::Tensor t;             // [B] shifted timesteps in (0, 1)
+  torch::Tensor target;        // [B,C,T,H,W] velocity x0 − ε
+  torch::Tensor cond_mask;     // [B,T] bool: frames that keep their clean latent
   torch::Tensor drop_caption;  // [B] bool: use the null caption
 };
 
@@ -50,8 +49,9 @@ struct FlowBatch {
 // step `step`; `height_px`/`width_px` are the clip's pixel size (for the shift). x0[b] is sample
 // `first_sample + b` of the step's batch: a data-parallel rank holding part of the batch draws exactly what
 // one process holding all of it would.
-[[nodiscard]] FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, int64_t height_px,
-                                        int64_t width_px, const FlowOptions& options, int64_t first_sample = 0);
+[[nodiscard]] FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step,
+                                        int64_t height_px, int64_t width_px, const FlowOptions& options,
+                                        int64_t first_sample = 0);
 // The same batch with every tensor on `device` (no copies when already there).
 [[nodiscard]] FlowBatch to_device(const FlowBatch& batch, const torch::Device& device);
 
@@ -65,7 +65,8 @@ struct FlowLossParts {
   torch::Tensor squared_error_sum;
   double counted = 0;
 };
-[[nodiscard]] FlowLossParts masked_flow_loss_parts(const torch::Tensor& prediction, const torch::Tensor& target,
+[[nodiscard]] FlowLossParts masked_flow_loss_parts(const torch::Tensor& prediction,
+                                                   const torch::Tensor& target,
                                                    const torch::Tensor& cond_mask);
 
 }  // namespace mugv

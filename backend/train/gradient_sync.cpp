@@ -14,7 +14,8 @@ double elapsed_ms(std::chrono::steady_clock::time_point since) {
 
 }  // namespace
 
-GradientSync::GradientSync(std::shared_ptr<ProcessGroups> groups, NamedTensors params, GradientSyncOptions options)
+GradientSync::GradientSync(std::shared_ptr<ProcessGroups> groups, NamedTensors params,
+                           GradientSyncOptions options)
     : groups_(std::move(groups)), params_(std::move(params)) {
   const size_t n = params_.size();
   bucket_of_.assign(n, 0);
@@ -25,8 +26,10 @@ GradientSync::GradientSync(std::shared_ptr<ProcessGroups> groups, NamedTensors p
     auto role = tensor_parallel_role(params_[i].first);
     tensor_parallel_piece_[i] = role.split != TensorSplit::replicated;
     if (!role.in_blocks) continue;
-    if (role.split == TensorSplit::replicated) partial_over_sequence_.push_back(i);
-    else partial_over_context_.push_back(i);
+    if (role.split == TensorSplit::replicated)
+      partial_over_sequence_.push_back(i);
+    else
+      partial_over_context_.push_back(i);
   }
   if (groups_->group_size(GroupKind::data) == 1) return;
 
@@ -39,7 +42,8 @@ GradientSync::GradientSync(std::shared_ptr<ProcessGroups> groups, NamedTensors p
     current.offsets.push_back(bytes / 4);
     bytes += p.numel() * 4;
     if (bytes >= options.bucket_bytes || k == 0) {
-      current.buffer = torch::zeros({bytes / 4}, torch::TensorOptions().dtype(torch::kFloat32).device(p.device()));
+      current.buffer =
+          torch::zeros({bytes / 4}, torch::TensorOptions().dtype(torch::kFloat32).device(p.device()));
       for (size_t slot = 0; slot < current.params.size(); ++slot) {
         bucket_of_[current.params[slot]] = buckets_.size();
         slot_of_[current.params[slot]] = slot;
@@ -73,8 +77,10 @@ void GradientSync::on_gradient(size_t param, const torch::Tensor& grad) {
   torch::NoGradGuard no_grad;
   auto target = b.buffer.narrow(0, b.offsets[slot], params_[param].second.numel());
   // A tensor used twice in the graph gets one hook call with the summed gradient, but guard anyway.
-  if (arrived_[param]) target.add_(grad.reshape(-1));
-  else target.copy_(grad.reshape(-1));
+  if (arrived_[param])
+    target.add_(grad.reshape(-1));
+  else
+    target.copy_(grad.reshape(-1));
   if (!arrived_[param]) {
     arrived_[param] = true;
     ++b.arrived;
@@ -85,11 +91,14 @@ void GradientSync::on_gradient(size_t param, const torch::Tensor& grad) {
 void GradientSync::launch_ready() {
   // Collectives must start in the same order on every rank, whatever order this rank's backward produced the
   // gradients in: buckets go out strictly by index.
-  while (next_launch_ < buckets_.size() && buckets_[next_launch_].arrived == buckets_[next_launch_].params.size())
+  while (next_launch_ < buckets_.size() &&
+         buckets_[next_launch_].arrived == buckets_[next_launch_].params.size())
     launch(buckets_[next_launch_++]);
 }
 
-void GradientSync::launch(Bucket& b) { b.wait = groups_->all_reduce_sum_async(GroupKind::data, b.buffer); }
+void GradientSync::launch(Bucket& b) {
+  b.wait = groups_->all_reduce_sum_async(GroupKind::data, b.buffer);
+}
 
 void GradientSync::end_step() {
   armed_ = false;
@@ -111,8 +120,10 @@ void GradientSync::end_step() {
       auto& p = params_[b.params[slot]].second;
       auto summed = b.buffer.narrow(0, b.offsets[slot], p.numel()).view(p.sizes());
       if (p.grad().defined()) p.mutable_grad().copy_(summed);
-      // No gradient here: take the others' sum, unless no rank had one (then it stays without, as in one process).
-      else if (summed.ne(0).any().item<bool>()) p.mutable_grad() = summed.clone();
+      // No gradient here: take the others' sum, unless no rank had one (then it stays without, as in one
+      // process).
+      else if (summed.ne(0).any().item<bool>())
+        p.mutable_grad() = summed.clone();
     }
   }
   auto t0 = std::chrono::steady_clock::now();
@@ -134,8 +145,10 @@ void GradientSync::sum_partial(GroupKind kind, const std::vector<size_t>& params
   for (size_t i : params) {
     auto& p = params_[i].second;
     auto summed = packed.narrow(0, offset, p.numel()).view(p.sizes());
-    if (p.grad().defined()) p.mutable_grad().copy_(summed);
-    else p.mutable_grad() = summed.clone();
+    if (p.grad().defined())
+      p.mutable_grad().copy_(summed);
+    else
+      p.mutable_grad() = summed.clone();
     offset += p.numel();
   }
 }
@@ -148,7 +161,8 @@ double GradientSync::clip_grad_norm(double max_norm) {
     const auto& g = params_[i].second.grad();
     if (!g.defined()) continue;
     // Replicated tensors are identical on every tensor-parallel rank: count them on the first one only.
-    if (tensor_parallel_piece_[i] || first_tp_rank) squares += g.to(torch::kFloat64).pow(2).sum().item<double>();
+    if (tensor_parallel_piece_[i] || first_tp_rank)
+      squares += g.to(torch::kFloat64).pow(2).sum().item<double>();
   }
   auto total = torch::tensor({squares}, torch::kFloat64);
   groups_->all_reduce_sum(GroupKind::tensor, total);

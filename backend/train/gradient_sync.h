@@ -6,9 +6,11 @@
 //                      the bucket's all-reduce starts when its last gradient arrives, so communication
 //                      overlaps the rest of backward. The trainer scales the loss so a SUM is what it needs
 //                      (each rank divides by the global element count).
-//   sequence/context   inside the blocks each rank saw only its tokens (and, under tensor parallel, its heads):
-//                      replicated block parameters are summed over the tp × cp sequence group, tensor-parallel
-//                      pieces over the context group (model/dit_parallel.h, tensor_parallel_role).
+//   sequence/context   inside the blocks each rank saw only its tokens (and, under tensor parallel, its
+//   heads):
+//                      replicated block parameters are summed over the tp × cp sequence group,
+//                      tensor-parallel pieces over the context group (model/dit_parallel.h,
+//                      tensor_parallel_role).
 // The global gradient norm counts each tensor-parallel piece once and each replicated tensor once.
 // Not thread-safe: hooks run on the backward thread, which is the training thread on CPU.
 
@@ -32,14 +34,14 @@ class GradientSync {
 
   // Arms the hooks for the next backward.
   void begin_step();
-  // After backward: finishes the data-parallel sums and the partial-gradient sums, and writes the results into
-  // every parameter's gradient.
+  // After backward: finishes the data-parallel sums and the partial-gradient sums, and writes the results
+  // into every parameter's gradient.
   void end_step();
   // Milliseconds this step spent waiting for communication (after begin_step()).
   double communication_ms() const { return communication_ms_; }
 
-  // The gradient norm over all ranks' pieces; when max_norm > 0 and the norm exceeds it, scales every gradient
-  // by max_norm / (norm + 1e-6) as torch's clip_grad_norm_ does. Returns the norm before clipping.
+  // The gradient norm over all ranks' pieces; when max_norm > 0 and the norm exceeds it, scales every
+  // gradient by max_norm / (norm + 1e-6) as torch's clip_grad_norm_ does. Returns the norm before clipping.
   double clip_grad_norm(double max_norm);
 
  private:

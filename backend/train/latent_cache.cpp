@@ -22,10 +22,12 @@ ClipGeometry vae_run_geometry(const std::string& vae_run) {
   RunPaths paths = run_paths(vae_run);
   RunManifest manifest = read_run_manifest(paths);
   const auto& data = manifest.config.value("data", nlohmann::json::object());
-  auto size = data.contains("size") && data["size"].is_string() ? parse_size2d(data["size"].get<std::string>())
-                                                                : std::nullopt;
+  auto size = data.contains("size") && data["size"].is_string()
+                  ? parse_size2d(data["size"].get<std::string>())
+                  : std::nullopt;
   if (!size || !data.contains("frames"))
-    throw Error(ErrorCode::format, paths.manifest().string(), "the run's config lacks data.size / data.frames");
+    throw Error(ErrorCode::format, paths.manifest().string(),
+                "the run's config lacks data.size / data.frames");
   ClipGeometry g;
   g.width = size->width;
   g.height = size->height;
@@ -75,7 +77,8 @@ std::vector<CachedClip> list_cached_clips(const fs::path& cache_dir) {
       c.height = std::stoll(metadata_value(m, "height", "0"));
       c.width = std::stoll(metadata_value(m, "width", "0"));
       c.latent_shape = file.at("latent").shape;
-      if (c.latent_shape.size() != 4) throw Error(ErrorCode::format, entry.path().string(), "latent is not [C,T,H,W]");
+      if (c.latent_shape.size() != 4)
+        throw Error(ErrorCode::format, entry.path().string(), "latent is not [C,T,H,W]");
       out.push_back(std::move(c));
     } catch (const std::exception& e) {
       log_warning(cat(entry.path().string(), ": skipped: ", e.what()));

@@ -55,8 +55,8 @@ struct CachedClip {
 // The latent [C, T, H, W] float32. Throws Error(corrupt/format) naming the file.
 [[nodiscard]] torch::Tensor read_cached_latent(const CachedClip& clip);
 // metadata[key], or `fallback` when the entry has no such key.
-[[nodiscard]] std::string metadata_value(const std::map<std::string, std::string>& metadata, const std::string& key,
-                                         const std::string& fallback);
+[[nodiscard]] std::string metadata_value(const std::map<std::string, std::string>& metadata,
+                                         const std::string& key, const std::string& fallback);
 // Writes one entry atomically (used by encode_latents, and by tests for synthetic caches).
 void write_cached_clip(const fs::path& cache_dir, const CachedClip& clip, const torch::Tensor& latent,
                        const std::map<std::string, std::string>& extra_metadata = {});

@@ -9,15 +9,15 @@
 #include "core/log.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
+#include "model/run_models.h"
 #include "train/checkpoint_store.h"
 #include "train/clip_video.h"
 #include "train/run_layout.h"
-#include "model/run_models.h"
 
 namespace mugv {
 
-LatentCacheReport encode_latents(Catalog& catalog, const LatentCacheOptions& options, const CancelToken& cancel,
-                                 const ProgressFn& progress) {
+LatentCacheReport encode_latents(Catalog& catalog, const LatentCacheOptions& options,
+                                 const CancelToken& cancel, const ProgressFn& progress) {
   auto dataset = find_dataset(catalog, options.dataset);
   if (!dataset) throw Error(ErrorCode::not_found, options.dataset, "no such dataset");
   if (options.threads > 0) torch::set_num_threads(static_cast<int>(options.threads));
@@ -75,7 +75,8 @@ LatentCacheReport encode_latents(Catalog& catalog, const LatentCacheOptions& opt
     cancel.throw_if_cancelled("encode");
     auto it = existing.find(w.clip.id);
     if (it != existing.end() && metadata_value(it->second, "caption_sha256", "") == sha256_hex(w.caption) &&
-        metadata_value(it->second, "vae_step", "") == vae_step && metadata_value(it->second, "vae_run", "") == options.vae_run) {
+        metadata_value(it->second, "vae_step", "") == vae_step &&
+        metadata_value(it->second, "vae_run", "") == options.vae_run) {
       ++report.already_cached;
       meter.advance(1);
       continue;
@@ -84,8 +85,8 @@ LatentCacheReport encode_latents(Catalog& catalog, const LatentCacheOptions& opt
       auto source = get_source(catalog, w.clip.source_id);
       if (!source) throw Error(ErrorCode::not_found, cat("clip ", w.clip.id), "its source is gone");
       const double fps = geometry.fps > 0 ? geometry.fps : w.clip.fps;
-      auto video = decode_clip_video(source->path, w.clip.start_s, geometry.frames, geometry.width, geometry.height,
-                                     geometry.fps);
+      auto video = decode_clip_video(source->path, w.clip.start_s, geometry.frames, geometry.width,
+                                     geometry.height, geometry.fps);
       auto [mean, logvar] = bundle->vae->encode(video.unsqueeze(0));
       auto latent = bundle->vae->normalize(mean)[0];
       CachedClip entry;
@@ -95,7 +96,8 @@ LatentCacheReport encode_latents(Catalog& catalog, const LatentCacheOptions& opt
       entry.frames = geometry.frames;
       entry.height = geometry.height;
       entry.width = geometry.width;
-      write_cached_clip(report.cache_dir, entry, latent, {{"vae_run", options.vae_run}, {"vae_step", vae_step}});
+      write_cached_clip(report.cache_dir, entry, latent,
+                        {{"vae_run", options.vae_run}, {"vae_step", vae_step}});
       ++report.encoded;
     } catch (const Error& e) {
       if (e.code() == ErrorCode::cancelled) throw;

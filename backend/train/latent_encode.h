@@ -26,9 +26,9 @@ struct ClipFailure {
 
 struct LatentCacheReport {
   fs::path cache_dir;
-  int64_t clips_total = 0;   // clips in the dataset
-  int64_t rejected = 0;      // not considered: decision reject
-  int64_t uncaptioned = 0;   // not considered: no current caption
+  int64_t clips_total = 0;  // clips in the dataset
+  int64_t rejected = 0;     // not considered: decision reject
+  int64_t uncaptioned = 0;  // not considered: no current caption
   int64_t encoded = 0;
   int64_t already_cached = 0;
   std::vector<ClipFailure> failures;
@@ -36,7 +36,7 @@ struct LatentCacheReport {
 
 // Throws Error(not_found) for an unknown dataset or VAE run, Error(invalid_argument) when the dataset
 // has no clip to encode (the message counts rejected and uncaptioned clips), Error(cancelled).
-LatentCacheReport encode_latents(Catalog& catalog, const LatentCacheOptions& options, const CancelToken& cancel,
-                                 const ProgressFn& progress);
+LatentCacheReport encode_latents(Catalog& catalog, const LatentCacheOptions& options,
+                                 const CancelToken& cancel, const ProgressFn& progress);
 
 }  // namespace mugv

@@ -10,13 +10,15 @@
 namespace mugv {
 
 void save_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                        const std::filesystem::path& path, const std::map<std::string, std::string>& metadata) {
+                        const std::filesystem::path& path,
+                        const std::map<std::string, std::string>& metadata) {
   SafetensorsWriter writer;
   std::vector<torch::Tensor> keep;
   for (const auto& [name, tensor] : tensors) {
     auto t = tensor.detach().to(torch::kCPU).contiguous();
     auto dtype = safetensors_dtype(t.scalar_type());
-    if (!dtype) throw Error(ErrorCode::unsupported, path.string(), cat(name, ": dtype safetensors cannot hold"));
+    if (!dtype)
+      throw Error(ErrorCode::unsupported, path.string(), cat(name, ": dtype safetensors cannot hold"));
     keep.push_back(t);
     writer.add_borrowed(name, *dtype, t.sizes().vec(), t.data_ptr(), t.nbytes());
   }
@@ -30,7 +32,8 @@ void load_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>
   std::vector<torch::Tensor> loaded;
   for (const auto& [name, tensor] : tensors) {
     const std::string key = prefix + name;
-    if (!file.contains(key)) throw Error(ErrorCode::corrupt, path.string(), cat("tensor ", key, " is missing"));
+    if (!file.contains(key))
+      throw Error(ErrorCode::corrupt, path.string(), cat("tensor ", key, " is missing"));
     auto t = tensor_from_view(file.at(key), path.string());
     if (t.sizes() != tensor.sizes())
       throw Error(ErrorCode::corrupt, path.string(),
@@ -54,8 +57,9 @@ void AdamW::zero_grad() {
     if (p.grad().defined()) p.mutable_grad().zero_();
 }
 
-void AdamW::update(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& exp_avg, torch::Tensor& exp_avg_sq,
-                   const AdamWOptions& options, double lr, double bc1, double bc2) {
+void AdamW::update(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& exp_avg,
+                   torch::Tensor& exp_avg_sq, const AdamWOptions& options, double lr, double bc1,
+                   double bc2) {
   if (options.weight_decay != 0) p.mul_(1.0 - lr * options.weight_decay);
   exp_avg.mul_(options.beta1).add_(g, 1.0 - options.beta1);
   exp_avg_sq.mul_(options.beta2).addcmul_(g, g, 1.0 - options.beta2);
@@ -92,7 +96,8 @@ std::map<std::string, std::string> AdamW::state_metadata() const {
           {"eps", cat(options_.eps)}};
 }
 
-void AdamW::load_state(const std::map<std::string, torch::Tensor>& state, int64_t step, const std::string& subject) {
+void AdamW::load_state(const std::map<std::string, torch::Tensor>& state, int64_t step,
+                       const std::string& subject) {
   std::vector<torch::Tensor> fresh;
   for (size_t i = 0; i < params_.size(); ++i) {
     for (const char* kind : {"exp_avg.", "exp_avg_sq."}) {
@@ -112,18 +117,22 @@ void AdamW::load_state(const std::map<std::string, torch::Tensor>& state, int64_
   step_ = step;
 }
 
-void AdamW::save(const std::filesystem::path& path) const { save_named_tensors(state(), path, state_metadata()); }
+void AdamW::save(const std::filesystem::path& path) const {
+  save_named_tensors(state(), path, state_metadata());
+}
 
 void AdamW::load(const std::filesystem::path& path) {
   auto file = SafetensorsFile::open(path);
   auto it = file.metadata().find("step");
-  if (it == file.metadata().end()) throw Error(ErrorCode::corrupt, path.string(), "optimizer step is missing");
+  if (it == file.metadata().end())
+    throw Error(ErrorCode::corrupt, path.string(), "optimizer step is missing");
   std::map<std::string, torch::Tensor> state;
   for (const auto& name : file.names()) state[name] = tensor_from_view(file.at(name), path.string());
   load_state(state, std::stoll(it->second), path.string());
 }
 
-Ema::Ema(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters, double decay) : decay_(decay) {
+Ema::Ema(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters, double decay)
+    : decay_(decay) {
   for (const auto& [name, p] : named_parameters) shadow_.emplace_back(name, p.detach().clone());
 }
 
@@ -134,7 +143,8 @@ double Ema::decay_at(int64_t step) const {
 void Ema::update(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters, int64_t step) {
   torch::NoGradGuard no_grad;
   const double weight = 1.0 - decay_at(step);
-  for (size_t i = 0; i < shadow_.size(); ++i) shadow_[i].second.lerp_(named_parameters[i].second.detach(), weight);
+  for (size_t i = 0; i < shadow_.size(); ++i)
+    shadow_[i].second.lerp_(named_parameters[i].second.detach(), weight);
 }
 
 void Ema::save(const std::filesystem::path& path, const std::map<std::string, std::string>& metadata) const {
@@ -143,13 +153,18 @@ void Ema::save(const std::filesystem::path& path, const std::map<std::string, st
   save_named_tensors(shadow_, path, meta);
 }
 
-void Ema::load(const std::filesystem::path& path) { load_named_tensors(shadow_, path); }
+void Ema::load(const std::filesystem::path& path) {
+  load_named_tensors(shadow_, path);
+}
 
 const char* to_string(LrSchedule schedule) {
   switch (schedule) {
-    case LrSchedule::constant: return "constant";
-    case LrSchedule::cosine: return "cosine";
-    default: return "unknown";
+    case LrSchedule::constant:
+      return "constant";
+    case LrSchedule::cosine:
+      return "cosine";
+    default:
+      return "unknown";
   }
 }
 

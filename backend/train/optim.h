@@ -42,7 +42,8 @@ class Optimizer {
   // Restores from the whole per-parameter state ("exp_avg.<param>", this rank's parameter shapes) and the
   // step count. Throws Error(corrupt) naming `subject` when a tensor is missing or has the wrong shape;
   // the optimiser is unchanged then.
-  virtual void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step, const std::string& subject) = 0;
+  virtual void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step,
+                          const std::string& subject) = 0;
 };
 
 struct AdamWOptions {
@@ -61,7 +62,8 @@ class AdamW final : public Optimizer {
   int64_t steps_taken() const override { return step_; }
   NamedTensors state() const override;
   std::map<std::string, std::string> state_metadata() const override;
-  void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step, const std::string& subject) override;
+  void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step,
+                  const std::string& subject) override;
 
   // State as safetensors: "exp_avg.<name>", "exp_avg_sq.<name>" (F32) and metadata "step".
   void save(const std::filesystem::path& path) const;
@@ -71,8 +73,9 @@ class AdamW final : public Optimizer {
   // Bytes of state (moments) per parameter byte: 2 for fp32.
   static constexpr int kStateCopies = 2;
   // The AdamW update of one parameter (or a flat piece of one) in place, at bias corrections bc1/bc2.
-  static void update(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor& exp_avg, torch::Tensor& exp_avg_sq,
-                     const AdamWOptions& options, double lr, double bc1, double bc2);
+  static void update(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor& exp_avg,
+                     torch::Tensor& exp_avg_sq, const AdamWOptions& options, double lr, double bc1,
+                     double bc2);
 
  private:
   std::vector<std::pair<std::string, torch::Tensor>> params_;
@@ -113,7 +116,8 @@ std::optional<LrSchedule> lr_schedule_from_string(std::string_view name);
 
 // Writes named tensors (CPU, any dtype safetensors holds) to a safetensors file atomically.
 void save_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                        const std::filesystem::path& path, const std::map<std::string, std::string>& metadata);
+                        const std::filesystem::path& path,
+                        const std::map<std::string, std::string>& metadata);
 // Copies the file's tensors into `tensors` by name, checking every name and shape first.
 // Throws Error(corrupt) naming the file and the first problem; nothing is copied then.
 void load_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,

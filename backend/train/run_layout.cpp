@@ -12,9 +12,12 @@ namespace mugv {
 
 const char* to_string(RunLayoutKind kind) {
   switch (kind) {
-    case RunLayoutKind::dit: return "dit";
-    case RunLayoutKind::vae: return "vae";
-    default: return "unknown";
+    case RunLayoutKind::dit:
+      return "dit";
+    case RunLayoutKind::vae:
+      return "vae";
+    default:
+      return "unknown";
   }
 }
 
@@ -25,11 +28,12 @@ std::optional<RunLayoutKind> run_layout_kind_from_string(const std::string& name
 }
 
 RunPaths run_paths(const std::string& name) {
-  bool valid = !name.empty() && name != "." && name != ".." &&
-               std::all_of(name.begin(), name.end(), [](char c) {
-                 return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-               });
-  if (!valid) throw Error(ErrorCode::invalid_argument, name, "a run name uses only letters, digits, '.', '_' and '-'");
+  bool valid =
+      !name.empty() && name != "." && name != ".." && std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+      });
+  if (!valid)
+    throw Error(ErrorCode::invalid_argument, name, "a run name uses only letters, digits, '.', '_' and '-'");
   return RunPaths{mugv_home() / "runs" / name};
 }
 

@@ -2,11 +2,11 @@
 // Where a run keeps its files: the single place that knows the layout, shared by the trainer (writer),
 // the sampler and the service (readers). Torch-free. All paths are under $MUGV_HOME/runs/<name>/:
 //
-//   run.json                 RunManifest below (kind, preset, dataset, the VAE run a DiT run uses, resolved config)
-//   tokenizer.model          SentencePiece model trained on the captions (DiT runs with a small text encoder)
-//   metrics.jsonl            one JSON object per training step
-//   samples/step-<N>/        sample videos rendered during training (fixed prompts and seeds)
-//   checkpoints/             CheckpointStore (checkpoint_store.h); each step-<N>/ holds
+//   run.json                 RunManifest below (kind, preset, dataset, the VAE run a DiT run uses, resolved
+//   config) tokenizer.model          SentencePiece model trained on the captions (DiT runs with a small text
+//   encoder) metrics.jsonl            one JSON object per training step samples/step-<N>/        sample
+//   videos rendered during training (fixed prompts and seeds) checkpoints/             CheckpointStore
+//   (checkpoint_store.h); each step-<N>/ holds
 //       model.safetensors      weights (DiT runs: "dit.*" and "text.*"; VAE runs: "vae.*")
 //       ema.safetensors        online EMA of the same weights (DiT runs)
 //       optimizer.safetensors  optimizer state
@@ -32,9 +32,9 @@ std::optional<RunLayoutKind> run_layout_kind_from_string(const std::string& name
 struct RunManifest {
   std::string name;
   RunLayoutKind kind = RunLayoutKind::unknown;
-  std::string preset;            // model preset (presets/models/<preset>.toml)
-  std::string dataset;           // catalog dataset it trains on
-  std::string vae_run;           // DiT runs: the VAE run whose latents it learns
+  std::string preset;                                // model preset (presets/models/<preset>.toml)
+  std::string dataset;                               // catalog dataset it trains on
+  std::string vae_run;                               // DiT runs: the VAE run whose latents it learns
   nlohmann::json config = nlohmann::json::object();  // resolved parameters (ParamValues::to_json)
 };
 

@@ -13,7 +13,8 @@ namespace {
 
 constexpr const char* kLayoutFile = "layout.json";
 
-std::map<std::string, torch::Tensor> read_file(const fs::path& path, std::map<std::string, std::string>* metadata) {
+std::map<std::string, torch::Tensor> read_file(const fs::path& path,
+                                               std::map<std::string, std::string>* metadata) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) throw Error(ErrorCode::corrupt, path.string(), "file is missing");
   auto file = SafetensorsFile::open(path);
@@ -23,7 +24,9 @@ std::map<std::string, torch::Tensor> read_file(const fs::path& path, std::map<st
   return out;
 }
 
-TensorParallelRole role_of(const std::string& name) { return tensor_parallel_role(state_parameter_name(name)); }
+TensorParallelRole role_of(const std::string& name) {
+  return tensor_parallel_role(state_parameter_name(name));
+}
 
 }  // namespace
 
@@ -73,7 +76,8 @@ std::vector<int64_t> full_shape_of(const std::string& name, std::vector<int64_t>
   return shape;
 }
 
-CanonicalTensors read_canonical_tensors(const fs::path& dir, const std::string& stem, const CheckpointLayout& saved,
+CanonicalTensors read_canonical_tensors(const fs::path& dir, const std::string& stem,
+                                        const CheckpointLayout& saved,
                                         const std::map<std::string, std::vector<int64_t>>& full_shapes) {
   CanonicalTensors out;
   // Per tensor-parallel rank: that rank's pieces, whole per tensor.
@@ -94,7 +98,8 @@ CanonicalTensors read_canonical_tensors(const fs::path& dir, const std::string& 
         const auto& [state_name, offset] = *parsed;
         auto shape = full_shapes.find(state_parameter_name(state_name));
         if (shape == full_shapes.end())
-          throw Error(ErrorCode::corrupt, path.string(), cat(state_name, " belongs to no parameter of this model"));
+          throw Error(ErrorCode::corrupt, path.string(),
+                      cat(state_name, " belongs to no parameter of this model"));
         auto& target = flat[state_name];
         if (!target.defined()) {
           int64_t numel = 1;

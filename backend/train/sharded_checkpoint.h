@@ -2,12 +2,14 @@
 // The tensors of a DiT checkpoint written by any parallel layout, and read back under any other
 // (docs/MUGV.md §6: checkpoints outlive the layout).
 //
-//   layout.json                               {"tp", "cp", "dp", "zero"} of the run that wrote it (absent: one process)
-//   model.safetensors, ema.safetensors        tp = 1: whole tensors (what single-process runs and the sampler read)
-//   model.tp<r>of<T>.safetensors, ema.…       tp > 1: tensor-parallel rank r's pieces (dit_parallel.h roles);
+//   layout.json                               {"tp", "cp", "dp", "zero"} of the run that wrote it (absent:
+//   one process) model.safetensors, ema.safetensors        tp = 1: whole tensors (what single-process runs
+//   and the sampler read) model.tp<r>of<T>.safetensors, ema.…       tp > 1: tensor-parallel rank r's pieces
+//   (dit_parallel.h roles);
 //                                             written by the ranks with cp_rank = dp_rank = 0
 //   optimizer[.tp<r>of<T>].safetensors        AdamW moments "exp_avg.<param>" of those pieces
-//   optimizer[.tp<r>of<T>].dp<d>of<D>.…       ZeRO-1: data-parallel rank d's flat pieces "exp_avg.<param>@<offset>"
+//   optimizer[.tp<r>of<T>].dp<d>of<D>.…       ZeRO-1: data-parallel rank d's flat pieces
+//   "exp_avg.<param>@<offset>"
 //
 // Reading joins the pieces into whole tensors ("canonical" form); a rank then cuts its own piece with
 // shard_tensor(). Every file goes through the checkpoint manifest's SHA-256 check before it is read
@@ -29,15 +31,19 @@ namespace fs = std::filesystem;
 struct CheckpointLayout {
   int tp = 1, cp = 1, dp = 1;
   bool zero = false;
-  bool operator==(const CheckpointLayout& o) const { return tp == o.tp && cp == o.cp && dp == o.dp && zero == o.zero; }
+  bool operator==(const CheckpointLayout& o) const {
+    return tp == o.tp && cp == o.cp && dp == o.dp && zero == o.zero;
+  }
 };
 void write_checkpoint_layout(const fs::path& dir, const CheckpointLayout& layout);
 // One process when the folder has no layout.json; Error(corrupt) naming the file when it is malformed.
 [[nodiscard]] CheckpointLayout read_checkpoint_layout(const fs::path& dir);
 [[nodiscard]] std::string describe(const CheckpointLayout& layout);  // "tp2.cp1.dp2 zero1"
 
-// "model.safetensors" or "model.tp1of2.safetensors"; with dp > 1 (ZeRO pieces) ".dp<d>of<D>" before the suffix.
-[[nodiscard]] std::string checkpoint_file_name(const std::string& stem, int tp_rank, int tp, int dp_rank = 0, int dp = 1);
+// "model.safetensors" or "model.tp1of2.safetensors"; with dp > 1 (ZeRO pieces) ".dp<d>of<D>" before the
+// suffix.
+[[nodiscard]] std::string checkpoint_file_name(const std::string& stem, int tp_rank, int tp, int dp_rank = 0,
+                                               int dp = 1);
 
 // Whole tensors of `stem` ("model", "ema", "optimizer"). `full_shapes` gives each parameter's whole shape
 // (by name, without the "exp_avg." prefixes): ZeRO pieces are reassembled with it. Also returns the first
@@ -46,13 +52,14 @@ struct CanonicalTensors {
   std::map<std::string, torch::Tensor> tensors;
   std::map<std::string, std::string> metadata;
 };
-[[nodiscard]] CanonicalTensors read_canonical_tensors(const fs::path& dir, const std::string& stem,
-                                                      const CheckpointLayout& saved,
-                                                      const std::map<std::string, std::vector<int64_t>>& full_shapes);
+[[nodiscard]] CanonicalTensors read_canonical_tensors(
+    const fs::path& dir, const std::string& stem, const CheckpointLayout& saved,
+    const std::map<std::string, std::vector<int64_t>>& full_shapes);
 
 // The parameter an optimizer state name belongs to ("exp_avg_sq.dit.x" -> "dit.x"); other names unchanged.
 [[nodiscard]] std::string state_parameter_name(const std::string& name);
 // The whole shape of a tensor-parallel piece of `name` held by each of `tp` ranks.
-[[nodiscard]] std::vector<int64_t> full_shape_of(const std::string& name, std::vector<int64_t> piece_shape, int tp);
+[[nodiscard]] std::vector<int64_t> full_shape_of(const std::string& name, std::vector<int64_t> piece_shape,
+                                                 int tp);
 
 }  // namespace mugv

@@ -13,8 +13,8 @@
 namespace mugv {
 namespace {
 
-ParamSpec spec(std::string key, std::string flag, ParamType type, nlohmann::json default_value, std::string help,
-               std::string group, std::optional<double> min_value = std::nullopt,
+ParamSpec spec(std::string key, std::string flag, ParamType type, nlohmann::json default_value,
+               std::string help, std::string group, std::optional<double> min_value = std::nullopt,
                std::optional<double> max_value = std::nullopt) {
   ParamSpec s;
   s.key = std::move(key);
@@ -32,9 +32,12 @@ ParamSpec spec(std::string key, std::string flag, ParamType type, nlohmann::json
 
 const char* to_string(TrainKind kind) {
   switch (kind) {
-    case TrainKind::dit: return "dit";
-    case TrainKind::vae: return "vae";
-    default: return "unknown";
+    case TrainKind::dit:
+      return "dit";
+    case TrainKind::vae:
+      return "vae";
+    default:
+      return "unknown";
   }
 }
 
@@ -48,63 +51,87 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
   const bool dit = kind == TrainKind::dit;
   r.add(spec("train.preset", "--preset", ParamType::text, "tiny",
              "training preset (presets/train/NAME.toml) or model preset name", "run"));
-  r.add(spec("train.model", "--model", ParamType::text, nullptr, "model preset (default: the training preset's)", "run"));
+  r.add(spec("train.model", "--model", ParamType::text, nullptr,
+             "model preset (default: the training preset's)", "run"));
   r.add(spec("train.dataset", "--dataset", ParamType::text, nullptr, "catalog dataset to train on", "run"));
-  if (dit) r.add(spec("train.vae_run", "--vae-run", ParamType::text, nullptr, "VAE run whose cached latents to learn", "run"));
-  r.add(spec("train.run", "--run", ParamType::text, nullptr, "name of the new run ($MUGV_HOME/runs/NAME)", "run"));
+  if (dit)
+    r.add(spec("train.vae_run", "--vae-run", ParamType::text, nullptr,
+               "VAE run whose cached latents to learn", "run"));
+  r.add(spec("train.run", "--run", ParamType::text, nullptr, "name of the new run ($MUGV_HOME/runs/NAME)",
+             "run"));
 
-  r.add(spec("train.steps", "--steps", ParamType::integer, dit ? 1000 : 2000, "optimizer steps in total", "training", 1.0));
+  r.add(spec("train.steps", "--steps", ParamType::integer, dit ? 1000 : 2000, "optimizer steps in total",
+             "training", 1.0));
   r.add(spec("train.batch", "--batch", ParamType::integer, 4, "clips per step", "training", 1.0));
   r.add(spec("train.lr", "--lr", ParamType::real, dit ? 1e-4 : 2e-4, "peak learning rate", "training", 0.0));
-  r.add(spec("train.warmup", "--warmup", ParamType::integer, dit ? 100 : 50, "linear warm-up steps", "training", 0.0));
+  r.add(spec("train.warmup", "--warmup", ParamType::integer, dit ? 100 : 50, "linear warm-up steps",
+             "training", 0.0));
   auto schedule = spec("train.schedule", "--schedule", ParamType::choice, "constant",
                        "learning rate after warm-up", "training");
   schedule.choices = {"constant", "cosine"};
   r.add(schedule);
-  r.add(spec("train.min_lr", "--min-lr", ParamType::real, 0.0, "final learning rate of the cosine schedule", "training", 0.0));
-  r.add(spec("train.weight_decay", "--weight-decay", ParamType::real, 0.0, "AdamW decoupled weight decay", "training", 0.0));
+  r.add(spec("train.min_lr", "--min-lr", ParamType::real, 0.0, "final learning rate of the cosine schedule",
+             "training", 0.0));
+  r.add(spec("train.weight_decay", "--weight-decay", ParamType::real, 0.0, "AdamW decoupled weight decay",
+             "training", 0.0));
   r.add(spec("train.beta1", "--beta1", ParamType::real, 0.9, "AdamW beta1", "training", 0.0, 1.0));
   r.add(spec("train.beta2", "--beta2", ParamType::real, 0.999, "AdamW beta2", "training", 0.0, 1.0));
   r.add(spec("train.adam_eps", "--adam-eps", ParamType::real, 1e-8,
              "AdamW epsilon (MUG-V uses 1e-10 in bf16 on GPU; 1e-8 on fp32 CPU)", "training", 0.0));
-  r.add(spec("train.grad_clip", "--grad-clip", ParamType::real, 1.0, "gradient norm clip (0: off)", "training", 0.0));
-  if (dit) r.add(spec("train.ema", "--ema", ParamType::real, 0.999, "online EMA decay of the weights", "training", 0.0, 1.0));
-  r.add(spec("train.seed", "--seed", ParamType::integer, 0, "seed of weights, data order and noise", "training", 0.0));
-  r.add(spec("train.save_every", "--save-every", ParamType::integer, 500, "checkpoint every N steps (and at the end)",
+  r.add(spec("train.grad_clip", "--grad-clip", ParamType::real, 1.0, "gradient norm clip (0: off)",
+             "training", 0.0));
+  if (dit)
+    r.add(spec("train.ema", "--ema", ParamType::real, 0.999, "online EMA decay of the weights", "training",
+               0.0, 1.0));
+  r.add(spec("train.seed", "--seed", ParamType::integer, 0, "seed of weights, data order and noise",
+             "training", 0.0));
+  r.add(spec("train.save_every", "--save-every", ParamType::integer, 500,
+             "checkpoint every N steps (and at the end)", "checkpoints", 1.0));
+  r.add(spec("train.keep", "--keep", ParamType::integer, 3, "checkpoints kept (older ones are deleted)",
              "checkpoints", 1.0));
-  r.add(spec("train.keep", "--keep", ParamType::integer, 3, "checkpoints kept (older ones are deleted)", "checkpoints", 1.0));
   if (dit) {
-    r.add(spec("train.sample_every", "--sample-every", ParamType::integer, 0, "render samples every N steps (0: never)",
-               "checkpoints", 0.0));
+    r.add(spec("train.sample_every", "--sample-every", ParamType::integer, 0,
+               "render samples every N steps (0: never)", "checkpoints", 0.0));
     r.add(spec("train.sample_prompts", "--sample-prompts", ParamType::text, "",
-               "prompts of the training samples, separated by '|' (empty: two captions of the dataset)", "checkpoints"));
-    r.add(spec("train.sample_steps", "--sample-steps", ParamType::integer, 10, "sampler steps of the training samples",
-               "checkpoints", 1.0));
+               "prompts of the training samples, separated by '|' (empty: two captions of the dataset)",
+               "checkpoints"));
+    r.add(spec("train.sample_steps", "--sample-steps", ParamType::integer, 10,
+               "sampler steps of the training samples", "checkpoints", 1.0));
   }
-  r.add(spec("train.threads", "--threads", ParamType::integer, 0, "CPU threads (0: all cores)", "machine", 0.0));
+  r.add(spec("train.threads", "--threads", ParamType::integer, 0, "CPU threads (0: all cores)", "machine",
+             0.0));
   r.add(spec("train.max_memory_gb", "--max-memory-gb", ParamType::real, 0.0,
              "refuse to start when the estimate exceeds this (0: available RAM only)", "machine", 0.0));
-  r.add(spec("train.prefetch", "--prefetch", ParamType::integer, 2, "batches read ahead by the loader thread", "machine", 0.0));
-  auto device = spec("train.device", "--device", ParamType::choice, "auto",
-                     "where to train: cuda (each rank on the GPU of its node-local rank), cpu, or auto (cuda when a "
-                     "GPU is visible)", "machine");
+  r.add(spec("train.prefetch", "--prefetch", ParamType::integer, 2, "batches read ahead by the loader thread",
+             "machine", 0.0));
+  auto device =
+      spec("train.device", "--device", ParamType::choice, "auto",
+           "where to train: cuda (each rank on the GPU of its node-local rank), cpu, or auto (cuda when a "
+           "GPU is visible)",
+           "machine");
   device.choices = {"auto", "cpu", "cuda"};
   r.add(device);
-  auto precision = spec("train.precision", "--precision", ParamType::choice, "auto",
-                        "forward-pass arithmetic: bf16 mixed precision (fp32 master weights) or fp32; auto: bf16 on "
-                        "CUDA, fp32 on CPUs", "machine");
+  auto precision =
+      spec("train.precision", "--precision", ParamType::choice, "auto",
+           "forward-pass arithmetic: bf16 mixed precision (fp32 master weights) or fp32; auto: bf16 on "
+           "CUDA, fp32 on CPUs",
+           "machine");
   precision.choices = {"auto", "fp32", "bf16"};
   r.add(precision);
   if (dit) {
-    r.add(spec("train.tp", "--tp", ParamType::integer, 1,
-               "tensor-parallel ranks (heads and MLP split, sequence parallel between them; keep within a node)",
-               "parallel", 1.0));
+    r.add(spec(
+        "train.tp", "--tp", ParamType::integer, 1,
+        "tensor-parallel ranks (heads and MLP split, sequence parallel between them; keep within a node)",
+        "parallel", 1.0));
     r.add(spec("train.cp", "--cp", ParamType::integer, 1,
-               "context-parallel ranks (the video tokens split, Ulysses all-to-all around self-attention)", "parallel", 1.0));
+               "context-parallel ranks (the video tokens split, Ulysses all-to-all around self-attention)",
+               "parallel", 1.0));
     r.add(spec("train.zero", "--zero", ParamType::integer, 0,
-               "ZeRO stage: 0 off, 1 AdamW state sharded over the data-parallel ranks", "parallel", 0.0, 1.0));
-    auto recompute = spec("train.recompute", "--recompute", ParamType::choice, "none",
-                          "activation recomputation per block: none, selective (attention core) or full", "parallel");
+               "ZeRO stage: 0 off, 1 AdamW state sharded over the data-parallel ranks", "parallel", 0.0,
+               1.0));
+    auto recompute =
+        spec("train.recompute", "--recompute", ParamType::choice, "none",
+             "activation recomputation per block: none, selective (attention core) or full", "parallel");
     recompute.choices = {"none", "selective", "full"};
     r.add(recompute);
     r.add(spec("train.comm_timeout", "--comm-timeout", ParamType::real, 300.0,
@@ -120,17 +147,21 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
   } else {
     r.add(spec("data.size", "--size", ParamType::size2d, "64x64", "clip size WxH (centre crop)", "data"));
     r.add(spec("data.frames", "--frames", ParamType::integer, 17, "frames per clip", "data", 1.0));
-    r.add(spec("data.fps", "--fps", ParamType::real, 8.0, "frame rate clips are resampled to (0: as recorded)", "data", 0.0));
+    r.add(spec("data.fps", "--fps", ParamType::real, 8.0,
+               "frame rate clips are resampled to (0: as recorded)", "data", 0.0));
     r.add(spec("data.heldout_clips", "--heldout-clips", ParamType::integer, 4,
                "held-out clips (heldout.jsonl beside the dataset) for the reconstruction PSNR", "data", 0.0));
     r.add(spec("data.crop_frames", "--crop-frames", ParamType::integer, 0,
                "train on random windows of this many frames (0: whole clips); the encoder is chunk-local, so "
-               "windows of a few chunks learn the same model faster. Use at least 2 x decoder_window + 1 chunks: the "
+               "windows of a few chunks learn the same model faster. Use at least 2 x decoder_window + 1 "
+               "chunks: the "
                "decoder draws a chunk from that many latents, and only a middle chunk has real neighbours on "
-               "both sides, as inside whole clips", "data", 0.0));
+               "both sides, as inside whole clips",
+               "data", 0.0));
     r.add(spec("data.crop_size", "--crop-size", ParamType::text, "",
                "train on random WxH crops of the clips (empty: whole frames); fully convolutional, so crops "
-               "learn the same model faster", "data"));
+               "learn the same model faster",
+               "data"));
   }
 }
 
@@ -156,8 +187,10 @@ ParamValues resolve_train_preset(const ParamValues& values) {
                                                                             const std::string& prefix) {
     for (auto it = j.begin(); it != j.end(); ++it) {
       std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
-      if (it.value().is_object()) walk(it.value(), key);
-      else if (registry.find_by_key(key)) filtered[key] = it.value();
+      if (it.value().is_object())
+        walk(it.value(), key);
+      else if (registry.find_by_key(key))
+        filtered[key] = it.value();
     }
   };
   walk(layers.preset, "");
@@ -182,8 +215,10 @@ ParamValues values_from_run_config(const ParamRegistry& registry, const nlohmann
                                                                             const std::string& prefix) {
     for (auto it = j.begin(); it != j.end(); ++it) {
       std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
-      if (it.value().is_object()) walk(it.value(), key);
-      else if (registry.find_by_key(key)) filtered[key] = it.value();
+      if (it.value().is_object())
+        walk(it.value(), key);
+      else if (registry.find_by_key(key))
+        filtered[key] = it.value();
     }
   };
   walk(config, "");
@@ -198,8 +233,12 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
     if (!v.has(key)) throw Error(ErrorCode::usage, flag, "is required");
     return v.get_text(key);
   };
-  auto opt_real = [&](const char* key, double fallback) { return v.registry().find_by_key(key) && v.has(key) ? v.get_real(key) : fallback; };
-  auto opt_int = [&](const char* key, int64_t fallback) { return v.registry().find_by_key(key) && v.has(key) ? v.get_int(key) : fallback; };
+  auto opt_real = [&](const char* key, double fallback) {
+    return v.registry().find_by_key(key) && v.has(key) ? v.get_real(key) : fallback;
+  };
+  auto opt_int = [&](const char* key, int64_t fallback) {
+    return v.registry().find_by_key(key) && v.has(key) ? v.get_int(key) : fallback;
+  };
   TrainOptions o;
   o.run = required("train.run", "--run");
   o.dataset = required("train.dataset", "--dataset");
@@ -236,7 +275,8 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   o.cp = opt_int("train.cp", 1);
   o.zero = opt_int("train.zero", 0);
   o.comm_timeout_s = opt_real("train.comm_timeout", 300.0);
-  if (v.registry().find_by_key("train.recompute") && v.has("train.recompute")) o.recompute = v.get_text("train.recompute");
+  if (v.registry().find_by_key("train.recompute") && v.has("train.recompute"))
+    o.recompute = v.get_text("train.recompute");
   o.max_memory_gb = v.get_real("train.max_memory_gb");
   o.prefetch = v.get_int("train.prefetch");
   o.precision = v.get_text("train.precision");
@@ -262,8 +302,8 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   return o;
 }
 
-ParamValues dit_resume_values(const ParamRegistry& registry, const RunPaths& paths, const RunManifest& manifest,
-                              const ResumeChanges& changes) {
+ParamValues dit_resume_values(const ParamRegistry& registry, const RunPaths& paths,
+                              const RunManifest& manifest, const ResumeChanges& changes) {
   nlohmann::json overrides = changes.values.is_object() ? changes.values : nlohmann::json::object();
   overrides.update({{"train.run", manifest.name},
                     {"train.model", manifest.preset},

@@ -43,7 +43,8 @@ void define_train_params(ParamRegistry& registry, TrainKind kind);
 // parallel layout ({"train.tp": 1}), threads, device, precision — which do not change the model or the
 // data. resume_dit writes them into the run's stored config, so later resumes keep them.
 struct ResumeChanges {
-  ResumeChanges(std::optional<int64_t> new_steps = std::nullopt) : steps(new_steps) {}  // NOLINT: implicit by design
+  ResumeChanges(std::optional<int64_t> new_steps = std::nullopt)
+      : steps(new_steps) {}  // NOLINT: implicit by design
   std::optional<int64_t> steps;
   nlohmann::json values = nlohmann::json::object();
 };
@@ -56,8 +57,8 @@ struct ResumeChanges {
 
 struct TrainOptions {
   std::string run;
-  std::string preset;   // training preset name (as given)
-  std::string model;    // model preset name
+  std::string preset;  // training preset name (as given)
+  std::string model;   // model preset name
   std::string dataset;
   std::string vae_run;  // DiT runs
   int64_t steps = 1000;
@@ -75,14 +76,14 @@ struct TrainOptions {
   int64_t sample_every = 0;
   int64_t sample_steps = 10;
   std::vector<std::string> sample_prompts;  // empty: captions of the dataset
-  int64_t threads = 0;  // 0: all cores
-  double max_memory_gb = 0;  // 0: only MemAvailable limits
+  int64_t threads = 0;                      // 0: all cores
+  double max_memory_gb = 0;                 // 0: only MemAvailable limits
   int64_t prefetch = 2;
   std::string device = "auto";     // auto | cpu | cuda (model/compute.h)
   std::string precision = "auto";  // forward passes: auto | fp32 | bf16 (model/compute.h)
   // Multi-rank DiT runs (started by `mugv launch` or srun): dp = world / (tp · cp).
   int64_t tp = 1, cp = 1;
-  int64_t zero = 0;  // ZeRO stage: 0 off, 1 optimizer state sharded over data-parallel ranks
+  int64_t zero = 0;                // ZeRO stage: 0 off, 1 optimizer state sharded over data-parallel ranks
   std::string recompute = "none";  // activation recomputation: none | selective | full
   double comm_timeout_s = 300;     // a collective (or a missing rank) fails the run after this
   FlowOptions flow;

@@ -8,10 +8,10 @@
 #include "model/compute.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
-#include "train/flow.h"
 #include "parallel/process_groups.h"
 #include "parallel/rendezvous.h"
 #include "parallel/sequence_parallel.h"
+#include "train/flow.h"
 #include "train/gradient_sync.h"
 #include "train/latent_cache.h"
 #include "train/optim.h"
@@ -46,7 +46,7 @@ struct Session {
   Rendezvous rendezvous;
   std::shared_ptr<ProcessGroups> groups;
   std::unique_ptr<GradientSync> sync;
-  bool zero_sharded = false;  // ZeRO-1 over more than one data-parallel rank
+  bool zero_sharded = false;           // ZeRO-1 over more than one data-parallel rank
   torch::Device device = torch::kCPU;  // of the model, its gradients, optimizer state and each batch
   ComputePrecision precision = ComputePrecision::fp32;  // of the forward passes (model/compute.h)
 
@@ -68,7 +68,8 @@ void connect_ranks(Session& s) {
   if (world == 1) {
     if (o.tp != 1 || o.cp != 1)
       throw Error(ErrorCode::invalid_argument, cat("--tp ", o.tp, " --cp ", o.cp),
-                  "tensor and context parallel need several ranks: start the run with `mugv launch --nproc N -- mugv train ...`");
+                  "tensor and context parallel need several ranks: start the run with `mugv launch --nproc N "
+                  "-- mugv train ...`");
     return;
   }
   if (world % (o.tp * o.cp) != 0)
@@ -79,7 +80,8 @@ void connect_ranks(Session& s) {
   const auto backend = s.device.is_cuda() ? CommBackend::nccl : CommBackend::gloo;
   s.groups = ProcessGroups::connect(s.rendezvous, layout, backend,
                                     std::chrono::milliseconds(int64_t(o.comm_timeout_s * 1000)));
-  log_info(cat("rank ", s.groups->rank(), " of ", world, ": layout ", to_string(layout), ", ", to_string(backend)));
+  log_info(cat("rank ", s.groups->rank(), " of ", world, ": layout ", to_string(layout), ", ",
+               to_string(backend)));
 }
 
 // Runs `fn` on rank 0 only and tells every rank whether it worked, so that a refusal there (run exists, bad
@@ -106,20 +108,22 @@ void check_cache(Session& s) {
   const fs::path cache = latent_cache_dir(s.options.dataset, s.options.vae_run);
   s.clips = list_cached_clips(cache);
   if (s.clips.empty())
-    throw Error(ErrorCode::invalid_argument, s.options.dataset,
-                cat("no cached latents for VAE run '", s.options.vae_run, "' in ", cache.string(),
-                    "; run `mugv encode --dataset ", s.options.dataset, " --vae-run ", s.options.vae_run, "` first"));
+    throw Error(
+        ErrorCode::invalid_argument, s.options.dataset,
+        cat("no cached latents for VAE run '", s.options.vae_run, "' in ", cache.string(),
+            "; run `mugv encode --dataset ", s.options.dataset, " --vae-run ", s.options.vae_run, "` first"));
   for (const auto& c : s.clips)
     if (c.latent_shape[0] != s.preset.dit.in_channels)
       throw Error(ErrorCode::invalid_argument, c.path.string(),
-                  cat("latent has ", c.latent_shape[0], " channels; model preset '", s.preset.name, "' expects ",
-                      s.preset.dit.in_channels, " (encode with a VAE of the same preset)"));
+                  cat("latent has ", c.latent_shape[0], " channels; model preset '", s.preset.name,
+                      "' expects ", s.preset.dit.in_channels, " (encode with a VAE of the same preset)"));
 }
 
 int64_t max_video_tokens(const Session& s) {
   int64_t tokens = 0;
   for (const auto& c : s.clips)
-    tokens = std::max(tokens, dit_video_tokens(s.preset.dit, c.latent_shape[1], c.latent_shape[2], c.latent_shape[3]));
+    tokens = std::max(
+        tokens, dit_video_tokens(s.preset.dit, c.latent_shape[1], c.latent_shape[2], c.latent_shape[3]));
   return tokens;
 }
 
@@ -131,18 +135,23 @@ void build_model(Session& s) {
   s.model->train();
   auto recompute = recompute_from_string(s.options.recompute);
   if (!recompute || *recompute == Recompute::unknown)
-    throw Error(ErrorCode::usage, "--recompute", cat("'", s.options.recompute, "' is not none, selective or full"));
+    throw Error(ErrorCode::usage, "--recompute",
+                cat("'", s.options.recompute, "' is not none, selective or full"));
   s.model->dit->set_recompute(*recompute);
   const PrecisionChoice precision = choose_compute_precision(s.options.precision, s.device.type());
   s.precision = precision.precision;
   if (s.leader())
-    log_info(cat("device ", s.device.str(), ", precision ", to_string(s.precision), " (", precision.reason, ")"));
+    log_info(
+        cat("device ", s.device.str(), ", precision ", to_string(s.precision), " (", precision.reason, ")"));
   const ParallelLayout layout = s.layout();
-  if (s.groups && layout.tp * layout.cp > 1) s.model->dit->set_parallel(std::make_shared<C10dDiTParallel>(s.groups));
+  if (s.groups && layout.tp * layout.cp > 1)
+    s.model->dit->set_parallel(std::make_shared<C10dDiTParallel>(s.groups));
   s.params = named_parameters(*s.model);
   s.zero_sharded = s.groups && s.options.zero >= 1 && layout.dp > 1;
-  if (s.zero_sharded) s.optimizer = std::make_unique<ZeroAdamW>(s.groups, s.params, s.options.adam);
-  else s.optimizer = std::make_unique<AdamW>(s.params, s.options.adam);
+  if (s.zero_sharded)
+    s.optimizer = std::make_unique<ZeroAdamW>(s.groups, s.params, s.options.adam);
+  else
+    s.optimizer = std::make_unique<AdamW>(s.params, s.options.adam);
   s.ema = std::make_unique<Ema>(s.params, s.options.ema_decay);
   if (s.groups) s.sync = std::make_unique<GradientSync>(s.groups, s.params);
 }
@@ -168,10 +177,11 @@ CheckpointRef save_checkpoint(Session& s, double loss) {
     s.ema->save(staging / checkpoint_file_name("ema", me.tp_rank, layout.tp), file_metadata(s, s.step));
   }
   if (s.zero_sharded ? me.cp_rank == 0 : writes_weights)
-    save_named_tensors(s.optimizer->state(),
-                       staging / checkpoint_file_name("optimizer", me.tp_rank, layout.tp, s.zero_sharded ? me.dp_rank : 0,
-                                                      s.zero_sharded ? layout.dp : 1),
-                       s.optimizer->state_metadata());
+    save_named_tensors(
+        s.optimizer->state(),
+        staging / checkpoint_file_name("optimizer", me.tp_rank, layout.tp, s.zero_sharded ? me.dp_rank : 0,
+                                       s.zero_sharded ? layout.dp : 1),
+        s.optimizer->state_metadata());
   std::optional<CheckpointRef> ref;
   if (s.leader()) {
     nlohmann::json state = {{"step", s.step},
@@ -180,13 +190,15 @@ CheckpointRef save_checkpoint(Session& s, double loss) {
                             {"data_cursor", {{"epoch", s.cursor.epoch}, {"position", s.cursor.position}}},
                             {"optimizer_steps", s.optimizer->steps_taken()}};
     write_json_atomic(staging / "trainer_state.json", state);
-    if (s.groups)
-      write_checkpoint_layout(staging, {layout.tp, layout.cp, layout.dp, s.zero_sharded});
+    if (s.groups) write_checkpoint_layout(staging, {layout.tp, layout.cp, layout.dp, s.zero_sharded});
   }
   s.barrier();
   if (s.leader()) {
     ref = store.commit(staging, s.step,
-                       {{"preset", s.preset.name}, {"kind", "dit"}, {"loss", loss}, {"run", s.options.run},
+                       {{"preset", s.preset.name},
+                        {"kind", "dit"},
+                        {"loss", loss},
+                        {"run", s.options.run},
                         {"layout", to_string(layout)}});
     store.prune(static_cast<int>(s.options.keep_checkpoints));
   }
@@ -203,10 +215,12 @@ std::vector<torch::Tensor> cut_pieces(const CanonicalTensors& canonical, const N
   std::vector<torch::Tensor> pieces;
   for (const auto& [name, target] : targets) {
     auto it = canonical.tensors.find(name);
-    if (it == canonical.tensors.end()) throw Error(ErrorCode::corrupt, subject, cat("tensor ", name, " is missing"));
+    if (it == canonical.tensors.end())
+      throw Error(ErrorCode::corrupt, subject, cat("tensor ", name, " is missing"));
     const auto want = full_shape_of(name, target.sizes().vec(), tp);
     if (it->second.sizes().vec() != want)
-      throw Error(ErrorCode::corrupt, subject, cat(name, " has shape ", it->second.sizes(), "; expected ", want));
+      throw Error(ErrorCode::corrupt, subject,
+                  cat(name, " has shape ", it->second.sizes(), "; expected ", want));
     pieces.push_back(shard_tensor(it->second, tensor_parallel_role(state_parameter_name(name)), tp_rank, tp));
   }
   return pieces;
@@ -230,8 +244,10 @@ void load_checkpoint(Session& s, const CheckpointRef& ref) {
   std::map<std::string, std::vector<int64_t>> full_shapes;
   for (const auto& [name, t] : model_state) full_shapes[name] = full_shape_of(name, t.sizes().vec(), tp);
   const std::string subject = cat(ref.dir.string(), " (written as ", describe(saved), ")");
-  auto model_pieces = cut_pieces(read_canonical_tensors(ref.dir, "model", saved, full_shapes), model_state, s, subject);
-  auto ema_pieces = cut_pieces(read_canonical_tensors(ref.dir, "ema", saved, full_shapes), s.ema->tensors(), s, subject);
+  auto model_pieces =
+      cut_pieces(read_canonical_tensors(ref.dir, "model", saved, full_shapes), model_state, s, subject);
+  auto ema_pieces =
+      cut_pieces(read_canonical_tensors(ref.dir, "ema", saved, full_shapes), s.ema->tensors(), s, subject);
   auto optimizer = read_canonical_tensors(ref.dir, "optimizer", saved, full_shapes);
   NamedTensors optimizer_targets;
   for (const auto& [name, p] : s.params) {
@@ -240,9 +256,11 @@ void load_checkpoint(Session& s, const CheckpointRef& ref) {
   }
   auto optimizer_pieces = cut_pieces(optimizer, optimizer_targets, s, subject);
   std::map<std::string, torch::Tensor> optimizer_state;
-  for (size_t i = 0; i < optimizer_targets.size(); ++i) optimizer_state[optimizer_targets[i].first] = optimizer_pieces[i];
+  for (size_t i = 0; i < optimizer_targets.size(); ++i)
+    optimizer_state[optimizer_targets[i].first] = optimizer_pieces[i];
   auto step_it = optimizer.metadata.find("step");
-  if (step_it == optimizer.metadata.end()) throw Error(ErrorCode::corrupt, subject, "optimizer step is missing");
+  if (step_it == optimizer.metadata.end())
+    throw Error(ErrorCode::corrupt, subject, "optimizer step is missing");
   s.optimizer->load_state(optimizer_state, std::stoll(step_it->second), subject);
   copy_pieces(model_state, model_pieces);
   copy_pieces(s.ema->tensors(), ema_pieces);
@@ -251,12 +269,14 @@ void load_checkpoint(Session& s, const CheckpointRef& ref) {
     s.step = state.at("step").get<int64_t>();
     s.cursor.epoch = state.at("data_cursor").at("epoch").get<int64_t>();
     s.cursor.position = state.at("data_cursor").at("position").get<int64_t>();
-    set_torch_rng_state_base64(state.at("rng_state").get<std::string>(), (ref.dir / "trainer_state.json").string());
+    set_torch_rng_state_base64(state.at("rng_state").get<std::string>(),
+                               (ref.dir / "trainer_state.json").string());
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorCode::corrupt, (ref.dir / "trainer_state.json").string(), e.what());
   }
   if (s.step != ref.step)
-    throw Error(ErrorCode::corrupt, ref.dir.string(), cat("trainer state says step ", s.step, ", folder says ", ref.step));
+    throw Error(ErrorCode::corrupt, ref.dir.string(),
+                cat("trainer state says step ", s.step, ", folder says ", ref.step));
 }
 
 void truncate_metrics(const RunPaths& paths, int64_t after_step) {
@@ -307,7 +327,8 @@ StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tok
     d.fps = batch.fps.narrow(0, first, last - first).contiguous();
     std::vector<int64_t> ids, mask;
     for (int64_t i = first; i < last; ++i) {
-      auto tok = s.tokenizer->encode(batch.captions[size_t(i)], static_cast<int>(text_tokens), TokenLimitPolicy::truncate);
+      auto tok = s.tokenizer->encode(batch.captions[size_t(i)], static_cast<int>(text_tokens),
+                                     TokenLimitPolicy::truncate);
       ids.insert(ids.end(), tok.ids.begin(), tok.ids.end());
       mask.insert(mask.end(), tok.mask.begin(), tok.mask.end());
     }
@@ -320,8 +341,8 @@ StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tok
     d.wait_ms = batch.wait_ms;
     if (!shared) return d;
     const auto shape = d.latents.sizes();
-    header = torch::tensor({shape[0], shape[1], shape[2], shape[3], shape[4], d.global_batch, d.first, d.height, d.width,
-                            d.next_cursor.epoch, d.next_cursor.position, int64_t(0)},
+    header = torch::tensor({shape[0], shape[1], shape[2], shape[3], shape[4], d.global_batch, d.first,
+                            d.height, d.width, d.next_cursor.epoch, d.next_cursor.position, int64_t(0)},
                            torch::kInt64);
   }
   if (!shared) return d;
@@ -338,7 +359,8 @@ StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tok
     d.width = h[8];
     d.next_cursor = {h[9], h[10]};
   }
-  for (torch::Tensor* t : {&d.latents, &d.fps, &d.ids, &d.mask}) s.groups->broadcast(GroupKind::sequence, *t, 0);
+  for (torch::Tensor* t : {&d.latents, &d.fps, &d.ids, &d.mask})
+    s.groups->broadcast(GroupKind::sequence, *t, 0);
   return d;
 }
 
@@ -353,10 +375,12 @@ StepFlags agree(const Session& s, StepFlags local) {
   return {t[0].item<int>() > 0, t[1].item<int>() > 0, t[2].item<int>() > 0};
 }
 
-TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks& callbacks, TrainResult result) {
+TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks& callbacks,
+                     TrainResult result) {
   const auto& o = s.options;
   if (s.step >= o.steps)
-    throw Error(ErrorCode::invalid_argument, o.run, cat("already at step ", s.step, "; give --steps above it"));
+    throw Error(ErrorCode::invalid_argument, o.run,
+                cat("already at step ", s.step, "; give --steps above it"));
   const ParallelLayout layout = s.layout();
   DataOptions data;
   data.batch_size = o.batch;
@@ -368,9 +392,9 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
   if (!s.groups || s.groups->group_rank(GroupKind::sequence) == 0)
     loader = std::make_unique<LatentLoader>(s.clips, data, s.cursor);
 
-  result.gemm_flops = measure_gemm_flops(s.device.is_cuda() ? 4096 : 512, 6,
-                                         s.precision == ComputePrecision::bf16 ? torch::kBFloat16 : torch::kFloat32,
-                                         s.device);
+  result.gemm_flops = measure_gemm_flops(
+      s.device.is_cuda() ? 4096 : 512, 6,
+      s.precision == ComputePrecision::bf16 ? torch::kBFloat16 : torch::kFloat32, s.device);
   double peak_flops = result.gemm_flops;  // of all ranks together
   if (s.groups) {
     auto total = torch::tensor({result.gemm_flops}, torch::kFloat64);
@@ -422,17 +446,21 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
       if (!s.model->dit->has_null_caption() && fb.drop_caption.any().item<bool>()) {
         const auto empty = s.tokenizer->encode("", static_cast<int>(text_tokens), TokenLimitPolicy::truncate);
         null_mask = torch::tensor(empty.mask, torch::kLong).view({1, -1}).to(s.device, torch::kFloat32);
-        null_text = s.model->text->forward(torch::tensor(empty.ids, torch::kLong).view({1, -1}).to(s.device), null_mask);
+        null_text = s.model->text->forward(torch::tensor(empty.ids, torch::kLong).view({1, -1}).to(s.device),
+                                           null_mask);
       }
-      auto [text_in, mask_in] = s.model->dit->drop_captions(text, mask_t, fb.drop_caption, null_text, null_mask);
-      pred = s.model->dit->forward(fb.x_t, fb.t * kDiTTimesteps, text_in, mask_in, fps, any_cond ? fb.cond_mask : torch::Tensor())
+      auto [text_in, mask_in] =
+          s.model->dit->drop_captions(text, mask_t, fb.drop_caption, null_text, null_mask);
+      pred = s.model->dit
+                 ->forward(fb.x_t, fb.t * kDiTTimesteps, text_in, mask_in, fps,
+                           any_cond ? fb.cond_mask : torch::Tensor())
                  .to(torch::kFloat32);  // the loss and its gradient in fp32
     }
     torch::Tensor loss;
     double loss_value = 0;
     if (layout.dp > 1) {
-      // Each rank holds part of the batch: loss = (its squared-error sum) / (elements counted on all ranks), so
-      // the data-parallel SUM of gradients is the gradient of the whole batch's mean.
+      // Each rank holds part of the batch: loss = (its squared-error sum) / (elements counted on all ranks),
+      // so the data-parallel SUM of gradients is the gradient of the whole batch's mean.
       auto parts = masked_flow_loss_parts(pred, fb.target, fb.cond_mask);
       auto counted = torch::tensor({parts.counted}, torch::kFloat64);
       s.groups->all_reduce_sum(GroupKind::data, counted);
@@ -445,8 +473,9 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
       loss_value = loss.item<double>();
     }
     auto stop_nonfinite = [&](const char* what, double value) {
-      std::string kept = s.step > 0 && last_saved > 0 ? cat("the last good checkpoint step-", last_saved, " is kept")
-                                                      : std::string("no checkpoint was saved yet");
+      std::string kept = s.step > 0 && last_saved > 0
+                             ? cat("the last good checkpoint step-", last_saved, " is kept")
+                             : std::string("no checkpoint was saved yet");
       throw Error(ErrorCode::invalid_argument, o.run,
                   cat("step ", step, ": ", what, " is ", value, "; training stopped and ", kept,
                       " (lower --lr, raise --warmup or check the data)"));
@@ -474,14 +503,16 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     auto t_optimizer = std::chrono::steady_clock::now();
     s.optimizer->step(lr);
     if (s.zero_sharded)  // the parameter all-gather of ZeRO-1 is communication too
-      comm_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_optimizer).count();
+      comm_ms +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_optimizer).count();
     s.ema->update(s.params, step);
     s.step = step;
     s.cursor = batch.next_cursor;
     last_loss = loss_value;
 
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const int64_t video_tokens = dit_video_tokens(s.preset.dit, latents.size(2), latents.size(3), latents.size(4));
+    const int64_t video_tokens =
+        dit_video_tokens(s.preset.dit, latents.size(2), latents.size(3), latents.size(4));
     const double flops_per_sample =
         dit_flops_per_token(s.preset.dit, video_tokens, text_tokens) * double(video_tokens) +
         6.0 * text_params * double(text_tokens);
@@ -526,8 +557,10 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     if ((o.sample_every > 0 && step % o.sample_every == 0) || requests.sample) {
       if (layout.tp * layout.cp > 1) {
         if (!sample_notice && s.leader())
-          log_info("samples during training: skipped (the model is split by tensor/context parallel; generate from "
-                   "a checkpoint instead)");
+          log_info(
+              "samples during training: skipped (the model is split by tensor/context parallel; generate "
+              "from "
+              "a checkpoint instead)");
         sample_notice = true;
       } else if (callbacks.sample) {
         if (s.leader()) callbacks.sample(step, s.paths, *s.model);
@@ -548,31 +581,35 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
 
 nlohmann::json StepMetrics::to_json() const {
   nlohmann::json j = {{"step", step},
-          {"loss", loss},
-          {"lr", lr},
-          {"grad_norm", grad_norm},
-          {"tokens_per_s", tokens_per_s},
-          {"flops_per_s", flops_per_s},
-          {"mfu", mfu},
-          {"peak_rss_bytes", peak_rss_bytes},
-          {"data_wait_ms", data_wait_ms},
-          {"step_ms", step_ms},
-          {"compute_ms", compute_ms},
-          {"communication_ms", communication_ms},
-          {"epoch", cursor.epoch}};
+                      {"loss", loss},
+                      {"lr", lr},
+                      {"grad_norm", grad_norm},
+                      {"tokens_per_s", tokens_per_s},
+                      {"flops_per_s", flops_per_s},
+                      {"mfu", mfu},
+                      {"peak_rss_bytes", peak_rss_bytes},
+                      {"data_wait_ms", data_wait_ms},
+                      {"step_ms", step_ms},
+                      {"compute_ms", compute_ms},
+                      {"communication_ms", communication_ms},
+                      {"epoch", cursor.epoch}};
   if (!ranks.empty()) {
     auto& list = j["ranks"] = nlohmann::json::array();
     for (const auto& r : ranks)
-      list.push_back({{"compute_ms", r.compute_ms}, {"communication_ms", r.communication_ms},
-                      {"data_wait_ms", r.data_wait_ms}, {"peak_rss_bytes", r.peak_rss_bytes}});
+      list.push_back({{"compute_ms", r.compute_ms},
+                      {"communication_ms", r.communication_ms},
+                      {"data_wait_ms", r.data_wait_ms},
+                      {"peak_rss_bytes", r.peak_rss_bytes}});
   }
   return j;
 }
 
 std::string MemoryEstimate::describe() const {
   char buffer[200];
-  std::snprintf(buffer, sizeof buffer, "%.2f GiB (weights, gradients, AdamW and EMA %.2f GiB, activations %.2f GiB, runtime %.2f GiB)",
-                total_bytes / kGiB, weight_bytes / kGiB, activation_bytes / kGiB, kRuntimeAllowanceBytes / kGiB);
+  std::snprintf(
+      buffer, sizeof buffer,
+      "%.2f GiB (weights, gradients, AdamW and EMA %.2f GiB, activations %.2f GiB, runtime %.2f GiB)",
+      total_bytes / kGiB, weight_bytes / kGiB, activation_bytes / kGiB, kRuntimeAllowanceBytes / kGiB);
   return buffer;
 }
 
@@ -614,13 +651,13 @@ void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, cons
                       bool host_memory) {
   if (max_memory_gb > 0 && double(estimate.total_bytes) > max_memory_gb * kGiB)
     throw Error(ErrorCode::out_of_memory, subject,
-                cat("training needs about ", estimate.describe(), ", more than --max-memory-gb ", max_memory_gb,
-                    "; lower --batch or use a smaller preset"));
+                cat("training needs about ", estimate.describe(), ", more than --max-memory-gb ",
+                    max_memory_gb, "; lower --batch or use a smaller preset"));
   auto available = host_memory ? device_memory_available_bytes(torch::kCPU) : std::nullopt;
   if (available && estimate.total_bytes > *available)
     throw Error(ErrorCode::out_of_memory, subject,
-                cat("training needs about ", estimate.describe(), " but only ", human_bytes(double(*available)),
-                    " is available; lower --batch or use a smaller preset"));
+                cat("training needs about ", estimate.describe(), " but only ",
+                    human_bytes(double(*available)), " is available; lower --batch or use a smaller preset"));
 }
 
 TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config, const CancelToken& cancel,
@@ -631,20 +668,23 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
   s.preset = load_model_preset(options.model);
   connect_ranks(s);
   check_cache(s);
-  preflight_memory(estimate_dit_training_memory(s.preset, options.batch, max_video_tokens(s)), options.max_memory_gb,
-                   options.run, !s.device.is_cuda());
+  preflight_memory(estimate_dit_training_memory(s.preset, options.batch, max_video_tokens(s)),
+                   options.max_memory_gb, options.run, !s.device.is_cuda());
 
   on_leader(s, [&] {
     std::error_code ec;
     if (fs::exists(s.paths.manifest(), ec))
       throw Error(ErrorCode::conflict, options.run,
-                  "a run of this name exists; continue it with `mugv resume " + options.run + "` or choose another --run");
+                  "a run of this name exists; continue it with `mugv resume " + options.run +
+                      "` or choose another --run");
     std::set<std::string> unique;
     for (const auto& c : s.clips) unique.insert(c.caption);
-    s.tokenizer = Tokenizer::train(std::vector<std::string>(unique.begin(), unique.end()), s.preset.text.vocab_size);
+    s.tokenizer =
+        Tokenizer::train(std::vector<std::string>(unique.begin(), unique.end()), s.preset.text.vocab_size);
 
     fs::create_directories(s.paths.root, ec);
-    if (ec) throw Error(ErrorCode::io, s.paths.root.string(), "cannot create the run folder: " + ec.message());
+    if (ec)
+      throw Error(ErrorCode::io, s.paths.root.string(), "cannot create the run folder: " + ec.message());
     s.tokenizer->save(s.paths.tokenizer());
     RunManifest manifest;
     manifest.name = options.run;
@@ -669,7 +709,8 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
   s.paths = run_paths(name);
   RunManifest manifest = read_run_manifest(s.paths);
   if (manifest.kind != RunLayoutKind::dit)
-    throw Error(ErrorCode::invalid_argument, name, cat("is a ", to_string(manifest.kind), " run; resume continues DiT runs"));
+    throw Error(ErrorCode::invalid_argument, name,
+                cat("is a ", to_string(manifest.kind), " run; resume continues DiT runs"));
   // The manifest names the run's identity; the config holds everything else.
   ParamRegistry registry;
   define_train_params(registry, TrainKind::dit);
@@ -708,7 +749,8 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
     result.refused.push_back({it->dir, reason});
   }
   if (!loaded) {
-    std::string why = result.refused.empty() ? "it has no checkpoint" : cat(result.refused.size(), " checkpoint(s) refused");
+    std::string why = result.refused.empty() ? "it has no checkpoint"
+                                             : cat(result.refused.size(), " checkpoint(s) refused");
     throw Error(ErrorCode::not_found, name, "nothing to resume: " + why);
   }
   // Rewind `latest` to what we continue from, so refused newer checkpoints are not picked by readers.

@@ -30,10 +30,10 @@
 
 #include "core/progress.h"
 #include "model/config.h"
+#include "model/run_models.h"
 #include "train/checkpoint_store.h"
 #include "train/data.h"
 #include "train/train_params.h"
-#include "model/run_models.h"
 
 #include <nlohmann/json.hpp>
 
@@ -63,7 +63,7 @@ struct StepMetrics {
     int64_t peak_rss_bytes = 0;
   };
   std::vector<RankSplit> ranks;  // multi-rank runs: every rank's split, by rank
-  DataCursor cursor;  // the batch this step used
+  DataCursor cursor;             // the batch this step used
   nlohmann::json to_json() const;
 };
 
@@ -74,7 +74,8 @@ struct TrainCallbacks {
   std::function<void(int64_t step, DiTBundleImpl& model)> before_step;
   // Renders samples at --sample-every steps; when empty the trainer logs that it skips them.
   std::function<void(int64_t step, const RunPaths& run, DiTBundleImpl& model)> sample;
-  // Polled after every step: true asks for a checkpoint / samples of that step now ("save now", "sample now").
+  // Polled after every step: true asks for a checkpoint / samples of that step now ("save now", "sample
+  // now").
   std::function<bool()> save_requested;
   std::function<bool()> sample_requested;
 };
@@ -94,7 +95,8 @@ struct MemoryEstimate {
   int64_t weight_bytes = 0;      // weights + grads + AdamW moments + EMA
   int64_t activation_bytes = 0;  // one step's saved activations (estimate)
   int64_t total_bytes = 0;       // + a fixed runtime allowance
-  std::string describe() const;  // "3.1 GiB (weights/optimizer 1.2 GiB, activations 1.6 GiB, runtime 0.3 GiB)"
+  std::string describe()
+      const;  // "3.1 GiB (weights/optimizer 1.2 GiB, activations 1.6 GiB, runtime 0.3 GiB)"
 };
 [[nodiscard]] MemoryEstimate estimate_dit_training_memory(const ModelPreset& preset, int64_t batch,
                                                           int64_t video_tokens);

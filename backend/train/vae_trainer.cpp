@@ -9,8 +9,8 @@
 #include "core/strings.h"
 #include "dataset/manifest.h"
 #include "media/image.h"
-#include "model/info.h"
 #include "model/compute.h"
+#include "model/info.h"
 #include "model/weights.h"
 #include "train/checkpoint_store.h"
 #include "train/clip_video.h"
@@ -35,7 +35,8 @@ torch::Tensor pooled_rgb(const VideoVAEImpl& vae, const torch::Tensor& video) {
   const auto& c = vae.config();
   auto v = video;
   const int64_t pad = vae.padded_frames(video.size(1));
-  if (pad > 0) v = torch::cat({video.narrow(1, 0, 1).expand({3, pad, video.size(2), video.size(3)}), video}, 1);
+  if (pad > 0)
+    v = torch::cat({video.narrow(1, 0, 1).expand({3, pad, video.size(2), video.size(3)}), video}, 1);
   return torch::avg_pool3d(v.unsqueeze(0), {c.compress_t, c.compress_h, c.compress_w})[0];
 }
 
@@ -43,9 +44,11 @@ void save_vae_checkpoint(const RunPaths& paths, VAEBundleImpl& model, const Adam
                          double loss, const std::string& preset, int64_t keep) {
   CheckpointStore store(paths.checkpoints());
   fs::path staging = store.begin(step);
-  save_module(model, staging / "model.safetensors", {{"preset", preset}, {"kind", "vae"}, {"step", std::to_string(step)}});
+  save_module(model, staging / "model.safetensors",
+              {{"preset", preset}, {"kind", "vae"}, {"step", std::to_string(step)}});
   optimizer.save(staging / "optimizer.safetensors");
-  write_json_atomic(staging / "trainer_state.json", {{"step", step}, {"rng_state", torch_rng_state_base64()}});
+  write_json_atomic(staging / "trainer_state.json",
+                    {{"step", step}, {"rng_state", torch_rng_state_base64()}});
   (void)store.commit(staging, step, {{"preset", preset}, {"kind", "vae"}, {"loss", loss}});
   store.prune(static_cast<int>(keep));
 }
@@ -60,16 +63,16 @@ TrainingWindow training_window(const TrainOptions& o, const ModelPreset& preset)
                    o.crop_width > 0 ? o.crop_width : o.width};
   if (w.frames > o.frames || w.height > o.height || w.width > o.width)
     throw Error(ErrorCode::invalid_argument, o.run,
-                cat("training window ", w.frames, " frames ", w.width, "x", w.height, " is larger than the clips (",
-                    o.frames, " frames ", o.width, "x", o.height, ")"));
+                cat("training window ", w.frames, " frames ", w.width, "x", w.height,
+                    " is larger than the clips (", o.frames, " frames ", o.width, "x", o.height, ")"));
   (void)describe(preset, w.frames, w.height, w.width);  // the VAE must be able to encode a window on its own
   return w;
 }
 
 }  // namespace
 
-VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json config, const CancelToken& cancel,
-                         const ProgressFn& progress) {
+VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json config,
+                         const CancelToken& cancel, const ProgressFn& progress) {
   VAETrainResult result;
   result.paths = run_paths(o.run);
   std::error_code ec;
@@ -87,9 +90,8 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
   MemoryEstimate estimate;
   estimate.parameters = info.vae_parameters;
   estimate.weight_bytes = info.vae_parameters * 16;
-  estimate.activation_bytes =
-      4 * o.batch * (window.frames + 8) * window.height * window.width * preset.vae.base_channels * 24 /
-      (int64_t(preset.vae.patch) * preset.vae.patch);
+  estimate.activation_bytes = 4 * o.batch * (window.frames + 8) * window.height * window.width *
+                              preset.vae.base_channels * 24 / (int64_t(preset.vae.patch) * preset.vae.patch);
   estimate.total_bytes = estimate.weight_bytes + estimate.activation_bytes + (int64_t(300) << 20);
   preflight_memory(estimate, o.max_memory_gb, o.run);
 
@@ -141,7 +143,8 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
 
   const torch::Device device = choose_compute_device(o.device);
   const PrecisionChoice precision = choose_compute_precision(o.precision, device.type());
-  log_info(cat("device ", device.str(), ", precision ", to_string(precision.precision), " (", precision.reason, ")"));
+  log_info(cat("device ", device.str(), ", precision ", to_string(precision.precision), " (",
+               precision.reason, ")"));
   torch::manual_seed(o.seed);
   VAEBundle model(preset.vae);
   model->to(device);  // after seeding on the CPU: the same initial weights on any device
@@ -173,7 +176,8 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
     const double value = loss.total.item<double>();
     if (!std::isfinite(value))
       throw Error(ErrorCode::invalid_argument, o.run,
-                  cat("step ", step, ": loss is ", value, "; training stopped, the last good checkpoint is kept (lower --lr)"));
+                  cat("step ", step, ": loss is ", value,
+                      "; training stopped, the last good checkpoint is kept (lower --lr)"));
     optimizer.zero_grad();
     loss.total.backward();
     double grad_norm = torch::nn::utils::clip_grad_norm_(grads_of, o.grad_clip > 0 ? o.grad_clip : 1e30);
@@ -182,11 +186,18 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
     result.last_step = step;
     result.last_loss = value;
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    metrics << nlohmann::json{{"step", step}, {"loss", value}, {"mse", loss.mse.item<double>()},
-                              {"l1", loss.l1.item<double>()}, {"kl", loss.kl.item<double>()}, {"lr", lr},
-                              {"grad_norm", grad_norm}, {"step_ms", ms}, {"peak_rss_bytes", peak_rss_bytes()}}
+    metrics << nlohmann::json{{"step", step},
+                              {"loss", value},
+                              {"mse", loss.mse.item<double>()},
+                              {"l1", loss.l1.item<double>()},
+                              {"kl", loss.kl.item<double>()},
+                              {"lr", lr},
+                              {"grad_norm", grad_norm},
+                              {"step_ms", ms},
+                              {"peak_rss_bytes", peak_rss_bytes()}}
                    .dump()
-            << "\n" << std::flush;
+            << "\n"
+            << std::flush;
     meter.update(step, cat("loss ", value));
     if (step % o.save_every == 0 && step != o.steps)
       save_vae_checkpoint(result.paths, *model, optimizer, step, value, preset.name, o.keep_checkpoints);
@@ -205,9 +216,12 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
     rgbs.push_back(pooled_rgb(*model->vae, v));
   }
   model->vae->measure_latent_stats(means);
-  auto mean_t = model->vae->latent_mean.to(torch::kFloat64), std_t = model->vae->latent_std.to(torch::kFloat64);
-  result.latent_stats.mean = std::vector<double>(mean_t.data_ptr<double>(), mean_t.data_ptr<double>() + mean_t.numel());
-  result.latent_stats.std = std::vector<double>(std_t.data_ptr<double>(), std_t.data_ptr<double>() + std_t.numel());
+  auto mean_t = model->vae->latent_mean.to(torch::kFloat64),
+       std_t = model->vae->latent_std.to(torch::kFloat64);
+  result.latent_stats.mean =
+      std::vector<double>(mean_t.data_ptr<double>(), mean_t.data_ptr<double>() + mean_t.numel());
+  result.latent_stats.std =
+      std::vector<double>(std_t.data_ptr<double>(), std_t.data_ptr<double>() + std_t.numel());
   write_latent_stats(result.paths, result.latent_stats);
 
   const int64_t channels = preset.vae.latent_channels;
@@ -231,7 +245,8 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
   for (int64_t r = 0; r < 3; ++r) bias.push_back(w[channels][r].item<double>());
   write_json_atomic(result.paths.latent_rgb(), {{"weight", weight}, {"bias", bias}, {"space", "normalized"}});
 
-  save_vae_checkpoint(result.paths, *model, optimizer, o.steps, result.last_loss, preset.name, o.keep_checkpoints);
+  save_vae_checkpoint(result.paths, *model, optimizer, o.steps, result.last_loss, preset.name,
+                      o.keep_checkpoints);
 
   const fs::path heldout = dataset->root_dir / "heldout.jsonl";
   if (o.heldout_clips > 0 && fs::is_regular_file(heldout, ec)) {
@@ -261,10 +276,13 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
                 contact_sheet(sheet, columns, static_cast<int>(o.width), static_cast<int>(o.height)));
       result.heldout_psnr_db = 10.0 * std::log10(4.0 / std::max(mse_sum / double(used), 1e-12));
       result.heldout_clips = used;
-      metrics << nlohmann::json{{"step", o.steps}, {"eval", "heldout"}, {"psnr_db", *result.heldout_psnr_db},
+      metrics << nlohmann::json{{"step", o.steps},
+                                {"eval", "heldout"},
+                                {"psnr_db", *result.heldout_psnr_db},
                                 {"clips", used}}
                      .dump()
-              << "\n" << std::flush;
+              << "\n"
+              << std::flush;
     }
   }
   return result;

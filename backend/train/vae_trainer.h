@@ -18,9 +18,9 @@
 
 #include "catalog/catalog.h"
 #include "core/progress.h"
+#include "model/run_models.h"
 #include "train/latent_encode.h"
 #include "train/train_params.h"
-#include "model/run_models.h"
 
 #include <nlohmann/json.hpp>
 
@@ -33,8 +33,8 @@ namespace mugv {
 struct VAETrainResult {
   int64_t last_step = 0;
   double last_loss = 0;
-  int64_t clips = 0;                     // clips trained on
-  std::vector<ClipFailure> failures;     // clips that could not be decoded
+  int64_t clips = 0;                      // clips trained on
+  std::vector<ClipFailure> failures;      // clips that could not be decoded
   std::optional<double> heldout_psnr_db;  // when heldout.jsonl exists
   int64_t heldout_clips = 0;
   LatentStats latent_stats;

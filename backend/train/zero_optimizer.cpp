@@ -7,7 +7,8 @@
 
 namespace mugv {
 
-ZeroAdamW::ZeroAdamW(std::shared_ptr<ProcessGroups> groups, NamedTensors named_parameters, AdamWOptions options)
+ZeroAdamW::ZeroAdamW(std::shared_ptr<ProcessGroups> groups, NamedTensors named_parameters,
+                     AdamWOptions options)
     : groups_(std::move(groups)), params_(std::move(named_parameters)), options_(options) {
   int64_t total = 0;
   for (const auto& [name, p] : params_) {
@@ -23,8 +24,10 @@ ZeroAdamW::ZeroAdamW(std::shared_ptr<ProcessGroups> groups, NamedTensors named_p
     const int64_t b = std::min(end_, param_offsets_[i] + params_[i].second.numel());
     if (a < b) pieces_.push_back({i, a - param_offsets_[i], b - a, a - begin_});
   }
-  state_options_ = torch::TensorOptions().dtype(torch::kFloat32).device(
-      params_.empty() ? torch::Device(torch::kCPU) : params_.front().second.device());
+  state_options_ =
+      torch::TensorOptions()
+          .dtype(torch::kFloat32)
+          .device(params_.empty() ? torch::Device(torch::kCPU) : params_.front().second.device());
   exp_avg_ = torch::zeros({shard_size_}, state_options_);
   exp_avg_sq_ = torch::zeros({shard_size_}, state_options_);
 }
@@ -55,7 +58,8 @@ void ZeroAdamW::step(double lr) {
   // Straight into one persistent buffer (no concatenation copy): the list-form all-gather fills its views.
   if (!gathered_.defined()) {
     gathered_ = torch::empty({shard_size_ * groups_->group_size(GroupKind::data)}, state_options_);
-    for (const auto& chunk : gathered_.chunk(groups_->group_size(GroupKind::data))) gathered_views_.push_back(chunk);
+    for (const auto& chunk : gathered_.chunk(groups_->group_size(GroupKind::data)))
+      gathered_views_.push_back(chunk);
   }
   groups_->all_gather_into(GroupKind::data, mine, gathered_views_);
   const torch::Tensor& all = gathered_;
@@ -85,13 +89,15 @@ std::map<std::string, std::string> ZeroAdamW::state_metadata() const {
           {"eps", cat(options_.eps)}};
 }
 
-void ZeroAdamW::load_state(const std::map<std::string, torch::Tensor>& state, int64_t step, const std::string& subject) {
+void ZeroAdamW::load_state(const std::map<std::string, torch::Tensor>& state, int64_t step,
+                           const std::string& subject) {
   auto m = torch::zeros_like(exp_avg_), v = torch::zeros_like(exp_avg_sq_);
   for (const auto& piece : pieces_) {
     const auto& [name, p] = params_[piece.param];
     for (auto [kind, target] : {std::pair{"exp_avg.", &m}, std::pair{"exp_avg_sq.", &v}}) {
       auto it = state.find(kind + name);
-      if (it == state.end()) throw Error(ErrorCode::corrupt, subject, cat("tensor ", kind, name, " is missing"));
+      if (it == state.end())
+        throw Error(ErrorCode::corrupt, subject, cat("tensor ", kind, name, " is missing"));
       if (it->second.numel() != p.numel())
         throw Error(ErrorCode::corrupt, subject,
                     cat(kind, name, " has shape ", it->second.sizes(), "; expected ", p.sizes()));

@@ -28,7 +28,8 @@ class ZeroAdamW final : public Optimizer {
   int64_t steps_taken() const override { return step_; }
   NamedTensors state() const override;
   std::map<std::string, std::string> state_metadata() const override;
-  void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step, const std::string& subject) override;
+  void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step,
+                  const std::string& subject) override;
 
   // Elements of optimizer state this rank holds (per moment).
   int64_t shard_elements() const { return end_ - begin_; }
@@ -45,9 +46,9 @@ class ZeroAdamW final : public Optimizer {
   std::vector<int64_t> param_offsets_;  // of each parameter in the flat vector
   int64_t shard_size_ = 0, begin_ = 0, end_ = 0;
   std::vector<Piece> pieces_;
-  torch::TensorOptions state_options_;   // fp32 on the parameters' device
+  torch::TensorOptions state_options_;  // fp32 on the parameters' device
   torch::Tensor exp_avg_, exp_avg_sq_;  // [shard_size]
-  torch::Tensor gathered_;                    // [shard_size · dp]: every rank's updated range
+  torch::Tensor gathered_;              // [shard_size · dp]: every rank's updated range
   std::vector<torch::Tensor> gathered_views_;
   AdamWOptions options_;
   int64_t step_ = 0;

@@ -88,7 +88,8 @@ int main(int argc, char** argv) {
       for (int r = 0; r < repeat; ++r) out = dit->forward_full(x, timestep, text, {}, fps);
       mugv::synchronize_device(device);
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count() / repeat;
-      nlohmann::json j = {{"seconds_per_forward", seconds}, {"peak_device_bytes", mugv::peak_device_memory_bytes(device).value_or(-1)}};
+      nlohmann::json j = {{"seconds_per_forward", seconds},
+                          {"peak_device_bytes", mugv::peak_device_memory_bytes(device).value_or(-1)}};
       if (swapper) {
         j["peak_resident_blocks"] = swapper->peak_resident_blocks();
         j["block_bytes"] = swapper->block_bytes();

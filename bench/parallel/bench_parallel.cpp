@@ -1,8 +1,8 @@
 // bench_parallel: `mugv train` under `mugv launch` on a synthetic latent cache of the `small` preset (256
 // video tokens per clip), one thread per rank, as docs/MUGV.md §6's targets ask:
-//   weak scaling   1 rank at --batch B  vs  2 data-parallel ranks at --batch 2B: efficiency = tokens/s(2) / (2 · tokens/s(1))
-//   layouts        ZeRO-1 on 2 ranks, tensor parallel 2, context parallel 2 (same global batch as dp2 / dp1)
-//   bench_parallel [--preset small] [--batch 4] [--steps 8]
+//   weak scaling   1 rank at --batch B  vs  2 data-parallel ranks at --batch 2B: efficiency = tokens/s(2) /
+//   (2 · tokens/s(1)) layouts        ZeRO-1 on 2 ranks, tensor parallel 2, context parallel 2 (same global
+//   batch as dp2 / dp1) bench_parallel [--preset small] [--batch 4] [--steps 8]
 // Prints one JSON line per run (median over the steps after the first two) and the efficiency.
 #include "core/paths.h"
 #include "core/strings.h"
@@ -12,8 +12,8 @@
 #include "parallel/memory_model.h"
 #include "train/latent_cache.h"
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -70,9 +70,12 @@ int main(int argc, char** argv) {
   int64_t batch = 4, steps = 8;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
-    if (f == "--preset") preset = v;
-    else if (f == "--batch") batch = std::atol(v.c_str());
-    else if (f == "--steps") steps = std::atol(v.c_str());
+    if (f == "--preset")
+      preset = v;
+    else if (f == "--batch")
+      batch = std::atol(v.c_str());
+    else if (f == "--steps")
+      steps = std::atol(v.c_str());
   }
   try {
     char tmpl[] = "/tmp/mugv-bench-parallel-XXXXXX";
@@ -106,26 +109,44 @@ int main(int argc, char** argv) {
                    Recompute recompute = Recompute::none) {
       LaunchOptions o;
       o.nproc = ranks;
-      o.command = {mugv.string(), "train", "--preset", preset, "--dataset", "bench", "--vae-run", "vae", "--run", name,
-                   "--steps", std::to_string(steps), "--batch", std::to_string(global_batch), "--threads", "1",
-                   "--save-every", "100000", "--warmup", "1", "--prefetch", "2"};
+      o.command = {mugv.string(),  "train",
+                   "--preset",     preset,
+                   "--dataset",    "bench",
+                   "--vae-run",    "vae",
+                   "--run",        name,
+                   "--steps",      std::to_string(steps),
+                   "--batch",      std::to_string(global_batch),
+                   "--threads",    "1",
+                   "--save-every", "100000",
+                   "--warmup",     "1",
+                   "--prefetch",   "2"};
       o.command.insert(o.command.end(), extra.begin(), extra.end());
       auto result = launch(o, CancelToken());
       if (result.exit_code != 0) throw Error(ErrorCode::internal, name, result.message);
       RunSummary s = summarise(home / "runs" / name / "metrics.jsonl");
-      std::cout << nlohmann::json{{"bench", "parallel"}, {"run", name}, {"ranks", ranks}, {"batch", global_batch},
-                                  {"tokens_per_s", s.tokens_per_s}, {"step_ms", s.step_ms},
-                                  {"compute_ms_max_rank", s.compute_ms}, {"communication_ms_max_rank", s.communication_ms},
-                                  {"mfu", s.mfu}, {"peak_rss_mib", s.peak_rss_bytes / 1048576.0},
-                                  {"planner_estimate_mib", estimate(layout, per_rank_batch, zero, recompute) / 1048576.0},
-                                  {"estimate_over_measured", estimate(layout, per_rank_batch, zero, recompute) / s.peak_rss_bytes}}
+      std::cout << nlohmann::json{{"bench", "parallel"},
+                                  {"run", name},
+                                  {"ranks", ranks},
+                                  {"batch", global_batch},
+                                  {"tokens_per_s", s.tokens_per_s},
+                                  {"step_ms", s.step_ms},
+                                  {"compute_ms_max_rank", s.compute_ms},
+                                  {"communication_ms_max_rank", s.communication_ms},
+                                  {"mfu", s.mfu},
+                                  {"peak_rss_mib", s.peak_rss_bytes / 1048576.0},
+                                  {"planner_estimate_mib",
+                                   estimate(layout, per_rank_batch, zero, recompute) / 1048576.0},
+                                  {"estimate_over_measured",
+                                   estimate(layout, per_rank_batch, zero, recompute) / s.peak_rss_bytes}}
                        .dump()
                 << std::endl;
       return s;
     };
     RunSummary one = run("dp1", 1, batch, {}, {1, 1, 1}, batch, 0);
     RunSummary two = run("dp2", 2, 2 * batch, {}, {1, 1, 2}, batch, 0);
-    std::cout << nlohmann::json{{"bench", "parallel"}, {"weak_scaling_dp_1_to_2", two.tokens_per_s / (2 * one.tokens_per_s)}}.dump()
+    std::cout << nlohmann::json{{"bench", "parallel"},
+                                {"weak_scaling_dp_1_to_2", two.tokens_per_s / (2 * one.tokens_per_s)}}
+                     .dump()
               << std::endl;
     run("zero2", 2, 2 * batch, {"--zero", "1"}, {1, 1, 2}, batch, 1);
     run("tp2", 2, batch, {"--tp", "2"}, {2, 1, 1}, batch, 0);

@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
       }
     }
     const torch::Device device = mugv::choose_compute_device(device_name);
-    const mugv::ComputePrecision precision = mugv::choose_compute_precision(precision_name, device.type()).precision;
+    const mugv::ComputePrecision precision =
+        mugv::choose_compute_precision(precision_name, device.type()).precision;
     torch::NoGradGuard no_grad;
     torch::manual_seed(0);
     nlohmann::json results = nlohmann::json::array();
@@ -74,7 +75,8 @@ int main(int argc, char** argv) {
       dit->eval();
       const int64_t batch = 2;
       const auto on = torch::TensorOptions().device(device);
-      auto x = torch::randn({1, info.latent_channels, info.latent_frames, info.latent_height, info.latent_width}, on);
+      auto x = torch::randn(
+          {1, info.latent_channels, info.latent_frames, info.latent_height, info.latent_width}, on);
       auto text = torch::randn({batch, preset.dit.text_tokens, preset.dit.text_dim}, on);
       auto mask = torch::ones({batch, preset.dit.text_tokens}, on);
       auto fps = torch::full({batch}, 8.0, on);
@@ -82,8 +84,8 @@ int main(int argc, char** argv) {
         torch::Tensor v;
         {
           mugv::AutocastScope autocast(precision, device.type());
-          v = dit->forward(x.expand({batch, -1, -1, -1, -1}).contiguous(), torch::full({batch}, t * mugv::kDiTTimesteps, on),
-                           text, mask, fps)
+          v = dit->forward(x.expand({batch, -1, -1, -1, -1}).contiguous(),
+                           torch::full({batch}, t * mugv::kDiTTimesteps, on), text, mask, fps)
                   .to(torch::kFloat32);
         }
         auto guided = v.narrow(0, 1, 1) + 4.0 * (v.narrow(0, 0, 1) - v.narrow(0, 1, 1));

@@ -1,13 +1,13 @@
-// The studio's responsiveness, offscreen (QT_QPA_PLATFORM=offscreen), on its embedded server (`mugv serve` from
-// this build, private home). Prints one JSON line per measurement.
+// The studio's responsiveness, offscreen (QT_QPA_PLATFORM=offscreen), on its embedded server (`mugv serve`
+// from this build, private home). Prints one JSON line per measurement.
 //
 //   (a) open → first frame: from constructing the window (which starts the embedded server) to the first
 //       denoising preview of a tiny-model generation (4 steps, 9 frames, 32×32) shown on the Generate page.
-//       Generating needs the server's `generate` command, which exists only in a LibTorch build; elsewhere the
-//       same clock measures open → connected → the first event of a submitted job, and says so.
+//       Generating needs the server's `generate` command, which exists only in a LibTorch build; elsewhere
+//       the same clock measures open → connected → the first event of a submitted job, and says so.
 //   (b) Runs-page event-loop latency: a 10 ms QTimer's lateness (max, p99) while the selected job's metrics
-//       arrive at 10 Hz and are charted, against the same timer on the idle page. The metrics come through the
-//       real server from this program, started by the server as its worker (MUGV_WORKER) — a worker-like
+//       arrive at 10 Hz and are charted, against the same timer on the idle page. The metrics come through
+//       the real server from this program, started by the server as its worker (MUGV_WORKER) — a worker-like
 //       publisher that sends metrics and log lines at 10 Hz, as a training job does.
 //
 // Usage: bench_studio [--seconds N (b's duration, default 10)] [--keep]
@@ -45,7 +45,9 @@ using mugv::protocol::MessageType;
 using namespace mugv::studio;
 using Clock = std::chrono::steady_clock;
 
-QString bin(const char* name) { return QDir(MUGV_BIN_DIR).filePath(name); }
+QString bin(const char* name) {
+  return QDir(MUGV_BIN_DIR).filePath(name);
+}
 
 // Runs the event loop until `done` or `timeout_ms`; false on timeout.
 bool wait_for(const std::function<bool()>& done, int timeout_ms) {
@@ -88,18 +90,22 @@ StudioOptions options_for(const QString& home) {
   return o;
 }
 
-double ms_since(const QElapsedTimer& t) { return double(t.nsecsElapsed()) / 1e6; }
+double ms_since(const QElapsedTimer& t) {
+  return double(t.nsecsElapsed()) / 1e6;
+}
 
 // (a), LibTorch build: a tiny trained model first (not timed), then open → connected → first preview.
 nlohmann::json open_to_first_preview(const QString& home) {
-  nlohmann::json out = {{"bench", "studio_open_to_first_frame"}, {"generation", "tiny, 4 steps, 9 frames, 32x32"}};
-  if (!run_mugv(home, {"make-dataset", "shapes", "--out", home + "/shapes", "--count", "8", "--size", "32", "--frames", "9"}) ||
+  nlohmann::json out = {{"bench", "studio_open_to_first_frame"},
+                        {"generation", "tiny, 4 steps, 9 frames, 32x32"}};
+  if (!run_mugv(home, {"make-dataset", "shapes", "--out", home + "/shapes", "--count", "8", "--size", "32",
+                       "--frames", "9"}) ||
       !run_mugv(home, {"dataset", "import", home + "/shapes", "--name", "shapes"}) ||
-      !run_mugv(home, {"train-vae", "--preset", "tiny", "--dataset", "shapes", "--run", "vae0", "--steps", "2", "--batch", "2",
-                       "--size", "32x32", "--frames", "9", "--heldout-clips", "1"}) ||
+      !run_mugv(home, {"train-vae", "--preset", "tiny", "--dataset", "shapes", "--run", "vae0", "--steps",
+                       "2", "--batch", "2", "--size", "32x32", "--frames", "9", "--heldout-clips", "1"}) ||
       !run_mugv(home, {"encode", "--dataset", "shapes", "--vae-run", "vae0"}) ||
-      !run_mugv(home, {"train", "--preset", "tiny", "--dataset", "shapes", "--vae-run", "vae0", "--run", "dit0", "--steps", "2",
-                       "--batch", "2"})) {
+      !run_mugv(home, {"train", "--preset", "tiny", "--dataset", "shapes", "--vae-run", "vae0", "--run",
+                       "dit0", "--steps", "2", "--batch", "2"})) {
     out["error"] = "could not prepare the tiny model (see stderr)";
     return out;
   }
@@ -126,7 +132,8 @@ nlohmann::json open_to_first_preview(const QString& home) {
   generate->size()->setText("32x32");
   const double submit = ms_since(clock);
   generate->generate();
-  if (!wait_for([&] { return generate->preview_events() >= 1 && generate->preview()->frame_count() > 0; }, 300000)) {
+  if (!wait_for([&] { return generate->preview_events() >= 1 && generate->preview()->frame_count() > 0; },
+                300000)) {
     out["error"] = "no preview frame within 300 s";
     return out;
   }
@@ -141,8 +148,9 @@ nlohmann::json open_to_first_preview(const QString& home) {
 // (a), no LibTorch: open → connected → the first event of a submitted job (the starter dataset's maker).
 nlohmann::json open_to_first_job_event(const QString& home) {
   nlohmann::json out = {{"bench", "studio_open_to_first_frame"},
-                        {"generation", "unavailable: this build has no LibTorch, so its server has no generate "
-                                       "command; measured open -> connected -> first job event instead"}};
+                        {"generation",
+                         "unavailable: this build has no LibTorch, so its server has no generate "
+                         "command; measured open -> connected -> first job event instead"}};
   QElapsedTimer clock;
   clock.start();
   MainWindow window(options_for(home));
@@ -154,20 +162,25 @@ nlohmann::json open_to_first_job_event(const QString& home) {
   out["open_to_connected_ms"] = ms_since(clock);
   int64_t job = 0;
   double first_event = -1, submitted = -1, finished = -1;
-  QObject::connect(&window.link(), &BackendLink::event, [&](const QString& topic, const nlohmann::json& h, const QList<QByteArray>&) {
-    if (job == 0 || topic.section('/', 1, 1).toLongLong() != job) return;
-    if (first_event < 0) first_event = ms_since(clock);
-    const std::string state = h.value("state", "");
-    if (h.value("type", "") == "state" && (state == "succeeded" || state == "failed" || state == "cancelled")) finished = ms_since(clock);
-  });
+  QObject::connect(&window.link(), &BackendLink::event,
+                   [&](const QString& topic, const nlohmann::json& h, const QList<QByteArray>&) {
+                     if (job == 0 || topic.section('/', 1, 1).toLongLong() != job) return;
+                     if (first_event < 0) first_event = ms_since(clock);
+                     const std::string state = h.value("state", "");
+                     if (h.value("type", "") == "state" &&
+                         (state == "succeeded" || state == "failed" || state == "cancelled"))
+                       finished = ms_since(clock);
+                   });
   const double submit = ms_since(clock);
-  submit_job(window.link(), make_starter_job((home + "/shapes").toStdString(), 2).header(),
-             [&](int64_t id) {
-               job = id;
-               submitted = ms_since(clock);
-             },
-             [&](const QString& m) { out["error"] = m.toStdString(); });
-  if (!wait_for([&] { return first_event >= 0 || out.contains("error"); }, 60000)) out["error"] = "no job event within 60 s";
+  submit_job(
+      window.link(), make_starter_job((home + "/shapes").toStdString(), 2).header(),
+      [&](int64_t id) {
+        job = id;
+        submitted = ms_since(clock);
+      },
+      [&](const QString& m) { out["error"] = m.toStdString(); });
+  if (!wait_for([&] { return first_event >= 0 || out.contains("error"); }, 60000))
+    out["error"] = "no job event within 60 s";
   if (first_event >= 0) {
     out["open_to_first_job_event_ms"] = first_event;
     out["submit_to_reply_ms"] = submitted - submit;
@@ -182,8 +195,13 @@ struct Lateness {
   nlohmann::json summary() const {
     std::vector<double> s = ms;
     std::sort(s.begin(), s.end());
-    auto at = [&](double q) { return s.empty() ? 0.0 : s[std::min(s.size() - 1, size_t(q * double(s.size())))]; };
-    return {{"ticks", s.size()}, {"p50_ms", at(0.5)}, {"p99_ms", at(0.99)}, {"max_ms", s.empty() ? 0.0 : s.back()}};
+    auto at = [&](double q) {
+      return s.empty() ? 0.0 : s[std::min(s.size() - 1, size_t(q * double(s.size())))];
+    };
+    return {{"ticks", s.size()},
+            {"p50_ms", at(0.5)},
+            {"p99_ms", at(0.99)},
+            {"max_ms", s.empty() ? 0.0 : s.back()}};
   }
 };
 
@@ -208,7 +226,8 @@ Lateness measure_ticks(double seconds) {
 
 // (b): the Runs page showing a job whose metrics arrive at 10 Hz.
 nlohmann::json runs_page_latency(const QString& home, double seconds) {
-  nlohmann::json out = {{"bench", "studio_runs_event_loop"}, {"metrics_hz", 10}, {"seconds", seconds}, {"tick_ms", 10}};
+  nlohmann::json out = {
+      {"bench", "studio_runs_event_loop"}, {"metrics_hz", 10}, {"seconds", seconds}, {"tick_ms", 10}};
   // The embedded server inherits these: this program is its worker, sending metrics for `seconds` + 2 s.
   qputenv("MUGV_WORKER", QCoreApplication::applicationFilePath().toLocal8Bit());
   qputenv("MUGV_BENCH_METRICS_S", QByteArray::number(seconds + 2));
@@ -225,11 +244,15 @@ nlohmann::json runs_page_latency(const QString& home, double seconds) {
 
   int64_t job = 0;
   int metrics_events = 0;
-  QObject::connect(&window.link(), &BackendLink::event, [&](const QString& topic, const nlohmann::json& h, const QList<QByteArray>&) {
-    if (job && topic.section('/', 1, 1).toLongLong() == job && h.value("type", "") == "metrics") ++metrics_events;
-  });
-  submit_job(window.link(), make_starter_job((home + "/unused").toStdString(), 1).header(), [&](int64_t id) { job = id; },
-             [&](const QString& m) { out["error"] = m.toStdString(); });
+  QObject::connect(
+      &window.link(), &BackendLink::event,
+      [&](const QString& topic, const nlohmann::json& h, const QList<QByteArray>&) {
+        if (job && topic.section('/', 1, 1).toLongLong() == job && h.value("type", "") == "metrics")
+          ++metrics_events;
+      });
+  submit_job(
+      window.link(), make_starter_job((home + "/unused").toStdString(), 1).header(),
+      [&](int64_t id) { job = id; }, [&](const QString& m) { out["error"] = m.toStdString(); });
   if (!wait_for([&] { return metrics_events > 0 || out.contains("error"); }, 30000)) {
     out["error"] = "no metrics arrived within 30 s";
     return out;
@@ -279,8 +302,10 @@ int main(int argc, char** argv) {
   double seconds = 10;
   bool keep = false;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) seconds = std::max(1.0, std::atof(argv[++i]));
-    else if (std::strcmp(argv[i], "--keep") == 0) keep = true;
+    if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+      seconds = std::max(1.0, std::atof(argv[++i]));
+    else if (std::strcmp(argv[i], "--keep") == 0)
+      keep = true;
     else {
       std::fprintf(stderr, "usage: bench_studio [--seconds N] [--keep]\n");
       return 2;
@@ -292,17 +317,21 @@ int main(int argc, char** argv) {
   QApplication::setApplicationName("bench_studio");
   QTemporaryDir settings;
   QSettings::setPath(QSettings::NativeFormat, QSettings::UserScope, settings.path());
-  QTemporaryDir home_a(QDir::temp().filePath("mugv-bench-studio-XXXXXX")), home_b(QDir::temp().filePath("mugv-bench-studio-XXXXXX"));
+  QTemporaryDir home_a(QDir::temp().filePath("mugv-bench-studio-XXXXXX")),
+      home_b(QDir::temp().filePath("mugv-bench-studio-XXXXXX"));
   home_a.setAutoRemove(!keep);
   home_b.setAutoRemove(!keep);
   try {
-    const nlohmann::json a = server_can_generate() ? open_to_first_preview(home_a.path()) : open_to_first_job_event(home_a.path());
+    const nlohmann::json a =
+        server_can_generate() ? open_to_first_preview(home_a.path()) : open_to_first_job_event(home_a.path());
     std::cout << a.dump() << std::endl;
     std::cout << runs_page_latency(home_b.path(), seconds).dump() << std::endl;
   } catch (const mugv::Error& e) {
     std::fprintf(stderr, "bench_studio: %s\n", e.what());
     return 1;
   }
-  if (keep) std::fprintf(stderr, "homes kept: %s %s\n", home_a.path().toLocal8Bit().constData(), home_b.path().toLocal8Bit().constData());
+  if (keep)
+    std::fprintf(stderr, "homes kept: %s %s\n", home_a.path().toLocal8Bit().constData(),
+                 home_b.path().toLocal8Bit().constData());
   return 0;
 }

@@ -1,24 +1,25 @@
-// bench_train_step: one DiT training step (forward + backward + the trainer's AdamW) of a model preset on the CPU
-// or a GPU, against the GEMM rate of the step's precision measured in the same run on the same device (fp32, or
-// bf16 for --precision bf16: autocast, model/compute.h). Timed with the device synchronised. FLOPs are counted
-// as docs/MUGV.md §6 does (model/config.h dit_flops_per_token: 6·N + 12·L·d·S + 12·L·d·S_text per video token).
-// The text features are given (a frozen T5's output in MUG-V training), so only the DiT trains.
+// bench_train_step: one DiT training step (forward + backward + the trainer's AdamW) of a model preset on the
+// CPU or a GPU, against the GEMM rate of the step's precision measured in the same run on the same device
+// (fp32, or bf16 for --precision bf16: autocast, model/compute.h). Timed with the device synchronised. FLOPs
+// are counted as docs/MUGV.md §6 does (model/config.h dit_flops_per_token: 6·N + 12·L·d·S + 12·L·d·S_text per
+// video token). The text features are given (a frozen T5's output in MUG-V training), so only the DiT trains.
 //   bench_train_step [--preset small] [--depth N] [--latent 4x16x16] [--text-tokens 32] [--batch 4]
 //                    [--threads 2] [--steps 5] [--precision fp32|bf16] [--device cpu|cuda] [--gemm-size N]
 // --depth overrides the preset's block count (the 10B width with 4 blocks). Prints one JSON line, with the
 // planner's estimates for the same step (parallel/planner.h, memory_model.h: one rank, this step's precision,
-// the GEMM rate measured here as the peak) beside the measurements, so the models can be checked against them.
+// the GEMM rate measured here as the peak) beside the measurements, so the models can be checked against
+// them.
 #include "core/error.h"
 #include "model/compute.h"
 #include "model/config.h"
 #include "model/dit.h"
+#include "model/run_models.h"
 #include "parallel/memory_model.h"
 #include "parallel/planner.h"
 #include "train/optim.h"
-#include "model/run_models.h"
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -52,7 +53,8 @@ nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t l
   request.memory.width = request.width;
   request.memory.micro_batch = static_cast<int>(batch);
   try {
-    const StepCost cost = estimate_step(preset, request, ParallelLayout{1, 1, 1}, 0, Recompute::none, int(batch));
+    const StepCost cost =
+        estimate_step(preset, request, ParallelLayout{1, 1, 1}, 0, Recompute::none, int(batch));
     const MemoryBreakdown memory = estimate_memory(preset, ParallelLayout{1, 1, 1}, request.memory);
     // overhead_mb is the runtime allowance (CUDA context, libraries): on a GPU it is outside the caching
     // allocator's count that peak_device_mb reports.
@@ -68,24 +70,36 @@ nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t l
 
 int main(int argc, char** argv) {
   std::string preset_name = "small", precision_name = "fp32", device_name = "cpu";
-  int64_t lt = 4, lh = 16, lw = 16, text_tokens = 32, batch = 4, threads = 2, steps = 5, depth = 0, gemm_size = 0;
+  int64_t lt = 4, lh = 16, lw = 16, text_tokens = 32, batch = 4, threads = 2, steps = 5, depth = 0,
+          gemm_size = 0;
   try {
     for (int i = 1; i < argc; i += 2) {
       const std::string f = argv[i];
       if (i + 1 >= argc) throw Error(ErrorCode::usage, f, "needs a value");
       const std::string v = argv[i + 1];
-      if (f == "--preset") preset_name = v;
+      if (f == "--preset")
+        preset_name = v;
       else if (f == "--latent") {
-        if (std::sscanf(v.c_str(), "%ldx%ldx%ld", &lt, &lh, &lw) != 3) throw Error(ErrorCode::usage, f, "expected TxHxW");
-      } else if (f == "--text-tokens") text_tokens = std::atol(v.c_str());
-      else if (f == "--batch") batch = std::atol(v.c_str());
-      else if (f == "--threads") threads = std::atol(v.c_str());
-      else if (f == "--steps") steps = std::atol(v.c_str());
-      else if (f == "--depth") depth = std::atol(v.c_str());
-      else if (f == "--precision") precision_name = v;
-      else if (f == "--device") device_name = v;
-      else if (f == "--gemm-size") gemm_size = std::atol(v.c_str());
-      else throw Error(ErrorCode::usage, f, "unknown flag");
+        if (std::sscanf(v.c_str(), "%ldx%ldx%ld", &lt, &lh, &lw) != 3)
+          throw Error(ErrorCode::usage, f, "expected TxHxW");
+      } else if (f == "--text-tokens")
+        text_tokens = std::atol(v.c_str());
+      else if (f == "--batch")
+        batch = std::atol(v.c_str());
+      else if (f == "--threads")
+        threads = std::atol(v.c_str());
+      else if (f == "--steps")
+        steps = std::atol(v.c_str());
+      else if (f == "--depth")
+        depth = std::atol(v.c_str());
+      else if (f == "--precision")
+        precision_name = v;
+      else if (f == "--device")
+        device_name = v;
+      else if (f == "--gemm-size")
+        gemm_size = std::atol(v.c_str());
+      else
+        throw Error(ErrorCode::usage, f, "unknown flag");
     }
     torch::set_num_threads(static_cast<int>(threads));
     torch::manual_seed(0);
@@ -98,7 +112,8 @@ int main(int argc, char** argv) {
     const bool bf16 = precision == ComputePrecision::bf16;
     // A GPU reaches its GEMM peak only on large products; 8192³ is what the reference numbers use.
     if (gemm_size <= 0) gemm_size = device.is_cuda() ? 8192 : 1024;
-    const double gemm_flops = measure_gemm_flops(gemm_size, 6, bf16 ? torch::kBFloat16 : torch::kFloat32, device);
+    const double gemm_flops =
+        measure_gemm_flops(gemm_size, 6, bf16 ? torch::kBFloat16 : torch::kFloat32, device);
 
     DiT model(cfg);
     model->to(device);
@@ -126,7 +141,8 @@ int main(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < steps; ++i) step();
     synchronize_device(device);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / steps;
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / steps;
 
     const int64_t video_tokens = dit_video_tokens(cfg, lt, lh, lw);
     const double flops_per_token = dit_flops_per_token(cfg, video_tokens, text_tokens);

@@ -48,7 +48,8 @@ int load_child(const fs::path& file) {
   const int64_t baseline = status_bytes("VmRSS");
   const auto start = Clock::now();
   const mugv::WeightFiles files = mugv::WeightFiles::open(file);
-  const mugv::DiTConfig config = mugv::dit_config_from_checkpoint(mugv::shapes_of(files), mugv::kReleaseTextTokens, file.string());
+  const mugv::DiTConfig config =
+      mugv::dit_config_from_checkpoint(mugv::shapes_of(files), mugv::kReleaseTextTokens, file.string());
   const torch::ScalarType dtype =
       files.at("x_embedder.proj.weight").dtype == mugv::DType::bf16 ? torch::kBFloat16 : torch::kFloat32;
   mugv::DiT dit{nullptr};

@@ -19,7 +19,8 @@ HttpStub::HttpStub(std::function<StubReply(const std::string&)> handler) : handl
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = 0;
-  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listen_fd_, 16) != 0)
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listen_fd_, 16) != 0)
     throw std::runtime_error("stub server: cannot listen on 127.0.0.1");
   socklen_t len = sizeof addr;
   ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
@@ -33,7 +34,9 @@ HttpStub::~HttpStub() {
   ::close(listen_fd_);
 }
 
-std::string HttpStub::base_url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1"; }
+std::string HttpStub::base_url() const {
+  return "http://127.0.0.1:" + std::to_string(port_) + "/v1";
+}
 
 std::string HttpStub::last_body() const {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -56,7 +59,8 @@ void HttpStub::serve() {
       if (header_end == std::string::npos && (header_end = request.find("\r\n\r\n")) != std::string::npos) {
         auto pos = request.find("Content-Length:");
         if (pos == std::string::npos) pos = request.find("content-length:");
-        if (pos != std::string::npos && pos < header_end) content_length = std::stoul(request.substr(pos + 15));
+        if (pos != std::string::npos && pos < header_end)
+          content_length = std::stoul(request.substr(pos + 15));
       }
       if (header_end != std::string::npos && request.size() >= header_end + 4 + content_length) break;
     }
@@ -68,10 +72,11 @@ void HttpStub::serve() {
     ++requests_;
     StubReply reply = handler_(body);
     auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(reply.delay_ms);
-    while (std::chrono::steady_clock::now() < until && !stop_) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    std::string response = "HTTP/1.1 " + std::to_string(reply.status) + " X\r\nContent-Type: application/json\r\n" +
-                           "Content-Length: " + std::to_string(reply.body.size()) + "\r\nConnection: close\r\n\r\n" +
-                           reply.body;
+    while (std::chrono::steady_clock::now() < until && !stop_)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::string response =
+        "HTTP/1.1 " + std::to_string(reply.status) + " X\r\nContent-Type: application/json\r\n" +
+        "Content-Length: " + std::to_string(reply.body.size()) + "\r\nConnection: close\r\n\r\n" + reply.body;
     (void)!::send(fd, response.data(), response.size(), MSG_NOSIGNAL);
     ::close(fd);
   }

@@ -63,14 +63,16 @@ TEST_CASE("captioning a dataset never replaces a human caption and keeps the his
   CHECK(again.clips == 2);
 }
 
-TEST_CASE("a failing captioner marks clips uncaptioned, never blocks, and a later run retries them", "[caption]") {
+TEST_CASE("a failing captioner marks clips uncaptioned, never blocks, and a later run retries them",
+          "[caption]") {
   TempDir dir;
   Catalog catalog = Catalog::open(dir / "catalog.sqlite");
   auto clips = import_shapes(catalog, dir, 4);
   std::atomic<bool> healthy{false};
   test::HttpStub server([&](const std::string&) {
     if (!healthy) return test::StubReply{200, "garbage"};
-    return test::StubReply{200, nlohmann::json{{"choices", {{{"message", {{"content", "a dense caption"}}}}}}}.dump()};
+    return test::StubReply{
+        200, nlohmann::json{{"choices", {{{"message", {{"content", "a dense caption"}}}}}}}.dump()};
   });
   OpenAICaptioner captioner({server.base_url(), "vlm", "", "describe", 5000ms, 50});
   CaptionRunOptions o;
@@ -110,5 +112,6 @@ TEST_CASE("an unreachable captioning server is retried with backoff and reported
   o.retry_backoff = 10ms;
   auto report = caption_dataset(catalog, captioner, o, CancelToken(), nullptr);
   CHECK(report.failures.size() == 2);
-  CHECK_THROWS_AS(caption_dataset(catalog, captioner, CaptionRunOptions{"nope"}, CancelToken(), nullptr), Error);
+  CHECK_THROWS_AS(caption_dataset(catalog, captioner, CaptionRunOptions{"nope"}, CancelToken(), nullptr),
+                  Error);
 }

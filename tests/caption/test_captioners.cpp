@@ -43,7 +43,8 @@ TEST_CASE("the template captioner fills metadata and refuses missing keys", "[un
 }
 
 TEST_CASE("the command captioner runs a program without a shell, with timeouts and exit codes", "[caption]") {
-  CommandCaptioner ok({"sh", "-c", "echo \"clip $1 of $0 has $# frames\"", "{video}", "{clip}", "{frames}"}, 5000ms);
+  CommandCaptioner ok({"sh", "-c", "echo \"clip $1 of $0 has $# frames\"", "{video}", "{clip}", "{frames}"},
+                      5000ms);
   auto r = ok.caption(sample_input());
   REQUIRE(r.text);
   CHECK(*r.text == "clip 7 of /videos/beach.mp4 has 4 frames");
@@ -53,7 +54,8 @@ TEST_CASE("the command captioner runs a program without a shell, with timeouts a
   CHECK(slow.retryable);
   CHECK(slow.error.find("timeout") != std::string::npos);
 
-  auto failing = CommandCaptioner({"sh", "-c", "echo broken model >&2; exit 3"}, 5000ms).caption(sample_input());
+  auto failing =
+      CommandCaptioner({"sh", "-c", "echo broken model >&2; exit 3"}, 5000ms).caption(sample_input());
   CHECK_FALSE(failing.text);
   CHECK(failing.error.find("exit code 3") != std::string::npos);
   CHECK(failing.error.find("broken model") != std::string::npos);
@@ -63,9 +65,12 @@ TEST_CASE("the command captioner runs a program without a shell, with timeouts a
   CHECK(missing.error.find("/no/such/captioner") != std::string::npos);
 }
 
-TEST_CASE("the OpenAI-compatible captioner against a local server: success, timeout, malformed, errors", "[caption]") {
+TEST_CASE("the OpenAI-compatible captioner against a local server: success, timeout, malformed, errors",
+          "[caption]") {
   SECTION("success sends the keyframes as data URLs") {
-    test::HttpStub server([](const std::string&) { return test::StubReply{200, chat_reply("  a sunny beach  ")}; });
+    test::HttpStub server([](const std::string&) {
+      return test::StubReply{200, chat_reply("  a sunny beach  ")};
+    });
     OpenAICaptioner c({server.base_url(), "local-vlm", "secret", "describe", 5000ms, 100});
     auto r = c.caption(sample_input());
     REQUIRE(r.text);
@@ -93,7 +98,9 @@ TEST_CASE("the OpenAI-compatible captioner against a local server: success, time
     CHECK(parse_chat_reply("{\"choices\": []}").error.find("choices[0]") != std::string::npos);
   }
   SECTION("server errors are retryable, client errors are not") {
-    test::HttpStub server([](const std::string&) { return test::StubReply{503, "{\"error\": \"loading\"}"}; });
+    test::HttpStub server([](const std::string&) {
+      return test::StubReply{503, "{\"error\": \"loading\"}"};
+    });
     auto r = OpenAICaptioner({server.base_url(), "m", "", "d", 5000ms, 100}).caption(sample_input());
     CHECK(r.retryable);
     CHECK(r.error.find("HTTP 503") != std::string::npos);

@@ -15,7 +15,9 @@ using mugv::test::TempDir;
 
 namespace {
 
-std::string quote(const std::string& s) { return test::shell_quote_arg(s); }
+std::string quote(const std::string& s) {
+  return test::shell_quote_arg(s);
+}
 
 // Runs mugv with `args` (already shell-quoted where needed) and MUGV_HOME set to `home`.
 test::CliResult run_mugv(const std::string& args, const fs::path& home) {
@@ -49,15 +51,16 @@ TEST_CASE("mugv exit codes: 0 ok, 2 usage, 1 failure with a one-line reason", "[
   CHECK(text.exit_code == 1);
   CHECK(text.err.find("notes.mp4") != std::string::npos);
 
-  auto bad_value = run_mugv("make-dataset shapes --out " + quote((home.path() / "d").string()) + " --count abc",
-                            home.path());
+  auto bad_value = run_mugv(
+      "make-dataset shapes --out " + quote((home.path() / "d").string()) + " --count abc", home.path());
   CHECK(bad_value.exit_code == 2);
   CHECK(bad_value.err.find("--count") != std::string::npos);
 }
 
 TEST_CASE("every command answers --help", "[cli]") {
   TempDir home;
-  for (const char* cmd : {"probe", "make-dataset", "dataset import", "dataset list", "dataset show", "export", "caption"}) {
+  for (const char* cmd :
+       {"probe", "make-dataset", "dataset import", "dataset list", "dataset show", "export", "caption"}) {
     auto r = run_mugv(std::string(cmd) + " --help", home.path());
     INFO(cmd);
     CHECK(r.exit_code == 0);
@@ -68,20 +71,22 @@ TEST_CASE("every command answers --help", "[cli]") {
 TEST_CASE("make-dataset, import, list, show and probe work together", "[cli]") {
   TempDir home;
   fs::path data = home.path() / "shapes";
-  auto made = run_mugv("make-dataset shapes --out " + quote(data.string()) + " --count 5 --size 32 --frames 9",
-                       home.path());
+  auto made = run_mugv(
+      "make-dataset shapes --out " + quote(data.string()) + " --count 5 --size 32 --frames 9", home.path());
   REQUIRE(made.exit_code == 0);
   // One bad file among the good ones: the import records it and goes on.
   test::write_bytes(data / "train" / "broken.mp4", std::string(1000, '\x07'));
   test::write_bytes(data / "train" / "broken.txt", "a broken clip");
-  auto imported = run_mugv("dataset import " + quote((data / "train").string()) + " --name shapes --json", home.path());
+  auto imported =
+      run_mugv("dataset import " + quote((data / "train").string()) + " --name shapes --json", home.path());
   REQUIRE(imported.exit_code == 0);
   auto report = nlohmann::json::parse(imported.out);
   CHECK(report["clips_added"] == 5);
   CHECK(report["failed"] == 1);
   CHECK(report["failures"][0]["path"].get<std::string>().find("broken.mp4") != std::string::npos);
 
-  auto again = run_mugv("dataset import " + quote((data / "train").string()) + " --name shapes --json", home.path());
+  auto again =
+      run_mugv("dataset import " + quote((data / "train").string()) + " --name shapes --json", home.path());
   REQUIRE(again.exit_code == 0);
   CHECK(nlohmann::json::parse(again.out)["clips_added"] == 0);
 
@@ -114,7 +119,8 @@ TEST_CASE("export writes clips and contact sheets, and refuses unwritable output
   TempDir home;
   fs::path data = home.path() / "shapes";
   REQUIRE(run_mugv("make-dataset shapes --out " + quote(data.string()) + " --count 1 --size 32 --frames 9",
-                   home.path()).exit_code == 0);
+                   home.path())
+              .exit_code == 0);
   fs::path clip = data / "train" / "shape_00000.mp4";
   for (const char* out : {"x.gif", "x.webm", "x.mp4"}) {
     auto r = run_mugv("export " + quote(clip.string()) + " --out " + quote((home.path() / out).string()) +
@@ -133,8 +139,8 @@ TEST_CASE("export writes clips and contact sheets, and refuses unwritable output
   CHECK(sheet.exit_code == 0);
   CHECK(fs::exists(home.path() / "sheet.png"));
 
-  auto frames = run_mugv("export " + quote(clip.string()) + " --out " + quote((home.path() / "frames").string()),
-                         home.path());
+  auto frames = run_mugv(
+      "export " + quote(clip.string()) + " --out " + quote((home.path() / "frames").string()), home.path());
   CHECK(frames.exit_code == 0);
   CHECK(fs::exists(home.path() / "frames" / "frame_00001.png"));
 
@@ -147,12 +153,14 @@ TEST_CASE("caption writes template captions and refuses missing options", "[cli]
   TempDir home;
   fs::path data = home.path() / "shapes";
   REQUIRE(run_mugv("make-dataset shapes --out " + quote(data.string()) + " --count 2 --size 32 --frames 9",
-                   home.path()).exit_code == 0);
+                   home.path())
+              .exit_code == 0);
   REQUIRE(run_mugv("dataset import " + quote(data.string()) + " --name s", home.path()).exit_code == 0);
   auto no_template = run_mugv("caption --dataset s --captioner template", home.path());
   CHECK(no_template.exit_code == 2);
   CHECK(no_template.err.find("--template") != std::string::npos);
-  auto r = run_mugv("caption --dataset s --captioner template --template 'clip {clip_id}' --scope all --json", home.path());
+  auto r = run_mugv("caption --dataset s --captioner template --template 'clip {clip_id}' --scope all --json",
+                    home.path());
   REQUIRE(r.exit_code == 0);
   CHECK(nlohmann::json::parse(r.out)["captioned"] == 2);
   auto shown = nlohmann::json::parse(run_mugv("dataset show s --json", home.path()).out);
@@ -203,8 +211,10 @@ TEST_CASE("mugv convert rewrites dit.pt as safetensors, optionally in bf16, and 
                                   quote((home.path() / "x.safetensors").string()),
                               home.path());
   CHECK(not_weights.exit_code == 1);
-  CHECK(not_weights.err.find("neither a safetensors file nor a torch.save zip checkpoint") != std::string::npos);
+  CHECK(not_weights.err.find("neither a safetensors file nor a torch.save zip checkpoint") !=
+        std::string::npos);
   CHECK_FALSE(fs::exists(home.path() / "x.safetensors"));
-  auto wrong_out = run_mugv("convert " + quote(pt->string()) + " " + quote((home.path() / "x.bin").string()), home.path());
+  auto wrong_out =
+      run_mugv("convert " + quote(pt->string()) + " " + quote((home.path() / "x.bin").string()), home.path());
   CHECK(wrong_out.exit_code == 2);
 }

@@ -53,7 +53,6 @@ ParamRegistry make_registry() {
   return r;
 }
 
-
 CommandLine parse(const ParamRegistry& r, std::vector<std::string> args) {
   return parse_command_line(r, args);
 }
@@ -307,7 +306,8 @@ TEST_CASE("size2d parsing", "[unit][core]") {
   CHECK(to_string(Size2D{3, 4}) == "3x4");
 }
 
-TEST_CASE("a path parameter's bare names mean folders under MUGV_HOME where the spec says so", "[unit][core]") {
+TEST_CASE("a path parameter's bare names mean folders under MUGV_HOME where the spec says so",
+          "[unit][core]") {
   mugv::test::TempDir home("mugv-names");
   const char* before = std::getenv("MUGV_HOME");
   const std::string saved = before ? before : "";
@@ -322,6 +322,8 @@ TEST_CASE("a path parameter's bare names mean folders under MUGV_HOME where the 
   ParamSpec plain = model;
   plain.names_under_home.clear();
   CHECK(resolve_path_value(plain, "MUG-V-10B") == "MUG-V-10B");
-  if (before) ::setenv("MUGV_HOME", saved.c_str(), 1);
-  else ::unsetenv("MUGV_HOME");
+  if (before)
+    ::setenv("MUGV_HOME", saved.c_str(), 1);
+  else
+    ::unsetenv("MUGV_HOME");
 }

@@ -50,7 +50,6 @@ class PresetSandbox {
   std::optional<std::string> old_presets_, old_home_;
 };
 
-
 }  // namespace
 
 TEST_CASE("presets are listed across dirs with user presets overriding built-ins", "[unit][core]") {

@@ -24,7 +24,9 @@ uint32_t hash32(uint32_t x) {
   return x;
 }
 
-double unit(uint32_t seed, uint32_t n) { return (hash32(seed * 7919u + n) & 0xffffffu) / double(0x1000000); }
+double unit(uint32_t seed, uint32_t n) {
+  return (hash32(seed * 7919u + n) & 0xffffffu) / double(0x1000000);
+}
 
 // A periodic RGB texture (period = its size) so that any offset can be sampled with wrap-around.
 const cv::Mat& texture_for(const Look& look, int width, int height) {
@@ -43,7 +45,8 @@ const cv::Mat& texture_for(const Look& look, int width, int height) {
     for (int y = 0; y < th; ++y) {
       float* row = value.ptr<float>(y);
       for (int x = 0; x < tw; ++x) {
-        row[x] += static_cast<float>(0.2 * std::sin(2 * kPi * (fx * double(x) / tw + fy * double(y) / th) + phase));
+        row[x] +=
+            static_cast<float>(0.2 * std::sin(2 * kPi * (fx * double(x) / tw + fy * double(y) / th) + phase));
       }
     }
   }
@@ -135,7 +138,8 @@ RgbFrame look_frame(const Look& look, int width, int height, int k) {
   return to_frame(render_at(look, width, height, k));
 }
 
-GeneratedVideo write_shots(const fs::path& path, const std::vector<Shot>& shots, int width, int height, double fps) {
+GeneratedVideo write_shots(const fs::path& path, const std::vector<Shot>& shots, int width, int height,
+                           double fps) {
   GeneratedVideo video;
   video.path = path;
   video.fps = fps;
@@ -194,13 +198,15 @@ GeneratedVideo write_shots(const fs::path& path, const std::vector<Shot>& shots,
   for (size_t b = 1; b < shots.size(); ++b) {
     CutKind kind = CutKind::hard;
     if (shots[b].into == Transition::dissolve) kind = CutKind::dissolve;
-    if (shots[b].into == Transition::fade_black || shots[b].into == Transition::fade_white) kind = CutKind::fade;
+    if (shots[b].into == Transition::fade_black || shots[b].into == Transition::fade_white)
+      kind = CutKind::fade;
     video.cuts.push_back({begin[b], static_cast<double>(begin[b]) / fps, kind});
   }
   return video;
 }
 
-std::vector<RgbFrame> clip_frames(const Look& look, Defect defect, int frames, int width, int height, double fps) {
+std::vector<RgbFrame> clip_frames(const Look& look, Defect defect, int frames, int width, int height,
+                                  double fps) {
   std::vector<RgbFrame> out;
   out.reserve(static_cast<size_t>(frames));
   const int bar_rows = static_cast<int>(height * 0.14);
@@ -239,8 +245,8 @@ std::vector<RgbFrame> clip_frames(const Look& look, Defect defect, int frames, i
   return out;
 }
 
-GeneratedVideo write_clip(const fs::path& path, const Look& look, Defect defect, int frames, int width, int height,
-                          double fps) {
+GeneratedVideo write_clip(const fs::path& path, const Look& look, Defect defect, int frames, int width,
+                          int height, double fps) {
   EncodeOptions options;
   options.fps = fps;
   options.crf = 16;

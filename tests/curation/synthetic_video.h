@@ -17,20 +17,20 @@ namespace mugv::test {
 namespace fs = std::filesystem;
 
 struct Look {
-  double hue_deg = 0;       // base hue of the texture (0..360)
-  uint32_t seed = 1;        // texture layout
-  double vx_px = 2;         // content motion per frame, px at the output size
+  double hue_deg = 0;  // base hue of the texture (0..360)
+  uint32_t seed = 1;   // texture layout
+  double vx_px = 2;    // content motion per frame, px at the output size
   double vy_px = 0;
-  double blur_sigma_px = 0; // Gaussian blur applied to every frame (0 = sharp)
-  double shake_px = 0;      // random per-frame jitter of the view, +-px
-  double gray = 0;          // 0..1: how much colour is removed (1 = grey)
-  double contrast = 1;      // texture contrast around mid grey
-  double grain = 0;         // std-dev of fine per-pixel texture (film grain, foliage), 0..255 levels
+  double blur_sigma_px = 0;  // Gaussian blur applied to every frame (0 = sharp)
+  double shake_px = 0;       // random per-frame jitter of the view, +-px
+  double gray = 0;           // 0..1: how much colour is removed (1 = grey)
+  double contrast = 1;       // texture contrast around mid grey
+  double grain = 0;          // std-dev of fine per-pixel texture (film grain, foliage), 0..255 levels
 };
 
-// fade_out_cut: the previous shot fades towards black over transition_frames frames, down to fade_floor of its
-// brightness, and the new shot starts with a hard cut before black is reached (a hard cut, at the new shot's
-// first frame).
+// fade_out_cut: the previous shot fades towards black over transition_frames frames, down to fade_floor of
+// its brightness, and the new shot starts with a hard cut before black is reached (a hard cut, at the new
+// shot's first frame).
 enum class Transition { unknown = 0, hard, fade_black, fade_white, dissolve, fade_out_cut };
 
 struct Shot {
@@ -58,26 +58,26 @@ struct GeneratedVideo {
 RgbFrame look_frame(const Look& look, int width, int height, int k);
 
 // Renders `shots` back to back and writes them to `path` (mp4).
-GeneratedVideo write_shots(const fs::path& path, const std::vector<Shot>& shots, int width = 320, int height = 180,
-                           double fps = 24);
+GeneratedVideo write_shots(const fs::path& path, const std::vector<Shot>& shots, int width = 320,
+                           int height = 180, double fps = 24);
 
 // Variants of one moving shot.
 enum class Defect {
   unknown = 0,
   none,
-  letterbox,      // black bars top and bottom (14 % each)
-  pillarbox,      // black bars left and right (14 % each)
-  text_overlay,   // a static white caption burned in over the moving picture
-  duplicated,     // every frame shown twice
-  speed_change,   // the motion jumps from slow to 5x faster halfway
+  letterbox,     // black bars top and bottom (14 % each)
+  pillarbox,     // black bars left and right (14 % each)
+  text_overlay,  // a static white caption burned in over the moving picture
+  duplicated,    // every frame shown twice
+  speed_change,  // the motion jumps from slow to 5x faster halfway
 };
 
 // One shot of `frames` frames of `look` with `defect`, written to `path` (mp4).
-GeneratedVideo write_clip(const fs::path& path, const Look& look, Defect defect, int frames = 48, int width = 320,
-                          int height = 180, double fps = 24);
+GeneratedVideo write_clip(const fs::path& path, const Look& look, Defect defect, int frames = 48,
+                          int width = 320, int height = 180, double fps = 24);
 
 // The frames write_clip would encode (before compression), for tests that analyse pictures directly.
-std::vector<RgbFrame> clip_frames(const Look& look, Defect defect, int frames, int width = 320, int height = 180,
-                                  double fps = 24);
+std::vector<RgbFrame> clip_frames(const Look& look, Defect defect, int frames, int width = 320,
+                                  int height = 180, double fps = 24);
 
 }  // namespace mugv::test

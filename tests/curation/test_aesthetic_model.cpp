@@ -6,14 +6,14 @@
 #include "core/error.h"
 #include "curation/aesthetic_model.h"
 #include "curation/pipeline.h"
+#include "curation/synthetic_video.h"
 #include "curation/torch_aesthetic.h"
 #include "model/weights.h"
-#include "curation/synthetic_video.h"
 #include "support/test_support.h"
 
-#include <catch2/catch.hpp>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <fstream>
 
@@ -43,7 +43,8 @@ RgbFrame solid(int width, int height, uint8_t r, uint8_t g, uint8_t b) {
 
 struct Head : torch::nn::Module {
   Head(int64_t in, int64_t hidden) {
-    layers = register_module("layers", torch::nn::Sequential(torch::nn::Linear(in, hidden), torch::nn::Linear(hidden, 1)));
+    layers = register_module(
+        "layers", torch::nn::Sequential(torch::nn::Linear(in, hidden), torch::nn::Linear(hidden, 1)));
   }
   torch::nn::Sequential layers{nullptr};
 };
@@ -54,34 +55,40 @@ TEST_CASE("a TorchScript predictor scores pictures as its forward says", "[curat
   register_torch_aesthetic_loader();
   TempDir tmp("mugv-aesthetic");
   // Mean brightness mapped onto 1..10.
-  auto model = load_aesthetic_model(write_script(tmp / "bright.pt", "return x.mean(dim=[1, 2, 3]) * 9.0 + 1.0"));
+  auto model =
+      load_aesthetic_model(write_script(tmp / "bright.pt", "return x.mean(dim=[1, 2, 3]) * 9.0 + 1.0"));
   CHECK(model->source() == "model:bright.pt");
   CHECK(model->score(solid(64, 48, 255, 255, 255)) == Approx(10.0));
   CHECK(model->score(solid(320, 180, 0, 0, 0)) == Approx(1.0));
   CHECK(model->score(solid(40, 40, 255, 0, 0)) == Approx(4.0));
 }
 
-TEST_CASE("a LAION-style safetensors head runs on the embeddings of its feature extractor", "[curation][unit]") {
+TEST_CASE("a LAION-style safetensors head runs on the embeddings of its feature extractor",
+          "[curation][unit]") {
   register_torch_aesthetic_loader();
   TempDir tmp("mugv-aesthetic");
   write_script(tmp / "features.ts", "return x.mean(dim=[2, 3])");  // [N, 3] mean colour
   torch::NoGradGuard no_grad;
   Head head(3, 2);
-  head.layers[0]->as<torch::nn::Linear>()->weight.copy_(torch::tensor({{1.0f, 0.0f, 0.0f}, {0.0f, -1.0f, 0.0f}}));
+  head.layers[0]->as<torch::nn::Linear>()->weight.copy_(
+      torch::tensor({{1.0f, 0.0f, 0.0f}, {0.0f, -1.0f, 0.0f}}));
   head.layers[0]->as<torch::nn::Linear>()->bias.copy_(torch::tensor({0.0f, 0.5f}));
   head.layers[1]->as<torch::nn::Linear>()->weight.copy_(torch::tensor({{2.0f, 4.0f}}));
   head.layers[1]->as<torch::nn::Linear>()->bias.copy_(torch::tensor({1.0f}));
-  save_module(head, tmp / "head.safetensors", {{"features", "features.ts"}, {"normalize", "none"}, {"activation", "relu"}});
+  save_module(head, tmp / "head.safetensors",
+              {{"features", "features.ts"}, {"normalize", "none"}, {"activation", "relu"}});
   auto model = load_aesthetic_model(tmp / "head.safetensors");
   // Green picture: features (0, 1, 0) -> layer 0 (0, -0.5) -> relu (0, 0) -> 1.
   CHECK(model->score(solid(32, 32, 0, 255, 0)) == Approx(1.0));
   // Red picture: (1, 0, 0) -> (1, 0.5) -> 2 + 2 + 1 = 5.
   CHECK(model->score(solid(32, 32, 255, 0, 0)) == Approx(5.0));
 
-  save_module(head, tmp / "l2.safetensors", {{"features", "features.ts"}});  // LAION defaults: l2, no activation
+  save_module(head, tmp / "l2.safetensors",
+              {{"features", "features.ts"}});  // LAION defaults: l2, no activation
   auto laion = load_aesthetic_model(tmp / "l2.safetensors");
   // White (1,1,1)/sqrt(3) -> (0.577, -0.077) -> 1.155 - 0.309 + 1.
-  CHECK(laion->score(solid(32, 32, 255, 255, 255)) == Approx(2.0 / std::sqrt(3.0) - 4.0 * (1.0 / std::sqrt(3.0) - 0.5) + 1.0).epsilon(1e-4));
+  CHECK(laion->score(solid(32, 32, 255, 255, 255)) ==
+        Approx(2.0 / std::sqrt(3.0) - 4.0 * (1.0 / std::sqrt(3.0) - 0.5) + 1.0).epsilon(1e-4));
 }
 
 TEST_CASE("bad aesthetic model files are refused naming the file and the problem", "[curation][unit]") {
@@ -119,7 +126,8 @@ TEST_CASE("bad aesthetic model files are refused naming the file and the problem
   CHECK(std::string(e.what()).find("features") != std::string::npos);
 }
 
-TEST_CASE("curation with aesthetic.model stores the model's scores and decides on them", "[curation][pipeline][catalog]") {
+TEST_CASE("curation with aesthetic.model stores the model's scores and decides on them",
+          "[curation][pipeline][catalog]") {
   register_torch_aesthetic_loader();
   TempDir tmp("mugv-aesthetic");
   test::Look look;

@@ -84,7 +84,8 @@ TEST_CASE("a preset with a bad value names the key", "[unit][curation]") {
     CHECK(e.code() == ErrorCode::invalid_argument);
     CHECK(e.subject() == "artifacts.reject");
   }
-  REQUIRE_THROWS_AS(curation_preset_from_json(nlohmann::json::parse(R"({"motion": {"min": "fast"}})")), Error);
+  REQUIRE_THROWS_AS(curation_preset_from_json(nlohmann::json::parse(R"({"motion": {"min": "fast"}})")),
+                    Error);
   REQUIRE_THROWS_AS(curation_preset_from_json(nlohmann::json::parse(R"({"motion": {"min": 30}})")), Error);
   CHECK(verdict_from_string(to_string(Verdict::reject)) == Verdict::reject);
 }

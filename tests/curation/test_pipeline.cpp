@@ -52,7 +52,9 @@ const std::vector<fs::path>& synthetic_sources() {
 }
 
 // The source folder with the synthetic videos only.
-fs::path source_folder() { return synthetic_sources().front().parent_path(); }
+fs::path source_folder() {
+  return synthetic_sources().front().parent_path();
+}
 
 CurateOptions options_for(std::vector<fs::path> inputs, const std::string& dataset = "raw") {
   CurateOptions o;
@@ -79,7 +81,8 @@ std::multiset<Signature> signature(Catalog& catalog, const std::string& dataset)
   return out;
 }
 
-int64_t clip_count(Catalog& catalog, const std::string& dataset, std::optional<ClipDecision> decision = std::nullopt) {
+int64_t clip_count(Catalog& catalog, const std::string& dataset,
+                   std::optional<ClipDecision> decision = std::nullopt) {
   ClipFilter f;
   f.dataset_id = find_dataset(catalog, dataset)->id;
   f.decision = decision;
@@ -172,7 +175,8 @@ TEST_CASE("curate splits, scores and decides every source into the catalog; a re
   CHECK(clip_count(catalog, "raw") == 6);
 }
 
-TEST_CASE("bad inputs become failed sources with reasons and the run goes on", "[curation][pipeline][catalog]") {
+TEST_CASE("bad inputs become failed sources with reasons and the run goes on",
+          "[curation][pipeline][catalog]") {
   TempDir tmp("mugv-pipeline-bad");
   fs::create_directories(tmp / "in");
   fs::copy_file(synthetic_sources()[0], tmp / "in" / "good.mp4");
@@ -271,14 +275,15 @@ TEST_CASE("redecide changes decisions from stored scores without decoding", "[cu
 
 TEST_CASE("threshold overrides apply on top of a preset", "[curation][pipeline][unit]") {
   const CurationPreset p = resolve_curation_preset(
-      "lenient", overrides_from_assignments({"thresholds.sharpness_min=100", "motion_max=30", "reject=letterbox",
-                                             "scene.adaptive_ratio=2.5"}));
+      "lenient", overrides_from_assignments({"thresholds.sharpness_min=100", "motion_max=30",
+                                             "reject=letterbox", "scene.adaptive_ratio=2.5"}));
   CHECK(p.thresholds.sharpness_min == 100);
   CHECK(p.thresholds.motion_max == 30);
   CHECK(p.thresholds.aesthetic_min == 3.0);  // from lenient
   CHECK(p.thresholds.reject_flags == ArtifactFlags::letterbox);
   CHECK(p.scene.adaptive_ratio == 2.5);
-  CHECK_THROWS_AS(resolve_curation_preset("mugv", overrides_from_assignments({"thresholds.sharpnes_min=1"})), Error);
+  CHECK_THROWS_AS(resolve_curation_preset("mugv", overrides_from_assignments({"thresholds.sharpnes_min=1"})),
+                  Error);
   CHECK_THROWS_AS(overrides_from_assignments({"no_equals"}), Error);
   CHECK(shard_spec_from_string("1/4")->index == 1);
   CHECK_FALSE(shard_spec_from_string("4/4"));
@@ -292,9 +297,10 @@ TEST_CASE("dedup keeps the best scored clip of each near-duplicate group", "[cur
   const uint64_t base = 0x9f3a5c7e12345678ULL;
   const uint64_t other = 0x0123456789abcdefULL;
   // Three near copies of `base` (2, 7 and 0 bits apart), one unrelated clip.
-  auto added = add_clips(catalog, {scored_clip(ids, 0, base, 5.0, 500), scored_clip(ids, 10, base ^ 0x3ULL, 6.5, 400),
-                                   scored_clip(ids, 20, base ^ 0x7f000ULL, 5.5, 900), scored_clip(ids, 30, other, 5.0, 500),
-                                   scored_clip(ids, 40, base, 6.5, 450)});
+  auto added =
+      add_clips(catalog, {scored_clip(ids, 0, base, 5.0, 500), scored_clip(ids, 10, base ^ 0x3ULL, 6.5, 400),
+                          scored_clip(ids, 20, base ^ 0x7f000ULL, 5.5, 900),
+                          scored_clip(ids, 30, other, 5.0, 500), scored_clip(ids, 40, base, 6.5, 450)});
   DedupReport r = dedup_dataset(catalog, "dups", DedupOptions{});
   CHECK(r.clips_checked == 5);
   CHECK(r.duplicates == 3);
@@ -319,7 +325,9 @@ TEST_CASE("dedup keeps the best scored clip of each near-duplicate group", "[cur
   uint64_t x = 88172645463325252ULL;
   for (int i = 0; i < 400; ++i) {
     x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    uint64_t h = (i % 4 == 0 || many.empty()) ? x : many.back().phash[0] ^ (1ULL << (x % 64)) ^ (1ULL << ((x >> 8) % 64));
+    uint64_t h = (i % 4 == 0 || many.empty())
+                     ? x
+                     : many.back().phash[0] ^ (1ULL << (x % 64)) ^ (1ULL << ((x >> 8) % 64));
     many.push_back({i + 1, {h, h, h}, static_cast<double>(x % 7), 0});
   }
   const auto found = find_duplicates(many, DedupOptions{});
@@ -333,8 +341,10 @@ TEST_CASE("dedup keeps the best scored clip of each near-duplicate group", "[cur
       auto it = std::find_if(many.begin(), many.end(), [&](const HashedClip& k) { return k.id == id; });
       return hamming_distance(it->phash[1], c.phash[1]) <= 10;
     });
-    if (dup) ++brute_duplicates;
-    else accepted.push_back(c.id);
+    if (dup)
+      ++brute_duplicates;
+    else
+      accepted.push_back(c.id);
   }
   CHECK(found.size() == brute_duplicates);
   CHECK(brute_duplicates > 100);
@@ -348,8 +358,12 @@ TEST_CASE("balance tags clips from captions and caps each tag, preferring higher
   std::vector<Clip> clips;
   for (int i = 0; i < 6; ++i) clips.push_back(scored_clip(ids, i * 10, 1000 + i, 4.0 + i * 0.5, 500));
   const auto added = add_clips(catalog, clips);
-  const char* captions[] = {"a dog running on the beach", "A DOG walking in a street", "a dog, running",
-                            "a cat running indoors",      "two dogs running",           "a red circle moving left on a black background"};
+  const char* captions[] = {"a dog running on the beach",
+                            "A DOG walking in a street",
+                            "a dog, running",
+                            "a cat running indoors",
+                            "two dogs running",
+                            "a red circle moving left on a black background"};
   for (int i = 0; i < 6; ++i) (void)add_caption(catalog, added[i], captions[i], CaptionOrigin::model, "test");
 
   const TagVocabulary vocabulary = load_tag_vocabulary("tags");
@@ -386,7 +400,8 @@ TEST_CASE("balance tags clips from captions and caps each tag, preferring higher
   CHECK(get_clip(catalog, added[0])->decision == ClipDecision::keep);
 }
 
-TEST_CASE("export as manifest and as clip folder imports back as the same clips", "[curation][pipeline][catalog][media]") {
+TEST_CASE("export as manifest and as clip folder imports back as the same clips",
+          "[curation][pipeline][catalog][media]") {
   TempDir tmp("mugv-pipeline-export");
   Catalog catalog = Catalog::open(tmp / "catalog.sqlite");
   CurateOptions o = options_for({synthetic_sources()[0]}, "cur");
@@ -396,7 +411,8 @@ TEST_CASE("export as manifest and as clip folder imports back as the same clips"
   ClipFilter f;
   f.dataset_id = r.dataset_id;
   const auto clips = list_clips(catalog, f);
-  for (const Clip& c : clips) (void)add_caption(catalog, c.id, cat("caption of clip at ", c.start_s), CaptionOrigin::human, "test");
+  for (const Clip& c : clips)
+    (void)add_caption(catalog, c.id, cat("caption of clip at ", c.start_s), CaptionOrigin::human, "test");
 
   SECTION("jsonl manifest over the sources") {
     ExportReport e = export_dataset(catalog, "cur", tmp / "out" / "cur.jsonl");
@@ -442,7 +458,8 @@ TEST_CASE("export as manifest and as clip folder imports back as the same clips"
   }
 }
 
-TEST_CASE("shard 0/2 and 1/2 in their own catalogs merge into what one run gives", "[curation][pipeline][catalog]") {
+TEST_CASE("shard 0/2 and 1/2 in their own catalogs merge into what one run gives",
+          "[curation][pipeline][catalog]") {
   TempDir tmp("mugv-pipeline-shards");
   Catalog single = Catalog::open(tmp / "single.sqlite");
   (void)curate(single, options_for({source_folder()}), CancelToken(), {});
@@ -485,7 +502,8 @@ TEST_CASE("curate on real footage splits at the known cuts", "[curation][pipelin
   f.dataset_id = r.dataset_id;
   std::vector<double> starts;
   for (const Clip& c : list_clips(catalog, f)) {
-    if (get_source(catalog, c.source_id)->path.filename() == "goldeneye-vfr-drop3.mp4") starts.push_back(c.start_s);
+    if (get_source(catalog, c.source_id)->path.filename() == "goldeneye-vfr-drop3.mp4")
+      starts.push_back(c.start_s);
     CHECK(c.decision != ClipDecision::unknown);
   }
   REQUIRE(starts.size() == 3);

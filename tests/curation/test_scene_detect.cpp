@@ -1,8 +1,8 @@
 #include "curation/scene_detect.h"
 
 #include "core/error.h"
-#include "synthetic_video.h"
 #include "support/test_support.h"
+#include "synthetic_video.h"
 
 #include <catch2/catch.hpp>
 
@@ -25,7 +25,8 @@ test::Look look(double hue, uint32_t seed, double vx = 2, double vy = 0) {
 
 std::string describe(const SceneDetection& d) {
   std::ostringstream out;
-  for (const SceneCut& c : d.cuts) out << to_string(c.kind) << "@" << c.frame_index << "(" << c.time_s << "s," << c.score << ") ";
+  for (const SceneCut& c : d.cuts)
+    out << to_string(c.kind) << "@" << c.frame_index << "(" << c.time_s << "s," << c.score << ") ";
   return out.str();
 }
 
@@ -91,8 +92,8 @@ TEST_CASE("scenes from cuts cover the video without gaps", "[unit][curation]") {
 
 TEST_CASE("hard cuts between moving shots are found on the frame", "[curation][media]") {
   test::TempDir dir;
-  std::vector<test::Shot> shots{{look(0, 1, 3), 30}, {look(120, 2, -2, 1), 26}, {look(240, 3, 0, 3), 34},
-                                {look(60, 4, 4), 22}};
+  std::vector<test::Shot> shots{
+      {look(0, 1, 3), 30}, {look(120, 2, -2, 1), 26}, {look(240, 3, 0, 3), 34}, {look(60, 4, 4), 22}};
   const auto video = test::write_shots(dir / "hard.mp4", shots);
   const SceneDetection d = detect_scenes(video.path);
   INFO(describe(d));
@@ -131,7 +132,8 @@ TEST_CASE("a shot fading out and cut before black is a hard cut on the new shot'
     test::TempDir dir;
     test::Shot faded{look(150, 52, -1), 40, test::Transition::fade_out_cut, 14};
     faded.fade_floor = floor;
-    std::vector<test::Shot> shots{{look(20, 51, 2), 40}, faded, {look(300, 53, 1), 40, test::Transition::fade_out_cut, 10}};
+    std::vector<test::Shot> shots{
+        {look(20, 51, 2), 40}, faded, {look(300, 53, 1), 40, test::Transition::fade_out_cut, 10}};
     shots[2].fade_floor = floor;
     const auto video = test::write_shots(dir / "fade_out_cut.mp4", shots);
     const SceneDetection d = detect_scenes(video.path);
@@ -178,13 +180,22 @@ TEST_CASE("cut detection reaches F1 >= 0.95 on mixed transitions", "[curation][m
   test::TempDir dir;
   using T = test::Transition;
   const std::vector<std::vector<test::Shot>> videos{
-      {{look(0, 21, 2), 30}, {look(180, 22, -3), 30, T::hard}, {look(90, 23, 1, 1), 36, T::dissolve, 16},
-       {look(270, 24, 2, -1), 30, T::fade_black, 12}, {look(45, 25, 0, 2), 30, T::hard},
+      {{look(0, 21, 2), 30},
+       {look(180, 22, -3), 30, T::hard},
+       {look(90, 23, 1, 1), 36, T::dissolve, 16},
+       {look(270, 24, 2, -1), 30, T::fade_black, 12},
+       {look(45, 25, 0, 2), 30, T::hard},
        {look(120, 26, -2), 30, T::fade_out_cut, 12}},
-      {{look(200, 31, 1), 28}, {look(20, 32, 3), 34, T::fade_black, 20}, {look(110, 33, -2), 30, T::hard},
-       {look(320, 34, 2, 2), 36, T::dissolve, 12}, {look(160, 35, -1), 30, T::fade_white, 10}},
-      {{look(60, 41, -2), 30}, {look(240, 42, 2), 24, T::hard}, {look(0, 43, 0, -2), 30, T::hard},
-       {look(140, 44, 3), 40, T::dissolve, 24}, {look(290, 45, 1), 30, T::hard}},
+      {{look(200, 31, 1), 28},
+       {look(20, 32, 3), 34, T::fade_black, 20},
+       {look(110, 33, -2), 30, T::hard},
+       {look(320, 34, 2, 2), 36, T::dissolve, 12},
+       {look(160, 35, -1), 30, T::fade_white, 10}},
+      {{look(60, 41, -2), 30},
+       {look(240, 42, 2), 24, T::hard},
+       {look(0, 43, 0, -2), 30, T::hard},
+       {look(140, 44, 3), 40, T::dissolve, 24},
+       {look(290, 45, 1), 30, T::hard}},
   };
   Match total;
   std::ostringstream report;

@@ -2,8 +2,8 @@
 
 #include "core/error.h"
 #include "curation/analyze.h"
-#include "synthetic_video.h"
 #include "support/test_support.h"
+#include "synthetic_video.h"
 
 #include <catch2/catch.hpp>
 
@@ -30,7 +30,8 @@ ClipAnalysis score(const test::Look& look, test::Defect defect = test::Defect::n
 TEST_CASE("artifact flags print and parse as names", "[unit][curation]") {
   CHECK(to_string(ArtifactFlags::none) == "none");
   CHECK(to_string(ArtifactFlags::letterbox | ArtifactFlags::text_overlay) == "letterbox|text_overlay");
-  CHECK(artifact_flags_from_string("text_overlay, letterbox") == (ArtifactFlags::letterbox | ArtifactFlags::text_overlay));
+  CHECK(artifact_flags_from_string("text_overlay, letterbox") ==
+        (ArtifactFlags::letterbox | ArtifactFlags::text_overlay));
   CHECK(artifact_flags_from_string("none") == ArtifactFlags::none);
   CHECK_FALSE(artifact_flags_from_string("watermark"));
   for (ArtifactFlags f : all_artifact_flags()) CHECK(artifact_flags_from_string(to_string(f)) == f);

@@ -67,7 +67,8 @@ TEST_CASE("a CSV manifest imports its clips with ranges and captions; bad lines 
   CHECK(clips[2].end_frame == 9);
 }
 
-TEST_CASE("importing twice adds nothing, and a broken file becomes a failed source with its reason", "[dataset]") {
+TEST_CASE("importing twice adds nothing, and a broken file becomes a failed source with its reason",
+          "[dataset]") {
   TempDir dir;
   make_small_set(dir / "shapes", 3);
   mugv::test::write_bytes(dir / "shapes" / "train" / "zero.mp4", "");

@@ -8,7 +8,8 @@
 using namespace mugv;
 using namespace mugv::shapes;
 
-TEST_CASE("held-out combinations never appear in training and every word stays learnable", "[unit][dataset]") {
+TEST_CASE("held-out combinations never appear in training and every word stays learnable",
+          "[unit][dataset]") {
   auto held = held_out_combos(7, 0.1);
   REQUIRE(held.size() >= 10);
   auto train = training_specs(400, 32, 5, 8, 7, held);

@@ -14,7 +14,8 @@
 using namespace mugv;
 using mugv::test::TempDir;
 
-TEST_CASE("the starter dataset writes real clips, sidecar captions, manifests and a held-out list", "[dataset]") {
+TEST_CASE("the starter dataset writes real clips, sidecar captions, manifests and a held-out list",
+          "[dataset]") {
   TempDir dir;
   ShapesDatasetOptions o;
   o.out_dir = dir.path();
@@ -39,7 +40,8 @@ TEST_CASE("the starter dataset writes real clips, sidecar captions, manifests an
     shapes::Combo combo;
     REQUIRE(shapes::parse_caption(e.caption, &combo, nullptr));
     for (const auto& h : held["combos"])
-      CHECK_FALSE((h["color"] == combo.color && h["shape"] == combo.shape && h["direction"] == combo.direction));
+      CHECK_FALSE(
+          (h["color"] == combo.color && h["shape"] == combo.shape && h["direction"] == combo.direction));
   }
   auto info = probe(manifest.entries[0].path);
   CHECK(info.width == 32);

@@ -21,7 +21,6 @@ ModelPreset source_preset(const std::string& name) {
   return model_preset_from_json(load_preset_file(path, "models"), name, path.string());
 }
 
-
 std::vector<std::string> captions() {
   std::vector<std::string> out;
   for (const char* color : {"red", "green", "blue", "yellow", "white"}) {
@@ -89,11 +88,18 @@ TEST_CASE("model presets resolve through the preset search path", "[unit][model]
 }
 
 TEST_CASE("model preset errors name the key", "[unit][model]") {
-  nlohmann::json base = {{"dit", {{"hidden", 96}, {"depth", 2}, {"heads", 2}}},
-                         {"vae", {{"latent_channels", 4}, {"compress", {4, 8, 8}}, {"base_channels", 8},
-                                  {"channel_mult", {1, 2, 2}}}},
-                         {"text", {{"kind", "small_transformer"}, {"vocab_size", 64}, {"dim", 32}, {"layers", 1},
-                                   {"heads", 2}, {"ff_dim", 64}, {"max_tokens", 8}}}};
+  nlohmann::json base = {
+      {"dit", {{"hidden", 96}, {"depth", 2}, {"heads", 2}}},
+      {"vae",
+       {{"latent_channels", 4}, {"compress", {4, 8, 8}}, {"base_channels", 8}, {"channel_mult", {1, 2, 2}}}},
+      {"text",
+       {{"kind", "small_transformer"},
+        {"vocab_size", 64},
+        {"dim", 32},
+        {"layers", 1},
+        {"heads", 2},
+        {"ff_dim", 64},
+        {"max_tokens", 8}}}};
   ModelPreset ok = model_preset_from_json(base, "t", "t.toml");
   CHECK(ok.dit.head_dim == 48);
   CHECK(ok.dit.text_tokens == 8);
@@ -203,7 +209,8 @@ TEST_CASE("tokenizer trains, round-trips, pads and enforces the limit", "[unit][
   CHECK(tok.decode(unseen.ids) == "a yellow triangle moving left");
 
   const int64_t needed = t.length;
-  Error e = expect_error([&] { (void)tok.encode(prompt, static_cast<int>(needed - 1), TokenLimitPolicy::refuse); });
+  Error e =
+      expect_error([&] { (void)tok.encode(prompt, static_cast<int>(needed - 1), TokenLimitPolicy::refuse); });
   CHECK(e.code() == ErrorCode::invalid_argument);
   CHECK(std::string(e.what()).find("the limit is " + std::to_string(needed - 1)) != std::string::npos);
   TokenizedText cut = tok.encode(prompt, static_cast<int>(needed - 1), TokenLimitPolicy::truncate);
@@ -217,7 +224,8 @@ TEST_CASE("tokenizer trains, round-trips, pads and enforces the limit", "[unit][
   CHECK(loaded.encode(prompt, 32, TokenLimitPolicy::refuse).ids == t.ids);
   test::write_bytes(dir / "bad.model", "not a model");
   CHECK(expect_error([&] { (void)Tokenizer::from_file(dir / "bad.model"); }).code() == ErrorCode::format);
-  CHECK(expect_error([&] { (void)Tokenizer::from_file(dir / "absent.model"); }).code() == ErrorCode::not_found);
+  CHECK(expect_error([&] { (void)Tokenizer::from_file(dir / "absent.model"); }).code() ==
+        ErrorCode::not_found);
 }
 
 TEST_CASE("model enums round-trip through strings", "[unit][model]") {
@@ -227,7 +235,8 @@ TEST_CASE("model enums round-trip through strings", "[unit][model]") {
   for (auto p : {TokenLimitPolicy::unknown, TokenLimitPolicy::truncate, TokenLimitPolicy::refuse}) {
     CHECK(token_limit_policy_from_string(to_string(p)) == p);
   }
-  for (auto n : {VAENorm::group, VAENorm::channel_rms, VAENorm::none}) CHECK(vae_norm_from_string(to_string(n)) == n);
+  for (auto n : {VAENorm::group, VAENorm::channel_rms, VAENorm::none})
+    CHECK(vae_norm_from_string(to_string(n)) == n);
   CHECK_FALSE(text_encoder_kind_from_string("bert"));
   CHECK_FALSE(vae_norm_from_string("batch"));
 }

@@ -1,17 +1,17 @@
 #include "core/error.h"
 #include "core/presets.h"
 #include "core/safetensors.h"
+#include "model/compute.h"
 #include "model/config.h"
 #include "model/dit.h"
-#include "model/compute.h"
 #include "model/text_encoder.h"
 #include "model/vae.h"
 #include "model/weights.h"
 #include "support/model_fixtures.h"
 #include "support/test_support.h"
 
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <string>
 
@@ -25,8 +25,9 @@ ModelPreset preset(const std::string& name) {
   return model_preset_from_json(load_preset_file(path, "models"), name, path.string());
 }
 
-
-DiTConfig micro_dit() { return test::micro_dit_config(); }
+DiTConfig micro_dit() {
+  return test::micro_dit_config();
+}
 
 VAEConfig micro_vae() {
   VAEConfig c;
@@ -162,8 +163,10 @@ TEST_CASE("3D RoPE: q.k depends only on the position difference", "[unit][model]
   auto q = torch::randn({1, 1, 1, head_dim}, torch::kFloat64);
   auto k = torch::randn({1, 1, 1, head_dim}, torch::kFloat64);
   auto score = [&](std::vector<double> pq, std::vector<double> pk) {
-    auto angles_q = rope_angles(torch::tensor(pq, torch::kFloat64).view({1, 3}), head_dim, 10000.0).to(torch::kFloat64);
-    auto angles_k = rope_angles(torch::tensor(pk, torch::kFloat64).view({1, 3}), head_dim, 10000.0).to(torch::kFloat64);
+    auto angles_q =
+        rope_angles(torch::tensor(pq, torch::kFloat64).view({1, 3}), head_dim, 10000.0).to(torch::kFloat64);
+    auto angles_k =
+        rope_angles(torch::tensor(pk, torch::kFloat64).view({1, 3}), head_dim, 10000.0).to(torch::kFloat64);
     return (apply_rope(q, angles_q) * apply_rope(k, angles_k)).sum().item<double>();
   };
   const double base = score({0, 0, 0}, {2, 3, 1});
@@ -183,8 +186,8 @@ TEST_CASE("3D RoPE: q.k depends only on the position difference", "[unit][model]
   auto pos = dit_token_positions(2, 3, 4);
   REQUIRE(pos.size(0) == 2 + 2 * 3 * 4);
   CHECK(torch::equal(pos[0], torch::tensor({0.0f, 0.0f, 0.0f})));
-  CHECK(torch::equal(pos[1], torch::tensor({0.0f, 0.0f, 1.0f})));  // frames start at 1
-  CHECK(torch::equal(pos[2], torch::tensor({0.0f, 1.0f, 1.0f})));  // width varies fastest
+  CHECK(torch::equal(pos[1], torch::tensor({0.0f, 0.0f, 1.0f})));                // frames start at 1
+  CHECK(torch::equal(pos[2], torch::tensor({0.0f, 1.0f, 1.0f})));                // width varies fastest
   CHECK(torch::equal(pos[pos.size(0) - 1], torch::tensor({2.0f, 3.0f, 3.0f})));  // end token at T + 1
 }
 
@@ -196,8 +199,13 @@ TEST_CASE("a fresh DiT block is the identity (adaLN-zero)", "[unit][model]") {
   auto modulation = dit->t_block->forward(cond).view({2, 1, 6, c.hidden});
   const int64_t tokens = 2 + 2 * 2 * 2;
   auto x = torch::randn({2, tokens, c.hidden});
-  BlockContext context{modulation, rope_angles(dit_token_positions(2, 2, 2), c.head_dim, c.rope_theta),
-                       torch::randn({2, c.text_tokens, c.hidden}), torch::Tensor(), 2, 0, {}};
+  BlockContext context{modulation,
+                       rope_angles(dit_token_positions(2, 2, 2), c.head_dim, c.rope_theta),
+                       torch::randn({2, c.text_tokens, c.hidden}),
+                       torch::Tensor(),
+                       2,
+                       0,
+                       {}};
   auto block = dit->blocks->ptr<DiTBlockImpl>(0);
   CHECK(torch::equal(block->forward(x, context), x));
   perturb(*block);
@@ -207,7 +215,7 @@ TEST_CASE("a fresh DiT block is the identity (adaLN-zero)", "[unit][model]") {
 TEST_CASE("timestep and fps embedders", "[unit][model]") {
   auto e = timestep_embedding(torch::tensor({0.0f, 500.0f}), 256);
   REQUIRE(e.sizes() == torch::IntArrayRef({2, 256}));
-  CHECK(torch::allclose(e[0].narrow(0, 0, 128), torch::ones({128})));  // cos(0)
+  CHECK(torch::allclose(e[0].narrow(0, 0, 128), torch::ones({128})));     // cos(0)
   CHECK(torch::allclose(e[0].narrow(0, 128, 128), torch::zeros({128})));  // sin(0)
   CHECK(e[1][0].item<float>() == Approx(std::cos(500.0f)).margin(1e-4));
   CHECK(e[1][128].item<float>() == Approx(std::sin(500.0f)).margin(1e-4));
@@ -234,7 +242,8 @@ TEST_CASE("selective and full recomputation give the same gradients", "[unit][mo
     dit->zero_grad();
     dit(in.x, in.t, in.text, in.mask, in.fps).pow(2).sum().backward();
     std::vector<torch::Tensor> out;
-    for (auto& p : dit->parameters()) out.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+    for (auto& p : dit->parameters())
+      out.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
     return out;
   };
   auto plain = grads(Recompute::none);
@@ -306,7 +315,8 @@ TEST_CASE("FrameConv3d equals Conv3d, with its fast path on one-frame inputs", "
     FrameConv3d conv(torch::nn::Conv3dOptions(5, 7, c.kernel).stride(c.stride).padding(c.padding));
     auto x = torch::randn({2, 5, c.frames, 6, 6}, torch::requires_grad());
     auto y = conv(x);
-    auto reference = F::conv3d(x, conv->weight, F::Conv3dFuncOptions().bias(conv->bias).stride(c.stride).padding(c.padding));
+    auto reference = F::conv3d(x, conv->weight,
+                               F::Conv3dFuncOptions().bias(conv->bias).stride(c.stride).padding(c.padding));
     REQUIRE(y.sizes() == reference.sizes());
     CHECK(torch::allclose(y, reference, 1e-5, 1e-5));
     auto g = torch::randn_like(y);
@@ -330,8 +340,8 @@ TEST_CASE("VAE tiled decoding, loss and latent statistics", "[unit][model]") {
     CHECK(tiled.sizes() == whole.sizes());
     CHECK(torch::isfinite(tiled).all().item<bool>());
     // Tiles see less context at their borders, but away from the seams they agree with the whole.
-    CHECK(torch::allclose(tiled.narrow(3, 0, 8).narrow(4, 0, 8), whole.narrow(3, 0, 8).narrow(4, 0, 8), 1e-4, 1e-5) ==
-          false);
+    CHECK(torch::allclose(tiled.narrow(3, 0, 8).narrow(4, 0, 8), whole.narrow(3, 0, 8).narrow(4, 0, 8), 1e-4,
+                          1e-5) == false);
     CHECK((tiled - whole).abs().mean().item<float>() < whole.abs().mean().item<float>());
   }
 
@@ -392,7 +402,8 @@ TEST_CASE("compute device: cpu, auto and cuda follow the visible GPUs", "[unit][
   }
 }
 
-TEST_CASE("bf16 autocast scopes: products in bf16 inside, fresh weight casts each scope, fp32 after", "[unit][model]") {
+TEST_CASE("bf16 autocast scopes: products in bf16 inside, fresh weight casts each scope, fp32 after",
+          "[unit][model]") {
   torch::manual_seed(11);
   torch::nn::Linear linear(16, 8);
   auto x = torch::randn({4, 16});
@@ -482,7 +493,8 @@ TEST_CASE("VAE patchify, pixel shortcut and normalisation choices", "[unit][mode
   auto folded = PixelShuffle3d(4, /*inverse=*/true)(x);
   CHECK(folded.sizes() == torch::IntArrayRef({2, 48, 4, 2, 3}));
   CHECK(torch::equal(PixelShuffle3d(4, /*inverse=*/false)(folded), x));
-  CHECK(torch::equal(folded[0][5][1][1][2], x[0][0][1][1 * 4 + 1][2 * 4 + 1]));  // channel 5 = (dy 1, dx 1) of colour 0
+  CHECK(torch::equal(folded[0][5][1][1][2],
+                     x[0][0][1][1 * 4 + 1][2 * 4 + 1]));  // channel 5 = (dy 1, dx 1) of colour 0
 
   VAEConfig c = micro_vae();
   c.patch = 4;
@@ -510,7 +522,6 @@ TEST_CASE("VAE patchify, pixel shortcut and normalisation choices", "[unit][mode
   CHECK(torch::allclose(mean.narrow(1, 0, 3), blocks, 1e-5, 1e-5));  // a mean of 256 floats
   CHECK(mean.narrow(1, 3, 1).abs().max().item<float>() == 0.0f);
   CHECK(torch::allclose(vae->decode(mean), video, 1e-5, 1e-5));
-
 }
 
 TEST_CASE("text encoders: shapes and padding", "[unit][model]") {
@@ -532,8 +543,9 @@ TEST_CASE("text encoders: shapes and padding", "[unit][model]") {
     ids2.narrow(1, 5, c.max_tokens - 5).fill_(0);
     auto out2 = encoder->forward(ids2, mask);
     CHECK(torch::allclose(out.narrow(1, 0, 5), out2.narrow(1, 0, 5), 1e-5, 1e-6));
-    CHECK(expect_error([&] { (void)encoder->forward(torch::zeros({1, c.max_tokens + 1}, torch::kInt64), {}); })
-              .code() == ErrorCode::invalid_argument);
+    CHECK(expect_error([&] {
+            (void)encoder->forward(torch::zeros({1, c.max_tokens + 1}, torch::kInt64), {});
+          }).code() == ErrorCode::invalid_argument);
   }
   auto buckets = t5_relative_position_bucket(torch::tensor({-200, -3, 0, 3, 200}), 32, 128);
   CHECK(buckets[2].item<int64_t>() == 0);
@@ -552,7 +564,8 @@ TEST_CASE("T5 encoder loads Hugging Face tensor names", "[unit][model]") {
   tensors["shared.weight"] = torch::randn({c.vocab_size, c.dim});
   for (int i = 0; i < c.layers; ++i) {
     const std::string b = "encoder.block." + std::to_string(i) + ".";
-    for (const char* n : {"q", "k", "v"}) tensors[b + "layer.0.SelfAttention." + n + ".weight"] = torch::randn({inner, c.dim});
+    for (const char* n : {"q", "k", "v"})
+      tensors[b + "layer.0.SelfAttention." + n + ".weight"] = torch::randn({inner, c.dim});
     tensors[b + "layer.0.SelfAttention.o.weight"] = torch::randn({c.dim, inner});
     tensors[b + "layer.0.layer_norm.weight"] = torch::rand({c.dim}) + 0.5;
     tensors[b + "layer.1.DenseReluDense.wi_0.weight"] = torch::randn({c.ff_dim, c.dim});
@@ -580,9 +593,11 @@ TEST_CASE("T5 encoder loads Hugging Face tensor names", "[unit][model]") {
   CHECK(report.loaded == static_cast<int64_t>(tensors.size()) - 1);
   CHECK(report.ignored == std::vector<std::string>{"decoder.final_layer_norm.weight"});
   auto named = t5->named_parameters();
-  CHECK(torch::allclose(named["block.1.layer.1.DenseReluDense.wo.weight"],
-                        tensors["encoder.block.1.layer.1.DenseReluDense.wo.weight"].to(torch::kBFloat16).to(torch::kFloat32)));
-  CHECK(torch::allclose(named["embed_tokens.weight"], tensors["shared.weight"].to(torch::kBFloat16).to(torch::kFloat32)));
+  CHECK(torch::allclose(
+      named["block.1.layer.1.DenseReluDense.wo.weight"],
+      tensors["encoder.block.1.layer.1.DenseReluDense.wo.weight"].to(torch::kBFloat16).to(torch::kFloat32)));
+  CHECK(torch::allclose(named["embed_tokens.weight"],
+                        tensors["shared.weight"].to(torch::kBFloat16).to(torch::kFloat32)));
   {
     torch::NoGradGuard no_grad;
     auto out = t5->forward(torch::randint(0, c.vocab_size, {1, 7}, torch::kInt64), {});

@@ -49,7 +49,8 @@ TEST_CASE("the released DiT reproduces the reference outputs in fp32, from dit.p
     auto weights = test::golden_data_file(file_name);
     if (!weights) continue;
     const WeightFiles files = WeightFiles::open(*weights);
-    const DiTConfig config = dit_config_from_checkpoint(shapes_of(files), kReleaseTextTokens, weights->string());
+    const DiTConfig config =
+        dit_config_from_checkpoint(shapes_of(files), kReleaseTextTokens, weights->string());
     CHECK(config.hidden == 96);
     CHECK(config.depth == 2);
     CHECK(config.heads == 2);

@@ -127,7 +127,6 @@ Run run(const std::vector<std::string>& argv, const fs::path& dir, std::chrono::
   return r;
 }
 
-
 int64_t submit_make_dataset(Client& c, const fs::path& out, int count = 6) {
   nlohmann::json job = {{"kind", "make_dataset"}, {"params", test::make_dataset_params(out, count)}};
   return c.request(MessageType::submit_job, job)["job"]["id"].get<int64_t>();
@@ -154,7 +153,6 @@ std::optional<std::vector<std::string>> display_prefix() {
   return std::nullopt;
 }
 
-
 std::string trimmed(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
@@ -162,29 +160,38 @@ std::string trimmed(std::string s) {
 
 }  // namespace
 
-TEST_CASE("mugv-monitor attaches to a tcp:// server with CURVE keys, and a refused key names the command that authorises it",
-          "[monitor][cli][security]") {
+TEST_CASE(
+    "mugv-monitor attaches to a tcp:// server with CURVE keys, and a refused key names the command that "
+    "authorises it",
+    "[monitor][cli][security]") {
   TempDir home("mugv-monitor-curve");
-  const std::vector<std::string> env = {"MUGV_HOME=" + home.path().string(), "MUGV_SERVER_KEY=", "DISPLAY=:9731",
-                                        "WAYLAND_DISPLAY="};
+  const std::vector<std::string> env = {"MUGV_HOME=" + home.path().string(),
+                                        "MUGV_SERVER_KEY=", "DISPLAY=:9731", "WAYLAND_DISPLAY="};
   const std::string mugv = program("mugv").string(), monitor = program("mugv-monitor").string();
   REQUIRE(run({mugv, "keys", "generate"}, home.path(), 30s, env).code == 0);
-  REQUIRE(run({mugv, "keys", "generate", "--client", "--out", (home / "allowed").string()}, home.path(), 30s, env).code == 0);
-  REQUIRE(run({mugv, "keys", "generate", "--client", "--out", (home / "stranger").string()}, home.path(), 30s, env).code == 0);
-  REQUIRE(run({mugv, "keys", "authorize", (home / "allowed" / "client.pub").string()}, home.path(), 30s, env).code == 0);
+  REQUIRE(
+      run({mugv, "keys", "generate", "--client", "--out", (home / "allowed").string()}, home.path(), 30s, env)
+          .code == 0);
+  REQUIRE(run({mugv, "keys", "generate", "--client", "--out", (home / "stranger").string()}, home.path(), 30s,
+              env)
+              .code == 0);
+  REQUIRE(run({mugv, "keys", "authorize", (home / "allowed" / "client.pub").string()}, home.path(), 30s, env)
+              .code == 0);
   const std::string server_pub = (home / "keys" / "server.pub").string();
   const std::string stranger = trimmed(read_file(home / "stranger" / "client.pub"));
   REQUIRE(stranger.size() == kCurveKeyZ85Chars);
 
   const int port = test::free_tcp_port_pair();
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(port);
-  Process serve({mugv, "serve", "--listen", endpoint, "--home", home.path().string(), "--heartbeat-ms", "200"},
-                home / "serve.out", home / "serve.err", env);
+  Process serve(
+      {mugv, "serve", "--listen", endpoint, "--home", home.path().string(), "--heartbeat-ms", "200"},
+      home / "serve.out", home / "serve.err", env);
   CurveClientKeys keys;
   keys.server_public_key = trimmed(read_file(server_pub));
   keys.client = read_keypair(home / "allowed" / "client.key");
   bool up = false;
-  for (auto deadline = std::chrono::steady_clock::now() + 20s; !up && std::chrono::steady_clock::now() < deadline;) {
+  for (auto deadline = std::chrono::steady_clock::now() + 20s;
+       !up && std::chrono::steady_clock::now() < deadline;) {
     try {
       Client probe(endpoint, 500ms, keys);
       up = true;
@@ -202,7 +209,8 @@ TEST_CASE("mugv-monitor attaches to a tcp:// server with CURVE keys, and a refus
   CHECK(refused.code == 1);
   CHECK(refused.err.find("mugv keys authorize " + stranger) != std::string::npos);
 
-  // The authorised key attaches; the window is what fails here (DISPLAY names no server), so attaching worked.
+  // The authorised key attaches; the window is what fails here (DISPLAY names no server), so attaching
+  // worked.
   Run allowed = run({monitor, "--server", endpoint, "--server-key", server_pub, "--client-key",
                      (home / "allowed" / "client.key").string(), "--exit-after-ms", "500"},
                     home.path(), 30s, env);
@@ -215,7 +223,8 @@ TEST_CASE("mugv-monitor attaches to a tcp:// server with CURVE keys, and a refus
   Run no_key = run({monitor, "--server", endpoint}, home.path(), 30s, env);
   CHECK(no_key.code == 2);
   CHECK(no_key.err.find("--server-key") != std::string::npos);
-  CHECK(run({monitor, "--server", "ipc:///tmp/x.sock", "--server-key", server_pub}, home.path(), 30s, env).code == 2);
+  CHECK(run({monitor, "--server", "ipc:///tmp/x.sock", "--server-key", server_pub}, home.path(), 30s, env)
+            .code == 2);
 }
 
 TEST_CASE("the network thread follows a real server: job list, live events, backfilled logs",

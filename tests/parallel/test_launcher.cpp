@@ -11,7 +11,8 @@ using namespace std::chrono_literals;
 TEST_CASE("launch gives every rank its torchrun environment", "[parallel]") {
   LaunchOptions o;
   o.nproc = 3;
-  o.command = {"sh", "-c", "[ \"$WORLD_SIZE\" = 3 ] && [ \"$LOCAL_RANK\" = \"$RANK\" ] && [ -n \"$MASTER_PORT\" ]"};
+  o.command = {"sh", "-c",
+               "[ \"$WORLD_SIZE\" = 3 ] && [ \"$LOCAL_RANK\" = \"$RANK\" ] && [ -n \"$MASTER_PORT\" ]"};
   auto r = launch(o, CancelToken());
   CHECK(r.exit_code == 0);
   CHECK_FALSE(r.failure);

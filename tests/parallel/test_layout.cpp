@@ -44,18 +44,27 @@ TEST_CASE("rendezvous from torchrun and Slurm environments", "[unit][parallel]")
   };
   CHECK(rendezvous_from_environment(getter).source == RendezvousSource::single);
 
-  env = {{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "10.1.2.3"}, {"MASTER_PORT", "1234"}};
+  env = {{"RANK", "3"},
+         {"WORLD_SIZE", "4"},
+         {"LOCAL_RANK", "1"},
+         {"MASTER_ADDR", "10.1.2.3"},
+         {"MASTER_PORT", "1234"}};
   auto r = rendezvous_from_environment(getter);
   CHECK(r.source == RendezvousSource::torchrun);
   CHECK((r.rank == 3 && r.world_size == 4 && r.local_rank == 1 && r.master_port == 1234));
   env["RANK"] = "4";
   CHECK_THROWS_WITH(rendezvous_from_environment(getter), Catch::Contains("RANK"));
 
-  env = {{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "0"}, {"SLURM_JOB_NODELIST", "n[1-2]"},
+  env = {{"SLURM_PROCID", "1"},
+         {"SLURM_NTASKS", "2"},
+         {"SLURM_LOCALID", "0"},
+         {"SLURM_JOB_NODELIST", "n[1-2]"},
          {"SLURM_JOB_ID", "42"}};
-  r = rendezvous_from_environment(getter, [](const std::string& node) { return node == "n1" ? "127.0.0.1" : "?"; });
+  r = rendezvous_from_environment(getter,
+                                  [](const std::string& node) { return node == "n1" ? "127.0.0.1" : "?"; });
   CHECK(r.source == RendezvousSource::slurm);
   CHECK(r.master_addr == "127.0.0.1");
   CHECK(r.master_port == 20042);
-  CHECK(expand_slurm_nodelist("gpu[01-03,7],head") == std::vector<std::string>{"gpu01", "gpu02", "gpu03", "gpu7", "head"});
+  CHECK(expand_slurm_nodelist("gpu[01-03,7],head") ==
+        std::vector<std::string>{"gpu01", "gpu02", "gpu03", "gpu7", "head"});
 }

@@ -22,7 +22,9 @@ namespace {
 
 constexpr int kSteps = 20;
 
-std::string mugv_binary() { return (test::binary_dir() / "bin" / "mugv").string(); }
+std::string mugv_binary() {
+  return (test::binary_dir() / "bin" / "mugv").string();
+}
 
 LaunchResult run_mugv(int nproc, std::vector<std::string> args) {
   LaunchOptions o;
@@ -34,13 +36,43 @@ LaunchResult run_mugv(int nproc, std::vector<std::string> args) {
 }
 
 std::vector<std::string> train_args(const std::string& run, std::vector<std::string> extra = {}) {
-  std::vector<std::string> a = {"train",     "--preset",  "micro", "--dataset",   "shapes", "--vae-run",
-                                "vae0",      "--run",     run,     "--steps",     std::to_string(kSteps),
-                                "--batch",   "4",         "--lr",  "5e-4",        "--warmup", "2",
-                                "--save-every", "10",     "--keep", "5",          "--threads", "1",
-                                "--seed",    "7",         "--ema", "0.9",         "--shift-base", "32",
-                                "--p-first-frame", "0.3", "--caption-dropout", "0.2", "--prefetch", "0",
-                                "--comm-timeout", "60"};
+  std::vector<std::string> a = {"train",
+                                "--preset",
+                                "micro",
+                                "--dataset",
+                                "shapes",
+                                "--vae-run",
+                                "vae0",
+                                "--run",
+                                run,
+                                "--steps",
+                                std::to_string(kSteps),
+                                "--batch",
+                                "4",
+                                "--lr",
+                                "5e-4",
+                                "--warmup",
+                                "2",
+                                "--save-every",
+                                "10",
+                                "--keep",
+                                "5",
+                                "--threads",
+                                "1",
+                                "--seed",
+                                "7",
+                                "--ema",
+                                "0.9",
+                                "--shift-base",
+                                "32",
+                                "--p-first-frame",
+                                "0.3",
+                                "--caption-dropout",
+                                "0.2",
+                                "--prefetch",
+                                "0",
+                                "--comm-timeout",
+                                "60"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -78,7 +110,9 @@ std::map<std::string, torch::Tensor> weights_at(const std::string& run, int64_t 
   // Whole shapes come from a one-process checkpoint of the same preset: the single run's.
   std::map<std::string, std::vector<int64_t>> shapes;
   for (const auto& [name, t] :
-       read_canonical_tensors(CheckpointStore(run_paths("single").checkpoints()).open(step).dir, "model", {}, {}).tensors)
+       read_canonical_tensors(CheckpointStore(run_paths("single").checkpoints()).open(step).dir, "model", {},
+                              {})
+           .tensors)
     shapes[name] = t.sizes().vec();
   return read_canonical_tensors(dir, "model", saved, shapes).tensors;
 }
@@ -91,7 +125,8 @@ void check_same_weights(const std::string& run, const std::string& reference, in
   for (const auto& [name, t] : b) {
     REQUIRE(a.count(name));
     REQUIRE(a[name].sizes() == t.sizes());
-    const double diff = (a[name] - t).abs().max().item<double>() / std::max(1e-3, t.abs().max().item<double>());
+    const double diff =
+        (a[name] - t).abs().max().item<double>() / std::max(1e-3, t.abs().max().item<double>());
     if (diff > worst) worst = diff, worst_name = name;
   }
   INFO("largest relative difference " << worst << " in " << worst_name);
@@ -100,7 +135,8 @@ void check_same_weights(const std::string& run, const std::string& reference, in
 
 }  // namespace
 
-TEST_CASE("data, ZeRO-1, tensor and context parallel on two ranks train exactly like one process", "[parallel][gloo][train]") {
+TEST_CASE("data, ZeRO-1, tensor and context parallel on two ranks train exactly like one process",
+          "[parallel][gloo][train]") {
   test::MicroHome home(8);
   auto single = run_mugv(1, train_args("single"));
   REQUIRE(single.exit_code == 0);
@@ -111,8 +147,9 @@ TEST_CASE("data, ZeRO-1, tensor and context parallel on two ranks train exactly 
     const char* run;
     std::vector<std::string> flags;
   };
-  for (const Case& c : {Case{"dp2", {}}, Case{"zero2", {"--zero", "1"}}, Case{"tp2", {"--tp", "2"}},
-                        Case{"cp2", {"--cp", "2"}}, Case{"tp2-selective", {"--tp", "2", "--recompute", "selective"}}}) {
+  for (const Case& c :
+       {Case{"dp2", {}}, Case{"zero2", {"--zero", "1"}}, Case{"tp2", {"--tp", "2"}},
+        Case{"cp2", {"--cp", "2"}}, Case{"tp2-selective", {"--tp", "2", "--recompute", "selective"}}}) {
     SECTION(c.run) {
       auto r = run_mugv(2, train_args(c.run, c.flags));
       INFO(r.message);
@@ -125,7 +162,8 @@ TEST_CASE("data, ZeRO-1, tensor and context parallel on two ranks train exactly 
   }
 }
 
-TEST_CASE("a tensor-parallel checkpoint resumes in one process, and a ZeRO run resumes on its own layout", "[parallel][gloo][train]") {
+TEST_CASE("a tensor-parallel checkpoint resumes in one process, and a ZeRO run resumes on its own layout",
+          "[parallel][gloo][train]") {
   test::MicroHome home(8);
   REQUIRE(run_mugv(1, train_args("single")).exit_code == 0);
   REQUIRE(run_mugv(2, train_args("tp2", {"--tp", "2"})).exit_code == 0);
@@ -150,7 +188,8 @@ TEST_CASE("a tensor-parallel checkpoint resumes in one process, and a ZeRO run r
   check_same_curve(read_curve("zero2"), reference);
   check_same_weights("tp2", "single", kSteps + 4);
   // The resumed run is a one-process run now: whole tensors, no layout file.
-  CHECK(fs::exists(CheckpointStore(run_paths("tp2").checkpoints()).open(kSteps + 4).dir / "model.safetensors"));
+  CHECK(
+      fs::exists(CheckpointStore(run_paths("tp2").checkpoints()).open(kSteps + 4).dir / "model.safetensors"));
 }
 
 TEST_CASE("parallel layouts that cannot work are refused with the reason", "[parallel][train]") {
@@ -172,8 +211,10 @@ pid_t find_rank_process(const std::string& tag, int rank) {
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
     std::ifstream in(entry.path() / "environ", std::ios::binary);
     std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto has = [&](const std::string& var) { return env.find(std::string(1, '\0') + var + '\0') != std::string::npos ||
-                                                    env.rfind(var + '\0', 0) == 0; };
+    auto has = [&](const std::string& var) {
+      return env.find(std::string(1, '\0') + var + '\0') != std::string::npos ||
+             env.rfind(var + '\0', 0) == 0;
+    };
     if (has("MUGV_TEST_TAG=" + tag) && has(cat("RANK=", rank))) return static_cast<pid_t>(std::stol(name));
   }
   return 0;
@@ -181,7 +222,8 @@ pid_t find_rank_process(const std::string& tag, int rank) {
 
 }  // namespace
 
-TEST_CASE("a rank killed mid-run stops the whole run, names the rank and leaves the checkpoints intact", "[parallel][gloo][train]") {
+TEST_CASE("a rank killed mid-run stops the whole run, names the rank and leaves the checkpoints intact",
+          "[parallel][gloo][train]") {
   test::MicroHome home(8);
   const std::string tag = cat("kill-", ::getpid());
   auto args = train_args("killed", {"--steps", "100000", "--save-every", "2"});
@@ -198,7 +240,8 @@ TEST_CASE("a rank killed mid-run stops the whole run, names the rank and leaves 
   pid_t victim = 0;
   while (std::chrono::steady_clock::now() < deadline) {
     std::error_code ec;
-    if (fs::exists(run_paths("killed").checkpoints() / "latest", ec) && read_curve("killed").loss.size() >= 5) {
+    if (fs::exists(run_paths("killed").checkpoints() / "latest", ec) &&
+        read_curve("killed").loss.size() >= 5) {
       victim = find_rank_process(tag, 1);
       if (victim) break;
     }
@@ -237,8 +280,10 @@ TEST_CASE("multi-rank runs resume exactly on their own layout", "[parallel][gloo
         const std::string name = entry.path().filename().string();
         if (!starts_with(name, stem)) continue;
         INFO(name);
-        auto ta = read_canonical_tensors(a, name.substr(0, name.size() - std::string(".safetensors").size()), {}, {});
-        auto tb = read_canonical_tensors(b, name.substr(0, name.size() - std::string(".safetensors").size()), {}, {});
+        auto ta = read_canonical_tensors(a, name.substr(0, name.size() - std::string(".safetensors").size()),
+                                         {}, {});
+        auto tb = read_canonical_tensors(b, name.substr(0, name.size() - std::string(".safetensors").size()),
+                                         {}, {});
         REQUIRE(ta.tensors.size() == tb.tensors.size());
         for (const auto& [key, t] : ta.tensors) CHECK(torch::equal(t, tb.tensors.at(key)));
       }

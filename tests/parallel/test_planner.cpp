@@ -142,7 +142,8 @@ TEST_CASE("more recompute: less activation memory, more time", "[unit][parallel]
     o.height = 720;
     o.width = 1280;
     o.recompute = r;
-    o.attention = AttentionKernel::math;  // selective recompute drops the stored scores (a fused kernel keeps none)
+    o.attention =
+        AttentionKernel::math;  // selective recompute drops the stored scores (a fused kernel keeps none)
     const auto memory = estimate_memory(preset, layout, o);
     const auto cost = estimate_step(preset, request, layout, 1, r, 1);
     INFO(to_string(r));
@@ -166,7 +167,8 @@ TEST_CASE("ZeRO-1, tensor, context parallel and micro-batch move memory the righ
     o.zero = 1;
     const auto sharded = estimate_memory(preset, {4, 2, 8}, o);
     CHECK(sharded.optimizer < replicated.optimizer);
-    // The state divided by dp (a ceil of an exact division), plus the buffer the updated weights are gathered into.
+    // The state divided by dp (a ceil of an exact division), plus the buffer the updated weights are gathered
+    // into.
     const int64_t gather_buffer = 2 * sharded.parameters;
     CHECK((sharded.optimizer - gather_buffer) * 8 >= replicated.optimizer);
     CHECK((sharded.optimizer - gather_buffer) * 8 - replicated.optimizer < 8);

@@ -19,7 +19,8 @@ int run_ranks(int nproc, std::vector<std::string> args) {
 
 }  // namespace
 
-TEST_CASE("collectives on every group of 2- and 4-rank layouts agree with the expected sums", "[parallel][gloo]") {
+TEST_CASE("collectives on every group of 2- and 4-rank layouts agree with the expected sums",
+          "[parallel][gloo]") {
   for (const char* layout : {"tp2.cp1.dp1", "tp1.cp2.dp1", "tp1.cp1.dp2"}) {
     INFO(layout);
     CHECK(run_ranks(2, {"collectives", layout}) == 0);
@@ -30,6 +31,7 @@ TEST_CASE("collectives on every group of 2- and 4-rank layouts agree with the ex
 TEST_CASE("a rank that never arrives is named in the timeout", "[parallel][gloo]") {
   LaunchOptions o;
   o.nproc = 1;
-  o.command = {"env", "WORLD_SIZE=2", (test::binary_dir() / "tests" / "parallel" / "rank_check").string(), "missing"};
+  o.command = {"env", "WORLD_SIZE=2", (test::binary_dir() / "tests" / "parallel" / "rank_check").string(),
+               "missing"};
   CHECK(launch(o, CancelToken()).exit_code == 0);
 }

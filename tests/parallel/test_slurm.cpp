@@ -6,10 +6,10 @@
 #include "core/process.h"
 #include "core/strings.h"
 #include "parallel/slurm.h"
+#include "service/cluster_profiles.h"
 #include "support/micro_home.h"
 #include "support/slurm_fixture.h"
 #include "support/test_support.h"
-#include "service/cluster_profiles.h"
 #include "train/checkpoint_store.h"
 #include "train/run_layout.h"
 
@@ -29,14 +29,41 @@ ProcessResult run_mugv(std::vector<std::string> args) {
 }
 
 std::vector<std::string> train_args(const std::string& run) {
-  return {"train", "--preset", "micro", "--dataset", "shapes", "--vae-run", "vae0", "--run", run, "--steps", "4",
-          "--batch", "2", "--save-every", "2", "--threads", "1", "--prefetch", "0", "--comm-timeout", "60",
-          "--slurm", "--nodes", "2", "--tasks-per-node", "1", "--time", "0:10:00", "--json"};
+  return {"train",
+          "--preset",
+          "micro",
+          "--dataset",
+          "shapes",
+          "--vae-run",
+          "vae0",
+          "--run",
+          run,
+          "--steps",
+          "4",
+          "--batch",
+          "2",
+          "--save-every",
+          "2",
+          "--threads",
+          "1",
+          "--prefetch",
+          "0",
+          "--comm-timeout",
+          "60",
+          "--slurm",
+          "--nodes",
+          "2",
+          "--tasks-per-node",
+          "1",
+          "--time",
+          "0:10:00",
+          "--json"};
 }
 
 }  // namespace
 
-TEST_CASE("mugv train --slurm trains on two Slurm nodes and its state and logs come back", "[slurm][parallel]") {
+TEST_CASE("mugv train --slurm trains on two Slurm nodes and its state and logs come back",
+          "[slurm][parallel]") {
   LoopbackCluster cluster;
   if (cluster.conf.empty()) {
     WARN("skipped: " << cluster.skip_reason);
@@ -104,7 +131,8 @@ TEST_CASE("a submission Slurm refuses shows Slurm's own message", "[slurm][paral
   CHECK(r.err.find("--partition") != std::string::npos);
 }
 
-TEST_CASE("a training job submitted to the server runs on two Slurm nodes through the Slurm executor", "[slurm][parallel]") {
+TEST_CASE("a training job submitted to the server runs on two Slurm nodes through the Slurm executor",
+          "[slurm][parallel]") {
   LoopbackCluster cluster;
   if (cluster.conf.empty()) {
     WARN("skipped: " << cluster.skip_reason);
@@ -112,21 +140,29 @@ TEST_CASE("a training job submitted to the server runs on two Slurm nodes throug
   }
   test::MicroHome home(6);
   fs::create_directories(cluster_profiles_dir(home.path()));
-  std::ofstream(cluster_profiles_dir(home.path()) / "loopback.toml") << "partition = \"debug\"\ntime = \"0:10:00\"\n";
+  std::ofstream(cluster_profiles_dir(home.path()) / "loopback.toml")
+      << "partition = \"debug\"\ntime = \"0:10:00\"\n";
   test::ServeProcess serve(home.path());
   Client client = serve.connect();
-  const nlohmann::json params = {
-      {"command", {"train"}},
-      {"values",
-       {{"train.preset", "micro"}, {"train.dataset", "shapes"}, {"train.vae_run", "vae0"}, {"train.run", "via-server"},
-        {"train.steps", 4}, {"train.batch", 2}, {"train.save_every", 2}, {"train.threads", 1}, {"train.prefetch", 0},
-        {"train.comm_timeout", 60.0}}},
-      {"executor", "slurm"},
-      {"cluster", "loopback"},
-      {"nodes", 2},
-      {"tasks_per_node", 1}};
+  const nlohmann::json params = {{"command", {"train"}},
+                                 {"values",
+                                  {{"train.preset", "micro"},
+                                   {"train.dataset", "shapes"},
+                                   {"train.vae_run", "vae0"},
+                                   {"train.run", "via-server"},
+                                   {"train.steps", 4},
+                                   {"train.batch", 2},
+                                   {"train.save_every", 2},
+                                   {"train.threads", 1},
+                                   {"train.prefetch", 0},
+                                   {"train.comm_timeout", 60.0}}},
+                                 {"executor", "slurm"},
+                                 {"cluster", "loopback"},
+                                 {"nodes", 2},
+                                 {"tasks_per_node", 1}};
   const int64_t id =
-      client.request(protocol::MessageType::submit_job, {{"kind", "train"}, {"params", params}})["job"]["id"].get<int64_t>();
+      client.request(protocol::MessageType::submit_job, {{"kind", "train"}, {"params", params}})["job"]["id"]
+          .get<int64_t>();
   std::string state;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -134,7 +170,8 @@ TEST_CASE("a training job submitted to the server runs on two Slurm nodes throug
     if (state == "succeeded" || state == "failed" || state == "cancelled") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }
-  INFO(client.request(protocol::MessageType::job_logs, {{"job", id}, {"tail_lines", 60}})["text"].get<std::string>());
+  INFO(client.request(protocol::MessageType::job_logs, {{"job", id}, {"tail_lines", 60}})["text"]
+           .get<std::string>());
   REQUIRE(state == "succeeded");
   // Both ranks trained (rank 0 wrote every rank's time split) and the metrics reached the server's catalog.
   std::ifstream metrics(run_paths("via-server").metrics());

@@ -365,8 +365,8 @@ TEST_CASE("mugv generate writes the video and says where; bad sizes exit 1 with 
   CHECK(bad->exit_code == 1);
   CHECK_THAT(bad->err, Catch::Contains("height 70 is not a multiple of 16"));
   CHECK_FALSE(fs::exists(dir / "w.mp4"));
-  auto unknown =
-      test::run_mugv_cli("generate --run nobody --prompt 'a red circle' --out " + (dir / "x.mp4").string(), dir.path());
+  auto unknown = test::run_mugv_cli(
+      "generate --run nobody --prompt 'a red circle' --out " + (dir / "x.mp4").string(), dir.path());
   CHECK(unknown->exit_code == 1);
   CHECK_THAT(unknown->err, Catch::Contains("nobody"));
 }
@@ -378,7 +378,8 @@ TEST_CASE("mugv eval generates each held-out prompt and reports the matches", "[
                                             {"a red circle moving left on a black background",
                                              "a blue square moving up on a white background"}}});
   write_json_atomic(dir / "dataset.json", {{"size", 32}, {"frames", 9}, {"fps", 8}});
-  auto r = test::run_mugv_cli("eval --run dit0 --dataset-dir " + dir.path().string() + " --steps 2 --json", dir.path());
+  auto r = test::run_mugv_cli("eval --run dit0 --dataset-dir " + dir.path().string() + " --steps 2 --json",
+                              dir.path());
   if (!r) return;
   INFO(r->err);
   REQUIRE(r->exit_code == 0);
@@ -422,8 +423,8 @@ TEST_CASE("mugv eval --reconstruct judges VAE round trips of the held-out clips"
   const size_t held_out = read_heldout_prompts(data / "heldout.json").size();
   REQUIRE(held_out > 0);
 
-  auto r =
-      test::run_mugv_cli("eval --reconstruct --vae-run vae0 --dataset-dir " + data.string() + " --json", dir.path());
+  auto r = test::run_mugv_cli("eval --reconstruct --vae-run vae0 --dataset-dir " + data.string() + " --json",
+                              dir.path());
   INFO(r->err);
   REQUIRE(r->exit_code == 0);
   auto j = nlohmann::json::parse(r->out);
@@ -431,8 +432,8 @@ TEST_CASE("mugv eval --reconstruct judges VAE round trips of the held-out clips"
   CHECK(j["run"] == "vae0");
   CHECK(j["total"]["clips"] == held_out);
   // The VAE run of a DiT run is found from the DiT run.
-  auto via_dit =
-      test::run_mugv_cli("eval --reconstruct --run dit0 --dataset-dir " + data.string() + " --json", dir.path());
+  auto via_dit = test::run_mugv_cli(
+      "eval --reconstruct --run dit0 --dataset-dir " + data.string() + " --json", dir.path());
   REQUIRE(via_dit->exit_code == 0);
   CHECK(nlohmann::json::parse(via_dit->out)["run"] == "vae0");
 
@@ -440,7 +441,8 @@ TEST_CASE("mugv eval --reconstruct judges VAE round trips of the held-out clips"
   CHECK(none->exit_code == 2);
   CHECK_THAT(none->err, Catch::Contains("--vae-run"));
   fs::remove(data / "heldout.jsonl");
-  auto missing = test::run_mugv_cli("eval --reconstruct --vae-run vae0 --dataset-dir " + data.string(), dir.path());
+  auto missing =
+      test::run_mugv_cli("eval --reconstruct --vae-run vae0 --dataset-dir " + data.string(), dir.path());
   CHECK(missing->exit_code == 1);
   CHECK_THAT(missing->err, Catch::Contains("heldout.jsonl"));
 }

@@ -24,7 +24,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<std::string_view> views(encoded.begin(), encoded.end());
     auto again = mugv::protocol::decode(views);
     auto* round = std::get_if<mugv::protocol::Message>(&again);
-    if (!round || round->type != message->type || round->header != message->header || round->blobs != message->blobs)
+    if (!round || round->type != message->type || round->header != message->header ||
+        round->blobs != message->blobs)
       std::abort();
   }
   return 0;

@@ -41,7 +41,6 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-
 ServerOptions options_for(const fs::path& home, std::vector<std::string> listen) {
   ServerOptions o;
   o.home = home;
@@ -146,7 +145,6 @@ RunResult run_mugv(const fs::path& home, const std::vector<std::string>& args) {
   fs::remove(err_file);
   return r;
 }
-
 
 }  // namespace
 
@@ -308,7 +306,8 @@ TEST_CASE("the real mugv serve refuses jobs whose files are outside its allowed 
   CHECK(wait_for_state(client, id, "succeeded") == "succeeded");
   CHECK(fs::exists(extra / "shapes" / "manifest.jsonl"));
 
-  // A released model named by --model is the server's own $MUGV_HOME/models/NAME; a folder outside is refused.
+  // A released model named by --model is the server's own $MUGV_HOME/models/NAME; a folder outside is
+  // refused.
   auto generate_with = [&](const std::string& model) {
     return nlohmann::json{{"kind", "generate"},
                           {"params",

@@ -12,9 +12,9 @@
 #include "core/strings.h"
 #include "service/client.h"
 #include "service/cluster_profiles.h"
-#include "support/slurm_fixture.h"
 #include "service/file_reports.h"
 #include "service/slurm_executor.h"
+#include "support/slurm_fixture.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
@@ -36,7 +36,6 @@ using test::ServeProcess;
 using test::TempDir;
 
 namespace {
-
 
 void write_profile(const fs::path& home, const std::string& name, const std::string& text) {
   fs::create_directories(cluster_profiles_dir(home));

@@ -47,7 +47,9 @@ QApplication& app() {
   return *instance;
 }
 
-QString mugv_binary() { return QString::fromStdString((test::binary_dir() / "bin" / "mugv").string()); }
+QString mugv_binary() {
+  return QString::fromStdString((test::binary_dir() / "bin" / "mugv").string());
+}
 
 // Runs `mugv ARGS` with MUGV_HOME=home; true when it exits 0.
 bool run_mugv(const QString& home, const QStringList& args) {
@@ -57,7 +59,8 @@ bool run_mugv(const QString& home, const QStringList& args) {
   p.setProcessEnvironment(env);
   p.start(mugv_binary(), args);
   if (!p.waitForFinished(120000)) return false;
-  if (p.exitCode() != 0) WARN("mugv " << args.join(' ').toStdString() << ": " << p.readAllStandardError().toStdString());
+  if (p.exitCode() != 0)
+    WARN("mugv " << args.join(' ').toStdString() << ": " << p.readAllStandardError().toStdString());
   return p.exitCode() == 0;
 }
 
@@ -67,17 +70,17 @@ bool has_torch_commands() {
   return p.waitForFinished(30000) && p.exitCode() == 0;
 }
 
-
 // A home with the starter dataset (8 clips, 32x32, 9 frames) and, with LibTorch, a VAE run and a DiT run.
 void prepare_home(const QString& home, bool with_models) {
-  REQUIRE(run_mugv(home, {"make-dataset", "shapes", "--out", home + "/shapes", "--count", "8", "--size", "32", "--frames", "9"}));
+  REQUIRE(run_mugv(home, {"make-dataset", "shapes", "--out", home + "/shapes", "--count", "8", "--size", "32",
+                          "--frames", "9"}));
   REQUIRE(run_mugv(home, {"dataset", "import", home + "/shapes", "--name", "shapes"}));
   if (!with_models) return;
-  REQUIRE(run_mugv(home, {"train-vae", "--preset", "tiny", "--dataset", "shapes", "--run", "vae0", "--steps", "2", "--batch", "2",
-                          "--size", "32x32", "--frames", "9", "--heldout-clips", "1"}));
+  REQUIRE(run_mugv(home, {"train-vae", "--preset", "tiny", "--dataset", "shapes", "--run", "vae0", "--steps",
+                          "2", "--batch", "2", "--size", "32x32", "--frames", "9", "--heldout-clips", "1"}));
   REQUIRE(run_mugv(home, {"encode", "--dataset", "shapes", "--vae-run", "vae0"}));
-  REQUIRE(run_mugv(home, {"train", "--preset", "tiny", "--dataset", "shapes", "--vae-run", "vae0", "--run", "dit0",
-                          "--steps", "2", "--batch", "2"}));
+  REQUIRE(run_mugv(home, {"train", "--preset", "tiny", "--dataset", "shapes", "--vae-run", "vae0", "--run",
+                          "dit0", "--steps", "2", "--batch", "2"}));
 }
 
 }  // namespace
@@ -106,7 +109,9 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   const int64_t clip = datasets->clips()->item(0, 0)->text().toLongLong();
   const QString before = datasets->clips()->item(0, 8)->text();
   datasets->edit_caption(clip, before, "a hand-written caption");
-  auto caption_of_first = [&] { return datasets->clips()->rowCount() ? datasets->clips()->item(0, 8)->text() : QString(); };
+  auto caption_of_first = [&] {
+    return datasets->clips()->rowCount() ? datasets->clips()->item(0, 8)->text() : QString();
+  };
   CHECK(QTest::qWaitFor([&] { return caption_of_first() == "a hand-written caption"; }, 10000));
   datasets->undo_stack()->undo();
   CHECK(QTest::qWaitFor([&] { return caption_of_first() == before; }, 10000));
@@ -159,7 +164,8 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   generate->refresh();
   REQUIRE(QTest::qWaitFor([&] { return generate->run()->findText("dit0") >= 0; }, 10000));
   if (golden) {
-    REQUIRE(QTest::qWaitFor([&] { return generate->run()->findText("tiny-release", Qt::MatchStartsWith) >= 0; }, 10000));
+    REQUIRE(QTest::qWaitFor(
+        [&] { return generate->run()->findText("tiny-release", Qt::MatchStartsWith) >= 0; }, 10000));
     const int index = generate->run()->findText("tiny-release", Qt::MatchStartsWith);
     const QString label = generate->run()->itemText(index);
     CHECK(label.contains("released"));
@@ -196,7 +202,8 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   CHECK(error.contains("not-writable"));
 }
 
-TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one becomes the job's options", "[studio]") {
+TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one becomes the job's options",
+          "[studio]") {
   app();
   BackendLink link;  // not connected: the dialog's dataset and VAE lists stay empty, planning needs no server
   NewRunDialog dialog(link);
@@ -223,8 +230,8 @@ TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one be
   CHECK(dialog.can_start());
   CHECK(dialog.problem_field() == nullptr);
 
-  // A GPU cluster: layouts with tensor / context parallel appear; choosing one fills --tp/--cp/--zero/--recompute
-  // and the job goes through `train --slurm` on the cluster's nodes.
+  // A GPU cluster: layouts with tensor / context parallel appear; choosing one fills
+  // --tp/--cp/--zero/--recompute and the job goes through `train --slurm` on the cluster's nodes.
   dialog.where()->setCurrentIndex(dialog.where()->findData(static_cast<int>(TrainWhere::cluster)));
   dialog.model()->setCurrentText("mugv-1b");
   dialog.size()->setText("256x256");
@@ -236,7 +243,8 @@ TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one be
   REQUIRE(dialog.layouts()->rowCount() >= 2);
   int chosen = -1;
   for (int r = 0; r < dialog.layouts()->rowCount() && chosen < 0; ++r)
-    if (dialog.layouts()->item(r, 0)->text().toInt() * dialog.layouts()->item(r, 1)->text().toInt() > 1) chosen = r;
+    if (dialog.layouts()->item(r, 0)->text().toInt() * dialog.layouts()->item(r, 1)->text().toInt() > 1)
+      chosen = r;
   REQUIRE(chosen >= 0);
   dialog.layouts()->selectRow(chosen);
   const TrainForm cluster = dialog.form();
@@ -376,7 +384,8 @@ TEST_CASE("a tcp:// server with CURVE: an authorised key connects and lists jobs
     QObject::connect(&heartbeat, &QTimer::timeout, [&] { ++ticks; });
     heartbeat.start(20);
     const QString theirs = client_public_key(stranger_home);
-    CHECK(QTest::qWaitFor([&] { return window.status_text().contains("mugv keys authorize " + theirs); }, 15000));
+    CHECK(QTest::qWaitFor([&] { return window.status_text().contains("mugv keys authorize " + theirs); },
+                          15000));
     CHECK_FALSE(window.link().is_connected());
     CHECK(ticks >= timer.elapsed() / 20 / 4);
     // A malformed key is refused before any connection.

@@ -3,7 +3,8 @@
 //   - wait_until(ready, timeout): polls a condition every 20 ms;
 //   - server_answers(endpoint): a client can say hello there (ipc or a tcp endpoint without CURVE);
 //   - ServeProcess: the real `mugv serve` as a child process in its own home (its own command line, key files
-//     and log), ready once its log says it serves on every --listen endpoint, stopped with SIGTERM and reaped.
+//     and log), ready once its log says it serves on every --listen endpoint, stopped with SIGTERM and
+//     reaped.
 // Header-only; needs the service library (Client).
 #include "core/error.h"
 #include "core/paths.h"
@@ -90,7 +91,8 @@ class ServeProcess {
           return true;
         },
         std::chrono::seconds(20));
-    if (exited || !ready) FAIL("mugv serve " << (exited ? "exited" : "did not start serving") << "; its log:\n" << log());
+    if (exited || !ready)
+      FAIL("mugv serve " << (exited ? "exited" : "did not start serving") << "; its log:\n" << log());
   }
   ~ServeProcess() { stop(); }
   ServeProcess(const ServeProcess&) = delete;

@@ -27,7 +27,9 @@ namespace mugv::test {
 
 using namespace std::chrono_literals;
 
-inline fs::path slurm_cluster_script() { return source_dir() / "tests" / "parallel" / "slurm_cluster.sh"; }
+inline fs::path slurm_cluster_script() {
+  return source_dir() / "tests" / "parallel" / "slurm_cluster.sh";
+}
 
 // Starts the cluster for the life of the object; `conf` is empty (with `skip_reason`) when it cannot run
 // here.
@@ -50,6 +52,5 @@ struct LoopbackCluster {
     ::unsetenv("SLURM_CONF");
   }
 };
-
 
 }  // namespace mugv::test

@@ -34,7 +34,8 @@ TempDir::~TempDir() {
 }
 
 std::optional<fs::path> real_data_dir() {
-  if (const char* env = std::getenv("MUGV_REAL_DATA"); env && *env && fs::is_directory(env)) return fs::path(env);
+  if (const char* env = std::getenv("MUGV_REAL_DATA"); env && *env && fs::is_directory(env))
+    return fs::path(env);
   fs::path dir = MUGV_REAL_DATA_DIR;
   if (fs::is_directory(dir)) return fs::weakly_canonical(dir);
   return std::nullopt;
@@ -43,7 +44,8 @@ std::optional<fs::path> real_data_dir() {
 std::optional<fs::path> real_data_file(const std::string& name) {
   auto dir = real_data_dir();
   if (!dir || !fs::exists(*dir / name)) {
-    WARN("skipped: real test video " << name << " not found (expected in ../shared/data/real or $MUGV_REAL_DATA)");
+    WARN("skipped: real test video " << name
+                                     << " not found (expected in ../shared/data/real or $MUGV_REAL_DATA)");
     return std::nullopt;
   }
   return *dir / name;
@@ -53,13 +55,16 @@ std::optional<fs::path> golden_data_file(const std::string& name) {
   fs::path dir = MUGV_GOLDEN_DATA_DIR;
   if (const char* env = std::getenv("MUGV_GOLDEN_DATA"); env && *env) dir = env;
   if (!fs::exists(dir / name)) {
-    WARN("skipped: golden file " << name << " not found (expected in ../shared/data/golden or $MUGV_GOLDEN_DATA)");
+    WARN("skipped: golden file " << name
+                                 << " not found (expected in ../shared/data/golden or $MUGV_GOLDEN_DATA)");
     return std::nullopt;
   }
   return fs::weakly_canonical(dir / name);
 }
 
-fs::path binary_dir() { return MUGV_BINARY_DIR; }
+fs::path binary_dir() {
+  return MUGV_BINARY_DIR;
+}
 
 std::string shell_quote_arg(const std::string& text) {
   std::string q = "'";
@@ -77,7 +82,9 @@ std::optional<CliResult> run_mugv_cli(const std::string& args, const fs::path& s
   static int calls = 0;
   const fs::path err = scratch / ("stderr-" + std::to_string(calls++) + ".txt");
   const std::string env = home ? "MUGV_HOME=" + shell_quote_arg(home->string()) + " " : std::string();
-  FILE* pipe = popen((env + shell_quote_arg(exe.string()) + " " + args + " 2>" + shell_quote_arg(err.string())).c_str(), "r");
+  FILE* pipe = popen(
+      (env + shell_quote_arg(exe.string()) + " " + args + " 2>" + shell_quote_arg(err.string())).c_str(),
+      "r");
   REQUIRE(pipe);
   CliResult r;
   char buf[4096];
@@ -90,7 +97,9 @@ std::optional<CliResult> run_mugv_cli(const std::string& args, const fs::path& s
   return r;
 }
 
-fs::path source_dir() { return fs::path(MUGV_SOURCE_DIR); }
+fs::path source_dir() {
+  return fs::path(MUGV_SOURCE_DIR);
+}
 
 void write_bytes(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
@@ -125,7 +134,11 @@ int free_tcp_port_pair() {
 nlohmann::json make_dataset_params(const fs::path& out, int count) {
   return {{"command", {"make-dataset"}},
           {"positional", {"shapes"}},
-          {"values", {{"dataset.out", out.string()}, {"dataset.count", count}, {"dataset.size", 32}, {"dataset.frames", 9}}}};
+          {"values",
+           {{"dataset.out", out.string()},
+            {"dataset.count", count},
+            {"dataset.size", 32},
+            {"dataset.frames", 9}}}};
 }
 
 }  // namespace mugv::test

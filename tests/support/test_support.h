@@ -73,8 +73,8 @@ mugv::Error expect_error(Fn&& fn) {
 // Fails the test when none is found.
 int free_tcp_port_pair();
 
-// The params of a server job that runs `mugv make-dataset shapes` into `out` (`count` clips of 32x32, 9 frames):
-// a quick job that needs no LibTorch, for tests of the job machinery.
+// The params of a server job that runs `mugv make-dataset shapes` into `out` (`count` clips of 32x32, 9
+// frames): a quick job that needs no LibTorch, for tests of the job machinery.
 nlohmann::json make_dataset_params(const fs::path& out, int count);
 
 // Writes `bytes` to a new file at `path`.

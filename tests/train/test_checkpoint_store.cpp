@@ -50,12 +50,17 @@ TEST_CASE("a damaged checkpoint is refused with its reason and the last good one
   save(store, 2, std::string(1000, 'b'));
 
   SECTION("flipped byte: SHA-256 mismatch") {
-    std::fstream f(dir / "checkpoints" / "step-2" / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f(dir / "checkpoints" / "step-2" / "model.safetensors",
+                   std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(500);
     f.put('X');
   }
-  SECTION("truncated file") { fs::resize_file(dir / "checkpoints" / "step-2" / "model.safetensors", 10); }
-  SECTION("missing file") { fs::remove(dir / "checkpoints" / "step-2" / "state.json"); }
+  SECTION("truncated file") {
+    fs::resize_file(dir / "checkpoints" / "step-2" / "model.safetensors", 10);
+  }
+  SECTION("missing file") {
+    fs::remove(dir / "checkpoints" / "step-2" / "state.json");
+  }
 
   std::vector<CheckpointProblem> problems;
   auto good = store.latest_good([&](const CheckpointProblem& p) { problems.push_back(p); });

@@ -10,23 +10,23 @@
 #include "core/json_io.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "dataset/importer.h"
+#include "dataset/starter.h"
 #include "media/image.h"
 #include "model/compute.h"
+#include "model/timestep_shift.h"
 #include "model/weights.h"
 #include "support/micro_home.h"
 #include "support/test_support.h"
-#include "model/timestep_shift.h"
 #include "train/data.h"
 #include "train/flow.h"
 #include "train/latent_encode.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 #include "train/vae_trainer.h"
-#include "dataset/importer.h"
-#include "dataset/starter.h"
 
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <cstdlib>
 #include <fstream>
@@ -78,7 +78,8 @@ std::string error_of(const std::function<void()>& fn, ErrorCode* code = nullptr)
 
 }  // namespace
 
-TEST_CASE("timestep shift follows r·t / (1 + (r-1)·t) with r from pixels and latent frames", "[unit][train]") {
+TEST_CASE("timestep shift follows r·t / (1 + (r-1)·t) with r from pixels and latent frames",
+          "[unit][train]") {
   CHECK(timestep_shift_ratio(1, 512, 512, 512) == Approx(1.0));
   CHECK(timestep_shift_ratio(14, 720, 1280, 512) ==
         Approx(std::sqrt(720.0 * 1280.0 / (512.0 * 512.0)) * std::sqrt(14.0)));
@@ -89,7 +90,8 @@ TEST_CASE("timestep shift follows r·t / (1 + (r-1)·t) with r from pixels and l
   for (double t : {0.1, 0.5, 0.9}) CHECK(unshift_timestep(shift_timestep(t, 3.0), 3.0) == Approx(t));
 }
 
-TEST_CASE("flow batches: logit-normal t, x_t interpolates, velocity target, seeded per step", "[unit][train]") {
+TEST_CASE("flow batches: logit-normal t, x_t interpolates, velocity target, seeded per step",
+          "[unit][train]") {
   FlowOptions o;
   o.shift_base_px = 1;  // r = 1: no shift, so logit(t) must be standard normal
   o.p_caption_dropout = 0.25;
@@ -132,7 +134,8 @@ TEST_CASE("masked flow loss ignores conditioning frames", "[unit][train]") {
   CHECK(masked_flow_loss(pred, target, cond).item<double>() == Approx(4.0 / 3));
 }
 
-TEST_CASE("the loader buckets by shape, shuffles by (seed, epoch), shards and resumes from its cursor", "[unit][train]") {
+TEST_CASE("the loader buckets by shape, shuffles by (seed, epoch), shards and resumes from its cursor",
+          "[unit][train]") {
   Home home(6);
   auto clips = list_cached_clips(latent_cache_dir("shapes", "vae0"));
   REQUIRE(clips.size() == 6);
@@ -208,14 +211,16 @@ TEST_CASE("EMA warms up: early steps follow the weights, later ones the configur
   CHECK(ema.decay_at(1) == Approx(2.0 / 11.0));
   CHECK(ema.decay_at(100) == Approx(101.0 / 110.0));
   CHECK(ema.decay_at(100000) == Approx(0.999));
-  // After 1000 steps at weight 1 the average is close to 1 (without warm-up it would be 1 - 0.999^1000 = 0.63).
+  // After 1000 steps at weight 1 the average is close to 1 (without warm-up it would be 1 - 0.999^1000 =
+  // 0.63).
   auto ones = torch::ones({4});
   for (int64_t step = 1; step <= 1000; ++step) ema.update({{"w", ones}}, step);
   CHECK(ema.tensors()[0].second.min().item<double>() > 0.99);
   CHECK(torch::equal(w, torch::zeros({4})));  // the average is a copy, the weights are untouched
 }
 
-TEST_CASE("a tiny run overfits: the loss falls, metrics and checkpoints follow the run layout", "[train][slow]") {
+TEST_CASE("a tiny run overfits: the loss falls, metrics and checkpoints follow the run layout",
+          "[train][slow]") {
   Home home(3);
   auto o = micro_options("overfit", 60);
   o.flow.p_first_frame = 0;
@@ -240,8 +245,8 @@ TEST_CASE("a tiny run overfits: the loss falls, metrics and checkpoints follow t
   int lines = 0;
   while (std::getline(metrics, line)) {
     auto j = nlohmann::json::parse(line);
-    for (auto key : {"step", "loss", "lr", "grad_norm", "tokens_per_s", "flops_per_s", "mfu", "peak_rss_bytes",
-                     "data_wait_ms"})
+    for (auto key : {"step", "loss", "lr", "grad_norm", "tokens_per_s", "flops_per_s", "mfu",
+                     "peak_rss_bytes", "data_wait_ms"})
       CHECK(j.contains(key));
     ++lines;
   }
@@ -274,14 +279,28 @@ TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for b
   o.save_every = 100;  // the cancel itself must save step 3
   o.precision = precision;
   ErrorCode code = ErrorCode::unknown;
-  error_of([&] { train_dit(o, {{"train", {{"steps", 6}, {"save_every", 100}, {"threads", 2}, {"seed", 7},
-                                          {"precision", precision},
-                                          {"batch", 2}, {"lr", 2e-3}, {"warmup", 2}, {"ema", 0.9}, {"keep", 10},
-                                          {"model", "micro"}, {"preset", "micro"}, {"dataset", "shapes"},
-                                          {"vae_run", "vae0"}}},
-                                {"flow", {{"shift_base", 32}, {"p_first_frame", 0.3}, {"caption_dropout", 0.2}}}},
-                           cancel, stop); },
-           &code);
+  error_of(
+      [&] {
+        train_dit(o,
+                  {{"train",
+                    {{"steps", 6},
+                     {"save_every", 100},
+                     {"threads", 2},
+                     {"seed", 7},
+                     {"precision", precision},
+                     {"batch", 2},
+                     {"lr", 2e-3},
+                     {"warmup", 2},
+                     {"ema", 0.9},
+                     {"keep", 10},
+                     {"model", "micro"},
+                     {"preset", "micro"},
+                     {"dataset", "shapes"},
+                     {"vae_run", "vae0"}}},
+                   {"flow", {{"shift_base", 32}, {"p_first_frame", 0.3}, {"caption_dropout", 0.2}}}},
+                  cancel, stop);
+      },
+      &code);
   REQUIRE(code == ErrorCode::cancelled);
   auto resumed = resume_dit("split", ResumeChanges{}, CancelToken());
   CHECK(resumed.start_step == 3);
@@ -333,11 +352,19 @@ TEST_CASE("a NaN loss stops the run naming the step and keeps the last good chec
   CHECK(good->step == 2);
 }
 
-TEST_CASE("resume refuses damaged and other-preset checkpoints with a reason and uses the last good one", "[train]") {
+TEST_CASE("resume refuses damaged and other-preset checkpoints with a reason and uses the last good one",
+          "[train]") {
   Home home(4);
   auto o = micro_options("damaged", 6);
-  train_dit(o, {{"train", {{"model", "micro"}, {"dataset", "shapes"}, {"vae_run", "vae0"}, {"threads", 2},
-                           {"save_every", 2}, {"batch", 2}, {"keep", 10}}}},
+  train_dit(o,
+            {{"train",
+              {{"model", "micro"},
+               {"dataset", "shapes"},
+               {"vae_run", "vae0"},
+               {"threads", 2},
+               {"save_every", 2},
+               {"batch", 2},
+               {"keep", 10}}}},
             CancelToken());
   CheckpointStore store(run_paths("damaged").checkpoints());
   fs::resize_file(store.dir() / "step-6" / "model.safetensors", 100);
@@ -353,7 +380,8 @@ TEST_CASE("resume refuses damaged and other-preset checkpoints with a reason and
   CHECK(result.refused[1].reason.find("preset 'tiny'") != std::string::npos);
 }
 
-TEST_CASE("training refuses an empty cache, an all-rejected dataset and a run that does not fit in memory", "[train]") {
+TEST_CASE("training refuses an empty cache, an all-rejected dataset and a run that does not fit in memory",
+          "[train]") {
   Home home(2);
   ErrorCode code = ErrorCode::unknown;
   auto o = micro_options("empty", 2);
@@ -396,7 +424,8 @@ TEST_CASE("training refuses an empty cache, an all-rejected dataset and a run th
   CHECK(message.find("1 rejected") != std::string::npos);
 }
 
-TEST_CASE("train-vae then encode: latent stats, preview map, held-out PSNR and a cache the DiT reads", "[train][media]") {
+TEST_CASE("train-vae then encode: latent stats, preview map, held-out PSNR and a cache the DiT reads",
+          "[train][media]") {
   Home home(0);
   ShapesDatasetOptions shapes;
   shapes.out_dir = home.path() / "shapes-src";

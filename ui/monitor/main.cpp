@@ -6,9 +6,9 @@
 #include "core/error.h"
 #include "core/paths.h"
 #include "media/image.h"
-#include "service/curve_keys.h"
 #include "network.h"
 #include "render.h"
+#include "service/curve_keys.h"
 
 #include <GLFW/glfw3.h>
 #include <imgui.h>
@@ -37,7 +37,8 @@ const char* kUsage =
     "Usage: mugv-monitor --server ENDPOINT [options]\n\n"
     "A live view of a MUG-V server: jobs, progress, metric plots, logs and preview frames.\n\n"
     "  --server ENDPOINT     the server to attach to: ipc://PATH or tcp://HOST:PORT (required)\n"
-    "  --server-key KEY      a tcp:// server's CURVE public key, or its .pub file (default $MUGV_SERVER_KEY);\n"
+    "  --server-key KEY      a tcp:// server's CURVE public key, or its .pub file (default "
+    "$MUGV_SERVER_KEY);\n"
     "                        the server prints it when it starts, `mugv keys list` shows it\n"
     "  --client-key FILE     this client's secret key file (default $MUGV_HOME/keys/client.key, made on\n"
     "                        first use); the server's owner authorises its public key\n"
@@ -121,9 +122,10 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     if (const char* env = std::getenv("MUGV_SERVER_KEY"); env && *env) o.server_key = env;
   }
   if (tcp && !o.server_key) {
-    std::cerr << "mugv-monitor: --server " << o.server
-              << ": tcp:// servers require CURVE: pass --server-key KEY (the server prints its public key when it "
-                 "starts; `mugv keys list` on the server shows it)\n";
+    std::cerr
+        << "mugv-monitor: --server " << o.server
+        << ": tcp:// servers require CURVE: pass --server-key KEY (the server prints its public key when it "
+           "starts; `mugv keys list` on the server shows it)\n";
     return 2;
   }
   if (o.screenshot && !o.exit_after_ms) o.exit_after_ms = 3000;  // a screenshot needs an end
@@ -179,8 +181,10 @@ std::optional<mugv::CurveClientKeys> curve_keys(const Options& o) {
   const fs::path dir = mugv::keys_dir(mugv::mugv_home());
   keys.client = mugv::load_or_create_keypair(dir, mugv::KeyRole::client, &created);
   if (created)
-    std::cerr << "mugv-monitor: made a client key pair in " << mugv::secret_key_path(dir, mugv::KeyRole::client).string()
-              << "; the server's owner authorises it with: mugv keys authorize " << keys.client.public_key << "\n";
+    std::cerr << "mugv-monitor: made a client key pair in "
+              << mugv::secret_key_path(dir, mugv::KeyRole::client).string()
+              << "; the server's owner authorises it with: mugv keys authorize " << keys.client.public_key
+              << "\n";
   return keys;
 }
 

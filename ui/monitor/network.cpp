@@ -9,7 +9,8 @@ using protocol::MessageType;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-Network::Network(std::string endpoint, std::chrono::milliseconds timeout, std::optional<CurveClientKeys> curve)
+Network::Network(std::string endpoint, std::chrono::milliseconds timeout,
+                 std::optional<CurveClientKeys> curve)
     : endpoint_(std::move(endpoint)), timeout_(timeout), curve_(std::move(curve)) {
   state_.set_endpoint(endpoint_);
 }

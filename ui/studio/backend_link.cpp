@@ -43,7 +43,8 @@ class NetworkWorker : public QObject {
     }
     try {
       std::vector<std::string> blobs;
-      auto payload = client_->request(static_cast<protocol::MessageType>(type), nlohmann::json::parse(header.toStdString()), &blobs);
+      auto payload = client_->request(static_cast<protocol::MessageType>(type),
+                                      nlohmann::json::parse(header.toStdString()), &blobs);
       QList<QByteArray> frames;
       for (const auto& b : blobs) frames.push_back(QByteArray(b.data(), static_cast<qsizetype>(b.size())));
       emit replied(tag, QByteArray::fromStdString(payload.dump()), frames);
@@ -67,7 +68,9 @@ class NetworkWorker : public QObject {
     try {
       client_ = std::make_unique<Client>(endpoint_, std::chrono::milliseconds(3000), curve_);
       const auto& events = client_->events_endpoints();
-      if (!events.empty()) subscriber_ = std::make_unique<EventSubscriber>(events.front(), std::vector<std::string>{"job/"}, curve_);
+      if (!events.empty())
+        subscriber_ =
+            std::make_unique<EventSubscriber>(events.front(), std::vector<std::string>{"job/"}, curve_);
       reconnect_->stop();
       nlohmann::json info = {{"endpoint", endpoint_}};
       emit connected(QByteArray::fromStdString(info.dump()));
@@ -99,7 +102,8 @@ class NetworkWorker : public QObject {
       if (!m) return;
       QList<QByteArray> blobs;
       for (const auto& b : m->blobs) blobs.push_back(QByteArray(b.data(), static_cast<qsizetype>(b.size())));
-      emit event(QString::fromStdString(m->header.value("topic", "")), QByteArray::fromStdString(m->header.dump()), blobs);
+      emit event(QString::fromStdString(m->header.value("topic", "")),
+                 QByteArray::fromStdString(m->header.dump()), blobs);
     }
   }
 
@@ -146,20 +150,27 @@ void BackendLink::open(const QString& endpoint, std::optional<CurveClientKeys> c
   endpoint_ = endpoint;
   connected_ = false;
   NetworkWorker* worker = worker_;
-  QMetaObject::invokeMethod(worker_, [worker, endpoint, curve] { worker->open(endpoint, curve); }, Qt::QueuedConnection);
+  QMetaObject::invokeMethod(
+      worker_, [worker, endpoint, curve] { worker->open(endpoint, curve); }, Qt::QueuedConnection);
 }
 
-void BackendLink::call(protocol::MessageType type, const nlohmann::json& header, Reply on_reply, Failure on_failure) {
+void BackendLink::call(protocol::MessageType type, const nlohmann::json& header, Reply on_reply,
+                       Failure on_failure) {
   FramesReply reply;
-  if (on_reply) reply = [on_reply = std::move(on_reply)](const nlohmann::json& payload, const QList<QByteArray>&) { on_reply(payload); };
+  if (on_reply)
+    reply = [on_reply = std::move(on_reply)](const nlohmann::json& payload, const QList<QByteArray>&) {
+      on_reply(payload);
+    };
   call_frames(type, header, std::move(reply), std::move(on_failure));
 }
 
-void BackendLink::call_frames(protocol::MessageType type, const nlohmann::json& header, FramesReply on_reply, Failure on_failure) {
+void BackendLink::call_frames(protocol::MessageType type, const nlohmann::json& header, FramesReply on_reply,
+                              Failure on_failure) {
   const quint64 tag = next_tag_++;
   pending_[tag] = {std::move(on_reply), std::move(on_failure)};
-  QMetaObject::invokeMethod(worker_, "request", Qt::QueuedConnection, Q_ARG(quint64, tag), Q_ARG(int, static_cast<int>(type)),
-                            Q_ARG(QByteArray, QByteArray::fromStdString(header.is_null() ? "{}" : header.dump())));
+  QMetaObject::invokeMethod(
+      worker_, "request", Qt::QueuedConnection, Q_ARG(quint64, tag), Q_ARG(int, static_cast<int>(type)),
+      Q_ARG(QByteArray, QByteArray::fromStdString(header.is_null() ? "{}" : header.dump())));
 }
 
 void BackendLink::on_reply(quint64 tag, const QByteArray& payload, const QList<QByteArray>& frames) {

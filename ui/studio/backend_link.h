@@ -45,9 +45,11 @@ class BackendLink : public QObject {
   const nlohmann::json& server_info() const { return server_info_; }
 
   // Sends a request; exactly one of `on_reply` / `on_failure` runs later on the UI thread.
-  void call(protocol::MessageType type, const nlohmann::json& header, Reply on_reply, Failure on_failure = {});
+  void call(protocol::MessageType type, const nlohmann::json& header, Reply on_reply,
+            Failure on_failure = {});
   // The same for a reply that carries binary frames (clip_frames).
-  void call_frames(protocol::MessageType type, const nlohmann::json& header, FramesReply on_reply, Failure on_failure = {});
+  void call_frames(protocol::MessageType type, const nlohmann::json& header, FramesReply on_reply,
+                   Failure on_failure = {});
   // The last reason the link is not connected (empty while connected).
   QString last_error() const { return last_error_; }
 

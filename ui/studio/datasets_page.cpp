@@ -23,8 +23,9 @@ using protocol::MessageType;
 
 void submit_job(BackendLink& link, const nlohmann::json& header, std::function<void(int64_t)> done,
                 std::function<void(const QString&)> failed) {
-  link.call(MessageType::submit_job, header,
-            [done](const nlohmann::json& reply) { done(reply["job"]["id"].get<int64_t>()); }, failed);
+  link.call(
+      MessageType::submit_job, header,
+      [done](const nlohmann::json& reply) { done(reply["job"]["id"].get<int64_t>()); }, failed);
 }
 
 namespace {
@@ -47,9 +48,10 @@ class CaptionEdit : public QUndoCommand {
  private:
   void send(const QString& text) {
     DatasetsPage* page = &page_;
-    link_.call(MessageType::edit_caption, {{"clip", clip_}, {"text", text.toStdString()}},
-               [page](const nlohmann::json&) { page->refresh(); },
-               [page](const QString& m) { emit page->message("caption not saved: " + m); });
+    link_.call(
+        MessageType::edit_caption, {{"clip", clip_}, {"text", text.toStdString()}},
+        [page](const nlohmann::json&) { page->refresh(); },
+        [page](const QString& m) { emit page->message("caption not saved: " + m); });
   }
   DatasetsPage& page_;
   BackendLink& link_;
@@ -64,7 +66,8 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   datasets_ = new QListWidget(this);
   datasets_->setToolTip("Datasets in the catalog");
   auto* starter = new QPushButton("Create starter dataset", this);
-  starter->setToolTip("Generate the shapes starter set (colored shapes moving on plain backgrounds) and import it");
+  starter->setToolTip(
+      "Generate the shapes starter set (colored shapes moving on plain backgrounds) and import it");
   auto* import = new QPushButton("Import folder…", this);
   import->setToolTip("Import a folder of clips or a JSONL/CSV manifest as a dataset");
   auto* curate = new QPushButton("Curate folder…", this);
@@ -76,7 +79,8 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   redecide->setToolTip("Apply the preset's thresholds to the stored scores again (no decoding)");
 
   clips_ = new QTableWidget(0, 9, this);
-  clips_->setHorizontalHeaderLabels({"clip", "start s", "end s", "decision", "reason", "sharpness", "motion", "aesthetic", "caption"});
+  clips_->setHorizontalHeaderLabels(
+      {"clip", "start s", "end s", "decision", "reason", "sharpness", "motion", "aesthetic", "caption"});
   clips_->horizontalHeader()->setStretchLastSection(true);
   clips_->setSelectionBehavior(QAbstractItemView::SelectRows);
   clips_->setToolTip("Double-click a caption to edit it (Ctrl+Z undoes)");
@@ -127,26 +131,35 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   connect(import, &QPushButton::clicked, this, [this] {
     const QString dir = QFileDialog::getExistingDirectory(this, "Import a folder of clips");
     if (dir.isEmpty()) return;
-    const QString name = QInputDialog::getText(this, "Dataset name", "Name of the new dataset:", QLineEdit::Normal, QDir(dir).dirName());
+    const QString name = QInputDialog::getText(
+        this, "Dataset name", "Name of the new dataset:", QLineEdit::Normal, QDir(dir).dirName());
     if (name.isEmpty()) return;
-    submit_job(link_, import_job(dir.toStdString(), name.toStdString()).header(),
-               [this](int64_t id) { emit message(QString("import queued as job %1").arg(id)); },
-               [this](const QString& m) { emit message("import refused: " + m); });
+    submit_job(
+        link_, import_job(dir.toStdString(), name.toStdString()).header(),
+        [this](int64_t id) { emit message(QString("import queued as job %1").arg(id)); },
+        [this](const QString& m) { emit message("import refused: " + m); });
   });
   connect(curate, &QPushButton::clicked, this, [this] {
     const QString dir = QFileDialog::getExistingDirectory(this, "Curate a folder of raw videos");
     if (dir.isEmpty()) return;
-    const QString name = QInputDialog::getText(this, "Dataset name", "Curated dataset name:", QLineEdit::Normal, QDir(dir).dirName() + "-curated");
+    const QString name = QInputDialog::getText(
+        this, "Dataset name", "Curated dataset name:", QLineEdit::Normal, QDir(dir).dirName() + "-curated");
     if (name.isEmpty()) return;
-    submit_job(link_, curate_job(dir.toStdString(), name.toStdString(), preset_->currentText().toStdString()).header(),
-               [this](int64_t id) { emit message(QString("curation queued as job %1").arg(id)); },
-               [this](const QString& m) { emit message("curation refused: " + m); });
+    submit_job(
+        link_,
+        curate_job(dir.toStdString(), name.toStdString(), preset_->currentText().toStdString()).header(),
+        [this](int64_t id) { emit message(QString("curation queued as job %1").arg(id)); },
+        [this](const QString& m) { emit message("curation refused: " + m); });
   });
   connect(redecide, &QPushButton::clicked, this, [this] {
     if (!datasets_->currentItem()) return;
-    submit_job(link_, redecide_job(datasets_->currentItem()->data(Qt::UserRole).toString().toStdString(), preset_->currentText().toStdString()).header(),
-               [this](int64_t id) { emit message(QString("re-decision queued as job %1").arg(id)); },
-               [this](const QString& m) { emit message("re-decision refused: " + m); });
+    submit_job(
+        link_,
+        redecide_job(datasets_->currentItem()->data(Qt::UserRole).toString().toStdString(),
+                     preset_->currentText().toStdString())
+            .header(),
+        [this](int64_t id) { emit message(QString("re-decision queued as job %1").arg(id)); },
+        [this](const QString& m) { emit message("re-decision refused: " + m); });
   });
   connect(datasets_, &QListWidget::currentItemChanged, this, [this] { load_clips(); });
   connect(decision_filter_, &QComboBox::currentIndexChanged, this, [this] { load_clips(); });
@@ -161,7 +174,8 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
     const int64_t clip = clips_->item(row, 0)->text().toLongLong();
     const QString before = clips_->item(row, 8)->text();
     bool ok = false;
-    const QString after = QInputDialog::getMultiLineText(this, "Caption", QString("Caption of clip %1:").arg(clip), before, &ok);
+    const QString after = QInputDialog::getMultiLineText(
+        this, "Caption", QString("Caption of clip %1:").arg(clip), before, &ok);
     if (ok && after != before) edit_caption(clip, before, after);
   });
   connect(&link_, &BackendLink::connected, this, [this] {
@@ -170,30 +184,39 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
     refresh();
   });
   connect(&link_, &BackendLink::event, this,
-          [this](const QString& topic, const nlohmann::json& header, const QList<QByteArray>&) { on_event(topic, header); });
+          [this](const QString& topic, const nlohmann::json& header, const QList<QByteArray>&) {
+            on_event(topic, header);
+          });
 }
 
 void DatasetsPage::refresh() {
-  link_.call(MessageType::list_datasets, {}, [this](const nlohmann::json& reply) {
-    const QString current = datasets_->currentItem() ? datasets_->currentItem()->data(Qt::UserRole).toString() : QString();
-    datasets_->clear();
-    for (const auto& d : reply["datasets"]) {
-      const QString name = QString::fromStdString(d["name"].get<std::string>());
-      auto* item = new QListWidgetItem(QString("%1  (%2 clips)").arg(name).arg(d["clips"].get<int64_t>()), datasets_);
-      item->setData(Qt::UserRole, name);
-      if (name == current || (current.isEmpty() && datasets_->count() == 1)) datasets_->setCurrentItem(item);
-    }
-  }, [this](const QString& m) { emit message(m); });
+  link_.call(
+      MessageType::list_datasets, {},
+      [this](const nlohmann::json& reply) {
+        const QString current =
+            datasets_->currentItem() ? datasets_->currentItem()->data(Qt::UserRole).toString() : QString();
+        datasets_->clear();
+        for (const auto& d : reply["datasets"]) {
+          const QString name = QString::fromStdString(d["name"].get<std::string>());
+          auto* item = new QListWidgetItem(QString("%1  (%2 clips)").arg(name).arg(d["clips"].get<int64_t>()),
+                                           datasets_);
+          item->setData(Qt::UserRole, name);
+          if (name == current || (current.isEmpty() && datasets_->count() == 1))
+            datasets_->setCurrentItem(item);
+        }
+      },
+      [this](const QString& m) { emit message(m); });
 }
 
 void DatasetsPage::create_starter_dataset(int clips) {
   const QString out = QDir(home_).filePath("datasets/shapes-src");
-  submit_job(link_, make_starter_job(out.toStdString(), clips).header(),
-             [this](int64_t id) {
-               follow_up_[id] = "shapes";
-               emit message(QString("making the starter dataset (job %1)").arg(id));
-             },
-             [this](const QString& m) { emit message("starter dataset refused: " + m); });
+  submit_job(
+      link_, make_starter_job(out.toStdString(), clips).header(),
+      [this](int64_t id) {
+        follow_up_[id] = "shapes";
+        emit message(QString("making the starter dataset (job %1)").arg(id));
+      },
+      [this](const QString& m) { emit message("starter dataset refused: " + m); });
 }
 
 void DatasetsPage::edit_caption(int64_t clip_id, const QString& old_text, const QString& new_text) {
@@ -202,42 +225,52 @@ void DatasetsPage::edit_caption(int64_t clip_id, const QString& old_text, const 
 
 void DatasetsPage::load_clips() {
   if (!datasets_->currentItem()) return;
-  nlohmann::json h = {{"dataset", datasets_->currentItem()->data(Qt::UserRole).toString().toStdString()}, {"limit", 500}};
+  nlohmann::json h = {{"dataset", datasets_->currentItem()->data(Qt::UserRole).toString().toStdString()},
+                      {"limit", 500}};
   if (decision_filter_->currentText() != "all") h["decision"] = decision_filter_->currentText().toStdString();
-  if (!reason_filter_->text().trimmed().isEmpty()) h["reason"] = reason_filter_->text().trimmed().toStdString();
-  link_.call(MessageType::list_clips, h, [this](const nlohmann::json& reply) {
-    clips_->setRowCount(0);
-    grid_->clear();
-    QPixmap blank(grid_->iconSize());
-    blank.fill(QColor(40, 40, 40));
-    const QIcon placeholder(blank);
-    thumbnail_queue_.clear();
-    thumbnail_wanted_.clear();
-    for (const auto& c : reply["clips"]) {
-      const int row = clips_->rowCount();
-      clips_->insertRow(row);
-      const auto& s = c["scores"];
-      clips_->setItem(row, 0, read_only_cell(QString::number(c["id"].get<int64_t>())));
-      clips_->setItem(row, 1, read_only_cell(QString::number(c["start_s"].get<double>(), 'f', 2)));
-      clips_->setItem(row, 2, read_only_cell(QString::number(c["end_s"].get<double>(), 'f', 2)));
-      clips_->setItem(row, 3, read_only_cell(QString::fromStdString(c["decision"].get<std::string>())));
-      clips_->setItem(row, 4, read_only_cell(QString::fromStdString(c["reason"].get<std::string>())));
-      clips_->setItem(row, 5, read_only_cell(number(s["sharpness"], 0)));
-      clips_->setItem(row, 6, read_only_cell(number(s["motion"], 2)));
-      clips_->setItem(row, 7, read_only_cell(number(s["aesthetic"], 2)));
-      auto* caption = read_only_cell(QString::fromStdString(c["caption"].get<std::string>()));
-      caption->setToolTip(QString("origin: %1").arg(QString::fromStdString(c["caption_origin"].get<std::string>())));
-      clips_->setItem(row, 8, caption);
-      const int64_t id = c["id"].get<int64_t>();
-      auto* cell = new QListWidgetItem(QString("%1 · %2").arg(id).arg(QString::fromStdString(c["decision"].get<std::string>())), grid_);
-      cell->setData(Qt::UserRole, QVariant::fromValue<qlonglong>(id));
-      cell->setToolTip(caption->text());
-      cell->setIcon(placeholder);  // the cell has its final size before the picture arrives
-      if (thumbnails_.contains(id)) show_thumbnail(id);
-      else request_thumbnail(id);
-    }
-    pump_thumbnails();
-  }, [this](const QString& m) { emit message(m); });
+  if (!reason_filter_->text().trimmed().isEmpty())
+    h["reason"] = reason_filter_->text().trimmed().toStdString();
+  link_.call(
+      MessageType::list_clips, h,
+      [this](const nlohmann::json& reply) {
+        clips_->setRowCount(0);
+        grid_->clear();
+        QPixmap blank(grid_->iconSize());
+        blank.fill(QColor(40, 40, 40));
+        const QIcon placeholder(blank);
+        thumbnail_queue_.clear();
+        thumbnail_wanted_.clear();
+        for (const auto& c : reply["clips"]) {
+          const int row = clips_->rowCount();
+          clips_->insertRow(row);
+          const auto& s = c["scores"];
+          clips_->setItem(row, 0, read_only_cell(QString::number(c["id"].get<int64_t>())));
+          clips_->setItem(row, 1, read_only_cell(QString::number(c["start_s"].get<double>(), 'f', 2)));
+          clips_->setItem(row, 2, read_only_cell(QString::number(c["end_s"].get<double>(), 'f', 2)));
+          clips_->setItem(row, 3, read_only_cell(QString::fromStdString(c["decision"].get<std::string>())));
+          clips_->setItem(row, 4, read_only_cell(QString::fromStdString(c["reason"].get<std::string>())));
+          clips_->setItem(row, 5, read_only_cell(number(s["sharpness"], 0)));
+          clips_->setItem(row, 6, read_only_cell(number(s["motion"], 2)));
+          clips_->setItem(row, 7, read_only_cell(number(s["aesthetic"], 2)));
+          auto* caption = read_only_cell(QString::fromStdString(c["caption"].get<std::string>()));
+          caption->setToolTip(
+              QString("origin: %1").arg(QString::fromStdString(c["caption_origin"].get<std::string>())));
+          clips_->setItem(row, 8, caption);
+          const int64_t id = c["id"].get<int64_t>();
+          auto* cell = new QListWidgetItem(
+              QString("%1 · %2").arg(id).arg(QString::fromStdString(c["decision"].get<std::string>())),
+              grid_);
+          cell->setData(Qt::UserRole, QVariant::fromValue<qlonglong>(id));
+          cell->setToolTip(caption->text());
+          cell->setIcon(placeholder);  // the cell has its final size before the picture arrives
+          if (thumbnails_.contains(id))
+            show_thumbnail(id);
+          else
+            request_thumbnail(id);
+        }
+        pump_thumbnails();
+      },
+      [this](const QString& m) { emit message(m); });
 }
 
 void DatasetsPage::request_thumbnail(int64_t clip_id) {
@@ -256,16 +289,17 @@ void DatasetsPage::pump_thumbnails() {
       thumbnail_wanted_.erase(id);
       pump_thumbnails();
     };
-    link_.call_frames(MessageType::clip_frames, {{"clip", id}, {"count", 1}, {"max_side", 128}},
-                      [this, id, done](const nlohmann::json& reply, const QList<QByteArray>& frames) {
-                        const auto images = frames_from_rgb24(frames, reply.value("width", 0), reply.value("height", 0));
-                        if (!images.isEmpty()) {
-                          thumbnails_.insert(id, new QImage(images.front()));
-                          show_thumbnail(id);
-                        }
-                        done();
-                      },
-                      [done](const QString&) { done(); });  // the cell keeps its text
+    link_.call_frames(
+        MessageType::clip_frames, {{"clip", id}, {"count", 1}, {"max_side", 128}},
+        [this, id, done](const nlohmann::json& reply, const QList<QByteArray>& frames) {
+          const auto images = frames_from_rgb24(frames, reply.value("width", 0), reply.value("height", 0));
+          if (!images.isEmpty()) {
+            thumbnails_.insert(id, new QImage(images.front()));
+            show_thumbnail(id);
+          }
+          done();
+        },
+        [done](const QString&) { done(); });  // the cell keeps its text
   }
 }
 
@@ -276,8 +310,9 @@ void DatasetsPage::show_thumbnail(int64_t clip_id) {
     QListWidgetItem* item = grid_->item(i);
     if (item->data(Qt::UserRole).toLongLong() != clip_id) continue;
     // Tiny clips (the starter set is 32 px) are enlarged without smoothing so their shapes stay crisp.
-    item->setIcon(QIcon(QPixmap::fromImage(image->scaled(grid_->iconSize(), Qt::KeepAspectRatio,
-                                                          image->width() < 64 ? Qt::FastTransformation : Qt::SmoothTransformation))));
+    item->setIcon(QIcon(QPixmap::fromImage(
+        image->scaled(grid_->iconSize(), Qt::KeepAspectRatio,
+                      image->width() < 64 ? Qt::FastTransformation : Qt::SmoothTransformation))));
   }
 }
 
@@ -292,14 +327,17 @@ void DatasetsPage::open_clip(int64_t clip_id) {
   player_window_->setWindowTitle(QString("Clip %1").arg(clip_id));
   player_->set_frames({}, 8.0, false);
   player_window_->show();  // not modal: the studio stays usable while it plays
-  link_.call_frames(MessageType::clip_frames, {{"clip", clip_id}, {"count", 64}, {"max_side", 512}},
-                    [this, clip_id](const nlohmann::json& reply, const QList<QByteArray>& frames) {
-                      if (player_window_->windowTitle() != QString("Clip %1").arg(clip_id)) return;  // another clip since
-                      player_->set_frames(frames_from_rgb24(frames, reply.value("width", 0), reply.value("height", 0)),
-                                          reply.value("fps", 8.0), false);
-                      player_->setFocus();
-                    },
-                    [this, clip_id](const QString& m) { emit message(QString("clip %1 cannot be played: %2").arg(clip_id).arg(m)); });
+  link_.call_frames(
+      MessageType::clip_frames, {{"clip", clip_id}, {"count", 64}, {"max_side", 512}},
+      [this, clip_id](const nlohmann::json& reply, const QList<QByteArray>& frames) {
+        if (player_window_->windowTitle() != QString("Clip %1").arg(clip_id)) return;  // another clip since
+        player_->set_frames(frames_from_rgb24(frames, reply.value("width", 0), reply.value("height", 0)),
+                            reply.value("fps", 8.0), false);
+        player_->setFocus();
+      },
+      [this, clip_id](const QString& m) {
+        emit message(QString("clip %1 cannot be played: %2").arg(clip_id).arg(m));
+      });
 }
 
 void DatasetsPage::on_event(const QString&, const nlohmann::json& header) {
@@ -312,9 +350,12 @@ void DatasetsPage::on_event(const QString&, const nlohmann::json& header) {
   if (follow != follow_up_.end() && state == "succeeded") {
     const QString dataset = follow->second;
     const QString source = QDir(home_).filePath("datasets/shapes-src");
-    submit_job(link_, import_job(source.toStdString(), dataset.toStdString()).header(),
-               [this](int64_t job_id) { emit message(QString("importing the starter dataset (job %1)").arg(job_id)); },
-               [this](const QString& m) { emit message("import refused: " + m); });
+    submit_job(
+        link_, import_job(source.toStdString(), dataset.toStdString()).header(),
+        [this](int64_t job_id) {
+          emit message(QString("importing the starter dataset (job %1)").arg(job_id));
+        },
+        [this](const QString& m) { emit message("import refused: " + m); });
   }
   if (follow != follow_up_.end()) follow_up_.erase(follow);
   const std::string kind = job.value("kind", "");

@@ -12,11 +12,15 @@ namespace mugv::studio {
 EmbeddedServer::EmbeddedServer(QString mugv_binary, QString home, QObject* parent)
     : QObject(parent), mugv_(std::move(mugv_binary)), home_(std::move(home)) {
   connect(&process_, &QProcess::finished, this, [this](int code, QProcess::ExitStatus) {
-    if (!stopping_) emit exited(QString("the embedded server stopped (exit code %1); see %2/server.log").arg(code).arg(home_));
+    if (!stopping_)
+      emit exited(
+          QString("the embedded server stopped (exit code %1); see %2/server.log").arg(code).arg(home_));
   });
 }
 
-EmbeddedServer::~EmbeddedServer() { stop(); }
+EmbeddedServer::~EmbeddedServer() {
+  stop();
+}
 
 QString EmbeddedServer::find_mugv_binary(const QString& studio_dir) {
   const QByteArray env = qgetenv("MUGV_BIN");
@@ -26,7 +30,8 @@ QString EmbeddedServer::find_mugv_binary(const QString& studio_dir) {
 
 QString EmbeddedServer::start() {
   if (!QFileInfo(mugv_).isExecutable()) {
-    error_ = QString("%1: the mugv binary is missing; the studio needs it to run its embedded server").arg(mugv_);
+    error_ =
+        QString("%1: the mugv binary is missing; the studio needs it to run its embedded server").arg(mugv_);
     return {};
   }
   QDir().mkpath(home_);

@@ -23,8 +23,9 @@ using protocol::MessageType;
 GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
     : QWidget(parent), link_(link), home_(std::move(home)) {
   run_ = new QComboBox(this);
-  run_->setToolTip("A trained DiT run, or a released model installed on the server ($MUGV_HOME/models), with its "
-                   "size");
+  run_->setToolTip(
+      "A trained DiT run, or a released model installed on the server ($MUGV_HOME/models), with its "
+      "size");
   prompt_ = new QLineEdit(this);
   prompt_->setPlaceholderText("a red circle moving right on a black background");
   prompt_->setToolTip("What the video should show");
@@ -96,10 +97,12 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   layout->addLayout(views, 2);
 
   connect(browse, &QPushButton::clicked, this, [this] {
-    const QString f = QFileDialog::getOpenFileName(this, "First-frame image", {}, "Images (*.png *.jpg *.jpeg)");
+    const QString f =
+        QFileDialog::getOpenFileName(this, "First-frame image", {}, "Images (*.png *.jpg *.jpeg)");
     if (!f.isEmpty()) image_->setText(f);
   });
-  for (QLineEdit* e : {prompt_, size_, image_}) connect(e, &QLineEdit::textChanged, this, &GeneratePage::validate_form);
+  for (QLineEdit* e : {prompt_, size_, image_})
+    connect(e, &QLineEdit::textChanged, this, &GeneratePage::validate_form);
   connect(run_, &QComboBox::currentTextChanged, this, &GeneratePage::validate_form);
   connect(generate_, &QPushButton::clicked, this, &GeneratePage::generate);
   connect(export_, &QPushButton::clicked, this, [this] {
@@ -115,38 +118,49 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
 }
 
 void GeneratePage::refresh() {
-  // Runs first (their names as they are), then the released models the server has (their folder as item data).
-  link_.call(MessageType::list_runs, {}, [this](const nlohmann::json& reply) {
-    const QString current = run_->currentText();
-    run_->clear();
-    for (const auto& r : reply["runs"])
-      if (r.value("kind", "") == "dit") run_->addItem(QString::fromStdString(r["name"].get<std::string>()));
-    link_.call(MessageType::list_models, {}, [this, current](const nlohmann::json& models) {
-      for (const auto& m : models.value("models", nlohmann::json::array())) {
-        const auto& dit = m["dit"];
-        QString label = QString::fromStdString(m["name"].get<std::string>()) + "  (released";
-        if (dit.contains("parameters"))
-          label += QString(", %1 B parameters").arg(dit["parameters"].get<double>() / 1e9, 0, 'g', 3);
-        label += ", " + QString::fromStdString(human_bytes(m["bytes"].get<double>()));
-        if (m.contains("problem")) label += ", incomplete: " + QString::fromStdString(m["problem"].get<std::string>());
-        label += ")";
-        run_->addItem(label, QString::fromStdString(m["path"].get<std::string>()));
-        if (!m.value("complete", false)) {
-          // Listed so the user sees what is there and what is missing, but not selectable.
-          if (auto* model = qobject_cast<QStandardItemModel*>(run_->model()))
-            model->item(run_->count() - 1)->setEnabled(false);
-        }
-      }
-      if (!current.isEmpty()) run_->setCurrentText(current);
-      validate_form();
-    }, [this](const QString& m) { emit message(m); });
-  }, [this](const QString& m) { emit message(m); });
+  // Runs first (their names as they are), then the released models the server has (their folder as item
+  // data).
+  link_.call(
+      MessageType::list_runs, {},
+      [this](const nlohmann::json& reply) {
+        const QString current = run_->currentText();
+        run_->clear();
+        for (const auto& r : reply["runs"])
+          if (r.value("kind", "") == "dit")
+            run_->addItem(QString::fromStdString(r["name"].get<std::string>()));
+        link_.call(
+            MessageType::list_models, {},
+            [this, current](const nlohmann::json& models) {
+              for (const auto& m : models.value("models", nlohmann::json::array())) {
+                const auto& dit = m["dit"];
+                QString label = QString::fromStdString(m["name"].get<std::string>()) + "  (released";
+                if (dit.contains("parameters"))
+                  label += QString(", %1 B parameters").arg(dit["parameters"].get<double>() / 1e9, 0, 'g', 3);
+                label += ", " + QString::fromStdString(human_bytes(m["bytes"].get<double>()));
+                if (m.contains("problem"))
+                  label += ", incomplete: " + QString::fromStdString(m["problem"].get<std::string>());
+                label += ")";
+                run_->addItem(label, QString::fromStdString(m["path"].get<std::string>()));
+                if (!m.value("complete", false)) {
+                  // Listed so the user sees what is there and what is missing, but not selectable.
+                  if (auto* model = qobject_cast<QStandardItemModel*>(run_->model()))
+                    model->item(run_->count() - 1)->setEnabled(false);
+                }
+              }
+              if (!current.isEmpty()) run_->setCurrentText(current);
+              validate_form();
+            },
+            [this](const QString& m) { emit message(m); });
+      },
+      [this](const QString& m) { emit message(m); });
 }
 
 void GeneratePage::fill_model(GenerateForm& f) const {
   const QVariant path = run_->currentData();
-  if (path.isValid() && !path.toString().isEmpty()) f.model = path.toString().toStdString();
-  else f.run = run_->currentText().toStdString();
+  if (path.isValid() && !path.toString().isEmpty())
+    f.model = path.toString().toStdString();
+  else
+    f.run = run_->currentText().toStdString();
 }
 
 void GeneratePage::set_prompt(const QString& prompt, const QString& negative) {
@@ -154,7 +168,9 @@ void GeneratePage::set_prompt(const QString& prompt, const QString& negative) {
   negative_->setText(negative);
 }
 
-bool GeneratePage::can_generate() const { return generate_->isEnabled(); }
+bool GeneratePage::can_generate() const {
+  return generate_->isEnabled();
+}
 
 void GeneratePage::validate_form() {
   GenerateForm f;
@@ -184,35 +200,44 @@ void GeneratePage::generate() {
   f.width = wh[0].toInt();
   f.height = wh[1].toInt();
   QDir().mkpath(QDir(home_).filePath("generations"));
-  pending_out_ = QDir(home_).filePath(QString("generations/gen-%1.mp4").arg(QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss-zzz")));
+  pending_out_ = QDir(home_).filePath(
+      QString("generations/gen-%1.mp4").arg(QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss-zzz")));
   f.out = pending_out_.toStdString();
-  result_settings_ = {{"prompt", f.prompt}, {"negative_prompt", f.negative}, {"seed", f.seed},
+  result_settings_ = {{"prompt", f.prompt},
+                      {"negative_prompt", f.negative},
+                      {"seed", f.seed},
                       {"model", f.model.empty() ? f.run : f.model}};
   preview_events_ = 0;
   generate_->setEnabled(false);
-  submit_job(link_, generate_job(f).header(), [this](int64_t id) {
-    job_ = id;
-    emit message(QString("generating (job %1)").arg(id));
-  }, [this](const QString& m) {
-    problem_->setText(m);
-    validate_form();
-  });
+  submit_job(
+      link_, generate_job(f).header(),
+      [this](int64_t id) {
+        job_ = id;
+        emit message(QString("generating (job %1)").arg(id));
+      },
+      [this](const QString& m) {
+        problem_->setText(m);
+        validate_form();
+      });
 }
 
-void GeneratePage::on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs) {
+void GeneratePage::on_event(const QString& topic, const nlohmann::json& header,
+                            const QList<QByteArray>& blobs) {
   if (job_ == 0 || topic.section('/', 1, 1).toLongLong() != job_) return;
   const std::string type = header.value("type", "");
   if (type == "preview") {
     ++preview_events_;
-    preview_->set_frames(frames_from_rgb24(blobs, header.value("width", 0), header.value("height", 0)), 8.0, true);
+    preview_->set_frames(frames_from_rgb24(blobs, header.value("width", 0), header.value("height", 0)), 8.0,
+                         true);
   } else if (type == "state") {
     const std::string state = header.value("state", "");
     if (state != "succeeded" && state != "failed" && state != "cancelled") return;
     job_ = 0;
     validate_form();
     if (state != "succeeded") {
-      problem_->setText(QString("generation %1: %2").arg(QString::fromStdString(state),
-                                                         QString::fromStdString(header["job_info"].value("error_message", ""))));
+      problem_->setText(QString("generation %1: %2")
+                            .arg(QString::fromStdString(state),
+                                 QString::fromStdString(header["job_info"].value("error_message", ""))));
       emit finished(false);
       return;
     }
@@ -243,7 +268,8 @@ bool GeneratePage::export_to(const QString& path, QString* error) {
       const QImage rgb = image.convertToFormat(QImage::Format_RGB888);
       RgbFrame f(rgb.width(), rgb.height());
       for (int y = 0; y < rgb.height(); ++y)
-        std::memcpy(f.rgb.data() + size_t(y) * rgb.width() * 3, rgb.constScanLine(y), size_t(rgb.width()) * 3);
+        std::memcpy(f.rgb.data() + size_t(y) * rgb.width() * 3, rgb.constScanLine(y),
+                    size_t(rgb.width()) * 3);
       out.push_back(std::move(f));
     }
     EncodeOptions options;

@@ -4,23 +4,31 @@ namespace mugv::studio {
 
 JobRequest make_job(std::string kind, std::vector<std::string> command, nlohmann::json values,
                     std::vector<std::string> positional) {
-  return {std::move(kind), {{"command", std::move(command)}, {"values", std::move(values)}, {"positional", std::move(positional)}}};
+  return {std::move(kind),
+          {{"command", std::move(command)},
+           {"values", std::move(values)},
+           {"positional", std::move(positional)}}};
 }
 
 std::string validate(const GenerateForm& f) {
   if (f.run.empty() && f.model.empty()) return "model: choose a trained DiT run or a released model";
-  if (f.prompt.find_first_not_of(" \t\n") == std::string::npos) return "prompt: write what the video should show";
+  if (f.prompt.find_first_not_of(" \t\n") == std::string::npos)
+    return "prompt: write what the video should show";
   if (f.steps < 1 || f.steps > 1000) return "steps: between 1 and 1000";
   if (f.cfg < 0 || f.cfg > 30) return "CFG: between 0 and 30";
-  if (f.width < 16 || f.height < 16 || f.width % 16 || f.height % 16) return "size: width and height must be multiples of 16";
+  if (f.width < 16 || f.height < 16 || f.width % 16 || f.height % 16)
+    return "size: width and height must be multiples of 16";
   if (f.frames < 1) return "frames: at least 1";
   if (f.out.empty()) return "output: choose where the video is written";
   return {};
 }
 
 JobRequest generate_job(const GenerateForm& f) {
-  nlohmann::json values = {{"generate.prompt", f.prompt}, {"generate.seed", f.seed},
-                           {"generate.steps", f.steps},   {"generate.cfg", f.cfg},       {"generate.frames", f.frames},
+  nlohmann::json values = {{"generate.prompt", f.prompt},
+                           {"generate.seed", f.seed},
+                           {"generate.steps", f.steps},
+                           {"generate.cfg", f.cfg},
+                           {"generate.frames", f.frames},
                            {"generate.size", std::to_string(f.width) + "x" + std::to_string(f.height)},
                            {"generate.out", f.out}};
   // A released model brings its own defaults (fps 30, its negative prompt) unless the form sets them.
@@ -53,9 +61,14 @@ std::string validate(const TrainForm& f) {
 }
 
 JobRequest train_job(const TrainForm& f) {
-  nlohmann::json values = {{"train.preset", f.train_preset}, {"train.model", f.model}, {"train.dataset", f.dataset},
-                           {"train.vae_run", f.vae_run},     {"train.run", f.run},     {"train.steps", f.steps},
-                           {"train.batch", f.batch},         {"train.sample_every", f.sample_every}};
+  nlohmann::json values = {{"train.preset", f.train_preset},
+                           {"train.model", f.model},
+                           {"train.dataset", f.dataset},
+                           {"train.vae_run", f.vae_run},
+                           {"train.run", f.run},
+                           {"train.steps", f.steps},
+                           {"train.batch", f.batch},
+                           {"train.sample_every", f.sample_every}};
   if (!f.sample_prompts.empty()) values["train.sample_prompts"] = f.sample_prompts;
   values["train.tp"] = f.tp;
   values["train.cp"] = f.cp;
@@ -72,8 +85,8 @@ JobRequest train_job(const TrainForm& f) {
 }
 
 JobRequest make_starter_job(const std::string& out_dir, int count) {
-  return make_job("make_dataset", {"make-dataset"},
-                  {{"dataset.out", out_dir}, {"dataset.count", count}}, {"shapes"});
+  return make_job("make_dataset", {"make-dataset"}, {{"dataset.out", out_dir}, {"dataset.count", count}},
+                  {"shapes"});
 }
 
 JobRequest import_job(const std::string& input, const std::string& dataset) {

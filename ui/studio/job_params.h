@@ -1,7 +1,7 @@
 #pragma once
-// The job parameters the studio submits: the same {"command": [...], "values": {key: value}, "positional": [...]}
-// a `mugv --server EP submit COMMAND ...` sends (app/mugv/command.h parse_command_arguments), built from the
-// studio's forms. Keys are the commands' parameter keys. Pure functions.
+// The job parameters the studio submits: the same {"command": [...], "values": {key: value}, "positional":
+// [...]} a `mugv --server EP submit COMMAND ...` sends (app/mugv/command.h parse_command_arguments), built
+// from the studio's forms. Keys are the commands' parameter keys. Pure functions.
 
 #include <nlohmann/json.hpp>
 
@@ -26,7 +26,8 @@ struct GenerateForm {
   int seed = 0, steps = 25, frames = 17, width = 64, height = 64;
   double cfg = 4.0, fps = 8.0;
 };
-// Empty when the form is valid, otherwise what is wrong with which field ("prompt: write what the video shows").
+// Empty when the form is valid, otherwise what is wrong with which field ("prompt: write what the video
+// shows").
 std::string validate(const GenerateForm& form);
 JobRequest generate_job(const GenerateForm& form);
 

@@ -69,7 +69,8 @@ PlanOutcome plan_training(const PlanForm& form, size_t top) {
   // The planner tries micro-batches of powers of two and its maximum; asking once per data-parallel size
   // with that maximum at batch / dp makes sure the one micro-batch `mugv train` uses is among them.
   std::vector<PlannedLayout> fitting;
-  std::optional<Plan> least_memory;  // the attempt whose smallest candidate needs least (for the no-fit message)
+  std::optional<Plan>
+      least_memory;  // the attempt whose smallest candidate needs least (for the no-fit message)
   try {
     validate_request(preset, r);
     for (int dp = 1; dp <= r.cluster.gpus; ++dp) {
@@ -110,8 +111,9 @@ PlanOutcome plan_training(const PlanForm& form, size_t top) {
   }
   if (out.rows.empty()) {
     if (!least_memory) {
-      out.problem = cat("batch ", form.batch, ": no layout of ", r.cluster.gpus, " GPUs takes it (the data-parallel size ",
-                        "must divide the batch, and tp x cp the heads within a node); use a multiple of the GPU count");
+      out.problem = cat(
+          "batch ", form.batch, ": no layout of ", r.cluster.gpus, " GPUs takes it (the data-parallel size ",
+          "must divide the batch, and tp x cp the heads within a node); use a multiple of the GPU count");
       out.field = PlanField::batch;
     } else {
       out.problem = no_fit_message(preset, r, *least_memory);

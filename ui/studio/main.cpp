@@ -24,10 +24,16 @@ int main(int argc, char** argv) {
   QCommandLineParser parser;
   parser.setApplicationDescription("MUG-V Studio: curate, train and generate videos");
   parser.addHelpOption();
-  QCommandLineOption server("server", "Use the MUG-V server at ENDPOINT instead of the embedded one.", "ENDPOINT");
-  QCommandLineOption server_key("server-key", "The tcp:// server's CURVE public key, or its .pub file (default: the one remembered for that server, or $MUGV_SERVER_KEY).", "KEY");
-  QCommandLineOption home("home", "Data folder of the embedded server (default $MUGV_HOME or ~/.local/share/mugv).", "DIR");
-  QCommandLineOption shots("screenshot-dir", "Save a PNG of every page into DIR after a few seconds, then quit.", "DIR");
+  QCommandLineOption server("server", "Use the MUG-V server at ENDPOINT instead of the embedded one.",
+                            "ENDPOINT");
+  QCommandLineOption server_key("server-key",
+                                "The tcp:// server's CURVE public key, or its .pub file (default: the one "
+                                "remembered for that server, or $MUGV_SERVER_KEY).",
+                                "KEY");
+  QCommandLineOption home(
+      "home", "Data folder of the embedded server (default $MUGV_HOME or ~/.local/share/mugv).", "DIR");
+  QCommandLineOption shots("screenshot-dir",
+                           "Save a PNG of every page into DIR after a few seconds, then quit.", "DIR");
   QCommandLineOption no_starter("no-starter-offer", "Do not offer the starter dataset on first launch.");
   parser.addOptions({server, server_key, home, shots, no_starter});
   parser.process(app);
@@ -40,7 +46,8 @@ int main(int argc, char** argv) {
   if (options.home.isEmpty()) options.home = qEnvironmentVariable("MUGV_HOME");
   if (options.home.isEmpty()) options.home = QDir::home().filePath(".local/share/mugv");
   qputenv("MUGV_HOME", options.home.toLocal8Bit());  // the studio's own catalog reads (thumbnails) agree
-  options.mugv_binary = mugv::studio::EmbeddedServer::find_mugv_binary(QCoreApplication::applicationDirPath());
+  options.mugv_binary =
+      mugv::studio::EmbeddedServer::find_mugv_binary(QCoreApplication::applicationDirPath());
   options.offer_starter = !parser.isSet(no_starter) && !parser.isSet(shots);
 
   mugv::studio::MainWindow window(options);

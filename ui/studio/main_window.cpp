@@ -9,16 +9,16 @@
 #include <QCloseEvent>
 #include <QDialog>
 #include <QDialogButtonBox>
-#include <QFormLayout>
 #include <QDir>
+#include <QFormLayout>
+#include <QHBoxLayout>
 #include <QLineEdit>
-#include <QPushButton>
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QPalette>
+#include <QPushButton>
 #include <QSettings>
 #include <QShortcut>
-#include <QHBoxLayout>
 #include <QStatusBar>
 #include <QStyleFactory>
 
@@ -40,7 +40,8 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   prompts_ = new PromptsPage(link_, stack_);
   runs_ = new RunsPage(link_, stack_);
   generate_ = new GeneratePage(link_, options_.home, stack_);
-  for (QWidget* page : std::initializer_list<QWidget*>{datasets_, prompts_, runs_, generate_}) stack_->addWidget(page);
+  for (QWidget* page : std::initializer_list<QWidget*>{datasets_, prompts_, runs_, generate_})
+    stack_->addWidget(page);
   auto* central = new QWidget(this);
   auto* row = new QHBoxLayout(central);
   row->setContentsMargins(0, 0, 0, 0);
@@ -63,10 +64,11 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   connect(prompts_, &PromptsPage::message, this, show_message);
   connect(runs_, &RunsPage::message, this, show_message);
   connect(generate_, &GeneratePage::message, this, show_message);
-  connect(prompts_, &PromptsPage::generate_again, this, [this](const QString& prompt, const QString& negative) {
-    generate_->set_prompt(prompt, negative);
-    show_page(Page::generate);
-  });
+  connect(prompts_, &PromptsPage::generate_again, this,
+          [this](const QString& prompt, const QString& negative) {
+            generate_->set_prompt(prompt, negative);
+            show_page(Page::generate);
+          });
   connect(prompts_, &PromptsPage::use_as_sample_prompt, this, [this](const QString& prompt) {
     QSettings settings;
     QStringList prompts = settings.value("sample_prompts").toStringList();
@@ -78,15 +80,17 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   connect(&link_, &BackendLink::connected, this, [this] {
     connection_->setText("● " + link_.endpoint());
     connection_->setToolTip("connected");
-    if (!pending_key_.isEmpty() && pending_endpoint_ == link_.endpoint()) remember_server_key(pending_endpoint_, pending_key_);
+    if (!pending_key_.isEmpty() && pending_endpoint_ == link_.endpoint())
+      remember_server_key(pending_endpoint_, pending_key_);
     pending_key_.clear();
     if (options_.offer_starter && !starter_offered_) {
       starter_offered_ = true;
       link_.call(MessageType::list_datasets, {}, [this](const nlohmann::json& reply) {
         if (!reply["datasets"].empty()) return;
-        if (QMessageBox::question(this, "Starter dataset",
-                                  "The catalog has no datasets yet. Create the starter dataset (colored shapes, "
-                                  "about a minute) to try curation, training and generation?") == QMessageBox::Yes)
+        if (QMessageBox::question(
+                this, "Starter dataset",
+                "The catalog has no datasets yet. Create the starter dataset (colored shapes, "
+                "about a minute) to try curation, training and generation?") == QMessageBox::Yes)
           datasets_->create_starter_dataset();
       });
     }
@@ -96,14 +100,16 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
     connection_->setToolTip(message);
     activity_->setText(message);
   });
-  connect(&link_, &BackendLink::event, this, [this](const QString&, const nlohmann::json& header, const QList<QByteArray>&) {
-    if (header.value("type", "") != "progress") return;
-    const int64_t total = header.value("total", int64_t(0));
-    progress_->setVisible(total > 0);
-    progress_->setRange(0, static_cast<int>(std::min<int64_t>(total, 1 << 30)));
-    progress_->setValue(static_cast<int>(std::min<int64_t>(header.value("done", int64_t(0)), 1 << 30)));
-    progress_->setFormat(QString::fromStdString(header.value("stage", "")) + " %p%");
-  });
+  connect(
+      &link_, &BackendLink::event, this,
+      [this](const QString&, const nlohmann::json& header, const QList<QByteArray>&) {
+        if (header.value("type", "") != "progress") return;
+        const int64_t total = header.value("total", int64_t(0));
+        progress_->setVisible(total > 0);
+        progress_->setRange(0, static_cast<int>(std::min<int64_t>(total, 1 << 30)));
+        progress_->setValue(static_cast<int>(std::min<int64_t>(header.value("done", int64_t(0)), 1 << 30)));
+        progress_->setFormat(QString::fromStdString(header.value("stage", "")) + " %p%");
+      });
 
   build_menus();
   QSettings settings;
@@ -115,7 +121,8 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   QString endpoint = options_.server;
   if (endpoint.isEmpty()) {
     embedded_ = std::make_unique<EmbeddedServer>(options_.mugv_binary, options_.home);
-    connect(embedded_.get(), &EmbeddedServer::exited, this, [this](const QString& m) { activity_->setText(m); });
+    connect(embedded_.get(), &EmbeddedServer::exited, this,
+            [this](const QString& m) { activity_->setText(m); });
     endpoint = embedded_->start();
     if (endpoint.isEmpty()) {
       connection_->setText("○ no server");
@@ -135,8 +142,10 @@ void MainWindow::connect_to(const QString& endpoint, const QString& server_key) 
     bool made = false;
     curve = curve_keys_for(endpoint, key, options_.home, &made);
     if (made)
-      activity_->setText(QString("made this studio's client key; the server's owner authorises it with: mugv keys authorize %1")
-                             .arg(QString::fromStdString(curve->client.public_key)));
+      activity_->setText(
+          QString(
+              "made this studio's client key; the server's owner authorises it with: mugv keys authorize %1")
+              .arg(QString::fromStdString(curve->client.public_key)));
   } catch (const Error& e) {
     connection_->setText("○ not connected");
     connection_->setToolTip(QString::fromStdString(e.what()));
@@ -161,13 +170,17 @@ void MainWindow::open_connect_dialog() {
   auto* key = new QLineEdit(&dialog);
   key->setObjectName("server_key");
   key->setPlaceholderText("the server's public key (40 characters) or its .pub file");
-  key->setToolTip("tcp:// servers use CURVE: the server prints its public key when it starts (`mugv keys list` shows it)");
+  key->setToolTip(
+      "tcp:// servers use CURVE: the server prints its public key when it starts (`mugv keys list` shows "
+      "it)");
   QString key_error;
   const QString mine = client_public_key(options_.home, &key_error);
-  auto* client = new QLabel(mine.isEmpty() ? key_error
-                                           : QString("This studio's key: %1\nThe server's owner lets it in with: "
-                                                     "mugv keys authorize %1").arg(mine),
-                            &dialog);
+  auto* client =
+      new QLabel(mine.isEmpty() ? key_error
+                                : QString("This studio's key: %1\nThe server's owner lets it in with: "
+                                          "mugv keys authorize %1")
+                                      .arg(mine),
+                 &dialog);
   client->setObjectName("client_key");
   client->setTextFormat(Qt::PlainText);  // Z85 keys contain '<', '>' and '&'
   client->setTextInteractionFlags(Qt::TextSelectableByMouse);
@@ -196,7 +209,9 @@ void MainWindow::show_page(Page page) {
   stack_->setCurrentIndex(static_cast<int>(page));
 }
 
-QString MainWindow::status_text() const { return connection_->text() + " | " + activity_->text(); }
+QString MainWindow::status_text() const {
+  return connection_->text() + " | " + activity_->text();
+}
 
 void MainWindow::build_menus() {
   QMenu* file = menuBar()->addMenu("&File");
@@ -247,17 +262,21 @@ void MainWindow::build_menus() {
 
 void MainWindow::show_about() {
   const auto& info = link_.server_info();
-  QString server = link_.is_connected() ? QString::fromStdString(info.value("endpoint", "")) : QString("not connected");
+  QString server =
+      link_.is_connected() ? QString::fromStdString(info.value("endpoint", "")) : QString("not connected");
   QString torch = "reported by the server: unknown", devices = "unknown";
   if (info.contains("versions")) {
     torch = QString::fromStdString(info["versions"].value("libtorch", "unknown"));
     QStringList list;
-    for (const auto& d : info["versions"].value("devices", nlohmann::json::array())) list << QString::fromStdString(d.get<std::string>());
+    for (const auto& d : info["versions"].value("devices", nlohmann::json::array()))
+      list << QString::fromStdString(d.get<std::string>());
     devices = list.join(", ");
   }
-  QMessageBox::about(this, "About MUG-V Studio",
-                     QString("<b>MUG-V Studio %1</b><br>Qt %2<br>FFmpeg libavcodec %3<br>LibTorch: %4<br>Devices: %5<br>Server: %6")
-                         .arg(MUGV_VERSION, qVersion(), AV_STRINGIFY(LIBAVCODEC_VERSION), torch, devices, server));
+  QMessageBox::about(
+      this, "About MUG-V Studio",
+      QString("<b>MUG-V Studio %1</b><br>Qt %2<br>FFmpeg libavcodec %3<br>LibTorch: %4<br>Devices: "
+              "%5<br>Server: %6")
+          .arg(MUGV_VERSION, qVersion(), AV_STRINGIFY(LIBAVCODEC_VERSION), torch, devices, server));
 }
 
 void MainWindow::set_dark_theme(bool dark) {

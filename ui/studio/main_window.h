@@ -19,10 +19,11 @@
 namespace mugv::studio {
 
 struct StudioOptions {
-  QString server;       // empty: embedded
-  QString server_key;   // tcp:// servers: their CURVE public key (Z85 or a .pub file); empty: the remembered one
-  QString home;         // $MUGV_HOME
-  QString mugv_binary;  // for the embedded server
+  QString server;  // empty: embedded
+  QString
+      server_key;  // tcp:// servers: their CURVE public key (Z85 or a .pub file); empty: the remembered one
+  QString home;    // $MUGV_HOME
+  QString mugv_binary;        // for the embedded server
   bool offer_starter = true;  // first launch: offer to create the starter dataset
 };
 

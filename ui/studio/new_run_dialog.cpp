@@ -43,14 +43,16 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   steps_ = spin(this, 1, 10000000, 200, "Optimizer steps in total");
   batch_ = spin(this, 1, 4096, 4, "Clips per step, split over the data-parallel ranks");
   sample_every_ = spin(this, 0, 1000000, 100, "Render sample videos every N steps (0: never)");
-  frames_ = spin(this, 1, 10000, 17, "Frames of the training clips (the planner's activation memory depends on it)");
+  frames_ = spin(this, 1, 10000, 17,
+                 "Frames of the training clips (the planner's activation memory depends on it)");
   size_ = new QLineEdit("64x64", this);
   size_->setToolTip("Size WxH of the training clips");
 
   where_ = new QComboBox(this);
   where_->addItem("This machine (CPU)", static_cast<int>(TrainWhere::this_machine));
   where_->addItem("GPU cluster (Slurm)", static_cast<int>(TrainWhere::cluster));
-  where_->setToolTip("Where the run trains: in the server's worker on its CPU, or submitted with `train --slurm`");
+  where_->setToolTip(
+      "Where the run trains: in the server's worker on its CPU, or submitted with `train --slurm`");
   gpus_ = spin(this, 1, 65536, 8, "GPUs in the run");
   gpus_per_node_ = spin(this, 1, 64, 8, "GPUs per node (tensor parallel stays inside a node)");
   memory_ = new QDoubleSpinBox(this);
@@ -61,17 +63,21 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   peak_ = new QDoubleSpinBox(this);
   peak_->setRange(0.01, 100000);
   peak_->setDecimals(2);
-  peak_->setToolTip("Dense peak TFLOP/s per device in the training dtype (H100 SXM bf16: 989); sets the predicted step time");
+  peak_->setToolTip(
+      "Dense peak TFLOP/s per device in the training dtype (H100 SXM bf16: 989); sets the predicted step "
+      "time");
 
   layouts_ = new QTableWidget(0, 8, this);
-  layouts_->setHorizontalHeaderLabels({"tp", "cp", "dp", "ZeRO", "recompute", "memory / device", "step s", "MFU"});
+  layouts_->setHorizontalHeaderLabels(
+      {"tp", "cp", "dp", "ZeRO", "recompute", "memory / device", "step s", "MFU"});
   layouts_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
   layouts_->setSelectionBehavior(QAbstractItemView::SelectRows);
   layouts_->setSelectionMode(QAbstractItemView::SingleSelection);
   layouts_->setEditTriggers(QAbstractItemView::NoEditTriggers);
   layouts_->setMinimumHeight(180);
   layouts_->verticalHeader()->hide();
-  layouts_->setToolTip("Parallel layouts that fit, fastest predicted step first; the selected one is the run's");
+  layouts_->setToolTip(
+      "Parallel layouts that fit, fastest predicted step first; the selected one is the run's");
   summary_ = new QLabel(this);
   summary_->setWordWrap(true);
   problem_ = new QLabel(this);
@@ -106,7 +112,8 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   connect(name_, &QLineEdit::textChanged, this, again);
   connect(size_, &QLineEdit::textChanged, this, again);
   for (auto* c : {dataset_, vae_, model_}) connect(c, &QComboBox::currentTextChanged, this, again);
-  for (auto* s : {steps_, batch_, gpus_, gpus_per_node_, frames_}) connect(s, &QSpinBox::valueChanged, this, again);
+  for (auto* s : {steps_, batch_, gpus_, gpus_per_node_, frames_})
+    connect(s, &QSpinBox::valueChanged, this, again);
   for (auto* s : {memory_, peak_}) connect(s, &QDoubleSpinBox::valueChanged, this, again);
   connect(where_, &QComboBox::currentIndexChanged, this, [this] { on_where_changed(); });
   connect(layouts_, &QTableWidget::itemSelectionChanged, this, [this] {
@@ -118,13 +125,15 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   QPointer<NewRunDialog> self(this);
   link.call(MessageType::list_datasets, {}, [self](const nlohmann::json& r) {
     if (!self) return;
-    for (const auto& d : r["datasets"]) self->dataset_->addItem(QString::fromStdString(d["name"].get<std::string>()));
+    for (const auto& d : r["datasets"])
+      self->dataset_->addItem(QString::fromStdString(d["name"].get<std::string>()));
     self->update();
   });
   link.call(MessageType::list_runs, {}, [self](const nlohmann::json& r) {
     if (!self) return;
     for (const auto& run : r["runs"])
-      if (run.value("kind", "") == "vae") self->vae_->addItem(QString::fromStdString(run["name"].get<std::string>()));
+      if (run.value("kind", "") == "vae")
+        self->vae_->addItem(QString::fromStdString(run["name"].get<std::string>()));
     self->update();
   });
   update();
@@ -186,7 +195,9 @@ TrainForm NewRunDialog::form() const {
   return f;
 }
 
-bool NewRunDialog::can_start() const { return start_->isEnabled(); }
+bool NewRunDialog::can_start() const {
+  return start_->isEnabled();
+}
 
 void NewRunDialog::mark(QWidget* field, const QString& why) {
   problem_field_ = field;
@@ -211,7 +222,8 @@ void NewRunDialog::update() {
 
   const PlanForm pf = plan_form();
   QString keep;
-  if (const auto sel = layouts_->selectionModel()->selectedRows(); !sel.isEmpty() && sel.first().row() < int(rows_.size()))
+  if (const auto sel = layouts_->selectionModel()->selectedRows();
+      !sel.isEmpty() && sel.first().row() < int(rows_.size()))
     keep = QString::fromStdString(rows_[size_t(sel.first().row())].text());
   PlanOutcome plan;
   if (pf.width == 0 || pf.height == 0) {
@@ -227,10 +239,15 @@ void NewRunDialog::update() {
     const PlanRow& r = rows_[i];
     const int row = layouts_->rowCount();
     layouts_->insertRow(row);
-    const QStringList cells = {QString::number(r.tp), QString::number(r.cp), QString::number(r.dp), QString::number(r.zero),
+    const QStringList cells = {QString::number(r.tp),
+                               QString::number(r.cp),
+                               QString::number(r.dp),
+                               QString::number(r.zero),
                                QString::fromStdString(r.recompute),
-                               r.memory_gb >= 1 ? QString("%1 GB").arg(r.memory_gb, 0, 'f', 1) : QString("%1 MB").arg(r.memory_gb * 1000, 0, 'f', 0),
-                               QString::number(r.step_s, 'g', 3), QString("%1 %").arg(100 * r.mfu, 0, 'f', 1)};
+                               r.memory_gb >= 1 ? QString("%1 GB").arg(r.memory_gb, 0, 'f', 1)
+                                                : QString("%1 MB").arg(r.memory_gb * 1000, 0, 'f', 0),
+                               QString::number(r.step_s, 'g', 3),
+                               QString("%1 %").arg(100 * r.mfu, 0, 'f', 1)};
     for (int c = 0; c < cells.size(); ++c) layouts_->setItem(row, c, new QTableWidgetItem(cells[c]));
     if (QString::fromStdString(r.text()) == keep) select = row;
   }
@@ -240,15 +257,32 @@ void NewRunDialog::update() {
   if (!plan.problem.empty()) {
     QWidget* field = nullptr;
     switch (plan.field) {
-      case PlanField::model: field = model_; break;
-      case PlanField::batch: field = batch_; break;
-      case PlanField::frames: field = frames_; break;
-      case PlanField::size: field = size_; break;
-      case PlanField::gpus: field = gpus_; break;
-      case PlanField::gpus_per_node: field = gpus_per_node_; break;
-      case PlanField::memory: field = memory_; break;
-      case PlanField::peak: field = peak_; break;
-      case PlanField::none: break;
+      case PlanField::model:
+        field = model_;
+        break;
+      case PlanField::batch:
+        field = batch_;
+        break;
+      case PlanField::frames:
+        field = frames_;
+        break;
+      case PlanField::size:
+        field = size_;
+        break;
+      case PlanField::gpus:
+        field = gpus_;
+        break;
+      case PlanField::gpus_per_node:
+        field = gpus_per_node_;
+        break;
+      case PlanField::memory:
+        field = memory_;
+        break;
+      case PlanField::peak:
+        field = peak_;
+        break;
+      case PlanField::none:
+        break;
     }
     summary_->clear();
     mark(field, QString::fromStdString(plan.problem));
@@ -256,20 +290,27 @@ void NewRunDialog::update() {
     return;
   }
   const TrainForm f = form();
-  summary_->setText(QString("%1 of %2 fitting layouts shown (%3 video tokens per clip); the run uses the selected one%4")
-                        .arg(rows_.size())
-                        .arg(plan.fitting)
-                        .arg(plan.video_tokens)
-                        .arg(f.slurm_nodes > 0 ? QString(", submitted to Slurm on %1 node(s) × %2 GPU(s)").arg(f.slurm_nodes).arg(f.tasks_per_node)
-                                               : QString(", in the server's worker")));
+  summary_->setText(
+      QString("%1 of %2 fitting layouts shown (%3 video tokens per clip); the run uses the selected one%4")
+          .arg(rows_.size())
+          .arg(plan.fitting)
+          .arg(plan.video_tokens)
+          .arg(f.slurm_nodes > 0 ? QString(", submitted to Slurm on %1 node(s) × %2 GPU(s)")
+                                       .arg(f.slurm_nodes)
+                                       .arg(f.tasks_per_node)
+                                 : QString(", in the server's worker")));
   const std::string why = validate(f);
   if (!why.empty()) {
     QWidget* field = nullptr;
     const QString text = QString::fromStdString(why);
-    if (text.startsWith("run name")) field = name_;
-    else if (text.startsWith("dataset")) field = dataset_;
-    else if (text.startsWith("VAE")) field = vae_;
-    else if (text.startsWith("layout")) field = layouts_;
+    if (text.startsWith("run name"))
+      field = name_;
+    else if (text.startsWith("dataset"))
+      field = dataset_;
+    else if (text.startsWith("VAE"))
+      field = vae_;
+    else if (text.startsWith("layout"))
+      field = layouts_;
     mark(field, text);
   }
   start_->setEnabled(why.empty());

@@ -73,19 +73,22 @@ PromptsPage::PromptsPage(BackendLink& link, QWidget* parent) : QWidget(parent), 
 void PromptsPage::refresh() {
   nlohmann::json h = {{"limit", 500}};
   if (!search_->text().trimmed().isEmpty()) h["query"] = search_->text().trimmed().toStdString();
-  link_.call(MessageType::list_prompts, h, [this](const nlohmann::json& reply) {
-    prompts_->setRowCount(0);
-    for (const auto& p : reply["prompts"]) {
-      const int row = prompts_->rowCount();
-      prompts_->insertRow(row);
-      QStringList tags;
-      for (const auto& t : p["tags"]) tags << QString::fromStdString(t.get<std::string>());
-      prompts_->setItem(row, 0, read_only_cell(QString::number(p["id"].get<int64_t>())));
-      prompts_->setItem(row, 1, read_only_cell(QString::fromStdString(p["text"].get<std::string>())));
-      prompts_->setItem(row, 2, read_only_cell(QString::fromStdString(p["negative"].get<std::string>())));
-      prompts_->setItem(row, 3, read_only_cell(tags.join(", ")));
-    }
-  }, [this](const QString& m) { emit message(m); });
+  link_.call(
+      MessageType::list_prompts, h,
+      [this](const nlohmann::json& reply) {
+        prompts_->setRowCount(0);
+        for (const auto& p : reply["prompts"]) {
+          const int row = prompts_->rowCount();
+          prompts_->insertRow(row);
+          QStringList tags;
+          for (const auto& t : p["tags"]) tags << QString::fromStdString(t.get<std::string>());
+          prompts_->setItem(row, 0, read_only_cell(QString::number(p["id"].get<int64_t>())));
+          prompts_->setItem(row, 1, read_only_cell(QString::fromStdString(p["text"].get<std::string>())));
+          prompts_->setItem(row, 2, read_only_cell(QString::fromStdString(p["negative"].get<std::string>())));
+          prompts_->setItem(row, 3, read_only_cell(tags.join(", ")));
+        }
+      },
+      [this](const QString& m) { emit message(m); });
 }
 
 void PromptsPage::save_prompt(const QString& text, const QString& negative, const QStringList& tags) {
@@ -95,25 +98,29 @@ void PromptsPage::save_prompt(const QString& text, const QString& negative, cons
   }
   nlohmann::json list = nlohmann::json::array();
   for (const QString& t : tags) list.push_back(t.toStdString());
-  link_.call(MessageType::save_prompt, {{"text", text.toStdString()}, {"negative", negative.toStdString()}, {"tags", list}},
-             [this](const nlohmann::json&) { refresh(); }, [this](const QString& m) { emit message("prompt not saved: " + m); });
+  link_.call(
+      MessageType::save_prompt,
+      {{"text", text.toStdString()}, {"negative", negative.toStdString()}, {"tags", list}},
+      [this](const nlohmann::json&) { refresh(); },
+      [this](const QString& m) { emit message("prompt not saved: " + m); });
 }
 
 void PromptsPage::load_history() {
   const auto rows = prompts_->selectionModel()->selectedRows();
   if (rows.isEmpty()) return;
   const int64_t id = prompts_->item(rows.first().row(), 0)->text().toLongLong();
-  link_.call(MessageType::list_generations, {{"prompt", id}, {"limit", 200}}, [this](const nlohmann::json& reply) {
-    history_->setRowCount(0);
-    for (const auto& g : reply["generations"]) {
-      const int row = history_->rowCount();
-      history_->insertRow(row);
-      history_->setItem(row, 0, read_only_cell(QString::number(g["id"].get<int64_t>())));
-      history_->setItem(row, 1, read_only_cell(QString::number(g["seed"].get<uint64_t>())));
-      history_->setItem(row, 2, read_only_cell(QString::number(g.value("steps", 0))));
-      history_->setItem(row, 3, read_only_cell(QString::fromStdString(g.value("output", ""))));
-    }
-  });
+  link_.call(MessageType::list_generations, {{"prompt", id}, {"limit", 200}},
+             [this](const nlohmann::json& reply) {
+               history_->setRowCount(0);
+               for (const auto& g : reply["generations"]) {
+                 const int row = history_->rowCount();
+                 history_->insertRow(row);
+                 history_->setItem(row, 0, read_only_cell(QString::number(g["id"].get<int64_t>())));
+                 history_->setItem(row, 1, read_only_cell(QString::number(g["seed"].get<uint64_t>())));
+                 history_->setItem(row, 2, read_only_cell(QString::number(g.value("steps", 0))));
+                 history_->setItem(row, 3, read_only_cell(QString::fromStdString(g.value("output", ""))));
+               }
+             });
 }
 
 }  // namespace mugv::studio

@@ -16,8 +16,8 @@ constexpr const char* kSettingsKey = "remote/server_keys";
 
 }  // namespace
 
-std::optional<CurveClientKeys> curve_keys_for(const QString& endpoint, const QString& server_key, const QString& home,
-                                              bool* made) {
+std::optional<CurveClientKeys> curve_keys_for(const QString& endpoint, const QString& server_key,
+                                              const QString& home, bool* made) {
   if (!endpoint.startsWith("tcp://")) return std::nullopt;
   if (server_key.trimmed().isEmpty())
     throw Error(ErrorCode::usage, endpoint.toStdString(),
@@ -26,7 +26,8 @@ std::optional<CurveClientKeys> curve_keys_for(const QString& endpoint, const QSt
   CurveClientKeys keys;
   keys.server_public_key = public_key_from_text_or_file(server_key.trimmed().toStdString(), "server key");
   bool created = false;
-  keys.client = load_or_create_keypair(keys_dir(std::filesystem::path(home.toStdString())), KeyRole::client, &created);
+  keys.client =
+      load_or_create_keypair(keys_dir(std::filesystem::path(home.toStdString())), KeyRole::client, &created);
   if (made) *made = created;
   return keys;
 }
@@ -34,7 +35,8 @@ std::optional<CurveClientKeys> curve_keys_for(const QString& endpoint, const QSt
 QString client_public_key(const QString& home, QString* error) {
   try {
     return QString::fromStdString(
-        load_or_create_keypair(keys_dir(std::filesystem::path(home.toStdString())), KeyRole::client).public_key);
+        load_or_create_keypair(keys_dir(std::filesystem::path(home.toStdString())), KeyRole::client)
+            .public_key);
   } catch (const Error& e) {
     if (error) *error = QString::fromStdString(e.what());
     return {};

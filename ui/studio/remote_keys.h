@@ -15,8 +15,8 @@ namespace mugv::studio {
 // nullopt for a non-tcp endpoint. For tcp://, Error(usage) when `server_key` is empty (saying where to find
 // the key), Error(invalid_argument) when it is neither a Z85 key nor a readable .pub file; the client pair is
 // read from (or made in) home/keys, and `made` (when given) says whether it was made now.
-std::optional<CurveClientKeys> curve_keys_for(const QString& endpoint, const QString& server_key, const QString& home,
-                                              bool* made = nullptr);
+std::optional<CurveClientKeys> curve_keys_for(const QString& endpoint, const QString& server_key,
+                                              const QString& home, bool* made = nullptr);
 
 // This user's client public key (made when absent), to show in the connect dialog; empty with `error` set
 // when the key file cannot be read or made.

@@ -19,8 +19,10 @@ namespace {
 
 QString command_text(const nlohmann::json& params) {
   QStringList words;
-  for (const auto& w : params.value("command", nlohmann::json::array())) words << QString::fromStdString(w.get<std::string>());
-  for (const auto& p : params.value("positional", nlohmann::json::array())) words << QString::fromStdString(p.get<std::string>());
+  for (const auto& w : params.value("command", nlohmann::json::array()))
+    words << QString::fromStdString(w.get<std::string>());
+  for (const auto& p : params.value("positional", nlohmann::json::array()))
+    words << QString::fromStdString(p.get<std::string>());
   return words.join(' ');
 }
 
@@ -38,13 +40,14 @@ RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(
     const char* tip;
     MessageType type;
   };
-  for (const Action& a : {Action{"Pause", "Pause the job at its next step", MessageType::pause_job},
-                          Action{"Resume", "Resume a paused job", MessageType::resume_job},
-                          Action{"Cancel", "Cancel the job (training saves a checkpoint first)", MessageType::cancel_job},
-                          Action{"Retry", "Queue a failed, cancelled or interrupted job again", MessageType::retry_job},
-                          Action{"Move up", "Run this queued job first", MessageType::reorder_job},
-                          Action{"Sample now", "Render the training samples at the next step", MessageType::sample_now},
-                          Action{"Save now", "Write a checkpoint at the next step", MessageType::save_now}}) {
+  for (const Action& a :
+       {Action{"Pause", "Pause the job at its next step", MessageType::pause_job},
+        Action{"Resume", "Resume a paused job", MessageType::resume_job},
+        Action{"Cancel", "Cancel the job (training saves a checkpoint first)", MessageType::cancel_job},
+        Action{"Retry", "Queue a failed, cancelled or interrupted job again", MessageType::retry_job},
+        Action{"Move up", "Run this queued job first", MessageType::reorder_job},
+        Action{"Sample now", "Render the training samples at the next step", MessageType::sample_now},
+        Action{"Save now", "Write a checkpoint at the next step", MessageType::save_now}}) {
     auto* b = new QPushButton(a.label, this);
     b->setToolTip(a.tip);
     const MessageType type = a.type;
@@ -109,22 +112,25 @@ void RunsPage::select_job(int64_t id) {
 }
 
 void RunsPage::refresh() {
-  link_.call(MessageType::list_jobs, {{"limit", 200}}, [this](const nlohmann::json& reply) {
-    const int64_t keep = selected_job();
-    jobs_->setRowCount(0);
-    for (const auto& j : reply["jobs"]) {
-      const int row = jobs_->rowCount();
-      jobs_->insertRow(row);
-      jobs_->setItem(row, 0, read_only_cell(QString::number(j["id"].get<int64_t>())));
-      jobs_->setItem(row, 1, read_only_cell(QString::fromStdString(j["kind"].get<std::string>())));
-      jobs_->setItem(row, 2, read_only_cell(QString::fromStdString(j["state"].get<std::string>())));
-      jobs_->setItem(row, 3, read_only_cell(""));
-      auto* command = read_only_cell(command_text(j["params"]));
-      command->setToolTip(QString::fromStdString(j.value("error_message", "")));
-      jobs_->setItem(row, 4, command);
-      if (j["id"].get<int64_t>() == keep) jobs_->selectRow(row);
-    }
-  }, [this](const QString& m) { emit message(m); });
+  link_.call(
+      MessageType::list_jobs, {{"limit", 200}},
+      [this](const nlohmann::json& reply) {
+        const int64_t keep = selected_job();
+        jobs_->setRowCount(0);
+        for (const auto& j : reply["jobs"]) {
+          const int row = jobs_->rowCount();
+          jobs_->insertRow(row);
+          jobs_->setItem(row, 0, read_only_cell(QString::number(j["id"].get<int64_t>())));
+          jobs_->setItem(row, 1, read_only_cell(QString::fromStdString(j["kind"].get<std::string>())));
+          jobs_->setItem(row, 2, read_only_cell(QString::fromStdString(j["state"].get<std::string>())));
+          jobs_->setItem(row, 3, read_only_cell(""));
+          auto* command = read_only_cell(command_text(j["params"]));
+          command->setToolTip(QString::fromStdString(j.value("error_message", "")));
+          jobs_->setItem(row, 4, command);
+          if (j["id"].get<int64_t>() == keep) jobs_->selectRow(row);
+        }
+      },
+      [this](const QString& m) { emit message(m); });
 }
 
 void RunsPage::act(MessageType type) {
@@ -135,7 +141,8 @@ void RunsPage::act(MessageType type) {
   }
   nlohmann::json h = {{"job", id}};
   if (type == MessageType::reorder_job) h["position"] = 0;
-  link_.call(type, h, [this](const nlohmann::json&) { refresh(); }, [this](const QString& m) { emit message(m); });
+  link_.call(
+      type, h, [this](const nlohmann::json&) { refresh(); }, [this](const QString& m) { emit message(m); });
 }
 
 void RunsPage::show_job(int64_t id) {
@@ -143,16 +150,19 @@ void RunsPage::show_job(int64_t id) {
   shown_job_ = id;
   for (MetricChart* c : {loss_, lr_, throughput_, mfu_}) c->clear_points();
   log_->clear();
-  link_.call(MessageType::job_logs, {{"job", id}, {"tail_lines", 500}}, [this, id](const nlohmann::json& reply) {
-    if (id == shown_job_) log_->setPlainText(QString::fromStdString(reply["text"].get<std::string>()));
-  });
+  link_.call(MessageType::job_logs, {{"job", id}, {"tail_lines", 500}},
+             [this, id](const nlohmann::json& reply) {
+               if (id == shown_job_)
+                 log_->setPlainText(QString::fromStdString(reply["text"].get<std::string>()));
+             });
   // Metrics already reported (the job's stored events), then live ones from events.
   link_.call(MessageType::get_job, {{"job", id}}, [this, id](const nlohmann::json& reply) {
     if (id != shown_job_) return;
     for (const auto& e : reply.value("events", nlohmann::json::array())) {
       if (e.value("type", "") != "metrics") continue;
       const auto& p = e["payload"];
-      on_event(QString("job/%1/metrics").arg(id), {{"type", "metrics"}, {"step", p["step"]}, {"values", p["values"]}}, {});
+      on_event(QString("job/%1/metrics").arg(id),
+               {{"type", "metrics"}, {"step", p["step"]}, {"values", p["values"]}}, {});
     }
   });
 }
@@ -168,7 +178,10 @@ void RunsPage::on_event(const QString& topic, const nlohmann::json& header, cons
     for (int r = 0; r < jobs_->rowCount(); ++r) {
       if (jobs_->item(r, 0)->text().toLongLong() != id) continue;
       const double total = header.value("total", 0.0), done = header.value("done", 0.0);
-      jobs_->item(r, 3)->setText(total > 0 ? QString("%1 %2/%3").arg(QString::fromStdString(header.value("stage", ""))).arg(done).arg(total)
+      jobs_->item(r, 3)->setText(total > 0 ? QString("%1 %2/%3")
+                                                 .arg(QString::fromStdString(header.value("stage", "")))
+                                                 .arg(done)
+                                                 .arg(total)
                                            : QString::fromStdString(header.value("stage", "")));
     }
     return;
@@ -187,17 +200,21 @@ void RunsPage::on_event(const QString& topic, const nlohmann::json& header, cons
   } else if (type == "log") {
     log_->appendPlainText(QString::fromStdString(header.value("text", "")));
   } else if (type == "preview") {
-    samples_->set_frames(frames_from_rgb24(blobs, header.value("width", 0), header.value("height", 0)), 8.0, true);
+    samples_->set_frames(frames_from_rgb24(blobs, header.value("width", 0), header.value("height", 0)), 8.0,
+                         true);
   }
 }
 
 void RunsPage::start_training(const TrainForm& form) {
-  submit_job(link_, train_job(form).header(), [this](int64_t id) {
-    emit message(QString("training queued as job %1").arg(id));
-    refresh();
-    shown_job_ = 0;
-    select_job(id);
-  }, [this](const QString& m) { emit message("training refused: " + m); });
+  submit_job(
+      link_, train_job(form).header(),
+      [this](int64_t id) {
+        emit message(QString("training queued as job %1").arg(id));
+        refresh();
+        shown_job_ = 0;
+        select_job(id);
+      },
+      [this](const QString& m) { emit message("training refused: " + m); });
 }
 
 void RunsPage::open_new_run_dialog() {

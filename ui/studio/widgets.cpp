@@ -6,14 +6,15 @@
 #include <QChart>
 #include <QHBoxLayout>
 #include <QKeyEvent>
-#include <QValueAxis>
 #include <QVBoxLayout>
+#include <QValueAxis>
 
 #include <algorithm>
 
 namespace mugv::studio {
 
-MetricChart::MetricChart(const QString& title, QWidget* parent) : QChartView(parent), series_(new QLineSeries) {
+MetricChart::MetricChart(const QString& title, QWidget* parent)
+    : QChartView(parent), series_(new QLineSeries) {
   auto* chart = new QChart;
   chart->addSeries(series_);
   chart->setTitle(title);
@@ -42,7 +43,9 @@ void MetricChart::clear_points() {
   max_x_ = 1;
 }
 
-int MetricChart::point_count() const { return static_cast<int>(series_->count()); }
+int MetricChart::point_count() const {
+  return static_cast<int>(series_->count());
+}
 
 FramePlayer::FramePlayer(QWidget* parent) : QWidget(parent) {
   view_ = new QLabel(this);
@@ -97,23 +100,30 @@ void FramePlayer::show_frame(int index) {
   current_ = std::clamp(index, 0, static_cast<int>(frames_.size()) - 1);
   const QImage& f = frames_[current_];
   // Previews are latent-sized (a few pixels): scale without smoothing so they stay legible.
-  view_->setPixmap(QPixmap::fromImage(f.scaled(view_->size(), Qt::KeepAspectRatio,
-                                               f.width() < 64 ? Qt::FastTransformation : Qt::SmoothTransformation)));
+  view_->setPixmap(
+      QPixmap::fromImage(f.scaled(view_->size(), Qt::KeepAspectRatio,
+                                  f.width() < 64 ? Qt::FastTransformation : Qt::SmoothTransformation)));
   position_->setText(QString("%1 / %2").arg(current_ + 1).arg(frames_.size()));
   if (slider_->value() != current_) slider_->setValue(current_);
 }
 
 void FramePlayer::play(bool on) {
   if (play_->isChecked() != on) play_->setChecked(on);
-  if (on) timer_.start();
-  else timer_.stop();
+  if (on)
+    timer_.start();
+  else
+    timer_.stop();
 }
 
 void FramePlayer::keyPressEvent(QKeyEvent* event) {
-  if (event->key() == Qt::Key_Left) show_frame(current_ - 1);
-  else if (event->key() == Qt::Key_Right) show_frame(current_ + 1);
-  else if (event->key() == Qt::Key_Space) play(!timer_.isActive());
-  else QWidget::keyPressEvent(event);
+  if (event->key() == Qt::Key_Left)
+    show_frame(current_ - 1);
+  else if (event->key() == Qt::Key_Right)
+    show_frame(current_ + 1);
+  else if (event->key() == Qt::Key_Space)
+    play(!timer_.isActive());
+  else
+    QWidget::keyPressEvent(event);
 }
 
 QTableWidgetItem* read_only_cell(const QString& text) {
@@ -126,7 +136,9 @@ QList<QImage> frames_from_rgb24(const QList<QByteArray>& blobs, int width, int h
   QList<QImage> out;
   for (const auto& b : blobs) {
     if (b.size() != qsizetype(width) * height * 3) continue;
-    out.push_back(QImage(reinterpret_cast<const uchar*>(b.constData()), width, height, width * 3, QImage::Format_RGB888).copy());
+    out.push_back(
+        QImage(reinterpret_cast<const uchar*>(b.constData()), width, height, width * 3, QImage::Format_RGB888)
+            .copy());
   }
   return out;
 }
