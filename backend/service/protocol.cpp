@@ -2,6 +2,7 @@
 
 #include "service/request_schema.h"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <utility>
@@ -46,7 +47,9 @@ constexpr std::array<std::pair<MessageType, const char*>, 34> kTypeNames{{
     {MessageType::event, "event"},
 }};
 
-ProtocolError fail(ProtocolErrorCode code, std::string message) { return {code, std::move(message)}; }
+ProtocolError fail(ProtocolErrorCode code, std::string message) {
+  return {code, std::move(message)};
+}
 
 }  // namespace
 
@@ -68,19 +71,27 @@ bool is_client_request(MessageType type) {
 
 const char* to_string(ProtocolErrorCode code) {
   switch (code) {
-    case ProtocolErrorCode::bad_magic: return "bad_magic";
-    case ProtocolErrorCode::version_mismatch: return "version_mismatch";
-    case ProtocolErrorCode::unknown_type: return "unknown_type";
-    case ProtocolErrorCode::malformed: return "malformed";
-    case ProtocolErrorCode::too_large: return "too_large";
-    case ProtocolErrorCode::invalid_request: return "invalid_request";
-    default: return "unknown";
+    case ProtocolErrorCode::bad_magic:
+      return "bad_magic";
+    case ProtocolErrorCode::version_mismatch:
+      return "version_mismatch";
+    case ProtocolErrorCode::unknown_type:
+      return "unknown_type";
+    case ProtocolErrorCode::malformed:
+      return "malformed";
+    case ProtocolErrorCode::too_large:
+      return "too_large";
+    case ProtocolErrorCode::invalid_request:
+      return "invalid_request";
+    default:
+      return "unknown";
   }
 }
 
 std::optional<ProtocolErrorCode> protocol_error_code_from_string(std::string_view name) {
-  for (auto c : {ProtocolErrorCode::bad_magic, ProtocolErrorCode::version_mismatch, ProtocolErrorCode::unknown_type,
-                 ProtocolErrorCode::malformed, ProtocolErrorCode::too_large, ProtocolErrorCode::invalid_request})
+  for (auto c :
+       {ProtocolErrorCode::bad_magic, ProtocolErrorCode::version_mismatch, ProtocolErrorCode::unknown_type,
+        ProtocolErrorCode::malformed, ProtocolErrorCode::too_large, ProtocolErrorCode::invalid_request})
     if (name == to_string(c)) return c;
   return std::nullopt;
 }
@@ -96,6 +107,34 @@ std::vector<std::string> encode(const Message& message) {
   return frames;
 }
 
+namespace {
+
+// The deepest nesting of arrays and objects in JSON text (brackets inside strings do not count).
+size_t json_nesting_depth(std::string_view text) {
+  size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    if (c == '"')
+      in_string = true;
+    else if (c == '[' || c == '{')
+      deepest = std::max(deepest, ++depth);
+    else if ((c == ']' || c == '}') && depth > 0)
+      --depth;
+  }
+  return deepest;
+}
+
+}  // namespace
+
 std::variant<Message, ProtocolError> decode(const std::vector<std::string_view>& frames) {
   if (frames.empty() || frames[0] != kMagic)
     return fail(ProtocolErrorCode::bad_magic, "not a MUG-V protocol message (first frame is not \"MUGV\")");
@@ -106,15 +145,17 @@ std::variant<Message, ProtocolError> decode(const std::vector<std::string_view>&
     return fail(ProtocolErrorCode::too_large, "too many binary frames: " + std::to_string(frames.size() - 4));
   size_t total = 0;
   for (const auto& f : frames) total += f.size();
-  if (total > kMaxMessageBytes) return fail(ProtocolErrorCode::too_large, "message of " + std::to_string(total) + " bytes");
+  if (total > kMaxMessageBytes)
+    return fail(ProtocolErrorCode::too_large, "message of " + std::to_string(total) + " bytes");
 
   int version = -1;
   auto [end, ec] = std::from_chars(frames[1].data(), frames[1].data() + frames[1].size(), version);
   if (ec != std::errc() || end != frames[1].data() + frames[1].size() || version < 0)
     return fail(ProtocolErrorCode::malformed, "version frame is not a number");
   if (version != kVersion)
-    return fail(ProtocolErrorCode::version_mismatch, "peer speaks protocol version " + std::to_string(version) +
-                                                         ", this build speaks " + std::to_string(kVersion));
+    return fail(ProtocolErrorCode::version_mismatch, "peer speaks protocol version " +
+                                                         std::to_string(version) + ", this build speaks " +
+                                                         std::to_string(kVersion));
   auto type = message_type_from_string(frames[2]);
   if (!type) {
     std::string shown(frames[2].substr(0, 40));
@@ -126,7 +167,12 @@ std::variant<Message, ProtocolError> decode(const std::vector<std::string_view>&
     return fail(ProtocolErrorCode::too_large, "header of " + std::to_string(frames[3].size()) + " bytes");
   for (size_t i = 4; i < frames.size(); ++i)
     if (frames[i].size() > kMaxBlobBytes)
-      return fail(ProtocolErrorCode::too_large, "binary frame of " + std::to_string(frames[i].size()) + " bytes");
+      return fail(ProtocolErrorCode::too_large,
+                  "binary frame of " + std::to_string(frames[i].size()) + " bytes");
+
+  if (const size_t depth = json_nesting_depth(frames[3]); depth > kMaxHeaderDepth)
+    return fail(ProtocolErrorCode::too_large, "header nests arrays and objects " + std::to_string(depth) +
+                                                  " deep; at most " + std::to_string(kMaxHeaderDepth));
 
   Message message;
   message.type = *type;
@@ -153,6 +199,8 @@ Message make_error(std::string code, std::string message) {
   return m;
 }
 
-Message make_error(const ProtocolError& error) { return make_error(to_string(error.code), error.message); }
+Message make_error(const ProtocolError& error) {
+  return make_error(to_string(error.code), error.message);
+}
 
 }  // namespace mugv::protocol

@@ -33,21 +33,51 @@ namespace mugv::protocol {
 
 inline constexpr int kVersion = 1;
 inline constexpr std::string_view kMagic = "MUGV";
-inline constexpr size_t kMaxHeaderBytes = 1u << 20;      // 1 MiB of JSON
-inline constexpr size_t kMaxBlobBytes = 64u << 20;       // one preview or thumbnail frame
+inline constexpr size_t kMaxHeaderBytes = 1u << 20;  // 1 MiB of JSON
+inline constexpr size_t kMaxBlobBytes = 64u << 20;   // one preview or thumbnail frame
 inline constexpr size_t kMaxBlobs = 64;
-inline constexpr size_t kMaxMessageBytes = 256u << 20;   // everything after the envelope
+inline constexpr size_t kMaxMessageBytes = 256u << 20;  // everything after the envelope
+// Arrays and objects nested in a header: requests need a handful; a deep one would cost recursion later (a
+// copy of the parsed value), so it is refused before it is parsed.
+inline constexpr size_t kMaxHeaderDepth = 64;
 
 enum class MessageType {
   unknown = 0,
   // handshake and replies
-  hello, welcome, ok, error,
+  hello,
+  welcome,
+  ok,
+  error,
   // client -> server requests
-  submit_job, cancel_job, pause_job, resume_job, retry_job, reorder_job, list_jobs, get_job, job_logs,
-  list_runs, list_datasets, list_clips, clip_frames, edit_caption, list_prompts, save_prompt, list_generations,
-  sample_now, save_now, list_clusters, list_models, shutdown,
+  submit_job,
+  cancel_job,
+  pause_job,
+  resume_job,
+  retry_job,
+  reorder_job,
+  list_jobs,
+  get_job,
+  job_logs,
+  list_runs,
+  list_datasets,
+  list_clips,
+  clip_frames,
+  edit_caption,
+  list_prompts,
+  save_prompt,
+  list_generations,
+  sample_now,
+  save_now,
+  list_clusters,
+  list_models,
+  shutdown,
   // worker -> server
-  heartbeat, progress, metrics, log_line, preview, job_finished,
+  heartbeat,
+  progress,
+  metrics,
+  log_line,
+  preview,
+  job_finished,
   // server -> worker
   control,
   // server -> subscribers (PUB)
@@ -71,9 +101,9 @@ enum class ProtocolErrorCode {
   bad_magic,         // not our protocol at all
   version_mismatch,  // our protocol, another version
   unknown_type,
-  malformed,         // wrong frame count, bad JSON, header not an object
-  too_large,         // a frame or the whole message over the limits
-  invalid_request,   // well-formed but the fields do not match the type's schema
+  malformed,        // wrong frame count, bad JSON, header not an object
+  too_large,        // a frame or the whole message over the limits
+  invalid_request,  // well-formed but the fields do not match the type's schema
 };
 const char* to_string(ProtocolErrorCode code);
 std::optional<ProtocolErrorCode> protocol_error_code_from_string(std::string_view name);

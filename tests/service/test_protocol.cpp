@@ -60,7 +60,19 @@ TEST_CASE("malformed frames are refused with a code and a message a person can a
   CHECK(refused({"MUGV", "1", "teleport", "{}"}).code == ProtocolErrorCode::unknown_type);
   CHECK(refused({"MUGV", "1", "get_job", "{\"job\": "}).code == ProtocolErrorCode::malformed);
   CHECK(refused({"MUGV", "1", "get_job", "[1, 2]"}).code == ProtocolErrorCode::malformed);
-  CHECK(refused({"MUGV", "1", "get_job", std::string(kMaxHeaderBytes + 1, ' ')}).code == ProtocolErrorCode::too_large);
+  CHECK(refused({"MUGV", "1", "get_job", std::string(kMaxHeaderBytes + 1, ' ')}).code ==
+        ProtocolErrorCode::too_large);
+  // Deep nesting (params of ~60,000 arrays in 120 KB once crashed a server copying them) is refused before
+  // it is parsed; brackets inside strings are text, not nesting.
+  const std::string deep =
+      "{\"kind\": \"import\", \"params\": " + std::string(60000, '[') + std::string(60000, ']') + "}";
+  auto too_deep = refused({"MUGV", "1", "submit_job", deep});
+  CHECK(too_deep.code == ProtocolErrorCode::too_large);
+  CHECK(too_deep.message.find("60001 deep; at most 64") != std::string::npos);
+  const std::string bracket_text = "{\"query\": \"" + std::string(100, '[') + "\"}";
+  const auto text = decode_strings({"MUGV", "1", "list_prompts", bracket_text});
+  REQUIRE(std::holds_alternative<Message>(text));
+  CHECK(std::get<Message>(text).header["query"] == std::string(100, '['));
   std::vector<std::string> many = {"MUGV", "1", "event", "{\"topic\": \"x\"}"};
   many.resize(4 + kMaxBlobs + 1, "b");
   CHECK(refused(many).code == ProtocolErrorCode::too_large);
@@ -76,16 +88,18 @@ TEST_CASE("requests are validated field by field before anything acts on them", 
   CHECK(invalid("get_job", "{\"job\": \"7\"}").find("integer") != std::string::npos);
   CHECK(invalid("get_job", "{\"job\": 0}").find(">= 1") != std::string::npos);
   CHECK(invalid("get_job", "{\"job\": 1, \"extra\": true}").find("\"extra\"") != std::string::npos);
-  CHECK(invalid("submit_job", "{\"kind\": \"mine_bitcoin\", \"params\": {}}").find("not one of") != std::string::npos);
+  CHECK(invalid("submit_job", "{\"kind\": \"mine_bitcoin\", \"params\": {}}").find("not one of") !=
+        std::string::npos);
   CHECK(invalid("submit_job", "{\"kind\": \"train\", \"params\": {}, \"priority\": 1000}").find("<= 100") !=
         std::string::npos);
-  CHECK(invalid("edit_caption", "{\"clip\": 1, \"text\": \"" + std::string(10001, 'x') + "\"}").find("longer") !=
-        std::string::npos);
+  CHECK(invalid("edit_caption", "{\"clip\": 1, \"text\": \"" + std::string(10001, 'x') + "\"}")
+            .find("longer") != std::string::npos);
   CHECK(invalid("preview", "{\"job\": 1, \"step\": 0, \"width\": 2, \"height\": 2, \"format\": \"rgb24\"}")
             .find("binary frame") != std::string::npos);
   CHECK(invalid("hello", "{\"role\": \"admin\", \"version\": 1}").find("role") != std::string::npos);
 
-  auto ok = decode_strings({"MUGV", "1", "submit_job", "{\"kind\": \"train\", \"params\": {\"steps\": 5}, \"priority\": -3}"});
+  auto ok = decode_strings(
+      {"MUGV", "1", "submit_job", "{\"kind\": \"train\", \"params\": {\"steps\": 5}, \"priority\": -3}"});
   REQUIRE(std::holds_alternative<Message>(ok));
   CHECK(std::get<Message>(ok).header["params"]["steps"] == 5);
 }

@@ -14,15 +14,15 @@
 #include <zmq_addon.hpp>
 
 #include <csignal>
+#include <cstdlib>
 #include <map>
 #include <set>
-#include <cstdlib>
 #include <thread>
 
 using namespace mugv;
 using namespace std::chrono_literals;
-using protocol::MessageType;
 using mugv::test::TempDir;
+using protocol::MessageType;
 namespace fs = std::filesystem;
 
 namespace {
@@ -51,7 +51,8 @@ class TestServer {
     if (keep_workers_) return;
     Catalog catalog = Catalog::open(home_ / "catalog.sqlite");
     for (const Job& job : list_jobs(catalog))
-      if (job.worker_pid && *job.worker_pid > 0 && !is_terminal(job.state)) ::kill(static_cast<pid_t>(*job.worker_pid), SIGKILL);
+      if (job.worker_pid && *job.worker_pid > 0 && !is_terminal(job.state))
+        ::kill(static_cast<pid_t>(*job.worker_pid), SIGKILL);
   }
   void stop() {
     if (!thread_.joinable()) return;
@@ -76,7 +77,11 @@ nlohmann::json make_dataset_job(const fs::path& out, int count) {
           {"params",
            {{"command", {"make-dataset"}},
             {"positional", {"shapes"}},
-            {"values", {{"dataset.out", out.string()}, {"dataset.count", count}, {"dataset.size", 32}, {"dataset.frames", 9}}}}}};
+            {"values",
+             {{"dataset.out", out.string()},
+              {"dataset.count", count},
+              {"dataset.size", 32},
+              {"dataset.frames", 9}}}}}};
 }
 
 std::string state_of(Client& c, int64_t id) {
@@ -84,7 +89,8 @@ std::string state_of(Client& c, int64_t id) {
 }
 
 // Polls until the job reaches `state` or `timeout` passes; returns the last state seen.
-std::string wait_for(Client& c, int64_t id, const std::string& state, std::chrono::milliseconds timeout = 30000ms) {
+std::string wait_for(Client& c, int64_t id, const std::string& state,
+                     std::chrono::milliseconds timeout = 30000ms) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string s;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -169,7 +175,8 @@ TEST_CASE("cancel, pause and resume reach the worker; queued jobs cancel at once
   CHECK(wait_for(client, queued, "succeeded") == "succeeded");
 }
 
-TEST_CASE("a worker killed with SIGKILL interrupts its job, which is requeued and runs again", "[service][ipc]") {
+TEST_CASE("a worker killed with SIGKILL interrupts its job, which is requeued and runs again",
+          "[service][ipc]") {
   TempDir home;
   TestServer server(home.path(), /*max_attempts=*/2);
   Client client(server.endpoint());
@@ -190,7 +197,8 @@ TEST_CASE("a worker killed with SIGKILL interrupts its job, which is requeued an
   bool saw_interrupted = false;
   auto events = client.request(MessageType::get_job, {{"job", id}})["events"];
   for (const auto& e : events)
-    if (e["type"] == "state" && e["payload"].dump().find("interrupted") != std::string::npos) saw_interrupted = true;
+    if (e["type"] == "state" && e["payload"].dump().find("interrupted") != std::string::npos)
+      saw_interrupted = true;
   CHECK(saw_interrupted);
   client.request(MessageType::cancel_job, {{"job", id}, {"force", true}});
   CHECK(wait_for(client, id, "cancelled", 10000ms) == "cancelled");
@@ -234,6 +242,16 @@ TEST_CASE("bad requests get error replies and the server carries on", "[service]
   reply = protocol::receive(raw, 0, 2000ms);
   REQUIRE(reply);
   CHECK(std::get<protocol::Message>(reply->content).type == MessageType::error);
+  // A submit_job whose params nest 60,000 arrays (120 KB) is refused with a reason; the server carries on.
+  const std::string deep =
+      "{\"kind\": \"import\", \"params\": " + std::string(60000, '[') + std::string(60000, ']') + "}";
+  std::vector<std::string> nested = {"MUGV", "1", "submit_job", deep};
+  std::vector<zmq::const_buffer> nested_frames;
+  for (const auto& f : nested) nested_frames.emplace_back(f.data(), f.size());
+  zmq::send_multipart(raw, nested_frames);
+  reply = protocol::receive(raw, 0, 2000ms);
+  REQUIRE(reply);
+  CHECK(std::get<protocol::Message>(reply->content).header["code"] == "too_large");
 
   CHECK(client.request(MessageType::list_jobs)["jobs"].empty());
 }
@@ -291,7 +309,8 @@ TEST_CASE("queued jobs survive a server restart and running workers are adopted 
   Client client(second.endpoint());
   CHECK(state_of(client, id) == "queued");
   CHECK(state_of(client, blocker) == "running");
-  CHECK(client.request(MessageType::get_job, {{"job", blocker}})["job"]["attempts"] == 1);  // adopted, not restarted
+  CHECK(client.request(MessageType::get_job, {{"job", blocker}})["job"]["attempts"] ==
+        1);                             // adopted, not restarted
   std::this_thread::sleep_for(1000ms);  // the worker reconnects and its heartbeats reach the new server
   client.request(MessageType::cancel_job, {{"job", blocker}});
   CHECK(wait_for(client, blocker, "cancelled", 15000ms) == "cancelled");
