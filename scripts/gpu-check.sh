@@ -12,6 +12,8 @@
 #   It builds only the check programs in --build-dir (default build/, the tree `make test` builds; its compute
 #   programs link only the compute layers) and configures the compute-only tree to prove the option set holds.
 # Budgets on the GPU machine: build <= 5 min, checks <= 4 min; each step's seconds are in its line.
+# A machine without the toml++, libsodium or SentencePiece development files needs .device-deps/ beside the
+# tree: run scripts/device-deps.sh where they are installed and carry the folder (5 MB).
 set -uo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"

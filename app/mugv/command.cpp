@@ -5,9 +5,13 @@
 #include "core/strings.h"
 
 #include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
+#include <new>
 
 namespace mugv::cli {
 namespace {
@@ -55,8 +59,11 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
       return 0;
     }
     check_positional(command, layers.command_line.positional);
-    return command.run(Invocation{values, layers.command_line.positional, values.get_bool("cli.json"),
-                                  CancelToken(), terminal_progress(), JobReporter{}});
+    const int code =
+        command.run(Invocation{values, layers.command_line.positional, values.get_bool("cli.json"),
+                               CancelToken(), terminal_progress(), JobReporter{}});
+    check_output_written();
+    return code;
   } catch (const Error& e) {
     finish_progress_line();
     std::string line = e.what();
@@ -69,6 +76,18 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
 bool progress_line_open = false;
 
 }  // namespace
+
+void check_output_written() {
+  // A full disk or a closed pipe shows only when the buffered output is flushed: a command whose result
+  // never arrived has failed.
+  errno = 0;
+  std::cout.flush();
+  const bool failed = !std::cout.good() || std::fflush(stdout) != 0 || std::ferror(stdout) != 0;
+  if (failed)
+    throw Error(
+        ErrorCode::io, "standard output",
+        std::string("the output could not be written: ") + (errno ? std::strerror(errno) : "write error"));
+}
 
 ProgressFn terminal_progress() {
   if (!::isatty(STDERR_FILENO)) return nullptr;
@@ -115,9 +134,19 @@ int run_main(const std::vector<Command>& commands, const std::vector<std::string
   }
   try {
     return run_command(*command, std::vector<std::string>(args.begin() + used, args.end()));
-  } catch (const std::exception& e) {
+  } catch (const std::bad_alloc&) {
     finish_progress_line();
-    std::cerr << "mugv " << joined(command->words) << ": internal error: " << e.what() << "\n";
+    std::cerr
+        << "mugv " << joined(command->words)
+        << ": out of memory: the request needs more memory than this machine can give (a smaller --size, "
+           "--frames or --batch needs less)\n";
+    return exit_code_for(ErrorCode::out_of_memory);
+  } catch (const std::exception& e) {
+    // One line: the libraries' messages carry their own backtraces after the first line.
+    finish_progress_line();
+    const std::string what = e.what();
+    std::cerr << "mugv " << joined(command->words) << ": internal error: " << what.substr(0, what.find('\n'))
+              << "\n";
     return 1;
   }
 }

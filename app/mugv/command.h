@@ -82,6 +82,9 @@ int run_command_from_json(const Command& command, const nlohmann::json& argument
 // tests stay clean); call finish_progress_line() after the operation.
 ProgressFn terminal_progress();
 void finish_progress_line();
+// Flushes standard output; throws Error(io) when what a command printed could not be written (a full disk,
+// a closed pipe), so such a run does not exit 0.
+void check_output_written();
 
 // The commands, one function per file.
 Command probe_command();

@@ -1,6 +1,7 @@
 #include "catalog/datasets.h"
 
 #include "catalog/detail.h"
+#include "core/names.h"
 
 namespace mugv {
 namespace {
@@ -30,6 +31,8 @@ Dataset read_dataset(const sqlite::Statement& s) {
 void check_dataset(Catalog& catalog, const Dataset& dataset) {
   if (trim(dataset.name).empty())
     throw Error(ErrorCode::invalid_argument, catalog.path().string(), "a dataset needs a name");
+  // The name becomes a folder under $MUGV_HOME/datasets (latent caches, exports).
+  check_path_component_name(dataset.name, "dataset");
   if (dataset.kind == DatasetKind::unknown)
     throw Error(ErrorCode::invalid_argument, catalog.path().string(),
                 cat("dataset \"", dataset.name, "\": kind must be video, image or mixed"));

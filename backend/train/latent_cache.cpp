@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "core/names.h"
 #include "core/params.h"
 #include "core/paths.h"
 #include "core/safetensors.h"
@@ -37,6 +38,8 @@ ClipGeometry vae_run_geometry(const std::string& vae_run) {
 }
 
 fs::path latent_cache_dir(const std::string& dataset, const std::string& vae_run) {
+  check_path_component_name(dataset, "dataset");
+  check_path_component_name(vae_run, "run");
   return mugv_home() / "datasets" / dataset / "cache" / vae_run;
 }
 

@@ -35,6 +35,7 @@ struct ClipGeometry {
 // Throws Error(format) naming the run when its config lacks data.size / data.frames.
 [[nodiscard]] ClipGeometry vae_run_geometry(const std::string& vae_run);
 
+// Throws Error(invalid_argument) for a dataset or run name that is not one path component (core/names.h).
 fs::path latent_cache_dir(const std::string& dataset, const std::string& vae_run);
 
 // One cache entry, as listed from the file headers (no tensor data read).

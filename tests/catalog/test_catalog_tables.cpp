@@ -10,6 +10,28 @@
 using namespace mugv;
 using mugv::test::TempDir;
 
+TEST_CASE("a dataset name is one path component: traversal, separators and control characters are refused",
+          "[catalog][unit]") {
+  TempDir dir;
+  auto catalog = Catalog::open(dir / "catalog.sqlite");
+  const std::vector<std::string> refused = {"../../../../x",      "a/b", "a\\b", "..", ".", "tab\tname",
+                                            std::string(201, 'x')};
+  for (const std::string& bad : refused) {
+    INFO(bad);
+    try {
+      (void)create_dataset(catalog, {0, bad, DatasetKind::video, "/data/x", "", 0});
+      FAIL("refused");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::invalid_argument);
+      CHECK_THAT(e.message(), Catch::Contains("a dataset name"));
+    }
+  }
+  CHECK(list_datasets(catalog).empty());
+  // Spaces, dots inside and Unicode are fine.
+  CHECK(create_dataset(catalog, {0, "my clips v1.2 \xC3\xA9t\xC3\xA9", DatasetKind::video, "/d", "", 0}).id >
+        0);
+}
+
 TEST_CASE("datasets round-trip and a taken name is a conflict with a clear message", "[catalog][unit]") {
   TempDir dir;
   auto catalog = Catalog::open(dir / "catalog.sqlite");

@@ -57,6 +57,14 @@ TEST_CASE("mugv exit codes: 0 ok, 2 usage, 1 failure with a one-line reason", "[
   CHECK(bad_value.err.find("--count") != std::string::npos);
 }
 
+TEST_CASE("output that cannot be written fails the command", "[cli]") {
+  TempDir home;
+  auto full = run_mugv("dataset list --json > /dev/full", home.path());
+  CHECK(full.exit_code == 1);
+  CHECK(full.err.find("standard output") != std::string::npos);
+  CHECK(std::count(full.err.begin(), full.err.end(), '\n') == 1);
+}
+
 TEST_CASE("every command answers --help", "[cli]") {
   TempDir home;
   for (const char* cmd :

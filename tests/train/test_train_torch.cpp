@@ -134,6 +134,20 @@ TEST_CASE("masked flow loss ignores conditioning frames", "[unit][train]") {
   CHECK(masked_flow_loss(pred, target, cond).item<double>() == Approx(4.0 / 3));
 }
 
+TEST_CASE("a latent cache folder stays under its dataset: names that leave it are refused", "[unit][train]") {
+  Home home(1);
+  CHECK(latent_cache_dir("shapes", "vae0") == home.path() / "datasets" / "shapes" / "cache" / "vae0");
+  for (const auto& [dataset, run] : std::vector<std::pair<std::string, std::string>>{
+           {"../../../../x", "vae0"}, {"shapes", "../vae0"}, {"a/b", "vae0"}, {"..", "vae0"}}) {
+    INFO(dataset << " " << run);
+    std::string message;
+    ErrorCode code = ErrorCode::unknown;
+    message = error_of([&] { (void)latent_cache_dir(dataset, run); }, &code);
+    CHECK(code == ErrorCode::invalid_argument);
+    CHECK_THAT(message, Catch::Contains("name"));
+  }
+}
+
 TEST_CASE("the loader buckets by shape, shuffles by (seed, epoch), shards and resumes from its cursor",
           "[unit][train]") {
   Home home(6);
