@@ -29,35 +29,28 @@ ProcessResult run_mugv(std::vector<std::string> args) {
 }
 
 std::vector<std::string> train_args(const std::string& run) {
-  return {"train",
-          "--preset",
-          "micro",
-          "--dataset",
-          "shapes",
-          "--vae-run",
-          "vae0",
-          "--run",
-          run,
-          "--steps",
-          "4",
-          "--batch",
-          "2",
-          "--save-every",
-          "2",
-          "--threads",
-          "1",
-          "--prefetch",
-          "0",
-          "--comm-timeout",
-          "60",
-          "--slurm",
-          "--nodes",
-          "2",
-          "--tasks-per-node",
-          "1",
-          "--time",
-          "0:10:00",
-          "--json"};
+  std::vector<std::string> a = test::micro_train_args(run);
+  a.insert(a.end(), {"--steps",
+                     "4",
+                     "--batch",
+                     "2",
+                     "--save-every",
+                     "2",
+                     "--threads",
+                     "1",
+                     "--prefetch",
+                     "0",
+                     "--comm-timeout",
+                     "60",
+                     "--slurm",
+                     "--nodes",
+                     "2",
+                     "--tasks-per-node",
+                     "1",
+                     "--time",
+                     "0:10:00",
+                     "--json"});
+  return a;
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <string>
+#include <vector>
 
 namespace mugv::test {
 
@@ -36,6 +38,12 @@ heads = 2
 ff_dim = 64
 max_tokens = 12
 )";
+
+// `mugv train` arguments naming a run of the micro preset on the home's cache; callers add the training
+// values.
+inline std::vector<std::string> micro_train_args(const std::string& run) {
+  return {"train", "--preset", "micro", "--dataset", "shapes", "--vae-run", "vae0", "--run", run};
+}
 
 class MicroHome {
  public:
