@@ -18,6 +18,7 @@
 #include "model/release_files.h"
 #include "service/cluster_profiles.h"
 #include "service/curve_keys.h"
+#include "service/home_lock.h"
 #include "service/job_files.h"
 #include "service/job_json.h"
 #include "service/zap_handler.h"
@@ -96,6 +97,7 @@ std::string private_worker_endpoint(const fs::path& home) {
 
 struct Server::Impl {
   ServerOptions o;
+  std::optional<HomeLock> home_lock;  // held while the server runs
   zmq::context_t context{1};
   // Declared before the sockets so that it is destroyed after them: libzmq lets every CURVE client in
   // while no ZAP handler is bound.
@@ -950,6 +952,7 @@ std::string Server::worker_endpoint() const {
 
 void Server::run(const CancelToken& stop) {
   Impl& s = *impl_;
+  s.home_lock.emplace(s.o.home, s.o.listen);
   s.catalog.emplace(Catalog::open(s.o.home / "catalog.sqlite"));
   std::vector<fs::path> roots = {s.o.home};
   roots.insert(roots.end(), s.o.allowed_roots.begin(), s.o.allowed_roots.end());
@@ -983,6 +986,7 @@ void Server::run(const CancelToken& stop) {
   }
   s.slurm.reset();  // stops its helper thread; Slurm jobs stay in Slurm and in the catalog for the next start
   log_info("server stopping; running workers keep running and are picked up by the next start");
+  s.home_lock.reset();  // the next server of this home may start
 }
 
 }  // namespace mugv

@@ -91,6 +91,8 @@ fi
 unit=$(find "$root" -path '*/systemd/system/mugv-serve.service' | head -n 1)
 if [[ -n "$unit" ]]; then
   grep -q '^ExecStart=/usr/bin/mugv serve' "$unit" || fail "$unit: ExecStart does not run /usr/bin/mugv serve"
+  # A server holds a socket per client and files per job: the distribution's 1,024 descriptors run out.
+  grep -qE '^LimitNOFILE=[0-9]{5,}$' "$unit" || fail "$unit: no LimitNOFILE of at least 10,000"
 fi
 
 if ((failures)); then

@@ -292,6 +292,26 @@ TEST_CASE("list_runs lists run folders in one record shape and honours limit and
   CHECK(page["runs"][0]["name"] == "b-dit");
 }
 
+TEST_CASE("one server per home: a second one is refused, naming the first", "[service][ipc]") {
+  TempDir home;
+  TestServer first(home.path());
+  ServerOptions o;
+  o.home = home.path();
+  o.listen = {"ipc://" + (home / "sock" / "second.sock").string()};
+  o.worker_executable = test::binary_dir() / "bin" / "mugv-worker";
+  Server second(o);
+  try {
+    second.run(CancelToken());
+    FAIL("a second server on the same home must be refused");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::conflict);
+    CHECK_THAT(e.message(), Catch::Contains("a server already runs for this home"));
+    CHECK_THAT(e.message(), Catch::Contains(first.endpoint()));
+  }
+  Client client(first.endpoint());
+  CHECK(client.request(MessageType::list_jobs)["jobs"].empty());
+}
+
 TEST_CASE("queued jobs survive a server restart and running workers are adopted by the next server",
           "[service][ipc]") {
   TempDir home;

@@ -2,12 +2,14 @@
 // the starter dataset's clips and captions, thumbnails and the clip player, a short training run whose
 // metrics reach the charts, a generation whose denoising previews arrive live, the player, export, and the
 // bad-input paths; the new-run dialog's planner; a real tcp:// server with CURVE keys, authorised and not.
+#include "embedded_server.h"
 #include "job_params.h"
 #include "main_window.h"
 #include "new_run_dialog.h"
 #include "remote_keys.h"
 #include "service/client.h"
 #include "service/curve_keys.h"
+#include "support/serve_process.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
@@ -392,6 +394,20 @@ TEST_CASE("a tcp:// server with CURVE: an authorised key connects and lists jobs
     window.connect_to(endpoint, "not-a-key");
     CHECK(window.status_text().contains("server key"));
   }
+}
+
+TEST_CASE("a server already running for the home is reused, not started twice", "[studio]") {
+  app();
+  test::TempDir home;
+  const std::string endpoint = "ipc://" + (home / "ipc" / "left-behind.sock").string();
+  test::ServeProcess left_behind(home.path(), {"--listen", endpoint});
+  EmbeddedServer embedded(QString::fromStdString((test::binary_dir() / "bin" / "mugv").string()),
+                          QString::fromStdString(home.path().string()));
+  CHECK(embedded.start().toStdString() == endpoint);
+  CHECK(embedded.reused_pid() > 0);
+  embedded.stop();  // leaves the reused server alone
+  Client client(endpoint, std::chrono::milliseconds(3000));
+  CHECK(client.request(protocol::MessageType::list_jobs)["jobs"].empty());
 }
 
 TEST_CASE("an unreachable server is reported and the window stays responsive", "[studio]") {

@@ -1,11 +1,15 @@
 #include "embedded_server.h"
 
+#include "service/home_lock.h"
+
 #include <QDir>
 #include <QFile>
 #include <QFileInfo>
 #include <QThread>
 
 #include <sys/stat.h>
+
+#include <filesystem>
 
 namespace mugv::studio {
 
@@ -35,6 +39,22 @@ QString EmbeddedServer::start() {
     return {};
   }
   QDir().mkpath(home_);
+  // One server per home: one already running here (left by a studio that crashed, or a `mugv serve` started
+  // in a terminal) is found through its lock and reused, never doubled.
+  if (const auto running = server_running_for(std::filesystem::path(home_.toStdString()))) {
+    for (const auto& endpoint : running->endpoints) {
+      if (endpoint.rfind("ipc://", 0) == 0) {
+        reused_pid_ = running->pid;
+        return QString::fromStdString(endpoint);
+      }
+    }
+    error_ = QString(
+                 "a server already runs for %1 (pid %2) and listens on no local socket; connect to it with "
+                 "File › Connect to server, or stop it")
+                 .arg(home_)
+                 .arg(running->pid);
+    return {};
+  }
   const QString ipc_dir = QDir(home_).filePath("ipc");
   QDir().mkpath(ipc_dir);
   ::chmod(QFile::encodeName(ipc_dir).constData(), 0700);  // the socket is as private as the catalog

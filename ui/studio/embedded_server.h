@@ -2,6 +2,7 @@
 // The studio's private backend: `mugv serve` as a child process on an ipc endpoint inside a 0700 directory of
 // $MUGV_HOME, started when no remote server is configured and stopped (SIGTERM, then kill) with the studio.
 // Running jobs are separate worker processes: the next start of the embedded server adopts or recovers them.
+// A server already running for the home (service/home_lock.h) is reused instead of started again.
 
 #include <QObject>
 #include <QProcess>
@@ -16,8 +17,11 @@ class EmbeddedServer : public QObject {
   EmbeddedServer(QString mugv_binary, QString home, QObject* parent = nullptr);
   ~EmbeddedServer() override;
 
-  // Starts the server; returns its endpoint, or an empty string with error() set.
+  // Starts the server, or finds the one already running for the home; returns its endpoint, or an empty
+  // string with error() set.
   QString start();
+  // The pid of the running server start() reused (0: it started its own); stop() leaves a reused one running.
+  long reused_pid() const { return reused_pid_; }
   void stop();
   QString error() const { return error_; }
   QString home() const { return home_; }
@@ -34,6 +38,7 @@ class EmbeddedServer : public QObject {
   QString error_;
   QProcess process_;
   bool stopping_ = false;
+  long reused_pid_ = 0;
 };
 
 }  // namespace mugv::studio
