@@ -6,24 +6,21 @@
 //   mugv-device-check [--device cpu|cuda] [--golden-dir DIR] [--steps N] [--work DIR] [--only a,b,...]
 //
 // Checks (all by default):
-//   golden_fp32   the released DiT's golden calls (../shared/data/golden, README there) on the device in
-//   fp32:
-//                 max abs error <= 1e-4 over the three calls. Skipped (ok, "skipped") when the data is
-//                 absent.
-//   golden_bf16   the same under bf16 autocast. Bound: 2^-6 (1.6e-2) of the largest |output|: bf16 keeps 8
-//                 significant bits (unit roundoff 2^-9), and each call passes ~10 rounded matmul/attention
-//                 stages in sequence, each adding its rounding to what came before.
-//   train         a tiny DiT on a synthetic latent cache (colour and motion words bound to latent structure)
-//                 for --steps steps on the device: the mean loss of the last tenth below 0.8 of the first's.
-//   resume        2k steps straight against k, stop (a cancel saves step k), resume to 2k: the losses of
-//                 steps k+1..2k and the final weights, compared bit for bit, and the losses of steps 1..k
-//                 (two fresh runs of one command and seed); reported with the largest differences. On CUDA
-//                 deterministic algorithms are requested for this check.
-//   sample        20-step sampling with CFG and a live preview from the trained run on the device: one
-//                 preview per step, finite frames; time per step.
-//   process_group a world-size-1 process group (NCCL on CUDA, Gloo on CPU) running the data-parallel gradient
-//                 sync and the ZeRO-1 optimizer for 3 steps against a plain single-process AdamW: equal
-//                 weights.
+//   golden_fp32    the released DiT's golden calls (../shared/data/golden, README there) on the device, fp32:
+//                  max abs error <= 1e-4 over the three calls. Skipped (ok, "skipped") without the data.
+//   golden_bf16    the same under bf16 autocast. Bound: 2^-6 (1.6e-2) of the largest |output|: bf16 keeps 8
+//                  significant bits (unit roundoff 2^-9), and each call passes ~10 rounded matmul/attention
+//                  stages in sequence, each adding its rounding to what came before.
+//   train          a tiny DiT on a synthetic latent cache (colour and motion words bound to latent structure)
+//                  for --steps steps on the device: the mean loss of the last tenth below 0.8 of the first's.
+//   resume         2k steps straight against k, stop (a cancel saves step k), resume to 2k: the losses of
+//                  steps k+1..2k and the final weights, compared bit for bit, and the losses of steps 1..k
+//                  (two fresh runs of one command and seed); reported with the largest differences. On CUDA
+//                  deterministic algorithms are requested for this check.
+//   sample         20-step sampling with CFG and a live preview from the trained run on the device: one
+//                  preview per step, finite frames; time per step.
+//   process_group  a world-size-1 process group (NCCL on CUDA, Gloo on CPU) running the data-parallel
+//                  gradient sync and the ZeRO-1 optimizer for 3 steps against a plain AdamW: equal weights.
 #include "core/error.h"
 #include "core/json_io.h"
 #include "core/params.h"
