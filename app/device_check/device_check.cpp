@@ -34,6 +34,7 @@
 #include "model/dit.h"
 #include "model/vae.h"
 #include "model/weights.h"
+#include "parallel/launcher.h"
 #include "parallel/process_groups.h"
 #include "sample/model_bundle.h"
 #include "sample/sampler.h"
@@ -347,15 +348,10 @@ nlohmann::json check_sample(const Settings&, torch::Device device) {
 
 // ---- process group ------------------------------------------------------------------------------------
 
-// The port of the world-size-1 TCPStore: spread by process id so that concurrent checks do not collide.
-int store_port() {
-  return 20000 + int(::getpid() % 20000);
-}
-
 nlohmann::json check_process_group(const Settings&, torch::Device device) {
   Rendezvous rendezvous;
   rendezvous.source = RendezvousSource::torchrun;
-  rendezvous.master_port = store_port();
+  rendezvous.master_port = pick_free_port();  // the TCPStore of the one rank
   const CommBackend backend = device.is_cuda() ? CommBackend::nccl : CommBackend::gloo;
   auto groups =
       ProcessGroups::connect(rendezvous, ParallelLayout{1, 1, 1}, backend, std::chrono::seconds(60));
