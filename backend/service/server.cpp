@@ -459,7 +459,8 @@ struct Server::Impl {
   // are decoded here, on the server's one thread: a thumbnail is one small decode and a player's frames of a
   // short clip some tens of milliseconds, which workers' heartbeats (seconds apart) easily wait for. The
   // source is checked like a job's files, so a catalog entry pointing outside the roots shows nothing.
-  Message clip_frames(const nlohmann::json& h) {
+  Message on_clip_frames(const Message& m) {
+    const auto& h = m.header;
     const int64_t id = h["clip"];
     const auto clip = get_clip(*catalog, id);
     if (!clip) throw Error(ErrorCode::not_found, cat("clip ", id), "no such clip");
@@ -697,8 +698,6 @@ struct Server::Impl {
     }
     return protocol::make_ok({{"clips", list}, {"total", count_clips(*catalog, f)}});
   }
-
-  Message on_clip_frames(const Message& m) { return clip_frames(m.header); }
 
   Message on_edit_caption(const Message& m) {
     const auto& h = m.header;
