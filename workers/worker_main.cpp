@@ -129,8 +129,10 @@ int run_from_job_file(const Args& args) {
                  env_int("SLURM_PROCID", 0), ": mugv ", job["command"].dump(), " ",
                  job.value("positional", nlohmann::json::array()).dump(), " ",
                  job.value("values", nlohmann::json::object()).dump()));
+    // No job id: the ranks of a multi-rank job would each decide alone whether to continue a run
+    // (ExecutionContext::job_id); a Slurm requeue is a fresh start under Slurm's own rules.
     cli::ExecutionContext context{
-        cancel, reports ? reports->progress_fn() : ProgressFn([](const Progress&) {}), {}};
+        cancel, reports ? reports->progress_fn() : ProgressFn([](const Progress&) {}), {}, std::nullopt};
     FileReportWriter* writer = reports.get();
     if (writer)
       context.reporter.metrics = [writer](int64_t step, const nlohmann::json& values) {
@@ -191,7 +193,7 @@ int main(int argc, char** argv) {
       throw Error(ErrorCode::unsupported, job->params["command"].dump(), "this worker has no such command");
     log_info(cat("job ", job->id, ": mugv ", job->params["command"].dump(), " ",
                  job->params.value("positional", nlohmann::json::array()).dump()));
-    cli::ExecutionContext context{link->cancel_token(), link->progress_fn(), {}};
+    cli::ExecutionContext context{link->cancel_token(), link->progress_fn(), {}, job->id};
     WorkerLink* reporter_link = link.get();
     context.reporter.metrics = [reporter_link](int64_t step, const nlohmann::json& values) {
       reporter_link->metrics(step, values);

@@ -36,6 +36,13 @@ void define(ParamRegistry& r) {
   held.min_value = 0.0;
   held.max_value = 0.5;
   r.add(held);
+  auto placement =
+      param("dataset.placement", "--placement", ParamType::choice, "edge",
+            "where a clip's path lies: edge (starts at the edge it leaves, travels half the frame) "
+            "or anywhere (a third of the frame, anywhere in view)",
+            "dataset");
+  placement.choices = {"edge", "anywhere"};
+  r.add(placement);
 }
 
 int run(const Invocation& inv) {
@@ -50,6 +57,7 @@ int run(const Invocation& inv) {
   o.fps = inv.values.get_real("dataset.fps");
   o.seed = static_cast<uint64_t>(inv.values.get_int("dataset.seed"));
   o.held_out_fraction = inv.values.get_real("dataset.held_out");
+  o.placement = shapes::placement_from_string(inv.values.get_text("dataset.placement"));
   auto result = make_shapes_dataset(o, inv.cancel, inv.progress);
   finish_progress_line();
   if (inv.json) {

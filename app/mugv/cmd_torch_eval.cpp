@@ -49,6 +49,21 @@ void define(ParamRegistry& r) {
                     "noise seed of the first prompt (then +1 each)", "eval");
   seed.min_value = 0.0;
   r.add(seed);
+  auto checkpoint = param("eval.checkpoint", "--checkpoint", ParamType::integer, nullptr,
+                          "evaluate the checkpoint of this step (default: the latest good one)", "eval");
+  checkpoint.min_value = 0.0;
+  r.add(checkpoint);
+  auto backgrounds = param("eval.backgrounds", "--backgrounds", ParamType::choice, "listed",
+                           "listed: each held-out prompt as listed; all: each held-out combination on every "
+                           "background the starter set draws its colour on",
+                           "eval");
+  backgrounds.choices = {"listed", "all"};
+  r.add(backgrounds);
+  auto seeds = param("eval.seeds", "--seeds", ParamType::integer, 1,
+                     "noise seeds per prompt (the spread over seeds is reported)", "eval");
+  seeds.min_value = 1;
+  seeds.max_value = 1000;
+  r.add(seeds);
   r.add(param("eval.samples", "--samples", ParamType::path, nullptr,
               "folder to keep the generated videos in (one mp4 per prompt)", "eval"));
   r.add(param("eval.reconstruct", "--reconstruct", ParamType::boolean, false,
@@ -133,17 +148,28 @@ std::vector<ShapesVerdict> judge_generations(const Invocation& inv, const std::v
     fs::create_directories(*samples);
   }
   std::vector<ShapesVerdict> verdicts;
-  ProgressMeter meter(inv.progress, "eval", "prompts", static_cast<int64_t>(prompts.size()));
-  uint64_t seed = static_cast<uint64_t>(v.get_int("eval.seed"));
+  const auto seeds = static_cast<size_t>(v.get_int("eval.seeds"));
+  ProgressMeter meter(inv.progress, "eval", "videos", static_cast<int64_t>(prompts.size() * seeds));
+  const auto first_seed = static_cast<uint64_t>(v.get_int("eval.seed"));
   for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerateRequest request = base;
-    request.prompt = prompts[i];
-    request.seed = seed + i;
-    SampleResult result = sample(bundle, request, inv.cancel);
-    if (samples)
-      save_video(*samples / cat("eval_", std::setw(3), std::setfill('0'), i, ".mp4"), result, request.fps);
-    verdicts.push_back(judge_shapes_clip(prompts[i], result.frames));
-    meter.update(static_cast<int64_t>(i + 1), prompts[i]);
+    for (size_t k = 0; k < seeds; ++k) {
+      GenerateRequest request = base;
+      request.prompt = prompts[i];
+      // With one seed per prompt this is the seed of the first prompt, then +1 each, as before.
+      request.seed = first_seed + i * seeds + k;
+      SampleResult result = sample(bundle, request, inv.cancel);
+      if (samples) {
+        const std::string name =
+            seeds == 1 ? cat("eval_", std::setw(3), std::setfill('0'), i, ".mp4")
+                       : cat("eval_", std::setw(3), std::setfill('0'), i, "_seed", request.seed, ".mp4");
+        save_video(*samples / name, result, request.fps);
+      }
+      ShapesVerdict verdict = judge_shapes_clip(prompts[i], result.frames);
+      verdict.seed = request.seed;
+      verdict.repeat = static_cast<int>(k);
+      verdicts.push_back(std::move(verdict));
+      meter.update(static_cast<int64_t>(verdicts.size()), prompts[i]);
+    }
   }
   meter.flush();
   finish_progress_line();
@@ -155,11 +181,11 @@ PromptSensitivity mean_sensitivity(const Invocation& inv, const std::vector<std:
                                    const GenerateRequest& base, ModelBundle& bundle) {
   PromptSensitivity total;
   ProgressMeter meter(inv.progress, "sensitivity", "prompts", static_cast<int64_t>(prompts.size()));
-  uint64_t seed = static_cast<uint64_t>(inv.values.get_int("eval.seed"));
+  const auto first_seed = static_cast<uint64_t>(inv.values.get_int("eval.seed"));
   for (size_t i = 0; i < prompts.size(); ++i) {
     GenerateRequest request = base;
     request.prompt = prompts[i];
-    request.seed = seed + i;
+    request.seed = first_seed + i;
     const PromptSensitivity one =
         prompt_sensitivity(bundle, request, shapes_prompt_alternatives(prompts[i]), inv.cancel);
     total.times = one.times;
@@ -204,6 +230,8 @@ int run(const Invocation& inv) {
   if (reconstruct && v.get_bool("eval.sensitivity"))
     throw Error(ErrorCode::usage, "--sensitivity", "choose --reconstruct or --sensitivity, not both");
   if (!reconstruct && !v.has("eval.run")) throw Error(ErrorCode::usage, "--run", "name the run to evaluate");
+  if (reconstruct && v.has("eval.checkpoint"))
+    throw Error(ErrorCode::usage, "--checkpoint", "names a DiT checkpoint; --reconstruct judges the VAE");
   const EvalSource source = eval_source(v);
 
   GenerateRequest base;
@@ -222,12 +250,15 @@ int run(const Invocation& inv) {
   if (reconstruct) {
     verdicts = judge_reconstructions(inv, source, base, &evaluated);
   } else {
-    const auto prompts = read_heldout_prompts(source.heldout);
+    auto prompts = read_heldout_prompts(source.heldout);
     if (prompts.empty())
       throw Error(ErrorCode::invalid_argument, source.heldout.string(), "holds no prompts");
+    if (v.get_text("eval.backgrounds") == "all") prompts = on_every_background(prompts);
+    std::optional<int64_t> checkpoint;
+    if (v.has("eval.checkpoint")) checkpoint = v.get_int("eval.checkpoint");
     ModelBundle bundle = load_for_inference(
         v.get_text("eval.run"), choose_compute_device(v.get_text("eval.device")),
-        weights_kind_from_string(v.get_text("eval.weights")).value_or(WeightsKind::unknown));
+        weights_kind_from_string(v.get_text("eval.weights")).value_or(WeightsKind::unknown), checkpoint);
     if (v.get_bool("eval.sensitivity"))
       return report_sensitivity(inv, bundle, mean_sensitivity(inv, prompts, base, bundle), prompts.size());
     verdicts = judge_generations(inv, prompts, base, bundle);
@@ -236,10 +267,19 @@ int run(const Invocation& inv) {
   }
 
   const ShapesScore total = score(verdicts);
+  const auto by_background = score_by_background(verdicts);
+  const auto by_seed = score_by_repeat(verdicts);
   if (inv.json) {
-    nlohmann::json j = {{"run", evaluated},        {"mode", reconstruct ? "reconstruct" : "generate"},
-                        {"checkpoint_step", step}, {"heldout", source.heldout.string()},
-                        {"total", to_json(total)}, {"prompts", nlohmann::json::array()}};
+    nlohmann::json j = {{"run", evaluated},
+                        {"mode", reconstruct ? "reconstruct" : "generate"},
+                        {"checkpoint_step", step},
+                        {"heldout", source.heldout.string()},
+                        {"total", to_json(total)},
+                        {"by_background", nlohmann::json::object()},
+                        {"by_seed", nlohmann::json::object()},
+                        {"prompts", nlohmann::json::array()}};
+    for (const auto& [name, s] : by_background) j["by_background"][name] = to_json(s);
+    for (const auto& [name, s] : by_seed) j["by_seed"][name] = to_json(s);
     for (const auto& verdict : verdicts) j["prompts"].push_back(to_json(verdict));
     std::cout << j.dump(2) << "\n";
   } else {
@@ -256,6 +296,14 @@ int run(const Invocation& inv) {
               << total.color << "/" << total.clips << ", shape " << total.shape << "/" << total.clips
               << ", direction " << total.direction << "/" << total.clips << ", all three " << total.all << "/"
               << total.clips << "\n";
+    auto breakdown = [](const char* what, const std::map<std::string, ShapesScore>& scores) {
+      if (scores.size() < 2) return;
+      for (const auto& [name, s] : scores)
+        std::cout << "  " << what << " " << name << ": colour " << s.color << "/" << s.clips << ", shape "
+                  << s.shape << "/" << s.clips << ", direction " << s.direction << "/" << s.clips << "\n";
+    };
+    breakdown("background", by_background);
+    breakdown("seed no.", by_seed);
   }
   return 0;
 }
@@ -268,7 +316,7 @@ Command eval_command() {
   c.summary = "generate the held-out prompts of the shapes dataset and check colour, shape and direction";
   c.usage =
       "(--run NAME | --reconstruct --vae-run NAME) (--dataset-dir DIR | --heldout FILE) "
-      "[--steps --cfg --seed --samples DIR]";
+      "[--checkpoint STEP --backgrounds listed|all --seeds N --steps --cfg --seed --samples DIR]";
   c.define = define;
   c.run = run;
   c.job_kind = "eval";

@@ -8,6 +8,8 @@
 #include "core/strings.h"
 #include "parallel/slurm.h"
 #include "sample/training_samples.h"
+#include "train/checkpoint_store.h"
+#include "train/run_layout.h"
 #include "train/train_params.h"
 #include "train/trainer.h"
 #include "train/vae_trainer.h"
@@ -126,12 +128,55 @@ int submit_train_to_slurm(const Invocation& inv, const std::string& run) {
   return 0;
 }
 
+// What an earlier attempt of this same server job (run.json's config.origin.job) left of the run: a
+// checkpoint to continue from, or nothing: the run is not this job's, does not exist, or has no usable
+// checkpoint (its folder is then removed: it holds nothing a fresh start does not remake).
+struct EarlierAttempt {
+  std::optional<CheckpointRef> checkpoint;  // set: continue from it
+};
+
+EarlierAttempt earlier_attempt(const std::string& run, std::optional<int64_t> job_id) {
+  const RunPaths paths = run_paths(run);
+  std::error_code ec;
+  if (!job_id || !fs::exists(paths.manifest(), ec)) return {};
+  const RunManifest manifest = read_run_manifest(paths);
+  const auto& origin = manifest.config.value("origin", nlohmann::json::object());
+  if (origin.value("job", int64_t(-1)) != *job_id) return {};
+  if (auto checkpoint = CheckpointStore(paths.checkpoints()).latest_good()) return {checkpoint};
+  log_warning(cat("run ", run, ": an interrupted attempt of job ", *job_id,
+                  " saved no checkpoint; starting the run again"));
+  fs::remove_all(paths.root, ec);
+  if (ec)
+    throw Error(ErrorCode::io, paths.root.string(), "cannot remove the unfinished run: " + ec.message());
+  return {};
+}
+
 int run_train(const Invocation& inv) {
   ParamValues values = resolve_train_preset(inv.values);
   TrainOptions options =
       train_options_from(values, TrainKind::dit);  // checks the options before a submission too
   if (inv.values.get_bool("slurm.submit")) return submit_train_to_slurm(inv, options.run);
-  auto result = train_dit(options, values.to_json(), inv.cancel, dit_callbacks(inv, options.run, options));
+  if (const auto earlier = earlier_attempt(options.run, inv.job_id); earlier.checkpoint) {
+    // The server retried this job after an interruption: continue the run to the steps asked for.
+    TrainResult result;
+    if (earlier.checkpoint->step >= options.steps) {  // it finished; only the report was lost
+      result.paths = run_paths(options.run);
+      result.start_step = result.last_step = earlier.checkpoint->step;
+      result.last_checkpoint = earlier.checkpoint;
+      result.last_loss = earlier.checkpoint->metadata.value("loss", 0.0);
+    } else {
+      log_info(cat("run ", options.run, ": continuing from step ", earlier.checkpoint->step,
+                   ", checkpointed by an interrupted attempt of job ", *inv.job_id));
+      result = resume_dit(options.run, ResumeChanges(options.steps), inv.cancel,
+                          dit_callbacks(inv, options.run, options));
+      finish_progress_line();
+    }
+    print_dit_result(result, inv.json);
+    return 0;
+  }
+  nlohmann::json config = values.to_json();
+  if (inv.job_id) config["origin"] = {{"job", *inv.job_id}};  // lets a retry of this job find the run
+  auto result = train_dit(options, config, inv.cancel, dit_callbacks(inv, options.run, options));
   finish_progress_line();
   print_dit_result(result, inv.json);
   return 0;

@@ -196,7 +196,8 @@ int run_command_from_json(const Command& command, const nlohmann::json& argument
   auto positional = arguments.at("positional").get<std::vector<std::string>>();
   check_positional(command, positional);
   return command.run(Invocation{values, positional, true, context.cancel,
-                                context.progress ? context.progress : terminal_progress(), context.reporter});
+                                context.progress ? context.progress : terminal_progress(), context.reporter,
+                                context.job_id});
 }
 
 }  // namespace mugv::cli

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct Invocation {
   CancelToken cancel;    // fired by Ctrl-C in a terminal, or by the server in a worker
   ProgressFn progress;   // a terminal bar, or progress events to the server in a worker
   JobReporter reporter;  // empty in a terminal
+  // The server job this command runs as (a worker); nullopt in a terminal. A command whose job is retried
+  // after an interruption can recognise what its earlier attempt left behind by it.
+  std::optional<int64_t> job_id = std::nullopt;
 };
 
 // Where a command runs: a terminal (the defaults) or a worker process reporting to the server.
@@ -39,6 +43,7 @@ struct ExecutionContext {
   CancelToken cancel;
   ProgressFn progress;  // empty: terminal_progress()
   JobReporter reporter;
+  std::optional<int64_t> job_id;
 };
 
 struct Command {

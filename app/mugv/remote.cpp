@@ -240,7 +240,7 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
     return 0;
   }
   if (verb == "show") {
-    auto reply = client.request(MessageType::get_job, {{"job", job_id_arg(args, 1)}});
+    auto reply = get_job_with_events(client, job_id_arg(args, 1));
     if (json)
       std::cout << reply.dump(2) << "\n";
     else {

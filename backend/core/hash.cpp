@@ -127,4 +127,17 @@ std::string content_hash_of_file(const std::filesystem::path& path) {
   return hash.finish_hex();
 }
 
+std::string random_hex(size_t bytes) {
+  ensure_sodium();
+  std::string raw(bytes, '\0');
+  randombytes_buf(raw.data(), raw.size());
+  return to_hex(reinterpret_cast<const uint8_t*>(raw.data()), raw.size());
+}
+
+bool secrets_equal(std::string_view a, std::string_view b) {
+  ensure_sodium();
+  if (a.size() != b.size()) return false;
+  return a.empty() || sodium_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
 }  // namespace mugv

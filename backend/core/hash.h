@@ -33,6 +33,11 @@ class Sha256 {
 [[nodiscard]] std::string sha256_hex(std::string_view bytes);
 [[nodiscard]] std::string sha256_hex(const void* bytes, size_t size);
 
+// `bytes` bytes from the operating system's secure random source, as lowercase hex (secrets, tokens).
+[[nodiscard]] std::string random_hex(size_t bytes);
+// Equality of two secrets in time that does not depend on where they differ.
+[[nodiscard]] bool secrets_equal(std::string_view a, std::string_view b);
+
 // SHA-256 of the whole file, read in 1 MiB chunks (constant memory).
 [[nodiscard]] std::string sha256_file(const std::filesystem::path& path);
 

@@ -57,26 +57,29 @@ std::vector<Combo> all_combos() {
   return combos;
 }
 
-ClipSpec make_spec(const Combo& combo, int size, int frames, double fps, std::mt19937_64& rng) {
+ClipSpec make_spec(const Combo& combo, int size, int frames, double fps, Placement placement,
+                   std::mt19937_64& rng) {
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   ClipSpec spec;
   spec.color = combo.color;
   spec.shape = combo.shape;
   spec.direction = combo.direction;
-  std::vector<std::string> bgs;
-  for (const auto& b : backgrounds())
-    if (readable(combo.color, b.name)) bgs.push_back(b.name);
+  const std::vector<std::string> bgs = backgrounds_for(combo.color);
   spec.background = bgs[rng() % bgs.size()];
   spec.size = size;
   spec.frames = frames;
   spec.fps = fps;
   spec.radius = 0.14 + 0.06 * unit(rng);
-  // Travel about half the frame so the motion is obvious, and start so that the shape stays in view.
-  double travel = 0.45 + 0.1 * unit(rng);
+  // The motion must be obvious and the shape must stay in view. From the edge it can travel half the
+  // frame; placed anywhere, a third, which leaves room for the path to start at many places.
+  double travel = placement == Placement::edge ? 0.45 + 0.1 * unit(rng) : 0.30 + 0.06 * unit(rng);
   spec.speed = frames > 1 ? travel / (frames - 1) : 0.0;
   auto [dx, dy] = direction_vector(combo.direction);
-  double margin = spec.radius + 0.02;
-  auto start_along = [&](double d) { return d > 0 ? margin : (d < 0 ? 1.0 - margin : 0.0); };
+  const double margin = spec.radius + 0.02;
+  // Where the path starts along its axis, as the distance from the edge it moves away from.
+  const double from_edge =
+      placement == Placement::edge ? margin : margin + std::max(0.0, 1.0 - 2 * margin - travel) * unit(rng);
+  auto start_along = [&](double d) { return d > 0 ? from_edge : (d < 0 ? 1.0 - from_edge : 0.0); };
   double cross = margin + (1.0 - 2 * margin) * unit(rng);
   spec.start_x = dx != 0 ? start_along(dx) : cross;
   spec.start_y = dy != 0 ? start_along(dy) : cross;
@@ -84,6 +87,16 @@ ClipSpec make_spec(const Combo& combo, int size, int frames, double fps, std::mt
 }
 
 }  // namespace
+
+const char* to_string(Placement placement) {
+  return placement == Placement::edge ? "edge" : "anywhere";
+}
+
+Placement placement_from_string(const std::string& name) {
+  if (name == "edge") return Placement::edge;
+  if (name == "anywhere") return Placement::anywhere;
+  throw Error(ErrorCode::invalid_argument, name, "unknown placement; use edge or anywhere");
+}
 
 const std::vector<NamedColor>& colors() {
   static const std::vector<NamedColor> table = {
@@ -108,6 +121,13 @@ const std::vector<NamedColor>& backgrounds() {
   static const std::vector<NamedColor> table = {
       {"black", {0, 0, 0}}, {"gray", {110, 110, 110}}, {"white", {250, 250, 250}}, {"navy", {15, 20, 70}}};
   return table;
+}
+
+std::vector<std::string> backgrounds_for(const std::string& color) {
+  std::vector<std::string> names;
+  for (const auto& b : backgrounds())
+    if (readable(color, b.name)) names.push_back(b.name);
+  return names;
 }
 
 std::string caption_of(const Combo& combo, const std::string& background) {
@@ -157,7 +177,7 @@ std::vector<Combo> held_out_combos(uint64_t seed, double fraction) {
 }
 
 std::vector<ClipSpec> training_specs(int count, int size, int frames, double fps, uint64_t seed,
-                                     const std::vector<Combo>& held_out) {
+                                     const std::vector<Combo>& held_out, Placement placement) {
   std::vector<Combo> train;
   for (const auto& c : all_combos())
     if (std::find(held_out.begin(), held_out.end(), c) == held_out.end()) train.push_back(c);
@@ -168,16 +188,16 @@ std::vector<ClipSpec> training_specs(int count, int size, int frames, double fps
   std::vector<Combo> order = train;
   for (int i = 0; i < count; ++i) {
     if (i % order.size() == 0) std::shuffle(order.begin(), order.end(), rng);
-    specs.push_back(make_spec(order[i % order.size()], size, frames, fps, rng));
+    specs.push_back(make_spec(order[i % order.size()], size, frames, fps, placement, rng));
   }
   return specs;
 }
 
 std::vector<ClipSpec> held_out_specs(int size, int frames, double fps, uint64_t seed,
-                                     const std::vector<Combo>& held_out) {
+                                     const std::vector<Combo>& held_out, Placement placement) {
   std::mt19937_64 rng(seed + 1);
   std::vector<ClipSpec> specs;
-  for (const auto& c : held_out) specs.push_back(make_spec(c, size, frames, fps, rng));
+  for (const auto& c : held_out) specs.push_back(make_spec(c, size, frames, fps, placement, rng));
   return specs;
 }
 

@@ -28,6 +28,9 @@ const std::vector<NamedColor>& colors();
 const std::vector<std::string>& shape_names();
 const std::vector<std::string>& directions();
 const std::vector<NamedColor>& backgrounds();
+// The backgrounds a shape of `color` is drawn on: those with enough contrast to see it. Throws
+// Error(invalid_argument) for an unknown colour.
+std::vector<std::string> backgrounds_for(const std::string& color);
 
 // One (color, shape, direction) combination; background varies freely within a combination.
 struct Combo {
@@ -36,6 +39,16 @@ struct Combo {
     return color == o.color && shape == o.shape && direction == o.direction;
   }
 };
+
+// Where a clip's path lies. `edge`: the shape starts at the edge it moves away from and travels about half
+// the frame, so the direction also fixes where the shape is in every frame. `anywhere`: the whole path
+// (about a third of the frame) lies anywhere in view, so the direction is only the motion itself and not
+// an absolute position, which a RoPE-only DiT can read off its tokens only indirectly (docs/BENCHMARKS.md,
+// "Why direction was learnt late").
+enum class Placement { edge, anywhere };
+const char* to_string(Placement placement);
+// Parses "edge" / "anywhere"; throws Error(invalid_argument) naming the value otherwise.
+Placement placement_from_string(const std::string& name);
 
 // Everything that defines one clip; rendering the same ClipSpec gives identical frames.
 struct ClipSpec {
@@ -57,10 +70,10 @@ std::vector<Combo> held_out_combos(uint64_t seed, double fraction = 0.1);
 
 // `count` clip specs for the training split (no held-out combination), deterministic in the seed.
 std::vector<ClipSpec> training_specs(int count, int size, int frames, double fps, uint64_t seed,
-                                     const std::vector<Combo>& held_out);
+                                     const std::vector<Combo>& held_out, Placement placement);
 // One spec per held-out combination (for evaluation and held-out reconstruction checks).
 std::vector<ClipSpec> held_out_specs(int size, int frames, double fps, uint64_t seed,
-                                     const std::vector<Combo>& held_out);
+                                     const std::vector<Combo>& held_out, Placement placement);
 
 // Renders frame `index` of the clip.
 RgbFrame render_frame(const ClipSpec& spec, int index);

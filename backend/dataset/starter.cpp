@@ -65,8 +65,8 @@ ShapesDatasetResult make_shapes_dataset(const ShapesDatasetOptions& o, const Can
   if (ec) throw Error(ErrorCode::io, o.out_dir.string(), "cannot create the dataset folder: " + ec.message());
 
   auto held = shapes::held_out_combos(o.seed, o.held_out_fraction);
-  auto train_specs = shapes::training_specs(o.count, o.size, o.frames, o.fps, o.seed, held);
-  auto held_specs = shapes::held_out_specs(o.size, o.frames, o.fps, o.seed, held);
+  auto train_specs = shapes::training_specs(o.count, o.size, o.frames, o.fps, o.seed, held, o.placement);
+  auto held_specs = shapes::held_out_specs(o.size, o.frames, o.fps, o.seed, held, o.placement);
 
   ProgressMeter meter(progress, "make-dataset", "clips",
                       static_cast<int64_t>(train_specs.size() + held_specs.size()));
@@ -107,7 +107,8 @@ ShapesDatasetResult make_shapes_dataset(const ShapesDatasetOptions& o, const Can
                              {"fps", o.fps},
                              {"seed", o.seed},
                              {"held_out_fraction", o.held_out_fraction},
-                             {"crf", o.crf}};
+                             {"crf", o.crf},
+                             {"placement", shapes::to_string(o.placement)}};
   write_text_atomic(o.out_dir / "dataset.json", settings.dump(2) + "\n");
   meter.flush();
 

@@ -9,6 +9,7 @@
 // Deterministic in the options. Existing files in DIR are overwritten; other files are left alone.
 
 #include "core/progress.h"
+#include "dataset/shapes.h"
 
 #include <cstdint>
 #include <filesystem>
@@ -25,6 +26,7 @@ struct ShapesDatasetOptions {
   uint64_t seed = 1;
   double held_out_fraction = 0.1;
   int crf = 17;
+  shapes::Placement placement = shapes::Placement::edge;
 };
 
 struct ShapesDatasetResult {

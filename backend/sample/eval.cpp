@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 namespace mugv {
@@ -244,8 +245,8 @@ std::map<std::string, std::vector<std::string>> shapes_prompt_alternatives(const
 }
 
 ShapesVerdict judge_shapes_clip(const std::string& prompt, const std::vector<RgbFrame>& frames) {
-  const shapes::Combo want = parse_shapes_prompt(prompt);
   ShapesVerdict v;
+  const shapes::Combo want = parse_shapes_prompt(prompt, &v.background);
   v.prompt = prompt;
   v.want_color = want.color;
   v.want_shape = want.shape;
@@ -269,8 +270,41 @@ ShapesScore score(const std::vector<ShapesVerdict>& verdicts) {
   return s;
 }
 
+namespace {
+std::map<std::string, ShapesScore> score_by(const std::vector<ShapesVerdict>& verdicts,
+                                            const std::function<std::string(const ShapesVerdict&)>& key) {
+  std::map<std::string, std::vector<ShapesVerdict>> groups;
+  for (const auto& v : verdicts) groups[key(v)].push_back(v);
+  std::map<std::string, ShapesScore> scores;
+  for (const auto& [name, group] : groups) scores[name] = score(group);
+  return scores;
+}
+}  // namespace
+
+std::map<std::string, ShapesScore> score_by_background(const std::vector<ShapesVerdict>& verdicts) {
+  return score_by(verdicts, [](const ShapesVerdict& v) { return v.background; });
+}
+
+std::map<std::string, ShapesScore> score_by_repeat(const std::vector<ShapesVerdict>& verdicts) {
+  return score_by(verdicts, [](const ShapesVerdict& v) { return std::to_string(v.repeat); });
+}
+
+std::vector<std::string> on_every_background(const std::vector<std::string>& prompts) {
+  std::vector<std::string> out;
+  for (const auto& prompt : prompts) {
+    std::string listed;
+    const shapes::Combo combo = parse_shapes_prompt(prompt, &listed);
+    out.push_back(prompt);
+    for (const auto& background : shapes::backgrounds_for(combo.color))
+      if (background != listed) out.push_back(shapes::caption_of(combo, background));
+  }
+  return out;
+}
+
 nlohmann::json to_json(const ShapesVerdict& v) {
   return {{"prompt", v.prompt},
+          {"background", v.background},
+          {"seed", v.seed},
           {"want", {{"color", v.want_color}, {"shape", v.want_shape}, {"direction", v.want_direction}}},
           {"got",
            {{"found", v.got.found},

@@ -17,6 +17,7 @@
 
 #include "media/frame.h"
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -41,7 +42,9 @@ struct ShapeAnalysis {
 // What a prompt asked for and what came out.
 struct ShapesVerdict {
   std::string prompt;
-  std::string want_color, want_shape, want_direction;
+  std::string want_color, want_shape, want_direction, background;
+  uint64_t seed = 0;  // the noise seed of the generation (0 for judged clips)
+  int repeat = 0;     // which of the prompt's seeds (0 … seeds-1), for the spread over seeds
   ShapeAnalysis got;
   bool color_ok = false, shape_ok = false, direction_ok = false;
   bool all_ok() const { return color_ok && shape_ok && direction_ok; }
@@ -55,6 +58,10 @@ struct ShapesScore {
   int clips = 0, color = 0, shape = 0, direction = 0, all = 0;
 };
 [[nodiscard]] ShapesScore score(const std::vector<ShapesVerdict>& verdicts);
+// Scores per background and per seed repeat (keys "black", …; "0", "1", …).
+[[nodiscard]] std::map<std::string, ShapesScore> score_by_background(
+    const std::vector<ShapesVerdict>& verdicts);
+[[nodiscard]] std::map<std::string, ShapesScore> score_by_repeat(const std::vector<ShapesVerdict>& verdicts);
 [[nodiscard]] nlohmann::json to_json(const ShapesVerdict& verdict);
 [[nodiscard]] nlohmann::json to_json(const ShapesScore& score);
 
@@ -63,6 +70,10 @@ struct ShapesScore {
 // Throws Error(invalid_argument) naming the prompt when it is not of the grammar.
 [[nodiscard]] std::map<std::string, std::vector<std::string>> shapes_prompt_alternatives(
     const std::string& prompt);
+
+// Each prompt of the dataset's grammar on every background its colour is drawn on in the starter set
+// (shapes::backgrounds_for), in prompt order; the listed background first. Throws as judge_shapes_clip.
+[[nodiscard]] std::vector<std::string> on_every_background(const std::vector<std::string>& prompts);
 
 // The prompts of a heldout.json written by `mugv make-dataset shapes` (dataset/starter.h).
 // Throws Error(not_found) for a missing file, Error(format) for one without a "prompts" list.

@@ -182,13 +182,15 @@ void place(ModelBundle& b, torch::Device device) {
 
 }  // namespace
 
-ModelBundle load_for_inference(const std::string& run_name, torch::Device device, WeightsKind want) {
+ModelBundle load_for_inference(const std::string& run_name, torch::Device device, WeightsKind want,
+                               std::optional<int64_t> checkpoint_step) {
   ModelBundle b;
   load_run_header(b, run_name);
   const RunPaths paths = run_paths(run_name);
   b.text = make_text_encoder(b.preset.text);
   b.dit = DiT(b.preset.dit);
-  const CheckpointRef ckpt = latest_checkpoint(paths, run_name, &b.refused);
+  const CheckpointRef ckpt = checkpoint_step ? CheckpointStore(paths.checkpoints()).open(*checkpoint_step)
+                                             : latest_checkpoint(paths, run_name, &b.refused);
   b.checkpoint_step = ckpt.step;
   if (const CheckpointLayout saved = read_checkpoint_layout(ckpt.dir); saved.tp > 1) {
     // Written by a tensor-parallel run: join its pieces (the EMA weights, as below).

@@ -69,8 +69,11 @@ struct ModelBundle {
 // for an unknown run (listing the known ones), a missing tokenizer, or a run without a usable checkpoint
 // (with the reasons the damaged ones were refused); Error(invalid_argument) for a VAE run or a
 // DiT run that names no VAE run; errors of model/weights.h for weights that do not fit the preset.
+// `checkpoint_step` picks one checkpoint of the run instead of the latest good one (Error(not_found) when
+// there is none of that step, Error(corrupt) when it does not verify).
 [[nodiscard]] ModelBundle load_for_inference(const std::string& run_name, torch::Device device = torch::kCPU,
-                                             WeightsKind want = WeightsKind::unknown);
+                                             WeightsKind want = WeightsKind::unknown,
+                                             std::optional<int64_t> checkpoint_step = std::nullopt);
 
 // A bundle around the live modules of a training run (shared, not copied; their train/eval mode is left
 // as it is) with the run's tokenizer, VAE, latent statistics and preview map loaded from disk, for the

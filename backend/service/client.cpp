@@ -300,4 +300,24 @@ std::optional<Message> EventSubscriber::next(std::chrono::milliseconds timeout) 
   }
 }
 
+nlohmann::json get_job_with_events(Client& client, int64_t job_id, const std::vector<std::string>& types) {
+  nlohmann::json all;
+  nlohmann::json request = {{"job", job_id}};
+  if (!types.empty()) request["types"] = types;
+  while (true) {
+    nlohmann::json page = client.request(protocol::MessageType::get_job, request);
+    if (all.is_null()) {
+      all = page;
+    } else {
+      all["job"] = page["job"];
+      for (auto& e : page["events"]) all["events"].push_back(std::move(e));
+    }
+    if (!page.value("more", false)) break;
+    request["after_event"] = page["next_after"];
+  }
+  all.erase("more");
+  all.erase("next_after");
+  return all;
+}
+
 }  // namespace mugv

@@ -51,6 +51,11 @@ class Client {
   std::unique_ptr<Impl> impl_;
 };
 
+// get_job with every stored event of the job (of `types`, all when empty), read page by page: the reply's
+// shape with all the events. Throws as Client::request.
+[[nodiscard]] nlohmann::json get_job_with_events(Client& client, int64_t job_id,
+                                                 const std::vector<std::string>& types = {});
+
 // Receives server events whose topic starts with one of `topics` ("job/12", "job/" for all jobs).
 // `curve` as for Client (tcp:// only); a refused subscriber simply receives nothing.
 class EventSubscriber {

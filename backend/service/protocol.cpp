@@ -102,7 +102,9 @@ std::vector<std::string> encode(const Message& message) {
   frames.emplace_back(kMagic);
   frames.push_back(std::to_string(kVersion));
   frames.emplace_back(to_string(message.type));
-  frames.push_back(message.header.dump());
+  // Text from files (logs, file names) need not be UTF-8: invalid bytes become U+FFFD rather than failing
+  // the whole message.
+  frames.push_back(message.header.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   for (const auto& b : message.blobs) frames.push_back(b);
   return frames;
 }

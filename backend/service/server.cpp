@@ -10,6 +10,7 @@
 #include "catalog/runs.h"
 #include "catalog/sources.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
@@ -52,6 +53,9 @@ struct WorkerEntry {
   pid_t pid = 0;
   bool child = true;     // false: adopted from a previous server run (not our child)
   std::string identity;  // ROUTER identity once the worker said hello
+  // The secret of this attempt's worker (job_files.h); empty for a worker adopted from a server that issued
+  // none, which is then taken on its word as before.
+  std::string token;
   Clock::time_point started, last_heartbeat;
   std::optional<Clock::time_point> kill_at;  // after a cancel request
   bool cancel_requested = false;
@@ -74,6 +78,10 @@ std::string read_if_exists(const fs::path& path) {
   std::error_code ec;
   return fs::exists(path, ec) ? read_text_file(path) : std::string();
 }
+
+constexpr size_t kMaxLogReplyBytes = 128 * 1024;
+constexpr size_t kMaxEventPageBytes = 256 * 1024;  // an event's own payload is far smaller than a header
+static_assert(kMaxLogReplyBytes * 6 < protocol::kMaxHeaderBytes, "an escaped log tail must fit a header");
 
 std::string tail_lines(const std::string& text, int64_t lines) {
   size_t pos = text.size();
@@ -111,8 +119,9 @@ struct Server::Impl {
   std::unique_ptr<SlurmExecutor> slurm;
   bool slurm_queued =
       true;  // a Slurm job may wait in the queue (submitted, retried or requeued since the last scan)
-  std::map<int64_t, WorkerEntry> workers;    // by job id
-  std::map<std::string, std::string> peers;  // identity -> role, after hello
+  std::map<int64_t, WorkerEntry> workers;      // by job id
+  std::map<std::string, std::string> peers;    // identity -> role, after hello
+  std::map<std::string, int64_t> worker_jobs;  // identity of a worker -> the one job it proved it runs
   std::vector<std::string> events;
   std::string host = host_name();
   bool stopping = false;
@@ -232,12 +241,13 @@ struct Server::Impl {
           w.job_id = job.id;
           w.pid = static_cast<pid_t>(*job.worker_pid);
           w.child = false;
+          w.token = read_worker_token(o.home, job.id).value_or("");
           w.started = w.last_heartbeat = Clock::now();
           workers[job.id] = w;
           log_info(cat("job ", job.id, ": worker ", w.pid, " still running; waiting for it to reconnect"));
           continue;
         }
-        if (auto r = read_job_result(o.home, job.id)) {
+        if (auto r = current_result(job.id, read_worker_token(o.home, job.id).value_or(""))) {
           apply_result(job.id, *r, std::nullopt);
           continue;
         }
@@ -259,11 +269,47 @@ struct Server::Impl {
     }
   }
 
+  // The job's result file when the worker holding `token` wrote it; a result stamped by another attempt's
+  // worker (a stale one that outlived its turn) is ignored.
+  std::optional<JobResult> current_result(int64_t job_id, const std::string& token) {
+    auto r = read_job_result(o.home, job_id);
+    if (r && !token.empty() && !secrets_equal(r->worker_token, token)) {
+      log_warning(cat("job ", job_id, ": ignoring a result written by a superseded worker"));
+      return std::nullopt;
+    }
+    return r;
+  }
+
+  // Whether a worker's message carries the token of the job's current worker.
+  static bool proves(const WorkerEntry& w, const Message& m) {
+    if (w.token.empty()) return true;  // adopted from a server that issued no tokens
+    const auto it = m.header.find("token");
+    return it != m.header.end() && it->is_string() && secrets_equal(it->get<std::string>(), w.token);
+  }
+
+  void refuse_worker(const std::string& identity, int64_t job_id) {
+    log_warning(cat("job ", job_id, ": refused a worker without this attempt's token (stale or foreign)"));
+    protocol::send(
+        router, {identity},
+        protocol::make_error(kSupersededCode,
+                             cat("job ", job_id, " is run by another worker; this one must stop")));
+  }
+
   void spawn(const Job& job) {
     std::error_code ec;
     fs::create_directories(job_dir(o.home, job.id), ec);
     fs::remove(job_result_path(o.home, job.id),
                ec);  // a previous attempt's result must not answer for this one
+    std::string token;
+    try {
+      token = issue_worker_token(o.home, job.id);  // fences off any worker of an earlier attempt
+    } catch (const Error& e) {
+      JobStateChange c;
+      c.error_code = e.code();
+      c.error_message = e.what();
+      transition(job.id, JobState::failed, c);
+      return;
+    }
     std::string log_path = job_log_path(o.home, job.id).string();
     std::string exe = o.worker_executable.string();
     std::string endpoint = worker_endpoint;
@@ -280,6 +326,7 @@ struct Server::Impl {
       int devnull = ::open("/dev/null", O_RDONLY);
       if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
       ::setenv("MUGV_HOME", home.c_str(), 1);
+      ::setenv(kWorkerTokenEnv, token.c_str(), 1);
       ::execl(exe.c_str(), exe.c_str(), "--server", endpoint.c_str(), "--job", id.c_str(),
               static_cast<char*>(nullptr));
       std::fprintf(stderr, "cannot start the worker %s\n", exe.c_str());
@@ -295,6 +342,7 @@ struct Server::Impl {
     WorkerEntry w;
     w.job_id = job.id;
     w.pid = pid;
+    w.token = std::move(token);
     w.started = w.last_heartbeat = Clock::now();
     workers[job.id] = w;
     log_info(cat("job ", job.id, " (", to_string(job.kind), "): worker pid ", pid));
@@ -358,7 +406,7 @@ struct Server::Impl {
     auto job = get_job(*catalog, w.job_id);
     if (!job || is_terminal(job->state)) return;
     if (!w.reported) {
-      if (auto r = read_job_result(o.home, w.job_id)) {
+      if (auto r = current_result(w.job_id, w.token)) {
         w.reported = r->state;
         w.error_code = r->error_code;
         w.message = r->message;
@@ -367,7 +415,7 @@ struct Server::Impl {
     JobStateChange c;
     c.exit_code = exit_code;
     if (w.reported) {
-      apply_result(w.job_id, JobResult{*w.reported, w.error_code, w.message, nullptr}, exit_code);
+      apply_result(w.job_id, JobResult{*w.reported, w.error_code, w.message, nullptr, w.token}, exit_code);
     } else if (w.cancel_requested) {
       transition(w.job_id, JobState::cancelled, c);
     } else if (signal || !exit_code) {
@@ -585,12 +633,43 @@ struct Server::Impl {
     return protocol::make_ok({{"jobs", list}, {"total", jobs.size()}});
   }
 
+  // The job and one page of its stored events, oldest first after `after_event`, of the `types` asked for:
+  // at most `limit` events and about kMaxEventPageBytes of JSON, so that a training job with a hundred
+  // thousand metrics events is read in pages (`more`, `next_after`) rather than in one reply no client
+  // could receive.
   Message on_get_job(const Message& m) {
     const auto& h = m.header;
     Job job = job_or_throw(h["job"]);
+    std::set<std::string> types;
+    for (const auto& t : h.value("types", nlohmann::json::array())) types.insert(t.get<std::string>());
+    const int64_t limit = h.value("limit", int64_t(1000));
+    int64_t after = h.value("after_event", int64_t(0));
     nlohmann::json events = nlohmann::json::array();
-    for (const auto& e : list_job_events(*catalog, job.id)) events.push_back(to_json(e));
-    return protocol::make_ok({{"job", to_json(job)}, {"events", events}});
+    size_t bytes = 0;
+    bool more = false;
+    constexpr int64_t kBatch = 1000;
+    while (!more) {
+      const auto batch = list_job_events(*catalog, job.id, after, kBatch);
+      for (const auto& e : batch) {
+        if (!types.empty() && !types.count(e.type)) {
+          after = e.id;
+          continue;
+        }
+        nlohmann::json j = to_json(e);
+        const size_t size = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).size();
+        if (static_cast<int64_t>(events.size()) >= limit ||
+            (!events.empty() && bytes + size > kMaxEventPageBytes)) {
+          more = true;
+          break;
+        }
+        bytes += size;
+        after = e.id;
+        events.push_back(std::move(j));
+      }
+      if (static_cast<int64_t>(batch.size()) < kBatch) break;
+    }
+    return protocol::make_ok(
+        {{"job", to_json(job)}, {"events", events}, {"more", more}, {"next_after", after}});
   }
 
   Message on_job_logs(const Message& m) {
@@ -600,7 +679,16 @@ struct Server::Impl {
     // and stderr, srun's and slurmstepd's messages), read where Slurm writes them.
     std::string text = read_if_exists(job_log_path(o.home, job.id));
     if (is_slurm_job(job)) text += slurm->slurm_output(job);
-    return protocol::make_ok({{"job", job.id}, {"text", tail_lines(text, h.value("tail_lines", 200))}});
+    text = tail_lines(text, h.value("tail_lines", 200));
+    // Progress bars redrawn with \r make "lines" of megabytes: the reply keeps the last kMaxLogReplyBytes
+    // from a line start, so that even escaped as JSON (at most 6 bytes a byte) it fits a message header.
+    const bool truncated = text.size() > kMaxLogReplyBytes;
+    if (truncated) {
+      const size_t cut = text.size() - kMaxLogReplyBytes;
+      const size_t line = text.find_first_of("\r\n", cut);
+      text = line == std::string::npos ? std::string() : text.substr(line + 1);
+    }
+    return protocol::make_ok({{"job", job.id}, {"text", text}, {"truncated", truncated}});
   }
 
   Message on_list_clusters(const Message&) {
@@ -812,12 +900,19 @@ struct Server::Impl {
     return (this->*(route->second))(m);
   }
 
+  // A report of a worker that proved, at hello or at adoption, that it runs the job it is bound to.
   void handle_worker(const std::string& identity, const Message& m) {
-    int64_t job_id = m.header.value("job", int64_t(0));
+    const auto bound = worker_jobs.find(identity);
+    if (bound == worker_jobs.end()) return;
+    const int64_t job_id = bound->second;
     WorkerEntry* w = worker_of(job_id);
     if (!w) return;  // a worker of a job this server no longer tracks (already finished)
+    if (w->identity != identity || m.header.value("job", int64_t(0)) != job_id) {
+      // A connection of a replaced attempt, or a report about another job: fenced off.
+      refuse_worker(identity, job_id);
+      return;
+    }
     w->last_heartbeat = Clock::now();
-    if (w->identity.empty()) w->identity = identity;
     switch (m.type) {
       case MessageType::heartbeat:
         if (!w->child && m.header.contains("pid"))
@@ -869,7 +964,6 @@ struct Server::Impl {
                                               ", this server speaks ", protocol::kVersion)));
       return;
     }
-    peers[identity] = role;
     if (role == "worker") {
       int64_t job_id = m.header.value("job", int64_t(0));
       WorkerEntry* w = worker_of(job_id);
@@ -878,6 +972,9 @@ struct Server::Impl {
                        protocol::make_error("not_found", cat("job ", job_id, " is not running here")));
         return;
       }
+      if (!proves(*w, m)) return refuse_worker(identity, job_id);
+      peers[identity] = role;
+      worker_jobs[identity] = job_id;
       w->identity = identity;
       w->last_heartbeat = Clock::now();
       auto job = get_job(*catalog, job_id);
@@ -888,6 +985,7 @@ struct Server::Impl {
         transition(job_id, JobState::running, c);
       }
     }
+    peers[identity] = role;
     Message welcome;
     welcome.type = MessageType::welcome;
     welcome.header = {{"protocol", protocol::kVersion},
@@ -908,9 +1006,18 @@ struct Server::Impl {
     if (m.type == MessageType::hello) return on_hello(identity, m);
     auto peer = peers.find(identity);
     if (peer == peers.end()) {
-      // A worker that outlived a server restart reconnects and resumes heartbeats: adopt it.
-      if (m.type == MessageType::heartbeat && worker_of(m.header.value("job", int64_t(0)))) {
+      // A worker that outlived a server restart reconnects and resumes heartbeats: adopt it once it
+      // shows the token of the job's current attempt.
+      const int64_t job_id = m.header.value("job", int64_t(0));
+      WorkerEntry* w = m.type == MessageType::heartbeat ? worker_of(job_id) : nullptr;
+      // The token is the proof, the connection only a route: a worker whose connection was remade (a new
+      // identity) is bound again. Without a token (an older server's worker) only a first binding is taken.
+      if (w && proves(*w, m) && (w->identity.empty() || !w->token.empty())) {
         peers[identity] = "worker";
+        worker_jobs[identity] = job_id;
+        w->identity = identity;
+      } else if (w) {
+        return refuse_worker(identity, job_id);
       } else {
         protocol::send(router, in.envelope, protocol::make_error("protocol", "say hello first"));
         return;

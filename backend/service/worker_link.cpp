@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -23,6 +24,8 @@ using Clock = std::chrono::steady_clock;
 struct WorkerLink::Impl {
   std::string endpoint;
   int64_t job_id = 0;
+  std::string token;        // proves to the server that this process runs the job (job_files.h)
+  bool superseded = false;  // the server gave the job to a newer worker: report nothing more
   zmq::context_t context{1};
   zmq::socket_t socket{context, zmq::socket_type::dealer};
   std::chrono::milliseconds heartbeat{1000};
@@ -49,6 +52,14 @@ struct WorkerLink::Impl {
   }
 
   void on_control(const Message& m) {
+    if (m.type == MessageType::error && m.header.value("code", "") == kSupersededCode) {
+      // An adopted worker whose job has moved on to a newer attempt: stop at once, write nothing.
+      std::lock_guard<std::mutex> lock(mutex);
+      superseded = true;
+      cancel.request_cancel();
+      changed.notify_all();
+      return;
+    }
     if (m.type != MessageType::control) return;
     std::string action = m.header["action"];
     std::lock_guard<std::mutex> lock(mutex);
@@ -78,7 +89,9 @@ struct WorkerLink::Impl {
       for (const auto& m : batch) protocol::send(socket, {}, m);
       if (stopping) break;
       if (Clock::now() >= next_heartbeat) {
-        protocol::send(socket, {}, make(MessageType::heartbeat, {{"pid", static_cast<int64_t>(::getpid())}}));
+        protocol::send(
+            socket, {},
+            make(MessageType::heartbeat, {{"pid", static_cast<int64_t>(::getpid())}, {"token", token}}));
         next_heartbeat = Clock::now() + heartbeat;
       }
       if (auto in = protocol::receive(socket, 0, std::chrono::milliseconds(20)))
@@ -92,6 +105,10 @@ WorkerLink::WorkerLink(const std::string& endpoint, int64_t job_id, std::chrono:
   Impl& s = *impl_;
   s.endpoint = endpoint;
   s.job_id = job_id;
+  if (const char* token = std::getenv(kWorkerTokenEnv)) {
+    s.token = token;
+    ::unsetenv(kWorkerTokenEnv);  // the job's own child processes (ffmpeg, srun) have no use for it
+  }
   protocol::apply_common_options(s.socket);
   s.socket.set(zmq::sockopt::linger, 2000);  // let the last reports (job_finished) reach the server
   s.socket.connect(endpoint);
@@ -100,6 +117,7 @@ WorkerLink::WorkerLink(const std::string& endpoint, int64_t job_id, std::chrono:
   hello.header = {{"role", "worker"},
                   {"version", protocol::kVersion},
                   {"job", job_id},
+                  {"token", s.token},
                   {"name", cat("pid ", ::getpid())}};
   protocol::send(s.socket, {}, hello);
   auto reply = protocol::receive(s.socket, 0, timeout);
@@ -185,11 +203,15 @@ void WorkerLink::finish(JobState state, const std::string& error_code, const std
   nlohmann::json h = {{"state", to_string(state)}};
   if (!error_code.empty()) h["error_code"] = error_code.substr(0, 100);
   if (!message.empty()) h["message"] = message.substr(0, 10000);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (impl_->superseded) return;  // the job's result belongs to its newer worker
+  }
   Message m = impl_->make(MessageType::job_finished, h);
   if (result.is_object()) m.header["result"] = result;
   impl_->post(std::move(m));
   try {
-    write_job_result(mugv_home(), impl_->job_id, JobResult{state, error_code, message, result});
+    write_job_result(mugv_home(), impl_->job_id, JobResult{state, error_code, message, result, impl_->token});
   } catch (const Error& e) {
     log_warning(cat("cannot write the job result file: ", e.what()));
   }

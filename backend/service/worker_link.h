@@ -21,7 +21,8 @@ namespace mugv {
 
 class WorkerLink {
  public:
-  // Connects and says hello; throws Error(timeout) naming the endpoint when no welcome arrives in `timeout`,
+  // Connects and says hello with the job's worker token (kWorkerTokenEnv, which is then removed from the
+  // environment); throws Error(timeout) naming the endpoint when no welcome arrives in `timeout`,
   // Error(protocol) with the server's words when it refuses.
   WorkerLink(const std::string& endpoint, int64_t job_id,
              std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));

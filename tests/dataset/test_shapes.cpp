@@ -1,5 +1,7 @@
 #include "dataset/shapes.h"
 
+#include "core/error.h"
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -12,7 +14,7 @@ TEST_CASE("held-out combinations never appear in training and every word stays l
           "[unit][dataset]") {
   auto held = held_out_combos(7, 0.1);
   REQUIRE(held.size() >= 10);
-  auto train = training_specs(400, 32, 5, 8, 7, held);
+  auto train = training_specs(400, 32, 5, 8, 7, held, Placement::edge);
   std::set<std::string> colors_seen, shapes_seen, dirs_seen;
   for (const auto& s : train) {
     Combo c{s.color, s.shape, s.direction};
@@ -29,8 +31,8 @@ TEST_CASE("held-out combinations never appear in training and every word stays l
 TEST_CASE("the split and the clips are deterministic in the seed", "[unit][dataset]") {
   CHECK(held_out_combos(3) == held_out_combos(3));
   CHECK_FALSE(held_out_combos(3) == held_out_combos(4));
-  auto a = training_specs(20, 32, 5, 8, 11, held_out_combos(11));
-  auto b = training_specs(20, 32, 5, 8, 11, held_out_combos(11));
+  auto a = training_specs(20, 32, 5, 8, 11, held_out_combos(11), Placement::edge);
+  auto b = training_specs(20, 32, 5, 8, 11, held_out_combos(11), Placement::edge);
   for (size_t i = 0; i < a.size(); ++i) CHECK(render_frame(a[i], 2).rgb == render_frame(b[i], 2).rgb);
 }
 
@@ -79,4 +81,34 @@ TEST_CASE("the rendered shape has the caption's color and moves in its direction
     CHECK(int(f.rgb[center + 1]) > 150);  // green channel inside the square
     CHECK(int(f.rgb[center]) < 60);
   }
+}
+
+TEST_CASE("placement: from the edge the direction fixes the position; anywhere it does not",
+          "[unit][dataset]") {
+  // Start position along the motion axis, measured from the edge the shape moves away from.
+  auto from_edge = [](const ClipSpec& s) {
+    if (s.direction == "right") return s.start_x;
+    if (s.direction == "left") return 1.0 - s.start_x;
+    if (s.direction == "down") return s.start_y;
+    return 1.0 - s.start_y;
+  };
+  for (const Placement placement : {Placement::edge, Placement::anywhere}) {
+    double lowest = 1, highest = 0;
+    for (const auto& s : training_specs(400, 64, 17, 8, 3, held_out_combos(3), placement)) {
+      const double start = from_edge(s), end = start + s.speed * (s.frames - 1);
+      // The whole path stays in view with the shape's margin.
+      CHECK(start >= s.radius + 0.02 - 1e-9);
+      CHECK(end <= 1.0 - s.radius - 0.02 + 1e-9);
+      CHECK(end - start >= (placement == Placement::edge ? 0.45 : 0.30) - 1e-9);
+      lowest = std::min(lowest, start);
+      highest = std::max(highest, start);
+    }
+    if (placement == Placement::edge) {
+      CHECK(highest <= 0.22 + 1e-9);  // always at the edge: radius + margin
+    } else {
+      CHECK(highest - lowest >= 0.3);  // paths start across much of the frame
+    }
+  }
+  CHECK(placement_from_string("anywhere") == Placement::anywhere);
+  CHECK_THROWS_AS(placement_from_string("middle"), Error);
 }

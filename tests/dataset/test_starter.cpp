@@ -52,7 +52,7 @@ TEST_CASE("the starter dataset writes real clips, sidecar captions, manifests an
   VideoDecoder decoder(manifest.entries[0].path, DecodeOptions{});
   auto frame = decoder.next();
   REQUIRE(frame.has_value());
-  auto rendered = shapes::training_specs(6, 32, 9, 8, 5, shapes::held_out_combos(5, 0.1))[0];
+  auto rendered = shapes::training_specs(6, 32, 9, 8, 5, shapes::held_out_combos(5, 0.1), o.placement)[0];
   CHECK(psnr(*frame, shapes::render_frame(rendered, 0)) > 28.0);
 }
 

@@ -30,7 +30,7 @@ TEST_CASE("the analyzer reads colour, shape and direction of every rendered comb
   std::vector<std::string> misses;
   // Two draws of backgrounds, radii and start positions per combination.
   for (uint64_t seed : {1u, 2u}) {
-    for (const auto& spec : shapes::held_out_specs(64, 17, 8, seed, combos)) {
+    for (const auto& spec : shapes::held_out_specs(64, 17, 8, seed, combos, shapes::Placement::edge)) {
       auto got = analyze_shapes_clip(shapes::render_clip(spec));
       ++clips;
       color += got.color == spec.color;
@@ -128,4 +128,35 @@ TEST_CASE("the alternatives of a prompt differ from it in exactly one attribute"
     }
   }
   CHECK_THROWS_AS(shapes_prompt_alternatives("a cat on a mat"), Error);
+}
+
+TEST_CASE("held-out prompts on every background, scored per background and per seed", "[unit][sample]") {
+  const auto prompts = on_every_background({"a white circle moving up on a navy background"});
+  REQUIRE(prompts.size() == shapes::backgrounds_for("white").size());
+  CHECK(prompts[0] == "a white circle moving up on a navy background");  // the listed one first
+  CHECK(std::find(prompts.begin(), prompts.end(), "a white circle moving up on a white background") ==
+        prompts.end());  // white on white is never drawn
+  CHECK_THROWS_AS(on_every_background({"a cat"}), Error);
+
+  shapes::ClipSpec spec;
+  spec.color = "white";
+  spec.shape = "circle";
+  spec.direction = "up";
+  spec.background = "navy";
+  spec.start_y = 0.75;
+  std::vector<ShapesVerdict> verdicts;
+  for (int repeat : {0, 1}) {
+    auto v = judge_shapes_clip(prompts[0], shapes::render_clip(spec));
+    v.repeat = repeat;
+    verdicts.push_back(v);
+  }
+  verdicts.push_back(judge_shapes_clip("a white circle moving up on a black background",
+                                       shapes::render_clip(spec)));  // drawn on navy: colour still white
+  CHECK(verdicts[0].background == "navy");
+  const auto by_background = score_by_background(verdicts);
+  CHECK(by_background.at("navy").clips == 2);
+  CHECK(by_background.at("black").clips == 1);
+  const auto by_seed = score_by_repeat(verdicts);
+  CHECK(by_seed.at("0").clips == 2);
+  CHECK(by_seed.at("1").direction == 1);
 }

@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 
 using namespace mugv;
 using mugv::test::TempDir;
@@ -388,6 +389,29 @@ TEST_CASE("mugv eval generates each held-out prompt and reports the matches", "[
   REQUIRE(j["prompts"].size() == 2);
   CHECK(j["prompts"][1]["want"]["shape"] == "square");
   CHECK(j["prompts"][0].contains("color_ok"));
+
+  // Every background the starter set draws each colour on, two seeds each, from a chosen checkpoint.
+  auto wide = test::run_mugv_cli("eval --run dit0 --dataset-dir " + dir.path().string() +
+                                     " --steps 2 --backgrounds all --seeds 2 --seed 10 --checkpoint 3 --json",
+                                 dir.path());
+  INFO(wide->err);
+  REQUIRE(wide->exit_code == 0);
+  auto w = nlohmann::json::parse(wide->out);
+  const size_t backgrounds = shapes::backgrounds_for("red").size() + shapes::backgrounds_for("blue").size();
+  CHECK(w["checkpoint_step"] == 3);
+  CHECK(w["total"]["clips"] == 2 * backgrounds);
+  CHECK(w["by_seed"].size() == 2);
+  CHECK(w["by_seed"]["0"]["clips"] == backgrounds);
+  CHECK(w["by_background"].contains("gray"));
+  std::set<uint64_t> seeds;
+  for (const auto& p : w["prompts"]) seeds.insert(p["seed"].get<uint64_t>());
+  CHECK(seeds.size() == 2 * backgrounds);  // every video its own noise
+  CHECK(*seeds.begin() == 10);
+
+  auto missing = test::run_mugv_cli(
+      "eval --run dit0 --dataset-dir " + dir.path().string() + " --steps 2 --checkpoint 99", dir.path());
+  CHECK(missing->exit_code == 1);
+  CHECK_THAT(missing->err, Catch::Contains("step-") && Catch::Contains("no such checkpoint"));
 }
 
 TEST_CASE("the weights to load can be chosen; asking for absent EMA weights names the file",

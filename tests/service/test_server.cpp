@@ -2,6 +2,7 @@
 #include "catalog/catalog.h"
 #include "catalog/jobs.h"
 #include "core/error.h"
+#include "core/json_io.h"
 #include "service/client.h"
 #include "service/server.h"
 #include "service/zmq_io.h"
@@ -15,6 +16,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -346,4 +348,148 @@ TEST_CASE("an unreachable server is a clear timeout", "[service][ipc]") {
     CHECK(e.code() == ErrorCode::timeout);
     CHECK(std::string(e.what()).find("nobody.sock") != std::string::npos);
   }
+}
+
+namespace {
+
+// A bare DEALER posing as a worker: says hello for `job` with `token` and returns the server's answer.
+protocol::Message hello_as_worker(zmq::socket_t& raw, int64_t job, const std::string& token) {
+  protocol::Message hello;
+  hello.type = MessageType::hello;
+  hello.header = {{"role", "worker"}, {"version", protocol::kVersion}, {"job", job}, {"token", token}};
+  protocol::send(raw, {}, hello);
+  auto reply = protocol::receive(raw, 0, 3000ms);
+  REQUIRE(reply);
+  REQUIRE(std::holds_alternative<protocol::Message>(reply->content));
+  return std::get<protocol::Message>(reply->content);
+}
+
+std::string read_token(const fs::path& home, int64_t job) {
+  std::ifstream in(home / "jobs" / std::to_string(job) / "worker.token");
+  std::string token;
+  in >> token;
+  return token;
+}
+
+}  // namespace
+
+TEST_CASE("a client posing as a job's worker is refused: it cannot take the job's cancel or finish it",
+          "[service][ipc]") {
+  TempDir home;
+  TestServer server(home.path());
+  Client client(server.endpoint());
+  const int64_t id = submit(client, make_dataset_job(home / "big", 20000));
+  REQUIRE(wait_for(client, id, "running") == "running");
+  const std::string token = read_token(home.path(), id);
+  CHECK(token.size() == 64);
+  CHECK((fs::status(home / "jobs" / std::to_string(id) / "worker.token").permissions() &
+         fs::perms::others_read) == fs::perms::none);
+
+  zmq::context_t ctx;
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect(server.endpoint());
+  for (const std::string& wrong : {std::string(), std::string(64, '0'), token.substr(0, 63)}) {
+    const auto reply = hello_as_worker(raw, id, wrong);
+    CHECK(reply.type == MessageType::error);
+    CHECK(reply.header["code"] == "superseded");
+  }
+  // Unbound, its heartbeat and its claim that the job succeeded are refused too.
+  protocol::Message finished;
+  finished.type = MessageType::job_finished;
+  finished.header = {{"job", id}, {"state", "succeeded"}};
+  protocol::send(raw, {}, finished);
+  auto reply = protocol::receive(raw, 0, 3000ms);
+  REQUIRE(reply);
+  CHECK(std::get<protocol::Message>(reply->content).type == MessageType::error);
+
+  // The real worker still holds the job: it gets the cancel and the job ends cancelled, not succeeded.
+  client.request(MessageType::cancel_job, {{"job", id}});
+  CHECK(wait_for(client, id, "cancelled", 15000ms) == "cancelled");
+}
+
+TEST_CASE("a worker of an earlier attempt is fenced off: its hello and its result file are refused",
+          "[service][ipc]") {
+  TempDir home;
+  TestServer server(home.path(), /*max_attempts=*/2);
+  Client client(server.endpoint());
+  const int64_t id = submit(client, make_dataset_job(home / "big", 20000));
+  REQUIRE(wait_for(client, id, "running") == "running");
+  const std::string first_token = read_token(home.path(), id);
+  auto pid = client.request(MessageType::get_job, {{"job", id}})["job"]["worker_pid"].get<int64_t>();
+  ::kill(static_cast<pid_t>(pid), SIGKILL);
+  REQUIRE(test::wait_until(
+      [&] {
+        return client.request(MessageType::get_job, {{"job", id}})["job"]["attempts"] == 2;
+      },
+      20000ms));
+  REQUIRE(wait_for(client, id, "running") == "running");
+  const std::string second_token = read_token(home.path(), id);
+  CHECK(second_token != first_token);
+
+  // The first attempt's worker, slow to start, finally says hello: it must stop, not run the job again.
+  zmq::context_t ctx;
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect(server.endpoint());
+  const auto reply = hello_as_worker(raw, id, first_token);
+  CHECK(reply.type == MessageType::error);
+  CHECK(reply.header["code"] == "superseded");
+
+  // Its result file, stamped with the old token, does not decide the job when the current worker dies.
+  write_json_atomic(home / "jobs" / std::to_string(id) / "result.json",
+                    {{"state", "succeeded"}, {"worker_token", first_token}});
+  pid = client.request(MessageType::get_job, {{"job", id}})["job"]["worker_pid"].get<int64_t>();
+  ::kill(static_cast<pid_t>(pid), SIGKILL);
+  CHECK(wait_for(client, id, "interrupted", 15000ms) == "interrupted");  // no attempts left; not succeeded
+}
+
+TEST_CASE("a job log of megabytes on one line, or not UTF-8, still comes back: its tail, marked truncated",
+          "[service][ipc]") {
+  TempDir home;
+  TestServer server(home.path());
+  Client client(server.endpoint());
+  const int64_t id = submit(client, make_dataset_job(home / "small", 2));
+  REQUIRE(wait_for(client, id, "succeeded") == "succeeded");
+  {
+    std::ofstream log(home / "jobs" / std::to_string(id) / "log.txt", std::ios::app);
+    for (int i = 0; i < 200000; ++i) log << "\r\x1b[2Kstep " << i << " \xff\xfe";  // a redrawn bar, ~3 MB
+    log << "\nlast line\n";
+  }
+  const auto reply = client.request(MessageType::job_logs, {{"job", id}, {"tail_lines", 100}});
+  CHECK(reply["truncated"] == true);
+  const std::string text = reply["text"];
+  CHECK(text.size() <= 3 * 128 * 1024);
+  CHECK(text.find("last line") != std::string::npos);
+  CHECK(text.find("step 199999") != std::string::npos);
+  CHECK(client.request(MessageType::job_logs, {{"job", id}, {"tail_lines", 1}})["truncated"] == false);
+}
+
+TEST_CASE("a job with more events than one reply holds is read page by page", "[service][ipc]") {
+  TempDir home;
+  TestServer server(home.path());
+  Client client(server.endpoint());
+  const int64_t id = submit(client, make_dataset_job(home / "small", 2));
+  REQUIRE(wait_for(client, id, "succeeded") == "succeeded");
+  {
+    // A long training run's worth of metrics: 6,000 events of ~400 bytes (2.4 MB, more than a header holds).
+    Catalog catalog = Catalog::open(home / "catalog.sqlite");
+    for (int step = 1; step <= 6000; ++step)
+      (void)append_job_event(
+          catalog, id, "metrics",
+          {{"step", step}, {"values", {{"loss", 1.0 / step}, {"note", std::string(350, 'x')}}}});
+  }
+  const auto first = client.request(MessageType::get_job, {{"job", id}, {"types", {"metrics"}}});
+  CHECK(first["more"] == true);
+  CHECK(first["events"].size() < 6000);
+  CHECK(first["events"][0]["payload"]["step"] == 1);
+  const auto all = get_job_with_events(client, id, {"metrics"});
+  REQUIRE(all["events"].size() == 6000);
+  for (size_t i = 0; i < 6000; ++i) CHECK(all["events"][i]["payload"]["step"] == int64_t(i + 1));
+  CHECK(all["job"]["id"] == id);
+  const auto limited = client.request(MessageType::get_job, {{"job", id}, {"limit", 10}});
+  CHECK(limited["events"].size() == 10);
+  CHECK(limited["more"] == true);
+  // Every stored event, of any type, also arrives whole.
+  CHECK(get_job_with_events(client, id)["events"].size() > 6000);
 }

@@ -83,7 +83,7 @@ void Network::poll_jobs() {
   // A job that was running before the monitor attached: its stored events say how far it is.
   for (int64_t id : unknown_progress) {
     progress_fetched_.insert(id);
-    auto detail = client_->request(MessageType::get_job, {{"job", id}});
+    auto detail = get_job_with_events(*client_, id, {"progress"});
     std::lock_guard<std::mutex> lock(mutex_);
     state_.apply_job_detail(detail);
   }
@@ -96,7 +96,7 @@ std::string Network::state_of(int64_t job) const {
 }
 
 void Network::backfill(int64_t job) {
-  auto detail = client_->request(MessageType::get_job, {{"job", job}});
+  auto detail = get_job_with_events(*client_, job);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     state_.apply_job_detail(detail);

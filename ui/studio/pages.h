@@ -102,6 +102,7 @@ class RunsPage : public QWidget {
   void act(protocol::MessageType type);
   void on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs);
   void show_job(int64_t id);
+  void load_stored_metrics(int64_t id, int64_t after);
 
   BackendLink& link_;
   QTableWidget* jobs_;

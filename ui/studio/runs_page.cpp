@@ -156,15 +156,22 @@ void RunsPage::show_job(int64_t id) {
                  log_->setPlainText(QString::fromStdString(reply["text"].get<std::string>()));
              });
   // Metrics already reported (the job's stored events), then live ones from events.
-  link_.call(MessageType::get_job, {{"job", id}}, [this, id](const nlohmann::json& reply) {
-    if (id != shown_job_) return;
-    for (const auto& e : reply.value("events", nlohmann::json::array())) {
-      if (e.value("type", "") != "metrics") continue;
-      const auto& p = e["payload"];
-      on_event(QString("job/%1/metrics").arg(id),
-               {{"type", "metrics"}, {"step", p["step"]}, {"values", p["values"]}}, {});
-    }
-  });
+  load_stored_metrics(id, 0);
+}
+
+// One page of the job's stored metrics after event `after`, then the next page until none is left (a long
+// training run has more than one reply holds).
+void RunsPage::load_stored_metrics(int64_t id, int64_t after) {
+  link_.call(MessageType::get_job, {{"job", id}, {"types", {"metrics"}}, {"after_event", after}},
+             [this, id](const nlohmann::json& reply) {
+               if (id != shown_job_) return;
+               for (const auto& e : reply.value("events", nlohmann::json::array())) {
+                 const auto& p = e["payload"];
+                 on_event(QString("job/%1/metrics").arg(id),
+                          {{"type", "metrics"}, {"step", p["step"]}, {"values", p["values"]}}, {});
+               }
+               if (reply.value("more", false)) load_stored_metrics(id, reply.value("next_after", int64_t(0)));
+             });
 }
 
 void RunsPage::on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs) {
