@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/json_io.h"
 #include "core/log.h"
+#include "core/path_confinement.h"
 #include "core/paths.h"
 #include "core/strings.h"
 #include "service/file_reports.h"
@@ -174,6 +175,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!args.job_file.empty()) return run_from_job_file(args);
+  if (const char* roots = std::getenv(kJobRootsEnv)) {
+    // The server's allowed roots: every file the job finds on its own is checked against them too.
+    try {
+      set_job_confinement(PathConfinement::from_json(nlohmann::json::parse(roots)));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mugv-worker: job %lld: %s\n", static_cast<long long>(args.job), e.what());
+      return 1;
+    }
+    ::unsetenv(kJobRootsEnv);
+  }
   std::unique_ptr<WorkerLink> link;
   try {
     link = std::make_unique<WorkerLink>(args.server, args.job);

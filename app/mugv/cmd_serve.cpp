@@ -7,7 +7,7 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
-#include "service/path_confinement.h"
+#include "core/path_confinement.h"
 #include "service/server.h"
 
 #include <csignal>

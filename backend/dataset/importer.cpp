@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "core/path_confinement.h"
 #include "core/strings.h"
 #include "dataset/manifest.h"
 #include "dataset/source_ingest.h"
@@ -100,6 +101,7 @@ ImportReport import_dataset(Catalog& catalog, const ImportOptions& options, cons
     manifest_path = options.input;
   }
   if (!manifest_path.empty()) {
+    check_job_path("manifest", manifest_path);  // a server job's manifest may be a symlink to anywhere
     auto read = read_manifest(manifest_path);
     entries = std::move(read.entries);
     for (const auto& p : read.problems)
@@ -126,6 +128,9 @@ ImportReport import_dataset(Catalog& catalog, const ImportOptions& options, cons
     ++report.files_seen;
     std::string hash;
     try {
+      // Under a server, every file found by the walk or named by the manifest must lie inside the server's
+      // roots once its symlinks are followed, not only the folder the job named.
+      check_job_path("file", entry.path);
       hash = content_hash_of_file(entry.path);
       auto source = find_source_by_hash(catalog, hash);
       if (source && source->status == SourceStatus::failed) {

@@ -315,6 +315,7 @@ struct Server::Impl {
     std::string endpoint = worker_endpoint;
     std::string id = std::to_string(job.id);
     std::string home = o.home.string();
+    const std::string roots = confinement->to_json().dump();
     pid_t pid = ::fork();
     if (pid == 0) {
       ::setsid();  // workers outlive a server stopped from a terminal
@@ -327,6 +328,7 @@ struct Server::Impl {
       if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
       ::setenv("MUGV_HOME", home.c_str(), 1);
       ::setenv(kWorkerTokenEnv, token.c_str(), 1);
+      ::setenv(kJobRootsEnv, roots.c_str(), 1);
       ::execl(exe.c_str(), exe.c_str(), "--server", endpoint.c_str(), "--job", id.c_str(),
               static_cast<char*>(nullptr));
       std::fprintf(stderr, "cannot start the worker %s\n", exe.c_str());

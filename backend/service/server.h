@@ -28,7 +28,7 @@
 // `list_models` with the released models installed under home/models (model/release_files.h).
 
 #include "core/progress.h"
-#include "service/path_confinement.h"
+#include "core/path_confinement.h"
 #include "service/slurm_executor.h"
 
 #include <nlohmann/json.hpp>

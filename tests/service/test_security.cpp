@@ -15,6 +15,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <fstream>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -305,6 +307,37 @@ TEST_CASE("the real mugv serve refuses jobs whose files are outside its allowed 
       client.request(MessageType::submit_job, make_dataset_job(extra / "shapes", 2))["job"]["id"];
   CHECK(wait_for_state(client, id, "succeeded") == "succeeded");
   CHECK(fs::exists(extra / "shapes" / "manifest.jsonl"));
+
+  // Files an import finds on its own are checked too: a symlink to a file outside, a symlinked folder and
+  // manifest lines naming outside files are skipped with the reason; the inside clip is imported.
+  const fs::path clip = extra / "shapes" / "train" / "shape_00000.mp4";
+  fs::create_directories(home / "data");
+  fs::copy_file(clip, home / "data" / "inside.mp4");
+  fs::copy_file(extra / "shapes" / "train" / "shape_00001.mp4", outside / "secret.mp4");
+  fs::create_symlink(outside / "secret.mp4", home / "data" / "escaped.mp4");
+  fs::create_directory_symlink(outside, home / "data" / "sub");
+  std::ofstream(home / "m.jsonl")
+      << nlohmann::json{{"path", (outside / "secret.mp4").string()}, {"caption", "x"}} << "\n"
+      << nlohmann::json{{"path", (home / "data" / "inside.mp4").string()}, {"caption", "y"}} << "\n";
+  auto clips_of = [&](const std::string& name) {
+    const auto reply = client.request(MessageType::list_datasets);
+    for (const auto& d : reply["datasets"])
+      if (d["name"] == name) return d["clips"].get<int64_t>();
+    return int64_t(-1);
+  };
+  for (const auto& [input, name] : {std::pair{home / "data", std::string("walked")},
+                                    std::pair{home / "m.jsonl", std::string("listed")}}) {
+    auto job = import_of(input.string());
+    job["params"]["values"]["dataset.name"] = name;
+    const int64_t imported = client.request(MessageType::submit_job, job)["job"]["id"];
+    CHECK(wait_for_state(client, imported, "succeeded") == "succeeded");
+    CHECK(clips_of(name) == 1);
+    const std::string log =
+        client.request(MessageType::job_logs, {{"job", imported}, {"tail_lines", 100}})["text"];
+    INFO(log);
+    CHECK(contains(log, "secret.mp4"));
+    CHECK(contains(log, "outside the folders this server may use"));
+  }
 
   // A released model named by --model is the server's own $MUGV_HOME/models/NAME; a folder outside is
   // refused.

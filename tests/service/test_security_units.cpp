@@ -5,7 +5,7 @@
 #include "core/shell_quote.h"
 #include "core/strings.h"
 #include "service/curve_keys.h"
-#include "service/path_confinement.h"
+#include "core/path_confinement.h"
 #include "service/zmq_io.h"
 #include "support/test_support.h"
 

@@ -9,6 +9,14 @@
 // and "HOME/link-to-etc/passwd" are judged as /etc and /etc/passwd. Roots are resolved the same way once.
 // Not covered: a symlink that appears inside a root after the check (the server's own jobs make none).
 // Immutable after construction: thread-safe.
+//
+// Jobs: the server checks the paths a job names before queueing it, and gives its worker the same roots
+// (to_json / from_json, in kJobRootsEnv); the worker installs them as the process's job confinement, and
+// code that finds more files while it runs (an import's folder walk and manifest lines, which may be
+// symlinks or name any file) checks each with check_job_path. Without an installed confinement (a
+// terminal), check_job_path allows everything.
+
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <optional>
@@ -31,6 +39,9 @@ class PathConfinement {
   void check(const std::string& what, const std::string& path) const;
 
   const std::vector<std::filesystem::path>& roots() const { return roots_; }
+  // {"roots": [...], "denied": [...]}; from_json throws Error(invalid_argument) for a malformed value.
+  [[nodiscard]] nlohmann::json to_json() const;
+  [[nodiscard]] static PathConfinement from_json(const nlohmann::json& j);
   // "/home/u/.local/share/mugv, /data" for messages.
   std::string describe_roots() const;
 
@@ -43,5 +54,13 @@ struct JobPath {
   std::string what;
   std::string path;
 };
+
+// The environment variable a job's worker finds its confinement in (PathConfinement::to_json, dumped).
+inline constexpr const char* kJobRootsEnv = "MUGV_JOB_ROOTS";
+// Installs the confinement of the job this process runs (once, before the job starts; not thread-safe
+// against concurrent check_job_path calls).
+void set_job_confinement(std::optional<PathConfinement> confinement);
+// Error(forbidden) as PathConfinement::check when a job confinement is installed and `path` is outside it.
+void check_job_path(const std::string& what, const std::filesystem::path& path);
 
 }  // namespace mugv

@@ -1,4 +1,4 @@
-#include "service/path_confinement.h"
+#include "core/path_confinement.h"
 
 #include "core/error.h"
 #include "core/strings.h"
@@ -68,6 +68,40 @@ std::string PathConfinement::describe_roots() const {
   std::string s;
   for (const auto& r : roots_) s += (s.empty() ? "" : ", ") + r.string();
   return s;
+}
+
+nlohmann::json PathConfinement::to_json() const {
+  nlohmann::json roots = nlohmann::json::array(), denied = nlohmann::json::array();
+  for (const auto& r : roots_) roots.push_back(r.string());
+  for (const auto& d : denied_) denied.push_back(d.string());
+  return {{"roots", roots}, {"denied", denied}};
+}
+
+PathConfinement PathConfinement::from_json(const nlohmann::json& j) {
+  try {
+    std::vector<fs::path> roots, denied;
+    for (const auto& r : j.at("roots")) roots.emplace_back(r.get<std::string>());
+    for (const auto& d : j.value("denied", nlohmann::json::array()))
+      denied.emplace_back(d.get<std::string>());
+    return PathConfinement(std::move(roots), std::move(denied));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorCode::invalid_argument, kJobRootsEnv, cat("malformed allowed roots: ", e.what()));
+  }
+}
+
+namespace {
+std::optional<PathConfinement>& job_confinement() {
+  static std::optional<PathConfinement> confinement;
+  return confinement;
+}
+}  // namespace
+
+void set_job_confinement(std::optional<PathConfinement> confinement) {
+  job_confinement() = std::move(confinement);
+}
+
+void check_job_path(const std::string& what, const fs::path& path) {
+  if (const auto& confinement = job_confinement()) confinement->check(what, path.string());
 }
 
 }  // namespace mugv
