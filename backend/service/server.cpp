@@ -22,6 +22,7 @@
 #include "service/home_lock.h"
 #include "service/job_files.h"
 #include "service/job_json.h"
+#include "service/reply_pool.h"
 #include "service/zap_handler.h"
 #include "service/zmq_io.h"
 #include "train/run_layout.h"
@@ -79,6 +80,7 @@ std::string read_if_exists(const fs::path& path) {
   return fs::exists(path, ec) ? read_text_file(path) : std::string();
 }
 
+constexpr size_t kMaxHeavyRequests = 16;  // clip_frames decoding or waiting at once; more are told "busy"
 constexpr size_t kMaxLogReplyBytes = 128 * 1024;
 constexpr size_t kMaxEventPageBytes = 256 * 1024;  // an event's own payload is far smaller than a header
 static_assert(kMaxLogReplyBytes * 6 < protocol::kMaxHeaderBytes, "an escaped log tail must fit a header");
@@ -119,6 +121,9 @@ struct Server::Impl {
   std::unique_ptr<SlurmExecutor> slurm;
   bool slurm_queued =
       true;  // a Slurm job may wait in the queue (submitted, retried or requeued since the last scan)
+  // Heavy requests (clip_frames) run here; declared after the sockets so that its threads, which never
+  // touch a socket, are joined before the sockets close.
+  ReplyPool heavy{2, kMaxHeavyRequests};
   std::map<int64_t, WorkerEntry> workers;      // by job id
   std::map<std::string, std::string> peers;    // identity -> role, after hello
   std::map<std::string, int64_t> worker_jobs;  // identity of a worker -> the one job it proved it runs
@@ -505,11 +510,11 @@ struct Server::Impl {
     return *job;
   }
 
-  // Pictures of one clip for clients that cannot read this machine's files (protocol.h, clip_frames). They
-  // are decoded here, on the server's one thread: a thumbnail is one small decode and a player's frames of a
-  // short clip some tens of milliseconds, which workers' heartbeats (seconds apart) easily wait for. The
-  // source is checked like a job's files, so a catalog entry pointing outside the roots shows nothing.
-  Message on_clip_frames(const Message& m) {
+  // Pictures of one clip for clients that cannot read this machine's files (protocol.h, clip_frames). The
+  // catalog is read and the source checked here, like a job's files, so a catalog entry pointing outside the
+  // roots shows nothing; the decoding (up to 64 frames at 1024 px: seconds) runs on the reply pool, so that
+  // it never holds up other requests or the workers' heartbeats.
+  ReplyPool::Work on_clip_frames(const Message& m) {
     const auto& h = m.header;
     const int64_t id = h["clip"];
     const auto clip = get_clip(*catalog, id);
@@ -520,30 +525,37 @@ struct Server::Impl {
     confinement->check(cat("clip ", id), source->path.string());
     const int count = h.value("count", 1);
     const int max_side = h.value("max_side", 128);
+    return [id, clip = *clip, path = source->path, count, max_side] {
+      return decode_clip_frames(id, clip, path, count, max_side);
+    };
+  }
+
+  static Message decode_clip_frames(int64_t id, const Clip& clip, const fs::path& path, int count,
+                                    int max_side) {
     std::vector<RgbFrame> frames;
-    double fps = clip->fps;
+    double fps = clip.fps;
     if (count == 1) {
-      frames.push_back(thumbnail(source->path, 0.5 * (clip->start_s + clip->end_s), max_side));
+      frames.push_back(thumbnail(path, 0.5 * (clip.start_s + clip.end_s), max_side));
     } else {
       DecodeOptions d;
       // Never enlarge: the player scales on screen.
-      const int side = std::min(max_side, std::max({clip->width, clip->height, 16}));
-      const bool landscape = clip->width >= clip->height;
+      const int side = std::min(max_side, std::max({clip.width, clip.height, 16}));
+      const bool landscape = clip.width >= clip.height;
       d.width = landscape ? side : 0;
       d.height = landscape ? 0 : side;
       d.resize = ResizeMode::stretch;
-      const double span = clip->end_s - clip->start_s;
-      if (span > 0 && clip->fps > 0 && span * clip->fps > count) d.fps = fps = count / span;
-      VideoDecoder decoder(source->path, d);
-      if (decoder.seek(clip->start_s)) {
+      const double span = clip.end_s - clip.start_s;
+      if (span > 0 && clip.fps > 0 && span * clip.fps > count) d.fps = fps = count / span;
+      VideoDecoder decoder(path, d);
+      if (decoder.seek(clip.start_s)) {
         while (static_cast<int>(frames.size()) < count) {
           auto f = decoder.next();
-          if (!f || (span > 0 && f->pts_s >= clip->end_s - 1e-6)) break;
+          if (!f || (span > 0 && f->pts_s >= clip.end_s - 1e-6)) break;
           frames.push_back(std::move(*f));
         }
       }
       if (frames.empty())
-        throw Error(ErrorCode::corrupt, source->path.string(), cat("no decodable frame in clip ", id));
+        throw Error(ErrorCode::corrupt, path.string(), cat("no decodable frame in clip ", id));
     }
     Message reply = protocol::make_ok({{"clip", id},
                                        {"width", frames.front().width},
@@ -882,7 +894,6 @@ struct Server::Impl {
         {MessageType::list_runs, &Impl::on_list_runs},
         {MessageType::list_datasets, &Impl::on_list_datasets},
         {MessageType::list_clips, &Impl::on_list_clips},
-        {MessageType::clip_frames, &Impl::on_clip_frames},
         {MessageType::edit_caption, &Impl::on_edit_caption},
         {MessageType::list_prompts, &Impl::on_list_prompts},
         {MessageType::save_prompt, &Impl::on_save_prompt},
@@ -890,6 +901,15 @@ struct Server::Impl {
         {MessageType::sample_now, &Impl::on_sample_or_save_now},
         {MessageType::save_now, &Impl::on_sample_or_save_now},
         {MessageType::shutdown, &Impl::on_shutdown},
+    };
+    return routes;
+  }
+
+  // Requests whose work runs on the reply pool: the handler checks the request here and returns the rest.
+  using DeferredHandler = ReplyPool::Work (Impl::*)(const Message&);
+  static const std::map<MessageType, DeferredHandler>& deferred_routes() {
+    static const std::map<MessageType, DeferredHandler> routes = {
+        {MessageType::clip_frames, &Impl::on_clip_frames},
     };
     return routes;
   }
@@ -1032,6 +1052,13 @@ struct Server::Impl {
       return;
     }
     try {
+      if (const auto deferred = deferred_routes().find(m.type); deferred != deferred_routes().end()) {
+        if (!heavy.submit(in.envelope, (this->*(deferred->second))(m)))
+          throw Error(
+              ErrorCode::conflict, to_string(m.type),
+              cat("the server is busy with ", kMaxHeavyRequests, " such requests; ask again shortly"));
+        return;
+      }
       protocol::send(router, in.envelope, handle_request(m));
     } catch (const Error& e) {
       protocol::send(router, in.envelope, protocol::make_error(to_string(e.code()), e.what()));
@@ -1086,7 +1113,11 @@ void Server::run(const CancelToken& stop) {
     log_info(cat("serving on ", s.o.listen[i], " (events on ", s.events[i], ")"));
   log_info(cat("home ", s.o.home.string(), "; jobs may use files in ", s.confinement->describe_roots()));
   while (!stop.cancel_requested() && !s.stopping) {
-    if (auto in = protocol::receive(s.router, 1, std::chrono::milliseconds(50))) s.on_message(*in);
+    if (auto in = protocol::receive(s.router, 1, std::chrono::milliseconds(s.heavy.pending() ? 5 : 50)))
+      s.on_message(*in);
+    s.heavy.drain([&s](const std::vector<std::string>& envelope, const Message& reply) {
+      protocol::send(s.router, envelope, reply);
+    });
     s.reap();
     s.check_liveness();
     s.slurm->poll();

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/json_io.h"
 #include "service/client.h"
+#include "service/reply_pool.h"
 #include "service/server.h"
 #include "service/zmq_io.h"
 #include "support/serve_process.h"
@@ -14,10 +15,12 @@
 
 #include <zmq_addon.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -492,4 +495,101 @@ TEST_CASE("a job with more events than one reply holds is read page by page", "[
   CHECK(limited["more"] == true);
   // Every stored event, of any type, also arrives whole.
   CHECK(get_job_with_events(client, id)["events"].size() > 6000);
+}
+
+TEST_CASE(
+    "the reply pool runs closures off the caller's thread, refuses beyond its bound, turns throws into "
+    "errors",
+    "[unit][service]") {
+  ReplyPool pool(1, 2);
+  std::mutex gate;
+  std::unique_lock<std::mutex> held(gate);
+  CHECK(pool.submit({"a"}, [&] {
+    std::lock_guard<std::mutex> wait(gate);
+    return protocol::make_ok({{"n", 1}});
+  }));
+  CHECK(pool.submit({"b"}, []() -> protocol::Message { throw Error(ErrorCode::corrupt, "x.mp4", "bad"); }));
+  CHECK_FALSE(pool.submit({"c"}, [] { return protocol::make_ok(); }));  // two already waiting or running
+  held.unlock();
+  std::map<std::string, protocol::Message> replies;
+  REQUIRE(test::wait_until(
+      [&] {
+        pool.drain([&](const std::vector<std::string>& envelope, const protocol::Message& reply) {
+          replies[envelope.at(0)] = reply;
+        });
+        return replies.size() == 2;
+      },
+      5000ms));
+  CHECK(replies["a"].header["n"] == 1);
+  CHECK(replies["b"].type == MessageType::error);
+  CHECK(replies["b"].header["code"] == "corrupt");
+  CHECK(pool.pending() == 0);
+}
+
+TEST_CASE("large clip_frames requests decode off the server's thread: other requests are answered meanwhile",
+          "[service][ipc]") {
+  TempDir home;
+  TestServer server(home.path());
+  Client client(server.endpoint());
+  nlohmann::json big = make_dataset_job(home / "big", 1);
+  big["params"]["values"]["dataset.size"] = 1024;
+  big["params"]["values"]["dataset.frames"] = 65;
+  REQUIRE(wait_for(client, submit(client, big), "succeeded", 120000ms) == "succeeded");
+  const nlohmann::json import = {{"kind", "import"},
+                                 {"params",
+                                  {{"command", {"dataset", "import"}},
+                                   {"values", {{"dataset.name", "big"}}},
+                                   {"positional", {(home / "big" / "train").string()}}}}};
+  REQUIRE(wait_for(client, submit(client, import), "succeeded") == "succeeded");
+
+  // Three players ask for 64 frames each at once (seconds of decoding in all).
+  zmq::context_t ctx;
+  std::vector<zmq::socket_t> players;
+  for (int i = 0; i < 3; ++i) {
+    players.emplace_back(ctx, zmq::socket_type::dealer);
+    players.back().set(zmq::sockopt::linger, 0);
+    players.back().connect(server.endpoint());
+    protocol::Message hello;
+    hello.type = MessageType::hello;
+    hello.header = {{"role", "client"}, {"version", protocol::kVersion}};
+    protocol::send(players.back(), {}, hello);
+    REQUIRE(protocol::receive(players.back(), 0, 3000ms));
+  }
+  const auto started = std::chrono::steady_clock::now();
+  for (auto& p : players) {
+    protocol::Message frames;
+    frames.type = MessageType::clip_frames;
+    frames.header = {{"clip", 1}, {"count", 64}, {"max_side", 512}};
+    protocol::send(p, {}, frames);
+  }
+  // Meanwhile the server answers at once, every time.
+  std::chrono::milliseconds slowest{0};
+  int answered = 0;
+  std::vector<bool> got(players.size(), false);
+  while (std::count(got.begin(), got.end(), true) < 3 && std::chrono::steady_clock::now() - started < 120s) {
+    const auto asked = std::chrono::steady_clock::now();
+    (void)client.request(MessageType::list_jobs);
+    slowest = std::max(slowest, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::steady_clock::now() - asked));
+    ++answered;
+    for (size_t i = 0; i < players.size(); ++i) {
+      if (got[i]) continue;
+      if (auto reply = protocol::receive(players[i], 0, 1ms)) {
+        REQUIRE(std::holds_alternative<protocol::Message>(reply->content));
+        const auto& m = std::get<protocol::Message>(reply->content);
+        INFO(m.header.dump());
+        CHECK(m.header["frames"] == 64);
+        CHECK(m.blobs.size() == 64);
+        got[i] = true;
+      }
+    }
+  }
+  const auto total =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  INFO("decoding took " << total.count() << " ms; " << answered << " requests answered meanwhile, slowest "
+                        << slowest.count() << " ms");
+  CHECK(std::count(got.begin(), got.end(), true) == 3);
+  // Decoded on the server's thread, a request sent with the three would wait for all of them (slowest ≈
+  // total); off it, a request waits for no decode, only for a share of the CPU.
+  CHECK(slowest * 3 < total);
 }
