@@ -29,6 +29,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,6 +79,34 @@ bool process_alive(int64_t pid) {
 std::string read_if_exists(const fs::path& path) {
   std::error_code ec;
   return fs::exists(path, ec) ? read_text_file(path) : std::string();
+}
+
+constexpr int kTcpHandshakeMs = 5000;
+
+// The soft limit on open files, raised to the hard one (a server holds one descriptor per connection).
+size_t raise_open_file_limit() {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return 1024;
+  if (r.rlim_cur < r.rlim_max) {
+    rlimit raised = r;
+    raised.rlim_cur = r.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) r = raised;
+  }
+  return static_cast<size_t>(r.rlim_cur);
+}
+
+size_t open_file_limit() {
+  rlimit r{};
+  return ::getrlimit(RLIMIT_NOFILE, &r) == 0 ? static_cast<size_t>(r.rlim_cur) : 1024;
+}
+
+size_t open_file_count() {
+  std::error_code ec;
+  size_t n = 0;
+  for (auto it = fs::directory_iterator("/proc/self/fd", ec); !ec && it != fs::directory_iterator();
+       it.increment(ec))
+    ++n;
+  return n;
 }
 
 constexpr size_t kMaxHeavyRequests = 16;  // clip_frames decoding or waiting at once; more are told "busy"
@@ -156,7 +185,11 @@ struct Server::Impl {
     }
     if (!secure.empty()) {
       require_curve();
-      for (const auto& ep : secure) events_of[ep] = bind_pair(ep);
+      for (const auto& ep : secure) {
+        events_of[ep] = bind_pair(ep);
+        tcp_bound.push_back({&router, ep, true});
+        tcp_bound.push_back({&pub, events_of[ep], true});
+      }
     }
     for (const auto& ep : o.listen) events.push_back(events_of[ep]);
   }
@@ -166,6 +199,54 @@ struct Server::Impl {
       socket.bind(ep);
     } catch (const zmq::error_t& e) {
       throw Error(ErrorCode::io, ep, cat("cannot listen: ", e.what()));
+    }
+  }
+
+  // File descriptors. libzmq aborts the process when accepting a connection finds none left, so the server
+  // never lets a flood of tcp connections get there: when the open descriptors come within a reserve of
+  // the limit it stops listening on tcp (which also drops the connections accepted there; authorised
+  // clients reconnect by themselves) and listens again once the descriptors are back below twice the
+  // reserve. ipc endpoints, the studio's and the workers', keep working throughout.
+  struct TcpEndpoint {
+    zmq::socket_t* socket;
+    std::string endpoint;
+    bool bound = true;
+  };
+  std::vector<TcpEndpoint> tcp_bound;
+  bool tcp_paused = false;
+  Clock::time_point next_fd_check{};
+
+  void guard_descriptors() {
+    if (tcp_bound.empty() || Clock::now() < next_fd_check) return;
+    next_fd_check = Clock::now() + std::chrono::milliseconds(20);
+    const size_t limit = open_file_limit(), open = open_file_count();
+    // A quarter of the limit: with the 65,536 of the shipped systemd unit, a flood would have to open
+    // 16,000 connections between two checks (at most one loop turn, 50 ms) to get past it.
+    const size_t reserve = std::max<size_t>(32, limit / 4);
+    if (!tcp_paused && open + reserve >= limit) {
+      log_warning(
+          cat(open, " of ", limit, " file descriptors in use: not accepting tcp connections for now"));
+      for (auto& t : tcp_bound) {
+        try {
+          t.socket->unbind(t.endpoint);
+        } catch (const zmq::error_t&) {
+        }
+        t.bound = false;
+      }
+      tcp_paused = true;
+    } else if (tcp_paused && open + 2 * reserve < limit) {
+      for (auto& t : tcp_bound) {
+        if (t.bound) continue;
+        try {
+          t.socket->bind(t.endpoint);
+          t.bound = true;
+        } catch (const zmq::error_t& e) {
+          log_warning(cat(t.endpoint, ": cannot listen again yet: ", e.what()));
+          return;  // the rest at the next check
+        }
+      }
+      tcp_paused = false;
+      log_info(cat(open, " of ", limit, " file descriptors in use: accepting tcp connections again"));
     }
   }
 
@@ -186,6 +267,9 @@ struct Server::Impl {
     const size_t clients = read_authorized_keys(authorized).size();  // a malformed file stops the start here
     zap = std::make_unique<ZapHandler>(context, authorized);
     for (zmq::socket_t* s : {&router, &pub}) {
+      // A peer that has not finished the CURVE handshake within this time is dropped, so idle unauthenticated
+      // connections cannot pile up (libzmq's default waits 30 s).
+      s->set(zmq::sockopt::handshake_ivl, static_cast<int>(kTcpHandshakeMs));
       s->set(zmq::sockopt::curve_server, true);
       s->set(zmq::sockopt::curve_secretkey, keys.secret_key);
       s->set(zmq::sockopt::zap_domain, ZapHandler::kDomain);
@@ -1087,6 +1171,7 @@ std::string Server::worker_endpoint() const {
 
 void Server::run(const CancelToken& stop) {
   Impl& s = *impl_;
+  const size_t files = raise_open_file_limit();
   s.home_lock.emplace(s.o.home, s.o.listen);
   s.catalog.emplace(Catalog::open(s.o.home / "catalog.sqlite"));
   std::vector<fs::path> roots = {s.o.home};
@@ -1111,13 +1196,15 @@ void Server::run(const CancelToken& stop) {
   s.recover();
   for (size_t i = 0; i < s.o.listen.size(); ++i)
     log_info(cat("serving on ", s.o.listen[i], " (events on ", s.events[i], ")"));
-  log_info(cat("home ", s.o.home.string(), "; jobs may use files in ", s.confinement->describe_roots()));
+  log_info(cat("home ", s.o.home.string(), "; jobs may use files in ", s.confinement->describe_roots(),
+               "; up to ", files, " open files"));
   while (!stop.cancel_requested() && !s.stopping) {
     if (auto in = protocol::receive(s.router, 1, std::chrono::milliseconds(s.heavy.pending() ? 5 : 50)))
       s.on_message(*in);
     s.heavy.drain([&s](const std::vector<std::string>& envelope, const Message& reply) {
       protocol::send(s.router, envelope, reply);
     });
+    s.guard_descriptors();
     s.reap();
     s.check_liveness();
     s.slurm->poll();

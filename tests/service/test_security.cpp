@@ -419,3 +419,49 @@ TEST_CASE("mugv keys and mugv --server tcp:// --server-key from the command line
   CHECK(gone.exit_code == 1);
   CHECK(contains(gone.err, "laptop"));
 }
+
+TEST_CASE(
+    "a flood of keyless tcp connections up to the open-files limit neither kills the server nor locks "
+    "out ipc and authorised clients",
+    "[service][tcp]") {
+  TempDir home;
+  const CurveKeyPair me = generate_curve_keypair();
+  add_authorized_key(authorized_keys_path(home.path()), me.public_key, "tester");
+  const int port = test::free_tcp_port_pair();
+  const std::string tcp = cat("tcp://127.0.0.1:", port), ipc = "ipc://" + (home / "sock" / "s.sock").string();
+  test::ServeProcess serve(home.path(), {"--listen", ipc, "--listen", tcp}, {}, /*open_files=*/256);
+
+  // 400 plain connections that never speak (more than the server's 256 descriptors).
+  std::vector<int> flood;
+  for (int i = 0; i < 400; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    (void)::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+    flood.push_back(fd);
+    if (i % 10 == 9) std::this_thread::sleep_for(20ms);  // 500 a second, as fast as the server accepts
+  }
+  std::this_thread::sleep_for(500ms);
+  // The server is alive and its ipc endpoint answers while the flood is still connected.
+  CHECK(test::wait_until([&] { return test::server_answers(ipc); }, 10000ms));
+  // An authorised client gets in once the keyless ones have been dropped (handshake timeout or the
+  // descriptor guard), though the flood's sockets are still open on this side.
+  bool served = test::wait_until(
+      [&] {
+        try {
+          Client client(tcp, 1000ms, client_keys(home.path(), me));
+          return client.request(MessageType::list_jobs)["jobs"].empty();
+        } catch (const Error&) {
+          return false;
+        }
+      },
+      30000ms);
+  for (int fd : flood) ::close(fd);
+  INFO(serve.log());
+  CHECK(served);
+  CHECK(contains(serve.log(), "up to 256 open files"));
+  CHECK_FALSE(contains(serve.log(), "Too many open files"));
+}

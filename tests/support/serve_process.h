@@ -15,6 +15,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,7 +53,9 @@ class ServeProcess {
   // `args` are added to `mugv serve --home HOME --heartbeat-ms 200`; without a --listen among them the server
   // listens on ipc://HOME/sock/mugv.sock. Its output goes to `log` (default HOME/serve.log). Fails the test
   // when the server exits or does not serve every endpoint within 20 s.
-  explicit ServeProcess(const fs::path& home, std::vector<std::string> args = {}, fs::path log_file = {})
+  // `open_files` > 0 sets the server's soft and hard limits on open files (RLIMIT_NOFILE).
+  explicit ServeProcess(const fs::path& home, std::vector<std::string> args = {}, fs::path log_file = {},
+                        rlim_t open_files = 0)
       : home_(home), log_(log_file.empty() ? home / "serve.log" : std::move(log_file)) {
     for (size_t i = 0; i + 1 < args.size(); ++i)
       if (args[i] == "--listen") endpoints_.push_back(args[i + 1]);
@@ -73,6 +76,10 @@ class ServeProcess {
       for (auto& a : argv_s) argv.push_back(a.data());
       argv.push_back(nullptr);
       ::setenv("MUGV_HOME", home.c_str(), 1);
+      if (open_files > 0) {
+        const rlimit limit{open_files, open_files};
+        ::setrlimit(RLIMIT_NOFILE, &limit);
+      }
       ::execv(exe.c_str(), argv.data());
       ::_exit(127);
     }
