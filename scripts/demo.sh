@@ -4,12 +4,14 @@
 #   training) -> generate a held-out prompt -> export a gif and a contact sheet -> evaluate all held-out prompts.
 # Exits 1 when a gate fails (held-out colour >= 90 %, direction >= 80 %, VAE PSNR >= 30 dB), so it can gate
 # a release. Knobs (environment): MUGV_DEMO_DIR, MUGV_DEMO_THREADS, MUGV_DEMO_CLIPS, MUGV_DEMO_VAE_STEPS,
-# MUGV_DEMO_DIT_PRECISION (fp32 | bf16), MUGV_DEMO_DIT_STEPS.
+# MUGV_DEMO_DIT_PRECISION (fp32 | bf16), MUGV_DEMO_DIT_STEPS, MUGV_DEMO_SEED (the training seed of both models;
+# the evaluation's noise seeds follow from it, so each demo seed is judged on seeds it has not seen).
 set -euo pipefail
 BUILD=${1:-build}
 MUGV="$BUILD/bin/mugv"
 DEMO=${MUGV_DEMO_DIR:-$PWD/out/demo}
 THREADS=${MUGV_DEMO_THREADS:-$(nproc)}
+SEED=${MUGV_DEMO_SEED:-0}
 CLIPS=${MUGV_DEMO_CLIPS:-2000}
 VAE_STEPS=${MUGV_DEMO_VAE_STEPS:-2000}
 # The DiT trains in bf16 where the CPU computes it natively (AVX512-BF16 / AMX): a step takes ~0.6x as long,
@@ -33,7 +35,7 @@ stage "make the starter dataset ($CLIPS clips, 64x64, 17 frames) and import it i
 "$MUGV" dataset import "$DEMO/shapes" --name shapes
 
 stage "train the VAE ($VAE_STEPS steps on random 12-frame 32x32 windows; presets/train/tiny-vae.toml)"
-"$MUGV" train-vae --preset tiny-vae --dataset shapes --run demo-vae --steps "$VAE_STEPS" --threads "$THREADS" --json \
+"$MUGV" train-vae --preset tiny-vae --dataset shapes --run demo-vae --steps "$VAE_STEPS" --threads "$THREADS" --seed "$SEED" --json \
   > "$DEMO/vae.json"
 psnr=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("heldout_psnr_db", 0))' "$DEMO/vae.json")
 echo "held-out reconstruction PSNR: $psnr dB"
@@ -47,7 +49,7 @@ stage "train the DiT ($DIT_STEPS steps in $DIT_PRECISION; samples every 500 step
 # (29 dB) VAE: fp32 10/16 at 2250 steps and 15/16 at 2600, bf16 8/16 at 2850 and 15/16 at 3350; on this
 # VAE (30.5 dB) bf16 reached 16/16 by step 3000. See docs/BENCHMARKS.md.
 "$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run demo-dit --steps "$DIT_STEPS" --batch 32 \
-  --precision "$DIT_PRECISION" --threads "$THREADS" --sample-every 500
+  --precision "$DIT_PRECISION" --threads "$THREADS" --seed "$SEED" --sample-every 500
 
 stage "generate a held-out prompt and export it"
 prompt=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["combos"][0]; print("a {color} {shape} moving {direction} on a black background".format(**c))' "$DEMO/shapes/heldout.json")
@@ -56,13 +58,15 @@ echo "prompt: $prompt"
 "$MUGV" export "$DEMO/generated.mp4" --out "$DEMO/generated.gif" --size 128x128
 "$MUGV" export "$DEMO/generated.mp4" --contact-sheet "$DEMO/generated_sheet.png" --tiles 8
 
-stage "evaluate every held-out combination"
-"$MUGV" eval --run demo-dit --dataset-dir "$DEMO/shapes" --samples "$DEMO/eval" --json > "$DEMO/eval.json"
+stage "evaluate every held-out combination on every background it can be drawn on, two noise seeds each"
+"$MUGV" eval --run demo-dit --dataset-dir "$DEMO/shapes" --backgrounds all --seeds 2 --seed $((1000 + 100 * SEED)) \
+  --samples "$DEMO/eval" --json > "$DEMO/eval.json"
 elapsed=$((SECONDS - started))
 
 python3 - "$DEMO/eval.json" "$psnr" "$elapsed" <<'PY'
 import json, sys
-total = json.load(open(sys.argv[1]))["total"]
+report = json.load(open(sys.argv[1]))
+total = report["total"]
 psnr, elapsed = float(sys.argv[2]), int(sys.argv[3])
 gates = [("held-out colour", total["color_rate"], 0.90, "{:.0%}"),
          ("held-out direction", total["direction_rate"], 0.80, "{:.0%}"),
@@ -74,7 +78,10 @@ for name, value, bound, fmt in gates:
     ok = value <= bound if name.startswith("minutes") else value >= bound
     failed |= not ok
     print(f"  {'ok  ' if ok else 'FAIL'} {name:24s} {fmt.format(value):>7s}  (target {'<=' if name.startswith('minutes') else '>='} {fmt.format(bound)})")
-print(f"  shape (not gated): {total['shape_rate']:.0%}, all three: {total['all_rate']:.0%} of {total['clips']} prompts")
+print(f"  shape (not gated): {total['shape_rate']:.0%}, all three: {total['all_rate']:.0%} of {total['clips']} videos")
+for group in ("by_background", "by_seed"):
+    for name, s in sorted(report.get(group, {}).items()):
+        print(f"    {group[3:]} {name:6s} colour {s['color_rate']:.0%}  direction {s['direction_rate']:.0%}  ({s['clips']} videos)")
 sys.exit(1 if failed else 0)
 PY
 echo "demo outputs in $DEMO"

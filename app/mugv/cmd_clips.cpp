@@ -197,8 +197,8 @@ Command clips_list_command() {
     define_dataset(r);
     r.add(param("clips.rejected", "--rejected", ParamType::boolean, false, "only rejected clips", "clips"));
     r.add(param("clips.kept", "--kept", ParamType::boolean, false, "only kept clips", "clips"));
-    r.add(param("clips.reason", "--reason", ParamType::text, nullptr, "only clips with exactly this reason",
-                "clips"));
+    r.add(param("clips.reason", "--reason", ParamType::text, nullptr,
+                "only clips whose reason contains this text (any case)", "clips"));
     r.add(param("clips.tag", "--tag", ParamType::text, nullptr, "only clips with this tag, e.g. subject:dog",
                 "clips"));
     auto limit = param("clips.limit", "--limit", ParamType::integer, 0, "at most N clips (0: all)", "clips");

@@ -103,7 +103,8 @@ Where where_for(const ClipFilter& filter) {
   if (filter.dataset_id) w.add("dataset_id = ?", *filter.dataset_id);
   if (filter.source_id) w.add("source_id = ?", *filter.source_id);
   if (filter.decision) w.add("decision = ?", std::string(to_string(*filter.decision)));
-  if (filter.reason) w.add("reason = ?", *filter.reason);
+  // A rejection lists every failed threshold ("sharpness<200, motion>20"): find any part, in any case.
+  if (filter.reason) w.add("instr(lower(reason), lower(?)) > 0", *filter.reason);
   if (filter.tag) w.add("id IN (SELECT clip_id FROM clip_tags WHERE tag = ?)", *filter.tag);
   w.add_range("sharpness", filter.sharpness);
   w.add_range("motion", filter.motion);

@@ -71,7 +71,7 @@ struct ClipFilter {
   std::optional<int64_t> dataset_id;
   std::optional<int64_t> source_id;
   std::optional<ClipDecision> decision;
-  std::optional<std::string> reason;  // exact match
+  std::optional<std::string> reason;  // contained in the reason, case-insensitively ("sharpness<200")
   std::optional<std::string> tag;
   ScoreRange sharpness;
   ScoreRange motion;

@@ -122,7 +122,9 @@ TEST_CASE("clips are listed and counted by dataset, decision, reason, tag and sc
     Clip c = f.clip(i, i + 1);
     c.scores.sharpness = 100.0 * (i + 1);  // 100 .. 1000
     c.decision = i < 6 ? ClipDecision::keep : ClipDecision::reject;
-    c.reason = i < 6 ? "passed" : (i < 8 ? "sharpness<200" : "motion>20");
+    // Rejections name every failed threshold, joined: one clip fails two.
+    c.reason =
+        i < 6 ? "passed" : (i < 8 ? "sharpness<200" : (i == 8 ? "motion>20" : "sharpness<200, motion>20"));
     if (i % 2 == 0) c.tags = {"even"};
     batch.push_back(c);
   }
@@ -143,6 +145,10 @@ TEST_CASE("clips are listed and counted by dataset, decision, reason, tag and sc
   ClipFilter by_reason = in_dataset;
   by_reason.reason = "motion>20";
   CHECK(count_clips(f.catalog, by_reason) == 2);
+  by_reason.reason = "Sharpness<200";  // any one of the reasons, whatever the case
+  CHECK(count_clips(f.catalog, by_reason) == 3);
+  by_reason.reason = "sharpness";
+  CHECK(count_clips(f.catalog, by_reason) == 3);
 
   ClipFilter tagged = in_dataset;
   tagged.tag = "even";
@@ -168,13 +174,14 @@ TEST_CASE("clips are listed and counted by dataset, decision, reason, tag and sc
   CHECK(last_page[0].start_s == Approx(8));
 
   auto counts = count_clips_by_decision(f.catalog, f.dataset.id);
-  REQUIRE(counts.size() == 3);
+  REQUIRE(counts.size() == 4);
   CHECK(counts[0].decision == ClipDecision::keep);
   CHECK(counts[0].clips == 6);
   CHECK(counts[1].decision == ClipDecision::reject);
   CHECK(counts[1].reason == "motion>20");
-  CHECK(counts[1].clips == 2);
+  CHECK(counts[1].clips == 1);
   CHECK(counts[2].reason == "sharpness<200");
+  CHECK(counts[3].reason == "sharpness<200, motion>20");
 }
 
 TEST_CASE("deleting a dataset removes its clips, captions and tags but keeps the sources",

@@ -89,7 +89,8 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   decision_filter_->setToolTip("Show clips with this decision");
   reason_filter_ = new QLineEdit(this);
   reason_filter_->setPlaceholderText("reason, e.g. sharpness<200");
-  reason_filter_->setToolTip("Show clips rejected for exactly this reason");
+  reason_filter_->setToolTip(
+      "Show clips whose reason contains this text (a rejection lists every failed threshold)");
   grid_ = new QListWidget(this);
   grid_->setViewMode(QListView::IconMode);
   grid_->setIconSize(QSize(128, 96));
