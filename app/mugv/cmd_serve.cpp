@@ -5,9 +5,9 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/path_confinement.h"
 #include "core/paths.h"
 #include "core/strings.h"
-#include "core/path_confinement.h"
 #include "service/server.h"
 
 #include <csignal>

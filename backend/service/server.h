@@ -27,8 +27,8 @@
 // Slurm jobs take no local slot. `list_clusters` answers with the profiles (cluster_profiles.h);
 // `list_models` with the released models installed under home/models (model/release_files.h).
 
-#include "core/progress.h"
 #include "core/path_confinement.h"
+#include "core/progress.h"
 #include "service/slurm_executor.h"
 
 #include <nlohmann/json.hpp>

@@ -1,11 +1,11 @@
 // The security building blocks on real files and a real shell: CURVE key files and authorized_keys, path
 // confinement with `..` and symlinks, and POSIX shell quoting of hostile arguments.
 #include "core/error.h"
+#include "core/path_confinement.h"
 #include "core/paths.h"
 #include "core/shell_quote.h"
 #include "core/strings.h"
 #include "service/curve_keys.h"
-#include "core/path_confinement.h"
 #include "service/zmq_io.h"
 #include "support/test_support.h"
 
