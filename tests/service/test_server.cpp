@@ -532,9 +532,9 @@ TEST_CASE("large clip_frames requests decode off the server's thread: other requ
   TestServer server(home.path());
   Client client(server.endpoint());
   nlohmann::json big = make_dataset_job(home / "big", 1);
-  big["params"]["values"]["dataset.size"] = 1024;
+  big["params"]["values"]["dataset.size"] = 512;  // rendering is slow in sanitizer builds: not 1024
   big["params"]["values"]["dataset.frames"] = 65;
-  REQUIRE(wait_for(client, submit(client, big), "succeeded", 120000ms) == "succeeded");
+  REQUIRE(wait_for(client, submit(client, big), "succeeded", 240000ms) == "succeeded");
   const nlohmann::json import = {{"kind", "import"},
                                  {"params",
                                   {{"command", {"dataset", "import"}},
@@ -542,10 +542,10 @@ TEST_CASE("large clip_frames requests decode off the server's thread: other requ
                                    {"positional", {(home / "big" / "train").string()}}}}};
   REQUIRE(wait_for(client, submit(client, import), "succeeded") == "succeeded");
 
-  // Three players ask for 64 frames each at once (seconds of decoding in all).
+  // Six players ask for 64 frames each at once (seconds of decoding in all).
   zmq::context_t ctx;
   std::vector<zmq::socket_t> players;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 6; ++i) {
     players.emplace_back(ctx, zmq::socket_type::dealer);
     players.back().set(zmq::sockopt::linger, 0);
     players.back().connect(server.endpoint());
@@ -566,7 +566,7 @@ TEST_CASE("large clip_frames requests decode off the server's thread: other requ
   std::chrono::milliseconds slowest{0};
   int answered = 0;
   std::vector<bool> got(players.size(), false);
-  while (std::count(got.begin(), got.end(), true) < 3 && std::chrono::steady_clock::now() - started < 120s) {
+  while (std::count(got.begin(), got.end(), true) < 6 && std::chrono::steady_clock::now() - started < 120s) {
     const auto asked = std::chrono::steady_clock::now();
     (void)client.request(MessageType::list_jobs);
     slowest = std::max(slowest, std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -588,8 +588,8 @@ TEST_CASE("large clip_frames requests decode off the server's thread: other requ
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
   INFO("decoding took " << total.count() << " ms; " << answered << " requests answered meanwhile, slowest "
                         << slowest.count() << " ms");
-  CHECK(std::count(got.begin(), got.end(), true) == 3);
-  // Decoded on the server's thread, a request sent with the three would wait for all of them (slowest ≈
+  CHECK(std::count(got.begin(), got.end(), true) == 6);
+  // Decoded on the server's thread, a request sent with the six would wait for all of them (slowest ≈
   // total); off it, a request waits for no decode, only for a share of the CPU.
-  CHECK(slowest * 3 < total);
+  CHECK(slowest * 2 < total);
 }
