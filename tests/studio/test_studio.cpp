@@ -5,6 +5,7 @@
 #include "embedded_server.h"
 #include "job_params.h"
 #include "main_window.h"
+#include "media/probe.h"
 #include "new_run_dialog.h"
 #include "remote_keys.h"
 #include "service/client.h"
@@ -183,6 +184,8 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   generate->frames()->setValue(9);
   generate->size()->setText("32x32");
   REQUIRE(generate->generate_button()->isEnabled());
+  generate->seed()->setValue(0);
+  CHECK_FALSE(generate->seed_lock()->isChecked());  // unlocked by default: each generation draws a seed
   bool finished = false, ok = false;
   QObject::connect(generate, &GeneratePage::finished, [&](bool success) {
     finished = true;
@@ -193,6 +196,8 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   CHECK(ok);
   CHECK(generate->preview_events() >= 1);
   CHECK(generate->player()->frame_count() == 9);
+  const int drawn = generate->seed()->value();
+  CHECK(drawn != 0);  // a random draw, shown in the field (1 in 2^31 to be 0)
   QTest::keyClick(generate->player(), Qt::Key_Right);
   CHECK(generate->player()->current_frame() == 1);
 
@@ -200,6 +205,13 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   QString error;
   CHECK(generate->export_to(gif, &error));
   CHECK(QFileInfo(gif).size() > 0);
+  const QString mp4 = home + "/exported.mp4";
+  REQUIRE(generate->export_to(mp4, &error));
+  const auto metadata = probe(mp4.toStdString(), ProbeDepth::headers).metadata;
+  CHECK(metadata.at("seed") == std::to_string(drawn));
+  CHECK(metadata.at("steps") == "4");
+  CHECK(metadata.count("cfg") == 1);
+  CHECK(metadata.at("size") == "32x32");
   CHECK_FALSE(generate->export_to("/proc/not-writable/out.mp4", &error));
   CHECK(error.contains("not-writable"));
 }

@@ -13,6 +13,7 @@
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QHBoxLayout>
+#include <QRandomGenerator>
 #include <QStandardItemModel>
 #include <QVBoxLayout>
 
@@ -34,6 +35,10 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   seed_ = new QSpinBox(this);
   seed_->setRange(0, 2147483647);
   seed_->setToolTip("Noise seed: the same seed gives the same video");
+  seed_lock_ = new QCheckBox("lock", this);
+  seed_lock_->setToolTip(
+      "Keep this seed for the next generation; unlocked, each generation draws a new random seed (shown "
+      "here)");
   steps_ = new QSpinBox(this);
   steps_->setRange(1, 1000);
   steps_->setValue(25);
@@ -69,7 +74,10 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   form->addRow("Model", run_);
   form->addRow("Prompt", prompt_);
   form->addRow("Negative", negative_);
-  form->addRow("Seed", seed_);
+  auto* seed_row = new QHBoxLayout;
+  seed_row->addWidget(seed_, 1);
+  seed_row->addWidget(seed_lock_);
+  form->addRow("Seed", seed_row);
   form->addRow("Steps", steps_);
   form->addRow("CFG", cfg_);
   form->addRow("Frames", frames_);
@@ -192,6 +200,8 @@ void GeneratePage::generate() {
   f.prompt = prompt_->text().toStdString();
   f.negative = negative_->text().toStdString();
   f.image = image_->text().toStdString();
+  // Unlocked, every generation is a new draw; the seed it used stays visible, so "lock" keeps a good one.
+  if (!seed_lock_->isChecked()) seed_->setValue(QRandomGenerator::global()->bounded(seed_->maximum()));
   f.seed = seed_->value();
   f.steps = steps_->value();
   f.cfg = cfg_->value();
@@ -203,10 +213,16 @@ void GeneratePage::generate() {
   pending_out_ = QDir(home_).filePath(
       QString("generations/gen-%1.mp4").arg(QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss-zzz")));
   f.out = pending_out_.toStdString();
+  // Everything needed to make the same video again goes into the exported file's metadata.
   result_settings_ = {{"prompt", f.prompt},
                       {"negative_prompt", f.negative},
                       {"seed", f.seed},
+                      {"steps", f.steps},
+                      {"cfg", f.cfg},
+                      {"frames", f.frames},
+                      {"size", cat(f.width, "x", f.height)},
                       {"model", f.model.empty() ? f.run : f.model}};
+  if (!f.image.empty()) result_settings_["first_frame"] = f.image;
   preview_events_ = 0;
   generate_->setEnabled(false);
   submit_job(

@@ -7,6 +7,7 @@
 #include "widgets.h"
 
 #include <QCache>
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDialog>
 #include <QDoubleSpinBox>
@@ -124,6 +125,8 @@ class GeneratePage : public QWidget {
   QComboBox* run() const { return run_; }
   QLineEdit* prompt() const { return prompt_; }
   QSpinBox* steps() const { return steps_; }
+  QSpinBox* seed() const { return seed_; }
+  QCheckBox* seed_lock() const { return seed_lock_; }
   QSpinBox* frames() const { return frames_; }
   QLineEdit* size() const { return size_; }
   FramePlayer* preview() const { return preview_; }
@@ -148,6 +151,7 @@ class GeneratePage : public QWidget {
   QComboBox* run_;  // DiT runs by name, then released models with their folder as item data
   QLineEdit *prompt_, *negative_, *image_, *size_;
   QSpinBox *seed_, *steps_, *frames_;
+  QCheckBox* seed_lock_;
   QDoubleSpinBox* cfg_;
   QPushButton *generate_, *export_;
   QLabel* problem_;
