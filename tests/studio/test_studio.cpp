@@ -154,6 +154,20 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   runs->start_training(form);
   CHECK(QTest::qWaitFor([&] { return runs->loss_chart()->point_count() >= 1; }, 90000));
 
+  // A run that fails (no latents for that VAE) is announced in the status bar with its whole error, and
+  // selected with the error above its log.
+  TrainForm doomed = form;
+  doomed.run = "doomed-run";
+  doomed.vae_run = "no-such-vae";
+  runs->start_training(doomed);
+  CHECK(QTest::qWaitFor([&] { return window.status_text().contains("failed"); }, 60000));
+  CHECK(window.status_text().contains("no-such-vae"));
+  CHECK(QTest::qWaitFor([&] { return runs->error_text().startsWith("failed: "); }, 10000));
+  CHECK(runs->error_text().contains("no-such-vae"));
+  const int selected = runs->jobs()->currentRow();
+  REQUIRE(selected >= 0);
+  CHECK(runs->jobs()->item(selected, 4)->text().contains("run=doomed-run"));  // the command with its values
+
   // Generate: the button is disabled without a prompt; previews arrive during denoising; the result plays.
   GeneratePage* generate = window.generate_page();
   window.show_page(Page::generate);

@@ -90,6 +90,8 @@ class RunsPage : public QWidget {
   void refresh();
   QTableWidget* jobs() const { return jobs_; }
   MetricChart* loss_chart() const { return loss_; }
+  // The shown job's error ("failed: …"), empty when it has none.
+  QString error_text() const { return error_->text(); }
   int64_t selected_job() const;
   void select_job(int64_t id);
   void open_new_run_dialog();
@@ -109,8 +111,10 @@ class RunsPage : public QWidget {
   QTableWidget* jobs_;
   MetricChart *loss_, *lr_, *throughput_, *mfu_;
   QPlainTextEdit* log_;
+  QLabel* error_;
   FramePlayer* samples_;
   int64_t shown_job_ = 0;
+  int64_t failed_ = 0;  // a job that just failed, to select once the list is refreshed
 };
 
 class GeneratePage : public QWidget {

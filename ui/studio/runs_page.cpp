@@ -17,12 +17,19 @@ using protocol::MessageType;
 
 namespace {
 
+// "train run=r1 steps=400 …": the command with the values it was given, each by its key's last part.
 QString command_text(const nlohmann::json& params) {
   QStringList words;
   for (const auto& w : params.value("command", nlohmann::json::array()))
     words << QString::fromStdString(w.get<std::string>());
   for (const auto& p : params.value("positional", nlohmann::json::array()))
     words << QString::fromStdString(p.get<std::string>());
+  const auto values = params.value("values", nlohmann::json::object());
+  for (auto it = values.begin(); it != values.end(); ++it) {
+    const std::string& key = it.key();
+    const std::string name = key.substr(key.rfind('.') + 1);
+    words << QString::fromStdString(name + "=" + (it->is_string() ? it->get<std::string>() : it->dump()));
+  }
   return words.join(' ');
 }
 
@@ -69,6 +76,11 @@ RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(
   charts->addWidget(lr_, 0, 1);
   charts->addWidget(throughput_, 1, 0);
   charts->addWidget(mfu_, 1, 1);
+  error_ = new QLabel(this);
+  error_->setWordWrap(true);
+  error_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  error_->setStyleSheet("color: #d33;");
+  error_->setVisible(false);
   log_ = new QPlainTextEdit(this);
   log_->setReadOnly(true);
   log_->setMaximumBlockCount(5000);
@@ -87,6 +99,7 @@ RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(
   bottom_layout->addWidget(chart_box, 3);
   auto* side = new QVBoxLayout;
   side->addWidget(samples_, 1);
+  side->addWidget(error_);
   side->addWidget(log_, 1);
   bottom_layout->addLayout(side, 2);
   auto* split = new QSplitter(Qt::Vertical, this);
@@ -129,6 +142,7 @@ void RunsPage::refresh() {
           jobs_->setItem(row, 4, command);
           if (j["id"].get<int64_t>() == keep) jobs_->selectRow(row);
         }
+        if (failed_ != 0) select_job(std::exchange(failed_, 0));
       },
       [this](const QString& m) { emit message(m); });
 }
@@ -150,6 +164,8 @@ void RunsPage::show_job(int64_t id) {
   shown_job_ = id;
   for (MetricChart* c : {loss_, lr_, throughput_, mfu_}) c->clear_points();
   log_->clear();
+  error_->clear();
+  error_->setVisible(false);
   link_.call(MessageType::job_logs, {{"job", id}, {"tail_lines", 500}},
              [this, id](const nlohmann::json& reply) {
                if (id == shown_job_)
@@ -162,21 +178,40 @@ void RunsPage::show_job(int64_t id) {
 // One page of the job's stored metrics after event `after`, then the next page until none is left (a long
 // training run has more than one reply holds).
 void RunsPage::load_stored_metrics(int64_t id, int64_t after) {
-  link_.call(MessageType::get_job, {{"job", id}, {"types", {"metrics"}}, {"after_event", after}},
-             [this, id](const nlohmann::json& reply) {
-               if (id != shown_job_) return;
-               for (const auto& e : reply.value("events", nlohmann::json::array())) {
-                 const auto& p = e["payload"];
-                 on_event(QString("job/%1/metrics").arg(id),
-                          {{"type", "metrics"}, {"step", p["step"]}, {"values", p["values"]}}, {});
-               }
-               if (reply.value("more", false)) load_stored_metrics(id, reply.value("next_after", int64_t(0)));
-             });
+  link_.call(
+      MessageType::get_job, {{"job", id}, {"types", {"metrics"}}, {"after_event", after}},
+      [this, id, after](const nlohmann::json& reply) {
+        if (id != shown_job_) return;
+        const auto& job = reply.value("job", nlohmann::json::object());
+        if (after == 0 && !job.value("error_message", "").empty()) {
+          error_->setText(QString("%1: %2").arg(QString::fromStdString(job.value("state", "")),
+                                                QString::fromStdString(job.value("error_message", ""))));
+          error_->setVisible(true);
+        }
+        for (const auto& e : reply.value("events", nlohmann::json::array())) {
+          const auto& p = e["payload"];
+          on_event(QString("job/%1/metrics").arg(id),
+                   {{"type", "metrics"}, {"step", p["step"]}, {"values", p["values"]}}, {});
+        }
+        if (reply.value("more", false)) load_stored_metrics(id, reply.value("next_after", int64_t(0)));
+      });
 }
 
 void RunsPage::on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs) {
   const std::string type = header.value("type", "");
   if (type == "state") {
+    // A job that failed is announced with its whole error and selected, so its log and charts show.
+    const std::string state = header.value("state", "");
+    if (state == "failed" || state == "interrupted") {
+      const auto& job = header.value("job_info", nlohmann::json::object());
+      const int64_t id = job.value("id", int64_t(0));
+      emit message(
+          QString("job %1 %2: %3")
+              .arg(id)
+              .arg(QString::fromStdString(state), QString::fromStdString(job.value("error_message", ""))));
+      failed_ = id;
+      if (id == shown_job_) shown_job_ = 0;  // show it again, with its error
+    }
     refresh();
     return;
   }
