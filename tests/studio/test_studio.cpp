@@ -168,8 +168,10 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   REQUIRE(selected >= 0);
   CHECK(runs->jobs()->item(selected, 4)->text().contains("run=doomed-run"));  // the command with its values
 
-  // Generate: the button is disabled without a prompt; previews arrive during denoising; the result plays.
+  // Generate: the finished run is offered without a refresh by hand; the button is disabled without a
+  // prompt; previews arrive during denoising; the result plays.
   GeneratePage* generate = window.generate_page();
+  CHECK(QTest::qWaitFor([&] { return generate->run()->findText("studio-run") >= 0; }, 60000));
   window.show_page(Page::generate);
   // A released model folder on the server is offered with its size; one that lacks its VAE and T5 is shown
   // as incomplete and cannot be chosen.

@@ -239,8 +239,12 @@ void GeneratePage::generate() {
 
 void GeneratePage::on_event(const QString& topic, const nlohmann::json& header,
                             const QList<QByteArray>& blobs) {
-  if (job_ == 0 || topic.section('/', 1, 1).toLongLong() != job_) return;
   const std::string type = header.value("type", "");
+  if (type == "state" && header.value("job_info", nlohmann::json::object()).value("kind", "") == "train" &&
+      header.value("state", "") != "queued") {
+    refresh();  // a run appears, gains checkpoints or ends: the model list follows without F5
+  }
+  if (job_ == 0 || topic.section('/', 1, 1).toLongLong() != job_) return;
   if (type == "preview") {
     ++preview_events_;
     preview_->set_frames(frames_from_rgb24(blobs, header.value("width", 0), header.value("height", 0)), 8.0,
