@@ -42,7 +42,7 @@ TEST_CASE("an interrupted training job is retried as a continuation of its run",
   test::ServeProcess serve(home.path());
   Client client = serve.connect();
   const int64_t id =
-      client.request(MessageType::submit_job, micro_train_job("retried", 4000))["job"]["id"].get<int64_t>();
+      client.request(MessageType::submit_job, micro_train_job("retried", 1500))["job"]["id"].get<int64_t>();
   auto job = [&] { return client.request(MessageType::get_job, {{"job", id}}); };
   auto log = [&] {
     return client.request(MessageType::job_logs, {{"job", id}, {"tail_lines", 400}})["text"]
@@ -72,7 +72,7 @@ TEST_CASE("an interrupted training job is retried as a continuation of its run",
   REQUIRE(state == "succeeded");
   CHECK(job()["job"]["attempts"] == 2);
   CHECK(text.find("continuing from step") != std::string::npos);
-  CHECK(store.list().back().step == 4000);
+  CHECK(store.list().back().step == 1500);
   // The retry started where the interrupted attempt's checkpoint left off, not from step 1.
   std::ifstream metrics(run_paths("retried").metrics());
   int64_t restarts = 0, previous = 0;
@@ -85,4 +85,30 @@ TEST_CASE("an interrupted training job is retried as a continuation of its run",
     previous = step;
   }
   CHECK(restarts <= 1);
+}
+
+TEST_CASE("retrying a cancelled training job continues its run instead of refusing the run name",
+          "[service][train]") {
+  test::MicroHome home(6);
+  test::ServeProcess serve(home.path());
+  Client client = serve.connect();
+  const int64_t id =
+      client.request(MessageType::submit_job, micro_train_job("retried-by-hand", 1200))["job"]["id"]
+          .get<int64_t>();
+  auto state = [&] {
+    return client.request(MessageType::get_job, {{"job", id}})["job"]["state"].get<std::string>();
+  };
+  CheckpointStore store(run_paths("retried-by-hand").checkpoints());
+  REQUIRE(test::wait_until([&] { return !store.list().empty() || state() == "failed"; }, 120000ms));
+  client.request(MessageType::cancel_job, {{"job", id}});
+  REQUIRE(test::wait_until([&] { return state() == "cancelled"; }, 60000ms));
+
+  client.request(MessageType::retry_job, {{"job", id}});
+  REQUIRE(test::wait_until([&] { return state() == "succeeded" || state() == "failed"; }, 240000ms));
+  const std::string log =
+      client.request(MessageType::job_logs, {{"job", id}, {"tail_lines", 400}})["text"].get<std::string>();
+  INFO(log);
+  CHECK(state() == "succeeded");
+  CHECK(log.find("continuing from step") != std::string::npos);
+  CHECK(store.list().back().step == 1200);
 }
