@@ -18,6 +18,14 @@
 // {"clip", "width", "height", "fps", "format": "rgb24", "frames": n} with n rgb24 frames as binary frames:
 // n <= count pictures evenly spread over the clip, the longer side scaled to max_side (count 1: the middle
 // frame, a thumbnail). Clients that show a dataset's clips need no access to the server's files.
+//
+// A worker's hello and heartbeats carry "token", the secret of its job's current attempt (job_files.h); a
+// wrong or missing one is answered with the error code "superseded".
+//
+// get_job {"job", "after_event" (default 0), "limit" (1..10000, default 1000), "types": [...]} answers
+// {"job", "events", "more", "next_after"}: one page of the job's stored events, oldest first, of at most
+// ~256 KiB, so a long training run's events are read page by page (client.h, get_job_with_events).
+// job_logs {"job", "tail_lines"} answers {"job", "text", "truncated"}: at most the last 128 KiB.
 // Thread-safety: all functions are pure.
 
 #include <nlohmann/json.hpp>
