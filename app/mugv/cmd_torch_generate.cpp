@@ -101,6 +101,15 @@ void define(ParamRegistry& r) {
                    "frame rate the model is told and the file gets", "generate");
   fps.min_value = 0.1;
   r.add(fps);
+  auto lora = param(
+      "generate.lora", "--lora", ParamType::list, nlohmann::json::array(),
+      "adapter files to apply, FILE[:SCALE] (PEFT/diffusers safetensors or torch files), comma-separated",
+      "generate");
+  lora.item_type = ParamType::text;
+  r.add(lora);
+  r.add(param("generate.lora_merge", "--lora-merge", ParamType::boolean, false,
+              "merge the adapters into the weights before sampling (default: applied at run time)",
+              "generate"));
   r.add(param("generate.enhance", "--enhance", ParamType::boolean, false,
               "refine the result SDEdit-style (noise to 0.3, one step, CFG 2)", "generate"));
   r.add(param("generate.enhance_run", "--enhance-run", ParamType::text, nullptr,
@@ -222,6 +231,9 @@ int run(const Invocation& inv) {
         v.get_text("generate.run"), device,
         weights_kind_from_string(v.get_text("generate.weights")).value_or(WeightsKind::unknown));
   }
+  std::vector<LoraArgument> adapters;
+  for (const auto& text : v.get_text_list("generate.lora")) adapters.push_back(parse_lora_argument(text));
+  if (!adapters.empty()) apply_lora_files(bundle, adapters, v.get_bool("generate.lora_merge"));
   validate_request(bundle, request);
   PreviewFn preview;
   if (inv.reporter.preview) {

@@ -120,6 +120,9 @@ Command keys_revoke_command();
 #ifdef MUGV_WITH_TORCH
 // Commands that need LibTorch (files cmd_torch_*.cpp, built only with MUGV_WITH_TORCH).
 Command model_info_command();
+Command lora_info_command();
+Command lora_extract_command();
+Command lora_merge_command();
 Command encode_command();
 Command train_vae_command();
 Command train_command();

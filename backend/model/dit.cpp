@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/strings.h"
 #include "model/compute.h"
+#include "model/lora.h"
 
 #include <torch/version.h>
 
@@ -111,6 +112,18 @@ torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, con
   return attention(q, k, v);
 }
 
+// y plus the adapters' output on `linear` for its input x (model/lora.h); y itself when there are none.
+torch::Tensor with_lora(const torch::nn::Linear& linear, const torch::Tensor& x, torch::Tensor y,
+                        const LoraSet* lora) {
+  if (!lora) return y;
+  auto delta = lora->delta(linear, x);
+  return delta.defined() ? y + delta : y;
+}
+
+torch::Tensor apply_linear(torch::nn::Linear linear, const torch::Tensor& x, const BlockRuntime& runtime) {
+  return with_lora(linear, x, linear(x), runtime.lora);
+}
+
 // Column-parallel input: the sequence slice is gathered over tensor parallel (identity in one process).
 torch::Tensor enter_tensor_parallel(const torch::Tensor& x, const BlockRuntime& runtime) {
   return runtime.parallel ? runtime.parallel->gather_tensor_parallel(x) : x;
@@ -122,7 +135,8 @@ torch::Tensor leave_tensor_parallel(const torch::Tensor& x, const torch::nn::Lin
                                     const BlockRuntime& runtime) {
   auto partial = torch::nn::functional::linear(x, linear->weight);
   if (runtime.parallel) partial = runtime.parallel->reduce_scatter_tensor_parallel(partial);
-  return linear->bias.defined() ? partial + linear->bias : partial;
+  // Adapters are refused on split models (DiTImpl::set_lora), so here x is the whole input.
+  return with_lora(linear, x, linear->bias.defined() ? partial + linear->bias : partial, runtime.lora);
 }
 
 // Recomputes a block's forward during backward instead of keeping its activations
@@ -131,8 +145,9 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
                                torch::Tensor modulation, torch::Tensor text, torch::Tensor angles,
                                torch::Tensor text_bias, int64_t frames, int64_t token_offset,
-                               int64_t block_address, int64_t parallel_address) {
+                               int64_t block_address, int64_t parallel_address, int64_t lora_address) {
     ctx->saved_data["block"] = block_address;
+    ctx->saved_data["lora"] = lora_address;
     ctx->saved_data["frames"] = frames;
     ctx->saved_data["offset"] = token_offset;
     ctx->saved_data["parallel"] = parallel_address;
@@ -152,6 +167,7 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
                    ctx->saved_data["offset"].toInt(),
                    {}};
     c.runtime.parallel = reinterpret_cast<DiTParallelOps*>(ctx->saved_data["parallel"].toInt());
+    c.runtime.lora = reinterpret_cast<const LoraSet*>(ctx->saved_data["lora"].toInt());
     return c;
   }
 
@@ -170,7 +186,7 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
     }
     torch::autograd::backward({out}, {grads[0]});
     return {x.grad(),        modulation.grad(), text.grad(),     torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(),   torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(),   torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -305,9 +321,11 @@ TextEmbedderImpl::TextEmbedderImpl(int64_t text_dim, int64_t hidden) {
   y_proj = register_module("y_proj", Mlp(text_dim, hidden, hidden));
 }
 
-torch::Tensor TextEmbedderImpl::forward(const torch::Tensor& text) {
+torch::Tensor TextEmbedderImpl::forward(const torch::Tensor& text, const LoraSet* lora) {
   const int64_t text_dim = text.size(-1), hidden = y_proj->fc2->weight.size(0);
-  auto projected = y_proj(at::layer_norm(text, {text_dim}, {}, {}, 1e-6));
+  BlockRuntime runtime;
+  runtime.lora = lora;
+  auto projected = y_proj(at::layer_norm(text, {text_dim}, {}, {}, 1e-6), runtime);
   return at::layer_norm(projected, {hidden}, {}, {}, 1e-6);
 }
 
@@ -331,7 +349,8 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x_in, const torch:
   auto x = enter_tensor_parallel(x_in, runtime);
   const int64_t batch = x.size(0), tokens = x.size(1);
   const int64_t heads = qkv->weight.size(0) / (3 * head_dim_);  // this rank's heads
-  auto qkv_heads = qkv(x).view({batch, tokens, 3, heads, head_dim_}).permute({2, 0, 3, 1, 4});
+  auto qkv_heads =
+      apply_linear(qkv, x, runtime).view({batch, tokens, 3, heads, head_dim_}).permute({2, 0, 3, 1, 4});
   auto q = q_norm(qkv_heads[0]), k = k_norm(qkv_heads[1]), v = qkv_heads[2];
   const bool ulysses = runtime.parallel && runtime.parallel->cp_size() > 1;
   if (ulysses) {  // [B, h, N/cp, hd] -> [B, h/cp, N, hd]: every token, fewer heads
@@ -361,8 +380,10 @@ torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x_in, const torch
   auto x = enter_tensor_parallel(x_in, runtime);
   const int64_t batch = x.size(0), tokens = x.size(1), text = context.size(1);
   const int64_t heads = q_linear->weight.size(0) / head_dim_;  // this rank's heads
-  auto q = q_norm(q_linear(x).view({batch, tokens, heads, head_dim_}).transpose(1, 2));
-  auto kv = kv_linear(context).view({batch, text, 2, heads, head_dim_}).permute({2, 0, 3, 1, 4});
+  auto q = q_norm(apply_linear(q_linear, x, runtime).view({batch, tokens, heads, head_dim_}).transpose(1, 2));
+  auto kv = apply_linear(kv_linear, context, runtime)
+                .view({batch, text, 2, heads, head_dim_})
+                .permute({2, 0, 3, 1, 4});
   auto k = k_norm(kv[0]);
   auto out = attention(q, k, kv[1], bias);
   return leave_tensor_parallel(out.transpose(1, 2).reshape({batch, tokens, heads * head_dim_}), proj,
@@ -377,8 +398,8 @@ MlpImpl::MlpImpl(int64_t in, int64_t hidden, int64_t out) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x, const BlockRuntime& runtime) {
-  auto h = gelu(fc1(enter_tensor_parallel(x, runtime)), /*tanh_approximation=*/true);
-  if (!runtime.parallel) return fc2(h);
+  auto h = gelu(apply_linear(fc1, enter_tensor_parallel(x, runtime), runtime), /*tanh_approximation=*/true);
+  if (!runtime.parallel) return apply_linear(fc2, h, runtime);
   return leave_tensor_parallel(h, fc2, runtime);
 }
 
@@ -474,10 +495,10 @@ std::pair<torch::Tensor, torch::Tensor> DiTImpl::drop_captions(const torch::Tens
 
 torch::Tensor DiTImpl::run_block(DiTBlock& block, const torch::Tensor& x, const BlockContext& context) {
   if (recompute_ == Recompute::full && torch::GradMode::is_enabled()) {
-    return BlockCheckpoint::apply(x, context.modulation, context.text, context.angles, context.text_bias,
-                                  context.frames, context.token_offset,
-                                  reinterpret_cast<int64_t>(block.get()),
-                                  reinterpret_cast<int64_t>(context.runtime.parallel));
+    return BlockCheckpoint::apply(
+        x, context.modulation, context.text, context.angles, context.text_bias, context.frames,
+        context.token_offset, reinterpret_cast<int64_t>(block.get()),
+        reinterpret_cast<int64_t>(context.runtime.parallel), reinterpret_cast<int64_t>(context.runtime.lora));
   }
   return block->forward(x, context);
 }
@@ -546,12 +567,19 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
   }
   auto edge = torch::zeros({batch, 1}, noisy.options());
   auto groups = torch::cat({edge, noisy, edge}, 1);  // [B, T+2]: start token, frames, end token
+  const LoraSet* lora = lora_ && !lora_->empty() ? lora_.get() : nullptr;
+  auto adaln_single = [&](const torch::Tensor& v) {
+    if (!lora) return t_block->forward(v);
+    torch::nn::Linear linear(t_block->ptr<torch::nn::LinearImpl>(1));
+    const auto h = torch::silu(v);
+    return with_lora(linear, h, linear(h), lora);
+  };
   auto modulation =
-      torch::where(groups.view({batch, frames + 2, 1, 1}), t_block->forward(c).view({batch, 1, 6, d}),
-                   t_block->forward(c0).view({batch, 1, 6, d}));
+      torch::where(groups.view({batch, frames + 2, 1, 1}), adaln_single(c).view({batch, 1, 6, d}),
+                   adaln_single(c0).view({batch, 1, 6, d}));
   auto final_c = torch::where(noisy.view({batch, frames, 1}), c.unsqueeze(1), c0.unsqueeze(1));  // [B, T, d]
 
-  auto y = y_embedder(text.to(dtype));
+  auto y = y_embedder(text.to(dtype), lora);
   auto mask = text_mask.defined() ? text_mask : torch::ones({batch, text.size(1)}, text.options());
   auto text_bias = key_padding_bias(mask, dtype);
 
@@ -565,6 +593,7 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
 
   BlockContext context{modulation, angles, y, text_bias, frames, 0, {}};
   context.runtime.recompute_attention = recompute_ == Recompute::selective;
+  context.runtime.lora = lora;
   if (parallel_) {
     const int64_t total = tokens.size(1), shards = parallel_->sequence_shards();
     if (total % shards != 0)
@@ -590,7 +619,8 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
   auto modulated =
       torch::addcmul(final_m.select(2, 0).unsqueeze(2), per_frame, 1 + final_m.select(2, 1).unsqueeze(2))
           .view({batch, frames * height * width, d});
-  auto out = final_layer->linear(modulated);  // [B, N, pt·ph·pw·2C]
+  auto out =
+      with_lora(final_layer->linear, modulated, final_layer->linear(modulated), lora);  // [B, N, pt·ph·pw·2C]
   const int64_t channels = dit_out_channels(config_);
   out = out.view({batch, frames, height, width, pt, ph, pw, channels})
             .permute({0, 7, 1, 4, 2, 5, 3, 6})
@@ -599,8 +629,17 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
   return out.to(x_in.dtype());
 }
 
+void DiTImpl::set_lora(std::shared_ptr<LoraSet> lora) {
+  if (lora && parallel_)
+    throw Error(ErrorCode::unsupported, "dit",
+                "adapters on a model split by tensor parallel are not supported");
+  lora_ = std::move(lora);
+}
+
 void DiTImpl::set_parallel(std::shared_ptr<DiTParallelOps> ops) {
   if (!ops) return;
+  if (lora_ && !lora_->empty())
+    throw Error(ErrorCode::unsupported, "dit", "a model with adapters cannot be split by tensor parallel");
   if (parallel_) throw Error(ErrorCode::invalid_argument, "dit", "the model is already split across ranks");
   const int shards = ops->tp_size() * ops->cp_size();
   if (config_.heads % shards != 0)

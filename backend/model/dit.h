@@ -45,6 +45,8 @@
 
 namespace mugv {
 
+class LoraSet;  // model/lora.h
+
 // Sinusoidal embedding [N, dim] of the values `t` [N]: cat(cos(t·f), sin(t·f)) with
 // f_i = max_period^(-i / (dim/2)), as in DiT / GLIDE.
 [[nodiscard]] torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim,
@@ -112,6 +114,7 @@ TORCH_MODULE(PatchEmbedder);
 struct BlockRuntime {
   DiTParallelOps* parallel = nullptr;
   bool recompute_attention = false;
+  const LoraSet* lora = nullptr;  // adapters on the block's linears (model/lora.h); null: none
 };
 
 class SelfAttentionImpl : public torch::nn::Module {
@@ -169,7 +172,8 @@ struct BlockContext {
 class TextEmbedderImpl : public torch::nn::Module {
  public:
   TextEmbedderImpl(int64_t text_dim, int64_t hidden);
-  torch::Tensor forward(const torch::Tensor& text);  // [B, S, text_dim] -> [B, S, d]
+  // [B, S, text_dim] -> [B, S, d], with the adapters of `lora` on y_proj's linears.
+  torch::Tensor forward(const torch::Tensor& text, const LoraSet* lora = nullptr);
   Mlp y_proj{nullptr};
 };
 TORCH_MODULE(TextEmbedder);
@@ -241,6 +245,10 @@ class DiTImpl : public torch::nn::Module {
   // cannot hold every block); empty = all weights where they are. Build it over this model first, and do not
   // move the model with to() afterwards: the offload owns where each block's weights are.
   void set_block_offload(std::shared_ptr<BlockOffload> offload) { offload_ = std::move(offload); }
+  // Low-rank adapters consulted at every adaptable linear (model/lora.h); empty = none. Throws
+  // Error(unsupported) on a model split by tensor parallel.
+  void set_lora(std::shared_ptr<LoraSet> lora);
+  LoraSet* lora() const { return lora_.get(); }
   BlockOffload* block_offload() const { return offload_.get(); }
   const DiTConfig& config() const { return config_; }
 
@@ -259,6 +267,7 @@ class DiTImpl : public torch::nn::Module {
   Recompute recompute_ = Recompute::none;
   std::shared_ptr<DiTParallelOps> parallel_;
   std::shared_ptr<BlockOffload> offload_;
+  std::shared_ptr<LoraSet> lora_;
 };
 TORCH_MODULE(DiT);
 

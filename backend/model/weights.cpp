@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "core/strings.h"
 #include "core/torch_checkpoint.h"
 
 #include <algorithm>
@@ -283,6 +284,23 @@ LoadReport load_module(torch::nn::Module& module, const std::filesystem::path& p
                        UnexpectedTensors unexpected) {
   const WeightFiles files = WeightFiles::open(path);
   return load_module(module, files, {}, unexpected);
+}
+
+void save_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                        const std::filesystem::path& path,
+                        const std::map<std::string, std::string>& metadata) {
+  SafetensorsWriter writer;
+  std::vector<torch::Tensor> keep;
+  for (const auto& [name, tensor] : tensors) {
+    auto t = tensor.detach().to(torch::kCPU).contiguous();
+    auto dtype = safetensors_dtype(t.scalar_type());
+    if (!dtype)
+      throw Error(ErrorCode::unsupported, path.string(), cat(name, ": dtype safetensors cannot hold"));
+    keep.push_back(t);
+    writer.add_borrowed(name, *dtype, t.sizes().vec(), t.data_ptr(), t.nbytes());
+  }
+  for (const auto& [k, v] : metadata) writer.set_metadata(k, v);
+  writer.write(path);
 }
 
 }  // namespace mugv

@@ -65,6 +65,11 @@ LoadReport load_module(torch::nn::Module& module, const SafetensorsFile& file, c
 LoadReport load_module(torch::nn::Module& module, const WeightFiles& files, const TensorNameMap& names,
                        UnexpectedTensors unexpected);
 
+// Writes named tensors (CPU, any dtype safetensors holds) to a safetensors file atomically.
+void save_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                        const std::filesystem::path& path,
+                        const std::map<std::string, std::string>& metadata);
+
 // Every parameter and buffer by path (what save_module writes).
 [[nodiscard]] std::vector<std::pair<std::string, torch::Tensor>> module_state(
     const torch::nn::Module& module);

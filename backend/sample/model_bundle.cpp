@@ -1,13 +1,13 @@
 #include "sample/model_bundle.h"
 
-#include "train/sharded_checkpoint.h"
-
 #include "core/error.h"
 #include "core/json_io.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "model/lora_file.h"
 #include "model/run_models.h"
 #include "model/weights.h"
+#include "train/fine_tune.h"
 #include "train/sharded_checkpoint.h"
 
 #include <nlohmann/json.hpp>
@@ -192,6 +192,21 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
   const CheckpointRef ckpt = checkpoint_step ? CheckpointStore(paths.checkpoints()).open(*checkpoint_step)
                                              : latest_checkpoint(paths, run_name, &b.refused);
   b.checkpoint_step = ckpt.step;
+  if (lora_spec_of_run(b.run)) {
+    // A LoRA run's checkpoints hold its adapters; the frozen base is the checkpoint its config names.
+    load_base_model(*base_of_run(b.run), b.dit, b.text);
+    const fs::path ema = ckpt.dir / "ema.safetensors", model = ckpt.dir / "model.safetensors";
+    const bool use_ema = want != WeightsKind::model && fs::exists(ema);
+    if (want == WeightsKind::ema && !use_ema)
+      throw Error(ErrorCode::not_found, ema.string(), "the checkpoint holds no EMA of the adapters");
+    const fs::path file = use_ema ? ema : model;
+    const LoraFile adapter = read_lora_file(file);
+    b.weights = use_ema ? WeightsKind::ema : WeightsKind::model;
+    load_vae_side(b, run_name);
+    place(b, device);
+    lora_set_of(*b.dit).attach(*b.dit, adapter.weights, 1.0, file.string());  // after place(): on the device
+    return b;
+  }
   if (const CheckpointLayout saved = read_checkpoint_layout(ckpt.dir); saved.tp > 1) {
     // Written by a tensor-parallel run: join its pieces (the EMA weights, as below).
     torch::nn::Module holder;
@@ -264,6 +279,24 @@ ModelBundle bundle_for_training_samples(const std::string& run_name, DiT dit,
   b.latent_rgb_weight = b.latent_rgb_weight.to(b.device);
   b.latent_rgb_bias = b.latent_rgb_bias.to(b.device);
   return b;
+}
+
+void apply_lora_files(ModelBundle& b, const std::vector<LoraArgument>& adapters, bool merge) {
+  std::vector<LoraFile> files;
+  for (const auto& a : adapters) files.push_back(read_lora_file(a.file));
+  // Checked against the model on a scratch set first, so a bad second file leaves the model as it was.
+  LoraSet check;
+  for (size_t i = 0; i < files.size(); ++i)
+    check.attach(*b.dit, files[i].weights, adapters[i].scale, adapters[i].file.string(),
+                 torch::Device(torch::kCPU));
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string name = adapters[i].file.string();
+    if (merge)
+      merge_lora(*b.dit, files[i].weights, adapters[i].scale, name);
+    else
+      lora_set_of(*b.dit).attach(*b.dit, files[i].weights, adapters[i].scale, name, b.device);
+    b.adapters.push_back(cat(name, ":", adapters[i].scale, merge ? " merged" : ""));
+  }
 }
 
 }  // namespace mugv

@@ -19,6 +19,7 @@
 
 #include "model/config.h"
 #include "model/dit.h"
+#include "model/lora_file.h"
 #include "model/text_encoder.h"
 #include "model/tokenizer.h"
 #include "model/vae.h"
@@ -61,6 +62,8 @@ struct ModelBundle {
   // Prompts beyond the text length: refused (runs of this studio), or cut keeping the end token (the released
   // model's T5 pipeline truncates at 300 tokens).
   TokenLimitPolicy prompt_limit = TokenLimitPolicy::refuse;
+  // Adapter files added by apply_lora_files ("FILE:SCALE", "merged" appended when merged), for the metadata.
+  std::vector<std::string> adapters;
 };
 
 // Loads run `run_name` for sampling on `device`, with the weights `want` names: unknown = the EMA weights
@@ -74,6 +77,12 @@ struct ModelBundle {
 [[nodiscard]] ModelBundle load_for_inference(const std::string& run_name, torch::Device device = torch::kCPU,
                                              WeightsKind want = WeightsKind::unknown,
                                              std::optional<int64_t> checkpoint_step = std::nullopt);
+
+// Adds adapter files (model/lora_file.h) to the bundle's DiT with their scales: at run time (model/lora.h
+// LoraSet), or merged into its weights when `merge`. Every file is read and checked against the model before
+// the first one changes anything. Throws the errors of read_lora_file and LoraSet::attach, naming the file
+// (a key that matches no module of the model is an error listing the keys).
+void apply_lora_files(ModelBundle& bundle, const std::vector<LoraArgument>& adapters, bool merge);
 
 // A bundle around the live modules of a training run (shared, not copied; their train/eval mode is left
 // as it is) with the run's tokenizer, VAE, latent statistics and preview map loaded from disk, for the

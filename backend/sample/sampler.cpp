@@ -242,6 +242,11 @@ SampleResult sample(ModelBundle& b, const GenerateRequest& r, const CancelToken&
   m["vae_run"] = b.run.vae_run;
   m["sampler"] = "euler (shifted, r=" + format_double(result.shift_ratio) + ")";
   if (r.first_frame) m["first_frame"] = r.first_frame->name;
+  if (!b.adapters.empty()) {
+    std::string list;
+    for (const auto& a : b.adapters) list += (list.empty() ? "" : ", ") + a;
+    m["lora"] = list;
+  }
   m["comment"] = cat("seed ", r.seed, ", ", r.steps, " steps, cfg ", format_double(r.cfg_scale), ", ",
                      b.run.name, " step ", b.checkpoint_step);
   return result;

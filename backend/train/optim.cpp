@@ -9,23 +9,6 @@
 
 namespace mugv {
 
-void save_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                        const std::filesystem::path& path,
-                        const std::map<std::string, std::string>& metadata) {
-  SafetensorsWriter writer;
-  std::vector<torch::Tensor> keep;
-  for (const auto& [name, tensor] : tensors) {
-    auto t = tensor.detach().to(torch::kCPU).contiguous();
-    auto dtype = safetensors_dtype(t.scalar_type());
-    if (!dtype)
-      throw Error(ErrorCode::unsupported, path.string(), cat(name, ": dtype safetensors cannot hold"));
-    keep.push_back(t);
-    writer.add_borrowed(name, *dtype, t.sizes().vec(), t.data_ptr(), t.nbytes());
-  }
-  for (const auto& [k, v] : metadata) writer.set_metadata(k, v);
-  writer.write(path);
-}
-
 void load_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                         const std::filesystem::path& path, const std::string& prefix) {
   auto file = SafetensorsFile::open(path);

@@ -11,6 +11,7 @@
 // Not thread-safe; the parameter tensors are shared with the module (not owned).
 
 #include "core/safetensors.h"
+#include "model/weights.h"  // save_named_tensors
 
 #include <torch/torch.h>
 
@@ -114,10 +115,6 @@ std::optional<LrSchedule> lr_schedule_from_string(std::string_view name);
 [[nodiscard]] double scheduled_lr(int64_t step, double lr, int64_t warmup_steps, int64_t total_steps,
                                   LrSchedule schedule, double min_lr = 0.0);
 
-// Writes named tensors (CPU, any dtype safetensors holds) to a safetensors file atomically.
-void save_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                        const std::filesystem::path& path,
-                        const std::map<std::string, std::string>& metadata);
 // Copies the file's tensors into `tensors` by name, checking every name and shape first.
 // Throws Error(corrupt) naming the file and the first problem; nothing is copied then.
 void load_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,

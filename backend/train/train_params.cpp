@@ -59,6 +59,23 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
                "VAE run whose cached latents to learn", "run"));
   r.add(spec("train.run", "--run", ParamType::text, nullptr, "name of the new run ($MUGV_HOME/runs/NAME)",
              "run"));
+  if (dit) {
+    r.add(spec(
+        "train.from", "--from", ParamType::text, "",
+        "fine-tune: start from this DiT run's latest checkpoint (its model preset, tokenizer and VAE run "
+        "become this run's)",
+        "fine-tune"));
+    auto weights =
+        spec("train.from_weights", "--from-weights", ParamType::choice, "ema",
+             "which weights of the base to start from: its EMA or its training weights", "fine-tune");
+    weights.choices = {"ema", "model"};
+    r.add(weights);
+    r.add(
+        spec("train.lora", "--lora", ParamType::text, "",
+             "train low-rank adapters only, the base frozen: rank=R,alpha=A,dropout=P,targets=attn,cross,mlp,"
+             "adaln,text,final,all or module patterns (empty: full fine-tune)",
+             "fine-tune"));
+  }
 
   r.add(spec("train.steps", "--steps", ParamType::integer, dit ? 1000 : 2000, "optimizer steps in total",
              "training", 1.0));
@@ -242,7 +259,15 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   TrainOptions o;
   o.run = required("train.run", "--run");
   o.dataset = required("train.dataset", "--dataset");
-  if (kind == TrainKind::dit) o.vae_run = required("train.vae_run", "--vae-run");
+  if (kind == TrainKind::dit) {
+    if (v.has("train.from")) o.from = v.get_text("train.from");
+    if (v.has("train.from_weights")) o.from_weights = v.get_text("train.from_weights");
+    if (v.has("train.lora")) o.lora = trim(v.get_text("train.lora"));
+    if (!o.lora.empty() && o.from.empty())
+      throw Error(ErrorCode::usage, "--lora", "adapters train on a base: give --from RUN");
+    // A fine-tune learns the latents of its base's VAE run, which it finds itself.
+    o.vae_run = o.from.empty() || v.has("train.vae_run") ? required("train.vae_run", "--vae-run") : "";
+  }
   o.preset = v.get_text("train.preset");
   o.model = v.has("train.model") ? v.get_text("train.model") : o.preset;
   o.steps = v.get_int("train.steps");

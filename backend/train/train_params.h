@@ -60,7 +60,12 @@ struct TrainOptions {
   std::string preset;  // training preset name (as given)
   std::string model;   // model preset name
   std::string dataset;
-  std::string vae_run;  // DiT runs
+  std::string vae_run;  // DiT runs (fine-tunes: the base's when empty)
+  // Fine-tuning (train/fine_tune.h): the DiT run to start from, which of its weights, and the LoRA settings
+  // (model/lora.h parse_lora_config; empty: every weight trains).
+  std::string from;
+  std::string from_weights = "ema";
+  std::string lora;
   int64_t steps = 1000;
   int64_t batch = 4;
   double lr = 1e-4;

@@ -6,11 +6,13 @@
 #include "core/paths.h"
 #include "core/strings.h"
 #include "model/compute.h"
+#include "model/lora.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
 #include "parallel/process_groups.h"
 #include "parallel/rendezvous.h"
 #include "parallel/sequence_parallel.h"
+#include "train/fine_tune.h"
 #include "train/flow.h"
 #include "train/gradient_sync.h"
 #include "train/latent_cache.h"
@@ -41,7 +43,8 @@ struct Session {
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<Ema> ema;
   DataCursor cursor;
-  int64_t step = 0;  // last finished step
+  int64_t step = 0;               // last finished step
+  std::optional<BaseModel> base;  // fine-tunes: the run they start from (train/fine_tune.h)
   // Multi-rank runs (null / empty in one process).
   Rendezvous rendezvous;
   std::shared_ptr<ProcessGroups> groups;
@@ -51,6 +54,7 @@ struct Session {
   ComputePrecision precision = ComputePrecision::fp32;  // of the forward passes (model/compute.h)
 
   bool leader() const { return !groups || groups->rank() == 0; }
+  bool lora() const { return !options.lora.empty(); }
   ParallelLayout layout() const { return groups ? groups->layout() : ParallelLayout{}; }
   RankCoords coords() const { return groups ? groups->coords() : RankCoords{}; }
   void barrier() const {
@@ -131,6 +135,7 @@ void build_model(Session& s) {
   torch::set_num_threads(static_cast<int>(s.options.threads));
   torch::manual_seed(s.options.seed);  // every rank builds the same weights, then keeps its pieces
   s.model = DiTBundle(s.preset);
+  if (s.base) load_base_model(*s.base, s.model->dit, s.model->text);  // draws nothing from the generator
   s.model->to(s.device);  // after seeding on the CPU: the same initial weights on any device
   s.model->train();
   auto recompute = recompute_from_string(s.options.recompute);
@@ -146,7 +151,14 @@ void build_model(Session& s) {
   const ParallelLayout layout = s.layout();
   if (s.groups && layout.tp * layout.cp > 1)
     s.model->dit->set_parallel(std::make_shared<C10dDiTParallel>(s.groups));
-  s.params = named_parameters(*s.model);
+  if (s.lora()) {
+    // The base (DiT and text encoder) is frozen; the adapters are the only parameters that train.
+    for (auto& p : s.model->parameters()) p.set_requires_grad(false);
+    lora_set_of(*s.model->dit).attach_trainable(*s.model->dit, parse_lora_config(s.options.lora));
+  }
+  s.params.clear();
+  for (auto& [name, p] : named_parameters(*s.model))
+    if (p.requires_grad()) s.params.emplace_back(name, p);
   s.zero_sharded = s.groups && s.options.zero >= 1 && layout.dp > 1;
   if (s.zero_sharded)
     s.optimizer = std::make_unique<ZeroAdamW>(s.groups, s.params, s.options.adam);
@@ -157,7 +169,22 @@ void build_model(Session& s) {
 }
 
 std::map<std::string, std::string> file_metadata(const Session& s, int64_t step) {
-  return {{"preset", s.preset.name}, {"kind", "dit"}, {"step", std::to_string(step)}, {"run", s.options.run}};
+  std::map<std::string, std::string> m{
+      {"preset", s.preset.name}, {"kind", "dit"}, {"step", std::to_string(step)}, {"run", s.options.run}};
+  if (s.lora()) {  // what model/lora_file.h reads: the checkpoint is an adapter file too
+    const LoraConfig lora = parse_lora_config(s.options.lora);
+    m["lora"] = to_string(lora);
+    m["lora_alpha"] = cat(lora.alpha);
+    m["lora_rank"] = std::to_string(lora.rank);
+  }
+  if (s.base) m["base_sha256"] = s.base->sha256;
+  return m;
+}
+
+// What the checkpoints hold as "model": every weight, or a LoRA run's adapters alone (the base is its own
+// run's checkpoint).
+NamedTensors saved_state(const Session& s) {
+  return s.lora() ? s.params : module_state(*s.model);
 }
 
 CheckpointRef save_checkpoint(Session& s, double loss) {
@@ -172,7 +199,7 @@ CheckpointRef save_checkpoint(Session& s, double loss) {
   const RankCoords me = s.coords();
   const bool writes_weights = me.cp_rank == 0 && me.dp_rank == 0;  // one copy of each tensor-parallel piece
   if (writes_weights) {
-    save_named_tensors(module_state(*s.model), staging / checkpoint_file_name("model", me.tp_rank, layout.tp),
+    save_named_tensors(saved_state(s), staging / checkpoint_file_name("model", me.tp_rank, layout.tp),
                        file_metadata(s, s.step));
     s.ema->save(staging / checkpoint_file_name("ema", me.tp_rank, layout.tp), file_metadata(s, s.step));
   }
@@ -240,7 +267,7 @@ void load_checkpoint(Session& s, const CheckpointRef& ref) {
   // Whatever layout wrote it: join the pieces, then cut this rank's (sharded_checkpoint.h).
   const CheckpointLayout saved = read_checkpoint_layout(ref.dir);
   const int tp = s.layout().tp;
-  const NamedTensors model_state = module_state(*s.model);
+  const NamedTensors model_state = saved_state(s);
   std::map<std::string, std::vector<int64_t>> full_shapes;
   for (const auto& [name, t] : model_state) full_shapes[name] = full_shape_of(name, t.sizes().vec(), tp);
   const std::string subject = cat(ref.dir.string(), " (written as ", describe(saved), ")");
@@ -660,12 +687,35 @@ void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, cons
                     human_bytes(double(*available)), " is available; lower --batch or use a smaller preset"));
 }
 
+namespace {
+
+// A fine-tune learns in its base's latent space with its base's model: the VAE run and model preset follow
+// the base; a different VAE run given explicitly is refused (its latents mean something else).
+void adopt_base(Session& s) {
+  const RunManifest& base = s.base->manifest;
+  if (!s.options.vae_run.empty() && s.options.vae_run != base.vae_run)
+    throw Error(ErrorCode::invalid_argument, "--vae-run",
+                cat("the base run ", base.name, " learnt the latents of VAE run '", base.vae_run, "', not '",
+                    s.options.vae_run, "'; leave --vae-run out or encode the dataset with ", base.vae_run));
+  if (s.options.model != base.preset)
+    log_info(cat("run ", s.options.run, ": model preset ", base.preset, " (the base's)"));
+  s.options.vae_run = base.vae_run;
+  s.options.model = base.preset;
+}
+
+}  // namespace
+
 TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config, const CancelToken& cancel,
                       const TrainCallbacks& callbacks) {
   Session s;
   s.options = options;
   s.paths = run_paths(options.run);
-  s.preset = load_model_preset(options.model);
+  if (!options.from.empty()) {
+    s.base =
+        find_base_model(options.from, weight_set_from_string(options.from_weights).value_or(WeightSet::ema));
+    adopt_base(s);
+  }
+  s.preset = load_model_preset(s.options.model);
   connect_ranks(s);
   check_cache(s);
   preflight_memory(estimate_dit_training_memory(s.preset, options.batch, max_video_tokens(s)),
@@ -677,10 +727,14 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
       throw Error(ErrorCode::conflict, options.run,
                   "a run of this name exists; continue it with `mugv resume " + options.run +
                       "` or choose another --run");
-    std::set<std::string> unique;
-    for (const auto& c : s.clips) unique.insert(c.caption);
-    s.tokenizer =
-        Tokenizer::train(std::vector<std::string>(unique.begin(), unique.end()), s.preset.text.vocab_size);
+    if (s.base) {  // the base's text encoder reads its own tokenizer's ids
+      s.tokenizer = Tokenizer::from_file(run_paths(s.base->run).tokenizer());
+    } else {
+      std::set<std::string> unique;
+      for (const auto& c : s.clips) unique.insert(c.caption);
+      s.tokenizer =
+          Tokenizer::train(std::vector<std::string>(unique.begin(), unique.end()), s.preset.text.vocab_size);
+    }
 
     fs::create_directories(s.paths.root, ec);
     if (ec)
@@ -691,15 +745,26 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
     manifest.kind = RunLayoutKind::dit;
     manifest.preset = s.preset.name;
     manifest.dataset = options.dataset;
-    manifest.vae_run = options.vae_run;
+    manifest.vae_run = s.options.vae_run;
     manifest.config = config;
+    if (s.base) {
+      manifest.config["base"] = to_json(*s.base);
+      manifest.config["train"]["vae_run"] = s.options.vae_run;
+      manifest.config["train"]["model"] = s.options.model;
+    }
     write_run_manifest(s.paths, manifest);
   });
   if (!s.tokenizer) s.tokenizer = Tokenizer::from_file(s.paths.tokenizer());  // the other ranks read rank 0's
 
   build_model(s);
+  int64_t trainable = 0;
+  for (const auto& [name, p] : s.params) trainable += p.numel();
   log_info(cat("run ", options.run, ": ", s.clips.size(), " cached clips, ", parameter_count(*s.model),
-               " parameters, ", options.threads, " threads"));
+               " parameters (", trainable, " trained), ", options.threads, " threads",
+               s.base
+                   ? cat(", from run ", s.base->run, " step ", s.base->step, " (", to_string(s.base->weights),
+                         s.lora() ? ", LoRA " + s.options.lora : std::string(", full fine-tune"), ")")
+                   : std::string()));
   return run_loop(s, cancel, callbacks, TrainResult{});
 }
 
@@ -717,6 +782,7 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
   ParamValues values = dit_resume_values(registry, s.paths, manifest, changes);
   s.options = train_options_from(values, TrainKind::dit);
   s.options.run = name;
+  s.base = base_of_run(manifest);  // the very checkpoint it started from, checked by its SHA-256
   s.preset = load_model_preset(manifest.preset);
   connect_ranks(s);
   check_cache(s);

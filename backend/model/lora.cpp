@@ -1,0 +1,319 @@
+#include "model/lora.h"
+
+#include "core/error.h"
+#include "core/strings.h"
+
+#include <fnmatch.h>
+
+#include <cmath>
+#include <set>
+
+namespace mugv {
+namespace {
+
+// The adaptable linears of one block, relative to "blocks.<i>.".
+constexpr const char* kBlockLinears[] = {
+    "attn.qkv", "attn.proj", "cross_attn.q_linear", "cross_attn.kv_linear", "cross_attn.proj",
+    "mlp.fc1",  "mlp.fc2"};
+
+bool in_group(const std::string& group, const std::string& path) {
+  auto block_local = [&](std::string_view prefix) {
+    if (path.rfind("blocks.", 0) != 0) return false;
+    const auto dot = path.find('.', 7);
+    return dot != std::string::npos && std::string_view(path).substr(dot + 1).rfind(prefix, 0) == 0;
+  };
+  if (group == "all") return true;
+  if (group == "attn") return block_local("attn.");
+  if (group == "cross" || group == "cross_attn") return block_local("cross_attn.");
+  if (group == "mlp") return block_local("mlp.");
+  if (group == "adaln") return path == "t_block.1";
+  if (group == "text") return path.rfind("y_embedder.", 0) == 0;
+  if (group == "final") return path == "final_layer.linear";
+  return false;
+}
+
+bool is_group(const std::string& name) {
+  for (const char* g : {"all", "attn", "cross", "cross_attn", "mlp", "adaln", "text", "final"})
+    if (name == g) return true;
+  return false;
+}
+
+bool target_matches(const std::string& target, const std::string& path) {
+  if (is_group(target)) return in_group(target, path);
+  if (target.find('*') != std::string::npos) return fnmatch(target.c_str(), path.c_str(), 0) == 0;
+  return path == target || (path.size() > target.size() &&
+                            path.compare(path.size() - target.size(), target.size(), target) == 0 &&
+                            path[path.size() - target.size() - 1] == '.');
+}
+
+std::map<std::string, std::shared_ptr<torch::nn::Module>> linears_by_path(const DiTImpl& dit) {
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> all;
+  for (const auto& item : dit.named_modules("", /*include_self=*/false)) all[item.key()] = item.value();
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> out;
+  for (const auto& path : adaptable_linears(dit)) {
+    auto it = all.find(path);
+    if (it == all.end() || !it->second->as<torch::nn::Linear>())
+      throw Error(ErrorCode::internal, "dit", cat(path, " is not a linear of this model"));
+    out[path] = it->second;
+  }
+  return out;
+}
+
+double parse_number(const std::string& item, const std::string& value) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(value, &used);
+    if (used == value.size() && std::isfinite(v)) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error(ErrorCode::usage, "--lora", cat("'", item, "': '", value, "' is not a number"));
+}
+
+// Checks every module of `weights` against `dit` before anything changes; returns the base linears by path.
+std::map<std::string, torch::nn::Linear> check_weights(const DiTImpl& dit, const LoraWeights& weights,
+                                                       const std::string& subject) {
+  const auto linears = linears_by_path(dit);
+  std::vector<std::string> unknown;
+  for (const auto& [path, w] : weights.modules)
+    if (!linears.count(path)) unknown.push_back(path);
+  if (!unknown.empty()) {
+    std::string list;
+    for (size_t i = 0; i < unknown.size() && i < 12; ++i) list += (i ? ", " : "") + unknown[i];
+    if (unknown.size() > 12) list += cat(" and ", unknown.size() - 12, " more");
+    throw Error(ErrorCode::invalid_argument, subject,
+                cat(unknown.size(), " of ", weights.modules.size(),
+                    " adapted modules match no linear of this model: ", list, " (this model's are like ",
+                    linears.begin()->first, "; is the adapter for another model?)"));
+  }
+  std::map<std::string, torch::nn::Linear> out;
+  for (const auto& [path, w] : weights.modules) {
+    torch::nn::Linear base(std::dynamic_pointer_cast<torch::nn::LinearImpl>(linears.at(path)));
+    const int64_t out_features = base->weight.size(0), in_features = base->weight.size(1);
+    if (!w.down.defined() || !w.up.defined() || w.down.dim() != 2 || w.up.dim() != 2 ||
+        w.down.size(1) != in_features || w.up.size(0) != out_features || w.up.size(1) != w.down.size(0))
+      throw Error(ErrorCode::invalid_argument, subject,
+                  cat(path, ": lora_A ", w.down.defined() ? w.down.sizes().vec() : std::vector<int64_t>{},
+                      " and lora_B ", w.up.defined() ? w.up.sizes().vec() : std::vector<int64_t>{},
+                      " do not fit a linear of ", in_features, " -> ", out_features));
+    out.emplace(path, base);
+  }
+  return out;
+}
+
+torch::ScalarType adapter_dtype(const torch::Tensor& base_weight) {
+  const auto t = base_weight.scalar_type();
+  return t == torch::kFloat64 ? t : torch::kFloat32;
+}
+
+}  // namespace
+
+LoraConfig parse_lora_config(std::string_view spec) {
+  LoraConfig c;
+  bool alpha_given = false, targets_given = false;
+  std::string last_key;
+  for (const auto& raw : split(std::string(spec), ',')) {
+    const std::string item = trim(raw);
+    if (item.empty()) continue;
+    const auto eq = item.find('=');
+    std::string key, value;
+    if (eq == std::string::npos) {
+      if (last_key != "targets")
+        throw Error(ErrorCode::usage, "--lora",
+                    cat("'", item, "' is not key=value (keys: rank, alpha, dropout, targets)"));
+      key = last_key;
+      value = item;
+    } else {
+      key = trim(item.substr(0, eq));
+      value = trim(item.substr(eq + 1));
+    }
+    if (key == "rank" || key == "r") {
+      const double r = parse_number(item, value);
+      if (r < 1 || r > 65536 || r != std::floor(r))
+        throw Error(ErrorCode::usage, "--lora", cat("'", item, "': the rank is a whole number from 1"));
+      c.rank = int64_t(r);
+    } else if (key == "alpha" || key == "lora_alpha") {
+      c.alpha = parse_number(item, value);
+      if (!(c.alpha > 0))
+        throw Error(ErrorCode::usage, "--lora", cat("'", item, "': alpha must be positive"));
+      alpha_given = true;
+    } else if (key == "dropout" || key == "lora_dropout") {
+      c.dropout = parse_number(item, value);
+      if (c.dropout < 0 || c.dropout >= 1)
+        throw Error(ErrorCode::usage, "--lora", cat("'", item, "': dropout is in [0, 1)"));
+    } else if (key == "targets" || key == "target_modules") {
+      if (!targets_given) c.targets.clear();
+      targets_given = true;
+      for (const auto& t : split(value, '+'))
+        if (auto name = trim(t); !name.empty()) c.targets.push_back(name);
+      key = "targets";
+    } else {
+      throw Error(ErrorCode::usage, "--lora",
+                  cat("'", key, "' is not a LoRA setting (rank, alpha, dropout, targets)"));
+    }
+    last_key = key;
+  }
+  if (c.targets.empty()) throw Error(ErrorCode::usage, "--lora", "targets name no module");
+  if (!alpha_given) c.alpha = double(c.rank);
+  return c;
+}
+
+std::string to_string(const LoraConfig& c) {
+  std::string targets;
+  for (const auto& t : c.targets) targets += (targets.empty() ? "" : "+") + t;
+  return cat("rank=", c.rank, ",alpha=", c.alpha, ",dropout=", c.dropout, ",targets=", targets);
+}
+
+std::vector<std::string> adaptable_linears(const DiTImpl& dit) {
+  std::vector<std::string> out{"t_block.1", "y_embedder.y_proj.fc1", "y_embedder.y_proj.fc2"};
+  for (size_t i = 0; i < dit.blocks->size(); ++i)
+    for (const char* local : kBlockLinears) out.push_back(cat("blocks.", i, ".", local));
+  out.push_back("final_layer.linear");
+  return out;
+}
+
+std::vector<std::string> resolve_lora_targets(const DiTImpl& dit, const std::vector<std::string>& targets) {
+  const auto paths = adaptable_linears(dit);
+  std::set<std::string> chosen;
+  for (const auto& target : targets) {
+    bool any = false;
+    for (const auto& path : paths)
+      if (target_matches(target, path)) {
+        chosen.insert(path);
+        any = true;
+      }
+    if (!any)
+      throw Error(
+          ErrorCode::invalid_argument, target,
+          cat("names no linear LoRA can adapt; use a group (attn, cross, mlp, adaln, text, final, all), "
+              "a pattern such as blocks.*.attn.qkv, or a path suffix such as mlp.fc1"));
+  }
+  std::vector<std::string> out;
+  for (const auto& path : paths)
+    if (chosen.count(path)) out.push_back(path);
+  return out;
+}
+
+double LoraWeights::scale_of(const std::string& module) const {
+  const auto& w = modules.at(module);
+  const double a = w.alpha ? *w.alpha : alpha ? *alpha : double(w.rank());
+  return a / double(w.rank());
+}
+
+void LoraSet::attach_trainable(DiTImpl& dit, const LoraConfig& config) {
+  if (dit.parallel())
+    throw Error(ErrorCode::unsupported, "--lora",
+                "adapters on a model split by tensor parallel are not supported");
+  if (trainable_) throw Error(ErrorCode::conflict, "--lora", "the model already has a trainable adapter");
+  const auto paths = resolve_lora_targets(dit, config.targets);
+  const auto linears = linears_by_path(dit);
+  torch::NoGradGuard no_grad;
+  for (const auto& path : paths) {
+    auto module = linears.at(path);
+    auto* base = module->as<torch::nn::Linear>();
+    const int64_t out_features = base->weight.size(0), in_features = base->weight.size(1);
+    const auto options =
+        torch::TensorOptions().dtype(adapter_dtype(base->weight)).device(base->weight.device());
+    torch::nn::Linear down(torch::nn::LinearOptions(in_features, config.rank).bias(false));
+    torch::nn::Linear up(torch::nn::LinearOptions(config.rank, out_features).bias(false));
+    down->to(options.device(), options.dtype().toScalarType());
+    up->to(options.device(), options.dtype().toScalarType());
+    const double bound = 1.0 / std::sqrt(double(in_features));  // kaiming-uniform with a = sqrt(5), as PEFT
+    down->weight.uniform_(-bound, bound);
+    up->weight.zero_();
+    module->register_module("lora_A", down);
+    module->register_module("lora_B", up);
+    by_linear_[module.get()].push_back({down->weight, up->weight, config.scale(), config.dropout, true});
+    paths_[path] = module.get();
+  }
+  trainable_ = config;
+}
+
+void LoraSet::attach(DiTImpl& dit, const LoraWeights& weights, double scale, const std::string& subject,
+                     std::optional<torch::Device> device_override) {
+  if (dit.parallel())
+    throw Error(ErrorCode::unsupported, subject,
+                "adapters on a model split by tensor parallel are not supported");
+  const auto bases = check_weights(dit, weights, subject);
+  const auto linears = linears_by_path(dit);
+  for (const auto& [path, w] : weights.modules) {
+    const auto& weight = bases.at(path)->weight;
+    const auto dtype = adapter_dtype(weight);
+    const torch::Device device = device_override.value_or(weight.device());
+    by_linear_[linears.at(path).get()].push_back({w.down.to(device, dtype).detach().clone(),
+                                                  w.up.to(device, dtype).detach().clone(),
+                                                  weights.scale_of(path) * scale, 0.0, false});
+    paths_[path] = linears.at(path).get();
+  }
+}
+
+torch::Tensor LoraSet::delta(const torch::nn::Linear& base, const torch::Tensor& x) const {
+  auto it = by_linear_.find(static_cast<const torch::nn::Module*>(base.get()));
+  if (it == by_linear_.end()) return {};
+  torch::Tensor sum;
+  for (const auto& e : it->second) {
+    const auto in = e.dropout > 0 && base->is_training() ? torch::dropout(x, e.dropout, true) : x;
+    auto d = torch::nn::functional::linear(torch::nn::functional::linear(in, e.down), e.up) * e.scale;
+    sum = sum.defined() ? sum + d : d;
+  }
+  return sum;
+}
+
+LoraWeights LoraSet::trainable_weights() const {
+  LoraWeights out;
+  if (!trainable_) return out;
+  out.alpha = trainable_->alpha;
+  for (const auto& [path, module] : paths_)
+    for (const auto& e : by_linear_.at(module))
+      if (e.trainable) out.modules[path] = {e.down, e.up, std::nullopt};
+  return out;
+}
+
+LoraSet& lora_set_of(DiTImpl& dit) {
+  if (!dit.lora()) dit.set_lora(std::make_shared<LoraSet>());
+  return *dit.lora();
+}
+
+void merge_lora(DiTImpl& dit, const LoraWeights& weights, double scale, const std::string& subject) {
+  const auto bases = check_weights(dit, weights, subject);
+  torch::NoGradGuard no_grad;
+  for (const auto& [path, w] : weights.modules) {
+    auto& weight = bases.at(path)->weight;
+    auto delta =
+        torch::matmul(w.up.to(weight.device(), torch::kFloat32), w.down.to(weight.device(), torch::kFloat32));
+    weight.copy_(
+        (weight.to(torch::kFloat32) + delta * (weights.scale_of(path) * scale)).to(weight.scalar_type()));
+  }
+}
+
+LoraWeights extract_lora(const DiTImpl& base, const DiTImpl& tuned, int64_t rank,
+                         const std::vector<std::string>& targets, double* relative_error) {
+  if (rank < 1) throw Error(ErrorCode::invalid_argument, "--rank", "the rank is a whole number from 1");
+  const auto paths = resolve_lora_targets(base, targets);
+  const auto base_linears = linears_by_path(base), tuned_linears = linears_by_path(tuned);
+  torch::NoGradGuard no_grad;
+  LoraWeights out;
+  out.alpha = double(rank);
+  double residual = 0, total = 0;
+  for (const auto& path : paths) {
+    const auto& wb = base_linears.at(path)->as<torch::nn::Linear>()->weight;
+    const auto& wt = tuned_linears.at(path)->as<torch::nn::Linear>()->weight;
+    if (wb.sizes() != wt.sizes())
+      throw Error(ErrorCode::invalid_argument, path,
+                  cat("the base has shape ", wb.sizes(), ", the tuned model ", wt.sizes()));
+    const auto delta = (wt.to(torch::kCPU, torch::kFloat64) - wb.to(torch::kCPU, torch::kFloat64));
+    auto [u, s, vh] = at::linalg_svd(delta, /*full_matrices=*/false);
+    const int64_t r = std::min<int64_t>(rank, s.size(0));
+    const auto root = s.narrow(0, 0, r).sqrt();
+    auto up = u.narrow(1, 0, r) * root.unsqueeze(0);
+    auto down = root.unsqueeze(1) * vh.narrow(0, 0, r);
+    residual += (delta - torch::matmul(up, down)).pow(2).sum().item<double>();
+    total += delta.pow(2).sum().item<double>();
+    // A rank below the asked one (a small linear) keeps alpha / rank = 1 through its own alpha.
+    out.modules[path] = {down.to(torch::kFloat32).contiguous(), up.to(torch::kFloat32).contiguous(),
+                         r == rank ? std::nullopt : std::optional<double>(double(r))};
+  }
+  if (relative_error) *relative_error = total > 0 ? std::sqrt(residual / total) : 0.0;
+  return out;
+}
+
+}  // namespace mugv

@@ -1,0 +1,55 @@
+#pragma once
+// The base a fine-tune starts from (`mugv train --from RUN`): one checkpoint of a DiT run, its EMA or
+// training weights, identified by the SHA-256 its checkpoint manifest records for that weights file. A
+// fine-tune run stores this identity in its config ("base": {"run", "step", "weights", "sha256"}), so a
+// resume, a sampler or `mugv lora` finds exactly the same base again, and refuses one whose bytes changed.
+// The base's model preset, tokenizer and VAE run become the fine-tune's (the latents and prompts must mean
+// the same).
+//
+// Full fine-tune: every weight starts from the base and trains. LoRA (`--lora SPEC`, model/lora.h): the base
+// is frozen and only the adapters train and are saved; checkpoints then hold "dit.<module>.lora_A.weight" /
+// ".lora_B.weight" (the PEFT names under the base's module names) with lora_alpha in their metadata.
+// Not thread-safe (torch modules).
+
+#include "model/run_models.h"
+#include "train/checkpoint_store.h"
+#include "train/run_layout.h"
+
+#include <nlohmann/json.hpp>
+
+#include <optional>
+#include <string>
+
+namespace mugv {
+
+struct BaseModel {
+  std::string run;
+  int64_t step = 0;
+  WeightSet weights = WeightSet::ema;
+  std::string sha256;  // of the weights file, from the checkpoint manifest
+  RunManifest manifest;
+  fs::path checkpoint_dir;
+  fs::path weights_file() const;
+};
+
+// Run `run` at checkpoint `step` (its latest good one when nullopt) with `weights` (ema, or model = the
+// training weights). Throws Error(not_found) naming the run when it has no usable checkpoint or lacks those
+// weights, Error(invalid_argument) for a VAE run or a run that is itself a LoRA run (merge it first).
+[[nodiscard]] BaseModel find_base_model(const std::string& run, WeightSet weights,
+                                        std::optional<int64_t> step = std::nullopt);
+
+// The identity stored in a fine-tune's config, and back: the same checkpoint, checked against the recorded
+// SHA-256 (Error(conflict) naming the checkpoint when its weights changed or it was deleted, with what to
+// do).
+[[nodiscard]] nlohmann::json to_json(const BaseModel& base);
+[[nodiscard]] BaseModel base_model_from_json(const nlohmann::json& json, const std::string& subject);
+// The base recorded in a run's config, if it is a fine-tune.
+[[nodiscard]] std::optional<BaseModel> base_of_run(const RunManifest& manifest);
+// The LoRA settings a run trains with (config train.lora), if it is a LoRA run.
+[[nodiscard]] std::optional<std::string> lora_spec_of_run(const RunManifest& manifest);
+
+// Loads the base's weights into `dit` and `text` (the text encoder from the training weights when the EMA
+// file lacks it). Call before adapters are attached. Errors of model/weights.h name the file and tensor.
+void load_base_model(const BaseModel& base, const DiT& dit, const std::shared_ptr<TextEncoderBase>& text);
+
+}  // namespace mugv
