@@ -126,8 +126,8 @@ int run_extract(const Invocation& inv) {
                   cat("run ", run,
                       " is neither a LoRA run nor a fine-tune of a base; name the base with --base RUN"));
     }
-    ModelBundle tuned = load_for_inference(run, torch::kCPU, weights_wanted(v), checkpoint_wanted(v));
-    ModelBundle base = load_for_inference(base_run, torch::kCPU, base_weights, base_step);
+    ModelBundle tuned = load_run_weights(run, weights_wanted(v), checkpoint_wanted(v));
+    ModelBundle base = load_run_weights(base_run, base_weights, base_step);
     const int64_t rank = v.get_int("lora.rank");
     std::vector<std::string> targets;
     for (const auto& t : split(v.get_text("lora.targets"), ','))
@@ -196,15 +196,14 @@ int run_merge(const Invocation& inv) {
   if (lora_spec_of_run(manifest)) {
     // The run's own adapter goes into its base first.
     const BaseModel base = *base_of_run(manifest);
-    bundle = load_for_inference(base.run, torch::kCPU,
-                                base.weights == WeightSet::model ? WeightsKind::model : WeightsKind::ema,
-                                base.step);
+    bundle = load_run_weights(
+        base.run, base.weights == WeightSet::model ? WeightsKind::model : WeightsKind::ema, base.step);
     adapters.push_back(
         {adapter_in_checkpoint(run_paths(run), run, checkpoint_wanted(v), weights_wanted(v)), 1.0});
     bundle.run = manifest;
     merged_from["base"] = to_json(base);
   } else {
-    bundle = load_for_inference(run, torch::kCPU, weights_wanted(v), checkpoint_wanted(v));
+    bundle = load_run_weights(run, weights_wanted(v), checkpoint_wanted(v));
   }
   for (const auto& text : v.get_text_list("lora.lora")) adapters.push_back(parse_lora_argument(text));
   if (adapters.empty())

@@ -258,6 +258,15 @@ torch::Tensor LoraSet::delta(const torch::nn::Linear& base, const torch::Tensor&
   return sum;
 }
 
+void LoraSet::to(torch::Device device) {
+  for (auto& [module, entries] : by_linear_)
+    for (auto& e : entries)
+      if (!e.trainable) {
+        e.down = e.down.to(device);
+        e.up = e.up.to(device);
+      }
+}
+
 LoraWeights LoraSet::trainable_weights() const {
   LoraWeights out;
   if (!trainable_) return out;

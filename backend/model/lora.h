@@ -87,6 +87,8 @@ class LoraSet {
   // The sum of every adapter's output on `base` for its input x; undefined when `base` has none.
   [[nodiscard]] torch::Tensor delta(const torch::nn::Linear& base, const torch::Tensor& x) const;
   bool empty() const { return by_linear_.empty(); }
+  // Moves the loaded adapters to `device` (trainable ones move with the module tree they belong to).
+  void to(torch::Device device);
   // The trainable adapter's tensors by module path (what a LoRA run saves).
   [[nodiscard]] LoraWeights trainable_weights() const;
   const std::optional<LoraConfig>& trainable_config() const { return trainable_; }

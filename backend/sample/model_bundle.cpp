@@ -171,6 +171,7 @@ void load_vae_side(ModelBundle& b, const std::string& run_name) {
 void place(ModelBundle& b, torch::Device device) {
   b.device = device;
   b.dit->to(device);
+  if (b.dit->lora()) b.dit->lora()->to(device);  // loaded adapters are the set's, not the module tree's
   b.text->to(device);
   b.codec->module().to(device);
   b.dit->eval();
@@ -182,8 +183,8 @@ void place(ModelBundle& b, torch::Device device) {
 
 }  // namespace
 
-ModelBundle load_for_inference(const std::string& run_name, torch::Device device, WeightsKind want,
-                               std::optional<int64_t> checkpoint_step) {
+ModelBundle load_run_weights(const std::string& run_name, WeightsKind want,
+                             std::optional<int64_t> checkpoint_step) {
   ModelBundle b;
   load_run_header(b, run_name);
   const RunPaths paths = run_paths(run_name);
@@ -202,9 +203,7 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
     const fs::path file = use_ema ? ema : model;
     const LoraFile adapter = read_lora_file(file);
     b.weights = use_ema ? WeightsKind::ema : WeightsKind::model;
-    load_vae_side(b, run_name);
-    place(b, device);
-    lora_set_of(*b.dit).attach(*b.dit, adapter.weights, 1.0, file.string());  // after place(): on the device
+    lora_set_of(*b.dit).attach(*b.dit, adapter.weights, 1.0, file.string());
     return b;
   }
   if (const CheckpointLayout saved = read_checkpoint_layout(ckpt.dir); saved.tp > 1) {
@@ -225,8 +224,6 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
       t.copy_(it->second);
     }
     b.weights = kind;
-    load_vae_side(b, run_name);
-    place(b, device);
     return b;
   }
   const fs::path ema = ckpt.dir / "ema.safetensors", model = ckpt.dir / "model.safetensors";
@@ -259,6 +256,12 @@ ModelBundle load_for_inference(const std::string& run_name, torch::Device device
       }
     }
   }
+  return b;
+}
+
+ModelBundle load_for_inference(const std::string& run_name, torch::Device device, WeightsKind want,
+                               std::optional<int64_t> checkpoint_step) {
+  ModelBundle b = load_run_weights(run_name, want, checkpoint_step);
   load_vae_side(b, run_name);
   place(b, device);
   return b;

@@ -84,6 +84,13 @@ struct ModelBundle {
 // (a key that matches no module of the model is an error listing the keys).
 void apply_lora_files(ModelBundle& bundle, const std::vector<LoraArgument>& adapters, bool merge);
 
+// The weights side of load_for_inference alone, on the CPU: manifest, preset, tokenizer, text encoder and DiT
+// (a LoRA run's base with its adapter attached), no VAE. For commands that edit weights (mugv lora); errors
+// as load_for_inference.
+[[nodiscard]] ModelBundle load_run_weights(const std::string& run_name,
+                                           WeightsKind want = WeightsKind::unknown,
+                                           std::optional<int64_t> checkpoint_step = std::nullopt);
+
 // A bundle around the live modules of a training run (shared, not copied; their train/eval mode is left
 // as it is) with the run's tokenizer, VAE, latent statistics and preview map loaded from disk, for the
 // samples rendered during training. `step` is recorded as the checkpoint step. Throws as load_for_inference.

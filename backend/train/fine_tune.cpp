@@ -26,7 +26,9 @@ fs::path BaseModel::weights_file() const {
 }
 
 std::optional<std::string> lora_spec_of_run(const RunManifest& manifest) {
+  if (!manifest.config.is_object()) return std::nullopt;
   const auto train = manifest.config.value("train", nlohmann::json::object());
+  if (!train.is_object()) return std::nullopt;
   if (auto it = train.find("lora"); it != train.end() && it->is_string() && !it->get<std::string>().empty())
     return it->get<std::string>();
   return std::nullopt;
@@ -100,6 +102,7 @@ BaseModel base_model_from_json(const nlohmann::json& j, const std::string& subje
 }
 
 std::optional<BaseModel> base_of_run(const RunManifest& manifest) {
+  if (!manifest.config.is_object()) return std::nullopt;
   auto it = manifest.config.find("base");
   if (it == manifest.config.end() || !it->is_object()) return std::nullopt;
   return base_model_from_json(*it, manifest.name);
