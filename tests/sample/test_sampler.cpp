@@ -7,6 +7,8 @@
 #include "dataset/shapes.h"
 #include "media/image.h"
 #include "media/probe.h"
+#include "model/lora.h"
+#include "model/lora_file.h"
 #include "model/weights.h"
 #include "sample/eval.h"
 #include "sample/model_bundle.h"
@@ -520,4 +522,67 @@ TEST_CASE("mugv eval --sensitivity reports each attribute per step", "[cli][samp
   auto both = test::run_mugv_cli(
       "eval --run dit0 --dataset-dir " + dir.path().string() + " --sensitivity --reconstruct", dir.path());
   CHECK(both->exit_code == 2);
+}
+
+TEST_CASE(
+    "generate with adapters: merged and unmerged agree within 1e-5, the metadata names them, foreign "
+    "keys are refused",
+    "[unit][sample][lora]") {
+  runs();
+  TempDir dir;
+  ModelBundle plain = load_for_inference("dit0");
+  torch::manual_seed(3);
+  LoraWeights w;
+  w.alpha = 4;
+  for (const auto& path : resolve_lora_targets(*plain.dit, {"attn", "mlp"})) {
+    torch::Tensor weight;
+    for (const auto& item : plain.dit->named_parameters())
+      if (item.key() == path + ".weight") weight = item.value();
+    w.modules[path] = {torch::randn({4, weight.size(1)}) * 0.05, torch::randn({weight.size(0), 4}) * 0.05,
+                       std::nullopt};
+  }
+  const fs::path file = dir / "a.safetensors";
+  write_lora_file(file, w, {});
+  const auto r = small_request();
+  const auto without = sample(plain, r, CancelToken());
+  ModelBundle unmerged = load_for_inference("dit0");
+  apply_lora_files(unmerged, {{file, 0.7}}, /*merge=*/false);
+  ModelBundle merged = load_for_inference("dit0");
+  apply_lora_files(merged, {{file, 0.7}}, /*merge=*/true);
+  const auto u = sample(unmerged, r, CancelToken());
+  const auto m = sample(merged, r, CancelToken());
+  CHECK((u.latent - m.latent).abs().max().item<double>() < 1e-5);
+  CHECK((u.latent - without.latent).abs().max().item<double>() > 1e-3);
+  CHECK(u.metadata.at("lora") == file.string() + ":0.7");
+  CHECK(m.metadata.at("lora") == file.string() + ":0.7 merged");
+
+  auto cli = test::run_mugv_cli(
+      "generate --run dit0 --prompt 'a red circle moving left on a black background' --frames 9 --size 32x32 "
+      "--steps 2 --seed 5 --json --lora " +
+          file.string() + ":0.5 --out " + (dir / "v.mp4").string(),
+      dir.path());
+  if (!cli) return;
+  INFO(cli->err);
+  REQUIRE(cli->exit_code == 0);
+  CHECK(nlohmann::json::parse(cli->out)["metadata"]["lora"] == file.string() + ":0.5");
+
+  // Keys of another model's modules (a Wan-style name): refused with the key named, nothing applied.
+  LoraWeights foreign = w;
+  foreign.modules["blocks.0.self_attn.q"] = w.modules.begin()->second;
+  write_lora_file(dir / "wan.safetensors", foreign, {});
+  ModelBundle target = load_for_inference("dit0");
+  const Error e = error_of([&] {
+    apply_lora_files(target, {{file, 1.0}, {dir / "wan.safetensors", 1.0}}, false);
+  });
+  CHECK_THAT(e.what(), Catch::Contains("wan.safetensors") && Catch::Contains("blocks.0.self_attn.q"));
+  CHECK(target.dit->lora() == nullptr);  // the first, good file was not applied either
+  CHECK(target.adapters.empty());
+  auto bad = test::run_mugv_cli(
+      "generate --run dit0 --prompt 'a red circle' --frames 9 --size 32x32 --steps 2 "
+      "--lora " +
+          (dir / "wan.safetensors").string() + " --out " + (dir / "w.mp4").string(),
+      dir.path());
+  CHECK(bad->exit_code == 1);
+  CHECK_THAT(bad->err, Catch::Contains("blocks.0.self_attn.q"));
+  CHECK_FALSE(fs::exists(dir / "w.mp4"));
 }
