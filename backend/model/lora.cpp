@@ -3,48 +3,11 @@
 #include "core/error.h"
 #include "core/strings.h"
 
-#include <fnmatch.h>
-
 #include <cmath>
 #include <set>
 
 namespace mugv {
 namespace {
-
-// The adaptable linears of one block, relative to "blocks.<i>.".
-constexpr const char* kBlockLinears[] = {
-    "attn.qkv", "attn.proj", "cross_attn.q_linear", "cross_attn.kv_linear", "cross_attn.proj",
-    "mlp.fc1",  "mlp.fc2"};
-
-bool in_group(const std::string& group, const std::string& path) {
-  auto block_local = [&](std::string_view prefix) {
-    if (path.rfind("blocks.", 0) != 0) return false;
-    const auto dot = path.find('.', 7);
-    return dot != std::string::npos && std::string_view(path).substr(dot + 1).rfind(prefix, 0) == 0;
-  };
-  if (group == "all") return true;
-  if (group == "attn") return block_local("attn.");
-  if (group == "cross" || group == "cross_attn") return block_local("cross_attn.");
-  if (group == "mlp") return block_local("mlp.");
-  if (group == "adaln") return path == "t_block.1";
-  if (group == "text") return path.rfind("y_embedder.", 0) == 0;
-  if (group == "final") return path == "final_layer.linear";
-  return false;
-}
-
-bool is_group(const std::string& name) {
-  for (const char* g : {"all", "attn", "cross", "cross_attn", "mlp", "adaln", "text", "final"})
-    if (name == g) return true;
-  return false;
-}
-
-bool target_matches(const std::string& target, const std::string& path) {
-  if (is_group(target)) return in_group(target, path);
-  if (target.find('*') != std::string::npos) return fnmatch(target.c_str(), path.c_str(), 0) == 0;
-  return path == target || (path.size() > target.size() &&
-                            path.compare(path.size() - target.size(), target.size(), target) == 0 &&
-                            path[path.size() - target.size() - 1] == '.');
-}
 
 std::map<std::string, std::shared_ptr<torch::nn::Module>> linears_by_path(const DiTImpl& dit) {
   std::map<std::string, std::shared_ptr<torch::nn::Module>> all;
@@ -57,16 +20,6 @@ std::map<std::string, std::shared_ptr<torch::nn::Module>> linears_by_path(const 
     out[path] = it->second;
   }
   return out;
-}
-
-double parse_number(const std::string& item, const std::string& value) {
-  try {
-    size_t used = 0;
-    const double v = std::stod(value, &used);
-    if (used == value.size() && std::isfinite(v)) return v;
-  } catch (const std::exception&) {
-  }
-  throw Error(ErrorCode::usage, "--lora", cat("'", item, "': '", value, "' is not a number"));
 }
 
 // Checks every module of `weights` against `dit` before anything changes; returns the base linears by path.
@@ -107,90 +60,14 @@ torch::ScalarType adapter_dtype(const torch::Tensor& base_weight) {
 
 }  // namespace
 
-LoraConfig parse_lora_config(std::string_view spec) {
-  LoraConfig c;
-  bool alpha_given = false, targets_given = false;
-  std::string last_key;
-  for (const auto& raw : split(std::string(spec), ',')) {
-    const std::string item = trim(raw);
-    if (item.empty()) continue;
-    const auto eq = item.find('=');
-    std::string key, value;
-    if (eq == std::string::npos) {
-      if (last_key != "targets")
-        throw Error(ErrorCode::usage, "--lora",
-                    cat("'", item, "' is not key=value (keys: rank, alpha, dropout, targets)"));
-      key = last_key;
-      value = item;
-    } else {
-      key = trim(item.substr(0, eq));
-      value = trim(item.substr(eq + 1));
-    }
-    if (key == "rank" || key == "r") {
-      const double r = parse_number(item, value);
-      if (r < 1 || r > 65536 || r != std::floor(r))
-        throw Error(ErrorCode::usage, "--lora", cat("'", item, "': the rank is a whole number from 1"));
-      c.rank = int64_t(r);
-    } else if (key == "alpha" || key == "lora_alpha") {
-      c.alpha = parse_number(item, value);
-      if (!(c.alpha > 0))
-        throw Error(ErrorCode::usage, "--lora", cat("'", item, "': alpha must be positive"));
-      alpha_given = true;
-    } else if (key == "dropout" || key == "lora_dropout") {
-      c.dropout = parse_number(item, value);
-      if (c.dropout < 0 || c.dropout >= 1)
-        throw Error(ErrorCode::usage, "--lora", cat("'", item, "': dropout is in [0, 1)"));
-    } else if (key == "targets" || key == "target_modules") {
-      if (!targets_given) c.targets.clear();
-      targets_given = true;
-      for (const auto& t : split(value, '+'))
-        if (auto name = trim(t); !name.empty()) c.targets.push_back(name);
-      key = "targets";
-    } else {
-      throw Error(ErrorCode::usage, "--lora",
-                  cat("'", key, "' is not a LoRA setting (rank, alpha, dropout, targets)"));
-    }
-    last_key = key;
-  }
-  if (c.targets.empty()) throw Error(ErrorCode::usage, "--lora", "targets name no module");
-  if (!alpha_given) c.alpha = double(c.rank);
-  return c;
-}
-
-std::string to_string(const LoraConfig& c) {
-  std::string targets;
-  for (const auto& t : c.targets) targets += (targets.empty() ? "" : "+") + t;
-  return cat("rank=", c.rank, ",alpha=", c.alpha, ",dropout=", c.dropout, ",targets=", targets);
-}
-
 std::vector<std::string> adaptable_linears(const DiTImpl& dit) {
-  std::vector<std::string> out{"t_block.1", "y_embedder.y_proj.fc1", "y_embedder.y_proj.fc2"};
-  for (size_t i = 0; i < dit.blocks->size(); ++i)
-    for (const char* local : kBlockLinears) out.push_back(cat("blocks.", i, ".", local));
-  out.push_back("final_layer.linear");
+  std::vector<std::string> out;
+  for (const auto& linear : adaptable_linear_shapes(dit.config())) out.push_back(linear.path);
   return out;
 }
 
 std::vector<std::string> resolve_lora_targets(const DiTImpl& dit, const std::vector<std::string>& targets) {
-  const auto paths = adaptable_linears(dit);
-  std::set<std::string> chosen;
-  for (const auto& target : targets) {
-    bool any = false;
-    for (const auto& path : paths)
-      if (target_matches(target, path)) {
-        chosen.insert(path);
-        any = true;
-      }
-    if (!any)
-      throw Error(
-          ErrorCode::invalid_argument, target,
-          cat("names no linear LoRA can adapt; use a group (attn, cross, mlp, adaln, text, final, all), "
-              "a pattern such as blocks.*.attn.qkv, or a path suffix such as mlp.fc1"));
-  }
-  std::vector<std::string> out;
-  for (const auto& path : paths)
-    if (chosen.count(path)) out.push_back(path);
-  return out;
+  return resolve_lora_target_paths(adaptable_linears(dit), targets);
 }
 
 double LoraWeights::scale_of(const std::string& module) const {

@@ -3,11 +3,7 @@
 // adapter adds scale · B·(A·dropout(x)) with A [rank, in] ("lora_A"), B [out, rank] ("lora_B") and
 // scale = alpha / rank. A starts uniform in ±1/sqrt(in) and B at zero, so a fresh adapter changes nothing.
 //
-// Where adapters can go (adaptable_linears): in every block attn.qkv, attn.proj, cross_attn.q_linear,
-// cross_attn.kv_linear, cross_attn.proj, mlp.fc1, mlp.fc2; and t_block.1 (adaLN-single),
-// y_embedder.y_proj.fc1/fc2 (caption projection), final_layer.linear. Targets name them by group (attn,
-// cross, mlp, adaln, text, final, all), by a path pattern with '*' ("blocks.*.attn.qkv"), or by a path
-// suffix as PEFT's target_modules do ("qkv", "mlp.fc1"). A target that names nothing adaptable is an error.
+// Where adapters can go and how targets name them: model/lora_spec.h.
 //
 // A LoraSet is what the DiT consults at each adaptable linear (DiTImpl::set_lora). Adapters enter it in two
 // ways:
@@ -20,6 +16,7 @@
 // Not thread-safe (torch modules). Tensor-parallel models are refused (the adapters would need splitting).
 
 #include "model/dit.h"
+#include "model/lora_spec.h"
 
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
@@ -33,22 +30,7 @@
 
 namespace mugv {
 
-struct LoraConfig {
-  int64_t rank = 16;
-  double alpha = 16;
-  double dropout = 0;
-  std::vector<std::string> targets{"attn"};
-  double scale() const { return alpha / double(rank); }
-};
-
-// "rank=32,alpha=32,dropout=0.05,targets=attn,mlp": comma-separated key=value pairs; the values of
-// `targets` run on over the following items that hold no '=' (also "targets=attn+mlp"). alpha defaults to
-// the rank. Throws Error(usage) naming the item that is not understood or out of range.
-[[nodiscard]] LoraConfig parse_lora_config(std::string_view spec);
-// The canonical spec ("rank=32,alpha=32,dropout=0,targets=attn+mlp"), which parses back to the same config.
-[[nodiscard]] std::string to_string(const LoraConfig& config);
-
-// Module paths of the DiT's linears adapters can attach to, in model order.
+// Their module paths.
 [[nodiscard]] std::vector<std::string> adaptable_linears(const DiTImpl& dit);
 // The adaptable paths the targets name, in model order. Throws Error(invalid_argument) naming a target that
 // matches none (with the groups and an example of the paths).

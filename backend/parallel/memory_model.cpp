@@ -83,7 +83,8 @@ double text_bytes_per_sample(const ModelPreset& p, const MemoryOptions& o) {
   const int a = o.precision.activation_bytes;
   const double t = p.dit.text_tokens;
   double bytes = t * (2.0 * p.dit.text_dim + 4.0 * p.dit.hidden) * a;
-  if (o.text_encoder == TextEncoderUse::trained) {
+  // A frozen text encoder (LoRA runs) keeps nothing for backward.
+  if (o.text_encoder == TextEncoderUse::trained && o.adapter_parameters < 0) {
     const auto& e = p.text;
     const double ff_tensors = e.kind == TextEncoderKind::t5 ? 3.0 : 2.0;  // T5's gated GELU keeps one more
     double per_layer_token = 10.0 * e.dim + ff_tensors * e.ff_dim;
@@ -284,8 +285,14 @@ MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout&
         cat(info.video_tokens, " video tokens cannot be split evenly over cp = ", layout.cp, " ranks"));
 
   MemoryBreakdown m;
-  const int64_t n = parameters_per_rank(preset, layout.tp, o.text_encoder);
+  const bool adapters = o.adapter_parameters >= 0;
+  if (adapters && layout.tp > 1) bad(to_string(layout), "LoRA adapters train with tp = 1");
+  // What trains: every parameter, or only the adapters beside the frozen base's weights.
+  const int64_t n = adapters ? o.adapter_parameters : parameters_per_rank(preset, layout.tp, o.text_encoder);
   m.parameters = n * p.param_bytes;
+  if (adapters)
+    m.parameters += parameters_per_rank(preset, 1, o.text_encoder) *
+                    (o.frozen_param_bytes > 0 ? o.frozen_param_bytes : p.param_bytes);
   // Data parallel: the gradients are also copied into the reduction buckets (train/gradient_sync.h).
   m.gradients = n * p.grad_bytes * (layout.dp > 1 ? 2 : 1);
   const int64_t shards = o.zero == 1 ? layout.dp : 1;

@@ -76,6 +76,11 @@ struct MemoryOptions {
   AttentionKernel attention = AttentionKernel::fused;
   TextEncoderUse text_encoder = TextEncoderUse::precomputed;
   int64_t overhead_bytes = 0;  // runtime: CUDA context, communicator buffers, allocator slack / libraries
+  // LoRA (model/lora_spec.h): the adapters' parameter count when only they train on a frozen base (whose
+  // weights, text encoder included, are kept at frozen_param_bytes each and get no gradients or optimizer
+  // state); -1 = every parameter trains. Adapters need tp = 1.
+  int64_t adapter_parameters = -1;
+  int frozen_param_bytes = 0;  // 0: param_bytes
 
   // Defaults for a device: gpu = bf16 mixed, fused attention, 3 GiB overhead; cpu = fp32, math attention,
   // 300 MiB overhead (the trainer's own allowance). The text encoder is trained for small_transformer presets
@@ -123,7 +128,7 @@ void validate_video_shape(const ModelPreset& preset, int64_t frames, int64_t hei
 
 // The memory one rank of `layout` needs. Throws Error(invalid_argument) naming the value for a bad video
 // shape, micro-batch < 1, zero not 0 or 1, recompute / attention / text encoder unknown, or a layout whose
-// tp·cp does not divide the heads or whose cp does not divide the video tokens.
+// tp·cp does not divide the heads or whose cp does not divide the video tokens, or adapters with tp > 1.
 [[nodiscard]] MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout& layout,
                                               const MemoryOptions& options);
 

@@ -258,6 +258,11 @@ void copy_pieces(const NamedTensors& targets, const std::vector<torch::Tensor>& 
   for (size_t i = 0; i < targets.size(); ++i) targets[i].second.copy_(pieces[i]);
 }
 
+// The parameters a run trains for the memory estimate: a LoRA run's adapters, or -1 (all).
+int64_t trainable_estimate(const Session& s) {
+  return s.lora() ? lora_parameter_count(s.preset.dit, parse_lora_config(s.options.lora)) : -1;
+}
+
 // Loads one checkpoint into the session; throws Error naming the problem.
 void load_checkpoint(Session& s, const CheckpointRef& ref) {
   const std::string preset = ref.metadata.value("preset", "");
@@ -640,11 +645,14 @@ std::string MemoryEstimate::describe() const {
   return buffer;
 }
 
-MemoryEstimate estimate_dit_training_memory(const ModelPreset& preset, int64_t batch, int64_t video_tokens) {
+MemoryEstimate estimate_dit_training_memory(const ModelPreset& preset, int64_t batch, int64_t video_tokens,
+                                            int64_t trainable_parameters) {
   MemoryEstimate e;
   e.parameters = dit_parameter_count(preset.dit) + text_encoder_parameter_count(preset.text);
-  // fp32: weights, gradients, two AdamW moments, EMA.
-  e.weight_bytes = e.parameters * 4 * (3 + AdamW::kStateCopies);
+  if (trainable_parameters >= 0) e.parameters += trainable_parameters;  // adapters on a frozen base
+  e.trainable_parameters = trainable_parameters >= 0 ? trainable_parameters : e.parameters;
+  // fp32: every weight; for the trained ones also gradients, two AdamW moments and the EMA.
+  e.weight_bytes = e.parameters * 4 + e.trainable_parameters * 4 * (2 + AdamW::kStateCopies);
   const double d = preset.dit.hidden, s = double(video_tokens + 2), st = preset.dit.text_tokens,
                heads = preset.dit.heads, depth = preset.dit.depth;
   // Saved activations per block: ~(qkv 3d, attention out d, MLP 2·4d, norms/modulation ~8d) ≈ 20d per
@@ -718,8 +726,9 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
   s.preset = load_model_preset(s.options.model);
   connect_ranks(s);
   check_cache(s);
-  preflight_memory(estimate_dit_training_memory(s.preset, options.batch, max_video_tokens(s)),
-                   options.max_memory_gb, options.run, !s.device.is_cuda());
+  preflight_memory(
+      estimate_dit_training_memory(s.preset, options.batch, max_video_tokens(s), trainable_estimate(s)),
+      options.max_memory_gb, options.run, !s.device.is_cuda());
 
   on_leader(s, [&] {
     std::error_code ec;
@@ -786,8 +795,9 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
   s.preset = load_model_preset(manifest.preset);
   connect_ranks(s);
   check_cache(s);
-  preflight_memory(estimate_dit_training_memory(s.preset, s.options.batch, max_video_tokens(s)),
-                   s.options.max_memory_gb, name, !s.device.is_cuda());
+  preflight_memory(
+      estimate_dit_training_memory(s.preset, s.options.batch, max_video_tokens(s), trainable_estimate(s)),
+      s.options.max_memory_gb, name, !s.device.is_cuda());
   s.tokenizer = Tokenizer::from_file(s.paths.tokenizer());
   build_model(s);
 

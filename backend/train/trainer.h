@@ -91,15 +91,19 @@ struct TrainResult {
 };
 
 struct MemoryEstimate {
-  int64_t parameters = 0;
-  int64_t weight_bytes = 0;      // weights + grads + AdamW moments + EMA
-  int64_t activation_bytes = 0;  // one step's saved activations (estimate)
-  int64_t total_bytes = 0;       // + a fixed runtime allowance
+  int64_t parameters = 0;            // every parameter, adapters included
+  int64_t trainable_parameters = 0;  // those with gradients, AdamW moments and an EMA
+  int64_t weight_bytes = 0;          // weights + grads + AdamW moments + EMA
+  int64_t activation_bytes = 0;      // one step's saved activations (estimate)
+  int64_t total_bytes = 0;           // + a fixed runtime allowance
   std::string describe()
       const;  // "3.1 GiB (weights/optimizer 1.2 GiB, activations 1.6 GiB, runtime 0.3 GiB)"
 };
+// `trainable_parameters`: those that get gradients, optimizer state and an EMA (a LoRA run's adapters, which
+// come on top of the preset's parameters); -1 = every parameter of the preset (pretraining, full fine-tune).
 [[nodiscard]] MemoryEstimate estimate_dit_training_memory(const ModelPreset& preset, int64_t batch,
-                                                          int64_t video_tokens);
+                                                          int64_t video_tokens,
+                                                          int64_t trainable_parameters = -1);
 // Throws Error(out_of_memory) with the estimate when it exceeds `max_memory_gb` (when > 0) or, when the
 // run keeps its tensors in host memory (`host_memory`: a CPU run), MemAvailable.
 void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, const std::string& subject,

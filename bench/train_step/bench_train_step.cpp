@@ -5,14 +5,17 @@
 // video token). The text features are given (a frozen T5's output in MUG-V training), so only the DiT trains.
 //   bench_train_step [--preset small] [--depth N] [--latent 4x16x16] [--text-tokens 32] [--batch 4]
 //                    [--threads 2] [--steps 5] [--precision fp32|bf16] [--device cpu|cuda] [--gemm-size N]
-// --depth overrides the preset's block count (the 10B width with 4 blocks). Prints one JSON line, with the
-// planner's estimates for the same step (parallel/planner.h, memory_model.h: one rank, this step's precision,
-// the GEMM rate measured here as the peak) beside the measurements, so the models can be checked against
-// them.
+//                    [--lora rank=R,targets=...]
+// --depth overrides the preset's block count (the 10B width with 4 blocks). --lora trains adapters on the
+// frozen model (model/lora.h) and the planner's estimate counts them (memory_model.h adapter_parameters).
+// Prints one JSON line, with the planner's estimates for the same step (parallel/planner.h, memory_model.h:
+// one rank, this step's precision, the GEMM rate measured here as the peak) beside the measurements, so the
+// models can be checked against them.
 #include "core/error.h"
 #include "model/compute.h"
 #include "model/config.h"
 #include "model/dit.h"
+#include "model/lora.h"
 #include "model/run_models.h"
 #include "parallel/memory_model.h"
 #include "parallel/planner.h"
@@ -24,6 +27,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 using namespace mugv;
@@ -34,7 +38,8 @@ namespace {
 // given, the weights and gradients fp32 with autocast (as the trainer keeps them) and no EMA (the benchmark
 // has none). Null when the latent does not map to a video shape the planner accepts.
 nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t lh, int64_t lw, int64_t batch,
-                                bool bf16, const torch::Device& device, double gemm_flops) {
+                                bool bf16, const torch::Device& device, double gemm_flops,
+                                int64_t adapter_parameters) {
   const VAEConfig& vae = preset.vae;
   PlanRequest request;
   request.frames = lt * vae.compress_t;
@@ -52,6 +57,7 @@ nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t l
   request.memory.height = request.height;
   request.memory.width = request.width;
   request.memory.micro_batch = static_cast<int>(batch);
+  request.memory.adapter_parameters = adapter_parameters;
   try {
     const StepCost cost =
         estimate_step(preset, request, ParallelLayout{1, 1, 1}, 0, Recompute::none, int(batch));
@@ -69,7 +75,7 @@ nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t l
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string preset_name = "small", precision_name = "fp32", device_name = "cpu";
+  std::string preset_name = "small", precision_name = "fp32", device_name = "cpu", lora_spec;
   int64_t lt = 4, lh = 16, lw = 16, text_tokens = 32, batch = 4, threads = 2, steps = 5, depth = 0,
           gemm_size = 0;
   try {
@@ -96,6 +102,8 @@ int main(int argc, char** argv) {
         precision_name = v;
       else if (f == "--device")
         device_name = v;
+      else if (f == "--lora")
+        lora_spec = v;
       else if (f == "--gemm-size")
         gemm_size = std::atol(v.c_str());
       else
@@ -117,7 +125,19 @@ int main(int argc, char** argv) {
 
     DiT model(cfg);
     model->to(device);
-    AdamW optimizer(named_parameters(*model), AdamWOptions{});
+    // LoRA: the base frozen, only the adapters in the optimizer (what `mugv train --lora` does).
+    std::optional<LoraConfig> lora;
+    int64_t lora_parameters = 0;
+    if (!lora_spec.empty()) {
+      lora = parse_lora_config(lora_spec);
+      for (auto& p : model->parameters()) p.set_requires_grad(false);
+      lora_set_of(*model).attach_trainable(*model, *lora);
+      lora_parameters = lora_parameter_count(cfg, *lora);
+    }
+    std::vector<std::pair<std::string, torch::Tensor>> trained;
+    for (auto& [name, p] : named_parameters(*model))
+      if (p.requires_grad()) trained.emplace_back(name, p);
+    AdamW optimizer(trained, AdamWOptions{});
     const auto on = torch::TensorOptions().device(device);
     auto x = torch::randn({batch, cfg.in_channels, lt, lh, lw}, on);
     auto t = torch::rand({batch}, on) * kDiTTimesteps;
@@ -154,6 +174,8 @@ int main(int argc, char** argv) {
                           {"depth", cfg.depth},
                           {"heads", cfg.heads},
                           {"parameters", dit_parameter_count(cfg)},
+                          {"lora", lora ? to_string(*lora) : std::string()},
+                          {"trained_parameters", lora ? lora_parameters : dit_parameter_count(cfg)},
                           {"video_tokens", video_tokens},
                           {"text_tokens", text_tokens},
                           {"batch", batch},
@@ -171,7 +193,8 @@ int main(int argc, char** argv) {
     if (peak_device) out["peak_device_mb"] = *peak_device / 1048576.0;
     ModelPreset planned = preset;
     planned.dit = cfg;
-    nlohmann::json plan = planner_estimate(planned, lt, lh, lw, batch, bf16, device, gemm_flops);
+    nlohmann::json plan =
+        planner_estimate(planned, lt, lh, lw, batch, bf16, device, gemm_flops, lora ? lora_parameters : -1);
     if (plan.contains("step_s")) {
       // The allocator's peak leaves out the runtime allowance; the CPU's resident peak includes it.
       const double measured_peak_mb = peak_device ? *peak_device / 1048576.0 : peak_rss_bytes() / 1048576.0;
