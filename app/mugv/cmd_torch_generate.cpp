@@ -105,7 +105,7 @@ void define(ParamRegistry& r) {
       "generate.lora", "--lora", ParamType::list, nlohmann::json::array(),
       "adapter files to apply, FILE[:SCALE] (PEFT/diffusers safetensors or torch files), comma-separated",
       "generate");
-  lora.item_type = ParamType::text;
+  lora.item_type = ParamType::path;
   r.add(lora);
   r.add(param("generate.lora_merge", "--lora-merge", ParamType::boolean, false,
               "merge the adapters into the weights before sampling (default: applied at run time)",

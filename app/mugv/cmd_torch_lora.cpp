@@ -284,7 +284,7 @@ Command lora_merge_command() {
     define_source(r);
     auto lora = param("lora.lora", "--lora", ParamType::list, nlohmann::json::array(),
                       "adapter files FILE[:SCALE], comma-separated", "lora");
-    lora.item_type = ParamType::text;
+    lora.item_type = ParamType::path;
     r.add(lora);
     r.add(param("lora.out_run", "--out-run", ParamType::text, nullptr, "name of the merged run", "lora"));
   };

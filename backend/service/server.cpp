@@ -25,6 +25,7 @@
 #include "service/reply_pool.h"
 #include "service/zap_handler.h"
 #include "service/zmq_io.h"
+#include "train/checkpoint_store.h"
 #include "train/run_layout.h"
 
 #include <fcntl.h>
@@ -822,7 +823,10 @@ struct Server::Impl {
                       {"vae_run", nullptr},
                       {"state", to_string(r.state)},
                       {"dir", r.dir.string()},
-                      {"created_at_ms", r.created_at_ms}});
+                      {"created_at_ms", r.created_at_ms},
+                      {"base", nullptr},
+                      {"lora", nullptr},
+                      {"checkpoints", nullptr}});
     }
     for (const auto& name : list_run_names()) {
       if (named.count(name)) continue;
@@ -834,6 +838,14 @@ struct Server::Impl {
             ::stat(paths.manifest().c_str(), &manifest_stat) == 0
                 ? int64_t(manifest_stat.st_mtim.tv_sec) * 1000 + manifest_stat.st_mtim.tv_nsec / 1000000
                 : 0;
+        // Fine-tunes name their base; LoRA runs their adapter settings; checkpoints are listed by step (a
+        // LoRA run's checkpoints are its adapters).
+        const nlohmann::json& config = m.config.is_object() ? m.config : nlohmann::json::object();
+        const nlohmann::json base = config.contains("base") ? config["base"] : nlohmann::json();
+        const nlohmann::json train = config.value("train", nlohmann::json::object());
+        const std::string lora = train.is_object() ? train.value("lora", std::string()) : std::string();
+        nlohmann::json steps = nlohmann::json::array();
+        for (const auto& c : CheckpointStore(paths.checkpoints()).list()) steps.push_back(c.step);
         runs.push_back({{"id", nullptr},
                         {"name", name},
                         {"kind", to_string(m.kind)},
@@ -842,7 +854,10 @@ struct Server::Impl {
                         {"vae_run", m.vae_run.empty() ? nlohmann::json() : nlohmann::json(m.vae_run)},
                         {"state", nullptr},
                         {"dir", paths.root.string()},
-                        {"created_at_ms", written_ms}});
+                        {"created_at_ms", written_ms},
+                        {"base", base.is_object() ? base : nlohmann::json()},
+                        {"lora", lora.empty() ? nlohmann::json() : nlohmann::json(lora)},
+                        {"checkpoints", steps}});
       } catch (const Error& e) {
         log_warning(cat("run ", name, " not listed: ", e.what()));  // a damaged folder is skipped
       }

@@ -84,6 +84,10 @@ void prepare_home(const QString& home, bool with_models) {
   REQUIRE(run_mugv(home, {"encode", "--dataset", "shapes", "--vae-run", "vae0"}));
   REQUIRE(run_mugv(home, {"train", "--preset", "tiny", "--dataset", "shapes", "--vae-run", "vae0", "--run",
                           "dit0", "--steps", "2", "--batch", "2"}));
+  // A LoRA fine-tune of dit0 and its adapter as a PEFT file, for the Runs and Generate pages.
+  REQUIRE(run_mugv(home, {"train", "--preset", "tiny", "--from", "dit0", "--lora", "rank=2,targets=attn",
+                          "--dataset", "shapes", "--run", "lora0", "--steps", "2", "--batch", "2"}));
+  REQUIRE(run_mugv(home, {"lora", "extract", "--run", "lora0", "--out", home + "/lora0.safetensors"}));
 }
 
 }  // namespace
@@ -230,6 +234,32 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   CHECK(metadata.at("size") == "32x32");
   CHECK_FALSE(generate->export_to("/proc/not-writable/out.mp4", &error));
   CHECK(error.contains("not-writable"));
+
+  // The Runs page lists the LoRA run with its base and adapter checkpoints.
+  const auto runs_row = [&](const QString& name) {
+    for (int r = 0; r < runs->runs()->rowCount(); ++r)
+      if (runs->runs()->item(r, 0)->text() == name) return r;
+    return -1;
+  };
+  runs->refresh();
+  REQUIRE(QTest::qWaitFor([&] { return runs_row("lora0") >= 0; }, 10000));
+  const int lora_row = runs_row("lora0");
+  CHECK(runs->runs()->item(lora_row, 2)->text().startsWith("dit0 @ step 2"));
+  CHECK(runs->runs()->item(lora_row, 3)->text().contains("rank=2"));
+  CHECK(runs->runs()->item(lora_row, 4)->text() == "2");
+
+  // An adapter file with its scale: the generation uses it and the export says so.
+  generate->add_adapter(home + "/lora0.safetensors", 0.8);
+  finished = false;
+  QTest::mouseClick(generate->generate_button(), Qt::LeftButton);
+  REQUIRE(QTest::qWaitFor([&] { return finished; }, 120000));
+  CHECK(ok);
+  const QString with_adapter = home + "/adapter.mp4";
+  QString adapter_error;
+  REQUIRE(generate->export_to(with_adapter, &adapter_error));
+  CHECK(probe(with_adapter.toStdString(), ProbeDepth::headers).metadata.at("lora") ==
+        (home + "/lora0.safetensors:0.8").toStdString());
+  generate->adapters()->removeRow(0);
 }
 
 TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one becomes the job's options",

@@ -13,6 +13,7 @@
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QHBoxLayout>
+#include <QHeaderView>
 #include <QRandomGenerator>
 #include <QStandardItemModel>
 #include <QVBoxLayout>
@@ -57,6 +58,18 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   image_->setPlaceholderText("optional first-frame image (I2V / TI2V)");
   image_->setToolTip("An image the video starts from; it is scaled and centre-cropped to the size");
   auto* browse = new QPushButton("…", this);
+  adapters_ = new QTableWidget(0, 2, this);
+  adapters_->setHorizontalHeaderLabels({"adapter file (LoRA)", "scale"});
+  adapters_->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+  adapters_->setToolTip(
+      "LoRA adapters applied to the model, each with its scale: PEFT / diffusers safetensors, kohya files or "
+      "torch files (paths on the server). A LoRA run chosen as the model brings its own adapter.");
+  adapters_->setMaximumHeight(110);
+  auto* add_adapter_button = new QPushButton("Add adapter…", this);
+  auto* remove_adapter_button = new QPushButton("Remove", this);
+  adapters_merge_ = new QCheckBox("merge", this);
+  adapters_merge_->setToolTip(
+      "Fold the adapters into the weights before sampling (same result, faster steps)");
   generate_ = new QPushButton("Generate", this);
   generate_->setToolTip("Queue the generation (Ctrl+Enter)");
   generate_->setShortcut(QKeySequence("Ctrl+Return"));
@@ -86,6 +99,13 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   image_row->addWidget(image_, 1);
   image_row->addWidget(browse);
   form->addRow("First frame", image_row);
+  form->addRow("Adapters", adapters_);
+  auto* adapter_row = new QHBoxLayout;
+  adapter_row->addWidget(add_adapter_button);
+  adapter_row->addWidget(remove_adapter_button);
+  adapter_row->addStretch(1);
+  adapter_row->addWidget(adapters_merge_);
+  form->addRow("", adapter_row);
   form->addRow(problem_);
   auto* actions = new QHBoxLayout;
   actions->addWidget(generate_);
@@ -108,6 +128,15 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
     const QString f =
         QFileDialog::getOpenFileName(this, "First-frame image", {}, "Images (*.png *.jpg *.jpeg)");
     if (!f.isEmpty()) image_->setText(f);
+  });
+  connect(add_adapter_button, &QPushButton::clicked, this, [this] {
+    const QString f = QFileDialog::getOpenFileName(this, "LoRA adapter", home_,
+                                                   "Adapters (*.safetensors *.bin *.pt *.pth *.ckpt)");
+    if (!f.isEmpty()) add_adapter(f);
+  });
+  connect(remove_adapter_button, &QPushButton::clicked, this, [this] {
+    const int row = adapters_->currentRow();
+    if (row >= 0) adapters_->removeRow(row);
   });
   for (QLineEdit* e : {prompt_, size_, image_})
     connect(e, &QLineEdit::textChanged, this, &GeneratePage::validate_form);
@@ -171,6 +200,19 @@ void GeneratePage::fill_model(GenerateForm& f) const {
     f.run = run_->currentText().toStdString();
 }
 
+void GeneratePage::add_adapter(const QString& file, double scale) {
+  const int row = adapters_->rowCount();
+  adapters_->insertRow(row);
+  adapters_->setItem(row, 0, read_only_cell(file));
+  auto* spin = new QDoubleSpinBox(adapters_);
+  spin->setRange(-4, 4);
+  spin->setSingleStep(0.1);
+  spin->setDecimals(2);
+  spin->setValue(scale);
+  spin->setToolTip("Multiplies the adapter's alpha / rank (0: off, negative: away from it)");
+  adapters_->setCellWidget(row, 1, spin);
+}
+
 void GeneratePage::set_prompt(const QString& prompt, const QString& negative) {
   prompt_->setText(prompt);
   negative_->setText(negative);
@@ -206,6 +248,11 @@ void GeneratePage::generate() {
   f.steps = steps_->value();
   f.cfg = cfg_->value();
   f.frames = frames_->value();
+  for (int row = 0; row < adapters_->rowCount(); ++row) {
+    const auto* spin = qobject_cast<QDoubleSpinBox*>(adapters_->cellWidget(row, 1));
+    f.lora.push_back(cat(adapters_->item(row, 0)->text().toStdString(), ":", spin ? spin->value() : 1.0));
+  }
+  f.lora_merge = adapters_merge_->isChecked();
   const QStringList wh = size_->text().split('x');
   f.width = wh[0].toInt();
   f.height = wh[1].toInt();
@@ -223,6 +270,11 @@ void GeneratePage::generate() {
                       {"size", cat(f.width, "x", f.height)},
                       {"model", f.model.empty() ? f.run : f.model}};
   if (!f.image.empty()) result_settings_["first_frame"] = f.image;
+  if (!f.lora.empty()) {
+    std::string adapters;
+    for (const auto& a : f.lora) adapters += (adapters.empty() ? "" : ", ") + a;
+    result_settings_["lora"] = adapters + (f.lora_merge ? " (merged)" : "");
+  }
   preview_events_ = 0;
   generate_->setEnabled(false);
   submit_job(

@@ -40,6 +40,10 @@ JobRequest generate_job(const GenerateForm& f) {
   }
   if (!f.negative.empty()) values["generate.negative"] = f.negative;
   if (!f.image.empty()) values["generate.image"] = f.image;
+  if (!f.lora.empty()) {
+    values["generate.lora"] = f.lora;
+    values["generate.lora_merge"] = f.lora_merge;
+  }
   return make_job("generate", {"generate"}, values);
 }
 

@@ -25,6 +25,8 @@ struct GenerateForm {
   std::string prompt, negative, image, out;
   int seed = 0, steps = 25, frames = 17, width = 64, height = 64;
   double cfg = 4.0, fps = 8.0;
+  std::vector<std::string> lora;  // adapter files on the server, "FILE[:SCALE]" (generate --lora)
+  bool lora_merge = false;
 };
 // Empty when the form is valid, otherwise what is wrong with which field ("prompt: write what the video
 // shows").

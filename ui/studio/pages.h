@@ -89,6 +89,9 @@ class RunsPage : public QWidget {
   RunsPage(BackendLink& link, QWidget* parent = nullptr);
   void refresh();
   QTableWidget* jobs() const { return jobs_; }
+  // The runs on the server: name, kind, what a fine-tune starts from, its LoRA settings, checkpoint steps
+  // (a LoRA run's checkpoints are its adapters).
+  QTableWidget* runs() const { return runs_; }
   MetricChart* loss_chart() const { return loss_; }
   // The shown job's error ("failed: …"), empty when it has none.
   QString error_text() const { return error_->text(); }
@@ -106,9 +109,11 @@ class RunsPage : public QWidget {
   void on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs);
   void show_job(int64_t id);
   void load_stored_metrics(int64_t id, int64_t after);
+  void refresh_runs();
 
   BackendLink& link_;
   QTableWidget* jobs_;
+  QTableWidget* runs_;
   MetricChart *loss_, *lr_, *throughput_, *mfu_;
   QPlainTextEdit* log_;
   QLabel* error_;
@@ -133,6 +138,9 @@ class GeneratePage : public QWidget {
   QCheckBox* seed_lock() const { return seed_lock_; }
   QSpinBox* frames() const { return frames_; }
   QLineEdit* size() const { return size_; }
+  // Adapter files (LoRA) applied to the model: file, scale; "merge" folds them into the weights.
+  QTableWidget* adapters() const { return adapters_; }
+  void add_adapter(const QString& file, double scale = 1.0);
   FramePlayer* preview() const { return preview_; }
   FramePlayer* player() const { return player_; }
   int preview_events() const { return preview_events_; }
@@ -157,6 +165,8 @@ class GeneratePage : public QWidget {
   QSpinBox *seed_, *steps_, *frames_;
   QCheckBox* seed_lock_;
   QDoubleSpinBox* cfg_;
+  QTableWidget* adapters_;
+  QCheckBox* adapters_merge_;
   QPushButton *generate_, *export_;
   QLabel* problem_;
   FramePlayer* preview_;

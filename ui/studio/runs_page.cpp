@@ -88,10 +88,23 @@ RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(
   samples_ = new FramePlayer(this);
   samples_->setToolTip("Samples rendered during training (live preview of the first sample prompt)");
 
+  runs_ = new QTableWidget(0, 5, this);
+  runs_->setHorizontalHeaderLabels({"run", "kind", "base", "adapter (LoRA)", "checkpoints"});
+  runs_->horizontalHeader()->setStretchLastSection(true);
+  runs_->setSelectionBehavior(QAbstractItemView::SelectRows);
+  runs_->setToolTip(
+      "Runs on the server. A fine-tune names the run and step it started from; a LoRA run's checkpoints "
+      "hold its adapter (mugv lora extract writes one as a PEFT file)");
+
   auto* top = new QWidget(this);
   auto* top_layout = new QVBoxLayout(top);
   top_layout->addLayout(buttons);
-  top_layout->addWidget(jobs_, 1);
+  auto* lists = new QSplitter(Qt::Horizontal, top);
+  lists->addWidget(jobs_);
+  lists->addWidget(runs_);
+  lists->setStretchFactor(0, 3);
+  lists->setStretchFactor(1, 2);
+  top_layout->addWidget(lists, 1);
   auto* bottom = new QWidget(this);
   auto* bottom_layout = new QHBoxLayout(bottom);
   auto* chart_box = new QWidget(bottom);
@@ -125,6 +138,7 @@ void RunsPage::select_job(int64_t id) {
 }
 
 void RunsPage::refresh() {
+  refresh_runs();
   link_.call(
       MessageType::list_jobs, {{"limit", 200}},
       [this](const nlohmann::json& reply) {
@@ -143,6 +157,37 @@ void RunsPage::refresh() {
           if (j["id"].get<int64_t>() == keep) jobs_->selectRow(row);
         }
         if (failed_ != 0) select_job(std::exchange(failed_, 0));
+      },
+      [this](const QString& m) { emit message(m); });
+}
+
+void RunsPage::refresh_runs() {
+  link_.call(
+      MessageType::list_runs, {},
+      [this](const nlohmann::json& reply) {
+        runs_->setRowCount(0);
+        for (const auto& r : reply.value("runs", nlohmann::json::array())) {
+          const int row = runs_->rowCount();
+          runs_->insertRow(row);
+          auto text = [&](const char* key) {
+            const auto& v = r.contains(key) ? r[key] : nlohmann::json();
+            return v.is_string() ? QString::fromStdString(v.get<std::string>()) : QString();
+          };
+          QString base;
+          if (r.contains("base") && r["base"].is_object())
+            base = QString("%1 @ step %2 (%3)")
+                       .arg(QString::fromStdString(r["base"].value("run", "")))
+                       .arg(r["base"].value("step", int64_t(0)))
+                       .arg(QString::fromStdString(r["base"].value("weights", "")));
+          QStringList steps;
+          if (r.contains("checkpoints") && r["checkpoints"].is_array())
+            for (const auto& step : r["checkpoints"]) steps << QString::number(step.get<int64_t>());
+          runs_->setItem(row, 0, read_only_cell(text("name")));
+          runs_->setItem(row, 1, read_only_cell(text("kind")));
+          runs_->setItem(row, 2, read_only_cell(base));
+          runs_->setItem(row, 3, read_only_cell(text("lora")));
+          runs_->setItem(row, 4, read_only_cell(steps.join(", ")));
+        }
       },
       [this](const QString& m) { emit message(m); });
 }
