@@ -75,6 +75,13 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
              "train low-rank adapters only, the base frozen: rank=R,alpha=A,dropout=P,targets=attn,cross,mlp,"
              "adaln,text,final,all or module patterns (empty: full fine-tune)",
              "fine-tune"));
+    auto base_dtype =
+        spec("train.base_dtype", "--base-dtype", ParamType::choice, "fp32",
+             "LoRA: keep the frozen base's linear weights in bf16 (half their memory; needs --precision "
+             "bf16) or fp32",
+             "fine-tune");
+    base_dtype.choices = {"fp32", "bf16"};
+    r.add(base_dtype);
   }
 
   r.add(spec("train.steps", "--steps", ParamType::integer, dit ? 1000 : 2000, "optimizer steps in total",
@@ -263,6 +270,10 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
     if (v.has("train.from")) o.from = v.get_text("train.from");
     if (v.has("train.from_weights")) o.from_weights = v.get_text("train.from_weights");
     if (v.has("train.lora")) o.lora = trim(v.get_text("train.lora"));
+    if (v.has("train.base_dtype")) o.base_dtype = v.get_text("train.base_dtype");
+    if (o.base_dtype == "bf16" && o.lora.empty())
+      throw Error(ErrorCode::usage, "--base-dtype",
+                  "a bf16 base is for LoRA runs (--lora): a full fine-tune trains it");
     if (!o.lora.empty() && o.from.empty())
       throw Error(ErrorCode::usage, "--lora", "adapters train on a base: give --from RUN");
     // A fine-tune learns the latents of its base's VAE run, which it finds itself.

@@ -66,6 +66,7 @@ struct TrainOptions {
   std::string from;
   std::string from_weights = "ema";
   std::string lora;
+  std::string base_dtype = "fp32";  // LoRA: the frozen base's linear weights in fp32 or bf16
   int64_t steps = 1000;
   int64_t batch = 4;
   double lr = 1e-4;

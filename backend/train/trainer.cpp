@@ -131,6 +131,21 @@ int64_t max_video_tokens(const Session& s) {
   return tokens;
 }
 
+// The frozen base's linear weights in bf16 (LoRA runs, --base-dtype bf16): half their memory. Under bf16
+// autocast every linear computes in bf16 anyway, so the forward reads the same values; norms, tables and the
+// patch embedder stay fp32. Needs bf16 autocast: an fp32 forward cannot multiply fp32 inputs by bf16 weights.
+void store_linears_in_bf16(DiTBundleImpl& model, const Session& s) {
+  if (s.precision != ComputePrecision::bf16)
+    throw Error(ErrorCode::usage, "--base-dtype",
+                "a bf16 base needs --precision bf16 (its linears compute in bf16)");
+  torch::NoGradGuard no_grad;
+  for (const auto& item : model.named_modules("", false))
+    if (auto* linear = item.value()->as<torch::nn::Linear>()) {
+      linear->weight.set_data(linear->weight.to(torch::kBFloat16));
+      if (linear->bias.defined()) linear->bias.set_data(linear->bias.to(torch::kBFloat16));
+    }
+}
+
 void build_model(Session& s) {
   torch::set_num_threads(static_cast<int>(s.options.threads));
   torch::manual_seed(s.options.seed);  // every rank builds the same weights, then keeps its pieces
@@ -154,6 +169,7 @@ void build_model(Session& s) {
   if (s.lora()) {
     // The base (DiT and text encoder) is frozen; the adapters are the only parameters that train.
     for (auto& p : s.model->parameters()) p.set_requires_grad(false);
+    if (s.options.base_dtype == "bf16") store_linears_in_bf16(*s.model, s);
     lora_set_of(*s.model->dit).attach_trainable(*s.model->dit, parse_lora_config(s.options.lora));
   }
   s.params.clear();
@@ -725,6 +741,11 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
   }
   s.preset = load_model_preset(s.options.model);
   connect_ranks(s);
+  // Refused before the run folder exists, so a corrected command can use the same name.
+  if (s.options.base_dtype == "bf16" &&
+      choose_compute_precision(s.options.precision, s.device.type()).precision != ComputePrecision::bf16)
+    throw Error(ErrorCode::usage, "--base-dtype",
+                "a bf16 base needs --precision bf16 (its linears compute in bf16)");
   check_cache(s);
   preflight_memory(
       estimate_dit_training_memory(s.preset, options.batch, max_video_tokens(s), trainable_estimate(s)),

@@ -20,6 +20,7 @@
 #include <torch/torch.h>
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -340,4 +341,36 @@ TEST_CASE("mugv train --from --lora, lora extract / info / merge on the command 
       "lora merge --run base --lora " + (dir / "none.safetensors").string() + " --out-run m2", dir);
   CHECK(foreign->exit_code != 0);
   CHECK_THAT(foreign->err, Catch::Contains("none.safetensors"));
+}
+
+TEST_CASE("a LoRA run keeps its frozen base in bf16 on request, under bf16 autocast only", "[train][lora]") {
+  test::MicroHome home(6);
+  train_base();
+  write_finetune_clips("ft", 4, 1);
+  auto o = lora_options("half", 6);
+  o.base_dtype = "bf16";
+  o.precision = "bf16";
+  torch::ScalarType base_type = torch::kFloat32, adapter_type = torch::kBFloat16;
+  std::vector<double> losses;
+  TrainCallbacks cb;
+  cb.before_step = [&](int64_t, DiTBundleImpl& model) {
+    base_type = model.dit->blocks->ptr<DiTBlockImpl>(0)->attn->qkv->weight.scalar_type();
+    for (const auto& item : model.dit->named_parameters())
+      if (item.key() == "blocks.0.attn.qkv.lora_A.weight") adapter_type = item.value().scalar_type();
+  };
+  cb.on_step = [&](const StepMetrics& m) { losses.push_back(m.loss); };
+  train_dit(o, lora_config(6), CancelToken(), cb);
+  CHECK(base_type == torch::kBFloat16);
+  CHECK(adapter_type == torch::kFloat32);  // adapters, their gradients and AdamW state stay fp32
+  REQUIRE(losses.size() == 6);
+  for (double l : losses) CHECK(std::isfinite(l));
+  // The adapters saved are fp32 and load onto an fp32 base for sampling.
+  const LoraFile adapter = read_lora_file(checkpoint_file("half", 6, "model.safetensors"));
+  CHECK(adapter.info.dtype == "F32");
+
+  auto fp32 = lora_options("half32", 6);
+  fp32.base_dtype = "bf16";
+  fp32.precision = "fp32";
+  CHECK_THAT(error_of([&] { train_dit(fp32, {}, CancelToken()); }), Catch::Contains("--precision bf16"));
+  CHECK_FALSE(fs::exists(run_paths("half32").root));  // refused before anything was written
 }
