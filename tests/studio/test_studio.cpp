@@ -16,6 +16,7 @@
 #include <catch2/catch.hpp>
 
 #include <QApplication>
+#include <QDir>
 #include <QFileInfo>
 #include <QProcess>
 #include <QSettings>
@@ -86,7 +87,10 @@ void prepare_home(const QString& home, bool with_models) {
                           "dit0", "--steps", "2", "--batch", "2"}));
   // A LoRA fine-tune of dit0 and its adapter as a PEFT file, for the Runs and Generate pages.
   REQUIRE(run_mugv(home, {"train", "--preset", "tiny", "--from", "dit0", "--lora", "rank=2,targets=attn",
-                          "--dataset", "shapes", "--run", "lora0", "--steps", "2", "--batch", "2"}));
+                          "--dataset", "shapes", "--run", "lora0", "--steps", "2", "--batch", "2",
+                          "--sample-every", "2", "--sample-steps", "2"}));
+  // Samples during a LoRA run render with the adapter on its base.
+  REQUIRE(!QDir(home + "/runs/lora0/samples/step-2").entryList(QDir::Files).isEmpty());
   REQUIRE(run_mugv(home, {"lora", "extract", "--run", "lora0", "--out", home + "/lora0.safetensors"}));
 }
 
@@ -260,6 +264,39 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   CHECK(probe(with_adapter.toStdString(), ProbeDepth::headers).metadata.at("lora") ==
         (home + "/lora0.safetensors:0.8").toStdString());
   generate->adapters()->removeRow(0);
+
+  // The new-run dialog fine-tunes: starting from dit0 takes its model and VAE run; LoRA settings go along.
+  NewRunDialog dialog(window.link());
+  REQUIRE(QTest::qWaitFor([&] { return dialog.from()->findData("dit0") >= 0; }, 10000));
+  CHECK(dialog.from()->findData("lora0") < 0);  // a LoRA run is no base until merged
+  CHECK_FALSE(dialog.lora()->isEnabled());
+  dialog.name()->setText("lora-studio");
+  dialog.dataset()->setCurrentText("shapes");
+  dialog.from()->setCurrentIndex(dialog.from()->findData("dit0"));
+  CHECK_FALSE(dialog.model()->isEnabled());
+  CHECK(dialog.model()->currentText() == "tiny");
+  dialog.lora()->setText("rank=2,targets=attn");
+  dialog.update();
+  REQUIRE(dialog.can_start());
+  TrainForm tune = dialog.form();
+  CHECK(tune.from == "dit0");
+  CHECK(tune.vae_run.empty());
+  const auto tune_values = train_job(tune).params["values"];
+  CHECK(tune_values["train.lora"] == "rank=2,targets=attn");
+  CHECK_FALSE(tune_values.contains("train.vae_run"));
+  tune.steps = 2;
+  tune.batch = 2;
+  tune.sample_every = 0;
+  runs->start_training(tune);
+  REQUIRE(QTest::qWaitFor(
+      [&] {
+        runs->refresh();
+        QTest::qWait(200);
+        const int row = runs_row("lora-studio");
+        return row >= 0 && runs->runs()->item(row, 4)->text() == "2";
+      },
+      120000));
+  CHECK(runs->runs()->item(runs_row("lora-studio"), 2)->text().startsWith("dit0"));
 }
 
 TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one becomes the job's options",

@@ -50,7 +50,10 @@ JobRequest generate_job(const GenerateForm& f) {
 std::string validate(const TrainForm& f) {
   if (f.run.empty() || f.run.find('/') != std::string::npos) return "run name: a name without '/'";
   if (f.dataset.empty()) return "dataset: choose a dataset";
-  if (f.vae_run.empty()) return "VAE run: choose the VAE whose latents the DiT learns (train one first)";
+  if (f.vae_run.empty() && f.from.empty())
+    return "VAE run: choose the VAE whose latents the DiT learns (train one first)";
+  if (!f.lora.empty() && f.from.empty())
+    return "LoRA: adapters train on a base; choose the run to start from";
   if (f.steps < 1) return "steps: at least 1";
   if (f.batch < 1) return "batch: at least 1";
   if (f.tp < 1 || f.cp < 1) return "layout: tp and cp are at least 1";
@@ -68,12 +71,16 @@ JobRequest train_job(const TrainForm& f) {
   nlohmann::json values = {{"train.preset", f.train_preset},
                            {"train.model", f.model},
                            {"train.dataset", f.dataset},
-                           {"train.vae_run", f.vae_run},
                            {"train.run", f.run},
                            {"train.steps", f.steps},
                            {"train.batch", f.batch},
                            {"train.sample_every", f.sample_every}};
   if (!f.sample_prompts.empty()) values["train.sample_prompts"] = f.sample_prompts;
+  if (!f.vae_run.empty()) values["train.vae_run"] = f.vae_run;
+  if (!f.from.empty()) {
+    values["train.from"] = f.from;
+    values["train.lora"] = f.lora;
+  }
   values["train.tp"] = f.tp;
   values["train.cp"] = f.cp;
   values["train.zero"] = f.zero;

@@ -35,6 +35,9 @@ JobRequest generate_job(const GenerateForm& form);
 
 struct TrainForm {
   std::string run, dataset, vae_run, model = "tiny", train_preset = "tiny", sample_prompts;
+  // Fine-tuning: the DiT run to start from (its model and VAE run are used), and LoRA settings (empty: every
+  // weight trains).
+  std::string from, lora;
   int steps = 200, batch = 4, sample_every = 0;
   // Parallel layout (`train --tp --cp --zero --recompute`), chosen from the planner's table (layout_plan.h).
   int tp = 1, cp = 1, zero = 0;

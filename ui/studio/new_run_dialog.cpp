@@ -37,6 +37,18 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   vae_ = new QComboBox(this);
   vae_->setEditable(true);
   vae_->setToolTip("VAE run whose latent space the DiT learns");
+  from_ = new QComboBox(this);
+  from_->addItem("(a new model)", QString());
+  from_->setToolTip(
+      "Fine-tune: start from a DiT run's latest checkpoint (its model preset, tokenizer and VAE run are "
+      "used)");
+  lora_ = new QLineEdit(this);
+  lora_->setPlaceholderText("empty: every weight trains; rank=16,targets=attn,cross,mlp: LoRA adapters only");
+  lora_->setEnabled(false);  // adapters need a base
+  lora_->setToolTip(
+      "LoRA settings: rank, alpha, dropout and the linears to adapt (attn, cross, mlp, adaln, text, final, "
+      "all, or "
+      "patterns such as blocks.*.attn.qkv); the base stays frozen");
   model_ = new QComboBox(this);
   model_->addItems({"tiny", "small", "mugv-1b", "mugv-4b", "mugv-10b", "mugv-18b"});
   model_->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
@@ -91,6 +103,8 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   form->addRow("Run name", name_);
   form->addRow("Dataset", dataset_);
   form->addRow("VAE run", vae_);
+  form->addRow("Start from", from_);
+  form->addRow("LoRA", lora_);
   form->addRow("Model", model_);
   form->addRow("Steps", steps_);
   form->addRow("Batch", batch_);
@@ -111,6 +125,8 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   auto again = [this] { update(); };
   connect(name_, &QLineEdit::textChanged, this, again);
   connect(size_, &QLineEdit::textChanged, this, again);
+  connect(lora_, &QLineEdit::textChanged, this, again);
+  connect(from_, &QComboBox::currentIndexChanged, this, [this] { on_from_changed(); });
   for (auto* c : {dataset_, vae_, model_}) connect(c, &QComboBox::currentTextChanged, this, again);
   for (auto* s : {steps_, batch_, gpus_, gpus_per_node_, frames_})
     connect(s, &QSpinBox::valueChanged, this, again);
@@ -131,11 +147,38 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   });
   link.call(MessageType::list_runs, {}, [self](const nlohmann::json& r) {
     if (!self) return;
-    for (const auto& run : r["runs"])
-      if (run.value("kind", "") == "vae")
-        self->vae_->addItem(QString::fromStdString(run["name"].get<std::string>()));
+    for (const auto& run : r["runs"]) {
+      const QString name = QString::fromStdString(run["name"].get<std::string>());
+      if (run.value("kind", "") == "vae") self->vae_->addItem(name);
+      // A LoRA run is no base of its own (merge it first); other DiT runs are.
+      if (run.value("kind", "") == "dit" && !(run.contains("lora") && run["lora"].is_string())) {
+        self->from_->addItem(name, name);
+        auto text = [&](const char* key) {
+          return run.contains(key) && run[key].is_string()
+                     ? QString::fromStdString(run[key].get<std::string>())
+                     : QString();
+        };
+        self->run_model_vae_[name] = {text("preset"), text("vae_run")};
+      }
+    }
     self->update();
   });
+  update();
+}
+
+void NewRunDialog::on_from_changed() {
+  const QString base = from_->currentData().toString();
+  const bool fine_tune = !base.isEmpty();
+  updating_ = true;
+  model_->setEnabled(!fine_tune);
+  vae_->setEnabled(!fine_tune);
+  lora_->setEnabled(fine_tune);
+  if (fine_tune) {
+    const auto& [model, vae] = run_model_vae_[base];
+    if (!model.isEmpty()) model_->setCurrentText(model);  // the planner sizes the base's model
+    if (!vae.isEmpty()) vae_->setCurrentText(vae);
+  }
+  updating_ = false;
   update();
 }
 
@@ -176,6 +219,11 @@ TrainForm NewRunDialog::form() const {
   f.dataset = dataset_->currentText().toStdString();
   f.vae_run = vae_->currentText().toStdString();
   f.model = f.train_preset = model_->currentText().toStdString();
+  f.from = from_->currentData().toString().toStdString();
+  if (!f.from.empty()) {
+    f.vae_run.clear();  // the base's
+    f.lora = lora_->text().trimmed().toStdString();
+  }
   f.steps = steps_->value();
   f.batch = batch_->value();
   f.sample_every = sample_every_->value();
@@ -309,6 +357,8 @@ void NewRunDialog::update() {
       field = dataset_;
     else if (text.startsWith("VAE"))
       field = vae_;
+    else if (text.startsWith("LoRA"))
+      field = lora_;
     else if (text.startsWith("layout"))
       field = layouts_;
     mark(field, text);

@@ -19,6 +19,8 @@
 #include <QSpinBox>
 #include <QTableWidget>
 
+#include <map>
+
 namespace mugv::studio {
 
 class NewRunDialog : public QDialog {
@@ -39,6 +41,9 @@ class NewRunDialog : public QDialog {
   QLineEdit* name() const { return name_; }
   QComboBox* dataset() const { return dataset_; }
   QComboBox* vae() const { return vae_; }
+  // Fine-tuning: the run to start from ("" = a new model) and LoRA settings (empty: full fine-tune).
+  QComboBox* from() const { return from_; }
+  QLineEdit* lora() const { return lora_; }
   QComboBox* model() const { return model_; }
   QSpinBox* batch() const { return batch_; }
   QComboBox* where() const { return where_; }
@@ -54,8 +59,11 @@ class NewRunDialog : public QDialog {
   void on_where_changed();
   void mark(QWidget* field, const QString& why);
 
-  QLineEdit *name_, *size_;
-  QComboBox *dataset_, *vae_, *model_, *where_;
+  void on_from_changed();
+
+  QLineEdit *name_, *size_, *lora_;
+  QComboBox *dataset_, *vae_, *model_, *where_, *from_;
+  std::map<QString, std::pair<QString, QString>> run_model_vae_;  // DiT run -> (model preset, VAE run)
   QSpinBox *steps_, *batch_, *sample_every_, *gpus_, *gpus_per_node_, *frames_;
   QDoubleSpinBox *memory_, *peak_;
   QTableWidget* layouts_;
