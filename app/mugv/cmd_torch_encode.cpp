@@ -1,4 +1,5 @@
-// mugv encode --dataset D --vae-run V: the latent cache the DiT trains on (backend/train/latent_cache.h).
+// mugv encode --dataset D --vae-run V | --model M --size WxH --frames F: the latent cache the DiT trains on
+// (backend/train/latent_cache.h).
 #include "command.h"
 
 #include "catalog/catalog.h"
@@ -17,10 +18,19 @@ namespace {
 int run(const Invocation& inv) {
   const auto& v = inv.values;
   if (!v.has("encode.dataset")) throw Error(ErrorCode::usage, "--dataset", "is required");
-  if (!v.has("encode.vae_run")) throw Error(ErrorCode::usage, "--vae-run", "is required");
+  if (v.has("encode.vae_run") == v.has("encode.model"))
+    throw Error(ErrorCode::usage, "--vae-run",
+                "give the VAE run to encode with, or a released model (--model)");
   LatentCacheOptions options;
   options.dataset = v.get_text("encode.dataset");
-  options.vae_run = v.get_text("encode.vae_run");
+  if (v.has("encode.vae_run")) options.vae_run = v.get_text("encode.vae_run");
+  if (v.has("encode.model")) {
+    options.model = v.get_text("encode.model");
+    if (!v.has("encode.size") || !v.has("encode.frames"))
+      throw Error(ErrorCode::usage, "--size", "a released model's VAE encodes at --size WxH and --frames F");
+    const Size2D size = v.get_size2d("encode.size");
+    options.geometry = {size.width, size.height, v.get_int("encode.frames"), v.get_real("encode.fps")};
+  }
   options.threads = v.get_int("encode.threads");
   Catalog catalog = Catalog::open(catalog_path());
   auto r = encode_latents(catalog, options, CancelToken(), terminal_progress());
@@ -56,11 +66,24 @@ Command encode_command() {
   Command c;
   c.words = {"encode"};
   c.summary = "encode a dataset's clips into the latent cache of a VAE run";
-  c.usage = "--dataset D --vae-run V";
+  c.usage = "--dataset D --vae-run V | --model NAME|DIR --size WxH --frames F [--fps R]";
   c.define = [](ParamRegistry& r) {
     r.add(param("encode.dataset", "--dataset", ParamType::text, nullptr, "dataset to encode", "encode"));
     r.add(param("encode.vae_run", "--vae-run", ParamType::text, nullptr,
                 "VAE run whose encoder and geometry to use", "encode"));
+    r.add(param("encode.model", "--model", ParamType::path, nullptr,
+                "a released model folder (or installed model name) whose VAE to use, for fine-tuning it",
+                "encode"));
+    r.add(
+        param("encode.size", "--size", ParamType::size2d, nullptr, "clip size WxH (with --model)", "encode"));
+    auto frames = param("encode.frames", "--frames", ParamType::integer, nullptr,
+                        "frames per clip (with --model)", "encode");
+    frames.min_value = 1;
+    r.add(frames);
+    auto fps = param("encode.fps", "--fps", ParamType::real, 0.0,
+                     "frame rate clips are resampled to (0: as recorded; with --model)", "encode");
+    fps.min_value = 0;
+    r.add(fps);
     auto threads =
         param("encode.threads", "--threads", ParamType::integer, 0, "CPU threads (0: all cores)", "machine");
     threads.min_value = 0;

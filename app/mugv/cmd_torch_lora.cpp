@@ -8,6 +8,7 @@
 #include "model/lora_file.h"
 #include "model/weights.h"
 #include "sample/model_bundle.h"
+#include "sample/release_model.h"
 #include "train/checkpoint_store.h"
 #include "train/fine_tune.h"
 #include "train/run_layout.h"
@@ -112,12 +113,14 @@ int run_extract(const Invocation& inv) {
   } else {
     // A full fine-tune (or any run against a --base): the truncated SVD of its difference from the base.
     std::string base_run;
+    fs::path base_model;  // a released model folder
     std::optional<int64_t> base_step;
     WeightsKind base_weights = WeightsKind::unknown;
     if (v.has("lora.base")) {
       base_run = v.get_text("lora.base");
     } else if (auto base = base_of_run(manifest)) {
       base_run = base->run;
+      base_model = base->release;
       base_step = base->step;
       base_weights = base->weights == WeightSet::model ? WeightsKind::model : WeightsKind::ema;
       metadata["base_sha256"] = base->sha256;
@@ -127,7 +130,8 @@ int run_extract(const Invocation& inv) {
                       " is neither a LoRA run nor a fine-tune of a base; name the base with --base RUN"));
     }
     ModelBundle tuned = load_run_weights(run, weights_wanted(v), checkpoint_wanted(v));
-    ModelBundle base = load_run_weights(base_run, base_weights, base_step);
+    ModelBundle base = base_model.empty() ? load_run_weights(base_run, base_weights, base_step)
+                                          : load_release_model(base_model, ReleaseLoadOptions{});
     const int64_t rank = v.get_int("lora.rank");
     std::vector<std::string> targets;
     for (const auto& t : split(v.get_text("lora.targets"), ','))
@@ -137,10 +141,10 @@ int run_extract(const Invocation& inv) {
     metadata["lora_targets"] = v.get_text("lora.targets");
     metadata["extracted_relative_error"] = cat(error);
     report["relative_error"] = error;
-    report["base"] = base_run;
+    report["base"] = base_model.empty() ? base_run : base_model.string();
   }
   if (auto base = base_of_run(manifest)) {
-    metadata["base_model"] = cat(base->run, "@step-", base->step, " (", to_string(base->weights), ")");
+    metadata["base_model"] = describe(*base);
     metadata.emplace("base_sha256", base->sha256);
   }
   write_adapter(out, weights, dropout, metadata);
@@ -196,6 +200,11 @@ int run_merge(const Invocation& inv) {
   if (lora_spec_of_run(manifest)) {
     // The run's own adapter goes into its base first.
     const BaseModel base = *base_of_run(manifest);
+    if (base.is_release())
+      throw Error(
+          ErrorCode::unsupported, run,
+          "merging into a released model's DiT is not supported yet; generate with the LoRA run itself, or "
+          "apply its adapter (mugv lora extract) with generate --model ... --lora");
     bundle = load_run_weights(
         base.run, base.weights == WeightSet::model ? WeightsKind::model : WeightsKind::ema, base.step);
     adapters.push_back(

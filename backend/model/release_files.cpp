@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <system_error>
 
@@ -146,6 +147,26 @@ nlohmann::json to_json(const InstalledModel& m) {
                       {"complete", m.problem.empty() && m.dit.has_value()}};
   if (!m.problem.empty()) j["problem"] = m.problem;
   return j;
+}
+
+std::string release_latent_cache_name(const ReleaseModelFiles& files) {
+  std::string name = "release-";
+  for (char c : files.dir.filename().string())
+    name += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ? c : '_';
+  return name;
+}
+
+ReleaseModelFiles resolve_release_model(const std::string& name_or_dir) {
+  const fs::path given(name_or_dir);
+  std::error_code ec;
+  if (fs::is_directory(given, ec)) return find_release_model(fs::absolute(given));
+  // A bare name (which a command line may have made absolute against the working folder) names an installed
+  // model.
+  const fs::path installed = models_dir() / given.filename();
+  if (given.has_filename() && fs::is_directory(installed, ec)) return find_release_model(installed);
+  throw Error(ErrorCode::not_found, name_or_dir,
+              "no such model folder, and no installed model of that name in " + models_dir().string() +
+                  " (mugv model list)");
 }
 
 }  // namespace mugv

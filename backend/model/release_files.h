@@ -36,6 +36,13 @@ struct ReleaseModelFiles {
 // holds no DiT weights (listing the names looked for).
 [[nodiscard]] ReleaseModelFiles find_release_model(const std::filesystem::path& dir);
 
+// The latent cache name of a dataset encoded with the model's VAE ("release-<folder>"): where `mugv encode
+// --model` writes and a fine-tune of the model reads (train/latent_cache.h latent_cache_dir).
+[[nodiscard]] std::string release_latent_cache_name(const ReleaseModelFiles& files);
+// A released model named on the command line: a folder, or the name of one under models_dir(). Throws as
+// find_release_model, naming what was given.
+[[nodiscard]] ReleaseModelFiles resolve_release_model(const std::string& name_or_dir);
+
 // $MUGV_HOME/models (core/paths.h).
 [[nodiscard]] std::filesystem::path models_dir();
 

@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "model/lora_file.h"
+#include "model/release_weights.h"
 #include "model/run_models.h"
 #include "model/weights.h"
 #include "train/fine_tune.h"
@@ -135,9 +136,15 @@ void load_run_header(ModelBundle& b, const std::string& run_name) {
   if (b.run.kind != RunLayoutKind::dit)
     throw Error(ErrorCode::invalid_argument, run_name,
                 cat("is a ", to_string(b.run.kind), " run; generating needs a DiT run (mugv train)"));
-  if (b.run.vae_run.empty())
-    throw Error(ErrorCode::invalid_argument, run_name, "run.json names no VAE run (vae_run)");
-  b.preset = load_model_preset(b.run.preset);
+  if (auto base = base_of_run(b.run); base && base->is_release()) {
+    // A fine-tune of a released model: its preset, prompts cut as the release's T5 pipeline cuts them.
+    b.preset = base_preset(*base);
+    b.prompt_limit = TokenLimitPolicy::truncate;
+  } else {
+    if (b.run.vae_run.empty())
+      throw Error(ErrorCode::invalid_argument, run_name, "run.json names no VAE run (vae_run)");
+    b.preset = load_model_preset(b.run.preset);
+  }
   if (!fs::exists(paths.tokenizer()))
     throw Error(ErrorCode::not_found, paths.tokenizer().string(),
                 "the run has no tokenizer; it cannot encode prompts");
@@ -146,6 +153,12 @@ void load_run_header(ModelBundle& b, const std::string& run_name) {
 
 // The VAE of the run's VAE run with its latent statistics and preview map, and the flow shift.
 void load_vae_side(ModelBundle& b, const std::string& run_name) {
+  if (auto base = base_of_run(b.run); base && base->is_release()) {
+    b.codec = load_release_codec(find_release_model(base->release));
+    set_default_latent_rgb(b, b.codec->latent_channels());
+    b.shift_base_px = shift_base_of(b.run.config).value_or(512.0);
+    return;
+  }
   const RunPaths vae_paths = run_paths(b.run.vae_run);
   b.vae_run = read_run_manifest(vae_paths);
   if (b.vae_run.kind != RunLayoutKind::vae)
@@ -193,17 +206,22 @@ ModelBundle load_run_weights(const std::string& run_name, WeightsKind want,
   const CheckpointRef ckpt = checkpoint_step ? CheckpointStore(paths.checkpoints()).open(*checkpoint_step)
                                              : latest_checkpoint(paths, run_name, &b.refused);
   b.checkpoint_step = ckpt.step;
-  if (lora_spec_of_run(b.run)) {
-    // A LoRA run's checkpoints hold its adapters; the frozen base is the checkpoint its config names.
-    load_base_model(*base_of_run(b.run), b.dit, b.text);
+  const auto base = base_of_run(b.run);
+  const bool lora = lora_spec_of_run(b.run).has_value();
+  if (base && (lora || base->is_release())) {
+    // A LoRA run's checkpoints hold its adapters, and a fine-tune of a released model its DiT alone: the rest
+    // is the base its config names.
+    load_base_model(*base, b.dit, b.text);
     const fs::path ema = ckpt.dir / "ema.safetensors", model = ckpt.dir / "model.safetensors";
     const bool use_ema = want != WeightsKind::model && fs::exists(ema);
     if (want == WeightsKind::ema && !use_ema)
       throw Error(ErrorCode::not_found, ema.string(), "the checkpoint holds no EMA of the adapters");
     const fs::path file = use_ema ? ema : model;
-    const LoraFile adapter = read_lora_file(file);
     b.weights = use_ema ? WeightsKind::ema : WeightsKind::model;
-    lora_set_of(*b.dit).attach(*b.dit, adapter.weights, 1.0, file.string());
+    if (lora)
+      lora_set_of(*b.dit).attach(*b.dit, read_lora_file(file).weights, 1.0, file.string());
+    else
+      load_prefixed({{"dit", b.dit.ptr()}}, file);
     return b;
   }
   if (const CheckpointLayout saved = read_checkpoint_layout(ckpt.dir); saved.tp > 1) {

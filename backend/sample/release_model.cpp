@@ -9,6 +9,7 @@
 #include "model/info.h"
 #include "model/mugv_vae.h"
 #include "model/release_files.h"
+#include "model/release_weights.h"
 #include "model/weights.h"
 
 #include <torch/version.h>
@@ -103,40 +104,11 @@ std::string with_aesthetic_score(const std::string& prompt, double score) {
 
 ModelBundle load_release_model(const fs::path& dir, const ReleaseLoadOptions& o) {
   const ReleaseModelFiles files = find_release_model(dir);
-  std::string missing;
-  auto lack = [&](const std::string& what) { missing += (missing.empty() ? "" : "; ") + what; };
-  if (!files.vae) lack("no vae.pt or vae.safetensors");
-  if (!files.text_encoder)
-    lack("no T5 folder (a sub-folder whose config.json says model_type t5)");
-  else if (!files.tokenizer)
-    lack("no spiece.model in " + files.text_encoder->string());
-  if (!missing.empty()) throw Error(ErrorCode::not_found, dir.string(), missing);
-
   const torch::ScalarType dtype = o.dtype.value_or(o.device.is_cuda() ? torch::kBFloat16 : torch::kFloat32);
-  const WeightFiles dit_files = WeightFiles::open(files.dit);
-  const WeightFiles vae_files = WeightFiles::open(*files.vae);
-
   ModelBundle b;
   b.device = o.device;
-  b.preset.name = dir.filename().string();
-  b.preset.description = "released MUG-V model in " + dir.string();
-  b.preset.dit =
-      dit_config_from_checkpoint(shapes_of(dit_files), ReleaseDefaults::text_tokens, files.dit.string());
-  const MugvVAEConfig vae_config = mugv_vae_config_from_shapes(shapes_of(vae_files));
-  const fs::path t5_config = *files.text_encoder / "config.json";
-  b.preset.text =
-      t5_config_from_hf_json(read_json_file(t5_config), ReleaseDefaults::text_tokens, t5_config.string());
-  if (b.preset.dit.text_dim != b.preset.text.dim)
-    throw Error(ErrorCode::invalid_argument, files.dit.string(),
-                cat("y_embedder.y_proj.fc1.weight reads text of width ", b.preset.dit.text_dim, "; ",
-                    t5_config.string(), " has d_model ", b.preset.text.dim));
-  if (b.preset.dit.in_channels != vae_config.latent_channels)
-    throw Error(ErrorCode::invalid_argument, files.dit.string(),
-                cat("x_embedder.proj.weight takes ", b.preset.dit.in_channels, " latent channels; ",
-                    files.vae->string(), " has ", vae_config.latent_channels));
-  b.preset.vae.latent_channels = static_cast<int>(vae_config.latent_channels);
-  b.preset.vae.compress_t = static_cast<int>(vae_config.temporal_factor());
-  b.preset.vae.compress_h = b.preset.vae.compress_w = static_cast<int>(vae_config.spatial_factor());
+  MugvVAEConfig vae_config;
+  b.preset = release_preset(files, &vae_config);
   const bool block_swap = choose_block_swap(b, vae_config, o, dtype, dir);
 
   {
@@ -144,12 +116,9 @@ ModelBundle load_release_model(const fs::path& dir, const ReleaseLoadOptions& o)
     b.dit = DiT(b.preset.dit);
     b.text = make_text_encoder(b.preset.text);
   }
-  (void)load_module(*b.dit, dit_files, {}, UnexpectedTensors::error);
-  // A Hugging Face T5 folder may hold the whole encoder-decoder; only the encoder's tensors are read.
-  (void)load_t5_encoder(*std::dynamic_pointer_cast<T5EncoderImpl>(b.text), *files.text_encoder);
-  MugvVAE vae(vae_config);
-  (void)load_module(*vae, vae_files, {}, UnexpectedTensors::error);
-  b.codec = make_video_codec(vae);
+  load_release_dit(files, *b.dit);
+  load_release_text(files, *b.text);
+  b.codec = load_release_codec(files);
   b.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_file(*files.tokenizer));
   b.prompt_limit = TokenLimitPolicy::truncate;
 
@@ -171,9 +140,10 @@ ModelBundle load_release_model(const fs::path& dir, const ReleaseLoadOptions& o)
   b.codec->module().to(o.device);
   b.latent_rgb_weight = b.latent_rgb_weight.to(o.device);
   b.latent_rgb_bias = b.latent_rgb_bias.to(o.device);
-  log_info(cat(b.run.name, ": DiT ", human_bytes(double(dit_files.total_bytes())), " (", b.preset.dit.depth,
-               " blocks, hidden ", b.preset.dit.hidden, "), T5 ", b.preset.text.layers, " layers, on ",
-               o.device.str(), " in ", c10::toString(dtype), block_swap ? ", block swap" : ""));
+  log_info(cat(b.run.name, ": DiT ", human_bytes(double(WeightFiles::open(files.dit).total_bytes())), " (",
+               b.preset.dit.depth, " blocks, hidden ", b.preset.dit.hidden, "), T5 ", b.preset.text.layers,
+               " layers, on ", o.device.str(), " in ", c10::toString(dtype),
+               block_swap ? ", block swap" : ""));
   return b;
 }
 

@@ -1,8 +1,11 @@
 #include "train/fine_tune.h"
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/json_io.h"
+#include "core/paths.h"
 #include "core/strings.h"
+#include "model/release_weights.h"
 #include "model/weights.h"
 #include "train/sharded_checkpoint.h"
 
@@ -17,6 +20,15 @@ std::string recorded_sha256(const fs::path& checkpoint_dir, const fs::path& file
     throw Error(ErrorCode::corrupt, checkpoint_dir.string(),
                 cat(file.filename().string(), " is not in its manifest"));
   return it->value("sha256", std::string());
+}
+
+bool run_exists(const std::string& name) {
+  try {
+    std::error_code ec;
+    return fs::exists(run_paths(name).manifest(), ec);
+  } catch (const Error&) {
+    return false;  // not a run name (a path, say)
+  }
 }
 
 }  // namespace
@@ -71,11 +83,61 @@ BaseModel find_base_model(const std::string& run, WeightSet weights, std::option
   return b;
 }
 
+BaseModel find_base(const std::string& name, WeightSet weights) {
+  if (run_exists(name)) return find_base_model(name, weights);
+  BaseModel b;
+  ReleaseModelFiles files;
+  try {
+    files = resolve_release_model(name);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::not_found, name,
+                cat("is neither a run (mugv runs are in ", (mugv_home() / "runs").string(),
+                    ") nor a released model: ", e.message()));
+  }
+  b.release = files.dir;
+  b.weights = WeightSet::model;
+  b.sha256 = content_hash_of_file(files.dit);
+  (void)release_preset(files);  // a folder that lacks a part or whose parts disagree is refused here
+  return b;
+}
+
+std::string describe(const BaseModel& b) {
+  if (b.is_release()) return "the released model in " + b.release.string();
+  return cat("run ", b.run, " at step ", b.step, " (", to_string(b.weights), ")");
+}
+
+ModelPreset base_preset(const BaseModel& b) {
+  return b.is_release() ? release_preset(find_release_model(b.release))
+                        : load_model_preset(b.manifest.preset);
+}
+
+std::string base_latent_cache(const BaseModel& b) {
+  return b.is_release() ? release_latent_cache_name(find_release_model(b.release)) : b.manifest.vae_run;
+}
+
+fs::path base_tokenizer(const BaseModel& b) {
+  return b.is_release() ? *find_release_model(b.release).tokenizer : run_paths(b.run).tokenizer();
+}
+
 nlohmann::json to_json(const BaseModel& b) {
+  if (b.is_release()) return {{"model", b.release.string()}, {"sha256", b.sha256}};
   return {{"run", b.run}, {"step", b.step}, {"weights", to_string(b.weights)}, {"sha256", b.sha256}};
 }
 
 BaseModel base_model_from_json(const nlohmann::json& j, const std::string& subject) {
+  if (j.is_object() && j.contains("model")) {
+    BaseModel b;
+    try {
+      b = find_base(j.at("model").get<std::string>(), WeightSet::model);
+    } catch (const std::exception& e) {
+      throw Error(ErrorCode::conflict, subject,
+                  cat("its base, the released model ", j.value("model", ""), ", cannot be used: ", e.what()));
+    }
+    if (b.sha256 != j.value("sha256", ""))
+      throw Error(ErrorCode::conflict, subject,
+                  cat("its base ", b.release.string(), " has another DiT file than when this run started"));
+    return b;
+  }
   std::string run, weights, sha256;
   int64_t step = 0;
   try {
@@ -109,6 +171,12 @@ std::optional<BaseModel> base_of_run(const RunManifest& manifest) {
 }
 
 void load_base_model(const BaseModel& base, const DiT& dit, const std::shared_ptr<TextEncoderBase>& text) {
+  if (base.is_release()) {
+    const ReleaseModelFiles files = find_release_model(base.release);
+    load_release_dit(files, *dit.ptr());
+    load_release_text(files, *text);
+    return;
+  }
   torch::nn::Module both, dit_only;
   both.register_module("dit", dit.ptr());
   both.register_module("text", text);

@@ -23,7 +23,9 @@
 namespace mugv {
 
 struct BaseModel {
-  std::string run;
+  std::string run;                // a run of this project, or:
+  std::filesystem::path release;  // a released model folder
+  bool is_release() const { return !release.empty(); }
   int64_t step = 0;
   WeightSet weights = WeightSet::ema;
   std::string sha256;  // of the weights file, from the checkpoint manifest
@@ -31,6 +33,19 @@ struct BaseModel {
   fs::path checkpoint_dir;
   fs::path weights_file() const;
 };
+
+// `name` as --from gives it: a run of that name, else a released model folder or installed model name. Throws
+// Error(not_found) naming it when it is neither, and the errors below.
+[[nodiscard]] BaseModel find_base(const std::string& name, WeightSet weights);
+// "run R at step N (ema)" or "the released model in DIR", for logs and messages.
+[[nodiscard]] std::string describe(const BaseModel& base);
+// The base's model as a preset (a run's preset, or the released model's, model/release_weights.h).
+[[nodiscard]] ModelPreset base_preset(const BaseModel& base);
+// The latent cache (train/latent_cache.h) a fine-tune of `base` learns: its VAE run's, or the released
+// model's.
+[[nodiscard]] std::string base_latent_cache(const BaseModel& base);
+// The tokenizer file of the base (a run's tokenizer.model, a released model's spiece.model).
+[[nodiscard]] std::filesystem::path base_tokenizer(const BaseModel& base);
 
 // Run `run` at checkpoint `step` (its latest good one when nullopt) with `weights` (ema, or model = the
 // training weights). Throws Error(not_found) naming the run when it has no usable checkpoint or lacks those

@@ -15,7 +15,11 @@ namespace mugv {
 
 struct LatentCacheOptions {
   std::string dataset;
-  std::string vae_run;
+  std::string vae_run;  // a VAE run of this project (its encoder and geometry), or:
+  // a released model folder or installed model name (model/release_files.h): its VAE at `geometry`, into the
+  // cache release_latent_cache_name() names
+  std::string model;
+  ClipGeometry geometry;
   int64_t threads = 0;  // torch threads; 0 keeps the current setting
 };
 
@@ -34,7 +38,8 @@ struct LatentCacheReport {
   std::vector<ClipFailure> failures;
 };
 
-// Throws Error(not_found) for an unknown dataset or VAE run, Error(invalid_argument) when the dataset
+// Throws Error(usage) when neither or both of vae_run and model are given, or model without a geometry;
+// Error(not_found) for an unknown dataset, VAE run or model, Error(invalid_argument) when the dataset
 // has no clip to encode (the message counts rejected and uncaptioned clips), Error(cancelled).
 LatentCacheReport encode_latents(Catalog& catalog, const LatentCacheOptions& options,
                                  const CancelToken& cancel, const ProgressFn& progress);

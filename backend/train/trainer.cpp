@@ -151,6 +151,8 @@ void build_model(Session& s) {
   torch::manual_seed(s.options.seed);  // every rank builds the same weights, then keeps its pieces
   s.model = DiTBundle(s.preset);
   if (s.base) load_base_model(*s.base, s.model->dit, s.model->text);  // draws nothing from the generator
+  if (s.base && s.base->is_release())                                 // the released T5 stays as released
+    for (auto& p : s.model->text->parameters()) p.set_requires_grad(false);
   s.model->to(s.device);  // after seeding on the CPU: the same initial weights on any device
   s.model->train();
   auto recompute = recompute_from_string(s.options.recompute);
@@ -200,7 +202,12 @@ std::map<std::string, std::string> file_metadata(const Session& s, int64_t step)
 // What the checkpoints hold as "model": every weight, or a LoRA run's adapters alone (the base is its own
 // run's checkpoint).
 NamedTensors saved_state(const Session& s) {
-  return s.lora() ? s.params : module_state(*s.model);
+  if (s.lora()) return s.params;
+  if (!s.base || !s.base->is_release()) return module_state(*s.model);
+  NamedTensors dit;  // a released base's T5 is frozen and read from its folder
+  for (auto& [name, t] : module_state(*s.model))
+    if (name.rfind("dit.", 0) == 0) dit.emplace_back(name, t);
+  return dit;
 }
 
 CheckpointRef save_checkpoint(Session& s, double loss) {
@@ -497,8 +504,11 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
         null_text = s.model->text->forward(torch::tensor(empty.ids, torch::kLong).view({1, -1}).to(s.device),
                                            null_mask);
       }
+      // Nothing to drop: the captions as they are (the release layout has no null caption to fall back on).
       auto [text_in, mask_in] =
-          s.model->dit->drop_captions(text, mask_t, fb.drop_caption, null_text, null_mask);
+          fb.drop_caption.any().item<bool>()
+              ? s.model->dit->drop_captions(text, mask_t, fb.drop_caption, null_text, null_mask)
+              : std::make_pair(text, mask_t);
       pred = s.model->dit
                  ->forward(fb.x_t, fb.t * kDiTTimesteps, text_in, mask_in, fps,
                            any_cond ? fb.cond_mask : torch::Tensor())
@@ -716,15 +726,17 @@ namespace {
 // A fine-tune learns in its base's latent space with its base's model: the VAE run and model preset follow
 // the base; a different VAE run given explicitly is refused (its latents mean something else).
 void adopt_base(Session& s) {
-  const RunManifest& base = s.base->manifest;
-  if (!s.options.vae_run.empty() && s.options.vae_run != base.vae_run)
+  const std::string cache = base_latent_cache(*s.base);
+  const std::string model =
+      s.base->is_release() ? s.base->release.filename().string() : s.base->manifest.preset;
+  if (!s.options.vae_run.empty() && s.options.vae_run != cache)
     throw Error(ErrorCode::invalid_argument, "--vae-run",
-                cat("the base run ", base.name, " learnt the latents of VAE run '", base.vae_run, "', not '",
-                    s.options.vae_run, "'; leave --vae-run out or encode the dataset with ", base.vae_run));
-  if (s.options.model != base.preset)
-    log_info(cat("run ", s.options.run, ": model preset ", base.preset, " (the base's)"));
-  s.options.vae_run = base.vae_run;
-  s.options.model = base.preset;
+                cat("the base learnt the latents of '", cache, "', not '", s.options.vae_run,
+                    "'; leave --vae-run out and encode the dataset with the base's VAE",
+                    s.base->is_release() ? " (mugv encode --model)" : ""));
+  if (s.options.model != model) log_info(cat("run ", s.options.run, ": model ", model, " (the base's)"));
+  s.options.vae_run = cache;
+  s.options.model = model;
 }
 
 }  // namespace
@@ -735,11 +747,10 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
   s.options = options;
   s.paths = run_paths(options.run);
   if (!options.from.empty()) {
-    s.base =
-        find_base_model(options.from, weight_set_from_string(options.from_weights).value_or(WeightSet::ema));
+    s.base = find_base(options.from, weight_set_from_string(options.from_weights).value_or(WeightSet::ema));
     adopt_base(s);
   }
-  s.preset = load_model_preset(s.options.model);
+  s.preset = s.base ? base_preset(*s.base) : load_model_preset(s.options.model);
   connect_ranks(s);
   // Refused before the run folder exists, so a corrected command can use the same name.
   if (s.options.base_dtype == "bf16" &&
@@ -758,7 +769,7 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
                   "a run of this name exists; continue it with `mugv resume " + options.run +
                       "` or choose another --run");
     if (s.base) {  // the base's text encoder reads its own tokenizer's ids
-      s.tokenizer = Tokenizer::from_file(run_paths(s.base->run).tokenizer());
+      s.tokenizer = Tokenizer::from_file(base_tokenizer(*s.base));
     } else {
       std::set<std::string> unique;
       for (const auto& c : s.clips) unique.insert(c.caption);
@@ -791,10 +802,9 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
   for (const auto& [name, p] : s.params) trainable += p.numel();
   log_info(cat("run ", options.run, ": ", s.clips.size(), " cached clips, ", parameter_count(*s.model),
                " parameters (", trainable, " trained), ", options.threads, " threads",
-               s.base
-                   ? cat(", from run ", s.base->run, " step ", s.base->step, " (", to_string(s.base->weights),
-                         s.lora() ? ", LoRA " + s.options.lora : std::string(", full fine-tune"), ")")
-                   : std::string()));
+               s.base ? cat(", from ", describe(*s.base), " (",
+                            s.lora() ? "LoRA " + s.options.lora : std::string("full fine-tune"), ")")
+                      : std::string()));
   return run_loop(s, cancel, callbacks, TrainResult{});
 }
 
@@ -813,7 +823,7 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
   s.options = train_options_from(values, TrainKind::dit);
   s.options.run = name;
   s.base = base_of_run(manifest);  // the very checkpoint it started from, checked by its SHA-256
-  s.preset = load_model_preset(manifest.preset);
+  s.preset = s.base ? base_preset(*s.base) : load_model_preset(manifest.preset);
   connect_ranks(s);
   check_cache(s);
   preflight_memory(

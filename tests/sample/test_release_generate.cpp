@@ -245,3 +245,71 @@ TEST_CASE("mugv generate --model runs image-to-video with the release's defaults
   CHECK(missing->exit_code == 1);
   CHECK_THAT(missing->err, Catch::Contains("no-such-model"));
 }
+
+TEST_CASE("a released model fine-tunes: encode with its VAE, LoRA and full fine-tune, resume and generate",
+          "[cli][sample][release][lora]") {
+  const fs::path model = release_folder();
+  TempDir home("mugv-release-tune");
+  const fs::path scratch = home / "scratch";
+  fs::create_directories(scratch);
+  auto mugv = [&](const std::string& args) {
+    auto r = test::run_mugv_cli(args, scratch, home.path());
+    REQUIRE(r);
+    INFO("mugv " << args << "\n" << r->err);
+    REQUIRE(r->exit_code == 0);
+    return r->out;
+  };
+  const std::string m = test::shell_quote_arg(model.string());
+  mugv("make-dataset shapes --out " + (home / "shapes").string() + " --count 6 --size 32 --frames 9 --fps 8");
+  mugv("dataset import " + (home / "shapes").string() + " --name shapes");
+  auto encoded = nlohmann::json::parse(
+      mugv("encode --dataset shapes --model " + m + " --size 32x32 --frames 9 --fps 8 --json"));
+  CHECK(encoded["encoded"] == 6);
+  CHECK(encoded["cache_dir"].get<std::string>().find("release-MUG-V-tiny") != std::string::npos);
+
+  const std::string common = " --preset tiny --dataset shapes --batch 2 --threads 2 --save-every 2 --json";
+  auto lora = nlohmann::json::parse(
+      mugv("train --from " + m + " --lora rank=2,targets=attn,mlp --run rl --steps 2" + common));
+  CHECK(lora["last_step"] == 2);
+  const auto run = read_json_file(home / "runs" / "rl" / "run.json");
+  CHECK(run["config"]["base"]["model"] == model.string());
+  CHECK(run["vae_run"] == "release-MUG-V-tiny");
+  // Its checkpoints hold the adapters; the T5 and the DiT stay in the model folder.
+  const auto adapter =
+      SafetensorsFile::open(home / "runs" / "rl" / "checkpoints" / "step-2" / "model.safetensors");
+  for (const auto& name : adapter.names()) CHECK(name.find(".lora_") != std::string::npos);
+  auto resumed = nlohmann::json::parse(mugv("resume rl --steps 4 --json"));
+  CHECK(resumed["start_step"] == 2);
+  CHECK(resumed["last_step"] == 4);
+  auto generated =
+      nlohmann::json::parse(mugv("generate --run rl --prompt 'a red circle moving left' --frames 9 --size "
+                                 "32x32 --steps 2 --json --out " +
+                                 (scratch / "rl.mp4").string()));
+  CHECK(generated["checkpoint_step"] == 4);
+  CHECK(fs::file_size(scratch / "rl.mp4") > 0);
+
+  // A full fine-tune trains the DiT only: its checkpoints hold dit.* and no T5.
+  mugv("train --from " + m + " --run rf --steps 2" + common);
+  const auto full =
+      SafetensorsFile::open(home / "runs" / "rf" / "checkpoints" / "step-2" / "model.safetensors");
+  CHECK(full.contains("dit.blocks.0.attn.qkv.weight"));
+  for (const auto& name : full.names()) CHECK(name.rfind("dit.", 0) == 0);
+  mugv("generate --run rf --prompt 'a red circle moving left' --frames 9 --size 32x32 --steps 2 --out " +
+       (scratch / "rf.mp4").string());
+  // The full fine-tune as an adapter: the SVD of its difference from the released DiT.
+  auto extracted = nlohmann::json::parse(mugv("lora extract --run rf --rank 4 --targets attn --json --out " +
+                                              (scratch / "rf.safetensors").string()));
+  CHECK(extracted["base"] == model.string());
+  CHECK(extracted["relative_error"].get<double>() < 1.0);
+  auto with_adapter = nlohmann::json::parse(
+      mugv("generate --model " + m + " --lora " + (scratch / "rf.safetensors").string() +
+           ":1 --prompt 'a red circle' --frames 9 --size 32x32 --steps 2 --json --out " +
+           (scratch / "adapted.mp4").string()));
+  CHECK(with_adapter["metadata"]["lora"] == (scratch / "rf.safetensors").string() + ":1");
+
+  // Latents of another encoder are refused with what to do.
+  auto wrong = test::run_mugv_cli("train --from " + m + " --vae-run vae0 --run rw --steps 2" + common,
+                                  scratch, home.path());
+  CHECK(wrong->exit_code != 0);
+  CHECK_THAT(wrong->err, Catch::Contains("mugv encode --model"));
+}
