@@ -355,7 +355,8 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("a lora argument splits FILE:SCALE at the last colon when a number follows", "[unit][model][lora]") {
+TEST_CASE("a lora argument splits FILE:SCALE at the last colon when a number follows",
+          "[unit][model][lora]") {
   CHECK(parse_lora_argument("a.safetensors").scale == 1.0);
   CHECK(parse_lora_argument("a.safetensors:0.5").scale == 0.5);
   CHECK(parse_lora_argument("a.safetensors:0.5").file == "a.safetensors");
