@@ -504,11 +504,12 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
         null_text = s.model->text->forward(torch::tensor(empty.ids, torch::kLong).view({1, -1}).to(s.device),
                                            null_mask);
       }
-      // Nothing to drop: the captions as they are (the release layout has no null caption to fall back on).
+      // A model without a learned null caption (the release layout) needs nothing when no caption is dropped;
+      // one with it always goes through drop_captions, so its null caption gets a (zero) gradient every step.
+      const bool pass_through = !s.model->dit->has_null_caption() && !fb.drop_caption.any().item<bool>();
       auto [text_in, mask_in] =
-          fb.drop_caption.any().item<bool>()
-              ? s.model->dit->drop_captions(text, mask_t, fb.drop_caption, null_text, null_mask)
-              : std::make_pair(text, mask_t);
+          pass_through ? std::make_pair(text, mask_t)
+                       : s.model->dit->drop_captions(text, mask_t, fb.drop_caption, null_text, null_mask);
       pred = s.model->dit
                  ->forward(fb.x_t, fb.t * kDiTTimesteps, text_in, mask_in, fps,
                            any_cond ? fb.cond_mask : torch::Tensor())
