@@ -6,9 +6,12 @@
 #include "core/error.h"
 #include "core/strings.h"
 #include "model/config.h"
+#include "model/lora_spec.h"
 #include "parallel/planner.h"
 
 #include <nlohmann/json.hpp>
+
+#include <optional>
 
 #include <algorithm>
 #include <cstdio>
@@ -85,10 +88,17 @@ void define(ParamRegistry& r) {
   efficiency.max_value = 1.0;
   r.add(efficiency);
 
+  r.add(
+      param("plan.lora", "--lora", ParamType::text, "",
+            "plan a LoRA fine-tune: only these adapters train, the base frozen (rank=R,targets=...; tp = 1)",
+            "model"));
   auto top = param("plan.top", "--top", ParamType::integer, 10, "layouts to list (0: all)", "output");
   top.min_value = 0;
   r.add(top);
 }
+
+// What the planner proposes when a full fine-tune fits nowhere.
+constexpr const char* kSuggestedLora = "rank=16,targets=attn,cross,mlp";
 
 // The library names values by their meaning ("height"); the user typed a flag.
 [[noreturn]] void rethrow_with_flag(const Error& e) {
@@ -172,13 +182,36 @@ int run(const Invocation& inv) {
   if (v.has("plan.overhead_gb"))
     request.memory.overhead_bytes = static_cast<int64_t>(v.get_real("plan.overhead_gb") * 1e9);
 
+  const std::string lora_spec = v.get_text("plan.lora");
+  std::optional<LoraConfig> lora;
+  if (!lora_spec.empty()) {
+    lora = parse_lora_config(lora_spec);
+    request.memory.adapter_parameters = lora_parameter_count(preset.dit, *lora);
+  }
+
   Plan plan;
   try {
     plan = plan_layouts(preset, request);
   } catch (const Error& e) {
     rethrow_with_flag(e);
   }
-  if (plan.fitting.empty()) throw Error(ErrorCode::out_of_memory, no_fit_message(preset, request, plan));
+  if (plan.fitting.empty()) {
+    std::string message = no_fit_message(preset, request, plan);
+    if (!lora) {
+      // The cheaper setting: adapters on the frozen base, with what it costs.
+      PlanRequest adapters = request;
+      const LoraConfig suggested = parse_lora_config(kSuggestedLora);
+      adapters.memory.adapter_parameters = lora_parameter_count(preset.dit, suggested);
+      const Plan with_lora = plan_layouts(preset, adapters);
+      if (!with_lora.fitting.empty()) {
+        const auto& best = with_lora.fitting.front();
+        message +=
+            cat("; a LoRA fine-tune fits: ", to_string(best.layout), " at ", size_text(best.memory.total()),
+                " per GPU, ", best.cost.step_s, " s per step (--lora ", kSuggestedLora, ")");
+      }
+    }
+    throw Error(ErrorCode::out_of_memory, message);
+  }
 
   const int64_t top = v.get_int("plan.top");
   const size_t shown = top == 0 ? plan.fitting.size() : std::min(plan.fitting.size(), size_t(top));
@@ -194,6 +227,9 @@ int run(const Invocation& inv) {
               preset.name.c_str(), static_cast<long long>(size.width), static_cast<long long>(size.height),
               static_cast<long long>(request.frames), static_cast<long long>(plan.video_tokens),
               plan.flops_per_sample, to_string(device));
+  if (lora)
+    std::printf("LoRA %s: %lld adapter parameters train on the frozen base (tensor parallel off)\n",
+                to_string(*lora).c_str(), static_cast<long long>(request.memory.adapter_parameters));
   const int gpus = request.cluster.gpus;
   std::printf(
       "%d GPU%s (%d per node), global batch %lld: %lld layouts considered, %lld do not fit in %.0f GB\n",

@@ -43,8 +43,17 @@ Workload workload(const ModelPreset& p, const PlanRequest& r, Recompute recomput
   const double tokens = double(w.info.video_tokens);
   const double text_tokens = double(p.dit.text_tokens);
   w.model_flops = w.info.flops_per_sample;
-  if (r.memory.text_encoder == TextEncoderUse::trained)
+  const bool adapters = r.memory.adapter_parameters >= 0;
+  if (adapters) {
+    // LoRA: the frozen linears skip their weight-gradient GEMMs (2 of every 6 FLOPs per parameter and token);
+    // the adapters cost 6 per parameter and token; a frozen text encoder runs forward only.
+    w.model_flops +=
+        (6.0 * double(r.memory.adapter_parameters) - 2.0 * double(dit_parameter_count(p.dit))) * tokens;
+    if (r.memory.text_encoder == TextEncoderUse::trained)
+      w.model_flops += 2.0 * double(text_encoder_parameter_count(p.text)) * text_tokens;
+  } else if (r.memory.text_encoder == TextEncoderUse::trained) {
     w.model_flops += 6.0 * double(text_encoder_parameter_count(p.text)) * text_tokens;
+  }
   const double d = p.dit.hidden, depth = p.dit.depth;
   if (recompute == Recompute::selective) {
     // The self-attention core (QKᵀ and PV), forward only: what model/dit.cpp recomputes.
@@ -151,7 +160,9 @@ StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const Paralle
   const int reducers =
       l.dp * l.cp;  // parameters are replicated over dp and cp, so gradients are reduced over both
   if (reducers > 1) {
-    const double n = double(parameters_per_rank(p, l.tp, r.memory.text_encoder));
+    const double n = r.memory.adapter_parameters >= 0
+                         ? double(r.memory.adapter_parameters)  // LoRA: adapters only
+                         : double(parameters_per_rank(p, l.tp, r.memory.text_encoder));
     const double bandwidth = c.gpus > c.gpus_per_node ? c.inter_node_bytes_per_s : c.intra_node_bytes_per_s;
     const double share = double(reducers - 1) / reducers;
     const double grads = n * r.memory.precision.grad_bytes, params = n * r.memory.precision.param_bytes;
@@ -187,6 +198,7 @@ Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
 
   for (int tp = 1; tp <= node; ++tp) {
     if (node % tp != 0 || heads % tp != 0) continue;
+    if (tp > 1 && r.memory.adapter_parameters >= 0) break;  // adapters train with tp = 1 (model/lora.h)
     for (int cp = 1; tp * cp <= gpus; ++cp) {
       if (gpus % (tp * cp) != 0 || heads % (tp * cp) != 0 || info.video_tokens % cp != 0) continue;
       const ParallelLayout layout{tp, cp, gpus / (tp * cp)};

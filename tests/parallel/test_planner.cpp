@@ -4,6 +4,7 @@
 #include "core/paths.h"
 #include "model/config.h"
 #include "model/info.h"
+#include "model/lora_spec.h"
 #include "parallel/memory_model.h"
 #include "parallel/planner.h"
 #include "support/test_support.h"
@@ -343,4 +344,47 @@ TEST_CASE("mugv plan: bad values and no fit are one-line failures naming the pro
   auto usage = run_mugv("plan --device tpu", home);
   CHECK(usage.exit_code == 2);
   CHECK_THAT(usage.err, Catch::Contains("--device"));
+}
+
+TEST_CASE(
+    "LoRA plans: adapters on a frozen base take less memory and compute, tp stays 1, and the planner "
+    "proposes it when a full fine-tune fits nowhere",
+    "[cli][parallel][planner][lora]") {
+  const ModelPreset preset = load_model_preset("mugv-10b");
+  PlanRequest full = target_request(8);
+  full.frames = 17;
+  full.height = 256;
+  full.width = 256;
+  PlanRequest lora = full;
+  lora.memory.adapter_parameters =
+      lora_parameter_count(preset.dit, parse_lora_config("rank=16,targets=attn,mlp"));
+  CHECK(lora.memory.adapter_parameters ==
+        16 * 56 * ((3456 + 3 * 3456) + (3456 + 3456) + 2 * (3456 + 4 * 3456)));
+  MemoryOptions o = lora.memory;
+  o.frames = 17;
+  o.height = 256;
+  o.width = 256;
+  const auto with_adapters = estimate_memory(preset, ParallelLayout{1, 1, 8}, o);
+  o.adapter_parameters = -1;
+  const auto without = estimate_memory(preset, ParallelLayout{1, 1, 8}, o);
+  CHECK(with_adapters.gradients < without.gradients / 100);
+  CHECK(with_adapters.optimizer < without.optimizer / 100);
+  CHECK(with_adapters.total() < without.total());
+  o.adapter_parameters = 1000;
+  CHECK_THROWS_WITH(estimate_memory(preset, ParallelLayout{2, 1, 4}, o), Catch::Contains("tp = 1"));
+  const Plan plan = plan_layouts(preset, lora);
+  REQUIRE_FALSE(plan.fitting.empty());
+  for (const auto& p : plan.fitting) CHECK(p.layout.tp == 1);
+  CHECK(estimate_step(preset, lora, ParallelLayout{1, 1, 8}, 0, Recompute::none, 1).compute_s <
+        estimate_step(preset, full, ParallelLayout{1, 1, 8}, 0, Recompute::none, 1).compute_s);
+
+  TempDir home;
+  const std::string one_gpu = "plan --preset mugv-10b --gpus 1 --gpu-mem-gb 80 --frames 17 --size 256x256";
+  auto no_fit = run_mugv(one_gpu, home);
+  CHECK(no_fit.exit_code == 1);
+  CHECK_THAT(no_fit.err, Catch::Contains("a LoRA fine-tune fits") && Catch::Contains("--lora rank=16"));
+  auto fits = run_mugv(one_gpu + " --lora rank=16,targets=attn,cross,mlp", home);
+  INFO(fits.err);
+  CHECK(fits.exit_code == 0);
+  CHECK_THAT(fits.out, Catch::Contains("adapter parameters train on the frozen base"));
 }

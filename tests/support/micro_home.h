@@ -5,6 +5,7 @@
 #include "core/strings.h"
 #include "support/test_support.h"
 #include "train/latent_cache.h"
+#include "train/train_params.h"
 
 #include <torch/torch.h>
 
@@ -43,6 +44,29 @@ max_tokens = 12
 // values.
 inline std::vector<std::string> micro_train_args(const std::string& run) {
   return {"train", "--preset", "micro", "--dataset", "shapes", "--vae-run", "vae0", "--run", run};
+}
+
+// Training options for run `run` of the micro preset on the home's cache, small enough for a test: batch 2,
+// 2 threads, a checkpoint every 2 steps (10 kept), seed 7, first-frame conditioning and caption dropout on.
+inline TrainOptions micro_train_options(const std::string& run, int64_t steps) {
+  TrainOptions o;
+  o.run = run;
+  o.preset = o.model = "micro";
+  o.dataset = "shapes";
+  o.vae_run = "vae0";
+  o.steps = steps;
+  o.batch = 2;
+  o.lr = 2e-3;
+  o.warmup_steps = 2;
+  o.save_every = 2;
+  o.keep_checkpoints = 10;
+  o.threads = 2;
+  o.seed = 7;
+  o.ema_decay = 0.9;
+  o.flow.shift_base_px = 32;
+  o.flow.p_first_frame = 0.3;
+  o.flow.p_caption_dropout = 0.2;
+  return o;
 }
 
 class MicroHome {

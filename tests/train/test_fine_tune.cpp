@@ -28,22 +28,10 @@ using namespace mugv;
 
 namespace {
 
+// The micro options with a faster learning rate and neither first-frame conditioning nor caption dropout.
 TrainOptions options(const std::string& run, int64_t steps) {
-  TrainOptions o;
-  o.run = run;
-  o.preset = o.model = "micro";
-  o.dataset = "shapes";
-  o.vae_run = "vae0";
-  o.steps = steps;
-  o.batch = 2;
+  auto o = test::micro_train_options(run, steps);
   o.lr = 5e-3;
-  o.warmup_steps = 2;
-  o.save_every = 2;
-  o.keep_checkpoints = 10;
-  o.threads = 2;
-  o.seed = 7;
-  o.ema_decay = 0.9;
-  o.flow.shift_base_px = 32;
   o.flow.p_first_frame = 0;
   o.flow.p_caption_dropout = 0;
   return o;

@@ -39,24 +39,7 @@ namespace {
 using Home = mugv::test::MicroHome;
 
 TrainOptions micro_options(const std::string& run, int64_t steps) {
-  TrainOptions o;
-  o.run = run;
-  o.preset = o.model = "micro";
-  o.dataset = "shapes";
-  o.vae_run = "vae0";
-  o.steps = steps;
-  o.batch = 2;
-  o.lr = 2e-3;
-  o.warmup_steps = 2;
-  o.save_every = 2;
-  o.keep_checkpoints = 10;
-  o.threads = 2;
-  o.seed = 7;
-  o.ema_decay = 0.9;
-  o.flow.shift_base_px = 32;
-  o.flow.p_first_frame = 0.3;
-  o.flow.p_caption_dropout = 0.2;
-  return o;
+  return test::micro_train_options(run, steps);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> load_weights(const fs::path& file) {
