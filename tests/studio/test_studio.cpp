@@ -278,6 +278,15 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   dialog.lora()->setText("rank=2,targets=attn");
   dialog.update();
   REQUIRE(dialog.can_start());
+  CHECK(dialog.plan_form().lora == "rank=2,targets=attn");  // the planner's rows count the adapters
+  REQUIRE(dialog.layouts()->rowCount() >= 1);
+  dialog.lora()->setText("rank=0");
+  dialog.update();
+  CHECK_FALSE(dialog.can_start());
+  CHECK(dialog.problem_field() == dialog.lora());
+  dialog.lora()->setText("rank=2,targets=attn");
+  dialog.update();
+  REQUIRE(dialog.can_start());
   TrainForm tune = dialog.form();
   CHECK(tune.from == "dit0");
   CHECK(tune.vae_run.empty());

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/strings.h"
 #include "model/config.h"
+#include "model/lora_spec.h"
 #include "parallel/planner.h"
 
 #include <unistd.h>
@@ -66,6 +67,15 @@ PlanOutcome plan_training(const PlanForm& form, size_t top) {
   r.width = form.width;
   r.global_batch = form.batch;
   r.memory = MemoryOptions::for_device(cpu ? TrainDevice::cpu : TrainDevice::gpu, preset);
+  if (!form.lora.empty()) {
+    try {
+      r.memory.adapter_parameters = lora_parameter_count(preset.dit, parse_lora_config(form.lora));
+    } catch (const Error& e) {
+      out.problem = std::string("LoRA: ") + e.what();
+      out.field = PlanField::lora;
+      return out;
+    }
+  }
   // The planner tries micro-batches of powers of two and its maximum; asking once per data-parallel size
   // with that maximum at batch / dp makes sure the one micro-batch `mugv train` uses is among them.
   std::vector<PlannedLayout> fitting;

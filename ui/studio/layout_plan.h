@@ -24,6 +24,7 @@ struct PlanForm {
   int gpus = 8, gpus_per_node = 8;  // cluster only; this machine is one CPU rank
   double memory_gb = 80;            // per device: GPU memory, or this machine's RAM
   double peak_tflops = 989;         // per device, in the training dtype
+  std::string lora;  // LoRA settings (model/lora_spec.h): adapters on a frozen base; empty: all
 };
 
 struct PlanRow {
@@ -35,7 +36,7 @@ struct PlanRow {
 };
 
 // Which form field a problem belongs to.
-enum class PlanField { none, model, batch, frames, size, gpus, gpus_per_node, memory, peak };
+enum class PlanField { none, model, batch, frames, size, gpus, gpus_per_node, memory, peak, lora };
 
 struct PlanOutcome {
   std::vector<PlanRow> rows;  // fastest first, at most `top`

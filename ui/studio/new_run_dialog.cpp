@@ -210,6 +210,7 @@ PlanForm NewRunDialog::plan_form() const {
   f.gpus_per_node = gpus_per_node_->value();
   f.memory_gb = memory_->value();
   f.peak_tflops = peak_->value();
+  if (!from_->currentData().toString().isEmpty()) f.lora = lora_->text().trimmed().toStdString();
   return f;
 }
 
@@ -328,6 +329,9 @@ void NewRunDialog::update() {
         break;
       case PlanField::peak:
         field = peak_;
+        break;
+      case PlanField::lora:
+        field = lora_;
         break;
       case PlanField::none:
         break;
