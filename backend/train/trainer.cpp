@@ -19,6 +19,7 @@
 #include "train/optim.h"
 #include "train/rng_state.h"
 #include "train/sharded_checkpoint.h"
+#include "train/text_feature_cache.h"
 #include "train/zero_optimizer.h"
 
 #include <chrono>
@@ -45,6 +46,8 @@ struct Session {
   DataCursor cursor;
   int64_t step = 0;               // last finished step
   std::optional<BaseModel> base;  // fine-tunes: the run they start from (train/fine_tune.h)
+  // A frozen text encoder's features, computed once per caption (LoRA runs, fine-tunes of a released model).
+  std::unique_ptr<TextFeatureCache> text_cache;
   // Multi-rank runs (null / empty in one process).
   Rendezvous rendezvous;
   std::shared_ptr<ProcessGroups> groups;
@@ -177,6 +180,16 @@ void build_model(Session& s) {
   s.params.clear();
   for (auto& [name, p] : named_parameters(*s.model))
     if (p.requires_grad()) s.params.emplace_back(name, p);
+  bool text_trains = false;
+  for (const auto& p : s.model->text->parameters()) text_trains = text_trains || p.requires_grad();
+  if (s.base && !text_trains) {
+    // Named by the base, the token length and the precision: features of another encoder never mix in.
+    s.text_cache = std::make_unique<TextFeatureCache>(
+        cat(to_json(*s.base).dump(), "|", s.preset.text.max_tokens, "|", to_string(s.precision)),
+        *s.model->text);
+    if (s.leader())
+      log_info(cat("text features of the frozen text encoder are cached in ", s.text_cache->dir().string()));
+  }
   s.zero_sharded = s.groups && s.options.zero >= 1 && layout.dp > 1;
   if (s.zero_sharded)
     s.optimizer = std::make_unique<ZeroAdamW>(s.groups, s.params, s.options.adam);
@@ -495,14 +508,16 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     torch::Tensor pred;
     {
       AutocastScope autocast(s.precision, s.device.type());
-      auto text = s.model->text->forward(ids_t, mask_t);
+      auto text =
+          s.text_cache ? s.text_cache->features(ids_t, mask_t) : s.model->text->forward(ids_t, mask_t);
       // A DiT without a learned null caption (the release layout) drops captions to the encoded empty prompt.
       torch::Tensor null_text, null_mask;
       if (!s.model->dit->has_null_caption() && fb.drop_caption.any().item<bool>()) {
         const auto empty = s.tokenizer->encode("", static_cast<int>(text_tokens), TokenLimitPolicy::truncate);
         null_mask = torch::tensor(empty.mask, torch::kLong).view({1, -1}).to(s.device, torch::kFloat32);
-        null_text = s.model->text->forward(torch::tensor(empty.ids, torch::kLong).view({1, -1}).to(s.device),
-                                           null_mask);
+        const auto empty_ids = torch::tensor(empty.ids, torch::kLong).view({1, -1}).to(s.device);
+        null_text = s.text_cache ? s.text_cache->features(empty_ids, null_mask)
+                                 : s.model->text->forward(empty_ids, null_mask);
       }
       // A model without a learned null caption (the release layout) needs nothing when no caption is dropped;
       // one with it always goes through drop_captions, so its null caption gets a (zero) gradient every step.

@@ -278,6 +278,15 @@ TEST_CASE("a released model fine-tunes: encode with its VAE, LoRA and full fine-
   const auto adapter =
       SafetensorsFile::open(home / "runs" / "rl" / "checkpoints" / "step-2" / "model.safetensors");
   for (const auto& name : adapter.names()) CHECK(name.find(".lora_") != std::string::npos);
+  // T5 ran once per distinct caption: its features are on disk, one file each.
+  auto cached_features = [&] {
+    size_t n = 0;
+    for (const auto& entry : fs::recursive_directory_iterator(home / "cache" / "text"))
+      n += entry.path().extension() == ".safetensors";
+    return n;
+  };
+  CHECK(cached_features() >= 1);
+  CHECK(cached_features() <= 6 + 1);  // at most one per clip's caption, and the empty prompt
   auto resumed = nlohmann::json::parse(mugv("resume rl --steps 4 --json"));
   CHECK(resumed["start_step"] == 2);
   CHECK(resumed["last_step"] == 4);
@@ -288,8 +297,11 @@ TEST_CASE("a released model fine-tunes: encode with its VAE, LoRA and full fine-
   CHECK(generated["checkpoint_step"] == 4);
   CHECK(fs::file_size(scratch / "rl.mp4") > 0);
 
-  // A full fine-tune trains the DiT only: its checkpoints hold dit.* and no T5.
+  // A full fine-tune trains the DiT only: its checkpoints hold dit.* and no T5. Its first two steps draw the
+  // clips rl's did (same seed and data): their features are read, not computed.
+  const size_t features = cached_features();
   mugv("train --from " + m + " --run rf --steps 2" + common);
+  CHECK(cached_features() == features);  // the same encoder: every caption's features were reused
   const auto full =
       SafetensorsFile::open(home / "runs" / "rf" / "checkpoints" / "step-2" / "model.safetensors");
   CHECK(full.contains("dit.blocks.0.attn.qkv.weight"));
