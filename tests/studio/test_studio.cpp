@@ -2,6 +2,7 @@
 // the starter dataset's clips and captions, thumbnails and the clip player, a short training run whose
 // metrics reach the charts, a generation whose denoising previews arrive live, the player, export, and the
 // bad-input paths; the new-run dialog's planner; a real tcp:// server with CURVE keys, authorised and not.
+#include "core/strings.h"
 #include "embedded_server.h"
 #include "job_params.h"
 #include "main_window.h"
@@ -306,6 +307,78 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
       },
       120000));
   CHECK(runs->runs()->item(runs_row("lora-studio"), 2)->text().startsWith("dit0"));
+
+  // Generate can be cancelled while it runs; the page says so and is ready again.
+  window.show_page(Page::generate);
+  generate->steps()->setValue(1000);
+  CHECK_FALSE(generate->cancel_button()->isEnabled());
+  finished = false;
+  QTest::mouseClick(generate->generate_button(), Qt::LeftButton);
+  REQUIRE(QTest::qWaitFor([&] { return generate->cancel_button()->isEnabled(); }, 20000));
+  QTest::mouseClick(generate->cancel_button(), Qt::LeftButton);
+  REQUIRE(QTest::qWaitFor([&] { return finished; }, 60000));
+  CHECK_FALSE(ok);
+  CHECK_FALSE(generate->cancel_button()->isEnabled());
+  CHECK(generate->generate_button()->isEnabled());
+
+  // Resume on a cancelled training job continues its run (the server retries it from its checkpoint).
+  window.show_page(Page::runs);
+  TrainForm longer = form;
+  longer.run = "resumable";
+  longer.steps = 100000;
+  longer.sample_every = 0;
+  runs->start_training(longer);
+  auto job_row = [&](const QString& run) {
+    for (int r = 0; r < runs->jobs()->rowCount(); ++r)
+      if (runs->jobs()->item(r, 4)->text().contains("run=" + run + " ")) return r;
+    return -1;
+  };
+  auto state_of = [&](const QString& run) {
+    runs->refresh();
+    QTest::qWait(300);
+    const int row = job_row(run);
+    return row >= 0 ? runs->jobs()->item(row, 2)->text() : QString();
+  };
+  REQUIRE(QTest::qWaitFor([&] { return state_of("resumable") == "running"; }, 60000));
+  // Its progress shows steps, the rate and the time left.
+  CHECK(QTest::qWaitFor(
+      [&] {
+        runs->refresh();
+        QTest::qWait(300);
+        const int row = job_row("resumable");
+        return row >= 0 && runs->jobs()->item(row, 3)->text().contains("ETA");
+      },
+      60000));
+  runs->jobs()->selectRow(job_row("resumable"));
+  runs->act(protocol::MessageType::cancel_job);
+  REQUIRE(QTest::qWaitFor([&] { return state_of("resumable") == "cancelled"; }, 60000));
+  runs->jobs()->selectRow(job_row("resumable"));
+  runs->act(protocol::MessageType::resume_job);
+  REQUIRE(QTest::qWaitFor(
+      [&] {
+        const QString state = state_of("resumable");
+        return state == "queued" || state == "running";
+      },
+      30000));
+  runs->jobs()->selectRow(job_row("resumable"));
+  runs->act(protocol::MessageType::cancel_job);
+  CHECK(QTest::qWaitFor([&] { return state_of("resumable") == "cancelled"; }, 60000));
+}
+
+TEST_CASE("jobs show progress with rate and time left; the dark theme greys out disabled controls",
+          "[studio]") {
+  CHECK(progress_text({{"stage", "train"},
+                       {"done", 120},
+                       {"total", 400},
+                       {"unit", "steps"},
+                       {"rate", 3.21},
+                       {"eta_s", 90}}) == "train 120/400 steps, 3.2/s, ETA " + human_duration(90));
+  CHECK(progress_text({{"stage", "encode"}, {"done", 4}, {"total", 4}, {"rate", 12.0}, {"eta_s", 0}}) ==
+        "encode 4/4, 12/s");
+  CHECK(progress_text({{"stage", "import"}}) == "import");
+  const QPalette dark = dark_palette();
+  for (auto role : {QPalette::ButtonText, QPalette::Text, QPalette::WindowText})
+    CHECK(dark.color(QPalette::Disabled, role) != dark.color(QPalette::Active, role));
 }
 
 TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one becomes the job's options",

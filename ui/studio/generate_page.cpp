@@ -73,6 +73,9 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   generate_ = new QPushButton("Generate", this);
   generate_->setToolTip("Queue the generation (Ctrl+Enter)");
   generate_->setShortcut(QKeySequence("Ctrl+Return"));
+  cancel_ = new QPushButton("Cancel", this);
+  cancel_->setToolTip("Stop the running generation");
+  cancel_->setEnabled(false);
   export_ = new QPushButton("Export…", this);
   export_->setToolTip("Write the result as mp4, webm, gif or PNG frames with its prompt and seed");
   export_->setEnabled(false);
@@ -109,6 +112,7 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   form->addRow(problem_);
   auto* actions = new QHBoxLayout;
   actions->addWidget(generate_);
+  actions->addWidget(cancel_);
   actions->addWidget(export_);
   form->addRow(actions);
   auto* views = new QHBoxLayout;
@@ -142,6 +146,13 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
     connect(e, &QLineEdit::textChanged, this, &GeneratePage::validate_form);
   connect(run_, &QComboBox::currentTextChanged, this, &GeneratePage::validate_form);
   connect(generate_, &QPushButton::clicked, this, &GeneratePage::generate);
+  connect(cancel_, &QPushButton::clicked, this, [this] {
+    if (job_ == 0) return;
+    link_.call(
+        MessageType::cancel_job, {{"job", job_}},
+        [this](const nlohmann::json&) { emit message("cancelling"); },
+        [this](const QString& m) { emit message(m); });
+  });
   connect(export_, &QPushButton::clicked, this, [this] {
     const QString path = QFileDialog::getSaveFileName(this, "Export", QDir(home_).filePath("export.mp4"),
                                                       "Video (*.mp4 *.webm *.gif)");
@@ -233,6 +244,7 @@ void GeneratePage::validate_form() {
   const std::string why = validate(f);
   problem_->setText(QString::fromStdString(why));
   generate_->setEnabled(why.empty() && job_ == 0);
+  cancel_->setEnabled(job_ != 0);
 }
 
 void GeneratePage::generate() {
@@ -281,6 +293,7 @@ void GeneratePage::generate() {
       link_, generate_job(f).header(),
       [this](int64_t id) {
         job_ = id;
+        cancel_->setEnabled(true);
         emit message(QString("generating (job %1)").arg(id));
       },
       [this](const QString& m) {

@@ -1,5 +1,7 @@
 #include "job_params.h"
 
+#include "core/strings.h"
+
 namespace mugv::studio {
 
 JobRequest make_job(std::string kind, std::vector<std::string> command, nlohmann::json values,
@@ -110,6 +112,25 @@ JobRequest curate_job(const std::string& input, const std::string& dataset, cons
 
 JobRequest redecide_job(const std::string& dataset, const std::string& preset) {
   return make_job("curate", {"curate", "redecide"}, {{"curate.dataset", dataset}, {"curate.preset", preset}});
+}
+
+std::string progress_text(const nlohmann::json& p) {
+  auto number = [&](const char* key) {
+    return p.contains(key) && p[key].is_number() ? p[key].get<double>() : -1.0;
+  };
+  std::string text = p.value("stage", std::string());
+  const double done = number("done"), total = number("total"), rate = number("rate"), eta = number("eta_s");
+  if (total > 0) {
+    text += cat(text.empty() ? "" : " ", int64_t(done), "/", int64_t(total));
+    if (auto unit = p.value("unit", std::string()); !unit.empty()) text += " " + unit;
+  }
+  if (rate > 0) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, rate >= 10 ? "%.0f/s" : "%.2g/s", rate);
+    text += std::string(", ") + buffer;
+  }
+  if (eta >= 0 && total > 0 && done < total) text += ", ETA " + human_duration(eta);
+  return text;
 }
 
 }  // namespace mugv::studio

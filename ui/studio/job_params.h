@@ -49,6 +49,10 @@ struct TrainForm {
 std::string validate(const TrainForm& form);
 JobRequest train_job(const TrainForm& form);
 
+// A job's progress event as the jobs table shows it: "train 120/400 steps, 3.2/s, ETA 1m 30s" (the parts the
+// event has).
+std::string progress_text(const nlohmann::json& progress);
+
 // The starter dataset: `make-dataset shapes --out DIR ...` then `dataset import DIR --name NAME`.
 JobRequest make_starter_job(const std::string& out_dir, int count);
 JobRequest import_job(const std::string& input, const std::string& dataset);

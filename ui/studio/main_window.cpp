@@ -282,23 +282,7 @@ void MainWindow::show_about() {
 void MainWindow::set_dark_theme(bool dark) {
   QSettings().setValue("view/dark", dark);
   qApp->setStyle(QStyleFactory::create("Fusion"));
-  QPalette p;
-  if (dark) {
-    p.setColor(QPalette::Window, QColor(37, 37, 38));
-    p.setColor(QPalette::WindowText, QColor(220, 220, 220));
-    p.setColor(QPalette::Base, QColor(30, 30, 30));
-    p.setColor(QPalette::AlternateBase, QColor(45, 45, 48));
-    p.setColor(QPalette::Text, QColor(220, 220, 220));
-    p.setColor(QPalette::Button, QColor(50, 50, 52));
-    p.setColor(QPalette::ButtonText, QColor(220, 220, 220));
-    p.setColor(QPalette::Highlight, QColor(14, 99, 156));
-    p.setColor(QPalette::HighlightedText, Qt::white);
-    p.setColor(QPalette::ToolTipBase, QColor(50, 50, 52));
-    p.setColor(QPalette::ToolTipText, QColor(220, 220, 220));
-  } else {
-    p = qApp->style()->standardPalette();
-  }
-  qApp->setPalette(p);
+  qApp->setPalette(dark ? dark_palette() : qApp->style()->standardPalette());
 }
 
 void MainWindow::save_screenshots(const QString& dir) {

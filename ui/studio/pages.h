@@ -98,6 +98,9 @@ class RunsPage : public QWidget {
   int64_t selected_job() const;
   void select_job(int64_t id);
   void open_new_run_dialog();
+  // What the job buttons do, on the selected job (Pause, Resume, Cancel, Retry, Move up, Sample now, Save
+  // now).
+  void act(protocol::MessageType type);
   // Submits a training run directly (the dialog's action; tests call it too).
   void start_training(const struct TrainForm& form);
 
@@ -105,7 +108,6 @@ class RunsPage : public QWidget {
   void message(const QString& text);
 
  private:
-  void act(protocol::MessageType type);
   void on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs);
   void show_job(int64_t id);
   void load_stored_metrics(int64_t id, int64_t after);
@@ -131,6 +133,7 @@ class GeneratePage : public QWidget {
   void generate();
   bool can_generate() const;
   QPushButton* generate_button() const { return generate_; }
+  QPushButton* cancel_button() const { return cancel_; }
   QComboBox* run() const { return run_; }
   QLineEdit* prompt() const { return prompt_; }
   QSpinBox* steps() const { return steps_; }
@@ -167,7 +170,7 @@ class GeneratePage : public QWidget {
   QDoubleSpinBox* cfg_;
   QTableWidget* adapters_;
   QCheckBox* adapters_merge_;
-  QPushButton *generate_, *export_;
+  QPushButton *generate_, *cancel_, *export_;
   QLabel* problem_;
   FramePlayer* preview_;
   FramePlayer* player_;

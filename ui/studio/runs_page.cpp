@@ -49,7 +49,10 @@ RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(
   };
   for (const Action& a :
        {Action{"Pause", "Pause the job at its next step", MessageType::pause_job},
-        Action{"Resume", "Resume a paused job", MessageType::resume_job},
+        Action{"Resume",
+               "Resume a paused job, or continue a cancelled or failed training run from its last "
+               "checkpoint",
+               MessageType::resume_job},
         Action{"Cancel", "Cancel the job (training saves a checkpoint first)", MessageType::cancel_job},
         Action{"Retry", "Queue a failed, cancelled or interrupted job again", MessageType::retry_job},
         Action{"Move up", "Run this queued job first", MessageType::reorder_job},
@@ -198,6 +201,15 @@ void RunsPage::act(MessageType type) {
     emit message("select a job first");
     return;
   }
+  // Resume continues a cancelled, failed or interrupted training job too: the server retries it as a
+  // continuation of its run (from the last checkpoint); paused jobs resume as they are.
+  if (type == MessageType::resume_job) {
+    const auto rows = jobs_->selectionModel()->selectedRows();
+    const QString state = rows.isEmpty() ? QString() : jobs_->item(rows.first().row(), 2)->text();
+    const QString kind = rows.isEmpty() ? QString() : jobs_->item(rows.first().row(), 1)->text();
+    if (kind == "train" && (state == "cancelled" || state == "failed" || state == "interrupted"))
+      type = MessageType::retry_job;
+  }
   nlohmann::json h = {{"job", id}};
   if (type == MessageType::reorder_job) h["position"] = 0;
   link_.call(
@@ -264,12 +276,7 @@ void RunsPage::on_event(const QString& topic, const nlohmann::json& header, cons
   if (type == "progress") {
     for (int r = 0; r < jobs_->rowCount(); ++r) {
       if (jobs_->item(r, 0)->text().toLongLong() != id) continue;
-      const double total = header.value("total", 0.0), done = header.value("done", 0.0);
-      jobs_->item(r, 3)->setText(total > 0 ? QString("%1 %2/%3")
-                                                 .arg(QString::fromStdString(header.value("stage", "")))
-                                                 .arg(done)
-                                                 .arg(total)
-                                           : QString::fromStdString(header.value("stage", "")));
+      jobs_->item(r, 3)->setText(QString::fromStdString(progress_text(header)));
     }
     return;
   }

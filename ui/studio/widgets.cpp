@@ -156,4 +156,26 @@ QList<QImage> load_video_frames(const QString& path, double* fps) {
   return frames;
 }
 
+QPalette dark_palette() {
+  QPalette p;
+  p.setColor(QPalette::Window, QColor(37, 37, 38));
+  p.setColor(QPalette::WindowText, QColor(220, 220, 220));
+  p.setColor(QPalette::Base, QColor(30, 30, 30));
+  p.setColor(QPalette::AlternateBase, QColor(45, 45, 48));
+  p.setColor(QPalette::Text, QColor(220, 220, 220));
+  p.setColor(QPalette::Button, QColor(50, 50, 52));
+  p.setColor(QPalette::ButtonText, QColor(220, 220, 220));
+  p.setColor(QPalette::Highlight, QColor(14, 99, 156));
+  p.setColor(QPalette::HighlightedText, Qt::white);
+  p.setColor(QPalette::ToolTipBase, QColor(50, 50, 52));
+  p.setColor(QPalette::ToolTipText, QColor(220, 220, 220));
+  // setColor() above set every colour group; a disabled control must look disabled.
+  for (auto role : {QPalette::WindowText, QPalette::Text, QPalette::ButtonText})
+    p.setColor(QPalette::Disabled, role, QColor(120, 120, 120));
+  p.setColor(QPalette::Disabled, QPalette::Button, QColor(42, 42, 44));
+  p.setColor(QPalette::Disabled, QPalette::Base, QColor(37, 37, 38));
+  p.setColor(QPalette::Disabled, QPalette::Highlight, QColor(70, 70, 72));
+  return p;
+}
+
 }  // namespace mugv::studio

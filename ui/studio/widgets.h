@@ -12,6 +12,7 @@
 #include <QLabel>
 #include <QLineSeries>
 #include <QList>
+#include <QPalette>
 #include <QSlider>
 #include <QTableWidgetItem>
 #include <QTimer>
@@ -62,6 +63,8 @@ class FramePlayer : public QWidget {
 
 // A table cell the user cannot edit.
 QTableWidgetItem* read_only_cell(const QString& text);
+// The dark theme's colours (for the Fusion style), with disabled controls greyed out.
+QPalette dark_palette();
 
 // rgb24 preview frames of an event (one blob per frame).
 QList<QImage> frames_from_rgb24(const QList<QByteArray>& blobs, int width, int height);
