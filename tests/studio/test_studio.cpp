@@ -266,8 +266,16 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
         (home + "/lora0.safetensors:0.8").toStdString());
   generate->adapters()->removeRow(0);
 
+  // "Use as sample prompt" on the Prompts page reaches the next run's sample prompts.
+  QSettings().remove("sample_prompts");
+  emit window.prompts_page()->use_as_sample_prompt("a blue square moving up on a white background");
+
   // The new-run dialog fine-tunes: starting from dit0 takes its model and VAE run; LoRA settings go along.
   NewRunDialog dialog(window.link());
+  CHECK(dialog.sample_prompts()->text() == "a blue square moving up on a white background");
+  CHECK(train_job(dialog.form()).params["values"]["train.sample_prompts"] ==
+        "a blue square moving up on a white background");
+  QSettings().remove("sample_prompts");
   REQUIRE(QTest::qWaitFor([&] { return dialog.from()->findData("dit0") >= 0; }, 10000));
   CHECK(dialog.from()->findData("lora0") < 0);  // a LoRA run is no base until merged
   CHECK_FALSE(dialog.lora()->isEnabled());

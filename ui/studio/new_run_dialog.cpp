@@ -5,6 +5,7 @@
 #include <QHeaderView>
 #include <QPointer>
 #include <QRegularExpression>
+#include <QSettings>
 
 #include <algorithm>
 
@@ -57,6 +58,10 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   sample_every_ = spin(this, 0, 1000000, 100, "Render sample videos every N steps (0: never)");
   frames_ = spin(this, 1, 10000, 17,
                  "Frames of the training clips (the planner's activation memory depends on it)");
+  // "Use as sample prompt" on the Prompts page collects prompts here (QSettings sample_prompts).
+  sample_prompts_ = new QLineEdit(QSettings().value("sample_prompts").toStringList().join(" | "), this);
+  sample_prompts_->setPlaceholderText("empty: two captions of the dataset");
+  sample_prompts_->setToolTip("Prompts of the samples rendered during training, separated by '|'");
   size_ = new QLineEdit("64x64", this);
   size_->setToolTip("Size WxH of the training clips");
 
@@ -109,6 +114,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   form->addRow("Steps", steps_);
   form->addRow("Batch", batch_);
   form->addRow("Samples every", sample_every_);
+  form->addRow("Sample prompts", sample_prompts_);
   form->addRow("Clip frames", frames_);
   form->addRow("Clip size", size_);
   form->addRow("Where", where_);
@@ -228,6 +234,7 @@ TrainForm NewRunDialog::form() const {
   f.steps = steps_->value();
   f.batch = batch_->value();
   f.sample_every = sample_every_->value();
+  f.sample_prompts = sample_prompts_->text().trimmed().toStdString();
   const auto rows = layouts_->selectionModel()->selectedRows();
   if (!rows.isEmpty() && rows.first().row() < static_cast<int>(rows_.size())) {
     const PlanRow& r = rows_[size_t(rows.first().row())];

@@ -44,6 +44,7 @@ class NewRunDialog : public QDialog {
   // Fine-tuning: the run to start from ("" = a new model) and LoRA settings (empty: full fine-tune).
   QComboBox* from() const { return from_; }
   QLineEdit* lora() const { return lora_; }
+  QLineEdit* sample_prompts() const { return sample_prompts_; }
   QComboBox* model() const { return model_; }
   QSpinBox* batch() const { return batch_; }
   QComboBox* where() const { return where_; }
@@ -61,7 +62,7 @@ class NewRunDialog : public QDialog {
 
   void on_from_changed();
 
-  QLineEdit *name_, *size_, *lora_;
+  QLineEdit *name_, *size_, *lora_, *sample_prompts_;
   QComboBox *dataset_, *vae_, *model_, *where_, *from_;
   std::map<QString, std::pair<QString, QString>> run_model_vae_;  // DiT run -> (model preset, VAE run)
   QSpinBox *steps_, *batch_, *sample_every_, *gpus_, *gpus_per_node_, *frames_;
