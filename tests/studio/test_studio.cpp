@@ -133,6 +133,9 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   CHECK(datasets->grid()->count() == clip_count);
   CHECK(QTest::qWaitFor([&] { return datasets->thumbnails_loaded() == clip_count; }, 20000));
   CHECK_FALSE(datasets->grid()->item(0)->icon().isNull());
+  // Every icon has the grid's icon size whatever the clip's aspect, so labels keep their place.
+  for (int i = 0; i < datasets->grid()->count(); ++i)
+    CHECK(datasets->grid()->item(i)->icon().availableSizes().value(0) == datasets->grid()->iconSize());
   QListWidgetItem* cell = datasets->grid()->item(0);
   emit datasets->grid()->itemDoubleClicked(cell);
   REQUIRE(datasets->clip_player() != nullptr);

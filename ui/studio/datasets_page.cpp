@@ -11,6 +11,7 @@
 #include <QHeaderView>
 #include <QIcon>
 #include <QInputDialog>
+#include <QPainter>
 #include <QPixmap>
 #include <QSplitter>
 #include <QTabWidget>
@@ -310,10 +311,18 @@ void DatasetsPage::show_thumbnail(int64_t clip_id) {
   for (int i = 0; i < grid_->count(); ++i) {
     QListWidgetItem* item = grid_->item(i);
     if (item->data(Qt::UserRole).toLongLong() != clip_id) continue;
-    // Tiny clips (the starter set is 32 px) are enlarged without smoothing so their shapes stay crisp.
-    item->setIcon(QIcon(QPixmap::fromImage(
+    // Tiny clips (the starter set is 32 px) are enlarged without smoothing so their shapes stay crisp. The
+    // picture is centred on a canvas of the grid's icon size, so every cell's icon, and so its label, keeps
+    // one place whatever the clip's aspect (a smaller icon moved the label and left the old one painted).
+    const QImage fitted =
         image->scaled(grid_->iconSize(), Qt::KeepAspectRatio,
-                      image->width() < 64 ? Qt::FastTransformation : Qt::SmoothTransformation))));
+                      image->width() < 64 ? Qt::FastTransformation : Qt::SmoothTransformation);
+    QPixmap canvas(grid_->iconSize());
+    canvas.fill(QColor(40, 40, 40));
+    QPainter painter(&canvas);
+    painter.drawImage((canvas.width() - fitted.width()) / 2, (canvas.height() - fitted.height()) / 2, fitted);
+    painter.end();
+    item->setIcon(QIcon(canvas));
   }
 }
 
