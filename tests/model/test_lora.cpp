@@ -20,6 +20,11 @@ using mugv::test::TempDir;
 
 namespace {
 
+// The message of the mugv::Error `fn` throws (the test fails when it throws none).
+std::string error_text(const std::function<void()>& fn) {
+  return test::expect_error(fn).what();
+}
+
 DiT random_dit(uint64_t seed = 3) {
   torch::manual_seed(seed);
   DiT dit(test::micro_dit_config());
@@ -67,15 +72,6 @@ LoraWeights random_adapter(const DiT& dit, const std::vector<std::string>& targe
   return w;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return {};
-}
-
 // A torch.save file of named tensors (nested modules, one parameter per leaf), as a PEFT-injected model's
 // state dict is saved.
 void save_torch_named(const std::map<std::string, torch::Tensor>& tensors, const std::filesystem::path& path,
@@ -107,11 +103,11 @@ TEST_CASE("LoRA settings parse from the --lora spec and print back canonically",
   CHECK(parse_lora_config(to_string(c)).targets == c.targets);
   CHECK(parse_lora_config("rank=8").alpha == 8);  // alpha defaults to the rank
   CHECK(parse_lora_config("r=4,targets=blocks.*.attn.qkv+final").targets.size() == 2);
-  CHECK_THAT(error_of([] { (void)parse_lora_config("rank=0"); }), Catch::Contains("rank"));
-  CHECK_THAT(error_of([] { (void)parse_lora_config("rank=4,dropout=1.5"); }), Catch::Contains("dropout"));
-  CHECK_THAT(error_of([] { (void)parse_lora_config("rank=4,mlp"); }),
+  CHECK_THAT(error_text([] { (void)parse_lora_config("rank=0"); }), Catch::Contains("rank"));
+  CHECK_THAT(error_text([] { (void)parse_lora_config("rank=4,dropout=1.5"); }), Catch::Contains("dropout"));
+  CHECK_THAT(error_text([] { (void)parse_lora_config("rank=4,mlp"); }),
              Catch::Contains("'mlp' is not key=value"));
-  CHECK_THAT(error_of([] { (void)parse_lora_config("size=4"); }),
+  CHECK_THAT(error_text([] { (void)parse_lora_config("size=4"); }),
              Catch::Contains("'size' is not a LoRA setting"));
 }
 
@@ -127,7 +123,7 @@ TEST_CASE("LoRA targets name groups, patterns and suffixes; one that names nothi
   CHECK(resolve_lora_targets(*dit, {"blocks.1.*"}).size() == 7);
   CHECK(resolve_lora_targets(*dit, {"qkv"}).size() == 2);  // PEFT's suffix rule
   CHECK(resolve_lora_targets(*dit, {"all"}).size() == adaptable_linears(*dit).size());
-  CHECK_THAT(error_of([&] { (void)resolve_lora_targets(*dit, {"self_attn.q"}); }),
+  CHECK_THAT(error_text([&] { (void)resolve_lora_targets(*dit, {"self_attn.q"}); }),
              Catch::Contains("self_attn.q") && Catch::Contains("names no linear"));
   // A linear the forward pass does not route through the adapters is not offered.
   CHECK_THROWS(resolve_lora_targets(*dit, {"t_embedder.mlp.0"}));
@@ -163,7 +159,7 @@ TEST_CASE("a fresh trainable adapter changes nothing; trained, its parameters ca
     INFO(item.key());
     CHECK(item.value().grad().defined() == (item.key().find("lora_") != std::string::npos));
   }
-  CHECK_THAT(error_of([&] { set.attach_trainable(*dit, LoraConfig{}); }), Catch::Contains("already"));
+  CHECK_THAT(error_text([&] { set.attach_trainable(*dit, LoraConfig{}); }), Catch::Contains("already"));
 }
 
 TEST_CASE("merged and unmerged adapters give the same output within 1e-5 (fp32), also with full recompute",
@@ -216,7 +212,7 @@ TEST_CASE("an adapter whose keys match no module is refused with the keys named,
   LoraWeights w = random_adapter(dit, {"attn"});
   w.modules["blocks.0.self_attn.q"] = w.modules.begin()->second;
   w.modules["blocks.7.attn.qkv"] = w.modules.begin()->second;
-  const std::string message = error_of([&] { lora_set_of(*dit).attach(*dit, w, 1.0, "wan.safetensors"); });
+  const std::string message = error_text([&] { lora_set_of(*dit).attach(*dit, w, 1.0, "wan.safetensors"); });
   CHECK_THAT(message, Catch::Contains("wan.safetensors") && Catch::Contains("blocks.0.self_attn.q") &&
                           Catch::Contains("blocks.7.attn.qkv") && Catch::Contains("2 of 6"));
   CHECK(torch::equal(run(dit, in), before));
@@ -224,7 +220,7 @@ TEST_CASE("an adapter whose keys match no module is refused with the keys named,
   CHECK(torch::equal(run(dit, in), before));
   LoraWeights misshapen = random_adapter(dit, {"attn.qkv"});
   misshapen.modules.begin()->second.down = torch::zeros({4, 7});
-  CHECK_THAT(error_of([&] { lora_set_of(*dit).attach(*dit, misshapen, 1.0, "f"); }),
+  CHECK_THAT(error_text([&] { lora_set_of(*dit).attach(*dit, misshapen, 1.0, "f"); }),
              Catch::Contains("blocks.0.attn.qkv") && Catch::Contains("do not fit"));
 }
 
@@ -336,21 +332,21 @@ TEST_CASE(
     save_torch_named(tensors, dir / "enhancer.bin", "pipe.dit.");
     const LoraFile f = read_lora_file(dir / "enhancer.bin");
     CHECK(f.info.alpha_source == "none in the file: alpha = rank (scale 1)");
-    CHECK_THAT(error_of([&] { lora_set_of(*dit).attach(*dit, f.weights, 1.0, "enhancer.bin"); }),
+    CHECK_THAT(error_text([&] { lora_set_of(*dit).attach(*dit, f.weights, 1.0, "enhancer.bin"); }),
                Catch::Contains("blocks.0.ffn.0") && Catch::Contains("blocks.0.self_attn.q") &&
                    Catch::Contains("2 of 2"));
   }
 
   SECTION("a file with tensors that are not LoRA tensors is refused naming them") {
     save_module(*dit, dir / "model.safetensors");
-    CHECK_THAT(error_of([&] { (void)read_lora_file(dir / "model.safetensors"); }),
+    CHECK_THAT(error_text([&] { (void)read_lora_file(dir / "model.safetensors"); }),
                Catch::Contains("are not LoRA tensors") && Catch::Contains("blocks.0.attn.qkv.weight"));
     SafetensorsWriter writer;
     auto half = torch::zeros({4, 48});
     writer.add_borrowed("base_model.model.blocks.0.mlp.fc1.lora_A.weight", DType::f32, {4, 48},
                         half.data_ptr(), half.nbytes());
     writer.write(dir / "half.safetensors");
-    CHECK_THAT(error_of([&] { (void)read_lora_file(dir / "half.safetensors"); }),
+    CHECK_THAT(error_text([&] { (void)read_lora_file(dir / "half.safetensors"); }),
                Catch::Contains("blocks.0.mlp.fc1") && Catch::Contains("without a matching"));
   }
 }

@@ -28,6 +28,11 @@ using namespace mugv;
 
 namespace {
 
+// The message of the mugv::Error `fn` throws (the test fails when it throws none).
+std::string error_text(const std::function<void()>& fn) {
+  return test::expect_error(fn).what();
+}
+
 // The micro options with a faster learning rate and neither first-frame conditioning nor caption dropout.
 TrainOptions options(const std::string& run, int64_t steps) {
   auto o = test::micro_train_options(run, steps);
@@ -91,16 +96,6 @@ std::map<std::string, torch::Tensor> file_tensors(const fs::path& file) {
 
 fs::path checkpoint_file(const std::string& run, int64_t step, const char* name) {
   return run_paths(run).checkpoints() / CheckpointStore::step_dir_name(step) / name;
-}
-
-std::string error_of(const std::function<void()>& fn, ErrorCode* code = nullptr) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    if (code) *code = e.code();
-    return e.what();
-  }
-  return {};
 }
 
 // The base model of the micro home: 30 steps on the shapes clips.
@@ -213,7 +208,7 @@ TEST_CASE("a LoRA run resumes exactly: N steps straight equal N/2, stop, resume,
   auto config = lora_config(6);
   config["train"]["save_every"] = 100;
   ErrorCode code = ErrorCode::unknown;
-  error_of([&] { train_dit(o, config, cancel, stop); }, &code);
+  code = test::expect_error([&] { train_dit(o, config, cancel, stop); }).code();
   REQUIRE(code == ErrorCode::cancelled);
   auto resumed = resume_dit("split", ResumeChanges{}, CancelToken());
   CHECK(resumed.start_step == 3);
@@ -254,7 +249,7 @@ TEST_CASE("a full fine-tune starts from the base's weights; a base that changed 
   // A different --vae-run than the base's is refused with both named; --lora without --from too.
   auto wrong = lora_options("wrong", 4);
   wrong.vae_run = "vae9";
-  CHECK_THAT(error_of([&] { train_dit(wrong, {}, CancelToken()); }),
+  CHECK_THAT(error_text([&] { train_dit(wrong, {}, CancelToken()); }),
              Catch::Contains("vae0") && Catch::Contains("vae9"));
 
   // The base's checkpoint is rewritten (bit rot, or the folder reused): resuming names the base and stops.
@@ -264,7 +259,9 @@ TEST_CASE("a full fine-tune starts from the base's weights; a base that changed 
     f.write("\x01\x02\x03\x04", 4);
   }
   ErrorCode code = ErrorCode::unknown;
-  const std::string message = error_of([&] { resume_dit("full", ResumeChanges(6), CancelToken()); }, &code);
+  const Error refused = test::expect_error([&] { resume_dit("full", ResumeChanges(6), CancelToken()); });
+  code = refused.code();
+  const std::string message = refused.what();
   CHECK(code == ErrorCode::conflict);
   CHECK_THAT(message, Catch::Contains("base") && Catch::Contains("step 30"));
 }
@@ -359,6 +356,6 @@ TEST_CASE("a LoRA run keeps its frozen base in bf16 on request, under bf16 autoc
   auto fp32 = lora_options("half32", 6);
   fp32.base_dtype = "bf16";
   fp32.precision = "fp32";
-  CHECK_THAT(error_of([&] { train_dit(fp32, {}, CancelToken()); }), Catch::Contains("--precision bf16"));
+  CHECK_THAT(error_text([&] { train_dit(fp32, {}, CancelToken()); }), Catch::Contains("--precision bf16"));
   CHECK_FALSE(fs::exists(run_paths("half32").root));  // refused before anything was written
 }
