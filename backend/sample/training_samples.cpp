@@ -25,6 +25,17 @@ std::vector<std::string> cached_captions(const RunManifest& run, size_t count) {
   return prompts;
 }
 
+// The clip geometry samples are rendered at: the VAE run's, or (a latent cache of a released model's VAE,
+// which has no run) the cached clips' own.
+ClipGeometry sample_geometry(const RunManifest& run) {
+  std::error_code ec;
+  if (fs::exists(run_paths(run.vae_run).manifest(), ec)) return vae_run_geometry(run.vae_run);
+  for (const auto& clip : list_cached_clips(latent_cache_dir(run.dataset, run.vae_run)))
+    return ClipGeometry{clip.width, clip.height, clip.frames, clip.fps};
+  throw Error(ErrorCode::not_found, run.name,
+              cat("no VAE run and no cached clip of '", run.vae_run, "' to take the sample size from"));
+}
+
 }  // namespace
 
 TrainingSampler::TrainingSampler(std::string run_name, TrainingSampleOptions options)
@@ -35,7 +46,7 @@ TrainingSampler::TrainingSampler(std::string run_name, TrainingSampleOptions opt
     throw Error(ErrorCode::invalid_argument, run_name_,
                 "no sample prompts: give --sample-prompts or caption the dataset");
   if (options_.frames <= 0 || options_.width <= 0 || options_.height <= 0) {
-    const ClipGeometry g = vae_run_geometry(run.vae_run);
+    const ClipGeometry g = sample_geometry(run);
     if (options_.frames <= 0) options_.frames = static_cast<int>(g.frames);
     if (options_.width <= 0) options_.width = static_cast<int>(g.width);
     if (options_.height <= 0) options_.height = static_cast<int>(g.height);

@@ -268,8 +268,16 @@ TEST_CASE("a released model fine-tunes: encode with its VAE, LoRA and full fine-
   CHECK(encoded["cache_dir"].get<std::string>().find("release-MUG-V-tiny") != std::string::npos);
 
   const std::string common = " --preset tiny --dataset shapes --batch 2 --threads 2 --save-every 2 --json";
-  auto lora = nlohmann::json::parse(
-      mugv("train --from " + m + " --lora rank=2,targets=attn,mlp --run rl --steps 2" + common));
+  auto lora =
+      nlohmann::json::parse(mugv("train --from " + m +
+                                 " --lora rank=2,targets=attn,mlp --run rl --steps 2 --sample-every 2 "
+                                 "--sample-steps 2" +
+                                 common));
+  // Samples during training render with the adapter on the released DiT, decoded by its VAE.
+  bool sampled = false;
+  for (const auto& entry : fs::directory_iterator(home / "runs" / "rl" / "samples" / "step-2"))
+    sampled = sampled || entry.is_regular_file();
+  CHECK(sampled);
   CHECK(lora["last_step"] == 2);
   const auto run = read_json_file(home / "runs" / "rl" / "run.json");
   CHECK(run["config"]["base"]["model"] == model.string());
