@@ -94,6 +94,8 @@ int run_extract(const Invocation& inv) {
   const fs::path out = v.get_text("lora.out");
   const RunPaths paths = run_paths(run);
   const RunManifest manifest = read_run_manifest(paths);
+  const std::optional<BaseModel> recorded_base =
+      base_of_run(manifest);  // checked once: it may hash a model file
   std::map<std::string, std::string> metadata{{"source_run", run}};
   nlohmann::json report = {{"run", run}, {"out", out.string()}};
   LoraWeights weights;
@@ -118,7 +120,7 @@ int run_extract(const Invocation& inv) {
     WeightsKind base_weights = WeightsKind::unknown;
     if (v.has("lora.base")) {
       base_run = v.get_text("lora.base");
-    } else if (auto base = base_of_run(manifest)) {
+    } else if (const auto& base = recorded_base) {
       base_run = base->run;
       base_model = base->release;
       base_step = base->step;
@@ -143,7 +145,7 @@ int run_extract(const Invocation& inv) {
     report["relative_error"] = error;
     report["base"] = base_model.empty() ? base_run : base_model.string();
   }
-  if (auto base = base_of_run(manifest)) {
+  if (const auto& base = recorded_base) {
     metadata["base_model"] = describe(*base);
     metadata.emplace("base_sha256", base->sha256);
   }

@@ -53,6 +53,7 @@ std::map<std::string, torch::nn::Linear> check_weights(const DiTImpl& dit, const
   return out;
 }
 
+// Trainable adapters keep fp32 (their gradients and AdamW state) beside a bf16 base; autocast mixes the two.
 torch::ScalarType adapter_dtype(const torch::Tensor& base_weight) {
   const auto t = base_weight.scalar_type();
   return t == torch::kFloat64 ? t : torch::kFloat32;
@@ -80,7 +81,7 @@ void LoraSet::attach_trainable(DiTImpl& dit, const LoraConfig& config) {
   if (dit.parallel())
     throw Error(ErrorCode::unsupported, "--lora",
                 "adapters on a model split by tensor parallel are not supported");
-  if (trainable_) throw Error(ErrorCode::conflict, "--lora", "the model already has a trainable adapter");
+  if (has_trainable_) throw Error(ErrorCode::conflict, "--lora", "the model already has a trainable adapter");
   const auto paths = resolve_lora_targets(dit, config.targets);
   const auto linears = linears_by_path(dit);
   torch::NoGradGuard no_grad;
@@ -100,9 +101,8 @@ void LoraSet::attach_trainable(DiTImpl& dit, const LoraConfig& config) {
     module->register_module("lora_A", down);
     module->register_module("lora_B", up);
     by_linear_[module.get()].push_back({down->weight, up->weight, config.scale(), config.dropout, true});
-    paths_[path] = module.get();
   }
-  trainable_ = config;
+  has_trainable_ = true;
 }
 
 void LoraSet::attach(DiTImpl& dit, const LoraWeights& weights, double scale, const std::string& subject,
@@ -111,15 +111,16 @@ void LoraSet::attach(DiTImpl& dit, const LoraWeights& weights, double scale, con
     throw Error(ErrorCode::unsupported, subject,
                 "adapters on a model split by tensor parallel are not supported");
   const auto bases = check_weights(dit, weights, subject);
-  const auto linears = linears_by_path(dit);
   for (const auto& [path, w] : weights.modules) {
-    const auto& weight = bases.at(path)->weight;
-    const auto dtype = adapter_dtype(weight);
-    const torch::Device device = device_override.value_or(weight.device());
-    by_linear_[linears.at(path).get()].push_back({w.down.to(device, dtype).detach().clone(),
-                                                  w.up.to(device, dtype).detach().clone(),
-                                                  weights.scale_of(path) * scale, 0.0, false});
-    paths_[path] = linears.at(path).get();
+    const auto& base = bases.at(path);
+    // In the base weight's dtype: loaded adapters run outside autocast, beside a bf16 or fp32 model alike.
+    const auto dtype = base->weight.scalar_type();
+    const torch::Device device = device_override.value_or(base->weight.device());
+    const auto copy = [&](const torch::Tensor& t) {
+      return t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).detach();
+    };
+    by_linear_[static_cast<const torch::nn::Module*>(base.get())].push_back(
+        {copy(w.down), copy(w.up), weights.scale_of(path) * scale, 0.0, false});
   }
 }
 
@@ -144,14 +145,8 @@ void LoraSet::to(torch::Device device) {
       }
 }
 
-LoraWeights LoraSet::trainable_weights() const {
-  LoraWeights out;
-  if (!trainable_) return out;
-  out.alpha = trainable_->alpha;
-  for (const auto& [path, module] : paths_)
-    for (const auto& e : by_linear_.at(module))
-      if (e.trainable) out.modules[path] = {e.down, e.up, std::nullopt};
-  return out;
+void check_lora_weights(const DiTImpl& dit, const LoraWeights& weights, const std::string& subject) {
+  (void)check_weights(dit, weights, subject);
 }
 
 LoraSet& lora_set_of(DiTImpl& dit) {

@@ -71,9 +71,6 @@ class LoraSet {
   bool empty() const { return by_linear_.empty(); }
   // Moves the loaded adapters to `device` (trainable ones move with the module tree they belong to).
   void to(torch::Device device);
-  // The trainable adapter's tensors by module path (what a LoRA run saves).
-  [[nodiscard]] LoraWeights trainable_weights() const;
-  const std::optional<LoraConfig>& trainable_config() const { return trainable_; }
 
  private:
   struct Entry {
@@ -83,9 +80,12 @@ class LoraSet {
     bool trainable = false;
   };
   std::unordered_map<const torch::nn::Module*, std::vector<Entry>> by_linear_;
-  std::map<std::string, const torch::nn::Module*> paths_;  // module path of each adapted linear
-  std::optional<LoraConfig> trainable_;
+  bool has_trainable_ = false;
 };
+
+// Checks `weights` against `dit` as LoraSet::attach does (every key names an adaptable linear, every shape
+// fits), changing nothing.
+void check_lora_weights(const DiTImpl& dit, const LoraWeights& weights, const std::string& subject);
 
 // The DiT's set, installed (empty) when it has none yet.
 LoraSet& lora_set_of(DiTImpl& dit);

@@ -136,9 +136,9 @@ void load_run_header(ModelBundle& b, const std::string& run_name) {
   if (b.run.kind != RunLayoutKind::dit)
     throw Error(ErrorCode::invalid_argument, run_name,
                 cat("is a ", to_string(b.run.kind), " run; generating needs a DiT run (mugv train)"));
-  if (auto base = base_of_run(b.run); base && base->is_release()) {
+  if (auto released = released_base_dir(b.run)) {
     // A fine-tune of a released model: its preset, prompts cut as the release's T5 pipeline cuts them.
-    b.preset = base_preset(*base);
+    b.preset = release_preset(find_release_model(*released));
     b.prompt_limit = TokenLimitPolicy::truncate;
   } else {
     if (b.run.vae_run.empty())
@@ -153,8 +153,8 @@ void load_run_header(ModelBundle& b, const std::string& run_name) {
 
 // The VAE of the run's VAE run with its latent statistics and preview map, and the flow shift.
 void load_vae_side(ModelBundle& b, const std::string& run_name) {
-  if (auto base = base_of_run(b.run); base && base->is_release()) {
-    b.codec = load_release_codec(find_release_model(base->release));
+  if (auto released = released_base_dir(b.run)) {
+    b.codec = load_release_codec(find_release_model(*released));
     set_default_latent_rgb(b, b.codec->latent_channels());
     b.shift_base_px = shift_base_of(b.run.config).value_or(512.0);
     return;
@@ -305,11 +305,9 @@ ModelBundle bundle_for_training_samples(const std::string& run_name, DiT dit,
 void apply_lora_files(ModelBundle& b, const std::vector<LoraArgument>& adapters, bool merge) {
   std::vector<LoraFile> files;
   for (const auto& a : adapters) files.push_back(read_lora_file(a.file));
-  // Checked against the model on a scratch set first, so a bad second file leaves the model as it was.
-  LoraSet check;
+  // Every file checked against the model first, so a bad second file leaves the model as it was.
   for (size_t i = 0; i < files.size(); ++i)
-    check.attach(*b.dit, files[i].weights, adapters[i].scale, adapters[i].file.string(),
-                 torch::Device(torch::kCPU));
+    check_lora_weights(*b.dit, files[i].weights, adapters[i].file.string());
   for (size_t i = 0; i < files.size(); ++i) {
     const std::string name = adapters[i].file.string();
     if (merge)

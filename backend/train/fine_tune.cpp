@@ -163,6 +163,15 @@ BaseModel base_model_from_json(const nlohmann::json& j, const std::string& subje
   return b;
 }
 
+std::optional<fs::path> released_base_dir(const RunManifest& manifest) {
+  if (!manifest.config.is_object()) return std::nullopt;
+  auto it = manifest.config.find("base");
+  if (it == manifest.config.end() || !it->is_object()) return std::nullopt;
+  auto model = it->find("model");
+  if (model == it->end() || !model->is_string()) return std::nullopt;
+  return fs::path(model->get<std::string>());
+}
+
 std::optional<BaseModel> base_of_run(const RunManifest& manifest) {
   if (!manifest.config.is_object()) return std::nullopt;
   auto it = manifest.config.find("base");

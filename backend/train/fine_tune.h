@@ -60,6 +60,9 @@ struct BaseModel {
 [[nodiscard]] BaseModel base_model_from_json(const nlohmann::json& json, const std::string& subject);
 // The base recorded in a run's config, if it is a fine-tune.
 [[nodiscard]] std::optional<BaseModel> base_of_run(const RunManifest& manifest);
+// The released model folder a run's config names as its base, read from the config alone (no file is opened
+// or checked: base_of_run does that).
+[[nodiscard]] std::optional<std::filesystem::path> released_base_dir(const RunManifest& manifest);
 // The LoRA settings a run trains with (config train.lora), if it is a LoRA run.
 [[nodiscard]] std::optional<std::string> lora_spec_of_run(const RunManifest& manifest);
 

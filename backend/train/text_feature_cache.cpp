@@ -35,7 +35,6 @@ torch::Tensor TextFeatureCache::features(const torch::Tensor& ids, const torch::
       try {
         auto st = SafetensorsFile::open(file);
         row = tensor_from_view(st.at("features"), file.string());
-        ++loaded_;
       } catch (const Error& e) {
         log_warning(cat(file.string(), ": recomputed (", e.what(), ")"));
       }
@@ -45,7 +44,6 @@ torch::Tensor TextFeatureCache::features(const torch::Tensor& ids, const torch::
                 .to(torch::kCPU)
                 .contiguous();
       save_named_tensors({{"features", row}}, file, {{"tokens", std::to_string(row_ids.size(0))}});
-      ++computed_;
     }
     rows.push_back(row);
   }

@@ -30,13 +30,10 @@ class TextFeatureCache {
   [[nodiscard]] torch::Tensor features(const torch::Tensor& ids, const torch::Tensor& mask);
 
   const std::filesystem::path& dir() const { return dir_; }
-  int64_t computed() const { return computed_; }  // rows the encoder ran for
-  int64_t loaded() const { return loaded_; }      // rows read from disk
 
  private:
   std::filesystem::path dir_;
   TextEncoderBase& encoder_;
-  int64_t computed_ = 0, loaded_ = 0;
 };
 
 }  // namespace mugv
