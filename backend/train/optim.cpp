@@ -71,6 +71,19 @@ NamedTensors AdamW::state() const {
   return named;
 }
 
+NamedTensors adamw_state_targets(const NamedTensors& params) {
+  NamedTensors targets;
+  for (const auto& [name, p] : params) {
+    targets.emplace_back("exp_avg." + name, p);
+    targets.emplace_back("exp_avg_sq." + name, p);
+  }
+  return targets;
+}
+
+NamedTensors AdamW::state_targets() const {
+  return adamw_state_targets(params_);
+}
+
 std::map<std::string, std::string> AdamW::state_metadata() const {
   return {{"step", std::to_string(step_)},
           {"optimizer", "adamw"},

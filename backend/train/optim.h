@@ -40,6 +40,9 @@ class Optimizer {
   // This rank's state as it is written to its checkpoint file, with the file's metadata.
   [[nodiscard]] virtual NamedTensors state() const = 0;
   [[nodiscard]] virtual std::map<std::string, std::string> state_metadata() const = 0;
+  // Every state tensor a checkpoint holds for this optimizer, whole per parameter ("exp_avg.<param>"), with
+  // the parameter (this rank's piece) whose shape it has: what load_state expects.
+  [[nodiscard]] virtual NamedTensors state_targets() const = 0;
   // Restores from the whole per-parameter state ("exp_avg.<param>", this rank's parameter shapes) and the
   // step count. Throws Error(corrupt) naming `subject` when a tensor is missing or has the wrong shape;
   // the optimiser is unchanged then.
@@ -63,6 +66,7 @@ class AdamW final : public Optimizer {
   int64_t steps_taken() const override { return step_; }
   NamedTensors state() const override;
   std::map<std::string, std::string> state_metadata() const override;
+  NamedTensors state_targets() const override;
   void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step,
                   const std::string& subject) override;
 
@@ -84,6 +88,9 @@ class AdamW final : public Optimizer {
   AdamWOptions options_;
   int64_t step_ = 0;
 };
+
+// AdamW's state names for `params`: "exp_avg.<name>" and "exp_avg_sq.<name>" of each, with the parameter.
+[[nodiscard]] NamedTensors adamw_state_targets(const NamedTensors& params);
 
 // Online exponential moving average of a set of named tensors: ema ← d·ema + (1−d)·p with
 // d = min(decay, (1 + step) / (10 + step)) after optimizer step `step` (1-based). The warm-up keeps

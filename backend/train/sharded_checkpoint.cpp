@@ -64,7 +64,7 @@ std::string checkpoint_file_name(const std::string& stem, int tp_rank, int tp, i
 }
 
 std::string state_parameter_name(const std::string& name) {
-  for (const char* prefix : {"exp_avg_sq.", "exp_avg."})
+  for (const char* prefix : {"exp_avg_sq.", "exp_avg.", "momentum."})
     if (starts_with(name, prefix)) return name.substr(std::string(prefix).size());
   return name;
 }
@@ -104,7 +104,9 @@ CanonicalTensors read_canonical_tensors(const fs::path& dir, const std::string& 
         if (!target.defined()) {
           int64_t numel = 1;
           for (int64_t s : shape->second) numel *= s;
-          target = torch::zeros({numel / saved.tp}, torch::kFloat32);
+          // Rank t's piece: a split tensor's 1/tp, a replicated one whole.
+          const bool split = role_of(state_name).split != TensorSplit::replicated;
+          target = torch::zeros({split ? numel / saved.tp : numel}, torch::kFloat32);
         }
         if (offset < 0 || offset + piece.numel() > target.numel())
           throw Error(ErrorCode::corrupt, path.string(), cat(name, " lies outside its parameter"));

@@ -7,7 +7,8 @@
 //   and the sampler read) model.tp<r>of<T>.safetensors, ema.…       tp > 1: tensor-parallel rank r's pieces
 //   (dit_parallel.h roles);
 //                                             written by the ranks with cp_rank = dp_rank = 0
-//   optimizer[.tp<r>of<T>].safetensors        AdamW moments "exp_avg.<param>" of those pieces
+//   optimizer[.tp<r>of<T>].safetensors        AdamW moments "exp_avg.<param>" (Muon: "momentum.<param>")
+//                                             of those pieces
 //   optimizer[.tp<r>of<T>].dp<d>of<D>.…       ZeRO-1: data-parallel rank d's flat pieces
 //   "exp_avg.<param>@<offset>"
 //
@@ -56,7 +57,8 @@ struct CanonicalTensors {
     const fs::path& dir, const std::string& stem, const CheckpointLayout& saved,
     const std::map<std::string, std::vector<int64_t>>& full_shapes);
 
-// The parameter an optimizer state name belongs to ("exp_avg_sq.dit.x" -> "dit.x"); other names unchanged.
+// The parameter an optimizer state name belongs to ("exp_avg_sq.dit.x", "momentum.dit.x" -> "dit.x"); other
+// names unchanged.
 [[nodiscard]] std::string state_parameter_name(const std::string& name);
 // The whole shape of a tensor-parallel piece of `name` held by each of `tp` ranks.
 [[nodiscard]] std::vector<int64_t> full_shape_of(const std::string& name, std::vector<int64_t> piece_shape,

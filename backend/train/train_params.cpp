@@ -96,7 +96,20 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
   r.add(schedule);
   r.add(spec("train.min_lr", "--min-lr", ParamType::real, 0.0, "final learning rate of the cosine schedule",
              "training", 0.0));
-  r.add(spec("train.weight_decay", "--weight-decay", ParamType::real, 0.0, "AdamW decoupled weight decay",
+  if (dit) {
+    auto optimizer = spec("train.optimizer", "--optimizer", ParamType::choice, "adamw",
+                          "adamw, or muon: Newton-Schulz orthogonalised momentum on the hidden matrices, AdamW on "
+                          "embeddings, norms, biases, adaLN tables and the output layer",
+                          "training");
+    optimizer.choices = {"adamw", "muon"};
+    r.add(optimizer);
+    r.add(spec("train.muon_momentum", "--muon-momentum", ParamType::real, 0.95, "Muon: momentum (Nesterov)",
+               "training", 0.0, 1.0));
+    r.add(spec("train.muon_lr_scale", "--muon-lr-scale", ParamType::real, 1.0,
+               "Muon: its learning rate as a multiple of --lr (updates are already scaled to AdamW's RMS)",
+               "training", 0.0));
+  }
+  r.add(spec("train.weight_decay", "--weight-decay", ParamType::real, 0.0, "decoupled weight decay (AdamW and Muon)",
              "training", 0.0));
   r.add(spec("train.beta1", "--beta1", ParamType::real, 0.9, "AdamW beta1", "training", 0.0, 1.0));
   r.add(spec("train.beta2", "--beta2", ParamType::real, 0.999, "AdamW beta2", "training", 0.0, 1.0));
@@ -291,6 +304,9 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   o.adam.beta2 = v.get_real("train.beta2");
   o.adam.eps = v.get_real("train.adam_eps");
   o.adam.weight_decay = v.get_real("train.weight_decay");
+  if (v.has("train.optimizer")) o.optimizer = v.get_text("train.optimizer");
+  o.muon.momentum = opt_real("train.muon_momentum", o.muon.momentum);
+  o.muon.lr_scale = opt_real("train.muon_lr_scale", o.muon.lr_scale);
   o.grad_clip = v.get_real("train.grad_clip");
   o.ema_decay = opt_real("train.ema", 0.999);
   o.seed = static_cast<uint64_t>(v.get_int("train.seed"));

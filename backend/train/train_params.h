@@ -13,6 +13,7 @@
 
 #include "core/params.h"
 #include "train/flow.h"
+#include "train/muon.h"
 #include "train/optim.h"
 #include "train/run_layout.h"
 
@@ -73,7 +74,9 @@ struct TrainOptions {
   int64_t warmup_steps = 100;
   LrSchedule schedule = LrSchedule::constant;
   double min_lr = 0.0;
+  std::string optimizer = "adamw";  // adamw | muon (train/muon.h: Muon on hidden matrices, AdamW on the rest)
   AdamWOptions adam;
+  MuonOptions muon;
   double grad_clip = 1.0;  // 0: no clipping (the norm is still measured)
   double ema_decay = 0.999;
   uint64_t seed = 0;

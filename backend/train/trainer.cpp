@@ -20,6 +20,7 @@
 #include "train/rng_state.h"
 #include "train/sharded_checkpoint.h"
 #include "train/text_feature_cache.h"
+#include "train/muon.h"
 #include "train/zero_optimizer.h"
 
 #include <chrono>
@@ -191,7 +192,11 @@ void build_model(Session& s) {
       log_info(cat("text features of the frozen text encoder are cached in ", s.text_cache->dir().string()));
   }
   s.zero_sharded = s.groups && s.options.zero >= 1 && layout.dp > 1;
-  if (s.zero_sharded)
+  if (s.options.optimizer == "muon")
+    s.optimizer = std::make_unique<Muon>(s.groups, s.params, s.options.muon, s.options.adam, s.zero_sharded);
+  else if (s.options.optimizer != "adamw")
+    throw Error(ErrorCode::usage, "--optimizer", cat("'", s.options.optimizer, "' is not adamw or muon"));
+  else if (s.zero_sharded)
     s.optimizer = std::make_unique<ZeroAdamW>(s.groups, s.params, s.options.adam);
   else
     s.optimizer = std::make_unique<AdamW>(s.params, s.options.adam);
@@ -299,6 +304,11 @@ int64_t trainable_estimate(const Session& s) {
   return s.lora() ? lora_parameter_count(s.preset.dit, parse_lora_config(s.options.lora)) : -1;
 }
 
+// "adamw" or "muon", from an optimizer file's "optimizer" metadata ("adamw-zero1" is AdamW's ZeRO form).
+std::string optimizer_family(const std::string& kind) {
+  return kind.substr(0, kind.find('-'));
+}
+
 // Loads one checkpoint into the session; throws Error naming the problem.
 void load_checkpoint(Session& s, const CheckpointRef& ref) {
   const std::string preset = ref.metadata.value("preset", "");
@@ -317,11 +327,13 @@ void load_checkpoint(Session& s, const CheckpointRef& ref) {
   auto ema_pieces =
       cut_pieces(read_canonical_tensors(ref.dir, "ema", saved, full_shapes), s.ema->tensors(), s, subject);
   auto optimizer = read_canonical_tensors(ref.dir, "optimizer", saved, full_shapes);
-  NamedTensors optimizer_targets;
-  for (const auto& [name, p] : s.params) {
-    optimizer_targets.emplace_back("exp_avg." + name, p);
-    optimizer_targets.emplace_back("exp_avg_sq." + name, p);
-  }
+  const std::string saved_family = optimizer_family(optimizer.metadata.count("optimizer")
+                                                        ? optimizer.metadata.at("optimizer")
+                                                        : std::string("adamw"));
+  if (saved_family != s.options.optimizer)
+    throw Error(ErrorCode::invalid_argument, subject,
+                cat("its optimizer state is ", saved_family, "'s; this run uses ", s.options.optimizer));
+  const NamedTensors optimizer_targets = s.optimizer->state_targets();
   auto optimizer_pieces = cut_pieces(optimizer, optimizer_targets, s, subject);
   std::map<std::string, torch::Tensor> optimizer_state;
   for (size_t i = 0; i < optimizer_targets.size(); ++i)
@@ -838,6 +850,13 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
   ParamValues values = dit_resume_values(registry, s.paths, manifest, changes);
   s.options = train_options_from(values, TrainKind::dit);
   s.options.run = name;
+  const std::string stored_optimizer = manifest.config.is_object()
+                                           ? manifest.config.value("/train/optimizer"_json_pointer, "adamw")
+                                           : std::string("adamw");
+  if (s.options.optimizer != stored_optimizer)
+    throw Error(ErrorCode::usage, "--optimizer",
+                cat(name, " trains with ", stored_optimizer, "; its optimizer state cannot continue under ",
+                    s.options.optimizer, " (start a new run with --from ", name, " instead)"));
   s.base = base_of_run(manifest);  // the very checkpoint it started from, checked by its SHA-256
   s.preset = s.base ? base_preset(*s.base) : load_model_preset(manifest.preset);
   connect_ranks(s);

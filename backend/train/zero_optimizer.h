@@ -28,6 +28,7 @@ class ZeroAdamW final : public Optimizer {
   int64_t steps_taken() const override { return step_; }
   NamedTensors state() const override;
   std::map<std::string, std::string> state_metadata() const override;
+  NamedTensors state_targets() const override { return adamw_state_targets(params_); }
   void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step,
                   const std::string& subject) override;
 

@@ -259,12 +259,16 @@ TEST_CASE("a tiny run overfits: the loss falls, metrics and checkpoints follow t
 }
 
 TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for bit", "[train]") {
-  // In both precisions: bf16 autocast must not bring in run-to-run differences either.
-  const std::string precision = GENERATE(std::string("fp32"), std::string("bf16"));
-  INFO("precision " << precision);
+  // In both precisions: bf16 autocast must not bring in run-to-run differences either; and with Muon, whose
+  // momentum and AdamW moments must come back bit for bit too.
+  const auto [precision, optimizer] =
+      GENERATE(std::pair<std::string, std::string>{"fp32", "adamw"}, std::pair<std::string, std::string>{"bf16", "adamw"},
+               std::pair<std::string, std::string>{"fp32", "muon"});
+  INFO("precision " << precision << ", optimizer " << optimizer);
   Home home(6);
   auto straight = micro_options("straight", 6);
   straight.precision = precision;
+  straight.optimizer = optimizer;
   train_dit(straight, {}, CancelToken());
 
   CancelToken cancel;
@@ -275,6 +279,7 @@ TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for b
   auto o = micro_options("split", 6);
   o.save_every = 100;  // the cancel itself must save step 3
   o.precision = precision;
+  o.optimizer = optimizer;
   ErrorCode code = ErrorCode::unknown;
   error_of(
       [&] {
@@ -285,6 +290,7 @@ TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for b
                      {"threads", 2},
                      {"seed", 7},
                      {"precision", precision},
+                     {"optimizer", optimizer},
                      {"batch", 2},
                      {"lr", 2e-3},
                      {"warmup", 2},
