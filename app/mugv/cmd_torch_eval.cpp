@@ -6,6 +6,9 @@
 // mugv eval --sensitivity --run NAME --dataset-dir DIR: how much swapping each word of the held-out prompts
 // (colour, shape, direction, background) moves the run's guess of the clean video, step by step along
 // the sampling trajectory: which words the model has bound and at which noise levels.
+// mugv val-loss --run NAME --dataset D [--vae-run V] [--checkpoint STEP]: the flow loss of a run's checkpoints
+// on a dataset's cached latents at fixed noise (train/evaluation.h), one line per checkpoint: what recipes
+// (optimizers, learning rates, growth) are compared by.
 #include "command.h"
 
 #include "core/error.h"
@@ -18,7 +21,10 @@
 #include "sample/eval.h"
 #include "sample/sampler.h"
 #include "sample/video_io.h"
+#include "train/checkpoint_store.h"
 #include "train/clip_video.h"
+#include "train/evaluation.h"
+#include "train/latent_cache.h"
 
 #include <nlohmann/json.hpp>
 
@@ -309,6 +315,91 @@ int run(const Invocation& inv) {
 }
 
 }  // namespace
+
+void define_val_loss(ParamRegistry& r) {
+  r.add(param("val.run", "--run", ParamType::text, nullptr, "the DiT run whose checkpoints to evaluate", "eval"));
+  r.add(param("val.dataset", "--dataset", ParamType::text, nullptr,
+              "catalog dataset whose cached latents to evaluate on (encode it with the run's VAE first)", "eval"));
+  r.add(param("val.vae_run", "--vae-run", ParamType::text, nullptr,
+              "the latent cache's VAE run (default: the run's)", "eval"));
+  auto checkpoint = param("val.checkpoint", "--checkpoint", ParamType::integer, nullptr,
+                          "only the checkpoint of this step (default: every checkpoint of the run)", "eval");
+  checkpoint.min_value = 0.0;
+  r.add(checkpoint);
+  auto weights = param("val.weights", "--weights", ParamType::choice, "model",
+                       "which weights of each checkpoint: model (the trained ones) or ema", "eval");
+  weights.choices = {"model", "ema"};
+  r.add(weights);
+  auto draws = param("val.draws", "--draws", ParamType::integer, 2, "noise draws per clip", "eval");
+  draws.min_value = 1;
+  draws.max_value = 64;
+  r.add(draws);
+  auto seed = param("val.seed", "--seed", ParamType::integer, 20, "seed of the draws", "eval");
+  seed.min_value = 0.0;
+  r.add(seed);
+  auto shift = param("val.shift_base", "--shift-base", ParamType::real, nullptr,
+                     "timestep shift base in pixels (default: the run's flow.shift_base)", "eval");
+  shift.min_value = 1.0;
+  r.add(shift);
+  r.add(param("val.threads", "--threads", ParamType::integer, 0, "torch threads (0: all cores)", "eval"));
+}
+
+int run_val_loss(const Invocation& inv) {
+  const auto& v = inv.values;
+  if (!v.has("val.run")) throw Error(ErrorCode::usage, "--run", "name the run");
+  if (!v.has("val.dataset")) throw Error(ErrorCode::usage, "--dataset", "name the dataset");
+  const std::string run = v.get_text("val.run");
+  if (v.get_int("val.threads") > 0) torch::set_num_threads(static_cast<int>(v.get_int("val.threads")));
+  const RunManifest manifest = read_run_manifest(run_paths(run));
+  const std::string vae_run = v.has("val.vae_run") ? v.get_text("val.vae_run") : manifest.vae_run;
+  const fs::path cache = latent_cache_dir(v.get_text("val.dataset"), vae_run);
+  const auto clips = list_cached_clips(cache);
+  if (clips.empty())
+    throw Error(ErrorCode::invalid_argument, cache.string(),
+                cat("holds no cached clips; run `mugv encode --dataset ", v.get_text("val.dataset"),
+                    " --vae-run ", vae_run, "` first"));
+  FlowEvalOptions options;
+  options.draws = v.get_int("val.draws");
+  options.seed = static_cast<uint64_t>(v.get_int("val.seed"));
+  options.shift_base_px =
+      v.has("val.shift_base")
+          ? v.get_real("val.shift_base")
+          : (manifest.config.is_object() ? manifest.config.value("/flow/shift_base"_json_pointer, 512.0) : 512.0);
+  std::vector<int64_t> steps;
+  if (v.has("val.checkpoint")) {
+    steps.push_back(v.get_int("val.checkpoint"));
+  } else {
+    for (const auto& ref : CheckpointStore(run_paths(run).checkpoints()).list()) steps.push_back(ref.step);
+  }
+  if (steps.empty()) throw Error(ErrorCode::not_found, run, "has no checkpoints");
+  const WeightsKind weights = weights_kind_from_string(v.get_text("val.weights")).value_or(WeightsKind::model);
+  for (int64_t step : steps) {
+    inv.cancel.throw_if_cancelled("val-loss");
+    ModelBundle bundle = load_run_weights(run, weights, step);
+    const double loss = fixed_draw_flow_loss(*bundle.dit, *bundle.text, *bundle.tokenizer,
+                                             bundle.preset.text.max_tokens, clips, options);
+    const nlohmann::json line = {{"run", run},   {"step", step},
+                                 {"loss", loss}, {"weights", to_string(bundle.weights)},
+                                 {"clips", clips.size()}, {"draws", options.draws}};
+    if (inv.json)
+      std::cout << line.dump() << std::endl;
+    else
+      std::printf("%s step %lld: validation loss %.5f (%zu clips x %lld draws, %s weights)\n", run.c_str(),
+                  static_cast<long long>(step), loss, clips.size(), static_cast<long long>(options.draws),
+                  to_string(bundle.weights));
+  }
+  return 0;
+}
+
+Command val_loss_command() {
+  Command c;
+  c.words = {"val-loss"};
+  c.summary = "flow loss of a run's checkpoints on a dataset's cached latents at fixed noise";
+  c.usage = "--run NAME --dataset D [--vae-run V --checkpoint STEP --weights model|ema --draws N --seed S]";
+  c.define = define_val_loss;
+  c.run = run_val_loss;
+  return c;
+}
 
 Command eval_command() {
   Command c;

@@ -162,35 +162,6 @@ int run_extract(const Invocation& inv) {
   return 0;
 }
 
-// A new run whose one checkpoint holds the merged weights (for generation and as a base), named `out_run`.
-void write_merged_run(const ModelBundle& b, const std::string& source_run, const std::string& out_run,
-                      const nlohmann::json& merged_from) {
-  const RunPaths paths = run_paths(out_run);
-  std::error_code ec;
-  if (fs::exists(paths.manifest(), ec))
-    throw Error(ErrorCode::conflict, out_run, "a run of this name exists; choose another --out-run");
-  fs::create_directories(paths.root);
-  fs::copy_file(run_paths(source_run).tokenizer(), paths.tokenizer(), fs::copy_options::overwrite_existing);
-  RunManifest manifest = b.run;
-  manifest.name = out_run;
-  manifest.config.erase("base");
-  if (manifest.config.contains("train")) {
-    manifest.config["train"]["lora"] = "";
-    manifest.config["train"]["from"] = "";
-    manifest.config["train"]["run"] = out_run;
-  }
-  manifest.config["merged_from"] = merged_from;
-  torch::nn::Module holder;
-  holder.register_module("dit", b.dit.ptr());
-  holder.register_module("text", b.text);
-  CheckpointStore store(paths.checkpoints());
-  const fs::path staging = store.begin(b.checkpoint_step);
-  save_named_tensors(module_state(holder), staging / "model.safetensors",
-                     {{"preset", b.preset.name}, {"kind", "dit"}, {"run", out_run}});
-  store.commit(staging, b.checkpoint_step, {{"preset", b.preset.name}, {"kind", "dit"}, {"run", out_run}});
-  write_run_manifest(paths, manifest);
-}
-
 int run_merge(const Invocation& inv) {
   const auto& v = inv.values;
   const std::string run = v.get_text("lora.run");
@@ -223,7 +194,7 @@ int run_merge(const Invocation& inv) {
   apply_lora_files(bundle, adapters, /*merge=*/true);
   merged_from["adapters"] = bundle.adapters;
   merged_from["step"] = bundle.checkpoint_step;
-  write_merged_run(bundle, run, out_run, merged_from);
+  write_bundle_as_run(bundle, out_run, "merged_from", merged_from);
   if (inv.json) {
     std::cout << nlohmann::json{{"run", out_run}, {"merged_from", merged_from}}.dump(2) << "\n";
   } else {

@@ -123,6 +123,8 @@ Command model_info_command();
 Command lora_info_command();
 Command lora_extract_command();
 Command lora_merge_command();
+Command val_loss_command();
+Command grow_command();
 Command encode_command();
 Command train_vae_command();
 Command train_command();

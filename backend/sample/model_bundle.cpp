@@ -318,4 +318,33 @@ void apply_lora_files(ModelBundle& b, const std::vector<LoraArgument>& adapters,
   }
 }
 
+void write_bundle_as_run(const ModelBundle& b, const std::string& out_run, const std::string& key,
+                         const nlohmann::json& provenance) {
+  const RunPaths paths = run_paths(out_run);
+  std::error_code ec;
+  if (fs::exists(paths.manifest(), ec))
+    throw Error(ErrorCode::conflict, out_run, "a run of this name exists; choose another name");
+  fs::create_directories(paths.root);
+  fs::copy_file(run_paths(b.run.name).tokenizer(), paths.tokenizer(), fs::copy_options::overwrite_existing);
+  RunManifest manifest = b.run;
+  manifest.name = out_run;
+  if (!manifest.config.is_object()) manifest.config = nlohmann::json::object();
+  manifest.config.erase("base");
+  if (manifest.config.contains("train")) {
+    manifest.config["train"]["lora"] = "";
+    manifest.config["train"]["from"] = "";
+    manifest.config["train"]["run"] = out_run;
+  }
+  manifest.config[key] = provenance;
+  torch::nn::Module holder;
+  holder.register_module("dit", b.dit.ptr());
+  holder.register_module("text", b.text);
+  const std::map<std::string, std::string> metadata{{"preset", b.preset.name}, {"kind", "dit"}, {"run", out_run}};
+  CheckpointStore store(paths.checkpoints());
+  const fs::path staging = store.begin(b.checkpoint_step);
+  save_named_tensors(module_state(holder), staging / "model.safetensors", metadata);
+  store.commit(staging, b.checkpoint_step, {{"preset", b.preset.name}, {"kind", "dit"}, {"run", out_run}});
+  write_run_manifest(paths, manifest);
+}
+
 }  // namespace mugv

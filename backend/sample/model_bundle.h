@@ -91,6 +91,13 @@ void apply_lora_files(ModelBundle& bundle, const std::vector<LoraArgument>& adap
                                            WeightsKind want = WeightsKind::unknown,
                                            std::optional<int64_t> checkpoint_step = std::nullopt);
 
+// A new run `out_run` whose one checkpoint (at the bundle's checkpoint step) holds the bundle's DiT and text
+// encoder weights as they are now (edited: adapters merged, width grown), for generation and as a base of
+// `train --from`. Its manifest is the bundle's run manifest renamed, with no base and no LoRA settings, and `provenance` stored as config[`key`]; the tokenizer is copied. Throws Error(conflict) when a
+// run of that name exists (nothing is written then).
+void write_bundle_as_run(const ModelBundle& bundle, const std::string& out_run, const std::string& key,
+                         const nlohmann::json& provenance);
+
 // A bundle around the live modules of a training run (shared, not copied; their train/eval mode is left
 // as it is) with the run's tokenizer, VAE, latent statistics and preview map loaded from disk, for the
 // samples rendered during training. `step` is recorded as the checkpoint step. Throws as load_for_inference.

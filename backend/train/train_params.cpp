@@ -304,7 +304,7 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   o.adam.beta2 = v.get_real("train.beta2");
   o.adam.eps = v.get_real("train.adam_eps");
   o.adam.weight_decay = v.get_real("train.weight_decay");
-  if (v.has("train.optimizer")) o.optimizer = v.get_text("train.optimizer");
+  if (kind == TrainKind::dit && v.has("train.optimizer")) o.optimizer = v.get_text("train.optimizer");
   o.muon.momentum = opt_real("train.muon_momentum", o.muon.momentum);
   o.muon.lr_scale = opt_real("train.muon_lr_scale", o.muon.lr_scale);
   o.grad_clip = v.get_real("train.grad_clip");

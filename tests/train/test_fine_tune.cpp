@@ -12,6 +12,7 @@
 #include "model/weights.h"
 #include "support/micro_home.h"
 #include "support/test_support.h"
+#include "train/evaluation.h"
 #include "train/fine_tune.h"
 #include "train/flow.h"
 #include "train/latent_cache.h"
@@ -59,32 +60,13 @@ void write_finetune_clips(const std::string& dataset, int count, int seed) {
   }
 }
 
-// Mean flow loss of `model` over the cached clips of `dataset` at fixed noise (eval mode, no dropout).
+// Mean flow loss of `model` over the cached clips of `dataset` at fixed noise (train/evaluation.h).
 double heldout_loss(DiTBundleImpl& model, const Tokenizer& tokenizer, const std::string& dataset) {
-  torch::NoGradGuard no_grad;
-  model.eval();
-  const int64_t tokens = load_model_preset("micro").text.max_tokens;
-  double sum = 0;
-  int n = 0;
-  FlowOptions flow;
-  flow.shift_base_px = 32;
-  flow.p_first_frame = 0;
-  flow.p_caption_dropout = 0;
-  for (const auto& clip : list_cached_clips(latent_cache_dir(dataset, "vae0"))) {
-    auto x0 = read_cached_latent(clip).unsqueeze(0);
-    for (int draw = 0; draw < 4; ++draw) {
-      auto fb = make_flow_batch(x0, 99, draw + 1, 32, 32, flow, 0);
-      auto tok = tokenizer.encode(clip.caption, int(tokens), TokenLimitPolicy::truncate);
-      auto ids = torch::tensor(tok.ids, torch::kInt64).view({1, -1});
-      auto mask = torch::tensor(tok.mask, torch::kInt64).view({1, -1}).to(torch::kFloat32);
-      auto text = model.text->forward(ids, mask);
-      auto pred = model.dit->forward(fb.x_t, fb.t * kDiTTimesteps, text, mask, torch::tensor({8.0f}));
-      sum += masked_flow_loss(pred, fb.target, fb.cond_mask).item<double>();
-      ++n;
-    }
-  }
-  model.train();
-  return sum / n;
+  FlowEvalOptions options;
+  options.draws = 4;
+  options.shift_base_px = 32;
+  return fixed_draw_flow_loss(*model.dit, *model.text, tokenizer, load_model_preset("micro").text.max_tokens,
+                              list_cached_clips(latent_cache_dir(dataset, "vae0")), options);
 }
 
 std::map<std::string, torch::Tensor> file_tensors(const fs::path& file) {

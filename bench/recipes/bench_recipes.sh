@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Training recipes measured on the shapes starter set with the tiny preset (docs/BENCHMARKS.md "Training
+# recipes"). Every comparison is judged by `mugv val-loss`: the flow loss on a separately generated validation
+# set at fixed noise, so two runs are compared on exactly the same inputs.
+#
+#   bench_recipes [optimizers]   Muon against AdamW: each optimizer's learning rate is chosen from the same
+#                                grid by its validation loss after STEPS steps; the best of each then runs on
+#                                more seeds; reported: AdamW's loss after STEPS steps and the steps Muon needs
+#                                to reach it (per seed, interpolated between checkpoints).
+#
+# Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
+# MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+MUGV=${MUGV:-$HERE/../../bin/mugv}
+WORK=${MUGV_BENCH_DIR:-${TMPDIR:-/tmp}/mugv-bench-recipes}
+THREADS=${MUGV_BENCH_THREADS:-$(nproc)}
+STEPS=${MUGV_BENCH_STEPS:-300}
+SEEDS=${MUGV_BENCH_SEEDS:-3}
+LRS=${MUGV_BENCH_LRS:-3e-4 6e-4 1.2e-3 2.4e-3}
+BATCH=8
+EVERY=25
+export MUGV_HOME=$WORK/home
+mkdir -p "$WORK"
+started=$SECONDS
+stage() { echo "== [$(( SECONDS - started ))s] $*" >&2; }
+
+# The starter set (400 training clips), a validation set drawn with another seed (48 clips), a VAE and both
+# latent caches. Made once per work folder.
+setup() {
+  if [[ -f $WORK/setup.done ]]; then return; fi
+  rm -rf "$WORK/home" "$WORK/shapes" "$WORK/shapes-val"
+  stage "starter data, VAE (600 steps) and latent caches in $WORK"
+  "$MUGV" make-dataset shapes --out "$WORK/shapes" --count 400 --size 64 --frames 17 --fps 8 --seed 1 >&2
+  "$MUGV" make-dataset shapes --out "$WORK/shapes-val" --count 48 --size 64 --frames 17 --fps 8 --seed 2 >&2
+  "$MUGV" dataset import "$WORK/shapes" --name shapes >&2
+  "$MUGV" dataset import "$WORK/shapes-val" --name shapes-val >&2
+  "$MUGV" train-vae --preset tiny-vae --dataset shapes --run vae --steps 600 --threads "$THREADS" --seed 0 >&2
+  "$MUGV" encode --dataset shapes --vae-run vae --threads "$THREADS" >&2
+  "$MUGV" encode --dataset shapes-val --vae-run vae --threads "$THREADS" >&2
+  touch "$WORK/setup.done"
+}
+
+# train RUN FLAGS...: a tiny DiT run of STEPS steps with checkpoints every EVERY steps, then its validation
+# curve in $WORK/curves/RUN.jsonl. Skipped when the curve exists (an interrupted benchmark continues).
+train() {
+  local run=$1
+  shift
+  mkdir -p "$WORK/curves"
+  if [[ -s $WORK/curves/$run.jsonl ]]; then return; fi
+  rm -rf "$MUGV_HOME/runs/$run"
+  stage "train $run: $*"
+  "$MUGV" train --preset tiny --dataset shapes --vae-run vae --run "$run" --steps "$STEPS" --batch $BATCH \
+    --warmup 20 --save-every $EVERY --keep 1000 --sample-every 0 --threads "$THREADS" --precision fp32 "$@" >&2
+  "$MUGV" val-loss --run "$run" --dataset shapes-val --threads "$THREADS" --json > "$WORK/curves/$run.jsonl.part"
+  mv "$WORK/curves/$run.jsonl.part" "$WORK/curves/$run.jsonl"
+}
+
+optimizers() {
+  for optimizer in adamw muon; do
+    for lr in $LRS; do train "$optimizer-lr$lr-s0" --optimizer "$optimizer" --lr "$lr" --seed 0; done
+  done
+  local best
+  for optimizer in adamw muon; do
+    best=$(python3 "$HERE/recipes_report.py" best "$WORK/curves" "$optimizer" $LRS)
+    for ((seed = 1; seed < SEEDS; ++seed)); do
+      train "$optimizer-lr$best-s$seed" --optimizer "$optimizer" --lr "$best" --seed "$seed"
+    done
+  done
+  python3 "$HERE/recipes_report.py" optimizers "$WORK/curves" "$SEEDS" $LRS
+}
+
+setup
+case ${1:-optimizers} in
+  optimizers) optimizers ;;
+  *) echo "usage: bench_recipes [optimizers]" >&2; exit 2 ;;
+esac
+stage "done"

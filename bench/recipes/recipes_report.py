@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Reads the validation curves bench_recipes.sh wrote (one JSON line per checkpoint: step, loss) and reports.
+
+  recipes_report.py best DIR OPTIMIZER LR...        the grid's learning rate with the lowest final loss (seed 0)
+  recipes_report.py optimizers DIR SEEDS LR...      Muon against AdamW: a table and one JSON line
+"""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def curve(directory, run):
+    path = Path(directory) / f"{run}.jsonl"
+    points = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted((p["step"], p["loss"]) for p in points)
+
+
+def final_loss(points):
+    return points[-1][1]
+
+
+def best_lr(directory, optimizer, lrs):
+    return min(lrs, key=lambda lr: final_loss(curve(directory, f"{optimizer}-lr{lr}-s0")))
+
+
+def steps_to_reach(points, target):
+    """First step at which the curve is at or below `target`, linear between checkpoints; None if never."""
+    previous = (0, float("inf"))
+    for step, loss in points:
+        if loss <= target:
+            if previous[1] == float("inf"):
+                return float(step)
+            fraction = (previous[1] - target) / (previous[1] - loss)
+            return previous[0] + fraction * (step - previous[0])
+        previous = (step, loss)
+    return None
+
+
+def optimizers(directory, seeds, lrs):
+    print("learning-rate grid, seed 0, validation loss at the last step:")
+    print("  lr        " + "  ".join(f"{lr:>8s}" for lr in lrs))
+    for optimizer in ("adamw", "muon"):
+        row = [final_loss(curve(directory, f"{optimizer}-lr{lr}-s0")) for lr in lrs]
+        print(f"  {optimizer:8s}  " + "  ".join(f"{loss:8.4f}" for loss in row))
+    best = {o: best_lr(directory, o, lrs) for o in ("adamw", "muon")}
+    steps = curve(directory, f"adamw-lr{best['adamw']}-s0")[-1][0]
+    per_seed = []
+    for seed in range(seeds):
+        adamw = curve(directory, f"adamw-lr{best['adamw']}-s{seed}")
+        muon = curve(directory, f"muon-lr{best['muon']}-s{seed}")
+        target = final_loss(adamw)
+        reached = steps_to_reach(muon, target)
+        per_seed.append({"seed": seed, "adamw_loss": target, "muon_loss": final_loss(muon),
+                         "muon_steps_to_adamw_loss": reached,
+                         "speedup": steps / reached if reached else None})
+    print(f"best learning rates: AdamW {best['adamw']}, Muon {best['muon']}; {steps} steps")
+    for r in per_seed:
+        reached = f"{r['muon_steps_to_adamw_loss']:.0f}" if r["muon_steps_to_adamw_loss"] else f">{steps}"
+        print(f"  seed {r['seed']}: AdamW {r['adamw_loss']:.4f}, Muon {r['muon_loss']:.4f}; "
+              f"Muon reaches AdamW's loss at step {reached}")
+    reached = [r["speedup"] for r in per_seed if r["speedup"]]
+    summary = {"benchmark": "recipes.optimizers", "steps": steps, "best_lr": best, "seeds": per_seed,
+               "speedup_min": min(reached) if reached else None,
+               "speedup_max": max(reached) if reached else None,
+               "speedup_median": statistics.median(reached) if reached else None,
+               "seeds_reached": len(reached)}
+    print(json.dumps(summary))
+
+
+def main(argv):
+    if len(argv) >= 4 and argv[1] == "best":
+        print(best_lr(argv[2], argv[3], argv[4:]))
+    elif len(argv) >= 4 and argv[1] == "optimizers":
+        optimizers(argv[2], int(argv[3]), argv[4:])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
