@@ -6,9 +6,9 @@
 // mugv eval --sensitivity --run NAME --dataset-dir DIR: how much swapping each word of the held-out prompts
 // (colour, shape, direction, background) moves the run's guess of the clean video, step by step along
 // the sampling trajectory: which words the model has bound and at which noise levels.
-// mugv val-loss --run NAME --dataset D [--vae-run V] [--checkpoint STEP]: the flow loss of a run's checkpoints
-// on a dataset's cached latents at fixed noise (train/evaluation.h), one line per checkpoint: what recipes
-// (optimizers, learning rates, growth) are compared by.
+// mugv val-loss --run NAME --dataset D [--vae-run V] [--checkpoint STEP]: the flow loss of a run's
+// checkpoints on a dataset's cached latents at fixed noise (train/evaluation.h), one line per checkpoint:
+// what recipes (optimizers, learning rates, growth) are compared by.
 #include "command.h"
 
 #include "core/error.h"
@@ -317,9 +317,11 @@ int run(const Invocation& inv) {
 }  // namespace
 
 void define_val_loss(ParamRegistry& r) {
-  r.add(param("val.run", "--run", ParamType::text, nullptr, "the DiT run whose checkpoints to evaluate", "eval"));
+  r.add(param("val.run", "--run", ParamType::text, nullptr, "the DiT run whose checkpoints to evaluate",
+              "eval"));
   r.add(param("val.dataset", "--dataset", ParamType::text, nullptr,
-              "catalog dataset whose cached latents to evaluate on (encode it with the run's VAE first)", "eval"));
+              "catalog dataset whose cached latents to evaluate on (encode it with the run's VAE first)",
+              "eval"));
   r.add(param("val.vae_run", "--vae-run", ParamType::text, nullptr,
               "the latent cache's VAE run (default: the run's)", "eval"));
   auto checkpoint = param("val.checkpoint", "--checkpoint", ParamType::integer, nullptr,
@@ -364,7 +366,8 @@ int run_val_loss(const Invocation& inv) {
   options.shift_base_px =
       v.has("val.shift_base")
           ? v.get_real("val.shift_base")
-          : (manifest.config.is_object() ? manifest.config.value("/flow/shift_base"_json_pointer, 512.0) : 512.0);
+          : (manifest.config.is_object() ? manifest.config.value("/flow/shift_base"_json_pointer, 512.0)
+                                         : 512.0);
   std::vector<int64_t> steps;
   if (v.has("val.checkpoint")) {
     steps.push_back(v.get_int("val.checkpoint"));
@@ -372,15 +375,19 @@ int run_val_loss(const Invocation& inv) {
     for (const auto& ref : CheckpointStore(run_paths(run).checkpoints()).list()) steps.push_back(ref.step);
   }
   if (steps.empty()) throw Error(ErrorCode::not_found, run, "has no checkpoints");
-  const WeightsKind weights = weights_kind_from_string(v.get_text("val.weights")).value_or(WeightsKind::model);
+  const WeightsKind weights =
+      weights_kind_from_string(v.get_text("val.weights")).value_or(WeightsKind::model);
   for (int64_t step : steps) {
     inv.cancel.throw_if_cancelled("val-loss");
     ModelBundle bundle = load_run_weights(run, weights, step);
     const double loss = fixed_draw_flow_loss(*bundle.dit, *bundle.text, *bundle.tokenizer,
                                              bundle.preset.text.max_tokens, clips, options);
-    const nlohmann::json line = {{"run", run},   {"step", step},
-                                 {"loss", loss}, {"weights", to_string(bundle.weights)},
-                                 {"clips", clips.size()}, {"draws", options.draws}};
+    const nlohmann::json line = {{"run", run},
+                                 {"step", step},
+                                 {"loss", loss},
+                                 {"weights", to_string(bundle.weights)},
+                                 {"clips", clips.size()},
+                                 {"draws", options.draws}};
     if (inv.json)
       std::cout << line.dump() << std::endl;
     else
@@ -398,6 +405,7 @@ Command val_loss_command() {
   c.usage = "--run NAME --dataset D [--vae-run V --checkpoint STEP --weights model|ema --draws N --seed S]";
   c.define = define_val_loss;
   c.run = run_val_loss;
+  c.job_kind = "model";
   return c;
 }
 

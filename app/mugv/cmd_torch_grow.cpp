@@ -20,9 +20,10 @@ namespace mugv::cli {
 namespace {
 
 // The preset of the grown model: `name` when it exists and is the grown shape, else written as a user preset
-// that inherits the narrow one with hidden and heads changed. Throws Error(conflict) when a preset of that name
-// has another shape.
-ModelPreset grown_preset(const ModelPreset& narrow, const DiTConfig& wide, const std::string& name, int factor) {
+// that inherits the narrow one with hidden and heads changed. Throws Error(conflict) when a preset of that
+// name has another shape.
+ModelPreset grown_preset(const ModelPreset& narrow, const DiTConfig& wide, const std::string& name,
+                         int factor) {
   if (!find_preset("models", name)) {
     save_user_preset("models", name,
                      {{"inherits", narrow.name},
@@ -31,10 +32,11 @@ ModelPreset grown_preset(const ModelPreset& narrow, const DiTConfig& wide, const
   }
   ModelPreset preset = load_model_preset(name);
   const DiTConfig& d = preset.dit;
-  if (d.hidden != wide.hidden || d.heads != wide.heads || d.depth != wide.depth || d.mlp_ratio != wide.mlp_ratio ||
-      d.in_channels != wide.in_channels || d.text_dim != wide.text_dim || d.patch_t != wide.patch_t ||
-      d.patch_h != wide.patch_h || d.patch_w != wide.patch_w || d.null_caption != wide.null_caption ||
-      preset.text.dim != narrow.text.dim || preset.text.kind != narrow.text.kind)
+  if (d.hidden != wide.hidden || d.heads != wide.heads || d.depth != wide.depth ||
+      d.mlp_ratio != wide.mlp_ratio || d.in_channels != wide.in_channels || d.text_dim != wide.text_dim ||
+      d.patch_t != wide.patch_t || d.patch_h != wide.patch_h || d.patch_w != wide.patch_w ||
+      d.null_caption != wide.null_caption || preset.text.dim != narrow.text.dim ||
+      preset.text.kind != narrow.text.kind)
     throw Error(ErrorCode::conflict, name,
                 cat("is a model preset of another shape (hidden ", d.hidden, ", ", d.heads, " heads, depth ",
                     d.depth, "); name the grown preset with --preset"));
@@ -68,11 +70,13 @@ int run(const Invocation& inv) {
   options.noise = v.get_real("grow.noise");
   options.seed = static_cast<uint64_t>(v.get_int("grow.seed"));
   const auto weights = weights_kind_from_string(v.get_text("grow.weights"));
-  const auto step = v.has("grow.checkpoint") ? std::optional<int64_t>(v.get_int("grow.checkpoint")) : std::nullopt;
+  const auto step =
+      v.has("grow.checkpoint") ? std::optional<int64_t>(v.get_int("grow.checkpoint")) : std::nullopt;
 
   ModelBundle bundle = load_run_weights(source, weights.value_or(WeightsKind::unknown), step);
-  const auto& train = bundle.run.config.is_object() ? bundle.run.config.value("train", nlohmann::json::object())
-                                                    : nlohmann::json::object();
+  const auto& train = bundle.run.config.is_object()
+                          ? bundle.run.config.value("train", nlohmann::json::object())
+                          : nlohmann::json::object();
   if (!train.value("lora", std::string()).empty())
     throw Error(ErrorCode::invalid_argument, source,
                 "is a LoRA run; merge its adapter first (mugv lora merge) and grow the merged run");
@@ -118,10 +122,11 @@ int run(const Invocation& inv) {
   if (inv.json) {
     std::cout << nlohmann::json{{"run", out}, {"grown_from", provenance}}.dump(2) << "\n";
   } else {
-    std::printf("run %s: %s (hidden %d, %d heads) grown %dx to preset %s (hidden %d, %d heads); outputs differ by "
-                "%.2g relative; continue with `mugv train --from %s`\n",
-                out.c_str(), source.c_str(), narrow->config().hidden, narrow->config().heads, options.factor,
-                preset.name.c_str(), preset.dit.hidden, preset.dit.heads, difference, out.c_str());
+    std::printf(
+        "run %s: %s (hidden %d, %d heads) grown %dx to preset %s (hidden %d, %d heads); outputs differ by "
+        "%.2g relative; continue with `mugv train --from %s`\n",
+        out.c_str(), source.c_str(), narrow->config().hidden, narrow->config().heads, options.factor,
+        preset.name.c_str(), preset.dit.hidden, preset.dit.heads, difference, out.c_str());
   }
   return 0;
 }
@@ -136,23 +141,24 @@ Command grow_command() {
   c.define = [](ParamRegistry& r) {
     r.add(param("grow.run", "--run", ParamType::text, nullptr, "the DiT run to grow", "grow"));
     r.add(param("grow.out", "--out", ParamType::text, nullptr, "name of the grown run", "grow"));
-    auto width = param("grow.width", "--width", ParamType::integer, 2, "width factor (hidden and heads)", "grow");
+    auto width =
+        param("grow.width", "--width", ParamType::integer, 2, "width factor (hidden and heads)", "grow");
     width.min_value = 2;
     width.max_value = 8;
     r.add(width);
-    auto noise = param("grow.noise", "--noise", ParamType::real, 0.1,
-                       "symmetry-breaking noise (zero-sum over the copies, relative to each weight's spread)",
-                       "grow");
+    auto noise =
+        param("grow.noise", "--noise", ParamType::real, 0.1,
+              "symmetry-breaking noise (zero-sum over the copies, relative to each weight's spread)", "grow");
     noise.min_value = 0.0;
     r.add(noise);
     auto seed = param("grow.seed", "--seed", ParamType::integer, 0, "seed of the noise", "grow");
     seed.min_value = 0.0;
     r.add(seed);
     r.add(param("grow.preset", "--preset", ParamType::text, nullptr,
-                "model preset of the grown model (default: <preset>-w<width>, written when missing)", "grow"));
-    auto checkpoint =
-        param("grow.checkpoint", "--checkpoint", ParamType::integer, nullptr, "checkpoint step (default: latest)",
-              "grow");
+                "model preset of the grown model (default: <preset>-w<width>, written when missing)",
+                "grow"));
+    auto checkpoint = param("grow.checkpoint", "--checkpoint", ParamType::integer, nullptr,
+                            "checkpoint step (default: latest)", "grow");
     checkpoint.min_value = 0.0;
     r.add(checkpoint);
     auto weights = param("grow.weights", "--weights", ParamType::choice, "ema",
@@ -161,6 +167,7 @@ Command grow_command() {
     r.add(weights);
   };
   c.run = run;
+  c.job_kind = "model";
   return c;
 }
 

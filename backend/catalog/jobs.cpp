@@ -9,7 +9,7 @@ namespace {
 
 using namespace catalog_detail;
 
-constexpr EnumNames<JobKind, 11> kKindNames{{
+constexpr EnumNames<JobKind, 12> kKindNames{{
     {JobKind::unknown, "unknown"},
     {JobKind::curate, "curate"},
     {JobKind::encode, "encode"},
@@ -21,6 +21,7 @@ constexpr EnumNames<JobKind, 11> kKindNames{{
     {JobKind::caption, "caption"},
     {JobKind::train_vae, "train_vae"},
     {JobKind::eval, "eval"},
+    {JobKind::model, "model"},
 }};
 
 constexpr EnumNames<JobState, 9> kStateNames{{

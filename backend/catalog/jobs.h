@@ -45,7 +45,8 @@ enum class JobKind {
   import,
   caption,
   train_vae,
-  eval
+  eval,
+  model  // edits of a run's weights and their measurement: grow, validation loss
 };
 enum class JobState {
   unknown = 0,

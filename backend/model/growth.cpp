@@ -39,8 +39,8 @@ std::optional<HiddenRole> hidden_role(const std::string& name, int mlp_ratio) {
       if (local == cat(linear, ".bias")) return out(1);
     }
     if (local == "cross_attn_norm.weight" || local == "cross_attn_norm.bias") return out();
-    for (const char* norm : {"attn.q_norm.weight", "attn.k_norm.weight", "cross_attn.q_norm.weight",
-                             "cross_attn.k_norm.weight"})
+    for (const char* norm :
+         {"attn.q_norm.weight", "attn.k_norm.weight", "cross_attn.q_norm.weight", "cross_attn.k_norm.weight"})
       if (local == norm) return HiddenRole{};  // per head: the head width does not change
     return std::nullopt;
   }
@@ -80,8 +80,7 @@ torch::Tensor split_input(const torch::Tensor& w, int factor, double noise, torc
   if (noise > 0 && w.numel() > 1) {
     const double scale = noise * w.std().item<double>();
     std::vector<torch::Tensor> n;
-    for (int k = 0; k < factor; ++k)
-      n.push_back(torch::randn(w.sizes(), generator, w.options()) * scale);
+    for (int k = 0; k < factor; ++k) n.push_back(torch::randn(w.sizes(), generator, w.options()) * scale);
     torch::Tensor mean = torch::stack(n).mean(0);
     for (int k = 0; k < factor; ++k) copies.push_back(share + (n[static_cast<size_t>(k)] - mean));
   } else {
@@ -93,7 +92,8 @@ torch::Tensor split_input(const torch::Tensor& w, int factor, double noise, torc
 }  // namespace
 
 DiTConfig grown_dit_config(const DiTConfig& config, int factor) {
-  if (factor < 2) throw Error(ErrorCode::invalid_argument, "--width", cat(factor, " does not grow the model"));
+  if (factor < 2)
+    throw Error(ErrorCode::invalid_argument, "--width", cat(factor, " does not grow the model"));
   DiTConfig wide = config;
   wide.hidden = config.hidden * factor;
   wide.heads = config.heads * factor;

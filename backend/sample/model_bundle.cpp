@@ -339,7 +339,8 @@ void write_bundle_as_run(const ModelBundle& b, const std::string& out_run, const
   torch::nn::Module holder;
   holder.register_module("dit", b.dit.ptr());
   holder.register_module("text", b.text);
-  const std::map<std::string, std::string> metadata{{"preset", b.preset.name}, {"kind", "dit"}, {"run", out_run}};
+  const std::map<std::string, std::string> metadata{
+      {"preset", b.preset.name}, {"kind", "dit"}, {"run", out_run}};
   CheckpointStore store(paths.checkpoints());
   const fs::path staging = store.begin(b.checkpoint_step);
   save_named_tensors(module_state(holder), staging / "model.safetensors", metadata);

@@ -93,8 +93,9 @@ void apply_lora_files(ModelBundle& bundle, const std::vector<LoraArgument>& adap
 
 // A new run `out_run` whose one checkpoint (at the bundle's checkpoint step) holds the bundle's DiT and text
 // encoder weights as they are now (edited: adapters merged, width grown), for generation and as a base of
-// `train --from`. Its manifest is the bundle's run manifest renamed, with no base and no LoRA settings, and `provenance` stored as config[`key`]; the tokenizer is copied. Throws Error(conflict) when a
-// run of that name exists (nothing is written then).
+// `train --from`. Its manifest is the bundle's run manifest renamed, with no base and no LoRA settings, and
+// `provenance` stored as config[`key`]; the tokenizer is copied. Throws Error(conflict) when a run of that
+// name exists (nothing is written then).
 void write_bundle_as_run(const ModelBundle& bundle, const std::string& out_run, const std::string& key,
                          const nlohmann::json& provenance);
 

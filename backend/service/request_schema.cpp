@@ -173,8 +173,9 @@ const char* to_string(FieldType type) {
 }
 
 const std::vector<std::string>& job_kinds() {
-  static const std::vector<std::string> kinds = {"make_dataset", "import", "curate",   "caption", "encode",
-                                                 "train_vae",    "train",  "generate", "export",  "eval"};
+  static const std::vector<std::string> kinds = {"make_dataset", "import",    "curate", "caption",
+                                                 "encode",       "train_vae", "train",  "generate",
+                                                 "export",       "eval",      "model"};
   return kinds;
 }
 

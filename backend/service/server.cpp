@@ -826,6 +826,7 @@ struct Server::Impl {
                       {"created_at_ms", r.created_at_ms},
                       {"base", nullptr},
                       {"lora", nullptr},
+                      {"lineage", nullptr},
                       {"checkpoints", nullptr}});
     }
     for (const auto& name : list_run_names()) {
@@ -846,6 +847,10 @@ struct Server::Impl {
         const std::string lora = train.is_object() ? train.value("lora", std::string()) : std::string();
         nlohmann::json steps = nlohmann::json::array();
         for (const auto& c : CheckpointStore(paths.checkpoints()).list()) steps.push_back(c.step);
+        // Runs made from other runs' weights say how (mugv grow, mugv lora merge).
+        nlohmann::json lineage = nlohmann::json::object();
+        for (const char* key : {"grown_from", "merged_from"})
+          if (config.contains(key)) lineage[key] = config[key];
         runs.push_back({{"id", nullptr},
                         {"name", name},
                         {"kind", to_string(m.kind)},
@@ -857,6 +862,7 @@ struct Server::Impl {
                         {"created_at_ms", written_ms},
                         {"base", base.is_object() ? base : nlohmann::json()},
                         {"lora", lora.empty() ? nlohmann::json() : nlohmann::json(lora)},
+                        {"lineage", lineage.empty() ? nlohmann::json() : lineage},
                         {"checkpoints", steps}});
       } catch (const Error& e) {
         log_warning(cat("run ", name, " not listed: ", e.what()));  // a damaged folder is skipped

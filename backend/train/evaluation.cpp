@@ -20,10 +20,10 @@ double fixed_draw_flow_loss(DiTImpl& dit, TextEncoderBase& text, const Tokenizer
   double sum = 0;
   for (size_t i = 0; i < clips.size(); ++i) {
     const CachedClip& clip = clips[i];
-    const auto x0 = read_cached_latent(clip).unsqueeze(0).expand({options.draws, -1, -1, -1, -1}).contiguous();
-    const FlowBatch batch = to_device(make_flow_batch(x0, options.seed, static_cast<int64_t>(i), clip.height,
-                                                      clip.width, flow),
-                                      device);
+    const auto x0 =
+        read_cached_latent(clip).unsqueeze(0).expand({options.draws, -1, -1, -1, -1}).contiguous();
+    const FlowBatch batch = to_device(
+        make_flow_batch(x0, options.seed, static_cast<int64_t>(i), clip.height, clip.width, flow), device);
     const TokenizedText tokens =
         tokenizer.encode(clip.caption, static_cast<int>(text_tokens), TokenLimitPolicy::truncate);
     const auto ids = torch::tensor(tokens.ids, torch::kInt64).view({1, -1}).expand({options.draws, -1});
@@ -33,8 +33,7 @@ double fixed_draw_flow_loss(DiTImpl& dit, TextEncoderBase& text, const Tokenizer
                           .to(torch::kFloat32);
     const auto features = text.forward(ids.to(device), mask.to(device));
     const auto fps = torch::full({options.draws}, clip.fps, torch::TensorOptions().device(device));
-    const auto prediction =
-        dit.forward(batch.x_t, batch.t * kDiTTimesteps, features, mask.to(device), fps);
+    const auto prediction = dit.forward(batch.x_t, batch.t * kDiTTimesteps, features, mask.to(device), fps);
     sum += masked_flow_loss(prediction, batch.target, batch.cond_mask).item<double>();
   }
   if (dit_trained) dit.train();

@@ -67,11 +67,11 @@ class Muon final : public Optimizer {
   struct Slot {
     std::string name;
     torch::Tensor param;
-    int parts = 0;           // Muon row blocks; 0: AdamW
-    bool split = false;      // a tensor-parallel piece (gathered before orthogonalising)
-    int owner = -1;          // ZeRO: the data-parallel rank that updates it; -1: every rank
-    int64_t packed_offset = 0;  // ZeRO: where it lies in its owner's part of the parameter gather
-    torch::Tensor momentum;  // Muon
+    int parts = 0;                      // Muon row blocks; 0: AdamW
+    bool split = false;                 // a tensor-parallel piece (gathered before orthogonalising)
+    int owner = -1;                     // ZeRO: the data-parallel rank that updates it; -1: every rank
+    int64_t packed_offset = 0;          // ZeRO: where it lies in its owner's part of the parameter gather
+    torch::Tensor momentum;             // Muon
     torch::Tensor exp_avg, exp_avg_sq;  // AdamW
   };
   bool mine(const Slot& slot) const;

@@ -97,10 +97,11 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
   r.add(spec("train.min_lr", "--min-lr", ParamType::real, 0.0, "final learning rate of the cosine schedule",
              "training", 0.0));
   if (dit) {
-    auto optimizer = spec("train.optimizer", "--optimizer", ParamType::choice, "adamw",
-                          "adamw, or muon: Newton-Schulz orthogonalised momentum on the hidden matrices, AdamW on "
-                          "embeddings, norms, biases, adaLN tables and the output layer",
-                          "training");
+    auto optimizer =
+        spec("train.optimizer", "--optimizer", ParamType::choice, "adamw",
+             "adamw, or muon: Newton-Schulz orthogonalised momentum on the hidden matrices, AdamW on "
+             "embeddings, norms, biases, adaLN tables and the output layer",
+             "training");
     optimizer.choices = {"adamw", "muon"};
     r.add(optimizer);
     r.add(spec("train.muon_momentum", "--muon-momentum", ParamType::real, 0.95, "Muon: momentum (Nesterov)",
@@ -109,8 +110,8 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
                "Muon: its learning rate as a multiple of --lr (updates are already scaled to AdamW's RMS)",
                "training", 0.0));
   }
-  r.add(spec("train.weight_decay", "--weight-decay", ParamType::real, 0.0, "decoupled weight decay (AdamW and Muon)",
-             "training", 0.0));
+  r.add(spec("train.weight_decay", "--weight-decay", ParamType::real, 0.0,
+             "decoupled weight decay (AdamW and Muon)", "training", 0.0));
   r.add(spec("train.beta1", "--beta1", ParamType::real, 0.9, "AdamW beta1", "training", 0.0, 1.0));
   r.add(spec("train.beta2", "--beta2", ParamType::real, 0.999, "AdamW beta2", "training", 0.0, 1.0));
   r.add(spec("train.adam_eps", "--adam-eps", ParamType::real, 1e-8,

@@ -16,11 +16,11 @@
 #include "train/flow.h"
 #include "train/gradient_sync.h"
 #include "train/latent_cache.h"
+#include "train/muon.h"
 #include "train/optim.h"
 #include "train/rng_state.h"
 #include "train/sharded_checkpoint.h"
 #include "train/text_feature_cache.h"
-#include "train/muon.h"
 #include "train/zero_optimizer.h"
 
 #include <chrono>
@@ -327,9 +327,8 @@ void load_checkpoint(Session& s, const CheckpointRef& ref) {
   auto ema_pieces =
       cut_pieces(read_canonical_tensors(ref.dir, "ema", saved, full_shapes), s.ema->tensors(), s, subject);
   auto optimizer = read_canonical_tensors(ref.dir, "optimizer", saved, full_shapes);
-  const std::string saved_family = optimizer_family(optimizer.metadata.count("optimizer")
-                                                        ? optimizer.metadata.at("optimizer")
-                                                        : std::string("adamw"));
+  const std::string saved_family = optimizer_family(
+      optimizer.metadata.count("optimizer") ? optimizer.metadata.at("optimizer") : std::string("adamw"));
   if (saved_family != s.options.optimizer)
     throw Error(ErrorCode::invalid_argument, subject,
                 cat("its optimizer state is ", saved_family, "'s; this run uses ", s.options.optimizer));

@@ -7,9 +7,14 @@
 #                                grid by its validation loss after STEPS steps; the best of each then runs on
 #                                more seeds; reported: AdamW's loss after STEPS steps and the steps Muon needs
 #                                to reach it (per seed, interpolated between checkpoints).
+#   bench_recipes growth         HyperCloning: the tiny model trained STEPS steps, grown 2x (mugv grow) and
+#                                trained STEPS more, against the wide model trained 2·STEPS steps from scratch
+#                                at the same learning rate; reported: the wide model's loss after 2·STEPS
+#                                steps and the wide steps the grown model needs to reach it, with the small
+#                                model's steps counted at their FLOP cost.
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
-# MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
+# MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 MUGV=${MUGV:-$HERE/../../bin/mugv}
@@ -70,9 +75,26 @@ optimizers() {
   python3 "$HERE/recipes_report.py" optimizers "$WORK/curves" "$SEEDS" $LRS
 }
 
+growth() {
+  local seeds=${MUGV_BENCH_GROWTH_SEEDS:-2} lr=6e-4 wide_steps=$((2 * STEPS))
+  for ((seed = 0; seed < seeds; ++seed)); do
+    train "small-s$seed" --lr 1e-3 --seed "$seed"
+    if [[ ! -f $MUGV_HOME/runs/grown-s$seed/run.json ]]; then
+      "$MUGV" grow --run "small-s$seed" --out "grown-s$seed" --width 2 --weights model --seed "$seed" >&2
+    fi
+    train "continued-s$seed" --from "grown-s$seed" --from-weights model --lr $lr --seed "$seed"
+    STEPS=$wide_steps train "scratch-s$seed" --model tiny-w2 --lr $lr --seed "$seed"
+  done
+  local small_flops wide_flops
+  small_flops=$("$MUGV" model info --preset tiny --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["flops_per_sample"])')
+  wide_flops=$("$MUGV" model info --preset tiny-w2 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["flops_per_sample"])')
+  python3 "$HERE/recipes_report.py" growth "$WORK/curves" "$seeds" "$small_flops" "$wide_flops"
+}
+
 setup
 case ${1:-optimizers} in
   optimizers) optimizers ;;
-  *) echo "usage: bench_recipes [optimizers]" >&2; exit 2 ;;
+  growth) growth ;;
+  *) echo "usage: bench_recipes [optimizers|growth]" >&2; exit 2 ;;
 esac
 stage "done"

@@ -3,6 +3,7 @@
 
   recipes_report.py best DIR OPTIMIZER LR...        the grid's learning rate with the lowest final loss (seed 0)
   recipes_report.py optimizers DIR SEEDS LR...      Muon against AdamW: a table and one JSON line
+  recipes_report.py growth DIR SEEDS SMALL_FLOPS WIDE_FLOPS   grown against from scratch: a table and a JSON line
 """
 import json
 import statistics
@@ -68,9 +69,41 @@ def optimizers(directory, seeds, lrs):
     print(json.dumps(summary))
 
 
+def growth(directory, seeds, small_flops, wide_flops):
+    ratio = small_flops / wide_flops
+    per_seed = []
+    for seed in range(seeds):
+        scratch = curve(directory, f"scratch-s{seed}")
+        continued = curve(directory, f"continued-s{seed}")
+        small = curve(directory, f"small-s{seed}")
+        target = final_loss(scratch)
+        reached = steps_to_reach(continued, target)
+        small_steps = small[-1][0]
+        cost = reached + small_steps * ratio if reached is not None else None
+        per_seed.append({"seed": seed, "scratch_steps": scratch[-1][0], "scratch_loss": target,
+                         "small_loss": final_loss(small),
+                         "continued_loss": final_loss(continued), "grown_steps_to_scratch_loss": reached,
+                         "small_steps": small_steps, "wide_step_equivalents": cost,
+                         "speedup": scratch[-1][0] / cost if cost else None})
+    print(f"small model steps cost {ratio:.3f} of a wide step (FLOPs per sample)")
+    for r in per_seed:
+        reached = (f"{r['grown_steps_to_scratch_loss']:.0f}" if r["grown_steps_to_scratch_loss"] is not None
+                   else "never")
+        print(f"  seed {r['seed']}: from scratch {r['scratch_loss']:.4f} after {r['scratch_steps']} steps; small "
+              f"{r['small_loss']:.4f} after {r['small_steps']}; grown reaches it after {reached} wide steps "
+              f"(ends at {r['continued_loss']:.4f})")
+    speedups = [r["speedup"] for r in per_seed if r["speedup"]]
+    print(json.dumps({"benchmark": "recipes.growth", "seeds": per_seed, "flops_ratio_small_to_wide": ratio,
+                      "speedup_min": min(speedups) if speedups else None,
+                      "speedup_max": max(speedups) if speedups else None,
+                      "seeds_reached": len(speedups)}))
+
+
 def main(argv):
     if len(argv) >= 4 and argv[1] == "best":
         print(best_lr(argv[2], argv[3], argv[4:]))
+    elif len(argv) == 6 and argv[1] == "growth":
+        growth(argv[2], int(argv[3]), float(argv[4]), float(argv[5]))
     elif len(argv) >= 4 and argv[1] == "optimizers":
         optimizers(argv[2], int(argv[3]), argv[4:])
     else:

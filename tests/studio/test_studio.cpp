@@ -254,7 +254,7 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   const int lora_row = runs_row("lora0");
   CHECK(runs->runs()->item(lora_row, 2)->text().startsWith("dit0 @ step 2"));
   CHECK(runs->runs()->item(lora_row, 3)->text().contains("rank=2"));
-  CHECK(runs->runs()->item(lora_row, 4)->text() == "2");
+  CHECK(runs->runs()->item(lora_row, 5)->text() == "2");
 
   // An adapter file with its scale: the generation uses it and the export says so.
   generate->add_adapter(home + "/lora0.safetensors", 0.8);
@@ -314,10 +314,27 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
         runs->refresh();
         QTest::qWait(200);
         const int row = runs_row("lora-studio");
-        return row >= 0 && runs->runs()->item(row, 4)->text() == "2";
+        return row >= 0 && runs->runs()->item(row, 5)->text() == "2";
       },
       120000));
   CHECK(runs->runs()->item(runs_row("lora-studio"), 2)->text().startsWith("dit0"));
+
+  // The optimizer is the dialog's choice; Grow makes a twice-as-wide run that names what it was made from.
+  dialog.optimizer()->setCurrentText("muon");
+  CHECK(train_job(dialog.form()).params["values"]["train.optimizer"] == "muon");
+  QString grow_said;
+  QObject::connect(runs, &RunsPage::message, [&](const QString& m) { grow_said = m; });
+  runs->grow_run("dit0", "dit0");
+  CHECK(grow_said.contains("name of its own"));
+  runs->grow_run("dit0", "dit0-wide");
+  REQUIRE(QTest::qWaitFor(
+      [&] {
+        runs->refresh();
+        QTest::qWait(200);
+        const int row = runs_row("dit0-wide");
+        return row >= 0 && runs->runs()->item(row, 4)->text().startsWith("grown 2x from dit0");
+      },
+      120000));
 
   // Generate can be cancelled while it runs; the page says so and is ready again.
   window.show_page(Page::generate);

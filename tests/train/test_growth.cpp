@@ -133,12 +133,14 @@ TEST_CASE("growth noise breaks the copies' symmetry: different weights and gradi
 
 TEST_CASE("growth refuses tensors it does not know and shapes that do not fit", "[unit][model][growth]") {
   const DiTConfig c = narrow_config();
-  auto e = test::expect_error(
-      [&] { (void)grow_dit_tensors({{"blocks.0.attn.new_gate", torch::zeros({48})}}, c, GrowthOptions{}); });
+  auto e = test::expect_error([&] {
+    (void)grow_dit_tensors({{"blocks.0.attn.new_gate", torch::zeros({48})}}, c, GrowthOptions{});
+  });
   CHECK(e.code() == ErrorCode::invalid_argument);
   CHECK_THAT(e.what(), Catch::Contains("blocks.0.attn.new_gate"));
-  e = test::expect_error(
-      [&] { (void)grow_dit_tensors({{"blocks.0.attn.qkv.weight", torch::zeros({96, 48})}}, c, GrowthOptions{}); });
+  e = test::expect_error([&] {
+    (void)grow_dit_tensors({{"blocks.0.attn.qkv.weight", torch::zeros({96, 48})}}, c, GrowthOptions{});
+  });
   CHECK_THAT(e.what(), Catch::Contains("expected 144"));
   GrowthOptions one;
   one.factor = 1;

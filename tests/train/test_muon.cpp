@@ -2,10 +2,10 @@
 // computation, its checkpoint state, and training with it (loss falls; exact resume is in test_train_torch).
 #include "core/error.h"
 #include "core/paths.h"
-#include "train/run_layout.h"
 #include "support/micro_home.h"
 #include "support/test_support.h"
 #include "train/muon.h"
+#include "train/run_layout.h"
 #include "train/trainer.h"
 
 #include <torch/torch.h>
@@ -54,8 +54,9 @@ TEST_CASE("Newton-Schulz maps a matrix to about U V^T: singular values near 1, s
   CHECK(singular_values(o20).min().item<double>() > 0.6);
 }
 
-TEST_CASE("Muon takes the hidden matrices; embeddings, norms, biases, adaLN tables and the output stay on AdamW",
-          "[unit][train][muon]") {
+TEST_CASE(
+    "Muon takes the hidden matrices; embeddings, norms, biases, adaLN tables and the output stay on AdamW",
+    "[unit][train][muon]") {
   const auto matrix = torch::zeros({8, 8});
   const auto vector = torch::zeros({8});
   CHECK(muon_parts("dit.blocks.0.attn.qkv.weight", matrix) == 3);
@@ -124,7 +125,8 @@ TEST_CASE("one Muon step: Nesterov momentum, orthogonalised per fused part, RMS-
   CHECK(torch::equal(opt.state()[0].second, saved.at("momentum.dit.blocks.0.attn.qkv.weight")));
 }
 
-TEST_CASE("training with Muon lowers the loss, and a run cannot switch optimizer on resume", "[train][muon]") {
+TEST_CASE("training with Muon lowers the loss, and a run cannot switch optimizer on resume",
+          "[train][muon]") {
   test::MicroHome home(6);
   auto o = test::micro_train_options("muon", 12);
   o.optimizer = "muon";

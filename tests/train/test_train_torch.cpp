@@ -261,9 +261,9 @@ TEST_CASE("a tiny run overfits: the loss falls, metrics and checkpoints follow t
 TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for bit", "[train]") {
   // In both precisions: bf16 autocast must not bring in run-to-run differences either; and with Muon, whose
   // momentum and AdamW moments must come back bit for bit too.
-  const auto [precision, optimizer] =
-      GENERATE(std::pair<std::string, std::string>{"fp32", "adamw"}, std::pair<std::string, std::string>{"bf16", "adamw"},
-               std::pair<std::string, std::string>{"fp32", "muon"});
+  const auto [precision, optimizer] = GENERATE(std::pair<std::string, std::string>{"fp32", "adamw"},
+                                               std::pair<std::string, std::string>{"bf16", "adamw"},
+                                               std::pair<std::string, std::string>{"fp32", "muon"});
   INFO("precision " << precision << ", optimizer " << optimizer);
   Home home(6);
   auto straight = micro_options("straight", 6);

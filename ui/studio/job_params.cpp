@@ -58,6 +58,7 @@ std::string validate(const TrainForm& f) {
     return "LoRA: adapters train on a base; choose the run to start from";
   if (f.steps < 1) return "steps: at least 1";
   if (f.batch < 1) return "batch: at least 1";
+  if (f.optimizer != "adamw" && f.optimizer != "muon") return "optimizer: adamw or muon";
   if (f.tp < 1 || f.cp < 1) return "layout: tp and cp are at least 1";
   if (f.zero != 0 && f.zero != 1) return "layout: ZeRO stage 0 or 1";
   if (f.recompute != "none" && f.recompute != "selective" && f.recompute != "full")
@@ -76,7 +77,8 @@ JobRequest train_job(const TrainForm& f) {
                            {"train.run", f.run},
                            {"train.steps", f.steps},
                            {"train.batch", f.batch},
-                           {"train.sample_every", f.sample_every}};
+                           {"train.sample_every", f.sample_every},
+                           {"train.optimizer", f.optimizer}};
   if (!f.sample_prompts.empty()) values["train.sample_prompts"] = f.sample_prompts;
   if (!f.vae_run.empty()) values["train.vae_run"] = f.vae_run;
   if (!f.from.empty()) {
@@ -95,6 +97,18 @@ JobRequest train_job(const TrainForm& f) {
     values["slurm.gpus_per_node"] = f.tasks_per_node;
   }
   return make_job("train", {"train"}, values);
+}
+
+std::string validate_grow(const std::string& run, const std::string& out, int width) {
+  if (run.empty()) return "run: choose the DiT run to grow";
+  if (out.empty() || out.find('/') != std::string::npos) return "new run name: a name without '/'";
+  if (out == run) return "new run name: the grown run needs a name of its own";
+  if (width < 2 || width > 8) return "width: a factor from 2 to 8";
+  return {};
+}
+
+JobRequest grow_job(const std::string& run, const std::string& out, int width) {
+  return make_job("model", {"grow"}, {{"grow.run", run}, {"grow.out", out}, {"grow.width", width}});
 }
 
 JobRequest make_starter_job(const std::string& out_dir, int count) {

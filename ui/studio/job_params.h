@@ -39,6 +39,7 @@ struct TrainForm {
   // weight trains).
   std::string from, lora;
   int steps = 200, batch = 4, sample_every = 0;
+  std::string optimizer = "adamw";  // adamw | muon (train/muon.h)
   // Parallel layout (`train --tp --cp --zero --recompute`), chosen from the planner's table (layout_plan.h).
   int tp = 1, cp = 1, zero = 0;
   std::string recompute = "none";
@@ -48,6 +49,11 @@ struct TrainForm {
 };
 std::string validate(const TrainForm& form);
 JobRequest train_job(const TrainForm& form);
+
+// `mugv grow --run RUN --out OUT --width W`: a wider copy of a DiT run that computes the same function.
+// Empty when valid, otherwise what is wrong ("new run name: a name without '/'").
+std::string validate_grow(const std::string& run, const std::string& out, int width);
+JobRequest grow_job(const std::string& run, const std::string& out, int width);
 
 // A job's progress event as the jobs table shows it: "train 120/400 steps, 3.2/s, ETA 1m 30s" (the parts the
 // event has).

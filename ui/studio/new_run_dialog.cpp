@@ -53,6 +53,11 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   model_ = new QComboBox(this);
   model_->addItems({"tiny", "small", "mugv-1b", "mugv-4b", "mugv-10b", "mugv-18b"});
   model_->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
+  optimizer_ = new QComboBox(this);
+  optimizer_->addItems({"adamw", "muon"});
+  optimizer_->setToolTip(
+      "AdamW, or Muon: orthogonalised momentum (Newton-Schulz) on the hidden matrices, AdamW on embeddings, "
+      "norms, biases, adaLN tables and the output layer; the same learning rate (docs/BENCHMARKS.md)");
   steps_ = spin(this, 1, 10000000, 200, "Optimizer steps in total");
   batch_ = spin(this, 1, 4096, 4, "Clips per step, split over the data-parallel ranks");
   sample_every_ = spin(this, 0, 1000000, 100, "Render sample videos every N steps (0: never)");
@@ -111,6 +116,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   form->addRow("Start from", from_);
   form->addRow("LoRA", lora_);
   form->addRow("Model", model_);
+  form->addRow("Optimizer", optimizer_);
   form->addRow("Steps", steps_);
   form->addRow("Batch", batch_);
   form->addRow("Samples every", sample_every_);
@@ -233,6 +239,7 @@ TrainForm NewRunDialog::form() const {
   }
   f.steps = steps_->value();
   f.batch = batch_->value();
+  f.optimizer = optimizer_->currentText().toStdString();
   f.sample_every = sample_every_->value();
   f.sample_prompts = sample_prompts_->text().trimmed().toStdString();
   const auto rows = layouts_->selectionModel()->selectedRows();

@@ -103,6 +103,10 @@ class RunsPage : public QWidget {
   void act(protocol::MessageType type);
   // Submits a training run directly (the dialog's action; tests call it too).
   void start_training(const struct TrainForm& form);
+  // Submits `mugv grow` of `run` into a new run `out` (the Grow button's action, after asking for the name).
+  void grow_run(const QString& run, const QString& out, int width = 2);
+  // The run selected in the runs table ("" when none).
+  QString selected_run() const;
 
  signals:
   void message(const QString& text);

@@ -8,6 +8,8 @@
 #include <QGridLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
+#include <QInputDialog>
+#include <QLineEdit>
 #include <QSplitter>
 #include <QVBoxLayout>
 
@@ -91,20 +93,43 @@ RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(
   samples_ = new FramePlayer(this);
   samples_->setToolTip("Samples rendered during training (live preview of the first sample prompt)");
 
-  runs_ = new QTableWidget(0, 5, this);
-  runs_->setHorizontalHeaderLabels({"run", "kind", "base", "adapter (LoRA)", "checkpoints"});
+  runs_ = new QTableWidget(0, 6, this);
+  runs_->setHorizontalHeaderLabels({"run", "kind", "base", "adapter (LoRA)", "made from", "checkpoints"});
   runs_->horizontalHeader()->setStretchLastSection(true);
   runs_->setSelectionBehavior(QAbstractItemView::SelectRows);
   runs_->setToolTip(
       "Runs on the server. A fine-tune names the run and step it started from; a LoRA run's checkpoints "
-      "hold its adapter (mugv lora extract writes one as a PEFT file)");
+      "hold its adapter (mugv lora extract writes one as a PEFT file); \"made from\" names the run a grown "
+      "or "
+      "merged run was made from");
+  runs_->setSelectionMode(QAbstractItemView::SingleSelection);
+  auto* grow = new QPushButton("Grow 2x…", this);
+  grow->setToolTip(
+      "A new run whose DiT has twice the width (hidden size and heads) and computes the same function "
+      "(HyperCloning); start a run from it to train the wide model on from the small one");
+  connect(grow, &QPushButton::clicked, this, [this] {
+    const QString run = selected_run();
+    if (run.isEmpty()) {
+      emit message("select a DiT run in the runs table first");
+      return;
+    }
+    bool ok = false;
+    const QString out =
+        QInputDialog::getText(this, "Grow run", "Name of the grown run", QLineEdit::Normal, run + "-w2", &ok);
+    if (ok) grow_run(run, out.trimmed(), 2);
+  });
 
   auto* top = new QWidget(this);
   auto* top_layout = new QVBoxLayout(top);
   top_layout->addLayout(buttons);
   auto* lists = new QSplitter(Qt::Horizontal, top);
   lists->addWidget(jobs_);
-  lists->addWidget(runs_);
+  auto* runs_box = new QWidget(lists);
+  auto* runs_layout = new QVBoxLayout(runs_box);
+  runs_layout->setContentsMargins(0, 0, 0, 0);
+  runs_layout->addWidget(runs_, 1);
+  runs_layout->addWidget(grow, 0, Qt::AlignLeft);
+  lists->addWidget(runs_box);
   lists->setStretchFactor(0, 3);
   lists->setStretchFactor(1, 2);
   top_layout->addWidget(lists, 1);
@@ -182,6 +207,18 @@ void RunsPage::refresh_runs() {
                        .arg(QString::fromStdString(r["base"].value("run", "")))
                        .arg(r["base"].value("step", int64_t(0)))
                        .arg(QString::fromStdString(r["base"].value("weights", "")));
+          QString made_from;
+          if (r.contains("lineage") && r["lineage"].is_object()) {
+            const auto& l = r["lineage"];
+            if (l.contains("grown_from"))
+              made_from = QString("grown %1x from %2 @ step %3")
+                              .arg(l["grown_from"].value("width", 0))
+                              .arg(QString::fromStdString(l["grown_from"].value("run", "")))
+                              .arg(l["grown_from"].value("step", int64_t(0)));
+            else if (l.contains("merged_from"))
+              made_from = QString("%1 with adapters merged")
+                              .arg(QString::fromStdString(l["merged_from"].value("run", "")));
+          }
           QStringList steps;
           if (r.contains("checkpoints") && r["checkpoints"].is_array())
             for (const auto& step : r["checkpoints"]) steps << QString::number(step.get<int64_t>());
@@ -189,10 +226,31 @@ void RunsPage::refresh_runs() {
           runs_->setItem(row, 1, read_only_cell(text("kind")));
           runs_->setItem(row, 2, read_only_cell(base));
           runs_->setItem(row, 3, read_only_cell(text("lora")));
-          runs_->setItem(row, 4, read_only_cell(steps.join(", ")));
+          runs_->setItem(row, 4, read_only_cell(made_from));
+          runs_->setItem(row, 5, read_only_cell(steps.join(", ")));
         }
       },
       [this](const QString& m) { emit message(m); });
+}
+
+QString RunsPage::selected_run() const {
+  const auto rows = runs_->selectionModel()->selectedRows();
+  return rows.isEmpty() ? QString() : runs_->item(rows.first().row(), 0)->text();
+}
+
+void RunsPage::grow_run(const QString& run, const QString& out, int width) {
+  const std::string problem = validate_grow(run.toStdString(), out.toStdString(), width);
+  if (!problem.empty()) {
+    emit message(QString::fromStdString(problem));
+    return;
+  }
+  submit_job(
+      link_, grow_job(run.toStdString(), out.toStdString(), width).header(),
+      [this, out](int64_t id) {
+        emit message(QString("growing into %1 as job %2").arg(out).arg(id));
+        refresh();
+      },
+      [this](const QString& m) { emit message("growth refused: " + m); });
 }
 
 void RunsPage::act(MessageType type) {
