@@ -847,9 +847,9 @@ struct Server::Impl {
         const std::string lora = train.is_object() ? train.value("lora", std::string()) : std::string();
         nlohmann::json steps = nlohmann::json::array();
         for (const auto& c : CheckpointStore(paths.checkpoints()).list()) steps.push_back(c.step);
-        // Runs made from other runs' weights say how (mugv grow, mugv lora merge).
+        // Runs made from other runs' weights say how (mugv grow, mugv lora merge, mugv ema).
         nlohmann::json lineage = nlohmann::json::object();
-        for (const char* key : {"grown_from", "merged_from"})
+        for (const char* key : {"grown_from", "merged_from", "ema_from"})
           if (config.contains(key)) lineage[key] = config[key];
         runs.push_back({{"id", nullptr},
                         {"name", name},

@@ -45,6 +45,8 @@ struct RunPaths {
   fs::path metrics() const { return root / "metrics.jsonl"; }
   fs::path samples() const { return root / "samples"; }
   fs::path checkpoints() const { return root / "checkpoints"; }
+  // Post-hoc EMA snapshots (train/posthoc_ema.h), committed like checkpoints, never pruned.
+  fs::path ema_snapshots() const { return root / "ema_snapshots"; }
   fs::path latent_stats() const { return root / "latent_stats.json"; }
   fs::path latent_rgb() const { return root / "latent_rgb.json"; }
 };

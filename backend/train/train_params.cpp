@@ -118,9 +118,18 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
              "AdamW epsilon (MUG-V uses 1e-10 in bf16 on GPU; 1e-8 on fp32 CPU)", "training", 0.0));
   r.add(spec("train.grad_clip", "--grad-clip", ParamType::real, 1.0, "gradient norm clip (0: off)",
              "training", 0.0));
-  if (dit)
+  if (dit) {
     r.add(spec("train.ema", "--ema", ParamType::real, 0.999, "online EMA decay of the weights", "training",
                0.0, 1.0));
+    r.add(
+        spec("train.ema_profiles", "--ema-profiles", ParamType::text, "",
+             "post-hoc EMA: relative lengths (sigma_rel) of the power-function EMAs to track, e.g. 0.05,0.1; "
+             "`mugv ema` then makes any length from their snapshots (empty: none)",
+             "training"));
+    r.add(spec("train.ema_snapshot_every", "--ema-snapshot-every", ParamType::integer, 0,
+               "post-hoc EMA: store snapshots of the profiles every N steps (0: with every checkpoint)",
+               "training", 0.0));
+  }
   r.add(spec("train.seed", "--seed", ParamType::integer, 0, "seed of weights, data order and noise",
              "training", 0.0));
   r.add(spec("train.save_every", "--save-every", ParamType::integer, 500,
@@ -310,6 +319,8 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   o.muon.lr_scale = opt_real("train.muon_lr_scale", o.muon.lr_scale);
   o.grad_clip = v.get_real("train.grad_clip");
   o.ema_decay = opt_real("train.ema", 0.999);
+  if (kind == TrainKind::dit) o.ema_profiles = v.get_text("train.ema_profiles");
+  o.ema_snapshot_every = opt_int("train.ema_snapshot_every", 0);
   o.seed = static_cast<uint64_t>(v.get_int("train.seed"));
   o.save_every = v.get_int("train.save_every");
   o.keep_checkpoints = v.get_int("train.keep");

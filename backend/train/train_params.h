@@ -79,6 +79,10 @@ struct TrainOptions {
   MuonOptions muon;
   double grad_clip = 1.0;  // 0: no clipping (the norm is still measured)
   double ema_decay = 0.999;
+  // Post-hoc EMA (train/posthoc_ema.h): relative lengths of the power-function EMAs tracked ("0.05,0.1";
+  // empty: none) and how often their snapshots are stored (0: with every checkpoint).
+  std::string ema_profiles;
+  int64_t ema_snapshot_every = 0;
   uint64_t seed = 0;
   int64_t save_every = 500;
   int64_t keep_checkpoints = 3;

@@ -18,6 +18,7 @@
 #include "train/latent_cache.h"
 #include "train/muon.h"
 #include "train/optim.h"
+#include "train/posthoc_ema.h"
 #include "train/rng_state.h"
 #include "train/sharded_checkpoint.h"
 #include "train/text_feature_cache.h"
@@ -44,6 +45,7 @@ struct Session {
   std::vector<std::pair<std::string, torch::Tensor>> params;
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<Ema> ema;
+  std::unique_ptr<PowerEma> power_ema;  // post-hoc EMA profiles (--ema-profiles), when tracked
   DataCursor cursor;
   int64_t step = 0;               // last finished step
   std::optional<BaseModel> base;  // fine-tunes: the run they start from (train/fine_tune.h)
@@ -201,6 +203,8 @@ void build_model(Session& s) {
   else
     s.optimizer = std::make_unique<AdamW>(s.params, s.options.adam);
   s.ema = std::make_unique<Ema>(s.params, s.options.ema_decay);
+  if (const auto profiles = parse_sigma_rels(s.options.ema_profiles); !profiles.empty())
+    s.power_ema = std::make_unique<PowerEma>(s.params, profiles);
   if (s.groups) s.sync = std::make_unique<GradientSync>(s.groups, s.params);
 }
 
@@ -228,9 +232,26 @@ NamedTensors saved_state(const Session& s) {
   return dit;
 }
 
-CheckpointRef save_checkpoint(Session& s, double loss) {
-  CheckpointStore store(s.paths.checkpoints());
-  // Every rank writes its own files into one staging folder; rank 0 commits it once all are written.
+// The post-hoc EMA profiles' files of this rank ("ema_p0[.tp0of2].safetensors", ...).
+void save_power_ema(const Session& s, const fs::path& dir) {
+  const ParallelLayout layout = s.layout();
+  for (size_t k = 0; s.power_ema && k < s.power_ema->profiles(); ++k) {
+    auto metadata = file_metadata(s, s.step);
+    metadata["sigma_rel"] = cat(s.power_ema->sigma_rel(k));
+    metadata["gamma"] = cat(s.power_ema->gamma(k));
+    save_named_tensors(s.power_ema->tensors(k),
+                       dir / checkpoint_file_name(PowerEma::stem(k), s.coords().tp_rank, layout.tp),
+                       metadata);
+  }
+}
+
+// Every rank writes its files (`write`, given the staging folder and whether this rank writes weights: one
+// copy of each tensor-parallel piece) into one staging folder of `store` for the current step; rank 0 adds
+// the layout, commits it once all are written and keeps the newest `keep` (0: all). Rank 0 gets the
+// reference.
+std::optional<CheckpointRef> commit_from_all_ranks(Session& s, CheckpointStore& store,
+                                                   const std::function<void(const fs::path&, bool)>& write,
+                                                   const nlohmann::json& metadata, int keep) {
   const std::string tag = s.groups ? cat("ranks-", s.rendezvous.master_port) : std::string();
   fs::path staging;
   if (s.leader()) staging = store.begin(s.step, tag);
@@ -238,41 +259,66 @@ CheckpointRef save_checkpoint(Session& s, double loss) {
   if (!s.leader()) staging = store.staging_path(s.step, tag);
   const ParallelLayout layout = s.layout();
   const RankCoords me = s.coords();
-  const bool writes_weights = me.cp_rank == 0 && me.dp_rank == 0;  // one copy of each tensor-parallel piece
-  if (writes_weights) {
-    save_named_tensors(saved_state(s), staging / checkpoint_file_name("model", me.tp_rank, layout.tp),
-                       file_metadata(s, s.step));
-    s.ema->save(staging / checkpoint_file_name("ema", me.tp_rank, layout.tp), file_metadata(s, s.step));
-  }
-  if (s.zero_sharded ? me.cp_rank == 0 : writes_weights)
-    save_named_tensors(
-        s.optimizer->state(),
-        staging / checkpoint_file_name("optimizer", me.tp_rank, layout.tp, s.zero_sharded ? me.dp_rank : 0,
-                                       s.zero_sharded ? layout.dp : 1),
-        s.optimizer->state_metadata());
+  write(staging, me.cp_rank == 0 && me.dp_rank == 0);
+  if (s.leader() && s.groups)
+    write_checkpoint_layout(staging, {layout.tp, layout.cp, layout.dp, s.zero_sharded});
+  s.barrier();
   std::optional<CheckpointRef> ref;
   if (s.leader()) {
-    nlohmann::json state = {{"step", s.step},
-                            {"seed", s.options.seed},
-                            {"rng_state", torch_rng_state_base64()},
-                            {"data_cursor", {{"epoch", s.cursor.epoch}, {"position", s.cursor.position}}},
-                            {"optimizer_steps", s.optimizer->steps_taken()}};
-    write_json_atomic(staging / "trainer_state.json", state);
-    if (s.groups) write_checkpoint_layout(staging, {layout.tp, layout.cp, layout.dp, s.zero_sharded});
+    ref = store.commit(staging, s.step, metadata);
+    if (keep > 0) store.prune(keep);
   }
   s.barrier();
-  if (s.leader()) {
-    ref = store.commit(staging, s.step,
-                       {{"preset", s.preset.name},
-                        {"kind", "dit"},
-                        {"loss", loss},
-                        {"run", s.options.run},
-                        {"layout", to_string(layout)}});
-    store.prune(static_cast<int>(s.options.keep_checkpoints));
-  }
-  s.barrier();
+  return ref;
+}
+
+nlohmann::json commit_metadata(const Session& s) {
+  return {
+      {"preset", s.preset.name}, {"kind", "dit"}, {"run", s.options.run}, {"layout", to_string(s.layout())}};
+}
+
+CheckpointRef save_checkpoint(Session& s, double loss) {
+  CheckpointStore store(s.paths.checkpoints());
+  const ParallelLayout layout = s.layout();
+  const RankCoords me = s.coords();
+  auto write = [&](const fs::path& staging, bool writes_weights) {
+    if (writes_weights) {
+      save_named_tensors(saved_state(s), staging / checkpoint_file_name("model", me.tp_rank, layout.tp),
+                         file_metadata(s, s.step));
+      s.ema->save(staging / checkpoint_file_name("ema", me.tp_rank, layout.tp), file_metadata(s, s.step));
+      save_power_ema(s, staging);
+    }
+    if (s.zero_sharded ? me.cp_rank == 0 : writes_weights)
+      save_named_tensors(
+          s.optimizer->state(),
+          staging / checkpoint_file_name("optimizer", me.tp_rank, layout.tp, s.zero_sharded ? me.dp_rank : 0,
+                                         s.zero_sharded ? layout.dp : 1),
+          s.optimizer->state_metadata());
+    if (s.leader()) {
+      nlohmann::json state = {{"step", s.step},
+                              {"seed", s.options.seed},
+                              {"rng_state", torch_rng_state_base64()},
+                              {"data_cursor", {{"epoch", s.cursor.epoch}, {"position", s.cursor.position}}},
+                              {"optimizer_steps", s.optimizer->steps_taken()}};
+      write_json_atomic(staging / "trainer_state.json", state);
+    }
+  };
+  nlohmann::json metadata = commit_metadata(s);
+  metadata["loss"] = loss;
+  auto ref = commit_from_all_ranks(s, store, write, metadata, static_cast<int>(s.options.keep_checkpoints));
   if (ref) return *ref;
   return CheckpointRef{s.step, store.dir() / CheckpointStore::step_dir_name(s.step), {}};
+}
+
+// A snapshot of every post-hoc EMA profile at the current step (runs/R/ema_snapshots/step-N), all kept.
+void save_ema_snapshot(Session& s) {
+  CheckpointStore store(s.paths.ema_snapshots());
+  commit_from_all_ranks(
+      s, store,
+      [&](const fs::path& staging, bool writes_weights) {
+        if (writes_weights) save_power_ema(s, staging);
+      },
+      commit_metadata(s), 0);
 }
 
 // This rank's pieces of whole tensors, checked against `targets` (names and this rank's shapes) before
@@ -341,8 +387,14 @@ void load_checkpoint(Session& s, const CheckpointRef& ref) {
   if (step_it == optimizer.metadata.end())
     throw Error(ErrorCode::corrupt, subject, "optimizer step is missing");
   s.optimizer->load_state(optimizer_state, std::stoll(step_it->second), subject);
+  std::vector<std::vector<torch::Tensor>> profile_pieces;
+  for (size_t k = 0; s.power_ema && k < s.power_ema->profiles(); ++k)
+    profile_pieces.push_back(
+        cut_pieces(read_canonical_tensors(ref.dir, PowerEma::stem(k), saved, full_shapes),
+                   s.power_ema->tensors(k), s, subject));
   copy_pieces(model_state, model_pieces);
   copy_pieces(s.ema->tensors(), ema_pieces);
+  for (size_t k = 0; k < profile_pieces.size(); ++k) copy_pieces(s.power_ema->tensors(k), profile_pieces[k]);
   auto state = read_json_file(ref.dir / "trainer_state.json");
   try {
     s.step = state.at("step").get<int64_t>();
@@ -591,6 +643,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
       comm_ms +=
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_optimizer).count();
     s.ema->update(s.params, step);
+    if (s.power_ema) s.power_ema->update(s.params, step);
     s.step = step;
     s.cursor = batch.next_cursor;
     last_loss = loss_value;
@@ -635,6 +688,8 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
       requests.sample = callbacks.sample_requested && callbacks.sample_requested();
     }
     requests = agree(s, requests);
+    if (s.power_ema && step % (o.ema_snapshot_every > 0 ? o.ema_snapshot_every : o.save_every) == 0)
+      save_ema_snapshot(s);
     if (step % o.save_every == 0 || step == o.steps || requests.save) {
       result.last_checkpoint = save_checkpoint(s, loss_value);
       last_saved = step;

@@ -218,6 +218,11 @@ void RunsPage::refresh_runs() {
             else if (l.contains("merged_from"))
               made_from = QString("%1 with adapters merged")
                               .arg(QString::fromStdString(l["merged_from"].value("run", "")));
+            else if (l.contains("ema_from"))
+              made_from = QString("%1 averaged, EMA length %2 @ step %3")
+                              .arg(QString::fromStdString(l["ema_from"].value("run", "")))
+                              .arg(l["ema_from"].value("sigma_rel", 0.0))
+                              .arg(l["ema_from"].value("step", int64_t(0)));
           }
           QStringList steps;
           if (r.contains("checkpoints") && r["checkpoints"].is_array())

@@ -1,5 +1,9 @@
-// mugv grow --run SMALL --width 2 --out RUN: a run whose DiT is `width` times as wide as SMALL's and computes
-// the same function (HyperCloning, model/growth.h), to continue with `mugv train --from RUN`.
+// Runs made from another run's weights:
+//   mugv grow --run SMALL --width 2 --out RUN: a run whose DiT is `width` times as wide as SMALL's and
+//   computes
+//     the same function (HyperCloning, model/growth.h), to continue with `mugv train --from RUN`.
+//   mugv ema --run RUN --length SIGMA_REL --out NEW: the weights averaged over any EMA length, made after
+//     training from the run's post-hoc EMA snapshots (train/posthoc_ema.h).
 #include "command.h"
 
 #include "core/error.h"
@@ -8,7 +12,10 @@
 #include "model/growth.h"
 #include "model/weights.h"
 #include "sample/model_bundle.h"
+#include "train/checkpoint_store.h"
 #include "train/fine_tune.h"
+#include "train/posthoc_ema.h"
+#include "train/sharded_checkpoint.h"
 
 #include <nlohmann/json.hpp>
 
@@ -60,7 +67,7 @@ double output_difference(DiTImpl& narrow, DiTImpl& wide) {
   return (a - b).abs().max().item<double>() / std::max(1e-6, a.abs().max().item<double>());
 }
 
-int run(const Invocation& inv) {
+int run_grow(const Invocation& inv) {
   const auto& v = inv.values;
   if (!v.has("grow.run")) throw Error(ErrorCode::usage, "--run", "name the run to grow");
   if (!v.has("grow.out")) throw Error(ErrorCode::usage, "--out", "name the new run");
@@ -131,7 +138,120 @@ int run(const Invocation& inv) {
   return 0;
 }
 
+// The post-hoc EMA of `run` at `sigma_rel` and `step` into the bundle's trainable tensors; returns the
+// snapshot steps used and their weights.
+nlohmann::json reconstruct_ema(ModelBundle& bundle, const std::string& run, double sigma_rel, int64_t step) {
+  const RunManifest& manifest = bundle.run;
+  const std::string profiles_text =
+      manifest.config.is_object() ? manifest.config.value("/train/ema_profiles"_json_pointer, std::string())
+                                  : "";
+  const std::vector<double> profiles = parse_sigma_rels(profiles_text);
+  if (profiles.empty())
+    throw Error(
+        ErrorCode::invalid_argument, run,
+        "tracked no post-hoc EMA profiles; train with --ema-profiles 0.05,0.1 to make any EMA length later");
+  CheckpointStore store(run_paths(run).ema_snapshots());
+  std::vector<CheckpointRef> used;
+  for (const auto& ref : store.list())
+    if (ref.step <= step) used.push_back(ref);
+  if (used.empty())
+    throw Error(ErrorCode::not_found, run, cat("has no post-hoc EMA snapshots up to step ", step));
+  std::vector<EmaProfilePoint> points;
+  for (const auto& ref : used)
+    for (double p : profiles) points.push_back({gamma_of_sigma_rel(p), ref.step});
+  const std::vector<double> weights = posthoc_ema_weights(points, {gamma_of_sigma_rel(sigma_rel), step});
+
+  // The trainable tensors by checkpoint name ("dit.…", "text.…"), whole shapes; the rest keep the
+  // checkpoint's.
+  torch::nn::Module holder;
+  holder.register_module("dit", bundle.dit.ptr());
+  holder.register_module("text", bundle.text);
+  std::map<std::string, torch::Tensor> targets;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (auto& [name, t] : module_state(holder)) {
+    targets[name] = t;
+    shapes[name] = t.sizes().vec();
+  }
+  std::map<std::string, torch::Tensor> sum;
+  size_t i = 0;
+  for (const auto& ref : used) {
+    if (auto problem = store.verify(ref.dir)) throw Error(ErrorCode::corrupt, ref.dir.string(), *problem);
+    const CheckpointLayout layout = read_checkpoint_layout(ref.dir);
+    for (size_t k = 0; k < profiles.size(); ++k, ++i) {
+      for (auto& [name, t] : read_canonical_tensors(ref.dir, PowerEma::stem(k), layout, shapes).tensors) {
+        if (!targets.count(name))
+          throw Error(ErrorCode::corrupt, ref.dir.string(),
+                      cat(name, " belongs to no tensor of ", run, "'s model"));
+        auto term = t.to(torch::kFloat64) * weights[i];
+        auto [it, fresh] = sum.emplace(name, term);
+        if (!fresh) it->second.add_(term);
+      }
+    }
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [name, total] : sum) targets.at(name).copy_(total);
+  nlohmann::json snapshots = nlohmann::json::array();
+  for (const auto& ref : used) snapshots.push_back(ref.step);
+  double weight_sum = 0;
+  for (double w : weights) weight_sum += w;
+  return {{"snapshots", snapshots}, {"profiles", profiles}, {"weight_sum", weight_sum}};
+}
+
+int run_ema(const Invocation& inv) {
+  const auto& v = inv.values;
+  if (!v.has("ema.run")) throw Error(ErrorCode::usage, "--run", "name the run");
+  if (!v.has("ema.out")) throw Error(ErrorCode::usage, "--out", "name the new run");
+  const std::string run = v.get_text("ema.run"), out = v.get_text("ema.out");
+  const double sigma_rel = v.get_real("ema.length");
+  gamma_of_sigma_rel(sigma_rel);  // a bad length is refused before anything is read
+  ModelBundle bundle = load_run_weights(run, WeightsKind::model);
+  const auto& train = bundle.run.config.is_object()
+                          ? bundle.run.config.value("train", nlohmann::json::object())
+                          : nlohmann::json::object();
+  if (!train.value("lora", std::string()).empty())
+    throw Error(ErrorCode::invalid_argument, run, "is a LoRA run; post-hoc EMA makes whole models");
+  const int64_t step = v.has("ema.step") ? v.get_int("ema.step") : bundle.checkpoint_step;
+  nlohmann::json provenance = reconstruct_ema(bundle, run, sigma_rel, step);
+  provenance["run"] = run;
+  provenance["sigma_rel"] = sigma_rel;
+  provenance["step"] = step;
+  write_bundle_as_run(bundle, out, "ema_from", provenance);
+  if (inv.json) {
+    std::cout << nlohmann::json{{"run", out}, {"ema_from", provenance}}.dump(2) << "\n";
+  } else {
+    std::printf(
+        "run %s: %s's weights averaged with a power EMA of relative length %g at step %lld, from %zu "
+        "snapshots\n",
+        out.c_str(), run.c_str(), sigma_rel, static_cast<long long>(step), provenance["snapshots"].size());
+  }
+  return 0;
+}
+
 }  // namespace
+
+Command ema_command() {
+  Command c;
+  c.words = {"ema"};
+  c.summary = "a run with the weights averaged over any EMA length, from a run's post-hoc EMA snapshots";
+  c.usage = "--run RUN --length SIGMA_REL --out NEW [--step STEP]";
+  c.define = [](ParamRegistry& r) {
+    r.add(param("ema.run", "--run", ParamType::text, nullptr, "the run trained with --ema-profiles", "ema"));
+    r.add(param("ema.out", "--out", ParamType::text, nullptr, "name of the new run", "ema"));
+    auto length =
+        param("ema.length", "--length", ParamType::real, 0.1,
+              "relative EMA length sigma_rel (EDM2: the profile's width as a fraction of training)", "ema");
+    length.min_value = 0.0;
+    length.max_value = 0.27;
+    r.add(length);
+    auto step = param("ema.step", "--step", ParamType::integer, nullptr,
+                      "the training step the average ends at (default: the run's latest checkpoint)", "ema");
+    step.min_value = 1.0;
+    r.add(step);
+  };
+  c.run = run_ema;
+  c.job_kind = "model";
+  return c;
+}
 
 Command grow_command() {
   Command c;
@@ -166,7 +286,7 @@ Command grow_command() {
     weights.choices = {"ema", "model"};
     r.add(weights);
   };
-  c.run = run;
+  c.run = run_grow;
   c.job_kind = "model";
   return c;
 }
