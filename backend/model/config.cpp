@@ -196,6 +196,7 @@ void validate(const DiTConfig& c, const std::string& subject) {
   }
   if (c.frequency_dim % 2 != 0) bad(subject, "dit.frequency_dim must be even");
   if (!(c.rope_theta > 1.0)) bad(subject, "dit.rope_theta must be greater than 1");
+  if (!(c.attention_multiplier > 0.0)) bad(subject, "dit.attention_multiplier must be positive");
 }
 
 void validate(const VAEConfig& c, const std::string& subject) {
@@ -325,6 +326,7 @@ ModelPreset model_preset_from_json(const nlohmann::json& values, const std::stri
   p.dit.text_tokens = p.text.max_tokens;
   dit.integer("text_tokens", p.dit.text_tokens);
   dit.real("rope_theta", p.dit.rope_theta);
+  dit.real("attention_multiplier", p.dit.attention_multiplier);
   dit.integer("frequency_dim", p.dit.frequency_dim);
   dit.boolean("null_caption", p.dit.null_caption);
   dit.finish();

@@ -50,6 +50,10 @@ struct DiTConfig {
   int text_dim = 0;     // width of the text encoder's output
   int text_tokens = 0;  // text sequence length (also the shape of the learned null caption)
   double rope_theta = 10000.0;
+  // Multiplies the queries, so the attention logits are q·k·attention_multiplier/sqrt(head_dim). 1 as
+  // released; μP across head widths uses sqrt(base_head_dim / head_dim), i.e. logits ∝ 1/head_dim
+  // (train/parametrization.h).
+  double attention_multiplier = 1.0;
   int frequency_dim = 256;  // sinusoidal width of the timestep / fps embedders
   // A learned null caption [text_tokens, text_dim] for caption dropout and the unconditional branch of
   // guidance. The released MUG-V models have none (they guide against an encoded negative prompt), so the

@@ -335,7 +335,8 @@ FinalLayerImpl::FinalLayerImpl(int64_t hidden, int64_t outputs) {
   init_linear(linear, 0.0);
 }
 
-SelfAttentionImpl::SelfAttentionImpl(int64_t hidden, int64_t heads) : head_dim_(hidden / heads) {
+SelfAttentionImpl::SelfAttentionImpl(int64_t hidden, int64_t heads, double q_multiplier)
+    : head_dim_(hidden / heads), q_multiplier_(q_multiplier) {
   qkv = register_module("qkv", torch::nn::Linear(hidden, 3 * hidden));
   q_norm = register_module("q_norm", RMSNorm(hidden / heads));
   k_norm = register_module("k_norm", RMSNorm(hidden / heads));
@@ -352,6 +353,7 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x_in, const torch:
   auto qkv_heads =
       apply_linear(qkv, x, runtime).view({batch, tokens, 3, heads, head_dim_}).permute({2, 0, 3, 1, 4});
   auto q = q_norm(qkv_heads[0]), k = k_norm(qkv_heads[1]), v = qkv_heads[2];
+  if (q_multiplier_ != 1.0) q = q * q_multiplier_;
   const bool ulysses = runtime.parallel && runtime.parallel->cp_size() > 1;
   if (ulysses) {  // [B, h, N/cp, hd] -> [B, h/cp, N, hd]: every token, fewer heads
     q = runtime.parallel->heads_to_sequence(q);
@@ -364,7 +366,8 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x_in, const torch:
                                runtime);
 }
 
-CrossAttentionImpl::CrossAttentionImpl(int64_t hidden, int64_t heads) : head_dim_(hidden / heads) {
+CrossAttentionImpl::CrossAttentionImpl(int64_t hidden, int64_t heads, double q_multiplier)
+    : head_dim_(hidden / heads), q_multiplier_(q_multiplier) {
   q_linear = register_module("q_linear", torch::nn::Linear(hidden, hidden));
   kv_linear = register_module("kv_linear", torch::nn::Linear(hidden, 2 * hidden));
   q_norm = register_module("q_norm", RMSNorm(hidden / heads));
@@ -385,6 +388,7 @@ torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x_in, const torch
                 .view({batch, text, 2, heads, head_dim_})
                 .permute({2, 0, 3, 1, 4});
   auto k = k_norm(kv[0]);
+  if (q_multiplier_ != 1.0) q = q * q_multiplier_;
   auto out = attention(q, k, kv[1], bias);
   return leave_tensor_parallel(out.transpose(1, 2).reshape({batch, tokens, heads * head_dim_}), proj,
                                runtime);
@@ -403,13 +407,13 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x, const BlockRuntime& runti
   return leave_tensor_parallel(h, fc2, runtime);
 }
 
-DiTBlockImpl::DiTBlockImpl(int64_t hidden, int64_t heads, int64_t mlp_ratio) {
+DiTBlockImpl::DiTBlockImpl(int64_t hidden, int64_t heads, int64_t mlp_ratio, double attention_multiplier) {
   scale_shift_table = register_parameter("scale_shift_table", torch::zeros({6, hidden}));
-  attn = register_module("attn", SelfAttention(hidden, heads));
+  attn = register_module("attn", SelfAttention(hidden, heads, attention_multiplier));
   cross_attn_norm = register_module(
       "cross_attn_norm",
       torch::nn::LayerNorm(torch::nn::LayerNormOptions({hidden}).eps(1e-6).elementwise_affine(true)));
-  cross_attn = register_module("cross_attn", CrossAttention(hidden, heads));
+  cross_attn = register_module("cross_attn", CrossAttention(hidden, heads, attention_multiplier));
   mlp = register_module("mlp", Mlp(hidden, hidden * mlp_ratio, hidden));
 }
 
@@ -448,7 +452,8 @@ DiTImpl::DiTImpl(const DiTConfig& config) : config_(config) {
   start_token = register_parameter("start_token", torch::randn({d}) * 0.02);
   end_token = register_parameter("end_token", torch::randn({d}) * 0.02);
   blocks = register_module("blocks", torch::nn::ModuleList());
-  for (int i = 0; i < config.depth; ++i) blocks->push_back(DiTBlock(d, config.heads, config.mlp_ratio));
+  for (int i = 0; i < config.depth; ++i)
+    blocks->push_back(DiTBlock(d, config.heads, config.mlp_ratio, config.attention_multiplier));
   const int64_t patch_volume = int64_t(config.patch_t) * config.patch_h * config.patch_w;
   final_layer = register_module("final_layer", FinalLayer(d, patch_volume * dit_out_channels(config)));
 }

@@ -119,7 +119,8 @@ struct BlockRuntime {
 
 class SelfAttentionImpl : public torch::nn::Module {
  public:
-  SelfAttentionImpl(int64_t hidden, int64_t heads);
+  // `q_multiplier` scales the queries: the attention logits (model/config.h DiTConfig::attention_multiplier).
+  SelfAttentionImpl(int64_t hidden, int64_t heads, double q_multiplier = 1.0);
   // x [B,n,d]: the whole sequence, or this rank's sequence slice under sequence/context parallel;
   // rope angles [N,P] for the whole sequence. The heads this rank holds follow from qkv's (sharded) rows.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& angles,
@@ -129,12 +130,13 @@ class SelfAttentionImpl : public torch::nn::Module {
 
  private:
   int64_t head_dim_;
+  double q_multiplier_ = 1.0;
 };
 TORCH_MODULE(SelfAttention);
 
 class CrossAttentionImpl : public torch::nn::Module {
  public:
-  CrossAttentionImpl(int64_t hidden, int64_t heads);
+  CrossAttentionImpl(int64_t hidden, int64_t heads, double q_multiplier = 1.0);
   // x [B,n,d] (whole sequence or this rank's slice), context [B,S,d], bias [B,1,1,S] (key padding) or
   // undefined.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context, const torch::Tensor& bias,
@@ -144,6 +146,7 @@ class CrossAttentionImpl : public torch::nn::Module {
 
  private:
   int64_t head_dim_;
+  double q_multiplier_ = 1.0;
 };
 TORCH_MODULE(CrossAttention);
 
@@ -189,7 +192,7 @@ TORCH_MODULE(FinalLayer);
 
 class DiTBlockImpl : public torch::nn::Module {
  public:
-  DiTBlockImpl(int64_t hidden, int64_t heads, int64_t mlp_ratio);
+  DiTBlockImpl(int64_t hidden, int64_t heads, int64_t mlp_ratio, double attention_multiplier = 1.0);
   torch::Tensor forward(const torch::Tensor& x, const BlockContext& context);
   torch::Tensor scale_shift_table;  // [6, d]: shift/scale/gate (attention), shift/scale/gate (MLP)
   SelfAttention attn{nullptr};

@@ -127,17 +127,18 @@ void Muon::step(double lr) {
   ++step_;
   const double bc1 = 1.0 - std::pow(adam_.beta1, double(step_));
   const double bc2 = 1.0 - std::pow(adam_.beta2, double(step_));
-  for (auto& slot : slots_) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& slot = slots_[i];
     if (!mine(slot) || !slot.param.grad().defined()) continue;
     torch::Tensor p = slot.param.detach();
     const torch::Tensor g = slot.param.grad().to(torch::kFloat32);
     if (slot.parts == 0) {
-      AdamW::update(p, g, slot.exp_avg, slot.exp_avg_sq, adam_, lr, bc1, bc2);
+      AdamW::update(p, g, slot.exp_avg, slot.exp_avg_sq, adam_, lr * lr_scale(i), bc1, bc2);
       continue;
     }
     slot.momentum.mul_(muon_.momentum).add_(g);
     const torch::Tensor update = muon_.nesterov ? g.add(slot.momentum, muon_.momentum) : slot.momentum;
-    const double muon_lr = lr * muon_.lr_scale;
+    const double muon_lr = lr * lr_scale(i) * muon_.lr_scale;
     if (adam_.weight_decay != 0) p.mul_(1.0 - muon_lr * adam_.weight_decay);
     p.add_(orthogonalised(slot, update).to(p.dtype()), -muon_lr);
   }

@@ -58,7 +58,7 @@ void AdamW::step(double lr) {
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
     if (!p.grad().defined()) continue;
-    update(p, p.grad(), exp_avg_[i], exp_avg_sq_[i], options_, lr, bc1, bc2);
+    update(p, p.grad(), exp_avg_[i], exp_avg_sq_[i], options_, lr * lr_scale(i), bc1, bc2);
   }
 }
 

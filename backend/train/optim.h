@@ -48,6 +48,15 @@ class Optimizer {
   // the optimiser is unchanged then.
   virtual void load_state(const std::map<std::string, torch::Tensor>& state, int64_t step,
                           const std::string& subject) = 0;
+  // Per-parameter multipliers of the learning rate (and of the decoupled weight decay with it), in the order
+  // the parameters were given (μP, train/parametrization.h); all 1 until set.
+  void set_lr_scales(std::vector<double> scales) { lr_scales_ = std::move(scales); }
+
+ protected:
+  double lr_scale(size_t param) const { return param < lr_scales_.size() ? lr_scales_[param] : 1.0; }
+
+ private:
+  std::vector<double> lr_scales_;
 };
 
 struct AdamWOptions {

@@ -16,8 +16,8 @@ double gamma_of_sigma_rel(double sigma_rel) {
   double lo = 0.0, hi = 1e6;
   if (!(sigma_rel > sigma_rel_of_gamma(hi) && sigma_rel < sigma_rel_of_gamma(lo)))
     throw Error(ErrorCode::invalid_argument, "EMA length",
-                cat("sigma_rel ", sigma_rel, " is outside (", sigma_rel_of_gamma(hi), ", ", sigma_rel_of_gamma(lo),
-                    ")"));
+                cat("sigma_rel ", sigma_rel, " is outside (", sigma_rel_of_gamma(hi), ", ",
+                    sigma_rel_of_gamma(lo), ")"));
   for (int i = 0; i < 200; ++i) {
     const double mid = lo + (hi - lo) / 2;
     (sigma_rel_of_gamma(mid) > sigma_rel ? lo : hi) = mid;
@@ -98,7 +98,8 @@ std::vector<double> parse_sigma_rels(const std::string& text) {
       throw Error(ErrorCode::usage, "--ema-profiles", cat("'", t, "' is not a number"));
     }
     if (!(v > 0 && v < 0.28))
-      throw Error(ErrorCode::usage, "--ema-profiles", cat(t, " is no relative EMA length (0 < sigma_rel < 0.28)"));
+      throw Error(ErrorCode::usage, "--ema-profiles",
+                  cat(t, " is no relative EMA length (0 < sigma_rel < 0.28)"));
     values.push_back(v);
   }
   return values;

@@ -104,6 +104,16 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
              "training");
     optimizer.choices = {"adamw", "muon"};
     r.add(optimizer);
+    auto parametrization = spec(
+        "train.parametrization", "--parametrization", ParamType::choice, "standard",
+        "standard, or mup: init and per-layer learning rates scaled with width so a learning rate tuned at "
+        "--mup-base-hidden (e.g. by mugv sweep) carries over to wider models",
+        "training");
+    parametrization.choices = {"standard", "mup"};
+    r.add(parametrization);
+    r.add(spec("train.mup_base_hidden", "--mup-base-hidden", ParamType::integer, 64,
+               "mup: the hidden size at which mup equals the standard parametrisation (the tuning proxy's)",
+               "training", 1.0));
     r.add(spec("train.muon_momentum", "--muon-momentum", ParamType::real, 0.95, "Muon: momentum (Nesterov)",
                "training", 0.0, 1.0));
     r.add(spec("train.muon_lr_scale", "--muon-lr-scale", ParamType::real, 1.0,
@@ -316,6 +326,8 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   o.adam.weight_decay = v.get_real("train.weight_decay");
   if (kind == TrainKind::dit && v.has("train.optimizer")) o.optimizer = v.get_text("train.optimizer");
   o.muon.momentum = opt_real("train.muon_momentum", o.muon.momentum);
+  if (kind == TrainKind::dit) o.parametrization = v.get_text("train.parametrization");
+  o.mup_base_hidden = opt_int("train.mup_base_hidden", o.mup_base_hidden);
   o.muon.lr_scale = opt_real("train.muon_lr_scale", o.muon.lr_scale);
   o.grad_clip = v.get_real("train.grad_clip");
   o.ema_decay = opt_real("train.ema", 0.999);

@@ -77,7 +77,9 @@ struct TrainOptions {
   std::string optimizer = "adamw";  // adamw | muon (train/muon.h: Muon on hidden matrices, AdamW on the rest)
   AdamWOptions adam;
   MuonOptions muon;
-  double grad_clip = 1.0;  // 0: no clipping (the norm is still measured)
+  std::string parametrization = "standard";  // standard | mup (train/parametrization.h)
+  int64_t mup_base_hidden = 64;              // μP: the width at which it equals the standard parametrisation
+  double grad_clip = 1.0;                    // 0: no clipping (the norm is still measured)
   double ema_decay = 0.999;
   // Post-hoc EMA (train/posthoc_ema.h): relative lengths of the power-function EMAs tracked ("0.05,0.1";
   // empty: none) and how often their snapshots are stored (0: with every checkpoint).

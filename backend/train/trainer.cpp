@@ -18,6 +18,7 @@
 #include "train/latent_cache.h"
 #include "train/muon.h"
 #include "train/optim.h"
+#include "train/parametrization.h"
 #include "train/posthoc_ema.h"
 #include "train/rng_state.h"
 #include "train/sharded_checkpoint.h"
@@ -183,6 +184,13 @@ void build_model(Session& s) {
   s.params.clear();
   for (auto& [name, p] : named_parameters(*s.model))
     if (p.requires_grad()) s.params.emplace_back(name, p);
+  const auto parametrization = parametrization_from_string(s.options.parametrization);
+  if (!parametrization)
+    throw Error(ErrorCode::usage, "--parametrization",
+                cat("'", s.options.parametrization, "' is not standard or mup"));
+  const double width_multiplier = double(s.preset.dit.hidden) / double(s.options.mup_base_hidden);
+  // μP's initial spread only for new models: a fine-tune's weights come from its base.
+  if (*parametrization == Parametrization::mup && !s.base) apply_mup_init(s.params, width_multiplier);
   bool text_trains = false;
   for (const auto& p : s.model->text->parameters()) text_trains = text_trains || p.requires_grad();
   if (s.base && !text_trains) {
@@ -202,6 +210,8 @@ void build_model(Session& s) {
     s.optimizer = std::make_unique<ZeroAdamW>(s.groups, s.params, s.options.adam);
   else
     s.optimizer = std::make_unique<AdamW>(s.params, s.options.adam);
+  if (*parametrization == Parametrization::mup)
+    s.optimizer->set_lr_scales(mup_lr_scales(s.params, width_multiplier, s.options.optimizer == "muon"));
   s.ema = std::make_unique<Ema>(s.params, s.options.ema_decay);
   if (const auto profiles = parse_sigma_rels(s.options.ema_profiles); !profiles.empty())
     s.power_ema = std::make_unique<PowerEma>(s.params, profiles);

@@ -51,7 +51,7 @@ void ZeroAdamW::step(double lr) {
       auto g = p.grad().reshape(-1).narrow(0, piece.offset, piece.length);
       auto m = exp_avg_.narrow(0, piece.shard_offset, piece.length);
       auto v = exp_avg_sq_.narrow(0, piece.shard_offset, piece.length);
-      AdamW::update(flat, g, m, v, options_, lr, bc1, bc2);
+      AdamW::update(flat, g, m, v, options_, lr * lr_scale(piece.param), bc1, bc2);
     }
     mine.narrow(0, piece.shard_offset, piece.length).copy_(flat);
   }

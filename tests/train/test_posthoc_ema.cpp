@@ -1,5 +1,6 @@
-// Post-hoc EMA (train/posthoc_ema.h): the σ_rel ↔ γ map, a reconstruction from two profiles' snapshots against
-// a profile tracked directly (on a simulated weight trajectory and on a real training run via `mugv ema`).
+// Post-hoc EMA (train/posthoc_ema.h): the σ_rel ↔ γ map, a reconstruction from two profiles' snapshots
+// against a profile tracked directly (on a simulated weight trajectory and on a real training run via `mugv
+// ema`).
 #include "core/error.h"
 #include "core/paths.h"
 #include "core/safetensors.h"
@@ -49,8 +50,9 @@ TEST_CASE("sigma_rel and the power EMA's exponent map onto each other as in EDM2
   CHECK(parse_sigma_rels(" 0.05, 0.1 ") == std::vector<double>{0.05, 0.1});
   CHECK(parse_sigma_rels("").empty());
   CHECK(test::expect_error([] { (void)parse_sigma_rels("0.05,wide"); }).code() == ErrorCode::usage);
-  CHECK(test::expect_error([] { (void)posthoc_ema_weights({{6.94, 10}}, {6.94, 20}); }).code() ==
-        ErrorCode::invalid_argument);
+  CHECK(test::expect_error([] {
+          (void)posthoc_ema_weights({{6.94, 10}}, {6.94, 20});
+        }).code() == ErrorCode::invalid_argument);
 }
 
 TEST_CASE("a profile reconstructed from two others' snapshots matches the one tracked directly",
@@ -84,7 +86,8 @@ TEST_CASE("a profile reconstructed from two others' snapshots matches the one tr
   }
 }
 
-TEST_CASE("mugv ema makes a run whose weights match an EMA tracked directly in training", "[cli][train][ema]") {
+TEST_CASE("mugv ema makes a run whose weights match an EMA tracked directly in training",
+          "[cli][train][ema]") {
   test::MicroHome home(6);
   auto options = [](const std::string& run, const std::string& profiles) {
     auto o = test::micro_train_options(run, 40);
@@ -113,7 +116,8 @@ TEST_CASE("mugv ema makes a run whose weights match an EMA tracked directly in t
     for (const auto& name : st.names()) out[name] = tensor_from_view(st.at(name), file.string());
     return out;
   };
-  const auto rebuilt = tensors(CheckpointStore(run_paths("rebuilt").checkpoints()).open(40).dir / "model.safetensors");
+  const auto rebuilt =
+      tensors(CheckpointStore(run_paths("rebuilt").checkpoints()).open(40).dir / "model.safetensors");
   const fs::path direct_dir = CheckpointStore(run_paths("direct").checkpoints()).open(40).dir;
   const auto truth = tensors(direct_dir / "ema_p0.safetensors");
   const auto current = tensors(direct_dir / "model.safetensors");

@@ -1,0 +1,68 @@
+// μP (train/parametrization.h): roles by tensor name, per-layer learning-rate multipliers for AdamW and Muon,
+// the initial spread, and a μP run that trains.
+#include "core/paths.h"
+#include "support/micro_home.h"
+#include "support/test_support.h"
+#include "train/optim.h"
+#include "train/parametrization.h"
+#include "train/run_layout.h"
+#include "train/trainer.h"
+
+#include <torch/torch.h>
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <fstream>
+
+using namespace mugv;
+
+TEST_CASE("mup roles and learning-rate multipliers follow the width", "[unit][train][mup]") {
+  const auto m2 = torch::zeros({8, 8}), v = torch::zeros({8});
+  CHECK(mup_role("dit.x_embedder.proj.weight", torch::zeros({8, 4, 1, 2, 2})) == MupRole::input);
+  CHECK(mup_role("dit.y_embedder.y_proj.fc1.weight", m2) == MupRole::input);
+  CHECK(mup_role("dit.blocks.0.attn.qkv.weight", m2) == MupRole::hidden);
+  CHECK(mup_role("dit.t_block.1.weight", m2) == MupRole::hidden);
+  CHECK(mup_role("dit.final_layer.linear.weight", m2) == MupRole::output);
+  CHECK(mup_role("dit.blocks.0.scale_shift_table", m2) == MupRole::vector);
+  CHECK(mup_role("dit.blocks.0.attn.qkv.bias", v) == MupRole::vector);
+  CHECK(mup_role("text.layers.0.qkv.weight", m2) == MupRole::vector);  // the text encoder is not widened
+  const NamedTensors params = {{"dit.blocks.0.attn.qkv.weight", m2},
+                               {"dit.final_layer.linear.weight", m2},
+                               {"dit.x_embedder.proj.weight", torch::zeros({8, 4, 1, 2, 2})},
+                               {"dit.blocks.0.attn.qkv.bias", v}};
+  CHECK(mup_lr_scales(params, 4.0, false) == std::vector<double>{0.25, 0.25, 1.0, 1.0});
+  CHECK(mup_lr_scales(params, 4.0, true) == std::vector<double>{0.5, 0.25, 1.0, 1.0});  // Muon: 1/sqrt(m)
+  CHECK(mup_lr_scales(params, 1.0, false) == std::vector<double>{1.0, 1.0, 1.0, 1.0});  // the base width
+
+  auto hidden = torch::ones({8, 8}), input = torch::ones({8, 4, 1, 2, 2});
+  apply_mup_init({{"dit.blocks.0.mlp.fc1.weight", hidden}, {"dit.x_embedder.proj.weight", input}}, 4.0);
+  CHECK(hidden.max().item<double>() == Approx(0.5));
+  CHECK(input.max().item<double>() == 1.0);
+}
+
+TEST_CASE("an optimizer's per-parameter learning-rate multipliers scale each update", "[unit][train][mup]") {
+  auto a = torch::zeros({4}).requires_grad_(true), b = torch::zeros({4}).requires_grad_(true);
+  a.mutable_grad() = torch::ones({4});
+  b.mutable_grad() = torch::ones({4});
+  AdamW opt({{"a", a}, {"b", b}}, AdamWOptions{});
+  opt.set_lr_scales({1.0, 0.25});
+  opt.step(0.1);
+  // The first AdamW step moves each element by lr (m̂ / sqrt(v̂) = 1).
+  CHECK(a[0].item<double>() == Approx(-0.1));
+  CHECK(b[0].item<double>() == Approx(-0.025));
+}
+
+TEST_CASE("a mup run trains and records its parametrisation", "[train][mup]") {
+  test::MicroHome home(6);
+  auto o = test::micro_train_options("mup", 8);
+  o.parametrization = "mup";
+  o.mup_base_hidden = 24;  // the micro model (hidden 48) is twice the base width
+  train_dit(o, {{"train", {{"parametrization", "mup"}, {"mup_base_hidden", 24}}}}, CancelToken());
+  std::ifstream in(run_paths("mup").metrics());
+  int lines = 0;
+  for (std::string line; std::getline(in, line);) ++lines;
+  CHECK(lines == 8);
+  o.run = "bad";
+  o.parametrization = "ntk";
+  CHECK(test::expect_error([&] { train_dit(o, {}, CancelToken()); }).code() == ErrorCode::usage);
+}
