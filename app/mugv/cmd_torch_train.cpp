@@ -5,10 +5,14 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/paths.h"
+#include "core/presets.h"
 #include "core/strings.h"
 #include "parallel/slurm.h"
+#include "sample/model_bundle.h"
 #include "sample/training_samples.h"
 #include "train/checkpoint_store.h"
+#include "train/evaluation.h"
+#include "train/latent_cache.h"
 #include "train/run_layout.h"
 #include "train/train_params.h"
 #include "train/trainer.h"
@@ -16,8 +20,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <memory>
 
 namespace mugv::cli {
@@ -240,6 +246,111 @@ int run_train_vae(const Invocation& inv) {
 }
 
 }  // namespace
+
+// mugv sweep: one run per learning rate of the grid (NAME-lr<lr>, with every other training option as given),
+// each scored by its validation loss on --val-dataset at the end (train/evaluation.h); the best becomes the
+// training preset NAME (presets/train/NAME.toml in $MUGV_HOME, inheriting the preset swept), so that
+// `mugv train --preset NAME --model WIDER` trains with it — with --parametrization mup the rate carries over.
+int run_sweep(const Invocation& inv) {
+  ParamValues values = resolve_train_preset(inv.values);
+  const TrainOptions base = train_options_from(values, TrainKind::dit);
+  if (!inv.values.has("sweep.val_dataset"))
+    throw Error(ErrorCode::usage, "--val-dataset", "name the dataset the learning rates are judged on");
+  std::vector<double> lrs;
+  for (const auto& item : inv.values.get("sweep.lrs")) lrs.push_back(item.get<double>());
+  if (lrs.size() < 2) throw Error(ErrorCode::usage, "--lrs", "give at least two learning rates");
+  const std::string val_dataset = inv.values.get_text("sweep.val_dataset");
+  const auto val_clips = list_cached_clips(latent_cache_dir(val_dataset, base.vae_run));
+  if (val_clips.empty())
+    throw Error(ErrorCode::invalid_argument, val_dataset,
+                cat("has no latents of VAE run ", base.vae_run, "; run `mugv encode --dataset ", val_dataset,
+                    " --vae-run ", base.vae_run, "` first"));
+  FlowEvalOptions eval;
+  eval.shift_base_px = base.flow.shift_base_px;
+  nlohmann::json results = nlohmann::json::array();
+  double best_loss = std::numeric_limits<double>::infinity(), best_lr = 0;
+  for (size_t i = 0; i < lrs.size(); ++i) {
+    const double lr = lrs[i];
+    const std::string run = cat(base.run, "-lr", lr);
+    values.set("train.lr", lr, ParamSource::command_line, "mugv sweep");
+    values.set("train.run", run, ParamSource::command_line, "mugv sweep");
+    TrainOptions options = train_options_from(values, TrainKind::dit);
+    log_info(cat("sweep ", base.run, ": ", i + 1, "/", lrs.size(), ", lr ", lr, " as run ", run));
+    double loss = std::numeric_limits<double>::quiet_NaN();
+    std::string problem;
+    try {
+      train_dit(options, values.to_json(), inv.cancel, dit_callbacks(inv, run, options));
+      finish_progress_line();
+      ModelBundle bundle = load_run_weights(run, WeightsKind::model);
+      loss = fixed_draw_flow_loss(*bundle.dit, *bundle.text, *bundle.tokenizer, bundle.preset.text.max_tokens,
+                                  val_clips, eval);
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::cancelled) throw;
+      problem = e.what();  // a diverging rate is a result of the sweep, not its end
+      log_warning(cat("sweep ", base.run, ": lr ", lr, ": ", problem));
+    }
+    results.push_back({{"lr", lr},
+                       {"run", run},
+                       {"val_loss", std::isfinite(loss) ? nlohmann::json(loss) : nullptr},
+                       {"error", problem.empty() ? nlohmann::json() : nlohmann::json(problem)}});
+    if (std::isfinite(loss) && loss < best_loss) best_loss = loss, best_lr = lr;
+  }
+  if (!std::isfinite(best_loss))
+    throw Error(ErrorCode::invalid_argument, base.run, "no learning rate of the grid trained");
+  // What the rate was tuned with goes along: it transfers with the same batch, schedule and objective.
+  nlohmann::json tuned = {
+      {"description", cat("learning rate ", best_lr, " from mugv sweep of ", base.preset, " (", base.model,
+                          ", ", base.parametrization, ", ", base.steps, " steps, validation loss ", best_loss,
+                          " on ", val_dataset, ")")},
+      {"train",
+       {{"lr", best_lr},
+        {"model", base.model},
+        {"optimizer", base.optimizer},
+        {"parametrization", base.parametrization},
+        {"mup_base_hidden", base.mup_base_hidden},
+        {"batch", base.batch},
+        {"warmup", base.warmup_steps},
+        {"schedule", to_string(base.schedule)},
+        {"weight_decay", base.adam.weight_decay}}},
+      {"flow", {{"shift_base", base.flow.shift_base_px}, {"caption_dropout", base.flow.p_caption_dropout}}}};
+  if (find_preset("train", base.preset)) tuned["inherits"] = base.preset;
+  const fs::path preset = save_user_preset("train", base.run, tuned);
+  const nlohmann::json out = {{"sweep", base.run},
+                              {"best_lr", best_lr},
+                              {"best_val_loss", best_loss},
+                              {"preset", preset.string()},
+                              {"results", results}};
+  if (inv.json) {
+    std::cout << out.dump(2) << "\n";
+  } else {
+    for (const auto& r : results)
+      std::printf("  lr %-10g %s\n", r["lr"].get<double>(),
+                  r["val_loss"].is_null() ? ("failed: " + r["error"].get<std::string>()).c_str()
+                                          : cat("validation loss ", r["val_loss"].get<double>()).c_str());
+    std::printf("best lr %g (validation loss %.5f): training preset %s\n", best_lr, best_loss,
+                preset.c_str());
+  }
+  return 0;
+}
+
+Command sweep_command() {
+  Command c;
+  c.words = {"sweep"};
+  c.summary = "train one run per learning rate, judge them on a validation set, keep the best as a preset";
+  c.usage = "--preset P --dataset D --vae-run V --run NAME --val-dataset DV --lrs A,B,C [training options]";
+  c.define = [](ParamRegistry& r) {
+    define_train_params(r, TrainKind::dit);
+    auto lrs = param("sweep.lrs", "--lrs", ParamType::list, nlohmann::json::array({1e-4, 3e-4, 1e-3, 3e-3}),
+                     "learning rates to try, comma-separated", "sweep");
+    lrs.item_type = ParamType::real;
+    r.add(lrs);
+    r.add(param("sweep.val_dataset", "--val-dataset", ParamType::text, nullptr,
+                "dataset (encoded with the same VAE run) the runs are judged on", "sweep"));
+  };
+  c.run = run_sweep;
+  c.job_kind = "train";
+  return c;
+}
 
 Command train_command() {
   Command c;

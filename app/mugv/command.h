@@ -125,6 +125,7 @@ Command lora_extract_command();
 Command lora_merge_command();
 Command val_loss_command();
 Command grow_command();
+Command sweep_command();
 Command ema_command();
 Command encode_command();
 Command train_vae_command();

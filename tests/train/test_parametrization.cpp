@@ -1,5 +1,6 @@
 // μP (train/parametrization.h): roles by tensor name, per-layer learning-rate multipliers for AdamW and Muon,
 // the initial spread, and a μP run that trains.
+#include "core/json_io.h"
 #include "core/paths.h"
 #include "support/micro_home.h"
 #include "support/test_support.h"
@@ -65,4 +66,36 @@ TEST_CASE("a mup run trains and records its parametrisation", "[train][mup]") {
   o.run = "bad";
   o.parametrization = "ntk";
   CHECK(test::expect_error([&] { train_dit(o, {}, CancelToken()); }).code() == ErrorCode::usage);
+}
+
+TEST_CASE("mugv sweep trains one run per learning rate and keeps the best as a training preset",
+          "[cli][train][mup]") {
+  test::MicroHome home(6);
+  const fs::path dir = home.path() / "scratch";
+  fs::create_directories(dir);
+  auto r = test::run_mugv_cli(
+      "sweep --preset micro --dataset shapes --vae-run vae0 --run lrs --val-dataset shapes --lrs 1e-6,3e-3 "
+      "--steps 6 --batch 2 --threads 2 --warmup 1 --save-every 6 --parametrization mup --mup-base-hidden 24 "
+      "--shift-base 32 --json",
+      dir);
+  if (!r) return;
+  INFO(r->err);
+  REQUIRE(r->exit_code == 0);
+  const auto out = nlohmann::json::parse(r->out);
+  REQUIRE(out["results"].size() == 2);
+  CHECK(out["results"][0]["run"] == "lrs-lr1e-06");
+  // Six steps at 1e-6 change nothing; 3e-3 learns.
+  CHECK(out["best_lr"].get<double>() == Approx(3e-3));
+  CHECK(out["results"][1]["val_loss"].get<double>() < out["results"][0]["val_loss"].get<double>());
+  REQUIRE(fs::exists(home.path() / "presets/train/lrs.toml"));
+  // The preset is what `mugv train --preset lrs` reads.
+  auto trained = test::run_mugv_cli(
+      "train --preset lrs --dataset shapes --vae-run vae0 --run tuned --steps 2 --batch 2 --threads 2 --json",
+      dir);
+  INFO(trained->err);
+  REQUIRE(trained->exit_code == 0);
+  const auto config = read_json_file(run_paths("tuned").manifest())["config"]["train"];
+  CHECK(config["lr"].get<double>() == Approx(3e-3));
+  CHECK(config["parametrization"] == "mup");
+  CHECK(config["mup_base_hidden"] == 24);
 }
