@@ -321,7 +321,9 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
 
   // The optimizer is the dialog's choice; Grow makes a twice-as-wide run that names what it was made from.
   dialog.optimizer()->setCurrentText("muon");
+  dialog.parametrization()->setCurrentText("mup");
   CHECK(train_job(dialog.form()).params["values"]["train.optimizer"] == "muon");
+  CHECK(train_job(dialog.form()).params["values"]["train.parametrization"] == "mup");
   QString grow_said;
   QObject::connect(runs, &RunsPage::message, [&](const QString& m) { grow_said = m; });
   runs->grow_run("dit0", "dit0");

@@ -59,6 +59,8 @@ std::string validate(const TrainForm& f) {
   if (f.steps < 1) return "steps: at least 1";
   if (f.batch < 1) return "batch: at least 1";
   if (f.optimizer != "adamw" && f.optimizer != "muon") return "optimizer: adamw or muon";
+  if (f.parametrization != "standard" && f.parametrization != "mup")
+    return "parametrization: standard or mup";
   if (f.tp < 1 || f.cp < 1) return "layout: tp and cp are at least 1";
   if (f.zero != 0 && f.zero != 1) return "layout: ZeRO stage 0 or 1";
   if (f.recompute != "none" && f.recompute != "selective" && f.recompute != "full")
@@ -78,7 +80,8 @@ JobRequest train_job(const TrainForm& f) {
                            {"train.steps", f.steps},
                            {"train.batch", f.batch},
                            {"train.sample_every", f.sample_every},
-                           {"train.optimizer", f.optimizer}};
+                           {"train.optimizer", f.optimizer},
+                           {"train.parametrization", f.parametrization}};
   if (!f.sample_prompts.empty()) values["train.sample_prompts"] = f.sample_prompts;
   if (!f.vae_run.empty()) values["train.vae_run"] = f.vae_run;
   if (!f.from.empty()) {

@@ -39,7 +39,8 @@ struct TrainForm {
   // weight trains).
   std::string from, lora;
   int steps = 200, batch = 4, sample_every = 0;
-  std::string optimizer = "adamw";  // adamw | muon (train/muon.h)
+  std::string optimizer = "adamw";           // adamw | muon (train/muon.h)
+  std::string parametrization = "standard";  // standard | mup (train/parametrization.h)
   // Parallel layout (`train --tp --cp --zero --recompute`), chosen from the planner's table (layout_plan.h).
   int tp = 1, cp = 1, zero = 0;
   std::string recompute = "none";

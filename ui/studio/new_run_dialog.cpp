@@ -58,6 +58,11 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   optimizer_->setToolTip(
       "AdamW, or Muon: orthogonalised momentum (Newton-Schulz) on the hidden matrices, AdamW on embeddings, "
       "norms, biases, adaLN tables and the output layer; the same learning rate (docs/BENCHMARKS.md)");
+  parametrization_ = new QComboBox(this);
+  parametrization_->addItems({"standard", "mup"});
+  parametrization_->setToolTip(
+      "mup: initialisation and per-layer learning rates scaled with the width (base width 64), so a learning "
+      "rate tuned on a narrow model (mugv sweep) carries over");
   steps_ = spin(this, 1, 10000000, 200, "Optimizer steps in total");
   batch_ = spin(this, 1, 4096, 4, "Clips per step, split over the data-parallel ranks");
   sample_every_ = spin(this, 0, 1000000, 100, "Render sample videos every N steps (0: never)");
@@ -117,6 +122,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   form->addRow("LoRA", lora_);
   form->addRow("Model", model_);
   form->addRow("Optimizer", optimizer_);
+  form->addRow("Parametrization", parametrization_);
   form->addRow("Steps", steps_);
   form->addRow("Batch", batch_);
   form->addRow("Samples every", sample_every_);
@@ -240,6 +246,7 @@ TrainForm NewRunDialog::form() const {
   f.steps = steps_->value();
   f.batch = batch_->value();
   f.optimizer = optimizer_->currentText().toStdString();
+  f.parametrization = parametrization_->currentText().toStdString();
   f.sample_every = sample_every_->value();
   f.sample_prompts = sample_prompts_->text().trimmed().toStdString();
   const auto rows = layouts_->selectionModel()->selectedRows();

@@ -47,6 +47,7 @@ class NewRunDialog : public QDialog {
   QLineEdit* sample_prompts() const { return sample_prompts_; }
   QComboBox* model() const { return model_; }
   QComboBox* optimizer() const { return optimizer_; }
+  QComboBox* parametrization() const { return parametrization_; }
   QSpinBox* batch() const { return batch_; }
   QComboBox* where() const { return where_; }
   QSpinBox* gpus() const { return gpus_; }
@@ -64,7 +65,7 @@ class NewRunDialog : public QDialog {
   void on_from_changed();
 
   QLineEdit *name_, *size_, *lora_, *sample_prompts_;
-  QComboBox *dataset_, *vae_, *model_, *where_, *from_, *optimizer_;
+  QComboBox *dataset_, *vae_, *model_, *where_, *from_, *optimizer_, *parametrization_;
   std::map<QString, std::pair<QString, QString>> run_model_vae_;  // DiT run -> (model preset, VAE run)
   QSpinBox *steps_, *batch_, *sample_every_, *gpus_, *gpus_per_node_, *frames_;
   QDoubleSpinBox *memory_, *peak_;
