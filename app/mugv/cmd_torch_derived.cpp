@@ -81,10 +81,7 @@ int run_grow(const Invocation& inv) {
       v.has("grow.checkpoint") ? std::optional<int64_t>(v.get_int("grow.checkpoint")) : std::nullopt;
 
   ModelBundle bundle = load_run_weights(source, weights.value_or(WeightsKind::unknown), step);
-  const auto& train = bundle.run.config.is_object()
-                          ? bundle.run.config.value("train", nlohmann::json::object())
-                          : nlohmann::json::object();
-  if (!train.value("lora", std::string()).empty())
+  if (lora_spec_of_run(bundle.run))
     throw Error(ErrorCode::invalid_argument, source,
                 "is a LoRA run; merge its adapter first (mugv lora merge) and grow the merged run");
   if (const auto base = base_of_run(bundle.run); base && base->is_release())
@@ -205,10 +202,7 @@ int run_ema(const Invocation& inv) {
   const double sigma_rel = v.get_real("ema.length");
   gamma_of_sigma_rel(sigma_rel);  // a bad length is refused before anything is read
   ModelBundle bundle = load_run_weights(run, WeightsKind::model);
-  const auto& train = bundle.run.config.is_object()
-                          ? bundle.run.config.value("train", nlohmann::json::object())
-                          : nlohmann::json::object();
-  if (!train.value("lora", std::string()).empty())
+  if (lora_spec_of_run(bundle.run))
     throw Error(ErrorCode::invalid_argument, run, "is a LoRA run; post-hoc EMA makes whole models");
   const int64_t step = v.has("ema.step") ? v.get_int("ema.step") : bundle.checkpoint_step;
   nlohmann::json provenance = reconstruct_ema(bundle, run, sigma_rel, step);
@@ -241,7 +235,7 @@ Command ema_command() {
         param("ema.length", "--length", ParamType::real, 0.1,
               "relative EMA length sigma_rel (EDM2: the profile's width as a fraction of training)", "ema");
     length.min_value = 0.0;
-    length.max_value = 0.27;
+    length.max_value = 0.28;
     r.add(length);
     auto step = param("ema.step", "--step", ParamType::integer, nullptr,
                       "the training step the average ends at (default: the run's latest checkpoint)", "ema");
