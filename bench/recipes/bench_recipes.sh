@@ -9,9 +9,10 @@
 #                                to reach it (per seed, interpolated between checkpoints).
 #   bench_recipes growth         HyperCloning: the tiny model trained STEPS steps, grown 2x (mugv grow) and
 #                                trained STEPS more, against the wide model trained 2·STEPS steps from scratch
-#                                at the same learning rate; reported: the wide model's loss after 2·STEPS
-#                                steps and the wide steps the grown model needs to reach it, with the small
-#                                model's steps counted at their FLOP cost.
+#                                at the same learning rate; reported: the grown run's loss after its STEPS wide
+#                                steps, the scratch run's at the same step, and the steps from scratch needed
+#                                for the grown run's loss, against the grown run's cost (its wide steps plus the
+#                                small model's counted at their FLOP share).
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
 # MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).

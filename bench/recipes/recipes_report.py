@@ -69,29 +69,43 @@ def optimizers(directory, seeds, lrs):
     print(json.dumps(summary))
 
 
+def loss_at(points, step):
+    """The curve's loss at `step`, linear between checkpoints."""
+    previous = None
+    for s, loss in points:
+        if s == step:
+            return loss
+        if s > step and previous:
+            fraction = (step - previous[0]) / (s - previous[0])
+            return previous[1] + fraction * (loss - previous[1])
+        previous = (s, loss)
+    return None
+
+
 def growth(directory, seeds, small_flops, wide_flops):
+    """The grown run's loss after N wide steps, and the wide steps from scratch needed for that loss; the grown
+    run's cost counts the small model's steps at their share of a wide step's FLOPs."""
     ratio = small_flops / wide_flops
     per_seed = []
     for seed in range(seeds):
         scratch = curve(directory, f"scratch-s{seed}")
         continued = curve(directory, f"continued-s{seed}")
         small = curve(directory, f"small-s{seed}")
-        target = final_loss(scratch)
-        reached = steps_to_reach(continued, target)
-        small_steps = small[-1][0]
-        cost = reached + small_steps * ratio if reached is not None else None
-        per_seed.append({"seed": seed, "scratch_steps": scratch[-1][0], "scratch_loss": target,
-                         "small_loss": final_loss(small),
-                         "continued_loss": final_loss(continued), "grown_steps_to_scratch_loss": reached,
-                         "small_steps": small_steps, "wide_step_equivalents": cost,
-                         "speedup": scratch[-1][0] / cost if cost else None})
+        wide_steps, grown_loss = continued[-1]
+        scratch_steps = steps_to_reach(scratch, grown_loss)
+        cost = wide_steps + small[-1][0] * ratio
+        per_seed.append({"seed": seed, "small_steps": small[-1][0], "small_loss": final_loss(small),
+                         "grown_first_checkpoint_loss": continued[0][1], "grown_wide_steps": wide_steps,
+                         "grown_loss": grown_loss, "scratch_loss_at_same_wide_steps": loss_at(scratch, wide_steps),
+                         "scratch_steps_to_grown_loss": scratch_steps, "grown_cost_wide_steps": cost,
+                         "speedup": scratch_steps / cost if scratch_steps else None})
     print(f"small model steps cost {ratio:.3f} of a wide step (FLOPs per sample)")
     for r in per_seed:
-        reached = (f"{r['grown_steps_to_scratch_loss']:.0f}" if r["grown_steps_to_scratch_loss"] is not None
-                   else "never")
-        print(f"  seed {r['seed']}: from scratch {r['scratch_loss']:.4f} after {r['scratch_steps']} steps; small "
-              f"{r['small_loss']:.4f} after {r['small_steps']}; grown reaches it after {reached} wide steps "
-              f"(ends at {r['continued_loss']:.4f})")
+        reached = f"{r['scratch_steps_to_grown_loss']:.0f}" if r["scratch_steps_to_grown_loss"] else "more than ran"
+        print(f"  seed {r['seed']}: small {r['small_loss']:.4f} after {r['small_steps']} steps; grown "
+              f"{r['grown_loss']:.4f} after {r['grown_wide_steps']} wide steps (scratch at the same step "
+              f"{r['scratch_loss_at_same_wide_steps']:.4f}); scratch needs {reached} steps for that loss, the "
+              f"grown run cost {r['grown_cost_wide_steps']:.0f}")
     speedups = [r["speedup"] for r in per_seed if r["speedup"]]
     print(json.dumps({"benchmark": "recipes.growth", "seeds": per_seed, "flops_ratio_small_to_wide": ratio,
                       "speedup_min": min(speedups) if speedups else None,
