@@ -13,6 +13,10 @@
 #                                steps, the scratch run's at the same step, and the steps from scratch needed
 #                                for the grown run's loss, against the grown run's cost (its wide steps plus the
 #                                small model's counted at their FLOP share).
+#   bench_recipes mup            μP transfer: the learning-rate grid (MUGV_BENCH_MUP_LRS) at widths 64, 128 and
+#                                256 (head width 32, heads grow), under the standard parametrisation and μP
+#                                (base width 64), MUGV_BENCH_MUP_STEPS (200) steps each; reported: each
+#                                width's best rate and how far it drifts across widths, in grid steps (x2).
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
 # MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
@@ -25,7 +29,7 @@ STEPS=${MUGV_BENCH_STEPS:-300}
 SEEDS=${MUGV_BENCH_SEEDS:-3}
 LRS=${MUGV_BENCH_LRS:-3e-4 6e-4 1.2e-3 2.4e-3}
 BATCH=8
-EVERY=25
+EVERY=${EVERY:-25}
 export MUGV_HOME=$WORK/home
 mkdir -p "$WORK"
 started=$SECONDS
@@ -92,10 +96,27 @@ growth() {
   python3 "$HERE/recipes_report.py" growth "$WORK/curves" "$seeds" "$small_flops" "$wide_flops"
 }
 
+mup() {
+  local steps=${MUGV_BENCH_MUP_STEPS:-200} lrs=${MUGV_BENCH_MUP_LRS:-2e-4 4e-4 8e-4 1.6e-3 3.2e-3}
+  mkdir -p "$MUGV_HOME/presets/models"
+  for width in 64 128 256; do
+    printf 'inherits = "tiny"\ndescription = "tiny at hidden %s (bench_recipes mup)"\n[dit]\nhidden = %s\nheads = %s\n' \
+      "$width" "$width" $((width / 32)) > "$MUGV_HOME/presets/models/tiny-h$width.toml"
+    for p in standard mup; do
+      for lr in $lrs; do
+        STEPS=$steps EVERY=$steps train "$p-h$width-lr$lr" --model "tiny-h$width" --parametrization "$p" \
+          --mup-base-hidden 64 --lr "$lr" --seed 0
+      done
+    done
+  done
+  python3 "$HERE/recipes_report.py" mup "$WORK/curves" $lrs
+}
+
 setup
 case ${1:-optimizers} in
   optimizers) optimizers ;;
   growth) growth ;;
-  *) echo "usage: bench_recipes [optimizers|growth]" >&2; exit 2 ;;
+  mup) mup ;;
+  *) echo "usage: bench_recipes [optimizers|growth|mup]" >&2; exit 2 ;;
 esac
 stage "done"
