@@ -2,7 +2,8 @@
 // The DiT trainer (`mugv train`, `mugv resume`): rectified flow (flow.h) over a latent cache
 // (data.h), jointly training the small text encoder, with AdamW or Muon (muon.h), optionally under μP
 // (parametrization.h), warm-up + constant/cosine LR, gradient clipping, an online EMA (optim.h) and, with
-// --ema-profiles, post-hoc EMA profiles kept in checkpoints and stored as snapshots (posthoc_ema.h). The run folder follows run_layout.h exactly:
+// --ema-profiles, post-hoc EMA profiles kept in checkpoints and stored as snapshots (posthoc_ema.h). The run
+// folder follows run_layout.h exactly:
 //   run.json (kind dit, model preset, dataset, VAE run, resolved config), tokenizer.model (trained
 //   on the cached captions at run start), metrics.jsonl (one line per step: step, loss, lr,
 //   grad_norm, tokens_per_s, flops_per_s, mfu, peak_rss_bytes, data_wait_ms, step_ms), and
