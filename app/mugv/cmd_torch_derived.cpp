@@ -200,7 +200,7 @@ int run_ema(const Invocation& inv) {
   if (!v.has("ema.out")) throw Error(ErrorCode::usage, "--out", "name the new run");
   const std::string run = v.get_text("ema.run"), out = v.get_text("ema.out");
   const double sigma_rel = v.get_real("ema.length");
-  gamma_of_sigma_rel(sigma_rel);  // a bad length is refused before anything is read
+  (void)gamma_of_sigma_rel(sigma_rel);  // a bad length is refused before anything is read
   ModelBundle bundle = load_run_weights(run, WeightsKind::model);
   if (lora_spec_of_run(bundle.run))
     throw Error(ErrorCode::invalid_argument, run, "is a LoRA run; post-hoc EMA makes whole models");

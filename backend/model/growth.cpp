@@ -103,7 +103,7 @@ DiTConfig grown_dit_config(const DiTConfig& config, int factor) {
 std::vector<std::pair<std::string, torch::Tensor>> grow_dit_tensors(
     const std::vector<std::pair<std::string, torch::Tensor>>& narrow, const DiTConfig& config,
     const GrowthOptions& options) {
-  grown_dit_config(config, options.factor);  // checks the factor
+  (void)grown_dit_config(config, options.factor);  // checks the factor
   auto generator = torch::make_generator<torch::CPUGeneratorImpl>(options.seed);
   std::vector<std::pair<std::string, torch::Tensor>> grown;
   for (const auto& [name, tensor] : narrow) {
