@@ -1,7 +1,6 @@
 // Runs made from another run's weights:
 //   mugv grow --run SMALL --width 2 --out RUN: a run whose DiT is `width` times as wide as SMALL's and
-//   computes
-//     the same function (HyperCloning, model/growth.h), to continue with `mugv train --from RUN`.
+//     computes the same function (HyperCloning, model/growth.h), to continue with `mugv train --from RUN`.
 //   mugv ema --run RUN --length SIGMA_REL --out NEW: the weights averaged over any EMA length, made after
 //     training from the run's post-hoc EMA snapshots (train/posthoc_ema.h).
 #include "command.h"
@@ -135,8 +134,9 @@ int run_grow(const Invocation& inv) {
   return 0;
 }
 
-// The post-hoc EMA of `run` at `sigma_rel` and `step` into the bundle's trainable tensors; returns the
-// snapshot steps used and their weights.
+// The post-hoc EMA of `run` at `sigma_rel` and `step` written into the bundle's tensors that the snapshots
+// hold; returns the snapshot steps used, the profiles and the sum of the weights (near 1 when the fit is
+// good).
 nlohmann::json reconstruct_ema(ModelBundle& bundle, const std::string& run, double sigma_rel, int64_t step) {
   const RunManifest& manifest = bundle.run;
   const std::string profiles_text =

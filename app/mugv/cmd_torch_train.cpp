@@ -249,7 +249,8 @@ int run_train_vae(const Invocation& inv) {
 
 // mugv sweep: one run per learning rate of the grid (NAME-lr<lr>, with every other training option as given),
 // each scored by its validation loss on --val-dataset at the end (train/evaluation.h); the best becomes the
-// training preset NAME (presets/train/NAME.toml in $MUGV_HOME, inheriting the preset swept), so that
+// training preset NAME (presets/train/NAME.toml in $MUGV_HOME, inheriting the swept training preset when it
+// is one, with the batch, schedule and objective the rate was tuned with), so that
 // `mugv train --preset NAME --model WIDER` trains with it — with --parametrization mup the rate carries over.
 int run_sweep(const Invocation& inv) {
   ParamValues values = resolve_train_preset(inv.values);

@@ -4,11 +4,11 @@
 // The width multiplier is m = hidden / base_hidden; at the base width μP and the standard parametrisation
 // coincide.
 //
-//   role     tensors (DiT)                                                   init spread     AdamW lr   Muon
-//   lr input    x_embedder, t/fps_embedder.mlp.0, y_embedder.y_proj.fc1          as standard     lr         —
-//   hidden   every other weight matrix (blocks, t_block, embedders' 2nd)      × 1/sqrt(m)     lr / m     lr /
-//   sqrt(m) output   final_layer.linear.weight                                        zero (as std.)  lr / m
-//   — vector   biases, norms, adaLN tables, start/end tokens, null caption     as standard     lr         —
+//   role    tensors (DiT)                                  init spread    AdamW lr   Muon lr
+//   input   x_embedder, t/fps_embedder.mlp.0, y_proj.fc1   as standard    lr         -
+//   hidden  every other weight matrix                      x 1/sqrt(m)    lr / m     lr / sqrt(m)
+//   output  final_layer.linear.weight                      zero (as std)  lr / m     -
+//   vector  biases, norms, adaLN tables, tokens, null cap. as standard    lr         -
 //
 // Muon's orthogonalised update has a fixed spectral norm, so μP only needs its size kept constant across
 // widths: its RMS-matched scale (train/muon.h) grows as sqrt(width), hence lr / sqrt(m). Attention logits:
@@ -35,8 +35,8 @@ enum class MupRole { vector = 0, input, hidden, output };
 // outside the DiT ("text.…") are vectors (their width does not change).
 [[nodiscard]] MupRole mup_role(const std::string& name, const torch::Tensor& parameter);
 
-// Per-parameter learning-rate multipliers of `params` under μP at width multiplier m; `muon_parts` tells
-// which parameters Muon updates (train/muon.h muon_parts > 0), empty for AdamW runs.
+// Per-parameter learning-rate multipliers of `params` under μP at width multiplier m; with `muon`, the
+// parameters Muon updates (train/muon.h muon_parts > 0) get Muon's rule.
 [[nodiscard]] std::vector<double> mup_lr_scales(const NamedTensors& params, double width_multiplier,
                                                 bool muon);
 // Scales the spread of the hidden weights of a freshly initialised model by 1/sqrt(m) (in place).

@@ -98,7 +98,6 @@ TEST_CASE("a DiT grown 2x and 3x by HyperCloning computes the narrow model's out
 TEST_CASE("growth noise breaks the copies' symmetry: different weights and gradients per copy",
           "[unit][model][growth]") {
   DiT narrow = random_dit(narrow_config(), 2);
-  const int64_t d = narrow->config().hidden;
   GrowthOptions options;
   options.noise = 0.0;
   DiT plain = grown_dit(narrow, options);
@@ -128,7 +127,6 @@ TEST_CASE("growth noise breaks the copies' symmetry: different weights and gradi
   };
   CHECK(row_gradient_gap(plain) < 1e-6);
   CHECK(row_gradient_gap(noisy) > 1e-4);
-  (void)d;
 }
 
 TEST_CASE("growth refuses tensors it does not know and shapes that do not fit", "[unit][model][growth]") {

@@ -2,6 +2,7 @@
 // the initial spread, and a μP run that trains.
 #include "core/json_io.h"
 #include "core/paths.h"
+#include "model/dit.h"
 #include "support/micro_home.h"
 #include "support/test_support.h"
 #include "train/optim.h"
@@ -98,4 +99,40 @@ TEST_CASE("mugv sweep trains one run per learning rate and keeps the best as a t
   CHECK(config["lr"].get<double>() == Approx(3e-3));
   CHECK(config["parametrization"] == "mup");
   CHECK(config["mup_base_hidden"] == 24);
+}
+
+TEST_CASE("dit.attention_multiplier scales the attention logits (as a query-norm weight of that size would)",
+          "[unit][model][mup]") {
+  DiTConfig c;
+  c.hidden = 48;
+  c.depth = 1;
+  c.heads = 2;
+  c.head_dim = 24;
+  c.mlp_ratio = 2;
+  c.in_channels = 4;
+  c.text_dim = 32;
+  c.text_tokens = 6;
+  auto build = [&](double multiplier) {
+    DiTConfig k = c;
+    k.attention_multiplier = multiplier;
+    torch::manual_seed(3);
+    DiT dit(k);
+    torch::NoGradGuard no_grad;
+    for (auto& p : dit->parameters()) p.normal_(0.0, 0.3);  // every layer computes (no zero init)
+    dit->eval();
+    return dit;
+  };
+  DiT plain = build(1.0), scaled = build(2.5);
+  torch::manual_seed(9);
+  const auto x = torch::randn({1, 4, 2, 8, 8}), t = torch::tensor({400.0f}), text = torch::randn({1, 6, 32});
+  const auto mask = torch::ones({1, 6}), fps = torch::full({1}, 8.0f);
+  torch::NoGradGuard no_grad;
+  const auto a = plain->forward(x, t, text, mask, fps), b = scaled->forward(x, t, text, mask, fps);
+  CHECK((a - b).abs().max().item<double>() > 1e-3);  // the multiplier changes the function
+  // The same queries scaled through the query norms instead: equal outputs.
+  auto* block = plain->blocks[0]->as<DiTBlockImpl>();
+  block->attn->q_norm->weight.mul_(2.5);
+  block->cross_attn->q_norm->weight.mul_(2.5);
+  const auto c2 = plain->forward(x, t, text, mask, fps);
+  CHECK((c2 - b).abs().max().item<double>() < 1e-5 * b.abs().max().item<double>());
 }
