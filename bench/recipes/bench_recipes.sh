@@ -15,8 +15,9 @@
 #                                small model's counted at their FLOP share).
 #   bench_recipes mup            μP transfer: the learning-rate grid (MUGV_BENCH_MUP_LRS) at widths 64, 128 and
 #                                256 (head width 32, heads grow), under the standard parametrisation and μP
-#                                (base width 64), MUGV_BENCH_MUP_STEPS (200) steps each; reported: each
-#                                width's best rate and how far it drifts across widths, in grid steps (x2).
+#                                (base width 64), MUGV_BENCH_MUP_STEPS (200) steps each, MUGV_BENCH_MUP_SEEDS
+#                                (2) seeds; reported per seed: each width's best rate and how far it drifts
+#                                across widths, in grid steps (x2).
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
 # MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
@@ -98,18 +99,21 @@ growth() {
 
 mup() {
   local steps=${MUGV_BENCH_MUP_STEPS:-200} lrs=${MUGV_BENCH_MUP_LRS:-2e-4 4e-4 8e-4 1.6e-3 3.2e-3}
+  local seeds=${MUGV_BENCH_MUP_SEEDS:-2}
   mkdir -p "$MUGV_HOME/presets/models"
   for width in 64 128 256; do
     printf 'inherits = "tiny"\ndescription = "tiny at hidden %s (bench_recipes mup)"\n[dit]\nhidden = %s\nheads = %s\n' \
       "$width" "$width" $((width / 32)) > "$MUGV_HOME/presets/models/tiny-h$width.toml"
-    for p in standard mup; do
-      for lr in $lrs; do
-        STEPS=$steps EVERY=$steps train "$p-h$width-lr$lr" --model "tiny-h$width" --parametrization "$p" \
-          --mup-base-hidden 64 --lr "$lr" --seed 0
+    for ((seed = 0; seed < seeds; ++seed)); do
+      for p in standard mup; do
+        for lr in $lrs; do
+          STEPS=$steps EVERY=$steps train "$p-h$width-lr$lr-s$seed" --model "tiny-h$width" --parametrization "$p" \
+            --mup-base-hidden 64 --lr "$lr" --seed "$seed"
+        done
       done
     done
   done
-  python3 "$HERE/recipes_report.py" mup "$WORK/curves" $lrs
+  python3 "$HERE/recipes_report.py" mup "$WORK/curves" "$seeds" $lrs
 }
 
 setup

@@ -4,7 +4,7 @@
   recipes_report.py best DIR OPTIMIZER LR...        the grid's learning rate with the lowest final loss (seed 0)
   recipes_report.py optimizers DIR SEEDS LR...      Muon against AdamW: a table and one JSON line
   recipes_report.py growth DIR SEEDS SMALL_FLOPS WIDE_FLOPS   grown against from scratch: a table and a JSON line
-  recipes_report.py mup DIR LR...                   best rate per width and parametrisation, and its drift
+  recipes_report.py mup DIR SEEDS LR...             best rate per width, parametrisation and seed, and its drift
 """
 import json
 import statistics
@@ -114,22 +114,25 @@ def growth(directory, seeds, small_flops, wide_flops):
                       "seeds_reached": len(speedups)}))
 
 
-def mup(directory, lrs):
+def mup(directory, seeds, lrs):
     import math
-    report = {"benchmark": "recipes.mup", "lrs": lrs}
-    print("validation loss at the last step; best per row marked *")
-    for p in ("standard", "mup"):
-        best = {}
-        for width in (64, 128, 256):
-            losses = [final_loss(curve(directory, f"{p}-h{width}-lr{lr}")) for lr in lrs]
-            i = min(range(len(lrs)), key=lambda k: losses[k])
-            best[width] = lrs[i]
-            cells = "  ".join(f"{l:.4f}{'*' if k == i else ' '}" for k, l in enumerate(losses))
-            print(f"  {p:8s} width {width:3d}: {cells}")
-        values = [float(best[w]) for w in (64, 128, 256)]
-        drift = math.log2(max(values) / min(values))
-        report[p] = {"best_lr": best, "drift_grid_steps": drift}
-        print(f"  {p}: best rates {best}, drift {drift:.0f} grid step(s)")
+    report = {"benchmark": "recipes.mup", "lrs": lrs, "seeds": []}
+    for seed in range(seeds):
+        print(f"seed {seed}: validation loss at the last step; best per row marked *")
+        per_seed = {"seed": seed}
+        for p in ("standard", "mup"):
+            best = {}
+            for width in (64, 128, 256):
+                losses = [final_loss(curve(directory, f"{p}-h{width}-lr{lr}-s{seed}")) for lr in lrs]
+                i = min(range(len(lrs)), key=lambda k: losses[k])
+                best[width] = lrs[i]
+                cells = "  ".join(f"{l:.4f}{'*' if k == i else ' '}" for k, l in enumerate(losses))
+                print(f"  {p:8s} width {width:3d}: {cells}")
+            values = [float(best[w]) for w in (64, 128, 256)]
+            drift = math.log2(max(values) / min(values))
+            per_seed[p] = {"best_lr": best, "drift_grid_steps": drift}
+            print(f"  {p}: best rates {best}, drift {drift:.0f} grid step(s)")
+        report["seeds"].append(per_seed)
     print(json.dumps(report))
 
 
@@ -138,8 +141,8 @@ def main(argv):
         print(best_lr(argv[2], argv[3], argv[4:]))
     elif len(argv) == 6 and argv[1] == "growth":
         growth(argv[2], int(argv[3]), float(argv[4]), float(argv[5]))
-    elif len(argv) >= 3 and argv[1] == "mup":
-        mup(argv[2], argv[3:])
+    elif len(argv) >= 4 and argv[1] == "mup":
+        mup(argv[2], int(argv[3]), argv[4:])
     elif len(argv) >= 4 and argv[1] == "optimizers":
         optimizers(argv[2], int(argv[3]), argv[4:])
     else:
