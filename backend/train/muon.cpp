@@ -146,19 +146,21 @@ void Muon::step(double lr) {
 }
 
 void Muon::gather_owned_parameters() {
-  const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(slots_.front().param.device());
-  torch::Tensor packed = torch::zeros({owned_capacity_}, options);
+  // One persistent buffer per rank's part, as ZeroAdamW keeps: no allocation per step.
+  if (!packed_.defined()) {
+    const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(slots_.front().param.device());
+    packed_ = torch::zeros({owned_capacity_}, options);
+    gathered_ = torch::empty({owned_capacity_ * dp_size_}, options);
+    for (const auto& chunk : gathered_.chunk(dp_size_)) gathered_views_.push_back(chunk);
+  }
   for (const auto& slot : slots_)
     if (slot.owner == dp_rank_)
-      packed.narrow(0, slot.packed_offset, slot.param.numel()).copy_(slot.param.detach().reshape(-1));
-  torch::Tensor all = torch::empty({owned_capacity_ * dp_size_}, options);
-  std::vector<torch::Tensor> views;
-  for (const auto& chunk : all.chunk(dp_size_)) views.push_back(chunk);
-  groups_->all_gather_into(GroupKind::data, packed, views);
+      packed_.narrow(0, slot.packed_offset, slot.param.numel()).copy_(slot.param.detach().reshape(-1));
+  groups_->all_gather_into(GroupKind::data, packed_, gathered_views_);
   for (auto& slot : slots_)
     if (slot.owner != dp_rank_)
       slot.param.detach().view(-1).copy_(
-          views[static_cast<size_t>(slot.owner)].narrow(0, slot.packed_offset, slot.param.numel()));
+          gathered_views_[static_cast<size_t>(slot.owner)].narrow(0, slot.packed_offset, slot.param.numel()));
 }
 
 NamedTensors Muon::state() const {

@@ -85,7 +85,9 @@ class Muon final : public Optimizer {
   AdamWOptions adam_;
   bool zero_sharded_ = false;
   int dp_rank_ = 0, dp_size_ = 1, tp_rank_ = 0, tp_size_ = 1;
-  int64_t owned_capacity_ = 0;  // ZeRO: elements of the largest rank's parameters (the gather's size)
+  int64_t owned_capacity_ = 0;       // ZeRO: elements of the largest rank's parameters (the gather's size)
+  torch::Tensor packed_, gathered_;  // ZeRO: this rank's updated parameters, every rank's
+  std::vector<torch::Tensor> gathered_views_;  // one view of gathered_ per data-parallel rank
   int64_t step_ = 0;
 };
 
