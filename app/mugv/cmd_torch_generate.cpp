@@ -6,6 +6,7 @@
 
 #include "catalog/catalog.h"
 #include "catalog/generations.h"
+#include "catalog/preferences.h"
 #include "catalog/prompts.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -17,9 +18,13 @@
 #include "sample/release_model.h"
 #include "sample/sampler.h"
 #include "sample/video_io.h"
+#include "train/preference.h"
 
 #include <nlohmann/json.hpp>
 
+#include <array>
+#include <fstream>
+#include <iomanip>
 #include <iostream>
 
 namespace mugv::cli {
@@ -122,10 +127,23 @@ void define(ParamRegistry& r) {
 }
 
 // Keeps the generation in the catalog's history (the studio's prompt library shows it): linked to the
-// saved prompt with the same text when there is one. A catalog that cannot be written costs the history
-// entry only, never the video.
-void record_generation(const GenerateRequest& request, const std::optional<fs::path>& image,
-                       const ModelBundle& bundle, const fs::path& out, const SampleResult& result) {
+// saved prompt with the same text when there is one, with its final latent kept beside the video
+// (train/preference.h) so that labelled generations can post-train the model. A catalog or latent that cannot
+// be written costs the history entry only, never the video.
+// Returns the generation's id, or nullopt when it could not be recorded.
+std::optional<int64_t> record_generation(const GenerateRequest& request, const std::optional<fs::path>& image,
+                                         const ModelBundle& bundle, const fs::path& out,
+                                         const SampleResult& result, const std::string& latent_space) {
+  std::string latent_file;
+  try {
+    const fs::path file = fs::absolute(generation_latent_path(out));
+    write_generation_latent(file, result.latent, request.prompt, latent_space, request.fps, request.frames,
+                            request.height, request.width);
+    latent_file = file.string();
+  } catch (const std::exception& e) {
+    log_warning(
+        cat("the generation's latent was not kept (it cannot be used for post-training): ", e.what()));
+  }
   try {
     Catalog catalog = Catalog::open(catalog_path());
     Generation g;
@@ -148,10 +166,12 @@ void record_generation(const GenerateRequest& request, const std::optional<fs::p
                   {"weights", to_string(bundle.weights)},
                   {"fps", request.fps},
                   {"metadata", result.metadata}};
-    (void)add_generation(catalog, g);
+    if (!latent_file.empty()) g.settings["latent"] = latent_file;
+    return add_generation(catalog, g).id;
   } catch (const Error& e) {
     log_warning(cat("generation not recorded in the catalog: ", e.what()));
   }
+  return std::nullopt;
 }
 
 bool given_on_command_line(const ParamValues& v, std::string_view key) {
@@ -209,6 +229,7 @@ int run(const Invocation& inv) {
 
   const torch::Device device = choose_compute_device(v.get_text("generate.device"));
   ModelBundle bundle;
+  std::string latent_space;  // which VAE's latents the model denoises (train/preference.h)
   if (release) {
     ReleaseLoadOptions options;
     options.device = device;
@@ -226,10 +247,12 @@ int run(const Invocation& inv) {
                   cat("no such model folder (", dir.string(), "); installed models are in ",
                       models_dir().string(), " (mugv model list)"));
     bundle = load_release_model(dir, options);
+    latent_space = release_latent_cache_name(find_release_model(dir));
   } else {
     bundle = load_for_inference(
         v.get_text("generate.run"), device,
         weights_kind_from_string(v.get_text("generate.weights")).value_or(WeightsKind::unknown));
+    latent_space = bundle.run.vae_run;
   }
   std::vector<LoraArgument> adapters;
   for (const auto& text : v.get_text_list("generate.lora")) adapters.push_back(parse_lora_argument(text));
@@ -251,7 +274,7 @@ int run(const Invocation& inv) {
     }
   }
   save_video(out, result, request.fps, static_cast<int>(v.get_int("generate.crf")));
-  record_generation(request, image, bundle, out, result);
+  (void)record_generation(request, image, bundle, out, result, latent_space);
 
   if (inv.json) {
     nlohmann::json j = {{"out", out.string()},
@@ -270,7 +293,127 @@ int run(const Invocation& inv) {
   return 0;
 }
 
+void define_pairs(ParamRegistry& r) {
+  r.add(param("pairs.run", "--run", ParamType::text, nullptr, "the DiT run to generate with", "pairs"));
+  r.add(param("pairs.prompts", "--prompts", ParamType::path, nullptr,
+              "text file: one prompt per line (blank lines and lines starting with # are skipped)", "pairs"));
+  auto count =
+      param("pairs.count", "--count", ParamType::integer, 0, "pairs to make (0: one per prompt)", "pairs");
+  count.min_value = 0;
+  r.add(count);
+  auto seed = param("pairs.seed", "--seed", ParamType::integer, 0,
+                    "noise seed of the first generation; pair k uses seed + 2k and seed + 2k + 1", "pairs");
+  seed.min_value = 0;
+  r.add(seed);
+  r.add(param("pairs.out_dir", "--out-dir", ParamType::path, nullptr,
+              "where the videos go (default: $MUGV_HOME/generations/pairs-RUN)", "pairs"));
+  auto steps = param("pairs.steps", "--steps", ParamType::integer, 25, "Euler steps", "pairs");
+  steps.min_value = 1;
+  r.add(steps);
+  auto cfg = param("pairs.cfg", "--cfg", ParamType::real, 4.0, "classifier-free guidance scale", "pairs");
+  cfg.min_value = 0.0;
+  r.add(cfg);
+  r.add(param("pairs.size", "--size", ParamType::size2d, "64x64", "video size WxH", "pairs"));
+  auto frames = param("pairs.frames", "--frames", ParamType::integer, 17, "frames", "pairs");
+  frames.min_value = 1;
+  r.add(frames);
+  auto fps = param("pairs.fps", "--fps", ParamType::real, 8.0, "frame rate", "pairs");
+  fps.min_value = 0.1;
+  r.add(fps);
+  auto weights = param("pairs.weights", "--weights", ParamType::choice, "auto",
+                       "which weights of the checkpoint: auto (EMA when present), ema or model", "pairs");
+  weights.choices = {"auto", "ema", "model"};
+  r.add(weights);
+  r.add(device_param("pairs.device", "pairs"));
+}
+
+std::vector<std::string> read_prompt_lines(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) throw Error(ErrorCode::not_found, file.string(), "cannot read the prompt file");
+  std::vector<std::string> prompts;
+  for (std::string line; std::getline(in, line);)
+    if (auto text = trim(line); !text.empty() && text[0] != '#') prompts.push_back(text);
+  if (prompts.empty()) throw Error(ErrorCode::invalid_argument, file.string(), "holds no prompt");
+  return prompts;
+}
+
+// `mugv pairs`: two generations of each prompt (different seeds), stored as pending preference pairs for the
+// labelling view and `mugv label`. Each generation keeps its latent, so labelled pairs can post-train the
+// run.
+int run_pairs(const Invocation& inv) {
+  const auto& v = inv.values;
+  if (!v.has("pairs.run")) throw Error(ErrorCode::usage, "--run", "name the run to generate with");
+  if (!v.has("pairs.prompts")) throw Error(ErrorCode::usage, "--prompts", "give a prompt file");
+  const std::string run = v.get_text("pairs.run");
+  std::vector<std::string> prompts = read_prompt_lines(v.get_text("pairs.prompts"));
+  if (const int64_t count = v.get_int("pairs.count"); count > 0 && size_t(count) < prompts.size())
+    prompts.resize(size_t(count));
+  const fs::path out_dir = v.has("pairs.out_dir") ? fs::path(v.get_text("pairs.out_dir"))
+                                                  : mugv_home() / "generations" / cat("pairs-", run);
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) throw Error(ErrorCode::io, out_dir.string(), "cannot create the folder: " + ec.message());
+  GenerateRequest base;
+  base.steps = static_cast<int>(v.get_int("pairs.steps"));
+  base.cfg_scale = v.get_real("pairs.cfg");
+  const Size2D size = v.get_size2d("pairs.size");
+  base.width = static_cast<int>(size.width);
+  base.height = static_cast<int>(size.height);
+  base.frames = static_cast<int>(v.get_int("pairs.frames"));
+  base.fps = v.get_real("pairs.fps");
+  ModelBundle bundle = load_for_inference(
+      run, choose_compute_device(v.get_text("pairs.device")),
+      weights_kind_from_string(v.get_text("pairs.weights")).value_or(WeightsKind::unknown));
+  base.prompt = prompts.front();
+  validate_request(bundle, base);
+  const uint64_t first_seed = static_cast<uint64_t>(v.get_int("pairs.seed"));
+  Catalog catalog = Catalog::open(catalog_path());
+  ProgressMeter meter(inv.progress, "pairs", "pairs", int64_t(prompts.size()));
+  nlohmann::json made = nlohmann::json::array();
+  for (size_t k = 0; k < prompts.size(); ++k) {
+    std::array<std::optional<int64_t>, 2> ids;
+    for (size_t side = 0; side < 2; ++side) {
+      GenerateRequest request = base;
+      request.prompt = prompts[k];
+      request.seed = first_seed + 2 * k + side;
+      validate_request(bundle, request);
+      const SampleResult result = sample(bundle, request, inv.cancel);
+      const fs::path out =
+          out_dir / cat("pair-", std::setw(4), std::setfill('0'), k, side ? "-b" : "-a", ".mp4");
+      save_video(out, result, request.fps);
+      ids[side] = record_generation(request, std::nullopt, bundle, out, result, bundle.run.vae_run);
+    }
+    if (!ids[0] || !ids[1])
+      throw Error(ErrorCode::io, catalog_path().string(),
+                  cat("pair ", k, ": its generations were not recorded"));
+    const Preference pair = add_preference_pair(catalog, *ids[0], *ids[1]);
+    made.push_back({{"pair", pair.id}, {"prompt", prompts[k]}, {"a", *ids[0]}, {"b", *ids[1]}});
+    meter.update(int64_t(k + 1), prompts[k]);
+  }
+  meter.flush();
+  finish_progress_line();
+  if (inv.json)
+    std::cout << nlohmann::json{{"pairs", made}, {"out_dir", out_dir.string()}}.dump() << "\n";
+  else
+    std::cout << made.size() << " pending pairs in " << out_dir.string()
+              << " (label them in the studio or with "
+              << "`mugv label`)\n";
+  return 0;
+}
+
 }  // namespace
+
+Command pairs_command() {
+  Command c;
+  c.words = {"pairs"};
+  c.summary = "generate two videos of each prompt with a run and store them as pending preference pairs";
+  c.usage =
+      "--run NAME --prompts FILE [--count N --seed S --out-dir DIR --steps --cfg --size --frames --fps]";
+  c.define = define_pairs;
+  c.run = run_pairs;
+  c.job_kind = "generate";
+  return c;
+}
 
 Command generate_command() {
   Command c;

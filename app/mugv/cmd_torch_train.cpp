@@ -2,6 +2,8 @@
 #include "command.h"
 
 #include "catalog/catalog.h"
+#include "catalog/clips.h"
+#include "catalog/datasets.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/paths.h"
@@ -12,7 +14,9 @@
 #include "sample/training_samples.h"
 #include "train/checkpoint_store.h"
 #include "train/evaluation.h"
+#include "train/fine_tune.h"
 #include "train/latent_cache.h"
+#include "train/preference_collect.h"
 #include "train/run_layout.h"
 #include "train/train_params.h"
 #include "train/trainer.h"
@@ -157,6 +161,33 @@ EarlierAttempt earlier_attempt(const std::string& run, std::optional<int64_t> jo
   return {};
 }
 
+// What a new run trains on, from the catalog (the trainer itself never opens it): the clips its --clip-filter
+// selects (SFT on a curated subset), or the labelled generations of a post-training objective.
+void resolve_training_data(TrainOptions& options) {
+  const auto objective = train_objective_from_string(options.objective).value_or(TrainObjective::flow);
+  if (!options.clip_filter.empty()) {
+    ClipFilter filter = parse_clip_filter(options.clip_filter);
+    Catalog catalog = Catalog::open(catalog_path());
+    const auto dataset = find_dataset(catalog, options.dataset);
+    if (!dataset) throw Error(ErrorCode::not_found, options.dataset, "no such dataset in the catalog");
+    filter.dataset_id = dataset->id;
+    std::vector<int64_t> ids;
+    for (const Clip& clip : list_clips(catalog, filter)) ids.push_back(clip.id);
+    if (ids.empty())
+      throw Error(ErrorCode::invalid_argument, "--clip-filter",
+                  cat("'", options.clip_filter, "' matches no clip of dataset ", options.dataset));
+    options.clip_subset = std::move(ids);
+  }
+  if (is_preference_objective(objective)) {
+    const BaseModel base =
+        find_base(options.from, weight_set_from_string(options.from_weights).value_or(WeightSet::ema));
+    Catalog catalog = Catalog::open(catalog_path());
+    options.preferences = std::make_shared<PreferenceCollection>(
+        collect_preferences(catalog, objective, options.preference_labels, base_latent_cache(base),
+                            base_preset(base).dit.in_channels));
+  }
+}
+
 int run_train(const Invocation& inv) {
   ParamValues values = resolve_train_preset(inv.values);
   TrainOptions options =
@@ -182,6 +213,7 @@ int run_train(const Invocation& inv) {
   }
   nlohmann::json config = values.to_json();
   if (inv.job_id) config["origin"] = {{"job", *inv.job_id}};  // lets a retry of this job find the run
+  resolve_training_data(options);
   auto result = train_dit(options, config, inv.cancel, dit_callbacks(inv, options.run, options));
   finish_progress_line();
   print_dit_result(result, inv.json);

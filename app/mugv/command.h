@@ -127,6 +127,8 @@ Command val_loss_command();
 Command grow_command();
 Command sweep_command();
 Command ema_command();
+Command pairs_command();
+Command label_command();
 Command encode_command();
 Command train_vae_command();
 Command train_command();

@@ -20,9 +20,10 @@ const std::vector<Command>& all_commands() {
     // Every process that runs commands (the terminal and workers) asks for the list first, so the
     // LibTorch readers of user-supplied models are registered here, once.
     register_torch_aesthetic_loader();
-    for (auto make : {model_info_command, encode_command, train_vae_command, train_command, resume_command,
-                      generate_command, eval_command, val_loss_command, sweep_command, grow_command,
-                      ema_command, lora_info_command, lora_extract_command, lora_merge_command})
+    for (auto make :
+         {model_info_command, encode_command, train_vae_command, train_command, resume_command,
+          generate_command, eval_command, val_loss_command, sweep_command, grow_command, ema_command,
+          pairs_command, label_command, lora_info_command, lora_extract_command, lora_merge_command})
       list.push_back(make());
 #endif
     return list;

@@ -262,4 +262,54 @@ bool delete_clip(Catalog& catalog, int64_t id) {
   return deleted;
 }
 
+ClipFilter parse_clip_filter(std::string_view text, std::string_view subject) {
+  ClipFilter filter;
+  for (const std::string& raw : split(std::string(text), ',')) {
+    const std::string term = trim(raw);
+    if (term.empty()) continue;
+    auto fail = [&](const std::string& why) -> Error {
+      return Error(ErrorCode::usage, std::string(subject), cat("'", term, "': ", why));
+    };
+    if (const auto eq = term.find('=');
+        eq != std::string::npos && term.find_first_of("<>") == std::string::npos) {
+      const std::string key = trim(term.substr(0, eq)), value = trim(term.substr(eq + 1));
+      if (value.empty()) throw fail("no value after '='");
+      if (key == "decision") {
+        filter.decision = clip_decision_from_string(value);
+        if (!filter.decision) throw fail("a decision is keep, reject or unknown");
+      } else if (key == "tag") {
+        filter.tag = value;
+      } else {
+        throw fail("use decision=, tag=, reason~ or a score with >= / <=");
+      }
+      continue;
+    }
+    if (const auto tilde = term.find('~'); tilde != std::string::npos) {
+      if (trim(term.substr(0, tilde)) != "reason") throw fail("only the reason is matched with ~");
+      filter.reason = trim(term.substr(tilde + 1));
+      continue;
+    }
+    const auto op = term.find_first_of("<>");
+    if (op == std::string::npos || op + 1 >= term.size() || term[op + 1] != '=')
+      throw fail("expected SCORE>=X or SCORE<=X");
+    const std::string key = trim(term.substr(0, op)), number = trim(term.substr(op + 2));
+    double value = 0;
+    try {
+      size_t used = 0;
+      value = std::stod(number, &used);
+      if (used != number.size()) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+      throw fail(cat("'", number, "' is not a number"));
+    }
+    ScoreRange* range = key == "sharpness"   ? &filter.sharpness
+                        : key == "motion"    ? &filter.motion
+                        : key == "aesthetic" ? &filter.aesthetic
+                        : key == "artifact"  ? &filter.artifact_score
+                                             : nullptr;
+    if (!range) throw fail("scores are sharpness, motion, aesthetic and artifact");
+    (term[op] == '>' ? range->min : range->max) = value;
+  }
+  return filter;
+}
+
 }  // namespace mugv

@@ -81,6 +81,13 @@ struct ClipFilter {
   int64_t offset = 0;
 };
 
+// A filter written as text, for --clip-filter and the studio: comma-separated terms, all of which must hold:
+//   decision=keep|reject|unknown   tag=NAME   reason~TEXT
+//   SCORE>=X  SCORE<=X  (SCORE: sharpness, motion, aesthetic, artifact)
+// e.g. "decision=keep,aesthetic>=5,tag=hq". An empty text is the empty filter. Throws Error(usage) naming
+// `subject` and the term that is not understood.
+[[nodiscard]] ClipFilter parse_clip_filter(std::string_view text, std::string_view subject = "--clip-filter");
+
 // Stores the clips (ids and created_at_ms assigned) in one transaction and returns their ids in
 // order. Error(not_found) naming the clip when its dataset or source does not exist,
 // Error(invalid_argument) when a range is reversed; nothing is stored then.

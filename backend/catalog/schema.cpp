@@ -205,6 +205,23 @@ CREATE INDEX generations_checkpoint ON generations(checkpoint_id);
 )sql");
 }
 
+void apply_preferences(Catalog& catalog) {
+  catalog.connection().exec(R"sql(
+CREATE TABLE preferences (
+  id             INTEGER PRIMARY KEY,
+  generation_a   INTEGER NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+  generation_b   INTEGER REFERENCES generations(id) ON DELETE CASCADE,
+  choice         TEXT NOT NULL DEFAULT '',
+  labeller       TEXT NOT NULL DEFAULT '',
+  created_at_ms  INTEGER NOT NULL,
+  labelled_at_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX preferences_choice ON preferences(choice, id);
+CREATE INDEX preferences_a ON preferences(generation_a);
+CREATE INDEX preferences_b ON preferences(generation_b);
+)sql");
+}
+
 }  // namespace
 
 const std::vector<Migration>& schema_migrations() {
@@ -212,6 +229,7 @@ const std::vector<Migration>& schema_migrations() {
       {1, "baseline", apply_baseline},
       {2, "clip_tags table; jobs priority and queue_position", apply_clip_tags_and_queue},
       {3, "generations table", apply_generations},
+      {4, "preferences table (pairs and single labels of generations)", apply_preferences},
   };
   return migrations;
 }

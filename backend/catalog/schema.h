@@ -6,6 +6,7 @@
 //      jobs, job_events
 //   2  clip tags move to their own indexed table (clip_tags); jobs gain priority and queue_position
 //   3  generations (prompt, run, checkpoint, seed, sampler settings, output)
+//   4  preferences: labelled pairs and single good/bad labels of generations (post-training)
 
 #include <string>
 #include <vector>

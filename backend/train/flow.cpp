@@ -75,4 +75,20 @@ FlowLossParts masked_flow_loss_parts(const torch::Tensor& prediction, const torc
   return {(err * weight).sum(), counted};
 }
 
+torch::Tensor per_sample_flow_error(const torch::Tensor& prediction, const torch::Tensor& target,
+                                    const torch::Tensor& cond_mask) {
+  auto err = (prediction - target).pow(2);
+  const int64_t batch = err.size(0);
+  if (!cond_mask.defined()) return err.reshape({batch, -1}).mean(1);
+  const int64_t frames = err.size(2);
+  auto weight = (~cond_mask.to(torch::kBool)).to(err.dtype()).view({batch, 1, frames, 1, 1});
+  auto counted = weight.reshape({batch, -1}).sum(1) * double(err.numel() / (batch * frames));
+  return (err * weight).reshape({batch, -1}).sum(1) / counted.clamp_min(1.0);
+}
+
+FlowBatch concat(const FlowBatch& a, const FlowBatch& b) {
+  return FlowBatch{torch::cat({a.x_t, b.x_t}), torch::cat({a.t, b.t}), torch::cat({a.target, b.target}),
+                   torch::cat({a.cond_mask, b.cond_mask}), torch::cat({a.drop_caption, b.drop_caption})};
+}
+
 }  // namespace mugv

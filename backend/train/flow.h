@@ -69,4 +69,12 @@ struct FlowLossParts {
                                                    const torch::Tensor& target,
                                                    const torch::Tensor& cond_mask);
 
+// Each sample's own mean squared error [B] over its non-conditioning elements (post-training compares them
+// sample by sample, train/preference.h).
+[[nodiscard]] torch::Tensor per_sample_flow_error(const torch::Tensor& prediction,
+                                                  const torch::Tensor& target,
+                                                  const torch::Tensor& cond_mask);
+// The samples of `a` followed by those of `b`.
+[[nodiscard]] FlowBatch concat(const FlowBatch& a, const FlowBatch& b);
+
 }  // namespace mugv

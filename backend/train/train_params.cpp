@@ -120,6 +120,29 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
                "Muon: its learning rate as a multiple of --lr (updates are already scaled to AdamW's RMS)",
                "training", 0.0));
   }
+  if (dit) {
+    auto objective = spec(
+        "train.objective", "--objective", ParamType::choice, "flow",
+        "flow (rectified flow on the dataset), or post-training on labelled generations against the frozen "
+        "--from base: dpo (Diffusion-DPO on preferred pairs) or kto (KTO on good/bad labels)",
+        "post-training");
+    objective.choices = {"flow", "dpo", "kto"};
+    r.add(objective);
+    auto labels =
+        spec("train.preference_labels", "--preference-labels", ParamType::choice, "all",
+             "dpo/kto: whose labels to learn from: all, human (the studio's labelling view) or auto "
+             "(an automatic labeller)",
+             "post-training");
+    labels.choices = {"all", "human", "auto"};
+    r.add(labels);
+    r.add(spec("train.preference_beta", "--preference-beta", ParamType::real, 1000.0,
+               "dpo/kto: beta, how far the policy may move from the reference per unit of flow error",
+               "post-training", 0.0));
+    r.add(spec("train.clip_filter", "--clip-filter", ParamType::text, "",
+               "train on the dataset's clips matching this catalog filter only (SFT on a curated subset), "
+               "e.g. \"decision=keep,aesthetic>=5,tag=hq\"; the subset is fixed when the run starts",
+               "post-training"));
+  }
   r.add(spec("train.weight_decay", "--weight-decay", ParamType::real, 0.0,
              "decoupled weight decay (AdamW and Muon)", "training", 0.0));
   r.add(spec("train.beta1", "--beta1", ParamType::real, 0.9, "AdamW beta1", "training", 0.0, 1.0));
@@ -298,7 +321,10 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   };
   TrainOptions o;
   o.run = required("train.run", "--run");
-  o.dataset = required("train.dataset", "--dataset");
+  // Post-training on labelled generations (dpo, kto) reads no dataset.
+  const bool preference =
+      kind == TrainKind::dit && v.has("train.objective") && v.get_text("train.objective") != "flow";
+  o.dataset = preference && !v.has("train.dataset") ? std::string() : required("train.dataset", "--dataset");
   if (kind == TrainKind::dit) {
     if (v.has("train.from")) o.from = v.get_text("train.from");
     if (v.has("train.from_weights")) o.from_weights = v.get_text("train.from_weights");
@@ -326,6 +352,18 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   o.adam.weight_decay = v.get_real("train.weight_decay");
   if (kind == TrainKind::dit && v.has("train.optimizer")) o.optimizer = v.get_text("train.optimizer");
   o.muon.momentum = opt_real("train.muon_momentum", o.muon.momentum);
+  if (kind == TrainKind::dit) {
+    o.objective = v.get_text("train.objective");
+    o.preference_labels = v.get_text("train.preference_labels");
+    o.preference_beta = v.get_real("train.preference_beta");
+    o.clip_filter = trim(v.get_text("train.clip_filter"));
+    if (o.objective != "flow" && o.from.empty())
+      throw Error(ErrorCode::usage, "--objective",
+                  cat(o.objective, " post-trains a model against its frozen self: give --from RUN"));
+    if (o.objective != "flow" && !o.clip_filter.empty())
+      throw Error(ErrorCode::usage, "--clip-filter",
+                  cat(o.objective, " learns from labelled generations, not from the dataset's clips"));
+  }
   if (kind == TrainKind::dit) o.parametrization = v.get_text("train.parametrization");
   o.mup_base_hidden = opt_int("train.mup_base_hidden", o.mup_base_hidden);
   o.muon.lr_scale = opt_real("train.muon_lr_scale", o.muon.lr_scale);

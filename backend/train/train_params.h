@@ -15,13 +15,16 @@
 #include "train/flow.h"
 #include "train/muon.h"
 #include "train/optim.h"
+#include "train/preference.h"
 #include "train/run_layout.h"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace mugv {
 
@@ -79,7 +82,18 @@ struct TrainOptions {
   MuonOptions muon;
   std::string parametrization = "standard";  // standard | mup (train/parametrization.h)
   int64_t mup_base_hidden = 64;              // μP: the width at which it equals the standard parametrisation
-  double grad_clip = 1.0;                    // 0: no clipping (the norm is still measured)
+  // Post-training (train/preference.h): flow on the dataset, or dpo / kto on labelled generations against the
+  // frozen --from base, with whose labels and beta. `preferences` is the collected data
+  // (preference_collect.h) for a new run; a resumed one reads its own copy from the run folder.
+  std::string objective = "flow";
+  std::string preference_labels = "all";
+  double preference_beta = 1000.0;
+  std::shared_ptr<const PreferenceCollection> preferences;
+  // SFT on a curated subset: the catalog filter (catalog/clips.h parse_clip_filter) and, for a new run, the
+  // clip ids it selected (the trainer is catalog-free; the command resolves them). Stored in the run folder.
+  std::string clip_filter;
+  std::optional<std::vector<int64_t>> clip_subset;
+  double grad_clip = 1.0;  // 0: no clipping (the norm is still measured)
   double ema_decay = 0.999;
   // Post-hoc EMA (train/posthoc_ema.h): relative lengths of the power-function EMAs tracked ("0.05,0.1";
   // empty: none) and how often their snapshots are stored (0: with every checkpoint).

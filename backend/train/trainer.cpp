@@ -20,11 +20,13 @@
 #include "train/optim.h"
 #include "train/parametrization.h"
 #include "train/posthoc_ema.h"
+#include "train/preference.h"
 #include "train/rng_state.h"
 #include "train/sharded_checkpoint.h"
 #include "train/text_feature_cache.h"
 #include "train/zero_optimizer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -50,6 +52,11 @@ struct Session {
   DataCursor cursor;
   int64_t step = 0;               // last finished step
   std::optional<BaseModel> base;  // fine-tunes: the run they start from (train/fine_tune.h)
+  TrainObjective objective = TrainObjective::flow;
+  // dpo / kto (train/preference.h): the frozen reference (the base, never trained) and the items the run
+  // learns from, indexed by the clip ids of its preference data.
+  DiTBundle reference{nullptr};
+  std::vector<PreferenceItem> preference_items;
   // A frozen text encoder's features, computed once per caption (LoRA runs, fine-tunes of a released model).
   std::unique_ptr<TextFeatureCache> text_cache;
   // Multi-rank runs (null / empty in one process).
@@ -76,6 +83,10 @@ void connect_ranks(Session& s) {
   const auto& o = s.options;
   s.device = choose_compute_device(o.device, s.rendezvous.local_rank);
   const int world = s.rendezvous.world_size;
+  if (world > 1 && is_preference_objective(s.objective))
+    throw Error(
+        ErrorCode::usage, "--objective",
+        cat(to_string(s.objective), " post-training runs in one process (start it without mugv launch)"));
   if (world == 1) {
     if (o.tp != 1 || o.cp != 1)
       throw Error(ErrorCode::invalid_argument, cat("--tp ", o.tp, " --cp ", o.cp),
@@ -115,19 +126,97 @@ void on_leader(Session& s, const std::function<void()>& fn) {
     throw Error(ErrorCode::conflict, s.options.run, "rank 0 stopped the run (its log says why)");
 }
 
-void check_cache(Session& s) {
-  const fs::path cache = latent_cache_dir(s.options.dataset, s.options.vae_run);
-  s.clips = list_cached_clips(cache);
-  if (s.clips.empty())
+fs::path preference_dir(const Session& s) {
+  return s.paths.root / "preference_data";
+}
+fs::path clip_subset_file(const Session& s) {
+  return s.paths.root / "clip_subset.json";
+}
+
+// A new post-training run's data as entries without files yet (they are written once the run folder exists,
+// store_run_data), so that the checks and the memory estimate see them.
+void preference_clips_from_collection(Session& s) {
+  const auto& collection = s.options.preferences;
+  if (!collection)
+    throw Error(ErrorCode::usage, "--objective",
+                cat(to_string(s.objective), " needs labelled preferences collected from the catalog"));
+  if (collection->items.empty()) {
+    std::string why = collection->skipped.empty()
+                          ? "label pairs of generations in the studio, or with `mugv label --auto`"
+                          : cat(collection->skipped.size(), " labelled generation(s) are unusable, e.g. ",
+                                collection->skipped.front());
     throw Error(
-        ErrorCode::invalid_argument, s.options.dataset,
-        cat("no cached latents for VAE run '", s.options.vae_run, "' in ", cache.string(),
-            "; run `mugv encode --dataset ", s.options.dataset, " --vae-run ", s.options.vae_run, "` first"));
+        ErrorCode::invalid_argument, "--objective",
+        cat("no labelled preferences to learn from (", s.options.preference_labels, " labels): ", why));
+  }
+  s.clips.clear();
+  for (size_t k = 0; k < collection->items.size(); ++k) {
+    CachedClip c;
+    c.clip_id = int64_t(k);
+    c.caption = collection->items[k].caption;
+    c.frames = collection->geometry[k].frames;
+    c.height = collection->geometry[k].height;
+    c.width = collection->geometry[k].width;
+    c.fps = collection->geometry[k].fps;
+    c.latent_shape = collection->latents[k].sizes().vec();
+    s.clips.push_back(std::move(c));
+  }
+  s.preference_items = collection->items;
+}
+
+// What the run trains on: the latent cache of its dataset (a new SFT run: the clips of its --clip-filter; a
+// resumed one: the subset it stored), or a post-training run's labelled generations. `fresh`: a new run.
+void load_training_data(Session& s, bool fresh) {
+  if (is_preference_objective(s.objective)) {
+    if (fresh) {
+      preference_clips_from_collection(s);
+    } else {
+      auto data = read_preference_data(preference_dir(s));
+      s.clips = std::move(data.clips);
+      s.preference_items = std::move(data.items);
+    }
+  } else {
+    const fs::path cache = latent_cache_dir(s.options.dataset, s.options.vae_run);
+    s.clips = list_cached_clips(cache);
+    if (s.clips.empty())
+      throw Error(ErrorCode::invalid_argument, s.options.dataset,
+                  cat("no cached latents for VAE run '", s.options.vae_run, "' in ", cache.string(),
+                      "; run `mugv encode --dataset ", s.options.dataset, " --vae-run ", s.options.vae_run,
+                      "` first"));
+    std::optional<std::vector<int64_t>> subset = s.options.clip_subset;
+    if (!fresh && fs::exists(clip_subset_file(s)))
+      subset = read_json_file(clip_subset_file(s)).at("clip_ids").get<std::vector<int64_t>>();
+    if (subset) {
+      const std::set<int64_t> wanted(subset->begin(), subset->end());
+      s.clips.erase(std::remove_if(s.clips.begin(), s.clips.end(),
+                                   [&](const CachedClip& c) { return !wanted.count(c.clip_id); }),
+                    s.clips.end());
+      if (s.clips.empty())
+        throw Error(ErrorCode::invalid_argument, "--clip-filter",
+                    cat("'", s.options.clip_filter, "' selects ", wanted.size(), " clip(s) of ",
+                        s.options.dataset, ", none of them in the latent cache ", cache.string()));
+      log_info(cat("run ", s.options.run, ": ", s.clips.size(), " cached clips match --clip-filter '",
+                   s.options.clip_filter, "'"));
+    }
+  }
+  const int64_t channels = s.preset.dit.in_channels * (s.objective == TrainObjective::dpo ? 2 : 1);
   for (const auto& c : s.clips)
-    if (c.latent_shape[0] != s.preset.dit.in_channels)
+    if (c.latent_shape[0] != channels)
       throw Error(ErrorCode::invalid_argument, c.path.string(),
                   cat("latent has ", c.latent_shape[0], " channels; model preset '", s.preset.name,
-                      "' expects ", s.preset.dit.in_channels, " (encode with a VAE of the same preset)"));
+                      "' expects ", channels, " (encode with a VAE of the same preset)"));
+}
+
+// A new run keeps what it trains on in its folder: the clip subset of its filter, or its preference data
+// (then read back so that the entries name their files).
+void store_run_data(Session& s) {
+  if (s.options.clip_subset)
+    write_json_atomic(clip_subset_file(s),
+                      {{"clip_filter", s.options.clip_filter}, {"clip_ids", *s.options.clip_subset}});
+  if (is_preference_objective(s.objective)) {
+    write_preference_data(preference_dir(s), *s.options.preferences);
+    s.clips = read_preference_data(preference_dir(s)).clips;
+  }
 }
 
 int64_t max_video_tokens(const Session& s) {
@@ -216,6 +305,15 @@ void build_model(Session& s) {
   if (const auto profiles = parse_sigma_rels(s.options.ema_profiles); !profiles.empty())
     s.power_ema = std::make_unique<PowerEma>(s.params, profiles);
   if (s.groups) s.sync = std::make_unique<GradientSync>(s.groups, s.params);
+  if (is_preference_objective(s.objective)) {
+    // The reference is the base as it was, frozen: the yardstick the policy's errors are measured against.
+    // Same mode as the policy, so that before the first update both predict exactly the same.
+    s.reference = DiTBundle(s.preset);
+    load_base_model(*s.base, s.reference->dit, s.reference->text);
+    for (auto& p : s.reference->parameters()) p.set_requires_grad(false);
+    s.reference->to(s.device);
+    s.reference->train();
+  }
 }
 
 std::map<std::string, std::string> file_metadata(const Session& s, int64_t step) {
@@ -450,6 +548,7 @@ struct StepData {
   int64_t height = 0, width = 0;          // pixel geometry of the bucket (the timestep shift)
   DataCursor cursor, next_cursor;
   double wait_ms = 0;
+  std::vector<int64_t> clip_ids;  // this rank's samples (post-training: indices of its preference items)
 };
 
 // Reads the next batch (on the first rank of this sequence group) and hands this rank its samples. The
@@ -465,6 +564,7 @@ StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tok
     const auto [first, last] = my_samples(s, d.global_batch);
     d.first = first;
     d.latents = batch.latents.narrow(0, first, last - first).contiguous();
+    d.clip_ids.assign(batch.clip_ids.begin() + first, batch.clip_ids.begin() + last);
     d.fps = batch.fps.narrow(0, first, last - first).contiguous();
     std::vector<int64_t> ids, mask;
     for (int64_t i = first; i < last; ++i) {
@@ -503,6 +603,86 @@ StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tok
   for (torch::Tensor* t : {&d.latents, &d.fps, &d.ids, &d.mask})
     s.groups->broadcast(GroupKind::sequence, *t, 0);
   return d;
+}
+
+// The velocity `model` predicts for a flow batch, in fp32 (the loss and its gradient are computed in fp32);
+// captions are dropped where the batch says. `text_cache`: the frozen text encoder's cached features, or null
+// to run the model's own text encoder.
+torch::Tensor predict_velocity(const Session& s, DiTBundleImpl& model, TextFeatureCache* text_cache,
+                               const FlowBatch& fb, const torch::Tensor& ids_t, const torch::Tensor& mask_t,
+                               const torch::Tensor& fps) {
+  const int64_t text_tokens = s.preset.text.max_tokens;
+  const bool any_cond = fb.cond_mask.any().item<bool>();
+  AutocastScope autocast(s.precision, s.device.type());
+  auto text = text_cache ? text_cache->features(ids_t, mask_t) : model.text->forward(ids_t, mask_t);
+  // A DiT without a learned null caption (the release layout) drops captions to the encoded empty prompt.
+  torch::Tensor null_text, null_mask;
+  if (!model.dit->has_null_caption() && fb.drop_caption.any().item<bool>()) {
+    const auto empty = s.tokenizer->encode("", static_cast<int>(text_tokens), TokenLimitPolicy::truncate);
+    null_mask = torch::tensor(empty.mask, torch::kLong).view({1, -1}).to(s.device, torch::kFloat32);
+    const auto empty_ids = torch::tensor(empty.ids, torch::kLong).view({1, -1}).to(s.device);
+    null_text =
+        text_cache ? text_cache->features(empty_ids, null_mask) : model.text->forward(empty_ids, null_mask);
+  }
+  // A model without a learned null caption (the release layout) needs nothing when no caption is dropped;
+  // one with it always goes through drop_captions, so its null caption gets a (zero) gradient every step.
+  const bool pass_through = !model.dit->has_null_caption() && !fb.drop_caption.any().item<bool>();
+  auto [text_in, mask_in] =
+      pass_through ? std::make_pair(text, mask_t)
+                   : model.dit->drop_captions(text, mask_t, fb.drop_caption, null_text, null_mask);
+  return model.dit
+      ->forward(fb.x_t, fb.t * kDiTTimesteps, text_in, mask_in, fps,
+                any_cond ? fb.cond_mask : torch::Tensor())
+      .to(torch::kFloat32);
+}
+
+// One post-training step's loss (train/preference.h) on this batch of preference items: the policy's and the
+// frozen reference's per-sample flow errors under the same t and noise. A DPO item's latent holds the
+// winner's channels then the loser's; both halves draw the same t and noise (the draws depend only on the
+// sample's index in the batch). Conditioning frames and caption dropout are off: the labels judge whole
+// videos of their prompts.
+PreferenceLoss preference_step_loss(Session& s, const StepData& batch, int64_t step,
+                                    const torch::Tensor& ids_t, const torch::Tensor& mask_t,
+                                    const torch::Tensor& fps) {
+  const auto& o = s.options;
+  FlowOptions plain = o.flow;
+  plain.p_first_frame = 0;
+  plain.p_caption_dropout = 0;
+  auto flow_of = [&](const torch::Tensor& x0) {
+    return to_device(make_flow_batch(x0.contiguous(), o.seed, step, batch.height, batch.width, plain, 0),
+                     s.device);
+  };
+  auto errors = [&](DiTBundleImpl& model, TextFeatureCache* cache, const FlowBatch& fb,
+                    const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& rates) {
+    return per_sample_flow_error(predict_velocity(s, model, cache, fb, ids, mask, rates), fb.target,
+                                 torch::Tensor());
+  };
+  if (s.objective == TrainObjective::dpo) {
+    const int64_t c = s.preset.dit.in_channels, n = batch.latents.size(0);
+    const FlowBatch both =
+        concat(flow_of(batch.latents.narrow(1, 0, c)), flow_of(batch.latents.narrow(1, c, c)));
+    const auto ids2 = torch::cat({ids_t, ids_t}), mask2 = torch::cat({mask_t, mask_t});
+    const auto fps2 = torch::cat({fps, fps});
+    const auto policy = errors(*s.model, s.text_cache.get(), both, ids2, mask2, fps2);
+    torch::Tensor reference;
+    {
+      torch::NoGradGuard no_grad;
+      reference = errors(*s.reference, nullptr, both, ids2, mask2, fps2);
+    }
+    return dpo_loss(policy.narrow(0, 0, n), policy.narrow(0, n, n), reference.narrow(0, 0, n),
+                    reference.narrow(0, n, n), o.preference_beta);
+  }
+  const FlowBatch fb = flow_of(batch.latents);
+  std::vector<uint8_t> desirable;
+  for (int64_t id : batch.clip_ids) desirable.push_back(s.preference_items.at(size_t(id)).desirable ? 1 : 0);
+  const auto labels = torch::tensor(desirable, torch::kUInt8).to(torch::kBool).to(s.device);
+  const auto policy = errors(*s.model, s.text_cache.get(), fb, ids_t, mask_t, fps);
+  torch::Tensor reference;
+  {
+    torch::NoGradGuard no_grad;
+    reference = errors(*s.reference, nullptr, fb, ids_t, mask_t, fps);
+  }
+  return kto_loss(policy, reference, labels, o.preference_beta);
 }
 
 // Flags every rank must agree on before acting (cancel, save now, sample now): summed over the world.
@@ -574,38 +754,20 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     const auto ids_t = batch.ids.to(s.device);
     const auto mask_t = batch.mask.to(s.device);
 
-    // The noise is drawn on the CPU from per-sample seeds, so a run's noise is the same on any device.
-    const FlowBatch fb =
-        to_device(make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, first), s.device);
-    const bool any_cond = fb.cond_mask.any().item<bool>();
-    torch::Tensor pred;
-    {
-      AutocastScope autocast(s.precision, s.device.type());
-      auto text =
-          s.text_cache ? s.text_cache->features(ids_t, mask_t) : s.model->text->forward(ids_t, mask_t);
-      // A DiT without a learned null caption (the release layout) drops captions to the encoded empty prompt.
-      torch::Tensor null_text, null_mask;
-      if (!s.model->dit->has_null_caption() && fb.drop_caption.any().item<bool>()) {
-        const auto empty = s.tokenizer->encode("", static_cast<int>(text_tokens), TokenLimitPolicy::truncate);
-        null_mask = torch::tensor(empty.mask, torch::kLong).view({1, -1}).to(s.device, torch::kFloat32);
-        const auto empty_ids = torch::tensor(empty.ids, torch::kLong).view({1, -1}).to(s.device);
-        null_text = s.text_cache ? s.text_cache->features(empty_ids, null_mask)
-                                 : s.model->text->forward(empty_ids, null_mask);
-      }
-      // A model without a learned null caption (the release layout) needs nothing when no caption is dropped;
-      // one with it always goes through drop_captions, so its null caption gets a (zero) gradient every step.
-      const bool pass_through = !s.model->dit->has_null_caption() && !fb.drop_caption.any().item<bool>();
-      auto [text_in, mask_in] =
-          pass_through ? std::make_pair(text, mask_t)
-                       : s.model->dit->drop_captions(text, mask_t, fb.drop_caption, null_text, null_mask);
-      pred = s.model->dit
-                 ->forward(fb.x_t, fb.t * kDiTTimesteps, text_in, mask_in, fps,
-                           any_cond ? fb.cond_mask : torch::Tensor())
-                 .to(torch::kFloat32);  // the loss and its gradient in fp32
-    }
     torch::Tensor loss;
     double loss_value = 0;
-    if (layout.dp > 1) {
+    nlohmann::json objective_metrics;
+    if (is_preference_objective(s.objective)) {
+      const PreferenceLoss preference = preference_step_loss(s, batch, step, ids_t, mask_t, fps);
+      loss = preference.loss;
+      loss_value = loss.item<double>();
+      objective_metrics = {{"accuracy", preference.accuracy}, {"margin", preference.margin}};
+      if (s.objective == TrainObjective::kto) objective_metrics["reference_point"] = preference.reference;
+    } else if (layout.dp > 1) {
+      // The noise is drawn on the CPU from per-sample seeds, so a run's noise is the same on any device.
+      const FlowBatch fb = to_device(
+          make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, first), s.device);
+      const torch::Tensor pred = predict_velocity(s, *s.model, s.text_cache.get(), fb, ids_t, mask_t, fps);
       // Each rank holds part of the batch: loss = (its squared-error sum) / (elements counted on all ranks),
       // so the data-parallel SUM of gradients is the gradient of the whole batch's mean.
       auto parts = masked_flow_loss_parts(pred, fb.target, fb.cond_mask);
@@ -616,6 +778,9 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
       s.groups->all_reduce_sum(GroupKind::data, total);
       loss_value = total.item<double>();
     } else {
+      const FlowBatch fb = to_device(
+          make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, first), s.device);
+      const torch::Tensor pred = predict_velocity(s, *s.model, s.text_cache.get(), fb, ids_t, mask_t, fps);
       loss = masked_flow_loss(pred, fb.target, fb.cond_mask);
       loss_value = loss.item<double>();
     }
@@ -661,9 +826,15 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const int64_t video_tokens =
         dit_video_tokens(s.preset.dit, latents.size(2), latents.size(3), latents.size(4));
+    // Post-training also runs the frozen reference forward (a third of a training pass) on every sample, and
+    // DPO puts both generations of a pair through each model.
+    const double objective_factor = s.objective == TrainObjective::dpo   ? 2.0 * 4.0 / 3.0
+                                    : s.objective == TrainObjective::kto ? 4.0 / 3.0
+                                                                         : 1.0;
     const double flops_per_sample =
-        dit_flops_per_token(s.preset.dit, video_tokens, text_tokens) * double(video_tokens) +
-        6.0 * text_params * double(text_tokens);
+        objective_factor *
+        (dit_flops_per_token(s.preset.dit, video_tokens, text_tokens) * double(video_tokens) +
+         6.0 * text_params * double(text_tokens));
     StepMetrics m;
     m.step = step;
     m.loss = loss_value;
@@ -678,6 +849,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     m.communication_ms = comm_ms;
     m.compute_ms = std::max(0.0, m.step_ms - comm_ms - batch.wait_ms);
     m.cursor = batch.cursor;
+    m.objective = std::move(objective_metrics);
     if (s.groups) {  // every rank's split, for the per-rank view of the step
       auto mine = torch::tensor({m.compute_ms, m.communication_ms, m.data_wait_ms, double(m.peak_rss_bytes)},
                                 torch::kFloat64);
@@ -743,6 +915,7 @@ nlohmann::json StepMetrics::to_json() const {
                       {"compute_ms", compute_ms},
                       {"communication_ms", communication_ms},
                       {"epoch", cursor.epoch}};
+  if (objective.is_object()) j["objective"] = objective;
   if (!ranks.empty()) {
     auto& list = j["ranks"] = nlohmann::json::array();
     for (const auto& r : ranks)
@@ -815,6 +988,16 @@ void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, cons
 
 namespace {
 
+TrainObjective objective_of(const TrainOptions& o) {
+  const auto objective = train_objective_from_string(o.objective);
+  if (!objective)
+    throw Error(ErrorCode::usage, "--objective", cat("'", o.objective, "' is not flow, dpo or kto"));
+  if (is_preference_objective(*objective) && o.from.empty())
+    throw Error(ErrorCode::usage, "--objective",
+                cat(o.objective, " needs the base it starts from: --from RUN"));
+  return *objective;
+}
+
 // A fine-tune learns in its base's latent space with its base's model: the VAE run and model preset follow
 // the base; a different VAE run given explicitly is refused (its latents mean something else).
 void adopt_base(Session& s) {
@@ -837,6 +1020,7 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
                       const TrainCallbacks& callbacks) {
   Session s;
   s.options = options;
+  s.objective = objective_of(options);
   s.paths = run_paths(options.run);
   if (!options.from.empty()) {
     s.base = find_base(options.from, weight_set_from_string(options.from_weights).value_or(WeightSet::ema));
@@ -849,9 +1033,10 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
       choose_compute_precision(s.options.precision, s.device.type()).precision != ComputePrecision::bf16)
     throw Error(ErrorCode::usage, "--base-dtype",
                 "a bf16 base needs --precision bf16 (its linears compute in bf16)");
-  check_cache(s);
+  load_training_data(s, true);
   preflight_memory(
-      estimate_dit_training_memory(s.preset, options.batch, max_video_tokens(s), trainable_estimate(s)),
+      estimate_dit_training_memory(s.preset, options.batch * (s.objective == TrainObjective::dpo ? 2 : 1),
+                                   max_video_tokens(s), trainable_estimate(s)),
       options.max_memory_gb, options.run, !s.device.is_cuda());
 
   on_leader(s, [&] {
@@ -886,6 +1071,7 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
       manifest.config["train"]["model"] = s.options.model;
     }
     write_run_manifest(s.paths, manifest);
+    store_run_data(s);
   });
   if (!s.tokenizer) s.tokenizer = Tokenizer::from_file(s.paths.tokenizer());  // the other ranks read rank 0's
 
@@ -914,6 +1100,7 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
   ParamValues values = dit_resume_values(registry, s.paths, manifest, changes);
   s.options = train_options_from(values, TrainKind::dit);
   s.options.run = name;
+  s.objective = objective_of(s.options);
   const std::string stored_optimizer = manifest.config.is_object()
                                            ? manifest.config.value("/train/optimizer"_json_pointer, "adamw")
                                            : std::string("adamw");
@@ -924,9 +1111,10 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
   s.base = base_of_run(manifest);  // the very checkpoint it started from, checked by its SHA-256
   s.preset = s.base ? base_preset(*s.base) : load_model_preset(manifest.preset);
   connect_ranks(s);
-  check_cache(s);
+  load_training_data(s, false);
   preflight_memory(
-      estimate_dit_training_memory(s.preset, s.options.batch, max_video_tokens(s), trainable_estimate(s)),
+      estimate_dit_training_memory(s.preset, s.options.batch * (s.objective == TrainObjective::dpo ? 2 : 1),
+                                   max_video_tokens(s), trainable_estimate(s)),
       s.options.max_memory_gb, name, !s.device.is_cuda());
   s.tokenizer = Tokenizer::from_file(s.paths.tokenizer());
   build_model(s);

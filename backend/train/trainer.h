@@ -66,6 +66,8 @@ struct StepMetrics {
   };
   std::vector<RankSplit> ranks;  // multi-rank runs: every rank's split, by rank
   DataCursor cursor;             // the batch this step used
+  // Post-training (dpo / kto): accuracy, margin (and KTO's reference_point) of train/preference.h; null else.
+  nlohmann::json objective;
   nlohmann::json to_json() const;
 };
 

@@ -1,0 +1,149 @@
+#include "train/preference.h"
+
+#include "core/error.h"
+#include "core/json_io.h"
+#include "core/log.h"
+#include "core/safetensors.h"
+#include "core/strings.h"
+#include "model/weights.h"
+
+namespace mugv {
+namespace {
+
+void check_errors(const torch::Tensor& a, const torch::Tensor& b, const char* what) {
+  if (a.dim() != 1 || !a.sizes().equals(b.sizes()))
+    throw Error(
+        ErrorCode::invalid_argument, what,
+        cat("per-sample errors must be [B] tensors of one size (got ", a.sizes(), " and ", b.sizes(), ")"));
+}
+
+void check_beta(double beta) {
+  if (!(beta > 0))
+    throw Error(ErrorCode::invalid_argument, "--preference-beta", cat("must be > 0 (got ", beta, ")"));
+}
+
+}  // namespace
+
+const char* to_string(TrainObjective objective) {
+  switch (objective) {
+    case TrainObjective::flow:
+      return "flow";
+    case TrainObjective::dpo:
+      return "dpo";
+    case TrainObjective::kto:
+      return "kto";
+    default:
+      return "unknown";
+  }
+}
+
+std::optional<TrainObjective> train_objective_from_string(std::string_view name) {
+  if (name == "flow") return TrainObjective::flow;
+  if (name == "dpo") return TrainObjective::dpo;
+  if (name == "kto") return TrainObjective::kto;
+  return std::nullopt;
+}
+
+PreferenceLoss dpo_loss(const torch::Tensor& policy_winner, const torch::Tensor& policy_loser,
+                        const torch::Tensor& reference_winner, const torch::Tensor& reference_loser,
+                        double beta) {
+  check_errors(policy_winner, policy_loser, "dpo");
+  check_errors(policy_winner, reference_winner, "dpo");
+  check_errors(policy_winner, reference_loser, "dpo");
+  check_beta(beta);
+  const auto delta = (policy_winner - reference_winner.detach()) - (policy_loser - reference_loser.detach());
+  PreferenceLoss out;
+  out.loss = -torch::nn::functional::logsigmoid(-0.5 * beta * delta).mean();
+  const auto d = delta.detach().to(torch::kFloat64);
+  out.accuracy = (d < 0).to(torch::kFloat64).mean().item<double>();
+  out.margin = -d.mean().item<double>();
+  return out;
+}
+
+PreferenceLoss kto_loss(const torch::Tensor& policy, const torch::Tensor& reference,
+                        const torch::Tensor& desirable, double beta, double desirable_weight,
+                        double undesirable_weight) {
+  check_errors(policy, reference, "kto");
+  check_beta(beta);
+  if (desirable.dim() != 1 || desirable.size(0) != policy.size(0) || desirable.scalar_type() != torch::kBool)
+    throw Error(ErrorCode::invalid_argument, "kto", "desirable must be a [B] bool tensor");
+  const auto reward = reference.detach() - policy;
+  const auto z = torch::clamp_min(reward.detach().mean(), 0.0);
+  const auto good = desirable_weight * (1 - torch::sigmoid(beta * (reward - z)));
+  const auto bad = undesirable_weight * (1 - torch::sigmoid(beta * (z - reward)));
+  PreferenceLoss out;
+  out.loss = torch::where(desirable, good, bad).mean();
+  const auto r = reward.detach().to(torch::kFloat64);
+  const double zv = z.item<double>();
+  out.reference = zv;
+  out.accuracy = torch::where(desirable, r > zv, r < zv).to(torch::kFloat64).mean().item<double>();
+  const auto mean_of = [&](const torch::Tensor& mask) {
+    return mask.any().item<bool>() ? r.masked_select(mask).mean().item<double>() : 0.0;
+  };
+  out.margin = mean_of(desirable) - mean_of(desirable.logical_not());
+  return out;
+}
+
+fs::path generation_latent_path(const fs::path& video) {
+  fs::path p = video;
+  if (!p.filename().empty()) return p += ".latent.safetensors";
+  return p.parent_path() += ".latent.safetensors";  // a folder of frames "out/"
+}
+
+void write_generation_latent(const fs::path& file, const torch::Tensor& latent, const std::string& prompt,
+                             const std::string& latent_space, double fps, int64_t frames, int64_t height,
+                             int64_t width) {
+  auto t = latent.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  if (t.dim() == 5) t = t.squeeze(0);
+  SafetensorsWriter writer;
+  writer.add_borrowed("latent", DType::f32, t.sizes().vec(), t.data_ptr(), t.nbytes());
+  writer.set_metadata("prompt", prompt);
+  writer.set_metadata("latent_space", latent_space);
+  writer.set_metadata("fps", cat(fps));
+  writer.set_metadata("frames", std::to_string(frames));
+  writer.set_metadata("height", std::to_string(height));
+  writer.set_metadata("width", std::to_string(width));
+  writer.write(file);
+}
+
+void write_preference_data(const fs::path& dir, const PreferenceCollection& collection) {
+  nlohmann::json items = nlohmann::json::array();
+  for (size_t k = 0; k < collection.items.size(); ++k) {
+    const auto& item = collection.items[k];
+    const auto& latent = collection.latents[k];
+    CachedClip clip;
+    clip.clip_id = int64_t(k);
+    clip.caption = item.caption;
+    const auto& g = collection.geometry[k];
+    clip.fps = g.fps;
+    clip.frames = g.frames;
+    clip.height = g.height;
+    clip.width = g.width;
+    write_cached_clip(dir, clip, latent);
+    items.push_back(
+        {{"generations", item.generations}, {"desirable", item.desirable}, {"caption", item.caption}});
+  }
+  write_json_atomic(dir / "items.json", {{"items", items}});
+}
+
+PreferenceData read_preference_data(const fs::path& dir) {
+  const fs::path index = dir / "items.json";
+  const auto json = read_json_file(index);
+  if (!json.contains("items") || !json["items"].is_array())
+    throw Error(ErrorCode::format, index.string(), "has no \"items\" list");
+  PreferenceData data;
+  for (const auto& item : json["items"]) {
+    PreferenceItem p;
+    p.generations = item.value("generations", std::vector<int64_t>{});
+    p.desirable = item.value("desirable", true);
+    p.caption = item.value("caption", std::string());
+    data.items.push_back(std::move(p));
+  }
+  data.clips = list_cached_clips(dir);
+  if (data.clips.size() != data.items.size())
+    throw Error(ErrorCode::corrupt, dir.string(),
+                cat(data.items.size(), " items are listed but ", data.clips.size(), " latents are readable"));
+  return data;
+}
+
+}  // namespace mugv
