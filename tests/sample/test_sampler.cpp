@@ -586,3 +586,66 @@ TEST_CASE(
   CHECK_THAT(bad->err, Catch::Contains("blocks.0.self_attn.q"));
   CHECK_FALSE(fs::exists(dir / "w.mp4"));
 }
+
+TEST_CASE("mugv pairs stores pending pairs with latents; mugv label labels, undoes and auto-labels; DPO trains on them",
+          "[cli][sample][preference]") {
+  runs();
+  TempDir dir;
+  {
+    std::ofstream prompts(dir / "prompts.txt");
+    prompts << "# two prompts of the starter set\na red circle moving left on a black background\n\n"
+               "a blue square moving up on a white background\n";
+  }
+  const std::string sizes = " --steps 2 --frames 9 --size 32x32 ";
+  auto made = test::run_mugv_cli("pairs --run dit0 --prompts " + (dir / "prompts.txt").string() + sizes +
+                                     "--seed 3 --out-dir " + (dir / "pairs").string() + " --json",
+                                 dir.path());
+  if (!made) return;
+  INFO(made->err);
+  REQUIRE(made->exit_code == 0);
+  const auto pairs = nlohmann::json::parse(made->out)["pairs"];
+  REQUIRE(pairs.size() == 2);
+  CHECK(fs::exists(dir / "pairs" / "pair-0001-b.mp4"));
+  CHECK(fs::exists(dir / "pairs" / "pair-0001-b.mp4.latent.safetensors"));
+
+  auto label = [&](const std::string& args) {
+    auto r = test::run_mugv_cli("label " + args + " --json", dir.path());
+    INFO(r->err);
+    REQUIRE(r->exit_code == 0);
+    return nlohmann::json::parse(r->out);
+  };
+  const int64_t first = pairs[0]["pair"], second = pairs[1]["pair"];
+  CHECK(label("--list")["pending"].size() >= 2);
+  label("--pair " + std::to_string(first) + " --choice a");
+  label("--pair " + std::to_string(second) + " --choice a");
+  CHECK(label("--undo")["undone"] == second);  // the most recent label of a person
+  const auto counts = label("--pair " + std::to_string(second) + " --choice b")["counts"];
+  CHECK(counts["preferred"].get<int64_t>() >= 2);
+  auto wrong = test::run_mugv_cli("label --pair " + std::to_string(first) + " --choice good", dir.path());
+  CHECK(wrong->exit_code != 0);
+  CHECK_THAT(wrong->err, Catch::Contains("a pair"));
+
+  // The automatic labeller judges every pending pair of the starter grammar.
+  auto third = test::run_mugv_cli("pairs --run dit0 --count 1 --prompts " + (dir / "prompts.txt").string() +
+                                      sizes + "--seed 50 --out-dir " + (dir / "more").string(),
+                                  dir.path());
+  REQUIRE(third->exit_code == 0);
+  const auto automatic = label("--auto shapes");
+  CHECK(automatic["labelled"].get<int64_t>() >= 1);
+  CHECK(automatic["counts"]["pending"] == 0);
+
+  // DPO from the run on its labelled pairs (the two of a person, and whatever the labeller preferred).
+  auto trained = test::run_mugv_cli(
+      "train --preset tiny --from dit0 --objective dpo --preference-labels human --run dpo0 --steps 2 --batch 2 "
+      "--threads 2 --save-every 2 --json",
+      dir.path());
+  INFO(trained->err);
+  REQUIRE(trained->exit_code == 0);
+  CHECK(nlohmann::json::parse(trained->out)["last_step"] == 2);
+  CHECK(read_json_file(run_paths("dpo0").root / "preference_data" / "items.json")["items"].size() == 2);
+  auto unlabelled = test::run_mugv_cli(
+      "train --preset tiny --from dit0 --objective kto --preference-labels auto --run kto0 --steps 2 --json",
+      dir.path());
+  // The auto labeller may have skipped its pair (equal scores): then there is nothing to learn and it says so.
+  if (unlabelled->exit_code != 0) CHECK_THAT(unlabelled->err, Catch::Contains("no labelled preferences"));
+}
