@@ -10,7 +10,7 @@
 namespace mugv::protocol {
 namespace {
 
-constexpr std::array<std::pair<MessageType, const char*>, 34> kTypeNames{{
+constexpr std::array<std::pair<MessageType, const char*>, 37> kTypeNames{{
     {MessageType::hello, "hello"},
     {MessageType::welcome, "welcome"},
     {MessageType::ok, "ok"},
@@ -32,6 +32,9 @@ constexpr std::array<std::pair<MessageType, const char*>, 34> kTypeNames{{
     {MessageType::list_prompts, "list_prompts"},
     {MessageType::save_prompt, "save_prompt"},
     {MessageType::list_generations, "list_generations"},
+    {MessageType::generation_frames, "generation_frames"},
+    {MessageType::list_preferences, "list_preferences"},
+    {MessageType::label_preference, "label_preference"},
     {MessageType::sample_now, "sample_now"},
     {MessageType::save_now, "save_now"},
     {MessageType::list_clusters, "list_clusters"},

@@ -19,6 +19,12 @@
 // n <= count pictures evenly spread over the clip, the longer side scaled to max_side (count 1: the middle
 // frame, a thumbnail). Clients that show a dataset's clips need no access to the server's files.
 //
+// generation_frames {"generation", "count", "max_side"} answers the same for a generated video.
+// list_preferences {"limit"} answers {"pairs": [{"id", "prompt", "a", "b"} ...], "counts": {"pending",
+// "preferred", "skipped", "good", "bad"}}: the pending preference pairs, oldest first (the labelling queue).
+// label_preference {"id", "choice": a|b|skip} labels a pair as the person's ("human"); {"undo": true} clears the
+// person's most recent label and answers its "id" (catalog/preferences.h).
+//
 // A worker's hello and heartbeats carry "token", the secret of its job's current attempt (job_files.h); a
 // wrong or missing one is answered with the error code "superseded".
 //
@@ -74,6 +80,9 @@ enum class MessageType {
   list_prompts,
   save_prompt,
   list_generations,
+  generation_frames,
+  list_preferences,
+  label_preference,
   sample_now,
   save_now,
   list_clusters,

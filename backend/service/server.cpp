@@ -6,6 +6,7 @@
 #include "catalog/datasets.h"
 #include "catalog/generations.h"
 #include "catalog/jobs.h"
+#include "catalog/preferences.h"
 #include "catalog/prompts.h"
 #include "catalog/runs.h"
 #include "catalog/sources.h"
@@ -615,6 +616,27 @@ struct Server::Impl {
     };
   }
 
+  // The same for a generated video (the labelling view shows both generations of a pair): the whole file.
+  ReplyPool::Work on_generation_frames(const Message& m) {
+    const auto& h = m.header;
+    const int64_t id = h["generation"];
+    const auto g = get_generation(*catalog, id);
+    if (!g) throw Error(ErrorCode::not_found, cat("generation ", id), "no such generation");
+    confinement->check(cat("generation ", id), g->output_path.string());
+    Clip whole;
+    whole.fps = g->settings.value("fps", 8.0);
+    whole.end_s = whole.fps > 0 ? g->frames / whole.fps : 0;
+    whole.width = g->width;
+    whole.height = g->height;
+    const int count = h.value("count", 1), max_side = h.value("max_side", 128);
+    return [id, whole, path = g->output_path, count, max_side] {
+      Message reply = decode_clip_frames(id, whole, path, count, max_side);
+      reply.header.erase("clip");
+      reply.header["generation"] = id;
+      return reply;
+    };
+  }
+
   static Message decode_clip_frames(int64_t id, const Clip& clip, const fs::path& path, int count,
                                     int max_side) {
     std::vector<RgbFrame> frames;
@@ -851,6 +873,16 @@ struct Server::Impl {
         nlohmann::json lineage = nlohmann::json::object();
         for (const char* key : {"grown_from", "merged_from", "ema_from"})
           if (config.contains(key)) lineage[key] = config[key];
+        // Post-trained fine-tunes: which stage made them from their base (SFT on a clip subset, DPO, KTO).
+        if (base.is_object() && train.is_object()) {
+          const std::string objective = train.value("objective", std::string("flow"));
+          const std::string filter = train.value("clip_filter", std::string());
+          if (objective != "flow" || !filter.empty())
+            lineage["post_trained_from"] = {{"run", base.value("run", base.value("model", std::string()))},
+                                            {"step", base.value("step", int64_t(0))},
+                                            {"stage", objective != "flow" ? objective : "sft"},
+                                            {"clip_filter", filter}};
+        }
         runs.push_back({{"id", nullptr},
                         {"name", name},
                         {"kind", to_string(m.kind)},
@@ -965,6 +997,49 @@ struct Server::Impl {
     return protocol::make_ok({{"generations", list}});
   }
 
+  // The labelling queue: pending pairs, oldest first, with their prompt and generations.
+  Message on_list_preferences(const Message& m) {
+    PreferenceFilter pending;
+    pending.pending = true;
+    pending.pairs = true;
+    pending.limit = m.header.value("limit", 100);
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& p : list_preferences(*catalog, pending)) {
+      const auto a = get_generation(*catalog, p.generation_a);
+      list.push_back({{"id", p.id},
+                      {"prompt", a ? a->prompt_text : std::string()},
+                      {"a", p.generation_a},
+                      {"b", *p.generation_b}});
+    }
+    const auto c = count_preferences(*catalog);
+    return protocol::make_ok({{"pairs", list},
+                              {"counts",
+                               {{"pending", c.pending},
+                                {"preferred", c.preferred},
+                                {"skipped", c.skipped},
+                                {"good", c.good},
+                                {"bad", c.bad}}}});
+  }
+
+  // A person's label of a pair, or the undo of their most recent one.
+  Message on_label_preference(const Message& m) {
+    const auto& h = m.header;
+    if (h.value("undo", false)) {
+      PreferenceFilter human;
+      human.labeller = "human";
+      const auto last = last_labelled(*catalog, human);
+      if (!last) throw Error(ErrorCode::not_found, "undo", "no label of a person to undo");
+      label_preference(*catalog, last->id, PreferenceChoice::pending, "");
+      return protocol::make_ok({{"id", last->id}, {"choice", "pending"}});
+    }
+    if (!h.contains("id") || !h.contains("choice"))
+      throw Error(ErrorCode::invalid_argument, "label_preference", "give \"id\" and \"choice\", or \"undo\"");
+    const int64_t id = h["id"];
+    const auto choice = preference_choice_from_string(h["choice"].get<std::string>());
+    label_preference(*catalog, id, *choice, "human");
+    return protocol::make_ok({{"id", id}, {"choice", h["choice"]}});
+  }
+
   Message on_sample_or_save_now(const Message& m) {
     const auto& h = m.header;
     Job job = job_or_throw(h["job"]);
@@ -1003,6 +1078,8 @@ struct Server::Impl {
         {MessageType::list_prompts, &Impl::on_list_prompts},
         {MessageType::save_prompt, &Impl::on_save_prompt},
         {MessageType::list_generations, &Impl::on_list_generations},
+        {MessageType::list_preferences, &Impl::on_list_preferences},
+        {MessageType::label_preference, &Impl::on_label_preference},
         {MessageType::sample_now, &Impl::on_sample_or_save_now},
         {MessageType::save_now, &Impl::on_sample_or_save_now},
         {MessageType::shutdown, &Impl::on_shutdown},
@@ -1015,6 +1092,7 @@ struct Server::Impl {
   static const std::map<MessageType, DeferredHandler>& deferred_routes() {
     static const std::map<MessageType, DeferredHandler> routes = {
         {MessageType::clip_frames, &Impl::on_clip_frames},
+        {MessageType::generation_frames, &Impl::on_generation_frames},
     };
     return routes;
   }

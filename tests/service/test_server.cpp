@@ -1,8 +1,11 @@
 // The real server with real worker processes on an ipc socket: job lifecycle, control, faults.
 #include "catalog/catalog.h"
+#include "catalog/generations.h"
+#include "catalog/preferences.h"
 #include "catalog/jobs.h"
 #include "core/error.h"
 #include "core/json_io.h"
+#include "core/strings.h"
 #include "service/client.h"
 #include "service/reply_pool.h"
 #include "service/server.h"
@@ -592,4 +595,69 @@ TEST_CASE("large clip_frames requests decode off the server's thread: other requ
   // Decoded on the server's thread, a request sent with the six would wait for all of them (slowest ≈
   // total); off it, a request waits for no decode, only for a share of the CPU.
   CHECK(slowest * 2 < total);
+}
+
+TEST_CASE("the labelling queue: pending pairs listed, their videos' frames served, labelled and undone; "
+          "post-trained runs name their stage",
+          "[service][ipc]") {
+  TempDir home;
+  ::setenv("MUGV_HOME", home.path().c_str(), 1);
+  {
+    const RunPaths paths = run_paths("dpo-run");
+    fs::create_directories(paths.root);
+    write_run_manifest(paths, {"dpo-run", RunLayoutKind::dit, "tiny", "", "vae",
+                               {{"base", {{"run", "demo"}, {"step", 400}, {"weights", "ema"}}},
+                                {"train", {{"objective", "dpo"}, {"from", "demo"}}}}});
+  }
+  TestServer server(home.path());
+  Client client(server.endpoint());
+  REQUIRE(wait_for(client, submit(client, make_dataset_job(home / "clips", 2)), "succeeded") == "succeeded");
+  int64_t pair_id = 0;
+  int64_t first = 0;
+  {
+    Catalog catalog = Catalog::open(home / "catalog.sqlite");
+    std::vector<int64_t> ids;
+    for (int i = 0; i < 2; ++i) {
+      Generation g;
+      g.prompt_text = "a red circle moving left on a black background";
+      g.seed = uint64_t(i);
+      g.steps = 2;
+      g.cfg_scale = 4;
+      g.width = g.height = 32;
+      g.frames = 9;
+      g.output_path = home / "clips" / "train" / cat("shape_0000", i, ".mp4");
+      g.settings = {{"fps", 8.0}};
+      ids.push_back(add_generation(catalog, g).id);
+    }
+    first = ids[0];
+    pair_id = add_preference_pair(catalog, ids[0], ids[1]).id;
+  }
+  const auto queue = client.request(MessageType::list_preferences);
+  REQUIRE(queue["pairs"].size() == 1);
+  CHECK(queue["pairs"][0]["id"] == pair_id);
+  CHECK(queue["pairs"][0]["a"] == first);
+  CHECK(queue["counts"]["pending"] == 1);
+
+  std::vector<std::string> blobs;
+  const auto frames = client.request(MessageType::generation_frames,
+                                     {{"generation", first}, {"count", 4}, {"max_side", 32}}, &blobs);
+  CHECK(frames["generation"] == first);
+  CHECK(frames["width"] == 32);
+  CHECK(blobs.size() == 4);
+  CHECK(blobs[0].size() == 32 * 32 * 3);
+
+  client.request(MessageType::label_preference, {{"id", pair_id}, {"choice", "b"}});
+  CHECK(client.request(MessageType::list_preferences)["pairs"].empty());
+  CHECK(client.request(MessageType::label_preference, {{"undo", true}})["id"] == pair_id);
+  CHECK(client.request(MessageType::list_preferences)["counts"]["pending"] == 1);
+  CHECK_THROWS_WITH(client.request(MessageType::label_preference, {{"id", pair_id}, {"choice", "maybe"}}),
+                    Catch::Contains("choice"));
+  CHECK_THROWS_WITH(client.request(MessageType::generation_frames, {{"generation", 999}}),
+                    Catch::Contains("generation 999"));
+
+  const auto runs = client.request(MessageType::list_runs);
+  REQUIRE(runs["runs"].size() == 1);
+  const auto lineage = runs["runs"][0]["lineage"]["post_trained_from"];
+  CHECK(lineage["run"] == "demo");
+  CHECK(lineage["stage"] == "dpo");
 }
