@@ -208,7 +208,8 @@ TEST_CASE("a DPO run starts at the reference, learns the preferred side and resu
   }
 }
 
-TEST_CASE("a KTO run learns its good and bad labels against the reference point", "[train][preference]") {
+TEST_CASE("a KTO run learns its good and bad labels against the reference point and resumes bit for bit",
+          "[train][preference]") {
   test::MicroHome home(6);
   train_dit(base_options("base", 20), {}, CancelToken());
   train_dit(post_options("kto", TrainObjective::kto, 16), post_config(TrainObjective::kto, 16, 16),
@@ -225,6 +226,26 @@ TEST_CASE("a KTO run learns its good and bad labels against the reference point"
   CHECK(data.items[0].desirable);
   CHECK_FALSE(data.items[1].desirable);
   CHECK(data.clips[0].latent_shape[0] == 4);
+
+  // Exact resume, as for DPO.
+  CancelToken cancel;
+  TrainCallbacks stop;
+  stop.before_step = [&](int64_t step, DiTBundleImpl&) {
+    if (step == 9) cancel.request_cancel();
+  };
+  const Error e = test::expect_error([&] {
+    train_dit(post_options("split", TrainObjective::kto, 16), post_config(TrainObjective::kto, 16, 8), cancel,
+              stop);
+  });
+  REQUIRE(e.code() == ErrorCode::cancelled);
+  CHECK(resume_dit("split", ResumeChanges{}, CancelToken()).start_step == 8);
+  const auto x = checkpoint_tensors("kto", 16, "model.safetensors"),
+             y = checkpoint_tensors("split", 16, "model.safetensors");
+  REQUIRE(x.size() == y.size());
+  for (const auto& [name, t] : x) {
+    INFO(name);
+    CHECK(torch::equal(t, y.at(name)));
+  }
 }
 
 TEST_CASE("post-training is refused without a base, without labels or with latents of another shape",
