@@ -1,7 +1,11 @@
 // The studio, offscreen, against a real embedded server (`mugv serve` from this build) and real workers:
 // the starter dataset's clips and captions, thumbnails and the clip player, a short training run whose
 // metrics reach the charts, a generation whose denoising previews arrive live, the player, export, and the
-// bad-input paths; the new-run dialog's planner; a real tcp:// server with CURVE keys, authorised and not.
+// bad-input paths; the labelling queue with both videos of a pair playing; the new-run dialog's planner and
+// post-training stages; a real tcp:// server with CURVE keys, authorised and not.
+#include "catalog/catalog.h"
+#include "catalog/generations.h"
+#include "catalog/preferences.h"
 #include "core/strings.h"
 #include "embedded_server.h"
 #include "job_params.h"
@@ -13,6 +17,7 @@
 #include "service/curve_keys.h"
 #include "support/serve_process.h"
 #include "support/test_support.h"
+#include "train/run_layout.h"
 
 #include <catch2/catch.hpp>
 
@@ -23,6 +28,7 @@
 #include <QSettings>
 #include <QTemporaryDir>
 #include <QTest>
+#include <QUndoCommand>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -30,6 +36,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <random>
 
 namespace mugv::studio {
@@ -338,6 +345,77 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
       },
       120000));
 
+  // "Grow ×2 first" in the dialog: dit0 grows into "<run>-grown", and the run trains from that once it
+  // exists.
+  TrainForm wider;
+  wider.run = "wide-tune";
+  wider.dataset = "shapes";
+  wider.from = "dit0";
+  wider.steps = 2;
+  wider.batch = 2;
+  REQUIRE(validate(wider).empty());
+  QStringList runs_said;
+  QObject::connect(runs, &RunsPage::message, [&](const QString& m) { runs_said << m; });
+  runs->grow_then_train(wider);
+  const bool grown_and_trained = QTest::qWaitFor(
+      [&] {
+        runs->refresh();
+        QTest::qWait(200);
+        const int row = runs_row("wide-tune");
+        return row >= 0 && runs->runs()->item(row, 5)->text() == "2";
+      },
+      180000);
+  INFO(runs_said.join('\n').toStdString());
+  REQUIRE(grown_and_trained);
+  CHECK(runs->runs()->item(runs_row("wide-tune"), 2)->text().startsWith("wide-tune-grown"));
+  CHECK(runs->runs()->item(runs_row("wide-tune-grown"), 4)->text().startsWith("grown 2x from dit0"));
+
+  // The labelling queue end to end: a pair of dit0's videos arrives on the Label page when `mugv pairs`
+  // succeeds, a person prefers one, and DPO post-trains dit0 on that label.
+  const QString prompt_file = home + "/prompts.txt";
+  {
+    std::ofstream file(prompt_file.toStdString());
+    file << "a red circle moving right on a black background\n";
+  }
+  LabelPage* label = window.label_page();
+  window.show_page(Page::label);
+  PairsForm pairs;
+  pairs.run = "dit0";
+  pairs.prompts = prompt_file.toStdString();
+  pairs.count = 1;
+  pairs.steps = 2;
+  pairs.frames = 9;
+  pairs.width = pairs.height = 32;
+  REQUIRE(validate(pairs).empty());
+  QString pairs_refused;
+  submit_job(
+      window.link(), pairs_job(pairs).header(), [](int64_t) {}, [&](const QString& m) { pairs_refused = m; });
+  REQUIRE(QTest::qWaitFor([&] { return label->current_pair() != 0 || !pairs_refused.isEmpty(); }, 120000));
+  REQUIRE(pairs_refused.isEmpty());
+  CHECK(label->prompt_text() == "a red circle moving right on a black background");
+  CHECK(QTest::qWaitFor(
+      [&] { return label->left()->frame_count() == 9 && label->right()->frame_count() == 9; }, 10000));
+  label->pick("a");
+  REQUIRE(QTest::qWaitFor([&] { return label->counts_text().startsWith("0 pending · 1 preferred"); }, 10000));
+  TrainForm dpo;
+  dpo.run = "dpo-studio";
+  dpo.objective = "dpo";
+  dpo.from = "dit0";
+  dpo.preference_labels = "human";
+  dpo.steps = 2;
+  dpo.batch = 1;
+  REQUIRE(validate(dpo).empty());
+  runs->start_training(dpo);
+  REQUIRE(QTest::qWaitFor(
+      [&] {
+        runs->refresh();
+        QTest::qWait(200);
+        const int row = runs_row("dpo-studio");
+        return row >= 0 && runs->runs()->item(row, 5)->text() == "2";
+      },
+      120000));
+  CHECK(runs->runs()->item(runs_row("dpo-studio"), 4)->text() == "dpo of dit0 @ step 2");
+
   // Generate can be cancelled while it runs; the page says so and is ready again.
   window.show_page(Page::generate);
   generate->steps()->setValue(1000);
@@ -393,6 +471,156 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   runs->jobs()->selectRow(job_row("resumable"));
   runs->act(protocol::MessageType::cancel_job);
   CHECK(QTest::qWaitFor([&] { return state_of("resumable") == "cancelled"; }, 60000));
+}
+
+TEST_CASE(
+    "the label page plays both videos of the oldest pending pair, labels it, takes the label back and counts",
+    "[studio]") {
+  app();
+  test::TempDir tmp("mugv-studio-label");
+  const QString home = QString::fromStdString(tmp.path().string());
+  prepare_home(home, false);
+  // Three generations (the starter set's clips, their captions as prompts) and two pending pairs; two runs
+  // post-trained from "demo" for the Runs page.
+  int64_t first = 0, second = 0;
+  std::vector<int64_t> generations;
+  std::string first_prompt;
+  {
+    Catalog catalog = Catalog::open(tmp.path() / "catalog.sqlite");
+    for (int i = 0; i < 3; ++i) {
+      const fs::path clip = tmp.path() / "shapes" / "train" / cat("shape_0000", i, ".mp4");
+      std::ifstream caption(fs::path(clip).replace_extension(".txt"));
+      Generation g;
+      std::getline(caption, g.prompt_text);
+      g.seed = uint64_t(i);
+      g.steps = 2;
+      g.cfg_scale = 4;
+      g.width = g.height = 32;
+      g.frames = 9;
+      g.output_path = clip;
+      g.settings = {{"fps", 8.0}};
+      if (i == 0) first_prompt = g.prompt_text;
+      generations.push_back(add_generation(catalog, g).id);
+    }
+    first = add_preference_pair(catalog, generations[0], generations[1]).id;
+    second = add_preference_pair(catalog, generations[0], generations[2]).id;
+  }
+  REQUIRE_FALSE(first_prompt.empty());
+  for (const auto& [name, train] :
+       {std::pair{"dpo-demo", nlohmann::json{{"objective", "dpo"}, {"from", "demo"}}},
+        std::pair{"sft-demo", nlohmann::json{{"objective", "flow"}, {"clip_filter", "decision=keep"}}}})
+    write_run_manifest(RunPaths{tmp.path() / "runs" / name},
+                       {name,
+                        RunLayoutKind::dit,
+                        "tiny",
+                        "shapes",
+                        "vae",
+                        {{"base", {{"run", "demo"}, {"step", 400}, {"weights", "ema"}}}, {"train", train}}});
+  write_run_manifest(RunPaths{tmp.path() / "runs" / "demo-wide"},
+                     {"demo-wide",
+                      RunLayoutKind::dit,
+                      "tiny-w2",
+                      "shapes",
+                      "vae",
+                      {{"grown_from", {{"run", "demo"}, {"step", 400}, {"width", 2}}}}});
+
+  StudioOptions options;
+  options.home = home;
+  options.mugv_binary = mugv_binary();
+  options.offer_starter = false;
+  MainWindow window(options);
+  window.show();
+  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  window.show_page(Page::label);
+  LabelPage* label = window.label_page();
+  QString said;
+  QObject::connect(label, &LabelPage::message, [&](const QString& m) { said = m; });
+
+  // The oldest pending pair, its prompt and both generations' frames, looping.
+  REQUIRE(QTest::qWaitFor([&] { return label->current_pair() == first; }, 10000));
+  CHECK(label->prompt_text().toStdString() == first_prompt);
+  CHECK(label->counts_text() == "2 pending · 0 preferred · 0 skipped");
+  auto both_play = [&] { return label->left()->frame_count() == 9 && label->right()->frame_count() == 9; };
+  CHECK(QTest::qWaitFor(both_play, 10000));
+  CHECK(label->left_button()->isEnabled());
+  CHECK(label->left_button()->shortcut() == QKeySequence(Qt::Key_1));
+  CHECK(label->right_button()->shortcut() == QKeySequence(Qt::Key_2));
+  CHECK(label->skip_button()->shortcut() == QKeySequence(Qt::Key_S));
+  CHECK(label->undo_button()->shortcut() == QKeySequence(QKeySequence::Undo));
+
+  // Right is better: the next pair follows; skipping it empties the queue and the buttons wait.
+  label->pick("b");
+  REQUIRE(QTest::qWaitFor([&] { return label->current_pair() == second; }, 10000));
+  CHECK(label->counts_text() == "1 pending · 1 preferred · 0 skipped");
+  CHECK(QTest::qWaitFor(both_play, 10000));
+  label->pick("skip");
+  REQUIRE(QTest::qWaitFor([&] { return label->current_pair() == 0; }, 10000));
+  CHECK(label->counts_text() == "0 pending · 1 preferred · 1 skipped");
+  CHECK_FALSE(label->left_button()->isEnabled());
+  CHECK_FALSE(label->right_button()->isEnabled());
+  CHECK_FALSE(label->skip_button()->isEnabled());
+  CHECK(label->prompt_text().contains("Nothing to label"));
+  CHECK(label->left()->frame_count() == 0);
+
+  // Undo (Ctrl+Z on this page, where it is no caption edit's) brings the skipped pair back with its videos.
+  QUndoStack* captions = window.datasets_page()->undo_stack();
+  captions->push(new QUndoCommand("an edit the Datasets page could undo"));
+  window.activateWindow();
+  REQUIRE(QTest::qWaitForWindowActive(&window));
+  QTest::keyClick(&window, Qt::Key_Z, Qt::ControlModifier);
+  REQUIRE(QTest::qWaitFor([&] { return label->current_pair() == second; }, 10000));
+  CHECK(label->counts_text() == "1 pending · 1 preferred · 0 skipped");
+  CHECK(QTest::qWaitFor(both_play, 10000));
+  CHECK(label->left_button()->isEnabled());
+  CHECK(captions->canUndo());
+
+  // The first pair's label is cleared elsewhere: the shown pair stays until it is labelled, then the oldest
+  // follows; undo shows the pair it cleared even though an older one is pending.
+  {
+    Catalog catalog = Catalog::open(tmp.path() / "catalog.sqlite");
+    label_preference(catalog, first, PreferenceChoice::pending, "");
+  }
+  label->refresh();
+  CHECK(QTest::qWaitFor([&] { return label->counts_text().startsWith("2 pending"); }, 10000));
+  CHECK(label->current_pair() == second);
+  label->pick("a");
+  REQUIRE(QTest::qWaitFor([&] { return label->current_pair() == first; }, 10000));
+  label->undo();
+  REQUIRE(QTest::qWaitFor([&] { return label->current_pair() == second; }, 10000));
+  CHECK(label->counts_text() == "2 pending · 0 preferred · 0 skipped");
+  CHECK(said.contains(QString("pair %1 is pending again").arg(second)));
+
+  // Making pairs needs a prompt file; the DiT runs on the server are offered.
+  CHECK(QTest::qWaitFor([&] { return label->run()->findText("dpo-demo") >= 0; }, 10000));
+  label->prompts_file()->clear();
+  label->make_pairs();
+  CHECK(said.startsWith("prompts:"));
+
+  // The Runs page names the stage that post-trained each run.
+  RunsPage* runs = window.runs_page();
+  const auto made_from = [&](const QString& name) {
+    for (int r = 0; r < runs->runs()->rowCount(); ++r)
+      if (runs->runs()->item(r, 0)->text() == name) return runs->runs()->item(r, 4)->text();
+    return QString();
+  };
+  runs->refresh();
+  CHECK(QTest::qWaitFor([&] { return made_from("dpo-demo") == "dpo of demo @ step 400"; }, 10000));
+  CHECK(made_from("sft-demo") == "sft (decision=keep) of demo @ step 400");
+
+  // A grown run holds model weights only: a run started from it in the dialog starts from those.
+  NewRunDialog dialog(window.link());
+  REQUIRE(QTest::qWaitFor([&] { return dialog.from()->findData("demo-wide") >= 0; }, 10000));
+  dialog.from()->setCurrentIndex(dialog.from()->findData("dpo-demo"));
+  CHECK(dialog.form().from_weights.empty());
+  dialog.from()->setCurrentIndex(dialog.from()->findData("demo-wide"));
+  CHECK(dialog.form().from_weights == "model");
+  CHECK(dialog.grow_first()->isEnabled());
+
+  // The automatic labeller judges every pending pair; the page follows when its job succeeds.
+  if (!has_torch_commands()) return;
+  label->auto_label();
+  CHECK(QTest::qWaitFor([&] { return label->counts_text().startsWith("0 pending"); }, 60000));
+  CHECK(label->current_pair() == 0);
 }
 
 TEST_CASE("jobs show progress with rate and time left; the dark theme greys out disabled controls",
@@ -488,6 +716,142 @@ TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one be
   TrainForm single = mine;
   single.tp = 2;
   CHECK(validate(single).find("several ranks") != std::string::npos);
+}
+
+TEST_CASE("post-training stages: SFT needs a clip filter, DPO and KTO a run to start from and no dataset",
+          "[studio]") {
+  TrainForm plain;
+  plain.run = "r1";
+  plain.dataset = "shapes";
+  plain.vae_run = "vae0";
+  REQUIRE(validate(plain).empty());
+  const auto flow = train_job(plain).params["values"];
+  CHECK(flow["train.dataset"] == "shapes");
+  CHECK(flow["train.vae_run"] == "vae0");
+  for (const char* key :
+       {"train.objective", "train.clip_filter", "train.preference_labels", "train.preference_beta"})
+    CHECK_FALSE(flow.contains(key));
+
+  // SFT: flow matching on the clips matching the filter.
+  TrainForm sft = plain;
+  sft.objective = "sft";
+  CHECK(validate(sft).rfind("SFT:", 0) == 0);
+  sft.clip_filter = "decision=keep,aesthetic>=5";
+  REQUIRE(validate(sft).empty());
+  const auto sft_values = train_job(sft).params["values"];
+  CHECK(sft_values["train.clip_filter"] == "decision=keep,aesthetic>=5");
+  CHECK(sft_values["train.dataset"] == "shapes");
+  CHECK_FALSE(sft_values.contains("train.objective"));  // SFT is the flow objective on a subset
+
+  // DPO: a run to post-train; no dataset, no VAE run; labels and beta only when not the defaults.
+  TrainForm dpo = plain;
+  dpo.objective = "dpo";
+  dpo.dataset.clear();
+  CHECK(validate(dpo) == "DPO: choose the run to post-train");
+  dpo.from = "dit0";
+  REQUIRE(validate(dpo).empty());
+  auto dpo_values = train_job(dpo).params["values"];
+  CHECK(dpo_values["train.objective"] == "dpo");
+  CHECK(dpo_values["train.from"] == "dit0");
+  for (const char* key : {"train.dataset", "train.vae_run", "train.clip_filter", "train.preference_labels",
+                          "train.preference_beta"})
+    CHECK_FALSE(dpo_values.contains(key));
+  dpo.preference_labels = "human";
+  dpo.preference_beta = 250;
+  dpo_values = train_job(dpo).params["values"];
+  CHECK(dpo_values["train.preference_labels"] == "human");
+  CHECK(dpo_values["train.preference_beta"] == 250.0);
+  dpo.preference_labels = "mine";
+  CHECK(validate(dpo).rfind("labels:", 0) == 0);
+  dpo.preference_labels = "auto";
+  dpo.preference_beta = 0;
+  CHECK(validate(dpo).rfind("beta:", 0) == 0);
+  dpo.preference_beta = 1000;
+  dpo.clip_filter = "decision=keep";
+  CHECK(validate(dpo).find("clip") != std::string::npos);
+  TrainForm kto = plain;
+  kto.objective = "kto";
+  CHECK(validate(kto) == "KTO: choose the run to post-train");
+  kto.from = "dit0";
+  REQUIRE(validate(kto).empty());
+  CHECK(train_job(kto).params["values"]["train.objective"] == "kto");
+  CHECK_FALSE(train_job(kto).params["values"].contains("train.from_weights"));
+  kto.from_weights = "model";  // a grown run has no EMA weights
+  CHECK(train_job(kto).params["values"]["train.from_weights"] == "model");
+  kto.from_weights = "best";
+  CHECK(validate(kto).rfind("start from:", 0) == 0);
+  kto.from_weights.clear();
+  kto.objective = "rlhf";
+  CHECK(validate(kto).rfind("stage:", 0) == 0);
+
+  // The labelling queue's jobs: `mugv pairs` and `mugv label --auto shapes`.
+  PairsForm pairs;
+  CHECK(validate(pairs).rfind("run:", 0) == 0);
+  pairs.run = "dit0";
+  CHECK(validate(pairs).rfind("prompts:", 0) == 0);
+  pairs.prompts = "/data/prompts.txt";
+  pairs.count = 3;
+  pairs.width = 32;
+  pairs.height = 32;
+  REQUIRE(validate(pairs).empty());
+  const JobRequest made = pairs_job(pairs);
+  CHECK(made.kind == "generate");
+  CHECK(made.params["command"] == nlohmann::json{"pairs"});
+  CHECK(made.params["values"]["pairs.run"] == "dit0");
+  CHECK(made.params["values"]["pairs.prompts"] == "/data/prompts.txt");
+  CHECK(made.params["values"]["pairs.count"] == 3);
+  CHECK(made.params["values"]["pairs.size"] == "32x32");
+  const JobRequest automatic = auto_label_job("shapes");
+  CHECK(automatic.kind == "model");
+  CHECK(automatic.params["command"] == nlohmann::json{"label"});
+  CHECK(automatic.params["values"]["label.auto"] == "shapes");
+
+  // The dialog: the stage enables its own fields and marks what is missing.
+  app();
+  BackendLink link;  // not connected
+  NewRunDialog dialog(link);
+  dialog.dataset()->setCurrentText("shapes");
+  dialog.vae()->setCurrentText("vae0");
+  dialog.update();
+  REQUIRE(dialog.can_start());
+  CHECK(dialog.form().objective == "flow");
+  CHECK_FALSE(dialog.clip_filter()->isEnabled());
+  CHECK_FALSE(dialog.preference_labels()->isEnabled());
+  CHECK_FALSE(dialog.grow_first()->isEnabled());
+  dialog.stage()->setCurrentIndex(dialog.stage()->findData("sft"));
+  CHECK(dialog.clip_filter()->isEnabled());
+  CHECK_FALSE(dialog.can_start());
+  CHECK(dialog.problem_field() == dialog.clip_filter());
+  dialog.clip_filter()->setText("decision=keep");
+  REQUIRE(dialog.can_start());
+  CHECK(train_job(dialog.form()).params["values"]["train.clip_filter"] == "decision=keep");
+
+  dialog.stage()->setCurrentIndex(dialog.stage()->findData("dpo"));
+  CHECK_FALSE(dialog.clip_filter()->isEnabled());
+  CHECK(dialog.preference_labels()->isEnabled());
+  CHECK(dialog.preference_beta()->isEnabled());
+  CHECK_FALSE(dialog.dataset()->isEnabled());
+  CHECK_FALSE(dialog.can_start());
+  CHECK(dialog.problem_field() == dialog.from());
+  CHECK(dialog.problem() == "DPO: choose the run to post-train");
+  dialog.from()->addItem("dit0", "dit0");  // what a connected dialog lists from list_runs
+  dialog.from()->setCurrentIndex(dialog.from()->findData("dit0"));
+  CHECK(dialog.grow_first()->isEnabled());
+  dialog.preference_labels()->setCurrentText("human");
+  dialog.preference_beta()->setValue(500);
+  REQUIRE(dialog.can_start());
+  const TrainForm post = dialog.form();
+  CHECK(post.objective == "dpo");
+  CHECK(post.from == "dit0");
+  CHECK(post.clip_filter.empty());
+  const auto post_values = train_job(post).params["values"];
+  CHECK_FALSE(post_values.contains("train.dataset"));
+  CHECK_FALSE(post_values.contains("train.vae_run"));
+  CHECK(post_values["train.preference_labels"] == "human");
+  CHECK(post_values["train.preference_beta"] == 500.0);
+  dialog.from()->setCurrentIndex(0);  // a new model: nothing to grow
+  CHECK_FALSE(dialog.grow_first()->isEnabled());
+  CHECK_FALSE(dialog.can_start());
 }
 
 TEST_CASE("a tcp:// server with CURVE: an authorised key connects and lists jobs, a refused one is explained",

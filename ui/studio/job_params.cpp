@@ -51,11 +51,25 @@ JobRequest generate_job(const GenerateForm& f) {
 
 std::string validate(const TrainForm& f) {
   if (f.run.empty() || f.run.find('/') != std::string::npos) return "run name: a name without '/'";
-  if (f.dataset.empty()) return "dataset: choose a dataset";
+  if (f.objective != "flow" && f.objective != "sft" && !f.learns_from_labels())
+    return "stage: flow, sft, dpo or kto";
+  const std::string stage = f.objective == "dpo" ? "DPO" : "KTO";
+  if (f.learns_from_labels() && f.from.empty()) return stage + ": choose the run to post-train";
+  if (f.learns_from_labels() && f.clip_filter.find_first_not_of(" \t") != std::string::npos)
+    return stage + ": learns from labelled generations, not from a clip subset; clear the clip filter";
+  if (f.objective == "sft" && f.clip_filter.find_first_not_of(" \t") == std::string::npos)
+    return "SFT: write the clip filter, e.g. decision=keep,aesthetic>=5";
+  if (f.learns_from_labels() && f.preference_labels != "all" && f.preference_labels != "human" &&
+      f.preference_labels != "auto")
+    return "labels: all, human or auto";
+  if (f.learns_from_labels() && !(f.preference_beta > 0)) return "beta: more than 0";
+  if (f.dataset.empty() && !f.learns_from_labels()) return "dataset: choose a dataset";
   if (f.vae_run.empty() && f.from.empty())
     return "VAE run: choose the VAE whose latents the DiT learns (train one first)";
   if (!f.lora.empty() && f.from.empty())
     return "LoRA: adapters train on a base; choose the run to start from";
+  if (!f.from_weights.empty() && f.from_weights != "ema" && f.from_weights != "model")
+    return "start from: its ema or model weights";
   if (f.steps < 1) return "steps: at least 1";
   if (f.batch < 1) return "batch: at least 1";
   if (f.optimizer != "adamw" && f.optimizer != "muon") return "optimizer: adamw or muon";
@@ -75,7 +89,6 @@ std::string validate(const TrainForm& f) {
 JobRequest train_job(const TrainForm& f) {
   nlohmann::json values = {{"train.preset", f.train_preset},
                            {"train.model", f.model},
-                           {"train.dataset", f.dataset},
                            {"train.run", f.run},
                            {"train.steps", f.steps},
                            {"train.batch", f.batch},
@@ -83,10 +96,21 @@ JobRequest train_job(const TrainForm& f) {
                            {"train.optimizer", f.optimizer},
                            {"train.parametrization", f.parametrization}};
   if (!f.sample_prompts.empty()) values["train.sample_prompts"] = f.sample_prompts;
-  if (!f.vae_run.empty()) values["train.vae_run"] = f.vae_run;
+  // DPO and KTO read labelled generations and their base's latent space, not a dataset.
+  if (f.learns_from_labels()) {
+    values["train.objective"] = f.objective;
+    if (f.preference_labels != "all") values["train.preference_labels"] = f.preference_labels;
+    if (f.preference_beta != 1000.0) values["train.preference_beta"] = f.preference_beta;
+  } else {
+    values["train.dataset"] = f.dataset;
+    if (!f.vae_run.empty()) values["train.vae_run"] = f.vae_run;
+    if (f.clip_filter.find_first_not_of(" \t") != std::string::npos)
+      values["train.clip_filter"] = f.clip_filter;
+  }
   if (!f.from.empty()) {
     values["train.from"] = f.from;
     values["train.lora"] = f.lora;
+    if (!f.from_weights.empty()) values["train.from_weights"] = f.from_weights;
   }
   values["train.tp"] = f.tp;
   values["train.cp"] = f.cp;
@@ -112,6 +136,33 @@ std::string validate_grow(const std::string& run, const std::string& out, int wi
 
 JobRequest grow_job(const std::string& run, const std::string& out, int width) {
   return make_job("model", {"grow"}, {{"grow.run", run}, {"grow.out", out}, {"grow.width", width}});
+}
+
+std::string validate(const PairsForm& f) {
+  if (f.run.empty()) return "run: choose the DiT run to generate with";
+  if (f.prompts.find_first_not_of(" \t") == std::string::npos)
+    return "prompts: choose a text file with one prompt a line";
+  if (f.count < 0) return "count: 0 (one pair per prompt) or more";
+  if (f.steps < 1) return "steps: at least 1";
+  if (f.frames < 1) return "frames: at least 1";
+  if (f.width < 16 || f.height < 16 || f.width % 16 || f.height % 16)
+    return "size: width and height must be multiples of 16";
+  return {};
+}
+
+JobRequest pairs_job(const PairsForm& f) {
+  return make_job("generate", {"pairs"},
+                  {{"pairs.run", f.run},
+                   {"pairs.prompts", f.prompts},
+                   {"pairs.count", f.count},
+                   {"pairs.seed", f.seed},
+                   {"pairs.steps", f.steps},
+                   {"pairs.size", std::to_string(f.width) + "x" + std::to_string(f.height)},
+                   {"pairs.frames", f.frames}});
+}
+
+JobRequest auto_label_job(const std::string& labeller) {
+  return make_job("model", {"label"}, {{"label.auto", labeller}});
 }
 
 JobRequest make_starter_job(const std::string& out_dir, int count) {

@@ -36,8 +36,9 @@ JobRequest generate_job(const GenerateForm& form);
 struct TrainForm {
   std::string run, dataset, vae_run, model = "tiny", train_preset = "tiny", sample_prompts;
   // Fine-tuning: the DiT run to start from (its model and VAE run are used), and LoRA settings (empty: every
-  // weight trains).
-  std::string from, lora;
+  // weight trains). `from_weights`: which of its weights, "ema" or "model" (empty: the command's default,
+  // ema; runs made by grow, merge or ema hold model weights only).
+  std::string from, lora, from_weights;
   int steps = 200, batch = 4, sample_every = 0;
   std::string optimizer = "adamw";           // adamw | muon (train/muon.h)
   std::string parametrization = "standard";  // standard | mup (train/parametrization.h)
@@ -47,14 +48,34 @@ struct TrainForm {
   // 0: train in the server's own worker (one rank); N: `train --slurm` on N nodes of `tasks_per_node` ranks,
   // one GPU each.
   int slurm_nodes = 0, tasks_per_node = 1;
+  // The stage: "flow" trains on the dataset; "sft" is the same on the dataset's clips matching `clip_filter`
+  // (a catalog filter such as "decision=keep,aesthetic>=5,tag=hq"); "dpo" (preferred pairs) and "kto"
+  // (good / bad generations) post-train the `from` run against its frozen self on labelled generations
+  // (no dataset), learning from `preference_labels` (all | human | auto) with `preference_beta`.
+  std::string objective = "flow", clip_filter, preference_labels = "all";
+  double preference_beta = 1000.0;
+  bool learns_from_labels() const { return objective == "dpo" || objective == "kto"; }
 };
 std::string validate(const TrainForm& form);
+// The job's values; the stage's keys only where they differ from the command's defaults, and no dataset or
+// VAE run for dpo / kto.
 JobRequest train_job(const TrainForm& form);
 
 // `mugv grow --run RUN --out OUT --width W`: a wider copy of a DiT run that computes the same function.
 // Empty when valid, otherwise what is wrong ("new run name: a name without '/'").
 std::string validate_grow(const std::string& run, const std::string& out, int width);
 JobRequest grow_job(const std::string& run, const std::string& out, int width);
+
+// `mugv pairs`: two generations of each prompt of a text file (one prompt a line) by a DiT run, stored as
+// pending preference pairs for the labelling queue (LabelPage). `count` 0 makes one pair per prompt.
+struct PairsForm {
+  std::string run, prompts;
+  int count = 0, seed = 0, steps = 25, frames = 17, width = 64, height = 64;
+};
+std::string validate(const PairsForm& form);
+JobRequest pairs_job(const PairsForm& form);
+// `mugv label --auto LABELLER`: labels every pending pair with an automatic labeller ("shapes").
+JobRequest auto_label_job(const std::string& labeller);
 
 // A job's progress event as the jobs table shows it: "train 120/400 steps, 3.2/s, ETA 1m 30s" (the parts the
 // event has).

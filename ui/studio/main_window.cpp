@@ -33,14 +33,15 @@ using protocol::MessageType;
 MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   setWindowTitle("MUG-V Studio");
   sidebar_ = new QListWidget(this);
-  sidebar_->addItems({"Datasets", "Prompts", "Runs", "Generate"});
+  sidebar_->addItems({"Datasets", "Prompts", "Runs", "Generate", "Label"});
   sidebar_->setMaximumWidth(140);
   stack_ = new QStackedWidget(this);
   datasets_ = new DatasetsPage(link_, options_.home, stack_);
   prompts_ = new PromptsPage(link_, stack_);
   runs_ = new RunsPage(link_, stack_);
   generate_ = new GeneratePage(link_, options_.home, stack_);
-  for (QWidget* page : std::initializer_list<QWidget*>{datasets_, prompts_, runs_, generate_})
+  label_ = new LabelPage(link_, stack_);
+  for (QWidget* page : std::initializer_list<QWidget*>{datasets_, prompts_, runs_, generate_, label_})
     stack_->addWidget(page);
   auto* central = new QWidget(this);
   auto* row = new QHBoxLayout(central);
@@ -64,6 +65,7 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   connect(prompts_, &PromptsPage::message, this, show_message);
   connect(runs_, &RunsPage::message, this, show_message);
   connect(generate_, &GeneratePage::message, this, show_message);
+  connect(label_, &LabelPage::message, this, show_message);
   connect(prompts_, &PromptsPage::generate_again, this,
           [this](const QString& prompt, const QString& negative) {
             generate_->set_prompt(prompt, negative);
@@ -224,8 +226,8 @@ void MainWindow::build_menus() {
   connect(quit, &QAction::triggered, this, &QWidget::close);
 
   QMenu* view = menuBar()->addMenu("&View");
-  const char* names[] = {"Datasets", "Prompts", "Runs", "Generate"};
-  for (int i = 0; i < 4; ++i) {
+  const char* names[] = {"Datasets", "Prompts", "Runs", "Generate", "Label"};
+  for (int i = 0; i < 5; ++i) {
     QAction* a = view->addAction(names[i]);
     a->setShortcut(QKeySequence(QString("Ctrl+%1").arg(i + 1)));
     connect(a, &QAction::triggered, this, [this, i] { show_page(static_cast<Page>(i)); });
@@ -242,6 +244,7 @@ void MainWindow::build_menus() {
     prompts_->refresh();
     runs_->refresh();
     generate_->refresh();
+    label_->refresh();
   });
   QAction* new_run = view->addAction("New run…");
   new_run->setShortcut(QKeySequence("Ctrl+N"));
@@ -255,6 +258,11 @@ void MainWindow::build_menus() {
   QAction* redo = datasets_->undo_stack()->createRedoAction(this, "Redo caption edit");
   redo->setShortcut(QKeySequence::Redo);
   view->addAction(redo);
+  // On the Label page Ctrl+Z takes the last label back (its Undo button's shortcut), elsewhere the last
+  // caption edit.
+  connect(stack_, &QStackedWidget::currentChanged, this, [this, undo](int index) {
+    undo->setShortcut(stack_->widget(index) == label_ ? QKeySequence() : QKeySequence(QKeySequence::Undo));
+  });
 
   QMenu* help = menuBar()->addMenu("&Help");
   connect(help->addAction("About MUG-V Studio"), &QAction::triggered, this, &MainWindow::show_about);
@@ -287,8 +295,8 @@ void MainWindow::set_dark_theme(bool dark) {
 
 void MainWindow::save_screenshots(const QString& dir) {
   QDir().mkpath(dir);
-  const char* names[] = {"datasets", "prompts", "runs", "generate"};
-  for (int i = 0; i < 4; ++i) {
+  const char* names[] = {"datasets", "prompts", "runs", "generate", "label"};
+  for (int i = 0; i < 5; ++i) {
     show_page(static_cast<Page>(i));
     QApplication::processEvents();
     grab().save(QDir(dir).filePath(QString("%1.png").arg(names[i])));
@@ -302,7 +310,7 @@ void MainWindow::save_screenshots(const QString& dir) {
   dialog.size()->setText("1280x720");
   dialog.batch()->setValue(64);
   dialog.vae()->setCurrentText("vae-1");
-  dialog.resize(700, 820);
+  dialog.resize(700, 960);
   dialog.show();
   QApplication::processEvents();
   dialog.grab().save(QDir(dir).filePath("new-run.png"));

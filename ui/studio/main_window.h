@@ -1,5 +1,5 @@
 #pragma once
-// The studio's window: pages Datasets, Prompts, Runs and Generate (Ctrl+1..4) beside a sidebar, the
+// The studio's window: pages Datasets, Prompts, Runs, Generate and Label (Ctrl+1..5) beside a sidebar, the
 // connection and job progress in the status bar, File / View / Help menus, remembered geometry and theme.
 // With no --server it runs on its embedded backend (embedded_server.h) under $MUGV_HOME. File > Connect to
 // server… switches to another server; tcp:// ones take the server's public key (remote_keys.h).
@@ -27,7 +27,7 @@ struct StudioOptions {
   bool offer_starter = true;  // first launch: offer to create the starter dataset
 };
 
-enum class Page { datasets = 0, prompts, runs, generate };
+enum class Page { datasets = 0, prompts, runs, generate, label };
 
 class MainWindow : public QMainWindow {
   Q_OBJECT
@@ -41,6 +41,7 @@ class MainWindow : public QMainWindow {
   PromptsPage* prompts_page() const { return prompts_; }
   RunsPage* runs_page() const { return runs_; }
   GeneratePage* generate_page() const { return generate_; }
+  LabelPage* label_page() const { return label_; }
   QString status_text() const;
   // Saves a PNG of every page, and of the new-run dialog planning a large run, into `dir` (docs/screenshots).
   void save_screenshots(const QString& dir);
@@ -69,6 +70,7 @@ class MainWindow : public QMainWindow {
   PromptsPage* prompts_;
   RunsPage* runs_;
   GeneratePage* generate_;
+  LabelPage* label_;
   QLabel* connection_;
   QLabel* activity_;
   QProgressBar* progress_;

@@ -2,6 +2,7 @@
 
 #include <QDialogButtonBox>
 #include <QFormLayout>
+#include <QHBoxLayout>
 #include <QHeaderView>
 #include <QPointer>
 #include <QRegularExpression>
@@ -50,6 +51,34 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
       "LoRA settings: rank, alpha, dropout and the linears to adapt (attn, cross, mlp, adaln, text, final, "
       "all, or "
       "patterns such as blocks.*.attn.qkv); the base stays frozen");
+  grow_first_ = new QCheckBox("Grow ×2 first", this);
+  grow_first_->setEnabled(false);  // growth needs a run to grow
+  grow_first_->setToolTip(
+      "Make a twice-as-wide copy of the run to start from (mugv grow: the same function, HyperCloning) and "
+      "train from it once it is made (the planner sizes the narrow run)");
+  stage_ = new QComboBox(this);
+  stage_->addItem("train (flow)", "flow");
+  stage_->addItem("SFT on a clip subset", "sft");
+  stage_->addItem("DPO on labelled pairs", "dpo");
+  stage_->addItem("KTO on labelled generations", "kto");
+  stage_->setToolTip(
+      "Flow matching on the dataset; the same on the dataset's clips matching a filter (SFT); or "
+      "post-training on the Label page's labels against the frozen run it starts from: DPO on preferred "
+      "pairs, KTO on good / bad generations");
+  clip_filter_ = new QLineEdit(this);
+  clip_filter_->setPlaceholderText("decision=keep,aesthetic>=5,tag=hq");
+  clip_filter_->setToolTip(
+      "SFT: train on the dataset's clips matching this catalog filter only (fixed when the run starts)");
+  labels_ = new QComboBox(this);
+  labels_->addItems({"all", "human", "auto"});
+  labels_->setToolTip(
+      "DPO / KTO: whose labels to learn from: everyone's, a person's (the Label page) or an automatic "
+      "labeller's");
+  beta_ = new QDoubleSpinBox(this);
+  beta_->setRange(0.01, 1e7);
+  beta_->setDecimals(2);
+  beta_->setValue(1000.0);
+  beta_->setToolTip("DPO / KTO: how far the model may move from the frozen reference per unit of flow error");
   model_ = new QComboBox(this);
   model_->addItems({"tiny", "small", "mugv-1b", "mugv-4b", "mugv-10b", "mugv-18b"});
   model_->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
@@ -119,7 +148,15 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   form->addRow("Dataset", dataset_);
   form->addRow("VAE run", vae_);
   form->addRow("Start from", from_);
+  form->addRow("", grow_first_);
   form->addRow("LoRA", lora_);
+  form->addRow("Stage", stage_);
+  form->addRow("Clip filter", clip_filter_);
+  auto* preference_row = new QHBoxLayout;
+  preference_row->addWidget(labels_, 1);
+  preference_row->addWidget(new QLabel("beta", this));
+  preference_row->addWidget(beta_, 1);
+  form->addRow("Labels", preference_row);
   form->addRow("Model", model_);
   form->addRow("Optimizer", optimizer_);
   form->addRow("Parametrization", parametrization_);
@@ -140,8 +177,13 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   form->addRow(box);
 
   on_where_changed();
+  on_stage_changed();
   auto again = [this] { update(); };
   connect(name_, &QLineEdit::textChanged, this, again);
+  connect(clip_filter_, &QLineEdit::textChanged, this, again);
+  connect(stage_, &QComboBox::currentIndexChanged, this, [this] { on_stage_changed(); });
+  connect(labels_, &QComboBox::currentIndexChanged, this, again);
+  connect(beta_, &QDoubleSpinBox::valueChanged, this, again);
   connect(size_, &QLineEdit::textChanged, this, again);
   connect(lora_, &QLineEdit::textChanged, this, again);
   connect(from_, &QComboBox::currentIndexChanged, this, [this] { on_from_changed(); });
@@ -177,6 +219,10 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
                      : QString();
         };
         self->run_model_vae_[name] = {text("preset"), text("vae_run")};
+        const auto lineage = run.value("lineage", nlohmann::json());
+        if (lineage.is_object() && (lineage.contains("grown_from") || lineage.contains("merged_from") ||
+                                    lineage.contains("ema_from")))
+          self->model_weights_only_.insert(name);
       }
     }
     self->update();
@@ -191,12 +237,24 @@ void NewRunDialog::on_from_changed() {
   model_->setEnabled(!fine_tune);
   vae_->setEnabled(!fine_tune);
   lora_->setEnabled(fine_tune);
+  grow_first_->setEnabled(fine_tune);
+  if (!fine_tune) grow_first_->setChecked(false);
   if (fine_tune) {
     const auto& [model, vae] = run_model_vae_[base];
     if (!model.isEmpty()) model_->setCurrentText(model);  // the planner sizes the base's model
     if (!vae.isEmpty()) vae_->setCurrentText(vae);
   }
   updating_ = false;
+  update();
+}
+
+void NewRunDialog::on_stage_changed() {
+  const QString stage = stage_->currentData().toString();
+  const bool labels = stage == "dpo" || stage == "kto";
+  clip_filter_->setEnabled(stage == "sft");
+  labels_->setEnabled(labels);
+  beta_->setEnabled(labels);
+  dataset_->setEnabled(!labels);  // DPO and KTO learn from labelled generations, not from a dataset
   update();
 }
 
@@ -242,6 +300,14 @@ TrainForm NewRunDialog::form() const {
   if (!f.from.empty()) {
     f.vae_run.clear();  // the base's
     f.lora = lora_->text().trimmed().toStdString();
+    if (model_weights_only_.count(from_->currentData().toString())) f.from_weights = "model";
+  }
+  f.objective = stage_->currentData().toString().toStdString();
+  if (f.objective == "sft") f.clip_filter = clip_filter_->text().trimmed().toStdString();
+  if (f.learns_from_labels()) {
+    f.dataset.clear();
+    f.preference_labels = labels_->currentText().toStdString();
+    f.preference_beta = beta_->value();
   }
   f.steps = steps_->value();
   f.batch = batch_->value();
@@ -384,6 +450,16 @@ void NewRunDialog::update() {
       field = vae_;
     else if (text.startsWith("LoRA"))
       field = lora_;
+    else if (text.startsWith("start from"))
+      field = from_;
+    else if (text.startsWith("SFT"))
+      field = clip_filter_;
+    else if (text.startsWith("DPO") || text.startsWith("KTO"))
+      field = text.contains("clip") ? static_cast<QWidget*>(clip_filter_) : from_;
+    else if (text.startsWith("labels"))
+      field = labels_;
+    else if (text.startsWith("beta"))
+      field = beta_;
     else if (text.startsWith("layout"))
       field = layouts_;
     mark(field, text);

@@ -103,6 +103,9 @@ class RunsPage : public QWidget {
   void act(protocol::MessageType type);
   // Submits a training run directly (the dialog's action; tests call it too).
   void start_training(const struct TrainForm& form);
+  // The dialog's "Grow first": grows `form.from` `width` times into "<form.run>-grown", then, once that job
+  // succeeds, submits the training run starting from the grown run.
+  void grow_then_train(const TrainForm& form, int width = 2);
   // Submits `mugv grow` of `run` into a new run `out` (the Grow button's action, after asking for the name).
   void grow_run(const QString& run, const QString& out, int width = 2);
   // The run selected in the runs table ("" when none).
@@ -125,7 +128,8 @@ class RunsPage : public QWidget {
   QLabel* error_;
   FramePlayer* samples_;
   int64_t shown_job_ = 0;
-  int64_t failed_ = 0;  // a job that just failed, to select once the list is refreshed
+  int64_t failed_ = 0;                        // a job that just failed, to select once the list is refreshed
+  std::map<int64_t, TrainForm> train_after_;  // grow job id -> the training run to submit when it succeeds
 };
 
 class GeneratePage : public QWidget {
@@ -202,6 +206,65 @@ class PromptsPage : public QWidget {
   BackendLink& link_;
   QLineEdit *search_, *text_, *negative_, *tags_;
   QTableWidget *prompts_, *history_;
+};
+
+// Label: the labelling queue of preference pairs. The oldest pending pair's two generations of one prompt
+// play side by side, looped (left = a, right = b); a person picks the better one (1 / 2), skips the pair (S)
+// or takes their last label back (Ctrl+Z), and the next pending pair follows. Pairs are made with `mugv
+// pairs` (a DiT run, a prompt file) and labelled automatically with `mugv label --auto shapes`; the labels
+// train DPO / KTO runs (the new-run dialog's stage).
+class LabelPage : public QWidget {
+  Q_OBJECT
+ public:
+  LabelPage(BackendLink& link, QWidget* parent = nullptr);
+  // The queue, its counts and the DiT runs offered for making pairs. The shown pair stays while it is
+  // pending.
+  void refresh();
+  // Labels the shown pair: "a" (left is better), "b" (right is better) or "skip".
+  void pick(const QString& choice);
+  // Clears the person's most recent label and shows that pair again.
+  void undo();
+  // Submits `mugv pairs` with the chosen run, prompt file and count.
+  void make_pairs();
+  // Submits `mugv label --auto shapes`.
+  void auto_label();
+  // The shown pair (0: none).
+  int64_t current_pair() const { return pair_; }
+  QString prompt_text() const { return prompt_->text(); }
+  // "12 pending · 30 preferred · 4 skipped".
+  QString counts_text() const { return counts_->text(); }
+  FramePlayer* left() const { return left_; }
+  FramePlayer* right() const { return right_; }
+  QPushButton* left_button() const { return left_button_; }
+  QPushButton* right_button() const { return right_button_; }
+  QPushButton* skip_button() const { return skip_button_; }
+  QPushButton* undo_button() const { return undo_button_; }
+  QComboBox* run() const { return run_; }
+  QLineEdit* prompts_file() const { return prompts_file_; }
+  QSpinBox* count() const { return count_; }
+
+ signals:
+  void message(const QString& text);
+
+ private:
+  // Asks for the queue and shows `keep` when it is still pending, otherwise the oldest pending pair.
+  void load(int64_t keep);
+  void show_pair(const nlohmann::json& pair);  // {"id", "prompt", "a", "b"}, or null: none pending
+  void load_frames(int64_t pair, int64_t generation, FramePlayer* player);
+  void refresh_runs();
+  void on_event(const nlohmann::json& header);
+
+  BackendLink& link_;
+  QLabel *prompt_, *counts_;
+  FramePlayer *left_, *right_;
+  QPushButton *left_button_, *right_button_, *skip_button_, *undo_button_;
+  QComboBox* run_;
+  QLineEdit* prompts_file_;
+  QSpinBox* count_;
+  int64_t pair_ = 0;
+  uint64_t loads_ = 0;                      // the latest queue request: earlier replies are stale
+  bool busy_ = false;                       // a label or undo is on its way: further keys wait for its answer
+  std::map<int64_t, nlohmann::json> seen_;  // pairs shown so far, for an undo beyond the listed queue
 };
 
 }  // namespace mugv::studio

@@ -35,6 +35,15 @@ QString command_text(const nlohmann::json& params) {
   return words.join(' ');
 }
 
+// "dpo of demo @ step 400", "sft (decision=keep) of demo @ step 400": the stage that post-trained a run.
+QString post_trained_text(const nlohmann::json& p) {
+  const QString filter = QString::fromStdString(p.value("clip_filter", ""));
+  return QString("%1%2 of %3 @ step %4")
+      .arg(QString::fromStdString(p.value("stage", "")), filter.isEmpty() ? QString() : " (" + filter + ")",
+           QString::fromStdString(p.value("run", "")))
+      .arg(p.value("step", int64_t(0)));
+}
+
 }  // namespace
 
 RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(link) {
@@ -99,9 +108,8 @@ RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(
   runs_->setSelectionBehavior(QAbstractItemView::SelectRows);
   runs_->setToolTip(
       "Runs on the server. A fine-tune names the run and step it started from; a LoRA run's checkpoints "
-      "hold its adapter (mugv lora extract writes one as a PEFT file); \"made from\" names the run a grown "
-      "or "
-      "merged run was made from");
+      "hold its adapter (mugv lora extract writes one as a PEFT file); \"made from\" names the run a grown, "
+      "merged or averaged run was made from, and the stage (SFT, DPO, KTO) that post-trained a fine-tune");
   runs_->setSelectionMode(QAbstractItemView::SingleSelection);
   auto* grow = new QPushButton("Grow 2x…", this);
   grow->setToolTip(
@@ -223,6 +231,8 @@ void RunsPage::refresh_runs() {
                               .arg(QString::fromStdString(l["ema_from"].value("run", "")))
                               .arg(l["ema_from"].value("sigma_rel", 0.0))
                               .arg(l["ema_from"].value("step", int64_t(0)));
+            else if (l.contains("post_trained_from"))
+              made_from = post_trained_text(l["post_trained_from"]);
           }
           QStringList steps;
           if (r.contains("checkpoints") && r["checkpoints"].is_array())
@@ -332,6 +342,20 @@ void RunsPage::on_event(const QString& topic, const nlohmann::json& header, cons
       failed_ = id;
       if (id == shown_job_) shown_job_ = 0;  // show it again, with its error
     }
+    // A grown run to train: the training follows its growth, or is dropped with it.
+    const int64_t finished = header.value("job_info", nlohmann::json::object()).value("id", int64_t(0));
+    if (auto next = train_after_.find(finished);
+        next != train_after_.end() &&
+        (state == "succeeded" || state == "failed" || state == "cancelled" || state == "interrupted")) {
+      const TrainForm form = next->second;
+      train_after_.erase(next);
+      if (state == "succeeded")
+        start_training(form);
+      else
+        emit message(QString("%1 not started: its growth into %2 %3")
+                         .arg(QString::fromStdString(form.run), QString::fromStdString(form.from),
+                              QString::fromStdString(state)));
+    }
     refresh();
     return;
   }
@@ -374,9 +398,36 @@ void RunsPage::start_training(const TrainForm& form) {
       [this](const QString& m) { emit message("training refused: " + m); });
 }
 
+void RunsPage::grow_then_train(const TrainForm& form, int width) {
+  const std::string grown = form.run + "-grown";
+  const std::string problem = validate_grow(form.from, grown, width);
+  if (!problem.empty()) {
+    emit message(QString::fromStdString(problem));
+    return;
+  }
+  TrainForm next = form;
+  next.from = grown;
+  next.from_weights = "model";  // a grown run holds no EMA weights
+  submit_job(
+      link_, grow_job(form.from, grown, width).header(),
+      [this, next, base = form.from](int64_t id) {
+        train_after_[id] = next;
+        emit message(QString("growing %1 into %2 as job %3; %4 trains from it next")
+                         .arg(QString::fromStdString(base), QString::fromStdString(next.from))
+                         .arg(id)
+                         .arg(QString::fromStdString(next.run)));
+        refresh();
+      },
+      [this](const QString& m) { emit message("growth refused: " + m); });
+}
+
 void RunsPage::open_new_run_dialog() {
   NewRunDialog dialog(link_, this);
-  if (dialog.exec() == QDialog::Accepted) start_training(dialog.form());
+  if (dialog.exec() != QDialog::Accepted) return;
+  if (dialog.grow_first()->isEnabled() && dialog.grow_first()->isChecked())
+    grow_then_train(dialog.form(), 2);
+  else
+    start_training(dialog.form());
 }
 
 }  // namespace mugv::studio
