@@ -28,8 +28,8 @@
 // is sharded (zero_optimizer.h). Rank 0 alone writes run.json, the tokenizer, metrics and progress and
 // commits checkpoints; every rank writes its pieces (sharded_checkpoint.h). MFU counts every rank's
 // measured GEMM peak. Cancel, save-now and sample-now are agreed by all ranks before they act.
-// Objectives (train.objective): flow (the above), or post-training of a --from base against a frozen copy of it
-// on labelled generations, dpo / kto (train/preference.h); these run in one process. SFT is flow on a clip
+// Objectives (train.objective): flow (the above), or post-training of a --from base against a frozen copy of
+// it on labelled generations, dpo / kto (train/preference.h); these run in one process. SFT is flow on a clip
 // subset (TrainOptions::clip_subset, kept in the run folder as clip_subset.json).
 // Not thread-safe: one training per process at a time (torch thread settings are global).
 

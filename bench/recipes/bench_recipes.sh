@@ -18,6 +18,15 @@
 #                                (base width 64), MUGV_BENCH_MUP_STEPS (200) steps each, MUGV_BENCH_MUP_SEEDS
 #                                (2) seeds; reported per seed: each width's best rate and how far it drifts
 #                                across widths, in grid steps (x2).
+#   bench_recipes preference     Post-training: a base (tiny, MUGV_BENCH_PREF_BASE_STEPS = 1500 steps) makes two
+#                                videos of each of MUGV_BENCH_PREF_PROMPTS (96) training captions (mugv pairs), the
+#                                starter set's evaluator labels them (mugv label --auto shapes), and from the base
+#                                DPO and KTO train on the labels and SFT on the dataset, the same steps
+#                                (MUGV_BENCH_PREF_STEPS, 200) and learning rate, MUGV_BENCH_PREF_SEEDS (2) seeds;
+#                                reported: held-out colour / shape / direction adherence of each (mugv eval, 4
+#                                seeds per prompt) and on the labelled prompts, against the base's. Another
+#                                MUGV_BENCH_PREF_LR / _BETA needs its own MUGV_BENCH_PREF_TAG (a suffix of the
+#                                run names; the base and the labels are shared).
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
 # MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
@@ -116,11 +125,76 @@ mup() {
   python3 "$HERE/recipes_report.py" mup "$WORK/curves" "$seeds" $lrs
 }
 
+# evaluate RUN: adherence of RUN on the held-out prompts (4 seeds each) in $WORK/pref/RUN.json and on the labelled
+# training prompts (one seed each, not the pairs' seeds) in $WORK/pref/RUN.train.json; each skipped when it exists.
+evaluate() {
+  local run=$1
+  if [[ ! -s $WORK/pref/$run.json ]]; then
+    stage "eval $run (held-out prompts)"
+    "$MUGV" eval --run "$run" --dataset-dir "$WORK/shapes" --seeds 4 --json > "$WORK/pref/$run.json.part"
+    mv "$WORK/pref/$run.json.part" "$WORK/pref/$run.json"
+  fi
+  if [[ ! -s $WORK/pref/$run.train.json ]]; then
+    stage "eval $run (labelled training prompts)"
+    "$MUGV" eval --run "$run" --dataset-dir "$WORK/pref/train-prompts" --json > "$WORK/pref/$run.train.json.part"
+    mv "$WORK/pref/$run.train.json.part" "$WORK/pref/$run.train.json"
+  fi
+}
+
+preference() {
+  local base_steps=${MUGV_BENCH_PREF_BASE_STEPS:-1500} prompts=${MUGV_BENCH_PREF_PROMPTS:-96}
+  local steps=${MUGV_BENCH_PREF_STEPS:-200} seeds=${MUGV_BENCH_PREF_SEEDS:-2} lr=${MUGV_BENCH_PREF_LR:-3e-4}
+  local beta=${MUGV_BENCH_PREF_BETA:-1000} tag=${MUGV_BENCH_PREF_TAG:-}
+  mkdir -p "$WORK/pref/train-prompts"
+  # The labelled prompts: the first $prompts distinct training captions in a fixed shuffle, as a prompt file for
+  # mugv pairs and as a held-out list for mugv eval.
+  python3 -c 'import json,random,sys
+seen = []
+for line in open(sys.argv[1]):
+    c = json.loads(line)["caption"]
+    if c not in seen: seen.append(c)
+random.Random(0).shuffle(seen)
+chosen = seen[:int(sys.argv[2])]
+open(sys.argv[3] + "/prompts.txt", "w").write("\n".join(chosen) + "\n")
+json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json", "w"))' \
+    "$WORK/shapes/manifest.jsonl" "$prompts" "$WORK/pref"
+  cp "$WORK/shapes/dataset.json" "$WORK/pref/train-prompts/dataset.json"
+  STEPS=$base_steps EVERY=$base_steps train pref-base --lr 1.2e-3 --seed 0
+  evaluate pref-base
+  if [[ ! -f $WORK/pref/labelled.done ]]; then
+    stage "pairs: two videos of each of $prompts training captions"
+    "$MUGV" pairs --run pref-base --prompts "$WORK/pref/prompts.txt" --seed 1000 --out-dir "$WORK/pref/pairs" >&2
+    "$MUGV" label --auto shapes --json > "$WORK/pref/labels.json"
+    touch "$WORK/pref/labelled.done"
+  fi
+  local common=(--preset tiny --from pref-base --steps "$steps" --lr "$lr" --warmup 10 --save-every "$steps"
+                --sample-every 0 --threads "$THREADS" --precision fp32)
+  for ((seed = 0; seed < seeds; ++seed)); do
+    for stage_name in sft dpo kto; do
+      local run=pref-$stage_name$tag-s$seed
+      if [[ ! -f $MUGV_HOME/runs/$run/checkpoints/latest ]]; then
+        rm -rf "$MUGV_HOME/runs/$run"
+        stage "train $run"
+        case $stage_name in
+          sft) "$MUGV" train "${common[@]}" --run "$run" --dataset shapes --batch 8 --seed "$seed" >&2 ;;
+          dpo) "$MUGV" train "${common[@]}" --run "$run" --objective dpo --preference-beta "$beta" --batch 4 \
+                 --seed "$seed" >&2 ;;
+          kto) "$MUGV" train "${common[@]}" --run "$run" --objective kto --preference-beta "$beta" --batch 8 \
+                 --seed "$seed" >&2 ;;
+        esac
+      fi
+      evaluate "$run"
+    done
+  done
+  python3 "$HERE/recipes_report.py" preference "$WORK/pref" "$seeds" "$tag"
+}
+
 setup
 case ${1:-optimizers} in
   optimizers) optimizers ;;
   growth) growth ;;
   mup) mup ;;
-  *) echo "usage: bench_recipes [optimizers|growth|mup]" >&2; exit 2 ;;
+  preference) preference ;;
+  *) echo "usage: bench_recipes [optimizers|growth|mup|preference]" >&2; exit 2 ;;
 esac
 stage "done"

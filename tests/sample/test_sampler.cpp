@@ -587,8 +587,10 @@ TEST_CASE(
   CHECK_FALSE(fs::exists(dir / "w.mp4"));
 }
 
-TEST_CASE("mugv pairs stores pending pairs with latents; mugv label labels, undoes and auto-labels; DPO trains on them",
-          "[cli][sample][preference]") {
+TEST_CASE(
+    "mugv pairs stores pending pairs with latents; mugv label labels, undoes and auto-labels; DPO trains on "
+    "them",
+    "[cli][sample][preference]") {
   runs();
   TempDir dir;
   {
@@ -636,7 +638,8 @@ TEST_CASE("mugv pairs stores pending pairs with latents; mugv label labels, undo
 
   // DPO from the run on its labelled pairs (the two of a person, and whatever the labeller preferred).
   auto trained = test::run_mugv_cli(
-      "train --preset tiny --from dit0 --objective dpo --preference-labels human --run dpo0 --steps 2 --batch 2 "
+      "train --preset tiny --from dit0 --objective dpo --preference-labels human --run dpo0 --steps 2 "
+      "--batch 2 "
       "--threads 2 --save-every 2 --json",
       dir.path());
   INFO(trained->err);
@@ -646,6 +649,7 @@ TEST_CASE("mugv pairs stores pending pairs with latents; mugv label labels, undo
   auto unlabelled = test::run_mugv_cli(
       "train --preset tiny --from dit0 --objective kto --preference-labels auto --run kto0 --steps 2 --json",
       dir.path());
-  // The auto labeller may have skipped its pair (equal scores): then there is nothing to learn and it says so.
+  // The auto labeller may have skipped its pair (equal scores): then there is nothing to learn and it says
+  // so.
   if (unlabelled->exit_code != 0) CHECK_THAT(unlabelled->err, Catch::Contains("no labelled preferences"));
 }

@@ -1,8 +1,8 @@
 // The real server with real worker processes on an ipc socket: job lifecycle, control, faults.
 #include "catalog/catalog.h"
 #include "catalog/generations.h"
-#include "catalog/preferences.h"
 #include "catalog/jobs.h"
+#include "catalog/preferences.h"
 #include "core/error.h"
 #include "core/json_io.h"
 #include "core/strings.h"
@@ -597,15 +597,20 @@ TEST_CASE("large clip_frames requests decode off the server's thread: other requ
   CHECK(slowest * 2 < total);
 }
 
-TEST_CASE("the labelling queue: pending pairs listed, their videos' frames served, labelled and undone; "
-          "post-trained runs name their stage",
-          "[service][ipc]") {
+TEST_CASE(
+    "the labelling queue: pending pairs listed, their videos' frames served, labelled and undone; "
+    "post-trained runs name their stage",
+    "[service][ipc]") {
   TempDir home;
   ::setenv("MUGV_HOME", home.path().c_str(), 1);
   {
     const RunPaths paths = run_paths("dpo-run");
     fs::create_directories(paths.root);
-    write_run_manifest(paths, {"dpo-run", RunLayoutKind::dit, "tiny", "", "vae",
+    write_run_manifest(paths, {"dpo-run",
+                               RunLayoutKind::dit,
+                               "tiny",
+                               "",
+                               "vae",
                                {{"base", {{"run", "demo"}, {"step", 400}, {"weights", "ema"}}},
                                 {"train", {{"objective", "dpo"}, {"from", "demo"}}}}});
   }
