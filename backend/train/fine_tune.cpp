@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/json_io.h"
+#include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
 #include "model/release_weights.h"
@@ -75,6 +76,15 @@ BaseModel find_base_model(const std::string& run, WeightSet weights, std::option
         "(resume the base once with --tp 1 to write one)");
   b.step = ref.step;
   b.checkpoint_dir = ref.dir;
+  // A run made from other weights (mugv grow, lora merge, ema) holds only those weights: they are its weights
+  // and its average at once, so asking for its EMA means them.
+  const auto& config = b.manifest.config;
+  const bool derived = config.is_object() && (config.contains("grown_from") ||
+                                              config.contains("merged_from") || config.contains("ema_from"));
+  if (derived && b.weights == WeightSet::ema && !fs::is_regular_file(b.weights_file())) {
+    b.weights = WeightSet::model;
+    log_info(cat("run ", run, " was made from other weights and holds no EMA; starting from its weights"));
+  }
   if (!fs::is_regular_file(b.weights_file()))
     throw Error(ErrorCode::not_found, b.weights_file().string(),
                 cat("the checkpoint holds no ", to_string(b.weights), " weights (use --from-weights ",

@@ -180,6 +180,13 @@ TEST_CASE("mugv grow writes a wider run that scores like its source and trains o
   INFO(trained->err);
   REQUIRE(trained->exit_code == 0);
   CHECK(read_json_file(run_paths("wider").manifest())["preset"] == "micro-w2");
+  // Without --from-weights: a grown run holds only its weights, which stand for its EMA too.
+  auto plain = test::run_mugv_cli(
+      "train --from wide --run wider2 --dataset shapes --steps 2 --batch 2 --threads 2 --save-every 2 --json",
+      dir);
+  INFO(plain->err);
+  REQUIRE(plain->exit_code == 0);
+  CHECK(read_json_file(run_paths("wider2").manifest())["config"]["base"]["weights"] == "model");
 
   // A second growth to the same preset name reuses it; a clash of shapes or run names is refused.
   auto again = test::run_mugv_cli("grow --run small --out wide --width 2", dir);
