@@ -23,7 +23,7 @@
 // list_preferences {"limit"} answers {"pairs": [{"id", "prompt", "a", "b"} ...], "counts": {"pending",
 // "preferred", "skipped", "good", "bad"}}: the pending preference pairs, oldest first (the labelling queue).
 // label_preference {"id", "choice": a|b|skip} labels a pair as the person's ("human"); {"undo": true} clears
-// the person's most recent label and answers its "id" (catalog/preferences.h).
+// the person's most recent label and answers its "id" and the "pair" as listed (catalog/preferences.h).
 //
 // A worker's hello and heartbeats carry "token", the secret of its job's current attempt (job_files.h); a
 // wrong or missing one is answered with the error code "superseded".

@@ -1004,13 +1004,7 @@ struct Server::Impl {
     pending.pairs = true;
     pending.limit = m.header.value("limit", 100);
     nlohmann::json list = nlohmann::json::array();
-    for (const auto& p : list_preferences(*catalog, pending)) {
-      const auto a = get_generation(*catalog, p.generation_a);
-      list.push_back({{"id", p.id},
-                      {"prompt", a ? a->prompt_text : std::string()},
-                      {"a", p.generation_a},
-                      {"b", *p.generation_b}});
-    }
+    for (const auto& p : list_preferences(*catalog, pending)) list.push_back(pair_json(p));
     const auto c = count_preferences(*catalog);
     return protocol::make_ok({{"pairs", list},
                               {"counts",
@@ -1021,7 +1015,17 @@ struct Server::Impl {
                                 {"bad", c.bad}}}});
   }
 
-  // A person's label of a pair, or the undo of their most recent one.
+  // A pair as the labelling view shows it.
+  nlohmann::json pair_json(const Preference& p) {
+    const auto a = get_generation(*catalog, p.generation_a);
+    return {{"id", p.id},
+            {"prompt", a ? a->prompt_text : std::string()},
+            {"a", p.generation_a},
+            {"b", p.generation_b.value_or(0)}};
+  }
+
+  // A person's label of a pair, or the undo of their most recent one (answered with the pair, so the view
+  // shows it again wherever it stands in the queue).
   Message on_label_preference(const Message& m) {
     const auto& h = m.header;
     if (h.value("undo", false)) {
@@ -1030,7 +1034,7 @@ struct Server::Impl {
       const auto last = last_labelled(*catalog, human);
       if (!last) throw Error(ErrorCode::not_found, "undo", "no label of a person to undo");
       label_preference(*catalog, last->id, PreferenceChoice::pending, "");
-      return protocol::make_ok({{"id", last->id}, {"choice", "pending"}});
+      return protocol::make_ok({{"id", last->id}, {"choice", "pending"}, {"pair", pair_json(*last)}});
     }
     if (!h.contains("id") || !h.contains("choice"))
       throw Error(ErrorCode::invalid_argument, "label_preference", "give \"id\" and \"choice\", or \"undo\"");

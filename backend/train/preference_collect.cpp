@@ -67,19 +67,15 @@ PreferenceCollection collect_preferences(Catalog& catalog, TrainObjective object
   filter.labeller = labeller_filter(labels);
   PreferenceCollection out;
   std::map<int64_t, std::variant<LoadedLatent, std::string>> loaded;
-  auto latent_of = [&](int64_t id) -> const std::variant<LoadedLatent, std::string>& {
-    auto it = loaded.find(id);
-    if (it == loaded.end())
-      it = loaded.emplace(id, load_generation_latent(catalog, id, latent_space, channels)).first;
-    return it->second;
-  };
+  // Each generation is read once; an unusable one is reported once, however many labels name it.
   auto usable = [&](int64_t id) -> const LoadedLatent* {
-    const auto& l = latent_of(id);
-    if (const auto* why = std::get_if<std::string>(&l)) {
-      out.skipped.push_back(cat("generation ", id, ": ", *why));
-      return nullptr;
+    auto it = loaded.find(id);
+    if (it == loaded.end()) {
+      it = loaded.emplace(id, load_generation_latent(catalog, id, latent_space, channels)).first;
+      if (const auto* why = std::get_if<std::string>(&it->second))
+        out.skipped.push_back(cat("generation ", id, ": ", *why));
     }
-    return &std::get<LoadedLatent>(l);
+    return std::get_if<LoadedLatent>(&it->second);
   };
   std::set<std::pair<int64_t, bool>> kto_seen;
   auto add_kto = [&](int64_t id, bool desirable) {

@@ -653,7 +653,9 @@ TEST_CASE(
 
   client.request(MessageType::label_preference, {{"id", pair_id}, {"choice", "b"}});
   CHECK(client.request(MessageType::list_preferences)["pairs"].empty());
-  CHECK(client.request(MessageType::label_preference, {{"undo", true}})["id"] == pair_id);
+  const auto undone = client.request(MessageType::label_preference, {{"undo", true}});
+  CHECK(undone["id"] == pair_id);
+  CHECK(undone["pair"]["a"] == first);
   CHECK(client.request(MessageType::list_preferences)["counts"]["pending"] == 1);
   CHECK_THROWS_WITH(client.request(MessageType::label_preference, {{"id", pair_id}, {"choice", "maybe"}}),
                     Catch::Contains("choice"));

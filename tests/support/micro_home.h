@@ -69,6 +69,16 @@ inline TrainOptions micro_train_options(const std::string& run, int64_t steps) {
   return o;
 }
 
+// The micro options for fine-tuning tests: a faster learning rate and neither first-frame conditioning nor
+// caption dropout, so a few steps move the model visibly.
+inline TrainOptions micro_finetune_options(const std::string& run, int64_t steps) {
+  auto o = micro_train_options(run, steps);
+  o.lr = 5e-3;
+  o.flow.p_first_frame = 0;
+  o.flow.p_caption_dropout = 0;
+  return o;
+}
+
 class MicroHome {
  public:
   explicit MicroHome(int clips = 6) {

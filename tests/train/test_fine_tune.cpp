@@ -34,15 +34,6 @@ std::string error_text(const std::function<void()>& fn) {
   return test::expect_error(fn).what();
 }
 
-// The micro options with a faster learning rate and neither first-frame conditioning nor caption dropout.
-TrainOptions options(const std::string& run, int64_t steps) {
-  auto o = test::micro_train_options(run, steps);
-  o.lr = 5e-3;
-  o.flow.p_first_frame = 0;
-  o.flow.p_caption_dropout = 0;
-  return o;
-}
-
 // The fine-tune's own data: clips of a colour and motion the base never saw ("a purple circle moving up"),
 // `count` of them written as dataset `dataset`; different seeds give different clips of the same kind.
 void write_finetune_clips(const std::string& dataset, int count, int seed) {
@@ -82,11 +73,11 @@ fs::path checkpoint_file(const std::string& run, int64_t step, const char* name)
 
 // The base model of the micro home: 30 steps on the shapes clips.
 void train_base() {
-  train_dit(options("base", 30), {}, CancelToken());
+  train_dit(test::micro_finetune_options("base", 30), {}, CancelToken());
 }
 
 TrainOptions lora_options(const std::string& run, int64_t steps) {
-  auto o = options(run, steps);
+  auto o = test::micro_finetune_options(run, steps);
   o.from = "base";
   o.lora = "rank=4,alpha=8,targets=attn,cross,mlp";
   o.dataset = "ft";

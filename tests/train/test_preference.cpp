@@ -34,14 +34,6 @@ torch::Tensor vec(std::vector<double> v) {
   return torch::tensor(v, torch::kFloat64);
 }
 
-TrainOptions base_options(const std::string& run, int64_t steps) {
-  auto o = test::micro_train_options(run, steps);
-  o.lr = 5e-3;
-  o.flow.p_first_frame = 0;
-  o.flow.p_caption_dropout = 0;
-  return o;
-}
-
 // Winners are bright circles moving right, losers dark ones moving left, all "a red circle moving right":
 // `pairs` pairs of distinct latents (DPO: [2C, T, H, W] each), or, for KTO, both halves as single items.
 std::shared_ptr<PreferenceCollection> collection(TrainObjective objective, int pairs) {
@@ -70,7 +62,7 @@ std::shared_ptr<PreferenceCollection> collection(TrainObjective objective, int p
 }
 
 TrainOptions post_options(const std::string& run, TrainObjective objective, int64_t steps) {
-  auto o = base_options(run, steps);
+  auto o = test::micro_finetune_options(run, steps);
   o.from = "base";
   o.dataset.clear();
   o.vae_run.clear();
@@ -164,7 +156,7 @@ TEST_CASE("the KTO loss equals its hand-computed value, with the reference point
 TEST_CASE("a DPO run starts at the reference, learns the preferred side and resumes bit for bit",
           "[train][preference]") {
   test::MicroHome home(6);
-  train_dit(base_options("base", 20), {}, CancelToken());
+  train_dit(test::micro_finetune_options("base", 20), {}, CancelToken());
   train_dit(post_options("dpo", TrainObjective::dpo, 16), post_config(TrainObjective::dpo, 16, 8),
             CancelToken());
   const auto m = metrics_of("dpo");
@@ -211,7 +203,7 @@ TEST_CASE("a DPO run starts at the reference, learns the preferred side and resu
 TEST_CASE("a KTO run learns its good and bad labels against the reference point and resumes bit for bit",
           "[train][preference]") {
   test::MicroHome home(6);
-  train_dit(base_options("base", 20), {}, CancelToken());
+  train_dit(test::micro_finetune_options("base", 20), {}, CancelToken());
   train_dit(post_options("kto", TrainObjective::kto, 16), post_config(TrainObjective::kto, 16, 16),
             CancelToken());
   const auto m = metrics_of("kto");
@@ -251,7 +243,7 @@ TEST_CASE("a KTO run learns its good and bad labels against the reference point 
 TEST_CASE("post-training is refused without a base, without labels or with latents of another shape",
           "[train][preference]") {
   test::MicroHome home(6);
-  train_dit(base_options("base", 4), {}, CancelToken());
+  train_dit(test::micro_finetune_options("base", 4), {}, CancelToken());
   auto no_base = post_options("p1", TrainObjective::dpo, 4);
   no_base.from.clear();
   CHECK(test::expect_error([&] { train_dit(no_base, {}, CancelToken()); }).code() == ErrorCode::usage);
@@ -274,7 +266,7 @@ TEST_CASE("post-training is refused without a base, without labels or with laten
 TEST_CASE("SFT on a clip subset trains on those clips only, and its resume keeps the subset",
           "[train][preference]") {
   test::MicroHome home(6);
-  auto o = base_options("sft", 6);
+  auto o = test::micro_finetune_options("sft", 6);
   o.clip_filter = "tag=hq";
   o.clip_subset = std::vector<int64_t>{2, 5};  // two clips, batch 2: one batch per epoch
   o.save_every = 3;
@@ -304,7 +296,7 @@ TEST_CASE("SFT on a clip subset trains on those clips only, and its resume keeps
   for (size_t i = 0; i < m.size(); ++i)
     CHECK(m[i]["epoch"] == int64_t(i));  // one batch per epoch, resumed too
 
-  auto none = base_options("sft2", 2);
+  auto none = test::micro_finetune_options("sft2", 2);
   none.clip_filter = "tag=none";
   none.clip_subset = std::vector<int64_t>{99};
   CHECK_THAT(std::string(test::expect_error([&] { train_dit(none, {}, CancelToken()); }).what()),

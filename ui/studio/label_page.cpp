@@ -134,11 +134,11 @@ void LabelPage::refresh_runs() {
       [this](const QString& m) { emit message(m); });
 }
 
-void LabelPage::load(int64_t keep) {
+void LabelPage::load(int64_t keep, const nlohmann::json& fallback) {
   const uint64_t ticket = ++loads_;
   link_.call(
       MessageType::list_preferences, {{"limit", kQueueWindow}},
-      [this, keep, ticket](const nlohmann::json& reply) {
+      [this, keep, fallback, ticket](const nlohmann::json& reply) {
         if (ticket != loads_) return;  // a later request answers for the queue as it is now
         busy_ = false;
         const auto counts = reply.value("counts", nlohmann::json::object());
@@ -153,9 +153,8 @@ void LabelPage::load(int64_t keep) {
         nlohmann::json chosen;
         for (const auto& p : pairs)
           if (keep != 0 && p.value("id", int64_t(0)) == keep) chosen = p;
-        // The queue was cut off before `keep`: a pair shown before (the one an undo brought back) stays.
-        if (chosen.is_null() && keep != 0 && pairs.size() >= size_t(kQueueWindow) && seen_.count(keep))
-          chosen = seen_[keep];
+        // Beyond the listed part of the queue: the pair the caller knows (the one an undo brought back).
+        if (chosen.is_null() && fallback.is_object()) chosen = fallback;
         if (chosen.is_null() && !pairs.empty()) chosen = pairs.front();
         show_pair(chosen);
       },
@@ -178,7 +177,6 @@ void LabelPage::show_pair(const nlohmann::json& pair) {
   const int64_t id = pair.value("id", int64_t(0));
   if (id == pair_) return;  // shown already, its frames loaded or on their way
   pair_ = id;
-  seen_[id] = pair;
   prompt_->setText(QString::fromStdString(pair.value("prompt", "")));
   left_->set_frames({}, 8.0, false);
   right_->set_frames({}, 8.0, false);
@@ -220,7 +218,7 @@ void LabelPage::undo() {
       [this](const nlohmann::json& reply) {
         const int64_t id = reply.value("id", int64_t(0));
         emit message(QString("pair %1 is pending again").arg(id));
-        load(id);
+        load(id, reply.value("pair", nlohmann::json()));
       },
       [this](const QString& m) {
         busy_ = false;

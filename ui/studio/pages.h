@@ -247,8 +247,9 @@ class LabelPage : public QWidget {
   void message(const QString& text);
 
  private:
-  // Asks for the queue and shows `keep` when it is still pending, otherwise the oldest pending pair.
-  void load(int64_t keep);
+  // Asks for the queue and shows `keep` when it is listed, else `fallback` (a pair the caller has, e.g. the
+  // one an undo brought back beyond the listed part), else the oldest pending pair.
+  void load(int64_t keep, const nlohmann::json& fallback = nlohmann::json());
   void show_pair(const nlohmann::json& pair);  // {"id", "prompt", "a", "b"}, or null: none pending
   void load_frames(int64_t pair, int64_t generation, FramePlayer* player);
   void refresh_runs();
@@ -262,9 +263,8 @@ class LabelPage : public QWidget {
   QLineEdit* prompts_file_;
   QSpinBox* count_;
   int64_t pair_ = 0;
-  uint64_t loads_ = 0;                      // the latest queue request: earlier replies are stale
-  bool busy_ = false;                       // a label or undo is on its way: further keys wait for its answer
-  std::map<int64_t, nlohmann::json> seen_;  // pairs shown so far, for an undo beyond the listed queue
+  uint64_t loads_ = 0;  // the latest queue request: earlier replies are stale
+  bool busy_ = false;   // a label or undo is on its way: further keys wait for its answer
 };
 
 }  // namespace mugv::studio
