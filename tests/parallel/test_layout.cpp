@@ -32,7 +32,30 @@ TEST_CASE("layouts that do not fit are refused with the reason", "[unit][paralle
   auto l = parse_layout("tp2.cp1.dp4");
   CHECK((l.tp == 2 && l.cp == 1 && l.dp == 4));
   CHECK(parse_layout("tp=2,dp=3").world() == 6);
-  CHECK_THROWS_AS(parse_layout("pp2"), Error);
+  CHECK(parse_layout("pp2").pp == 2);
+  CHECK_THROWS_WITH(parse_layout("ep2"), Catch::Contains("unknown parallel dimension 'ep'"));
+  CHECK_THROWS_WITH(validate_layout({1, 1, 1, 4}, 4, 8, 3),
+                    Catch::Contains("3 blocks cannot be split into 4"));
+  CHECK(to_string(ParallelLayout{2, 1, 2, 1}) == "tp2.cp1.dp2");
+  CHECK(to_string(ParallelLayout{2, 1, 1, 2}) == "tp2.cp1.dp1.pp2");
+}
+
+TEST_CASE("pipeline stages are the slowest dimension (Megatron's tp-cp-dp-pp order)", "[unit][parallel]") {
+  const ParallelLayout l{2, 1, 2, 2};  // 8 ranks
+  CHECK(coords_of(5, l).pp_rank == 1);
+  CHECK(coords_of(5, l).dp_rank == 0);
+  CHECK(group_of(1, l, GroupKind::pipeline) == std::vector<int>{1, 5});
+  CHECK(group_of(6, l, GroupKind::data) == std::vector<int>{4, 6});
+  CHECK(group_of(4, l, GroupKind::tensor) == std::vector<int>{4, 5});
+  CHECK(group_of(4, l, GroupKind::sequence) == std::vector<int>{4, 5});
+  CHECK(group_of(2, l, GroupKind::replica) == std::vector<int>{2, 3, 6, 7});
+  for (int r = 0; r < 8; ++r) CHECK(rank_of(coords_of(r, l), l) == r);
+  for (auto kind : {GroupKind::pipeline, GroupKind::replica, GroupKind::data}) {
+    std::multiset<int> seen;
+    for (const auto& g : all_groups(l, kind)) seen.insert(g.begin(), g.end());
+    CHECK(seen.size() == 8);
+    CHECK(std::set<int>(seen.begin(), seen.end()).size() == 8);
+  }
 }
 
 TEST_CASE("rendezvous from torchrun and Slurm environments", "[unit][parallel]") {
