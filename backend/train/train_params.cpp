@@ -206,6 +206,22 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
     r.add(spec("train.cp", "--cp", ParamType::integer, 1,
                "context-parallel ranks (the video tokens split, Ulysses all-to-all around self-attention)",
                "parallel", 1.0));
+    r.add(spec("train.pp", "--pp", ParamType::integer, 1,
+               "pipeline stages (the blocks split into contiguous stages; activations pass between them "
+               "point to point)",
+               "parallel", 1.0));
+    auto schedule = spec("train.pp_schedule", "--pp-schedule", ParamType::choice, "1f1b",
+                         "pipeline schedule: 1f1b, or interleaved (--pp-virtual chunks per stage, a smaller "
+                         "bubble for more point-to-point traffic)",
+                         "parallel");
+    schedule.choices = {"1f1b", "interleaved"};
+    r.add(schedule);
+    r.add(spec("train.pp_virtual", "--pp-virtual", ParamType::integer, 2,
+               "interleaved schedule: model chunks per pipeline stage", "parallel", 2.0));
+    r.add(spec("train.micro_batches", "--micro-batches", ParamType::integer, 0,
+               "micro-batches per step on each data-parallel replica (gradient accumulation; the pipeline "
+               "runs them in flight); 0: one, or 2 x pp with pipeline stages",
+               "parallel", 0.0));
     r.add(spec("train.zero", "--zero", ParamType::integer, 0,
                "ZeRO stage: 0 off, 1 AdamW state sharded over the data-parallel ranks", "parallel", 0.0,
                1.0));
@@ -387,6 +403,11 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   }
   o.tp = opt_int("train.tp", 1);
   o.cp = opt_int("train.cp", 1);
+  o.pp = opt_int("train.pp", 1);
+  if (v.registry().find_by_key("train.pp_schedule") && v.has("train.pp_schedule"))
+    o.pp_schedule = v.get_text("train.pp_schedule");
+  o.pp_virtual = opt_int("train.pp_virtual", 2);
+  o.micro_batches = opt_int("train.micro_batches", 0);
   o.zero = opt_int("train.zero", 0);
   o.comm_timeout_s = opt_real("train.comm_timeout", 300.0);
   if (v.registry().find_by_key("train.recompute") && v.has("train.recompute"))

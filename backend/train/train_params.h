@@ -110,8 +110,11 @@ struct TrainOptions {
   int64_t prefetch = 2;
   std::string device = "auto";     // auto | cpu | cuda (model/compute.h)
   std::string precision = "auto";  // forward passes: auto | fp32 | bf16 (model/compute.h)
-  // Multi-rank DiT runs (started by `mugv launch` or srun): dp = world / (tp · cp).
-  int64_t tp = 1, cp = 1;
+  // Multi-rank DiT runs (started by `mugv launch` or srun): dp = world / (tp · cp · pp).
+  int64_t tp = 1, cp = 1, pp = 1;
+  std::string pp_schedule = "1f1b";  // 1f1b | interleaved (parallel/pipeline.h)
+  int64_t pp_virtual = 2;            // interleaved: chunks per stage
+  int64_t micro_batches = 0;       // per step and data-parallel replica; 0: 1, or 2·pp with pipeline stages
   int64_t zero = 0;                // ZeRO stage: 0 off, 1 optimizer state sharded over data-parallel ranks
   std::string recompute = "none";  // activation recomputation: none | selective | full
   double comm_timeout_s = 300;     // a collective (or a missing rank) fails the run after this
