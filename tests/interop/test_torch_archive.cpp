@@ -1,0 +1,172 @@
+#include "interop/torch_archive.h"
+
+#include "core/error.h"
+#include "core/mapped_file.h"
+#include "core/safetensors.h"
+#include "core/zip_archive.h"
+#include "interop/hand_assembly.h"
+#include "support/test_support.h"
+
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+using namespace mugv;
+using mugv::test::PickleBytes;
+
+namespace {
+
+const uint8_t* u8(const std::string& s) {
+  return reinterpret_cast<const uint8_t*>(s.data());
+}
+
+std::vector<float> floats(const TensorData& t) {
+  std::vector<float> out(t.bytes.size() / 4);
+  std::memcpy(out.data(), t.bytes.data(), t.bytes.size());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("A torch.save archive assembled from the documented layout reads a strided view",
+          "[unit][interop]") {
+  // Storage of 12 floats 0..11; the tensor is the transposed 3x3 view starting at element 1:
+  // element (i, j) = storage[1 + i + 3 j].
+  std::vector<float> storage;
+  for (int i = 0; i < 12; ++i) storage.push_back(float(i));
+  const std::string bytes =
+      test::hand_tensor_archive("FloatStorage", test::f32_bytes(storage), 12, 1, {3, 3}, {1, 3}, "chunk");
+  const TorchArchive archive = TorchArchive::parse(u8(bytes), bytes.size(), "chunk.pt");
+  CHECK(archive.archive_name() == "chunk");
+  CHECK(TorchArchive::is_tensor(*archive.root()));
+  const TensorData t = archive.single_tensor();
+  CHECK(t.dtype == DType::f32);
+  CHECK(t.shape == std::vector<int64_t>{3, 3});
+  CHECK(floats(t) == std::vector<float>{1, 4, 7, 2, 5, 8, 3, 6, 9});
+  const TorchTensorHeader h = archive.header(*archive.root(), "t");
+  CHECK((h.dtype == DType::f32 && h.shape == std::vector<int64_t>{3, 3}));
+}
+
+TEST_CASE("A contiguous bf16 view at a storage offset reads its own elements", "[unit][interop]") {
+  const std::string bytes = test::hand_tensor_archive("BFloat16Storage", test::bf16_bytes({9, 1, 2, 3, 4, 9}),
+                                                      6, 1, {2, 2}, {2, 1});
+  const TensorData t = TorchArchive::parse(u8(bytes), bytes.size(), "x").single_tensor();
+  CHECK(t.dtype == DType::bf16);
+  const std::string expected = test::bf16_bytes({1, 2, 3, 4});
+  CHECK(t.bytes == std::vector<uint8_t>(expected.begin(), expected.end()));
+}
+
+TEST_CASE("The writer's archives read back, storages 64-byte aligned, every dtype kind", "[unit][interop]") {
+  const std::vector<float> values{1.5f, -2, 3, 4, 5, 6};
+  const std::string f32 = test::f32_bytes(values);
+  const std::string bytes = save_torch_tensor(DType::f32, {2, 3}, f32.data(), f32.size());
+  const TorchArchive archive = TorchArchive::parse(u8(bytes), bytes.size(), "w");
+  const TensorData t = archive.single_tensor();
+  CHECK(t.shape == std::vector<int64_t>{2, 3});
+  CHECK(floats(t) == values);
+  const ZipArchive zip = ZipArchive::parse(u8(bytes), bytes.size(), "w");
+  REQUIRE(zip.find("archive/data/0"));
+  CHECK(zip.find("archive/data/0")->data_offset % 64 == 0);
+  CHECK(zip.find("archive/version"));
+  CHECK(zip.find("archive/byteorder"));
+
+  // float8 has no typed storage class: torch writes UntypedStorage and _rebuild_tensor_v3.
+  const std::string f8 = "\x01\x02\x03";
+  const std::string f8_archive = save_torch_tensor(DType::f8_e4m3, {3}, f8.data(), f8.size());
+  const TorchArchive a8 = TorchArchive::parse(u8(f8_archive), f8_archive.size(), "f8");
+  CHECK(a8.root()->is_object_of("_rebuild_tensor_v3", "torch._utils"));
+  const TensorData t8 = a8.single_tensor();
+  CHECK(t8.dtype == DType::f8_e4m3);
+  CHECK(t8.bytes == std::vector<uint8_t>{1, 2, 3});
+
+  // A dict of tensors and other values, as a state dict.
+  TorchArchiveWriter w("sd");
+  const int64_t i64[2] = {7, -8};
+  PickleRef a = w.add_tensor(DType::i64, {2}, i64, sizeof i64);
+  PickleRef scalar = w.add_tensor(DType::f32, {}, f32.data(), 4);
+  const std::string sd = w.finish(
+      make_dict({{make_string("a"), a}, {make_string("epoch"), make_int(3)}, {make_string("s"), scalar}}));
+  const auto dict = TorchArchive::parse(u8(sd), sd.size(), "sd").tensor_dict();
+  REQUIRE(dict.size() == 2);
+  CHECK(dict[0].first == "a");
+  CHECK(dict[0].second.dtype == DType::i64);
+  CHECK(dict[1].second.shape.empty());
+  CHECK(floats(dict[1].second) == std::vector<float>{1.5f});
+}
+
+TEST_CASE("The released-format golden dit checkpoint reads tensor for tensor like its safetensors twin",
+          "[interop][golden]") {
+  const auto pt = test::golden_data_file("mugv_dit_tiny.pt");
+  const auto st = test::golden_data_file("mugv_dit_tiny.safetensors");
+  if (!pt || !st) return;
+  const MappedFile file = MappedFile::open(*pt);
+  const TorchArchive archive = TorchArchive::parse(file.data(), file.size_bytes(), pt->string());
+  const auto tensors = archive.tensor_dict();
+  const SafetensorsFile reference = SafetensorsFile::open(*st);
+  REQUIRE(tensors.size() == reference.size());
+  for (const auto& [name, t] : tensors) {
+    INFO(name);
+    const TensorView& v = reference.at(name);
+    CHECK(t.dtype == v.dtype);
+    CHECK(t.shape == v.shape);
+    REQUIRE(t.bytes.size() == v.size_bytes);
+    CHECK(std::memcmp(t.bytes.data(), v.data, v.size_bytes) == 0);
+  }
+}
+
+TEST_CASE("Damaged archives are errors naming the archive and the tensor", "[unit][interop]") {
+  const std::vector<float> storage{1, 2, 3, 4};
+  SECTION("a view past the end of its storage") {
+    const std::string bytes =
+        test::hand_tensor_archive("FloatStorage", test::f32_bytes(storage), 4, 2, {3}, {1});
+    const Error e = test::expect_error(
+        [&] { (void)TorchArchive::parse(u8(bytes), bytes.size(), "c.pt").single_tensor(); });
+    CHECK(e.code() == ErrorCode::corrupt);
+    CHECK(e.subject() == "c.pt");
+    CHECK_THAT(e.message(), Catch::Contains("the saved tensor") && Catch::Contains("past its storage"));
+  }
+  SECTION("a storage whose bytes fail their CRC") {
+    std::string bytes = test::hand_tensor_archive("FloatStorage", test::f32_bytes(storage), 4, 0, {4}, {1});
+    const size_t at = bytes.find(test::f32_bytes(storage));
+    REQUIRE(at != std::string::npos);
+    bytes[at + 5] ^= 0x40;
+    const Error e = test::expect_error(
+        [&] { (void)TorchArchive::parse(u8(bytes), bytes.size(), "c.pt").single_tensor(); });
+    CHECK(e.code() == ErrorCode::corrupt);
+  }
+  SECTION("a storage shorter than declared") {
+    const std::string bytes =
+        test::hand_tensor_archive("FloatStorage", test::f32_bytes({1, 2}), 4, 0, {4}, {1});
+    const Error e = test::expect_error(
+        [&] { (void)TorchArchive::parse(u8(bytes), bytes.size(), "c.pt").single_tensor(); });
+    CHECK(e.code() == ErrorCode::corrupt);
+    CHECK_THAT(e.message(), Catch::Contains("archive/data/0"));
+  }
+  SECTION("a storage class that is not read") {
+    const std::string bytes =
+        test::hand_tensor_archive("ComplexFloatStorage", std::string(32, '\0'), 4, 0, {4}, {1});
+    const Error e = test::expect_error(
+        [&] { (void)TorchArchive::parse(u8(bytes), bytes.size(), "c.pt").single_tensor(); });
+    CHECK(e.code() == ErrorCode::unsupported);
+    CHECK_THAT(e.message(), Catch::Contains("ComplexFloatStorage"));
+  }
+  SECTION("not a zip") {
+    const std::string bytes = "\x80\x02N.";
+    CHECK(test::expect_error([&] { (void)TorchArchive::parse(u8(bytes), bytes.size(), "c.pt"); }).code() ==
+          ErrorCode::format);
+  }
+  SECTION("a zip without data.pkl") {
+    const std::string bytes = test::torch_style_zip({{"archive/version", "3\n"}});
+    const Error e = test::expect_error([&] { (void)TorchArchive::parse(u8(bytes), bytes.size(), "c.pt"); });
+    CHECK(e.code() == ErrorCode::format);
+    CHECK_THAT(e.message(), Catch::Contains("data.pkl"));
+  }
+  SECTION("big-endian data") {
+    PickleBytes p;
+    p.proto(2).none().stop();
+    const std::string bytes =
+        test::torch_style_zip({{"archive/data.pkl", p.bytes}, {"archive/byteorder", "big"}});
+    CHECK(test::expect_error([&] { (void)TorchArchive::parse(u8(bytes), bytes.size(), "c.pt"); }).code() ==
+          ErrorCode::unsupported);
+  }
+}
