@@ -215,10 +215,16 @@ class Parser {
       // A repeated str key replaces the earlier value, as in a Python dict.
       if (flat[i]->is(PickleKind::string)) {
         auto [it, fresh] = index.emplace(flat[i]->text, target.entries.size());
-        if (!fresh) {
+        // The index is keyed by address: an entry left by a dict that is gone, whose address a new one
+        // reuses, must not be trusted.
+        const bool same = !fresh && it->second < target.entries.size() &&
+                          target.entries[it->second].first->is(PickleKind::string) &&
+                          target.entries[it->second].first->text == flat[i]->text;
+        if (same) {
           target.entries[it->second].second = flat[i + 1];
           continue;
         }
+        it->second = target.entries.size();
       }
       target.entries.emplace_back(flat[i], flat[i + 1]);
     }

@@ -165,6 +165,22 @@ std::string torch_style_zip(const std::vector<ZipRecord>& records) {
     out += c.name;
   }
   const uint64_t dir_size = out.size() - dir;
+  // torch's writer always ends with the zip64 end record and its locator before the classic end record.
+  const uint64_t zip64_end = out.size();
+  le(out, 0x06064b50, 4);
+  le(out, 44, 8);   // size of the rest of this record
+  le(out, 798, 2);  // made by: unix, 3.0
+  le(out, 45, 2);   // needed: zip64
+  le(out, 0, 4);
+  le(out, 0, 4);
+  le(out, central.size(), 8);
+  le(out, central.size(), 8);
+  le(out, dir_size, 8);
+  le(out, dir, 8);
+  le(out, 0x07064b50, 4);
+  le(out, 0, 4);
+  le(out, zip64_end, 8);
+  le(out, 1, 4);
   le(out, 0x06054b50, 4);
   le(out, 0, 2);
   le(out, 0, 2);

@@ -52,8 +52,9 @@ struct ZipRecord {
   std::string name;
   std::string data;
 };
-// A stored zip whose local headers carry zero CRC and sizes and a data descriptor after each entry's data,
-// with torch's "FB" padding so every entry's data starts 64-byte aligned.
+// A stored zip as torch.save writes one: local headers with zero CRC and sizes and a data descriptor after
+// each entry's data, torch's "FB" padding so every entry's data starts 64-byte aligned, and the zip64 end
+// record and locator before the classic end record.
 std::string torch_style_zip(const std::vector<ZipRecord>& records);
 
 // torch.save(tensor) of `shape` viewing `storage_elements` elements of storage class `storage_class`

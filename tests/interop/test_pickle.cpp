@@ -110,6 +110,25 @@ TEST_CASE("Every scalar and container opcode of the accepted set reads", "[unit]
   CHECK(v[12]->as_int_list("") == std::vector<int64_t>{4, 4});
 }
 
+TEST_CASE("A key set twice in a dict keeps its first place and its last value", "[unit][interop]") {
+  PickleBytes p;
+  p.proto(2)
+      .mark()
+      .binunicode("a")
+      .binint1(1)
+      .binunicode("b")
+      .binint1(2)
+      .binunicode("a")
+      .binint1(3)
+      .op('d')
+      .stop();
+  const PickleRef root = parse(p.bytes);
+  REQUIRE(root->entries.size() == 2);
+  CHECK(root->entries[0].first->text == "a");
+  CHECK(root->find("a")->as_int("a") == 3);
+  CHECK(root->find("b")->as_int("b") == 2);
+}
+
 TEST_CASE("The writer produces CPython's protocol 2 bytes, and protocol 4 without framing",
           "[unit][interop]") {
   // Expected bytes: CPython 3.11's pickle.dumps(value, protocol).hex().
