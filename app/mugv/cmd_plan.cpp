@@ -1,5 +1,6 @@
 // mugv plan --preset P --gpus N --gpu-mem-gb G --frames F --size WxH [...]: parallel layouts that fit,
-// fastest first, with memory per GPU, step time and predicted MFU (backend/parallel/planner.h;
+// fastest first, with pipeline stages and schedule, memory per GPU (of the stage needing most), step time
+// with the pipeline's bubble and point-to-point time, and predicted MFU (backend/parallel/planner.h;
 // docs/PARALLEL.md).
 #include "command.h"
 
@@ -125,18 +126,29 @@ std::string size_text(int64_t bytes) {
   return buffer;
 }
 
+// "1f1b", or "interl.x2" for the interleaved schedule with its chunks per stage ("-" without a pipeline).
+std::string schedule_text(const PlannedLayout& p) {
+  if (p.layout.pp == 1) return "-";
+  if (p.schedule == PipelineSchedule::interleaved) return cat("interl.x", p.virtual_stages);
+  return to_string(p.schedule);
+}
+
 nlohmann::json to_json(const PlannedLayout& p) {
   const auto& m = p.memory;
   const auto& c = p.cost;
   return {{"tp", p.layout.tp},
           {"cp", p.layout.cp},
           {"dp", p.layout.dp},
+          {"pp", p.layout.pp},
           {"layout", to_string(p.layout)},
+          {"schedule", to_string(p.schedule)},
+          {"virtual_stages", p.virtual_stages},
           {"zero", p.zero},
           {"recompute", to_string(p.recompute)},
           {"micro_batch", p.micro_batch},
           {"grad_accumulation", p.grad_accumulation},
           {"memory_gb", double(m.total()) / 1e9},
+          {"memory_stage", m.stage},
           {"memory_bytes",
            {{"parameters", m.parameters},
             {"gradients", m.gradients},
@@ -153,6 +165,8 @@ nlohmann::json to_json(const PlannedLayout& p) {
             {"recompute", c.recompute_s},
             {"tp_comm", c.tp_comm_s},
             {"cp_comm", c.cp_comm_s},
+            {"pp_bubble", c.pp_bubble_s},
+            {"pp_comm", c.pp_comm_s},
             {"dp_comm", c.dp_comm_s}}}};
 }
 
@@ -236,12 +250,17 @@ int run(const Invocation& inv) {
       gpus, gpus == 1 ? "" : "s", std::min(gpus, request.cluster.gpus_per_node),
       static_cast<long long>(plan.global_batch), static_cast<long long>(plan.considered),
       static_cast<long long>(plan.too_large), mem_gb);
-  std::printf("\n  tp  cp   dp  zero  recompute  mbs  accum   mem/GPU    step_s    MFU\n");
+  // accum is the micro-batches per step on each replica (the pipeline's m); mem/GPU is the stage needing
+  // most; bubble and p2p are the pipeline's share of step_s.
+  std::printf(
+      "\n  tp  cp   dp  pp  schedule   zero  recompute  mbs  accum   mem/GPU    step_s  bubble_s   p2p_s    "
+      "MFU\n");
   for (size_t i = 0; i < shown; ++i) {
     const auto& p = plan.fitting[i];
-    std::printf("%4d %3d %4d %5d  %-9s %4d %6lld  %6.1f GB %9.4g  %5.1f%%\n", p.layout.tp, p.layout.cp,
-                p.layout.dp, p.zero, to_string(p.recompute), p.micro_batch,
-                static_cast<long long>(p.grad_accumulation), double(p.memory.total()) / 1e9, p.cost.step_s,
+    std::printf("%4d %3d %4d %3d  %-9s %5d  %-9s %4d %6lld  %6.1f GB %9.4g %9.3g %7.3g  %5.1f%%\n",
+                p.layout.tp, p.layout.cp, p.layout.dp, p.layout.pp, schedule_text(p).c_str(), p.zero,
+                to_string(p.recompute), p.micro_batch, static_cast<long long>(p.grad_accumulation),
+                double(p.memory.total()) / 1e9, p.cost.step_s, p.cost.pp_bubble_s, p.cost.pp_comm_s,
                 100.0 * p.cost.mfu);
   }
   if (shown < plan.fitting.size())
@@ -249,14 +268,20 @@ int run(const Invocation& inv) {
   const auto& best = plan.fitting.front();
   const auto& m = best.memory;
   const auto& c = best.cost;
-  std::printf("\nbest %s: parameters %s, gradients %s, optimizer %s, activations %s, overhead %s\n",
-              to_string(best.layout).c_str(), size_text(m.parameters).c_str(), size_text(m.gradients).c_str(),
-              size_text(m.optimizer).c_str(), size_text(m.activations).c_str(),
-              size_text(m.overhead).c_str());
+  const std::string stage = best.layout.pp > 1
+                                ? cat(" (stage ", m.stage, " of ", best.layout.pp, ", ", schedule_text(best),
+                                      " over ", best.grad_accumulation, " micro-batches)")
+                                : "";
+  std::printf("\nbest %s%s: parameters %s, gradients %s, optimizer %s, activations %s, overhead %s\n",
+              to_string(best.layout).c_str(), stage.c_str(), size_text(m.parameters).c_str(),
+              size_text(m.gradients).c_str(), size_text(m.optimizer).c_str(),
+              size_text(m.activations).c_str(), size_text(m.overhead).c_str());
   std::printf(
-      "  step %.4g s: compute %.4g s (recompute %.3g s) at %.0f%% of peak, tp %.3g s, cp %.3g s, dp %.3g s "
-      "exposed\n",
-      c.step_s, c.compute_s, c.recompute_s, 100.0 * c.efficiency, c.tp_comm_s, c.cp_comm_s, c.dp_comm_s);
+      "  step %.4g s: compute %.4g s (recompute %.3g s) at %.0f%% of peak, pipeline bubble %.3g s, tp %.3g "
+      "s, "
+      "cp %.3g s, pp p2p %.3g s, dp %.3g s exposed\n",
+      c.step_s, c.compute_s, c.recompute_s, 100.0 * c.efficiency, c.pp_bubble_s, c.tp_comm_s, c.cp_comm_s,
+      c.pp_comm_s, c.dp_comm_s);
   return 0;
 }
 
@@ -266,7 +291,9 @@ Command plan_command() {
   Command c;
   c.words = {"plan"};
   c.summary =
-      "parallel layouts (tp, cp, dp, ZeRO, recompute, micro-batch) that fit, with memory, step time and MFU";
+      "parallel layouts (tp, cp, dp, pp and schedule, ZeRO, recompute, micro-batch) that fit, with memory, "
+      "step "
+      "time and MFU";
   c.usage = "--preset P --gpus N --gpu-mem-gb G --frames F --size WxH [options]";
   c.define = define;
   c.run = run;

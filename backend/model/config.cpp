@@ -507,28 +507,45 @@ int64_t dit_video_tokens(const DiTConfig& c, int64_t latent_frames, int64_t late
          ceil_div(latent_width, c.patch_w);
 }
 
-int64_t dit_parameter_count(const DiTConfig& c) {
+namespace {
+int64_t linear_parameters(int64_t in, int64_t out) {
+  return in * out + out;
+}
+}  // namespace
+
+int64_t dit_block_parameter_count(const DiTConfig& c) {
   const int64_t d = c.hidden;
   const int64_t hd = c.head_dim;
   const int64_t ff = d * c.mlp_ratio;
-  const int64_t patch_volume = int64_t(c.patch_t) * c.patch_h * c.patch_w;
-  const int64_t out = patch_volume * dit_out_channels(c);
-  auto linear = [](int64_t in, int64_t o) { return in * o + o; };
-
-  int64_t n = 0;
-  n += int64_t(c.in_channels) * patch_volume * d + d;                // patchify Conv3d
-  n += 2 * (linear(c.frequency_dim, d) + linear(d, d));              // timestep + fps embedders
-  n += linear(d, 6 * d);                                             // adaLN-single
-  n += linear(c.text_dim, d) + linear(d, d);                         // caption projection MLP
-  if (c.null_caption) n += int64_t(c.text_tokens) * c.text_dim;      // learned null caption
-  n += 2 * d;                                                        // start / end tokens
+  const auto linear = linear_parameters;
   int64_t block = 6 * d;                                             // per-block adaLN table
   block += linear(d, 3 * d) + 2 * hd + linear(d, d);                 // self-attention
   block += 2 * d;                                                    // affine cross-attention norm
   block += linear(d, d) + linear(d, 2 * d) + 2 * hd + linear(d, d);  // cross-attention
   block += linear(d, ff) + linear(ff, d);                            // MLP
-  n += block * c.depth;
-  n += 2 * d + linear(d, out);  // final adaLN table + linear
+  return block;
+}
+
+int64_t dit_final_layer_parameter_count(const DiTConfig& c) {
+  const int64_t d = c.hidden;
+  const int64_t out = int64_t(c.patch_t) * c.patch_h * c.patch_w * dit_out_channels(c);
+  return 2 * d + linear_parameters(d, out);  // final adaLN table + linear
+}
+
+int64_t dit_parameter_count(const DiTConfig& c) {
+  const int64_t d = c.hidden;
+  const int64_t patch_volume = int64_t(c.patch_t) * c.patch_h * c.patch_w;
+  const auto linear = linear_parameters;
+
+  int64_t n = 0;
+  n += int64_t(c.in_channels) * patch_volume * d + d;            // patchify Conv3d
+  n += 2 * (linear(c.frequency_dim, d) + linear(d, d));          // timestep + fps embedders
+  n += linear(d, 6 * d);                                         // adaLN-single
+  n += linear(c.text_dim, d) + linear(d, d);                     // caption projection MLP
+  if (c.null_caption) n += int64_t(c.text_tokens) * c.text_dim;  // learned null caption
+  n += 2 * d;                                                    // start / end tokens
+  n += dit_block_parameter_count(c) * c.depth;
+  n += dit_final_layer_parameter_count(c);
   return n;
 }
 

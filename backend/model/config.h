@@ -179,8 +179,14 @@ void check_dit_matches_checkpoint(const DiTConfig& preset, const std::string& pr
 // Video tokens of the DiT for a latent of the given shape (patchified, without start/end tokens).
 [[nodiscard]] int64_t dit_video_tokens(const DiTConfig& config, int64_t latent_frames, int64_t latent_height,
                                        int64_t latent_width);
-// Trainable parameters of DiT(config), counted from the shapes alone.
+// Trainable parameters of DiT(config), counted from the shapes alone: what comes before the blocks
+// (patchify, embedders, adaLN-single, caption projection, null caption, start / end tokens), depth ×
+// dit_block_parameter_count and dit_final_layer_parameter_count.
 [[nodiscard]] int64_t dit_parameter_count(const DiTConfig& config);
+// One block's parameters (its adaLN table, self-attention, cross-attention and MLP).
+[[nodiscard]] int64_t dit_block_parameter_count(const DiTConfig& config);
+// The final layer's parameters (its adaLN table and the linear to the predicted channels).
+[[nodiscard]] int64_t dit_final_layer_parameter_count(const DiTConfig& config);
 // Training FLOPs per video token (forward + backward) following docs/MUGV.md §6:
 // 6·N + 12·L·d·S + 12·L·d·S_text, where S = video_tokens + 2 (the start and end tokens).
 [[nodiscard]] double dit_flops_per_token(const DiTConfig& config, int64_t video_tokens, int64_t text_tokens);

@@ -4,6 +4,7 @@
 #include "core/strings.h"
 #include "model/info.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace mugv {
@@ -71,10 +72,55 @@ double block_bytes_per_sample(const DiTConfig& c, int64_t text_tokens, int64_t g
   return kv + modulation;
 }
 
-// Per-token bytes outside the blocks: latent input, target and loss in fp32, the final adaLN + linear.
-double outside_bytes_per_token(const DiTConfig& c, int activation_bytes) {
-  const double out = double(c.patch_t) * c.patch_h * c.patch_w * c.in_channels;
-  return 3.0 * c.hidden * activation_bytes + out * activation_bytes + 3.0 * out * 4.0;
+// Latent values per token (one patch of the latent's channels).
+double patch_values(const DiTConfig& c) {
+  return double(c.patch_t) * c.patch_h * c.patch_w * c.in_channels;
+}
+
+// Per-token bytes before the blocks (chunk 0): the fp32 latent input.
+double input_bytes_per_token(const DiTConfig& c) {
+  return patch_values(c) * 4.0;
+}
+
+// Per-token bytes after the blocks (the last chunk): the final adaLN + linear, the prediction, and the fp32
+// target and loss.
+double output_bytes_per_token(const DiTConfig& c, int activation_bytes) {
+  const double out = patch_values(c);
+  return 3.0 * c.hidden * activation_bytes + out * activation_bytes + 2.0 * out * 4.0;
+}
+
+// Tensor-parallel parameters of one block: column-parallel (weight + bias split) qkv, cross q, cross kv and
+// fc1; row-parallel (weight split, bias replicated) attention proj, cross proj and fc2.
+int64_t block_tensor_parallel_parameters(const DiTConfig& c) {
+  const int64_t d = c.hidden;
+  const int64_t ff = d * c.mlp_ratio;
+  const int64_t column = (d * 3 * d + 3 * d) + (d * d + d) + (d * 2 * d + 2 * d) + (d * ff + ff);
+  const int64_t row = d * d + d * d + ff * d;
+  return column + row;
+}
+
+void check_stage(const PipelineShape& shape, int stage) {
+  if (stage < 0 || stage >= shape.stages)
+    bad(cat("stage ", stage), cat("the pipeline has stages 0 to ", shape.stages - 1));
+}
+
+// The pipeline of `layout` under the options (one stage of one chunk when pp = 1) and its micro-batches.
+PipelineShape pipeline_shape(const DiTConfig& c, const ParallelLayout& layout, const MemoryOptions& o) {
+  return {c.depth, layout.pp, layout.pp > 1 ? o.pp_virtual_stages : 1};
+}
+
+int pipeline_micro_batches(const ParallelLayout& layout, const MemoryOptions& o) {
+  if (layout.pp == 1) return 1;  // no pipeline: one micro-batch in flight whatever the accumulation
+  return o.pp_micro_batches > 0 ? o.pp_micro_batches : 2 * layout.pp;
+}
+
+// Boundaries stage `stage` sends or receives across: each of its chunks has one before it (but chunk 0) and
+// one after it (but the last chunk).
+int boundaries_of_stage(const PipelineShape& shape, int stage) {
+  int boundaries = 0;
+  for (int chunk : chunks_of_stage(shape, stage))
+    boundaries += (chunk > 0 ? 1 : 0) + (chunk < shape.chunks() - 1 ? 1 : 0);
+  return boundaries;
 }
 
 // Per-sample bytes of the text path: the caption projection (LN → MLP → LN) and, when trained with the DiT,
@@ -175,22 +221,38 @@ MemoryOptions MemoryOptions::for_device(TrainDevice device, const ModelPreset& p
 }
 
 int64_t dit_tensor_parallel_parameters(const DiTConfig& c) {
-  const int64_t d = c.hidden;
-  const int64_t ff = d * c.mlp_ratio;
-  // Column-parallel (weight + bias split): qkv, cross q, cross kv, fc1. Row-parallel (weight split, bias
-  // replicated): attention proj, cross proj, fc2.
-  const int64_t column = (d * 3 * d + 3 * d) + (d * d + d) + (d * 2 * d + 2 * d) + (d * ff + ff);
-  const int64_t row = d * d + d * d + ff * d;
-  return (column + row) * c.depth;
+  return block_tensor_parallel_parameters(c) * c.depth;
+}
+
+int64_t parameters_per_stage(const ModelPreset& preset, int tp, TextEncoderUse text_encoder,
+                             const PipelineShape& shape, int stage) {
+  if (tp < 1) bad("tp", cat("tp must be at least 1, got ", tp));
+  validate_pipeline(shape);
+  check_stage(shape, stage);
+  const DiTConfig& c = preset.dit;
+  const int64_t blocks = stage_block_count(shape, stage);
+  const int64_t block = dit_block_parameter_count(c), split = block_tensor_parallel_parameters(c);
+  const int64_t final_layer = dit_final_layer_parameter_count(c);
+  int64_t n = blocks * (block - split) + (blocks * split + tp - 1) / tp;
+  if (stage == 0) {
+    n += dit_parameter_count(c) - c.depth * block - final_layer;  // patchify, embedders, caption projection
+    if (text_encoder == TextEncoderUse::trained) n += text_encoder_parameter_count(preset.text);
+  }
+  if (stage == stage_of_chunk(shape, shape.chunks() - 1)) n += final_layer;
+  return n;
 }
 
 int64_t parameters_per_rank(const ModelPreset& preset, int tp, TextEncoderUse text_encoder) {
-  if (tp < 1) bad("tp", cat("tp must be at least 1, got ", tp));
-  const int64_t total = dit_parameter_count(preset.dit);
-  const int64_t split = dit_tensor_parallel_parameters(preset.dit);
-  int64_t n = (total - split) + (split + tp - 1) / tp;
-  if (text_encoder == TextEncoderUse::trained) n += text_encoder_parameter_count(preset.text);
-  return n;
+  return parameters_per_stage(preset, tp, text_encoder, PipelineShape{preset.dit.depth, 1, 1}, 0);
+}
+
+double pipeline_boundary_bytes_per_sample(const DiTConfig& c, int64_t video_tokens, int64_t latent_frames,
+                                          const ParallelLayout& layout, int activation_bytes) {
+  const double d = c.hidden, groups = double(latent_frames / c.patch_t);
+  const double tokens = double(video_tokens + 2) / double(layout.tp * layout.cp) * d;
+  const double modulation = (groups + 2) * 6.0 * d, caption = double(c.text_tokens) * d;
+  const double final_conditioning = groups * d;
+  return (tokens + modulation + caption + final_conditioning) * activation_bytes;
 }
 
 std::vector<ActivationTerm> block_activation_terms(const DiTConfig& c, int64_t sequence, int64_t text_tokens,
@@ -259,8 +321,9 @@ void validate_video_shape(const ModelPreset& preset, int64_t frames, int64_t hei
   (void)vae_latent_frames(preset.vae, frames);  // throws naming the frame count
 }
 
-MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout& layout,
-                                const MemoryOptions& o) {
+namespace {
+
+void validate_options(const ModelPreset& preset, const ParallelLayout& layout, const MemoryOptions& o) {
   const DiTConfig& c = preset.dit;
   validate_video_shape(preset, o.frames, o.height, o.width);
   if (o.micro_batch < 1) bad("micro-batch", cat("micro-batch must be at least 1, got ", o.micro_batch));
@@ -273,11 +336,26 @@ MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout&
   if (p.param_bytes <= 0 || p.grad_bytes <= 0 || p.activation_bytes <= 0 || p.master_bytes < 0 ||
       p.moment_bytes < 0 || p.ema_bytes < 0)
     bad("precision", "byte sizes must be positive (master, moments and EMA may be 0)");
+  if (layout.pp < 1) bad("pp", cat("pipeline stages must be at least 1, got ", layout.pp));
   if (layout.tp < 1 || layout.cp < 1 || layout.dp < 1)
     bad(to_string(layout), "every parallel size must be at least 1");
   if (c.heads % (layout.tp * layout.cp) != 0)
     bad(to_string(layout),
         cat(c.heads, " attention heads cannot be split over tp × cp = ", layout.tp * layout.cp, " ranks"));
+  if (o.pp_micro_batches < 0)
+    bad("micro-batches", cat("pipeline micro-batches must be 0 (2 x pp) or more, got ", o.pp_micro_batches));
+  validate_pipeline(pipeline_shape(c, layout, o), pipeline_micro_batches(layout, o));
+}
+
+}  // namespace
+
+MemoryBreakdown estimate_stage_memory(const ModelPreset& preset, const ParallelLayout& layout,
+                                      const MemoryOptions& o, int stage) {
+  const DiTConfig& c = preset.dit;
+  validate_options(preset, layout, o);
+  const PipelineShape shape = pipeline_shape(c, layout, o);
+  const int micro_batches = pipeline_micro_batches(layout, o);
+  check_stage(shape, stage);
 
   const ModelInfo info = describe(preset, o.frames, o.height, o.width);
   if (info.video_tokens % layout.cp != 0)
@@ -285,13 +363,18 @@ MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout&
         cat(info.video_tokens, " video tokens cannot be split evenly over cp = ", layout.cp, " ranks"));
 
   MemoryBreakdown m;
+  m.stage = stage;
+  const auto& p = o.precision;
   const bool adapters = o.adapter_parameters >= 0;
   if (adapters && layout.tp > 1) bad(to_string(layout), "LoRA adapters train with tp = 1");
-  // What trains: every parameter, or only the adapters beside the frozen base's weights.
-  const int64_t n = adapters ? o.adapter_parameters : parameters_per_rank(preset, layout.tp, o.text_encoder);
+  const int blocks = stage_block_count(shape, stage);
+  // What trains: every parameter of the stage, or only the adapters beside the frozen base's weights (the
+  // adapters sit in the blocks, so a stage holds its blocks' share of them).
+  const int64_t n = adapters ? o.adapter_parameters * blocks / c.depth
+                             : parameters_per_stage(preset, layout.tp, o.text_encoder, shape, stage);
   m.parameters = n * p.param_bytes;
   if (adapters)
-    m.parameters += parameters_per_rank(preset, 1, o.text_encoder) *
+    m.parameters += parameters_per_stage(preset, 1, o.text_encoder, shape, stage) *
                     (o.frozen_param_bytes > 0 ? o.frozen_param_bytes : p.param_bytes);
   // Data parallel: the gradients are also copied into the reduction buckets (train/gradient_sync.h).
   m.gradients = n * p.grad_bytes * (layout.dp > 1 ? 2 : 1);
@@ -308,18 +391,44 @@ MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout&
   // Sequence parallel splits every per-token tensor over tp, Ulysses over cp (the two start/end tokens ride
   // along on every rank; counting them once per rank is within rounding).
   const double tokens_per_rank = double(sequence) / double(layout.tp * layout.cp);
-  const double per_token = double(c.depth) * block_activation_bytes_per_token(c, sequence, text_tokens, o) +
-                           working_bytes_per_token(c, sequence, text_tokens, o) +
-                           outside_bytes_per_token(c, a);
+  // Micro-batches whose activations stay alive until their backward: the stage's blocks keep as many as its
+  // schedule has in flight (1 without a pipeline), and what lives before the blocks (chunk 0, on stage 0) or
+  // after them (the last chunk) as many as that chunk has; the one block running backward needs its working
+  // set once.
+  // The counts stop growing at 3·pp micro-batches (the warm-up is under (v + 1)·pp virtual micro-batches and
+  // the steady state repeats every pp·v), so a long accumulation is counted at 3·pp, which costs no time.
+  const int counted = std::min(micro_batches, 3 * layout.pp);
+  const int last_chunk = shape.chunks() - 1;
+  const double in_flight = pipeline_in_flight(shape, stage, counted);
+  const double first_in_flight = stage == 0 ? pipeline_chunk_in_flight(shape, 0, counted) : 0;
+  const double last_in_flight =
+      stage == stage_of_chunk(shape, last_chunk) ? pipeline_chunk_in_flight(shape, last_chunk, counted) : 0;
+  const double per_token =
+      in_flight * blocks * block_activation_bytes_per_token(c, sequence, text_tokens, o) +
+      working_bytes_per_token(c, sequence, text_tokens, o) + first_in_flight * input_bytes_per_token(c) +
+      last_in_flight * output_bytes_per_token(c, a);
   const int64_t groups = info.latent_frames / c.patch_t + 2;
-  const double blocks_with_text_kv = o.recompute == Recompute::full ? 1.0 : double(c.depth);
-  const double per_sample =
-      tokens_per_rank * per_token +
-      blocks_with_text_kv * block_bytes_per_sample(c, text_tokens, groups, layout.tp, a) +
-      text_bytes_per_sample(preset, o);
+  const double blocks_with_text_kv = o.recompute == Recompute::full ? 1.0 : in_flight * blocks;
+  double per_sample = tokens_per_rank * per_token +
+                      blocks_with_text_kv * block_bytes_per_sample(c, text_tokens, groups, layout.tp, a) +
+                      first_in_flight * text_bytes_per_sample(preset, o);
+  // Each boundary holds one micro-batch's tensors sent or received forward and one of their gradients.
+  if (layout.pp > 1)
+    per_sample += 2.0 * boundaries_of_stage(shape, stage) *
+                  pipeline_boundary_bytes_per_sample(c, info.video_tokens, info.latent_frames, layout, a);
   m.activations = static_cast<int64_t>(std::ceil(per_sample * o.micro_batch));
   m.overhead = o.overhead_bytes;
   return m;
+}
+
+MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout& layout,
+                                const MemoryOptions& o) {
+  MemoryBreakdown most = estimate_stage_memory(preset, layout, o, 0);
+  for (int stage = 1; stage < layout.pp; ++stage) {
+    const MemoryBreakdown m = estimate_stage_memory(preset, layout, o, stage);
+    if (m.total() > most.total()) most = m;
+  }
+  return most;
 }
 
 }  // namespace mugv

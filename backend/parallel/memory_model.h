@@ -13,10 +13,16 @@
 //   - Activations follow the block's forward (backend/model/dit.cpp) tensor by tensor; with sequence
 //     parallel they are split over tp, and Ulysses context parallel splits them over cp, so a rank holds
 //     1/(tp·cp) of every per-token activation. Recompute decides which of them stay alive until backward.
+//   - Pipeline stages (layout.pp > 1, parallel/pipeline.h) split the blocks: a rank holds its stage's blocks
+//     (stage 0 also everything before the blocks and the text encoder, the last chunk's stage the final
+//     layer) with their gradients and optimizer state, the activations of as many micro-batches as its
+//     schedule keeps in flight, and the buffers of the boundaries it sends and receives across. Stages
+//     differ, so estimate_stage_memory gives one stage and estimate_memory the stage needing most.
 // Pure functions; thread-safe.
 
 #include "model/config.h"
 #include "parallel/layout.h"
+#include "parallel/pipeline.h"
 
 #include <cstdint>
 #include <optional>
@@ -81,6 +87,11 @@ struct MemoryOptions {
   // state); -1 = every parameter trains. Adapters need tp = 1.
   int64_t adapter_parameters = -1;
   int frozen_param_bytes = 0;  // 0: param_bytes
+  // Pipeline stages (used only when layout.pp > 1): the schedule's model chunks per stage (1: 1F1B; v > 1:
+  // the interleaved schedule with v chunks per stage) and the micro-batches of one step on each data-parallel
+  // replica (the pipeline's m, gradient accumulation; 0: 2·pp, the trainer's default for --micro-batches).
+  int pp_virtual_stages = 1;
+  int pp_micro_batches = 0;
 
   // Defaults for a device: gpu = bf16 mixed, fused attention, 3 GiB overhead; cpu = fp32, math attention,
   // 300 MiB overhead (the trainer's own allowance). The text encoder is trained for small_transformer presets
@@ -95,12 +106,19 @@ struct MemoryBreakdown {
   int64_t optimizer = 0;  // master weights + Adam m, v + EMA (after ZeRO sharding)
   int64_t activations = 0;
   int64_t overhead = 0;
+  int stage = 0;  // the pipeline stage these bytes are for (estimate_memory: the stage needing most)
   int64_t total() const { return parameters + gradients + optimizer + activations + overhead; }
 };
 
 // Trainable parameters one rank holds (before ZeRO): the DiT's replicated part plus its tensor-parallel part
-// divided by tp, plus the text encoder when it is trained.
+// divided by tp, plus the text encoder when it is trained. The whole model: one pipeline stage.
 [[nodiscard]] int64_t parameters_per_rank(const ModelPreset& preset, int tp, TextEncoderUse text_encoder);
+// Trainable parameters a rank of pipeline stage `stage` holds (before ZeRO): its blocks (their
+// tensor-parallel part divided by tp); on stage 0 everything before the blocks and the text encoder when it
+// is trained; on the stage of the last chunk the final layer. Throws Error(invalid_argument) naming the value
+// for tp < 1, a shape validate_pipeline refuses, or a stage outside 0 … stages − 1.
+[[nodiscard]] int64_t parameters_per_stage(const ModelPreset& preset, int tp, TextEncoderUse text_encoder,
+                                           const PipelineShape& shape, int stage);
 // The DiT parameters that tensor parallel splits (block weight matrices and column-parallel biases).
 [[nodiscard]] int64_t dit_tensor_parallel_parameters(const DiTConfig& config);
 
@@ -122,13 +140,28 @@ struct ActivationTerm {
 [[nodiscard]] double block_activation_bytes_per_token(const DiTConfig& config, int64_t sequence,
                                                       int64_t text_tokens, const MemoryOptions& options);
 
+// Bytes one rank sends (or receives) across a pipeline stage boundary per sample of a micro-batch, and again
+// for their gradients in backward: its share of the tokens [N / (tp·cp), d] and the conditioning that travels
+// with them whole — the blocks' adaLN modulation [T' + 2, 6, d], the projected caption [text tokens, d] and
+// the final layer's conditioning [T', d] (T' = latent frames / patch_t, N = video tokens + 2).
+[[nodiscard]] double pipeline_boundary_bytes_per_sample(const DiTConfig& config, int64_t video_tokens,
+                                                        int64_t latent_frames, const ParallelLayout& layout,
+                                                        int activation_bytes);
+
 // Checks the video shape against the preset (frames for the VAE, height / width for the VAE and the patch).
 // Throws Error(invalid_argument) naming the value: "height 712 is not a multiple of 16 (VAE 8 x patch 2)".
 void validate_video_shape(const ModelPreset& preset, int64_t frames, int64_t height, int64_t width);
 
-// The memory one rank of `layout` needs. Throws Error(invalid_argument) naming the value for a bad video
-// shape, micro-batch < 1, zero not 0 or 1, recompute / attention / text encoder unknown, or a layout whose
-// tp·cp does not divide the heads or whose cp does not divide the video tokens, or adapters with tp > 1.
+// The memory one rank of pipeline stage `stage` of `layout` needs (stage 0 when pp = 1). Throws
+// Error(invalid_argument) naming the value for a bad video shape, micro-batch < 1, zero not 0 or 1, recompute
+// / attention / text encoder unknown, a layout whose tp·cp does not divide the heads or whose cp does not
+// divide the video tokens, adapters with tp > 1, pipeline micro-batches < 0, a pipeline validate_pipeline
+// refuses (more chunks than blocks; interleaved micro-batches not a multiple of pp), or a stage outside
+// 0 … pp − 1.
+[[nodiscard]] MemoryBreakdown estimate_stage_memory(const ModelPreset& preset, const ParallelLayout& layout,
+                                                    const MemoryOptions& options, int stage);
+// The memory of the rank needing most: the largest estimate_stage_memory over the stages (the first such
+// stage on a tie), with `stage` saying which. Throws like estimate_stage_memory.
 [[nodiscard]] MemoryBreakdown estimate_memory(const ModelPreset& preset, const ParallelLayout& layout,
                                               const MemoryOptions& options);
 

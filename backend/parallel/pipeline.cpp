@@ -55,6 +55,12 @@ std::vector<int> chunks_of_stage(const PipelineShape& shape, int stage) {
   return chunks;
 }
 
+int stage_block_count(const PipelineShape& shape, int stage) {
+  int blocks = 0;
+  for (int chunk : chunks_of_stage(shape, stage)) blocks += chunk_blocks(shape, chunk).size();
+  return blocks;
+}
+
 int stage_of_parameter(const PipelineShape& shape, const std::string& name) {
   static const std::string kBlocks = "dit.blocks.", kFinal = "dit.final_layer.";
   if (const size_t at = name.find(kBlocks); at != std::string::npos) {
@@ -98,13 +104,32 @@ double pipeline_bubble_fraction(const PipelineShape& shape, int micro_batches) {
   return (p - 1) / (v * m + p - 1);
 }
 
-double pipeline_in_flight(const PipelineShape& shape, int stage, int micro_batches) {
+namespace {
+
+// The most forwards of `ops` (those of chunk `chunk`, or all when it is negative) whose backward has not run
+// yet, at any point of the stage's order.
+int most_live(const std::vector<PipelineOp>& ops, int chunk) {
   int live = 0, most = 0;
-  for (const auto& op : pipeline_ops(shape, stage, micro_batches)) {
+  for (const auto& op : ops) {
+    if (chunk >= 0 && op.chunk != chunk) continue;
     live += op.kind == PipelineOp::Kind::forward ? 1 : -1;
     most = std::max(most, live);
   }
-  return double(most) / shape.virtual_stages;
+  return most;
+}
+
+}  // namespace
+
+double pipeline_in_flight(const PipelineShape& shape, int stage, int micro_batches) {
+  return double(most_live(pipeline_ops(shape, stage, micro_batches), -1)) / shape.virtual_stages;
+}
+
+int pipeline_chunk_in_flight(const PipelineShape& shape, int chunk, int micro_batches) {
+  validate_pipeline(shape, micro_batches);
+  if (chunk < 0 || chunk >= shape.chunks())
+    throw Error(ErrorCode::invalid_argument, cat("chunk ", chunk),
+                cat("the pipeline has chunks 0 to ", shape.chunks() - 1));
+  return most_live(pipeline_ops(shape, stage_of_chunk(shape, chunk), micro_batches), chunk);
 }
 
 }  // namespace mugv

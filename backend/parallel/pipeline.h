@@ -51,6 +51,8 @@ struct BlockRange {
 [[nodiscard]] int stage_of_chunk(const PipelineShape& shape, int chunk);
 // The global chunks stage `stage` holds, in order (s, s + stages, ...).
 [[nodiscard]] std::vector<int> chunks_of_stage(const PipelineShape& shape, int stage);
+// The blocks stage `stage` holds (the sum of its chunks' blocks).
+[[nodiscard]] int stage_block_count(const PipelineShape& shape, int stage);
 // The stage holding a parameter, by its checkpoint name ("dit.blocks.7.attn.qkv.weight", "text.…",
 // "dit.final_layer.linear.weight"; LoRA adapters and optimizer-state prefixes such as "exp_avg." follow
 // their parameter).
@@ -75,5 +77,10 @@ struct PipelineOp {
 // The most micro-batches whose activations stage `stage` keeps at once (counting each chunk's micro-batch
 // separately and scaled to whole-stage units: a chunk holds 1/v of the stage's blocks).
 [[nodiscard]] double pipeline_in_flight(const PipelineShape& shape, int stage, int micro_batches);
+// The most micro-batches whose activations one chunk keeps at once (its forwards run, their backwards not
+// yet): what the parts held by chunk 0 (embedders, caption projection) and by the last chunk (final layer,
+// loss) keep. Equals pipeline_in_flight of its stage when virtual_stages is 1. Throws like
+// validate_pipeline, and for a chunk outside 0 … chunks − 1.
+[[nodiscard]] int pipeline_chunk_in_flight(const PipelineShape& shape, int chunk, int micro_batches);
 
 }  // namespace mugv

@@ -5,6 +5,7 @@
 #include "model/info.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 
@@ -20,6 +21,8 @@ constexpr double kRowsKnee = 512;
 // hide behind: NCCL kernels take SMs from the compute they overlap with.
 constexpr double kOverlap = 0.8;
 constexpr double kCollectiveLatencyS = 15e-6;
+// Model chunks per stage the interleaved schedule is tried with (Megatron's usual choice).
+constexpr int kInterleavedChunks = 2;
 
 [[noreturn]] void bad(const std::string& subject, const std::string& message) {
   throw Error(ErrorCode::invalid_argument, subject, message);
@@ -71,12 +74,53 @@ bool divides(int64_t a, int64_t b) {
 
 void check_layout(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& l, int64_t video_tokens) {
   const int node = std::min(r.cluster.gpus_per_node, r.cluster.gpus);
-  validate_layout(l, r.cluster.gpus, p.dit.heads);
+  validate_layout(l, r.cluster.gpus, p.dit.heads, p.dit.depth);
   if (!divides(l.tp, node))
     bad(to_string(l),
         cat("tp ", l.tp, " does not divide the ", node, " GPUs of a node (tensor parallel stays in a node)"));
   if (video_tokens % l.cp != 0)
     bad(to_string(l), cat(video_tokens, " video tokens cannot be split evenly over cp = ", l.cp, " ranks"));
+}
+
+// The pipeline's busiest stage: the most blocks and the most trainable parameters any stage holds (stage 0
+// adds the embedders and the text encoder, the last the final layer).
+struct StageLoad {
+  int blocks = 0;
+  int64_t parameters = 0;
+};
+
+StageLoad busiest_stage(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& l,
+                        const PipelineShape& shape) {
+  StageLoad most;
+  for (int stage = 0; stage < shape.stages; ++stage) {
+    const int blocks = stage_block_count(shape, stage);
+    // LoRA: only the adapters are reduced, and they sit in the blocks.
+    const int64_t parameters = r.memory.adapter_parameters >= 0
+                                   ? r.memory.adapter_parameters * blocks / p.dit.depth
+                                   : parameters_per_stage(p, l.tp, r.memory.text_encoder, shape, stage);
+    most.blocks = std::max(most.blocks, blocks);
+    most.parameters = std::max(most.parameters, parameters);
+  }
+  return most;
+}
+
+// Pipeline neighbours are tp·cp·dp ranks apart (Megatron's tp-cp-dp-pp order). Every stage waits for its
+// neighbours, so the pipeline moves at the pace of its slowest boundary: one pair of neighbours on different
+// nodes puts every transfer at the inter-node bandwidth.
+bool pipeline_crosses_nodes(const ParallelLayout& l, int gpus_per_node) {
+  const int stride = l.tp * l.cp * l.dp;
+  for (int rank = 0; rank + stride < l.world(); ++rank)
+    if (rank / gpus_per_node != (rank + stride) / gpus_per_node) return true;
+  return false;
+}
+
+// Chunks per stage of the schedules tried: 1F1B (1), and with pipeline stages the interleaved schedule when
+// its chunks fit the depth and the micro-batches are a multiple of the stages.
+std::vector<int> virtual_stage_choices(int pp, int depth, int64_t micro_batches) {
+  std::vector<int> choices{1};
+  if (pp > 1 && pp * kInterleavedChunks <= depth && micro_batches % pp == 0)
+    choices.push_back(kInterleavedChunks);
+  return choices;
 }
 
 std::string gb(double bytes) {
@@ -111,7 +155,7 @@ void validate_request(const ModelPreset& preset, const PlanRequest& r) {
 }
 
 StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& l, int zero,
-                       Recompute recompute, int micro_batch) {
+                       Recompute recompute, int micro_batch, int virtual_stages) {
   validate_request(p, r);
   if (micro_batch < 1) bad("micro-batch", cat("micro-batch must be at least 1, got ", micro_batch));
   if (zero != 0 && zero != 1) bad("zero", cat("ZeRO stage must be 0 or 1, got ", zero));
@@ -123,26 +167,45 @@ StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const Paralle
   if (batch % (int64_t(l.dp) * micro_batch) != 0)
     bad("global-batch",
         cat("global batch ", batch, " is not a multiple of dp ", l.dp, " x micro-batch ", micro_batch));
-  const double accumulation = double(batch / (int64_t(l.dp) * micro_batch));
+  // Micro-batches per step on each replica: the gradient accumulation, and the pipeline's m.
+  const int64_t micro_batches = batch / (int64_t(l.dp) * micro_batch);
+  const double accumulation = double(micro_batches);
+  const int m = int(std::min<int64_t>(micro_batches, INT_MAX));
+  if (virtual_stages > 1 && l.pp == 1)
+    bad("pp-virtual", cat("the interleaved schedule (", virtual_stages,
+                          " chunks per stage) needs pipeline stages (pp > 1)"));
+  const PipelineShape shape{p.dit.depth, l.pp, virtual_stages};
+  validate_pipeline(shape, m);
+  const StageLoad stage = busiest_stage(p, r, l, shape);
 
   StepCost s;
   const double d = p.dit.hidden, depth = p.dit.depth;
+  // The share of the model's work the busiest stage does (1 without a pipeline): every stage waits for it.
+  const double stage_share = double(stage.blocks) / depth;
   const double width = d / l.tp;
   const double rows = double(micro_batch) * double(w.info.video_tokens) / l.cp;
   s.efficiency = r.max_efficiency * (width / (width + kWidthKnee)) * (rows / (rows + kRowsKnee));
   const double rate = c.peak_flops * s.efficiency;
   const double per_gpu = double(batch) / double(c.gpus);
-  s.compute_s = (w.model_flops + w.recompute_flops) * per_gpu / rate;
-  s.recompute_s = w.recompute_flops * per_gpu / rate;
+  // Each GPU runs its stage's blocks for its replica's samples: per_gpu samples' worth of work when the
+  // stages are even, scaled by the busiest stage's excess.
+  const double imbalance = stage_share * l.pp;
+  s.compute_s = (w.model_flops + w.recompute_flops) * per_gpu / rate * imbalance;
+  s.recompute_s = w.recompute_flops * per_gpu / rate * imbalance;
+  // Fill and drain: a stage idles for the bubble fraction f of the step, i.e. f / (1 − f) of its busy time,
+  // which is compute × (p − 1) / (v · m).
+  const double bubble = pipeline_bubble_fraction(shape, m);
+  s.pp_bubble_s = s.compute_s * bubble / (1.0 - bubble);
 
   const int a = r.memory.precision.activation_bytes;
   const double local_tokens = double(micro_batch) * double(w.sequence) / l.cp;
   const bool full = recompute == Recompute::full;
+  const double blocks = stage.blocks;  // the blocks of the busiest stage (all of them without a pipeline)
   if (l.tp > 1) {
     // Sequence parallel: an all-gather before and a reduce-scatter after each of the block's three sublayers
     // (self-attention, cross-attention, MLP), forward and backward: 6 all-reduce volumes per block, 9 with a
     // recomputed forward.
-    const double collectives = depth * (full ? 9.0 : 6.0);
+    const double collectives = blocks * (full ? 9.0 : 6.0);
     const double volume = local_tokens * d * a;
     const double per = 2.0 * (l.tp - 1) / l.tp * volume / c.intra_node_bytes_per_s + 2 * kCollectiveLatencyS;
     s.tp_comm_s = collectives * per * accumulation;
@@ -150,36 +213,103 @@ StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const Paralle
   if (l.cp > 1) {
     // Ulysses: q, k, v to head-split layout and the output back, forward (3 + 1 tensors) and backward (1 +
     // 3); a recomputed forward adds 4. Cross-attention needs none: every rank holds the whole text.
-    const double tensors = depth * (full ? 12.0 : 8.0);
+    const double tensors = blocks * (full ? 12.0 : 8.0);
     const double volume = local_tokens * (d / l.tp) * a;
     const double bandwidth = l.tp * l.cp <= std::min(c.gpus_per_node, c.gpus) ? c.intra_node_bytes_per_s
                                                                               : c.inter_node_bytes_per_s;
     const double per = double(l.cp - 1) / l.cp * volume / bandwidth + kCollectiveLatencyS;
     s.cp_comm_s = tensors * per * accumulation;
   }
+  if (l.pp > 1) {
+    // Per micro-batch and chunk, a stage's activations go forward across one boundary and their gradients
+    // come back across it (the interleaved schedule crosses v times as many boundaries).
+    const double bytes = micro_batch * pipeline_boundary_bytes_per_sample(p.dit, w.info.video_tokens,
+                                                                          w.info.latent_frames, l, a);
+    const double bandwidth = pipeline_crosses_nodes(l, std::min(c.gpus_per_node, c.gpus))
+                                 ? c.inter_node_bytes_per_s
+                                 : c.intra_node_bytes_per_s;
+    s.pp_comm_s = accumulation * virtual_stages * 2.0 * (bytes / bandwidth + kCollectiveLatencyS);
+  }
   const int reducers =
       l.dp * l.cp;  // parameters are replicated over dp and cp, so gradients are reduced over both
   if (reducers > 1) {
-    const double n = r.memory.adapter_parameters >= 0
-                         ? double(r.memory.adapter_parameters)  // LoRA: adapters only
-                         : double(parameters_per_rank(p, l.tp, r.memory.text_encoder));
-    const double bandwidth = c.gpus > c.gpus_per_node ? c.inter_node_bytes_per_s : c.intra_node_bytes_per_s;
+    const double n = double(stage.parameters);  // adapters only with LoRA
+    // A data-parallel group spans the tp·cp·dp ranks of one stage (all of them without a pipeline).
+    const double bandwidth = l.tp * l.cp * l.dp > std::min(c.gpus_per_node, c.gpus)
+                                 ? c.inter_node_bytes_per_s
+                                 : c.intra_node_bytes_per_s;
     const double share = double(reducers - 1) / reducers;
     const double grads = n * r.memory.precision.grad_bytes, params = n * r.memory.precision.param_bytes;
     // ZeRO-0: all-reduce (2× volume). ZeRO-1: reduce-scatter of gradients, then all-gather of updated
     // weights.
     const double reduce_s = (zero == 1 ? 1.0 : 2.0) * share * grads / bandwidth;
     const double gather_s = zero == 1 ? share * params / bandwidth : 0.0;
-    // The reduction overlaps the last micro-batch's backward, the gather the first micro-batch's forward.
-    const double micro_model_s = w.model_flops * micro_batch / double(l.tp * l.cp) / rate;
+    // The reduction overlaps the last micro-batch's backward, the gather the first micro-batch's forward (of
+    // the stage's blocks).
+    const double micro_model_s = w.model_flops * micro_batch / double(l.tp * l.cp) / rate * stage_share;
     s.dp_comm_s = std::max(0.0, reduce_s - kOverlap * micro_model_s * 2.0 / 3.0) +
                   std::max(0.0, gather_s - kOverlap * micro_model_s / 3.0);
   }
-  s.step_s = s.compute_s + s.tp_comm_s + s.cp_comm_s + s.dp_comm_s;
+  s.step_s = s.compute_s + s.pp_bubble_s + s.tp_comm_s + s.cp_comm_s + s.pp_comm_s + s.dp_comm_s;
   s.mfu = w.model_flops * double(batch) / (s.step_s * c.gpus * c.peak_flops);
   s.samples_per_s = double(batch) / s.step_s;
   return s;
 }
+
+namespace {
+
+// The layouts the rules allow, in the order tp, cp, pp (dp takes the rest).
+std::vector<ParallelLayout> candidate_layouts(const ModelPreset& p, const PlanRequest& r,
+                                              int64_t video_tokens) {
+  const int gpus = r.cluster.gpus;
+  const int node = std::min(r.cluster.gpus_per_node, gpus);
+  const int heads = p.dit.heads;
+  std::vector<ParallelLayout> layouts;
+  for (int tp = 1; tp <= node; ++tp) {
+    if (node % tp != 0 || heads % tp != 0) continue;
+    if (tp > 1 && r.memory.adapter_parameters >= 0) break;  // adapters train with tp = 1 (model/lora.h)
+    for (int cp = 1; tp * cp <= gpus; ++cp) {
+      if (gpus % (tp * cp) != 0 || heads % (tp * cp) != 0 || video_tokens % cp != 0) continue;
+      const int replicas = gpus / (tp * cp);  // dp × pp
+      for (int pp = 1; pp <= replicas && pp <= p.dit.depth; ++pp)
+        if (replicas % pp == 0) layouts.push_back({tp, cp, replicas / pp, pp});
+    }
+  }
+  return layouts;
+}
+
+// Estimates one candidate's memory and counts it; keeps it, with its step time, when it fits.
+void consider(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& layout, int zero,
+              Recompute recompute, int micro_batch, int virtual_stages, Plan& plan) {
+  PlannedLayout candidate;
+  candidate.layout = layout;
+  candidate.virtual_stages = virtual_stages;
+  candidate.schedule = virtual_stages > 1 ? PipelineSchedule::interleaved : PipelineSchedule::one_f_one_b;
+  candidate.zero = zero;
+  candidate.recompute = recompute;
+  candidate.micro_batch = micro_batch;
+  candidate.grad_accumulation = plan.global_batch / (int64_t(layout.dp) * micro_batch);
+  MemoryOptions o = r.memory;
+  o.frames = r.frames;
+  o.height = r.height;
+  o.width = r.width;
+  o.micro_batch = micro_batch;
+  o.zero = zero;
+  o.recompute = recompute;
+  o.pp_virtual_stages = virtual_stages;
+  o.pp_micro_batches = int(std::min<int64_t>(candidate.grad_accumulation, INT_MAX));
+  candidate.memory = estimate_memory(p, layout, o);
+  ++plan.considered;
+  if (!plan.smallest || candidate.memory.total() < plan.smallest->memory.total()) plan.smallest = candidate;
+  if (double(candidate.memory.total()) > r.cluster.gpu_memory_bytes) {
+    ++plan.too_large;
+    return;
+  }
+  candidate.cost = estimate_step(p, r, layout, zero, recompute, micro_batch, virtual_stages);
+  plan.fitting.push_back(candidate);
+}
+
+}  // namespace
 
 Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
   validate_request(p, r);
@@ -188,49 +318,20 @@ Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
   plan.video_tokens = info.video_tokens;
   plan.global_batch = effective_global_batch(r);
   plan.flops_per_sample = workload(p, r, Recompute::none).model_flops;
-  const int gpus = r.cluster.gpus;
-  const int node = std::min(r.cluster.gpus_per_node, gpus);
-  const int heads = p.dit.heads;
   // Powers of two, and the largest allowed itself (so a measured run's batch of 3 or 6 can be matched).
   std::vector<int> micro_batches;
   for (int mbs = 1; mbs <= r.max_micro_batch; mbs *= 2) micro_batches.push_back(mbs);
   if (micro_batches.back() != r.max_micro_batch) micro_batches.push_back(r.max_micro_batch);
 
-  for (int tp = 1; tp <= node; ++tp) {
-    if (node % tp != 0 || heads % tp != 0) continue;
-    if (tp > 1 && r.memory.adapter_parameters >= 0) break;  // adapters train with tp = 1 (model/lora.h)
-    for (int cp = 1; tp * cp <= gpus; ++cp) {
-      if (gpus % (tp * cp) != 0 || heads % (tp * cp) != 0 || info.video_tokens % cp != 0) continue;
-      const ParallelLayout layout{tp, cp, gpus / (tp * cp)};
-      for (int zero : {0, 1}) {
-        if (zero == 1 && layout.dp == 1) continue;  // nothing to shard
-        for (Recompute recompute : {Recompute::none, Recompute::selective, Recompute::full}) {
-          for (int mbs : micro_batches) {
-            if (plan.global_batch % (int64_t(layout.dp) * mbs) != 0) continue;
-            MemoryOptions o = r.memory;
-            o.frames = r.frames;
-            o.height = r.height;
-            o.width = r.width;
-            o.micro_batch = mbs;
-            o.zero = zero;
-            o.recompute = recompute;
-            PlannedLayout candidate;
-            candidate.layout = layout;
-            candidate.zero = zero;
-            candidate.recompute = recompute;
-            candidate.micro_batch = mbs;
-            candidate.grad_accumulation = plan.global_batch / (int64_t(layout.dp) * mbs);
-            candidate.memory = estimate_memory(p, layout, o);
-            ++plan.considered;
-            if (!plan.smallest || candidate.memory.total() < plan.smallest->memory.total())
-              plan.smallest = candidate;
-            if (double(candidate.memory.total()) > r.cluster.gpu_memory_bytes) {
-              ++plan.too_large;
-              continue;
-            }
-            candidate.cost = estimate_step(p, r, layout, zero, recompute, mbs);
-            plan.fitting.push_back(candidate);
-          }
+  for (const ParallelLayout& layout : candidate_layouts(p, r, info.video_tokens)) {
+    for (int zero : {0, 1}) {
+      if (zero == 1 && layout.dp == 1) continue;  // nothing to shard
+      for (Recompute recompute : {Recompute::none, Recompute::selective, Recompute::full}) {
+        for (int mbs : micro_batches) {
+          if (plan.global_batch % (int64_t(layout.dp) * mbs) != 0) continue;
+          const int64_t accumulation = plan.global_batch / (int64_t(layout.dp) * mbs);
+          for (int virtual_stages : virtual_stage_choices(layout.pp, p.dit.depth, accumulation))
+            consider(p, r, layout, zero, recompute, mbs, virtual_stages, plan);
         }
       }
     }
@@ -251,9 +352,13 @@ std::string no_fit_message(const ModelPreset& p, const PlanRequest& r, const Pla
                " cannot be split over any data-parallel size of ", r.cluster.gpus,
                " GPUs; use a multiple of the GPU count");
   const auto& s = *plan.smallest;
+  const std::string pipeline =
+      s.layout.pp > 1 ? cat(", ", to_string(s.schedule), " over ", s.grad_accumulation, " micro-batches")
+                      : "";
+  const std::string stage = s.layout.pp > 1 ? cat(" on stage ", s.memory.stage) : "";
   return cat(where, ": the smallest needs ", gb(double(s.memory.total())), " (", to_string(s.layout),
-             ", ZeRO-", s.zero, ", ", to_string(s.recompute), " recompute, micro-batch ", s.micro_batch,
-             "; activations ", gb(double(s.memory.activations)),
+             pipeline, ", ZeRO-", s.zero, ", ", to_string(s.recompute), " recompute, micro-batch ",
+             s.micro_batch, "; activations ", gb(double(s.memory.activations)), stage,
              "); use more GPUs, GPUs with more memory, or a shorter or smaller video");
 }
 

@@ -1,18 +1,23 @@
 #pragma once
 // The parallel-layout planner behind `mugv plan` and the studio's new-run dialog: for a model preset, a
-// video size and a cluster, it enumerates tp × cp × dp layouts with ZeRO stage, recompute and micro-batch,
-// keeps those whose memory per GPU (memory_model.h) fits, and ranks them by the step time of a cost model
-// (compute at an efficiency that falls with narrow GEMMs, plus tensor-parallel, context-parallel and
-// data-parallel communication). Predicted MFU counts model FLOPs only (docs/MUGV.md §6), so recompute lowers
+// video size and a cluster, it enumerates tp × cp × dp × pp layouts with pipeline schedule, ZeRO stage,
+// recompute and micro-batch, keeps those whose memory per GPU (memory_model.h, the stage needing most) fits,
+// and ranks them by the step time of a cost model (compute at an efficiency that falls with narrow GEMMs, the
+// pipeline's bubble, plus tensor-parallel, context-parallel, pipeline point-to-point and data-parallel
+// communication). Predicted MFU counts model FLOPs only (docs/MUGV.md §6), so recompute and the bubble lower
 // it. The model and its constants are written out in docs/PARALLEL.md. Torch-free; pure; thread-safe.
 //
 // Rules a layout obeys: tp divides the GPUs of a node (tensor parallel stays inside a node) and tp·cp
-// divides the heads (Ulysses splits heads again); cp divides the video tokens; dp = gpus / (tp·cp); the
-// global batch is a multiple of dp × micro-batch (the rest is gradient accumulation).
+// divides the heads (Ulysses splits heads again); cp divides the video tokens; pp divides gpus / (tp·cp) and
+// is at most the depth; dp = gpus / (tp·cp·pp); the global batch is a multiple of dp × micro-batch, and the
+// quotient m is both the gradient accumulation and the pipeline's micro-batches per step. Schedules tried:
+// 1F1B, and with pp > 1 the interleaved one with 2 chunks per stage when 2·pp chunks fit the depth and m is a
+// multiple of pp.
 
 #include "model/config.h"
 #include "parallel/layout.h"
 #include "parallel/memory_model.h"
+#include "parallel/pipeline.h"
 
 #include <cstdint>
 #include <optional>
@@ -48,19 +53,25 @@ struct StepCost {
   double tp_comm_s = 0;    // tensor-parallel all-gathers / reduce-scatters (not overlapped)
   double cp_comm_s = 0;    // Ulysses all-to-alls (not overlapped)
   double dp_comm_s = 0;    // gradient reduction and ZeRO-1 parameter gather left after overlap
+  double pp_bubble_s = 0;  // pipeline fill and drain: compute_s × (pp − 1) / (v · m)
+  double pp_comm_s = 0;    // point-to-point sends and receives at the stage boundaries (not overlapped)
   double step_s = 0;
   double efficiency = 0;  // fraction of peak the compute runs at
   double mfu = 0;         // model FLOPs / (step_s × gpus × peak)
+  // step_s = compute_s + pp_bubble_s + tp_comm_s + cp_comm_s + pp_comm_s + dp_comm_s
   double samples_per_s = 0;
 };
 
 struct PlannedLayout {
   ParallelLayout layout;
+  // The pipeline schedule (1F1B when layout.pp is 1) and its model chunks per stage (1 for 1F1B).
+  PipelineSchedule schedule = PipelineSchedule::one_f_one_b;
+  int virtual_stages = 1;
   int zero = 0;
   Recompute recompute = Recompute::none;
   int micro_batch = 1;
-  int64_t grad_accumulation = 1;  // micro-batches per rank per step
-  MemoryBreakdown memory;
+  int64_t grad_accumulation = 1;  // micro-batches per rank per step (the pipeline's m)
+  MemoryBreakdown memory;         // the stage needing most (memory.stage says which)
   StepCost cost;
 };
 
@@ -79,17 +90,19 @@ struct Plan {
 // max_micro_batch < 1, and a bad video shape (validate_video_shape).
 void validate_request(const ModelPreset& preset, const PlanRequest& request);
 
-// The step time of one layout (its memory is not checked). Throws like validate_request, and for a layout
-// that breaks the rules above.
+// The step time of one layout (its memory is not checked); `virtual_stages` is the schedule's model chunks
+// per pipeline stage (1: 1F1B; v > 1: interleaved, which needs pp > 1). Throws like validate_request, for a
+// layout that breaks the rules above, and for a pipeline validate_pipeline refuses.
 [[nodiscard]] StepCost estimate_step(const ModelPreset& preset, const PlanRequest& request,
                                      const ParallelLayout& layout, int zero, Recompute recompute,
-                                     int micro_batch);
+                                     int micro_batch, int virtual_stages = 1);
 
 // Every valid layout, estimated; `fitting` is empty when nothing fits (see no_fit_message).
 [[nodiscard]] Plan plan_layouts(const ModelPreset& preset, const PlanRequest& request);
 
 // "no layout of mugv-10b fits in 80 GB per GPU: the smallest needs 93.1 GB (tp8.cp8.dp1, ZeRO-1, full
-// recompute, micro-batch 1); use more GPUs, GPUs with more memory, or a shorter or smaller video".
+// recompute, micro-batch 1); use more GPUs, GPUs with more memory, or a shorter or smaller video" (a pipeline
+// layout also names its schedule, micro-batches and the stage).
 [[nodiscard]] std::string no_fit_message(const ModelPreset& preset, const PlanRequest& request,
                                          const Plan& plan);
 

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <tuple>
@@ -115,4 +116,49 @@ TEST_CASE("every schedule runs each forward and backward once and completes on a
         for (const auto& [key, n] : count) CHECK(n == 1);
         CHECK(simulate(shape, m) == 0);
       }
+}
+
+TEST_CASE("stage blocks add up to the depth, and one chunk's in-flight count follows its schedule",
+          "[unit][parallel]") {
+  for (const PipelineShape shape : {PipelineShape{56, 4, 1}, PipelineShape{56, 4, 2}, PipelineShape{7, 3, 1},
+                                    PipelineShape{56, 16, 1}, PipelineShape{10, 2, 3}}) {
+    int blocks = 0;
+    for (int s = 0; s < shape.stages; ++s) blocks += stage_block_count(shape, s);
+    CHECK(blocks == shape.depth);
+  }
+  CHECK(stage_block_count({7, 3, 1}, 0) == 3);
+  CHECK(stage_block_count({7, 3, 1}, 2) == 2);
+  CHECK(stage_block_count({56, 4, 2}, 1) == 14);  // chunks 1 and 5, 7 blocks each
+  // 1F1B: a chunk is its stage, so both counts agree: min(p − s, m).
+  for (int s = 0; s < 4; ++s)
+    for (int m : {1, 2, 3, 8}) {
+      INFO("stage " << s << " m " << m);
+      CHECK(pipeline_chunk_in_flight({8, 4, 1}, s, m) == std::min(4 - s, m));
+      CHECK(pipeline_in_flight({8, 4, 1}, s, m) == pipeline_chunk_in_flight({8, 4, 1}, s, m));
+    }
+  // Interleaved, 4 stages x 2 chunks, 8 micro-batches: stage 0 warms up with (4 − 1)·2 + 4 = 10 forwards
+  // (4 of chunk 0, 4 of chunk 4, 2 of chunk 0), then alternates; its first backwards are chunk 4's, and the
+  // two forwards between them are chunk 0's: all 8 micro-batches of chunk 0 are alive before its first
+  // backward. The stage as a whole peaks at 11 virtual micro-batches = 5.5 whole-stage ones.
+  CHECK(pipeline_chunk_in_flight({8, 4, 2}, 0, 8) == 8);
+  CHECK(pipeline_in_flight({8, 4, 2}, 0, 8) == Approx(5.5));
+  CHECK(pipeline_chunk_in_flight({8, 4, 2}, 7, 8) == 1);  // the last chunk: its backward follows each forward
+  CHECK_THROWS_WITH(pipeline_chunk_in_flight({8, 4, 2}, 8, 8), Catch::Contains("chunk 8"));
+}
+
+TEST_CASE("in-flight counts stop growing at 3 x pp micro-batches (the memory model counts no more)",
+          "[unit][parallel]") {
+  for (int p : {1, 2, 3, 4, 5})
+    for (int v : {1, 2, 3}) {
+      const PipelineShape shape{60, p, v};
+      const int saturated = 3 * p;
+      for (int m = saturated; m <= saturated + 4 * p; m += v > 1 ? p : 1) {
+        INFO("p " << p << " v " << v << " m " << m);
+        for (int s = 0; s < p; ++s)
+          CHECK(pipeline_in_flight(shape, s, m) == pipeline_in_flight(shape, s, saturated));
+        for (int chunk = 0; chunk < shape.chunks(); ++chunk)
+          CHECK(pipeline_chunk_in_flight(shape, chunk, m) ==
+                pipeline_chunk_in_flight(shape, chunk, saturated));
+      }
+    }
 }

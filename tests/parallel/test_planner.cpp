@@ -300,7 +300,8 @@ TEST_CASE("mugv plan lists fitting layouts as a table and as JSON", "[cli][paral
   REQUIRE(layouts.is_array());
   REQUIRE(layouts.size() == 3);
   for (const auto& l : layouts) {
-    CHECK(l.at("tp").get<int>() * l.at("cp").get<int>() * l.at("dp").get<int>() == 64);
+    CHECK(l.at("tp").get<int>() * l.at("cp").get<int>() * l.at("dp").get<int>() * l.at("pp").get<int>() ==
+          64);
     CHECK(l.at("memory_gb").get<double>() <= 80.0);
     const auto& m = l.at("memory_bytes");
     CHECK(m.at("parameters").get<int64_t>() + m.at("gradients").get<int64_t>() +
@@ -387,4 +388,279 @@ TEST_CASE(
   INFO(fits.err);
   CHECK(fits.exit_code == 0);
   CHECK_THAT(fits.out, Catch::Contains("adapter parameters train on the frozen base"));
+}
+
+TEST_CASE(
+    "pipeline stages: stage 0 holds the embedders, the last the final layer, each the activations its "
+    "schedule keeps in flight",
+    "[unit][parallel][planner][pipeline]") {
+  const ModelPreset preset = load_model_preset("mugv-10b");
+  const DiTConfig& c = preset.dit;
+  MemoryOptions o = options_for(preset, TrainDevice::gpu, 121, 720, 1280);
+  o.recompute = Recompute::full;
+  o.zero = 1;
+  const ParallelLayout layout{4, 1, 4, 4};  // the released recipe's TP 4 x PP 4 on 64 GPUs
+  const PipelineShape shape{56, 4, 1};
+  o.pp_micro_batches = 16;
+
+  SECTION("parameters, gradients and optimizer state per stage") {
+    const int64_t blocks = parameters_per_stage(preset, 4, TextEncoderUse::precomputed, shape, 1);
+    CHECK(parameters_per_stage(preset, 4, TextEncoderUse::precomputed, shape, 2) == blocks);
+    const int64_t final_layer = dit_final_layer_parameter_count(c);
+    const int64_t before = dit_parameter_count(c) - c.depth * dit_block_parameter_count(c) - final_layer;
+    CHECK(before > 0);
+    CHECK(parameters_per_stage(preset, 4, TextEncoderUse::precomputed, shape, 0) == blocks + before);
+    CHECK(parameters_per_stage(preset, 4, TextEncoderUse::precomputed, shape, 3) == blocks + final_layer);
+    // A trained text encoder lives on stage 0 only.
+    CHECK(parameters_per_stage(preset, 4, TextEncoderUse::trained, shape, 0) ==
+          blocks + before + text_encoder_parameter_count(preset.text));
+    CHECK(parameters_per_stage(preset, 4, TextEncoderUse::trained, shape, 3) == blocks + final_layer);
+    // The stages hold the whole model between them.
+    int64_t sum = 0;
+    for (int s = 0; s < 4; ++s) sum += parameters_per_stage(preset, 4, TextEncoderUse::precomputed, shape, s);
+    CHECK(sum == parameters_per_rank(preset, 4, TextEncoderUse::precomputed));
+
+    const auto s0 = estimate_stage_memory(preset, layout, o, 0),
+               s1 = estimate_stage_memory(preset, layout, o, 1);
+    CHECK(s0.stage == 0);
+    CHECK(s1.stage == 1);
+    CHECK(s0.parameters == 2 * (blocks + before));
+    CHECK(s1.parameters == 2 * blocks);
+    CHECK(s1.gradients == 2 * 2 * blocks);  // bf16, and the data-parallel bucket copy
+    // ZeRO-1 over dp 4: 16 bytes of state per parameter / 4, plus the 2 x bf16 gather buffers.
+    CHECK(s1.optimizer == (16 * blocks + 3) / 4 + 2 * 2 * blocks);
+  }
+  SECTION("1F1B: stage s keeps min(pp - s, m) micro-batches of its blocks in flight") {
+    auto activations = [&](int stage, int micro_batches) {
+      MemoryOptions m = o;
+      m.pp_micro_batches = micro_batches;
+      return double(estimate_stage_memory(preset, layout, m, stage).activations);
+    };
+    for (int stage = 0; stage < 3; ++stage) {
+      const double one = activations(stage, 1), per_micro_batch = activations(stage, 2) - one;
+      CHECK(per_micro_batch > 1e9);  // 14 blocks' inputs of 14 400 tokens, and more
+      for (int m : {3, 4, 5, 8, 16, 64}) {
+        INFO("stage " << stage << ", m " << m);
+        CHECK(activations(stage, m) - one ==
+              Approx((std::min(4 - stage, m) - 1) * per_micro_batch).margin(4));
+      }
+    }
+    for (int m : {2, 4, 16}) CHECK(activations(3, m) == activations(3, 1));  // each backward follows at once
+  }
+  SECTION("interleaved: more in flight on stage 0, more boundaries, the same parameters") {
+    const auto one_f = estimate_stage_memory(preset, layout, o, 0);
+    MemoryOptions i = o;
+    i.pp_virtual_stages = 2;
+    const auto interleaved = estimate_stage_memory(preset, layout, i, 0);
+    CHECK(interleaved.parameters == one_f.parameters);
+    CHECK(interleaved.activations > one_f.activations);
+    CHECK(pipeline_in_flight({56, 4, 2}, 0, 16) > pipeline_in_flight({56, 4, 1}, 0, 16));
+    i.pp_micro_batches = 6;  // not a multiple of the stages
+    CHECK_THROWS_WITH(estimate_memory(preset, layout, i), Catch::Contains("multiple of the pipeline stages"));
+  }
+  SECTION("estimate_memory reports the stage needing most") {
+    const auto worst = estimate_memory(preset, layout, o);
+    int64_t most = 0;
+    int at = -1;
+    for (int s = 0; s < 4; ++s) {
+      const auto m = estimate_stage_memory(preset, layout, o, s);
+      if (m.total() > most) {
+        most = m.total();
+        at = s;
+      }
+    }
+    CHECK(worst.total() == most);
+    CHECK(worst.stage == at);
+    CHECK(at == 0);  // the embedders and the most micro-batches in flight
+  }
+  SECTION("boundary buffers: tokens over tp x cp, the conditioning whole") {
+    const int64_t tokens = 57600, latent_frames = 16;
+    const double expected = ((tokens + 2) / 4.0 * 3456 + 18 * 6 * 3456 + 300 * 3456 + 16 * 3456) * 2.0;
+    CHECK(pipeline_boundary_bytes_per_sample(c, tokens, latent_frames, layout, 2) == Approx(expected));
+    // Stage 0 and the last stage each touch one boundary, the middle ones two: 2 buffers (activation and
+    // gradient) each. With one micro-batch per step every stage keeps one in flight, so the stages of 14
+    // blocks differ only by their boundaries and what lives before the blocks (stage 0: the fp32 latent input
+    // per token and the caption projection per sample) or after them (stage 3: the final adaLN and linear,
+    // the prediction, the fp32 target and loss per token), docs/PARALLEL.md.
+    MemoryOptions single = o;
+    single.pp_micro_batches = 1;
+    auto activations = [&](int stage) {
+      return double(estimate_stage_memory(preset, layout, single, stage).activations);
+    };
+    const double tokens_per_rank = (tokens + 2) / 4.0, out = 1 * 2 * 2 * 24;
+    const double input = tokens_per_rank * out * 4 + 300 * (2 * 4096 + 4 * 3456) * 2;
+    const double output = tokens_per_rank * (3 * 3456 * 2 + out * 2 + 2 * out * 4);
+    CHECK(activations(1) == activations(2));
+    CHECK(activations(1) - activations(0) == Approx(2 * expected - input).margin(2));
+    CHECK(activations(1) - activations(3) == Approx(2 * expected - output).margin(2));
+  }
+  SECTION("bad pipeline values are refused naming them") {
+    CHECK_THROWS_WITH(estimate_stage_memory(preset, layout, o, 4), Catch::Contains("stage 4"));
+    CHECK_THROWS_WITH(estimate_memory(preset, ParallelLayout{1, 1, 1, 57}, o), Catch::Contains("56 blocks"));
+    CHECK_THROWS_WITH(estimate_memory(preset, ParallelLayout{4, 1, 4, 0}, o), Catch::Contains("pp"));
+    o.pp_micro_batches = -1;
+    CHECK_THROWS_WITH(estimate_memory(preset, layout, o), Catch::Contains("micro-batches"));
+  }
+}
+
+TEST_CASE("without pipeline stages the pipeline options change nothing and the planner refuses nothing new",
+          "[unit][parallel][planner][pipeline]") {
+  const ModelPreset preset = load_model_preset("mugv-10b");
+  MemoryOptions o = options_for(preset, TrainDevice::gpu, 121, 720, 1280);
+  o.recompute = Recompute::selective;
+  const auto plain = estimate_memory(preset, {4, 2, 8}, o);
+  o.pp_virtual_stages = 3;
+  o.pp_micro_batches = 7;
+  const auto with_options = estimate_memory(preset, {4, 2, 8}, o);
+  CHECK(with_options.total() == plain.total());
+  CHECK(with_options.activations == plain.activations);
+  CHECK(with_options.stage == 0);
+  CHECK(estimate_stage_memory(preset, {4, 2, 8}, o, 0).total() == plain.total());
+
+  // Every tp x cp x dp candidate the rules allow is still considered, once, with 1F1B and no pipeline cost.
+  const PlanRequest request = target_request();
+  const Plan plan = plan_layouts(preset, request);
+  int64_t expected = 0;
+  for (int tp : {1, 2, 4, 8})
+    for (int cp = 1; tp * cp <= 64; ++cp) {
+      if (64 % (tp * cp) != 0 || 48 % (tp * cp) != 0 || plan.video_tokens % cp != 0) continue;
+      const int dp = 64 / (tp * cp);
+      for (int mbs : {1, 2, 4, 8})
+        if (64 % (dp * mbs) == 0) expected += 3 * (dp > 1 ? 2 : 1);  // recompute modes x ZeRO stages
+    }
+  int64_t fitting_without_pipeline = 0;
+  for (const auto& p : plan.fitting) {
+    if (p.layout.pp > 1) continue;
+    ++fitting_without_pipeline;
+    CHECK(p.schedule == PipelineSchedule::one_f_one_b);
+    CHECK(p.virtual_stages == 1);
+    CHECK(p.cost.pp_bubble_s == 0);
+    CHECK(p.cost.pp_comm_s == 0);
+    CHECK(p.cost.step_s == Approx(p.cost.compute_s + p.cost.tp_comm_s + p.cost.cp_comm_s + p.cost.dp_comm_s));
+  }
+  CHECK(fitting_without_pipeline > 0);
+  // Considered without a pipeline = all candidates less those with one.
+  int64_t pipeline_candidates = 0;
+  for (int tp : {1, 2, 4, 8})
+    for (int cp = 1; tp * cp <= 64; ++cp) {
+      if (64 % (tp * cp) != 0 || 48 % (tp * cp) != 0 || plan.video_tokens % cp != 0) continue;
+      const int replicas = 64 / (tp * cp);
+      for (int pp = 2; pp <= replicas && pp <= 56; ++pp) {
+        if (replicas % pp != 0) continue;
+        const int dp = replicas / pp;
+        for (int mbs : {1, 2, 4, 8}) {
+          if (64 % (dp * mbs) != 0) continue;
+          const int m = 64 / (dp * mbs);
+          const int schedules = (2 * pp <= 56 && m % pp == 0) ? 2 : 1;
+          pipeline_candidates += 3 * (dp > 1 ? 2 : 1) * schedules;
+        }
+      }
+    }
+  CHECK(plan.considered == expected + pipeline_candidates);
+  // A pipeline-free estimate_step accepts any accumulation, as before.
+  PlanRequest odd = request;
+  odd.global_batch = 64 * 3;
+  CHECK_NOTHROW(estimate_step(preset, odd, {4, 2, 8}, 1, Recompute::full, 1));
+  CHECK_THROWS_WITH(estimate_step(preset, odd, {4, 2, 8}, 1, Recompute::full, 1, 2),
+                    Catch::Contains("needs pipeline stages"));
+}
+
+TEST_CASE("the step model: bubble = compute x (pp - 1) / (v x m), point-to-point per boundary crossing",
+          "[unit][parallel][planner][pipeline]") {
+  const ModelPreset preset = load_model_preset("mugv-10b");
+  const PlanRequest request = target_request();  // global batch 64
+  const ParallelLayout layout{4, 1, 4, 4};
+  // m = 64 / (dp 4 x micro-batch 1) = 16 micro-batches per step on each replica.
+  const auto one_f = estimate_step(preset, request, layout, 1, Recompute::full, 1);
+  const auto interleaved = estimate_step(preset, request, layout, 1, Recompute::full, 1, 2);
+  CHECK(one_f.pp_bubble_s == Approx(one_f.compute_s * 3.0 / 16.0));
+  CHECK(interleaved.pp_bubble_s == Approx(interleaved.compute_s * 3.0 / 32.0));
+  CHECK(interleaved.compute_s == Approx(one_f.compute_s));
+  for (const auto& s : {one_f, interleaved})
+    CHECK(s.step_s ==
+          Approx(s.compute_s + s.pp_bubble_s + s.tp_comm_s + s.cp_comm_s + s.pp_comm_s + s.dp_comm_s));
+  // Each micro-batch's activations cross a boundary forward and their gradients back, per chunk: neighbours
+  // are tp·cp·dp = 16 ranks apart, on other nodes, so at the inter-node bandwidth.
+  const double bytes = pipeline_boundary_bytes_per_sample(preset.dit, 57600, 16, layout, 2);
+  CHECK(one_f.pp_comm_s == Approx(16 * 2 * (bytes / 50e9 + 15e-6)));
+  CHECK(interleaved.pp_comm_s == Approx(2 * one_f.pp_comm_s));
+  // On one node the neighbours share NVLink.
+  PlanRequest node = target_request(8);
+  const auto inside = estimate_step(preset, node, ParallelLayout{2, 1, 1, 4}, 0, Recompute::full, 1);
+  const double inside_bytes = pipeline_boundary_bytes_per_sample(preset.dit, 57600, 16, {2, 1, 1, 4}, 2);
+  CHECK(inside.pp_comm_s == Approx(8 * 2 * (inside_bytes / 450e9 + 15e-6)));
+  CHECK(inside.pp_bubble_s == Approx(inside.compute_s * 3.0 / 8.0));
+  // The stages divide the work: per GPU the same compute as the same GPUs without a pipeline.
+  const auto flat = estimate_step(preset, request, ParallelLayout{4, 1, 16}, 1, Recompute::full, 1);
+  CHECK(one_f.compute_s == Approx(flat.compute_s));
+  // Uneven stages wait for the largest: 56 blocks over 16 stages is 4 on some, 3.5 on average.
+  PlanRequest wide = target_request();
+  const auto uneven = estimate_step(preset, wide, ParallelLayout{4, 1, 1, 16}, 0, Recompute::full, 1);
+  CHECK(uneven.compute_s == Approx(flat.compute_s * 16 * 4 / 56.0));
+  // More micro-batches: a smaller bubble.
+  PlanRequest bigger = request;
+  bigger.global_batch = 256;
+  const auto longer = estimate_step(preset, bigger, layout, 1, Recompute::full, 1);
+  CHECK(longer.pp_bubble_s / longer.compute_s < one_f.pp_bubble_s / one_f.compute_s);
+  CHECK_NOTHROW(estimate_step(preset, request, layout, 1, Recompute::full, 4, 2));  // m = 64 / (4 x 4) = 4
+  CHECK_THROWS_WITH(estimate_step(preset, request, layout, 1, Recompute::full, 8, 2),
+                    Catch::Contains("multiple of the pipeline stages"));  // m = 64 / (4 x 8) = 2
+}
+
+TEST_CASE("mugv-10b at 720p on 16 GPUs of 32 GB: no layout fits without pipeline stages, some with them",
+          "[unit][parallel][planner][pipeline]") {
+  const ModelPreset preset = load_model_preset("mugv-10b");
+  PlanRequest request = target_request(16);
+  request.cluster.gpu_memory_bytes = 32e9;
+  const Plan plan = plan_layouts(preset, request);
+  REQUIRE_FALSE(plan.fitting.empty());
+  for (const auto& p : plan.fitting) {
+    CHECK(p.layout.pp > 1);
+    CHECK(p.layout.world() == 16);
+    CHECK(p.memory.total() <= 32e9);
+    CHECK(p.grad_accumulation * p.layout.dp * p.micro_batch == plan.global_batch);
+  }
+  // Without a pipeline the best a GPU can do is tp 8 with ZeRO over dp 2: still over 32 GB.
+  MemoryOptions o = request.memory;
+  o.frames = 121;
+  o.height = 720;
+  o.width = 1280;
+  o.recompute = Recompute::full;
+  o.zero = 1;
+  CHECK(estimate_memory(preset, {8, 1, 2}, o).total() > int64_t(32e9));
+  CHECK(estimate_memory(preset, {8, 1, 1, 2}, o).total() < int64_t(32e9));
+}
+
+TEST_CASE("mugv plan shows pipeline stages, their schedule, bubble and point-to-point time",
+          "[cli][parallel][planner][pipeline]") {
+  TempDir home;
+  const std::string small = "plan --preset mugv-10b --gpus 16 --gpu-mem-gb 32 --frames 121 --size 1280x720";
+  const auto table = run_mugv(small, home);
+  INFO(table.err);
+  REQUIRE(table.exit_code == 0);
+  CHECK_THAT(table.out, Catch::Contains("pp  schedule") && Catch::Contains("bubble_s") &&
+                            Catch::Contains("p2p_s") && Catch::Contains("pipeline bubble") &&
+                            Catch::Contains("pp p2p") && Catch::Contains("(stage 0 of "));
+
+  const auto json = run_mugv(small + " --json --top 0", home);
+  REQUIRE(json.exit_code == 0);
+  const auto layouts = nlohmann::json::parse(json.out);
+  REQUIRE(!layouts.empty());
+  bool interleaved = false;
+  for (const auto& l : layouts) {
+    const int pp = l.at("pp").get<int>(), v = l.at("virtual_stages").get<int>();
+    const auto m = l.at("grad_accumulation").get<int64_t>();
+    CHECK(pp > 1);
+    CHECK(l.at("tp").get<int>() * l.at("cp").get<int>() * l.at("dp").get<int>() * pp == 16);
+    CHECK(l.at("layout").get<std::string>().find(".pp" + std::to_string(pp)) != std::string::npos);
+    CHECK(l.at("schedule").get<std::string>() == (v > 1 ? "interleaved" : "1f1b"));
+    interleaved = interleaved || v > 1;
+    const auto& t = l.at("time_s");
+    CHECK(t.at("pp_bubble").get<double>() ==
+          Approx(t.at("compute").get<double>() * (pp - 1) / (double(v) * double(m))));
+    CHECK(t.at("pp_comm").get<double>() > 0);
+    CHECK(l.at("memory_stage").get<int>() >= 0);
+    CHECK(l.at("memory_stage").get<int>() < pp);
+  }
+  CHECK(interleaved);
 }

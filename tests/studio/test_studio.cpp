@@ -718,6 +718,74 @@ TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one be
   CHECK(validate(single).find("several ranks") != std::string::npos);
 }
 
+TEST_CASE(
+    "pipeline layouts in the new-run dialog: the chosen one fills --pp, --pp-schedule, --pp-virtual and "
+    "--micro-batches",
+    "[studio]") {
+  app();
+  BackendLink link;
+  NewRunDialog dialog(link);
+  dialog.dataset()->setCurrentText("shapes");
+  dialog.vae()->setCurrentText("vae0");
+  // mugv-10b at 720p, 121 frames on 16 GPUs of 32 GB: only pipeline layouts fit (docs/PARALLEL.md).
+  dialog.where()->setCurrentIndex(dialog.where()->findData(static_cast<int>(TrainWhere::cluster)));
+  dialog.model()->setCurrentText("mugv-10b");
+  dialog.size()->setText("1280x720");
+  dialog.frames()->setValue(121);
+  dialog.batch()->setValue(16);
+  dialog.gpus()->setValue(16);
+  dialog.gpus_per_node()->setValue(8);
+  dialog.memory()->setValue(32);
+  INFO(dialog.problem().toStdString());
+  REQUIRE(dialog.can_start());
+  REQUIRE(dialog.layouts()->rowCount() >= 2);
+  int interleaved = -1, one_f_one_b = -1;
+  for (int r = 0; r < dialog.layouts()->rowCount(); ++r) {
+    CHECK(dialog.layouts()->item(r, 5)->text().toInt() > 1);  // the pp column
+    const QString schedule = dialog.layouts()->item(r, 6)->text();
+    if (schedule.startsWith("interleaved x2") && interleaved < 0) interleaved = r;
+    if (schedule.startsWith("1f1b") && one_f_one_b < 0) one_f_one_b = r;
+    CHECK(schedule.contains("micro-batches"));
+  }
+  REQUIRE(interleaved >= 0);
+  REQUIRE(one_f_one_b >= 0);
+
+  dialog.layouts()->selectRow(interleaved);
+  const TrainForm chosen = dialog.form();
+  CHECK(chosen.pp == dialog.layouts()->item(interleaved, 5)->text().toInt());
+  CHECK(chosen.pp_schedule == "interleaved");
+  CHECK(chosen.pp_virtual == 2);
+  // The micro-batches per replica: the batch over dp, in micro-batches of the row's size, "… N
+  // micro-batches".
+  const QString cell = dialog.layouts()->item(interleaved, 6)->text();
+  CHECK(chosen.micro_batches == cell.section(", ", 1).section(' ', 0, 0).toInt());
+  CHECK(chosen.micro_batches % chosen.pp == 0);
+  CHECK(chosen.tp * chosen.cp * chosen.pp * (16 / (chosen.tp * chosen.cp * chosen.pp)) == 16);
+  CHECK(validate(chosen).empty());
+  const auto values = train_job(chosen).params["values"];
+  CHECK(values["train.pp"] == chosen.pp);
+  CHECK(values["train.pp_schedule"] == "interleaved");
+  CHECK(values["train.pp_virtual"] == 2);
+  CHECK(values["train.micro_batches"] == chosen.micro_batches);
+
+  dialog.layouts()->selectRow(one_f_one_b);
+  const TrainForm plain = dialog.form();
+  CHECK(plain.pp_schedule == "1f1b");
+  CHECK(plain.pp_virtual == 2);  // the command's default, which 1F1B ignores (--pp-virtual is at least 2)
+  CHECK(train_job(plain).params["values"]["train.pp_schedule"] == "1f1b");
+
+  // A pipeline needs ranks: the server's single worker cannot run one.
+  TrainForm single = plain;
+  single.slurm_nodes = 0;
+  single.tp = 1;
+  single.cp = 1;
+  CHECK(validate(single).find("pipeline stages need several ranks") != std::string::npos);
+  single.slurm_nodes = 1;
+  single.tasks_per_node = 6;  // 6 ranks do not split into tp x cp x pp
+  single.pp = 4;
+  CHECK(validate(single).find("tp x cp x pp") != std::string::npos);
+}
+
 TEST_CASE("post-training stages: SFT needs a clip filter, DPO and KTO a run to start from and no dataset",
           "[studio]") {
   TrainForm plain;

@@ -76,13 +76,20 @@ std::string validate(const TrainForm& f) {
   if (f.parametrization != "standard" && f.parametrization != "mup")
     return "parametrization: standard or mup";
   if (f.tp < 1 || f.cp < 1) return "layout: tp and cp are at least 1";
+  if (f.pp < 1) return "layout: pp is at least 1";
+  if (f.pp_schedule != "1f1b" && f.pp_schedule != "interleaved")
+    return "layout: the pipeline schedule is 1f1b or interleaved";
+  if (f.pp_virtual < 2) return "layout: the interleaved schedule has at least 2 chunks per stage";
+  if (f.micro_batches < 0) return "layout: micro-batches are 0 (the default) or more";
   if (f.zero != 0 && f.zero != 1) return "layout: ZeRO stage 0 or 1";
   if (f.recompute != "none" && f.recompute != "selective" && f.recompute != "full")
     return "layout: recompute is none, selective or full";
   if (f.slurm_nodes == 0 && f.tp * f.cp > 1)
     return "layout: tensor and context parallel need several ranks; train on a GPU cluster";
-  if (f.slurm_nodes > 0 && (f.slurm_nodes * f.tasks_per_node) % (f.tp * f.cp) != 0)
-    return "layout: tp x cp must divide the cluster's ranks";
+  if (f.slurm_nodes == 0 && f.pp > 1)
+    return "layout: pipeline stages need several ranks; train on a GPU cluster";
+  if (f.slurm_nodes > 0 && (f.slurm_nodes * f.tasks_per_node) % (f.tp * f.cp * f.pp) != 0)
+    return "layout: tp x cp x pp must divide the cluster's ranks";
   return {};
 }
 
@@ -116,6 +123,10 @@ JobRequest train_job(const TrainForm& f) {
   values["train.cp"] = f.cp;
   values["train.zero"] = f.zero;
   values["train.recompute"] = f.recompute;
+  values["train.pp"] = f.pp;
+  values["train.pp_schedule"] = f.pp_schedule;
+  values["train.pp_virtual"] = f.pp_virtual;
+  values["train.micro_batches"] = f.micro_batches;
   if (f.slurm_nodes > 0) {
     // The job submits the run to Slurm (sbatch + srun) and ends; the ranks find each other through Slurm.
     values["slurm.submit"] = true;

@@ -45,6 +45,12 @@ struct TrainForm {
   // Parallel layout (`train --tp --cp --zero --recompute`), chosen from the planner's table (layout_plan.h).
   int tp = 1, cp = 1, zero = 0;
   std::string recompute = "none";
+  // Pipeline stages (`train --pp --pp-schedule --pp-virtual --micro-batches`): the schedule (1f1b |
+  // interleaved), the interleaved schedule's chunks per stage (at least 2; 1F1B ignores it) and the
+  // micro-batches per step on each data-parallel replica (0: the command's default).
+  int pp = 1;
+  std::string pp_schedule = "1f1b";
+  int pp_virtual = 2, micro_batches = 0;
   // 0: train in the server's own worker (one rank); N: `train --slurm` on N nodes of `tasks_per_node` ranks,
   // one GPU each.
   int slurm_nodes = 0, tasks_per_node = 1;

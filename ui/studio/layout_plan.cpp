@@ -15,7 +15,12 @@
 namespace mugv::studio {
 
 std::string PlanRow::text() const {
-  return cat(to_string(ParallelLayout{tp, cp, dp}), ", ZeRO-", zero, ", ", recompute, " recompute");
+  std::string text =
+      cat(to_string(ParallelLayout{tp, cp, dp, pp}), ", ZeRO-", zero, ", ", recompute, " recompute");
+  if (pp > 1)
+    text += cat(", ", schedule, virtual_stages > 1 ? cat(" x", virtual_stages) : "", ", ", micro_batches,
+                " micro-batches");
+  return text;
 }
 
 double machine_memory_gb() {
@@ -89,7 +94,7 @@ PlanOutcome plan_training(const PlanForm& form, size_t top) {
       Plan plan = plan_layouts(preset, r);
       out.video_tokens = plan.video_tokens;
       for (const PlannedLayout& p : plan.fitting)
-        if (p.layout.dp == dp && p.grad_accumulation == 1) fitting.push_back(p);
+        if (p.layout.dp == dp && (p.layout.pp > 1 || p.grad_accumulation == 1)) fitting.push_back(p);
       if (plan.smallest && (!least_memory || !least_memory->smallest ||
                             plan.smallest->memory.total() < least_memory->smallest->memory.total()))
         least_memory = std::move(plan);
@@ -114,6 +119,10 @@ PlanOutcome plan_training(const PlanForm& form, size_t top) {
     row.zero = p.zero;
     row.recompute = to_string(p.recompute);
     row.micro_batch = p.micro_batch;
+    row.pp = p.layout.pp;
+    row.schedule = to_string(p.schedule);
+    row.virtual_stages = p.virtual_stages;
+    row.micro_batches = static_cast<int>(p.grad_accumulation);
     row.memory_gb = double(p.memory.total()) / 1e9;
     row.step_s = p.cost.step_s;
     row.mfu = p.cost.mfu;

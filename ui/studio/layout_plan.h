@@ -4,9 +4,11 @@
 // planner.h, the model behind `mugv plan`). Pure functions, no Qt; the dialog (runs_page.cpp) shows the rows
 // and puts a problem next to the field it names.
 //
-// `mugv train` gives each data-parallel rank its share of the batch in one forward/backward (no gradient
-// accumulation), so only layouts whose micro-batch × dp equals the batch are offered, and their memory is
-// what a rank really holds.
+// Without pipeline stages `mugv train` gives each data-parallel rank its share of the batch in one
+// forward/backward, so only those layouts whose micro-batch × dp equals the batch are offered, and their
+// memory is what a rank really holds. A pipeline needs several micro-batches in flight, so pipeline layouts
+// (pp > 1) are offered with any micro-batch that divides the replica's share, and their micro-batch count
+// goes to `train --micro-batches`.
 
 #include <string>
 #include <vector>
@@ -31,8 +33,16 @@ struct PlanRow {
   int tp = 1, cp = 1, dp = 1, zero = 0;
   std::string recompute = "none";
   int micro_batch = 1;
+  // Pipeline stages, their schedule ("1f1b" or "interleaved") with its chunks per stage (1 for 1F1B), and
+  // the micro-batches per step on each data-parallel replica (1 without a pipeline).
+  int pp = 1;
+  std::string schedule = "1f1b";
+  int virtual_stages = 1;
+  int micro_batches = 1;
   double memory_gb = 0, step_s = 0, mfu = 0;
-  std::string text() const;  // "tp2.cp1.dp4, ZeRO-1, selective recompute"
+  // "tp2.cp1.dp4, ZeRO-1, selective recompute", and with pipeline stages ", 1f1b, 16 micro-batches" or
+  // ", interleaved x2, 16 micro-batches": one text per row.
+  std::string text() const;
 };
 
 // Which form field a problem belongs to.

@@ -26,6 +26,15 @@ QSpinBox* spin(QWidget* parent, int low, int high, int value, const QString& tip
   return s;
 }
 
+// "-" without a pipeline; "1f1b, 16 micro-batches" or "interleaved x2, 16 micro-batches".
+QString schedule_cell(const PlanRow& r) {
+  if (r.pp == 1) return "-";
+  const QString schedule =
+      r.virtual_stages > 1 ? QString("%1 x%2").arg(QString::fromStdString(r.schedule)).arg(r.virtual_stages)
+                           : QString::fromStdString(r.schedule);
+  return QString("%1, %2 micro-batches").arg(schedule).arg(r.micro_batches);
+}
+
 }  // namespace
 
 NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent) {
@@ -123,9 +132,10 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
       "Dense peak TFLOP/s per device in the training dtype (H100 SXM bf16: 989); sets the predicted step "
       "time");
 
-  layouts_ = new QTableWidget(0, 8, this);
+  // Pipeline columns follow the original five, so a column keeps its index whatever the pipeline.
+  layouts_ = new QTableWidget(0, 10, this);
   layouts_->setHorizontalHeaderLabels(
-      {"tp", "cp", "dp", "ZeRO", "recompute", "memory / device", "step s", "MFU"});
+      {"tp", "cp", "dp", "ZeRO", "recompute", "pp", "schedule", "memory / device", "step s", "MFU"});
   layouts_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
   layouts_->setSelectionBehavior(QAbstractItemView::SelectRows);
   layouts_->setSelectionMode(QAbstractItemView::SingleSelection);
@@ -133,7 +143,9 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   layouts_->setMinimumHeight(180);
   layouts_->verticalHeader()->hide();
   layouts_->setToolTip(
-      "Parallel layouts that fit, fastest predicted step first; the selected one is the run's");
+      "Parallel layouts that fit, fastest predicted step first; the selected one is the run's. pp: pipeline "
+      "stages; schedule: 1f1b or interleaved (chunks per stage) and the micro-batches each replica runs per "
+      "step");
   summary_ = new QLabel(this);
   summary_->setWordWrap(true);
   problem_ = new QLabel(this);
@@ -322,6 +334,10 @@ TrainForm NewRunDialog::form() const {
     f.cp = r.cp;
     f.zero = r.zero;
     f.recompute = r.recompute;
+    f.pp = r.pp;
+    f.pp_schedule = r.schedule;
+    if (r.virtual_stages > 1) f.pp_virtual = r.virtual_stages;  // 1F1B keeps the command's default
+    f.micro_batches = r.micro_batches;
   }
   if (static_cast<TrainWhere>(where_->currentData().toInt()) == TrainWhere::cluster) {
     const int gpus = gpus_->value(), per_node = gpus_per_node_->value();
@@ -380,6 +396,8 @@ void NewRunDialog::update() {
                                QString::number(r.dp),
                                QString::number(r.zero),
                                QString::fromStdString(r.recompute),
+                               QString::number(r.pp),
+                               schedule_cell(r),
                                r.memory_gb >= 1 ? QString("%1 GB").arg(r.memory_gb, 0, 'f', 1)
                                                 : QString("%1 MB").arg(r.memory_gb * 1000, 0, 'f', 0),
                                QString::number(r.step_s, 'g', 3),

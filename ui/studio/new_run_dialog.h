@@ -2,7 +2,8 @@
 // The Runs page's "New training run" dialog: run, dataset, VAE run, model, steps, batch and samples; where it
 // trains (this machine, or a GPU cluster through `train --slurm`) with the cluster's GPUs, GPUs per node,
 // memory and peak; and the planner's best parallel layouts for that place (layout_plan.h) in a table, best
-// first. The chosen row becomes the job's --tp / --cp / --zero / --recompute. A field whose value cannot work
+// first. The chosen row becomes the job's --tp / --cp / --zero / --recompute and its pipeline's --pp /
+// --pp-schedule / --pp-virtual / --micro-batches. A field whose value cannot work
 // (a size the model cannot patch, a batch no layout splits, a model that fits nowhere) is outlined with the
 // reason as its tooltip and in the dialog, and Start stays disabled until it is fixed.
 // The stage: training with flow matching on the dataset, SFT on the dataset's clips matching a catalog
