@@ -95,6 +95,8 @@ void check_output_written();
 Command probe_command();
 Command convert_command();
 Command model_list_command();
+Command megatron_import_command();
+Command megatron_export_command();
 Command make_dataset_command();
 Command dataset_import_command();
 Command dataset_list_command();

@@ -516,16 +516,59 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& time
       .narrow(1, 0, config_.in_channels);
 }
 
-torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tensor& timestep,
+torch::Tensor DiTImpl::forward_full(const torch::Tensor& x, const torch::Tensor& timestep,
                                     const torch::Tensor& text, const torch::Tensor& text_mask,
                                     const torch::Tensor& fps, const torch::Tensor& cond_mask,
                                     const torch::Tensor& frame_indices) {
-  if (x_in.dim() != 5 || x_in.size(1) != config_.in_channels) {
+  DiTPass pass = begin_pass(x, timestep, text, text_mask, fps, cond_mask, frame_indices);
+  run_blocks(pass, 0, static_cast<int64_t>(blocks->size()));
+  return finish_pass(pass);
+}
+
+void DiTImpl::set_pass_geometry(DiTPass& pass, const torch::Tensor& x) const {
+  if (x.dim() != 5 || x.size(1) != config_.in_channels) {
     bad_input("x", "expected a latent [B, " + std::to_string(config_.in_channels) + ", T, H, W], got " +
-                       shape_string(x_in));
+                       shape_string(x));
   }
-  const int64_t batch = x_in.size(0);
-  const int64_t frames_in = x_in.size(2), height_in = x_in.size(3), width_in = x_in.size(4);
+  auto ceil_div = [](int64_t size, int64_t patch) { return (size + patch - 1) / patch; };
+  pass.batch = x.size(0);
+  pass.frames_in = x.size(2);
+  pass.height_in = x.size(3);
+  pass.width_in = x.size(4);
+  pass.frames = ceil_div(pass.frames_in, config_.patch_t);
+  pass.height = ceil_div(pass.height_in, config_.patch_h);
+  pass.width = ceil_div(pass.width_in, config_.patch_w);
+  pass.out_dtype = x.scalar_type();
+}
+
+// The blocks' context from the pass's tensors: RoPE angles of the whole sequence, the caption's key bias and,
+// under tensor / context parallel, the modulation and caption marked to sum their gradients over the ranks of
+// the sequence (each rank's blocks use them with its tokens only).
+void DiTImpl::set_block_context(DiTPass& pass, const torch::Tensor& frame_indices) const {
+  const auto dtype = x_embedder->proj->weight.scalar_type();
+  auto positions = frame_indices.defined() ? dit_token_positions(frame_indices, pass.height, pass.width)
+                                           : dit_token_positions(pass.frames, pass.height, pass.width);
+  auto angles = rope_angles(positions.to(pass.tokens.device()), config_.head_dim, config_.rope_theta);
+  BlockContext context{pass.modulation, angles, pass.text, key_padding_bias(pass.text_mask, dtype),
+                       pass.frames,     0,      {}};
+  context.runtime.recompute_attention = recompute_ == Recompute::selective;
+  context.runtime.lora = lora_ && !lora_->empty() ? lora_.get() : nullptr;
+  if (parallel_) {
+    context.token_offset = parallel_->sequence_shard() * pass.tokens.size(1);
+    context.modulation = parallel_->sum_gradient_over_sequence(pass.modulation);
+    context.text = parallel_->sum_gradient_over_sequence(pass.text);
+    context.runtime.parallel = parallel_.get();
+  }
+  pass.context = std::move(context);
+}
+
+DiTPass DiTImpl::begin_pass(const torch::Tensor& x_in, const torch::Tensor& timestep,
+                            const torch::Tensor& text, const torch::Tensor& text_mask,
+                            const torch::Tensor& fps, const torch::Tensor& cond_mask,
+                            const torch::Tensor& frame_indices) {
+  DiTPass pass;
+  set_pass_geometry(pass, x_in);
+  const int64_t batch = pass.batch, frames_in = pass.frames_in;
   if (timestep.numel() != batch)
     bad_input("timestep", "expected " + std::to_string(batch) + " timesteps, got " + shape_string(timestep));
   if (fps.numel() != batch)
@@ -546,10 +589,8 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
   }
 
   const auto dtype = x_embedder->proj->weight.scalar_type();
-  const int64_t pt = config_.patch_t, ph = config_.patch_h, pw = config_.patch_w;
-  auto ceil_div = [](int64_t size, int64_t patch) { return (size + patch - 1) / patch; };
-  const int64_t frames = ceil_div(frames_in, pt), height = ceil_div(height_in, ph),
-                width = ceil_div(width_in, pw);
+  const int64_t pt = config_.patch_t;
+  const int64_t frames = pass.frames, height = pass.height, width = pass.width;
   const int64_t d = config_.hidden;
   if (frame_indices.defined() &&
       (frame_indices.dim() != 2 || frame_indices.size(0) != batch || frame_indices.size(1) != frames + 2)) {
@@ -579,47 +620,69 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
     const auto h = torch::silu(v);
     return with_lora(linear, h, linear(h), lora);
   };
-  auto modulation =
+  pass.modulation =
       torch::where(groups.view({batch, frames + 2, 1, 1}), adaln_single(c).view({batch, 1, 6, d}),
                    adaln_single(c0).view({batch, 1, 6, d}));
-  auto final_c = torch::where(noisy.view({batch, frames, 1}), c.unsqueeze(1), c0.unsqueeze(1));  // [B, T, d]
+  pass.final_condition =
+      torch::where(noisy.view({batch, frames, 1}), c.unsqueeze(1), c0.unsqueeze(1));  // [B, T, d]
 
-  auto y = y_embedder(text.to(dtype), lora);
-  auto mask = text_mask.defined() ? text_mask : torch::ones({batch, text.size(1)}, text.options());
-  auto text_bias = key_padding_bias(mask, dtype);
+  pass.text = y_embedder(text.to(dtype), lora);
+  pass.text_mask = text_mask.defined() ? text_mask : torch::ones({batch, text.size(1)}, text.options());
 
   auto tokens = x_embedder(x_in.to(dtype));  // [B, N, d]
   tokens = torch::cat({start_token.to(dtype).view({1, 1, d}).expand({batch, 1, d}), tokens,
                        end_token.to(dtype).view({1, 1, d}).expand({batch, 1, d})},
                       1);
-  auto positions = frame_indices.defined() ? dit_token_positions(frame_indices, height, width)
-                                           : dit_token_positions(frames, height, width);
-  auto angles = rope_angles(positions.to(x_in.device()), config_.head_dim, config_.rope_theta);
-
-  BlockContext context{modulation, angles, y, text_bias, frames, 0, {}};
-  context.runtime.recompute_attention = recompute_ == Recompute::selective;
-  context.runtime.lora = lora;
   if (parallel_) {
     const int64_t total = tokens.size(1), shards = parallel_->sequence_shards();
     if (total % shards != 0)
       bad_input("x", cat("the sequence has ", total, " tokens (", frames, "x", height, "x", width,
                          " patches + start and end), not divisible by tp x cp = ", shards));
     tokens = parallel_->scatter_sequence(tokens);
-    context.token_offset = parallel_->sequence_shard() * tokens.size(1);
-    context.modulation = parallel_->sum_gradient_over_sequence(modulation);
-    context.text = parallel_->sum_gradient_over_sequence(y);
-    context.runtime.parallel = parallel_.get();
   }
-  for (size_t i = 0; i < blocks->size(); ++i) {
-    DiTBlock holder(blocks->ptr<DiTBlockImpl>(i));
-    if (offload_) offload_->before_block(i);
-    tokens = run_block(holder, tokens, context);
-    if (offload_) offload_->after_block(i);
-  }
-  if (parallel_) tokens = parallel_->gather_sequence(tokens);
+  pass.tokens = tokens;
+  set_block_context(pass, frame_indices);
+  return pass;
+}
 
-  auto video = tokens.narrow(1, 1, tokens.size(1) - 2);                                     // [B, T·H·W, d]
-  auto final_m = final_c.unsqueeze(2) + final_layer->scale_shift_table.view({1, 1, 2, d});  // [B, T, 2, d]
+DiTPass DiTImpl::resume_pass(const torch::Tensor& x, const DiTPassTensors& sent,
+                             const torch::Tensor& frame_indices) const {
+  DiTPass pass;
+  set_pass_geometry(pass, x);
+  pass.tokens = sent.tokens;
+  pass.modulation = sent.modulation;
+  pass.text = sent.text;
+  pass.final_condition = sent.final_condition;
+  pass.text_mask = sent.text_mask;
+  set_block_context(pass, frame_indices);
+  return pass;
+}
+
+DiTPassTensors DiTPass::tensors() const {
+  return {tokens, modulation, text, final_condition, text_mask};
+}
+
+void DiTImpl::run_blocks(DiTPass& pass, int64_t first, int64_t last) {
+  if (first < 0 || last > static_cast<int64_t>(blocks->size()) || first > last)
+    bad_input("blocks", cat("[", first, ", ", last, ") is not a range of the ", blocks->size(), " blocks"));
+  for (int64_t i = first; i < last; ++i) {
+    DiTBlock holder(blocks->ptr<DiTBlockImpl>(size_t(i)));
+    if (offload_) offload_->before_block(size_t(i));
+    pass.tokens = run_block(holder, pass.tokens, pass.context);
+    if (offload_) offload_->after_block(size_t(i));
+  }
+}
+
+torch::Tensor DiTImpl::finish_pass(DiTPass& pass) {
+  const int64_t batch = pass.batch, frames = pass.frames, height = pass.height, width = pass.width;
+  const int64_t d = config_.hidden;
+  const int64_t pt = config_.patch_t, ph = config_.patch_h, pw = config_.patch_w;
+  auto tokens = parallel_ ? parallel_->gather_sequence(pass.tokens) : pass.tokens;
+  const LoraSet* lora = pass.context.runtime.lora;
+
+  auto video = tokens.narrow(1, 1, tokens.size(1) - 2);  // [B, T·H·W, d]
+  auto final_m =
+      pass.final_condition.unsqueeze(2) + final_layer->scale_shift_table.view({1, 1, 2, d});  // [B, T, 2, d]
   auto per_frame = at::layer_norm(video, {d}, {}, {}, 1e-6).view({batch, frames, height * width, d});
   auto modulated =
       torch::addcmul(final_m.select(2, 0).unsqueeze(2), per_frame, 1 + final_m.select(2, 1).unsqueeze(2))
@@ -630,8 +693,8 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x_in, const torch::Tens
   out = out.view({batch, frames, height, width, pt, ph, pw, channels})
             .permute({0, 7, 1, 4, 2, 5, 3, 6})
             .reshape({batch, channels, frames * pt, height * ph, width * pw});
-  out = out.narrow(2, 0, frames_in).narrow(3, 0, height_in).narrow(4, 0, width_in);
-  return out.to(x_in.dtype());
+  out = out.narrow(2, 0, pass.frames_in).narrow(3, 0, pass.height_in).narrow(4, 0, pass.width_in);
+  return out.to(pass.out_dtype);
 }
 
 void DiTImpl::set_lora(std::shared_ptr<LoraSet> lora) {

@@ -171,6 +171,24 @@ struct BlockContext {
   BlockRuntime runtime;
 };
 
+// What one pipeline stage hands the next in the middle of a forward (DiTImpl::begin_pass / resume_pass): the
+// sequence after the blocks run so far ([B, n, d]: whole, or this rank's slice under tensor / context
+// parallel), the per-group adaLN modulation [B, T'+2, 6, d], the projected caption [B, S, d], the final
+// layer's per-frame conditioning [B, T', d] and the caption's key mask [B, S] (1 = token; no gradient).
+struct DiTPassTensors {
+  torch::Tensor tokens, modulation, text, final_condition, text_mask;
+};
+
+// One forward pass, between its pieces.
+struct DiTPass {
+  int64_t batch = 0, frames_in = 0, height_in = 0, width_in = 0;  // the input latent
+  int64_t frames = 0, height = 0, width = 0;                      // its patch grid T', H', W'
+  torch::ScalarType out_dtype = torch::kFloat32;                  // the input's: the output's dtype
+  torch::Tensor tokens, modulation, text, final_condition, text_mask;
+  BlockContext context;  // what the blocks read, derived from the tensors above
+  [[nodiscard]] DiTPassTensors tensors() const;
+};
+
 // Caption projection: LayerNorm (no affine) → MLP ("y_proj": fc1 text_dim → d, GELU-tanh, fc2) → LayerNorm.
 class TextEmbedderImpl : public torch::nn::Module {
  public:
@@ -219,6 +237,21 @@ class DiTImpl : public torch::nn::Module {
                              const torch::Tensor& text_mask, const torch::Tensor& fps,
                              const torch::Tensor& cond_mask = {}, const torch::Tensor& frame_indices = {});
 
+  // The forward cut into pieces, so that pipeline stages can each run part of it (train/pipeline_step.h):
+  // begin_pass (checks the inputs like forward(); embedders, adaLN-single, caption projection and, under
+  // tensor / context parallel, the sequence split) → run_blocks over any contiguous blocks → finish_pass
+  // (final layer, unpatchify; all 2·C channels in x's dtype). forward_full() is the three in a row.
+  // resume_pass continues a pass on a later stage from the tensors the previous stage sent; `x` is the
+  // micro-batch's latent input (only its shape and dtype are read) and `frame_indices` as for forward().
+  DiTPass begin_pass(const torch::Tensor& x, const torch::Tensor& timestep, const torch::Tensor& text,
+                     const torch::Tensor& text_mask, const torch::Tensor& fps,
+                     const torch::Tensor& cond_mask = {}, const torch::Tensor& frame_indices = {});
+  DiTPass resume_pass(const torch::Tensor& x, const DiTPassTensors& sent,
+                      const torch::Tensor& frame_indices = {}) const;
+  // Blocks [first, last). Throws Error(invalid_argument) for a range outside the model.
+  void run_blocks(DiTPass& pass, int64_t first, int64_t last);
+  torch::Tensor finish_pass(DiTPass& pass);
+
   // Replaces the captions of the samples where drop[b] is true by the null caption: the learned one when
   // the model has it (all of its tokens valid), else `null_text` [1, S', text_dim] with `null_mask` [1, S']
   // (an encoded empty prompt; padded or cut to S). Returns (text, text_mask). Used for classifier-free
@@ -266,6 +299,8 @@ class DiTImpl : public torch::nn::Module {
 
  private:
   torch::Tensor run_block(DiTBlock& block, const torch::Tensor& x, const BlockContext& context);
+  void set_pass_geometry(DiTPass& pass, const torch::Tensor& x) const;
+  void set_block_context(DiTPass& pass, const torch::Tensor& frame_indices) const;
   DiTConfig config_;
   Recompute recompute_ = Recompute::none;
   std::shared_ptr<DiTParallelOps> parallel_;

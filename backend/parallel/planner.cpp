@@ -8,6 +8,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 
 namespace mugv {
 
@@ -147,6 +148,10 @@ void validate_request(const ModelPreset& preset, const PlanRequest& r) {
     bad("inter-node-gbps", cat("bandwidth must be positive, got ", c.inter_node_bytes_per_s));
   if (r.global_batch < 0)
     bad("global-batch", cat("the global batch must not be negative, got ", r.global_batch));
+  // Micro-batch counts are ints in the schedules; a batch beyond that is no training run.
+  if (r.global_batch > std::numeric_limits<int32_t>::max())
+    bad("global-batch",
+        cat("the global batch ", r.global_batch, " is beyond any schedule (at most 2^31 - 1)"));
   if (r.max_micro_batch < 1)
     bad("max-micro-batch", cat("the largest micro-batch must be at least 1, got ", r.max_micro_batch));
   if (!(r.max_efficiency > 0 && r.max_efficiency <= 1))

@@ -153,7 +153,8 @@ std::shared_ptr<ProcessGroups> ProcessGroups::connect(const Rendezvous& rdv, con
   pg->groups_->by_kind[GroupKind::world] =
       make_group(backend, pg->groups_->store, rdv.rank, rdv.world_size, timeout, rdv.master_addr);
   pg->groups_->members[GroupKind::world] = group_of(rdv.rank, layout, GroupKind::world);
-  for (GroupKind kind : {GroupKind::tensor, GroupKind::context, GroupKind::data, GroupKind::sequence}) {
+  for (GroupKind kind : {GroupKind::tensor, GroupKind::context, GroupKind::data, GroupKind::sequence,
+                         GroupKind::pipeline, GroupKind::replica}) {
     auto groups = all_groups(layout, kind);
     for (size_t i = 0; i < groups.size(); ++i) {
       const auto& members = groups[i];
@@ -283,6 +284,21 @@ torch::Device ProcessGroups::comm_device_for(const torch::Tensor& tensor) const 
 void ProcessGroups::barrier(GroupKind kind) {
   if (group_size(kind) == 1) return;
   wait(group(kind).barrier());
+}
+
+ProcessGroups::PendingSend ProcessGroups::send_async(GroupKind kind, const torch::Tensor& tensor, int to,
+                                                     int tag) {
+  std::vector<torch::Tensor> tensors{tensor.to(comm_device_for(tensor)).contiguous()};
+  auto work = group(kind).send(tensors, to, tag);
+  // The sent data lives in the closures until the send is done and they are dropped.
+  return {[work] { return work->isCompleted(); }, [work, tensors] { wait(work); }};
+}
+
+void ProcessGroups::recv(GroupKind kind, torch::Tensor& tensor, int from, int tag) {
+  Staged staged(tensor, comm_device_for(tensor));
+  std::vector<torch::Tensor> tensors{staged.tensor()};
+  wait(group(kind).recv(tensors, from, tag));
+  staged.finish();
 }
 
 }  // namespace mugv

@@ -71,6 +71,17 @@ class ProcessGroups {
   torch::Tensor all_to_all(GroupKind kind, const torch::Tensor& tensor, int64_t scatter_dim,
                            int64_t gather_dim);
   void barrier(GroupKind kind);
+  // Point to point within group `kind` (peers by group rank; pipeline stages use GroupKind::pipeline).
+  // send_async starts sending `tensor` and returns at once (the send holds a reference to the tensor's data,
+  // which must stay untouched until it is done); `done` tells without blocking whether it was delivered,
+  // `wait` blocks until it is (and reports a failed send). recv blocks until `tensor` (whose shape and dtype
+  // must be what the peer sent) is filled. Messages between two ranks with the same tag arrive in order.
+  struct PendingSend {
+    std::function<bool()> done;
+    std::function<void()> wait;
+  };
+  PendingSend send_async(GroupKind kind, const torch::Tensor& tensor, int to, int tag);
+  void recv(GroupKind kind, torch::Tensor& tensor, int from, int tag);
 
   ~ProcessGroups();
 

@@ -224,8 +224,8 @@ ModelBundle load_run_weights(const std::string& run_name, WeightsKind want,
       load_prefixed({{"dit", b.dit.ptr()}}, file);
     return b;
   }
-  if (const CheckpointLayout saved = read_checkpoint_layout(ckpt.dir); saved.tp > 1) {
-    // Written by a tensor-parallel run: join its pieces (the EMA weights, as below).
+  if (const CheckpointLayout saved = read_checkpoint_layout(ckpt.dir); saved.tp > 1 || saved.pp > 1) {
+    // Written by a tensor-parallel or pipeline run: join its pieces (the EMA weights, as below).
     torch::nn::Module holder;
     holder.register_module("dit", b.dit.ptr());
     holder.register_module("text", b.text);

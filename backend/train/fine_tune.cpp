@@ -69,11 +69,10 @@ BaseModel find_base_model(const std::string& run, WeightSet weights, std::option
     if (!good) throw Error(ErrorCode::not_found, run, "has no usable checkpoint to fine-tune from");
     ref = *good;
   }
-  if (read_checkpoint_layout(ref.dir).tp > 1)
-    throw Error(
-        ErrorCode::unsupported, ref.dir.string(),
-        "was written by a tensor-parallel run; fine-tuning starts from checkpoints written with --tp 1 "
-        "(resume the base once with --tp 1 to write one)");
+  if (const CheckpointLayout saved = read_checkpoint_layout(ref.dir); saved.tp > 1 || saved.pp > 1)
+    throw Error(ErrorCode::unsupported, ref.dir.string(),
+                "was written by a tensor-parallel or pipeline run; fine-tuning starts from checkpoints "
+                "written with --tp 1 --pp 1 (resume the base once in one process to write one)");
   b.step = ref.step;
   b.checkpoint_dir = ref.dir;
   // A run made from other weights (mugv grow, lora merge, ema) holds only those weights: they are its weights

@@ -65,13 +65,20 @@ torch::Tensor masked_flow_loss(const torch::Tensor& prediction, const torch::Ten
   return (err * weight).sum() / counted.clamp_min(1.0);
 }
 
+double flow_loss_elements(const torch::Tensor& target, const torch::Tensor& cond_mask) {
+  if (!cond_mask.defined()) return double(target.numel());
+  const int64_t batch = target.size(0), frames = target.size(2);
+  const double kept = (~cond_mask.to(torch::kBool)).sum().item<double>();
+  return kept * double(target.numel() / (batch * frames));
+}
+
 FlowLossParts masked_flow_loss_parts(const torch::Tensor& prediction, const torch::Tensor& target,
                                      const torch::Tensor& cond_mask) {
   auto err = (prediction - target).pow(2);
-  if (!cond_mask.defined()) return {err.sum(), double(err.numel())};
+  const double counted = flow_loss_elements(target, cond_mask);
+  if (!cond_mask.defined()) return {err.sum(), counted};
   const int64_t batch = err.size(0), frames = err.size(2);
   auto weight = (~cond_mask.to(torch::kBool)).to(err.dtype()).view({batch, 1, frames, 1, 1});
-  const double counted = weight.sum().item<double>() * double(err.numel() / (batch * frames));
   return {(err * weight).sum(), counted};
 }
 

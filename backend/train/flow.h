@@ -69,6 +69,11 @@ struct FlowLossParts {
                                                    const torch::Tensor& target,
                                                    const torch::Tensor& cond_mask);
 
+// How many elements of a prediction shaped like `target` [B,C,T,H,W] the loss counts: those of frames where
+// cond_mask [B,T] is false (undefined: all). Known before the forward, so micro-batches can scale their
+// losses by the whole step's count.
+[[nodiscard]] double flow_loss_elements(const torch::Tensor& target, const torch::Tensor& cond_mask);
+
 // Each sample's own mean squared error [B] over its non-conditioning elements (post-training compares them
 // sample by sample, train/preference.h).
 [[nodiscard]] torch::Tensor per_sample_flow_error(const torch::Tensor& prediction,

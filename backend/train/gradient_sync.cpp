@@ -59,8 +59,8 @@ GradientSync::GradientSync(std::shared_ptr<ProcessGroups> groups, NamedTensors p
   }
 }
 
-void GradientSync::begin_step() {
-  armed_ = !buckets_.empty();
+void GradientSync::begin_step(bool overlap) {
+  armed_ = overlap && !buckets_.empty();
   communication_ms_ = 0;
   next_launch_ = 0;
   for (auto& b : buckets_) {
@@ -104,10 +104,15 @@ void GradientSync::end_step() {
   armed_ = false;
   torch::NoGradGuard no_grad;
   for (auto& b : buckets_) {
-    // Parameters that got no gradient on this rank contribute zeros.
+    // Gradients no hook copied (accumulated over several backward passes, or none on this rank: zeros).
     for (size_t slot = 0; slot < b.params.size(); ++slot)
       if (!arrived_[b.params[slot]]) {
-        b.buffer.narrow(0, b.offsets[slot], params_[b.params[slot]].second.numel()).zero_();
+        const auto& p = params_[b.params[slot]].second;
+        auto target = b.buffer.narrow(0, b.offsets[slot], p.numel());
+        if (p.grad().defined())
+          target.copy_(p.grad().reshape(-1));
+        else
+          target.zero_();
         ++b.arrived;
       }
   }
@@ -166,6 +171,7 @@ double GradientSync::clip_grad_norm(double max_norm) {
   }
   auto total = torch::tensor({squares}, torch::kFloat64);
   groups_->all_reduce_sum(GroupKind::tensor, total);
+  groups_->all_reduce_sum(GroupKind::pipeline, total);  // each stage holds its own parameters
   const double norm = std::sqrt(total.item<double>());
   if (max_norm > 0 && std::isfinite(norm)) {
     const double coef = max_norm / (norm + 1e-6);

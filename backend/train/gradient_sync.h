@@ -11,7 +11,8 @@
 //                      replicated block parameters are summed over the tp × cp sequence group,
 //                      tensor-parallel pieces over the context group (model/dit_parallel.h,
 //                      tensor_parallel_role).
-// The global gradient norm counts each tensor-parallel piece once and each replicated tensor once.
+// The global gradient norm counts each tensor-parallel piece once and each replicated tensor once, over
+// every pipeline stage.
 // Not thread-safe: hooks run on the backward thread, which is the training thread on CPU.
 
 #include "parallel/process_groups.h"
@@ -32,8 +33,9 @@ class GradientSync {
   GradientSync(const GradientSync&) = delete;
   GradientSync& operator=(const GradientSync&) = delete;
 
-  // Arms the hooks for the next backward.
-  void begin_step();
+  // Arms the hooks for the next backward. With `overlap` false (a step of several backward passes: micro-
+  // batches, pipeline stages) nothing is sent during backward; end_step() reduces the accumulated gradients.
+  void begin_step(bool overlap = true);
   // After backward: finishes the data-parallel sums and the partial-gradient sums, and writes the results
   // into every parameter's gradient.
   void end_step();

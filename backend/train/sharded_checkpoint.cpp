@@ -31,7 +31,8 @@ TensorParallelRole role_of(const std::string& name) {
 }  // namespace
 
 void write_checkpoint_layout(const fs::path& dir, const CheckpointLayout& l) {
-  write_json_atomic(dir / kLayoutFile, {{"tp", l.tp}, {"cp", l.cp}, {"dp", l.dp}, {"zero", l.zero}});
+  write_json_atomic(dir / kLayoutFile,
+                    {{"tp", l.tp}, {"cp", l.cp}, {"dp", l.dp}, {"pp", l.pp}, {"zero", l.zero}});
 }
 
 CheckpointLayout read_checkpoint_layout(const fs::path& dir) {
@@ -43,21 +44,25 @@ CheckpointLayout read_checkpoint_layout(const fs::path& dir) {
     l.tp = j.at("tp").get<int>();
     l.cp = j.at("cp").get<int>();
     l.dp = j.at("dp").get<int>();
+    l.pp = j.value("pp", 1);  // written before pipeline stages existed: one stage
     l.zero = j.at("zero").get<bool>();
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorCode::corrupt, (dir / kLayoutFile).string(), e.what());
   }
-  if (l.tp < 1 || l.cp < 1 || l.dp < 1)
+  if (l.tp < 1 || l.cp < 1 || l.dp < 1 || l.pp < 1)
     throw Error(ErrorCode::corrupt, (dir / kLayoutFile).string(), "parallel sizes must be at least 1");
   return l;
 }
 
 std::string describe(const CheckpointLayout& l) {
-  return cat("tp", l.tp, ".cp", l.cp, ".dp", l.dp, l.zero ? " zero1" : "");
+  return cat("tp", l.tp, ".cp", l.cp, ".dp", l.dp, l.pp > 1 ? cat(".pp", l.pp) : std::string(),
+             l.zero ? " zero1" : "");
 }
 
-std::string checkpoint_file_name(const std::string& stem, int tp_rank, int tp, int dp_rank, int dp) {
+std::string checkpoint_file_name(const std::string& stem, int tp_rank, int tp, int dp_rank, int dp,
+                                 int pp_rank, int pp) {
   std::string name = stem;
+  if (pp > 1) name += cat(".pp", pp_rank, "of", pp);
   if (tp > 1) name += cat(".tp", tp_rank, "of", tp);
   if (dp > 1) name += cat(".dp", dp_rank, "of", dp);
   return name + ".safetensors";
@@ -76,22 +81,27 @@ std::vector<int64_t> full_shape_of(const std::string& name, std::vector<int64_t>
   return shape;
 }
 
-CanonicalTensors read_canonical_tensors(const fs::path& dir, const std::string& stem,
-                                        const CheckpointLayout& saved,
-                                        const std::map<std::string, std::vector<int64_t>>& full_shapes) {
-  CanonicalTensors out;
+namespace {
+
+// The whole tensors of pipeline stage `stage`'s files (the only stage when saved.pp == 1) into `out`.
+void read_stage_tensors(const fs::path& dir, const std::string& stem, const CheckpointLayout& saved,
+                        const std::map<std::string, std::vector<int64_t>>& full_shapes, int stage,
+                        CanonicalTensors& out) {
+  auto file_name = [&](int t, int d = 0, int dp = 1) {
+    return checkpoint_file_name(stem, t, saved.tp, d, dp, stage, saved.pp);
+  };
   // Per tensor-parallel rank: that rank's pieces, whole per tensor.
   std::vector<std::map<std::string, torch::Tensor>> per_rank(static_cast<size_t>(saved.tp));
   const bool zero_pieces = stem == "optimizer" && saved.zero && saved.dp > 1;
   for (int t = 0; t < saved.tp; ++t) {
     auto& mine = per_rank[static_cast<size_t>(t)];
     if (!zero_pieces) {
-      mine = read_file(dir / checkpoint_file_name(stem, t, saved.tp), &out.metadata);
+      mine = read_file(dir / file_name(t), &out.metadata);
       continue;
     }
     std::map<std::string, torch::Tensor> flat;  // whole flattened piece of rank t per state name
     for (int d = 0; d < saved.dp; ++d) {
-      const fs::path path = dir / checkpoint_file_name(stem, t, saved.tp, d, saved.dp);
+      const fs::path path = dir / file_name(t, d, saved.dp);
       for (auto& [name, piece] : read_file(path, &out.metadata)) {
         auto parsed = parse_state_piece(name);
         if (!parsed) throw Error(ErrorCode::corrupt, path.string(), cat(name, " is not a ZeRO state piece"));
@@ -126,12 +136,24 @@ CanonicalTensors read_canonical_tensors(const fs::path& dir, const std::string& 
     for (int t = 0; t < saved.tp; ++t) {
       auto it = per_rank[static_cast<size_t>(t)].find(name);
       if (it == per_rank[static_cast<size_t>(t)].end())
-        throw Error(ErrorCode::corrupt, (dir / checkpoint_file_name(stem, t, saved.tp)).string(),
-                    cat("tensor ", name, " is missing"));
+        throw Error(ErrorCode::corrupt, (dir / file_name(t)).string(), cat("tensor ", name, " is missing"));
       pieces.push_back(it->second);
     }
+    if (out.tensors.count(name))
+      throw Error(ErrorCode::corrupt, (dir / file_name(0)).string(),
+                  cat("tensor ", name, " is also held by an earlier pipeline stage"));
     out.tensors[name] = unshard_tensor(pieces, role_of(name));
   }
+}
+
+}  // namespace
+
+CanonicalTensors read_canonical_tensors(const fs::path& dir, const std::string& stem,
+                                        const CheckpointLayout& saved,
+                                        const std::map<std::string, std::vector<int64_t>>& full_shapes) {
+  CanonicalTensors out;
+  for (int stage = 0; stage < saved.pp; ++stage)
+    read_stage_tensors(dir, stem, saved, full_shapes, stage, out);
   return out;
 }
 

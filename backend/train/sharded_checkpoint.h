@@ -2,15 +2,16 @@
 // The tensors of a DiT checkpoint written by any parallel layout, and read back under any other
 // (docs/MUGV.md §6: checkpoints outlive the layout).
 //
-//   layout.json                               {"tp", "cp", "dp", "zero"} of the run that wrote it (absent:
-//   one process) model.safetensors, ema.safetensors        tp = 1: whole tensors (what single-process runs
-//   and the sampler read) model.tp<r>of<T>.safetensors, ema.…       tp > 1: tensor-parallel rank r's pieces
-//   (dit_parallel.h roles);
-//                                             written by the ranks with cp_rank = dp_rank = 0
-//   optimizer[.tp<r>of<T>].safetensors        AdamW moments "exp_avg.<param>" (Muon: "momentum.<param>")
-//                                             of those pieces
-//   optimizer[.tp<r>of<T>].dp<d>of<D>.…       ZeRO-1: data-parallel rank d's flat pieces
-//   "exp_avg.<param>@<offset>"
+//   layout.json                  {"tp", "cp", "dp", "pp", "zero"} of the run that wrote it (absent: one
+//                                process; no "pp": one stage)
+//   model.safetensors, ema.…     tp = 1: whole tensors (what single-process runs and the sampler read)
+//   model.tp<r>of<T>.…, ema.…    tp > 1: tensor-parallel rank r's pieces (dit_parallel.h roles), written by
+//                                the ranks with cp_rank = dp_rank = 0
+//   optimizer[.tp<r>of<T>].…     AdamW moments "exp_avg.<param>" (Muon: "momentum.<param>") of those pieces
+//   optimizer[.tp…].dp<d>of<D>.… ZeRO-1: data-parallel rank d's flat pieces "exp_avg.<param>@<offset>"
+//   <stem>.pp<s>of<P>[.tp…][.dp…].safetensors
+//                                pipeline stages: stage s's files hold its own parameters only
+//                                (parallel/pipeline.h stage_of_parameter)
 //
 // Reading joins the pieces into whole tensors ("canonical" form); a rank then cuts its own piece with
 // shard_tensor(). Every file goes through the checkpoint manifest's SHA-256 check before it is read
@@ -30,10 +31,10 @@ namespace mugv {
 namespace fs = std::filesystem;
 
 struct CheckpointLayout {
-  int tp = 1, cp = 1, dp = 1;
+  int tp = 1, cp = 1, dp = 1, pp = 1;
   bool zero = false;
   bool operator==(const CheckpointLayout& o) const {
-    return tp == o.tp && cp == o.cp && dp == o.dp && zero == o.zero;
+    return tp == o.tp && cp == o.cp && dp == o.dp && pp == o.pp && zero == o.zero;
   }
 };
 void write_checkpoint_layout(const fs::path& dir, const CheckpointLayout& layout);
@@ -41,14 +42,15 @@ void write_checkpoint_layout(const fs::path& dir, const CheckpointLayout& layout
 [[nodiscard]] CheckpointLayout read_checkpoint_layout(const fs::path& dir);
 [[nodiscard]] std::string describe(const CheckpointLayout& layout);  // "tp2.cp1.dp2 zero1"
 
-// "model.safetensors" or "model.tp1of2.safetensors"; with dp > 1 (ZeRO pieces) ".dp<d>of<D>" before the
-// suffix.
+// "model.safetensors" or "model.tp1of2.safetensors"; with pipeline stages ".pp<s>of<P>" after the stem, and
+// with dp > 1 (ZeRO pieces) ".dp<d>of<D>" before the suffix.
 [[nodiscard]] std::string checkpoint_file_name(const std::string& stem, int tp_rank, int tp, int dp_rank = 0,
-                                               int dp = 1);
+                                               int dp = 1, int pp_rank = 0, int pp = 1);
 
-// Whole tensors of `stem` ("model", "ema", "optimizer"). `full_shapes` gives each parameter's whole shape
-// (by name, without the "exp_avg." prefixes): ZeRO pieces are reassembled with it. Also returns the first
-// file's metadata (the optimizer's "step").
+// Whole tensors of `stem` ("model", "ema", "optimizer"), every pipeline stage's joined. `full_shapes` gives
+// each parameter's whole shape (by name, without the "exp_avg." prefixes; every parameter of the model, not
+// only one stage's): ZeRO pieces are reassembled with it. A tensor held by two stages is refused. Also
+// returns the first file's metadata (the optimizer's "step").
 struct CanonicalTensors {
   std::map<std::string, torch::Tensor> tensors;
   std::map<std::string, std::string> metadata;

@@ -19,6 +19,7 @@
 #include "train/muon.h"
 #include "train/optim.h"
 #include "train/parametrization.h"
+#include "train/pipeline_step.h"
 #include "train/posthoc_ema.h"
 #include "train/preference.h"
 #include "train/rng_state.h"
@@ -63,11 +64,32 @@ struct Session {
   Rendezvous rendezvous;
   std::shared_ptr<ProcessGroups> groups;
   std::unique_ptr<GradientSync> sync;
-  bool zero_sharded = false;           // ZeRO-1 over more than one data-parallel rank
+  bool zero_sharded = false;  // ZeRO-1 over more than one data-parallel rank
+  // Pipeline stages and micro-batches (parallel/pipeline.h): one stage, one chunk unless --pp /
+  // --micro-batches.
+  PipelineShape pipeline;
+  int micro_batches = 1;
+  // Every tensor of the model by checkpoint name with this rank's (tensor-parallel) shape, recorded before a
+  // pipeline stage releases the parameters it does not hold: what checkpoints of any layout are read against.
+  std::map<std::string, std::vector<int64_t>> model_shapes;
   torch::Device device = torch::kCPU;  // of the model, its gradients, optimizer state and each batch
   ComputePrecision precision = ComputePrecision::fp32;  // of the forward passes (model/compute.h)
 
   bool leader() const { return !groups || groups->rank() == 0; }
+  int stage() const { return groups ? groups->coords().pp_rank : 0; }
+  // Whether this rank's stage holds the named tensor (every tensor without pipeline stages).
+  bool holds(const std::string& name) const {
+    return pipeline.stages == 1 || stage_of_parameter(pipeline, name) == stage();
+  }
+  // Forward and backward as micro-batches through the pipeline (or accumulated in one stage).
+  bool pipelined() const { return pipeline.stages > 1 || micro_batches > 1; }
+  // "model.pp0of2.tp1of2.safetensors": this rank's file of `stem` (with a data-parallel piece index for
+  // ZeRO-sharded state).
+  std::string file_name(const std::string& stem, int dp_rank = 0, int dp = 1) const {
+    const RankCoords me = coords();
+    const ParallelLayout l = layout();
+    return checkpoint_file_name(stem, me.tp_rank, l.tp, dp_rank, dp, me.pp_rank, l.pp);
+  }
   bool lora() const { return !options.lora.empty(); }
   ParallelLayout layout() const { return groups ? groups->layout() : ParallelLayout{}; }
   RankCoords coords() const { return groups ? groups->coords() : RankCoords{}; }
@@ -88,17 +110,18 @@ void connect_ranks(Session& s) {
         ErrorCode::usage, "--objective",
         cat(to_string(s.objective), " post-training runs in one process (start it without mugv launch)"));
   if (world == 1) {
-    if (o.tp != 1 || o.cp != 1)
-      throw Error(ErrorCode::invalid_argument, cat("--tp ", o.tp, " --cp ", o.cp),
-                  "tensor and context parallel need several ranks: start the run with `mugv launch --nproc N "
-                  "-- mugv train ...`");
+    if (o.tp != 1 || o.cp != 1 || o.pp != 1)
+      throw Error(ErrorCode::invalid_argument, cat("--tp ", o.tp, " --cp ", o.cp, " --pp ", o.pp),
+                  "tensor, context and pipeline parallel need several ranks: start the run with `mugv launch "
+                  "--nproc N -- mugv train ...`");
     return;
   }
-  if (world % (o.tp * o.cp) != 0)
-    throw Error(ErrorCode::invalid_argument, cat("--tp ", o.tp, " --cp ", o.cp),
-                cat("tp x cp = ", o.tp * o.cp, " does not divide the ", world, " ranks"));
-  ParallelLayout layout{int(o.tp), int(o.cp), world / int(o.tp * o.cp)};
-  validate_layout(layout, world, s.preset.dit.heads);
+  const int64_t model_parallel = o.tp * o.cp * o.pp;
+  if (model_parallel < 1 || world % model_parallel != 0)
+    throw Error(ErrorCode::invalid_argument, cat("--tp ", o.tp, " --cp ", o.cp, " --pp ", o.pp),
+                cat("tp x cp x pp = ", model_parallel, " does not divide the ", world, " ranks"));
+  ParallelLayout layout{int(o.tp), int(o.cp), world / int(model_parallel), int(o.pp)};
+  validate_layout(layout, world, s.preset.dit.heads, s.preset.dit.depth);
   const auto backend = s.device.is_cuda() ? CommBackend::nccl : CommBackend::gloo;
   s.groups = ProcessGroups::connect(s.rendezvous, layout, backend,
                                     std::chrono::milliseconds(int64_t(o.comm_timeout_s * 1000)));
@@ -242,6 +265,36 @@ void store_linears_in_bf16(DiTBundleImpl& model, const Session& s) {
     }
 }
 
+// Pipeline stages and micro-batches from the options; records every tensor's shape, then releases the
+// parameters another stage holds (their storage; the modules stay, unused by this stage's forward).
+void set_up_pipeline(Session& s) {
+  const auto& o = s.options;
+  const auto schedule = pipeline_schedule_from_string(o.pp_schedule);
+  if (!schedule)
+    throw Error(ErrorCode::usage, "--pp-schedule", cat("'", o.pp_schedule, "' is not 1f1b or interleaved"));
+  const int stages = s.layout().pp;
+  // Interleaving needs neighbouring chunks on different stages: with one stage it is plain accumulation.
+  const int virtual_stages = *schedule == PipelineSchedule::interleaved && stages > 1 ? int(o.pp_virtual) : 1;
+  s.pipeline = PipelineShape{int(s.preset.dit.depth), stages, virtual_stages};
+  s.micro_batches = o.micro_batches > 0 ? int(o.micro_batches) : (stages > 1 ? 2 * stages : 1);
+  validate_pipeline(s.pipeline, s.micro_batches);
+  if (s.pipelined() && is_preference_objective(s.objective))
+    throw Error(ErrorCode::usage, "--micro-batches",
+                cat(to_string(s.objective), " post-training runs each step as one batch"));
+  s.model_shapes.clear();
+  for (const auto& [name, t] : module_state(*s.model)) s.model_shapes[name] = t.sizes().vec();
+  if (stages == 1) return;
+  torch::NoGradGuard no_grad;
+  for (auto& [name, p] : named_parameters(*s.model))
+    if (!s.holds(name)) {
+      p.set_requires_grad(false);
+      p.set_data(torch::empty({0}, p.options()));
+    }
+  if (s.leader())
+    log_info(cat("pipeline: ", stages, " stages x ", virtual_stages, " chunk(s), ", s.micro_batches,
+                 " micro-batches per step, ", to_string(*schedule)));
+}
+
 void build_model(Session& s) {
   torch::set_num_threads(static_cast<int>(s.options.threads));
   torch::manual_seed(s.options.seed);  // every rank builds the same weights, then keeps its pieces
@@ -249,8 +302,6 @@ void build_model(Session& s) {
   if (s.base) load_base_model(*s.base, s.model->dit, s.model->text);  // draws nothing from the generator
   if (s.base && s.base->is_release())                                 // the released T5 stays as released
     for (auto& p : s.model->text->parameters()) p.set_requires_grad(false);
-  s.model->to(s.device);  // after seeding on the CPU: the same initial weights on any device
-  s.model->train();
   auto recompute = recompute_from_string(s.options.recompute);
   if (!recompute || *recompute == Recompute::unknown)
     throw Error(ErrorCode::usage, "--recompute",
@@ -270,9 +321,14 @@ void build_model(Session& s) {
     if (s.options.base_dtype == "bf16") store_linears_in_bf16(*s.model, s);
     lora_set_of(*s.model->dit).attach_trainable(*s.model->dit, parse_lora_config(s.options.lora));
   }
+  set_up_pipeline(s);
+  // Built on the CPU (the same initial weights on any device), then moved: only this rank's tensor-parallel
+  // pieces and pipeline stage, so a GPU never holds the whole model.
+  s.model->to(s.device);
+  s.model->train();
   s.params.clear();
   for (auto& [name, p] : named_parameters(*s.model))
-    if (p.requires_grad()) s.params.emplace_back(name, p);
+    if (p.requires_grad() && s.holds(name)) s.params.emplace_back(name, p);
   const auto parametrization = parametrization_from_string(s.options.parametrization);
   if (!parametrization)
     throw Error(ErrorCode::usage, "--parametrization",
@@ -333,23 +389,21 @@ std::map<std::string, std::string> file_metadata(const Session& s, int64_t step)
 // run's checkpoint).
 NamedTensors saved_state(const Session& s) {
   if (s.lora()) return s.params;
-  if (!s.base || !s.base->is_release()) return module_state(*s.model);
-  NamedTensors dit;  // a released base's T5 is frozen and read from its folder
+  // A released base's T5 is frozen and read from its folder; a pipeline stage saves what it holds.
+  const bool dit_only = s.base && s.base->is_release();
+  NamedTensors kept;
   for (auto& [name, t] : module_state(*s.model))
-    if (name.rfind("dit.", 0) == 0) dit.emplace_back(name, t);
-  return dit;
+    if ((!dit_only || name.rfind("dit.", 0) == 0) && s.holds(name)) kept.emplace_back(name, t);
+  return kept;
 }
 
 // The post-hoc EMA profiles' files of this rank ("ema_p0[.tp0of2].safetensors", ...).
 void save_power_ema(const Session& s, const fs::path& dir) {
-  const ParallelLayout layout = s.layout();
   for (size_t k = 0; s.power_ema && k < s.power_ema->profiles(); ++k) {
     auto metadata = file_metadata(s, s.step);
     metadata["sigma_rel"] = cat(s.power_ema->sigma_rel(k));
     metadata["gamma"] = cat(s.power_ema->gamma(k));
-    save_named_tensors(s.power_ema->tensors(k),
-                       dir / checkpoint_file_name(PowerEma::stem(k), s.coords().tp_rank, layout.tp),
-                       metadata);
+    save_named_tensors(s.power_ema->tensors(k), dir / s.file_name(PowerEma::stem(k)), metadata);
   }
 }
 
@@ -369,7 +423,7 @@ std::optional<CheckpointRef> commit_from_all_ranks(Session& s, CheckpointStore& 
   const RankCoords me = s.coords();
   write(staging, me.cp_rank == 0 && me.dp_rank == 0);
   if (s.leader() && s.groups)
-    write_checkpoint_layout(staging, {layout.tp, layout.cp, layout.dp, s.zero_sharded});
+    write_checkpoint_layout(staging, {layout.tp, layout.cp, layout.dp, layout.pp, s.zero_sharded});
   s.barrier();
   std::optional<CheckpointRef> ref;
   if (s.leader()) {
@@ -391,16 +445,14 @@ CheckpointRef save_checkpoint(Session& s, double loss) {
   const RankCoords me = s.coords();
   auto write = [&](const fs::path& staging, bool writes_weights) {
     if (writes_weights) {
-      save_named_tensors(saved_state(s), staging / checkpoint_file_name("model", me.tp_rank, layout.tp),
-                         file_metadata(s, s.step));
-      s.ema->save(staging / checkpoint_file_name("ema", me.tp_rank, layout.tp), file_metadata(s, s.step));
+      save_named_tensors(saved_state(s), staging / s.file_name("model"), file_metadata(s, s.step));
+      s.ema->save(staging / s.file_name("ema"), file_metadata(s, s.step));
       save_power_ema(s, staging);
     }
     if (s.zero_sharded ? me.cp_rank == 0 : writes_weights)
       save_named_tensors(
           s.optimizer->state(),
-          staging / checkpoint_file_name("optimizer", me.tp_rank, layout.tp, s.zero_sharded ? me.dp_rank : 0,
-                                         s.zero_sharded ? layout.dp : 1),
+          staging / s.file_name("optimizer", s.zero_sharded ? me.dp_rank : 0, s.zero_sharded ? layout.dp : 1),
           s.optimizer->state_metadata());
     if (s.leader()) {
       nlohmann::json state = {{"step", s.step},
@@ -474,7 +526,7 @@ void load_checkpoint(Session& s, const CheckpointRef& ref) {
   const int tp = s.layout().tp;
   const NamedTensors model_state = saved_state(s);
   std::map<std::string, std::vector<int64_t>> full_shapes;
-  for (const auto& [name, t] : model_state) full_shapes[name] = full_shape_of(name, t.sizes().vec(), tp);
+  for (const auto& [name, shape] : s.model_shapes) full_shapes[name] = full_shape_of(name, shape, tp);
   const std::string subject = cat(ref.dir.string(), " (written as ", describe(saved), ")");
   auto model_pieces =
       cut_pieces(read_canonical_tensors(ref.dir, "model", saved, full_shapes), model_state, s, subject);
@@ -551,11 +603,11 @@ struct StepData {
   std::vector<int64_t> clip_ids;  // this rank's samples (post-training: indices of its preference items)
 };
 
-// Reads the next batch (on the first rank of this sequence group) and hands this rank its samples. The
-// tp x cp ranks of one data-parallel replica train on the same samples: one of them reads and tokenises, the
-// others receive the tensors by broadcast, so the files are read once per replica.
+// Reads the next batch (on the first rank of this replica group) and hands this rank its samples. The
+// tp x cp x pp ranks of one data-parallel replica train on the same samples: one of them reads and tokenises,
+// the others receive the tensors by broadcast, so the files are read once per replica.
 StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tokens) {
-  const bool shared = s.groups && s.groups->group_size(GroupKind::sequence) > 1;
+  const bool shared = s.groups && s.groups->group_size(GroupKind::replica) > 1;
   StepData d;
   torch::Tensor header = torch::zeros({12}, torch::kInt64);
   if (loader) {
@@ -587,7 +639,7 @@ StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tok
                            torch::kInt64);
   }
   if (!shared) return d;
-  s.groups->broadcast(GroupKind::sequence, header, 0);
+  s.groups->broadcast(GroupKind::replica, header, 0);
   auto h = header.accessor<int64_t, 1>();
   if (!loader) {
     d.latents = torch::empty({h[0], h[1], h[2], h[3], h[4]}, torch::kFloat32);
@@ -601,19 +653,17 @@ StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tok
     d.next_cursor = {h[9], h[10]};
   }
   for (torch::Tensor* t : {&d.latents, &d.fps, &d.ids, &d.mask})
-    s.groups->broadcast(GroupKind::sequence, *t, 0);
+    s.groups->broadcast(GroupKind::replica, *t, 0);
   return d;
 }
 
-// The velocity `model` predicts for a flow batch, in fp32 (the loss and its gradient are computed in fp32);
-// captions are dropped where the batch says. `text_cache`: the frozen text encoder's cached features, or null
-// to run the model's own text encoder.
-torch::Tensor predict_velocity(const Session& s, DiTBundleImpl& model, TextFeatureCache* text_cache,
-                               const FlowBatch& fb, const torch::Tensor& ids_t, const torch::Tensor& mask_t,
-                               const torch::Tensor& fps) {
+// The start of the DiT's pass for a flow batch (model/dit.h begin_pass): the captions encoded (or read from
+// `text_cache`) and dropped where the batch says. Call under the run's autocast.
+DiTPass begin_velocity_pass(const Session& s, DiTBundleImpl& model, TextFeatureCache* text_cache,
+                            const FlowBatch& fb, const torch::Tensor& ids_t, const torch::Tensor& mask_t,
+                            const torch::Tensor& fps) {
   const int64_t text_tokens = s.preset.text.max_tokens;
   const bool any_cond = fb.cond_mask.any().item<bool>();
-  AutocastScope autocast(s.precision, s.device.type());
   auto text = text_cache ? text_cache->features(ids_t, mask_t) : model.text->forward(ids_t, mask_t);
   // A DiT without a learned null caption (the release layout) drops captions to the encoded empty prompt.
   torch::Tensor null_text, null_mask;
@@ -630,10 +680,97 @@ torch::Tensor predict_velocity(const Session& s, DiTBundleImpl& model, TextFeatu
   auto [text_in, mask_in] =
       pass_through ? std::make_pair(text, mask_t)
                    : model.dit->drop_captions(text, mask_t, fb.drop_caption, null_text, null_mask);
-  return model.dit
-      ->forward(fb.x_t, fb.t * kDiTTimesteps, text_in, mask_in, fps,
-                any_cond ? fb.cond_mask : torch::Tensor())
-      .to(torch::kFloat32);
+  return model.dit->begin_pass(fb.x_t, fb.t * kDiTTimesteps, text_in, mask_in, fps,
+                               any_cond ? fb.cond_mask : torch::Tensor());
+}
+
+// The velocity part of the DiT's output for a finished pass, in fp32.
+torch::Tensor velocity_of(const Session& s, DiTBundleImpl& model, DiTPass& pass) {
+  return model.dit->finish_pass(pass).narrow(1, 0, s.preset.dit.in_channels).to(torch::kFloat32);
+}
+
+// The velocity `model` predicts for a flow batch, in fp32 (the loss and its gradient are computed in fp32);
+// captions are dropped where the batch says. `text_cache`: the frozen text encoder's cached features, or null
+// to run the model's own text encoder.
+torch::Tensor predict_velocity(const Session& s, DiTBundleImpl& model, TextFeatureCache* text_cache,
+                               const FlowBatch& fb, const torch::Tensor& ids_t, const torch::Tensor& mask_t,
+                               const torch::Tensor& fps) {
+  AutocastScope autocast(s.precision, s.device.type());
+  DiTPass pass = begin_velocity_pass(s, model, text_cache, fb, ids_t, mask_t, fps);
+  model.dit->run_blocks(pass, 0, s.preset.dit.depth);
+  return velocity_of(s, model, pass);
+}
+
+FlowBatch sample_range(const FlowBatch& fb, int64_t begin, int64_t end) {
+  auto part = [&](const torch::Tensor& t) { return t.narrow(0, begin, end - begin); };
+  return {part(fb.x_t), part(fb.t), part(fb.target), part(fb.cond_mask), part(fb.drop_caption)};
+}
+
+// Forward and backward of one flow step as micro-batches through this rank's pipeline stage
+// (train/pipeline_step.h); the gradients are left accumulated in the parameters. Each micro-batch's loss is
+// its squared-error sum over the elements every data-parallel rank counts in this step, so the summed
+// gradients are those of the whole batch's mean, as in one process. Returns the step's loss (on every rank)
+// and this stage's waits.
+PipelineStepResult pipelined_flow_step(Session& s, const StepData& batch, int64_t step,
+                                       const torch::Tensor& ids_t, const torch::Tensor& mask_t,
+                                       const torch::Tensor& fps) {
+  const auto& o = s.options;
+  // On the CPU: each micro-batch goes to the device when its forward starts, so a stage never holds the
+  // replica's whole batch there.
+  const FlowBatch fb =
+      make_flow_batch(batch.latents, o.seed, step, batch.height, batch.width, o.flow, batch.first);
+  auto counted = torch::tensor({flow_loss_elements(fb.target, fb.cond_mask)}, torch::kFloat64);
+  if (s.groups) s.groups->all_reduce_sum(GroupKind::data, counted);
+  const double total = std::max(1.0, counted.item<double>());
+  // Micro-batches: as many as asked, at most one per sample (interleaving needs a multiple of the stages).
+  const int64_t samples = batch.latents.size(0);
+  int micro = int(std::min<int64_t>(s.micro_batches, samples));
+  if (s.pipeline.virtual_stages > 1) micro -= micro % s.pipeline.stages;
+  if (micro < 1)
+    throw Error(
+        ErrorCode::invalid_argument, o.run,
+        cat("step ", step, ": ", samples, " sample(s) per replica cannot fill the interleaved schedule's ",
+            s.pipeline.stages, " micro-batches; raise --batch"));
+  auto range = [&](int j) { return std::make_pair(samples * j / micro, samples * (j + 1) / micro); };
+  std::vector<FlowBatch> parts;
+  for (int j = 0; j < micro; ++j) parts.push_back(sample_range(fb, range(j).first, range(j).second));
+  DiTBundleImpl& model = *s.model;
+  PipelineStepHooks hooks;
+  hooks.begin = [&](int j) {
+    AutocastScope autocast(s.precision, s.device.type());
+    const auto [b, e] = range(j);
+    return begin_velocity_pass(s, model, s.text_cache.get(), to_device(parts[size_t(j)], s.device),
+                               ids_t.narrow(0, b, e - b), mask_t.narrow(0, b, e - b),
+                               fps.narrow(0, b, e - b));
+  };
+  hooks.resume = [&](int j, const DiTPassTensors& received) {
+    AutocastScope autocast(s.precision, s.device.type());  // as begin_pass computes the RoPE angles
+    return model.dit->resume_pass(parts[size_t(j)].x_t, received);
+  };
+  hooks.blocks = [&](DiTPass& pass, BlockRange blocks) {
+    AutocastScope autocast(s.precision, s.device.type());
+    model.dit->run_blocks(pass, blocks.first, blocks.last);
+  };
+  hooks.loss = [&](int j, DiTPass& pass) {
+    torch::Tensor prediction;
+    {
+      AutocastScope autocast(s.precision, s.device.type());
+      prediction = velocity_of(s, model, pass);
+    }
+    const FlowBatch& part = parts[size_t(j)];
+    return masked_flow_loss_parts(prediction, part.target.to(s.device), part.cond_mask.to(s.device))
+               .squared_error_sum /
+           total;
+  };
+  PipelineStepResult result = run_pipeline_step(s.groups, s.pipeline, s.stage(), micro, s.device, hooks);
+  if (s.groups) {  // the last stage's sum, over the data-parallel replicas, on every rank
+    auto loss = torch::tensor({result.loss}, torch::kFloat64);
+    s.groups->all_reduce_sum(GroupKind::data, loss);
+    if (s.stage() != s.pipeline.stages - 1) loss.zero_();
+    s.groups->all_reduce_sum(GroupKind::pipeline, loss);
+    result.loss = loss.item<double>();
+  }
+  return result;
 }
 
 // One post-training step's loss (train/preference.h) on this batch of preference items: the policy's and the
@@ -708,9 +845,9 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
   data.seed = o.seed;
   data.prefetch = o.prefetch;
   data.min_batch = layout.dp;  // every data-parallel rank gets at least one sample of each batch
-  // The first rank of each sequence group reads and tokenises; its tp x cp partners receive (next_step_data).
+  // The first rank of each replica reads and tokenises; its tp x cp x pp partners receive (next_step_data).
   std::unique_ptr<LatentLoader> loader;
-  if (!s.groups || s.groups->group_rank(GroupKind::sequence) == 0)
+  if (!s.groups || s.groups->group_rank(GroupKind::replica) == 0)
     loader = std::make_unique<LatentLoader>(s.clips, data, s.cursor);
 
   result.gemm_flops = measure_gemm_flops(
@@ -754,10 +891,16 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     const auto ids_t = batch.ids.to(s.device);
     const auto mask_t = batch.mask.to(s.device);
 
-    torch::Tensor loss;
-    double loss_value = 0;
+    torch::Tensor loss;  // backward still to run (not for pipelined steps, whose backward ran already)
+    double loss_value = 0, pipeline_wait_ms = 0;
     nlohmann::json objective_metrics;
-    if (is_preference_objective(s.objective)) {
+    if (s.pipelined()) {
+      s.optimizer->zero_grad();
+      if (s.sync) s.sync->begin_step(/*overlap=*/false);
+      const PipelineStepResult piped = pipelined_flow_step(s, batch, step, ids_t, mask_t, fps);
+      loss_value = piped.loss;
+      pipeline_wait_ms = piped.receive_ms + piped.send_ms;
+    } else if (is_preference_objective(s.objective)) {
       const PreferenceLoss preference = preference_step_loss(s, batch, step, ids_t, mask_t, fps);
       loss = preference.loss;
       loss_value = loss.item<double>();
@@ -794,16 +937,18 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     };
     if (!std::isfinite(loss_value)) stop_nonfinite("loss", loss_value);
 
-    s.optimizer->zero_grad();
     double grad_norm = 0, comm_ms = 0;
+    if (!s.pipelined()) s.optimizer->zero_grad();
     if (s.sync) {
-      s.sync->begin_step();
-      loss.backward();
+      if (!s.pipelined()) {
+        s.sync->begin_step();
+        loss.backward();
+      }
       s.sync->end_step();
       grad_norm = s.sync->clip_grad_norm(o.grad_clip);
       comm_ms = s.sync->communication_ms();
     } else {
-      loss.backward();
+      if (!s.pipelined()) loss.backward();
       std::vector<torch::Tensor> grads;
       for (auto& [name, p] : s.params)
         if (p.grad().defined()) grads.push_back(p);
@@ -847,16 +992,18 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     m.data_wait_ms = batch.wait_ms;
     m.step_ms = seconds * 1000.0;
     m.communication_ms = comm_ms;
-    m.compute_ms = std::max(0.0, m.step_ms - comm_ms - batch.wait_ms);
+    m.pipeline_wait_ms = pipeline_wait_ms;
+    m.compute_ms = std::max(0.0, m.step_ms - comm_ms - pipeline_wait_ms - batch.wait_ms);
     m.cursor = batch.cursor;
     m.objective = std::move(objective_metrics);
     if (s.groups) {  // every rank's split, for the per-rank view of the step
-      auto mine = torch::tensor({m.compute_ms, m.communication_ms, m.data_wait_ms, double(m.peak_rss_bytes)},
-                                torch::kFloat64);
-      auto all = s.groups->all_gather(GroupKind::world, mine, 0).view({-1, 4});
+      auto mine = torch::tensor(
+          {m.compute_ms, m.communication_ms, m.data_wait_ms, double(m.peak_rss_bytes), m.pipeline_wait_ms},
+          torch::kFloat64);
+      auto all = s.groups->all_gather(GroupKind::world, mine, 0).view({-1, 5});
       for (int64_t r = 0; r < all.size(0); ++r)
         m.ranks.push_back({all[r][0].item<double>(), all[r][1].item<double>(), all[r][2].item<double>(),
-                           int64_t(all[r][3].item<double>())});
+                           int64_t(all[r][3].item<double>()), all[r][4].item<double>()});
     }
     if (s.leader()) {
       metrics << m.to_json().dump() << "\n" << std::flush;
@@ -877,12 +1024,11 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
       last_saved = step;
     }
     if ((o.sample_every > 0 && step % o.sample_every == 0) || requests.sample) {
-      if (layout.tp * layout.cp > 1) {
+      if (layout.tp * layout.cp * layout.pp > 1) {
         if (!sample_notice && s.leader())
           log_info(
-              "samples during training: skipped (the model is split by tensor/context parallel; generate "
-              "from "
-              "a checkpoint instead)");
+              "samples during training: skipped (the model is split by tensor, context or pipeline "
+              "parallel; generate from a checkpoint instead)");
         sample_notice = true;
       } else if (callbacks.sample) {
         if (s.leader()) callbacks.sample(step, s.paths, *s.model);
@@ -914,6 +1060,7 @@ nlohmann::json StepMetrics::to_json() const {
                       {"step_ms", step_ms},
                       {"compute_ms", compute_ms},
                       {"communication_ms", communication_ms},
+                      {"pipeline_wait_ms", pipeline_wait_ms},
                       {"epoch", cursor.epoch}};
   if (objective.is_object()) j["objective"] = objective;
   if (!ranks.empty()) {
@@ -922,6 +1069,7 @@ nlohmann::json StepMetrics::to_json() const {
       list.push_back({{"compute_ms", r.compute_ms},
                       {"communication_ms", r.communication_ms},
                       {"data_wait_ms", r.data_wait_ms},
+                      {"pipeline_wait_ms", r.pipeline_wait_ms},
                       {"peak_rss_bytes", r.peak_rss_bytes}});
   }
   return j;

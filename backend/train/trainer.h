@@ -21,17 +21,19 @@
 // with Error(out_of_memory) stating the estimate when it exceeds MemAvailable or --max-memory-gb.
 // Resume loads the newest checkpoint that verifies AND loads (a damaged, truncated or other-preset
 // checkpoint is refused with its reason, reported in TrainResult::refused, and an older one used).
-// Multi-rank runs (started by `mugv launch` or srun; parallel/rendezvous.h): the ranks form a tp × cp × dp
-// layout (--tp, --cp; dp is the rest). Each step's batch is split over the data-parallel ranks (sample i of
-// the batch draws the same noise wherever it runs), the DiT is split by tensor/sequence and context
-// parallel (model/dit_parallel.h), gradients are reduced by gradient_sync.h and, with --zero 1, AdamW state
-// is sharded (zero_optimizer.h). Rank 0 alone writes run.json, the tokenizer, metrics and progress and
-// commits checkpoints; every rank writes its pieces (sharded_checkpoint.h). MFU counts every rank's
-// measured GEMM peak. Cancel, save-now and sample-now are agreed by all ranks before they act.
-// Objectives (train.objective): flow (the above), or post-training of a --from base against a frozen copy of
-// it on labelled generations, dpo / kto (train/preference.h); these run in one process. SFT is flow on a clip
-// subset (TrainOptions::clip_subset, kept in the run folder as clip_subset.json).
-// Not thread-safe: one training per process at a time (torch thread settings are global).
+// Multi-rank runs (started by `mugv launch` or srun; parallel/rendezvous.h): the ranks form a tp × cp × dp ×
+// pp layout (--tp, --cp, --pp; dp is the rest). Pipeline stages (--pp, --pp-schedule) each hold a contiguous
+// part of the blocks (parallel/pipeline.h) and run the step as --micro-batches micro-batches through the
+// schedule (train/pipeline_step.h); in one process --micro-batches accumulates gradients. Each step's batch
+// is split over the data-parallel ranks (sample i of the batch draws the same noise wherever it runs), the
+// DiT is split by tensor/sequence and context parallel (model/dit_parallel.h), gradients are reduced by
+// gradient_sync.h and, with --zero 1, AdamW state is sharded (zero_optimizer.h). Rank 0 alone writes
+// run.json, the tokenizer, metrics and progress and commits checkpoints; every rank writes its pieces
+// (sharded_checkpoint.h). MFU counts every rank's measured GEMM peak. Cancel, save-now and sample-now are
+// agreed by all ranks before they act. Objectives (train.objective): flow (the above), or post-training of a
+// --from base against a frozen copy of it on labelled generations, dpo / kto (train/preference.h); these run
+// in one process. SFT is flow on a clip subset (TrainOptions::clip_subset, kept in the run folder as
+// clip_subset.json). Not thread-safe: one training per process at a time (torch thread settings are global).
 
 #include "core/progress.h"
 #include "model/config.h"
@@ -63,9 +65,13 @@ struct StepMetrics {
   double step_ms = 0;
   double compute_ms = 0;        // step_ms less communication and data wait (this rank)
   double communication_ms = 0;  // waiting for gradient reduction and ZeRO's parameter gather (this rank)
+  // Pipeline stages: waiting for the neighbouring stages' activations and gradients (the bubble, as this
+  // stage sees it) and for its own sends to land.
+  double pipeline_wait_ms = 0;
   struct RankSplit {
     double compute_ms = 0, communication_ms = 0, data_wait_ms = 0;
     int64_t peak_rss_bytes = 0;
+    double pipeline_wait_ms = 0;
   };
   std::vector<RankSplit> ranks;  // multi-rank runs: every rank's split, by rank
   DataCursor cursor;             // the batch this step used

@@ -1,8 +1,12 @@
 // bench_parallel: `mugv train` under `mugv launch` on a synthetic latent cache of the `small` preset (256
 // video tokens per clip), one thread per rank, as docs/MUGV.md §6's targets ask:
 //   weak scaling   1 rank at --batch B  vs  2 data-parallel ranks at --batch 2B: efficiency = tokens/s(2) /
-//   (2 · tokens/s(1)) layouts        ZeRO-1 on 2 ranks, tensor parallel 2, context parallel 2 (same global
-//   batch as dp2 / dp1) bench_parallel [--preset small] [--batch 4] [--steps 8]
+//                  (2 · tokens/s(1))
+//   layouts        ZeRO-1 on 2 ranks, tensor parallel 2, context parallel 2 (same global batch as dp2 / dp1)
+//   pipeline       2 stages (1F1B) at m = 2, 4, 8 micro-batches of one sample: each stage's measured idle
+//                  fraction (time waiting for its neighbour / step time) against the schedule's
+//                  (p − 1) / (m + p − 1), and its peak RSS against the planner's per-stage estimate
+// bench_parallel [--preset small] [--batch 4] [--steps 8] [--only layouts|pipeline]
 // Prints one JSON line per run (median over the steps after the first two) and the efficiency.
 #include "core/paths.h"
 #include "core/strings.h"
@@ -10,6 +14,7 @@
 #include "model/config.h"
 #include "parallel/launcher.h"
 #include "parallel/memory_model.h"
+#include "parallel/pipeline.h"
 #include "train/latent_cache.h"
 
 #include <torch/torch.h>
@@ -28,6 +33,8 @@ namespace {
 struct RunSummary {
   double tokens_per_s = 0, step_ms = 0, compute_ms = 0, communication_ms = 0, mfu = 0;
   double peak_rss_bytes = 0;  // the largest rank's
+  // Per rank: median fraction of the step spent waiting for pipeline neighbours, and peak RSS.
+  std::vector<double> pipeline_wait_fraction, rank_peak_rss_bytes;
 };
 
 double median(std::vector<double> v) {
@@ -38,6 +45,8 @@ double median(std::vector<double> v) {
 
 RunSummary summarise(const fs::path& metrics) {
   std::vector<double> tps, step, compute, comm, mfu;
+  std::vector<std::vector<double>> waits;  // per rank, per step
+  std::vector<double> rank_peaks;
   double peak = 0;
   std::ifstream in(metrics);
   std::string line;
@@ -57,10 +66,21 @@ RunSummary summarise(const fs::path& metrics) {
     compute.push_back(worst_compute);
     comm.push_back(worst_comm);
     peak = std::max(peak, j.value("peak_rss_bytes", 0.0));
-    if (j.contains("ranks"))
-      for (const auto& r : j["ranks"]) peak = std::max(peak, r.at("peak_rss_bytes").get<double>());
+    if (j.contains("ranks")) {
+      const auto& ranks = j["ranks"];
+      waits.resize(ranks.size());
+      rank_peaks.resize(ranks.size());
+      for (size_t r = 0; r < ranks.size(); ++r) {
+        const double rss = ranks[r].at("peak_rss_bytes").get<double>();
+        peak = std::max(peak, rss);
+        rank_peaks[r] = std::max(rank_peaks[r], rss);
+        waits[r].push_back(ranks[r].value("pipeline_wait_ms", 0.0) / j.at("step_ms").get<double>());
+      }
+    }
   }
-  return {median(tps), median(step), median(compute), median(comm), median(mfu), peak};
+  RunSummary s{median(tps), median(step), median(compute), median(comm), median(mfu), peak, {}, rank_peaks};
+  for (auto& w : waits) s.pipeline_wait_fraction.push_back(median(w));
+  return s;
 }
 
 }  // namespace
@@ -68,6 +88,7 @@ RunSummary summarise(const fs::path& metrics) {
 int main(int argc, char** argv) {
   std::string preset = "small";
   int64_t batch = 4, steps = 8;
+  std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
     if (f == "--preset")
@@ -76,6 +97,8 @@ int main(int argc, char** argv) {
       batch = std::atol(v.c_str());
     else if (f == "--steps")
       steps = std::atol(v.c_str());
+    else if (f == "--only")
+      only = v;
   }
   try {
     char tmpl[] = "/tmp/mugv-bench-parallel-XXXXXX";
@@ -142,16 +165,51 @@ int main(int argc, char** argv) {
                 << std::endl;
       return s;
     };
-    RunSummary one = run("dp1", 1, batch, {}, {1, 1, 1}, batch, 0);
-    RunSummary two = run("dp2", 2, 2 * batch, {}, {1, 1, 2}, batch, 0);
-    std::cout << nlohmann::json{{"bench", "parallel"},
-                                {"weak_scaling_dp_1_to_2", two.tokens_per_s / (2 * one.tokens_per_s)}}
-                     .dump()
-              << std::endl;
-    run("zero2", 2, 2 * batch, {"--zero", "1"}, {1, 1, 2}, batch, 1);
-    run("tp2", 2, batch, {"--tp", "2"}, {2, 1, 1}, batch, 0);
-    run("cp2", 2, batch, {"--cp", "2"}, {1, 2, 1}, batch, 0);
-    run("dp1-selective", 1, batch, {"--recompute", "selective"}, {1, 1, 1}, batch, 0, Recompute::selective);
+    if (only.empty() || only == "layouts") {
+      RunSummary one = run("dp1", 1, batch, {}, {1, 1, 1}, batch, 0);
+      RunSummary two = run("dp2", 2, 2 * batch, {}, {1, 1, 2}, batch, 0);
+      std::cout << nlohmann::json{{"bench", "parallel"},
+                                  {"weak_scaling_dp_1_to_2", two.tokens_per_s / (2 * one.tokens_per_s)}}
+                       .dump()
+                << std::endl;
+      run("zero2", 2, 2 * batch, {"--zero", "1"}, {1, 1, 2}, batch, 1);
+      run("tp2", 2, batch, {"--tp", "2"}, {2, 1, 1}, batch, 0);
+      run("cp2", 2, batch, {"--cp", "2"}, {1, 2, 1}, batch, 0);
+      run("dp1-selective", 1, batch, {"--recompute", "selective"}, {1, 1, 1}, batch, 0, Recompute::selective);
+    }
+    if (only.empty() || only == "pipeline") {
+      // Two stages, one sample per micro-batch: the step is m micro-batches, and each stage idles for
+      // (p − 1) micro-batch times of the other's forward + backward in the ideal 1F1B schedule.
+      for (int m : {2, 4, 8}) {
+        const std::string name = cat("pp2-m", m);
+        RunSummary r =
+            run(name, 2, m, {"--pp", "2", "--micro-batches", std::to_string(m)}, {1, 1, 1, 2}, 1, 0);
+        const double ideal = pipeline_bubble_fraction({int(model.dit.depth), 2, 1}, m);
+        nlohmann::json stages = nlohmann::json::array();
+        for (size_t k = 0; k < r.pipeline_wait_fraction.size(); ++k) {
+          MemoryOptions mem = MemoryOptions::for_device(TrainDevice::cpu, model);
+          mem.frames = 16;
+          mem.height = mem.width = 128;
+          mem.micro_batch = 1;
+          mem.pp_micro_batches = m;
+          const double estimate =
+              double(estimate_stage_memory(model, {1, 1, 1, 2}, mem, int(k)).total()) / 1048576.0;
+          const double measured = r.rank_peak_rss_bytes[k] / 1048576.0;
+          stages.push_back({{"stage", k},
+                            {"wait_fraction", r.pipeline_wait_fraction[k]},
+                            {"peak_rss_mib", measured},
+                            {"planner_estimate_mib", estimate},
+                            {"estimate_over_measured", estimate / measured}});
+        }
+        std::cout << nlohmann::json{{"bench", "pipeline"},
+                                    {"micro_batches", m},
+                                    {"ideal_bubble", ideal},
+                                    {"stages", stages},
+                                    {"step_ms", r.step_ms}}
+                         .dump()
+                  << std::endl;
+      }
+    }
     std::error_code ec;
     fs::remove_all(home, ec);
   } catch (const std::exception& e) {

@@ -12,6 +12,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <thread>
@@ -95,14 +96,15 @@ void check_same_curve(const Curve& a, const Curve& b) {
   }
 }
 
-// The whole weights of a run's checkpoint, whatever layout wrote it.
-std::map<std::string, torch::Tensor> weights_at(const std::string& run, int64_t step) {
+// The whole weights of a run's checkpoint, whatever layout wrote it. Whole shapes come from a one-process
+// checkpoint of the same preset (`single`'s).
+std::map<std::string, torch::Tensor> weights_at(const std::string& run, int64_t step,
+                                                const std::string& single = "single") {
   const fs::path dir = CheckpointStore(run_paths(run).checkpoints()).open(step).dir;
   const CheckpointLayout saved = read_checkpoint_layout(dir);
-  // Whole shapes come from a one-process checkpoint of the same preset: the single run's.
   std::map<std::string, std::vector<int64_t>> shapes;
   for (const auto& [name, t] :
-       read_canonical_tensors(CheckpointStore(run_paths("single").checkpoints()).open(step).dir, "model", {},
+       read_canonical_tensors(CheckpointStore(run_paths(single).checkpoints()).open(step).dir, "model", {},
                               {})
            .tensors)
     shapes[name] = t.sizes().vec();
@@ -110,7 +112,7 @@ std::map<std::string, torch::Tensor> weights_at(const std::string& run, int64_t 
 }
 
 void check_same_weights(const std::string& run, const std::string& reference, int64_t step) {
-  auto a = weights_at(run, step), b = weights_at(reference, step);
+  auto a = weights_at(run, step, reference), b = weights_at(reference, step, reference);
   REQUIRE(a.size() == b.size());
   double worst = 0;
   std::string worst_name;
@@ -217,8 +219,16 @@ pid_t find_rank_process(const std::string& tag, int rank) {
 TEST_CASE("a rank killed mid-run stops the whole run, names the rank and leaves the checkpoints intact",
           "[parallel][gloo][train]") {
   test::MicroHome home(8);
-  const std::string tag = cat("kill-", ::getpid());
+  // Data parallel (rank 1 is a replica) and pipeline stages (rank 1 is the last stage, which the first one
+  // waits on point to point).
+  std::vector<std::string> layout;
+  SECTION("data parallel") {}
+  SECTION("pipeline stages") {
+    layout = {"--pp", "2"};
+  }
+  const std::string tag = cat("kill-", ::getpid(), layout.empty() ? "" : "-pp");
   auto args = train_args("killed", {"--steps", "100000", "--save-every", "2"});
+  args.insert(args.end(), layout.begin(), layout.end());
   args.insert(args.begin(), {"MUGV_TEST_TAG=" + tag, mugv_binary()});
   LaunchOptions o;
   o.nproc = 2;
@@ -318,4 +328,108 @@ TEST_CASE("Muon under ZeRO-1 and tensor parallel trains exactly like one process
       check_same_curve(read_curve(c.run), read_curve("single"));
     }
   }
+}
+
+namespace {
+
+// `mugv train` arguments for the four-block preset (pipeline stages of two blocks, or four chunks).
+std::vector<std::string> deep_train_args(const std::string& run, std::vector<std::string> extra = {}) {
+  auto a = train_args(run, std::move(extra));
+  *(std::find(a.begin(), a.end(), "--preset") + 1) = "micro4";
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("pipeline stages, alone and with tensor, context and data parallel, train exactly like one process",
+          "[parallel][gloo][train][pipeline]") {
+  test::MicroHome home(8);
+  REQUIRE(run_mugv(1, deep_train_args("single")).exit_code == 0);
+  const Curve reference = read_curve("single");
+  REQUIRE(reference.loss.size() == size_t(kSteps));
+
+  struct Case {
+    const char* run;
+    int nproc;
+    std::vector<std::string> flags;
+  };
+  for (const Case& c : {Case{"accumulated", 1, {"--micro-batches", "2"}}, Case{"pp2", 2, {"--pp", "2"}},
+                        Case{"pp2-interleaved", 2, {"--pp", "2", "--pp-schedule", "interleaved"}},
+                        Case{"pp2-tp2", 4, {"--pp", "2", "--tp", "2"}},
+                        Case{"pp2-cp2", 4, {"--pp", "2", "--cp", "2", "--recompute", "full"}},
+                        Case{"pp2-zero2", 4, {"--pp", "2", "--zero", "1", "--micro-batches", "2"}}}) {
+    SECTION(c.run) {
+      auto r = run_mugv(c.nproc, deep_train_args(c.run, c.flags));
+      INFO(r.message);
+      REQUIRE(r.exit_code == 0);
+      check_same_curve(read_curve(c.run), reference);
+      check_same_weights(c.run, "single", kSteps);
+      if (c.nproc > 1) {
+        const fs::path dir = CheckpointStore(run_paths(c.run).checkpoints()).open(kSteps).dir;
+        CHECK(read_checkpoint_layout(dir).pp == 2);
+        // Every step reports each stage's wait for its neighbours.
+        std::ifstream in(run_paths(c.run).metrics());
+        std::string line;
+        std::getline(in, line);
+        const auto ranks = nlohmann::json::parse(line).at("ranks");
+        REQUIRE(ranks.size() == size_t(c.nproc));
+        CHECK(ranks[0].at("pipeline_wait_ms").get<double>() > 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("pipeline checkpoints reshard across stage counts and resume exactly on their own layout",
+          "[parallel][gloo][train][pipeline]") {
+  test::MicroHome home(8);
+  const std::string half = std::to_string(kSteps / 2), all = std::to_string(kSteps);
+  REQUIRE(run_mugv(1, deep_train_args("single")).exit_code == 0);
+  REQUIRE(run_mugv(2, deep_train_args("pp2", {"--pp", "2"})).exit_code == 0);
+  const fs::path pp_checkpoint = CheckpointStore(run_paths("pp2").checkpoints()).open(kSteps).dir;
+  CHECK(fs::exists(pp_checkpoint / "model.pp0of2.safetensors"));
+  CHECK(fs::exists(pp_checkpoint / "optimizer.pp1of2.safetensors"));
+
+  // A pipeline run's checkpoint continues in one process, and a one-process checkpoint under two stages
+  // with tensor parallel: both follow the uninterrupted one-process curve.
+  const std::string more = std::to_string(kSteps + 4);
+  REQUIRE(run_mugv(1, {"resume", "single", "--steps", more}).exit_code == 0);
+  auto joined = run_mugv(1, {"resume", "pp2", "--steps", more, "--pp", "1"});
+  INFO(joined.message);
+  REQUIRE(joined.exit_code == 0);
+  check_same_curve(read_curve("pp2"), read_curve("single"));
+  check_same_weights("pp2", "single", kSteps + 4);
+
+  REQUIRE(run_mugv(1, deep_train_args("cut", {"--steps", half})).exit_code == 0);
+  auto cut = run_mugv(4, {"resume", "cut", "--steps", more, "--pp", "2", "--tp", "2"});
+  INFO(cut.message);
+  REQUIRE(cut.exit_code == 0);
+  check_same_curve(read_curve("cut"), read_curve("single"));
+
+  // Two stages, stopped halfway and resumed on two stages: bit for bit the uninterrupted two-stage run.
+  REQUIRE(run_mugv(2, deep_train_args("pp2-resumed", {"--pp", "2", "--steps", half})).exit_code == 0);
+  REQUIRE(run_mugv(2, {"resume", "pp2-resumed", "--steps", all}).exit_code == 0);
+  REQUIRE(run_mugv(2, deep_train_args("pp2-straight", {"--pp", "2"})).exit_code == 0);
+  const fs::path a = CheckpointStore(run_paths("pp2-straight").checkpoints()).open(kSteps).dir;
+  const fs::path b = CheckpointStore(run_paths("pp2-resumed").checkpoints()).open(kSteps).dir;
+  for (const auto& entry : fs::directory_iterator(a)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() < 12 || name.substr(name.size() - 12) != ".safetensors") continue;
+    INFO(name);
+    REQUIRE(fs::exists(b / name));
+    auto ta = read_canonical_tensors(a, name.substr(0, name.size() - 12), {}, {});
+    auto tb = read_canonical_tensors(b, name.substr(0, name.size() - 12), {}, {});
+    REQUIRE(ta.tensors.size() == tb.tensors.size());
+    for (const auto& [key, t] : ta.tensors) CHECK(torch::equal(t, tb.tensors.at(key)));
+  }
+}
+
+TEST_CASE("pipeline layouts that cannot work are refused with the reason", "[parallel][train][pipeline]") {
+  test::MicroHome home(4);
+  // two blocks cannot make two stages of two chunks each
+  auto chunks = run_mugv(2, train_args("chunks", {"--pp", "2", "--pp-schedule", "interleaved"}));
+  CHECK(chunks.exit_code != 0);
+  // pipeline stages in one process
+  CHECK(run_mugv(1, train_args("one", {"--pp", "2"})).exit_code != 0);
+  // three ranks cannot hold two stages
+  CHECK(run_mugv(3, train_args("three", {"--pp", "2"})).exit_code != 0);
 }

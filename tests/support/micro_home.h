@@ -1,7 +1,7 @@
 #pragma once
 // A temporary $MUGV_HOME for training tests: a "micro" model preset (a DiT of two blocks, hidden 48, two
-// heads) and a synthetic latent cache of `clips` clips of dataset "shapes" for VAE run "vae0", so a
-// training step takes milliseconds. Needs LibTorch (include only from torch test targets).
+// heads; "micro4" has four blocks) and a synthetic latent cache of `clips` clips of dataset "shapes" for VAE
+// run "vae0", so a training step takes milliseconds. Needs LibTorch (include only from torch test targets).
 #include "core/strings.h"
 #include "support/test_support.h"
 #include "train/latent_cache.h"
@@ -85,6 +85,10 @@ class MicroHome {
     ::setenv("MUGV_HOME", dir_.path().c_str(), 1);
     fs::create_directories(dir_ / "presets/models");
     std::ofstream(dir_ / "presets/models/micro.toml") << kMicroPreset;
+    // The same with four blocks ("micro4"), for pipeline stages of more than one block.
+    std::string deep = kMicroPreset;
+    deep.replace(deep.find("depth = 2"), 9, "depth = 4");
+    std::ofstream(dir_ / "presets/models/micro4.toml") << deep;
     const char* colors[] = {"red", "green", "blue"};
     const char* moves[] = {"left", "right"};
     for (int i = 0; i < clips; ++i) {

@@ -84,6 +84,8 @@ std::string validate(const TrainForm& f) {
   if (f.zero != 0 && f.zero != 1) return "layout: ZeRO stage 0 or 1";
   if (f.recompute != "none" && f.recompute != "selective" && f.recompute != "full")
     return "layout: recompute is none, selective or full";
+  if (f.learns_from_labels() && (f.slurm_nodes > 0 || f.pp > 1 || f.micro_batches > 1))
+    return "layout: DPO and KTO run in one process, one batch per step (no cluster, stages or micro-batches)";
   if (f.slurm_nodes == 0 && f.tp * f.cp > 1)
     return "layout: tensor and context parallel need several ranks; train on a GPU cluster";
   if (f.slurm_nodes == 0 && f.pp > 1)
