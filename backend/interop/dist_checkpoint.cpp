@@ -5,6 +5,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <iterator>
+#include <new>
+#include <queue>
 #include <system_error>
 #include <tuple>
 #include <utility>
@@ -52,39 +56,110 @@ std::string box_problem(const std::vector<int64_t>& shape, const std::vector<int
 
 using Boxes = std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>>;
 
-// Checks that `boxes` (offsets, sizes) lie inside `shape`, do not overlap and cover it whole. Returns the
-// problem, or an empty string.
-std::string tiling_problem(const std::vector<int64_t>& shape, const Boxes& boxes) {
+// Chunks split along three or more dimensions are compared pair by pair (along the dimension that sorts
+// them best); more than this many are refused rather than compared for minutes.
+constexpr size_t kMaxPairwiseChunks = 4096;
+
+struct TilingProblem {
+  std::string text;          // empty: the chunks tile the tensor
+  bool unsupported = false;  // too many chunks to check, not a damaged tiling
+};
+
+// Checks that `boxes` (offsets, sizes) lie inside `shape`, do not overlap and cover it whole.
+TilingProblem tiling_problem(const std::vector<int64_t>& shape, const Boxes& boxes) {
   const size_t dims = shape.size();
   uint64_t total = 0;
-  if (!volume(shape, &total)) return "shape " + vec_text(shape) + " is negative or too large";
+  if (!volume(shape, &total)) return {"shape " + vec_text(shape) + " is negative or too large"};
   uint64_t covered = 0;
-  for (const auto& [off, size] : boxes) {
-    if (auto problem = box_problem(shape, *off, *size); !problem.empty()) return problem;
-    covered += volume(*size);  // each box lies inside the shape, so neither this nor the sum overflows
+  std::vector<size_t> held;  // the boxes holding elements: only those can overlap
+  for (size_t i = 0; i < boxes.size(); ++i) {
+    const auto& [off, size] = boxes[i];
+    if (auto problem = box_problem(shape, *off, *size); !problem.empty()) return {problem};
+    const uint64_t n = volume(*size);  // the box lies inside the shape, so neither this nor the sum overflows
+    covered += n;
+    if (n > 0) held.push_back(i);
   }
-  // Sorted by the first offset, a chunk can only overlap the ones starting before its end along dim 0.
-  std::vector<size_t> order(boxes.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  if (dims > 0)
-    std::sort(order.begin(), order.end(),
-              [&](size_t a, size_t b) { return (*boxes[a].first)[0] < (*boxes[b].first)[0]; });
-  for (size_t i = 0; i < order.size(); ++i) {
-    const auto& [ao, as] = boxes[order[i]];
-    if (volume(*as) == 0) continue;
-    for (size_t j = i + 1; j < order.size(); ++j) {
-      const auto& [bo, bs] = boxes[order[j]];
-      if (dims > 0 && (*bo)[0] >= (*ao)[0] + (*as)[0]) break;
-      if (volume(*bs) == 0) continue;
-      bool meet = true;
-      for (size_t k = 0; k < dims && meet; ++k)
-        meet = (*ao)[k] < (*bo)[k] + (*bs)[k] && (*bo)[k] < (*ao)[k] + (*as)[k];
-      if (meet) return "chunks at " + vec_text(*ao) + " and " + vec_text(*bo) + " overlap";
+  auto off = [&](size_t i, size_t k) { return (*boxes[i].first)[k]; };
+  auto end = [&](size_t i, size_t k) { return (*boxes[i].first)[k] + (*boxes[i].second)[k]; };
+  auto overlap = [&](size_t i, size_t j) -> TilingProblem {
+    return {"chunks at " + vec_text(*boxes[i].first) + " and " + vec_text(*boxes[j].first) + " overlap"};
+  };
+  // The dimensions along which some box does not span the whole tensor. Along the others every box meets
+  // every other, so these alone decide whether two boxes meet.
+  std::vector<size_t> split;
+  for (size_t k = 0; k < dims; ++k)
+    for (size_t i : held)
+      if (off(i, k) != 0 || end(i, k) != shape[k]) {
+        split.push_back(k);
+        break;
+      }
+  auto sorted_by = [&](size_t k) {
+    std::vector<size_t> order = held;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return off(a, k) < off(b, k); });
+    return order;
+  };
+  if (split.empty()) {
+    if (held.size() > 1) return overlap(held[0], held[1]);
+  } else if (split.size() == 1) {
+    // Intervals: sorted by start, each must begin at or after the furthest end so far.
+    const size_t k = split[0];
+    size_t furthest = 0;
+    bool any = false;
+    for (size_t i : sorted_by(k)) {
+      if (any && off(i, k) < end(furthest, k)) return overlap(furthest, i);
+      if (!any || end(i, k) > end(furthest, k)) furthest = i;
+      any = true;
     }
+  } else if (split.size() == 2) {
+    // Rectangles, swept along the first split dimension: the boxes still open there all share the sweep
+    // position, so (the tiling being sound so far) their intervals along the second are disjoint, and a
+    // new box need only be compared with its two neighbours among them.
+    const size_t a = split[0], b = split[1];
+    std::map<int64_t, size_t> open;              // start along b -> box
+    using Closing = std::pair<int64_t, size_t>;  // end along a, box
+    std::priority_queue<Closing, std::vector<Closing>, std::greater<Closing>> closing;
+    for (size_t i : sorted_by(a)) {
+      while (!closing.empty() && closing.top().first <= off(i, a)) {
+        open.erase(off(closing.top().second, b));
+        closing.pop();
+      }
+      auto next = open.lower_bound(off(i, b));
+      if (next != open.end() && next->first < end(i, b)) return overlap(next->second, i);
+      if (next != open.begin() && end(std::prev(next)->second, b) > off(i, b))
+        return overlap(std::prev(next)->second, i);
+      open.emplace(off(i, b), i);
+      closing.emplace(end(i, a), i);
+    }
+  } else {
+    if (held.size() > kMaxPairwiseChunks)
+      return {std::to_string(held.size()) + " chunks split along " + std::to_string(split.size()) +
+                  " dimensions; more than " + std::to_string(kMaxPairwiseChunks) + " are not checked",
+              true};
+    // Sorted along the split dimension with the most distinct starts, a box can only meet the ones after it
+    // that start before its end there.
+    size_t sweep = split[0], most = 0;
+    for (size_t k : split) {
+      std::vector<int64_t> starts;
+      for (size_t i : held) starts.push_back(off(i, k));
+      std::sort(starts.begin(), starts.end());
+      const size_t distinct = size_t(std::unique(starts.begin(), starts.end()) - starts.begin());
+      if (distinct > most) {
+        most = distinct;
+        sweep = k;
+      }
+    }
+    const std::vector<size_t> order = sorted_by(sweep);
+    for (size_t x = 0; x < order.size(); ++x)
+      for (size_t y = x + 1; y < order.size() && off(order[y], sweep) < end(order[x], sweep); ++y) {
+        bool meet = true;
+        for (size_t k : split)
+          meet = meet && off(order[x], k) < end(order[y], k) && off(order[y], k) < end(order[x], k);
+        if (meet) return overlap(order[x], order[y]);
+      }
   }
   if (covered != total)
-    return "chunks cover " + std::to_string(covered) + " of the " + std::to_string(total) +
-           " elements of shape " + vec_text(shape);
+    return {"chunks cover " + std::to_string(covered) + " of the " + std::to_string(total) +
+            " elements of shape " + vec_text(shape)};
   return {};
 }
 
@@ -136,6 +211,30 @@ bool safe_relative(const std::string& p) {
 
 // ---- reading the metadata pickle -----------------------------------------------------------------------
 
+// What one name or shape in .metadata may hold. Each is copied wherever it is used (into every chunk, every
+// key), and the pickle may use one memoized value any number of times, so each is bounded: far above what
+// any checkpoint holds, far below what would let a small file take much memory.
+constexpr size_t kMaxText = 4096;  // bytes of a key or a relative path
+constexpr size_t kMaxDims = 64;    // dimensions of a shape, offsets or sizes
+
+const std::string& bounded_text(const PickleValue& v, const std::string& what) {
+  const std::string& text = v.as_string(what);
+  if (text.size() > kMaxText)
+    throw Error(ErrorCode::format, what + " is " + std::to_string(text.size()) + " bytes long; more than " +
+                                       std::to_string(kMaxText) + " are not read");
+  return text;
+}
+
+std::vector<int64_t> bounded_ints(const PickleValue& v, const std::string& what) {
+  // torch.Size((ints...)) or a plain tuple / list: its length is checked before it is copied.
+  const PickleValue* seq = v.is_object_of("Size", "torch") && v.args.size() == 1 ? v.args[0].get() : &v;
+  if ((seq->is(PickleKind::tuple) || seq->is(PickleKind::list)) && seq->items.size() > kMaxDims)
+    throw Error(ErrorCode::format, what + " has " + std::to_string(seq->items.size()) +
+                                       " dimensions; more than " + std::to_string(kMaxDims) +
+                                       " are not read");
+  return v.as_int_list(what);
+}
+
 const PickleValue& field(const PickleValue& obj, const char* name, const std::string& what) {
   const PickleValue* v = obj.find(name);
   if (!v) throw Error(ErrorCode::format, what + " (" + obj.describe() + ") has no field '" + name + "'");
@@ -168,6 +267,7 @@ struct StorageKey {
 struct StorageInfo {
   std::string file;
   uint64_t offset = 0, length = 0;
+  bool claimed = false;  // by a chunk or an object
 };
 
 // ---- writing the metadata pickle -----------------------------------------------------------------------
@@ -217,10 +317,10 @@ DistCheckpointReader DistCheckpointReader::open(const fs::path& dir) {
     if (!sd.is(PickleKind::dict))
       throw Error(ErrorCode::format, "storage_data is " + sd.describe() + ", not a dict");
     for (const auto& [index, info] : sd.entries) {
-      const std::string fqn = field(*index, "fqn", "a storage_data key").as_string("MetadataIndex.fqn");
+      const std::string& fqn = bounded_text(field(*index, "fqn", "a storage_data key"), "MetadataIndex.fqn");
       StorageKey key{fqn, {}};
       if (const PickleValue* off = index->find("offset"); off && !off->is(PickleKind::none))
-        key.offset = off->as_int_list("MetadataIndex.offset of '" + fqn + "'");
+        key.offset = bounded_ints(*off, "MetadataIndex.offset of '" + fqn + "'");
       const std::string what = "storage of '" + fqn + "'";
       if (const PickleValue* t = info->find("transform_descriptors");
           t && !t->is(PickleKind::none) && !t->as_sequence(what).empty()) {
@@ -230,7 +330,7 @@ DistCheckpointReader DistCheckpointReader::open(const fs::path& dir) {
                     what + " is stored through stream transforms (" + names + "), which are not read");
       }
       StorageInfo s;
-      s.file = field(*info, "relative_path", what).as_string(what + ": relative_path");
+      s.file = bounded_text(field(*info, "relative_path", what), what + ": relative_path");
       const int64_t offset = field(*info, "offset", what).as_int(what + ": offset");
       const int64_t length = field(*info, "length", what).as_int(what + ": length");
       if (offset < 0 || length < 0) throw Error(ErrorCode::format, what + ": negative offset or length");
@@ -245,12 +345,13 @@ DistCheckpointReader DistCheckpointReader::open(const fs::path& dir) {
     if (!sdm.is(PickleKind::dict))
       throw Error(ErrorCode::format, "state_dict_metadata is " + sdm.describe() + ", not a dict");
     for (const auto& [k, entry] : sdm.entries) {
-      const std::string name = k->as_string("a state_dict_metadata key");
+      const std::string& name = bounded_text(*k, "a state_dict_metadata key");
       const std::string what = "'" + name + "'";
       if (entry->is_object_of("BytesStorageMetadata")) {
         auto it = storage.find({name, {}});
         if (it == storage.end())
           throw Error(ErrorCode::corrupt, "object " + what + " has no storage_data entry");
+        it->second.claimed = true;
         r.objects_[name] = DistObject{name, it->second.file, it->second.offset, it->second.length};
         continue;
       }
@@ -260,15 +361,20 @@ DistCheckpointReader DistCheckpointReader::open(const fs::path& dir) {
       DistTensor t;
       t.name = name;
       t.dtype = properties_dtype(field(*entry, "properties", what), what);
-      t.shape = field(*entry, "size", what).as_int_list(what + " size");
+      t.shape = bounded_ints(field(*entry, "size", what), what + " size");
       for (const auto& c : field(*entry, "chunks", what).as_sequence(what + " chunks")) {
         DistChunk chunk;
-        chunk.offsets = field(*c, "offsets", what + " chunk").as_int_list(what + " chunk offsets");
-        chunk.sizes = field(*c, "sizes", what + " chunk").as_int_list(what + " chunk sizes");
+        chunk.offsets = bounded_ints(field(*c, "offsets", what + " chunk"), what + " chunk offsets");
+        chunk.sizes = bounded_ints(field(*c, "sizes", what + " chunk"), what + " chunk sizes");
         auto it = storage.find({name, chunk.offsets});
         if (it == storage.end())
           throw Error(ErrorCode::corrupt,
                       what + ": chunk at " + vec_text(chunk.offsets) + " has no storage_data entry");
+        // Two chunks at one offset overlap (or, empty, repeat each other): refused here, before a list of
+        // one chunk fetched from the memo a million times is copied a million times.
+        if (it->second.claimed)
+          throw Error(ErrorCode::corrupt, what + ": two chunks at " + vec_text(chunk.offsets));
+        it->second.claimed = true;
         chunk.file = it->second.file;
         chunk.file_offset = it->second.offset;
         chunk.length_bytes = it->second.length;
@@ -276,10 +382,12 @@ DistCheckpointReader DistCheckpointReader::open(const fs::path& dir) {
       }
       Boxes boxes;
       for (const auto& c : t.chunks) boxes.emplace_back(&c.offsets, &c.sizes);
-      if (auto problem = tiling_problem(t.shape, boxes); !problem.empty())
-        throw Error(ErrorCode::corrupt, what + ": " + problem);
+      if (auto problem = tiling_problem(t.shape, boxes); !problem.text.empty())
+        throw Error(problem.unsupported ? ErrorCode::unsupported : ErrorCode::corrupt,
+                    what + ": " + problem.text);
       // torch.distributed.checkpoint clones views before saving, so a chunk's archive holds at least its
-      // elements' bytes: this bounds what reading may allocate by the files' sizes.
+      // elements' bytes: with the chunks' byte ranges disjoint (checked below), this bounds what reading
+      // may allocate by the files' sizes.
       const uint64_t elem = dtype_size_bytes(t.dtype);
       for (const auto& c : t.chunks)
         if (volume(c.sizes) > c.length_bytes / elem)
@@ -315,6 +423,37 @@ DistCheckpointReader DistCheckpointReader::open(const fs::path& dir) {
                  "the chunk of '" + name + "' at " + vec_text(c.offsets));
   for (const auto& [name, o] : r.objects_)
     check_item(o.file, o.file_offset, o.length_bytes, "object '" + name + "'");
+
+  // torch.distributed.checkpoint appends each item after the last, so no two share a byte. Items that did
+  // would let a small file stand for many times its size once read (each chunk is decoded whole), so the
+  // sizes of the files would no longer bound what reading allocates.
+  struct Item {
+    uint64_t offset, length;
+    std::string what;
+  };
+  std::map<std::string, std::vector<Item>> by_file;
+  for (const auto& [name, t] : r.tensors_)
+    for (const auto& c : t.chunks)
+      if (c.length_bytes > 0)
+        by_file[c.file].push_back(
+            {c.file_offset, c.length_bytes, "the chunk of '" + name + "' at " + vec_text(c.offsets)});
+  for (const auto& [name, o] : r.objects_)
+    if (o.length_bytes > 0)
+      by_file[o.file].push_back({o.file_offset, o.length_bytes, "object '" + name + "'"});
+  for (auto& [file, items] : by_file) {
+    std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.offset < b.offset; });
+    size_t furthest = 0;  // the item reaching furthest so far
+    for (size_t i = 1; i < items.size(); ++i) {
+      const Item& f = items[furthest];
+      if (items[i].offset < f.offset + f.length)
+        throw Error(ErrorCode::corrupt, (dir / file).string(),
+                    f.what + " (bytes " + std::to_string(f.offset) + "+" + std::to_string(f.length) +
+                        ") and " + items[i].what + " (bytes " + std::to_string(items[i].offset) + "+" +
+                        std::to_string(items[i].length) +
+                        ") overlap; items of a checkpoint do not share bytes");
+      if (items[i].offset + items[i].length > f.offset + f.length) furthest = i;
+    }
+  }
   return r;
 }
 
@@ -349,7 +488,14 @@ TensorData DistCheckpointReader::read_region(const std::string& name, const std:
   TensorData out;
   out.dtype = t->dtype;
   out.shape = sizes;
-  out.bytes.resize(size_t(volume(sizes)) * elem);
+  const uint64_t bytes = volume(sizes) * elem;  // bounded by the files' sizes (open())
+  try {
+    out.bytes.resize(size_t(bytes));
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::out_of_memory, dir_.string(),
+                "'" + name + "': cannot allocate " + std::to_string(bytes) + " bytes for the region " +
+                    vec_text(sizes));
+  }
   if (out.bytes.empty()) return out;
 
   for (const auto& c : t->chunks) {
@@ -490,8 +636,9 @@ void DistCheckpointWriter::finish() {
     const Pending& p = tensors_.at(name);
     Boxes boxes;
     for (const auto& c : p.chunks) boxes.emplace_back(&c.offsets, &c.sizes);
-    if (auto problem = tiling_problem(p.shape, boxes); !problem.empty())
-      throw Error(ErrorCode::invalid_argument, dir_.string(), "'" + name + "': " + problem);
+    if (auto problem = tiling_problem(p.shape, boxes); !problem.text.empty())
+      throw Error(problem.unsupported ? ErrorCode::unsupported : ErrorCode::invalid_argument, dir_.string(),
+                  "'" + name + "': " + problem.text);
   }
   finished_ = true;
 

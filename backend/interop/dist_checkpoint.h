@@ -31,14 +31,20 @@
 // Errors name the file and, where there is one, the tensor:
 //   Error(not_found)    the folder or its .metadata; a .distcp file the metadata names; an unknown key
 //   Error(format)       .metadata is not that pickle (its parse errors, a missing field, a storage path
-//                       outside the folder); a chunk that is not a torch.save archive
+//                       outside the folder, a key or path over 4096 bytes, a shape, offsets or sizes of
+//                       more than 64 dimensions); a chunk that is not a torch.save archive
 //   Error(corrupt)      chunks that overlap, leave part of a tensor uncovered or reach outside it; a
-//                       chunk without a storage entry; a .distcp file shorter than an item it should hold
-//                       (truncated); a decoded chunk whose dtype or shape differs from the metadata; CRC
-//                       errors inside a chunk
+//                       chunk without a storage entry, or two chunks at one offset; a .distcp file shorter
+//                       than an item it should hold (truncated); two items (chunks or objects) sharing bytes
+//                       of a file (DCP writes them one after another; the error names the file and both); a
+//                       decoded chunk whose dtype or shape differs from the metadata; CRC errors inside a
+//                       chunk
 //   Error(unsupported)  a storage entry with stream transforms (compression extensions, torch 2.6+); a
 //                       dtype torch_archive.h does not read; rank-local metadata only (__<rank>.metadata,
-//                       written without collectives, is not looked for)
+//                       written without collectives, is not looked for); more than 4096 chunks of one
+//                       tensor split along three or more dimensions (checking their tiling is quadratic;
+//                       chunks split along one or two dimensions are checked in n log n, any number)
+//   Error(out_of_memory) a region whose bytes cannot be allocated
 // The reader is move-only; reading is thread-safe.
 //
 // DistCheckpointWriter writes the same layout: each chunk as torch.save(chunk) appended to
@@ -151,7 +157,8 @@ class DistCheckpointWriter {
                   size_t bytes, int rank = 0);
   // A bytes item stored as given (for Megatron: save_torch_object(list of objects)).
   void add_object(const std::string& name, const std::string& bytes, int rank = 0);
-  // Checks every tensor's chunks tile it (Error(invalid_argument) naming the tensor otherwise), commits the
+  // Checks every tensor's chunks tile it (Error(invalid_argument) naming the tensor otherwise; the reader's
+  // limit on chunks split along three or more dimensions applies, Error(unsupported)), commits the
   // .distcp files and writes .metadata. Nothing can be added afterwards.
   void finish();
 

@@ -16,6 +16,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// More layers than any DiT has; a stacked key's leading axis beyond this is a damaged checkpoint.
+constexpr int kMaxLayers = 4096;
+
 std::string vec_text(const std::vector<int64_t>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
@@ -81,6 +84,12 @@ MegatronImportPlan plan_megatron_import(const DistCheckpointReader& ckpt,
     if (is_stacked_layer_key(name)) {
       if (t.shape.empty())
         throw Error(ErrorCode::format, subject, "'" + name + "' is a scalar, not stacked over layers");
+      // The plan holds an item per layer: a leading axis of a billion (possible with no bytes behind it,
+      // when another axis is 0) must not become a billion items.
+      if (t.shape[0] <= 0 || t.shape[0] > kMaxLayers)
+        throw Error(ErrorCode::format, subject,
+                    "'" + name + "' stacks " + std::to_string(t.shape[0]) + " layers; 1 to " +
+                        std::to_string(kMaxLayers) + " are read");
       if (plan.num_layers != 0 && plan.num_layers != t.shape[0])
         throw Error(ErrorCode::format, subject,
                     "'" + name + "' stacks " + std::to_string(t.shape[0]) + " layers, other keys " +
@@ -106,7 +115,13 @@ MegatronImportPlan plan_megatron_import(const DistCheckpointReader& ckpt,
     }
   }
   for (const auto& [name, o] : ckpt.objects()) plan.skipped.push_back(name);
-  if (!per_layer.empty()) plan.num_layers = std::max(plan.num_layers, *per_layer.rbegin() + 1);
+  if (!per_layer.empty()) {
+    if (*per_layer.rbegin() >= kMaxLayers)
+      throw Error(ErrorCode::format, subject,
+                  "a key of layer " + std::to_string(*per_layer.rbegin()) + "; layers 0 to " +
+                      std::to_string(kMaxLayers - 1) + " are read");
+    plan.num_layers = std::max(plan.num_layers, *per_layer.rbegin() + 1);
+  }
   if (!plan.unknown.empty() && !options.allow_unknown)
     throw Error(ErrorCode::unsupported, subject,
                 "tensors outside the MUG-V DiT name map: " + name_list(plan.unknown) +
@@ -140,8 +155,15 @@ TensorData read_megatron_tensor(const DistCheckpointReader& ckpt, const Megatron
   } else {
     t = ckpt.read(item.megatron_name);
   }
-  return heads_to_engine(t, item.heads, plan.num_heads,
-                         ckpt.dir().string() + " '" + item.megatron_name + "'");
+  TensorData out =
+      heads_to_engine(t, item.heads, plan.num_heads, ckpt.dir().string() + " '" + item.megatron_name + "'");
+  // The item's dtype and shape are what callers size their buffers by (import_megatron_to_safetensors).
+  if (out.dtype != item.dtype || out.shape != item.shape)
+    throw Error(ErrorCode::invalid_argument, ckpt.dir().string(),
+                "'" + item.megatron_name + "' reads as " + to_string(out.dtype) + " " + vec_text(out.shape) +
+                    " for " + item.engine_name + ", the plan says " + to_string(item.dtype) + " " +
+                    vec_text(item.shape) + " (a plan made for another checkpoint?)");
+  return out;
 }
 
 MegatronImportPlan import_megatron_to_safetensors(const fs::path& checkpoint, const fs::path& out,
@@ -153,11 +175,17 @@ MegatronImportPlan import_megatron_to_safetensors(const fs::path& checkpoint, co
     size_t bytes = dtype_size_bytes(item.dtype);
     for (int64_t d : item.shape) bytes *= size_t(d);
     // Read while the writer streams this tensor, so memory holds one tensor at a time.
-    writer.add_generated(item.engine_name, item.dtype, item.shape, bytes,
-                         [&ckpt, &plan, &item](uint8_t* dst) {
-                           const TensorData t = read_megatron_tensor(ckpt, plan, item);
-                           std::memcpy(dst, t.bytes.data(), t.bytes.size());
-                         });
+    writer.add_generated(
+        item.engine_name, item.dtype, item.shape, bytes, [&ckpt, &plan, &item, bytes](uint8_t* dst) {
+          const TensorData t = read_megatron_tensor(ckpt, plan, item);
+          // The plan's shape and dtype come from the metadata; the bytes from the chunks.
+          if (t.bytes.size() != bytes)
+            throw Error(ErrorCode::corrupt, ckpt.dir().string(),
+                        "'" + item.megatron_name + "' read as " + std::to_string(t.bytes.size()) +
+                            " bytes for " + item.engine_name + ", the plan says " + to_string(item.dtype) +
+                            " " + vec_text(item.shape) + ", " + std::to_string(bytes) + " bytes");
+          std::memcpy(dst, t.bytes.data(), bytes);
+        });
   }
   writer.set_metadata("format", "pt");
   writer.write(out);

@@ -28,7 +28,9 @@
 //
 // Errors: those of the readers and writers used, plus Error(invalid_argument) naming the tensors for
 // unknown names (unless allow_unknown), blocks missing from a layer, shapes that differ between layers, a
-// dimension tensor parallelism cannot split evenly, or a head count that does not divide the rows.
+// dimension tensor parallelism cannot split evenly, or a head count that does not divide the rows;
+// Error(format) for a stacked key whose layer axis is not 1 to 4096 long (or a layer index beyond that), and
+// Error(corrupt) for a tensor that reads as a different number of bytes than its planned dtype and shape.
 // Not thread-safe: the weight source is called from the calling thread only.
 
 #include "core/safetensors.h"
@@ -70,6 +72,8 @@ struct MegatronImportPlan {
 
 [[nodiscard]] MegatronImportPlan plan_megatron_import(
     const DistCheckpointReader& checkpoint, const MegatronImportOptions& options = MegatronImportOptions{});
+// Error(invalid_argument) when the tensor read is not of the item's dtype and shape (a plan of another
+// checkpoint).
 [[nodiscard]] TensorData read_megatron_tensor(const DistCheckpointReader& checkpoint,
                                               const MegatronImportPlan& plan, const MegatronImportItem& item);
 // `checkpoint` is a torch_dist folder or a Megatron root (resolve_megatron_checkpoint); `out` is written

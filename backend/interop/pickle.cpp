@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <unordered_map>
 
 namespace mugv {
@@ -81,6 +82,21 @@ std::string opcode_text(uint8_t op) {
 
 // The pickle machine. Each method reads its operands from `p_` and leaves the cursor after them.
 class Parser {
+  // Where each str key of a dict (or object) of more than kScannedEntries entries sits in them, to
+  // replace a repeated key without a scan: by key_id(), so a long key set into many dicts is never copied.
+  // Both maps hold their nodes.
+  static constexpr size_t kScannedEntries = 8;
+  static constexpr size_t kShortKey = 64;         // keys up to this long are compared by text when scanning
+  static constexpr size_t kMaxGlobalText = 1024;  // a STACK_GLOBAL's module or name, in bytes
+  struct DictIndex {
+    PickleRef dict;
+    std::unordered_map<uint64_t, size_t> at;  // key_id -> index in entries
+  };
+  struct KeyId {
+    PickleRef key;
+    uint64_t id = 0;
+  };
+
  public:
   Parser(const uint8_t* data, size_t bytes, const std::string& subject)
       : data_(data), end_(data + bytes), p_(data), subject_(subject) {}
@@ -192,11 +208,13 @@ class Parser {
     return v;
   }
 
-  PickleRef object(PickleRef callable, const PickleRef& args, PickleCall call) {
+  // The tuple is shared, not copied: a memoized tuple of millions of items reused by every REDUCE costs
+  // nothing per use. Tuples never change once built, so sharing one is safe.
+  PickleRef object(PickleRef callable, PickleRef args, PickleCall call) {
     if (!args->is(PickleKind::tuple)) fail("arguments are " + args->describe() + ", not a tuple");
     auto v = make(PickleKind::object);
     v->callable = std::move(callable);
-    v->args = args->items;
+    v->args = PickleArgs(std::move(args));
     v->call = call;
     return v;
   }
@@ -206,27 +224,68 @@ class Parser {
       fail("appending to " + target.describe() + ", not a list");
     for (auto& item : items) target.items.push_back(std::move(item));
   }
-  void set_items(PickleValue& target, std::vector<PickleRef> flat) {
+  // A number standing for the text of a str key: equal texts, equal numbers. Each str node is hashed once
+  // however many dicts it is set into, and is held (with its text) for the rest of the parse.
+  uint64_t key_id(const PickleRef& key) {
+    auto it = key_ids_.find(key.get());
+    if (it != key_ids_.end()) return it->second.id;
+    const auto [at, fresh] = interned_.emplace(std::string_view(key->text), interned_.size());
+    (void)fresh;
+    key_ids_.emplace(key.get(), KeyId{key, at->second});
+    return at->second;
+  }
+
+  // Where the str key `key` sits in `target`'s entries; npos when it is not there. A long key is compared
+  // by key_id(), so however often it is set, its text is hashed once and never compared again.
+  size_t find_key(const PickleValue& target, const PickleRef& key, const DictIndex* index) {
+    if (index) {
+      auto it = index->at.find(key_id(key));
+      return it == index->at.end() ? std::string::npos : it->second;
+    }
+    const size_t n = key->text.size();
+    for (size_t j = 0; j < target.entries.size(); ++j) {
+      const PickleRef& k = target.entries[j].first;
+      if (k == key) return j;
+      if (!k->is(PickleKind::string) || k->text.size() != n) continue;
+      if (n <= kShortKey ? k->text == key->text : key_id(k) == key_id(key)) return j;
+    }
+    return std::string::npos;
+  }
+
+  DictIndex* make_index(const PickleRef& target) {
+    DictIndex& index = dict_index_[target.get()];
+    // Held while the parse runs, so no other dict can take this address and meet a stale index.
+    index.dict = target;
+    for (size_t j = 0; j < target->entries.size(); ++j)
+      if (target->entries[j].first->is(PickleKind::string))
+        index.at.emplace(key_id(target->entries[j].first), j);
+    return &index;
+  }
+
+  void set_items(const PickleRef& target_ref, std::vector<PickleRef> flat) {
+    PickleValue& target = *target_ref;
     if (!target.is(PickleKind::dict) && !target.is(PickleKind::object))
       fail("setting items of " + target.describe() + ", not a dict");
     if (flat.size() % 2 != 0) fail("odd number of values for key/value pairs");
-    auto& index = string_keys_[&target];
+    // Small dicts (most of them: dataclass states) are scanned; larger ones get an index.
+    auto found = dict_index_.find(&target);
+    DictIndex* index = found == dict_index_.end() ? nullptr : &found->second;
     for (size_t i = 0; i < flat.size(); i += 2) {
+      const PickleRef& key = flat[i];
       // A repeated str key replaces the earlier value, as in a Python dict.
-      if (flat[i]->is(PickleKind::string)) {
-        auto [it, fresh] = index.emplace(flat[i]->text, target.entries.size());
-        // The index is keyed by address: an entry left by a dict that is gone, whose address a new one
-        // reuses, must not be trusted.
-        const bool same = !fresh && it->second < target.entries.size() &&
-                          target.entries[it->second].first->is(PickleKind::string) &&
-                          target.entries[it->second].first->text == flat[i]->text;
-        if (same) {
-          target.entries[it->second].second = flat[i + 1];
+      if (key->is(PickleKind::string)) {
+        const size_t at = find_key(target, key, index);
+        if (at != std::string::npos) {
+          target.entries[at].second = flat[i + 1];
           continue;
         }
-        it->second = target.entries.size();
       }
-      target.entries.emplace_back(flat[i], flat[i + 1]);
+      target.entries.emplace_back(key, flat[i + 1]);
+      if (index) {
+        if (key->is(PickleKind::string)) index->at.emplace(key_id(key), target.entries.size() - 1);
+      } else if (target.entries.size() > kScannedEntries) {
+        index = make_index(target_ref);
+      }
     }
   }
 
@@ -354,19 +413,19 @@ class Parser {
         return;
       case DICT: {
         auto d = make(PickleKind::dict);
-        set_items(*d, pop_mark());
+        set_items(d, pop_mark());
         push(d);
         return;
       }
       case SETITEM: {
         PickleRef value = pop();
         PickleRef key = pop();
-        set_items(*top(), {std::move(key), std::move(value)});
+        set_items(top(), {std::move(key), std::move(value)});
         return;
       }
       case SETITEMS: {
         auto flat = pop_mark();
-        set_items(*top(), std::move(flat));
+        set_items(top(), std::move(flat));
         return;
       }
       case EMPTY_SET:
@@ -394,22 +453,31 @@ class Parser {
         PickleRef module = pop();
         if (!module->is(PickleKind::string) || !name->is(PickleKind::string))
           fail("module and name are " + module->describe() + " and " + name->describe() + ", not strings");
-        auto v = make(PickleKind::global);
-        v->text = module->text;
-        v->name = name->text;
+        // The global copies both texts, so they are bounded, and the same module and name give the same
+        // global (as find_class gives the same class): memoized strings reused cost nothing per use.
+        if (module->text.size() > kMaxGlobalText || name->text.size() > kMaxGlobalText)
+          fail("module or name longer than " + std::to_string(kMaxGlobalText) + " bytes (" +
+               std::to_string(module->text.size()) + " and " + std::to_string(name->text.size()) +
+               "): not a class reference");
+        PickleRef& v = globals_[{key_id(module), key_id(name)}];
+        if (!v) {
+          v = make(PickleKind::global);
+          v->text = module->text;
+          v->name = name->text;
+        }
         push(v);
         return;
       }
       case REDUCE: {
         PickleRef args = pop();
         PickleRef callable = pop();
-        push(object(std::move(callable), args, PickleCall::reduce));
+        push(object(std::move(callable), std::move(args), PickleCall::reduce));
         return;
       }
       case NEWOBJ: {
         PickleRef args = pop();
         PickleRef cls = pop();
-        push(object(std::move(cls), args, PickleCall::newobj));
+        push(object(std::move(cls), std::move(args), PickleCall::newobj));
         return;
       }
       case NEWOBJ_EX: {
@@ -418,7 +486,7 @@ class Parser {
         PickleRef cls = pop();
         if (!kwargs->is(PickleKind::dict))
           fail("keyword arguments are " + kwargs->describe() + ", not a dict");
-        auto v = object(std::move(cls), args, PickleCall::newobj_ex);
+        auto v = object(std::move(cls), std::move(args), PickleCall::newobj_ex);
         v->kwargs = std::move(kwargs);
         push(v);
         return;
@@ -469,8 +537,12 @@ class Parser {
   std::vector<PickleRef> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, PickleRef> memo_;
-  // Where each str key of a dict sits in its entries, to replace repeated keys without a scan.
-  std::unordered_map<const PickleValue*, std::unordered_map<std::string, size_t>> string_keys_;
+  // Where each str key of a dict (or object) of more than kScannedEntries entries sits in them, by
+  // key_id(). Both maps hold their nodes.
+  std::unordered_map<const PickleValue*, DictIndex> dict_index_;
+  std::unordered_map<const PickleValue*, KeyId> key_ids_;
+  std::unordered_map<std::string_view, uint64_t> interned_;     // views of the texts of key_ids_' nodes
+  std::map<std::pair<uint64_t, uint64_t>, PickleRef> globals_;  // STACK_GLOBAL's, by key_id of module, name
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -605,7 +677,7 @@ class Writer {
       op(EMPTY_TUPLE);
     } else {
       op(MARK);
-      write_items(v.args, depth);
+      write_items(v.args.items(), depth);
       op(TUPLE);
     }
     switch (v.call) {
@@ -617,7 +689,9 @@ class Writer {
         break;
       case PickleCall::newobj_ex:
         if (protocol_ < 4) throw Error(ErrorCode::invalid_argument, "NEWOBJ_EX needs pickle protocol 4");
-        write(v.kwargs ? v.kwargs : make_dict({}), depth + 1);
+        // An object without keyword arguments gets an empty dict of its own, held until the end: the memo
+        // is keyed by address, and a temporary freed here could hand its address to a later value.
+        write(v.kwargs ? v.kwargs : temporaries_.emplace_back(make_dict({})), depth + 1);
         op(NEWOBJ_EX);
         break;
     }
@@ -755,6 +829,7 @@ class Writer {
   std::string out_;
   std::unordered_map<const void*, uint64_t> memo_;
   std::unordered_map<std::string, const void*> globals_;
+  std::vector<PickleRef> temporaries_;  // values made while writing, alive as long as memo_ may name them
 };
 
 }  // namespace
@@ -772,14 +847,13 @@ PickleValue::~PickleValue() {
       keep(k);
       keep(x);
     }
-    for (auto& a : v.args) keep(a);
+    keep(v.args.tuple_);
     keep(v.callable);
     keep(v.kwargs);
     keep(v.state);
     keep(v.pid);
     v.items.clear();
     v.entries.clear();
-    v.args.clear();
   };
   drain(*this);
   while (!pending.empty()) {
@@ -964,7 +1038,7 @@ PickleRef make_global(std::string module, std::string name) {
 PickleRef make_reduce(PickleRef callable, std::vector<PickleRef> args, PickleRef state) {
   auto v = make(PickleKind::object);
   v->callable = std::move(callable);
-  v->args = std::move(args);
+  if (!args.empty()) v->args = PickleArgs(make_tuple(std::move(args)));
   v->state = std::move(state);
   v->call = PickleCall::reduce;
   return v;

@@ -11,7 +11,9 @@
 //   APPEND(S), SETITEM(S) on an object (an OrderedDict built by REDUCE) -> the object's items / entries
 //   BINPERSID                   -> a `persistent` value holding the persistent id
 // Shared references stay shared (the memo), so a BUILD reaches every holder, as in Python. Interpreting
-// classes is the caller's job (torch_archive.h, dist_checkpoint.h).
+// classes is the caller's job (torch_archive.h, dist_checkpoint.h). Fetching a memoized value copies
+// nothing, whatever it is used for (a REDUCE's argument tuple, a dict key set into many dicts), so the
+// memory a parse takes grows with the length of the stream, not with how often it reuses values.
 // Accepted opcodes: PROTO FRAME STOP MARK POP POP_MARK DUP NONE NEWTRUE NEWFALSE BININT BININT1 BININT2
 // LONG1 LONG4 BINFLOAT BINUNICODE SHORT_BINUNICODE BINUNICODE8 BINSTRING SHORT_BINSTRING SHORT_BINBYTES
 // BINBYTES BINBYTES8 BYTEARRAY8 EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST LIST APPEND APPENDS
@@ -21,8 +23,8 @@
 //   Error(unsupported)  an opcode outside that set (protocol 0/1 text opcodes, out-of-band buffers,
 //                       extension codes, a protocol above 5), an integer wider than 64 bits
 //   Error(format)       a malformed stream: truncated, stack underflow, a missing MARK or memo entry,
-//                       an argument of the wrong kind, no STOP. Bytes after STOP are ignored (as
-//                       pickle.loads does).
+//                       an argument of the wrong kind, a STACK_GLOBAL module or name over 1024 bytes,
+//                       no STOP. Bytes after STOP are ignored (as pickle.loads does).
 //
 // write_pickle() writes a value tree as Python's pickler would write the same objects: objects by NEWOBJ
 // or REDUCE with their state by BUILD; globals by GLOBAL (protocol 2-3) or STACK_GLOBAL (4-5); every
@@ -68,6 +70,28 @@ const char* to_string(PickleKind kind);
 struct PickleValue;
 using PickleRef = std::shared_ptr<PickleValue>;
 
+// An object's arguments: the items of its argument tuple, held through that tuple rather than copied (a
+// memoized tuple that many REDUCEs reuse is shared by all of them, as in Python). Read like a const vector.
+class PickleArgs {
+ public:
+  PickleArgs() = default;
+  // `tuple` must be a tuple (or null: no arguments); it is shared, so it must not change afterwards.
+  explicit PickleArgs(PickleRef tuple) : tuple_(std::move(tuple)) {}
+
+  const std::vector<PickleRef>& items() const;
+  size_t size() const { return items().size(); }
+  bool empty() const { return items().empty(); }
+  const PickleRef& operator[](size_t i) const { return items()[i]; }
+  std::vector<PickleRef>::const_iterator begin() const { return items().begin(); }
+  std::vector<PickleRef>::const_iterator end() const { return items().end(); }
+  // The argument tuple itself; null when there are no arguments.
+  const PickleRef& tuple() const { return tuple_; }
+
+ private:
+  friend struct PickleValue;
+  PickleRef tuple_;
+};
+
 // How an object was made.
 enum class PickleCall { reduce = 0, newobj, newobj_ex };
 
@@ -81,7 +105,7 @@ struct PickleValue {
   std::vector<PickleRef> items;                          // tuple, list, set, frozenset; an object's APPENDs
   std::vector<std::pair<PickleRef, PickleRef>> entries;  // dict in insertion order; an object's SETITEMs
   PickleRef callable;                                    // object: what REDUCE / NEWOBJ called
-  std::vector<PickleRef> args;                           // object: the argument tuple's items
+  PickleArgs args;                                       // object: the argument tuple's items
   PickleRef kwargs;                                      // object made by NEWOBJ_EX: its keyword dict
   PickleRef state;                                       // object: BUILD's argument; null when not built
   PickleRef pid;                                         // persistent: the persistent id
@@ -113,6 +137,11 @@ struct PickleValue {
   // A tuple or list of ints, or an object torch.Size((ints...)) as torch pickles shapes.
   std::vector<int64_t> as_int_list(std::string_view what) const;
 };
+
+inline const std::vector<PickleRef>& PickleArgs::items() const {
+  static const std::vector<PickleRef> none;
+  return tuple_ ? tuple_->items : none;
+}
 
 PickleRef make_none();
 PickleRef make_bool(bool value);

@@ -2,8 +2,10 @@
 
 #include "core/error.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <new>
 #include <utility>
 
 namespace mugv {
@@ -61,6 +63,10 @@ std::optional<DType> dtype_of_storage_class(std::string_view name) {
     if (name == e.name) return e.dtype;
   return std::nullopt;
 }
+
+// How much larger than its storage a materialised view may be (see TorchArchive::view), unless it is small.
+constexpr uint64_t kMaxExpansion = 64;
+constexpr uint64_t kSmallView = uint64_t(64) << 20;
 
 uint64_t checked_numel(const std::vector<int64_t>& shape, const std::string& subject,
                        const std::string& what) {
@@ -259,18 +265,28 @@ TorchArchive TorchArchive::parse(const uint8_t* bytes, uint64_t size_bytes, std:
   return archive;
 }
 
+namespace {
+bool is_parameter(const PickleValue& v) {
+  return v.is_object_of("_rebuild_parameter", "torch._utils") ||
+         v.is_object_of("_rebuild_parameter_with_state", "torch._utils");
+}
+}  // namespace
+
 bool TorchArchive::is_tensor(const PickleValue& value) {
-  if (value.is_object_of("_rebuild_parameter", "torch._utils") ||
-      value.is_object_of("_rebuild_parameter_with_state", "torch._utils"))
-    return !value.args.empty() && is_tensor(*value.args[0]);
-  return value.is_object_of("_rebuild_tensor_v2", "torch._utils") ||
-         value.is_object_of("_rebuild_tensor_v3", "torch._utils");
+  // One Parameter around the tensor, as torch.save writes it and view() reads it (no recursion: a pickle
+  // can nest Parameters as deep as its length allows).
+  const PickleValue* v = &value;
+  if (is_parameter(*v)) {
+    if (v->args.empty()) return false;
+    v = v->args[0].get();
+  }
+  return v->is_object_of("_rebuild_tensor_v2", "torch._utils") ||
+         v->is_object_of("_rebuild_tensor_v3", "torch._utils");
 }
 
 TorchArchive::View TorchArchive::view(const PickleValue& value, const std::string& what) const {
   const PickleValue* v = &value;
-  if (v->is_object_of("_rebuild_parameter", "torch._utils") ||
-      v->is_object_of("_rebuild_parameter_with_state", "torch._utils")) {
+  if (is_parameter(*v)) {
     if (v->args.empty()) throw Error(ErrorCode::format, subject_, what + ": Parameter without data");
     v = v->args[0].get();
   }
@@ -352,6 +368,18 @@ TorchArchive::View TorchArchive::view(const PickleValue& value, const std::strin
                   what + ": view " + shape_text(out.shape) + " at offset " + std::to_string(out.offset) +
                       " reaches past its storage of " + std::to_string(out.storage_numel) + " elements");
   }
+  // A view inside its storage can still read elements many times over (a stride of 0: an expanded
+  // tensor), so a few bytes of storage could stand for terabytes. Materialised, it may take at most
+  // kMaxExpansion times its storage's bytes, or kSmallView bytes. (The storage's declared size is checked
+  // against its zip entry before anything is allocated.)
+  uint64_t storage_bytes = 0;
+  if (__builtin_mul_overflow(out.storage_numel, uint64_t(elem), &storage_bytes)) storage_bytes = UINT64_MAX;
+  if (bytes > kSmallView && bytes / kMaxExpansion > storage_bytes)
+    throw Error(ErrorCode::unsupported, subject_,
+                what + ": view " + shape_text(out.shape) + " with strides " + shape_text(out.stride) +
+                    " would take " + std::to_string(bytes) + " bytes from a storage of " +
+                    std::to_string(storage_bytes) + " (an expanded tensor); more than " +
+                    std::to_string(kMaxExpansion) + " times its storage is not materialised");
   return out;
 }
 
@@ -376,7 +404,13 @@ TensorData TorchArchive::tensor(const PickleValue& value, const std::string& wha
   TensorData out;
   out.dtype = v.dtype;
   out.shape = std::move(v.shape);
-  out.bytes.resize(size_t(out.numel()) * elem);
+  const uint64_t bytes = uint64_t(out.numel()) * elem;  // at most 2^48 (view())
+  try {
+    out.bytes.resize(size_t(bytes));
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::out_of_memory, subject_,
+                what + ": cannot allocate " + std::to_string(bytes) + " bytes for " + shape_text(out.shape));
+  }
   if (!out.bytes.empty()) gather(zip_.data(*entry), elem, v.offset, out.shape, v.stride, out.bytes.data());
   return out;
 }
@@ -390,11 +424,27 @@ std::vector<std::pair<std::string, TensorData>> TorchArchive::tensor_dict() cons
   const bool ordered = root.is_object_of("OrderedDict", "collections");
   if (!root.is(PickleKind::dict) && !ordered)
     throw Error(ErrorCode::format, subject_, "the saved object is " + root.describe() + ", not a dict");
+  // One tensor may stand under many keys (the memo), each key getting its own copy: the copies together
+  // are bounded as one view is, by kMaxExpansion times the archive's bytes (or kSmallView).
+  uint64_t stored = 0;
+  for (const auto& entry : zip_.entries()) stored += entry.size_bytes;
+  const uint64_t budget =
+      std::max(kSmallView, stored > UINT64_MAX / kMaxExpansion ? UINT64_MAX : stored * kMaxExpansion);
+  uint64_t total = 0;
   std::vector<std::pair<std::string, TensorData>> out;
   for (const auto& [k, v] : root.entries) {
     if (!k->is(PickleKind::string))
       throw Error(ErrorCode::format, subject_, "dict key " + k->describe() + " is not a str");
-    if (is_tensor(*v)) out.emplace_back(k->text, tensor(*v, "'" + k->text + "'"));
+    if (!is_tensor(*v)) continue;
+    const std::string what = "'" + k->text + "'";
+    const TorchTensorHeader h = header(*v, what);
+    total += checked_numel(h.shape, subject_, what) * dtype_size_bytes(h.dtype);  // each <= 2^48 (view())
+    if (total > budget)
+      throw Error(ErrorCode::unsupported, subject_,
+                  "the dict's tensors up to " + what + " would take " + std::to_string(total) +
+                      " bytes, more than " + std::to_string(kMaxExpansion) + " times the archive's " +
+                      std::to_string(stored) + " (one tensor under many keys?)");
+    out.emplace_back(k->text, tensor(*v, what));
   }
   return out;
 }

@@ -24,7 +24,11 @@
 //   Error(format)       not a zip, no <archive>/data.pkl, a pickle that is not what torch.save writes for
 //                       the value asked for (a tensor, a dict of tensors)
 //   Error(corrupt)      a CRC mismatch, a missing or short storage, a view past the end of its storage
-//   Error(unsupported)  big-endian data, a dtype without a DType here (complex, bits, fnuz float8)
+//   Error(unsupported)  big-endian data, a dtype without a DType here (complex, bits, fnuz float8); a view
+//                       that reads its storage's elements over and over (stride 0: an expanded tensor)
+//                       and would take more than 64 MiB and more than 64 times its storage's bytes once
+//                       made contiguous (header() refuses it too)
+//   Error(out_of_memory) a tensor whose contiguous bytes cannot be allocated
 // A TorchArchive does not own the bytes passed to parse(): they must outlive it. Reading is thread-safe.
 //
 // TorchArchiveWriter builds such an archive in memory, as torch.save(obj, buffer) does: data.pkl, byteorder,
@@ -86,7 +90,8 @@ class TorchArchive {
   // The root, which must be a tensor (torch.save(tensor)).
   [[nodiscard]] TensorData single_tensor() const;
   // The root, which must be a dict or OrderedDict with str keys: its tensors in order. Values that are not
-  // tensors (None, numbers, nested objects) are skipped.
+  // tensors (None, numbers, nested objects) are skipped. Error(unsupported) when they would take more than
+  // 64 times the archive's bytes (and 64 MiB) together: one stored tensor under many keys.
   [[nodiscard]] std::vector<std::pair<std::string, TensorData>> tensor_dict() const;
 
  private:

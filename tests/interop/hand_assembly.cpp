@@ -250,12 +250,16 @@ std::string hand_dcp_metadata(const std::vector<HandTensor>& tensors, const std:
   const char* props_module = new_torch ? md : "torch.distributed._shard.sharded_tensor.metadata";
   const char* enum_name = new_torch ? "_MEM_FORMAT_ENCODING" : "MEM_FORMAT_ENCODING";
   PickleBytes p;
+  // A str as Python's pickler writes it at protocol 4: SHORT_BINUNICODE below 256 bytes, BINUNICODE above.
+  auto text = [&p](const std::string& s) -> PickleBytes& {
+    return s.size() < 256 ? p.short_binunicode(s) : p.binunicode(s);
+  };
   p.proto(4);
   dataclass(p, md, "Metadata", [&] {
     p.short_binunicode("state_dict_metadata").memoize();
     p.op('}').memoize().mark();
     for (const auto& t : tensors) {
-      p.short_binunicode(t.name).memoize();
+      text(t.name).memoize();
       dataclass(p, md, "TensorStorageMetadata", [&] {
         p.short_binunicode("properties").memoize();
         // TensorProperties.__getstate__: (dtype, layout, requires_grad, memory format encoding, pin_memory)
@@ -280,7 +284,7 @@ std::string hand_dcp_metadata(const std::vector<HandTensor>& tensors, const std:
     }
     for (const auto& o : objects) {
       // A dataclass with an empty __dict__ pickles without BUILD.
-      p.short_binunicode(o.name).memoize();
+      text(o.name).memoize();
       p.stack_global(md, "BytesStorageMetadata").op(')').op(0x81).memoize();
     }
     p.op('u');
@@ -290,7 +294,8 @@ std::string hand_dcp_metadata(const std::vector<HandTensor>& tensors, const std:
     auto storage = [&](const std::string& fqn, const std::vector<int64_t>* offset, int index,
                        const std::string& file, uint64_t at, uint64_t length) {
       dataclass(p, md, "MetadataIndex", [&] {
-        p.short_binunicode("fqn").memoize().short_binunicode(fqn).memoize();
+        p.short_binunicode("fqn").memoize();
+        text(fqn).memoize();
         // MetadataIndex.__init__ leaves `offset` unset when it is None, so it is absent from __dict__.
         if (offset) {
           p.short_binunicode("offset").memoize();
@@ -303,7 +308,8 @@ std::string hand_dcp_metadata(const std::vector<HandTensor>& tensors, const std:
           p.none();
       });
       dataclass(p, "torch.distributed.checkpoint.filesystem", "_StorageInfo", [&] {
-        p.short_binunicode("relative_path").memoize().short_binunicode(file).memoize();
+        p.short_binunicode("relative_path").memoize();
+        text(file).memoize();
         p.short_binunicode("offset").memoize().long1(int64_t(at));
         p.short_binunicode("length").memoize().binint(int32_t(length));
       });

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <random>
 
 using namespace mugv;
 namespace fs = std::filesystem;
@@ -255,10 +256,241 @@ TEST_CASE("Damaged torch_dist folders are errors naming the file and the tensor"
     CHECK(test::expect_error([&] { (void)DistCheckpointReader::open(tmp.path()); }).code() ==
           ErrorCode::not_found);
   }
+  SECTION("a chunk listed twice") {
+    hand.tensors[0].chunks.push_back(hand.tensors[0].chunks[0]);
+    hand.write(tmp.path());
+    const Error e = test::expect_error([&] { (void)DistCheckpointReader::open(tmp.path()); });
+    CHECK(e.code() == ErrorCode::corrupt);
+    CHECK_THAT(e.message(), Catch::Contains(tensor) && Catch::Contains("two chunks at [0, 0]"));
+  }
+  SECTION("a shape of 65 dimensions") {
+    hand.tensors[1].shape = std::vector<int64_t>(65, 1);
+    hand.write(tmp.path());
+    const Error e = test::expect_error([&] { (void)DistCheckpointReader::open(tmp.path()); });
+    CHECK(e.code() == ErrorCode::format);
+    CHECK_THAT(e.message(), Catch::Contains("'final_layer.linear.bias' size has 65 dimensions"));
+  }
+  SECTION("a relative path of 5000 bytes") {
+    hand.tensors[1].chunks[0].file = std::string(5000, 'f');
+    hand.write(tmp.path());
+    const Error e = test::expect_error([&] { (void)DistCheckpointReader::open(tmp.path()); });
+    CHECK(e.code() == ErrorCode::format);
+    CHECK_THAT(e.message(), Catch::Contains("relative_path is 5000 bytes long"));
+  }
   SECTION("a chunk whose stored bytes cannot hold its elements") {
     hand.tensors[0].chunks[1].length = 20;
     hand.write(tmp.path());
     CHECK_THAT(test::expect_error([&] { (void)DistCheckpointReader::open(tmp.path()); }).message(),
                Catch::Contains("cannot fit"));
   }
+}
+
+TEST_CASE("Items sharing bytes of a .distcp file are refused when the folder is opened", "[unit][interop]") {
+  test::TempDir tmp;
+  HandCheckpoint hand;
+  const std::string file0 = (tmp / "__0_0.distcp").string();
+  SECTION("a thousand chunks of one tensor on the same 1 KB") {
+    // Each chunk decodes whole when read, so 1 KB of file would stand for a [2000, 3] tensor.
+    const std::string extra = hand.chunk0;
+    const uint64_t at = hand.object.size() + hand.chunk0.size() + hand.bias.size();
+    test::HandTensor big{"big", "float32", {2000, 3}, {}};
+    for (int64_t i = 0; i < 1000; ++i)
+      big.chunks.push_back({{2 * i, 0}, {2, 3}, "__0_0.distcp", at, extra.size()});
+    hand.tensors.push_back(big);
+    hand.write(tmp.path());
+    test::write_bytes(tmp / "__0_0.distcp", hand.object + hand.chunk0 + hand.bias + extra);
+    const Error e = test::expect_error([&] { (void)DistCheckpointReader::open(tmp.path()); });
+    CHECK(e.code() == ErrorCode::corrupt);
+    CHECK(e.subject() == file0);
+    CHECK_THAT(e.message(), Catch::Contains("the chunk of 'big' at [") && Catch::Contains("overlap"));
+  }
+  SECTION("an object over part of a tensor's chunk") {
+    hand.objects[0].at = hand.object.size() + hand.chunk0.size() + 8;  // inside the bias chunk
+    hand.objects[0].length = 16;
+    hand.write(tmp.path());
+    const Error e = test::expect_error([&] { (void)DistCheckpointReader::open(tmp.path()); });
+    CHECK(e.code() == ErrorCode::corrupt);
+    CHECK(e.subject() == file0);
+    CHECK_THAT(e.message(),
+               Catch::Contains("the chunk of 'final_layer.linear.bias' at [0]") &&
+                   Catch::Contains("object 'decoder.layers.mlp.linear_fc1._extra_state/shard_0_1'"));
+  }
+  SECTION("items in different files may share offsets") {
+    hand.write(tmp.path());
+    CHECK(DistCheckpointReader::open(tmp.path()).tensors().size() == 2);
+  }
+}
+
+namespace {
+
+// A folder whose .metadata gives tensor `name` (f32 `shape`) the chunks `boxes`, each 4 bytes of one file;
+// the chunks are never decoded, only checked by open().
+void write_chunk_grid(const fs::path& dir, const std::vector<int64_t>& shape,
+                      const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>>& boxes) {
+  test::HandTensor t{"t", "float32", shape, {}};
+  uint64_t at = 0;
+  for (const auto& [off, size] : boxes) {
+    t.chunks.push_back({off, size, "__0_0.distcp", at, 4});
+    at += 4;
+  }
+  fs::create_directories(dir);
+  test::write_bytes(dir / ".metadata", test::hand_dcp_metadata({t}, {}));
+  test::write_bytes(dir / "__0_0.distcp", std::string(size_t(at), '\0'));
+}
+
+}  // namespace
+
+TEST_CASE("Tens of thousands of chunks are checked in n log n when split along one or two dimensions",
+          "[unit][interop]") {
+  test::TempDir tmp;
+  using Boxes = std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>>;
+  SECTION("a row of 20000 single elements: every chunk shares its first offset") {
+    Boxes boxes;
+    for (int64_t i = 0; i < 20000; ++i) boxes.push_back({{0, i}, {1, 1}});
+    write_chunk_grid(tmp.path(), {1, 20000}, boxes);
+    CHECK(DistCheckpointReader::open(tmp.path()).find("t")->chunks.size() == 20000);
+    // One in the middle grown over its neighbour.
+    boxes[10000].second = {1, 2};
+    write_chunk_grid(tmp / "bad", {1, 20000}, boxes);
+    CHECK_THAT(test::expect_error([&] { (void)DistCheckpointReader::open(tmp / "bad"); }).message(),
+               Catch::Contains("chunks at [0, 10000] and [0, 10001] overlap"));
+  }
+  SECTION("5000 rows over 5000 columns: no order of the chunks keeps neighbours together") {
+    // [10000, 5000]: rows 0-4999 as one chunk each, then rows 5000-9999 as one chunk per column.
+    Boxes boxes;
+    for (int64_t i = 0; i < 5000; ++i) boxes.push_back({{i, 0}, {1, 5000}});
+    for (int64_t j = 0; j < 5000; ++j) boxes.push_back({{5000, j}, {5000, 1}});
+    write_chunk_grid(tmp.path(), {10000, 5000}, boxes);
+    // The chunks' 4 bytes cannot hold 5000 elements: that is checked after the tiling.
+    const Error e = test::expect_error([&] { (void)DistCheckpointReader::open(tmp.path()); });
+    CHECK_THAT(e.message(), Catch::Contains("cannot fit"));
+    boxes.push_back({{4999, 2500}, {2, 1}});  // the last row and the first of the columns
+    write_chunk_grid(tmp / "bad", {10000, 5000}, boxes);
+    CHECK_THAT(test::expect_error([&] { (void)DistCheckpointReader::open(tmp / "bad"); }).message(),
+               Catch::Contains("[4999, 2500]") && Catch::Contains("overlap"));
+  }
+  SECTION("split along three dimensions: 4096 chunks are checked, more are refused") {
+    Boxes boxes;
+    for (int64_t a = 0; a < 16; ++a)
+      for (int64_t b = 0; b < 16; ++b)
+        for (int64_t c = 0; c < 16; ++c) boxes.push_back({{a, b, c}, {1, 1, 1}});
+    write_chunk_grid(tmp.path(), {16, 16, 16}, boxes);
+    CHECK(DistCheckpointReader::open(tmp.path()).find("t")->chunks.size() == 4096);
+    for (int64_t b = 0; b < 16; ++b)
+      for (int64_t c = 0; c < 16; ++c) boxes.push_back({{16, b, c}, {1, 1, 1}});
+    write_chunk_grid(tmp / "many", {17, 16, 16}, boxes);
+    const Error e = test::expect_error([&] { (void)DistCheckpointReader::open(tmp / "many"); });
+    CHECK(e.code() == ErrorCode::unsupported);
+    CHECK_THAT(e.message(), Catch::Contains("'t'") && Catch::Contains("4352 chunks"));
+  }
+}
+
+TEST_CASE("Chunk tilings are judged as a cell-by-cell count judges them", "[unit][interop]") {
+  test::TempDir tmp;
+  using Box = std::pair<std::vector<int64_t>, std::vector<int64_t>>;
+  int trial = 0;
+  // Writes `boxes` through the writer; returns finish()'s message, "added: ..." when add_chunk refused, or
+  // an empty string.
+  auto judge = [&](const std::vector<int64_t>& shape, const std::vector<Box>& boxes) -> std::string {
+    DistCheckpointWriter out(tmp / std::to_string(trial++));
+    try {
+      for (const auto& [off, size] : boxes) {
+        int64_t n = 1;
+        for (int64_t d : size) n *= d;
+        const std::string data(size_t(n) * 4, '\0');
+        out.add_chunk("w", DType::f32, shape, off, size, data.data(), data.size());
+      }
+    } catch (const Error& e) {
+      return "added: " + e.message();
+    }
+    try {
+      out.finish();
+    } catch (const Error& e) {
+      return e.message();
+    }
+    return {};
+  };
+  // 0: uncovered somewhere, 1: a tiling, 2: overlapping somewhere.
+  auto count = [](const std::vector<int64_t>& shape, const std::vector<Box>& boxes) {
+    int64_t total = 1;
+    for (int64_t d : shape) total *= d;
+    std::vector<int> cells(size_t(total), 0);
+    for (const auto& [off, size] : boxes) {
+      std::vector<int64_t> i(shape.size(), 0);
+      int64_t n = 1;
+      for (int64_t d : size) n *= d;
+      for (int64_t e = 0; e < n; ++e) {
+        int64_t rest = e, flat = 0;
+        for (size_t k = shape.size(); k-- > 0;) {
+          i[k] = off[k] + rest % size[k];
+          rest /= size[k];
+        }
+        for (size_t k = 0; k < shape.size(); ++k) flat = flat * shape[k] + i[k];
+        ++cells[size_t(flat)];
+      }
+    }
+    int verdict = 1;
+    for (int c : cells) {
+      if (c > 1) return 2;
+      if (c == 0) verdict = 0;
+    }
+    return verdict;
+  };
+  auto expect = [&](const std::vector<int64_t>& shape, const std::vector<Box>& boxes) {
+    const int truth = count(shape, boxes);
+    const std::string said = judge(shape, boxes);
+    INFO("trial " << trial << ": " << said);
+    if (truth == 1) {
+      CHECK(said.empty());
+    } else if (truth == 2) {
+      CHECK_THAT(said, Catch::Contains("overlap") || Catch::Contains("already added"));
+    } else {
+      CHECK_THAT(said, Catch::Contains("cover"));
+    }
+  };
+  // A pinwheel (no cut runs across it) and a brick wall tile; nudged, they do not.
+  expect({3, 3}, {{{0, 0}, {1, 2}}, {{0, 2}, {2, 1}}, {{2, 1}, {1, 2}}, {{1, 0}, {2, 1}}, {{1, 1}, {1, 1}}});
+  expect({3, 3}, {{{0, 0}, {1, 2}}, {{0, 2}, {2, 1}}, {{2, 1}, {1, 2}}, {{1, 0}, {2, 1}}, {{1, 1}, {2, 1}}});
+  expect({2, 4}, {{{0, 0}, {1, 2}}, {{0, 2}, {1, 2}}, {{1, 0}, {1, 1}}, {{1, 1}, {1, 2}}, {{1, 3}, {1, 1}}});
+  expect({2, 4}, {{{0, 0}, {2, 3}}, {{1, 2}, {1, 2}}, {{0, 3}, {1, 1}}});  // meets its left neighbour
+  expect({2, 4}, {{{0, 2}, {2, 2}}, {{1, 0}, {1, 3}}, {{0, 0}, {1, 2}}});  // meets its right neighbour
+  expect({2, 2, 2}, {{{0, 0, 0}, {2, 2, 2}}, {{1, 1, 1}, {1, 1, 1}}});
+  // Random guillotine tilings of shapes of one to four dimensions, most of them then nudged.
+  std::mt19937 rng(20240611);
+  auto pick = [&rng](int64_t n) { return int64_t(std::uniform_int_distribution<int64_t>(0, n - 1)(rng)); };
+  const std::vector<std::vector<int64_t>> shapes{{7}, {4, 5}, {3, 4, 3}, {2, 3, 2, 3}};
+  for (const auto& shape : shapes)
+    for (int round = 0; round < 30; ++round) {
+      std::vector<Box> boxes{{std::vector<int64_t>(shape.size(), 0), shape}};
+      for (int cut = 0; cut < 7; ++cut) {
+        Box& b = boxes[size_t(pick(int64_t(boxes.size())))];
+        const size_t k = size_t(pick(int64_t(shape.size())));
+        if (b.second[k] < 2) continue;
+        const int64_t at = 1 + pick(b.second[k] - 1);
+        Box other = b;
+        other.first[k] += at;
+        other.second[k] -= at;
+        b.second[k] = at;
+        boxes.push_back(other);
+      }
+      if (round % 5 != 0) {
+        Box& b = boxes[size_t(pick(int64_t(boxes.size())))];
+        const size_t k = size_t(pick(int64_t(shape.size())));
+        switch (pick(4)) {
+          case 0:
+            if (b.first[k] > 0) --b.first[k];
+            break;
+          case 1:
+            if (b.first[k] + b.second[k] < shape[k]) ++b.first[k];
+            break;
+          case 2:
+            if (b.first[k] + b.second[k] < shape[k]) ++b.second[k];
+            break;
+          default:
+            if (b.second[k] > 1) --b.second[k];
+            break;
+        }
+      }
+      expect(shape, boxes);
+    }
 }

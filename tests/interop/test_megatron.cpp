@@ -400,3 +400,55 @@ TEST_CASE("Export refuses weights it cannot place", "[unit][interop]") {
                Catch::Contains("tensor parallel size 4"));
   }
 }
+
+TEST_CASE("Import refuses layer counts no DiT has, and plans that do not fit the checkpoint",
+          "[unit][interop]") {
+  test::TempDir tmp;
+  const float none = 0;
+  auto plan_of = [&](const std::string& dir, const std::string& name, const std::vector<int64_t>& shape) {
+    {
+      DistCheckpointWriter out(tmp / dir);
+      out.add_tensor(name, DType::f32, shape, &none, 0);
+      out.finish();
+    }
+    const DistCheckpointReader ckpt = DistCheckpointReader::open(tmp / dir);
+    return test::expect_error([&] { (void)plan_megatron_import(ckpt); });
+  };
+  SECTION("a stacked key of a billion layers and no elements") {
+    // [1e9, 0] holds no bytes and tiles with one chunk; planned, it would be a billion items.
+    const Error e = plan_of("a", "decoder.layers.self_attention.q_layernorm.weight", {1000000000, 0});
+    CHECK(e.code() == ErrorCode::format);
+    CHECK(e.subject() == (tmp / "a").string());
+    CHECK_THAT(e.message(), Catch::Contains("decoder.layers.self_attention.q_layernorm.weight") &&
+                                Catch::Contains("1000000000 layers"));
+  }
+  SECTION("5000 layers") {
+    CHECK_THAT(plan_of("b", "decoder.layers.self_attention.q_layernorm.weight", {5000, 0}).message(),
+               Catch::Contains("5000 layers"));
+  }
+  SECTION("no layers") {
+    CHECK_THAT(plan_of("c", "decoder.layers.self_attention.q_layernorm.weight", {0, 4}).message(),
+               Catch::Contains("0 layers"));
+  }
+  SECTION("a per-layer key beyond the limit") {
+    CHECK_THAT(plan_of("d", "decoder.layers.5000.self_attention.q_layernorm.weight", {0}).message(),
+               Catch::Contains("layer 5000"));
+  }
+  SECTION("a plan item of another shape") {
+    const TensorData qnorm = f32_tensor({3, 4}, 1);
+    {
+      DistCheckpointWriter out(tmp / "e");
+      out.add_tensor("decoder.layers.self_attention.q_layernorm.weight", DType::f32, qnorm.shape,
+                     qnorm.bytes.data(), qnorm.bytes.size());
+      out.finish();
+    }
+    const DistCheckpointReader ckpt = DistCheckpointReader::open(tmp / "e");
+    MegatronImportPlan plan = plan_megatron_import(ckpt);
+    REQUIRE(plan.items.size() == 3);
+    CHECK(f32_at(read_megatron_tensor(ckpt, plan, plan.items[1]), 0) == f32_at(qnorm, 4));
+    plan.items[1].shape = {8};
+    const Error e = test::expect_error([&] { (void)read_megatron_tensor(ckpt, plan, plan.items[1]); });
+    CHECK(e.code() == ErrorCode::invalid_argument);
+    CHECK_THAT(e.message(), Catch::Contains("blocks.1.attn.q_norm.weight") && Catch::Contains("[8]"));
+  }
+}

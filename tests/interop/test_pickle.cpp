@@ -6,6 +6,10 @@
 
 #include <catch2/catch.hpp>
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#endif
+
 using namespace mugv;
 using mugv::test::PickleBytes;
 
@@ -31,6 +35,15 @@ std::string hex(const std::string& bytes) {
     out += digits[c & 15];
   }
   return out;
+}
+
+// The process's peak resident memory so far, in bytes (0 where it is not known).
+uint64_t peak_memory_bytes() {
+#if defined(__linux__)
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) == 0) return uint64_t(usage.ru_maxrss) * 1024;  // kilobytes on Linux
+#endif
+  return 0;
 }
 
 }  // namespace
@@ -127,6 +140,26 @@ TEST_CASE("A key set twice in a dict keeps its first place and its last value", 
   CHECK(root->entries[0].first->text == "a");
   CHECK(root->find("a")->as_int("a") == 3);
   CHECK(root->find("b")->as_int("b") == 2);
+}
+
+TEST_CASE("Repeated keys replace their value in small and large dicts, long keys as short ones",
+          "[unit][interop]") {
+  const std::string long_key(1000, 'x');
+  for (int size : {3, 20}) {
+    // {k0: 0, ..., k<size-1>: size-1, <long>: 1, <long>: 2 (another str of the same text), k1: 9}
+    PickleBytes p;
+    p.proto(2).mark();
+    for (int i = 0; i < size; ++i) p.binunicode("k" + std::to_string(i)).binint1(uint8_t(i));
+    p.binunicode(long_key).binint1(1).binunicode(long_key).binint1(2).binunicode("k1").binint1(9);
+    p.op('d').stop();
+    const PickleRef root = parse(p.bytes);
+    INFO("size " << size);
+    REQUIRE(root->entries.size() == size_t(size + 1));
+    CHECK(root->find("k0")->as_int("k0") == 0);
+    CHECK(root->find("k1")->as_int("k1") == 9);
+    CHECK(root->entries[size_t(size)].first->text == long_key);
+    CHECK(root->find(long_key)->as_int("long") == 2);
+  }
 }
 
 TEST_CASE("The writer produces CPython's protocol 2 bytes, and protocol 4 without framing",
@@ -237,4 +270,99 @@ TEST_CASE("A pickle nesting lists a million deep through the memo is read and re
   for (const PickleValue* v = root.get(); v && !v->items.empty(); v = v->items[0].get()) ++depth;
   CHECK(depth == 1000000);
   root.reset();
+}
+
+TEST_CASE("Memoized values reused many times are shared, not copied, so memory follows the stream's length",
+          "[unit][interop]") {
+  // An 8 MiB str key set into 128 dicts, and a tuple of a million items (one memoized None) given to 128
+  // REDUCEs: 21 MB of pickle. Copied per use, they would take 1 GiB and 2 GiB.
+  constexpr int kUses = 128;
+  const std::string key(size_t(8) << 20, 'k');
+  PickleBytes p;
+  p.proto(2).mark();
+  p.binunicode(key).binput(0).op('0');  // memo 0: the key
+  p.none().binput(1).op('0');           // memo 1: None
+  p.mark();
+  for (int i = 0; i < 1000000; ++i) p.binget(1);
+  p.op('t').binput(2).op('0');                                                      // memo 2: the tuple
+  p.global("collections", "OrderedDict").binput(3).op('0');                         // memo 3: the callable
+  for (int i = 0; i < kUses; ++i) p.op('}').binget(0).binint1(uint8_t(i)).op('s');  // {key: i}
+  for (int i = 0; i < kUses; ++i) p.binget(3).binget(2).op('R');                    // OrderedDict(*tuple)
+  p.op('l').stop();
+  const uint64_t before = peak_memory_bytes();
+  const PickleRef root = parse(p.bytes);
+  const uint64_t grown = peak_memory_bytes() - before;
+  const auto& items = root->as_sequence("root");
+  REQUIRE(items.size() == size_t(2 * kUses));
+  for (int i = 0; i < kUses; ++i) {
+    const PickleValue& dict = *items[size_t(i)];
+    REQUIRE(dict.entries.size() == 1);
+    CHECK(dict.entries[0].first == items[0]->entries[0].first);
+    CHECK(dict.entries[0].second->as_int("value") == i);
+    const PickleValue& obj = *items[size_t(kUses + i)];
+    REQUIRE(obj.args.size() == 1000000);
+    // The same item vector for every object: the tuple itself, not a copy of it.
+    CHECK(&obj.args[0] == &items[kUses]->args[0]);
+  }
+  // Well under one copy per use of either (the stream itself is 21 MB).
+  CHECK(grown < (uint64_t(512) << 20));
+  // STACK_GLOBAL copies its module and name into the global: they are bounded, and one module and name
+  // make one global however often they are used.
+  PickleBytes globals;
+  globals.proto(4).mark().short_binunicode("torch").memoize().op('0');
+  globals.short_binunicode("Size").memoize().op('0');
+  for (int i = 0; i < 3; ++i) globals.binget(0).binget(1).op(0x93);
+  globals.op('t').stop();
+  const PickleRef g = parse(globals.bytes);
+  REQUIRE(g->items.size() == 3);
+  CHECK(g->items[0]->is_global("torch", "Size"));
+  CHECK((g->items[1] == g->items[0] && g->items[2] == g->items[0]));
+  PickleBytes long_module;
+  long_module.proto(4).binunicode(std::string(2000, 'm')).short_binunicode("C").op(0x93).stop();
+  const Error e = parse_error(long_module.bytes);
+  CHECK(e.code() == ErrorCode::format);
+  CHECK_THAT(e.message(), Catch::Contains("longer than 1024 bytes"));
+  // A key repeated in one dict still replaces its value there.
+  PickleBytes twice;
+  twice.proto(2).op('}').binunicode("k").binput(0).binint1(1).op('s').binget(0).binint1(2).op('s');
+  twice.binunicode("k").binint1(3).op('s').stop();
+  const PickleRef d = parse(twice.bytes);
+  REQUIRE(d->entries.size() == 1);
+  CHECK(d->find("k")->as_int("k") == 3);
+}
+
+TEST_CASE("Objects made by NEWOBJ_EX without keyword arguments are written with a dict each",
+          "[unit][interop]") {
+  // Each object's empty kwargs dict is made while writing; the memo is keyed by address, so one freed
+  // early would hand its address to the next and that one would be written as a fetch of the first.
+  std::vector<PickleRef> values;
+  for (int i = 0; i < 6; ++i) {
+    PickleRef obj =
+        make_newobj(make_global("m", "C"), {make_int(i)}, make_dict({{make_string("i"), make_int(i)}}));
+    obj->call = PickleCall::newobj_ex;
+    values.push_back(obj);
+    values.push_back(make_dict({{make_string("after"), make_int(i)}}));
+  }
+  PickleRef with_kwargs = make_newobj(make_global("m", "C"), {});
+  with_kwargs->call = PickleCall::newobj_ex;
+  with_kwargs->kwargs = make_dict({{make_string("x"), make_int(7)}});
+  values.push_back(with_kwargs);
+  for (int protocol : {4, 5}) {
+    const PickleRef back = parse(write_pickle(make_list(values), protocol));
+    const auto& items = back->as_sequence("root");
+    REQUIRE(items.size() == 13);
+    for (int i = 0; i < 6; ++i) {
+      const PickleValue& obj = *items[size_t(2 * i)];
+      CHECK(obj.call == PickleCall::newobj_ex);
+      CHECK(obj.args[0]->as_int("arg") == i);
+      CHECK(obj.find("i")->as_int("i") == i);
+      REQUIRE(obj.kwargs);
+      CHECK(obj.kwargs->is(PickleKind::dict));
+      CHECK(obj.kwargs->entries.empty());
+      // A dict of its own, as Python writes one per object.
+      for (int j = 0; j < i; ++j) CHECK(obj.kwargs != items[size_t(2 * j)]->kwargs);
+      CHECK(items[size_t(2 * i + 1)]->find("after")->as_int("after") == i);
+    }
+    CHECK(items[12]->kwargs->find("x")->as_int("x") == 7);
+  }
 }

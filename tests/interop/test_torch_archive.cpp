@@ -170,3 +170,78 @@ TEST_CASE("Damaged archives are errors naming the archive and the tensor", "[uni
           ErrorCode::unsupported);
   }
 }
+
+TEST_CASE("An expanded view is read up to a bound, and refused beyond it", "[unit][interop]") {
+  SECTION("a small expanded view reads its repeated elements") {
+    // x = torch.tensor([1., 2.]).expand(3, 2): stride 0 along the new axis.
+    const std::string bytes =
+        test::hand_tensor_archive("FloatStorage", test::f32_bytes({1, 2}), 2, 0, {3, 2}, {0, 1});
+    const TensorData t = TorchArchive::parse(u8(bytes), bytes.size(), "e.pt").single_tensor();
+    CHECK(t.shape == std::vector<int64_t>{3, 2});
+    CHECK(floats(t) == std::vector<float>{1, 2, 1, 2, 1, 2});
+  }
+  SECTION("one element expanded to 4 TiB is an error, not an allocation") {
+    const std::string bytes =
+        test::hand_tensor_archive("FloatStorage", test::f32_bytes({1}), 1, 0, {1 << 20, 1 << 20}, {0, 0});
+    const TorchArchive archive = TorchArchive::parse(u8(bytes), bytes.size(), "e.pt");
+    const Error e = test::expect_error([&] { (void)archive.single_tensor(); });
+    CHECK(e.code() == ErrorCode::unsupported);
+    CHECK(e.subject() == "e.pt");
+    CHECK_THAT(e.message(), Catch::Contains("the saved tensor") && Catch::Contains("expanded") &&
+                                Catch::Contains("4398046511104 bytes"));
+    CHECK(test::expect_error([&] { (void)archive.header(*archive.root(), "'w'"); }).code() ==
+          ErrorCode::unsupported);
+  }
+  SECTION("a 100 MB view of 4 bytes is refused too") {
+    const std::string bytes =
+        test::hand_tensor_archive("FloatStorage", test::f32_bytes({1}), 1, 0, {5000, 5000}, {0, 0});
+    const Error e = test::expect_error(
+        [&] { (void)TorchArchive::parse(u8(bytes), bytes.size(), "e.pt").single_tensor(); });
+    CHECK(e.code() == ErrorCode::unsupported);
+  }
+}
+
+TEST_CASE("One tensor under many keys of a dict is materialised only up to a bound", "[unit][interop]") {
+  // 1 MiB of storage named by 200 keys: the pickle fetches it from the memo, each key gets a copy.
+  const std::vector<float> values(size_t(1) << 18, 0.5f);
+  auto archive_of = [&](int keys) {
+    TorchArchiveWriter writer;
+    const PickleRef t =
+        writer.add_tensor(DType::f32, {int64_t(values.size())}, values.data(), values.size() * 4);
+    std::vector<std::pair<PickleRef, PickleRef>> entries;
+    for (int i = 0; i < keys; ++i) entries.emplace_back(make_string("k" + std::to_string(i)), t);
+    return writer.finish(make_dict(std::move(entries)));
+  };
+  const std::string some = archive_of(20);
+  CHECK(TorchArchive::parse(u8(some), some.size(), "d.pt").tensor_dict().size() == 20);
+  const std::string many = archive_of(200);
+  const Error e =
+      test::expect_error([&] { (void)TorchArchive::parse(u8(many), many.size(), "d.pt").tensor_dict(); });
+  CHECK(e.code() == ErrorCode::unsupported);
+  CHECK(e.subject() == "d.pt");
+  CHECK_THAT(e.message(), Catch::Contains("many keys"));
+}
+
+TEST_CASE("A Parameter counts as a tensor one level deep, however deep a pickle nests them",
+          "[unit][interop]") {
+  const std::string bytes =
+      test::hand_tensor_archive("FloatStorage", test::f32_bytes({1, 2}), 2, 0, {2}, {1});
+  const TorchArchive archive = TorchArchive::parse(u8(bytes), bytes.size(), "p.pt");
+  auto parameter = [](PickleRef data) {
+    return make_reduce(
+        make_global("torch._utils", "_rebuild_parameter"),
+        {std::move(data), make_bool(true), make_reduce(make_global("collections", "OrderedDict"), {})});
+  };
+  const PickleRef once = parameter(archive.root());
+  CHECK(TorchArchive::is_tensor(*once));
+  CHECK(floats(archive.tensor(*once, "'p'")) == std::vector<float>{1, 2});
+  // torch.save never nests Parameters; view() does not read them, so is_tensor() must not claim them.
+  const PickleRef twice = parameter(once);
+  CHECK(!TorchArchive::is_tensor(*twice));
+  CHECK(test::expect_error([&] { (void)archive.tensor(*twice, "'p'"); }).code() == ErrorCode::format);
+  // A chain as deep as a few MB of pickle can make is answered without recursion.
+  const PickleRef rebuild = make_global("torch._utils", "_rebuild_parameter");
+  PickleRef deep = archive.root();
+  for (int i = 0; i < 100000; ++i) deep = make_reduce(rebuild, {deep});
+  CHECK(!TorchArchive::is_tensor(*deep));
+}
