@@ -121,6 +121,7 @@ PipelineStepResult run_pipeline_step(const std::shared_ptr<ProcessGroups>& group
   const std::vector<PipelineOp> ops = pipeline_ops(shape, stage, micro_batches);
   if (shape.stages > 1 && !groups)
     throw Error(ErrorCode::internal, "pipeline", "pipeline stages need process groups");
+  const auto started = std::chrono::steady_clock::now();
   PipelineStepResult result;
   Channel channel(groups, result);
   const int chunks = shape.chunks(), last = chunks - 1;
@@ -180,6 +181,7 @@ PipelineStepResult run_pipeline_step(const std::shared_ptr<ProcessGroups>& group
     in_flight.erase(it);
   }
   channel.finish();
+  result.total_ms = since_ms(started);
   if (!in_flight.empty())
     throw Error(ErrorCode::internal, "pipeline",
                 cat(in_flight.size(), " micro-batch(es) never ran backward"));

@@ -45,6 +45,7 @@ struct PipelineStepResult {
   double loss = 0;        // the sum of the micro-batch losses this stage computed (0 off the last stage)
   double receive_ms = 0;  // waiting for activations or gradients (the bubble, seen from this stage)
   double send_ms = 0;     // waiting at the end of the step for this stage's sends to be delivered
+  double total_ms = 0;    // the whole schedule on this stage, waits included
 };
 
 // Runs stage `stage`'s ops for one step of `micro_batches` micro-batches; received tensors are placed on

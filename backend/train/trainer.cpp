@@ -892,7 +892,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     const auto mask_t = batch.mask.to(s.device);
 
     torch::Tensor loss;  // backward still to run (not for pipelined steps, whose backward ran already)
-    double loss_value = 0, pipeline_wait_ms = 0;
+    double loss_value = 0, pipeline_wait_ms = 0, pipeline_ms = 0;
     nlohmann::json objective_metrics;
     if (s.pipelined()) {
       s.optimizer->zero_grad();
@@ -900,6 +900,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
       const PipelineStepResult piped = pipelined_flow_step(s, batch, step, ids_t, mask_t, fps);
       loss_value = piped.loss;
       pipeline_wait_ms = piped.receive_ms + piped.send_ms;
+      pipeline_ms = piped.total_ms;
     } else if (is_preference_objective(s.objective)) {
       const PreferenceLoss preference = preference_step_loss(s, batch, step, ids_t, mask_t, fps);
       loss = preference.loss;
@@ -993,17 +994,19 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     m.step_ms = seconds * 1000.0;
     m.communication_ms = comm_ms;
     m.pipeline_wait_ms = pipeline_wait_ms;
+    m.pipeline_ms = pipeline_ms;
     m.compute_ms = std::max(0.0, m.step_ms - comm_ms - pipeline_wait_ms - batch.wait_ms);
     m.cursor = batch.cursor;
     m.objective = std::move(objective_metrics);
     if (s.groups) {  // every rank's split, for the per-rank view of the step
-      auto mine = torch::tensor(
-          {m.compute_ms, m.communication_ms, m.data_wait_ms, double(m.peak_rss_bytes), m.pipeline_wait_ms},
-          torch::kFloat64);
-      auto all = s.groups->all_gather(GroupKind::world, mine, 0).view({-1, 5});
+      auto mine = torch::tensor({m.compute_ms, m.communication_ms, m.data_wait_ms, double(m.peak_rss_bytes),
+                                 m.pipeline_wait_ms, m.pipeline_ms},
+                                torch::kFloat64);
+      auto all = s.groups->all_gather(GroupKind::world, mine, 0).view({-1, 6});
       for (int64_t r = 0; r < all.size(0); ++r)
         m.ranks.push_back({all[r][0].item<double>(), all[r][1].item<double>(), all[r][2].item<double>(),
-                           int64_t(all[r][3].item<double>()), all[r][4].item<double>()});
+                           int64_t(all[r][3].item<double>()), all[r][4].item<double>(),
+                           all[r][5].item<double>()});
     }
     if (s.leader()) {
       metrics << m.to_json().dump() << "\n" << std::flush;
@@ -1061,6 +1064,7 @@ nlohmann::json StepMetrics::to_json() const {
                       {"compute_ms", compute_ms},
                       {"communication_ms", communication_ms},
                       {"pipeline_wait_ms", pipeline_wait_ms},
+                      {"pipeline_ms", pipeline_ms},
                       {"epoch", cursor.epoch}};
   if (objective.is_object()) j["objective"] = objective;
   if (!ranks.empty()) {
@@ -1070,6 +1074,7 @@ nlohmann::json StepMetrics::to_json() const {
                       {"communication_ms", r.communication_ms},
                       {"data_wait_ms", r.data_wait_ms},
                       {"pipeline_wait_ms", r.pipeline_wait_ms},
+                      {"pipeline_ms", r.pipeline_ms},
                       {"peak_rss_bytes", r.peak_rss_bytes}});
   }
   return j;

@@ -68,10 +68,11 @@ struct StepMetrics {
   // Pipeline stages: waiting for the neighbouring stages' activations and gradients (the bubble, as this
   // stage sees it) and for its own sends to land.
   double pipeline_wait_ms = 0;
+  double pipeline_ms = 0;  // the whole schedule (forwards, backwards and waits) on this stage
   struct RankSplit {
     double compute_ms = 0, communication_ms = 0, data_wait_ms = 0;
     int64_t peak_rss_bytes = 0;
-    double pipeline_wait_ms = 0;
+    double pipeline_wait_ms = 0, pipeline_ms = 0;
   };
   std::vector<RankSplit> ranks;  // multi-rank runs: every rank's split, by rank
   DataCursor cursor;             // the batch this step used

@@ -4,8 +4,9 @@
 //                  (2 · tokens/s(1))
 //   layouts        ZeRO-1 on 2 ranks, tensor parallel 2, context parallel 2 (same global batch as dp2 / dp1)
 //   pipeline       2 stages (1F1B) at m = 2, 4, 8 micro-batches of one sample: each stage's measured idle
-//                  fraction (time waiting for its neighbour / step time) against the schedule's
-//                  (p − 1) / (m + p − 1), and its peak RSS against the planner's per-stage estimate
+//                  fraction of the schedule (1 − its forward/backward time / the slowest stage's schedule
+//                  time) against (p − 1) / (m + p − 1), and its peak RSS against the planner's per-stage
+//                  estimate
 // bench_parallel [--preset small] [--batch 4] [--steps 8] [--only layouts|pipeline]
 // Prints one JSON line per run (median over the steps after the first two) and the efficiency.
 #include "core/paths.h"
@@ -33,7 +34,8 @@ namespace {
 struct RunSummary {
   double tokens_per_s = 0, step_ms = 0, compute_ms = 0, communication_ms = 0, mfu = 0;
   double peak_rss_bytes = 0;  // the largest rank's
-  // Per rank: median fraction of the step spent waiting for pipeline neighbours, and peak RSS.
+  // Per rank: the median idle fraction of the pipeline schedule (1 − its busy time / the slowest stage's
+  // schedule time, the bubble as the 1F1B formula counts it), and peak RSS.
   std::vector<double> pipeline_wait_fraction, rank_peak_rss_bytes;
 };
 
@@ -70,11 +72,14 @@ RunSummary summarise(const fs::path& metrics) {
       const auto& ranks = j["ranks"];
       waits.resize(ranks.size());
       rank_peaks.resize(ranks.size());
+      double schedule_ms = 0;  // the slowest stage's schedule, waits included
+      for (const auto& rank : ranks) schedule_ms = std::max(schedule_ms, rank.value("pipeline_ms", 0.0));
       for (size_t r = 0; r < ranks.size(); ++r) {
         const double rss = ranks[r].at("peak_rss_bytes").get<double>();
         peak = std::max(peak, rss);
         rank_peaks[r] = std::max(rank_peaks[r], rss);
-        waits[r].push_back(ranks[r].value("pipeline_wait_ms", 0.0) / j.at("step_ms").get<double>());
+        const double busy = ranks[r].value("pipeline_ms", 0.0) - ranks[r].value("pipeline_wait_ms", 0.0);
+        if (schedule_ms > 0) waits[r].push_back(1.0 - busy / schedule_ms);
       }
     }
   }
@@ -196,7 +201,7 @@ int main(int argc, char** argv) {
               double(estimate_stage_memory(model, {1, 1, 1, 2}, mem, int(k)).total()) / 1048576.0;
           const double measured = r.rank_peak_rss_bytes[k] / 1048576.0;
           stages.push_back({{"stage", k},
-                            {"wait_fraction", r.pipeline_wait_fraction[k]},
+                            {"idle_fraction", r.pipeline_wait_fraction[k]},
                             {"peak_rss_mib", measured},
                             {"planner_estimate_mib", estimate},
                             {"estimate_over_measured", estimate / measured}});
