@@ -1,6 +1,7 @@
 #include "core/torch_pickle.h"
 
 #include "core/error.h"
+#include "core/pickle_opcodes.h"
 #include "core/strings.h"
 
 #include <array>
@@ -29,49 +30,7 @@ constexpr std::array<std::pair<DType, const char*>, 12> kStorageClasses{{
     {DType::f8_e5m2, "Float8_e5m2Storage"},
 }};
 
-// Opcodes (pickletools.py names).
-enum Op : uint8_t {
-  MARK = '(',
-  STOP = '.',
-  BINFLOAT = 'G',
-  BININT = 'J',
-  BININT1 = 'K',
-  BININT2 = 'M',
-  NONE = 'N',
-  BINPERSID = 'Q',
-  REDUCE = 'R',
-  BINSTRING = 'T',
-  SHORT_BINSTRING = 'U',
-  BINUNICODE = 'X',
-  APPEND = 'a',
-  BUILD = 'b',
-  GLOBAL = 'c',
-  DICT = 'd',
-  EMPTY_DICT = '}',
-  APPENDS = 'e',
-  BINGET = 'h',
-  LONG_BINGET = 'j',
-  LIST = 'l',
-  EMPTY_LIST = ']',
-  BINPUT = 'q',
-  LONG_BINPUT = 'r',
-  SETITEM = 's',
-  TUPLE = 't',
-  EMPTY_TUPLE = ')',
-  SETITEMS = 'u',
-  PROTO = 0x80,
-  NEWOBJ = 0x81,
-  TUPLE1 = 0x85,
-  TUPLE2 = 0x86,
-  TUPLE3 = 0x87,
-  NEWTRUE = 0x88,
-  NEWFALSE = 0x89,
-  LONG1 = 0x8a,
-  SHORT_BINUNICODE = 0x8c,
-  STACK_GLOBAL = 0x93,
-  MEMOIZE = 0x94,
-  FRAME = 0x95,
-};
+using namespace pickle_op;  // opcode names (core/pickle_opcodes.h)
 
 enum class Callable { none, ordered_dict, rebuild_tensor_v2, rebuild_parameter, storage_class };
 
