@@ -387,6 +387,24 @@ TEST_CASE("pipeline stages, alone and with tensor, context and data parallel, tr
   }
 }
 
+TEST_CASE("pipeline stages under bf16 autocast follow the one-process bf16 curve",
+          "[parallel][gloo][train][pipeline]") {
+  // bf16 GEMMs round per micro-batch shape, so the curves agree to bf16's precision, not bit for bit; a
+  // dtype lost at a stage boundary or a wrong gradient would leave them far apart.
+  test::MicroHome home(8);
+  REQUIRE(run_mugv(1, deep_train_args("single", {"--precision", "bf16"})).exit_code == 0);
+  auto r = run_mugv(2, deep_train_args("pp2-bf16", {"--precision", "bf16", "--pp", "2"}));
+  INFO(r.message);
+  REQUIRE(r.exit_code == 0);
+  const Curve reference = read_curve("single"), piped = read_curve("pp2-bf16");
+  REQUIRE(piped.loss.size() == reference.loss.size());
+  for (size_t i = 0; i < reference.loss.size(); ++i) {
+    INFO("step " << i + 1 << ": loss " << piped.loss[i] << " vs " << reference.loss[i]);
+    CHECK(std::abs(piped.loss[i] - reference.loss[i]) <= 2e-2 * std::abs(reference.loss[i]));
+    CHECK(std::abs(piped.grad_norm[i] - reference.grad_norm[i]) <= 5e-2 * std::abs(reference.grad_norm[i]));
+  }
+}
+
 TEST_CASE("pipeline checkpoints reshard across stage counts and resume exactly on their own layout",
           "[parallel][gloo][train][pipeline]") {
   test::MicroHome home(8);
