@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/param_schema.h"
 #include "core/path_confinement.h"
 #include "core/paths.h"
 #include "core/strings.h"
@@ -84,6 +85,20 @@ std::vector<JobPath> job_paths(const std::string& kind, const nlohmann::json& pa
       paths.push_back({cat("argument ", i + 1), positional[i].get<std::string>()});
   }
   return paths;
+}
+
+// Every command that runs as a job, with its parameters: what `list_commands` answers, so the studio's forms
+// take their bounds, defaults and help from the same registry as the command line.
+nlohmann::json job_commands() {
+  nlohmann::json commands = nlohmann::json::array();
+  for (const Command& command : all_commands()) {
+    if (command.job_kind.empty()) continue;
+    commands.push_back({{"command", command.words},
+                        {"job_kind", command.job_kind},
+                        {"summary", command.summary},
+                        {"params", param_registry_to_json(command_registry(command))}});
+  }
+  return commands;
 }
 
 // Sharded curation on Slurm: task i curates slice i of n (--shard i/n) into its own catalog in the job
@@ -166,6 +181,7 @@ int run(const Invocation& inv) {
   }
   o.job_paths = job_paths;
   o.plan_shards = plan_shards;
+  o.commands = job_commands();
   ensure_private_dir(o.home);
   CancelToken stop = inv.cancel;
   g_stop = &stop;

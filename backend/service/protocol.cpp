@@ -10,7 +10,7 @@
 namespace mugv::protocol {
 namespace {
 
-constexpr std::array<std::pair<MessageType, const char*>, 37> kTypeNames{{
+constexpr std::pair<MessageType, const char*> kTypeNames[] = {
     {MessageType::hello, "hello"},
     {MessageType::welcome, "welcome"},
     {MessageType::ok, "ok"},
@@ -39,6 +39,7 @@ constexpr std::array<std::pair<MessageType, const char*>, 37> kTypeNames{{
     {MessageType::save_now, "save_now"},
     {MessageType::list_clusters, "list_clusters"},
     {MessageType::list_models, "list_models"},
+    {MessageType::list_commands, "list_commands"},
     {MessageType::shutdown, "shutdown"},
     {MessageType::heartbeat, "heartbeat"},
     {MessageType::progress, "progress"},
@@ -48,7 +49,7 @@ constexpr std::array<std::pair<MessageType, const char*>, 37> kTypeNames{{
     {MessageType::job_finished, "job_finished"},
     {MessageType::control, "control"},
     {MessageType::event, "event"},
-}};
+};
 
 ProtocolError fail(ProtocolErrorCode code, std::string message) {
   return {code, std::move(message)};

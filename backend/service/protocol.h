@@ -25,6 +25,10 @@
 // label_preference {"id", "choice": a|b|skip} labels a pair as the person's ("human"); {"undo": true} clears
 // the person's most recent label and answers its "id" and the "pair" as listed (catalog/preferences.h).
 //
+// list_commands {} answers {"commands": [{"command": ["generate"], "job_kind", "summary", "params": [spec
+// ...]}]}: every command this server runs as a job with its parameters (core/param_schema.h: type, default,
+// bounds, choices, help), so a client's forms take their limits and defaults from the commands themselves.
+//
 // A worker's hello and heartbeats carry "token", the secret of its job's current attempt (job_files.h); a
 // wrong or missing one is answered with the error code "superseded".
 //
@@ -87,6 +91,7 @@ enum class MessageType {
   save_now,
   list_clusters,
   list_models,
+  list_commands,
   shutdown,
   // worker -> server
   heartbeat,

@@ -822,6 +822,10 @@ struct Server::Impl {
         {{"clusters", clusters}, {"problems", problems}, {"dir", cluster_profiles_dir(o.home).string()}});
   }
 
+  Message on_list_commands(const Message&) {
+    return protocol::make_ok({{"commands", o.commands.is_array() ? o.commands : nlohmann::json::array()}});
+  }
+
   Message on_list_models(const Message&) {
     // Released models installed on this server, for the studio's model picker.
     nlohmann::json list = nlohmann::json::array();
@@ -1075,6 +1079,7 @@ struct Server::Impl {
         {MessageType::job_logs, &Impl::on_job_logs},
         {MessageType::list_clusters, &Impl::on_list_clusters},
         {MessageType::list_models, &Impl::on_list_models},
+        {MessageType::list_commands, &Impl::on_list_commands},
         {MessageType::list_runs, &Impl::on_list_runs},
         {MessageType::list_datasets, &Impl::on_list_datasets},
         {MessageType::list_clips, &Impl::on_list_clips},

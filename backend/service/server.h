@@ -58,6 +58,9 @@ struct ServerOptions {
   // which parameters are paths). Throws Error for a job that must be refused outright (e.g. a command that
   // is not a job of that kind). Empty: jobs are not inspected (tests of the queue only).
   std::function<std::vector<JobPath>(const std::string& kind, const nlohmann::json& params)> job_paths;
+  // What `list_commands` answers: the job commands and their parameters (the `mugv` command layer knows
+  // them); empty: an empty list.
+  nlohmann::json commands = nlohmann::json::array();
   // How a job runs as a Slurm array ({"array": N} in its params); empty: arrays are refused.
   ShardPlanner plan_shards;
 };

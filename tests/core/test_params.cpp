@@ -1,9 +1,11 @@
+#include "core/param_schema.h"
 #include "core/params.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <functional>
 #include <map>
 
 using namespace mugv;
@@ -326,4 +328,48 @@ TEST_CASE("a path parameter's bare names mean folders under MUGV_HOME where the 
     ::setenv("MUGV_HOME", saved.c_str(), 1);
   else
     ::unsetenv("MUGV_HOME");
+}
+
+TEST_CASE("the registry as JSON keeps every spec's type, default, bounds, choices and help", "[unit][core]") {
+  const ParamRegistry r = make_registry();
+  const nlohmann::json specs = param_registry_to_json(r);
+  REQUIRE(specs.size() == r.specs().size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParamSpec& original = r.specs()[i];
+    const ParamSpec back = param_spec_from_json(specs[i]);
+    CHECK(back.key == original.key);
+    CHECK(back.flag == original.flag);
+    CHECK(back.type == original.type);
+    CHECK(back.default_value == original.default_value);
+    CHECK(back.help == original.help);
+    CHECK(back.group == original.group);
+    CHECK(back.choices == original.choices);
+    CHECK(back.min_value == original.min_value);
+    CHECK(back.max_value == original.max_value);
+    CHECK(back.item_type == original.item_type);
+  }
+  const nlohmann::json& lr = specs[0];
+  CHECK(lr["min"] == 0.0);
+  CHECK(lr["max"] == 1.0);
+  CHECK(specs[1]["max"].is_null());  // unbounded above
+  CHECK(!lr.contains("env"));        // the server's own environment is not a client's business
+}
+
+TEST_CASE("a spec read from JSON is refused naming its key and the problem", "[unit][core]") {
+  nlohmann::json good = param_spec_to_json(make_registry().specs()[0]);
+  auto problem = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json bad = good;
+    edit(bad);
+    return std::string(expect_error([&] { (void)param_spec_from_json(bad); }).what());
+  };
+  CHECK_THAT(problem([](nlohmann::json& j) { j["type"] = "decimal"; }),
+             Catch::Contains("train.lr") && Catch::Contains("unknown type 'decimal'"));
+  CHECK_THAT(problem([](nlohmann::json& j) { j["min"] = 2.0; }), Catch::Contains("min 2.0 is above max 1.0"));
+  CHECK_THAT(problem([](nlohmann::json& j) { j["max"] = "big"; }), Catch::Contains("'max' must be a number"));
+  CHECK_THAT(problem([](nlohmann::json& j) { j["type"] = "choice"; }),
+             Catch::Contains("a choice without choices"));
+  CHECK_THAT(problem([](nlohmann::json& j) { j["choices"] = {1, 2}; }), Catch::Contains("list of strings"));
+  CHECK_THAT(problem([](nlohmann::json& j) { j.erase("key"); }), Catch::Contains("'key' is missing"));
+  CHECK_THAT(std::string(expect_error([] { (void)param_spec_from_json(nlohmann::json::array()); }).what()),
+             Catch::Contains("expected an object"));
 }

@@ -1035,6 +1035,40 @@ TEST_CASE("a tcp:// server with CURVE: an authorised key connects and lists jobs
   }
 }
 
+TEST_CASE("the Generate page takes its bounds and defaults from the server's generate command", "[studio]") {
+  app();
+  if (!has_torch_commands()) {
+    WARN("this build has no LibTorch commands: the server describes no generate command");
+    return;
+  }
+  test::TempDir tmp("mugv-studio");
+  StudioOptions options;
+  options.home = QString::fromStdString(tmp.path().string());
+  options.mugv_binary = mugv_binary();
+  options.offer_starter = false;
+  MainWindow window(options);
+  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  GeneratePage* generate = window.generate_page();
+  // What `mugv generate --help` states: steps 1..1000 (default 25), CFG from 0 with no upper bound (the page
+  // once stopped at 30), frames from 1 (default 17), size 64x64.
+  REQUIRE(QTest::qWaitFor([&] { return generate->steps()->value() == 25; }, 10000));
+  CHECK(generate->steps()->minimum() == 1);
+  CHECK(generate->steps()->maximum() == 1000);
+  CHECK(generate->cfg()->value() == 4.0);
+  CHECK(generate->cfg()->minimum() == 0.0);
+  CHECK(generate->cfg()->maximum() > 1000.0);
+  CHECK(generate->frames()->value() == 17);
+  CHECK(generate->frames()->minimum() == 1);
+  CHECK(generate->size()->text() == "64x64");
+  CHECK(generate->seed()->minimum() == 0);
+  // A refresh after the user changed a field keeps the user's value.
+  generate->steps()->setValue(7);
+  const int applied = generate->command_specs_applied();
+  generate->refresh();
+  REQUIRE(QTest::qWaitFor([&] { return generate->command_specs_applied() > applied; }, 10000));
+  CHECK(generate->steps()->value() == 7);
+}
+
 TEST_CASE("a server already running for the home is reused, not started twice", "[studio]") {
   app();
   test::TempDir home;

@@ -1,6 +1,7 @@
 // Generate: prompt, negative prompt, seed, steps, CFG, size, frames and an optional first-frame image; a live
 // animated preview of the denoising while the job runs; a player with scrubbing for the result; export with
 // the prompt, seed and model kept in the file.
+#include "command_specs.h"
 #include "job_params.h"
 #include "pages.h"
 
@@ -34,25 +35,20 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   negative_ = new QLineEdit(this);
   negative_->setToolTip("What to steer away from (empty: the learned null caption)");
   seed_ = new QSpinBox(this);
-  seed_->setRange(0, 2147483647);
   seed_->setToolTip("Noise seed: the same seed gives the same video");
   seed_lock_ = new QCheckBox("lock", this);
   seed_lock_->setToolTip(
       "Keep this seed for the next generation; unlocked, each generation draws a new random seed (shown "
       "here)");
+  // Steps, CFG, frames, seed and size take their bounds and defaults from the server's `generate` command
+  // (apply_command_specs); until it has answered, Generate stays disabled.
   steps_ = new QSpinBox(this);
-  steps_->setRange(1, 1000);
-  steps_->setValue(25);
   steps_->setToolTip("Euler steps on the shifted schedule");
   cfg_ = new QDoubleSpinBox(this);
-  cfg_->setRange(0, 30);
-  cfg_->setValue(4.0);
-  cfg_->setToolTip("Classifier-free guidance scale");
+  cfg_->setToolTip("Classifier-free guidance scale (1: off)");
   frames_ = new QSpinBox(this);
-  frames_->setRange(1, 1000);
-  frames_->setValue(17);
   frames_->setToolTip("Frames to generate (the VAE takes multiples of its chunk, or a multiple plus one)");
-  size_ = new QLineEdit("64x64", this);
+  size_ = new QLineEdit(this);
   size_->setToolTip("Width x height in pixels (multiples of 16)");
   image_ = new QLineEdit(this);
   image_->setPlaceholderText("optional first-frame image (I2V / TI2V)");
@@ -165,7 +161,27 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   validate_form();
 }
 
+void GeneratePage::apply_command_specs(const CommandSpecs& specs) {
+  const std::vector<std::string> generate = {"generate"};
+  int applied = 0;
+  auto apply = [&](auto& field, const char* flag) {
+    if (const ParamSpec* spec = specs.find(generate, flag)) {
+      apply_spec(field, *spec);
+      ++applied;
+    }
+  };
+  apply(*steps_, "--steps");
+  apply(*cfg_, "--cfg");
+  apply(*frames_, "--frames");
+  apply(*seed_, "--seed");
+  apply(*size_, "--size");
+  specs_applied_ = applied == 5;
+  ++command_specs_applied_;
+  validate_form();
+}
+
 void GeneratePage::refresh() {
+  fetch_command_specs(link_, [this](const CommandSpecs& specs) { apply_command_specs(specs); });
   // Runs first (their names as they are), then the released models the server has (their folder as item
   // data).
   link_.call(
@@ -241,7 +257,9 @@ void GeneratePage::validate_form() {
   const QStringList wh = size_->text().split('x');
   f.width = wh.size() == 2 ? wh[0].toInt() : 0;
   f.height = wh.size() == 2 ? wh[1].toInt() : 0;
-  const std::string why = validate(f);
+  std::string why = validate(f);
+  if (why.empty() && !specs_applied_)
+    why = "the server has not described its generate command (it may run without LibTorch)";
   problem_->setText(QString::fromStdString(why));
   generate_->setEnabled(why.empty() && job_ == 0);
   cancel_->setEnabled(job_ != 0);

@@ -16,8 +16,6 @@ std::string validate(const GenerateForm& f) {
   if (f.run.empty() && f.model.empty()) return "model: choose a trained DiT run or a released model";
   if (f.prompt.find_first_not_of(" \t\n") == std::string::npos)
     return "prompt: write what the video should show";
-  if (f.steps < 1 || f.steps > 1000) return "steps: between 1 and 1000";
-  if (f.cfg < 0 || f.cfg > 30) return "CFG: between 0 and 30";
   if (f.width < 16 || f.height < 16 || f.width % 16 || f.height % 16)
     return "size: width and height must be multiples of 16";
   if (f.frames < 1) return "frames: at least 1";

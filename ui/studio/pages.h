@@ -3,6 +3,7 @@
 // replies and events on the UI thread) and refreshes itself on `connected` and on job events.
 
 #include "backend_link.h"
+#include "command_specs.h"
 #include "job_params.h"
 #include "widgets.h"
 
@@ -145,6 +146,7 @@ class GeneratePage : public QWidget {
   QComboBox* run() const { return run_; }
   QLineEdit* prompt() const { return prompt_; }
   QSpinBox* steps() const { return steps_; }
+  QDoubleSpinBox* cfg() const { return cfg_; }
   QSpinBox* seed() const { return seed_; }
   QCheckBox* seed_lock() const { return seed_lock_; }
   QSpinBox* frames() const { return frames_; }
@@ -155,6 +157,7 @@ class GeneratePage : public QWidget {
   FramePlayer* preview() const { return preview_; }
   FramePlayer* player() const { return player_; }
   int preview_events() const { return preview_events_; }
+  int command_specs_applied() const { return command_specs_applied_; }  // server answers taken
   QString result_path() const { return result_; }
   // Writes the shown result to `path` (mp4 / webm / gif / PNG folder by extension) with its prompt and seed.
   bool export_to(const QString& path, QString* error);
@@ -165,6 +168,8 @@ class GeneratePage : public QWidget {
 
  private:
   void validate_form();
+  // Bounds and defaults of the form's fields from the server's `generate` command.
+  void apply_command_specs(const CommandSpecs& specs);
   // The chosen run (its name) or released model (its folder on the server) into the form.
   void fill_model(GenerateForm& form) const;
   void on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs);
@@ -176,6 +181,8 @@ class GeneratePage : public QWidget {
   QSpinBox *seed_, *steps_, *frames_;
   QCheckBox* seed_lock_;
   QDoubleSpinBox* cfg_;
+  bool specs_applied_ = false;  // the fields have the server's bounds: Generate may be pressed
+  int command_specs_applied_ = 0;
   QTableWidget* adapters_;
   QCheckBox* adapters_merge_;
   QPushButton *generate_, *cancel_, *export_;
