@@ -548,15 +548,21 @@ void DiTImpl::set_block_context(DiTPass& pass, const torch::Tensor& frame_indice
   const auto dtype = x_embedder->proj->weight.scalar_type();
   auto positions = frame_indices.defined() ? dit_token_positions(frame_indices, pass.height, pass.width)
                                            : dit_token_positions(pass.frames, pass.height, pass.width);
-  auto angles = rope_angles(positions.to(pass.tokens.device()), config_.head_dim, config_.rope_theta);
-  BlockContext context{pass.modulation, angles, pass.text, key_padding_bias(pass.text_mask, dtype),
-                       pass.frames,     0,      {}};
+  auto angles =
+      rope_angles(positions.to(pass.boundary.tokens.device()), config_.head_dim, config_.rope_theta);
+  BlockContext context{pass.boundary.modulation,
+                       angles,
+                       pass.boundary.text,
+                       key_padding_bias(pass.boundary.text_mask, dtype),
+                       pass.frames,
+                       0,
+                       {}};
   context.runtime.recompute_attention = recompute_ == Recompute::selective;
   context.runtime.lora = lora_ && !lora_->empty() ? lora_.get() : nullptr;
   if (parallel_) {
-    context.token_offset = parallel_->sequence_shard() * pass.tokens.size(1);
-    context.modulation = parallel_->sum_gradient_over_sequence(pass.modulation);
-    context.text = parallel_->sum_gradient_over_sequence(pass.text);
+    context.token_offset = parallel_->sequence_shard() * pass.boundary.tokens.size(1);
+    context.modulation = parallel_->sum_gradient_over_sequence(pass.boundary.modulation);
+    context.text = parallel_->sum_gradient_over_sequence(pass.boundary.text);
     context.runtime.parallel = parallel_.get();
   }
   pass.context = std::move(context);
@@ -620,14 +626,15 @@ DiTPass DiTImpl::begin_pass(const torch::Tensor& x_in, const torch::Tensor& time
     const auto h = torch::silu(v);
     return with_lora(linear, h, linear(h), lora);
   };
-  pass.modulation =
+  pass.boundary.modulation =
       torch::where(groups.view({batch, frames + 2, 1, 1}), adaln_single(c).view({batch, 1, 6, d}),
                    adaln_single(c0).view({batch, 1, 6, d}));
-  pass.final_condition =
+  pass.boundary.final_condition =
       torch::where(noisy.view({batch, frames, 1}), c.unsqueeze(1), c0.unsqueeze(1));  // [B, T, d]
 
-  pass.text = y_embedder(text.to(dtype), lora);
-  pass.text_mask = text_mask.defined() ? text_mask : torch::ones({batch, text.size(1)}, text.options());
+  pass.boundary.text = y_embedder(text.to(dtype), lora);
+  pass.boundary.text_mask =
+      text_mask.defined() ? text_mask : torch::ones({batch, text.size(1)}, text.options());
 
   auto tokens = x_embedder(x_in.to(dtype));  // [B, N, d]
   tokens = torch::cat({start_token.to(dtype).view({1, 1, d}).expand({batch, 1, d}), tokens,
@@ -640,7 +647,7 @@ DiTPass DiTImpl::begin_pass(const torch::Tensor& x_in, const torch::Tensor& time
                          " patches + start and end), not divisible by tp x cp = ", shards));
     tokens = parallel_->scatter_sequence(tokens);
   }
-  pass.tokens = tokens;
+  pass.boundary.tokens = tokens;
   set_block_context(pass, frame_indices);
   return pass;
 }
@@ -649,17 +656,9 @@ DiTPass DiTImpl::resume_pass(const torch::Tensor& x, const DiTPassTensors& sent,
                              const torch::Tensor& frame_indices) const {
   DiTPass pass;
   set_pass_geometry(pass, x);
-  pass.tokens = sent.tokens;
-  pass.modulation = sent.modulation;
-  pass.text = sent.text;
-  pass.final_condition = sent.final_condition;
-  pass.text_mask = sent.text_mask;
+  pass.boundary = sent;
   set_block_context(pass, frame_indices);
   return pass;
-}
-
-DiTPassTensors DiTPass::tensors() const {
-  return {tokens, modulation, text, final_condition, text_mask};
 }
 
 void DiTImpl::run_blocks(DiTPass& pass, int64_t first, int64_t last) {
@@ -668,7 +667,7 @@ void DiTImpl::run_blocks(DiTPass& pass, int64_t first, int64_t last) {
   for (int64_t i = first; i < last; ++i) {
     DiTBlock holder(blocks->ptr<DiTBlockImpl>(size_t(i)));
     if (offload_) offload_->before_block(size_t(i));
-    pass.tokens = run_block(holder, pass.tokens, pass.context);
+    pass.boundary.tokens = run_block(holder, pass.boundary.tokens, pass.context);
     if (offload_) offload_->after_block(size_t(i));
   }
 }
@@ -677,12 +676,12 @@ torch::Tensor DiTImpl::finish_pass(DiTPass& pass) {
   const int64_t batch = pass.batch, frames = pass.frames, height = pass.height, width = pass.width;
   const int64_t d = config_.hidden;
   const int64_t pt = config_.patch_t, ph = config_.patch_h, pw = config_.patch_w;
-  auto tokens = parallel_ ? parallel_->gather_sequence(pass.tokens) : pass.tokens;
+  auto tokens = parallel_ ? parallel_->gather_sequence(pass.boundary.tokens) : pass.boundary.tokens;
   const LoraSet* lora = pass.context.runtime.lora;
 
   auto video = tokens.narrow(1, 1, tokens.size(1) - 2);  // [B, T·H·W, d]
-  auto final_m =
-      pass.final_condition.unsqueeze(2) + final_layer->scale_shift_table.view({1, 1, 2, d});  // [B, T, 2, d]
+  auto final_m = pass.boundary.final_condition.unsqueeze(2) +
+                 final_layer->scale_shift_table.view({1, 1, 2, d});  // [B, T, 2, d]
   auto per_frame = at::layer_norm(video, {d}, {}, {}, 1e-6).view({batch, frames, height * width, d});
   auto modulated =
       torch::addcmul(final_m.select(2, 0).unsqueeze(2), per_frame, 1 + final_m.select(2, 1).unsqueeze(2))

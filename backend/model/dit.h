@@ -184,9 +184,8 @@ struct DiTPass {
   int64_t batch = 0, frames_in = 0, height_in = 0, width_in = 0;  // the input latent
   int64_t frames = 0, height = 0, width = 0;                      // its patch grid T', H', W'
   torch::ScalarType out_dtype = torch::kFloat32;                  // the input's: the output's dtype
-  torch::Tensor tokens, modulation, text, final_condition, text_mask;
-  BlockContext context;  // what the blocks read, derived from the tensors above
-  [[nodiscard]] DiTPassTensors tensors() const;
+  DiTPassTensors boundary;  // the sequence so far and its conditioning: what a later stage receives
+  BlockContext context;     // what the blocks read, derived from `boundary`
 };
 
 // Caption projection: LayerNorm (no affine) → MLP ("y_proj": fc1 text_dim → d, GELU-tanh, fc2) → LayerNorm.

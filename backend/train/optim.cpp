@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace mugv {
 
@@ -168,6 +169,14 @@ std::optional<LrSchedule> lr_schedule_from_string(std::string_view name) {
   if (name == "constant") return LrSchedule::constant;
   if (name == "cosine") return LrSchedule::cosine;
   return std::nullopt;
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+  std::vector<torch::Tensor> with_grad;
+  for (const auto& p : params)
+    if (p.grad().defined()) with_grad.push_back(p);
+  return torch::nn::utils::clip_grad_norm_(with_grad,
+                                           max_norm > 0 ? max_norm : std::numeric_limits<double>::infinity());
 }
 
 double scheduled_lr(int64_t step, double lr, int64_t warmup_steps, int64_t total_steps, LrSchedule schedule,

@@ -131,6 +131,11 @@ std::optional<LrSchedule> lr_schedule_from_string(std::string_view name);
 [[nodiscard]] double scheduled_lr(int64_t step, double lr, int64_t warmup_steps, int64_t total_steps,
                                   LrSchedule schedule, double min_lr = 0.0);
 
+// The gradients of `params` (those that have one) scaled down together so that their global L2 norm is at
+// most `max_norm`; max_norm <= 0 leaves them as they are. Returns the norm before clipping, measured either
+// way.
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
+
 // Copies the file's tensors into `tensors` by name, checking every name and shape first.
 // Throws Error(corrupt) naming the file and the first problem; nothing is copied then.
 void load_named_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,

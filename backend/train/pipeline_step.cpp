@@ -146,7 +146,7 @@ PipelineStepResult run_pipeline_step(const std::shared_ptr<ProcessGroups>& group
         state.loss = hooks.loss(j, pass);
         result.loss += state.loss.detach().item<double>();
       } else {
-        state.outputs = as_list(pass.tensors());
+        state.outputs = as_list(pass.boundary);
         channel.send(state.outputs, stage_of_chunk(shape, g + 1), message_tag(true, g + 1, j, chunks));
       }
       in_flight[{g, j}] = std::move(state);

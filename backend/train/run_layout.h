@@ -3,10 +3,11 @@
 // the sampler and the service (readers). Torch-free. All paths are under $MUGV_HOME/runs/<name>/:
 //
 //   run.json                 RunManifest below (kind, preset, dataset, the VAE run a DiT run uses, resolved
-//   config) tokenizer.model          SentencePiece model trained on the captions (DiT runs with a small text
-//   encoder) metrics.jsonl            one JSON object per training step samples/step-<N>/        sample
-//   videos rendered during training (fixed prompts and seeds) checkpoints/             CheckpointStore
-//   (checkpoint_store.h); each step-<N>/ holds
+//                            config)
+//   tokenizer.model          SentencePiece model trained on the captions (DiT runs with a small text encoder)
+//   metrics.jsonl            one JSON object per training step (train/step_log.h)
+//   samples/step-<N>/        sample videos rendered during training (fixed prompts and seeds)
+//   checkpoints/             CheckpointStore (checkpoint_store.h); each step-<N>/ holds
 //       model.safetensors      weights (DiT runs: "dit.*" and "text.*"; VAE runs: "vae.*")
 //       ema.safetensors        online EMA of the same weights (DiT runs)
 //       optimizer.safetensors  optimizer state

@@ -24,6 +24,7 @@
 #include "train/preference.h"
 #include "train/rng_state.h"
 #include "train/sharded_checkpoint.h"
+#include "train/step_log.h"
 #include "train/text_feature_cache.h"
 #include "train/zero_optimizer.h"
 
@@ -31,6 +32,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <set>
 
 namespace mugv {
@@ -570,23 +572,6 @@ void load_checkpoint(Session& s, const CheckpointRef& ref) {
                 cat("trainer state says step ", s.step, ", folder says ", ref.step));
 }
 
-void truncate_metrics(const RunPaths& paths, int64_t after_step) {
-  std::error_code ec;
-  if (!fs::is_regular_file(paths.metrics(), ec)) return;
-  std::ifstream in(paths.metrics());
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    try {
-      auto j = nlohmann::json::parse(line);
-      if (j.value("step", int64_t(0)) > after_step) continue;
-    } catch (const std::exception&) {
-      continue;  // a line cut by a crash
-    }
-    kept += line + "\n";
-  }
-  write_text_atomic(paths.metrics(), kept);
-}
-
 // The samples of the global batch that this data-parallel rank trains on: [begin, end).
 std::pair<int64_t, int64_t> my_samples(const Session& s, int64_t batch) {
   const int64_t dp = s.layout().dp, rank = s.coords().dp_rank;
@@ -734,14 +719,17 @@ PipelineStepResult pipelined_flow_step(Session& s, const StepData& batch, int64_
   auto range = [&](int j) { return std::make_pair(samples * j / micro, samples * (j + 1) / micro); };
   std::vector<FlowBatch> parts;
   for (int j = 0; j < micro; ++j) parts.push_back(sample_range(fb, range(j).first, range(j).second));
+  // A micro-batch's copy on the device from its forward to its loss, so a stage that is both the first and
+  // the last copies it once; released once its loss is computed.
+  std::vector<FlowBatch> on_device(static_cast<size_t>(micro));
   DiTBundleImpl& model = *s.model;
   PipelineStepHooks hooks;
   hooks.begin = [&](int j) {
     AutocastScope autocast(s.precision, s.device.type());
     const auto [b, e] = range(j);
-    return begin_velocity_pass(s, model, s.text_cache.get(), to_device(parts[size_t(j)], s.device),
-                               ids_t.narrow(0, b, e - b), mask_t.narrow(0, b, e - b),
-                               fps.narrow(0, b, e - b));
+    on_device[size_t(j)] = to_device(parts[size_t(j)], s.device);
+    return begin_velocity_pass(s, model, s.text_cache.get(), on_device[size_t(j)], ids_t.narrow(0, b, e - b),
+                               mask_t.narrow(0, b, e - b), fps.narrow(0, b, e - b));
   };
   hooks.resume = [&](int j, const DiTPassTensors& received) {
     AutocastScope autocast(s.precision, s.device.type());  // as begin_pass computes the RoPE angles
@@ -757,10 +745,12 @@ PipelineStepResult pipelined_flow_step(Session& s, const StepData& batch, int64_
       AutocastScope autocast(s.precision, s.device.type());
       prediction = velocity_of(s, model, pass);
     }
+    FlowBatch& copied = on_device[size_t(j)];
     const FlowBatch& part = parts[size_t(j)];
-    return masked_flow_loss_parts(prediction, part.target.to(s.device), part.cond_mask.to(s.device))
-               .squared_error_sum /
-           total;
+    const torch::Tensor target = copied.target.defined() ? copied.target : part.target.to(s.device);
+    const torch::Tensor cond_mask = copied.target.defined() ? copied.cond_mask : part.cond_mask.to(s.device);
+    copied = FlowBatch{};
+    return masked_flow_loss_parts(prediction, target, cond_mask).squared_error_sum / total;
   };
   PipelineStepResult result = run_pipeline_step(s.groups, s.pipeline, s.stage(), micro, s.device, hooks);
   if (s.groups) {  // the last stage's sum, over the data-parallel replicas, on every rank
@@ -833,6 +823,101 @@ StepFlags agree(const Session& s, StepFlags local) {
   return {t[0].item<int>() > 0, t[1].item<int>() > 0, t[2].item<int>() > 0};
 }
 
+// What one step's forward and backward left besides the gradients.
+struct ForwardBackward {
+  double loss = 0;  // the batch's loss, the same on every rank
+  double pipeline_wait_ms = 0, pipeline_ms = 0;
+  nlohmann::json objective_metrics;  // post-training objectives: accuracy, margin, reference point
+};
+
+// One step's forward and backward on this rank: afterwards each parameter's gradient is its part of the
+// gradient of the whole batch's loss (summed over the data-parallel ranks once s.sync->end_step() ran). A
+// non-finite loss stops the run before the backward: `stop_nonfinite` throws.
+ForwardBackward forward_backward(Session& s, const StepData& batch, int64_t step,
+                                 const std::function<void(const char*, double)>& stop_nonfinite) {
+  const auto& o = s.options;
+  const auto& latents = batch.latents;
+  const auto fps = batch.fps.to(s.device);
+  const auto ids_t = batch.ids.to(s.device);
+  const auto mask_t = batch.mask.to(s.device);
+  ForwardBackward out;
+  if (s.pipelined()) {  // the schedule runs the backward of each micro-batch itself
+    s.optimizer->zero_grad();
+    if (s.sync) s.sync->begin_step(/*overlap=*/false);
+    const PipelineStepResult piped = pipelined_flow_step(s, batch, step, ids_t, mask_t, fps);
+    out.loss = piped.loss;
+    out.pipeline_wait_ms = piped.receive_ms + piped.send_ms;
+    out.pipeline_ms = piped.total_ms;
+    if (!std::isfinite(out.loss)) stop_nonfinite("loss", out.loss);
+    return out;
+  }
+  torch::Tensor loss;
+  if (is_preference_objective(s.objective)) {
+    const PreferenceLoss preference = preference_step_loss(s, batch, step, ids_t, mask_t, fps);
+    loss = preference.loss;
+    out.loss = loss.item<double>();
+    out.objective_metrics = {{"accuracy", preference.accuracy}, {"margin", preference.margin}};
+    if (s.objective == TrainObjective::kto) out.objective_metrics["reference_point"] = preference.reference;
+  } else if (s.layout().dp > 1) {
+    // The noise is drawn on the CPU from per-sample seeds, so a run's noise is the same on any device.
+    const FlowBatch fb = to_device(
+        make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, batch.first), s.device);
+    const torch::Tensor pred = predict_velocity(s, *s.model, s.text_cache.get(), fb, ids_t, mask_t, fps);
+    // Each rank holds part of the batch: loss = (its squared-error sum) / (elements counted on all ranks),
+    // so the data-parallel SUM of gradients is the gradient of the whole batch's mean.
+    auto parts = masked_flow_loss_parts(pred, fb.target, fb.cond_mask);
+    auto counted = torch::tensor({parts.counted}, torch::kFloat64);
+    s.groups->all_reduce_sum(GroupKind::data, counted);
+    loss = parts.squared_error_sum / std::max(1.0, counted.item<double>());
+    auto total = loss.detach().to(torch::kFloat64).reshape({1});
+    s.groups->all_reduce_sum(GroupKind::data, total);
+    out.loss = total.item<double>();
+  } else {
+    const FlowBatch fb = to_device(
+        make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, batch.first), s.device);
+    const torch::Tensor pred = predict_velocity(s, *s.model, s.text_cache.get(), fb, ids_t, mask_t, fps);
+    loss = masked_flow_loss(pred, fb.target, fb.cond_mask);
+    out.loss = loss.item<double>();
+  }
+  if (!std::isfinite(out.loss)) stop_nonfinite("loss", out.loss);
+  s.optimizer->zero_grad();
+  if (s.sync) s.sync->begin_step();
+  loss.backward();
+  return out;
+}
+
+// One training step: forward_backward, then the update: gradients reduced over the ranks and clipped, the
+// optimizer's step at the scheduled rate, the EMAs.
+struct StepOutcome {
+  ForwardBackward pass;
+  double grad_norm = 0, lr = 0, communication_ms = 0;
+};
+StepOutcome train_step(Session& s, const StepData& batch, int64_t step,
+                       const std::function<void(const char*, double)>& stop_nonfinite) {
+  const auto& o = s.options;
+  StepOutcome u;
+  u.pass = forward_backward(s, batch, step, stop_nonfinite);
+  if (s.sync) {
+    s.sync->end_step();
+    u.grad_norm = s.sync->clip_grad_norm(o.grad_clip);
+    u.communication_ms = s.sync->communication_ms();
+  } else {
+    std::vector<torch::Tensor> params;
+    for (auto& [name, p] : s.params) params.push_back(p);
+    u.grad_norm = clip_grad_norm(params, o.grad_clip);
+  }
+  if (!std::isfinite(u.grad_norm)) stop_nonfinite("gradient norm", u.grad_norm);
+  u.lr = scheduled_lr(step, o.lr, o.warmup_steps, o.steps, o.schedule, o.min_lr);
+  auto t_optimizer = std::chrono::steady_clock::now();
+  s.optimizer->step(u.lr);
+  if (s.zero_sharded)  // the parameter all-gather of ZeRO-1 is communication too
+    u.communication_ms +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_optimizer).count();
+  s.ema->update(s.params, step);
+  if (s.power_ema) s.power_ema->update(s.params, step);
+  return u;
+}
+
 TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks& callbacks,
                      TrainResult result) {
   const auto& o = s.options;
@@ -861,12 +946,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
   }
   const int64_t text_tokens = s.preset.text.max_tokens;
   const double text_params = double(parameter_count(*s.model->text));
-  std::ofstream metrics;
-  if (s.leader()) {
-    truncate_metrics(s.paths, s.step);
-    metrics.open(s.paths.metrics(), std::ios::app);
-    if (!metrics) throw Error(ErrorCode::io, s.paths.metrics().string(), "cannot append metrics");
-  }
+  MetricsLog metrics = s.leader() ? MetricsLog(s.paths, s.step) : MetricsLog();
 
   ProgressMeter meter(s.leader() ? callbacks.progress : ProgressFn(), "train", "steps", o.steps);
   meter.update(s.step);
@@ -885,86 +965,15 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     }
     auto t0 = std::chrono::steady_clock::now();
     StepData batch = next_step_data(s, loader.get(), text_tokens);
-    const int64_t global_batch = batch.global_batch, first = batch.first;
+    const int64_t global_batch = batch.global_batch;
     const auto& latents = batch.latents;
-    const auto fps = batch.fps.to(s.device);
-    const auto ids_t = batch.ids.to(s.device);
-    const auto mask_t = batch.mask.to(s.device);
-
-    torch::Tensor loss;  // backward still to run (not for pipelined steps, whose backward ran already)
-    double loss_value = 0, pipeline_wait_ms = 0, pipeline_ms = 0;
-    nlohmann::json objective_metrics;
-    if (s.pipelined()) {
-      s.optimizer->zero_grad();
-      if (s.sync) s.sync->begin_step(/*overlap=*/false);
-      const PipelineStepResult piped = pipelined_flow_step(s, batch, step, ids_t, mask_t, fps);
-      loss_value = piped.loss;
-      pipeline_wait_ms = piped.receive_ms + piped.send_ms;
-      pipeline_ms = piped.total_ms;
-    } else if (is_preference_objective(s.objective)) {
-      const PreferenceLoss preference = preference_step_loss(s, batch, step, ids_t, mask_t, fps);
-      loss = preference.loss;
-      loss_value = loss.item<double>();
-      objective_metrics = {{"accuracy", preference.accuracy}, {"margin", preference.margin}};
-      if (s.objective == TrainObjective::kto) objective_metrics["reference_point"] = preference.reference;
-    } else if (layout.dp > 1) {
-      // The noise is drawn on the CPU from per-sample seeds, so a run's noise is the same on any device.
-      const FlowBatch fb = to_device(
-          make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, first), s.device);
-      const torch::Tensor pred = predict_velocity(s, *s.model, s.text_cache.get(), fb, ids_t, mask_t, fps);
-      // Each rank holds part of the batch: loss = (its squared-error sum) / (elements counted on all ranks),
-      // so the data-parallel SUM of gradients is the gradient of the whole batch's mean.
-      auto parts = masked_flow_loss_parts(pred, fb.target, fb.cond_mask);
-      auto counted = torch::tensor({parts.counted}, torch::kFloat64);
-      s.groups->all_reduce_sum(GroupKind::data, counted);
-      loss = parts.squared_error_sum / std::max(1.0, counted.item<double>());
-      auto total = loss.detach().to(torch::kFloat64).reshape({1});
-      s.groups->all_reduce_sum(GroupKind::data, total);
-      loss_value = total.item<double>();
-    } else {
-      const FlowBatch fb = to_device(
-          make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, first), s.device);
-      const torch::Tensor pred = predict_velocity(s, *s.model, s.text_cache.get(), fb, ids_t, mask_t, fps);
-      loss = masked_flow_loss(pred, fb.target, fb.cond_mask);
-      loss_value = loss.item<double>();
-    }
     auto stop_nonfinite = [&](const char* what, double value) {
-      std::string kept = s.step > 0 && last_saved > 0
-                             ? cat("the last good checkpoint step-", last_saved, " is kept")
-                             : std::string("no checkpoint was saved yet");
-      throw Error(ErrorCode::invalid_argument, o.run,
-                  cat("step ", step, ": ", what, " is ", value, "; training stopped and ", kept,
-                      " (lower --lr, raise --warmup or check the data)"));
+      throw nonfinite_step_error(o.run, step, what, value, last_saved);
     };
-    if (!std::isfinite(loss_value)) stop_nonfinite("loss", loss_value);
-
-    double grad_norm = 0, comm_ms = 0;
-    if (!s.pipelined()) s.optimizer->zero_grad();
-    if (s.sync) {
-      if (!s.pipelined()) {
-        s.sync->begin_step();
-        loss.backward();
-      }
-      s.sync->end_step();
-      grad_norm = s.sync->clip_grad_norm(o.grad_clip);
-      comm_ms = s.sync->communication_ms();
-    } else {
-      if (!s.pipelined()) loss.backward();
-      std::vector<torch::Tensor> grads;
-      for (auto& [name, p] : s.params)
-        if (p.grad().defined()) grads.push_back(p);
-      grad_norm = torch::nn::utils::clip_grad_norm_(
-          grads, o.grad_clip > 0 ? o.grad_clip : std::numeric_limits<double>::infinity());
-    }
-    if (!std::isfinite(grad_norm)) stop_nonfinite("gradient norm", grad_norm);
-    const double lr = scheduled_lr(step, o.lr, o.warmup_steps, o.steps, o.schedule, o.min_lr);
-    auto t_optimizer = std::chrono::steady_clock::now();
-    s.optimizer->step(lr);
-    if (s.zero_sharded)  // the parameter all-gather of ZeRO-1 is communication too
-      comm_ms +=
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_optimizer).count();
-    s.ema->update(s.params, step);
-    if (s.power_ema) s.power_ema->update(s.params, step);
+    StepOutcome outcome = train_step(s, batch, step, stop_nonfinite);
+    const double loss_value = outcome.pass.loss, grad_norm = outcome.grad_norm, lr = outcome.lr;
+    const double comm_ms = outcome.communication_ms, pipeline_wait_ms = outcome.pass.pipeline_wait_ms,
+                 pipeline_ms = outcome.pass.pipeline_ms;
     s.step = step;
     s.cursor = batch.next_cursor;
     last_loss = loss_value;
@@ -997,7 +1006,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     m.pipeline_ms = pipeline_ms;
     m.compute_ms = std::max(0.0, m.step_ms - comm_ms - pipeline_wait_ms - batch.wait_ms);
     m.cursor = batch.cursor;
-    m.objective = std::move(objective_metrics);
+    m.objective = std::move(outcome.pass.objective_metrics);
     if (s.groups) {  // every rank's split, for the per-rank view of the step
       auto mine = torch::tensor({m.compute_ms, m.communication_ms, m.data_wait_ms, double(m.peak_rss_bytes),
                                  m.pipeline_wait_ms, m.pipeline_ms},
@@ -1009,7 +1018,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
                            all[r][5].item<double>()});
     }
     if (s.leader()) {
-      metrics << m.to_json().dump() << "\n" << std::flush;
+      metrics.append(m.to_json());
       if (callbacks.on_step) callbacks.on_step(m);
       meter.update(step, cat("loss ", loss_value));
     }

@@ -17,6 +17,7 @@
 #include "train/flow.h"
 #include "train/optim.h"
 #include "train/rng_state.h"
+#include "train/step_log.h"
 #include "train/trainer.h"
 
 #include <cmath>
@@ -70,6 +71,55 @@ TrainingWindow training_window(const TrainOptions& o, const ModelPreset& preset)
 }
 
 }  // namespace
+
+// One training sample per batch entry: a random window (frames, height, width) of a random clip, drawn from
+// the step's own generator so a step's batch depends only on (seed, step).
+torch::Tensor vae_training_batch(const std::vector<torch::Tensor>& videos, const TrainOptions& o,
+                                 const TrainingWindow& window, int64_t step) {
+  std::mt19937_64 pick(sample_seed(o.seed, step, 0));
+  std::vector<torch::Tensor> batch;
+  for (int64_t i = 0; i < o.batch; ++i) {
+    const torch::Tensor& video = videos[pick() % videos.size()];
+    const int64_t t0 = static_cast<int64_t>(pick() % static_cast<uint64_t>(o.frames - window.frames + 1));
+    const int64_t y0 = static_cast<int64_t>(pick() % static_cast<uint64_t>(o.height - window.height + 1));
+    const int64_t x0 = static_cast<int64_t>(pick() % static_cast<uint64_t>(o.width - window.width + 1));
+    batch.push_back(video.slice(1, t0, t0 + window.frames)
+                        .slice(2, y0, y0 + window.height)
+                        .slice(3, x0, x0 + window.width)
+                        .to(torch::kFloat32)
+                        .div(127.5)
+                        .sub(1.0));
+  }
+  return torch::stack(batch);
+}
+
+// One optimizer step of the VAE on `batch`: forward under the run's precision, backward, clipping, AdamW.
+// Returns the step's metrics line (without its time); a non-finite loss stops the run before the update.
+nlohmann::json vae_train_step(VAEBundleImpl& model, AdamW& optimizer,
+                              const std::vector<torch::Tensor>& params, const torch::Tensor& batch,
+                              const TrainOptions& o, ComputePrecision precision, int64_t step,
+                              int64_t last_saved) {
+  auto loss = [&] {
+    AutocastScope autocast(precision, batch.device().type());
+    return model.vae->loss(batch);
+  }();
+  const double value = loss.total.item<double>();
+  if (!std::isfinite(value)) throw nonfinite_step_error(o.run, step, "loss", value, last_saved);
+  optimizer.zero_grad();
+  loss.total.backward();
+  const double grad_norm = clip_grad_norm(params, o.grad_clip);
+  if (!std::isfinite(grad_norm))
+    throw nonfinite_step_error(o.run, step, "gradient norm", grad_norm, last_saved);
+  const double lr = scheduled_lr(step, o.lr, o.warmup_steps, o.steps, o.schedule, o.min_lr);
+  optimizer.step(lr);
+  return {{"step", step},
+          {"loss", value},
+          {"mse", loss.mse.item<double>()},
+          {"l1", loss.l1.item<double>()},
+          {"kl", loss.kl.item<double>()},
+          {"lr", lr},
+          {"grad_norm", grad_norm}};
+}
 
 VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json config,
                          const CancelToken& cancel, const ProgressFn& progress) {
@@ -151,56 +201,29 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
   model->train();
   auto params = named_parameters(*model);
   AdamW optimizer(params, o.adam);
-  std::ofstream metrics(result.paths.metrics(), std::ios::app);
+  MetricsLog metrics(result.paths, 0);
   ProgressMeter meter(progress, "train-vae", "steps", o.steps);
-  std::vector<torch::Tensor> grads_of;
-  for (auto& [n, p] : params) grads_of.push_back(p);
+  std::vector<torch::Tensor> trained;
+  for (auto& [n, p] : params) trained.push_back(p);
+  int64_t last_saved = 0;
   for (int64_t step = 1; step <= o.steps; ++step) {
     cancel.throw_if_cancelled(cat("VAE training at step ", step - 1));
-    auto start = std::chrono::steady_clock::now();
-    std::mt19937_64 pick(sample_seed(o.seed, step, 0));
-    std::vector<torch::Tensor> batch;
-    for (int64_t i = 0; i < o.batch; ++i) {
-      const torch::Tensor& video = videos[pick() % videos.size()];
-      const int64_t t0 = static_cast<int64_t>(pick() % static_cast<uint64_t>(o.frames - window.frames + 1));
-      const int64_t y0 = static_cast<int64_t>(pick() % static_cast<uint64_t>(o.height - window.height + 1));
-      const int64_t x0 = static_cast<int64_t>(pick() % static_cast<uint64_t>(o.width - window.width + 1));
-      batch.push_back(to_float(video.slice(1, t0, t0 + window.frames)
-                                   .slice(2, y0, y0 + window.height)
-                                   .slice(3, x0, x0 + window.width)));
-    }
-    auto loss = [&] {
-      AutocastScope autocast(precision.precision, device.type());
-      return model->vae->loss(torch::stack(batch).to(device));
-    }();
-    const double value = loss.total.item<double>();
-    if (!std::isfinite(value))
-      throw Error(ErrorCode::invalid_argument, o.run,
-                  cat("step ", step, ": loss is ", value,
-                      "; training stopped, the last good checkpoint is kept (lower --lr)"));
-    optimizer.zero_grad();
-    loss.total.backward();
-    double grad_norm = torch::nn::utils::clip_grad_norm_(grads_of, o.grad_clip > 0 ? o.grad_clip : 1e30);
-    const double lr = scheduled_lr(step, o.lr, o.warmup_steps, o.steps, o.schedule, o.min_lr);
-    optimizer.step(lr);
+    const auto start = std::chrono::steady_clock::now();
+    const torch::Tensor batch = vae_training_batch(videos, o, window, step).to(device);
+    nlohmann::json line =
+        vae_train_step(*model, optimizer, trained, batch, o, precision.precision, step, last_saved);
     result.last_step = step;
-    result.last_loss = value;
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    metrics << nlohmann::json{{"step", step},
-                              {"loss", value},
-                              {"mse", loss.mse.item<double>()},
-                              {"l1", loss.l1.item<double>()},
-                              {"kl", loss.kl.item<double>()},
-                              {"lr", lr},
-                              {"grad_norm", grad_norm},
-                              {"step_ms", ms},
-                              {"peak_rss_bytes", peak_rss_bytes()}}
-                   .dump()
-            << "\n"
-            << std::flush;
-    meter.update(step, cat("loss ", value));
-    if (step % o.save_every == 0 && step != o.steps)
-      save_vae_checkpoint(result.paths, *model, optimizer, step, value, preset.name, o.keep_checkpoints);
+    result.last_loss = line["loss"].get<double>();
+    line["step_ms"] =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    line["peak_rss_bytes"] = peak_rss_bytes();
+    metrics.append(line);
+    meter.update(step, cat("loss ", result.last_loss));
+    if (step % o.save_every == 0 && step != o.steps) {
+      save_vae_checkpoint(result.paths, *model, optimizer, step, result.last_loss, preset.name,
+                          o.keep_checkpoints);
+      last_saved = step;
+    }
   }
   meter.flush();
 
@@ -276,13 +299,8 @@ VAETrainResult train_vae(Catalog& catalog, const TrainOptions& o, nlohmann::json
                 contact_sheet(sheet, columns, static_cast<int>(o.width), static_cast<int>(o.height)));
       result.heldout_psnr_db = 10.0 * std::log10(4.0 / std::max(mse_sum / double(used), 1e-12));
       result.heldout_clips = used;
-      metrics << nlohmann::json{{"step", o.steps},
-                                {"eval", "heldout"},
-                                {"psnr_db", *result.heldout_psnr_db},
-                                {"clips", used}}
-                     .dump()
-              << "\n"
-              << std::flush;
+      metrics.append(
+          {{"step", o.steps}, {"eval", "heldout"}, {"psnr_db", *result.heldout_psnr_db}, {"clips", used}});
     }
   }
   return result;
