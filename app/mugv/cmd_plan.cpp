@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <tuple>
 
 namespace mugv::cli {
 namespace {
@@ -93,6 +94,15 @@ void define(ParamRegistry& r) {
       param("plan.lora", "--lora", ParamType::text, "",
             "plan a LoRA fine-tune: only these adapters train, the base frozen (rank=R,targets=...; tp = 1)",
             "model"));
+  for (const auto& [key, flag, what] :
+       {std::tuple<const char*, const char*, const char*>{"plan.tp", "--tp", "tensor-parallel ranks"},
+        {"plan.cp", "--cp", "context-parallel ranks"},
+        {"plan.pp", "--pp", "pipeline stages"}}) {
+    auto fixed = param(key, flag, ParamType::integer, 0,
+                       cat("only layouts with this many ", what, " (0: any)"), "layout");
+    fixed.min_value = 0;
+    r.add(fixed);
+  }
   auto top = param("plan.top", "--top", ParamType::integer, 10, "layouts to list (0: all)", "output");
   top.min_value = 0;
   r.add(top);
@@ -110,7 +120,10 @@ constexpr const char* kSuggestedLora = "rank=16,targets=attn,cross,mlp";
                                                            {"width", "--size"},
                                                            {"frames", "--frames"},
                                                            {"global-batch", "--global-batch"},
-                                                           {"peak-tflops", "--peak-tflops"}};
+                                                           {"peak-tflops", "--peak-tflops"},
+                                                           {"tp", "--tp"},
+                                                           {"cp", "--cp"},
+                                                           {"pp", "--pp"}};
   auto it = flags.find(e.subject());
   if (it == flags.end()) throw e;
   throw Error(e.code(), it->second, e.message());
@@ -189,6 +202,9 @@ int run(const Invocation& inv) {
   request.global_batch = v.get_int("plan.global_batch");
   request.max_micro_batch = static_cast<int>(v.get_int("plan.max_micro_batch"));
   request.max_efficiency = v.get_real("plan.max_efficiency");
+  request.tp = static_cast<int>(v.get_int("plan.tp"));
+  request.cp = static_cast<int>(v.get_int("plan.cp"));
+  request.pp = static_cast<int>(v.get_int("plan.pp"));
   request.memory = MemoryOptions::for_device(device, preset);
   const std::string attention = v.get_text("plan.attention");
   if (attention != "auto") request.memory.attention = *attention_kernel_from_string(attention);

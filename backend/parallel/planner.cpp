@@ -23,7 +23,7 @@ constexpr double kRowsKnee = 512;
 constexpr double kOverlap = 0.8;
 constexpr double kCollectiveLatencyS = 15e-6;
 // Model chunks per stage the interleaved schedule is tried with (Megatron's usual choice).
-constexpr int kInterleavedChunks = 2;
+constexpr int kMaxInterleavedChunks = 4;  // chunks per stage the interleaved schedule is tried with
 
 [[noreturn]] void bad(const std::string& subject, const std::string& message) {
   throw Error(ErrorCode::invalid_argument, subject, message);
@@ -115,12 +115,12 @@ bool pipeline_crosses_nodes(const ParallelLayout& l, int gpus_per_node) {
   return false;
 }
 
-// Chunks per stage of the schedules tried: 1F1B (1), and with pipeline stages the interleaved schedule when
-// its chunks fit the depth and the micro-batches are a multiple of the stages.
+// Chunks per stage of the schedules tried: 1F1B (1), and with pipeline stages the interleaved schedule with
+// 2..kMaxInterleavedChunks chunks when they fit the depth and the micro-batches are a multiple of the stages.
 std::vector<int> virtual_stage_choices(int pp, int depth, int64_t micro_batches) {
   std::vector<int> choices{1};
-  if (pp > 1 && pp * kInterleavedChunks <= depth && micro_batches % pp == 0)
-    choices.push_back(kInterleavedChunks);
+  if (pp > 1 && micro_batches % pp == 0)
+    for (int v = 2; v <= kMaxInterleavedChunks && pp * v <= depth; ++v) choices.push_back(v);
   return choices;
 }
 
@@ -156,6 +156,8 @@ void validate_request(const ModelPreset& preset, const PlanRequest& r) {
     bad("max-micro-batch", cat("the largest micro-batch must be at least 1, got ", r.max_micro_batch));
   if (!(r.max_efficiency > 0 && r.max_efficiency <= 1))
     bad("max-efficiency", cat("efficiency must be in (0, 1], got ", r.max_efficiency));
+  for (const auto& [name, value] : {std::pair<const char*, int>{"tp", r.tp}, {"cp", r.cp}, {"pp", r.pp}})
+    if (value < 0) bad(name, cat("--", name, " must be 0 (any) or a rank count, got ", value));
   validate_video_shape(preset, r.frames, r.height, r.width);
 }
 
@@ -270,14 +272,16 @@ std::vector<ParallelLayout> candidate_layouts(const ModelPreset& p, const PlanRe
   const int node = std::min(r.cluster.gpus_per_node, gpus);
   const int heads = p.dit.heads;
   std::vector<ParallelLayout> layouts;
+  auto allowed = [](int fixed, int value) { return fixed == 0 || fixed == value; };
   for (int tp = 1; tp <= node; ++tp) {
-    if (node % tp != 0 || heads % tp != 0) continue;
+    if (node % tp != 0 || heads % tp != 0 || !allowed(r.tp, tp)) continue;
     if (tp > 1 && r.memory.adapter_parameters >= 0) break;  // adapters train with tp = 1 (model/lora.h)
     for (int cp = 1; tp * cp <= gpus; ++cp) {
-      if (gpus % (tp * cp) != 0 || heads % (tp * cp) != 0 || video_tokens % cp != 0) continue;
+      if (gpus % (tp * cp) != 0 || heads % (tp * cp) != 0 || video_tokens % cp != 0 || !allowed(r.cp, cp))
+        continue;
       const int replicas = gpus / (tp * cp);  // dp × pp
       for (int pp = 1; pp <= replicas && pp <= p.dit.depth; ++pp)
-        if (replicas % pp == 0) layouts.push_back({tp, cp, replicas / pp, pp});
+        if (replicas % pp == 0 && allowed(r.pp, pp)) layouts.push_back({tp, cp, replicas / pp, pp});
     }
   }
   return layouts;
@@ -352,6 +356,15 @@ Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
 std::string no_fit_message(const ModelPreset& p, const PlanRequest& r, const Plan& plan) {
   const std::string where =
       cat("no layout of ", p.name, " fits in ", gb(r.cluster.gpu_memory_bytes), " per GPU");
+  if (!plan.smallest && (r.tp || r.cp || r.pp)) {
+    std::string fixed;
+    for (const auto& [name, value] : {std::pair<const char*, int>{"tp", r.tp}, {"cp", r.cp}, {"pp", r.pp}})
+      if (value) fixed += cat(fixed.empty() ? "" : ", ", name, " ", value);
+    return cat(where, ": no layout of ", r.cluster.gpus, " GPUs (", r.cluster.gpus_per_node,
+               " per node) has ", fixed, " (tp divides a node's GPUs and tp x cp the ", p.dit.heads,
+               " heads; cp divides the video tokens; pp divides gpus / (tp x cp) and is at most the depth ",
+               p.dit.depth, ")");
+  }
   if (!plan.smallest)
     return cat(where, ": the global batch ", plan.global_batch,
                " cannot be split over any data-parallel size of ", r.cluster.gpus,

@@ -11,8 +11,9 @@
 // divides the heads (Ulysses splits heads again); cp divides the video tokens; pp divides gpus / (tp·cp) and
 // is at most the depth; dp = gpus / (tp·cp·pp); the global batch is a multiple of dp × micro-batch, and the
 // quotient m is both the gradient accumulation and the pipeline's micro-batches per step. Schedules tried:
-// 1F1B, and with pp > 1 the interleaved one with 2 chunks per stage when 2·pp chunks fit the depth and m is a
-// multiple of pp.
+// 1F1B, and with pp > 1 the interleaved one with v = 2, 3 or 4 chunks per stage when v·pp chunks fit the
+// depth and m is a multiple of pp (more chunks shrink the bubble and add point-to-point traffic and in-flight
+// activations). A request may fix tp, cp or pp (PlanRequest), e.g. to price a given layout.
 
 #include "model/config.h"
 #include "parallel/layout.h"
@@ -45,6 +46,8 @@ struct PlanRequest {
   MemoryOptions memory;
   // Fraction of peak that large GEMMs and attention kernels reach; narrow or short GEMMs reach less.
   double max_efficiency = 0.65;
+  // Only layouts with this many tensor-parallel ranks, context-parallel ranks or pipeline stages; 0: any.
+  int tp = 0, cp = 0, pp = 0;
 };
 
 struct StepCost {

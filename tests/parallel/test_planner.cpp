@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <set>
 
 using namespace mugv;
 using mugv::test::TempDir;
@@ -663,4 +664,59 @@ TEST_CASE("mugv plan shows pipeline stages, their schedule, bubble and point-to-
     CHECK(l.at("memory_stage").get<int>() < pp);
   }
   CHECK(interleaved);
+}
+
+TEST_CASE("mugv plan --tp --cp --pp prices only the layouts asked for; interleaving tries 2 to 4 chunks",
+          "[cli][parallel][planner][pipeline]") {
+  TempDir home;
+  // The release's layout on 64 GPUs: tensor parallel 4, pipeline 4 (dp 4 follows).
+  const std::string release =
+      "plan --preset mugv-10b --gpus 64 --frames 121 --size 1280x720 --tp 4 --cp 1 --pp 4 --json --top 0";
+  const auto json = run_mugv(release, home);
+  INFO(json.err);
+  REQUIRE(json.exit_code == 0);
+  const auto layouts = nlohmann::json::parse(json.out);
+  REQUIRE(!layouts.empty());
+  std::set<int> chunks;
+  for (const auto& l : layouts) {
+    CHECK(l.at("tp") == 4);
+    CHECK(l.at("cp") == 1);
+    CHECK(l.at("pp") == 4);
+    CHECK(l.at("dp") == 4);
+    chunks.insert(l.at("virtual_stages").get<int>());
+  }
+  CHECK(chunks.count(1) == 1);  // 1F1B
+  CHECK(chunks.count(2) + chunks.count(3) + chunks.count(4) >= 1);
+  for (int v : chunks) CHECK(v <= 4);
+
+  // A layout no GPU count allows is named with the rules, not mistaken for a batch problem.
+  const auto impossible =
+      run_mugv("plan --preset mugv-10b --gpus 64 --frames 121 --size 1280x720 --pp 5", home);
+  CHECK(impossible.exit_code == 1);
+  CHECK_THAT(impossible.err, Catch::Contains("has pp 5") && Catch::Contains("at most the depth"));
+  const auto negative = run_mugv("plan --preset mugv-10b --gpus 64 --tp -1", home);
+  CHECK(negative.exit_code == 2);
+  CHECK_THAT(negative.err, Catch::Contains("--tp"));
+}
+
+TEST_CASE("the interleaved schedule is tried with every chunk count from 2 to 4 that fits the depth",
+          "[unit][parallel][planner][pipeline]") {
+  const ModelPreset preset = load_model_preset("mugv-10b");
+  PlanRequest r = target_request();
+  r.tp = 4;
+  r.cp = 1;
+  r.pp = 4;
+  const Plan plan = plan_layouts(preset, r);
+  std::set<int> chunks;
+  for (const auto& p : plan.fitting) {
+    CHECK(p.layout.tp == 4);
+    CHECK(p.layout.pp == 4);
+    if (p.schedule == PipelineSchedule::interleaved) {
+      chunks.insert(p.virtual_stages);
+      // More chunks, smaller bubble: compute × (pp − 1) / (v · m).
+      CHECK(p.cost.pp_bubble_s ==
+            Approx(p.cost.compute_s * 3.0 / (double(p.virtual_stages) * double(p.grad_accumulation))));
+    }
+  }
+  CHECK(chunks == std::set<int>{2, 3, 4});
 }
