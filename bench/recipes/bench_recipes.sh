@@ -26,7 +26,10 @@
 #                                reported: held-out colour / shape / direction adherence of each (mugv eval, 4
 #                                seeds per prompt) and on the labelled prompts, against the base's. Another
 #                                MUGV_BENCH_PREF_LR / _BETA needs its own MUGV_BENCH_PREF_TAG (a suffix of the
-#                                run names; the base and the labels are shared).
+#                                run names; the base and the labels are shared). MUGV_BENCH_PREF_FROM=DIR takes
+#                                the base from a finished `make demo` folder (its MUGV_DEMO_DIR): the demo's home,
+#                                starter set and demo-dit run (a base that binds colours and directions) instead
+#                                of training one here; the results then go to $MUGV_BENCH_DIR/pref-demo.
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
 # MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
@@ -40,6 +43,8 @@ SEEDS=${MUGV_BENCH_SEEDS:-3}
 LRS=${MUGV_BENCH_LRS:-3e-4 6e-4 1.2e-3 2.4e-3}
 BATCH=8
 EVERY=${EVERY:-25}
+DATA=$WORK/shapes  # the starter set the preference benchmark prompts and judges from
+PREF=$WORK/pref    # its results
 export MUGV_HOME=$WORK/home
 mkdir -p "$WORK"
 started=$SECONDS
@@ -125,19 +130,19 @@ mup() {
   python3 "$HERE/recipes_report.py" mup "$WORK/curves" "$seeds" $lrs
 }
 
-# evaluate RUN: adherence of RUN on the held-out prompts (4 seeds each) in $WORK/pref/RUN.json and on the labelled
-# training prompts (one seed each, not the pairs' seeds) in $WORK/pref/RUN.train.json; each skipped when it exists.
+# evaluate RUN: adherence of RUN on the held-out prompts (4 seeds each) in $PREF/RUN.json and on the labelled
+# training prompts (one seed each, not the pairs' seeds) in $PREF/RUN.train.json; each skipped when it exists.
 evaluate() {
   local run=$1
-  if [[ ! -s $WORK/pref/$run.json ]]; then
+  if [[ ! -s $PREF/$run.json ]]; then
     stage "eval $run (held-out prompts)"
-    "$MUGV" eval --run "$run" --dataset-dir "$WORK/shapes" --seeds 4 --json > "$WORK/pref/$run.json.part"
-    mv "$WORK/pref/$run.json.part" "$WORK/pref/$run.json"
+    "$MUGV" eval --run "$run" --dataset-dir "$DATA" --seeds 4 --json > "$PREF/$run.json.part"
+    mv "$PREF/$run.json.part" "$PREF/$run.json"
   fi
-  if [[ ! -s $WORK/pref/$run.train.json ]]; then
+  if [[ ! -s $PREF/$run.train.json ]]; then
     stage "eval $run (labelled training prompts)"
-    "$MUGV" eval --run "$run" --dataset-dir "$WORK/pref/train-prompts" --json > "$WORK/pref/$run.train.json.part"
-    mv "$WORK/pref/$run.train.json.part" "$WORK/pref/$run.train.json"
+    "$MUGV" eval --run "$run" --dataset-dir "$PREF/train-prompts" --json > "$PREF/$run.train.json.part"
+    mv "$PREF/$run.train.json.part" "$PREF/$run.train.json"
   fi
 }
 
@@ -145,7 +150,20 @@ preference() {
   local base_steps=${MUGV_BENCH_PREF_BASE_STEPS:-1500} prompts=${MUGV_BENCH_PREF_PROMPTS:-96}
   local steps=${MUGV_BENCH_PREF_STEPS:-200} seeds=${MUGV_BENCH_PREF_SEEDS:-2} lr=${MUGV_BENCH_PREF_LR:-3e-4}
   local beta=${MUGV_BENCH_PREF_BETA:-1000} tag=${MUGV_BENCH_PREF_TAG:-}
-  mkdir -p "$WORK/pref/train-prompts"
+  local base=pref-base
+  if [[ -n ${MUGV_BENCH_PREF_FROM:-} ]]; then
+    local demo
+    demo=$(cd "$MUGV_BENCH_PREF_FROM" && pwd)
+    [[ -f $demo/home/runs/demo-dit/run.json && -f $demo/shapes/manifest.jsonl ]] || {
+      echo "bench_recipes preference: $demo is not a finished make demo folder (no home/runs/demo-dit or shapes/)" >&2
+      exit 1
+    }
+    export MUGV_HOME=$demo/home
+    DATA=$demo/shapes
+    PREF=$PREF-demo
+    base=demo-dit
+  fi
+  mkdir -p "$PREF/train-prompts"
   # The labelled prompts: the first $prompts distinct training captions in a fixed shuffle, as a prompt file for
   # mugv pairs and as a held-out list for mugv eval.
   python3 -c 'import json,random,sys
@@ -157,17 +175,17 @@ random.Random(0).shuffle(seen)
 chosen = seen[:int(sys.argv[2])]
 open(sys.argv[3] + "/prompts.txt", "w").write("\n".join(chosen) + "\n")
 json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json", "w"))' \
-    "$WORK/shapes/manifest.jsonl" "$prompts" "$WORK/pref"
-  cp "$WORK/shapes/dataset.json" "$WORK/pref/train-prompts/dataset.json"
-  STEPS=$base_steps EVERY=$base_steps train pref-base --lr 1.2e-3 --seed 0
-  evaluate pref-base
-  if [[ ! -f $WORK/pref/labelled.done ]]; then
+    "$DATA/manifest.jsonl" "$prompts" "$PREF"
+  cp "$DATA/dataset.json" "$PREF/train-prompts/dataset.json"
+  if [[ $base == pref-base ]]; then STEPS=$base_steps EVERY=$base_steps train pref-base --lr 1.2e-3 --seed 0; fi
+  evaluate "$base"
+  if [[ ! -f $PREF/labelled.done ]]; then
     stage "pairs: two videos of each of $prompts training captions"
-    "$MUGV" pairs --run pref-base --prompts "$WORK/pref/prompts.txt" --seed 1000 --out-dir "$WORK/pref/pairs" >&2
-    "$MUGV" label --auto shapes --json > "$WORK/pref/labels.json"
-    touch "$WORK/pref/labelled.done"
+    "$MUGV" pairs --run "$base" --prompts "$PREF/prompts.txt" --seed 1000 --out-dir "$PREF/pairs" >&2
+    "$MUGV" label --auto shapes --json > "$PREF/labels.json"
+    touch "$PREF/labelled.done"
   fi
-  local common=(--preset tiny --from pref-base --steps "$steps" --lr "$lr" --warmup 10 --save-every "$steps"
+  local common=(--preset tiny --from "$base" --steps "$steps" --lr "$lr" --warmup 10 --save-every "$steps"
                 --sample-every 0 --threads "$THREADS" --precision fp32)
   for ((seed = 0; seed < seeds; ++seed)); do
     for stage_name in sft dpo kto; do
@@ -186,10 +204,10 @@ json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json",
       evaluate "$run"
     done
   done
-  python3 "$HERE/recipes_report.py" preference "$WORK/pref" "$seeds" "$tag"
+  python3 "$HERE/recipes_report.py" preference "$PREF" "$seeds" "$tag" "$base"
 }
 
-setup
+[[ ${1:-} == preference && -n ${MUGV_BENCH_PREF_FROM:-} ]] || setup
 case ${1:-optimizers} in
   optimizers) optimizers ;;
   growth) growth ;;

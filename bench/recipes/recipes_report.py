@@ -4,7 +4,7 @@
   recipes_report.py best DIR OPTIMIZER LR...        the grid's learning rate with the lowest final loss (seed 0)
   recipes_report.py optimizers DIR SEEDS LR...      Muon against AdamW: a table and one JSON line
   recipes_report.py growth DIR SEEDS SMALL_FLOPS WIDE_FLOPS   grown against from scratch: a table and a JSON line
-  recipes_report.py preference DIR SEEDS [TAG]          held-out adherence of the base, SFT, DPO and KTO runs
+  recipes_report.py preference DIR SEEDS [TAG [BASE]]   held-out adherence of the base, SFT, DPO and KTO runs
   recipes_report.py mup DIR SEEDS LR...             best rate per width, parametrisation and seed, and its drift
 """
 import json
@@ -137,7 +137,7 @@ def mup(directory, seeds, lrs):
     print(json.dumps(report))
 
 
-def preference(directory, seeds, tag=""):
+def preference(directory, seeds, tag="", base="pref-base"):
     import os
 
     def scores(run, which):
@@ -147,10 +147,10 @@ def preference(directory, seeds, tag=""):
     labels = json.load(open(os.path.join(directory, "labels.json")))
     counts = labels["counts"]
     print(f"labels: {counts['preferred']} pairs preferred, {counts['skipped']} skipped (equal scores)")
-    runs = ["pref-base"] + [f"pref-{stage}{tag}-s{seed}" for stage in ("sft", "dpo", "kto") for seed in range(seeds)]
+    runs = [base] + [f"pref-{stage}{tag}-s{seed}" for stage in ("sft", "dpo", "kto") for seed in range(seeds)]
     report = {"benchmark": "recipes.preference", "labels": counts, "runs": {}}
     for which, title in ((".train", "labelled training prompts, one seed"), ("", "held-out prompts, 4 seeds")):
-        first = scores("pref-base", which)
+        first = scores(base, which)
         print(f"{title} ({first['clips']} videos): colour  shape  direction  all")
         for run in runs:
             r = scores(run, which)
@@ -164,8 +164,8 @@ def main(argv):
         print(best_lr(argv[2], argv[3], argv[4:]))
     elif len(argv) == 6 and argv[1] == "growth":
         growth(argv[2], int(argv[3]), float(argv[4]), float(argv[5]))
-    elif len(argv) in (4, 5) and argv[1] == "preference":
-        preference(argv[2], int(argv[3]), argv[4] if len(argv) == 5 else "")
+    elif len(argv) in (4, 5, 6) and argv[1] == "preference":
+        preference(argv[2], int(argv[3]), *argv[4:])
     elif len(argv) >= 4 and argv[1] == "mup":
         mup(argv[2], int(argv[3]), argv[4:])
     elif len(argv) >= 4 and argv[1] == "optimizers":
