@@ -1,14 +1,20 @@
 // The studio, offscreen, against real servers while things happen to them: the Runs page's gallery of the
-// samples a run rendered while training (listed and played through the server).
-#include "core/strings.h"
+// samples a run rendered while training (listed and played through the server), and a backend that dies —
+// the embedded one or a remote one killed like a crash — noticed within seconds, and brought back.
 #include "main_window.h"
+#include "service/client.h"
 #include "studio_app.h"
 #include "support/sample_runs.h"
+#include "support/serve_process.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
 
+#include <QAction>
+#include <QElapsedTimer>
 #include <QTest>
+
+#include <signal.h>
 
 namespace mugv::studio {
 namespace {
@@ -25,6 +31,17 @@ int row_of(QTableWidget* table, const QString& first_cell) {
   for (int r = 0; r < table->rowCount(); ++r)
     if (table->item(r, 0) && table->item(r, 0)->text() == first_cell) return r;
   return -1;
+}
+
+QString job_state(RunsPage* runs, int64_t job) {
+  const int row = row_of(runs->jobs(), QString::number(job));
+  return row < 0 ? QString() : runs->jobs()->item(row, 2)->text();
+}
+
+bool any_job_running(RunsPage* runs) {
+  for (int r = 0; r < runs->jobs()->rowCount(); ++r)
+    if (runs->jobs()->item(r, 2)->text() == "running") return true;
+  return false;
 }
 
 // A player that has frames and moves through them by itself.
@@ -95,6 +112,109 @@ TEST_CASE(
   runs->runs()->selectRow(row_of(runs->runs(), "fresh"));
   CHECK(QTest::qWaitFor([&] { return runs->samples_run() == "fresh" && steps->count() == 0; }, 10000));
   CHECK(runs->sample_players().isEmpty());
+}
+
+TEST_CASE("a killed embedded backend is reported within seconds and Restart backend brings the jobs back",
+          "[studio][slow]") {
+  app();
+  test::TempDir home("mugv-studio-restart");
+  MainWindow window(embedded_options(home));
+  window.show();
+  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  RunsPage* runs = window.runs_page();
+  CHECK_FALSE(window.backend_notice()->isVisible());
+
+  // A job that runs for a while (thousands of clips), seen running on the Runs page.
+  int64_t job = 0;
+  {
+    Client client(window.link().endpoint().toStdString(), std::chrono::milliseconds(5000));
+    job = client
+              .request(protocol::MessageType::submit_job,
+                       {{"kind", "make_dataset"},
+                        {"params", test::make_dataset_params(home / "big", 3000)}})["job"]["id"]
+              .get<int64_t>();
+  }
+  REQUIRE(QTest::qWaitFor([&] { return job_state(runs, job) == "running"; }, 20000));
+
+  // Killed the way a crash ends it: no goodbye on the socket.
+  const long pid = window.embedded_server()->pid();
+  REQUIRE(pid > 0);
+  QElapsedTimer noticed;
+  noticed.start();
+  REQUIRE(::kill(static_cast<pid_t>(pid), SIGKILL) == 0);
+  REQUIRE(QTest::qWaitFor(
+      [&] {
+        return window.status_text().contains("backend stopped") && window.backend_notice()->isVisible();
+      },
+      5000));
+  INFO("status: " << window.status_text().toStdString());
+  CHECK(noticed.elapsed() < 5000);
+  CHECK_FALSE(window.link().is_connected());
+  CHECK_FALSE(any_job_running(runs));
+  CHECK(job_state(runs, job).startsWith("unknown"));
+  CHECK(window.restart_button()->isVisible());
+  CHECK(window.restart_action()->isEnabled());
+
+  // Restart: a new server on the same home, and the job list again (the server itself recovers the job the
+  // dead one left running).
+  window.restart_action()->trigger();
+  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 20000));
+  CHECK(window.embedded_server()->pid() > 0);
+  CHECK(window.embedded_server()->pid() != pid);
+  CHECK_FALSE(window.backend_notice()->isVisible());
+  CHECK(QTest::qWaitFor(
+      [&] {
+        const QString state = job_state(runs, job);
+        return !state.isEmpty() && !state.startsWith("unknown");
+      },
+      15000));
+  CHECK(window.status_text().contains("●"));
+
+  // No worker outlives the test.
+  Client client(window.link().endpoint().toStdString(), std::chrono::milliseconds(5000));
+  try {
+    (void)client.request(protocol::MessageType::cancel_job, {{"job", job}, {"force", true}});
+  } catch (const Error&) {
+    // it already ended
+  }
+  CHECK(test::wait_until(
+      [&] {
+        const std::string state =
+            client.request(protocol::MessageType::get_job, {{"job", job}})["job"]["state"].get<std::string>();
+        return state != "running" && state != "starting" && state != "queued";
+      },
+      std::chrono::seconds(30)));
+}
+
+TEST_CASE(
+    "a remote server that dies is reported within seconds and the studio attaches again when it is back",
+    "[studio]") {
+  app();
+  test::TempDir home("mugv-studio-remote-death");
+  auto serve = std::make_unique<test::ServeProcess>(home.path());
+  test::TempDir studio_home("mugv-studio-remote-client");
+  StudioOptions options = embedded_options(studio_home);
+  options.server = QString::fromStdString(serve->endpoint());
+  MainWindow window(options);
+  window.show();
+  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  CHECK_FALSE(window.restart_action()->isEnabled());
+
+  // Once the pages' requests are all answered, the server is killed like a crash while nothing is asked of
+  // it: only the link's pings can tell.
+  REQUIRE(QTest::qWaitFor([&] { return window.link().pending() == 0; }, 10000));
+  QElapsedTimer noticed;
+  noticed.start();
+  serve->kill();
+  REQUIRE(QTest::qWaitFor([&] { return !window.link().is_connected(); }, 8000));
+  CHECK(noticed.elapsed() < 6000);
+  CHECK(window.status_text().contains("not connected"));
+  CHECK(window.backend_notice()->isVisible());
+  CHECK_FALSE(window.restart_button()->isVisible());  // a remote server is not this studio's to start
+
+  serve = std::make_unique<test::ServeProcess>(home.path());
+  CHECK(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  CHECK_FALSE(window.backend_notice()->isVisible());
 }
 
 }  // namespace mugv::studio

@@ -135,6 +135,8 @@ class RunsPage : public QWidget {
   void refresh_runs();
   void list_samples();
   void play_sample_step(int64_t step);
+  // The server is gone: jobs it was running or queueing are no longer known to run.
+  void mark_jobs_unknown();
 
   BackendLink& link_;
   QTableWidget* jobs_;

@@ -197,6 +197,7 @@ RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(
   sample_refresh_.setInterval(1000);
   connect(&sample_refresh_, &QTimer::timeout, this, &RunsPage::list_samples);
   connect(&link_, &BackendLink::connected, this, &RunsPage::refresh);
+  connect(&link_, &BackendLink::disconnected, this, &RunsPage::mark_jobs_unknown);
   connect(&link_, &BackendLink::event, this, &RunsPage::on_event);
 }
 
@@ -217,6 +218,7 @@ void RunsPage::refresh() {
   link_.call(
       MessageType::list_jobs, {{"limit", 200}},
       [this](const nlohmann::json& reply) {
+        if (!link_.is_connected()) return;  // an answer from before the server was lost is out of date
         const int64_t keep = selected_job();
         jobs_->setRowCount(0);
         for (const auto& j : reply["jobs"]) {
@@ -290,6 +292,20 @@ void RunsPage::refresh_runs() {
 QString RunsPage::selected_run() const {
   const auto rows = runs_->selectionModel()->selectedRows();
   return rows.isEmpty() ? QString() : runs_->item(rows.first().row(), 0)->text();
+}
+
+void RunsPage::mark_jobs_unknown() {
+  // Whatever the server was running or about to run, nobody runs it now: the next server decides (it requeues
+  // interrupted jobs), and the list is read again once a server answers.
+  for (int r = 0; r < jobs_->rowCount(); ++r) {
+    QTableWidgetItem* state = jobs_->item(r, 2);
+    const QString s = state->text();
+    if (s == "running" || s == "starting" || s == "queued" || s == "paused") {
+      state->setText("unknown (no server)");
+      state->setToolTip(QString("was %1 when the connection to the server was lost").arg(s));
+      jobs_->item(r, 3)->setText("");
+    }
+  }
 }
 
 void RunsPage::show_samples(const QString& run) {
