@@ -7,6 +7,7 @@
 #include "sample/video_io.h"
 #include "train/latent_cache.h"
 #include "train/run_layout.h"
+#include "train/run_samples.h"
 
 #include <set>
 
@@ -59,7 +60,7 @@ RenderedSamples TrainingSampler::render(int64_t step, DiTBundleImpl& model, cons
   bundle_->checkpoint_step = step;
   RenderedSamples out;
   out.step = step;
-  const auto dir = run_paths(run_name_).samples() / cat("step-", step);
+  const auto dir = sample_step_dir(run_paths(run_name_), step);
   fs::create_directories(dir);
   for (size_t i = 0; i < options_.prompts.size(); ++i) {
     GenerateRequest request;
@@ -74,7 +75,7 @@ RenderedSamples TrainingSampler::render(int64_t step, DiTBundleImpl& model, cons
     SampleResult result = sample(*bundle_, request, cancel);
     result.metadata["step"] = std::to_string(step);
     result.metadata["weights"] = "training";
-    const auto file = dir / cat("sample-", i, ".mp4");
+    const auto file = dir / sample_file_name(i);
     save_video(file, result, request.fps);
     out.files.push_back(file);
     if (i == 0) out.first_video = std::move(result.frames);

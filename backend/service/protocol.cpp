@@ -35,6 +35,8 @@ constexpr std::pair<MessageType, const char*> kTypeNames[] = {
     {MessageType::generation_frames, "generation_frames"},
     {MessageType::list_preferences, "list_preferences"},
     {MessageType::label_preference, "label_preference"},
+    {MessageType::list_run_samples, "list_run_samples"},
+    {MessageType::run_sample_frames, "run_sample_frames"},
     {MessageType::sample_now, "sample_now"},
     {MessageType::save_now, "save_now"},
     {MessageType::list_clusters, "list_clusters"},

@@ -29,6 +29,13 @@
 // ...]}]}: every command this server runs as a job with its parameters (core/param_schema.h: type, default,
 // bounds, choices, help), so a client's forms take their limits and defaults from the commands themselves.
 //
+// list_run_samples {"run", "limit" (steps, 1..10000, default 100)} answers {"run", "samples": [{"step",
+// "file", "size", "prompt", "seed", "width", "height", "frames", "fps"} ...]}: the videos the run rendered
+// while training (train/run_samples.h), newest step first, with what each file's metadata says (a file that
+// cannot be read has "error" instead). run_sample_frames {"run", "step", "file", "count", "max_side"}
+// answers like generation_frames, with "run", "step" and "file". The run is named by its run name and the
+// file by its name alone; a file outside the run's folder (a symlink out of it) is refused ("forbidden").
+//
 // A worker's hello and heartbeats carry "token", the secret of its job's current attempt (job_files.h); a
 // wrong or missing one is answered with the error code "superseded".
 //
@@ -87,6 +94,8 @@ enum class MessageType {
   generation_frames,
   list_preferences,
   label_preference,
+  list_run_samples,
+  run_sample_frames,
   sample_now,
   save_now,
   list_clusters,

@@ -17,6 +17,7 @@
 #include "core/strings.h"
 #include "media/decoder.h"
 #include "media/image.h"
+#include "media/probe.h"
 #include "model/release_files.h"
 #include "service/cluster_profiles.h"
 #include "service/curve_keys.h"
@@ -28,6 +29,7 @@
 #include "service/zmq_io.h"
 #include "train/checkpoint_store.h"
 #include "train/run_layout.h"
+#include "train/run_samples.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -152,8 +154,8 @@ struct Server::Impl {
   std::unique_ptr<SlurmExecutor> slurm;
   bool slurm_queued =
       true;  // a Slurm job may wait in the queue (submitted, retried or requeued since the last scan)
-  // Heavy requests (clip_frames) run here; declared after the sockets so that its threads, which never
-  // touch a socket, are joined before the sockets close.
+  // Heavy requests (decoding frames, probing sample videos) run here; declared after the sockets so that its
+  // threads, which never touch a socket, are joined before the sockets close.
   ReplyPool heavy{2, kMaxHeavyRequests};
   std::map<int64_t, WorkerEntry> workers;      // by job id
   std::map<std::string, std::string> peers;    // identity -> role, after hello
@@ -612,7 +614,9 @@ struct Server::Impl {
     const int count = h.value("count", 1);
     const int max_side = h.value("max_side", 128);
     return [id, clip = *clip, path = source->path, count, max_side] {
-      return decode_clip_frames(id, clip, path, count, max_side);
+      Message reply = decode_frames(cat("clip ", id), clip, path, count, max_side);
+      reply.header["clip"] = id;
+      return reply;
     };
   }
 
@@ -630,15 +634,71 @@ struct Server::Impl {
     whole.height = g->height;
     const int count = h.value("count", 1), max_side = h.value("max_side", 128);
     return [id, whole, path = g->output_path, count, max_side] {
-      Message reply = decode_clip_frames(id, whole, path, count, max_side);
-      reply.header.erase("clip");
+      Message reply = decode_frames(cat("generation ", id), whole, path, count, max_side);
       reply.header["generation"] = id;
       return reply;
     };
   }
 
-  static Message decode_clip_frames(int64_t id, const Clip& clip, const fs::path& path, int count,
-                                    int max_side) {
+  // The videos a run rendered while training (train/run_samples.h), for clients that cannot read this
+  // machine's files: the Runs page's sample gallery. The run and file names are checked here (the file must
+  // stay inside the run's folder, then inside the server's roots); reading each video's metadata (its prompt)
+  // and decoding run on the reply pool.
+  ReplyPool::Work on_list_run_samples(const Message& m) {
+    const std::string run = m.header["run"];
+    const RunPaths paths = run_paths(run);  // Error(invalid_argument) for a name that is not a run name
+    (void)read_run_manifest(paths);         // Error(not_found) naming the run and the known ones
+    const size_t limit = m.header.value("limit", 100);
+    return [run, paths, limit] {
+      nlohmann::json samples = nlohmann::json::array();
+      for (const RunSampleFile& f : list_run_samples(paths, limit)) {
+        nlohmann::json entry = {{"step", f.step}, {"file", f.file}, {"size", f.size}};
+        try {
+          const MediaInfo info = probe(f.path, ProbeDepth::headers);
+          const auto tag = [&](const char* key) {
+            const auto it = info.metadata.find(key);
+            return it == info.metadata.end() ? std::string() : it->second;
+          };
+          entry.update({{"prompt", tag("prompt")},
+                        {"seed", tag("seed")},
+                        {"width", info.width},
+                        {"height", info.height},
+                        {"frames", info.frame_count},
+                        {"fps", info.fps}});
+        } catch (const Error& e) {
+          entry["error"] = e.what();  // a file still being written, or damaged: listed, not played
+        }
+        samples.push_back(std::move(entry));
+      }
+      return protocol::make_ok({{"run", run}, {"samples", samples}});
+    };
+  }
+
+  ReplyPool::Work on_run_sample_frames(const Message& m) {
+    const auto& h = m.header;
+    const std::string run = h["run"], file = h["file"];
+    const int64_t step = h["step"];
+    const fs::path path = run_sample_path(run_paths(run), step, file);
+    confinement->check(cat("run ", run, ", step ", step, ", ", file), path.string());
+    const int count = h.value("count", 1), max_side = h.value("max_side", 128);
+    return [run, step, file, path, count, max_side] {
+      const MediaInfo info = probe(path, ProbeDepth::headers);
+      Clip whole;
+      whole.fps = info.fps > 0 ? info.fps : 8.0;
+      whole.end_s = info.duration_s;
+      whole.width = info.width;
+      whole.height = info.height;
+      Message reply =
+          decode_frames(cat("run ", run, ", step ", step, ", ", file), whole, path, count, max_side);
+      reply.header.update({{"run", run}, {"step", step}, {"file", file}});
+      return reply;
+    };
+  }
+
+  // Up to `count` rgb24 frames of `clip`'s span of `path`, evenly spread, the longer side at most `max_side`
+  // (count 1: the middle frame). `what` names the video in errors ("clip 12").
+  static Message decode_frames(const std::string& what, const Clip& clip, const fs::path& path, int count,
+                               int max_side) {
     std::vector<RgbFrame> frames;
     double fps = clip.fps;
     if (count == 1) {
@@ -661,11 +721,9 @@ struct Server::Impl {
           frames.push_back(std::move(*f));
         }
       }
-      if (frames.empty())
-        throw Error(ErrorCode::corrupt, path.string(), cat("no decodable frame in clip ", id));
+      if (frames.empty()) throw Error(ErrorCode::corrupt, path.string(), cat("no decodable frame in ", what));
     }
-    Message reply = protocol::make_ok({{"clip", id},
-                                       {"width", frames.front().width},
+    Message reply = protocol::make_ok({{"width", frames.front().width},
                                        {"height", frames.front().height},
                                        {"fps", fps},
                                        {"format", "rgb24"},
@@ -1102,6 +1160,8 @@ struct Server::Impl {
     static const std::map<MessageType, DeferredHandler> routes = {
         {MessageType::clip_frames, &Impl::on_clip_frames},
         {MessageType::generation_frames, &Impl::on_generation_frames},
+        {MessageType::list_run_samples, &Impl::on_list_run_samples},
+        {MessageType::run_sample_frames, &Impl::on_run_sample_frames},
     };
     return routes;
   }

@@ -1,5 +1,7 @@
 #include "train/checkpoint_store.h"
 
+#include "train/run_layout.h"
+
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/json_io.h"
@@ -27,21 +29,11 @@ void fsync_path(const fs::path& path, bool directory) {
   if (rc != 0) throw Error(ErrorCode::io, path.string(), "fsync failed");
 }
 
-std::optional<int64_t> parse_step_dir(const std::string& name) {
-  if (!starts_with(name, "step-") || name.size() == 5) return std::nullopt;
-  int64_t step = 0;
-  for (size_t i = 5; i < name.size(); ++i) {
-    if (name[i] < '0' || name[i] > '9') return std::nullopt;
-    step = step * 10 + (name[i] - '0');
-  }
-  return step;
-}
-
 std::optional<fs::path> latest_pointer(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_regular_file(dir / kLatest, ec)) return std::nullopt;
   std::string name = trim(read_text_file(dir / kLatest));
-  if (!parse_step_dir(name)) return std::nullopt;
+  if (!step_from_dir_name(name)) return std::nullopt;
   return dir / name;
 }
 
@@ -50,7 +42,7 @@ std::optional<fs::path> latest_pointer(const fs::path& dir) {
 CheckpointStore::CheckpointStore(fs::path checkpoints_dir) : dir_(std::move(checkpoints_dir)) {}
 
 std::string CheckpointStore::step_dir_name(int64_t step) {
-  return cat("step-", step);
+  return mugv::step_dir_name(step);
 }
 
 fs::path CheckpointStore::staging_path(int64_t step, const std::string& writer_tag) const {
@@ -108,7 +100,7 @@ std::vector<CheckpointRef> CheckpointStore::list() const {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     if (!entry.is_directory()) continue;
-    if (auto step = parse_step_dir(entry.path().filename().string()))
+    if (auto step = step_from_dir_name(entry.path().filename().string()))
       refs.push_back({*step, entry.path(), {}});
   }
   std::sort(refs.begin(), refs.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
@@ -152,7 +144,7 @@ std::optional<CheckpointRef> CheckpointStore::latest_good(
     const std::function<void(const CheckpointProblem&)>& on_problem) const {
   auto refs = list();
   std::optional<int64_t> start;
-  if (auto latest = latest_pointer(dir_)) start = parse_step_dir(latest->filename().string());
+  if (auto latest = latest_pointer(dir_)) start = step_from_dir_name(latest->filename().string());
   for (auto it = refs.rbegin(); it != refs.rend(); ++it) {
     if (start && it->step > *start) continue;  // newer than `latest`: an interrupted commit never finished
     if (auto problem = verify(it->dir)) {

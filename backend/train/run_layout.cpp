@@ -83,4 +83,18 @@ std::vector<std::string> list_run_names() {
   return names;
 }
 
+std::string step_dir_name(int64_t step) {
+  return cat("step-", step);
+}
+
+std::optional<int64_t> step_from_dir_name(const std::string& name) {
+  if (!starts_with(name, "step-") || name.size() == 5 || name.size() > 5 + 18) return std::nullopt;
+  int64_t step = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return std::nullopt;
+    step = step * 10 + (name[i] - '0');
+  }
+  return step;
+}
+
 }  // namespace mugv

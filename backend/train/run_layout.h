@@ -2,11 +2,11 @@
 // Where a run keeps its files: the single place that knows the layout, shared by the trainer (writer),
 // the sampler and the service (readers). Torch-free. All paths are under $MUGV_HOME/runs/<name>/:
 //
-//   run.json                 RunManifest below (kind, preset, dataset, the VAE run a DiT run uses, resolved
-//                            config)
-//   tokenizer.model          SentencePiece model trained on the captions (DiT runs with a small text encoder)
+//   run.json                 RunManifest below (kind, preset, dataset, the VAE run a DiT run uses, config)
+//   tokenizer.model          SentencePiece model trained on the captions (DiT runs, small text encoder)
 //   metrics.jsonl            one JSON object per training step (train/step_log.h)
-//   samples/step-<N>/        sample videos rendered during training (fixed prompts and seeds)
+//   samples/step-<N>/        videos rendered during training (fixed prompts and seeds): sample-<i>.mp4
+//                            (train/run_samples.h)
 //   checkpoints/             CheckpointStore (checkpoint_store.h); each step-<N>/ holds
 //       model.safetensors      weights (DiT runs: "dit.*" and "text.*"; VAE runs: "vae.*")
 //       ema.safetensors        online EMA of the same weights (DiT runs)
@@ -15,6 +15,7 @@
 //   latent_stats.json        VAE runs: per-channel latent mean/std measured on the dataset
 //   latent_rgb.json          VAE runs: linear latent -> RGB map for cheap live previews
 
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -63,5 +64,10 @@ RunManifest read_run_manifest(const RunPaths& paths);
 
 // Names of the runs under $MUGV_HOME/runs, sorted.
 std::vector<std::string> list_run_names();
+
+// "step-<N>": the folder of one step, for checkpoints and training samples alike.
+std::string step_dir_name(int64_t step);
+// N of a "step-<N>" folder name; nullopt for any other name.
+std::optional<int64_t> step_from_dir_name(const std::string& name);
 
 }  // namespace mugv

@@ -1,6 +1,8 @@
 // The monitor against a real `mugv serve` from this build (its own process, ipc socket, temporary home)
 // running a real make-dataset job in a worker: the network thread's view of it, and the mugv-monitor
 // program itself under Xvfb (screenshot + --dump-state), plus its command-line and unreachable-server paths.
+#include "catalog/catalog.h"
+#include "catalog/jobs.h"
 #include "core/error.h"
 #include "media/image.h"
 #include "network.h"
@@ -325,6 +327,22 @@ TEST_CASE("mugv-monitor without a usable display says so and exits 1", "[monitor
   CHECK(r.err.find("cannot open a window with OpenGL 3.0 (DISPLAY=:9731)") != std::string::npos);
 }
 
+// What --dump-state says about the layout of the monitor's last frame, checked against the layout's promises:
+// every plot at least 80 px tall and as wide as most of the detail pane, and a log pane with room for at
+// least 5 lines, inside the window.
+void check_layout(const nlohmann::json& layout, int width, int height, size_t plots) {
+  INFO("layout: " << layout.dump());
+  CHECK(layout["window"]["width"] == width);
+  CHECK(layout["window"]["height"] == height);
+  REQUIRE(layout["plot_heights"].size() == plots);
+  REQUIRE(layout["plot_widths"].size() == plots);
+  for (const auto& h : layout["plot_heights"]) CHECK(h.get<float>() >= 80.0f);
+  for (const auto& w : layout["plot_widths"]) CHECK(w.get<float>() >= 0.4f * float(width));
+  CHECK(layout["plots_area_height"].get<float>() >= 80.0f);
+  CHECK(layout["log_visible_lines"].get<int>() >= 5);
+  CHECK(layout["log_height"].get<float>() < float(height));
+}
+
 TEST_CASE("mugv-monitor renders a real server's jobs under X, writes a screenshot and dumps its state",
           "[monitor][gui][slow]") {
   auto prefix = display_prefix();
@@ -344,13 +362,31 @@ TEST_CASE("mugv-monitor renders a real server's jobs under X, writes a screensho
          client.request(MessageType::get_job, {{"job", busy}})["job"]["state"] != "running")
     std::this_thread::sleep_for(50ms);
 
-  const fs::path shot = home / "monitor.png";
-  std::vector<std::string> argv = *prefix;
-  for (std::string a : {program("mugv-monitor").string(), std::string("--server"), serve.endpoint(),
-                        std::string("--screenshot"), shot.string(), std::string("--exit-after-ms"),
-                        std::string("3000"), std::string("--dump-state")})
-    argv.push_back(a);
-  Run r = run(argv, home.path(), 90s);
+  // Six metrics of a training job, as its worker would have reported them (the monitor backfills the
+  // selected job's stored metrics): more plots than fit at the small size.
+  const std::vector<std::string> metrics = {"loss", "lr", "tokens_per_s", "mfu", "grad_norm", "data_wait_ms"};
+  {
+    Catalog catalog = Catalog::open(home / "catalog.sqlite");
+    for (int step = 1; step <= 40; ++step) {
+      nlohmann::json values;
+      for (size_t i = 0; i < metrics.size(); ++i) values[metrics[i]] = (i + 1) * (1.0 + 1.0 / step);
+      (void)append_job_event(catalog, busy, "metrics", {{"job", busy}, {"step", step}, {"values", values}});
+    }
+  }
+
+  // The default window, then a small one: the same layout rules hold at both sizes.
+  auto show = [&](const fs::path& shot, const std::string& size) {
+    std::vector<std::string> argv = *prefix;
+    for (std::string a : {program("mugv-monitor").string(), std::string("--server"), serve.endpoint(),
+                          std::string("--screenshot"), shot.string(), std::string("--exit-after-ms"),
+                          std::string("3000"), std::string("--dump-state")})
+      argv.push_back(a);
+    if (!size.empty()) argv.insert(argv.end(), {"--window-size", size});
+    return run(argv, home.path(), 90s);
+  };
+  const fs::path shot = home / "monitor.png", small_shot = home / "monitor-small.png";
+  Run r = show(shot, "");
+  Run small = show(small_shot, "720x460");
   try {
     (void)client.request(MessageType::cancel_job, {{"job", busy}, {"force", true}});
   } catch (const Error&) {
@@ -397,4 +433,13 @@ TEST_CASE("mugv-monitor renders a real server's jobs under X, writes a screensho
     CHECK(jobs[busy]["total"].get<int64_t>() > 0);  // progress events reached the table
     CHECK(jobs[busy]["done"].get<int64_t>() > 0);
   }
+
+  // The plots and the log share the window at the default size and at a small one.
+  check_layout(state["layout"], 1280, 800, metrics.size());
+  INFO("stderr (small window): " << small.err);
+  REQUIRE(small.code == 0);
+  const auto small_state = nlohmann::json::parse(small.out.substr(small.out.find('{')));
+  CHECK(small_state["selected"] == busy);
+  check_layout(small_state["layout"], 720, 460, metrics.size());
+  CHECK(read_image(small_shot).height == 460);
 }

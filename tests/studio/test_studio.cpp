@@ -15,6 +15,7 @@
 #include "remote_keys.h"
 #include "service/client.h"
 #include "service/curve_keys.h"
+#include "studio_app.h"
 #include "support/serve_process.h"
 #include "support/test_support.h"
 #include "train/run_layout.h"
@@ -41,27 +42,6 @@
 
 namespace mugv::studio {
 namespace {
-
-QApplication& app() {
-  static int argc = 1;
-  static char name[] = "test_studio";
-  static char* argv[] = {name, nullptr};
-  static QTemporaryDir settings_dir;
-  static QApplication* instance = [] {
-    qputenv("QT_QPA_PLATFORM", "offscreen");
-    auto* a = new QApplication(argc, argv);
-    // Remembered server keys and window state go to a private folder, not the user's settings.
-    QApplication::setOrganizationName("mugv-test");
-    QApplication::setApplicationName("test_studio");
-    QSettings::setPath(QSettings::NativeFormat, QSettings::UserScope, settings_dir.path());
-    return a;
-  }();
-  return *instance;
-}
-
-QString mugv_binary() {
-  return QString::fromStdString((test::binary_dir() / "bin" / "mugv").string());
-}
 
 // Runs `mugv ARGS` with MUGV_HOME=home; true when it exits 0.
 bool run_mugv(const QString& home, const QStringList& args) {

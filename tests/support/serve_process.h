@@ -4,7 +4,7 @@
 //   - server_answers(endpoint): a client can say hello there (ipc or a tcp endpoint without CURVE);
 //   - ServeProcess: the real `mugv serve` as a child process in its own home (its own command line, key files
 //     and log), ready once its log says it serves on every --listen endpoint, stopped with SIGTERM and
-//     reaped.
+//     reaped (or killed like a crash).
 // Header-only; needs the service library (Client).
 #include "core/error.h"
 #include "core/paths.h"
@@ -105,13 +105,9 @@ class ServeProcess {
   ServeProcess(const ServeProcess&) = delete;
   ServeProcess& operator=(const ServeProcess&) = delete;
 
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
+  void stop() { end(SIGTERM); }
+  // Ends the server the way a crash does (SIGKILL): no goodbye on any socket.
+  void kill() { end(SIGKILL); }
   const std::string& endpoint() const { return endpoints_.front(); }
   const fs::path& home() const { return home_; }
   // A client of the first endpoint (ipc, or tcp without CURVE).
@@ -120,6 +116,14 @@ class ServeProcess {
   std::string log() const { return fs::exists(log_) ? read_text_file(log_) : std::string(); }
 
  private:
+  void end(int signal) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, signal);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
   fs::path home_, log_;
   std::vector<std::string> endpoints_;
   pid_t pid_ = -1;

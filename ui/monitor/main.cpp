@@ -1,5 +1,5 @@
-// mugv-monitor --server ENDPOINT [--server-key KEY|FILE.pub] [--client-key FILE.key] [--screenshot FILE]
-//              [--exit-after-ms N] [--dump-state] [--version]
+// mugv-monitor --server ENDPOINT [--server-key KEY|FILE.pub] [--client-key FILE.key] [--window-size WxH]
+//              [--screenshot FILE] [--exit-after-ms N] [--dump-state] [--version]
 // A light live view of any `mugv serve`: jobs, progress, metrics, logs and previews. ImGui on GLFW with
 // OpenGL 3.0 / GLSL 130, so it also runs over X forwarding and under Xvfb with Mesa's software renderer.
 // Exit codes: 0 ok, 2 usage, 1 failure (server unreachable, no OpenGL window, screenshot not written).
@@ -42,9 +42,10 @@ const char* kUsage =
     "                        the server prints it when it starts, `mugv keys list` shows it\n"
     "  --client-key FILE     this client's secret key file (default $MUGV_HOME/keys/client.key, made on\n"
     "                        first use); the server's owner authorises its public key\n"
+    "  --window-size WxH     the window's size in pixels (default 1280x800)\n"
     "  --screenshot FILE     write the window to FILE (.png, else binary PPM) when exiting\n"
     "  --exit-after-ms N     close after N milliseconds\n"
-    "  --dump-state          print what the monitor knows (JSON) on exit\n"
+    "  --dump-state          print what the monitor knows and its last frame's layout (JSON) on exit\n"
     "  --version             print the version and exit\n"
     "  --help                this text\n";
 
@@ -54,6 +55,7 @@ struct Options {
   std::optional<fs::path> screenshot;
   std::optional<long> exit_after_ms;
   bool dump_state = false;
+  int width = 1280, height = 800;
 };
 
 // Parses argv; prints and returns an exit code when the program should stop right away.
@@ -90,6 +92,18 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
       auto v = value("a file name");
       if (!v) return 2;
       o.screenshot = *v;
+    } else if (a == "--window-size") {
+      auto v = value("a size such as 1280x800");
+      if (!v) return 2;
+      int w = 0, h = 0;
+      char rest = 0;
+      if (std::sscanf(v->c_str(), "%dx%d%c", &w, &h, &rest) != 2 || w < 200 || h < 150 || w > 16384 ||
+          h > 16384) {
+        std::cerr << "mugv-monitor: --window-size " << *v << ": expected WIDTHxHEIGHT, at least 200x150\n";
+        return 2;
+      }
+      o.width = w;
+      o.height = h;
     } else if (a == "--exit-after-ms") {
       auto v = value("a number of milliseconds");
       if (!v) return 2;
@@ -215,7 +229,8 @@ int run(const Options& o) {
   if (!glfwInit()) return no_window();
   glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
   glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 0);
-  GLFWwindow* window = glfwCreateWindow(1280, 800, ("mugv-monitor " + o.server).c_str(), nullptr, nullptr);
+  GLFWwindow* window =
+      glfwCreateWindow(o.width, o.height, ("mugv-monitor " + o.server).c_str(), nullptr, nullptr);
   if (!window) {
     int code = no_window();
     glfwTerminate();
@@ -234,6 +249,7 @@ int run(const Options& o) {
 
   int status = 0;
   int64_t selected = 0;
+  nlohmann::json layout;
   {
     mugv::monitor::UiState ui;
     mugv::monitor::PreviewTexture preview;
@@ -286,6 +302,7 @@ int run(const Options& o) {
       glfwSwapBuffers(window);
     }
     selected = ui.selected;
+    layout = ui.layout.to_json();
   }
   // The network thread may be waking the loop: stop it before GLFW goes away.
   network.stop();
@@ -298,6 +315,7 @@ int run(const Options& o) {
   if (o.dump_state) {
     auto state = network.state_json();
     state["selected"] = selected;
+    state["layout"] = layout;
     std::cout << state.dump(2) << "\n";
   }
   return status;

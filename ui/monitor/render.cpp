@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -133,45 +134,80 @@ void jobs_table(const MonitorState& s, UiState& ui) {
   ImGui::EndTable();
 }
 
-void metric_plots(const JobDetail& d) {
+// The preview strip scaled to the pane's width, at most 4x and at most 160 px tall.
+float preview_scale(const PreviewTexture& preview, float width) {
+  const float scale =
+      std::min({4.0f, width / float(preview.width() * preview.frames()), 160.0f / float(preview.height())});
+  return std::max(scale, 0.1f);
+}
+
+std::vector<std::string> plot_names(const JobDetail& d) {
   static const char* kFirst[] = {"loss", "lr", "tokens_per_s", "mfu"};
   std::vector<std::string> names;
   for (const char* n : kFirst)
     if (d.metrics.count(n)) names.push_back(n);
   for (const auto& [name, series] : d.metrics)
     if (std::find(names.begin(), names.end(), name) == names.end() && names.size() < 8) names.push_back(name);
-  if (names.empty()) {
-    ImGui::TextDisabled("no metrics from this job");
-    return;
-  }
+  return names;
+}
+
+// The plots in an area of the layout's height (scrolling when they are taller), each as tall as it says.
+void metric_plots(const JobDetail& d, const std::vector<std::string>& names, const DetailLayout& layout,
+                  LayoutReport& report) {
+  ImGui::BeginChild("plots", ImVec2(0, layout.plots_height), false);
+  report.plots_area_height = ImGui::GetWindowHeight();
+  if (names.empty()) ImGui::TextDisabled("no metrics from this job");
   for (const auto& name : names) {
     const MetricSeries& m = d.metrics.at(name);
     char overlay[96];
     std::snprintf(overlay, sizeof overlay, "%s %.5g  (step %.0f)", name.c_str(), m.values.back(),
                   m.steps.back());
+    // An explicit width: PlotLines (ImGui 1.86) takes its size as given, so -1 ("to the right edge", as other
+    // widgets read it) drew a plot of negative width, which showed nothing.
     ImGui::PlotLines(("##" + name).c_str(), m.values.data(), static_cast<int>(m.values.size()), 0, overlay,
-                     FLT_MAX, FLT_MAX, ImVec2(-1, 64));
+                     FLT_MAX, FLT_MAX, ImVec2(ImGui::GetContentRegionAvail().x, layout.plot_height));
+    report.plot_heights.push_back(ImGui::GetItemRectSize().y);
+    report.plot_widths.push_back(ImGui::GetItemRectSize().x);
   }
+  ImGui::EndChild();
+}
+
+// The height preview_strip will take.
+float preview_height(const JobDetail& d, PreviewTexture& preview, float width) {
+  preview.update(d.preview.get());
+  if (!preview.frames()) return ImGui::GetTextLineHeightWithSpacing();
+  return ImGui::GetTextLineHeightWithSpacing() + preview_scale(preview, width) * float(preview.height()) +
+         ImGui::GetStyle().ItemSpacing.y;
 }
 
 void preview_strip(const JobDetail& d, PreviewTexture& preview) {
-  preview.update(d.preview.get());
   if (!preview.frames()) {
     ImGui::TextDisabled("no preview frames from this job");
     return;
   }
   ImGui::Text("preview: step %" PRId64 ", %zu frames of %dx%d", d.preview->step, d.preview->frames.size(),
               preview.width(), preview.height());
-  // Scaled to the pane's width, at most 4x and at most 160 px tall.
-  const float avail = ImGui::GetContentRegionAvail().x;
-  float scale =
-      std::min({4.0f, avail / float(preview.width() * preview.frames()), 160.0f / float(preview.height())});
-  scale = std::max(scale, 0.1f);
+  const float scale = preview_scale(preview, ImGui::GetContentRegionAvail().x);
   ImGui::Image(reinterpret_cast<ImTextureID>(static_cast<intptr_t>(preview.id())),
                ImVec2(float(preview.width() * preview.frames()) * scale, float(preview.height()) * scale));
 }
 
-void job_detail(const MonitorState& s, const UiState& ui, PreviewTexture& preview) {
+// A bar between the plots and the log: dragging it moves the plots' share of the height.
+void splitter(UiState& ui, float height, float available) {
+  ImGui::InvisibleButton("splitter", ImVec2(-1, height));
+  const bool active = ImGui::IsItemActive(), hovered = ImGui::IsItemHovered();
+  if (active) ui.plots_share = drag_plots_share(ui.plots_share, ImGui::GetIO().MouseDelta.y, available);
+  if (active || hovered) ImGui::SetMouseCursor(ImGuiMouseCursor_ResizeNS);
+  const ImVec2 a = ImGui::GetItemRectMin(), b = ImGui::GetItemRectMax();
+  const float y = 0.5f * (a.y + b.y);
+  ImGui::GetWindowDrawList()->AddLine(ImVec2(a.x, y), ImVec2(b.x, y),
+                                      ImGui::GetColorU32(active    ? ImGuiCol_SeparatorActive
+                                                         : hovered ? ImGuiCol_SeparatorHovered
+                                                                   : ImGuiCol_Separator),
+                                      active || hovered ? 3.0f : 1.0f);
+}
+
+void job_detail(const MonitorState& s, UiState& ui, PreviewTexture& preview) {
   const JobRow* r = s.job(ui.selected);
   if (!r) {
     ImGui::TextDisabled("no job selected");
@@ -193,16 +229,34 @@ void job_detail(const MonitorState& s, const UiState& ui, PreviewTexture& previe
   const JobDetail* d = s.detail(r->id);
   if (!d) d = &kEmpty;
   ImGui::Separator();
-  metric_plots(*d);
-  ImGui::Separator();
+
+  // The plots, the preview, the splitter and the log share what is left of the pane (layout.h).
+  const ImGuiStyle& style = ImGui::GetStyle();
+  LayoutMetrics metrics;
+  metrics.line_height = ImGui::GetTextLineHeightWithSpacing();
+  metrics.spacing = style.ItemSpacing.y;
+  // The log's frame: its padding and room for its horizontal scrollbar (long lines).
+  metrics.log_padding = 2 * style.WindowPadding.y + style.ScrollbarSize;
+  const float preview_h = preview_height(*d, preview, ImGui::GetContentRegionAvail().x);
+  const float available = ImGui::GetContentRegionAvail().y - preview_h - style.ItemSpacing.y;
+  const std::vector<std::string> names = plot_names(*d);
+  const DetailLayout layout =
+      layout_detail(available, static_cast<int>(names.size()), ui.plots_share, metrics);
+  metric_plots(*d, names, layout, ui.layout);
   preview_strip(*d, preview);
-  ImGui::Separator();
+  splitter(ui, metrics.splitter, available);
   ImGui::Text("log (%zu lines)", d->logs.size());
-  ImGui::BeginChild("log", ImVec2(0, 0), true, ImGuiWindowFlags_HorizontalScrollbar);
+  ImGui::BeginChild("log", ImVec2(0, layout.log_height), true, ImGuiWindowFlags_HorizontalScrollbar);
   for (const auto& line : d->logs) ImGui::TextUnformatted(line.c_str());
   // Stay at the newest line unless the person scrolled up to read.
   if (ImGui::GetScrollY() >= ImGui::GetScrollMaxY() - 4) ImGui::SetScrollHereY(1.0f);
+  // Whole lines the pane shows, inside its padding and any scrollbar: n lines take n * (line + spacing) -
+  // spacing.
+  const float inner = ImGui::GetWindowContentRegionMax().y - ImGui::GetWindowContentRegionMin().y;
+  ui.layout.log_visible_lines =
+      static_cast<int>(std::floor((inner + style.ItemSpacing.y) / metrics.line_height + 1e-3f));
   ImGui::EndChild();
+  ui.layout.log_height = ImGui::GetItemRectSize().y;
 }
 
 }  // namespace
@@ -223,6 +277,10 @@ void choose_selection(const MonitorState& s, UiState& ui) {
 
 void draw_monitor(const MonitorState& s, UiState& ui, PreviewTexture& preview) {
   const ImGuiViewport* vp = ImGui::GetMainViewport();
+  ui.layout = LayoutReport();
+  ui.layout.window_width = static_cast<int>(vp->Size.x);
+  ui.layout.window_height = static_cast<int>(vp->Size.y);
+  ui.layout.plots_share = ui.plots_share;
   ImGui::SetNextWindowPos(vp->WorkPos);
   ImGui::SetNextWindowSize(vp->WorkSize);
   const ImGuiWindowFlags flags = ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_NoMove |

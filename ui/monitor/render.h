@@ -5,8 +5,10 @@
 //
 // Layout: a status line (connection, endpoint, server version), the jobs table on the left (id, kind,
 // state, progress, ETA; a click selects), and the selected job on the right: metric plots (loss, lr,
-// tokens/s, MFU first, then any other numeric metric), the latest preview frames, the last log lines.
+// tokens/s, MFU first, then any other numeric metric), the latest preview frames, a splitter, the last log
+// lines. The plots and the log share the pane's height by layout.h's rules at any window size.
 
+#include "layout.h"
 #include "media/frame.h"
 #include "monitor_state.h"
 
@@ -18,6 +20,8 @@ namespace mugv::monitor {
 struct UiState {
   int64_t selected = 0;
   bool follow = true;  // until a row is clicked: select the running job, else the newest one
+  float plots_share = kDefaultPlotsShare;  // moved by the splitter between plots and log
+  LayoutReport layout;                     // what the last frame measured
 };
 
 // The latest preview of the selected job as one GL texture: up to kMaxFrames frames side by side.

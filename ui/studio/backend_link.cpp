@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "service/client.h"
 
+#include <QElapsedTimer>
 #include <QMetaObject>
 #include <QTimer>
 
@@ -31,8 +32,19 @@ class NetworkWorker : public QObject {
       reconnect_ = new QTimer(this);
       reconnect_->setInterval(2000);
       connect(reconnect_, &QTimer::timeout, this, &NetworkWorker::try_connect);
+      ping_ = new QTimer(this);
+      ping_->setInterval(kPingAfterMs);
+      connect(ping_, &QTimer::timeout, this, &NetworkWorker::ping);
+      ping_->start();
     }
     try_connect();
+  }
+
+  // Drops the connection and stops reconnecting; the UI side reports it.
+  void close() {
+    client_.reset();
+    subscriber_.reset();
+    if (reconnect_) reconnect_->stop();
   }
 
  public slots:
@@ -45,6 +57,7 @@ class NetworkWorker : public QObject {
       std::vector<std::string> blobs;
       auto payload = client_->request(static_cast<protocol::MessageType>(type),
                                       nlohmann::json::parse(header.toStdString()), &blobs);
+      last_answer_.start();
       QList<QByteArray> frames;
       for (const auto& b : blobs) frames.push_back(QByteArray(b.data(), static_cast<qsizetype>(b.size())));
       emit replied(tag, QByteArray::fromStdString(payload.dump()), frames);
@@ -72,6 +85,7 @@ class NetworkWorker : public QObject {
         subscriber_ =
             std::make_unique<EventSubscriber>(events.front(), std::vector<std::string>{"job/"}, curve_);
       reconnect_->stop();
+      last_answer_.start();
       nlohmann::json info = {{"endpoint", endpoint_}};
       emit connected(QByteArray::fromStdString(info.dump()));
     } catch (const std::exception& e) {
@@ -79,6 +93,21 @@ class NetworkWorker : public QObject {
       subscriber_.reset();
       emit disconnected(QString::fromStdString(e.what()));
       if (!reconnect_->isActive()) reconnect_->start();
+    }
+  }
+
+  // A server that died while nothing was asked would go unnoticed until the next request: after a second
+  // without an answer, ask for one job.
+  void ping() {
+    if (!client_ || (last_answer_.isValid() && last_answer_.elapsed() < kPingAfterMs)) return;
+    try {
+      (void)client_->request(protocol::MessageType::list_jobs, {{"limit", 1}});
+      last_answer_.start();
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::timeout) lose_connection(QString::fromStdString(e.what()));
+    } catch (const std::exception&) {
+      // another refusal still proves the server answers
+      last_answer_.start();
     }
   }
 
@@ -111,8 +140,12 @@ class NetworkWorker : public QObject {
   std::optional<CurveClientKeys> curve_;
   std::unique_ptr<Client> client_;
   std::unique_ptr<EventSubscriber> subscriber_;
+  static constexpr int kPingAfterMs = 1000;
+
   QTimer* poll_ = nullptr;
   QTimer* reconnect_ = nullptr;
+  QTimer* ping_ = nullptr;
+  QElapsedTimer last_answer_;  // since the server last answered
 };
 
 BackendLink::BackendLink(QObject* parent) : QObject(parent) {
@@ -149,9 +182,19 @@ BackendLink::~BackendLink() {
 void BackendLink::open(const QString& endpoint, std::optional<CurveClientKeys> curve) {
   endpoint_ = endpoint;
   connected_ = false;
+  server_info_ = nlohmann::json::object();
   NetworkWorker* worker = worker_;
   QMetaObject::invokeMethod(
       worker_, [worker, endpoint, curve] { worker->open(endpoint, curve); }, Qt::QueuedConnection);
+}
+
+void BackendLink::close(const QString& reason) {
+  NetworkWorker* worker = worker_;
+  QMetaObject::invokeMethod(
+      worker_, [worker] { worker->close(); }, Qt::QueuedConnection);
+  connected_ = false;
+  last_error_ = reason;
+  emit disconnected(reason);
 }
 
 void BackendLink::call(protocol::MessageType type, const nlohmann::json& header, Reply on_reply,

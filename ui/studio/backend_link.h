@@ -5,7 +5,10 @@
 //   BackendLink lives on the UI thread: call() queues a request and runs the callback with the reply (or
 //   the error) later on the UI thread; events arrive as the `event` signal.
 // When a request times out the link reports `disconnected` and reconnects every two seconds; `connected`
-// fires again after a server restart, so pages refresh and running jobs are watched again.
+// fires again after a server restart, so pages refresh and running jobs are watched again. A server that dies
+// while the studio is idle is noticed too: the network thread pings it (a one-job list) after a second
+// without an answer from it, so a dead server is reported within about four seconds (the ping's 3 s
+// timeout). close() drops the connection at once, for a server known to be gone (the embedded one exited).
 // tcp:// servers need CURVE keys (open()'s `curve`); a refused key is reported by `disconnected` with the
 // client library's words (they name `mugv keys authorize KEY`), and the link keeps trying, so the studio
 // connects as soon as the server's owner authorises the key.
@@ -40,6 +43,9 @@ class BackendLink : public QObject {
 
   // Connects (asynchronously) to `endpoint`; replaces any previous connection. `curve` is used for tcp://.
   void open(const QString& endpoint, std::optional<CurveClientKeys> curve = std::nullopt);
+  // Drops the connection without trying again (until the next open()) and reports `disconnected` with
+  // `reason` now; requests made meanwhile fail with "not connected".
+  void close(const QString& reason);
   QString endpoint() const { return endpoint_; }
   bool is_connected() const { return connected_; }
   const nlohmann::json& server_info() const { return server_info_; }
@@ -52,6 +58,8 @@ class BackendLink : public QObject {
                    Failure on_failure = {});
   // The last reason the link is not connected (empty while connected).
   QString last_error() const { return last_error_; }
+  // Requests sent and not yet answered (0: the link is idle).
+  int pending() const { return static_cast<int>(pending_.size()); }
 
  signals:
   void connected();

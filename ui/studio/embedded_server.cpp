@@ -10,16 +10,36 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <utility>
 
 namespace mugv::studio {
 
 EmbeddedServer::EmbeddedServer(QString mugv_binary, QString home, QObject* parent)
     : QObject(parent), mugv_(std::move(mugv_binary)), home_(std::move(home)) {
-  connect(&process_, &QProcess::finished, this, [this](int code, QProcess::ExitStatus) {
-    if (!stopping_)
-      emit exited(
-          QString("the embedded server stopped (exit code %1); see %2/server.log").arg(code).arg(home_));
+  connect(&process_, &QProcess::finished, this, [this](int code, QProcess::ExitStatus status) {
+    if (stopping_) return;
+    emit exited(
+        status == QProcess::CrashExit
+            ? QString("the embedded server crashed or was killed; see %1/server.log").arg(home_)
+            : QString("the embedded server stopped (exit code %1); see %2/server.log").arg(code).arg(home_));
   });
+  reused_watch_.setInterval(500);
+  connect(&reused_watch_, &QTimer::timeout, this, &EmbeddedServer::watch_reused);
+}
+
+void EmbeddedServer::watch_reused() {
+  // The kernel frees the home's lock when its holder dies, so a lock held by another pid, or by none, means
+  // the reused server is gone.
+  const auto running = server_running_for(std::filesystem::path(home_.toStdString()));
+  if (running && running->pid == reused_pid_) return;
+  reused_watch_.stop();
+  const long pid = std::exchange(reused_pid_, 0);
+  emit exited(QString("the server of %1 (pid %2) stopped").arg(home_).arg(pid));
+}
+
+long EmbeddedServer::pid() const {
+  if (reused_pid_) return reused_pid_;
+  return process_.state() == QProcess::NotRunning ? 0 : static_cast<long>(process_.processId());
 }
 
 EmbeddedServer::~EmbeddedServer() {
@@ -38,6 +58,9 @@ QString EmbeddedServer::start() {
         QString("%1: the mugv binary is missing; the studio needs it to run its embedded server").arg(mugv_);
     return {};
   }
+  stopping_ = false;
+  reused_pid_ = 0;
+  error_.clear();
   QDir().mkpath(home_);
   // One server per home: one already running here (left by a studio that crashed, or a `mugv serve` started
   // in a terminal) is found through its lock and reused, never doubled.
@@ -45,6 +68,7 @@ QString EmbeddedServer::start() {
     for (const auto& endpoint : running->endpoints) {
       if (endpoint.rfind("ipc://", 0) == 0) {
         reused_pid_ = running->pid;
+        reused_watch_.start();
         return QString::fromStdString(endpoint);
       }
     }
@@ -81,6 +105,7 @@ QString EmbeddedServer::start() {
     QThread::msleep(50);
   }
   if (process_.state() != QProcess::Running) {
+    stopping_ = true;  // reported here, not again by `exited`
     error_ = QString("the embedded server exited at start; see %1/server.log").arg(home_);
     return {};
   }
@@ -88,6 +113,7 @@ QString EmbeddedServer::start() {
 }
 
 void EmbeddedServer::stop() {
+  reused_watch_.stop();
   if (process_.state() == QProcess::NotRunning) return;
   stopping_ = true;
   process_.terminate();

@@ -3,10 +3,16 @@
 // $MUGV_HOME, started when no remote server is configured and stopped (SIGTERM, then kill) with the studio.
 // Running jobs are separate worker processes: the next start of the embedded server adopts or recovers them.
 // A server already running for the home (service/home_lock.h) is reused instead of started again.
+//
+// Its end is noticed at once: `exited` fires when the child exits or is killed (not after stop()), and for
+// a reused server when it no longer holds the home's lock (checked twice a second). start() may be called
+// again after that (the studio's "Restart backend"): it starts a new server on the same home and endpoint,
+// or reuses one that another program started there meanwhile (one server per home).
 
 #include <QObject>
 #include <QProcess>
 #include <QString>
+#include <QTimer>
 
 namespace mugv::studio {
 
@@ -22,6 +28,8 @@ class EmbeddedServer : public QObject {
   QString start();
   // The pid of the running server start() reused (0: it started its own); stop() leaves a reused one running.
   long reused_pid() const { return reused_pid_; }
+  // The pid of the server in use, started or reused (0: none runs).
+  long pid() const;
   void stop();
   QString error() const { return error_; }
   QString home() const { return home_; }
@@ -30,13 +38,17 @@ class EmbeddedServer : public QObject {
   static QString find_mugv_binary(const QString& studio_dir);
 
  signals:
+  // The server stopped without stop() being called: `message` says how and where its log is.
   void exited(const QString& message);
 
  private:
+  void watch_reused();
+
   QString mugv_;
   QString home_;
   QString error_;
   QProcess process_;
+  QTimer reused_watch_;
   bool stopping_ = false;
   long reused_pid_ = 0;
 };

@@ -11,6 +11,7 @@
 #include <QDialogButtonBox>
 #include <QDir>
 #include <QFormLayout>
+#include <QFrame>
 #include <QHBoxLayout>
 #include <QLineEdit>
 #include <QMenuBar>
@@ -21,6 +22,7 @@
 #include <QShortcut>
 #include <QStatusBar>
 #include <QStyleFactory>
+#include <QVBoxLayout>
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -43,11 +45,30 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   label_ = new LabelPage(link_, stack_);
   for (QWidget* page : std::initializer_list<QWidget*>{datasets_, prompts_, runs_, generate_, label_})
     stack_->addWidget(page);
+  // The notice shown while the backend is gone, above the pages.
+  notice_ = new QFrame(this);
+  notice_->setObjectName("backend_notice");
+  notice_->setStyleSheet(
+      "#backend_notice { background: #5a1d1d; border: 1px solid #a33; } QLabel { color: #fff; }");
+  notice_text_ = new QLabel(notice_);
+  notice_text_->setWordWrap(true);
+  notice_text_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  restart_button_ = new QPushButton("Restart backend", notice_);
+  restart_button_->setToolTip("Start the embedded server again on the same data folder and reattach");
+  auto* notice_row = new QHBoxLayout(notice_);
+  notice_row->addWidget(notice_text_, 1);
+  notice_row->addWidget(restart_button_);
+  notice_->hide();
+  connect(restart_button_, &QPushButton::clicked, this, &MainWindow::restart_backend);
+
   auto* central = new QWidget(this);
-  auto* row = new QHBoxLayout(central);
-  row->setContentsMargins(0, 0, 0, 0);
+  auto* column = new QVBoxLayout(central);
+  column->setContentsMargins(0, 0, 0, 0);
+  column->addWidget(notice_);
+  auto* row = new QHBoxLayout;
   row->addWidget(sidebar_);
   row->addWidget(stack_, 1);
+  column->addLayout(row, 1);
   setCentralWidget(central);
   connect(sidebar_, &QListWidget::currentRowChanged, stack_, &QStackedWidget::setCurrentIndex);
 
@@ -82,6 +103,7 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   connect(&link_, &BackendLink::connected, this, [this] {
     connection_->setText("● " + link_.endpoint());
     connection_->setToolTip("connected");
+    notice_->hide();
     if (!pending_key_.isEmpty() && pending_endpoint_ == link_.endpoint())
       remember_server_key(pending_endpoint_, pending_key_);
     pending_key_.clear();
@@ -98,9 +120,15 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
     }
   });
   connect(&link_, &BackendLink::disconnected, this, [this](const QString& message) {
+    progress_->hide();
+    if (backend_exited_) return;  // the notice says why; reconnecting is the restart's business
     connection_->setText("○ not connected");
     connection_->setToolTip(message);
     activity_->setText(message);
+    // A server that was answering is gone (not one that never answered: the status bar says that).
+    if (!link_.server_info().empty())
+      show_notice(QString("The server at %1 does not answer: %2. The studio reconnects when it is back.")
+                      .arg(link_.endpoint(), message));
   });
   connect(
       &link_, &BackendLink::event, this,
@@ -123,8 +151,7 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   QString endpoint = options_.server;
   if (endpoint.isEmpty()) {
     embedded_ = std::make_unique<EmbeddedServer>(options_.mugv_binary, options_.home);
-    connect(embedded_.get(), &EmbeddedServer::exited, this,
-            [this](const QString& m) { activity_->setText(m); });
+    connect(embedded_.get(), &EmbeddedServer::exited, this, &MainWindow::on_backend_exited);
     endpoint = embedded_->start();
     if (endpoint.isEmpty()) {
       connection_->setText("○ no server");
@@ -136,6 +163,45 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
 }
 
 MainWindow::~MainWindow() = default;
+
+void MainWindow::show_notice(const QString& text) {
+  notice_text_->setText(text);
+  restart_button_->setVisible(embedded_ != nullptr && backend_exited_);
+  notice_->show();
+}
+
+void MainWindow::on_backend_exited(const QString& message) {
+  backend_exited_ = true;
+  link_.close(message);
+  connection_->setText("○ backend stopped");
+  connection_->setToolTip(message);
+  activity_->setText(message);
+  show_notice(QString("The backend stopped: %1. Jobs it ran are shown as unknown until a server runs "
+                      "again; restarting it requeues them.")
+                  .arg(message));
+}
+
+void MainWindow::restart_backend() {
+  if (!embedded_) {
+    activity_->setText("this studio uses the server at " + link_.endpoint() + ", which it cannot restart");
+    return;
+  }
+  activity_->setText("restarting the embedded server…");
+  embedded_->stop();  // one that hangs without having exited is replaced too
+  const QString endpoint = embedded_->start();
+  if (endpoint.isEmpty()) {
+    show_notice(QString("The backend could not be restarted: %1").arg(embedded_->error()));
+    activity_->setText(embedded_->error());
+    return;
+  }
+  backend_exited_ = false;
+  notice_->hide();
+  activity_->setText(
+      embedded_->reused_pid()
+          ? QString("reusing the server of %1 (pid %2)").arg(options_.home).arg(embedded_->reused_pid())
+          : QString("the embedded server is running again"));
+  connect_to(endpoint, options_.server_key);
+}
 
 void MainWindow::connect_to(const QString& endpoint, const QString& server_key) {
   const QString key = server_key.isEmpty() ? remembered_server_key(endpoint) : server_key;
@@ -220,6 +286,11 @@ void MainWindow::build_menus() {
   QAction* remote = file->addAction("Connect to server…");
   remote->setToolTip("Use a remote MUG-V server (tcp:// or ipc:// endpoint) instead of the embedded one");
   connect(remote, &QAction::triggered, this, &MainWindow::open_connect_dialog);
+  restart_action_ = file->addAction("Restart backend");
+  restart_action_->setObjectName("restart_backend");
+  restart_action_->setToolTip("Start the embedded server again on the same data folder and reattach");
+  restart_action_->setEnabled(options_.server.isEmpty());
+  connect(restart_action_, &QAction::triggered, this, &MainWindow::restart_backend);
   file->addSeparator();
   QAction* quit = file->addAction("Quit");
   quit->setShortcut(QKeySequence::Quit);

@@ -3,6 +3,12 @@
 // connection and job progress in the status bar, File / View / Help menus, remembered geometry and theme.
 // With no --server it runs on its embedded backend (embedded_server.h) under $MUGV_HOME. File > Connect to
 // server… switches to another server; tcp:// ones take the server's public key (remote_keys.h).
+//
+// A backend that dies is reported at once (the embedded server's exit, or a remote server's missed pings:
+// backend_link.h): the status bar says so, jobs are no longer shown as running, and a notice above the pages
+// says what happened. For the embedded server the notice and File > Restart backend start it again on the
+// same home (or reuse a server another program started there since) and reattach; the new server requeues
+// the jobs the dead one left interrupted, and the pages list them again.
 
 #include "backend_link.h"
 #include "embedded_server.h"
@@ -12,6 +18,7 @@
 #include <QListWidget>
 #include <QMainWindow>
 #include <QProgressBar>
+#include <QPushButton>
 #include <QStackedWidget>
 
 #include <memory>
@@ -53,6 +60,13 @@ class MainWindow : public QMainWindow {
   // File > Connect to server…: endpoint, the server's key (for tcp://, prefilled with the remembered one) and
   // this studio's own public key to hand to the server's owner. Modal; accepting calls connect_to().
   void open_connect_dialog();
+  // File > Restart backend: starts the embedded server again and reattaches (a no-op on a --server studio).
+  void restart_backend();
+  EmbeddedServer* embedded_server() const { return embedded_.get(); }
+  QAction* restart_action() const { return restart_action_; }
+  // The notice shown while the backend is gone, and its restart button (hidden for a remote server).
+  QWidget* backend_notice() const { return notice_; }
+  QPushButton* restart_button() const { return restart_button_; }
 
  protected:
   void closeEvent(QCloseEvent* event) override;
@@ -60,6 +74,9 @@ class MainWindow : public QMainWindow {
  private:
   void build_menus();
   void show_about();
+  // The embedded server exited: drop the connection and show the notice.
+  void on_backend_exited(const QString& message);
+  void show_notice(const QString& text);
 
   StudioOptions options_;
   BackendLink link_;
@@ -74,6 +91,11 @@ class MainWindow : public QMainWindow {
   QLabel* connection_;
   QLabel* activity_;
   QProgressBar* progress_;
+  QWidget* notice_;
+  QLabel* notice_text_;
+  QPushButton* restart_button_;
+  QAction* restart_action_ = nullptr;
+  bool backend_exited_ = false;  // the embedded server is gone until restart_backend()
   bool starter_offered_ = false;
   QString pending_endpoint_, pending_key_;  // remembered once the connection succeeds
 };

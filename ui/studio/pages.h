@@ -12,12 +12,14 @@
 #include <QComboBox>
 #include <QDialog>
 #include <QDoubleSpinBox>
+#include <QGridLayout>
 #include <QLabel>
 #include <QLineEdit>
 #include <QListWidget>
 #include <QPlainTextEdit>
 #include <QPushButton>
 #include <QSpinBox>
+#include <QTabWidget>
 #include <QTableWidget>
 #include <QUndoStack>
 #include <QWidget>
@@ -112,6 +114,18 @@ class RunsPage : public QWidget {
   // The run selected in the runs table ("" when none).
   QString selected_run() const;
 
+  // The sample gallery (its own tab): the videos `run` rendered while training, fetched from the server
+  // (list_run_samples), one row per step, newest first, with its prompts. Selecting a step plays its videos
+  // side by side, looped (run_sample_frames). Follows the runs table's selection; new samples (a training
+  // job's preview event) refresh it.
+  void show_samples(const QString& run);
+  QString samples_run() const { return samples_run_; }
+  QListWidget* sample_steps() const { return sample_steps_; }
+  // The players of the selected step, one per video, in file order.
+  QList<FramePlayer*> sample_players() const;
+  QString sample_prompt(int index) const;
+  QTabWidget* details() const { return details_; }
+
  signals:
   void message(const QString& text);
 
@@ -120,6 +134,10 @@ class RunsPage : public QWidget {
   void show_job(int64_t id);
   void load_stored_metrics(int64_t id, int64_t after);
   void refresh_runs();
+  void list_samples();
+  void play_sample_step(int64_t step);
+  // The server is gone: jobs it was running or queueing are no longer known to run.
+  void mark_jobs_unknown();
 
   BackendLink& link_;
   QTableWidget* jobs_;
@@ -128,6 +146,18 @@ class RunsPage : public QWidget {
   QPlainTextEdit* log_;
   QLabel* error_;
   FramePlayer* samples_;
+  QTabWidget* details_;
+  QLabel* samples_title_;
+  QListWidget* sample_steps_;
+  QGridLayout* sample_grid_;
+  std::vector<std::pair<FramePlayer*, QLabel*>> sample_players_;  // shown: the first `sample_count_`
+  int sample_count_ = 0;
+  QString samples_run_;
+  nlohmann::json sample_list_ = nlohmann::json::array();  // the latest listing of samples_run_
+  int64_t playing_step_ = -1;
+  uint64_t sample_listings_ = 0;  // the latest listing request: earlier replies are stale
+  uint64_t sample_plays_ = 0;     // the latest step shown: frames for earlier ones are dropped
+  QTimer sample_refresh_;         // preview events come in bursts: one listing after them
   int64_t shown_job_ = 0;
   int64_t failed_ = 0;                        // a job that just failed, to select once the list is refreshed
   std::map<int64_t, TrainForm> train_after_;  // grow job id -> the training run to submit when it succeeds

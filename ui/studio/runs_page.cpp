@@ -1,6 +1,6 @@
 // Runs: the job queue (reorder, pause, resume, cancel, retry), the new-run dialog with the planner's layouts
-// (new_run_dialog.h), live charts of loss / learning rate / throughput / MFU, the samples rendered during
-// training, and logs.
+// (new_run_dialog.h), live charts of loss / learning rate / throughput / MFU, the live sample preview, logs,
+// and the gallery of the samples a run rendered at each step (from the server, so a remote run's too).
 #include "job_params.h"
 #include "new_run_dialog.h"
 #include "pages.h"
@@ -10,6 +10,7 @@
 #include <QHeaderView>
 #include <QInputDialog>
 #include <QLineEdit>
+#include <QScrollArea>
 #include <QSplitter>
 #include <QVBoxLayout>
 
@@ -151,14 +152,52 @@ RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(
   side->addWidget(error_);
   side->addWidget(log_, 1);
   bottom_layout->addLayout(side, 2);
+
+  // The sample gallery: a run's steps on the left, the selected step's videos on the right.
+  auto* gallery = new QWidget(this);
+  samples_title_ = new QLabel("Select a run to see the samples it rendered while training.", gallery);
+  sample_steps_ = new QListWidget(gallery);
+  sample_steps_->setToolTip("The steps this run rendered samples at, newest first, with their prompts");
+  sample_steps_->setMaximumWidth(420);
+  auto* players = new QWidget(gallery);
+  sample_grid_ = new QGridLayout(players);
+  auto* scroll = new QScrollArea(gallery);
+  scroll->setWidgetResizable(true);
+  scroll->setWidget(players);
+  auto* refresh_samples = new QPushButton("Refresh", gallery);
+  refresh_samples->setToolTip("List the run's samples again");
+  auto* gallery_head = new QHBoxLayout;
+  gallery_head->addWidget(samples_title_, 1);
+  gallery_head->addWidget(refresh_samples);
+  auto* gallery_row = new QHBoxLayout;
+  gallery_row->addWidget(sample_steps_, 1);
+  gallery_row->addWidget(scroll, 2);
+  auto* gallery_layout = new QVBoxLayout(gallery);
+  gallery_layout->addLayout(gallery_head);
+  gallery_layout->addLayout(gallery_row, 1);
+
+  details_ = new QTabWidget(this);
+  details_->addTab(bottom, "Training");
+  details_->addTab(gallery, "Sample gallery");
   auto* split = new QSplitter(Qt::Vertical, this);
   split->addWidget(top);
-  split->addWidget(bottom);
+  split->addWidget(details_);
   auto* layout = new QVBoxLayout(this);
   layout->addWidget(split);
 
   connect(jobs_, &QTableWidget::itemSelectionChanged, this, [this] { show_job(selected_job()); });
+  connect(runs_, &QTableWidget::itemSelectionChanged, this, [this] {
+    if (!selected_run().isEmpty()) show_samples(selected_run());
+  });
+  connect(sample_steps_, &QListWidget::currentRowChanged, this, [this](int row) {
+    if (row >= 0) play_sample_step(sample_steps_->item(row)->data(Qt::UserRole).toLongLong());
+  });
+  connect(refresh_samples, &QPushButton::clicked, this, &RunsPage::list_samples);
+  sample_refresh_.setSingleShot(true);
+  sample_refresh_.setInterval(1000);
+  connect(&sample_refresh_, &QTimer::timeout, this, &RunsPage::list_samples);
   connect(&link_, &BackendLink::connected, this, &RunsPage::refresh);
+  connect(&link_, &BackendLink::disconnected, this, &RunsPage::mark_jobs_unknown);
   connect(&link_, &BackendLink::event, this, &RunsPage::on_event);
 }
 
@@ -175,9 +214,11 @@ void RunsPage::select_job(int64_t id) {
 
 void RunsPage::refresh() {
   refresh_runs();
+  list_samples();
   link_.call(
       MessageType::list_jobs, {{"limit", 200}},
       [this](const nlohmann::json& reply) {
+        if (!link_.is_connected()) return;  // an answer from before the server was lost is out of date
         const int64_t keep = selected_job();
         jobs_->setRowCount(0);
         for (const auto& j : reply["jobs"]) {
@@ -251,6 +292,152 @@ void RunsPage::refresh_runs() {
 QString RunsPage::selected_run() const {
   const auto rows = runs_->selectionModel()->selectedRows();
   return rows.isEmpty() ? QString() : runs_->item(rows.first().row(), 0)->text();
+}
+
+void RunsPage::mark_jobs_unknown() {
+  // Whatever the server was running or about to run, nobody runs it now: the next server decides (it requeues
+  // interrupted jobs), and the list is read again once a server answers.
+  for (int r = 0; r < jobs_->rowCount(); ++r) {
+    QTableWidgetItem* state = jobs_->item(r, 2);
+    const QString s = state->text();
+    if (s == "running" || s == "starting" || s == "queued" || s == "paused") {
+      state->setText("unknown (no server)");
+      state->setToolTip(QString("was %1 when the connection to the server was lost").arg(s));
+      jobs_->item(r, 3)->setText("");
+    }
+  }
+}
+
+void RunsPage::show_samples(const QString& run) {
+  if (run != samples_run_) {
+    samples_run_ = run;
+    sample_list_ = nlohmann::json::array();
+    playing_step_ = -1;
+    ++sample_plays_;
+    sample_count_ = 0;
+    for (auto& [player, prompt] : sample_players_) {
+      player->set_frames({}, 8.0, false);
+      player->hide();
+      prompt->hide();
+    }
+    sample_steps_->clear();
+  }
+  list_samples();
+}
+
+void RunsPage::list_samples() {
+  if (samples_run_.isEmpty()) return;
+  const uint64_t ticket = ++sample_listings_;
+  const QString run = samples_run_;
+  link_.call(
+      MessageType::list_run_samples, {{"run", run.toStdString()}, {"limit", 500}},
+      [this, ticket, run](const nlohmann::json& reply) {
+        if (ticket != sample_listings_ || run != samples_run_) return;
+        sample_list_ = reply.value("samples", nlohmann::json::array());
+        // One row per step (the listing is newest step first), with its prompts.
+        std::vector<std::pair<int64_t, QStringList>> steps;
+        for (const auto& sample : sample_list_) {
+          const int64_t step = sample.value("step", int64_t(0));
+          if (steps.empty() || steps.back().first != step) steps.push_back({step, {}});
+          steps.back().second << QString::fromStdString(sample.value("prompt", ""));
+        }
+        const int64_t keep = playing_step_;
+        QSignalBlocker quiet(sample_steps_);
+        sample_steps_->clear();
+        for (const auto& [step, prompts] : steps) {
+          auto* item = new QListWidgetItem(QString("step %1 · %2").arg(step).arg(prompts.join(" | ")));
+          item->setData(Qt::UserRole, QVariant::fromValue<qlonglong>(step));
+          item->setToolTip(prompts.join("\n"));
+          sample_steps_->addItem(item);
+          if (step == keep) sample_steps_->setCurrentItem(item);
+        }
+        samples_title_->setText(
+            steps.empty()
+                ? QString("Run %1 has no samples yet (train with --sample-every N, or Sample now).").arg(run)
+                : QString("Samples of run %1: %2 steps").arg(run).arg(steps.size()));
+        // Nothing chosen yet (or the chosen step is gone): the newest step plays.
+        if (sample_steps_->currentRow() < 0 && sample_steps_->count() > 0) {
+          sample_steps_->setCurrentRow(0);
+          play_sample_step(steps.front().first);
+        }
+      },
+      [this, ticket, run](const QString& m) {
+        if (ticket != sample_listings_) return;
+        samples_title_->setText(QString("The samples of run %1 cannot be listed: %2").arg(run, m));
+        emit message(m);
+      });
+}
+
+void RunsPage::play_sample_step(int64_t step) {
+  if (step == playing_step_) return;
+  playing_step_ = step;
+  const uint64_t ticket = ++sample_plays_;
+  std::vector<nlohmann::json> files;
+  for (const auto& sample : sample_list_)
+    if (sample.value("step", int64_t(0)) == step) files.push_back(sample);
+  while (sample_players_.size() < files.size()) {
+    auto* player = new FramePlayer(this);
+    auto* prompt = new QLabel(this);
+    prompt->setWordWrap(true);
+    prompt->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    const int index = static_cast<int>(sample_players_.size());
+    sample_grid_->addWidget(player, (index / 2) * 2, index % 2);
+    sample_grid_->addWidget(prompt, (index / 2) * 2 + 1, index % 2);
+    sample_players_.push_back({player, prompt});
+  }
+  sample_count_ = static_cast<int>(files.size());
+  for (size_t i = 0; i < sample_players_.size(); ++i) {
+    auto [player, prompt] = sample_players_[i];
+    player->set_frames({}, 8.0, false);
+    player->setVisible(i < files.size());
+    prompt->setVisible(i < files.size());
+  }
+  const QString run = samples_run_;
+  for (size_t i = 0; i < files.size(); ++i) {
+    const auto& sample = files[i];
+    const QString file = QString::fromStdString(sample.value("file", ""));
+    auto [player, prompt] = sample_players_[i];
+    QString caption = QString::fromStdString(sample.value("prompt", ""));
+    if (!sample.value("seed", "").empty())
+      caption += QString(" (seed %1)").arg(QString::fromStdString(sample.value("seed", "")));
+    prompt->setText(caption.isEmpty() ? file : caption);
+    prompt->setToolTip(QString("%1, step %2, %3 (%4 bytes)")
+                           .arg(run)
+                           .arg(step)
+                           .arg(file)
+                           .arg(sample.value("size", int64_t(0))));
+    if (sample.contains("error")) {
+      prompt->setText(QString("%1: %2").arg(file, QString::fromStdString(sample.value("error", ""))));
+      continue;
+    }
+    link_.call_frames(
+        MessageType::run_sample_frames,
+        {{"run", run.toStdString()},
+         {"step", step},
+         {"file", file.toStdString()},
+         {"count", 64},
+         {"max_side", 256}},
+        [this, ticket, player = player](const nlohmann::json& reply, const QList<QByteArray>& frames) {
+          if (ticket != sample_plays_) return;  // another step (or run) is shown since
+          player->set_frames(frames_from_rgb24(frames, reply.value("width", 0), reply.value("height", 0)),
+                             reply.value("fps", 8.0), true);
+        },
+        [this, ticket, run, step, file](const QString& m) {
+          if (ticket == sample_plays_)
+            emit message(
+                QString("sample %1 of run %2, step %3 cannot be played: %4").arg(file, run).arg(step).arg(m));
+        });
+  }
+}
+
+QList<FramePlayer*> RunsPage::sample_players() const {
+  QList<FramePlayer*> shown;
+  for (int i = 0; i < sample_count_; ++i) shown << sample_players_[size_t(i)].first;
+  return shown;
+}
+
+QString RunsPage::sample_prompt(int index) const {
+  return index >= 0 && index < sample_count_ ? sample_players_[size_t(index)].second->text() : QString();
 }
 
 void RunsPage::grow_run(const QString& run, const QString& out, int width) {
@@ -367,6 +554,8 @@ void RunsPage::on_event(const QString& topic, const nlohmann::json& header, cons
     }
     return;
   }
+  // A training job rendered samples (its preview is the first of them): the gallery lists them too.
+  if (type == "preview" && !samples_run_.isEmpty() && !sample_refresh_.isActive()) sample_refresh_.start();
   if (id != shown_job_) return;
   if (type == "metrics") {
     const auto& v = header["values"];
