@@ -552,7 +552,9 @@ TEST_CASE("without pipeline stages the pipeline options change nothing and the p
         for (int mbs : {1, 2, 4, 8}) {
           if (64 % (dp * mbs) != 0) continue;
           const int m = 64 / (dp * mbs);
-          const int schedules = (2 * pp <= 56 && m % pp == 0) ? 2 : 1;
+          int schedules = 1;  // 1F1B, and interleaved with v = 2..4 chunks that fit the depth
+          if (m % pp == 0)
+            for (int v = 2; v <= 4 && v * pp <= 56; ++v) ++schedules;
           pipeline_candidates += 3 * (dp > 1 ? 2 : 1) * schedules;
         }
       }

@@ -697,7 +697,7 @@ TEST_CASE(
   };
   for (const auto& c : commands) CHECK(!c["job_kind"].get<std::string>().empty());  // jobs only
   CHECK(find_command({"serve"}) == nullptr);
-  const nlohmann::json* make = find_command({"make-dataset", "shapes"});
+  const nlohmann::json* make = find_command({"make-dataset"});
   REQUIRE(make != nullptr);
   CHECK((*make)["job_kind"] == "make_dataset");
   const nlohmann::json* frames = find_param(*make, "--frames");
