@@ -26,6 +26,7 @@ const char* kRemoteUsage =
     "  `mugv keys list` on the server; or $MUGV_SERVER_KEY); the client key pair defaults to\n"
     "  $MUGV_HOME/keys/client.key (made on first use), and the server must authorise its public key.\n\n"
     "  submit [--priority N] COMMAND ARGS...   queue a command as a job (same options as running it here)\n"
+    "    [--after JOB[,JOB...]]                start it only once those jobs have succeeded\n"
     "    [--cluster NAME]                      run it on Slurm with the server's cluster profile NAME\n"
     "    [--nodes N] [--tasks-per-node K]      the Slurm job's size (default: the profile's)\n"
     "    [--shards N]                          curate only: an array of N tasks (--shard i/N each), merged "
@@ -37,12 +38,36 @@ const char* kRemoteUsage =
     "  cancel ID [--force] | pause ID | resume ID | retry ID\n"
     "  logs ID [--tail N]                      the job's log\n";
 
+int64_t job_id_of(const std::string& text) {
+  char* end = nullptr;
+  long long id = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || !end || *end || id <= 0) throw Error(ErrorCode::usage, text, "not a job id");
+  return id;
+}
+
 int64_t job_id_arg(const std::vector<std::string>& args, size_t i) {
   if (i >= args.size()) throw Error(ErrorCode::usage, "a job id is required");
-  char* end = nullptr;
-  long long id = std::strtoll(args[i].c_str(), &end, 10);
-  if (!end || *end || id <= 0) throw Error(ErrorCode::usage, args[i], "not a job id");
-  return id;
+  return job_id_of(args[i]);
+}
+
+// "--after 12,13": the jobs a submitted job waits for.
+std::vector<int64_t> job_ids_of(const std::string& list) {
+  std::vector<int64_t> ids;
+  for (const auto& item : split(list, ',')) ids.push_back(job_id_of(trim(item)));
+  return ids;
+}
+
+// "  (after #12, #13)" for a queued job that waits, "  (blocked by #12)" while a dependency has failed.
+std::string waiting_note(const nlohmann::json& j) {
+  auto list = [](const nlohmann::json& ids) {
+    std::string text;
+    for (const auto& id : ids) text += cat(text.empty() ? "#" : ", #", id.get<int64_t>());
+    return text;
+  };
+  const auto blocked = j.value("blocked_by", nlohmann::json::array());
+  if (!blocked.empty()) return "  (blocked by " + list(blocked) + ")";
+  const auto waiting = j.value("waiting_on", nlohmann::json::array());
+  return waiting.empty() ? std::string() : "  (after " + list(waiting) + ")";
 }
 
 bool has_flag(const std::vector<std::string>& args, const std::string& flag) {
@@ -57,10 +82,10 @@ std::optional<std::string> flag_value(const std::vector<std::string>& args, cons
 
 void print_job_line(const nlohmann::json& j) {
   std::string err = j.value("error_message", "");
-  std::printf("%6lld  %-12s %-11s prio %-4d attempts %d  %s%s\n",
+  std::printf("%6lld  %-12s %-11s prio %-4d attempts %d  %s%s%s\n",
               static_cast<long long>(j["id"].get<int64_t>()), j["kind"].get<std::string>().c_str(),
               j["state"].get<std::string>().c_str(), j["priority"].get<int>(), j["attempts"].get<int>(),
-              j["params"].value("command", nlohmann::json::array()).dump().c_str(),
+              j["params"].value("command", nlohmann::json::array()).dump().c_str(), waiting_note(j).c_str(),
               err.empty() ? "" : ("  — " + err).c_str());
 }
 
@@ -191,11 +216,15 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
   }
   if (verb == "submit") {
     std::vector<std::string> rest(args.begin() + 1, args.end());
-    int priority = 0;
+    JobSubmission submission;
     Placement placement;
     while (!rest.empty()) {
       if (rest[0] == "--priority" && rest.size() > 1) {
-        priority = std::atoi(rest[1].c_str());
+        submission.priority = std::atoi(rest[1].c_str());
+        rest.erase(rest.begin(), rest.begin() + 2);
+      } else if (rest[0] == "--after" && rest.size() > 1) {
+        const auto ids = job_ids_of(rest[1]);
+        submission.depends_on.insert(submission.depends_on.end(), ids.begin(), ids.end());
         rest.erase(rest.begin(), rest.begin() + 2);
       } else if (!placement.take(rest, 0)) {
         break;
@@ -220,13 +249,15 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
     }
     auto arguments = parse_command_arguments(*command, command_args);
     placement.apply(arguments);
-    auto reply = client.request(MessageType::submit_job,
-                                {{"kind", command->job_kind}, {"params", arguments}, {"priority", priority}});
+    submission.kind = command->job_kind;
+    submission.params = arguments;
+    const nlohmann::json job = submit_job(client, submission);
     if (json)
-      std::cout << reply["job"].dump(2) << "\n";
+      std::cout << job.dump(2) << "\n";
     else
-      std::printf("queued job %lld%s\n", static_cast<long long>(reply["job"]["id"].get<int64_t>()),
-                  placement.cluster.empty() ? "" : (" for Slurm cluster " + placement.cluster).c_str());
+      std::printf("queued job %lld%s%s\n", static_cast<long long>(job["id"].get<int64_t>()),
+                  placement.cluster.empty() ? "" : (" for Slurm cluster " + placement.cluster).c_str(),
+                  waiting_note(job).c_str());
     return 0;
   }
   if (verb == "jobs") {

@@ -36,10 +36,17 @@ constexpr EnumNames<JobState, 9> kStateNames{{
     {JobState::interrupted, "interrupted"},
 }};
 
+// The last column lists the job's dependencies with their states, "12:succeeded,13:failed".
 constexpr const char* kJobColumns =
     "SELECT id, kind, state, priority, queue_position, params_json, run_id, created_at_ms, started_at_ms, "
-    "finished_at_ms, exit_code, error_code, error_message, worker_pid, host, attempts FROM jobs ";
+    "finished_at_ms, exit_code, error_code, error_message, worker_pid, host, attempts, "
+    "(SELECT group_concat(d.depends_on || ':' || p.state) FROM job_dependencies d JOIN jobs p ON p.id = "
+    "d.depends_on WHERE d.job_id = jobs.id) FROM jobs ";
 constexpr const char* kQueueOrder = " ORDER BY priority DESC, queue_position, id";
+// Queued jobs with no dependency left that has not succeeded.
+constexpr const char* kReady =
+    "WHERE state = 'queued' AND NOT EXISTS (SELECT 1 FROM job_dependencies d JOIN jobs p ON p.id = "
+    "d.depends_on WHERE d.job_id = jobs.id AND p.state <> 'succeeded')";
 constexpr const char* kEventColumns = "SELECT id, job_id, time_ms, type, payload_json FROM job_events ";
 
 Job read_job(Catalog& catalog, const sqlite::Statement& s) {
@@ -61,6 +68,17 @@ Job read_job(Catalog& catalog, const sqlite::Statement& s) {
   j.worker_pid = s.optional_int64(13);
   j.host = s.text(14);
   j.attempts = s.int32(15);
+  for (const std::string& item : split(s.text(16), ',')) {
+    const size_t colon = item.find(':');
+    if (colon == std::string::npos) continue;
+    const int64_t dependency = std::stoll(item.substr(0, colon));
+    const JobState state = enum_value(kStateNames, item.substr(colon + 1)).value_or(JobState::unknown);
+    j.depends_on.push_back(dependency);
+    if (j.state != JobState::queued || state == JobState::succeeded) continue;
+    j.waiting_on.push_back(dependency);
+    if (is_terminal(state)) j.blocked_by.push_back(dependency);
+  }
+  for (auto* ids : {&j.depends_on, &j.waiting_on, &j.blocked_by}) std::sort(ids->begin(), ids->end());
   return j;
 }
 
@@ -78,6 +96,78 @@ Job require_job(Catalog& catalog, int64_t id) {
   auto job = get_job(catalog, id);
   if (!job) throw_not_found(catalog, cat("job ", id));
   return *job;
+}
+
+std::string joined_ids(const std::vector<int64_t>& ids) {
+  std::string text;
+  for (int64_t id : ids) text += cat(text.empty() ? "" : ", ", id);
+  return text;
+}
+
+// Writes `job`'s move to `to` and its "state" event (with `extra` in the payload), inside the caller's
+// transaction; the transition must be allowed.
+Job write_state(Catalog& catalog, const Job& job, JobState to, const JobStateChange& change,
+                const nlohmann::json& extra) {
+  const int64_t now = now_ms();
+  Job next = job;
+  next.state = to;
+  if (to == JobState::queued) {
+    next.started_at_ms.reset();
+    next.finished_at_ms.reset();
+    next.worker_pid.reset();
+    next.exit_code.reset();
+    next.error_code.reset();
+    next.error_message.clear();
+    next.host.clear();
+  }
+  if (to == JobState::starting) {
+    next.started_at_ms = now;
+    ++next.attempts;
+  }
+  if (is_terminal(to)) next.finished_at_ms = now;
+  if (change.exit_code) next.exit_code = change.exit_code;
+  if (change.error_code) next.error_code = change.error_code;
+  if (!change.error_message.empty()) next.error_message = change.error_message;
+  if (change.worker_pid) next.worker_pid = change.worker_pid;
+  if (!change.host.empty()) next.host = change.host;
+  const std::string error_code_text = next.error_code.has_value() ? to_string(next.error_code.value()) : "";
+  catalog
+      .prepare(
+          "UPDATE jobs SET state = ?2, started_at_ms = ?3, finished_at_ms = ?4, exit_code = ?5, error_code = "
+          "?6, "
+          "error_message = ?7, worker_pid = ?8, host = ?9, attempts = ?10 WHERE id = ?1")
+      .bind_all(job.id, to, next.started_at_ms, next.finished_at_ms, next.exit_code, error_code_text,
+                next.error_message, next.worker_pid, next.host, next.attempts)
+      .run();
+  nlohmann::json payload{{"from", to_string(job.state)}, {"to", to_string(to)}};
+  if (!error_code_text.empty()) payload["error_code"] = error_code_text;
+  if (!next.error_message.empty() && is_terminal(to)) payload["error_message"] = next.error_message;
+  if (next.exit_code.has_value()) payload["exit_code"] = next.exit_code.value();
+  payload.update(extra);
+  append_job_event(catalog, job.id, "state", payload);
+  return require_job(catalog, job.id);
+}
+
+// Cancels the queued jobs that depend on `cancelled`, directly or through other queued dependents.
+std::vector<Job> cancel_dependents(Catalog& catalog, int64_t cancelled) {
+  std::vector<int64_t> ids;
+  {
+    auto s = catalog.prepare(
+        "WITH RECURSIVE doomed(id) AS (SELECT ?1 UNION SELECT d.job_id FROM job_dependencies d JOIN doomed "
+        "ON "
+        "d.depends_on = doomed.id JOIN jobs j ON j.id = d.job_id WHERE j.state = 'queued') "
+        "SELECT id FROM doomed WHERE id <> ?1 ORDER BY id");
+    s.bind_all(cancelled);
+    while (s.step()) ids.push_back(s.int64(0));
+  }
+  std::vector<Job> out;
+  for (int64_t id : ids) {
+    JobStateChange change;
+    change.error_message = cat("job ", cancelled, " was cancelled, and this job depends on it");
+    out.push_back(write_state(catalog, require_job(catalog, id), JobState::cancelled, change,
+                              {{"cancelled_by", cancelled}}));
+  }
+  return out;
 }
 
 }  // namespace
@@ -136,6 +226,14 @@ Job enqueue_job(Catalog& catalog, Job job) {
     auto last = catalog.prepare("SELECT coalesce(max(queue_position), 0) FROM jobs");
     job.queue_position = last.step() ? last.int64(0) + 1 : 1;
   }
+  std::sort(job.depends_on.begin(), job.depends_on.end());
+  job.depends_on.erase(std::unique(job.depends_on.begin(), job.depends_on.end()), job.depends_on.end());
+  for (int64_t dependency : job.depends_on) {
+    auto exists = catalog.prepare("SELECT 1 FROM jobs WHERE id = ?1");
+    exists.bind_all(dependency);
+    if (!exists.step())
+      throw Error(ErrorCode::not_found, file, cat("depends_on: job ", dependency, " does not exist"));
+  }
   job.state = JobState::queued;
   job.created_at_ms = now_ms();
   catalog
@@ -146,7 +244,14 @@ Job enqueue_job(Catalog& catalog, Job job) {
                 job.run_id, job.created_at_ms)
       .run();
   const int64_t id = catalog.connection().last_insert_id();
-  append_job_event(catalog, id, "state", {{"to", "queued"}});
+  auto edge = catalog.prepare("INSERT INTO job_dependencies (job_id, depends_on) VALUES (?1, ?2)");
+  for (int64_t dependency : job.depends_on) {
+    edge.reset();
+    edge.bind_all(id, dependency).run();
+  }
+  nlohmann::json payload{{"to", "queued"}};
+  if (!job.depends_on.empty()) payload["depends_on"] = job.depends_on;
+  append_job_event(catalog, id, "state", payload);
   Job stored = require_job(catalog, id);
   transaction.commit();
   return stored;
@@ -167,55 +272,32 @@ std::vector<Job> list_jobs(Catalog& catalog, std::optional<JobState> state) {
   return out;
 }
 
-Job update_job_state(Catalog& catalog, int64_t id, JobState to, const JobStateChange& change) {
+JobTransition transition_job(Catalog& catalog, int64_t id, JobState to, const JobStateChange& change) {
   Transaction transaction(catalog, TransactionMode::write);
   const Job job = require_job(catalog, id);
   if (!job_transition_allowed(job.state, to))
     throw Error(ErrorCode::conflict, catalog.path().string(),
                 cat("job ", id, " cannot go from ", to_string(job.state), " to ", to_string(to)));
-  const int64_t now = now_ms();
-  Job next = job;
-  next.state = to;
-  if (to == JobState::queued) {
-    next.started_at_ms.reset();
-    next.finished_at_ms.reset();
-    next.worker_pid.reset();
-    next.exit_code.reset();
-    next.error_code.reset();
-    next.error_message.clear();
-    next.host.clear();
-  }
-  if (to == JobState::starting) {
-    next.started_at_ms = now;
-    ++next.attempts;
-  }
-  if (is_terminal(to)) next.finished_at_ms = now;
-  if (change.exit_code) next.exit_code = change.exit_code;
-  if (change.error_code) next.error_code = change.error_code;
-  if (!change.error_message.empty()) next.error_message = change.error_message;
-  if (change.worker_pid) next.worker_pid = change.worker_pid;
-  if (!change.host.empty()) next.host = change.host;
-  const std::string error_code_text = next.error_code.has_value() ? to_string(next.error_code.value()) : "";
-  catalog
-      .prepare(
-          "UPDATE jobs SET state = ?2, started_at_ms = ?3, finished_at_ms = ?4, exit_code = ?5, error_code = "
-          "?6, "
-          "error_message = ?7, worker_pid = ?8, host = ?9, attempts = ?10 WHERE id = ?1")
-      .bind_all(id, to, next.started_at_ms, next.finished_at_ms, next.exit_code, error_code_text,
-                next.error_message, next.worker_pid, next.host, next.attempts)
-      .run();
-  nlohmann::json payload{{"from", to_string(job.state)}, {"to", to_string(to)}};
-  if (!error_code_text.empty()) payload["error_code"] = error_code_text;
-  if (!next.error_message.empty() && is_terminal(to)) payload["error_message"] = next.error_message;
-  if (next.exit_code.has_value()) payload["exit_code"] = next.exit_code.value();
-  append_job_event(catalog, id, "state", payload);
-  Job updated = require_job(catalog, id);
+  JobTransition out;
+  out.job = write_state(catalog, job, to, change, nlohmann::json::object());
+  if (to == JobState::cancelled) out.cancelled_dependents = cancel_dependents(catalog, id);
   transaction.commit();
-  return updated;
+  return out;
+}
+
+Job update_job_state(Catalog& catalog, int64_t id, JobState to, const JobStateChange& change) {
+  return transition_job(catalog, id, to, change).job;
+}
+
+std::vector<Job> list_ready_jobs(Catalog& catalog) {
+  auto s = catalog.prepare(cat(kJobColumns, kReady, kQueueOrder));
+  std::vector<Job> out;
+  while (s.step()) out.push_back(read_job(catalog, s));
+  return out;
 }
 
 std::optional<Job> next_queued_job(Catalog& catalog) {
-  auto s = catalog.prepare(cat(kJobColumns, "WHERE state = 'queued'", kQueueOrder, " LIMIT 1"));
+  auto s = catalog.prepare(cat(kJobColumns, kReady, kQueueOrder, " LIMIT 1"));
   if (!s.step()) return std::nullopt;
   return read_job(catalog, s);
 }
@@ -248,6 +330,15 @@ void set_job_queue_position(Catalog& catalog, int64_t id, int64_t queue_position
 
 bool delete_job(Catalog& catalog, int64_t id) {
   Transaction transaction(catalog, TransactionMode::write);
+  {
+    auto s = catalog.prepare("SELECT job_id FROM job_dependencies WHERE depends_on = ?1 ORDER BY job_id");
+    s.bind_all(id);
+    std::vector<int64_t> dependents;
+    while (s.step()) dependents.push_back(s.int64(0));
+    if (!dependents.empty())
+      throw Error(ErrorCode::conflict, catalog.path().string(),
+                  cat("job ", id, " cannot be deleted: job(s) ", joined_ids(dependents), " depend on it"));
+  }
   catalog.prepare("DELETE FROM jobs WHERE id = ?1").bind_all(id).run();
   const bool deleted = catalog.connection().changes() > 0;
   transaction.commit();

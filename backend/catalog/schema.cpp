@@ -222,6 +222,19 @@ CREATE INDEX preferences_b ON preferences(generation_b);
 )sql");
 }
 
+// A job may wait for earlier jobs to succeed (jobs.h). An edge's dependency cannot be deleted while a job
+// depends on it (RESTRICT): a dependent would otherwise lose what it waits for and run too early.
+void apply_job_dependencies(Catalog& catalog) {
+  catalog.connection().exec(R"sql(
+CREATE TABLE job_dependencies (
+  job_id     INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  depends_on INTEGER NOT NULL REFERENCES jobs(id) ON DELETE RESTRICT,
+  PRIMARY KEY (job_id, depends_on)
+) WITHOUT ROWID;
+CREATE INDEX job_dependencies_on ON job_dependencies(depends_on, job_id);
+)sql");
+}
+
 }  // namespace
 
 const std::vector<Migration>& schema_migrations() {
@@ -230,6 +243,7 @@ const std::vector<Migration>& schema_migrations() {
       {2, "clip_tags table; jobs priority and queue_position", apply_clip_tags_and_queue},
       {3, "generations table", apply_generations},
       {4, "preferences table (pairs and single labels of generations)", apply_preferences},
+      {5, "job_dependencies table (jobs that wait for earlier jobs to succeed)", apply_job_dependencies},
   };
   return migrations;
 }

@@ -7,6 +7,7 @@
 //   2  clip tags move to their own indexed table (clip_tags); jobs gain priority and queue_position
 //   3  generations (prompt, run, checkpoint, seed, sampler settings, output)
 //   4  preferences: labelled pairs and single good/bad labels of generations (post-training)
+//   5  job_dependencies: the earlier jobs a job waits for (jobs.h); existing jobs depend on none
 
 #include <string>
 #include <vector>

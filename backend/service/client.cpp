@@ -300,6 +300,17 @@ std::optional<Message> EventSubscriber::next(std::chrono::milliseconds timeout) 
   }
 }
 
+nlohmann::json JobSubmission::header() const {
+  nlohmann::json h = {{"kind", kind}, {"params", params}};
+  if (priority != 0) h["priority"] = priority;
+  if (!depends_on.empty()) h["depends_on"] = depends_on;
+  return h;
+}
+
+nlohmann::json submit_job(Client& client, const JobSubmission& job) {
+  return client.request(protocol::MessageType::submit_job, job.header())["job"];
+}
+
 nlohmann::json get_job_with_events(Client& client, int64_t job_id, const std::vector<std::string>& types) {
   nlohmann::json all;
   nlohmann::json request = {{"job", job_id}};

@@ -51,6 +51,21 @@ class Client {
   std::unique_ptr<Impl> impl_;
 };
 
+// A job to queue: what a submit_job request carries (protocol.h). The job waits for every job in depends_on
+// to succeed before it starts (catalog/jobs.h).
+struct JobSubmission {
+  std::string kind;  // a catalog job kind ("train", "encode", ...)
+  nlohmann::json params = nlohmann::json::object();
+  int priority = 0;
+  std::vector<int64_t> depends_on;
+  // The request header; priority and depends_on only when set.
+  [[nodiscard]] nlohmann::json header() const;
+};
+
+// Queues `job` and returns the queued job as the server reports it (its "id", "waiting_on", ...). Throws as
+// Client::request (a dependency that does not exist: Error(not_found) naming it).
+nlohmann::json submit_job(Client& client, const JobSubmission& job);
+
 // get_job with every stored event of the job (of `types`, all when empty), read page by page: the reply's
 // shape with all the events. Throws as Client::request.
 [[nodiscard]] nlohmann::json get_job_with_events(Client& client, int64_t job_id,

@@ -26,7 +26,10 @@ nlohmann::json to_json(const Job& job) {
       {"error_message", job.error_message},
       {"worker_pid", optional_json(job.worker_pid)},
       {"host", job.host},
-      {"attempts", job.attempts}};
+      {"attempts", job.attempts},
+      {"depends_on", job.depends_on},
+      {"waiting_on", job.waiting_on},
+      {"blocked_by", job.blocked_by}};
 }
 
 nlohmann::json to_json(const JobEvent& e) {

@@ -14,6 +14,12 @@
 // "capabilities": [...]}; the server answers `welcome` or an `error` with code "version_mismatch" naming
 // both versions. Replies to requests are `ok` (payload in the header) or `error` {"code", "message"}.
 //
+// submit_job {"kind", "params", "priority", "executor", "depends_on": [job ids]} answers {"job"}: the queued
+// job (service/job_json.h). depends_on (at most kMaxDependencies existing jobs; an unknown id is refused
+// naming it) holds the job until those jobs have succeeded: it is listed with "waiting_on" and, while a
+// dependency has failed or was interrupted or cancelled, "blocked_by" (catalog/jobs.h). Cancelling a job
+// cancels its queued dependents, each announced by its own state event carrying "cancelled_by".
+//
 // clip_frames {"clip", "count" (1..64, default 1), "max_side" (16..1024, default 128)} answers
 // {"clip", "width", "height", "fps", "format": "rgb24", "frames": n} with n rgb24 frames as binary frames:
 // n <= count pictures evenly spread over the clip, the longer side scaled to max_side (count 1: the middle
@@ -65,6 +71,7 @@ inline constexpr size_t kMaxMessageBytes = 256u << 20;  // everything after the 
 // Arrays and objects nested in a header: requests need a handful; a deep one would cost recursion later (a
 // copy of the parsed value), so it is refused before it is parsed.
 inline constexpr size_t kMaxHeaderDepth = 64;
+inline constexpr size_t kMaxDependencies = 64;  // jobs one submitted job may depend on
 
 enum class MessageType {
   unknown = 0,

@@ -52,7 +52,7 @@ std::map<MessageType, MessageSchema> build() {
        {one_of(req("kind", F::string), job_kinds()), req("params", F::object),
         ranged(opt("priority", F::integer), -100, 100),
         one_of(opt("executor", F::string), {"local", "slurm"}), text("profile", false, 200),
-        text("run", false, 200)}},
+        text("run", false, 200), ranged(opt("depends_on", F::integer_array), 1, double(kMaxDependencies))}},
       {T::cancel_job, {job_id(), opt("force", F::boolean)}},
       {T::pause_job, {job_id()}},
       {T::resume_job, {job_id()}},
@@ -142,6 +142,11 @@ bool has_type(const nlohmann::json& v, FieldType type) {
       for (const auto& item : v)
         if (!item.is_string()) return false;
       return true;
+    case FieldType::integer_array:
+      if (!v.is_array()) return false;
+      for (const auto& item : v)
+        if (!item.is_number_integer()) return false;
+      return true;
     default:
       return false;
   }
@@ -149,6 +154,13 @@ bool has_type(const nlohmann::json& v, FieldType type) {
 
 std::string describe(const FieldRule& rule) {
   std::ostringstream out;
+  if (rule.type == FieldType::integer_array) {
+    out << "expected a list of";
+    if (rule.max) out << " at most " << *rule.max;
+    out << " integers";
+    if (rule.min) out << " >= " << *rule.min;
+    return out.str();
+  }
   out << "expected "
       << (rule.type == FieldType::integer   ? "an integer"
           : rule.type == FieldType::number  ? "a number"
@@ -180,6 +192,8 @@ const char* to_string(FieldType type) {
       return "object";
     case FieldType::string_array:
       return "string_array";
+    case FieldType::integer_array:
+      return "integer_array";
     default:
       return "unknown";
   }
@@ -226,6 +240,13 @@ std::optional<std::string> check(const MessageSchema& schema, const nlohmann::js
       double x = v.get<double>();
       if ((rule.min && x < *rule.min) || (rule.max && x > *rule.max))
         return "header field \"" + rule.name + "\": " + describe(rule);
+    }
+    if (rule.type == FieldType::integer_array) {
+      if (rule.max && v.size() > *rule.max) return "header field \"" + rule.name + "\": " + describe(rule);
+      for (const auto& item : v)
+        if (rule.min && item.get<double>() < *rule.min)
+          return "header field \"" + rule.name + "\": " + item.dump() +
+                 " is not >= " + std::to_string(static_cast<long long>(*rule.min));
     }
     if (rule.type == FieldType::string) {
       const auto& s = v.get_ref<const std::string&>();

@@ -11,14 +11,15 @@
 
 namespace mugv::protocol {
 
-enum class FieldType { unknown = 0, integer, number, boolean, string, object, string_array };
+enum class FieldType { unknown = 0, integer, number, boolean, string, object, string_array, integer_array };
 const char* to_string(FieldType type);
 
 struct FieldRule {
   std::string name;
   FieldType type = FieldType::unknown;
   bool required = false;
-  std::optional<double> min, max;    // integer/number value; string length for strings
+  // integer/number: the value; string: max is the length; integer_array: min is each item's, max the count
+  std::optional<double> min, max;
   std::vector<std::string> choices;  // allowed strings (empty = any)
 };
 

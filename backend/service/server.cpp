@@ -311,10 +311,14 @@ struct Server::Impl {
     publish_event(job.id, "", {{"type", "state"}, {"state", to_string(job.state)}, {"job_info", j}});
   }
 
+  // Records and publishes a state change, and the queued dependents a cancellation took along.
   Job transition(int64_t id, JobState to, const JobStateChange& change = {}) {
-    Job job = update_job_state(*catalog, id, to, change);
-    publish_state(job);
-    return job;
+    const JobTransition t = transition_job(*catalog, id, to, change);
+    publish_state(t.job);
+    for (const Job& dependent : t.cancelled_dependents) publish_state(dependent);
+    // A success may make a waiting Slurm job ready.
+    slurm_queued = slurm_queued || to == JobState::succeeded;
+    return t.job;
   }
 
   // Jobs whose worker is gone (a crash of the server, a reboot) become interrupted and, by policy, queued.
@@ -463,10 +467,11 @@ struct Server::Impl {
 
   void schedule() {
     if (stopping) return;
-    // Slurm jobs take no local slot: they leave the queue as soon as they reach it, whatever runs here.
+    // Slurm jobs take no local slot: they leave the queue as soon as they are ready (their dependencies have
+    // succeeded), whatever runs here.
     if (slurm_queued) {
       slurm_queued = false;
-      for (const Job& job : list_jobs(*catalog, JobState::queued))
+      for (const Job& job : list_ready_jobs(*catalog))
         if (is_slurm_job(job) && !start_slurm(job)) {
           slurm_queued = true;  // try again next turn
           break;
@@ -743,6 +748,10 @@ struct Server::Impl {
     job.kind = *job_kind_from_string(h["kind"].get<std::string>());
     job.params = params;
     job.priority = h.value("priority", 0);
+    if (h.contains("depends_on")) job.depends_on = h["depends_on"].get<std::vector<int64_t>>();
+    for (int64_t dependency : job.depends_on)
+      if (!get_job(*catalog, dependency))
+        throw Error(ErrorCode::not_found, "depends_on", cat("job ", dependency, " does not exist"));
     job = enqueue_job(*catalog, job);
     slurm_queued = slurm_queued || is_slurm_job(job);
     publish_state(job);
@@ -968,15 +977,20 @@ struct Server::Impl {
     return protocol::make_ok({{"runs", list}, {"total", runs.size()}});
   }
 
+  // Each dataset with its latent caches by encoder (a VAE run or a released model) and their entry counts, so
+  // a client knows what `mugv encode` still has to make before a DiT trains on it.
   Message on_list_datasets(const Message&) {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& d : list_datasets(*catalog)) {
       ClipFilter f;
       f.dataset_id = d.id;
+      nlohmann::json caches = nlohmann::json::object();
+      for (const auto& [encoder, entries] : list_latent_caches(d.name)) caches[encoder] = entries;
       list.push_back({{"id", d.id},
                       {"name", d.name},
                       {"root", d.root_dir.string()},
-                      {"clips", count_clips(*catalog, f)}});
+                      {"clips", count_clips(*catalog, f)},
+                      {"latent_caches", caches}});
     }
     return protocol::make_ok({{"datasets", list}});
   }

@@ -21,6 +21,9 @@
 // they need no keys. A submitted job's files (ServerOptions::job_paths) must lie inside home or an
 // allowed root, and never inside keys_dir; otherwise the request gets Error(forbidden).
 //
+// Dependencies: a queued job is taken, by either executor, only once every job it depends on has succeeded
+// (catalog/jobs.h); a job that ends cancelled cancels its queued dependents, and each of those is published.
+//
 // Executors: a job runs locally (a worker process, above) unless its params say {"executor": "slurm",
 // "cluster": NAME}; then the Slurm executor (slurm_executor.h) submits it with the cluster profile
 // home/clusters/NAME.toml, follows it through Slurm and publishes what its workers report through files.

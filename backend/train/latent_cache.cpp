@@ -3,7 +3,6 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/log.h"
-#include "core/names.h"
 #include "core/params.h"
 #include "core/paths.h"
 #include "core/safetensors.h"
@@ -37,12 +36,6 @@ ClipGeometry vae_run_geometry(const std::string& vae_run) {
   return g;
 }
 
-fs::path latent_cache_dir(const std::string& dataset, const std::string& vae_run) {
-  check_path_component_name(dataset, "dataset");
-  check_path_component_name(vae_run, "run");
-  return mugv_home() / "datasets" / dataset / "cache" / vae_run;
-}
-
 void write_cached_clip(const fs::path& cache_dir, const CachedClip& clip, const torch::Tensor& latent,
                        const std::map<std::string, std::string>& extra_metadata) {
   std::error_code ec;
@@ -59,15 +52,14 @@ void write_cached_clip(const fs::path& cache_dir, const CachedClip& clip, const 
   writer.set_metadata("height", std::to_string(clip.height));
   writer.set_metadata("width", std::to_string(clip.width));
   for (const auto& [k, v] : extra_metadata) writer.set_metadata(k, v);
-  writer.write(cache_dir / cat("clip-", clip.clip_id, ".safetensors"));
+  writer.write(latent_cache_entry(cache_dir, clip.clip_id));
 }
 
 std::vector<CachedClip> list_cached_clips(const fs::path& cache_dir) {
   std::vector<CachedClip> out;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(cache_dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (!entry.is_regular_file() || !starts_with(name, "clip-") || !ends_with(name, ".safetensors")) continue;
+    if (!entry.is_regular_file() || !is_latent_cache_entry(entry.path())) continue;
     try {
       auto file = SafetensorsFile::open(entry.path());
       const auto& m = file.metadata();

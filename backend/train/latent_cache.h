@@ -13,6 +13,8 @@
 // Not thread-safe (one encoder per cache folder); reading a cache is thread-safe.
 // Building one (encode_latents) is latent_encode.h; this file reads and writes entries only.
 
+#include "train/run_layout.h"
+
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -35,8 +37,8 @@ struct ClipGeometry {
 // Throws Error(format) naming the run when its config lacks data.size / data.frames.
 [[nodiscard]] ClipGeometry vae_run_geometry(const std::string& vae_run);
 
-// Throws Error(invalid_argument) for a dataset or run name that is not one path component (core/names.h).
-fs::path latent_cache_dir(const std::string& dataset, const std::string& vae_run);
+// latent_cache_dir(dataset, vae_run), the folder of one cache, is in train/run_layout.h (torch-free: the
+// server lists a dataset's caches).
 
 // One cache entry, as listed from the file headers (no tensor data read).
 struct CachedClip {

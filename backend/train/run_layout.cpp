@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/json_io.h"
+#include "core/names.h"
 #include "core/paths.h"
 #include "core/strings.h"
 
@@ -95,6 +96,40 @@ std::optional<int64_t> step_from_dir_name(const std::string& name) {
     step = step * 10 + (name[i] - '0');
   }
   return step;
+}
+
+fs::path latent_cache_dir(const std::string& dataset, const std::string& vae_run) {
+  check_path_component_name(dataset, "dataset");
+  check_path_component_name(vae_run, "run");
+  return mugv_home() / "datasets" / dataset / "cache" / vae_run;
+}
+
+fs::path latent_cache_entry(const fs::path& cache_dir, int64_t clip_id) {
+  return cache_dir / cat("clip-", clip_id, ".safetensors");
+}
+
+bool is_latent_cache_entry(const fs::path& file) {
+  const std::string name = file.filename().string();
+  return starts_with(name, "clip-") && ends_with(name, ".safetensors");
+}
+
+std::map<std::string, int64_t> list_latent_caches(const std::string& dataset) {
+  std::map<std::string, int64_t> caches;
+  try {
+    check_path_component_name(dataset, "dataset");
+  } catch (const Error&) {
+    return caches;  // encode refuses such a name, so it has no cache
+  }
+  std::error_code ec;
+  for (const auto& folder : fs::directory_iterator(mugv_home() / "datasets" / dataset / "cache", ec)) {
+    if (!folder.is_directory()) continue;
+    int64_t entries = 0;
+    std::error_code inner;
+    for (const auto& e : fs::directory_iterator(folder.path(), inner))
+      if (e.is_regular_file() && is_latent_cache_entry(e.path())) ++entries;
+    caches[folder.path().filename().string()] = entries;
+  }
+  return caches;
 }
 
 }  // namespace mugv

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -69,5 +70,14 @@ std::vector<std::string> list_run_names();
 std::string step_dir_name(int64_t step);
 // N of a "step-<N>" folder name; nullopt for any other name.
 std::optional<int64_t> step_from_dir_name(const std::string& name);
+// Latent caches (train/latent_cache.h) live beside the dataset they encode, one folder per encoder:
+//   $MUGV_HOME/datasets/<dataset>/cache/<vae run or released model>/clip-<clip id>.safetensors
+// Throws Error(invalid_argument) for a dataset or run name that is not one path component (core/names.h).
+fs::path latent_cache_dir(const std::string& dataset, const std::string& vae_run);
+fs::path latent_cache_entry(const fs::path& cache_dir, int64_t clip_id);
+[[nodiscard]] bool is_latent_cache_entry(const fs::path& file);
+// The dataset's caches by the name of their encoder, each with its number of entries (files counted, none
+// read); empty when it has none, or when the name cannot be a folder's.
+[[nodiscard]] std::map<std::string, int64_t> list_latent_caches(const std::string& dataset);
 
 }  // namespace mugv

@@ -1,6 +1,7 @@
 #include "catalog/jobs.h"
 
 #include "catalog/runs.h"
+#include "core/strings.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
@@ -154,4 +155,166 @@ TEST_CASE("job events are appended in order and read back since a given id", "[c
   const Job c = enqueue_job(catalog, job_of(JobKind::curate));
   CHECK(c.id > b.id);
   CHECK(list_job_events(catalog, c.id)[0].id > ids[4]);
+}
+
+namespace {
+
+Job after(JobKind kind, std::vector<int64_t> dependencies, int priority = 0) {
+  Job j = job_of(kind, priority);
+  j.depends_on = std::move(dependencies);
+  return j;
+}
+
+// Runs the job to `end` the way a worker would (starting, running, then `end`).
+void finish(Catalog& catalog, int64_t id, JobState end) {
+  (void)update_job_state(catalog, id, JobState::starting);
+  (void)update_job_state(catalog, id, JobState::running);
+  (void)update_job_state(catalog, id, end);
+}
+
+std::vector<int64_t> ids_of(const std::vector<Job>& jobs) {
+  std::vector<int64_t> ids;
+  for (const Job& j : jobs) ids.push_back(j.id);
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("a job is handed out only once its dependencies succeeded; the queue order is otherwise kept",
+          "[catalog][unit]") {
+  TempDir dir;
+  auto catalog = Catalog::open(dir / "catalog.sqlite");
+  const Job vae = enqueue_job(catalog, job_of(JobKind::train_vae));
+  const Job encode = enqueue_job(catalog, after(JobKind::encode, {vae.id}, /*priority=*/5));
+  const Job train = enqueue_job(catalog, after(JobKind::train, {encode.id, vae.id, encode.id}));
+  const Job other = enqueue_job(catalog, job_of(JobKind::curate));
+  CHECK(train.depends_on == std::vector<int64_t>{vae.id, encode.id});  // sorted, duplicates dropped
+  CHECK(get_job(catalog, encode.id)->waiting_on == std::vector<int64_t>{vae.id});
+  CHECK(get_job(catalog, train.id)->waiting_on == std::vector<int64_t>{vae.id, encode.id});
+  CHECK(get_job(catalog, train.id)->blocked_by.empty());
+  CHECK(list_job_events(catalog, train.id)[0].payload["depends_on"] == nlohmann::json{vae.id, encode.id});
+
+  // The encode job has the highest priority but waits; the ready ones keep their order.
+  CHECK(ids_of(list_ready_jobs(catalog)) == std::vector<int64_t>{vae.id, other.id});
+  CHECK(ids_of(list_jobs(catalog, JobState::queued)) ==
+        std::vector<int64_t>{encode.id, vae.id, train.id, other.id});
+  auto first = claim_next_job(catalog, 1, "h");
+  REQUIRE(first);
+  CHECK(first->id == vae.id);
+  auto second = claim_next_job(catalog, 2, "h");
+  REQUIRE(second);
+  CHECK(second->id == other.id);
+  CHECK_FALSE(claim_next_job(catalog, 3, "h"));  // the rest waits on the running VAE
+  CHECK_FALSE(next_queued_job(catalog));
+
+  (void)update_job_state(catalog, vae.id, JobState::running);
+  (void)update_job_state(catalog, vae.id, JobState::succeeded);
+  CHECK(get_job(catalog, encode.id)->waiting_on.empty());
+  CHECK(get_job(catalog, train.id)->waiting_on == std::vector<int64_t>{encode.id});
+  CHECK(next_queued_job(catalog)->id == encode.id);
+  CHECK(claim_next_job(catalog, 4, "h")->id == encode.id);
+  CHECK_FALSE(claim_next_job(catalog, 5, "h"));
+  (void)update_job_state(catalog, encode.id, JobState::running);
+  (void)update_job_state(catalog, encode.id, JobState::succeeded);
+  const auto last = claim_next_job(catalog, 6, "h");
+  REQUIRE(last);
+  CHECK(last->id == train.id);
+  CHECK(last->depends_on == std::vector<int64_t>{vae.id, encode.id});
+  CHECK(last->waiting_on.empty());  // reported for queued jobs only
+}
+
+TEST_CASE("a failed dependency blocks its dependents until a retry of it succeeds", "[catalog][unit]") {
+  TempDir dir;
+  auto catalog = Catalog::open(dir / "catalog.sqlite");
+  const Job make = enqueue_job(catalog, job_of(JobKind::make_dataset));
+  const Job import = enqueue_job(catalog, after(JobKind::import, {make.id}));
+  const Job curate = enqueue_job(catalog, after(JobKind::curate, {import.id}));
+
+  finish(catalog, make.id, JobState::failed);
+  Job blocked = *get_job(catalog, import.id);
+  CHECK(blocked.state == JobState::queued);  // not cancelled: the chain can go on after a retry
+  CHECK(blocked.waiting_on == std::vector<int64_t>{make.id});
+  CHECK(blocked.blocked_by == std::vector<int64_t>{make.id});
+  CHECK(get_job(catalog, curate.id)->blocked_by.empty());  // it waits on the import, which is queued
+  CHECK_FALSE(next_queued_job(catalog));
+
+  // An interrupted attempt blocks the same way.
+  (void)update_job_state(catalog, make.id, JobState::queued);
+  CHECK(get_job(catalog, import.id)->blocked_by.empty());
+  finish(catalog, make.id, JobState::interrupted);
+  CHECK(get_job(catalog, import.id)->blocked_by == std::vector<int64_t>{make.id});
+
+  (void)update_job_state(catalog, make.id, JobState::queued);
+  CHECK(next_queued_job(catalog)->id == make.id);
+  finish(catalog, make.id, JobState::succeeded);
+  CHECK(next_queued_job(catalog)->id == import.id);
+  finish(catalog, import.id, JobState::succeeded);
+  CHECK(next_queued_job(catalog)->id == curate.id);
+}
+
+TEST_CASE("cancelling a job cancels its queued dependents transitively; a retried dependent waits again",
+          "[catalog][unit]") {
+  TempDir dir;
+  auto catalog = Catalog::open(dir / "catalog.sqlite");
+  const Job a = enqueue_job(catalog, job_of(JobKind::train_vae));
+  const Job b = enqueue_job(catalog, after(JobKind::encode, {a.id}));
+  const Job c = enqueue_job(catalog, after(JobKind::train, {b.id}));
+  const Job d = enqueue_job(catalog, after(JobKind::generate, {c.id, a.id}));
+  const Job unrelated = enqueue_job(catalog, job_of(JobKind::curate));
+  const Job done = enqueue_job(catalog, after(JobKind::export_, {a.id}));
+  finish(catalog, unrelated.id, JobState::succeeded);
+  (void)update_job_state(catalog, done.id, JobState::cancelled);  // already cancelled: left as it is
+
+  (void)claim_next_job(catalog, 1, "h");  // a runs
+  const JobTransition t = transition_job(catalog, a.id, JobState::cancelled);
+  CHECK(t.job.state == JobState::cancelled);
+  CHECK(ids_of(t.cancelled_dependents) == std::vector<int64_t>{b.id, c.id, d.id});
+  for (const Job& dependent : t.cancelled_dependents) {
+    CHECK(dependent.state == JobState::cancelled);
+    CHECK_THAT(dependent.error_message, Catch::Contains(cat("job ", a.id, " was cancelled")));
+    const auto events = list_job_events(catalog, dependent.id);
+    REQUIRE_FALSE(events.empty());
+    CHECK(events.back().payload["to"] == "cancelled");
+    CHECK(events.back().payload["cancelled_by"] == a.id);
+  }
+  CHECK(get_job(catalog, unrelated.id)->state == JobState::succeeded);
+  CHECK(list_job_events(catalog, done.id).back().payload.count("cancelled_by") == 0);
+
+  // A retried dependent queues again and waits, blocked by the cancelled job until that is retried.
+  Job again = update_job_state(catalog, b.id, JobState::queued);
+  CHECK(again.waiting_on == std::vector<int64_t>{a.id});
+  CHECK(again.blocked_by == std::vector<int64_t>{a.id});
+  CHECK_FALSE(next_queued_job(catalog));
+  (void)update_job_state(catalog, a.id, JobState::queued);
+  CHECK(get_job(catalog, b.id)->blocked_by.empty());
+  CHECK(next_queued_job(catalog)->id == a.id);
+
+  // Cancelling a queued job in the middle takes only what comes after it.
+  const JobTransition middle = transition_job(catalog, b.id, JobState::cancelled);
+  CHECK(middle.cancelled_dependents.empty());  // c and d were cancelled already
+  CHECK(get_job(catalog, a.id)->state == JobState::queued);
+}
+
+TEST_CASE("a dependency must exist, and a job that others depend on cannot be deleted", "[catalog][unit]") {
+  TempDir dir;
+  auto catalog = Catalog::open(dir / "catalog.sqlite");
+  const Job a = enqueue_job(catalog, job_of(JobKind::make_dataset));
+  try {
+    (void)enqueue_job(catalog, after(JobKind::import, {a.id, 4242}));
+    FAIL("a dependency that does not exist must be refused");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::not_found);
+    CHECK_THAT(e.message(), Catch::Contains("job 4242 does not exist"));
+  }
+  CHECK(list_jobs(catalog).size() == 1);  // nothing of the refused job was stored
+  const Job b = enqueue_job(catalog, after(JobKind::import, {a.id}));
+  try {
+    (void)delete_job(catalog, a.id);
+    FAIL("a job with dependents must not be deleted");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::conflict);
+    CHECK_THAT(e.message(), Catch::Contains(cat("job(s) ", b.id, " depend on it")));
+  }
+  CHECK(delete_job(catalog, b.id));
+  CHECK(delete_job(catalog, a.id));
 }

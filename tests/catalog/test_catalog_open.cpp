@@ -153,6 +153,45 @@ TEST_CASE("a version 1 catalog is migrated with its rows kept and the new featur
   CHECK(add_generation(catalog, g).id > 0);
 }
 
+TEST_CASE("a version 4 catalog gains job dependencies with its jobs, their states and events kept",
+          "[catalog][unit]") {
+  TempDir dir;
+  const auto path = dir / "catalog.sqlite";
+  {
+    auto v4 = Catalog::open(path, 4);
+    REQUIRE(v4.schema_version() == 4);
+    // Rows as a version 4 build wrote them: a finished job and a queued one, with their events.
+    v4.connection().exec(
+        "INSERT INTO jobs (kind, state, params_json, created_at_ms, priority, queue_position, attempts)"
+        "  VALUES ('make_dataset', 'succeeded', '{\"n\": 8}', 1, 0, 1, 1);"
+        "INSERT INTO jobs (kind, state, created_at_ms, priority, queue_position) VALUES ('import', 'queued', "
+        "2, 3, 2);"
+        "INSERT INTO job_events (job_id, time_ms, type, payload_json) VALUES (2, 2, 'state', '{\"to\": "
+        "\"queued\"}');");
+    auto has_table = v4.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'job_dependencies'");
+    REQUIRE(has_table.step());
+    CHECK(has_table.int64(0) == 0);
+  }
+  auto catalog = Catalog::open(path);
+  REQUIRE(catalog.schema_version() == Catalog::current_schema_version());
+  const auto jobs = list_jobs(catalog);
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[0].id == 2);  // priority 3 first, as before
+  CHECK(jobs[0].state == JobState::queued);
+  CHECK(jobs[0].depends_on.empty());
+  CHECK(jobs[0].waiting_on.empty());
+  CHECK(jobs[1].params["n"] == 8);
+  CHECK(jobs[1].attempts == 1);
+  CHECK(list_job_events(catalog, 2).size() == 1);
+  // The old queued job is ready as it was; a new job can wait for the old finished one.
+  CHECK(next_queued_job(catalog)->id == 2);
+  Job curate;
+  curate.kind = JobKind::curate;
+  curate.depends_on = {1, 2};
+  curate = enqueue_job(catalog, curate);
+  CHECK(curate.waiting_on == std::vector<int64_t>{2});
+}
+
 TEST_CASE("migrations apply one version at a time and can stop at a given version", "[catalog][unit]") {
   TempDir dir;
   const auto path = dir / "catalog.sqlite";

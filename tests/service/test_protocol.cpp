@@ -112,3 +112,24 @@ TEST_CASE("error replies carry the refusal's code", "[unit][service]") {
   CHECK(std::holds_alternative<Message>(decode_strings(frames)));
   CHECK(make_ok(5).header["value"] == 5);
 }
+
+TEST_CASE("submit_job's depends_on is a list of at most 64 positive job ids", "[unit][service]") {
+  const MessageSchema& submit = schema_for(MessageType::submit_job);
+  nlohmann::json header = {{"kind", "import"}, {"params", nlohmann::json::object()}};
+  CHECK_FALSE(check(submit, header, 0));
+  header["depends_on"] = {3, 7};
+  CHECK_FALSE(check(submit, header, 0));
+  header["depends_on"] = nlohmann::json::array();
+  CHECK_FALSE(check(submit, header, 0));
+  header["depends_on"] = std::vector<int>(kMaxDependencies, 1);
+  CHECK_FALSE(check(submit, header, 0));
+  header["depends_on"] = std::vector<int>(kMaxDependencies + 1, 1);
+  CHECK(check(submit, header, 0) ==
+        "header field \"depends_on\": expected a list of at most 64 integers >= 1");
+  header["depends_on"] = {3, 0};
+  CHECK(check(submit, header, 0) == "header field \"depends_on\": 0 is not >= 1");
+  header["depends_on"] = {3, 1.5};
+  CHECK(check(submit, header, 0).value_or("").find("integers") != std::string::npos);
+  header["depends_on"] = 3;
+  CHECK(check(submit, header, 0).value_or("").find("depends_on") != std::string::npos);
+}

@@ -1,5 +1,6 @@
 // The real server with real worker processes on an ipc socket: job lifecycle, control, faults.
 #include "catalog/catalog.h"
+#include "catalog/datasets.h"
 #include "catalog/generations.h"
 #include "catalog/jobs.h"
 #include "catalog/preferences.h"
@@ -718,4 +719,27 @@ TEST_CASE(
   REQUIRE(steps != nullptr);
   CHECK((*steps)["max"] == 1000.0);
 #endif
+}
+
+TEST_CASE("list_datasets reports each dataset's latent caches by encoder with their entry counts",
+          "[service][ipc]") {
+  TempDir home;
+  {
+    Catalog catalog = Catalog::open(home / "catalog.sqlite");
+    (void)create_dataset(catalog, {0, "shapes", DatasetKind::video, home / "shapes", "", 0});
+    (void)create_dataset(catalog, {0, "bare", DatasetKind::video, home / "bare", "", 0});
+  }
+  const fs::path caches = home / "datasets" / "shapes" / "cache";
+  fs::create_directories(caches / "vae0");
+  fs::create_directories(caches / "empty");
+  for (const char* name : {"clip-1.safetensors", "clip-2.safetensors", "notes.txt", "clip-3.safetensors.tmp"})
+    test::write_bytes(caches / "vae0" / name, "x");  // entries are counted by name, never read
+  TestServer server(home.path());
+  Client client(server.endpoint());
+  std::map<std::string, nlohmann::json> by_name;
+  const nlohmann::json reply = client.request(MessageType::list_datasets);
+  for (const auto& d : reply["datasets"]) by_name[d["name"].get<std::string>()] = d;
+  REQUIRE(by_name.size() == 2);
+  CHECK(by_name["shapes"]["latent_caches"] == nlohmann::json{{"empty", 0}, {"vae0", 2}});
+  CHECK(by_name["bare"]["latent_caches"] == nlohmann::json::object());
 }

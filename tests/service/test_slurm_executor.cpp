@@ -395,3 +395,42 @@ TEST_CASE("a restarted server follows its Slurm jobs again instead of interrupti
   client.request(MessageType::cancel_job, {{"job", id}});
   CHECK(wait_for(client, id, "cancelled", 60s) == "cancelled");
 }
+
+TEST_CASE("a Slurm job that depends on another reaches Slurm only once that one succeeded",
+          "[service][slurm]") {
+  LoopbackCluster cluster;
+  if (cluster.conf.empty()) {
+    WARN("skipped: " << cluster.skip_reason);
+    return;
+  }
+  TempDir home;
+  write_profile(home.path(), "loopback", kLoopbackProfile);
+  ServeProcess serve(home.path());
+  Client client = serve.connect();
+  auto submit_after = [&](const nlohmann::json& params, std::vector<int64_t> after) {
+    return submit_job(client, {"make_dataset", params, 0, std::move(after)})["id"].get<int64_t>();
+  };
+
+  // While the local job it waits for runs, the Slurm job stays queued and is never submitted; cancelling
+  // that job cancels it before it reaches Slurm.
+  const int64_t long_job = submit_after(make_dataset_params(home / "big", 20000), {});
+  const int64_t waiting = submit_after(on_slurm(make_dataset_params(home / "w", 2), "loopback"), {long_job});
+  REQUIRE(wait_for(client, long_job, "running", 60s) == "running");
+  std::this_thread::sleep_for(2s);
+  CHECK(job_of(client, waiting)["job"]["state"] == "queued");
+  CHECK(job_of(client, waiting)["job"]["waiting_on"] == nlohmann::json{long_job});
+  client.request(MessageType::cancel_job, {{"job", long_job}});
+  CHECK(wait_for(client, long_job, "cancelled", 60s) == "cancelled");
+  CHECK(job_of(client, waiting)["job"]["state"] == "cancelled");
+  CHECK_FALSE(event_payload(client, waiting, "slurm"));
+
+  // Once the dependency succeeded, the Slurm job is submitted and runs.
+  const int64_t first = submit_after(make_dataset_params(home / "first", 2), {});
+  const int64_t second = submit_after(on_slurm(make_dataset_params(home / "second", 2), "loopback"), {first});
+  const std::string end = wait_for(client, second, "succeeded");
+  INFO(describe(client, second));
+  REQUIRE(end == "succeeded");
+  CHECK(job_of(client, second)["job"]["started_at_ms"].get<int64_t>() >=
+        job_of(client, first)["job"]["finished_at_ms"].get<int64_t>());
+  CHECK(event_payload(client, second, "slurm"));
+}

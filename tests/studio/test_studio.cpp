@@ -29,6 +29,7 @@
 #include <QSettings>
 #include <QTemporaryDir>
 #include <QTest>
+#include <QTimer>
 #include <QUndoCommand>
 
 #include <arpa/inet.h>
@@ -36,6 +37,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -1082,6 +1084,247 @@ TEST_CASE("an unreachable server is reported and the window stays responsive", "
   CHECK_FALSE(window.link().is_connected());
   // The event loop kept running while the network thread waited for the server.
   CHECK(ticks >= timer.elapsed() / 20 / 4);
+}
+
+TEST_CASE("a run's latent steps chain train_vae, encode and train; the queue says what a job waits on",
+          "[studio]") {
+  TrainForm form;
+  form.run = "dit";
+  form.dataset = "shapes";
+  form.vae_run = "shapes-vae";
+  LatentSteps steps;
+  steps.train_vae = true;
+  steps.vae_run = "shapes-vae";
+  steps.vae_steps = 50;
+  CHECK(validate(steps, form).find("encode: the new VAE's latents") == 0);
+  steps.encode = true;
+  REQUIRE(validate(steps, form).empty());
+  const auto jobs = training_jobs(form, steps);
+  REQUIRE(jobs.size() == 3);
+  CHECK(jobs[0].kind == "train_vae");
+  CHECK(jobs[0].params["command"] == nlohmann::json{"train-vae"});
+  CHECK(jobs[0].params["values"] == nlohmann::json{{"train.preset", "tiny-vae"},
+                                                   {"train.dataset", "shapes"},
+                                                   {"train.run", "shapes-vae"},
+                                                   {"train.steps", 50}});
+  CHECK(jobs[1].kind == "encode");
+  CHECK(jobs[1].params["values"] ==
+        nlohmann::json{{"encode.dataset", "shapes"}, {"encode.vae_run", "shapes-vae"}});
+  CHECK(jobs[2].kind == "train");
+  CHECK(jobs[2].params["values"]["train.vae_run"] == "shapes-vae");
+  CHECK(jobs[2].depends_on.empty());  // the chain's links are the server's ids, added as it is submitted
+  CHECK(jobs[0].header().count("depends_on") == 0);
+
+  // The preset's steps unless given; a VAE other than the run's, or steps for a fine-tune, are refused.
+  steps.vae_steps = 0;
+  CHECK_FALSE(training_jobs(form, steps)[0].params["values"].contains("train.steps"));
+  steps.vae_run = "other";
+  CHECK(validate(steps, form).find("new VAE:") == 0);
+  steps.vae_run = "bad/name";
+  CHECK(validate(steps, form).find("new VAE: a run name") == 0);
+  LatentSteps encode_only;
+  encode_only.encode = true;
+  CHECK(validate(encode_only, form).empty());
+  CHECK(training_jobs(form, encode_only).size() == 2);
+  TrainForm tune = form;
+  tune.from = "dit0";
+  CHECK(validate(encode_only, tune).find("encode:") == 0);
+  CHECK(training_jobs(form, LatentSteps{}).size() == 1);
+  const auto grow = grow_then_train_jobs(tune, 2);
+  REQUIRE(grow.size() == 2);
+  CHECK(grow[0].params["values"]["grow.out"] == "dit-grown");
+  CHECK(grow[1].params["values"]["train.from"] == "dit-grown");
+  CHECK(grow[1].params["values"]["train.from_weights"] == "model");
+
+  const std::map<int64_t, std::string> states = {{12, "running"}, {13, "failed"}};
+  CHECK(waiting_text({{"waiting_on", {12}}, {"blocked_by", nlohmann::json::array()}}, states) == "after #12");
+  CHECK(waiting_text({{"waiting_on", {12, 14}}}, states) == "after #12, #14");
+  CHECK(waiting_text({{"waiting_on", {12, 13}}, {"blocked_by", {13}}}, states) == "blocked by #13 (failed)");
+  CHECK(waiting_text({{"waiting_on", nlohmann::json::array()}}, states).empty());
+  CHECK(waiting_text({{"id", 3}}, states).empty());
+}
+
+namespace {
+
+// The row of job `id` in the Runs page's jobs table (-1: not listed).
+int job_row(RunsPage* runs, int64_t id) {
+  for (int r = 0; r < runs->jobs()->rowCount(); ++r)
+    if (runs->jobs()->item(r, 0)->text().toLongLong() == id) return r;
+  return -1;
+}
+
+// The jobs table's cell of job `id` after a refresh ("" when the job is not listed).
+QString job_cell(RunsPage* runs, int64_t id, int column) {
+  runs->refresh();
+  QTest::qWait(200);
+  const int row = job_row(runs, id);
+  return row >= 0 ? runs->jobs()->item(row, column)->text() : QString();
+}
+
+}  // namespace
+
+TEST_CASE("a chain from the Runs page waits on the server: its rows say after which job, or which blocks it",
+          "[studio]") {
+  app();
+  test::TempDir tmp("mugv-studio-chain");
+  const QString home = QString::fromStdString(tmp.path().string());
+  StudioOptions options;
+  options.home = home;
+  options.mugv_binary = mugv_binary();
+  options.offer_starter = false;
+  MainWindow window(options);
+  window.show();
+  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  RunsPage* runs = window.runs_page();
+  window.show_page(Page::runs);
+  QStringList said;
+  QObject::connect(runs, &RunsPage::message, [&](const QString& m) { said << m; });
+  Client client(window.link().endpoint().toStdString(), std::chrono::milliseconds(5000));
+  auto job = [&](int64_t id) { return client.request(protocol::MessageType::get_job, {{"job", id}})["job"]; };
+  auto ids_queued = [&](int count) {
+    const auto jobs = client.request(protocol::MessageType::list_jobs)["jobs"];
+    std::vector<int64_t> ids;
+    for (const auto& j : jobs) ids.push_back(j["id"].get<int64_t>());
+    std::sort(ids.begin(), ids.end());
+    return static_cast<int>(ids.size()) >= count ? ids : std::vector<int64_t>{};
+  };
+
+  // A dataset made into a plain file's place fails; the import chained after it is blocked, not cancelled.
+  const QString file = home + "/not-a-folder";
+  std::ofstream(file.toStdString()) << "a file";
+  runs->start_chain({make_starter_job(file.toStdString(), 2), import_job(file.toStdString(), "blocked")});
+  std::vector<int64_t> first;
+  REQUIRE(QTest::qWaitFor([&] { return !(first = ids_queued(2)).empty(); }, 10000));
+  CHECK(job(first[1])["depends_on"] == nlohmann::json{first[0]});
+  REQUIRE(QTest::qWaitFor([&] { return job(first[0])["state"] == "failed"; }, 30000));
+  CHECK(job(first[1])["state"] == "queued");
+  CHECK(QTest::qWaitFor(
+      [&] { return job_cell(runs, first[1], 3) == QString("blocked by #%1 (failed)").arg(first[0]); },
+      10000));
+
+  // A long chain of three: each row says after which job it runs; cancelling the first cancels the rest.
+  runs->start_chain({make_starter_job((home + "/big").toStdString(), 20000),
+                     import_job((home + "/big").toStdString(), "big"), redecide_job("big", "lenient")});
+  std::vector<int64_t> second;
+  REQUIRE(QTest::qWaitFor([&] { return (second = ids_queued(5)).size() == 5; }, 10000));
+  const int64_t make = second[2], import = second[3], redecide = second[4];
+  CHECK(job(import)["waiting_on"] == nlohmann::json{make});
+  CHECK(job(redecide)["depends_on"] == nlohmann::json{import});
+  CHECK(QTest::qWaitFor([&] { return job_cell(runs, import, 3) == QString("after #%1").arg(make); }, 10000));
+  CHECK(job_cell(runs, redecide, 3) == QString("after #%1").arg(import));
+  CHECK(said.join('\n').contains(QString("import as job %1, curate as job %2").arg(import).arg(redecide)));
+  REQUIRE(QTest::qWaitFor([&] { return job(make)["state"] == "running"; }, 30000));
+  client.request(protocol::MessageType::cancel_job, {{"job", make}});
+  REQUIRE(QTest::qWaitFor([&] { return job(make)["state"] == "cancelled"; }, 30000));
+  for (int64_t dependent : {import, redecide}) {
+    CHECK(job(dependent)["state"] == "cancelled");
+    CHECK(job(dependent)["error_message"].get<std::string>().find(cat("job ", make, " was cancelled")) !=
+          std::string::npos);
+    CHECK(QTest::qWaitFor([&] { return job_cell(runs, dependent, 2) == "cancelled"; }, 10000));
+    CHECK(job_cell(runs, dependent, 3).isEmpty());
+  }
+}
+
+TEST_CASE("with only the starter dataset the new-run dialog offers a VAE and encoding, and Start chains them",
+          "[studio]") {
+  app();
+  test::TempDir tmp("mugv-studio-latents");
+  const QString home = QString::fromStdString(tmp.path().string());
+  prepare_home(home, false);  // the starter dataset "shapes", no VAE run, no latents
+  const bool torch = has_torch_commands();
+  StudioOptions options;
+  options.home = home;
+  options.mugv_binary = mugv_binary();
+  options.offer_starter = false;
+  MainWindow window(options);
+  window.show();
+  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  RunsPage* runs = window.runs_page();
+  window.show_page(Page::runs);
+  QStringList said;
+  QObject::connect(runs, &RunsPage::message, [&](const QString& m) { said << m; });
+
+  // The dialog Start submits from (Runs page, New run…), filled in while it is open.
+  struct Seen {
+    bool offered = false, vae_field_off = false, encode_forced = false, started = false;
+    QString dataset, vae_name, latents, problem;
+    std::vector<std::string> kinds;
+  } seen;
+  QTimer::singleShot(0, [&] {
+    auto* dialog = qobject_cast<NewRunDialog*>(QApplication::activeModalWidget());
+    if (!dialog) return;
+    seen.offered = QTest::qWaitFor([&] { return dialog->train_vae()->isChecked(); }, 10000);
+    seen.dataset = dialog->dataset()->currentText();
+    seen.vae_name = dialog->vae_name()->text();
+    seen.latents = dialog->latents_text();
+    seen.vae_field_off = !dialog->vae()->isEnabled();
+    seen.encode_forced = dialog->encode()->isChecked() && !dialog->encode()->isEnabled();
+    dialog->name()->setText("chained");
+    dialog->steps()->setValue(2);
+    dialog->batch()->setValue(2);
+    dialog->update();
+    seen.problem = dialog->problem();
+    for (const auto& j : dialog->jobs()) seen.kinds.push_back(j.kind);
+    seen.started = dialog->can_start();
+    if (seen.started)
+      QTest::mouseClick(dialog->start_button(), Qt::LeftButton);
+    else
+      dialog->reject();
+  });
+  runs->open_new_run_dialog();
+  INFO(seen.problem.toStdString());
+  REQUIRE(seen.offered);
+  CHECK(seen.dataset == kStarterDataset);
+  CHECK(seen.vae_name == "shapes-vae");
+  CHECK(seen.latents.contains("No VAE run yet"));
+  CHECK(seen.vae_field_off);
+  CHECK(seen.encode_forced);
+  CHECK(seen.kinds == std::vector<std::string>{"train_vae", "encode", "train"});
+  REQUIRE(seen.started);
+
+  Client client(window.link().endpoint().toStdString(), std::chrono::milliseconds(5000));
+  auto jobs = [&] { return client.request(protocol::MessageType::list_jobs)["jobs"]; };
+  if (!torch) {
+    // This build's server has no train-vae: the first step is refused with the server's reason, and nothing
+    // of the chain stays queued.
+    REQUIRE(QTest::qWaitFor([&] { return !said.isEmpty(); }, 10000));
+    CHECK(said.last().startsWith("train_vae (step 1 of 3) refused"));
+    CHECK(said.last().contains("train-vae"));
+    CHECK(jobs().empty());
+    WARN("this build has no LibTorch commands: the queued VAE → encode → train chain is not exercised");
+    return;
+  }
+  REQUIRE(QTest::qWaitFor([&] { return jobs().size() == 3; }, 10000));
+  std::map<std::string, nlohmann::json> by_kind;
+  for (const auto& j : jobs()) by_kind[j["kind"].get<std::string>()] = j;
+  const int64_t vae = by_kind["train_vae"]["id"], encode = by_kind["encode"]["id"],
+                train = by_kind["train"]["id"];
+  CHECK(by_kind["train_vae"]["depends_on"].empty());
+  CHECK(by_kind["encode"]["depends_on"] == nlohmann::json{vae});
+  CHECK(by_kind["train"]["depends_on"] == nlohmann::json{encode});
+  CHECK(by_kind["encode"]["params"]["values"]["encode.vae_run"] == "shapes-vae");
+  CHECK(by_kind["train"]["params"]["values"]["train.vae_run"] == "shapes-vae");
+  // The dependents wait (the VAE trains, or failed on these short clips and blocks them) and say so.
+  CHECK(by_kind["encode"]["state"] == "queued");
+  CHECK(by_kind["train"]["waiting_on"] == nlohmann::json{encode});
+  const QString encode_note = job_cell(runs, encode, 3);
+  CHECK((encode_note == QString("after #%1").arg(vae) ||
+         encode_note.startsWith(QString("blocked by #%1").arg(vae))));
+  CHECK(job_cell(runs, train, 3) == QString("after #%1").arg(encode));
+  // Cancelling the encode step takes the training with it; the VAE job is stopped too.
+  client.request(protocol::MessageType::cancel_job, {{"job", encode}});
+  auto state = [&](int64_t id) {
+    return client.request(protocol::MessageType::get_job, {{"job", id}})["job"]["state"].get<std::string>();
+  };
+  CHECK(state(train) == "cancelled");
+  if (state(vae) == "running" || state(vae) == "starting" || state(vae) == "queued")
+    client.request(protocol::MessageType::cancel_job, {{"job", vae}});
+  CHECK(QTest::qWaitFor(
+      [&] {
+        const std::string s = state(vae);
+        return s == "cancelled" || s == "failed" || s == "succeeded";
+      },
+      60000));
 }
 
 }  // namespace mugv::studio

@@ -215,7 +215,7 @@ void DatasetsPage::create_starter_dataset(int clips) {
   submit_job(
       link_, make_starter_job(out.toStdString(), clips).header(),
       [this](int64_t id) {
-        follow_up_[id] = "shapes";
+        follow_up_[id] = kStarterDataset;
         emit message(QString("making the starter dataset (job %1)").arg(id));
       },
       [this](const QString& m) { emit message("starter dataset refused: " + m); });

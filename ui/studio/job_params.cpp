@@ -149,6 +149,58 @@ JobRequest grow_job(const std::string& run, const std::string& out, int width) {
   return make_job("model", {"grow"}, {{"grow.run", run}, {"grow.out", out}, {"grow.width", width}});
 }
 
+std::vector<JobRequest> grow_then_train_jobs(const TrainForm& form, int width) {
+  TrainForm next = form;
+  next.from = form.run + "-grown";
+  next.from_weights = "model";  // a grown run holds no EMA weights
+  return {grow_job(form.from, next.from, width), train_job(next)};
+}
+
+std::string validate(const VaeForm& f) {
+  if (f.run.empty() || f.run.find('/') != std::string::npos) return "new VAE: a run name without '/'";
+  if (f.dataset.empty()) return "new VAE: choose the dataset it learns from";
+  if (f.preset.empty()) return "new VAE: choose its training preset";
+  if (f.steps < 0) return "new VAE: steps are 0 (the preset's) or more";
+  return {};
+}
+
+JobRequest train_vae_job(const VaeForm& f) {
+  nlohmann::json values = {{"train.preset", f.preset}, {"train.dataset", f.dataset}, {"train.run", f.run}};
+  if (f.steps > 0) values["train.steps"] = f.steps;
+  return make_job("train_vae", {"train-vae"}, values);
+}
+
+JobRequest encode_job(const std::string& dataset, const std::string& vae_run) {
+  return make_job("encode", {"encode"}, {{"encode.dataset", dataset}, {"encode.vae_run", vae_run}});
+}
+
+std::string validate(const LatentSteps& steps, const TrainForm& form) {
+  if (!steps.train_vae && !steps.encode) return {};
+  if (!form.from.empty() || form.learns_from_labels())
+    return "encode: a fine-tune or post-training run learns its base's latents; train a new model to add "
+           "these steps";
+  if (steps.train_vae) {
+    if (const std::string why = validate(VaeForm{steps.vae_run, form.dataset, "tiny-vae", steps.vae_steps});
+        !why.empty())
+      return why;
+    if (form.vae_run != steps.vae_run)
+      return "new VAE: the run learns the new VAE's latents; name it the same";
+    if (!steps.encode) return "encode: the new VAE's latents must be encoded before the run trains on them";
+  }
+  if (form.dataset.empty()) return "encode: choose the dataset to encode";
+  if (form.vae_run.empty()) return "encode: choose the VAE run to encode with";
+  return {};
+}
+
+std::vector<JobRequest> training_jobs(const TrainForm& form, const LatentSteps& steps) {
+  std::vector<JobRequest> jobs;
+  if (steps.train_vae)
+    jobs.push_back(train_vae_job({steps.vae_run, form.dataset, "tiny-vae", steps.vae_steps}));
+  if (steps.encode) jobs.push_back(encode_job(form.dataset, form.vae_run));
+  jobs.push_back(train_job(form));
+  return jobs;
+}
+
 std::string validate(const PairsForm& f) {
   if (f.run.empty()) return "run: choose the DiT run to generate with";
   if (f.prompts.find_first_not_of(" \t") == std::string::npos)
@@ -210,6 +262,28 @@ std::string progress_text(const nlohmann::json& p) {
   }
   if (eta >= 0 && total > 0 && done < total) text += ", ETA " + human_duration(eta);
   return text;
+}
+
+std::string waiting_text(const nlohmann::json& job, const std::map<int64_t, std::string>& states) {
+  auto ids_of = [&](const char* key) {
+    std::vector<int64_t> ids;
+    if (job.contains(key) && job[key].is_array())
+      for (const auto& id : job[key])
+        if (id.is_number_integer()) ids.push_back(id.get<int64_t>());
+    return ids;
+  };
+  auto list = [&](const std::vector<int64_t>& ids, bool with_state) {
+    std::string text;
+    for (int64_t id : ids) {
+      text += cat(text.empty() ? "#" : ", #", id);
+      const auto state = states.find(id);
+      if (with_state && state != states.end()) text += " (" + state->second + ")";
+    }
+    return text;
+  };
+  if (const auto blocked = ids_of("blocked_by"); !blocked.empty()) return "blocked by " + list(blocked, true);
+  if (const auto waiting = ids_of("waiting_on"); !waiting.empty()) return "after " + list(waiting, false);
+  return {};
 }
 
 }  // namespace mugv::studio

@@ -3,18 +3,21 @@
 // [...]} a `mugv --server EP submit COMMAND ...` sends (app/mugv/command.h parse_command_arguments), built
 // from the studio's forms. Keys are the commands' parameter keys. Pure functions.
 
+#include "service/client.h"
+
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
 namespace mugv::studio {
 
-struct JobRequest {
-  std::string kind;  // the catalog job kind ("generate", "train", ...)
-  nlohmann::json params;
-  nlohmann::json header() const { return {{"kind", kind}, {"params", params}}; }
-};
+// A job to submit: its kind, params and the jobs it waits for (header() is the submit_job request).
+using JobRequest = JobSubmission;
+
+// The dataset the studio makes on first launch (`make-dataset shapes`, imported under this name).
+inline constexpr const char* kStarterDataset = "shapes";
 
 JobRequest make_job(std::string kind, std::vector<std::string> command, nlohmann::json values,
                     std::vector<std::string> positional = {});
@@ -71,6 +74,34 @@ JobRequest train_job(const TrainForm& form);
 // Empty when valid, otherwise what is wrong ("new run name: a name without '/'").
 std::string validate_grow(const std::string& run, const std::string& out, int width);
 JobRequest grow_job(const std::string& run, const std::string& out, int width);
+// "Grow first": `form.from` grown `width` times into "<form.run>-grown", then the run trains from the grown
+// run's weights (it has no EMA ones). Check validate_grow(form.from, form.run + "-grown", width) first.
+std::vector<JobRequest> grow_then_train_jobs(const TrainForm& form, int width);
+
+// `mugv train-vae --preset PRESET --dataset D --run NAME [--steps N]`: the VAE whose latent space a DiT
+// learns. steps 0: the preset's.
+struct VaeForm {
+  std::string run, dataset, preset = "tiny-vae";
+  int steps = 0;
+};
+std::string validate(const VaeForm& form);
+JobRequest train_vae_job(const VaeForm& form);
+// `mugv encode --dataset D --vae-run V`: the dataset's latent cache, what a DiT run trains on.
+JobRequest encode_job(const std::string& dataset, const std::string& vae_run);
+
+// What a new DiT run still needs before it can train: a VAE (trained on the run's dataset, named as the
+// run's VAE run), and the dataset's latents encoded with its VAE run.
+struct LatentSteps {
+  bool train_vae = false;
+  std::string vae_run;
+  int vae_steps = 0;  // 0: the preset's
+  bool encode = false;
+};
+// Empty when the steps fit the run; "new VAE: ..." or "encode: ..." otherwise.
+std::string validate(const LatentSteps& steps, const TrainForm& form);
+// The jobs that train the run, in order: [train_vae] [encode] train. Submitted as a chain (each after the
+// one before it), they run one after the other whatever else is queued.
+std::vector<JobRequest> training_jobs(const TrainForm& form, const LatentSteps& steps);
 
 // `mugv pairs`: two generations of each prompt of a text file (one prompt a line) by a DiT run, stored as
 // pending preference pairs for the labelling queue (LabelPage). `count` 0 makes one pair per prompt.
@@ -86,6 +117,10 @@ JobRequest auto_label_job(const std::string& labeller);
 // A job's progress event as the jobs table shows it: "train 120/400 steps, 3.2/s, ETA 1m 30s" (the parts the
 // event has).
 std::string progress_text(const nlohmann::json& progress);
+// What a queued job waits for, as the jobs table shows it (server job JSON: waiting_on, blocked_by):
+// "after #12" / "after #12, #13", or "blocked by #12 (failed)" while a dependency ended without success and
+// waits for a retry; empty when it waits for nothing. `states`: the states of the jobs named, where known.
+std::string waiting_text(const nlohmann::json& job, const std::map<int64_t, std::string>& states);
 
 // The starter dataset: `make-dataset shapes --out DIR ...` then `dataset import DIR --name NAME`.
 JobRequest make_starter_job(const std::string& out_dir, int count);

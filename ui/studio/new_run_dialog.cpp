@@ -1,7 +1,11 @@
 #include "new_run_dialog.h"
 
+#include "core/error.h"
+#include "core/presets.h"
+
 #include <QDialogButtonBox>
 #include <QFormLayout>
+#include <QGroupBox>
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QPointer>
@@ -35,6 +39,17 @@ QString schedule_cell(const PlanRow& r) {
   return QString("%1, %2 micro-batches").arg(schedule).arg(r.micro_batches);
 }
 
+// "preset's (2000)": what 0 steps of a new VAE means, from the preset itself where this machine has it.
+QString preset_steps_text(const std::string& preset) {
+  try {
+    const auto steps =
+        load_preset("train", preset).value("train", nlohmann::json::object()).value("steps", 0);
+    if (steps > 0) return QString("preset's (%1)").arg(steps);
+  } catch (const Error&) {
+  }
+  return "preset's";
+}
+
 }  // namespace
 
 NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent) {
@@ -48,6 +63,24 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   vae_ = new QComboBox(this);
   vae_->setEditable(true);
   vae_->setToolTip("VAE run whose latent space the DiT learns");
+  const VaeForm vae_defaults;
+  train_vae_ = new QCheckBox(
+      QString("Train a VAE first (%1 preset)").arg(QString::fromStdString(vae_defaults.preset)), this);
+  train_vae_->setToolTip(
+      "A new VAE run trained on the dataset (mugv train-vae); the run learns its latents once they are "
+      "encoded");
+  vae_name_ = new QLineEdit(this);
+  vae_name_->setToolTip("Name of the new VAE run ($MUGV_HOME/runs/NAME)");
+  vae_steps_ = spin(this, 0, 10000000, vae_defaults.steps, "Optimizer steps of the VAE (0: the preset's)");
+  vae_steps_->setSpecialValueText(preset_steps_text(vae_defaults.preset));
+  encode_ = new QCheckBox("Encode latents first", this);
+  encode_->setToolTip(
+      "Encode the dataset's clips with the VAE run into its latent cache (mugv encode), what the DiT trains "
+      "on");
+  latents_ = new QLabel(this);
+  latents_->setWordWrap(true);
+  for (QWidget* w : std::initializer_list<QWidget*>{train_vae_, vae_name_, vae_steps_, encode_})
+    w->setEnabled(false);  // until the server says what the dataset lacks
   from_ = new QComboBox(this);
   from_->addItem("(a new model)", QString());
   from_->setToolTip(
@@ -159,6 +192,17 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   form->addRow("Run name", name_);
   form->addRow("Dataset", dataset_);
   form->addRow("VAE run", vae_);
+  auto* latents_box = new QGroupBox("Latents", this);
+  auto* latents_form = new QFormLayout(latents_box);
+  latents_form->addRow(latents_);
+  latents_form->addRow(train_vae_);
+  auto* new_vae_row = new QHBoxLayout;
+  new_vae_row->addWidget(vae_name_, 2);
+  new_vae_row->addWidget(new QLabel("steps", this));
+  new_vae_row->addWidget(vae_steps_, 1);
+  latents_form->addRow("New VAE", new_vae_row);
+  latents_form->addRow(encode_);
+  form->addRow(latents_box);
   form->addRow("Start from", from_);
   form->addRow("", grow_first_);
   form->addRow("LoRA", lora_);
@@ -199,7 +243,14 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   connect(size_, &QLineEdit::textChanged, this, again);
   connect(lora_, &QLineEdit::textChanged, this, again);
   connect(from_, &QComboBox::currentIndexChanged, this, [this] { on_from_changed(); });
-  for (auto* c : {dataset_, vae_, model_}) connect(c, &QComboBox::currentTextChanged, this, again);
+  connect(model_, &QComboBox::currentTextChanged, this, again);
+  for (auto* c : {dataset_, vae_})
+    connect(c, &QComboBox::currentTextChanged, this, [this] { offer_latent_steps(); });
+  connect(train_vae_, &QCheckBox::toggled, this, [this] { on_train_vae_toggled(); });
+  connect(encode_, &QCheckBox::toggled, this, again);
+  connect(vae_name_, &QLineEdit::textEdited, this, [this] { vae_name_edited_ = true; });
+  connect(vae_name_, &QLineEdit::textChanged, this, again);
+  connect(vae_steps_, &QSpinBox::valueChanged, this, again);
   for (auto* s : {steps_, batch_, gpus_, gpus_per_node_, frames_})
     connect(s, &QSpinBox::valueChanged, this, again);
   for (auto* s : {memory_, peak_}) connect(s, &QDoubleSpinBox::valueChanged, this, again);
@@ -213,15 +264,29 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   QPointer<NewRunDialog> self(this);
   link.call(MessageType::list_datasets, {}, [self](const nlohmann::json& r) {
     if (!self) return;
-    for (const auto& d : r["datasets"])
-      self->dataset_->addItem(QString::fromStdString(d["name"].get<std::string>()));
-    self->update();
+    self->updating_ = true;  // one offer once everything is in
+    for (const auto& d : r["datasets"]) {
+      const QString name = QString::fromStdString(d["name"].get<std::string>());
+      self->dataset_->addItem(name);
+      auto& caches = self->caches_[name];
+      for (const auto& [encoder, entries] : d.value("latent_caches", nlohmann::json::object()).items())
+        caches[QString::fromStdString(encoder)] = entries.get<int64_t>();
+    }
+    if (self->dataset_->findText(kStarterDataset) >= 0) self->dataset_->setCurrentText(kStarterDataset);
+    self->updating_ = false;
+    self->datasets_known_ = true;
+    self->offer_latent_steps(true);
   });
   link.call(MessageType::list_runs, {}, [self](const nlohmann::json& r) {
     if (!self) return;
+    self->updating_ = true;
     for (const auto& run : r["runs"]) {
       const QString name = QString::fromStdString(run["name"].get<std::string>());
-      if (run.value("kind", "") == "vae") self->vae_->addItem(name);
+      self->run_names_.insert(name);
+      if (run.value("kind", "") == "vae") {
+        self->vae_->addItem(name);
+        self->vae_runs_.insert(name);
+      }
       // A LoRA run is no base of its own (merge it first); other DiT runs are.
       if (run.value("kind", "") == "dit" && !(run.contains("lora") && run["lora"].is_string())) {
         self->from_->addItem(name, name);
@@ -237,8 +302,68 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
           self->model_weights_only_.insert(name);
       }
     }
-    self->update();
+    self->updating_ = false;
+    self->runs_known_ = true;
+    self->offer_latent_steps(true);
   });
+  update();
+}
+
+bool NewRunDialog::has_latents(const QString& dataset, const QString& vae) const {
+  const auto caches = caches_.find(dataset);
+  if (caches == caches_.end()) return false;
+  const auto cache = caches->second.find(vae);
+  return cache != caches->second.end() && cache->second > 0;
+}
+
+void NewRunDialog::offer_latent_steps(bool first) {
+  if (updating_) return;
+  const QString dataset = dataset_->currentText().trimmed();
+  const QString stage = stage_->currentData().toString();
+  // A fine-tune and post-training learn their base's latents; a new model needs a VAE and its latents.
+  const bool new_model = from_->currentData().toString().isEmpty() && (stage == "flow" || stage == "sft");
+  const bool known = datasets_known_ && runs_known_;
+  updating_ = true;
+  if (!known || !new_model) {
+    train_vae_->setChecked(false);
+    encode_->setChecked(false);
+    train_vae_->setEnabled(known && new_model);
+    encode_->setEnabled(known && new_model);
+    latents_->setText(known && !new_model ? "the run learns the latents of the run it starts from" : "");
+    updating_ = false;
+    on_train_vae_toggled();
+    return;
+  }
+  train_vae_->setEnabled(true);
+  if (first && vae_runs_.empty()) train_vae_->setChecked(true);
+  if (!vae_name_edited_) vae_name_->setText(dataset.isEmpty() ? "vae-1" : dataset + "-vae");
+  const QString vae = vae_->currentText().trimmed();
+  if (!train_vae_->isChecked()) encode_->setChecked(!vae.isEmpty() && !has_latents(dataset, vae));
+  if (vae_runs_.empty())
+    latents_->setText(QString("No VAE run yet: train one on %1, then encode it").arg(dataset));
+  else if (vae.isEmpty())
+    latents_->setText("Choose a VAE run, or train a new one");
+  else if (has_latents(dataset, vae))
+    latents_->setText(
+        QString("%1 has latents of %2 (%3 clips)").arg(dataset, vae).arg(caches_.at(dataset).at(vae)));
+  else
+    latents_->setText(QString("%1 has no latents of %2 yet: encode them first").arg(dataset, vae));
+  updating_ = false;
+  on_train_vae_toggled();
+}
+
+void NewRunDialog::on_train_vae_toggled() {
+  const bool fine_tune = !from_->currentData().toString().isEmpty();
+  const bool train = train_vae_->isChecked();
+  vae_->setEnabled(!fine_tune && !train);
+  vae_name_->setEnabled(train);
+  vae_steps_->setEnabled(train);
+  if (train) {
+    encode_->setChecked(true);  // a new VAE has no latents yet
+    encode_->setEnabled(false);
+  } else {
+    encode_->setEnabled(train_vae_->isEnabled());
+  }
   update();
 }
 
@@ -247,7 +372,6 @@ void NewRunDialog::on_from_changed() {
   const bool fine_tune = !base.isEmpty();
   updating_ = true;
   model_->setEnabled(!fine_tune);
-  vae_->setEnabled(!fine_tune);
   lora_->setEnabled(fine_tune);
   grow_first_->setEnabled(fine_tune);
   if (!fine_tune) grow_first_->setChecked(false);
@@ -257,7 +381,7 @@ void NewRunDialog::on_from_changed() {
     if (!vae.isEmpty()) vae_->setCurrentText(vae);
   }
   updating_ = false;
-  update();
+  offer_latent_steps();  // the VAE field follows too
 }
 
 void NewRunDialog::on_stage_changed() {
@@ -267,7 +391,7 @@ void NewRunDialog::on_stage_changed() {
   labels_->setEnabled(labels);
   beta_->setEnabled(labels);
   dataset_->setEnabled(!labels);  // DPO and KTO learn from labelled generations, not from a dataset
-  update();
+  offer_latent_steps();
 }
 
 void NewRunDialog::on_where_changed() {
@@ -302,11 +426,25 @@ PlanForm NewRunDialog::plan_form() const {
   return f;
 }
 
+LatentSteps NewRunDialog::latent_steps() const {
+  LatentSteps steps;
+  steps.train_vae = train_vae_->isEnabled() && train_vae_->isChecked();
+  steps.vae_run = vae_name_->text().trimmed().toStdString();
+  steps.vae_steps = vae_steps_->value();
+  steps.encode = encode_->isChecked() && (encode_->isEnabled() || steps.train_vae);
+  return steps;
+}
+
+std::vector<JobRequest> NewRunDialog::jobs() const {
+  if (grow_first_->isEnabled() && grow_first_->isChecked()) return grow_then_train_jobs(form(), 2);
+  return training_jobs(form(), latent_steps());
+}
+
 TrainForm NewRunDialog::form() const {
   TrainForm f;
   f.run = name_->text().trimmed().toStdString();
   f.dataset = dataset_->currentText().toStdString();
-  f.vae_run = vae_->currentText().toStdString();
+  f.vae_run = latent_steps().train_vae ? latent_steps().vae_run : vae_->currentText().toStdString();
   f.model = f.train_preset = model_->currentText().toStdString();
   f.from = from_->currentData().toString().toStdString();
   if (!f.from.empty()) {
@@ -456,11 +594,23 @@ void NewRunDialog::update() {
                                        .arg(f.slurm_nodes)
                                        .arg(f.tasks_per_node)
                                  : QString(", in the server's worker")));
-  const std::string why = validate(f);
+  std::string why = validate(f);
+  if (why.empty()) why = validate(latent_steps(), f);
+  if (why.empty() && latent_steps().train_vae && run_names_.count(vae_name_->text().trimmed()))
+    why = "new VAE: a run named " + vae_name_->text().trimmed().toStdString() +
+          " exists; choose it as the VAE run or name the new one otherwise";
+  if (why.empty() && grow_first_->isEnabled() && grow_first_->isChecked())
+    why = validate_grow(f.from, f.run + "-grown", 2);
   if (!why.empty()) {
     QWidget* field = nullptr;
     const QString text = QString::fromStdString(why);
-    if (text.startsWith("run name"))
+    if (text.startsWith("new VAE"))
+      field = vae_name_;
+    else if (text.startsWith("encode"))
+      field = encode_;
+    else if (text.startsWith("new run name"))
+      field = grow_first_;
+    else if (text.startsWith("run name"))
       field = name_;
     else if (text.startsWith("dataset"))
       field = dataset_;

@@ -9,6 +9,12 @@
 // The stage: training with flow matching on the dataset, SFT on the dataset's clips matching a catalog
 // filter, or DPO / KTO on labelled generations (the Label page) against the frozen run it starts from. "Grow
 // ×2 first" widens the run to start from (`mugv grow`) and trains from the grown run once that is done.
+// Latents: a new model learns a dataset's latents encoded by a VAE run. The dialog defaults to the starter
+// dataset when the server has it, and learns from the server (list_datasets, list_runs) which VAE runs exist
+// and which datasets they encoded. When there is no VAE run it offers "Train a VAE" (a new run of the
+// tiny-vae preset on the dataset, its name and steps); when the dataset has no latents of the chosen VAE,
+// "Encode latents". Start submits what is needed as one chain (jobs()): train_vae → encode → train, each
+// waiting on the server for the one before it.
 
 #include "backend_link.h"
 #include "job_params.h"
@@ -34,8 +40,12 @@ class NewRunDialog : public QDialog {
  public:
   NewRunDialog(BackendLink& link, QWidget* parent = nullptr);
 
-  // The form as it stands, with the selected layout (what Start submits).
+  // The form as it stands, with the selected layout (the training job Start submits).
   TrainForm form() const;
+  // The steps the run still needs before it trains (the Latents choices).
+  LatentSteps latent_steps() const;
+  // What Start submits, in order, as a chain: [train_vae] [encode] train, or grow then train.
+  std::vector<JobRequest> jobs() const;
   PlanForm plan_form() const;
   // Re-plans and re-validates (fields call it on every change; tests may call it after setting values).
   void update();
@@ -47,6 +57,13 @@ class NewRunDialog : public QDialog {
   QLineEdit* name() const { return name_; }
   QComboBox* dataset() const { return dataset_; }
   QComboBox* vae() const { return vae_; }
+  // Latents: train a new VAE first (its name and steps; 0 steps: the preset's), encode the dataset first,
+  // and what the dataset has ("shapes has no latents of vae0 yet").
+  QCheckBox* train_vae() const { return train_vae_; }
+  QLineEdit* vae_name() const { return vae_name_; }
+  QSpinBox* vae_steps() const { return vae_steps_; }
+  QCheckBox* encode() const { return encode_; }
+  QString latents_text() const { return latents_->text(); }
   // Fine-tuning: the run to start from ("" = a new model) and LoRA settings (empty: full fine-tune).
   QComboBox* from() const { return from_; }
   QLineEdit* lora() const { return lora_; }
@@ -61,6 +78,7 @@ class NewRunDialog : public QDialog {
   QComboBox* model() const { return model_; }
   QComboBox* optimizer() const { return optimizer_; }
   QComboBox* parametrization() const { return parametrization_; }
+  QSpinBox* steps() const { return steps_; }
   QSpinBox* batch() const { return batch_; }
   QComboBox* where() const { return where_; }
   QSpinBox* gpus() const { return gpus_; }
@@ -77,10 +95,22 @@ class NewRunDialog : public QDialog {
 
   void on_from_changed();
   void on_stage_changed();
+  // Offers the steps the chosen dataset and VAE still need (on a change of either, and once the server's
+  // lists arrived); `first`: the lists just arrived, so a new VAE is offered when there is none.
+  void offer_latent_steps(bool first = false);
+  void on_train_vae_toggled();
+  // Whether the dataset has latents of `vae` (false while the server's lists are not known).
+  bool has_latents(const QString& dataset, const QString& vae) const;
 
   QLineEdit *name_, *size_, *lora_, *sample_prompts_, *clip_filter_;
   QComboBox *dataset_, *vae_, *model_, *where_, *from_, *optimizer_, *parametrization_, *stage_, *labels_;
-  QCheckBox* grow_first_;
+  QCheckBox *grow_first_, *train_vae_, *encode_;
+  QLineEdit* vae_name_;
+  QSpinBox* vae_steps_;
+  QLabel* latents_;
+  std::map<QString, std::map<QString, int64_t>> caches_;  // dataset -> encoder -> cached clips
+  std::set<QString> vae_runs_, run_names_;
+  bool datasets_known_ = false, runs_known_ = false, vae_name_edited_ = false;
   std::map<QString, std::pair<QString, QString>> run_model_vae_;  // DiT run -> (model preset, VAE run)
   std::set<QString> model_weights_only_;  // runs made by grow, merge or ema: no EMA weights to start from
   QSpinBox *steps_, *batch_, *sample_every_, *gpus_, *gpus_per_node_, *frames_;

@@ -33,6 +33,12 @@ namespace mugv::studio {
 // Submits a job; `done` gets its id (or the error shown by the caller).
 void submit_job(BackendLink& link, const nlohmann::json& header, std::function<void(int64_t)> done,
                 std::function<void(const QString&)> failed);
+// Submits `jobs` in order, each depending on the one before it (besides its own depends_on), so the server
+// runs them one after the other; `done` gets their ids. When the server refuses one, the jobs already queued
+// are cancelled (cancelling the first cancels the rest) and `failed` gets the reason with the step.
+void submit_chain(BackendLink& link, std::vector<JobRequest> jobs,
+                  std::function<void(const std::vector<int64_t>&)> done,
+                  std::function<void(const QString&)> failed);
 
 // Clips are shown as a grid of thumbnails and as a table of scores. Thumbnails and the player's frames come
 // from the server (clip_frames), so a remote server's clips show too; they are fetched a few at a time on the
@@ -104,10 +110,12 @@ class RunsPage : public QWidget {
   // What the job buttons do, on the selected job (Pause, Resume, Cancel, Retry, Move up, Sample now, Save
   // now).
   void act(protocol::MessageType type);
-  // Submits a training run directly (the dialog's action; tests call it too).
+  // Submits a training run directly (tests call it).
   void start_training(const struct TrainForm& form);
-  // The dialog's "Grow first": grows `form.from` `width` times into "<form.run>-grown", then, once that job
-  // succeeds, submits the training run starting from the grown run.
+  // Submits jobs as a chain (submit_chain), selecting the last: the new-run dialog's Start.
+  void start_chain(std::vector<JobRequest> jobs);
+  // The dialog's "Grow first": grows `form.from` `width` times into "<form.run>-grown" and queues the
+  // training run from the grown run after it.
   void grow_then_train(const TrainForm& form, int width = 2);
   // Submits `mugv grow` of `run` into a new run `out` (the Grow button's action, after asking for the name).
   void grow_run(const QString& run, const QString& out, int width = 2);
@@ -159,8 +167,7 @@ class RunsPage : public QWidget {
   uint64_t sample_plays_ = 0;     // the latest step shown: frames for earlier ones are dropped
   QTimer sample_refresh_;         // preview events come in bursts: one listing after them
   int64_t shown_job_ = 0;
-  int64_t failed_ = 0;                        // a job that just failed, to select once the list is refreshed
-  std::map<int64_t, TrainForm> train_after_;  // grow job id -> the training run to submit when it succeeds
+  int64_t failed_ = 0;  // a job that just failed, to select once the list is refreshed
 };
 
 class GeneratePage : public QWidget {

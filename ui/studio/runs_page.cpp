@@ -1,6 +1,7 @@
-// Runs: the job queue (reorder, pause, resume, cancel, retry), the new-run dialog with the planner's layouts
-// (new_run_dialog.h), live charts of loss / learning rate / throughput / MFU, the live sample preview, logs,
-// and the gallery of the samples a run rendered at each step (from the server, so a remote run's too).
+// Runs: the job queue (reorder, pause, resume, cancel, retry; a job that waits for others shows which), the
+// new-run dialog with the planner's layouts (new_run_dialog.h), live charts of loss / learning rate /
+// throughput / MFU, the live sample preview, logs, and the gallery of the samples a run rendered at each step
+// (from the server, so a remote run's too).
 #include "job_params.h"
 #include "new_run_dialog.h"
 #include "pages.h"
@@ -220,6 +221,8 @@ void RunsPage::refresh() {
       [this](const nlohmann::json& reply) {
         if (!link_.is_connected()) return;  // an answer from before the server was lost is out of date
         const int64_t keep = selected_job();
+        std::map<int64_t, std::string> states;
+        for (const auto& j : reply["jobs"]) states[j["id"].get<int64_t>()] = j["state"].get<std::string>();
         jobs_->setRowCount(0);
         for (const auto& j : reply["jobs"]) {
           const int row = jobs_->rowCount();
@@ -227,7 +230,8 @@ void RunsPage::refresh() {
           jobs_->setItem(row, 0, read_only_cell(QString::number(j["id"].get<int64_t>())));
           jobs_->setItem(row, 1, read_only_cell(QString::fromStdString(j["kind"].get<std::string>())));
           jobs_->setItem(row, 2, read_only_cell(QString::fromStdString(j["state"].get<std::string>())));
-          jobs_->setItem(row, 3, read_only_cell(""));
+          // A job that waits for others says so where a running one shows its progress.
+          jobs_->setItem(row, 3, read_only_cell(QString::fromStdString(waiting_text(j, states))));
           auto* command = read_only_cell(command_text(j["params"]));
           command->setToolTip(QString::fromStdString(j.value("error_message", "")));
           jobs_->setItem(row, 4, command);
@@ -529,21 +533,7 @@ void RunsPage::on_event(const QString& topic, const nlohmann::json& header, cons
       failed_ = id;
       if (id == shown_job_) shown_job_ = 0;  // show it again, with its error
     }
-    // A grown run to train: the training follows its growth, or is dropped with it.
-    const int64_t finished = header.value("job_info", nlohmann::json::object()).value("id", int64_t(0));
-    if (auto next = train_after_.find(finished);
-        next != train_after_.end() &&
-        (state == "succeeded" || state == "failed" || state == "cancelled" || state == "interrupted")) {
-      const TrainForm form = next->second;
-      train_after_.erase(next);
-      if (state == "succeeded")
-        start_training(form);
-      else
-        emit message(QString("%1 not started: its growth into %2 %3")
-                         .arg(QString::fromStdString(form.run), QString::fromStdString(form.from),
-                              QString::fromStdString(state)));
-    }
-    refresh();
+    refresh();  // a dependency that succeeded, failed or was retried changes what its dependents wait on
     return;
   }
   const int64_t id = topic.section('/', 1, 1).toLongLong();
@@ -587,36 +577,35 @@ void RunsPage::start_training(const TrainForm& form) {
       [this](const QString& m) { emit message("training refused: " + m); });
 }
 
+void RunsPage::start_chain(std::vector<JobRequest> jobs) {
+  QStringList steps;
+  for (const JobRequest& job : jobs) steps << QString::fromStdString(job.kind);
+  submit_chain(
+      link_, std::move(jobs),
+      [this, steps](const std::vector<int64_t>& ids) {
+        QStringList queued;
+        for (size_t i = 0; i < ids.size(); ++i)
+          queued << QString("%1 as job %2").arg(steps[int(i)]).arg(ids[i]);
+        emit message(QString("queued %1, each after the one before").arg(queued.join(", ")));
+        refresh();
+        shown_job_ = 0;
+        select_job(ids.back());
+      },
+      [this](const QString& m) { emit message(m); });
+}
+
 void RunsPage::grow_then_train(const TrainForm& form, int width) {
-  const std::string grown = form.run + "-grown";
-  const std::string problem = validate_grow(form.from, grown, width);
+  const std::string problem = validate_grow(form.from, form.run + "-grown", width);
   if (!problem.empty()) {
     emit message(QString::fromStdString(problem));
     return;
   }
-  TrainForm next = form;
-  next.from = grown;
-  next.from_weights = "model";  // a grown run holds no EMA weights
-  submit_job(
-      link_, grow_job(form.from, grown, width).header(),
-      [this, next, base = form.from](int64_t id) {
-        train_after_[id] = next;
-        emit message(QString("growing %1 into %2 as job %3; %4 trains from it next")
-                         .arg(QString::fromStdString(base), QString::fromStdString(next.from))
-                         .arg(id)
-                         .arg(QString::fromStdString(next.run)));
-        refresh();
-      },
-      [this](const QString& m) { emit message("growth refused: " + m); });
+  start_chain(grow_then_train_jobs(form, width));
 }
 
 void RunsPage::open_new_run_dialog() {
   NewRunDialog dialog(link_, this);
-  if (dialog.exec() != QDialog::Accepted) return;
-  if (dialog.grow_first()->isEnabled() && dialog.grow_first()->isChecked())
-    grow_then_train(dialog.form(), 2);
-  else
-    start_training(dialog.form());
+  if (dialog.exec() == QDialog::Accepted) start_chain(dialog.jobs());
 }
 
 }  // namespace mugv::studio
