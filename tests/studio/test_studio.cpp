@@ -1049,6 +1049,17 @@ TEST_CASE("the Generate page takes its bounds and defaults from the server's gen
   generate->refresh();
   REQUIRE(QTest::qWaitFor([&] { return generate->command_specs_applied() > applied; }, 10000));
   CHECK(generate->steps()->value() == 7);
+
+  // The new-run dialog takes the train command's bounds and choices (its starting values stay its own).
+  NewRunDialog dialog(window.link());
+  dialog.optimizer()->clear();  // what the server lists replaces whatever the dialog started with
+  REQUIRE(QTest::qWaitFor([&] { return dialog.optimizer()->count() > 0; }, 10000));
+  CHECK(dialog.optimizer()->findText("adamw") >= 0);
+  CHECK(dialog.optimizer()->findText("muon") >= 0);
+  CHECK(dialog.parametrization()->findText("mup") >= 0);
+  CHECK(dialog.steps()->minimum() == 1);
+  CHECK(dialog.steps()->value() == 200);
+  CHECK(dialog.batch()->minimum() == 1);
 }
 
 TEST_CASE("a server already running for the home is reused, not started twice", "[studio]") {

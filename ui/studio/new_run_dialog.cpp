@@ -262,6 +262,9 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   connect(box, &QDialogButtonBox::rejected, this, &QDialog::reject);
 
   QPointer<NewRunDialog> self(this);
+  fetch_command_specs(link, [self](const CommandSpecs& specs) {
+    if (self) self->apply_command_specs(specs);
+  });
   link.call(MessageType::list_datasets, {}, [self](const nlohmann::json& r) {
     if (!self) return;
     self->updating_ = true;  // one offer once everything is in
@@ -438,6 +441,29 @@ LatentSteps NewRunDialog::latent_steps() const {
 std::vector<JobRequest> NewRunDialog::jobs() const {
   if (grow_first_->isEnabled() && grow_first_->isChecked()) return grow_then_train_jobs(form(), 2);
   return training_jobs(form(), latent_steps());
+}
+
+void NewRunDialog::apply_command_specs(const CommandSpecs& specs) {
+  // Bounds, choices and help from the server's `train` command. The starting values stay the dialog's own: a
+  // run started here is a short one that renders samples for the Runs page's gallery (200 steps, samples every
+  // 100), where `mugv train` defaults to 1000 steps and no samples.
+  const std::vector<std::string> train = {"train"};
+  auto apply = [&](auto& field, const char* flag) {
+    if (const ParamSpec* spec = specs.find(train, flag)) {
+      ParamSpec bounds = *spec;
+      bounds.default_value = nullptr;
+      apply_spec(field, bounds);
+    }
+  };
+  apply(*steps_, "--steps");
+  apply(*batch_, "--batch");
+  apply(*sample_every_, "--sample-every");
+  apply(*frames_, "--frames");
+  apply(*beta_, "--preference-beta");
+  apply(*optimizer_, "--optimizer");
+  apply(*parametrization_, "--parametrization");
+  apply(*labels_, "--preference-labels");
+  update();
 }
 
 TrainForm NewRunDialog::form() const {

@@ -17,6 +17,7 @@
 // waiting on the server for the one before it.
 
 #include "backend_link.h"
+#include "command_specs.h"
 #include "job_params.h"
 #include "layout_plan.h"
 
@@ -91,6 +92,7 @@ class NewRunDialog : public QDialog {
 
  private:
   void on_where_changed();
+  void apply_command_specs(const CommandSpecs& specs);
   void mark(QWidget* field, const QString& why);
 
   void on_from_changed();
