@@ -445,8 +445,8 @@ std::vector<JobRequest> NewRunDialog::jobs() const {
 
 void NewRunDialog::apply_command_specs(const CommandSpecs& specs) {
   // Bounds, choices and help from the server's `train` command. The starting values stay the dialog's own: a
-  // run started here is a short one that renders samples for the Runs page's gallery (200 steps, samples every
-  // 100), where `mugv train` defaults to 1000 steps and no samples.
+  // run started here is a short one that renders samples for the Runs page's gallery (200 steps, samples
+  // every 100), where `mugv train` defaults to 1000 steps and no samples.
   const std::vector<std::string> train = {"train"};
   auto apply = [&](auto& field, const char* flag) {
     if (const ParamSpec* spec = specs.find(train, flag)) {
