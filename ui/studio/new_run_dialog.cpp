@@ -272,8 +272,10 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
       const QString name = QString::fromStdString(d["name"].get<std::string>());
       self->dataset_->addItem(name);
       auto& caches = self->caches_[name];
-      for (const auto& [encoder, entries] : d.value("latent_caches", nlohmann::json::object()).items())
-        caches[QString::fromStdString(encoder)] = entries.get<int64_t>();
+      // A named copy: items() of the temporary value() returns would iterate a destroyed object.
+      const nlohmann::json listed = d.value("latent_caches", nlohmann::json::object());
+      for (const auto& [encoder, entries] : listed.items())
+        if (entries.is_number_integer()) caches[QString::fromStdString(encoder)] = entries.get<int64_t>();
     }
     if (self->dataset_->findText(kStarterDataset) >= 0) self->dataset_->setCurrentText(kStarterDataset);
     self->updating_ = false;
