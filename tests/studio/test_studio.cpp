@@ -22,6 +22,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <functional>
+
 #include <QApplication>
 #include <QDir>
 #include <QFileInfo>
@@ -1164,12 +1166,25 @@ int job_row(RunsPage* runs, int64_t id) {
   return -1;
 }
 
-// The jobs table's cell of job `id` after a refresh ("" when the job is not listed).
+// The jobs table's cell of job `id` as shown now ("" when the job is not listed).
 QString job_cell(RunsPage* runs, int64_t id, int column) {
-  runs->refresh();
-  QTest::qWait(200);
   const int row = job_row(runs, id);
   return row >= 0 ? runs->jobs()->item(row, column)->text() : QString();
+}
+
+// True once a refresh of the jobs table shows `ready` of the cell of job `id` (polled, at most 10 s).
+bool job_cell_becomes(RunsPage* runs, int64_t id, int column,
+                      const std::function<bool(const QString&)>& ready) {
+  return QTest::qWaitFor(
+      [&] {
+        runs->refresh();
+        QTest::qWait(50);  // the refresh's reply, then the check (qWaitFor repeats both)
+        return ready(job_cell(runs, id, column));
+      },
+      10000);
+}
+bool job_cell_becomes(RunsPage* runs, int64_t id, int column, const QString& text) {
+  return job_cell_becomes(runs, id, column, [&](const QString& cell) { return cell == text; });
 }
 
 }  // namespace
@@ -1209,9 +1224,7 @@ TEST_CASE("a chain from the Runs page waits on the server: its rows say after wh
   CHECK(job(first[1])["depends_on"] == nlohmann::json{first[0]});
   REQUIRE(QTest::qWaitFor([&] { return job(first[0])["state"] == "failed"; }, 30000));
   CHECK(job(first[1])["state"] == "queued");
-  CHECK(QTest::qWaitFor(
-      [&] { return job_cell(runs, first[1], 3) == QString("blocked by #%1 (failed)").arg(first[0]); },
-      10000));
+  CHECK(job_cell_becomes(runs, first[1], 3, QString("blocked by #%1 (failed)").arg(first[0])));
 
   // A long chain of three: each row says after which job it runs; cancelling the first cancels the rest.
   runs->start_chain({make_starter_job((home + "/big").toStdString(), 20000),
@@ -1221,8 +1234,8 @@ TEST_CASE("a chain from the Runs page waits on the server: its rows say after wh
   const int64_t make = second[2], import = second[3], redecide = second[4];
   CHECK(job(import)["waiting_on"] == nlohmann::json{make});
   CHECK(job(redecide)["depends_on"] == nlohmann::json{import});
-  CHECK(QTest::qWaitFor([&] { return job_cell(runs, import, 3) == QString("after #%1").arg(make); }, 10000));
-  CHECK(job_cell(runs, redecide, 3) == QString("after #%1").arg(import));
+  CHECK(job_cell_becomes(runs, import, 3, QString("after #%1").arg(make)));
+  CHECK(job_cell(runs, redecide, 3) == QString("after #%1").arg(import));  // the same table
   CHECK(said.join('\n').contains(QString("import as job %1, curate as job %2").arg(import).arg(redecide)));
   REQUIRE(QTest::qWaitFor([&] { return job(make)["state"] == "running"; }, 30000));
   client.request(protocol::MessageType::cancel_job, {{"job", make}});
@@ -1231,7 +1244,7 @@ TEST_CASE("a chain from the Runs page waits on the server: its rows say after wh
     CHECK(job(dependent)["state"] == "cancelled");
     CHECK(job(dependent)["error_message"].get<std::string>().find(cat("job ", make, " was cancelled")) !=
           std::string::npos);
-    CHECK(QTest::qWaitFor([&] { return job_cell(runs, dependent, 2) == "cancelled"; }, 10000));
+    CHECK(job_cell_becomes(runs, dependent, 2, "cancelled"));
     CHECK(job_cell(runs, dependent, 3).isEmpty());
   }
 }
@@ -1318,10 +1331,10 @@ TEST_CASE("with only the starter dataset the new-run dialog offers a VAE and enc
   // The dependents wait (the VAE trains, or failed on these short clips and blocks them) and say so.
   CHECK(by_kind["encode"]["state"] == "queued");
   CHECK(by_kind["train"]["waiting_on"] == nlohmann::json{encode});
-  const QString encode_note = job_cell(runs, encode, 3);
-  CHECK((encode_note == QString("after #%1").arg(vae) ||
-         encode_note.startsWith(QString("blocked by #%1").arg(vae))));
-  CHECK(job_cell(runs, train, 3) == QString("after #%1").arg(encode));
+  CHECK(job_cell_becomes(runs, encode, 3, [&](const QString& note) {
+    return note == QString("after #%1").arg(vae) || note.startsWith(QString("blocked by #%1").arg(vae));
+  }));
+  CHECK(job_cell_becomes(runs, train, 3, QString("after #%1").arg(encode)));
   // Cancelling the encode step takes the training with it; the VAE job is stopped too.
   client.request(protocol::MessageType::cancel_job, {{"job", encode}});
   auto state = [&](int64_t id) {
