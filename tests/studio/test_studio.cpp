@@ -1045,12 +1045,20 @@ TEST_CASE("the Generate page takes its bounds and defaults from the server's gen
   CHECK(generate->frames()->minimum() == 1);
   CHECK(generate->size()->text() == "64x64");
   CHECK(generate->seed()->minimum() == 0);
-  // A refresh after the user changed a field keeps the user's value.
+  // Taking a spec again (a reconnect) keeps what the user set; bounds still follow the spec.
   generate->steps()->setValue(7);
-  const int applied = generate->command_specs_applied();
-  generate->refresh();
-  REQUIRE(QTest::qWaitFor([&] { return generate->command_specs_applied() > applied; }, 10000));
+  ParamSpec steps;
+  steps.key = "generate.steps";
+  steps.type = ParamType::integer;
+  steps.default_value = 25;
+  steps.min_value = 1;
+  steps.max_value = 500;
+  apply_spec(*generate->steps(), steps);
   CHECK(generate->steps()->value() == 7);
+  CHECK(generate->steps()->maximum() == 500);
+  QSpinBox fresh;
+  apply_spec(fresh, steps);
+  CHECK(fresh.value() == 25);  // a field's first spec gives it the default
 
   // The new-run dialog takes the train command's bounds and choices (its starting values stay its own).
   NewRunDialog dialog(window.link());

@@ -176,12 +176,13 @@ void GeneratePage::apply_command_specs(const CommandSpecs& specs) {
   apply(*seed_, "--seed");
   apply(*size_, "--size");
   specs_applied_ = applied == 5;
-  ++command_specs_applied_;
   validate_form();
 }
 
 void GeneratePage::refresh() {
-  fetch_command_specs(link_, [this](const CommandSpecs& specs) { apply_command_specs(specs); });
+  // A server's commands do not change while it runs: asked until they are known, not on every refresh.
+  if (!specs_applied_)
+    fetch_command_specs(link_, [this](const CommandSpecs& specs) { apply_command_specs(specs); });
   // Runs first (their names as they are), then the released models the server has (their folder as item
   // data).
   link_.call(

@@ -194,7 +194,6 @@ class GeneratePage : public QWidget {
   FramePlayer* preview() const { return preview_; }
   FramePlayer* player() const { return player_; }
   int preview_events() const { return preview_events_; }
-  int command_specs_applied() const { return command_specs_applied_; }  // server answers taken
   QString result_path() const { return result_; }
   // Writes the shown result to `path` (mp4 / webm / gif / PNG folder by extension) with its prompt and seed.
   bool export_to(const QString& path, QString* error);
@@ -219,7 +218,6 @@ class GeneratePage : public QWidget {
   QCheckBox* seed_lock_;
   QDoubleSpinBox* cfg_;
   bool specs_applied_ = false;  // the fields have the server's bounds: Generate may be pressed
-  int command_specs_applied_ = 0;
   QTableWidget* adapters_;
   QCheckBox* adapters_merge_;
   QPushButton *generate_, *cancel_, *export_;
