@@ -30,7 +30,7 @@ std::optional<OffloadMode> offload_mode_from_string(std::string_view name) {
   return std::nullopt;
 }
 
-BlockOffload::BlockOffload(DiTImpl& dit, torch::Device device) : device_(device) {
+BlockOffload::BlockOffload(DiTImpl& dit, torch::Device device, OffloadUse use) : device_(device), use_(use) {
   if (dit.parallel())
     throw Error(ErrorCode::unsupported, "offload",
                 "block swap runs in one process; this DiT is split across ranks");
@@ -41,10 +41,18 @@ BlockOffload::BlockOffload(DiTImpl& dit, torch::Device device) : device_(device)
     if (outside_blocks(item.key())) item.value().set_data(item.value().detach().to(device));
   for (auto& item : dit.named_buffers(true))
     if (outside_blocks(item.key())) item.value().set_data(item.value().detach().to(device));
+  // Under training a tensor that trains stays on the device: its gradient and optimizer state live there.
+  auto swapped = [&](const torch::Tensor& t) { return use == OffloadUse::inference || !t.requires_grad(); };
+  int64_t swapped_tensors = 0;
   for (auto& module : *dit.blocks) {
     Block block;
     int64_t bytes = 0;
     auto keep = [&](torch::Tensor tensor) {
+      if (!swapped(tensor)) {
+        tensor.set_data(tensor.detach().to(device));
+        return;
+      }
+      ++swapped_tensors;
       auto host = tensor.detach().to(torch::kCPU).contiguous();
       if (gpu) host = host.pin_memory();  // page-locked: the copies below are asynchronous DMA
       tensor.set_data(host);
@@ -57,6 +65,10 @@ BlockOffload::BlockOffload(DiTImpl& dit, torch::Device device) : device_(device)
     block_bytes_ = std::max(block_bytes_, bytes);
     blocks_.push_back(std::move(block));
   }
+  if (use == OffloadUse::training && swapped_tensors == 0)
+    throw Error(ErrorCode::unsupported, "offload",
+                "every weight of the blocks trains, so none can wait in host memory: block swap in training "
+                "needs a frozen base (LoRA)");
   if (gpu) copy_stream_ = c10::impl::VirtualGuardImpl(device.type()).getStreamFromGlobalPool(device);
 }
 
@@ -79,9 +91,10 @@ int BlockOffload::resident_count() const {
       std::count_if(blocks_.begin(), blocks_.end(), [](const Block& b) { return !b.staged.empty(); }));
 }
 
-void BlockOffload::before_block(size_t index) {
-  if (torch::GradMode::is_enabled())
-    throw Error(ErrorCode::unsupported, "offload", "block swap is for inference; run under no-grad");
+void BlockOffload::before_block(size_t index, std::optional<size_t> next) {
+  if (use_ == OffloadUse::inference && torch::GradMode::is_enabled())
+    throw Error(ErrorCode::unsupported, "offload",
+                "this block swap is for inference; run under no-grad (training swaps a frozen base)");
   stage(index);
   Block& block = blocks_.at(index);
   if (copy_stream_) {
@@ -92,9 +105,8 @@ void BlockOffload::before_block(size_t index) {
     for (auto& staged : block.staged) staged.record_stream(current);
   }
   for (size_t k = 0; k < block.parameters.size(); ++k) block.parameters[k].set_data(block.staged[k]);
-  // The next block's copy overlaps this block's compute; after the last block, the first one's (the next
-  // sampling step starts there).
-  stage((index + 1) % blocks_.size());
+  // The next block's copy overlaps this block's compute.
+  if (next) stage(*next);
   peak_resident_ = std::max(peak_resident_, resident_count());
 }
 

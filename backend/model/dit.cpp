@@ -140,13 +140,19 @@ torch::Tensor leave_tensor_parallel(const torch::Tensor& x, const torch::nn::Lin
 }
 
 // Recomputes a block's forward during backward instead of keeping its activations
-// (reentrant checkpointing, as torch.utils.checkpoint does).
+// (reentrant checkpointing, as torch.utils.checkpoint does). With a training block swap
+// (model/block_offload.h) backward also brings the block's frozen weights back to the device first, with the
+// previous block's copy ahead (backward runs the blocks in reverse), and drops them after; block 0 stays for
+// the next step's forward, which starts there.
 struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
                                torch::Tensor modulation, torch::Tensor text, torch::Tensor angles,
                                torch::Tensor text_bias, int64_t frames, int64_t token_offset,
-                               int64_t block_address, int64_t parallel_address, int64_t lora_address) {
+                               int64_t block_address, int64_t parallel_address, int64_t lora_address,
+                               int64_t offload_address, int64_t block_index) {
     ctx->saved_data["block"] = block_address;
+    ctx->saved_data["offload"] = offload_address;
+    ctx->saved_data["index"] = block_index;
     ctx->saved_data["lora"] = lora_address;
     ctx->saved_data["frames"] = frames;
     ctx->saved_data["offset"] = token_offset;
@@ -179,14 +185,18 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
     torch::Tensor x = saved[0].detach().requires_grad_(true);
     torch::Tensor modulation = leaf(saved[1]);
     torch::Tensor text = leaf(saved[2]);
-    torch::Tensor out;
+    auto* offload = reinterpret_cast<BlockOffload*>(ctx->saved_data["offload"].toInt());
+    const auto index = static_cast<size_t>(ctx->saved_data["index"].toInt());
+    if (offload) offload->before_block(index, index > 0 ? std::optional<size_t>(index - 1) : std::nullopt);
     {
       torch::AutoGradMode enable_grad(true);
-      out = block->forward(x, context_of(ctx, modulation, text, saved[3], saved[4]));
+      torch::Tensor out = block->forward(x, context_of(ctx, modulation, text, saved[3], saved[4]));
+      torch::autograd::backward({out}, {grads[0]});
     }
-    torch::autograd::backward({out}, {grads[0]});
-    return {x.grad(),        modulation.grad(), text.grad(),     torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(),   torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    if (offload && index > 0) offload->after_block(index);
+    return {x.grad(),        modulation.grad(), text.grad(),     torch::Tensor(),
+            torch::Tensor(), torch::Tensor(),   torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(),   torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -498,12 +508,26 @@ std::pair<torch::Tensor, torch::Tensor> DiTImpl::drop_captions(const torch::Tens
   return {out_text, out_mask};
 }
 
-torch::Tensor DiTImpl::run_block(DiTBlock& block, const torch::Tensor& x, const BlockContext& context) {
-  if (recompute_ == Recompute::full && torch::GradMode::is_enabled()) {
+torch::Tensor DiTImpl::run_block(DiTBlock& block, int64_t index, const torch::Tensor& x,
+                                 const BlockContext& context) {
+  if (!torch::GradMode::is_enabled()) return block->forward(x, context);
+  // A training block swap keeps nothing of a block until backward (its weights leave the device).
+  const bool swapped = offload_ && offload_->use() == OffloadUse::training;
+  if (recompute_ == Recompute::full || swapped) {
+    // The checkpoint reaches the block's parameters only through its inputs' gradients. When no input
+    // requires grad (a frozen base's embedders feed the first block) but the block trains (LoRA adapters),
+    // its input becomes a leaf that does, or backward would never enter the block.
+    torch::Tensor input = x;
+    if (!x.requires_grad() && !context.modulation.requires_grad() && !context.text.requires_grad()) {
+      const auto params = block->parameters();
+      if (std::any_of(params.begin(), params.end(), [](const torch::Tensor& p) { return p.requires_grad(); }))
+        input = x.detach().requires_grad_(true);
+    }
     return BlockCheckpoint::apply(
-        x, context.modulation, context.text, context.angles, context.text_bias, context.frames,
+        input, context.modulation, context.text, context.angles, context.text_bias, context.frames,
         context.token_offset, reinterpret_cast<int64_t>(block.get()),
-        reinterpret_cast<int64_t>(context.runtime.parallel), reinterpret_cast<int64_t>(context.runtime.lora));
+        reinterpret_cast<int64_t>(context.runtime.parallel), reinterpret_cast<int64_t>(context.runtime.lora),
+        reinterpret_cast<int64_t>(swapped ? offload_.get() : nullptr), index);
   }
   return block->forward(x, context);
 }
@@ -664,11 +688,20 @@ DiTPass DiTImpl::resume_pass(const torch::Tensor& x, const DiTPassTensors& sent,
 void DiTImpl::run_blocks(DiTPass& pass, int64_t first, int64_t last) {
   if (first < 0 || last > static_cast<int64_t>(blocks->size()) || first > last)
     bad_input("blocks", cat("[", first, ", ", last, ") is not a range of the ", blocks->size(), " blocks"));
+  // Under grad mode with a training block swap, backward comes next and starts at the last block: its
+  // weights stay on the device and no copy wraps around to the first block.
+  const bool backward_next =
+      offload_ && offload_->use() == OffloadUse::training && torch::GradMode::is_enabled();
   for (int64_t i = first; i < last; ++i) {
     DiTBlock holder(blocks->ptr<DiTBlockImpl>(size_t(i)));
-    if (offload_) offload_->before_block(size_t(i));
-    pass.boundary.tokens = run_block(holder, pass.boundary.tokens, pass.context);
-    if (offload_) offload_->after_block(size_t(i));
+    if (offload_) {
+      if (!backward_next)
+        offload_->before_block(size_t(i));
+      else
+        offload_->before_block(size_t(i), i + 1 < last ? std::optional<size_t>(i + 1) : std::nullopt);
+    }
+    pass.boundary.tokens = run_block(holder, i, pass.boundary.tokens, pass.context);
+    if (offload_ && !(backward_next && i + 1 == last)) offload_->after_block(size_t(i));
   }
 }
 

@@ -276,9 +276,10 @@ class DiTImpl : public torch::nn::Module {
   void set_parallel(std::shared_ptr<DiTParallelOps> ops);
   DiTParallelOps* parallel() const { return parallel_.get(); }
 
-  // Runs the blocks through `offload` (model/block_offload.h: block swap for inference on a device that
-  // cannot hold every block); empty = all weights where they are. Build it over this model first, and do not
-  // move the model with to() afterwards: the offload owns where each block's weights are.
+  // Runs the blocks through `offload` (model/block_offload.h: block swap on a device that cannot hold every
+  // block); empty = all weights where they are. Build it over this model first, and do not move the model
+  // with to() afterwards: the offload owns where each block's weights are. A training offload recomputes
+  // every block in backward, whatever set_recompute says.
   void set_block_offload(std::shared_ptr<BlockOffload> offload) { offload_ = std::move(offload); }
   // Low-rank adapters consulted at every adaptable linear (model/lora.h); empty = none. Throws
   // Error(unsupported) on a model split by tensor parallel.
@@ -297,7 +298,8 @@ class DiTImpl : public torch::nn::Module {
   FinalLayer final_layer{nullptr};
 
  private:
-  torch::Tensor run_block(DiTBlock& block, const torch::Tensor& x, const BlockContext& context);
+  torch::Tensor run_block(DiTBlock& block, int64_t index, const torch::Tensor& x,
+                          const BlockContext& context);
   void set_pass_geometry(DiTPass& pass, const torch::Tensor& x) const;
   void set_block_context(DiTPass& pass, const torch::Tensor& frame_indices) const;
   DiTConfig config_;

@@ -82,6 +82,14 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
              "fine-tune");
     base_dtype.choices = {"fp32", "bf16"};
     r.add(base_dtype);
+    auto offload =
+        spec("train.offload", "--offload", ParamType::choice, "none",
+             "LoRA: keep the frozen base's blocks in host memory and copy each to the device while "
+             "the previous one computes (blocks; every block is then recomputed in backward), or "
+             "keep them all on the device (none)",
+             "fine-tune");
+    offload.choices = {"none", "blocks"};
+    r.add(offload);
   }
 
   r.add(spec("train.steps", "--steps", ParamType::integer, dit ? 1000 : 2000, "optimizer steps in total",
@@ -349,6 +357,11 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
     if (o.base_dtype == "bf16" && o.lora.empty())
       throw Error(ErrorCode::usage, "--base-dtype",
                   "a bf16 base is for LoRA runs (--lora): a full fine-tune trains it");
+    if (v.has("train.offload")) o.offload = v.get_text("train.offload");
+    if (o.offload == "blocks" && o.lora.empty())
+      throw Error(ErrorCode::usage, "--offload",
+                  "block swap keeps a frozen base in host memory; a full fine-tune trains every block (use "
+                  "--lora)");
     if (!o.lora.empty() && o.from.empty())
       throw Error(ErrorCode::usage, "--lora", "adapters train on a base: give --from RUN");
     // A fine-tune learns the latents of its base's VAE run, which it finds itself.

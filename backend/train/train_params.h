@@ -71,6 +71,7 @@ struct TrainOptions {
   std::string from_weights = "ema";
   std::string lora;
   std::string base_dtype = "fp32";  // LoRA: the frozen base's linear weights in fp32 or bf16
+  std::string offload = "none";     // LoRA: none | blocks (the frozen blocks swapped in from host memory)
   int64_t steps = 1000;
   int64_t batch = 4;
   double lr = 1e-4;

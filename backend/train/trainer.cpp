@@ -328,6 +328,18 @@ void build_model(Session& s) {
   // pieces and pipeline stage, so a GPU never holds the whole model.
   s.model->to(s.device);
   s.model->train();
+  if (s.options.offload == "blocks") {
+    // The frozen blocks wait in host memory; the adapters inside them stay on the device.
+    if (layout.tp * layout.cp * layout.pp > 1)
+      throw Error(
+          ErrorCode::usage, "--offload",
+          cat("block swap runs the whole DiT on each rank; this layout splits it (", to_string(layout), ")"));
+    auto offload = std::make_shared<BlockOffload>(*s.model->dit, s.device, OffloadUse::training);
+    if (s.leader())
+      log_info(cat("block swap: ", offload->blocks(), " frozen blocks in host memory, ",
+                   offload->block_bytes() / (1 << 20), " MiB each; every block is recomputed in backward"));
+    s.model->dit->set_block_offload(std::move(offload));
+  }
   s.params.clear();
   for (auto& [name, p] : named_parameters(*s.model))
     if (p.requires_grad() && s.holds(name)) s.params.emplace_back(name, p);
@@ -371,6 +383,9 @@ void build_model(Session& s) {
     for (auto& p : s.reference->parameters()) p.set_requires_grad(false);
     s.reference->to(s.device);
     s.reference->train();
+    // It only runs forwards under no-grad: an inference block swap, so it costs the device two blocks too.
+    if (s.options.offload == "blocks")
+      s.reference->dit->set_block_offload(std::make_shared<BlockOffload>(*s.reference->dit, s.device));
   }
 }
 

@@ -204,6 +204,60 @@ TEST_CASE("merged and unmerged adapters give the same output within 1e-5 (fp32),
   for (size_t i = 0; i < stored.size(); ++i) CHECK(torch::allclose(stored[i], recomputed[i], 1e-5, 1e-6));
 }
 
+TEST_CASE("a training block swap of the frozen base gives the adapters the gradients of an all-on-device run",
+          "[unit][model][lora]") {
+  torch::manual_seed(21);
+  auto in = inputs();
+  auto make = [] {
+    torch::manual_seed(4);
+    DiT dit(test::micro_dit_config(4));
+    torch::NoGradGuard no_grad;
+    for (auto& p : dit->parameters()) p.add_(torch::randn_like(p) * 0.05);
+    for (auto& p : dit->parameters()) p.set_requires_grad(false);  // the frozen base
+    torch::manual_seed(5);
+    lora_set_of(*dit).attach_trainable(*dit, parse_lora_config("rank=2,targets=attn,cross,mlp"));
+    for (const auto& item : dit->named_parameters())
+      if (item.key().find("lora_B") != std::string::npos) item.value().normal_(0, 0.1);
+    return dit;
+  };
+  // Two steps' worth of forward + backward, and the gradients of the adapters and of the input.
+  auto grads = [&](DiT& dit) {
+    std::vector<torch::Tensor> out;
+    for (int step = 0; step < 2; ++step) {
+      auto x = in.x.clone().requires_grad_(true);
+      dit->zero_grad();
+      dit->forward(x, in.t, in.text, in.mask, in.fps).pow(2).sum().backward();
+      out.push_back(x.grad().clone());
+    }
+    for (const auto& item : dit->named_parameters())
+      if (item.value().requires_grad()) out.push_back(item.value().grad().clone());
+    return out;
+  };
+  DiT kept = make();
+  const auto expected = grads(kept);
+
+  DiT swapped = make();
+  auto offload = std::make_shared<BlockOffload>(*swapped, torch::Device(torch::kCPU), OffloadUse::training);
+  swapped->set_block_offload(offload);
+  const auto got = grads(swapped);
+  REQUIRE(got.size() == expected.size());
+  CHECK(got.size() == 2 + 4 * 2 * 7);  // the input twice; A and B on 7 linears in each of 4 blocks
+  for (size_t i = 0; i < got.size(); ++i) CHECK(torch::allclose(got[i], expected[i], 1e-5, 1e-7));
+  CHECK(offload->peak_resident_blocks() == 2);  // forward and backward each hold a block and the next one
+  // Only the frozen tensors wait in host memory: the adapters' bytes are not in a block's swapped bytes.
+  int64_t block0 = 0;
+  for (const auto& p : swapped->blocks->ptr<DiTBlockImpl>(0)->parameters())
+    if (!p.requires_grad()) block0 += p.numel() * int64_t(p.element_size());
+  for (const auto& b : swapped->blocks->ptr<DiTBlockImpl>(0)->buffers())
+    block0 += b.numel() * int64_t(b.element_size());
+  CHECK(offload->block_bytes() == block0);
+
+  // A model whose blocks all train has nothing to swap.
+  DiT full(test::micro_dit_config(2));
+  CHECK_THAT(error_text([&] { BlockOffload(*full, torch::Device(torch::kCPU), OffloadUse::training); }),
+             Catch::Contains("frozen base"));
+}
+
 TEST_CASE("an adapter whose keys match no module is refused with the keys named, the model unchanged",
           "[unit][model][lora]") {
   DiT dit = random_dit();

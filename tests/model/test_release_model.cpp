@@ -217,7 +217,8 @@ TEST_CASE("block swap gives the same outputs with at most two blocks on the devi
     CHECK(torch::equal(dit->forward_full(x, timestep, text, {}, fps), plain));
   CHECK(offload->peak_resident_blocks() == 2);
 
-  torch::AutoGradMode grad(true);
+  torch::AutoGradMode grad(
+      true);  // an inference swap under grad mode is refused (training swaps a frozen base)
   Error e = expect_error([&] { (void)dit->forward_full(x, timestep, text, {}, fps); });
   CHECK(e.code() == ErrorCode::unsupported);
   CHECK(offload_mode_from_string("auto") == OffloadMode::automatic);

@@ -332,3 +332,54 @@ TEST_CASE("a LoRA run keeps its frozen base in bf16 on request, under bf16 autoc
   CHECK_THAT(error_text([&] { train_dit(fp32, {}, CancelToken()); }), Catch::Contains("--precision bf16"));
   CHECK_FALSE(fs::exists(run_paths("half32").root));  // refused before anything was written
 }
+
+TEST_CASE(
+    "a LoRA run with its frozen base swapped in block by block or recomputed trains like one with the base "
+    "kept",
+    "[train][lora]") {
+  test::MicroHome home(6);
+  train_base();
+  write_finetune_clips("ft", 4, 1);
+  auto losses_of = [](TrainOptions o, nlohmann::json config, const BlockOffload** seen) {
+    std::vector<double> losses;
+    TrainCallbacks cb;
+    cb.on_step = [&](const StepMetrics& m) { losses.push_back(m.loss); };
+    cb.before_step = [&](int64_t, DiTBundleImpl& model) { *seen = model.dit->block_offload(); };
+    train_dit(o, config, CancelToken(), cb);
+    return losses;
+  };
+  const BlockOffload* none = nullptr;
+  const BlockOffload* swapped = nullptr;
+  const auto kept = losses_of(lora_options("kept", 6), lora_config(6), &none);
+  auto o = lora_options("swapped", 6);
+  o.offload = "blocks";
+  auto config = lora_config(6);
+  config["train"]["offload"] = "blocks";
+  const auto got = losses_of(o, config, &swapped);
+  CHECK(none == nullptr);
+  REQUIRE(swapped != nullptr);
+  CHECK(swapped->use() == OffloadUse::training);
+  REQUIRE(got.size() == kept.size());
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(kept[i]).epsilon(1e-5));
+  // Full recomputation without the swap takes the same path through the frozen embedders into the blocks.
+  const BlockOffload* unused = nullptr;
+  auto r = lora_options("recomputed", 6);
+  r.recompute = "full";
+  const auto recomputed = losses_of(r, lora_config(6), &unused);
+  REQUIRE(recomputed.size() == kept.size());
+  for (size_t i = 0; i < kept.size(); ++i) CHECK(recomputed[i] == Approx(kept[i]).epsilon(1e-5));
+
+  const auto a = file_tensors(checkpoint_file("kept", 6, "model.safetensors"));
+  const auto b = file_tensors(checkpoint_file("swapped", 6, "model.safetensors"));
+  REQUIRE(a.size() == b.size());
+  for (const auto& [name, t] : a) {
+    INFO(name);
+    CHECK(torch::allclose(t, b.at(name), 1e-4, 1e-6));
+  }
+  // A full fine-tune has nothing frozen to swap.
+  auto full = test::micro_finetune_options("full", 2);
+  full.from = "base";
+  full.offload = "blocks";
+  full.vae_run.clear();
+  CHECK_THAT(error_text([&] { train_dit(full, {}, CancelToken()); }), Catch::Contains("frozen"));
+}
