@@ -56,6 +56,10 @@ void define(ParamRegistry& r) {
                      "GB/s per GPU between nodes (network)", "cluster");
   inter.min_value = 0.001;
   r.add(inter);
+  auto host = param("plan.host_gbps", "--host-gbps", ParamType::real, 50.0,
+                    "GB/s from host memory to a GPU (PCIe; block swap of a LoRA base)", "cluster");
+  host.min_value = 0.001;
+  r.add(host);
 
   auto batch = param("plan.global_batch", "--global-batch", ParamType::integer, 0,
                      "samples per optimizer step (0: one per GPU)", "training");
@@ -94,6 +98,9 @@ void define(ParamRegistry& r) {
       param("plan.lora", "--lora", ParamType::text, "",
             "plan a LoRA fine-tune: only these adapters train, the base frozen (rank=R,targets=...; tp = 1)",
             "model"));
+  r.add(param("plan.block_swap", "--block-swap", ParamType::boolean, true,
+              "LoRA: also try the frozen base's blocks swapped in from host memory (tp = cp = pp = 1)",
+              "model"));
   for (const auto& [key, flag, what] :
        {std::tuple<const char*, const char*, const char*>{"plan.tp", "--tp", "tensor-parallel ranks"},
         {"plan.cp", "--cp", "context-parallel ranks"},
@@ -139,6 +146,15 @@ std::string size_text(int64_t bytes) {
   return buffer;
 }
 
+// The recompute column: "none", "selective", "full", "full:12" (the first 12 blocks of each stage),
+// "full+swap" (block swap of a LoRA base, every block recomputed).
+std::string recompute_text(const PlannedLayout& p) {
+  if (p.offload_blocks) return "full+swap";
+  if (p.recompute_blocks > 0 && p.recompute != Recompute::none)
+    return cat(to_string(p.recompute), ":", p.recompute_blocks);
+  return to_string(p.recompute);
+}
+
 // "1f1b", or "interl.x2" for the interleaved schedule with its chunks per stage ("-" without a pipeline).
 std::string schedule_text(const PlannedLayout& p) {
   if (p.layout.pp == 1) return "-";
@@ -158,6 +174,8 @@ nlohmann::json to_json(const PlannedLayout& p) {
           {"virtual_stages", p.virtual_stages},
           {"zero", p.zero},
           {"recompute", to_string(p.recompute)},
+          {"recompute_blocks", p.recompute_blocks},
+          {"block_swap", p.offload_blocks},
           {"micro_batch", p.micro_batch},
           {"grad_accumulation", p.grad_accumulation},
           {"memory_gb", double(m.total()) / 1e9},
@@ -180,7 +198,8 @@ nlohmann::json to_json(const PlannedLayout& p) {
             {"cp_comm", c.cp_comm_s},
             {"pp_bubble", c.pp_bubble_s},
             {"pp_comm", c.pp_comm_s},
-            {"dp_comm", c.dp_comm_s}}}};
+            {"dp_comm", c.dp_comm_s},
+            {"block_swap", c.offload_s}}}};
 }
 
 int run(const Invocation& inv) {
@@ -196,6 +215,8 @@ int run(const Invocation& inv) {
   request.cluster.peak_flops = v.get_real("plan.peak_tflops") * 1e12;
   request.cluster.intra_node_bytes_per_s = v.get_real("plan.intra_node_gbps") * 1e9;
   request.cluster.inter_node_bytes_per_s = v.get_real("plan.inter_node_gbps") * 1e9;
+  request.cluster.host_bytes_per_s = v.get_real("plan.host_gbps") * 1e9;
+  request.allow_block_swap = v.get_bool("plan.block_swap");
   request.frames = v.get_int("plan.frames");
   request.height = size.height;
   request.width = size.width;
@@ -235,9 +256,10 @@ int run(const Invocation& inv) {
       const Plan with_lora = plan_layouts(preset, adapters);
       if (!with_lora.fitting.empty()) {
         const auto& best = with_lora.fitting.front();
-        message +=
-            cat("; a LoRA fine-tune fits: ", to_string(best.layout), " at ", size_text(best.memory.total()),
-                " per GPU, ", best.cost.step_s, " s per step (--lora ", kSuggestedLora, ")");
+        message += cat("; a LoRA fine-tune fits: ", to_string(best.layout),
+                       best.offload_blocks ? " with block swap" : "", " at ", size_text(best.memory.total()),
+                       " per GPU, ", best.cost.step_s, " s per step (--lora ", kSuggestedLora,
+                       best.offload_blocks ? " --offload blocks" : "", ")");
       }
     }
     throw Error(ErrorCode::out_of_memory, message);
@@ -267,7 +289,8 @@ int run(const Invocation& inv) {
       static_cast<long long>(plan.global_batch), static_cast<long long>(plan.considered),
       static_cast<long long>(plan.too_large), mem_gb);
   // accum is the micro-batches per step on each replica (the pipeline's m); mem/GPU is the stage needing
-  // most; bubble and p2p are the pipeline's share of step_s.
+  // most; bubble and p2p are the pipeline's share of step_s; recompute full:N recomputes the first N blocks
+  // of each stage, full+swap is a LoRA base's block swap.
   std::printf(
       "\n  tp  cp   dp  pp  schedule   zero  recompute  mbs  accum   mem/GPU    step_s  bubble_s   p2p_s    "
       "MFU\n");
@@ -275,7 +298,7 @@ int run(const Invocation& inv) {
     const auto& p = plan.fitting[i];
     std::printf("%4d %3d %4d %3d  %-9s %5d  %-9s %4d %6lld  %6.1f GB %9.4g %9.3g %7.3g  %5.1f%%\n",
                 p.layout.tp, p.layout.cp, p.layout.dp, p.layout.pp, schedule_text(p).c_str(), p.zero,
-                to_string(p.recompute), p.micro_batch, static_cast<long long>(p.grad_accumulation),
+                recompute_text(p).c_str(), p.micro_batch, static_cast<long long>(p.grad_accumulation),
                 double(p.memory.total()) / 1e9, p.cost.step_s, p.cost.pp_bubble_s, p.cost.pp_comm_s,
                 100.0 * p.cost.mfu);
   }
@@ -298,6 +321,16 @@ int run(const Invocation& inv) {
       "cp %.3g s, pp p2p %.3g s, dp %.3g s exposed\n",
       c.step_s, c.compute_s, c.recompute_s, 100.0 * c.efficiency, c.pp_bubble_s, c.tp_comm_s, c.cp_comm_s,
       c.pp_comm_s, c.dp_comm_s);
+  if (best.offload_blocks)
+    std::printf(
+        "  block swap (--offload blocks): two blocks of the frozen base on the GPU; the copies add %.3g s "
+        "(%.0f%%) to the step at %.0f GB/s from host memory\n",
+        c.offload_s, 100.0 * c.offload_s / (c.step_s - c.offload_s), request.cluster.host_bytes_per_s / 1e9);
+  if (best.recompute_blocks > 0 && !best.offload_blocks)
+    std::printf(
+        "  partial recompute (--recompute full --recompute-blocks %d): the other blocks keep their "
+        "activations\n",
+        best.recompute_blocks);
   return 0;
 }
 

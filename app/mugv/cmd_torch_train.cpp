@@ -222,10 +222,12 @@ int run_train(const Invocation& inv) {
 
 // What `mugv resume` may change besides the step count: where and how the run computes (ranks, threads,
 // device, precision), never the model or the data. The run's stored config takes the changes.
-constexpr const char* kResumeChangeable[] = {"train.tp",           "train.cp",         "train.pp",
-                                             "train.pp_schedule",  "train.pp_virtual", "train.micro_batches",
-                                             "train.zero",         "train.recompute",  "train.threads",
-                                             "train.comm_timeout", "train.device",     "train.precision"};
+constexpr const char* kResumeChangeable[] = {
+    "train.tp",          "train.cp",         "train.pp",
+    "train.pp_schedule", "train.pp_virtual", "train.micro_batches",
+    "train.zero",        "train.recompute",  "train.recompute_blocks",
+    "train.offload",     "train.threads",    "train.comm_timeout",
+    "train.device",      "train.precision"};
 
 int run_resume(const Invocation& inv) {
   ResumeChanges changes;

@@ -508,12 +508,19 @@ std::pair<torch::Tensor, torch::Tensor> DiTImpl::drop_captions(const torch::Tens
   return {out_text, out_mask};
 }
 
+Recompute DiTImpl::recompute_of(int64_t index) const {
+  if (recomputed_blocks_.empty()) return recompute_;
+  const bool listed =
+      std::find(recomputed_blocks_.begin(), recomputed_blocks_.end(), index) != recomputed_blocks_.end();
+  return listed ? recompute_ : Recompute::none;
+}
+
 torch::Tensor DiTImpl::run_block(DiTBlock& block, int64_t index, const torch::Tensor& x,
                                  const BlockContext& context) {
   if (!torch::GradMode::is_enabled()) return block->forward(x, context);
   // A training block swap keeps nothing of a block until backward (its weights leave the device).
   const bool swapped = offload_ && offload_->use() == OffloadUse::training;
-  if (recompute_ == Recompute::full || swapped) {
+  if (recompute_of(index) == Recompute::full || swapped) {
     // The checkpoint reaches the block's parameters only through its inputs' gradients. When no input
     // requires grad (a frozen base's embedders feed the first block) but the block trains (LoRA adapters),
     // its input becomes a leaf that does, or backward would never enter the block.
@@ -581,7 +588,7 @@ void DiTImpl::set_block_context(DiTPass& pass, const torch::Tensor& frame_indice
                        pass.frames,
                        0,
                        {}};
-  context.runtime.recompute_attention = recompute_ == Recompute::selective;
+  context.runtime.recompute_attention = recompute_ == Recompute::selective;  // run_blocks: per block
   context.runtime.lora = lora_ && !lora_->empty() ? lora_.get() : nullptr;
   if (parallel_) {
     context.token_offset = parallel_->sequence_shard() * pass.boundary.tokens.size(1);
@@ -700,6 +707,7 @@ void DiTImpl::run_blocks(DiTPass& pass, int64_t first, int64_t last) {
       else
         offload_->before_block(size_t(i), i + 1 < last ? std::optional<size_t>(i + 1) : std::nullopt);
     }
+    pass.context.runtime.recompute_attention = recompute_of(i) == Recompute::selective;
     pass.boundary.tokens = run_block(holder, i, pass.boundary.tokens, pass.context);
     if (offload_ && !(backward_next && i + 1 == last)) offload_->after_block(size_t(i));
   }

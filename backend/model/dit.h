@@ -265,9 +265,15 @@ class DiTImpl : public torch::nn::Module {
   // The conditioning embedding c [B, d] (timestep in [0, kDiTTimesteps] + fps) that adaLN-single reads.
   torch::Tensor condition(const torch::Tensor& timestep, const torch::Tensor& fps);
 
-  // Activation recomputation of the blocks (model/config.h).
-  void set_recompute(Recompute mode) { recompute_ = mode; }
+  // Activation recomputation of the blocks (model/config.h): `mode` on the blocks of `blocks` (indices;
+  // empty: every block), the others keep their activations (partial recomputation).
+  void set_recompute(Recompute mode, std::vector<int64_t> blocks = {}) {
+    recompute_ = mode;
+    recomputed_blocks_ = std::move(blocks);
+  }
   Recompute recompute() const { return recompute_; }
+  // The recompute mode block `index` runs under.
+  Recompute recompute_of(int64_t index) const;
 
   // Splits this model across ranks (dit_parallel.h): keeps only this rank's tensor-parallel piece of every
   // split parameter (in place, so optimisers and checkpoints see the shard) and runs the blocks through
@@ -304,6 +310,7 @@ class DiTImpl : public torch::nn::Module {
   void set_block_context(DiTPass& pass, const torch::Tensor& frame_indices) const;
   DiTConfig config_;
   Recompute recompute_ = Recompute::none;
+  std::vector<int64_t> recomputed_blocks_;  // empty: every block
   std::shared_ptr<DiTParallelOps> parallel_;
   std::shared_ptr<BlockOffload> offload_;
   std::shared_ptr<LoraSet> lora_;

@@ -299,6 +299,12 @@ std::vector<ActivationTerm> block_activation_terms(const DiTConfig& c, int64_t s
   return t;
 }
 
+int recomputed_blocks(const MemoryOptions& o, int blocks) {
+  if (o.offload_blocks) return blocks;
+  if (o.recompute == Recompute::none) return 0;
+  return o.recompute_blocks > 0 ? std::min(o.recompute_blocks, blocks) : blocks;
+}
+
 double block_activation_bytes_per_token(const DiTConfig& c, int64_t sequence, int64_t text_tokens,
                                         const MemoryOptions& o) {
   double bytes = 0;
@@ -342,6 +348,12 @@ void validate_options(const ModelPreset& preset, const ParallelLayout& layout, c
   if (c.heads % (layout.tp * layout.cp) != 0)
     bad(to_string(layout),
         cat(c.heads, " attention heads cannot be split over tp × cp = ", layout.tp * layout.cp, " ranks"));
+  if (o.recompute_blocks < 0)
+    bad("recompute-blocks", cat("recomputed blocks must be 0 (all) or more, got ", o.recompute_blocks));
+  if (o.offload_blocks && o.adapter_parameters < 0)
+    bad("offload", "block swap keeps a frozen base in host memory: it needs LoRA adapters");
+  if (o.offload_blocks && layout.tp * layout.cp * layout.pp > 1)
+    bad(to_string(layout), "block swap runs the whole DiT in each process (tp = cp = pp = 1)");
   if (o.pp_micro_batches < 0)
     bad("micro-batches", cat("pipeline micro-batches must be 0 (2 x pp) or more, got ", o.pp_micro_batches));
   validate_pipeline(pipeline_shape(c, layout, o), pipeline_micro_batches(layout, o));
@@ -373,9 +385,12 @@ MemoryBreakdown estimate_stage_memory(const ModelPreset& preset, const ParallelL
   const int64_t n = adapters ? o.adapter_parameters * blocks / c.depth
                              : parameters_per_stage(preset, layout.tp, o.text_encoder, shape, stage);
   m.parameters = n * p.param_bytes;
-  if (adapters)
-    m.parameters += parameters_per_stage(preset, 1, o.text_encoder, shape, stage) *
-                    (o.frozen_param_bytes > 0 ? o.frozen_param_bytes : p.param_bytes);
+  if (adapters) {
+    int64_t frozen = parameters_per_stage(preset, 1, o.text_encoder, shape, stage);
+    // Block swap: the device holds two blocks of the base (one computing, the next being copied).
+    if (o.offload_blocks) frozen -= int64_t(blocks - std::min(blocks, 2)) * dit_block_parameter_count(c);
+    m.parameters += frozen * (o.frozen_param_bytes > 0 ? o.frozen_param_bytes : p.param_bytes);
+  }
   // Data parallel: the gradients are also copied into the reduction buckets (train/gradient_sync.h).
   m.gradients = n * p.grad_bytes * (layout.dp > 1 ? 2 : 1);
   const int64_t shards = o.zero == 1 ? layout.dp : 1;
@@ -403,12 +418,23 @@ MemoryBreakdown estimate_stage_memory(const ModelPreset& preset, const ParallelL
   const double first_in_flight = stage == 0 ? pipeline_chunk_in_flight(shape, 0, counted) : 0;
   const double last_in_flight =
       stage == stage_of_chunk(shape, last_chunk) ? pipeline_chunk_in_flight(shape, last_chunk, counted) : 0;
+  // The first `recomputed` blocks keep what `recompute` keeps, the others everything; the block running
+  // backward needs the working set of the mode it ran under (the recompute's is the larger).
+  MemoryOptions recomputing = o, keeping = o;
+  if (o.offload_blocks) recomputing.recompute = Recompute::full;
+  keeping.recompute = Recompute::none;
+  const int recomputed = recomputed_blocks(o, blocks);
   const double per_token =
-      in_flight * blocks * block_activation_bytes_per_token(c, sequence, text_tokens, o) +
-      working_bytes_per_token(c, sequence, text_tokens, o) + first_in_flight * input_bytes_per_token(c) +
-      last_in_flight * output_bytes_per_token(c, a);
+      in_flight *
+          (recomputed * block_activation_bytes_per_token(c, sequence, text_tokens, recomputing) +
+           (blocks - recomputed) * block_activation_bytes_per_token(c, sequence, text_tokens, keeping)) +
+      working_bytes_per_token(c, sequence, text_tokens, recomputed > 0 ? recomputing : keeping) +
+      first_in_flight * input_bytes_per_token(c) + last_in_flight * output_bytes_per_token(c, a);
   const int64_t groups = info.latent_frames / c.patch_t + 2;
-  const double blocks_with_text_kv = o.recompute == Recompute::full ? 1.0 : in_flight * blocks;
+  // Fully recomputed blocks rebuild their text keys and values in backward, one block at a time.
+  const double blocks_with_text_kv = recomputing.recompute == Recompute::full
+                                         ? in_flight * (blocks - recomputed) + (recomputed > 0 ? 1.0 : 0.0)
+                                         : in_flight * blocks;
   double per_sample = tokens_per_rank * per_token +
                       blocks_with_text_kv * block_bytes_per_sample(c, text_tokens, groups, layout.tp, a) +
                       first_in_flight * text_bytes_per_sample(preset, o);

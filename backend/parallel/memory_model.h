@@ -79,6 +79,9 @@ struct MemoryOptions {
   int micro_batch = 1;  // samples per forward/backward on one rank
   int zero = 0;         // 0: replicated optimizer state; 1: sharded over dp (ZeRO-1)
   Recompute recompute = Recompute::none;
+  // Partial recomputation: `recompute` applies to the first recompute_blocks blocks of each pipeline stage
+  // (Megatron's block method) and the others keep their activations; 0 = every block.
+  int recompute_blocks = 0;
   AttentionKernel attention = AttentionKernel::fused;
   TextEncoderUse text_encoder = TextEncoderUse::precomputed;
   int64_t overhead_bytes = 0;  // runtime: CUDA context, communicator buffers, allocator slack / libraries
@@ -87,6 +90,10 @@ struct MemoryOptions {
   // state); -1 = every parameter trains. Adapters need tp = 1.
   int64_t adapter_parameters = -1;
   int frozen_param_bytes = 0;  // 0: param_bytes
+  // LoRA only: the frozen base's blocks wait in host memory and the device holds two of them at a time
+  // (model/block_offload.h); every block is then recomputed in backward, whatever `recompute` says. The
+  // whole DiT runs in each process: tp = cp = pp = 1.
+  bool offload_blocks = false;
   // Pipeline stages (used only when layout.pp > 1): the schedule's model chunks per stage (1: 1F1B; v > 1:
   // the interleaved schedule with v chunks per stage) and the micro-batches of one step on each data-parallel
   // replica (the pipeline's m, gradient accumulation; 0: 2·pp, the trainer's default for --micro-batches).
@@ -136,6 +143,9 @@ struct ActivationTerm {
 [[nodiscard]] std::vector<ActivationTerm> block_activation_terms(const DiTConfig& config, int64_t sequence,
                                                                  int64_t text_tokens,
                                                                  AttentionKernel attention);
+// The blocks of a stage of `blocks` that `options` recomputes (0 … blocks): none without recompute, all
+// with a block swap, else recompute_blocks (0: all) capped at `blocks`.
+[[nodiscard]] int recomputed_blocks(const MemoryOptions& options, int blocks);
 // Bytes one block keeps per token until backward under `recompute` (no parallelism applied).
 [[nodiscard]] double block_activation_bytes_per_token(const DiTConfig& config, int64_t sequence,
                                                       int64_t text_tokens, const MemoryOptions& options);
@@ -155,7 +165,8 @@ void validate_video_shape(const ModelPreset& preset, int64_t frames, int64_t hei
 // The memory one rank of pipeline stage `stage` of `layout` needs (stage 0 when pp = 1). Throws
 // Error(invalid_argument) naming the value for a bad video shape, micro-batch < 1, zero not 0 or 1, recompute
 // / attention / text encoder unknown, a layout whose tp·cp does not divide the heads or whose cp does not
-// divide the video tokens, adapters with tp > 1, pipeline micro-batches < 0, a pipeline validate_pipeline
+// divide the video tokens, adapters with tp > 1, a block swap without adapters or with tp, cp or pp > 1,
+// recompute_blocks < 0, pipeline micro-batches < 0, a pipeline validate_pipeline
 // refuses (more chunks than blocks; interleaved micro-batches not a multiple of pp), or a stage outside
 // 0 … pp − 1.
 [[nodiscard]] MemoryBreakdown estimate_stage_memory(const ModelPreset& preset, const ParallelLayout& layout,

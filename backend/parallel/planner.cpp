@@ -40,7 +40,9 @@ struct Workload {
   double recompute_flops = 0;  // per sample, extra forward work of the recompute mode
 };
 
-Workload workload(const ModelPreset& p, const PlanRequest& r, Recompute recompute) {
+// `recomputed_share`: the fraction of the blocks that `recompute` applies to (partial recompute).
+Workload workload(const ModelPreset& p, const PlanRequest& r, Recompute recompute,
+                  double recomputed_share = 1) {
   Workload w;
   w.info = describe(p, r.frames, r.height, r.width);
   w.sequence = w.info.video_tokens + 2;
@@ -62,9 +64,9 @@ Workload workload(const ModelPreset& p, const PlanRequest& r, Recompute recomput
   if (recompute == Recompute::selective) {
     // The self-attention core (QKᵀ and PV), forward only: what model/dit.cpp recomputes.
     const double per_token_block = 4.0 * d * double(w.sequence);
-    w.recompute_flops = per_token_block * depth * tokens;
+    w.recompute_flops = per_token_block * depth * tokens * recomputed_share;
   } else if (recompute == Recompute::full) {
-    w.recompute_flops = w.info.flops_per_sample / 3.0;  // one more forward of the DiT
+    w.recompute_flops = w.info.flops_per_sample / 3.0 * recomputed_share;  // one more forward of the DiT
   }
   return w;
 }
@@ -163,11 +165,40 @@ void validate_request(const ModelPreset& preset, const PlanRequest& r) {
 
 StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& l, int zero,
                        Recompute recompute, int micro_batch, int virtual_stages) {
+  StepChoice choice;
+  choice.zero = zero;
+  choice.recompute = recompute;
+  choice.micro_batch = micro_batch;
+  choice.virtual_stages = virtual_stages;
+  return estimate_step(p, r, l, choice);
+}
+
+StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& l,
+                       const StepChoice& choice) {
+  const int zero = choice.zero, micro_batch = choice.micro_batch, virtual_stages = choice.virtual_stages;
+  // A block swap recomputes every block (model/block_offload.h).
+  const Recompute recompute = choice.offload_blocks ? Recompute::full : choice.recompute;
   validate_request(p, r);
   if (micro_batch < 1) bad("micro-batch", cat("micro-batch must be at least 1, got ", micro_batch));
   if (zero != 0 && zero != 1) bad("zero", cat("ZeRO stage must be 0 or 1, got ", zero));
   if (recompute == Recompute::unknown) bad("recompute", "recompute must be none, selective or full");
-  const Workload w = workload(p, r, recompute);
+  if (choice.recompute_blocks < 0)
+    bad("recompute-blocks", cat("recomputed blocks must be 0 (all) or more, got ", choice.recompute_blocks));
+  if (choice.offload_blocks && r.memory.adapter_parameters < 0)
+    bad("offload", "block swap keeps a frozen base in host memory: it needs LoRA adapters");
+  if (choice.offload_blocks && l.tp * l.cp * l.pp > 1)
+    bad(to_string(l), "block swap runs the whole DiT in each process (tp = cp = pp = 1)");
+  const PipelineShape shape{p.dit.depth, l.pp, virtual_stages};
+  validate_pipeline(shape);
+  int most_blocks = 0;
+  for (int stage = 0; stage < l.pp; ++stage)
+    most_blocks = std::max(most_blocks, stage_block_count(shape, stage));
+  MemoryOptions recomputing = r.memory;
+  recomputing.recompute = recompute;
+  recomputing.recompute_blocks = choice.offload_blocks ? 0 : choice.recompute_blocks;
+  // The busiest stage recomputes this many of its blocks; every stage recomputes the same share.
+  const int recomputed = recomputed_blocks(recomputing, most_blocks);
+  const Workload w = workload(p, r, recompute, double(recomputed) / double(most_blocks));
   check_layout(p, r, l, w.info.video_tokens);
   const auto& c = r.cluster;
   const int64_t batch = effective_global_batch(r);
@@ -181,7 +212,6 @@ StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const Paralle
   if (virtual_stages > 1 && l.pp == 1)
     bad("pp-virtual", cat("the interleaved schedule (", virtual_stages,
                           " chunks per stage) needs pipeline stages (pp > 1)"));
-  const PipelineShape shape{p.dit.depth, l.pp, virtual_stages};
   validate_pipeline(shape, m);
   const StageLoad stage = busiest_stage(p, r, l, shape);
 
@@ -208,11 +238,12 @@ StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const Paralle
   const double local_tokens = double(micro_batch) * double(w.sequence) / l.cp;
   const bool full = recompute == Recompute::full;
   const double blocks = stage.blocks;  // the blocks of the busiest stage (all of them without a pipeline)
+  const double full_blocks = full ? recomputed : 0.0;  // blocks whose forward runs again in backward
   if (l.tp > 1) {
     // Sequence parallel: an all-gather before and a reduce-scatter after each of the block's three sublayers
     // (self-attention, cross-attention, MLP), forward and backward: 6 all-reduce volumes per block, 9 with a
     // recomputed forward.
-    const double collectives = blocks * (full ? 9.0 : 6.0);
+    const double collectives = blocks * 6.0 + full_blocks * 3.0;
     const double volume = local_tokens * d * a;
     const double per = 2.0 * (l.tp - 1) / l.tp * volume / c.intra_node_bytes_per_s + 2 * kCollectiveLatencyS;
     s.tp_comm_s = collectives * per * accumulation;
@@ -220,7 +251,7 @@ StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const Paralle
   if (l.cp > 1) {
     // Ulysses: q, k, v to head-split layout and the output back, forward (3 + 1 tensors) and backward (1 +
     // 3); a recomputed forward adds 4. Cross-attention needs none: every rank holds the whole text.
-    const double tensors = blocks * (full ? 12.0 : 8.0);
+    const double tensors = blocks * 8.0 + full_blocks * 4.0;
     const double volume = local_tokens * (d / l.tp) * a;
     const double bandwidth = l.tp * l.cp <= std::min(c.gpus_per_node, c.gpus) ? c.intra_node_bytes_per_s
                                                                               : c.inter_node_bytes_per_s;
@@ -257,7 +288,21 @@ StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const Paralle
     s.dp_comm_s = std::max(0.0, reduce_s - kOverlap * micro_model_s * 2.0 / 3.0) +
                   std::max(0.0, gather_s - kOverlap * micro_model_s / 3.0);
   }
-  s.step_s = s.compute_s + s.pp_bubble_s + s.tp_comm_s + s.cp_comm_s + s.pp_comm_s + s.dp_comm_s;
+  if (choice.offload_blocks) {
+    // Each block's frozen weights cross from host memory twice per micro-batch (forward, and the
+    // recomputation in backward); block i+1's copy overlaps block i's compute, so a block takes the longer
+    // of its compute and its copy.
+    const int frozen_bytes =
+        r.memory.frozen_param_bytes > 0 ? r.memory.frozen_param_bytes : r.memory.precision.param_bytes;
+    const double copy_s = double(dit_block_parameter_count(p.dit)) * frozen_bytes / c.host_bytes_per_s;
+    const double micro_s = s.compute_s / accumulation;  // one micro-batch's forward, recompute and backward
+    const double forward_s = w.info.flops_per_sample / 3.0 * micro_batch / rate / depth;
+    const double backward_s = micro_s / depth - forward_s;
+    s.offload_s =
+        accumulation * depth * (std::max(0.0, copy_s - forward_s) + std::max(0.0, copy_s - backward_s));
+  }
+  s.step_s =
+      s.compute_s + s.pp_bubble_s + s.tp_comm_s + s.cp_comm_s + s.pp_comm_s + s.dp_comm_s + s.offload_s;
   s.mfu = w.model_flops * double(batch) / (s.step_s * c.gpus * c.peak_flops);
   s.samples_per_s = double(batch) / s.step_s;
   return s;
@@ -287,35 +332,77 @@ std::vector<ParallelLayout> candidate_layouts(const ModelPreset& p, const PlanRe
   return layouts;
 }
 
-// Estimates one candidate's memory and counts it; keeps it, with its step time, when it fits.
-void consider(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& layout, int zero,
-              Recompute recompute, int micro_batch, int virtual_stages, Plan& plan) {
+// Estimates one candidate's memory and counts it; keeps it, with its step time, when it fits. Returns
+// whether it fits.
+bool consider(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& layout,
+              const StepChoice& choice, Plan& plan) {
   PlannedLayout candidate;
   candidate.layout = layout;
-  candidate.virtual_stages = virtual_stages;
-  candidate.schedule = virtual_stages > 1 ? PipelineSchedule::interleaved : PipelineSchedule::one_f_one_b;
-  candidate.zero = zero;
-  candidate.recompute = recompute;
-  candidate.micro_batch = micro_batch;
-  candidate.grad_accumulation = plan.global_batch / (int64_t(layout.dp) * micro_batch);
+  candidate.virtual_stages = choice.virtual_stages;
+  candidate.schedule =
+      choice.virtual_stages > 1 ? PipelineSchedule::interleaved : PipelineSchedule::one_f_one_b;
+  candidate.zero = choice.zero;
+  candidate.recompute = choice.offload_blocks ? Recompute::full : choice.recompute;
+  candidate.recompute_blocks = choice.recompute_blocks;
+  candidate.offload_blocks = choice.offload_blocks;
+  candidate.micro_batch = choice.micro_batch;
+  candidate.grad_accumulation = plan.global_batch / (int64_t(layout.dp) * choice.micro_batch);
   MemoryOptions o = r.memory;
   o.frames = r.frames;
   o.height = r.height;
   o.width = r.width;
-  o.micro_batch = micro_batch;
-  o.zero = zero;
-  o.recompute = recompute;
-  o.pp_virtual_stages = virtual_stages;
+  o.micro_batch = choice.micro_batch;
+  o.zero = choice.zero;
+  o.recompute = candidate.recompute;
+  o.recompute_blocks = choice.recompute_blocks;
+  o.offload_blocks = choice.offload_blocks;
+  o.pp_virtual_stages = choice.virtual_stages;
   o.pp_micro_batches = int(std::min<int64_t>(candidate.grad_accumulation, INT_MAX));
   candidate.memory = estimate_memory(p, layout, o);
   ++plan.considered;
   if (!plan.smallest || candidate.memory.total() < plan.smallest->memory.total()) plan.smallest = candidate;
   if (double(candidate.memory.total()) > r.cluster.gpu_memory_bytes) {
     ++plan.too_large;
-    return;
+    return false;
   }
-  candidate.cost = estimate_step(p, r, layout, zero, recompute, micro_batch, virtual_stages);
+  candidate.cost = estimate_step(p, r, layout, choice);
   plan.fitting.push_back(candidate);
+  return true;
+}
+
+// Partial recompute: when keeping every block's activations does not fit but recomputing all of them does,
+// the fewest recomputed blocks per stage that fit (memory falls with each recomputed block), by bisection.
+void consider_partial_recompute(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& layout,
+                                StepChoice choice, Plan& plan) {
+  const PipelineShape shape{p.dit.depth, layout.pp, choice.virtual_stages};
+  int blocks = 0;
+  for (int stage = 0; stage < layout.pp; ++stage) blocks = std::max(blocks, stage_block_count(shape, stage));
+  MemoryOptions o = r.memory;
+  o.frames = r.frames;
+  o.height = r.height;
+  o.width = r.width;
+  o.micro_batch = choice.micro_batch;
+  o.zero = choice.zero;
+  o.recompute = Recompute::full;
+  o.pp_virtual_stages = choice.virtual_stages;
+  o.pp_micro_batches =
+      int(std::min<int64_t>(plan.global_batch / (int64_t(layout.dp) * choice.micro_batch), INT_MAX));
+  auto fits = [&](int recomputed) {
+    o.recompute_blocks = recomputed;
+    return double(estimate_memory(p, layout, o).total()) <= r.cluster.gpu_memory_bytes;
+  };
+  int low = 1, high = blocks - 1;  // the answer, if any, lies in [low, high]
+  if (high < low || !fits(high)) return;
+  while (low < high) {
+    const int mid = low + (high - low) / 2;
+    if (fits(mid))
+      high = mid;
+    else
+      low = mid + 1;
+  }
+  choice.recompute = Recompute::full;
+  choice.recompute_blocks = low;
+  consider(p, r, layout, choice, plan);
 }
 
 }  // namespace
@@ -332,15 +419,36 @@ Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
   for (int mbs = 1; mbs <= r.max_micro_batch; mbs *= 2) micro_batches.push_back(mbs);
   if (micro_batches.back() != r.max_micro_batch) micro_batches.push_back(r.max_micro_batch);
 
+  const bool adapters = r.memory.adapter_parameters >= 0;
   for (const ParallelLayout& layout : candidate_layouts(p, r, info.video_tokens)) {
-    for (int zero : {0, 1}) {
-      if (zero == 1 && layout.dp == 1) continue;  // nothing to shard
-      for (Recompute recompute : {Recompute::none, Recompute::selective, Recompute::full}) {
+    const bool whole_model = layout.tp * layout.cp * layout.pp == 1;
+    for (bool offload : {false, true}) {
+      if (offload && !(adapters && r.allow_block_swap && whole_model)) continue;
+      for (int zero : {0, 1}) {
+        if (zero == 1 && layout.dp == 1) continue;  // nothing to shard
         for (int mbs : micro_batches) {
           if (plan.global_batch % (int64_t(layout.dp) * mbs) != 0) continue;
           const int64_t accumulation = plan.global_batch / (int64_t(layout.dp) * mbs);
-          for (int virtual_stages : virtual_stage_choices(layout.pp, p.dit.depth, accumulation))
-            consider(p, r, layout, zero, recompute, mbs, virtual_stages, plan);
+          for (int virtual_stages : virtual_stage_choices(layout.pp, p.dit.depth, accumulation)) {
+            StepChoice choice;
+            choice.zero = zero;
+            choice.micro_batch = mbs;
+            choice.virtual_stages = virtual_stages;
+            choice.offload_blocks = offload;
+            if (offload) {  // every block is recomputed under a block swap
+              choice.recompute = Recompute::full;
+              consider(p, r, layout, choice, plan);
+              continue;
+            }
+            bool kept_fits = false, recomputed_fits = false;
+            for (Recompute recompute : {Recompute::none, Recompute::selective, Recompute::full}) {
+              choice.recompute = recompute;
+              const bool fits = consider(p, r, layout, choice, plan);
+              if (recompute == Recompute::none) kept_fits = fits;
+              if (recompute == Recompute::full) recomputed_fits = fits;
+            }
+            if (!kept_fits && recomputed_fits) consider_partial_recompute(p, r, layout, choice, plan);
+          }
         }
       }
     }
@@ -351,6 +459,13 @@ Plan plan_layouts(const ModelPreset& p, const PlanRequest& r) {
                      return a.memory.total() < b.memory.total();
                    });
   return plan;
+}
+
+std::string recompute_description(const PlannedLayout& planned) {
+  if (planned.offload_blocks) return "full, block swap";
+  if (planned.recompute_blocks > 0 && planned.recompute != Recompute::none)
+    return cat(to_string(planned.recompute), ", first ", planned.recompute_blocks, " blocks of each stage");
+  return to_string(planned.recompute);
 }
 
 std::string no_fit_message(const ModelPreset& p, const PlanRequest& r, const Plan& plan) {
@@ -375,7 +490,7 @@ std::string no_fit_message(const ModelPreset& p, const PlanRequest& r, const Pla
                       : "";
   const std::string stage = s.layout.pp > 1 ? cat(" on stage ", s.memory.stage) : "";
   return cat(where, ": the smallest needs ", gb(double(s.memory.total())), " (", to_string(s.layout),
-             pipeline, ", ZeRO-", s.zero, ", ", to_string(s.recompute), " recompute, micro-batch ",
+             pipeline, ", ZeRO-", s.zero, ", ", recompute_description(s), " recompute, micro-batch ",
              s.micro_batch, "; activations ", gb(double(s.memory.activations)), stage,
              "); use more GPUs, GPUs with more memory, or a shorter or smaller video");
 }

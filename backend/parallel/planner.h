@@ -13,7 +13,10 @@
 // quotient m is both the gradient accumulation and the pipeline's micro-batches per step. Schedules tried:
 // 1F1B, and with pp > 1 the interleaved one with v = 2, 3 or 4 chunks per stage when v·pp chunks fit the
 // depth and m is a multiple of pp (more chunks shrink the bubble and add point-to-point traffic and in-flight
-// activations). A request may fix tp, cp or pp (PlanRequest), e.g. to price a given layout.
+// activations). A request may fix tp, cp or pp (PlanRequest), e.g. to price a given layout. Where keeping
+// every block's activations does not fit but recomputing them all does, the fewest recomputed blocks that
+// fit are tried too (partial recompute: fewer recomputed FLOPs). LoRA plans may swap the frozen blocks in
+// from host memory (block swap), with the copies the compute cannot hide in the step time.
 
 #include "model/config.h"
 #include "parallel/layout.h"
@@ -34,6 +37,7 @@ struct ClusterSpec {
   double peak_flops = 989e12;             // dense bf16 per GPU (H100 SXM)
   double intra_node_bytes_per_s = 450e9;  // NVLink, per GPU, one direction
   double inter_node_bytes_per_s = 50e9;   // network, per GPU (one 400 Gb/s NIC each)
+  double host_bytes_per_s = 50e9;         // host memory to GPU (PCIe 5.0 x16, one direction): block swap
 };
 
 struct PlanRequest {
@@ -48,6 +52,20 @@ struct PlanRequest {
   double max_efficiency = 0.65;
   // Only layouts with this many tensor-parallel ranks, context-parallel ranks or pipeline stages; 0: any.
   int tp = 0, cp = 0, pp = 0;
+  // LoRA plans (memory.adapter_parameters >= 0) also try the frozen base's blocks swapped in from host
+  // memory (model/block_offload.h) on layouts without tp, cp or pp. Always slower than the same layout
+  // without it, so it comes first only where nothing else fits.
+  bool allow_block_swap = true;
+};
+
+// What a candidate sets besides its layout.
+struct StepChoice {
+  int zero = 0;
+  Recompute recompute = Recompute::none;
+  int recompute_blocks = 0;  // partial recompute: `recompute` on the first N blocks of each stage; 0: all
+  int micro_batch = 1;
+  int virtual_stages = 1;       // the pipeline schedule's model chunks per stage (1: 1F1B)
+  bool offload_blocks = false;  // LoRA: block swap of the frozen base (every block recomputed)
 };
 
 struct StepCost {
@@ -58,10 +76,11 @@ struct StepCost {
   double dp_comm_s = 0;    // gradient reduction and ZeRO-1 parameter gather left after overlap
   double pp_bubble_s = 0;  // pipeline fill and drain: compute_s × (pp − 1) / (v · m)
   double pp_comm_s = 0;    // point-to-point sends and receives at the stage boundaries (not overlapped)
+  double offload_s = 0;    // block swap: host-to-device copies of the frozen blocks not hidden behind compute
   double step_s = 0;
   double efficiency = 0;  // fraction of peak the compute runs at
   double mfu = 0;         // model FLOPs / (step_s × gpus × peak)
-  // step_s = compute_s + pp_bubble_s + tp_comm_s + cp_comm_s + pp_comm_s + dp_comm_s
+  // step_s = compute_s + pp_bubble_s + tp_comm_s + cp_comm_s + pp_comm_s + dp_comm_s + offload_s
   double samples_per_s = 0;
 };
 
@@ -72,6 +91,8 @@ struct PlannedLayout {
   int virtual_stages = 1;
   int zero = 0;
   Recompute recompute = Recompute::none;
+  int recompute_blocks = 0;     // partial recompute: the first N blocks of each stage; 0: all
+  bool offload_blocks = false;  // LoRA: block swap of the frozen base
   int micro_batch = 1;
   int64_t grad_accumulation = 1;  // micro-batches per rank per step (the pipeline's m)
   MemoryBreakdown memory;         // the stage needing most (memory.stage says which)
@@ -93,12 +114,19 @@ struct Plan {
 // max_micro_batch < 1, and a bad video shape (validate_video_shape).
 void validate_request(const ModelPreset& preset, const PlanRequest& request);
 
-// The step time of one layout (its memory is not checked); `virtual_stages` is the schedule's model chunks
-// per pipeline stage (1: 1F1B; v > 1: interleaved, which needs pp > 1). Throws like validate_request, for a
-// layout that breaks the rules above, and for a pipeline validate_pipeline refuses.
+// The step time of one layout (its memory is not checked). Throws like validate_request, for a layout that
+// breaks the rules above, for a pipeline validate_pipeline refuses, for interleaving (virtual_stages > 1)
+// without pipeline stages, for recompute_blocks < 0, and for a block swap without adapters or with tp, cp
+// or pp > 1.
+[[nodiscard]] StepCost estimate_step(const ModelPreset& preset, const PlanRequest& request,
+                                     const ParallelLayout& layout, const StepChoice& choice);
+// The same for every block recomputed and no block swap.
 [[nodiscard]] StepCost estimate_step(const ModelPreset& preset, const PlanRequest& request,
                                      const ParallelLayout& layout, int zero, Recompute recompute,
                                      int micro_batch, int virtual_stages = 1);
+
+// "none", "selective", "full", "full, first 12 blocks of each stage", "full, block swap".
+[[nodiscard]] std::string recompute_description(const PlannedLayout& planned);
 
 // Every valid layout, estimated; `fitting` is empty when nothing fits (see no_fit_message).
 [[nodiscard]] Plan plan_layouts(const ModelPreset& preset, const PlanRequest& request);

@@ -238,6 +238,10 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
              "activation recomputation per block: none, selective (attention core) or full", "parallel");
     recompute.choices = {"none", "selective", "full"};
     r.add(recompute);
+    r.add(spec("train.recompute_blocks", "--recompute-blocks", ParamType::integer, 0,
+               "partial recomputation: --recompute applies to the first N blocks of each pipeline stage, the "
+               "others keep their activations (0: every block)",
+               "parallel", 0.0));
     r.add(spec("train.comm_timeout", "--comm-timeout", ParamType::real, 300.0,
                "seconds a collective may wait for the other ranks before the run fails", "parallel", 1.0));
   }
@@ -425,6 +429,7 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   o.comm_timeout_s = opt_real("train.comm_timeout", 300.0);
   if (v.registry().find_by_key("train.recompute") && v.has("train.recompute"))
     o.recompute = v.get_text("train.recompute");
+  o.recompute_blocks = opt_int("train.recompute_blocks", 0);
   o.max_memory_gb = v.get_real("train.max_memory_gb");
   o.prefetch = v.get_int("train.prefetch");
   o.precision = v.get_text("train.precision");

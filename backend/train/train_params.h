@@ -118,6 +118,7 @@ struct TrainOptions {
   int64_t micro_batches = 0;       // per step and data-parallel replica; 0: 1, or 2·pp with pipeline stages
   int64_t zero = 0;                // ZeRO stage: 0 off, 1 optimizer state sharded over data-parallel ranks
   std::string recompute = "none";  // activation recomputation: none | selective | full
+  int64_t recompute_blocks = 0;    // partial: the first N blocks of each pipeline stage (0: all)
   double comm_timeout_s = 300;     // a collective (or a missing rank) fails the run after this
   FlowOptions flow;
   // VAE runs: the clip geometry decoded for training and later used by `mugv encode`.

@@ -297,6 +297,18 @@ void set_up_pipeline(Session& s) {
                  " micro-batches per step, ", to_string(*schedule)));
 }
 
+// Partial recomputation (--recompute-blocks N): the first N blocks this rank's pipeline stage holds, in model
+// order (Megatron's block method); empty = every block.
+std::vector<int64_t> recomputed_blocks(const Session& s) {
+  const int64_t wanted = s.options.recompute_blocks;
+  if (wanted <= 0) return {};
+  std::vector<int64_t> blocks;
+  for (int chunk : chunks_of_stage(s.pipeline, s.stage()))
+    for (int b = chunk_blocks(s.pipeline, chunk).first; b < chunk_blocks(s.pipeline, chunk).last; ++b)
+      if (int64_t(blocks.size()) < wanted) blocks.push_back(b);
+  return blocks;
+}
+
 void build_model(Session& s) {
   torch::set_num_threads(static_cast<int>(s.options.threads));
   torch::manual_seed(s.options.seed);  // every rank builds the same weights, then keeps its pieces
@@ -308,7 +320,6 @@ void build_model(Session& s) {
   if (!recompute || *recompute == Recompute::unknown)
     throw Error(ErrorCode::usage, "--recompute",
                 cat("'", s.options.recompute, "' is not none, selective or full"));
-  s.model->dit->set_recompute(*recompute);
   const PrecisionChoice precision = choose_compute_precision(s.options.precision, s.device.type());
   s.precision = precision.precision;
   if (s.leader())
@@ -324,6 +335,7 @@ void build_model(Session& s) {
     lora_set_of(*s.model->dit).attach_trainable(*s.model->dit, parse_lora_config(s.options.lora));
   }
   set_up_pipeline(s);
+  s.model->dit->set_recompute(*recompute, recomputed_blocks(s));
   // Built on the CPU (the same initial weights on any device), then moved: only this rank's tensor-parallel
   // pieces and pipeline stage, so a GPU never holds the whole model.
   s.model->to(s.device);

@@ -5,9 +5,11 @@
 // video token). The text features are given (a frozen T5's output in MUG-V training), so only the DiT trains.
 //   bench_train_step [--preset small] [--depth N] [--latent 4x16x16] [--text-tokens 32] [--batch 4]
 //                    [--threads 2] [--steps 5] [--precision fp32|bf16] [--device cpu|cuda] [--gemm-size N]
-//                    [--lora rank=R,targets=...]
+//                    [--lora rank=R,targets=...] [--offload blocks]
 // --depth overrides the preset's block count (the 10B width with 4 blocks). --lora trains adapters on the
 // frozen model (model/lora.h) and the planner's estimate counts them (memory_model.h adapter_parameters).
+// --offload blocks (with --lora) swaps the frozen blocks in from host memory (model/block_offload.h), as
+// `mugv train --offload blocks` does; compare its step_s with the same command without it for the slowdown.
 // Prints one JSON line, with the planner's estimates for the same step (parallel/planner.h, memory_model.h:
 // one rank, this step's precision, the GEMM rate measured here as the peak) beside the measurements, so the
 // models can be checked against them.
@@ -39,7 +41,7 @@ namespace {
 // has none). Null when the latent does not map to a video shape the planner accepts.
 nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t lh, int64_t lw, int64_t batch,
                                 bool bf16, const torch::Device& device, double gemm_flops,
-                                int64_t adapter_parameters) {
+                                int64_t adapter_parameters, bool offload_blocks) {
   const VAEConfig& vae = preset.vae;
   PlanRequest request;
   request.frames = lt * vae.compress_t;
@@ -58,9 +60,12 @@ nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t l
   request.memory.width = request.width;
   request.memory.micro_batch = static_cast<int>(batch);
   request.memory.adapter_parameters = adapter_parameters;
+  request.memory.offload_blocks = offload_blocks;
   try {
-    const StepCost cost =
-        estimate_step(preset, request, ParallelLayout{1, 1, 1}, 0, Recompute::none, int(batch));
+    StepChoice choice;
+    choice.micro_batch = int(batch);
+    choice.offload_blocks = offload_blocks;
+    const StepCost cost = estimate_step(preset, request, ParallelLayout{1, 1, 1}, choice);
     const MemoryBreakdown memory = estimate_memory(preset, ParallelLayout{1, 1, 1}, request.memory);
     // overhead_mb is the runtime allowance (CUDA context, libraries): on a GPU it is outside the caching
     // allocator's count that peak_device_mb reports.
@@ -75,7 +80,8 @@ nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t l
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string preset_name = "small", precision_name = "fp32", device_name = "cpu", lora_spec;
+  std::string preset_name = "small", precision_name = "fp32", device_name = "cpu", lora_spec,
+              offload = "none";
   int64_t lt = 4, lh = 16, lw = 16, text_tokens = 32, batch = 4, threads = 2, steps = 5, depth = 0,
           gemm_size = 0;
   try {
@@ -104,11 +110,17 @@ int main(int argc, char** argv) {
         device_name = v;
       else if (f == "--lora")
         lora_spec = v;
+      else if (f == "--offload")
+        offload = v;
       else if (f == "--gemm-size")
         gemm_size = std::atol(v.c_str());
       else
         throw Error(ErrorCode::usage, f, "unknown flag");
     }
+    if (offload != "none" && offload != "blocks")
+      throw Error(ErrorCode::usage, "--offload", "none or blocks");
+    if (offload == "blocks" && lora_spec.empty())
+      throw Error(ErrorCode::usage, "--offload", "block swap keeps a frozen base: give --lora");
     torch::set_num_threads(static_cast<int>(threads));
     torch::manual_seed(0);
     const torch::Device device = choose_compute_device(device_name);
@@ -134,6 +146,8 @@ int main(int argc, char** argv) {
       lora_set_of(*model).attach_trainable(*model, *lora);
       lora_parameters = lora_parameter_count(cfg, *lora);
     }
+    if (offload == "blocks")
+      model->set_block_offload(std::make_shared<BlockOffload>(*model, device, OffloadUse::training));
     std::vector<std::pair<std::string, torch::Tensor>> trained;
     for (auto& [name, p] : named_parameters(*model))
       if (p.requires_grad()) trained.emplace_back(name, p);
@@ -175,6 +189,7 @@ int main(int argc, char** argv) {
                           {"heads", cfg.heads},
                           {"parameters", dit_parameter_count(cfg)},
                           {"lora", lora ? to_string(*lora) : std::string()},
+                          {"offload", offload},
                           {"trained_parameters", lora ? lora_parameters : dit_parameter_count(cfg)},
                           {"video_tokens", video_tokens},
                           {"text_tokens", text_tokens},
@@ -193,8 +208,8 @@ int main(int argc, char** argv) {
     if (peak_device) out["peak_device_mb"] = *peak_device / 1048576.0;
     ModelPreset planned = preset;
     planned.dit = cfg;
-    nlohmann::json plan =
-        planner_estimate(planned, lt, lh, lw, batch, bf16, device, gemm_flops, lora ? lora_parameters : -1);
+    nlohmann::json plan = planner_estimate(planned, lt, lh, lw, batch, bf16, device, gemm_flops,
+                                           lora ? lora_parameters : -1, offload == "blocks");
     if (plan.contains("step_s")) {
       // The allocator's peak leaves out the runtime allowance; the CPU's resident peak includes it.
       const double measured_peak_mb = peak_device ? *peak_device / 1048576.0 : peak_rss_bytes() / 1048576.0;

@@ -2,6 +2,7 @@
 // errors for bad input, and the `mugv plan` command run as a user would.
 #include "core/error.h"
 #include "core/paths.h"
+#include "core/strings.h"
 #include "model/config.h"
 #include "model/info.h"
 #include "model/lora_spec.h"
@@ -559,7 +560,12 @@ TEST_CASE("without pipeline stages the pipeline options change nothing and the p
         }
       }
     }
-  CHECK(plan.considered == expected + pipeline_candidates);
+  // Plus the partial recomputes, tried only where they fit (where every block's activations do not and
+  // every block recomputed does).
+  const auto partial = std::count_if(plan.fitting.begin(), plan.fitting.end(),
+                                     [](const PlannedLayout& p) { return p.recompute_blocks > 0; });
+  CHECK(partial > 0);
+  CHECK(plan.considered == expected + pipeline_candidates + partial);
   // A pipeline-free estimate_step accepts any accumulation, as before.
   PlanRequest odd = request;
   odd.global_batch = 64 * 3;
@@ -721,4 +727,143 @@ TEST_CASE("the interleaved schedule is tried with every chunk count from 2 to 4 
     }
   }
   CHECK(chunks == std::set<int>{2, 3, 4});
+}
+
+TEST_CASE(
+    "partial recompute: memory falls with each recomputed block, and the planner takes the fewest that fit",
+    "[unit][parallel][planner]") {
+  const ModelPreset preset = load_model_preset("mugv-10b");
+  MemoryOptions o = options_for(preset, TrainDevice::gpu, 121, 720, 1280);
+  o.zero = 1;
+  const ParallelLayout layout{4, 4, 4};  // 56 blocks in one stage
+  o.recompute = Recompute::none;
+  const auto kept = estimate_memory(preset, layout, o);
+  o.recompute = Recompute::full;
+  const auto all = estimate_memory(preset, layout, o);
+  o.recompute_blocks = 56;
+  CHECK(estimate_memory(preset, layout, o).total() == all.total());
+  o.recompute_blocks = 500;  // more than the stage holds: all of them
+  CHECK(estimate_memory(preset, layout, o).total() == all.total());
+  // One recomputed block saves nothing: its activations come back as the working set of its backward.
+  o.recompute_blocks = 1;
+  CHECK(estimate_memory(preset, layout, o).total() == kept.total());
+  int64_t previous = kept.total();
+  std::vector<int64_t> by_blocks{previous};
+  for (int n = 2; n < 56; ++n) {
+    o.recompute_blocks = n;
+    const int64_t total = estimate_memory(preset, layout, o).total();
+    CHECK(total < previous);
+    CHECK(total > all.total());
+    by_blocks.push_back(total);
+    previous = total;
+  }
+  // Each recomputed block saves the same bytes (after the first, which also adds the recompute's working
+  // set).
+  CHECK(by_blocks[1] - by_blocks[2] == by_blocks[30] - by_blocks[31]);
+  o.recompute_blocks = -1;
+  CHECK_THROWS_WITH(estimate_memory(preset, layout, o), Catch::Contains("recomputed blocks"));
+
+  // The planner's partial candidates fit with their count and would not with one block fewer; their
+  // recompute time lies between none and all blocks on the same layout.
+  const PlanRequest request = target_request();
+  const Plan plan = plan_layouts(preset, request);
+  int partial = 0;
+  for (const auto& p : plan.fitting) {
+    if (p.recompute_blocks == 0) continue;
+    ++partial;
+    CHECK(p.recompute == Recompute::full);
+    CHECK(recompute_description(p) == cat("full, first ", p.recompute_blocks, " blocks of each stage"));
+    MemoryOptions m = request.memory;
+    m.frames = 121;
+    m.height = 720;
+    m.width = 1280;
+    m.micro_batch = p.micro_batch;
+    m.zero = p.zero;
+    m.recompute = Recompute::full;
+    m.pp_virtual_stages = p.virtual_stages;
+    m.pp_micro_batches = int(p.grad_accumulation);
+    m.recompute_blocks = p.recompute_blocks;
+    CHECK(double(estimate_memory(preset, p.layout, m).total()) <= request.cluster.gpu_memory_bytes);
+    m.recompute_blocks = p.recompute_blocks - 1;
+    if (m.recompute_blocks > 0)
+      CHECK(double(estimate_memory(preset, p.layout, m).total()) > request.cluster.gpu_memory_bytes);
+    StepChoice all_blocks;
+    all_blocks.zero = p.zero;
+    all_blocks.recompute = Recompute::full;
+    all_blocks.micro_batch = p.micro_batch;
+    all_blocks.virtual_stages = p.virtual_stages;
+    const StepCost full_cost = estimate_step(preset, request, p.layout, all_blocks);
+    CHECK(p.cost.recompute_s > 0);
+    CHECK(p.cost.recompute_s < full_cost.recompute_s);
+    CHECK(p.cost.step_s < full_cost.step_s);
+  }
+  CHECK(partial > 0);
+}
+
+TEST_CASE("block swap: a LoRA base that does not fit one GPU is planned with its blocks in host memory",
+          "[unit][parallel][planner]") {
+  const ModelPreset preset = load_model_preset("mugv-10b");
+  PlanRequest request = target_request(1);
+  request.cluster.gpu_memory_bytes = 24e9;  // one 24 GB card
+  request.frames = 17;
+  request.height = 256;
+  request.width = 256;
+  request.memory.adapter_parameters =
+      lora_parameter_count(preset.dit, parse_lora_config("rank=16,targets=attn,cross,mlp"));
+  const Plan plan = plan_layouts(preset, request);
+  REQUIRE_FALSE(plan.fitting.empty());
+  for (const auto& p : plan.fitting) CHECK(p.offload_blocks);  // the base's bf16 weights alone are 20 GB
+  const auto& best = plan.fitting.front();
+  CHECK(best.recompute == Recompute::full);
+  CHECK(recompute_description(best) == "full, block swap");
+  CHECK(best.cost.offload_s >= 0);
+  CHECK(best.cost.step_s == Approx(best.cost.compute_s + best.cost.offload_s + best.cost.dp_comm_s));
+
+  // The device holds two blocks of the base instead of 56.
+  MemoryOptions o = request.memory;
+  o.frames = 17;
+  o.height = 256;
+  o.width = 256;
+  o.recompute = Recompute::full;
+  const auto kept = estimate_memory(preset, ParallelLayout{1, 1, 1}, o);
+  o.offload_blocks = true;
+  const auto swapped = estimate_memory(preset, ParallelLayout{1, 1, 1}, o);
+  CHECK(kept.parameters - swapped.parameters == 54 * dit_block_parameter_count(preset.dit) * 2);
+  CHECK(swapped.activations == kept.activations);  // full recompute either way
+  // A slow host link exposes the copies: the step grows and the block swap's share says by how much.
+  PlanRequest slow = request;
+  slow.cluster.host_bytes_per_s = 1e9;
+  StepChoice swap;
+  swap.recompute = Recompute::full;
+  swap.offload_blocks = true;
+  const StepCost fast_cost = estimate_step(preset, request, ParallelLayout{1, 1, 1}, swap);
+  const StepCost slow_cost = estimate_step(preset, slow, ParallelLayout{1, 1, 1}, swap);
+  CHECK(slow_cost.offload_s > fast_cost.offload_s);
+  CHECK(slow_cost.offload_s > 0);
+  CHECK(slow_cost.compute_s == Approx(fast_cost.compute_s));
+
+  // Without adapters, or with the model split, there is no block swap.
+  o.adapter_parameters = -1;
+  CHECK_THROWS_WITH(estimate_memory(preset, ParallelLayout{1, 1, 1}, o), Catch::Contains("LoRA adapters"));
+  PlanRequest full_model = request;
+  full_model.memory.adapter_parameters = -1;
+  CHECK_THROWS_WITH(estimate_step(preset, full_model, ParallelLayout{1, 1, 1}, swap),
+                    Catch::Contains("LoRA adapters"));
+  request.allow_block_swap = false;
+  CHECK(plan_layouts(preset, request).fitting.empty());
+
+  TempDir home;
+  auto text = run_mugv(
+      "plan --preset mugv-10b --gpus 1 --gpu-mem-gb 24 --frames 17 --size 256x256 --lora "
+      "rank=16,targets=attn,cross,mlp",
+      home);
+  INFO(text.err);
+  CHECK(text.exit_code == 0);
+  CHECK_THAT(text.out, Catch::Contains("full+swap") && Catch::Contains("block swap (--offload blocks)"));
+  auto none = run_mugv(
+      "plan --preset mugv-10b --gpus 1 --gpu-mem-gb 24 --frames 17 --size 256x256 --lora "
+      "rank=16,targets=attn,cross,mlp --no-block-swap",
+      home);
+  CHECK(none.exit_code == 1);
+  CHECK_THAT(none.err, Catch::Contains("the smallest needs"));
 }

@@ -258,6 +258,38 @@ TEST_CASE("a tiny run overfits: the loss falls, metrics and checkpoints follow t
   CHECK(result.gemm_flops > 0);
 }
 
+TEST_CASE("partial recomputation trains like keeping every activation", "[train]") {
+  Home home(3);
+  auto losses_of = [](const std::string& run, const std::string& mode, int64_t blocks,
+                      std::vector<Recompute>* modes) {
+    auto o = micro_options(run, 4);
+    o.recompute = mode;
+    o.recompute_blocks = blocks;
+    std::vector<double> losses;
+    TrainCallbacks cb;
+    cb.on_step = [&](const StepMetrics& m) { losses.push_back(m.loss); };
+    cb.before_step = [&](int64_t, DiTBundleImpl& model) {
+      *modes = {model.dit->recompute_of(0), model.dit->recompute_of(1)};
+    };
+    train_dit(o, {}, CancelToken(), cb);
+    return losses;
+  };
+  std::vector<Recompute> modes;
+  const auto kept = losses_of("kept", "none", 0, &modes);
+  CHECK((modes[0] == Recompute::none && modes[1] == Recompute::none));
+  const auto partial = losses_of("partial", "full", 1, &modes);
+  CHECK((modes[0] == Recompute::full && modes[1] == Recompute::none));  // the first block of the stage
+  const auto all = losses_of("all", "full", 0, &modes);
+  CHECK((modes[0] == Recompute::full && modes[1] == Recompute::full));
+  REQUIRE(kept.size() == 4);
+  REQUIRE(partial.size() == 4);
+  REQUIRE(all.size() == 4);
+  for (size_t i = 0; i < kept.size(); ++i) {
+    CHECK(partial[i] == Approx(kept[i]).epsilon(1e-5));
+    CHECK(all[i] == Approx(kept[i]).epsilon(1e-5));
+  }
+}
+
 TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for bit", "[train]") {
   // In both precisions: bf16 autocast must not bring in run-to-run differences either; and with Muon, whose
   // momentum and AdamW moments must come back bit for bit too.

@@ -82,6 +82,10 @@ std::string validate(const TrainForm& f) {
   if (f.zero != 0 && f.zero != 1) return "layout: ZeRO stage 0 or 1";
   if (f.recompute != "none" && f.recompute != "selective" && f.recompute != "full")
     return "layout: recompute is none, selective or full";
+  if (f.recompute_blocks < 0) return "layout: recomputed blocks are 0 (all) or more";
+  if (f.offload != "none" && f.offload != "blocks") return "layout: offload is none or blocks";
+  if (f.offload == "blocks" && f.lora.empty())
+    return "layout: block swap keeps a frozen base in host memory; it needs LoRA adapters";
   if (f.learns_from_labels() && (f.slurm_nodes > 0 || f.pp > 1 || f.micro_batches > 1))
     return "layout: DPO and KTO run in one process, one batch per step (no cluster, stages or micro-batches)";
   if (f.slurm_nodes == 0 && f.tp * f.cp > 1)
@@ -123,6 +127,8 @@ JobRequest train_job(const TrainForm& f) {
   values["train.cp"] = f.cp;
   values["train.zero"] = f.zero;
   values["train.recompute"] = f.recompute;
+  values["train.recompute_blocks"] = f.recompute_blocks;
+  if (!f.lora.empty()) values["train.offload"] = f.offload;
   values["train.pp"] = f.pp;
   values["train.pp_schedule"] = f.pp_schedule;
   values["train.pp_virtual"] = f.pp_virtual;

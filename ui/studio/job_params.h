@@ -48,6 +48,8 @@ struct TrainForm {
   // Parallel layout (`train --tp --cp --zero --recompute`), chosen from the planner's table (layout_plan.h).
   int tp = 1, cp = 1, zero = 0;
   std::string recompute = "none";
+  int recompute_blocks = 0;      // `train --recompute-blocks`: partial recompute (0: every block)
+  std::string offload = "none";  // `train --offload`: blocks (LoRA: the frozen base swapped in) or none
   // Pipeline stages (`train --pp --pp-schedule --pp-virtual --micro-batches`): the schedule (1f1b |
   // interleaved), the interleaved schedule's chunks per stage (at least 2; 1F1B ignores it) and the
   // micro-batches per step on each data-parallel replica (0: the command's default).

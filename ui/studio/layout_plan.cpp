@@ -14,9 +14,16 @@
 
 namespace mugv::studio {
 
+std::string PlanRow::recompute_cell() const {
+  if (block_swap) return recompute + "+swap";
+  return recompute_blocks > 0 ? cat(recompute, ":", recompute_blocks) : recompute;
+}
+
 std::string PlanRow::text() const {
   std::string text =
       cat(to_string(ParallelLayout{tp, cp, dp, pp}), ", ZeRO-", zero, ", ", recompute, " recompute");
+  if (recompute_blocks > 0 && !block_swap) text += cat(" of the first ", recompute_blocks, " blocks");
+  if (block_swap) text += ", block swap";
   if (pp > 1)
     text += cat(", ", schedule, virtual_stages > 1 ? cat(" x", virtual_stages) : "", ", ", micro_batches,
                 " micro-batches");
@@ -118,6 +125,8 @@ PlanOutcome plan_training(const PlanForm& form, size_t top) {
     row.dp = p.layout.dp;
     row.zero = p.zero;
     row.recompute = to_string(p.recompute);
+    row.recompute_blocks = p.recompute_blocks;
+    row.block_swap = p.offload_blocks;
     row.micro_batch = p.micro_batch;
     row.pp = p.layout.pp;
     row.schedule = to_string(p.schedule);

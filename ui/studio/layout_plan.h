@@ -32,6 +32,8 @@ struct PlanForm {
 struct PlanRow {
   int tp = 1, cp = 1, dp = 1, zero = 0;
   std::string recompute = "none";
+  int recompute_blocks = 0;  // partial recompute: the first N blocks of each stage (0: all)
+  bool block_swap = false;   // LoRA: the frozen base's blocks swapped in from host memory
   int micro_batch = 1;
   // Pipeline stages, their schedule ("1f1b" or "interleaved") with its chunks per stage (1 for 1F1B), and
   // the micro-batches per step on each data-parallel replica (1 without a pipeline).
@@ -40,9 +42,12 @@ struct PlanRow {
   int virtual_stages = 1;
   int micro_batches = 1;
   double memory_gb = 0, step_s = 0, mfu = 0;
-  // "tp2.cp1.dp4, ZeRO-1, selective recompute", and with pipeline stages ", 1f1b, 16 micro-batches" or
-  // ", interleaved x2, 16 micro-batches": one text per row.
+  // "tp2.cp1.dp4, ZeRO-1, selective recompute" ("full recompute of the first 12 blocks", "full recompute,
+  // block swap"), and with pipeline stages ", 1f1b, 16 micro-batches" or ", interleaved x2, 16
+  // micro-batches": one text per row.
   std::string text() const;
+  // The recompute column: "none", "selective", "full", "full:12" (partial), "full+swap".
+  std::string recompute_cell() const;
 };
 
 // Which form field a problem belongs to.

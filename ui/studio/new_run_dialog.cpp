@@ -500,6 +500,8 @@ TrainForm NewRunDialog::form() const {
     f.cp = r.cp;
     f.zero = r.zero;
     f.recompute = r.recompute;
+    f.recompute_blocks = r.recompute_blocks;
+    f.offload = r.block_swap ? "blocks" : "none";
     f.pp = r.pp;
     f.pp_schedule = r.schedule;
     if (r.virtual_stages > 1) f.pp_virtual = r.virtual_stages;  // 1F1B keeps the command's default
@@ -561,7 +563,7 @@ void NewRunDialog::update() {
                                QString::number(r.cp),
                                QString::number(r.dp),
                                QString::number(r.zero),
-                               QString::fromStdString(r.recompute),
+                               QString::fromStdString(r.recompute_cell()),
                                QString::number(r.pp),
                                schedule_cell(r),
                                r.memory_gb >= 1 ? QString("%1 GB").arg(r.memory_gb, 0, 'f', 1)
