@@ -361,11 +361,15 @@ TEST_CASE("pipeline stages, alone and with tensor, context and data parallel, tr
     int nproc;
     std::vector<std::string> flags;
   };
-  for (const Case& c : {Case{"accumulated", 1, {"--micro-batches", "2"}}, Case{"pp2", 2, {"--pp", "2"}},
-                        Case{"pp2-interleaved", 2, {"--pp", "2", "--pp-schedule", "interleaved"}},
-                        Case{"pp2-tp2", 4, {"--pp", "2", "--tp", "2"}},
-                        Case{"pp2-cp2", 4, {"--pp", "2", "--cp", "2", "--recompute", "full"}},
-                        Case{"pp2-zero2", 4, {"--pp", "2", "--zero", "1", "--micro-batches", "2"}}}) {
+  for (const Case& c :
+       {Case{"accumulated", 1, {"--micro-batches", "2"}}, Case{"pp2", 2, {"--pp", "2"}},
+        // with partial recomputation: each stage re-runs the first of its two blocks
+        Case{"pp2-interleaved",
+             2,
+             {"--pp", "2", "--pp-schedule", "interleaved", "--recompute", "full", "--recompute-blocks", "1"}},
+        Case{"pp2-tp2", 4, {"--pp", "2", "--tp", "2"}},
+        Case{"pp2-cp2", 4, {"--pp", "2", "--cp", "2", "--recompute", "full"}},
+        Case{"pp2-zero2", 4, {"--pp", "2", "--zero", "1", "--micro-batches", "2"}}}) {
     SECTION(c.run) {
       auto r = run_mugv(c.nproc, deep_train_args(c.run, c.flags));
       INFO(r.message);
