@@ -28,6 +28,11 @@ LatentLoader::LatentLoader(std::vector<CachedClip> clips, DataOptions options, D
     : clips_(std::move(clips)), options_(options), cursor_(start) {
   if (clips_.empty()) throw Error(ErrorCode::invalid_argument, "data", "no cached clips to train on");
   if (options_.batch_size < 1) throw Error(ErrorCode::invalid_argument, "--batch", "must be at least 1");
+  for (const auto& [geometry, size] : options_.bucket_batch_sizes)
+    if (size < 1)
+      throw Error(ErrorCode::invalid_argument, "--batch",
+                  cat("the batch of the ", std::get<0>(geometry), "-frame ", std::get<2>(geometry), "x",
+                      std::get<1>(geometry), " bucket must be at least 1, got ", size));
   if (options_.world < 1 || options_.rank < 0 || options_.rank >= options_.world)
     throw Error(ErrorCode::invalid_argument, "data",
                 cat("rank ", options_.rank, " is outside world ", options_.world));
@@ -60,12 +65,14 @@ std::vector<std::vector<size_t>> LatentLoader::epoch_plan(int64_t epoch) const {
     buckets[{c.frames, c.height, c.width, c.latent_shape}].push_back(i);
   }
   std::vector<std::vector<size_t>> batches;
-  for (auto& [key, members] : buckets)
-    for (size_t s = 0; s < members.size(); s += static_cast<size_t>(options_.batch_size)) {
-      const size_t end = std::min(members.size(), s + static_cast<size_t>(options_.batch_size));
+  for (auto& [key, members] : buckets) {
+    const auto size = static_cast<size_t>(batch_of(clips_[members.front()]));
+    for (size_t s = 0; s < members.size(); s += size) {
+      const size_t end = std::min(members.size(), s + size);
       if (int64_t(end - s) < options_.min_batch) continue;  // a bucket's short tail
       batches.emplace_back(members.begin() + s, members.begin() + end);
     }
+  }
   shuffle_in_place(batches, rng);
   const size_t per_rank = batches.size() / static_cast<size_t>(options_.world);
   std::vector<std::vector<size_t>> mine;
@@ -75,14 +82,24 @@ std::vector<std::vector<size_t>> LatentLoader::epoch_plan(int64_t epoch) const {
 
 int64_t LatentLoader::batches_per_epoch() const {
   // Every epoch has the same number of batches: the bucket sizes do not depend on the order.
-  std::map<std::tuple<int64_t, int64_t, int64_t, std::vector<int64_t>>, int64_t> sizes;
-  for (const auto& c : clips_) ++sizes[{c.frames, c.height, c.width, c.latent_shape}];
+  std::map<std::tuple<int64_t, int64_t, int64_t, std::vector<int64_t>>, std::pair<int64_t, int64_t>> sizes;
+  for (const auto& c : clips_) {
+    auto& [n, size] = sizes[{c.frames, c.height, c.width, c.latent_shape}];
+    ++n;
+    size = batch_of(c);
+  }
   int64_t batches = 0;
-  for (const auto& [key, n] : sizes) {
-    const int64_t tail = n % options_.batch_size;
-    batches += n / options_.batch_size + (tail > 0 && tail >= options_.min_batch ? 1 : 0);
+  for (const auto& [key, bucket] : sizes) {
+    const auto [n, size] = bucket;
+    const int64_t tail = n % size;
+    batches += n / size + (tail > 0 && tail >= options_.min_batch ? 1 : 0);
   }
   return batches / options_.world;
+}
+
+int64_t LatentLoader::batch_of(const CachedClip& clip) const {
+  const auto it = options_.bucket_batch_sizes.find({clip.frames, clip.height, clip.width});
+  return it == options_.bucket_batch_sizes.end() ? options_.batch_size : it->second;
 }
 
 DataCursor LatentLoader::advance(DataCursor c) const {

@@ -3,7 +3,9 @@
 //
 // Batches: clips are grouped into buckets by (frames, height, width) so that every batch stacks into
 // one tensor. An epoch's order is a pure function of (seed, epoch): the clips are shuffled, each
-// bucket is cut into batches of `batch_size` (the last batch of a bucket may be smaller), and the
+// bucket is cut into batches of its batch size (`batch_size`, or the bucket's own in `bucket_batch_sizes`:
+// short clips can take more per batch than long ones in the same memory; the last batch of a bucket may be
+// smaller), and the
 // batches are shuffled again. With `world` > 1, rank r takes batches r, r + world, ... of that list
 // (the data-parallel sharding hook); each rank sees the same number of batches per epoch.
 //
@@ -22,6 +24,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -35,8 +38,13 @@ struct DataCursor {
   bool operator==(const DataCursor& o) const { return epoch == o.epoch && position == o.position; }
 };
 
+// A bucket's pixel geometry: frames, height, width.
+using BucketGeometry = std::tuple<int64_t, int64_t, int64_t>;
+
 struct DataOptions {
   int64_t batch_size = 1;
+  // Batch sizes of particular buckets (each at least 1); the others take batch_size.
+  std::map<BucketGeometry, int64_t> bucket_batch_sizes;
   uint64_t seed = 0;
   int64_t rank = 0;
   int64_t world = 1;
@@ -58,7 +66,8 @@ struct Batch {
 
 class LatentLoader {
  public:
-  // Throws Error(invalid_argument) for an empty clip list, batch_size < 1, or rank outside [0, world).
+  // Throws Error(invalid_argument) for an empty clip list, batch_size or a bucket's batch size < 1, or rank
+  // outside [0, world).
   LatentLoader(std::vector<CachedClip> clips, DataOptions options, DataCursor start = {});
   ~LatentLoader();
   LatentLoader(const LatentLoader&) = delete;
@@ -81,6 +90,7 @@ class LatentLoader {
   };
   Batch load(const DataCursor& at, PlanCache& cache) const;
   DataCursor advance(DataCursor c) const;
+  int64_t batch_of(const CachedClip& clip) const;
   void worker();
 
   std::vector<CachedClip> clips_;

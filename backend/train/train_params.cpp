@@ -95,6 +95,15 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
   r.add(spec("train.steps", "--steps", ParamType::integer, dit ? 1000 : 2000, "optimizer steps in total",
              "training", 1.0));
   r.add(spec("train.batch", "--batch", ParamType::integer, 4, "clips per step", "training", 1.0));
+  if (dit) {
+    auto bucket_batch =
+        spec("train.bucket_batch", "--bucket-batch", ParamType::choice, "fixed",
+             "clips per batch in each bucket of one clip size (frames x height x width): fixed (--batch) or "
+             "memory (as many as fit the memory --batch clips of the largest bucket need)",
+             "training");
+    bucket_batch.choices = {"fixed", "memory"};
+    r.add(bucket_batch);
+  }
   r.add(spec("train.lr", "--lr", ParamType::real, dit ? 1e-4 : 2e-4, "peak learning rate", "training", 0.0));
   r.add(spec("train.warmup", "--warmup", ParamType::integer, dit ? 100 : 50, "linear warm-up steps",
              "training", 0.0));
@@ -430,6 +439,8 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
   if (v.registry().find_by_key("train.recompute") && v.has("train.recompute"))
     o.recompute = v.get_text("train.recompute");
   o.recompute_blocks = opt_int("train.recompute_blocks", 0);
+  if (v.registry().find_by_key("train.bucket_batch") && v.has("train.bucket_batch"))
+    o.bucket_batch = v.get_text("train.bucket_batch");
   o.max_memory_gb = v.get_real("train.max_memory_gb");
   o.prefetch = v.get_int("train.prefetch");
   o.precision = v.get_text("train.precision");

@@ -119,7 +119,10 @@ struct TrainOptions {
   int64_t zero = 0;                // ZeRO stage: 0 off, 1 optimizer state sharded over data-parallel ranks
   std::string recompute = "none";  // activation recomputation: none | selective | full
   int64_t recompute_blocks = 0;    // partial: the first N blocks of each pipeline stage (0: all)
-  double comm_timeout_s = 300;     // a collective (or a missing rank) fails the run after this
+  // Clips per batch in each bucket of clips of one size: fixed (--batch everywhere) or memory (as many as fit
+  // the memory --batch clips of the largest bucket need).
+  std::string bucket_batch = "fixed";
+  double comm_timeout_s = 300;  // a collective (or a missing rank) fails the run after this
   FlowOptions flow;
   // VAE runs: the clip geometry decoded for training and later used by `mugv encode`.
   int64_t width = 64, height = 64, frames = 17;

@@ -957,6 +957,21 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
   data.seed = o.seed;
   data.prefetch = o.prefetch;
   data.min_batch = layout.dp;  // every data-parallel rank gets at least one sample of each batch
+  if (o.bucket_batch == "memory") {
+    if (s.pipelined())
+      throw Error(
+          ErrorCode::usage, "--bucket-batch",
+          "per-bucket batch sizes need one micro-batch per step (no pipeline stages or --micro-batches)");
+    data.bucket_batch_sizes =
+        memory_bucket_batches(s.preset, s.clips, o.batch, trainable_estimate(s),
+                              s.objective == TrainObjective::dpo ? 2 : 1);  // a DPO clip is a pair
+    if (s.leader())
+      for (const auto& [g, size] : data.bucket_batch_sizes)
+        log_info(cat("bucket ", std::get<0>(g), " frames ", std::get<2>(g), "x", std::get<1>(g), ": ", size,
+                     " clips per batch"));
+  } else if (o.bucket_batch != "fixed") {
+    throw Error(ErrorCode::usage, "--bucket-batch", cat("'", o.bucket_batch, "' is not fixed or memory"));
+  }
   // The first rank of each replica reads and tokenises; its tp x cp x pp partners receive (next_step_data).
   std::unique_ptr<LatentLoader> loader;
   if (!s.groups || s.groups->group_rank(GroupKind::replica) == 0)
@@ -1161,6 +1176,34 @@ void record_resume_changes(const RunPaths& paths, RunManifest manifest, const Re
 }
 
 }  // namespace
+
+std::map<BucketGeometry, int64_t> memory_bucket_batches(const ModelPreset& preset,
+                                                        const std::vector<CachedClip>& clips, int64_t batch,
+                                                        int64_t trainable_parameters,
+                                                        int64_t samples_per_clip) {
+  auto bytes = [&](int64_t clips_in_batch, int64_t tokens) {
+    return estimate_dit_training_memory(preset, clips_in_batch * samples_per_clip, tokens,
+                                        trainable_parameters)
+        .total_bytes;
+  };
+  std::map<BucketGeometry, std::pair<int64_t, int64_t>> buckets;  // geometry -> (video tokens, clips)
+  int64_t most = 0;
+  for (const auto& c : clips) {
+    auto& [tokens, count] = buckets[{c.frames, c.height, c.width}];
+    tokens = dit_video_tokens(preset.dit, c.latent_shape[1], c.latent_shape[2], c.latent_shape[3]);
+    most = std::max(most, tokens);
+    ++count;
+  }
+  const int64_t budget = bytes(batch, most);
+  std::map<BucketGeometry, int64_t> sizes;
+  for (const auto& [geometry, bucket] : buckets) {
+    const auto [tokens, count] = bucket;
+    int64_t size = batch;
+    while (size < count && bytes(size + 1, tokens) <= budget) ++size;
+    sizes[geometry] = size;
+  }
+  return sizes;
+}
 
 void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, const std::string& subject,
                       bool host_memory) {

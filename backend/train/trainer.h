@@ -118,6 +118,15 @@ struct MemoryEstimate {
 [[nodiscard]] MemoryEstimate estimate_dit_training_memory(const ModelPreset& preset, int64_t batch,
                                                           int64_t video_tokens,
                                                           int64_t trainable_parameters = -1);
+// --bucket-batch memory: each bucket of `clips` (frames × height × width) takes as many clips per batch as
+// fit the memory `batch` clips of the bucket with the most video tokens need (estimate_dit_training_memory,
+// with `samples_per_clip` samples per clip: 2 for DPO pairs), so short or small clips train in larger batches
+// at the same peak; never fewer than `batch`, nor more than the bucket holds.
+[[nodiscard]] std::map<BucketGeometry, int64_t> memory_bucket_batches(const ModelPreset& preset,
+                                                                      const std::vector<CachedClip>& clips,
+                                                                      int64_t batch,
+                                                                      int64_t trainable_parameters,
+                                                                      int64_t samples_per_clip = 1);
 // Throws Error(out_of_memory) with the estimate when it exceeds `max_memory_gb` (when > 0) or, when the
 // run keeps its tensors in host memory (`host_memory`: a CPU run), MemAvailable.
 void preflight_memory(const MemoryEstimate& estimate, double max_memory_gb, const std::string& subject,

@@ -28,8 +28,10 @@
 #include <torch/torch.h>
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 
 using namespace mugv;
 using mugv::test::TempDir;
@@ -173,6 +175,77 @@ TEST_CASE("the loader buckets by shape, shuffles by (seed, epoch), shards and re
     for (auto id : a.next().clip_ids) CHECK(ids.insert(id).second);
     for (auto id : b.next().clip_ids) CHECK(ids.insert(id).second);
   }
+}
+
+TEST_CASE("each bucket of clips can have its own batch size, and the memory model gives short clips more",
+          "[unit][train]") {
+  Home home(6);
+  auto clips = list_cached_clips(latent_cache_dir("shapes", "vae0"));
+  REQUIRE(clips.size() == 6);
+  const BucketGeometry long_clips{clips[0].frames, clips[0].height, clips[0].width};
+  // Six short clips (9 frames: 3 latent frames instead of 5) in the same cache.
+  for (int i = 0; i < 6; ++i) {
+    CachedClip c = clips[0];
+    c.clip_id = 200 + i;
+    c.frames = 9;
+    c.latent_shape = {4, 3, 4, 4};
+    write_cached_clip(latent_cache_dir("shapes", "vae0"), c, 0.1 * torch::randn({4, 3, 4, 4}));
+  }
+  clips = list_cached_clips(latent_cache_dir("shapes", "vae0"));
+  REQUIRE(clips.size() == 12);
+  const BucketGeometry short_clips{9, clips[0].height, clips[0].width};
+
+  DataOptions o;
+  o.batch_size = 2;
+  o.seed = 3;
+  o.bucket_batch_sizes[short_clips] = 4;
+  LatentLoader loader(clips, o);
+  CHECK(loader.batches_per_epoch() == 5);  // long: 3 batches of 2; short: 4 + 2
+  std::multiset<size_t> sizes;
+  std::set<int64_t> ids;
+  for (const auto& batch : loader.epoch_plan(0)) sizes.insert(batch.size());
+  CHECK(sizes == std::multiset<size_t>{2, 2, 2, 2, 4});
+  std::vector<std::vector<int64_t>> seen;
+  int fours = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto b = loader.next();
+    CHECK(b.latents.size(0) == int64_t(b.clip_ids.size()));
+    if (b.clip_ids.size() == 4) {
+      ++fours;
+      CHECK(b.frames == 9);
+    }
+    for (auto id : b.clip_ids) CHECK(ids.insert(id).second);
+    seen.push_back(b.clip_ids);
+  }
+  CHECK(fours == 1);
+  CHECK(ids.size() == 12);
+  LatentLoader resumed(clips, o, DataCursor{0, 3});
+  CHECK(resumed.next().clip_ids == seen[3]);
+  o.bucket_batch_sizes[short_clips] = 0;
+  CHECK_THAT(test::expect_error([&] { LatentLoader bad(clips, o); }).what(),
+             Catch::Contains("9-frame") && Catch::Contains("at least 1"));
+
+  // From the memory model: the long clips' bucket keeps --batch, the short clips' takes more.
+  const auto by_memory = memory_bucket_batches(load_model_preset("micro"), clips, 2, -1);
+  REQUIRE(by_memory.size() == 2);
+  CHECK(by_memory.at(long_clips) == 2);
+  CHECK(by_memory.at(short_clips) > 2);
+  CHECK(by_memory.at(short_clips) <= 6);  // never more than the bucket holds
+
+  // A run with them trains (and refuses them with micro-batches, which split a batch evenly).
+  auto run = micro_options("buckets", 3);
+  run.bucket_batch = "memory";
+  std::vector<double> losses;
+  TrainCallbacks cb;
+  cb.on_step = [&](const StepMetrics& m) { losses.push_back(m.loss); };
+  train_dit(run, {}, CancelToken(), cb);
+  CHECK(losses.size() == 3);
+  for (double l : losses) CHECK(std::isfinite(l));
+  auto split = micro_options("buckets-split", 3);
+  split.bucket_batch = "memory";
+  split.micro_batches = 2;
+  CHECK_THAT(test::expect_error([&] { train_dit(split, {}, CancelToken()); }).what(),
+             Catch::Contains("--bucket-batch"));
 }
 
 TEST_CASE("AdamW and EMA state round-trip through safetensors exactly", "[unit][train]") {
