@@ -3,6 +3,7 @@
 #include "command.h"
 
 #include "core/error.h"
+#include "core/json_io.h"
 #include "core/paths.h"
 #include "core/strings.h"
 #include "model/lora_file.h"
@@ -162,10 +163,47 @@ int run_extract(const Invocation& inv) {
   return 0;
 }
 
+// A LoRA run on a released model merged into a copy of that model's folder: dit.pt (the release's
+// torch.save layout and tensor names) with the adapters added, every other entry of the folder (VAE, T5,
+// tokenizer, configs) linked to the original, so the new folder loads wherever the released one does
+// (`generate --model`, `train --from`, the reference code). The DiT is merged and written in fp32.
+int merge_into_release(const Invocation& inv, const std::string& run, const BaseModel& base,
+                       const std::vector<LoraArgument>& adapters) {
+  const fs::path out = inv.values.get_text("lora.out_model");
+  std::error_code ec;
+  if (fs::exists(out, ec))
+    throw Error(ErrorCode::conflict, out.string(), "exists; choose a new folder for the merged model");
+  ModelBundle bundle = load_release_model(base.release, ReleaseLoadOptions{});
+  apply_lora_files(bundle, adapters, /*merge=*/true);
+  const fs::path staging = out.string() + ".partial";
+  fs::remove_all(staging, ec);
+  fs::create_directories(staging);
+  for (const auto& entry : fs::directory_iterator(base.release)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("dit", 0) == 0) continue;  // dit.pt, dit.safetensors(.index.json), dit/: replaced
+    fs::create_symlink(fs::absolute(entry.path()), staging / name);
+  }
+  save_module_torch(*bundle.dit, staging / "dit.pt");
+  write_json_atomic(staging / "merged_from.json",
+                    {{"model", base.release.string()}, {"run", run}, {"adapters", bundle.adapters}});
+  fs::rename(staging, out);
+  if (inv.json) {
+    std::cout << nlohmann::json{{"model", out.string()},
+                                {"base", base.release.string()},
+                                {"run", run},
+                                {"adapters", bundle.adapters}}
+                     .dump(2)
+              << "\n";
+  } else {
+    std::printf("model %s: the released model in %s with %zu adapter(s) merged into its DiT\n",
+                out.string().c_str(), base.release.string().c_str(), adapters.size());
+  }
+  return 0;
+}
+
 int run_merge(const Invocation& inv) {
   const auto& v = inv.values;
   const std::string run = v.get_text("lora.run");
-  const std::string out_run = v.get_text("lora.out_run");
   const RunManifest manifest = read_run_manifest(run_paths(run));
   std::vector<LoraArgument> adapters;
   ModelBundle bundle;
@@ -173,11 +211,16 @@ int run_merge(const Invocation& inv) {
   if (lora_spec_of_run(manifest)) {
     // The run's own adapter goes into its base first.
     const BaseModel base = *base_of_run(manifest);
-    if (base.is_release())
-      throw Error(
-          ErrorCode::unsupported, run,
-          "merging into a released model's DiT is not supported yet; generate with the LoRA run itself, or "
-          "apply its adapter (mugv lora extract) with generate --model ... --lora");
+    if (base.is_release()) {
+      if (!v.has("lora.out_model"))
+        throw Error(ErrorCode::usage, "--out-model",
+                    cat(run, " trains adapters on the released model in ", base.release.string(),
+                        ": give the folder of the merged model"));
+      adapters.push_back(
+          {adapter_in_checkpoint(run_paths(run), run, checkpoint_wanted(v), weights_wanted(v)), 1.0});
+      for (const auto& text : v.get_text_list("lora.lora")) adapters.push_back(parse_lora_argument(text));
+      return merge_into_release(inv, run, base, adapters);
+    }
     bundle = load_run_weights(
         base.run, base.weights == WeightSet::model ? WeightsKind::model : WeightsKind::ema, base.step);
     adapters.push_back(
@@ -187,6 +230,8 @@ int run_merge(const Invocation& inv) {
   } else {
     bundle = load_run_weights(run, weights_wanted(v), checkpoint_wanted(v));
   }
+  if (!v.has("lora.out_run")) throw Error(ErrorCode::usage, "--out-run", "name the new run");
+  const std::string out_run = v.get_text("lora.out_run");
   for (const auto& text : v.get_text_list("lora.lora")) adapters.push_back(parse_lora_argument(text));
   if (adapters.empty())
     throw Error(ErrorCode::usage, "--lora",
@@ -260,8 +305,11 @@ Command lora_extract_command() {
 Command lora_merge_command() {
   Command c;
   c.words = {"lora", "merge"};
-  c.summary = "a new run with adapters merged into a run's weights (a LoRA run's own adapter first)";
-  c.usage = "--run RUN --out-run NEW [--lora FILE[:SCALE],...] [--checkpoint STEP --weights W]";
+  c.summary =
+      "a new run with adapters merged into a run's weights (a LoRA run's own adapter first), or a new model "
+      "folder for a LoRA run on a released model";
+  c.usage =
+      "--run RUN (--out-run NEW | --out-model DIR) [--lora FILE[:SCALE],...] [--checkpoint STEP --weights W]";
   c.define = [](ParamRegistry& r) {
     define_source(r);
     auto lora = param("lora.lora", "--lora", ParamType::list, nlohmann::json::array(),
@@ -269,10 +317,13 @@ Command lora_merge_command() {
     lora.item_type = ParamType::path;
     r.add(lora);
     r.add(param("lora.out_run", "--out-run", ParamType::text, nullptr, "name of the merged run", "lora"));
+    r.add(
+        param("lora.out_model", "--out-model", ParamType::path, nullptr,
+              "folder of the merged model (a LoRA run on a released model): its DiT merged, the rest linked",
+              "lora"));
   };
   c.run = [](const Invocation& inv) {
     if (!inv.values.has("lora.run")) throw Error(ErrorCode::usage, "--run", "name the run");
-    if (!inv.values.has("lora.out_run")) throw Error(ErrorCode::usage, "--out-run", "name the new run");
     return run_merge(inv);
   };
   return c;

@@ -307,6 +307,40 @@ TEST_CASE("a released model fine-tunes: encode with its VAE, LoRA and full fine-
   CHECK(generated["checkpoint_step"] == 4);
   CHECK(fs::file_size(scratch / "rl.mp4") > 0);
 
+  // The LoRA run merged into a copy of the model folder: its DiT is the released one plus the adapter, the
+  // rest is the released folder's, and it generates as a model.
+  const fs::path merged = home / "merged-model";
+  auto merge_report = nlohmann::json::parse(
+      mugv("lora merge --run rl --json --out-model " + test::shell_quote_arg(merged.string())));
+  CHECK(merge_report["base"] == model.string());
+  CHECK(fs::is_symlink(merged / "vae.safetensors"));
+  CHECK(fs::is_symlink(merged / "t5"));
+  CHECK(fs::is_regular_file(merged / "dit.pt"));
+  ModelBundle expected = load_release_model(model, ReleaseLoadOptions{});
+  apply_lora_files(expected, {{home / "runs" / "rl" / "checkpoints" / "step-4" / "ema.safetensors", 1.0}},
+                   /*merge=*/true);
+  ModelBundle got = load_release_model(merged, ReleaseLoadOptions{});
+  ModelBundle original = load_release_model(model, ReleaseLoadOptions{});
+  const auto want = module_state(*expected.dit), have = module_state(*got.dit),
+             was = module_state(*original.dit);
+  REQUIRE(want.size() == have.size());
+  bool changed = false;
+  for (size_t i = 0; i < want.size(); ++i) {
+    INFO(want[i].first);
+    CHECK(want[i].first == have[i].first);
+    CHECK(torch::allclose(want[i].second, have[i].second, 1e-6, 1e-7));
+    changed = changed || !torch::equal(was[i].second, have[i].second);
+  }
+  CHECK(changed);
+  mugv("generate --model " + test::shell_quote_arg(merged.string()) +
+       " --prompt 'a red circle moving left' --frames 9 --size 32x32 --steps 2 --out " +
+       (scratch / "merged.mp4").string());
+  CHECK(fs::file_size(scratch / "merged.mp4") > 0);
+  auto again = test::run_mugv_cli("lora merge --run rl --out-model " + test::shell_quote_arg(merged.string()),
+                                  scratch, home.path());
+  CHECK(again->exit_code != 0);
+  CHECK_THAT(again->err, Catch::Contains("exists"));
+
   // A full fine-tune trains the DiT only: its checkpoints hold dit.* and no T5. Its first two steps draw the
   // clips rl's did (same seed and data): their features are read, not computed.
   const size_t features = cached_features();
