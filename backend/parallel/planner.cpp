@@ -71,6 +71,13 @@ Workload workload(const ModelPreset& p, const PlanRequest& r, Recompute recomput
   return w;
 }
 
+// The blocks of the stage holding most (all of them without a pipeline).
+int most_stage_blocks(const PipelineShape& shape) {
+  int most = 0;
+  for (int stage = 0; stage < shape.stages; ++stage) most = std::max(most, stage_block_count(shape, stage));
+  return most;
+}
+
 bool divides(int64_t a, int64_t b) {
   return a > 0 && b % a == 0;
 }
@@ -190,9 +197,7 @@ StepCost estimate_step(const ModelPreset& p, const PlanRequest& r, const Paralle
     bad(to_string(l), "block swap runs the whole DiT in each process (tp = cp = pp = 1)");
   const PipelineShape shape{p.dit.depth, l.pp, virtual_stages};
   validate_pipeline(shape);
-  int most_blocks = 0;
-  for (int stage = 0; stage < l.pp; ++stage)
-    most_blocks = std::max(most_blocks, stage_block_count(shape, stage));
+  const int most_blocks = most_stage_blocks(shape);
   MemoryOptions recomputing = r.memory;
   recomputing.recompute = recompute;
   recomputing.recompute_blocks = choice.offload_blocks ? 0 : choice.recompute_blocks;
@@ -332,6 +337,24 @@ std::vector<ParallelLayout> candidate_layouts(const ModelPreset& p, const PlanRe
   return layouts;
 }
 
+// The memory model's options for one candidate of the request.
+MemoryOptions memory_options(const PlanRequest& r, const ParallelLayout& layout, const StepChoice& choice,
+                             int64_t global_batch) {
+  MemoryOptions o = r.memory;
+  o.frames = r.frames;
+  o.height = r.height;
+  o.width = r.width;
+  o.micro_batch = choice.micro_batch;
+  o.zero = choice.zero;
+  o.recompute = choice.offload_blocks ? Recompute::full : choice.recompute;
+  o.recompute_blocks = choice.recompute_blocks;
+  o.offload_blocks = choice.offload_blocks;
+  o.pp_virtual_stages = choice.virtual_stages;
+  o.pp_micro_batches =
+      int(std::min<int64_t>(global_batch / (int64_t(layout.dp) * choice.micro_batch), INT_MAX));
+  return o;
+}
+
 // Estimates one candidate's memory and counts it; keeps it, with its step time, when it fits. Returns
 // whether it fits.
 bool consider(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& layout,
@@ -347,18 +370,7 @@ bool consider(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& 
   candidate.offload_blocks = choice.offload_blocks;
   candidate.micro_batch = choice.micro_batch;
   candidate.grad_accumulation = plan.global_batch / (int64_t(layout.dp) * choice.micro_batch);
-  MemoryOptions o = r.memory;
-  o.frames = r.frames;
-  o.height = r.height;
-  o.width = r.width;
-  o.micro_batch = choice.micro_batch;
-  o.zero = choice.zero;
-  o.recompute = candidate.recompute;
-  o.recompute_blocks = choice.recompute_blocks;
-  o.offload_blocks = choice.offload_blocks;
-  o.pp_virtual_stages = choice.virtual_stages;
-  o.pp_micro_batches = int(std::min<int64_t>(candidate.grad_accumulation, INT_MAX));
-  candidate.memory = estimate_memory(p, layout, o);
+  candidate.memory = estimate_memory(p, layout, memory_options(r, layout, choice, plan.global_batch));
   ++plan.considered;
   if (!plan.smallest || candidate.memory.total() < plan.smallest->memory.total()) plan.smallest = candidate;
   if (double(candidate.memory.total()) > r.cluster.gpu_memory_bytes) {
@@ -374,19 +386,9 @@ bool consider(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& 
 // the fewest recomputed blocks per stage that fit (memory falls with each recomputed block), by bisection.
 void consider_partial_recompute(const ModelPreset& p, const PlanRequest& r, const ParallelLayout& layout,
                                 StepChoice choice, Plan& plan) {
-  const PipelineShape shape{p.dit.depth, layout.pp, choice.virtual_stages};
-  int blocks = 0;
-  for (int stage = 0; stage < layout.pp; ++stage) blocks = std::max(blocks, stage_block_count(shape, stage));
-  MemoryOptions o = r.memory;
-  o.frames = r.frames;
-  o.height = r.height;
-  o.width = r.width;
-  o.micro_batch = choice.micro_batch;
-  o.zero = choice.zero;
-  o.recompute = Recompute::full;
-  o.pp_virtual_stages = choice.virtual_stages;
-  o.pp_micro_batches =
-      int(std::min<int64_t>(plan.global_batch / (int64_t(layout.dp) * choice.micro_batch), INT_MAX));
+  const int blocks = most_stage_blocks(PipelineShape{p.dit.depth, layout.pp, choice.virtual_stages});
+  choice.recompute = Recompute::full;
+  MemoryOptions o = memory_options(r, layout, choice, plan.global_batch);
   auto fits = [&](int recomputed) {
     o.recompute_blocks = recomputed;
     return double(estimate_memory(p, layout, o).total()) <= r.cluster.gpu_memory_bytes;
@@ -400,7 +402,6 @@ void consider_partial_recompute(const ModelPreset& p, const PlanRequest& r, cons
     else
       low = mid + 1;
   }
-  choice.recompute = Recompute::full;
   choice.recompute_blocks = low;
   consider(p, r, layout, choice, plan);
 }
