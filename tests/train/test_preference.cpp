@@ -302,3 +302,30 @@ TEST_CASE("SFT on a clip subset trains on those clips only, and its resume keeps
   CHECK_THAT(std::string(test::expect_error([&] { train_dit(none, {}, CancelToken()); }).what()),
              Catch::Contains("tag=none") && Catch::Contains("none of them"));
 }
+
+TEST_CASE("a LoRA DPO run swaps its frozen base and its reference in block by block and learns as without",
+          "[train][preference][lora]") {
+  test::MicroHome home(6);
+  train_dit(test::micro_finetune_options("base", 20), {}, CancelToken());
+  auto run = [](const std::string& name, const std::string& offload, bool* swapped) {
+    auto o = post_options(name, TrainObjective::dpo, 4);
+    o.lora = "rank=2,targets=attn,mlp";
+    o.offload = offload;
+    TrainCallbacks cb;
+    cb.before_step = [&](int64_t, DiTBundleImpl& model) { *swapped = model.dit->block_offload() != nullptr; };
+    train_dit(o, post_config(TrainObjective::dpo, 4, 4), CancelToken(), cb);
+    std::vector<double> losses;
+    for (const auto& m : metrics_of(name)) losses.push_back(m["loss"].get<double>());
+    return losses;
+  };
+  bool kept_swapped = true, swapped = false;
+  const auto kept = run("kept", "none", &kept_swapped);
+  const auto got = run("swapped", "blocks", &swapped);
+  CHECK_FALSE(kept_swapped);
+  CHECK(swapped);
+  REQUIRE(got.size() == 4);
+  REQUIRE(kept.size() == 4);
+  // The policy starts as the reference (adapters at zero), whichever holds the blocks where.
+  CHECK(got[0] == Approx(std::log(2.0)).margin(1e-6));
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(kept[i]).epsilon(1e-5));
+}
