@@ -115,9 +115,7 @@ torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, con
 // y plus the adapters' output on `linear` for its input x (model/lora.h); y itself when there are none.
 torch::Tensor with_lora(const torch::nn::Linear& linear, const torch::Tensor& x, torch::Tensor y,
                         const LoraSet* lora) {
-  if (!lora) return y;
-  auto delta = lora->delta(linear, x);
-  return delta.defined() ? y + delta : y;
+  return lora ? lora->add_to(linear, x, std::move(y)) : y;
 }
 
 torch::Tensor apply_linear(torch::nn::Linear linear, const torch::Tensor& x, const BlockRuntime& runtime) {

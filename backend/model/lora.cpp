@@ -124,16 +124,19 @@ void LoraSet::attach(DiTImpl& dit, const LoraWeights& weights, double scale, con
   }
 }
 
-torch::Tensor LoraSet::delta(const torch::nn::Linear& base, const torch::Tensor& x) const {
+torch::Tensor LoraSet::add_to(const torch::nn::Linear& base, const torch::Tensor& x, torch::Tensor y) const {
   auto it = by_linear_.find(static_cast<const torch::nn::Module*>(base.get()));
-  if (it == by_linear_.end()) return {};
-  torch::Tensor sum;
+  if (it == by_linear_.end()) return y;
+  const auto shape = y.sizes().vec();
+  const int64_t out = shape.back();
   for (const auto& e : it->second) {
     const auto in = e.dropout > 0 && base->is_training() ? torch::dropout(x, e.dropout, true) : x;
-    auto d = torch::nn::functional::linear(torch::nn::functional::linear(in, e.down), e.up) * e.scale;
-    sum = sum.defined() ? sum + d : d;
+    const auto low = torch::nn::functional::linear(in, e.down);  // [..., rank]
+    y = torch::addmm(y.reshape({-1, out}), low.reshape({-1, low.size(-1)}), e.up.t(), /*beta=*/1,
+                     /*alpha=*/e.scale)
+            .view(shape);
   }
-  return sum;
+  return y;
 }
 
 void LoraSet::to(torch::Device device) {
