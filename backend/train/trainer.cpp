@@ -303,9 +303,10 @@ std::vector<int64_t> recomputed_blocks(const Session& s) {
   const int64_t wanted = s.options.recompute_blocks;
   if (wanted <= 0) return {};
   std::vector<int64_t> blocks;
-  for (int chunk : chunks_of_stage(s.pipeline, s.stage()))
-    for (int b = chunk_blocks(s.pipeline, chunk).first; b < chunk_blocks(s.pipeline, chunk).last; ++b)
-      if (int64_t(blocks.size()) < wanted) blocks.push_back(b);
+  for (int chunk : chunks_of_stage(s.pipeline, s.stage())) {
+    const BlockRange range = chunk_blocks(s.pipeline, chunk);
+    for (int b = range.first; b < range.last && int64_t(blocks.size()) < wanted; ++b) blocks.push_back(b);
+  }
   return blocks;
 }
 
