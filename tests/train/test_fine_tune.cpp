@@ -23,6 +23,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 using namespace mugv;
@@ -340,29 +341,34 @@ TEST_CASE(
   test::MicroHome home(6);
   train_base();
   write_finetune_clips("ft", 4, 1);
-  auto losses_of = [](TrainOptions o, nlohmann::json config, const BlockOffload** seen) {
+  // What each step's model held: no block swap, or one of this use (read during the run: the model and its
+  // swap are gone when train_dit returns).
+  using Seen = std::optional<OffloadUse>;
+  auto losses_of = [](TrainOptions o, nlohmann::json config, Seen* seen) {
     std::vector<double> losses;
     TrainCallbacks cb;
     cb.on_step = [&](const StepMetrics& m) { losses.push_back(m.loss); };
-    cb.before_step = [&](int64_t, DiTBundleImpl& model) { *seen = model.dit->block_offload(); };
+    cb.before_step = [&](int64_t, DiTBundleImpl& model) {
+      const BlockOffload* offload = model.dit->block_offload();
+      *seen = offload ? Seen(offload->use()) : std::nullopt;
+    };
     train_dit(o, config, CancelToken(), cb);
     return losses;
   };
-  const BlockOffload* none = nullptr;
-  const BlockOffload* swapped = nullptr;
+  Seen none = OffloadUse::inference, swapped;
   const auto kept = losses_of(lora_options("kept", 6), lora_config(6), &none);
   auto o = lora_options("swapped", 6);
   o.offload = "blocks";
   auto config = lora_config(6);
   config["train"]["offload"] = "blocks";
   const auto got = losses_of(o, config, &swapped);
-  CHECK(none == nullptr);
-  REQUIRE(swapped != nullptr);
-  CHECK(swapped->use() == OffloadUse::training);
+  CHECK_FALSE(none.has_value());
+  REQUIRE(swapped.has_value());
+  CHECK(*swapped == OffloadUse::training);
   REQUIRE(got.size() == kept.size());
   for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(kept[i]).epsilon(1e-5));
   // Full recomputation without the swap takes the same path through the frozen embedders into the blocks.
-  const BlockOffload* unused = nullptr;
+  Seen unused;
   auto r = lora_options("recomputed", 6);
   r.recompute = "full";
   const auto recomputed = losses_of(r, lora_config(6), &unused);
