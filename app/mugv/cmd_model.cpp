@@ -105,9 +105,13 @@ int run_list(const Invocation& inv) {
     std::string what = dit.contains("error")
                            ? "DiT unreadable: " + dit["error"].get<std::string>()
                            : cat(human_count(dit["parameters"].get<double>()), "-parameter DiT");
+    // What keeps it from being used: a part it lacks, or parts that do not fit each other.
+    const std::string problem = m.contains("problem")        ? m["problem"].get<std::string>()
+                                : m.contains("preset_error") ? m["preset_error"].get<std::string>()
+                                                             : std::string();
     std::printf("%-24s %10s  %s%s\n", m["name"].get<std::string>().c_str(),
                 human_bytes(m["bytes"].get<double>()).c_str(), what.c_str(),
-                m.contains("problem") ? ("  (" + m["problem"].get<std::string>() + ")").c_str() : "");
+                problem.empty() ? "" : ("  (" + problem + ")").c_str());
   }
   return 0;
 }

@@ -120,6 +120,9 @@ struct ModelPreset {
   DiTConfig dit;
   VAEConfig vae;
   TextEncoderConfig text;
+  // A released model's VAE is the release's (model/mugv_vae_config.h), not this project's: `vae` then holds
+  // only its compression and latent channels, and this its parameter count (from the checkpoint's shapes).
+  std::optional<int64_t> released_vae_parameters;
 };
 
 // Throw Error(invalid_argument) naming `subject` and the first inconsistent value

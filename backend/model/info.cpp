@@ -30,7 +30,8 @@ ModelInfo describe(const ModelPreset& preset, int64_t frames, int64_t height, in
   }
   ModelInfo info;
   info.dit_parameters = dit_parameter_count(preset.dit);
-  info.vae_parameters = vae_parameter_count(vae);
+  info.vae_parameters =
+      preset.released_vae_parameters ? *preset.released_vae_parameters : vae_parameter_count(vae);
   info.text_parameters = text_encoder_parameter_count(preset.text);
   info.total_parameters = info.dit_parameters + info.vae_parameters + info.text_parameters;
   info.latent_channels = vae.latent_channels;

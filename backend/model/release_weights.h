@@ -18,11 +18,7 @@
 
 namespace mugv {
 
-// The model as a preset: DiT from the checkpoint's shapes (no learned null caption, 300 text tokens), T5 from
-// its config.json, the VAE's compression and latent channels; named after the folder. `vae` receives the
-// VAE's configuration.
-[[nodiscard]] ModelPreset release_preset(const ReleaseModelFiles& files, MugvVAEConfig* vae = nullptr);
-
+// The model as a preset: release_preset (model/release_files.h).
 // The DiT's weights (release tensor names) into `dit`; the T5 encoder's into `text` (a T5 encoder).
 void load_release_dit(const ReleaseModelFiles& files, DiTImpl& dit);
 void load_release_text(const ReleaseModelFiles& files, TextEncoderBase& text);

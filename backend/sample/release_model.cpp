@@ -19,16 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int64_t vae_parameter_total(const MugvVAEConfig& config) {
-  int64_t total = 0;
-  for (const auto& [name, shape] : mugv_vae_tensor_shapes(config)) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    total += n;
-  }
-  return total;
-}
-
 std::string gib(int64_t bytes) {
   return human_bytes(static_cast<double>(bytes));
 }
@@ -40,7 +30,7 @@ bool choose_block_swap(const ModelBundle& b, const MugvVAEConfig& vae, const Rel
   if (o.frames <= 0) return false;
   InferenceMemoryInput in;
   in.dit = b.preset.dit;
-  in.vae_parameters = vae_parameter_total(vae);
+  in.vae_parameters = mugv_vae_parameter_count(vae);
   in.text_parameters = text_encoder_parameter_count(b.preset.text);
   const int64_t spatial = vae.spatial_factor(), temporal = vae.temporal_factor();
   in.latent_frames = (o.frames + temporal - 1) / temporal;

@@ -7,8 +7,10 @@
 #include "dataset/shapes.h"
 #include "media/image.h"
 #include "media/probe.h"
+#include "model/info.h"
 #include "model/lora_file.h"
 #include "model/mugv_vae.h"
+#include "model/release_files.h"
 #include "model/text_encoder.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
@@ -167,6 +169,54 @@ TEST_CASE("a released model folder loads with configurations read from its files
   CHECK(b.shift_base_px == 512.0);
   CHECK(b.prompt_limit == TokenLimitPolicy::truncate);
   CHECK(b.run.name == "MUG-V-tiny");
+}
+
+TEST_CASE("an installed released model is described from its files' headers, for the server and the studio",
+          "[unit][sample][release]") {
+  const fs::path& folder = release_folder();
+  TempDir models("mugv-models");
+  fs::copy(folder, models / "MUG-V-tiny", fs::copy_options::recursive);
+  fs::copy(folder, models / "mismatched", fs::copy_options::recursive);
+  // A T5 whose width the DiT does not read: every part is there, but they do not fit each other.
+  auto t5 = read_json_file(models / "mismatched" / "t5" / "config.json");
+  t5["d_model"] = 24;
+  write_json_atomic(models / "mismatched" / "t5" / "config.json", t5);
+
+  const auto installed = list_installed_models(models.path());
+  REQUIRE(installed.size() == 2);
+  const InstalledModel& good = installed[0];
+  REQUIRE(good.name == "MUG-V-tiny");
+  REQUIRE(good.preset);
+  const ModelPreset loaded = load_release_model(folder, {}).preset;
+  CHECK(good.preset->dit.hidden == loaded.dit.hidden);
+  CHECK(good.preset->dit.depth == loaded.dit.depth);
+  CHECK(good.preset->vae.compress_t == 8);
+  CHECK(good.preset->vae.compress_h == 8);
+  const nlohmann::json listed = to_json(good);
+  CHECK(listed["complete"] == true);
+  CHECK(listed["latent_cache"] == "release-MUG-V-tiny");
+  // What the studio plans with: the preset read back from the reply, field for field.
+  const ModelPreset back = release_preset_from_json(listed["preset"], "reply");
+  CHECK(release_preset_json(back) == listed["preset"]);
+  CHECK(back.dit.text_tokens == kReleaseTextTokens);
+  CHECK(back.text.kind == TextEncoderKind::t5);
+  CHECK(describe(back, 17, 32, 32).video_tokens == describe(loaded, 17, 32, 32).video_tokens);
+  // The release's VAE is counted from its own layout, not as this project's VAE.
+  CHECK(good.preset->released_vae_parameters == mugv_vae_parameter_count(tiny_release_vae()));
+  CHECK(describe(back, 17, 32, 32).vae_parameters == mugv_vae_parameter_count(tiny_release_vae()));
+  nlohmann::json broken = listed["preset"];
+  broken["dit"].erase("heads");
+  Error e = expect_error([&] { (void)release_preset_from_json(broken, "reply"); });
+  CHECK(e.code() == ErrorCode::format);
+  CHECK_THAT(e.message(), Catch::Contains("dit.heads"));
+
+  const InstalledModel& bad = installed[1];
+  CHECK(bad.problem.empty());
+  CHECK_FALSE(bad.preset);
+  CHECK_THAT(bad.preset_error, Catch::Contains("d_model 24"));
+  const nlohmann::json unusable = to_json(bad);
+  CHECK(unusable["complete"] == false);
+  CHECK_FALSE(unusable.contains("preset"));
 }
 
 TEST_CASE("image-to-video with a released model: the image is the first frame; block swap changes nothing",

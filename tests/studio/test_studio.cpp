@@ -6,11 +6,13 @@
 #include "catalog/catalog.h"
 #include "catalog/generations.h"
 #include "catalog/preferences.h"
+#include "core/safetensors.h"
 #include "core/strings.h"
 #include "embedded_server.h"
 #include "job_params.h"
 #include "main_window.h"
 #include "media/probe.h"
+#include "model/mugv_vae_config.h"
 #include "new_run_dialog.h"
 #include "remote_keys.h"
 #include "service/client.h"
@@ -84,6 +86,66 @@ void prepare_home(const QString& home, bool with_models) {
   // Samples during a LoRA run render with the adapter on its base.
   REQUIRE(!QDir(home + "/runs/lora0/samples/step-2").entryList(QDir::Files).isEmpty());
   REQUIRE(run_mugv(home, {"lora", "extract", "--run", "lora0", "--out", home + "/lora0.safetensors"}));
+}
+
+// The studio on `home` (its embedded server, no starter offer), connected and showing the Runs page; `said`
+// collects the page's messages.
+struct StudioOnRunsPage {
+  explicit StudioOnRunsPage(const QString& home) : window(options_for(home)) {
+    window.show();
+    REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+    runs = window.runs_page();
+    window.show_page(Page::runs);
+    QObject::connect(runs, &RunsPage::message, [this](const QString& m) { said << m; });
+  }
+  static StudioOptions options_for(const QString& home) {
+    StudioOptions options;
+    options.home = home;
+    options.mugv_binary = mugv_binary();
+    options.offer_starter = false;
+    return options;
+  }
+  MainWindow window;
+  RunsPage* runs = nullptr;
+  QStringList said;
+};
+
+// An installed released model at DIR that the server lists as complete, written without LibTorch: the golden
+// tiny DiT (4 latent channels, text width 32), a VAE of the release's layout with zero weights and unit scale
+// (a codec that encodes every clip to zeros, 8x8x8), and a T5 folder whose config fits the DiT (its weights
+// are not written: listing and encoding never read them).
+void install_release_model(const std::filesystem::path& golden_dit, const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir / "t5");
+  fs::copy_file(golden_dit, dir / "dit.safetensors");
+  MugvVAEConfig vae;
+  vae.spatial_channels = {32, 32, 32, 32};
+  vae.spatial_layers_per_block = 1;
+  vae.temporal_filters = 32;
+  vae.temporal_multipliers = {1, 1, 1, 1};
+  vae.temporal_res_blocks = 1;
+  vae.latent_channels = 4;
+  vae.latent_mean.clear();
+  vae.latent_std.clear();
+  SafetensorsWriter writer;
+  for (const auto& [name, shape] : mugv_vae_tensor_shapes(vae)) {
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    const std::vector<float> values(size_t(n), name == "scale" ? 1.0f : 0.0f);
+    writer.add(name, DType::f32, shape, values.data(), values.size() * sizeof(float));
+  }
+  writer.write(dir / "vae.safetensors");
+  std::ofstream(dir / "t5" / "config.json") << nlohmann::json{
+      {"model_type", "t5"},
+      {"d_model", 32},
+      {"d_kv", 16},
+      {"d_ff", 64},
+      {"num_layers", 1},
+      {"num_heads", 2},
+      {"vocab_size", 64},
+      {"relative_attention_num_buckets", 8},
+      {"feed_forward_proj", "gated-gelu"}}.dump();
+  std::ofstream(dir / "t5" / "spiece.model") << "not read by listing or encoding\n";
 }
 
 }  // namespace
@@ -1202,17 +1264,10 @@ TEST_CASE("a chain from the Runs page waits on the server: its rows say after wh
   app();
   test::TempDir tmp("mugv-studio-chain");
   const QString home = QString::fromStdString(tmp.path().string());
-  StudioOptions options;
-  options.home = home;
-  options.mugv_binary = mugv_binary();
-  options.offer_starter = false;
-  MainWindow window(options);
-  window.show();
-  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
-  RunsPage* runs = window.runs_page();
-  window.show_page(Page::runs);
-  QStringList said;
-  QObject::connect(runs, &RunsPage::message, [&](const QString& m) { said << m; });
+  StudioOnRunsPage studio(home);
+  MainWindow& window = studio.window;
+  RunsPage* runs = studio.runs;
+  QStringList& said = studio.said;
   Client client(window.link().endpoint().toStdString(), std::chrono::milliseconds(5000));
   auto job = [&](int64_t id) { return client.request(protocol::MessageType::get_job, {{"job", id}})["job"]; };
   auto ids_queued = [&](int count) {
@@ -1264,17 +1319,10 @@ TEST_CASE("with only the starter dataset the new-run dialog offers a VAE and enc
   const QString home = QString::fromStdString(tmp.path().string());
   prepare_home(home, false);  // the starter dataset "shapes", no VAE run, no latents
   const bool torch = has_torch_commands();
-  StudioOptions options;
-  options.home = home;
-  options.mugv_binary = mugv_binary();
-  options.offer_starter = false;
-  MainWindow window(options);
-  window.show();
-  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
-  RunsPage* runs = window.runs_page();
-  window.show_page(Page::runs);
-  QStringList said;
-  QObject::connect(runs, &RunsPage::message, [&](const QString& m) { said << m; });
+  StudioOnRunsPage studio(home);
+  MainWindow& window = studio.window;
+  RunsPage* runs = studio.runs;
+  QStringList& said = studio.said;
 
   // The dialog Start submits from (Runs page, New run…), filled in while it is open.
   struct Seen {
@@ -1357,6 +1405,133 @@ TEST_CASE("with only the starter dataset the new-run dialog offers a VAE and enc
         return s == "cancelled" || s == "failed" || s == "succeeded";
       },
       60000));
+}
+
+TEST_CASE(
+    "a released model installed on the server is a base in the new-run dialog: planned, encoded, chained",
+    "[studio]") {
+  const auto golden = test::golden_data_file("mugv_dit_tiny.safetensors");
+  if (!golden) {
+    WARN("skipped: the golden data (../shared/data/golden) is not on this machine");
+    return;
+  }
+  app();
+  test::TempDir tmp("mugv-studio-release");
+  const QString home = QString::fromStdString(tmp.path().string());
+  prepare_home(home, false);  // the starter dataset: 8 clips of 9 frames at 32x32
+  const std::filesystem::path model_dir = tmp.path() / "models" / "tiny-release";
+  install_release_model(*golden, model_dir);
+  const QString model_path = QString::fromStdString(model_dir.string());
+  const bool torch = has_torch_commands();
+  StudioOnRunsPage studio(home);
+  MainWindow& window = studio.window;
+  RunsPage* runs = studio.runs;
+  QStringList& said = studio.said;
+
+  // What the dialog shows and would submit once the released model is chosen as the base.
+  struct Seen {
+    bool listed = false, model_fixed = false, grow_off = false, vae_off = false, encode_offered = false;
+    bool planned = false, bad_frames_refused = false, started = false;
+    QString model, latents, problem, frames_problem;
+    std::vector<JobRequest> jobs;
+  };
+  auto fill = [&](Seen& seen, bool start) {
+    auto* dialog = qobject_cast<NewRunDialog*>(QApplication::activeModalWidget());
+    if (!dialog) return;
+    seen.listed = QTest::qWaitFor([&] { return dialog->from()->findData(model_path) >= 0; }, 10000);
+    if (!seen.listed) return dialog->reject();
+    dialog->from()->setCurrentIndex(dialog->from()->findData(model_path));
+    (void)QTest::qWaitFor([&] { return !dialog->latents_text().isEmpty(); }, 10000);
+    seen.model = dialog->model()->currentText();
+    seen.model_fixed = !dialog->model()->isEnabled();
+    seen.grow_off = !dialog->grow_first()->isEnabled();
+    seen.vae_off = !dialog->train_vae()->isEnabled() && !dialog->vae()->isEnabled();
+    seen.encode_offered = dialog->encode()->isEnabled() && dialog->encode()->isChecked();
+    seen.latents = dialog->latents_text();
+    dialog->name()->setText("tuned");
+    dialog->lora()->setText("rank=2,targets=attn");
+    dialog->steps()->setValue(2);
+    dialog->batch()->setValue(2);
+    dialog->size()->setText("32x32");
+    dialog->frames()->setValue(10);  // the release's VAE takes 8k or 8k + 1 frames
+    dialog->update();
+    seen.bad_frames_refused = !dialog->can_start() && dialog->problem_field() == dialog->frames();
+    seen.frames_problem = dialog->problem();
+    dialog->frames()->setValue(9);
+    dialog->update();
+    seen.planned = dialog->layouts()->rowCount() >= 1;
+    seen.problem = dialog->problem();
+    seen.jobs = dialog->jobs();
+    seen.started = dialog->can_start() && start;
+    if (seen.started)
+      QTest::mouseClick(dialog->start_button(), Qt::LeftButton);
+    else
+      dialog->reject();
+  };
+  Seen first;
+  QTimer::singleShot(0, [&] { fill(first, true); });
+  runs->open_new_run_dialog();
+  INFO(first.problem.toStdString());
+  REQUIRE(first.listed);
+  CHECK(first.model == "tiny-release");
+  CHECK(first.model_fixed);
+  CHECK(first.grow_off);
+  CHECK(first.vae_off);
+  CHECK(first.encode_offered);
+  CHECK(first.latents.contains("no latents of tiny-release's VAE"));
+  CHECK(first.bad_frames_refused);
+  CHECK(first.frames_problem.contains("frames"));
+  CHECK(first.planned);
+  REQUIRE(first.jobs.size() == 2);
+  CHECK(first.jobs[0].kind == "encode");
+  CHECK(first.jobs[0].params["values"] == nlohmann::json{{"encode.dataset", "shapes"},
+                                                         {"encode.model", model_dir.string()},
+                                                         {"encode.size", "32x32"},
+                                                         {"encode.frames", 9}});
+  const auto train_values = first.jobs[1].params["values"];
+  CHECK(train_values["train.from"] == model_dir.string());
+  CHECK(train_values["train.preset"] == "mugv-finetune");
+  CHECK(train_values["train.lora"] == "rank=2,targets=attn");
+  CHECK_FALSE(train_values.contains("train.model"));
+  CHECK_FALSE(train_values.contains("train.vae_run"));
+  REQUIRE(first.started);
+
+  Client client(window.link().endpoint().toStdString(), std::chrono::milliseconds(5000));
+  auto jobs = [&] { return client.request(protocol::MessageType::list_jobs)["jobs"]; };
+  if (!torch) {
+    REQUIRE(QTest::qWaitFor([&] { return !said.isEmpty(); }, 10000));
+    CHECK(said.last().startsWith("encode (step 1 of 2) refused"));
+    CHECK(jobs().empty());
+    WARN("this build has no LibTorch commands: the released model's encode → train chain is not exercised");
+    return;
+  }
+  REQUIRE(QTest::qWaitFor([&] { return jobs().size() == 2; }, 10000));
+  std::map<std::string, int64_t> id;
+  for (const auto& j : jobs()) id[j["kind"].get<std::string>()] = j["id"].get<int64_t>();
+  // The training is not run here (this folder's T5 has no weights; the CLI test fine-tunes a whole released
+  // model): cancelled while it waits, which leaves the encode step running.
+  client.request(protocol::MessageType::cancel_job, {{"job", id["train"]}});
+  auto state = [&](int64_t job) {
+    return client.request(protocol::MessageType::get_job, {{"job", job}})["job"]["state"].get<std::string>();
+  };
+  REQUIRE(QTest::qWaitFor(
+      [&] {
+        const std::string s = state(id["encode"]);
+        return s == "succeeded" || s == "failed" || s == "cancelled";
+      },
+      120000));
+  REQUIRE(state(id["encode"]) == "succeeded");
+  CHECK(state(id["train"]) == "cancelled");
+
+  // The dataset now has the model's latents: the dialog says so and the run trains on them without encoding.
+  Seen second;
+  QTimer::singleShot(0, [&] { fill(second, false); });
+  runs->open_new_run_dialog();
+  REQUIRE(second.listed);
+  CHECK(second.latents.contains("has latents of tiny-release's VAE (8 clips)"));
+  CHECK_FALSE(second.encode_offered);
+  REQUIRE(second.jobs.size() == 1);
+  CHECK(second.jobs[0].kind == "train");
 }
 
 }  // namespace mugv::studio

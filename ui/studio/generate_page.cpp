@@ -197,15 +197,8 @@ void GeneratePage::refresh() {
             MessageType::list_models, {},
             [this, current](const nlohmann::json& models) {
               for (const auto& m : models.value("models", nlohmann::json::array())) {
-                const auto& dit = m["dit"];
-                QString label = QString::fromStdString(m["name"].get<std::string>()) + "  (released";
-                if (dit.contains("parameters"))
-                  label += QString(", %1 B parameters").arg(dit["parameters"].get<double>() / 1e9, 0, 'g', 3);
-                label += ", " + QString::fromStdString(human_bytes(m["bytes"].get<double>()));
-                if (m.contains("problem"))
-                  label += ", incomplete: " + QString::fromStdString(m["problem"].get<std::string>());
-                label += ")";
-                run_->addItem(label, QString::fromStdString(m["path"].get<std::string>()));
+                run_->addItem(QString::fromStdString(released_model_label(m)),
+                              QString::fromStdString(m["path"].get<std::string>()));
                 if (!m.value("complete", false)) {
                   // Listed so the user sees what is there and what is missing, but not selectable.
                   if (auto* model = qobject_cast<QStandardItemModel*>(run_->model()))

@@ -2,14 +2,34 @@
 
 #include "core/strings.h"
 
+#include <cstdio>
+
 namespace mugv::studio {
 
 JobRequest make_job(std::string kind, std::vector<std::string> command, nlohmann::json values,
                     std::vector<std::string> positional) {
-  return {std::move(kind),
-          {{"command", std::move(command)},
-           {"values", std::move(values)},
-           {"positional", std::move(positional)}}};
+  JobRequest job;
+  job.kind = std::move(kind);
+  job.params = {
+      {"command", std::move(command)}, {"values", std::move(values)}, {"positional", std::move(positional)}};
+  return job;
+}
+
+std::string released_model_label(const nlohmann::json& m) {
+  const auto& dit = m["dit"];
+  std::string label = m["name"].get<std::string>() + "  (released";
+  if (dit.contains("parameters")) {
+    char parameters[48];
+    std::snprintf(parameters, sizeof parameters, ", %.3g B parameters",
+                  dit["parameters"].get<double>() / 1e9);
+    label += parameters;
+  }
+  label += ", " + human_bytes(m["bytes"].get<double>());
+  if (m.contains("problem"))
+    label += ", incomplete: " + m["problem"].get<std::string>();
+  else if (m.contains("preset_error"))
+    label += ", unusable: " + m["preset_error"].get<std::string>();
+  return label + ")";
 }
 
 std::string validate(const GenerateForm& f) {
@@ -99,13 +119,13 @@ std::string validate(const TrainForm& f) {
 
 JobRequest train_job(const TrainForm& f) {
   nlohmann::json values = {{"train.preset", f.train_preset},
-                           {"train.model", f.model},
                            {"train.run", f.run},
                            {"train.steps", f.steps},
                            {"train.batch", f.batch},
                            {"train.sample_every", f.sample_every},
                            {"train.optimizer", f.optimizer},
                            {"train.parametrization", f.parametrization}};
+  if (!f.model.empty()) values["train.model"] = f.model;
   if (!f.sample_prompts.empty()) values["train.sample_prompts"] = f.sample_prompts;
   // DPO and KTO read labelled generations and their base's latent space, not a dataset.
   if (f.learns_from_labels()) {
@@ -176,15 +196,35 @@ JobRequest train_vae_job(const VaeForm& f) {
   return make_job("train_vae", {"train-vae"}, values);
 }
 
-JobRequest encode_job(const std::string& dataset, const std::string& vae_run) {
-  return make_job("encode", {"encode"}, {{"encode.dataset", dataset}, {"encode.vae_run", vae_run}});
+JobRequest encode_job(const std::string& dataset, const LatentSpace& space) {
+  if (space.model.empty())
+    return make_job("encode", {"encode"}, {{"encode.dataset", dataset}, {"encode.vae_run", space.vae_run}});
+  return make_job("encode", {"encode"},
+                  {{"encode.dataset", dataset},
+                   {"encode.model", space.model},
+                   {"encode.size", std::to_string(space.width) + "x" + std::to_string(space.height)},
+                   {"encode.frames", space.frames}});
 }
+
+namespace {
+
+// The latent space the encode step of `steps` writes: a fine-tune's base's, or the new model's VAE run.
+LatentSpace encode_space(const LatentSteps& steps, const TrainForm& form) {
+  if (!form.from.empty()) return steps.encode_with;
+  LatentSpace space;
+  space.vae_run = form.vae_run;
+  return space;
+}
+
+}  // namespace
 
 std::string validate(const LatentSteps& steps, const TrainForm& form) {
   if (!steps.train_vae && !steps.encode) return {};
-  if (!form.from.empty() || form.learns_from_labels())
-    return "encode: a fine-tune or post-training run learns its base's latents; train a new model to add "
-           "these steps";
+  if (form.learns_from_labels())
+    return "encode: DPO and KTO learn from labelled generations in their base's latent space; there is "
+           "nothing to encode";
+  if (steps.train_vae && !form.from.empty())
+    return "new VAE: a fine-tune learns its base's latents; train a new model to train a VAE for it";
   if (steps.train_vae) {
     if (const std::string why = validate(VaeForm{steps.vae_run, form.dataset, "tiny-vae", steps.vae_steps});
         !why.empty())
@@ -194,7 +234,14 @@ std::string validate(const LatentSteps& steps, const TrainForm& form) {
     if (!steps.encode) return "encode: the new VAE's latents must be encoded before the run trains on them";
   }
   if (form.dataset.empty()) return "encode: choose the dataset to encode";
-  if (form.vae_run.empty()) return "encode: choose the VAE run to encode with";
+  const LatentSpace space = encode_space(steps, form);
+  if (!space.model.empty()) {
+    if (space.width < 16 || space.height < 16 || space.frames < 1)
+      return "encode: a released model's VAE encodes the clips at the run's clip size and frames; set them";
+  } else if (space.vae_run.empty()) {
+    return form.from.empty() ? "encode: choose the VAE run to encode with"
+                             : "encode: the run it starts from names no VAE run to encode with";
+  }
   return {};
 }
 
@@ -202,7 +249,7 @@ std::vector<JobRequest> training_jobs(const TrainForm& form, const LatentSteps& 
   std::vector<JobRequest> jobs;
   if (steps.train_vae)
     jobs.push_back(train_vae_job({steps.vae_run, form.dataset, "tiny-vae", steps.vae_steps}));
-  if (steps.encode) jobs.push_back(encode_job(form.dataset, form.vae_run));
+  if (steps.encode) jobs.push_back(encode_job(form.dataset, encode_space(steps, form)));
   jobs.push_back(train_job(form));
   return jobs;
 }

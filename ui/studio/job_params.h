@@ -22,6 +22,10 @@ inline constexpr const char* kStarterDataset = "shapes";
 JobRequest make_job(std::string kind, std::vector<std::string> command, nlohmann::json values,
                     std::vector<std::string> positional = {});
 
+// A released model of the server's list_models reply as the studio lists it: "NAME  (released, 10.8 B
+// parameters, 39.1 GiB)", with ", incomplete: WHAT IT LACKS" or ", unusable: WHY" when it cannot be used.
+std::string released_model_label(const nlohmann::json& listed);
+
 struct GenerateForm {
   std::string run;    // a trained DiT run, or:
   std::string model;  // a released model folder on the server (from its list_models reply)
@@ -38,9 +42,10 @@ JobRequest generate_job(const GenerateForm& form);
 
 struct TrainForm {
   std::string run, dataset, vae_run, model = "tiny", train_preset = "tiny", sample_prompts;
-  // Fine-tuning: the DiT run to start from (its model and VAE run are used), and LoRA settings (empty: every
-  // weight trains). `from_weights`: which of its weights, "ema" or "model" (empty: the command's default,
-  // ema; runs made by grow, merge or ema hold model weights only).
+  // Fine-tuning: the DiT run or released model folder to start from (its model and latent space are used; a
+  // released model's training preset is mugv-finetune and `model` stays empty), and LoRA settings (empty:
+  // every weight trains). `from_weights`: which of its weights, "ema" or "model" (empty: the command's
+  // default, ema; runs made by grow, merge or ema hold model weights only).
   std::string from, lora, from_weights;
   int steps = 200, batch = 4, sample_every = 0;
   std::string optimizer = "adamw";           // adamw | muon (train/muon.h)
@@ -89,15 +94,25 @@ struct VaeForm {
 std::string validate(const VaeForm& form);
 JobRequest train_vae_job(const VaeForm& form);
 // `mugv encode --dataset D --vae-run V`: the dataset's latent cache, what a DiT run trains on.
-JobRequest encode_job(const std::string& dataset, const std::string& vae_run);
+// The latent space a dataset is encoded into: a VAE run's (`mugv encode --dataset D --vae-run V`), or a
+// released model's VAE at a clip geometry (`mugv encode --dataset D --model DIR --size WxH --frames F`), what
+// a fine-tune of that model learns.
+struct LatentSpace {
+  std::string vae_run;
+  std::string model;  // a released model folder on the server
+  int width = 0, height = 0, frames = 0;
+};
+JobRequest encode_job(const std::string& dataset, const LatentSpace& space);
 
-// What a new DiT run still needs before it can train: a VAE (trained on the run's dataset, named as the
-// run's VAE run), and the dataset's latents encoded with its VAE run.
+// What a DiT run still needs before it can train: a new model, a VAE (trained on the run's dataset, named as
+// the run's VAE run) and the dataset's latents encoded with its VAE run; a fine-tune, the dataset's latents
+// in its base's latent space (`encode_with`: the base's VAE run, or the released model's VAE).
 struct LatentSteps {
   bool train_vae = false;
   std::string vae_run;
   int vae_steps = 0;  // 0: the preset's
   bool encode = false;
+  LatentSpace encode_with;  // a fine-tune's; a new model encodes with the form's VAE run
 };
 // Empty when the steps fit the run; "new VAE: ..." or "encode: ..." otherwise.
 std::string validate(const LatentSteps& steps, const TrainForm& form);

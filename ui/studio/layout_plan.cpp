@@ -57,7 +57,7 @@ PlanOutcome plan_training(const PlanForm& form, size_t top) {
       {"frames", PlanField::frames},     {"global-batch", PlanField::batch}};
   ModelPreset preset;
   try {
-    preset = load_model_preset(form.model);
+    preset = form.preset ? *form.preset : load_model_preset(form.model);
   } catch (const Error& e) {
     out.problem = e.what();
     out.field = PlanField::model;

@@ -10,6 +10,9 @@
 // (pp > 1) are offered with any micro-batch that divides the replica's share, and their micro-batch count
 // goes to `train --micro-batches`.
 
+#include "model/config.h"
+
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,8 +22,9 @@ enum class TrainWhere { this_machine, cluster };
 
 struct PlanForm {
   TrainWhere where = TrainWhere::this_machine;
-  std::string model = "tiny";  // model preset
-  int batch = 4;               // clips per optimizer step (the global batch)
+  std::string model = "tiny";         // model preset, or:
+  std::optional<ModelPreset> preset;  // a released model's (model/release_files.h), used instead of `model`
+  int batch = 4;                      // clips per optimizer step (the global batch)
   int frames = 17;
   int width = 64, height = 64;
   int gpus = 8, gpus_per_node = 8;  // cluster only; this machine is one CPU rank

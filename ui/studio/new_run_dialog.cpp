@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/presets.h"
+#include "model/release_files.h"
 
 #include <QDialogButtonBox>
 #include <QFormLayout>
@@ -21,6 +22,8 @@ using protocol::MessageType;
 namespace {
 
 constexpr const char* kProblemStyle = "border: 1px solid #d33;";
+// The item data of the Model field's entry for a released base (presets' entries have none).
+const QString kReleasedModelItem = "released";
 
 QSpinBox* spin(QWidget* parent, int low, int high, int value, const QString& tip) {
   auto* s = new QSpinBox(parent);
@@ -85,7 +88,8 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   from_->addItem("(a new model)", QString());
   from_->setToolTip(
       "Fine-tune: start from a DiT run's latest checkpoint (its model preset, tokenizer and VAE run are "
-      "used)");
+      "used) or from a released model installed on the server (its DiT, T5 and VAE; trained with the "
+      "mugv-finetune preset)");
   lora_ = new QLineEdit(this);
   lora_->setPlaceholderText("empty: every weight trains; rank=16,targets=attn,cross,mlp: LoRA adapters only");
   lora_->setEnabled(false);  // adapters need a base
@@ -311,7 +315,40 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
     self->runs_known_ = true;
     self->offer_latent_steps(true);
   });
+  link.call(MessageType::list_models, {}, [self](const nlohmann::json& r) {
+    if (!self) return;
+    for (const auto& m : r.value("models", nlohmann::json::array())) {
+      if (!m.value("complete", false) || !m.contains("preset")) continue;  // nothing to train from
+      const QString path = QString::fromStdString(m["path"].get<std::string>());
+      try {
+        ReleasedModel model{QString::fromStdString(m["name"].get<std::string>()),
+                            QString::fromStdString(m.value("latent_cache", std::string())),
+                            release_preset_from_json(m["preset"], m["path"].get<std::string>())};
+        self->released_[path] = std::move(model);
+      } catch (const Error&) {
+        continue;  // a server that describes the model otherwise: not offered
+      }
+      self->from_->addItem(QString::fromStdString(released_model_label(m)), path);
+    }
+  });
   update();
+}
+
+bool NewRunDialog::encode_offerable() const {
+  const QString stage = stage_->currentData().toString();
+  if (!datasets_known_ || !runs_known_ || stage == "dpo" || stage == "kto") return false;
+  return from_->currentData().toString().isEmpty() || !base_latent_space().isEmpty();
+}
+
+const NewRunDialog::ReleasedModel* NewRunDialog::released_base() const {
+  const auto it = released_.find(from_->currentData().toString());
+  return it == released_.end() ? nullptr : &it->second;
+}
+
+QString NewRunDialog::base_latent_space() const {
+  if (const ReleasedModel* model = released_base()) return model->latent_cache;
+  const auto run = run_model_vae_.find(from_->currentData().toString());
+  return run == run_model_vae_.end() ? QString() : run->second.second;
 }
 
 bool NewRunDialog::has_latents(const QString& dataset, const QString& vae) const {
@@ -325,16 +362,33 @@ void NewRunDialog::offer_latent_steps(bool first) {
   if (updating_) return;
   const QString dataset = dataset_->currentText().trimmed();
   const QString stage = stage_->currentData().toString();
-  // A fine-tune and post-training learn their base's latents; a new model needs a VAE and its latents.
-  const bool new_model = from_->currentData().toString().isEmpty() && (stage == "flow" || stage == "sft");
+  // Post-training learns from labelled generations; a fine-tune learns its base's latents of the dataset; a
+  // new model needs a VAE and its latents.
+  const bool labels = stage == "dpo" || stage == "kto";
+  const bool fine_tune = !from_->currentData().toString().isEmpty();
   const bool known = datasets_known_ && runs_known_;
   updating_ = true;
-  if (!known || !new_model) {
+  if (!known || labels || fine_tune) {
     train_vae_->setChecked(false);
-    encode_->setChecked(false);
-    train_vae_->setEnabled(known && new_model);
-    encode_->setEnabled(known && new_model);
-    latents_->setText(known && !new_model ? "the run learns the latents of the run it starts from" : "");
+    train_vae_->setEnabled(false);
+    const QString space = known && !labels ? base_latent_space() : QString();
+    encode_->setChecked(encode_offerable() && !has_latents(dataset, space));
+    const ReleasedModel* released = released_base();
+    const QString encoder = released ? released->name + "'s VAE" : space;
+    if (!known)
+      latents_->clear();
+    else if (labels)
+      latents_->setText("DPO and KTO learn from labelled generations in their base's latent space");
+    else if (space.isEmpty())
+      latents_->setText("the run learns the latents of the run it starts from");
+    else if (has_latents(dataset, space))
+      latents_->setText(QString("%1 has latents of %2 (%3 clips), what the run learns")
+                            .arg(dataset, encoder)
+                            .arg(caches_.at(dataset).at(space)));
+    else
+      latents_->setText(
+          QString("%1 has no latents of %2 yet: encode them first%3")
+              .arg(dataset, encoder, released ? " (at the clip size and frames below)" : QString()));
     updating_ = false;
     on_train_vae_toggled();
     return;
@@ -367,7 +421,7 @@ void NewRunDialog::on_train_vae_toggled() {
     encode_->setChecked(true);  // a new VAE has no latents yet
     encode_->setEnabled(false);
   } else {
-    encode_->setEnabled(train_vae_->isEnabled());
+    encode_->setEnabled(encode_offerable());
   }
   update();
 }
@@ -375,15 +429,23 @@ void NewRunDialog::on_train_vae_toggled() {
 void NewRunDialog::on_from_changed() {
   const QString base = from_->currentData().toString();
   const bool fine_tune = !base.isEmpty();
+  const ReleasedModel* released = released_base();
   updating_ = true;
   model_->setEnabled(!fine_tune);
   lora_->setEnabled(fine_tune);
-  grow_first_->setEnabled(fine_tune);
-  if (!fine_tune) grow_first_->setChecked(false);
-  if (fine_tune) {
+  grow_first_->setEnabled(fine_tune && !released);  // growth widens runs of a model preset
+  if (!grow_first_->isEnabled()) grow_first_->setChecked(false);
+  // The Model field shows a released base by name (an item of its own, removed when another base is chosen).
+  if (const int item = model_->findData(kReleasedModelItem); item >= 0) model_->removeItem(item);
+  if (released) {
+    model_->addItem(released->name, kReleasedModelItem);
+    model_->setCurrentIndex(model_->count() - 1);
+  } else if (fine_tune) {
     const auto& [model, vae] = run_model_vae_[base];
     if (!model.isEmpty()) model_->setCurrentText(model);  // the planner sizes the base's model
     if (!vae.isEmpty()) vae_->setCurrentText(vae);
+  } else if (model_->currentIndex() < 0) {
+    model_->setCurrentIndex(0);
   }
   updating_ = false;
   offer_latent_steps();  // the VAE field follows too
@@ -418,6 +480,7 @@ PlanForm NewRunDialog::plan_form() const {
   PlanForm f;
   f.where = static_cast<TrainWhere>(where_->currentData().toInt());
   f.model = model_->currentText().toStdString();
+  if (const ReleasedModel* released = released_base()) f.preset = released->preset;
   f.batch = batch_->value();
   f.frames = frames_->value();
   const auto m = QRegularExpression("^\\s*(\\d+)\\s*[xX]\\s*(\\d+)\\s*$").match(size_->text());
@@ -437,6 +500,17 @@ LatentSteps NewRunDialog::latent_steps() const {
   steps.vae_run = vae_name_->text().trimmed().toStdString();
   steps.vae_steps = vae_steps_->value();
   steps.encode = encode_->isChecked() && (encode_->isEnabled() || steps.train_vae);
+  if (!from_->currentData().toString().isEmpty()) {
+    if (released_base()) {
+      const PlanForm geometry = plan_form();  // the clip size and frames, as the planner reads them
+      steps.encode_with.model = from_->currentData().toString().toStdString();
+      steps.encode_with.width = geometry.width;
+      steps.encode_with.height = geometry.height;
+      steps.encode_with.frames = geometry.frames;
+    } else {
+      steps.encode_with.vae_run = base_latent_space().toStdString();
+    }
+  }
   return steps;
 }
 
@@ -475,6 +549,11 @@ TrainForm NewRunDialog::form() const {
   f.vae_run = latent_steps().train_vae ? latent_steps().vae_run : vae_->currentText().toStdString();
   f.model = f.train_preset = model_->currentText().toStdString();
   f.from = from_->currentData().toString().toStdString();
+  if (released_base()) {
+    // A released model brings its own model; MUG-V's fine-tune settings train it.
+    f.model.clear();
+    f.train_preset = "mugv-finetune";
+  }
   if (!f.from.empty()) {
     f.vae_run.clear();  // the base's
     f.lora = lora_->text().trimmed().toStdString();

@@ -15,6 +15,11 @@
 // tiny-vae preset on the dataset, its name and steps); when the dataset has no latents of the chosen VAE,
 // "Encode latents". Start submits what is needed as one chain (jobs()): train_vae → encode → train, each
 // waiting on the server for the one before it.
+// Fine-tuning starts from a DiT run or from a released model installed on the server (list_models): the run
+// learns its base's latent space, so the dialog offers "Encode latents" when the dataset lacks the base's
+// latents (a released model's VAE encodes them at the dialog's clip size and frames), plans with the base's
+// model (a released model's preset from the server) and trains a released model with the mugv-finetune
+// training preset.
 
 #include "backend_link.h"
 #include "command_specs.h"
@@ -65,7 +70,8 @@ class NewRunDialog : public QDialog {
   QSpinBox* vae_steps() const { return vae_steps_; }
   QCheckBox* encode() const { return encode_; }
   QString latents_text() const { return latents_->text(); }
-  // Fine-tuning: the run to start from ("" = a new model) and LoRA settings (empty: full fine-tune).
+  // Fine-tuning: the run or released model folder to start from ("" = a new model) and LoRA settings (empty:
+  // full fine-tune).
   QComboBox* from() const { return from_; }
   QLineEdit* lora() const { return lora_; }
   // Grow the start-from run twice as wide first (enabled when a run to start from is chosen).
@@ -101,8 +107,23 @@ class NewRunDialog : public QDialog {
   // lists arrived); `first`: the lists just arrived, so a new VAE is offered when there is none.
   void offer_latent_steps(bool first = false);
   void on_train_vae_toggled();
-  // Whether the dataset has latents of `vae` (false while the server's lists are not known).
+  // Whether the dataset has latents of `vae` (a VAE run or a latent cache name; false while the server's
+  // lists are not known).
   bool has_latents(const QString& dataset, const QString& vae) const;
+
+  // A released model on the server (list_models): its name, the latent cache its VAE writes, its preset.
+  struct ReleasedModel {
+    QString name, latent_cache;
+    ModelPreset preset;
+  };
+  // The released model the run starts from, if it starts from one.
+  const ReleasedModel* released_base() const;
+  // The latent space the run starts from has learnt: its base's VAE run or the released model's latent cache
+  // ("" for a new model, or while the base is not known).
+  QString base_latent_space() const;
+  // Whether an encode step can be offered: the server's lists are known, the stage learns from a dataset, and
+  // the latent space is known (a new model's VAE run is chosen in the form; a fine-tune's is its base's).
+  bool encode_offerable() const;
 
   QLineEdit *name_, *size_, *lora_, *sample_prompts_, *clip_filter_;
   QComboBox *dataset_, *vae_, *model_, *where_, *from_, *optimizer_, *parametrization_, *stage_, *labels_;
@@ -115,6 +136,7 @@ class NewRunDialog : public QDialog {
   bool datasets_known_ = false, runs_known_ = false, vae_name_edited_ = false;
   std::map<QString, std::pair<QString, QString>> run_model_vae_;  // DiT run -> (model preset, VAE run)
   std::set<QString> model_weights_only_;  // runs made by grow, merge or ema: no EMA weights to start from
+  std::map<QString, ReleasedModel> released_;  // by folder path on the server
   QSpinBox *steps_, *batch_, *sample_every_, *gpus_, *gpus_per_node_, *frames_;
   QDoubleSpinBox *memory_, *peak_, *beta_;
   QTableWidget* layouts_;
