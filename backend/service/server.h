@@ -51,7 +51,10 @@ struct ServerOptions {
   std::filesystem::path worker_executable;  // mugv-worker
   int max_local_jobs = 1;
   std::chrono::milliseconds heartbeat_interval{1000};
-  int missed_heartbeats = 3;
+  // A worker that exits is seen at once (its exit status), so the silence only has to catch a hung one; a
+  // busy machine can keep a healthy worker's link thread from running for seconds (three trainings on two
+  // cores did, with 3), so it takes ten missed heartbeats.
+  int missed_heartbeats = 10;
   std::chrono::milliseconds cancel_grace{
       5000};                       // after a cancel request, SIGKILL when the worker is still alive
   int max_attempts = 3;            // interrupted jobs are requeued until this many starts

@@ -57,7 +57,14 @@ TEST_CASE("an interrupted training job is retried as a continuation of its run",
   REQUIRE(checkpointed);
   const auto pid = job()["job"]["worker_pid"].get<int64_t>();
   REQUIRE(pid > 0);
-  ::kill(static_cast<pid_t>(pid), SIGKILL);
+  int signal = SIGKILL;
+  SECTION("its worker is killed") {
+    signal = SIGKILL;
+  }
+  SECTION("its worker hangs: the server kills it once it misses its heartbeats") {
+    signal = SIGSTOP;
+  }
+  ::kill(static_cast<pid_t>(pid), signal);
   const int64_t interrupted_at = store.list().back().step;
 
   std::string state;
