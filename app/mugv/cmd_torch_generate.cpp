@@ -297,8 +297,10 @@ void define_pairs(ParamRegistry& r) {
   r.add(param("pairs.run", "--run", ParamType::text, nullptr, "the DiT run to generate with", "pairs"));
   r.add(param("pairs.prompts", "--prompts", ParamType::path, nullptr,
               "text file: one prompt per line (blank lines and lines starting with # are skipped)", "pairs"));
-  auto count =
-      param("pairs.count", "--count", ParamType::integer, 0, "pairs to make (0: one per prompt)", "pairs");
+  auto count = param("pairs.count", "--count", ParamType::integer, 0,
+                     "pairs to make (0: one per prompt; fewer than the prompts: the first ones; more: the "
+                     "prompts again in order, every pair with seeds of its own)",
+                     "pairs");
   count.min_value = 0;
   r.add(count);
   auto seed = param("pairs.seed", "--seed", ParamType::integer, 0,
@@ -346,8 +348,12 @@ int run_pairs(const Invocation& inv) {
   if (!v.has("pairs.prompts")) throw Error(ErrorCode::usage, "--prompts", "give a prompt file");
   const std::string run = v.get_text("pairs.run");
   std::vector<std::string> prompts = read_prompt_lines(v.get_text("pairs.prompts"));
-  if (const int64_t count = v.get_int("pairs.count"); count > 0 && size_t(count) < prompts.size())
-    prompts.resize(size_t(count));
+  if (const int64_t count = v.get_int("pairs.count"); count > 0) {
+    // Several pairs of one prompt give the labeller more chances of two videos that differ.
+    std::vector<std::string> chosen;
+    for (int64_t k = 0; k < count; ++k) chosen.push_back(prompts[size_t(k) % prompts.size()]);
+    prompts = std::move(chosen);
+  }
   const fs::path out_dir = v.has("pairs.out_dir") ? fs::path(v.get_text("pairs.out_dir"))
                                                   : mugv_home() / "generations" / cat("pairs-", run);
   std::error_code ec;

@@ -29,7 +29,11 @@
 #                                run names; the base and the labels are shared). MUGV_BENCH_PREF_FROM=DIR takes
 #                                the base from a finished `make demo` folder (its MUGV_DEMO_DIR): the demo's home,
 #                                starter set and demo-dit run (a base that binds colours and directions) instead
-#                                of training one here; the results then go to $MUGV_BENCH_DIR/pref-demo.
+#                                of training one here (MUGV_BENCH_PREF_BASE_RUN names another run of that home);
+#                                the results then go to $MUGV_BENCH_DIR/pref-demo. MUGV_BENCH_PREF_PAIRS (1) pairs
+#                                of each prompt, each with its own seeds (the labeller skips pairs whose videos
+#                                score alike; more pairs a prompt give it more to prefer); with more than one,
+#                                the pairs, labels and runs go to a folder of their own (suffix -pN).
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
 # MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
@@ -149,20 +153,21 @@ evaluate() {
 preference() {
   local base_steps=${MUGV_BENCH_PREF_BASE_STEPS:-1500} prompts=${MUGV_BENCH_PREF_PROMPTS:-96}
   local steps=${MUGV_BENCH_PREF_STEPS:-200} seeds=${MUGV_BENCH_PREF_SEEDS:-2} lr=${MUGV_BENCH_PREF_LR:-3e-4}
-  local beta=${MUGV_BENCH_PREF_BETA:-1000} tag=${MUGV_BENCH_PREF_TAG:-}
+  local beta=${MUGV_BENCH_PREF_BETA:-1000} tag=${MUGV_BENCH_PREF_TAG:-} per_prompt=${MUGV_BENCH_PREF_PAIRS:-1}
   local base=pref-base
   if [[ -n ${MUGV_BENCH_PREF_FROM:-} ]]; then
     local demo
     demo=$(cd "$MUGV_BENCH_PREF_FROM" && pwd)
-    [[ -f $demo/home/runs/demo-dit/run.json && -f $demo/shapes/manifest.jsonl ]] || {
-      echo "bench_recipes preference: $demo is not a finished make demo folder (no home/runs/demo-dit or shapes/)" >&2
+    base=${MUGV_BENCH_PREF_BASE_RUN:-demo-dit}
+    [[ -f $demo/home/runs/$base/run.json && -f $demo/shapes/manifest.jsonl ]] || {
+      echo "bench_recipes preference: $demo is not a finished make demo folder (no home/runs/$base or shapes/)" >&2
       exit 1
     }
     export MUGV_HOME=$demo/home
     DATA=$demo/shapes
     PREF=$PREF-demo
-    base=demo-dit
   fi
+  if ((per_prompt > 1)); then PREF=$PREF-p$per_prompt; fi
   mkdir -p "$PREF/train-prompts"
   # The labelled prompts: the first $prompts distinct training captions in a fixed shuffle, as a prompt file for
   # mugv pairs and as a held-out list for mugv eval.
@@ -180,8 +185,9 @@ json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json",
   if [[ $base == pref-base ]]; then STEPS=$base_steps EVERY=$base_steps train pref-base --lr 1.2e-3 --seed 0; fi
   evaluate "$base"
   if [[ ! -f $PREF/labelled.done ]]; then
-    stage "pairs: two videos of each of $prompts training captions"
-    "$MUGV" pairs --run "$base" --prompts "$PREF/prompts.txt" --seed 1000 --out-dir "$PREF/pairs" >&2
+    stage "pairs: $per_prompt pair(s) of videos of each of $prompts training captions"
+    "$MUGV" pairs --run "$base" --prompts "$PREF/prompts.txt" --count $((prompts * per_prompt)) --seed 1000 \
+      --out-dir "$PREF/pairs" >&2
     "$MUGV" label --auto shapes --json > "$PREF/labels.json"
     touch "$PREF/labelled.done"
   fi

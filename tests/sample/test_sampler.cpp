@@ -629,11 +629,17 @@ TEST_CASE(
   CHECK(wrong->exit_code != 0);
   CHECK_THAT(wrong->err, Catch::Contains("a pair"));
 
-  // The automatic labeller judges every pending pair of the starter grammar.
-  auto third = test::run_mugv_cli("pairs --run dit0 --count 1 --prompts " + (dir / "prompts.txt").string() +
-                                      sizes + "--seed 50 --out-dir " + (dir / "more").string(),
-                                  dir.path());
-  REQUIRE(third->exit_code == 0);
+  // More pairs than prompts: the prompts again in order, with new seeds. The automatic labeller judges every
+  // pending pair of the starter grammar.
+  auto more = test::run_mugv_cli("pairs --run dit0 --count 3 --prompts " + (dir / "prompts.txt").string() +
+                                     sizes + "--seed 50 --out-dir " + (dir / "more").string() + " --json",
+                                 dir.path());
+  REQUIRE(more->exit_code == 0);
+  const auto more_pairs = nlohmann::json::parse(more->out)["pairs"];
+  REQUIRE(more_pairs.size() == 3);
+  CHECK(more_pairs[2]["prompt"] == more_pairs[0]["prompt"]);
+  CHECK(more_pairs[1]["prompt"] != more_pairs[0]["prompt"]);
+  CHECK(fs::exists(dir / "more" / "pair-0002-b.mp4"));
   const auto automatic = label("--auto shapes");
   CHECK(automatic["labelled"].get<int64_t>() >= 1);
   CHECK(automatic["counts"]["pending"] == 0);
@@ -655,15 +661,16 @@ TEST_CASE(
   // so.
   PreferenceFilter by_labeller;
   by_labeller.labeller = "auto:";
-  bool preferred = false;
+  size_t preferred = 0;
   {
     Catalog catalog = Catalog::open(catalog_path());
-    for (const auto& p : list_preferences(catalog, by_labeller)) preferred = preferred || p.winner_loser();
+    for (const auto& p : list_preferences(catalog, by_labeller)) preferred += p.winner_loser() ? 1 : 0;
   }
   INFO(unlabelled->err);
-  if (preferred) {
+  if (preferred > 0) {
     REQUIRE(unlabelled->exit_code == 0);
-    CHECK(read_json_file(run_paths("kto0").root / "preference_data" / "items.json")["items"].size() == 2);
+    CHECK(read_json_file(run_paths("kto0").root / "preference_data" / "items.json")["items"].size() ==
+          2 * preferred);
   } else {
     CHECK(unlabelled->exit_code != 0);
     CHECK_THAT(unlabelled->err, Catch::Contains("no labelled preferences"));
