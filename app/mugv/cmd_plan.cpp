@@ -1,13 +1,14 @@
-// mugv plan --preset P --gpus N --gpu-mem-gb G --frames F --size WxH [...]: parallel layouts that fit,
-// fastest first, with pipeline stages and schedule, memory per GPU (of the stage needing most), step time
-// with the pipeline's bubble and point-to-point time, and predicted MFU (backend/parallel/planner.h;
-// docs/PARALLEL.md).
+// mugv plan --preset P | --model DIR --gpus N --gpu-mem-gb G --frames F --size WxH [...]: parallel layouts
+// that fit, fastest first, with pipeline stages and schedule, memory per GPU (of the stage needing most),
+// step time with the pipeline's bubble and point-to-point time, and predicted MFU
+// (backend/parallel/planner.h; docs/PARALLEL.md).
 #include "command.h"
 
 #include "core/error.h"
 #include "core/strings.h"
 #include "model/config.h"
 #include "model/lora_spec.h"
+#include "model/release_files.h"
 #include "parallel/planner.h"
 
 #include <nlohmann/json.hpp>
@@ -26,6 +27,10 @@ namespace {
 void define(ParamRegistry& r) {
   r.add(param("plan.preset", "--preset", ParamType::text, "mugv-10b",
               "model preset (presets/models/NAME.toml)", "model"));
+  r.add(param("plan.model", "--model", ParamType::path, nullptr,
+              "a released model folder or installed model name: plan with its shapes (read from its files' "
+              "headers) instead of --preset",
+              "model"));
   auto frames =
       param("plan.frames", "--frames", ParamType::integer, 121,
             "video frames per sample (a multiple of the VAE's time compression, or one more)", "model");
@@ -204,7 +209,9 @@ nlohmann::json to_json(const PlannedLayout& p) {
 
 int run(const Invocation& inv) {
   const auto& v = inv.values;
-  ModelPreset preset = load_model_preset(v.get_text("plan.preset"));
+  const ModelPreset preset = v.has("plan.model")
+                                 ? release_preset(resolve_release_model(v.get_text("plan.model")))
+                                 : load_model_preset(v.get_text("plan.preset"));
   const Size2D size = v.get_size2d("plan.size");
   const auto device = *train_device_from_string(v.get_text("plan.device"));
 
@@ -343,7 +350,7 @@ Command plan_command() {
       "parallel layouts (tp, cp, dp, pp and schedule, ZeRO, recompute, micro-batch) that fit, with memory, "
       "step "
       "time and MFU";
-  c.usage = "--preset P --gpus N --gpu-mem-gb G --frames F --size WxH [options]";
+  c.usage = "--preset P | --model NAME|DIR --gpus N --gpu-mem-gb G --frames F --size WxH [options]";
   c.define = define;
   c.run = run;
   return c;
