@@ -96,6 +96,38 @@ fs::path models_dir() {
   return mugv_home() / "models";
 }
 
+namespace {
+
+// The preset of a complete folder whose DiT configuration was already read from its checkpoint: the VAE's
+// shapes and T5's config.json are read here, and the parts are checked against each other.
+ModelPreset preset_of_parts(const ReleaseModelFiles& files, const DiTConfig& dit, MugvVAEConfig* vae_out) {
+  require_complete(files);  // the parts read below are there
+  const WeightFiles vae_files = WeightFiles::open(*files.vae);
+  ModelPreset p;
+  p.name = files.dir.filename().string();
+  p.description = "released MUG-V model in " + files.dir.string();
+  p.dit = dit;
+  const MugvVAEConfig vae = mugv_vae_config_from_shapes(shapes_of(vae_files));
+  const fs::path t5_config = *files.text_encoder / "config.json";
+  p.text = t5_config_from_hf_json(read_json_file(t5_config), kReleaseTextTokens, t5_config.string());
+  if (p.dit.text_dim != p.text.dim)
+    throw Error(ErrorCode::invalid_argument, files.dit.string(),
+                cat("y_embedder.y_proj.fc1.weight reads text of width ", p.dit.text_dim, "; ",
+                    t5_config.string(), " has d_model ", p.text.dim));
+  if (p.dit.in_channels != vae.latent_channels)
+    throw Error(ErrorCode::invalid_argument, files.dit.string(),
+                cat("x_embedder.proj.weight takes ", p.dit.in_channels, " latent channels; ",
+                    files.vae->string(), " has ", vae.latent_channels));
+  p.vae.latent_channels = static_cast<int>(vae.latent_channels);
+  p.vae.compress_t = static_cast<int>(vae.temporal_factor());
+  p.vae.compress_h = p.vae.compress_w = static_cast<int>(vae.spatial_factor());
+  p.released_vae_parameters = mugv_vae_parameter_count(vae);
+  if (vae_out) *vae_out = vae;
+  return p;
+}
+
+}  // namespace
+
 std::vector<InstalledModel> list_installed_models(const fs::path& root) {
   std::vector<InstalledModel> models;
   std::error_code ec;
@@ -119,7 +151,7 @@ std::vector<InstalledModel> list_installed_models(const fs::path& root) {
     }
     if (model.problem.empty() && model.dit) {
       try {
-        model.preset = release_preset(model.files);
+        model.preset = preset_of_parts(model.files, *model.dit, nullptr);  // the DiT's header is read once
       } catch (const Error& e) {
         model.preset_error = e.what();
       }
@@ -172,30 +204,10 @@ void require_complete(const ReleaseModelFiles& files) {
 }
 
 ModelPreset release_preset(const ReleaseModelFiles& files, MugvVAEConfig* vae_out) {
-  require_complete(files);
   const WeightFiles dit_files = WeightFiles::open(files.dit);
-  const WeightFiles vae_files = WeightFiles::open(*files.vae);
-  ModelPreset p;
-  p.name = files.dir.filename().string();
-  p.description = "released MUG-V model in " + files.dir.string();
-  p.dit = dit_config_from_checkpoint(shapes_of(dit_files), kReleaseTextTokens, files.dit.string());
-  const MugvVAEConfig vae = mugv_vae_config_from_shapes(shapes_of(vae_files));
-  const fs::path t5_config = *files.text_encoder / "config.json";
-  p.text = t5_config_from_hf_json(read_json_file(t5_config), kReleaseTextTokens, t5_config.string());
-  if (p.dit.text_dim != p.text.dim)
-    throw Error(ErrorCode::invalid_argument, files.dit.string(),
-                cat("y_embedder.y_proj.fc1.weight reads text of width ", p.dit.text_dim, "; ",
-                    t5_config.string(), " has d_model ", p.text.dim));
-  if (p.dit.in_channels != vae.latent_channels)
-    throw Error(ErrorCode::invalid_argument, files.dit.string(),
-                cat("x_embedder.proj.weight takes ", p.dit.in_channels, " latent channels; ",
-                    files.vae->string(), " has ", vae.latent_channels));
-  p.vae.latent_channels = static_cast<int>(vae.latent_channels);
-  p.vae.compress_t = static_cast<int>(vae.temporal_factor());
-  p.vae.compress_h = p.vae.compress_w = static_cast<int>(vae.spatial_factor());
-  p.released_vae_parameters = mugv_vae_parameter_count(vae);
-  if (vae_out) *vae_out = vae;
-  return p;
+  return preset_of_parts(
+      files, dit_config_from_checkpoint(shapes_of(dit_files), kReleaseTextTokens, files.dit.string()),
+      vae_out);
 }
 
 nlohmann::json release_preset_json(const ModelPreset& p) {

@@ -1211,7 +1211,32 @@ TEST_CASE("a run's latent steps chain train_vae, encode and train; the queue say
   CHECK(training_jobs(form, encode_only).size() == 2);
   TrainForm tune = form;
   tune.from = "dit0";
-  CHECK(validate(encode_only, tune).find("encode:") == 0);
+  tune.vae_run.clear();  // a fine-tune learns its base's latents
+  CHECK(validate(encode_only, tune).find("encode: the run it starts from") == 0);
+  // A fine-tune encodes in its base's latent space: a run's VAE run, or a released model's VAE at the clip
+  // geometry; it trains no VAE of its own.
+  LatentSteps base_encode = encode_only;
+  base_encode.encode_with.vae_run = "shapes-vae";
+  REQUIRE(validate(base_encode, tune).empty());
+  const auto tune_jobs = training_jobs(tune, base_encode);
+  REQUIRE(tune_jobs.size() == 2);
+  CHECK(tune_jobs[0].params["values"] ==
+        nlohmann::json{{"encode.dataset", "shapes"}, {"encode.vae_run", "shapes-vae"}});
+  LatentSteps release_encode = encode_only;
+  release_encode.encode_with.model = "/models/MUG-V-10B";
+  CHECK(validate(release_encode, tune).find("encode: a released model's VAE") == 0);  // no geometry yet
+  release_encode.encode_with.width = 64;
+  release_encode.encode_with.height = 48;
+  release_encode.encode_with.frames = 17;
+  REQUIRE(validate(release_encode, tune).empty());
+  CHECK(training_jobs(tune, release_encode)[0].params["values"] ==
+        nlohmann::json{{"encode.dataset", "shapes"},
+                       {"encode.model", "/models/MUG-V-10B"},
+                       {"encode.size", "64x48"},
+                       {"encode.frames", 17}});
+  LatentSteps tune_vae = base_encode;
+  tune_vae.train_vae = true;
+  CHECK(validate(tune_vae, tune).find("new VAE: a fine-tune") == 0);
   CHECK(training_jobs(form, LatentSteps{}).size() == 1);
   const auto grow = grow_then_train_jobs(tune, 2);
   REQUIRE(grow.size() == 2);
