@@ -300,8 +300,8 @@ int run(const Invocation& inv) {
     }
     std::cout << evaluated << (reconstruct ? " round trip" : cat(" step ", step)) << ": colour "
               << total.color << "/" << total.clips << ", shape " << total.shape << "/" << total.clips
-              << ", direction " << total.direction << "/" << total.clips << ", all three " << total.all << "/"
-              << total.clips << "\n";
+              << ", direction " << total.direction << "/" << total.clips << " (axis " << total.axis << "/"
+              << total.clips << "), all three " << total.all << "/" << total.clips << "\n";
     auto breakdown = [](const char* what, const std::map<std::string, ShapesScore>& scores) {
       if (scores.size() < 2) return;
       for (const auto& [name, s] : scores)

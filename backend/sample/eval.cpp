@@ -224,6 +224,10 @@ shapes::Combo parse_shapes_prompt(const std::string& prompt, std::string* backgr
   return combo;
 }
 
+bool is_horizontal(const std::string& direction) {
+  return direction == "left" || direction == "right";
+}
+
 }  // namespace
 
 std::map<std::string, std::vector<std::string>> shapes_prompt_alternatives(const std::string& prompt) {
@@ -255,6 +259,7 @@ ShapesVerdict judge_shapes_clip(const std::string& prompt, const std::vector<Rgb
   v.color_ok = v.got.color == want.color;
   v.shape_ok = v.got.shape == want.shape;
   v.direction_ok = v.got.direction == want.direction;
+  v.axis_ok = !v.got.direction.empty() && is_horizontal(v.got.direction) == is_horizontal(want.direction);
   return v;
 }
 
@@ -265,6 +270,7 @@ ShapesScore score(const std::vector<ShapesVerdict>& verdicts) {
     s.color += v.color_ok;
     s.shape += v.shape_ok;
     s.direction += v.direction_ok;
+    s.axis += v.axis_ok;
     s.all += v.all_ok();
   }
   return s;
@@ -316,6 +322,7 @@ nlohmann::json to_json(const ShapesVerdict& v) {
           {"color_ok", v.color_ok},
           {"shape_ok", v.shape_ok},
           {"direction_ok", v.direction_ok},
+          {"axis_ok", v.axis_ok},
           {"all_ok", v.all_ok()}};
 }
 
@@ -325,10 +332,12 @@ nlohmann::json to_json(const ShapesScore& s) {
           {"color", s.color},
           {"shape", s.shape},
           {"direction", s.direction},
+          {"axis", s.axis},
           {"all", s.all},
           {"color_rate", rate(s.color)},
           {"shape_rate", rate(s.shape)},
           {"direction_rate", rate(s.direction)},
+          {"axis_rate", rate(s.axis)},
           {"all_rate", rate(s.all)}};
 }
 

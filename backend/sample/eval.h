@@ -13,6 +13,9 @@
 //               the mask's area; the best soft IoU (summed over frames) wins
 //   direction   the alpha-weighted centroid trajectory: least-squares slope in x and y; the larger
 //               axis and its sign give left/right/up/down (image y grows downwards)
+// A verdict also says whether the motion is along the asked axis whatever its sign (`axis_ok`): a model
+// learns the axis of a motion (horizontal or vertical) long before its sign, the arrow of time, so the two
+// are reported apart (docs/BENCHMARKS.md, "the axis before the sign").
 // A clip with no visible foreground gives empty names and found = false. Pure functions; thread-safe.
 
 #include "media/frame.h"
@@ -47,6 +50,8 @@ struct ShapesVerdict {
   int repeat = 0;     // which of the prompt's seeds (0 … seeds-1), for the spread over seeds
   ShapeAnalysis got;
   bool color_ok = false, shape_ok = false, direction_ok = false;
+  // Moving along the asked axis (left/right: horizontal, up/down: vertical), either way.
+  bool axis_ok = false;
   bool all_ok() const { return color_ok && shape_ok && direction_ok; }
 };
 
@@ -55,7 +60,7 @@ struct ShapesVerdict {
 [[nodiscard]] ShapesVerdict judge_shapes_clip(const std::string& prompt, const std::vector<RgbFrame>& frames);
 
 struct ShapesScore {
-  int clips = 0, color = 0, shape = 0, direction = 0, all = 0;
+  int clips = 0, color = 0, shape = 0, direction = 0, axis = 0, all = 0;
 };
 [[nodiscard]] ShapesScore score(const std::vector<ShapesVerdict>& verdicts);
 // Scores per background and per seed repeat (keys "black", …; "0", "1", …).

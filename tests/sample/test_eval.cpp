@@ -58,14 +58,22 @@ TEST_CASE("the verdict compares the prompt with what the frames show", "[unit][s
   const auto frames = shapes::render_clip(spec);
   auto right = judge_shapes_clip("a red circle moving left on a black background", frames);
   CHECK(right.all_ok());
+  CHECK(right.axis_ok);
   auto wrong = judge_shapes_clip("a blue square moving up on a black background", frames);
   CHECK_FALSE(wrong.color_ok);
   CHECK_FALSE(wrong.shape_ok);
   CHECK_FALSE(wrong.direction_ok);
-  auto s = score({right, wrong});
-  CHECK(s.clips == 2);
+  CHECK_FALSE(wrong.axis_ok);
+  // The right axis the wrong way: the axis holds, the direction does not.
+  auto reversed = judge_shapes_clip("a red circle moving right on a black background", frames);
+  CHECK_FALSE(reversed.direction_ok);
+  CHECK(reversed.axis_ok);
+  auto s = score({right, wrong, reversed});
+  CHECK(s.clips == 3);
   CHECK(s.all == 1);
-  CHECK(to_json(s)["all_rate"] == 0.5);
+  CHECK(s.direction == 1);
+  CHECK(s.axis == 2);
+  CHECK(to_json(s)["axis_rate"] == Approx(2.0 / 3));
   CHECK_THROWS_AS(judge_shapes_clip("a cat on a mat", frames), Error);
 }
 
@@ -86,6 +94,10 @@ TEST_CASE("a clip without a foreground or without motion says so", "[unit][sampl
   CHECK(got.color == "green");
   CHECK(got.shape == "square");
   CHECK(got.direction.empty());
+  // No motion is no axis either.
+  CHECK_FALSE(
+      judge_shapes_clip("a green square moving right on a navy background", shapes::render_clip(still))
+          .axis_ok);
 }
 
 TEST_CASE("held-out prompts are read from heldout.json", "[unit][sample]") {
