@@ -47,7 +47,7 @@ stage "train the DiT ($DIT_STEPS steps in $DIT_PRECISION; samples every 500 step
 # Batch 32: at equal wall time it binds colours to their words far sooner than batch 8. Muon: with AdamW the
 # motion's direction stays at chance for ~2500 steps (the axis comes first, its sign last) while background
 # and colour, the large-area words, take the updates; Muon's orthogonalised updates move the weak directions
-# of each weight as far as the strong ones, and held-out direction is learnt within 500 steps
+# of each weight as far as the strong ones, and held-out direction was learnt by step 500 (seed 0)
 # (docs/BENCHMARKS.md, "the axis before the sign").
 "$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run demo-dit --steps "$DIT_STEPS" --batch 32 \
   --optimizer muon --precision "$DIT_PRECISION" --threads "$THREADS" --seed "$SEED" --sample-every 500
