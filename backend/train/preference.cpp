@@ -17,9 +17,12 @@ void check_errors(const torch::Tensor& a, const torch::Tensor& b, const char* wh
         cat("per-sample errors must be [B] tensors of one size (got ", a.sizes(), " and ", b.sizes(), ")"));
 }
 
-void check_beta(double beta) {
+void check_weights(double beta, double sft_weight) {
   if (!(beta > 0))
     throw Error(ErrorCode::invalid_argument, "--preference-beta", cat("must be > 0 (got ", beta, ")"));
+  if (!(sft_weight >= 0))
+    throw Error(ErrorCode::invalid_argument, "--preference-sft-weight",
+                cat("must be >= 0 (got ", sft_weight, ")"));
 }
 
 }  // namespace
@@ -46,14 +49,16 @@ std::optional<TrainObjective> train_objective_from_string(std::string_view name)
 
 PreferenceLoss dpo_loss(const torch::Tensor& policy_winner, const torch::Tensor& policy_loser,
                         const torch::Tensor& reference_winner, const torch::Tensor& reference_loser,
-                        double beta) {
+                        double beta, double sft_weight) {
   check_errors(policy_winner, policy_loser, "dpo");
   check_errors(policy_winner, reference_winner, "dpo");
   check_errors(policy_winner, reference_loser, "dpo");
-  check_beta(beta);
+  check_weights(beta, sft_weight);
   const auto delta = (policy_winner - reference_winner.detach()) - (policy_loser - reference_loser.detach());
   PreferenceLoss out;
-  out.loss = -torch::nn::functional::logsigmoid(-0.5 * beta * delta).mean();
+  const auto sft = policy_winner.mean();
+  out.loss = -torch::nn::functional::logsigmoid(-0.5 * beta * delta).mean() + sft_weight * sft;
+  out.sft = sft.item<double>();
   const auto d = delta.detach().to(torch::kFloat64);
   out.accuracy = (d < 0).to(torch::kFloat64).mean().item<double>();
   out.margin = -d.mean().item<double>();
@@ -61,10 +66,10 @@ PreferenceLoss dpo_loss(const torch::Tensor& policy_winner, const torch::Tensor&
 }
 
 PreferenceLoss kto_loss(const torch::Tensor& policy, const torch::Tensor& reference,
-                        const torch::Tensor& desirable, double beta, double desirable_weight,
-                        double undesirable_weight) {
+                        const torch::Tensor& desirable, double beta, double sft_weight,
+                        double desirable_weight, double undesirable_weight) {
   check_errors(policy, reference, "kto");
-  check_beta(beta);
+  check_weights(beta, sft_weight);
   if (desirable.dim() != 1 || desirable.size(0) != policy.size(0) || desirable.scalar_type() != torch::kBool)
     throw Error(ErrorCode::invalid_argument, "kto", "desirable must be a [B] bool tensor");
   const auto reward = reference.detach() - policy;
@@ -73,6 +78,11 @@ PreferenceLoss kto_loss(const torch::Tensor& policy, const torch::Tensor& refere
   const auto bad = undesirable_weight * (1 - torch::sigmoid(beta * (z - reward)));
   PreferenceLoss out;
   out.loss = torch::where(desirable, good, bad).mean();
+  if (desirable.any().item<bool>()) {  // a batch of only undesirable items has no term to anchor to
+    const auto sft = policy.masked_select(desirable).mean();
+    out.loss = out.loss + sft_weight * sft;
+    out.sft = sft.item<double>();
+  }
   const auto r = reward.detach().to(torch::kFloat64);
   const double zv = z.item<double>();
   out.reference = zv;

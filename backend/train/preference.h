@@ -10,10 +10,17 @@
 //   Diffusion-DPO (pairs: winner w, loser l, the same t and ε for both):
 //     Δ = (e_θ(w) − e_ref(w)) − (e_θ(l) − e_ref(l))
 //     loss = −log σ(−β/2 · Δ)                                  averaged over the pairs
+//            + λ · mean e_θ(w)                                 the winners' flow loss (RPO), λ ≥ 0
 //   KTO (single labels; a labelled pair gives its winner as desirable and its loser as undesirable):
 //     r = e_ref(x) − e_θ(x)                                     the implicit reward
 //     z = max(0, mean over the batch of r), no gradient         the reference point
-//     loss = λ_D·(1 − σ(β·(r − z)))  for a desirable x,  λ_U·(1 − σ(β·(z − r)))  for an undesirable one
+//     loss = λ_D·(1 − σ(β·(r − z)))  for a desirable x,  λ_U·(1 − σ(β·(z − r)))  for an undesirable one,
+//            averaged, + λ · (mean e_θ over the batch's desirable items)
+//
+// The λ term (--preference-sft-weight, 0 by default) anchors the policy to what was preferred: the
+// preference terms alone are met as well by raising the loser's error as by lowering the winner's, and a
+// normalised optimizer (AdamW, Muon) takes full-size steps along that difference however noisy it is, which
+// moves the model away from every video, preferred ones included (measured in docs/BENCHMARKS.md).
 //
 // The labelled latents are copied into the run folder when it starts (runs/R/preference_data/: one latent
 // cache entry per item, clip-<k>.safetensors, and items.json naming the generations and labels), so a resume
@@ -49,16 +56,18 @@ struct PreferenceLoss {
   double accuracy = 0;   // DPO: pairs with Δ < 0; KTO: items whose reward is on their label's side of z
   double margin = 0;     // DPO: mean −Δ; KTO: mean r of desirable minus mean r of undesirable items
   double reference = 0;  // KTO: z
+  double sft = 0;        // the λ-weighted term's flow error (winners / desirable items), before λ
 };
 
 // Per-sample errors [B] (policy with gradient, reference without). Throws Error(invalid_argument) for
-// shapes that differ or beta <= 0.
+// shapes that differ, beta <= 0 or sft_weight < 0.
 [[nodiscard]] PreferenceLoss dpo_loss(const torch::Tensor& policy_winner, const torch::Tensor& policy_loser,
                                       const torch::Tensor& reference_winner,
-                                      const torch::Tensor& reference_loser, double beta);
+                                      const torch::Tensor& reference_loser, double beta,
+                                      double sft_weight = 0.0);
 // `desirable` [B] bool. A batch of only desirable (or only undesirable) items is fine.
 [[nodiscard]] PreferenceLoss kto_loss(const torch::Tensor& policy, const torch::Tensor& reference,
-                                      const torch::Tensor& desirable, double beta,
+                                      const torch::Tensor& desirable, double beta, double sft_weight = 0.0,
                                       double desirable_weight = 1.0, double undesirable_weight = 1.0);
 
 // The latent file `mugv generate` keeps beside a video: "latent" F32 [C, T, H, W] (normalised, what the DiT

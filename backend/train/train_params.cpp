@@ -155,6 +155,10 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
     r.add(spec("train.preference_beta", "--preference-beta", ParamType::real, 1000.0,
                "dpo/kto: beta, how far the policy may move from the reference per unit of flow error",
                "post-training", 0.0));
+    r.add(spec("train.preference_sft_weight", "--preference-sft-weight", ParamType::real, 0.0,
+               "dpo/kto: weight of the preferred generations' flow loss added to the preference loss (RPO), "
+               "which keeps the policy near what was preferred",
+               "post-training", 0.0));
     r.add(spec("train.clip_filter", "--clip-filter", ParamType::text, "",
                "train on the dataset's clips matching this catalog filter only (SFT on a curated subset), "
                "e.g. \"decision=keep,aesthetic>=5,tag=hq\"; the subset is fixed when the run starts",
@@ -398,6 +402,7 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
     o.objective = v.get_text("train.objective");
     o.preference_labels = v.get_text("train.preference_labels");
     o.preference_beta = v.get_real("train.preference_beta");
+    o.preference_sft_weight = v.get_real("train.preference_sft_weight");
     o.clip_filter = trim(v.get_text("train.clip_filter"));
     if (o.objective != "flow" && o.from.empty())
       throw Error(ErrorCode::usage, "--objective",

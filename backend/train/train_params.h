@@ -84,11 +84,13 @@ struct TrainOptions {
   std::string parametrization = "standard";  // standard | mup (train/parametrization.h)
   int64_t mup_base_hidden = 64;              // μP: the width at which it equals the standard parametrisation
   // Post-training (train/preference.h): flow on the dataset, or dpo / kto on labelled generations against the
-  // frozen --from base, with whose labels and beta. `preferences` is the collected data
-  // (preference_collect.h) for a new run; a resumed one reads its own copy from the run folder.
+  // frozen --from base, with whose labels, beta and the weight of its SFT anchor. `preferences` is the
+  // collected data (preference_collect.h) for a new run; a resumed one reads its own copy from the run
+  // folder.
   std::string objective = "flow";
   std::string preference_labels = "all";
   double preference_beta = 1000.0;
+  double preference_sft_weight = 0.0;  // λ of the winners' flow loss added to DPO / KTO (preference.h)
   std::shared_ptr<const PreferenceCollection> preferences;
   // SFT on a curated subset: the catalog filter (catalog/clips.h parse_clip_filter) and, for a new run, the
   // clip ids it selected (the trainer is catalog-free; the command resolves them). Stored in the run folder.

@@ -825,7 +825,7 @@ PreferenceLoss preference_step_loss(Session& s, const StepData& batch, int64_t s
       reference = errors(*s.reference, nullptr, both, ids2, mask2, fps2);
     }
     return dpo_loss(policy.narrow(0, 0, n), policy.narrow(0, n, n), reference.narrow(0, 0, n),
-                    reference.narrow(0, n, n), o.preference_beta);
+                    reference.narrow(0, n, n), o.preference_beta, o.preference_sft_weight);
   }
   const FlowBatch fb = flow_of(batch.latents);
   std::vector<uint8_t> desirable;
@@ -837,7 +837,7 @@ PreferenceLoss preference_step_loss(Session& s, const StepData& batch, int64_t s
     torch::NoGradGuard no_grad;
     reference = errors(*s.reference, nullptr, fb, ids_t, mask_t, fps);
   }
-  return kto_loss(policy, reference, labels, o.preference_beta);
+  return kto_loss(policy, reference, labels, o.preference_beta, o.preference_sft_weight);
 }
 
 // Flags every rank must agree on before acting (cancel, save now, sample now): summed over the world.
@@ -885,6 +885,7 @@ ForwardBackward forward_backward(Session& s, const StepData& batch, int64_t step
     loss = preference.loss;
     out.loss = loss.item<double>();
     out.objective_metrics = {{"accuracy", preference.accuracy}, {"margin", preference.margin}};
+    if (s.options.preference_sft_weight > 0) out.objective_metrics["sft"] = preference.sft;
     if (s.objective == TrainObjective::kto) out.objective_metrics["reference_point"] = preference.reference;
   } else if (s.layout().dp > 1) {
     // The noise is drawn on the CPU from per-sample seeds, so a run's noise is the same on any device.

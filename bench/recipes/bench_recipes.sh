@@ -34,6 +34,15 @@
 #                                of each prompt, each with its own seeds (the labeller skips pairs whose videos
 #                                score alike; more pairs a prompt give it more to prefer); with more than one,
 #                                the pairs, labels and runs go to a folder of their own (suffix -pN).
+#                                MUGV_BENCH_PREF_OPTIMIZER (adamw) post-trains with another optimizer;
+#                                MUGV_BENCH_PREF_SFT_WEIGHT (0) adds the preferred generations' flow loss to DPO
+#                                and KTO (--preference-sft-weight). MUGV_BENCH_PREF_CAPTION_NOISE=F (with
+#                                MUGV_BENCH_PREF_FROM) trains the base on a copy of the demo's starter set whose
+#                                training captions name the opposite direction in a fraction F of clips (a
+#                                captioner's left/right confusion; videos shared, seed 7), in a home of its own
+#                                with the demo's VAE: Muon, lr 1e-3, batch 32, bf16, MUGV_BENCH_PREF_BASE_STEPS
+#                                (750) steps; SFT then trains on those noisy captions, as a user's would, while
+#                                the labeller judges what the videos show; results in pref-noise-F.
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
 # MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
@@ -150,11 +159,57 @@ evaluate() {
   fi
 }
 
+# noisy_base DEMO F STEPS: for the preference benchmark, a home of its own (the demo's VAE run copied), the
+# demo's starter set with a fraction F of its training captions naming the opposite direction (videos linked,
+# truth fields kept), its latents, and a base DiT `noisy-base` trained on it with the demo's recipe (Muon).
+# Sets MUGV_HOME, DATA and PREF for the rest of preference(); each part is skipped once made.
+noisy_base() {
+  local demo=$1 fraction=$2 steps=$3 dir=$WORK/noise-$2
+  export MUGV_HOME=$dir/home
+  DATA=$dir/shapes
+  PREF=$WORK/pref-noise-$fraction
+  if [[ ! -f $dir/data.done ]]; then
+    stage "caption noise $fraction: the demo's starter set with flipped directions, its latents"
+    rm -rf "$dir" && mkdir -p "$MUGV_HOME/runs" "$DATA"
+    cp -r "$demo/home/runs/demo-vae" "$MUGV_HOME/runs/"
+    python3 -c 'import json, os, random, sys
+src, dst, fraction = sys.argv[1], sys.argv[2], float(sys.argv[3])
+for name in ("train", "heldout"): os.symlink(os.path.join(src, name), os.path.join(dst, name))
+for name in ("dataset.json", "heldout.json", "heldout.jsonl"):
+    open(os.path.join(dst, name), "w").write(open(os.path.join(src, name)).read())
+opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+rng, flipped = random.Random(7), 0
+with open(os.path.join(dst, "manifest.jsonl"), "w") as out:
+    for line in open(os.path.join(src, "manifest.jsonl")):
+        clip = json.loads(line)
+        if clip["split"] == "train" and rng.random() < fraction:
+            d = clip["direction"]
+            clip["caption"] = clip["caption"].replace("moving " + d, "moving " + opposite[d])
+            flipped += 1
+        out.write(json.dumps(clip) + "\n")
+print("flipped the direction of", flipped, "training captions", file=sys.stderr)' "$demo/shapes" "$DATA" "$fraction"
+    "$MUGV" dataset import "$DATA" --name shapes >&2
+    "$MUGV" encode --dataset shapes --vae-run demo-vae --threads "$THREADS" >&2
+    touch "$dir/data.done"
+  fi
+  if [[ ! -f $MUGV_HOME/runs/noisy-base/checkpoints/latest ]]; then
+    rm -rf "$MUGV_HOME/runs/noisy-base"
+    stage "train noisy-base: $steps Muon steps on the noisy captions"
+    "$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run noisy-base --steps "$steps" --batch 32 \
+      --optimizer muon --lr 1e-3 --precision bf16 --threads "$THREADS" --seed 0 --save-every "$steps" \
+      --sample-every 0 >&2
+  fi
+}
+
 preference() {
   local base_steps=${MUGV_BENCH_PREF_BASE_STEPS:-1500} prompts=${MUGV_BENCH_PREF_PROMPTS:-96}
   local steps=${MUGV_BENCH_PREF_STEPS:-200} seeds=${MUGV_BENCH_PREF_SEEDS:-2} lr=${MUGV_BENCH_PREF_LR:-3e-4}
   local beta=${MUGV_BENCH_PREF_BETA:-1000} tag=${MUGV_BENCH_PREF_TAG:-} per_prompt=${MUGV_BENCH_PREF_PAIRS:-1}
   local base=pref-base
+  if [[ -n ${MUGV_BENCH_PREF_CAPTION_NOISE:-} && -z ${MUGV_BENCH_PREF_FROM:-} ]]; then
+    echo "bench_recipes preference: MUGV_BENCH_PREF_CAPTION_NOISE needs MUGV_BENCH_PREF_FROM (a make demo folder)" >&2
+    exit 2
+  fi
   if [[ -n ${MUGV_BENCH_PREF_FROM:-} ]]; then
     local demo
     demo=$(cd "$MUGV_BENCH_PREF_FROM" && pwd)
@@ -166,6 +221,10 @@ preference() {
     export MUGV_HOME=$demo/home
     DATA=$demo/shapes
     PREF=$PREF-demo
+    if [[ -n ${MUGV_BENCH_PREF_CAPTION_NOISE:-} ]]; then
+      noisy_base "$demo" "$MUGV_BENCH_PREF_CAPTION_NOISE" "${MUGV_BENCH_PREF_BASE_STEPS:-750}"
+      base=noisy-base
+    fi
   fi
   if ((per_prompt > 1)); then PREF=$PREF-p$per_prompt; fi
   mkdir -p "$PREF/train-prompts"
@@ -192,7 +251,9 @@ json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json",
     touch "$PREF/labelled.done"
   fi
   local common=(--preset tiny --from "$base" --steps "$steps" --lr "$lr" --warmup 10 --save-every "$steps"
-                --sample-every 0 --threads "$THREADS" --precision fp32)
+                --sample-every 0 --threads "$THREADS" --precision fp32
+                --optimizer "${MUGV_BENCH_PREF_OPTIMIZER:-adamw}")
+  local anchor=(--preference-sft-weight "${MUGV_BENCH_PREF_SFT_WEIGHT:-0}")
   for ((seed = 0; seed < seeds; ++seed)); do
     for stage_name in sft dpo kto; do
       local run=pref-$stage_name$tag-s$seed
@@ -201,9 +262,11 @@ json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json",
         stage "train $run"
         case $stage_name in
           sft) "$MUGV" train "${common[@]}" --run "$run" --dataset shapes --batch 8 --seed "$seed" >&2 ;;
-          dpo) "$MUGV" train "${common[@]}" --run "$run" --objective dpo --preference-beta "$beta" --batch 4 \
+          dpo) "$MUGV" train "${common[@]}" --run "$run" --objective dpo --preference-beta "$beta" "${anchor[@]}" \
+                 --batch 4
                  --seed "$seed" >&2 ;;
-          kto) "$MUGV" train "${common[@]}" --run "$run" --objective kto --preference-beta "$beta" --batch 8 \
+          kto) "$MUGV" train "${common[@]}" --run "$run" --objective kto --preference-beta "$beta" "${anchor[@]}" \
+                 --batch 8
                  --seed "$seed" >&2 ;;
         esac
       fi

@@ -868,13 +868,18 @@ TEST_CASE("post-training stages: SFT needs a clip filter, DPO and KTO a run to s
   CHECK(dpo_values["train.objective"] == "dpo");
   CHECK(dpo_values["train.from"] == "dit0");
   for (const char* key : {"train.dataset", "train.vae_run", "train.clip_filter", "train.preference_labels",
-                          "train.preference_beta"})
+                          "train.preference_beta", "train.preference_sft_weight"})
     CHECK_FALSE(dpo_values.contains(key));
   dpo.preference_labels = "human";
   dpo.preference_beta = 250;
+  dpo.preference_sft_weight = 100;
   dpo_values = train_job(dpo).params["values"];
   CHECK(dpo_values["train.preference_labels"] == "human");
   CHECK(dpo_values["train.preference_beta"] == 250.0);
+  CHECK(dpo_values["train.preference_sft_weight"] == 100.0);
+  dpo.preference_sft_weight = -1;
+  CHECK(validate(dpo).rfind("anchor:", 0) == 0);
+  dpo.preference_sft_weight = 0;
   dpo.preference_labels = "mine";
   CHECK(validate(dpo).rfind("labels:", 0) == 0);
   dpo.preference_labels = "auto";
@@ -944,6 +949,7 @@ TEST_CASE("post-training stages: SFT needs a clip filter, DPO and KTO a run to s
   CHECK_FALSE(dialog.clip_filter()->isEnabled());
   CHECK(dialog.preference_labels()->isEnabled());
   CHECK(dialog.preference_beta()->isEnabled());
+  CHECK(dialog.preference_anchor()->isEnabled());
   CHECK_FALSE(dialog.dataset()->isEnabled());
   CHECK_FALSE(dialog.can_start());
   CHECK(dialog.problem_field() == dialog.from());
@@ -953,6 +959,7 @@ TEST_CASE("post-training stages: SFT needs a clip filter, DPO and KTO a run to s
   CHECK(dialog.grow_first()->isEnabled());
   dialog.preference_labels()->setCurrentText("human");
   dialog.preference_beta()->setValue(500);
+  dialog.preference_anchor()->setValue(100);
   REQUIRE(dialog.can_start());
   const TrainForm post = dialog.form();
   CHECK(post.objective == "dpo");
@@ -963,6 +970,7 @@ TEST_CASE("post-training stages: SFT needs a clip filter, DPO and KTO a run to s
   CHECK_FALSE(post_values.contains("train.vae_run"));
   CHECK(post_values["train.preference_labels"] == "human");
   CHECK(post_values["train.preference_beta"] == 500.0);
+  CHECK(post_values["train.preference_sft_weight"] == 100.0);
   dialog.from()->setCurrentIndex(0);  // a new model: nothing to grow
   CHECK_FALSE(dialog.grow_first()->isEnabled());
   CHECK_FALSE(dialog.can_start());

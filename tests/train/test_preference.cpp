@@ -153,6 +153,38 @@ TEST_CASE("the KTO loss equals its hand-computed value, with the reference point
   CHECK(worse.loss.item<double>() == Approx(((1 - sigmoid(-0.2)) + (1 - sigmoid(-0.4))) / 2).epsilon(1e-12));
 }
 
+TEST_CASE("the SFT anchor adds the preferred items' mean flow error, weighted, to DPO and KTO",
+          "[unit][train][preference]") {
+  const auto ref_w = vec({0.45, 0.3}), ref_l = vec({0.5, 0.5});
+  auto policy_w = vec({0.5, 0.2}).requires_grad_(true);
+  const auto policy_l = vec({0.4, 0.6});
+  const PreferenceLoss plain = dpo_loss(policy_w, policy_l, ref_w, ref_l, 10.0);
+  const PreferenceLoss anchored = dpo_loss(policy_w, policy_l, ref_w, ref_l, 10.0, 2.0);
+  CHECK(anchored.sft == Approx(0.35));  // the winners' mean error
+  CHECK(anchored.loss.item<double>() == Approx(plain.loss.item<double>() + 2.0 * 0.35).epsilon(1e-12));
+  CHECK(anchored.accuracy == plain.accuracy);
+  anchored.loss.backward();
+  const auto grad_anchored = policy_w.grad().clone();
+  policy_w.grad().zero_();
+  plain.loss.backward();
+  // ∂(λ · mean e_w)/∂e_w = λ / B for each winner.
+  CHECK(((grad_anchored - policy_w.grad()) - 1.0).abs().max().item<double>() < 1e-12);
+
+  const auto desirable = torch::tensor({true, false, true});
+  const auto reference = vec({0.4, 0.45, 0.4});
+  const auto policy = vec({0.3, 0.5, 0.4});
+  const PreferenceLoss kto_plain = kto_loss(policy, reference, desirable, 5.0);
+  const PreferenceLoss kto_anchored = kto_loss(policy, reference, desirable, 5.0, 0.5);
+  CHECK(kto_anchored.sft == Approx(0.35));  // items 0 and 2
+  CHECK(kto_anchored.loss.item<double>() ==
+        Approx(kto_plain.loss.item<double>() + 0.5 * 0.35).epsilon(1e-12));
+  // No desirable item in the batch: nothing to anchor to, the plain loss.
+  const auto none = torch::tensor({false, false, false});
+  CHECK(kto_loss(policy, reference, none, 5.0, 0.5).loss.item<double>() ==
+        Approx(kto_loss(policy, reference, none, 5.0).loss.item<double>()).epsilon(1e-12));
+  CHECK_THROWS_AS(dpo_loss(policy_w, policy_l, ref_w, ref_l, 10.0, -1.0), Error);
+}
+
 TEST_CASE("a DPO run starts at the reference, learns the preferred side and resumes bit for bit",
           "[train][preference]") {
   test::MicroHome home(6);

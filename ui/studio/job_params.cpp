@@ -81,6 +81,7 @@ std::string validate(const TrainForm& f) {
       f.preference_labels != "auto")
     return "labels: all, human or auto";
   if (f.learns_from_labels() && !(f.preference_beta > 0)) return "beta: more than 0";
+  if (f.learns_from_labels() && !(f.preference_sft_weight >= 0)) return "anchor: 0 or more";
   if (f.dataset.empty() && !f.learns_from_labels()) return "dataset: choose a dataset";
   if (f.vae_run.empty() && f.from.empty())
     return "VAE run: choose the VAE whose latents the DiT learns (train one first)";
@@ -132,6 +133,7 @@ JobRequest train_job(const TrainForm& f) {
     values["train.objective"] = f.objective;
     if (f.preference_labels != "all") values["train.preference_labels"] = f.preference_labels;
     if (f.preference_beta != 1000.0) values["train.preference_beta"] = f.preference_beta;
+    if (f.preference_sft_weight != 0.0) values["train.preference_sft_weight"] = f.preference_sft_weight;
   } else {
     values["train.dataset"] = f.dataset;
     if (!f.vae_run.empty()) values["train.vae_run"] = f.vae_run;

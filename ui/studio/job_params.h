@@ -67,9 +67,10 @@ struct TrainForm {
   // The stage: "flow" trains on the dataset; "sft" is the same on the dataset's clips matching `clip_filter`
   // (a catalog filter such as "decision=keep,aesthetic>=5,tag=hq"); "dpo" (preferred pairs) and "kto"
   // (good / bad generations) post-train the `from` run against its frozen self on labelled generations
-  // (no dataset), learning from `preference_labels` (all | human | auto) with `preference_beta`.
+  // (no dataset), learning from `preference_labels` (all | human | auto) with `preference_beta` and the
+  // weight of the preferred generations' flow loss, `preference_sft_weight` (an anchor; 0: none).
   std::string objective = "flow", clip_filter, preference_labels = "all";
-  double preference_beta = 1000.0;
+  double preference_beta = 1000.0, preference_sft_weight = 0.0;
   bool learns_from_labels() const { return objective == "dpo" || objective == "kto"; }
 };
 std::string validate(const TrainForm& form);

@@ -125,6 +125,13 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   beta_->setDecimals(2);
   beta_->setValue(1000.0);
   beta_->setToolTip("DPO / KTO: how far the model may move from the frozen reference per unit of flow error");
+  anchor_ = new QDoubleSpinBox(this);
+  anchor_->setRange(0.0, 1e7);
+  anchor_->setDecimals(2);
+  anchor_->setValue(0.0);
+  anchor_->setToolTip(
+      "DPO / KTO: weight of the preferred generations' flow loss added to the preference loss, which keeps "
+      "the model near what was preferred (0: none)");
   model_ = new QComboBox(this);
   model_->addItems({"tiny", "small", "mugv-1b", "mugv-4b", "mugv-10b", "mugv-18b"});
   model_->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
@@ -216,6 +223,8 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   preference_row->addWidget(labels_, 1);
   preference_row->addWidget(new QLabel("beta", this));
   preference_row->addWidget(beta_, 1);
+  preference_row->addWidget(new QLabel("anchor", this));
+  preference_row->addWidget(anchor_, 1);
   form->addRow("Labels", preference_row);
   form->addRow("Model", model_);
   form->addRow("Optimizer", optimizer_);
@@ -457,6 +466,7 @@ void NewRunDialog::on_stage_changed() {
   clip_filter_->setEnabled(stage == "sft");
   labels_->setEnabled(labels);
   beta_->setEnabled(labels);
+  anchor_->setEnabled(labels);
   dataset_->setEnabled(!labels);  // DPO and KTO learn from labelled generations, not from a dataset
   offer_latent_steps();
 }
@@ -536,6 +546,7 @@ void NewRunDialog::apply_command_specs(const CommandSpecs& specs) {
   apply(*sample_every_, "--sample-every");
   apply(*frames_, "--frames");
   apply(*beta_, "--preference-beta");
+  apply(*anchor_, "--preference-sft-weight");
   apply(*optimizer_, "--optimizer");
   apply(*parametrization_, "--parametrization");
   apply(*labels_, "--preference-labels");
@@ -565,6 +576,7 @@ TrainForm NewRunDialog::form() const {
     f.dataset.clear();
     f.preference_labels = labels_->currentText().toStdString();
     f.preference_beta = beta_->value();
+    f.preference_sft_weight = anchor_->value();
   }
   f.steps = steps_->value();
   f.batch = batch_->value();
@@ -737,6 +749,8 @@ void NewRunDialog::update() {
       field = labels_;
     else if (text.startsWith("beta"))
       field = beta_;
+    else if (text.startsWith("anchor"))
+      field = anchor_;
     else if (text.startsWith("layout"))
       field = layouts_;
     mark(field, text);

@@ -81,6 +81,7 @@ class NewRunDialog : public QDialog {
   QLineEdit* clip_filter() const { return clip_filter_; }
   QComboBox* preference_labels() const { return labels_; }
   QDoubleSpinBox* preference_beta() const { return beta_; }
+  QDoubleSpinBox* preference_anchor() const { return anchor_; }
   QLineEdit* sample_prompts() const { return sample_prompts_; }
   QComboBox* model() const { return model_; }
   QComboBox* optimizer() const { return optimizer_; }
@@ -138,7 +139,7 @@ class NewRunDialog : public QDialog {
   std::set<QString> model_weights_only_;  // runs made by grow, merge or ema: no EMA weights to start from
   std::map<QString, ReleasedModel> released_;  // by folder path on the server
   QSpinBox *steps_, *batch_, *sample_every_, *gpus_, *gpus_per_node_, *frames_;
-  QDoubleSpinBox *memory_, *peak_, *beta_;
+  QDoubleSpinBox *memory_, *peak_, *beta_, *anchor_;
   QTableWidget* layouts_;
   QLabel *summary_, *problem_;
   QPushButton* start_;
