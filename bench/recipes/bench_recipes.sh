@@ -263,11 +263,9 @@ json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json",
         case $stage_name in
           sft) "$MUGV" train "${common[@]}" --run "$run" --dataset shapes --batch 8 --seed "$seed" >&2 ;;
           dpo) "$MUGV" train "${common[@]}" --run "$run" --objective dpo --preference-beta "$beta" "${anchor[@]}" \
-                 --batch 4
-                 --seed "$seed" >&2 ;;
+                 --batch 4 --seed "$seed" >&2 ;;
           kto) "$MUGV" train "${common[@]}" --run "$run" --objective kto --preference-beta "$beta" "${anchor[@]}" \
-                 --batch 8
-                 --seed "$seed" >&2 ;;
+                 --batch 8 --seed "$seed" >&2 ;;
         esac
       fi
       evaluate "$run"
