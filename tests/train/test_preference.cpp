@@ -61,25 +61,28 @@ std::shared_ptr<PreferenceCollection> collection(TrainObjective objective, int p
   return out;
 }
 
-TrainOptions post_options(const std::string& run, TrainObjective objective, int64_t steps) {
+TrainOptions post_options(const std::string& run, TrainObjective objective, int64_t steps,
+                          double anchor = 0.0) {
   auto o = test::micro_finetune_options(run, steps);
   o.from = "base";
   o.dataset.clear();
   o.vae_run.clear();
   o.objective = to_string(objective);
   o.preference_beta = 200;
+  o.preference_sft_weight = anchor;
   o.lr = 2e-3;
   o.preferences = collection(objective, 4);
   return o;
 }
 
-nlohmann::json post_config(TrainObjective objective, int64_t steps, int64_t save_every) {
+nlohmann::json post_config(TrainObjective objective, int64_t steps, int64_t save_every, double anchor = 0.0) {
   return {{"train",
            {{"steps", steps},
             {"from", "base"},
             {"from_weights", "ema"},
             {"objective", to_string(objective)},
             {"preference_beta", 200.0},
+            {"preference_sft_weight", anchor},
             {"batch", 2},
             {"lr", 2e-3},
             {"warmup", 2},
@@ -236,11 +239,16 @@ TEST_CASE("a KTO run learns its good and bad labels against the reference point 
           "[train][preference]") {
   test::MicroHome home(6);
   train_dit(test::micro_finetune_options("base", 20), {}, CancelToken());
-  train_dit(post_options("kto", TrainObjective::kto, 16), post_config(TrainObjective::kto, 16, 16),
-            CancelToken());
+  // With a small SFT anchor, so that its term is also kept across the resume below.
+  const double anchor = 0.5;
+  train_dit(post_options("kto", TrainObjective::kto, 16, anchor),
+            post_config(TrainObjective::kto, 16, 16, anchor), CancelToken());
   const auto m = metrics_of("kto");
   REQUIRE(m.size() == 16);
-  CHECK(m[0]["loss"].get<double>() == Approx(0.5).margin(1e-6));  // 1 − σ(0) for every item
+  // 1 − σ(0) for every item, plus the anchor on the desirable items' flow error.
+  const double sft = m[0]["objective"]["sft"].get<double>();
+  CHECK(sft > 0);
+  CHECK(m[0]["loss"].get<double>() == Approx(0.5 + anchor * sft).margin(1e-6));
   CHECK(m[0]["objective"].contains("reference_point"));
   double late_margin = 0;
   for (size_t i = 12; i < 16; ++i) late_margin += m[i]["objective"]["margin"].get<double>() / 4;
@@ -258,8 +266,8 @@ TEST_CASE("a KTO run learns its good and bad labels against the reference point 
     if (step == 9) cancel.request_cancel();
   };
   const Error e = test::expect_error([&] {
-    train_dit(post_options("split", TrainObjective::kto, 16), post_config(TrainObjective::kto, 16, 8), cancel,
-              stop);
+    train_dit(post_options("split", TrainObjective::kto, 16, anchor),
+              post_config(TrainObjective::kto, 16, 8, anchor), cancel, stop);
   });
   REQUIRE(e.code() == ErrorCode::cancelled);
   CHECK(resume_dit("split", ResumeChanges{}, CancelToken()).start_step == 8);
