@@ -56,9 +56,12 @@ PreferenceLoss dpo_loss(const torch::Tensor& policy_winner, const torch::Tensor&
   check_weights(beta, sft_weight);
   const auto delta = (policy_winner - reference_winner.detach()) - (policy_loser - reference_loser.detach());
   PreferenceLoss out;
-  const auto sft = policy_winner.mean();
-  out.loss = -torch::nn::functional::logsigmoid(-0.5 * beta * delta).mean() + sft_weight * sft;
-  out.sft = sft.item<double>();
+  out.loss = -torch::nn::functional::logsigmoid(-0.5 * beta * delta).mean();
+  if (sft_weight > 0) {  // built only when asked for: the default keeps the plain loss and no extra sync
+    const auto sft = policy_winner.mean();
+    out.loss = out.loss + sft_weight * sft;
+    out.sft = sft.item<double>();
+  }
   const auto d = delta.detach().to(torch::kFloat64);
   out.accuracy = (d < 0).to(torch::kFloat64).mean().item<double>();
   out.margin = -d.mean().item<double>();
@@ -78,7 +81,8 @@ PreferenceLoss kto_loss(const torch::Tensor& policy, const torch::Tensor& refere
   const auto bad = undesirable_weight * (1 - torch::sigmoid(beta * (z - reward)));
   PreferenceLoss out;
   out.loss = torch::where(desirable, good, bad).mean();
-  if (desirable.any().item<bool>()) {  // a batch of only undesirable items has no term to anchor to
+  // Only when asked for; a batch of only undesirable items has nothing to anchor to.
+  if (sft_weight > 0 && desirable.any().item<bool>()) {
     const auto sft = policy.masked_select(desirable).mean();
     out.loss = out.loss + sft_weight * sft;
     out.sft = sft.item<double>();

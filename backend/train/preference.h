@@ -56,7 +56,7 @@ struct PreferenceLoss {
   double accuracy = 0;   // DPO: pairs with Δ < 0; KTO: items whose reward is on their label's side of z
   double margin = 0;     // DPO: mean −Δ; KTO: mean r of desirable minus mean r of undesirable items
   double reference = 0;  // KTO: z
-  double sft = 0;        // the λ-weighted term's flow error (winners / desirable items), before λ
+  double sft = 0;  // the λ-weighted term's flow error (winners / desirable items), before λ; 0 when λ = 0
 };
 
 // Per-sample errors [B] (policy with gradient, reference without). Throws Error(invalid_argument) for

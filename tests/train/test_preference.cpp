@@ -164,6 +164,7 @@ TEST_CASE("the SFT anchor adds the preferred items' mean flow error, weighted, t
   const PreferenceLoss plain = dpo_loss(policy_w, policy_l, ref_w, ref_l, 10.0);
   const PreferenceLoss anchored = dpo_loss(policy_w, policy_l, ref_w, ref_l, 10.0, 2.0);
   CHECK(anchored.sft == Approx(0.35));  // the winners' mean error
+  CHECK(plain.sft == 0);                // no anchor asked for: not computed
   CHECK(anchored.loss.item<double>() == Approx(plain.loss.item<double>() + 2.0 * 0.35).epsilon(1e-12));
   CHECK(anchored.accuracy == plain.accuracy);
   anchored.loss.backward();
