@@ -1,6 +1,8 @@
 // `mugv label`: preference labels of generations (catalog/preferences.h) from the terminal, and the automatic
 // labeller of the shapes starter set (sample/eval.h): for each pending pair of a shapes prompt, the video
-// whose colour, shape and direction match more of the prompt wins; equal scores are skipped.
+// whose colour, shape and direction match more of the prompt wins (or, with --criterion, the one that matches
+// on that attribute alone: labels about one thing, as a person labelling for it would give); equal scores
+// are skipped.
 #include "command.h"
 
 #include "catalog/catalog.h"
@@ -26,6 +28,12 @@ void define(ParamRegistry& r) {
       "label every pending pair with an automatic labeller: shapes (the starter set's evaluator)", "label");
   automatic.choices = {"shapes"};
   r.add(automatic);
+  auto criterion = param("label.criterion", "--criterion", ParamType::choice, "all",
+                         "what the automatic labeller compares: all (how many of colour, shape and direction "
+                         "match the prompt), or colour, shape or direction alone",
+                         "label");
+  criterion.choices = {"all", "colour", "shape", "direction"};
+  r.add(criterion);
   r.add(param("label.list", "--list", ParamType::boolean, false, "list the pending pairs and the counts",
               "label"));
   r.add(param("label.pair", "--pair", ParamType::integer, nullptr, "the pair to label (with --choice)",
@@ -40,23 +48,33 @@ void define(ParamRegistry& r) {
               "label"));
 }
 
-int64_t shapes_score(const ShapesVerdict& v) {
+// How well a video matches its prompt on `criterion` (label.criterion's choices).
+int64_t shapes_score(const ShapesVerdict& v, const std::string& criterion) {
+  if (criterion == "colour") return v.color_ok;
+  if (criterion == "shape") return v.shape_ok;
+  if (criterion == "direction") return v.direction_ok;
   return int64_t(v.color_ok) + v.shape_ok + v.direction_ok;
 }
 
+// The labeller's name stored with its labels: "auto:shapes", or "auto:shapes:direction" for one criterion.
+std::string labeller_name(const std::string& criterion) {
+  return criterion == "all" ? "auto:shapes" : "auto:shapes:" + criterion;
+}
+
 // Judges the two videos of a pending pair; nullopt when it is not a pair of the starter set's grammar.
-std::optional<std::pair<PreferenceChoice, std::string>> judge_pair(Catalog& catalog, const Preference& pair) {
+std::optional<std::pair<PreferenceChoice, std::string>> judge_pair(Catalog& catalog, const Preference& pair,
+                                                                   const std::string& criterion) {
   const auto a = get_generation(catalog, pair.generation_a);
   const auto b = get_generation(catalog, *pair.generation_b);
   if (!a || !b) return std::nullopt;
   try {
     const auto va = judge_shapes_clip(a->prompt_text, decode_range(a->output_path, 0, 0));
     const auto vb = judge_shapes_clip(b->prompt_text, decode_range(b->output_path, 0, 0));
-    const int64_t sa = shapes_score(va), sb = shapes_score(vb);
+    const int64_t sa = shapes_score(va, criterion), sb = shapes_score(vb, criterion);
     const auto choice = sa > sb   ? PreferenceChoice::a
                         : sb > sa ? PreferenceChoice::b
                                   : PreferenceChoice::skip;
-    return std::make_pair(choice, cat(sa, " vs ", sb, " of colour, shape, direction"));
+    return std::make_pair(choice, cat(sa, " vs ", sb, " on ", criterion));
   } catch (const Error& e) {
     log_warning(cat("pair ", pair.id, ": left pending: ", e.what()));
     return std::nullopt;
@@ -76,6 +94,7 @@ int run(const Invocation& inv) {
   Catalog catalog = Catalog::open(catalog_path());
   nlohmann::json out = nlohmann::json::object();
   if (v.has("label.auto")) {
+    const std::string criterion = v.get_text("label.criterion");
     PreferenceFilter pending;
     pending.pending = true;
     pending.pairs = true;
@@ -84,8 +103,8 @@ int run(const Invocation& inv) {
     int64_t labelled = 0, left = 0, done = 0;
     for (const auto& pair : pairs) {
       inv.cancel.throw_if_cancelled("label");
-      if (const auto verdict = judge_pair(catalog, pair)) {
-        label_preference(catalog, pair.id, verdict->first, "auto:shapes");
+      if (const auto verdict = judge_pair(catalog, pair, criterion)) {
+        label_preference(catalog, pair.id, verdict->first, labeller_name(criterion));
         ++labelled;
       } else {
         ++left;
@@ -152,7 +171,8 @@ Command label_command() {
   c.words = {"label"};
   c.summary = "label pairs of generations for post-training (dpo / kto), by hand or automatically";
   c.usage =
-      "--list | --auto shapes | --pair ID --choice a|b|skip | --generation ID --choice good|bad | --undo";
+      "--list | --auto shapes [--criterion all|colour|shape|direction] | --pair ID --choice a|b|skip | "
+      "--generation ID --choice good|bad | --undo";
   c.define = define;
   c.run = run;
   c.job_kind = "model";

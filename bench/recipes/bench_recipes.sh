@@ -43,6 +43,14 @@
 #                                with the demo's VAE: Muon, lr 1e-3, batch 32, bf16, MUGV_BENCH_PREF_BASE_STEPS
 #                                (750) steps; SFT then trains on those noisy captions, as a user's would, while
 #                                the labeller judges what the videos show; results in pref-noise-F.
+#                                MUGV_BENCH_PREF_CRITERION (all) labels on one attribute (mugv label
+#                                --criterion: colour, shape or direction; a fresh MUGV_BENCH_DIR, since labels of
+#                                another criterion in the same home would be learnt too). MUGV_BENCH_PREF_BATCH
+#                                (8) videos a step: SFT and KTO that many, DPO half as many pairs;
+#                                MUGV_BENCH_PREF_PRECISION (fp32) of the post-training; MUGV_BENCH_PREF_EVAL_SEEDS
+#                                (4) seeds of each held-out prompt; MUGV_BENCH_PREF_STAGES ("sft dpo kto") the runs
+#                                from the base, where "anchor" is the control of the SFT anchor: DPO with beta
+#                                0.01, so the anchor alone (needs MUGV_BENCH_PREF_SFT_WEIGHT).
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
 # MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
@@ -149,7 +157,8 @@ evaluate() {
   local run=$1
   if [[ ! -s $PREF/$run.json ]]; then
     stage "eval $run (held-out prompts)"
-    "$MUGV" eval --run "$run" --dataset-dir "$DATA" --seeds 4 --json > "$PREF/$run.json.part"
+    "$MUGV" eval --run "$run" --dataset-dir "$DATA" --seeds "${MUGV_BENCH_PREF_EVAL_SEEDS:-4}" --json \
+      > "$PREF/$run.json.part"
     mv "$PREF/$run.json.part" "$PREF/$run.json"
   fi
   if [[ ! -s $PREF/$run.train.json ]]; then
@@ -214,8 +223,11 @@ preference() {
     local demo
     demo=$(cd "$MUGV_BENCH_PREF_FROM" && pwd)
     base=${MUGV_BENCH_PREF_BASE_RUN:-demo-dit}
-    [[ -f $demo/home/runs/$base/run.json && -f $demo/shapes/manifest.jsonl ]] || {
-      echo "bench_recipes preference: $demo is not a finished make demo folder (no home/runs/$base or shapes/)" >&2
+    # The noisy-caption set-up takes only the demo's starter set and VAE; otherwise its DiT is the base.
+    local needed=$base
+    if [[ -n ${MUGV_BENCH_PREF_CAPTION_NOISE:-} ]]; then needed=demo-vae; fi
+    [[ -f $demo/home/runs/$needed/run.json && -f $demo/shapes/manifest.jsonl ]] || {
+      echo "bench_recipes preference: $demo is not a finished make demo folder (no home/runs/$needed or shapes/)" >&2
       exit 1
     }
     export MUGV_HOME=$demo/home
@@ -247,31 +259,35 @@ json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json",
     stage "pairs: $per_prompt pair(s) of videos of each of $prompts training captions"
     "$MUGV" pairs --run "$base" --prompts "$PREF/prompts.txt" --count $((prompts * per_prompt)) --seed 1000 \
       --out-dir "$PREF/pairs" >&2
-    "$MUGV" label --auto shapes --json > "$PREF/labels.json"
+    "$MUGV" label --auto shapes --criterion "${MUGV_BENCH_PREF_CRITERION:-all}" --json > "$PREF/labels.json"
     touch "$PREF/labelled.done"
   fi
   local common=(--preset tiny --from "$base" --steps "$steps" --lr "$lr" --warmup 10 --save-every "$steps"
-                --sample-every 0 --threads "$THREADS" --precision fp32
+                --sample-every 0 --threads "$THREADS" --precision "${MUGV_BENCH_PREF_PRECISION:-fp32}"
                 --optimizer "${MUGV_BENCH_PREF_OPTIMIZER:-adamw}")
   local anchor=(--preference-sft-weight "${MUGV_BENCH_PREF_SFT_WEIGHT:-0}")
+  local batch=${MUGV_BENCH_PREF_BATCH:-8} stages=${MUGV_BENCH_PREF_STAGES:-sft dpo kto}
   for ((seed = 0; seed < seeds; ++seed)); do
-    for stage_name in sft dpo kto; do
+    for stage_name in $stages; do
       local run=pref-$stage_name$tag-s$seed
       if [[ ! -f $MUGV_HOME/runs/$run/checkpoints/latest ]]; then
         rm -rf "$MUGV_HOME/runs/$run"
         stage "train $run"
         case $stage_name in
-          sft) "$MUGV" train "${common[@]}" --run "$run" --dataset shapes --batch 8 --seed "$seed" >&2 ;;
+          sft) "$MUGV" train "${common[@]}" --run "$run" --dataset shapes --batch "$batch" --seed "$seed" >&2 ;;
           dpo) "$MUGV" train "${common[@]}" --run "$run" --objective dpo --preference-beta "$beta" "${anchor[@]}" \
-                 --batch 4 --seed "$seed" >&2 ;;
+                 --batch $((batch / 2)) --seed "$seed" >&2 ;;
           kto) "$MUGV" train "${common[@]}" --run "$run" --objective kto --preference-beta "$beta" "${anchor[@]}" \
-                 --batch 8 --seed "$seed" >&2 ;;
+                 --batch "$batch" --seed "$seed" >&2 ;;
+          anchor) "$MUGV" train "${common[@]}" --run "$run" --objective dpo --preference-beta 0.01 "${anchor[@]}" \
+                    --batch $((batch / 2)) --seed "$seed" >&2 ;;
+          *) echo "bench_recipes preference: unknown stage '$stage_name' in MUGV_BENCH_PREF_STAGES" >&2; exit 2 ;;
         esac
       fi
       evaluate "$run"
     done
   done
-  python3 "$HERE/recipes_report.py" preference "$PREF" "$seeds" "$tag" "$base"
+  python3 "$HERE/recipes_report.py" preference "$PREF" "$seeds" "$tag" "$base" "$stages"
 }
 
 [[ ${1:-} == preference && -n ${MUGV_BENCH_PREF_FROM:-} ]] || setup

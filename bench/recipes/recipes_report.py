@@ -4,7 +4,7 @@
   recipes_report.py best DIR OPTIMIZER LR...        the grid's learning rate with the lowest final loss (seed 0)
   recipes_report.py optimizers DIR SEEDS LR...      Muon against AdamW: a table and one JSON line
   recipes_report.py growth DIR SEEDS SMALL_FLOPS WIDE_FLOPS   grown against from scratch: a table and a JSON line
-  recipes_report.py preference DIR SEEDS [TAG [BASE]]   held-out adherence of the base, SFT, DPO and KTO runs
+  recipes_report.py preference DIR SEEDS [TAG [BASE [STAGES]]]   held-out adherence of the base and the post-trained runs
   recipes_report.py mup DIR SEEDS LR...             best rate per width, parametrisation and seed, and its drift
 """
 import json
@@ -137,25 +137,25 @@ def mup(directory, seeds, lrs):
     print(json.dumps(report))
 
 
-def preference(directory, seeds, tag="", base="pref-base"):
+def preference(directory, seeds, tag="", base="pref-base", stages="sft dpo kto"):
     import os
 
     def scores(run, which):
         total = json.load(open(os.path.join(directory, f"{run}{which}.json")))["total"]
-        return {k: total[k] for k in ("clips", "color", "shape", "direction", "all")}
+        return {k: total.get(k, 0) for k in ("clips", "color", "shape", "direction", "axis", "all")}
 
     labels = json.load(open(os.path.join(directory, "labels.json")))
     counts = labels["counts"]
     print(f"labels: {counts['preferred']} pairs preferred, {counts['skipped']} skipped (equal scores)")
-    runs = [base] + [f"pref-{stage}{tag}-s{seed}" for stage in ("sft", "dpo", "kto") for seed in range(seeds)]
+    runs = [base] + [f"pref-{stage}{tag}-s{seed}" for stage in stages.split() for seed in range(seeds)]
     report = {"benchmark": "recipes.preference", "labels": counts, "runs": {}}
-    for which, title in ((".train", "labelled training prompts, one seed"), ("", "held-out prompts, 4 seeds")):
+    for which, title in ((".train", "labelled training prompts, one seed"), ("", "held-out prompts")):
         first = scores(base, which)
-        print(f"{title} ({first['clips']} videos): colour  shape  direction  all")
+        print(f"{title} ({first['clips']} videos): colour  shape  direction  axis  all")
         for run in runs:
             r = scores(run, which)
             report["runs"].setdefault(run, {})["train" if which else "heldout"] = r
-            print(f"  {run:16s} {r['color']:6d} {r['shape']:6d} {r['direction']:10d} {r['all']:4d}")
+            print(f"  {run:16s} {r['color']:6d} {r['shape']:6d} {r['direction']:10d} {r['axis']:5d} {r['all']:4d}")
     print(json.dumps(report))
 
 
@@ -164,7 +164,7 @@ def main(argv):
         print(best_lr(argv[2], argv[3], argv[4:]))
     elif len(argv) == 6 and argv[1] == "growth":
         growth(argv[2], int(argv[3]), float(argv[4]), float(argv[5]))
-    elif len(argv) in (4, 5, 6) and argv[1] == "preference":
+    elif len(argv) in (4, 5, 6, 7) and argv[1] == "preference":
         preference(argv[2], int(argv[3]), *argv[4:])
     elif len(argv) >= 4 and argv[1] == "mup":
         mup(argv[2], int(argv[3]), argv[4:])

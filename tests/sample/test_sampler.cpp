@@ -2,11 +2,13 @@
 #include "sample/video_io.h"
 
 #include "catalog/catalog.h"
+#include "catalog/generations.h"
 #include "catalog/preferences.h"
 #include "core/error.h"
 #include "core/json_io.h"
 #include "core/paths.h"
 #include "dataset/shapes.h"
+#include "media/decoder.h"
 #include "media/image.h"
 #include "media/probe.h"
 #include "model/lora.h"
@@ -643,6 +645,39 @@ TEST_CASE(
   const auto automatic = label("--auto shapes");
   CHECK(automatic["labelled"].get<int64_t>() >= 1);
   CHECK(automatic["counts"]["pending"] == 0);
+
+  // On one criterion the labeller prefers the video that matches the prompt on it, whatever the rest: each
+  // pair it decided has a winner moving the asked way and a loser that does not.
+  auto third = test::run_mugv_cli("pairs --run dit0 --count 4 --prompts " + (dir / "prompts.txt").string() +
+                                      sizes + "--seed 90 --out-dir " + (dir / "third").string() + " --json",
+                                  dir.path());
+  REQUIRE(third->exit_code == 0);
+  const auto by_direction = label("--auto shapes --criterion direction");
+  CHECK(by_direction["labelled"] == 4);
+  CHECK(by_direction["counts"]["pending"] == 0);
+  {
+    Catalog catalog = Catalog::open(catalog_path());
+    PreferenceFilter direction_labels;
+    direction_labels.labeller = "auto:shapes:direction";
+    const auto labelled = list_preferences(catalog, direction_labels);
+    CHECK(labelled.size() == 4);
+    auto moves_as_asked = [&](int64_t generation) {
+      const auto g = get_generation(catalog, generation);
+      REQUIRE(g);
+      return judge_shapes_clip(g->prompt_text, decode_range(g->output_path, 0, 0)).direction_ok;
+    };
+    for (const auto& p : labelled) {
+      if (const auto wl = p.winner_loser()) {
+        CHECK(moves_as_asked(wl->first));
+        CHECK_FALSE(moves_as_asked(wl->second));
+      } else {
+        CHECK(moves_as_asked(p.generation_a) == moves_as_asked(*p.generation_b));
+      }
+    }
+  }
+  auto unknown = test::run_mugv_cli("label --auto shapes --criterion size", dir.path());
+  CHECK(unknown->exit_code != 0);
+  CHECK_THAT(unknown->err, Catch::Contains("--criterion"));
 
   // DPO from the run on its labelled pairs (the two of a person, and whatever the labeller preferred).
   auto trained = test::run_mugv_cli(

@@ -636,6 +636,11 @@ TEST_CASE(
   CHECK(label->counts_text() == "2 pending · 0 preferred · 0 skipped");
   CHECK(said.contains(QString("pair %1 is pending again").arg(second)));
 
+  // The automatic labeller's criteria are the server's `mugv label --criterion` choices, its default first.
+  REQUIRE(QTest::qWaitFor([&] { return label->criterion()->findText("direction") >= 0; }, 10000));
+  CHECK(label->criterion()->currentText() == "all");
+  CHECK(label->criterion()->count() == 4);
+
   // Making pairs needs a prompt file; the DiT runs on the server are offered.
   CHECK(QTest::qWaitFor([&] { return label->run()->findText("dpo-demo") >= 0; }, 10000));
   label->prompts_file()->clear();
@@ -924,6 +929,8 @@ TEST_CASE("post-training stages: SFT needs a clip filter, DPO and KTO a run to s
   CHECK(automatic.kind == "model");
   CHECK(automatic.params["command"] == nlohmann::json{"label"});
   CHECK(automatic.params["values"]["label.auto"] == "shapes");
+  CHECK_FALSE(automatic.params["values"].contains("label.criterion"));
+  CHECK(auto_label_job("shapes", "direction").params["values"]["label.criterion"] == "direction");
 
   // The dialog: the stage enables its own fields and marks what is missing.
   app();

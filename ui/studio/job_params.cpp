@@ -279,8 +279,10 @@ JobRequest pairs_job(const PairsForm& f) {
                    {"pairs.frames", f.frames}});
 }
 
-JobRequest auto_label_job(const std::string& labeller) {
-  return make_job("model", {"label"}, {{"label.auto", labeller}});
+JobRequest auto_label_job(const std::string& labeller, const std::string& criterion) {
+  nlohmann::json values = {{"label.auto", labeller}};
+  if (!criterion.empty()) values["label.criterion"] = criterion;
+  return make_job("model", {"label"}, values);
 }
 
 JobRequest make_starter_job(const std::string& out_dir, int count) {

@@ -129,8 +129,9 @@ struct PairsForm {
 };
 std::string validate(const PairsForm& form);
 JobRequest pairs_job(const PairsForm& form);
-// `mugv label --auto LABELLER`: labels every pending pair with an automatic labeller ("shapes").
-JobRequest auto_label_job(const std::string& labeller);
+// `mugv label --auto LABELLER [--criterion C]`: labels every pending pair with an automatic labeller
+// ("shapes"), on everything it judges or on one criterion (empty: the command's default).
+JobRequest auto_label_job(const std::string& labeller, const std::string& criterion = "");
 
 // A job's progress event as the jobs table shows it: "train 120/400 steps, 3.2/s, ETA 1m 30s" (the parts the
 // event has).

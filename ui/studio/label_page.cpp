@@ -1,6 +1,7 @@
 // Label: the labelling queue (list_preferences) with the two generations of the shown pair playing side by
 // side (generation_frames), the labels a person gives (label_preference, with undo), and the jobs that fill
 // the queue (`mugv pairs`) or empty it automatically (`mugv label --auto shapes`).
+#include "command_specs.h"
 #include "job_params.h"
 #include "pages.h"
 
@@ -66,6 +67,8 @@ LabelPage::LabelPage(BackendLink& link, QWidget* parent) : QWidget(parent), link
   automatic->setToolTip(
       "Label every pending pair with the starter set's evaluator (which video shows the prompt's color, "
       "shape and direction)");
+  // The choices and their help come from the server's `mugv label` (fetched on refresh).
+  criterion_ = new QComboBox(this);
 
   auto* players = new QHBoxLayout;
   for (auto [title, player] : {std::pair{"Left", left_}, std::pair{"Right", right_}}) {
@@ -91,6 +94,7 @@ LabelPage::LabelPage(BackendLink& link, QWidget* parent) : QWidget(parent), link
   pairs_row->addWidget(count_);
   pairs_row->addWidget(make);
   pairs_row->addWidget(automatic);
+  pairs_row->addWidget(criterion_);
   auto* layout = new QVBoxLayout(this);
   layout->addWidget(prompt_);
   layout->addWidget(counts_);
@@ -116,6 +120,10 @@ LabelPage::LabelPage(BackendLink& link, QWidget* parent) : QWidget(parent), link
 }
 
 void LabelPage::refresh() {
+  if (criterion_->count() == 0)
+    fetch_command_specs(link_, [this](const CommandSpecs& specs) {
+      if (const ParamSpec* spec = specs.find({"label"}, "--criterion")) apply_spec(*criterion_, *spec);
+    });
   refresh_runs();
   load(pair_);
 }
@@ -244,7 +252,7 @@ void LabelPage::make_pairs() {
 
 void LabelPage::auto_label() {
   submit_job(
-      link_, auto_label_job("shapes").header(),
+      link_, auto_label_job("shapes", criterion_->currentText().toStdString()).header(),
       [this](int64_t id) {
         emit message(QString("labelling the pending pairs automatically (job %1)").arg(id));
       },

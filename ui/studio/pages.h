@@ -268,7 +268,8 @@ class LabelPage : public QWidget {
   void undo();
   // Submits `mugv pairs` with the chosen run, prompt file and count.
   void make_pairs();
-  // Submits `mugv label --auto shapes`.
+  // Submits `mugv label --auto shapes --criterion C` with the chosen criterion (the server's default until
+  // its choices are known).
   void auto_label();
   // The shown pair (0: none).
   int64_t current_pair() const { return pair_; }
@@ -284,6 +285,8 @@ class LabelPage : public QWidget {
   QComboBox* run() const { return run_; }
   QLineEdit* prompts_file() const { return prompts_file_; }
   QSpinBox* count() const { return count_; }
+  // What the automatic labeller compares: all, or one of colour, shape, direction.
+  QComboBox* criterion() const { return criterion_; }
 
  signals:
   void message(const QString& text);
@@ -301,7 +304,7 @@ class LabelPage : public QWidget {
   QLabel *prompt_, *counts_;
   FramePlayer *left_, *right_;
   QPushButton *left_button_, *right_button_, *skip_button_, *undo_button_;
-  QComboBox* run_;
+  QComboBox *run_, *criterion_;
   QLineEdit* prompts_file_;
   QSpinBox* count_;
   int64_t pair_ = 0;
