@@ -155,7 +155,7 @@ def preference(directory, seeds, tag="", base="pref-base", stages="sft dpo kto")
         for run in runs:
             r = scores(run, which)
             report["runs"].setdefault(run, {})["train" if which else "heldout"] = r
-            print(f"  {run:16s} {r['color']:6d} {r['shape']:6d} {r['direction']:10d} {r['axis']:5d} {r['all']:4d}")
+            print(f"  {run:20s} {r['color']:6d} {r['shape']:6d} {r['direction']:10d} {r['axis']:5d} {r['all']:4d}")
     print(json.dumps(report))
 
 
