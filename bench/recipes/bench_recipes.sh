@@ -215,6 +215,17 @@ preference() {
   local steps=${MUGV_BENCH_PREF_STEPS:-200} seeds=${MUGV_BENCH_PREF_SEEDS:-2} lr=${MUGV_BENCH_PREF_LR:-3e-4}
   local beta=${MUGV_BENCH_PREF_BETA:-1000} tag=${MUGV_BENCH_PREF_TAG:-} per_prompt=${MUGV_BENCH_PREF_PAIRS:-1}
   local base=pref-base
+  local stages=${MUGV_BENCH_PREF_STAGES:-sft dpo kto} stage_name
+  # Refused before anything is made: an unknown stage, and the anchor's control
+  # without an anchor (it would be DPO at beta 0.01, learning nothing).
+  for stage_name in $stages; do
+    case $stage_name in
+      sft | dpo | kto) ;;
+      anchor) [[ ${MUGV_BENCH_PREF_SFT_WEIGHT:-0} != 0 ]] || {
+                echo "bench_recipes preference: the anchor stage needs MUGV_BENCH_PREF_SFT_WEIGHT above 0" >&2; exit 2; } ;;
+      *) echo "bench_recipes preference: unknown stage '$stage_name' in MUGV_BENCH_PREF_STAGES" >&2; exit 2 ;;
+    esac
+  done
   if [[ -n ${MUGV_BENCH_PREF_CAPTION_NOISE:-} && -z ${MUGV_BENCH_PREF_FROM:-} ]]; then
     echo "bench_recipes preference: MUGV_BENCH_PREF_CAPTION_NOISE needs MUGV_BENCH_PREF_FROM (a make demo folder)" >&2
     exit 2
@@ -266,7 +277,7 @@ json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json",
                 --sample-every 0 --threads "$THREADS" --precision "${MUGV_BENCH_PREF_PRECISION:-fp32}"
                 --optimizer "${MUGV_BENCH_PREF_OPTIMIZER:-adamw}")
   local anchor=(--preference-sft-weight "${MUGV_BENCH_PREF_SFT_WEIGHT:-0}")
-  local batch=${MUGV_BENCH_PREF_BATCH:-8} stages=${MUGV_BENCH_PREF_STAGES:-sft dpo kto}
+  local batch=${MUGV_BENCH_PREF_BATCH:-8}
   for ((seed = 0; seed < seeds; ++seed)); do
     for stage_name in $stages; do
       local run=pref-$stage_name$tag-s$seed
@@ -281,7 +292,6 @@ json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json",
                  --batch "$batch" --seed "$seed" >&2 ;;
           anchor) "$MUGV" train "${common[@]}" --run "$run" --objective dpo --preference-beta 0.01 "${anchor[@]}" \
                     --batch $((batch / 2)) --seed "$seed" >&2 ;;
-          *) echo "bench_recipes preference: unknown stage '$stage_name' in MUGV_BENCH_PREF_STAGES" >&2; exit 2 ;;
         esac
       fi
       evaluate "$run"
