@@ -12,8 +12,15 @@ if(MUGV_WITH_TORCH)
   target_precompile_headers(mugv_torch_pch PRIVATE <torch/torch.h>)
 endif()
 
-# mugv_torch_pch(target [SKIP source ...]): `target`'s units include the shared LibTorch header first; the
-# sources after SKIP (units that do not use LibTorch) are compiled without it.
+# Even with the shared header a LibTorch unit costs about 22 s here: 7 s to load the 580 MB header and most of
+# the rest instantiating the same LibTorch templates (modules, tensor operators) that every unit instantiates
+# again. Compiling a target's units MUGV_TORCH_UNITY_BATCH at a time (a unity build) pays both once per batch:
+# a clean build went from about 43 to 27 CPU-minutes (docs/BENCHMARKS.md "Test suite"). The price is that
+# changing one file recompiles its batch; -DMUGV_TORCH_UNITY_BATCH=1 compiles each unit alone. Sources of a
+# batch share one unit, so names in their anonymous namespaces must differ.
+#
+# mugv_torch_pch(target [SKIP source ...]): `target`'s units include the shared LibTorch header first and are
+# batched; the sources after SKIP (units that do not use LibTorch) are compiled alone without it.
 function(mugv_torch_pch target)
   if(NOT TARGET mugv_torch_pch)
     return()
@@ -24,7 +31,11 @@ function(mugv_torch_pch target)
   if(type STREQUAL "EXECUTABLE")
     target_compile_options(${target} PRIVATE -fPIC)
   endif()
+  if(MUGV_TORCH_UNITY_BATCH GREATER 1)
+    set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE ${MUGV_TORCH_UNITY_BATCH})
+  endif()
   if(P_SKIP)
-    set_source_files_properties(${P_SKIP} TARGET_DIRECTORY ${target} PROPERTIES SKIP_PRECOMPILE_HEADERS ON)
+    set_source_files_properties(${P_SKIP} TARGET_DIRECTORY ${target}
+      PROPERTIES SKIP_PRECOMPILE_HEADERS ON SKIP_UNITY_BUILD_INCLUSION ON)
   endif()
 endfunction()

@@ -15,7 +15,7 @@
 namespace mugv::cli {
 namespace {
 
-int run(const Invocation& inv) {
+int run_encode(const Invocation& inv) {
   const auto& v = inv.values;
   if (!v.has("encode.dataset")) throw Error(ErrorCode::usage, "--dataset", "is required");
   if (v.has("encode.vae_run") == v.has("encode.model"))
@@ -89,7 +89,7 @@ Command encode_command() {
     threads.min_value = 0;
     r.add(threads);
   };
-  c.run = run;
+  c.run = run_encode;
   c.job_kind = "encode";
   return c;
 }

@@ -34,7 +34,7 @@
 namespace mugv::cli {
 namespace {
 
-void define(ParamRegistry& r) {
+void define_eval(ParamRegistry& r) {
   r.add(param("eval.run", "--run", ParamType::text, nullptr, "the DiT run to evaluate", "eval"));
   r.add(param("eval.dataset_dir", "--dataset-dir", ParamType::path, nullptr,
               "a folder written by `mugv make-dataset shapes` (reads heldout.json and dataset.json)",
@@ -230,7 +230,7 @@ int report_sensitivity(const Invocation& inv, const ModelBundle& bundle, const P
   return 0;
 }
 
-int run(const Invocation& inv) {
+int run_eval(const Invocation& inv) {
   const auto& v = inv.values;
   const bool reconstruct = v.get_bool("eval.reconstruct");
   if (reconstruct && v.get_bool("eval.sensitivity"))
@@ -416,8 +416,8 @@ Command eval_command() {
   c.usage =
       "(--run NAME | --reconstruct --vae-run NAME) (--dataset-dir DIR | --heldout FILE) "
       "[--checkpoint STEP --backgrounds listed|all --seeds N --steps --cfg --seed --samples DIR]";
-  c.define = define;
-  c.run = run;
+  c.define = define_eval;
+  c.run = run_eval;
   c.job_kind = "eval";
   return c;
 }

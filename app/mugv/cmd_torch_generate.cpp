@@ -30,7 +30,7 @@
 namespace mugv::cli {
 namespace {
 
-void define(ParamRegistry& r) {
+void define_generate(ParamRegistry& r) {
   r.add(param("generate.run", "--run", ParamType::text, nullptr, "the DiT run to sample from", "generate"));
   auto model =
       param("generate.model", "--model", ParamType::path, nullptr,
@@ -178,7 +178,7 @@ bool given_on_command_line(const ParamValues& v, std::string_view key) {
   return v.has(key) && v.source_of(key) != ParamSource::builtin_default;
 }
 
-int run(const Invocation& inv) {
+int run_generate(const Invocation& inv) {
   const auto& v = inv.values;
   const bool release = v.has("generate.model");
   if (release && v.has("generate.run"))
@@ -431,8 +431,8 @@ Command generate_command() {
       "--run NAME | --model DIR|NAME --prompt \"...\" --out F.mp4|webm|gif|DIR [--negative --image F "
       "--frames "
       "--size WxH --steps --cfg --seed --fps --enhance --offload auto|none|blocks --dtype auto|fp32|bf16]";
-  c.define = define;
-  c.run = run;
+  c.define = define_generate;
+  c.run = run_generate;
   c.job_kind = "generate";
   return c;
 }

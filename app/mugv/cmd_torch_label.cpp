@@ -22,7 +22,7 @@
 namespace mugv::cli {
 namespace {
 
-void define(ParamRegistry& r) {
+void define_label(ParamRegistry& r) {
   auto automatic = param(
       "label.auto", "--auto", ParamType::choice, nullptr,
       "label every pending pair with an automatic labeller: shapes (the starter set's evaluator)", "label");
@@ -89,7 +89,7 @@ nlohmann::json counts_json(const PreferenceCounts& c) {
           {"bad", c.bad}};
 }
 
-int run(const Invocation& inv) {
+int run_label(const Invocation& inv) {
   const auto& v = inv.values;
   Catalog catalog = Catalog::open(catalog_path());
   nlohmann::json out = nlohmann::json::object();
@@ -173,8 +173,8 @@ Command label_command() {
   c.usage =
       "--list | --auto shapes [--criterion all|colour|shape|direction] | --pair ID --choice a|b|skip | "
       "--generation ID --choice good|bad | --undo";
-  c.define = define;
-  c.run = run;
+  c.define = define_label;
+  c.run = run_label;
   c.job_kind = "model";
   return c;
 }

@@ -16,7 +16,7 @@
 namespace mugv::cli {
 namespace {
 
-int run(const Invocation& inv) {
+int run_model(const Invocation& inv) {
   const auto& v = inv.values;
   ModelPreset preset = load_model_preset(v.get_text("model.preset"));
   Size2D size = v.get_size2d("model.size");
@@ -86,7 +86,7 @@ Command model_info_command() {
     r.add(param("model.weights", "--weights", ParamType::path, nullptr,
                 "a DiT checkpoint to check against the preset (release tensor names)", "model"));
   };
-  c.run = run;
+  c.run = run_model;
   return c;
 }
 

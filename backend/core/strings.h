@@ -1,6 +1,7 @@
 #pragma once
 // Small string helpers used across the backend.
 
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -23,6 +24,8 @@ bool starts_with(std::string_view text, std::string_view prefix);
 bool ends_with(std::string_view text, std::string_view suffix);
 // Renders a byte count as "12.3 MiB".
 std::string human_bytes(double bytes);
+// Renders a tensor shape as "[2, 16, 64]".
+std::string shape_string(const std::vector<int64_t>& shape);
 // Renders seconds as "1h02m", "3m05s" or "4.2s".
 std::string human_duration(double seconds);
 

@@ -1,4 +1,5 @@
 #include "interop/torch_archive.h"
+#include "core/strings.h"
 
 #include "core/error.h"
 
@@ -77,12 +78,6 @@ uint64_t checked_numel(const std::vector<int64_t>& shape, const std::string& sub
       throw Error(ErrorCode::format, subject, what + ": element count overflows");
   }
   return n;
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 // Copies the view (storage_offset, shape, stride) of `storage` into contiguous `out`. Bounds are checked by
@@ -353,7 +348,7 @@ TorchArchive::View TorchArchive::view(const PickleValue& value, const std::strin
   const uint64_t numel = checked_numel(out.shape, subject_, what);
   uint64_t bytes = 0;
   if (__builtin_mul_overflow(numel, uint64_t(elem), &bytes) || bytes > (uint64_t(1) << 48))
-    throw Error(ErrorCode::format, subject_, what + ": " + shape_text(out.shape) + " is too large");
+    throw Error(ErrorCode::format, subject_, what + ": " + shape_string(out.shape) + " is too large");
   // The last element the view reaches must lie inside the storage (checked without overflow).
   if (numel > 0) {
     uint64_t last = uint64_t(out.offset);
@@ -365,7 +360,7 @@ TorchArchive::View TorchArchive::view(const PickleValue& value, const std::strin
     }
     if (overflow || last >= out.storage_numel)
       throw Error(ErrorCode::corrupt, subject_,
-                  what + ": view " + shape_text(out.shape) + " at offset " + std::to_string(out.offset) +
+                  what + ": view " + shape_string(out.shape) + " at offset " + std::to_string(out.offset) +
                       " reaches past its storage of " + std::to_string(out.storage_numel) + " elements");
   }
   // A view inside its storage can still read elements many times over (a stride of 0: an expanded
@@ -376,7 +371,7 @@ TorchArchive::View TorchArchive::view(const PickleValue& value, const std::strin
   if (__builtin_mul_overflow(out.storage_numel, uint64_t(elem), &storage_bytes)) storage_bytes = UINT64_MAX;
   if (bytes > kSmallView && bytes / kMaxExpansion > storage_bytes)
     throw Error(ErrorCode::unsupported, subject_,
-                what + ": view " + shape_text(out.shape) + " with strides " + shape_text(out.stride) +
+                what + ": view " + shape_string(out.shape) + " with strides " + shape_string(out.stride) +
                     " would take " + std::to_string(bytes) + " bytes from a storage of " +
                     std::to_string(storage_bytes) + " (an expanded tensor); more than " +
                     std::to_string(kMaxExpansion) + " times its storage is not materialised");
@@ -408,8 +403,9 @@ TensorData TorchArchive::tensor(const PickleValue& value, const std::string& wha
   try {
     out.bytes.resize(size_t(bytes));
   } catch (const std::bad_alloc&) {
-    throw Error(ErrorCode::out_of_memory, subject_,
-                what + ": cannot allocate " + std::to_string(bytes) + " bytes for " + shape_text(out.shape));
+    throw Error(
+        ErrorCode::out_of_memory, subject_,
+        what + ": cannot allocate " + std::to_string(bytes) + " bytes for " + shape_string(out.shape));
   }
   if (!out.bytes.empty()) gather(zip_.data(*entry), elem, v.offset, out.shape, v.stride, out.bytes.data());
   return out;
@@ -463,12 +459,12 @@ PickleRef TorchArchiveWriter::add_tensor(DType dtype, const std::vector<int64_t>
     throw Error(ErrorCode::invalid_argument, "tensor of unknown dtype");
   for (int64_t d : shape)
     if (d < 0)
-      throw Error(ErrorCode::invalid_argument, "tensor " + shape_text(shape) + " has a negative dimension");
+      throw Error(ErrorCode::invalid_argument, "tensor " + shape_string(shape) + " has a negative dimension");
   const uint64_t numel = checked_numel(shape, archive_, "tensor");
   const size_t elem = dtype_size_bytes(dtype);
   if (numel * elem != bytes)
-    throw Error(ErrorCode::invalid_argument, "tensor " + shape_text(shape) + " of " + dtype_name + " needs " +
-                                                 std::to_string(numel * elem) + " bytes, got " +
+    throw Error(ErrorCode::invalid_argument, "tensor " + shape_string(shape) + " of " + dtype_name +
+                                                 " needs " + std::to_string(numel * elem) + " bytes, got " +
                                                  std::to_string(bytes));
   const std::string key = std::to_string(storages_.size());
   storages_.emplace_back(key, std::string(static_cast<const char*>(data), bytes));

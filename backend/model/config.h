@@ -151,6 +151,9 @@ void validate(const ModelPreset& preset);
 using TensorShapeLookup = std::function<std::optional<std::vector<int64_t>>(const std::string& name)>;
 // The shapes of the tensors in `files` (which must outlive the lookup).
 [[nodiscard]] TensorShapeLookup shapes_of(const WeightFiles& files);
+// The standard deviation linear layers are initialised with (docs/MUGV.md §5), for the DiT and for the text
+// encoders this project trains from scratch.
+constexpr double kInitStd = 0.014;
 // The release's T5 reads prompts of this many tokens; a checkpoint without a learned null caption has this
 // text length.
 constexpr int kReleaseTextTokens = 300;

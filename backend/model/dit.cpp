@@ -16,8 +16,6 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-constexpr double kInitStd = 0.014;  // docs/MUGV.md §5
-
 void init_linear(torch::nn::Linear& linear, double std) {
   torch::NoGradGuard no_grad;
   if (std > 0) {
@@ -26,12 +24,6 @@ void init_linear(torch::nn::Linear& linear, double std) {
     linear->weight.zero_();
   }
   if (linear->bias.defined()) linear->bias.zero_();
-}
-
-std::string shape_string(const torch::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-  return s + "]";
 }
 
 [[noreturn]] void bad_input(const std::string& name, const std::string& message) {
@@ -476,14 +468,15 @@ std::pair<torch::Tensor, torch::Tensor> DiTImpl::drop_captions(const torch::Tens
                                                                const torch::Tensor& null_text,
                                                                const torch::Tensor& null_mask) {
   if (text.dim() != 3 || text.size(2) != config_.text_dim) {
-    bad_input("text", "expected [B, S, " + std::to_string(config_.text_dim) + "], got " + shape_string(text));
+    bad_input("text", "expected [B, S, " + std::to_string(config_.text_dim) + "], got " +
+                          shape_string(text.sizes().vec()));
   }
   const int64_t tokens = text.size(1);
   torch::Tensor fill, fill_mask;  // [1, S, text_dim], [1, S]
   if (null_caption.defined()) {
     if (tokens != config_.text_tokens)
       bad_input("text", "expected " + std::to_string(config_.text_tokens) +
-                            " tokens (the learned null caption's), got " + shape_string(text));
+                            " tokens (the learned null caption's), got " + shape_string(text.sizes().vec()));
     fill = null_caption.to(text.dtype()).unsqueeze(0);
     fill_mask = torch::ones({1, tokens}, text.options());
   } else if (null_text.defined()) {
@@ -557,7 +550,7 @@ torch::Tensor DiTImpl::forward_full(const torch::Tensor& x, const torch::Tensor&
 void DiTImpl::set_pass_geometry(DiTPass& pass, const torch::Tensor& x) const {
   if (x.dim() != 5 || x.size(1) != config_.in_channels) {
     bad_input("x", "expected a latent [B, " + std::to_string(config_.in_channels) + ", T, H, W], got " +
-                       shape_string(x));
+                       shape_string(x.sizes().vec()));
   }
   auto ceil_div = [](int64_t size, int64_t patch) { return (size + patch - 1) / patch; };
   pass.batch = x.size(0);
@@ -605,22 +598,23 @@ DiTPass DiTImpl::begin_pass(const torch::Tensor& x_in, const torch::Tensor& time
   set_pass_geometry(pass, x_in);
   const int64_t batch = pass.batch, frames_in = pass.frames_in;
   if (timestep.numel() != batch)
-    bad_input("timestep", "expected " + std::to_string(batch) + " timesteps, got " + shape_string(timestep));
+    bad_input("timestep", "expected " + std::to_string(batch) + " timesteps, got " +
+                              shape_string(timestep.sizes().vec()));
   if (fps.numel() != batch)
-    bad_input("fps", "expected " + std::to_string(batch) + " values, got " + shape_string(fps));
+    bad_input("fps", "expected " + std::to_string(batch) + " values, got " + shape_string(fps.sizes().vec()));
   if (text.dim() != 3 || text.size(0) != batch || text.size(2) != config_.text_dim) {
     bad_input("text", "expected [" + std::to_string(batch) + ", S, " + std::to_string(config_.text_dim) +
-                          "], got " + shape_string(text));
+                          "], got " + shape_string(text.sizes().vec()));
   }
   if (text_mask.defined() &&
       (text_mask.dim() != 2 || text_mask.size(0) != batch || text_mask.size(1) != text.size(1))) {
     bad_input("text_mask", "expected [" + std::to_string(batch) + ", " + std::to_string(text.size(1)) +
-                               "], got " + shape_string(text_mask));
+                               "], got " + shape_string(text_mask.sizes().vec()));
   }
   if (cond_mask.defined() &&
       (cond_mask.dim() != 2 || cond_mask.size(0) != batch || cond_mask.size(1) != frames_in)) {
     bad_input("cond_mask", "expected [" + std::to_string(batch) + ", " + std::to_string(frames_in) +
-                               "], got " + shape_string(cond_mask));
+                               "], got " + shape_string(cond_mask.sizes().vec()));
   }
 
   const auto dtype = x_embedder->proj->weight.scalar_type();
@@ -631,7 +625,7 @@ DiTPass DiTImpl::begin_pass(const torch::Tensor& x_in, const torch::Tensor& time
       (frame_indices.dim() != 2 || frame_indices.size(0) != batch || frame_indices.size(1) != frames + 2)) {
     bad_input("frame_indices", "expected [" + std::to_string(batch) + ", " + std::to_string(frames + 2) +
                                    "] (start token, " + std::to_string(frames) + " frames, end token), got " +
-                                   shape_string(frame_indices));
+                                   shape_string(frame_indices.sizes().vec()));
   }
 
   // adaLN-single for the noisy tokens (c) and for clean frames and the start and end tokens (c0, timestep 0).
@@ -791,8 +785,8 @@ torch::Tensor shard_tensor(const torch::Tensor& full, const TensorParallelRole& 
   const int64_t parts = role.split == TensorSplit::column ? role.parts : 1;
   if (full.size(dim) % (parts * size) != 0)
     throw Error(ErrorCode::invalid_argument, "tensor parallel",
-                cat("size ", full.size(dim), " of a ", shape_string(full), " tensor does not split into ",
-                    parts, " x ", size, " pieces"));
+                cat("size ", full.size(dim), " of a ", shape_string(full.sizes().vec()),
+                    " tensor does not split into ", parts, " x ", size, " pieces"));
   std::vector<torch::Tensor> mine;
   for (const auto& part : full.chunk(parts, dim)) mine.push_back(part.chunk(size, dim)[rank]);
   return torch::cat(mine, dim).contiguous();

@@ -1,4 +1,5 @@
 #include "model/mugv_vae.h"
+#include "core/strings.h"
 
 #include "model/dit.h"
 
@@ -20,13 +21,6 @@ constexpr double kMinLogVariance = -30.0;
 constexpr double kMaxLogVariance = 20.0;
 // The value the reference's pipeline gives its `logvar` parameter at construction.
 constexpr double kInitialLogvar = 4.0;
-
-std::string shape_string(const torch::Tensor& t) {
-  const auto sizes = t.sizes();
-  std::string out = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
-  return out + "]";
-}
 
 torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(eps));
@@ -422,14 +416,14 @@ torch::Tensor MugvVAEImpl::posterior(const torch::Tensor& moments,
 torch::Tensor MugvVAEImpl::encode(const torch::Tensor& video,
                                   const std::optional<at::Generator>& sample_with) {
   if (video.dim() != 5 || video.size(1) != config_.image_channels) {
-    throw Error(
-        ErrorCode::invalid_argument, "video",
-        "expected [B, " + std::to_string(config_.image_channels) + ", T, H, W], got " + shape_string(video));
+    throw Error(ErrorCode::invalid_argument, "video",
+                "expected [B, " + std::to_string(config_.image_channels) + ", T, H, W], got " +
+                    shape_string(video.sizes().vec()));
   }
   const int64_t s = config_.spatial_factor();
   if (video.size(0) < 1 || video.size(2) < 1) {
     throw Error(ErrorCode::invalid_argument, "video",
-                "needs at least one clip and one frame, got " + shape_string(video));
+                "needs at least one clip and one frame, got " + shape_string(video.sizes().vec()));
   }
   if (video.size(3) < 1 || video.size(3) % s != 0) {
     throw Error(
@@ -462,7 +456,7 @@ torch::Tensor MugvVAEImpl::decode(const torch::Tensor& latent, int64_t num_frame
       latent.size(2) < 1 || latent.size(3) < 1 || latent.size(4) < 1) {
     throw Error(ErrorCode::invalid_argument, "latent",
                 "expected [B, " + std::to_string(config_.latent_channels) +
-                    ", T', h, w] with every size positive, got " + shape_string(latent));
+                    ", T', h, w] with every size positive, got " + shape_string(latent.sizes().vec()));
   }
   const int64_t latents = latent.size(2);
   if (num_frames < 1 || latent_frames(num_frames) != latents) {

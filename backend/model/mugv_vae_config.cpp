@@ -1,4 +1,5 @@
 #include "model/mugv_vae_config.h"
+#include "core/strings.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,12 +7,6 @@
 namespace mugv {
 
 namespace {
-
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
 
 Error config_error(const std::string& field, const std::string& message) {
   return Error(ErrorCode::invalid_argument, "mugv_vae." + field, message);

@@ -12,8 +12,6 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-constexpr double kInitStd = 0.014;
-
 torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
   torch::nn::Linear layer(torch::nn::LinearOptions(in, out).bias(bias));
   torch::NoGradGuard no_grad;

@@ -14,12 +14,6 @@ namespace mugv {
 
 namespace {
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 std::string name_list(const std::vector<std::string>& names) {
   std::string s;
   const size_t shown = std::min<size_t>(names.size(), 5);
