@@ -15,9 +15,9 @@ endif()
 # Even with the shared header a LibTorch unit costs about 22 s here: 7 s to load the 580 MB header and most of
 # the rest instantiating the same LibTorch templates (modules, tensor operators) that every unit instantiates
 # again. Compiling a target's units MUGV_TORCH_UNITY_BATCH at a time (a unity build) pays both once per batch:
-# a clean build went from about 43 to 27 CPU-minutes (docs/BENCHMARKS.md "Test suite"). The price is that
-# changing one file recompiles its batch; -DMUGV_TORCH_UNITY_BATCH=1 compiles each unit alone. Sources of a
-# batch share one unit, so names in their anonymous namespaces must differ.
+# the LibTorch units of a clean build went from about 26 to 12 CPU-minutes (docs/BENCHMARKS.md "Test suite").
+# The price is that changing one file recompiles its batch; -DMUGV_TORCH_UNITY_BATCH=1 compiles each unit
+# alone. Sources of a batch share one unit, so names in their anonymous namespaces must differ.
 #
 # mugv_torch_pch(target [SKIP source ...]): `target`'s units include the shared LibTorch header first and are
 # batched; the sources after SKIP (units that do not use LibTorch) are compiled alone without it.

@@ -345,15 +345,12 @@ TEST_CASE("a released model fine-tunes: encode with its VAE, LoRA and full fine-
     sampled = sampled || entry.is_regular_file();
   CHECK(sampled);
   CHECK(lora["last_step"] == 2);
-  // The same run with the frozen base swapped in block by block renders its samples through the swap. Its
-  // adapters and losses equal the kept run's bit for bit; its first video does not always (docs/BENCHMARKS.md
-  // "Determinism"): from one invocation to the next it matches or differs by about 0.1 of 255 on average,
-  // with the text-feature cache warm or cold. The cause is not found, so both are held to an average bound.
-  auto train_swapped = [&](const std::string& run) {
-    mugv("train --from " + m + " --lora rank=2,targets=attn,mlp --offload blocks --run " + run +
-         " --steps 2 --sample-every 2 --sample-steps 2" + common);
-  };
-  train_swapped("rs");
+  // The same run with the frozen base swapped in block by block renders its samples through the swap: the
+  // same adapters, the same videos, bit for bit (the frozen text encoder's features now come from the cache).
+  mugv("train --from " + m +
+       " --lora rank=2,targets=attn,mlp --offload blocks --run rs --steps 2 --sample-every 2 "
+       "--sample-steps 2" +
+       common);
   auto sample_frames = [&](const std::string& run) {
     std::vector<RgbFrame> frames;
     VideoDecoder decoder(home / "runs" / run / "samples" / "step-2" / "sample-0.mp4");
@@ -362,18 +359,7 @@ TEST_CASE("a released model fine-tunes: encode with its VAE, LoRA and full fine-
   };
   const auto kept_frames = sample_frames("rl"), swapped_frames = sample_frames("rs");
   REQUIRE(!kept_frames.empty());
-  REQUIRE(swapped_frames.size() == kept_frames.size());
-  const double warm = mean_abs_difference(kept_frames, swapped_frames);
-  WARN("swapped (warm text cache) against kept samples: mean difference " << warm << " of 255");
-  CHECK(warm <= 1.0);
-  // The same with a cold cache, as the kept run had.
-  fs::remove_all(home / "cache" / "text");
-  train_swapped("rc");
-  const auto cold_frames = sample_frames("rc");
-  REQUIRE(cold_frames.size() == kept_frames.size());
-  const double cold = mean_abs_difference(kept_frames, cold_frames);
-  WARN("swapped (cold text cache) against kept samples: mean difference " << cold << " of 255");
-  CHECK(cold <= 1.0);
+  CHECK(mean_abs_difference(kept_frames, swapped_frames) == 0.0);
   const auto run = read_json_file(home / "runs" / "rl" / "run.json");
   CHECK(run["config"]["base"]["model"] == model.string());
   CHECK(run["vae_run"] == "release-MUG-V-tiny");
