@@ -141,4 +141,6 @@ TEST_CASE("string helpers", "[unit][core]") {
   CHECK(human_bytes(1536) == "1.5 KiB");
   CHECK(human_duration(125) == "2m05s");
   CHECK(cat("clip ", 12, " of ", "x.mp4") == "clip 12 of x.mp4");
+  CHECK(shape_string({2, 16, 64}) == "[2, 16, 64]");
+  CHECK(shape_string({}) == "[]");
 }
