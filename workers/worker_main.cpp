@@ -15,6 +15,10 @@
 //                                                (SLURM_ARRAY_TASK_ID) adds the job file's array[i] values
 //                                                and reports in D/task-i; in a multi-rank job every rank runs
 //                                                the command and rank 0 (SLURM_PROCID) reports.
+//                                                With a live link (job file "link": true, a profile with
+//                                                report = "tcp"), rank 0 also connects back to the server
+//                                                with the job folder's link.json: previews go there, and
+//                                                pause / resume / sample-now / save-now come back.
 #include "catalog/catalog.h"
 #include "catalog/jobs.h"
 #include "command.h"
@@ -25,6 +29,7 @@
 #include "core/paths.h"
 #include "core/strings.h"
 #include "service/file_reports.h"
+#include "service/remote_link.h"
 #include "service/worker_link.h"
 
 #include <csignal>
@@ -73,6 +78,23 @@ int env_int(const char* name, int fallback) {
   return v && *v ? std::atoi(v) : fallback;
 }
 
+// A Slurm job's live link (cluster profile report = "tcp"; service/remote_link.h) from the job folder's link
+// file. One that cannot be made is a warning, not a failure: the job goes on reporting through its files.
+std::unique_ptr<mugv::WorkerLink> open_live_link(const mugv::fs::path& job_folder, int64_t job_id) {
+  using namespace mugv;
+  try {
+    const RemoteLinkGrant grant = read_remote_link_file(remote_link_file(job_folder));
+    auto link = std::make_unique<WorkerLink>(
+        grant.endpoint, job_id, std::chrono::seconds(20),
+        WorkerLinkSecrets{grant.token, CurveClientKeys{grant.server_public_key, grant.worker}});
+    log_info(cat("live link to the server at ", grant.endpoint, " (previews and controls)"));
+    return link;
+  } catch (const Error& e) {
+    log_warning(cat("no live link to the server (", e.what(), "); reporting through files only"));
+    return nullptr;
+  }
+}
+
 // The file-reporting mode: see the top of this file.
 int run_from_job_file(const Args& args) {
   using namespace mugv;
@@ -107,15 +129,19 @@ int run_from_job_file(const Args& args) {
     std::fprintf(stderr, "mugv-worker: %s\n", e.what());
     return 1;
   }
-  CancelToken cancel;
-  g_cancel = &cancel;
-  std::signal(SIGTERM, on_cancel_signal);
-  std::signal(SIGINT, on_cancel_signal);
   LogSink previous = set_log_sink(nullptr);
   if (reports)
     set_log_sink(reports->log_sink(previous));
   else
     set_log_sink(previous);
+  std::unique_ptr<WorkerLink> link;
+  if (reports && job.value("link", false) && !job.contains("array"))
+    link = open_live_link(fs::path(args.job_file).parent_path(), job.value("job", int64_t(0)));
+  // One token for SIGTERM (scancel) and the link, so a cancel ends a paused job too.
+  CancelToken cancel = link ? link->cancel_token() : CancelToken();
+  g_cancel = &cancel;
+  std::signal(SIGTERM, on_cancel_signal);
+  std::signal(SIGINT, on_cancel_signal);
   auto finish = [&](JobState state, const std::string& code, const std::string& message) {
     std::fflush(stdout);
     set_log_sink(previous);
@@ -132,13 +158,25 @@ int run_from_job_file(const Args& args) {
                  job.value("values", nlohmann::json::object()).dump()));
     // No job id: the ranks of a multi-rank job would each decide alone whether to continue a run
     // (ExecutionContext::job_id); a Slurm requeue is a fresh start under Slurm's own rules.
-    cli::ExecutionContext context{
-        cancel, reports ? reports->progress_fn() : ProgressFn([](const Progress&) {}), {}, std::nullopt};
+    ProgressFn progress = reports ? reports->progress_fn() : ProgressFn([](const Progress&) {});
+    if (link)
+      progress = [progress, gate = link->pause_gate()](const Progress& p) {
+        progress(p);
+        gate(p);
+      };
+    cli::ExecutionContext context{cancel, progress, {}, std::nullopt};
     FileReportWriter* writer = reports.get();
     if (writer)
       context.reporter.metrics = [writer](int64_t step, const nlohmann::json& values) {
         writer->metrics(step, values);
       };
+    if (WorkerLink* live = link.get()) {
+      context.reporter.preview = [live](int64_t step, const std::vector<RgbFrame>& frames) {
+        live->preview(step, frames);
+      };
+      context.reporter.take_sample_request = [live] { return live->take_sample_request(); };
+      context.reporter.take_save_request = [live] { return live->take_save_request(); };
+    }
     const nlohmann::json arguments = {{"values", job.value("values", nlohmann::json::object())},
                                       {"positional", job.value("positional", nlohmann::json::array())}};
     int code = cli::run_command_from_json(*command, arguments, context);

@@ -21,15 +21,6 @@ bool is_tcp(const std::string& endpoint) {
   return starts_with(endpoint, "tcp://");
 }
 
-void apply_curve(zmq::socket_t& socket, const std::string& endpoint,
-                 const std::optional<CurveClientKeys>& curve) {
-  if (!curve || !is_tcp(endpoint)) return;
-  check_z85_key(curve->server_public_key, "server key");
-  socket.set(zmq::sockopt::curve_serverkey, curve->server_public_key);
-  socket.set(zmq::sockopt::curve_publickey, curve->client.public_key);
-  socket.set(zmq::sockopt::curve_secretkey, curve->client.secret_key);
-}
-
 std::string host_of(const std::string& tcp_endpoint) {
   std::string rest = tcp_endpoint.substr(6);
   size_t colon = rest.rfind(':');
@@ -204,7 +195,7 @@ struct Client::Impl {
     protocol::apply_common_options(*socket);
     // A CURVE handshake that stalls (wrong server key) must not outlive the caller's patience.
     socket->set(zmq::sockopt::handshake_ivl, static_cast<int>(timeout.count()));
-    apply_curve(*socket, endpoint, curve);
+    protocol::apply_curve_client(*socket, endpoint, curve);
     watch = std::make_unique<HandshakeWatch>(context, *socket);
     socket->connect(endpoint);
   }
@@ -281,7 +272,7 @@ EventSubscriber::EventSubscriber(const std::string& events_endpoint, const std::
                                  const std::optional<CurveClientKeys>& curve)
     : impl_(std::make_unique<Impl>()) {
   protocol::apply_common_options(impl_->socket);
-  apply_curve(impl_->socket, events_endpoint, curve);
+  protocol::apply_curve_client(impl_->socket, events_endpoint, curve);
   for (const auto& t : topics) impl_->socket.set(zmq::sockopt::subscribe, t);
   impl_->socket.connect(events_endpoint);
 }

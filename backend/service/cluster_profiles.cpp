@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/json_io.h"
 #include "core/strings.h"
+#include "service/remote_link.h"
 
 #include <algorithm>
 #include <set>
@@ -82,7 +83,7 @@ class ProfileReader {
       if (!seen_.count(it.key()))
         fail(it.key(),
              "unknown key (known: name, partition, account, time, gpus_per_node, cpus_per_task, nodes, "
-             "tasks_per_node, setup_lines, shared_dir, ssh_host, report)");
+             "tasks_per_node, setup_lines, shared_dir, ssh_host, report, server_endpoint)");
   }
 
  private:
@@ -136,7 +137,8 @@ nlohmann::json ClusterProfile::to_json() const {
           {"setup_lines", setup_lines},
           {"shared_dir", shared_dir.string()},
           {"ssh_host", ssh_host},
-          {"report", to_string(report)}};
+          {"report", to_string(report)},
+          {"server_endpoint", server_endpoint}};
 }
 
 fs::path cluster_profiles_dir(const fs::path& home) {
@@ -179,6 +181,20 @@ ClusterProfile load_cluster_profile(const fs::path& file, const fs::path& home) 
     auto mode = report_mode_from_string(report);
     if (!mode) r.fail("report", cat("'", report, "' is not one of files, tcp"));
     p.report = *mode;
+  }
+  p.server_endpoint = r.text("server_endpoint");
+  if (p.report == ReportMode::tcp && p.server_endpoint.empty())
+    r.fail(
+        "server_endpoint",
+        "report = \"tcp\" needs the server's tcp endpoint as the nodes reach it, e.g. \"tcp://login1:7555\"");
+  if (p.report != ReportMode::tcp && !p.server_endpoint.empty())
+    r.fail("server_endpoint", "only used with report = \"tcp\"");
+  if (!p.server_endpoint.empty()) {
+    try {
+      check_tcp_endpoint(p.server_endpoint, "server_endpoint");
+    } catch (const Error& e) {
+      r.fail("server_endpoint", e.message());
+    }
   }
   r.refuse_unknown_keys();
   return p;

@@ -14,7 +14,10 @@
 //                                # server and the nodes must see it at this path. Default: $MUGV_HOME
 //   ssh_host = "login1"          # optional: run sbatch / scontrol / scancel as `ssh login1 ...`
 //   report = "files"             # how workers report: "files" (events.jsonl in the job folder, default)
-//                                # or "tcp" (connect back to the server; not available yet, see SERVICE.md)
+//                                # or "tcp": files as well, and the rank-0 worker connects back to the
+//                                # server for live previews and controls (remote_link.h, SERVICE.md)
+//   server_endpoint = "tcp://login1:7555"  # with report = "tcp" (and only then): the server's tcp request
+//                                # endpoint as the nodes reach it; the server must listen on that port
 //
 // Every key is optional; an unknown key, a wrong type or a value Slurm would misread is an Error(format /
 // invalid_argument) naming the file and the key, so a typo never silently falls back to a default.
@@ -49,6 +52,7 @@ struct ClusterProfile {
   std::filesystem::path shared_dir;  // absolute; $MUGV_HOME when the file does not say
   std::string ssh_host;              // empty: Slurm's commands run on this machine
   ReportMode report = ReportMode::files;
+  std::string server_endpoint;  // report tcp: tcp://HOST:PORT as the nodes reach the server
 
   // What runs a Slurm command: {} locally, {"ssh", "-o", "BatchMode=yes", HOST} through ssh.
   std::vector<std::string> command_prefix() const;

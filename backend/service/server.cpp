@@ -24,6 +24,7 @@
 #include "service/home_lock.h"
 #include "service/job_files.h"
 #include "service/job_json.h"
+#include "service/remote_link.h"
 #include "service/reply_pool.h"
 #include "service/zap_handler.h"
 #include "service/zmq_io.h"
@@ -68,6 +69,13 @@ struct WorkerEntry {
   std::optional<JobState> reported;  // what the worker said in job_finished
   std::string error_code, message;
   Clock::time_point last_progress_event{};
+};
+
+// A Slurm job's worker that may connect back over tcp (remote_link.h): admitted by its key, proven by its
+// token, bound to the connection it said hello on. Slurm, not the server, decides when it is alive or done.
+struct RemoteWorker {
+  std::string token, public_key;
+  std::string identity;  // ROUTER identity once it said hello
 };
 
 std::string host_name() {
@@ -157,9 +165,11 @@ struct Server::Impl {
   // Heavy requests (decoding frames, probing sample videos) run here; declared after the sockets so that its
   // threads, which never touch a socket, are joined before the sockets close.
   ReplyPool heavy{2, kMaxHeavyRequests};
-  std::map<int64_t, WorkerEntry> workers;      // by job id
-  std::map<std::string, std::string> peers;    // identity -> role, after hello
-  std::map<std::string, int64_t> worker_jobs;  // identity of a worker -> the one job it proved it runs
+  std::map<int64_t, WorkerEntry> workers;          // by job id
+  std::map<std::string, std::string> peers;        // identity -> role, after hello
+  std::map<std::string, int64_t> worker_jobs;      // identity of a worker -> the one job it proved it runs
+  std::map<int64_t, RemoteWorker> remote_workers;  // by job id: Slurm workers with a live link
+  std::optional<CurveKeyPair> server_keys;         // once a tcp endpoint requires CURVE
   std::vector<std::string> events;
   std::string host = host_name();
   bool stopping = false;
@@ -267,6 +277,7 @@ struct Server::Impl {
     const fs::path dir = o.keys_dir.empty() ? keys_dir(o.home) : o.keys_dir;
     bool created = false;
     const CurveKeyPair keys = load_or_create_keypair(dir, KeyRole::server, &created);
+    server_keys = keys;
     const fs::path authorized = dir / "authorized_keys";
     const size_t clients = read_authorized_keys(authorized).size();  // a malformed file stops the start here
     zap = std::make_unique<ZapHandler>(context, authorized);
@@ -276,7 +287,7 @@ struct Server::Impl {
       s->set(zmq::sockopt::handshake_ivl, static_cast<int>(kTcpHandshakeMs));
       s->set(zmq::sockopt::curve_server, true);
       s->set(zmq::sockopt::curve_secretkey, keys.secret_key);
-      s->set(zmq::sockopt::zap_domain, ZapHandler::kDomain);
+      s->set(zmq::sockopt::zap_domain, s == &pub ? ZapHandler::kEventsDomain : ZapHandler::kDomain);
     }
     log_info(cat("CURVE server key ", created ? "created in " : "from ",
                  secret_key_path(dir, KeyRole::server).string(), "; public key ", keys.public_key,
@@ -584,12 +595,102 @@ struct Server::Impl {
     }
   }
 
-  void control(WorkerEntry& w, const std::string& action) {
-    if (w.identity.empty()) return;
+  void control(const std::string& identity, int64_t job_id, const std::string& action) {
+    if (identity.empty()) return;
     Message m;
     m.type = MessageType::control;
-    m.header = {{"job", w.job_id}, {"action", action}};
-    protocol::send(router, {w.identity}, m);
+    m.header = {{"job", job_id}, {"action", action}};
+    protocol::send(router, {identity}, m);
+  }
+  void control(WorkerEntry& w, const std::string& action) { control(w.identity, w.job_id, action); }
+
+  // --- Live links of Slurm workers (remote_link.h) ---
+
+  // Throws unless workers of `profile` can connect back: a tcp endpoint (so CURVE and ZAP are running) on the
+  // port of the profile's server_endpoint.
+  void check_link(const ClusterProfile& profile) {
+    const int port =
+        check_tcp_endpoint(profile.server_endpoint, cat(profile.file.string(), ": key 'server_endpoint'"));
+    std::string tcp;
+    for (const auto& ep : o.listen) {
+      if (!starts_with(ep, "tcp://")) continue;
+      if (std::atoi(ep.c_str() + ep.rfind(':') + 1) == port && zap) return;
+      tcp += cat(tcp.empty() ? "" : ", ", ep);
+    }
+    throw Error(
+        ErrorCode::unsupported, profile.file.string(),
+        tcp.empty()
+            ? std::string("key 'report': \"tcp\" needs a server that listens on tcp (mugv serve "
+                          "--listen tcp://HOST:PORT); this one listens on none")
+            : cat("key 'server_endpoint': port ", port, " is not one this server listens on (", tcp, ")"));
+  }
+
+  void admit_remote(int64_t job_id, const RemoteLinkGrant& grant) {
+    if (!zap || !server_keys)
+      throw Error(ErrorCode::unsupported, cat("job ", job_id), "this server listens on no tcp endpoint");
+    close_remote(job_id);  // a new submission's grant replaces the last one's
+    zap->admit(grant.worker.public_key, job_id);
+    remote_workers[job_id] = RemoteWorker{grant.token, grant.worker.public_key, ""};
+  }
+
+  RemoteLinkGrant open_remote(int64_t job_id, const ClusterProfile& profile) {
+    check_link(profile);
+    RemoteLinkGrant grant = make_remote_link_grant(profile.server_endpoint, server_keys->public_key);
+    admit_remote(job_id, grant);
+    return grant;
+  }
+
+  void close_remote(int64_t job_id) {
+    auto it = remote_workers.find(job_id);
+    if (it == remote_workers.end()) return;
+    if (zap) zap->forget(it->second.public_key);
+    if (!it->second.identity.empty()) {
+      peers.erase(it->second.identity);
+      worker_jobs.erase(it->second.identity);
+    }
+    remote_workers.erase(it);
+  }
+
+  // The job's remote worker when it is connected.
+  RemoteWorker* linked_remote(int64_t job_id) {
+    auto it = remote_workers.find(job_id);
+    return it == remote_workers.end() || it->second.identity.empty() ? nullptr : &it->second;
+  }
+
+  static bool shows_token(const Message& m, const std::string& token) {
+    const auto it = m.header.find("token");
+    return it != m.header.end() && it->is_string() && secrets_equal(it->get<std::string>(), token);
+  }
+
+  // A remote worker's hello, or its heartbeat on a new connection (a server restarted while it ran).
+  void bind_remote(const std::string& identity, int64_t job_id, RemoteWorker& r) {
+    if (!r.identity.empty() && r.identity != identity) {
+      peers.erase(r.identity);
+      worker_jobs.erase(r.identity);
+    }
+    r.identity = identity;
+    peers[identity] = "remote-worker";
+    worker_jobs[identity] = job_id;
+    log_info(cat("job ", job_id, ": its Slurm worker is linked over tcp"));
+  }
+
+  // What a linked Slurm worker sends: heartbeats and previews. Progress, metrics, logs and the result travel
+  // in its events file, the durable record the Slurm executor reads, so they are not taken twice from here.
+  void handle_remote_worker(const std::string& identity, const Message& m) {
+    const auto bound = worker_jobs.find(identity);
+    if (bound == worker_jobs.end()) return;
+    const int64_t job_id = bound->second;
+    auto it = remote_workers.find(job_id);
+    if (it == remote_workers.end()) return;  // the job has left Slurm
+    if (it->second.identity != identity || m.header.value("job", int64_t(0)) != job_id) {
+      refuse_worker(identity, job_id);
+      return;
+    }
+    if (m.type == MessageType::preview) {
+      nlohmann::json payload = m.header;
+      payload["type"] = "preview";
+      publish_event(job_id, "preview", payload, m.blobs);
+    }
   }
 
   WorkerEntry* worker_of(int64_t job_id) {
@@ -774,19 +875,28 @@ struct Server::Impl {
     return protocol::make_ok({{"job", to_json(job)}, {"cancelling", true}});
   }
 
+  // Where a control for the job goes: its local worker, or its Slurm worker's live link; "" when neither is
+  // connected. A Slurm job without a link cannot be controlled beyond scancel, which the error says.
+  std::string control_identity(const Job& job) {
+    if (WorkerEntry* w = worker_of(job.id)) return w->identity;
+    if (!is_slurm_job(job)) return {};
+    if (RemoteWorker* r = linked_remote(job.id)) return r->identity;
+    throw Error(
+        ErrorCode::unsupported, cat("job ", job.id),
+        "this Slurm job has no live link (its cluster profile reports through files, or its worker has "
+        "not connected yet); it can only be cancelled");
+  }
+
   Message on_pause_or_resume_job(const Message& m) {
     const auto& h = m.header;
     bool pause = m.type == MessageType::pause_job;
     Job job = job_or_throw(h["job"]);
-    if (is_slurm_job(job))
-      throw Error(ErrorCode::unsupported, cat("job ", job.id),
-                  "Slurm jobs cannot be paused; cancel and retry instead");
-    WorkerEntry* w = worker_of(job.id);
-    if (!w || job.state != (pause ? JobState::running : JobState::paused))
+    const std::string identity = control_identity(job);
+    if (identity.empty() || job.state != (pause ? JobState::running : JobState::paused))
       throw Error(ErrorCode::conflict, cat("job ", job.id),
                   cat("is ", to_string(job.state), "; only a ", pause ? "running" : "paused", " job can be ",
                       pause ? "paused" : "resumed"));
-    control(*w, pause ? "pause" : "resume");
+    control(identity, job.id, pause ? "pause" : "resume");
     return protocol::make_ok(
         {{"job", to_json(transition(job.id, pause ? JobState::paused : JobState::running))}});
   }
@@ -1123,11 +1233,11 @@ struct Server::Impl {
   Message on_sample_or_save_now(const Message& m) {
     const auto& h = m.header;
     Job job = job_or_throw(h["job"]);
-    WorkerEntry* w = worker_of(job.id);
-    if (!w || job.kind != JobKind::train)
+    const std::string identity = job.kind == JobKind::train ? control_identity(job) : std::string();
+    if (identity.empty())
       throw Error(ErrorCode::conflict, cat("job ", job.id),
                   "only a running training job can sample or save now");
-    control(*w, m.type == MessageType::sample_now ? "sample_now" : "save_now");
+    control(identity, job.id, m.type == MessageType::sample_now ? "sample_now" : "save_now");
     return protocol::make_ok({{"job", job.id}});
   }
 
@@ -1255,6 +1365,11 @@ struct Server::Impl {
     if (role == "worker") {
       int64_t job_id = m.header.value("job", int64_t(0));
       WorkerEntry* w = worker_of(job_id);
+      if (auto remote = remote_workers.find(job_id); !w && remote != remote_workers.end()) {
+        if (!shows_token(m, remote->second.token)) return refuse_worker(identity, job_id);
+        bind_remote(identity, job_id, remote->second);
+        return send_welcome(identity);
+      }
       if (!w) {
         protocol::send(router, {identity},
                        protocol::make_error("not_found", cat("job ", job_id, " is not running here")));
@@ -1274,6 +1389,10 @@ struct Server::Impl {
       }
     }
     peers[identity] = role;
+    send_welcome(identity);
+  }
+
+  void send_welcome(const std::string& identity) {
     Message welcome;
     welcome.type = MessageType::welcome;
     welcome.header = {{"protocol", protocol::kVersion},
@@ -1291,12 +1410,27 @@ struct Server::Impl {
       return;
     }
     Message& m = std::get<Message>(in.content);
+    // A connection made with a Slurm worker's key speaks for that one job's worker and nothing else.
+    if (const int64_t keyed_job = ZapHandler::job_of_user_id(in.user_id);
+        keyed_job > 0 &&
+        (protocol::is_client_request(m.type) || m.header.value("job", int64_t(0)) != keyed_job ||
+         (m.type == MessageType::hello && m.header.value("role", "") != "worker"))) {
+      protocol::send(
+          router, in.envelope,
+          protocol::make_error("forbidden", cat("this connection may only report for job ", keyed_job)));
+      return;
+    }
     if (m.type == MessageType::hello) return on_hello(identity, m);
     auto peer = peers.find(identity);
     if (peer == peers.end()) {
       // A worker that outlived a server restart reconnects and resumes heartbeats: adopt it once it
       // shows the token of the job's current attempt.
       const int64_t job_id = m.header.value("job", int64_t(0));
+      if (auto remote = remote_workers.find(job_id);
+          m.type == MessageType::heartbeat && remote != remote_workers.end() && !workers.count(job_id)) {
+        if (!shows_token(m, remote->second.token)) return refuse_worker(identity, job_id);
+        return bind_remote(identity, job_id, remote->second);
+      }
       WorkerEntry* w = m.type == MessageType::heartbeat ? worker_of(job_id) : nullptr;
       // The token is the proof, the connection only a route: a worker whose connection was remade (a new
       // identity) is bound again. Without a token (an older server's worker) only a first binding is taken.
@@ -1312,6 +1446,7 @@ struct Server::Impl {
       }
     }
     if (peers[identity] == "worker") return handle_worker(identity, m);
+    if (peers[identity] == "remote-worker") return handle_remote_worker(identity, m);
     if (!protocol::is_client_request(m.type)) {
       protocol::send(router, in.envelope,
                      protocol::make_error("protocol", cat(to_string(m.type), " is not a client request")));
@@ -1372,6 +1507,10 @@ void Server::run(const CancelToken& stop) {
     s.publish_state(job);
     return job;
   };
+  hooks.check_link = [&s](const ClusterProfile& p) { s.check_link(p); };
+  hooks.open_link = [&s](int64_t job, const ClusterProfile& p) { return s.open_remote(job, p); };
+  hooks.readmit_link = [&s](int64_t job, const RemoteLinkGrant& g) { s.admit_remote(job, g); };
+  hooks.close_link = [&s](int64_t job) { s.close_remote(job); };
   s.slurm =
       std::make_unique<SlurmExecutor>(*s.catalog, s.o.home, s.o.worker_executable, s.o.plan_shards, hooks);
   s.bind();

@@ -205,6 +205,7 @@ struct SlurmExecutor::Impl {
     fs::path dir;
     int array = 0;
     std::string slurm_id;  // empty while sbatch runs
+    bool linked = false;   // a live link was granted (close_link when the job leaves)
     bool cancel_requested = false, cancel_sent = false, busy = false, query_warned = false;
     Clock::time_point next_query{};
     int misses = 0;
@@ -280,10 +281,12 @@ struct SlurmExecutor::Impl {
   }
 
   void check_fits(const ClusterProfile& p, const SlurmRequest& r) const {
-    if (p.report == ReportMode::tcp)
-      throw Error(
-          ErrorCode::unsupported, p.file.string(),
-          "key 'report': \"tcp\" is not available in this server yet; use \"files\" (docs/SERVICE.md)");
+    if (p.report == ReportMode::tcp) {
+      if (!hooks.check_link || !hooks.open_link)
+        throw Error(ErrorCode::unsupported, p.file.string(),
+                    "key 'report': this server takes no live links; use \"files\"");
+      hooks.check_link(p);
+    }
     const int nodes = r.nodes ? r.nodes : p.nodes,
               tasks = r.tasks_per_node ? r.tasks_per_node : p.tasks_per_node;
     if (r.array > 0 && nodes * tasks > 1)
@@ -300,6 +303,15 @@ struct SlurmExecutor::Impl {
       throw Error(ErrorCode::internal, "shard plan",
                   cat(p.task_values.size(), " task(s) planned for ", shards, " shards"));
     return p;
+  }
+
+  // Stops tracking a job; its live link, if any, is closed.
+  void forget(int64_t job_id) {
+    auto it = tracked.find(job_id);
+    if (it == tracked.end()) return;
+    const bool linked = it->second.linked;
+    tracked.erase(it);
+    if (linked && hooks.close_link) hooks.close_link(job_id);
   }
 
   Tracked* find(int64_t job_id) {
@@ -342,6 +354,14 @@ struct SlurmExecutor::Impl {
                              {"values", job.params.value("values", nlohmann::json::object())},
                              {"positional", job.params.value("positional", nlohmann::json::array())}};
       if (req.array > 0) file["array"] = plan(to_string(job.kind), job.params, req.array, dir).task_values;
+      // A live link for this submission only: a retry gets a new key and token, which fences off the
+      // workers of earlier ones.
+      fs::remove(remote_link_file(dir), ec);
+      const bool link = p.report == ReportMode::tcp && req.array == 0;
+      if (link) {
+        write_remote_link_file(remote_link_file(dir), hooks.open_link(job.id, p));
+        file["link"] = true;
+      }
       write_json_atomic(dir / "job.json", file);
 
       SlurmJob sj;
@@ -367,6 +387,7 @@ struct SlurmExecutor::Impl {
       t.profile = p;
       t.dir = dir;
       t.array = req.array;
+      t.linked = link;
       make_tails(t);
       tracked[job.id] = std::move(t);
       note(job.id, cat("submitting to Slurm (cluster ", p.name, ", ", sj.nodes, " node(s) x ",
@@ -374,6 +395,7 @@ struct SlurmExecutor::Impl {
                        req.array ? cat(", array of ", req.array) : std::string(), "): ", script.string()));
       submit(job.id, p, script, req.array);
     } catch (const Error& e) {
+      if (!find(job.id) && hooks.close_link) hooks.close_link(job.id);  // a grant made before the failure
       fail(job.id, e.code(), e.what());
     }
   }
@@ -435,7 +457,7 @@ struct SlurmExecutor::Impl {
   void fail(int64_t job_id, ErrorCode code, const std::string& message) {
     Tracked* t = find(job_id);
     const bool cancelled = t && t->cancel_requested;
-    tracked.erase(job_id);
+    forget(job_id);
     auto job = get_job(catalog, job_id);
     if (!job || is_terminal(job->state)) return;
     JobStateChange c;
@@ -531,7 +553,7 @@ struct SlurmExecutor::Impl {
     if (o.kind == Overall::Kind::pending) return;
     auto job = get_job(catalog, job_id);
     if (!job || is_terminal(job->state)) {
-      tracked.erase(job_id);
+      forget(job_id);
       return;
     }
     if (job->state == JobState::starting &&
@@ -547,6 +569,9 @@ struct SlurmExecutor::Impl {
   void finish(Tracked& t, const Overall& o) {
     read_events(t, false);
     const int64_t job_id = t.job_id;
+    // A job paused over its live link can still end (a time limit, scancel): a paused job ends as running.
+    if (auto job = get_job(catalog, job_id); job && job->state == JobState::paused)
+      hooks.transition(job_id, JobState::running, {});
     JobStateChange c;
     const std::string code_text = o.deciding.s.exit_code;
     if (!code_text.empty()) c.exit_code = std::atoi(code_text.c_str());
@@ -574,7 +599,7 @@ struct SlurmExecutor::Impl {
       c.error_message = message;
       hooks.transition(job_id, JobState::failed, c);
     }
-    tracked.erase(job_id);
+    forget(job_id);
   }
 
   // Every task of an array succeeded: queue the job that brings the shards together.
@@ -689,6 +714,16 @@ struct SlurmExecutor::Impl {
     t.array = submission->value("array", 0);
     t.last_metrics_step = last_metrics_step;
     t.next_query = Clock::now();
+    std::error_code ec;
+    if (fs::exists(remote_link_file(t.dir), ec) && hooks.readmit_link) {
+      try {
+        hooks.readmit_link(job.id, read_remote_link_file(remote_link_file(t.dir)));
+        t.linked = true;
+      } catch (const Error& e) {
+        note(job.id, cat("its worker's live link cannot be taken back (", e.what(), "); files only"),
+             "warning");
+      }
+    }
     make_tails(t);
     read_events(t, true);
     tracked[job.id] = std::move(t);

@@ -15,7 +15,10 @@
 // (arrays: slurm-<id>_<task>.out), and events.jsonl (arrays: task-<i>/events.jsonl) which the worker
 // (`mugv-worker --job-file job.json --report-dir DIR`) appends to and poll() tails into the server's events.
 // Every rank of a multi-rank job runs the command (srun starts one worker per rank; the command finds its
-// rank in Slurm's environment); rank 0 reports.
+// rank in Slurm's environment); rank 0 reports. A profile with report = "tcp" adds a live link: the folder
+// also holds link.json (mode 0600, remote_link.h), job.json says "link": true, and rank 0 connects back to
+// the server with it for previews and controls (not for array tasks, which report through files alone).
+// A paused job that Slurm ends is resumed in the catalog first (paused -> running -> its end).
 //
 // The Slurm job id is stored in the catalog as a "slurm" event of the job ({slurm_job, cluster, dir, attempt,
 // array}), so a restarted server re-attaches to jobs still in Slurm (reattach()) instead of interrupting
@@ -29,6 +32,7 @@
 #include "catalog/catalog.h"
 #include "catalog/jobs.h"
 #include "service/cluster_profiles.h"
+#include "service/remote_link.h"
 
 #include <nlohmann/json.hpp>
 
@@ -73,6 +77,14 @@ class SlurmExecutor {
     std::function<Job(int64_t job, JobState to, const JobStateChange& change)> transition;
     std::function<void(int64_t job, const std::string& subtopic, nlohmann::json payload)> publish;
     std::function<Job(Job job)> enqueue;
+    // Live links (profiles with report = "tcp"; remote_link.h), all optional (without them such profiles
+    // are refused). check_link throws Error naming the profile file and key when this server cannot take
+    // its workers' connections; open_link makes the grant for a job's new submission and admits its worker;
+    // readmit_link admits a stored grant again (a restarted server); close_link forgets the job's worker.
+    std::function<void(const ClusterProfile& profile)> check_link;
+    std::function<RemoteLinkGrant(int64_t job, const ClusterProfile& profile)> open_link;
+    std::function<void(int64_t job, const RemoteLinkGrant& grant)> readmit_link;
+    std::function<void(int64_t job)> close_link;
   };
 
   // `catalog` must outlive the executor.

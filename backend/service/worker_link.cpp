@@ -46,6 +46,15 @@ struct WorkerLink::Impl {
     return m;
   }
 
+  // Wakes every 100 ms as well: a cancellation can come from a signal handler (a Slurm worker's SIGTERM sets
+  // the shared token), which cannot notify the condition variable.
+  void wait_while_paused() {
+    std::unique_lock<std::mutex> lock(mutex);
+    while (!changed.wait_for(lock, std::chrono::milliseconds(100),
+                             [&] { return !paused || cancel.cancel_requested() || stop; })) {
+    }
+  }
+
   void post(Message m) {
     std::lock_guard<std::mutex> lock(mutex);
     outbox.push_back(std::move(m));
@@ -100,16 +109,19 @@ struct WorkerLink::Impl {
   }
 };
 
-WorkerLink::WorkerLink(const std::string& endpoint, int64_t job_id, std::chrono::milliseconds timeout)
+WorkerLink::WorkerLink(const std::string& endpoint, int64_t job_id, std::chrono::milliseconds timeout,
+                       WorkerLinkSecrets secrets)
     : impl_(std::make_unique<Impl>()) {
   Impl& s = *impl_;
   s.endpoint = endpoint;
   s.job_id = job_id;
-  if (const char* token = std::getenv(kWorkerTokenEnv)) {
+  s.token = std::move(secrets.token);
+  if (const char* token = std::getenv(kWorkerTokenEnv); token && s.token.empty()) {
     s.token = token;
     ::unsetenv(kWorkerTokenEnv);  // the job's own child processes (ffmpeg, srun) have no use for it
   }
   protocol::apply_common_options(s.socket);
+  protocol::apply_curve_client(s.socket, endpoint, secrets.curve);
   s.socket.set(zmq::sockopt::linger, 2000);  // let the last reports (job_finished) reach the server
   s.socket.connect(endpoint);
   Message hello;
@@ -161,9 +173,12 @@ ProgressFn WorkerLink::progress_fn() {
                                             {"unit", p.unit},
                                             {"detail", p.detail.substr(0, 2000)}}));
     }
-    std::unique_lock<std::mutex> lock(s.mutex);
-    s.changed.wait(lock, [&] { return !s.paused || s.cancel.cancel_requested() || s.stop; });
+    s.wait_while_paused();
   };
+}
+
+ProgressFn WorkerLink::pause_gate() {
+  return [this](const Progress&) { impl_->wait_while_paused(); };
 }
 
 LogSink WorkerLink::log_sink(LogSink previous) {

@@ -10,22 +10,31 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "media/frame.h"
+#include "service/curve_keys.h"
 #include "service/protocol.h"
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace mugv {
 
+// How a worker proves itself. A local worker's token comes from its environment; a Slurm worker with a live
+// link (remote_link.h) brings its token and the CURVE keys of a tcp endpoint.
+struct WorkerLinkSecrets {
+  std::string token;                     // empty: kWorkerTokenEnv (removed from the environment once read)
+  std::optional<CurveClientKeys> curve;  // for a tcp:// endpoint
+};
+
 class WorkerLink {
  public:
-  // Connects and says hello with the job's worker token (kWorkerTokenEnv, which is then removed from the
-  // environment); throws Error(timeout) naming the endpoint when no welcome arrives in `timeout`,
-  // Error(protocol) with the server's words when it refuses.
+  // Connects and says hello with the job's worker token; throws Error(timeout) naming the endpoint when no
+  // welcome arrives in `timeout`, Error(protocol) with the server's words when it refuses.
   WorkerLink(const std::string& endpoint, int64_t job_id,
-             std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+             std::chrono::milliseconds timeout = std::chrono::milliseconds(10000),
+             WorkerLinkSecrets secrets = {});
   ~WorkerLink();
   WorkerLink(const WorkerLink&) = delete;
   WorkerLink& operator=(const WorkerLink&) = delete;
@@ -33,6 +42,9 @@ class WorkerLink {
   const CancelToken& cancel_token() const;
   // Reports progress (at most ~10 per second, and always the last one) and is the pause gate.
   ProgressFn progress_fn();
+  // The pause gate alone, for a worker that reports its progress elsewhere (a Slurm worker's events file):
+  // blocks while the job is paused, returns at once when it is cancelled.
+  ProgressFn pause_gate();
   // Forwards log lines to the server (and to the previous sink, i.e. the job's log file).
   LogSink log_sink(LogSink previous);
   void metrics(int64_t step, const nlohmann::json& values);

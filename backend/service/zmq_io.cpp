@@ -14,6 +14,15 @@ void apply_common_options(zmq::socket_t& socket) {
   socket.set(zmq::sockopt::linger, 0);
 }
 
+void apply_curve_client(zmq::socket_t& socket, const std::string& endpoint,
+                        const std::optional<CurveClientKeys>& curve) {
+  if (!curve || !starts_with(endpoint, "tcp://")) return;
+  check_z85_key(curve->server_public_key, "server key");
+  socket.set(zmq::sockopt::curve_serverkey, curve->server_public_key);
+  socket.set(zmq::sockopt::curve_publickey, curve->client.public_key);
+  socket.set(zmq::sockopt::curve_secretkey, curve->client.secret_key);
+}
+
 std::optional<Incoming> receive(zmq::socket_t& socket, size_t envelope_frames,
                                 std::chrono::milliseconds timeout) {
   zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
@@ -28,6 +37,9 @@ std::optional<Incoming> receive(zmq::socket_t& socket, size_t envelope_frames,
   std::vector<zmq::message_t> parts;
   if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) return std::nullopt;
   Incoming in;
+  // The frames read from the wire carry the connection's metadata; a ROUTER's identity frame does not.
+  if (!parts.empty())
+    if (const char* user = zmq_msg_gets(parts.back().handle(), "User-Id")) in.user_id = user;
   size_t i = 0;
   for (; i < envelope_frames && i < parts.size(); ++i) in.envelope.push_back(parts[i].to_string());
   std::vector<std::string_view> frames;

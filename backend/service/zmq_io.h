@@ -2,6 +2,7 @@
 // Sending and receiving protocol messages on ZeroMQ sockets. Envelope frames (the peer identity that a
 // ROUTER adds) are kept apart from the message frames. Sockets are not thread-safe: use each from one thread.
 
+#include "service/curve_keys.h"
 #include "service/protocol.h"
 
 #include <zmq.hpp>
@@ -16,6 +17,9 @@ namespace mugv::protocol {
 
 struct Incoming {
   std::vector<std::string> envelope;  // identity frames (ROUTER sockets), empty otherwise
+  // The connection's "User-Id" as the ZAP handler set it (zap_handler.h); empty where no ZAP handler was
+  // asked (ipc).
+  std::string user_id;
   std::variant<Message, ProtocolError> content;
 };
 
@@ -30,6 +34,11 @@ void publish(zmq::socket_t& socket, const std::string& topic, const Message& mes
 // Socket options every MUG-V socket uses: a receive size limit (oversized messages are dropped by ZeroMQ
 // before they are read) and no lingering on close.
 void apply_common_options(zmq::socket_t& socket);
+
+// The CURVE client options for a socket about to connect to `endpoint`: nothing for an ipc endpoint or
+// without keys; Error(invalid_argument) for a malformed server key.
+void apply_curve_client(zmq::socket_t& socket, const std::string& endpoint,
+                        const std::optional<CurveClientKeys>& curve);
 
 // The PUB endpoint that goes with a request endpoint: ipc://X.sock -> ipc://X.events.sock,
 // tcp://host:P -> tcp://host:P+1.

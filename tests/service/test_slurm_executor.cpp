@@ -9,10 +9,13 @@
 #include "core/error.h"
 #include "core/paths.h"
 #include "core/process.h"
+#include "core/shell_quote.h"
 #include "core/strings.h"
 #include "service/client.h"
 #include "service/cluster_profiles.h"
+#include "service/curve_keys.h"
 #include "service/file_reports.h"
+#include "service/remote_link.h"
 #include "service/slurm_executor.h"
 #include "support/slurm_fixture.h"
 #include "support/test_support.h"
@@ -102,13 +105,15 @@ TEST_CASE("cluster profiles read every key with defaults and errors that name th
                 "name = \"full\"\npartition = \"gpu,gpu2\"\naccount = \"vision\"\ntime = "
                 "\"4:00:00\"\ngpus_per_node = 8\n"
                 "cpus_per_task = 16\nnodes = 2\ntasks_per_node = 8\nsetup_lines = [\"module load cuda\"]\n"
-                "shared_dir = \"/shared/mugv\"\nssh_host = \"me@login1\"\nreport = \"tcp\"\n");
+                "shared_dir = \"/shared/mugv\"\nssh_host = \"me@login1\"\nreport = \"tcp\"\n"
+                "server_endpoint = \"tcp://login1:7555\"\n");
   p = find_cluster_profile(home.path(), "full");
   CHECK(p.partition == "gpu,gpu2");
   CHECK(p.gpus_per_node == 8);
   CHECK(p.tasks_per_node == 8);
   CHECK(p.shared_dir == "/shared/mugv");
   CHECK(p.report == ReportMode::tcp);
+  CHECK(p.server_endpoint == "tcp://login1:7555");
   CHECK(p.command_prefix() == std::vector<std::string>{"ssh", "-o", "BatchMode=yes", "me@login1"});
 
   auto error_for = [&](const std::string& text) {
@@ -126,6 +131,16 @@ TEST_CASE("cluster profiles read every key with defaults and errors that name th
   CHECK(error_for("shared_dir = \"relative\"\n").find("absolute") != std::string::npos);
   CHECK(error_for("report = \"carrier-pigeon\"\n").find("'report'") != std::string::npos);
   CHECK(error_for("name = \"other\"\n").find("differs") != std::string::npos);
+  // A live link needs the server's endpoint as the nodes reach it, and the endpoint means nothing without
+  // one.
+  CHECK(error_for("report = \"tcp\"\n").find("'server_endpoint'") != std::string::npos);
+  CHECK(error_for("server_endpoint = \"tcp://login1:7555\"\n").find("only used with report") !=
+        std::string::npos);
+  e = error_for("report = \"tcp\"\nserver_endpoint = \"ipc:///tmp/x.sock\"\n");
+  CHECK(e.find("'server_endpoint'") != std::string::npos);
+  CHECK(e.find("tcp://HOST:PORT") != std::string::npos);
+  CHECK(error_for("report = \"tcp\"\nserver_endpoint = \"tcp://login1:99999\"\n").find("tcp://HOST:PORT") !=
+        std::string::npos);
 
   // A missing or ill-named profile says which exist; the listing keeps the good ones and names the bad one.
   e = test::expect_error([&] { (void)find_cluster_profile(home.path(), "nosuch"); }).what();
@@ -136,6 +151,54 @@ TEST_CASE("cluster profiles read every key with defaults and errors that name th
   CHECK(listing.profiles.size() == 2);
   REQUIRE(listing.problems.size() == 1);
   CHECK(listing.problems[0].first.filename() == "bad.toml");
+}
+
+TEST_CASE("a live link's file keeps its secrets private and names what is wrong with it", "[service][unit]") {
+  TempDir dir;
+  const RemoteLinkGrant grant =
+      make_remote_link_grant("tcp://login1:7555", generate_curve_keypair().public_key);
+  CHECK(grant.token.size() == 64);
+  CHECK(grant.worker.public_key == curve_public_key(grant.worker.secret_key));
+  const fs::path file = remote_link_file(dir.path());
+  write_remote_link_file(file, grant);
+  CHECK((fs::status(file).permissions() & (fs::perms::group_all | fs::perms::others_all)) == fs::perms::none);
+  const RemoteLinkGrant back = read_remote_link_file(file);
+  CHECK(back.endpoint == grant.endpoint);
+  CHECK(back.server_public_key == grant.server_public_key);
+  CHECK(back.worker.secret_key == grant.worker.secret_key);
+  CHECK(back.worker.public_key == grant.worker.public_key);
+  CHECK(back.token == grant.token);
+  // A fresh grant is fresh: another key, another token.
+  const RemoteLinkGrant next = make_remote_link_grant(grant.endpoint, grant.server_public_key);
+  CHECK(next.token != grant.token);
+  CHECK(next.worker.public_key != grant.worker.public_key);
+
+  fs::permissions(file, fs::perms::group_read, fs::perm_options::add);
+  Error e = test::expect_error([&] { (void)read_remote_link_file(file); });
+  CHECK(e.code() == ErrorCode::forbidden);
+  CHECK(e.subject() == file.string());
+  auto damaged = [&](nlohmann::json j) {
+    write_text_atomic(file, j.dump());
+    fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write);
+    return test::expect_error([&] { (void)read_remote_link_file(file); });
+  };
+  nlohmann::json good = {{"endpoint", grant.endpoint},
+                         {"server_public_key", grant.server_public_key},
+                         {"worker_secret_key", grant.worker.secret_key},
+                         {"token", grant.token}};
+  nlohmann::json j = good;
+  j.erase("token");
+  CHECK(std::string(damaged(j).what()).find("'token'") != std::string::npos);
+  j = good;
+  j["worker_secret_key"] = "not a key";
+  e = damaged(j);
+  CHECK(e.code() == ErrorCode::format);
+  CHECK(std::string(e.what()).find("worker_secret_key") != std::string::npos);
+  j = good;
+  j["endpoint"] = "ipc:///tmp/x.sock";
+  CHECK(std::string(damaged(j).what()).find("tcp://HOST:PORT") != std::string::npos);
+  CHECK(test::expect_error([&] { (void)read_remote_link_file(dir / "none.json"); }).code() ==
+        ErrorCode::not_found);
 }
 
 TEST_CASE("what a job's params ask of the Slurm executor", "[service][unit]") {
@@ -433,4 +496,189 @@ TEST_CASE("a Slurm job that depends on another reaches Slurm only once that one 
   CHECK(job_of(client, second)["job"]["started_at_ms"].get<int64_t>() >=
         job_of(client, first)["job"]["finished_at_ms"].get<int64_t>());
   CHECK(event_payload(client, second, "slurm"));
+}
+
+namespace {
+
+// The highest "done" of the job's progress events that arrive within `window`.
+int64_t progress_seen(EventSubscriber& events, int64_t id, std::chrono::milliseconds window) {
+  int64_t done = -1;
+  const auto until = std::chrono::steady_clock::now() + window;
+  while (std::chrono::steady_clock::now() < until)
+    if (auto e = events.next(100ms))
+      if (e->header.value("job", int64_t(0)) == id && e->header.value("type", "") == "progress")
+        done = std::max(done, e->header.value("done", int64_t(0)));
+  return done;
+}
+
+// Sends pause (or resume) until the job's worker is linked and the request is taken; the error of the last
+// try when it never is.
+std::string control_when_linked(Client& c, int64_t id, MessageType type, std::chrono::seconds timeout = 60s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string last;
+  while (std::chrono::steady_clock::now() < deadline) {
+    try {
+      c.request(type, {{"job", id}});
+      return {};
+    } catch (const Error& e) {
+      last = e.what();
+    }
+    std::this_thread::sleep_for(200ms);
+  }
+  return last;
+}
+
+}  // namespace
+
+TEST_CASE("a Slurm job with a live link is paused and resumed and sends previews and its key serves it alone",
+          "[service][slurm]") {
+  LoopbackCluster cluster;
+  if (cluster.conf.empty()) {
+    WARN("skipped: " << cluster.skip_reason);
+    return;
+  }
+  TempDir home;
+  const int port = test::free_tcp_port_pair();
+  const std::string tcp = cat("tcp://127.0.0.1:", port), ipc = "ipc://" + (home / "sock" / "s.sock").string();
+  write_profile(home.path(), "live",
+                cat(kLoopbackProfile, "report = \"tcp\"\nserver_endpoint = \"", tcp, "\"\n"));
+  write_profile(
+      home.path(), "elsewhere",
+      cat(kLoopbackProfile, "report = \"tcp\"\nserver_endpoint = \"tcp://127.0.0.1:", port + 7, "\"\n"));
+  const std::string mugv = (test::binary_dir() / "bin" / "mugv").string();
+  ::setenv("MUGV_HOME", home.path().c_str(), 1);
+  // With LibTorch, a tiny DiT run to generate from on the cluster (its denoising previews come over the
+  // link).
+  const bool torch = run_process({mugv, "generate", "--help"}, 30s).exit_code == 0;
+  if (torch) {
+    auto run_ok = [&](std::vector<std::string> args) {
+      args.insert(args.begin(), mugv);
+      const ProcessResult r = run_process(args, 180s);
+      INFO(shell_join(args) << "\n" << r.err);
+      REQUIRE(r.exit_code == 0);
+    };
+    run_ok({"make-dataset", "shapes", "--out", (home / "shapes").string(), "--count", "4", "--size", "32",
+            "--frames", "9"});
+    run_ok({"dataset", "import", (home / "shapes").string(), "--name", "shapes"});
+    run_ok({"train-vae", "--preset", "tiny", "--dataset", "shapes", "--run", "vae0", "--steps", "2",
+            "--batch", "2", "--size", "32x32", "--frames", "9", "--heldout-clips", "1"});
+    run_ok({"encode", "--dataset", "shapes", "--vae-run", "vae0"});
+    run_ok({"train", "--preset", "tiny", "--dataset", "shapes", "--vae-run", "vae0", "--run", "dit0",
+            "--steps", "2", "--batch", "2"});
+  } else {
+    WARN("this build has no LibTorch commands: previews over the link are not exercised");
+  }
+
+  ServeProcess serve(home.path(), {"--listen", ipc, "--listen", tcp});
+  Client client = serve.connect();
+  const std::string server_key = read_keypair(home / "keys" / "server.key").public_key;
+
+  // A profile whose endpoint is not one this server listens on is refused at submission, naming the port.
+  const std::string refused =
+      test::expect_error([&] {
+        (void)submit(client, "make_dataset", on_slurm(make_dataset_params(home / "x", 2), "elsewhere"));
+      }).what();
+  CHECK(refused.find("elsewhere.toml") != std::string::npos);
+  CHECK(refused.find(cat("port ", port + 7)) != std::string::npos);
+
+  EventSubscriber events(client.events_endpoints().front(), {"job/"});
+  std::this_thread::sleep_for(300ms);
+
+  // Pause and resume reach the worker on its node: progress stops while paused and goes on after.
+  const int64_t id =
+      submit(client, "make_dataset", on_slurm(make_dataset_params(home / "big", 20000), "live"));
+  REQUIRE(wait_for(client, id, "running", 60s) == "running");
+  const std::string paused = control_when_linked(client, id, MessageType::pause_job);
+  INFO(describe(client, id) << "\nserver log:\n" << serve.log());
+  REQUIRE(paused.empty());
+  CHECK(job_of(client, id)["job"]["state"] == "paused");
+  const fs::path link_file = remote_link_file(home / "slurm-jobs" / std::to_string(id));
+  CHECK((fs::status(link_file).permissions() & (fs::perms::group_all | fs::perms::others_all)) ==
+        fs::perms::none);
+  const int64_t before = progress_seen(events, id, 1500ms);  // what was on its way when the pause landed
+  const int64_t during = progress_seen(events, id, 2000ms);
+  CHECK(during <= before);  // nothing new while paused (-1: no event at all)
+  CHECK(job_of(client, id)["job"]["state"] == "paused");
+
+  // The worker's key is good for reporting on this job and nothing else: as a client it is turned away.
+  const RemoteLinkGrant grant = read_remote_link_file(link_file);
+  const CurveClientKeys worker_keys{server_key, grant.worker};
+  const std::string as_client = test::expect_error([&] { Client c(tcp, 3000ms, worker_keys); }).what();
+  CHECK(as_client.find(cat("may only report for job ", id)) != std::string::npos);
+  {
+    // Nor may it read the server's events, every job's logs and previews among them.
+    EventSubscriber eavesdropper(cat("tcp://127.0.0.1:", port + 1), {"job/"}, worker_keys);
+    CHECK(test::wait_until(
+        [&] { return serve.log().find(cat("rejected the worker key of job ", id)) != std::string::npos; },
+        5000ms));
+    CHECK_FALSE(eavesdropper.next(1000ms));
+  }
+
+  client.request(MessageType::resume_job, {{"job", id}});
+  CHECK(job_of(client, id)["job"]["state"] == "running");
+  CHECK(progress_seen(events, id, 3000ms) > std::max<int64_t>(before, 0));
+
+  // A paused job is cancelled through Slurm like any other; its key is forgotten once it has left.
+  REQUIRE(control_when_linked(client, id, MessageType::pause_job).empty());
+  client.request(MessageType::cancel_job, {{"job", id}});
+  CHECK(wait_for(client, id, "cancelled", 60s) == "cancelled");
+  const std::string forgotten = test::expect_error([&] { Client c(tcp, 3000ms, worker_keys); }).what();
+  CHECK(forgotten.find("did not accept this client's key") != std::string::npos);
+
+  if (!torch) return;
+  // A generation on the cluster: its denoising previews reach subscribers live, frames and all.
+  nlohmann::json params = {{"command", {"generate"}},
+                           {"values",
+                            {{"generate.run", "dit0"},
+                             {"generate.prompt", "a red circle moving left on a black background"},
+                             {"generate.out", (home / "live.mp4").string()},
+                             {"generate.frames", 9},
+                             {"generate.size", "32x32"},
+                             {"generate.steps", 4},
+                             {"generate.seed", 1}}}};
+  const int64_t gen = submit(client, "generate", on_slurm(params, "live"));
+  const std::string final_state = wait_for(client, gen, "succeeded", 180s);
+  INFO(describe(client, gen) << "\nserver log:\n" << serve.log());
+  REQUIRE(final_state == "succeeded");
+  int previews = 0;
+  while (auto e = events.next(500ms)) {
+    if (e->header.value("job", int64_t(0)) != gen || e->header.value("type", "") != "preview") continue;
+    ++previews;
+    const int64_t w = e->header["width"], h = e->header["height"];
+    REQUIRE_FALSE(e->blobs.empty());
+    CHECK(static_cast<int64_t>(e->blobs[0].size()) == w * h * 3);
+  }
+  CHECK(previews >= 1);
+  CHECK(fs::exists(home / "live.mp4"));
+}
+
+TEST_CASE("a restarted server takes back the live link of a Slurm job it follows again", "[service][slurm]") {
+  LoopbackCluster cluster;
+  if (cluster.conf.empty()) {
+    WARN("skipped: " << cluster.skip_reason);
+    return;
+  }
+  TempDir home;
+  const std::string tcp = cat("tcp://127.0.0.1:", test::free_tcp_port_pair()),
+                    ipc = "ipc://" + (home / "sock" / "s.sock").string();
+  write_profile(home.path(), "live",
+                cat(kLoopbackProfile, "report = \"tcp\"\nserver_endpoint = \"", tcp, "\"\n"));
+  int64_t id = 0;
+  {
+    ServeProcess serve(home.path(), {"--listen", ipc, "--listen", tcp});
+    Client client = serve.connect();
+    id = submit(client, "make_dataset", on_slurm(make_dataset_params(home / "big", 20000), "live"));
+    REQUIRE(wait_for(client, id, "running", 60s) == "running");
+    REQUIRE(control_when_linked(client, id, MessageType::pause_job).empty());
+    client.request(MessageType::resume_job, {{"job", id}});
+  }
+  ServeProcess again(home.path(), {"--listen", ipc, "--listen", tcp});
+  Client client = again.connect();
+  // The worker's link reconnects by itself; the new server knows its key and token from link.json.
+  const std::string paused = control_when_linked(client, id, MessageType::pause_job, 30s);
+  INFO(describe(client, id) << "\nserver log:\n" << again.log());
+  CHECK(paused.empty());
+  CHECK(job_of(client, id)["job"]["state"] == "paused");
+  client.request(MessageType::cancel_job, {{"job", id}});
+  CHECK(wait_for(client, id, "cancelled", 60s) == "cancelled");
 }
