@@ -58,10 +58,7 @@ std::vector<std::string> train_args(const std::string& run) {
 TEST_CASE("mugv train --slurm trains on two Slurm nodes and its state and logs come back",
           "[slurm][parallel]") {
   LoopbackCluster cluster;
-  if (cluster.conf.empty()) {
-    WARN("skipped: " << cluster.skip_reason);
-    return;
-  }
+  if (!cluster.ready()) return;
   test::MicroHome home(6);
 
   ProcessResult submitted = run_mugv(train_args("on-slurm"));
@@ -105,10 +102,7 @@ TEST_CASE("mugv train --slurm trains on two Slurm nodes and its state and logs c
 
 TEST_CASE("a submission Slurm refuses shows Slurm's own message", "[slurm][parallel]") {
   LoopbackCluster cluster;
-  if (cluster.conf.empty()) {
-    WARN("skipped: " << cluster.skip_reason);
-    return;
-  }
+  if (!cluster.ready()) return;
   test::MicroHome home(4);
   auto args = train_args("refused");
   args.insert(args.end(), {"--partition", "nosuch"});
@@ -127,10 +121,7 @@ TEST_CASE("a submission Slurm refuses shows Slurm's own message", "[slurm][paral
 TEST_CASE("a training job submitted to the server runs on two Slurm nodes through the Slurm executor",
           "[slurm][parallel]") {
   LoopbackCluster cluster;
-  if (cluster.conf.empty()) {
-    WARN("skipped: " << cluster.skip_reason);
-    return;
-  }
+  if (!cluster.ready()) return;
   test::MicroHome home(6);
   fs::create_directories(cluster_profiles_dir(home.path()));
   std::ofstream(cluster_profiles_dir(home.path()) / "loopback.toml")

@@ -259,10 +259,7 @@ TEST_CASE("file reports: whole lines reach the reader while partial lines wait a
 TEST_CASE("jobs on a Slurm cluster profile report states and events and logs and Slurm refusals and cancels",
           "[service][slurm]") {
   LoopbackCluster cluster;
-  if (cluster.conf.empty()) {
-    WARN("skipped: " << cluster.skip_reason);
-    return;
-  }
+  if (!cluster.ready()) return;
   TempDir home;
   write_profile(home.path(), "loopback", kLoopbackProfile);
   write_profile(home.path(), "nopartition", "partition = \"nosuch\"\n");
@@ -373,10 +370,7 @@ TEST_CASE("jobs on a Slurm cluster profile report states and events and logs and
 TEST_CASE("sharded curation on Slurm runs an array of 2 tasks and then merges the shards",
           "[service][slurm]") {
   LoopbackCluster cluster;
-  if (cluster.conf.empty()) {
-    WARN("skipped: " << cluster.skip_reason);
-    return;
-  }
+  if (!cluster.ready()) return;
   TempDir home;
   write_profile(home.path(), "loopback", kLoopbackProfile);
   const std::string mugv = (test::binary_dir() / "bin" / "mugv").string();
@@ -430,10 +424,7 @@ TEST_CASE("sharded curation on Slurm runs an array of 2 tasks and then merges th
 TEST_CASE("a restarted server follows its Slurm jobs again instead of interrupting them",
           "[service][slurm]") {
   LoopbackCluster cluster;
-  if (cluster.conf.empty()) {
-    WARN("skipped: " << cluster.skip_reason);
-    return;
-  }
+  if (!cluster.ready()) return;
   TempDir home;
   write_profile(home.path(), "loopback", kLoopbackProfile);
   int64_t id = 0;
@@ -462,10 +453,7 @@ TEST_CASE("a restarted server follows its Slurm jobs again instead of interrupti
 TEST_CASE("a Slurm job that depends on another reaches Slurm only once that one succeeded",
           "[service][slurm]") {
   LoopbackCluster cluster;
-  if (cluster.conf.empty()) {
-    WARN("skipped: " << cluster.skip_reason);
-    return;
-  }
+  if (!cluster.ready()) return;
   TempDir home;
   write_profile(home.path(), "loopback", kLoopbackProfile);
   ServeProcess serve(home.path());
@@ -533,10 +521,7 @@ std::string control_when_linked(Client& c, int64_t id, MessageType type, std::ch
 TEST_CASE("a Slurm job with a live link is paused and resumed and sends previews and its key serves it alone",
           "[service][slurm]") {
   LoopbackCluster cluster;
-  if (cluster.conf.empty()) {
-    WARN("skipped: " << cluster.skip_reason);
-    return;
-  }
+  if (!cluster.ready()) return;
   TempDir home;
   const int port = test::free_tcp_port_pair();
   const std::string tcp = cat("tcp://127.0.0.1:", port), ipc = "ipc://" + (home / "sock" / "s.sock").string();
@@ -654,10 +639,7 @@ TEST_CASE("a Slurm job with a live link is paused and resumed and sends previews
 
 TEST_CASE("a restarted server takes back the live link of a Slurm job it follows again", "[service][slurm]") {
   LoopbackCluster cluster;
-  if (cluster.conf.empty()) {
-    WARN("skipped: " << cluster.skip_reason);
-    return;
-  }
+  if (!cluster.ready()) return;
   TempDir home;
   const std::string tcp = cat("tcp://127.0.0.1:", test::free_tcp_port_pair()),
                     ipc = "ipc://" + (home / "sock" / "s.sock").string();

@@ -47,6 +47,11 @@ struct LoopbackCluster {
     conf = trim(r.out);
     ::setenv("SLURM_CONF", conf.c_str(), 1);
   }
+  // True when the cluster runs; otherwise false, with the reason as a warning (the caller returns: skipped).
+  bool ready() const {
+    if (conf.empty()) WARN("skipped: " << skip_reason);
+    return !conf.empty();
+  }
   ~LoopbackCluster() {
     if (!conf.empty()) (void)run_process({slurm_cluster_script().string(), "stop", dir.path().string()}, 30s);
     ::unsetenv("SLURM_CONF");
