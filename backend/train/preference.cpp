@@ -49,52 +49,82 @@ std::optional<TrainObjective> train_objective_from_string(std::string_view name)
 
 PreferenceLoss dpo_loss(const torch::Tensor& policy_winner, const torch::Tensor& policy_loser,
                         const torch::Tensor& reference_winner, const torch::Tensor& reference_loser,
-                        double beta, double sft_weight) {
+                        double beta, double sft_weight, const SumOverRanks& sum_over_ranks) {
   check_errors(policy_winner, policy_loser, "dpo");
   check_errors(policy_winner, reference_winner, "dpo");
   check_errors(policy_winner, reference_loser, "dpo");
   check_weights(beta, sft_weight);
   const auto delta = (policy_winner - reference_winner.detach()) - (policy_loser - reference_loser.detach());
-  PreferenceLoss out;
-  out.loss = -torch::nn::functional::logsigmoid(-0.5 * beta * delta).mean();
-  if (sft_weight > 0) {  // built only when asked for: the default keeps the plain loss and no extra sync
-    const auto sft = policy_winner.mean();
-    out.loss = out.loss + sft_weight * sft;
-    out.sft = sft.item<double>();
-  }
+  const auto terms = -torch::nn::functional::logsigmoid(-0.5 * beta * delta);
+  // The whole batch's pair count and statistics in one sum over the ranks.
   const auto d = delta.detach().to(torch::kFloat64);
-  out.accuracy = (d < 0).to(torch::kFloat64).mean().item<double>();
-  out.margin = -d.mean().item<double>();
+  const bool anchored = sft_weight > 0;  // the anchor's term is built only when asked for
+  const auto f64 = d.options();
+  auto stats =
+      torch::stack({torch::full({}, double(d.size(0)), f64), terms.detach().to(torch::kFloat64).sum(),
+                    (d < 0).to(torch::kFloat64).sum(), -d.sum(),
+                    anchored ? policy_winner.detach().to(torch::kFloat64).sum() : torch::zeros({}, f64)})
+          .cpu();
+  if (sum_over_ranks) sum_over_ranks(stats);
+  const auto st = stats.accessor<double, 1>();
+  const double pairs = std::max(1.0, st[0]);
+  PreferenceLoss out;
+  out.loss = terms.sum() / pairs;
+  out.value = st[1] / pairs;
+  if (anchored) {
+    out.loss = out.loss + sft_weight * (policy_winner.sum() / pairs);
+    out.sft = st[4] / pairs;
+    out.value += sft_weight * out.sft;
+  }
+  out.accuracy = st[2] / pairs;
+  out.margin = st[3] / pairs;
   return out;
 }
 
 PreferenceLoss kto_loss(const torch::Tensor& policy, const torch::Tensor& reference,
                         const torch::Tensor& desirable, double beta, double sft_weight,
-                        double desirable_weight, double undesirable_weight) {
+                        double desirable_weight, double undesirable_weight,
+                        const SumOverRanks& sum_over_ranks) {
   check_errors(policy, reference, "kto");
   check_weights(beta, sft_weight);
   if (desirable.dim() != 1 || desirable.size(0) != policy.size(0) || desirable.scalar_type() != torch::kBool)
     throw Error(ErrorCode::invalid_argument, "kto", "desirable must be a [B] bool tensor");
   const auto reward = reference.detach() - policy;
-  const auto z = torch::clamp_min(reward.detach().mean(), 0.0);
+  const auto r = reward.detach().to(torch::kFloat64);
+  const auto good_mask = desirable.to(r.device()), bad_mask = good_mask.logical_not();
+  auto sum_of = [](const torch::Tensor& t) { return t.to(torch::kFloat64).sum(); };
+  // First sum: the item counts and the rewards' total, for z over the whole batch.
+  auto counts =
+      torch::stack({torch::full({}, double(r.size(0)), r.options()), r.sum(), sum_of(good_mask)}).cpu();
+  if (sum_over_ranks) sum_over_ranks(counts);
+  const double items = std::max(1.0, counts[0].item<double>()), desirable_items = counts[2].item<double>(),
+               undesirable_items = counts[0].item<double>() - desirable_items;
+  const double z = std::max(0.0, counts[1].item<double>() / items);
   const auto good = desirable_weight * (1 - torch::sigmoid(beta * (reward - z)));
   const auto bad = undesirable_weight * (1 - torch::sigmoid(beta * (z - reward)));
-  PreferenceLoss out;
-  out.loss = torch::where(desirable, good, bad).mean();
+  const auto terms = torch::where(desirable, good, bad);
   // Only when asked for; a batch of only undesirable items has nothing to anchor to.
-  if (sft_weight > 0 && desirable.any().item<bool>()) {
-    const auto sft = policy.masked_select(desirable).mean();
-    out.loss = out.loss + sft_weight * sft;
-    out.sft = sft.item<double>();
+  const bool anchored = sft_weight > 0 && desirable_items > 0;
+  // Second sum: the loss's parts and the statistics.
+  auto stats = torch::stack({sum_of(terms.detach()), sum_of(torch::where(good_mask, r > z, r < z)),
+                             r.masked_select(good_mask).sum(), r.masked_select(bad_mask).sum(),
+                             anchored ? sum_of(policy.detach().masked_select(desirable))
+                                      : torch::zeros({}, r.options())})
+                   .cpu();
+  if (sum_over_ranks) sum_over_ranks(stats);
+  const auto st = stats.accessor<double, 1>();
+  PreferenceLoss out;
+  out.loss = terms.sum() / items;
+  out.value = st[0] / items;
+  if (anchored) {
+    out.loss = out.loss + sft_weight * (policy.masked_select(desirable).sum() / desirable_items);
+    out.sft = st[4] / desirable_items;
+    out.value += sft_weight * out.sft;
   }
-  const auto r = reward.detach().to(torch::kFloat64);
-  const double zv = z.item<double>();
-  out.reference = zv;
-  out.accuracy = torch::where(desirable, r > zv, r < zv).to(torch::kFloat64).mean().item<double>();
-  const auto mean_of = [&](const torch::Tensor& mask) {
-    return mask.any().item<bool>() ? r.masked_select(mask).mean().item<double>() : 0.0;
-  };
-  out.margin = mean_of(desirable) - mean_of(desirable.logical_not());
+  out.reference = z;
+  out.accuracy = st[1] / items;
+  out.margin = (desirable_items > 0 ? st[2] / desirable_items : 0.0) -
+               (undesirable_items > 0 ? st[3] / undesirable_items : 0.0);
   return out;
 }
 

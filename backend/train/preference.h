@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -51,24 +52,32 @@ inline bool is_preference_objective(TrainObjective o) {
   return o == TrainObjective::dpo || o == TrainObjective::kto;
 }
 
+// Sums a small float64 CPU tensor over the data-parallel ranks in place (empty: one process). The losses
+// below then give each rank its part of the whole batch's loss, so that the ranks' gradients summed (as the
+// gradient sync does) are the gradient of the whole batch's loss, and every statistic is the whole batch's.
+using SumOverRanks = std::function<void(torch::Tensor&)>;
+
 struct PreferenceLoss {
-  torch::Tensor loss;    // scalar, with gradient
+  torch::Tensor loss;    // scalar, with gradient: this rank's part of the batch's loss
+  double value = 0;      // the whole batch's loss (every rank's parts together)
   double accuracy = 0;   // DPO: pairs with Δ < 0; KTO: items whose reward is on their label's side of z
   double margin = 0;     // DPO: mean −Δ; KTO: mean r of desirable minus mean r of undesirable items
   double reference = 0;  // KTO: z
   double sft = 0;  // the λ-weighted term's flow error (winners / desirable items), before λ; 0 when λ = 0
 };
 
-// Per-sample errors [B] (policy with gradient, reference without). Throws Error(invalid_argument) for
-// shapes that differ, beta <= 0 or sft_weight < 0.
+// Per-sample errors [B] of this rank's items (policy with gradient, reference without). Throws
+// Error(invalid_argument) for shapes that differ, beta <= 0 or sft_weight < 0. DPO sums over the ranks once a
+// step, KTO twice (its reference point z is the whole batch's).
 [[nodiscard]] PreferenceLoss dpo_loss(const torch::Tensor& policy_winner, const torch::Tensor& policy_loser,
                                       const torch::Tensor& reference_winner,
                                       const torch::Tensor& reference_loser, double beta,
-                                      double sft_weight = 0.0);
+                                      double sft_weight = 0.0, const SumOverRanks& sum_over_ranks = {});
 // `desirable` [B] bool. A batch of only desirable (or only undesirable) items is fine.
 [[nodiscard]] PreferenceLoss kto_loss(const torch::Tensor& policy, const torch::Tensor& reference,
                                       const torch::Tensor& desirable, double beta, double sft_weight = 0.0,
-                                      double desirable_weight = 1.0, double undesirable_weight = 1.0);
+                                      double desirable_weight = 1.0, double undesirable_weight = 1.0,
+                                      const SumOverRanks& sum_over_ranks = {});
 
 // The latent file `mugv generate` keeps beside a video: "latent" F32 [C, T, H, W] (normalised, what the DiT
 // denoised) with metadata prompt, latent_space (the VAE run, or the released model's latent space), fps,

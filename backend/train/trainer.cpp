@@ -107,10 +107,12 @@ void connect_ranks(Session& s) {
   const auto& o = s.options;
   s.device = choose_compute_device(o.device, s.rendezvous.local_rank);
   const int world = s.rendezvous.world_size;
-  if (world > 1 && is_preference_objective(s.objective))
-    throw Error(
-        ErrorCode::usage, "--objective",
-        cat(to_string(s.objective), " post-training runs in one process (start it without mugv launch)"));
+  // The frozen reference runs whole on every rank: post-training splits the batch, not the model.
+  if (world > 1 && is_preference_objective(s.objective) && o.tp * o.cp * o.pp != 1)
+    throw Error(ErrorCode::usage, "--objective",
+                cat(to_string(s.objective),
+                    " post-training runs data parallel (and ZeRO-1) only; give --tp, --cp "
+                    "and --pp 1"));
   if (world == 1) {
     if (o.tp != 1 || o.cp != 1 || o.pp != 1)
       throw Error(ErrorCode::invalid_argument, cat("--tp ", o.tp, " --cp ", o.cp, " --pp ", o.pp),
@@ -803,9 +805,15 @@ PreferenceLoss preference_step_loss(Session& s, const StepData& batch, int64_t s
   FlowOptions plain = o.flow;
   plain.p_first_frame = 0;
   plain.p_caption_dropout = 0;
+  // Noise from per-sample seeds by the items' places in the whole batch, so a rank's part of the batch draws
+  // what one process would for the same items.
   auto flow_of = [&](const torch::Tensor& x0) {
-    return to_device(make_flow_batch(x0.contiguous(), o.seed, step, batch.height, batch.width, plain, 0),
-                     s.device);
+    return to_device(
+        make_flow_batch(x0.contiguous(), o.seed, step, batch.height, batch.width, plain, batch.first),
+        s.device);
+  };
+  const SumOverRanks sum_over_ranks = [&s](torch::Tensor& t) {
+    if (s.groups && s.layout().dp > 1) s.groups->all_reduce_sum(GroupKind::data, t);
   };
   auto errors = [&](DiTBundleImpl& model, TextFeatureCache* cache, const FlowBatch& fb,
                     const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& rates) {
@@ -825,7 +833,7 @@ PreferenceLoss preference_step_loss(Session& s, const StepData& batch, int64_t s
       reference = errors(*s.reference, nullptr, both, ids2, mask2, fps2);
     }
     return dpo_loss(policy.narrow(0, 0, n), policy.narrow(0, n, n), reference.narrow(0, 0, n),
-                    reference.narrow(0, n, n), o.preference_beta, o.preference_sft_weight);
+                    reference.narrow(0, n, n), o.preference_beta, o.preference_sft_weight, sum_over_ranks);
   }
   const FlowBatch fb = flow_of(batch.latents);
   std::vector<uint8_t> desirable;
@@ -837,7 +845,8 @@ PreferenceLoss preference_step_loss(Session& s, const StepData& batch, int64_t s
     torch::NoGradGuard no_grad;
     reference = errors(*s.reference, nullptr, fb, ids_t, mask_t, fps);
   }
-  return kto_loss(policy, reference, labels, o.preference_beta, o.preference_sft_weight);
+  return kto_loss(policy, reference, labels, o.preference_beta, o.preference_sft_weight, 1.0, 1.0,
+                  sum_over_ranks);
 }
 
 // Flags every rank must agree on before acting (cancel, save now, sample now): summed over the world.
@@ -883,7 +892,7 @@ ForwardBackward forward_backward(Session& s, const StepData& batch, int64_t step
   if (is_preference_objective(s.objective)) {
     const PreferenceLoss preference = preference_step_loss(s, batch, step, ids_t, mask_t, fps);
     loss = preference.loss;
-    out.loss = loss.item<double>();
+    out.loss = preference.value;
     out.objective_metrics = {{"accuracy", preference.accuracy}, {"margin", preference.margin}};
     if (s.options.preference_sft_weight > 0) out.objective_metrics["sft"] = preference.sft;
     if (s.objective == TrainObjective::kto) out.objective_metrics["reference_point"] = preference.reference;
@@ -1308,6 +1317,12 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
     store_run_data(s);
   });
   if (!s.tokenizer) s.tokenizer = Tokenizer::from_file(s.paths.tokenizer());  // the other ranks read rank 0's
+  if (!s.leader() && is_preference_objective(s.objective)) {
+    // Every rank trains on what rank 0 stored, even if labels changed while the ranks were starting.
+    auto data = read_preference_data(preference_dir(s));
+    s.clips = std::move(data.clips);
+    s.preference_items = std::move(data.items);
+  }
 
   build_model(s);
   int64_t trainable = 0;
