@@ -893,6 +893,14 @@ TEST_CASE("post-training stages: SFT needs a clip filter, DPO and KTO a run to s
   dpo.preference_beta = 1000;
   dpo.clip_filter = "decision=keep";
   CHECK(validate(dpo).find("clip") != std::string::npos);
+  dpo.clip_filter.clear();
+  // On a cluster DPO splits the batch over the ranks, with ZeRO-1 if asked; splitting the model is refused.
+  dpo.slurm_nodes = 2;
+  dpo.tasks_per_node = 4;
+  dpo.zero = 1;
+  CHECK(validate(dpo).empty());
+  dpo.tp = 2;
+  CHECK(validate(dpo).rfind("layout: DPO and KTO", 0) == 0);
   TrainForm kto = plain;
   kto.objective = "kto";
   CHECK(validate(kto) == "KTO: choose the run to post-train");

@@ -107,8 +107,9 @@ std::string validate(const TrainForm& f) {
   if (f.offload != "none" && f.offload != "blocks") return "layout: offload is none or blocks";
   if (f.offload == "blocks" && f.lora.empty())
     return "layout: block swap keeps a frozen base in host memory; it needs LoRA adapters";
-  if (f.learns_from_labels() && (f.slurm_nodes > 0 || f.pp > 1 || f.micro_batches > 1))
-    return "layout: DPO and KTO run in one process, one batch per step (no cluster, stages or micro-batches)";
+  if (f.learns_from_labels() && (f.tp * f.cp > 1 || f.pp > 1 || f.micro_batches > 1))
+    return "layout: DPO and KTO split the batch over the ranks, not the model (data parallel and ZeRO-1; no "
+           "tensor, context or pipeline parallel, one batch per step)";
   if (f.slurm_nodes == 0 && f.tp * f.cp > 1)
     return "layout: tensor and context parallel need several ranks; train on a GPU cluster";
   if (f.slurm_nodes == 0 && f.pp > 1)
