@@ -209,7 +209,9 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
           c.value("time", "").empty() ? "-" : c.value("time", "").c_str(), c.value("nodes", 1),
           c.value("tasks_per_node", 1), c.value("gpus_per_node", 0),
           c.value("ssh_host", "").empty() ? "" : (", via ssh " + c.value("ssh_host", "")).c_str(),
-          c.value("report", "files") == "files" ? "" : (", reports " + c.value("report", "")).c_str());
+          c.value("report", "files") == "files"
+              ? ""
+              : (", live link via " + c.value("server_endpoint", "")).c_str());
     for (const auto& p : reply["problems"])
       std::printf("unusable: %s\n", p["error"].get<std::string>().c_str());
     return 0;

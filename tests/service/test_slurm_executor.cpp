@@ -557,6 +557,9 @@ TEST_CASE("a Slurm job with a live link is paused and resumed and sends previews
   ServeProcess serve(home.path(), {"--listen", ipc, "--listen", tcp});
   Client client = serve.connect();
   const std::string server_key = read_keypair(home / "keys" / "server.key").public_key;
+  const ProcessResult listed = run_process({mugv, "--server", ipc, "clusters"}, 30s);
+  INFO(listed.err);
+  CHECK(listed.out.find(cat("live link via ", tcp)) != std::string::npos);
 
   // A profile whose endpoint is not one this server listens on is refused at submission, naming the port.
   const std::string refused =
@@ -580,7 +583,7 @@ TEST_CASE("a Slurm job with a live link is paused and resumed and sends previews
   const fs::path link_file = remote_link_file(home / "slurm-jobs" / std::to_string(id));
   CHECK((fs::status(link_file).permissions() & (fs::perms::group_all | fs::perms::others_all)) ==
         fs::perms::none);
-  const int64_t before = progress_seen(events, id, 1500ms);  // what was on its way when the pause landed
+  const int64_t before = progress_seen(events, id, 2500ms);  // what was on its way when the pause landed
   const int64_t during = progress_seen(events, id, 2000ms);
   CHECK(during <= before);  // nothing new while paused (-1: no event at all)
   CHECK(job_of(client, id)["job"]["state"] == "paused");
