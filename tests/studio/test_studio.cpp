@@ -769,6 +769,52 @@ TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one be
   CHECK(validate(single).find("several ranks") != std::string::npos);
 }
 
+TEST_CASE("the new-run dialog offers the server's cluster profiles and a run on one goes to its Slurm executor",
+          "[studio]") {
+  app();
+  test::TempDir tmp("mugv-studio");
+  std::filesystem::create_directories(tmp.path() / "clusters");
+  std::ofstream(tmp.path() / "clusters" / "gpu.toml") << "partition = \"a100\"\ngpus_per_node = 4\n";
+  StudioOptions options;
+  options.home = QString::fromStdString(tmp.path().string());
+  options.mugv_binary = mugv_binary();
+  options.offer_starter = false;
+  MainWindow window(options);
+  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  NewRunDialog dialog(window.link());
+  REQUIRE(QTest::qWaitFor([&] { return dialog.cluster()->count() == 2; }, 10000));
+  CHECK(dialog.cluster()->itemText(1).contains("gpu"));
+  CHECK(dialog.cluster()->itemText(1).contains("a100"));
+  CHECK_FALSE(dialog.cluster()->isEnabled());  // this machine: no Slurm
+  dialog.where()->setCurrentIndex(dialog.where()->findData(static_cast<int>(TrainWhere::cluster)));
+  CHECK(dialog.cluster()->isEnabled());
+  dialog.cluster()->setCurrentIndex(1);
+  CHECK(dialog.gpus_per_node()->value() == 4);  // the profile's nodes plan the layouts
+  dialog.gpus()->setValue(8);
+  const TrainForm form = dialog.form();
+  CHECK(form.cluster == "gpu");
+  CHECK(form.slurm_nodes == 2);
+  CHECK(form.tasks_per_node == 4);
+  const JobRequest job = train_job(form);
+  CHECK(job.params["executor"] == "slurm");
+  CHECK(job.params["cluster"] == "gpu");
+  CHECK(job.params["nodes"] == 2);
+  CHECK(job.params["tasks_per_node"] == 4);
+  CHECK_FALSE(job.params["values"].contains("slurm.submit"));  // the executor submits it, not the worker
+  // The first entry keeps `train --slurm`.
+  dialog.cluster()->setCurrentIndex(0);
+  CHECK(dialog.form().cluster.empty());
+  CHECK(train_job(dialog.form()).params["values"]["slurm.submit"] == true);
+  // A profile without cluster nodes is a form that cannot be.
+  TrainForm stray;
+  stray.run = "r";
+  stray.dataset = "shapes";
+  stray.vae_run = "vae0";
+  REQUIRE(validate(stray).empty());
+  stray.cluster = "gpu";
+  CHECK(validate(stray).rfind("Slurm:", 0) == 0);
+}
+
 TEST_CASE(
     "pipeline layouts in the new-run dialog: the chosen one fills --pp, --pp-schedule, --pp-virtual and "
     "--micro-batches",

@@ -110,6 +110,8 @@ std::string validate(const TrainForm& f) {
   if (f.learns_from_labels() && (f.tp * f.cp > 1 || f.pp > 1 || f.micro_batches > 1))
     return "layout: DPO and KTO split the batch over the ranks, not the model (data parallel and ZeRO-1; no "
            "tensor, context or pipeline parallel, one batch per step)";
+  if (!f.cluster.empty() && f.slurm_nodes == 0)
+    return "Slurm: a cluster profile takes runs on the GPU cluster; choose where the run trains";
   if (f.slurm_nodes == 0 && f.tp * f.cp > 1)
     return "layout: tensor and context parallel need several ranks; train on a GPU cluster";
   if (f.slurm_nodes == 0 && f.pp > 1)
@@ -156,14 +158,22 @@ JobRequest train_job(const TrainForm& f) {
   values["train.pp_schedule"] = f.pp_schedule;
   values["train.pp_virtual"] = f.pp_virtual;
   values["train.micro_batches"] = f.micro_batches;
-  if (f.slurm_nodes > 0) {
+  if (f.slurm_nodes > 0 && f.cluster.empty()) {
     // The job submits the run to Slurm (sbatch + srun) and ends; the ranks find each other through Slurm.
     values["slurm.submit"] = true;
     values["slurm.nodes"] = f.slurm_nodes;
     values["slurm.tasks_per_node"] = f.tasks_per_node;
     values["slurm.gpus_per_node"] = f.tasks_per_node;
   }
-  return make_job("train", {"train"}, values);
+  JobRequest job = make_job("train", {"train"}, values);
+  if (f.slurm_nodes > 0 && !f.cluster.empty()) {
+    // The server's Slurm executor runs the job on the profile's cluster and follows it to its end.
+    job.params["executor"] = "slurm";
+    job.params["cluster"] = f.cluster;
+    job.params["nodes"] = f.slurm_nodes;
+    job.params["tasks_per_node"] = f.tasks_per_node;
+  }
+  return job;
 }
 
 std::string validate_grow(const std::string& run, const std::string& out, int width) {

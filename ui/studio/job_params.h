@@ -61,9 +61,11 @@ struct TrainForm {
   int pp = 1;
   std::string pp_schedule = "1f1b";
   int pp_virtual = 2, micro_batches = 0;
-  // 0: train in the server's own worker (one rank); N: `train --slurm` on N nodes of `tasks_per_node` ranks,
-  // one GPU each.
+  // 0: train in the server's own worker (one rank); N: on N nodes of `tasks_per_node` ranks, one GPU each,
+  // through the server's cluster profile `cluster` (its Slurm executor: params executor, cluster, nodes,
+  // tasks_per_node), or with `cluster` empty through `train --slurm` (sbatch from the server's worker).
   int slurm_nodes = 0, tasks_per_node = 1;
+  std::string cluster;
   // The stage: "flow" trains on the dataset; "sft" is the same on the dataset's clips matching `clip_filter`
   // (a catalog filter such as "decision=keep,aesthetic>=5,tag=hq"); "dpo" (preferred pairs) and "kto"
   // (good / bad generations) post-train the `from` run against its frozen self on labelled generations

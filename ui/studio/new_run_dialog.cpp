@@ -162,6 +162,12 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   where_->addItem("GPU cluster (Slurm)", static_cast<int>(TrainWhere::cluster));
   where_->setToolTip(
       "Where the run trains: in the server's worker on its CPU, or submitted with `train --slurm`");
+  cluster_ = new QComboBox(this);
+  cluster_->addItem("sbatch from the server (train --slurm)", QString());
+  cluster_->setToolTip(
+      "How the run reaches Slurm: submitted by the server's worker, which ends once Slurm has it, or through "
+      "one of the server's cluster profiles, whose executor follows the run (its state, logs and metrics; "
+      "with a live link also previews, pause and sample / save now)");
   gpus_ = spin(this, 1, 65536, 8, "GPUs in the run");
   gpus_per_node_ = spin(this, 1, 64, 8, "GPUs per node (tensor parallel stays inside a node)");
   memory_ = new QDoubleSpinBox(this);
@@ -236,6 +242,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   form->addRow("Clip frames", frames_);
   form->addRow("Clip size", size_);
   form->addRow("Where", where_);
+  form->addRow("Slurm", cluster_);
   form->addRow("GPUs", gpus_);
   form->addRow("GPUs per node", gpus_per_node_);
   form->addRow("Memory per device", memory_);
@@ -268,6 +275,12 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
     connect(s, &QSpinBox::valueChanged, this, again);
   for (auto* s : {memory_, peak_}) connect(s, &QDoubleSpinBox::valueChanged, this, again);
   connect(where_, &QComboBox::currentIndexChanged, this, [this] { on_where_changed(); });
+  connect(cluster_, &QComboBox::currentIndexChanged, this, [this] {
+    // A profile that says its nodes' GPUs plans with them.
+    if (const int per_node = cluster_->currentData(Qt::UserRole + 1).toInt(); per_node > 0)
+      gpus_per_node_->setValue(per_node);
+    update();
+  });
   connect(layouts_, &QTableWidget::itemSelectionChanged, this, [this] {
     if (!updating_) update();
   });
@@ -323,6 +336,21 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
     self->updating_ = false;
     self->runs_known_ = true;
     self->offer_latent_steps(true);
+  });
+  link.call(MessageType::list_clusters, {}, [self](const nlohmann::json& r) {
+    if (!self) return;
+    for (const auto& c : r.value("clusters", nlohmann::json::array())) {
+      const QString name = QString::fromStdString(c.value("name", std::string()));
+      if (name.isEmpty()) continue;
+      QString label = QString("profile %1").arg(name);
+      if (const std::string partition = c.value("partition", std::string()); !partition.empty())
+        label += QString(", partition %1").arg(QString::fromStdString(partition));
+      if (const int per_node = c.value("gpus_per_node", 0); per_node > 0)
+        label += QString(", %1 GPUs per node").arg(per_node);
+      if (c.value("report", std::string("files")) == "tcp") label += ", live link";
+      self->cluster_->addItem(label, name);
+      self->cluster_->setItemData(self->cluster_->count() - 1, c.value("gpus_per_node", 0), Qt::UserRole + 1);
+    }
   });
   link.call(MessageType::list_models, {}, [self](const nlohmann::json& r) {
     if (!self) return;
@@ -478,6 +506,7 @@ void NewRunDialog::on_where_changed() {
   updating_ = true;  // one plan for the whole change, not one per field
   gpus_->setEnabled(cluster);
   gpus_per_node_->setEnabled(cluster);
+  cluster_->setEnabled(cluster);
   gpus_->setValue(d.gpus);
   gpus_per_node_->setValue(d.gpus_per_node);
   memory_->setValue(d.memory_gb);
@@ -602,6 +631,7 @@ TrainForm NewRunDialog::form() const {
     const int gpus = gpus_->value(), per_node = gpus_per_node_->value();
     f.tasks_per_node = std::min(gpus, per_node);
     f.slurm_nodes = (gpus + f.tasks_per_node - 1) / f.tasks_per_node;
+    f.cluster = cluster_->currentData().toString().toStdString();
   }
   return f;
 }
