@@ -158,11 +158,7 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   if (!torch) WARN("this build has no LibTorch commands: training and generation are not exercised");
   prepare_home(home, torch);
 
-  StudioOptions options;
-  options.home = home;
-  options.mugv_binary = mugv_binary();
-  options.offer_starter = false;
-  MainWindow window(options);
+  MainWindow window(StudioOnRunsPage::options_for(home));
   window.show();
   REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
 
@@ -570,11 +566,7 @@ TEST_CASE(
                       "vae",
                       {{"grown_from", {{"run", "demo"}, {"step", 400}, {"width", 2}}}}});
 
-  StudioOptions options;
-  options.home = home;
-  options.mugv_binary = mugv_binary();
-  options.offer_starter = false;
-  MainWindow window(options);
+  MainWindow window(StudioOnRunsPage::options_for(home));
   window.show();
   REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
   window.show_page(Page::label);
@@ -769,17 +761,14 @@ TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one be
   CHECK(validate(single).find("several ranks") != std::string::npos);
 }
 
-TEST_CASE("the new-run dialog offers the server's cluster profiles and a run on one goes to its Slurm executor",
-          "[studio]") {
+TEST_CASE(
+    "the new-run dialog offers the server's cluster profiles and a run on one goes to its Slurm executor",
+    "[studio]") {
   app();
   test::TempDir tmp("mugv-studio");
   std::filesystem::create_directories(tmp.path() / "clusters");
   std::ofstream(tmp.path() / "clusters" / "gpu.toml") << "partition = \"a100\"\ngpus_per_node = 4\n";
-  StudioOptions options;
-  options.home = QString::fromStdString(tmp.path().string());
-  options.mugv_binary = mugv_binary();
-  options.offer_starter = false;
-  MainWindow window(options);
+  MainWindow window(StudioOnRunsPage::options_for(QString::fromStdString(tmp.path().string())));
   REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
   NewRunDialog dialog(window.link());
   REQUIRE(QTest::qWaitFor([&] { return dialog.cluster()->count() == 2; }, 10000));
@@ -1157,11 +1146,7 @@ TEST_CASE("the Generate page takes its bounds and defaults from the server's gen
     return;
   }
   test::TempDir tmp("mugv-studio");
-  StudioOptions options;
-  options.home = QString::fromStdString(tmp.path().string());
-  options.mugv_binary = mugv_binary();
-  options.offer_starter = false;
-  MainWindow window(options);
+  MainWindow window(StudioOnRunsPage::options_for(QString::fromStdString(tmp.path().string())));
   REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
   GeneratePage* generate = window.generate_page();
   // What `mugv generate --help` states: steps 1..1000 (default 25), CFG from 0 with no upper bound (the page
