@@ -779,6 +779,9 @@ TEST_CASE(
   CHECK(dialog.cluster()->isEnabled());
   dialog.cluster()->setCurrentIndex(1);
   CHECK(dialog.gpus_per_node()->value() == 4);  // the profile's nodes plan the layouts
+  dialog.where()->setCurrentIndex(dialog.where()->findData(static_cast<int>(TrainWhere::this_machine)));
+  dialog.where()->setCurrentIndex(dialog.where()->findData(static_cast<int>(TrainWhere::cluster)));
+  CHECK(dialog.gpus_per_node()->value() == 4);  // and keep doing so when the place changes back
   dialog.gpus()->setValue(8);
   const TrainForm form = dialog.form();
   CHECK(form.cluster == "gpu");

@@ -161,7 +161,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   where_->addItem("This machine (CPU)", static_cast<int>(TrainWhere::this_machine));
   where_->addItem("GPU cluster (Slurm)", static_cast<int>(TrainWhere::cluster));
   where_->setToolTip(
-      "Where the run trains: in the server's worker on its CPU, or submitted with `train --slurm`");
+      "Where the run trains: in the server's worker on its CPU, or on a GPU cluster through Slurm");
   cluster_ = new QComboBox(this);
   cluster_->addItem("sbatch from the server (train --slurm)", QString());
   cluster_->setToolTip(
@@ -508,7 +508,8 @@ void NewRunDialog::on_where_changed() {
   gpus_per_node_->setEnabled(cluster);
   cluster_->setEnabled(cluster);
   gpus_->setValue(d.gpus);
-  gpus_per_node_->setValue(d.gpus_per_node);
+  const int profile_per_node = cluster_->currentData(Qt::UserRole + 1).toInt();
+  gpus_per_node_->setValue(cluster && profile_per_node > 0 ? profile_per_node : d.gpus_per_node);
   memory_->setValue(d.memory_gb);
   peak_->setValue(d.peak_tflops);
   updating_ = false;
