@@ -20,8 +20,8 @@ VAE_STEPS=${MUGV_DEMO_VAE_STEPS:-3000}  # 2000 steps gave 30.3-30.5 dB on two se
 if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then NATIVE_BF16=bf16; else NATIVE_BF16=fp32; fi
 DIT_PRECISION=${MUGV_DEMO_DIT_PRECISION:-$NATIVE_BF16}
 # Muon in bf16 meets the gates from step 500-750 on (docs/BENCHMARKS.md); 1500 steps leave margin. An fp32 step
-# costs 1.4-1.6x, so fp32 stops at 1000 to stay within the 30 minutes (seed 0: held-out colour 106/106, direction
-# 105/106 in 25.8 min; docs/BENCHMARKS.md, "The fp32 path").
+# costs 1.4-1.6x, so fp32 stops at 1000 to stay within the 30 minutes (seeds 0 and 1: held-out colour 106/106,
+# direction 105-106/106 in 24.1-25.8 min; docs/BENCHMARKS.md, "The fp32 path").
 if [[ $DIT_PRECISION == bf16 ]]; then DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-1500}; else DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-1000}; fi
 export MUGV_HOME=${MUGV_HOME:-$DEMO/home}
 rm -rf "$DEMO"
