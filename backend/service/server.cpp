@@ -388,11 +388,14 @@ struct Server::Impl {
     return r;
   }
 
+  // Whether a message carries `token` (a worker's proof of the job it runs).
+  static bool shows_token(const Message& m, const std::string& token) {
+    const auto it = m.header.find("token");
+    return it != m.header.end() && it->is_string() && secrets_equal(it->get<std::string>(), token);
+  }
   // Whether a worker's message carries the token of the job's current worker.
   static bool proves(const WorkerEntry& w, const Message& m) {
-    if (w.token.empty()) return true;  // adopted from a server that issued no tokens
-    const auto it = m.header.find("token");
-    return it != m.header.end() && it->is_string() && secrets_equal(it->get<std::string>(), w.token);
+    return w.token.empty() || shows_token(m, w.token);  // empty: adopted from a server that issued no tokens
   }
 
   void refuse_worker(const std::string& identity, int64_t job_id) {
@@ -655,11 +658,6 @@ struct Server::Impl {
   RemoteWorker* linked_remote(int64_t job_id) {
     auto it = remote_workers.find(job_id);
     return it == remote_workers.end() || it->second.identity.empty() ? nullptr : &it->second;
-  }
-
-  static bool shows_token(const Message& m, const std::string& token) {
-    const auto it = m.header.find("token");
-    return it != m.header.end() && it->is_string() && secrets_equal(it->get<std::string>(), token);
   }
 
   // A remote worker's hello, or its heartbeat on a new connection (a server restarted while it ran).
