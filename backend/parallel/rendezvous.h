@@ -1,11 +1,11 @@
 #pragma once
 // Who this process is in a multi-process run and where rank 0 listens, from the launcher's environment:
-//   torchrun style  RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT (mugv launch
-//   sets these) Slurm (srun)    SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NTASKS_PER_NODE,
-//   SLURM_JOB_NODELIST, SLURM_JOB_ID;
-//                   the master is the first host of the node list (its address from `scontrol show node`
-//                   when the name does not resolve), the port MASTER_PORT or one derived from the job id.
-//   nothing         a single process: rank 0 of 1.
+// - torchrun style (mugv launch sets these): RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+//   MASTER_PORT;
+// - Slurm (srun): SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NTASKS_PER_NODE, SLURM_JOB_NODELIST,
+//   SLURM_JOB_ID; the master is the first host of the node list (its address from `scontrol show node`
+//   when the name does not resolve), the port MASTER_PORT or one derived from the job id;
+// - nothing: a single process, rank 0 of 1.
 // Torch-free.
 
 #include <functional>

@@ -3,11 +3,11 @@
 // rank-0 worker on a node needs to connect back to the server over CURVE tcp, made fresh for every
 // submission:
 //
-//   endpoint           the server's tcp request endpoint as the nodes reach it (the profile's
-//   server_endpoint) server_public_key  the server's CURVE key (Z85) worker             a key pair made for
-//   this submission alone; the server's ZAP handler accepts it as
-//                      "worker:<job>" while the job is in Slurm (zap_handler.h), and forgets it afterwards
-//   token              the proof, in the worker's hello and heartbeats, that it runs this job's submission
+// - endpoint: the server's tcp request endpoint as the nodes reach it (the profile's server_endpoint);
+// - server_public_key: the server's CURVE key (Z85);
+// - worker: a key pair made for this submission alone; the server's ZAP handler accepts it as
+//   "worker:<job>" while the job is in Slurm (zap_handler.h), and forgets it afterwards;
+// - token: the proof, in the worker's hello and heartbeats, that it runs this job's submission.
 //
 // The executor writes it before sbatch as <job folder>/link.json with mode 0600 (it holds secrets; the job
 // folder is on storage the nodes share); the worker reads it at start, and a restarted server reads it back

@@ -4,10 +4,11 @@
 // protocol messages.
 //
 // Inputs, all in the shapes the server sends (backend/service/server.cpp, job_json.cpp):
-//   apply_job_list    the `jobs` array of a list_jobs reply: the table's rows (jobs that vanished are
-//   dropped) apply_job_detail  a get_job reply: the job plus its stored events (progress, metrics) for
-//   backfill apply_logs        the `text` of a job_logs reply: the job's last lines apply_event       one
-//   `event` message from the PUB socket: state, progress, metrics, log or preview
+// - apply_job_list: the `jobs` array of a list_jobs reply, the table's rows (jobs that vanished are
+//   dropped);
+// - apply_job_detail: a get_job reply, the job plus its stored events (progress, metrics) for backfill;
+// - apply_logs: the `text` of a job_logs reply, the job's last lines;
+// - apply_event: one `event` message from the PUB socket (state, progress, metrics, log or preview).
 // Metric series only grow with the step (a metric already seen for step N is not added again), so a
 // backfill that overlaps live events does not plot a point twice. Logs and series are capped.
 //
