@@ -28,7 +28,9 @@ const char* kRemoteUsage =
     "  submit [--priority N] COMMAND ARGS...   queue a command as a job (same options as running it here)\n"
     "    [--after JOB[,JOB...]]                start it only once those jobs have succeeded\n"
     "    [--cluster NAME]                      run it on Slurm with the server's cluster profile NAME\n"
+    "                                          (default: built in, the Slurm of the server's machine)\n"
     "    [--nodes N] [--tasks-per-node K]      the Slurm job's size (default: the profile's)\n"
+    "    [--gpus-per-node G]                   GPUs per node, 0 for none (default: the profile's)\n"
     "    [--shards N]                          curate only: an array of N tasks (--shard i/N each), merged "
     "after\n"
     "  clusters [--json]                       the server's cluster profiles\n"
@@ -148,9 +150,10 @@ int positive_int(const std::string& flag, const std::string& text) {
 struct Placement {
   std::string cluster;
   int nodes = 0, tasks_per_node = 0, shards = 0;
+  std::optional<int> gpus_per_node;  // absent: the profile's
   // Takes the option at args[i] (and its value) if it is one; true when it did.
   bool take(std::vector<std::string>& args, size_t i) {
-    static const char* kFlags[] = {"--cluster", "--nodes", "--tasks-per-node", "--shards"};
+    static const char* kFlags[] = {"--cluster", "--nodes", "--tasks-per-node", "--gpus-per-node", "--shards"};
     std::string flag = args[i], value;
     bool inline_value = false;
     if (auto eq = flag.find('='); eq != std::string::npos) {
@@ -171,21 +174,26 @@ struct Placement {
       nodes = positive_int(flag, value);
     else if (flag == "--tasks-per-node")
       tasks_per_node = positive_int(flag, value);
+    else if (flag == "--gpus-per-node")
+      gpus_per_node = value == "0" ? 0 : positive_int(flag, value);
     else
       shards = positive_int(flag, value);
     return true;
   }
   void apply(nlohmann::json& params) const {
     if (cluster.empty()) {
-      if (nodes || tasks_per_node || shards)
-        throw Error(ErrorCode::usage, "--cluster",
-                    "--nodes, --tasks-per-node and --shards are for Slurm jobs: name a cluster profile");
+      if (nodes || tasks_per_node || gpus_per_node || shards)
+        throw Error(
+            ErrorCode::usage, "--cluster",
+            "--nodes, --tasks-per-node, --gpus-per-node and --shards are for Slurm jobs: name a cluster "
+            "profile (\"default\": the server's own Slurm)");
       return;
     }
     params["executor"] = "slurm";
     params["cluster"] = cluster;
     if (nodes) params["nodes"] = nodes;
     if (tasks_per_node) params["tasks_per_node"] = tasks_per_node;
+    if (gpus_per_node) params["gpus_per_node"] = *gpus_per_node;
     if (shards) params["array"] = shards;
   }
 };
@@ -202,7 +210,7 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
     if (reply["clusters"].empty()) std::printf("no cluster profiles in %s\n", reply.value("dir", "").c_str());
     for (const auto& c : reply["clusters"])
       std::printf(
-          "%-16s partition %-10s account %-10s time %-10s %d node(s) x %d task(s), %d GPU(s)/node%s%s\n",
+          "%-16s partition %-10s account %-10s time %-10s %d node(s) x %d task(s), %d GPU(s)/node%s%s%s\n",
           c["name"].get<std::string>().c_str(),
           c.value("partition", "").empty() ? "-" : c.value("partition", "").c_str(),
           c.value("account", "").empty() ? "-" : c.value("account", "").c_str(),
@@ -211,7 +219,8 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
           c.value("ssh_host", "").empty() ? "" : (", via ssh " + c.value("ssh_host", "")).c_str(),
           c.value("report", "files") == "files"
               ? ""
-              : (", live link via " + c.value("server_endpoint", "")).c_str());
+              : (", live link via " + c.value("server_endpoint", "")).c_str(),
+          c.value("builtin", false) ? " (built in: the Slurm of the server's machine)" : "");
     for (const auto& p : reply["problems"])
       std::printf("unusable: %s\n", p["error"].get<std::string>().c_str());
     return 0;

@@ -127,6 +127,7 @@ std::vector<std::string> ClusterProfile::command_prefix() const {
 nlohmann::json ClusterProfile::to_json() const {
   return {{"name", name},
           {"file", file.string()},
+          {"builtin", builtin},
           {"partition", partition},
           {"account", account},
           {"time", time},
@@ -200,12 +201,21 @@ ClusterProfile load_cluster_profile(const fs::path& file, const fs::path& home) 
   return p;
 }
 
+ClusterProfile builtin_cluster_profile(const fs::path& home) {
+  ClusterProfile p;
+  p.name = kDefaultClusterName;
+  p.builtin = true;
+  p.shared_dir = fs::absolute(home);
+  return p;
+}
+
 ClusterProfile find_cluster_profile(const fs::path& home, const std::string& name) {
   check_name(name, "cluster");
   const fs::path dir = cluster_profiles_dir(home);
   const fs::path file = dir / (name + ".toml");
   std::error_code ec;
   if (!fs::is_regular_file(file, ec)) {
+    if (name == kDefaultClusterName) return builtin_cluster_profile(home);
     std::string known;
     for (const auto& p : list_cluster_profiles(home).profiles) known += (known.empty() ? "" : ", ") + p.name;
     throw Error(ErrorCode::not_found, cat("cluster '", name, "'"),
@@ -219,6 +229,8 @@ ClusterProfileListing list_cluster_profiles(const fs::path& home) {
   ClusterProfileListing out;
   const fs::path dir = cluster_profiles_dir(home);
   std::error_code ec;
+  if (!fs::is_regular_file(dir / cat(kDefaultClusterName, ".toml"), ec))
+    out.profiles.push_back(builtin_cluster_profile(home));
   if (!fs::is_directory(dir, ec)) return out;
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(dir, ec))

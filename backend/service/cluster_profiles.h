@@ -19,6 +19,10 @@
 //   server_endpoint = "tcp://login1:7555"  # with report = "tcp" (and only then): the server's tcp request
 //                                # endpoint as the nodes reach it; the server must listen on that port
 //
+// The profile "default" is built in: the Slurm of the server's own machine (its sbatch, scontrol, scancel)
+// with Slurm's defaults, job folders under $MUGV_HOME, reports through files. It is what the studio's "GPU
+// cluster" runs use when no profile is chosen, and a default.toml in the folder replaces it.
+//
 // Every key is optional; an unknown key, a wrong type or a value Slurm would misread is an Error(format /
 // invalid_argument) naming the file and the key, so a typo never silently falls back to a default.
 // setup_lines are the profile owner's shell lines and are written into the script unchanged (they are as
@@ -42,7 +46,8 @@ std::optional<ReportMode> report_mode_from_string(std::string_view name);
 
 struct ClusterProfile {
   std::string name;            // the file's stem
-  std::filesystem::path file;  // where it was read from
+  std::filesystem::path file;  // where it was read from; empty for the built-in default
+  bool builtin = false;        // the built-in default (no file)
   std::string partition, account, time;
   int gpus_per_node = 0;
   int cpus_per_task = 0;
@@ -68,12 +73,20 @@ std::filesystem::path cluster_profiles_dir(const std::filesystem::path& home);
 [[nodiscard]] ClusterProfile load_cluster_profile(const std::filesystem::path& file,
                                                   const std::filesystem::path& home);
 
-// The profile called `name` in cluster_profiles_dir(home). Error(invalid_argument) for a name that is not a
-// plain file stem, Error(not_found) naming the folder and the profiles there when there is none.
+// The name of the built-in profile.
+inline constexpr const char* kDefaultClusterName = "default";
+
+// The built-in default profile of a server whose home is `home`.
+[[nodiscard]] ClusterProfile builtin_cluster_profile(const std::filesystem::path& home);
+
+// The profile called `name` in cluster_profiles_dir(home), or the built-in default for "default" without a
+// file. Error(invalid_argument) for a name that is not a plain file stem, Error(not_found) naming the folder
+// and the profiles there when there is none.
 [[nodiscard]] ClusterProfile find_cluster_profile(const std::filesystem::path& home, const std::string& name);
 
-// Every *.toml in the folder, by name; a file that fails to load is listed in `problems` with its error
-// (the other profiles stay usable). An absent folder is no profiles and no problem.
+// Every *.toml in the folder, by name, after the built-in default unless default.toml replaces it; a file
+// that fails to load is listed in `problems` with its error (the other profiles stay usable). An absent
+// folder is the built-in default alone and no problem.
 struct ClusterProfileListing {
   std::vector<ClusterProfile> profiles;
   std::vector<std::pair<std::filesystem::path, std::string>> problems;

@@ -188,6 +188,11 @@ std::optional<SlurmRequest> slurm_request_of(const nlohmann::json& params) {
   r.nodes = positive_field(params, "nodes", 10000);
   r.tasks_per_node = positive_field(params, "tasks_per_node", 1024);
   r.array = positive_field(params, "array", 10000);
+  if (auto gpus = params.find("gpus_per_node"); gpus != params.end() && !gpus->is_null()) {
+    if (!gpus->is_number_integer() || gpus->get<int64_t>() < 0 || gpus->get<int64_t>() > 1024)
+      throw Error(ErrorCode::invalid_argument, "params.gpus_per_node", "expected an integer from 0 to 1024");
+    r.gpus_per_node = static_cast<int>(gpus->get<int64_t>());
+  }
   return r;
 }
 
@@ -368,7 +373,7 @@ struct SlurmExecutor::Impl {
       sj.name = cat("mugv-", job.id);
       sj.nodes = req.nodes ? req.nodes : p.nodes;
       sj.tasks_per_node = req.tasks_per_node ? req.tasks_per_node : p.tasks_per_node;
-      sj.gpus_per_node = p.gpus_per_node;
+      sj.gpus_per_node = req.gpus_per_node.value_or(p.gpus_per_node);
       sj.cpus_per_task = p.cpus_per_task;
       sj.partition = p.partition;
       sj.account = p.account;

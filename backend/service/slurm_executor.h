@@ -1,7 +1,8 @@
 #pragma once
 // The server's Slurm executor: a queued job whose params say {"executor": "slurm", "cluster": NAME} (optional
-// "nodes", "tasks_per_node", and "array": N for a sharded job) is not forked here but submitted with sbatch
-// on the named cluster profile (cluster_profiles.h), then followed through Slurm until it ends.
+// "nodes", "tasks_per_node", "gpus_per_node", and "array": N for a sharded job) is not forked here but
+// submitted with sbatch on the named cluster profile (cluster_profiles.h; "default" is built in: the Slurm of
+// the server's machine), then followed through Slurm until it ends.
 //
 // clang-format off
 //   queued ─► starting (sbatch; Slurm PENDING) ─► running (RUNNING) ─► succeeded (COMPLETED)
@@ -59,9 +60,10 @@ using ShardPlanner = std::function<ShardPlan(const std::string& kind, const nloh
 // What a job's params ask of the Slurm executor; nullopt for a local job.
 struct SlurmRequest {
   std::string cluster;
-  int nodes = 0;           // 0: the profile's
-  int tasks_per_node = 0;  // 0: the profile's
-  int array = 0;           // 0: one job; N: an array of N tasks (ShardPlanner)
+  int nodes = 0;                     // 0: the profile's
+  int tasks_per_node = 0;            // 0: the profile's
+  int array = 0;                     // 0: one job; N: an array of N tasks (ShardPlanner)
+  std::optional<int> gpus_per_node;  // absent: the profile's; 0: no --gpus-per-node line
 };
 // Error(invalid_argument) naming the field for a malformed one (an unknown executor, a missing cluster).
 [[nodiscard]] std::optional<SlurmRequest> slurm_request_of(const nlohmann::json& params);

@@ -148,9 +148,27 @@ TEST_CASE("cluster profiles read every key with defaults and errors that name th
   CHECK(test::expect_error([&] { (void)find_cluster_profile(home.path(), "../keys/x"); }).code() ==
         ErrorCode::invalid_argument);
   const ClusterProfileListing listing = list_cluster_profiles(home.path());
-  CHECK(listing.profiles.size() == 2);
+  REQUIRE(listing.profiles.size() == 3);  // the built-in default and the two good files
+  CHECK(listing.profiles[0].builtin);
   REQUIRE(listing.problems.size() == 1);
   CHECK(listing.problems[0].first.filename() == "bad.toml");
+
+  // The built-in default: the machine's own Slurm with its defaults; a default.toml replaces it.
+  ClusterProfile d = find_cluster_profile(home.path(), "default");
+  CHECK(d.builtin);
+  CHECK(d.file.empty());
+  CHECK(d.partition.empty());
+  CHECK(d.gpus_per_node == 0);
+  CHECK(d.ssh_host.empty());
+  CHECK(d.report == ReportMode::files);
+  CHECK(d.shared_dir == fs::absolute(home.path()));
+  write_profile(home.path(), "default", "partition = \"gpu\"\n");
+  d = find_cluster_profile(home.path(), "default");
+  CHECK_FALSE(d.builtin);
+  CHECK(d.partition == "gpu");
+  const ClusterProfileListing replaced = list_cluster_profiles(home.path());
+  CHECK(replaced.profiles.size() == 3);
+  for (const auto& p : replaced.profiles) CHECK_FALSE(p.builtin);
 }
 
 TEST_CASE("a live link's file keeps its secrets private and names what is wrong with it", "[service][unit]") {
@@ -279,9 +297,12 @@ TEST_CASE("jobs on a Slurm cluster profile report states and events and logs and
   Client client = serve.connect();
 
   auto clusters = client.request(MessageType::list_clusters);
-  REQUIRE(clusters["clusters"].size() == 3);
-  CHECK(clusters["clusters"][0]["name"] == "loopback");
-  CHECK(clusters["clusters"][0]["partition"] == "debug");
+  REQUIRE(clusters["clusters"].size() == 4);
+  CHECK(clusters["clusters"][0]["name"] == "default");  // built in, first
+  CHECK(clusters["clusters"][0]["builtin"] == true);
+  CHECK(clusters["clusters"][1]["name"] == "loopback");
+  CHECK(clusters["clusters"][1]["partition"] == "debug");
+  CHECK(clusters["clusters"][1]["builtin"] == false);
 
   EventSubscriber events(client.events_endpoints().front(), {"job/"});
   std::this_thread::sleep_for(300ms);
@@ -326,6 +347,26 @@ TEST_CASE("jobs on a Slurm cluster profile report states and events and logs and
   CHECK(ssh_log.find("'sbatch' '--parsable' '" + (home / "slurm-jobs").string()) != std::string::npos);
   CHECK(ssh_log.find("'scontrol' 'show' 'job' '-o'") != std::string::npos);
   CHECK(fs::exists(home / "remote" / "manifest.jsonl"));
+
+  // The built-in profile: the Slurm of the server's machine with Slurm's defaults (here the loopback
+  // cluster's default partition), the job folder under the server's home.
+  const int64_t plain =
+      submit(client, "make_dataset", on_slurm(make_dataset_params(home / "plain", 2), "default"));
+  CHECK(wait_for(client, plain, "succeeded") == "succeeded");
+  INFO(describe(client, plain));
+  CHECK(fs::exists(home / "plain" / "manifest.jsonl"));
+  CHECK(fs::exists(home / "slurm-jobs" / std::to_string(plain) / "job.sbatch"));
+  CHECK(starts_with(job_of(client, plain)["job"]["host"].get<std::string>(), "slurm:default:n"));
+
+  // GPUs per node asked by the job replace the profile's; the loopback nodes have none, so Slurm refuses.
+  auto gpus = on_slurm(make_dataset_params(home / "g", 2), "default");
+  gpus["gpus_per_node"] = 2;
+  const int64_t gpu_job = submit(client, "make_dataset", gpus);
+  CHECK(wait_for(client, gpu_job, "failed", 60s) == "failed");
+  const fs::path gpu_script = home / "slurm-jobs" / std::to_string(gpu_job) / "job.sbatch";
+  CHECK(read_text_file(gpu_script).find("#SBATCH --gpus-per-node=2\n") != std::string::npos);
+  gpus["gpus_per_node"] = -1;
+  CHECK_THROWS_WITH(submit(client, "make_dataset", gpus), Catch::Contains("params.gpus_per_node"));
 
   // A profile Slurm refuses: the job fails with sbatch's own words.
   const int64_t refused =
@@ -560,6 +601,8 @@ TEST_CASE("a Slurm job with a live link is paused and resumed and sends previews
   const ProcessResult listed = run_process({mugv, "--server", ipc, "clusters"}, 30s);
   INFO(listed.err);
   CHECK(listed.out.find(cat("live link via ", tcp)) != std::string::npos);
+  CHECK(listed.out.find("default") != std::string::npos);
+  CHECK(listed.out.find("built in: the Slurm of the server's machine") != std::string::npos);
 
   // A profile whose endpoint is not one this server listens on is refused at submission, naming the port.
   const std::string refused =

@@ -711,7 +711,7 @@ TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one be
   CHECK(dialog.problem_field() == nullptr);
 
   // A GPU cluster: layouts with tensor / context parallel appear; choosing one fills
-  // --tp/--cp/--zero/--recompute and the job goes through `train --slurm` on the cluster's nodes.
+  // --tp/--cp/--zero/--recompute and the job goes to the server's Slurm executor on the cluster's nodes.
   dialog.where()->setCurrentIndex(dialog.where()->findData(static_cast<int>(TrainWhere::cluster)));
   dialog.model()->setCurrentText("mugv-1b");
   dialog.size()->setText("256x256");
@@ -719,6 +719,11 @@ TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one be
   dialog.gpus()->setValue(16);
   dialog.gpus_per_node()->setValue(8);
   dialog.memory()->setValue(80);
+  // No server has listed its cluster profiles: nothing to submit with, and the Slurm box says so.
+  CHECK_FALSE(dialog.can_start());
+  CHECK(dialog.problem_field() == dialog.cluster());
+  CHECK(dialog.problem().contains("cluster profiles"));
+  dialog.cluster()->addItem("this server's Slurm (profile default)", "default");  // as list_clusters fills it
   REQUIRE(dialog.can_start());
   REQUIRE(dialog.layouts()->rowCount() >= 2);
   int chosen = -1;
@@ -734,11 +739,16 @@ TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one be
   CHECK(cluster.recompute == dialog.layouts()->item(chosen, 4)->text().toStdString());
   CHECK(cluster.slurm_nodes == 2);
   CHECK(cluster.tasks_per_node == 8);
-  const auto values = train_job(cluster).params["values"];
+  const JobRequest cluster_job = train_job(cluster);
+  const auto values = cluster_job.params["values"];
   CHECK(values["train.tp"] == cluster.tp);
   CHECK(values["train.cp"] == cluster.cp);
-  CHECK(values["slurm.submit"] == true);
-  CHECK(values["slurm.nodes"] == 2);
+  CHECK_FALSE(values.contains("slurm.submit"));  // the executor submits it, not the worker
+  CHECK(cluster_job.params["executor"] == "slurm");
+  CHECK(cluster_job.params["cluster"] == "default");
+  CHECK(cluster_job.params["nodes"] == 2);
+  CHECK(cluster_job.params["tasks_per_node"] == 8);
+  CHECK(cluster_job.params["gpus_per_node"] == 8);  // one GPU per rank
   CHECK(validate(cluster).empty());
 
   // More than a node's GPUs must fill whole nodes: 12 over nodes of 8 do not.
@@ -772,6 +782,8 @@ TEST_CASE(
   REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
   NewRunDialog dialog(window.link());
   REQUIRE(QTest::qWaitFor([&] { return dialog.cluster()->count() == 2; }, 10000));
+  CHECK(dialog.cluster()->itemData(0).toString() == "default");  // built in: the server's own Slurm
+  CHECK(dialog.cluster()->itemText(0).contains("this server's Slurm"));
   CHECK(dialog.cluster()->itemText(1).contains("gpu"));
   CHECK(dialog.cluster()->itemText(1).contains("a100"));
   CHECK_FALSE(dialog.cluster()->isEnabled());  // this machine: no Slurm
@@ -792,11 +804,12 @@ TEST_CASE(
   CHECK(job.params["cluster"] == "gpu");
   CHECK(job.params["nodes"] == 2);
   CHECK(job.params["tasks_per_node"] == 4);
+  CHECK(job.params["gpus_per_node"] == 4);
   CHECK_FALSE(job.params["values"].contains("slurm.submit"));  // the executor submits it, not the worker
-  // The first entry keeps `train --slurm`.
+  // The built-in profile sends the run to the server's own Slurm, followed the same way.
   dialog.cluster()->setCurrentIndex(0);
-  CHECK(dialog.form().cluster.empty());
-  CHECK(train_job(dialog.form()).params["values"]["slurm.submit"] == true);
+  CHECK(dialog.form().cluster == "default");
+  CHECK(train_job(dialog.form()).params["executor"] == "slurm");
   // A profile without cluster nodes is a form that cannot be.
   TrainForm stray;
   stray.run = "r";
@@ -804,6 +817,11 @@ TEST_CASE(
   stray.vae_run = "vae0";
   REQUIRE(validate(stray).empty());
   stray.cluster = "gpu";
+  CHECK(validate(stray).rfind("Slurm:", 0) == 0);
+  // Nor are cluster nodes without a profile to submit them with.
+  stray.cluster.clear();
+  stray.slurm_nodes = 2;
+  stray.tasks_per_node = 4;
   CHECK(validate(stray).rfind("Slurm:", 0) == 0);
 }
 
@@ -818,6 +836,7 @@ TEST_CASE(
   dialog.vae()->setCurrentText("vae0");
   // mugv-10b at 720p, 121 frames on 16 GPUs of 32 GB: only pipeline layouts fit (docs/PARALLEL.md).
   dialog.where()->setCurrentIndex(dialog.where()->findData(static_cast<int>(TrainWhere::cluster)));
+  dialog.cluster()->addItem("this server's Slurm (profile default)", "default");  // as list_clusters fills it
   dialog.model()->setCurrentText("mugv-10b");
   dialog.size()->setText("1280x720");
   dialog.frames()->setValue(121);
@@ -866,10 +885,12 @@ TEST_CASE(
   // A pipeline needs ranks: the server's single worker cannot run one.
   TrainForm single = plain;
   single.slurm_nodes = 0;
+  single.cluster.clear();
   single.tp = 1;
   single.cp = 1;
   CHECK(validate(single).find("pipeline stages need several ranks") != std::string::npos);
   single.slurm_nodes = 1;
+  single.cluster = "default";
   single.tasks_per_node = 6;  // 6 ranks do not split into tp x cp x pp
   single.pp = 4;
   CHECK(validate(single).find("tp x cp x pp") != std::string::npos);

@@ -112,6 +112,8 @@ std::string validate(const TrainForm& f) {
            "tensor, context or pipeline parallel, one batch per step)";
   if (!f.cluster.empty() && f.slurm_nodes == 0)
     return "Slurm: a cluster profile takes runs on the GPU cluster; choose where the run trains";
+  if (f.cluster.empty() && f.slurm_nodes > 0)
+    return "Slurm: choose one of the server's cluster profiles (\"default\" is the Slurm of its machine)";
   if (f.slurm_nodes == 0 && f.tp * f.cp > 1)
     return "layout: tensor and context parallel need several ranks; train on a GPU cluster";
   if (f.slurm_nodes == 0 && f.pp > 1)
@@ -158,20 +160,15 @@ JobRequest train_job(const TrainForm& f) {
   values["train.pp_schedule"] = f.pp_schedule;
   values["train.pp_virtual"] = f.pp_virtual;
   values["train.micro_batches"] = f.micro_batches;
-  if (f.slurm_nodes > 0 && f.cluster.empty()) {
-    // The job submits the run to Slurm (sbatch + srun) and ends; the ranks find each other through Slurm.
-    values["slurm.submit"] = true;
-    values["slurm.nodes"] = f.slurm_nodes;
-    values["slurm.tasks_per_node"] = f.tasks_per_node;
-    values["slurm.gpus_per_node"] = f.tasks_per_node;
-  }
   JobRequest job = make_job("train", {"train"}, values);
-  if (f.slurm_nodes > 0 && !f.cluster.empty()) {
-    // The server's Slurm executor runs the job on the profile's cluster and follows it to its end.
+  if (f.slurm_nodes > 0) {
+    // The server's Slurm executor runs the job on the profile's cluster and follows it to its end; every
+    // rank drives one GPU, so a node is asked for as many GPUs as it runs ranks.
     job.params["executor"] = "slurm";
     job.params["cluster"] = f.cluster;
     job.params["nodes"] = f.slurm_nodes;
     job.params["tasks_per_node"] = f.tasks_per_node;
+    job.params["gpus_per_node"] = f.tasks_per_node;
   }
   return job;
 }

@@ -62,8 +62,8 @@ struct TrainForm {
   std::string pp_schedule = "1f1b";
   int pp_virtual = 2, micro_batches = 0;
   // 0: train in the server's own worker (one rank); N: on N nodes of `tasks_per_node` ranks, one GPU each,
-  // through the server's cluster profile `cluster` (its Slurm executor: params executor, cluster, nodes,
-  // tasks_per_node), or with `cluster` empty through `train --slurm` (sbatch from the server's worker).
+  // through the server's cluster profile `cluster` ("default": the Slurm of the server's machine), whose
+  // Slurm executor follows the run (params executor, cluster, nodes, tasks_per_node, gpus_per_node).
   int slurm_nodes = 0, tasks_per_node = 1;
   std::string cluster;
   // The stage: "flow" trains on the dataset; "sft" is the same on the dataset's clips matching `clip_filter`

@@ -163,11 +163,10 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   where_->setToolTip(
       "Where the run trains: in the server's worker on its CPU, or on a GPU cluster through Slurm");
   cluster_ = new QComboBox(this);
-  cluster_->addItem("sbatch from the server (train --slurm)", QString());
   cluster_->setToolTip(
-      "How the run reaches Slurm: submitted by the server's worker, which ends once Slurm has it, or through "
-      "one of the server's cluster profiles, whose executor follows the run (its state, logs and metrics; "
-      "with a live link also previews, pause and sample / save now)");
+      "The server's cluster profile the run is submitted with (\"default\": the Slurm of the server's "
+      "machine); the server's Slurm executor follows the run: its state, logs and metrics, with a live link "
+      "also previews, pause and sample / save now");
   gpus_ = spin(this, 1, 65536, 8, "GPUs in the run");
   gpus_per_node_ = spin(this, 1, 64, 8, "GPUs per node (tensor parallel stays inside a node)");
   memory_ = new QDoubleSpinBox(this);
@@ -342,7 +341,8 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
     for (const auto& c : r.value("clusters", nlohmann::json::array())) {
       const QString name = QString::fromStdString(c.value("name", std::string()));
       if (name.isEmpty()) continue;
-      QString label = QString("profile %1").arg(name);
+      QString label = c.value("builtin", false) ? QString("this server's Slurm (profile %1)").arg(name)
+                                                : QString("profile %1").arg(name);
       if (const std::string partition = c.value("partition", std::string()); !partition.empty())
         label += QString(", partition %1").arg(QString::fromStdString(partition));
       if (const int per_node = c.value("gpus_per_node", 0); per_node > 0)
@@ -784,6 +784,8 @@ void NewRunDialog::update() {
       field = anchor_;
     else if (text.startsWith("layout"))
       field = layouts_;
+    else if (text.startsWith("Slurm"))
+      field = cluster_;
     mark(field, text);
   }
   start_->setEnabled(why.empty());

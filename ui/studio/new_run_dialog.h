@@ -1,7 +1,7 @@
 #pragma once
 // The Runs page's "New training run" dialog: run, dataset, VAE run, model, steps, batch and samples; where it
-// trains (this machine, or a GPU cluster: through `train --slurm`, or a cluster profile of the server's Slurm
-// executor, list_clusters, whose GPUs per node it takes) with the cluster's GPUs, GPUs per node,
+// trains (this machine, or a GPU cluster: one of the server's cluster profiles, list_clusters, whose Slurm
+// executor follows the run and whose GPUs per node it takes) with the cluster's GPUs, GPUs per node,
 // memory and peak; and the planner's best parallel layouts for that place (layout_plan.h) in a table, best
 // first. The chosen row becomes the job's --tp / --cp / --zero / --recompute and its pipeline's --pp /
 // --pp-schedule / --pp-virtual / --micro-batches. A field whose value cannot work
@@ -90,9 +90,9 @@ class NewRunDialog : public QDialog {
   QSpinBox* steps() const { return steps_; }
   QSpinBox* batch() const { return batch_; }
   QComboBox* where() const { return where_; }
-  // On a GPU cluster: "" (sbatch from the server's worker, `train --slurm`) or one of the server's cluster
-  // profiles (list_clusters), whose Slurm executor follows the run (state, logs, metrics; with a live link
-  // previews, pause and sample / save now).
+  // On a GPU cluster: one of the server's cluster profiles (list_clusters; the built-in "default" first: the
+  // Slurm of the server's machine), whose Slurm executor follows the run (state, logs, metrics; with a live
+  // link previews, pause and sample / save now). Empty until the server has answered.
   QComboBox* cluster() const { return cluster_; }
   QSpinBox* gpus() const { return gpus_; }
   QSpinBox* gpus_per_node() const { return gpus_per_node_; }
