@@ -12,6 +12,15 @@
 
 namespace mugv {
 
+// SplitMix64: one step of a well-mixed 64-bit generator, for seeds derived from (seed, step, index) tuples
+// without a generator's state (the same value wherever and whenever it is computed).
+[[nodiscard]] constexpr uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
 using Sha256Digest = std::array<uint8_t, 32>;
 
 // Incremental hash: update() any number of times, then finish() once.

@@ -4,6 +4,7 @@
 #include "catalog/clips.h"
 #include "catalog/datasets.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/presets.h"
 #include "core/strings.h"
 
@@ -38,14 +39,6 @@ bool contains_phrase(const std::vector<std::string>& words, const std::vector<st
   for (size_t i = 0; i + phrase.size() <= words.size(); ++i)
     if (std::equal(phrase.begin(), phrase.end(), words.begin() + static_cast<std::ptrdiff_t>(i))) return true;
   return false;
-}
-
-// SplitMix64: a well-mixed, seedable order for ties.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
 }
 
 std::string category_of(const std::string& tag) {
@@ -152,8 +145,8 @@ BalanceReport balance_dataset(Catalog& catalog, std::string_view dataset_name,
     if (aa != ba) return aa > ba;
     const double as = a.scores.sharpness.value_or(0), bs = b.scores.sharpness.value_or(0);
     if (as != bs) return as > bs;
-    const uint64_t ha = mix(options.seed ^ mix(static_cast<uint64_t>(a.id)));
-    const uint64_t hb = mix(options.seed ^ mix(static_cast<uint64_t>(b.id)));
+    const uint64_t ha = splitmix64(options.seed ^ splitmix64(static_cast<uint64_t>(a.id)));
+    const uint64_t hb = splitmix64(options.seed ^ splitmix64(static_cast<uint64_t>(b.id)));
     if (ha != hb) return ha < hb;
     return a.id < b.id;
   });

@@ -1,6 +1,7 @@
 #include "train/flow.h"
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "model/timestep_shift.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -10,13 +11,8 @@
 namespace mugv {
 
 uint64_t sample_seed(uint64_t seed, int64_t step, int64_t sample) {
-  auto mix = [](uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-  };
-  return mix(mix(mix(seed) ^ static_cast<uint64_t>(step)) ^ static_cast<uint64_t>(sample));
+  return splitmix64(splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(step)) ^
+                    static_cast<uint64_t>(sample));
 }
 
 FlowBatch make_flow_batch(const torch::Tensor& x0, uint64_t seed, int64_t step, int64_t height_px,

@@ -159,6 +159,12 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
                "dpo/kto: weight of the preferred generations' flow loss added to the preference loss (RPO), "
                "which keeps the policy near what was preferred",
                "post-training", 0.0));
+    r.add(
+        spec("train.curriculum", "--curriculum", ParamType::text, "",
+             "stages by step that change each batch (images share, clip length, first-frame "
+             "conditioning): a preset of presets/curricula (e.g. mugv) or a TOML file; empty: none. Kept in "
+             "the run folder, so a resume follows the same stages",
+             "training"));
     r.add(spec("train.clip_filter", "--clip-filter", ParamType::text, "",
                "train on the dataset's clips matching this catalog filter only (SFT on a curated subset), "
                "e.g. \"decision=keep,aesthetic>=5,tag=hq\"; the subset is fixed when the run starts",
@@ -404,6 +410,12 @@ TrainOptions train_options_from(const ParamValues& v, TrainKind kind) {
     o.preference_beta = v.get_real("train.preference_beta");
     o.preference_sft_weight = v.get_real("train.preference_sft_weight");
     o.clip_filter = trim(v.get_text("train.clip_filter"));
+    o.curriculum = trim(v.get_text("train.curriculum"));
+    if (o.objective != "flow" && !o.curriculum.empty())
+      throw Error(ErrorCode::usage, "--curriculum",
+                  cat(o.objective,
+                      " learns from labelled generations as they are; a curriculum shapes flow "
+                      "training on the dataset"));
     if (o.objective != "flow" && o.from.empty())
       throw Error(ErrorCode::usage, "--objective",
                   cat(o.objective, " post-trains a model against its frozen self: give --from RUN"));

@@ -95,6 +95,9 @@ struct TrainOptions {
   // SFT on a curated subset: the catalog filter (catalog/clips.h parse_clip_filter) and, for a new run, the
   // clip ids it selected (the trainer is catalog-free; the command resolves them). Stored in the run folder.
   std::string clip_filter;
+  // The curriculum (train/curriculum.h): a preset name or TOML file; empty: none. A new run stores the loaded
+  // stages in its folder (curriculum.json) and a resumed one follows those.
+  std::string curriculum;
   std::optional<std::vector<int64_t>> clip_subset;
   double grad_clip = 1.0;  // 0: no clipping (the norm is still measured)
   double ema_decay = 0.999;

@@ -100,6 +100,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     }
     auto t0 = std::chrono::steady_clock::now();
     StepData batch = next_step_data(s, loader.get(), text_tokens);
+    apply_curriculum(s, batch, step);
     const int64_t global_batch = batch.global_batch;
     const auto& latents = batch.latents;
     auto stop_nonfinite = [&](const char* what, double value) {
@@ -142,6 +143,7 @@ TrainResult run_loop(Session& s, const CancelToken& cancel, const TrainCallbacks
     m.compute_ms = std::max(0.0, m.step_ms - comm_ms - pipeline_wait_ms - batch.wait_ms);
     m.cursor = batch.cursor;
     m.objective = std::move(outcome.pass.objective_metrics);
+    m.curriculum = std::move(batch.curriculum);
     if (s.groups) {  // every rank's split, for the per-rank view of the step
       auto mine = torch::tensor({m.compute_ms, m.communication_ms, m.data_wait_ms, double(m.peak_rss_bytes),
                                  m.pipeline_wait_ms, m.pipeline_ms},
@@ -238,6 +240,7 @@ nlohmann::json StepMetrics::to_json() const {
                       {"pipeline_ms", pipeline_ms},
                       {"epoch", cursor.epoch}};
   if (objective.is_object()) j["objective"] = objective;
+  if (curriculum.is_object()) j["curriculum"] = curriculum;
   if (!ranks.empty()) {
     auto& list = j["ranks"] = nlohmann::json::array();
     for (const auto& r : ranks)
@@ -356,6 +359,7 @@ TrainResult train_dit(const TrainOptions& options, const nlohmann::json& config,
     throw Error(ErrorCode::usage, "--base-dtype",
                 "a bf16 base needs --precision bf16 (its linears compute in bf16)");
   load_training_data(s, true);
+  load_run_curriculum(s, true);
   preflight_memory(
       estimate_dit_training_memory(s.preset, options.batch * (s.objective == TrainObjective::dpo ? 2 : 1),
                                    max_video_tokens(s), trainable_estimate(s)),
@@ -440,6 +444,7 @@ TrainResult resume_dit(const std::string& name, const ResumeChanges& changes, co
   s.preset = s.base ? base_preset(*s.base) : load_model_preset(manifest.preset);
   connect_ranks(s);
   load_training_data(s, false);
+  load_run_curriculum(s, false);
   preflight_memory(
       estimate_dit_training_memory(s.preset, s.options.batch * (s.objective == TrainObjective::dpo ? 2 : 1),
                                    max_video_tokens(s), trainable_estimate(s)),

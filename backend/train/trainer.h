@@ -78,6 +78,9 @@ struct StepMetrics {
   DataCursor cursor;             // the batch this step used
   // Post-training (dpo / kto): accuracy, margin (and KTO's reference_point) of train/preference.h; null else.
   nlohmann::json objective;
+  // With a curriculum (train/curriculum.h): its stage, whether the step trained on images, the latent frames
+  // kept and the first-frame conditioning; null else.
+  nlohmann::json curriculum;
   nlohmann::json to_json() const;
 };
 

@@ -17,6 +17,10 @@
 namespace mugv::dit_training {
 namespace {
 
+fs::path curriculum_file(const Session& s) {
+  return s.paths.root / "curriculum.json";
+}
+
 fs::path clip_subset_file(const Session& s) {
   return s.paths.root / "clip_subset.json";
 }
@@ -206,7 +210,18 @@ void load_training_data(Session& s, bool fresh) {
                       "' expects ", channels, " (encode with a VAE of the same preset)"));
 }
 
+void load_run_curriculum(Session& s, bool fresh) {
+  const fs::path stored = curriculum_file(s);
+  if (fresh) {
+    if (!s.options.curriculum.empty())
+      s.curriculum = load_curriculum(s.options.curriculum).resolved(s.options.steps);
+  } else if (fs::exists(stored)) {
+    s.curriculum = curriculum_from_json(read_json_file(stored), stored.string());
+  }
+}
+
 void store_run_data(Session& s) {
+  if (!s.curriculum.empty()) write_json_atomic(curriculum_file(s), s.curriculum.to_json());
   if (s.options.clip_subset)
     write_json_atomic(clip_subset_file(s),
                       {{"clip_filter", s.options.clip_filter}, {"clip_ids", *s.options.clip_subset}});

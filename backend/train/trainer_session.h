@@ -15,6 +15,7 @@
 #include "parallel/pipeline.h"
 #include "parallel/process_groups.h"
 #include "parallel/rendezvous.h"
+#include "train/curriculum.h"
 #include "train/data.h"
 #include "train/fine_tune.h"
 #include "train/gradient_sync.h"
@@ -47,6 +48,7 @@ struct Session {
   std::unique_ptr<Ema> ema;
   std::unique_ptr<PowerEma> power_ema;  // post-hoc EMA profiles (--ema-profiles), when tracked
   DataCursor cursor;
+  Curriculum curriculum;          // stages by step (empty: none), as stored in the run folder
   int64_t step = 0;               // last finished step
   std::optional<BaseModel> base;  // fine-tunes: the run they start from (train/fine_tune.h)
   TrainObjective objective = TrainObjective::flow;
@@ -112,8 +114,13 @@ fs::path preference_dir(const Session& s);
 void load_training_data(Session& s, bool fresh);
 
 // A new run keeps what it trains on in its folder: the clip subset of its filter, or its preference data
-// (then read back so that the entries name their files). Rank 0, once the run folder exists.
+// (then read back so that the entries name their files), and its curriculum. Rank 0, once the run folder
+// exists.
 void store_run_data(Session& s);
+
+// The run's curriculum: a new run loads --curriculum (`fresh`), a resumed one reads the copy in its folder.
+// Throws the errors of train/curriculum.h naming the preset, file and key.
+void load_run_curriculum(Session& s, bool fresh);
 
 // The most video tokens of any clip the run trains on (the memory estimate's sequence length).
 int64_t max_video_tokens(const Session& s);

@@ -78,7 +78,7 @@ PipelineStepResult pipelined_flow_step(Session& s, const StepData& batch, int64_
   // On the CPU: each micro-batch goes to the device when its forward starts, so a stage never holds the
   // replica's whole batch there.
   const FlowBatch fb =
-      make_flow_batch(batch.latents, o.seed, step, batch.height, batch.width, o.flow, batch.first);
+      make_flow_batch(batch.latents, o.seed, step, batch.height, batch.width, batch.flow, batch.first);
   auto counted = torch::tensor({flow_loss_elements(fb.target, fb.cond_mask)}, torch::kFloat64);
   if (s.groups) s.groups->all_reduce_sum(GroupKind::data, counted);
   const double total = std::max(1.0, counted.item<double>());
@@ -226,7 +226,7 @@ ForwardBackward forward_backward(Session& s, const StepData& batch, int64_t step
   } else if (s.layout().dp > 1) {
     // The noise is drawn on the CPU from per-sample seeds, so a run's noise is the same on any device.
     const FlowBatch fb = to_device(
-        make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, batch.first), s.device);
+        make_flow_batch(latents, o.seed, step, batch.height, batch.width, batch.flow, batch.first), s.device);
     const torch::Tensor pred = predict_velocity(s, *s.model, s.text_cache.get(), fb, ids_t, mask_t, fps);
     // Each rank holds part of the batch: loss = (its squared-error sum) / (elements counted on all ranks),
     // so the data-parallel SUM of gradients is the gradient of the whole batch's mean.
@@ -239,7 +239,7 @@ ForwardBackward forward_backward(Session& s, const StepData& batch, int64_t step
     out.loss = total.item<double>();
   } else {
     const FlowBatch fb = to_device(
-        make_flow_batch(latents, o.seed, step, batch.height, batch.width, o.flow, batch.first), s.device);
+        make_flow_batch(latents, o.seed, step, batch.height, batch.width, batch.flow, batch.first), s.device);
     const torch::Tensor pred = predict_velocity(s, *s.model, s.text_cache.get(), fb, ids_t, mask_t, fps);
     loss = masked_flow_loss(pred, fb.target, fb.cond_mask);
     out.loss = loss.item<double>();
@@ -256,6 +256,7 @@ ForwardBackward forward_backward(Session& s, const StepData& batch, int64_t step
 StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tokens) {
   const bool shared = s.groups && s.groups->group_size(GroupKind::replica) > 1;
   StepData d;
+  d.flow = s.options.flow;
   torch::Tensor header = torch::zeros({12}, torch::kInt64);
   if (loader) {
     Batch batch = loader->next();
@@ -302,6 +303,19 @@ StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tok
   for (torch::Tensor* t : {&d.latents, &d.fps, &d.ids, &d.mask})
     s.groups->broadcast(GroupKind::replica, *t, 0);
   return d;
+}
+
+void apply_curriculum(const Session& s, StepData& batch, int64_t step) {
+  const CurriculumStep cs = curriculum_step(s.curriculum, step, s.options.seed);
+  if (cs.stage < 0) return;
+  const int64_t frames = batch.latents.size(2);
+  const int64_t kept = cs.images ? 1 : cs.latent_frames > 0 ? std::min(cs.latent_frames, frames) : frames;
+  if (kept < frames) batch.latents = batch.latents.narrow(2, 0, kept).contiguous();
+  if (cs.p_first_frame) batch.flow.p_first_frame = *cs.p_first_frame;
+  if (kept == 1) batch.flow.p_first_frame = 0;  // conditioning on the only frame would leave nothing to learn
+  batch.curriculum = cs.to_json();
+  batch.curriculum["latent_frames"] = kept;
+  batch.curriculum["p_first_frame"] = batch.flow.p_first_frame;
 }
 
 StepOutcome train_step(Session& s, const StepData& batch, int64_t step,

@@ -4,6 +4,7 @@
 // pipeline stages when there are any, or a DPO / KTO loss against the frozen reference) and then the update.
 // Internal to the trainer (trainer_session.h).
 
+#include "train/flow.h"
 #include "train/trainer_session.h"
 
 #include <nlohmann/json.hpp>
@@ -21,6 +22,8 @@ struct StepData {
   DataCursor cursor, next_cursor;
   double wait_ms = 0;
   std::vector<int64_t> clip_ids;  // this rank's samples (post-training: indices of its preference items)
+  FlowOptions flow;               // the step's flow options: the run's, as its curriculum stage changes them
+  nlohmann::json curriculum;      // what the curriculum did to this step (null without one), for the metrics
 };
 
 // Reads the next batch (on the first rank of this replica group: `loader` is null on the others) and hands
@@ -28,6 +31,11 @@ struct StepData {
 // of them reads and tokenises, the others receive the tensors by broadcast, so the files are read once per
 // replica.
 StepData next_step_data(const Session& s, LatentLoader* loader, int64_t text_tokens);
+
+// Applies the run's curriculum stage to step `step`'s batch (train/curriculum.h): images (the first latent
+// frame of each clip) or the clips' first k latent frames, and the stage's first-frame conditioning. Every
+// rank decides the same from (seed, step). Nothing changes without a curriculum.
+void apply_curriculum(const Session& s, StepData& batch, int64_t step);
 
 // What one step's forward and backward left besides the gradients.
 struct ForwardBackward {

@@ -700,6 +700,20 @@ TEST_CASE("the new-run dialog offers the planner's layouts and the chosen one be
   CHECK(mine.slurm_nodes == 0);
   CHECK(train_job(mine).params["values"]["train.recompute"] == mine.recompute);
 
+  // Curricula: none by default, the shipped presets offered; DPO / KTO take none.
+  CHECK(mine.curriculum.empty());
+  CHECK_FALSE(train_job(mine).params["values"].contains("train.curriculum"));
+  REQUIRE(dialog.curriculum()->findText("tiny") >= 0);
+  CHECK(dialog.curriculum()->findText("mugv") >= 0);
+  dialog.curriculum()->setCurrentText("tiny");
+  CHECK(train_job(dialog.form()).params["values"]["train.curriculum"] == "tiny");
+  TrainForm preference = dialog.form();
+  preference.objective = "dpo";
+  preference.from = "base";
+  preference.dataset.clear();
+  CHECK(validate(preference).rfind("curriculum:", 0) == 0);
+  dialog.curriculum()->setCurrentText("");
+
   // A size the model cannot patch: the size field carries the problem and Start is disabled.
   dialog.size()->setText("70x64");
   CHECK_FALSE(dialog.can_start());
@@ -956,6 +970,7 @@ TEST_CASE("post-training stages: SFT needs a clip filter, DPO and KTO a run to s
   // On a cluster DPO splits the batch over the ranks, with ZeRO-1 if asked; splitting the model is refused.
   dpo.slurm_nodes = 2;
   dpo.tasks_per_node = 4;
+  dpo.cluster = "default";
   dpo.zero = 1;
   CHECK(validate(dpo).empty());
   dpo.tp = 2;

@@ -5,6 +5,7 @@
 #include "core/strings.h"
 #include "support/test_support.h"
 #include "train/latent_cache.h"
+#include "train/run_layout.h"
 #include "train/train_params.h"
 
 #include <torch/torch.h>
@@ -111,5 +112,13 @@ class MicroHome {
  private:
   TempDir dir_;
 };
+
+// Every step's metrics of a run, in order (runs/R/metrics.jsonl).
+inline std::vector<nlohmann::json> run_metrics(const std::string& run) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(run_paths(run).metrics());
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
 
 }  // namespace mugv::test

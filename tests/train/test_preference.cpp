@@ -95,13 +95,6 @@ nlohmann::json post_config(TrainObjective objective, int64_t steps, int64_t save
           {"flow", {{"shift_base", 32}, {"p_first_frame", 0.0}, {"caption_dropout", 0.0}}}};
 }
 
-std::vector<nlohmann::json> metrics_of(const std::string& run) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(run_paths(run).metrics());
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
 std::map<std::string, torch::Tensor> checkpoint_tensors(const std::string& run, int64_t step,
                                                         const char* file) {
   const fs::path path = run_paths(run).checkpoints() / CheckpointStore::step_dir_name(step) / file;
@@ -195,7 +188,7 @@ TEST_CASE("a DPO run starts at the reference, learns the preferred side and resu
   train_dit(test::micro_finetune_options("base", 20), {}, CancelToken());
   train_dit(post_options("dpo", TrainObjective::dpo, 16), post_config(TrainObjective::dpo, 16, 8),
             CancelToken());
-  const auto m = metrics_of("dpo");
+  const auto m = test::run_metrics("dpo");
   REQUIRE(m.size() == 16);
   // Before the first update the policy is the reference: Δ = 0 for every pair.
   CHECK(m[0]["loss"].get<double>() == Approx(std::log(2.0)).margin(1e-6));
@@ -244,7 +237,7 @@ TEST_CASE("a KTO run learns its good and bad labels against the reference point 
   const double anchor = 0.5;
   train_dit(post_options("kto", TrainObjective::kto, 16, anchor),
             post_config(TrainObjective::kto, 16, 16, anchor), CancelToken());
-  const auto m = metrics_of("kto");
+  const auto m = test::run_metrics("kto");
   REQUIRE(m.size() == 16);
   // 1 − σ(0) for every item, plus the anchor on the desirable items' flow error.
   const double sft = m[0]["objective"]["sft"].get<double>();
@@ -332,7 +325,7 @@ TEST_CASE("SFT on a clip subset trains on those clips only, and its resume keeps
   CHECK(subset["clip_ids"] == nlohmann::json({2, 5}));
   CHECK(subset["clip_filter"] == "tag=hq");
   resume_dit("sft", ResumeChanges{}, CancelToken());
-  const auto m = metrics_of("sft");
+  const auto m = test::run_metrics("sft");
   REQUIRE(m.size() == 6);
   for (size_t i = 0; i < m.size(); ++i)
     CHECK(m[i]["epoch"] == int64_t(i));  // one batch per epoch, resumed too
@@ -356,7 +349,7 @@ TEST_CASE("a LoRA DPO run swaps its frozen base and its reference in block by bl
     cb.before_step = [&](int64_t, DiTBundleImpl& model) { *swapped = model.dit->block_offload() != nullptr; };
     train_dit(o, post_config(TrainObjective::dpo, 4, 4), CancelToken(), cb);
     std::vector<double> losses;
-    for (const auto& m : metrics_of(name)) losses.push_back(m["loss"].get<double>());
+    for (const auto& m : test::run_metrics(name)) losses.push_back(m["loss"].get<double>());
     return losses;
   };
   bool kept_swapped = true, swapped = false;

@@ -110,6 +110,9 @@ std::string validate(const TrainForm& f) {
   if (f.learns_from_labels() && (f.tp * f.cp > 1 || f.pp > 1 || f.micro_batches > 1))
     return "layout: DPO and KTO split the batch over the ranks, not the model (data parallel and ZeRO-1; no "
            "tensor, context or pipeline parallel, one batch per step)";
+  if (f.learns_from_labels() && !f.curriculum.empty())
+    return "curriculum: DPO and KTO learn from labelled generations as they are; a curriculum shapes flow "
+           "training on a dataset";
   if (!f.cluster.empty() && f.slurm_nodes == 0)
     return "Slurm: a cluster profile takes runs on the GPU cluster; choose where the run trains";
   if (f.cluster.empty() && f.slurm_nodes > 0)
@@ -131,6 +134,7 @@ JobRequest train_job(const TrainForm& f) {
                            {"train.sample_every", f.sample_every},
                            {"train.optimizer", f.optimizer},
                            {"train.parametrization", f.parametrization}};
+  if (!f.curriculum.empty()) values["train.curriculum"] = f.curriculum;
   if (!f.model.empty()) values["train.model"] = f.model;
   if (!f.sample_prompts.empty()) values["train.sample_prompts"] = f.sample_prompts;
   // DPO and KTO read labelled generations and their base's latent space, not a dataset.

@@ -50,6 +50,7 @@ struct TrainForm {
   int steps = 200, batch = 4, sample_every = 0;
   std::string optimizer = "adamw";           // adamw | muon (train/muon.h)
   std::string parametrization = "standard";  // standard | mup (train/parametrization.h)
+  std::string curriculum;  // `train --curriculum`: a preset of presets/curricula or a TOML file; empty: none
   // Parallel layout (`train --tp --cp --zero --recompute`), chosen from the planner's table (layout_plan.h).
   int tp = 1, cp = 1, zero = 0;
   std::string recompute = "none";

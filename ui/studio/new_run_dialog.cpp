@@ -145,6 +145,13 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   parametrization_->setToolTip(
       "mup: initialisation and per-layer learning rates scaled with the width (base width 64), so a learning "
       "rate tuned on a narrow model (mugv sweep) carries over");
+  curriculum_ = new QComboBox(this);
+  curriculum_->setEditable(true);
+  curriculum_->addItem(QString());
+  for (const PresetRef& p : list_presets("curricula")) curriculum_->addItem(QString::fromStdString(p.name));
+  curriculum_->setToolTip(
+      "Stages by step that change each batch: images mixed in and annealed away, the clip length raised, "
+      "first-frame conditioning introduced (presets/curricula; or a TOML file on the server). Empty: none");
   steps_ = spin(this, 1, 10000000, 200, "Optimizer steps in total");
   batch_ = spin(this, 1, 4096, 4, "Clips per step, split over the data-parallel ranks");
   sample_every_ = spin(this, 0, 1000000, 100, "Render sample videos every N steps (0: never)");
@@ -234,6 +241,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   form->addRow("Model", model_);
   form->addRow("Optimizer", optimizer_);
   form->addRow("Parametrization", parametrization_);
+  form->addRow("Curriculum", curriculum_);
   form->addRow("Steps", steps_);
   form->addRow("Batch", batch_);
   form->addRow("Samples every", sample_every_);
@@ -495,7 +503,8 @@ void NewRunDialog::on_stage_changed() {
   labels_->setEnabled(labels);
   beta_->setEnabled(labels);
   anchor_->setEnabled(labels);
-  dataset_->setEnabled(!labels);  // DPO and KTO learn from labelled generations, not from a dataset
+  curriculum_->setEnabled(!labels);  // a curriculum shapes flow training on a dataset
+  dataset_->setEnabled(!labels);     // DPO and KTO learn from labelled generations, not from a dataset
   offer_latent_steps();
 }
 
@@ -612,6 +621,7 @@ TrainForm NewRunDialog::form() const {
   f.batch = batch_->value();
   f.optimizer = optimizer_->currentText().toStdString();
   f.parametrization = parametrization_->currentText().toStdString();
+  if (curriculum_->isEnabled()) f.curriculum = curriculum_->currentText().trimmed().toStdString();
   f.sample_every = sample_every_->value();
   f.sample_prompts = sample_prompts_->text().trimmed().toStdString();
   const auto rows = layouts_->selectionModel()->selectedRows();
@@ -786,6 +796,8 @@ void NewRunDialog::update() {
       field = layouts_;
     else if (text.startsWith("Slurm"))
       field = cluster_;
+    else if (text.startsWith("curriculum"))
+      field = curriculum_;
     mark(field, text);
   }
   start_->setEnabled(why.empty());

@@ -87,6 +87,8 @@ class NewRunDialog : public QDialog {
   QComboBox* model() const { return model_; }
   QComboBox* optimizer() const { return optimizer_; }
   QComboBox* parametrization() const { return parametrization_; }
+  // The curriculum: empty (none), a preset of presets/curricula, or a TOML file on the server.
+  QComboBox* curriculum() const { return curriculum_; }
   QSpinBox* steps() const { return steps_; }
   QSpinBox* batch() const { return batch_; }
   QComboBox* where() const { return where_; }
@@ -132,8 +134,8 @@ class NewRunDialog : public QDialog {
   bool encode_offerable() const;
 
   QLineEdit *name_, *size_, *lora_, *sample_prompts_, *clip_filter_;
-  QComboBox *dataset_, *vae_, *model_, *where_, *cluster_, *from_, *optimizer_, *parametrization_, *stage_,
-      *labels_;
+  QComboBox *dataset_, *vae_, *model_, *where_, *cluster_, *from_, *optimizer_, *parametrization_,
+      *curriculum_, *stage_, *labels_;
   QCheckBox *grow_first_, *train_vae_, *encode_;
   QLineEdit* vae_name_;
   QSpinBox* vae_steps_;
