@@ -4,8 +4,9 @@
 #   training) -> generate a held-out prompt -> export a gif and a contact sheet -> evaluate all held-out prompts.
 # Exits 1 when a gate fails (held-out colour >= 90 %, direction >= 80 %, VAE PSNR >= 30 dB), so it can gate
 # a release. Knobs (environment): MUGV_DEMO_DIR, MUGV_DEMO_THREADS, MUGV_DEMO_CLIPS, MUGV_DEMO_VAE_STEPS,
-# MUGV_DEMO_DIT_PRECISION (fp32 | bf16), MUGV_DEMO_DIT_STEPS, MUGV_DEMO_SEED (the training seed of both models;
-# the evaluation's noise seeds follow from it, so each demo seed is judged on seeds it has not seen).
+# MUGV_DEMO_DIT_PRECISION (fp32 | bf16), MUGV_DEMO_DIT_STEPS, MUGV_DEMO_DIT_CURRICULUM (a curriculum preset or
+# file for the DiT, e.g. tiny; empty: none), MUGV_DEMO_SEED (the training seed of both models; the evaluation's
+# noise seeds follow from it, so each demo seed is judged on seeds it has not seen).
 set -euo pipefail
 BUILD=${1:-build}
 MUGV="$BUILD/bin/mugv"
@@ -22,6 +23,7 @@ DIT_PRECISION=${MUGV_DEMO_DIT_PRECISION:-$NATIVE_BF16}
 # Muon in bf16 meets the gates from step 500-750 on (docs/BENCHMARKS.md); 1500 steps leave margin. An fp32 step
 # costs 1.4-1.6x, so fp32 stops at 1000 to stay within the 30 minutes (seeds 0 and 1: held-out colour 106/106,
 # direction 105-106/106 in 24.1-25.8 min; docs/BENCHMARKS.md, "The fp32 path").
+CURRICULUM=${MUGV_DEMO_DIT_CURRICULUM:-}
 if [[ $DIT_PRECISION == bf16 ]]; then DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-1500}; else DIT_STEPS=${MUGV_DEMO_DIT_STEPS:-1000}; fi
 export MUGV_HOME=${MUGV_HOME:-$DEMO/home}
 rm -rf "$DEMO"
@@ -51,7 +53,8 @@ stage "train the DiT ($DIT_STEPS steps in $DIT_PRECISION; samples every 500 step
 # of each weight as far as the strong ones, and held-out direction was learnt by step 500 (seed 0)
 # (docs/BENCHMARKS.md, "the axis before the sign").
 "$MUGV" train --preset tiny --dataset shapes --vae-run demo-vae --run demo-dit --steps "$DIT_STEPS" --batch 32 \
-  --optimizer muon --precision "$DIT_PRECISION" --threads "$THREADS" --seed "$SEED" --sample-every 500
+  --optimizer muon --precision "$DIT_PRECISION" --threads "$THREADS" --seed "$SEED" --sample-every 500 \
+  ${CURRICULUM:+--curriculum "$CURRICULUM"}
 
 stage "generate a held-out prompt and export it"
 prompt=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["combos"][0]; print("a {color} {shape} moving {direction} on a black background".format(**c))' "$DEMO/shapes/heldout.json")
