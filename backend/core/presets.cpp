@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/json_io.h"
+#include "core/path_confinement.h"
 #include "core/paths.h"
 #include "core/strings.h"
 
@@ -124,6 +125,7 @@ nlohmann::json load_preset(std::string_view kind, std::string_view name) {
 }
 
 nlohmann::json load_preset_file(const fs::path& path, std::string_view kind) {
+  check_job_path("preset file", path);  // a server's job may only read files inside the server's roots
   std::vector<std::string> chain;
   if (!kind.empty()) check_name("kind", kind);
   return load_chain(path, kind, chain);

@@ -47,7 +47,8 @@ struct PresetRef {
 // Error(invalid_argument) for an `inherits` that is not a string or that forms a cycle.
 [[nodiscard]] nlohmann::json load_preset(std::string_view kind, std::string_view name);
 // Same, for a file given by path (e.g. --config my.toml); `inherits` resolves among presets of
-// `kind` (pass an empty kind to forbid inherits).
+// `kind` (pass an empty kind to forbid inherits). In a server's job the file must lie inside the server's
+// roots (core/path_confinement.h check_job_path): Error(forbidden) otherwise.
 [[nodiscard]] nlohmann::json load_preset_file(const std::filesystem::path& path, std::string_view kind);
 
 // Writes `values` (nested, or with dotted keys) as TOML to user_preset_dir()/<kind>/<name>.toml

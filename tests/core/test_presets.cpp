@@ -1,5 +1,6 @@
 #include "core/json_io.h"
 #include "core/params.h"
+#include "core/path_confinement.h"
 #include "core/paths.h"
 #include "core/presets.h"
 #include "support/test_support.h"
@@ -7,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <fstream>
 
 using namespace mugv;
 using mugv::test::expect_error;
@@ -221,4 +223,18 @@ TEST_CASE("json files: errors give the position, writes are atomic", "[unit][cor
   CHECK(e.subject() == bad.string());
   CHECK_THAT(e.message(), Catch::StartsWith("invalid JSON at line 3, column 8"));
   CHECK(expect_error([&] { (void)read_json_file(dir / "missing.json"); }).code() == ErrorCode::not_found);
+}
+
+TEST_CASE("a server's job reads preset files only inside the server's roots", "[unit][core]") {
+  test::TempDir root, elsewhere;
+  std::ofstream(root / "inside.toml") << "[train]\nlr = 0.5\n";
+  std::ofstream(elsewhere / "outside.toml") << "[train]\nlr = 0.5\n";
+  set_job_confinement(PathConfinement({root.path()}, {}));
+  CHECK(load_preset_file(root / "inside.toml", "train")["train"]["lr"] == 0.5);
+  const Error outside =
+      test::expect_error([&] { (void)load_preset_file(elsewhere / "outside.toml", "train"); });
+  set_job_confinement(std::nullopt);  // a terminal again: every file
+  CHECK(outside.code() == ErrorCode::forbidden);
+  CHECK(std::string(outside.what()).find("outside.toml") != std::string::npos);
+  CHECK(load_preset_file(elsewhere / "outside.toml", "train")["train"]["lr"] == 0.5);
 }
