@@ -70,6 +70,26 @@ inline TrainOptions micro_train_options(const std::string& run, int64_t steps) {
   return o;
 }
 
+// The config a run of micro_train_options(_, steps) stores, as the command line would give it: what a resume
+// reads its options from. Callers add what they change (e.g. config["train"]["precision"]).
+inline nlohmann::json micro_train_config(int64_t steps) {
+  return {{"train",
+           {{"steps", steps},
+            {"save_every", 2},
+            {"threads", 2},
+            {"seed", 7},
+            {"batch", 2},
+            {"lr", 2e-3},
+            {"warmup", 2},
+            {"ema", 0.9},
+            {"keep", 10},
+            {"model", "micro"},
+            {"preset", "micro"},
+            {"dataset", "shapes"},
+            {"vae_run", "vae0"}}},
+          {"flow", {{"shift_base", 32}, {"p_first_frame", 0.3}, {"caption_dropout", 0.2}}}};
+}
+
 // The micro options for fine-tuning tests: a faster learning rate and neither first-frame conditioning nor
 // caption dropout, so a few steps move the model visibly.
 inline TrainOptions micro_finetune_options(const std::string& run, int64_t steps) {

@@ -163,24 +163,9 @@ TEST_CASE("a run follows its curriculum, reports each step's shape and resumes f
   split.curriculum = file.string();
   split.save_every = 100;
   try {
-    // The config a resume reads its options from: the micro options as the command line would store them.
-    const nlohmann::json config = {
-        {"train",
-         {{"steps", 8},
-          {"save_every", 100},
-          {"threads", 2},
-          {"seed", 7},
-          {"batch", 2},
-          {"lr", 2e-3},
-          {"warmup", 2},
-          {"ema", 0.9},
-          {"keep", 10},
-          {"model", "micro"},
-          {"preset", "micro"},
-          {"dataset", "shapes"},
-          {"vae_run", "vae0"},
-          {"curriculum", file.string()}}},
-        {"flow", {{"shift_base", 32}, {"p_first_frame", 0.3}, {"caption_dropout", 0.2}}}};
+    nlohmann::json config = test::micro_train_config(8);
+    config["train"]["save_every"] = 100;
+    config["train"]["curriculum"] = file.string();
     train_dit(split, config, cancel, stop);
     FAIL("the run was to be cancelled");
   } catch (const Error& e) {

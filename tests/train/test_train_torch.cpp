@@ -392,26 +392,12 @@ TEST_CASE("exact resume: N steps straight equal N/2, stop, resume, N/2 bit for b
   ErrorCode code = ErrorCode::unknown;
   error_of(
       [&] {
-        train_dit(o,
-                  {{"train",
-                    {{"steps", 6},
-                     {"save_every", 100},
-                     {"threads", 2},
-                     {"seed", 7},
-                     {"precision", precision},
-                     {"optimizer", optimizer},
-                     {"ema_profiles", profiles},
-                     {"batch", 2},
-                     {"lr", 2e-3},
-                     {"warmup", 2},
-                     {"ema", 0.9},
-                     {"keep", 10},
-                     {"model", "micro"},
-                     {"preset", "micro"},
-                     {"dataset", "shapes"},
-                     {"vae_run", "vae0"}}},
-                   {"flow", {{"shift_base", 32}, {"p_first_frame", 0.3}, {"caption_dropout", 0.2}}}},
-                  cancel, stop);
+        nlohmann::json config = test::micro_train_config(6);
+        config["train"].update({{"save_every", 100},
+                                {"precision", precision},
+                                {"optimizer", optimizer},
+                                {"ema_profiles", profiles}});
+        train_dit(o, config, cancel, stop);
       },
       &code);
   REQUIRE(code == ErrorCode::cancelled);
