@@ -131,6 +131,15 @@ nlohmann::json load_preset_file(const fs::path& path, std::string_view kind) {
   return load_chain(path, kind, chain);
 }
 
+bool names_preset_file(std::string_view name_or_file) {
+  return ends_with(name_or_file, ".toml") || name_or_file.find('/') != std::string_view::npos;
+}
+
+nlohmann::json load_preset_or_file(std::string_view kind, std::string_view name_or_file) {
+  return names_preset_file(name_or_file) ? load_preset_file(fs::path(std::string(name_or_file)), kind)
+                                         : load_preset(kind, name_or_file);
+}
+
 fs::path save_user_preset(std::string_view kind, std::string_view name, const nlohmann::json& values) {
   check_name("kind", kind);
   check_name("preset", name);

@@ -51,6 +51,11 @@ struct PresetRef {
 // roots (core/path_confinement.h check_job_path): Error(forbidden) otherwise.
 [[nodiscard]] nlohmann::json load_preset_file(const std::filesystem::path& path, std::string_view kind);
 
+// A value naming a preset file rather than a preset: it has a folder part or ends in .toml.
+[[nodiscard]] bool names_preset_file(std::string_view name_or_file);
+// load_preset_file for such a value, load_preset for a preset name.
+[[nodiscard]] nlohmann::json load_preset_or_file(std::string_view kind, std::string_view name_or_file);
+
 // Writes `values` (nested, or with dotted keys) as TOML to user_preset_dir()/<kind>/<name>.toml
 // atomically and returns the path. Throws Error(invalid_argument) for bad names or values TOML
 // cannot hold (null), Error(io) when the file cannot be written.

@@ -81,10 +81,7 @@ TagVocabulary tag_vocabulary_from_json(const nlohmann::json& values) {
 }
 
 TagVocabulary load_tag_vocabulary(std::string_view name_or_path) {
-  const std::string name(name_or_path);
-  const bool is_file = ends_with(name, ".toml") || name.find('/') != std::string::npos;
-  return tag_vocabulary_from_json(is_file ? load_preset_file(name, "curation")
-                                          : load_preset("curation", name));
+  return tag_vocabulary_from_json(load_preset_or_file("curation", name_or_path));
 }
 
 std::vector<std::string> extract_tags(std::string_view caption, const TagVocabulary& vocabulary) {

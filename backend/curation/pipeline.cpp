@@ -256,10 +256,8 @@ std::string to_string(const ShardSpec& shard) {
 
 CurationPreset resolve_curation_preset(std::string_view name_or_path, const nlohmann::json& overrides) {
   const std::string name(name_or_path.empty() ? "mugv" : name_or_path);
-  const bool is_file = ends_with(name, ".toml") || name.find('/') != std::string::npos;
-  nlohmann::json values = is_file ? load_preset_file(name, "curation") : load_preset("curation", name);
-  values = merge_presets(values, nested_overrides(overrides));
-  return curation_preset_from_json(values, is_file ? fs::path(name).stem().string() : name);
+  nlohmann::json values = merge_presets(load_preset_or_file("curation", name), nested_overrides(overrides));
+  return curation_preset_from_json(values, names_preset_file(name) ? fs::path(name).stem().string() : name);
 }
 
 nlohmann::json overrides_from_assignments(const std::vector<std::string>& assignments) {

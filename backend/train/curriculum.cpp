@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
 
 namespace mugv {
 namespace {
@@ -97,9 +96,8 @@ Curriculum curriculum_from_json(const nlohmann::json& preset, const std::string&
     const nlohmann::json& j = (*stages)[i];
     const std::string where = cat(source, ": stage ", i + 1);
     if (!j.is_object()) throw Error(ErrorCode::invalid_argument, where, "expected a table");
-    const std::set<std::string> known(std::begin(kStageKeys), std::end(kStageKeys));
     for (auto it = j.begin(); it != j.end(); ++it)
-      if (!known.count(it.key()))
+      if (std::find(std::begin(kStageKeys), std::end(kStageKeys), it.key()) == std::end(kStageKeys))
         throw Error(ErrorCode::invalid_argument, where,
                     cat("unknown key '", it.key(),
                         "' (known: until, until_share, image_share, image_share_end, latent_frames, "
@@ -129,10 +127,9 @@ Curriculum curriculum_from_json(const nlohmann::json& preset, const std::string&
 }
 
 Curriculum load_curriculum(const std::string& name_or_file) {
-  const bool file = name_or_file.find('/') != std::string::npos || ends_with(name_or_file, ".toml");
-  const nlohmann::json preset =
-      file ? load_preset_file(name_or_file, "curricula") : load_preset("curricula", name_or_file);
-  return curriculum_from_json(preset, file ? name_or_file : cat("curriculum '", name_or_file, "'"));
+  return curriculum_from_json(
+      load_preset_or_file("curricula", name_or_file),
+      names_preset_file(name_or_file) ? name_or_file : cat("curriculum '", name_or_file, "'"));
 }
 
 nlohmann::json CurriculumStep::to_json() const {
