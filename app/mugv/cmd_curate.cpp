@@ -293,7 +293,7 @@ Command curate_balance_command() {
     r.add(param("balance.seed", "--seed", ParamType::integer, 0, "seed for the order of equally scored clips",
                 "balance"));
     r.add(param("balance.vocabulary", "--vocabulary", ParamType::text, "tags",
-                "tag vocabulary: a curation preset name or a .toml file", "balance"));
+                "tag vocabulary: a preset of presets/vocabularies or a .toml file", "balance"));
     define_catalog(r);
   };
   c.run = [](const Invocation& inv) {

@@ -118,6 +118,10 @@ Command keys_generate_command();
 Command keys_authorize_command();
 Command keys_list_command();
 Command keys_revoke_command();
+Command presets_command();
+// The presets listing (core/presets.h to_json records, kinds together) as `mugv presets` prints it; the
+// remote `presets` prints a server's with it.
+void print_presets(const nlohmann::json& presets);
 
 #ifdef MUGV_WITH_TORCH
 // Commands that need LibTorch (files cmd_torch_*.cpp, built only with MUGV_WITH_TORCH).

@@ -34,6 +34,7 @@ const char* kRemoteUsage =
     "    [--shards N]                          curate only: an array of N tasks (--shard i/N each), merged "
     "after\n"
     "  clusters [--json]                       the server's cluster profiles\n"
+    "  presets [KIND] [--json]                 the presets the server's jobs use (its own and its users')\n"
     "  jobs [--state S] [--json]               the queue and recent jobs\n"
     "  show ID [--json]                        one job with its events\n"
     "  watch ID                                live progress, metrics and logs until the job ends\n"
@@ -223,6 +224,16 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
           c.value("builtin", false) ? " (built in: the Slurm of the server's machine)" : "");
     for (const auto& p : reply["problems"])
       std::printf("unusable: %s\n", p["error"].get<std::string>().c_str());
+    return 0;
+  }
+  if (verb == "presets") {
+    nlohmann::json h = nlohmann::json::object();
+    if (args.size() > 1 && !starts_with(args[1], "--")) h["kind"] = args[1];
+    auto reply = client.request(MessageType::list_presets, h);
+    if (json)
+      std::cout << reply["presets"].dump(2) << "\n";
+    else
+      print_presets(reply["presets"]);
     return 0;
   }
   if (verb == "submit") {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <set>
 
 namespace mugv {
 namespace {
@@ -81,7 +82,7 @@ std::optional<PresetLocation> preset_location_from_string(std::string_view name)
 std::vector<PresetRef> list_presets(std::string_view kind) {
   check_name("kind", kind);
   const fs::path user_dir = user_preset_dir();
-  std::map<std::string, PresetRef> found;
+  std::map<std::string, PresetRef, bool (*)(std::string_view, std::string_view)> found(natural_less);
   for (const fs::path& dir : preset_dirs()) {
     std::error_code ec;
     fs::directory_iterator it(dir / std::string(kind), ec);
@@ -113,6 +114,63 @@ std::optional<PresetRef> find_preset(std::string_view kind, std::string_view nam
                        dir == user_dir ? PresetLocation::user : PresetLocation::builtin};
   }
   return std::nullopt;
+}
+
+namespace {
+
+// The kinds that have a folder in some preset dir, sorted (a folder with a name no kind can have is skipped).
+std::vector<std::string> preset_kinds() {
+  std::set<std::string> kinds;
+  for (const fs::path& dir : preset_dirs()) {
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      try {
+        check_name("kind", name);
+      } catch (const Error&) {
+        continue;
+      }
+      if (it->is_directory(ec)) kinds.insert(name);
+    }
+  }
+  return {kinds.begin(), kinds.end()};
+}
+
+PresetListing describe(const PresetRef& ref) {
+  PresetListing listing{ref, {}, nullptr, {}};
+  try {
+    listing.values = load_preset(ref.kind, ref.name);
+    if (auto d = listing.values.find("description"); d != listing.values.end() && d->is_string())
+      listing.description = d->get<std::string>();
+  } catch (const Error& e) {
+    listing.values = nullptr;
+    listing.problem = e.what();
+  }
+  return listing;
+}
+
+}  // namespace
+
+std::vector<PresetListing> describe_presets(std::string_view kind) {
+  std::vector<PresetListing> out;
+  const std::vector<std::string> kinds =
+      kind.empty() ? preset_kinds() : std::vector<std::string>{std::string(kind)};
+  for (const std::string& k : kinds)
+    for (const PresetRef& ref : list_presets(k)) out.push_back(describe(ref));
+  return out;
+}
+
+nlohmann::json to_json(const PresetListing& listing) {
+  nlohmann::json j = {{"kind", listing.ref.kind},
+                      {"name", listing.ref.name},
+                      {"location", to_string(listing.ref.location)},
+                      {"path", listing.ref.path.string()},
+                      {"description", listing.description}};
+  if (listing.problem.empty())
+    j["values"] = listing.values;
+  else
+    j["problem"] = listing.problem;
+  return j;
 }
 
 nlohmann::json load_preset(std::string_view kind, std::string_view name) {

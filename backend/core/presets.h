@@ -36,11 +36,25 @@ struct PresetRef {
   PresetLocation location = PresetLocation::unknown;
 };
 
-// Presets of `kind` across all preset dirs, sorted by name, one entry per name (the winning
-// file). Empty when there are none (an unknown kind is simply empty).
+// Presets of `kind` across all preset dirs, sorted by name (natural_less: mugv-4b before mugv-10b), one entry
+// per name (the winning file). Empty when there are none (an unknown kind is simply empty).
 [[nodiscard]] std::vector<PresetRef> list_presets(std::string_view kind);
 // The file that `kind`/`name` resolves to; nullopt when there is none.
 [[nodiscard]] std::optional<PresetRef> find_preset(std::string_view kind, std::string_view name);
+
+// A preset as listings show it (`mugv presets`, the server's list_presets, the studio's pickers): its file,
+// its description and its resolved values, or why it cannot be loaded. A listing goes on past a broken file.
+struct PresetListing {
+  PresetRef ref;
+  std::string description;  // the preset's "description"; empty when it has none
+  nlohmann::json values;    // what load_preset returns; null when `problem` is set
+  std::string problem;      // the load error in words ("file: invalid TOML at line ..."); empty when it loads
+};
+// Every preset of `kind` sorted by name, or with an empty kind every preset of every kind (kinds sorted).
+[[nodiscard]] std::vector<PresetListing> describe_presets(std::string_view kind = {});
+// {"kind", "name", "location", "path", "description", "values"}; a broken preset has "problem" instead of
+// "values".
+[[nodiscard]] nlohmann::json to_json(const PresetListing& listing);
 
 // Loads and resolves inheritance. Throws Error(not_found) listing the available presets of the
 // kind, Error(format) for TOML syntax errors ("file: invalid TOML at line L, column C: ..."),

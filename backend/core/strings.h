@@ -22,6 +22,9 @@ std::string trim(std::string_view text);
 std::string to_lower(std::string_view text);
 bool starts_with(std::string_view text, std::string_view prefix);
 bool ends_with(std::string_view text, std::string_view suffix);
+// Name order with runs of digits compared as numbers: "mugv-1b" < "mugv-4b" < "mugv-10b". Ties in value
+// ("7" and "007") fall back to plain byte order, so distinct names never compare equal.
+bool natural_less(std::string_view a, std::string_view b);
 // Renders a byte count as "12.3 MiB".
 std::string human_bytes(double bytes);
 // Renders a tensor shape as "[2, 16, 64]".

@@ -81,7 +81,7 @@ TagVocabulary tag_vocabulary_from_json(const nlohmann::json& values) {
 }
 
 TagVocabulary load_tag_vocabulary(std::string_view name_or_path) {
-  return tag_vocabulary_from_json(load_preset_or_file("curation", name_or_path));
+  return tag_vocabulary_from_json(load_preset_or_file("vocabularies", name_or_path));
 }
 
 std::vector<std::string> extract_tags(std::string_view caption, const TagVocabulary& vocabulary) {

@@ -1,7 +1,7 @@
 #pragma once
 // Content tags from captions and a balanced, stratified selection of a dataset's kept clips.
 //
-// Tags: a vocabulary (presets/curation/tags.toml, or any TOML file of that shape) has one table per
+// Tags: a vocabulary (presets/vocabularies/tags.toml, or any TOML file of that shape) has one table per
 // category (subject, action, scene); each key is a tag and its value the words or phrases that mean it:
 //   [subject]
 //   dog = ["dog", "dogs", "puppy"]

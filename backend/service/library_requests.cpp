@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/paths.h"
+#include "core/presets.h"
 #include "core/strings.h"
 #include "model/release_files.h"
 #include "service/cluster_profiles.h"
@@ -43,6 +44,12 @@ Message LibraryRequests::on_list_models(const Message&) const {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& model : list_installed_models(home_ / "models")) list.push_back(to_json(model));
   return protocol::make_ok({{"models", list}, {"dir", (home_ / "models").string()}});
+}
+
+Message LibraryRequests::on_list_presets(const Message& m) const {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& preset : describe_presets(m.header.value("kind", ""))) list.push_back(to_json(preset));
+  return protocol::make_ok({{"presets", list}, {"user_dir", user_preset_dir().string()}});
 }
 
 Message LibraryRequests::on_list_runs(const Message& m) const {

@@ -27,6 +27,9 @@ class LibraryRequests {
 
   protocol::Message on_list_clusters(const protocol::Message& m) const;
   protocol::Message on_list_models(const protocol::Message& m) const;
+  // The presets this server's jobs would use (its installed ones and those under its home), of one kind or of
+  // all, with their resolved values; a broken file is listed with its problem.
+  protocol::Message on_list_presets(const protocol::Message& m) const;
   // One record shape for every run, from the catalog's runs table and the run folders, merged by name.
   protocol::Message on_list_runs(const protocol::Message& m) const;
   protocol::Message on_list_datasets(const protocol::Message& m) const;

@@ -41,6 +41,7 @@ constexpr std::pair<MessageType, const char*> kTypeNames[] = {
     {MessageType::save_now, "save_now"},
     {MessageType::list_clusters, "list_clusters"},
     {MessageType::list_models, "list_models"},
+    {MessageType::list_presets, "list_presets"},
     {MessageType::list_commands, "list_commands"},
     {MessageType::shutdown, "shutdown"},
     {MessageType::heartbeat, "heartbeat"},

@@ -107,6 +107,7 @@ enum class MessageType {
   save_now,
   list_clusters,
   list_models,
+  list_presets,
   list_commands,
   shutdown,
   // worker -> server

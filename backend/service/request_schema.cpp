@@ -95,6 +95,7 @@ std::map<MessageType, MessageSchema> build() {
       {T::save_now, {job_id()}},
       {T::list_clusters, {}},
       {T::list_models, {}},
+      {T::list_presets, {text("kind", false, 128)}},
       {T::list_commands, {}},
       {T::shutdown, {}},
       {T::heartbeat, {job_id(), ranged(opt("pid", F::integer), 1, {}), text("token", false, 128)}},

@@ -716,6 +716,7 @@ struct Server::Impl {
     static const std::map<MessageType, LibraryHandler> routes = {
         {MessageType::list_clusters, &LibraryRequests::on_list_clusters},
         {MessageType::list_models, &LibraryRequests::on_list_models},
+        {MessageType::list_presets, &LibraryRequests::on_list_presets},
         {MessageType::list_runs, &LibraryRequests::on_list_runs},
         {MessageType::list_datasets, &LibraryRequests::on_list_datasets},
         {MessageType::list_clips, &LibraryRequests::on_list_clips},

@@ -28,7 +28,8 @@
 // "cluster": NAME}; then the Slurm executor (slurm_executor.h) submits it with the cluster profile
 // home/clusters/NAME.toml, follows it through Slurm and publishes what its workers report through files.
 // Slurm jobs take no local slot. `list_clusters` answers with the profiles (cluster_profiles.h);
-// `list_models` with the released models installed under home/models (model/release_files.h).
+// `list_models` with the released models installed under home/models (model/release_files.h); `list_presets`
+// with the presets its jobs would use (core/presets.h describe_presets).
 
 #include "core/path_confinement.h"
 #include "core/progress.h"

@@ -51,6 +51,12 @@
 #                                (4) seeds of each held-out prompt; MUGV_BENCH_PREF_STAGES ("sft dpo kto") the runs
 #                                from the base, where "anchor" is the control of the SFT anchor: DPO with beta
 #                                0.01, so the anchor alone (needs MUGV_BENCH_PREF_SFT_WEIGHT).
+#   bench_recipes curriculum     A curriculum (MUGV_BENCH_CURRICULUM, tiny) against whole clips: the same STEPS
+#                                steps, Muon at MUGV_BENCH_CURRICULUM_LR (1.2e-3), MUGV_BENCH_CURRICULUM_SEEDS (3)
+#                                seeds; judged on whole validation clips by training time (the steps' step_ms
+#                                from metrics.jsonl): each run's final loss and time, the whole-clip run's loss at
+#                                the curriculum run's time, and the time the curriculum run needs for the
+#                                whole-clip run's final loss.
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
 # MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
@@ -300,12 +306,23 @@ json.dump({"prompts": chosen}, open(sys.argv[3] + "/train-prompts/heldout.json",
   python3 "$HERE/recipes_report.py" preference "$PREF" "$seeds" "$tag" "$base" "$stages"
 }
 
+curriculum() {
+  local seeds=${MUGV_BENCH_CURRICULUM_SEEDS:-3} name=${MUGV_BENCH_CURRICULUM:-tiny}
+  local lr=${MUGV_BENCH_CURRICULUM_LR:-1.2e-3}
+  for ((seed = 0; seed < seeds; ++seed)); do
+    train "whole-s$seed" --optimizer muon --lr "$lr" --seed "$seed"
+    train "curriculum-$name-s$seed" --optimizer muon --lr "$lr" --seed "$seed" --curriculum "$name"
+  done
+  python3 "$HERE/recipes_report.py" curriculum "$WORK/curves" "$MUGV_HOME/runs" "$seeds" "$name"
+}
+
 [[ ${1:-} == preference && -n ${MUGV_BENCH_PREF_FROM:-} ]] || setup
 case ${1:-optimizers} in
   optimizers) optimizers ;;
   growth) growth ;;
   mup) mup ;;
   preference) preference ;;
-  *) echo "usage: bench_recipes [optimizers|growth|mup|preference]" >&2; exit 2 ;;
+  curriculum) curriculum ;;
+  *) echo "usage: bench_recipes [optimizers|growth|mup|preference|curriculum]" >&2; exit 2 ;;
 esac
 stage "done"

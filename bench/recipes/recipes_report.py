@@ -6,6 +6,7 @@
   recipes_report.py growth DIR SEEDS SMALL_FLOPS WIDE_FLOPS   grown against from scratch: a table and a JSON line
   recipes_report.py preference DIR SEEDS [TAG [BASE [STAGES]]]   held-out adherence of the base and the post-trained runs
   recipes_report.py mup DIR SEEDS LR...             best rate per width, parametrisation and seed, and its drift
+  recipes_report.py curriculum DIR RUNS SEEDS NAME  a curriculum against whole clips, by training time
 """
 import json
 import statistics
@@ -137,6 +138,49 @@ def mup(directory, seeds, lrs):
     print(json.dumps(report))
 
 
+def training_seconds(runs, run):
+    """Seconds of training up to each step of a run: its metrics.jsonl steps' step_ms summed (checkpoints and
+    validation not counted), as {step: seconds}."""
+    total, at = 0.0, {0: 0.0}
+    for line in (Path(runs) / run / "metrics.jsonl").read_text().splitlines():
+        if line.strip():
+            m = json.loads(line)
+            total += m["step_ms"] / 1000.0
+            at[m["step"]] = total
+    return at
+
+
+def on_time(points, seconds):
+    """A validation curve by training time: (seconds, loss) at each checkpoint."""
+    return [(seconds[step], loss) for step, loss in points if step in seconds]
+
+
+def curriculum(directory, runs, seeds, name):
+    """Both runs take the same steps; the curriculum's are cheaper while its clips are shorter. Judged on whole
+    validation clips: each run's final loss and training time, the whole-clip run's loss at the curriculum run's
+    time (what the same time buys without it), and the time the curriculum run needs for the whole-clip run's
+    final loss."""
+    per_seed = []
+    for seed in range(seeds):
+        whole_run, staged_run = f"whole-s{seed}", f"curriculum-{name}-s{seed}"
+        whole = on_time(curve(directory, whole_run), training_seconds(runs, whole_run))
+        staged = on_time(curve(directory, staged_run), training_seconds(runs, staged_run))
+        whole_time, whole_loss = whole[-1]
+        staged_time, staged_loss = staged[-1]
+        per_seed.append({"seed": seed, "whole_loss": whole_loss, "whole_s": whole_time,
+                         "curriculum_loss": staged_loss, "curriculum_s": staged_time,
+                         "whole_loss_at_curriculum_s": loss_at(whole, staged_time),
+                         "curriculum_s_to_whole_loss": steps_to_reach(staged, whole_loss)})
+    print(f"curriculum {name} against whole clips, validation loss on whole clips by training time:")
+    for r in per_seed:
+        reached = r["curriculum_s_to_whole_loss"]
+        print(f"  seed {r['seed']}: whole clips {r['whole_loss']:.4f} in {r['whole_s']:.0f} s "
+              f"({r['whole_loss_at_curriculum_s']:.4f} at {r['curriculum_s']:.0f} s); curriculum "
+              f"{r['curriculum_loss']:.4f} in {r['curriculum_s']:.0f} s; curriculum reaches the whole-clip "
+              f"loss {'after ' + format(reached, '.0f') + ' s' if reached else 'not at all'}")
+    print(json.dumps({"benchmark": "recipes.curriculum", "curriculum": name, "seeds": per_seed}))
+
+
 def preference(directory, seeds, tag="", base="pref-base", stages="sft dpo kto"):
     import os
 
@@ -168,6 +212,8 @@ def main(argv):
         preference(argv[2], int(argv[3]), *argv[4:])
     elif len(argv) >= 4 and argv[1] == "mup":
         mup(argv[2], int(argv[3]), argv[4:])
+    elif len(argv) == 6 and argv[1] == "curriculum":
+        curriculum(argv[2], argv[3], int(argv[4]), argv[5])
     elif len(argv) >= 4 and argv[1] == "optimizers":
         optimizers(argv[2], int(argv[3]), argv[4:])
     else:

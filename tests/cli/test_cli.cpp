@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -76,6 +77,37 @@ TEST_CASE("every command answers --help", "[cli]") {
     CHECK(r.exit_code == 0);
     CHECK(r.out.find("Usage") != std::string::npos);
   }
+}
+
+TEST_CASE("mugv presets lists the installed presets and the user's in name order with their descriptions",
+          "[cli]") {
+  TempDir home;
+  fs::create_directories(home.path() / "presets" / "models");
+  test::write_bytes(home.path() / "presets" / "models" / "wide.toml",
+                    "description = \"a wider tiny\"\ninherits = \"tiny\"\n[dit]\nhidden = 96\n");
+  test::write_bytes(home.path() / "presets" / "models" / "broken.toml", "[dit\n");
+
+  const auto models = run_mugv("presets models --json", home.path());
+  REQUIRE(models.exit_code == 0);
+  std::vector<std::string> names;
+  for (const auto& p : nlohmann::json::parse(models.out)) names.push_back(p["name"].get<std::string>());
+  const auto at = [&](const std::string& name) {
+    return std::find(names.begin(), names.end(), name) - names.begin();
+  };
+  CHECK(at("mugv-1b") < at("mugv-4b"));
+  CHECK(at("mugv-4b") < at("mugv-10b"));
+  CHECK(at("wide") < static_cast<long>(names.size()));
+
+  const auto all = run_mugv("presets", home.path());
+  CHECK(all.exit_code == 0);
+  CHECK_THAT(all.out, Catch::Contains("vocabularies"));
+  CHECK_THAT(all.out, Catch::Contains("a wider tiny"));
+  CHECK_THAT(all.out, Catch::Contains("unusable:"));  // the broken file is named, the listing goes on
+  CHECK_THAT(all.out, Catch::Contains("broken.toml"));
+
+  const auto bad = run_mugv("presets ../keys", home.path());
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.err, Catch::Contains("../keys"));
 }
 
 TEST_CASE("make-dataset, import, list, show and probe work together", "[cli]") {

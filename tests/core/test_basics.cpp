@@ -143,4 +143,14 @@ TEST_CASE("string helpers", "[unit][core]") {
   CHECK(cat("clip ", 12, " of ", "x.mp4") == "clip 12 of x.mp4");
   CHECK(shape_string({2, 16, 64}) == "[2, 16, 64]");
   CHECK(shape_string({}) == "[]");
+  // Natural order: digit runs by value, the rest by bytes, a prefix first; never equal for distinct names.
+  CHECK(natural_less("mugv-1b", "mugv-4b"));
+  CHECK(natural_less("mugv-4b", "mugv-10b"));
+  CHECK_FALSE(natural_less("mugv-10b", "mugv-4b"));
+  CHECK(natural_less("mugv-18b", "small"));
+  CHECK(natural_less("a", "a1"));
+  CHECK_FALSE(natural_less("a1", "a"));
+  CHECK(natural_less("x7", "x007") != natural_less("x007", "x7"));
+  CHECK_FALSE(natural_less("tiny", "tiny"));
+  CHECK(natural_less("v99999999999999999999999", "v100000000000000000000000"));  // longer than int64
 }

@@ -238,3 +238,50 @@ TEST_CASE("a server's job reads preset files only inside the server's roots", "[
   CHECK(std::string(outside.what()).find("outside.toml") != std::string::npos);
   CHECK(load_preset_file(elsewhere / "outside.toml", "train")["train"]["lr"] == 0.5);
 }
+
+TEST_CASE("a presets listing describes every kind in name order and names a broken file's problem",
+          "[unit][core]") {
+  PresetSandbox box;
+  box.write("builtin/models/mugv-10b.toml", "description = \"ten\"\n[dit]\nhidden = 3456\n");
+  box.write("builtin/models/mugv-1b.toml", "description = \"one\"\n[dit]\nhidden = 1536\n");
+  box.write("builtin/models/mugv-4b.toml", "description = \"four\"\n[dit]\nhidden = 2560\n");
+  box.write("builtin/curricula/short.toml", "[[stage]]\nuntil = 10\n");
+  box.write("home/presets/models/wide.toml",
+            "description = \"mine\"\ninherits = \"mugv-1b\"\n[dit]\ndepth = 2\n");
+  const fs::path broken = box.write("home/presets/curricula/broken.toml", "[[stage]\nuntil = 10\n");
+  box.write("builtin/not a kind/x.toml", "a = 1\n");  // a folder no kind can be named after: skipped
+
+  // Digits compare as numbers: the sizes come in order.
+  std::vector<PresetListing> models = describe_presets("models");
+  REQUIRE(models.size() == 4);
+  CHECK(models[0].ref.name == "mugv-1b");
+  CHECK(models[1].ref.name == "mugv-4b");
+  CHECK(models[2].ref.name == "mugv-10b");
+  CHECK(models[2].description == "ten");
+  const PresetListing& wide = models[3];
+  CHECK(wide.ref.name == "wide");
+  CHECK(wide.ref.location == PresetLocation::user);
+  CHECK(wide.problem.empty());
+  CHECK(wide.values["dit"]["hidden"] == 1536);  // inherited, resolved
+  CHECK(wide.values["dit"]["depth"] == 2);
+  const nlohmann::json record = to_json(wide);
+  CHECK(record["kind"] == "models");
+  CHECK(record["location"] == "user");
+  CHECK(record["description"] == "mine");
+  CHECK(record["values"] == wide.values);
+  CHECK_FALSE(record.contains("problem"));
+
+  // Every kind (sorted), the broken file listed with its problem instead of failing the listing.
+  std::vector<PresetListing> all = describe_presets();
+  REQUIRE(all.size() == 6);
+  CHECK(all[0].ref.kind == "curricula");
+  CHECK(all[0].ref.name == "broken");
+  CHECK(all[0].problem.find(broken.string()) != std::string::npos);
+  CHECK(all[0].values.is_null());
+  CHECK(to_json(all[0]).contains("problem"));
+  CHECK_FALSE(to_json(all[0]).contains("values"));
+  CHECK(all[1].ref.name == "short");
+  CHECK(all[2].ref.kind == "models");
+  CHECK(describe_presets("vocabularies").empty());
+  CHECK(expect_error([&] { (void)describe_presets("../etc"); }).code() == ErrorCode::invalid_argument);
+}

@@ -301,6 +301,61 @@ TEST_CASE("list_runs lists run folders in one record shape and honours limit and
   CHECK(page["runs"][0]["name"] == "b-dit");
 }
 
+TEST_CASE("list_presets answers with the presets the server's jobs use: its users' own and broken files too",
+          "[service][ipc]") {
+  TempDir home;
+  ::setenv("MUGV_HOME", home.path().c_str(), 1);
+  fs::create_directories(home / "presets" / "curricula");
+  fs::create_directories(home / "presets" / "models");
+  test::write_bytes(
+      home / "presets" / "curricula" / "quick.toml",
+      "description = \"two stages\"\n[[stage]]\nuntil = 10\nimage_share = 0.5\n[[stage]]\nuntil = 20\n");
+  test::write_bytes(home / "presets" / "models" / "wide.toml", "inherits = \"tiny\"\n[dit]\nhidden = 96\n");
+  test::write_bytes(home / "presets" / "models" / "broken.toml", "[dit\n");
+  TestServer server(home.path());
+  Client client(server.endpoint());
+
+  const auto curricula = client.request(MessageType::list_presets, {{"kind", "curricula"}});
+  std::map<std::string, nlohmann::json> by_name;
+  for (const auto& p : curricula["presets"]) by_name[p["name"].get<std::string>()] = p;
+  REQUIRE(by_name.count("quick") == 1);
+  CHECK(by_name.count("tiny") == 1);  // the installed ones beside the user's
+  CHECK(by_name.count("mugv") == 1);
+  CHECK(by_name["quick"]["location"] == "user");
+  CHECK(by_name["quick"]["description"] == "two stages");
+  CHECK(by_name["quick"]["values"]["stage"].size() == 2);
+  CHECK(curricula["user_dir"] == (home / "presets").string());
+
+  const auto models = client.request(MessageType::list_presets, {{"kind", "models"}});
+  by_name.clear();
+  for (const auto& p : models["presets"]) by_name[p["name"].get<std::string>()] = p;
+  CHECK(by_name["wide"]["values"]["dit"]["hidden"] == 96);
+  CHECK(by_name["wide"]["values"]["dit"]["depth"] == by_name["tiny"]["values"]["dit"]["depth"]);  // inherited
+  CHECK_THAT(by_name["broken"].value("problem", ""), Catch::Contains("broken.toml"));
+  CHECK_FALSE(by_name["broken"].contains("values"));
+
+  // No kind: every kind the server has.
+  std::set<std::string> kinds;
+  for (const auto& p : client.request(MessageType::list_presets)["presets"]) kinds.insert(p["kind"]);
+  for (const char* kind : {"curation", "curricula", "models", "train", "vocabularies"})
+    CHECK(kinds.count(kind) == 1);
+  try {
+    client.request(MessageType::list_presets, {{"kind", "../keys"}});
+    FAIL("a kind that is no name must be refused");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::invalid_argument);
+  }
+
+  // The CLI asks the same request: `mugv --server EP presets [KIND]`.
+  const auto listed = test::run_mugv_cli("--server " + server.endpoint() + " presets curricula", home.path());
+  if (listed) {
+    CHECK(listed->exit_code == 0);
+    CHECK_THAT(listed->out, Catch::Contains("quick"));
+    CHECK_THAT(listed->out, Catch::Contains("two stages"));
+    CHECK_THAT(listed->out, Catch::Contains("user"));
+  }
+}
+
 TEST_CASE("one server per home: a second one is refused, naming the first", "[service][ipc]") {
   TempDir home;
   TestServer first(home.path());

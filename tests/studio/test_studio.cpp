@@ -6,6 +6,7 @@
 #include "catalog/catalog.h"
 #include "catalog/generations.h"
 #include "catalog/preferences.h"
+#include "core/presets.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
 #include "embedded_server.h"
@@ -1225,6 +1226,54 @@ TEST_CASE("the Generate page takes its bounds and defaults from the server's gen
   CHECK(dialog.steps()->minimum() == 1);
   CHECK(dialog.steps()->value() == 200);
   CHECK(dialog.batch()->minimum() == 1);
+}
+
+TEST_CASE("the preset pickers offer the server's presets: a user's model size plans with the server's values",
+          "[studio]") {
+  app();
+  test::TempDir tmp("mugv-studio");
+  namespace fs = std::filesystem;
+  // Presets made on the server (under its home), which this installation does not have.
+  const fs::path presets = tmp.path() / "presets";
+  for (const char* kind : {"models", "curricula", "curation"}) fs::create_directories(presets / kind);
+  test::write_bytes(presets / "models" / "wide.toml",
+                    "description = \"tiny, twice as wide\"\ninherits = \"tiny\"\n[dit]\nhidden = 384\n");
+  test::write_bytes(presets / "curricula" / "quick.toml", "[[stage]]\nuntil = 10\nimage_share = 0.5\n");
+  test::write_bytes(presets / "curation" / "mine.toml", "inherits = \"lenient\"\n");
+  REQUIRE_FALSE(find_preset("models", "wide"));
+
+  MainWindow window(StudioOnRunsPage::options_for(QString::fromStdString(tmp.path().string())));
+  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  QComboBox* curation = window.datasets_page()->curation_preset();
+  REQUIRE(QTest::qWaitFor([&] { return curation->findText("mine") >= 0; }, 10000));
+  CHECK(curation->currentText() == "mugv");  // the choice stays
+  CHECK(curation->findText("lenient") >= 0);
+  CHECK(curation->findText("tags") < 0);  // a tag vocabulary is no curation preset
+
+  NewRunDialog dialog(window.link());
+  REQUIRE(QTest::qWaitFor([&] { return dialog.model()->findText("wide") >= 0; }, 10000));
+  REQUIRE(QTest::qWaitFor([&] { return dialog.curriculum()->findText("quick") >= 0; }, 10000));
+  CHECK(dialog.model()->currentText() == "tiny");
+  CHECK(dialog.model()->findText("mugv-1b") < dialog.model()->findText("mugv-10b"));
+  CHECK(dialog.curriculum()->itemText(0).isEmpty());  // none stays the first choice
+  CHECK(dialog.model()->itemData(dialog.model()->findText("wide"), Qt::ToolTipRole).toString() ==
+        "tiny, twice as wide");
+
+  // Planned with the server's definition: this installation alone could not (no such preset here).
+  dialog.dataset()->setCurrentText("shapes");
+  dialog.model()->setCurrentText("tiny");
+  dialog.update();
+  REQUIRE(dialog.layouts()->rowCount() >= 1);
+  const QString tiny_memory = dialog.layouts()->item(0, 7)->text();
+  dialog.model()->setCurrentText("wide");
+  dialog.update();
+  CHECK(dialog.problem_field() != dialog.model());
+  REQUIRE(dialog.layouts()->rowCount() >= 1);
+  CHECK(dialog.layouts()->item(0, 7)->text() != tiny_memory);  // a wider model needs more memory
+  dialog.curriculum()->setCurrentText("quick");
+  const auto values = train_job(dialog.form()).params["values"];
+  CHECK(values["train.preset"] == "wide");
+  CHECK(values["train.curriculum"] == "quick");
 }
 
 TEST_CASE("a server already running for the home is reused, not started twice", "[studio]") {

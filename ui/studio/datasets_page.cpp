@@ -3,6 +3,7 @@
 // undoable caption editor and a clip player.
 #include "job_params.h"
 #include "pages.h"
+#include "preset_choices.h"
 
 #include <QDir>
 #include <QFileDialog>
@@ -74,8 +75,9 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   auto* curate = new QPushButton("Curate folder…", this);
   curate->setToolTip("Split long videos at scene cuts, score every clip and keep or reject it with a reason");
   preset_ = new QComboBox(this);
-  preset_->addItems({"mugv", "lenient"});
-  preset_->setToolTip("Curation preset: MUG-V's thresholds or lenient ones");
+  fill_preset_combo(*preset_, local_preset_choices("curation"), false);
+  preset_->setCurrentText("mugv");
+  preset_->setToolTip("Curation preset (the server's): MUG-V's thresholds, lenient ones, or a user's own");
   auto* redecide = new QPushButton("Re-decide", this);
   redecide->setToolTip("Apply the preset's thresholds to the stored scores again (no decoding)");
 
@@ -184,6 +186,9 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
     if (thumbnails_of_ != link_.endpoint()) thumbnails_.clear();  // clip ids belong to one server's catalog
     thumbnails_of_ = link_.endpoint();
     refresh();
+    fetch_preset_choices(link_, "curation", [this](const std::vector<PresetChoice>& presets) {
+      fill_preset_combo(*preset_, presets, false);
+    });
   });
   connect(&link_, &BackendLink::event, this,
           [this](const QString& topic, const nlohmann::json& header, const QList<QByteArray>&) {

@@ -57,7 +57,11 @@ PlanOutcome plan_training(const PlanForm& form, size_t top) {
       {"frames", PlanField::frames},     {"global-batch", PlanField::batch}};
   ModelPreset preset;
   try {
-    preset = form.preset ? *form.preset : load_model_preset(form.model);
+    preset = form.preset ? *form.preset
+             : form.model_values.is_null()
+                 ? load_model_preset(form.model)
+                 : model_preset_from_json(form.model_values, form.model,
+                                          "the server's model preset " + form.model);
   } catch (const Error& e) {
     out.problem = e.what();
     out.field = PlanField::model;

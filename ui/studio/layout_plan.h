@@ -12,6 +12,8 @@
 
 #include "model/config.h"
 
+#include <nlohmann/json.hpp>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,7 +26,9 @@ struct PlanForm {
   TrainWhere where = TrainWhere::this_machine;
   std::string model = "tiny";         // model preset, or:
   std::optional<ModelPreset> preset;  // a released model's (model/release_files.h), used instead of `model`
-  int batch = 4;                      // clips per optimizer step (the global batch)
+  // The preset's values as the server defines `model` (list_presets); null: this installation's preset file.
+  nlohmann::json model_values;
+  int batch = 4;  // clips per optimizer step (the global batch)
   int frames = 17;
   int width = 64, height = 64;
   int gpus = 8, gpus_per_node = 8;  // cluster only; this machine is one CPU rank

@@ -133,7 +133,10 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
       "DPO / KTO: weight of the preferred generations' flow loss added to the preference loss, which keeps "
       "the model near what was preferred (0: none)");
   model_ = new QComboBox(this);
-  model_->addItems({"tiny", "small", "mugv-1b", "mugv-4b", "mugv-10b", "mugv-18b"});
+  updating_ = true;  // the form is not complete yet: nothing to plan
+  apply_model_presets(local_preset_choices("models"));
+  updating_ = false;
+  model_->setCurrentText("tiny");
   model_->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
   optimizer_ = new QComboBox(this);
   optimizer_->addItems({"adamw", "muon"});
@@ -147,8 +150,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
       "rate tuned on a narrow model (mugv sweep) carries over");
   curriculum_ = new QComboBox(this);
   curriculum_->setEditable(true);
-  curriculum_->addItem(QString());
-  for (const PresetRef& p : list_presets("curricula")) curriculum_->addItem(QString::fromStdString(p.name));
+  fill_preset_combo(*curriculum_, local_preset_choices("curricula"), true);
   curriculum_->setToolTip(
       "Stages by step that change each batch: images mixed in and annealed away, the clip length raised, "
       "first-frame conditioning introduced (presets/curricula; or a TOML file on the server). Empty: none");
@@ -297,6 +299,12 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   QPointer<NewRunDialog> self(this);
   fetch_command_specs(link, [self](const CommandSpecs& specs) {
     if (self) self->apply_command_specs(specs);
+  });
+  fetch_preset_choices(link, "models", [self](const std::vector<PresetChoice>& presets) {
+    if (self) self->apply_model_presets(presets);
+  });
+  fetch_preset_choices(link, "curricula", [self](const std::vector<PresetChoice>& presets) {
+    if (self) fill_preset_combo(*self->curriculum_, presets, true);
   });
   link.call(MessageType::list_datasets, {}, [self](const nlohmann::json& r) {
     if (!self) return;
@@ -529,7 +537,10 @@ PlanForm NewRunDialog::plan_form() const {
   PlanForm f;
   f.where = static_cast<TrainWhere>(where_->currentData().toInt());
   f.model = model_->currentText().toStdString();
-  if (const ReleasedModel* released = released_base()) f.preset = released->preset;
+  if (const ReleasedModel* released = released_base())
+    f.preset = released->preset;
+  else if (const auto values = model_values_.find(model_->currentText()); values != model_values_.end())
+    f.model_values = values->second;  // the server's definition: its workers will build this model
   f.batch = batch_->value();
   f.frames = frames_->value();
   const auto m = QRegularExpression("^\\s*(\\d+)\\s*[xX]\\s*(\\d+)\\s*$").match(size_->text());
@@ -566,6 +577,20 @@ LatentSteps NewRunDialog::latent_steps() const {
 std::vector<JobRequest> NewRunDialog::jobs() const {
   if (grow_first_->isEnabled() && grow_first_->isChecked()) return grow_then_train_jobs(form(), 2);
   return training_jobs(form(), latent_steps());
+}
+
+void NewRunDialog::apply_model_presets(const std::vector<PresetChoice>& presets) {
+  model_values_.clear();
+  for (const PresetChoice& p : presets) model_values_[QString::fromStdString(p.name)] = p.values;
+  const bool was_updating = updating_;
+  updating_ = true;  // one plan once the list is in, not one per item
+  fill_preset_combo(*model_, presets, false);
+  // A fine-tune sizes its base's model, which may be a preset listed only now (a grown run's, say).
+  if (const auto base = run_model_vae_.find(from_->currentData().toString());
+      base != run_model_vae_.end() && !released_base() && !base->second.first.isEmpty())
+    model_->setCurrentText(base->second.first);
+  updating_ = was_updating;
+  if (!updating_) update();
 }
 
 void NewRunDialog::apply_command_specs(const CommandSpecs& specs) {

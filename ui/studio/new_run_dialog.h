@@ -26,6 +26,7 @@
 #include "command_specs.h"
 #include "job_params.h"
 #include "layout_plan.h"
+#include "preset_choices.h"
 
 #include <QCheckBox>
 #include <QComboBox>
@@ -107,6 +108,9 @@ class NewRunDialog : public QDialog {
  private:
   void on_where_changed();
   void apply_command_specs(const CommandSpecs& specs);
+  // The Model field offers these presets (this installation's, then the server's) and plans with their
+  // values.
+  void apply_model_presets(const std::vector<PresetChoice>& presets);
   void mark(QWidget* field, const QString& why);
 
   void on_from_changed();
@@ -146,6 +150,8 @@ class NewRunDialog : public QDialog {
   std::map<QString, std::pair<QString, QString>> run_model_vae_;  // DiT run -> (model preset, VAE run)
   std::set<QString> model_weights_only_;  // runs made by grow, merge or ema: no EMA weights to start from
   std::map<QString, ReleasedModel> released_;  // by folder path on the server
+  std::map<QString, nlohmann::json>
+      model_values_;  // model preset -> its values, as the Model field offers it
   QSpinBox *steps_, *batch_, *sample_every_, *gpus_, *gpus_per_node_, *frames_;
   QDoubleSpinBox *memory_, *peak_, *beta_, *anchor_;
   QTableWidget* layouts_;

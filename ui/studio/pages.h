@@ -54,6 +54,7 @@ class DatasetsPage : public QWidget {
   QListWidget* datasets() const { return datasets_; }
   QTableWidget* clips() const { return clips_; }
   QListWidget* grid() const { return grid_; }
+  QComboBox* curation_preset() const { return preset_; }
   QUndoStack* undo_stack() const { return undo_; }
   // Saves a caption through the server (undoable).
   void edit_caption(int64_t clip_id, const QString& old_text, const QString& new_text);
@@ -80,7 +81,7 @@ class DatasetsPage : public QWidget {
   QListWidget* grid_;
   QComboBox* decision_filter_;
   QLineEdit* reason_filter_;
-  QComboBox* preset_;
+  QComboBox* preset_;  // curation presets: the server's (preset_choices.h)
   QUndoStack* undo_;
   QDialog* player_window_ = nullptr;
   FramePlayer* player_ = nullptr;
