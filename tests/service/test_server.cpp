@@ -336,7 +336,8 @@ TEST_CASE("list_presets answers with the presets the server's jobs use: its user
 
   // No kind: every kind the server has.
   std::set<std::string> kinds;
-  for (const auto& p : client.request(MessageType::list_presets)["presets"]) kinds.insert(p["kind"]);
+  const auto every = client.request(MessageType::list_presets);  // named: a temporary's member would dangle
+  for (const auto& p : every["presets"]) kinds.insert(p["kind"]);
   for (const char* kind : {"curation", "curricula", "models", "train", "vocabularies"})
     CHECK(kinds.count(kind) == 1);
   try {
