@@ -55,8 +55,8 @@
 #                                steps, Muon at MUGV_BENCH_CURRICULUM_LR (1.2e-3), MUGV_BENCH_CURRICULUM_SEEDS (3)
 #                                seeds; judged on whole validation clips by training time (the steps' step_ms
 #                                from metrics.jsonl): each run's final loss and time, the whole-clip run's loss at
-#                                the curriculum run's time, and the time the curriculum run needs for the
-#                                whole-clip run's final loss.
+#                                the curriculum run's time, and the time the whole-clip run needs for the
+#                                curriculum run's final loss (the time saved).
 #
 # Environment: MUGV_BENCH_DIR (work folder, reused: the data and VAE are made once), MUGV_BENCH_THREADS,
 # MUGV_BENCH_STEPS (300), MUGV_BENCH_SEEDS (3; growth: MUGV_BENCH_GROWTH_SEEDS, 2), MUGV_BENCH_LRS ("3e-4 6e-4 1.2e-3 2.4e-3"), MUGV (the binary).
