@@ -228,7 +228,8 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
   }
   if (verb == "presets") {
     nlohmann::json h = nlohmann::json::object();
-    if (args.size() > 1 && !starts_with(args[1], "--")) h["kind"] = args[1];
+    for (size_t i = 1; i < args.size(); ++i)
+      if (!starts_with(args[i], "--")) h["kind"] = args[i];  // `presets --json models` as well
     auto reply = client.request(MessageType::list_presets, h);
     if (json)
       std::cout << reply["presets"].dump(2) << "\n";

@@ -349,6 +349,14 @@ TEST_CASE("list_presets answers with the presets the server's jobs use: its user
 
   // The CLI asks the same request: `mugv --server EP presets [KIND]`.
   const auto listed = test::run_mugv_cli("--server " + server.endpoint() + " presets curricula", home.path());
+  const auto as_json =
+      test::run_mugv_cli("--server " + server.endpoint() + " presets --json models", home.path());
+  if (as_json) {
+    REQUIRE(as_json->exit_code == 0);
+    std::set<std::string> kinds_listed;
+    for (const auto& p : nlohmann::json::parse(as_json->out)) kinds_listed.insert(p["kind"]);
+    CHECK(kinds_listed == std::set<std::string>{"models"});
+  }
   if (listed) {
     CHECK(listed->exit_code == 0);
     CHECK_THAT(listed->out, Catch::Contains("quick"));
