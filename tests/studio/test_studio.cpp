@@ -1235,11 +1235,14 @@ TEST_CASE("the preset pickers offer the server's presets: a user's model size pl
   namespace fs = std::filesystem;
   // Presets made on the server (under its home), which this installation does not have.
   const fs::path presets = tmp.path() / "presets";
-  for (const char* kind : {"models", "curricula", "curation"}) fs::create_directories(presets / kind);
+  for (const char* kind : {"models", "curricula", "curation", "train"})
+    fs::create_directories(presets / kind);
   test::write_bytes(presets / "models" / "wide.toml",
                     "description = \"tiny, twice as wide\"\ninherits = \"tiny\"\n[dit]\nhidden = 384\n");
   test::write_bytes(presets / "curricula" / "quick.toml", "[[stage]]\nuntil = 10\nimage_share = 0.5\n");
   test::write_bytes(presets / "curation" / "mine.toml", "inherits = \"lenient\"\n");
+  // The server's own tiny-vae (a user's override): a new VAE's "0 steps" means its steps.
+  test::write_bytes(presets / "train" / "tiny-vae.toml", "[train]\nsteps = 123\n");
   REQUIRE_FALSE(find_preset("models", "wide"));
 
   MainWindow window(StudioOnRunsPage::options_for(QString::fromStdString(tmp.path().string())));
@@ -1255,6 +1258,7 @@ TEST_CASE("the preset pickers offer the server's presets: a user's model size pl
   REQUIRE(QTest::qWaitFor([&] { return dialog.curriculum()->findText("quick") >= 0; }, 10000));
   CHECK(dialog.model()->currentText() == "tiny");
   CHECK(dialog.model()->findText("mugv-1b") < dialog.model()->findText("mugv-10b"));
+  REQUIRE(QTest::qWaitFor([&] { return dialog.vae_steps()->specialValueText() == "preset's (123)"; }, 10000));
   CHECK(dialog.curriculum()->itemText(0).isEmpty());  // none stays the first choice
   CHECK(dialog.model()->itemData(dialog.model()->findText("wide"), Qt::ToolTipRole).toString() ==
         "tiny, twice as wide");

@@ -1,7 +1,6 @@
 #include "new_run_dialog.h"
 
 #include "core/error.h"
-#include "core/presets.h"
 #include "model/release_files.h"
 
 #include <QDialogButtonBox>
@@ -42,13 +41,15 @@ QString schedule_cell(const PlanRow& r) {
   return QString("%1, %2 micro-batches").arg(schedule).arg(r.micro_batches);
 }
 
-// "preset's (2000)": what 0 steps of a new VAE means, from the preset itself where this machine has it.
-QString preset_steps_text(const std::string& preset) {
-  try {
-    const auto steps =
-        load_preset("train", preset).value("train", nlohmann::json::object()).value("steps", 0);
-    if (steps > 0) return QString("preset's (%1)").arg(steps);
-  } catch (const Error&) {
+// "preset's (2000)": what 0 steps of a new VAE means, from the training preset `name` among `presets` (this
+// installation's until the server's arrive).
+QString preset_steps_text(const std::vector<PresetChoice>& presets, const std::string& name) {
+  for (const PresetChoice& p : presets) {
+    if (p.name != name) continue;
+    const auto train = p.values.value("train", nlohmann::json::object());
+    const auto steps = train.is_object() ? train.value("steps", nlohmann::json()) : nlohmann::json();
+    if (steps.is_number_integer() && steps.get<int64_t>() > 0)
+      return QString("preset's (%1)").arg(steps.get<int64_t>());
   }
   return "preset's";
 }
@@ -75,7 +76,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   vae_name_ = new QLineEdit(this);
   vae_name_->setToolTip("Name of the new VAE run ($MUGV_HOME/runs/NAME)");
   vae_steps_ = spin(this, 0, 10000000, vae_defaults.steps, "Optimizer steps of the VAE (0: the preset's)");
-  vae_steps_->setSpecialValueText(preset_steps_text(vae_defaults.preset));
+  vae_steps_->setSpecialValueText(preset_steps_text(local_preset_choices("train"), vae_defaults.preset));
   encode_ = new QCheckBox("Encode latents first", this);
   encode_->setToolTip(
       "Encode the dataset's clips with the VAE run into its latent cache (mugv encode), what the DiT trains "
@@ -305,6 +306,9 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   });
   fetch_preset_choices(link, "curricula", [self](const std::vector<PresetChoice>& presets) {
     if (self) fill_preset_combo(*self->curriculum_, presets, true);
+  });
+  fetch_preset_choices(link, "train", [self](const std::vector<PresetChoice>& presets) {
+    if (self) self->vae_steps_->setSpecialValueText(preset_steps_text(presets, VaeForm().preset));
   });
   link.call(MessageType::list_datasets, {}, [self](const nlohmann::json& r) {
     if (!self) return;
