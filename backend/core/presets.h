@@ -1,6 +1,6 @@
 #pragma once
-// Preset files: TOML under <preset dir>/<kind>/<name>.toml, kinds such as "models", "curation",
-// "train", "datasets", "parallel". Directories are searched in core/paths.h preset_dirs() order
+// Preset files: TOML under <preset dir>/<kind>/<name>.toml, kinds such as "models", "train",
+// "curation", "curricula", "vocabularies" (presets/README.md). Directories are searched in core/paths.h preset_dirs() order
 // ($MUGV_PRESETS, the user's dir, the installed dir, the source tree); the first file found for
 // a name wins, so a user preset overrides a built-in one of the same name.
 //
