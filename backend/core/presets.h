@@ -1,8 +1,8 @@
 #pragma once
-// Preset files: TOML under <preset dir>/<kind>/<name>.toml, kinds such as "models", "train",
-// "curation", "curricula", "vocabularies" (presets/README.md). Directories are searched in core/paths.h preset_dirs() order
-// ($MUGV_PRESETS, the user's dir, the installed dir, the source tree); the first file found for
-// a name wins, so a user preset overrides a built-in one of the same name.
+// Preset files: TOML under <preset dir>/<kind>/<name>.toml, kinds such as "models", "train", "curation",
+// "curricula", "vocabularies" (presets/README.md). Directories are searched in core/paths.h preset_dirs()
+// order ($MUGV_PRESETS, the user's dir, the installed dir, the source tree); the first file found for a name
+// wins, so a user preset overrides a built-in one of the same name.
 //
 // A loaded preset is returned as NESTED JSON mirroring the TOML tables ([train] lr = 1e-5 ->
 // {"train": {"lr": 1e-5}}); apply_preset_layer (core/params.h) flattens it to dotted keys.
