@@ -1243,6 +1243,10 @@ TEST_CASE("the preset pickers offer the server's presets: a user's model size pl
   test::write_bytes(presets / "curation" / "mine.toml", "inherits = \"lenient\"\n");
   // The server's own tiny-vae (a user's override): a new VAE's "0 steps" means its steps.
   test::write_bytes(presets / "train" / "tiny-vae.toml", "[train]\nsteps = 123\n");
+  // A training preset as `mugv sweep` writes one: the tuned rate with what it was tuned with.
+  test::write_bytes(presets / "train" / "swept.toml",
+                    "description = \"learning rate 0.002 from mugv sweep\"\ninherits = \"tiny\"\n[train]\n"
+                    "lr = 2e-3\noptimizer = \"muon\"\nparametrization = \"mup\"\nbatch = 6\n");
   REQUIRE_FALSE(find_preset("models", "wide"));
 
   MainWindow window(StudioOnRunsPage::options_for(QString::fromStdString(tmp.path().string())));
@@ -1275,9 +1279,26 @@ TEST_CASE("the preset pickers offer the server's presets: a user's model size pl
   REQUIRE(dialog.layouts()->rowCount() >= 1);
   CHECK(dialog.layouts()->item(0, 7)->text() != tiny_memory);  // a wider model needs more memory
   dialog.curriculum()->setCurrentText("quick");
-  const auto values = train_job(dialog.form()).params["values"];
+  auto values = train_job(dialog.form()).params["values"];
   CHECK(values["train.preset"] == "wide");
   CHECK(values["train.curriculum"] == "quick");
+
+  // A training preset fills the form's fields from its values; the job names it beside the model.
+  REQUIRE(dialog.training_preset()->findText("swept") >= 0);
+  CHECK(dialog.training_preset()->itemText(0).isEmpty());  // the model's own preset stays the default
+  CHECK(dialog.optimizer()->currentText() == "adamw");
+  dialog.training_preset()->setCurrentText("swept");
+  dialog.apply_training_preset();
+  CHECK(dialog.optimizer()->currentText() == "muon");
+  CHECK(dialog.parametrization()->currentText() == "mup");
+  CHECK(dialog.batch()->value() == 6);
+  CHECK(dialog.steps()->value() == 2000);          // inherited from tiny
+  CHECK(dialog.model()->currentText() == "tiny");  // the preset's model
+  values = train_job(dialog.form()).params["values"];
+  CHECK(values["train.preset"] == "swept");
+  CHECK(values["train.model"] == "tiny");
+  CHECK(values["train.optimizer"] == "muon");
+  CHECK(values["train.parametrization"] == "mup");
 }
 
 TEST_CASE("a server already running for the home is reused, not started twice", "[studio]") {

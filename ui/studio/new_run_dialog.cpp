@@ -139,6 +139,13 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   updating_ = false;
   model_->setCurrentText("tiny");
   model_->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
+  settings_ = new QComboBox(this);
+  training_presets_ = local_preset_choices("train");
+  fill_preset_combo(*settings_, training_presets_, true);
+  settings_->setToolTip(
+      "Training preset: the settings the run starts from (learning rate, schedule, batch, optimizer), e.g. "
+      "one mugv sweep wrote; choosing one fills the fields below from it. Empty: the model's own preset, or "
+      "MUG-V's fine-tune settings for a released model");
   optimizer_ = new QComboBox(this);
   optimizer_->addItems({"adamw", "muon"});
   optimizer_->setToolTip(
@@ -242,6 +249,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   preference_row->addWidget(anchor_, 1);
   form->addRow("Labels", preference_row);
   form->addRow("Model", model_);
+  form->addRow("Training preset", settings_);
   form->addRow("Optimizer", optimizer_);
   form->addRow("Parametrization", parametrization_);
   form->addRow("Curriculum", curriculum_);
@@ -274,6 +282,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   connect(lora_, &QLineEdit::textChanged, this, again);
   connect(from_, &QComboBox::currentIndexChanged, this, [this] { on_from_changed(); });
   connect(model_, &QComboBox::currentTextChanged, this, again);
+  connect(settings_, &QComboBox::textActivated, this, [this] { apply_training_preset(); });
   for (auto* c : {dataset_, vae_})
     connect(c, &QComboBox::currentTextChanged, this, [this] { offer_latent_steps(); });
   connect(train_vae_, &QCheckBox::toggled, this, [this] { on_train_vae_toggled(); });
@@ -308,7 +317,10 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
     if (self) fill_preset_combo(*self->curriculum_, presets, true);
   });
   fetch_preset_choices(link, "train", [self](const std::vector<PresetChoice>& presets) {
-    if (self) self->vae_steps_->setSpecialValueText(preset_steps_text(presets, VaeForm().preset));
+    if (!self) return;
+    self->vae_steps_->setSpecialValueText(preset_steps_text(presets, VaeForm().preset));
+    self->training_presets_ = presets;
+    fill_preset_combo(*self->settings_, presets, true);
   });
   link.call(MessageType::list_datasets, {}, [self](const nlohmann::json& r) {
     if (!self) return;
@@ -597,6 +609,35 @@ void NewRunDialog::apply_model_presets(const std::vector<PresetChoice>& presets)
   if (!updating_) update();
 }
 
+void NewRunDialog::apply_training_preset() {
+  const std::string name = settings_->currentText().toStdString();
+  const auto chosen = std::find_if(training_presets_.begin(), training_presets_.end(),
+                                   [&](const PresetChoice& p) { return p.name == name; });
+  if (chosen == training_presets_.end()) return;
+  const nlohmann::json train = chosen->values.value("train", nlohmann::json::object());
+  if (!train.is_object()) return;
+  // What the form shows is what the job sends (the command line beats the preset), so the preset's values of
+  // the form's fields become the fields' values; the rest (learning rate, schedule, ...) come from the
+  // preset.
+  auto text = [&](const char* key, QComboBox* field) {
+    if (const auto v = train.find(key); v != train.end() && v->is_string())
+      if (const int i = field->findText(QString::fromStdString(v->get<std::string>())); i >= 0)
+        field->setCurrentIndex(i);
+  };
+  auto number = [&](const char* key, QSpinBox* field) {
+    if (const auto v = train.find(key); v != train.end() && v->is_number_integer())
+      field->setValue(v->get<int>());
+  };
+  updating_ = true;  // one plan for the whole change
+  text("optimizer", optimizer_);
+  text("parametrization", parametrization_);
+  if (model_->isEnabled()) text("model", model_);  // a fine-tune keeps its base's model
+  number("batch", batch_);
+  number("steps", steps_);
+  updating_ = false;
+  update();
+}
+
 void NewRunDialog::apply_command_specs(const CommandSpecs& specs) {
   // Bounds, choices and help from the server's `train` command. The starting values stay the dialog's own: a
   // run started here is a short one that renders samples for the Runs page's gallery (200 steps, samples
@@ -633,6 +674,8 @@ TrainForm NewRunDialog::form() const {
     f.model.clear();
     f.train_preset = "mugv-finetune";
   }
+  if (const std::string chosen = settings_->currentText().toStdString(); !chosen.empty())
+    f.train_preset = chosen;
   if (!f.from.empty()) {
     f.vae_run.clear();  // the base's
     f.lora = lora_->text().trimmed().toStdString();

@@ -90,6 +90,10 @@ class NewRunDialog : public QDialog {
   QComboBox* parametrization() const { return parametrization_; }
   // The curriculum: empty (none), a preset of presets/curricula, or a TOML file on the server.
   QComboBox* curriculum() const { return curriculum_; }
+  QComboBox* training_preset() const { return settings_; }
+  // Fills the form's fields (optimizer, parametrization, model, batch, steps) from the chosen training
+  // preset.
+  void apply_training_preset();
   QSpinBox* steps() const { return steps_; }
   QSpinBox* batch() const { return batch_; }
   QComboBox* where() const { return where_; }
@@ -138,7 +142,7 @@ class NewRunDialog : public QDialog {
   bool encode_offerable() const;
 
   QLineEdit *name_, *size_, *lora_, *sample_prompts_, *clip_filter_;
-  QComboBox *dataset_, *vae_, *model_, *where_, *cluster_, *from_, *optimizer_, *parametrization_,
+  QComboBox *dataset_, *vae_, *model_, *settings_, *where_, *cluster_, *from_, *optimizer_, *parametrization_,
       *curriculum_, *stage_, *labels_;
   QCheckBox *grow_first_, *train_vae_, *encode_;
   QLineEdit* vae_name_;
@@ -150,8 +154,9 @@ class NewRunDialog : public QDialog {
   std::map<QString, std::pair<QString, QString>> run_model_vae_;  // DiT run -> (model preset, VAE run)
   std::set<QString> model_weights_only_;  // runs made by grow, merge or ema: no EMA weights to start from
   std::map<QString, ReleasedModel> released_;  // by folder path on the server
-  std::map<QString, nlohmann::json>
-      model_values_;  // model preset -> its values, as the Model field offers it
+  // Model preset -> its values, as the Model field offers it.
+  std::map<QString, nlohmann::json> model_values_;
+  std::vector<PresetChoice> training_presets_;  // as the Training preset field offers them
   QSpinBox *steps_, *batch_, *sample_every_, *gpus_, *gpus_per_node_, *frames_;
   QDoubleSpinBox *memory_, *peak_, *beta_, *anchor_;
   QTableWidget* layouts_;
