@@ -1,9 +1,9 @@
 #pragma once
 // The studio's preset pickers (the new-run dialog's model size, training preset and curriculum, the Datasets
-// page's curation preset). The names a job carries are resolved by the server's workers, so the server's presets are the ones
-// that count — a user preset made there (`mugv sweep`, a file under its home) included. A picker starts with
-// this installation's presets, so it works before a server answers and with a server too old to list its
-// own, and takes the server's list (`list_presets`) when it comes.
+// page's curation preset). The names a job carries are resolved by the server's workers, so the server's
+// presets are the ones that count — a user preset made there (`mugv sweep`, a file under its home) included.
+// A picker starts with this installation's presets, so it works before a server answers and with a server too
+// old to list its own, and takes the server's list (`list_presets`) when it comes.
 
 #include <nlohmann/json.hpp>
 
