@@ -44,9 +44,8 @@ QString schedule_cell(const PlanRow& r) {
 // "preset's (2000)": what 0 steps of a new VAE means, from the training preset `name` among `presets` (this
 // installation's until the server's arrive).
 QString preset_steps_text(const std::vector<PresetChoice>& presets, const std::string& name) {
-  for (const PresetChoice& p : presets) {
-    if (p.name != name) continue;
-    const auto train = p.values.value("train", nlohmann::json::object());
+  if (const PresetChoice* preset = find_preset_choice(presets, name)) {
+    const auto train = preset->values.value("train", nlohmann::json::object());
     const auto steps = train.is_object() ? train.value("steps", nlohmann::json()) : nlohmann::json();
     if (steps.is_number_integer() && steps.get<int64_t>() > 0)
       return QString("preset's (%1)").arg(steps.get<int64_t>());
@@ -76,7 +75,8 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   vae_name_ = new QLineEdit(this);
   vae_name_->setToolTip("Name of the new VAE run ($MUGV_HOME/runs/NAME)");
   vae_steps_ = spin(this, 0, 10000000, vae_defaults.steps, "Optimizer steps of the VAE (0: the preset's)");
-  vae_steps_->setSpecialValueText(preset_steps_text(local_preset_choices("train"), vae_defaults.preset));
+  training_presets_ = local_preset_choices("train");  // the Training preset field's items too (below)
+  vae_steps_->setSpecialValueText(preset_steps_text(training_presets_, vae_defaults.preset));
   encode_ = new QCheckBox("Encode latents first", this);
   encode_->setToolTip(
       "Encode the dataset's clips with the VAE run into its latent cache (mugv encode), what the DiT trains "
@@ -140,7 +140,6 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   model_->setCurrentText("tiny");
   model_->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
   settings_ = new QComboBox(this);
-  training_presets_ = local_preset_choices("train");
   fill_preset_combo(*settings_, training_presets_, true);
   settings_->setToolTip(
       "Training preset: the settings the run starts from (learning rate, schedule, batch, optimizer), e.g. "
@@ -555,8 +554,8 @@ PlanForm NewRunDialog::plan_form() const {
   f.model = model_->currentText().toStdString();
   if (const ReleasedModel* released = released_base())
     f.preset = released->preset;
-  else if (const auto values = model_values_.find(model_->currentText()); values != model_values_.end())
-    f.model_values = values->second;  // the server's definition: its workers will build this model
+  else if (const PresetChoice* preset = find_preset_choice(model_presets_, f.model))
+    f.model_values = preset->values;  // the server's definition: its workers will build this model
   f.batch = batch_->value();
   f.frames = frames_->value();
   const auto m = QRegularExpression("^\\s*(\\d+)\\s*[xX]\\s*(\\d+)\\s*$").match(size_->text());
@@ -596,8 +595,7 @@ std::vector<JobRequest> NewRunDialog::jobs() const {
 }
 
 void NewRunDialog::apply_model_presets(const std::vector<PresetChoice>& presets) {
-  model_values_.clear();
-  for (const PresetChoice& p : presets) model_values_[QString::fromStdString(p.name)] = p.values;
+  model_presets_ = presets;
   const bool was_updating = updating_;
   updating_ = true;  // one plan once the list is in, not one per item
   fill_preset_combo(*model_, presets, false);
@@ -610,10 +608,8 @@ void NewRunDialog::apply_model_presets(const std::vector<PresetChoice>& presets)
 }
 
 void NewRunDialog::apply_training_preset() {
-  const std::string name = settings_->currentText().toStdString();
-  const auto chosen = std::find_if(training_presets_.begin(), training_presets_.end(),
-                                   [&](const PresetChoice& p) { return p.name == name; });
-  if (chosen == training_presets_.end()) return;
+  const PresetChoice* chosen = find_preset_choice(training_presets_, settings_->currentText().toStdString());
+  if (!chosen) return;
   const nlohmann::json train = chosen->values.value("train", nlohmann::json::object());
   if (!train.is_object()) return;
   // What the form shows is what the job sends (the command line beats the preset), so the preset's values of

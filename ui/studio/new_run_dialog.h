@@ -154,9 +154,8 @@ class NewRunDialog : public QDialog {
   std::map<QString, std::pair<QString, QString>> run_model_vae_;  // DiT run -> (model preset, VAE run)
   std::set<QString> model_weights_only_;  // runs made by grow, merge or ema: no EMA weights to start from
   std::map<QString, ReleasedModel> released_;  // by folder path on the server
-  // Model preset -> its values, as the Model field offers it.
-  std::map<QString, nlohmann::json> model_values_;
-  std::vector<PresetChoice> training_presets_;  // as the Training preset field offers them
+  // The presets the Model and Training preset fields offer, with their values.
+  std::vector<PresetChoice> model_presets_, training_presets_;
   QSpinBox *steps_, *batch_, *sample_every_, *gpus_, *gpus_per_node_, *frames_;
   QDoubleSpinBox *memory_, *peak_, *beta_, *anchor_;
   QTableWidget* layouts_;

@@ -28,6 +28,12 @@ std::vector<PresetChoice> preset_choices_from_reply(const nlohmann::json& reply)
   return out;
 }
 
+const PresetChoice* find_preset_choice(const std::vector<PresetChoice>& presets, const std::string& name) {
+  for (const PresetChoice& p : presets)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
 void fetch_preset_choices(BackendLink& link, const std::string& kind,
                           std::function<void(const std::vector<PresetChoice>&)> on_presets) {
   link.call(protocol::MessageType::list_presets, {{"kind", kind}},

@@ -27,6 +27,9 @@ struct PresetChoice {
 [[nodiscard]] std::vector<PresetChoice> local_preset_choices(const std::string& kind);
 // The loadable presets of a list_presets reply (records without values, or of malformed shape, left out).
 [[nodiscard]] std::vector<PresetChoice> preset_choices_from_reply(const nlohmann::json& reply);
+// The preset called `name` among `presets`; nullptr when there is none.
+[[nodiscard]] const PresetChoice* find_preset_choice(const std::vector<PresetChoice>& presets,
+                                                     const std::string& name);
 // Asks the server for its presets of `kind`; `on_presets` runs on the UI thread (not on failure, so an older
 // server leaves the picker as it was).
 void fetch_preset_choices(BackendLink& link, const std::string& kind,
