@@ -135,6 +135,11 @@ nlohmann::json parse_json_text(std::string_view text, const std::string& subject
     if (size_t colon = what.find(": "); colon != std::string::npos) what = what.substr(colon + 2);
     throw Error(ErrorCode::format, subject,
                 cat("invalid JSON at line ", pos.line, ", column ", pos.column, ": ", what));
+  } catch (const nlohmann::json::exception& e) {
+    // Valid JSON that nlohmann cannot hold, such as a number beyond a double's range (out_of_range 406).
+    std::string what = e.what();
+    if (size_t bracket = what.find("] "); bracket != std::string::npos) what = what.substr(bracket + 2);
+    throw Error(ErrorCode::format, subject, "invalid JSON: " + what);
   }
 }
 

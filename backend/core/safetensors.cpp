@@ -172,6 +172,10 @@ SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
     std::string what = e.what();
     throw format_error(
         cat("header is not valid JSON (byte ", e.byte, "): ", what.substr(what.find(": ") + 2)));
+  } catch (const nlohmann::json::exception& e) {
+    // Valid JSON that nlohmann cannot hold, such as a number beyond a double's range (out_of_range 406).
+    std::string what = e.what();
+    throw format_error("header is not valid JSON: " + what.substr(what.find("] ") + 2));
   }
   if (!duplicate.empty()) throw format_error("'" + duplicate + "' appears twice in the header");
   if (!document.is_object()) throw format_error("header is not a JSON object");

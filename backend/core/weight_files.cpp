@@ -1,6 +1,7 @@
 #include "core/weight_files.h"
 
 #include "core/error.h"
+#include "core/json_io.h"
 #include "core/mapped_file.h"
 #include "core/paths.h"
 #include "core/strings.h"
@@ -166,14 +167,7 @@ WeightFiles WeightFiles::open(const fs::path& path) {
 
   // A shard index.
   const std::string index_subject = chosen.string();
-  nlohmann::json index;
-  try {
-    index = nlohmann::json::parse(read_text_file(chosen));
-  } catch (const nlohmann::json::parse_error& e) {
-    std::string what = e.what();
-    throw Error(ErrorCode::format, index_subject,
-                cat("not valid JSON (byte ", e.byte, "): ", what.substr(what.find(": ") + 2)));
-  }
+  const nlohmann::json index = parse_json_text(read_text_file(chosen), index_subject);
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     throw Error(ErrorCode::format, index_subject,
                 "a shard index needs a \"weight_map\" object of tensor -> shard file");

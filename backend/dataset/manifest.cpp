@@ -171,7 +171,7 @@ ManifestReadResult read_manifest(const fs::path& path) {
         nlohmann::json obj;
         try {
           obj = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::parse_error& e) {
+        } catch (const nlohmann::json::exception& e) {
           throw Error(ErrorCode::format, cat("not valid JSON (", e.what(), ")"));
         }
         result.entries.push_back(entry_from_json(obj, base_dir));

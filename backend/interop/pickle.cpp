@@ -4,8 +4,10 @@
 
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace mugv {
 namespace {
@@ -49,18 +51,26 @@ class Parser {
       : data_(data), end_(data + bytes), p_(data), subject_(subject) {}
 
   PickleRef run() {
-    while (p_ < end_) {
-      op_at_ = size_t(p_ - data_);
-      const uint8_t op = *p_++;
-      op_ = op;
-      if (op == STOP) {
-        if (stack_.empty()) fail("STOP with an empty stack");
-        return stack_.back();
+    try {
+      while (p_ < end_) {
+        op_at_ = size_t(p_ - data_);
+        const uint8_t op = *p_++;
+        op_ = op;
+        if (op == STOP) {
+          if (stack_.empty()) fail("STOP with an empty stack");
+          if (has_cycle())
+            fail("a value contains itself (a reference cycle), which no checkpoint writer makes");
+          return stack_.back();
+        }
+        step(op);
       }
-      step(op);
+      throw Error(
+          ErrorCode::format, subject_,
+          "pickle ends at byte " + std::to_string(size_t(end_ - data_)) + " without STOP (truncated?)");
+    } catch (...) {
+      break_cycles();
+      throw;
     }
-    throw Error(ErrorCode::format, subject_,
-                "pickle ends at byte " + std::to_string(size_t(end_ - data_)) + " without STOP (truncated?)");
   }
 
  private:
@@ -92,6 +102,67 @@ class Parser {
   }
 
   void push(PickleRef v) { stack_.push_back(std::move(v)); }
+
+  // Only APPEND(S), SETITEM(S), ADDITEMS and BUILD add a value to one that already exists; every other
+  // opcode builds a new value from older ones. So every reference cycle runs through a value changed by one
+  // of them, and these are remembered to look for cycles at STOP and to break them when the parse fails:
+  // values holding themselves would never be freed (shared_ptr), so a hostile file would leak at each read.
+  PickleRef& changing_top() {
+    PickleRef& target = top();
+    if (changed_seen_.insert(target.get()).second) changed_.push_back(target);
+    return target;
+  }
+  bool has_cycle() const {
+    enum class Mark { open, done };
+    std::unordered_map<const PickleValue*, Mark> marks;
+    std::vector<std::pair<const PickleValue*, size_t>> path;  // a value and how many children were visited
+    for (const PickleRef& start : changed_) {
+      if (!marks.emplace(start.get(), Mark::open).second) continue;
+      path.emplace_back(start.get(), 0);
+      while (!path.empty()) {
+        const PickleValue* child = nullptr;
+        if (!child_at(*path.back().first, path.back().second++, &child)) {
+          marks[path.back().first] = Mark::done;
+          path.pop_back();
+          continue;
+        }
+        if (!child) continue;
+        const auto [it, fresh] = marks.emplace(child, Mark::open);
+        if (!fresh) {
+          if (it->second == Mark::open) return true;  // back on the current path
+          continue;
+        }
+        path.emplace_back(child, 0);
+      }
+    }
+    return false;
+  }
+  // Sets `child` to the i-th value `v` refers to (nullptr for an empty slot); false past the last one.
+  static bool child_at(const PickleValue& v, size_t i, const PickleValue** child) {
+    if (i < v.items.size()) {
+      *child = v.items[i].get();
+      return true;
+    }
+    i -= v.items.size();
+    if (i < 2 * v.entries.size()) {
+      *child = (i % 2 ? v.entries[i / 2].second : v.entries[i / 2].first).get();
+      return true;
+    }
+    i -= 2 * v.entries.size();
+    const PickleRef* const rest[] = {&v.args.tuple(), &v.callable, &v.kwargs, &v.state, &v.pid};
+    if (i >= std::size(rest)) return false;
+    *child = rest[i]->get();
+    return true;
+  }
+  // Drops what was added to existing values: every cycle loses an edge, so everything is freed.
+  void break_cycles() {
+    for (const PickleRef& v : changed_) {
+      v->items.clear();
+      v->entries.clear();
+      v->state.reset();
+    }
+  }
+
   PickleRef pop() {
     if (stack_.size() <= floor()) fail("stack underflow");
     PickleRef v = std::move(stack_.back());
@@ -347,12 +418,12 @@ class Parser {
         return;
       case APPEND: {
         PickleRef item = pop();
-        append_to(*top(), {std::move(item)});
+        append_to(*changing_top(), {std::move(item)});
         return;
       }
       case APPENDS: {
         auto items = pop_mark();
-        append_to(*top(), std::move(items));
+        append_to(*changing_top(), std::move(items));
         return;
       }
       case EMPTY_DICT:
@@ -367,12 +438,12 @@ class Parser {
       case SETITEM: {
         PickleRef value = pop();
         PickleRef key = pop();
-        set_items(top(), {std::move(key), std::move(value)});
+        set_items(changing_top(), {std::move(key), std::move(value)});
         return;
       }
       case SETITEMS: {
         auto flat = pop_mark();
-        set_items(top(), std::move(flat));
+        set_items(changing_top(), std::move(flat));
         return;
       }
       case EMPTY_SET:
@@ -380,7 +451,7 @@ class Parser {
         return;
       case ADDITEMS: {
         auto items = pop_mark();
-        PickleValue& set = *top();
+        PickleValue& set = *changing_top();
         if (!set.is(PickleKind::set)) fail("adding items to " + set.describe() + ", not a set");
         for (auto& item : items) set.items.push_back(std::move(item));
         return;
@@ -440,7 +511,7 @@ class Parser {
       }
       case BUILD: {
         PickleRef state = pop();
-        PickleValue& target = *top();
+        PickleValue& target = *changing_top();
         if (!target.is(PickleKind::object)) fail("BUILD on " + target.describe() + ", not an object");
         if (target.state) fail("BUILD on an object that was already built");
         target.state = std::move(state);
@@ -490,6 +561,8 @@ class Parser {
   std::unordered_map<const PickleValue*, KeyId> key_ids_;
   std::unordered_map<std::string_view, uint64_t> interned_;     // views of the texts of key_ids_' nodes
   std::map<std::pair<uint64_t, uint64_t>, PickleRef> globals_;  // STACK_GLOBAL's, by key_id of module, name
+  std::vector<PickleRef> changed_;                              // values APPEND, SETITEM, ... added to
+  std::unordered_set<const PickleValue*> changed_seen_;
 };
 
 // ---------------------------------------------------------------------------------------------------------

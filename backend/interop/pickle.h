@@ -24,7 +24,9 @@
 //                       extension codes, a protocol above 5), an integer wider than 64 bits
 //   Error(format)       a malformed stream: truncated, stack underflow, a missing MARK or memo entry,
 //                       an argument of the wrong kind, a STACK_GLOBAL module or name over 1024 bytes,
-//                       no STOP. Bytes after STOP are ignored (as pickle.loads does).
+//                       no STOP; a value that contains itself (a reference cycle through the memo, which
+//                       Python can pickle but no checkpoint writer makes, and which shared_ptr values could
+//                       never free). Bytes after STOP are ignored (as pickle.loads does).
 //
 // write_pickle() writes a value tree as Python's pickler would write the same objects: objects by NEWOBJ
 // or REDUCE with their state by BUILD; globals by GLOBAL (protocol 2-3) or STACK_GLOBAL (4-5); every
@@ -34,8 +36,7 @@
 // for readers, PEP 3154).
 //
 // Values are shared_ptr nodes: build them with the make_* helpers. parse_pickle's result is not shared
-// with anything else; treat it as read-only. A pickle that builds a reference cycle (possible through the
-// memo and BUILD) leaks that cycle; nothing here follows one. Both functions are pure and thread-safe.
+// with anything else and has no cycles; treat it as read-only. Both functions are pure and thread-safe.
 
 #include "core/error.h"
 

@@ -28,6 +28,31 @@ ParamSpec spec(std::string key, std::string flag, ParamType type, nlohmann::json
   return s;
 }
 
+// Collects the leaves of `nested` whose dotted keys `registry` declares into `out` (dotted keys).
+void collect_declared(const ParamRegistry& registry, const nlohmann::json& nested, const std::string& prefix,
+                      nlohmann::json& out) {
+  for (auto it = nested.begin(); it != nested.end(); ++it) {
+    const std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
+    if (it.value().is_object())
+      collect_declared(registry, it.value(), key, out);
+    else if (registry.find_by_key(key))
+      out[key] = it.value();
+  }
+}
+
+// The registry's defaults under the values of `nested` (a preset or a run's config) that this command
+// declares, as the preset layer: a preset or a run may carry settings of the other trainer.
+ParamValues defaults_under(const ParamRegistry& registry, const nlohmann::json& nested,
+                           const std::string& origin) {
+  ParamValues out(registry);
+  for (const auto& s : registry.specs())
+    if (!s.default_value.is_null()) out.set(s.key, s.default_value, ParamSource::builtin_default);
+  nlohmann::json declared = nlohmann::json::object();
+  collect_declared(registry, nested, "", declared);
+  apply_preset_layer(out, declared, ParamSource::preset, origin);
+  return out;
+}
+
 }  // namespace
 
 const char* to_string(TrainKind kind) {
@@ -295,36 +320,21 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
 ParamValues resolve_train_preset(const ParamValues& values) {
   const ParamRegistry& registry = values.registry();
   const std::string name = values.get_text("train.preset");
-  ParamLayers layers;
+  nlohmann::json preset;
+  std::string origin;
   if (auto ref = find_preset("train", name)) {
-    layers.preset = load_preset("train", name);
-    layers.preset_origin = ref->path.string();
+    preset = load_preset("train", name);
+    origin = ref->path.string();
   } else if (find_preset("models", name)) {
-    layers.preset = nlohmann::json{{"train", {{"model", name}}}};
-    layers.preset_origin = "presets/models/" + name + ".toml";
+    preset = nlohmann::json{{"train", {{"model", name}}}};
+    origin = "presets/models/" + name + ".toml";
   } else {
     std::string known;
     for (const auto& p : list_presets("train")) known += (known.empty() ? "" : ", ") + p.name;
     for (const auto& p : list_presets("models")) known += (known.empty() ? "" : ", ") + p.name;
     throw Error(ErrorCode::not_found, name, "no such training or model preset; known: " + known);
   }
-  // Only the keys this command declares: a preset may carry settings of the other trainer.
-  nlohmann::json filtered = nlohmann::json::object();
-  std::function<void(const nlohmann::json&, const std::string&)> walk = [&](const nlohmann::json& j,
-                                                                            const std::string& prefix) {
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
-      if (it.value().is_object())
-        walk(it.value(), key);
-      else if (registry.find_by_key(key))
-        filtered[key] = it.value();
-    }
-  };
-  walk(layers.preset, "");
-  ParamValues out(registry);
-  for (const auto& s : registry.specs())
-    if (!s.default_value.is_null()) out.set(s.key, s.default_value, ParamSource::builtin_default);
-  apply_preset_layer(out, filtered, ParamSource::preset, layers.preset_origin);
+  ParamValues out = defaults_under(registry, preset, origin);
   for (const auto& [key, entry] : values.entries())
     if (entry.source == ParamSource::environment || entry.source == ParamSource::command_line ||
         entry.source == ParamSource::user_file)
@@ -334,22 +344,7 @@ ParamValues resolve_train_preset(const ParamValues& values) {
 
 ParamValues values_from_run_config(const ParamRegistry& registry, const nlohmann::json& config,
                                    const nlohmann::json& overrides, const std::string& origin) {
-  ParamValues out(registry);
-  for (const auto& s : registry.specs())
-    if (!s.default_value.is_null()) out.set(s.key, s.default_value, ParamSource::builtin_default);
-  nlohmann::json filtered = nlohmann::json::object();
-  std::function<void(const nlohmann::json&, const std::string&)> walk = [&](const nlohmann::json& j,
-                                                                            const std::string& prefix) {
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
-      if (it.value().is_object())
-        walk(it.value(), key);
-      else if (registry.find_by_key(key))
-        filtered[key] = it.value();
-    }
-  };
-  walk(config, "");
-  apply_preset_layer(out, filtered, ParamSource::preset, origin);
+  ParamValues out = defaults_under(registry, config, origin);
   for (auto it = overrides.begin(); it != overrides.end(); ++it)
     out.set(it.key(), it.value(), ParamSource::command_line, it.key());
   return out;

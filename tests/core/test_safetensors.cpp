@@ -215,6 +215,9 @@ TEST_CASE("every malformed safetensors file is rejected with a typed error", "[u
       {"header not JSON", file_bytes("{\"t\":", ""), ErrorCode::format, "not valid JSON"},
       {"header invalid UTF-8", file_bytes("{\"\xff\":1}", ""), ErrorCode::format, "not valid JSON"},
       {"trailing garbage in header", file_bytes("{}x", ""), ErrorCode::format, "not valid JSON"},
+      {"number beyond a double",  // valid JSON that nlohmann refuses with out_of_range, not parse_error
+       file_bytes(one(R"({"dtype":"U8","shape":[1e999],"data_offsets":[0,1]})"), "x"), ErrorCode::format,
+       "not valid JSON: number overflow"},
       {"entry not an object", file_bytes(one("3"), ""), ErrorCode::format, "expected an object"},
       {"missing dtype", file_bytes(one(R"({"shape":[],"data_offsets":[0,0]})"), ""), ErrorCode::format,
        "missing"},

@@ -562,7 +562,14 @@ TEST_CASE("sharded weights through an index json", "[unit][core]") {
                       R"({"weight_map": {"x": "../elsewhere.safetensors"}})");
     CHECK(open_error(dir / "model.safetensors.index.json").code() == ErrorCode::format);
     write_text_atomic(dir / "model.safetensors.index.json", R"({"weight_map": )");
-    CHECK(open_error(dir / "model.safetensors.index.json").code() == ErrorCode::format);
+    e = open_error(dir / "model.safetensors.index.json");
+    CHECK(e.code() == ErrorCode::format);
+    CHECK_THAT(e.message(), Catch::Contains("invalid JSON at line 1"));
+    // Valid JSON that nlohmann refuses with out_of_range rather than parse_error: still Error(format).
+    write_text_atomic(dir / "model.safetensors.index.json", R"({"metadata": {"total_size": 1e999}})");
+    e = open_error(dir / "model.safetensors.index.json");
+    CHECK(e.code() == ErrorCode::format);
+    CHECK_THAT(e.message(), Catch::Contains("number overflow"));
     write_text_atomic(dir / "model.safetensors.index.json", R"({"metadata": {}})");
     CHECK(open_error(dir / "model.safetensors.index.json").code() == ErrorCode::format);
   }

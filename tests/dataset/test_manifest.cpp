@@ -40,20 +40,24 @@ TEST_CASE("manifests round-trip as JSONL and CSV with relative paths and extra f
 
 TEST_CASE("bad manifest lines are reported with their line number and the rest is read", "[unit][dataset]") {
   TempDir dir;
-  mugv::test::write_bytes(dir / "m.jsonl",
-                          "{\"path\": \"a.mp4\", \"caption\": \"ok\"}\n"
-                          "not json\n"
-                          "{\"caption\": \"no path\"}\n"
-                          "{\"path\": \"b.mp4\", \"start\": 5, \"end\": 2}\n"
-                          "\n"
-                          "{\"path\": \"c.mp4\"}\n");
+  mugv::test::write_bytes(
+      dir / "m.jsonl",
+      "{\"path\": \"a.mp4\", \"caption\": \"ok\"}\n"
+      "not json\n"
+      "{\"caption\": \"no path\"}\n"
+      "{\"path\": \"b.mp4\", \"start\": 5, \"end\": 2}\n"
+      "{\"path\": \"d.mp4\", \"start\": 1e999}\n"  // nlohmann: out_of_range, not parse_error
+      "\n"
+      "{\"path\": \"c.mp4\"}\n");
   auto read = read_manifest(dir / "m.jsonl");
   REQUIRE(read.entries.size() == 2);
-  REQUIRE(read.problems.size() == 3);
+  REQUIRE(read.problems.size() == 4);
   CHECK(read.problems[0].line == 2);
   CHECK(read.problems[1].line == 3);
   CHECK(read.problems[1].reason.find("path") != std::string::npos);
   CHECK(read.problems[2].line == 4);
+  CHECK(read.problems[3].line == 5);
+  CHECK(read.problems[3].reason.find("not valid JSON") != std::string::npos);
 }
 
 TEST_CASE("manifest files that cannot be used at all are refused with the file named", "[unit][dataset]") {

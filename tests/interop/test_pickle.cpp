@@ -258,6 +258,37 @@ TEST_CASE("Bad pickles are errors naming the stream, the byte and the opcode", "
   }
 }
 
+TEST_CASE("A value that contains itself is refused and freed", "[unit][interop]") {
+  // Python pickles cycles; no checkpoint writer makes them, and shared_ptr values holding themselves would
+  // never be freed (the ASan build checks for leaks), so a hostile file would leak at every read.
+  SECTION("a list appended to itself") {
+    PickleBytes self;
+    self.proto(2).op(']').binput(0).binget(0).op('a').stop();
+    const Error e = parse_error(self.bytes);
+    CHECK(e.code() == ErrorCode::format);
+    CHECK_THAT(e.message(), Catch::Contains("contains itself"));
+  }
+  SECTION("a cycle through an object's state that the root does not reach") {
+    // object o = REDUCE(global, ()); d = {}; d["o"] = o; BUILD o with d; then the root is None.
+    PickleBytes hidden;
+    hidden.proto(2).global("m", "C").op(')').op('R').binput(0).op('}').binput(1);
+    hidden.binunicode("o").binget(0).op('s').op('b').op('0').none().stop();
+    CHECK_THAT(parse_error(hidden.bytes).message(), Catch::Contains("contains itself"));
+  }
+  SECTION("a cycle in a stream that then fails is freed with the error") {
+    PickleBytes broken;
+    broken.proto(2).op(']').binput(0).binget(0).op('a').op('R');  // REDUCE: stack underflow, no STOP
+    CHECK_THAT(parse_error(broken.bytes).message(), Catch::Contains("underflow"));
+  }
+  SECTION("a value reached twice without a cycle reads") {
+    PickleBytes shared;
+    shared.proto(2).op(']').binput(0).op(']').binput(1).binget(0).binget(0).op('\x86').op('a').stop();
+    const PickleRef root = parse(shared.bytes);
+    REQUIRE(root->items.size() == 1);
+    CHECK(root->items[0]->items[0] == root->items[0]->items[1]);
+  }
+}
+
 TEST_CASE("A pickle nesting lists a million deep through the memo is read and released", "[unit][interop]") {
   // With the stack at [outer]: EMPTY_LIST, BINPUT 1, APPEND (outer.append(inner)), POP, BINGET 1 leaves
   // [inner]; repeated, every list holds the next. Releasing such a chain must not recurse a million deep.
