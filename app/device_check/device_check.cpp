@@ -206,7 +206,7 @@ std::unique_ptr<TrainRun> train_run(const std::string& run, int64_t steps, const
 TrainResult run_training(const TrainRun& r, const CancelToken& cancel, const TrainCallbacks& callbacks) {
   ParamLayers layers;
   layers.command_line = parse_command_line(r.registry, r.args);
-  const ParamValues values = resolve_train_preset(resolve(r.registry, layers));
+  const ParamValues values = resolve_train_preset(resolve(r.registry, layers), TrainKind::dit);
   return train_dit(train_options_from(values, TrainKind::dit), values.to_json(), cancel, callbacks);
 }
 

@@ -189,7 +189,7 @@ void resolve_training_data(TrainOptions& options) {
 }
 
 int run_train(const Invocation& inv) {
-  ParamValues values = resolve_train_preset(inv.values);
+  ParamValues values = resolve_train_preset(inv.values, TrainKind::dit);
   TrainOptions options =
       train_options_from(values, TrainKind::dit);  // checks the options before a submission too
   if (inv.values.get_bool("slurm.submit")) return submit_train_to_slurm(inv, options.run);
@@ -248,7 +248,7 @@ int run_resume(const Invocation& inv) {
 }
 
 int run_train_vae(const Invocation& inv) {
-  ParamValues values = resolve_train_preset(inv.values);
+  ParamValues values = resolve_train_preset(inv.values, TrainKind::vae);
   TrainOptions options = train_options_from(values, TrainKind::vae);
   Catalog catalog = Catalog::open(catalog_path());
   auto r = train_vae(catalog, options, values.to_json(), inv.cancel, inv.progress);
@@ -288,7 +288,7 @@ int run_train_vae(const Invocation& inv) {
 // is one, with the batch, schedule and objective the rate was tuned with), so that
 // `mugv train --preset NAME --model WIDER` trains with it — with --parametrization mup the rate carries over.
 int run_sweep(const Invocation& inv) {
-  ParamValues values = resolve_train_preset(inv.values);
+  ParamValues values = resolve_train_preset(inv.values, TrainKind::dit);
   const TrainOptions base = train_options_from(values, TrainKind::dit);
   if (!inv.values.has("sweep.val_dataset"))
     throw Error(ErrorCode::usage, "--val-dataset", "name the dataset the learning rates are judged on");

@@ -610,21 +610,45 @@ EnvLookup process_environment() {
 
 namespace {
 
+bool is_preset_metadata(const std::string& prefix, const std::string& name) {
+  return prefix.empty() && (name == "description" || name == "trainer");
+}
+
+[[noreturn]] void unknown_preset_key(const std::string& key,
+                                     const std::vector<const ParamRegistry*>& registries,
+                                     const std::string& origin) {
+  std::vector<std::string> keys;
+  for (const ParamRegistry* registry : registries)
+    for (const ParamSpec& spec : registry->specs()) keys.push_back(spec.key);
+  throw Error(ErrorCode::invalid_argument, origin.empty() ? std::string("preset") : origin,
+              "unknown key '" + key + "'" + suggestion(key, keys));
+}
+
 void apply_node(ParamValues& values, const nlohmann::json& node, const std::string& prefix,
                 ParamSource source, const std::string& origin) {
   for (const auto& [name, value] : node.items()) {
-    if (prefix.empty() && name == "description") continue;
+    if (is_preset_metadata(prefix, name)) continue;
     std::string key = prefix.empty() ? name : prefix + "." + name;
     if (values.registry().find_by_key(key)) {
       values.set(key, value, source, origin);
     } else if (value.is_object()) {
       apply_node(values, value, key, source, origin);
     } else {
-      std::vector<std::string> keys;
-      for (const ParamSpec& spec : values.registry().specs()) keys.push_back(spec.key);
-      throw Error(ErrorCode::invalid_argument, origin.empty() ? std::string("preset") : origin,
-                  "unknown key '" + key + "'" + suggestion(key, keys));
+      unknown_preset_key(key, {&values.registry()}, origin);
     }
+  }
+}
+
+void check_node(const nlohmann::json& node, const std::string& prefix,
+                const std::vector<const ParamRegistry*>& registries, const std::string& origin) {
+  for (const auto& [name, value] : node.items()) {
+    if (is_preset_metadata(prefix, name)) continue;
+    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    const bool declared = std::any_of(registries.begin(), registries.end(),
+                                      [&](const ParamRegistry* r) { return r->find_by_key(key) != nullptr; });
+    if (declared) continue;
+    if (!value.is_object()) unknown_preset_key(key, registries, origin);
+    check_node(value, key, registries, origin);
   }
 }
 
@@ -637,6 +661,11 @@ void apply_preset_layer(ParamValues& values, const nlohmann::json& preset, Param
     throw Error(ErrorCode::invalid_argument, origin.empty() ? std::string("preset") : origin,
                 "expected a table of settings");
   apply_node(values, preset, {}, source, origin);
+}
+
+void check_preset_keys(const nlohmann::json& preset, const std::vector<const ParamRegistry*>& registries,
+                       const std::string& origin) {
+  if (preset.is_object()) check_node(preset, {}, registries, origin);
 }
 
 void apply_environment(ParamValues& values, const EnvLookup& env) {

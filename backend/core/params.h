@@ -201,11 +201,17 @@ using EnvLookup = std::function<std::optional<std::string>(const std::string& na
 EnvLookup process_environment();
 
 // Applies every value of a preset-shaped JSON object (nested tables or dotted keys, as
-// load_preset returns) as one layer. The top-level key "description" is preset metadata and is
-// skipped. Throws Error(invalid_argument) with subject `origin` naming the key for unknown keys
-// and rejected values.
+// load_preset returns) as one layer. The top-level keys "description" and "trainer" are preset metadata
+// (core/presets.h) and are skipped. Throws Error(invalid_argument) with subject `origin` naming the key for
+// unknown keys and rejected values.
 void apply_preset_layer(ParamValues& values, const nlohmann::json& preset, ParamSource source,
                         const std::string& origin = {});
+// For a preset that several commands share, each taking the keys it declares (training presets: mugv train
+// and mugv train-vae): throws Error(invalid_argument) with subject `origin` for a key that none of
+// `registries` declares (a typo such as train.learning_rate, with the nearest key suggested), so that no
+// setting is silently ignored. Metadata keys as above.
+void check_preset_keys(const nlohmann::json& preset, const std::vector<const ParamRegistry*>& registries,
+                       const std::string& origin);
 // Applies every registered env var that is set. Error(invalid_argument) naming the variable.
 void apply_environment(ParamValues& values, const EnvLookup& env);
 void apply_command_line(ParamValues& values, const CommandLine& command_line);

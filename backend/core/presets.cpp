@@ -189,6 +189,14 @@ nlohmann::json load_preset_file(const fs::path& path, std::string_view kind) {
   return load_chain(path, kind, chain);
 }
 
+std::string preset_trainer(const nlohmann::json& values, const std::string& subject) {
+  const auto it = values.is_object() ? values.find("trainer") : values.end();
+  if (!values.is_object() || it == values.end()) return {};
+  if (!it->is_string() || (*it != "dit" && *it != "vae"))
+    throw Error(ErrorCode::format, subject, "trainer is " + it->dump() + "; it must be \"dit\" or \"vae\"");
+  return it->get<std::string>();
+}
+
 bool names_preset_file(std::string_view name_or_file) {
   return ends_with(name_or_file, ".toml") || name_or_file.find('/') != std::string_view::npos;
 }

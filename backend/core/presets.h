@@ -65,6 +65,11 @@ struct PresetListing {
 // roots (core/path_confinement.h check_job_path): Error(forbidden) otherwise.
 [[nodiscard]] nlohmann::json load_preset_file(const std::filesystem::path& path, std::string_view kind);
 
+// A training preset's top-level `trainer`: "dit" or "vae" when the preset is for that trainer only (mugv
+// train or mugv train-vae), empty when either may use it (each takes the settings it has). Throws
+// Error(format) naming `subject` for any other value.
+[[nodiscard]] std::string preset_trainer(const nlohmann::json& values, const std::string& subject);
+
 // A value naming a preset file rather than a preset: it has a folder part or ends in .toml.
 [[nodiscard]] bool names_preset_file(std::string_view name_or_file);
 // load_preset_file for such a value, load_preset for a preset name.

@@ -4,6 +4,7 @@
 #include "core/presets.h"
 
 #include <algorithm>
+#include <limits>
 #include <set>
 
 namespace mugv {
@@ -461,14 +462,15 @@ TextEncoderConfig t5_config_from_hf_json(const nlohmann::json& config, int max_t
   };
   auto integer = [&](const char* key) -> int {
     auto it = config.find(key);
-    if (it == config.end() || !it->is_number_integer() || it->get<int64_t>() <= 0)
-      throw Error(ErrorCode::format, subject, std::string("no positive integer \"") + key + "\"");
+    if (it == config.end() || !it->is_number_integer() || it->get<int64_t>() <= 0 ||
+        it->get<int64_t>() > std::numeric_limits<int>::max())
+      throw Error(ErrorCode::format, subject, std::string("no positive 32-bit integer \"") + key + "\"");
     return it->get<int>();
   };
   const std::string type = text("model_type");
   if (type != "t5" && type != "umt5")
     throw Error(ErrorCode::unsupported, subject, "model_type \"" + type + "\" is not a T5 encoder");
-  const std::string feed_forward = config.value("feed_forward_proj", std::string("relu"));
+  const std::string feed_forward = config.contains("feed_forward_proj") ? text("feed_forward_proj") : "relu";
   if (feed_forward != "gated-gelu")
     throw Error(
         ErrorCode::unsupported, subject,

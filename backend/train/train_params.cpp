@@ -317,7 +317,7 @@ void define_train_params(ParamRegistry& r, TrainKind kind) {
   }
 }
 
-ParamValues resolve_train_preset(const ParamValues& values) {
+ParamValues resolve_train_preset(const ParamValues& values, TrainKind kind) {
   const ParamRegistry& registry = values.registry();
   const std::string name = values.get_text("train.preset");
   nlohmann::json preset;
@@ -334,6 +334,16 @@ ParamValues resolve_train_preset(const ParamValues& values) {
     for (const auto& p : list_presets("models")) known += (known.empty() ? "" : ", ") + p.name;
     throw Error(ErrorCode::not_found, name, "no such training or model preset; known: " + known);
   }
+  if (const std::string trainer = preset_trainer(preset, origin);
+      !trainer.empty() && trainer != to_string(kind))
+    throw Error(ErrorCode::invalid_argument, origin,
+                cat("is a preset for ", trainer == "vae" ? "mugv train-vae" : "mugv train", " (trainer = \"",
+                    trainer, "\"), not for ", kind == TrainKind::vae ? "mugv train-vae" : "mugv train"));
+  // The preset may carry the other trainer's settings, but no key that neither trainer has.
+  ParamRegistry dit, vae;
+  define_train_params(dit, TrainKind::dit);
+  define_train_params(vae, TrainKind::vae);
+  check_preset_keys(preset, {&registry, &dit, &vae}, origin);
   ParamValues out = defaults_under(registry, preset, origin);
   for (const auto& [key, entry] : values.entries())
     if (entry.source == ParamSource::environment || entry.source == ParamSource::command_line ||

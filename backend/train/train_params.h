@@ -37,8 +37,9 @@ void define_train_params(ParamRegistry& registry, TrainKind kind);
 
 // Re-resolves `values` with the training preset they name (train.preset) inserted below the
 // environment and command line. Throws Error(not_found) listing presets when the name is neither
-// a training nor a model preset.
-[[nodiscard]] ParamValues resolve_train_preset(const ParamValues& values);
+// a training nor a model preset, Error(invalid_argument) naming the preset file when the preset is for the
+// other trainer (core/presets.h preset_trainer).
+[[nodiscard]] ParamValues resolve_train_preset(const ParamValues& values, TrainKind kind);
 // Values from a run's stored config (run.json), with `overrides` (canonical values by key) on top.
 [[nodiscard]] ParamValues values_from_run_config(const ParamRegistry& registry, const nlohmann::json& config,
                                                  const nlohmann::json& overrides, const std::string& origin);

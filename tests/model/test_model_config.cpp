@@ -269,6 +269,17 @@ TEST_CASE("a Hugging Face T5 config.json gives the T5 v1.1 encoder", "[unit][mod
   e = expect_error([&] { (void)t5_config_from_hf_json(missing, 300, "x"); });
   CHECK(e.code() == ErrorCode::format);
   CHECK(std::string(e.what()).find("d_kv") != std::string::npos);
+  // Wrong types and sizes are format errors naming the key, not library exceptions or wrapped numbers.
+  auto numeric_feed_forward = xxl;
+  numeric_feed_forward["feed_forward_proj"] = 3;
+  e = expect_error([&] { (void)t5_config_from_hf_json(numeric_feed_forward, 300, "x"); });
+  CHECK(e.code() == ErrorCode::format);
+  CHECK(std::string(e.what()).find("feed_forward_proj") != std::string::npos);
+  auto huge = xxl;
+  huge["d_model"] = int64_t(1) << 32;
+  e = expect_error([&] { (void)t5_config_from_hf_json(huge, 300, "x"); });
+  CHECK(e.code() == ErrorCode::format);
+  CHECK(std::string(e.what()).find("d_model") != std::string::npos);
 }
 
 TEST_CASE("inference memory: phases, block swap and the attention kernel", "[unit][model]") {

@@ -1242,7 +1242,7 @@ TEST_CASE("the preset pickers offer the server's presets: a user's model size pl
   test::write_bytes(presets / "curricula" / "quick.toml", "[[stage]]\nuntil = 10\nimage_share = 0.5\n");
   test::write_bytes(presets / "curation" / "mine.toml", "inherits = \"lenient\"\n");
   // The server's own tiny-vae (a user's override): a new VAE's "0 steps" means its steps.
-  test::write_bytes(presets / "train" / "tiny-vae.toml", "[train]\nsteps = 123\n");
+  test::write_bytes(presets / "train" / "tiny-vae.toml", "trainer = \"vae\"\n[train]\nsteps = 123\n");
   // A training preset as `mugv sweep` writes one: the tuned rate with what it was tuned with.
   test::write_bytes(presets / "train" / "swept.toml",
                     "description = \"learning rate 0.002 from mugv sweep\"\ninherits = \"tiny\"\n[train]\n"
@@ -1286,6 +1286,8 @@ TEST_CASE("the preset pickers offer the server's presets: a user's model size pl
   // A training preset fills the form's fields from its values; the job names it beside the model.
   REQUIRE(dialog.training_preset()->findText("swept") >= 0);
   CHECK(dialog.training_preset()->itemText(0).isEmpty());  // the model's own preset stays the default
+  CHECK(dialog.training_preset()->findText("tiny") >= 0);
+  CHECK(dialog.training_preset()->findText("tiny-vae") < 0);  // trainer = "vae": for mugv train-vae only
   CHECK(dialog.optimizer()->currentText() == "adamw");
   dialog.training_preset()->setCurrentText("swept");
   dialog.apply_training_preset();

@@ -574,3 +574,38 @@ TEST_CASE("train-vae then encode: latent stats, preview map, held-out PSNR and a
   CHECK(again.already_cached == 4);
   CHECK(again.encoded == 0);
 }
+
+TEST_CASE(
+    "training presets: a key neither trainer has is an error and a preset for the other trainer is refused",
+    "[cli][train]") {
+  TempDir home;
+  fs::create_directories(home.path() / "presets" / "train");
+  test::write_bytes(home.path() / "presets" / "train" / "typo.toml",
+                    "inherits = \"tiny\"\n[train]\nwarmpu = 10\n");
+  const fs::path scratch = home.path() / "scratch";
+  fs::create_directories(scratch);
+  const auto run = [&](const std::string& args) { return test::run_mugv_cli(args, scratch, home.path()); };
+
+  const auto typo = run("train --preset typo --dataset none --vae-run v --run r");
+  if (!typo) return;
+  CHECK(typo->exit_code != 0);
+  CHECK_THAT(typo->err, Catch::Contains("typo.toml") && Catch::Contains("unknown key 'train.warmpu'") &&
+                            Catch::Contains("did you mean train.warmup?"));
+
+  const auto vae_for_dit = run("train --preset tiny-vae --dataset none --vae-run v --run r");
+  CHECK(vae_for_dit->exit_code != 0);
+  CHECK_THAT(vae_for_dit->err,
+             Catch::Contains("tiny-vae.toml") && Catch::Contains("is a preset for mugv train-vae"));
+
+  // Presets for either trainer pass both (each takes its own keys): the runs then stop at the missing
+  // dataset, past the preset.
+  for (const char* preset : {"tiny", "small", "mugv-finetune"}) {
+    INFO(preset);
+    const auto dit = run(std::string("train --preset ") + preset + " --dataset none --vae-run v --run r");
+    CHECK_THAT(dit->err, Catch::Contains("none") && !Catch::Contains("unknown key"));
+    const auto vae = run(std::string("train-vae --preset ") + preset + " --dataset none --run r");
+    CHECK_THAT(vae->err, Catch::Contains("no such dataset"));
+  }
+  CHECK_THAT(run("train-vae --preset tiny-vae --dataset none --run r")->err,
+             Catch::Contains("no such dataset"));
+}

@@ -140,7 +140,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   model_->setCurrentText("tiny");
   model_->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
   settings_ = new QComboBox(this);
-  fill_preset_combo(*settings_, training_presets_, true);
+  fill_preset_combo(*settings_, presets_for_trainer(training_presets_, "dit"), true);
   settings_->setToolTip(
       "Training preset: the settings the run starts from (learning rate, schedule, batch, optimizer), e.g. "
       "one mugv sweep wrote; choosing one fills the fields below from it. Empty: the model's own preset, or "
@@ -319,7 +319,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
     if (!self) return;
     self->vae_steps_->setSpecialValueText(preset_steps_text(presets, VaeForm().preset));
     self->training_presets_ = presets;
-    fill_preset_combo(*self->settings_, presets, true);
+    fill_preset_combo(*self->settings_, presets_for_trainer(presets, "dit"), true);
   });
   link.call(MessageType::list_datasets, {}, [self](const nlohmann::json& r) {
     if (!self) return;

@@ -1,6 +1,7 @@
 #include "preset_choices.h"
 
 #include "backend_link.h"
+#include "core/error.h"
 #include "core/presets.h"
 
 namespace mugv::studio {
@@ -24,6 +25,19 @@ std::vector<PresetChoice> preset_choices_from_reply(const nlohmann::json& reply)
     out.push_back({name->get<std::string>(),
                    description != p.end() && description->is_string() ? description->get<std::string>() : "",
                    p["values"]});
+  }
+  return out;
+}
+
+std::vector<PresetChoice> presets_for_trainer(const std::vector<PresetChoice>& presets,
+                                              const std::string& trainer) {
+  std::vector<PresetChoice> out;
+  for (const PresetChoice& p : presets) {
+    try {
+      const std::string for_trainer = preset_trainer(p.values, p.name);
+      if (for_trainer.empty() || for_trainer == trainer) out.push_back(p);
+    } catch (const Error&) {
+    }
   }
   return out;
 }
