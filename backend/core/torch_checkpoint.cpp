@@ -187,7 +187,7 @@ void TorchCheckpointWriter::check_name(const std::string& name) const {
 std::string TorchCheckpointWriter::write_storage(const std::string& subject, DType dtype, const void* data,
                                                  size_t bytes) {
   const size_t element_bytes = dtype_size_bytes(dtype);
-  if (element_bytes == 0 || !torch_storage_class(dtype))
+  if (element_bytes == 0 || !torch_dtype_name(dtype))
     throw Error(ErrorCode::invalid_argument, subject, "unknown dtype");
   if (bytes % element_bytes)
     throw Error(ErrorCode::invalid_argument, subject,

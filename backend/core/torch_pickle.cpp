@@ -15,7 +15,9 @@
 namespace mugv {
 namespace {
 
-constexpr std::array<std::pair<DType, const char*>, 12> kStorageClasses{{
+// The typed storage classes torch.save names (torch/storage.py _dtype_to_storage_type_map). Dtypes absent
+// here are saved as torch.UntypedStorage with _rebuild_tensor_v3 (torch/storage.py _new_dtypes).
+constexpr std::array<std::pair<DType, const char*>, 10> kStorageClasses{{
     {DType::f64, "DoubleStorage"},
     {DType::f32, "FloatStorage"},
     {DType::f16, "HalfStorage"},
@@ -26,13 +28,42 @@ constexpr std::array<std::pair<DType, const char*>, 12> kStorageClasses{{
     {DType::i8, "CharStorage"},
     {DType::u8, "ByteStorage"},
     {DType::boolean, "BoolStorage"},
-    {DType::f8_e4m3, "Float8_e4m3fnStorage"},
-    {DType::f8_e5m2, "Float8_e5m2Storage"},
+}};
+
+// torch's names first (what torch.save writes), then the aliases torch also accepts as attributes.
+constexpr std::array<std::pair<DType, const char*>, 18> kTorchDTypes{{
+    {DType::f32, "float32"},
+    {DType::f64, "float64"},
+    {DType::f16, "float16"},
+    {DType::bf16, "bfloat16"},
+    {DType::i64, "int64"},
+    {DType::i32, "int32"},
+    {DType::i16, "int16"},
+    {DType::i8, "int8"},
+    {DType::u8, "uint8"},
+    {DType::boolean, "bool"},
+    {DType::f8_e4m3, "float8_e4m3fn"},
+    {DType::f8_e5m2, "float8_e5m2"},
+    {DType::f32, "float"},
+    {DType::f64, "double"},
+    {DType::f16, "half"},
+    {DType::i64, "long"},
+    {DType::i32, "int"},
+    {DType::i16, "short"},
 }};
 
 using namespace pickle_op;  // opcode names (core/pickle_opcodes.h)
 
-enum class Callable { none, ordered_dict, rebuild_tensor_v2, rebuild_parameter, storage_class };
+enum class Callable {
+  none,
+  ordered_dict,
+  rebuild_tensor_v2,
+  rebuild_tensor_v3,
+  rebuild_parameter,
+  storage_class,
+  untyped_storage,
+  dtype
+};
 
 struct Node {
   enum class Kind { none, boolean, integer, floating, string, tuple, list, dict, global, storage, tensor };
@@ -45,7 +76,7 @@ struct Node {
   std::vector<std::pair<Node*, Node*>> entries;  // dict, in insertion order
   std::map<std::string, size_t> string_keys;     // dict: where each string key is in `entries`
   Callable callable = Callable::none;
-  DType dtype = DType::unknown;  // storage class global, storage
+  DType dtype = DType::unknown;  // storage class or dtype global, storage (unknown: untyped)
   std::string location;          // storage
   TorchTensorRecord tensor;
 };
@@ -386,14 +417,20 @@ class Machine {
       node->callable = Callable::ordered_dict;
     } else if (module == "torch._utils" && name == "_rebuild_tensor_v2") {
       node->callable = Callable::rebuild_tensor_v2;
+    } else if (module == "torch._utils" && name == "_rebuild_tensor_v3") {
+      node->callable = Callable::rebuild_tensor_v3;
     } else if (module == "torch._utils" && name == "_rebuild_parameter") {
       node->callable = Callable::rebuild_parameter;
+    } else if (module == "torch" && name == "UntypedStorage") {
+      node->callable = Callable::untyped_storage;
     } else if (module == "torch") {
-      for (const auto& [dtype, cls] : kStorageClasses)
-        if (name == cls) {
-          node->callable = Callable::storage_class;
-          node->dtype = dtype;
-        }
+      if (const auto dtype = dtype_of_torch_storage_class(name)) {
+        node->callable = Callable::storage_class;
+        node->dtype = *dtype;
+      } else if (const auto named = dtype_from_torch_name(name)) {
+        node->callable = Callable::dtype;
+        node->dtype = *named;
+      }
     }
     if (node->callable == Callable::none)
       throw unsupported(
@@ -433,16 +470,38 @@ class Machine {
       case Callable::rebuild_tensor_v2: {
         Node* t = make(Node::Kind::tensor);
         if ((a.size() != 6 && a.size() != 7) || a[0]->kind != Node::Kind::storage ||
-            a[1]->kind != Node::Kind::integer || !ints(a[2], t->tensor.shape) ||
-            !ints(a[3], t->tensor.stride) || t->tensor.shape.size() != t->tensor.stride.size())
+            a[0]->dtype == DType::unknown || a[1]->kind != Node::Kind::integer ||
+            !ints(a[2], t->tensor.shape) || !ints(a[3], t->tensor.stride) ||
+            t->tensor.shape.size() != t->tensor.stride.size())
           throw malformed(
-              "_rebuild_tensor_v2 expects (storage, offset, size tuple, stride tuple of the same length, "
+              "_rebuild_tensor_v2 expects (typed storage, offset, size tuple, stride tuple of the same "
+              "length, "
               "requires_grad, hooks[, metadata])");
         t->tensor.dtype = a[0]->dtype;
-        t->tensor.storage_key = a[0]->text;
         t->tensor.storage_numel = static_cast<uint64_t>(a[0]->integer);
-        t->tensor.storage_location = a[0]->location;
-        t->tensor.storage_offset = a[1]->integer;
+        fill_view(t->tensor, a[0], a[1]);
+        return t;
+      }
+      case Callable::rebuild_tensor_v3: {
+        // The form torch.save uses for dtypes without a typed storage: an untyped storage whose numel counts
+        // bytes, and the dtype as its own argument.
+        Node* t = make(Node::Kind::tensor);
+        if ((a.size() != 7 && a.size() != 8) || a[0]->kind != Node::Kind::storage ||
+            a[0]->dtype != DType::unknown || a[1]->kind != Node::Kind::integer ||
+            !ints(a[2], t->tensor.shape) || !ints(a[3], t->tensor.stride) ||
+            t->tensor.shape.size() != t->tensor.stride.size() || a[6]->kind != Node::Kind::global ||
+            a[6]->callable != Callable::dtype)
+          throw malformed(
+              "_rebuild_tensor_v3 expects (untyped storage, offset, size tuple, stride tuple of the same "
+              "length, "
+              "requires_grad, hooks, dtype[, metadata])");
+        const uint64_t element_bytes = dtype_size_bytes(a[6]->dtype);
+        if (uint64_t(a[0]->integer) % element_bytes != 0)
+          throw malformed(cat("an untyped storage of ", a[0]->integer, " bytes holds no whole number of ",
+                              to_string(a[6]->dtype), " elements"));
+        t->tensor.dtype = a[6]->dtype;
+        t->tensor.storage_numel = uint64_t(a[0]->integer) / element_bytes;
+        fill_view(t->tensor, a[0], a[1]);
         return t;
       }
       case Callable::rebuild_parameter:
@@ -450,10 +509,19 @@ class Machine {
           throw malformed("_rebuild_parameter expects (tensor, requires_grad, hooks)");
         return a[0];
       case Callable::storage_class:
+      case Callable::untyped_storage:
+      case Callable::dtype:
       case Callable::none:
         break;
     }
     throw unsupported(cat("call of '", callable->text, "'"));
+  }
+
+  // The storage's key and location and the view's offset (the dtype and element count are set by the caller).
+  static void fill_view(TorchTensorRecord& tensor, const Node* storage, const Node* offset) {
+    tensor.storage_key = storage->text;
+    tensor.storage_location = storage->location;
+    tensor.storage_offset = offset->integer;
   }
 
   Node* storage(Node* pid) {
@@ -461,10 +529,14 @@ class Machine {
       throw malformed(cat("persistent id is a ", kind_name(pid), ", not a tuple naming its kind"));
     const std::vector<Node*>& a = pid->items;
     if (a[0]->text != "storage") throw unsupported(cat("persistent id of kind '", a[0]->text, "'"));
-    if (a.size() != 5 || a[1]->kind != Node::Kind::global || a[1]->callable != Callable::storage_class ||
+    if (a.size() != 5 || a[1]->kind != Node::Kind::global ||
+        (a[1]->callable != Callable::storage_class && a[1]->callable != Callable::untyped_storage) ||
         a[2]->kind != Node::Kind::string || a[3]->kind != Node::Kind::string ||
         a[4]->kind != Node::Kind::integer || a[4]->integer < 0)
-      throw malformed("a storage persistent id is ('storage', torch.<Type>Storage, key, location, numel)");
+      throw malformed(
+          "a storage persistent id is ('storage', torch.<Type>Storage or torch.UntypedStorage, key, "
+          "location, "
+          "numel)");
     Node* node = make(Node::Kind::storage);
     node->dtype = a[1]->dtype;
     node->text = a[2]->text;
@@ -521,6 +593,24 @@ const char* torch_storage_class(DType dtype) {
   for (const auto& [d, cls] : kStorageClasses)
     if (d == dtype) return cls;
   return nullptr;
+}
+
+std::optional<DType> dtype_of_torch_storage_class(std::string_view name) {
+  for (const auto& [d, cls] : kStorageClasses)
+    if (name == cls) return d;
+  return std::nullopt;
+}
+
+const char* torch_dtype_name(DType dtype) {
+  for (const auto& [d, name] : kTorchDTypes)
+    if (d == dtype) return name;
+  return nullptr;
+}
+
+std::optional<DType> dtype_from_torch_name(std::string_view name) {
+  for (const auto& [d, n] : kTorchDTypes)
+    if (name == n) return d;
+  return std::nullopt;
 }
 
 std::vector<TorchTensorRecord> parse_torch_pickle(const uint8_t* data, size_t bytes,
@@ -647,18 +737,21 @@ std::string write_torch_pickle(const std::vector<TorchTensorRecord>& tensors) {
   constexpr size_t kBatch = 1000;  // pickle's batch size for SETITEMS
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TorchTensorRecord& t = tensors[i];
+    // A typed storage and _rebuild_tensor_v2 where torch has the class, else (float8) an untyped storage
+    // counted in bytes and _rebuild_tensor_v3 naming the dtype, as torch.save writes them.
     const char* cls = torch_storage_class(t.dtype);
-    if (!cls) throw Error(ErrorCode::invalid_argument, t.name, "tensor has an unknown dtype");
+    const char* dtype_name = torch_dtype_name(t.dtype);
+    if (!dtype_name) throw Error(ErrorCode::invalid_argument, t.name, "tensor has an unknown dtype");
     if (i % kBatch == 0) e.op(MARK);
     e.string(t.name);
-    e.global("torch._utils", "_rebuild_tensor_v2");
+    e.global("torch._utils", cls ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
     e.op(MARK);
     e.op(MARK);
     e.string("storage");
-    e.global("torch", cls);
+    e.global("torch", cls ? cls : "UntypedStorage");
     e.string(t.storage_key);
     e.string(t.storage_location);
-    e.integer(static_cast<int64_t>(t.storage_numel));
+    e.integer(static_cast<int64_t>(cls ? t.storage_numel : t.storage_numel * dtype_size_bytes(t.dtype)));
     e.op(TUPLE);
     e.op(BINPERSID);
     e.integer(t.storage_offset);
@@ -668,6 +761,7 @@ std::string write_torch_pickle(const std::vector<TorchTensorRecord>& tensors) {
     e.global("collections", "OrderedDict");  // backward hooks: always empty in a saved state dict
     e.op(EMPTY_TUPLE);
     e.op(REDUCE);
+    if (!cls) e.global("torch", dtype_name);
     e.op(TUPLE);
     e.op(REDUCE);
     if (i % kBatch == kBatch - 1 || i + 1 == tensors.size()) e.op(SETITEMS);

@@ -12,59 +12,6 @@
 namespace mugv {
 namespace {
 
-struct DTypeName {
-  DType dtype;
-  const char* name;
-};
-// torch's names first (what torch.save writes), then the aliases torch also accepts as attributes.
-constexpr std::array<DTypeName, 18> kTorchDTypes{{
-    {DType::f32, "float32"},
-    {DType::f64, "float64"},
-    {DType::f16, "float16"},
-    {DType::bf16, "bfloat16"},
-    {DType::i64, "int64"},
-    {DType::i32, "int32"},
-    {DType::i16, "int16"},
-    {DType::i8, "int8"},
-    {DType::u8, "uint8"},
-    {DType::boolean, "bool"},
-    {DType::f8_e4m3, "float8_e4m3fn"},
-    {DType::f8_e5m2, "float8_e5m2"},
-    {DType::f32, "float"},
-    {DType::f64, "double"},
-    {DType::f16, "half"},
-    {DType::i64, "long"},
-    {DType::i32, "int"},
-    {DType::i16, "short"},
-}};
-
-// The typed storage classes torch.save names (torch/storage.py _dtype_to_storage_type_map). Dtypes absent
-// here are saved as torch.UntypedStorage with _rebuild_tensor_v3 (torch/storage.py _new_dtypes).
-constexpr std::array<DTypeName, 10> kStorageClasses{{
-    {DType::f64, "DoubleStorage"},
-    {DType::f32, "FloatStorage"},
-    {DType::f16, "HalfStorage"},
-    {DType::bf16, "BFloat16Storage"},
-    {DType::i64, "LongStorage"},
-    {DType::i32, "IntStorage"},
-    {DType::i16, "ShortStorage"},
-    {DType::i8, "CharStorage"},
-    {DType::u8, "ByteStorage"},
-    {DType::boolean, "BoolStorage"},
-}};
-
-const char* storage_class_of(DType dtype) {
-  for (const auto& e : kStorageClasses)
-    if (e.dtype == dtype) return e.name;
-  return nullptr;
-}
-
-std::optional<DType> dtype_of_storage_class(std::string_view name) {
-  for (const auto& e : kStorageClasses)
-    if (name == e.name) return e.dtype;
-  return std::nullopt;
-}
-
 // How much larger than its storage a materialised view may be (see TorchArchive::view), unless it is small.
 constexpr uint64_t kMaxExpansion = 64;
 constexpr uint64_t kSmallView = uint64_t(64) << 20;
@@ -221,18 +168,6 @@ int64_t TensorData::numel() const {
   return n;
 }
 
-const char* torch_dtype_name(DType dtype) {
-  for (const auto& e : kTorchDTypes)
-    if (e.dtype == dtype) return e.name;
-  return nullptr;
-}
-
-std::optional<DType> dtype_from_torch_name(std::string_view name) {
-  for (const auto& e : kTorchDTypes)
-    if (name == e.name) return e.dtype;
-  return std::nullopt;
-}
-
 TorchArchive TorchArchive::parse(const uint8_t* bytes, uint64_t size_bytes, std::string subject) {
   if (!looks_like_zip(bytes, size_bytes))
     throw Error(ErrorCode::format, subject, "not a torch.save zip archive (no zip signature)");
@@ -319,7 +254,7 @@ TorchArchive::View TorchArchive::view(const PickleValue& value, const std::strin
       if (!dtype) throw Error(ErrorCode::unsupported, "dtype torch." + dt.name + " is not read");
       out.dtype = *dtype;
     } else {
-      const auto dtype = dtype_of_storage_class(type.name);
+      const auto dtype = dtype_of_torch_storage_class(type.name);
       if (!dtype) throw Error(ErrorCode::unsupported, "storage class " + type.class_name() + " is not read");
       out.dtype = *dtype;
     }
@@ -477,7 +412,7 @@ PickleRef TorchArchiveWriter::add_tensor(DType dtype, const std::vector<int64_t>
     step *= shape[k];
   }
   for (int64_t d : shape) sizes.push_back(make_int(d));
-  const char* storage_class = storage_class_of(dtype);
+  const char* storage_class = torch_storage_class(dtype);
   // Dtypes without a typed storage class go through UntypedStorage and _rebuild_tensor_v3, as torch does.
   PickleRef pid = make_tuple(
       {make_string("storage"), make_global("torch", storage_class ? storage_class : "UntypedStorage"),

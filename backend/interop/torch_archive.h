@@ -37,6 +37,7 @@
 // torch.load accept. Archives over 4 GiB (zip64) are not written: Error(unsupported). Not thread-safe.
 
 #include "core/safetensors.h"
+#include "core/torch_pickle.h"  // torch's names for dtypes and storage classes
 #include "core/zip_archive.h"
 #include "interop/pickle.h"
 
@@ -62,12 +63,6 @@ struct TorchTensorHeader {
   DType dtype = DType::unknown;
   std::vector<int64_t> shape;
 };
-
-// torch's spelling of a dtype, "float32", "bfloat16", ... (the name torch.<name> pickles as); nullptr for
-// unknown. dtype_from_torch_name() also accepts the aliases "float", "double", "half", "long", "int",
-// "short".
-const char* torch_dtype_name(DType dtype);
-std::optional<DType> dtype_from_torch_name(std::string_view name);
 
 class TorchArchive {
  public:

@@ -3,6 +3,8 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/safetensors.h"
+#include "core/torch_checkpoint.h"
+#include "core/torch_pickle.h"
 #include "core/zip_archive.h"
 #include "interop/hand_assembly.h"
 #include "support/test_support.h"
@@ -244,4 +246,55 @@ TEST_CASE("A Parameter counts as a tensor one level deep, however deep a pickle 
   PickleRef deep = archive.root();
   for (int i = 0; i < 100000; ++i) deep = make_reduce(rebuild, {deep});
   CHECK(!TorchArchive::is_tensor(*deep));
+}
+
+TEST_CASE("float8 state dicts cross between the checkpoint reader and writer and torch's form",
+          "[unit][interop]") {
+  // torch.save has no typed storage class for float8: it writes torch.UntypedStorage (numel in bytes) and
+  // _rebuild_tensor_v3 with the dtype. The weights' reader and writer (core/torch_checkpoint.h) and this
+  // library's archive reader and writer (written from torch's sources separately) must agree on that form.
+  test::TempDir dir;
+  const uint8_t e4m3[4] = {0x38, 0x40, 0x00, 0x7e};
+  const float f32[2] = {1.5f, -2.0f};
+
+  TorchCheckpointWriter checkpoint(dir / "w.pt");
+  checkpoint.add("scale", DType::f32, {2}, f32, sizeof f32);
+  checkpoint.add("weight", DType::f8_e4m3, {2, 2}, e4m3, sizeof e4m3);
+  checkpoint.finish();
+  const MappedFile file = MappedFile::open(dir / "w.pt");
+  const TorchArchive archive = TorchArchive::parse(file.data(), file.size_bytes(), "w.pt");
+  const auto& entries = archive.root()->entries;  // an OrderedDict: an object with SETITEMS entries
+  REQUIRE(entries.size() == 2);
+  CHECK(entries[0].second->is_object_of("_rebuild_tensor_v2", "torch._utils"));
+  CHECK(entries[1].first->text == "weight");
+  CHECK(entries[1].second->is_object_of("_rebuild_tensor_v3", "torch._utils"));
+  const auto dict = archive.tensor_dict();
+  REQUIRE(dict.size() == 2);
+  CHECK(dict[1].second.dtype == DType::f8_e4m3);
+  CHECK(dict[1].second.shape == std::vector<int64_t>{2, 2});
+  CHECK(dict[1].second.bytes == std::vector<uint8_t>(e4m3, e4m3 + 4));
+
+  TorchArchiveWriter writer("torch_form");
+  const PickleRef e5m2 = writer.add_tensor(DType::f8_e5m2, {4}, e4m3, sizeof e4m3);
+  const std::string bytes = writer.finish(make_dict({{make_string("w"), e5m2}}));
+  test::write_bytes(dir / "torch_form.pt", bytes);
+  const TorchCheckpoint read = TorchCheckpoint::open(dir / "torch_form.pt");
+  REQUIRE(read.contains("w"));
+  CHECK(read.at("w").dtype == DType::f8_e5m2);
+  CHECK(read.at("w").shape == std::vector<int64_t>{4});
+  CHECK(std::memcmp(read.at("w").data, e4m3, 4) == 0);
+
+  // An untyped storage that holds no whole number of elements is malformed.
+  PickleBytes odd;
+  odd.proto(2).global("collections", "OrderedDict").op(')').op('R').mark().binunicode("w");
+  odd.global("torch._utils", "_rebuild_tensor_v3").mark().mark().binunicode("storage");
+  odd.global("torch", "UntypedStorage").binunicode("0").binunicode("cpu").binint1(3).op('t').op('Q');
+  odd.binint1(0).binint1(1).op(0x85).binint1(1).op(0x85).boolean(false);
+  odd.global("collections", "OrderedDict").op(')').op('R').global("torch", "float32").op('t').op('R');
+  odd.op('u').stop();
+  const Error e = test::expect_error([&] {
+    (void)parse_torch_pickle(reinterpret_cast<const uint8_t*>(odd.bytes.data()), odd.bytes.size(), "p");
+  });
+  CHECK(e.code() == ErrorCode::format);
+  CHECK_THAT(e.message(), Catch::Contains("3 bytes holds no whole number of F32 elements"));
 }
