@@ -18,8 +18,14 @@ void print_presets(const nlohmann::json& presets) {
       std::printf("%s\n", kind.c_str());
     }
     const std::string location = p.value("location", "") == "user" ? "user" : "built in";
-    const std::string what =
+    std::string what =
         p.contains("problem") ? "unusable: " + p.value("problem", "") : p.value("description", "");
+    // A training preset for one trainer only (core/presets.h preset_trainer) says which.
+    const auto values = p.value("values", nlohmann::json::object());
+    if (const auto trainer = values.is_object() ? values.find("trainer") : values.end();
+        trainer != values.end() && trainer->is_string())
+      what += std::string(what.empty() ? "" : " ") + "[mugv " + (*trainer == "vae" ? "train-vae" : "train") +
+              " only]";
     std::printf("  %-16s %-9s %s\n", p.value("name", "").c_str(), location.c_str(), what.c_str());
   }
 }

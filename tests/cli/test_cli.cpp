@@ -104,6 +104,13 @@ TEST_CASE("mugv presets lists the installed presets and the user's in name order
   CHECK_THAT(all.out, Catch::Contains("a wider tiny"));
   CHECK_THAT(all.out, Catch::Contains("unusable:"));  // the broken file is named, the listing goes on
   CHECK_THAT(all.out, Catch::Contains("broken.toml"));
+  const auto train = run_mugv("presets train", home.path());
+  const auto line_of = [&](const std::string& name) {
+    const size_t at = train.out.find("  " + name + " ");
+    return at == std::string::npos ? std::string() : train.out.substr(at, train.out.find('\n', at) - at);
+  };
+  CHECK_THAT(line_of("tiny-vae"), Catch::EndsWith("[mugv train-vae only]"));  // trainer = "vae"
+  CHECK_THAT(line_of("tiny"), !Catch::Contains("only]"));                     // either trainer
 
   const auto bad = run_mugv("presets ../keys", home.path());
   CHECK(bad.exit_code == 1);

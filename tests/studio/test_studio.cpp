@@ -1243,6 +1243,8 @@ TEST_CASE("the preset pickers offer the server's presets: a user's model size pl
   test::write_bytes(presets / "curation" / "mine.toml", "inherits = \"lenient\"\n");
   // The server's own tiny-vae (a user's override): a new VAE's "0 steps" means its steps.
   test::write_bytes(presets / "train" / "tiny-vae.toml", "trainer = \"vae\"\n[train]\nsteps = 123\n");
+  test::write_bytes(presets / "train" / "long-vae.toml",
+                    "trainer = \"vae\"\ninherits = \"tiny-vae\"\n[train]\nsteps = 4000\n");
   // A training preset as `mugv sweep` writes one: the tuned rate with what it was tuned with.
   test::write_bytes(presets / "train" / "swept.toml",
                     "description = \"learning rate 0.002 from mugv sweep\"\ninherits = \"tiny\"\n[train]\n"
@@ -1263,6 +1265,16 @@ TEST_CASE("the preset pickers offer the server's presets: a user's model size pl
   CHECK(dialog.model()->currentText() == "tiny");
   CHECK(dialog.model()->findText("mugv-1b") < dialog.model()->findText("mugv-10b"));
   REQUIRE(QTest::qWaitFor([&] { return dialog.vae_steps()->specialValueText() == "preset's (123)"; }, 10000));
+  // The new VAE's preset: the server's presets marked trainer = "vae" (tiny-vae stays the choice); a DiT's or
+  // a shared preset is not offered. Choosing one shows its steps and puts it into the VAE's job.
+  CHECK(dialog.vae_preset()->currentText() == "tiny-vae");
+  CHECK(dialog.vae_preset()->findText("long-vae") >= 0);
+  CHECK(dialog.vae_preset()->findText("tiny") < 0);
+  CHECK(dialog.vae_preset()->findText("swept") < 0);
+  dialog.vae_preset()->setCurrentText("long-vae");
+  CHECK(dialog.vae_steps()->specialValueText() == "preset's (4000)");
+  CHECK(dialog.latent_steps().vae_preset == "long-vae");
+  dialog.vae_preset()->setCurrentText("tiny-vae");
   CHECK(dialog.curriculum()->itemText(0).isEmpty());  // none stays the first choice
   CHECK(dialog.model()->itemData(dialog.model()->findText("wide"), Qt::ToolTipRole).toString() ==
         "tiny, twice as wide");
@@ -1370,6 +1382,11 @@ TEST_CASE("a run's latent steps chain train_vae, encode and train; the queue say
   // The preset's steps unless given; a VAE other than the run's, or steps for a fine-tune, are refused.
   steps.vae_steps = 0;
   CHECK_FALSE(training_jobs(form, steps)[0].params["values"].contains("train.steps"));
+  steps.vae_preset = "long-vae";
+  CHECK(training_jobs(form, steps)[0].params["values"]["train.preset"] == "long-vae");
+  steps.vae_preset = "";
+  CHECK(validate(steps, form) == "new VAE: choose its training preset");
+  steps.vae_preset = "tiny-vae";
   steps.vae_run = "other";
   CHECK(validate(steps, form).find("new VAE:") == 0);
   steps.vae_run = "bad/name";

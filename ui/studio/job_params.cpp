@@ -240,7 +240,8 @@ std::string validate(const LatentSteps& steps, const TrainForm& form) {
   if (steps.train_vae && !form.from.empty())
     return "new VAE: a fine-tune learns its base's latents; train a new model to train a VAE for it";
   if (steps.train_vae) {
-    if (const std::string why = validate(VaeForm{steps.vae_run, form.dataset, "tiny-vae", steps.vae_steps});
+    if (const std::string why =
+            validate(VaeForm{steps.vae_run, form.dataset, steps.vae_preset, steps.vae_steps});
         !why.empty())
       return why;
     if (form.vae_run != steps.vae_run)
@@ -262,7 +263,7 @@ std::string validate(const LatentSteps& steps, const TrainForm& form) {
 std::vector<JobRequest> training_jobs(const TrainForm& form, const LatentSteps& steps) {
   std::vector<JobRequest> jobs;
   if (steps.train_vae)
-    jobs.push_back(train_vae_job({steps.vae_run, form.dataset, "tiny-vae", steps.vae_steps}));
+    jobs.push_back(train_vae_job({steps.vae_run, form.dataset, steps.vae_preset, steps.vae_steps}));
   if (steps.encode) jobs.push_back(encode_job(form.dataset, encode_space(steps, form)));
   jobs.push_back(train_job(form));
   return jobs;

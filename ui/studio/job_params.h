@@ -114,6 +114,7 @@ JobRequest encode_job(const std::string& dataset, const LatentSpace& space);
 struct LatentSteps {
   bool train_vae = false;
   std::string vae_run;
+  std::string vae_preset = VaeForm().preset;
   int vae_steps = 0;  // 0: the preset's
   bool encode = false;
   LatentSpace encode_with;  // a fine-tune's; a new model encodes with the form's VAE run

@@ -381,7 +381,7 @@ void MainWindow::save_screenshots(const QString& dir) {
   dialog.size()->setText("1280x720");
   dialog.batch()->setValue(64);
   dialog.vae()->setCurrentText("vae-1");
-  dialog.resize(700, 960);
+  dialog.resize(720, 1180);  // every field and the layouts table without squeezing
   dialog.show();
   QApplication::processEvents();
   dialog.grab().save(QDir(dir).filePath("new-run.png"));

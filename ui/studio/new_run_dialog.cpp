@@ -43,6 +43,14 @@ QString schedule_cell(const PlanRow& r) {
 
 // "preset's (2000)": what 0 steps of a new VAE means, from the training preset `name` among `presets` (this
 // installation's until the server's arrive).
+// The new VAE's preset choices: the presets marked trainer = "vae", or the default VAE preset by name where
+// there are none (a server older than the mark has tiny-vae unmarked).
+std::vector<PresetChoice> vae_preset_choices(const std::vector<PresetChoice>& presets) {
+  std::vector<PresetChoice> marked = presets_for_trainer(presets, "vae", false);
+  if (marked.empty()) marked.push_back({VaeForm().preset, {}, nlohmann::json::object()});
+  return marked;
+}
+
 QString preset_steps_text(const std::vector<PresetChoice>& presets, const std::string& name) {
   if (const PresetChoice* preset = find_preset_choice(presets, name)) {
     const auto train = preset->values.value("train", nlohmann::json::object());
@@ -67,8 +75,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   vae_->setEditable(true);
   vae_->setToolTip("VAE run whose latent space the DiT learns");
   const VaeForm vae_defaults;
-  train_vae_ = new QCheckBox(
-      QString("Train a VAE first (%1 preset)").arg(QString::fromStdString(vae_defaults.preset)), this);
+  train_vae_ = new QCheckBox("Train a VAE first", this);
   train_vae_->setToolTip(
       "A new VAE run trained on the dataset (mugv train-vae); the run learns its latents once they are "
       "encoded");
@@ -76,14 +83,20 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   vae_name_->setToolTip("Name of the new VAE run ($MUGV_HOME/runs/NAME)");
   vae_steps_ = spin(this, 0, 10000000, vae_defaults.steps, "Optimizer steps of the VAE (0: the preset's)");
   training_presets_ = local_preset_choices("train");  // the Training preset field's items too (below)
-  vae_steps_->setSpecialValueText(preset_steps_text(training_presets_, vae_defaults.preset));
+  vae_preset_ = new QComboBox(this);
+  vae_preset_->setToolTip(
+      "Training preset of the new VAE (mugv train-vae --preset): the presets marked "
+      "trainer = \"vae\", a user's own on the server included");
+  fill_preset_combo(*vae_preset_, vae_preset_choices(training_presets_), false);
+  vae_preset_->setCurrentText(QString::fromStdString(vae_defaults.preset));
+  show_vae_preset_steps();
   encode_ = new QCheckBox("Encode latents first", this);
   encode_->setToolTip(
       "Encode the dataset's clips with the VAE run into its latent cache (mugv encode), what the DiT trains "
       "on");
   latents_ = new QLabel(this);
   latents_->setWordWrap(true);
-  for (QWidget* w : std::initializer_list<QWidget*>{train_vae_, vae_name_, vae_steps_, encode_})
+  for (QWidget* w : std::initializer_list<QWidget*>{train_vae_, vae_name_, vae_preset_, vae_steps_, encode_})
     w->setEnabled(false);  // until the server says what the dataset lacks
   from_ = new QComboBox(this);
   from_->addItem("(a new model)", QString());
@@ -140,7 +153,7 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   model_->setCurrentText("tiny");
   model_->setToolTip("Model size preset (docs/MUGV.md); tiny trains on a CPU in minutes");
   settings_ = new QComboBox(this);
-  fill_preset_combo(*settings_, presets_for_trainer(training_presets_, "dit"), true);
+  fill_preset_combo(*settings_, presets_for_trainer(training_presets_, "dit", true), true);
   settings_->setToolTip(
       "Training preset: the settings the run starts from (learning rate, schedule, batch, optimizer), e.g. "
       "one mugv sweep wrote; choosing one fills the fields below from it. Empty: the model's own preset, or "
@@ -230,6 +243,8 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   latents_form->addRow(train_vae_);
   auto* new_vae_row = new QHBoxLayout;
   new_vae_row->addWidget(vae_name_, 2);
+  new_vae_row->addWidget(new QLabel("preset", this));
+  new_vae_row->addWidget(vae_preset_, 1);
   new_vae_row->addWidget(new QLabel("steps", this));
   new_vae_row->addWidget(vae_steps_, 1);
   latents_form->addRow("New VAE", new_vae_row);
@@ -289,6 +304,10 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   connect(vae_name_, &QLineEdit::textEdited, this, [this] { vae_name_edited_ = true; });
   connect(vae_name_, &QLineEdit::textChanged, this, again);
   connect(vae_steps_, &QSpinBox::valueChanged, this, again);
+  connect(vae_preset_, &QComboBox::currentTextChanged, this, [this, again] {
+    show_vae_preset_steps();
+    again();
+  });
   for (auto* s : {steps_, batch_, gpus_, gpus_per_node_, frames_})
     connect(s, &QSpinBox::valueChanged, this, again);
   for (auto* s : {memory_, peak_}) connect(s, &QDoubleSpinBox::valueChanged, this, again);
@@ -317,9 +336,10 @@ NewRunDialog::NewRunDialog(BackendLink& link, QWidget* parent) : QDialog(parent)
   });
   fetch_preset_choices(link, "train", [self](const std::vector<PresetChoice>& presets) {
     if (!self) return;
-    self->vae_steps_->setSpecialValueText(preset_steps_text(presets, VaeForm().preset));
     self->training_presets_ = presets;
-    fill_preset_combo(*self->settings_, presets_for_trainer(presets, "dit"), true);
+    fill_preset_combo(*self->settings_, presets_for_trainer(presets, "dit", true), true);
+    fill_preset_combo(*self->vae_preset_, vae_preset_choices(presets), false);
+    self->show_vae_preset_steps();
   });
   link.call(MessageType::list_datasets, {}, [self](const nlohmann::json& r) {
     if (!self) return;
@@ -467,7 +487,9 @@ void NewRunDialog::offer_latent_steps(bool first) {
   const QString vae = vae_->currentText().trimmed();
   if (!train_vae_->isChecked()) encode_->setChecked(!vae.isEmpty() && !has_latents(dataset, vae));
   if (vae_runs_.empty())
-    latents_->setText(QString("No VAE run yet: train one on %1, then encode it").arg(dataset));
+    latents_->setText(dataset.isEmpty()
+                          ? QString("No VAE run yet: choose the dataset, then train one on it")
+                          : QString("No VAE run yet: train one on %1, then encode it").arg(dataset));
   else if (vae.isEmpty())
     latents_->setText("Choose a VAE run, or train a new one");
   else if (has_latents(dataset, vae))
@@ -479,11 +501,17 @@ void NewRunDialog::offer_latent_steps(bool first) {
   on_train_vae_toggled();
 }
 
+void NewRunDialog::show_vae_preset_steps() {
+  vae_steps_->setSpecialValueText(
+      preset_steps_text(training_presets_, vae_preset_->currentText().toStdString()));
+}
+
 void NewRunDialog::on_train_vae_toggled() {
   const bool fine_tune = !from_->currentData().toString().isEmpty();
   const bool train = train_vae_->isChecked();
   vae_->setEnabled(!fine_tune && !train);
   vae_name_->setEnabled(train);
+  vae_preset_->setEnabled(train);
   vae_steps_->setEnabled(train);
   if (train) {
     encode_->setChecked(true);  // a new VAE has no latents yet
@@ -573,6 +601,7 @@ LatentSteps NewRunDialog::latent_steps() const {
   LatentSteps steps;
   steps.train_vae = train_vae_->isEnabled() && train_vae_->isChecked();
   steps.vae_run = vae_name_->text().trimmed().toStdString();
+  steps.vae_preset = vae_preset_->currentText().toStdString();
   steps.vae_steps = vae_steps_->value();
   steps.encode = encode_->isChecked() && (encode_->isEnabled() || steps.train_vae);
   if (!from_->currentData().toString().isEmpty()) {

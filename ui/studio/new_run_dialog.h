@@ -70,6 +70,7 @@ class NewRunDialog : public QDialog {
   QCheckBox* train_vae() const { return train_vae_; }
   QLineEdit* vae_name() const { return vae_name_; }
   QSpinBox* vae_steps() const { return vae_steps_; }
+  QComboBox* vae_preset() const { return vae_preset_; }
   QCheckBox* encode() const { return encode_; }
   QString latents_text() const { return latents_->text(); }
   // Fine-tuning: the run or released model folder to start from ("" = a new model) and LoRA settings (empty:
@@ -123,6 +124,8 @@ class NewRunDialog : public QDialog {
   // lists arrived); `first`: the lists just arrived, so a new VAE is offered when there is none.
   void offer_latent_steps(bool first = false);
   void on_train_vae_toggled();
+  // The VAE's "0 steps" text: the chosen VAE preset's steps, as the server's presets say.
+  void show_vae_preset_steps();
   // Whether the dataset has latents of `vae` (a VAE run or a latent cache name; false while the server's
   // lists are not known).
   bool has_latents(const QString& dataset, const QString& vae) const;
@@ -147,6 +150,7 @@ class NewRunDialog : public QDialog {
   QCheckBox *grow_first_, *train_vae_, *encode_;
   QLineEdit* vae_name_;
   QSpinBox* vae_steps_;
+  QComboBox* vae_preset_;  // the server's presets marked trainer = "vae"
   QLabel* latents_;
   std::map<QString, std::map<QString, int64_t>> caches_;  // dataset -> encoder -> cached clips
   std::set<QString> vae_runs_, run_names_;

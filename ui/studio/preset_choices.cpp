@@ -30,12 +30,12 @@ std::vector<PresetChoice> preset_choices_from_reply(const nlohmann::json& reply)
 }
 
 std::vector<PresetChoice> presets_for_trainer(const std::vector<PresetChoice>& presets,
-                                              const std::string& trainer) {
+                                              const std::string& trainer, bool with_shared) {
   std::vector<PresetChoice> out;
   for (const PresetChoice& p : presets) {
     try {
       const std::string for_trainer = preset_trainer(p.values, p.name);
-      if (for_trainer.empty() || for_trainer == trainer) out.push_back(p);
+      if (for_trainer == trainer || (with_shared && for_trainer.empty())) out.push_back(p);
     } catch (const Error&) {
     }
   }

@@ -27,10 +27,10 @@ struct PresetChoice {
 [[nodiscard]] std::vector<PresetChoice> local_preset_choices(const std::string& kind);
 // The loadable presets of a list_presets reply (records without values, or of malformed shape, left out).
 [[nodiscard]] std::vector<PresetChoice> preset_choices_from_reply(const nlohmann::json& reply);
-// The training presets `trainer` ("dit" or "vae") may use: those for either trainer and those for it
-// (core/presets.h preset_trainer); one whose trainer is malformed is left out.
+// The training presets marked for `trainer` ("dit" or "vae": core/presets.h preset_trainer), and with
+// `with_shared` those for either trainer too; one whose trainer is malformed is left out.
 [[nodiscard]] std::vector<PresetChoice> presets_for_trainer(const std::vector<PresetChoice>& presets,
-                                                            const std::string& trainer);
+                                                            const std::string& trainer, bool with_shared);
 // The preset called `name` among `presets`; nullptr when there is none.
 [[nodiscard]] const PresetChoice* find_preset_choice(const std::vector<PresetChoice>& presets,
                                                      const std::string& name);
