@@ -142,6 +142,7 @@ PresetListing describe(const PresetRef& ref) {
     listing.values = load_preset(ref.kind, ref.name);
     if (auto d = listing.values.find("description"); d != listing.values.end() && d->is_string())
       listing.description = d->get<std::string>();
+    if (ref.kind == "train") (void)preset_trainer(listing.values, ref.path.string());  // a bad mark: unusable
   } catch (const Error& e) {
     listing.values = nullptr;
     listing.problem = e.what();

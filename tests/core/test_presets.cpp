@@ -285,3 +285,29 @@ TEST_CASE("a presets listing describes every kind in name order and names a brok
   CHECK(describe_presets("vocabularies").empty());
   CHECK(expect_error([&] { (void)describe_presets("../etc"); }).code() == ErrorCode::invalid_argument);
 }
+
+TEST_CASE("a training preset's trainer mark: dit, vae or none, anything else unusable in listings",
+          "[unit][core]") {
+  PresetSandbox box;
+  box.write("builtin/train/shared.toml", "[train]\nlr = 1e-3\n");
+  box.write("builtin/train/vae.toml", "trainer = \"vae\"\n[train]\nsteps = 10\n");
+  box.write("home/presets/train/child.toml", "inherits = \"vae\"\n");  // the mark is inherited
+  const fs::path bad = box.write("home/presets/train/bad.toml", "trainer = \"gpu\"\n");
+  box.write("home/presets/train/number.toml", "trainer = 3\n");
+
+  CHECK(preset_trainer(load_preset("train", "shared"), "shared").empty());
+  CHECK(preset_trainer(load_preset("train", "vae"), "vae") == "vae");
+  CHECK(preset_trainer(load_preset("train", "child"), "child") == "vae");
+  CHECK(preset_trainer(nlohmann::json{{"trainer", "dit"}}, "x") == "dit");
+  const Error e = expect_error([&] { (void)preset_trainer(load_preset("train", "bad"), bad.string()); });
+  CHECK(e.code() == ErrorCode::format);
+  CHECK(e.subject() == bad.string());
+  CHECK_THAT(e.message(), Catch::Contains("\"gpu\"") && Catch::Contains("\"dit\" or \"vae\""));
+
+  for (const PresetListing& p : describe_presets("train")) {
+    INFO(p.ref.name);
+    const bool malformed = p.ref.name == "bad" || p.ref.name == "number";
+    CHECK(p.problem.empty() != malformed);
+    if (p.ref.name == "bad") CHECK_THAT(p.problem, Catch::Contains("bad.toml"));
+  }
+}
