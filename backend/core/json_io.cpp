@@ -4,9 +4,22 @@
 #include "core/paths.h"
 #include "core/strings.h"
 
+// toml++ 3.3 asserts preconditions that malformed input can break: a table header such as "[[[1]]]" or "[\n"
+// reaches its key parser with a character it does not expect (fixed upstream after 3.3). With assertions on
+// (debug builds), a user's broken preset would abort the process, a server included, instead of being
+// reported; with them off, as in release builds, the library reports the parse error. So it is always
+// compiled as in release. Found by fuzzing parse_toml_text.
+#pragma push_macro("NDEBUG")
+#ifndef NDEBUG
+#define NDEBUG
+#endif
 #include <toml++/toml.h>
+#pragma pop_macro("NDEBUG")
 
+#include <algorithm>
+#include <cstdio>
 #include <sstream>
+#include <utility>
 
 namespace mugv {
 namespace {
@@ -158,9 +171,179 @@ void write_json_atomic(const std::filesystem::path& path, const nlohmann::json& 
   write_text_atomic(path, text);
 }
 
+namespace {
+
+// The UTF-8 sequence at text[i] as a code point and its length; {0, 0} for a malformed one.
+std::pair<uint32_t, size_t> decode_utf8(std::string_view text, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char lead = byte(i);
+  const size_t length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 0;
+  if (length == 0 || lead >= 0xF8 || i + length > text.size()) return {0, 0};
+  uint32_t code = lead & (0x7F >> length);
+  for (size_t k = 1; k < length; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return {0, 0};
+    code = (code << 6) | (byte(i + k) & 0x3F);
+  }
+  return {code, length};
+}
+
+// The non-ASCII character at text[i] as a \u or \U escape and its length in bytes; {"", 0} for malformed
+// UTF-8.
+std::pair<std::string, size_t> unicode_escape(std::string_view text, size_t i) {
+  const auto [code, length] = decode_utf8(text, i);
+  if (length == 0) return {"", 0};
+  char escape[16];
+  std::snprintf(escape, sizeof escape, code > 0xFFFF ? "\\U%08X" : "\\u%04X", unsigned(code));
+  return {escape, length};
+}
+
+// A literal string ('...' or '''...''') at text[quote] that holds non-ASCII characters, written to `out` as
+// the basic string of the same value (backslashes and quotes escaped, the characters as escapes, since
+// literal strings have none), replacing the opening quote `out` ends with. Returns the offset after the
+// string, or 0 when it holds none (then nothing is written); sets `problem` for one that holds some and is
+// not closed or not UTF-8 (the parser would meet those characters raw).
+size_t literal_as_basic(std::string_view text, size_t quote, std::string& out, const char*& problem) {
+  const auto ascii = [](std::string_view part) {
+    return std::all_of(part.begin(), part.end(),
+                       [](char ch) { return static_cast<unsigned char>(ch) < 0x80; });
+  };
+  const bool multiline = text.compare(quote, 3, "'''") == 0;
+  const size_t begin = quote + (multiline ? 3 : 1);
+  size_t end = multiline ? text.find("'''", begin) : text.find_first_of("'\n", begin);
+  if (end == std::string_view::npos || text[end] != '\'') {
+    if (!ascii(text.substr(begin, end == std::string_view::npos ? end : end - begin)))
+      problem = "a literal string that is not closed";
+    return 0;
+  }
+  // A multi-line literal may end with one or two quotes of its own: the delimiter is the run's last three.
+  for (int extra = 0; multiline && extra < 2 && end + 3 < text.size() && text[end + 3] == '\''; ++extra)
+    ++end;
+  const std::string_view content = text.substr(begin, end - begin);
+  if (ascii(content)) return 0;
+  const std::string delimiter = multiline ? "\"\"\"" : "\"";
+  std::string basic = delimiter;
+  for (size_t k = 0; k < content.size(); ++k) {
+    const char ch = content[k];
+    if (static_cast<unsigned char>(ch) >= 0x80) {
+      const auto [escape, length] = unicode_escape(content, k);
+      if (length == 0) {
+        problem = "a literal string that is not UTF-8";
+        return 0;
+      }
+      basic += escape;
+      k += length - 1;
+    } else if (ch == '\\' || ch == '"') {
+      basic += '\\';
+      basic += ch;
+    } else {
+      basic += ch;
+    }
+  }
+  out.pop_back();
+  out += basic + delimiter;
+  return end + (multiline ? 3 : 1);
+}
+
+// TOML text that toml++ 3.3 reads without undefined behaviour: that version reaches __builtin_unreachable()
+// when it asks whether some non-ASCII characters (U+00A1 to U+0499 among them: accented letters, Greek,
+// Cyrillic) are whitespace, which it does outside strings, after a line-ending backslash in a multi-line
+// string, and when a malformed value runs on into a string (found by fuzzing parse_toml_text). So non-ASCII
+// characters in basic strings are written as the \u or \U escapes of the same characters and in comments as
+// '?', and a literal string holding any becomes the basic string of the same value; the values read are
+// unchanged. TOML allows them nowhere else, nor as escapes: the first one outside strings and comments, or
+// after a backslash, is returned in `problem` (offset npos when there is none). The scan follows basic,
+// multi-line basic, literal and multi-line literal strings; where it loses track of a malformed string it
+// errs towards "inside", leaving the error to the parser.
+struct TextProblem {
+  size_t offset = std::string_view::npos;
+  const char* what = "";
+};
+std::string escape_non_ascii(std::string_view text, TextProblem& problem) {
+  enum class State { normal, comment, basic, multiline_basic, literal, multiline_literal };
+  State state = State::normal;
+  problem = {};
+  const auto report = [&](size_t i, const char* what) {
+    if (problem.offset == std::string_view::npos) problem = {i, what};
+  };
+  std::string out;
+  out.reserve(text.size());
+  const auto at = [&](size_t i, std::string_view what) { return text.compare(i, what.size(), what) == 0; };
+  constexpr std::string_view kBasic3 = "\"\"\"", kLiteral3 = "'''";
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80 && (state == State::comment || state == State::basic || state == State::multiline_basic)) {
+      if (const auto [escape, length] = unicode_escape(text, i); length != 0) {
+        out += state == State::comment ? "?" : escape;
+        i += length - 1;
+        continue;
+      }
+    }
+    out += char(c);
+    if (c == '\n') {
+      if (state != State::multiline_basic && state != State::multiline_literal) state = State::normal;
+      continue;
+    }
+    const auto take = [&](size_t extra) {  // the rest of a three-quote delimiter
+      out.append(text.substr(i + 1, extra));
+      i += extra;
+    };
+    switch (state) {
+      case State::normal:
+        if (c >= 0x80) report(i, "a non-ASCII character outside a string or comment");
+        if (c == '#') {
+          state = State::comment;
+        } else if (c == '"') {
+          state = at(i, kBasic3) ? State::multiline_basic : State::basic;
+          if (state == State::multiline_basic) take(2);
+        } else if (c == '\'') {
+          const char* literal_problem = nullptr;
+          const size_t after = literal_as_basic(text, i, out, literal_problem);
+          if (literal_problem) report(i, literal_problem);
+          if (after != 0) {
+            i = after - 1;
+            break;
+          }
+          state = at(i, kLiteral3) ? State::multiline_literal : State::literal;
+          if (state == State::multiline_literal) take(2);
+        }
+        break;
+      case State::basic:
+      case State::multiline_basic:
+        if (c == '\\' && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80) {
+          report(i, "a backslash before a non-ASCII character, which is no escape");
+        } else if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
+          take(1);  // an escaped character (a backslash ending a line leaves the newline to the loop)
+        } else if (state == State::basic ? c == '"' : at(i, kBasic3)) {
+          if (state == State::multiline_basic) take(2);
+          state = State::normal;
+        }
+        break;
+      case State::literal:
+      case State::multiline_literal:
+        if (state == State::literal ? c == '\'' : at(i, kLiteral3)) {
+          if (state == State::multiline_literal) take(2);
+          state = State::normal;
+        }
+        break;
+      case State::comment:
+        break;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 nlohmann::json parse_toml_text(std::string_view text, const std::string& subject) {
+  TextProblem problem;
+  const std::string ascii = escape_non_ascii(text, problem);
+  if (problem.offset != std::string_view::npos) {
+    const TextPosition pos = position_of_offset(text, problem.offset);
+    throw Error(ErrorCode::format, subject,
+                cat("invalid TOML at line ", pos.line, ", column ", pos.column, ": ", problem.what));
+  }
   try {
-    toml::table table = toml::parse(text, subject);
+    toml::table table = toml::parse(ascii, subject);
     return toml_to_json(table);
   } catch (const toml::parse_error& e) {
     const auto& begin = e.source().begin;
