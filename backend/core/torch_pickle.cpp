@@ -52,6 +52,21 @@ constexpr std::array<std::pair<DType, const char*>, 18> kTorchDTypes{{
     {DType::i16, "short"},
 }};
 
+// The first name a table gives `dtype` (nullptr when none), and the dtype a table gives `name`.
+template <size_t N>
+const char* name_of(const std::array<std::pair<DType, const char*>, N>& table, DType dtype) {
+  for (const auto& [d, name] : table)
+    if (d == dtype) return name;
+  return nullptr;
+}
+template <size_t N>
+std::optional<DType> dtype_named(const std::array<std::pair<DType, const char*>, N>& table,
+                                 std::string_view name) {
+  for (const auto& [d, n] : table)
+    if (name == n) return d;
+  return std::nullopt;
+}
+
 using namespace pickle_op;  // opcode names (core/pickle_opcodes.h)
 
 enum class Callable {
@@ -590,27 +605,19 @@ const Node* find_state_dict(const Node* dict, int depth, const std::string& path
 }  // namespace
 
 const char* torch_storage_class(DType dtype) {
-  for (const auto& [d, cls] : kStorageClasses)
-    if (d == dtype) return cls;
-  return nullptr;
+  return name_of(kStorageClasses, dtype);
 }
 
 std::optional<DType> dtype_of_torch_storage_class(std::string_view name) {
-  for (const auto& [d, cls] : kStorageClasses)
-    if (name == cls) return d;
-  return std::nullopt;
+  return dtype_named(kStorageClasses, name);
 }
 
 const char* torch_dtype_name(DType dtype) {
-  for (const auto& [d, name] : kTorchDTypes)
-    if (d == dtype) return name;
-  return nullptr;
+  return name_of(kTorchDTypes, dtype);
 }
 
 std::optional<DType> dtype_from_torch_name(std::string_view name) {
-  for (const auto& [d, n] : kTorchDTypes)
-    if (name == n) return d;
-  return std::nullopt;
+  return dtype_named(kTorchDTypes, name);
 }
 
 std::vector<TorchTensorRecord> parse_torch_pickle(const uint8_t* data, size_t bytes,
