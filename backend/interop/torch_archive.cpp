@@ -4,7 +4,6 @@
 #include "core/error.h"
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <new>
 #include <utility>
