@@ -3,10 +3,14 @@
 #include "core/error.h"
 #include "core/strings.h"
 #include "model/weights.h"
+#include "train/adamw_kernel.h"
+
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 
 namespace mugv {
 
@@ -41,9 +45,72 @@ void AdamW::zero_grad() {
     if (p.grad().defined()) p.mutable_grad().zero_();
 }
 
-void AdamW::update(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& exp_avg,
-                   torch::Tensor& exp_avg_sq, const AdamWOptions& options, double lr, double bc1,
-                   double bc2) {
+namespace {
+
+bool fused_cpu_eligible(const torch::Tensor& p, const torch::Tensor& g, const torch::Tensor& m,
+                        const torch::Tensor& v) {
+  for (const torch::Tensor* t : {&p, &g, &m, &v})
+    if (!t->device().is_cpu() || t->scalar_type() != torch::kFloat32 || !t->is_contiguous()) return false;
+  return g.numel() == p.numel() && m.numel() == p.numel() && v.numel() == p.numel();
+}
+
+// The one-pass update (train/adamw_kernel.h) over ranges of at least 16384 elements per thread; its bits do
+// not depend on the split.
+void adamw_update_cpu(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& m, torch::Tensor& v,
+                      const AdamWOptions& o, double lr, double bc1, double bc2) {
+  const AdamWScalars scalars{float(1.0 - lr * o.weight_decay),
+                             float(o.beta1),
+                             float(1.0 - o.beta1),
+                             float(o.beta2),
+                             float(1.0 - o.beta2),
+                             float(std::sqrt(bc2)),
+                             float(o.eps),
+                             float(lr / bc1)};
+  float* param = p.data_ptr<float>();
+  const float* grad = g.data_ptr<float>();
+  float *exp_avg = m.data_ptr<float>(), *exp_avg_sq = v.data_ptr<float>();
+  at::parallel_for(0, p.numel(), 16384, [&](int64_t begin, int64_t end) {
+    adamw_update_range(param + begin, grad + begin, exp_avg + begin, exp_avg_sq + begin, end - begin,
+                       scalars);
+  });
+}
+
+#if TORCH_VERSION_MAJOR >= 2
+// LibTorch 2.x's multi-tensor fused AdamW kernel (CUDA): one launch for many parameters.
+bool fused_cuda_eligible(const AdamWSlot& s) {
+  for (const torch::Tensor* t : {&s.param, &s.grad, &s.exp_avg, &s.exp_avg_sq})
+    if (!t->is_cuda() || t->scalar_type() != torch::kFloat32 || !t->is_contiguous()) return false;
+  return s.param.device() == s.grad.device() && s.param.device() == s.exp_avg.device() &&
+         s.param.device() == s.exp_avg_sq.device() && s.grad.numel() == s.param.numel();
+}
+
+void adamw_update_cuda(const std::vector<const AdamWSlot*>& slots, const AdamWOptions& o, int64_t step) {
+  std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+  // The kernel reads each parameter's step count from a device tensor (it never writes it).
+  const torch::Tensor count = torch::full(
+      {}, double(step), torch::TensorOptions().dtype(torch::kFloat32).device(slots[0]->param.device()));
+  for (const AdamWSlot* s : slots) {
+    params.push_back(s->param);
+    grads.push_back(s->grad);
+    exp_avgs.push_back(s->exp_avg);
+    exp_avg_sqs.push_back(s->exp_avg_sq);
+    steps.push_back(count);
+  }
+  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, slots[0]->lr, o.beta1, o.beta2,
+                    o.weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false);
+}
+#else
+// LibTorch 1.x has no fused AdamW kernel: CUDA parameters take the op sequence.
+bool fused_cuda_eligible(const AdamWSlot&) {
+  return false;
+}
+#endif
+
+}  // namespace
+
+void AdamW::update_by_ops(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& exp_avg,
+                          torch::Tensor& exp_avg_sq, const AdamWOptions& options, double lr, double bc1,
+                          double bc2) {
   if (options.weight_decay != 0) p.mul_(1.0 - lr * options.weight_decay);
   exp_avg.mul_(options.beta1).add_(g, 1.0 - options.beta1);
   exp_avg_sq.mul_(options.beta2).addcmul_(g, g, 1.0 - options.beta2);
@@ -51,16 +118,42 @@ void AdamW::update(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& exp_
   p.addcdiv_(exp_avg, denom, -lr / bc1);
 }
 
+void AdamW::update(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& exp_avg,
+                   torch::Tensor& exp_avg_sq, const AdamWOptions& options, double lr, double bc1,
+                   double bc2) {
+  if (fused_cpu_eligible(p, g, exp_avg, exp_avg_sq))
+    adamw_update_cpu(p, g, exp_avg, exp_avg_sq, options, lr, bc1, bc2);
+  else
+    update_by_ops(p, g, exp_avg, exp_avg_sq, options, lr, bc1, bc2);
+}
+
+void AdamW::update_all(const std::vector<AdamWSlot>& slots, const AdamWOptions& options, int64_t step) {
+  const double bc1 = 1.0 - std::pow(options.beta1, double(step));
+  const double bc2 = 1.0 - std::pow(options.beta2, double(step));
+  // Fused CUDA slots by learning rate (μP gives groups of parameters their own): one launch per group.
+  std::map<double, std::vector<const AdamWSlot*>> fused_by_lr;
+  for (const AdamWSlot& s : slots) {
+    if (fused_cuda_eligible(s)) {
+      fused_by_lr[s.lr].push_back(&s);
+      continue;
+    }
+    torch::Tensor p = s.param, m = s.exp_avg, v = s.exp_avg_sq;
+    update(p, s.grad, m, v, options, s.lr, bc1, bc2);
+  }
+#if TORCH_VERSION_MAJOR >= 2
+  for (const auto& [lr, group] : fused_by_lr) adamw_update_cuda(group, options, step);
+#endif
+}
+
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   ++step_;
-  const double bc1 = 1.0 - std::pow(options_.beta1, double(step_));
-  const double bc2 = 1.0 - std::pow(options_.beta2, double(step_));
+  std::vector<AdamWSlot> slots;
   for (size_t i = 0; i < params_.size(); ++i) {
-    auto& p = params_[i].second;
-    if (!p.grad().defined()) continue;
-    update(p, p.grad(), exp_avg_[i], exp_avg_sq_[i], options_, lr * lr_scale(i), bc1, bc2);
+    const auto& p = params_[i].second;
+    if (p.grad().defined()) slots.push_back({p, p.grad(), exp_avg_[i], exp_avg_sq_[i], lr * lr_scale(i)});
   }
+  update_all(slots, options_, step_);
 }
 
 NamedTensors AdamW::state() const {

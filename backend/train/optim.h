@@ -66,6 +66,13 @@ struct AdamWOptions {
   double weight_decay = 0.0;
 };
 
+// One parameter (or a flat piece of one) with its gradient, moments and learning rate, for update_all. The
+// tensors are handles: updating them updates the parameter and state they view.
+struct AdamWSlot {
+  torch::Tensor param, grad, exp_avg, exp_avg_sq;
+  double lr = 0;
+};
+
 class AdamW final : public Optimizer {
  public:
   AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, AdamWOptions options);
@@ -87,9 +94,18 @@ class AdamW final : public Optimizer {
   // Bytes of state (moments) per parameter byte: 2 for fp32.
   static constexpr int kStateCopies = 2;
   // The AdamW update of one parameter (or a flat piece of one) in place, at bias corrections bc1/bc2.
+  // Contiguous fp32 CPU tensors are updated in one vectorised pass whose bits do not depend on the thread
+  // count; anything else through update_by_ops.
   static void update(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor& exp_avg,
                      torch::Tensor& exp_avg_sq, const AdamWOptions& options, double lr, double bc1,
                      double bc2);
+  // The same update as a sequence of LibTorch ops (seven kernels and a temporary): any device or dtype.
+  static void update_by_ops(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor& exp_avg,
+                            torch::Tensor& exp_avg_sq, const AdamWOptions& options, double lr, double bc1,
+                            double bc2);
+  // Updates every slot at optimizer step `step` (1-based). With LibTorch 2.x, contiguous fp32 CUDA slots go
+  // through LibTorch's multi-tensor fused AdamW kernel, one launch per learning rate; the rest as update().
+  static void update_all(const std::vector<AdamWSlot>& slots, const AdamWOptions& options, int64_t step);
 
  private:
   std::vector<std::pair<std::string, torch::Tensor>> params_;

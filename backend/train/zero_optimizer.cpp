@@ -3,8 +3,6 @@
 #include "core/error.h"
 #include "core/strings.h"
 
-#include <cmath>
-
 namespace mugv {
 
 ZeroAdamW::ZeroAdamW(std::shared_ptr<ProcessGroups> groups, NamedTensors named_parameters,
@@ -40,21 +38,21 @@ void ZeroAdamW::zero_grad() {
 void ZeroAdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   ++step_;
-  const double bc1 = 1.0 - std::pow(options_.beta1, double(step_));
-  const double bc2 = 1.0 - std::pow(options_.beta2, double(step_));
+  std::vector<AdamWSlot> slots;
+  for (const auto& piece : pieces_) {
+    const auto& p = params_[piece.param].second;
+    if (!p.grad().defined()) continue;
+    slots.push_back({p.detach().view(-1).narrow(0, piece.offset, piece.length),
+                     p.grad().reshape(-1).narrow(0, piece.offset, piece.length),
+                     exp_avg_.narrow(0, piece.shard_offset, piece.length),
+                     exp_avg_sq_.narrow(0, piece.shard_offset, piece.length), lr * lr_scale(piece.param)});
+  }
+  AdamW::update_all(slots, options_, step_);
   // This rank's range of the updated flat parameter vector; padding past the end stays zero.
   torch::Tensor mine = torch::zeros({shard_size_}, state_options_);
-  for (const auto& piece : pieces_) {
-    auto& p = params_[piece.param].second;
-    auto flat = p.detach().view(-1).narrow(0, piece.offset, piece.length);
-    if (p.grad().defined()) {
-      auto g = p.grad().reshape(-1).narrow(0, piece.offset, piece.length);
-      auto m = exp_avg_.narrow(0, piece.shard_offset, piece.length);
-      auto v = exp_avg_sq_.narrow(0, piece.shard_offset, piece.length);
-      AdamW::update(flat, g, m, v, options_, lr * lr_scale(piece.param), bc1, bc2);
-    }
-    mine.narrow(0, piece.shard_offset, piece.length).copy_(flat);
-  }
+  for (const auto& piece : pieces_)
+    mine.narrow(0, piece.shard_offset, piece.length)
+        .copy_(params_[piece.param].second.detach().view(-1).narrow(0, piece.offset, piece.length));
   // Straight into one persistent buffer (no concatenation copy): the list-form all-gather fills its views.
   if (!gathered_.defined()) {
     gathered_ = torch::empty({shard_size_ * groups_->group_size(GroupKind::data)}, state_options_);

@@ -10,9 +10,11 @@
 // frozen model (model/lora.h) and the planner's estimate counts them (memory_model.h adapter_parameters).
 // --offload blocks (with --lora) swaps the frozen blocks in from host memory (model/block_offload.h), as
 // `mugv train --offload blocks` does; compare its step_s with the same command without it for the slowdown.
-// Prints one JSON line, with the planner's estimates for the same step (parallel/planner.h, memory_model.h:
-// one rank, this step's precision, the GEMM rate measured here as the peak) beside the measurements, so the
-// models can be checked against them.
+// Prints one JSON line: the step's time and rate, then forward_s / backward_s / optimizer_s from as many
+// steps again with the device synchronised between the parts, and optimizer_by_ops_s, the AdamW update as
+// LibTorch's op sequence (what the fused update saves); with the planner's estimates for the same step
+// (parallel/planner.h, memory_model.h: one rank, this step's precision, the GEMM rate measured here as the
+// peak) beside the measurements, so the models can be checked against them.
 #include "core/error.h"
 #include "model/compute.h"
 #include "model/config.h"
@@ -35,6 +37,10 @@
 using namespace mugv;
 
 namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 // What the planner predicts for this benchmark's step: one rank, no ZeRO or recompute, the text features
 // given, the weights and gradients fp32 with autocast (as the trainer keeps them) and no EMA (the benchmark
@@ -159,24 +165,60 @@ int main(int argc, char** argv) {
     auto mask = torch::ones({batch, text_tokens}, on);
     auto fps = torch::full({batch}, 8.0, on);
     auto target = torch::randn_like(x);
-    auto step = [&] {
+    // One step; with `phases`, the device is synchronised after each part and its seconds added there.
+    auto step = [&](double* phases) {
+      auto mark = [&, last = std::chrono::steady_clock::now()](int part) mutable {
+        if (!phases) return;
+        synchronize_device(device);
+        const auto now = std::chrono::steady_clock::now();
+        phases[part] += std::chrono::duration<double>(now - last).count();
+        last = now;
+      };
       optimizer.zero_grad();
       torch::Tensor pred;
       {
         AutocastScope autocast(precision, device.type());
         pred = model->forward(x, t, text, mask, fps).to(torch::kFloat32);
       }
+      mark(0);
       torch::mse_loss(pred, target).backward();
+      mark(1);
       optimizer.step(1e-4);
+      mark(2);
     };
-    step();  // warm-up: allocations, kernel selection, oneDNN primitive creation
+    step(nullptr);  // warm-up: allocations, kernel selection, oneDNN primitive creation
     synchronize_device(device);
     reset_peak_device_memory(device);
     const auto start = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < steps; ++i) step();
+    for (int64_t i = 0; i < steps; ++i) step(nullptr);
     synchronize_device(device);
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / steps;
+    const double seconds = seconds_since(start) / steps;
+    // Where the time goes, from as many steps again with a synchronisation between the parts (which the
+    // whole-step timing above leaves free to overlap).
+    double phases[3] = {0, 0, 0};
+    for (int64_t i = 0; i < steps; ++i) step(phases);
+    // The same AdamW update as LibTorch's op sequence on the same tensors and fresh moments: what the fused
+    // update (one CPU pass, or LibTorch 2.x's multi-tensor CUDA kernel) saves.
+    double by_ops_seconds = 0;
+    {
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> exp_avg, exp_avg_sq;
+      for (const auto& [name, p] : trained) {
+        exp_avg.push_back(torch::zeros_like(p));
+        exp_avg_sq.push_back(torch::zeros_like(p));
+      }
+      synchronize_device(device);
+      const auto by_ops_start = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < steps; ++i)
+        for (size_t j = 0; j < trained.size(); ++j) {
+          if (!trained[j].second.grad().defined()) continue;  // skipped by AdamW too
+          torch::Tensor p = trained[j].second.detach();
+          AdamW::update_by_ops(p, trained[j].second.grad(), exp_avg[j], exp_avg_sq[j], AdamWOptions{}, 1e-4,
+                               0.1, 0.001);
+        }
+      synchronize_device(device);
+      by_ops_seconds = seconds_since(by_ops_start) / steps;
+    }
 
     const int64_t video_tokens = dit_video_tokens(cfg, lt, lh, lw);
     const double flops_per_token = dit_flops_per_token(cfg, video_tokens, text_tokens);
@@ -203,6 +245,10 @@ int main(int argc, char** argv) {
                           {"gemm_size", gemm_size},
                           {"gemm_gflops", gemm_flops / 1e9},
                           {"mfu", achieved / gemm_flops},
+                          {"forward_s", phases[0] / steps},
+                          {"backward_s", phases[1] / steps},
+                          {"optimizer_s", phases[2] / steps},
+                          {"optimizer_by_ops_s", by_ops_seconds},
                           {"peak_rss_mb", peak_rss_bytes() / 1048576.0}};
     const auto peak_device = peak_device_memory_bytes(device);
     if (peak_device) out["peak_device_mb"] = *peak_device / 1048576.0;

@@ -32,6 +32,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <vector>
 
 using namespace mugv;
 using mugv::test::TempDir;
@@ -273,6 +274,79 @@ TEST_CASE("AdamW and EMA state round-trip through safetensors exactly", "[unit][
   auto wrong = torch::randn({2, 2}, torch::requires_grad());
   AdamW bad({{"w", wrong}}, {});
   CHECK(error_of([&] { bad.load(dir / "opt.safetensors"); }).find("shape") != std::string::npos);
+}
+
+TEST_CASE("AdamW's one-pass CPU update follows the op sequence and not the thread count", "[unit][train]") {
+  // Lengths around the vector width and a long one that parallel_for splits; weight decay on.
+  AdamWOptions options;
+  options.weight_decay = 0.1;
+  const int threads = torch::get_num_threads();
+  for (const int64_t n : {int64_t(3), int64_t(8), int64_t(37), int64_t(100003)}) {
+    torch::manual_seed(n);
+    const auto p0 = torch::randn({n}), m0 = torch::randn({n}) * 0.1, v0 = torch::rand({n}) * 0.01;
+    std::vector<torch::Tensor> results;
+    for (const int t : {1, 2}) {
+      torch::set_num_threads(t);
+      auto p = p0.clone(), m = m0.clone(), v = v0.clone();
+      for (int step = 1; step <= 3; ++step) {
+        torch::manual_seed(1000 + step);
+        const auto g = torch::randn({n});
+        AdamW::update(p, g, m, v, options, 1e-3, 1 - std::pow(0.9, step), 1 - std::pow(0.999, step));
+      }
+      results.insert(results.end(), {p, m, v});
+    }
+    torch::set_num_threads(threads);
+    for (int i = 0; i < 3; ++i) CHECK(torch::equal(results[i], results[i + 3]));
+    auto p = p0.clone(), m = m0.clone(), v = v0.clone();
+    for (int step = 1; step <= 3; ++step) {
+      torch::manual_seed(1000 + step);
+      const auto g = torch::randn({n});
+      AdamW::update_by_ops(p, g, m, v, options, 1e-3, 1 - std::pow(0.9, step), 1 - std::pow(0.999, step));
+    }
+    CHECK(torch::allclose(results[0], p, 1e-6, 1e-7));
+    CHECK(torch::allclose(results[1], m, 1e-6, 1e-7));
+    CHECK(torch::allclose(results[2], v, 1e-6, 1e-9));
+    // The update moved the weights: a comparison of two unchanged copies would pass trivially.
+    CHECK_FALSE(torch::allclose(p, p0, 1e-5, 1e-5));
+  }
+
+  // A strided view and a double tensor take the op sequence, in place on the viewed storage.
+  auto base = torch::randn({6, 4});
+  auto strided = base.t(), m = torch::zeros({4, 6}), v = torch::zeros({4, 6});
+  auto expected = strided.clone(), em = m.clone(), ev = v.clone();
+  const auto g = torch::randn({4, 6});
+  AdamW::update(strided, g, m, v, options, 1e-2, 0.1, 0.001);
+  AdamW::update_by_ops(expected, g, em, ev, options, 1e-2, 0.1, 0.001);
+  CHECK(torch::equal(base.t(), expected));
+  auto d = torch::randn({5}, torch::kFloat64), dm = torch::zeros({5}, torch::kFloat64);
+  auto dv = torch::zeros({5}, torch::kFloat64), dexp = d.clone();
+  auto dem = dm.clone(), dev = dv.clone();
+  const auto dg = torch::randn({5}, torch::kFloat64);
+  AdamW::update(d, dg, dm, dv, options, 1e-2, 0.1, 0.001);
+  AdamW::update_by_ops(dexp, dg, dem, dev, options, 1e-2, 0.1, 0.001);
+  CHECK(torch::equal(d, dexp));
+
+  // update_all: every slot at its own learning rate, with step 2's bias corrections.
+  std::vector<torch::Tensor> ps{torch::randn({9}), torch::randn({2, 5})}, ms, vs, gs;
+  for (const auto& q : ps) {
+    ms.push_back(torch::rand_like(q));
+    vs.push_back(torch::rand_like(q));
+    gs.push_back(torch::randn_like(q));
+  }
+  std::vector<torch::Tensor> ps2, ms2, vs2;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    ps2.push_back(ps[i].clone());
+    ms2.push_back(ms[i].clone());
+    vs2.push_back(vs[i].clone());
+  }
+  AdamW::update_all({{ps[0], gs[0], ms[0], vs[0], 1e-3}, {ps[1], gs[1], ms[1], vs[1], 4e-3}}, options, 2);
+  const double bc1 = 1 - 0.9 * 0.9, bc2 = 1 - 0.999 * 0.999;
+  AdamW::update(ps2[0], gs[0], ms2[0], vs2[0], options, 1e-3, bc1, bc2);
+  AdamW::update(ps2[1], gs[1], ms2[1], vs2[1], options, 4e-3, bc1, bc2);
+  for (size_t i = 0; i < ps.size(); ++i) {
+    CHECK(torch::equal(ps[i], ps2[i]));
+    CHECK(torch::equal(vs[i], vs2[i]));
+  }
 }
 
 TEST_CASE("EMA warms up: early steps follow the weights, later ones the configured decay", "[unit][train]") {
