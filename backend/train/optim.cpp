@@ -127,6 +127,11 @@ void AdamW::update(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& exp_
     update_by_ops(p, g, exp_avg, exp_avg_sq, options, lr, bc1, bc2);
 }
 
+const char* AdamW::update_path(const AdamWSlot& s) {
+  if (fused_cuda_eligible(s)) return "fused_cuda";
+  return fused_cpu_eligible(s.param, s.grad, s.exp_avg, s.exp_avg_sq) ? "one_pass_cpu" : "ops";
+}
+
 void AdamW::update_all(const std::vector<AdamWSlot>& slots, const AdamWOptions& options, int64_t step) {
   const double bc1 = 1.0 - std::pow(options.beta1, double(step));
   const double bc2 = 1.0 - std::pow(options.beta2, double(step));

@@ -106,6 +106,9 @@ class AdamW final : public Optimizer {
   // Updates every slot at optimizer step `step` (1-based). With LibTorch 2.x, contiguous fp32 CUDA slots go
   // through LibTorch's multi-tensor fused AdamW kernel, one launch per learning rate; the rest as update().
   static void update_all(const std::vector<AdamWSlot>& slots, const AdamWOptions& options, int64_t step);
+  // Which arithmetic update_all gives a slot: "fused_cuda" (LibTorch's multi-tensor kernel), "one_pass_cpu"
+  // (train/adamw_kernel.h) or "ops" (update_by_ops).
+  static const char* update_path(const AdamWSlot& slot);
 
  private:
   std::vector<std::pair<std::string, torch::Tensor>> params_;

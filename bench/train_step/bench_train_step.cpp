@@ -10,8 +10,8 @@
 // frozen model (model/lora.h) and the planner's estimate counts them (memory_model.h adapter_parameters).
 // --offload blocks (with --lora) swaps the frozen blocks in from host memory (model/block_offload.h), as
 // `mugv train --offload blocks` does; compare its step_s with the same command without it for the slowdown.
-// Prints one JSON line: the step's time and rate, then forward_s / backward_s / optimizer_s from as many
-// steps again with the device synchronised between the parts, and optimizer_by_ops_s, the AdamW update as
+// Prints one JSON line: the step's time and rate, then forward_s / backward_s / optimizer_s from up to 3
+// more steps with the device synchronised between the parts, and optimizer_by_ops_s, the AdamW update as
 // LibTorch's op sequence (what the fused update saves); with the planner's estimates for the same step
 // (parallel/planner.h, memory_model.h: one rank, this step's precision, the GEMM rate measured here as the
 // peak) beside the measurements, so the models can be checked against them.
@@ -28,6 +28,7 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -193,10 +194,11 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < steps; ++i) step(nullptr);
     synchronize_device(device);
     const double seconds = seconds_since(start) / steps;
-    // Where the time goes, from as many steps again with a synchronisation between the parts (which the
+    // Where the time goes, from up to 3 more steps with a synchronisation between the parts (which the
     // whole-step timing above leaves free to overlap).
+    const int64_t phase_steps = std::min<int64_t>(steps, 3);
     double phases[3] = {0, 0, 0};
-    for (int64_t i = 0; i < steps; ++i) step(phases);
+    for (int64_t i = 0; i < phase_steps; ++i) step(phases);
     // The same AdamW update as LibTorch's op sequence on the same tensors and fresh moments: what the fused
     // update (one CPU pass, or LibTorch 2.x's multi-tensor CUDA kernel) saves.
     double by_ops_seconds = 0;
@@ -209,7 +211,7 @@ int main(int argc, char** argv) {
       }
       synchronize_device(device);
       const auto by_ops_start = std::chrono::steady_clock::now();
-      for (int64_t i = 0; i < steps; ++i)
+      for (int64_t i = 0; i < phase_steps; ++i)
         for (size_t j = 0; j < trained.size(); ++j) {
           if (!trained[j].second.grad().defined()) continue;  // skipped by AdamW too
           torch::Tensor p = trained[j].second.detach();
@@ -217,7 +219,7 @@ int main(int argc, char** argv) {
                                0.1, 0.001);
         }
       synchronize_device(device);
-      by_ops_seconds = seconds_since(by_ops_start) / steps;
+      by_ops_seconds = seconds_since(by_ops_start) / phase_steps;
     }
 
     const int64_t video_tokens = dit_video_tokens(cfg, lt, lh, lw);
@@ -245,9 +247,9 @@ int main(int argc, char** argv) {
                           {"gemm_size", gemm_size},
                           {"gemm_gflops", gemm_flops / 1e9},
                           {"mfu", achieved / gemm_flops},
-                          {"forward_s", phases[0] / steps},
-                          {"backward_s", phases[1] / steps},
-                          {"optimizer_s", phases[2] / steps},
+                          {"forward_s", phases[0] / phase_steps},
+                          {"backward_s", phases[1] / phase_steps},
+                          {"optimizer_s", phases[2] / phase_steps},
                           {"optimizer_by_ops_s", by_ops_seconds},
                           {"peak_rss_mb", peak_rss_bytes() / 1048576.0}};
     const auto peak_device = peak_device_memory_bytes(device);
