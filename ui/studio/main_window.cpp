@@ -10,6 +10,7 @@
 #include <QDialog>
 #include <QDialogButtonBox>
 #include <QDir>
+#include <QElapsedTimer>
 #include <QFormLayout>
 #include <QFrame>
 #include <QHBoxLayout>
@@ -22,6 +23,7 @@
 #include <QShortcut>
 #include <QStatusBar>
 #include <QStyleFactory>
+#include <QTableWidget>
 #include <QVBoxLayout>
 
 extern "C" {
@@ -366,9 +368,25 @@ void MainWindow::set_dark_theme(bool dark) {
 
 void MainWindow::save_screenshots(const QString& dir) {
   QDir().mkpath(dir);
+  // Lets the server's replies (a job's stored metrics and log) arrive and be drawn.
+  const auto settle = [](int ms) {
+    QElapsedTimer timer;
+    timer.start();
+    while (timer.elapsed() < ms) QApplication::processEvents(QEventLoop::AllEvents, 50);
+  };
   const char* names[] = {"datasets", "prompts", "runs", "generate", "label"};
   for (int i = 0; i < 5; ++i) {
     show_page(static_cast<Page>(i));
+    if (static_cast<Page>(i) == Page::runs) {
+      // The last training job in queue order, with its loss, learning rate, throughput and log.
+      QTableWidget* jobs = runs_->jobs();
+      for (int row = jobs->rowCount() - 1; row >= 0; --row)
+        if (jobs->item(row, 1)->text() == "train") {
+          runs_->select_job(jobs->item(row, 0)->text().toLongLong());
+          break;
+        }
+      settle(1500);
+    }
     QApplication::processEvents();
     grab().save(QDir(dir).filePath(QString("%1.png").arg(names[i])));
   }
