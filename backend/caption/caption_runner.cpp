@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "core/utf8.h"
 #include "media/image.h"
 
 #include <algorithm>
@@ -183,9 +184,12 @@ CaptionRunReport caption_dataset(Catalog& catalog, Captioner& captioner, const C
       else
         ++report.kept_human;
     } else {
-      record_failure(catalog, d.clip_id, d.result.error);
-      report.failures.push_back({d.clip_id, d.result.error});
-      log_warning(cat("clip ", d.clip_id, ": uncaptioned: ", d.result.error));
+      // An error may quote another program's output (stderr, an HTTP body cut at 200 bytes): made valid
+      // UTF-8 before it is stored in the clip's JSON scores.
+      const std::string error = valid_utf8(d.result.error);
+      record_failure(catalog, d.clip_id, error);
+      report.failures.push_back({d.clip_id, error});
+      log_warning(cat("clip ", d.clip_id, ": uncaptioned: ", error));
     }
     meter.advance(1);
   }

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/process.h"
 #include "core/strings.h"
+#include "core/utf8.h"
 #include "media/image.h"
 
 #include <cstdlib>
@@ -81,6 +82,8 @@ CaptionResult CommandCaptioner::caption(const CaptionInput& input) {
       result.error = cat("exit code ", run.exit_code, run.err.empty() ? "" : ": " + last_line(run.err));
     } else if (text.empty()) {
       result.error = "the command printed no caption";
+    } else if (!is_utf8(text)) {
+      result.error = "the command printed a caption that is not UTF-8 text";
     } else {
       result.text = text;
     }

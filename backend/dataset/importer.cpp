@@ -26,7 +26,9 @@ std::optional<fs::path> folder_manifest(const fs::path& dir) {
   return std::nullopt;
 }
 
-std::vector<ManifestEntry> scan_folder(const fs::path& dir) {
+// The videos under `dir` with their sidecar captions; a video whose caption file cannot be used is left out
+// and reported in `failures`.
+std::vector<ManifestEntry> scan_folder(const fs::path& dir, std::vector<ImportFailure>& failures) {
   std::vector<ManifestEntry> entries;
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
@@ -38,7 +40,12 @@ std::vector<ManifestEntry> scan_folder(const fs::path& dir) {
     if (std::find(exts.begin(), exts.end(), ext) == exts.end()) continue;
     ManifestEntry e;
     e.path = it->path();
-    e.caption = read_sidecar_caption(e.path).value_or("");
+    try {
+      e.caption = read_sidecar_caption(e.path).value_or("");
+    } catch (const Error& error) {
+      failures.push_back({e.path, error.what()});
+      continue;
+    }
     entries.push_back(std::move(e));
   }
   std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.path < b.path; });
@@ -96,7 +103,7 @@ ImportReport import_dataset(Catalog& catalog, const ImportOptions& options, cons
     if (auto m = folder_manifest(options.input))
       manifest_path = *m;
     else
-      entries = scan_folder(options.input);
+      entries = scan_folder(options.input, report.failures);
   } else {
     manifest_path = options.input;
   }

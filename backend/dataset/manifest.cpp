@@ -3,8 +3,10 @@
 #include "core/error.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "core/utf8.h"
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 namespace mugv {
@@ -32,7 +34,9 @@ std::string relative_if_under(const fs::path& base_dir, const fs::path& p) {
 std::optional<double> number_field(const nlohmann::json& obj, const char* key) {
   if (!obj.contains(key) || obj[key].is_null()) return std::nullopt;
   if (!obj[key].is_number()) throw Error(ErrorCode::format, key, "expected a number");
-  return obj[key].get<double>();
+  const double value = obj[key].get<double>();
+  if (!std::isfinite(value)) throw Error(ErrorCode::format, key, "expected a finite number");
+  return value;
 }
 
 ManifestEntry entry_from_json(const nlohmann::json& obj, const fs::path& base_dir) {
@@ -48,8 +52,11 @@ ManifestEntry entry_from_json(const nlohmann::json& obj, const fs::path& base_di
   e.start_s = number_field(obj, "start");
   e.end_s = number_field(obj, "end");
   e.fps = number_field(obj, "fps");
-  if (e.start_s && e.end_s && *e.end_s <= *e.start_s)
-    throw Error(ErrorCode::format, cat("end (", *e.end_s, ") is not after start (", *e.start_s, ")"));
+  if (e.start_s && *e.start_s < 0) throw Error(ErrorCode::format, "start", cat(*e.start_s, " is negative"));
+  if (e.end_s && *e.end_s <= e.start_s.value_or(0.0))
+    throw Error(ErrorCode::format,
+                cat("end (", *e.end_s, ") is not after start (", e.start_s.value_or(0.0), ")"));
+  if (e.fps && *e.fps <= 0) throw Error(ErrorCode::format, "fps", cat(*e.fps, " is not positive"));
   for (auto it = obj.begin(); it != obj.end(); ++it)
     if (!is_known_field(it.key())) e.extra[it.key()] = it.value();
   return e;
@@ -64,13 +71,47 @@ nlohmann::json entry_to_json(const ManifestEntry& e, const fs::path& base_dir) {
   return obj;
 }
 
-// CSV cells are text; numbers and booleans found in extra columns are kept as JSON numbers.
+// CSV cells are text; a cell that is a finite decimal number becomes a JSON number ("nan", "inf" and hex
+// floats, which strtod also reads, stay text).
 nlohmann::json csv_cell_value(const std::string& cell) {
   if (cell.empty()) return nullptr;
+  if (cell.find_first_not_of("0123456789+-.eE \t") != std::string::npos) return cell;
   char* end = nullptr;
-  double v = std::strtod(cell.c_str(), &end);
-  if (end && *end == '\0') return v;
+  const double v = std::strtod(cell.c_str(), &end);
+  if (end && end != cell.c_str() && *end == '\0' && std::isfinite(v)) return v;
   return cell;
+}
+
+// The CSV records of `text` with the line each starts on: a record runs on over line breaks while a quote is
+// open (an odd count of '"' so far: an escaped quote counts two). A record whose quote is still open at the
+// end of the text is given as its first line alone (the parser then reports it), and reading goes on at
+// the line after it, so one stray quote costs one line, not the rest of the file.
+std::vector<std::pair<int, std::string>> csv_records(std::string_view text) {
+  std::vector<std::string_view> lines;
+  for (size_t start = 0; start < text.size();) {
+    const size_t end = std::min(text.find('\n', start), text.size());
+    lines.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  std::vector<std::pair<int, std::string>> records;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    std::string record(lines[i]);
+    bool open = std::count(record.begin(), record.end(), '"') % 2 == 1;
+    size_t last = i;
+    while (open && last + 1 < lines.size()) {
+      ++last;
+      record += '\n';
+      record += lines[last];
+      open = (std::count(lines[last].begin(), lines[last].end(), '"') % 2 == 1) != open;
+    }
+    if (open) {
+      records.emplace_back(int(i) + 1, std::string(lines[i]));
+    } else {
+      records.emplace_back(int(i) + 1, std::move(record));
+      i = last;
+    }
+  }
+  return records;
 }
 
 std::string render_cell(const nlohmann::json& v) {
@@ -142,28 +183,38 @@ std::string csv_escape(const std::string& field) {
 }
 
 ManifestReadResult read_manifest(const fs::path& path) {
-  ManifestFormat format = manifest_format_of(path);
+  const ManifestFormat format = manifest_format_of(path);
   if (format == ManifestFormat::unknown)
     throw Error(ErrorCode::format, path.string(), "unknown manifest type (expected .jsonl or .csv)");
-  std::istringstream in(read_text_file(path));
-  fs::path base_dir = path.parent_path();
+  return parse_manifest_text(read_text_file(path), format, path.parent_path(), path.string());
+}
+
+ManifestReadResult parse_manifest_text(std::string_view text, ManifestFormat format, const fs::path& base_dir,
+                                       const std::string& subject) {
+  if (format == ManifestFormat::unknown)
+    throw Error(ErrorCode::format, subject, "unknown manifest type (expected .jsonl or .csv)");
+  std::vector<std::pair<int, std::string>> records;
+  if (format == ManifestFormat::csv) {
+    records = csv_records(text);
+  } else {
+    std::istringstream in{std::string(text)};
+    int line_no = 0;
+    for (std::string line; std::getline(in, line);) records.emplace_back(++line_no, std::move(line));
+  }
   ManifestReadResult result;
-  std::string line;
-  int line_no = 0;
   std::vector<std::string> header;
-  while (std::getline(in, line)) {
-    ++line_no;
+  for (const auto& [line_no, line] : records) {
     if (trim(line).empty()) continue;
     if (format == ManifestFormat::csv && header.empty()) {
       // Without a usable header row nothing in the file can be read: refuse the whole manifest.
       try {
         for (auto& h : parse_csv_record(line)) header.push_back(to_lower(trim(h)));
+        if (!is_utf8(line)) throw Error(ErrorCode::format, "not UTF-8 text");
       } catch (const Error& e) {
-        throw Error(ErrorCode::format, path.string(), cat("header row: ", e.message()));
+        throw Error(ErrorCode::format, subject, cat("header row: ", e.message()));
       }
       if (std::find(header.begin(), header.end(), "path") == header.end())
-        throw Error(ErrorCode::format, path.string(),
-                    "CSV manifest has no \"path\" column in its header row");
+        throw Error(ErrorCode::format, subject, "CSV manifest has no \"path\" column in its header row");
       continue;
     }
     try {
@@ -181,9 +232,11 @@ ManifestReadResult read_manifest(const fs::path& path) {
           throw Error(ErrorCode::format,
                       cat("has ", cells.size(), " fields, the header has ", header.size()));
         nlohmann::json obj = nlohmann::json::object();
-        for (size_t i = 0; i < header.size(); ++i)
+        for (size_t i = 0; i < header.size(); ++i) {
+          if (!is_utf8(cells[i])) throw Error(ErrorCode::format, header[i], "not UTF-8 text");
           obj[header[i]] = (header[i] == "path" || header[i] == "caption") ? nlohmann::json(cells[i])
                                                                            : csv_cell_value(cells[i]);
+        }
         result.entries.push_back(entry_from_json(obj, base_dir));
       }
     } catch (const Error& e) {
@@ -194,20 +247,29 @@ ManifestReadResult read_manifest(const fs::path& path) {
 }
 
 void write_manifest(const fs::path& path, const std::vector<ManifestEntry>& entries) {
-  ManifestFormat format = manifest_format_of(path);
+  const ManifestFormat format = manifest_format_of(path);
   if (format == ManifestFormat::unknown)
     throw Error(ErrorCode::invalid_argument, path.string(),
                 "unknown manifest type (expected .jsonl or .csv)");
-  fs::path base_dir = path.parent_path();
+  write_text_atomic(path, manifest_text(entries, format, path.parent_path()));
+}
+
+std::string manifest_text(const std::vector<ManifestEntry>& entries, ManifestFormat format,
+                          const fs::path& base_dir) {
+  if (format == ManifestFormat::unknown)
+    throw Error(ErrorCode::invalid_argument, "manifest", "unknown manifest type (expected jsonl or csv)");
   std::ostringstream out;
   if (format == ManifestFormat::jsonl) {
-    for (const auto& e : entries) out << entry_to_json(e, base_dir).dump() << '\n';
+    // Invalid UTF-8 (from a catalog filled before captions were checked) is written as U+FFFD, not refused.
+    for (const auto& e : entries)
+      out << entry_to_json(e, base_dir).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+          << '\n';
   } else {
     std::vector<std::string> columns = {"path", "caption", "start", "end", "fps"};
     for (const auto& e : entries)
       for (auto it = e.extra.begin(); it != e.extra.end(); ++it)
         if (std::find(columns.begin(), columns.end(), it.key()) == columns.end()) columns.push_back(it.key());
-    for (size_t i = 0; i < columns.size(); ++i) out << (i ? "," : "") << columns[i];
+    for (size_t i = 0; i < columns.size(); ++i) out << (i ? "," : "") << csv_escape(columns[i]);
     out << '\n';
     for (const auto& e : entries) {
       nlohmann::json obj = entry_to_json(e, base_dir);
@@ -216,7 +278,7 @@ void write_manifest(const fs::path& path, const std::vector<ManifestEntry>& entr
       out << '\n';
     }
   }
-  write_text_atomic(path, out.str());
+  return out.str();
 }
 
 std::optional<std::string> read_sidecar_caption(const fs::path& clip) {
@@ -226,6 +288,8 @@ std::optional<std::string> read_sidecar_caption(const fs::path& clip) {
   if (!fs::is_regular_file(txt, ec)) return std::nullopt;
   std::string text = trim(read_text_file(txt));
   if (text.empty()) return std::nullopt;
+  if (!is_utf8(text))
+    throw Error(ErrorCode::format, txt.string(), "not UTF-8 text (save the caption as UTF-8)");
   return text;
 }
 

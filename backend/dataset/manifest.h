@@ -5,12 +5,16 @@
 //
 // Reading never stops at a bad line: it is reported in ManifestReadResult::problems (line number and
 // reason) and the remaining lines are read. Relative paths are resolved against the manifest's folder.
+// A quoted CSV field may hold line breaks (RFC 4180), as write_manifest writes a caption that has them; a
+// quote left open to the end of the file is a problem of the line it opens on, and the lines after it are
+// read as records of their own. Times and frame rates must be finite, start >= 0, end > start, fps > 0.
 
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mugv {
@@ -43,11 +47,20 @@ ManifestFormat manifest_format_of(const fs::path& path);
 // Throws Error(not_found/io) when the file cannot be read, Error(format) for an unknown extension or a CSV
 // without the required "path" column; bad lines become problems.
 ManifestReadResult read_manifest(const fs::path& path);
+// The same for manifest text; relative paths resolve against base_dir, errors name `subject`.
+ManifestReadResult parse_manifest_text(std::string_view text, ManifestFormat format, const fs::path& base_dir,
+                                       const std::string& subject);
 
 // Writes atomically. Paths are written relative to the manifest's folder when they lie under it.
 void write_manifest(const fs::path& path, const std::vector<ManifestEntry>& entries);
+// The text write_manifest writes (format jsonl or csv), paths relative to base_dir where they lie under it.
+// What parse_manifest_text reads back from it is `entries`, except that CSV cells are text: an extra value
+// that reads as a number comes back as that number.
+std::string manifest_text(const std::vector<ManifestEntry>& entries, ManifestFormat format,
+                          const fs::path& base_dir);
 
-// The sidecar caption of a clip (`clip.txt` beside `clip.mp4`), trimmed; nullopt when there is none.
+// The sidecar caption of a clip (`clip.txt` beside `clip.mp4`), trimmed; nullopt when there is none. Throws
+// Error(format) naming the caption file when it is not UTF-8 (as CSV cells that are not are problems).
 std::optional<std::string> read_sidecar_caption(const fs::path& clip);
 void write_sidecar_caption(const fs::path& clip, const std::string& caption);
 

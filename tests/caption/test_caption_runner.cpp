@@ -5,6 +5,7 @@
 #include "catalog/captions.h"
 #include "catalog/clips.h"
 #include "catalog/datasets.h"
+#include "core/utf8.h"
 #include "dataset/importer.h"
 #include "dataset/starter.h"
 #include "http_stub.h"
@@ -114,4 +115,24 @@ TEST_CASE("an unreachable captioning server is retried with backoff and reported
   CHECK(report.failures.size() == 2);
   CHECK_THROWS_AS(caption_dataset(catalog, captioner, CaptionRunOptions{"nope"}, CancelToken(), nullptr),
                   Error);
+}
+
+TEST_CASE("an error quoting a server's body cut inside a character is stored as valid UTF-8", "[caption]") {
+  TempDir dir;
+  Catalog catalog = Catalog::open(dir / "catalog.sqlite");
+  auto clips = import_shapes(catalog, dir, 1);
+  // The captioner quotes the first 200 bytes of an error body: here that cuts the two-byte 'é' in half.
+  test::HttpStub server([](const std::string&) {
+    return test::StubReply{400, std::string(199, 'x') + "\xC3\xA9"};
+  });
+  OpenAICaptioner captioner({server.base_url(), "vlm", "", "describe", 5000ms, 50});
+  CaptionRunOptions o;
+  o.dataset = "shapes";
+  o.scope = CaptionScope::all;
+  o.retry_backoff = 10ms;
+  auto report = caption_dataset(catalog, captioner, o, CancelToken(), nullptr);
+  REQUIRE(report.failures.size() == 1);
+  CHECK(is_utf8(report.failures[0].error));
+  const std::string stored = get_clip(catalog, clips[0].id)->scores.extra["caption_error"].get<std::string>();
+  CHECK_THAT(stored, Catch::Contains("HTTP 400") && Catch::EndsWith("x\xEF\xBF\xBD"));
 }

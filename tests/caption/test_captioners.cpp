@@ -60,6 +60,10 @@ TEST_CASE("the command captioner runs a program without a shell, with timeouts a
   CHECK(failing.error.find("exit code 3") != std::string::npos);
   CHECK(failing.error.find("broken model") != std::string::npos);
 
+  auto latin1 = CommandCaptioner({"printf", "caf\xE9"}, 5000ms).caption(sample_input());
+  CHECK_FALSE(latin1.text);
+  CHECK(latin1.error.find("not UTF-8") != std::string::npos);
+
   auto missing = CommandCaptioner({"/no/such/captioner"}, 1000ms).caption(sample_input());
   CHECK_FALSE(missing.text);
   CHECK(missing.error.find("/no/such/captioner") != std::string::npos);

@@ -3,9 +3,11 @@
 #include "core/paths.h"
 #include "core/progress.h"
 #include "core/strings.h"
+#include "core/utf8.h"
 #include "support/test_support.h"
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include <fstream>
 #include <thread>
@@ -133,6 +135,39 @@ TEST_CASE("atomic writes replace whole files and fail cleanly", "[unit][core]") 
       CHECK(e.code() == ErrorCode::not_found);
     }
   }
+}
+
+TEST_CASE("is_utf8 accepts well-formed UTF-8 only as JSON writing does and valid_utf8 repairs the rest",
+          "[unit][core]") {
+  CHECK(is_utf8(""));
+  CHECK(is_utf8("plain ASCII, tabs\t and newlines\n"));
+  CHECK(is_utf8(
+      "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x8E\xA5 \xEF\xBF\xBF \xF4\x8F\xBF\xBF"));  // é € 🎥 U+FFFF U+10FFFF
+  CHECK_FALSE(is_utf8("caf\xE9"));                                                  // Latin-1
+  CHECK_FALSE(is_utf8("\xC3"));                                                     // cut short
+  CHECK_FALSE(is_utf8("\xC0\xAF"));                                                 // overlong '/'
+  CHECK_FALSE(is_utf8("\xE0\x80\xAF"));                                             // overlong, three bytes
+  CHECK_FALSE(is_utf8("\xED\xA0\x80"));                                             // a surrogate
+  CHECK_FALSE(is_utf8("\xF4\x90\x80\x80"));                                         // past U+10FFFF
+  CHECK_FALSE(is_utf8("\xE2\x82"));                                                 // cut short
+  CHECK_FALSE(is_utf8("\xE2\x28\xA1"));                                             // a bad continuation byte
+  CHECK_FALSE(is_utf8("\x80"));  // a lone continuation byte
+  CHECK(valid_utf8("caf\xE9 \xC3\xA9") == "caf\xEF\xBF\xBD \xC3\xA9");
+  CHECK(valid_utf8("\xE2\x82") == "\xEF\xBF\xBD\xEF\xBF\xBD");  // a sequence cut short, byte by byte
+  CHECK(valid_utf8("plain") == "plain");
+  // The same verdict as nlohmann::json's writer on every two-byte string, and valid_utf8 always valid.
+  for (int a = 0; a < 256; ++a)
+    for (int b = 0; b < 256; ++b) {
+      const std::string text{char(a), char(b)};
+      bool writes = true;
+      try {
+        (void)nlohmann::json(text).dump();
+      } catch (const nlohmann::json::exception&) {
+        writes = false;
+      }
+      if (is_utf8(text) != writes) FAIL_CHECK("bytes " << a << " " << b);
+      if (!is_utf8(valid_utf8(text))) FAIL_CHECK("valid_utf8 of bytes " << a << " " << b);
+    }
 }
 
 TEST_CASE("string helpers", "[unit][core]") {

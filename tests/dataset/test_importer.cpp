@@ -11,6 +11,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 using namespace mugv;
 using mugv::test::TempDir;
 
@@ -120,4 +122,34 @@ TEST_CASE("import refuses a missing input and an empty name, and stops on cancel
   ClipFilter filter;
   filter.dataset_id = find_dataset(catalog, "cancelled")->id;
   CHECK(count_clips(catalog, filter) == 2);
+}
+
+TEST_CASE("a caption file that is not UTF-8 leaves its clip out with the file named; the others import",
+          "[dataset]") {
+  TempDir dir;
+  make_small_set(dir / "shapes", 2);
+  std::vector<fs::path> videos;
+  for (const auto& e : fs::directory_iterator(dir / "shapes" / "train"))
+    if (e.path().extension() == ".mp4") videos.push_back(e.path());
+  std::sort(videos.begin(), videos.end());
+  REQUIRE(videos.size() >= 2);
+  fs::create_directories(dir / "side");
+  fs::copy_file(videos[0], dir / "side" / "a.mp4");
+  fs::copy_file(videos[1], dir / "side" / "b.mp4");
+  mugv::test::write_bytes(dir / "side" / "a.txt", "caf\xE9 au lait");  // Latin-1
+  mugv::test::write_bytes(dir / "side" / "b.txt", "caf\xC3\xA9 au lait");
+  CHECK_THROWS_WITH(read_sidecar_caption(dir / "side" / "a.mp4"),
+                    Catch::Contains("a.txt") && Catch::Contains("UTF-8"));
+
+  Catalog catalog = Catalog::open(dir / "catalog.sqlite");
+  ImportOptions o;
+  o.dataset_name = "side";
+  o.input = dir / "side";
+  const ImportReport report = import_dataset(catalog, o, CancelToken(), nullptr);
+  REQUIRE(report.failures.size() == 1);
+  CHECK(report.failures[0].path.filename() == "a.mp4");
+  CHECK_THAT(report.failures[0].reason, Catch::Contains("a.txt") && Catch::Contains("not UTF-8"));
+  ClipFilter filter;
+  filter.dataset_id = find_dataset(catalog, "side")->id;
+  CHECK(count_clips(catalog, filter) == 1);
 }

@@ -83,3 +83,81 @@ TEST_CASE("CSV records follow RFC 4180 quoting", "[unit][dataset]") {
   CHECK_THROWS_AS(parse_csv_record("\"open"), Error);
   CHECK(csv_escape("x,y") == "\"x,y\"");
 }
+
+TEST_CASE("CSV captions with line breaks round-trip and a stray quote costs one line", "[unit][dataset]") {
+  TempDir dir;
+  std::vector<ManifestEntry> entries(2);
+  entries[0].path = dir.path() / "a.mp4";
+  entries[0].caption = "first paragraph,\nsecond \"quoted\" one\r\nthird";
+  entries[0].extra = {{"a,b", "x\ny"}, {"n", 3}};
+  entries[1].path = dir.path() / "b.mp4";
+  entries[1].caption = "plain";
+  write_manifest(dir / "m.csv", entries);
+  auto read = read_manifest(dir / "m.csv");
+  REQUIRE(read.problems.empty());
+  REQUIRE(read.entries.size() == 2);
+  CHECK(read.entries[0].caption == entries[0].caption);
+  CHECK(read.entries[0].extra == entries[0].extra);
+  CHECK(read.entries[1].caption == "plain");
+
+  // A quote left open to the end of the file: that line is the problem, the lines after it are read. (A
+  // stray quote followed by another quote later pairs with it, as RFC 4180 reads it.)
+  mugv::test::write_bytes(dir / "bad.csv",
+                          "path,caption\r\n"
+                          "a.mp4,\"two\r\nlines\"\r\n"
+                          "b.mp4,\"never closed\r\n"
+                          "c.mp4,fine\r\n"
+                          "d.mp4,also fine\n");
+  read = read_manifest(dir / "bad.csv");
+  REQUIRE(read.entries.size() == 3);
+  CHECK(read.entries[0].caption == "two\r\nlines");
+  CHECK(read.entries[1].path == dir.path() / "c.mp4");
+  CHECK(read.entries[2].caption == "also fine");
+  REQUIRE(read.problems.size() == 1);
+  CHECK(read.problems[0].line == 4);
+  CHECK_THAT(read.problems[0].reason, Catch::Contains("unterminated"));
+}
+
+TEST_CASE("manifest times and frame rates must be finite and in range", "[unit][dataset]") {
+  TempDir dir;
+  mugv::test::write_bytes(dir / "m.csv",
+                          "path,start,end,fps,score\n"
+                          "a.mp4,nan,,,\n"
+                          "b.mp4,,inf,,\n"
+                          "c.mp4,-1,2,,\n"
+                          "d.mp4,,,0,\n"
+                          "e.mp4,,0,,\n"
+                          "f.mp4,0.5,2,24,nan\n");
+  auto read = read_manifest(dir / "m.csv");
+  REQUIRE(read.entries.size() == 1);
+  CHECK(read.entries[0].extra["score"] == "nan");  // an extra column keeps text that is not a finite number
+  REQUIRE(read.problems.size() == 5);
+  CHECK_THAT(read.problems[0].reason, Catch::Contains("start") && Catch::Contains("expected a number"));
+  CHECK_THAT(read.problems[1].reason, Catch::Contains("end"));
+  CHECK_THAT(read.problems[2].reason, Catch::Contains("negative"));
+  CHECK_THAT(read.problems[3].reason, Catch::Contains("fps"));
+  CHECK_THAT(read.problems[4].reason, Catch::Contains("not after start"));
+  mugv::test::write_bytes(dir / "m.jsonl",
+                          "{\"path\": \"a.mp4\", \"fps\": -24}\n{\"path\": \"b.mp4\", \"fps\": 24}\n");
+  read = read_manifest(dir / "m.jsonl");
+  CHECK(read.entries.size() == 1);
+  REQUIRE(read.problems.size() == 1);
+  CHECK(read.problems[0].line == 1);
+}
+
+TEST_CASE("CSV cells that are not UTF-8 are problems of their line", "[unit][dataset]") {
+  TempDir dir;
+  mugv::test::write_bytes(dir / "m.csv", "path,caption\na.mp4,caf\xE9\nb.mp4,caf\xC3\xA9\n");
+  const auto read = read_manifest(dir / "m.csv");
+  REQUIRE(read.entries.size() == 1);
+  CHECK(read.entries[0].caption == "caf\xC3\xA9");
+  REQUIRE(read.problems.size() == 1);
+  CHECK(read.problems[0].line == 2);
+  CHECK_THAT(read.problems[0].reason, Catch::Contains("caption") && Catch::Contains("UTF-8"));
+  // A catalog caption from before the check is written as U+FFFD rather than refused.
+  std::vector<ManifestEntry> entries(1);
+  entries[0].path = dir.path() / "a.mp4";
+  entries[0].caption = "caf\xE9";
+  CHECK(manifest_text(entries, ManifestFormat::jsonl, dir.path()).find("caf\xEF\xBF\xBD") !=
+        std::string::npos);
+}

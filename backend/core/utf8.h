@@ -1,0 +1,18 @@
+#pragma once
+// UTF-8 validation for text that enters from files and programs people make.
+
+#include <string>
+#include <string_view>
+
+namespace mugv {
+
+// Whether `text` is well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF),
+// the test nlohmann::json applies when it writes a string. Text from files people make (CSV manifests,
+// caption files) is checked with it where it enters, so that nothing stored fails to serialise later.
+bool is_utf8(std::string_view text);
+
+// `text` with each byte that does not begin a well-formed sequence replaced by U+FFFD: for text that is only
+// reported, never data (another program's output in an error message, a cut-off HTTP body).
+std::string valid_utf8(std::string_view text);
+
+}  // namespace mugv
