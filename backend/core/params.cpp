@@ -2,6 +2,7 @@
 
 #include "core/paths.h"
 #include "core/strings.h"
+#include "core/utf8.h"
 
 #include <algorithm>
 #include <array>
@@ -91,6 +92,13 @@ ValueCheck fail(std::string problem) {
   return ValueCheck{nlohmann::json(), std::move(problem)};
 }
 
+// Values are stored and sent as JSON (run configs, job parameters, sample metadata), whose writer throws on
+// bytes that are not UTF-8: a prompt typed in a Latin-1 terminal is refused here, naming the parameter,
+// rather than failing when a long generation's metadata is written.
+std::string not_utf8(const std::string& text) {
+  return cat("is not UTF-8 text: '", valid_utf8(text), "' (invalid bytes shown as \xEF\xBF\xBD)");
+}
+
 ValueCheck check_scalar(const ParamSpec& spec, ParamType type, const nlohmann::json& value, ValueForm form) {
   const bool as_text = form == ValueForm::text && value.is_string();
   const std::string text = value.is_string() ? value.get<std::string>() : std::string();
@@ -124,10 +132,12 @@ ValueCheck check_scalar(const ParamSpec& spec, ParamType type, const nlohmann::j
     }
     case ParamType::text:
       if (!value.is_string()) return fail("expected text, got " + quote_input(value, form));
+      if (!is_utf8(text)) return fail(not_utf8(text));
       return {value, {}};
     case ParamType::path:
       if (!value.is_string()) return fail("expected a path, got " + quote_input(value, form));
       if (text.empty()) return fail("expected a path, got an empty string");
+      if (!is_utf8(text)) return fail(not_utf8(text));
       return {value, {}};
     case ParamType::choice:
       if (!value.is_string() ||
