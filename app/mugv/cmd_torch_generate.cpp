@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "core/utf8.h"
 #include "media/encoder.h"
 #include "model/compute.h"
 #include "model/release_files.h"
@@ -333,8 +334,16 @@ std::vector<std::string> read_prompt_lines(const fs::path& file) {
   std::ifstream in(file);
   if (!in) throw Error(ErrorCode::not_found, file.string(), "cannot read the prompt file");
   std::vector<std::string> prompts;
-  for (std::string line; std::getline(in, line);)
-    if (auto text = trim(line); !text.empty() && text[0] != '#') prompts.push_back(text);
+  int line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    auto text = trim(line);
+    if (text.empty() || text[0] == '#') continue;
+    // Checked before any generation runs: the pairs' stored metadata is JSON, which needs UTF-8.
+    if (!is_utf8(text))
+      throw Error(ErrorCode::format, file.string(), cat("line ", line_no, " is not UTF-8 text"));
+    prompts.push_back(text);
+  }
   if (prompts.empty()) throw Error(ErrorCode::invalid_argument, file.string(), "holds no prompt");
   return prompts;
 }

@@ -603,6 +603,18 @@ TEST_CASE(
                "a blue square moving up on a white background\n";
   }
   const std::string sizes = " --steps 2 --frames 9 --size 32x32 ";
+  {
+    // A prompt file that is not UTF-8 is refused before anything is generated, naming the line.
+    std::ofstream latin1(dir / "latin1.txt");
+    latin1 << "a red circle\na caf\xE9 sign\n";
+  }
+  auto refused = test::run_mugv_cli("pairs --run dit0 --prompts " + (dir / "latin1.txt").string() + sizes +
+                                        "--out-dir " + (dir / "refused").string(),
+                                    dir.path());
+  if (!refused) return;
+  CHECK(refused->exit_code == 1);
+  CHECK_THAT(refused->err, Catch::Contains("latin1.txt") && Catch::Contains("line 2 is not UTF-8"));
+  CHECK_FALSE(fs::exists(dir / "refused" / "pair-0001-a.mp4"));
   auto made = test::run_mugv_cli("pairs --run dit0 --prompts " + (dir / "prompts.txt").string() + sizes +
                                      "--seed 3 --out-dir " + (dir / "pairs").string() + " --json",
                                  dir.path());
