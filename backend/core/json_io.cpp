@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 namespace mugv {
 namespace {
@@ -130,8 +131,8 @@ TextPosition position_of_offset(std::string_view text, size_t offset) {
     if (text[i] == '\n') {
       ++pos.line;
       pos.column = 1;
-    } else {
-      ++pos.column;
+    } else if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) {
+      ++pos.column;  // characters, not bytes: a UTF-8 continuation byte adds none
     }
   }
   return pos;
@@ -258,7 +259,10 @@ struct TextProblem {
   size_t offset = std::string_view::npos;
   const char* what = "";
 };
-std::string escape_non_ascii(std::string_view text, TextProblem& problem) {
+// `origin[k]` is the offset in the original text of the character that gave byte k of the escaped text (an
+// escape's bytes all point at its character, a converted literal string's at its opening quote), with one
+// more entry for the end: what maps toml++'s error positions back to the file.
+std::string escape_non_ascii(std::string_view text, TextProblem& problem, std::vector<size_t>& origin) {
   enum class State { normal, comment, basic, multiline_basic, literal, multiline_literal };
   State state = State::normal;
   problem = {};
@@ -269,7 +273,17 @@ std::string escape_non_ascii(std::string_view text, TextProblem& problem) {
   out.reserve(text.size());
   const auto at = [&](size_t i, std::string_view what) { return text.compare(i, what.size(), what) == 0; };
   constexpr std::string_view kBasic3 = "\"\"\"", kLiteral3 = "'''";
+  origin.clear();
+  // The bytes appended since the last record all came from the character at `source`. (take() records the
+  // delimiter quotes it copies one by one.)
+  const auto record = [&](size_t source) {
+    origin.resize(std::min(origin.size(), out.size()));
+    while (origin.size() < out.size()) origin.push_back(source);
+  };
+  size_t from = 0;  // the character whose output is not yet recorded (recorded when the next one starts)
   for (size_t i = 0; i < text.size(); ++i) {
+    record(from);
+    from = i;
     const unsigned char c = static_cast<unsigned char>(text[i]);
     if (c >= 0x80 && (state == State::comment || state == State::basic || state == State::multiline_basic)) {
       if (const auto [escape, length] = unicode_escape(text, i); length != 0) {
@@ -284,7 +298,11 @@ std::string escape_non_ascii(std::string_view text, TextProblem& problem) {
       continue;
     }
     const auto take = [&](size_t extra) {  // the rest of a three-quote delimiter
-      out.append(text.substr(i + 1, extra));
+      record(from);
+      for (size_t k = 1; k <= extra && i + k < text.size(); ++k) {
+        out += text[i + k];
+        origin.push_back(i + k);
+      }
       i += extra;
     };
     switch (state) {
@@ -329,6 +347,8 @@ std::string escape_non_ascii(std::string_view text, TextProblem& problem) {
         break;
     }
   }
+  record(from);
+  origin.push_back(text.size());
   return out;
 }
 
@@ -336,7 +356,8 @@ std::string escape_non_ascii(std::string_view text, TextProblem& problem) {
 
 nlohmann::json parse_toml_text(std::string_view text, const std::string& subject) {
   TextProblem problem;
-  const std::string ascii = escape_non_ascii(text, problem);
+  std::vector<size_t> origin;
+  const std::string ascii = escape_non_ascii(text, problem, origin);
   if (problem.offset != std::string_view::npos) {
     const TextPosition pos = position_of_offset(text, problem.offset);
     throw Error(ErrorCode::format, subject,
@@ -346,9 +367,16 @@ nlohmann::json parse_toml_text(std::string_view text, const std::string& subject
     toml::table table = toml::parse(ascii, subject);
     return toml_to_json(table);
   } catch (const toml::parse_error& e) {
+    // toml++ counts in the escaped text, where an escape is longer than its character: the position in the
+    // file is that of the character the reported byte came from.
     const auto& begin = e.source().begin;
+    size_t offset = 0;
+    for (size_t line = 1; line < begin.line && offset < ascii.size(); ++offset)
+      if (ascii[offset] == '\n') ++line;
+    offset = std::min(offset + (begin.column > 0 ? begin.column - 1 : 0), ascii.size());
+    const TextPosition pos = position_of_offset(text, origin[offset]);
     throw Error(ErrorCode::format, subject,
-                cat("invalid TOML at line ", begin.line, ", column ", begin.column, ": ", e.description()));
+                cat("invalid TOML at line ", pos.line, ", column ", pos.column, ": ", e.description()));
   }
 }
 

@@ -29,7 +29,8 @@ void write_json_atomic(const std::filesystem::path& path, const nlohmann::json& 
 // null values, non-object roots and arrays mixing tables with values.
 [[nodiscard]] std::string to_toml_text(const nlohmann::json& document);
 
-// Line and column (both 1-based) of byte `offset` in `text`, for error messages.
+// Line and column (both 1-based) of byte `offset` in `text`, for error messages; the column counts UTF-8
+// characters, as editors do.
 struct TextPosition {
   size_t line = 1;
   size_t column = 1;

@@ -349,7 +349,11 @@ TEST_CASE(
         Case{"a = 10h+r@s\"1Зes\"\n", "invalid TOML at line 1"},
         Case{"a = \"\\é\"\n", "line 1, column 6: a backslash before a non-ASCII character"},
         Case{"l = [1n'inﻹWWW\n", "line 1, column 8: a literal string that is not closed"},
-        Case{"[\nx = 1\n", "invalid TOML at line 1"}, Case{"[[[1]]]\n", "invalid TOML at line 1"}}) {
+        Case{"[\nx = 1\n", "invalid TOML at line 1"}, Case{"[[[1]]]\n", "invalid TOML at line 1"},
+        // Positions after escaped characters are the file's, in characters: 'y' is the 12th of its line.
+        Case{"x = \"café\" y\n", "invalid TOML at line 1, column 12"},
+        Case{"a = 1\nx = 'café' y\n", "invalid TOML at line 2, column 12"},
+        Case{"# Зебра Зебра\nx = \"\"\"Ω\nΩ\"\"\" y\n", "invalid TOML at line 3, column 6"}}) {
     INFO(c.text);
     const Error e = expect_error([&] { (void)parse_toml_text(c.text, "bad.toml"); });
     CHECK(e.code() == ErrorCode::format);
