@@ -34,8 +34,10 @@ void MetricChart::add_point(double step, double value) {
   max_y_ = std::max(max_y_, value);
   max_x_ = std::max(max_x_, step);
   const double pad = (max_y_ - min_y_) * 0.05 + 1e-9;
+  // A metric that is never negative (loss, learning rate, throughput) keeps its axis at or above zero.
+  const double low = min_y_ >= 0 ? std::max(0.0, min_y_ - pad) : min_y_ - pad;
   chart()->axes(Qt::Horizontal).first()->setRange(0, max_x_);
-  chart()->axes(Qt::Vertical).first()->setRange(min_y_ - pad, max_y_ + pad);
+  chart()->axes(Qt::Vertical).first()->setRange(low, max_y_ + pad);
 }
 
 void MetricChart::clear_points() {
