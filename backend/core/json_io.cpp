@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/paths.h"
 #include "core/strings.h"
+#include "core/utf8.h"
 
 // toml++ 3.3 asserts preconditions that malformed input can break: a table header such as "[[[1]]]" or "[\n"
 // reaches its key parser with a character it does not expect (fixed upstream after 3.3). With assertions on
@@ -174,22 +175,8 @@ void write_json_atomic(const std::filesystem::path& path, const nlohmann::json& 
 
 namespace {
 
-// The UTF-8 sequence at text[i] as a code point and its length; {0, 0} for a malformed one.
-std::pair<uint32_t, size_t> decode_utf8(std::string_view text, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char lead = byte(i);
-  const size_t length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 0;
-  if (length == 0 || lead >= 0xF8 || i + length > text.size()) return {0, 0};
-  uint32_t code = lead & (0x7F >> length);
-  for (size_t k = 1; k < length; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return {0, 0};
-    code = (code << 6) | (byte(i + k) & 0x3F);
-  }
-  return {code, length};
-}
-
 // The non-ASCII character at text[i] as a \u or \U escape and its length in bytes; {"", 0} for malformed
-// UTF-8.
+// UTF-8 (core/utf8.h's test: overlong forms and surrogates included, which toml++ would refuse as escapes).
 std::pair<std::string, size_t> unicode_escape(std::string_view text, size_t i) {
   const auto [code, length] = decode_utf8(text, i);
   if (length == 0) return {"", 0};

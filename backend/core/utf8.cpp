@@ -1,15 +1,12 @@
 #include "core/utf8.h"
 
 namespace mugv {
-namespace {
-
-// The length of the well-formed UTF-8 sequence at text[i], or 0 when none starts there. The allowed range of
-// the second byte follows from the lead byte (Table 3-7 of the Unicode standard); later continuation bytes
-// are 80..BF.
-size_t sequence_length(std::string_view text, size_t i) {
+// The allowed range of the second byte follows from the lead byte (Table 3-7 of the Unicode standard); later
+// continuation bytes are 80..BF.
+std::pair<uint32_t, size_t> decode_utf8(std::string_view text, size_t i) {
   const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
   const unsigned char lead = byte(i);
-  if (lead < 0x80) return 1;
+  if (lead < 0x80) return {lead, 1};
   size_t length = 0;
   unsigned char low = 0x80, high = 0xBF;
   if (lead >= 0xC2 && lead <= 0xDF)
@@ -29,18 +26,19 @@ size_t sequence_length(std::string_view text, size_t i) {
   else if (lead == 0xF4)
     length = 4, high = 0x8F;  // nothing past U+10FFFF
   else
-    return 0;
-  if (i + length > text.size() || byte(i + 1) < low || byte(i + 1) > high) return 0;
-  for (size_t k = 2; k < length; ++k)
-    if ((byte(i + k) & 0xC0) != 0x80) return 0;
-  return length;
+    return {0, 0};
+  if (i + length > text.size() || byte(i + 1) < low || byte(i + 1) > high) return {0, 0};
+  uint32_t code = lead & (0x7F >> length);
+  for (size_t k = 1; k < length; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return {0, 0};
+    code = (code << 6) | (byte(i + k) & 0x3F);
+  }
+  return {code, length};
 }
-
-}  // namespace
 
 bool is_utf8(std::string_view text) {
   for (size_t i = 0; i < text.size();) {
-    const size_t length = sequence_length(text, i);
+    const size_t length = decode_utf8(text, i).second;
     if (length == 0) return false;
     i += length;
   }
@@ -51,7 +49,7 @@ std::string valid_utf8(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (size_t i = 0; i < text.size();) {
-    const size_t length = sequence_length(text, i);
+    const size_t length = decode_utf8(text, i).second;
     if (length == 0) {
       out += "\xEF\xBF\xBD";
       ++i;

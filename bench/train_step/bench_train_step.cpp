@@ -171,9 +171,8 @@ int main(int argc, char** argv) {
       auto mark = [&, last = std::chrono::steady_clock::now()](int part) mutable {
         if (!phases) return;
         synchronize_device(device);
-        const auto now = std::chrono::steady_clock::now();
-        phases[part] += std::chrono::duration<double>(now - last).count();
-        last = now;
+        phases[part] += seconds_since(last);
+        last = std::chrono::steady_clock::now();
       };
       optimizer.zero_grad();
       torch::Tensor pred;

@@ -152,6 +152,10 @@ TEST_CASE("is_utf8 accepts well-formed UTF-8 only as JSON writing does and valid
   CHECK_FALSE(is_utf8("\xE2\x82"));                                                 // cut short
   CHECK_FALSE(is_utf8("\xE2\x28\xA1"));                                             // a bad continuation byte
   CHECK_FALSE(is_utf8("\x80"));  // a lone continuation byte
+  CHECK(decode_utf8("a", 0) == std::pair<uint32_t, size_t>{'a', 1});
+  CHECK(decode_utf8("x\xC3\xA9", 1) == std::pair<uint32_t, size_t>{0xE9, 2});
+  CHECK(decode_utf8("\xF0\x9F\x8E\xA5", 0) == std::pair<uint32_t, size_t>{0x1F3A5, 4});
+  CHECK(decode_utf8("\xED\xA0\x80", 0).second == 0);
   CHECK(valid_utf8("caf\xE9 \xC3\xA9") == "caf\xEF\xBF\xBD \xC3\xA9");
   CHECK(valid_utf8("\xE2\x82") == "\xEF\xBF\xBD\xEF\xBF\xBD");  // a sequence cut short, byte by byte
   CHECK(valid_utf8("plain") == "plain");
