@@ -229,6 +229,20 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   const int selected = runs->jobs()->currentRow();
   REQUIRE(selected >= 0);
   CHECK(runs->jobs()->item(selected, 4)->text().contains("run=doomed-run"));  // the command with its values
+  // The failed run rendered nothing: its sample pane is empty. The finished run, selected again, shows the
+  // newest sample it rendered (its live previews are over).
+  CHECK(runs->training_samples()->frame_count() == 0);
+  auto studio_run_row = [&] {
+    for (int r = 0; r < runs->jobs()->rowCount(); ++r)
+      if (runs->jobs()->item(r, 4)->text().contains("run=studio-run")) return r;
+    return -1;
+  };
+  CHECK(QTest::qWaitFor(
+      [&] { return studio_run_row() >= 0 && runs->jobs()->item(studio_run_row(), 2)->text() == "succeeded"; },
+      90000));
+  REQUIRE(studio_run_row() >= 0);
+  runs->select_job(runs->jobs()->item(studio_run_row(), 0)->text().toLongLong());
+  CHECK(QTest::qWaitFor([&] { return runs->training_samples()->frame_count() > 0; }, 20000));
 
   // Generate: the finished run is offered without a refresh by hand; the button is disabled without a
   // prompt; previews arrive during denoising; the result plays.

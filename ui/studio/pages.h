@@ -25,6 +25,7 @@
 #include <QWidget>
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -134,6 +135,9 @@ class RunsPage : public QWidget {
   QList<FramePlayer*> sample_players() const;
   QString sample_prompt(int index) const;
   QTabWidget* details() const { return details_; }
+  // The Training tab's sample pane: the shown job's live previews while it runs, else the newest sample its
+  // run rendered (empty for a job whose run has none).
+  FramePlayer* training_samples() const { return samples_; }
 
  signals:
   void message(const QString& text);
@@ -142,6 +146,13 @@ class RunsPage : public QWidget {
   void on_event(const QString& topic, const nlohmann::json& header, const QList<QByteArray>& blobs);
   void show_job(int64_t id);
   void load_stored_metrics(int64_t id, int64_t after);
+  // Plays the first video of `run`'s newest sample step in the Training tab's pane, unless job `id` is no
+  // longer shown or a live preview arrived first.
+  void show_newest_sample(int64_t id, const QString& run);
+  // Fetches video `file` of `run`'s sample `step` and plays it looped in `player`, if `wanted()` still holds
+  // when it arrives (else the reply, or its error, is dropped).
+  void play_run_sample(FramePlayer* player, const QString& run, int64_t step, const QString& file,
+                       std::function<bool()> wanted);
   void refresh_runs();
   void list_samples();
   void play_sample_step(int64_t step);
@@ -168,7 +179,8 @@ class RunsPage : public QWidget {
   uint64_t sample_plays_ = 0;     // the latest step shown: frames for earlier ones are dropped
   QTimer sample_refresh_;         // preview events come in bursts: one listing after them
   int64_t shown_job_ = 0;
-  int64_t failed_ = 0;  // a job that just failed, to select once the list is refreshed
+  uint64_t live_previews_ = 0;  // preview events of the shown job so far
+  int64_t failed_ = 0;          // a job that just failed, to select once the list is refreshed
 };
 
 class GeneratePage : public QWidget {

@@ -22,6 +22,11 @@ using protocol::MessageType;
 namespace {
 
 // "train run=r1 steps=400 …": the command with the values it was given, each by its key's last part.
+// A parameter's name without its command's prefix ("train.run" → "run").
+std::string param_name(const std::string& key) {
+  return key.substr(key.rfind('.') + 1);
+}
+
 QString command_text(const nlohmann::json& params) {
   QStringList words;
   for (const auto& w : params.value("command", nlohmann::json::array()))
@@ -30,11 +35,20 @@ QString command_text(const nlohmann::json& params) {
     words << QString::fromStdString(p.get<std::string>());
   const auto values = params.value("values", nlohmann::json::object());
   for (auto it = values.begin(); it != values.end(); ++it) {
-    const std::string& key = it.key();
-    const std::string name = key.substr(key.rfind('.') + 1);
-    words << QString::fromStdString(name + "=" + (it->is_string() ? it->get<std::string>() : it->dump()));
+    words << QString::fromStdString(param_name(it.key()) + "=" +
+                                    (it->is_string() ? it->get<std::string>() : it->dump()));
   }
   return words.join(' ');
+}
+
+// The run a job writes (its `run` parameter), "" for a job without one.
+QString job_run(const nlohmann::json& params) {
+  const auto values = params.value("values", nlohmann::json::object());
+  for (auto it = values.begin(); it != values.end(); ++it) {
+    if (param_name(it.key()) == "run" && it->is_string())
+      return QString::fromStdString(it->get<std::string>());
+  }
+  return {};
 }
 
 // "dpo of demo @ step 400", "sft (decision=keep) of demo @ step 400": the stage that post-trained a run.
@@ -102,7 +116,9 @@ RunsPage::RunsPage(BackendLink& link, QWidget* parent) : QWidget(parent), link_(
   log_->setMaximumBlockCount(5000);
   log_->setToolTip("The selected job's log");
   samples_ = new FramePlayer(this);
-  samples_->setToolTip("Samples rendered during training (live preview of the first sample prompt)");
+  samples_->setToolTip(
+      "Samples rendered during training: live while the job runs (the first sample prompt), else the run's "
+      "newest");
 
   runs_ = new QTableWidget(0, 6, this);
   runs_->setHorizontalHeaderLabels({"run", "kind", "base", "adapter (LoRA)", "made from", "checkpoints"});
@@ -227,7 +243,9 @@ void RunsPage::refresh() {
         for (const auto& j : reply["jobs"]) {
           const int row = jobs_->rowCount();
           jobs_->insertRow(row);
-          jobs_->setItem(row, 0, read_only_cell(QString::number(j["id"].get<int64_t>())));
+          auto* id = read_only_cell(QString::number(j["id"].get<int64_t>()));
+          id->setData(Qt::UserRole, job_run(j["params"]));
+          jobs_->setItem(row, 0, id);
           jobs_->setItem(row, 1, read_only_cell(QString::fromStdString(j["kind"].get<std::string>())));
           jobs_->setItem(row, 2, read_only_cell(QString::fromStdString(j["state"].get<std::string>())));
           // A job that waits for others says so where a running one shows its progress.
@@ -414,23 +432,7 @@ void RunsPage::play_sample_step(int64_t step) {
       prompt->setText(QString("%1: %2").arg(file, QString::fromStdString(sample.value("error", ""))));
       continue;
     }
-    link_.call_frames(
-        MessageType::run_sample_frames,
-        {{"run", run.toStdString()},
-         {"step", step},
-         {"file", file.toStdString()},
-         {"count", 64},
-         {"max_side", 256}},
-        [this, ticket, player = player](const nlohmann::json& reply, const QList<QByteArray>& frames) {
-          if (ticket != sample_plays_) return;  // another step (or run) is shown since
-          player->set_frames(frames_from_rgb24(frames, reply.value("width", 0), reply.value("height", 0)),
-                             reply.value("fps", 8.0), true);
-        },
-        [this, ticket, run, step, file](const QString& m) {
-          if (ticket == sample_plays_)
-            emit message(
-                QString("sample %1 of run %2, step %3 cannot be played: %4").arg(file, run).arg(step).arg(m));
-        });
+    play_run_sample(player, run, step, file, [this, ticket] { return ticket == sample_plays_; });
   }
 }
 
@@ -487,6 +489,10 @@ void RunsPage::show_job(int64_t id) {
   log_->clear();
   error_->clear();
   error_->setVisible(false);
+  samples_->set_frames({}, 8.0, false);
+  for (int r = 0; r < jobs_->rowCount(); ++r)
+    if (jobs_->item(r, 0)->text().toLongLong() == id)
+      show_newest_sample(id, jobs_->item(r, 0)->data(Qt::UserRole).toString());
   link_.call(MessageType::job_logs, {{"job", id}, {"tail_lines", 500}},
              [this, id](const nlohmann::json& reply) {
                if (id == shown_job_)
@@ -494,6 +500,45 @@ void RunsPage::show_job(int64_t id) {
              });
   // Metrics already reported (the job's stored events), then live ones from events.
   load_stored_metrics(id, 0);
+}
+
+void RunsPage::play_run_sample(FramePlayer* player, const QString& run, int64_t step, const QString& file,
+                               std::function<bool()> wanted) {
+  link_.call_frames(
+      MessageType::run_sample_frames,
+      {{"run", run.toStdString()},
+       {"step", step},
+       {"file", file.toStdString()},
+       {"count", 64},
+       {"max_side", 256}},
+      [player, wanted](const nlohmann::json& reply, const QList<QByteArray>& frames) {
+        if (wanted())
+          player->set_frames(frames_from_rgb24(frames, reply.value("width", 0), reply.value("height", 0)),
+                             reply.value("fps", 8.0), true);
+      },
+      [this, wanted, run, step, file](const QString& m) {
+        if (wanted())
+          emit message(
+              QString("sample %1 of run %2, step %3 cannot be played: %4").arg(file, run).arg(step).arg(m));
+      });
+}
+
+void RunsPage::show_newest_sample(int64_t id, const QString& run) {
+  if (run.isEmpty()) return;
+  const uint64_t previews = live_previews_;
+  // Stale when another job is shown, or a live preview came in meanwhile (it is newer than any stored
+  // sample).
+  auto current = [this, id, previews] { return id == shown_job_ && previews == live_previews_; };
+  link_.call(MessageType::list_run_samples, {{"run", run.toStdString()}, {"limit", 1}},
+             [this, run, current](const nlohmann::json& reply) {
+               if (!current()) return;
+               for (const auto& sample : reply.value("samples", nlohmann::json::array())) {
+                 if (sample.contains("error")) continue;
+                 play_run_sample(samples_, run, sample.value("step", int64_t(0)),
+                                 QString::fromStdString(sample.value("file", "")), current);
+                 return;  // the first readable video of the newest step: what the live preview showed
+               }
+             });
 }
 
 // One page of the job's stored metrics after event `after`, then the next page until none is left (a long
@@ -560,6 +605,7 @@ void RunsPage::on_event(const QString& topic, const nlohmann::json& header, cons
   } else if (type == "log") {
     log_->appendPlainText(QString::fromStdString(header.value("text", "")));
   } else if (type == "preview") {
+    ++live_previews_;
     samples_->set_frames(frames_from_rgb24(blobs, header.value("width", 0), header.value("height", 0)), 8.0,
                          true);
   }
