@@ -152,7 +152,8 @@ int run_show(const Invocation& inv) {
 
 int run_export(const Invocation& inv) {
   const auto& v = inv.values;
-  if (!v.has("clips.out")) throw Error(ErrorCode::usage, "--out", "give --out DIR, FILE.jsonl or FILE.csv");
+  if (!v.has("clips.out"))
+    throw Error(ErrorCode::usage, "--out", "give --out DIR, FILE.jsonl, FILE.json or FILE.csv");
   Catalog catalog = open_catalog(v);
   const Dataset dataset = dataset_or_throw(catalog, v);
   ExportOptions o;
@@ -225,14 +226,15 @@ Command dataset_export_command() {
   Command c;
   c.words = {"dataset", "export"};
   c.summary =
-      "export a dataset's kept clips as a JSONL/CSV manifest or a folder of clips with sidecar captions";
-  c.usage = "--dataset NAME --out DIR|FILE.jsonl|FILE.csv [--select kept|all]";
+      "export a dataset's kept clips as a JSONL, JSON or CSV manifest or a folder of clips with sidecar "
+      "captions";
+  c.usage = "--dataset NAME --out DIR|FILE.jsonl|FILE.json|FILE.csv [--select kept|all]";
   c.define = [](ParamRegistry& r) {
     define_dataset(r);
-    r.add(
-        param("clips.out", "--out", ParamType::path, nullptr,
-              "FILE.jsonl / FILE.csv: a manifest over the sources; DIR: re-encoded mp4 clips + .txt captions",
-              "export"));
+    r.add(param("clips.out", "--out", ParamType::path, nullptr,
+                "FILE.jsonl / FILE.json / FILE.csv: a manifest over the sources; DIR: re-encoded mp4 clips + "
+                ".txt captions",
+                "export"));
     auto select =
         param("clips.select", "--select", ParamType::choice, "kept", "which clips to export", "export");
     select.choices = {"kept", "all"};

@@ -152,7 +152,7 @@ int run_show(const Invocation& inv) {
 Command dataset_import_command() {
   Command c;
   c.words = {"dataset", "import"};
-  c.summary = "import videos with sidecar captions, or a JSONL/CSV manifest, as a dataset";
+  c.summary = "import videos with sidecar captions, or a JSONL, JSON or CSV manifest, as a dataset";
   c.usage = "DIR|MANIFEST --name NAME";
   c.min_positional = c.max_positional = 1;
   c.define = [](ParamRegistry& r) {

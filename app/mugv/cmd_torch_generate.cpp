@@ -336,8 +336,7 @@ std::vector<std::string> read_prompt_lines(const fs::path& file) {
   std::vector<std::string> prompts;
   int line_no = 0;
   for (std::string line; std::getline(in, line);) {
-    ++line_no;
-    auto text = trim(line);
+    auto text = trim(++line_no == 1 ? without_bom(line) : std::string_view(line));
     if (text.empty() || text[0] == '#') continue;
     // Checked before any generation runs: the pairs' stored metadata is JSON, which needs UTF-8.
     if (!is_utf8(text))

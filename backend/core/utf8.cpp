@@ -61,4 +61,9 @@ std::string valid_utf8(std::string_view text) {
   return out;
 }
 
+std::string_view without_bom(std::string_view text) {
+  constexpr std::string_view kBom = "\xEF\xBB\xBF";
+  return text.substr(0, kBom.size()) == kBom ? text.substr(kBom.size()) : text;
+}
+
 }  // namespace mugv

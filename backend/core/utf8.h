@@ -22,4 +22,8 @@ std::pair<uint32_t, size_t> decode_utf8(std::string_view text, size_t i);
 // reported, never data (another program's output in an error message, a cut-off HTTP body).
 std::string valid_utf8(std::string_view text);
 
+// `text` without the UTF-8 byte order mark some editors and spreadsheets put first (U+FEFF at offset 0 is
+// that mark, never content, in a UTF-8 file).
+std::string_view without_bom(std::string_view text);
+
 }  // namespace mugv

@@ -70,6 +70,8 @@ const char* to_string(ExportFormat format) {
   switch (format) {
     case ExportFormat::jsonl:
       return "jsonl";
+    case ExportFormat::json:
+      return "json";
     case ExportFormat::csv:
       return "csv";
     case ExportFormat::clips:
@@ -81,7 +83,8 @@ const char* to_string(ExportFormat format) {
 }
 
 std::optional<ExportFormat> export_format_from_string(std::string_view name) {
-  for (ExportFormat f : {ExportFormat::unknown, ExportFormat::jsonl, ExportFormat::csv, ExportFormat::clips})
+  for (ExportFormat f : {ExportFormat::unknown, ExportFormat::jsonl, ExportFormat::json, ExportFormat::csv,
+                         ExportFormat::clips})
     if (name == to_string(f)) return f;
   return std::nullopt;
 }
@@ -89,6 +92,7 @@ std::optional<ExportFormat> export_format_from_string(std::string_view name) {
 ExportFormat export_format_of(const fs::path& out) {
   const ManifestFormat m = manifest_format_of(out);
   if (m == ManifestFormat::jsonl) return ExportFormat::jsonl;
+  if (m == ManifestFormat::json) return ExportFormat::json;
   if (m == ManifestFormat::csv) return ExportFormat::csv;
   return ExportFormat::clips;
 }

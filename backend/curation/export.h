@@ -1,7 +1,8 @@
 #pragma once
 // Exporting a curated dataset (`mugv dataset export`): a manifest, or a folder of clip files.
 //
-//  - ExportFormat::jsonl / csv: one manifest line per clip (dataset/manifest.h): path = the SOURCE file,
+//  - ExportFormat::jsonl / json / csv: one manifest entry per clip (dataset/manifest.h): path = the SOURCE
+//  file,
 //    start, end, fps, the current caption, and the scores (sharpness, motion, aesthetic, clip_id, source
 //    hash, decision, reason, tags). `mugv dataset import FILE` reads it back as the same clips.
 //  - ExportFormat::clips: a folder with one mp4 per clip (clip_<id>.mp4), its caption beside it as
@@ -27,10 +28,10 @@ namespace mugv {
 
 namespace fs = std::filesystem;
 
-enum class ExportFormat { unknown = 0, jsonl, csv, clips };
+enum class ExportFormat { unknown = 0, jsonl, json, csv, clips };
 const char* to_string(ExportFormat format);
 std::optional<ExportFormat> export_format_from_string(std::string_view name);
-// .jsonl/.json -> jsonl, .csv -> csv, anything else (a folder) -> clips.
+// .jsonl -> jsonl, .json -> json (one array), .csv -> csv, anything else (a folder) -> clips.
 [[nodiscard]] ExportFormat export_format_of(const fs::path& out);
 
 enum class ExportSelection { unknown = 0, kept, all };

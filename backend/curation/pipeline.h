@@ -3,7 +3,8 @@
 // keep/reject decision and its reason out, every decision reversible.
 //
 // curate():
-//   1. inputs: files, folders (recursively, by video extension) or manifests (.jsonl/.csv, their paths);
+//   1. inputs: files, folders (recursively, by video extension) or manifests (.jsonl/.json/.csv: the
+//      paths they list);
 //   2. every file is identified by content hash (core/hash.h); with a shard (index/count) only the files
 //      whose position in content-hash order is index mod count are processed, so shards never overlap
 //      and do not depend on paths or on the order the inputs were given;

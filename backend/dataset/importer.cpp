@@ -21,7 +21,7 @@ namespace {
 
 // Finds the manifest of a folder import, when the folder has one.
 std::optional<fs::path> folder_manifest(const fs::path& dir) {
-  for (const char* name : {"manifest.jsonl", "manifest.csv"})
+  for (const char* name : {"manifest.jsonl", "manifest.json", "manifest.csv"})
     if (fs::is_regular_file(dir / name)) return dir / name;
   return std::nullopt;
 }

@@ -1,7 +1,7 @@
 #pragma once
 // Imports clips into a catalog dataset (`mugv dataset import`). The input is one of
-//   - a manifest file (.jsonl / .csv; see manifest.h),
-//   - a folder holding manifest.jsonl or manifest.csv (the manifest is used),
+//   - a manifest file (.jsonl / .json / .csv; see manifest.h),
+//   - a folder holding manifest.jsonl, manifest.json or manifest.csv (the first found is used),
 //   - any other folder: every video file below it (recursively) with its sidecar .txt caption.
 // Each file is probed once; a file whose content is already a known source is not probed again,
 // and a clip already in the dataset (same source and range) is not added twice, so importing the

@@ -6,6 +6,7 @@
 #include "core/utf8.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <sstream>
 
@@ -114,6 +115,73 @@ std::vector<std::pair<int, std::string>> csv_records(std::string_view text) {
   return records;
 }
 
+// The elements of a JSON array document (`text` holds only space before its '['), each with the line it
+// starts on, found by tracking strings and nesting alone: every element is then parsed by itself, so one bad
+// element costs that element, as a bad line does in JSONL. What keeps the array from being whole (an empty
+// element, text after its ']', no ']' at all) is a problem; the elements found are still read.
+struct ArrayScan {
+  std::vector<std::pair<int, std::string>> elements;
+  std::vector<ManifestProblem> problems;
+};
+
+ArrayScan json_array_elements(std::string_view text) {
+  ArrayScan scan;
+  size_t i = text.find('[') + 1;
+  int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + i, '\n'));
+  auto skip_space = [&] {
+    for (; i < text.size() && std::isspace(static_cast<unsigned char>(text[i])); ++i)
+      if (text[i] == '\n') ++line;
+  };
+  for (;;) {
+    skip_space();
+    if (i >= text.size()) {
+      scan.problems.push_back({line, "the JSON array is not closed (no ']' at its end)"});
+      return scan;
+    }
+    if (text[i] == ']' && scan.elements.empty()) {  // []
+      ++i;
+      break;
+    }
+    const int start_line = line;
+    const size_t start = i;
+    int depth = 0;
+    bool in_string = false;
+    for (; i < text.size(); ++i) {
+      const char c = text[i];
+      if (c == '\n') ++line;
+      if (in_string) {
+        if (c == '\\') {
+          if (i + 1 < text.size() && text[i + 1] == '\n') ++line;
+          ++i;
+        } else if (c == '"') {
+          in_string = false;
+        }
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '{' || c == '[') {
+        ++depth;
+      } else if ((c == '}' || c == ']') && depth > 0) {
+        --depth;
+      } else if ((c == ',' || c == ']') && depth == 0) {
+        break;
+      }
+    }
+    std::string element = trim(text.substr(start, i - start));
+    if (element.empty())
+      scan.problems.push_back({start_line, "an empty element (two commas, or a comma before ']')"});
+    else
+      scan.elements.emplace_back(start_line, std::move(element));
+    if (i >= text.size()) {
+      scan.problems.push_back({line, "the JSON array is not closed (no ']' at its end)"});
+      return scan;
+    }
+    if (text[i++] == ']') break;
+  }
+  skip_space();
+  if (i < text.size()) scan.problems.push_back({line, "text after the JSON array's closing ']'"});
+  return scan;
+}
+
 std::string render_cell(const nlohmann::json& v) {
   if (v.is_null()) return "";
   if (v.is_string()) return csv_escape(v.get<std::string>());
@@ -126,6 +194,8 @@ const char* to_string(ManifestFormat format) {
   switch (format) {
     case ManifestFormat::jsonl:
       return "jsonl";
+    case ManifestFormat::json:
+      return "json";
     case ManifestFormat::csv:
       return "csv";
     default:
@@ -135,13 +205,15 @@ const char* to_string(ManifestFormat format) {
 
 std::optional<ManifestFormat> manifest_format_from_string(const std::string& name) {
   if (name == "jsonl") return ManifestFormat::jsonl;
+  if (name == "json") return ManifestFormat::json;
   if (name == "csv") return ManifestFormat::csv;
   return std::nullopt;
 }
 
 ManifestFormat manifest_format_of(const fs::path& path) {
   std::string ext = to_lower(path.extension().string());
-  if (ext == ".jsonl" || ext == ".json") return ManifestFormat::jsonl;
+  if (ext == ".jsonl") return ManifestFormat::jsonl;
+  if (ext == ".json") return ManifestFormat::json;
   if (ext == ".csv") return ManifestFormat::csv;
   return ManifestFormat::unknown;
 }
@@ -185,23 +257,30 @@ std::string csv_escape(const std::string& field) {
 ManifestReadResult read_manifest(const fs::path& path) {
   const ManifestFormat format = manifest_format_of(path);
   if (format == ManifestFormat::unknown)
-    throw Error(ErrorCode::format, path.string(), "unknown manifest type (expected .jsonl or .csv)");
+    throw Error(ErrorCode::format, path.string(), "unknown manifest type (expected .jsonl, .json or .csv)");
   return parse_manifest_text(read_text_file(path), format, path.parent_path(), path.string());
 }
 
 ManifestReadResult parse_manifest_text(std::string_view text, ManifestFormat format, const fs::path& base_dir,
                                        const std::string& subject) {
   if (format == ManifestFormat::unknown)
-    throw Error(ErrorCode::format, subject, "unknown manifest type (expected .jsonl or .csv)");
+    throw Error(ErrorCode::format, subject, "unknown manifest type (expected .jsonl, .json or .csv)");
+  text = without_bom(text);  // spreadsheets write one before a CSV header
+  ManifestReadResult result;
   std::vector<std::pair<int, std::string>> records;
+  std::vector<ManifestProblem> array_problems;  // after the elements' own, on the same line
   if (format == ManifestFormat::csv) {
     records = csv_records(text);
-  } else {
+  } else if (const size_t first = text.find_first_not_of(" \t\r\n");
+             format == ManifestFormat::json && first != std::string_view::npos && text[first] == '[') {
+    ArrayScan scan = json_array_elements(text);
+    records = std::move(scan.elements);
+    array_problems = std::move(scan.problems);
+  } else {  // JSONL, or a .json file that holds JSON lines rather than one array
     std::istringstream in{std::string(text)};
     int line_no = 0;
     for (std::string line; std::getline(in, line);) records.emplace_back(++line_no, std::move(line));
   }
-  ManifestReadResult result;
   std::vector<std::string> header;
   for (const auto& [line_no, line] : records) {
     if (trim(line).empty()) continue;
@@ -218,7 +297,7 @@ ManifestReadResult parse_manifest_text(std::string_view text, ManifestFormat for
       continue;
     }
     try {
-      if (format == ManifestFormat::jsonl) {
+      if (format != ManifestFormat::csv) {
         nlohmann::json obj;
         try {
           obj = nlohmann::json::parse(line);
@@ -243,6 +322,9 @@ ManifestReadResult parse_manifest_text(std::string_view text, ManifestFormat for
       result.problems.push_back({line_no, e.what()});
     }
   }
+  result.problems.insert(result.problems.end(), array_problems.begin(), array_problems.end());
+  std::stable_sort(result.problems.begin(), result.problems.end(),
+                   [](const ManifestProblem& a, const ManifestProblem& b) { return a.line < b.line; });
   return result;
 }
 
@@ -250,20 +332,27 @@ void write_manifest(const fs::path& path, const std::vector<ManifestEntry>& entr
   const ManifestFormat format = manifest_format_of(path);
   if (format == ManifestFormat::unknown)
     throw Error(ErrorCode::invalid_argument, path.string(),
-                "unknown manifest type (expected .jsonl or .csv)");
+                "unknown manifest type (expected .jsonl, .json or .csv)");
   write_text_atomic(path, manifest_text(entries, format, path.parent_path()));
 }
 
 std::string manifest_text(const std::vector<ManifestEntry>& entries, ManifestFormat format,
                           const fs::path& base_dir) {
   if (format == ManifestFormat::unknown)
-    throw Error(ErrorCode::invalid_argument, "manifest", "unknown manifest type (expected jsonl or csv)");
+    throw Error(ErrorCode::invalid_argument, "manifest",
+                "unknown manifest type (expected jsonl, json or csv)");
   std::ostringstream out;
+  // Invalid UTF-8 (from a catalog filled before captions were checked) is written as U+FFFD, not refused.
+  auto json_line = [&](const ManifestEntry& e) {
+    return entry_to_json(e, base_dir).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
   if (format == ManifestFormat::jsonl) {
-    // Invalid UTF-8 (from a catalog filled before captions were checked) is written as U+FFFD, not refused.
-    for (const auto& e : entries)
-      out << entry_to_json(e, base_dir).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-          << '\n';
+    for (const auto& e : entries) out << json_line(e) << '\n';
+  } else if (format == ManifestFormat::json) {
+    // One array, an entry a line: valid JSON for other tools, and line numbers that name entries.
+    out << '[';
+    for (size_t i = 0; i < entries.size(); ++i) out << (i ? ",\n" : "\n") << json_line(entries[i]);
+    out << (entries.empty() ? "]\n" : "\n]\n");
   } else {
     std::vector<std::string> columns = {"path", "caption", "start", "end", "fps"};
     for (const auto& e : entries)
@@ -286,7 +375,7 @@ std::optional<std::string> read_sidecar_caption(const fs::path& clip) {
   txt.replace_extension(".txt");
   std::error_code ec;
   if (!fs::is_regular_file(txt, ec)) return std::nullopt;
-  std::string text = trim(read_text_file(txt));
+  std::string text = trim(without_bom(read_text_file(txt)));
   if (text.empty()) return std::nullopt;
   if (!is_utf8(text))
     throw Error(ErrorCode::format, txt.string(), "not UTF-8 text (save the caption as UTF-8)");

@@ -414,21 +414,26 @@ TEST_CASE("export as manifest and as clip folder imports back as the same clips"
   for (const Clip& c : clips)
     (void)add_caption(catalog, c.id, cat("caption of clip at ", c.start_s), CaptionOrigin::human, "test");
 
-  SECTION("jsonl manifest over the sources") {
-    ExportReport e = export_dataset(catalog, "cur", tmp / "out" / "cur.jsonl");
-    CHECK(e.clips == 2);
-    ImportReport back = import_dataset(catalog, {"back", tmp / "out" / "cur.jsonl", ""}, CancelToken(), {});
-    CHECK(back.failures.empty());
-    CHECK(back.clips_added == 2);
-    ClipFilter b;
-    b.dataset_id = back.dataset_id;
-    const auto imported = list_clips(catalog, b);
-    REQUIRE(imported.size() == 2);
-    for (size_t i = 0; i < 2; ++i) {
-      CHECK(imported[i].source_id == clips[i].source_id);
-      CHECK(imported[i].start_s == Approx(clips[i].start_s));
-      CHECK(imported[i].end_s == Approx(clips[i].end_s));
-      CHECK(current_caption(catalog, imported[i].id)->text == current_caption(catalog, clips[i].id)->text);
+  SECTION("jsonl and json manifests over the sources") {
+    for (const std::string name : {"cur.jsonl", "cur.json"}) {
+      INFO(name);
+      ExportReport e = export_dataset(catalog, "cur", tmp / "out" / name);
+      CHECK(e.clips == 2);
+      CHECK(e.format == (name == "cur.json" ? ExportFormat::json : ExportFormat::jsonl));
+      ImportReport back =
+          import_dataset(catalog, {"back-" + name, tmp / "out" / name, ""}, CancelToken(), {});
+      CHECK(back.failures.empty());
+      CHECK(back.clips_added == 2);
+      ClipFilter b;
+      b.dataset_id = back.dataset_id;
+      const auto imported = list_clips(catalog, b);
+      REQUIRE(imported.size() == 2);
+      for (size_t i = 0; i < 2; ++i) {
+        CHECK(imported[i].source_id == clips[i].source_id);
+        CHECK(imported[i].start_s == Approx(clips[i].start_s));
+        CHECK(imported[i].end_s == Approx(clips[i].end_s));
+        CHECK(current_caption(catalog, imported[i].id)->text == current_caption(catalog, clips[i].id)->text);
+      }
     }
   }
   SECTION("csv manifest") {

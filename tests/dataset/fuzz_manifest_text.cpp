@@ -1,10 +1,11 @@
-// libFuzzer target: dataset manifests (JSONL and CSV files people write or export from other tools, which an
-// import job reads) must never crash, hang or reach undefined behaviour on any bytes, and must throw nothing
-// but mugv::Error. Beyond that, what was read must survive a round trip: written back in the same format and
-// read again, it gives the same entries with no problem (a CSV caption holding a line break, a header naming
-// a column with a comma, or a number CSV cannot keep would break that).
+// libFuzzer target: dataset manifests (JSONL, JSON array and CSV files people write or export from other
+// tools, which an import job reads) must never crash, hang or reach undefined behaviour on any bytes, and
+// must throw nothing but mugv::Error. Beyond that, what was read must survive a round trip: written back in
+// the same format and read again, it gives the same entries with no problem (a CSV caption holding a line
+// break, a header naming a column with a comma, or a number CSV cannot keep would break that).
 //
-// The first byte picks the format (even: JSONL, odd: CSV); the rest is the manifest's text.
+// The first byte picks the format (odd: CSV; even: JSON when its bit 1 is set, else JSONL); the rest is the
+// manifest's text.
 #include "core/error.h"
 #include "core/utf8.h"
 #include "dataset/manifest.h"
@@ -34,7 +35,9 @@ void fail(const char* what, const std::string& text) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  const auto format = data[0] % 2 ? mugv::ManifestFormat::csv : mugv::ManifestFormat::jsonl;
+  const auto format = data[0] % 2   ? mugv::ManifestFormat::csv
+                      : data[0] & 2 ? mugv::ManifestFormat::json
+                                    : mugv::ManifestFormat::jsonl;
   const std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
   const mugv::fs::path base = "/data/manifests";
   mugv::ManifestReadResult read;

@@ -69,6 +69,21 @@ TEST_CASE("a CSV manifest imports its clips with ranges and captions; bad lines 
   CHECK(clips[2].end_frame == 9);
 }
 
+TEST_CASE("a folder whose manifest is a JSON array imports the clips it lists", "[dataset]") {
+  TempDir dir;
+  make_small_set(dir / "shapes", 2);
+  fs::create_directories(dir / "listed");
+  write_manifest(dir / "listed" / "manifest.json", read_manifest(dir / "shapes" / "manifest.jsonl").entries);
+  Catalog catalog = Catalog::open(dir / "catalog.sqlite");
+  ImportOptions o;
+  o.dataset_name = "listed";
+  o.input = dir / "listed";
+  const auto report = import_dataset(catalog, o, CancelToken(), nullptr);
+  CHECK(report.failures.empty());
+  CHECK(report.clips_added == 2);
+  CHECK(report.captions_added == 2);
+}
+
 TEST_CASE("importing twice adds nothing, and a broken file becomes a failed source with its reason",
           "[dataset]") {
   TempDir dir;

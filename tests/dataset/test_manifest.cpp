@@ -20,7 +20,7 @@ TEST_CASE("manifests round-trip as JSONL and CSV with relative paths and extra f
   entries[0].extra = {{"sharpness", 512.5}, {"split", "train"}};
   entries[1].path = "/elsewhere/b.mp4";
   entries[1].caption = "plain";
-  for (const char* name : {"m.jsonl", "m.csv"}) {
+  for (const char* name : {"m.jsonl", "m.json", "m.csv"}) {
     write_manifest(dir / name, entries);
     auto read = read_manifest(dir / name);
     INFO(name);
@@ -36,6 +36,89 @@ TEST_CASE("manifests round-trip as JSONL and CSV with relative paths and extra f
     CHECK_FALSE(read.entries[1].start_s.has_value());
   }
   CHECK(mugv::read_text_file(dir / "m.jsonl").find("\"clips/a.mp4\"") != std::string::npos);
+  // A .json manifest is one JSON array that other tools read as it is.
+  const auto array = nlohmann::json::parse(mugv::read_text_file(dir / "m.json"));
+  REQUIRE(array.is_array());
+  CHECK(array.size() == 2);
+  CHECK(array[0]["path"] == "clips/a.mp4");
+  write_manifest(dir / "empty.json", {});
+  CHECK(nlohmann::json::parse(mugv::read_text_file(dir / "empty.json")) == nlohmann::json::array());
+  CHECK(read_manifest(dir / "empty.json").entries.empty());
+  CHECK(read_manifest(dir / "empty.json").problems.empty());
+}
+
+TEST_CASE("a JSON array manifest is read element by element and a bad one costs that element",
+          "[unit][dataset]") {
+  TempDir dir;
+  // Pretty-printed, as other tools write it: the bad elements are problems of the lines they start on.
+  mugv::test::write_bytes(dir / "m.json",
+                          "\n"
+                          "[\n"
+                          "  {\n"
+                          "    \"path\": \"a.mp4\",\n"
+                          "    \"caption\": \"a comma, a ] and a \\\"quote\\\" in a string\",\n"
+                          "    \"tags\": [\"x\", {\"y\": [1, 2]}]\n"
+                          "  },\n"
+                          "  {\"caption\": \"no path\"},\n"
+                          "  {\"path\": \"b.mp4\", \"start\": 5, \"end\": 2},\n"
+                          "  {\"path\": \"c.mp4\" \"caption\": \"missing comma\"},\n"
+                          "  ,\n"
+                          "  {\"path\": \"d.mp4\", \"fps\": 24}\n"
+                          "]\n");
+  auto read = read_manifest(dir / "m.json");
+  REQUIRE(read.entries.size() == 2);
+  CHECK(read.entries[0].path == dir.path() / "a.mp4");
+  CHECK(read.entries[0].caption == "a comma, a ] and a \"quote\" in a string");
+  CHECK(read.entries[0].extra["tags"][1]["y"][1] == 2);
+  CHECK(read.entries[1].path == dir.path() / "d.mp4");
+  CHECK(*read.entries[1].fps == 24);
+  REQUIRE(read.problems.size() == 4);
+  CHECK(read.problems[0].line == 8);
+  CHECK(read.problems[0].reason.find("path") != std::string::npos);
+  CHECK(read.problems[1].line == 9);
+  CHECK(read.problems[2].line == 10);
+  CHECK(read.problems[2].reason.find("not valid JSON") != std::string::npos);
+  CHECK(read.problems[3].line == 11);
+  CHECK(read.problems[3].reason.find("empty element") != std::string::npos);
+
+  // A file cut short keeps what it has whole; the missing ']' and the cut element are problems.
+  mugv::test::write_bytes(dir / "cut.json",
+                          "[{\"path\": \"a.mp4\"},\n{\"path\": \"b.mp4\"},\n{\"path\": \"c.m");
+  read = read_manifest(dir / "cut.json");
+  REQUIRE(read.entries.size() == 2);
+  REQUIRE(read.problems.size() == 2);
+  CHECK(read.problems[0].line == 3);
+  CHECK(read.problems[0].reason.find("not valid JSON") != std::string::npos);
+  CHECK(read.problems[1].reason.find("not closed") != std::string::npos);
+  // Text after the array is a problem; the array is read.
+  mugv::test::write_bytes(dir / "tail.json", "[{\"path\": \"a.mp4\"}]\n[{\"path\": \"b.mp4\"}]\n");
+  read = read_manifest(dir / "tail.json");
+  CHECK(read.entries.size() == 1);
+  REQUIRE(read.problems.size() == 1);
+  CHECK(read.problems[0].line == 2);
+  // A .json file of JSON lines (as earlier exports wrote them) is read as lines.
+  mugv::test::write_bytes(dir / "lines.json", "{\"path\": \"a.mp4\"}\n{\"path\": \"b.mp4\"}\n");
+  read = read_manifest(dir / "lines.json");
+  CHECK(read.entries.size() == 2);
+  CHECK(read.problems.empty());
+}
+
+TEST_CASE("a UTF-8 byte order mark before a manifest or a sidecar caption is skipped", "[unit][dataset]") {
+  TempDir dir;
+  const std::string bom = "\xEF\xBB\xBF";
+  mugv::test::write_bytes(dir / "m.csv", bom + "path,caption\na.mp4,caf\xC3\xA9\n");
+  mugv::test::write_bytes(dir / "m.jsonl", bom + "{\"path\": \"a.mp4\"}\n");
+  mugv::test::write_bytes(dir / "m.json", bom + "[{\"path\": \"a.mp4\"}]");
+  for (const char* name : {"m.csv", "m.jsonl", "m.json"}) {
+    INFO(name);
+    const auto read = read_manifest(dir / name);
+    CHECK(read.problems.empty());
+    REQUIRE(read.entries.size() == 1);
+    CHECK(read.entries[0].path == dir.path() / "a.mp4");
+  }
+  CHECK(read_manifest(dir / "m.csv").entries[0].caption == "caf\xC3\xA9");
+  mugv::test::write_bytes(dir / "a.txt", bom + "a red circle\n");
+  CHECK(read_sidecar_caption(dir / "a.mp4") == std::optional<std::string>("a red circle"));
 }
 
 TEST_CASE("bad manifest lines are reported with their line number and the rest is read", "[unit][dataset]") {

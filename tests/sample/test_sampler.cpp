@@ -598,9 +598,11 @@ TEST_CASE(
   runs();
   TempDir dir;
   {
+    // Saved with a byte order mark, as some editors do: the first line is still a comment.
     std::ofstream prompts(dir / "prompts.txt");
-    prompts << "# two prompts of the starter set\na red circle moving left on a black background\n\n"
-               "a blue square moving up on a white background\n";
+    prompts
+        << "\xEF\xBB\xBF# two prompts of the starter set\na red circle moving left on a black background\n\n"
+           "a blue square moving up on a white background\n";
   }
   const std::string sizes = " --steps 2 --frames 9 --size 32x32 ";
   {

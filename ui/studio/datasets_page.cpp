@@ -71,7 +71,7 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   starter->setToolTip(
       "Generate the shapes starter set (colored shapes moving on plain backgrounds) and import it");
   auto* import = new QPushButton("Import folder…", this);
-  import->setToolTip("Import a folder of clips or a JSONL/CSV manifest as a dataset");
+  import->setToolTip("Import a folder of clips or a JSONL, JSON or CSV manifest as a dataset");
   auto* curate = new QPushButton("Curate folder…", this);
   curate->setToolTip("Split long videos at scene cuts, score every clip and keep or reject it with a reason");
   preset_ = new QComboBox(this);
