@@ -61,4 +61,16 @@ nlohmann::json to_json(const Clip& c, const std::optional<Caption>& caption) {
           {"caption_origin", caption ? to_string(caption->origin) : ""}};
 }
 
+std::string training_run(const nlohmann::json& job) {
+  if (!job.is_object() || job.value("kind", "") != "train") return {};
+  const auto params = job.value("params", nlohmann::json::object());
+  if (!params.is_object() || !params.contains("values") || !params["values"].is_object()) return {};
+  const auto& values = params["values"];
+  for (auto it = values.begin(); it != values.end(); ++it) {
+    const std::string& key = it.key();
+    if (key.substr(key.rfind('.') + 1) == "run" && it->is_string()) return it->get<std::string>();
+  }
+  return {};
+}
+
 }  // namespace mugv

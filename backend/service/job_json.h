@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <optional>
+#include <string>
 
 namespace mugv {
 
@@ -17,5 +18,10 @@ namespace mugv {
 nlohmann::json to_json(const Job& job);
 nlohmann::json to_json(const JobEvent& event);
 nlohmann::json to_json(const Clip& clip, const std::optional<Caption>& caption);
+
+// The run a training job (a job JSON: "kind" "train") writes: the `run` parameter among the `values` of its
+// params (keyed "<group>.run", as parse_command_arguments gives them); "" for a job of another kind (a
+// generate job's run is the model it reads, not one it writes) or without one.
+std::string training_run(const nlohmann::json& job);
 
 }  // namespace mugv

@@ -8,6 +8,7 @@
 #include "network.h"
 #include "service/client.h"
 #include "service/curve_keys.h"
+#include "support/sample_runs.h"
 #include "support/serve_process.h"
 #include "support/test_support.h"
 
@@ -259,6 +260,62 @@ TEST_CASE("the network thread follows a real server: job list, live events, back
   CHECK_FALSE(s.detail(id)->logs.empty());
   CHECK(s.events_seen() > 0);  // state / progress events arrived live, not only through polling
   CHECK(wakes > 0);
+  network.stop();
+}
+
+TEST_CASE("a training job with no live preview shows the newest sample its run rendered; other jobs none",
+          "[monitor][ipc]") {
+  TempDir home("mugv-monitor-samples");
+  test::write_sample_run(
+      home.path(), "demo",
+      {{100, "older", {220, 30, 30}}, {200, "newest", {30, 200, 30}}, {200, "second", {9, 9, 9}}});
+  test::ServeProcess serve(home.path());
+  Client client(serve.endpoint());
+  // A training job of run demo that fails at once (no such dataset), so it renders nothing itself.
+  const nlohmann::json train = {
+      {"kind", "train"},
+      {"params",
+       {{"command", {"train"}}, {"values", {{"train.run", "demo"}, {"train.dataset", "no-such-dataset"}}}}}};
+  int64_t trained = 0;
+  try {
+    trained = client.request(MessageType::submit_job, train)["job"]["id"].get<int64_t>();
+  } catch (const Error& e) {
+    WARN("skipped: this server runs no training jobs (" << e.what() << ")");
+    return;
+  }
+  REQUIRE(wait_for_end(client, trained) == "failed");
+  const int64_t made = submit_make_dataset(client, home / "shapes", 2);
+  REQUIRE(wait_for_end(client, made) == "succeeded");
+
+  monitor::Network network(serve.endpoint());
+  network.connect();
+  auto preview_of = [&](int64_t id) {
+    network.select(id);
+    std::shared_ptr<const monitor::PreviewFrames> preview;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const monitor::MonitorState s = network.snapshot(id);
+      const monitor::JobDetail* d = s.detail(id);
+      if (d && d->preview) return d->preview;
+      if (d && !d->logs.empty() && id == made) break;  // backfilled, and no sample came with it
+      std::this_thread::sleep_for(50ms);
+    }
+    return preview;
+  };
+  const auto preview = preview_of(trained);
+  REQUIRE(preview);
+  CHECK(preview->run == "demo");
+  CHECK(preview->step == 200);
+  CHECK(preview->width == test::kSampleSide);
+  REQUIRE_FALSE(preview->frames.empty());
+  CHECK(preview->frames.size() <= size_t(test::kSampleFrames));
+  // The first video of the newest step (green), not the older step's or the second video's.
+  const std::string& frame = preview->frames[0];
+  const size_t centre =
+      (size_t(preview->height / 2) * size_t(preview->width) + size_t(preview->width / 2)) * 3;
+  CHECK(uint8_t(frame[centre + 1]) > 150);
+  CHECK(uint8_t(frame[centre]) < 90);
+  CHECK_FALSE(preview_of(made));  // a job that writes no run has no preview
   network.stop();
 }
 

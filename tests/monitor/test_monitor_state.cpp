@@ -205,6 +205,34 @@ TEST_CASE("preview events keep their RGB frames and drop frames of the wrong siz
   CHECK(s.detail(5)->preview->frames.size() == 1);
 }
 
+TEST_CASE("a stored sample is the preview until a live one comes, and never replaces a live one",
+          "[monitor][unit]") {
+  MonitorState s;
+  const int w = 2, h = 2;
+  const std::string stored_frame(size_t(w * h * 3), char(10)), live_frame(size_t(w * h * 3), char(200));
+  Message reply;
+  reply.type = protocol::MessageType::ok;
+  reply.header = {{"run", "demo"}, {"step", 400}, {"file", "sample-0.mp4"},
+                  {"width", w},    {"height", h}, {"format", "rgb24"}};
+  reply.blobs = {stored_frame, stored_frame};
+  REQUIRE(s.apply_stored_sample(7, reply));
+  auto p = s.detail(7)->preview;
+  REQUIRE(p);
+  CHECK(p->run == "demo");
+  CHECK(p->step == 400);
+  CHECK(p->frames.size() == 2);
+  CHECK(s.detail(7)->preview_events == 0);
+
+  const nlohmann::json live = {{"type", "preview"}, {"step", 410}, {"width", w}, {"height", h}};
+  REQUIRE(s.apply_event(wire_event(7, "preview", live, {live_frame})));
+  CHECK(s.detail(7)->preview->run.empty());
+  CHECK_FALSE(s.apply_stored_sample(7, reply));  // older than the live preview
+  CHECK(s.detail(7)->preview->frames[0] == live_frame);
+  reply.blobs = {"not a frame"};
+  CHECK_FALSE(s.apply_stored_sample(8, reply));
+  CHECK_FALSE(s.detail(8)->preview);
+}
+
 TEST_CASE("snapshots carry every row but only the selected job's detail, and the dump lists jobs",
           "[monitor][unit]") {
   MonitorState s;

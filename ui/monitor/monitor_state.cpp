@@ -172,17 +172,8 @@ bool MonitorState::apply_event(const protocol::Message& m) {
     add_log(job, h.value("level", ""), h.value("text", ""));
   } else if (type == "preview") {
     (void)row(job);
-    auto p = std::make_shared<PreviewFrames>();
-    p->step = number_or<int64_t>(h, "step", 0);
-    p->width = number_or<int>(h, "width", 0);
-    p->height = number_or<int>(h, "height", 0);
-    if (p->width <= 0 || p->height <= 0 || h.value("format", "rgb24") != "rgb24") return false;
-    const size_t bytes = size_t(p->width) * size_t(p->height) * 3;
-    for (const auto& b : m.blobs)
-      if (b.size() == bytes)
-        p->frames.push_back(b);  // a frame of another size is not an RGB24 frame of this preview
-    if (p->frames.empty()) return false;
-    p->serial = ++preview_serial_;
+    auto p = preview_frames(m);
+    if (!p) return false;
     JobDetail& d = detail_of(job);
     d.preview = std::move(p);
     ++d.preview_events;
@@ -191,6 +182,32 @@ bool MonitorState::apply_event(const protocol::Message& m) {
   }
   ++events_seen_;
   return true;
+}
+
+bool MonitorState::apply_stored_sample(int64_t job, const protocol::Message& reply) {
+  JobDetail& d = detail_of(job);
+  if (d.preview_events > 0) return false;
+  auto p = preview_frames(reply);
+  if (!p) return false;
+  p->run = reply.header.value("run", "");
+  d.preview = std::move(p);
+  return true;
+}
+
+std::shared_ptr<PreviewFrames> MonitorState::preview_frames(const protocol::Message& m) {
+  const auto& h = m.header;
+  auto p = std::make_shared<PreviewFrames>();
+  p->step = number_or<int64_t>(h, "step", 0);
+  p->width = number_or<int>(h, "width", 0);
+  p->height = number_or<int>(h, "height", 0);
+  if (p->width <= 0 || p->height <= 0 || h.value("format", "rgb24") != "rgb24") return nullptr;
+  const size_t bytes = size_t(p->width) * size_t(p->height) * 3;
+  for (const auto& b : m.blobs)
+    if (b.size() == bytes)
+      p->frames.push_back(b);  // a frame of another size is not an RGB24 frame of this one
+  if (p->frames.empty()) return nullptr;
+  p->serial = ++preview_serial_;
+  return p;
 }
 
 std::vector<JobRow> MonitorState::jobs() const {

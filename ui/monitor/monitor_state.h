@@ -8,7 +8,9 @@
 //   dropped);
 // - apply_job_detail: a get_job reply, the job plus its stored events (progress, metrics) for backfill;
 // - apply_logs: the `text` of a job_logs reply, the job's last lines;
-// - apply_event: one `event` message from the PUB socket (state, progress, metrics, log or preview).
+// - apply_event: one `event` message from the PUB socket (state, progress, metrics, log or preview);
+// - apply_stored_sample: a run_sample_frames reply, the newest sample the job's run rendered, shown as its
+//   preview until a live one comes (a finished training job still shows what it rendered).
 // Metric series only grow with the step (a metric already seen for step N is not added again), so a
 // backfill that overlaps live events does not plot a point twice. Logs and series are capped.
 //
@@ -55,8 +57,10 @@ struct MetricSeries {
   std::vector<float> values;
 };
 
-// The frames of the latest preview event of a job (RGB24, width x height each).
+// The frames of the latest preview event of a job (RGB24, width x height each), or of the newest sample its
+// run rendered before (then `run` names the run).
 struct PreviewFrames {
+  std::string run;  // empty: a live preview event
   int64_t step = 0;
   int width = 0;
   int height = 0;
@@ -89,6 +93,8 @@ class MonitorState {
   void apply_logs(int64_t job, const std::string& text);
   // False when the message is not an event this state understands (other types are ignored).
   bool apply_event(const protocol::Message& event);
+  // False when the reply holds no RGB24 frames, or the job already has a live preview (which is newer).
+  bool apply_stored_sample(int64_t job, const protocol::Message& run_sample_frames_reply);
 
   const std::string& endpoint() const { return endpoint_; }
   Connection connection() const { return connection_; }
@@ -111,6 +117,9 @@ class MonitorState {
   void add_metrics(int64_t job, int64_t step, const nlohmann::json& values);
   void add_log(int64_t job, const std::string& level, const std::string& text);
   void apply_progress(int64_t job, const nlohmann::json& p);
+  // The RGB24 frames of a preview event or a frames reply (width, height, step in its header); null when it
+  // holds none.
+  std::shared_ptr<PreviewFrames> preview_frames(const protocol::Message& m);
 
   Limits limits_;
   std::string endpoint_;

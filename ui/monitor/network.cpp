@@ -2,12 +2,16 @@
 
 #include "core/error.h"
 #include "service/client.h"
+#include "service/job_json.h"
 
 namespace mugv::monitor {
 
 using protocol::MessageType;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+
+// Frames of a stored sample shown side by side in the preview strip, as a live preview's are.
+constexpr int kStoredSampleFrames = 8;
 
 Network::Network(std::string endpoint, std::chrono::milliseconds timeout,
                  std::optional<CurveClientKeys> curve)
@@ -108,6 +112,36 @@ void Network::backfill(int64_t job) {
   } catch (const Error& e) {
     if (e.code() == ErrorCode::timeout) throw;
     // A job that has not started has no log yet; its live log events fill the pane later.
+  }
+  show_stored_sample(job, training_run(detail.value("job", nlohmann::json::object())));
+}
+
+void Network::show_stored_sample(int64_t job, const std::string& run) {
+  if (run.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const JobDetail* d = state_.detail(job);
+    if (d && d->preview_events > 0) return;  // a live preview is newer than anything stored
+  }
+  try {
+    const auto listing = client_->request(MessageType::list_run_samples, {{"run", run}, {"limit", 1}});
+    for (const auto& sample : listing.value("samples", nlohmann::json::array())) {
+      if (sample.contains("error")) continue;
+      protocol::Message reply;
+      reply.header = client_->request(MessageType::run_sample_frames,
+                                      {{"run", run},
+                                       {"step", sample.value("step", int64_t(0))},
+                                       {"file", sample.value("file", "")},
+                                       {"count", kStoredSampleFrames},
+                                       {"max_side", 128}},
+                                      &reply.blobs);
+      std::lock_guard<std::mutex> lock(mutex_);
+      (void)state_.apply_stored_sample(job, reply);
+      return;  // the first readable video of the newest step, as the live preview showed it
+    }
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::timeout) throw;
+    // A run that rendered nothing yet, or was deleted: the pane says there is no preview.
   }
 }
 

@@ -5,8 +5,9 @@
 //
 // connect() runs the first handshake on the caller's thread, before any window exists, so an unreachable
 // server is reported at once (Error naming the endpoint). After that the thread polls the job list every
-// second, drains events every 50 ms, backfills the selected job (stored metrics, progress, the log tail)
-// when the selection or that job's state changes, and after a lost connection reconnects every two seconds.
+// second, drains events every 50 ms, backfills the selected job (stored metrics, progress, the log tail, and
+// for a training job without a live preview so far, the newest sample its run rendered) when the
+// selection or that job's state changes, and after a lost connection reconnects every two seconds.
 // `wake` is called (from the network thread) when something changed; the monitor passes
 // glfwPostEmptyEvent, which is safe to call from any thread.
 
@@ -55,6 +56,9 @@ class Network {
   void drop_connection(const std::string& message);
   void poll_jobs();
   void backfill(int64_t job);
+  // While `job` has had no live preview: the newest sample `run` rendered becomes its preview (nothing when
+  // the run has none).
+  void show_stored_sample(int64_t job, const std::string& run);
   std::string state_of(int64_t job) const;
   bool drain_events(std::chrono::milliseconds wait);
 

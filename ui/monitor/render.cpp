@@ -185,8 +185,12 @@ void preview_strip(const JobDetail& d, PreviewTexture& preview) {
     ImGui::TextDisabled("no preview frames from this job");
     return;
   }
-  ImGui::Text("preview: step %" PRId64 ", %zu frames of %dx%d", d.preview->step, d.preview->frames.size(),
-              preview.width(), preview.height());
+  if (d.preview->run.empty())
+    ImGui::Text("preview: step %" PRId64 ", %zu frames of %dx%d", d.preview->step, d.preview->frames.size(),
+                preview.width(), preview.height());
+  else
+    ImGui::Text("newest sample of run %s: step %" PRId64 ", %zu frames of %dx%d", d.preview->run.c_str(),
+                d.preview->step, d.preview->frames.size(), preview.width(), preview.height());
   const float scale = preview_scale(preview, ImGui::GetContentRegionAvail().x);
   ImGui::Image(reinterpret_cast<ImTextureID>(static_cast<intptr_t>(preview.id())),
                ImVec2(float(preview.width() * preview.frames()) * scale, float(preview.height()) * scale));

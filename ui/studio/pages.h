@@ -136,7 +136,7 @@ class RunsPage : public QWidget {
   QString sample_prompt(int index) const;
   QTabWidget* details() const { return details_; }
   // The Training tab's sample pane: the shown job's live previews while it runs, else the newest sample its
-  // run rendered (empty for a job whose run has none).
+  // run rendered (empty for a job that is not training, or whose run has none).
   FramePlayer* training_samples() const { return samples_; }
 
  signals:

@@ -5,6 +5,7 @@
 #include "job_params.h"
 #include "new_run_dialog.h"
 #include "pages.h"
+#include "service/job_json.h"
 
 #include <QGridLayout>
 #include <QHBoxLayout>
@@ -22,11 +23,6 @@ using protocol::MessageType;
 namespace {
 
 // "train run=r1 steps=400 …": the command with the values it was given, each by its key's last part.
-// A parameter's name without its command's prefix ("train.run" → "run").
-std::string param_name(const std::string& key) {
-  return key.substr(key.rfind('.') + 1);
-}
-
 QString command_text(const nlohmann::json& params) {
   QStringList words;
   for (const auto& w : params.value("command", nlohmann::json::array()))
@@ -35,20 +31,11 @@ QString command_text(const nlohmann::json& params) {
     words << QString::fromStdString(p.get<std::string>());
   const auto values = params.value("values", nlohmann::json::object());
   for (auto it = values.begin(); it != values.end(); ++it) {
-    words << QString::fromStdString(param_name(it.key()) + "=" +
-                                    (it->is_string() ? it->get<std::string>() : it->dump()));
+    const std::string& key = it.key();
+    const std::string name = key.substr(key.rfind('.') + 1);
+    words << QString::fromStdString(name + "=" + (it->is_string() ? it->get<std::string>() : it->dump()));
   }
   return words.join(' ');
-}
-
-// The run a job writes (its `run` parameter), "" for a job without one.
-QString job_run(const nlohmann::json& params) {
-  const auto values = params.value("values", nlohmann::json::object());
-  for (auto it = values.begin(); it != values.end(); ++it) {
-    if (param_name(it.key()) == "run" && it->is_string())
-      return QString::fromStdString(it->get<std::string>());
-  }
-  return {};
 }
 
 // "dpo of demo @ step 400", "sft (decision=keep) of demo @ step 400": the stage that post-trained a run.
@@ -244,7 +231,7 @@ void RunsPage::refresh() {
           const int row = jobs_->rowCount();
           jobs_->insertRow(row);
           auto* id = read_only_cell(QString::number(j["id"].get<int64_t>()));
-          id->setData(Qt::UserRole, job_run(j["params"]));
+          id->setData(Qt::UserRole, QString::fromStdString(training_run(j)));
           jobs_->setItem(row, 0, id);
           jobs_->setItem(row, 1, read_only_cell(QString::fromStdString(j["kind"].get<std::string>())));
           jobs_->setItem(row, 2, read_only_cell(QString::fromStdString(j["state"].get<std::string>())));
