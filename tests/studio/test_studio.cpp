@@ -200,6 +200,23 @@ TEST_CASE("the studio drives datasets, training and generation on its embedded s
   CHECK(QTest::qWaitFor([&] { return said.contains("no such clip"); }, 10000));
   datasets->clip_player_window()->close();
 
+  // A manifest file imports as a dataset of its own: the starter set's clips listed as one JSON array.
+  {
+    std::ifstream lines(home.toStdString() + "/shapes/manifest.jsonl");
+    nlohmann::json listed = nlohmann::json::array();
+    for (std::string line; std::getline(lines, line);)
+      if (!line.empty()) listed.push_back(nlohmann::json::parse(line));
+    REQUIRE(listed.size() == size_t(clip_count));
+    std::ofstream(home.toStdString() + "/shapes/listed.json") << listed.dump(2);
+  }
+  datasets->import_dataset(home + "/shapes/listed.json", "listed");
+  CHECK(QTest::qWaitFor(
+      [&] {
+        const QString row = QString("listed  (%1 clips)").arg(clip_count);
+        return !datasets->datasets()->findItems(row, Qt::MatchExactly).isEmpty();
+      },
+      30000));
+
   if (!torch) return;
 
   // Runs: a short training run; its metrics arrive in the charts while it runs.

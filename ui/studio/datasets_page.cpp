@@ -7,11 +7,13 @@
 
 #include <QDir>
 #include <QFileDialog>
+#include <QFileInfo>
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QIcon>
 #include <QInputDialog>
+#include <QMenu>
 #include <QPainter>
 #include <QPixmap>
 #include <QSplitter>
@@ -70,8 +72,14 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   auto* starter = new QPushButton("Create starter dataset", this);
   starter->setToolTip(
       "Generate the shapes starter set (colored shapes moving on plain backgrounds) and import it");
-  auto* import = new QPushButton("Import folder…", this);
-  import->setToolTip("Import a folder of clips or a JSONL, JSON or CSV manifest as a dataset");
+  auto* import = new QPushButton("Import…", this);
+  import->setToolTip(
+      "Import a folder of clips (with sidecar .txt captions, or its manifest.jsonl / .json / .csv) or a "
+      "manifest file as a dataset");
+  auto* import_menu = new QMenu(import);
+  QAction* import_folder = import_menu->addAction("Folder of clips…");
+  QAction* import_manifest = import_menu->addAction("Manifest file (JSONL, JSON, CSV)…");
+  import->setMenu(import_menu);
   auto* curate = new QPushButton("Curate folder…", this);
   curate->setToolTip("Split long videos at scene cuts, score every clip and keep or reject it with a reason");
   preset_ = new QComboBox(this);
@@ -132,16 +140,21 @@ DatasetsPage::DatasetsPage(BackendLink& link, QString home, QWidget* parent)
   layout->addWidget(split);
 
   connect(starter, &QPushButton::clicked, this, [this] { create_starter_dataset(); });
-  connect(import, &QPushButton::clicked, this, [this] {
+  connect(import_folder, &QAction::triggered, this, [this] {
     const QString dir = QFileDialog::getExistingDirectory(this, "Import a folder of clips");
     if (dir.isEmpty()) return;
     const QString name = QInputDialog::getText(
         this, "Dataset name", "Name of the new dataset:", QLineEdit::Normal, QDir(dir).dirName());
-    if (name.isEmpty()) return;
-    submit_job(
-        link_, import_job(dir.toStdString(), name.toStdString()).header(),
-        [this](int64_t id) { emit message(QString("import queued as job %1").arg(id)); },
-        [this](const QString& m) { emit message("import refused: " + m); });
+    if (!name.isEmpty()) import_dataset(dir, name);
+  });
+  connect(import_manifest, &QAction::triggered, this, [this] {
+    const QString file = QFileDialog::getOpenFileName(this, "Import a manifest", home_,
+                                                      "Manifests (*.jsonl *.json *.csv);;All files (*)");
+    if (file.isEmpty()) return;
+    const QString name =
+        QInputDialog::getText(this, "Dataset name", "Name of the new dataset:", QLineEdit::Normal,
+                              QFileInfo(file).completeBaseName());
+    if (!name.isEmpty()) import_dataset(file, name);
   });
   connect(curate, &QPushButton::clicked, this, [this] {
     const QString dir = QFileDialog::getExistingDirectory(this, "Curate a folder of raw videos");
@@ -213,6 +226,13 @@ void DatasetsPage::refresh() {
         }
       },
       [this](const QString& m) { emit message(m); });
+}
+
+void DatasetsPage::import_dataset(const QString& input, const QString& name) {
+  submit_job(
+      link_, import_job(input.toStdString(), name.toStdString()).header(),
+      [this](int64_t id) { emit message(QString("import queued as job %1").arg(id)); },
+      [this](const QString& m) { emit message("import refused: " + m); });
 }
 
 void DatasetsPage::create_starter_dataset(int clips) {

@@ -52,6 +52,9 @@ class DatasetsPage : public QWidget {
   void refresh();
   // Makes the starter dataset (generate, then import as "shapes").
   void create_starter_dataset(int clips = 64);
+  // Imports `input` on the server as dataset `name`: a folder of clips (or its manifest) or a JSONL / JSON /
+  // CSV manifest file (the Import menu's actions, after asking for them).
+  void import_dataset(const QString& input, const QString& name);
   QListWidget* datasets() const { return datasets_; }
   QTableWidget* clips() const { return clips_; }
   QListWidget* grid() const { return grid_; }
