@@ -93,6 +93,7 @@ void check_output_written();
 
 // The commands, one function per file.
 Command probe_command();
+Command doctor_command();
 Command convert_command();
 Command model_list_command();
 Command megatron_import_command();

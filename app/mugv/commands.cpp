@@ -22,7 +22,7 @@ const std::vector<Command>& all_commands() {
         keys_list_command(),       keys_revoke_command(),
         convert_command(),         model_list_command(),
         megatron_import_command(), megatron_export_command(),
-        presets_command(),
+        presets_command(),         doctor_command(),
     };
 #ifdef MUGV_WITH_TORCH
     // Every process that runs commands (the terminal and workers) asks for the list first, so the

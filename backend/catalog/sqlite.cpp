@@ -8,6 +8,10 @@
 
 namespace mugv::sqlite {
 
+std::string library_version() {
+  return sqlite3_libversion();
+}
+
 ErrorCode error_code_for(int sqlite_result) {
   switch (sqlite_result & 0xff) {
     case SQLITE_NOTADB:

@@ -26,6 +26,8 @@ namespace fs = std::filesystem;
 
 // Maps an (extended) SQLite result code to the project's error codes.
 ErrorCode error_code_for(int sqlite_result);
+// The version of the SQLite library this process runs with ("3.40.1").
+std::string library_version();
 
 class Connection {
  public:

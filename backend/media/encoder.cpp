@@ -68,6 +68,23 @@ std::optional<ContainerFormat> format_from_path(const fs::path& path) {
 
 namespace {
 
+// The encoder of each format (png_sequence: one PNG per frame).
+const char* video_encoder_name(ContainerFormat format) {
+  switch (format) {
+    case ContainerFormat::mp4:
+      return "libx264";
+    case ContainerFormat::webm:
+      return "libvpx-vp9";
+    case ContainerFormat::gif:
+      return "gif";
+    case ContainerFormat::png_sequence:
+      return "png";
+    case ContainerFormat::unknown:
+      break;
+  }
+  return "";
+}
+
 // Frames smaller than this on a side are encoded without x264's macroblock tree (VideoEncoder::open_video).
 constexpr int kMacroblockTreeMinSide = 128;
 
@@ -256,7 +273,7 @@ struct VideoEncoder::Impl {
       throw Error(ErrorCode::invalid_argument, name(),
                   cat("crf must be 0..", max_crf, ", got ", options.crf));
     open_muxer(mp4 ? "mp4" : "webm");
-    const char* encoder_name = mp4 ? "libx264" : "libvpx-vp9";
+    const char* encoder_name = video_encoder_name(options.format);
     const AVCodec* encoder = avcodec_find_encoder_by_name(encoder_name);
     if (!encoder)
       throw Error(ErrorCode::unsupported, name(), cat("this FFmpeg has no ", encoder_name, " encoder"));
@@ -323,7 +340,7 @@ struct VideoEncoder::Impl {
       throw Error(ErrorCode::invalid_argument, name(),
                   cat("gif frame delays are in 1/100 s: fps must be <= 100"));
     open_muxer("gif");
-    const AVCodec* encoder = avcodec_find_encoder(AV_CODEC_ID_GIF);
+    const AVCodec* encoder = avcodec_find_encoder_by_name(video_encoder_name(ContainerFormat::gif));
     if (!encoder) throw Error(ErrorCode::unsupported, name(), "this FFmpeg has no gif encoder");
     AVDictionary* codec_options = nullptr;
     open_codec_configured(encoder, &codec_options, [&](AVCodecContext* c) {
@@ -521,6 +538,24 @@ void encode_video(const fs::path& path, const std::vector<RgbFrame>& frames, con
   encoder.open(path, frames.front().width, frames.front().height, options);
   for (const RgbFrame& frame : frames) encoder.write(frame);
   encoder.finish();
+}
+
+std::vector<EncoderSupport> encoder_support() {
+  std::vector<EncoderSupport> support;
+  for (ContainerFormat format :
+       {ContainerFormat::mp4, ContainerFormat::webm, ContainerFormat::gif, ContainerFormat::png_sequence}) {
+    const char* encoder = video_encoder_name(format);
+    support.push_back({format, encoder, avcodec_find_encoder_by_name(encoder) != nullptr});
+  }
+  return support;
+}
+
+std::string ffmpeg_library_versions() {
+  auto version = [](const char* name, unsigned v) {
+    return cat(name, " ", AV_VERSION_MAJOR(v), ".", AV_VERSION_MINOR(v), ".", AV_VERSION_MICRO(v));
+  };
+  return cat(version("libavcodec", avcodec_version()), ", ", version("libavformat", avformat_version()), ", ",
+             version("libavutil", avutil_version()), ", ", version("libswscale", swscale_version()));
 }
 
 }  // namespace mugv

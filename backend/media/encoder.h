@@ -77,4 +77,15 @@ class VideoEncoder {
 // Encodes `frames` (all the size of the first) to `path`. Throws Error(invalid_argument) for an empty list.
 void encode_video(const fs::path& path, const std::vector<RgbFrame>& frames, const EncodeOptions& options);
 
+// The FFmpeg encoder each format is written with (libx264, libvpx-vp9, gif, png) and whether the FFmpeg this
+// build runs with has it: a missing one makes every export to that format fail.
+struct EncoderSupport {
+  ContainerFormat format = ContainerFormat::unknown;
+  std::string encoder;
+  bool available = false;
+};
+[[nodiscard]] std::vector<EncoderSupport> encoder_support();
+// The versions of the FFmpeg libraries this process runs with: "libavcodec 59.37.100, libavformat ...".
+[[nodiscard]] std::string ffmpeg_library_versions();
+
 }  // namespace mugv

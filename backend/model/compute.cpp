@@ -1,11 +1,14 @@
 #include "model/compute.h"
 
+#include "model/compute_facts.h"
+
 #include "core/error.h"
 #include "core/process.h"
 #include "core/strings.h"
 
 #include <ATen/autocast_mode.h>
 #include <c10/core/DefaultDtype.h>
+#include <torch/version.h>
 #ifdef MUGV_HAVE_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
@@ -14,6 +17,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 
 namespace mugv {
 namespace F = torch::nn::functional;
@@ -213,6 +217,37 @@ double measure_gemm_flops(int64_t n, int repeats, torch::ScalarType dtype, const
     if (s > 0) best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s);
   }
   return best;
+}
+
+ComputeFacts measure_compute_facts() {
+  ComputeFacts facts;
+  facts.torch_version = TORCH_VERSION;
+#ifdef MUGV_HAVE_CUDA
+  facts.cuda_built = true;
+#endif
+  facts.gpus_visible = facts.cuda_built ? static_cast<int>(torch::cuda::device_count()) : 0;
+  if (facts.gpus_visible > 0) {
+    try {
+      const ProcessResult r = run_process(
+          {"nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"}, std::chrono::seconds(10));
+      if (r.exit_code == 0)
+        for (const std::string& line : split(r.out, '\n'))
+          if (!trim(line).empty()) facts.gpus.push_back(trim(line));
+    } catch (const std::exception&) {
+      // no nvidia-smi: the count stands alone
+    }
+  }
+  // At the thread count training takes by default (train --threads 0: every core), not LibTorch's default
+  // (physical cores: one on a two-vCPU machine with SMT).
+  facts.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int previous = torch::get_num_threads();
+  torch::set_num_threads(facts.threads);
+  facts.cpu_fp32_gemm_flops = measure_gemm_flops(1024, 4);
+  torch::set_num_threads(previous);
+  if (facts.gpus_visible > 0)
+    facts.gpu_bf16_gemm_flops =
+        measure_gemm_flops(4096, 10, torch::kBFloat16, torch::Device(torch::kCUDA, 0));
+  return facts;
 }
 
 int64_t peak_rss_bytes() {

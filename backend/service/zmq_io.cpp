@@ -9,6 +9,16 @@
 
 namespace mugv::protocol {
 
+std::string zeromq_version() {
+  int major = 0, minor = 0, patch = 0;
+  zmq_version(&major, &minor, &patch);
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+}
+
+bool zeromq_has_curve() {
+  return zmq_has("curve") != 0;
+}
+
 void apply_common_options(zmq::socket_t& socket) {
   socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxMessageBytes));
   socket.set(zmq::sockopt::linger, 0);

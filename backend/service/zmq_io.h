@@ -15,6 +15,11 @@
 
 namespace mugv::protocol {
 
+// The ZeroMQ library this process runs with: its version ("4.3.4"), and whether it was built with CURVE
+// (libsodium), without which a tcp:// server cannot encrypt or authenticate (curve_keys.h).
+std::string zeromq_version();
+bool zeromq_has_curve();
+
 struct Incoming {
   std::vector<std::string> envelope;  // identity frames (ROUTER sockets), empty otherwise
   // The connection's "User-Id" as the ZAP handler set it (zap_handler.h); empty where no ZAP handler was

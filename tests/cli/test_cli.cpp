@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
 
 using namespace mugv;
 using mugv::test::TempDir;
@@ -115,6 +116,53 @@ TEST_CASE("mugv presets lists the installed presets and the user's in name order
   const auto bad = run_mugv("presets ../keys", home.path());
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.err, Catch::Contains("../keys"));
+}
+
+TEST_CASE("mugv doctor reports this machine and fails on a data folder or catalog it cannot use", "[cli]") {
+  TempDir home;
+  auto checks_of = [](const test::CliResult& r) {
+    INFO(r.err);
+    std::map<std::string, nlohmann::json> by_name;
+    const auto report = nlohmann::json::parse(r.out);
+    for (const auto& c : report["checks"]) by_name[c["check"].get<std::string>()] = c;
+    return by_name;
+  };
+  const auto healthy = run_mugv("doctor --json", home.path());
+  REQUIRE(healthy.exit_code == 0);
+  auto checks = checks_of(healthy);
+  CHECK(checks["home"]["status"] == "ok");
+  CHECK_THAT(checks["home"]["detail"].get<std::string>(), Catch::Contains(home.path().string()));
+  CHECK(checks["catalog"]["status"] == "ok");
+  // The encoders every export format needs, and CURVE: what `make test` installs.
+  CHECK(checks["ffmpeg"]["status"] == "ok");
+  CHECK_THAT(checks["ffmpeg"]["detail"].get<std::string>(), Catch::Contains("mp4 (libx264)"));
+  CHECK(checks["zeromq"]["status"] == "ok");
+  if (checks.count("cpu")) {  // a build with LibTorch
+    CHECK_THAT(checks["cpu"]["detail"].get<std::string>(), Catch::Contains("GFLOP/s"));
+    // The BLAS it names is the one Debian's libblas.so.3 resolves to, and the reference one is a warning.
+    std::error_code ec;
+    const fs::path blas = fs::canonical("/usr/lib/x86_64-linux-gnu/libblas.so.3", ec);
+    if (!ec) {
+      CHECK_THAT(checks["blas"]["detail"].get<std::string>(), Catch::Contains(blas.string()));
+      const bool openblas = blas.string().find("openblas") != std::string::npos;
+      CHECK(checks["blas"]["status"] == (openblas ? "ok" : "warn"));
+    }
+  }
+
+  // A data folder that is a file, and a catalog that is not SQLite: failures naming them, exit 1.
+  mugv::test::write_bytes(home / "not-a-folder", "x");
+  auto no_home = test::run_mugv_cli("doctor --json", home.path(), home / "not-a-folder");
+  REQUIRE(no_home);
+  CHECK(no_home->exit_code == 1);
+  checks = checks_of(*no_home);
+  CHECK(checks["home"]["status"] == "fail");
+  CHECK_THAT(checks["home"]["detail"].get<std::string>(), Catch::Contains("not-a-folder"));
+  CHECK(checks["home"].contains("fix"));
+  mugv::test::write_bytes(home / "catalog.sqlite", std::string(4096, 'x'));
+  const auto broken = run_mugv("doctor", home.path());
+  CHECK(broken.exit_code == 1);
+  CHECK_THAT(broken.out, Catch::Contains("fail  catalog") && Catch::Contains("catalog.sqlite") &&
+                             Catch::Contains("fix: restore the catalog"));
 }
 
 TEST_CASE("make-dataset, import, list, show and probe work together", "[cli]") {

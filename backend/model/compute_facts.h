@@ -1,0 +1,25 @@
+#pragma once
+// What this build and machine compute with, for `mugv doctor`: the LibTorch version, whether it has CUDA
+// (and so NCCL), the GPUs it sees, its thread count and measured GEMM rates. A header without LibTorch, so
+// commands that do not otherwise include it can report these (model/compute.cpp implements it).
+
+#include <string>
+#include <vector>
+
+namespace mugv {
+
+struct ComputeFacts {
+  std::string torch_version;  // "1.13.1"
+  bool cuda_built = false;    // this build runs CUDA kernels and NCCL collectives
+  int gpus_visible = 0;       // CUDA devices this process sees
+  std::vector<std::string>
+      gpus;         // "NVIDIA H200, 143771 MiB" each, from nvidia-smi (empty when it does not answer)
+  int threads = 0;  // LibTorch's intra-op threads
+  double cpu_fp32_gemm_flops = 0;  // measured, 1024³ at `threads`
+  double gpu_bf16_gemm_flops = 0;  // measured on the first GPU, 4096³; 0 without one
+};
+
+// Measures as it goes (about a second on a CPU, two with a GPU).
+[[nodiscard]] ComputeFacts measure_compute_facts();
+
+}  // namespace mugv
