@@ -8,7 +8,9 @@
 #include "core/param_schema.h"
 #include "core/path_confinement.h"
 #include "core/paths.h"
+#include "core/process.h"
 #include "core/strings.h"
+#include "core/utf8.h"
 #include "service/server.h"
 
 #include <csignal>
@@ -161,6 +163,20 @@ void define(ParamRegistry& r) {
   r.add(attempts);
 }
 
+// `mugv doctor --json` (cmd_doctor.cpp) in a process of its own: its GEMM measurement and a GPU context must
+// not live in the server, whose workers train beside it. It exits 1 when a check fails, with its report.
+nlohmann::json check_machine() {
+  const ProcessResult r =
+      run_process({executable_path().string(), "doctor", "--json"}, std::chrono::seconds(120));
+  if (r.timed_out) throw Error(ErrorCode::timeout, "mugv doctor", "took more than 120 s");
+  try {
+    return nlohmann::json::parse(r.out);
+  } catch (const nlohmann::json::exception&) {
+    throw Error(ErrorCode::internal, "mugv doctor",
+                cat("exited ", r.exit_code, ": ", valid_utf8(trim(r.err))));
+  }
+}
+
 int run(const Invocation& inv) {
   const auto& v = inv.values;
   ServerOptions o;
@@ -182,6 +198,7 @@ int run(const Invocation& inv) {
   o.job_paths = job_paths;
   o.plan_shards = plan_shards;
   o.commands = job_commands();
+  o.check_machine = check_machine;
   ensure_private_dir(o.home);
   CancelToken stop = inv.cancel;
   g_stop = &stop;

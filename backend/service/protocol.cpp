@@ -43,6 +43,7 @@ constexpr std::pair<MessageType, const char*> kTypeNames[] = {
     {MessageType::list_models, "list_models"},
     {MessageType::list_presets, "list_presets"},
     {MessageType::list_commands, "list_commands"},
+    {MessageType::check_machine, "check_machine"},
     {MessageType::shutdown, "shutdown"},
     {MessageType::heartbeat, "heartbeat"},
     {MessageType::progress, "progress"},

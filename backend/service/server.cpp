@@ -742,6 +742,18 @@ struct Server::Impl {
     return routes;
   }
 
+  // The work of a request answered on the reply pool; nullopt for one answered on the server thread.
+  std::optional<ReplyPool::Work> deferred_work(const Message& m) {
+    if (const auto deferred = deferred_routes().find(m.type); deferred != deferred_routes().end())
+      return (*frames.*(deferred->second))(m);
+    if (m.type == MessageType::check_machine) {
+      if (!o.check_machine)
+        throw Error(ErrorCode::unsupported, to_string(m.type), "this server cannot check its machine");
+      return [check = o.check_machine] { return protocol::make_ok(check()); };
+    }
+    return std::nullopt;
+  }
+
   Message handle_request(const Message& m) {
     if (const auto route = request_routes().find(m.type); route != request_routes().end())
       return (this->*(route->second))(m);
@@ -905,8 +917,8 @@ struct Server::Impl {
       return;
     }
     try {
-      if (const auto deferred = deferred_routes().find(m.type); deferred != deferred_routes().end()) {
-        if (!heavy.submit(in.envelope, (*frames.*(deferred->second))(m)))
+      if (auto work = deferred_work(m)) {
+        if (!heavy.submit(in.envelope, std::move(*work)))
           throw Error(
               ErrorCode::conflict, to_string(m.type),
               cat("the server is busy with ", kMaxHeavyRequests, " such requests; ask again shortly"));

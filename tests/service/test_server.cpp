@@ -741,6 +741,24 @@ TEST_CASE(
   CHECK(lineage["stage"] == "dpo");
 }
 
+TEST_CASE("the real mugv serve checks its machine: mugv doctor's findings for its own home",
+          "[service][ipc]") {
+  TempDir home;
+  test::ServeProcess serve(home.path());
+  Client client(serve.endpoint(), 60000ms);
+  const nlohmann::json reply = client.request(MessageType::check_machine, nlohmann::json::object());
+  REQUIRE(reply["checks"].is_array());
+  std::map<std::string, nlohmann::json> checks;
+  for (const auto& c : reply["checks"]) checks[c["check"].get<std::string>()] = c;
+  REQUIRE(checks.count("home"));
+  CHECK(checks["home"]["status"] == "ok");
+  CHECK_THAT(checks["home"]["detail"].get<std::string>(), Catch::Contains(home.path().string()));
+  CHECK(checks.count("ffmpeg"));
+  CHECK(reply["failures"] == 0);
+  // The server goes on answering while the check runs on its reply pool, and after.
+  CHECK(client.request(MessageType::list_jobs, {{"limit", 1}})["jobs"].is_array());
+}
+
 TEST_CASE(
     "the real mugv serve describes the commands it runs as jobs, with the registry's bounds and defaults",
     "[service][ipc]") {

@@ -1,6 +1,7 @@
 // The studio, offscreen, against real servers while things happen to them: the Runs page's gallery of the
 // samples a run rendered while training (listed and played through the server), and a backend that dies —
 // the embedded one or a remote one killed like a crash — noticed within seconds, and brought back.
+#include "machine_check.h"
 #include "main_window.h"
 #include "service/client.h"
 #include "studio_app.h"
@@ -112,6 +113,26 @@ TEST_CASE(
   runs->runs()->selectRow(row_of(runs->runs(), "fresh"));
   CHECK(QTest::qWaitFor([&] { return runs->samples_run() == "fresh" && steps->count() == 0; }, 10000));
   CHECK(runs->sample_players().isEmpty());
+}
+
+TEST_CASE("Help's machine check shows the findings of mugv doctor on the server's machine", "[studio]") {
+  app();
+  test::TempDir home("mugv-studio-doctor");
+  MainWindow window(embedded_options(home));
+  window.show();
+  REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  MachineCheckDialog* dialog = window.check_machine();
+  REQUIRE(dialog);
+  CHECK(dialog->isVisible());
+  REQUIRE(QTest::qWaitFor([&] { return dialog->findings()->rowCount() > 0; }, 60000));
+  CHECK(dialog->summary().contains("0 failure(s)"));
+  QStringList checks;
+  for (int r = 0; r < dialog->findings()->rowCount(); ++r) checks << dialog->findings()->item(r, 1)->text();
+  CHECK(checks.contains("home"));
+  CHECK(checks.contains("ffmpeg"));
+  const int home_row = int(checks.indexOf("home"));
+  CHECK(dialog->findings()->item(home_row, 2)->text().contains(QString::fromStdString(home.path().string())));
+  dialog->close();
 }
 
 TEST_CASE("a killed embedded backend is reported within seconds and Restart backend brings the jobs back",

@@ -1,6 +1,7 @@
 #include "main_window.h"
 
 #include "core/error.h"
+#include "machine_check.h"
 #include "new_run_dialog.h"
 #include "remote_keys.h"
 
@@ -338,26 +339,29 @@ void MainWindow::build_menus() {
   });
 
   QMenu* help = menuBar()->addMenu("&Help");
+  connect(help->addAction("Check the server's machine…"), &QAction::triggered, this,
+          [this] { (void)check_machine(); });
   connect(help->addAction("About MUG-V Studio"), &QAction::triggered, this, &MainWindow::show_about);
 }
 
+MachineCheckDialog* MainWindow::check_machine() {
+  if (!machine_check_) machine_check_ = new MachineCheckDialog(link_, this);
+  machine_check_->show();
+  machine_check_->raise();
+  machine_check_->run();
+  return machine_check_;
+}
+
 void MainWindow::show_about() {
-  const auto& info = link_.server_info();
-  QString server =
-      link_.is_connected() ? QString::fromStdString(info.value("endpoint", "")) : QString("not connected");
-  QString torch = "reported by the server: unknown", devices = "unknown";
-  if (info.contains("versions")) {
-    torch = QString::fromStdString(info["versions"].value("libtorch", "unknown"));
-    QStringList list;
-    for (const auto& d : info["versions"].value("devices", nlohmann::json::array()))
-      list << QString::fromStdString(d.get<std::string>());
-    devices = list.join(", ");
-  }
-  QMessageBox::about(
-      this, "About MUG-V Studio",
-      QString("<b>MUG-V Studio %1</b><br>Qt %2<br>FFmpeg libavcodec %3<br>LibTorch: %4<br>Devices: "
-              "%5<br>Server: %6")
-          .arg(MUGV_VERSION, qVersion(), AV_STRINGIFY(LIBAVCODEC_VERSION), torch, devices, server));
+  const QString server =
+      link_.is_connected()
+          ? QString("%1 (mugv serve %2)")
+                .arg(link_.endpoint(), QString::fromStdString(link_.server_info().value("server", "?")))
+          : QString("not connected");
+  QMessageBox::about(this, "About MUG-V Studio",
+                     QString("<b>MUG-V Studio %1</b><br>Qt %2<br>FFmpeg libavcodec %3<br>Server: %4<br><br>"
+                             "Help &gt; Check the server's machine lists its LibTorch, BLAS, GPUs and more.")
+                         .arg(MUGV_VERSION, qVersion(), AV_STRINGIFY(LIBAVCODEC_VERSION), server));
 }
 
 void MainWindow::set_dark_theme(bool dark) {

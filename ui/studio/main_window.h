@@ -25,6 +25,8 @@
 
 namespace mugv::studio {
 
+class MachineCheckDialog;
+
 struct StudioOptions {
   QString server;  // empty: embedded
   QString
@@ -67,6 +69,8 @@ class MainWindow : public QMainWindow {
   // The notice shown while the backend is gone, and its restart button (hidden for a remote server).
   QWidget* backend_notice() const { return notice_; }
   QPushButton* restart_button() const { return restart_button_; }
+  // Help > Check the server's machine…: opens the dialog (made once) and asks the server.
+  MachineCheckDialog* check_machine();
 
  protected:
   void closeEvent(QCloseEvent* event) override;
@@ -95,6 +99,7 @@ class MainWindow : public QMainWindow {
   QLabel* notice_text_;
   QPushButton* restart_button_;
   QAction* restart_action_ = nullptr;
+  MachineCheckDialog* machine_check_ = nullptr;
   bool backend_exited_ = false;  // the embedded server is gone until restart_backend()
   bool starter_offered_ = false;
   QString pending_endpoint_, pending_key_;  // remembered once the connection succeeds
