@@ -226,33 +226,41 @@ std::vector<Finding> run_checks() {
 }
 
 int run(const Invocation& inv) {
-  const std::vector<Finding> findings = run_checks();
-  int warnings = 0, failures = 0;
-  for (const Finding& f : findings) {
-    warnings += f.status == Status::warn;
-    failures += f.status == Status::fail;
-  }
-  if (inv.json) {
-    nlohmann::json list = nlohmann::json::array();
-    for (const Finding& f : findings) {
-      nlohmann::json j = {{"check", f.check}, {"status", to_string(f.status)}, {"detail", f.detail}};
-      if (!f.fix.empty()) j["fix"] = f.fix;
-      list.push_back(std::move(j));
-    }
-    std::cout << nlohmann::json{{"checks", list}, {"warnings", warnings}, {"failures", failures}}.dump(2)
-              << "\n";
-  } else {
-    for (const Finding& f : findings) {
-      std::printf("%-5s %-8s %s\n", to_string(f.status), f.check.c_str(), f.detail.c_str());
-      if (!f.fix.empty() && f.status != Status::ok) std::printf("%-14s fix: %s\n", "", f.fix.c_str());
-    }
-    std::printf("%d warning%s, %d failure%s\n", warnings, warnings == 1 ? "" : "s", failures,
-                failures == 1 ? "" : "s");
-  }
-  return failures > 0 ? 1 : 0;
+  const nlohmann::json report = doctor_report();
+  if (inv.json)
+    std::cout << report.dump(2) << "\n";
+  else
+    print_doctor_report(report);
+  return report.value("failures", 0) > 0 ? 1 : 0;
 }
 
 }  // namespace
+
+nlohmann::json doctor_report() {
+  const std::vector<Finding> findings = run_checks();
+  int warnings = 0, failures = 0;
+  nlohmann::json checks = nlohmann::json::array();
+  for (const Finding& f : findings) {
+    warnings += f.status == Status::warn;
+    failures += f.status == Status::fail;
+    nlohmann::json j = {{"check", f.check}, {"status", to_string(f.status)}, {"detail", f.detail}};
+    if (!f.fix.empty()) j["fix"] = f.fix;
+    checks.push_back(std::move(j));
+  }
+  return {{"checks", checks}, {"warnings", warnings}, {"failures", failures}};
+}
+
+void print_doctor_report(const nlohmann::json& report) {
+  for (const auto& c : report.value("checks", nlohmann::json::array())) {
+    const std::string status = c.value("status", ""), fix = c.value("fix", "");
+    std::printf("%-5s %-8s %s\n", status.c_str(), c.value("check", "").c_str(),
+                c.value("detail", "").c_str());
+    if (!fix.empty() && status != "ok") std::printf("%-14s fix: %s\n", "", fix.c_str());
+  }
+  const int warnings = report.value("warnings", 0), failures = report.value("failures", 0);
+  std::printf("%d warning%s, %d failure%s\n", warnings, warnings == 1 ? "" : "s", failures,
+              failures == 1 ? "" : "s");
+}
 
 Command doctor_command() {
   Command c;

@@ -123,6 +123,10 @@ Command presets_command();
 // The presets listing (core/presets.h to_json records, kinds together) as `mugv presets` prints it; the
 // remote `presets` prints a server's with it.
 void print_presets(const nlohmann::json& presets);
+// `mugv doctor`'s findings ({"checks": [{"check", "status", "detail", "fix"?}], "warnings", "failures"}):
+// what `mugv doctor --json` prints and a server's check_machine answers; and their text form.
+nlohmann::json doctor_report();
+void print_doctor_report(const nlohmann::json& report);
 
 #ifdef MUGV_WITH_TORCH
 // Commands that need LibTorch (files cmd_torch_*.cpp, built only with MUGV_WITH_TORCH).

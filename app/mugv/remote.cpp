@@ -35,6 +35,7 @@ const char* kRemoteUsage =
     "after\n"
     "  clusters [--json]                       the server's cluster profiles\n"
     "  presets [KIND] [--json]                 the presets the server's jobs use (its own and its users')\n"
+    "  doctor [--json]                         mugv doctor on the server's machine (exit 1 on a failure)\n"
     "  jobs [--state S] [--json]               the queue and recent jobs\n"
     "  show ID [--json]                        one job with its events\n"
     "  watch ID                                live progress, metrics and logs until the job ends\n"
@@ -237,6 +238,14 @@ int dispatch(Client& client, const std::vector<std::string>& args) {
       print_presets(reply["presets"]);
     return 0;
   }
+  if (verb == "doctor") {
+    const auto reply = client.request(MessageType::check_machine);
+    if (json)
+      std::cout << reply.dump(2) << "\n";
+    else
+      print_doctor_report(reply);
+    return reply.value("failures", 0) > 0 ? 1 : 0;
+  }
   if (verb == "submit") {
     std::vector<std::string> rest(args.begin() + 1, args.end());
     JobSubmission submission;
@@ -386,7 +395,9 @@ int run_remote(const std::string& endpoint, const std::vector<std::string>& argu
       std::cout << kRemoteUsage;
       return args.empty() ? 2 : 0;
     }
-    Client client(endpoint, std::chrono::milliseconds(5000), curve_credentials(endpoint, key_options));
+    // The machine check measures for seconds on a server whose workers may be busy.
+    const auto timeout = std::chrono::milliseconds(args[0] == "doctor" ? 120000 : 5000);
+    Client client(endpoint, timeout, curve_credentials(endpoint, key_options));
     return dispatch(client, args);
   } catch (const Error& e) {
     std::cerr << "mugv --server " << endpoint << (args.empty() ? "" : " " + args[0]) << ": " << e.what()

@@ -757,6 +757,12 @@ TEST_CASE("the real mugv serve checks its machine: mugv doctor's findings for it
   CHECK(reply["failures"] == 0);
   // The server goes on answering while the check runs on its reply pool, and after.
   CHECK(client.request(MessageType::list_jobs, {{"limit", 1}})["jobs"].is_array());
+  // The same from the command line: `mugv --server EP doctor`.
+  const auto remote = test::run_mugv_cli("--server " + serve.endpoint() + " doctor", home.path());
+  REQUIRE(remote);
+  CHECK(remote->exit_code == 0);
+  CHECK_THAT(remote->out, Catch::Contains("ok    home") && Catch::Contains(home.path().string()) &&
+                              Catch::Contains("0 failures"));
 }
 
 TEST_CASE(
