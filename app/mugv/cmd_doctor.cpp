@@ -1,9 +1,9 @@
 // mugv doctor [--json]: checks what this machine gives MUG-V Studio, each finding with its fix: the data
-// folder (writable, room), the catalog (opens), FFmpeg (an encoder for every export format), ZeroMQ (CURVE
-// for tcp:// servers), Slurm's client programs, and in builds with LibTorch the BLAS it calls (Debian's
-// reference BLAS is ~13x slower than OpenBLAS, docs/DESIGN.md), its threads, GPUs and measured GEMM rates.
-// Exit 1 when a finding is a failure (the studio or training cannot work as it is), 0 otherwise; warnings
-// cost speed or a feature.
+// folder (writable, room), the catalog (opens; like any command, opening applies pending migrations), FFmpeg
+// (an encoder for every export format), ZeroMQ (CURVE for tcp:// servers), Slurm's client programs, and in
+// builds with LibTorch the BLAS it calls (Debian's reference BLAS is ~13x slower than OpenBLAS,
+// docs/DESIGN.md), its threads, GPUs and measured GEMM rates. Exit 1 when a finding is a failure (the studio
+// or training cannot work as it is), 0 otherwise; warnings cost speed or a feature.
 #include "command.h"
 
 #include "catalog/catalog.h"
@@ -117,8 +117,8 @@ Finding check_zeromq() {
   const std::string version = cat("ZeroMQ ", protocol::zeromq_version());
   if (!protocol::zeromq_has_curve())
     return {"zeromq", Status::warn,
-            cat(version, " without CURVE: a tcp:// server can be neither encrypted nor ",
-                "authenticated, so only ipc:// endpoints are offered"),
+            cat(version, " without CURVE: a tcp:// server, which always encrypts and authenticates with it, ",
+                "cannot start here (ipc:// endpoints work)"),
             "install a libzmq built with libsodium (Debian's libzmq5 is)"};
   return {"zeromq", Status::ok, cat(version, " with CURVE (encrypted, authenticated tcp:// servers)"), ""};
 }
@@ -134,8 +134,10 @@ Finding check_slurm() {
   if (absent.empty()) return {"slurm", Status::ok, cat("client programs ", joined(found, ", ")), ""};
   return {
       "slurm", Status::note,
-      cat("no ", joined(absent, ", "), " on PATH: runs go to this machine's workers, not to a Slurm cluster"),
-      "for cluster runs install the Slurm client (Debian: slurm-client) and its munge key"};
+      cat("no ", joined(absent, ", "),
+          " on PATH: the built-in cluster profile (this machine's Slurm) cannot submit; a profile with an ",
+          "ssh_host runs them on its login node"),
+      "for Slurm runs from this machine install the Slurm client (Debian: slurm-client) and its munge key"};
 }
 
 Finding check_models() {
