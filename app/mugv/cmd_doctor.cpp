@@ -186,13 +186,15 @@ Finding check_blas() {
           "install libopenblas0-openmp (Debian), which becomes libblas.so.3"};
 }
 
-std::vector<Finding> check_compute() {
-  const ComputeFacts f = measure_compute_facts();
+std::vector<Finding> check_compute(bool measure) {
+  const ComputeFacts f = measure_compute_facts(measure);
   std::vector<Finding> findings;
+  const std::string gemm = measure
+                               ? cat("fp32 GEMM ", one_decimal(f.cpu_fp32_gemm_flops / 1e9), " GFLOP/s on ")
+                               : std::string("GEMM not measured (--quick); ");
   findings.push_back(
       {"cpu", Status::ok,
-       cat("LibTorch ", f.torch_version, "; fp32 GEMM ", one_decimal(f.cpu_fp32_gemm_flops / 1e9),
-           " GFLOP/s on ", f.threads, " threads (training's default: every core)"),
+       cat("LibTorch ", f.torch_version, "; ", gemm, f.threads, " threads (training's default: every core)"),
        ""});
   if (!f.cuda_built) {
     findings.push_back(
@@ -205,21 +207,23 @@ std::vector<Finding> check_compute() {
     findings.push_back(
         {"gpu", Status::ok,
          cat(f.gpus_visible, " visible", f.gpus.empty() ? "" : " (" + joined(f.gpus, "; ") + ")",
-             ", NCCL built in; bf16 GEMM ", one_decimal(f.gpu_bf16_gemm_flops / 1e12),
-             " TFLOP/s on the first"),
+             ", NCCL built in",
+             measure ? cat("; bf16 GEMM ", one_decimal(f.gpu_bf16_gemm_flops / 1e12), " TFLOP/s on the first")
+                     : std::string()),
          ""});
   }
   return findings;
 }
 #endif
 
-std::vector<Finding> run_checks() {
+std::vector<Finding> run_checks(bool measure) {
   std::vector<Finding> findings = {check_home(),   check_catalog(), check_ffmpeg(),
                                    check_zeromq(), check_slurm(),   check_models()};
 #ifdef MUGV_WITH_TORCH
   findings.push_back(check_blas());
-  for (Finding& f : check_compute()) findings.push_back(std::move(f));
+  for (Finding& f : check_compute(measure)) findings.push_back(std::move(f));
 #else
+  (void)measure;
   findings.push_back({"compute", Status::note,
                       "this build has no LibTorch: curation and the studio, no training",
                       "build with LibTorch (scripts/install-deps.sh installs Debian's libtorch-dev)"});
@@ -228,7 +232,7 @@ std::vector<Finding> run_checks() {
 }
 
 int run(const Invocation& inv) {
-  const nlohmann::json report = doctor_report();
+  const nlohmann::json report = doctor_report(!inv.values.get_bool("doctor.quick"));
   if (inv.json)
     std::cout << report.dump(2) << "\n";
   else
@@ -238,8 +242,8 @@ int run(const Invocation& inv) {
 
 }  // namespace
 
-nlohmann::json doctor_report() {
-  const std::vector<Finding> findings = run_checks();
+nlohmann::json doctor_report(bool measure) {
+  const std::vector<Finding> findings = run_checks(measure);
   int warnings = 0, failures = 0;
   nlohmann::json checks = nlohmann::json::array();
   for (const Finding& f : findings) {
@@ -268,7 +272,11 @@ Command doctor_command() {
   Command c;
   c.words = {"doctor"};
   c.summary = "check this machine for MUG-V Studio: data folder, catalog, FFmpeg, ZeroMQ, Slurm, BLAS, GPUs";
-  c.usage = "[--json]";
+  c.usage = "[--quick] [--json]";
+  c.define = [](ParamRegistry& r) {
+    r.add(param("doctor.quick", "--quick", ParamType::boolean, false,
+                "skip the GEMM measurements (what the studio asks when it connects)", "doctor"));
+  };
   c.run = run;
   return c;
 }

@@ -165,9 +165,10 @@ void define(ParamRegistry& r) {
 
 // `mugv doctor --json` (cmd_doctor.cpp) in a process of its own: its GEMM measurement and a GPU context must
 // not live in the server, whose workers train beside it. It exits 1 when a check fails, with its report.
-nlohmann::json check_machine() {
-  const ProcessResult r =
-      run_process({executable_path().string(), "doctor", "--json"}, std::chrono::seconds(120));
+nlohmann::json check_machine(bool quick) {
+  std::vector<std::string> argv = {executable_path().string(), "doctor", "--json"};
+  if (quick) argv.push_back("--quick");
+  const ProcessResult r = run_process(argv, std::chrono::seconds(120));
   if (r.timed_out) throw Error(ErrorCode::timeout, "mugv doctor", "took more than 120 s");
   try {
     return nlohmann::json::parse(r.out);

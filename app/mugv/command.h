@@ -125,7 +125,8 @@ Command presets_command();
 void print_presets(const nlohmann::json& presets);
 // `mugv doctor`'s findings ({"checks": [{"check", "status", "detail", "fix"?}], "warnings", "failures"}):
 // what `mugv doctor --json` prints and a server's check_machine answers; and their text form.
-nlohmann::json doctor_report();
+// `measure`: time the GEMMs (a second or two); without it the report is read from the build and machine only.
+nlohmann::json doctor_report(bool measure = true);
 void print_doctor_report(const nlohmann::json& report);
 
 #ifdef MUGV_WITH_TORCH

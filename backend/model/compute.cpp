@@ -219,7 +219,7 @@ double measure_gemm_flops(int64_t n, int repeats, torch::ScalarType dtype, const
   return best;
 }
 
-ComputeFacts measure_compute_facts() {
+ComputeFacts measure_compute_facts(bool measure) {
   ComputeFacts facts;
   facts.torch_version = TORCH_VERSION;
 #ifdef MUGV_HAVE_CUDA
@@ -240,6 +240,7 @@ ComputeFacts measure_compute_facts() {
   // At the thread count training takes by default (train --threads 0: every core), not LibTorch's default
   // (physical cores: one on a two-vCPU machine with SMT).
   facts.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (!measure) return facts;
   const int previous = torch::get_num_threads();
   torch::set_num_threads(facts.threads);
   facts.cpu_fp32_gemm_flops = measure_gemm_flops(1024, 4);

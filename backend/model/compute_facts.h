@@ -19,7 +19,8 @@ struct ComputeFacts {
   double gpu_bf16_gemm_flops = 0;  // measured on the first GPU, 4096³; 0 without one
 };
 
-// Measures as it goes (about a second on a CPU, two with a GPU).
-[[nodiscard]] ComputeFacts measure_compute_facts();
+// Measures the GEMM rates when `measure` (about a second on a CPU, two with a GPU); without it they stay 0
+// and only what the build and driver say is read.
+[[nodiscard]] ComputeFacts measure_compute_facts(bool measure = true);
 
 }  // namespace mugv

@@ -35,9 +35,10 @@
 // ...]}]}: every command this server runs as a job with its parameters (core/param_schema.h: type, default,
 // bounds, choices, help), so a client's forms take their limits and defaults from the commands themselves.
 //
-// check_machine {} answers {"checks": [{"check", "status" (ok | note | warn | fail), "detail", "fix"?} ...],
-// "warnings", "failures"}: `mugv doctor` on the server's machine (data folder, catalog, FFmpeg, ZeroMQ,
-// Slurm, models, BLAS, GPUs, GEMM rates), which takes a few seconds.
+// check_machine {"quick" (default false: skip the GEMM measurements)} answers {"checks": [{"check", "status"
+// (ok | note | warn | fail), "detail", "fix"?} ...], "warnings", "failures"}: `mugv doctor` on the server's
+// machine (data folder, catalog, FFmpeg, ZeroMQ, Slurm, models, BLAS, GPUs, GEMM rates), which takes a few
+// seconds (about one with "quick").
 //
 // list_run_samples {"run", "limit" (steps, 1..10000, default 100)} answers {"run", "samples": [{"step",
 // "file", "size", "prompt", "seed", "width", "height", "frames", "fps"} ...]}: the videos the run rendered

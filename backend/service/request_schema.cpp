@@ -97,7 +97,7 @@ std::map<MessageType, MessageSchema> build() {
       {T::list_models, {}},
       {T::list_presets, {text("kind", false, 128)}},
       {T::list_commands, {}},
-      {T::check_machine, {}},
+      {T::check_machine, {opt("quick", F::boolean)}},
       {T::shutdown, {}},
       {T::heartbeat, {job_id(), ranged(opt("pid", F::integer), 1, {}), text("token", false, 128)}},
       {T::progress,

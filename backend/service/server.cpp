@@ -749,7 +749,9 @@ struct Server::Impl {
     if (m.type == MessageType::check_machine) {
       if (!o.check_machine)
         throw Error(ErrorCode::unsupported, to_string(m.type), "this server cannot check its machine");
-      return [check = o.check_machine] { return protocol::make_ok(check()); };
+      return [check = o.check_machine, quick = m.header.value("quick", false)] {
+        return protocol::make_ok(check(quick));
+      };
     }
     return std::nullopt;
   }

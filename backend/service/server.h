@@ -71,7 +71,8 @@ struct ServerOptions {
   // What `check_machine` answers: the findings of `mugv doctor` on this server's machine, where its jobs run
   // (the command layer runs them, in a process of their own). Called on the reply pool; may take seconds.
   // Empty: the request is refused as unsupported.
-  std::function<nlohmann::json()> check_machine;
+  // `quick`: skip its measurements.
+  std::function<nlohmann::json(bool quick)> check_machine;
   // How a job runs as a Slurm array ({"array": N} in its params); empty: arrays are refused.
   ShardPlanner plan_shards;
 };

@@ -751,7 +751,7 @@ TEST_CASE("the real mugv serve checks its machine: mugv doctor's findings for it
   std::map<std::string, nlohmann::json> checks;
   for (const auto& c : reply["checks"]) checks[c["check"].get<std::string>()] = c;
   REQUIRE(checks.count("home"));
-  CHECK(checks["home"]["status"] == "ok");
+  CHECK(checks["home"]["status"] != "fail");  // "warn" on a disk with under 10 GiB free
   CHECK_THAT(checks["home"]["detail"].get<std::string>(), Catch::Contains(home.path().string()));
   CHECK(checks.count("ffmpeg"));
   CHECK(reply["failures"] == 0);
@@ -761,7 +761,7 @@ TEST_CASE("the real mugv serve checks its machine: mugv doctor's findings for it
   const auto remote = test::run_mugv_cli("--server " + serve.endpoint() + " doctor", home.path());
   REQUIRE(remote);
   CHECK(remote->exit_code == 0);
-  CHECK_THAT(remote->out, Catch::Contains("ok    home") && Catch::Contains(home.path().string()) &&
+  CHECK_THAT(remote->out, Catch::Contains(" home ") && Catch::Contains(home.path().string()) &&
                               Catch::Contains("0 failures"));
 }
 

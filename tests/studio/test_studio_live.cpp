@@ -118,9 +118,19 @@ TEST_CASE(
 TEST_CASE("Help's machine check shows the findings of mugv doctor on the server's machine", "[studio]") {
   app();
   test::TempDir home("mugv-studio-doctor");
+  // A released-model folder with only a (broken) DiT file: the check warns that it is incomplete.
+  std::filesystem::create_directories(home / "models" / "half");
+  test::write_bytes(home / "models" / "half" / "dit.safetensors", "not weights");
   MainWindow window(embedded_options(home));
   window.show();
   REQUIRE(QTest::qWaitFor([&] { return window.link().is_connected(); }, 15000));
+  // The quick check made on connecting puts the warning in the status bar, its finding in the tooltip.
+  REQUIRE(QTest::qWaitFor([&] { return window.machine_warning()->isVisible(); }, 30000));
+  // (A machine short of disk space has a second warning, so the count is not checked.)
+  CHECK(window.machine_warning()->text().contains("warning"));
+  CHECK(window.machine_warning()->text().contains("0 failures"));
+  CHECK(window.machine_warning()->toolTip().contains("warn models"));
+  CHECK(window.machine_warning()->toolTip().contains("half"));
   MachineCheckDialog* dialog = window.check_machine();
   REQUIRE(dialog);
   CHECK(dialog->isVisible());
@@ -132,6 +142,10 @@ TEST_CASE("Help's machine check shows the findings of mugv doctor on the server'
   CHECK(checks.contains("ffmpeg"));
   const int home_row = int(checks.indexOf("home"));
   CHECK(dialog->findings()->item(home_row, 2)->text().contains(QString::fromStdString(home.path().string())));
+  const int models_row = int(checks.indexOf("models"));
+  REQUIRE(models_row >= 0);
+  CHECK(dialog->findings()->item(models_row, 0)->text() == "warn");
+  CHECK(dialog->findings()->item(models_row, 3)->text().contains("mugv model list"));
   dialog->close();
 }
 

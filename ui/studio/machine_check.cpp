@@ -8,6 +8,26 @@
 
 namespace mugv::studio {
 
+QString machine_check_notice(const nlohmann::json& report) {
+  const int warnings = report.value("warnings", 0), failures = report.value("failures", 0);
+  if (warnings == 0 && failures == 0) return {};
+  return QString("⚠ the server's machine: %1 warning%2, %3 failure%4")
+      .arg(warnings)
+      .arg(warnings == 1 ? "" : "s")
+      .arg(failures)
+      .arg(failures == 1 ? "" : "s");
+}
+
+QString machine_check_details(const nlohmann::json& report) {
+  QStringList lines;
+  for (const auto& c : report.value("checks", nlohmann::json::array())) {
+    const std::string status = c.value("status", "");
+    if (status == "warn" || status == "fail")
+      lines << QString::fromStdString(status + " " + c.value("check", "") + ": " + c.value("detail", ""));
+  }
+  return lines.join('\n');
+}
+
 MachineCheckDialog::MachineCheckDialog(BackendLink& link, QWidget* parent) : QDialog(parent), link_(link) {
   setWindowTitle("The server's machine");
   summary_ = new QLabel(this);

@@ -11,6 +11,11 @@
 
 namespace mugv::studio {
 
+// For a check_machine reply: "⚠ the server's machine: 1 warning, 0 failures" when it has any, else "".
+QString machine_check_notice(const nlohmann::json& report);
+// Its warnings and failures, one line each ("warn blas: the reference BLAS: …"), for a tooltip.
+QString machine_check_details(const nlohmann::json& report);
+
 class MachineCheckDialog : public QDialog {
  public:
   explicit MachineCheckDialog(BackendLink& link, QWidget* parent = nullptr);

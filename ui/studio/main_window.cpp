@@ -83,6 +83,14 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
   statusBar()->addWidget(connection_);
   statusBar()->addWidget(activity_, 1);
   statusBar()->addPermanentWidget(progress_);
+  // What the server's machine lacks (the reference BLAS, little room, no CURVE, a model folder missing a
+  // part) stays in view until the next connection; a click opens the full check.
+  machine_warning_ = new QPushButton(this);
+  machine_warning_->setFlat(true);
+  machine_warning_->setStyleSheet("color: #e08a00;");
+  machine_warning_->hide();
+  connect(machine_warning_, &QPushButton::clicked, this, [this] { (void)check_machine(); });
+  statusBar()->addPermanentWidget(machine_warning_);
 
   auto show_message = [this](const QString& text) { activity_->setText(text); };
   connect(datasets_, &DatasetsPage::message, this, show_message);
@@ -110,6 +118,13 @@ MainWindow::MainWindow(StudioOptions options) : options_(std::move(options)) {
     if (!pending_key_.isEmpty() && pending_endpoint_ == link_.endpoint())
       remember_server_key(pending_endpoint_, pending_key_);
     pending_key_.clear();
+    machine_warning_->hide();
+    link_.call(MessageType::check_machine, {{"quick", true}}, [this](const nlohmann::json& reply) {
+      const QString notice = machine_check_notice(reply);
+      machine_warning_->setText(notice);
+      machine_warning_->setToolTip(machine_check_details(reply) + "\n\nClick for the full check.");
+      machine_warning_->setVisible(!notice.isEmpty());
+    });
     if (options_.offer_starter && !starter_offered_) {
       starter_offered_ = true;
       link_.call(MessageType::list_datasets, {}, [this](const nlohmann::json& reply) {

@@ -71,6 +71,9 @@ class MainWindow : public QMainWindow {
   QPushButton* restart_button() const { return restart_button_; }
   // Help > Check the server's machine…: opens the dialog (made once) and asks the server.
   MachineCheckDialog* check_machine();
+  // The status bar's "⚠ the server's machine: …" button, shown when the quick check made at each connection
+  // found warnings or failures.
+  QPushButton* machine_warning() const { return machine_warning_; }
 
  protected:
   void closeEvent(QCloseEvent* event) override;
@@ -100,6 +103,7 @@ class MainWindow : public QMainWindow {
   QPushButton* restart_button_;
   QAction* restart_action_ = nullptr;
   MachineCheckDialog* machine_check_ = nullptr;
+  QPushButton* machine_warning_ = nullptr;
   bool backend_exited_ = false;  // the embedded server is gone until restart_backend()
   bool starter_offered_ = false;
   QString pending_endpoint_, pending_key_;  // remembered once the connection succeeds
