@@ -73,6 +73,26 @@ if(MUGV_WITH_TORCH)
                   LIBS sentencepiece sentencepiece_train)
 endif()
 
+# The fused CUDA kernels (backend/model/kernels) are built wherever nvcc is found, with a CPU LibTorch too
+# (CI compiles and links them, and tests that they fail cleanly without a GPU); the model runs them when
+# LibTorch has CUDA. The language is enabled here, at the top level, because every program that links the
+# model links them.
+option(MUGV_CUDA_KERNELS "Build the fused CUDA kernels when nvcc is found" ON)
+set(MUGV_CUDA_ARCHITECTURES "80-real;90" CACHE STRING
+    "GPU architectures of the fused CUDA kernels (CMake CUDA_ARCHITECTURES: A100 code, H100/H200 code + PTX)")
+set(MUGV_BUILD_CUDA_KERNELS OFF)
+if(MUGV_WITH_TORCH AND MUGV_CUDA_KERNELS AND NOT MUGV_SANITIZE)
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    enable_language(CUDA)
+    find_package(CUDAToolkit)
+    if(CUDAToolkit_FOUND)
+      set(MUGV_BUILD_CUDA_KERNELS ON)
+    endif()
+  endif()
+endif()
+
 if(MUGV_BUILD_TESTS)
   find_package(Catch2 2 REQUIRED)
   include(Catch)

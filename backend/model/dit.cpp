@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/strings.h"
 #include "model/compute.h"
+#include "model/fused_ops.h"
 #include "model/lora.h"
 
 #include <torch/version.h>
@@ -218,6 +219,10 @@ torch::Tensor rope_angles(const torch::Tensor& positions, int64_t head_dim, doub
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& angles) {
+  return fused_rope_applies(x, angles) ? fused_rope(x, angles) : apply_rope_reference(x, angles);
+}
+
+torch::Tensor apply_rope_reference(const torch::Tensor& x, const torch::Tensor& angles) {
   const int64_t head_dim = x.size(-1);
   const int64_t rotated = angles.size(-1);
   auto sizes = x.sizes().vec();

@@ -55,8 +55,10 @@ class LoraSet;  // model/lora.h
 // RoPE angles [..., N, 3·(head_dim/6)] for token positions [..., N, 3] (h, w, t), float.
 [[nodiscard]] torch::Tensor rope_angles(const torch::Tensor& positions, int64_t head_dim, double theta);
 // Rotates x [B, H, N, head_dim] by the angles [N, P] or [B, N, P] (pairs 2i, 2i+1 by angle i; pairs
-// beyond P unchanged).
+// beyond P unchanged): in one pass (model/fused_ops.h fused_rope) where that covers the inputs, else as
+// apply_rope_reference, the composition of LibTorch operations the fused form is checked against.
 [[nodiscard]] torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& angles);
+[[nodiscard]] torch::Tensor apply_rope_reference(const torch::Tensor& x, const torch::Tensor& angles);
 // Flow time t in [0, 1] is the DiT's timestep t·kDiTTimesteps, as in the release.
 constexpr double kDiTTimesteps = 1000.0;
 // Time positions of the release's RoPE table: frame indices are clamped to [0, kRopeTimePositions).

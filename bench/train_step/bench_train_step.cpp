@@ -5,11 +5,13 @@
 // video token). The text features are given (a frozen T5's output in MUG-V training), so only the DiT trains.
 //   bench_train_step [--preset small] [--depth N] [--latent 4x16x16] [--text-tokens 32] [--batch 4]
 //                    [--threads 2] [--steps 5] [--precision fp32|bf16] [--device cpu|cuda] [--gemm-size N]
-//                    [--lora rank=R,targets=...] [--offload blocks]
+//                    [--lora rank=R,targets=...] [--offload blocks] [--fused on|off]
 // --depth overrides the preset's block count (the 10B width with 4 blocks). --lora trains adapters on the
 // frozen model (model/lora.h) and the planner's estimate counts them (memory_model.h adapter_parameters).
 // --offload blocks (with --lora) swaps the frozen blocks in from host memory (model/block_offload.h), as
 // `mugv train --offload blocks` does; compare its step_s with the same command without it for the slowdown.
+// --fused off runs the reference LibTorch compositions where the fused operations would run
+// (model/fused_ops.h); compare with the default (on) for what they save.
 // Prints one JSON line: the step's time and rate, then forward_s / backward_s / optimizer_s from up to 3
 // more steps with the device synchronised between the parts, and optimizer_by_ops_s, the AdamW update as
 // LibTorch's op sequence (what the fused update saves); with the planner's estimates for the same step
@@ -19,6 +21,7 @@
 #include "model/compute.h"
 #include "model/config.h"
 #include "model/dit.h"
+#include "model/fused_ops.h"
 #include "model/lora.h"
 #include "model/run_models.h"
 #include "parallel/memory_model.h"
@@ -88,7 +91,7 @@ nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t l
 
 int main(int argc, char** argv) {
   std::string preset_name = "small", precision_name = "fp32", device_name = "cpu", lora_spec,
-              offload = "none";
+              offload = "none", fused = "on";
   int64_t lt = 4, lh = 16, lw = 16, text_tokens = 32, batch = 4, threads = 2, steps = 5, depth = 0,
           gemm_size = 0;
   try {
@@ -119,11 +122,15 @@ int main(int argc, char** argv) {
         lora_spec = v;
       else if (f == "--offload")
         offload = v;
+      else if (f == "--fused")
+        fused = v;
       else if (f == "--gemm-size")
         gemm_size = std::atol(v.c_str());
       else
         throw Error(ErrorCode::usage, f, "unknown flag");
     }
+    if (fused != "on" && fused != "off") throw Error(ErrorCode::usage, "--fused", "on or off");
+    set_fused_kernels(fused == "on");
     if (offload != "none" && offload != "blocks")
       throw Error(ErrorCode::usage, "--offload", "none or blocks");
     if (offload == "blocks" && lora_spec.empty())
@@ -233,6 +240,7 @@ int main(int argc, char** argv) {
                           {"parameters", dit_parameter_count(cfg)},
                           {"lora", lora ? to_string(*lora) : std::string()},
                           {"offload", offload},
+                          {"fused", fused == "on"},
                           {"trained_parameters", lora ? lora_parameters : dit_parameter_count(cfg)},
                           {"video_tokens", video_tokens},
                           {"text_tokens", text_tokens},

@@ -1232,6 +1232,21 @@ TEST_CASE("the Generate page takes its bounds and defaults from the server's gen
   CHECK(generate->frames()->minimum() == 1);
   CHECK(generate->size()->text() == "64x64");
   CHECK(generate->seed()->minimum() == 0);
+  // A form that waits for a model or a prompt says so as a muted hint; a wrong value is an error in red.
+  generate->prompt()->setText("");
+  CHECK(generate->problem()->text().startsWith("model:"));  // this home has no runs yet
+  CHECK_FALSE(generate->problem()->styleSheet().contains("#d33"));
+  GenerateForm form;
+  form.run = "r";
+  form.width = form.height = 64;
+  form.out = "out.mp4";
+  CHECK(awaiting_input(form));
+  CHECK(validate(form).rfind("prompt:", 0) == 0);
+  form.prompt = "a red ball";
+  CHECK(validate(form).empty());
+  form.width = 65;
+  CHECK_FALSE(awaiting_input(form));
+  CHECK(validate(form).rfind("size:", 0) == 0);
   // Taking a spec again (a reconnect) keeps what the user set; bounds still follow the spec.
   generate->steps()->setValue(7);
   ParamSpec steps;

@@ -76,7 +76,6 @@ GeneratePage::GeneratePage(BackendLink& link, QString home, QWidget* parent)
   export_->setToolTip("Write the result as mp4, webm, gif or PNG frames with its prompt and seed");
   export_->setEnabled(false);
   problem_ = new QLabel(this);
-  problem_->setStyleSheet("color: #d33;");
   preview_ = new FramePlayer(this);
   preview_->setToolTip("Live preview: the predicted clean video at each denoising step");
   player_ = new FramePlayer(this);
@@ -255,6 +254,8 @@ void GeneratePage::validate_form() {
   if (why.empty() && !specs_applied_)
     why = "the server has not described its generate command (it may run without LibTorch)";
   problem_->setText(QString::fromStdString(why));
+  // Red for a value that is wrong, the window's muted text for one not yet given.
+  problem_->setStyleSheet(awaiting_input(f) ? "color: #888;" : "color: #d33;");
   generate_->setEnabled(why.empty() && job_ == 0);
   cancel_->setEnabled(job_ != 0);
 }

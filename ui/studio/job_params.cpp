@@ -32,10 +32,22 @@ std::string released_model_label(const nlohmann::json& m) {
   return label + ")";
 }
 
+namespace {
+bool no_model(const GenerateForm& f) {
+  return f.run.empty() && f.model.empty();
+}
+bool no_prompt(const GenerateForm& f) {
+  return f.prompt.find_first_not_of(" \t\n") == std::string::npos;
+}
+}  // namespace
+
+bool awaiting_input(const GenerateForm& f) {
+  return no_model(f) || no_prompt(f);
+}
+
 std::string validate(const GenerateForm& f) {
-  if (f.run.empty() && f.model.empty()) return "model: choose a trained DiT run or a released model";
-  if (f.prompt.find_first_not_of(" \t\n") == std::string::npos)
-    return "prompt: write what the video should show";
+  if (no_model(f)) return "model: choose a trained DiT run or a released model";
+  if (no_prompt(f)) return "prompt: write what the video should show";
   if (f.width < 16 || f.height < 16 || f.width % 16 || f.height % 16)
     return "size: width and height must be multiples of 16";
   if (f.frames < 1) return "frames: at least 1";

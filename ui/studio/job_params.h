@@ -38,6 +38,9 @@ struct GenerateForm {
 // Empty when the form is valid, otherwise what is wrong with which field ("prompt: write what the video
 // shows").
 std::string validate(const GenerateForm& form);
+// Whether the form only waits for input (no model chosen yet, no prompt written): validate() still says
+// what is missing, but as a hint rather than an error.
+bool awaiting_input(const GenerateForm& form);
 JobRequest generate_job(const GenerateForm& form);
 
 struct TrainForm {

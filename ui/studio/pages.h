@@ -204,6 +204,8 @@ class GeneratePage : public QWidget {
   QCheckBox* seed_lock() const { return seed_lock_; }
   QSpinBox* frames() const { return frames_; }
   QLineEdit* size() const { return size_; }
+  // What the form lacks or gets wrong: a muted hint while it waits for input, red for a wrong value.
+  QLabel* problem() const { return problem_; }
   // Adapter files (LoRA) applied to the model: file, scale; "merge" folds them into the weights.
   QTableWidget* adapters() const { return adapters_; }
   void add_adapter(const QString& file, double scale = 1.0);

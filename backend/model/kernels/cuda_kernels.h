@@ -1,0 +1,23 @@
+// The fused CUDA kernels, behind a header that needs neither LibTorch nor the CUDA toolkit: the library
+// (cuda_kernels.cu) is built wherever CMake finds nvcc, also on machines without a GPU (so CI compiles
+// and links it), and model/fused_ops.cpp calls it when LibTorch was built with CUDA.
+//
+// Every launcher returns nullptr on success, or the CUDA runtime's message for the failure (no device, no
+// driver, a bad launch); nothing here throws, and nothing here synchronises the device.
+#pragma once
+
+#include "model/kernels/rope_math.h"
+
+namespace mugv::kernels {
+
+enum class ElementType { float32, float16, bfloat16 };
+
+// The CUDA devices the runtime sees; 0 with *error set (when error is given) where it cannot be used.
+int cuda_device_count(const char** error);
+
+// out = x rotated by the tables (inverse: by the opposite angles), as rope_math.h describes; x, out, cos
+// and sin are device pointers, stream a cudaStream_t (nullptr: the legacy default stream).
+const char* rope_rotate_cuda(const void* x, void* out, const float* cos, const float* sin,
+                             const RopeShape& shape, ElementType type, bool inverse, void* stream);
+
+}  // namespace mugv::kernels
