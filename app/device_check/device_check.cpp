@@ -9,7 +9,7 @@
 //   golden_fp32    the released DiT's golden calls (../shared/data/golden, README there) on the device, fp32:
 //                  max abs error <= 1e-4 over the three calls. Skipped (ok, "skipped") without the data.
 //   golden_bf16    the same under bf16 autocast. Bound: 2^-6 (1.6e-2) of the largest |output|: bf16 keeps 8
-//                  significant bits (unit roundoff 2^-9), and each call passes ~10 rounded matmul/attention
+//                  significant bits (unit roundoff 2^-8), and each call passes ~10 rounded matmul/attention
 //                  stages in sequence, each adding its rounding to what came before.
 //   train          a tiny DiT on a synthetic latent cache (colour and motion words bound to latent structure)
 //                  for --steps steps on the device: the mean loss of the last tenth below 0.8 of the first's.
@@ -451,70 +451,77 @@ nlohmann::json check_adamw(const Settings&, torch::Device device) {
   return {{"ok", worst <= 1e-5}, {"path", AdamW::update_path(slots.back())}, {"max_relative_diff", worst}};
 }
 
-// The fused RoPE against apply_rope_reference on the device, forward and backward, with per-sample angles
-// (a TI2V batch) and x in the strided layout the attention hands over ([B, N, H, hd] memory seen as
-// [B, H, N, hd]). fp32: the two agree within 1e-5 of the largest |value| (the same products; fused
-// multiply-adds aside). bf16: both against a float64 truth computed from the same bf16 inputs; the fused form
-// rounds once, so its error is at most bf16's unit roundoff 2^-8 of the largest |value| (the reference
-// rounds cos, sin and every product and is reported beside it). Then both timed, forward + backward with
-// the device synchronised, in the precision training uses there (bf16 on CUDA, fp32 on the CPU).
-nlohmann::json check_fused_rope(const Settings&, torch::Device device) {
-  const bool cuda = device.is_cuda();
-  // The mugv-1b attention (16 heads of 72) at 2048 tokens on CUDA; a quarter of the heads and an eighth of
-  // the tokens on the CPU.
-  const int64_t batch = 2, heads = cuda ? 16 : 4, tokens = cuda ? 2048 : 256, head_dim = 72;
-  torch::manual_seed(5);
-  const auto on = torch::TensorOptions().device(device);
-  auto positions = torch::randint(0, 64, {batch, tokens, 3}, on.dtype(torch::kLong));
-  auto angles = rope_angles(positions, head_dim, 10000.0);
-  auto x = torch::randn({batch, tokens, heads, head_dim}, on).transpose(1, 2);
-  auto grad = torch::randn({batch, heads, tokens, head_dim}, on);
-  if (!fused_rope_applies(x, angles))
-    return {
-        {"ok", false},
-        {"error", cuda_kernels_built() ? "the fused RoPE does not cover the attention's inputs"
-                                       : "this build has no CUDA kernels (no nvcc found when configuring)"}};
-  nlohmann::json result{{"path", cuda ? "cuda kernel" : "cpu loop"}};
+// ---- fused operations ---------------------------------------------------------------------------------
+
+// Output, input gradient and (for a `weight`) the weight's gradient of `op`, from x and grad cast to `type`,
+// all as float64.
+struct Outcome {
+  torch::Tensor y, grad_x, grad_weight;
+};
+using Op = std::function<torch::Tensor(const torch::Tensor&)>;
+
+Outcome run_op(const Op& op, const torch::Tensor& x, const torch::Tensor& grad, torch::ScalarType type,
+               torch::Tensor weight) {
+  if (weight.defined()) weight.mutable_grad() = torch::Tensor();
+  auto input = x.to(type).detach().requires_grad_(true);
+  auto y = op(input);
+  y.backward(grad.to(type));
+  Outcome out{y.detach().to(torch::kFloat64), input.grad().to(torch::kFloat64), torch::Tensor()};
+  if (weight.defined()) out.grad_weight = weight.grad().to(torch::kFloat64).clone();
+  return out;
+}
+
+double largest_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+// A fused operation against its unfused reference on the device, forward and backward, from x in the strided
+// layout the attention hands over ([B, N, H, hd] memory seen as [B, H, N, hd]) and per-sample angles (a TI2V
+// batch). fp32: the two agree within 1e-5 of the largest |value| (1e-4 for a weight's gradient, a sum over
+// every row). bf16: output and input gradient against the reference in float64 from the same bf16 inputs; the
+// fused form computes in float and rounds once, so each value is within bf16's unit roundoff 2^-8 of the
+// truth, plus 1e-5 of the largest for the float arithmetic (the reference's own error is reported beside it:
+// it rounds every intermediate). Then both timed, forward + backward with the device synchronised, in the
+// precision training feeds them there (bf16 on CUDA, fp32 on the CPU).
+nlohmann::json compare_fused(const Op& fused, const Op& reference, const torch::Tensor& x,
+                             const torch::Tensor& grad, const torch::Tensor& weight, torch::Device device) {
+  nlohmann::json result{{"path", device.is_cuda() ? "cuda kernel" : "cpu loop"}};
   bool ok = true;
-  // Output and input gradient of one form, from x and grad in `type`.
-  auto run = [&](const std::function<torch::Tensor(const torch::Tensor&)>& rope, torch::ScalarType type) {
-    auto input = x.to(type).detach().requires_grad_(true);
-    auto y = rope(input);
-    y.backward(grad.to(type));
-    return std::pair{y.detach().to(torch::kFloat64), input.grad().to(torch::kFloat64)};
-  };
-  auto largest_diff = [](const torch::Tensor& a, const torch::Tensor& b) {
-    return (a - b).abs().max().item<double>();
-  };
   for (const auto type : {torch::kFloat32, torch::kBFloat16}) {
-    const auto [y_fused, g_fused] = run([&](const torch::Tensor& v) { return fused_rope(v, angles); }, type);
-    const auto [y_ref, g_ref] =
-        run([&](const torch::Tensor& v) { return apply_rope_reference(v, angles); }, type);
-    const auto angles64 = angles.to(torch::kFloat64);
-    const auto y_true = apply_rope_reference(x.to(type).to(torch::kFloat64), angles64);
-    const auto g_true = apply_rope_reference(grad.to(type).to(torch::kFloat64), -angles64);
-    const double scale = std::max(y_true.abs().max().item<double>(), g_true.abs().max().item<double>());
-    const std::string name = type == torch::kFloat32 ? "fp32" : "bf16";
+    const Outcome f = run_op(fused, x, grad, type, weight), r = run_op(reference, x, grad, type, weight);
+    const Outcome truth = run_op(reference, x.to(type), grad.to(type), torch::kFloat64, weight);
+    const double scale =
+        std::max(truth.y.abs().max().item<double>(), truth.grad_x.abs().max().item<double>());
     if (type == torch::kFloat32) {
-      const double diff = std::max(largest_diff(y_fused, y_ref), largest_diff(g_fused, g_ref));
-      result[name] = {{"max_diff_to_reference", diff}, {"bound", 1e-5 * scale}};
+      const double diff = std::max(largest_diff(f.y, r.y), largest_diff(f.grad_x, r.grad_x));
+      nlohmann::json line{{"max_diff_to_reference", diff}, {"bound", 1e-5 * scale}};
       ok = ok && diff <= 1e-5 * scale;
+      if (weight.defined()) {
+        const double weight_diff = largest_diff(f.grad_weight, r.grad_weight);
+        const double weight_bound = 1e-4 * r.grad_weight.abs().max().item<double>();
+        line["weight_grad_max_diff"] = weight_diff;
+        line["weight_grad_bound"] = weight_bound;
+        ok = ok && weight_diff <= weight_bound;
+      }
+      result["fp32"] = line;
     } else {
-      const double fused = std::max(largest_diff(y_fused, y_true), largest_diff(g_fused, g_true));
-      const double reference = std::max(largest_diff(y_ref, y_true), largest_diff(g_ref, g_true));
-      const double bound = std::ldexp(1.0, -8) * scale * (1 + 1e-6);
-      result[name] = {{"fused_max_error", fused}, {"reference_max_error", reference}, {"bound", bound}};
-      ok = ok && fused <= bound;
+      auto worst_excess = [&](const torch::Tensor& got, const torch::Tensor& t) {
+        // how far past its own bound the worst value is (<= 0: every value within it)
+        return ((got - t).abs() - (std::ldexp(1.0, -8) * t.abs() + 1e-5 * scale)).max().item<double>();
+      };
+      const double excess = std::max(worst_excess(f.y, truth.y), worst_excess(f.grad_x, truth.grad_x));
+      result["bf16"] = {
+          {"fused_max_error", std::max(largest_diff(f.y, truth.y), largest_diff(f.grad_x, truth.grad_x))},
+          {"reference_max_error", std::max(largest_diff(r.y, truth.y), largest_diff(r.grad_x, truth.grad_x))},
+          {"worst_excess_over_bound", excess}};
+      ok = ok && excess <= 0;
     }
   }
-  const auto type = cuda ? torch::kBFloat16 : torch::kFloat32;
-  auto time_ms = [&](const std::function<torch::Tensor(const torch::Tensor&)>& rope) {
+  const auto type = device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+  auto time_ms = [&](const Op& op) {
     const auto input = x.to(type).detach();
     const auto g = grad.to(type);
-    auto once = [&] {
-      auto v = input.detach().requires_grad_(true);
-      rope(v).backward(g);
-    };
+    auto once = [&] { op(input.detach().requires_grad_(true)).backward(g); };
     once();
     synchronize_device(device);
     const int repeats = 20;
@@ -523,16 +530,68 @@ nlohmann::json check_fused_rope(const Settings&, torch::Device device) {
     synchronize_device(device);
     return 1e3 * seconds_since(start) / repeats;
   };
-  const double fused_ms = time_ms([&](const torch::Tensor& v) { return fused_rope(v, angles); });
-  const double reference_ms =
-      time_ms([&](const torch::Tensor& v) { return apply_rope_reference(v, angles); });
+  const double fused_ms = time_ms(fused), reference_ms = time_ms(reference);
   result["timing"] = {{"precision", type == torch::kFloat32 ? "fp32" : "bf16"},
-                      {"shape", {batch, heads, tokens, head_dim}},
+                      {"shape", x.sizes().vec()},
                       {"fused_ms", fused_ms},
                       {"reference_ms", reference_ms},
                       {"speedup", reference_ms / fused_ms}};
   result["ok"] = ok;
   return result;
+}
+
+// The attention's queries at the mugv-1b shape (16 heads of 72, 2048 tokens, batch 2) on CUDA; a quarter of
+// the heads and an eighth of the tokens on the CPU. Angles from random positions, per sample.
+struct AttentionInputs {
+  torch::Tensor x, grad, angles;
+};
+AttentionInputs attention_inputs(torch::Device device) {
+  const bool cuda = device.is_cuda();
+  const int64_t batch = 2, heads = cuda ? 16 : 4, tokens = cuda ? 2048 : 256, head_dim = 72;
+  torch::manual_seed(5);
+  const auto on = torch::TensorOptions().device(device);
+  AttentionInputs in;
+  in.angles =
+      rope_angles(torch::randint(0, 64, {batch, tokens, 3}, on.dtype(torch::kLong)), head_dim, 10000.0);
+  in.x = (torch::randn({batch, tokens, heads, head_dim}, on) * 2.0).transpose(1, 2);
+  in.grad = torch::randn({batch, heads, tokens, head_dim}, on);
+  return in;
+}
+
+nlohmann::json no_fused_path() {
+  return {
+      {"ok", false},
+      {"error", cuda_kernels_built() ? "the fused operation does not cover the attention's inputs"
+                                     : "this build has no CUDA kernels (no nvcc found when configuring)"}};
+}
+
+// The fused RoPE (model/fused_ops.h fused_rope) against apply_rope_reference.
+nlohmann::json check_fused_rope(const Settings&, torch::Device device) {
+  const auto in = attention_inputs(device);
+  if (!fused_rope_applies(in.x, in.angles)) return no_fused_path();
+  return compare_fused([&](const torch::Tensor& v) { return fused_rope(v, in.angles); },
+                       [&](const torch::Tensor& v) { return apply_rope_reference(v, in.angles); }, in.x,
+                       in.grad, torch::Tensor(), device);
+}
+
+// The fused per-head RMSNorm + query multiplier + RoPE (fused_norm_rope) against the three steps, with a
+// trained-looking norm weight; its gradient is checked too.
+nlohmann::json check_fused_norm_rope(const Settings&, torch::Device device) {
+  const auto in = attention_inputs(device);
+  RMSNorm norm(in.x.size(3));
+  norm->to(device);
+  {
+    torch::NoGradGuard no_grad;
+    norm->weight.uniform_(0.5, 1.5);
+  }
+  if (!fused_norm_rope_applies(in.x, norm->weight, in.angles)) return no_fused_path();
+  const double multiplier = 0.8;
+  return compare_fused(
+      [&](const torch::Tensor& v) {
+        return fused_norm_rope(v, norm->weight, norm->eps(), multiplier, in.angles);
+      },
+      [&](const torch::Tensor& v) { return apply_rope_reference(norm(v) * multiplier, in.angles); }, in.x,
+      in.grad, norm->weight, device);
 }
 
 // ---- driver -------------------------------------------------------------------------------------------
@@ -589,6 +648,7 @@ int main(int argc, char** argv) {
       {"process_group", [&] { return check_process_group(s, device); }},
       {"adamw", [&] { return check_adamw(s, device); }},
       {"fused_rope", [&] { return check_fused_rope(s, device); }},
+      {"fused_norm_rope", [&] { return check_fused_norm_rope(s, device); }},
   };
   bool all_ok = true;
   for (const auto& [name, run] : checks) {

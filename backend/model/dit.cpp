@@ -77,6 +77,17 @@ torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& scale, const
   return pieces.size() == 1 ? pieces[0] : torch::cat(pieces, 1);
 }
 
+// A query's or key's per-head RMSNorm, multiplier and 3D RoPE: in one pass where fused_norm_rope covers
+// it (model/fused_ops.h), else as the three steps.
+torch::Tensor norm_and_rotate(const torch::Tensor& x, RMSNormImpl& norm, double multiplier,
+                              const torch::Tensor& angles) {
+  if (fused_norm_rope_applies(x, norm.weight, angles))
+    return fused_norm_rope(x, norm.weight, norm.eps(), multiplier, angles);
+  auto normed = norm.forward(x);
+  if (multiplier != 1.0) normed = normed * multiplier;
+  return apply_rope(normed, angles);
+}
+
 // The attention core recomputed in backward (selective recomputation): only q, k, v are kept, not the
 // [B, H, N, N] scores and probabilities.
 struct AttentionRecompute : public torch::autograd::Function<AttentionRecompute> {
@@ -357,15 +368,17 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x_in, const torch:
   const int64_t heads = qkv->weight.size(0) / (3 * head_dim_);  // this rank's heads
   auto qkv_heads =
       apply_linear(qkv, x, runtime).view({batch, tokens, 3, heads, head_dim_}).permute({2, 0, 3, 1, 4});
-  auto q = q_norm(qkv_heads[0]), k = k_norm(qkv_heads[1]), v = qkv_heads[2];
-  if (q_multiplier_ != 1.0) q = q * q_multiplier_;
+  auto q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];
   const bool ulysses = runtime.parallel && runtime.parallel->cp_size() > 1;
   if (ulysses) {  // [B, h, N/cp, hd] -> [B, h/cp, N, hd]: every token, fewer heads
+    // Before the norms: RMSNorm acts on each head of each token alone, so it commutes with the exchange,
+    // and norm, multiplier and RoPE then run as one fused pass.
     q = runtime.parallel->heads_to_sequence(q);
     k = runtime.parallel->heads_to_sequence(k);
     v = runtime.parallel->heads_to_sequence(v);
   }
-  auto out = attention_core(apply_rope(q, angles), apply_rope(k, angles), v, runtime);
+  auto out = attention_core(norm_and_rotate(q, *q_norm, q_multiplier_, angles),
+                            norm_and_rotate(k, *k_norm, 1.0, angles), v, runtime);
   if (ulysses) out = runtime.parallel->sequence_to_heads(out);
   return leave_tensor_parallel(out.transpose(1, 2).reshape({batch, tokens, heads * head_dim_}), proj,
                                runtime);

@@ -124,6 +124,87 @@ TEST_CASE("inputs the fused RoPE leaves to the reference", "[unit][model][fused]
   CHECK(torch::equal(apply_rope(x, angles), apply_rope_reference(x, angles)));
 }
 
+// The unfused query / key path of the attention: RMSNorm (with its weight), the multiplier, RoPE.
+torch::Tensor unfused_norm_rope(const torch::Tensor& x, const torch::Tensor& weight, double multiplier,
+                                const torch::Tensor& angles) {
+  auto xf = x.to(torch::kFloat64);
+  auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + 1e-6);
+  // The angles' float cos / sin tables, as the fused form uses them, in float64 arithmetic.
+  return apply_rope_reference(weight.to(torch::kFloat64) * normed * multiplier, angles);
+}
+
+TEST_CASE("fused RMSNorm and RoPE equal the three steps forward and backward", "[unit][model][fused]") {
+  const FusedSwitch on(true);
+  torch::manual_seed(25);
+  RMSNorm norm(12);
+  {
+    torch::NoGradGuard no_grad;
+    norm->weight.uniform_(0.5, 1.5);
+  }
+  const auto x = (torch::randn({2, 7, 3, 12}) * 3.0).transpose(1, 2);  // the attention's strided layout
+  const auto angles = random_angles({2, 7}, 5);                        // per sample; one pair passed through
+  const auto grad = torch::randn({2, 3, 7, 12});
+  REQUIRE(fused_norm_rope_applies(x, norm->weight, angles));
+  for (const double multiplier : {1.0, 0.7}) {
+    INFO("multiplier " << multiplier);
+    norm->weight.mutable_grad() = torch::Tensor();
+    const auto [y, gx] = forward_backward(
+        [&](const torch::Tensor& v) { return fused_norm_rope(v, norm->weight, 1e-6, multiplier, angles); }, x,
+        grad);
+    const auto gw = norm->weight.grad().clone();
+    norm->weight.mutable_grad() = torch::Tensor();
+    const auto [y_ref, gx_ref] = forward_backward(
+        [&](const torch::Tensor& v) { return apply_rope_reference(norm(v) * multiplier, angles); }, x, grad);
+    const auto gw_ref = norm->weight.grad().clone();
+    CHECK(y.is_contiguous());
+    CHECK(largest_diff(y, y_ref) <= 1e-5);
+    CHECK(largest_diff(gx, gx_ref) <= 1e-5);
+    CHECK(largest_diff(gw, gw_ref) <= 1e-4);
+    // float64: the row functions in double against the formula in double.
+    const auto x64 = x.to(torch::kFloat64);
+    CHECK(largest_diff(fused_norm_rope(x64, norm->weight, 1e-6, multiplier, angles),
+                       unfused_norm_rope(x64, norm->weight.detach(), multiplier, angles)) <= 1e-12);
+  }
+  // A frozen weight (LoRA, a frozen base) gets no gradient; x's is unchanged.
+  norm->weight.mutable_grad() = torch::Tensor();
+  norm->weight.set_requires_grad(false);
+  const auto [y, gx] = forward_backward(
+      [&](const torch::Tensor& v) { return fused_norm_rope(v, norm->weight, 1e-6, 1.0, angles); }, x, grad);
+  CHECK_FALSE(norm->weight.grad().defined());
+  const auto [y_ref, gx_ref] = forward_backward(
+      [&](const torch::Tensor& v) { return apply_rope_reference(norm(v), angles); }, x, grad);
+  CHECK(largest_diff(gx, gx_ref) <= 1e-5);
+  CHECK_FALSE(fused_norm_rope_applies(x, norm->weight.to(torch::kFloat64), angles));
+  CHECK_FALSE(fused_norm_rope_applies(x, torch::ones({10}), angles));
+}
+
+TEST_CASE("fused RMSNorm and RoPE in bf16 round once", "[unit][model][fused]") {
+  const FusedSwitch on(true);
+  torch::manual_seed(26);
+  const auto weight = torch::rand({24}) + 0.5;
+  const auto x = (torch::randn({2, 4, 9, 24}) * 2.0).to(torch::kBFloat16);
+  const auto grad = torch::randn({2, 4, 9, 24}).to(torch::kBFloat16);
+  const auto angles = random_angles({9}, 12);
+  const auto [y, gx] = forward_backward(
+      [&](const torch::Tensor& v) { return fused_norm_rope(v, weight, 1e-6, 0.9, angles); }, x, grad);
+  CHECK(y.scalar_type() == torch::kBFloat16);
+  CHECK(gx.scalar_type() == torch::kBFloat16);
+  // The truth in float64 from the same bf16 values: forward and input gradient via autograd.
+  auto x64 = x.to(torch::kFloat64).requires_grad_(true);
+  auto y_true = unfused_norm_rope(x64, weight, 0.9, angles);
+  y_true.backward(grad.to(torch::kFloat64));
+  const auto g_true = x64.grad();
+  // Arithmetic in float, then one rounding to bf16: within its unit roundoff 2^-8 of each value, plus the
+  // float arithmetic's own error (1e-5 of the largest value covers it with room).
+  const double u = std::ldexp(1.0, -8);
+  auto within = [&](const torch::Tensor& got, const torch::Tensor& truth) {
+    const auto t = truth.detach();
+    return ((got.to(torch::kFloat64) - t).abs() <= u * t.abs() + 1e-5 * t.abs().max()).all().item<bool>();
+  };
+  CHECK(within(y, y_true));
+  CHECK(within(gx, g_true));
+}
+
 TEST_CASE("a DiT trains the same with and without the fused operations", "[unit][model][fused]") {
   torch::manual_seed(24);
   DiT dit(test::micro_dit_config());
@@ -137,10 +218,10 @@ TEST_CASE("a DiT trains the same with and without the fused operations", "[unit]
   auto loss_and_grads = [&](bool fused) {
     const FusedSwitch with(fused);
     dit->zero_grad();
-    const int64_t calls = fused_rope_calls();
+    const int64_t calls = fused_norm_rope_calls();
     auto loss = dit->forward(x, t, text, mask, fps, cond, frames).square().mean();
     // q and k of each of the two blocks: the fused form ran where it was on, and only there.
-    CHECK(fused_rope_calls() - calls == (fused ? 4 : 0));
+    CHECK(fused_norm_rope_calls() - calls == (fused ? 4 : 0));
     loss.backward();
     std::vector<torch::Tensor> grads;
     for (const auto& p : dit->parameters())

@@ -9,6 +9,18 @@
 namespace mugv::kernels {
 namespace {
 
+// Enough blocks to fill any current GPU several times over; the kernels grid-stride over the rest.
+unsigned blocks_for(int64_t items, int threads) {
+  const int64_t wanted = (items + threads - 1) / threads;
+  return static_cast<unsigned>(wanted < 65536 ? wanted : 65536);
+}
+
+// nullptr when the launch was accepted, else the runtime's message.
+const char* launched() {
+  const cudaError_t status = cudaGetLastError();
+  return status == cudaSuccess ? nullptr : cudaGetErrorString(status);
+}
+
 __device__ inline float load(const float* p) { return *p; }
 __device__ inline float load(const __half* p) { return __half2float(*p); }
 __device__ inline float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
@@ -47,13 +59,59 @@ const char* launch_rope(const void* x, void* out, const float* cos, const float*
   const int64_t total = shape.rows() * (shape.head_dim / 2);
   if (total == 0) return nullptr;
   constexpr int threads = 256;
-  // Enough blocks to fill any current GPU several times over; the kernel strides over the rest.
-  const int64_t wanted = (total + threads - 1) / threads;
-  const unsigned blocks = static_cast<unsigned>(wanted < 65536 ? wanted : 65536);
-  rope_rotate_kernel<T><<<blocks, threads, 0, static_cast<cudaStream_t>(stream)>>>(
+  rope_rotate_kernel<T><<<blocks_for(total, threads), threads, 0, static_cast<cudaStream_t>(stream)>>>(
       static_cast<const T*>(x), static_cast<T*>(out), cos, sin, shape, inverse ? -1.0f : 1.0f);
-  const cudaError_t status = cudaGetLastError();
-  return status == cudaSuccess ? nullptr : cudaGetErrorString(status);
+  return launched();
+}
+
+// One thread per row (a head of a token): the row functions of norm_rope_math.h as the CPU loop runs them.
+// A row is at most a few hundred values, read from the cache after the first touch.
+template <class T>
+__global__ void norm_rope_forward_kernel(const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ weight,
+                                         float eps, float multiplier, const float* __restrict__ cos,
+                                         const float* __restrict__ sin, RopeShape shape) {
+  for (int64_t row = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; row < shape.rows();
+       row += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = rope_table_offset(shape, row);
+    norm_rope_forward_row<T, float>(x + rope_input_offset(shape, row), y + row * shape.head_dim, weight, eps,
+                                    multiplier, cos + t, sin + t, shape.head_dim, shape.pairs);
+  }
+}
+
+template <class T>
+__global__ void norm_rope_backward_kernel(const T* __restrict__ x, const T* __restrict__ grad, T* __restrict__ grad_x,
+                                          float* __restrict__ grad_weight_rows, const float* __restrict__ weight,
+                                          float eps, float multiplier, const float* __restrict__ cos,
+                                          const float* __restrict__ sin, RopeShape shape) {
+  for (int64_t row = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; row < shape.rows();
+       row += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = rope_table_offset(shape, row), offset = row * shape.head_dim;
+    norm_rope_backward_row<T, float>(x + rope_input_offset(shape, row), grad + offset, grad_x + offset,
+                                     grad_weight_rows ? grad_weight_rows + offset : nullptr, weight, eps,
+                                     multiplier, cos + t, sin + t, shape.head_dim, shape.pairs);
+  }
+}
+
+template <class T>
+const char* launch_norm_rope_forward(const void* x, void* y, const float* weight, float eps, float multiplier,
+                                     const float* cos, const float* sin, const RopeShape& shape, void* stream) {
+  if (shape.rows() == 0) return nullptr;
+  constexpr int threads = 128;
+  norm_rope_forward_kernel<T><<<blocks_for(shape.rows(), threads), threads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const T*>(x), static_cast<T*>(y), weight, eps, multiplier, cos, sin, shape);
+  return launched();
+}
+
+template <class T>
+const char* launch_norm_rope_backward(const void* x, const void* grad, void* grad_x, float* grad_weight_rows,
+                                      const float* weight, float eps, float multiplier, const float* cos,
+                                      const float* sin, const RopeShape& shape, void* stream) {
+  if (shape.rows() == 0) return nullptr;
+  constexpr int threads = 128;
+  norm_rope_backward_kernel<T><<<blocks_for(shape.rows(), threads), threads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const T*>(x), static_cast<const T*>(grad), static_cast<T*>(grad_x), grad_weight_rows, weight, eps,
+      multiplier, cos, sin, shape);
+  return launched();
 }
 
 }  // namespace
@@ -77,6 +135,41 @@ const char* rope_rotate_cuda(const void* x, void* out, const float* cos, const f
     case ElementType::bfloat16: return launch_rope<__nv_bfloat16>(x, out, cos, sin, shape, inverse, stream);
   }
   return "rope_rotate_cuda: unknown element type";
+}
+
+}  // namespace mugv::kernels
+
+namespace mugv::kernels {
+
+const char* norm_rope_forward_cuda(const void* x, void* y, const float* weight, float eps, float multiplier,
+                                   const float* cos, const float* sin, const RopeShape& shape, ElementType type,
+                                   void* stream) {
+  switch (type) {
+    case ElementType::float32:
+      return launch_norm_rope_forward<float>(x, y, weight, eps, multiplier, cos, sin, shape, stream);
+    case ElementType::float16:
+      return launch_norm_rope_forward<__half>(x, y, weight, eps, multiplier, cos, sin, shape, stream);
+    case ElementType::bfloat16:
+      return launch_norm_rope_forward<__nv_bfloat16>(x, y, weight, eps, multiplier, cos, sin, shape, stream);
+  }
+  return "norm_rope_forward_cuda: unknown element type";
+}
+
+const char* norm_rope_backward_cuda(const void* x, const void* grad, void* grad_x, float* grad_weight_rows,
+                                    const float* weight, float eps, float multiplier, const float* cos,
+                                    const float* sin, const RopeShape& shape, ElementType type, void* stream) {
+  switch (type) {
+    case ElementType::float32:
+      return launch_norm_rope_backward<float>(x, grad, grad_x, grad_weight_rows, weight, eps, multiplier, cos, sin,
+                                              shape, stream);
+    case ElementType::float16:
+      return launch_norm_rope_backward<__half>(x, grad, grad_x, grad_weight_rows, weight, eps, multiplier, cos, sin,
+                                               shape, stream);
+    case ElementType::bfloat16:
+      return launch_norm_rope_backward<__nv_bfloat16>(x, grad, grad_x, grad_weight_rows, weight, eps, multiplier,
+                                                      cos, sin, shape, stream);
+  }
+  return "norm_rope_backward_cuda: unknown element type";
 }
 
 }  // namespace mugv::kernels

@@ -6,6 +6,7 @@
 // driver, a bad launch); nothing here throws, and nothing here synchronises the device.
 #pragma once
 
+#include "model/kernels/norm_rope_math.h"
 #include "model/kernels/rope_math.h"
 
 namespace mugv::kernels {
@@ -19,5 +20,16 @@ int cuda_device_count(const char** error);
 // and sin are device pointers, stream a cudaStream_t (nullptr: the legacy default stream).
 const char* rope_rotate_cuda(const void* x, void* out, const float* cos, const float* sin,
                              const RopeShape& shape, ElementType type, bool inverse, void* stream);
+
+// y = rope(m·w ⊙ rmsnorm(x)) (norm_rope_math.h): x as `shape` describes (strided), y contiguous
+// [B, H, N, head_dim], weight float [head_dim], cos/sin as for rope_rotate_cuda.
+const char* norm_rope_forward_cuda(const void* x, void* y, const float* weight, float eps, float multiplier,
+                                   const float* cos, const float* sin, const RopeShape& shape,
+                                   ElementType type, void* stream);
+// Its backward: grad (contiguous [B, H, N, head_dim]) into grad_x (the same) and, unless nullptr, each row's
+// share of the weight's gradient into grad_weight_rows (float [rows, head_dim]).
+const char* norm_rope_backward_cuda(const void* x, const void* grad, void* grad_x, float* grad_weight_rows,
+                                    const float* weight, float eps, float multiplier, const float* cos,
+                                    const float* sin, const RopeShape& shape, ElementType type, void* stream);
 
 }  // namespace mugv::kernels
