@@ -132,6 +132,10 @@ if [ $bench = 1 ]; then
       --latent 8x32x32 --text-tokens 128 --batch 4 --steps 10
     bench train_step_10b_width 83000 train_step/bench_train_step --device cuda --precision bf16 --preset mugv-10b \
       --depth 4 --latent 8x32x64 --text-tokens 128 --batch 2 --steps 10
+    # The same 1B-width step with the unfused LibTorch ops for the attention's q/k norm and RoPE: what the fused
+    # kernels save (model/fused_ops.h).
+    bench train_step_1b_width_unfused 0 train_step/bench_train_step --device cuda --precision bf16 \
+      --preset mugv-1b --latent 8x32x32 --text-tokens 128 --batch 4 --steps 10 --fused off
     # LoRA on the 1B width (issue: fine-tuning), the base kept on the GPU and swapped in block by block: the
     # ratio of the two step times is the block-swap slowdown.
     bench train_step_1b_width_lora 0 train_step/bench_train_step --device cuda --precision bf16 --preset mugv-1b \
@@ -145,6 +149,8 @@ if [ $bench = 1 ]; then
   else
     bench train_step_tiny 0 train_step/bench_train_step --device cpu --precision fp32 --preset tiny --latent 5x8x8 \
       --text-tokens 32 --batch 4 --steps 2 --threads 2
+    bench train_step_tiny_unfused 0 train_step/bench_train_step --device cpu --precision fp32 --preset tiny \
+      --latent 5x8x8 --text-tokens 32 --batch 4 --steps 2 --threads 2 --fused off
     bench train_step_tiny_lora_swap 0 train_step/bench_train_step --device cpu --precision fp32 --preset tiny \
       --latent 5x8x8 --text-tokens 32 --batch 4 --steps 2 --threads 2 --lora rank=4,targets=attn,mlp --offload blocks
     bench sample_step_tiny 0 sample_step/bench_sample_step --device cpu --presets tiny --size 64x64 --frames 17 \

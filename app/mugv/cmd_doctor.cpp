@@ -186,6 +186,25 @@ Finding check_blas() {
           "install libopenblas0-openmp (Debian), which becomes libblas.so.3"};
 }
 
+// The fused operations of the attention's q/k path (model/fused_ops.h): on GPUs they save a dozen
+// memory-bound passes each way per block, so a CUDA build without their kernels is worth a warning.
+Finding check_fused(const ComputeFacts& f) {
+  const std::string what = "the attention's q/k RMSNorm and RoPE";
+  if (!f.fused_enabled)
+    return {"fused", Status::note,
+            cat("fused operations off (MUGV_FUSED_KERNELS=0): ", what, " run as unfused ops"),
+            "unset MUGV_FUSED_KERNELS for the fused ones"};
+  if (f.cuda_built && !f.cuda_kernels_built)
+    return {"fused", Status::warn,
+            cat("no fused CUDA kernels in this build (no nvcc when it was configured): on GPUs ", what,
+                " run as a dozen unfused ops each way"),
+            "install the CUDA toolkit (nvcc) and configure again (README, \"Building for a GPU machine\")"};
+  return {
+      "fused", Status::ok,
+      cat(what, " fused: ", f.cuda_kernels_built ? "CUDA kernels and CPU loops" : "CPU loops (no CUDA here)"),
+      ""};
+}
+
 std::vector<Finding> check_compute(bool measure) {
   const ComputeFacts f = measure_compute_facts(measure);
   std::vector<Finding> findings;
@@ -212,6 +231,7 @@ std::vector<Finding> check_compute(bool measure) {
                      : std::string()),
          ""});
   }
+  findings.push_back(check_fused(f));
   return findings;
 }
 #endif

@@ -1,6 +1,7 @@
 #include "model/compute.h"
 
 #include "model/compute_facts.h"
+#include "model/fused_ops.h"
 
 #include "core/error.h"
 #include "core/process.h"
@@ -225,6 +226,8 @@ ComputeFacts measure_compute_facts(bool measure) {
 #ifdef MUGV_HAVE_CUDA
   facts.cuda_built = true;
 #endif
+  facts.cuda_kernels_built = cuda_kernels_built();
+  facts.fused_enabled = fused_kernels_enabled();
   facts.gpus_visible = facts.cuda_built ? static_cast<int>(torch::cuda::device_count()) : 0;
   if (facts.gpus_visible > 0) {
     try {

@@ -16,7 +16,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <type_traits>
 
 namespace mugv {
 namespace {
@@ -44,10 +43,6 @@ kernels::RopeShape rope_shape(const torch::Tensor& x, const torch::Tensor& table
   s.per_sample = tables.dim() == 3;
   return s;
 }
-
-// Float accumulation, double for double elements.
-template <class T>
-using Accumulator = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 int64_t rows_grain(int64_t head_dim) {
   return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, head_dim));
@@ -80,7 +75,7 @@ void check_launch(const char* what, const char* error) {
 template <class T>
 void rope_rotate_cpu(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& cos_table,
                      const torch::Tensor& sin_table, const kernels::RopeShape& shape, bool inverse) {
-  using Acc = Accumulator<T>;
+  using Acc = typename kernels::Element<T>::acc;
   const T* in = x.data_ptr<T>();
   T* result = out.data_ptr<T>();
   const float* cos = cos_table.data_ptr<float>();
@@ -93,10 +88,10 @@ void rope_rotate_cpu(const torch::Tensor& x, torch::Tensor& out, const torch::Te
       const int64_t t = kernels::rope_table_offset(shape, row);
       for (int64_t i = 0; i < shape.pairs; ++i) {
         Acc a, b;
-        kernels::rope_rotate(static_cast<Acc>(r[2 * i]), static_cast<Acc>(r[2 * i + 1]),
+        kernels::rope_rotate(kernels::Element<T>::load(r[2 * i]), kernels::Element<T>::load(r[2 * i + 1]),
                              static_cast<Acc>(cos[t + i]), sign * static_cast<Acc>(sin[t + i]), a, b);
-        w[2 * i] = static_cast<T>(a);
-        w[2 * i + 1] = static_cast<T>(b);
+        w[2 * i] = kernels::Element<T>::store(a);
+        w[2 * i + 1] = kernels::Element<T>::store(b);
       }
       for (int64_t i = 2 * shape.pairs; i < shape.head_dim; ++i) w[i] = r[i];
     }
@@ -129,7 +124,7 @@ template <class T>
 void norm_rope_forward_cpu(const torch::Tensor& x, torch::Tensor& y, const torch::Tensor& weight,
                            const torch::Tensor& cos, const torch::Tensor& sin,
                            const kernels::RopeShape& shape, double eps, double multiplier) {
-  using Acc = Accumulator<T>;
+  using Acc = typename kernels::Element<T>::acc;
   const T* in = x.data_ptr<T>();
   T* out = y.data_ptr<T>();
   const float *w = weight.data_ptr<float>(), *c = cos.data_ptr<float>(), *s = sin.data_ptr<float>();
@@ -148,7 +143,7 @@ void norm_rope_backward_cpu(const torch::Tensor& x, const torch::Tensor& grad, t
                             float* grad_weight_rows, const torch::Tensor& weight, const torch::Tensor& cos,
                             const torch::Tensor& sin, const kernels::RopeShape& shape, double eps,
                             double multiplier) {
-  using Acc = Accumulator<T>;
+  using Acc = typename kernels::Element<T>::acc;
   const T *in = x.data_ptr<T>(), *g = grad.data_ptr<T>();
   T* gx = grad_x.data_ptr<T>();
   const float *w = weight.data_ptr<float>(), *c = cos.data_ptr<float>(), *s = sin.data_ptr<float>();

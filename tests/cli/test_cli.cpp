@@ -139,6 +139,8 @@ TEST_CASE("mugv doctor reports this machine and fails on a data folder or catalo
   CHECK(checks["zeromq"]["status"] == "ok");
   if (checks.count("cpu")) {  // a build with LibTorch
     CHECK_THAT(checks["cpu"]["detail"].get<std::string>(), Catch::Contains("GFLOP/s"));
+    CHECK(checks["fused"]["status"] == "ok");  // the CPU loops; the CUDA kernels where LibTorch has CUDA
+    CHECK_THAT(checks["fused"]["detail"].get<std::string>(), Catch::Contains("RoPE"));
     // The BLAS it names is the one Debian's libblas.so.3 resolves to, and the reference one is a warning.
     std::error_code ec;
     const fs::path blas = fs::canonical("/usr/lib/x86_64-linux-gnu/libblas.so.3", ec);

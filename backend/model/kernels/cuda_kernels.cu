@@ -7,6 +7,21 @@
 #include <cuda_runtime.h>
 
 namespace mugv::kernels {
+
+// The GPU's 16-bit types through the conversion intrinsics (see Element in host_device.h).
+template <>
+struct Element<__half> {
+  using acc = float;
+  __host__ __device__ static float load(__half v) { return __half2float(v); }
+  __host__ __device__ static __half store(float v) { return __float2half_rn(v); }
+};
+template <>
+struct Element<__nv_bfloat16> {
+  using acc = float;
+  __host__ __device__ static float load(__nv_bfloat16 v) { return __bfloat162float(v); }
+  __host__ __device__ static __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
+};
+
 namespace {
 
 // Enough blocks to fill any current GPU several times over; the kernels grid-stride over the rest.
@@ -21,12 +36,6 @@ const char* launched() {
   return status == cudaSuccess ? nullptr : cudaGetErrorString(status);
 }
 
-__device__ inline float load(const float* p) { return *p; }
-__device__ inline float load(const __half* p) { return __half2float(*p); }
-__device__ inline float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ inline void store(float* p, float v) { *p = v; }
-__device__ inline void store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ inline void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // One thread per pair (row, i), grid-striding: neighbouring threads touch neighbouring pairs of a row.
 template <class T>
@@ -39,16 +48,16 @@ __global__ void rope_rotate_kernel(const T* __restrict__ x, T* __restrict__ out,
     const int64_t row = index / half, pair = index % half;
     const T* in = x + rope_input_offset(shape, row) + 2 * pair;
     T* o = out + row * shape.head_dim + 2 * pair;
-    const float a = load(in), b = load(in + 1);
+    const float a = Element<T>::load(in[0]), b = Element<T>::load(in[1]);
     if (pair < shape.pairs) {
       const int64_t t = rope_table_offset(shape, row) + pair;
       float out_a, out_b;
       rope_rotate(a, b, cos[t], sign * sin[t], out_a, out_b);
-      store(o, out_a);
-      store(o + 1, out_b);
+      o[0] = Element<T>::store(out_a);
+      o[1] = Element<T>::store(out_b);
     } else {
-      store(o, a);
-      store(o + 1, b);
+      o[0] = in[0];
+      o[1] = in[1];
     }
   }
 }
@@ -73,7 +82,7 @@ __global__ void norm_rope_forward_kernel(const T* __restrict__ x, T* __restrict_
   for (int64_t row = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; row < shape.rows();
        row += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = rope_table_offset(shape, row);
-    norm_rope_forward_row<T, float>(x + rope_input_offset(shape, row), y + row * shape.head_dim, weight, eps,
+    norm_rope_forward_row<T>(x + rope_input_offset(shape, row), y + row * shape.head_dim, weight, eps,
                                     multiplier, cos + t, sin + t, shape.head_dim, shape.pairs);
   }
 }
@@ -86,7 +95,7 @@ __global__ void norm_rope_backward_kernel(const T* __restrict__ x, const T* __re
   for (int64_t row = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; row < shape.rows();
        row += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = rope_table_offset(shape, row), offset = row * shape.head_dim;
-    norm_rope_backward_row<T, float>(x + rope_input_offset(shape, row), grad + offset, grad_x + offset,
+    norm_rope_backward_row<T>(x + rope_input_offset(shape, row), grad + offset, grad_x + offset,
                                      grad_weight_rows ? grad_weight_rows + offset : nullptr, weight, eps,
                                      multiplier, cos + t, sin + t, shape.head_dim, shape.pairs);
   }

@@ -5,6 +5,7 @@
 #if !defined(__CUDA_ARCH__)
 #include <cmath>
 #endif
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define MUGV_HOST_DEVICE __host__ __device__
@@ -13,6 +14,18 @@
 #endif
 
 namespace mugv::kernels {
+
+// How the fused operations read and write an element type: arithmetic in `acc` (float, or double for
+// double elements), one rounding on the store. The CPU's element types (float, double, c10's BFloat16 and
+// Half) convert with static_cast; the CUDA file specialises it for __half and __nv_bfloat16 with the
+// conversion intrinsics, which stay available where a LibTorch build defines __CUDA_NO_HALF_CONVERSIONS__
+// and __CUDA_NO_BFLOAT16_CONVERSIONS__.
+template <class T>
+struct Element {
+  using acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  MUGV_HOST_DEVICE static acc load(T v) { return static_cast<acc>(v); }
+  MUGV_HOST_DEVICE static T store(acc v) { return static_cast<T>(v); }
+};
 
 // 1 / sqrt(v) as the same division on both sides (CUDA's sqrt overloads on the device, std::sqrt here).
 template <class T>
