@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 
@@ -260,6 +261,18 @@ TEST_CASE("the network thread follows a real server: job list, live events, back
   CHECK_FALSE(s.detail(id)->logs.empty());
   CHECK(s.events_seen() > 0);  // state / progress events arrived live, not only through polling
   CHECK(wakes > 0);
+  // The quick machine check of the connection came back with the server's findings (`mugv doctor --quick`).
+  deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline && !network.snapshot(0).machine_checked())
+    std::this_thread::sleep_for(50ms);
+  s = network.snapshot(0);
+  REQUIRE(s.machine_checked());
+  CHECK(s.machine_check_error().empty());
+  const auto& findings = s.machine_findings();
+  const auto catalog = std::find_if(findings.begin(), findings.end(),
+                                    [](const monitor::MachineFinding& f) { return f.check == "catalog"; });
+  REQUIRE(catalog != findings.end());
+  CHECK(catalog->status == "ok");
   network.stop();
 }
 

@@ -260,3 +260,39 @@ TEST_CASE("snapshots carry every row but only the selected job's detail, and the
   Message ok = protocol::make_ok({{"job", 1}});
   CHECK_FALSE(s.apply_event(ok));
 }
+
+TEST_CASE("the server's machine check keeps its findings and counts warnings and failures",
+          "[monitor][unit]") {
+  MonitorState s;
+  CHECK_FALSE(s.machine_checked());
+  CHECK(s.to_json()["machine"]["checked"] == false);
+  // A check_machine reply as the server sends it (protocol.h).
+  s.apply_machine_check({{"checks",
+                          {{{"check", "catalog"}, {"status", "ok"}, {"detail", "catalog.sqlite, schema 14"}},
+                           {{"check", "blas"},
+                            {"status", "warn"},
+                            {"detail", "the reference BLAS"},
+                            {"fix", "install libopenblas0-openmp"}},
+                           {{"check", "gpu"}, {"status", "note"}, {"detail", "CPUs only"}}}},
+                         {"warnings", 1},
+                         {"failures", 0}});
+  REQUIRE(s.machine_checked());
+  REQUIRE(s.machine_findings().size() == 3);
+  CHECK(s.machine_findings()[1].fix == "install libopenblas0-openmp");
+  CHECK(s.machine_count("warn") == 1);
+  CHECK(s.machine_count("fail") == 0);
+  // Snapshots carry it to the render thread, and the dump names each check's status.
+  const MonitorState snap = s.snapshot(0);
+  CHECK(snap.machine_count("warn") == 1);
+  const auto machine = s.to_json()["machine"];
+  CHECK(machine["warnings"] == 1);
+  CHECK(machine["checks"]["blas"] == "warn");
+  // A check that could not be made says why and forgets the old findings.
+  s.set_machine_check_error("no reply within 20000 ms");
+  CHECK(s.machine_checked());
+  CHECK(s.machine_findings().empty());
+  CHECK(s.to_json()["machine"]["error"] == "no reply within 20000 ms");
+  // A new check replaces the error.
+  s.apply_machine_check({{"checks", nlohmann::json::array()}, {"warnings", 0}, {"failures", 0}});
+  CHECK(s.machine_check_error().empty());
+}

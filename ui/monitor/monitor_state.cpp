@@ -237,7 +237,40 @@ MonitorState MonitorState::snapshot(int64_t selected) const {
   if (auto it = details_.find(selected); it != details_.end()) s.details_.insert(*it);
   s.events_seen_ = events_seen_;
   s.preview_serial_ = preview_serial_;
+  s.machine_checked_ = machine_checked_;
+  s.machine_findings_ = machine_findings_;
+  s.machine_check_error_ = machine_check_error_;
   return s;
+}
+
+void MonitorState::apply_machine_check(const nlohmann::json& reply) {
+  machine_findings_.clear();
+  for (const auto& c : reply.value("checks", nlohmann::json::array()))
+    machine_findings_.push_back(
+        {c.value("check", ""), c.value("status", ""), c.value("detail", ""), c.value("fix", "")});
+  machine_checked_ = true;
+  machine_check_error_.clear();
+}
+
+void MonitorState::set_machine_check_error(std::string message) {
+  machine_findings_.clear();
+  machine_checked_ = true;
+  machine_check_error_ = std::move(message);
+}
+
+int MonitorState::machine_count(const std::string& status) const {
+  return static_cast<int>(std::count_if(machine_findings_.begin(), machine_findings_.end(),
+                                        [&](const MachineFinding& f) { return f.status == status; }));
+}
+
+nlohmann::json MonitorState::machine_json() const {
+  nlohmann::json checks = nlohmann::json::object();
+  for (const MachineFinding& f : machine_findings_) checks[f.check] = f.status;
+  return {{"checked", machine_checked_},
+          {"warnings", machine_count("warn")},
+          {"failures", machine_count("fail")},
+          {"error", machine_check_error_},
+          {"checks", checks}};
 }
 
 nlohmann::json MonitorState::to_json() const {
@@ -263,6 +296,7 @@ nlohmann::json MonitorState::to_json() const {
           {"server_version", server_version_},
           {"message", connection_message_},
           {"events_seen", events_seen_},
+          {"machine", machine_json()},
           {"jobs", jobs}};
 }
 

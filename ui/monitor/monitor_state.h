@@ -11,6 +11,8 @@
 // - apply_event: one `event` message from the PUB socket (state, progress, metrics, log or preview);
 // - apply_stored_sample: a run_sample_frames reply, the newest sample the job's run rendered, shown as its
 //   preview until a live one comes (a finished training job still shows what it rendered).
+// - apply_machine_check: a check_machine reply, `mugv doctor`'s findings on the server's machine (or why
+//   the check could not be made).
 // Metric series only grow with the step (a metric already seen for step N is not added again), so a
 // backfill that overlaps live events does not plot a point twice. Logs and series are capped.
 //
@@ -75,6 +77,14 @@ struct JobDetail {
   int64_t preview_events = 0;
 };
 
+// One finding of the server's machine check (protocol check_machine).
+struct MachineFinding {
+  std::string check;
+  std::string status;  // ok | note | warn | fail
+  std::string detail;
+  std::string fix;
+};
+
 struct Limits {
   size_t max_points = 4000;  // per metric series; the oldest points are dropped
   size_t max_log_lines = 300;
@@ -95,6 +105,8 @@ class MonitorState {
   bool apply_event(const protocol::Message& event);
   // False when the reply holds no RGB24 frames, or the job already has a live preview (which is newer).
   bool apply_stored_sample(int64_t job, const protocol::Message& run_sample_frames_reply);
+  void apply_machine_check(const nlohmann::json& check_machine_reply);
+  void set_machine_check_error(std::string message);
 
   const std::string& endpoint() const { return endpoint_; }
   Connection connection() const { return connection_; }
@@ -105,6 +117,11 @@ class MonitorState {
   const JobRow* job(int64_t id) const;
   const JobDetail* detail(int64_t id) const;
   uint64_t events_seen() const { return events_seen_; }
+  // The server's machine: false until a check came back (or failed: machine_check_error says why).
+  bool machine_checked() const { return machine_checked_; }
+  const std::vector<MachineFinding>& machine_findings() const { return machine_findings_; }
+  int machine_count(const std::string& status) const;  // findings with that status
+  const std::string& machine_check_error() const { return machine_check_error_; }
 
   // A copy holding every row but only the detail of `selected` (what one frame draws).
   MonitorState snapshot(int64_t selected) const;
@@ -120,6 +137,7 @@ class MonitorState {
   // The RGB24 frames of a preview event or a frames reply (width, height, step in its header); null when it
   // holds none.
   std::shared_ptr<PreviewFrames> preview_frames(const protocol::Message& m);
+  nlohmann::json machine_json() const;
 
   Limits limits_;
   std::string endpoint_;
@@ -130,6 +148,9 @@ class MonitorState {
   std::map<int64_t, JobDetail> details_;
   uint64_t events_seen_ = 0;
   uint64_t preview_serial_ = 0;
+  bool machine_checked_ = false;
+  std::vector<MachineFinding> machine_findings_;
+  std::string machine_check_error_;
 };
 
 }  // namespace mugv::monitor

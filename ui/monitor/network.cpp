@@ -26,6 +26,8 @@ Network::~Network() {
 void Network::stop() {
   stop_ = true;
   if (thread_.joinable()) thread_.join();
+  // After the network thread: it is the one that starts machine checks.
+  if (machine_thread_.joinable()) machine_thread_.join();
 }
 
 void Network::connect(std::function<void()> wake) {
@@ -59,9 +61,30 @@ bool Network::open_connection_or_throw() {
   client_ = std::move(client);
   subscriber_ = std::move(subscriber);
   progress_fetched_.clear();
-  std::lock_guard<std::mutex> lock(mutex_);
-  state_.set_connected(version);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    state_.set_connected(version);
+  }
+  check_machine();
   return true;
+}
+
+void Network::check_machine() {
+  if (machine_check_running_.exchange(true)) return;
+  if (machine_thread_.joinable()) machine_thread_.join();  // the previous check, already finished
+  machine_thread_ = std::thread([this] {
+    try {
+      Client client(endpoint_, std::chrono::seconds(20), curve_);  // a quick check takes 1-3 s
+      const auto reply = client.request(MessageType::check_machine, {{"quick", true}});
+      std::lock_guard<std::mutex> lock(mutex_);
+      state_.apply_machine_check(reply);
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      state_.set_machine_check_error(e.what());
+    }
+    machine_check_running_ = false;
+    if (wake_) wake_();
+  });
 }
 
 void Network::drop_connection(const std::string& message) {

@@ -7,7 +7,9 @@
 // server is reported at once (Error naming the endpoint). After that the thread polls the job list every
 // second, drains events every 50 ms, backfills the selected job (stored metrics, progress, the log tail, and
 // for a training job without a live preview so far, the newest sample its run rendered) when the
-// selection or that job's state changes, and after a lost connection reconnects every two seconds.
+// selection or that job's state changes, and after a lost connection reconnects every two seconds. On each
+// connection a second thread asks the server for the quick form of its machine check (`mugv doctor --quick`
+// there, about a second: longer than a job poll may wait, so on its own client with a longer timeout).
 // `wake` is called (from the network thread) when something changed; the monitor passes
 // glfwPostEmptyEvent, which is safe to call from any thread.
 
@@ -60,6 +62,8 @@ class Network {
   // the run has none).
   void show_stored_sample(int64_t job, const std::string& run);
   std::string state_of(int64_t job) const;
+  // Starts the machine check's thread unless one still runs.
+  void check_machine();
   bool drain_events(std::chrono::milliseconds wait);
 
   std::string endpoint_;
@@ -74,6 +78,8 @@ class Network {
   std::atomic<int64_t> selected_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;
+  std::thread machine_thread_;
+  std::atomic<bool> machine_check_running_{false};
 };
 
 }  // namespace mugv::monitor

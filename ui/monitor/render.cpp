@@ -77,6 +77,30 @@ std::string duration(double s) {
   return buf;
 }
 
+// The server's machine check on the status line: its warnings and failures, each with its fix in the tooltip.
+void machine_line(const MonitorState& s) {
+  if (!s.machine_checked()) return;
+  ImGui::SameLine();
+  const int warnings = s.machine_count("warn"), failures = s.machine_count("fail");
+  if (!s.machine_check_error().empty())
+    ImGui::TextDisabled("   machine: not checked");
+  else if (warnings + failures == 0)
+    ImGui::TextDisabled("   machine: ok");
+  else
+    ImGui::TextColored(failures ? ImVec4(0.95f, 0.40f, 0.35f, 1) : ImVec4(0.95f, 0.65f, 0.20f, 1),
+                       "   machine: %d warning%s, %d failure%s", warnings, warnings == 1 ? "" : "s", failures,
+                       failures == 1 ? "" : "s");
+  if (!ImGui::IsItemHovered()) return;
+  ImGui::BeginTooltip();
+  if (!s.machine_check_error().empty()) ImGui::Text("the check failed: %s", s.machine_check_error().c_str());
+  for (const MachineFinding& f : s.machine_findings()) {
+    ImGui::Text("%-5s %-9s %s", f.status.c_str(), f.check.c_str(), f.detail.c_str());
+    if (!f.fix.empty() && (f.status == "warn" || f.status == "fail"))
+      ImGui::Text("                fix: %s", f.fix.c_str());
+  }
+  ImGui::EndTooltip();
+}
+
 void status_line(const MonitorState& s) {
   switch (s.connection()) {
     case Connection::connected:
@@ -93,6 +117,7 @@ void status_line(const MonitorState& s) {
   ImGui::Text("%s   server %s   protocol %d   %zu jobs   %" PRIu64 " events", s.endpoint().c_str(),
               s.server_version().empty() ? "?" : s.server_version().c_str(), protocol::kVersion,
               s.jobs().size(), s.events_seen());
+  machine_line(s);
   if (s.connection() == Connection::lost) ImGui::TextWrapped("%s", s.connection_message().c_str());
 }
 
