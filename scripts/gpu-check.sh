@@ -11,6 +11,8 @@
 # --device cpu: the same checks on the CPU with small sizes (CI runs this, so the script and the checks cannot rot).
 #   It builds only the check programs in --build-dir (default build/, the tree `make test` builds; its compute
 #   programs link only the compute layers) and configures the compute-only tree to prove the option set holds.
+# The fused kernels' checks (fused_rope, fused_norm_rope) run first: when they fail, a fused_off line says so
+# and every other check and benchmark runs with MUGV_FUSED_KERNELS=0, so one call still measures the rest.
 # Budgets on the GPU machine: build <= 5 min, checks <= 4 min; each step's seconds are in its line.
 # A machine without the toml++, libsodium or SentencePiece development files needs .device-deps/ beside the
 # tree: run scripts/device-deps.sh where they are installed and carry the folder (5 MB).
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
     --golden-dir) golden_dir="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --no-bench) bench=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -96,17 +98,34 @@ if [ "$device" = cuda ]; then
   # Deterministic cuBLAS for the resume check (the workspace setting cuBLAS documents for reproducibility).
   export CUBLAS_WORKSPACE_CONFIG=:4096:8
 fi
-start=$(now)
-"$bin/mugv-device-check" --device "$device" --golden-dir "$golden_dir" --steps "$steps" --work "$work" \
-  > "$work/checks.jsonl" 2>"$log"
-check_rc=$?
-cat "$work/checks.jsonl"
-while IFS= read -r line; do
-  case "$line" in *'"ok":false'*) failed+=("$(sed -n 's/.*"check":"\([a-z0-9_]*\)".*/\1/p' <<<"$line")") ;; esac
-done < "$work/checks.jsonl"
-if [ $check_rc -ne 0 ] && [ ${#failed[@]} -eq 0 ]; then
-  result device_check false "$(elapsed "$start")" "\"exit\":$check_rc,\"log\":$(json_string <"$log")"
+# device_check NAME ARGS...: runs mugv-device-check in its own folder, prints its lines and remembers the
+# checks that failed; a run that fails with no failing line (a crash) is reported as NAME.
+device_check() {
+  local name="$1"; shift
+  local start rc before=${#failed[@]}
+  start=$(now)
+  mkdir -p "$work/$name"
+  "$bin/mugv-device-check" --device "$device" --golden-dir "$golden_dir" --steps "$steps" --work "$work/$name" "$@" \
+    > "$work/$name.jsonl" 2>"$log"
+  rc=$?
+  cat "$work/$name.jsonl"
+  while IFS= read -r line; do
+    case "$line" in *'"ok":false'*) failed+=("$(sed -n 's/.*"check":"\([a-z0-9_]*\)".*/\1/p' <<<"$line")") ;; esac
+  done < "$work/$name.jsonl"
+  if [ $rc -ne 0 ] && [ ${#failed[@]} -eq "$before" ]; then
+    result "$name" false "$(elapsed "$start")" "\"exit\":$rc,\"log\":$(json_string <"$log")"
+  fi
+}
+# The fused kernels first: should they be wrong on this device, the other checks and the benchmarks run with
+# them off (MUGV_FUSED_KERNELS=0, said in a line), so one call still measures everything else.
+fused_checks=fused_rope,fused_norm_rope
+failed_before=${#failed[@]}
+device_check fused_checks --only "$fused_checks"
+if [ ${#failed[@]} -ne "$failed_before" ]; then
+  export MUGV_FUSED_KERNELS=0
+  printf '{"check":"fused_off","device":"%s","ok":true,"note":"the fused checks failed: the checks and benchmarks below run the unfused ops"}\n' "$device"
 fi
+device_check checks --skip "$fused_checks"
 
 # ---- speed ----------------------------------------------------------------------------------------------------
 # bench NAME TARGET-TOKENS-PER-S PROGRAM ARGS...: runs bench/PROGRAM, prints its line with the check's name and

@@ -4,6 +4,7 @@
 // check selected passed.
 //
 //   mugv-device-check [--device cpu|cuda] [--golden-dir DIR] [--steps N] [--work DIR] [--only a,b,...]
+//                     [--skip a,b,...]
 //
 // Checks (all by default):
 //   golden_fp32    the released DiT's golden calls (../shared/data/golden, README there) on the device, fp32:
@@ -79,7 +80,8 @@ struct Settings {
   fs::path golden_dir;
   fs::path work;
   int64_t steps = 60;
-  std::set<std::string> only;
+  std::set<std::string> only;  // empty: every check
+  std::set<std::string> skip;
 };
 
 double seconds_since(Clock::time_point start) {
@@ -558,17 +560,20 @@ AttentionInputs attention_inputs(torch::Device device) {
   return in;
 }
 
-nlohmann::json no_fused_path() {
-  return {
-      {"ok", false},
-      {"error", cuda_kernels_built() ? "the fused operation does not cover the attention's inputs"
-                                     : "this build has no CUDA kernels (no nvcc found when configuring)"}};
+// Why the fused form would not run here.
+nlohmann::json no_fused_path(torch::Device device) {
+  std::string why = "the fused operation does not cover the attention's inputs";
+  if (!fused_kernels_enabled())
+    why = "the fused operations are off (MUGV_FUSED_KERNELS=0)";
+  else if (device.is_cuda() && !cuda_kernels_built())
+    why = "this build has no CUDA kernels (no nvcc found when configuring)";
+  return {{"ok", false}, {"error", why}};
 }
 
 // The fused RoPE (model/fused_ops.h fused_rope) against apply_rope_reference.
 nlohmann::json check_fused_rope(const Settings&, torch::Device device) {
   const auto in = attention_inputs(device);
-  if (!fused_rope_applies(in.x, in.angles)) return no_fused_path();
+  if (!fused_rope_applies(in.x, in.angles)) return no_fused_path(device);
   return compare_fused([&](const torch::Tensor& v) { return fused_rope(v, in.angles); },
                        [&](const torch::Tensor& v) { return apply_rope_reference(v, in.angles); }, in.x,
                        in.grad, torch::Tensor(), device);
@@ -584,7 +589,7 @@ nlohmann::json check_fused_norm_rope(const Settings&, torch::Device device) {
     torch::NoGradGuard no_grad;
     norm->weight.uniform_(0.5, 1.5);
   }
-  if (!fused_norm_rope_applies(in.x, norm->weight, in.angles)) return no_fused_path();
+  if (!fused_norm_rope_applies(in.x, norm->weight, in.angles)) return no_fused_path(device);
   const double multiplier = 0.8;
   return compare_fused(
       [&](const torch::Tensor& v) {
@@ -612,8 +617,11 @@ Settings parse(int argc, char** argv) {
       s.steps = std::stoll(value);
     else if (flag == "--only")
       for (const auto& name : split(value, ',')) s.only.insert(trim(name));
+    else if (flag == "--skip")
+      for (const auto& name : split(value, ',')) s.skip.insert(trim(name));
     else
-      throw Error(ErrorCode::usage, flag, "unknown flag (--device, --golden-dir, --work, --steps, --only)");
+      throw Error(ErrorCode::usage, flag,
+                  "unknown flag (--device, --golden-dir, --work, --steps, --only, --skip)");
   }
   if (s.steps < 12) throw Error(ErrorCode::usage, "--steps", "at least 12 steps");
   return s;
@@ -652,7 +660,7 @@ int main(int argc, char** argv) {
   };
   bool all_ok = true;
   for (const auto& [name, run] : checks) {
-    if (!s.only.empty() && !s.only.count(name)) continue;
+    if ((!s.only.empty() && !s.only.count(name)) || s.skip.count(name)) continue;
     nlohmann::json line;
     const auto start = Clock::now();
     try {

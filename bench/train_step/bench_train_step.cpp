@@ -11,7 +11,7 @@
 // --offload blocks (with --lora) swaps the frozen blocks in from host memory (model/block_offload.h), as
 // `mugv train --offload blocks` does; compare its step_s with the same command without it for the slowdown.
 // --fused off runs the reference LibTorch compositions where the fused operations would run
-// (model/fused_ops.h); compare with the default (on) for what they save.
+// (model/fused_ops.h); compare with --fused on for what they save (default: on unless MUGV_FUSED_KERNELS=0).
 // Prints one JSON line: the step's time and rate, then forward_s / backward_s / optimizer_s from up to 3
 // more steps with the device synchronised between the parts, and optimizer_by_ops_s, the AdamW update as
 // LibTorch's op sequence (what the fused update saves); with the planner's estimates for the same step
@@ -91,7 +91,7 @@ nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t l
 
 int main(int argc, char** argv) {
   std::string preset_name = "small", precision_name = "fp32", device_name = "cpu", lora_spec,
-              offload = "none", fused = "on";
+              offload = "none", fused;
   int64_t lt = 4, lh = 16, lw = 16, text_tokens = 32, batch = 4, threads = 2, steps = 5, depth = 0,
           gemm_size = 0;
   try {
@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
       else
         throw Error(ErrorCode::usage, f, "unknown flag");
     }
+    if (fused.empty()) fused = fused_kernels_enabled() ? "on" : "off";  // MUGV_FUSED_KERNELS decides
     if (fused != "on" && fused != "off") throw Error(ErrorCode::usage, "--fused", "on or off");
     set_fused_kernels(fused == "on");
     if (offload != "none" && offload != "blocks")
