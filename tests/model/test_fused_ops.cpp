@@ -117,11 +117,18 @@ TEST_CASE("inputs the fused RoPE leaves to the reference", "[unit][model][fused]
   CHECK_FALSE(fused_rope_applies(x, random_angles({3, 5}, 6)));  // another batch
   CHECK_FALSE(fused_rope_applies(x.to(torch::kInt32), angles));
   CHECK_THROWS(fused_rope(x, angles.to(torch::kFloat64)));
-  // apply_rope takes the reference for them, and the fused form when switched off.
+  // apply_rope takes the fused form where it applies, the reference for the rest, and the reference for
+  // everything when switched off.
+  int64_t calls = fused_rope_calls();
+  CHECK(torch::equal(apply_rope(x, angles), fused_rope(x, angles)));
+  CHECK(fused_rope_calls() - calls == 2);
+  calls = fused_rope_calls();
   CHECK(largest_diff(apply_rope(x, angles.to(torch::kFloat64)), apply_rope_reference(x, angles)) <= 1e-6);
+  CHECK(fused_rope_calls() == calls);
   set_fused_kernels(false);
   CHECK_FALSE(fused_rope_applies(x, angles));
   CHECK(torch::equal(apply_rope(x, angles), apply_rope_reference(x, angles)));
+  CHECK(fused_rope_calls() == calls);
 }
 
 // The unfused query / key path of the attention: RMSNorm (with its weight), the multiplier, RoPE.
