@@ -27,6 +27,9 @@
 //   fused_rope     the fused 3D RoPE (model/fused_ops.h: the CUDA kernel on CUDA, the parallel loop on the
 //                  CPU) against the reference composition of LibTorch operations, forward and backward, in
 //                  fp32 and bf16, and both timed.
+//   fused_norm_rope  the same for the attention's fused per-head RMSNorm + multiplier + RoPE.
+//   fused_norm_modulate  the same for the blocks' fused LayerNorm + adaLN modulation (scale and shift's
+//                  gradients checked as a weight's).
 #include "core/error.h"
 #include "core/json_io.h"
 #include "core/params.h"
@@ -545,7 +548,8 @@ nlohmann::json compare_fused(const Op& fused, const Op& reference, const torch::
 // The attention's queries at the mugv-1b shape (16 heads of 72, 2048 tokens, batch 2) on CUDA; a quarter of
 // the heads and an eighth of the tokens on the CPU. Angles from random positions, per sample.
 struct AttentionInputs {
-  torch::Tensor x, grad, angles;
+  torch::Tensor x, grad;
+  RopeTable rope;  // built once, as a forward pass does
 };
 AttentionInputs attention_inputs(torch::Device device) {
   const bool cuda = device.is_cuda();
@@ -553,8 +557,7 @@ AttentionInputs attention_inputs(torch::Device device) {
   torch::manual_seed(5);
   const auto on = torch::TensorOptions().device(device);
   AttentionInputs in;
-  in.angles =
-      rope_angles(torch::randint(0, 64, {batch, tokens, 3}, on.dtype(torch::kLong)), head_dim, 10000.0);
+  in.rope = rope_angles(torch::randint(0, 64, {batch, tokens, 3}, on.dtype(torch::kLong)), head_dim, 10000.0);
   in.x = (torch::randn({batch, tokens, heads, head_dim}, on) * 2.0).transpose(1, 2);
   in.grad = torch::randn({batch, heads, tokens, head_dim}, on);
   return in;
@@ -573,9 +576,9 @@ nlohmann::json no_fused_path(torch::Device device) {
 // The fused RoPE (model/fused_ops.h fused_rope) against apply_rope_reference.
 nlohmann::json check_fused_rope(const Settings&, torch::Device device) {
   const auto in = attention_inputs(device);
-  if (!fused_rope_applies(in.x, in.angles)) return no_fused_path(device);
-  return compare_fused([&](const torch::Tensor& v) { return fused_rope(v, in.angles); },
-                       [&](const torch::Tensor& v) { return apply_rope_reference(v, in.angles); }, in.x,
+  if (!fused_rope_applies(in.x, in.rope)) return no_fused_path(device);
+  return compare_fused([&](const torch::Tensor& v) { return fused_rope(v, in.rope); },
+                       [&](const torch::Tensor& v) { return apply_rope_reference(v, in.rope); }, in.x,
                        in.grad, torch::Tensor(), device);
 }
 
@@ -589,14 +592,36 @@ nlohmann::json check_fused_norm_rope(const Settings&, torch::Device device) {
     torch::NoGradGuard no_grad;
     norm->weight.uniform_(0.5, 1.5);
   }
-  if (!fused_norm_rope_applies(in.x, norm->weight, in.angles)) return no_fused_path(device);
+  if (!fused_norm_rope_applies(in.x, norm->weight, in.rope)) return no_fused_path(device);
   const double multiplier = 0.8;
   return compare_fused(
       [&](const torch::Tensor& v) {
-        return fused_norm_rope(v, norm->weight, norm->eps(), multiplier, in.angles);
+        return fused_norm_rope(v, norm->weight, norm->eps(), multiplier, in.rope);
       },
-      [&](const torch::Tensor& v) { return apply_rope_reference(norm(v) * multiplier, in.angles); }, in.x,
+      [&](const torch::Tensor& v) { return apply_rope_reference(norm(v) * multiplier, in.rope); }, in.x,
       in.grad, norm->weight, device);
+}
+
+// The fused LayerNorm + adaLN modulation of a block's input (fused_norm_modulate) against the two steps, at
+// the mugv-1b width (1152) with per-frame modulation (8 frames of 256 tokens between the start and end
+// tokens, batch 2) on CUDA, a quarter of the width and tokens on the CPU. The modulation is float32 as under
+// autocast; its gradient (the scale's and the shift's) is checked as a weight's.
+nlohmann::json check_fused_norm_modulate(const Settings&, torch::Device device) {
+  const bool cuda = device.is_cuda();
+  const int64_t batch = 2, frames = cuda ? 8 : 4, per_frame = 256 / (cuda ? 1 : 4), dim = cuda ? 1152 : 288;
+  const TokenLayout layout{frames, 0, frames * per_frame + 2};
+  torch::manual_seed(6);
+  const auto on = torch::TensorOptions().device(device);
+  const auto x = torch::randn({batch, layout.total, dim}, on) * 2.0 + 0.5;
+  const auto grad = torch::randn({batch, layout.total, dim}, on);
+  auto modulation = (torch::randn({batch, frames + 2, 2, dim}, on) * 0.3).requires_grad_(true);
+  const auto scale = [&] { return modulation.select(2, 0); };
+  const auto shift = [&] { return modulation.select(2, 1); };
+  if (!fused_norm_modulate_applies(x, scale(), shift(), layout)) return no_fused_path(device);
+  return compare_fused(
+      [&](const torch::Tensor& v) { return fused_norm_modulate(v, scale(), shift(), 1e-6, layout); },
+      [&](const torch::Tensor& v) { return norm_modulate_reference(v, scale(), shift(), 1e-6, layout); }, x,
+      grad, modulation, device);
 }
 
 // ---- driver -------------------------------------------------------------------------------------------
@@ -657,6 +682,7 @@ int main(int argc, char** argv) {
       {"adamw", [&] { return check_adamw(s, device); }},
       {"fused_rope", [&] { return check_fused_rope(s, device); }},
       {"fused_norm_rope", [&] { return check_fused_norm_rope(s, device); }},
+      {"fused_norm_modulate", [&] { return check_fused_norm_modulate(s, device); }},
   };
   bool all_ok = true;
   for (const auto& [name, run] : checks) {

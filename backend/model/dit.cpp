@@ -4,6 +4,7 @@
 #include "core/strings.h"
 #include "model/compute.h"
 #include "model/fused_ops.h"
+#include "model/kernels/norm_modulate_math.h"
 #include "model/lora.h"
 
 #include <torch/version.h>
@@ -32,60 +33,63 @@ void init_linear(torch::nn::Linear& linear, double std) {
 }
 
 // x·(1 + scale) + shift, or x·gate when shift is undefined, where scale/shift are per group [B, G, d].
-// G == 1 broadcasts over every token. Otherwise group 0 is the start token, groups 1..T the frames (each
-// covering per-frame tokens) and group T+1 the end token; x holds the tokens [offset, offset + n) of the
-// whole sequence (all of it in one process, a slice under parallel runs). Runs of whole frames are modulated
-// as one broadcast view, so the whole sequence costs three pieces, never a [B, N, d] table of per-token
-// values.
+// G == 1 broadcasts over every token. Otherwise group 0 is the start token, groups 1..T the frames and group
+// T+1 the end token, for x holding the tokens `layout` says (model/kernels/norm_modulate_math.h). Runs of
+// whole frames are modulated as one broadcast view, so the whole sequence costs three pieces, never a [B, N,
+// d] table of per-token values.
 torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& shift,
-                       int64_t frames, int64_t offset, int64_t total_tokens, bool gate) {
+                       const TokenLayout& layout, bool gate) {
   auto apply = [&](const torch::Tensor& part, const torch::Tensor& s, const torch::Tensor& b) {
     if (gate) return part * s;
     return torch::addcmul(b, part, 1 + s);
   };
   if (scale.size(1) == 1) return apply(x, scale, shift);
-  const int64_t batch = x.size(0), count = x.size(1), dim = x.size(2);
-  const int64_t per_frame = (total_tokens - 2) / frames;
+  kernels::ModulationShape shape;
+  shape.batch = x.size(0);
+  shape.tokens = x.size(1);
+  shape.dim = x.size(2);
+  shape.groups = scale.size(1);
+  shape.frames = layout.frames;
+  shape.offset = layout.offset;
+  shape.total = layout.total;
   auto group = [&](const torch::Tensor& v, int64_t begin, int64_t length) {
     return v.defined() ? v.narrow(1, begin, length) : v;
   };
   std::vector<torch::Tensor> pieces;
-  const int64_t end = offset + count, frames_end = total_tokens - 1;
-  for (int64_t pos = offset; pos < end;) {
-    auto local = [&](int64_t length) { return x.narrow(1, pos - offset, length); };
-    if (pos == 0 || pos == frames_end) {
-      const int64_t g = pos == 0 ? 0 : frames + 1;
-      pieces.push_back(apply(local(1), group(scale, g, 1), group(shift, g, 1)));
-      pos += 1;
-      continue;
-    }
-    const int64_t frame = (pos - 1) / per_frame, frame_begin = 1 + frame * per_frame;
-    const int64_t limit = std::min(end, frames_end);
-    if (pos == frame_begin && limit - pos >= per_frame) {
-      const int64_t k = (limit - pos) / per_frame;
-      auto xs = local(k * per_frame).view({batch, k, per_frame, dim});
-      auto b = shift.defined() ? group(shift, 1 + frame, k).unsqueeze(2) : shift;
-      pieces.push_back(
-          apply(xs, group(scale, 1 + frame, k).unsqueeze(2), b).reshape({batch, k * per_frame, dim}));
-      pos += k * per_frame;
-    } else {
-      const int64_t length = std::min(limit, frame_begin + per_frame) - pos;
-      pieces.push_back(apply(local(length), group(scale, 1 + frame, 1), group(shift, 1 + frame, 1)));
-      pos += length;
-    }
-  }
+  kernels::for_each_modulation_run(
+      shape, [&](int64_t first, int64_t length, int64_t g, int64_t whole_frames) {
+        const auto part = x.narrow(1, first, length);
+        if (whole_frames == 0) {
+          pieces.push_back(apply(part, group(scale, g, 1), group(shift, g, 1)));
+          return;
+        }
+        auto frames = part.view({shape.batch, whole_frames, shape.tokens_per_frame(), shape.dim});
+        auto b = shift.defined() ? group(shift, g, whole_frames).unsqueeze(2) : shift;
+        pieces.push_back(apply(frames, group(scale, g, whole_frames).unsqueeze(2), b)
+                             .reshape({shape.batch, length, shape.dim}));
+      });
   return pieces.size() == 1 ? pieces[0] : torch::cat(pieces, 1);
+}
+
+// LayerNorm (no affine) and the adaLN modulation of a block's input: in one pass where fused_norm_modulate
+// covers it (model/fused_ops.h), else as the two steps.
+torch::Tensor norm_and_modulate(const torch::Tensor& x, const torch::Tensor& scale,
+                                const torch::Tensor& shift, const TokenLayout& layout) {
+  constexpr double eps = 1e-6;
+  if (fused_norm_modulate_applies(x, scale, shift, layout))
+    return fused_norm_modulate(x, scale, shift, eps, layout);
+  return norm_modulate_reference(x, scale, shift, eps, layout);
 }
 
 // A query's or key's per-head RMSNorm, multiplier and 3D RoPE: in one pass where fused_norm_rope covers
 // it (model/fused_ops.h), else as the three steps.
 torch::Tensor norm_and_rotate(const torch::Tensor& x, RMSNormImpl& norm, double multiplier,
-                              const torch::Tensor& angles) {
-  if (fused_norm_rope_applies(x, norm.weight, angles))
-    return fused_norm_rope(x, norm.weight, norm.eps(), multiplier, angles);
+                              const RopeTable& rope) {
+  if (fused_norm_rope_applies(x, norm.weight, rope))
+    return fused_norm_rope(x, norm.weight, norm.eps(), multiplier, rope);
   auto normed = norm.forward(x);
   if (multiplier != 1.0) normed = normed * multiplier;
-  return apply_rope(normed, angles);
+  return apply_rope(normed, rope);
 }
 
 // The attention core recomputed in backward (selective recomputation): only q, k, v are kept, not the
@@ -148,10 +152,10 @@ torch::Tensor leave_tensor_parallel(const torch::Tensor& x, const torch::nn::Lin
 // the next step's forward, which starts there.
 struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
-                               torch::Tensor modulation, torch::Tensor text, torch::Tensor angles,
-                               torch::Tensor text_bias, int64_t frames, int64_t token_offset,
-                               int64_t block_address, int64_t parallel_address, int64_t lora_address,
-                               int64_t offload_address, int64_t block_index) {
+                               torch::Tensor modulation, torch::Tensor text, torch::Tensor rope_cos,
+                               torch::Tensor rope_sin, torch::Tensor text_bias, int64_t frames,
+                               int64_t token_offset, int64_t block_address, int64_t parallel_address,
+                               int64_t lora_address, int64_t offload_address, int64_t block_index) {
     ctx->saved_data["block"] = block_address;
     ctx->saved_data["offload"] = offload_address;
     ctx->saved_data["index"] = block_index;
@@ -159,16 +163,19 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
     ctx->saved_data["frames"] = frames;
     ctx->saved_data["offset"] = token_offset;
     ctx->saved_data["parallel"] = parallel_address;
-    ctx->save_for_backward({x, modulation, text, angles, text_bias});
+    ctx->save_for_backward({x, modulation, text, rope_cos, rope_sin, text_bias});
     auto* block = reinterpret_cast<DiTBlockImpl*>(block_address);
-    return block->forward(x, context_of(ctx, modulation, text, angles, text_bias));
+    return block->forward(x, context_of(ctx, modulation, text, rope_cos, rope_sin, text_bias));
   }
 
   static BlockContext context_of(torch::autograd::AutogradContext* ctx, const torch::Tensor& modulation,
-                                 const torch::Tensor& text, const torch::Tensor& angles,
-                                 const torch::Tensor& text_bias) {
+                                 const torch::Tensor& text, const torch::Tensor& rope_cos,
+                                 const torch::Tensor& rope_sin, const torch::Tensor& text_bias) {
+    RopeTable rope;
+    rope.cos = rope_cos;
+    rope.sin = rope_sin;
     BlockContext c{modulation,
-                   angles,
+                   std::move(rope),
                    text,
                    text_bias,
                    ctx->saved_data["frames"].toInt(),
@@ -192,13 +199,15 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
     if (offload) offload->before_block(index, index > 0 ? std::optional<size_t>(index - 1) : std::nullopt);
     {
       torch::AutoGradMode enable_grad(true);
-      torch::Tensor out = block->forward(x, context_of(ctx, modulation, text, saved[3], saved[4]));
+      torch::Tensor out = block->forward(x, context_of(ctx, modulation, text, saved[3], saved[4], saved[5]));
       torch::autograd::backward({out}, {grads[0]});
     }
     if (offload && index > 0) offload->after_block(index);
-    return {x.grad(),        modulation.grad(), text.grad(),     torch::Tensor(),
-            torch::Tensor(), torch::Tensor(),   torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(),   torch::Tensor(), torch::Tensor()};
+    torch::autograd::variable_list grads_in(13);  // one per forward input; the rest need none
+    grads_in[0] = x.grad();
+    grads_in[1] = modulation.grad();
+    grads_in[2] = text.grad();
+    return grads_in;
   }
 };
 
@@ -229,26 +238,32 @@ torch::Tensor rope_angles(const torch::Tensor& positions, int64_t head_dim, doub
                     -1);
 }
 
-torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& angles) {
-  return fused_rope_applies(x, angles) ? fused_rope(x, angles) : apply_rope_reference(x, angles);
+torch::Tensor apply_rope(const torch::Tensor& x, const RopeTable& rope) {
+  return fused_rope_applies(x, rope) ? fused_rope(x, rope) : apply_rope_reference(x, rope);
 }
 
-torch::Tensor apply_rope_reference(const torch::Tensor& x, const torch::Tensor& angles) {
+torch::Tensor apply_rope_reference(const torch::Tensor& x, const RopeTable& rope) {
   const int64_t head_dim = x.size(-1);
-  const int64_t rotated = angles.size(-1);
+  const int64_t rotated = rope.pairs();
   auto sizes = x.sizes().vec();
   sizes.back() = head_dim / 2;
   sizes.push_back(2);
   auto pairs = x.reshape(sizes);
-  // Per-sample angles [B, N, P] broadcast over the heads of x [B, H, N, hd].
-  const auto per_token = angles.dim() == 3 ? angles.unsqueeze(1) : angles;
-  auto cos = torch::cos(per_token).to(x.dtype());
-  auto sin = torch::sin(per_token).to(x.dtype());
+  // Per-sample tables [B, N, P] broadcast over the heads of x [B, H, N, hd].
+  auto per_token = [&](const torch::Tensor& table) {
+    return (table.dim() == 3 ? table.unsqueeze(1) : table).to(x.dtype());
+  };
+  auto cos = per_token(rope.cos), sin = per_token(rope.sin);
   auto head = pairs.narrow(-2, 0, rotated);
   auto a = head.select(-1, 0), b = head.select(-1, 1);
   auto out = torch::stack({a * cos - b * sin, a * sin + b * cos}, -1);
   if (rotated < head_dim / 2) out = torch::cat({out, pairs.narrow(-2, rotated, head_dim / 2 - rotated)}, -2);
   return out.flatten(-2);
+}
+
+torch::Tensor norm_modulate_reference(const torch::Tensor& x, const torch::Tensor& scale,
+                                      const torch::Tensor& shift, double eps, const TokenLayout& layout) {
+  return modulate(at::layer_norm(x, {x.size(-1)}, {}, {}, eps), scale, shift, layout, /*gate=*/false);
 }
 
 torch::Tensor dit_token_positions(int64_t frames, int64_t height, int64_t width) {
@@ -361,7 +376,7 @@ SelfAttentionImpl::SelfAttentionImpl(int64_t hidden, int64_t heads, double q_mul
   init_linear(proj, kInitStd);
 }
 
-torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x_in, const torch::Tensor& angles,
+torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x_in, const RopeTable& rope,
                                          const BlockRuntime& runtime) {
   auto x = enter_tensor_parallel(x_in, runtime);
   const int64_t batch = x.size(0), tokens = x.size(1);
@@ -377,8 +392,8 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x_in, const torch:
     k = runtime.parallel->heads_to_sequence(k);
     v = runtime.parallel->heads_to_sequence(v);
   }
-  auto out = attention_core(norm_and_rotate(q, *q_norm, q_multiplier_, angles),
-                            norm_and_rotate(k, *k_norm, 1.0, angles), v, runtime);
+  auto out = attention_core(norm_and_rotate(q, *q_norm, q_multiplier_, rope),
+                            norm_and_rotate(k, *k_norm, 1.0, rope), v, runtime);
   if (ulysses) out = runtime.parallel->sequence_to_heads(out);
   return leave_tensor_parallel(out.transpose(1, 2).reshape({batch, tokens, heads * head_dim_}), proj,
                                runtime);
@@ -438,18 +453,16 @@ DiTBlockImpl::DiTBlockImpl(int64_t hidden, int64_t heads, int64_t mlp_ratio, dou
 torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const BlockContext& c) {
   auto m = c.modulation + scale_shift_table.view({1, 1, 6, -1});  // [B, G, 6, d]
   auto part = [&](int64_t i) { return m.select(2, i); };
-  const int64_t dim = x.size(2);
-  auto norm = [&](const torch::Tensor& v) { return at::layer_norm(v, {dim}, {}, {}, 1e-6); };
-  const int64_t total = c.angles.size(-2);  // tokens of the whole sequence
-  auto mod = [&](const torch::Tensor& v, const torch::Tensor& scale, const torch::Tensor& shift, bool gate) {
-    return modulate(v, scale, shift, c.frames, c.token_offset, total, gate);
+  const TokenLayout layout{c.frames, c.token_offset, c.rope.tokens()};
+  auto gate = [&](const torch::Tensor& v, int64_t i) {
+    return modulate(v, part(i), {}, layout, /*gate=*/true);
   };
 
-  auto h = attn(mod(norm(x), part(1), part(0), false), c.angles, c.runtime);
-  auto out = x + mod(h, part(2), {}, true);
+  auto h = attn(norm_and_modulate(x, part(1), part(0), layout), c.rope, c.runtime);
+  auto out = x + gate(h, 2);
   out = out + cross_attn(cross_attn_norm(out), c.text, c.text_bias, c.runtime);
-  h = mlp(mod(norm(out), part(4), part(3), false), c.runtime);
-  return out + mod(h, part(5), {}, true);
+  h = mlp(norm_and_modulate(out, part(4), part(3), layout), c.runtime);
+  return out + gate(h, 5);
 }
 
 DiTImpl::DiTImpl(const DiTConfig& config) : config_(config) {
@@ -540,8 +553,8 @@ torch::Tensor DiTImpl::run_block(DiTBlock& block, int64_t index, const torch::Te
         input = x.detach().requires_grad_(true);
     }
     return BlockCheckpoint::apply(
-        input, context.modulation, context.text, context.angles, context.text_bias, context.frames,
-        context.token_offset, reinterpret_cast<int64_t>(block.get()),
+        input, context.modulation, context.text, context.rope.cos, context.rope.sin, context.text_bias,
+        context.frames, context.token_offset, reinterpret_cast<int64_t>(block.get()),
         reinterpret_cast<int64_t>(context.runtime.parallel), reinterpret_cast<int64_t>(context.runtime.lora),
         reinterpret_cast<int64_t>(swapped ? offload_.get() : nullptr), index);
   }
@@ -581,7 +594,7 @@ void DiTImpl::set_pass_geometry(DiTPass& pass, const torch::Tensor& x) const {
   pass.out_dtype = x.scalar_type();
 }
 
-// The blocks' context from the pass's tensors: RoPE angles of the whole sequence, the caption's key bias and,
+// The blocks' context from the pass's tensors: RoPE tables of the whole sequence, the caption's key bias and,
 // under tensor / context parallel, the modulation and caption marked to sum their gradients over the ranks of
 // the sequence (each rank's blocks use them with its tokens only).
 void DiTImpl::set_block_context(DiTPass& pass, const torch::Tensor& frame_indices) const {
@@ -590,13 +603,10 @@ void DiTImpl::set_block_context(DiTPass& pass, const torch::Tensor& frame_indice
                                            : dit_token_positions(pass.frames, pass.height, pass.width);
   auto angles =
       rope_angles(positions.to(pass.boundary.tokens.device()), config_.head_dim, config_.rope_theta);
-  BlockContext context{pass.boundary.modulation,
-                       angles,
-                       pass.boundary.text,
-                       key_padding_bias(pass.boundary.text_mask, dtype),
-                       pass.frames,
-                       0,
-                       {}};
+  BlockContext context{
+      pass.boundary.modulation,
+      RopeTable(angles),  // cos and sin once for every block
+      pass.boundary.text,       key_padding_bias(pass.boundary.text_mask, dtype), pass.frames, 0, {}};
   context.runtime.recompute_attention = recompute_ == Recompute::selective;  // run_blocks: per block
   context.runtime.lora = lora_ && !lora_->empty() ? lora_.get() : nullptr;
   if (parallel_) {

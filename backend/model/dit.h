@@ -36,6 +36,8 @@
 #include "model/block_offload.h"
 #include "model/config.h"
 #include "model/dit_parallel.h"
+#include "model/fused_ops.h"
+#include "model/rope_table.h"
 
 #include <torch/torch.h>
 
@@ -54,11 +56,18 @@ class LoraSet;  // model/lora.h
 
 // RoPE angles [..., N, 3·(head_dim/6)] for token positions [..., N, 3] (h, w, t), float.
 [[nodiscard]] torch::Tensor rope_angles(const torch::Tensor& positions, int64_t head_dim, double theta);
-// Rotates x [B, H, N, head_dim] by the angles [N, P] or [B, N, P] (pairs 2i, 2i+1 by angle i; pairs
-// beyond P unchanged): in one pass (model/fused_ops.h fused_rope) where that covers the inputs, else as
-// apply_rope_reference, the composition of LibTorch operations the fused form is checked against.
-[[nodiscard]] torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& angles);
-[[nodiscard]] torch::Tensor apply_rope_reference(const torch::Tensor& x, const torch::Tensor& angles);
+// Rotates x [B, H, N, head_dim] by the angles [N, P] or [B, N, P] (their tables: model/rope_table.h) (pairs
+// 2i, 2i+1 by angle i; pairs beyond P unchanged): in one pass (model/fused_ops.h fused_rope) where that
+// covers the inputs, else as apply_rope_reference, the composition of LibTorch operations the fused form is
+// checked against.
+[[nodiscard]] torch::Tensor apply_rope(const torch::Tensor& x, const RopeTable& rope);
+[[nodiscard]] torch::Tensor apply_rope_reference(const torch::Tensor& x, const RopeTable& rope);
+// A block's adaLN input, LayerNorm(x) (no affine, eps) · (1 + scale_g) + shift_g for x [B, n, d] and scale,
+// shift [B, G, d] by the tokens' groups (`layout`, model/fused_ops.h): the composition of LibTorch operations
+// that model/fused_ops.h fused_norm_modulate replaces where it applies, and is checked against.
+[[nodiscard]] torch::Tensor norm_modulate_reference(const torch::Tensor& x, const torch::Tensor& scale,
+                                                    const torch::Tensor& shift, double eps,
+                                                    const TokenLayout& layout);
 // Flow time t in [0, 1] is the DiT's timestep t·kDiTTimesteps, as in the release.
 constexpr double kDiTTimesteps = 1000.0;
 // Time positions of the release's RoPE table: frame indices are clamped to [0, kRopeTimePositions).
@@ -125,9 +134,8 @@ class SelfAttentionImpl : public torch::nn::Module {
   // `q_multiplier` scales the queries: the attention logits (model/config.h DiTConfig::attention_multiplier).
   SelfAttentionImpl(int64_t hidden, int64_t heads, double q_multiplier = 1.0);
   // x [B,n,d]: the whole sequence, or this rank's sequence slice under sequence/context parallel;
-  // rope angles [N,P] for the whole sequence. The heads this rank holds follow from qkv's (sharded) rows.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& angles,
-                        const BlockRuntime& runtime = {});
+  // the RoPE tables of the whole sequence. The heads this rank holds follow from qkv's (sharded) rows.
+  torch::Tensor forward(const torch::Tensor& x, const RopeTable& rope, const BlockRuntime& runtime = {});
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   RMSNorm q_norm{nullptr}, k_norm{nullptr};
 
@@ -166,7 +174,7 @@ TORCH_MODULE(Mlp);
 // G = 1 (every token alike) or G = frames + 2 (start token, one group per frame, end token).
 struct BlockContext {
   torch::Tensor modulation;
-  torch::Tensor angles;      // [N, P], or [B, N, P] when samples have their own frame indices
+  RopeTable rope;            // [N, P], or [B, N, P] when samples have their own frame indices
   torch::Tensor text;        // [B, S, d] projected caption
   torch::Tensor text_bias;   // [B, 1, 1, S] or undefined
   int64_t frames = 0;        // patched frames T'

@@ -1,14 +1,14 @@
 #include "model/fused_ops.h"
 
 #include "core/error.h"
+#include "model/kernels/cuda_kernels.h"
+#include "model/kernels/norm_modulate_math.h"
 #include "model/kernels/norm_rope_math.h"
 #include "model/kernels/rope_math.h"
 
 #include <ATen/Parallel.h>
 
 #ifdef MUGV_HAVE_CUDA_KERNELS
-#include "model/kernels/cuda_kernels.h"
-
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -20,7 +20,7 @@
 namespace mugv {
 namespace {
 
-std::atomic<int64_t> rope_calls{0}, norm_rope_calls{0};
+std::atomic<int64_t> rope_calls{0}, norm_rope_calls{0}, norm_modulate_calls{0};
 
 std::atomic<bool>& fused_switch() {
   static std::atomic<bool> enabled = [] {
@@ -49,7 +49,7 @@ int64_t rows_grain(int64_t head_dim) {
 }
 
 #ifdef MUGV_HAVE_CUDA_KERNELS
-kernels::ElementType element_type(torch::ScalarType type) {
+kernels::ElementType element_type(const char* what, torch::ScalarType type) {
   switch (type) {
     case torch::kFloat32:
       return kernels::ElementType::float32;
@@ -58,18 +58,30 @@ kernels::ElementType element_type(torch::ScalarType type) {
     case torch::kBFloat16:
       return kernels::ElementType::bfloat16;
     default:
-      throw Error(ErrorCode::unsupported, "fused kernels", "no CUDA kernel for this element type");
+      throw Error(ErrorCode::unsupported, what, "no CUDA kernel for this element type");
   }
 }
-
-void check_launch(const char* what, const char* error) {
-  if (error) throw Error(ErrorCode::internal, what, std::string("CUDA kernel launch failed: ") + error);
-}
-#else
-[[noreturn]] void no_cuda_kernels(const char* what) {
-  throw Error(ErrorCode::unsupported, what, "this build has no CUDA kernels");
-}
 #endif
+
+// Runs the fused operation `what` on x's device: for a CUDA x, cuda_launch(element type, stream) on x's
+// device and current stream (it returns a launcher's error or nullptr), else cpu_loop(). The launch is only
+// compiled in where the kernels are built; a CUDA x elsewhere never gets here (the *_applies checks).
+template <class CudaLaunch, class CpuLoop>
+void run_fused(const char* what, const torch::Tensor& x, CudaLaunch&& cuda_launch, CpuLoop&& cpu_loop) {
+  if (!x.is_cuda()) {
+    cpu_loop();
+    return;
+  }
+#ifdef MUGV_HAVE_CUDA_KERNELS
+  const c10::cuda::CUDAGuard guard(x.device());
+  if (const char* error =
+          cuda_launch(element_type(what, x.scalar_type()), c10::cuda::getCurrentCUDAStream().stream()))
+    throw Error(ErrorCode::internal, what, std::string("CUDA kernel launch failed: ") + error);
+#else
+  (void)cuda_launch;
+  throw Error(ErrorCode::unsupported, what, "this build has no CUDA kernels");
+#endif
+}
 
 // The CPU loop: rows of x in parallel, a row's pairs in order.
 template <class T>
@@ -103,20 +115,16 @@ torch::Tensor rope_rotate(torch::Tensor x, const torch::Tensor& cos, const torch
   if (x.stride(-1) != 1) x = x.contiguous();
   const auto shape = rope_shape(x, cos);
   auto out = torch::empty({shape.batch, shape.heads, shape.tokens, shape.head_dim}, x.options());
-  if (x.is_cuda()) {
-#ifdef MUGV_HAVE_CUDA_KERNELS
-    const c10::cuda::CUDAGuard guard(x.device());
-    check_launch("fused_rope",
-                 kernels::rope_rotate_cuda(x.data_ptr(), out.data_ptr(), cos.data_ptr<float>(),
-                                           sin.data_ptr<float>(), shape, element_type(x.scalar_type()),
-                                           inverse, c10::cuda::getCurrentCUDAStream().stream()));
-    return out;
-#else
-    no_cuda_kernels("fused_rope");
-#endif
-  }
-  AT_DISPATCH_FLOATING_TYPES_AND2(torch::kBFloat16, torch::kHalf, x.scalar_type(), "fused_rope",
-                                  [&] { rope_rotate_cpu<scalar_t>(x, out, cos, sin, shape, inverse); });
+  run_fused(
+      "fused_rope", x,
+      [&](kernels::ElementType type, void* stream) {
+        return kernels::rope_rotate_cuda(x.data_ptr(), out.data_ptr(), cos.data_ptr<float>(),
+                                         sin.data_ptr<float>(), shape, type, inverse, stream);
+      },
+      [&] {
+        AT_DISPATCH_FLOATING_TYPES_AND2(torch::kBFloat16, torch::kHalf, x.scalar_type(), "fused_rope",
+                                        [&] { rope_rotate_cpu<scalar_t>(x, out, cos, sin, shape, inverse); });
+      });
   return out;
 }
 
@@ -163,22 +171,18 @@ torch::Tensor norm_rope_forward(torch::Tensor x, const torch::Tensor& weight, co
   if (x.stride(-1) != 1) x = x.contiguous();
   const auto shape = rope_shape(x, cos);
   auto y = torch::empty({shape.batch, shape.heads, shape.tokens, shape.head_dim}, x.options());
-  if (x.is_cuda()) {
-#ifdef MUGV_HAVE_CUDA_KERNELS
-    const c10::cuda::CUDAGuard guard(x.device());
-    check_launch("fused_norm_rope",
-                 kernels::norm_rope_forward_cuda(x.data_ptr(), y.data_ptr(), weight.data_ptr<float>(),
-                                                 float(eps), float(multiplier), cos.data_ptr<float>(),
-                                                 sin.data_ptr<float>(), shape, element_type(x.scalar_type()),
-                                                 c10::cuda::getCurrentCUDAStream().stream()));
-    return y;
-#else
-    no_cuda_kernels("fused_norm_rope");
-#endif
-  }
-  AT_DISPATCH_FLOATING_TYPES_AND2(torch::kBFloat16, torch::kHalf, x.scalar_type(), "fused_norm_rope", [&] {
-    norm_rope_forward_cpu<scalar_t>(x, y, weight, cos, sin, shape, eps, multiplier);
-  });
+  run_fused(
+      "fused_norm_rope", x,
+      [&](kernels::ElementType type, void* stream) {
+        return kernels::norm_rope_forward_cuda(x.data_ptr(), y.data_ptr(), weight.data_ptr<float>(),
+                                               float(eps), float(multiplier), cos.data_ptr<float>(),
+                                               sin.data_ptr<float>(), shape, type, stream);
+      },
+      [&] {
+        AT_DISPATCH_FLOATING_TYPES_AND2(
+            torch::kBFloat16, torch::kHalf, x.scalar_type(), "fused_norm_rope",
+            [&] { norm_rope_forward_cpu<scalar_t>(x, y, weight, cos, sin, shape, eps, multiplier); });
+      });
   return y;
 }
 
@@ -196,22 +200,20 @@ std::pair<torch::Tensor, torch::Tensor> norm_rope_backward(torch::Tensor x, cons
   if (weight_gradient)
     rows = torch::empty({shape.rows(), shape.head_dim}, x.options().dtype(torch::kFloat32));
   float* rows_data = rows.defined() ? rows.data_ptr<float>() : nullptr;
-  if (x.is_cuda()) {
-#ifdef MUGV_HAVE_CUDA_KERNELS
-    const c10::cuda::CUDAGuard guard(x.device());
-    check_launch("fused_norm_rope",
-                 kernels::norm_rope_backward_cuda(
-                     x.data_ptr(), grad.data_ptr(), grad_x.data_ptr(), rows_data, weight.data_ptr<float>(),
-                     float(eps), float(multiplier), cos.data_ptr<float>(), sin.data_ptr<float>(), shape,
-                     element_type(x.scalar_type()), c10::cuda::getCurrentCUDAStream().stream()));
-#else
-    no_cuda_kernels("fused_norm_rope");
-#endif
-  } else {
-    AT_DISPATCH_FLOATING_TYPES_AND2(torch::kBFloat16, torch::kHalf, x.scalar_type(), "fused_norm_rope", [&] {
-      norm_rope_backward_cpu<scalar_t>(x, grad, grad_x, rows_data, weight, cos, sin, shape, eps, multiplier);
-    });
-  }
+  run_fused(
+      "fused_norm_rope", x,
+      [&](kernels::ElementType type, void* stream) {
+        return kernels::norm_rope_backward_cuda(
+            x.data_ptr(), grad.data_ptr(), grad_x.data_ptr(), rows_data, weight.data_ptr<float>(), float(eps),
+            float(multiplier), cos.data_ptr<float>(), sin.data_ptr<float>(), shape, type, stream);
+      },
+      [&] {
+        AT_DISPATCH_FLOATING_TYPES_AND2(torch::kBFloat16, torch::kHalf, x.scalar_type(), "fused_norm_rope",
+                                        [&] {
+                                          norm_rope_backward_cpu<scalar_t>(x, grad, grad_x, rows_data, weight,
+                                                                           cos, sin, shape, eps, multiplier);
+                                        });
+      });
   return {grad_x, rows.defined() ? rows.sum(0) : torch::Tensor()};
 }
 
@@ -252,6 +254,170 @@ class FusedRope : public torch::autograd::Function<FusedRope> {
   }
 };
 
+// ---- LayerNorm + adaLN modulation ----
+
+kernels::ModulationShape modulation_shape(const torch::Tensor& x, int64_t groups, const TokenLayout& layout) {
+  kernels::ModulationShape s;
+  s.batch = x.size(0);
+  s.tokens = x.size(1);
+  s.dim = x.size(2);
+  s.groups = groups;
+  s.frames = layout.frames;
+  s.offset = layout.offset;
+  s.total = layout.total;
+  return s;
+}
+
+// rows [B, n, d] summed over the tokens of each modulation group: [B, G, d], in a fixed order.
+torch::Tensor sum_over_groups(const torch::Tensor& rows, const kernels::ModulationShape& s) {
+  if (s.groups == 1) return rows.sum(1, /*keepdim=*/true);
+  auto out = torch::zeros({s.batch, s.groups, s.dim}, rows.options());
+  kernels::for_each_modulation_run(
+      s, [&](int64_t first, int64_t length, int64_t group, int64_t whole_frames) {
+        const auto part = rows.narrow(1, first, length);
+        if (whole_frames == 0)
+          out.narrow(1, group, 1).add_(part.sum(1, /*keepdim=*/true));
+        else
+          out.narrow(1, group, whole_frames)
+              .add_(part.view({s.batch, whole_frames, s.tokens_per_frame(), s.dim}).sum(2));
+      });
+  return out;
+}
+
+template <class T>
+void norm_modulate_forward_cpu(const torch::Tensor& x, torch::Tensor& y, const torch::Tensor& scale,
+                               const torch::Tensor& shift, torch::Tensor& stats, double eps,
+                               const kernels::ModulationShape& shape) {
+  using Acc = typename kernels::Element<T>::acc;
+  const T* in = x.data_ptr<T>();
+  T* out = y.data_ptr<T>();
+  const float *sc = scale.data_ptr<float>(), *sh = shift.data_ptr<float>();
+  Acc* mean = stats.data_ptr<Acc>();
+  Acc* rstd = mean + shape.rows();
+  at::parallel_for(0, shape.rows(), rows_grain(shape.dim), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t m = kernels::modulation_offset(shape, row), offset = row * shape.dim;
+      kernels::norm_modulate_forward_row<T, Acc>(in + offset, out + offset, sc + m, sh + m, shape.dim,
+                                                 Acc(eps), mean[row], rstd[row]);
+    }
+  });
+}
+
+template <class T>
+void norm_modulate_backward_cpu(const torch::Tensor& x, const torch::Tensor& grad, torch::Tensor& grad_x,
+                                float* scale_share, const torch::Tensor& scale, const torch::Tensor& stats,
+                                const kernels::ModulationShape& shape) {
+  using Acc = typename kernels::Element<T>::acc;
+  const T *in = x.data_ptr<T>(), *g = grad.data_ptr<T>();
+  T* gx = grad_x.data_ptr<T>();
+  const float* sc = scale.data_ptr<float>();
+  const Acc* mean = stats.data_ptr<Acc>();
+  const Acc* rstd = mean + shape.rows();
+  at::parallel_for(0, shape.rows(), rows_grain(shape.dim), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t offset = row * shape.dim;
+      kernels::norm_modulate_backward_row<T, Acc>(
+          in + offset, g + offset, gx + offset, scale_share ? scale_share + offset : nullptr,
+          sc + kernels::modulation_offset(shape, row), shape.dim, mean[row], rstd[row]);
+    }
+  });
+}
+
+// The row statistics: [2, rows] (means, then rstds) in the arithmetic's type.
+torch::Tensor empty_row_stats(const torch::Tensor& x, int64_t rows) {
+  return torch::empty(
+      {2, rows}, x.options().dtype(x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32));
+}
+
+// (y, row statistics) for x, scale and shift contiguous (scale and shift float32).
+std::pair<torch::Tensor, torch::Tensor> norm_modulate_forward(const torch::Tensor& x,
+                                                              const torch::Tensor& scale,
+                                                              const torch::Tensor& shift, double eps,
+                                                              const kernels::ModulationShape& shape) {
+  auto y = torch::empty_like(x);
+  auto stats = empty_row_stats(x, shape.rows());
+  run_fused(
+      "fused_norm_modulate", x,
+      [&](kernels::ElementType type, void* stream) {
+        float* mean = stats.data_ptr<float>();
+        return kernels::norm_modulate_forward_cuda(x.data_ptr(), y.data_ptr(), scale.data_ptr<float>(),
+                                                   shift.data_ptr<float>(), mean, mean + shape.rows(),
+                                                   float(eps), shape, type, stream);
+      },
+      [&] {
+        AT_DISPATCH_FLOATING_TYPES_AND2(
+            torch::kBFloat16, torch::kHalf, x.scalar_type(), "fused_norm_modulate",
+            [&] { norm_modulate_forward_cpu<scalar_t>(x, y, scale, shift, stats, eps, shape); });
+      });
+  return {y, stats};
+}
+
+// (dL/dx, each row's g·x̂ [B, n, d] float or undefined) from grad = dL/dy.
+std::pair<torch::Tensor, torch::Tensor> norm_modulate_backward(
+    const torch::Tensor& x, const torch::Tensor& grad, const torch::Tensor& scale, const torch::Tensor& stats,
+    const kernels::ModulationShape& shape, bool scale_gradient) {
+  auto grad_x = torch::empty_like(x);
+  torch::Tensor shares;
+  if (scale_gradient)
+    shares = torch::empty({shape.batch, shape.tokens, shape.dim}, x.options().dtype(torch::kFloat32));
+  float* share_data = shares.defined() ? shares.data_ptr<float>() : nullptr;
+  run_fused(
+      "fused_norm_modulate", x,
+      [&](kernels::ElementType type, void* stream) {
+        const float* mean = stats.data_ptr<float>();
+        return kernels::norm_modulate_backward_cuda(x.data_ptr(), grad.data_ptr(), grad_x.data_ptr(),
+                                                    share_data, scale.data_ptr<float>(), mean,
+                                                    mean + shape.rows(), shape, type, stream);
+      },
+      [&] {
+        AT_DISPATCH_FLOATING_TYPES_AND2(
+            torch::kBFloat16, torch::kHalf, x.scalar_type(), "fused_norm_modulate",
+            [&] { norm_modulate_backward_cpu<scalar_t>(x, grad, grad_x, share_data, scale, stats, shape); });
+      });
+  return {grad_x, shares};
+}
+
+class FusedNormModulate : public torch::autograd::Function<FusedNormModulate> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
+                               const torch::Tensor& scale, const torch::Tensor& shift, double eps,
+                               int64_t frames, int64_t offset, int64_t total) {
+    const auto x = x_in.contiguous();
+    const auto scale_f = scale.to(torch::kFloat32).contiguous(),
+               shift_f = shift.to(torch::kFloat32).contiguous();
+    const auto shape = modulation_shape(x, scale.size(1), TokenLayout{frames, offset, total});
+    auto [y, stats] = norm_modulate_forward(x, scale_f, shift_f, eps, shape);
+    ctx->save_for_backward({x, scale_f, stats});
+    ctx->saved_data["frames"] = frames;
+    ctx->saved_data["offset"] = offset;
+    ctx->saved_data["total"] = total;
+    ctx->saved_data["scale_type"] = static_cast<int64_t>(scale.scalar_type());
+    ctx->saved_data["shift_type"] = static_cast<int64_t>(shift.scalar_type());
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    torch::autograd::variable_list out(7);
+    if (!grads[0].defined()) return out;
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto shape =
+        modulation_shape(x, saved[1].size(1),
+                         TokenLayout{ctx->saved_data["frames"].toInt(), ctx->saved_data["offset"].toInt(),
+                                     ctx->saved_data["total"].toInt()});
+    const auto grad = grads[0].to(x.scalar_type()).contiguous();
+    auto [grad_x, shares] =
+        norm_modulate_backward(x, grad, saved[1], saved[2], shape, ctx->needs_input_grad(1));
+    auto as = [&](const torch::Tensor& t, const char* key) {
+      return t.to(static_cast<torch::ScalarType>(ctx->saved_data[key].toInt()));
+    };
+    out[0] = grad_x;
+    if (shares.defined()) out[1] = as(sum_over_groups(shares, shape), "scale_type");
+    if (ctx->needs_input_grad(2)) out[2] = as(sum_over_groups(grad.to(torch::kFloat32), shape), "shift_type");
+    return out;
+  }
+};
+
 }  // namespace
 
 bool fused_kernels_enabled() {
@@ -269,48 +435,81 @@ bool cuda_kernels_built() {
 #endif
 }
 
-bool fused_rope_applies(const torch::Tensor& x, const torch::Tensor& angles) {
-  if (!fused_kernels_enabled() || !x.defined() || !angles.defined()) return false;
+bool fused_rope_applies(const torch::Tensor& x, const RopeTable& rope) {
+  if (!fused_kernels_enabled() || !x.defined() || !rope.defined()) return false;
   if (x.dim() != 4 || x.size(3) % 2 != 0) return false;
   const auto type = x.scalar_type();
   const bool float_type = type == torch::kFloat32 || type == torch::kBFloat16 || type == torch::kFloat16;
   if (x.is_cuda() ? !(cuda_kernels_built() && float_type)
                   : !(x.is_cpu() && (float_type || type == torch::kFloat64)))
     return false;
-  if (angles.scalar_type() != torch::kFloat32 || angles.requires_grad() || angles.device() != x.device())
-    return false;
-  if (angles.dim() == 3 ? angles.size(0) != x.size(0) : angles.dim() != 2) return false;
-  return angles.size(-2) == x.size(2) && angles.size(-1) <= x.size(3) / 2;
+  for (const auto* table : {&rope.cos, &rope.sin})
+    if (table->scalar_type() != torch::kFloat32 || table->requires_grad() || table->device() != x.device() ||
+        !table->is_contiguous())
+      return false;
+  if (rope.cos.dim() == 3 ? rope.cos.size(0) != x.size(0) : rope.cos.dim() != 2) return false;
+  return rope.tokens() == x.size(2) && rope.pairs() <= x.size(3) / 2 && rope.sin.sizes() == rope.cos.sizes();
 }
 
-torch::Tensor fused_rope(const torch::Tensor& x, const torch::Tensor& angles) {
-  if (!fused_rope_applies(x, angles))
+torch::Tensor fused_rope(const torch::Tensor& x, const RopeTable& rope) {
+  if (!fused_rope_applies(x, rope))
     throw Error(ErrorCode::invalid_argument, "fused_rope", "these inputs need the reference apply_rope");
   rope_calls.fetch_add(1, std::memory_order_relaxed);
-  return FusedRope::apply(x, angles.cos().contiguous(), angles.sin().contiguous());
+  return FusedRope::apply(x, rope.cos, rope.sin);
 }
 
 int64_t fused_rope_calls() {
   return rope_calls.load(std::memory_order_relaxed);
 }
 
-bool fused_norm_rope_applies(const torch::Tensor& x, const torch::Tensor& weight,
-                             const torch::Tensor& angles) {
-  return fused_rope_applies(x, angles) && weight.defined() && weight.scalar_type() == torch::kFloat32 &&
+bool fused_norm_rope_applies(const torch::Tensor& x, const torch::Tensor& weight, const RopeTable& rope) {
+  return fused_rope_applies(x, rope) && weight.defined() && weight.scalar_type() == torch::kFloat32 &&
          weight.dim() == 1 && weight.size(0) == x.size(3) && weight.device() == x.device();
 }
 
 torch::Tensor fused_norm_rope(const torch::Tensor& x, const torch::Tensor& weight, double eps,
-                              double multiplier, const torch::Tensor& angles) {
-  if (!fused_norm_rope_applies(x, weight, angles))
+                              double multiplier, const RopeTable& rope) {
+  if (!fused_norm_rope_applies(x, weight, rope))
     throw Error(ErrorCode::invalid_argument, "fused_norm_rope", "these inputs need the unfused path");
   norm_rope_calls.fetch_add(1, std::memory_order_relaxed);
-  return FusedNormRope::apply(x, weight.contiguous(), angles.cos().contiguous(), angles.sin().contiguous(),
-                              eps, multiplier);
+  return FusedNormRope::apply(x, weight.contiguous(), rope.cos, rope.sin, eps, multiplier);
 }
 
 int64_t fused_norm_rope_calls() {
   return norm_rope_calls.load(std::memory_order_relaxed);
+}
+
+bool fused_norm_modulate_applies(const torch::Tensor& x, const torch::Tensor& scale,
+                                 const torch::Tensor& shift, const TokenLayout& layout) {
+  if (!fused_kernels_enabled() || !x.defined() || !scale.defined() || !shift.defined()) return false;
+  if (x.dim() != 3 || x.size(2) == 0) return false;
+  const auto type = x.scalar_type();
+  const bool float_type = type == torch::kFloat32 || type == torch::kBFloat16 || type == torch::kFloat16;
+  if (x.is_cuda() ? !(cuda_kernels_built() && float_type)
+                  : !(x.is_cpu() && (float_type || type == torch::kFloat64)))
+    return false;
+  for (const auto* m : {&scale, &shift})
+    if (!m->is_floating_point() || m->dim() != 3 || m->size(0) != x.size(0) || m->size(2) != x.size(2) ||
+        m->device() != x.device() || m->size(1) != scale.size(1))
+      return false;
+  const int64_t groups = scale.size(1);
+  if (groups == 1) return true;
+  // Per-frame groups: the tokens must lie in the sequence, whose frame tokens split evenly.
+  return layout.frames > 0 && groups == layout.frames + 2 && layout.total >= 2 + layout.frames &&
+         (layout.total - 2) % layout.frames == 0 && layout.offset >= 0 &&
+         layout.offset + x.size(1) <= layout.total;
+}
+
+torch::Tensor fused_norm_modulate(const torch::Tensor& x, const torch::Tensor& scale,
+                                  const torch::Tensor& shift, double eps, const TokenLayout& layout) {
+  if (!fused_norm_modulate_applies(x, scale, shift, layout))
+    throw Error(ErrorCode::invalid_argument, "fused_norm_modulate", "these inputs need the unfused path");
+  norm_modulate_calls.fetch_add(1, std::memory_order_relaxed);
+  return FusedNormModulate::apply(x, scale, shift, eps, layout.frames, layout.offset, layout.total);
+}
+
+int64_t fused_norm_modulate_calls() {
+  return norm_modulate_calls.load(std::memory_order_relaxed);
 }
 
 }  // namespace mugv

@@ -10,6 +10,8 @@
 // comparison with the reference (mugv-device-check, bench_train_step --fused off).
 #pragma once
 
+#include "model/rope_table.h"
+
 #include <torch/torch.h>
 
 namespace mugv {
@@ -19,28 +21,52 @@ void set_fused_kernels(bool enabled);
 // Whether this build can run the fused operations on CUDA tensors.
 [[nodiscard]] bool cuda_kernels_built();
 
-// Whether fused_rope covers x and angles: fused operations on, x [B, H, N, head_dim] (even head_dim, any
-// strides) of float32 / bfloat16 / float16 (float64 on the CPU), angles float32 [N, P] or
-// [B, N, P] with P <= head_dim / 2 on x's device and needing no gradient, and for CUDA the kernels built.
-[[nodiscard]] bool fused_rope_applies(const torch::Tensor& x, const torch::Tensor& angles);
+// Whether fused_rope covers x and rope: fused operations on, x [B, H, N, head_dim] (even head_dim, any
+// strides) of float32 / bfloat16 / float16 (float64 on the CPU), tables float32 [N, P] or [B, N, P] with
+// P <= head_dim / 2 on x's device and needing no gradient, and for CUDA the kernels built.
+[[nodiscard]] bool fused_rope_applies(const torch::Tensor& x, const RopeTable& rope);
 // apply_rope (model/dit.h) in one pass, with a backward that is the rotation by the opposite angles; the
-// result is contiguous [B, H, N, head_dim]. Requires fused_rope_applies(x, angles).
-[[nodiscard]] torch::Tensor fused_rope(const torch::Tensor& x, const torch::Tensor& angles);
+// result is contiguous [B, H, N, head_dim]. Requires fused_rope_applies(x, rope).
+[[nodiscard]] torch::Tensor fused_rope(const torch::Tensor& x, const RopeTable& rope);
 // How many times fused_rope has run in this process (forward passes; tests and benchmarks read it to know
 // the fused form was taken).
 [[nodiscard]] int64_t fused_rope_calls();
 
-// Whether fused_norm_rope covers these: fused_rope_applies(x, angles), and weight float32 [head_dim] on x's
+// Whether fused_norm_rope covers these: fused_rope_applies(x, rope), and weight float32 [head_dim] on x's
 // device.
 [[nodiscard]] bool fused_norm_rope_applies(const torch::Tensor& x, const torch::Tensor& weight,
-                                           const torch::Tensor& angles);
+                                           const RopeTable& rope);
 // The attention's query / key path (model/dit.h SelfAttention) in one pass: apply_rope(RMSNorm(x)·multiplier,
-// angles) with the RMSNorm's weight and eps, and a backward for x and the weight (the weight's as one
+// rope) with the RMSNorm's weight and eps, and a backward for x and the weight (the weight's as one
 // deterministic sum of per-row shares). The result is contiguous [B, H, N, head_dim] in x's dtype (the
 // unfused path promotes a bf16 x to the float32 weight's type; the attention casts back under autocast).
-// Requires fused_norm_rope_applies(x, weight, angles).
+// Requires fused_norm_rope_applies(x, weight, rope).
 [[nodiscard]] torch::Tensor fused_norm_rope(const torch::Tensor& x, const torch::Tensor& weight, double eps,
-                                            double multiplier, const torch::Tensor& angles);
+                                            double multiplier, const RopeTable& rope);
 [[nodiscard]] int64_t fused_norm_rope_calls();
+
+// Where a block's tokens sit in the whole sequence, which decides their adaLN modulation group
+// (model/kernels/norm_modulate_math.h): `frames` patched frames, x holding the tokens [offset, offset + n)
+// of `total`.
+struct TokenLayout {
+  int64_t frames = 0, offset = 0, total = 0;
+};
+
+// Whether fused_norm_modulate covers these: fused operations on, x [B, n, d] of float32 / bfloat16 /
+// float16 (float64 on the CPU; CUDA: the kernels built), scale and shift floating [B, G, d] on x's device
+// with G = 1 or G = layout.frames + 2 (then n tokens from layout.offset within layout.total, whose
+// total − 2 frame tokens split evenly into the frames).
+[[nodiscard]] bool fused_norm_modulate_applies(const torch::Tensor& x, const torch::Tensor& scale,
+                                               const torch::Tensor& shift, const TokenLayout& layout);
+// A block's adaLN input in one pass: LayerNorm(x) (no affine, eps) · (1 + scale_g) + shift_g with g the
+// token's group (model/dit.cpp modulate), and a backward for x, scale and shift (theirs summed over each
+// group's tokens in a fixed order: deterministic). The result is contiguous [B, n, d] in x's dtype (the
+// unfused path promotes a bf16 x to the float32 modulation's type; the next linear casts back under
+// autocast), and autograd keeps x and two floats a row rather than x and the normalised x. Requires
+// fused_norm_modulate_applies(x, scale, shift, layout).
+[[nodiscard]] torch::Tensor fused_norm_modulate(const torch::Tensor& x, const torch::Tensor& scale,
+                                                const torch::Tensor& shift, double eps,
+                                                const TokenLayout& layout);
+[[nodiscard]] int64_t fused_norm_modulate_calls();
 
 }  // namespace mugv

@@ -38,11 +38,13 @@ bool kept_under(ActivationKind kind, Recompute recompute) {
 
 // RMSNorm computes in fp32. When activations are narrower, it keeps fp32 copies of self-attention q, k (the
 // bf16 qkv output is counted as a term) and of cross-attention q (whose bf16 q_linear output is counted as a
-// term but then freed: only the difference is added). In fp32 the copies are the inputs themselves.
+// term but then freed: only the difference is added). In fp32 the copies are the inputs themselves. The fused
+// q/k norm (fused_norms) reads the bf16 qkv output directly and keeps no copy of q, k.
 double upcast_bytes_per_token(const DiTConfig& c, const MemoryOptions& o) {
   const int a = o.precision.activation_bytes;
   if (a >= 4) return 0;
-  return 2.0 * c.hidden * 4.0 + double(c.hidden) * (4 - a);
+  const double self_attention = o.fused_norms ? 0.0 : 2.0 * c.hidden * 4.0;
+  return self_attention + double(c.hidden) * (4 - a);
 }
 
 // Bytes per token alive only while one block runs backward: the gradients flowing through it, the
@@ -54,7 +56,7 @@ double working_bytes_per_token(const DiTConfig& c, int64_t sequence, int64_t tex
   double bytes = (2.0 * d + f) * a;  // gradient of the residual stream and of the widest tensor inside
   if (o.attention == AttentionKernel::math) bytes += 2.0 * c.heads * double(sequence + text_tokens) * a;
   if (o.recompute != Recompute::none) {
-    for (const auto& t : block_activation_terms(c, sequence, text_tokens, o.attention))
+    for (const auto& t : block_activation_terms(c, sequence, text_tokens, o))
       if (!kept_under(t.kind, o.recompute)) bytes += term_bytes(t, a);
   }
   if (o.recompute == Recompute::full) bytes += upcast_bytes_per_token(c, o);
@@ -256,17 +258,18 @@ double pipeline_boundary_bytes_per_sample(const DiTConfig& c, int64_t video_toke
 }
 
 std::vector<ActivationTerm> block_activation_terms(const DiTConfig& c, int64_t sequence, int64_t text_tokens,
-                                                   AttentionKernel attention) {
+                                                   const MemoryOptions& o) {
   const double d = c.hidden, f = double(c.hidden) * c.mlp_ratio, h = c.heads;
-  const bool fused = attention == AttentionKernel::fused;
+  const bool fused = o.attention == AttentionKernel::fused;
   using K = ActivationKind;
   std::vector<ActivationTerm> t;
   // Self-attention: AdaLN → attention (QK RMSNorm, RoPE) → gated residual.
   t.push_back({"block input (adaLN-1 LayerNorm input)", K::block_input, d, 2});
-  t.push_back({"adaLN-1 normalised x (modulate input)", K::kept, d, 0});
+  // The fused forms keep their inputs (and a LayerNorm's two row statistics, counted with its input) only.
+  if (!o.fused_norms) t.push_back({"adaLN-1 normalised x (modulate input)", K::kept, d, 0});
   t.push_back({"qkv input (modulated x)", K::kept, d, 0});
   t.push_back({"qkv output (kept alive by v and the RMSNorm inputs)", K::kept, 3 * d, 0});
-  t.push_back({"q, k normalised (RMSNorm weight input)", K::kept, 2 * d, 0});
+  if (!o.fused_norms) t.push_back({"q, k normalised (RMSNorm weight input)", K::kept, 2 * d, 0});
   t.push_back({"q, k after RoPE (attention inputs)", K::kept, 2 * d, 0});
   if (fused) {
     t.push_back({"self-attention output and softmax statistics", K::kept, d, h});
@@ -290,7 +293,7 @@ std::vector<ActivationTerm> block_activation_terms(const DiTConfig& c, int64_t s
   t.push_back({"cross proj input", K::kept, d, 0});
   // MLP: AdaLN → fc1 → GELU(tanh) → fc2 → gated residual.
   t.push_back({"adaLN-2 LayerNorm input", K::kept, d, 2});
-  t.push_back({"adaLN-2 normalised x", K::kept, d, 0});
+  if (!o.fused_norms) t.push_back({"adaLN-2 normalised x", K::kept, d, 0});
   t.push_back({"fc1 input (modulated x)", K::kept, d, 0});
   t.push_back({"fc1 output (GELU input)", K::mlp_intermediate, f, 0});
   t.push_back({"GELU output (fc2 input)", K::mlp_intermediate, f, 0});
@@ -308,7 +311,7 @@ int recomputed_blocks(const MemoryOptions& o, int blocks) {
 double block_activation_bytes_per_token(const DiTConfig& c, int64_t sequence, int64_t text_tokens,
                                         const MemoryOptions& o) {
   double bytes = 0;
-  for (const auto& t : block_activation_terms(c, sequence, text_tokens, o.attention))
+  for (const auto& t : block_activation_terms(c, sequence, text_tokens, o))
     if (kept_under(t.kind, o.recompute)) bytes += term_bytes(t, o.precision.activation_bytes);
   if (o.recompute != Recompute::full) bytes += upcast_bytes_per_token(c, o);
   return bytes;

@@ -83,6 +83,10 @@ struct MemoryOptions {
   // (Megatron's block method) and the others keep their activations; 0 = every block.
   int recompute_blocks = 0;
   AttentionKernel attention = AttentionKernel::fused;
+  // The fused norm operations (model/fused_ops.h: LayerNorm + adaLN modulation, q/k RMSNorm + RoPE) run, so
+  // autograd keeps no normalised copies of the blocks' inputs, queries and keys; false: the unfused ops
+  // (MUGV_FUSED_KERNELS=0, or a CUDA build without the kernels).
+  bool fused_norms = true;
   TextEncoderUse text_encoder = TextEncoderUse::precomputed;
   int64_t overhead_bytes = 0;  // runtime: CUDA context, communicator buffers, allocator slack / libraries
   // LoRA (model/lora_spec.h): the adapters' parameter count when only they train on a frozen base (whose
@@ -139,10 +143,11 @@ struct ActivationTerm {
   double fp32_elements = 0;
 };
 // The per-token terms of one block for a sequence of `sequence` tokens (video + start/end) attending to
-// `text_tokens` text tokens; no parallelism applied. Sums of these give the numbers in docs/PARALLEL.md.
+// `text_tokens` text tokens, with `options`' attention kernel and fused norms; no parallelism applied. Sums
+// of these give the numbers in docs/PARALLEL.md.
 [[nodiscard]] std::vector<ActivationTerm> block_activation_terms(const DiTConfig& config, int64_t sequence,
                                                                  int64_t text_tokens,
-                                                                 AttentionKernel attention);
+                                                                 const MemoryOptions& options);
 // The blocks of a stage of `blocks` that `options` recomputes (0 … blocks): none without recompute, all
 // with a block swap, else recompute_blocks (0: all) capped at `blocks`.
 [[nodiscard]] int recomputed_blocks(const MemoryOptions& options, int blocks);

@@ -71,6 +71,9 @@ nlohmann::json planner_estimate(const ModelPreset& preset, int64_t lt, int64_t l
   request.memory.micro_batch = static_cast<int>(batch);
   request.memory.adapter_parameters = adapter_parameters;
   request.memory.offload_blocks = offload_blocks;
+  // Whether the step runs the fused norms (--fused; on CUDA, with the kernels built): they keep fewer
+  // tensors.
+  request.memory.fused_norms = fused_kernels_enabled() && (!device.is_cuda() || cuda_kernels_built());
   try {
     StepChoice choice;
     choice.micro_batch = int(batch);

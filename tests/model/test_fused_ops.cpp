@@ -225,10 +225,12 @@ TEST_CASE("a DiT trains the same with and without the fused operations", "[unit]
   auto loss_and_grads = [&](bool fused) {
     const FusedSwitch with(fused);
     dit->zero_grad();
-    const int64_t calls = fused_norm_rope_calls();
+    const int64_t calls = fused_norm_rope_calls(), modulate_calls = fused_norm_modulate_calls();
     auto loss = dit->forward(x, t, text, mask, fps, cond, frames).square().mean();
-    // q and k of each of the two blocks: the fused form ran where it was on, and only there.
+    // q and k, and the attention's and the MLP's inputs, of each of the two blocks: the fused forms ran
+    // where they were on, and only there.
     CHECK(fused_norm_rope_calls() - calls == (fused ? 4 : 0));
+    CHECK(fused_norm_modulate_calls() - modulate_calls == (fused ? 4 : 0));
     loss.backward();
     std::vector<torch::Tensor> grads;
     for (const auto& p : dit->parameters())
@@ -248,4 +250,149 @@ TEST_CASE("a DiT trains the same with and without the fused operations", "[unit]
     INFO("parameter " << i);
     CHECK(largest_diff(grads_fused[i], grads_ref[i]) <= 1e-5 * (1 + grads_ref[i].abs().max().item<double>()));
   }
+}
+
+namespace {
+
+// The modulation group of each token of a sequence of `total` with `frames` frames (start token, frames, end
+// token), written out plainly: the reference the fused operation's own group walk is checked against.
+torch::Tensor token_groups(int64_t frames, int64_t total) {
+  std::vector<int64_t> groups(size_t(total), 0);
+  const int64_t per_frame = (total - 2) / frames;
+  for (int64_t t = 1; t + 1 < total; ++t) groups[size_t(t)] = 1 + (t - 1) / per_frame;
+  groups.back() = frames + 1;
+  return torch::tensor(groups, torch::kLong);
+}
+
+// LayerNorm (no affine) · (1 + scale) + shift with every token's rows gathered: no group walk at all.
+torch::Tensor unfused_norm_modulate(const torch::Tensor& x, const torch::Tensor& scale,
+                                    const torch::Tensor& shift, const TokenLayout& layout) {
+  auto per_token = [&](const torch::Tensor& m) {
+    if (m.size(1) == 1) return m;
+    return m.index_select(1, token_groups(layout.frames, layout.total).narrow(0, layout.offset, x.size(1)));
+  };
+  const auto normed = at::layer_norm(x, {x.size(2)}, {}, {}, 1e-6);
+  return normed * (1 + per_token(scale)) + per_token(shift);
+}
+
+struct ModulateGrads {
+  torch::Tensor y, x, scale, shift;
+};
+template <class Op>
+ModulateGrads modulate_forward_backward(Op op, const torch::Tensor& x, const torch::Tensor& modulation,
+                                        const torch::Tensor& grad) {
+  auto input = x.detach().requires_grad_(true);
+  auto m = modulation.detach().requires_grad_(true);  // [B, G, 2, d]: scale, shift
+  auto y = op(input, m.select(2, 0), m.select(2, 1));
+  y.backward(grad.to(y.scalar_type()));
+  return {y.detach(), input.grad(), m.grad().select(2, 0), m.grad().select(2, 1)};
+}
+
+}  // namespace
+
+TEST_CASE("fused LayerNorm + modulation equals the unfused ops for every token layout",
+          "[unit][model][fused]") {
+  const FusedSwitch on(true);
+  torch::manual_seed(31);
+  struct Case {
+    const char* what;
+    int64_t groups, tokens;
+    TokenLayout layout;
+  };
+  // 3 frames of 4 tokens between the start and end tokens: 14 in all.
+  const std::vector<Case> cases = {
+      {"one group for every token", 1, 14, {3, 0, 14}},
+      {"per-frame groups, the whole sequence", 5, 14, {3, 0, 14}},
+      {"a slice from the start token into a frame", 5, 6, {3, 0, 14}},
+      {"a slice inside the frames", 5, 7, {3, 3, 14}},
+      {"a slice ending on the end token", 5, 5, {3, 9, 14}},
+      {"a one-token slice", 5, 1, {3, 13, 14}},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    const int64_t batch = 2, dim = 24;
+    const auto x = torch::randn({batch, c.tokens, dim}) * 3.0 + 1.0;
+    const auto modulation = torch::randn({batch, c.groups, 2, dim}) * 0.5;
+    const auto grad = torch::randn({batch, c.tokens, dim});
+    REQUIRE(fused_norm_modulate_applies(x, modulation.select(2, 0), modulation.select(2, 1), c.layout));
+    for (const auto type : {torch::kFloat32, torch::kFloat64}) {
+      const auto fused = modulate_forward_backward(
+          [&](const torch::Tensor& v, const torch::Tensor& s, const torch::Tensor& b) {
+            return fused_norm_modulate(v, s, b, 1e-6, c.layout);
+          },
+          x.to(type), modulation.to(type), grad);
+      const auto reference = modulate_forward_backward(
+          [&](const torch::Tensor& v, const torch::Tensor& s, const torch::Tensor& b) {
+            return unfused_norm_modulate(v, s, b, c.layout);
+          },
+          x.to(type), modulation.to(type), grad);
+      // The kernel reads the modulation as float: float64 agrees to float's rounding of it.
+      const double bound = type == torch::kFloat32 ? 1e-5 : 1e-6;
+      auto close = [&](const torch::Tensor& a, const torch::Tensor& b) {
+        return largest_diff(a, b) <= bound * (1 + b.abs().max().item<double>());
+      };
+      CHECK(fused.y.scalar_type() == type);
+      CHECK(close(fused.y, reference.y));
+      // The DiT's own unfused path (its group walk) too.
+      CHECK(close(norm_modulate_reference(x.to(type), modulation.to(type).select(2, 0),
+                                          modulation.to(type).select(2, 1), 1e-6, c.layout),
+                  reference.y));
+      CHECK(close(fused.x, reference.x));
+      CHECK(close(fused.scale, reference.scale));
+      CHECK(close(fused.shift, reference.shift));
+      CHECK(fused.scale.scalar_type() == type);
+    }
+  }
+}
+
+TEST_CASE("fused LayerNorm + modulation in bf16 rounds once", "[unit][model][fused]") {
+  const FusedSwitch on(true);
+  torch::manual_seed(32);
+  const TokenLayout layout{3, 0, 14};
+  const auto x = (torch::randn({2, 14, 64}) * 2.0).to(torch::kBFloat16);
+  const auto modulation =
+      torch::randn({2, 5, 2, 64}) * 0.5;  // float32, as the blocks' modulation under autocast
+  const auto grad = torch::randn({2, 14, 64}).to(torch::kBFloat16);
+  const auto fused = modulate_forward_backward(
+      [&](const torch::Tensor& v, const torch::Tensor& s, const torch::Tensor& b) {
+        return fused_norm_modulate(v, s, b, 1e-6, layout);
+      },
+      x, modulation, grad);
+  const auto truth = modulate_forward_backward(
+      [&](const torch::Tensor& v, const torch::Tensor& s, const torch::Tensor& b) {
+        return unfused_norm_modulate(v, s, b, layout);
+      },
+      x.to(torch::kFloat64), modulation.to(torch::kFloat64), grad.to(torch::kFloat64));
+  CHECK(fused.y.scalar_type() == torch::kBFloat16);
+  CHECK(fused.scale.scalar_type() == torch::kFloat32);
+  const double u = std::ldexp(1.0, -8);
+  auto within = [&](const torch::Tensor& got, const torch::Tensor& t) {
+    return ((got.to(torch::kFloat64) - t).abs() <= u * t.abs() + 1e-5 * t.abs().max()).all().item<bool>();
+  };
+  CHECK(within(fused.y, truth.y));
+  CHECK(within(fused.x, truth.x));
+  // The modulation's gradients are sums over tokens, kept in float: within float's summation error.
+  CHECK(largest_diff(fused.scale, truth.scale) <= 1e-4 * (1 + truth.scale.abs().max().item<double>()));
+  CHECK(largest_diff(fused.shift, truth.shift) <= 1e-4 * (1 + truth.shift.abs().max().item<double>()));
+}
+
+TEST_CASE("fused LayerNorm + modulation leaves what it does not cover to the unfused ops",
+          "[unit][model][fused]") {
+  const FusedSwitch on(true);
+  const auto x = torch::randn({2, 14, 8});
+  const auto one = torch::randn({2, 1, 8}), per_frame = torch::randn({2, 5, 8});
+  const TokenLayout layout{3, 0, 14};
+  CHECK(fused_norm_modulate_applies(x, one, one, layout));
+  CHECK(fused_norm_modulate_applies(x, per_frame, per_frame, layout));
+  CHECK_FALSE(fused_norm_modulate_applies(x, per_frame, one, layout));  // groups differ
+  CHECK_FALSE(fused_norm_modulate_applies(x, torch::randn({2, 4, 8}), torch::randn({2, 4, 8}), layout));
+  CHECK_FALSE(fused_norm_modulate_applies(x, per_frame, per_frame, {3, 0, 15}));      // frames uneven
+  CHECK_FALSE(fused_norm_modulate_applies(x, per_frame, per_frame, {3, 1, 14}));      // past the end
+  CHECK_FALSE(fused_norm_modulate_applies(x, torch::randn({1, 1, 8}), one, layout));  // another batch
+  CHECK_FALSE(fused_norm_modulate_applies(x, torch::randn({2, 1, 9}), one, layout));  // another width
+  CHECK_FALSE(fused_norm_modulate_applies(x.view({2, 14, 2, 4}), one, one, layout));  // not [B, n, d]
+  CHECK_FALSE(fused_norm_modulate_applies(x.to(torch::kInt32), one, one, layout));
+  CHECK_THROWS(fused_norm_modulate(x, per_frame, one, 1e-6, layout));
+  const FusedSwitch off(false);
+  CHECK_FALSE(fused_norm_modulate_applies(x, one, one, layout));
 }

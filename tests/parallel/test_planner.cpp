@@ -116,21 +116,30 @@ TEST_CASE("per-token activation bytes of one block follow docs/PARALLEL.md", "[u
   const ModelPreset tiny = load_model_preset("tiny");  // d 192, 4 heads x 48, MLP 768
   MemoryOptions o = options_for(tiny, TrainDevice::gpu, 17, 64, 64);
   const int64_t sequence = 82, text = 32;
-  // bf16, fused: 2·(24d + 2f + head_dim) + 4·(6 + 2·heads) + fp32 RMSNorm copies 10d.
+  // bf16, fused attention and norms: 2·(20d + 2f + head_dim) + 4·(6 + 2·heads) + the fp32 RMSNorm copy of the
+  // cross-attention's q, 2d.
   o.recompute = Recompute::none;
-  CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(14360.0));
+  CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(11288.0));
   o.recompute = Recompute::selective;  // fused attention keeps no scores: nothing left to drop
-  CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(14360.0));
+  CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(11288.0));
   o.recompute = Recompute::full;  // only the block input and its LayerNorm statistics
   CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(2 * 192 + 4 * 2));
+  // The unfused norms add the normalised x of both adaLN inputs and q, k normalised (4d), and fp32 copies of
+  // q and k (8d bytes): 2·(24d + 2f + head_dim) + 4·(6 + 2·heads) + 10d.
+  o.recompute = Recompute::none;
+  o.fused_norms = false;
+  CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(14360.0));
   // fp32 math attention: the probabilities (heads × sequence, heads × text) replace output + statistics.
   o = options_for(tiny, TrainDevice::cpu, 17, 64, 64);
   o.recompute = Recompute::none;
   const double d = 192, f = 768, h = 4;
-  const double expected = 4 * (22 * d + 2 * f + 48 + h * sequence + h * text) + 4 * 6;
+  const double expected = 4 * (18 * d + 2 * f + 48 + h * sequence + h * text) + 4 * 6;
   CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(expected));
   o.recompute = Recompute::selective;  // math attention: the self-attention probabilities are recomputed
   CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) == Approx(expected - 4 * h * sequence));
+  o.fused_norms = false;
+  CHECK(block_activation_bytes_per_token(tiny.dit, sequence, text, o) ==
+        Approx(expected + 4 * 4 * d - 4 * h * sequence));
 }
 
 TEST_CASE("more recompute: less activation memory, more time", "[unit][parallel][planner]") {

@@ -123,6 +123,103 @@ const char* launch_norm_rope_backward(const void* x, const void* grad, void* gra
   return launched();
 }
 
+// ---- LayerNorm + adaLN modulation: one block per row (a token's d values, thousands at the DiT's widths) ----
+
+constexpr int kRowThreads = 256;  // a multiple of the warp size (block_sum)
+
+// The sum of every thread's v, returned to every thread of the block. Each thread adds the warps' partial
+// sums in the same order, so the result is the same on every run. scratch: 32 floats of shared memory.
+__device__ float block_sum(float v, float* scratch) {
+  for (int lanes = 16; lanes > 0; lanes >>= 1) v += __shfl_xor_sync(0xffffffffu, v, lanes);
+  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  __syncthreads();  // every thread has read the previous call's scratch
+  if (threadIdx.x % 32 == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < warps; ++w) total += scratch[w];
+  return total;
+}
+
+template <class T>
+__global__ void norm_modulate_forward_kernel(const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ scale,
+                                             const float* __restrict__ shift, float* __restrict__ mean_out,
+                                             float* __restrict__ rstd_out, float eps, ModulationShape shape) {
+  __shared__ float scratch[32];
+  const int64_t dim = shape.dim;
+  for (int64_t row = blockIdx.x; row < shape.rows(); row += gridDim.x) {
+    const T* in = x + row * dim;
+    float sum = 0.0f;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += Element<T>::load(in[i]);
+    const float mean = block_sum(sum, scratch) / float(dim);
+    float squares = 0.0f;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      const float deviation = Element<T>::load(in[i]) - mean;
+      squares += deviation * deviation;
+    }
+    const float rstd = inverse_sqrt(block_sum(squares, scratch) / float(dim) + eps);
+    const int64_t m = modulation_offset(shape, row);
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+      y[row * dim + i] =
+          Element<T>::store(norm_modulate_value<float>(Element<T>::load(in[i]), mean, rstd, scale[m + i], shift[m + i]));
+    if (threadIdx.x == 0) {
+      mean_out[row] = mean;
+      rstd_out[row] = rstd;
+    }
+  }
+}
+
+template <class T>
+__global__ void norm_modulate_backward_kernel(const T* __restrict__ x, const T* __restrict__ grad, T* __restrict__ grad_x,
+                                              float* __restrict__ scale_share, const float* __restrict__ scale,
+                                              const float* __restrict__ mean, const float* __restrict__ rstd,
+                                              ModulationShape shape) {
+  __shared__ float scratch[32];
+  const int64_t dim = shape.dim;
+  for (int64_t row = blockIdx.x; row < shape.rows(); row += gridDim.x) {
+    const int64_t offset = row * dim, m = modulation_offset(shape, row);
+    const float mu = mean[row], r = rstd[row];
+    float sum_u = 0.0f, sum_u_normed = 0.0f;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      const float g = Element<T>::load(grad[offset + i]), normed = (Element<T>::load(x[offset + i]) - mu) * r;
+      const float u = g * (1.0f + scale[m + i]);
+      sum_u += u;
+      sum_u_normed += u * normed;
+      if (scale_share) scale_share[offset + i] = g * normed;
+    }
+    const float mean_u = block_sum(sum_u, scratch) / float(dim);
+    const float mean_u_normed = block_sum(sum_u_normed, scratch) / float(dim);
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      const float normed = (Element<T>::load(x[offset + i]) - mu) * r;
+      const float u = Element<T>::load(grad[offset + i]) * (1.0f + scale[m + i]);
+      grad_x[offset + i] = Element<T>::store(norm_modulate_input_grad<float>(normed, u, r, mean_u, mean_u_normed));
+    }
+  }
+}
+
+unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>(rows < 65536 ? rows : 65536);
+}
+
+template <class T>
+const char* launch_norm_modulate_forward(const void* x, void* y, const float* scale, const float* shift, float* mean,
+                                         float* rstd, float eps, const ModulationShape& shape, void* stream) {
+  if (shape.rows() == 0) return nullptr;
+  norm_modulate_forward_kernel<T><<<row_blocks(shape.rows()), kRowThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const T*>(x), static_cast<T*>(y), scale, shift, mean, rstd, eps, shape);
+  return launched();
+}
+
+template <class T>
+const char* launch_norm_modulate_backward(const void* x, const void* grad, void* grad_x, float* scale_share,
+                                          const float* scale, const float* mean, const float* rstd,
+                                          const ModulationShape& shape, void* stream) {
+  if (shape.rows() == 0) return nullptr;
+  norm_modulate_backward_kernel<T><<<row_blocks(shape.rows()), kRowThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const T*>(x), static_cast<const T*>(grad), static_cast<T*>(grad_x), scale_share, scale, mean, rstd,
+      shape);
+  return launched();
+}
+
 }  // namespace
 
 int cuda_device_count(const char** error) {
@@ -179,6 +276,35 @@ const char* norm_rope_backward_cuda(const void* x, const void* grad, void* grad_
                                                       cos, sin, shape, stream);
   }
   return "norm_rope_backward_cuda: unknown element type";
+}
+
+const char* norm_modulate_forward_cuda(const void* x, void* y, const float* scale, const float* shift, float* mean,
+                                       float* rstd, float eps, const ModulationShape& shape, ElementType type,
+                                       void* stream) {
+  switch (type) {
+    case ElementType::float32:
+      return launch_norm_modulate_forward<float>(x, y, scale, shift, mean, rstd, eps, shape, stream);
+    case ElementType::float16:
+      return launch_norm_modulate_forward<__half>(x, y, scale, shift, mean, rstd, eps, shape, stream);
+    case ElementType::bfloat16:
+      return launch_norm_modulate_forward<__nv_bfloat16>(x, y, scale, shift, mean, rstd, eps, shape, stream);
+  }
+  return "norm_modulate_forward_cuda: unknown element type";
+}
+
+const char* norm_modulate_backward_cuda(const void* x, const void* grad, void* grad_x, float* scale_share,
+                                        const float* scale, const float* mean, const float* rstd,
+                                        const ModulationShape& shape, ElementType type, void* stream) {
+  switch (type) {
+    case ElementType::float32:
+      return launch_norm_modulate_backward<float>(x, grad, grad_x, scale_share, scale, mean, rstd, shape, stream);
+    case ElementType::float16:
+      return launch_norm_modulate_backward<__half>(x, grad, grad_x, scale_share, scale, mean, rstd, shape, stream);
+    case ElementType::bfloat16:
+      return launch_norm_modulate_backward<__nv_bfloat16>(x, grad, grad_x, scale_share, scale, mean, rstd, shape,
+                                                          stream);
+  }
+  return "norm_modulate_backward_cuda: unknown element type";
 }
 
 }  // namespace mugv::kernels

@@ -6,6 +6,7 @@
 // driver, a bad launch); nothing here throws, and nothing here synchronises the device.
 #pragma once
 
+#include "model/kernels/norm_modulate_math.h"
 #include "model/kernels/norm_rope_math.h"
 #include "model/kernels/rope_math.h"
 
@@ -31,5 +32,16 @@ const char* norm_rope_forward_cuda(const void* x, void* y, const float* weight, 
 const char* norm_rope_backward_cuda(const void* x, const void* grad, void* grad_x, float* grad_weight_rows,
                                     const float* weight, float eps, float multiplier, const float* cos,
                                     const float* sin, const RopeShape& shape, ElementType type, void* stream);
+
+// y = LayerNorm(x)·(1 + scale_g) + shift_g (norm_modulate_math.h): x and y contiguous [B, n, d], scale and
+// shift float [B, G, d], and each row's mean and rstd into mean / rstd (float [rows]). One block per row.
+const char* norm_modulate_forward_cuda(const void* x, void* y, const float* scale, const float* shift,
+                                       float* mean, float* rstd, float eps, const ModulationShape& shape,
+                                       ElementType type, void* stream);
+// Its backward: grad (contiguous [B, n, d]) into grad_x (the same) and, unless nullptr, each row's g·x̂ into
+// scale_share (float [rows, d]), from the forward's mean and rstd.
+const char* norm_modulate_backward_cuda(const void* x, const void* grad, void* grad_x, float* scale_share,
+                                        const float* scale, const float* mean, const float* rstd,
+                                        const ModulationShape& shape, ElementType type, void* stream);
 
 }  // namespace mugv::kernels

@@ -37,4 +37,21 @@ MUGV_HOST_DEVICE inline T inverse_sqrt(T v) {
 #endif
 }
 
+// Σ term(i) for 0 <= i < n, in kSumLanes partial sums added together in a fixed order at the end: the same
+// result on every run, and independent chains of adds that a CPU overlaps and a compiler vectorises (one
+// chain of dependent float adds, which strict IEEE order demands of a plain loop, waits on every add's
+// latency).
+constexpr int kSumLanes = 8;
+template <class Acc, class Term>
+MUGV_HOST_DEVICE inline Acc lane_sum(int64_t n, Term term) {
+  Acc lanes[kSumLanes] = {};
+  int64_t i = 0;
+  for (; i + kSumLanes <= n; i += kSumLanes)
+    for (int lane = 0; lane < kSumLanes; ++lane) lanes[lane] += term(i + lane);
+  for (int lane = 0; i < n; ++i, ++lane) lanes[lane] += term(i);
+  Acc total = 0;
+  for (int lane = 0; lane < kSumLanes; ++lane) total += lanes[lane];
+  return total;
+}
+
 }  // namespace mugv::kernels

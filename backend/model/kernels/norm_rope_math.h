@@ -16,11 +16,10 @@ namespace mugv::kernels {
 
 template <class T, class Acc = typename Element<T>::acc>
 MUGV_HOST_DEVICE inline Acc rms_inverse(const T* x, int64_t head_dim, Acc eps) {
-  Acc squares = 0;
-  for (int64_t i = 0; i < head_dim; ++i) {
+  const Acc squares = lane_sum<Acc>(head_dim, [&](int64_t i) {
     const Acc v = Element<T>::load(x[i]);
-    squares += v * v;
-  }
+    return v * v;
+  });
   return inverse_sqrt(squares / static_cast<Acc>(head_dim) + eps);
 }
 
@@ -56,17 +55,15 @@ MUGV_HOST_DEVICE inline void norm_rope_backward_row(const T* x, const T* grad, T
                 -static_cast<Acc>(sin[p]), a, b);
     return i % 2 == 0 ? a : b;
   };
-  Acc dot = 0;  // Σ a_i·n_i
-  for (int64_t i = 0; i < head_dim; ++i) {
-    const Acc n = Element<T>::load(x[i]) * r, scaled = u(i) * multiplier;
-    dot += scaled * static_cast<Acc>(weight[i]) * n;
-    if (grad_weight_row) grad_weight_row[i] = static_cast<float>(scaled * n);
-  }
+  // Σ a_i·n_i
+  const Acc dot = lane_sum<Acc>(head_dim, [&](int64_t i) {
+    return u(i) * multiplier * static_cast<Acc>(weight[i]) * (Element<T>::load(x[i]) * r);
+  });
   const Acc mean_dot = dot / static_cast<Acc>(head_dim);
   for (int64_t i = 0; i < head_dim; ++i) {
-    const Acc n = Element<T>::load(x[i]) * r;
-    const Acc a = u(i) * multiplier * static_cast<Acc>(weight[i]);
-    grad_x[i] = Element<T>::store(r * (a - n * mean_dot));
+    const Acc n = Element<T>::load(x[i]) * r, scaled = u(i) * multiplier;
+    grad_x[i] = Element<T>::store(r * (scaled * static_cast<Acc>(weight[i]) - n * mean_dot));
+    if (grad_weight_row) grad_weight_row[i] = static_cast<float>(scaled * n);
   }
 }
 
