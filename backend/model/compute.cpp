@@ -110,6 +110,11 @@ std::optional<ComputePrecision> compute_precision_from_string(std::string_view n
   return std::nullopt;
 }
 
+std::optional<torch::ScalarType> autocast_matmul_type(torch::DeviceType device) {
+  if (!autocast_enabled(device)) return std::nullopt;
+  return autocast_dtype(device);
+}
+
 bool cpu_has_native_bf16() {
   if (!at::hasMKLDNN()) return false;  // without oneDNN, LibTorch's CPU bf16 GEMM is a slow fallback
 #if defined(__x86_64__) || defined(__i386__)

@@ -90,6 +90,10 @@ struct PrecisionChoice {
 // use them (built with oneDNN).
 [[nodiscard]] bool cpu_has_native_bf16();
 
+// The type autocast runs matrix products in on `device` for this thread now (bf16 inside an AutocastScope),
+// or none when autocast is off there: what an operation feeding a linear may write to spare it a cast.
+[[nodiscard]] std::optional<torch::ScalarType> autocast_matmul_type(torch::DeviceType device);
+
 // While alive, forward passes on `device` run in `precision` (nothing changes for fp32). On
 // destruction the previous autocast state returns and, when the outermost scope closes, the cache of
 // bf16 weight copies is dropped: the optimizer changes the weights between steps, so each step must

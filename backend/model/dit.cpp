@@ -76,8 +76,11 @@ torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& scale, const
 torch::Tensor norm_and_modulate(const torch::Tensor& x, const torch::Tensor& scale,
                                 const torch::Tensor& shift, const TokenLayout& layout) {
   constexpr double eps = 1e-6;
-  if (fused_norm_modulate_applies(x, scale, shift, layout))
-    return fused_norm_modulate(x, scale, shift, eps, layout);
+  // Under autocast the fused form writes the type the attention's qkv / the MLP's fc1 reads: no cast there.
+  std::optional<torch::ScalarType> out_type;
+  if (x.scalar_type() == torch::kFloat32) out_type = autocast_matmul_type(x.device().type());
+  if (fused_norm_modulate_applies(x, scale, shift, layout, out_type))
+    return fused_norm_modulate(x, scale, shift, eps, layout, out_type);
   return norm_modulate_reference(x, scale, shift, eps, layout);
 }
 

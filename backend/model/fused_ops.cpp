@@ -48,7 +48,6 @@ int64_t rows_grain(int64_t head_dim) {
   return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, head_dim));
 }
 
-#ifdef MUGV_HAVE_CUDA_KERNELS
 kernels::ElementType element_type(const char* what, torch::ScalarType type) {
   switch (type) {
     case torch::kFloat32:
@@ -61,7 +60,6 @@ kernels::ElementType element_type(const char* what, torch::ScalarType type) {
       throw Error(ErrorCode::unsupported, what, "no CUDA kernel for this element type");
   }
 }
-#endif
 
 // Runs the fused operation `what` on x's device: for a CUDA x, cuda_launch(element type, stream) on x's
 // device and current stream (it returns a launcher's error or nullptr), else cpu_loop(). The launch is only
@@ -284,31 +282,33 @@ torch::Tensor sum_over_groups(const torch::Tensor& rows, const kernels::Modulati
   return out;
 }
 
-template <class T>
+// x of T, y (and so the upstream gradient) of U: the same, or a 16-bit type from a float32 x.
+template <class T, class U>
 void norm_modulate_forward_cpu(const torch::Tensor& x, torch::Tensor& y, const torch::Tensor& scale,
                                const torch::Tensor& shift, torch::Tensor& stats, double eps,
                                const kernels::ModulationShape& shape) {
   using Acc = typename kernels::Element<T>::acc;
   const T* in = x.data_ptr<T>();
-  T* out = y.data_ptr<T>();
+  U* out = y.data_ptr<U>();
   const float *sc = scale.data_ptr<float>(), *sh = shift.data_ptr<float>();
   Acc* mean = stats.data_ptr<Acc>();
   Acc* rstd = mean + shape.rows();
   at::parallel_for(0, shape.rows(), rows_grain(shape.dim), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t m = kernels::modulation_offset(shape, row), offset = row * shape.dim;
-      kernels::norm_modulate_forward_row<T, Acc>(in + offset, out + offset, sc + m, sh + m, shape.dim,
-                                                 Acc(eps), mean[row], rstd[row]);
+      kernels::norm_modulate_forward_row<T, U, Acc>(in + offset, out + offset, sc + m, sh + m, shape.dim,
+                                                    Acc(eps), mean[row], rstd[row]);
     }
   });
 }
 
-template <class T>
+template <class T, class U>
 void norm_modulate_backward_cpu(const torch::Tensor& x, const torch::Tensor& grad, torch::Tensor& grad_x,
                                 float* scale_share, const torch::Tensor& scale, const torch::Tensor& stats,
                                 const kernels::ModulationShape& shape) {
   using Acc = typename kernels::Element<T>::acc;
-  const T *in = x.data_ptr<T>(), *g = grad.data_ptr<T>();
+  const T* in = x.data_ptr<T>();
+  const U* g = grad.data_ptr<U>();
   T* gx = grad_x.data_ptr<T>();
   const float* sc = scale.data_ptr<float>();
   const Acc* mean = stats.data_ptr<Acc>();
@@ -316,11 +316,31 @@ void norm_modulate_backward_cpu(const torch::Tensor& x, const torch::Tensor& gra
   at::parallel_for(0, shape.rows(), rows_grain(shape.dim), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t offset = row * shape.dim;
-      kernels::norm_modulate_backward_row<T, Acc>(
+      kernels::norm_modulate_backward_row<T, U, Acc>(
           in + offset, g + offset, gx + offset, scale_share ? scale_share + offset : nullptr,
           sc + kernels::modulation_offset(shape, row), shape.dim, mean[row], rstd[row]);
     }
   });
+}
+
+template <class T>
+struct TypeTag {
+  using type = T;
+};
+
+// body(TypeTag<T>{}, TypeTag<U>{}) for x's element type and y's (norm_modulate_out_type_supported).
+template <class Body>
+void with_cpu_in_out_types(torch::ScalarType type, torch::ScalarType out_type, Body body) {
+  if (type == out_type) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(torch::kBFloat16, torch::kHalf, type, "fused_norm_modulate",
+                                    [&] { body(TypeTag<scalar_t>{}, TypeTag<scalar_t>{}); });
+  } else if (type == torch::kFloat32 && out_type == torch::kBFloat16) {
+    body(TypeTag<float>{}, TypeTag<c10::BFloat16>{});
+  } else if (type == torch::kFloat32 && out_type == torch::kHalf) {
+    body(TypeTag<float>{}, TypeTag<c10::Half>{});
+  } else {
+    throw Error(ErrorCode::unsupported, "fused_norm_modulate", "no CPU loop for this pair of element types");
+  }
 }
 
 // The row statistics: [2, rows] (means, then rstds) in the arithmetic's type.
@@ -329,12 +349,13 @@ torch::Tensor empty_row_stats(const torch::Tensor& x, int64_t rows) {
       {2, rows}, x.options().dtype(x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32));
 }
 
-// (y, row statistics) for x, scale and shift contiguous (scale and shift float32).
+// (y of out_type, row statistics) for x, scale and shift contiguous (scale and shift float32).
 std::pair<torch::Tensor, torch::Tensor> norm_modulate_forward(const torch::Tensor& x,
                                                               const torch::Tensor& scale,
                                                               const torch::Tensor& shift, double eps,
-                                                              const kernels::ModulationShape& shape) {
-  auto y = torch::empty_like(x);
+                                                              const kernels::ModulationShape& shape,
+                                                              torch::ScalarType out_type) {
+  auto y = torch::empty_like(x, x.options().dtype(out_type));
   auto stats = empty_row_stats(x, shape.rows());
   run_fused(
       "fused_norm_modulate", x,
@@ -342,17 +363,19 @@ std::pair<torch::Tensor, torch::Tensor> norm_modulate_forward(const torch::Tenso
         float* mean = stats.data_ptr<float>();
         return kernels::norm_modulate_forward_cuda(x.data_ptr(), y.data_ptr(), scale.data_ptr<float>(),
                                                    shift.data_ptr<float>(), mean, mean + shape.rows(),
-                                                   float(eps), shape, type, stream);
+                                                   float(eps), shape, type,
+                                                   element_type("fused_norm_modulate", out_type), stream);
       },
       [&] {
-        AT_DISPATCH_FLOATING_TYPES_AND2(
-            torch::kBFloat16, torch::kHalf, x.scalar_type(), "fused_norm_modulate",
-            [&] { norm_modulate_forward_cpu<scalar_t>(x, y, scale, shift, stats, eps, shape); });
+        with_cpu_in_out_types(x.scalar_type(), out_type, [&](auto in, auto out) {
+          norm_modulate_forward_cpu<typename decltype(in)::type, typename decltype(out)::type>(
+              x, y, scale, shift, stats, eps, shape);
+        });
       });
   return {y, stats};
 }
 
-// (dL/dx, each row's g·x̂ [B, n, d] float or undefined) from grad = dL/dy.
+// (dL/dx, each row's g·x̂ [B, n, d] float or undefined) from grad = dL/dy (contiguous, y's type).
 std::pair<torch::Tensor, torch::Tensor> norm_modulate_backward(
     const torch::Tensor& x, const torch::Tensor& grad, const torch::Tensor& scale, const torch::Tensor& stats,
     const kernels::ModulationShape& shape, bool scale_gradient) {
@@ -365,14 +388,16 @@ std::pair<torch::Tensor, torch::Tensor> norm_modulate_backward(
       "fused_norm_modulate", x,
       [&](kernels::ElementType type, void* stream) {
         const float* mean = stats.data_ptr<float>();
-        return kernels::norm_modulate_backward_cuda(x.data_ptr(), grad.data_ptr(), grad_x.data_ptr(),
-                                                    share_data, scale.data_ptr<float>(), mean,
-                                                    mean + shape.rows(), shape, type, stream);
+        return kernels::norm_modulate_backward_cuda(
+            x.data_ptr(), grad.data_ptr(), grad_x.data_ptr(), share_data, scale.data_ptr<float>(), mean,
+            mean + shape.rows(), shape, type, element_type("fused_norm_modulate", grad.scalar_type()),
+            stream);
       },
       [&] {
-        AT_DISPATCH_FLOATING_TYPES_AND2(
-            torch::kBFloat16, torch::kHalf, x.scalar_type(), "fused_norm_modulate",
-            [&] { norm_modulate_backward_cpu<scalar_t>(x, grad, grad_x, share_data, scale, stats, shape); });
+        with_cpu_in_out_types(x.scalar_type(), grad.scalar_type(), [&](auto in, auto out) {
+          norm_modulate_backward_cpu<typename decltype(in)::type, typename decltype(out)::type>(
+              x, grad, grad_x, share_data, scale, stats, shape);
+        });
       });
   return {grad_x, shares};
 }
@@ -381,23 +406,25 @@ class FusedNormModulate : public torch::autograd::Function<FusedNormModulate> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
                                const torch::Tensor& scale, const torch::Tensor& shift, double eps,
-                               int64_t frames, int64_t offset, int64_t total) {
+                               int64_t frames, int64_t offset, int64_t total, int64_t out_type) {
     const auto x = x_in.contiguous();
     const auto scale_f = scale.to(torch::kFloat32).contiguous(),
                shift_f = shift.to(torch::kFloat32).contiguous();
     const auto shape = modulation_shape(x, scale.size(1), TokenLayout{frames, offset, total});
-    auto [y, stats] = norm_modulate_forward(x, scale_f, shift_f, eps, shape);
+    auto [y, stats] =
+        norm_modulate_forward(x, scale_f, shift_f, eps, shape, static_cast<torch::ScalarType>(out_type));
     ctx->save_for_backward({x, scale_f, stats});
     ctx->saved_data["frames"] = frames;
     ctx->saved_data["offset"] = offset;
     ctx->saved_data["total"] = total;
+    ctx->saved_data["out_type"] = out_type;
     ctx->saved_data["scale_type"] = static_cast<int64_t>(scale.scalar_type());
     ctx->saved_data["shift_type"] = static_cast<int64_t>(shift.scalar_type());
     return y;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    torch::autograd::variable_list out(7);
+    torch::autograd::variable_list out(8);
     if (!grads[0].defined()) return out;
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
@@ -405,7 +432,8 @@ class FusedNormModulate : public torch::autograd::Function<FusedNormModulate> {
         modulation_shape(x, saved[1].size(1),
                          TokenLayout{ctx->saved_data["frames"].toInt(), ctx->saved_data["offset"].toInt(),
                                      ctx->saved_data["total"].toInt()});
-    const auto grad = grads[0].to(x.scalar_type()).contiguous();
+    const auto grad =
+        grads[0].to(static_cast<torch::ScalarType>(ctx->saved_data["out_type"].toInt())).contiguous();
     auto [grad_x, shares] =
         norm_modulate_backward(x, grad, saved[1], saved[2], shape, ctx->needs_input_grad(1));
     auto as = [&](const torch::Tensor& t, const char* key) {
@@ -480,13 +508,17 @@ int64_t fused_norm_rope_calls() {
 }
 
 bool fused_norm_modulate_applies(const torch::Tensor& x, const torch::Tensor& scale,
-                                 const torch::Tensor& shift, const TokenLayout& layout) {
+                                 const torch::Tensor& shift, const TokenLayout& layout,
+                                 std::optional<torch::ScalarType> out_type) {
   if (!fused_kernels_enabled() || !x.defined() || !scale.defined() || !shift.defined()) return false;
   if (x.dim() != 3 || x.size(2) == 0) return false;
   const auto type = x.scalar_type();
   const bool float_type = type == torch::kFloat32 || type == torch::kBFloat16 || type == torch::kFloat16;
   if (x.is_cuda() ? !(cuda_kernels_built() && float_type)
                   : !(x.is_cpu() && (float_type || type == torch::kFloat64)))
+    return false;
+  if (out_type && *out_type != type &&
+      !(type == torch::kFloat32 && (*out_type == torch::kBFloat16 || *out_type == torch::kFloat16)))
     return false;
   for (const auto* m : {&scale, &shift})
     if (!m->is_floating_point() || m->dim() != 3 || m->size(0) != x.size(0) || m->size(2) != x.size(2) ||
@@ -501,11 +533,13 @@ bool fused_norm_modulate_applies(const torch::Tensor& x, const torch::Tensor& sc
 }
 
 torch::Tensor fused_norm_modulate(const torch::Tensor& x, const torch::Tensor& scale,
-                                  const torch::Tensor& shift, double eps, const TokenLayout& layout) {
-  if (!fused_norm_modulate_applies(x, scale, shift, layout))
+                                  const torch::Tensor& shift, double eps, const TokenLayout& layout,
+                                  std::optional<torch::ScalarType> out_type) {
+  if (!fused_norm_modulate_applies(x, scale, shift, layout, out_type))
     throw Error(ErrorCode::invalid_argument, "fused_norm_modulate", "these inputs need the unfused path");
   norm_modulate_calls.fetch_add(1, std::memory_order_relaxed);
-  return FusedNormModulate::apply(x, scale, shift, eps, layout.frames, layout.offset, layout.total);
+  return FusedNormModulate::apply(x, scale, shift, eps, layout.frames, layout.offset, layout.total,
+                                  static_cast<int64_t>(out_type.value_or(x.scalar_type())));
 }
 
 int64_t fused_norm_modulate_calls() {

@@ -14,6 +14,8 @@
 
 #include <torch/torch.h>
 
+#include <optional>
+
 namespace mugv {
 
 [[nodiscard]] bool fused_kernels_enabled();
@@ -53,20 +55,23 @@ struct TokenLayout {
 };
 
 // Whether fused_norm_modulate covers these: fused operations on, x [B, n, d] of float32 / bfloat16 /
-// float16 (float64 on the CPU; CUDA: the kernels built), scale and shift floating [B, G, d] on x's device
-// with G = 1 or G = layout.frames + 2 (then n tokens from layout.offset within layout.total, whose
-// total − 2 frame tokens split evenly into the frames).
+// float16 (float64 on the CPU; CUDA: the kernels built), out_type x's type (or none) or, for a float32 x,
+// bfloat16 / float16, scale and shift floating [B, G, d] on x's device with G = 1 or G = layout.frames + 2
+// (then n tokens from layout.offset within layout.total, whose total − 2 frame tokens split evenly into the
+// frames).
 [[nodiscard]] bool fused_norm_modulate_applies(const torch::Tensor& x, const torch::Tensor& scale,
-                                               const torch::Tensor& shift, const TokenLayout& layout);
+                                               const torch::Tensor& shift, const TokenLayout& layout,
+                                               std::optional<torch::ScalarType> out_type = std::nullopt);
 // A block's adaLN input in one pass: LayerNorm(x) (no affine, eps) · (1 + scale_g) + shift_g with g the
 // token's group (model/dit.cpp modulate), and a backward for x, scale and shift (theirs summed over each
-// group's tokens in a fixed order: deterministic). The result is contiguous [B, n, d] in x's dtype (the
-// unfused path promotes a bf16 x to the float32 modulation's type; the next linear casts back under
-// autocast), and autograd keeps x and two floats a row rather than x and the normalised x. Requires
-// fused_norm_modulate_applies(x, scale, shift, layout).
+// group's tokens in a fixed order: deterministic). The result is contiguous [B, n, d] of out_type (default
+// x's): under autocast the DiT asks for the type the next matrix product reads, which then casts nothing (the
+// unfused path writes float32 and the product casts it). Autograd keeps x and two floats a row rather than
+// x and the normalised x. Requires fused_norm_modulate_applies(x, scale, shift, layout, out_type).
 [[nodiscard]] torch::Tensor fused_norm_modulate(const torch::Tensor& x, const torch::Tensor& scale,
                                                 const torch::Tensor& shift, double eps,
-                                                const TokenLayout& layout);
+                                                const TokenLayout& layout,
+                                                std::optional<torch::ScalarType> out_type = std::nullopt);
 [[nodiscard]] int64_t fused_norm_modulate_calls();
 
 }  // namespace mugv

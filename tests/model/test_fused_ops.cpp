@@ -396,3 +396,37 @@ TEST_CASE("fused LayerNorm + modulation leaves what it does not cover to the unf
   const FusedSwitch off(false);
   CHECK_FALSE(fused_norm_modulate_applies(x, one, one, layout));
 }
+
+TEST_CASE("fused LayerNorm + modulation writes the autocast type from a float32 x", "[unit][model][fused]") {
+  const FusedSwitch on(true);
+  torch::manual_seed(33);
+  const TokenLayout layout{3, 0, 14};
+  const auto x = torch::randn({2, 14, 64}) * 2.0;
+  const auto modulation = torch::randn({2, 5, 2, 64}) * 0.5;
+  const auto grad =
+      torch::randn({2, 14, 64}).to(torch::kBFloat16);  // what the bf16 matrix product sends back
+  auto op = [&](std::optional<torch::ScalarType> out_type) {
+    return [&, out_type](const torch::Tensor& v, const torch::Tensor& s, const torch::Tensor& b) {
+      return fused_norm_modulate(v, s, b, 1e-6, layout, out_type);
+    };
+  };
+  REQUIRE(fused_norm_modulate_applies(x, modulation.select(2, 0), modulation.select(2, 1), layout,
+                                      torch::kBFloat16));
+  const auto narrow = modulate_forward_backward(op(torch::kBFloat16), x, modulation, grad);
+  const auto wide = modulate_forward_backward(op(std::nullopt), x, modulation, grad.to(torch::kFloat32));
+  CHECK(narrow.y.scalar_type() == torch::kBFloat16);
+  CHECK(narrow.x.scalar_type() == torch::kFloat32);
+  // One rounding from float to bf16: the float result rounded, at most one bf16 step apart.
+  const auto steps = (narrow.y.to(torch::kFloat64) - wide.y.to(torch::kBFloat16).to(torch::kFloat64)).abs() /
+                     (wide.y.abs().to(torch::kFloat64) * std::ldexp(1.0, -7) + 1e-30);
+  CHECK(steps.max().item<double>() <= 1.0);
+  CHECK(largest_diff(narrow.x, wide.x) <= 1e-5 * (1 + wide.x.abs().max().item<double>()));
+  CHECK(largest_diff(narrow.scale, wide.scale) <= 1e-5 * (1 + wide.scale.abs().max().item<double>()));
+  CHECK(largest_diff(narrow.shift, wide.shift) <= 1e-5 * (1 + wide.shift.abs().max().item<double>()));
+  // Only float32 narrows, and only to a 16-bit type.
+  const auto m16 = modulation.to(torch::kBFloat16);
+  CHECK_FALSE(fused_norm_modulate_applies(x.to(torch::kBFloat16), m16.select(2, 0), m16.select(2, 1), layout,
+                                          torch::kFloat32));
+  CHECK_FALSE(fused_norm_modulate_applies(x, modulation.select(2, 0), modulation.select(2, 1), layout,
+                                          torch::kFloat64));
+}

@@ -140,8 +140,8 @@ __device__ float block_sum(float v, float* scratch) {
   return total;
 }
 
-template <class T>
-__global__ void norm_modulate_forward_kernel(const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ scale,
+template <class T, class U>
+__global__ void norm_modulate_forward_kernel(const T* __restrict__ x, U* __restrict__ y, const float* __restrict__ scale,
                                              const float* __restrict__ shift, float* __restrict__ mean_out,
                                              float* __restrict__ rstd_out, float eps, ModulationShape shape) {
   __shared__ float scratch[32];
@@ -160,7 +160,7 @@ __global__ void norm_modulate_forward_kernel(const T* __restrict__ x, T* __restr
     const int64_t m = modulation_offset(shape, row);
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
       y[row * dim + i] =
-          Element<T>::store(norm_modulate_value<float>(Element<T>::load(in[i]), mean, rstd, scale[m + i], shift[m + i]));
+          Element<U>::store(norm_modulate_value<float>(Element<T>::load(in[i]), mean, rstd, scale[m + i], shift[m + i]));
     if (threadIdx.x == 0) {
       mean_out[row] = mean;
       rstd_out[row] = rstd;
@@ -168,8 +168,8 @@ __global__ void norm_modulate_forward_kernel(const T* __restrict__ x, T* __restr
   }
 }
 
-template <class T>
-__global__ void norm_modulate_backward_kernel(const T* __restrict__ x, const T* __restrict__ grad, T* __restrict__ grad_x,
+template <class T, class U>
+__global__ void norm_modulate_backward_kernel(const T* __restrict__ x, const U* __restrict__ grad, T* __restrict__ grad_x,
                                               float* __restrict__ scale_share, const float* __restrict__ scale,
                                               const float* __restrict__ mean, const float* __restrict__ rstd,
                                               ModulationShape shape) {
@@ -180,7 +180,7 @@ __global__ void norm_modulate_backward_kernel(const T* __restrict__ x, const T* 
     const float mu = mean[row], r = rstd[row];
     float sum_u = 0.0f, sum_u_normed = 0.0f;
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-      const float g = Element<T>::load(grad[offset + i]), normed = (Element<T>::load(x[offset + i]) - mu) * r;
+      const float g = Element<U>::load(grad[offset + i]), normed = (Element<T>::load(x[offset + i]) - mu) * r;
       const float u = g * (1.0f + scale[m + i]);
       sum_u += u;
       sum_u_normed += u * normed;
@@ -190,7 +190,7 @@ __global__ void norm_modulate_backward_kernel(const T* __restrict__ x, const T* 
     const float mean_u_normed = block_sum(sum_u_normed, scratch) / float(dim);
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
       const float normed = (Element<T>::load(x[offset + i]) - mu) * r;
-      const float u = Element<T>::load(grad[offset + i]) * (1.0f + scale[m + i]);
+      const float u = Element<U>::load(grad[offset + i]) * (1.0f + scale[m + i]);
       grad_x[offset + i] = Element<T>::store(norm_modulate_input_grad<float>(normed, u, r, mean_u, mean_u_normed));
     }
   }
@@ -200,24 +200,49 @@ unsigned row_blocks(int64_t rows) {
   return static_cast<unsigned>(rows < 65536 ? rows : 65536);
 }
 
-template <class T>
+template <class T, class U>
 const char* launch_norm_modulate_forward(const void* x, void* y, const float* scale, const float* shift, float* mean,
                                          float* rstd, float eps, const ModulationShape& shape, void* stream) {
   if (shape.rows() == 0) return nullptr;
-  norm_modulate_forward_kernel<T><<<row_blocks(shape.rows()), kRowThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      static_cast<const T*>(x), static_cast<T*>(y), scale, shift, mean, rstd, eps, shape);
+  norm_modulate_forward_kernel<T, U><<<row_blocks(shape.rows()), kRowThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const T*>(x), static_cast<U*>(y), scale, shift, mean, rstd, eps, shape);
   return launched();
 }
 
-template <class T>
+template <class T, class U>
 const char* launch_norm_modulate_backward(const void* x, const void* grad, void* grad_x, float* scale_share,
                                           const float* scale, const float* mean, const float* rstd,
                                           const ModulationShape& shape, void* stream) {
   if (shape.rows() == 0) return nullptr;
-  norm_modulate_backward_kernel<T><<<row_blocks(shape.rows()), kRowThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      static_cast<const T*>(x), static_cast<const T*>(grad), static_cast<T*>(grad_x), scale_share, scale, mean, rstd,
+  norm_modulate_backward_kernel<T, U><<<row_blocks(shape.rows()), kRowThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const T*>(x), static_cast<const U*>(grad), static_cast<T*>(grad_x), scale_share, scale, mean, rstd,
       shape);
   return launched();
+}
+
+template <class T>
+struct TypeTag {
+  using type = T;
+};
+
+// launch(TypeTag<T>{}, TypeTag<U>{}) for the element types of x (type) and y (out_type): equal, or a float32 x
+// with a 16-bit y (the input of an autocast matrix product).
+template <class Launch>
+const char* with_in_out_types(ElementType type, ElementType out_type, Launch launch) {
+  if (type == out_type) {
+    switch (type) {
+      case ElementType::float32: return launch(TypeTag<float>{}, TypeTag<float>{});
+      case ElementType::float16: return launch(TypeTag<__half>{}, TypeTag<__half>{});
+      case ElementType::bfloat16: return launch(TypeTag<__nv_bfloat16>{}, TypeTag<__nv_bfloat16>{});
+    }
+  } else if (type == ElementType::float32) {
+    switch (out_type) {
+      case ElementType::float16: return launch(TypeTag<float>{}, TypeTag<__half>{});
+      case ElementType::bfloat16: return launch(TypeTag<float>{}, TypeTag<__nv_bfloat16>{});
+      case ElementType::float32: break;
+    }
+  }
+  return "fused_norm_modulate: no kernel for this pair of element types";
 }
 
 }  // namespace
@@ -280,31 +305,21 @@ const char* norm_rope_backward_cuda(const void* x, const void* grad, void* grad_
 
 const char* norm_modulate_forward_cuda(const void* x, void* y, const float* scale, const float* shift, float* mean,
                                        float* rstd, float eps, const ModulationShape& shape, ElementType type,
-                                       void* stream) {
-  switch (type) {
-    case ElementType::float32:
-      return launch_norm_modulate_forward<float>(x, y, scale, shift, mean, rstd, eps, shape, stream);
-    case ElementType::float16:
-      return launch_norm_modulate_forward<__half>(x, y, scale, shift, mean, rstd, eps, shape, stream);
-    case ElementType::bfloat16:
-      return launch_norm_modulate_forward<__nv_bfloat16>(x, y, scale, shift, mean, rstd, eps, shape, stream);
-  }
-  return "norm_modulate_forward_cuda: unknown element type";
+                                       ElementType out_type, void* stream) {
+  return with_in_out_types(type, out_type, [&](auto in, auto out) {
+    return launch_norm_modulate_forward<typename decltype(in)::type, typename decltype(out)::type>(
+        x, y, scale, shift, mean, rstd, eps, shape, stream);
+  });
 }
 
 const char* norm_modulate_backward_cuda(const void* x, const void* grad, void* grad_x, float* scale_share,
                                         const float* scale, const float* mean, const float* rstd,
-                                        const ModulationShape& shape, ElementType type, void* stream) {
-  switch (type) {
-    case ElementType::float32:
-      return launch_norm_modulate_backward<float>(x, grad, grad_x, scale_share, scale, mean, rstd, shape, stream);
-    case ElementType::float16:
-      return launch_norm_modulate_backward<__half>(x, grad, grad_x, scale_share, scale, mean, rstd, shape, stream);
-    case ElementType::bfloat16:
-      return launch_norm_modulate_backward<__nv_bfloat16>(x, grad, grad_x, scale_share, scale, mean, rstd, shape,
-                                                          stream);
-  }
-  return "norm_modulate_backward_cuda: unknown element type";
+                                        const ModulationShape& shape, ElementType type, ElementType out_type,
+                                        void* stream) {
+  return with_in_out_types(type, out_type, [&](auto in, auto out) {
+    return launch_norm_modulate_backward<typename decltype(in)::type, typename decltype(out)::type>(
+        x, grad, grad_x, scale_share, scale, mean, rstd, shape, stream);
+  });
 }
 
 }  // namespace mugv::kernels

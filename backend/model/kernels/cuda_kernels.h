@@ -33,15 +33,17 @@ const char* norm_rope_backward_cuda(const void* x, const void* grad, void* grad_
                                     const float* weight, float eps, float multiplier, const float* cos,
                                     const float* sin, const RopeShape& shape, ElementType type, void* stream);
 
-// y = LayerNorm(x)·(1 + scale_g) + shift_g (norm_modulate_math.h): x and y contiguous [B, n, d], scale and
-// shift float [B, G, d], and each row's mean and rstd into mean / rstd (float [rows]). One block per row.
+// y = LayerNorm(x)·(1 + scale_g) + shift_g (norm_modulate_math.h): x and y contiguous [B, n, d] (x of `type`,
+// y of `out_type`: the same, or bfloat16 / float16 from a float32 x), scale and shift float [B, G, d], and
+// each row's mean and rstd into mean / rstd (float [rows]). One block per row.
 const char* norm_modulate_forward_cuda(const void* x, void* y, const float* scale, const float* shift,
                                        float* mean, float* rstd, float eps, const ModulationShape& shape,
-                                       ElementType type, void* stream);
-// Its backward: grad (contiguous [B, n, d]) into grad_x (the same) and, unless nullptr, each row's g·x̂ into
-// scale_share (float [rows, d]), from the forward's mean and rstd.
+                                       ElementType type, ElementType out_type, void* stream);
+// Its backward: grad (contiguous [B, n, d], of out_type) into grad_x (x's shape and type) and, unless
+// nullptr, each row's g·x̂ into scale_share (float [rows, d]), from the forward's mean and rstd.
 const char* norm_modulate_backward_cuda(const void* x, const void* grad, void* grad_x, float* scale_share,
                                         const float* scale, const float* mean, const float* rstd,
-                                        const ModulationShape& shape, ElementType type, void* stream);
+                                        const ModulationShape& shape, ElementType type, ElementType out_type,
+                                        void* stream);
 
 }  // namespace mugv::kernels

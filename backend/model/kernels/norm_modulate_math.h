@@ -7,12 +7,13 @@
 // dimension, and scale and shift the rows of the token's modulation group g (model/dit.h BlockContext: one
 // group for every token, or the start token, one group per patched frame, the end token).
 //
-// x and y are contiguous [B, n, d]: the tokens [offset, offset + n) of a sequence of `total` (all of it in
-// one process, a slice under sequence / context parallel); a row is one token of one sample. scale and shift
-// are float [B, G, d], contiguous. Backward, from g = dL/dy: with s = 1 + scale, x̂ = (x − mean)·rstd and u =
-// g·s, dL/dx = rstd·(u − mean(u) − x̂·mean(u·x̂)); dL/dshift_g and dL/dscale_g sum g and g·x̂ over the group's
-// tokens: each row's g·x̂ goes to its own row of a buffer that the caller sums (in a fixed order, so the
-// result is deterministic). Arithmetic in Element<T>::acc (host_device.h), rounded once on the store.
+// x and y are contiguous [B, n, d] (y in x's type or, from a float32 x under autocast, in bf16 / fp16): the
+// tokens [offset, offset + n) of a sequence of `total` (all of it in one process, a slice under sequence /
+// context parallel); a row is one token of one sample. scale and shift are float [B, G, d], contiguous.
+// Backward, from g = dL/dy: with s = 1 + scale, x̂ = (x − mean)·rstd and u = g·s, dL/dx = rstd·(u − mean(u) −
+// x̂·mean(u·x̂)); dL/dshift_g and dL/dscale_g sum g and g·x̂ over the group's tokens: each row's g·x̂ goes to its
+// own row of a buffer that the caller sums (in a fixed order, so the result is deterministic). Arithmetic in
+// Element<T>::acc (host_device.h), rounded once on the store.
 #pragma once
 
 #include "model/kernels/host_device.h"
@@ -68,31 +69,33 @@ MUGV_HOST_DEVICE inline void row_moments(const T* x, int64_t dim, Acc eps, Acc& 
   rstd = inverse_sqrt(squares / static_cast<Acc>(dim) + eps);
 }
 
-// y of one row, and its mean and rstd for the backward.
-template <class T, class Acc = typename Element<T>::acc>
-MUGV_HOST_DEVICE inline void norm_modulate_forward_row(const T* x, T* y, const float* scale,
+// y of one row (in U: x's type, or the narrower type the next matrix product reads under autocast), and its
+// mean and rstd for the backward.
+template <class T, class U = T, class Acc = typename Element<T>::acc>
+MUGV_HOST_DEVICE inline void norm_modulate_forward_row(const T* x, U* y, const float* scale,
                                                        const float* shift, int64_t dim, Acc eps, Acc& mean,
                                                        Acc& rstd) {
   row_moments<T, Acc>(x, dim, eps, mean, rstd);
   for (int64_t i = 0; i < dim; ++i)
-    y[i] = Element<T>::store(norm_modulate_value<Acc>(
+    y[i] = Element<U>::store(norm_modulate_value<Acc>(
         Element<T>::load(x[i]), mean, rstd, static_cast<Acc>(scale[i]), static_cast<Acc>(shift[i])));
 }
 
-// dL/dx of one row into grad_x, and the row's g·x̂ into scale_share (float [d]; nullptr: not wanted).
-template <class T, class Acc = typename Element<T>::acc>
-MUGV_HOST_DEVICE inline void norm_modulate_backward_row(const T* x, const T* grad, T* grad_x,
+// dL/dx of one row into grad_x, and the row's g·x̂ into scale_share (float [d]; nullptr: not wanted). grad
+// is in y's type U.
+template <class T, class U = T, class Acc = typename Element<T>::acc>
+MUGV_HOST_DEVICE inline void norm_modulate_backward_row(const T* x, const U* grad, T* grad_x,
                                                         float* scale_share, const float* scale, int64_t dim,
                                                         Acc mean, Acc rstd) {
   auto normed = [&](int64_t i) { return (Element<T>::load(x[i]) - mean) * rstd; };
-  auto u = [&](int64_t i) { return Element<T>::load(grad[i]) * (Acc(1) + static_cast<Acc>(scale[i])); };
+  auto u = [&](int64_t i) { return Element<U>::load(grad[i]) * (Acc(1) + static_cast<Acc>(scale[i])); };
   const Acc mean_u = lane_sum<Acc>(dim, u) / static_cast<Acc>(dim);
   const Acc mean_u_normed =
       lane_sum<Acc>(dim, [&](int64_t i) { return u(i) * normed(i); }) / static_cast<Acc>(dim);
   for (int64_t i = 0; i < dim; ++i) {
     const Acc n = normed(i);
     grad_x[i] = Element<T>::store(norm_modulate_input_grad<Acc>(n, u(i), rstd, mean_u, mean_u_normed));
-    if (scale_share) scale_share[i] = static_cast<float>(Element<T>::load(grad[i]) * n);
+    if (scale_share) scale_share[i] = static_cast<float>(Element<U>::load(grad[i]) * n);
   }
 }
 
