@@ -4,6 +4,7 @@
 #include "model/fused_ops.h"
 
 #include "core/error.h"
+#include "core/heap_reuse.h"
 #include "core/process.h"
 #include "core/strings.h"
 
@@ -87,11 +88,12 @@ torch::Device cuda_device_of_local_rank(int local_rank) {
 }
 
 torch::Device choose_compute_device(std::string_view requested, int local_rank, std::string_view flag) {
-  if (requested == "cpu") return torch::kCPU;
   if (requested == "cuda") return cuda_device_of_local_rank(local_rank);
-  if (requested != "auto")
+  if (requested != "auto" && requested != "cpu")
     throw Error(ErrorCode::usage, std::string(flag), cat("'", requested, "' is not auto, cpu or cuda"));
-  return torch::cuda::is_available() ? cuda_device_of_local_rank(local_rank) : torch::Device(torch::kCPU);
+  if (requested == "auto" && torch::cuda::is_available()) return cuda_device_of_local_rank(local_rank);
+  keep_freed_heap_memory();  // each step reuses the pages the last one freed (core/heap_reuse.h)
+  return torch::kCPU;
 }
 
 const char* to_string(ComputePrecision precision) {

@@ -29,7 +29,8 @@ namespace mugv {
 
 // Resolves "auto", "cpu" or "cuda" for the process with node-local rank `local_rank`. Throws
 // Error(ErrorCode::unsupported) for "cuda" when no GPU is visible (a CPU-only LibTorch, no driver), and
-// Error(ErrorCode::usage) naming `flag` for any other value.
+// Error(ErrorCode::usage) naming `flag` for any other value. Choosing the CPU also has the process keep freed
+// heap memory for reuse (core/heap_reuse.h): its steps allocate and free the same large tensors each time.
 [[nodiscard]] torch::Device choose_compute_device(std::string_view requested, int local_rank = 0,
                                                   std::string_view flag = "--device");
 // The GPU of node-local rank `local_rank`: local_rank modulo the visible GPUs. Throws Error(unsupported)
