@@ -11,9 +11,9 @@
 # --device cpu: the same checks on the CPU with small sizes (CI runs this, so the script and the checks cannot rot).
 #   It builds only the check programs in --build-dir (default build/, the tree `make test` builds; its compute
 #   programs link only the compute layers) and configures the compute-only tree to prove the option set holds.
-# The fused kernels' checks (fused_rope, fused_norm_rope, fused_norm_modulate) run first: when they fail, a
-# fused_off line says so and every other check and benchmark runs with MUGV_FUSED_KERNELS=0, so one call still
-# measures the rest.
+# The fused kernels' checks (fused_rope, fused_norm_rope, fused_norm_modulate, fused_gated_residual) run first:
+# when they fail, a fused_off line says so and every other check and benchmark runs with MUGV_FUSED_KERNELS=0,
+# so one call still measures the rest.
 # Budgets on the GPU machine: build <= 5 min, checks <= 4 min; each step's seconds are in its line.
 # A machine without the toml++, libsodium or SentencePiece development files needs .device-deps/ beside the
 # tree: run scripts/device-deps.sh where they are installed and carry the folder (5 MB).
@@ -119,7 +119,7 @@ device_check() {
 }
 # The fused kernels first: should they be wrong on this device, the other checks and the benchmarks run with
 # them off (MUGV_FUSED_KERNELS=0, said in a line), so one call still measures everything else.
-fused_checks=fused_rope,fused_norm_rope,fused_norm_modulate
+fused_checks=fused_rope,fused_norm_rope,fused_norm_modulate,fused_gated_residual
 failed_before=${#failed[@]}
 device_check fused_checks --only "$fused_checks"
 if [ ${#failed[@]} -ne "$failed_before" ]; then

@@ -30,6 +30,7 @@
 //   fused_norm_rope  the same for the attention's fused per-head RMSNorm + multiplier + RoPE.
 //   fused_norm_modulate  the same for the blocks' fused LayerNorm + adaLN modulation (scale and shift's
 //                  gradients checked as a weight's).
+//   fused_gated_residual  the same for the blocks' gated residual x + h·gate (h's and the gate's gradients).
 #include "core/error.h"
 #include "core/json_io.h"
 #include "core/params.h"
@@ -624,6 +625,26 @@ nlohmann::json check_fused_norm_modulate(const Settings&, torch::Device device) 
       grad, modulation, device);
 }
 
+// The fused gated residual x + h·gate (fused_gated_residual) against the product and the sum, at the shapes
+// of check_fused_norm_modulate: a float32 residual stream, h (the sublayer's output, whose gradient is
+// checked) in the precision under test, a float32 gate per frame group (its gradient checked as a weight's).
+nlohmann::json check_fused_gated_residual(const Settings&, torch::Device device) {
+  const bool cuda = device.is_cuda();
+  const int64_t batch = 2, frames = cuda ? 8 : 4, per_frame = 256 / (cuda ? 1 : 4), dim = cuda ? 1152 : 288;
+  const TokenLayout layout{frames, 0, frames * per_frame + 2};
+  torch::manual_seed(7);
+  const auto on = torch::TensorOptions().device(device);
+  const auto residual = torch::randn({batch, layout.total, dim}, on);
+  const auto h = torch::randn({batch, layout.total, dim}, on);
+  const auto grad = torch::randn({batch, layout.total, dim}, on);
+  auto gate = (torch::randn({batch, frames + 2, dim}, on) * 0.3).requires_grad_(true);
+  if (!fused_gated_residual_applies(residual, h, gate, layout)) return no_fused_path(device);
+  return compare_fused(
+      [&](const torch::Tensor& v) { return fused_gated_residual(residual, v, gate, layout); },
+      [&](const torch::Tensor& v) { return gated_residual_reference(residual, v, gate, layout); }, h, grad,
+      gate, device);
+}
+
 // ---- driver -------------------------------------------------------------------------------------------
 
 Settings parse(int argc, char** argv) {
@@ -683,6 +704,7 @@ int main(int argc, char** argv) {
       {"fused_rope", [&] { return check_fused_rope(s, device); }},
       {"fused_norm_rope", [&] { return check_fused_norm_rope(s, device); }},
       {"fused_norm_modulate", [&] { return check_fused_norm_modulate(s, device); }},
+      {"fused_gated_residual", [&] { return check_fused_gated_residual(s, device); }},
   };
   bool all_ok = true;
   for (const auto& [name, run] : checks) {

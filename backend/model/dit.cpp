@@ -84,6 +84,14 @@ torch::Tensor norm_and_modulate(const torch::Tensor& x, const torch::Tensor& sca
   return norm_modulate_reference(x, scale, shift, eps, layout);
 }
 
+// A block's gated residual update x + h·gate: in one pass where fused_gated_residual covers it
+// (model/fused_ops.h), else as the product and the sum.
+torch::Tensor add_gated(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& gate,
+                        const TokenLayout& layout) {
+  if (fused_gated_residual_applies(x, h, gate, layout)) return fused_gated_residual(x, h, gate, layout);
+  return gated_residual_reference(x, h, gate, layout);
+}
+
 // A query's or key's per-head RMSNorm, multiplier and 3D RoPE: in one pass where fused_norm_rope covers
 // it (model/fused_ops.h), else as the three steps.
 torch::Tensor norm_and_rotate(const torch::Tensor& x, RMSNormImpl& norm, double multiplier,
@@ -267,6 +275,11 @@ torch::Tensor apply_rope_reference(const torch::Tensor& x, const RopeTable& rope
 torch::Tensor norm_modulate_reference(const torch::Tensor& x, const torch::Tensor& scale,
                                       const torch::Tensor& shift, double eps, const TokenLayout& layout) {
   return modulate(at::layer_norm(x, {x.size(-1)}, {}, {}, eps), scale, shift, layout, /*gate=*/false);
+}
+
+torch::Tensor gated_residual_reference(const torch::Tensor& x, const torch::Tensor& h,
+                                       const torch::Tensor& gate, const TokenLayout& layout) {
+  return x + modulate(h, gate, {}, layout, /*gate=*/true);
 }
 
 torch::Tensor dit_token_positions(int64_t frames, int64_t height, int64_t width) {
@@ -457,15 +470,12 @@ torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const BlockContext& 
   auto m = c.modulation + scale_shift_table.view({1, 1, 6, -1});  // [B, G, 6, d]
   auto part = [&](int64_t i) { return m.select(2, i); };
   const TokenLayout layout{c.frames, c.token_offset, c.rope.tokens()};
-  auto gate = [&](const torch::Tensor& v, int64_t i) {
-    return modulate(v, part(i), {}, layout, /*gate=*/true);
-  };
 
   auto h = attn(norm_and_modulate(x, part(1), part(0), layout), c.rope, c.runtime);
-  auto out = x + gate(h, 2);
+  auto out = add_gated(x, h, part(2), layout);
   out = out + cross_attn(cross_attn_norm(out), c.text, c.text_bias, c.runtime);
   h = mlp(norm_and_modulate(out, part(4), part(3), layout), c.runtime);
-  return out + gate(h, 5);
+  return add_gated(out, h, part(5), layout);
 }
 
 DiTImpl::DiTImpl(const DiTConfig& config) : config_(config) {

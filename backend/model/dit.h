@@ -68,6 +68,10 @@ class LoraSet;  // model/lora.h
 [[nodiscard]] torch::Tensor norm_modulate_reference(const torch::Tensor& x, const torch::Tensor& scale,
                                                     const torch::Tensor& shift, double eps,
                                                     const TokenLayout& layout);
+// A block's gated residual update x + h · gate_g (gate [B, G, d] by the tokens' groups): the composition of
+// LibTorch operations that model/fused_ops.h fused_gated_residual replaces where it applies.
+[[nodiscard]] torch::Tensor gated_residual_reference(const torch::Tensor& x, const torch::Tensor& h,
+                                                     const torch::Tensor& gate, const TokenLayout& layout);
 // Flow time t in [0, 1] is the DiT's timestep t·kDiTTimesteps, as in the release.
 constexpr double kDiTTimesteps = 1000.0;
 // Time positions of the release's RoPE table: frame indices are clamped to [0, kRopeTimePositions).

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "model/kernels/cuda_kernels.h"
+#include "model/kernels/gated_residual_math.h"
 #include "model/kernels/norm_modulate_math.h"
 #include "model/kernels/norm_rope_math.h"
 #include "model/kernels/rope_math.h"
@@ -20,7 +21,7 @@
 namespace mugv {
 namespace {
 
-std::atomic<int64_t> rope_calls{0}, norm_rope_calls{0}, norm_modulate_calls{0};
+std::atomic<int64_t> rope_calls{0}, norm_rope_calls{0}, norm_modulate_calls{0}, gated_residual_calls{0};
 
 std::atomic<bool>& fused_switch() {
   static std::atomic<bool> enabled = [] {
@@ -328,18 +329,19 @@ struct TypeTag {
   using type = T;
 };
 
-// body(TypeTag<T>{}, TypeTag<U>{}) for x's element type and y's (norm_modulate_out_type_supported).
+// body(TypeTag<T>{}, TypeTag<U>{}) for a pair of element types (x and y of norm_modulate, x and h of the
+// gated residual): equal, or a float32 T with a 16-bit U.
 template <class Body>
 void with_cpu_in_out_types(torch::ScalarType type, torch::ScalarType out_type, Body body) {
   if (type == out_type) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(torch::kBFloat16, torch::kHalf, type, "fused_norm_modulate",
+    AT_DISPATCH_FLOATING_TYPES_AND2(torch::kBFloat16, torch::kHalf, type, "fused operations",
                                     [&] { body(TypeTag<scalar_t>{}, TypeTag<scalar_t>{}); });
   } else if (type == torch::kFloat32 && out_type == torch::kBFloat16) {
     body(TypeTag<float>{}, TypeTag<c10::BFloat16>{});
   } else if (type == torch::kFloat32 && out_type == torch::kHalf) {
     body(TypeTag<float>{}, TypeTag<c10::Half>{});
   } else {
-    throw Error(ErrorCode::unsupported, "fused_norm_modulate", "no CPU loop for this pair of element types");
+    throw Error(ErrorCode::unsupported, "fused operations", "no CPU loop for this pair of element types");
   }
 }
 
@@ -446,6 +448,112 @@ class FusedNormModulate : public torch::autograd::Function<FusedNormModulate> {
   }
 };
 
+// ---- gated residual ----
+
+template <class T, class U>
+void gated_residual_forward_cpu(const torch::Tensor& x, const torch::Tensor& h, torch::Tensor& out,
+                                const torch::Tensor& gate, const kernels::ModulationShape& shape) {
+  const T* xs = x.data_ptr<T>();
+  const U* hs = h.data_ptr<U>();
+  T* o = out.data_ptr<T>();
+  const float* g = gate.data_ptr<float>();
+  at::parallel_for(0, shape.rows(), rows_grain(shape.dim), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t offset = row * shape.dim;
+      kernels::gated_residual_forward_row<T, U>(xs + offset, hs + offset, o + offset,
+                                                g + kernels::modulation_offset(shape, row), shape.dim);
+    }
+  });
+}
+
+template <class T, class U>
+void gated_residual_backward_cpu(const torch::Tensor& grad, const torch::Tensor& h, U* grad_h,
+                                 float* gate_share, const torch::Tensor& gate,
+                                 const kernels::ModulationShape& shape) {
+  const T* gs = grad.data_ptr<T>();
+  const U* hs = h.data_ptr<U>();
+  const float* g = gate.data_ptr<float>();
+  at::parallel_for(0, shape.rows(), rows_grain(shape.dim), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t offset = row * shape.dim;
+      kernels::gated_residual_backward_row<T, U>(gs + offset, hs + offset, grad_h ? grad_h + offset : nullptr,
+                                                 gate_share ? gate_share + offset : nullptr,
+                                                 g + kernels::modulation_offset(shape, row), shape.dim);
+    }
+  });
+}
+
+class FusedGatedResidual : public torch::autograd::Function<FusedGatedResidual> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
+                               const torch::Tensor& h_in, const torch::Tensor& gate, int64_t frames,
+                               int64_t offset, int64_t total) {
+    const auto x = x_in.contiguous(), h = h_in.contiguous();
+    const auto gate_f = gate.to(torch::kFloat32).contiguous();
+    const auto shape = modulation_shape(x, gate.size(1), TokenLayout{frames, offset, total});
+    auto out = torch::empty_like(x);
+    run_fused(
+        "fused_gated_residual", x,
+        [&](kernels::ElementType type, void* stream) {
+          return kernels::gated_residual_forward_cuda(
+              x.data_ptr(), h.data_ptr(), out.data_ptr(), gate_f.data_ptr<float>(), shape, type,
+              element_type("fused_gated_residual", h.scalar_type()), stream);
+        },
+        [&] {
+          with_cpu_in_out_types(x.scalar_type(), h.scalar_type(), [&](auto in, auto other) {
+            gated_residual_forward_cpu<typename decltype(in)::type, typename decltype(other)::type>(
+                x, h, out, gate_f, shape);
+          });
+        });
+    ctx->save_for_backward({h, gate_f});
+    ctx->saved_data["frames"] = frames;
+    ctx->saved_data["offset"] = offset;
+    ctx->saved_data["total"] = total;
+    ctx->saved_data["x_type"] = static_cast<int64_t>(x.scalar_type());
+    ctx->saved_data["gate_type"] = static_cast<int64_t>(gate.scalar_type());
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    torch::autograd::variable_list out(6);
+    if (!grads[0].defined()) return out;
+    const auto saved = ctx->get_saved_variables();
+    const auto &h = saved[0], &gate = saved[1];
+    const auto x_type = static_cast<torch::ScalarType>(ctx->saved_data["x_type"].toInt());
+    const auto grad = grads[0].to(x_type).contiguous();
+    const auto shape =
+        modulation_shape(grad, gate.size(1),
+                         TokenLayout{ctx->saved_data["frames"].toInt(), ctx->saved_data["offset"].toInt(),
+                                     ctx->saved_data["total"].toInt()});
+    torch::Tensor grad_h, shares;
+    if (ctx->needs_input_grad(1)) grad_h = torch::empty_like(h);
+    if (ctx->needs_input_grad(2))
+      shares = torch::empty({shape.batch, shape.tokens, shape.dim}, h.options().dtype(torch::kFloat32));
+    float* share_data = shares.defined() ? shares.data_ptr<float>() : nullptr;
+    run_fused(
+        "fused_gated_residual", grad,
+        [&](kernels::ElementType type, void* stream) {
+          return kernels::gated_residual_backward_cuda(
+              grad.data_ptr(), h.data_ptr(), grad_h.defined() ? grad_h.data_ptr() : nullptr, share_data,
+              gate.data_ptr<float>(), shape, type, element_type("fused_gated_residual", h.scalar_type()),
+              stream);
+        },
+        [&] {
+          with_cpu_in_out_types(x_type, h.scalar_type(), [&](auto in, auto other) {
+            using U = typename decltype(other)::type;
+            gated_residual_backward_cpu<typename decltype(in)::type, U>(
+                grad, h, grad_h.defined() ? grad_h.data_ptr<U>() : nullptr, share_data, gate, shape);
+          });
+        });
+    if (ctx->needs_input_grad(0)) out[0] = grad;
+    out[1] = grad_h;
+    if (shares.defined())
+      out[2] = sum_over_groups(shares, shape)
+                   .to(static_cast<torch::ScalarType>(ctx->saved_data["gate_type"].toInt()));
+    return out;
+  }
+};
+
 }  // namespace
 
 bool fused_kernels_enabled() {
@@ -544,6 +652,25 @@ torch::Tensor fused_norm_modulate(const torch::Tensor& x, const torch::Tensor& s
 
 int64_t fused_norm_modulate_calls() {
   return norm_modulate_calls.load(std::memory_order_relaxed);
+}
+
+bool fused_gated_residual_applies(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& gate,
+                                  const TokenLayout& layout) {
+  // The same element types, shapes and groups as the LayerNorm + modulation, with h in the place of y.
+  return h.defined() && h.sizes() == x.sizes() && h.device() == x.device() &&
+         fused_norm_modulate_applies(x, gate, gate, layout, h.scalar_type());
+}
+
+torch::Tensor fused_gated_residual(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& gate,
+                                   const TokenLayout& layout) {
+  if (!fused_gated_residual_applies(x, h, gate, layout))
+    throw Error(ErrorCode::invalid_argument, "fused_gated_residual", "these inputs need the unfused path");
+  gated_residual_calls.fetch_add(1, std::memory_order_relaxed);
+  return FusedGatedResidual::apply(x, h, gate, layout.frames, layout.offset, layout.total);
+}
+
+int64_t fused_gated_residual_calls() {
+  return gated_residual_calls.load(std::memory_order_relaxed);
 }
 
 }  // namespace mugv

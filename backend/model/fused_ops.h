@@ -74,4 +74,16 @@ struct TokenLayout {
                                                 std::optional<torch::ScalarType> out_type = std::nullopt);
 [[nodiscard]] int64_t fused_norm_modulate_calls();
 
+// Whether fused_gated_residual covers these: as fused_norm_modulate_applies(x, gate, gate, layout, h's type)
+// (so h of x's type, or a 16-bit type with a float32 x), and h of x's shape and device.
+[[nodiscard]] bool fused_gated_residual_applies(const torch::Tensor& x, const torch::Tensor& h,
+                                                const torch::Tensor& gate, const TokenLayout& layout);
+// A block's residual update x + h · gate_g (the attention's and the MLP's outputs, gated per token group) in
+// one pass, in x's dtype (the unfused product promotes a bf16 h against a float32 gate, then adds), with a
+// backward for x (the incoming gradient itself), h and the gate (summed over each group's tokens in a fixed
+// order). Autograd keeps h and the gate, as the unfused product does. Requires fused_gated_residual_applies.
+[[nodiscard]] torch::Tensor fused_gated_residual(const torch::Tensor& x, const torch::Tensor& h,
+                                                 const torch::Tensor& gate, const TokenLayout& layout);
+[[nodiscard]] int64_t fused_gated_residual_calls();
+
 }  // namespace mugv

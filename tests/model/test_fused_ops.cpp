@@ -225,12 +225,14 @@ TEST_CASE("a DiT trains the same with and without the fused operations", "[unit]
   auto loss_and_grads = [&](bool fused) {
     const FusedSwitch with(fused);
     dit->zero_grad();
-    const int64_t calls = fused_norm_rope_calls(), modulate_calls = fused_norm_modulate_calls();
+    const int64_t calls = fused_norm_rope_calls(), modulate_calls = fused_norm_modulate_calls(),
+                  residual_calls = fused_gated_residual_calls();
     auto loss = dit->forward(x, t, text, mask, fps, cond, frames).square().mean();
-    // q and k, and the attention's and the MLP's inputs, of each of the two blocks: the fused forms ran
-    // where they were on, and only there.
+    // q and k, the attention's and the MLP's inputs and their gated outputs, of each of the two blocks: the
+    // fused forms ran where they were on, and only there.
     CHECK(fused_norm_rope_calls() - calls == (fused ? 4 : 0));
     CHECK(fused_norm_modulate_calls() - modulate_calls == (fused ? 4 : 0));
+    CHECK(fused_gated_residual_calls() - residual_calls == (fused ? 4 : 0));
     loss.backward();
     std::vector<torch::Tensor> grads;
     for (const auto& p : dit->parameters())
@@ -275,6 +277,24 @@ torch::Tensor unfused_norm_modulate(const torch::Tensor& x, const torch::Tensor&
   return normed * (1 + per_token(scale)) + per_token(shift);
 }
 
+// Token layouts of the modulation groups: 3 frames of 4 tokens between the start and end tokens, 14 in all,
+// whole or sliced as sequence / context parallel ranks hold them.
+struct LayoutCase {
+  const char* what;
+  int64_t groups, tokens;
+  TokenLayout layout;
+};
+std::vector<LayoutCase> layout_cases() {
+  return {
+      {"one group for every token", 1, 14, {3, 0, 14}},
+      {"per-frame groups, the whole sequence", 5, 14, {3, 0, 14}},
+      {"a slice from the start token into a frame", 5, 6, {3, 0, 14}},
+      {"a slice inside the frames", 5, 7, {3, 3, 14}},
+      {"a slice ending on the end token", 5, 5, {3, 9, 14}},
+      {"a one-token slice", 5, 1, {3, 13, 14}},
+  };
+}
+
 struct ModulateGrads {
   torch::Tensor y, x, scale, shift;
 };
@@ -294,21 +314,7 @@ TEST_CASE("fused LayerNorm + modulation equals the unfused ops for every token l
           "[unit][model][fused]") {
   const FusedSwitch on(true);
   torch::manual_seed(31);
-  struct Case {
-    const char* what;
-    int64_t groups, tokens;
-    TokenLayout layout;
-  };
-  // 3 frames of 4 tokens between the start and end tokens: 14 in all.
-  const std::vector<Case> cases = {
-      {"one group for every token", 1, 14, {3, 0, 14}},
-      {"per-frame groups, the whole sequence", 5, 14, {3, 0, 14}},
-      {"a slice from the start token into a frame", 5, 6, {3, 0, 14}},
-      {"a slice inside the frames", 5, 7, {3, 3, 14}},
-      {"a slice ending on the end token", 5, 5, {3, 9, 14}},
-      {"a one-token slice", 5, 1, {3, 13, 14}},
-  };
-  for (const auto& c : cases) {
+  for (const auto& c : layout_cases()) {
     INFO(c.what);
     const int64_t batch = 2, dim = 24;
     const auto x = torch::randn({batch, c.tokens, dim}) * 3.0 + 1.0;
@@ -429,4 +435,73 @@ TEST_CASE("fused LayerNorm + modulation writes the autocast type from a float32 
                                           torch::kFloat32));
   CHECK_FALSE(fused_norm_modulate_applies(x, modulation.select(2, 0), modulation.select(2, 1), layout,
                                           torch::kFloat64));
+}
+
+namespace {
+
+// x, h and the gate's gradients of `op` (x + h·gate) for fresh leaves of x, h and gate and the upstream grad.
+template <class Op>
+std::vector<torch::Tensor> residual_forward_backward(Op op, const torch::Tensor& x, const torch::Tensor& h,
+                                                     const torch::Tensor& gate, const torch::Tensor& grad) {
+  std::vector<torch::Tensor> leaves{x.detach().requires_grad_(true), h.detach().requires_grad_(true),
+                                    gate.detach().requires_grad_(true)};
+  auto out = op(leaves[0], leaves[1], leaves[2]);
+  out.backward(grad.to(out.scalar_type()));
+  return {out.detach(), leaves[0].grad(), leaves[1].grad(), leaves[2].grad()};
+}
+
+}  // namespace
+
+TEST_CASE("fused gated residual equals the unfused ops for every token layout", "[unit][model][fused]") {
+  const FusedSwitch on(true);
+  torch::manual_seed(34);
+  auto fused = [](const TokenLayout& layout) {
+    return [layout](const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& g) {
+      return fused_gated_residual(x, h, g, layout);
+    };
+  };
+  auto reference = [](const TokenLayout& layout) {
+    return [layout](const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& g) {
+      return gated_residual_reference(x, h, g, layout);
+    };
+  };
+  for (const auto& c : layout_cases()) {
+    INFO(c.what);
+    const auto x = torch::randn({2, c.tokens, 24}), h = torch::randn({2, c.tokens, 24});
+    const auto gate = torch::randn({2, c.groups, 24}), grad = torch::randn({2, c.tokens, 24});
+    REQUIRE(fused_gated_residual_applies(x, h, gate, c.layout));
+    for (const auto type : {torch::kFloat32, torch::kFloat64}) {
+      const auto got =
+          residual_forward_backward(fused(c.layout), x.to(type), h.to(type), gate.to(type), grad);
+      const auto want =
+          residual_forward_backward(reference(c.layout), x.to(type), h.to(type), gate.to(type), grad);
+      // The kernel reads the gate as float: float64 agrees to float's rounding of it.
+      const double bound = type == torch::kFloat32 ? 1e-5 : 1e-6;
+      for (size_t i = 0; i < got.size(); ++i) {
+        INFO("output, then the gradients of x, h and the gate: " << i);
+        CHECK(got[i].scalar_type() == type);
+        CHECK(largest_diff(got[i], want[i]) <= bound * (1 + want[i].abs().max().item<double>()));
+      }
+    }
+  }
+  // Under autocast: a float32 residual stream, a bf16 sublayer output, a float32 gate. The sum stays float32
+  // and h's gradient is bf16, as autograd casts it for the unfused product.
+  const TokenLayout layout{3, 0, 14};
+  const auto x = torch::randn({2, 14, 32}), gate = torch::randn({2, 5, 32}), grad = torch::randn({2, 14, 32});
+  const auto h = torch::randn({2, 14, 32}).to(torch::kBFloat16);
+  REQUIRE(fused_gated_residual_applies(x, h, gate, layout));
+  const auto got = residual_forward_backward(fused(layout), x, h, gate, grad);
+  const auto want = residual_forward_backward(reference(layout), x, h, gate, grad);
+  CHECK(got[0].scalar_type() == torch::kFloat32);
+  CHECK(got[2].scalar_type() == torch::kBFloat16);
+  CHECK(largest_diff(got[0], want[0]) <= 1e-5 * (1 + want[0].abs().max().item<double>()));
+  CHECK(torch::equal(got[1], want[1]));  // dL/dx is the incoming gradient
+  CHECK(torch::equal(got[2], want[2]));  // float products rounded once to bf16 either way
+  CHECK(largest_diff(got[3], want[3]) <= 1e-5 * (1 + want[3].abs().max().item<double>()));
+  // What it leaves to the unfused ops: another shape, a float64 h against a float32 x, a bf16 x with a
+  // float32 h.
+  CHECK_FALSE(fused_gated_residual_applies(x, h.narrow(1, 0, 13), gate, layout));
+  CHECK_FALSE(fused_gated_residual_applies(x, h.to(torch::kFloat64), gate, layout));
+  CHECK_FALSE(fused_gated_residual_applies(x.to(torch::kBFloat16), h.to(torch::kFloat32), gate, layout));
+  CHECK_THROWS(fused_gated_residual(x, h.narrow(1, 0, 13), gate, layout));
 }

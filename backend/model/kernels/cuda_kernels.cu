@@ -225,8 +225,8 @@ struct TypeTag {
   using type = T;
 };
 
-// launch(TypeTag<T>{}, TypeTag<U>{}) for the element types of x (type) and y (out_type): equal, or a float32 x
-// with a 16-bit y (the input of an autocast matrix product).
+// launch(TypeTag<T>{}, TypeTag<U>{}) for a pair of element types (x and y of norm_modulate, x and h of the
+// gated residual): equal, or a float32 T with a 16-bit U (what an autocast matrix product reads or writes).
 template <class Launch>
 const char* with_in_out_types(ElementType type, ElementType out_type, Launch launch) {
   if (type == out_type) {
@@ -242,7 +242,57 @@ const char* with_in_out_types(ElementType type, ElementType out_type, Launch lau
       case ElementType::float32: break;
     }
   }
-  return "fused_norm_modulate: no kernel for this pair of element types";
+  return "no fused kernel for this pair of element types";
+}
+
+// ---- gated residual: one thread per element, grid-striding ----
+
+template <class T, class U>
+__global__ void gated_residual_forward_kernel(const T* __restrict__ x, const U* __restrict__ h, T* __restrict__ out,
+                                              const float* __restrict__ gate, ModulationShape shape) {
+  const int64_t total = shape.rows() * shape.dim;
+  for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < total;
+       index += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = index / shape.dim, i = index % shape.dim;
+    out[index] = Element<T>::store(Element<T>::load(x[index]) +
+                                   Element<U>::load(h[index]) * gate[modulation_offset(shape, row) + i]);
+  }
+}
+
+template <class T, class U>
+__global__ void gated_residual_backward_kernel(const T* __restrict__ grad, const U* __restrict__ h, U* __restrict__ grad_h,
+                                               float* __restrict__ gate_share, const float* __restrict__ gate,
+                                               ModulationShape shape) {
+  const int64_t total = shape.rows() * shape.dim;
+  for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < total;
+       index += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = index / shape.dim, i = index % shape.dim;
+    const float g = Element<T>::load(grad[index]);
+    if (grad_h) grad_h[index] = Element<U>::store(g * gate[modulation_offset(shape, row) + i]);
+    if (gate_share) gate_share[index] = g * Element<U>::load(h[index]);
+  }
+}
+
+template <class T, class U>
+const char* launch_gated_residual_forward(const void* x, const void* h, void* out, const float* gate,
+                                          const ModulationShape& shape, void* stream) {
+  const int64_t total = shape.rows() * shape.dim;
+  if (total == 0) return nullptr;
+  constexpr int threads = 256;
+  gated_residual_forward_kernel<T, U><<<blocks_for(total, threads), threads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const T*>(x), static_cast<const U*>(h), static_cast<T*>(out), gate, shape);
+  return launched();
+}
+
+template <class T, class U>
+const char* launch_gated_residual_backward(const void* grad, const void* h, void* grad_h, float* gate_share,
+                                           const float* gate, const ModulationShape& shape, void* stream) {
+  const int64_t total = shape.rows() * shape.dim;
+  if (total == 0) return nullptr;
+  constexpr int threads = 256;
+  gated_residual_backward_kernel<T, U><<<blocks_for(total, threads), threads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const T*>(grad), static_cast<const U*>(h), static_cast<U*>(grad_h), gate_share, gate, shape);
+  return launched();
 }
 
 }  // namespace
@@ -319,6 +369,24 @@ const char* norm_modulate_backward_cuda(const void* x, const void* grad, void* g
   return with_in_out_types(type, out_type, [&](auto in, auto out) {
     return launch_norm_modulate_backward<typename decltype(in)::type, typename decltype(out)::type>(
         x, grad, grad_x, scale_share, scale, mean, rstd, shape, stream);
+  });
+}
+
+const char* gated_residual_forward_cuda(const void* x, const void* h, void* out, const float* gate,
+                                        const ModulationShape& shape, ElementType type, ElementType h_type,
+                                        void* stream) {
+  return with_in_out_types(type, h_type, [&](auto in, auto other) {
+    return launch_gated_residual_forward<typename decltype(in)::type, typename decltype(other)::type>(
+        x, h, out, gate, shape, stream);
+  });
+}
+
+const char* gated_residual_backward_cuda(const void* grad, const void* h, void* grad_h, float* gate_share,
+                                         const float* gate, const ModulationShape& shape, ElementType type,
+                                         ElementType h_type, void* stream) {
+  return with_in_out_types(type, h_type, [&](auto in, auto other) {
+    return launch_gated_residual_backward<typename decltype(in)::type, typename decltype(other)::type>(
+        grad, h, grad_h, gate_share, gate, shape, stream);
   });
 }
 

@@ -6,6 +6,7 @@
 // driver, a bad launch); nothing here throws, and nothing here synchronises the device.
 #pragma once
 
+#include "model/kernels/gated_residual_math.h"
 #include "model/kernels/norm_modulate_math.h"
 #include "model/kernels/norm_rope_math.h"
 #include "model/kernels/rope_math.h"
@@ -45,5 +46,16 @@ const char* norm_modulate_backward_cuda(const void* x, const void* grad, void* g
                                         const float* scale, const float* mean, const float* rstd,
                                         const ModulationShape& shape, ElementType type, ElementType out_type,
                                         void* stream);
+
+// out = x + h·gate_g (gated_residual_math.h): x and out contiguous [B, n, d] of `type`, h the same of
+// `h_type` (type, or bfloat16 / float16 with a float32 x), gate float [B, G, d]. One thread per element.
+const char* gated_residual_forward_cuda(const void* x, const void* h, void* out, const float* gate,
+                                        const ModulationShape& shape, ElementType type, ElementType h_type,
+                                        void* stream);
+// Its backward: grad (contiguous [B, n, d], x's type) into grad_h (h's shape and type; nullptr: not wanted)
+// and, unless nullptr, each row's g·h into gate_share (float [rows, d]).
+const char* gated_residual_backward_cuda(const void* grad, const void* h, void* grad_h, float* gate_share,
+                                         const float* gate, const ModulationShape& shape, ElementType type,
+                                         ElementType h_type, void* stream);
 
 }  // namespace mugv::kernels
