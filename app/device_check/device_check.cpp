@@ -603,45 +603,57 @@ nlohmann::json check_fused_norm_rope(const Settings&, torch::Device device) {
       in.grad, norm->weight, device);
 }
 
-// The fused LayerNorm + adaLN modulation of a block's input (fused_norm_modulate) against the two steps, at
-// the mugv-1b width (1152) with per-frame modulation (8 frames of 256 tokens between the start and end
-// tokens, batch 2) on CUDA, a quarter of the width and tokens on the CPU. The modulation is float32 as under
-// autocast; its gradient (the scale's and the shift's) is checked as a weight's.
-nlohmann::json check_fused_norm_modulate(const Settings&, torch::Device device) {
+// The tokens of the blocks' modulation checks: the mugv-1b width (1152) with per-frame groups (8 frames of
+// 256 tokens between the start and end tokens, batch 2) on CUDA, a quarter of the width and tokens on the
+// CPU.
+struct BlockTokens {
+  int64_t batch = 2, frames = 0, dim = 0;
+  TokenLayout layout;
+  torch::TensorOptions on;
+  // Random [batch, tokens, dim] values on the device.
+  torch::Tensor random() const { return torch::randn({batch, layout.total, dim}, on); }
+};
+BlockTokens block_tokens(torch::Device device) {
   const bool cuda = device.is_cuda();
-  const int64_t batch = 2, frames = cuda ? 8 : 4, per_frame = 256 / (cuda ? 1 : 4), dim = cuda ? 1152 : 288;
-  const TokenLayout layout{frames, 0, frames * per_frame + 2};
+  BlockTokens t;
+  t.frames = cuda ? 8 : 4;
+  t.dim = cuda ? 1152 : 288;
+  const int64_t per_frame = cuda ? 256 : 64;
+  t.layout = TokenLayout{t.frames, 0, t.frames * per_frame + 2};
+  t.on = torch::TensorOptions().device(device);
+  return t;
+}
+
+// The fused LayerNorm + adaLN modulation of a block's input (fused_norm_modulate) against the two steps. The
+// modulation is float32 as under autocast; its gradient (the scale's and the shift's) is checked as a
+// weight's.
+nlohmann::json check_fused_norm_modulate(const Settings&, torch::Device device) {
   torch::manual_seed(6);
-  const auto on = torch::TensorOptions().device(device);
-  const auto x = torch::randn({batch, layout.total, dim}, on) * 2.0 + 0.5;
-  const auto grad = torch::randn({batch, layout.total, dim}, on);
-  auto modulation = (torch::randn({batch, frames + 2, 2, dim}, on) * 0.3).requires_grad_(true);
+  const BlockTokens t = block_tokens(device);
+  const auto x = t.random() * 2.0 + 0.5;
+  const auto grad = t.random();
+  auto modulation = (torch::randn({t.batch, t.frames + 2, 2, t.dim}, t.on) * 0.3).requires_grad_(true);
   const auto scale = [&] { return modulation.select(2, 0); };
   const auto shift = [&] { return modulation.select(2, 1); };
-  if (!fused_norm_modulate_applies(x, scale(), shift(), layout)) return no_fused_path(device);
+  if (!fused_norm_modulate_applies(x, scale(), shift(), t.layout)) return no_fused_path(device);
   return compare_fused(
-      [&](const torch::Tensor& v) { return fused_norm_modulate(v, scale(), shift(), 1e-6, layout); },
-      [&](const torch::Tensor& v) { return norm_modulate_reference(v, scale(), shift(), 1e-6, layout); }, x,
+      [&](const torch::Tensor& v) { return fused_norm_modulate(v, scale(), shift(), 1e-6, t.layout); },
+      [&](const torch::Tensor& v) { return norm_modulate_reference(v, scale(), shift(), 1e-6, t.layout); }, x,
       grad, modulation, device);
 }
 
-// The fused gated residual x + h·gate (fused_gated_residual) against the product and the sum, at the shapes
-// of check_fused_norm_modulate: a float32 residual stream, h (the sublayer's output, whose gradient is
-// checked) in the precision under test, a float32 gate per frame group (its gradient checked as a weight's).
+// The fused gated residual x + h·gate (fused_gated_residual) against the product and the sum: a float32
+// residual stream, h (the sublayer's output, whose gradient is checked) in the precision under test, a
+// float32 gate per frame group (its gradient checked as a weight's).
 nlohmann::json check_fused_gated_residual(const Settings&, torch::Device device) {
-  const bool cuda = device.is_cuda();
-  const int64_t batch = 2, frames = cuda ? 8 : 4, per_frame = 256 / (cuda ? 1 : 4), dim = cuda ? 1152 : 288;
-  const TokenLayout layout{frames, 0, frames * per_frame + 2};
   torch::manual_seed(7);
-  const auto on = torch::TensorOptions().device(device);
-  const auto residual = torch::randn({batch, layout.total, dim}, on);
-  const auto h = torch::randn({batch, layout.total, dim}, on);
-  const auto grad = torch::randn({batch, layout.total, dim}, on);
-  auto gate = (torch::randn({batch, frames + 2, dim}, on) * 0.3).requires_grad_(true);
-  if (!fused_gated_residual_applies(residual, h, gate, layout)) return no_fused_path(device);
+  const BlockTokens t = block_tokens(device);
+  const auto residual = t.random(), h = t.random(), grad = t.random();
+  auto gate = (torch::randn({t.batch, t.frames + 2, t.dim}, t.on) * 0.3).requires_grad_(true);
+  if (!fused_gated_residual_applies(residual, h, gate, t.layout)) return no_fused_path(device);
   return compare_fused(
-      [&](const torch::Tensor& v) { return fused_gated_residual(residual, v, gate, layout); },
-      [&](const torch::Tensor& v) { return gated_residual_reference(residual, v, gate, layout); }, h, grad,
+      [&](const torch::Tensor& v) { return fused_gated_residual(residual, v, gate, t.layout); },
+      [&](const torch::Tensor& v) { return gated_residual_reference(residual, v, gate, t.layout); }, h, grad,
       gate, device);
 }
 

@@ -267,6 +267,17 @@ kernels::ModulationShape modulation_shape(const torch::Tensor& x, int64_t groups
   return s;
 }
 
+// The token layout a fused operation's backward needs, kept in its autograd context.
+void save_layout(torch::autograd::AutogradContext* ctx, const TokenLayout& layout) {
+  ctx->saved_data["frames"] = layout.frames;
+  ctx->saved_data["offset"] = layout.offset;
+  ctx->saved_data["total"] = layout.total;
+}
+TokenLayout saved_layout(torch::autograd::AutogradContext* ctx) {
+  return {ctx->saved_data["frames"].toInt(), ctx->saved_data["offset"].toInt(),
+          ctx->saved_data["total"].toInt()};
+}
+
 // rows [B, n, d] summed over the tokens of each modulation group: [B, G, d], in a fixed order.
 torch::Tensor sum_over_groups(const torch::Tensor& rows, const kernels::ModulationShape& s) {
   if (s.groups == 1) return rows.sum(1, /*keepdim=*/true);
@@ -416,9 +427,7 @@ class FusedNormModulate : public torch::autograd::Function<FusedNormModulate> {
     auto [y, stats] =
         norm_modulate_forward(x, scale_f, shift_f, eps, shape, static_cast<torch::ScalarType>(out_type));
     ctx->save_for_backward({x, scale_f, stats});
-    ctx->saved_data["frames"] = frames;
-    ctx->saved_data["offset"] = offset;
-    ctx->saved_data["total"] = total;
+    save_layout(ctx, TokenLayout{frames, offset, total});
     ctx->saved_data["out_type"] = out_type;
     ctx->saved_data["scale_type"] = static_cast<int64_t>(scale.scalar_type());
     ctx->saved_data["shift_type"] = static_cast<int64_t>(shift.scalar_type());
@@ -430,10 +439,7 @@ class FusedNormModulate : public torch::autograd::Function<FusedNormModulate> {
     if (!grads[0].defined()) return out;
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
-    const auto shape =
-        modulation_shape(x, saved[1].size(1),
-                         TokenLayout{ctx->saved_data["frames"].toInt(), ctx->saved_data["offset"].toInt(),
-                                     ctx->saved_data["total"].toInt()});
+    const auto shape = modulation_shape(x, saved[1].size(1), saved_layout(ctx));
     const auto grad =
         grads[0].to(static_cast<torch::ScalarType>(ctx->saved_data["out_type"].toInt())).contiguous();
     auto [grad_x, shares] =
@@ -506,9 +512,7 @@ class FusedGatedResidual : public torch::autograd::Function<FusedGatedResidual> 
           });
         });
     ctx->save_for_backward({h, gate_f});
-    ctx->saved_data["frames"] = frames;
-    ctx->saved_data["offset"] = offset;
-    ctx->saved_data["total"] = total;
+    save_layout(ctx, TokenLayout{frames, offset, total});
     ctx->saved_data["x_type"] = static_cast<int64_t>(x.scalar_type());
     ctx->saved_data["gate_type"] = static_cast<int64_t>(gate.scalar_type());
     return out;
@@ -521,10 +525,7 @@ class FusedGatedResidual : public torch::autograd::Function<FusedGatedResidual> 
     const auto &h = saved[0], &gate = saved[1];
     const auto x_type = static_cast<torch::ScalarType>(ctx->saved_data["x_type"].toInt());
     const auto grad = grads[0].to(x_type).contiguous();
-    const auto shape =
-        modulation_shape(grad, gate.size(1),
-                         TokenLayout{ctx->saved_data["frames"].toInt(), ctx->saved_data["offset"].toInt(),
-                                     ctx->saved_data["total"].toInt()});
+    const auto shape = modulation_shape(grad, gate.size(1), saved_layout(ctx));
     torch::Tensor grad_h, shares;
     if (ctx->needs_input_grad(1)) grad_h = torch::empty_like(h);
     if (ctx->needs_input_grad(2))
