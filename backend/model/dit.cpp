@@ -4,7 +4,6 @@
 #include "core/strings.h"
 #include "model/compute.h"
 #include "model/fused_ops.h"
-#include "model/kernels/norm_modulate_math.h"
 #include "model/lora.h"
 
 #include <torch/version.h>
@@ -44,14 +43,7 @@ torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& scale, const
     return torch::addcmul(b, part, 1 + s);
   };
   if (scale.size(1) == 1) return apply(x, scale, shift);
-  kernels::ModulationShape shape;
-  shape.batch = x.size(0);
-  shape.tokens = x.size(1);
-  shape.dim = x.size(2);
-  shape.groups = scale.size(1);
-  shape.frames = layout.frames;
-  shape.offset = layout.offset;
-  shape.total = layout.total;
+  const auto shape = modulation_shape(x, scale.size(1), layout);
   auto group = [&](const torch::Tensor& v, int64_t begin, int64_t length) {
     return v.defined() ? v.narrow(1, begin, length) : v;
   };

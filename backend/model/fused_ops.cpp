@@ -255,18 +255,6 @@ class FusedRope : public torch::autograd::Function<FusedRope> {
 
 // ---- LayerNorm + adaLN modulation ----
 
-kernels::ModulationShape modulation_shape(const torch::Tensor& x, int64_t groups, const TokenLayout& layout) {
-  kernels::ModulationShape s;
-  s.batch = x.size(0);
-  s.tokens = x.size(1);
-  s.dim = x.size(2);
-  s.groups = groups;
-  s.frames = layout.frames;
-  s.offset = layout.offset;
-  s.total = layout.total;
-  return s;
-}
-
 // The token layout a fused operation's backward needs, kept in its autograd context.
 void save_layout(torch::autograd::AutogradContext* ctx, const TokenLayout& layout) {
   ctx->saved_data["frames"] = layout.frames;
@@ -672,6 +660,18 @@ torch::Tensor fused_gated_residual(const torch::Tensor& x, const torch::Tensor& 
 
 int64_t fused_gated_residual_calls() {
   return gated_residual_calls.load(std::memory_order_relaxed);
+}
+
+kernels::ModulationShape modulation_shape(const torch::Tensor& x, int64_t groups, const TokenLayout& layout) {
+  kernels::ModulationShape s;
+  s.batch = x.size(0);
+  s.tokens = x.size(1);
+  s.dim = x.size(2);
+  s.groups = groups;
+  s.frames = layout.frames;
+  s.offset = layout.offset;
+  s.total = layout.total;
+  return s;
 }
 
 }  // namespace mugv

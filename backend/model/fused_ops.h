@@ -10,6 +10,7 @@
 // comparison with the reference (mugv-device-check, bench_train_step --fused off).
 #pragma once
 
+#include "model/kernels/norm_modulate_math.h"
 #include "model/rope_table.h"
 
 #include <torch/torch.h>
@@ -53,6 +54,9 @@ void set_fused_kernels(bool enabled);
 struct TokenLayout {
   int64_t frames = 0, offset = 0, total = 0;
 };
+// The kernels' description of x [B, n, d] with `groups` modulation groups laid out as `layout` says.
+[[nodiscard]] kernels::ModulationShape modulation_shape(const torch::Tensor& x, int64_t groups,
+                                                        const TokenLayout& layout);
 
 // Whether fused_norm_modulate covers these: fused operations on, x [B, n, d] of float32 / bfloat16 /
 // float16 (float64 on the CPU; CUDA: the kernels built), out_type x's type (or none) or, for a float32 x,
